@@ -1,0 +1,58 @@
+"""Backends: numpy (CPU); more are loaded by name only when asked for.
+
+``get_backend("numpy")`` returns the one shared instance; an optional backend's
+module is imported on first use, so ``import flowgrad`` never imports cupy or dask.
+"""
+from __future__ import annotations
+
+import importlib
+
+from flowgrad.errors import BackendError
+
+from .base import Backend
+
+#: name -> "module:Class"; an optional backend is imported on first use only
+AVAILABLE = {
+    "numpy": "flowgrad.backends.numpy_backend:NumpyBackend",
+}
+
+_instances: dict[str, Backend] = {}
+_default = "numpy"
+
+
+def get_backend(name=None) -> Backend:
+    """The backend called ``name`` (or the default one); a Backend passes through."""
+    if isinstance(name, Backend):
+        return name
+    name = name or _default
+    if name not in _instances:
+        if name not in AVAILABLE:
+            raise BackendError(f"unknown backend {name!r}; choose one of {sorted(AVAILABLE)}")
+        module, cls = AVAILABLE[name].split(":")
+        _instances[name] = getattr(importlib.import_module(module), cls)()
+    return _instances[name]
+
+
+def set_default_backend(name: str) -> None:
+    """Use ``name`` wherever no backend is given (fg.compile, fg.run)."""
+    global _default
+    get_backend(name)  # fail now, not at the first compile
+    _default = name
+
+
+def default_backend() -> Backend:
+    return get_backend(None)
+
+
+def to_numpy(array):
+    """Any backend's array (or a list/tuple of them) brought back to the host as numpy."""
+    if isinstance(array, (list, tuple)):
+        return type(array)(to_numpy(a) for a in array)
+    for backend in _instances.values():
+        if backend.owns(array):
+            return backend.to_numpy(array)
+    if hasattr(array, "get") and hasattr(array, "__cuda_array_interface__"):
+        return array.get()
+    if hasattr(array, "compute") and hasattr(array, "chunks"):
+        return __import__("numpy").asarray(array.compute())
+    return __import__("numpy").asarray(array)

@@ -1,0 +1,188 @@
+"""Reverse accumulation (adjoints, grad, vjp) and the forward sweep (jvp).
+
+Both sweeps *build nodes*: the adjoint of every node is itself a node of the same
+graph, made by the ops' rules, so derivatives can be differentiated again.
+
+The reverse sweep is the seed's backward pass: visit the nodes on a path from the
+inputs asked for to the output in reverse topological order (= descending id) and
+set v̄_i = Σ_{j ∈ children(i)} v̄_j ∂v_j/∂v_i, each term made by the child's rule
+and summed back to v_i's shape. Nodes off every such path get no adjoint (no
+materialised zeros). Both sweeps are loops over sorted ids: no recursion.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DifferentiationError
+from .graph import Node, same_graph
+from .leaves import _constant_in
+
+__all__ = ["adjoints", "grad", "vjp", "jvp"]
+
+
+def ancestors(outputs) -> list[int]:
+    """Ids of every node the outputs depend on (themselves included), ascending."""
+    graph = outputs[0].graph
+    data = graph.nx.nodes
+    seen = set()
+    stack = [o.id for o in outputs]
+    while stack:
+        nid = stack.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        stack.extend(i for i in data[nid]["inputs"] if i not in seen)
+    return sorted(seen)
+
+
+def _differentiable(dtype) -> bool:
+    return dtype.kind in "fc"
+
+
+def _on_path(graph, order, sources) -> set[int]:
+    """The ids in ``order`` (ascending) that depend on any of ``sources``."""
+    data = graph.nx.nodes
+    active = set(sources)
+    for nid in order:
+        if nid not in active and any(i in active for i in data[nid]["inputs"]):
+            active.add(nid)
+    return active
+
+
+def _as_list(x):
+    single = isinstance(x, Node)
+    return ([x] if single else list(x)), single
+
+
+def _seed(y):
+    """v̄_N = 1 for a scalar output."""
+    if y.shape != ():
+        raise DifferentiationError(
+            f"grad needs a scalar output, but {y.name!r} has shape {y.shape}; "
+            "reduce it (fg.sum, fg.mean) or use fg.vjp / fg.jacobian")
+    if not _differentiable(y.dtype):
+        raise DifferentiationError(f"cannot differentiate {y.name!r} of dtype {y.dtype}")
+    return _constant_in(y.graph, np.ones((), y.dtype), name="seed")
+
+
+def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
+    """{node: v̄ node} for every node on a path from ``wrt`` (default: all) to ``y``.
+
+    ``seed`` is v̄_y (default 1, which needs a scalar ``y``).
+    """
+    from flowgrad.ops import add, as_node, sum_to_like  # ops import this package
+    graph = y.graph
+    seed = _seed(y) if seed is None else as_node(seed, graph)
+    order = ancestors([y])
+    sources = order if wrt is None else [n.id for n in wrt]
+    if wrt is not None:
+        same_graph([y, *wrt])
+    active = _on_path(graph, order, sources)
+    data = graph.nx.nodes
+    handles = graph._handles
+    pending: dict[int, list[Node]] = {y.id: [seed]}
+    result: dict[Node, Node] = {}
+    for nid in reversed(order):
+        terms = pending.pop(nid, None)
+        if terms is None:
+            continue
+        vbar = terms[0]
+        for term in terms[1:]:
+            vbar = add(vbar, term)
+        node = handles[nid]
+        result[node] = vbar
+        d = data[nid]
+        op = d["op"]
+        if op is None:
+            continue
+        inputs = tuple(handles[i] for i in d["inputs"])
+        for argnum, inp in enumerate(inputs):
+            if inp.id not in active or not _differentiable(inp.dtype):
+                continue
+            rule = op.vjp_rule(argnum)
+            if rule is None:
+                continue
+            term = rule(vbar, node, *inputs, **d["attrs"])
+            if term is not None:
+                pending.setdefault(inp.id, []).append(sum_to_like(term, inp))
+    return result
+
+
+def _zeros(x):
+    from flowgrad.ops import zeros_like
+    return zeros_like(x)
+
+
+def grad(y: Node, wrt):
+    """∂y/∂wrt as nodes; ``y`` must be a scalar node. A list in gives a list out.
+
+    A node that ``y`` does not depend on gets a zeros node of its shape.
+    """
+    wrt, single = _as_list(wrt)
+    _seed(y)  # fail early, naming y, if it is not a scalar
+    adj = adjoints(y, wrt)
+    out = [adj.get(x) if x in adj else _zeros(x) for x in wrt]
+    return out[0] if single else out
+
+
+def vjp(y: Node, x, ybar):
+    """ȳᵀ J: the reverse-mode product of the cotangent ``ybar`` (shape of y) with ∂y/∂x."""
+    from flowgrad.ops import as_node
+    xs, single = _as_list(x)
+    ybar = as_node(ybar, y.graph)
+    if ybar.shape != y.shape and None not in y.shape:
+        raise DifferentiationError(f"vjp: the cotangent has shape {ybar.shape}, "
+                                   f"but {y.name!r} has shape {y.shape}")
+    adj = adjoints(y, xs, seed=ybar)
+    out = [adj[n] if n in adj else _zeros(n) for n in xs]
+    return out[0] if single else out
+
+
+def jvp(y: Node, x, xdot):
+    """J ẋ: the forward-mode product of ∂y/∂x with the tangent ``xdot`` (shape of x).
+
+    One forward sweep in topological order, each node's tangent the sum of its
+    ops' forward rules applied to its inputs' tangents; J is never formed.
+    ``x`` and ``xdot`` may be lists of equal length.
+    """
+    from flowgrad.ops import add, as_node, broadcast_to_like
+    xs, single = _as_list(x)
+    xdots = [xdot] if single else list(xdot)
+    if len(xs) != len(xdots):
+        raise DifferentiationError(f"jvp: {len(xs)} inputs but {len(xdots)} tangents")
+    graph = same_graph([y, *xs])
+    tangents = {}
+    for n, t in zip(xs, xdots):
+        t = as_node(t, graph)
+        if t.shape != n.shape and None not in n.shape:
+            raise DifferentiationError(f"jvp: the tangent has shape {t.shape}, "
+                                       f"but {n.name!r} has shape {n.shape}")
+        tangents[n.id] = t
+    data = graph.nx.nodes
+    handles = graph._handles
+    for nid in ancestors([y]):
+        if nid in tangents:
+            continue
+        d = data[nid]
+        op = d["op"]
+        if op is None or not any(i in tangents for i in d["inputs"]):
+            continue
+        node = handles[nid]
+        inputs = tuple(handles[i] for i in d["inputs"])
+        total = None
+        for argnum, inp in enumerate(inputs):
+            t = tangents.get(inp.id)
+            if t is None or not _differentiable(inp.dtype):
+                continue
+            rule = op.jvp_rule(argnum)
+            if rule is None:
+                continue
+            term = rule(t, node, *inputs, **d["attrs"])
+            if term is None:
+                continue
+            term = broadcast_to_like(term, node)
+            total = term if total is None else add(total, term)
+        if total is not None:
+            tangents[nid] = total
+    out = tangents.get(y.id)
+    return _zeros(y) if out is None else out

@@ -1,0 +1,29 @@
+"""The exceptions flowgrad raises: one class per kind of user mistake."""
+
+
+class FlowgradError(Exception):
+    """Base class of every error flowgrad raises on purpose."""
+
+
+class ShapeError(FlowgradError, ValueError):
+    """Operands whose shapes do not fit the op, detected when the node is built."""
+
+
+class FeedError(FlowgradError, ValueError):
+    """A missing, unknown, mis-shaped or mis-typed feed; nothing was computed."""
+
+
+class GraphError(FlowgradError, ValueError):
+    """Nodes of two graphs mixed, or a graph used in a way it cannot support."""
+
+
+class DifferentiationError(FlowgradError, TypeError):
+    """An op lacks the rule asked for, or a derivative is asked of a non-scalar."""
+
+
+class BackendError(FlowgradError, RuntimeError):
+    """A backend that is unknown, not installed, or has no device to run on."""
+
+
+class GradientCheckError(FlowgradError, AssertionError):
+    """A derivative disagrees with central finite differences."""

@@ -1,0 +1,258 @@
+"""The graph: a networkx DiGraph of op nodes, the Node handle users hold, scopes.
+
+Each vertex of ``Graph.nx`` is an integer id whose attributes are the source of
+truth: ``op``, ``attrs``, ``name``, ``shape``, ``dtype``, ``inputs`` (ordered;
+a DiGraph cannot hold the two edges of ``x * x``), ``kind`` and ``scope``.
+Edges are derived from ``inputs`` and labelled with the argument number.
+
+Ids are handed out in creation order and a node's inputs always exist before
+it, so id order *is* a topological order: the sweeps and the scheduler sort by
+id instead of walking the graph, and no cycle can ever be built.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import networkx as nx
+import numpy as np
+
+from .errors import GraphError
+
+_state = threading.local()
+
+
+def _graph_stack():
+    if not hasattr(_state, "graphs"):
+        _state.graphs = []
+    return _state.graphs
+
+
+_DEFAULT = None
+
+
+def default_graph() -> "Graph":
+    """The innermost ``with fg.Graph()`` graph, else the module-level default."""
+    stack = _graph_stack()
+    if stack:
+        return stack[-1]
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Graph()
+    return _DEFAULT
+
+
+def reset_default_graph() -> "Graph":
+    """Start a fresh module-level default graph (handy in notebooks)."""
+    global _DEFAULT
+    _DEFAULT = Graph()
+    return _DEFAULT
+
+
+class Graph:
+    """A static graph of op nodes. Use as ``with fg.Graph() as g:``; graphs only grow."""
+
+    def __init__(self):
+        self.nx = nx.DiGraph()
+        self._handles: list[Node] = []
+        self._names: dict[str, int] = {}
+        self._scope: list[str] = []
+        self._program_cache: dict = {}
+
+    # -- context management -------------------------------------------------
+    def __enter__(self) -> "Graph":
+        _graph_stack().append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _graph_stack().pop()
+        return False
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def __repr__(self) -> str:
+        return f"<flowgrad.Graph with {len(self)} nodes>"
+
+    # -- nodes ----------------------------------------------------------------
+    def node(self, node_id: int) -> "Node":
+        return self._handles[node_id]
+
+    @property
+    def nodes(self) -> list["Node"]:
+        """Every node, in creation (= topological) order."""
+        return list(self._handles)
+
+    def by_name(self, name: str) -> "Node":
+        try:
+            return self._handles[self._names[name]]
+        except KeyError:
+            raise KeyError(f"no node named {name!r} in this graph") from None
+
+    def _unique_name(self, base: str) -> str:
+        prefix = "/".join(self._scope)
+        name = f"{prefix}/{base}" if prefix else base
+        if name not in self._names:
+            return name
+        k = 1
+        while f"{name}_{k}" in self._names:
+            k += 1
+        return f"{name}_{k}"
+
+    def add_node(self, op, inputs, attrs, shape, dtype, *, name=None, kind="op",
+                 value=None, weak=False) -> "Node":
+        """Append one node; callers (ops.base.apply and the leaf constructors) have
+        already checked shapes. Returns its handle."""
+        node_id = len(self._handles)
+        op_name = op.name if op is not None else kind
+        name = self._unique_name(name or f"{op_name}_{node_id}")
+        input_ids = tuple(n.id for n in inputs)
+        self.nx.add_node(
+            node_id, op=op, attrs=attrs, name=name, shape=shape, dtype=dtype,
+            inputs=input_ids, kind=kind, scope=tuple(self._scope), value=value,
+            weak=weak,
+        )
+        for argnum, src in enumerate(input_ids):
+            # A DiGraph keeps one edge per pair; record every argument number on it.
+            if self.nx.has_edge(src, node_id):
+                self.nx.edges[src, node_id]["argnums"] += (argnum,)
+            else:
+                self.nx.add_edge(src, node_id, argnums=(argnum,))
+        handle = Node(self, node_id)
+        self._handles.append(handle)
+        self._names[name] = node_id
+        return handle
+
+
+@contextlib.contextmanager
+def name_scope(name: str, graph: Graph | None = None):
+    """Prefix the names of nodes built inside with ``name/``; viz draws scopes as clusters."""
+    if not name or "/" in name:
+        raise ValueError(f"a scope name must be non-empty and contain no '/': {name!r}")
+    g = graph or default_graph()
+    g._scope.append(name)
+    try:
+        yield
+    finally:
+        g._scope.pop()
+
+
+class Node:
+    """A handle on one vertex of a Graph. Supports ``+ - * / ** @``, unary ``-``,
+    ``.T`` and indexing; every operator adds a node to the same graph."""
+
+    __slots__ = ("graph", "id", "_d")
+    __array_ufunc__ = None  # make numpy defer: ``array * node`` calls ``node.__rmul__``
+
+    def __init__(self, graph: Graph, node_id: int):
+        self.graph = graph
+        self.id = node_id
+        self._d = graph.nx.nodes[node_id]
+
+    # -- metadata ---------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._d["name"]
+
+    @property
+    def shape(self) -> tuple:
+        return self._d["shape"]
+
+    @property
+    def ndim(self) -> int:
+        return len(self._d["shape"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._d["dtype"]
+
+    @property
+    def op(self):
+        return self._d["op"]
+
+    @property
+    def kind(self) -> str:
+        """'placeholder', 'variable', 'constant' or 'op'."""
+        return self._d["kind"]
+
+    @property
+    def attrs(self) -> dict:
+        return self._d["attrs"]
+
+    @property
+    def inputs(self) -> tuple["Node", ...]:
+        h = self.graph._handles
+        return tuple(h[i] for i in self._d["inputs"])
+
+    @property
+    def scope(self) -> tuple:
+        return self._d["scope"]
+
+    @property
+    def value(self):
+        """The current value of a variable or constant."""
+        if self.kind not in ("variable", "constant"):
+            raise AttributeError(f"{self.name} is a {self.kind}: only variables and "
+                                 "constants hold a value; use fg.run to compute it")
+        return self._d["value"]
+
+    @value.setter
+    def value(self, new):
+        if self.kind != "variable":
+            raise AttributeError(f"{self.name} is a {self.kind}: only variables can be assigned")
+        from .leaves import check_variable_value
+        self._d["value"] = check_variable_value(self, new)
+
+    def __repr__(self) -> str:
+        shape = "(" + ", ".join("None" if s is None else str(s) for s in self.shape) + \
+            ("," if len(self.shape) == 1 else "") + ")"
+        op = self.op.name if self.op is not None else self.kind
+        return f"<Node {self.name!r} {op} shape={shape} dtype={self.dtype}>"
+
+    def __iter__(self):
+        raise TypeError("a flowgrad Node is not iterable; index it (x[i]) to build a node")
+
+    def __bool__(self):
+        raise TypeError("a flowgrad Node has no truth value until it is run; "
+                        "use fg.where / fg.maximum to build a branch")
+
+    __hash__ = object.__hash__
+
+    # -- operators (the ops module is imported lazily: it imports this one) ----
+    def __add__(self, other): return _ops().add(self, other)
+    def __radd__(self, other): return _ops().add(other, self)
+    def __sub__(self, other): return _ops().sub(self, other)
+    def __rsub__(self, other): return _ops().sub(other, self)
+    def __mul__(self, other): return _ops().mul(self, other)
+    def __rmul__(self, other): return _ops().mul(other, self)
+    def __truediv__(self, other): return _ops().div(self, other)
+    def __rtruediv__(self, other): return _ops().div(other, self)
+    def __pow__(self, other): return _ops().pow(self, other)
+    def __rpow__(self, other): return _ops().pow(other, self)
+    def __matmul__(self, other): return _ops().matmul(self, other)
+    def __rmatmul__(self, other): return _ops().matmul(other, self)
+    def __neg__(self): return _ops().neg(self)
+    def __pos__(self): return self
+    def __getitem__(self, index): return _ops().getitem(self, index)
+
+    @property
+    def T(self) -> "Node":
+        return _ops().transpose(self)
+
+
+def _ops():
+    from flowgrad import ops
+    return ops
+
+
+def same_graph(nodes) -> Graph:
+    """The one graph all ``nodes`` belong to; mixing graphs is a GraphError."""
+    graph = None
+    for n in nodes:
+        if graph is None:
+            graph = n.graph
+        elif n.graph is not graph:
+            raise GraphError(
+                f"nodes from two graphs mixed: {n.name!r} belongs to {n.graph!r}, "
+                f"but {graph!r} was expected; build them inside one `with fg.Graph()`")
+    return graph

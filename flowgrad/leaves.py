@@ -1,0 +1,83 @@
+"""The graph's leaves: placeholders (fed at run time), variables (trainable state)
+and constants (fixed values, including the Python scalars that mix into expressions)."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .errors import FeedError, ShapeError
+from .graph import Node, default_graph
+
+
+def _as_shape(shape) -> tuple:
+    if shape is None:
+        raise ShapeError("a placeholder needs a shape; use None for a length that varies, "
+                         "e.g. shape=(None, 3)")
+    shape = (shape,) if isinstance(shape, (int, np.integer)) or shape is None else tuple(shape)
+    for s in shape:
+        if s is not None and (not isinstance(s, (int, np.integer)) or s < 0):
+            raise ShapeError(f"shape entries must be non-negative ints or None, got {shape}")
+    return tuple(None if s is None else int(s) for s in shape)
+
+
+def placeholder(name: str, shape=(), dtype="float64") -> Node:
+    """A value fed at run time, by ``name`` or by node; ``None`` in ``shape`` = any length."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("a placeholder needs a non-empty string name (it is fed by name)")
+    g = default_graph()
+    return g.add_node(None, (), {}, _as_shape(shape), np.dtype(dtype), name=name,
+                      kind="placeholder")
+
+
+def variable(value, name: str | None = None, dtype=None) -> Node:
+    """A trainable value held by the graph; optimizers update it in place."""
+    arr = np.array(value, dtype=dtype if dtype is not None else _default_dtype(value))
+    g = default_graph()
+    return g.add_node(None, (), {}, arr.shape, arr.dtype, name=name or "variable",
+                      kind="variable", value=arr)
+
+
+def constant(value, name: str | None = None, dtype=None) -> Node:
+    """A fixed value, part of the graph. Python scalars stay *weakly typed*, as in
+    numpy 2, so ``0.1 * x`` keeps a float32 ``x`` float32."""
+    g = default_graph()
+    return _constant_in(g, value, name, dtype)
+
+
+def _constant_in(g, value, name=None, dtype=None) -> Node:
+    weak = dtype is None and isinstance(value, (bool, numbers.Integral, numbers.Real)) \
+        and not isinstance(value, np.generic)
+    if weak:
+        py = bool(value) if isinstance(value, bool) else (
+            int(value) if isinstance(value, numbers.Integral) else float(value))
+        return g.add_node(None, (), {}, (), np.result_type(py), name=name or "const",
+                          kind="constant", value=py, weak=True)
+    arr = np.array(value, dtype=dtype if dtype is not None else _default_dtype(value))
+    if arr.dtype == object:
+        raise TypeError(f"cannot make a constant of {type(value).__name__}: {value!r}")
+    arr.setflags(write=False)  # a constant must never be mutated through a result
+    return g.add_node(None, (), {}, arr.shape, arr.dtype, name=name or "const",
+                      kind="constant", value=arr)
+
+
+def _default_dtype(value):
+    """Python floats and lists of them become float64; arrays keep their dtype."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.dtype
+    if hasattr(value, "__array__") or hasattr(value, "__cuda_array_interface__"):
+        return None
+    arr = np.asarray(value)
+    return np.float64 if arr.dtype.kind in "iub" and not isinstance(value, bool) else None
+
+
+def check_variable_value(node: Node, new):
+    """Validate an assignment to ``node.value``: same shape, a castable dtype."""
+    arr = new if hasattr(new, "shape") and hasattr(new, "dtype") else np.asarray(new)
+    if tuple(arr.shape) != node.shape:
+        raise FeedError(f"variable {node.name!r} has shape {node.shape}; "
+                        f"cannot assign a value of shape {tuple(arr.shape)}")
+    if not np.can_cast(arr.dtype, node.dtype, "same_kind"):
+        raise FeedError(f"variable {node.name!r} has dtype {node.dtype}; "
+                        f"cannot assign a value of dtype {arr.dtype}")
+    return arr.astype(node.dtype, copy=False) if arr.dtype != node.dtype else arr

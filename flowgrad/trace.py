@@ -1,0 +1,50 @@
+"""Trace: the values of one run, and the adjoint v̄ of each node, for inspection and drawing."""
+from __future__ import annotations
+
+from .graph import Node
+
+
+class Trace:
+    """``tr[node]`` is a node's value; ``tr.adjoint(node)`` its adjoint v̄ with respect
+    to the program's first output (when that output is a scalar)."""
+
+    def __init__(self, program, values: dict, adjoints: dict):
+        self.program = program
+        self.graph = program.graph
+        self._values = values
+        #: {forward node: its adjoint node}
+        self.adjoint_nodes = adjoints
+
+    @property
+    def outputs(self) -> list[Node]:
+        return list(self.program.outputs)
+
+    @property
+    def nodes(self) -> list[Node]:
+        """The forward nodes, in the order they were evaluated."""
+        return [self.graph.node(i) for i in self.program.order]
+
+    def __contains__(self, node) -> bool:
+        return node.id in self._values
+
+    def __getitem__(self, node: Node):
+        try:
+            return self._values[node.id]
+        except KeyError:
+            raise KeyError(f"{node.name!r} was not computed in this trace") from None
+
+    def has_adjoint(self, node: Node) -> bool:
+        """Whether ``node`` lies on a path to the output (else its v̄ is zero)."""
+        return node in self.adjoint_nodes
+
+    def adjoint(self, node: Node):
+        """v̄ = ∂(first output)/∂node at this point; zeros where the output does not depend on it."""
+        if not self.adjoint_nodes:
+            raise ValueError("this trace has no adjoints: the first output is not a scalar")
+        adj = self.adjoint_nodes.get(node)
+        if adj is None:
+            return self.program.backend.xp.zeros_like(self[node])
+        return self._values[adj.id]
+
+    def __repr__(self):
+        return f"<flowgrad.Trace of {len(self.program.order)} nodes>"

@@ -1,0 +1,203 @@
+"""The op contract and registry, and ``apply``, which turns a call into a node.
+
+An op is a primitive: it knows how to compute (``forward``), how to infer its
+output's shape and dtype when the node is built (``infer``), and how to carry
+derivatives: one reverse rule (vjp) and one forward rule (jvp) per argument.
+
+Rules receive *node handles* and return nodes built from flowgrad ops, so every
+derivative is itself part of the graph and can be differentiated again. A vjp
+rule has the flat signature of autograd: ``rule(g, ans, *inputs, **attrs)``
+where ``g`` is the output's adjoint and ``ans`` the output node (reuse it
+rather than recomputing the forward value). A jvp rule has the same form with
+the input's tangent in place of ``g``. Rules never think about broadcasting:
+the sweeps sum a contribution back to its input's shape (``sum_to_like``) or
+broadcast a tangent to the output's shape, in one place.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import numpy as np
+
+from flowgrad.errors import DifferentiationError, ShapeError
+from flowgrad.graph import Node, default_graph, same_graph
+from flowgrad.leaves import _constant_in
+
+REGISTRY: dict[str, "Op"] = {}
+
+NONDIFF = None  # a rule slot meaning "this argument's derivative is zero by definition"
+
+
+class Op:
+    """A primitive operation. See the module docstring for the rule signatures.
+
+    ``vjp``/``jvp`` are tuples with one rule (or ``NONDIFF``) per argument, or, for
+    ops with any number of arguments, one callable ``rule(argnum, g, ans, *inputs, **attrs)``.
+    ``multilinear=True`` says the op is linear in each argument separately (sum,
+    transpose, mul, matmul …): its jvp rules are derived, ``op(…, tangent, …)``.
+    ``elementwise=True`` says each vjp rule is ``g * ∂out/∂in`` entrywise: the jvp
+    rules are then the same functions with the tangent in place of ``g``.
+    """
+
+    def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,
+                 multilinear=False, elementwise=False, doc=""):
+        if name in REGISTRY:
+            raise ValueError(f"op {name!r} is registered twice")
+        self.name = name
+        self.forward = forward
+        self.infer = infer
+        self.variadic = variadic
+        self._vjp = vjp
+        self._jvp = jvp
+        self.multilinear = multilinear
+        self.elementwise = elementwise
+        self.__doc__ = doc or forward.__doc__
+        REGISTRY[name] = self
+
+    def __repr__(self):
+        return f"<Op {self.name}>"
+
+    def __call__(self, *args, **attrs):
+        return apply(self, *args, **attrs)
+
+    def kernel(self, xp, attrs):
+        """The callable the scheduler runs: values in, value out."""
+        return functools.partial(self.forward, xp, **attrs) if attrs else \
+            functools.partial(self.forward, xp)
+
+    # -- rules -------------------------------------------------------------------
+    def _rule(self, table, argnum, kind):
+        if callable(table):
+            return functools.partial(table, argnum)
+        if argnum < len(table):
+            rule = table[argnum]
+            if rule is NONDIFF or callable(rule):
+                return rule
+        raise DifferentiationError(
+            f"op {self.name!r} has no {kind} rule for argument {argnum}")
+
+    def vjp_rule(self, argnum):
+        """The reverse rule for one argument; None if that derivative is zero by definition."""
+        return self._rule(self._vjp, argnum, "reverse-mode (vjp)")
+
+    def jvp_rule(self, argnum):
+        """The forward rule for one argument; None if that derivative is zero by definition."""
+        if self._jvp is not None:
+            return self._rule(self._jvp, argnum, "forward-mode (jvp)")
+        if self.multilinear:
+            return functools.partial(_multilinear_jvp, self, argnum)
+        if self.elementwise:
+            return self.vjp_rule(argnum)
+        raise DifferentiationError(f"op {self.name!r} has no forward-mode (jvp) rule "
+                                   f"for argument {argnum}")
+
+
+def _multilinear_jvp(op, argnum, tangent, ans, *inputs, **attrs):
+    args = list(inputs)
+    args[argnum] = tangent
+    return apply(op, *args, **attrs)
+
+
+# -- building nodes ----------------------------------------------------------------
+
+def as_node(value, graph=None) -> Node:
+    """A node for ``value``: nodes pass through, scalars and arrays become constants."""
+    if isinstance(value, Node):
+        return value
+    return _constant_in(graph or default_graph(), value)
+
+
+def apply(op: Op, *args, **attrs) -> Node:
+    """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph)."""
+    graph = same_graph(a for a in args if isinstance(a, Node)) or default_graph()
+    inputs = tuple(as_node(a, graph) for a in args)
+    if inputs and all(n._d["weak"] for n in inputs):
+        # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
+        # stays weakly typed, so it never promotes a float32 operand.
+        value = op.forward(np, *(n._d["value"] for n in inputs), **attrs)
+        return _constant_in(graph, value.item() if hasattr(value, "item") else value)
+    shape, dtype = op.infer(*inputs, **attrs)
+    return graph.add_node(op, inputs, attrs, tuple(shape), np.dtype(dtype))
+
+
+# -- helpers for ``infer`` ----------------------------------------------------------
+
+def shape_error(op_name, nodes, detail) -> ShapeError:
+    """A ShapeError naming the op, every operand with its shape, and the user's line."""
+    operands = ", ".join(f"{n.name} {fmt_shape(n.shape)}" for n in nodes)
+    where = _user_line()
+    return ShapeError(f"{op_name}: {detail} (operands: {operands})" +
+                      (f"\n  at {where}" if where else ""))
+
+
+def fmt_shape(shape) -> str:
+    inner = ", ".join("None" if s is None else str(s) for s in shape)
+    return f"({inner}{',' if len(shape) == 1 else ''})"
+
+
+_PKG_ROOTS = None
+
+
+def _user_line():
+    """``file:line`` of the innermost frame outside flowgrad, i.e. the user's call."""
+    global _PKG_ROOTS
+    if _PKG_ROOTS is None:
+        import flowgrad
+        from flowgrad import backends, viz  # noqa: F401  (their folders count as inside)
+        _PKG_ROOTS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                           for m in (flowgrad, sys.modules[__package__], backends, viz))
+    frame = sys._getframe(1)
+    while frame is not None:
+        fname = os.path.abspath(frame.f_code.co_filename)
+        if not fname.startswith(_PKG_ROOTS):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+def broadcast_shapes(op_name, *nodes) -> tuple:
+    """numpy broadcasting of the nodes' shapes; ``None`` is a length known only at run
+    time, assumed to match its partner (it is never taken to be a broadcast 1)."""
+    ndim = max(len(n.shape) for n in nodes)
+    out = []
+    for axis in range(-ndim, 0):
+        dims = [n.shape[axis] for n in nodes if len(n.shape) >= -axis]
+        known = {d for d in dims if d is not None and d != 1}
+        if len(known) > 1:
+            raise shape_error(op_name, nodes, "shapes do not broadcast")
+        if known:
+            out.append(known.pop())
+        elif None in dims:
+            out.append(None)
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def result_dtype(*nodes) -> np.dtype:
+    """numpy's promotion, with Python-scalar constants weakly typed."""
+    return np.result_type(*[n._d["value"] if n._d["weak"] else n.dtype for n in nodes])
+
+
+def float_dtype(dtype) -> np.dtype:
+    """The dtype a float function of ``dtype`` returns (ints and bools give float64)."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.kind in "fc" else np.dtype(np.float64)
+
+
+def normalize_axis(op_name, node, axis) -> tuple:
+    """``axis`` (None, int or tuple) as a sorted tuple of non-negative ints."""
+    ndim = len(node.shape)
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or not -ndim <= a < ndim:
+            raise shape_error(op_name, (node,), f"axis {a} is out of range for a {ndim}-d input")
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise shape_error(op_name, (node,), f"repeated axis in {axis}")
+    return tuple(sorted(out))

@@ -1,0 +1,1 @@
+"""Drawing graphs with values and adjoints (graphviz), and backprop walkthroughs."""
