@@ -49,6 +49,10 @@ def check_grads(f: Node, wrt, feed=None, modes=("rev", "fwd"), order=2, *,
     checker.check(f, modes, order, label=f.name)
 
 
+def _index(k, shape):
+    return tuple(int(i) for i in np.unravel_index(k, shape))
+
+
 class _Checker:
     def __init__(self, graph, wrt, base, rng, eps, rtol, atol, backend):
         self.graph, self.wrt, self.base, self.rng = graph, wrt, base, rng
@@ -84,7 +88,7 @@ class _Checker:
             k = int(np.argmax(np.where(bad, np.nan_to_num(err / tol, nan=np.inf), -1)))
             raise GradientCheckError(
                 f"{what}: autodiff and central differences disagree at {entry_names(k)}: "
-                f"autodiff {auto.flat[k]!r}, finite differences {fd.flat[k]!r} "
+                f"autodiff {float(auto.flat[k])!r}, finite differences {float(fd.flat[k])!r} "
                 f"(|error| {err.flat[k]:.3g} > tolerance {tol.flat[k]:.3g})")
 
     def check(self, f, modes, order, label):
@@ -102,7 +106,7 @@ class _Checker:
             node = jvp(f, self.wrt, [self._const(d) for d in v])
             auto = self._eval(node)
             self._fail_if_far(f"forward mode (jvp) of {label}", auto, self._fd(f, v), scale,
-                              lambda k: f"output entry {np.unravel_index(k, f_val.shape)}")
+                              lambda k: f"output entry {_index(k, f_val.shape)}")
             derivs.append((node, f"jvp({label})"))
         if order > 1:
             for node, name in derivs:
@@ -123,7 +127,7 @@ class _Checker:
                     direction[i].flat[k] = 1.0
                     fd.flat[k] = np.sum(u * self._fd(f, direction))
                 self._fail_if_far(what, auto, fd, scale,
-                                  lambda k: f"entry {np.unravel_index(k, shape)}")
+                                  lambda k: f"entry {_index(k, shape)}")
             else:
                 for _ in range(3):
                     direction = [np.zeros(self.base[w.id].shape) for w in self.wrt]
