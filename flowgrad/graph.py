@@ -154,6 +154,24 @@ class Node:
     def name(self) -> str:
         return self._d["name"]
 
+    @name.setter
+    def name(self, new: str):
+        g = self.graph
+        if not isinstance(new, str) or not new:
+            raise ValueError("a node name must be a non-empty string")
+        if new == self._d["name"]:
+            return
+        if new in g._names:
+            raise ValueError(f"the graph already has a node named {new!r}")
+        del g._names[self._d["name"]]
+        g._names[new] = self.id
+        self._d["name"] = new
+
+    def named(self, name: str) -> "Node":
+        """Give this node a name (shown in drawings, usable as a feed key); returns it."""
+        self.name = name
+        return self
+
     @property
     def shape(self) -> tuple:
         return self._d["shape"]
