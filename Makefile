@@ -22,6 +22,7 @@ install: system-deps $(STAMP)
 
 demo: install
 	$(PY) examples/logistic_regression.py
+	$(PY) examples/backprop_walkthrough.py --out out
 
 test: install
 	$(VENV)/bin/pytest -q

@@ -168,8 +168,9 @@ class Node:
         self._d["name"] = new
 
     def named(self, name: str) -> "Node":
-        """Give this node a name (shown in drawings, usable as a feed key); returns it."""
-        self.name = name
+        """Give this node a name (shown in drawings, usable as a feed key); returns it.
+        The node's name scope is prefixed unless ``name`` already holds a '/'."""
+        self.name = name if "/" in name else "/".join(self.scope + (name,))
         return self
 
     @property

@@ -21,7 +21,7 @@ class Trace:
 
     @property
     def nodes(self) -> list[Node]:
-        """The forward nodes, in the order they were evaluated."""
+        """The nodes of the program (its outputs and what they need), in evaluation order."""
         return [self.graph.node(i) for i in self.program.order]
 
     def __contains__(self, node) -> bool:

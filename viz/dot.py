@@ -1,0 +1,388 @@
+"""``draw``: a graph, or a trace of it, as a ``graphviz.Digraph`` with values and adjoints.
+
+The drawing is built in passes, each a small function over sorted node ids (no
+recursion, so graphs of any depth draw): pick the nodes (``_Scene``), cut to a
+depth/size limit, map nodes to what is drawn for them (themselves or a collapsed
+scope box), then emit nodes into their scope clusters and the edges with labels.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+
+import graphviz
+import numpy as np
+
+from flowgrad.autodiff import ancestors
+from flowgrad.graph import Graph, Node, same_graph
+
+from . import labels as L
+from .local import edge_terms
+
+INSTALL_HINT = ("Graphviz's `dot` program was not found on PATH, so the drawing cannot be "
+                "rendered. Install Graphviz: `apt-get install graphviz` (Debian/Ubuntu), "
+                "`brew install graphviz` (macOS) or `conda install graphviz`. The DOT source "
+                "is still available as `.source`.")
+
+
+def dot_available() -> bool:
+    """Whether Graphviz's `dot` program is on PATH (needed to render, not to draw)."""
+    import shutil
+    return shutil.which("dot") is not None
+
+
+class GraphvizNotFoundError(graphviz.ExecutableNotFound):
+    """Rendering needs Graphviz's `dot`; the message says how to install it."""
+
+    def __init__(self):
+        RuntimeError.__init__(self, INSTALL_HINT)
+
+
+class Drawing(graphviz.Digraph):
+    """A ``graphviz.Digraph`` whose rendering failures say how to install Graphviz."""
+
+    def render(self, *args, **kwargs):
+        try:
+            return super().render(*args, **kwargs)
+        except graphviz.ExecutableNotFound as e:
+            raise GraphvizNotFoundError() from e
+
+    def pipe(self, *args, **kwargs):
+        try:
+            return super().pipe(*args, **kwargs)
+        except graphviz.ExecutableNotFound as e:
+            raise GraphvizNotFoundError() from e
+
+    def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
+        # In a notebook without `dot`, show the source and the hint instead of a traceback.
+        try:
+            return super()._repr_mimebundle_(include, exclude, **kwargs)
+        except GraphvizNotFoundError:
+            return {"text/plain": INSTALL_HINT + "\n\n" + self.source}
+
+
+# -- what to draw ------------------------------------------------------------------------
+
+class _Scene:
+    """The nodes to draw and the numbers known about them."""
+
+    def __init__(self, what, loss, wrt, backward):
+        from flowgrad.trace import Trace
+        self.trace = what if isinstance(what, Trace) else None
+        if self.trace is not None:
+            self.graph = self.trace.graph
+            self.roots = self.trace.outputs
+            self.forward = [n.id for n in self.trace.nodes]
+        elif isinstance(what, Graph):
+            self.graph = what
+            users = {i for n in what.nodes for i in n._d["inputs"]}
+            self.roots = [n for n in what.nodes if n.id not in users]
+            self.forward = list(range(len(what)))
+        else:
+            nodes = [what] if isinstance(what, Node) else list(what)
+            if not nodes or not all(isinstance(n, Node) for n in nodes):
+                raise TypeError("draw takes a Trace, a Graph, a Node or a list of Nodes")
+            self.graph = same_graph(nodes)
+            self.roots = nodes
+            self.forward = ancestors(nodes)
+        self.handles = self.graph._handles
+        adj = self.trace.adjoint_nodes if self.trace is not None else {}
+        self.adjoint_of = {n.id: a for n, a in adj.items()}
+        self.loss = loss if loss is not None else (
+            self.trace.outputs[0] if self.trace is not None and adj else None)
+        if wrt is None:
+            wrt = [self.handles[i] for i in self.forward if self.handles[i].kind == "variable"] \
+                if self.trace is not None else []
+        self.wrt = {n.id for n in ([wrt] if isinstance(wrt, Node) else wrt)}
+        self.backward = self._backward_ids() if backward and adj else []
+        #: derivative node id -> the names of the forward nodes whose v̄ it is
+        self.adjoint_for = {}
+        for i, a in self.adjoint_of.items():
+            if self.handles[i].kind != "constant":
+                self.adjoint_for.setdefault(a.id, []).append(L.display_name(self.handles[i]))
+
+    def _backward_ids(self):
+        """The derivative nodes: everything the adjoints need that the forward pass does not."""
+        fwd = set(self.forward)
+        # A constant's adjoint (∂𝓛/∂0.5) is computed but teaches nothing: leave out its nodes.
+        wanted = [a for i, a in self.adjoint_of.items() if self.handles[i].kind != "constant"]
+        return [i for i in ancestors(wanted) if i not in fwd] if wanted else []
+
+    def value(self, node):
+        if self.trace is not None and node in self.trace:
+            return self.trace[node]
+        return None
+
+    def adjoint(self, node):
+        if self.trace is not None and node.id in self.adjoint_of:
+            return self.trace.adjoint(node)
+        return None
+
+
+def _host(a):
+    from flowgrad.backends import to_numpy
+    return None if a is None else np.asarray(to_numpy(a))
+
+
+def _limit(scene, ids, depth, max_nodes):
+    """The nodes within ``depth`` edges of the roots, at most ``max_nodes`` of them,
+    nearest first (a breadth-first walk up the inputs)."""
+    if depth is None and max_nodes is None:
+        return ids
+    allowed = set(ids)
+    starts = [r.id for r in scene.roots] + [a.id for a in scene.adjoint_of.values()
+                                            if a.id in allowed]
+    seen, order = set(), []
+    queue = deque((i, 0) for i in starts if i in allowed)
+    while queue and (max_nodes is None or len(order) < max_nodes):
+        nid, d = queue.popleft()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        order.append(nid)
+        if depth is None or d < depth:
+            queue.extend((i, d + 1) for i in scene.handles[nid]._d["inputs"]
+                         if i in allowed and i not in seen)
+    return sorted(order)
+
+
+def _collapsed_paths(scopes, collapse) -> set:
+    """The scope paths (tuples) to draw as one box each."""
+    if collapse is None or collapse is False:
+        return set()
+    if collapse is True:
+        return {s[:1] for s in scopes if s}
+    if isinstance(collapse, int):
+        return {s[:collapse] for s in scopes if len(s) >= collapse}
+    paths = [collapse] if isinstance(collapse, str) else list(collapse)
+    return {tuple(p.strip("/").split("/")) for p in paths}
+
+
+def _unit_of(scope, collapsed):
+    """The shortest collapsed prefix of ``scope``, or None when it is drawn open."""
+    for k in range(1, len(scope) + 1):
+        if scope[:k] in collapsed:
+            return scope[:k]
+    return None
+
+
+def _key(unit) -> str:
+    """The DOT id of a node (n12) or of a collapsed scope box (s_layer1_dense)."""
+    if isinstance(unit, int):
+        return f"n{unit}"
+    return "s_" + "_".join(unit).replace(" ", "_")
+
+
+# -- node styles ----------------------------------------------------------------------------
+
+def _node_attrs(scene, node, opts, derivative=False):
+    """Graphviz attributes for one drawn node: its label, shape and colours."""
+    value = _host(scene.value(node)) if opts["values"] else None
+    if node.kind == "constant":
+        text = L.constant_label(node, value if value is not None else node.value,
+                                opts["precision"], opts["max_elems"])
+        of = scene.adjoint_for.get(node.id) if derivative else None
+        if of:  # the seed, 1, is v̄ of the loss (and of whatever adds pass it on to)
+            text = "v̄ of " + ", ".join(of) + " = " + text
+        return {"label": text,
+                "shape": "box", "style": "filled",
+                "fillcolor": L.COLOURS["derivative" if derivative else "constant"],
+                "fontsize": "10", "margin": "0.05,0.02", "height": "0.2"}
+    adjoint = _host(scene.adjoint(node)) if opts["adjoints"] and not derivative else None
+    marks, colour, border, border_colour = [], L.COLOURS[node.kind], 1, "black"
+    if derivative:
+        colour = L.COLOURS["derivative"]
+        of = scene.adjoint_for.get(node.id)
+        marks.append("v̄ of " + ", ".join(of) if of else "derivative")
+    if node.kind == "op" and not derivative:
+        colour = L.COLOURS["op"]
+    if scene.loss is not None and node.id == scene.loss.id:
+        colour, border = L.COLOURS["loss"], 3
+        marks.append("loss")
+    elif any(node is r for r in scene.roots) and not derivative:
+        colour = L.COLOURS["loss"]
+        marks.append("output")
+    if node.id in scene.wrt:
+        border, border_colour = 3, "darkorange"
+        marks.append("wrt")
+    label = L.node_label(node, colour, value=value, adjoint=adjoint, marks=marks,
+                         precision=opts["precision"], max_elems=opts["max_elems"],
+                         rounded=node.kind == "op", border=border,
+                         border_colour=border_colour, cell_ids=opts["cell_ids"])
+    tooltip = f"{node.name}: {L.op_text(node)} {L.fmt_shape(node.shape)}"
+    return {"label": label, "shape": "plain", "tooltip": tooltip}
+
+
+def _scope_box_attrs(scene, path, members, drawn_users, opts):
+    """A collapsed scope: what it contains and the numbers of what leaves it."""
+    member_set = set(members)
+    ops = Counter(L.op_text(scene.handles[i]) for i in members)
+    roots = {r.id for r in scene.roots}
+    outs = [i for i in members if i in roots or any(u not in member_set for u in drawn_users[i])]
+    texts = []
+    for i in outs[:3]:
+        node = scene.handles[i]
+        value = _host(scene.value(node)) if opts["values"] else None
+        adjoint = _host(scene.adjoint(node)) if opts["adjoints"] else None
+        texts.append(L.scope_output_text(node, value, adjoint, opts["precision"]))
+    if len(outs) > 3:
+        texts.append(f"… {len(outs) - 3} more outputs")
+    label = L.scope_label("/".join(path), len(members), ops.most_common(), texts,
+                          opts["precision"])
+    return {"label": label, "shape": "plain", "tooltip": "/".join(path)}
+
+
+# -- edges --------------------------------------------------------------------------------
+
+def _edge_pairs(scene, ids):
+    """Every drawn edge i → j once (an op using x twice still has one edge)."""
+    drawn = set(ids)
+    pairs = []
+    for j in ids:
+        for i in dict.fromkeys(scene.handles[j]._d["inputs"]):
+            if i in drawn:
+                pairs.append((i, j))
+    return pairs
+
+
+def _labelled(scene, i, j):
+    """Whether edge i → j carries v̄ back: differentiable source, child with an adjoint."""
+    src, dst = scene.handles[i], scene.handles[j]
+    return (src.kind != "constant" and src.dtype.kind in "fc" and dst.op is not None
+            and (scene.trace is None or j in scene.adjoint_of))
+
+
+def _edge_labels(scene, pairs, mode, precision):
+    """{(i, j): text}: the local derivative ∂v_j/∂v_i for scalar edges of a trace,
+    else the rule that carries v̄ back."""
+    if not mode:
+        return {}
+    pairs = [p for p in pairs if _labelled(scene, *p)]
+    h = scene.handles
+    scalar = [(i, j) for i, j in pairs if scene.trace is not None and mode != "rule"
+              and h[i].shape == () and h[j].shape == ()]
+    numbers = edge_terms(scene.trace, scalar, "one") if scalar else {}
+    out = {}
+    for i, j in pairs:
+        if (i, j) in numbers:
+            out[(i, j)] = "∂ " + L.fmt_number(numbers[(i, j)].item(), precision)
+        elif (i, j) not in scalar or mode == "derivative":
+            argnums = [k for k, n in enumerate(h[j]._d["inputs"]) if n == i]
+            # x * x: both arguments are x; one line per distinct rule, with its count
+            rules = Counter(L.rule_text(h[j], k, precision) for k in argnums)
+            out[(i, j)] = "\n".join(r if n == 1 else f"{r}  (×{n})" for r, n in rules.items())
+    return out
+
+
+# -- putting it together --------------------------------------------------------------------
+
+def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, collapse=None,
+         depth=None, max_nodes=None, rankdir="TB", precision=4, max_elems=12,
+         values=True, adjoints=True, constants=True, _cell_ids=False,
+         _only=None) -> Drawing:
+    """Draw a trace (values and adjoints v̄), or nodes / a graph (structure only).
+
+    - ``loss`` and ``wrt``: the nodes marked as the loss and as the inputs asked for
+      (default: a trace's first output, and its variables).
+    - ``edge_labels``: ``"auto"`` (the local derivative ∂v_j/∂v_i at the traced point on
+      scalar edges, the rule carrying v̄ back elsewhere), ``"rule"``, or None for none.
+    - ``backward=True`` also draws the derivative nodes (they are real graph nodes);
+      by default the adjoints are folded into the forward nodes' labels.
+    - ``collapse``: scopes drawn as one box — True (every top-level scope), an int (every
+      scope at that depth), or scope paths like ``"mlp/layer1"``.
+    - ``depth`` / ``max_nodes``: draw only the nodes within ``depth`` edges of the outputs,
+      at most ``max_nodes`` of them; hidden inputs show as "⋯".
+    - ``rankdir``: layout direction, "TB", "LR", "BT" or "RL".
+    - ``precision`` significant digits; arrays with more than ``max_elems`` entries are
+      summarised (mean, min/max, norm).
+    """
+    opts = {"precision": precision, "max_elems": max_elems, "values": values,
+            "adjoints": adjoints, "cell_ids": _cell_ids}
+    scene = _Scene(what, loss, wrt, backward)
+    forward = [i for i in scene.forward
+               if (constants or scene.handles[i].kind != "constant")
+               and (_only is None or i in _only)]
+    candidates = sorted(set(forward) | set(scene.backward))
+    ids = _limit(scene, candidates, depth, max_nodes)
+    derivative = set(scene.backward)
+    dot = Drawing(name="flowgrad", graph_attr={
+        "rankdir": rankdir, "fontname": L.FONT, "nodesep": "0.25", "ranksep": "0.35"},
+        node_attr={"fontname": L.FONT}, edge_attr={"fontname": L.FONT, "fontsize": "10"})
+    units = _emit_nodes(dot, scene, ids, derivative, _collapsed_paths(
+        {scene.handles[i].scope for i in ids}, collapse), opts)
+    _emit_edges(dot, scene, ids, units, derivative, edge_labels, precision)
+    _emit_elided(dot, scene, ids, set(candidates))
+    return dot
+
+
+def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> dict:
+    """Add every node (or scope box) to its cluster; returns {node id: unit}."""
+    drawn = set(ids)
+    units, boxes, users = {}, {}, {i: [] for i in ids}
+    for j in ids:
+        for i in scene.handles[j]._d["inputs"]:
+            if i in drawn:
+                users[i].append(j)
+    for i in ids:
+        box = _unit_of(scene.handles[i].scope, collapsed)
+        units[i] = box if box is not None else i
+        if box is not None:
+            boxes.setdefault(box, []).append(i)
+    clusters = {}
+
+    def home(path):
+        """The subgraph for a scope path (the root graph for the empty path)."""
+        if not path:
+            return dot
+        if path not in clusters:
+            clusters[path] = graphviz.Digraph(name="cluster_" + "/".join(path), graph_attr={
+                "label": path[-1], "style": "rounded,dashed", "color": "gray50",
+                "fontcolor": "gray30", "id": "c_" + _key(path)[2:]})
+        return clusters[path]
+
+    for i in ids:
+        if units[i] == i:
+            node = scene.handles[i]
+            attrs = _node_attrs(scene, node, opts, derivative=i in derivative)
+            home(node.scope).node(_key(i), id=_key(i), **attrs)
+    for path, members in boxes.items():
+        home(path[:-1]).node(_key(path), id=_key(path),
+                             **_scope_box_attrs(scene, path, members, users, opts))
+    # Nest clusters deepest first: a subgraph is copied into its parent when attached,
+    # so it must be complete by then. Make sure every ancestor cluster exists first.
+    for path in list(clusters):
+        for k in range(1, len(path)):
+            home(path[:k])
+    for path in sorted(clusters, key=len, reverse=True):
+        home(path[:-1]).subgraph(clusters[path])
+    return units
+
+
+def _emit_edges(dot, scene, ids, units, derivative, edge_labels, precision):
+    """Forward edges with their labels, and the derivative nodes' edges in backward mode."""
+    pairs = _edge_pairs(scene, ids)
+    forward_pairs = [p for p in pairs if p[1] not in derivative]
+    texts = _edge_labels(scene, forward_pairs, edge_labels, precision)
+    done = set()
+    for i, j in pairs:
+        a, b = units[i], units[j]
+        if a == b or (a, b) in done:
+            continue  # inside one collapsed scope, or already drawn between two boxes
+        done.add((a, b))
+        attrs = {"id": f"e{_key(a)}_{_key(b)}"}
+        if isinstance(a, int) and isinstance(b, int) and (i, j) in texts:
+            attrs["label"] = texts[(i, j)]
+        if j in derivative:
+            attrs.update(color="#D95F02", fontcolor="#D95F02")
+        dot.edge(_key(a), _key(b), **attrs)
+
+
+def _emit_elided(dot, scene, ids, candidates):
+    """A small "⋯ k" node above each drawn node whose inputs were cut by the limit."""
+    drawn = set(ids)
+    for j in ids:
+        hidden = {i for i in scene.handles[j]._d["inputs"] if i in candidates and i not in drawn}
+        if hidden:
+            key = f"x{j}"
+            dot.node(key, label=f"⋯ {len(hidden)}", shape="plaintext", fontsize="10",
+                     tooltip=f"{len(hidden)} input(s) not drawn")
+            dot.edge(key, _key(j), style="dashed", color="gray60")
