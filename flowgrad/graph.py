@@ -56,6 +56,7 @@ class Graph:
         self.nx = nx.DiGraph()
         self._handles: list[Node] = []
         self._names: dict[str, int] = {}
+        self._name_next: dict[str, int] = {}
         self._scope: list[str] = []
         self._program_cache: dict = {}
 
@@ -94,9 +95,12 @@ class Graph:
         name = f"{prefix}/{base}" if prefix else base
         if name not in self._names:
             return name
-        k = 1
+        # probe on from the last suffix handed out for this name, not from 1: thousands
+        # of nodes sharing a name ("const") must not make building quadratic
+        k = self._name_next.get(name, 1)
         while f"{name}_{k}" in self._names:
             k += 1
+        self._name_next[name] = k + 1
         return f"{name}_{k}"
 
     def add_node(self, op, inputs, attrs, shape, dtype, *, name=None, kind="op",

@@ -4,8 +4,11 @@ For each mode the check builds the derivative *as graph nodes* — reverse mode 
 ūᵀJ (``fg.vjp``), forward mode as J v̇ (``fg.jvp``) — evaluates it and compares it
 with central differences of the function in float64. Small inputs are compared
 entry by entry, so a failure names the worst entry; large ones along random
-directions. Order k checks the order-(k−1) derivative nodes the same way, which
-is why derivatives being nodes makes this short.
+directions. When both modes are asked for, they are also checked against each
+other, ⟨u, J v⟩ (forward) = ⟨Jᵀu, v⟩ (reverse), which is exact and so catches a
+wrong rule that finite-difference noise could hide. Order k checks the
+order-(k−1) derivative nodes the same way, which is why derivatives being nodes
+makes this short; a failure message says at which order it happened.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from .leaves import _constant_in
 from .scheduler import Program
 
 ENTRYWISE_MAX = 64  # inputs up to this size are checked one entry at a time
+MODES_RTOL = 1e-7   # forward against reverse mode: both exact, so a tight tolerance
 
 
 def check_grads(f: Node, wrt, feed=None, modes=("rev", "fwd"), order=2, *,
@@ -87,34 +91,56 @@ class _Checker:
         if bad.any():
             k = int(np.argmax(np.where(bad, np.nan_to_num(err / tol, nan=np.inf), -1)))
             raise GradientCheckError(
-                f"{what}: autodiff and central differences disagree at {entry_names(k)}: "
-                f"autodiff {float(auto.flat[k])!r}, finite differences {float(fd.flat[k])!r} "
+                f"order {self.depth}, {what}: autodiff and finite differences disagree at "
+                f"{entry_names(k)}: autodiff {float(auto.flat[k])!r}, "
+                f"finite differences {float(fd.flat[k])!r} "
                 f"(|error| {err.flat[k]:.3g} > tolerance {tol.flat[k]:.3g})")
 
-    def check(self, f, modes, order, label):
+    def check(self, f, modes, order, label, depth=1):
+        self.depth = depth
         f_val = self._eval(f)
         scale = max(1.0, float(np.max(np.abs(f_val)))) if f_val.size else 1.0
         shapes = [self.base[x.id].shape for x in self.wrt]
         u = self.rng.standard_normal(f_val.shape)
         v = [self.rng.standard_normal(s) for s in shapes]
-        derivs = []
+        derivs, rev_vals, fwd_val = [], None, None
         if "rev" in modes:
             nodes = vjp(f, self.wrt, self._const(u))
-            self._check_rev(label, f, u, nodes, scale)
+            rev_vals = self._check_rev(label, f, u, nodes, scale)
             derivs += [(n, f"vjp({label}, {x.name})") for n, x in zip(nodes, self.wrt)]
         if "fwd" in modes:
             node = jvp(f, self.wrt, [self._const(d) for d in v])
-            auto = self._eval(node)
-            self._fail_if_far(f"forward mode (jvp) of {label}", auto, self._fd(f, v), scale,
+            fwd_val = self._eval(node)
+            if fwd_val.shape != f_val.shape:
+                raise GradientCheckError(f"forward mode (jvp) of {label}: tangent has shape "
+                                         f"{fwd_val.shape}, expected {f_val.shape}")
+            self._fail_if_far(f"forward mode (jvp) of {label}", fwd_val, self._fd(f, v), scale,
                               lambda k: f"output entry {_index(k, f_val.shape)}")
             derivs.append((node, f"jvp({label})"))
+        if rev_vals is not None and fwd_val is not None:
+            # the two modes against each other, free of finite-difference noise: ⟨u, J v⟩ = ⟨Jᵀu, v⟩
+            # exact up to rounding, so held to MODES_RTOL (relative to the size of the terms)
+            # whatever the finite-difference tolerance is
+            fwd_terms = u * fwd_val
+            rev_terms = [g * d for g, d in zip(rev_vals, v)]
+            fwd_dot = float(np.sum(fwd_terms))
+            rev_dot = float(sum(np.sum(t) for t in rev_terms))
+            size = float(np.sum(np.abs(fwd_terms)) + sum(np.sum(np.abs(t)) for t in rev_terms))
+            err, tol = abs(fwd_dot - rev_dot), min(self.rtol, MODES_RTOL) * size + 1e-300
+            if not err <= tol:
+                raise GradientCheckError(
+                    f"order {self.depth}, modes of {label} against each other: forward mode "
+                    f"<u, J v> = {fwd_dot!r} but reverse mode <J^T u, v> = {rev_dot!r} for a "
+                    f"random pair (u, v) (|error| {err:.3g} > tolerance {tol:.3g})")
         if order > 1:
             for node, name in derivs:
-                self.check(node, modes, order - 1, name)
+                self.check(node, modes, order - 1, name, depth + 1)
 
     def _check_rev(self, label, f, u, nodes, scale):
+        values = []
         for i, (x, node) in enumerate(zip(self.wrt, nodes)):
             auto = self._eval(node)
+            values.append(auto)
             shape = self.base[x.id].shape
             what = f"reverse mode (vjp) of {label} w.r.t. {x.name}"
             if auto.shape != shape:
@@ -135,3 +161,4 @@ class _Checker:
                     fd = np.sum(u * self._fd(f, direction))
                     self._fail_if_far(what, np.sum(auto * direction[i]), fd, scale,
                                       lambda k: "a random direction")
+        return values

@@ -1,0 +1,311 @@
+"""Hessian-vector products, Jacobians and Hessians — all of them graph nodes.
+
+``hvp(f, x, v)`` is built entirely from the two sweeps and never forms H:
+
+* ``mode="fwd-rev"`` (default) — forward over reverse: the forward sweep (jvp) of
+  the gradient node, H v = ∂/∂ε ∇f(x + εv). It costs about one gradient more.
+* ``mode="rev-rev"`` — reverse over reverse, the seed's identity
+  H v = ∇ₓ⟨∇f(x), v⟩: the reverse sweep of the gradient node seeded with v
+  (``vjp(∇f, x, v)`` is exactly the gradient of ⟨∇f, v⟩, without building the dot).
+
+**How a Jacobian is a node.** ``jacobian(y, x)`` needs one product per basis
+vector: reverse mode, J = [eₖᵀJ]ₖ (one vjp per output entry), or forward mode,
+J = [J eₖ]ₖ (one jvp per input entry), whichever needs fewer (``size(x) < size(y)``
+picks forward). Building one vjp graph per row would grow the graph with the size
+of J, so instead the product is built **once**, with a placeholder ``u`` standing
+for the basis vector — the *body*, ``vjp(y, x, u)`` or ``jvp(y, x, u)`` — and J is
+one node of the op ``basis_map``, whose kernel runs the body's one compiled
+program once per basis vector and stacks the results.
+
+A body reads values computed outside it (the forward pass, the gradient). When
+the map is built, the body is *closed*: every node that does not depend on ``u``
+but feeds one that does (the boundary) becomes an input of the ``basis_map``
+node — computed once by the enclosing program — and, inside the body, a fresh
+placeholder standing for it; the part of the body that depends on ``u`` is
+re-built over those placeholders. So the work per basis vector is only the part
+that varies with it, and the body is a pure function of its placeholders.
+
+That purity is what makes J differentiable again (``hessian`` of a gradient,
+``check_grads`` of a Jacobian, third derivatives): with the map
+M(p) = stack_k B(p, eₖ) (or Σ_k), both rules are again maps —
+
+* forward rule for input p with tangent ṗ:  stack_k jvp(B, p, q)(eₖ), q bound to ṗ;
+* reverse rule with cotangent G:            Σ_k vjp(B, p, r)(eₖ), r bound to G[k].
+
+so a map may also bind placeholders to *slices* ``S[k]`` of an input and may sum
+instead of stack. ``hessian(f, x)`` is ``jacobian(grad(f, x), x)``, forward over
+reverse by default (its columns are H eₖ = hvp(f, x, eₖ)).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .autodiff import _as_list, _differentiable, ancestors, grad, jvp, vjp
+from .errors import DifferentiationError
+from .graph import Node, same_graph
+
+__all__ = ["hvp", "jacobian", "hessian"]
+
+
+# -- hvp --------------------------------------------------------------------------------
+
+def hvp(f: Node, x, v, mode: str = "fwd-rev"):
+    """H v, the Hessian of the scalar ``f`` with respect to ``x`` times ``v``, as a node.
+
+    ``x`` and ``v`` may be lists of equal length (the blocks of H v). H is never formed.
+    """
+    from flowgrad.ops import as_node, sum
+    xs, single = _as_list(x)
+    vs = [v] if single else list(v)
+    if len(xs) != len(vs):
+        raise DifferentiationError(f"hvp: {len(xs)} inputs but {len(vs)} vectors")
+    graph = same_graph([f, *xs])
+    vs = [as_node(t, graph) for t in vs]
+    for n, t in zip(xs, vs):
+        if t.shape != n.shape and None not in n.shape:
+            raise DifferentiationError(f"hvp: the vector has shape {t.shape}, "
+                                       f"but {n.name!r} has shape {n.shape}")
+    gs = grad(f, xs)
+    if mode == "fwd-rev":
+        out = [jvp(g, xs, vs) for g in gs]
+    elif mode == "rev-rev":
+        if single:
+            out = [vjp(gs[0], xs[0], vs[0])]
+        else:
+            dot = sum(gs[0] * vs[0])
+            for g, t in zip(gs[1:], vs[1:]):
+                dot = dot + sum(g * t)
+            out = grad(dot, xs)
+    else:
+        raise ValueError(f"hvp: mode must be 'fwd-rev' or 'rev-rev', got {mode!r}")
+    return out[0] if single else out
+
+
+# -- jacobian / hessian ---------------------------------------------------------------------
+
+def _static_size(node, what):
+    if None in node.shape:
+        raise DifferentiationError(
+            f"{what} needs static shapes, but {node.name!r} has shape {node.shape}; "
+            "give the placeholder a fixed shape")
+    return math.prod(node.shape)
+
+
+def jacobian(y: Node, x: Node, mode: str | None = None) -> Node:
+    """∂y/∂x as one node of shape ``y.shape + x.shape``.
+
+    ``mode`` is "fwd" (one jvp per entry of x), "rev" (one vjp per entry of y) or
+    None: forward when x has fewer entries than y. Either way one compiled program
+    is run once per basis vector (see the module docstring).
+    """
+    graph = same_graph([y, x])
+    ny, nx_ = _static_size(y, "jacobian"), _static_size(x, "jacobian")
+    if mode is None:
+        mode = "fwd" if nx_ < ny else "rev"
+    if not _differentiable(y.dtype):
+        raise DifferentiationError(f"cannot differentiate {y.name!r} of dtype {y.dtype}")
+    if mode == "rev":
+        u = _placeholder(graph, y.shape, y.dtype, "jacobian/cotangent")
+        return _make_map(vjp(y, x, u), u, [], [], "stack")
+    if mode != "fwd":
+        raise ValueError(f"jacobian: mode must be 'fwd', 'rev' or None, got {mode!r}")
+    from flowgrad.ops import transpose
+    dtype = x.dtype if _differentiable(x.dtype) else y.dtype
+    u = _placeholder(graph, x.shape, dtype, "jacobian/tangent")
+    cols = _make_map(jvp(y, x, u), u, [], [], "stack")          # x.shape + y.shape
+    k = len(x.shape)
+    return transpose(cols, tuple(range(k, k + len(y.shape))) + tuple(range(k)))
+
+
+def hessian(f: Node, x: Node, mode: str = "fwd") -> Node:
+    """∂²f/∂x² of the scalar ``f`` as one node of shape ``x.shape + x.shape``.
+
+    ``mode="fwd"`` (default) is forward over reverse: column k is H eₖ, a jvp of the
+    gradient; ``"rev"`` is reverse over reverse.
+    """
+    if f.shape != ():
+        raise DifferentiationError(f"hessian needs a scalar output, but {f.name!r} has "
+                                   f"shape {f.shape}; use fg.jacobian of fg.grad")
+    return jacobian(grad(f, x), x, mode=mode)
+
+
+# -- the basis_map op ---------------------------------------------------------------------
+
+def _placeholder(graph, shape, dtype, name):
+    return graph.add_node(None, (), {}, tuple(shape), np.dtype(dtype), name=name,
+                          kind="placeholder")
+
+
+class _Body:
+    """What a basis_map runs: ``out`` as a function of placeholders ``params`` (bound to
+    the op's first inputs), ``sliced`` (bound to slice k of the remaining inputs) and
+    ``basis`` (bound to the k-th standard basis vector). Compiled once per backend."""
+
+    def __init__(self, out, basis, params, sliced, reduce):
+        self.out, self.basis = out, basis
+        self.params, self.sliced, self.reduce = tuple(params), tuple(sliced), reduce
+        self.basis_shape = basis.shape
+        self.n = math.prod(basis.shape)
+        self._programs = {}
+
+    @property
+    def shape(self):
+        return self.basis_shape + self.out.shape if self.reduce == "stack" else self.out.shape
+
+    def __repr__(self):
+        return (f"<basis_map body {self.out.name!r}: {self.reduce} over "
+                f"{self.n} basis vectors of {self.basis.name!r}>")
+
+    def run(self, xp, values):
+        from .backends import _instances, get_backend
+        from .scheduler import Program
+        backend = next((b for b in _instances.values() if b.xp is xp), None) or get_backend()
+        prog = self._programs.get(backend.name)
+        if prog is None:
+            prog = self._programs[backend.name] = Program(self.out, backend)
+        k_params = len(self.params)
+        slices = values[k_params:]
+        bs = self.basis_shape
+        feed = {p: v for p, v in zip(self.params, values[:k_params])}
+        feed[self.basis] = xp.zeros(bs, dtype=self.basis.dtype)
+        for s, v in zip(self.sliced, slices):
+            feed[s] = v[(0,) * len(bs)] if self.n else xp.zeros(s.shape, s.dtype)
+        base = prog._bind((feed,), {})          # feeds checked once
+        slot = prog._slot
+        u_slot = slot.get(self.basis.id)
+        s_slots = [slot.get(s.id) for s in self.sliced]
+        out_slot = prog._out_slots[0]
+        dtype = self.out.dtype
+        results, total = [], None
+        for k in range(self.n):
+            idx = tuple(int(i) for i in np.unravel_index(k, bs))
+            vals = list(base)
+            if u_slot is not None:
+                e = xp.zeros(bs, dtype=self.basis.dtype)
+                e[idx] = 1
+                vals[u_slot] = e
+            for s_slot, v in zip(s_slots, slices):
+                if s_slot is not None:
+                    vals[s_slot] = v[idx]
+            r = xp.asarray(prog._run(vals)[out_slot], dtype=dtype)
+            if self.reduce == "stack":
+                results.append(r)
+            else:
+                total = r if total is None else total + r
+        if self.reduce == "sum":
+            return xp.zeros(self.out.shape, dtype) if total is None else total
+        if not results:
+            return xp.zeros(self.shape, dtype)
+        return xp.reshape(xp.stack(results), self.shape)
+
+
+def _map_forward(xp, *values, body):
+    return body.run(xp, values)
+
+
+def _map_infer(*inputs, body):
+    return body.shape, body.out.dtype
+
+
+def _bindings(body, inputs):
+    k = len(body.params)
+    return list(zip(body.params, inputs[:k])), list(zip(body.sliced, inputs[k:]))
+
+
+def _map_jvp(argnum, t, ans, *inputs, body):
+    """Ṁ = map of jvp(B, p, q), with q bound to the tangent t (sliced like p)."""
+    params, sliced = _bindings(body, inputs)
+    p = (body.params + body.sliced)[argnum]
+    q = _placeholder(p.graph, p.shape, p.dtype, "basis_map/tangent")
+    (sliced if argnum >= len(body.params) else params).append((q, t))
+    return _make_map(jvp(body.out, p, q), body.basis, params, sliced, body.reduce)
+
+
+def _map_vjp(argnum, g, ans, *inputs, body):
+    """p̄ = Σ_k vjp(B, p, r)(eₖ) with r bound to G[k] (stack) or G (sum); a sliced p
+    gets the k-th term in place k instead of the sum."""
+    params, sliced = _bindings(body, inputs)
+    p = (body.params + body.sliced)[argnum]
+    r = _placeholder(p.graph, body.out.shape, body.out.dtype, "basis_map/cotangent")
+    (sliced if body.reduce == "stack" else params).append((r, g))
+    reduce = "stack" if argnum >= len(body.params) else "sum"
+    return _make_map(vjp(body.out, p, r), body.basis, params, sliced, reduce)
+
+
+def _make_op():
+    from flowgrad.ops.base import REGISTRY, Op
+    if "basis_map" in REGISTRY:
+        return REGISTRY["basis_map"]
+    return Op("basis_map", _map_forward, _map_infer, vjp=_map_vjp, jvp=_map_jvp,
+              variadic=True,
+              doc="stack_k B(p, eₖ) (or Σ_k): one compiled body run per basis vector. "
+                  "Both rules are basis maps of the body's own jvp / vjp.")
+
+
+basis_map = _make_op()
+
+
+def _make_map(out, basis, params, sliced, reduce):
+    """The basis_map node of ``out`` over ``basis``, its body closed over its boundary.
+
+    ``params``/``sliced``: (placeholder, outer node) pairs — the placeholder stands for
+    the whole outer value, or for slice k of it, inside ``out``.
+    """
+    from flowgrad.ops import apply, broadcast_to, mul
+    graph = out.graph
+    data, handles = graph.nx.nodes, graph._handles
+    per_k = {basis.id} | {s.id for s, _ in sliced}
+    order = ancestors([out])
+    dep = set()
+    for nid in order:
+        if nid in per_k or any(i in dep for i in data[nid]["inputs"]):
+            dep.add(nid)
+    outer = {p.id: o for p, o in params}          # inner placeholder -> outer node
+    if out.id not in dep:                          # the same for every k
+        value = _substitute([out], outer)[0]
+        n = math.prod(basis.shape)
+        if reduce == "sum":
+            return mul(value, n)
+        return broadcast_to(value, basis.shape + out.shape)
+    boundary = sorted({i for nid in dep for i in data[nid]["inputs"]
+                       if i not in dep and data[i]["kind"] != "constant"})
+    outer_nodes = _substitute([handles[b] for b in boundary], outer)
+    mapping, new_params = {}, []
+    for b, o in zip(boundary, outer_nodes):
+        q = _placeholder(graph, data[b]["shape"], data[b]["dtype"], "basis_map/input")
+        mapping[b] = q
+        new_params.append(q)
+    for nid in order:                              # re-build the per-k part over them
+        if nid not in dep or nid in per_k:
+            continue
+        d = data[nid]
+        ins = [mapping.get(i, handles[i]) for i in d["inputs"]]
+        mapping[nid] = apply(d["op"], *ins, **d["attrs"])
+    body = _Body(mapping.get(out.id, out), basis, new_params, [s for s, _ in sliced], reduce)
+    inputs = tuple(outer_nodes) + tuple(o for _, o in sliced)
+    attrs = {"body": body}
+    shape, dtype = basis_map.infer(*inputs, **attrs)   # (no inputs is fine: not via apply,
+    return graph.add_node(basis_map, inputs, attrs, shape, dtype)  # which needs one for the graph)
+
+
+def _substitute(nodes, outer):
+    """``nodes`` with the inner placeholders of ``outer`` replaced by their outer nodes
+    (ops re-applied where they depend on one; the nodes themselves otherwise)."""
+    if not outer:
+        return list(nodes)
+    graph = nodes[0].graph if nodes else None
+    if graph is None:
+        return []
+    from flowgrad.ops import apply
+    data, handles = graph.nx.nodes, graph._handles
+    mapping = {pid: o for pid, o in outer.items()}
+    for nid in ancestors(list(nodes)):
+        if nid in mapping:
+            continue
+        d = data[nid]
+        if any(i in mapping for i in d["inputs"]):
+            ins = [mapping.get(i, handles[i]) for i in d["inputs"]]
+            mapping[nid] = apply(d["op"], *ins, **d["attrs"])
+    return [mapping.get(n.id, n) for n in nodes]

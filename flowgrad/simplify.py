@@ -1,0 +1,381 @@
+"""Graph simplification at compile time: the pruned node list in, a smaller plan out.
+
+``Program._build`` calls :func:`simplify` with the ids the outputs depend on
+(ascending = topological). The graph itself is never changed — graphs only grow,
+and the same node may be compiled into many programs — instead each node is
+mapped to a *representative* whose value it shares, and only the representatives
+that an output still needs become plan steps. One forward pass over the ids, one
+backward liveness pass; both are loops (no recursion), linear in the node count.
+
+Rewrites, each exact up to floating-point rounding (all values are compared by
+the tests against the unsimplified program):
+
+* **common subexpressions** — same op, same (frozen) attributes, same
+  representative inputs (in either order for ``add``/``mul``) → one node. Small
+  constants with equal value and dtype are merged too (weak Python scalars never
+  with arrays: they promote differently).
+* **constant folding** — an op whose inputs are all constants is evaluated once,
+  here, with numpy (results up to ``FOLD_MAX`` entries; larger ones stay steps so
+  a program does not hold big arrays forever).
+* **known fills** — each node may be known to be "every entry equals c" without
+  its value being built: constants, ``zeros_like``/``ones_like``, broadcasts and
+  reshapes of fills, pointwise ops of fills, and any multilinear op (mul, matmul,
+  sum, sum_to, transpose …) with a zero argument. This is how zero adjoints are
+  pruned: ``g * 0``, ``sum_to(0)``, ``x + 0`` all disappear.
+* **identities** (only when the kept operand already has the result's shape *and*
+  dtype, so no broadcast or promotion is lost): x·1, 1·x, x+0, 0+x, x−0, x/1,
+  x**1 → x; 0−x, (−1)·x → −x; −(−x) → x; x−x → 0; 0·x, x·0, 0/x → 0.
+
+  ``x·0 → 0`` and ``x − x → 0`` follow the usual symbolic convention and ignore
+  NaN/inf in ``x``.
+
+A node known to be a fill and still needed becomes a constant (static shape, at
+most ``FOLD_MAX`` entries), an ``xp.full`` step (static shape), or else keeps
+its own step. An output whose representative is a leaf gets a copy step, so a
+program never hands back the caller's fed array or a variable's storage.
+Placeholders and variables stay in the program even if simplification removed
+their last use, so the feeds a program requires do not depend on the rewrites.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+
+import numpy as np
+
+FOLD_MAX = 1 << 16       # largest constant (entries) folding may create and keep
+CONST_KEY_MAX = 1 << 12  # largest constant compared by value for merging / fill detection
+
+_enabled = [True]
+
+
+@contextlib.contextmanager
+def disabled():
+    """Compile without simplification inside this block (benchmarks and tests)."""
+    _enabled.append(False)
+    try:
+        yield
+    finally:
+        _enabled.pop()
+
+
+def enabled() -> bool:
+    return _enabled[-1]
+
+
+# -- synthetic steps (not graph ops: they exist only in plans) -----------------------
+
+class _Kernel:
+    """Just enough of an Op for the scheduler: ``kernel(xp, attrs)`` and a name."""
+
+    def __init__(self, name, make):
+        self.name, self._make = name, make
+
+    def kernel(self, xp, attrs):
+        return self._make(xp, **attrs)
+
+    def __repr__(self):
+        return f"<plan step {self.name}>"
+
+
+FULL = _Kernel("full", lambda xp, shape, dtype, value:
+               lambda: xp.full(shape, value, dtype=dtype))
+COPY = _Kernel("copy", lambda xp, dtype:
+               lambda v: xp.array(xp.asarray(v, dtype=dtype), copy=True))
+
+
+# -- freezing attributes into hashable keys -----------------------------------------
+
+def freeze(value):
+    """A hashable key equal only for attribute values that make an op compute the same.
+
+    Types are part of the key (``1``, ``1.0`` and ``True`` hash alike but are not
+    interchangeable); floats are keyed by their bit pattern (−0.0 ≠ 0.0, NaN keyed
+    consistently); arrays by dtype, shape and bytes up to CONST_KEY_MAX entries,
+    beyond that (and for any unknown object) by identity, which never merges wrongly.
+    """
+    if value is None or value is Ellipsis or isinstance(value, (bool, int, str, bytes)):
+        return (type(value).__name__, value)
+    if isinstance(value, float):
+        return ("float", value.hex() if not math.isnan(value) else "nan")
+    if isinstance(value, complex):
+        return ("complex", freeze(value.real), freeze(value.imag))
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__,) + tuple(freeze(v) for v in value)
+    if isinstance(value, slice):
+        return ("slice", freeze(value.start), freeze(value.stop), freeze(value.step))
+    if isinstance(value, dict):
+        return ("dict",) + tuple(sorted((freeze(k), freeze(v)) for k, v in value.items()))
+    if isinstance(value, np.dtype):
+        return ("dtype", value.str)
+    if isinstance(value, (np.ndarray, np.generic)):
+        arr = np.asarray(value)
+        if arr.dtype != object and arr.size <= CONST_KEY_MAX:
+            return ("ndarray", type(value).__name__, arr.dtype.str, arr.shape,
+                    np.ascontiguousarray(arr).tobytes())
+    return ("id", id(value))
+
+
+# -- the pass ---------------------------------------------------------------------------
+
+_POINTWISE_EXTRA = {"mul", "neg"}      # pointwise but not flagged ``elementwise``
+_FILL_PRESERVING = {"broadcast_to", "broadcast_like", "expand_dims", "squeeze", "reshape",
+                    "reshape_like", "transpose", "getitem"}
+_COMMUTATIVE = {"add", "mul"}
+
+
+class Simplified:
+    """The result: ``rep`` maps every id to the id holding its value; ``consts`` the ids
+    whose value is known at compile time; ``steps`` the ops to run, in order, as
+    ``(id, op, attrs, input ids)``; ``leaves`` the placeholders and variables."""
+
+    def __init__(self, rep, consts, steps, leaves):
+        self.rep, self.consts, self.steps, self.leaves = rep, consts, steps, leaves
+
+
+def _uniform(value):
+    """c if every entry of the (small) constant equals c, else None."""
+    if isinstance(value, (bool, int, float, complex)):
+        return value if value == value else None
+    arr = np.asarray(value)
+    if arr.size == 0 or arr.size > CONST_KEY_MAX or arr.dtype.kind not in "biufc":
+        return None
+    first = arr.flat[0]
+    if first != first or not np.all(arr == first):
+        return None
+    return first.item()
+
+
+def _static(shape):
+    return None not in shape
+
+
+def simplify(graph, order, output_ids, keep_all=False) -> Simplified:
+    """Map the pruned, ascending ``order`` to a smaller plan (see the module docstring)."""
+    data = graph.nx.nodes
+    if not enabled():
+        steps = [(nid, data[nid]["op"], data[nid]["attrs"], data[nid]["inputs"])
+                 for nid in order if data[nid]["kind"] == "op"]
+        consts = {nid: data[nid]["value"] for nid in order if data[nid]["kind"] == "constant"}
+        leaves = [nid for nid in order if data[nid]["kind"] in ("placeholder", "variable")]
+        return Simplified({nid: nid for nid in order}, consts, steps, leaves)
+    return _Pass(data).run(order, output_ids, keep_all)
+
+
+class _Pass:
+    def __init__(self, data):
+        self.data = data
+        self.rep = {}        # id -> representative id
+        self.defs = {}       # representative id -> ("leaf",) | ("const", v) | ("op", op, attrs, ins)
+        self.fill = {}       # representative id -> c (every entry equals c)
+        self.table = {}      # CSE key -> representative id
+        self.neg_of = {}     # representative of −a -> a
+
+    # helpers
+    def _meta(self, nid):
+        d = self.data[nid]
+        return d["shape"], d["dtype"]
+
+    def _fits(self, a, nid):
+        """Whether representative ``a`` can stand for ``nid`` as is (same shape, dtype)."""
+        return self._meta(a) == self._meta(nid)
+
+    def _const_key(self, value, weak):
+        if weak:
+            return ("weak", freeze(value))
+        arr = np.asarray(value)
+        if arr.size > CONST_KEY_MAX:
+            return None
+        return ("const", freeze(arr))
+
+    def _set_const(self, nid, value, weak):
+        key = self._const_key(value, weak)
+        if key is not None and key in self.table:
+            self.rep[nid] = self.table[key]
+            return
+        if key is not None:
+            self.table[key] = nid
+        self.rep[nid] = nid
+        self.defs[nid] = ("const", value)
+        c = _uniform(value)
+        if c is not None:
+            self.fill[nid] = c
+
+    def _set_op(self, nid, op, attrs, ins):
+        key = (id(op), freeze(attrs),
+               tuple(sorted(ins)) if op.name in _COMMUTATIVE else ins)
+        hit = self.table.get(key)
+        if hit is not None and self._fits(hit, nid):
+            self.rep[nid] = hit
+            return
+        self.table[key] = nid
+        self.rep[nid] = nid
+        self.defs[nid] = ("op", op, attrs, ins)
+        if op.name == "neg":
+            self.neg_of[nid] = ins[0]
+
+    def _set_fill(self, nid, c, fallback):
+        """nid's entries all equal c: a constant, an xp.full step, or its own step."""
+        shape, dtype = self._meta(nid)
+        c = np.asarray(c, dtype=dtype).item()
+        if _static(shape) and math.prod(shape) <= FOLD_MAX:
+            self._set_const(nid, _readonly(np.full(shape, c, dtype=dtype)), False)
+        elif _static(shape):
+            self._set_op(nid, FULL, {"shape": shape, "dtype": dtype, "value": c}, ())
+        else:
+            self._set_op(nid, *fallback)
+        self.fill.setdefault(self.rep[nid], c)
+
+    # the forward pass
+    def run(self, order, output_ids, keep_all):
+        data, rep = self.data, self.rep
+        leaves = []
+        for nid in order:
+            d = data[nid]
+            kind = d["kind"]
+            if kind in ("placeholder", "variable"):
+                rep[nid] = nid
+                self.defs[nid] = ("leaf",)
+                leaves.append(nid)
+            elif kind == "constant":
+                self._set_const(nid, d["value"], d["weak"])
+            else:
+                self._op(nid, d["op"], d["attrs"], tuple(rep[i] for i in d["inputs"]))
+        for o in output_ids:   # never hand back a fed array or a variable's storage
+            r = rep[o]
+            if r != o and self.defs[r][0] == "leaf":
+                rep[o] = o
+                self.defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
+        return self._emit(order, output_ids, keep_all, leaves)
+
+    def _op(self, nid, op, attrs, ins):
+        defs, fill = self.defs, self.fill
+        fallback = (op, attrs, ins)
+        fills = [fill.get(i) for i in ins]
+        name = op.name
+        if name == "zeros_like":
+            return self._set_fill(nid, 0, fallback)
+        if name == "ones_like":
+            return self._set_fill(nid, 1, fallback)
+        if ins and all(defs[i][0] == "const" for i in ins) and self._fold(nid, op, attrs, ins):
+            return
+        if ins and all(f is not None for f in fills) and \
+                (getattr(op, "elementwise", False) or name in _POINTWISE_EXTRA):
+            c = self._eval_fill(op, attrs, ins, fills)
+            if c is not None:
+                return self._set_fill(nid, c, fallback)
+        if fills and fills[0] is not None and name in _FILL_PRESERVING:
+            return self._set_fill(nid, fills[0], fallback)
+        if getattr(op, "multilinear", False) and any(f == 0 for f in fills if f is not None):
+            return self._set_fill(nid, 0, fallback)
+        alias = self._identity(nid, name, ins, fills)
+        if alias is not None:
+            if isinstance(alias, tuple):        # a rewrite to another op
+                return self._set_op(nid, *alias)
+            if alias == "zero":
+                return self._set_fill(nid, 0, fallback)
+            self.rep[nid] = alias
+            return
+        self._set_op(nid, op, attrs, ins)
+
+    def _identity(self, nid, name, ins, fills):
+        """An equivalent: a representative id, "zero", or an (op, attrs, ins) rewrite."""
+        fits = self._fits
+        if name == "neg":
+            inner = self.neg_of.get(ins[0])
+            return inner if inner is not None and fits(inner, nid) else None
+        if len(ins) != 2:
+            return None
+        (a, b), (fa, fb) = ins, fills
+        if name == "add":
+            if fa == 0 and fits(b, nid):
+                return b
+            if fb == 0 and fits(a, nid):
+                return a
+        elif name == "sub":
+            if fb == 0 and fits(a, nid):
+                return a
+            if fa == 0 and fits(b, nid):
+                return (_neg_op(), {}, (b,))
+            if a == b:
+                return "zero"
+        elif name == "mul":
+            if fa == 1 and fits(b, nid):
+                return b
+            if fb == 1 and fits(a, nid):
+                return a
+            if fa == -1 and fits(b, nid):
+                return (_neg_op(), {}, (b,))
+            if fb == -1 and fits(a, nid):
+                return (_neg_op(), {}, (a,))
+        elif name == "div":
+            if fb == 1 and fits(a, nid):
+                return a
+            if fa == 0:
+                return "zero"
+        elif name == "pow":
+            if fb == 1 and fits(a, nid):
+                return a
+        return None
+
+    def _fold(self, nid, op, attrs, ins):
+        shape, dtype = self._meta(nid)
+        if not _static(shape) or math.prod(shape) > FOLD_MAX:
+            return False
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = op.forward(np, *(self.defs[i][1] for i in ins), **attrs)
+            value = np.asarray(value)
+            if value.shape != tuple(shape):
+                return False
+            value = _readonly(value.astype(dtype, copy=True))
+        except Exception:  # an op that cannot run on host numpy is simply not folded
+            return False
+        self._set_const(nid, value, False)
+        return True
+
+    def _eval_fill(self, op, attrs, ins, fills):
+        try:
+            with np.errstate(all="ignore"):
+                args = [np.asarray(c, dtype=self._meta(i)[1]) for i, c in zip(ins, fills)]
+                out = np.asarray(op.forward(np, *args, **attrs))
+            return out.item() if out.size == 1 else None
+        except Exception:
+            return None
+
+    # the backward (liveness) pass and emission
+    def _emit(self, order, output_ids, keep_all, leaves):
+        rep, defs = self.rep, self.defs
+        roots = [rep[o] for o in output_ids]
+        if keep_all:
+            roots += [rep[nid] for nid in order]
+        live = set()
+        stack = list(roots)
+        while stack:
+            r = stack.pop()
+            if r in live:
+                continue
+            live.add(r)
+            d = defs[r]
+            if d[0] == "op":
+                stack.extend(i for i in d[3] if i not in live)
+        consts, steps = {}, []
+        for r in sorted(live):
+            d = defs[r]
+            if d[0] == "const":
+                consts[r] = d[1]
+            elif d[0] == "op":
+                steps.append((r, d[1], d[2], d[3]))
+        return Simplified(rep, consts, steps, leaves)
+
+
+def _readonly(arr):
+    arr.setflags(write=False)
+    return arr
+
+
+def _neg_op():
+    from flowgrad.ops.elementwise import neg
+    return neg

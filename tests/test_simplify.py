@@ -1,0 +1,153 @@
+"""Compile-time simplification: each rewrite is checked on a graph for fewer plan steps
+AND values identical to the unsimplified program."""
+import numpy as np
+import pytest
+
+import flowgrad as fg
+from flowgrad import simplify
+
+
+def both(outputs, feed):
+    """(simplified program, plain program, their values on feed) — values must match."""
+    fast = fg.compile(outputs)
+    with simplify.disabled():
+        plain = fg.compile(outputs)
+    a, b = fast(feed), plain(feed)
+    for p, q in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+        np.testing.assert_array_equal(np.asarray(p), np.asarray(q))
+        assert np.asarray(p).dtype == np.asarray(q).dtype
+        assert np.shape(p) == np.shape(q)
+    return fast, plain, a
+
+
+def test_common_subexpressions_are_computed_once(rng):
+    x = fg.placeholder("x", shape=(4,))
+    y = fg.placeholder("y", shape=(4,))
+    a = fg.exp(x) * fg.sin(y)
+    b = fg.sin(y) * fg.exp(x)           # same product, operands swapped (commutative)
+    c = fg.sum(x, axis=0) + fg.sum(x, axis=(0,))   # equal attrs spelled differently
+    out = a + b + c
+    fast, plain, v = both(out, {x: rng.standard_normal(4), y: rng.standard_normal(4)})
+    assert plain.n_steps == 11 and fast.n_steps == 7   # exp sin mul sum, a+a, s+s, +
+
+
+def test_cse_keeps_different_attributes_apart(rng):
+    x = fg.placeholder("x", shape=(2, 3))
+    out = fg.sum(fg.sum(x, axis=0)) + fg.sum(fg.sum(x, axis=1))
+    fast, plain, v = both(out, {x: rng.standard_normal((2, 3))})
+    assert fast.n_steps == plain.n_steps == 5
+
+
+def test_constants_are_folded(rng):
+    x = fg.placeholder("x", shape=(3,))
+    A = fg.constant(np.arange(3.0))
+    B = fg.constant(np.full(3, 2.0))
+    k = fg.exp(A) * B + fg.sum(A)       # constant: folded to one array
+    out = x * k
+    fast, plain, v = both(out, {x: rng.standard_normal(3)})
+    assert plain.n_steps == 5 and fast.n_steps == 1
+    np.testing.assert_allclose(fast({x: np.ones(3)}), np.exp(np.arange(3.0)) * 2 + 3)
+
+
+def test_identities_x_times_one_plus_zero(rng):
+    x = fg.placeholder("x", shape=(2, 3))
+    one = fg.ones_like(x)
+    zero = fg.zeros_like(x)
+    out = ((x * 1.0 + 0.0) * one + zero - zero) / 1.0 - (-(-x)) + x ** 1
+    fast, plain, v = both(out, {x: rng.standard_normal((2, 3))})
+    assert fast.n_steps < plain.n_steps
+    assert fast.n_steps == 1            # all of it is x: one copy step (never the fed array)
+    X = rng.standard_normal((2, 3))
+    np.testing.assert_array_equal(fast({x: X}), X)
+
+
+def test_times_zero_prunes_the_other_operand(rng):
+    x = fg.placeholder("x", shape=(3,))
+    expensive = fg.exp(fg.sin(x)) @ fg.constant(np.ones((3, 3)))
+    out = expensive * 0.0 + fg.tanh(x)
+    fast, plain, v = both(out, {x: rng.standard_normal(3)})
+    assert fast.n_steps == 1            # only tanh is left
+    assert plain.n_steps == 6
+
+
+def test_identities_are_shape_safe(rng):
+    """x·1 and x+0 where the constant broadcasts x up must keep the broadcast."""
+    x = fg.placeholder("x", shape=(3,))
+    out = x * fg.constant(np.ones((2, 3))) + fg.constant(np.zeros((2, 1)))
+    fast, plain, v = both(out, {x: rng.standard_normal(3)})
+    assert v.shape == (2, 3)
+    f32 = fg.placeholder("f", shape=(2,), dtype="float32")
+    out32 = f32 * fg.constant(np.ones(2))      # promotes to float64: must not alias f
+    fast, plain, v = both(out32, {f32: np.ones(2, np.float32)})
+    assert v.dtype == np.float64
+
+
+def test_zero_adjoints_are_pruned():
+    x = fg.placeholder("x", shape=(5,))
+    y = fg.placeholder("y", shape=(5,))
+    loss = fg.sum(fg.tanh(x)) + fg.sum(y * 0.0)
+    gx, gy = fg.grad(loss, [x, y])
+    fast, plain, (vx, vy) = both([gx, gy], {x: np.linspace(-1, 1, 5), y: np.ones(5)})
+    assert fast.n_steps < plain.n_steps
+    np.testing.assert_array_equal(vy, np.zeros(5))
+    np.testing.assert_allclose(vx, 1 - np.tanh(np.linspace(-1, 1, 5)) ** 2)
+
+
+def test_unknown_lengths_keep_their_steps(rng):
+    x = fg.placeholder("x", shape=(None, 2))
+    out = x * fg.zeros_like(x) + fg.exp(x)
+    fast, plain, v = both(out, {x: rng.standard_normal((4, 2))})
+    assert v.shape == (4, 2) and fast.n_steps <= plain.n_steps
+
+
+def test_outputs_aliasing_a_leaf_are_copies(rng):
+    x = fg.placeholder("x", shape=(3,))
+    w = fg.variable(np.ones(3), name="w")
+    X = rng.standard_normal(3)
+    vx, vw = fg.compile([x * 1.0, w + 0.0])(x=X)
+    assert vx is not X and not np.shares_memory(vx, X)
+    assert not np.shares_memory(vw, w.value)
+    vx[:] = 0
+    assert X.any() and w.value.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_feeds_still_required_after_rewrites():
+    x = fg.placeholder("x", shape=(3,))
+    prog = fg.compile(x * 0.0)
+    assert prog.n_steps == 0
+    with pytest.raises(fg.FeedError, match="x"):
+        prog()
+    np.testing.assert_array_equal(prog(x=np.ones(3)), np.zeros(3))
+
+
+def test_trace_values_survive_simplification():
+    x = fg.placeholder("x")
+    a = x * 1.0
+    b = fg.exp(a) + fg.exp(x)           # exp(a) and exp(x) become one step
+    tr = fg.compile(b).trace(x=0.5)
+    assert tr[a] == 0.5 and tr[b] == pytest.approx(2 * np.exp(0.5))
+    assert tr.adjoint(x) == pytest.approx(2 * np.exp(0.5))
+
+
+def test_freeze_keys_attributes_carefully():
+    f = simplify.freeze
+    assert f(1) != f(1.0) != f(True)
+    assert f(0.0) != f(-0.0)
+    assert f(float("nan")) == f(float("nan"))
+    assert f(slice(1, None)) == f(slice(1, None)) != f(slice(1, 2))
+    assert f(np.arange(3)) == f(np.arange(3)) != f(np.arange(3.0))
+    assert f((0, np.int64(1))) != f((0, 1))
+    big = np.zeros(10 ** 5)
+    assert f(big) == f(big) and f(big) != f(np.zeros(10 ** 5))   # identity beyond a size
+    hash(f({"axis": (0, 1), "index": (slice(None), Ellipsis, None)}))
+
+
+def test_simplify_is_linear_on_a_long_chain():
+    x = fg.placeholder("x", shape=(2,))
+    y = x
+    for _ in range(5_000):
+        y = y * 1.0 + 0.0               # 20,000 nodes that all simplify away
+    y = fg.exp(y)
+    prog = fg.compile(y)
+    assert prog.n_steps == 1
+    np.testing.assert_allclose(prog(x=np.zeros(2)), [1.0, 1.0])
