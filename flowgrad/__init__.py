@@ -18,3 +18,6 @@ from .testing import check_grads  # noqa: F401
 from .progress import progress  # noqa: F401
 from . import optim  # noqa: F401
 from . import viz  # noqa: F401
+from .data import batches  # noqa: F401
+from .checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401
+from .higher_order import hessian, hvp, jacobian  # noqa: F401

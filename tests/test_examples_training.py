@@ -1,0 +1,72 @@
+"""Smoke tests: each training example runs as a script (small sizes, ``--quick``),
+exits 0, and prints the numbers it promises."""
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+import flowgrad as fg
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+
+def run_example(name, *args, cwd):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def number(pattern, text):
+    m = re.search(pattern, text)
+    assert m, f"{pattern!r} not in output:\n{text}"
+    return float(m.group(1))
+
+
+def test_logistic_regression_matches_sklearn(tmp_path):
+    out = run_example("logistic_regression.py", "--quick", "--plot", "loss.png", cwd=tmp_path)
+    assert number(r"largest difference: (\S+)", out) < 1e-12          # part (a)
+    rel = number(r"\|f − f_sk\|/f_sk = (\S+)", out)
+    assert rel < 1e-6
+    f_sk = number(r"L-BFGS .*: f = (\S+)", out)
+    assert f_sk == pytest.approx(0.0598279, rel=1e-5)   # λ = 1e-3 on the standardized data
+    assert (tmp_path / "loss.png").read_bytes()[:8] == PNG
+    assert out.rstrip().endswith("OK")
+
+
+def test_linear_regression_timing_table_and_plot(tmp_path):
+    out = run_example("linear_regression_timing.py", "--quick", "--runs", "3",
+                      "--plot", "timing.png", cwd=tmp_path)
+    assert number(r"largest difference (\S+);", out) < 1e-12
+    assert "SUM of squares" in out
+    rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    assert [int(r[0]) for r in rows] == [10, 100, 1000, 10000]
+    for n, iters, t_an, t_fg, ratio in rows:
+        assert 50 < int(iters) < 200                     # the same for both loops (checked)
+        assert float(ratio) == pytest.approx(float(t_fg) / float(t_an), rel=0.02, abs=0.02)
+        assert float(t_an) > 0 and float(t_fg) > 0
+    assert (tmp_path / "timing.png").read_bytes()[:8] == PNG
+
+
+def test_taylor_cosine_gradient_is_minus_sine(tmp_path):
+    out = run_example("taylor_cosine.py", "--quick", cwd=tmp_path)
+    assert number(r"max \|c'\(x\) \+ sin x\|\s+(\S+)", out) < 1e-12
+    assert number(r"max \|c''\(x\) \+ cos x\|\s+(\S+)", out) < 1e-11
+    row4 = re.search(r"^\s+4\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M)
+    assert 1e-3 < float(row4.group(1)) < 1e-2            # 4 terms: x⁷/7! at π/2 ≈ 4.7e-3
+
+
+@pytest.mark.skipif(not all(hasattr(fg, op) for op in ("relu", "softmax_cross_entropy")),
+                    reason="fg.relu / fg.softmax_cross_entropy are not in this tree yet")
+def test_mlp_digits_trains_and_restores(tmp_path):
+    out = run_example("mlp_digits.py", "--quick", "--save", "mlp.npz", cwd=tmp_path)
+    acc = number(r"test accuracy (\S+)\n", out)
+    assert acc >= 0.95
+    assert number(r"restored test accuracy (\S+)", out) == acc
+    assert (tmp_path / "mlp.npz").exists()
