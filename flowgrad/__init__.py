@@ -12,7 +12,7 @@ from . import ops  # noqa: F401
 from .ops import *  # noqa: F401,F403  (every op of ops.__all__ is fg.NAME)
 from .autodiff import adjoints, grad, jvp, vjp  # noqa: F401
 from .scheduler import Program, compile, run  # noqa: F401
-from .trace import Trace  # noqa: F401
+from .tracing import Trace  # noqa: F401
 from .backends import get_backend, set_default_backend, to_numpy  # noqa: F401
 from .testing import check_grads  # noqa: F401
 from .progress import progress  # noqa: F401

@@ -255,6 +255,12 @@ class Node:
     def __matmul__(self, other): return _ops().matmul(self, other)
     def __rmatmul__(self, other): return _ops().matmul(other, self)
     def __neg__(self): return _ops().neg(self)
+    # Comparisons build boolean nodes (for fg.where); == and != keep identity semantics
+    # so that nodes stay usable as dict keys.
+    def __lt__(self, other): return _ops().less(self, other)
+    def __le__(self, other): return _ops().less_equal(self, other)
+    def __gt__(self, other): return _ops().greater(self, other)
+    def __ge__(self, other): return _ops().greater_equal(self, other)
     def __pos__(self): return self
     def __getitem__(self, index): return _ops().getitem(self, index)
 

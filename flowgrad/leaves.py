@@ -68,7 +68,7 @@ def _default_dtype(value):
     if hasattr(value, "__array__") or hasattr(value, "__cuda_array_interface__"):
         return None
     arr = np.asarray(value)
-    return np.float64 if arr.dtype.kind in "iub" and not isinstance(value, bool) else None
+    return np.float64 if arr.dtype.kind in "iu" else None  # bools stay bool (masks)
 
 
 def check_variable_value(node: Node, new):

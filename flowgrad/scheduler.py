@@ -12,6 +12,7 @@ from .autodiff import ancestors
 from .backends import get_backend
 from .errors import FeedError
 from .graph import Node, same_graph
+from .simplify import simplify
 from . import feeds as _feeds
 
 
@@ -42,23 +43,25 @@ class Program:
         g, xp, backend = self.graph, self.backend.xp, self.backend
         data = g.nx.nodes
         self.order = order
-        slot = {nid: k for k, nid in enumerate(order)}
+        backend.check_ops(g, order)  # an op this backend lacks: BackendError now, naming it
+        # simplify maps the pruned ids to a smaller plan: CSE, folding, identities
+        simp = simplify(g, order, [o.id for o in self.outputs], self._keep_all)
+        kept = sorted(set(simp.leaves) | set(simp.consts) | {s[0] for s in simp.steps})
+        own = {nid: k for k, nid in enumerate(kept)}
+        slot = {nid: own[simp.rep[nid]] for nid in order if simp.rep[nid] in own}
+        slot.update(own)
         self._slot = slot
-        template = [None] * len(order)
+        template = [None] * len(kept)
         self.placeholders, self._variables, steps = {}, [], []
-        for nid in order:
-            d = data[nid]
-            kind = d["kind"]
-            if kind == "placeholder":
+        for nid in simp.leaves:
+            if data[nid]["kind"] == "placeholder":
                 self.placeholders[nid] = g.node(nid)
-            elif kind == "variable":
-                self._variables.append((slot[nid], g.node(nid)))
-            elif kind == "constant":
-                v = d["value"]
-                template[slot[nid]] = v if d["weak"] else backend.asarray(v)
             else:
-                steps.append((d["op"].kernel(xp, d["attrs"]),
-                              tuple(slot[i] for i in d["inputs"]), slot[nid]))
+                self._variables.append((own[nid], g.node(nid)))
+        for nid, v in simp.consts.items():
+            template[own[nid]] = v if data[nid]["weak"] else backend.asarray(v)
+        for nid, op, attrs, ins in simp.steps:
+            steps.append((op.kernel(xp, attrs), tuple(own[i] for i in ins), own[nid]))
         self._template = template
         self._out_slots = [slot[o.id] for o in self.outputs]
         self._plan = self._with_frees(steps)
@@ -90,7 +93,7 @@ class Program:
         for s, var in self._variables:
             v = fed.get(var.id)
             vals[s] = _feeds.check(var, v, backend) if v is not None else \
-                backend.asarray(var._d["value"])
+                backend.read_variable(var)
         missing = [p.name for nid, p in self.placeholders.items() if nid not in fed]
         if missing:
             raise FeedError(f"missing feed for placeholder(s) {missing}")
@@ -114,7 +117,7 @@ class Program:
     def __call__(self, *args, **kwargs):
         """Run with feeds (``prog(x=X)`` or ``prog({x: X})``); returns the output values."""
         vals = self._run(self._bind(args, kwargs))
-        out = [vals[s] for s in self._out_slots]
+        out = self.backend.finish([vals[s] for s in self._out_slots])
         return out[0] if self._single else out
 
     def values(self, *args, **kwargs) -> dict[int, object]:
@@ -124,12 +127,16 @@ class Program:
 
     def trace(self, *args, **kwargs):
         """Every value computed and, if the first output is a scalar, every adjoint v̄."""
-        from .trace import Trace
+        from .tracing import Trace
         if self._trace_program is None:
             first = self.outputs[0]
             if first.shape == () and first.dtype.kind in "fc":
                 from .autodiff import adjoints
-                self._adjoints = adjoints(first)
+                # Adjoints of what the inputs and variables reach: a constant's v̄
+                # (the exponent of x**2, say) is never asked for and may be log(<0).
+                leaves = [self.graph.node(i) for i in ancestors([first])
+                          if self.graph.nx.nodes[i]["kind"] in ("placeholder", "variable")]
+                self._adjoints = adjoints(first, leaves or None)
             else:
                 self._adjoints = {}
             extra = [a for a in self._adjoints.values()]

@@ -1,20 +1,31 @@
 """flowgrad's ops: one file per family. ``base`` holds the contract and registry."""
 from .base import REGISTRY, NONDIFF, Op, apply, as_node  # noqa: F401
 from .broadcast import broadcast_to_like, sum_to_like  # noqa: F401
-from .elementwise import add, cos, div, exp, log, mul, neg, pow, sin, sub, tanh  # noqa: F401
-from .reductions import mean, sum  # noqa: F401
-from .shape import (broadcast_to, expand_dims, reshape, squeeze,  # noqa: F401
-                    transpose)
-from .linalg import matmul  # noqa: F401
+from .elementwise import (abs, add, cos, div, equal, exp, greater, greater_equal,  # noqa: F401
+                          less, less_equal, log, log1p, maximum, minimum, mul, neg,
+                          not_equal, pow, sign, sin, sqrt, sub, tanh, where)
+from .reductions import log_softmax, logsumexp, max, mean, min, softmax, sum  # noqa: F401
+from .shape import (broadcast_to, concatenate, expand_dims, reshape,  # noqa: F401
+                    squeeze, stack, transpose)
+from .indexing import getitem, take  # noqa: F401
+from .linalg import (det, dot, eigh, eigvalsh, inv, logdet, matmul, norm,  # noqa: F401
+                     outer, solve, trace)
 from .creation import ones_like, zeros_like  # noqa: F401
-from .nn import bce_with_logits, l2, linear, mse, sigmoid, softplus  # noqa: F401
+from .nn import (bce_with_logits, l2, linear, mse, relu, sigmoid,  # noqa: F401
+                 softmax_cross_entropy, softplus)
 
-#: the ops that are public as ``fg.NAME`` (some shadow builtins on purpose: fg.sum, fg.pow)
+#: the ops that are public as ``fg.NAME`` (some shadow builtins on purpose: fg.sum,
+#: fg.pow, fg.abs, fg.max, fg.min)
 __all__ = [
-    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "tanh", "sin", "cos",
-    "sum", "mean",
+    "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "log1p", "sqrt", "abs",
+    "tanh", "sin", "cos", "maximum", "minimum", "where", "sign",
+    "equal", "not_equal", "greater", "greater_equal", "less", "less_equal",
+    "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax",
     "reshape", "transpose", "broadcast_to", "expand_dims", "squeeze",
-    "matmul",
-    "linear", "sigmoid", "softplus", "mse", "l2", "bce_with_logits",
+    "concatenate", "stack", "getitem", "take",
+    "matmul", "dot", "outer", "trace", "det", "logdet", "inv", "solve", "eigvalsh", "eigh",
+    "norm",
+    "linear", "sigmoid", "softplus", "relu", "mse", "l2", "bce_with_logits",
+    "softmax_cross_entropy",
     "zeros_like", "ones_like",
 ]

@@ -6,7 +6,11 @@ undone by the sweeps, not here.
 """
 from __future__ import annotations
 
-from .base import Op, broadcast_shapes, float_dtype, result_dtype
+import numpy as np
+
+from flowgrad.graph import Node
+
+from .base import NONDIFF, Op, apply, broadcast_shapes, float_dtype, result_dtype, shape_error
 
 
 def _binary(name, forward, vjp, *, floating=False, **kw):
@@ -49,11 +53,16 @@ def _pow_dx(g, ans, x, p):
 
 
 def _pow_dp(g, ans, x, p):
-    return g * ans * log(x)
+    # x^p log x, with the limit 0 at x = 0 (0^p log 0 → 0 for p > 0). log sees 1
+    # there instead of 0, so neither this value nor its derivatives meet log 0;
+    # x < 0 gives nan, as numpy's log: x^p is not a real function of p there.
+    zero = equal(x, 0)
+    return g * ans * log(where(zero, 1.0, x))
 
 
 pow = _binary("pow", lambda xp, x, p: xp.power(x, p), (_pow_dx, _pow_dp), elementwise=True)
-pow.__doc__ = "x ** p.  ∂/∂x = p x^(p−1), ∂/∂p = x^p log x."
+pow.__doc__ = ("x ** p, p a number or a tensor.  ∂/∂x = p x^(p−1), ∂/∂p = x^p log x "
+               "(0 at x = 0; nan for x < 0, where x^p is not real-analytic in p).")
 
 exp = _unary("exp", lambda xp, x: xp.exp(x), lambda g, ans, x: g * ans, elementwise=True)
 exp.__doc__ = "eˣ.  ∂/∂x = eˣ = ans."
@@ -70,3 +79,94 @@ sin.__doc__ = "sin x.  ∂/∂x = cos x."
 
 cos = _unary("cos", lambda xp, x: xp.cos(x), lambda g, ans, x: -g * sin(x), elementwise=True)
 cos.__doc__ = "cos x.  ∂/∂x = −sin x."
+
+
+# -- comparisons and sign: piecewise constant, so their derivatives are zero --------------
+
+def _compare(name, forward, symbol):
+    def infer(x, y):
+        return broadcast_shapes(name, x, y), np.dtype(bool)
+    return Op(name, forward, infer, vjp=(NONDIFF, NONDIFF), jvp=(NONDIFF, NONDIFF),
+              doc=f"x {symbol} y, elementwise (bool). Piecewise constant: no derivative flows.")
+
+
+greater = _compare("greater", lambda xp, x, y: xp.greater(x, y), ">")
+greater_equal = _compare("greater_equal", lambda xp, x, y: xp.greater_equal(x, y), "≥")
+less = _compare("less", lambda xp, x, y: xp.less(x, y), "<")
+less_equal = _compare("less_equal", lambda xp, x, y: xp.less_equal(x, y), "≤")
+equal = _compare("equal", lambda xp, x, y: xp.equal(x, y), "=")
+not_equal = _compare("not_equal", lambda xp, x, y: xp.not_equal(x, y), "≠")
+
+sign = Op("sign", lambda xp, x: xp.sign(x), lambda x: (x.shape, x.dtype),
+          vjp=(NONDIFF,), jvp=(NONDIFF,),
+          doc="sign x ∈ {−1, 0, 1} (sign 0 = 0). Piecewise constant: its derivative is 0.")
+
+
+# -- where ---------------------------------------------------------------------------
+
+def _where_infer(cond, x, y):
+    if cond.dtype != np.bool_:
+        raise shape_error("where", (cond, x, y), f"the condition must be bool, not {cond.dtype}")
+    return broadcast_shapes("where", cond, x, y), result_dtype(x, y)
+
+
+_where = Op("where", lambda xp, c, x, y: xp.where(c, x, y), _where_infer,
+            vjp=(NONDIFF,
+                 lambda g, ans, c, x, y: where(c, g, 0.0),
+                 lambda g, ans, c, x, y: where(c, 0.0, g)),
+            elementwise=True,
+            doc="x where cond else y.  ∂/∂x = [cond], ∂/∂y = [¬cond].")
+
+
+def where(cond, x, y):
+    """x where ``cond`` (a bool node or array) else y, broadcast as numpy.
+
+    The adjoint goes only to the branch taken, so a nan/inf in the other branch's
+    *value* never reaches a gradient: ``log(where(x > 0, x, 1))`` guards a domain.
+    """
+    if not isinstance(cond, Node):
+        cond = np.asarray(cond)   # keep a list of bools bool (as a constant it would be float)
+    return apply(_where, cond, x, y)
+
+
+# -- more unary functions -------------------------------------------------------------
+
+log1p = _unary("log1p", lambda xp, x: xp.log1p(x), lambda g, ans, x: g / (1 + x),
+               elementwise=True)
+log1p.__doc__ = "log(1 + x), accurate for small x.  ∂/∂x = 1/(1 + x)."
+
+sqrt = _unary("sqrt", lambda xp, x: xp.sqrt(x), lambda g, ans, x: g / (2 * ans),
+              elementwise=True)
+sqrt.__doc__ = "√x.  ∂/∂x = 1/(2√x) = 1/(2 ans); +inf at 0, nan below (as numpy's value)."
+
+abs = _unary("abs", lambda xp, x: xp.abs(x), lambda g, ans, x: g * sign(x),
+             floating=False, elementwise=True)
+abs.__doc__ = "|x|.  ∂/∂x = sign x; at x = 0 the subgradient 0 (sign 0 = 0)."
+
+
+# -- maximum / minimum: ties split the derivative equally -----------------------------
+
+def _tie_weight(xp, x, y):
+    # 1 where x wins, ½ on a tie, 0 where y wins: in the promoted float dtype
+    dtype = xp.result_type(x, y)
+    dtype = dtype if dtype.kind in "fc" else xp.float64
+    return xp.where(x > y, 1.0, xp.where(x == y, 0.5, 0.0)).astype(dtype, copy=False)
+
+
+tie_weight = Op("tie_weight", _tie_weight,
+                lambda x, y: (broadcast_shapes("maximum", x, y),
+                              float_dtype(result_dtype(x, y))),
+                vjp=(NONDIFF, NONDIFF), jvp=(NONDIFF, NONDIFF),
+                doc="[x > y] + ½[x = y]: the share of maximum(x, y)'s derivative that x gets.")
+
+maximum = _binary("maximum", lambda xp, x, y: xp.maximum(x, y),
+                  (lambda g, ans, x, y: g * tie_weight(x, y),
+                   lambda g, ans, x, y: g * tie_weight(y, x)), elementwise=True)
+maximum.__doc__ = ("max(x, y) elementwise.  ∂/∂x = [x > y], ∂/∂y = [y > x]; "
+                   "on a tie each gets ½ (so maximum(x, x) has derivative 1).")
+
+minimum = _binary("minimum", lambda xp, x, y: xp.minimum(x, y),
+                  (lambda g, ans, x, y: g * tie_weight(y, x),
+                   lambda g, ans, x, y: g * tie_weight(x, y)), elementwise=True)
+minimum.__doc__ = ("min(x, y) elementwise.  ∂/∂x = [x < y], ∂/∂y = [y < x]; "
+                   "on a tie each gets ½.")

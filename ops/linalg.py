@@ -1,8 +1,36 @@
-"""Linear algebra: matmul (numpy semantics: 1-d operands, batched leading axes)."""
+"""Linear algebra with numpy's semantics (1-d operands, batched leading axes):
+matmul, dot, outer, trace, det, logdet, inv, solve, eigvalsh, eigh and norm.
+
+Identities used by the rules (X̄ is the adjoint, Ẋ the tangent, ⟨A, B⟩ = tr AᵀB):
+
+* ∂ det X = det X · X⁻ᵀ;  ∂ log det X = X⁻ᵀ;  the forward rules are
+  det X · ⟨X⁻ᵀ, Ẋ⟩ and ⟨X⁻ᵀ, Ẋ⟩ (= tr X⁻¹Ẋ).
+* Y = X⁻¹: X̄ = −Yᵀ Ḡ Yᵀ, Ẏ = −Y Ẋ Y — the output is reused, nothing is inverted twice.
+* Y = A⁻¹B: B̄ = A⁻ᵀ Ḡ (one solve), Ā = −B̄ Yᵀ (reusing B̄ and Y); Ẏ = A⁻¹(Ḃ − Ȧ Y).
+* S = V Λ Vᵀ symmetric: λ̄ ↦ S̄ = V diag(λ̄) Vᵀ; V̄ ↦ S̄ = V (F ∘ VᵀV̄) Vᵀ with
+  F_ij = 1/(λ_j − λ_i) off the diagonal, 0 on it; λ̇ = diag(VᵀṠV), V̇ = V (F ∘ VᵀṠV).
+  The eigenvalue rule needs V only, so first derivatives exist at repeated
+  eigenvalues; second derivatives (which meet F) are checked at distinct ones
+  (F is set to 0 for exactly equal pairs, right for spectral functions).
+* ‖X‖₂ = √λ_max(XᵀX), so the spectral norm is differentiable to any order through
+  the eigen rules (at distinct top singular values).
+
+Policies: an exactly singular matrix has inv = nan (not an exception), so det's
+gradient there is nan and logdet's value is −inf with a nan gradient; logdet of a
+matrix with negative determinant is nan (as log of a negative number) and its
+gradient is that of log|det X|, X⁻ᵀ. Norms at 0 have value 0 and gradient 0 (the
+minimum-norm subgradient).
+"""
 from __future__ import annotations
 
-from .base import Op, apply, broadcast_shapes, result_dtype, shape_error
-from .shape import expand_dims, squeeze, swap_last_axes, transpose
+import numpy as np
+
+from .base import (NONDIFF, Op, apply, as_node, broadcast_shapes, float_dtype, normalize_axis,
+                   result_dtype, shape_error)
+from .elementwise import abs, equal, sqrt, where
+from .reductions import keep_dims, max, sum, unreduce
+from .shape import expand_dims, reshape, squeeze, swap_last_axes, transpose
+from .indexing import getitem
 
 
 def _matmul_infer(a, b):
@@ -60,3 +88,427 @@ _matmul = Op("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_infer,
 def matmul(a, b):
     """a @ b with numpy's rules (1-d operands, broadcast batch axes)."""
     return apply(_matmul, a, b)
+
+
+def mT(x):
+    """The matrix transpose of a batch (last two axes swapped)."""
+    return swap_last_axes(x)
+
+
+# -- dot, outer: composites of matmul and mul -----------------------------------------
+
+def dot(a, b):
+    """numpy.dot: products of scalars, inner products, matrix products, and for N-d
+    operands the sum over a's last axis and b's second-to-last."""
+    a, b = as_node(a), as_node(b)
+    if not a.shape or not b.shape:
+        return a * b
+    if len(b.shape) == 1 or len(a.shape) <= 2 and len(b.shape) <= 2:
+        return matmul(a, b)
+    # a (..., k) · b (B..., k, n): give a one length-1 axis per batch axis of b and a
+    # row axis, so matmul's broadcasting lays out a's axes, then B, then n
+    na, nb = len(a.shape), len(b.shape)
+    a_e = expand_dims(a, tuple(range(na - 1, na + nb - 2)))
+    return squeeze(matmul(a_e, b), -2)
+
+
+def outer(a, b):
+    """numpy.outer: the inputs flattened, out[i, j] = a[i] b[j]."""
+    return reshape(a, (-1, 1)) * reshape(b, (1, -1))
+
+
+# -- masks: identity / lower-triangle patterns shaped from a run-time array ------------
+
+def _mask_forward(xp, x, kind, k, axis1, axis2):
+    n1, n2 = x.shape[axis1], x.shape[axis2]
+    dtype = x.dtype if x.dtype.kind in "fc" else xp.float64
+    m = xp.eye(n1, n2, k, dtype=dtype) if kind == "eye" else xp.tri(n1, n2, k, dtype=dtype)
+    if axis1 > axis2:
+        m = m.T
+    shape = [1] * x.ndim
+    shape[axis1], shape[axis2] = n1, n2
+    return xp.reshape(m, tuple(shape))
+
+
+def _mask_infer(x, kind, k, axis1, axis2):
+    shape = [1] * len(x.shape)
+    shape[axis1], shape[axis2] = x.shape[axis1], x.shape[axis2]
+    return tuple(shape), float_dtype(x.dtype)
+
+
+_mask = Op("mask", _mask_forward, _mask_infer, vjp=(NONDIFF,), jvp=(NONDIFF,),
+           doc="An eye(n1, n2, k) or tri(n1, n2, k) pattern on axes (axis1, axis2) of x, "
+               "length 1 on x's other axes (x is only a shape reference).")
+
+
+def mask(x, kind="eye", k=0, axis1=-2, axis2=-1):
+    nd = len(x.shape)
+    return apply(_mask, x, kind=kind, k=int(k), axis1=axis1 % nd, axis2=axis2 % nd)
+
+
+# -- trace ------------------------------------------------------------------------------
+
+def _trace_infer(x, offset, axis1, axis2):
+    shape = tuple(s for i, s in enumerate(x.shape) if i not in (axis1, axis2))
+    dtype = x.dtype if x.dtype.kind in "fc" else np.result_type(x.dtype, np.int_)
+    return shape, dtype
+
+
+def _trace_vjp(g, ans, x, offset, axis1, axis2):
+    """∂ tr X = I: Ḡ spread along the (offset) diagonal."""
+    return expand_dims(g, tuple(sorted((axis1, axis2)))) * \
+        mask(x, "eye", offset, axis1, axis2)
+
+
+_trace = Op("trace", lambda xp, x, offset, axis1, axis2: xp.trace(x, offset, axis1, axis2),
+            _trace_infer, vjp=(_trace_vjp,), multilinear=True,
+            doc="Sum of the diagonal.  ∂ tr X = I; the forward rule is tr Ẋ.")
+
+
+def trace(x, offset=0, axis1=0, axis2=1):
+    """numpy.trace: the sum along the ``offset`` diagonal of axes (axis1, axis2) — the
+    first two by default, as numpy; pass ``axis1=-2, axis2=-1`` for a batch of matrices."""
+    x = as_node(x)
+    nd = len(x.shape)
+    if nd < 2:
+        raise shape_error("trace", (x,), "needs an array of at least 2 dimensions")
+    a1, a2 = normalize_axis("trace", x, axis1)[0], normalize_axis("trace", x, axis2)[0]
+    if a1 == a2:
+        raise shape_error("trace", (x,), f"axis1 and axis2 are the same axis ({axis1})")
+    return apply(_trace, x, offset=int(offset), axis1=a1, axis2=a2)
+
+
+# -- square-matrix ops ------------------------------------------------------------------
+
+def _square(name, x):
+    if len(x.shape) < 2:
+        raise shape_error(name, (x,), "needs a (batch of) square matrices, at least 2-d")
+    n, m = x.shape[-2:]
+    if n is not None and m is not None and n != m:
+        raise shape_error(name, (x,), f"the matrices are not square ({n}×{m})")
+
+
+def _batch_scalar_infer(name):
+    def infer(x):
+        _square(name, x)
+        return x.shape[:-2], float_dtype(x.dtype)
+    return infer
+
+
+def _linalg_error(xp):
+    return getattr(xp.linalg, "LinAlgError", np.linalg.LinAlgError)
+
+
+def _inv_forward(xp, x):
+    """inv, with nan matrices (instead of an exception) for exactly singular ones."""
+    try:
+        return xp.linalg.inv(x)
+    except _linalg_error(xp):
+        flat = xp.reshape(x, (-1,) + x.shape[-2:])
+        out = xp.empty(flat.shape, dtype=xp.result_type(flat.dtype, xp.float64)
+                       if flat.dtype.kind not in "fc" else flat.dtype)
+        for k in range(flat.shape[0]):
+            try:
+                out[k] = xp.linalg.inv(flat[k])
+            except _linalg_error(xp):
+                out[k] = xp.nan
+        return xp.reshape(out, x.shape)
+
+
+def _inv_infer(x):
+    _square("inv", x)
+    return x.shape, float_dtype(x.dtype)
+
+
+_inv = Op("inv", _inv_forward, _inv_infer,
+          vjp=(lambda g, ans, x: -matmul(matmul(mT(ans), g), mT(ans)),),
+          jvp=(lambda t, ans, x: -matmul(matmul(ans, t), ans),),
+          doc="X⁻¹ (nan for an exactly singular X).  X̄ = −X⁻ᵀ Ḡ X⁻ᵀ, Ẏ = −X⁻¹ Ẋ X⁻¹, "
+              "both reusing the output.")
+
+
+def inv(x):
+    """The inverse of a (batch of) square matrices; nan where a matrix is exactly singular."""
+    return apply(_inv, x)
+
+
+def _det_vjp(g, ans, x):
+    """∂ det X = det X · X⁻ᵀ."""
+    return expand_dims(g * ans, (-2, -1)) * mT(inv(x))
+
+
+def _det_jvp(t, ans, x):
+    return ans * sum(mT(inv(x)) * t, (-2, -1))
+
+
+_det = Op("det", lambda xp, x: xp.linalg.det(x), _batch_scalar_infer("det"),
+          vjp=(_det_vjp,), jvp=(_det_jvp,),
+          doc="det X.  ∂ det X = det X · X⁻ᵀ; forward rule det X · tr(X⁻¹ Ẋ). "
+              "At an exactly singular X the value is 0 and the gradient nan.")
+
+
+def det(x):
+    """The determinant of a (batch of) square matrices."""
+    return apply(_det, x)
+
+
+def _logdet_forward(xp, x):
+    # through slogdet, so a huge or tiny determinant never over/underflows; a negative
+    # determinant has no real log (nan, as numpy's log), a zero one gives −inf
+    sign, logabs = xp.linalg.slogdet(x)
+    return xp.where(sign < 0, xp.nan, logabs)
+
+
+_logdet = Op("logdet", _logdet_forward, _batch_scalar_infer("logdet"),
+             vjp=(lambda g, ans, x: expand_dims(g, (-2, -1)) * mT(inv(x)),),
+             jvp=(lambda t, ans, x: sum(mT(inv(x)) * t, (-2, -1)),),
+             doc="log det X, via slogdet.  ∂ log det X = X⁻ᵀ; forward rule tr(X⁻¹ Ẋ). "
+                 "nan for det X < 0 (gradient still X⁻ᵀ, that of log|det X|), "
+                 "−inf for a singular X (gradient nan).")
+
+
+def logdet(x):
+    """log det X of a (batch of) square matrices, computed through slogdet."""
+    return apply(_logdet, x)
+
+
+# -- solve ------------------------------------------------------------------------------
+
+def _solve_infer(a, b):
+    _square("solve", a)
+    n = a.shape[-1]
+    if len(b.shape) == 1:   # numpy 2: a 1-d b is a vector, broadcast against a's batch
+        if None not in (n, b.shape[0]) and n != b.shape[0]:
+            raise shape_error("solve", (a, b), f"b has length {b.shape[0]}, a is {n}×{n}")
+        return a.shape[:-1], float_dtype(result_dtype(a, b))
+    if len(b.shape) < 2:
+        raise shape_error("solve", (a, b), "b must be a vector or a (batch of) matrices")
+    if None not in (n, b.shape[-2]) and n != b.shape[-2]:
+        raise shape_error("solve", (a, b), f"b has {b.shape[-2]} rows, a is {n}×{n}")
+    batch = broadcast_shapes("solve", _Shape(a.shape[:-2]), _Shape(b.shape[:-2]))
+    return batch + b.shape[-2:], float_dtype(result_dtype(a, b))
+
+
+def _solve_forward(xp, a, b):
+    try:
+        return xp.linalg.solve(a, b)
+    except _linalg_error(xp):   # a singular matrix in the batch: nan there, as inv
+        ai = _inv_forward(xp, a)
+        return ai @ b if b.ndim > 1 else (ai @ b[..., None])[..., 0]
+
+
+def _col(v, b):
+    """A 1-d right-hand side (and what is shaped like its result) as a column."""
+    return expand_dims(v, -1) if len(b.shape) == 1 else v
+
+
+def _uncol(v, b):
+    return squeeze(v, -1) if len(b.shape) == 1 else v
+
+
+def _solve_db(g, ans, a, b):
+    """B̄ = A⁻ᵀ Ḡ."""
+    return _uncol(solve(mT(a), _col(g, b)), b)
+
+
+def _solve_da(g, ans, a, b):
+    """Ā = −B̄ Yᵀ, reusing the output Y (B̄ is the same node as b's rule, merged by CSE)."""
+    return -matmul(_col(_solve_db(g, ans, a, b), b), mT(_col(ans, b)))
+
+
+def _solve_jvp_a(t, ans, a, b):
+    """Ẏ = −A⁻¹ Ȧ Y."""
+    return -_uncol(solve(a, matmul(t, _col(ans, b))), b)
+
+
+_solve = Op("solve", _solve_forward, _solve_infer,
+            vjp=(_solve_da, _solve_db),
+            jvp=(_solve_jvp_a, lambda t, ans, a, b: solve(a, t)),
+            doc="Y = A⁻¹B.  B̄ = A⁻ᵀḠ, Ā = −B̄Yᵀ; Ẏ = A⁻¹(Ḃ − ȦY).")
+
+
+def solve(a, b):
+    """The solution Y of A Y = B (numpy 2 rules: a 1-d b is one vector; batches broadcast)."""
+    return apply(_solve, a, b)
+
+
+# -- symmetric eigenproblems -------------------------------------------------------------
+
+def _eig_infer(x):
+    _square("eigvalsh", x)
+    return x.shape[:-1], float_dtype(x.dtype)
+
+
+def _eigvecs_infer(x):
+    _square("eigh", x)
+    return x.shape, float_dtype(x.dtype)
+
+
+def _gap_inverse(w):
+    """F_ij = 1/(w_j − w_i), and 0 where w_j = w_i exactly (the diagonal, and exactly
+    repeated eigenvalues: a pair inside one eigenspace contributes nothing, which is
+    right for functions invariant within it, e.g. any function of the eigenvalues)."""
+    gap = expand_dims(w, -2) - expand_dims(w, -1)
+    same = equal(gap, 0)
+    return where(same, 0.0, 1 / where(same, 1.0, gap))
+
+
+def _eigvalsh_vjp(g, ans, s):
+    """λ̄ ↦ S̄ = V diag(λ̄) Vᵀ."""
+    v = apply(_eigvecs, s)
+    return matmul(v * expand_dims(g, -2), mT(v))
+
+
+def _eigvalsh_jvp(t, ans, s):
+    """λ̇ = diag(Vᵀ Ṡ V)."""
+    v = apply(_eigvecs, s)
+    return sum(v * matmul(t, v), -2)
+
+
+def _eigvecs_vjp(g, ans, s):
+    """V̄ ↦ S̄ = V (F ∘ VᵀV̄) Vᵀ."""
+    f = _gap_inverse(apply(_eigvalsh, s))
+    return matmul(matmul(ans, f * matmul(mT(ans), g)), mT(ans))
+
+
+def _eigvecs_jvp(t, ans, s):
+    """V̇ = V (F ∘ VᵀṠV)."""
+    f = _gap_inverse(apply(_eigvalsh, s))
+    return matmul(ans, f * matmul(mT(ans), matmul(t, ans)))
+
+
+# Both primitives take a *symmetric* S (the public functions symmetrize first), so their
+# rules need only be right for symmetric tangents.
+_eigvalsh = Op("eigvalsh", lambda xp, s: xp.linalg.eigvalsh(s), _eig_infer,
+               vjp=(_eigvalsh_vjp,), jvp=(_eigvalsh_jvp,),
+               doc="Eigenvalues (ascending) of a symmetric S.  S̄ = V diag(λ̄) Vᵀ, "
+                   "λ̇ = diag(VᵀṠV).")
+_eigvecs = Op("eigh_vectors", lambda xp, s: xp.linalg.eigh(s)[1], _eigvecs_infer,
+              vjp=(_eigvecs_vjp,), jvp=(_eigvecs_jvp,),
+              doc="Eigenvectors (columns) of a symmetric S.  S̄ = V (F ∘ VᵀV̄) Vᵀ, "
+                  "V̇ = V (F ∘ VᵀṠV), F_ij = 1/(λ_j − λ_i).")
+
+
+def _symmetric_from(x, uplo):
+    """The symmetric matrix numpy's eigh sees: x's lower (or upper) triangle mirrored."""
+    if uplo not in ("L", "U"):
+        raise ValueError(f"UPLO must be 'L' or 'U', got {uplo!r}")
+    x = as_node(x)
+    _square("eigvalsh", x)
+    if uplo == "U":
+        x = mT(x)
+    return x * mask(x, "tri", 0) + mT(x * mask(x, "tri", -1))
+
+
+def eigvalsh(x, UPLO="L"):
+    """Eigenvalues, ascending, of the symmetric matrix whose lower (UPLO="L") or upper
+    triangle is x's, as numpy.linalg.eigvalsh; batched. Gradients see only that triangle."""
+    return apply(_eigvalsh, _symmetric_from(x, UPLO))
+
+
+def eigh(x, UPLO="L"):
+    """(eigenvalues, eigenvectors as columns) of the symmetric matrix from x's lower or
+    upper triangle, as numpy.linalg.eigh. Eigenvectors are defined up to sign: only
+    sign-invariant functions of them (V diag(f(λ)) Vᵀ, |V|, …) are well defined."""
+    s = _symmetric_from(x, UPLO)
+    return apply(_eigvalsh, s), apply(_eigvecs, s)
+
+
+# -- norm -----------------------------------------------------------------------------
+
+def _safe_divisor(d):
+    """d with its zeros replaced by 1 (where's adjoint never reaches the replaced ones)."""
+    return where(equal(d, 0), 1.0, d)
+
+
+def _norm2_vjp(g, ans, x, axis, keepdims):
+    """∂‖x‖ = x/‖x‖, and 0 at x = 0."""
+    return unreduce(g, x, axis, keepdims) * x / keep_dims(_safe_divisor(ans), axis, keepdims)
+
+
+def _norm2_jvp(t, ans, x, axis, keepdims):
+    return sum(x * t, axis, keepdims) / _safe_divisor(ans)
+
+
+def _norm2_infer(x, axis, keepdims):
+    from .reductions import reduced_shape
+    return reduced_shape(x.shape, axis, keepdims), float_dtype(x.dtype)
+
+
+_norm2 = Op("norm2", lambda xp, x, axis, keepdims: xp.sqrt(xp.sum(x * x, axis=axis,
+                                                                   keepdims=keepdims)),
+            _norm2_infer, vjp=(_norm2_vjp,), jvp=(_norm2_jvp,),
+            doc="√Σx² over axis (vector 2-norm, Frobenius).  ∂‖x‖ = x/‖x‖; 0 at x = 0.")
+
+
+def _sqrt_at_zero_flat(v):
+    """√v with derivative 0 (not ∞) where v = 0: the minimum-norm subgradient policy."""
+    zero = equal(v, 0)
+    return where(zero, 0.0, sqrt(where(zero, 1.0, v)))
+
+
+def _spectral(x, r, c, keepdims):
+    nd = len(x.shape)
+    rest = tuple(i for i in range(nd) if i not in (r, c))
+    m = transpose(x, rest + (r, c))
+    rows, cols = m.shape[-2:]
+    gram = matmul(m, mT(m)) if rows is not None and cols is not None and rows < cols \
+        else matmul(mT(m), m)
+    top = getitem(apply(_eigvalsh, gram), (Ellipsis, -1))   # λ_max, ascending order
+    out = _sqrt_at_zero_flat(top)
+    return expand_dims(out, tuple(sorted((r, c)))) if keepdims else out
+
+
+_VECTOR_ORDS = (None, 2, 1, np.inf)
+_MATRIX_ORDS = (None, "fro", 2, 1, np.inf)
+
+
+def norm(x, ord=None, axis=None, keepdims=False):
+    """numpy.linalg.norm: vector norms (ord None/2, 1, inf) along one axis; matrix norms
+    (None/"fro" Frobenius, 2 spectral, 1, inf) over two axes; with axis=None, a 1-d x is
+    a vector, a 2-d x a matrix, and ord=None is the 2-norm of all entries. Batched.
+    At 0 the value is 0 and the gradient 0."""
+    x = as_node(x)
+    nd = len(x.shape)
+    if axis is None:
+        if ord is None:
+            return apply(_norm2, x, axis=tuple(range(nd)), keepdims=bool(keepdims))
+        if nd not in (1, 2):
+            raise shape_error("norm", (x,), f"ord={ord!r} with axis=None needs a 1-d or 2-d "
+                              f"array, not {nd}-d")
+        axis = tuple(range(nd))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    normalize_axis("norm", x, axes)   # range and repeat checks; the order below matters
+    axes = tuple(int(a) % nd for a in axes)
+    if len(axes) == 1:
+        return _vector_norm(x, ord, axes, keepdims)
+    if len(axes) == 2:
+        return _matrix_norm(x, ord, axes, keepdims)
+    raise shape_error("norm", (x,), f"axis must be an int or a pair, got {axis}")
+
+
+def _vector_norm(x, ord, axes, keepdims):
+    if ord not in _VECTOR_ORDS:
+        raise NotImplementedError(f"norm: vector ord {ord!r} is not supported "
+                                  f"(use one of {_VECTOR_ORDS})")
+    if ord is None or ord == 2:
+        return apply(_norm2, x, axis=axes, keepdims=bool(keepdims))
+    if ord == 1:
+        return sum(abs(x), axes, keepdims)
+    return max(abs(x), axes, keepdims)
+
+
+def _matrix_norm(x, ord, axes, keepdims):
+    if ord not in _MATRIX_ORDS:
+        raise NotImplementedError(f"norm: matrix ord {ord!r} is not supported "
+                                  f"(use one of {_MATRIX_ORDS})")
+    r, c = axes
+    if ord is None or ord == "fro":
+        return apply(_norm2, x, axis=tuple(sorted(axes)), keepdims=bool(keepdims))
+    if ord == 2:
+        return _spectral(x, r, c, keepdims)
+    # 1: the largest column sum of |x|; inf: the largest row sum
+    inner, outer_axis = (r, c) if ord == 1 else (c, r)
+    sums = sum(abs(x), inner, keepdims=True)
+    out = max(sums, outer_axis, keepdims=True)
+    return out if keepdims else squeeze(out, tuple(sorted(axes)))

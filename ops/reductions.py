@@ -1,10 +1,18 @@
-"""Reductions: sum and mean over ``axis`` (None, an int or a tuple), ``keepdims``."""
+"""Reductions over ``axis`` (None, an int or a tuple), ``keepdims``: sum, mean, max,
+min, logsumexp; and softmax / log_softmax, which are composites of logsumexp.
+
+``max`` splits its derivative equally among tied entries (the same policy as
+``maximum``). ``logsumexp`` is a primitive because its stable form (shift by the
+max) must be written once; its derivative is the softmax, exp(x − ans), which
+reuses the output and so is finite for any finite x.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from .base import NONDIFF, Op, apply, as_node, float_dtype, normalize_axis
+from .base import NONDIFF, Op, apply, as_node, float_dtype, normalize_axis, shape_error
 from .broadcast import broadcast_to_like
+from .elementwise import exp
 from .shape import expand_dims
 
 
@@ -69,3 +77,102 @@ def mean(x, axis=None, keepdims=False):
     """Mean of x over ``axis`` (all axes when None)."""
     x = as_node(x)
     return apply(_mean, x, axis=normalize_axis("mean", x, axis), keepdims=bool(keepdims))
+
+
+def keep_dims(r, axes, keepdims):
+    """A reduction's result ``r`` with its reduced axes back as length 1 (no broadcast)."""
+    return r if keepdims or not axes else expand_dims(r, axes)
+
+
+# -- max / min -------------------------------------------------------------------------
+
+def _max_weights(xp, x, ans, axis, keepdims):
+    # 1/k on each of the k entries that attain the max, 0 elsewhere
+    top = ans if keepdims else xp.expand_dims(ans, axis)
+    hit = (x == top).astype(x.dtype)
+    return hit / xp.sum(hit, axis=axis, keepdims=True)
+
+
+max_weights = Op("max_weights", _max_weights,
+                 lambda x, ans, axis, keepdims: (x.shape, x.dtype),
+                 vjp=(NONDIFF, NONDIFF), jvp=(NONDIFF, NONDIFF),
+                 doc="The weights of max's derivative: 1/k on each of k tied maxima, 0 elsewhere.")
+
+
+def _max_vjp(g, ans, x, axis, keepdims):
+    return unreduce(g, x, axis, keepdims) * apply(max_weights, x, ans, axis=axis,
+                                                  keepdims=keepdims)
+
+
+def _max_jvp(t, ans, x, axis, keepdims):
+    w = apply(max_weights, x, ans, axis=axis, keepdims=keepdims)
+    return sum(t * w, axis, keepdims)
+
+
+def _max_infer(x, axis, keepdims):
+    if any(x.shape[a] == 0 for a in axis):
+        raise shape_error("max", (x,), "zero-size axis: the max of no entries is undefined")
+    return reduced_shape(x.shape, axis, keepdims), x.dtype
+
+
+_max = Op("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims),
+          _max_infer, vjp=(_max_vjp,), jvp=(_max_jvp,),
+          doc="Max over axis.  ∂/∂x = the indicator of the argmax; k tied maxima get 1/k each.")
+
+
+def max(x, axis=None, keepdims=False):
+    """Max of x over ``axis`` (all axes when None). Ties share the derivative equally."""
+    x = as_node(x)
+    return apply(_max, x, axis=normalize_axis("max", x, axis), keepdims=bool(keepdims))
+
+
+def min(x, axis=None, keepdims=False):
+    """Min of x over ``axis``: −max(−x). Ties share the derivative equally."""
+    return -max(-as_node(x), axis, keepdims)
+
+
+# -- logsumexp, softmax ---------------------------------------------------------------
+
+def _logsumexp(xp, x, axis, keepdims):
+    # shift by the max so exp never overflows; a max of ±inf is replaced by 0 so that
+    # all −inf entries give −inf (log 0), not nan from −inf − (−inf)
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)
+    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def _lse_vjp(g, ans, x, axis, keepdims):
+    return unreduce(g, x, axis, keepdims) * exp(x - keep_dims(ans, axis, keepdims))
+
+
+def _lse_jvp(t, ans, x, axis, keepdims):
+    return sum(t * exp(x - keep_dims(ans, axis, keepdims)), axis, keepdims)
+
+
+_logsumexp_op = Op(
+    "logsumexp", _logsumexp,
+    lambda x, axis, keepdims: (reduced_shape(x.shape, axis, keepdims), float_dtype(x.dtype)),
+    vjp=(_lse_vjp,), jvp=(_lse_jvp,),
+    doc="log Σ exp x over axis, shifted by the max.  ∂/∂x = softmax(x) = exp(x − ans).")
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log Σ exp(x) over ``axis`` (all axes when None), finite for any finite x."""
+    x = as_node(x)
+    return apply(_logsumexp_op, x, axis=normalize_axis("logsumexp", x, axis),
+                 keepdims=bool(keepdims))
+
+
+def log_softmax(x, axis=-1):
+    """x − logsumexp(x) over ``axis`` (default the last): the log of the softmax, stably."""
+    x = as_node(x)
+    return x - logsumexp(x, axis, keepdims=True)
+
+
+def softmax(x, axis=-1):
+    """exp(x − logsumexp(x)) over ``axis`` (default the last); sums to 1 along it.
+
+    A composite: its derivative J = diag(s) − s sᵀ comes from exp and logsumexp's rules.
+    """
+    return exp(log_softmax(x, axis))

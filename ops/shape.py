@@ -1,4 +1,4 @@
-"""Shape ops: reshape, transpose, broadcast_to, expand_dims, squeeze.
+"""Shape ops: reshape, transpose, broadcast_to, expand_dims, squeeze, concatenate, stack.
 
 All are linear, so each forward rule is the op itself applied to the tangent,
 and each reverse rule is the inverse re-arrangement of the adjoint.
@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import NONDIFF, Op, apply, as_node, fmt_shape, normalize_axis, shape_error
+from .base import (NONDIFF, Op, apply, as_node, fmt_shape, normalize_axis, result_dtype,
+                   shape_error)
 
 
 # -- reshape ----------------------------------------------------------------------
@@ -156,3 +157,116 @@ def squeeze(x, axis=None):
     if not axes:
         return x
     return apply(_squeeze, x, axis=axes)
+
+
+# -- concatenate / stack ------------------------------------------------------------
+
+def _concat_infer(*xs, axis):
+    ndim = len(xs[0].shape)
+    if ndim == 0:
+        raise shape_error("concatenate", xs, "zero-dimensional arrays cannot be concatenated")
+    if any(len(x.shape) != ndim for x in xs):
+        raise shape_error("concatenate", xs, "all operands must have the same number of axes")
+    out = []
+    for a in range(ndim):
+        dims = [x.shape[a] for x in xs]
+        if a == axis:
+            out.append(None if None in dims else int(np.sum(dims)))
+            continue
+        known = {d for d in dims if d is not None}
+        if len(known) > 1:
+            raise shape_error("concatenate", xs, f"lengths differ along axis {a}")
+        out.append(known.pop() if known else None)
+    return tuple(out), result_dtype(*xs)
+
+
+def _concat_vjp(argnum, g, ans, *xs, axis):
+    """x̄ₖ = the k-th block of Ḡ along axis."""
+    return concat_part(g, xs, argnum, axis)
+
+
+def _concat_jvp(argnum, t, ans, *xs, axis):
+    """The k-th tangent in its block, zeros in the others: Σₖ of these is concatenate(ẋ)."""
+    from .creation import zeros_like
+    parts = [t if k == argnum else zeros_like(x) for k, x in enumerate(xs)]
+    return apply(_concatenate, *parts, axis=axis)
+
+
+_concatenate = Op("concatenate", lambda xp, *xs, axis: xp.concatenate(xs, axis=axis),
+                  _concat_infer, vjp=_concat_vjp, jvp=_concat_jvp, variadic=True,
+                  doc="Join along an axis.  x̄ₖ = Ḡ's k-th block; the tangent is the "
+                      "concatenation of the tangents.")
+
+
+def concatenate(xs, axis=0):
+    """The nodes ``xs`` joined along an existing ``axis``, as numpy."""
+    xs = [as_node(x) for x in xs]
+    if not xs:
+        raise ValueError("concatenate needs at least one array")
+    if len(xs) == 1:
+        return xs[0]
+    ndim = len(xs[0].shape)
+    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < max(ndim, 1):
+        raise shape_error("concatenate", xs, f"axis {axis} is out of range for {ndim}-d operands")
+    return apply(_concatenate, *xs, axis=int(axis) % ndim)
+
+
+def stack(xs, axis=0):
+    """The nodes ``xs`` (all one shape) stacked along a new ``axis``, as numpy."""
+    xs = [as_node(x) for x in xs]
+    if not xs:
+        raise ValueError("stack needs at least one array")
+    shapes = {x.shape for x in xs}
+    if len(shapes) > 1 and not all(None in s for s in shapes):
+        raise shape_error("stack", xs, "all operands must have the same shape")
+    ndim = len(xs[0].shape) + 1
+    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise shape_error("stack", xs, f"axis {axis} is out of range for a {ndim}-d result")
+    axis = int(axis) % ndim
+    parts = [expand_dims(x, axis) for x in xs]
+    return parts[0] if len(parts) == 1 else apply(_concatenate, *parts, axis=axis)
+
+
+# -- one block of a concatenation, found from the parts' run-time lengths --------------
+
+def _part_forward(xp, g, *xs, index, axis):
+    start = int(np.sum([x.shape[axis] for x in xs[:index]], dtype=int))
+    sl = [slice(None)] * g.ndim
+    sl[axis] = slice(start, start + xs[index].shape[axis])
+    return g[tuple(sl)]
+
+
+def _part_infer(g, *xs, index, axis):
+    shape = list(g.shape)
+    shape[axis] = xs[index].shape[axis]
+    return tuple(shape), g.dtype
+
+
+def _part_vjp(argnum, gbar, ans, g, *xs, index, axis):
+    """The adjoint of taking a block is putting it back among zero blocks."""
+    if argnum:
+        return None
+    from .creation import zeros_like
+    parts = [gbar if k == index else zeros_like(x) for k, x in enumerate(xs)]
+    return apply(_concatenate, *parts, axis=axis)
+
+
+def _part_jvp(argnum, t, ans, g, *xs, index, axis):
+    return apply(_part, t, *xs, index=index, axis=axis) if argnum == 0 else None
+
+
+_part = Op("concat_part", _part_forward, _part_infer, vjp=_part_vjp, jvp=_part_jvp, variadic=True,
+           doc="Block ``index`` along axis of g, whose blocks are shaped like xs (refs only). "
+               "ḡ = Ḡ put back among zero blocks; the tangent is the block of the tangent.")
+
+
+def concat_part(g, xs, index, axis):
+    """Block ``index`` of ``g`` along ``axis``, the blocks sized like the nodes ``xs``."""
+    sizes = [x.shape[axis] for x in xs]
+    if None not in sizes:
+        # static lengths: an ordinary slice, which draws and simplifies like any getitem
+        from .indexing import getitem
+        start = int(np.sum(sizes[:index], dtype=int))
+        sl = (slice(None),) * axis + (slice(start, start + sizes[index]),)
+        return getitem(g, sl)
+    return apply(_part, g, *xs, index=index, axis=axis)

@@ -76,3 +76,182 @@ CASES = [
     ("bce_with_logits none", lambda z, t: fg.bce_with_logits(z, t, reduction="none"),
      [randn(2, 3), _r.uniform(0, 1, (2, 3))], lambda z, t: np.log1p(np.exp(z)) - z * t),
 ]
+
+
+# -- the rest of API.md §1 (issue 3) ---------------------------------------------------
+
+def away(*shape):
+    """Entries of random sign, |x| ≥ 0.3: away from kinks at 0 and from ties."""
+    return _r.choice([-1.0, 1.0], shape) * _r.uniform(0.3, 2.0, shape)
+
+
+def wellcond(*shape):
+    """A (batch of) well-conditioned square matrices: I·n plus noise."""
+    n = shape[-1]
+    return n * np.eye(n) + randn(*shape)
+
+
+def spd(*shape):
+    a = randn(*shape)
+    return a @ np.swapaxes(a, -1, -2) + shape[-1] * np.eye(shape[-1])
+
+
+def distinct(*shape):
+    """Non-symmetric matrices whose lower-triangle symmetrization has spread eigenvalues."""
+    n = shape[-1]
+    return np.diag(np.arange(1.0, n + 1) * 1.5) + 0.3 * randn(*shape)
+
+
+def _lse(a, axis=None, keepdims=False):
+    m = np.max(a, axis=axis, keepdims=True)
+    out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def _softmax(a, axis=-1):
+    e = np.exp(a - a.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+def _sym_lower(a):
+    return np.tril(a) + np.swapaxes(np.tril(a, -1), -1, -2)
+
+
+_labels = np.array([2, 0, 1, 2])
+
+CASES += [
+    # elementwise
+    ("log1p", fg.log1p, [_r.uniform(-0.5, 2.0, (2, 3))], np.log1p),
+    ("sqrt", fg.sqrt, [pos(2, 3)], np.sqrt),
+    ("sqrt 0-d", fg.sqrt, [pos()], np.sqrt),
+    ("abs", fg.abs, [away(2, 3)], np.abs),
+    ("maximum (3,1),(1,4)", fg.maximum, [away(3, 1), away(1, 4)], np.maximum),
+    ("maximum with scalar", lambda a: fg.maximum(a, 0.1), [away(5)],
+     lambda a: np.maximum(a, 0.1)),
+    ("minimum (2,3),(3,)", fg.minimum, [away(2, 3), away(3)], np.minimum),
+    ("where (list condition)", lambda a, b: fg.where([True, False, True], a, b),
+     [randn(2, 3), randn(3)], lambda a, b: np.where([True, False, True], a, b)),
+    ("where 0-d branch", lambda a, b: fg.where(np.array([[True], [False]]), a, b),
+     [randn(2, 3), randn()], lambda a, b: np.where([[True], [False]], a, b)),
+    ("pow tensor exponent 0-d", lambda a, b: a ** b, [pos(4), randn()], np.power),
+    ("pow <x,x>^<x,x>", lambda a: fg.sum(a * a) ** fg.sum(a * a),
+     [_r.uniform(0.2, 0.6, 3)], lambda a: np.sum(a * a) ** np.sum(a * a)),
+    ("relu", fg.relu, [away(2, 3)], lambda a: np.maximum(a, 0)),
+    ("softplus 0-d", fg.softplus, [randn()], lambda a: np.log1p(np.exp(a))),
+    # reductions
+    ("max all", fg.max, [randn(2, 3)], np.max),
+    ("max axis=1", lambda a: fg.max(a, axis=1), [randn(2, 3)], lambda a: a.max(1)),
+    ("max axis=(0,2) keepdims", lambda a: fg.max(a, axis=(0, 2), keepdims=True),
+     [randn(2, 3, 2)], lambda a: a.max((0, 2), keepdims=True)),
+    ("max 0-d", fg.max, [randn()], np.max),
+    ("min axis=0", lambda a: fg.min(a, axis=0), [randn(3, 2)], lambda a: a.min(0)),
+    ("logsumexp all", fg.logsumexp, [randn(2, 3)], _lse),
+    ("logsumexp axis=-1", lambda a: fg.logsumexp(a, axis=-1), [randn(2, 3)],
+     lambda a: _lse(a, -1)),
+    ("logsumexp axis=0 keepdims", lambda a: fg.logsumexp(a, axis=0, keepdims=True),
+     [randn(3, 2, 2)], lambda a: _lse(a, 0, True)),
+    ("softmax", fg.softmax, [randn(2, 4)], _softmax),
+    ("softmax axis=0", lambda a: fg.softmax(a, axis=0), [randn(3, 2)],
+     lambda a: _softmax(a, 0)),
+    ("log_softmax", fg.log_softmax, [randn(2, 3)], lambda a: np.log(_softmax(a))),
+    ("softmax_cross_entropy one-hot", fg.softmax_cross_entropy,
+     [randn(4, 3), np.eye(3)[_labels]],
+     lambda z, t: np.mean(-np.sum(t * np.log(_softmax(z)), -1))),
+    ("softmax_cross_entropy probabilities sum",
+     lambda z, t: fg.softmax_cross_entropy(z, t, reduction="sum"),
+     [randn(4, 3), _softmax(randn(4, 3))],
+     lambda z, t: np.sum(-np.sum(t * np.log(_softmax(z)), -1))),
+    ("softmax_cross_entropy labels none",
+     lambda z: fg.softmax_cross_entropy(z, _labels, reduction="none"), [randn(4, 3)],
+     lambda z: -np.log(_softmax(z))[np.arange(4), _labels]),
+    ("softmax_cross_entropy batched labels",
+     lambda z: fg.softmax_cross_entropy(z, _labels.reshape(2, 2)), [randn(2, 2, 3)],
+     lambda z: np.mean(-np.log(_softmax(z))[np.arange(2)[:, None], np.arange(2),
+                                            _labels.reshape(2, 2)])),
+    # shape and indexing
+    ("concatenate axis=0", lambda a, b: fg.concatenate([a, b]), [randn(2, 3), randn(1, 3)],
+     lambda a, b: np.concatenate([a, b])),
+    ("concatenate axis=-1 three", lambda a, b, c: fg.concatenate([a, b, c], axis=-1),
+     [randn(2, 1), randn(2, 3), randn(2, 2)], lambda a, b, c: np.concatenate([a, b, c], -1)),
+    ("stack axis=0", lambda a, b: fg.stack([a, b]), [randn(3), randn(3)],
+     lambda a, b: np.stack([a, b])),
+    ("stack 0-d", lambda a, b: fg.stack([a, b, a]), [randn(), randn()],
+     lambda a, b: np.stack([a, b, a])),
+    ("stack axis=-1", lambda a, b: fg.stack([a, b], axis=-1), [randn(2, 3), randn(2, 3)],
+     lambda a, b: np.stack([a, b], -1)),
+    ("getitem int", lambda a: a[1], [randn(3, 2)], lambda a: a[1]),
+    ("getitem slices", lambda a: a[::2, 1:], [randn(4, 3)], lambda a: a[::2, 1:]),
+    ("getitem negative step", lambda a: a[::-1, -1], [randn(3, 2)], lambda a: a[::-1, -1]),
+    ("getitem newaxis+ellipsis", lambda a: a[None, ..., 0], [randn(2, 3)],
+     lambda a: a[None, ..., 0]),
+    ("getitem int array repeats", lambda a: a[[0, 2, 0]], [randn(3, 2)],
+     lambda a: a[[0, 2, 0]]),
+    ("getitem two arrays", lambda a: a[[0, 1], [2, 2]], [randn(2, 3)],
+     lambda a: a[[0, 1], [2, 2]]),
+    ("getitem separated arrays", lambda a: a[[0, 1], :, [1, 0]], [randn(2, 3, 2)],
+     lambda a: a[[0, 1], :, [1, 0]]),
+    ("getitem mask", lambda a: a[np.array([True, False, True])], [randn(3, 2)],
+     lambda a: a[[True, False, True]]),
+    ("take", lambda a: fg.take(a, [2, 0], axis=1), [randn(2, 3)],
+     lambda a: np.take(a, [2, 0], axis=1)),
+    ("expand_dims two axes", lambda a: fg.expand_dims(a, (0, -1)), [randn(2)],
+     lambda a: a[None, :, None]),
+    ("squeeze all", fg.squeeze, [randn(1, 3, 1)], np.squeeze),
+    # linear algebra
+    ("dot 1d.1d", fg.dot, [randn(3), randn(3)], np.dot),
+    ("dot 2d.1d", fg.dot, [randn(2, 3), randn(3)], np.dot),
+    ("dot 0-d", fg.dot, [randn(), randn(3)], np.dot),
+    ("dot 3d.3d", fg.dot, [randn(2, 1, 3), randn(2, 3, 2)], np.dot),
+    ("outer", fg.outer, [randn(3), randn(2)], np.outer),
+    ("outer 2d", fg.outer, [randn(2, 2), randn(3)], np.outer),
+    ("trace", fg.trace, [randn(3, 3)], np.trace),
+    ("trace offset rect", lambda a: fg.trace(a, offset=1), [randn(3, 4)],
+     lambda a: np.trace(a, 1)),
+    ("trace batched", lambda a: fg.trace(a, axis1=-2, axis2=-1), [randn(2, 3, 3)],
+     lambda a: np.trace(a, axis1=-2, axis2=-1)),
+    ("det", fg.det, [wellcond(3, 3)], np.linalg.det),
+    ("det batched", fg.det, [wellcond(2, 3, 3)], np.linalg.det),
+    ("det 2x2", fg.det, [wellcond(2, 2)], np.linalg.det),
+    ("logdet spd", fg.logdet, [spd(3, 3)], lambda a: np.linalg.slogdet(a)[1]),
+    ("logdet batched", fg.logdet, [spd(2, 2, 2)], lambda a: np.linalg.slogdet(a)[1]),
+    ("inv", fg.inv, [wellcond(3, 3)], np.linalg.inv),
+    ("inv batched", fg.inv, [wellcond(2, 2, 2)], np.linalg.inv),
+    ("solve matrix", fg.solve, [wellcond(3, 3), randn(3, 2)], np.linalg.solve),
+    ("solve vector", fg.solve, [wellcond(3, 3), randn(3)], np.linalg.solve),
+    ("solve batched, vector b", fg.solve, [wellcond(2, 3, 3), randn(3)], np.linalg.solve),
+    ("solve batch broadcast", fg.solve, [wellcond(2, 2, 2), randn(2, 1)], np.linalg.solve),
+    ("eigvalsh", fg.eigvalsh, [distinct(3, 3)], np.linalg.eigvalsh),
+    ("eigvalsh UPLO=U", lambda a: fg.eigvalsh(a, UPLO="U"), [distinct(3, 3).T],
+     lambda a: np.linalg.eigvalsh(a, UPLO="U")),
+    ("eigvalsh batched", fg.eigvalsh, [distinct(2, 3, 3)], np.linalg.eigvalsh),
+    ("eigh V diag(w^2) V^T", lambda a: _vfv(*fg.eigh(a)), [distinct(3, 3)],
+     lambda a: _sym_lower(a) @ _sym_lower(a)),
+    ("eigh |V|", lambda a: fg.abs(fg.eigh(a)[1]), [distinct(3, 3)],
+     lambda a: np.abs(np.linalg.eigh(a)[1])),
+    ("norm vector", fg.norm, [randn(4)], np.linalg.norm),
+    ("norm vector axis=-1 keepdims", lambda a: fg.norm(a, axis=-1, keepdims=True),
+     [randn(2, 3)], lambda a: np.linalg.norm(a, axis=-1, keepdims=True)),
+    ("norm vector ord=1", lambda a: fg.norm(a, 1), [away(4)], lambda a: np.linalg.norm(a, 1)),
+    ("norm vector ord=inf", lambda a: fg.norm(a, np.inf), [away(4)],
+     lambda a: np.linalg.norm(a, np.inf)),
+    ("norm fro", lambda a: fg.norm(a, "fro"), [randn(2, 3)],
+     lambda a: np.linalg.norm(a, "fro")),
+    ("norm 3-d flattened", fg.norm, [randn(2, 2, 2)], np.linalg.norm),
+    ("norm spectral", lambda a: fg.norm(a, 2), [randn(3, 3)], lambda a: np.linalg.norm(a, 2)),
+    ("norm spectral wide", lambda a: fg.norm(a, 2), [randn(2, 4)],
+     lambda a: np.linalg.norm(a, 2)),
+    ("norm spectral batched keepdims",
+     lambda a: fg.norm(a, 2, axis=(-2, -1), keepdims=True), [randn(2, 3, 2)],
+     lambda a: np.linalg.norm(a, 2, axis=(-2, -1), keepdims=True)),
+    ("norm spectral axes (2,0)", lambda a: fg.norm(a, 2, axis=(2, 0)), [randn(3, 2, 2)],
+     lambda a: np.linalg.norm(a, 2, axis=(2, 0))),
+    ("norm matrix ord=1", lambda a: fg.norm(a, 1), [away(3, 3)],
+     lambda a: np.linalg.norm(a, 1)),
+    ("norm matrix ord=inf batched", lambda a: fg.norm(a, np.inf, axis=(1, 2)), [away(2, 3, 2)],
+     lambda a: np.linalg.norm(a, np.inf, axis=(1, 2))),
+]
+
+
+def _vfv(w, v):
+    """V diag(w²) Vᵀ: a sign-invariant function of the eigenvectors (= S² for S = VΛVᵀ)."""
+    return fg.matmul(v * fg.expand_dims(w * w, -2), v.T)

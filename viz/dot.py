@@ -66,7 +66,7 @@ class _Scene:
     """The nodes to draw and the numbers known about them."""
 
     def __init__(self, what, loss, wrt, backward):
-        from flowgrad.trace import Trace
+        from flowgrad.tracing import Trace
         self.trace = what if isinstance(what, Trace) else None
         if self.trace is not None:
             self.graph = self.trace.graph

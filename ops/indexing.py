@@ -1,0 +1,247 @@
+"""Indexing: ``x[index]`` as numpy, and its adjoint, a scatter-add into zeros.
+
+An index may hold ints, slices, ``None`` (newaxis), ``Ellipsis``, integer arrays
+or lists, boolean constant arrays (turned into integer arrays at build time, as
+numpy does) and integer *nodes* (indices known only at run time, e.g. a batch).
+The index is stored as a tuple of tagged items, so it can be hashed and compared
+by the compile-time simplifier; integer nodes become extra (non-differentiable)
+inputs of the op.
+
+getitem is linear in x: its forward rule is getitem of the tangent and its
+reverse rule scatters the adjoint into zeros of x's shape, *adding* at repeated
+integer indices (``x[[0, 0]]`` sends both adjoints to x[0]). The scatter is
+linear too, and its reverse rule is getitem again, so every order works.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Op, apply, as_node, broadcast_shapes, shape_error
+from flowgrad.graph import Node
+
+_CONSUMING = ("i", "s", "a", "t")   # items that consume one axis of x
+
+
+# -- normalising an index into tagged items -------------------------------------------
+
+def _items(index):
+    """(items, tensor nodes): each item ("i", k) | ("s", start, stop, step) | ("n",) |
+    ("e",) | ("a", int array) | ("t", k-th tensor input)."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    items, tensors = [], []
+    for it in index:
+        if isinstance(it, Node):
+            if it.dtype.kind not in "iu":
+                raise TypeError(f"getitem: an index node must have an integer dtype, "
+                                f"{it.name!r} has {it.dtype} (boolean masks must be constants)")
+            items.append(("t", len(tensors)))
+            tensors.append(it)
+        elif it is None:
+            items.append(("n",))
+        elif it is Ellipsis:
+            items.append(("e",))
+        elif isinstance(it, (bool, np.bool_)):
+            raise TypeError("getitem: a bare True/False index is not supported")
+        elif isinstance(it, (int, np.integer)):
+            items.append(("i", int(it)))
+        elif isinstance(it, slice):
+            items.append(("s",) + tuple(_slice_part(v) for v in (it.start, it.stop, it.step)))
+        else:
+            items.extend(_array_items(it))
+    return tuple(items), tensors
+
+
+def _slice_part(v):
+    if v is None or isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return None if v is None else int(v)
+    raise TypeError(f"getitem: slice bounds must be ints or None, got {v!r}")
+
+
+def _array_items(it):
+    arr = np.asarray(it)
+    if arr.dtype == np.bool_:
+        # a constant mask selects its nonzero positions: one integer array per mask axis
+        if arr.ndim == 0:
+            raise TypeError("getitem: a 0-d boolean index is not supported")
+        return [("a", _frozen(a)) for a in np.nonzero(arr)]
+    if arr.size == 0:
+        arr = arr.astype(np.intp)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"getitem: unsupported index {it!r} (ints, slices, None, Ellipsis, "
+                        "integer arrays or nodes, boolean constant arrays)")
+    return [("a", _frozen(arr.astype(np.intp)))]
+
+
+def _frozen(arr):
+    arr = np.array(arr)
+    arr.setflags(write=False)
+    return arr
+
+
+# -- shape inference ------------------------------------------------------------------
+
+class _Shaped:
+    """Just enough of a node (shape, name) for broadcast_shapes."""
+    def __init__(self, shape, name):
+        self.shape, self.name = shape, name
+
+
+def _expand_ellipsis(x, items):
+    used = sum(1 for it in items if it[0] in _CONSUMING)
+    ndim = len(x.shape)
+    n_ell = sum(1 for it in items if it[0] == "e")
+    if n_ell > 1:
+        raise shape_error("getitem", (x,), "an index can only have a single ellipsis ('...')")
+    if used > ndim:
+        raise shape_error("getitem", (x,), f"too many indices: {used} for a {ndim}-d array")
+    fill = (("s", None, None, None),) * (ndim - used)
+    if not n_ell:
+        return items + fill
+    k = [it[0] for it in items].index("e")
+    return items[:k] + fill + items[k + 1:]
+
+
+def _check_bound(x, axis, lo, hi):
+    dim = x.shape[axis]
+    if dim is not None and (lo < -dim or hi >= dim):
+        bad = lo if lo < -dim else hi
+        raise shape_error("getitem", (x,), f"index {bad} is out of bounds for axis {axis} "
+                          f"with size {dim}")
+
+
+def _infer(x, *tensors, index):
+    items = _expand_ellipsis(x, index)
+    advanced = any(it[0] in ("a", "t") for it in items)
+    out, adv_shapes, adv_pos = [], [], []
+    axis = 0
+    for pos, it in enumerate(items):
+        kind = it[0]
+        if kind == "n":
+            out.append(1)
+            continue
+        dim = x.shape[axis]
+        if kind == "s":
+            out.append(None if dim is None else len(range(*slice(*it[1:]).indices(dim))))
+        elif kind == "i":
+            _check_bound(x, axis, it[1], it[1])
+            if advanced:   # with arrays present, an int is a 0-d array index (numpy)
+                adv_shapes.append(()), adv_pos.append(pos)
+        elif kind == "a":
+            if it[1].size:
+                _check_bound(x, axis, int(it[1].min()), int(it[1].max()))
+            adv_shapes.append(it[1].shape), adv_pos.append(pos)
+        else:
+            adv_shapes.append(tensors[it[1]].shape), adv_pos.append(pos)
+        if kind in ("a", "t", "i") and advanced:
+            out.append(_ADV)
+        axis += 1
+    if not advanced:
+        return tuple(out), x.dtype
+    bshape = broadcast_shapes("getitem", *[_Shaped(s, "index") for s in adv_shapes]) \
+        if adv_shapes else ()
+    # numpy: adjacent advanced indices put their broadcast shape where they stand,
+    # separated ones put it first
+    adjacent = adv_pos == list(range(adv_pos[0], adv_pos[0] + len(adv_pos)))
+    first = out.index(_ADV)
+    basic = [d for d in out if d is not _ADV]
+    if adjacent:
+        return tuple(basic[:first]) + bshape + tuple(basic[first:]), x.dtype
+    return bshape + tuple(basic), x.dtype
+
+
+_ADV = object()   # placeholder in the output shape where advanced indices stand
+
+
+# -- forward --------------------------------------------------------------------------
+
+def _key(xp, items, tensors):
+    out = []
+    for it in items:
+        kind = it[0]
+        if kind == "i":
+            out.append(it[1])
+        elif kind == "s":
+            out.append(slice(*it[1:]))
+        elif kind == "n":
+            out.append(None)
+        elif kind == "e":
+            out.append(Ellipsis)
+        elif kind == "a":
+            out.append(xp.asarray(it[1]))
+        else:
+            out.append(tensors[it[1]])
+    return tuple(out)
+
+
+def _is_advanced(items):
+    return any(it[0] in ("a", "t") for it in items)
+
+
+def _getitem_forward(xp, x, *tensors, index):
+    return x[_key(xp, index, tensors)]
+
+
+def _scatter_forward(xp, g, x, *tensors, index):
+    out = xp.zeros(x.shape, dtype=g.dtype)
+    key = _key(xp, index, tensors)
+    if _is_advanced(index):
+        xp.add.at(out, key, g)      # repeated indices add up
+    else:
+        out[key] = g
+    return out
+
+
+# -- rules ----------------------------------------------------------------------------
+
+def _getitem_vjp(argnum, g, ans, x, *tensors, index):
+    """x̄ = zeros(x.shape) with Ḡ added at the indexed positions."""
+    if argnum:
+        return None
+    return apply(_scatter, g, x, *tensors, index=index)
+
+
+def _getitem_jvp(argnum, t, ans, x, *tensors, index):
+    """ẏ = ẋ[index]."""
+    return apply(_getitem, t, *tensors, index=index) if argnum == 0 else None
+
+
+def _scatter_vjp(argnum, gbar, ans, g, x, *tensors, index):
+    """The adjoint of a scatter-add is a gather: ḡ = Ḡ[index]."""
+    return apply(_getitem, gbar, *tensors, index=index) if argnum == 0 else None
+
+
+def _scatter_jvp(argnum, t, ans, g, x, *tensors, index):
+    return apply(_scatter, t, x, *tensors, index=index) if argnum == 0 else None
+
+
+_getitem = Op("getitem", _getitem_forward, _infer, vjp=_getitem_vjp, jvp=_getitem_jvp,
+              variadic=True,
+              doc="x[index], as numpy.  x̄ = Ḡ scattered (added) into zeros at index.")
+
+_scatter = Op("scatter_add", _scatter_forward,
+              lambda g, x, *tensors, index: (x.shape, g.dtype),
+              vjp=_scatter_vjp, jvp=_scatter_jvp, variadic=True,
+              doc="zeros shaped like x (a ref) with g added at index: getitem's adjoint. "
+                  "It is linear, and its own adjoint is a gather: ḡ = Ḡ[index].")
+
+
+def getitem(x, index):
+    """``x[index]`` with numpy's rules: ints, slices, None, Ellipsis, integer arrays, lists
+    or nodes, constant boolean masks. ``Node.__getitem__`` calls this."""
+    x = as_node(x)
+    items, tensors = _items(index)
+    _expand_ellipsis(x, items)   # fail at build time on a bad index, even an identity one
+    if all(it[0] == "e" or it == ("s", None, None, None) for it in items) and \
+            sum(1 for it in items if it[0] == "e") <= 1:
+        return x     # x[...] and x[:] are x itself (no copy is ever observable)
+    return apply(_getitem, x, *tensors, index=items)
+
+
+def take(x, indices, axis=0):
+    """Entries of x at integer ``indices`` along ``axis`` (numpy.take without modes)."""
+    x = as_node(x)
+    ndim = len(x.shape)
+    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise shape_error("take", (x,), f"axis {axis} is out of range for a {ndim}-d array")
+    return getitem(x, (slice(None),) * (int(axis) % ndim) + (indices,))
