@@ -1,7 +1,9 @@
-"""Backends: numpy (CPU); more are loaded by name only when asked for.
+"""Backends: numpy (CPU), cupy (NVIDIA GPU) and dask (chunked, distributed).
 
 ``get_backend("numpy")`` returns the one shared instance; an optional backend's
 module is imported on first use, so ``import flowgrad`` never imports cupy or dask.
+A :class:`Backend` instance (``DaskBackend(chunks=10_000)``) may be passed wherever a
+name is taken.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from .base import Backend
 #: name -> "module:Class"; an optional backend is imported on first use only
 AVAILABLE = {
     "numpy": "flowgrad.backends.numpy_backend:NumpyBackend",
+    "cupy": "flowgrad.backends.cupy_backend:CupyBackend",
+    "dask": "flowgrad.backends.dask_backend:DaskBackend",
 }
 
 _instances: dict[str, Backend] = {}
@@ -22,9 +26,10 @@ _default = "numpy"
 
 def get_backend(name=None) -> Backend:
     """The backend called ``name`` (or the default one); a Backend passes through."""
+    if name is None:
+        name = _default
     if isinstance(name, Backend):
         return name
-    name = name or _default
     if name not in _instances:
         if name not in AVAILABLE:
             raise BackendError(f"unknown backend {name!r}; choose one of {sorted(AVAILABLE)}")
@@ -33,8 +38,9 @@ def get_backend(name=None) -> Backend:
     return _instances[name]
 
 
-def set_default_backend(name: str) -> None:
-    """Use ``name`` wherever no backend is given (fg.compile, fg.run)."""
+def set_default_backend(name) -> None:
+    """Use ``name`` wherever no backend is given (fg.compile, fg.run); returns nothing.
+    An unknown or unusable backend raises BackendError now and leaves the default as it was."""
     global _default
     get_backend(name)  # fail now, not at the first compile
     _default = name

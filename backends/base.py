@@ -2,10 +2,24 @@
 
 A backend is small on purpose: ops compute with ``backend.xp`` only, so adding
 one is a file that names its namespace and how arrays cross to and from the host.
+
+Four hooks let a backend shape how a Program runs without the scheduler knowing
+which backend it is (each has a do-nothing default here):
+
+* ``unsupported_ops`` / :meth:`check_ops` — ops the namespace cannot compute
+  (dask has no ``det``); :meth:`check_ops` raises ``BackendError`` naming the op
+  and the node when a program is compiled, not halfway through a run.
+* :meth:`read_variable` — a variable's value as an array of this backend. A
+  backend whose arrays live elsewhere (a GPU) stores the converted array back
+  into the variable, so the next read costs nothing.
+* :meth:`finish` — the list of output values of one call, as handed to the
+  caller (dask computes them together, in one pass over the data).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from flowgrad.errors import BackendError
 
 
 class Backend:
@@ -13,9 +27,13 @@ class Backend:
     xp = None
     #: the float dtype a backend prefers when the user states none
     default_float = np.dtype(np.float64)
+    #: {op name: why it cannot run here} — checked by :meth:`check_ops` at compile time
+    unsupported_ops: dict = {}
 
     def asarray(self, value, dtype=None):
         """``value`` as an array of this backend (moved to its device once)."""
+        if not self.owns(value):
+            value = host(value)
         return self.xp.asarray(value, dtype=dtype)
 
     def to_numpy(self, array) -> np.ndarray:
@@ -26,5 +44,36 @@ class Backend:
         """Whether ``array`` already lives on this backend (no conversion needed)."""
         return False
 
+    # -- hooks the Program calls ----------------------------------------------------
+    def check_ops(self, graph, order) -> None:
+        """Raise ``BackendError`` if a node of ``order`` (ids of ``graph``) uses an op
+        this backend cannot compute. Called once, when a program is compiled."""
+        if not self.unsupported_ops:
+            return
+        data = graph.nx.nodes
+        for nid in order:
+            op = data[nid]["op"]
+            if op is not None and op.name in self.unsupported_ops:
+                raise BackendError(
+                    f"the {self.name} backend cannot run op {op.name!r} (node "
+                    f"{data[nid]['name']!r}): {self.unsupported_ops[op.name]}")
+
+    def read_variable(self, node):
+        """The current value of variable ``node`` as an array of this backend."""
+        return self.asarray(node._d["value"])
+
+    def finish(self, values: list) -> list:
+        """The output values of one call as the caller receives them."""
+        return values
+
     def __repr__(self):
         return f"<flowgrad backend {self.name}>"
+
+
+def host(value):
+    """``value`` as something numpy can read: an array of another backend (cupy's,
+    dask's) goes through that backend's ``to_numpy``; anything else is left alone."""
+    if isinstance(value, np.ndarray) or not hasattr(value, "shape"):
+        return value
+    from . import to_numpy
+    return to_numpy(value)

@@ -1,7 +1,7 @@
 """The CPU backend: numpy itself."""
 import numpy as np
 
-from .base import Backend
+from .base import Backend, host
 
 
 class NumpyBackend(Backend):
@@ -9,7 +9,8 @@ class NumpyBackend(Backend):
     xp = np
 
     def asarray(self, value, dtype=None):
-        return np.asarray(value, dtype=dtype)
+        # an array of another backend (a variable last trained on cupy) comes back to the host
+        return np.asarray(value if isinstance(value, np.ndarray) else host(value), dtype=dtype)
 
     def owns(self, array) -> bool:
-        return isinstance(array, np.ndarray)
+        return isinstance(array, (np.ndarray, np.generic))

@@ -58,7 +58,8 @@ def resolve(graph, feed: dict) -> dict[int, object]:
 
 def check(node, value, backend):
     """``value`` as an array of ``backend`` with ``node``'s dtype, its shape checked."""
-    arr = value if backend.owns(value) else np.asarray(value)
+    from .backends.base import host
+    arr = value if backend.owns(value) else np.asarray(host(value))
     shape, dtype = tuple(arr.shape), np.dtype(arr.dtype)
     want = node.shape
     if len(shape) != len(want) or any(w is not None and w != s for w, s in zip(want, shape)):

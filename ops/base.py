@@ -42,7 +42,7 @@ class Op:
     """
 
     def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,
-                 multilinear=False, elementwise=False, doc=""):
+                 multilinear=False, elementwise=False, operator=None, doc=""):
         if name in REGISTRY:
             raise ValueError(f"op {name!r} is registered twice")
         self.name = name
@@ -53,6 +53,9 @@ class Op:
         self._jvp = jvp
         self.multilinear = multilinear
         self.elementwise = elementwise
+        # A C-level callable of the values alone (operator.add …): the scheduler calls it
+        # directly, skipping a Python frame per step, and it works on any backend's arrays.
+        self.operator = operator
         self.__doc__ = doc or forward.__doc__
         REGISTRY[name] = self
 
@@ -64,6 +67,8 @@ class Op:
 
     def kernel(self, xp, attrs):
         """The callable the scheduler runs: values in, value out."""
+        if self.operator is not None and not attrs:
+            return self.operator
         return functools.partial(self.forward, xp, **attrs) if attrs else \
             functools.partial(self.forward, xp)
 

@@ -6,6 +6,8 @@ undone by the sweeps, not here.
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from flowgrad.graph import Node
@@ -27,24 +29,27 @@ def _unary(name, forward, vjp, *, floating=True, **kw):
 
 
 add = _binary("add", lambda xp, x, y: xp.add(x, y),
-              (lambda g, ans, x, y: g, lambda g, ans, x, y: g), elementwise=True)
+              (lambda g, ans, x, y: g, lambda g, ans, x, y: g), elementwise=True,
+              operator=operator.add)
 add.__doc__ = "x + y.  ∂/∂x = 1, ∂/∂y = 1."
 
 sub = _binary("sub", lambda xp, x, y: xp.subtract(x, y),
-              (lambda g, ans, x, y: g, lambda g, ans, x, y: -g), elementwise=True)
+              (lambda g, ans, x, y: g, lambda g, ans, x, y: -g), elementwise=True,
+              operator=operator.sub)
 sub.__doc__ = "x − y.  ∂/∂x = 1, ∂/∂y = −1."
 
 mul = _binary("mul", lambda xp, x, y: xp.multiply(x, y),
-              (lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x), multilinear=True)
+              (lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x), multilinear=True,
+              operator=operator.mul)
 mul.__doc__ = "x · y.  ∂/∂x = y, ∂/∂y = x."
 
 div = _binary("div", lambda xp, x, y: xp.divide(x, y),
               (lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y),
-              floating=True, elementwise=True)
+              floating=True, elementwise=True, operator=operator.truediv)
 div.__doc__ = "x / y.  ∂/∂x = 1/y, ∂/∂y = −x/y² = −ans/y."
 
 neg = _unary("neg", lambda xp, x: xp.negative(x), lambda g, ans, x: -g,
-             floating=False, multilinear=True)
+             floating=False, multilinear=True, operator=operator.neg)
 neg.__doc__ = "−x."
 
 
@@ -60,7 +65,8 @@ def _pow_dp(g, ans, x, p):
     return g * ans * log(where(zero, 1.0, x))
 
 
-pow = _binary("pow", lambda xp, x, p: xp.power(x, p), (_pow_dx, _pow_dp), elementwise=True)
+pow = _binary("pow", lambda xp, x, p: xp.power(x, p), (_pow_dx, _pow_dp), elementwise=True,
+              operator=operator.pow)
 pow.__doc__ = ("x ** p, p a number or a tensor.  ∂/∂x = p x^(p−1), ∂/∂p = x^p log x "
                "(0 at x = 0; nan for x < 0, where x^p is not real-analytic in p).")
 

@@ -122,7 +122,9 @@ def outer(a, b):
 def _mask_forward(xp, x, kind, k, axis1, axis2):
     n1, n2 = x.shape[axis1], x.shape[axis2]
     dtype = x.dtype if x.dtype.kind in "fc" else xp.float64
-    m = xp.eye(n1, n2, k, dtype=dtype) if kind == "eye" else xp.tri(n1, n2, k, dtype=dtype)
+    # keywords: dask's second positional argument is `chunks`, not M
+    m = xp.eye(n1, M=n2, k=k, dtype=dtype) if kind == "eye" else \
+        xp.tri(n1, M=n2, k=k, dtype=dtype)
     if axis1 > axis2:
         m = m.T
     shape = [1] * x.ndim
