@@ -24,22 +24,10 @@ import flowgrad as fg
 
 def seed_example(w0=0.8, b0=-0.3, x0=1.5, t0=1.0, lam=0.1):
     """The seed's graph, traced at one point, and the seed's hand-computed adjoints."""
-    g = fg.Graph()
-    with g:
-        x = fg.placeholder("x")
-        t = fg.placeholder("t")
-        w = fg.variable(w0, name="w")
-        b = fg.variable(b0, name="b")
-        z = (w * x + b).named("z")
-        y = fg.sigmoid(z).named("y")
-        L = (0.5 * (y - t) ** 2).named("L")
-        R = (0.5 * w ** 2).named("R")
-        loss = (L + lam * R).named("𝓛")
-        tr = fg.compile(loss).trace(x=x0, t=t0)
-    y_v = 1 / (1 + np.exp(-(w0 * x0 + b0)))
-    zbar = (y_v - t0) * y_v * (1 - y_v)            # z̄ = ȳ σ'(z), ȳ = L̄ (y − t), L̄ = 1
-    hand = {w: zbar * x0 + lam * w0, b: zbar, x: zbar * w0, z: zbar, y: y_v - t0,
-            L: 1.0, R: lam}
+    with fg.Graph():
+        nodes = fg.seed.univariate_logistic(w0, b0, lam, loss_name="𝓛")
+        tr = fg.compile(nodes["loss"]).trace(x=x0, t=t0)
+    hand = {nodes[s]: v for s, v in fg.seed.hand_adjoints(w0, b0, x0, t0, lam).items()}
     return tr, hand
 
 

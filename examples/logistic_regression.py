@@ -31,28 +31,12 @@ import flowgrad as fg
 def seed_example(w0=0.8, b0=-0.3, x0=1.5, t0=1.0, lam=0.1):
     """The seed's forward and backward pass; returns {symbol: (flowgrad, hand formula)}."""
     with fg.Graph():
-        x = fg.placeholder("x")
-        t = fg.placeholder("t")
-        w = fg.variable(w0, name="w")
-        b = fg.variable(b0, name="b")
-        z = (w * x + b).named("z")
-        y = fg.sigmoid(z).named("y")
-        L = (0.5 * (y - t) ** 2).named("L")
-        R = (0.5 * w ** 2).named("R")
-        total = (L + lam * R).named("loss")
-        tr = fg.compile(total).trace(x=x0, t=t0)
-
-        # The seed's backward pass, by hand.
-        z_v = w0 * x0 + b0
-        y_v = 1 / (1 + np.exp(-z_v))
-        Lbar = 1.0
-        Rbar = lam
-        ybar = Lbar * (y_v - t0)
-        zbar = ybar * y_v * (1 - y_v)
-        hand = {"L̄": Lbar, "R̄": Rbar, "ȳ": ybar, "z̄": zbar,
-                "w̄": zbar * x0 + Rbar * w0, "b̄": zbar, "x̄": zbar * w0}
-        nodes = {"L̄": L, "R̄": R, "ȳ": y, "z̄": z, "w̄": w, "b̄": b, "x̄": x}
-        return {k: (float(fg.to_numpy(tr.adjoint(n))), hand[k]) for k, n in nodes.items()}
+        nodes = fg.seed.univariate_logistic(w0, b0, lam)
+        tr = fg.compile(nodes["loss"]).trace(x=x0, t=t0)
+    hand = fg.seed.hand_adjoints(w0, b0, x0, t0, lam)
+    bar = "\u0304"  # combining macron: "w" -> "w̄"
+    return {s + bar: (float(fg.to_numpy(tr.adjoint(nodes[s]))), hand[s])
+            for s in ("L", "R", "y", "z", "w", "b", "x")}
 
 
 def load_breast_cancer():

@@ -21,3 +21,4 @@ from . import viz  # noqa: F401
 from .data import batches  # noqa: F401
 from .checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401
 from .higher_order import hessian, hvp, jacobian  # noqa: F401
+from . import seed  # noqa: F401  (the seed's worked example as a graph)

@@ -1,26 +1,9 @@
 """Smoke tests: the higher-order examples run as scripts at small sizes, exit 0 and
 print the numbers they promise."""
-import pathlib
-import re
-import subprocess
-import sys
-
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from examples_runner import number, run_example
 
-
-def run_example(name, *args, cwd):
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
-def number(pattern, text):
-    m = re.search(pattern, text)
-    assert m, f"{pattern!r} not in output:\n{text}"
-    return float(m.group(1))
 
 
 def test_higher_order_example_plots_the_fourth_derivative(tmp_path):

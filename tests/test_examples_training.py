@@ -1,32 +1,15 @@
 """Smoke tests: each training example runs as a script (small sizes, ``--quick``),
 exits 0, and prints the numbers it promises."""
-import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
-import flowgrad as fg
+from examples_runner import PNG, number, run_example
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-PNG = b"\x89PNG\r\n\x1a\n"
+import flowgrad as fg
 
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
-
-
-def run_example(name, *args, cwd):
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
-def number(pattern, text):
-    m = re.search(pattern, text)
-    assert m, f"{pattern!r} not in output:\n{text}"
-    return float(m.group(1))
 
 
 def test_logistic_regression_matches_sklearn(tmp_path):

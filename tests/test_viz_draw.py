@@ -46,17 +46,8 @@ def _text(label):
 
 
 def _seed(lam=0.1):
-    x = fg.placeholder("x")
-    t = fg.placeholder("t")
-    w = fg.variable(0.8, name="w")
-    b = fg.variable(-0.3, name="b")
-    z = (w * x + b).named("z")
-    y = fg.sigmoid(z).named("y")
-    L_ = (0.5 * (y - t) ** 2).named("L")
-    R = (0.5 * w ** 2).named("R")
-    loss = (L_ + lam * R).named("loss")
-    tr = fg.compile(loss).trace(x=1.5, t=1.0)
-    return tr, dict(x=x, t=t, w=w, b=b, z=z, y=y, L=L_, R=R, loss=loss)
+    nodes = fg.seed.univariate_logistic(lam=lam)
+    return fg.compile(nodes["loss"]).trace(x=1.5, t=1.0), nodes
 
 
 def test_every_node_shows_its_value_and_adjoint():

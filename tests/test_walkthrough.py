@@ -14,16 +14,8 @@ pytestmark = pytest.mark.skipif(shutil.which("dot") is None,
 
 
 def _seed():
-    x = fg.placeholder("x")
-    t = fg.placeholder("t")
-    w = fg.variable(0.8, name="w")
-    b = fg.variable(-0.3, name="b")
-    z = (w * x + b).named("z")
-    y = fg.sigmoid(z).named("y")
-    L = (0.5 * (y - t) ** 2).named("L")
-    R = (0.5 * w ** 2).named("R")
-    loss = (L + 0.1 * R).named("loss")
-    return fg.compile(loss).trace(x=1.5, t=1.0), dict(w=w, b=b, x=x, z=z, y=y, loss=loss)
+    nodes = fg.seed.univariate_logistic()
+    return fg.compile(nodes["loss"]).trace(x=1.5, t=1.0), nodes
 
 
 def _data(page):

@@ -44,16 +44,8 @@ def browser():
 
 
 def _seed_trace(w0=0.8, b0=-0.3, x0=1.5, t0=1.0, lam=0.1):
-    x = fg.placeholder("x")
-    t = fg.placeholder("t")
-    w = fg.variable(w0, name="w")
-    b = fg.variable(b0, name="b")
-    z = (w * x + b).named("z")
-    y = fg.sigmoid(z).named("y")
-    L = (0.5 * (y - t) ** 2).named("L")
-    R = (0.5 * w ** 2).named("R")
-    loss = (L + lam * R).named("loss")
-    return fg.compile(loss).trace(x=x0, t=t0), dict(w=w, b=b, z=z, y=y, loss=loss)
+    nodes = fg.seed.univariate_logistic(w0, b0, lam)
+    return fg.compile(nodes["loss"]).trace(x=x0, t=t0), nodes
 
 
 def _state(driver):
