@@ -170,9 +170,14 @@ def log_softmax(x, axis=-1):
     return x - logsumexp(x, axis, keepdims=True)
 
 
-def softmax(x, axis=-1):
+def softmax(x, axis=-1, keepdims=True):
     """exp(x − logsumexp(x)) over ``axis`` (default the last); sums to 1 along it.
+
+    The result always has x's shape; ``keepdims`` is accepted for the API's uniform
+    reduction signature and must not be False (nothing is reduced away).
 
     A composite: its derivative J = diag(s) − s sᵀ comes from exp and logsumexp's rules.
     """
+    if not keepdims:
+        raise ValueError("softmax keeps every axis: its result has the input's shape")
     return exp(log_softmax(x, axis))
