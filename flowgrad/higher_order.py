@@ -162,9 +162,9 @@ class _Body:
         from .backends import _instances, get_backend
         from .scheduler import Program
         backend = next((b for b in _instances.values() if b.xp is xp), None) or get_backend()
-        prog = self._programs.get(backend.name)
+        prog = self._programs.get(backend)
         if prog is None:
-            prog = self._programs[backend.name] = Program(self.out, backend)
+            prog = self._programs[backend] = Program(self.out, backend)
         k_params = len(self.params)
         slices = values[k_params:]
         bs = self.basis_shape

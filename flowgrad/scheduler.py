@@ -88,17 +88,17 @@ class Program:
     # -- run --------------------------------------------------------------------
     def _bind(self, args, kwargs) -> list:
         fed = _feeds.resolve(self.graph, _feeds.collect(args, kwargs))
+        missing = [p.name for nid, p in self.placeholders.items() if nid not in fed]
+        if missing:
+            raise FeedError(f"missing feed for placeholder(s) {missing}")
         vals = list(self._template)
         backend, slot = self.backend, self._slot
+        for nid, p in self.placeholders.items():
+            vals[slot[nid]] = _feeds.check(p, fed[nid], backend)
         for s, var in self._variables:
             v = fed.get(var.id)
             vals[s] = _feeds.check(var, v, backend) if v is not None else \
                 backend.read_variable(var)
-        missing = [p.name for nid, p in self.placeholders.items() if nid not in fed]
-        if missing:
-            raise FeedError(f"missing feed for placeholder(s) {missing}")
-        for nid, p in self.placeholders.items():
-            vals[slot[nid]] = _feeds.check(p, fed[nid], backend)
         return vals
 
     def _run(self, vals):
@@ -122,7 +122,7 @@ class Program:
 
     def values(self, *args, **kwargs) -> dict[int, object]:
         """{node id: value} of every node, for a program compiled with keep_all."""
-        vals = self._run(self._bind(args, kwargs))
+        vals = self.backend.finish(self._run(self._bind(args, kwargs)))
         return {nid: vals[s] for nid, s in self._slot.items()}
 
     def trace(self, *args, **kwargs):
@@ -162,7 +162,7 @@ def run(outputs, feed=None, backend=None, **kwargs):
     """One-shot evaluation; the compiled program is cached on the graph."""
     outs, _ = _as_outputs(outputs)
     b = get_backend(backend)
-    key = (tuple(o.id for o in outs), isinstance(outputs, Node), b.name)
+    key = (tuple(o.id for o in outs), isinstance(outputs, Node), b)  # the instance: two DaskBackends may differ
     cache = outs[0].graph._program_cache
     prog = cache.get(key)
     if prog is None:
