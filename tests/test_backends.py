@@ -441,9 +441,10 @@ def test_dask_distributed_local_cluster_matches_numpy():
     assert losses[2] < losses[0] and losses[0] == pytest.approx(float(want[0]), rel=1e-12)
 
 
-def test_gpu_benchmark_script_runs_on_numpy(capsys):
+def test_gpu_benchmark_script_runs_on_numpy(capsys, monkeypatch):
     """benchmarks/bench_gpu.py, as the GPU check runs it, here on numpy at small sizes."""
     import importlib.util
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script
     spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "benchmarks" /
                                                   "bench_gpu.py")
     bench = importlib.util.module_from_spec(spec)
