@@ -33,7 +33,9 @@ M(p) = stack_k B(p, eₖ) (or Σ_k), both rules are again maps —
 * reverse rule with cotangent G:            Σ_k vjp(B, p, r)(eₖ), r bound to G[k].
 
 so a map may also bind placeholders to *slices* ``S[k]`` of an input and may sum
-instead of stack. ``hessian(f, x)`` is ``jacobian(grad(f, x), x)``, forward over
+instead of stack. When the basis has a length known only at run time (``x`` of shape
+``(None, 3)``), the map takes one more input of the basis's shape and reads the number
+of basis vectors from its value; the rules pass that reference on unchanged. ``hessian(f, x)`` is ``jacobian(grad(f, x), x)``, forward over
 reverse by default (its columns are H eₖ = hvp(f, x, eₖ)).
 """
 from __future__ import annotations
@@ -85,38 +87,42 @@ def hvp(f: Node, x, v, mode: str = "fwd-rev"):
 
 # -- jacobian / hessian ---------------------------------------------------------------------
 
-def _static_size(node, what):
-    if None in node.shape:
-        raise DifferentiationError(
-            f"{what} needs static shapes, but {node.name!r} has shape {node.shape}; "
-            "give the placeholder a fixed shape")
-    return math.prod(node.shape)
+def _size(node):
+    """The number of entries of ``node``, or None when a length is known only at run time."""
+    return None if None in node.shape else math.prod(node.shape)
 
 
 def jacobian(y: Node, x: Node, mode: str | None = None) -> Node:
     """∂y/∂x as one node of shape ``y.shape + x.shape``.
 
     ``mode`` is "fwd" (one jvp per entry of x), "rev" (one vjp per entry of y) or
-    None: forward when x has fewer entries than y. Either way one compiled program
-    is run once per basis vector (see the module docstring).
+    None: forward when x has fewer entries than y (a length known only at run time
+    counts as more). Either way one compiled program is run once per basis vector
+    (see the module docstring); the number of basis vectors may be known only at run time.
     """
     graph = same_graph([y, x])
-    ny, nx_ = _static_size(y, "jacobian"), _static_size(x, "jacobian")
+    ny, nx_ = _size(y), _size(x)
     if mode is None:
-        mode = "fwd" if nx_ < ny else "rev"
+        mode = "fwd" if nx_ is not None and (ny is None or nx_ < ny) else "rev"
     if not _differentiable(y.dtype):
         raise DifferentiationError(f"cannot differentiate {y.name!r} of dtype {y.dtype}")
     if mode == "rev":
         u = _placeholder(graph, y.shape, y.dtype, "jacobian/cotangent")
-        return _make_map(vjp(y, x, u), u, [], [], "stack")
+        return _make_map(vjp(y, x, u), u, [], [], "stack", ref=_shape_ref(u, y))
     if mode != "fwd":
         raise ValueError(f"jacobian: mode must be 'fwd', 'rev' or None, got {mode!r}")
     from flowgrad.ops import transpose
     dtype = x.dtype if _differentiable(x.dtype) else y.dtype
     u = _placeholder(graph, x.shape, dtype, "jacobian/tangent")
-    cols = _make_map(jvp(y, x, u), u, [], [], "stack")          # x.shape + y.shape
+    cols = _make_map(jvp(y, x, u), u, [], [], "stack", ref=_shape_ref(u, x))  # x.shape + y.shape
     k = len(x.shape)
     return transpose(cols, tuple(range(k, k + len(y.shape))) + tuple(range(k)))
+
+
+def _shape_ref(basis, node):
+    """``node`` when the basis has a run-time length: the map reads the basis shape from
+    its value; None when the shape is static."""
+    return node if None in basis.shape else None
 
 
 def hessian(f: Node, x: Node, mode: str = "fwd") -> Node:
@@ -143,12 +149,18 @@ class _Body:
     the op's first inputs), ``sliced`` (bound to slice k of the remaining inputs) and
     ``basis`` (bound to the k-th standard basis vector). Compiled once per backend."""
 
-    def __init__(self, out, basis, params, sliced, reduce):
+    def __init__(self, out, basis, params, sliced, reduce, dynamic=False):
         self.out, self.basis = out, basis
         self.params, self.sliced, self.reduce = tuple(params), tuple(sliced), reduce
         self.basis_shape = basis.shape
-        self.n = math.prod(basis.shape)
+        # dynamic: the basis has a run-time length, read from the map's last input
+        self.dynamic = dynamic
         self._programs = {}
+
+    @property
+    def n(self):
+        """How many basis vectors, or None when that is known only at run time."""
+        return None if self.dynamic else math.prod(self.basis_shape)
 
     @property
     def shape(self):
@@ -156,7 +168,7 @@ class _Body:
 
     def __repr__(self):
         return (f"<basis_map body {self.out.name!r}: {self.reduce} over "
-                f"{self.n} basis vectors of {self.basis.name!r}>")
+                f"the basis vectors of {self.basis.name!r}>")
 
     def run(self, xp, values):
         from .backends import _instances, get_backend
@@ -166,12 +178,13 @@ class _Body:
         if prog is None:
             prog = self._programs[backend] = Program(self.out, backend)
         k_params = len(self.params)
-        slices = values[k_params:]
-        bs = self.basis_shape
+        slices = values[k_params:k_params + len(self.sliced)]
+        bs = tuple(values[-1].shape) if self.dynamic else self.basis_shape
+        n = math.prod(bs)
         feed = {p: v for p, v in zip(self.params, values[:k_params])}
         feed[self.basis] = xp.zeros(bs, dtype=self.basis.dtype)
         for s, v in zip(self.sliced, slices):
-            feed[s] = v[(0,) * len(bs)] if self.n else xp.zeros(s.shape, s.dtype)
+            feed[s] = v[(0,) * len(bs)] if n else xp.zeros(s.shape, s.dtype)
         base = prog._bind((feed,), {})          # feeds checked once
         slot = prog._slot
         u_slot = slot.get(self.basis.id)
@@ -179,13 +192,11 @@ class _Body:
         out_slot = prog._out_slots[0]
         dtype = self.out.dtype
         results, total = [], None
-        for k in range(self.n):
+        for k in range(n):
             idx = tuple(int(i) for i in np.unravel_index(k, bs))
             vals = list(base)
-            if u_slot is not None:
-                e = xp.zeros(bs, dtype=self.basis.dtype)
-                e[idx] = 1
-                vals[u_slot] = e
+            if u_slot is not None:  # eₖ, built without item assignment (dask has none)
+                vals[u_slot] = xp.reshape(xp.arange(n) == k, bs).astype(self.basis.dtype)
             for s_slot, v in zip(s_slots, slices):
                 if s_slot is not None:
                     vals[s_slot] = v[idx]
@@ -197,8 +208,8 @@ class _Body:
         if self.reduce == "sum":
             return xp.zeros(self.out.shape, dtype) if total is None else total
         if not results:
-            return xp.zeros(self.shape, dtype)
-        return xp.reshape(xp.stack(results), self.shape)
+            return xp.zeros(bs + tuple(0 if d is None else d for d in self.out.shape), dtype)
+        return xp.reshape(xp.stack(results), bs + tuple(results[0].shape))
 
 
 def _map_forward(xp, *values, body):
@@ -210,28 +221,34 @@ def _map_infer(*inputs, body):
 
 
 def _bindings(body, inputs):
-    k = len(body.params)
-    return list(zip(body.params, inputs[:k])), list(zip(body.sliced, inputs[k:]))
+    """(params, sliced) pairs of inner placeholder and outer node, and the shape reference."""
+    k, m = len(body.params), len(body.sliced)
+    ref = inputs[-1] if body.dynamic else None
+    return list(zip(body.params, inputs[:k])), list(zip(body.sliced, inputs[k:k + m])), ref
 
 
 def _map_jvp(argnum, t, ans, *inputs, body):
     """Ṁ = map of jvp(B, p, q), with q bound to the tangent t (sliced like p)."""
-    params, sliced = _bindings(body, inputs)
+    params, sliced, ref = _bindings(body, inputs)
+    if argnum == len(body.params) + len(body.sliced):
+        return None                                # the shape reference: only its shape counts
     p = (body.params + body.sliced)[argnum]
     q = _placeholder(p.graph, p.shape, p.dtype, "basis_map/tangent")
     (sliced if argnum >= len(body.params) else params).append((q, t))
-    return _make_map(jvp(body.out, p, q), body.basis, params, sliced, body.reduce)
+    return _make_map(jvp(body.out, p, q), body.basis, params, sliced, body.reduce, ref)
 
 
 def _map_vjp(argnum, g, ans, *inputs, body):
     """p̄ = Σ_k vjp(B, p, r)(eₖ) with r bound to G[k] (stack) or G (sum); a sliced p
     gets the k-th term in place k instead of the sum."""
-    params, sliced = _bindings(body, inputs)
+    params, sliced, ref = _bindings(body, inputs)
+    if argnum == len(body.params) + len(body.sliced):
+        return None                                # the shape reference: only its shape counts
     p = (body.params + body.sliced)[argnum]
     r = _placeholder(p.graph, body.out.shape, body.out.dtype, "basis_map/cotangent")
     (sliced if body.reduce == "stack" else params).append((r, g))
     reduce = "stack" if argnum >= len(body.params) else "sum"
-    return _make_map(vjp(body.out, p, r), body.basis, params, sliced, reduce)
+    return _make_map(vjp(body.out, p, r), body.basis, params, sliced, reduce, ref)
 
 
 def _make_op():
@@ -247,13 +264,14 @@ def _make_op():
 basis_map = _make_op()
 
 
-def _make_map(out, basis, params, sliced, reduce):
+def _make_map(out, basis, params, sliced, reduce, ref=None):
     """The basis_map node of ``out`` over ``basis``, its body closed over its boundary.
 
     ``params``/``sliced``: (placeholder, outer node) pairs — the placeholder stands for
-    the whole outer value, or for slice k of it, inside ``out``.
+    the whole outer value, or for slice k of it, inside ``out``. ``ref``: an outer node
+    of the basis's shape, needed (as the last input) when that shape has a None.
     """
-    from flowgrad.ops import apply, broadcast_to, mul
+    from flowgrad.ops import apply, broadcast_to, expand_dims, mul, ones_like, sum
     graph = out.graph
     data, handles = graph.nx.nodes, graph._handles
     per_k = {basis.id} | {s.id for s, _ in sliced}
@@ -265,9 +283,15 @@ def _make_map(out, basis, params, sliced, reduce):
     outer = {p.id: o for p, o in params}          # inner placeholder -> outer node
     if out.id not in dep:                          # the same for every k
         value = _substitute([out], outer)[0]
-        n = math.prod(basis.shape)
+        if ref is not None:                        # n and the basis shape from ref's value
+            ones = ones_like(ref)
+            if reduce == "sum":
+                return mul(value, sum(ones))
+            k = len(basis.shape)
+            return mul(expand_dims(value, tuple(range(k))),
+                       expand_dims(ones, tuple(range(k, k + len(out.shape)))))
         if reduce == "sum":
-            return mul(value, n)
+            return mul(value, math.prod(basis.shape))
         return broadcast_to(value, basis.shape + out.shape)
     boundary = sorted({i for nid in dep for i in data[nid]["inputs"]
                        if i not in dep and data[i]["kind"] != "constant"})
@@ -283,8 +307,10 @@ def _make_map(out, basis, params, sliced, reduce):
         d = data[nid]
         ins = [mapping.get(i, handles[i]) for i in d["inputs"]]
         mapping[nid] = apply(d["op"], *ins, **d["attrs"])
-    body = _Body(mapping.get(out.id, out), basis, new_params, [s for s, _ in sliced], reduce)
-    inputs = tuple(outer_nodes) + tuple(o for _, o in sliced)
+    body = _Body(mapping.get(out.id, out), basis, new_params, [s for s, _ in sliced], reduce,
+                 dynamic=ref is not None)
+    inputs = tuple(outer_nodes) + tuple(o for _, o in sliced) + \
+        ((ref,) if ref is not None else ())
     attrs = {"body": body}
     shape, dtype = basis_map.infer(*inputs, **attrs)   # (no inputs is fine: not via apply,
     return graph.add_node(basis_map, inputs, attrs, shape, dtype)  # which needs one for the graph)

@@ -27,10 +27,10 @@ def test_sections_1_to_4_define_differentiate_run_train(tmp_path):
         u = fg.vjp(y, x, fg.ones_like(y))
         v = fg.jvp(y, x, fg.ones_like(x))
         hv = fg.hvp(loss, w, np.ones(3))
-        xs = fg.placeholder("x_static", shape=(40, 3))  # jacobian needs static shapes
-        J = fg.jacobian(fg.sigmoid(fg.linear(xs, w, b)), w)
+        J = fg.jacobian(y, x)                    # y.shape + x.shape = (None, None, 3)
+        Jw = fg.jacobian(y, w)
         H = fg.hessian(loss, w)
-        assert J.shape == (40, 3) and H.shape == (3, 3)
+        assert J.shape == (None, None, 3) and Jw.shape == (None, 3) and H.shape == (3, 3)
         d = fg.tanh(x)
         for _ in range(4):
             d = fg.grad(fg.sum(d), x)
@@ -51,7 +51,14 @@ def test_sections_1_to_4_define_differentiate_run_train(tmp_path):
         np.testing.assert_allclose(fg.run(d, {x: X}), d4, rtol=1e-9, atol=1e-12)
         assert fg.run(u, {x: X}).shape == (40, 3) and fg.run(v, {x: X}).shape == (40,)
         s = 1 / (1 + np.exp(-(X @ w.value + b.value)))
-        np.testing.assert_allclose(fg.run(J, {xs: X}), (s * (1 - s))[:, None] * X, rtol=1e-12)
+        np.testing.assert_allclose(fg.run(Jw, {x: X}), (s * (1 - s))[:, None] * X, rtol=1e-12)
+        W1 = np.array([0.3, -0.7, 1.1])                      # w fed: J must not be trivial
+        s1 = 1 / (1 + np.exp(-(X @ W1 + b.value)))
+        Jv = fg.run(J, {x: X, w: W1})
+        np.testing.assert_allclose(np.einsum("iik->ik", Jv), (s1 * (1 - s1))[:, None] * W1,
+                                   rtol=1e-12)
+        assert Jv.shape == (40, 40, 3) and np.count_nonzero(Jv) == np.count_nonzero(
+            np.einsum("iik->ik", Jv))                                 # row i depends on x[i] only
         with pytest.raises(fg.FeedError, match="'x'"):
             prog(t=T)
 

@@ -188,10 +188,29 @@ def test_jacobian_nodes_can_be_differentiated_again(rng):
                    feed={x: xv}, order=2)
 
 
-def test_jacobian_needs_static_shapes():
+@pytest.mark.parametrize("mode", [None, "fwd", "rev"])
+def test_jacobian_with_lengths_known_only_at_run_time(mode):
     x = fg.placeholder("x", shape=(None, 2))
-    with pytest.raises(fg.DifferentiationError, match="static shapes"):
-        fg.jacobian(fg.exp(x), x)
+    w = fg.variable(np.array([0.5, -1.0]), name="w")
+    y = fg.tanh(x @ w)                                   # shape (None,)
+    Jx = fg.jacobian(y, x, mode=mode)                    # both sides have a None
+    Jw = fg.jacobian(y, w, mode=mode)                    # the output side has a None
+    assert Jx.shape == (None, None, 2) and Jw.shape == (None, 2)
+    for n in (1, 3):                                     # one program, any length
+        X = np.arange(2.0 * n).reshape(n, 2) / 5
+        s = 1 - np.tanh(X @ w.value) ** 2
+        jx, jw = fg.run([Jx, Jw], {x: X})
+        np.testing.assert_allclose(jx, np.einsum("ij,k->ijk", np.diag(s), w.value), rtol=1e-12)
+        np.testing.assert_allclose(jw, s[:, None] * X, rtol=1e-12)
+
+
+def test_hessian_with_respect_to_a_batch_and_its_errors():
+    x = fg.placeholder("x", shape=(None,))
+    H = fg.hessian(fg.sum(fg.sin(x) * x), x)             # diagonal: 2 cos x − x sin x
+    X = np.array([0.1, 0.7, -1.2])
+    np.testing.assert_allclose(fg.run(H, {x: X}), np.diag(2 * np.cos(X) - X * np.sin(X)),
+                               rtol=1e-12, atol=1e-15)
+    fg.check_grads(fg.sum(fg.hessian(fg.sum(fg.tanh(x) ** 3), x)), x, feed={x: X}, order=1)
     with pytest.raises(fg.DifferentiationError, match="scalar"):
         fg.hessian(fg.exp(fg.placeholder("z", shape=(2,))), x)
 
