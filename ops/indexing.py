@@ -186,10 +186,23 @@ def _scatter_forward(xp, g, x, *tensors, index):
     out = xp.zeros(x.shape, dtype=g.dtype)
     key = _key(xp, index, tensors)
     if _is_advanced(index):
+        if not hasattr(xp.add, "at"):
+            return _scatter_add_on_host(xp, out, key, g)
         xp.add.at(out, key, g)      # repeated indices add up
     else:
         out[key] = g
     return out
+
+
+def _scatter_add_on_host(xp, out, key, g):
+    """For namespaces without a scatter-add (dask.array): do this one step in numpy
+    on materialised values and hand the result back as the namespace's array."""
+    import numpy as np
+    from flowgrad.backends import to_numpy
+    host = to_numpy(out).copy()
+    np.add.at(host, tuple(to_numpy(k) if hasattr(k, "shape") else k for k in key)
+              if isinstance(key, tuple) else to_numpy(key), to_numpy(g))
+    return xp.asarray(host)
 
 
 # -- rules ----------------------------------------------------------------------------

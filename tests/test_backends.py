@@ -491,3 +491,15 @@ def test_logistic_regression_example_script_on_dask():
                          cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "backend: dask" in out.stdout and out.stdout.strip().endswith("OK")
+
+
+def test_integer_index_gradients_and_jacobians_on_every_backend(backend):
+    """Scatter-add (repeated indices add up) and basis maps, which need no item assignment."""
+    x = fg.placeholder("x", shape=(None, 3))
+    w = fg.variable(np.array([0.5, -1.0, 2.0]), name="w")
+    f = fg.sum(x[:, [0, 2, 2]] ** 2) + fg.sum(fg.tanh(x @ w))
+    X = np.arange(6.0).reshape(2, 3) / 4
+    outs = [fg.grad(f, x), fg.jacobian(fg.tanh(x @ w), w), fg.hessian(f, w)]
+    got, want = run_both(outs, backend, {x: X})
+    assert_matches(got, want)
+    assert want[0][0, 2] == pytest.approx(4 * X[0, 2] + (1 - np.tanh(X[0] @ w.value) ** 2) * 2)
