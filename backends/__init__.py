@@ -46,10 +46,6 @@ def set_default_backend(name) -> None:
     _default = name
 
 
-def default_backend() -> Backend:
-    return get_backend(None)
-
-
 def to_numpy(array):
     """Any backend's array (or a list/tuple of them) brought back to the host as numpy."""
     if isinstance(array, (list, tuple)):
