@@ -93,7 +93,7 @@ def test_numbered_svg_frames(tmp_path):
     tr, n = _seed()
     paths = fg.viz.walkthrough(tr, tmp_path / "frames")
     assert len(paths) == 26 and paths[0].endswith("frame_000.svg")
-    z_step = [p for p in paths if f'class="node v a cur"' in open(p, encoding="utf-8").read()
+    z_step = [p for p in paths if 'class="node v a cur"' in open(p, encoding="utf-8").read()
               and f'<g id="n{n["z"].id}" class="node v a cur">' in open(p, encoding="utf-8").read()]
     assert len(z_step) == 1
     svg = html.unescape(open(z_step[0], encoding="utf-8").read())
