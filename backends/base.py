@@ -73,7 +73,7 @@ class Backend:
 def host(value):
     """``value`` as something numpy can read: an array of another backend (cupy's,
     dask's) goes through that backend's ``to_numpy``; anything else is left alone."""
-    if isinstance(value, np.ndarray) or not hasattr(value, "shape"):
+    if isinstance(value, (np.ndarray, np.generic)) or not hasattr(value, "shape"):
         return value
     from . import to_numpy
     return to_numpy(value)

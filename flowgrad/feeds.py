@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backends.base import host
 from .errors import FeedError
 from .graph import Node
 
@@ -58,7 +59,6 @@ def resolve(graph, feed: dict) -> dict[int, object]:
 
 def check(node, value, backend):
     """``value`` as an array of ``backend`` with ``node``'s dtype, its shape checked."""
-    from .backends.base import host
     arr = value if backend.owns(value) else np.asarray(host(value))
     shape, dtype = tuple(arr.shape), np.dtype(arr.dtype)
     want = node.shape
