@@ -16,6 +16,7 @@ broadcast a tangent to the output's shape, in one place.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 
@@ -39,10 +40,22 @@ class Op:
     transpose, mul, matmul …): its jvp rules are derived, ``op(…, tangent, …)``.
     ``elementwise=True`` says each vjp rule is ``g * ∂out/∂in`` entrywise: the jvp
     rules are then the same functions with the tangent in place of ``g``.
+
+    An op is also a function to its users: ``help(fg.relu)`` and
+    ``inspect.signature(fg.sigmoid)`` show the call signature (the forward's, without
+    ``xp``, or ``signature=`` when the public call differs) and the docstring, which
+    states the derivative.
+
+    ``decompose`` (None, or a function of the same inputs and attrs) builds the same
+    value out of other primitive ops: the fused model ops (linear, mse, l2 …) have
+    one, for consumers that lack the fused op (an exporter) and to check the kernel.
     """
 
+    decompose = None
+
     def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,
-                 multilinear=False, elementwise=False, operator=None, doc=""):
+                 multilinear=False, elementwise=False, operator=None, doc="",
+                 signature=None):
         if name in REGISTRY:
             raise ValueError(f"op {name!r} is registered twice")
         self.name = name
@@ -57,6 +70,7 @@ class Op:
         # directly, skipping a Python frame per step, and it works on any backend's arrays.
         self.operator = operator
         self.__doc__ = doc or forward.__doc__
+        _function_like(self, forward, signature)
         REGISTRY[name] = self
 
     def __repr__(self):
@@ -64,6 +78,11 @@ class Op:
 
     def __call__(self, *args, **attrs):
         return apply(self, *args, **attrs)
+
+    def __get__(self, obj, objtype=None):
+        # Bind like a function when stored on a class; this also makes ``inspect`` and
+        # ``help`` treat an op as a routine (name, signature, docstring).
+        return self if obj is None else functools.partial(self, obj)
 
     def kernel(self, xp, attrs):
         """The callable the scheduler runs: values in, value out."""
@@ -97,6 +116,19 @@ class Op:
             return self.vjp_rule(argnum)
         raise DifferentiationError(f"op {self.name!r} has no forward-mode (jvp) rule "
                                    f"for argument {argnum}")
+
+
+def _function_like(op, forward, signature):
+    """Give ``op`` the metadata of a function: the forward's signature without ``xp``."""
+    op.__name__ = op.__qualname__ = op.name
+    op.__module__ = getattr(forward, "__module__", __name__)
+    if signature is None:
+        try:
+            signature = inspect.signature(forward)
+            signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+        except (TypeError, ValueError):   # a builtin without a signature
+            signature = None
+    op.__signature__ = signature
 
 
 def _multilinear_jvp(op, argnum, tangent, ans, *inputs, **attrs):
