@@ -81,8 +81,8 @@ class _Kernel:
 
 FULL = _Kernel("full", lambda xp, shape, dtype, value:
                lambda: xp.full(shape, value, dtype=dtype))
-COPY = _Kernel("copy", lambda xp, dtype:
-               lambda v: xp.array(xp.asarray(v, dtype=dtype), copy=True))
+COPY = _Kernel("copy", lambda xp, dtype:   # .copy(): dask's xp.array has no copy=
+               lambda v: xp.asarray(v, dtype=dtype).copy())
 
 
 # -- freezing attributes into hashable keys -----------------------------------------

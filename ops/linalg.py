@@ -33,20 +33,20 @@ from .shape import expand_dims, reshape, squeeze, swap_last_axes, transpose
 from .indexing import getitem
 
 
-def _matmul_infer(a, b):
+def _matmul_infer(a, b, op_name="matmul"):
     if not a.shape or not b.shape:
-        raise shape_error("matmul", (a, b), "operands must be at least 1-d (use mul for scalars)")
+        raise shape_error(op_name, (a, b), "operands must be at least 1-d (use mul for scalars)")
     ka = a.shape[-1]
     kb = b.shape[0] if len(b.shape) == 1 else b.shape[-2]
     if ka is not None and kb is not None and ka != kb:
-        raise shape_error("matmul", (a, b), f"inner dimensions differ ({ka} vs {kb})")
+        raise shape_error(op_name, (a, b), f"inner dimensions differ ({ka} vs {kb})")
     if len(a.shape) == 1 and len(b.shape) == 1:
         return (), result_dtype(a, b)
     if len(b.shape) == 1:
         return a.shape[:-1], result_dtype(a, b)
     if len(a.shape) == 1:
         return b.shape[:-2] + b.shape[-1:], result_dtype(a, b)
-    batch = broadcast_shapes("matmul", _Shape(a.shape[:-2]), _Shape(b.shape[:-2]))
+    batch = broadcast_shapes(op_name, _Shape(a.shape[:-2]), _Shape(b.shape[:-2]))
     return batch + (a.shape[-2], b.shape[-1]), result_dtype(a, b)
 
 
