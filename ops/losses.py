@@ -225,8 +225,7 @@ def _sce(xp, z, t, axis, reduction, labels):
         loss = xp.squeeze(lse - _pick(xp, s, t, axis), axis=axis)
     else:
         # −Σ t (s − lse), where an entry with t = 0 adds 0 even against s = −inf
-        tl = t * (s - lse)
-        loss = -xp.sum(xp.where(t == 0, 0, tl), axis=axis)
+        loss = -xp.sum(t * xp.where(t == 0, 0, s - lse), axis=axis)
     return _reduce(xp, loss, reduction)
 
 
@@ -283,7 +282,7 @@ def _sce_jt(u, ans, z, t, axis, reduction, labels):
 def _sce_decompose(z, t, axis, reduction, labels):
     if labels:
         t = apply(one_hot_like, t, z, axis=axis)
-    terms = where(not_equal(t, 0), t * log_softmax(z, axis), 0.0)
+    terms = t * where(not_equal(t, 0), log_softmax(z, axis), 0.0)   # 0 log 0 = 0
     return _reduce_node(-sum(terms, axis), reduction)
 
 
