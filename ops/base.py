@@ -43,8 +43,7 @@ class Op:
 
     An op is also a function to its users: ``help(fg.relu)`` and
     ``inspect.signature(fg.sigmoid)`` show the call signature (the forward's, without
-    ``xp``, or ``signature=`` when the public call differs) and the docstring, which
-    states the derivative.
+    ``xp``) and the docstring, which states the derivative.
 
     ``decompose`` (None, or a function of the same inputs and attrs) builds the same
     value out of other primitive ops: the fused model ops (linear, mse, l2 …) have
@@ -54,8 +53,7 @@ class Op:
     decompose = None
 
     def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,
-                 multilinear=False, elementwise=False, operator=None, doc="",
-                 signature=None):
+                 multilinear=False, elementwise=False, operator=None, doc=""):
         if name in REGISTRY:
             raise ValueError(f"op {name!r} is registered twice")
         self.name = name
@@ -70,7 +68,7 @@ class Op:
         # directly, skipping a Python frame per step, and it works on any backend's arrays.
         self.operator = operator
         self.__doc__ = doc or forward.__doc__
-        _function_like(self, forward, signature)
+        _function_like(self, forward)
         REGISTRY[name] = self
 
     def __repr__(self):
@@ -80,9 +78,9 @@ class Op:
         return apply(self, *args, **attrs)
 
     def __get__(self, obj, objtype=None):
-        # Bind like a function when stored on a class; this also makes ``inspect`` and
-        # ``help`` treat an op as a routine (name, signature, docstring).
-        return self if obj is None else functools.partial(self, obj)
+        # Never binds (as numpy's ufuncs and builtins: ``act = fg.tanh`` on a class stays
+        # tanh), but being a descriptor makes ``inspect``/``help`` treat an op as a routine.
+        return self
 
     def kernel(self, xp, attrs):
         """The callable the scheduler runs: values in, value out."""
@@ -118,17 +116,16 @@ class Op:
                                    f"for argument {argnum}")
 
 
-def _function_like(op, forward, signature):
+def _function_like(op, forward):
     """Give ``op`` the metadata of a function: the forward's signature without ``xp``."""
     op.__name__ = op.__qualname__ = op.name
     op.__module__ = getattr(forward, "__module__", __name__)
-    if signature is None:
-        try:
-            signature = inspect.signature(forward)
-            signature = signature.replace(parameters=list(signature.parameters.values())[1:])
-        except (TypeError, ValueError):   # a builtin without a signature
-            signature = None
-    op.__signature__ = signature
+    try:
+        signature = inspect.signature(forward)
+        op.__signature__ = signature.replace(
+            parameters=list(signature.parameters.values())[1:])
+    except (TypeError, ValueError):   # a builtin without a signature
+        op.__signature__ = None
 
 
 def _multilinear_jvp(op, argnum, tangent, ans, *inputs, **attrs):

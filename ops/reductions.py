@@ -41,7 +41,8 @@ _sum = Op("sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=kee
 
 
 def sum(x, axis=None, keepdims=False):
-    """Sum of x over ``axis`` (all axes when None)."""
+    """Sum of x over ``axis`` (all axes when None).  ∂/∂x = 1: x̄ is v̄ spread back over
+    the summed axes."""
     x = as_node(x)
     return apply(_sum, x, axis=normalize_axis("sum", x, axis), keepdims=bool(keepdims))
 
@@ -74,7 +75,8 @@ _mean = Op("mean", lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=
 
 
 def mean(x, axis=None, keepdims=False):
-    """Mean of x over ``axis`` (all axes when None)."""
+    """Mean of x over ``axis`` (all axes when None).  ∂/∂x = 1/N: x̄ is v̄ spread back
+    over the averaged axes and divided by their size N."""
     x = as_node(x)
     return apply(_mean, x, axis=normalize_axis("mean", x, axis), keepdims=bool(keepdims))
 
@@ -158,14 +160,16 @@ _logsumexp_op = Op(
 
 
 def logsumexp(x, axis=None, keepdims=False):
-    """log Σ exp(x) over ``axis`` (all axes when None), finite for any finite x."""
+    """log Σ exp(x) over ``axis`` (all axes when None), finite for any finite x.
+    ∂/∂x = softmax(x) = exp(x − logsumexp x)."""
     x = as_node(x)
     return apply(_logsumexp_op, x, axis=normalize_axis("logsumexp", x, axis),
                  keepdims=bool(keepdims))
 
 
 def log_softmax(x, axis=-1):
-    """x − logsumexp(x) over ``axis`` (default the last): the log of the softmax, stably."""
+    """x − logsumexp(x) over ``axis`` (default the last): the log of the softmax, stably.
+    ∂/∂x: x̄ = v̄ − softmax(x) Σ v̄ along ``axis``."""
     x = as_node(x)
     return x - logsumexp(x, axis, keepdims=True)
 
