@@ -333,6 +333,8 @@ def softmax_cross_entropy(z, t, reduction="mean", axis=-1):
     number of rows for "mean".
     """
     _check_reduction("softmax_cross_entropy", reduction)
+    if not isinstance(t, Node) and np.asarray(t).dtype.kind in "iu":
+        t = np.asarray(t)   # a list of ints stays integer (as a constant it would be float)
     z, t = _nodes(z, t)
     nd = len(z.shape)
     if nd == 0:

@@ -300,6 +300,10 @@ def test_softmax_cross_entropy_float_labels_are_rejected_with_the_expected_form(
         got = fg.run([fg.softmax_cross_entropy(z, k), fg.softmax_cross_entropy(z, p)],
                      {z: Z, k: K, p: np.eye(3)[K]})
         np.testing.assert_allclose(got, ref_sce(Z, K, labels=True), rtol=1e-14)
+        # a Python list of ints is class indices too
+        as_list = fg.softmax_cross_entropy(z, [2, 0, 1])
+        np.testing.assert_allclose(fg.run(as_list, {z: Z}), ref_sce(Z, K, labels=True),
+                                   rtol=1e-14)
 
 
 @pytest.mark.parametrize("form", ["indices", "one-hot", "probabilities"])
