@@ -25,6 +25,8 @@ the tests against the unsimplified program):
 * **identities** (only when the kept operand already has the result's shape *and*
   dtype, so no broadcast or promotion is lost): x·1, 1·x, x+0, 0+x, x−0, x/1,
   x**1 → x; 0−x, (−1)·x → −x; −(−x) → x; x−x → 0; 0·x, x·0, 0/x → 0.
+* **stateful ops** (``Op(stateful=True)``: random draws) are exempt from all of the
+  above: each is its own step, evaluated once per run, whatever its inputs.
 
   ``x·0 → 0`` and ``x − x → 0`` follow the usual symbolic convention and ignore
   NaN/inf in ``x``.
@@ -251,6 +253,11 @@ class _Pass:
 
     def _op(self, nid, op, attrs, ins):
         defs, fill = self.defs, self.fill
+        if getattr(op, "stateful", False):
+            # a random draw: its own step, never folded, merged, nor known to be a fill
+            self.rep[nid] = nid
+            self.defs[nid] = ("op", op, attrs, ins)
+            return
         fallback = (op, attrs, ins)
         fills = [fill.get(i) for i in ins]
         name = op.name

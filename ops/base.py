@@ -39,10 +39,13 @@ class Op:
     transpose, mul, matmul …): its jvp rules are derived, ``op(…, tangent, …)``.
     ``elementwise=True`` says each vjp rule is ``g * ∂out/∂in`` entrywise: the jvp
     rules are then the same functions with the tangent in place of ``g``.
+    ``stateful=True`` says two calls may return different values (random draws): the
+    simplifier never folds such a node, nor merges two of them as common subexpressions.
     """
 
     def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,
-                 multilinear=False, elementwise=False, operator=None, doc=""):
+                 multilinear=False, elementwise=False, operator=None, doc="",
+                 stateful=False):
         if name in REGISTRY:
             raise ValueError(f"op {name!r} is registered twice")
         self.name = name
@@ -53,6 +56,7 @@ class Op:
         self._jvp = jvp
         self.multilinear = multilinear
         self.elementwise = elementwise
+        self.stateful = stateful
         # A C-level callable of the values alone (operator.add …): the scheduler calls it
         # directly, skipping a Python frame per step, and it works on any backend's arrays.
         self.operator = operator
