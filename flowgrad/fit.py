@@ -327,5 +327,5 @@ def describe_trainer(trainer) -> str:
     extra = f", with {', '.join(e.name for e in extras)}" if extras else ""
     return (f"<flowgrad Trainer: {type(opt).__name__}({lr}) minimizing "
             f"{prog.outputs[0].name!r}{extra} over [{names}] ({n_params:,} parameters); "
-            f"{opt.iterations} steps taken; {prog.n_steps}-step program on "
+            f"{opt.iterations} step{'s' * (opt.iterations != 1)} taken; {prog.n_steps}-step program on "
             f"{prog.backend.name}>")
