@@ -66,7 +66,7 @@ class History(dict):
                     ax.plot(range(1, len(ys) + 1), ys, marker="." if len(ys) < 30 else None,
                             label=label)
             if self.best_epoch is not None:
-                ax.axvline(self.best_epoch + 1, color="gray", ls=":", lw=1, label="restored")
+                ax.axvline(self.best_epoch + 1, color="gray", ls=":", lw=1, label="best (restored)")
             ax.set_title(base)
             ax.set_xlabel("epoch")
             ax.legend()
