@@ -133,11 +133,19 @@ def _draw(xp, *like, shape, dtype, dist, params, stream):
     return out.astype(dtype) if out.dtype != dtype else out
 
 
-_random = Op("random", _draw, lambda *like, shape, dtype, dist, params, stream:
-             (shape if shape is not None else like[0].shape, dtype),
-             vjp=(NONDIFF,), jvp=(NONDIFF,), stateful=True,
-             doc="Random draws (normal, uniform or bernoulli), fresh every run; "
-                 "the derivative with respect to the shape reference is zero.")
+def _random_op(dist, doc):
+    return Op(f"random_{dist}", _draw,
+              lambda *like, shape, dtype, dist, params, stream:
+              (shape if shape is not None else like[0].shape, dtype),
+              vjp=(NONDIFF,), jvp=(NONDIFF,), stateful=True,
+              doc=doc + " Fresh every run; zero derivative with respect to the shape "
+                        "reference ``like``.")
+
+
+#: one op per distribution, so drawings and plans name what is drawn
+_OPS = {"normal": _random_op("normal", "Normal draws N(mean, std²)."),
+        "uniform": _random_op("uniform", "Uniform draws on [low, high)."),
+        "bernoulli": _random_op("bernoulli", "1 with probability p, else 0.")}
 
 
 def _at():
@@ -184,7 +192,7 @@ def _make(what, dist, params, shape, like, dtype, seed, name):
     attrs = dict(shape=shape, dtype=dtype, dist=dist, params=params,
                  stream=Stream(_node_seed(seed, graph)))
     with graph:
-        node = apply(_random, *([like] if like is not None else []), **attrs)
+        node = apply(_OPS[dist], *([like] if like is not None else []), **attrs)
     if name:
         node.named(name)
     return node
