@@ -153,3 +153,35 @@ def test_minimize_has_a_useful_repr():
     assert "Adam(lr=0.01)" in text and "'loss'" in text
     assert "[dense/W, dense/b]" in text and "8 parameters" in text
     assert "1 step taken" in text and "numpy" in text
+
+
+def test_api_contract_model_scripts(tmp_path):
+    """API.md, section 7, "Model scripts", as a user writes it."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(128, 16)), rng.normal(size=(32, 16))
+    T, Tv = (X[:, 0] > 0).astype(np.int64), (Xv[:, 0] > 0).astype(np.int64)
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(None, 16))
+        t = fg.placeholder("t", shape=(None,), dtype="int64")
+        is_training = fg.placeholder("is_training", shape=(), dtype="bool")
+        layer = fg.nn.Dense(64, activation=fg.relu, init="he")
+        h = layer(x)
+        assert [v.shape for v in layer.variables] == [(16, 64), (64,)]
+        model = fg.nn.MLP([64, 64, 10], activation=fg.relu)
+        r = fg.random.normal((None, 8), like=x, seed=0)
+        y = fg.nn.dropout(h, 0.5, training=is_training)
+        logits = model(y)
+        labels = t
+        acc = fg.metrics.accuracy(logits, labels)
+        k, hot = fg.argmax(logits, axis=1), fg.one_hot(labels, 10)
+        assert k.shape == (None,) and hot.shape == (None, 10) and r.shape == (None, 8)
+        loss = fg.softmax_cross_entropy(logits, t)
+        opt = fg.optim.Adam(layer.variables + model.variables, lr=1e-2)
+        hist = opt.fit(loss, data={x: X, t: T, is_training: True}, epochs=3, batch_size=64,
+                       val={x: Xv, t: Tv, is_training: False}, metrics={"acc": acc})
+        hist.plot(tmp_path / "hist.png")
+        assert hist["val_acc"][-1] > 0.7 and opt.iterations == 6
+        text = str(fg.summary(g))
+        assert f"total: {16 * 64 + 64 + 64 * 64 * 2 + 64 * 2 + 64 * 10 + 10:,} parameters" in text
