@@ -87,6 +87,11 @@ def test_one_draw_per_run_is_shared_by_forward_and_gradient():
         assert fg.grad(fg.sum(r), x) is not None
         np.testing.assert_array_equal(fg.run(fg.grad(fg.sum(r * 2.0), x),
                                              {x: np.ones((2, 4))}), np.zeros((2, 4)))
+        # forward mode: the draw does not move with its shape reference either, and the
+        # tangent of x·r is r·ẋ with the run's draw
+        assert fg.run(fg.jvp(fg.sum(r * 2.0), x, np.ones((2, 4))), {x: np.ones((2, 4))}) == 0
+        tj = fg.compile([fg.jvp(loss, x, np.ones((2, 4))), r])(x=np.ones((2, 4)))
+        assert tj[0] == pytest.approx(tj[1].sum(), rel=1e-14)
 
 
 def test_graph_seed_derives_node_seeds_in_build_order():
@@ -109,7 +114,7 @@ SCRIPT = textwrap.dedent("""
         r = fg.random.uniform((None, 3), like=x, seed=5)
         fg.random.set_seed(2)
         h = fg.nn.dropout(x, 0.5, training=True)
-        model = fg.nn.Dense(2, seed=4)
+        model = fg.nn.Dense(2)             # its initial weights derive from the graph seed
         y = model(h)
         prog = fg.compile([r, y])
         for _ in range(3):
