@@ -168,10 +168,13 @@ class EarlyStopping(Callback):
 
 
 class FitState:
-    """What callbacks see: the optimizer, its variables, the history, and ``stop``."""
+    """What callbacks see: the optimizer, its variables, the history, ``stop``, and the
+    two compiled programs (``step_program``: loss, gradients, metrics; ``eval_program``:
+    loss and metrics only, or None without ``val``)."""
 
-    def __init__(self, optimizer, history):
+    def __init__(self, optimizer, history, step_program, eval_program):
         self.optimizer, self.variables, self.history = optimizer, optimizer.variables, history
+        self.step_program, self.eval_program = step_program, eval_program
         self.stop = False
         self.epoch = 0
 
@@ -260,7 +263,7 @@ def fit(optimizer, loss, data, epochs=1, batch_size=32, val=None, metrics=None,
     per_epoch = 1 if rows is None else math.ceil(rows / size)
     rng = np.random.default_rng(seed)
     history = History()
-    state = FitState(optimizer, history)
+    state = FitState(optimizer, history, step_prog, eval_prog)
     bar = progress(total=epochs * per_epoch, desc="fit", unit="batch",
                    disable=None if verbose is None else not verbose)
     for c in callbacks:

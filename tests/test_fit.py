@@ -31,11 +31,21 @@ def test_fit_history_holds_epoch_means_and_validation():
     with fg.Graph():
         x, t, training, model, loss, acc = _classifier(dropout=0.2)
         opt = fg.optim.Adam(model.variables, lr=0.05)
-        seen = []
+        seen, programs = [], []
+
+        class Spy(fg.Callback):
+            def on_epoch_end(self, epoch, logs, state):
+                programs.append((state.step_program, state.eval_program))
+
         hist = opt.fit(loss, data={x: X, t: T}, epochs=4, batch_size=32,
                        val={x: Xv, t: Tv}, metrics={"acc": acc}, training=training,
-                       callbacks=[lambda epoch, logs: seen.append((epoch, dict(logs)))],
-                       seed=0)
+                       callbacks=[lambda epoch, logs: seen.append((epoch, dict(logs))),
+                                  Spy()], seed=0)
+        # compiled once; the evaluation program computes the loss and metrics only
+        assert len(set(programs)) == 1
+        step, evaluate = programs[0]
+        assert evaluate.outputs == [loss, acc] and len(step.outputs) == 2 + 4
+        assert evaluate.n_steps < step.n_steps / 2
         assert isinstance(hist, dict) and list(hist) == ["loss", "acc", "val_loss", "val_acc"]
         assert all(len(v) == 4 for v in hist.values()) and hist.epochs == 4
         assert opt.iterations == 4 * 4                      # ceil(100 / 32) batches an epoch
