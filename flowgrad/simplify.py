@@ -25,11 +25,11 @@ the tests against the unsimplified program):
 * **identities** (only when the kept operand already has the result's shape *and*
   dtype, so no broadcast or promotion is lost): x·1, 1·x, x+0, 0+x, x−0, x/1,
   x**1 → x; 0−x, (−1)·x → −x; −(−x) → x; x−x → 0; 0·x, x·0, 0/x → 0.
-* **stateful ops** (``Op(stateful=True)``: random draws) are exempt from all of the
-  above: each is its own step, evaluated once per run, whatever its inputs.
 
   ``x·0 → 0`` and ``x − x → 0`` follow the usual symbolic convention and ignore
   NaN/inf in ``x``.
+* **stateful ops** (``Op(stateful=True)``: random draws) are exempt from all of the
+  above: each is its own step, evaluated once per run, whatever its inputs.
 
 A node known to be a fill and still needed becomes a constant (static shape, at
 most ``FOLD_MAX`` entries), an ``xp.full`` step (static shape), or else keeps

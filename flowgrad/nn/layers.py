@@ -17,7 +17,6 @@ import numpy as np
 from ..errors import GraphError
 from ..graph import Node
 from ..leaves import variable
-from ..ops import nn as _model_ops
 from ..ops.base import as_node, shape_error
 from .. import ops as _ops
 from .. import random as _random
@@ -151,7 +150,7 @@ class Dense(Layer):
                                        "b")
 
     def forward(self, x):
-        z = _model_ops.linear(x, self.W, self.b)
+        z = _ops.linear(x, self.W, self.b)
         return self.activation(z) if self.activation is not None else z
 
     def _describe(self):
@@ -247,7 +246,7 @@ class MLP(Sequential):
             raise ValueError("MLP needs at least one layer size")
         act = _activation(activation)
         if init is None:
-            init = "he" if act in (_ops.relu, _model_ops.relu) else "glorot"
+            init = "he" if act is _ops.relu else "glorot"
         rng = _init.rng(seed) if seed is not None else None
         layers = []
         for k, units in enumerate(sizes):
