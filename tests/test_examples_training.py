@@ -52,7 +52,7 @@ def test_mlp_digits_trains_and_restores(tmp_path):
     acc = number(r"validation accuracy (\S+)\n", out)
     assert acc >= 0.97
     assert number(r"restored validation accuracy (\S+)", out) == acc
-    assert "total: 4,810 parameters in 4 variables, 2 scopes" in out     # fg.summary
+    assert "total: 9,610 parameters in 4 variables, 2 scopes" in out     # fg.summary
     assert re.search(r"History 1?\d epochs: loss .* val_acc", out)
     assert (tmp_path / "mlp.npz").exists()
     assert (tmp_path / "hist.png").read_bytes()[:8] == PNG

@@ -8,6 +8,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _classifier(seed=0, dropout=0.0):
+    fg.random.set_seed(seed)                          # the dropout masks replay too
     x = fg.placeholder("x", shape=(None, 2))
     t = fg.placeholder("t", shape=(None,), dtype="int64")
     training = fg.placeholder("training", shape=(), dtype="bool")
