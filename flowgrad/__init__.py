@@ -22,3 +22,9 @@ from .data import batches  # noqa: F401
 from .checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401
 from .higher_order import hessian, hvp, jacobian  # noqa: F401
 from . import seed  # noqa: F401  (the seed's worked example as a graph)
+from .ops.classification import argmax, one_hot  # noqa: F401
+from . import random  # noqa: F401  (fg.random.normal …: random draws as nodes)
+from . import nn  # noqa: F401  (layers, initialisers, dropout)
+from . import metrics  # noqa: F401
+from .summary import summary  # noqa: F401
+from .fit import Callback, EarlyStopping, History  # noqa: F401  (opt.fit's pieces)

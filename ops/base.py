@@ -48,12 +48,16 @@ class Op:
     ``decompose`` (None, or a function of the same inputs and attrs) builds the same
     value out of other primitive ops: the fused model ops (linear, mse, l2 …) have
     one, for consumers that lack the fused op (an exporter) and to check the kernel.
+
+    ``stateful=True`` says two calls may return different values (random draws): the
+    simplifier never folds such a node, nor merges two of them as common subexpressions.
     """
 
     decompose = None
 
     def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,
-                 multilinear=False, elementwise=False, operator=None, doc=""):
+                 multilinear=False, elementwise=False, operator=None, doc="",
+                 stateful=False):
         if name in REGISTRY:
             raise ValueError(f"op {name!r} is registered twice")
         self.name = name
@@ -64,6 +68,7 @@ class Op:
         self._jvp = jvp
         self.multilinear = multilinear
         self.elementwise = elementwise
+        self.stateful = stateful
         # A C-level callable of the values alone (operator.add …): the scheduler calls it
         # directly, skipping a Python frame per step, and it works on any backend's arrays.
         self.operator = operator
