@@ -102,10 +102,21 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
             rule = op.vjp_rule(argnum)
             if rule is None:
                 continue
+            first_new = len(handles)
             term = rule(vbar, node, *inputs, **d["attrs"])
             if term is not None:
                 pending.setdefault(inp.id, []).append(sum_to_like(term, inp))
+            _mark_adjoint(data, first_new, len(handles), inp.id, y.id)
     return result
+
+
+def _mark_adjoint(data, start, stop, of, y):
+    """Label the nodes a rule just built as part of v̄ of node ``of`` (∂y/∂of), so that an
+    error at one of them (a NaN, say) can say whose adjoint it was computing."""
+    for nid in range(start, stop):
+        d = data[nid]
+        if "adjoint_of" not in d:
+            d["adjoint_of"] = (of, y)
 
 
 def _zeros(x):

@@ -143,23 +143,39 @@ def fmt_shape(shape) -> str:
 
 
 _PKG_ROOTS = None
+_INSIDE: dict[str, bool] = {}  # co_filename -> whether it lies inside flowgrad (cached)
+
+
+def _inside(fname) -> bool:
+    inside = _INSIDE.get(fname)
+    if inside is None:
+        global _PKG_ROOTS
+        if _PKG_ROOTS is None:
+            import flowgrad
+            from flowgrad import backends, viz  # noqa: F401  (their folders count as inside)
+            _PKG_ROOTS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                               for m in (flowgrad, sys.modules[__package__], backends, viz))
+        inside = _INSIDE[fname] = os.path.abspath(fname).startswith(_PKG_ROOTS)
+    return inside
+
+
+def user_site():
+    """``(file, line)`` of the innermost frame outside flowgrad, i.e. the user's call, or
+    None. Recorded on every node when it is built, so it must stay cheap: one dict look-up
+    per frame (the path test is cached per file)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if not _inside(code.co_filename):
+            return (code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return None
 
 
 def _user_line():
     """``file:line`` of the innermost frame outside flowgrad, i.e. the user's call."""
-    global _PKG_ROOTS
-    if _PKG_ROOTS is None:
-        import flowgrad
-        from flowgrad import backends, viz  # noqa: F401  (their folders count as inside)
-        _PKG_ROOTS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
-                           for m in (flowgrad, sys.modules[__package__], backends, viz))
-    frame = sys._getframe(1)
-    while frame is not None:
-        fname = os.path.abspath(frame.f_code.co_filename)
-        if not fname.startswith(_PKG_ROOTS):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        frame = frame.f_back
-    return None
+    site = user_site()
+    return f"{site[0]}:{site[1]}" if site else None
 
 
 def broadcast_shapes(op_name, *nodes) -> tuple:
