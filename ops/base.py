@@ -213,12 +213,34 @@ def normalize_axis(op_name, node, axis) -> tuple:
     ndim = len(node.shape)
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_)):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        axes = None
+    if axes is None or any(not isinstance(a, (int, np.integer)) or isinstance(a, (bool, np.bool_))
+                           for a in axes):
+        raise TypeError(f"{op_name}: the argument axis must be None, an int or a tuple of "
+                        f"ints, got {axis!r} ({type(axis).__name__})" + _at())
     out = []
     for a in axes:
-        if not isinstance(a, (int, np.integer)) or not -ndim <= a < ndim:
+        if not -ndim <= a < ndim:
             raise shape_error(op_name, (node,), f"axis {a} is out of range for a {ndim}-d input")
         out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise shape_error(op_name, (node,), f"repeated axis in {axis}")
     return tuple(sorted(out))
+
+
+def keepdims_flag(op_name, keepdims) -> bool:
+    """``keepdims`` checked to be a bool: ``keepdims="no"`` is truthy, and must not pass."""
+    if not isinstance(keepdims, (bool, np.bool_)):
+        raise TypeError(f"{op_name}: the argument keepdims must be True or False, got "
+                        f"{keepdims!r} ({type(keepdims).__name__})" + _at())
+    return bool(keepdims)
+
+
+def _at() -> str:
+    where = _user_line()
+    return f"\n  at {where}" if where else ""

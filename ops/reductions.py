@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import NONDIFF, Op, apply, as_node, float_dtype, normalize_axis, shape_error
+from .base import (NONDIFF, Op, apply, as_node, float_dtype, keepdims_flag, normalize_axis,
+                   shape_error)
 from .broadcast import broadcast_to_like
 from .elementwise import exp
 from .shape import expand_dims
@@ -43,7 +44,8 @@ _sum = Op("sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=kee
 def sum(x, axis=None, keepdims=False):
     """Sum of x over ``axis`` (all axes when None)."""
     x = as_node(x)
-    return apply(_sum, x, axis=normalize_axis("sum", x, axis), keepdims=bool(keepdims))
+    return apply(_sum, x, axis=normalize_axis("sum", x, axis),
+                 keepdims=keepdims_flag("sum", keepdims))
 
 
 def _count(xp, x, axis):
@@ -76,7 +78,8 @@ _mean = Op("mean", lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=
 def mean(x, axis=None, keepdims=False):
     """Mean of x over ``axis`` (all axes when None)."""
     x = as_node(x)
-    return apply(_mean, x, axis=normalize_axis("mean", x, axis), keepdims=bool(keepdims))
+    return apply(_mean, x, axis=normalize_axis("mean", x, axis),
+                 keepdims=keepdims_flag("mean", keepdims))
 
 
 def keep_dims(r, axes, keepdims):
@@ -123,7 +126,8 @@ _max = Op("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=kee
 def max(x, axis=None, keepdims=False):
     """Max of x over ``axis`` (all axes when None). Ties share the derivative equally."""
     x = as_node(x)
-    return apply(_max, x, axis=normalize_axis("max", x, axis), keepdims=bool(keepdims))
+    return apply(_max, x, axis=normalize_axis("max", x, axis),
+                 keepdims=keepdims_flag("max", keepdims))
 
 
 def min(x, axis=None, keepdims=False):
@@ -161,7 +165,7 @@ def logsumexp(x, axis=None, keepdims=False):
     """log Σ exp(x) over ``axis`` (all axes when None), finite for any finite x."""
     x = as_node(x)
     return apply(_logsumexp_op, x, axis=normalize_axis("logsumexp", x, axis),
-                 keepdims=bool(keepdims))
+                 keepdims=keepdims_flag("logsumexp", keepdims))
 
 
 def log_softmax(x, axis=-1):
