@@ -120,16 +120,17 @@ class Graph:
         return f"{name}_{k}"
 
     def add_node(self, op, inputs, attrs, shape, dtype, *, name=None, kind="op",
-                 value=None, weak=False) -> "Node":
+                 value=None, weak=False, exact_name=False) -> "Node":
         """Append one node; callers (ops.base.apply and the leaf constructors) have
-        already checked shapes. Returns its handle."""
+        already checked shapes. Returns its handle. ``exact_name``: a taken ``name`` is a
+        GraphError rather than suffixed (user placeholders, fed by name)."""
         where = _user_site()  # outside the lock: it only reads the caller's frames
         input_ids = tuple(n.id for n in inputs)
         op_name = op.name if op is not None else kind
         with self._lock:
             node_id = len(self._handles)
-            if kind == "placeholder":
-                name = self._new_placeholder_name(name)
+            if exact_name:
+                name = self._exact_name(name)
             else:
                 name = self._unique_name(name or f"{op_name}_{node_id}")
             self.nx.add_node(
@@ -148,7 +149,7 @@ class Graph:
             self._names[name] = node_id
         return handle
 
-    def _new_placeholder_name(self, base: str) -> str:
+    def _exact_name(self, base: str) -> str:
         """A placeholder is fed by name: a taken name is an error, never renamed."""
         prefix = "/".join(self._scope)
         name = f"{prefix}/{base}" if prefix else base

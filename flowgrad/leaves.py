@@ -30,7 +30,7 @@ def placeholder(name: str, shape=(), dtype="float64") -> Node:
         raise TypeError(f"placeholder {name!r}: dtype must be numeric, got {dtype}")
     g = default_graph()
     return g.add_node(None, (), {}, _as_shape(shape), dtype, name=name,
-                      kind="placeholder")
+                      kind="placeholder", exact_name=True)
 
 
 def variable(value, name: str | None = None, dtype=None) -> Node:

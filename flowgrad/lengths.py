@@ -43,7 +43,14 @@ def _aligned(out_shape, in_shapes, which):
 
 
 def _broadcast(out, ins, attrs):
-    return _aligned(out, ins, range(len(ins)))
+    n = len(out)
+    for o in range(n):
+        axes = [(i, len(s) - n + o) for i, s in enumerate(ins) if len(s) >= n - o]
+        known = [p for p in axes if ins[p[0]][p[1]] == out[o]] if out[o] is not None else []
+        for i, a in axes:
+            if ins[i][a] is None:
+                # pin to the operand that fixes the length, so an error can name it
+                yield ("in", (i, a), known[0]) if known else (i, a, o)
 
 
 def _first_like(out, ins, attrs):  # max_weights(x, ans): out has x's shape
