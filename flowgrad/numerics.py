@@ -86,23 +86,29 @@ def _trace(prog, vals, culprit):
 
 def _error(prog, vals, node, k, fed=False) -> NumericsError:
     value = vals[prog._slot[node.id]]
-    nan = "NaN" if _has_nan(prog.backend.xp, value) else "±Inf"
+    bad = _what(prog.backend.xp, value)
     if fed:
-        head = (f"{node.kind} {node.name!r} was fed a value holding {nan}: "
+        head = (f"{node.kind} {node.name!r} was fed a value holding {bad}: "
                 f"{diagnose.summarize(value)}")
     else:
         part = diagnose.adjoint_part(node)
-        kind = f"an adjoint value ({part})" if part else "a forward value"
+        kind = f"an adjoint value, {part}" if part else "a forward value"
         ins = [vals[i] for i in prog._plan[k][4]]
-        head = (f"{diagnose.describe_node(node)} produced {nan} ({kind}) from finite inputs: "
-                f"{diagnose.summarize(value)}\n{diagnose.input_lines(node, ins)}")
+        op = node.op.name if node.op is not None else node.kind
+        where = node.where
+        head = (f"{node.name!r} ({op}) produced {bad} from finite inputs; it is {kind}"
+                + (f"; built at {where}" if where else "") +
+                f"\n    value: {diagnose.summarize(value)}\n{diagnose.input_lines(node, ins)}")
     err = NumericsError(head + "\n  err.trace holds every value computed so far; "
                         "fg.viz.draw(err) draws it with this node in red", node=node)
     err.trace = _trace(prog, vals, node)
     return err
 
 
-def _has_nan(xp, v) -> bool:
-    if getattr(v, "dtype", None) is None:
-        return v != v
-    return bool(xp.isnan(v).any())
+def _what(xp, v) -> str:
+    """"NaN", "+Inf", "-Inf" or a mix, for the message."""
+    if getattr(v, "dtype", None) is None or v.dtype.kind == "c":
+        return "NaN/Inf"
+    kinds = [name for name, test in (("NaN", xp.isnan(v)), ("+Inf", xp.isposinf(v)),
+                                      ("-Inf", xp.isneginf(v))) if bool(test.any())]
+    return " and ".join(kinds)
