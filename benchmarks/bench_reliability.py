@@ -14,16 +14,7 @@ import time
 import numpy as np
 
 import flowgrad as fg
-
-
-def median_time(fn, repeats, inner=1):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t0) / inner)
-    return float(np.median(times))
+from bench_core import median_time
 
 
 def scalar_call(repeats, lam=0.1):

@@ -19,13 +19,17 @@ import threading
 from .errors import NumericsError
 from . import diagnose
 
-_state = threading.local()
+class _State(threading.local):
+    on = False  # a class default: every thread starts off, and reading it is one look-up
+
+
+_state = _State()
 
 
 @contextlib.contextmanager
 def detect_anomaly(enabled: bool = True):
     """Check every program run by this thread inside the block for NaN/Inf (nestable)."""
-    prev = getattr(_state, "on", False)
+    prev = _state.on
     _state.on = bool(enabled)
     try:
         yield
@@ -34,7 +38,8 @@ def detect_anomaly(enabled: bool = True):
 
 
 def anomaly_enabled() -> bool:
-    return getattr(_state, "on", False)
+    """Whether programs run by this thread now are checked (inside ``detect_anomaly``)."""
+    return _state.on
 
 
 def _all_finite(xp, v) -> bool:

@@ -24,6 +24,7 @@ from .simplify import simplify
 from . import feeds as _feeds
 from . import lengths as _lengths
 from . import numerics as _numerics
+from .numerics import _state as _anomaly
 
 
 def _as_outputs(outputs):
@@ -164,13 +165,17 @@ class Program:
         raise run_error(node, exc, ins) from exc
 
     def _execute(self, vals):
-        if self.check_numerics or _numerics.anomaly_enabled():
+        if self.check_numerics or _anomaly.on:
             return _numerics.run_checked(self, vals)
         return self._run(vals)
 
     def __call__(self, *args, **kwargs):
         """Run with feeds (``prog(x=X)`` or ``prog({x: X})``); returns the output values."""
-        vals = self._execute(self._bind(args, kwargs))
+        vals = self._bind(args, kwargs)
+        if self.check_numerics or _anomaly.on:  # one test per call, none per step
+            _numerics.run_checked(self, vals)
+        else:
+            self._run(vals)
         out = self.backend.finish([vals[s] for s in self._out_slots])
         if self._copy_outs:  # never hand out a variable's or the caller's own array
             for k in self._copy_outs:
