@@ -1,24 +1,27 @@
-"""Reliability overhead (issue 10): per-call cost of the seed's scalar example and the
-build time of a 10^5-node chain, for the run-time checks and build-time line recording.
+"""Reliability overhead (issue 10): the per-call cost of the seed's scalar example (as in
+bench_core.py) and the build time of a 10^5-node chain, which now records each node's
+user line and takes the graph's lock.
 
-    .venv/bin/python benchmarks/bench_reliability.py [--repeats 30]
+    .venv/bin/python benchmarks/bench_reliability.py [--repeats 200]
+    PYTHONPATH=DIR .venv/bin/python benchmarks/bench_reliability.py --against flowgrad_main
 
-Run it with ``PYTHONPATH=<a checkout of another commit>`` to measure that commit in the
-same session; the figures in RESULTS.md are the medians of such interleaved runs.
+``--against NAME`` imports a second copy of flowgrad under another package name (an older
+commit, its imports renamed) and times both in one process, interleaved, so both see the
+same machine load: the figures in RESULTS.md were measured that way.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 
 import numpy as np
 
-import flowgrad as fg
-from bench_core import median_time
+import flowgrad
 
 
-def scalar_call(repeats, lam=0.1):
-    """One call of the compiled seed example (feeds bound, plan run, outputs returned)."""
+def scalar_program(fg, lam=0.1):
+    """The compiled seed example: loss and its gradient w.r.t. w and b."""
     with fg.Graph():
         x = fg.placeholder("x")
         t = fg.placeholder("t")
@@ -26,12 +29,18 @@ def scalar_call(repeats, lam=0.1):
         b = fg.variable(-0.3, name="b")
         y = fg.sigmoid(w * x + b)
         loss = 0.5 * (y - t) ** 2 + lam * (0.5 * w ** 2)
-        prog = fg.compile([loss, *fg.grad(loss, [w, b])])
+        return fg.compile([loss, *fg.grad(loss, [w, b])])
+
+
+def time_calls(prog, inner=200):
     X, T = np.float64(1.5), np.float64(1.0)
-    return median_time(lambda: prog(x=X, t=T), repeats, 500)
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        prog(x=X, t=T)
+    return (time.perf_counter() - t0) / inner
 
 
-def chain_build(n=100_000):
+def chain_build(fg, n=100_000):
     """Seconds to build an n-node chain x → sin → sin → … (one op node per step)."""
     with fg.Graph():
         x = fg.placeholder("x")
@@ -44,12 +53,28 @@ def chain_build(n=100_000):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--builds", type=int, default=5)
+    parser.add_argument("--against", default=None)
     args = parser.parse_args()
-    call = scalar_call(args.repeats)
-    build = min(chain_build() for _ in range(3))
-    print(f"scalar seed example, one call: {call * 1e6:.2f} µs")
-    print(f"10^5-node chain, graph build: {build:.3f} s ({build / 1e5 * 1e6:.2f} µs/node)")
+    libs = {"this": flowgrad}
+    if args.against:
+        libs[args.against] = importlib.import_module(args.against)
+    progs = {k: scalar_program(fg) for k, fg in libs.items()}
+    calls = {k: [] for k in libs}
+    for _ in range(args.repeats):      # interleaved: both see the same load
+        for k, prog in progs.items():
+            calls[k].append(time_calls(prog))
+    builds = {k: [] for k in libs}
+    for _ in range(args.builds):
+        for k, fg in libs.items():
+            builds[k].append(chain_build(fg))
+    for k in libs:
+        c, b = np.array(calls[k]), np.array(builds[k])
+        print(f"{k}: scalar seed example, one call: min {c.min() * 1e6:.2f} µs, "
+              f"median {np.median(c) * 1e6:.2f} µs; 10^5-node chain build: "
+              f"min {b.min():.3f} s ({b.min() / 1e5 * 1e6:.2f} µs/node), "
+              f"median {np.median(b):.3f} s")
 
 
 if __name__ == "__main__":

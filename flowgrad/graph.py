@@ -73,8 +73,8 @@ class Graph:
         self._name_next: dict[str, int] = {}
         self._scope: list[str] = []
         self._program_cache: dict = {}
-        # guards ids, names and edges; reentrant: a name setter may run inside add_node's callers
-        self._lock = threading.RLock()
+        # guards ids, names and edges (never held while calling out: a plain lock suffices)
+        self._lock = threading.Lock()
 
     # -- context management -------------------------------------------------
     def __enter__(self) -> "Graph":

@@ -164,10 +164,12 @@ def user_site():
     None. Recorded on every node when it is built, so it must stay cheap: one dict look-up
     per frame (the path test is cached per file)."""
     frame = sys._getframe(1)
+    known = _INSIDE
     while frame is not None:
-        code = frame.f_code
-        if not _inside(code.co_filename):
-            return (code.co_filename, frame.f_lineno)
+        fname = frame.f_code.co_filename
+        inside = known.get(fname)
+        if not (inside or inside is None and _inside(fname)):
+            return (fname, frame.f_lineno)
         frame = frame.f_back
     return None
 
