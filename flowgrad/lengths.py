@@ -75,7 +75,7 @@ def _sum_to(out, ins, attrs):
     x, n = ins[0], len(out)
     for a in range(n):
         xa = len(x) - n + a
-        if out[a] != 1:
+        if out[a] != 1 and x[xa] != 1:
             yield (0, xa, a)
 
 
