@@ -86,11 +86,12 @@ class Program:
 
     def _aliasing_outputs(self, leaves):
         """Positions of outputs to copy: a fed array or variable (the caller's or the
-        graph's storage) and the second and later of outputs sharing one slot."""
+        graph's storage), a view of one (``w.T``, ``x[1:]``), and the second and later
+        of outputs sharing one slot. Decided once here; most programs copy nothing."""
         leaf_slots = {self._slot[nid] for nid in leaves}
         seen, copy = set(), []
-        for k, s in enumerate(self._out_slots):
-            if s in leaf_slots or s in seen:
+        for k, (o, s) in enumerate(zip(self.outputs, self._out_slots)):
+            if s in leaf_slots or s in seen or _views_a_leaf(o):
                 copy.append(k)
             seen.add(s)
         return tuple(copy)
@@ -225,6 +226,18 @@ class Program:
     def __repr__(self):
         names = ", ".join(o.name for o in self.outputs)
         return f"<flowgrad.Program [{names}] {self.n_steps} steps on {self.backend.name}>"
+
+
+#: ops whose kernel may return a view of (or the very array of) its first input
+_VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "squeeze",
+                       "broadcast_to", "broadcast_like", "getitem", "sum_to", "concat_part"})
+
+
+def _views_a_leaf(node) -> bool:
+    """Whether ``node``'s value may share storage with a placeholder's or a variable's."""
+    while node.op is not None and node.op.name in _VIEW_OPS:
+        node = node.inputs[0]
+    return node.kind in ("placeholder", "variable")
 
 
 def compile(outputs, backend=None, check_numerics=False) -> Program:

@@ -128,6 +128,12 @@ def test_outputs_are_fresh_arrays():
         p, q = fg.compile([w, w])()
         p[0] = 7.0
         assert q[0] == 1.0 and w.value[0] == 1.0
+        # views of a variable or a feed: w[1:], a reshape, a transpose
+        m = fg.variable(np.ones((2, 3)), name="m")
+        for view in (w[1:], fg.reshape(m, (3, 2)), m.T, fg.expand_dims(x, 0)):
+            got = fg.compile(view)(x=X)
+            got[...] = -3.0
+        assert (w.value == 1.0).all() and (m.value == 1.0).all() and (X == 0.0).all()
 
 
 def test_the_common_case_copies_nothing():
