@@ -177,23 +177,41 @@ def fmt_shape(shape) -> str:
 
 
 _PKG_ROOTS = None
+_INSIDE: dict[str, bool] = {}  # co_filename -> whether it lies inside flowgrad (cached)
+
+
+def _inside(fname) -> bool:
+    inside = _INSIDE.get(fname)
+    if inside is None:
+        global _PKG_ROOTS
+        if _PKG_ROOTS is None:
+            import flowgrad
+            from flowgrad import backends, viz  # noqa: F401  (their folders count as inside)
+            _PKG_ROOTS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                               for m in (flowgrad, sys.modules[__package__], backends, viz))
+        inside = _INSIDE[fname] = os.path.abspath(fname).startswith(_PKG_ROOTS)
+    return inside
+
+
+def user_site():
+    """``(file, line)`` of the innermost frame outside flowgrad, i.e. the user's call, or
+    None. Recorded on every node when it is built, so it must stay cheap: one dict look-up
+    per frame (the path test is cached per file)."""
+    frame = sys._getframe(1)
+    known = _INSIDE
+    while frame is not None:
+        fname = frame.f_code.co_filename
+        inside = known.get(fname)
+        if not (inside or inside is None and _inside(fname)):
+            return (fname, frame.f_lineno)
+        frame = frame.f_back
+    return None
 
 
 def _user_line():
     """``file:line`` of the innermost frame outside flowgrad, i.e. the user's call."""
-    global _PKG_ROOTS
-    if _PKG_ROOTS is None:
-        import flowgrad
-        from flowgrad import backends, viz  # noqa: F401  (their folders count as inside)
-        _PKG_ROOTS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
-                           for m in (flowgrad, sys.modules[__package__], backends, viz))
-    frame = sys._getframe(1)
-    while frame is not None:
-        fname = os.path.abspath(frame.f_code.co_filename)
-        if not fname.startswith(_PKG_ROOTS):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        frame = frame.f_back
-    return None
+    site = user_site()
+    return f"{site[0]}:{site[1]}" if site else None
 
 
 def broadcast_shapes(op_name, *nodes) -> tuple:
@@ -231,12 +249,34 @@ def normalize_axis(op_name, node, axis) -> tuple:
     ndim = len(node.shape)
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_)):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        axes = None
+    if axes is None or any(not isinstance(a, (int, np.integer)) or isinstance(a, (bool, np.bool_))
+                           for a in axes):
+        raise TypeError(f"{op_name}: the argument axis must be None, an int or a tuple of "
+                        f"ints, got {axis!r} ({type(axis).__name__})" + _at())
     out = []
     for a in axes:
-        if not isinstance(a, (int, np.integer)) or not -ndim <= a < ndim:
+        if not -ndim <= a < ndim:
             raise shape_error(op_name, (node,), f"axis {a} is out of range for a {ndim}-d input")
         out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise shape_error(op_name, (node,), f"repeated axis in {axis}")
     return tuple(sorted(out))
+
+
+def keepdims_flag(op_name, keepdims) -> bool:
+    """``keepdims`` checked to be a bool: ``keepdims="no"`` is truthy, and must not pass."""
+    if not isinstance(keepdims, (bool, np.bool_)):
+        raise TypeError(f"{op_name}: the argument keepdims must be True or False, got "
+                        f"{keepdims!r} ({type(keepdims).__name__})" + _at())
+    return bool(keepdims)
+
+
+def _at() -> str:
+    where = _user_line()
+    return f"\n  at {where}" if where else ""

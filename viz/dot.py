@@ -18,6 +18,9 @@ from flowgrad.graph import Graph, Node, same_graph
 from . import labels as L
 from .local import edge_terms
 
+#: fill colour of the node a NumericsError blames (``draw(err)`` / ``draw(err.trace)``)
+CULPRIT = "#FF4D4D"
+
 INSTALL_HINT = ("Graphviz's `dot` program was not found on PATH, so the drawing cannot be "
                 "rendered. Install Graphviz: `apt-get install graphviz` (Debian/Ubuntu), "
                 "`brew install graphviz` (macOS) or `conda install graphviz`. The DOT source "
@@ -68,6 +71,8 @@ class _Scene:
     def __init__(self, what, loss, wrt, backward):
         from flowgrad.tracing import Trace
         self.trace = what if isinstance(what, Trace) else None
+        #: the node a NumericsError's trace blames, drawn red
+        self.culprit = getattr(self.trace, "culprit", None)
         if self.trace is not None:
             self.graph = self.trace.graph
             self.roots = self.trace.outputs
@@ -204,6 +209,9 @@ def _node_attrs(scene, node, opts, derivative=False):
     if node.id in scene.wrt:
         border, border_colour = 3, "darkorange"
         marks.append("wrt")
+    if scene.culprit is not None and node.id == scene.culprit.id:
+        colour, border, border_colour = CULPRIT, 3, "red"
+        marks.append("NaN/Inf here")
     label = L.node_label(node, colour, value=value, adjoint=adjoint, marks=marks,
                          precision=opts["precision"], max_elems=opts["max_elems"],
                          rounded=node.kind == "op", border=border,
@@ -295,6 +303,9 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     - ``precision`` significant digits; arrays with more than ``max_elems`` entries are
       summarised (mean, min/max, norm).
     """
+    from flowgrad.errors import NumericsError
+    if isinstance(what, NumericsError):  # draw(err): the trace, culprit in red
+        what = what.trace
     opts = {"precision": precision, "max_elems": max_elems, "values": values,
             "adjoints": adjoints, "cell_ids": _cell_ids}
     scene = _Scene(what, loss, wrt, backward)
