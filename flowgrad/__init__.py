@@ -7,6 +7,7 @@ it once, run it on numpy or another backend, draw it. See README.md and
 from .errors import (BackendError, DifferentiationError, FeedError,  # noqa: F401
                      FlowgradError, GradientCheckError, GraphError, ShapeError)
 from .graph import Graph, Node, default_graph, name_scope, reset_default_graph  # noqa: F401
+from .composite import composite  # noqa: F401
 from .leaves import constant, placeholder, variable  # noqa: F401
 from . import ops  # noqa: F401
 from .ops import *  # noqa: F401,F403  (every op of ops.__all__ is fg.NAME)

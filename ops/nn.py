@@ -16,6 +16,7 @@ from .base import NONDIFF, Op, apply, as_node, broadcast_shapes, float_dtype, re
 from .elementwise import greater, where
 from .reductions import log_softmax, mean, sum
 from .linalg import matmul
+from flowgrad.composite import composite  # drawn as one box each until they are primitives
 
 
 def _sigmoid(xp, x):
@@ -74,18 +75,21 @@ def bce_with_logits(z, t, reduction="mean"):
     return _reduce(_bce_elementwise(z, t), reduction, "bce_with_logits")
 
 
+@composite
 def linear(x, w, b=None):
     """x @ w + b."""
     z = matmul(x, w)
     return z if b is None else z + b
 
 
+@composite
 def mse(y, t, reduction="mean"):
     """Mean squared error, mean((y − t)²)."""
     d = as_node(y) - t
     return _reduce(d * d, reduction, "mse")
 
 
+@composite
 def l2(w):
     """The L2 regularizer ½ Σ w²."""
     w = as_node(w)

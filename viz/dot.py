@@ -7,12 +7,14 @@ scope box), then emit nodes into their scope clusters and the edges with labels.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter, deque
 
 import graphviz
 import numpy as np
 
 from flowgrad.autodiff import ancestors
+from flowgrad.composite import groups
 from flowgrad.graph import Graph, Node, same_graph
 
 from . import labels as L
@@ -65,7 +67,7 @@ class Drawing(graphviz.Digraph):
 class _Scene:
     """The nodes to draw and the numbers known about them."""
 
-    def __init__(self, what, loss, wrt, backward):
+    def __init__(self, what, loss, wrt, backward, highlight=None):
         from flowgrad.tracing import Trace
         self.trace = what if isinstance(what, Trace) else None
         if self.trace is not None:
@@ -85,6 +87,9 @@ class _Scene:
             self.roots = nodes
             self.forward = ancestors(nodes)
         self.handles = self.graph._handles
+        #: {node id: colour} painted over a node's own colours (a culprit in red, say)
+        self.highlight = {(n.id if isinstance(n, Node) else n): c
+                          for n, c in (highlight or {}).items()}
         adj = self.trace.adjoint_nodes if self.trace is not None else {}
         self.adjoint_of = {n.id: a for n, a in adj.items()}
         self.loss = loss if loss is not None else (
@@ -165,29 +170,40 @@ def _unit_of(scope, collapsed):
     return None
 
 
+class GroupUnit(str):
+    """A collapsed ``fg.composite`` group, drawn as one box (the str is its name)."""
+
+
 def _key(unit) -> str:
-    """The DOT id of a node (n12) or of a collapsed scope box (s_layer1_dense)."""
+    """The DOT id of a node (n12), a collapsed scope box (s_layer1_dense) or a collapsed
+    composite group (g_mse_1)."""
     if isinstance(unit, int):
         return f"n{unit}"
+    if isinstance(unit, GroupUnit):
+        return "g_" + re.sub(r"\W", "_", unit)
     return "s_" + "_".join(unit).replace(" ", "_")
+
+
+def group_of(node, expand):
+    """The collapsed group ``node`` is drawn inside, or None: the outermost group of its
+    path not named in ``expand`` (True: none; False/None: the outermost). Placeholders and
+    variables always get their own box."""
+    path = node.group
+    if not path or expand is True or node.kind in ("placeholder", "variable"):
+        return None
+    opened = () if not expand else {expand} if isinstance(expand, str) else set(expand)
+    records = groups(node.graph)
+    for name in path:
+        if name not in opened and records.get(name, {}).get("label") not in opened:
+            return GroupUnit(name)
+    return None
 
 
 # -- node styles ----------------------------------------------------------------------------
 
-def _node_attrs(scene, node, opts, derivative=False):
-    """Graphviz attributes for one drawn node: its label, shape and colours."""
-    value = _host(scene.value(node)) if opts["values"] else None
-    if node.kind == "constant":
-        text = L.constant_label(node, value if value is not None else node.value,
-                                opts["precision"], opts["max_elems"])
-        of = scene.adjoint_for.get(node.id) if derivative else None
-        if of:  # the seed, 1, is v̄ of the loss (and of whatever adds pass it on to)
-            text = "v̄ of " + ", ".join(of) + " = " + text
-        return {"label": text,
-                "shape": "box", "style": "filled",
-                "fillcolor": L.COLOURS["derivative" if derivative else "constant"],
-                "fontsize": "10", "margin": "0.05,0.02", "height": "0.2"}
-    adjoint = _host(scene.adjoint(node)) if opts["adjoints"] and not derivative else None
+def _marks(scene, node, derivative):
+    """(marks, colour, border width, border colour) of a drawn node: loss, output, wrt;
+    ``scene.highlight`` (a per-node colour) wins over the kind's colour."""
     marks, colour, border, border_colour = [], L.COLOURS[node.kind], 1, "black"
     if derivative:
         colour = L.COLOURS["derivative"]
@@ -204,12 +220,84 @@ def _node_attrs(scene, node, opts, derivative=False):
     if node.id in scene.wrt:
         border, border_colour = 3, "darkorange"
         marks.append("wrt")
+    if node.id in scene.highlight:
+        colour = border_colour = scene.highlight[node.id]
+        border = max(border, 3)
+    return marks, colour, border, border_colour
+
+
+def _node_attrs(scene, node, opts, derivative=False):
+    """Graphviz attributes for one drawn node: its label, shape and colours."""
+    value = _host(scene.value(node)) if opts["values"] else None
+    if node.kind == "constant":
+        text = L.constant_label(node, value if value is not None else node.value,
+                                opts["precision"], opts["max_elems"])
+        of = scene.adjoint_for.get(node.id) if derivative else None
+        if of:  # the seed, 1, is v̄ of the loss (and of whatever adds pass it on to)
+            text = "v̄ of " + ", ".join(of) + " = " + text
+        return {"label": text,
+                "shape": "box", "style": "filled",
+                "fillcolor": L.COLOURS["derivative" if derivative else "constant"],
+                "fontsize": "10", "margin": "0.05,0.02", "height": "0.2"}
+    adjoint = _host(scene.adjoint(node)) if opts["adjoints"] and not derivative else None
+    marks, colour, border, border_colour = _marks(scene, node, derivative)
+    rounded = node.kind == "op"
+    op = L.folded_op_text(node, opts["hidden"], opts["precision"]) if rounded else None
     label = L.node_label(node, colour, value=value, adjoint=adjoint, marks=marks,
                          precision=opts["precision"], max_elems=opts["max_elems"],
-                         rounded=node.kind == "op", border=border,
-                         border_colour=border_colour, cell_ids=opts["cell_ids"])
+                         rounded=rounded, border=border,
+                         border_colour=border_colour, cell_ids=opts["cell_ids"], op=op)
     tooltip = f"{node.name}: {L.op_text(node)} {L.fmt_shape(node.shape)}"
-    return {"label": label, "shape": "plain", "tooltip": tooltip}
+    attrs = {"label": label, "shape": "plain", "tooltip": tooltip}
+    if rounded:
+        attrs.update(L.frame_attrs(border, border_colour))
+    return attrs
+
+
+def group_outputs(scene, members, users):
+    """The members a collapsed group hands out: used outside it, or an output (or the loss)
+    of the drawing; else its last member."""
+    inside = set(members)
+    roots = {r.id for r in scene.roots}
+    outs = [i for i in members if i in roots or any(u not in inside for u in users[i])]
+    return outs or [max(members)]
+
+
+def _group_box_attrs(scene, unit, members, users, opts):
+    """A collapsed composite: the function's name, and its output's value and v̄."""
+    record = groups(scene.graph).get(str(unit), {})
+    outs = group_outputs(scene, members, users)
+    first = scene.handles[outs[0]]
+    marks, colour, border, border_colour = _marks(scene, first, False)
+    marks = [m for m in marks if m != "wrt"]
+    p, m = opts["precision"], opts["max_elems"]
+    label = record.get("label", str(unit))
+    detail = [str(unit)] if label != str(unit) else []
+    values = [_host(scene.value(scene.handles[i])) if opts["values"] else None for i in outs]
+    adjoints = [_host(scene.adjoint(scene.handles[i])) if opts["adjoints"] else None
+                for i in outs]
+    if len(outs) == 1:
+        shape = first.shape if values[0] is None else np.shape(values[0])
+        if L.shape_text(shape):
+            detail.append(L.shape_text(shape))
+        rows = L.value_rows(_key(unit), values[0], adjoints[0], p, m, opts["cell_ids"])
+    else:  # one line per output, in one cell each for the values and the adjoints
+        names = [L.display_name(scene.handles[i], p) for i in outs]
+        val = [f"{n} = {L.one_line(v, p, m)}" for n, v in zip(names, values) if v is not None]
+        adj = [f"{n}: {L.one_line(a, p, m)}" for n, a in zip(names, adjoints) if a is not None]
+        rows = []
+        if val:
+            rows.append(L._row(val, cell_id=f"{_key(unit)}_val" if opts["cell_ids"] else None))
+        if adj:
+            rows.append(L._row(["v̄ " + a for a in adj], bgcolor=L.COLOURS["adjoint_row"],
+                               cell_id=f"{_key(unit)}_adj" if opts["cell_ids"] else None))
+    small = " · ".join([" ".join(detail)] + marks if detail else marks)
+    head = L.header_row(label, small, colour)
+    text = ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3">'
+            + head + "".join(rows) + "</TABLE>>")
+    attrs = {"label": text, "tooltip": f"{label}: {len(members)} nodes (expand=[{str(unit)!r}])"}
+    attrs.update(L.frame_attrs(max(border, 2), border_colour))  # thicker: it holds more
+    return attrs
 
 
 def _scope_box_attrs(scene, path, members, drawn_users, opts):
@@ -276,9 +364,9 @@ def _edge_labels(scene, pairs, mode, precision):
 # -- putting it together --------------------------------------------------------------------
 
 def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, collapse=None,
-         depth=None, max_nodes=None, rankdir="TB", precision=4, max_elems=12,
-         values=True, adjoints=True, constants=True, _cell_ids=False,
-         _only=None) -> Drawing:
+         expand=False, constants=True, depth=None, max_nodes=None, rankdir="TB",
+         precision=4, max_elems=12, values=True, adjoints=True, highlight=None,
+         _cell_ids=False, _only=None) -> Drawing:
     """Draw a trace (values and adjoints v̄), or nodes / a graph (structure only).
 
     - ``loss`` and ``wrt``: the nodes marked as the loss and as the inputs asked for
@@ -287,6 +375,11 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
       scalar edges, the rule carrying v̄ back elsewhere), ``"rule"``, or None for none.
     - ``backward=True`` also draws the derivative nodes (they are real graph nodes);
       by default the adjoints are folded into the forward nodes' labels.
+    - ``expand``: ``fg.composite`` groups (``fg.linear``, ``fg.mse``, your own) are drawn
+      as one box each, with their output's value and v̄; True draws every group's nodes,
+      a list of group names (``"my_fn_1"``) or function names (``"my_fn"``) opens those.
+    - ``constants=False`` draws no constant boxes: each op shows the constants it uses
+      in its label instead ("0.5 ·", "pow(·, 2)").
     - ``collapse``: scopes drawn as one box — True (every top-level scope), an int (every
       scope at that depth), or scope paths like ``"mlp/layer1"``.
     - ``depth`` / ``max_nodes``: draw only the nodes within ``depth`` edges of the outputs,
@@ -294,13 +387,15 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     - ``rankdir``: layout direction, "TB", "LR", "BT" or "RL".
     - ``precision`` significant digits; arrays with more than ``max_elems`` entries are
       summarised (mean, min/max, norm).
+    - ``highlight``: {node: colour} to paint particular nodes (a culprit red, say).
     """
+    scene = _Scene(what, loss, wrt, backward, highlight)
+    hidden = set() if constants else {i for i in scene.forward
+                                      if scene.handles[i].kind == "constant"}
     opts = {"precision": precision, "max_elems": max_elems, "values": values,
-            "adjoints": adjoints, "cell_ids": _cell_ids}
-    scene = _Scene(what, loss, wrt, backward)
+            "adjoints": adjoints, "cell_ids": _cell_ids, "hidden": hidden, "expand": expand}
     forward = [i for i in scene.forward
-               if (constants or scene.handles[i].kind != "constant")
-               and (_only is None or i in _only)]
+               if i not in hidden and (_only is None or i in _only)]
     candidates = sorted(set(forward) | set(scene.backward))
     ids = _limit(scene, candidates, depth, max_nodes)
     derivative = set(scene.backward)
@@ -310,23 +405,37 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     units = _emit_nodes(dot, scene, ids, derivative, _collapsed_paths(
         {scene.handles[i].scope for i in ids}, collapse), opts)
     _emit_edges(dot, scene, ids, units, derivative, edge_labels, precision)
-    _emit_elided(dot, scene, ids, set(candidates))
+    _emit_elided(dot, scene, ids, set(candidates), units)
     return dot
+
+
+def drawn_units(scene_or_graph, ids, collapsed=(), expand=False):
+    """{node id: what it is drawn as}: itself (its id), a collapsed scope (a path tuple)
+    or a collapsed composite group (a ``GroupUnit``)."""
+    handles = scene_or_graph._handles if isinstance(scene_or_graph, Graph) \
+        else scene_or_graph.handles
+    units = {}
+    for i in ids:
+        node = handles[i]
+        box = _unit_of(node.scope, collapsed) if collapsed else None
+        if box is None:
+            box = group_of(node, expand)
+        units[i] = box if box is not None else i
+    return units
 
 
 def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> dict:
     """Add every node (or scope box) to its cluster; returns {node id: unit}."""
     drawn = set(ids)
-    units, boxes, users = {}, {}, {i: [] for i in ids}
+    boxes, users = {}, {i: [] for i in ids}
     for j in ids:
         for i in scene.handles[j]._d["inputs"]:
             if i in drawn:
                 users[i].append(j)
+    units = drawn_units(scene, ids, collapsed, opts["expand"])
     for i in ids:
-        box = _unit_of(scene.handles[i].scope, collapsed)
-        units[i] = box if box is not None else i
-        if box is not None:
-            boxes.setdefault(box, []).append(i)
+        if units[i] != i:
+            boxes.setdefault(units[i], []).append(i)
     clusters = {}
 
     def home(path):
@@ -344,9 +453,13 @@ def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> dict:
             node = scene.handles[i]
             attrs = _node_attrs(scene, node, opts, derivative=i in derivative)
             home(node.scope).node(_key(i), id=_key(i), **attrs)
-    for path, members in boxes.items():
-        home(path[:-1]).node(_key(path), id=_key(path),
-                             **_scope_box_attrs(scene, path, members, users, opts))
+    for unit, members in boxes.items():
+        if isinstance(unit, GroupUnit):  # in the scope its first node was built in
+            home(scene.handles[members[0]].scope).node(
+                _key(unit), id=_key(unit), **_group_box_attrs(scene, unit, members, users, opts))
+        else:
+            home(unit[:-1]).node(_key(unit), id=_key(unit),
+                                 **_scope_box_attrs(scene, unit, members, users, opts))
     # Nest clusters deepest first: a subgraph is copied into its parent when attached,
     # so it must be complete by then. Make sure every ancestor cluster exists first.
     for path in list(clusters):
@@ -376,10 +489,12 @@ def _emit_edges(dot, scene, ids, units, derivative, edge_labels, precision):
         dot.edge(_key(a), _key(b), **attrs)
 
 
-def _emit_elided(dot, scene, ids, candidates):
+def _emit_elided(dot, scene, ids, candidates, units):
     """A small "⋯ k" node above each drawn node whose inputs were cut by the limit."""
     drawn = set(ids)
     for j in ids:
+        if units[j] != j:
+            continue
         hidden = {i for i in scene.handles[j]._d["inputs"] if i in candidates and i not in drawn}
         if hidden:
             key = f"x{j}"
