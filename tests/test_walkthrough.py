@@ -9,6 +9,8 @@ import pytest
 
 import flowgrad as fg
 
+SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
 pytestmark = pytest.mark.skipif(shutil.which("dot") is None,
                                 reason="Graphviz `dot` is not installed (the layout needs it)")
 
@@ -54,15 +56,18 @@ def test_frames_show_the_seed_numbers(tmp_path):
     s = 1 / (1 + np.exp(-0.9))
     zbar = (s - 1) * s * (1 - s)
     z = by_cur[(f"n{n['z'].id}",)]
-    assert z["lines"][2:] == ["= y\u0304 · ∂y/∂z", f"= {s - 1:.4g} × {s * (1 - s):.4g}",
-                              f"z̄ = {zbar:.4g}"]
+    assert z["lines"][2:] == ["= y\u0304 · ∂y/∂z",
+                              f"∂y/∂z = σ(z)(1 − σ(z)) = {s * (1 - s):.4g}",  # formula, number
+                              f"= {s - 1:.4g} × {s * (1 - s):.4g}", f"z̄ = {zbar:.4g}"]
     assert z["use"] == [f"n{n['y'].id}"] and z["edges"] == [f"en{n['z'].id}_n{n['y'].id}"]
     w = by_cur[(f"n{n['w'].id}",)]
     assert f"= {zbar:.4g} × 1.5 + 0.05 × 1.6" in w["lines"]        # v̄_j · ∂v_j/∂w, each child
     assert f"= {zbar * 1.5:.4g} + 0.08" in w["lines"]
+    assert "∂mul₄/∂w = x = 1.5" in w["lines"]                      # box labels: mul₄
+    assert "∂pow₁₃/∂w = 2 w^(2−1) = 1.6" in w["lines"]
     assert w["lines"][-1] == f"w̄ = {zbar * 1.5 + 0.08:.4g}"
     fwd_z = next(f for f in frames if f["phase"] == "fw" and f["cur"] == [f"n{n['z'].id}"])
-    assert fwd_z["lines"][1:] == ["v_2: z = add(mul_4, b)", "= add(1.2, -0.3)", "= 0.9"]
+    assert fwd_z["lines"][1:] == ["v_2: z = add(mul₄, b)", "= add(1.2, -0.3)", "= 0.9"]
     seed = next(f for f in frames if f["phase"] == "seed")
     assert seed["cur"] == [f"n{n['loss'].id}"]
     assert seed["lines"][1] == "v̄[loss] = ∂loss/∂loss = 1"
@@ -82,7 +87,7 @@ def test_array_walkthrough_shows_rules_and_summaries(tmp_path, rng):
     tr = fg.compile(loss).trace(X=Xv)
     d = _data(open(fg.viz.walkthrough(tr, tmp_path / "m.html"), encoding="utf-8").read())
     w = next(f for f in d["frames"] if f["phase"] == "bw" and f["cur"] == [f"n{W.id}"])
-    assert any(line.startswith("from matmul_") and "W̄ += Xᵀ v̄" in line for line in w["lines"])
+    assert any(line.startswith(f"from matmul{str(W.id + 1).translate(SUB)}:") and "W̄ += Xᵀ v̄" in line for line in w["lines"])
     gW = Xv.T @ (1 - np.tanh(Xv @ W.value) ** 2)
     rows = ["[" * (2 - k) + " ".join(f"{v:.4g}" for v in row) + "]" * (k + 1)
             for k, row in enumerate(gW)]                      # 6 entries: shown in full

@@ -215,9 +215,9 @@ def local_formula(op, names, ans, argnum, scalar=True) -> str | None:
     if rest == "v̄":
         body = "1"
     elif rest.startswith("v̄ · "):
-        body = rest[4:]
+        body = rest[len("v̄ · "):]
     elif rest.startswith("v̄ / "):
-        body = "1 / " + rest[4:]
+        body = "1 / " + rest[len("v̄ / "):]
     else:
         return None
     body = body.format(*names, ans=ans)
@@ -226,24 +226,29 @@ def local_formula(op, names, ans, argnum, scalar=True) -> str | None:
     return body if sign == "+=" else "−" + body
 
 
-def node_local_formula(child, argnum, precision=4) -> str | None:
+def node_local_formula(child, argnum, precision=4, names=None) -> str | None:
     """``local_formula`` for an op node's argument, in the labels the boxes show."""
     if child.op is None:
         return None
-    names = [display_name(n, precision) for n in child.inputs]
+    names = names or [display_name(n, precision) for n in child.inputs]
     return local_formula(op_text(child), names, display_name(child, precision), argnum,
                          all(n.shape == () for n in child.inputs))
 
 
-def rule_text(child, argnum: int, precision: int = 4) -> str:
-    """The reverse rule of ``child``'s argument ``argnum`` as text, e.g. "W̄ += v̄ xᵀ"."""
-    inputs = child.inputs
-    names = [display_name(n, precision) for n in inputs]
-    table = RULES.get(op_text(child))
+def rule_rhs(op, names, ans, argnum) -> str:
+    """The right-hand side of a reverse rule over the labels ``names``: "+= v̄ · x"."""
+    table = RULES.get(op)
     if table is not None and argnum < len(table) and table[argnum]:
-        rhs = table[argnum].format(*names, ans=display_name(child, precision))
-    else:
-        rhs = f"+= vjp_{op_text(child)}[{argnum}](v̄)"
+        return table[argnum].format(*names, ans=ans)
+    return f"+= vjp_{op}[{argnum}](v̄)"
+
+
+def rule_text(child, argnum: int, precision: int = 4, names=None) -> str:
+    """The reverse rule of ``child``'s argument ``argnum`` as text, e.g. "W̄ += v̄ xᵀ";
+    ``names`` overrides the inputs' labels (an input drawn inside a composite's box)."""
+    inputs = child.inputs
+    names = names or [display_name(n, precision) for n in inputs]
+    rhs = rule_rhs(op_text(child), names, display_name(child, precision), argnum)
     if inputs[argnum].shape != child.shape and op_text(child) not in RULES_RESHAPING:
         rhs += f" summed to {fmt_shape(inputs[argnum].shape)}"
     return f"{bar(names[argnum])} {rhs}"
