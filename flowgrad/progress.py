@@ -13,9 +13,15 @@ not synchronised on every step — and never when the bar is silent.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 
-from tqdm.auto import tqdm
+if importlib.util.find_spec("ipywidgets") is not None:
+    from tqdm.auto import tqdm  # a widget bar in Jupyter, a text bar elsewhere
+else:
+    # tqdm.auto picks the widget bar in any kernel and then warns "IProgress not found"
+    # when ipywidgets is missing; the text bar works everywhere.
+    from tqdm.std import tqdm
 
 
 def _interactive() -> bool:

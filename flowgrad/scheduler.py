@@ -152,6 +152,10 @@ class Program:
         names = ", ".join(o.name for o in self.outputs)
         return f"<flowgrad.Program [{names}] {self.n_steps} steps on {self.backend.name}>"
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .viz.notebook import mimebundle  # drawn inline in Jupyter, text without `dot`
+        return mimebundle(self, include, exclude)
+
 
 def compile(outputs, backend=None) -> Program:
     """Prune, order and plan the evaluation of ``outputs`` (a node or a list) once."""
