@@ -28,11 +28,11 @@ CSS = """
 svg.wt text { font-family: "DejaVu Sans", Verdana, sans-serif; }
 svg.wt g.node:not(.v) { opacity: .28; }
 svg.wt g.node:not(.v) g.val text, svg.wt g.node:not(.a) g.adj text { visibility: hidden; }
-svg.wt g.node.cur polygon, svg.wt g.node.cur path, svg.wt g.node.cur ellipse
-  { stroke: #d62728; stroke-width: 3px; }
+svg.wt g.node.cur path, svg.wt g.node.cur polygon[fill="none"], svg.wt g.node.cur > polygon,
+svg.wt g.node.cur ellipse { stroke: #d62728; stroke-width: 3px; }
 svg.wt g.node.cur { filter: drop-shadow(0 0 4px #d62728); }
-svg.wt g.node.use polygon, svg.wt g.node.use path, svg.wt g.node.use ellipse
-  { stroke: #1f77b4; stroke-width: 2.5px; }
+svg.wt g.node.use path, svg.wt g.node.use polygon[fill="none"], svg.wt g.node.use > polygon,
+svg.wt g.node.use ellipse { stroke: #1f77b4; stroke-width: 2.5px; }
 svg.wt g.edge.on path { stroke: #d62728; stroke-width: 2.5px; }
 svg.wt g.edge.on polygon { stroke: #d62728; fill: #d62728; }
 svg.wt g.edge.on text { fill: #d62728; font-weight: bold; }
