@@ -24,9 +24,17 @@ else:
     from tqdm.std import tqdm
 
 
+def _in_kernel() -> bool:
+    """Running inside a Jupyter kernel (not merely having imported ipykernel, which
+    starting a kernel from Python does)."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def _interactive() -> bool:
     """A terminal on stderr, or a Jupyter kernel (whose stderr is no TTY)."""
-    if "ipykernel" in sys.modules:
+    if _in_kernel():
         return True
     try:
         return sys.stderr.isatty()

@@ -125,5 +125,6 @@ def test_import_in_a_kernel_prints_nothing(tmp_path):
     first = nb.cells[0].outputs
     assert not any("IProgress" in (o.get("text") or "") for o in first)
     assert not any(o.get("name") == "stderr" and "Warning" in o.get("text", "") for o in first)
+    assert any("3/3" in (o.get("text") or "") for o in first)     # the bar shows in a kernel
     shown = nb.cells[1].outputs[0]["data"]
     assert "text/plain" in shown and ("image/svg+xml" in shown or not HAS_DOT)
