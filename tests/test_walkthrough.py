@@ -115,3 +115,44 @@ def test_needs_a_scalar_loss(tmp_path):
     tr = fg.compile(fg.exp(x)).trace(x=np.ones(2))
     with pytest.raises(ValueError, match="scalar loss"):
         fg.viz.walkthrough(tr, tmp_path / "w.html")
+
+
+def test_constants_false_and_the_two_levels():
+    tr, n = _seed()
+    wt = fg.viz.walkthrough(tr, constants=False)
+    d = _data(wt.html)
+    consts = {f"n{c.id}" for c in tr.nodes if c.kind == "constant"}
+    assert not consts & set(d["valAt"]) and not any(f'<g id="{c}"' in wt.html for c in consts)
+    assert "constants:" not in "\n".join(wt.frames[0]["lines"])
+    # the seed has no composites: both levels step through the same ten ops
+    prims = fg.viz.walkthrough(tr, level="primitives")
+    assert [f["cur"] for f in prims.frames][1:] == [f["cur"] for f in wt.frames][1:]
+    assert len(prims.frames) == len(wt.frames) == 26
+    with pytest.raises(ValueError, match="level"):
+        fg.viz.walkthrough(tr, level="ops-and-more")
+
+
+def test_a_composite_is_one_step_at_the_ops_level():
+    with fg.Graph():
+        x, t = fg.placeholder("x"), fg.placeholder("t")
+        w = fg.variable(0.8, name="w")
+
+        @fg.composite
+        def half_sq(d):
+            return 0.5 * d ** 2
+
+        y = fg.sigmoid(w * x).named("y")
+        loss = half_sq(y - t).named("loss")
+        tr = fg.compile(loss).trace(x=1.5, t=1.0)
+    ops = fg.viz.walkthrough(tr)
+    prims = fg.viz.walkthrough(tr, level="primitives")
+    fw_ops = [f["cur"] for f in ops.frames if f["phase"] == "fw"][1:]
+    fw_prims = [f["cur"] for f in prims.frames if f["phase"] == "fw"][1:]
+    assert fw_ops[-1] == ["g_half_sq"] and len(fw_prims) == len(fw_ops) + 1  # pow, mul
+    seed = next(f for f in ops.frames if f["phase"] == "seed")
+    assert seed["cur"] == ["g_half_sq"] and seed["lines"][1] == "v̄[half_sq] = ∂half_sq/∂half_sq = 1"
+    y0 = 1 / (1 + np.exp(-1.2))
+    sub = next(f for f in ops.frames if f["phase"] == "bw" and f["use"] == ["g_half_sq"])
+    # a scalar group's local derivative: Σ of its members' terms / v̄ of its output
+    assert f"∂half_sq/∂sub{str(y.id + 1).translate(SUB)} = {y0 - 1:.4g}" in sub["lines"]
+    assert '<g id="g_half_sq_adj" class="adj">' in ops.html

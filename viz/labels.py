@@ -299,8 +299,8 @@ def header(node, colour: str, marks=(), precision: int = 4, shape=None, op=None)
 
 def header_row(title, detail, colour) -> str:
     """A box's first row: the bold title, then ``detail`` in small grey (if any)."""
-    small = f'<FONT POINT-SIZE="10" COLOR="gray20">{esc(detail)}</FONT>' if detail else ""
-    return f'<TR><TD ALIGN="LEFT" BGCOLOR="{colour}"><B>{esc(title)}</B> {small}</TD></TR>'
+    small = f' <FONT POINT-SIZE="10" COLOR="gray20">{esc(detail)}</FONT>' if detail else ""
+    return f'<TR><TD ALIGN="LEFT" BGCOLOR="{colour}"><B>{esc(title)}</B>{small}</TD></TR>'
 
 
 def node_label(node, colour, *, value=None, adjoint=None, marks=(), precision=4,

@@ -63,6 +63,7 @@ class _Plan:
         self.loss = trace.outputs[0]
         self.h = trace.graph._handles
         self.ids = ancestors([self.loss])
+        self.idset = set(self.ids)
         self.expand = True if level == "primitives" else expand
         self.hidden = set() if constants else {i for i in self.ids
                                                if self.h[i].kind == "constant"}
@@ -109,9 +110,9 @@ class _Plan:
         if not self.is_group(u):
             return [u]
         members = self.members[u]
-        inside, ids = set(members), set(self.ids)
+        inside = set(members)
         outs = [i for i in members if i == self.loss.id or any(
-            j in ids and j not in inside for j in self.trace.graph.nx.successors(i))]
+            j in self.idset and j not in inside for j in self.trace.graph.nx.successors(i))]
         return outs or [max(members)]
 
     def inputs(self, u) -> list:
@@ -121,7 +122,8 @@ class _Plan:
         record = groups(self.trace.graph).get(str(u), {})
         inside = set(self.members[u])
         ext = [i for m in self.members[u] for i in self.h[m]._d["inputs"] if i not in inside]
-        args = [i for i in record.get("args", ()) if i in set(ext)] or ext
+        known = set(ext)
+        args = [i for i in record.get("args", ()) if i in known] or ext
         return list(dict.fromkeys(self.unit[i] for i in args if i not in self.hidden))
 
     def input_names(self, j) -> list:
@@ -205,9 +207,8 @@ class _Plan:
 
     def children(self, i):
         """The nodes that read node ``i`` and carry an adjoint (in the drawn graph)."""
-        ids = set(self.ids)
         users = self.trace.graph.nx.successors(i)
-        return sorted(j for j in users if j in ids and self.trace.has_adjoint(self.h[j]))
+        return sorted(j for j in users if j in self.idset and self.trace.has_adjoint(self.h[j]))
 
     def terms(self, order):
         """Each child's summand v̄_j ∂v_j/∂v_i and, on scalar edges, ∂v_j/∂v_i alone."""
