@@ -89,8 +89,12 @@ def test_a_group_is_one_box_with_its_value_and_adjoint():
 @pytest.mark.parametrize("expand", [True, ["sq_err"]])
 def test_expand_draws_the_inner_nodes(expand):
     tr, x, t, w, y, loss = _trace()
-    nodes, _ = _parse_dot(fg.viz.draw(tr, expand=expand).source)
+    src = fg.viz.draw(tr, expand=expand).source
+    nodes, _ = _parse_dot(src)
     assert "g_sq_err" not in nodes
+    # the opened group is a dotted frame labelled with the function's name
+    frame = src[src.index('subgraph cluster_sq_err'):]
+    assert "label=sq_err" in frame.split("\n")[1] and "dotted" in frame.split("\n")[1]
     inner = [n for n in tr.nodes if n.group]
     assert all(f"n{n.id}" in nodes for n in inner)
     # the inner nodes show their own adjoints: v̄ of (y − t) is y − t

@@ -184,19 +184,32 @@ def _key(unit) -> str:
     return "s_" + "_".join(unit).replace(" ", "_")
 
 
-def group_of(node, expand):
-    """The collapsed group ``node`` is drawn inside, or None: the outermost group of its
-    path not named in ``expand`` (True: none; False/None: the outermost). Placeholders and
-    variables always get their own box."""
+def _split_groups(node, expand):
+    """(the groups of ``node`` drawn open, outermost first; the one it is boxed in or None).
+    A group is open when ``expand`` is True or names it (or its function); placeholders
+    and variables are never boxed, only placed inside the open groups they belong to."""
     path = node.group
-    if not path or expand is True or node.kind in ("placeholder", "variable"):
-        return None
+    if not path:
+        return (), None
+    if expand is True:
+        return tuple(GroupUnit(g) for g in path), None
     opened = () if not expand else {expand} if isinstance(expand, str) else set(expand)
     records = groups(node.graph)
-    for name in path:
+    for k, name in enumerate(path):
         if name not in opened and records.get(name, {}).get("label") not in opened:
-            return GroupUnit(name)
-    return None
+            box = None if node.kind in ("placeholder", "variable") else GroupUnit(name)
+            return tuple(GroupUnit(g) for g in path[:k]), box
+    return tuple(GroupUnit(g) for g in path), None
+
+
+def group_of(node, expand):
+    """The collapsed group ``node`` is drawn inside, or None (see ``_split_groups``)."""
+    return _split_groups(node, expand)[1]
+
+
+def _home_path(node, expand) -> tuple:
+    """The cluster a drawn box sits in: its name scope, then the open groups around it."""
+    return tuple(node.scope) + _split_groups(node, expand)[0]
 
 
 # -- node styles ----------------------------------------------------------------------------
@@ -443,19 +456,25 @@ def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> dict:
         if not path:
             return dot
         if path not in clusters:
+            # an open composite group: a dotted frame labelled with its function's name
+            group = isinstance(path[-1], GroupUnit)
+            label = groups(scene.graph).get(path[-1], {}).get("label", path[-1]) \
+                if group else path[-1]
             clusters[path] = graphviz.Digraph(name="cluster_" + "/".join(path), graph_attr={
-                "label": path[-1], "style": "rounded,dashed", "color": "gray50",
-                "fontcolor": "gray30", "id": "c_" + _key(path)[2:]})
+                "label": label, "style": "rounded,dotted" if group else "rounded,dashed",
+                "color": "#C0587E" if group else "gray50", "fontcolor": "gray30",
+                "id": "c_" + _key(path)[2:]})
         return clusters[path]
 
+    expand = opts["expand"]
     for i in ids:
         if units[i] == i:
             node = scene.handles[i]
             attrs = _node_attrs(scene, node, opts, derivative=i in derivative)
-            home(node.scope).node(_key(i), id=_key(i), **attrs)
+            home(_home_path(node, expand)).node(_key(i), id=_key(i), **attrs)
     for unit, members in boxes.items():
-        if isinstance(unit, GroupUnit):  # in the scope its first node was built in
-            home(scene.handles[members[0]].scope).node(
+        if isinstance(unit, GroupUnit):  # where its first node was built
+            home(_home_path(scene.handles[members[0]], expand)).node(
                 _key(unit), id=_key(unit), **_group_box_attrs(scene, unit, members, users, opts))
         else:
             home(unit[:-1]).node(_key(unit), id=_key(unit),
