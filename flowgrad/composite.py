@@ -61,41 +61,35 @@ def groups(graph) -> dict:
     return getattr(graph, "_groups", {})
 
 
-class composite:
-    """Use as a decorator (``@fg.composite`` or ``@fg.composite("name")``) or as a
-    context manager (``with fg.composite("name"):``)."""
-
-    def __init__(self, fn_or_name=None):
-        if callable(fn_or_name):
-            self._fn, self._label = fn_or_name, fn_or_name.__name__
-            functools.update_wrapper(self, fn_or_name)
-        else:
-            if fn_or_name is not None and (not isinstance(fn_or_name, str) or not fn_or_name):
-                raise ValueError(f"a composite's name must be a non-empty string: {fn_or_name!r}")
-            self._fn, self._label = None, fn_or_name
-        self._open = []
-
-    def __call__(self, *args, **kwargs):
-        if self._fn is None:
-            if len(args) == 1 and callable(args[0]) and not kwargs:  # @fg.composite("name")
-                wrapped = composite(args[0])
-                wrapped._label = self._label or args[0].__name__
-                return wrapped
-            raise TypeError("fg.composite(name) decorates a function or opens a `with` block")
+def _wrap(fn, label):
+    """``fn`` with every call run inside a fresh group named after ``label``; still a plain
+    function (``help``, ``inspect.signature`` and method binding work as for ``fn``)."""
+    @functools.wraps(fn)
+    def grouped(*args, **kwargs):
         frames = _frames()
-        frames.append(_Frame(self._label, args + tuple(kwargs.values())))
+        frames.append(_Frame(label, args + tuple(kwargs.values())))
         try:
-            return self._fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         finally:
             frames.pop()
+    grouped.composite_label = label
+    return grouped
 
-    def __get__(self, obj, owner=None):  # decorated methods bind like functions
-        return self if obj is None else functools.partial(self.__call__, obj)
+
+class _Block:
+    """``fg.composite("name")``: a context manager, or a decorator naming the group."""
+
+    def __init__(self, label):
+        self.label = label
+        self._open = []
+
+    def __call__(self, fn):
+        if not callable(fn):
+            raise TypeError("fg.composite(name) decorates a function or opens a `with` block")
+        return _wrap(fn, self.label)
 
     def __enter__(self):
-        if self._fn is not None:
-            raise TypeError("use a decorated function by calling it, not in a `with` block")
-        frame = _Frame(self._label or "composite", ())
+        frame = _Frame(self.label, ())
         _frames().append(frame)
         self._open.append(frame)
         return self
@@ -108,4 +102,19 @@ class composite:
         return False
 
     def __repr__(self):
-        return f"<fg.composite {self._label!r}>"
+        return f"<fg.composite {self.label!r}>"
+
+
+def composite(fn_or_name):
+    """Group the nodes a function builds: ``@fg.composite`` (named after the function),
+    ``@fg.composite("name")``, or ``with fg.composite("name"):`` around any code.
+
+    Each call (or ``with`` block) is one group, named ``name``, ``name_1`` … in its
+    graph; groups nest. ``fg.viz.draw`` shows a group as one box labelled with the name,
+    with its output's value and v̄; ``expand=True`` or ``expand=["name"]`` opens it.
+    """
+    if callable(fn_or_name):
+        return _wrap(fn_or_name, fn_or_name.__name__)
+    if not isinstance(fn_or_name, str) or not fn_or_name:
+        raise ValueError(f"a composite's name must be a non-empty string: {fn_or_name!r}")
+    return _Block(fn_or_name)

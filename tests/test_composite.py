@@ -1,5 +1,6 @@
 """fg.composite: the nodes a function builds carry its group; drawings show one box per
 group (its output's value and v̄, edges from its inputs) and open it on request."""
+import inspect
 import re
 
 import numpy as np
@@ -31,6 +32,7 @@ def test_groups_are_recorded_named_per_call_and_nest():
         a = sq_err(y, t)
         b = sq_err(a, t)
     assert sq_err.__name__ == "sq_err" and sq_err.__doc__ == "½ (y − t)²."
+    assert inspect.isfunction(sq_err) and str(inspect.signature(sq_err)) == "(y, t)"
     assert x.group == () and w.group == ()
     assert y.group == ("model",) and y.inputs[0].group == ("model", "affine")
     assert a.group == ("sq_err",) and b.group == ("sq_err_1",)
