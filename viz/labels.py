@@ -397,7 +397,7 @@ def scope_label(path, n_nodes, op_counts, outputs, precision=4) -> str:
 def scope_output_text(node, value, adjoint, precision=4) -> str:
     """One line per scope output: "h (32, 16): mean 0.1 | v̄ ‖·‖ 0.3"."""
     shape = node.shape if value is None else np.shape(value)
-    text = f"→ {display_name(node, precision)} {fmt_shape(shape)}"
+    text = " ".join(filter(None, ["→", display_name(node, precision), shape_text(shape)]))
     if value is not None:
         text += f": {_brief(value, precision)}"
     if adjoint is not None:
