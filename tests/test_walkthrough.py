@@ -156,3 +156,24 @@ def test_a_composite_is_one_step_at_the_ops_level():
     # a scalar group's local derivative: Σ of its members' terms / v̄ of its output
     assert f"∂half_sq/∂sub{str(y.id + 1).translate(SUB)} = {y0 - 1:.4g}" in sub["lines"]
     assert '<g id="g_half_sq_adj" class="adj">' in ops.html
+
+
+def test_a_composite_reads_its_arguments_and_what_it_closes_over():
+    with fg.Graph():
+        x = fg.placeholder("x")
+        w = fg.variable(0.8, name="w")
+
+        @fg.composite
+        def scaled(d):
+            return fg.tanh(w * d)                   # w is not an argument
+
+        loss = scaled(x).named("loss")
+        tr = fg.compile(loss).trace(x=1.5)
+    wt = fg.viz.walkthrough(tr)
+    step = next(f for f in wt.frames if f["cur"] == ["g_scaled"] and f["phase"] == "fw")
+    assert step["use"] == [f"n{x.id}", f"n{w.id}"]
+    assert step["edges"] == [f"en{x.id}_g_scaled", f"en{w.id}_g_scaled"]
+    assert step["lines"][1].startswith("v_1: scaled = scaled(x)")
+    assert f'<g id="en{w.id}_g_scaled" class="edge">' in wt.html   # the drawn edge exists
+    wbar = next(f for f in wt.frames if f["cur"] == [f"n{w.id}"])["lines"]
+    assert wbar[-1] == f"w̄ = {1.5 * (1 - np.tanh(1.2) ** 2):.4g}"

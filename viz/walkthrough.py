@@ -123,8 +123,9 @@ class _Plan:
         inside = set(self.members[u])
         ext = [i for m in self.members[u] for i in self.h[m]._d["inputs"] if i not in inside]
         known = set(ext)
-        args = [i for i in record.get("args", ()) if i in known] or ext
-        return list(dict.fromkeys(self.unit[i] for i in args if i not in self.hidden))
+        # its arguments first, then what it read besides (a variable it closes over)
+        ordered = [i for i in record.get("args", ()) if i in known] + ext
+        return list(dict.fromkeys(self.unit[i] for i in ordered if i not in self.hidden))
 
     def input_names(self, j) -> list:
         """The labels of an op node's inputs as drawn (a composite's output: its name)."""
