@@ -119,3 +119,26 @@ def test_model_composites_are_boxes_until_they_are_primitives():
         assert boxes == ["g_linear"]
         assert "[-0.5 -0.5 -0.5]" in _text(nodes["g_linear"]["label"])
     assert re.search(r"\blinear\b", fg.viz.draw(tr).source)
+
+
+def test_edges_into_a_box_carry_its_local_derivative_or_rule():
+    tr, x, t, w, y, loss = _trace()
+    _, edges = _parse_dot(fg.viz.draw(tr).source)
+    lab = {(a, b): e.get("label") for a, b, e in edges}
+    y0 = 1 / (1 + np.exp(-1.2))
+    # ∂sq_err/∂y = y − t and ∂sq_err/∂t = −(y − t), from the members' summands
+    assert lab[(f"n{y.id}", "g_sq_err")] == f"∂ {y0 - 1:.4g}"
+    assert lab[(f"n{t.id}", "g_sq_err")] == f"∂ {1 - y0:.4g}"
+    # arrays: the rule of a model composite, in the names the boxes show
+    with fg.Graph():
+        X = fg.placeholder("X", shape=(3, 2))
+        T = fg.placeholder("T", shape=(3,))
+        wv = fg.variable(np.array([0.5, -1.0]), name="w")
+        p = fg.linear(X, wv).named("p")
+        tr = fg.compile(fg.mse(p, T)).trace(X=np.ones((3, 2)), T=np.zeros(3))
+    _, edges = _parse_dot(fg.viz.draw(tr).source)
+    lab = {(a, b): e.get("label") for a, b, e in edges}
+    if p.op is not None and p.op.name == "add":              # composites on this branch
+        assert lab[(f"n{T.id}", "g_mse")] == "T̄ −= v̄ · 2(linear − T) / n"
+        assert lab[(f"n{wv.id}", "g_linear")] == "w̄ += Xᵀ v̄"
+        assert lab[("g_linear", "g_mse")] is None             # box to box: no one rule

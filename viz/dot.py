@@ -352,9 +352,9 @@ def _labelled(scene, i, j):
             and (scene.trace is None or j in scene.adjoint_of))
 
 
-def _edge_labels(scene, pairs, mode, precision):
+def _edge_labels(scene, pairs, mode, precision, units=None):
     """{(i, j): text}: the local derivative ∂v_j/∂v_i for scalar edges of a trace,
-    else the rule that carries v̄ back."""
+    else the rule that carries v̄ back (inputs named as drawn: a composite's name)."""
     if not mode:
         return {}
     pairs = [p for p in pairs if _labelled(scene, *p)]
@@ -362,15 +362,62 @@ def _edge_labels(scene, pairs, mode, precision):
     scalar = [(i, j) for i, j in pairs if scene.trace is not None and mode != "rule"
               and h[i].shape == () and h[j].shape == ()]
     numbers = edge_terms(scene.trace, scalar, "one") if scalar else {}
+    name = _namer(scene, units, precision)
     out = {}
     for i, j in pairs:
         if (i, j) in numbers:
             out[(i, j)] = "∂ " + L.fmt_number(numbers[(i, j)].item(), precision)
         elif (i, j) not in scalar or mode == "derivative":
             argnums = [k for k, n in enumerate(h[j]._d["inputs"]) if n == i]
+            names = [name(n) for n in h[j]._d["inputs"]]
             # x * x: both arguments are x; one line per distinct rule, with its count
-            rules = Counter(L.rule_text(h[j], k, precision) for k in argnums)
+            rules = Counter(L.rule_text(h[j], k, precision, names) for k in argnums)
             out[(i, j)] = "\n".join(r if n == 1 else f"{r}  (×{n})" for r, n in rules.items())
+    return out
+
+
+def _namer(scene, units, precision):
+    """A node's label as drawn: its own, or the name of the composite box it is in."""
+    def name(i):
+        unit = units.get(i) if units else None
+        if isinstance(unit, GroupUnit):
+            return str(unit)
+        return L.display_name(scene.handles[i], precision)
+    return name
+
+
+def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
+    """{(i, box): text} for edges from a node into a collapsed composite: on scalar edges
+    of a trace the composite's local derivative ∂out/∂v_i = Σ_j v̄_j ∂v_j/∂v_i / v̄_out
+    (its members' summands over its one output's v̄), else its rule by the composite's
+    name when one is known (``mse``: "ȳ += v̄ · 2(y − t) / n")."""
+    if not mode:
+        return {}
+    into = {}
+    for i, j in pairs:
+        if units[i] == i and isinstance(units[j], GroupUnit) and _labelled(scene, i, j):
+            into.setdefault((i, units[j]), []).append(j)
+    if not into:
+        return {}
+    h, name = scene.handles, _namer(scene, units, precision)
+    outs = {box: group_outputs(scene, boxes[box], users) for _, box in into}
+    scalar = {(i, box) for i, box in into if scene.trace is not None and mode != "rule"
+              and h[i].shape == () and len(outs[box]) == 1 and h[outs[box][0]].shape == ()}
+    terms = edge_terms(scene.trace, [(src, j) for src, box in scalar
+                                     for j in into[(src, box)]], "adjoint") if scalar else {}
+    out = {}
+    for (i, box), js in into.items():
+        if (i, box) in scalar:
+            gbar = float(_host(scene.adjoint(h[outs[box][0]])))
+            if gbar != 0 and all((i, j) in terms for j in js):
+                local = sum(float(terms[(i, j)]) for j in js) / gbar
+                out[(i, box)] = "∂ " + L.fmt_number(local, precision)
+            continue
+        record = groups(scene.graph).get(str(box), {})
+        args = [a for a in record.get("args", ()) if a not in set(boxes[box])]
+        if args.count(i) == 1 and record.get("label") in L.RULES:
+            rhs = L.rule_rhs(record["label"], [name(a) for a in args], str(box), args.index(i))
+            out[(i, box)] = f"{L.bar(name(i))} {rhs}"
     return out
 
 
@@ -415,9 +462,9 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     dot = Drawing(name="flowgrad", graph_attr={
         "rankdir": rankdir, "fontname": L.FONT, "nodesep": "0.25", "ranksep": "0.35"},
         node_attr={"fontname": L.FONT}, edge_attr={"fontname": L.FONT, "fontsize": "10"})
-    units = _emit_nodes(dot, scene, ids, derivative, _collapsed_paths(
+    units, boxes, users = _emit_nodes(dot, scene, ids, derivative, _collapsed_paths(
         {scene.handles[i].scope for i in ids}, collapse), opts)
-    _emit_edges(dot, scene, ids, units, derivative, edge_labels, precision)
+    _emit_edges(dot, scene, ids, (units, boxes, users), derivative, edge_labels, precision)
     _emit_elided(dot, scene, ids, set(candidates), units)
     return dot
 
@@ -437,8 +484,9 @@ def drawn_units(scene_or_graph, ids, collapsed=(), expand=False):
     return units
 
 
-def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> dict:
-    """Add every node (or scope box) to its cluster; returns {node id: unit}."""
+def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> tuple:
+    """Add every node (or scope / composite box) to its cluster; returns {node id: unit},
+    {box: its member ids} and {node id: its drawn users}."""
     drawn = set(ids)
     boxes, users = {}, {i: [] for i in ids}
     for j in ids:
@@ -486,14 +534,17 @@ def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> dict:
             home(path[:k])
     for path in sorted(clusters, key=len, reverse=True):
         home(path[:-1]).subgraph(clusters[path])
-    return units
+    return units, boxes, users
 
 
-def _emit_edges(dot, scene, ids, units, derivative, edge_labels, precision):
+def _emit_edges(dot, scene, ids, drawn, derivative, edge_labels, precision):
     """Forward edges with their labels, and the derivative nodes' edges in backward mode."""
+    units, boxes, users = drawn
     pairs = _edge_pairs(scene, ids)
     forward_pairs = [p for p in pairs if p[1] not in derivative]
-    texts = _edge_labels(scene, forward_pairs, edge_labels, precision)
+    texts = _edge_labels(scene, forward_pairs, edge_labels, precision, units)
+    texts.update(_group_edge_labels(scene, forward_pairs, units, boxes, users, edge_labels,
+                                    precision))
     done = set()
     for i, j in pairs:
         a, b = units[i], units[j]
@@ -501,8 +552,10 @@ def _emit_edges(dot, scene, ids, units, derivative, edge_labels, precision):
             continue  # inside one collapsed scope, or already drawn between two boxes
         done.add((a, b))
         attrs = {"id": f"e{_key(a)}_{_key(b)}"}
-        if isinstance(a, int) and isinstance(b, int) and (i, j) in texts:
-            attrs["label"] = texts[(i, j)]
+        if isinstance(b, int) and not isinstance(a, tuple) and (i, j) in texts:
+            attrs["label"] = texts[(i, j)]      # from a node, or from a composite's output
+        elif isinstance(a, int) and (a, b) in texts:
+            attrs["label"] = texts[(a, b)]      # into a composite
         if j in derivative:
             attrs.update(color="#D95F02", fontcolor="#D95F02")
         dot.edge(_key(a), _key(b), **attrs)
