@@ -113,8 +113,9 @@ def composite(fn_or_name):
     graph; groups nest. ``fg.viz.draw`` shows a group as one box labelled with the name,
     with its output's value and v̄; ``expand=True`` or ``expand=["name"]`` opens it.
     """
-    if callable(fn_or_name):
-        return _wrap(fn_or_name, fn_or_name.__name__)
+    if callable(fn_or_name):  # a function, or an op (whose name is .name)
+        label = getattr(fn_or_name, "__name__", None) or getattr(fn_or_name, "name", None)
+        return _wrap(fn_or_name, label or type(fn_or_name).__name__)
     if not isinstance(fn_or_name, str) or not fn_or_name:
         raise ValueError(f"a composite's name must be a non-empty string: {fn_or_name!r}")
     return _Block(fn_or_name)

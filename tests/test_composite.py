@@ -142,3 +142,22 @@ def test_edges_into_a_box_carry_its_local_derivative_or_rule():
         assert lab[(f"n{T.id}", "g_mse")] == "T̄ −= v̄ · 2(linear − T) / n"
         assert lab[(f"n{wv.id}", "g_linear")] == "w̄ += Xᵀ v̄"
         assert lab[("g_linear", "g_mse")] is None             # box to box: no one rule
+
+
+def test_a_composite_of_one_op_is_drawn_as_that_op():
+    with fg.Graph():
+        x = fg.placeholder("x")
+
+        tanh = fg.composite(fg.tanh)                 # a primitive, decorated: one op node
+
+        @fg.composite
+        def squash(v):                              # one op node of another name: a box
+            return fg.tanh(v)
+
+        y = tanh(x)
+        tr = fg.compile(squash(y) * 2.0).trace(x=0.5)
+    nodes, _ = _parse_dot(fg.viz.draw(tr).source)
+    assert y.group == ("tanh",) and "g_tanh" not in nodes and f"n{y.id}" in nodes
+    assert "g_squash" in nodes
+    assert [f["cur"] for f in fg.viz.walkthrough(tr).frames if f["phase"] == "fw"][1] == [
+        f"n{y.id}"]

@@ -474,13 +474,22 @@ def drawn_units(scene_or_graph, ids, collapsed=(), expand=False):
     or a collapsed composite group (a ``GroupUnit``)."""
     handles = scene_or_graph._handles if isinstance(scene_or_graph, Graph) \
         else scene_or_graph.handles
-    units = {}
+    units, ops_in = {}, {}
     for i in ids:
         node = handles[i]
         box = _unit_of(node.scope, collapsed) if collapsed else None
         if box is None:
             box = group_of(node, expand)
+            if box is not None and node.kind != "constant":
+                ops_in.setdefault(box, []).append(node)
         units[i] = box if box is not None else i
+    # a composite that is one op node of its own name (a decorated primitive, fg.mse
+    # once it is an op) is just that node
+    labels = {box: groups(ops[0].graph).get(box, {}).get("label") for box, ops in ops_in.items()}
+    single = {box for box, ops in ops_in.items()
+              if len(ops) == 1 and L.op_text(ops[0]) == labels[box]}
+    if single:
+        units = {i: i if u in single else u for i, u in units.items()}
     return units
 
 
