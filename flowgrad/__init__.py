@@ -9,6 +9,7 @@ from .errors import (BackendError, DifferentiationError, FeedError,  # noqa: F40
 from .errors import NumericsError, RunError  # noqa: F401
 from .numerics import detect_anomaly  # noqa: F401
 from .graph import Graph, Node, default_graph, name_scope, reset_default_graph  # noqa: F401
+from .composite import composite  # noqa: F401
 from .leaves import constant, placeholder, variable  # noqa: F401
 from . import ops  # noqa: F401
 from .ops import *  # noqa: F401,F403  (every op of ops.__all__ is fg.NAME)

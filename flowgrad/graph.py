@@ -91,6 +91,10 @@ class Graph:
     def __repr__(self) -> str:
         return f"<flowgrad.Graph with {len(self)} nodes>"
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .viz.notebook import mimebundle  # a drawing in Jupyter, text without `dot`
+        return mimebundle(self, include, exclude)
+
     # -- nodes ----------------------------------------------------------------
     def node(self, node_id: int) -> "Node":
         return self._handles[node_id]
@@ -136,7 +140,7 @@ class Graph:
             self.nx.add_node(
                 node_id, op=op, attrs=attrs, name=name, shape=shape, dtype=dtype,
                 inputs=input_ids, kind=kind, scope=tuple(self._scope), value=value,
-                weak=weak, where=where,
+                weak=weak, where=where, group=_open_groups(self),
             )
             for argnum, src in enumerate(input_ids):
                 # A DiGraph keeps one edge per pair; record every argument number on it.
@@ -172,6 +176,13 @@ def name_scope(name: str, graph: Graph | None = None):
         yield
     finally:
         g._scope.pop()
+
+
+def _open_groups(graph) -> tuple:
+    """The names of the ``fg.composite`` groups open while a node is built, outermost
+    first (flowgrad/composite.py pushes and names them)."""
+    frames = getattr(_state, "groups", None)
+    return tuple(f.name_in(graph) for f in frames) if frames else ()
 
 
 class Node:
@@ -250,6 +261,11 @@ class Node:
     @property
     def scope(self) -> tuple:
         return self._d["scope"]
+
+    @property
+    def group(self) -> tuple:
+        """The ``fg.composite`` groups this node was built in, outermost first."""
+        return self._d.get("group", ())
 
     @property
     def value(self):

@@ -227,6 +227,10 @@ class Program:
         names = ", ".join(o.name for o in self.outputs)
         return f"<flowgrad.Program [{names}] {self.n_steps} steps on {self.backend.name}>"
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .viz.notebook import mimebundle  # drawn inline in Jupyter, text without `dot`
+        return mimebundle(self, include, exclude)
+
 
 #: ops whose kernel may return a view of (or the very array of) its first input
 _VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "squeeze",
