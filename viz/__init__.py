@@ -7,3 +7,4 @@ from .dot import Drawing, GraphvizNotFoundError, dot_available, draw  # noqa: F4
 from .walkthrough import walkthrough  # noqa: F401
 
 __all__ = ["draw", "walkthrough", "dot_available", "Drawing", "GraphvizNotFoundError"]
+from .formula import Formula, formula  # noqa: F401
