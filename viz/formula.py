@@ -562,12 +562,15 @@ class Formula:
 
     def _repr_html_(self):
         lines = [html.escape(f"{self.lhs} = {self.body}" if self.lhs else self.body)]
-        lines += [f'<span class="where">where</span> {html.escape(n)} = {html.escape(t)}'
-                  for n, t in self.bindings]
-        body = "<br>\n".join(f'<div class="line">{ln}</div>' for ln in lines)
-        return ('<div class="flowgrad-formula" style="font-family: \'STIX Two Math\', '
-                '\'Cambria Math\', \'DejaVu Serif\', serif; font-size: 1.25em; '
-                'line-height: 1.6; padding: 0.3em 0">\n' + body + "\n</div>")
+        lines += [f'<span class="where" style="font-style: italic">where</span> '
+                  f'{html.escape(n)} = {html.escape(t)}' for n, t in self.bindings]
+        indent = ' style="padding-left: 2em"'
+        body = "\n".join(f'<div class="line"{indent * (k > 0)}>{ln}</div>'
+                         for k, ln in enumerate(lines))
+        return ('<div class="flowgrad-formula" style="display: inline-block; font-family: '
+                '\'STIX Two Math\', \'Cambria Math\', \'DejaVu Serif\', serif; '
+                'font-size: 1.25em; line-height: 1.5; padding: 0.3em 0.5em">\n' + body +
+                "\n</div>")
 
     def __str__(self):
         return self.text
