@@ -52,7 +52,7 @@ def test_op_table_rows_state_the_registry_rules():
         first = re.sub(r"\s*\n\s*", " ", REGISTRY[name].__doc__.strip())
         rule = first.partition(".  ")[2]
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
-        assert rule and rule in row, (name, rule, row)
+        assert rule and rule.replace("|", "\\|") in row, (name, rule, row)
 
 
 def test_theory_numbers_match_flowgrad():
