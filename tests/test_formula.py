@@ -149,3 +149,83 @@ def test_model_op_nodes_print_as_their_formulas(op, args, want):
     e = formula_mod._from_op(op, attrs, exprs, op != "linear", None, ())
     text, _ = formula_mod._print(e, {}, {})
     assert text == want
+
+
+# -- the printed algebra computes the program's numbers ---------------------------------------
+
+_FN = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh, "exp": np.exp,
+       "log": np.log, "softplus": lambda v: np.logaddexp(0, v)}
+
+
+def _evaluate(root, leaves, n):
+    """Evaluate the displayed expression DAG (after the display rewrites) with numpy,
+    bottom-up with an explicit stack; Σ without a note sums the leading (batch) axis."""
+    done, stack = {}, [(root, False)]
+    while stack:
+        e, expanded = stack.pop()
+        if id(e) in done:
+            continue
+        if not expanded:
+            stack.append((e, True))
+            stack.extend((c, False) for c in e.args)
+            continue
+        a = [done[id(c)] for c in e.args]
+        k = e.kind
+        if k == "num":
+            v = e.val
+        elif k == "name":
+            v = n[e.val] if (e.val in n and e.src is None) else leaves[e.val]
+        elif k in ("add", "sub", "mul", "div", "matmul", "pow"):
+            v = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+                 "matmul": np.matmul, "pow": np.power}[k](a[0], a[1])
+        elif k == "neg":
+            v = -a[0]
+        elif k == "T":
+            v = np.swapaxes(a[0], -1, -2)
+        elif k == "sum":
+            assert e.val is None
+            v = np.sum(a[0]) if e.scalar else np.sum(a[0], axis=0)
+        elif k == "mean":
+            v = np.mean(a[0])
+        elif k == "func":
+            v = _FN[e.val](a[0])
+        else:
+            raise AssertionError(f"no evaluator for {k}")
+        done[id(e)] = v
+    return done[id(root)]
+
+
+def _mlp():
+    X = fg.placeholder("X", shape=(None, 4))
+    T = fg.placeholder("T", shape=(None, 2))
+    W1 = fg.variable(np.linspace(-1, 1, 20).reshape(4, 5), name="W1")
+    b1 = fg.variable(np.linspace(0, 0.4, 5), name="b1")
+    W2 = fg.variable(np.linspace(1, -1, 10).reshape(5, 2), name="W2")
+    h = fg.tanh(fg.linear(X, W1, b1)).named("h")
+    return fg.mse(h @ W2, T) + 0.01 * fg.l2(W1), [W1, b1, W2]
+
+
+@pytest.mark.parametrize("build", ["seed", "bce", "mse", "mlp"])
+def test_displayed_formula_evaluates_to_the_gradient(build, rng):
+    with fg.Graph() as g:
+        if build == "seed":
+            s = fg.seed.univariate_logistic()
+            loss, wrt, feed = s["loss"], [s["w"], s["b"], s["x"]], {"x": 1.5, "t": 1.0}
+        elif build == "mlp":
+            (loss, wrt), feed = _mlp(), {"X": rng.normal(size=(7, 4)),
+                                         "T": rng.normal(size=(7, 2))}
+        else:
+            (loss, w, b) = _batch_logistic(build)
+            wrt = [w, b]
+            feed = {"X": rng.normal(size=(9, 3)), "t": (rng.random(9) > 0.5) * 1.0}
+        for v in wrt:
+            if v.kind == "variable":
+                v.value = v.value + rng.normal(size=v.shape) * 0.3
+        last = list(feed.values())[-1]             # the targets: n rows, N entries
+        n = {"n": np.shape(last)[0] if np.ndim(last) else 1, "N": np.size(last)}
+        leaves = dict(feed, **{v.name: v.value for v in g.nodes if v.kind == "variable"})
+        for gnode in fg.grad(loss, wrt):
+            root = formula_mod._convert(g, gnode)
+            want = fg.run(gnode, feed)
+            got = _evaluate(root, leaves, n)
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)

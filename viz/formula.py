@@ -67,7 +67,7 @@ class _E:
         self.kind, self.args, self.val, self.src = kind, tuple(args), val, src
         # uniform: built from numbers and n only, so every entry is the same number and
         # it reads as a scalar whatever shape it was broadcast to (−1/n spread over a batch)
-        self.uni = kind == "num" or (kind == "name" and val == "n" and src is None) or (
+        self.uni = kind == "num" or (kind == "name" and val in ("n", "N") and src is None) or (
             kind in ("mul", "div", "neg") and all(a.uni for a in self.args))
         self.scalar = scalar or self.uni
 
@@ -96,6 +96,8 @@ def _mul(a, b, scalar):
         return b
     if _is_num(a, -1) and b.scalar == scalar:
         return _E("neg", (b,), scalar=scalar)
+    if _is_num(a) and b.kind == "neg":                          # c (−x) → (−c) x
+        return _mul(_num(-a.val), b.args[0], scalar)
     if _is_num(a) and b.kind == "mul" and _is_num(b.args[0]):   # c (d x) → (cd) x
         return _mul(_num(a.val * b.args[0].val), b.args[1], scalar)
     if a is b:                                          # x · x → x²
@@ -122,14 +124,14 @@ def _add(a, b, scalar):
         return b
     if _is_num(b, 0):
         return a
+    if _simple(a) and not _simple(b) or a.kind == "neg" and b.kind != "neg":
+        a, b = b, a                                      # X w + b, … + λ w, b − a
     if b.kind == "neg":
         return _E("sub", (a, b.args[0]), scalar=scalar)
     if b.kind == "mul" and _is_num(b.args[0]) and b.args[0].val < 0:
         return _E("sub", (a, _mul(_num(-b.args[0].val), b.args[1], b.scalar)), scalar=scalar)
     if _is_num(b) and b.val < 0:
         return _E("sub", (a, _num(-b.val)), scalar=scalar)
-    if _simple(a) and not _simple(b):                    # X w + b, … + λ w
-        a, b = b, a
     return _E("add", (a, b), scalar=scalar)
 
 
@@ -189,7 +191,7 @@ def _from_op(name, attrs, args, scalar, data, ins):
     a = args[0] if args else None
     if name in _PASS:
         return a
-    if name in ("expand_dims", "squeeze", "reshape") and _uniform_expr(a):
+    if name in ("expand_dims", "squeeze", "reshape") and a.uni:
         return a          # a re-shaped scalar (−1/n spread back over a batch) is a scalar
     if name == "full":
         return _num(attrs["value"])
@@ -216,6 +218,8 @@ def _from_op(name, attrs, args, scalar, data, ins):
             return _num(-a.val)
         if a.kind == "neg":
             return a.args[0]
+        if a.kind == "mul" and _is_num(a.args[0]):                  # −(c x) → (−c) x
+            return _mul(_num(-a.args[0].val), a.args[1], scalar)
         if a.kind == "div" and a.args[0].kind in ("num", "neg"):     # −(c / d) → (−c) / d
             return _E("div", (_from_op("neg", {}, [a.args[0]], a.args[0].scalar, data, ins),
                               a.args[1]), scalar=scalar)
@@ -228,13 +232,18 @@ def _from_op(name, attrs, args, scalar, data, ins):
         ndim = len(data[ins[0]]["shape"])
         axes = tuple(attrs["axes"])
         if axes == tuple(range(ndim - 2)) + (ndim - 1, ndim - 2):
-            return a.args[0] if a.kind == "T" else _E("T", (a,), scalar=scalar)
+            if a.kind == "T":
+                return a.args[0]
+            if a.kind == "mul" and _is_num(a.args[0]):             # (c X)ᵀ → c Xᵀ
+                inner = _from_op(name, attrs, [a.args[1]], scalar, data, ins)
+                return _mul(a.args[0], inner, scalar)
+            return _E("T", (a,), scalar=scalar)
         return _E("call", (a,), ("transpose", f"axes={axes}"), scalar)
     if name in ("sum_to", "sum", "mean"):
         return _reduction("mean" if name == "mean" else "sum", a,
                           _axes_note(name, attrs, data, ins), scalar)
-    if name == "reduced_size":
-        return _E("name", (), "n", True)
+    if name == "reduced_size":       # how many entries a mean averaged: rows n, or all N
+        return _E("name", (), "n" if len(attrs["axis"]) == 1 else "N", True)
     if name in _COMPARE:
         return _E("cmp", args, _COMPARE[name], scalar)
     if name in _FUNCS:
@@ -445,7 +454,7 @@ def _print_one(e, kids, symbols):
             a, b = (p if p.form == "had" else _paren(p, POW) for p in (_left(a), b))
             return _P((a, " ⊙ ", b), (a, r" \odot ", b), MUL, "had")
         a, b = _paren(_left(a), MUL), _paren(b, MUL)
-        if a.prec >= POW and b.form != "num" and (
+        if (a.prec >= POW or a.form == "num") and b.form != "num" and (
                 b.prec >= POW or a.form == "num" and b.form in ("juxt", "had", "sigma")):
             return _P((a, _gap(b), b), (a, " ", b), MUL, "juxt")
         return _P((a, " · ", b), (a, r" \cdot ", b), MUL, "dot")
@@ -459,6 +468,8 @@ def _print_one(e, kids, symbols):
         return _P((a, " / ", b), (r"\frac{", kids[0], "}{", kids[1], "}"), MUL, "div")
     if k == "neg":
         a = _paren(kids[0], MUL)
+        if a.first == "−":                       # never "−−x"
+            a = _P(("(", a, ")"), (r"\left(", a, r"\right)"), ATOM, "paren")
         return _P(("−", a), ("-", a), NEG, "neg")
     if k == "pow":
         base = kids[0] if kids[0].form == "atom" and kids[0].prec == ATOM \
