@@ -229,3 +229,13 @@ def test_displayed_formula_evaluates_to_the_gradient(build, rng):
             want = fg.run(gnode, feed)
             got = _evaluate(root, leaves, n)
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_two_layer_network_reads_as_backprop_by_hand():
+    with fg.Graph():
+        loss, (W1, b1, W2) = _mlp()
+        f1, fb, f2 = (fg.viz.formula(g, symbols={"λ": 0.01}).text
+                      for g in fg.grad(loss, [W1, b1, W2]))
+        assert f1 == "2 Xᵀ(((h W2 − T) W2ᵀ) ⊙ (1 − h²)) / N + λ W1   where h = tanh(X W1 + b1)"
+        assert fb == "2 Σ(((h W2 − T) W2ᵀ) ⊙ (1 − h²)) / N   where h = tanh(X W1 + b1)"
+        assert f2 == "2 hᵀ(h W2 − T) / N   where h = tanh(X W1 + b1)"

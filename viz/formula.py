@@ -141,6 +141,10 @@ def _matmul(a, b, scalar):
         return _E("div", (_matmul(a, b.args[0], scalar), b.args[1]), scalar=scalar)
     if b.kind == "mul" and _is_num(b.args[0]):
         return _mul(b.args[0], _matmul(a, b.args[1], scalar), scalar)
+    if a.kind == "div" and a.args[1].scalar and not a.scalar:      # (A / n) B → A B / n
+        return _E("div", (_matmul(a.args[0], b, scalar), a.args[1]), scalar=scalar)
+    if a.kind == "mul" and _is_num(a.args[0]):                      # (c A) B → c A B
+        return _mul(a.args[0], _matmul(a.args[1], b, scalar), scalar)
     return _E("matmul", (a, b), scalar=scalar)
 
 
@@ -274,10 +278,6 @@ def _from_op(name, attrs, args, scalar, data, ins):
         return _reduce(per, attrs, scalar)
     extra = ", ".join(f"{k}={v!r}" for k, v in attrs.items())
     return _E("call", args, (name, extra), scalar)
-
-
-def _uniform_expr(e):
-    return e.uni
 
 
 def _reduction(kind, a, note, scalar):
