@@ -44,7 +44,7 @@ with g:
     L = (0.5 * (y - t) ** 2).named("L")
     R = (0.5 * w ** 2).named("R")
     loss = (L + lam * R).named("loss")
-g"""),
+print(len(g), "nodes:", ", ".join(n.name for n in g.nodes))"""),
     ("md", """## Forward pass: the values
 
 A *trace* runs the program once and keeps the value of every node and its adjoint."""),
