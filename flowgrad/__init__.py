@@ -1,8 +1,8 @@
 """flowgrad: define-and-run automatic differentiation on static graphs.
 
 Build a graph of op nodes, differentiate it (derivatives are nodes too), compile
-it once, run it on numpy or another backend, draw it. See README.md and
-``shared/design/API.md`` for the public contract; this file only gathers names.
+it once, run it on numpy or another backend, draw it. See README.md and docs/
+(theory, the op table, how-tos); this file only gathers names.
 """
 from .errors import (BackendError, DifferentiationError, FeedError,  # noqa: F401
                      FlowgradError, GradientCheckError, GraphError, ShapeError)

@@ -7,5 +7,7 @@
 from .dot import Drawing, GraphvizNotFoundError, dot_available, draw  # noqa: F401
 from .walkthrough import Walkthrough, walkthrough  # noqa: F401
 
+from .formula import Formula, formula  # noqa: F401
+
 __all__ = ["draw", "walkthrough", "dot_available", "Drawing", "GraphvizNotFoundError",
-           "Walkthrough"]
+           "Walkthrough", "formula", "Formula"]
