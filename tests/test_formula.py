@@ -77,7 +77,7 @@ def test_batch_mse_gradient_binds_the_shared_sigmoid():
         f = fg.viz.formula(gw, symbols={"λ": 0.1})
         assert f.text == ("2 Xᵀ((u − t) ⊙ u ⊙ (1 − u)) / n + λ w   "
                           "where u = σ(X w + b)")
-        assert fg.viz.formula(loss).text == "mean((σ(X w + b) − t)²) + 0.05 Σ w²"
+        assert fg.viz.formula(loss).text == "mean((σ(X w + b) − t)²) + 0.05 ‖w‖²"
 
 
 def test_user_names_are_used_for_bindings_and_fresh_names_avoid_clashes():
