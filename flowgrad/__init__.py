@@ -6,6 +6,7 @@ it once, run it on numpy or another backend, draw it. See README.md and
 """
 from .errors import (BackendError, DifferentiationError, FeedError,  # noqa: F401
                      FlowgradError, GradientCheckError, GraphError, ShapeError)
+from .errors import GraphFileError  # noqa: F401
 from .graph import Graph, Node, default_graph, name_scope, reset_default_graph  # noqa: F401
 from .leaves import constant, placeholder, variable  # noqa: F401
 from . import ops  # noqa: F401
@@ -22,3 +23,4 @@ from .data import batches  # noqa: F401
 from .checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401
 from .higher_order import hessian, hvp, jacobian  # noqa: F401
 from . import seed  # noqa: F401  (the seed's worked example as a graph)
+from .io import export_onnx, import_onnx, load_graph, save_graph  # noqa: F401

@@ -27,3 +27,9 @@ class BackendError(FlowgradError, RuntimeError):
 
 class GradientCheckError(FlowgradError, AssertionError):
     """A derivative disagrees with central finite differences."""
+
+
+class GraphFileError(FlowgradError, ValueError):
+    """A graph file (or ONNX model) that cannot be read or written faithfully: corrupt,
+    truncated, too large, of a newer format, or naming an op flowgrad does not have.
+    Nothing is built when it is raised."""
