@@ -163,3 +163,21 @@ def test_a_corrupt_model_is_a_graph_file_error(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x12\xff\xff\xff garbage")
     with pytest.raises(fg.GraphFileError):
         fg.import_onnx(tmp_path / "junk.onnx")
+
+
+def test_outputs_limit_the_import_to_what_they_need(tmp_path):
+    """A gradient program exported whole reads back by its forward part."""
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 3))
+        w = fg.variable(np.array([0.3, -0.2, 0.5]), name="w")
+        loss = fg.mean(fg.softplus(x @ w)).named("loss")
+        gw = fg.grad(loss, w).named("gw")
+    path = fg.export_onnx([loss, gw], tmp_path / "lg.onnx")
+    with pytest.raises(OnnxImportError, match="has no flowgrad counterpart"):
+        fg.import_onnx(path)                  # the gradient part reads run-time shapes
+    g = fg.import_onnx(path, outputs=["loss"])
+    X = np.random.default_rng(3).standard_normal((5, 3))
+    np.testing.assert_allclose(fg.run(fg.grad(g.by_name("loss"), g.by_name("w")), {"x": X}),
+                               fg.run(gw, {x: X}), rtol=1e-12)
+    with pytest.raises(OnnxImportError, match=r"no tensors named \['nope'\]"):
+        fg.import_onnx(path, outputs=["nope"])

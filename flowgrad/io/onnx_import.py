@@ -67,10 +67,29 @@ def _claim(g, node, name):
     node.name = name
 
 
-def import_onnx(path) -> Graph:
+def _needed(graph, outputs):
+    """The nodes of ``graph`` that the tensors ``outputs`` depend on, in model order."""
+    producer = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
+    known = {o.name for o in graph.output} | set(producer) | \
+        {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    unknown = [o for o in outputs if o not in known]
+    if unknown:
+        raise OnnxImportError(f"the model has no tensors named {unknown}")
+    keep, stack = set(), [producer[o] for o in outputs if o in producer]
+    while stack:
+        k = stack.pop()
+        if k not in keep:
+            keep.add(k)
+            stack.extend(producer[i] for i in graph.node[k].input if i in producer)
+    return [n for k, n in enumerate(graph.node) if k in keep]
+
+
+def import_onnx(path, outputs=None) -> Graph:
     """A flowgrad Graph holding the ONNX model at ``path``; find nodes by their ONNX
-    tensor names with ``g.by_name``. Raises ``OnnxImportError`` (a ``GraphFileError``)
-    naming the op type and node the op table does not cover."""
+    tensor names with ``g.by_name``. ``outputs`` (tensor names) limits the import to
+    what they need, e.g. the forward part of a model that also holds other programs.
+    Raises ``OnnxImportError`` (a ``GraphFileError``) naming the op type and node the op
+    table does not cover."""
     from .onnx_import_ops import IMPORTERS
     onnx = _onnx()
     try:
@@ -104,9 +123,11 @@ def import_onnx(path) -> Graph:
             dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
             ctx.env[vi.name] = placeholder(vi.name, _shape(vi), dtype)
             _claim(g, ctx.env[vi.name], vi.name)
-        for k, n in enumerate(graph.node):
+        wanted = [o.name for o in graph.output] if outputs is None else list(outputs)
+        nodes = graph.node if outputs is None else _needed(graph, wanted)
+        for k, n in enumerate(nodes):
             _import_node(ctx, g, n, k, IMPORTERS)
-        missing = [o.name for o in graph.output if o.name not in ctx.env]
+        missing = [o for o in wanted if o not in ctx.env]
         if missing:
             raise OnnxImportError(f"{path}: graph outputs {missing} are computed by no node")
     return g
