@@ -86,6 +86,30 @@ def test_loss_with_gradients_and_hessian_reloads(tmp_path):
     assert fg.run(g2.by_name("gb"), {"x": X, "t": T}) == pytest.approx(1 / (1 + np.exp(-0.25)) - T.mean(), rel=1e-12)
 
 
+def test_jacobians_and_hessians_round_trip(tmp_path):
+    """basis_map nodes (jacobian, hessian) name a body of nodes in the same graph:
+    saving some outputs keeps those nodes, and the reloaded maps differentiate again."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((4, 3))
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 3))
+        w = fg.variable(rng.standard_normal(3), name="w")
+        loss = fg.mean(fg.softplus(x @ w) * fg.tanh(x @ w)).named("loss")
+        h = fg.hessian(loss, w).named("H")
+        jx = fg.jacobian(fg.tanh(x @ w), x).named("Jx")      # a run-time-length basis
+        third = fg.jacobian(h, w).named("T")
+    outs = [h, jx, third]
+    fg.save_graph(tmp_path / "h.fg", outs)
+    g2 = fg.load_graph(tmp_path / "h.fg")
+    want = fg.run(outs, {x: X})
+    got = fg.run([g2.by_name(o.name) for o in outs], {"x": X})
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+    w2 = g2.by_name("w")
+    again = fg.run(fg.grad(fg.sum(g2.by_name("H")), w2), {"x": X})
+    np.testing.assert_allclose(again, fg.run(fg.grad(fg.sum(h), w), {x: X}), rtol=1e-12)
+
+
 def test_float32_and_weak_scalars_keep_their_dtypes(tmp_path):
     with fg.Graph() as g:
         x = fg.placeholder("x", shape=(2,), dtype="float32")

@@ -194,6 +194,14 @@ def test_an_op_without_counterpart_is_named(tmp_path):
     assert issubclass(OnnxExportError, fg.FlowgradError)
 
 
+def test_a_hessian_map_is_named(tmp_path):
+    with fg.Graph():
+        w = fg.variable(np.ones(2), name="w")
+        h = fg.hessian(fg.sum(fg.exp(w)), w).named("H")
+    with pytest.raises(OnnxExportError, match=r"op 'basis_map' \(node 'H'\)"):
+        fg.export_onnx(h, tmp_path / "h.onnx")
+
+
 def _scaled_softplus_infer(x, y, scale):
     return fg.ops.base.broadcast_shapes("test_scaled_softplus", x, y), \
         float_dtype(fg.ops.base.result_dtype(x, y))

@@ -47,8 +47,9 @@ def _float(v: float):
     return v if math.isfinite(v) else {"$float": repr(v)}
 
 
-def encode(value, store_array, where: str):
+def encode(value, store_array, where: str, extra=None):
     """``value`` as JSON data; ``store_array(arr) -> member name`` keeps arrays aside.
+    ``extra(value)`` may encode a value of a type only the caller knows (else None).
     ``where`` names the node and attribute for the error message."""
     if value is None or isinstance(value, (bool, str)):
         return value
@@ -57,47 +58,51 @@ def encode(value, store_array, where: str):
     if isinstance(value, float) and not isinstance(value, np.floating):
         return _float(value)
     if isinstance(value, tuple):
-        return {"$tuple": [encode(v, store_array, where) for v in value]}
+        return {"$tuple": [encode(v, store_array, where, extra) for v in value]}
     if isinstance(value, list):
-        return [encode(v, store_array, where) for v in value]
+        return [encode(v, store_array, where, extra) for v in value]
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise GraphFileError(f"{where}: a dict attribute needs string keys")
-        return {"$dict": {k: encode(v, store_array, where) for k, v in value.items()}}
+        return {"$dict": {k: encode(v, store_array, where, extra) for k, v in value.items()}}
     if isinstance(value, slice):
-        return {"$slice": [encode(v, store_array, where)
+        return {"$slice": [encode(v, store_array, where, extra)
                            for v in (value.start, value.stop, value.step)]}
     if value is Ellipsis:
         return {"$ellipsis": 0}
     if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
         return {"$dtype": dtype_name(value)}
     if isinstance(value, np.generic):
-        return {"$scalar": [dtype_name(value.dtype), encode(value.item(), store_array, where)]}
+        item = encode(value.item(), store_array, where, extra)
+        return {"$scalar": [dtype_name(value.dtype), item]}
     if isinstance(value, np.ndarray):
         dtype_name(value.dtype)
         return {"$array": store_array(value)}
+    if extra is not None and (data := extra(value)) is not None:
+        return data
     raise GraphFileError(f"{where}: cannot store an attribute of type "
                          f"{type(value).__name__} ({value!r:.60}) in a graph file; "
                          "only numbers, strings, tuples, lists, slices, dtypes and "
                          "numpy arrays/scalars are data")
 
 
-def decode(data, load_array, where: str):
-    """The inverse of ``encode``; ``load_array(member name) -> array``. Iterative over
-    lists would not help: the JSON parser has already bounded the nesting depth."""
+def decode(data, load_array, where: str, extra=None):
+    """The inverse of ``encode``; ``load_array(member name) -> array``; ``extra`` is a
+    {tag: decode(payload)} for the caller's own tags. (Recursion here is bounded by
+    the nesting depth the JSON parser accepted.)"""
     if data is None or isinstance(data, (bool, int, str)):
         return data
     if isinstance(data, float):
         return data
     if isinstance(data, list):
-        return [decode(v, load_array, where) for v in data]
+        return [decode(v, load_array, where, extra) for v in data]
     if not isinstance(data, dict) or len(data) != 1:
         raise GraphFileError(f"{where}: malformed attribute {data!r:.80}")
     (tag, payload), = data.items()
     if tag == "$tuple" and isinstance(payload, list):
-        return tuple(decode(v, load_array, where) for v in payload)
+        return tuple(decode(v, load_array, where, extra) for v in payload)
     if tag == "$slice" and isinstance(payload, list) and len(payload) == 3:
-        return slice(*(decode(v, load_array, where) for v in payload))
+        return slice(*(decode(v, load_array, where, extra) for v in payload))
     if tag == "$ellipsis":
         return Ellipsis
     if tag == "$float" and payload in ("nan", "inf", "-inf"):
@@ -105,12 +110,14 @@ def decode(data, load_array, where: str):
     if tag == "$dtype":
         return parse_dtype(payload)
     if tag == "$scalar" and isinstance(payload, list) and len(payload) == 2:
-        value = decode(payload[1], load_array, where)
+        value = decode(payload[1], load_array, where, extra)
         if not isinstance(value, (bool, int, float, complex)):
             raise GraphFileError(f"{where}: malformed scalar {payload!r:.80}")
         return parse_dtype(payload[0]).type(value)
     if tag == "$array" and isinstance(payload, str):
         return load_array(payload)
     if tag == "$dict" and isinstance(payload, dict):
-        return {k: decode(v, load_array, where) for k, v in payload.items()}
+        return {k: decode(v, load_array, where, extra) for k, v in payload.items()}
+    if extra is not None and tag in extra:
+        return extra[tag](payload)
     raise GraphFileError(f"{where}: unknown attribute tag {tag!r:.40}")

@@ -38,6 +38,7 @@ from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph, Node
 
 from .attrs import decode, dtype_name, encode, parse_dtype
+from .bodies import closure, decoder, encoder
 
 FORMAT = "flowgrad-graph"
 FORMAT_VERSION = 1
@@ -66,10 +67,10 @@ def _nodes_to_save(graph_or_outputs):
         raise TypeError("save_graph takes a Graph, a node or a non-empty list of nodes")
     from flowgrad.graph import same_graph
     g = same_graph(outs)
-    return g, ancestors(outs), [o.id for o in outs]
+    return g, closure(g, ancestors(outs)), [o.id for o in outs]
 
 
-def _record(d, new_id, store, where):
+def _record(d, new_id, store, where, extra):
     kind = d["kind"]
     op = d["op"]
     if kind not in KINDS:
@@ -82,7 +83,7 @@ def _record(d, new_id, store, where):
         "shape": [None if s is None else int(s) for s in d["shape"]],
         "dtype": dtype_name(d["dtype"]),
         "inputs": [new_id[i] for i in d["inputs"]],
-        "attrs": {k: encode(v, store, f"{where}, attribute {k!r}")
+        "attrs": {k: encode(v, store, f"{where}, attribute {k!r}", extra)
                   for k, v in d["attrs"].items()},
     }
     if op is not None:
@@ -113,7 +114,9 @@ def save_graph(path, graph_or_outputs) -> pathlib.Path:
         arrays.append(np.array(arr, order="C"))
         return f"arrays/{len(arrays) - 1}.npy"
 
-    nodes = [_record(data[nid], new_id, store, f"node {data[nid]['name']!r}") for nid in ids]
+    extra = encoder(new_id)
+    nodes = [_record(data[nid], new_id, store, f"node {data[nid]['name']!r}", extra)
+             for nid in ids]
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "nodes": nodes,
            "outputs": [data[i]["name"] for i in out_ids]}
     text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
@@ -273,7 +276,8 @@ def _build(doc, reader, path) -> Graph:
             where = _check_record(k, rec, path)
             shape = tuple(rec["shape"])
             dtype = parse_dtype(rec["dtype"])
-            attrs = {name: decode(v, reader.array, f"{where}, attribute {name!r}")
+            bodies = decoder(handles, where)
+            attrs = {name: decode(v, reader.array, f"{where}, attribute {name!r}", bodies)
                      for name, v in rec["attrs"].items()}
             kind = rec["kind"]
             g._scope[:] = rec["scope"]
