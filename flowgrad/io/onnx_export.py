@@ -102,7 +102,8 @@ class Emitter:
         src = self.node.inputs[k]
         dtype = np.dtype(self.node.dtype if dtype is None else dtype)
         if src._d["weak"]:
-            key = (id(self.tensor), src.id, dtype)
+            value = src._d["value"]   # the constant depends on value and dtype only
+            key = (type(value).__name__, repr(value), dtype)
             if key not in self._weak:
                 self._weak[key] = self.const(src._d["value"], dtype)
             return self._weak[key]
