@@ -178,7 +178,10 @@ def test_outputs_that_are_leaves_or_repeated(tmp_path):
         x = fg.placeholder("x", shape=(2,))
         w = fg.variable(np.ones(2), name="w")
         y = (x * w).named("y")
-    got = run_onnx(fg.export_onnx([y, x, w, y], tmp_path / "l.onnx"), {"x": np.array([2., 3.])})
+        c = fg.constant(2.5)                    # a weak scalar as an output
+    got = run_onnx(fg.export_onnx([y, x, w, y, c], tmp_path / "l.onnx"),
+                   {"x": np.array([2., 3.])})
+    assert got[4] == 2.5
     np.testing.assert_array_equal(got[0], [2, 3])
     np.testing.assert_array_equal(got[1], [2, 3])
     np.testing.assert_array_equal(got[2], [1, 1])

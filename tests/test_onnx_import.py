@@ -181,3 +181,17 @@ def test_outputs_limit_the_import_to_what_they_need(tmp_path):
                                fg.run(gw, {x: X}), rtol=1e-12)
     with pytest.raises(OnnxImportError, match=r"no tensors named \['nope'\]"):
         fg.import_onnx(path, outputs=["nope"])
+
+
+def test_external_data_is_refused(tmp_path):
+    """Weights kept in another file would make a model read any file it names."""
+    from onnx.external_data_helper import convert_model_to_external_data
+    node = helper.make_node("MatMul", ["a", "W"], ["c"], name="mm")
+    model = _model_with(node, [helper.make_tensor_value_info("a", TensorProto.DOUBLE, [2, 64])],
+                        [helper.make_tensor_value_info("c", TensorProto.DOUBLE, [2, 64])],
+                        [numpy_helper.from_array(np.ones((64, 64)), "W")])
+    convert_model_to_external_data(model, location="weights.bin", size_threshold=0)
+    onnx.save(model, tmp_path / "ext.onnx")
+    assert (tmp_path / "weights.bin").exists()
+    with pytest.raises(OnnxImportError, match=r"\['W'\] keep their data in other files"):
+        fg.import_onnx(tmp_path / "ext.onnx")

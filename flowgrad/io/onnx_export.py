@@ -251,7 +251,10 @@ def export_onnx(outputs, path, *, opset: int = OPSET, check: bool = True) -> pat
     e.tensor = _emit_graph(e, graph, ancestors(outs), {})
     out_infos = []
     for o in outs:
-        name = e.tensor[o.id]
+        name = e.tensor.get(o.id)
+        if name is None:            # a weak Python scalar, written per use: write it here
+            e.node = o
+            name = e.const(o._d["value"], o.dtype)
         if name in [i.name for i in e.inputs] + [i.name for i in e.initializers] or \
                 name in [v.name for v in out_infos]:
             e.node = o

@@ -93,7 +93,8 @@ def import_onnx(path, outputs=None) -> Graph:
     from .onnx_import_ops import IMPORTERS
     onnx = _onnx()
     try:
-        model = onnx.load(str(path))
+        # external data would make the model read other files: refused below
+        model = onnx.load(str(path), load_external_data=False)
     except OSError:
         raise
     except Exception as err:   # protobuf's DecodeError and friends
@@ -103,6 +104,11 @@ def import_onnx(path, outputs=None) -> Graph:
     if opset is None:
         raise OnnxImportError(f"{path}: the model imports no standard ONNX opset")
     graph = model.graph
+    external = [i.name for i in graph.initializer
+                if i.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise OnnxImportError(f"{path}: initializers {external[:5]} keep their data in "
+                              "other files, which import_onnx does not read")
     ctx = Context(onnx, opset)
     g = Graph()
     from flowgrad.leaves import constant, placeholder, variable
@@ -155,7 +161,7 @@ def _import_node(ctx, g, n, k, importers):
         outs = fn(ctx, n, ins, attrs)
     except OnnxImportError:
         raise
-    except (FlowgradError, ValueError, TypeError, IndexError) as err:
+    except (FlowgradError, ValueError, TypeError, IndexError, KeyError) as err:
         raise OnnxImportError(f"{ctx.where}: {type(err).__name__}: {err}") from None
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
     for name, node in zip(n.output, outs):
