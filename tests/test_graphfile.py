@@ -7,12 +7,13 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
 
 import flowgrad as fg
 from flowgrad.io import graphfile
 from flowgrad.ops import Op
 
+import random_graphs
 from op_cases import CASES
 
 
@@ -125,45 +126,19 @@ def test_float32_and_weak_scalars_keep_their_dtypes(tmp_path):
 
 # -- random graphs ------------------------------------------------------------------------
 
-_UNARY = [fg.exp, fg.tanh, fg.sin, fg.sigmoid, fg.softplus, fg.neg, lambda a: a * a,
-          lambda a: fg.sum(a, axis=-1, keepdims=True), lambda a: fg.logsumexp(a, -1, True),
-          lambda a: fg.transpose(a) if a.ndim == 2 and a.shape[0] == a.shape[1] else -a,
-          lambda a: fg.softmax(a), lambda a: a[..., ::-1], fg.relu]
-_BINARY = [fg.add, fg.sub, fg.mul, fg.maximum, lambda a, b: fg.where(a > b, a, b * 2.0),
-           lambda a, b: a / (1.5 + b * b)]
-
-
-@st.composite
-def _programs(draw):
-    n = draw(st.integers(1, 3))
-    steps = draw(st.lists(st.tuples(st.booleans(), st.integers(0, 100), st.integers(0, 100),
-                                     st.integers(0, 100)), min_size=1, max_size=12))
-    return n, steps
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_programs())
+@given(random_graphs.programs())
 def test_random_graphs_round_trip(tmp_path_factory, program):
-    n, steps = program
-    rng = np.random.default_rng(len(steps))
-    arrays = [rng.standard_normal((2, 2)) for _ in range(n)]
-    with fg.Graph() as g:
-        nodes = [fg.placeholder(f"p{i}", shape=(None, 2)) for i in range(n)]
-        for binary, k, i, j in steps:
-            a, b = nodes[i % len(nodes)], nodes[j % len(nodes)]
-            nodes.append(_BINARY[k % len(_BINARY)](a, b) if binary
-                         else _UNARY[k % len(_UNARY)](a))
-        loss = fg.sum(nodes[-1] * nodes[-1]).named("loss")
-        grads = fg.grad(loss, nodes[:n])
+    g, xs, outs, arrays = random_graphs.build(program)
     path = tmp_path_factory.mktemp("rg") / "g.fg"
     fg.save_graph(path, g)
     g2 = fg.load_graph(path)
-    feed = {f"p{i}": a for i, a in enumerate(arrays)}
-    want = fg.run([loss, *grads], feed)
-    got = fg.run([g2.by_name(v.name) for v in (loss, *grads)], feed)
+    feed = {x.name: a for x, a in zip(xs, arrays)}
+    want = fg.run(outs, feed)
+    got = fg.run([g2.by_name(v.name) for v in outs], feed)
     for a, b in zip(want, got):
         np.testing.assert_array_equal(a, b)
-    again = fg.run(fg.grad(g2.by_name("loss"), [g2.by_name(f"p{i}") for i in range(n)]), feed)
+    again = fg.run(fg.grad(g2.by_name("loss"), [g2.by_name(x.name) for x in xs]), feed)
     for a, b in zip(want[1:], again):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
 

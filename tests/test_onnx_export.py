@@ -7,12 +7,14 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import flowgrad as fg
 from flowgrad.io.onnx_export import OnnxExportError
 from flowgrad.ops import Op
 from flowgrad.ops.base import float_dtype
 
+import random_graphs
 from op_cases import CASES
 
 onnx = pytest.importorskip("onnx", reason="the [onnx] extra (onnx) is not installed")
@@ -76,6 +78,17 @@ def test_the_op_table_is_covered_except_the_decompositions():
     assert len(ours) > 60
     missing = sorted(n for n in ours if n not in CONVERTERS)
     assert missing == sorted(NO_COUNTERPART)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_graphs.programs())
+def test_random_gradient_programs(tmp_path_factory, program):
+    _, xs, outs, arrays = random_graphs.build(program)
+    path = fg.export_onnx(outs, tmp_path_factory.mktemp("rg") / "g.onnx")
+    want = fg.run(outs, dict(zip(xs, arrays)))
+    got = run_onnx(path, {x.name: a for x, a in zip(xs, arrays)})
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
 
 
 # -- whole programs -----------------------------------------------------------------------
