@@ -84,7 +84,9 @@ def test_loss_with_gradients_and_hessian_reloads(tmp_path):
     # variables keep their values and stay trainable
     np.testing.assert_array_equal(w2.value, w.value)
     w2.value = np.zeros(3)
-    assert fg.run(g2.by_name("gb"), {"x": X, "t": T}) == pytest.approx(1 / (1 + np.exp(-0.25)) - T.mean(), rel=1e-12)
+    sigma_b = 1 / (1 + np.exp(-0.25))               # w = 0: every logit is b
+    assert fg.run(g2.by_name("gb"), {"x": X, "t": T}) == pytest.approx(sigma_b - T.mean(),
+                                                                      rel=1e-12)
 
 
 def test_jacobians_and_hessians_round_trip(tmp_path):

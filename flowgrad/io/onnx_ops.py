@@ -16,9 +16,6 @@ import numpy as np
 
 from flowgrad.ops.base import result_dtype
 
-INT64_MAX = np.iinfo(np.int64).max
-INT64_MIN = np.iinfo(np.int64).min
-
 CONVERTERS: dict = {}
 
 
