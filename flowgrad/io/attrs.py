@@ -12,6 +12,7 @@ node and the attribute: a graph file holds data only, so loading runs no code.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -22,6 +23,7 @@ from flowgrad.errors import GraphFileError
 SAFE_KINDS = "biufc"
 
 
+@functools.lru_cache(maxsize=None)   # a dtype's .name is slow, and graphs use a handful
 def dtype_name(dtype) -> str:
     dtype = np.dtype(dtype)
     if dtype.kind not in SAFE_KINDS:
@@ -34,6 +36,11 @@ def parse_dtype(text) -> np.dtype:
     """A dtype from its name, refusing object, string and structured dtypes."""
     if not isinstance(text, str) or len(text) > 20:
         raise GraphFileError(f"bad dtype {text!r}")
+    return _parse_dtype(text)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_dtype(text) -> np.dtype:
     try:
         dtype = np.dtype(text)
     except TypeError:

@@ -50,8 +50,10 @@ class Emitter:
         self.helper = onnx.helper
         self.nodes, self.initializers, self.inputs = [], [], []
         self.used: set[str] = set()
-        self._weak: dict = {}
-        self._casts: dict = {}
+        # casts and typed weak scalars, shared by every use: key -> tensor name, and back
+        self._shared: dict = {}
+        self._shared_key: dict = {}
+        self.final: set[str] = set()   # tensor names that hold a flowgrad node's value
         self.prefix = ""           # "name/" while exporting a decomposition
         self.node = None           # the flowgrad node being converted
         self.tensor = {}           # flowgrad node id -> tensor name (one graph at a time)
@@ -91,10 +93,14 @@ class Emitter:
     def cast(self, name: str, src, dst) -> str:
         if np.dtype(src) == np.dtype(dst):
             return name
-        key = (name, np.dtype(dst))
-        if key not in self._casts:
-            self._casts[key] = self.op("Cast", [name], to=self.elem(dst))
-        return self._casts[key]
+        return self._share(("cast", name, np.dtype(dst)),
+                           lambda: self.op("Cast", [name], to=self.elem(dst)))
+
+    def _share(self, key, make):
+        if key not in self._shared:
+            self._shared[key] = make()
+            self._shared_key[self._shared[key]] = key
+        return self._shared[key]
 
     # -- operands of the node being converted --------------------------------------------
     def arg(self, k: int, dtype=None) -> str:
@@ -103,10 +109,8 @@ class Emitter:
         dtype = np.dtype(self.node.dtype if dtype is None else dtype)
         if src._d["weak"]:
             value = src._d["value"]   # the constant depends on value and dtype only
-            key = (type(value).__name__, repr(value), dtype)
-            if key not in self._weak:
-                self._weak[key] = self.const(src._d["value"], dtype)
-            return self._weak[key]
+            return self._share(("weak", type(value).__name__, repr(value), dtype),
+                               lambda: self.const(value, dtype))
         return self.cast(self.tensor[src.id], src.dtype, dtype)
 
     def raw(self, k: int) -> str:
@@ -188,15 +192,16 @@ def _rename_last(e: Emitter, out: str, n: Node) -> str:
     if ``out`` was computed earlier (an identity), add an Identity so Netron shows it."""
     want = e.fresh(e.prefix + n.name)
     last = e.nodes[-1] if e.nodes else None
-    if last is not None and list(last.output) == [out] and out not in e.tensor.values():
+    if last is not None and list(last.output) == [out] and out not in e.final:
         last.output[0] = want
         last.name = want
         e.used.discard(out)
-        for key, v in list(e._casts.items()) + list(e._weak.items()):
-            if v == out:
-                (e._casts if key in e._casts else e._weak).pop(key)
-        return want
-    e.nodes.append(e.helper.make_node("Identity", [out], [want], name=want))
+        key = e._shared_key.pop(out, None)
+        if key is not None:            # a shared cast or scalar now carries this node's name
+            e._shared.pop(key)
+    else:
+        e.nodes.append(e.helper.make_node("Identity", [out], [want], name=want))
+    e.final.add(want)
     return want
 
 
