@@ -209,6 +209,10 @@ def _decomposed(e: Emitter, n: Node) -> str:
     """Export ``n`` through ``n.op.decompose`` built in a scratch graph, or refuse."""
     from flowgrad.autodiff import ancestors
     from flowgrad.leaves import _constant_in, placeholder
+    from .onnx_ops import REFUSED
+    if n.op.name in REFUSED:
+        raise OnnxExportError(f"op {n.op.name!r} (node {n.name!r}) is not exported: "
+                              f"{REFUSED[n.op.name]}")
     decompose = getattr(n.op, "decompose", None)
     if decompose is None:
         raise OnnxExportError(

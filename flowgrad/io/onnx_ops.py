@@ -6,7 +6,9 @@ Ops whose value needs care are written in the same stable form as their flowgrad
 kernels — sigmoid and softplus through exp(−|x|), log1p without cancellation,
 logsumexp shifted by its max — so a float64 program matches to rounding.
 
-Ops with no ONNX counterpart (inv, solve, logdet, eigvalsh, eigh, and basis_map,
+``bce_with_logits``, ``linear``, ``mse``, ``l2`` and ``softmax_cross_entropy`` are
+exported through their ``decompose`` (into the stable ops here). Ops with no ONNX
+counterpart (inv, solve, logdet, eigvalsh, eigh, and basis_map,
 which runs a compiled sub-program per basis vector for jacobian/hessian) are absent:
 the exporter then tries ``op.decompose`` and otherwise names the op and the node.
 """
@@ -122,12 +124,6 @@ def softplus(e, x, dtype):
 @converts("softplus")
 def _softplus(e):
     return softplus(e, e.arg(0), e.node.dtype)
-
-
-@converts("bce_with_logits")
-def _bce(e):
-    z, t = e.arg(0), e.arg(1)
-    return e.op("Sub", [softplus(e, z, e.node.dtype), e.op("Mul", [z, t])])
 
 
 @converts("tie_weight")
@@ -288,6 +284,29 @@ def _one_hot_like(e, axis):
         classes = e.op("Unsqueeze", [classes, e.ints(range(1, trailing + 1))])
     labels = e.op("Unsqueeze", [e.arg(0, np.int64), e.ints([axis])])
     return e.cast(e.op("Equal", [labels, classes]), bool, e.node.dtype)
+
+
+@converts("one_hot")
+def _one_hot(e, depth, axis, dtype):
+    # labels outside [0, depth) give a row of zeros here; flowgrad's kernel refuses them
+    nd = len(e.node.shape)
+    classes = e.const(np.arange(depth, dtype=np.int64).reshape((depth,) + (1,) * (nd - axis - 1)))
+    labels = e.op("Unsqueeze", [e.arg(0, np.int64), e.ints([axis])])
+    return e.cast(e.op("Equal", [labels, classes]), bool, dtype)
+
+
+@converts("argmax")
+def _argmax(e, axis, keepdims):
+    # the first index on a tie, as numpy
+    return e.op("ArgMax", [e.raw(0)], axis=int(axis), keepdims=int(bool(keepdims)),
+                select_last_index=0)
+
+
+#: ops that have an ONNX look-alike which would not compute the same thing: refused,
+#: with the reason in the error
+REFUSED = {name: "ONNX's random ops draw from their own generator, so an exported "
+                 "program could not reproduce flowgrad's draws; feed the noise as an input"
+           for name in ("random_normal", "random_uniform", "random_bernoulli")}
 
 
 # -- linear-algebra helpers ------------------------------------------------------------------
