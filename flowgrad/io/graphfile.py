@@ -38,7 +38,7 @@ from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph, Node
 
 from .attrs import decode, dtype_name, encode, parse_dtype
-from .bodies import closure, decoder, encoder
+from .objects import closure, decoder, encoder
 
 FORMAT = "flowgrad-graph"
 FORMAT_VERSION = 1

@@ -1,4 +1,8 @@
-"""The body of a ``basis_map`` node (jacobian, hessian) in a graph file.
+"""flowgrad objects that op attributes hold, in a graph file: the body of a
+``basis_map`` node (jacobian, hessian) and the random stream of a random node.
+
+A random stream is its seed, ``{"$stream": seed}``: a loaded graph's random nodes
+start their sequences over, as a copy of the graph's would.
 
 A body is not data of its own: it names nodes of the same graph — the placeholders
 it binds and the node it computes per basis vector — all built before the map node
@@ -15,6 +19,14 @@ REDUCES = ("stack", "sum")
 def _body_type():
     from flowgrad.higher_order import _Body
     return _Body
+
+
+def _stream_type():
+    try:
+        from flowgrad.random import Stream
+    except ImportError:      # a flowgrad without random ops
+        return None
+    return Stream
 
 
 def body_nodes(value):
@@ -43,7 +55,11 @@ def encoder(new_id):
     """``extra`` for attrs.encode: a body as the saved ids of the nodes it names."""
     body_type = _body_type()
 
+    stream_type = _stream_type()
+
     def encode(value):
+        if stream_type is not None and isinstance(value, stream_type):
+            return {"$stream": int(value.seed)}
         if not isinstance(value, body_type):
             return None
         try:
@@ -77,4 +93,10 @@ def decoder(handles, where):
                 any(p.kind != "placeholder" for p in [basis, *params, *sliced]):
             raise GraphFileError(f"{where}: a malformed basis_map body")
         return _body_type()(out, basis, params, sliced, reduce, dynamic=dynamic)
-    return {"$body": decode}
+
+    def stream(seed):
+        if not isinstance(seed, int) or isinstance(seed, bool) or stream_type is None:
+            raise GraphFileError(f"{where}: a malformed random stream")
+        return stream_type(seed)
+    stream_type = _stream_type()
+    return {"$body": decode, "$stream": stream}
