@@ -6,6 +6,7 @@ it once, run it on numpy or another backend, draw it. See README.md and docs/
 """
 from .errors import (BackendError, DifferentiationError, FeedError,  # noqa: F401
                      FlowgradError, GradientCheckError, GraphError, ShapeError)
+from .errors import GraphFileError  # noqa: F401
 from .errors import NumericsError, RunError  # noqa: F401
 from .numerics import detect_anomaly  # noqa: F401
 from .graph import Graph, Node, default_graph, name_scope, reset_default_graph  # noqa: F401
@@ -25,6 +26,7 @@ from .data import batches  # noqa: F401
 from .checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401
 from .higher_order import hessian, hvp, jacobian  # noqa: F401
 from . import seed  # noqa: F401  (the seed's worked example as a graph)
+from .io import export_onnx, import_onnx, load_graph, save_graph  # noqa: F401
 from .ops.classification import argmax, one_hot  # noqa: F401
 from . import random  # noqa: F401  (fg.random.normal …: random draws as nodes)
 from . import nn  # noqa: F401  (layers, initialisers, dropout)

@@ -29,6 +29,12 @@ class GradientCheckError(FlowgradError, AssertionError):
     """A derivative disagrees with central finite differences."""
 
 
+class GraphFileError(FlowgradError, ValueError):
+    """A graph file (or ONNX model) that cannot be read or written faithfully: corrupt,
+    truncated, too large, of a newer format, or naming an op flowgrad does not have.
+    Nothing is built when it is raised."""
+
+
 class RunError(FlowgradError, RuntimeError):
     """A kernel failed while a program ran; the message names the node, its op, its
     inputs' shapes and dtypes and the line that built it. The original is ``__cause__``."""

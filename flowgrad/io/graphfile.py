@@ -1,0 +1,339 @@
+"""Saving and loading whole graphs: ``fg.save_graph(path, g)``, ``g = fg.load_graph(path)``.
+
+The file is a zip archive with two kinds of member:
+
+* ``graph.json`` — the format name and version and one record per node, in id
+  (= topological) order: its op by registered name, attrs (tagged JSON, see
+  ``attrs.py``), name, scope, shape (``null`` for a run-time length), dtype, kind,
+  input ids, and for leaves their value (a weak Python scalar inline, arrays by
+  member name);
+* ``arrays/<k>.npy`` — constants, variable values and array attributes, each a
+  plain ``.npy`` whose header is checked before any memory is allocated.
+
+Loading never unpickles and never runs code from the file. Every member is read
+with a size bound (a declared size over the limit, or data longer than declared,
+is an error), so a decompression bomb costs nothing.
+
+Rebuilding re-applies each op through the normal build path (``ops.base.apply``)
+rather than inserting stored nodes: shapes and dtypes are inferred and checked
+again by the op itself, and any bookkeeping the build path does for a graph made
+by hand is done for a loaded one too. The inferred shape and dtype must equal the
+saved ones, else the file is refused. Nodes are built into a fresh Graph that is
+returned only when every node has loaded: a bad file builds nothing.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+from flowgrad.backends import to_numpy
+from flowgrad.errors import FlowgradError, GraphFileError
+from flowgrad.graph import Graph, Node
+
+from .attrs import decode, dtype_name, encode, parse_dtype
+from .objects import closure, decoder, encoder
+
+FORMAT = "flowgrad-graph"
+FORMAT_VERSION = 1
+GRAPH_MEMBER = "graph.json"
+
+#: limits for reading: the JSON member, one array, and all members together (bytes)
+MAX_JSON_BYTES = 256 << 20
+MAX_ARRAY_BYTES = 4 << 30
+MAX_TOTAL_BYTES = 16 << 30
+MAX_NDIM = 64
+KINDS = ("op", "placeholder", "variable", "constant")
+
+__all__ = ["save_graph", "load_graph", "FORMAT_VERSION"]
+
+
+# -- saving ---------------------------------------------------------------------------
+
+def _nodes_to_save(graph_or_outputs):
+    """(graph, ascending ids, output ids): a whole Graph, or what some outputs need."""
+    from flowgrad.autodiff import ancestors
+    if isinstance(graph_or_outputs, Graph):
+        g = graph_or_outputs
+        return g, list(range(len(g))), []
+    outs = [graph_or_outputs] if isinstance(graph_or_outputs, Node) else list(graph_or_outputs)
+    if not outs or not all(isinstance(o, Node) for o in outs):
+        raise TypeError("save_graph takes a Graph, a node or a non-empty list of nodes")
+    from flowgrad.graph import same_graph
+    g = same_graph(outs)
+    return g, closure(g, ancestors(outs)), [o.id for o in outs]
+
+
+def _record(d, new_id, store, where, extra):
+    kind = d["kind"]
+    op = d["op"]
+    if kind not in KINDS:
+        raise GraphFileError(f"{where}: nodes of kind {kind!r} cannot be saved")
+    rec = {
+        "op": op.name if op is not None else None,
+        "kind": kind,
+        "name": d["name"],
+        "scope": list(d["scope"]),
+        "shape": [None if s is None else int(s) for s in d["shape"]],
+        "dtype": dtype_name(d["dtype"]),
+        "inputs": [new_id[i] for i in d["inputs"]],
+        "attrs": {k: encode(v, store, f"{where}, attribute {k!r}", extra)
+                  for k, v in d["attrs"].items()},
+    }
+    if op is not None:
+        from flowgrad.ops.base import REGISTRY
+        if REGISTRY.get(op.name) is not op:
+            raise GraphFileError(f"{where}: its op {op.name!r} is not the registered op of "
+                                 "that name, so it could not be found again when loading")
+    if kind in ("variable", "constant"):
+        value = d["value"]
+        if d["weak"]:
+            rec["weak"] = True
+            rec["value"] = encode(value, store, f"{where}, value")
+        else:
+            rec["value"] = {"$array": store(np.asarray(to_numpy(value)))}
+    return rec
+
+
+def save_graph(path, graph_or_outputs) -> pathlib.Path:
+    """Write a graph to one file: a whole ``Graph``, or the nodes some outputs (a node or
+    a list) depend on — derivative nodes included, since they are nodes. The file is
+    written to a temporary name and moved into place. Returns the path written."""
+    g, ids, out_ids = _nodes_to_save(graph_or_outputs)
+    data = g.nx.nodes
+    new_id = {nid: k for k, nid in enumerate(ids)}
+    arrays: list[np.ndarray] = []
+
+    def store(arr):
+        arrays.append(np.array(arr, order="C"))
+        return f"arrays/{len(arrays) - 1}.npy"
+
+    extra = encoder(new_id)
+    nodes = [_record(data[nid], new_id, store, f"node {data[nid]['name']!r}", extra)
+             for nid in ids]
+    doc = {"format": FORMAT, "version": FORMAT_VERSION, "nodes": nodes,
+           "outputs": [data[i]["name"] for i in out_ids]}
+    text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(GRAPH_MEMBER, text)
+            for k, arr in enumerate(arrays):
+                buf = io.BytesIO()
+                np.save(buf, arr, allow_pickle=False)
+                zf.writestr(f"arrays/{k}.npy", buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+# -- reading members safely -------------------------------------------------------------
+
+class _Reader:
+    """Bounded reads of one archive's members; arrays parsed without np.load."""
+
+    def __init__(self, zf: zipfile.ZipFile, path):
+        self.zf, self.path = zf, path
+        self.infos = {}
+        total = 0
+        for info in zf.infolist():
+            self.infos[info.filename] = info
+            total += info.file_size
+        if total > MAX_TOTAL_BYTES:
+            raise GraphFileError(f"{path}: the members declare {total} bytes in all, over "
+                                 f"the {MAX_TOTAL_BYTES}-byte limit")
+        self.arrays = {}
+
+    def read(self, name, limit):
+        info = self.infos.get(name)
+        if info is None:
+            raise GraphFileError(f"{self.path}: the member {name!r} is missing")
+        if info.file_size > limit:
+            raise GraphFileError(f"{self.path}: the member {name!r} declares {info.file_size} "
+                                 f"bytes, over the {limit}-byte limit")
+        with self.zf.open(info) as f:
+            # zipfile stops at the declared size and checks the CRC: data longer than
+            # declared (a bomb) or damaged is a BadZipFile, caught by load_graph
+            data = f.read(limit + 1)
+        if len(data) != info.file_size:
+            raise GraphFileError(f"{self.path}: the member {name!r} is truncated")
+        return data
+
+    def array(self, name):
+        if name not in self.arrays:
+            self.arrays[name] = self._parse_npy(name, self.read(name, MAX_ARRAY_BYTES))
+        return self.arrays[name]
+
+    def _parse_npy(self, name, data):
+        f = io.BytesIO(data)
+        try:
+            version = np.lib.format.read_magic(f)
+            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = header(f, max_header_size=10000)
+        except (ValueError, SyntaxError, TypeError) as e:
+            raise GraphFileError(f"{self.path}: the array {name!r} has a bad header ({e})") \
+                from None
+        if dtype.kind not in "biufc" or dtype.fields is not None or dtype.hasobject:
+            raise GraphFileError(f"{self.path}: the array {name!r} has dtype {dtype}, "
+                                 "which a graph file may not hold")
+        if len(shape) > MAX_NDIM or any(not isinstance(s, int) or s < 0 for s in shape):
+            raise GraphFileError(f"{self.path}: the array {name!r} declares an absurd shape "
+                                 f"{shape}")
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        body = data[f.tell():]
+        if nbytes != len(body):
+            raise GraphFileError(f"{self.path}: the array {name!r} declares shape {shape} "
+                                 f"({nbytes} bytes) but holds {len(body)} bytes")
+        arr = np.frombuffer(body, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+        return np.array(arr)   # a writable copy that owns its memory
+
+
+# -- loading --------------------------------------------------------------------------
+
+def load_graph(path) -> Graph:
+    """The Graph saved in ``path`` by ``save_graph``; find nodes with ``g.by_name``.
+    A file that is corrupt, truncated, too large, of a newer format version, or that
+    names an unknown op raises ``fg.GraphFileError`` and builds nothing."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            reader = _Reader(zf, os.fspath(path))
+            try:
+                doc = json.loads(reader.read(GRAPH_MEMBER, MAX_JSON_BYTES).decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError) as e:
+                raise GraphFileError(f"{os.fspath(path)}: graph.json is not valid JSON "
+                                     f"({type(e).__name__})") from None
+            return _build(doc, reader, os.fspath(path))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+            NotImplementedError, RuntimeError) as e:
+        if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
+            raise
+        raise GraphFileError(f"{os.fspath(path)}: not a readable graph file "
+                             f"({type(e).__name__}: {e})") from None
+
+
+def _check_header(doc, path):
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise GraphFileError(f"{path}: not a flowgrad graph file")
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise GraphFileError(f"{path}: the format version is missing")
+    if version > FORMAT_VERSION:
+        raise GraphFileError(f"{path}: format version {version} is newer than this flowgrad "
+                             f"reads ({FORMAT_VERSION}); upgrade flowgrad to load it")
+    if version < 1:
+        raise GraphFileError(f"{path}: unknown format version {version}")
+    if not isinstance(doc.get("nodes"), list):
+        raise GraphFileError(f"{path}: the node list is missing")
+
+
+_FIELDS = {"op": (str, type(None)), "kind": str, "name": str, "scope": list, "shape": list,
+           "dtype": str, "inputs": list, "attrs": dict}
+
+
+def _check_record(k, rec, path):
+    if not isinstance(rec, dict):
+        raise GraphFileError(f"{path}: node record {k} is not an object")
+    for field, types in _FIELDS.items():
+        if not isinstance(rec.get(field), types):
+            raise GraphFileError(f"{path}: node record {k} has a missing or bad {field!r}")
+    where = f"{path}: node {rec['name']!r}"
+    if rec["kind"] not in KINDS:
+        raise GraphFileError(f"{where} has unknown kind {rec['kind']!r}")
+    if (rec["op"] is None) != (rec["kind"] != "op"):
+        raise GraphFileError(f"{where}: only op nodes have an op")
+    if len(rec["shape"]) > MAX_NDIM or not all(
+            s is None or (isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2 ** 62)
+            for s in rec["shape"]):
+        raise GraphFileError(f"{where} has a bad shape {rec['shape']!r:.80}")
+    if not all(isinstance(s, str) and s and "/" not in s for s in rec["scope"]):
+        raise GraphFileError(f"{where} has a bad scope")
+    if not rec["name"]:
+        raise GraphFileError(f"{path}: node record {k} has an empty name")
+    for i in rec["inputs"]:
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < k:
+            raise GraphFileError(f"{where} has input {i!r}, which is not an earlier node")
+    return where
+
+
+def _build(doc, reader, path) -> Graph:
+    from flowgrad.leaves import _constant_in, placeholder, variable
+    from flowgrad.ops.base import REGISTRY, apply
+    _check_header(doc, path)
+    g = Graph()
+    handles: list[Node] = []
+    with g:
+        for k, rec in enumerate(doc["nodes"]):
+            where = _check_record(k, rec, path)
+            shape = tuple(rec["shape"])
+            dtype = parse_dtype(rec["dtype"])
+            bodies = decoder(handles, where)
+            attrs = {name: decode(v, reader.array, f"{where}, attribute {name!r}", bodies)
+                     for name, v in rec["attrs"].items()}
+            kind = rec["kind"]
+            g._scope[:] = rec["scope"]
+            if kind == "placeholder":
+                node = placeholder("placeholder", shape, dtype)
+            elif kind in ("variable", "constant"):
+                node = _leaf(g, rec, reader, where, shape, dtype, variable, _constant_in)
+            else:
+                op = REGISTRY.get(rec["op"])
+                if op is None:
+                    raise GraphFileError(f"{where} uses op {rec['op']!r}, which this flowgrad "
+                                         "does not have (a newer version, or an op registered "
+                                         "by code that has not been imported)")
+                ins = [handles[i] for i in rec["inputs"]]
+                try:
+                    node = apply(op, *ins, **attrs)
+                except FlowgradError as e:
+                    raise GraphFileError(f"{where}: rebuilding {op.name} failed: {e}") from None
+                except (TypeError, ValueError, IndexError, KeyError) as e:
+                    raise GraphFileError(f"{where}: rebuilding {op.name} failed: "
+                                         f"{type(e).__name__}: {e}") from None
+                if node.op is not op:
+                    raise GraphFileError(f"{where}: {op.name} of these inputs folds to a "
+                                         "constant; the file does not describe a built graph")
+            if node.shape != shape or node.dtype != dtype:
+                raise GraphFileError(
+                    f"{where}: the file says shape {shape} dtype {dtype}, but rebuilding gives "
+                    f"shape {node.shape} dtype {node.dtype}")
+            _place(g, node, rec, where)
+            handles.append(node)
+        g._scope[:] = []
+    return g
+
+
+def _leaf(g, rec, reader, where, shape, dtype, variable, constant_in):
+    value = rec.get("value")
+    if rec.get("weak"):
+        value = decode(value, reader.array, where)
+        if rec["kind"] != "constant" or not isinstance(value, (bool, int, float)):
+            raise GraphFileError(f"{where}: a weak value must be a Python number constant")
+        return constant_in(g, value)
+    if not (isinstance(value, dict) and set(value) == {"$array"}):
+        raise GraphFileError(f"{where}: its value must be an array member")
+    arr = decode(value, reader.array, where)
+    if arr.shape != shape or arr.dtype != dtype:
+        raise GraphFileError(f"{where}: its value has shape {arr.shape} dtype {arr.dtype}, "
+                             f"the record says {shape} {dtype}")
+    if rec["kind"] == "variable":
+        return variable(arr, dtype=dtype)
+    return constant_in(g, arr, dtype=dtype)
+
+
+def _place(g, node, rec, where):
+    """Give a rebuilt node its saved name and scope."""
+    try:
+        node.name = rec["name"]
+    except ValueError:
+        raise GraphFileError(f"{where}: two nodes share that name") from None
+    node._d["scope"] = tuple(rec["scope"])

@@ -1,0 +1,354 @@
+"""The table from flowgrad ops to ONNX (opset 18) nodes, used by onnx_export.
+
+Each converter ``conv(e, **attrs)`` writes ONNX nodes for ``e.node`` through the
+Emitter ``e`` (inputs with ``e.arg(k, dtype)``) and returns the output tensor's name.
+Ops whose value needs care are written in the same stable form as their flowgrad
+kernels — sigmoid and softplus through exp(−|x|), log1p without cancellation,
+logsumexp shifted by its max — so a float64 program matches to rounding.
+
+``bce_with_logits``, ``linear``, ``mse``, ``l2`` and ``softmax_cross_entropy`` are
+exported through their ``decompose`` (into the stable ops here). Ops with no ONNX
+counterpart (inv, solve, logdet, eigvalsh, eigh, and basis_map,
+which runs a compiled sub-program per basis vector for jacobian/hessian) are absent:
+the exporter then tries ``op.decompose`` and otherwise names the op and the node.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from flowgrad.ops.base import result_dtype
+
+CONVERTERS: dict = {}
+
+
+def converts(*names):
+    def register(fn):
+        for name in names:
+            CONVERTERS[name] = fn
+        return fn
+    return register
+
+
+def _simple(op_type, compute=None):
+    """Every input cast to the node's dtype (or to ``compute(node)``), one ONNX node."""
+    def conv(e, **attrs):
+        dtype = compute(e.node) if compute else None
+        return e.op(op_type, [e.arg(k, dtype) for k in range(len(e.node.inputs))])
+    return conv
+
+
+for _name, _onnx_op in {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div",
+                        "pow": "Pow", "maximum": "Max", "minimum": "Min", "neg": "Neg",
+                        "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "abs": "Abs",
+                        "tanh": "Tanh", "sin": "Sin", "cos": "Cos", "sign": "Sign",
+                        "relu": "Relu", "det": "Det"}.items():
+    CONVERTERS[_name] = _simple(_onnx_op)
+
+
+@converts("matmul")
+def _matmul(e):
+    # 1-d operands are promoted to matrices explicitly, as numpy does implicitly:
+    # onnxruntime (1.32) fuses Transpose into a MatMul with a 1-d right operand wrongly
+    a_nd, b_nd = (len(x.shape) for x in e.node.inputs)
+    a, b = e.arg(0), e.arg(1)
+    if a_nd > 1 and b_nd > 1:
+        return e.op("MatMul", [a, b])
+    if a_nd == 1:
+        a = e.op("Unsqueeze", [a, e.ints([0])])
+    if b_nd == 1:
+        b = e.op("Unsqueeze", [b, e.ints([1])])
+    out = e.op("MatMul", [a, b])
+    drop = ([-2] if a_nd == 1 else []) + ([-1] if b_nd == 1 else [])
+    return e.op("Squeeze", [out, e.ints(drop)])
+
+
+def _promoted(node):
+    return result_dtype(*node.inputs)
+
+
+for _name, _onnx_op in {"greater": "Greater", "greater_equal": "GreaterOrEqual",
+                        "less": "Less", "less_equal": "LessOrEqual", "equal": "Equal"}.items():
+    CONVERTERS[_name] = _simple(_onnx_op, _promoted)
+
+
+@converts("not_equal")
+def _not_equal(e):
+    dtype = _promoted(e.node)
+    return e.op("Not", [e.op("Equal", [e.arg(0, dtype), e.arg(1, dtype)])])
+
+
+@converts("where")
+def _where(e):
+    return e.op("Where", [e.arg(0, bool), e.arg(1), e.arg(2)])
+
+
+# -- stable elementwise functions --------------------------------------------------------
+
+def log1p(e, x, dtype):
+    """log(1+x) to full precision without a Log1p op: u = 1+x; log(u)·x/(u−1), and x
+    itself where u rounds to 1 (the classic correction for the rounding of 1+x)."""
+    one = e.const(1, dtype)
+    u = e.op("Add", [one, x])
+    d = e.op("Sub", [u, one])
+    small = e.op("Equal", [d, e.const(0, dtype)])
+    safe_d = e.op("Where", [small, one, d])
+    big = e.op("Mul", [e.op("Log", [u]), e.op("Div", [x, safe_d])])
+    return e.op("Where", [small, x, big])
+
+
+def _exp_neg_abs(e, x):
+    return e.op("Exp", [e.op("Neg", [e.op("Abs", [x])])])
+
+
+@converts("log1p")
+def _log1p(e):
+    return log1p(e, e.arg(0), e.node.dtype)
+
+
+@converts("sigmoid")
+def _sigmoid(e):
+    # e = exp(−|x|) never overflows: σ = 1/(1+e) for x ≥ 0, e/(1+e) below
+    dtype = e.node.dtype
+    x = e.arg(0)
+    ex = _exp_neg_abs(e, x)
+    num = e.op("Where", [e.op("GreaterOrEqual", [x, e.const(0, dtype)]), e.const(1, dtype), ex])
+    return e.op("Div", [num, e.op("Add", [e.const(1, dtype), ex])])
+
+
+def softplus(e, x, dtype):
+    """max(x, 0) + log1p(exp(−|x|)): finite and accurate for any x."""
+    return e.op("Add", [e.op("Max", [x, e.const(0, dtype)]),
+                        log1p(e, _exp_neg_abs(e, x), dtype)])
+
+
+@converts("softplus")
+def _softplus(e):
+    return softplus(e, e.arg(0), e.node.dtype)
+
+
+@converts("tie_weight")
+def _tie_weight(e):
+    dtype, cmp = e.node.dtype, _promoted(e.node)
+    x, y = e.arg(0, cmp), e.arg(1, cmp)
+    half = e.op("Where", [e.op("Equal", [x, y]), e.const(0.5, dtype), e.const(0, dtype)])
+    return e.op("Where", [e.op("Greater", [x, y]), e.const(1, dtype), half])
+
+
+# -- reductions ---------------------------------------------------------------------------
+
+def reduce(e, op_type, x, axes, keepdims):
+    if not axes:          # numpy: reducing over no axes is the identity
+        return x
+    return e.op(op_type, [x, e.ints(axes)], keepdims=int(bool(keepdims)))
+
+
+@converts("sum")
+def _sum(e, axis, keepdims):
+    return reduce(e, "ReduceSum", e.arg(0), axis, keepdims)
+
+
+@converts("mean")
+def _mean(e, axis, keepdims):
+    return reduce(e, "ReduceMean", e.arg(0), axis, keepdims)
+
+
+@converts("max")
+def _max(e, axis, keepdims):
+    return reduce(e, "ReduceMax", e.arg(0), axis, keepdims)
+
+
+@converts("norm2")
+def _norm2(e, axis, keepdims):
+    x = e.arg(0)
+    return e.op("Sqrt", [reduce(e, "ReduceSum", e.op("Mul", [x, x]), axis, keepdims)])
+
+
+@converts("logsumexp")
+def _logsumexp(e, axis, keepdims):
+    # shift by the max; a max of ±inf (or nan) is replaced by 0, as flowgrad's kernel does:
+    # m − m is 0 exactly when m is finite
+    dtype = e.node.dtype
+    x = e.arg(0)
+    if not axis:
+        return x
+    m = e.op("ReduceMax", [x, e.ints(axis)], keepdims=1)
+    finite = e.op("Equal", [e.op("Sub", [m, m]), e.const(0, dtype)])
+    m = e.op("Where", [finite, m, e.const(0, dtype)])
+    s = e.op("ReduceSum", [e.op("Exp", [e.op("Sub", [x, m])]), e.ints(axis)], keepdims=1)
+    out = e.op("Add", [e.op("Log", [s]), m])
+    return out if keepdims else e.op("Squeeze", [out, e.ints(axis)])
+
+
+@converts("reduced_size")
+def _reduced_size(e, axis):
+    dims = [e.node.inputs[0].shape[a] for a in axis]
+    if None not in dims:
+        return e.const(int(np.prod(dims)), e.node.dtype)
+    picked = e.op("Gather", [e.shape_of(0), e.ints(axis)], axis=0)
+    return e.cast(e.op("ReduceProd", [picked], keepdims=0), np.int64, e.node.dtype)
+
+
+def _unreduced(e, ans, axis, keepdims):
+    return ans if keepdims or not axis else e.op("Unsqueeze", [ans, e.ints(axis)])
+
+
+@converts("max_weights")
+def _max_weights(e, axis, keepdims):
+    dtype = e.node.dtype
+    x = e.arg(0)
+    hit = e.cast(e.op("Equal", [x, _unreduced(e, e.arg(1), axis, keepdims)]), bool, dtype)
+    if not axis:
+        return e.op("Div", [hit, hit])
+    return e.op("Div", [hit, e.op("ReduceSum", [hit, e.ints(axis)], keepdims=1)])
+
+
+# -- shapes --------------------------------------------------------------------------------
+
+@converts("reshape")
+def _reshape(e, shape):
+    extra = {"allowzero": 1} if 0 in shape and -1 not in shape else {}
+    return e.op("Reshape", [e.arg(0), e.ints(shape)], **extra)
+
+
+@converts("reshape_like")
+def _reshape_like(e):
+    return e.op("Reshape", [e.arg(0), e.shape_of(1)])
+
+
+@converts("transpose")
+def _transpose(e, axes):
+    return e.op("Transpose", [e.arg(0)], perm=list(axes))
+
+
+@converts("broadcast_to")
+def _broadcast_to(e, shape):
+    return e.op("Expand", [e.arg(0), e.ints(shape)])
+
+
+@converts("broadcast_like")
+def _broadcast_like(e):
+    return e.op("Expand", [e.arg(0), e.shape_of(1)])
+
+
+@converts("sum_to")
+def _sum_to(e, shape):
+    x = e.arg(0)
+    xs = e.node.inputs[0].shape
+    lead = len(xs) - len(shape)
+    inner = [lead + i for i, s in enumerate(shape) if s == 1 and xs[lead + i] != 1]
+    if inner:
+        x = e.op("ReduceSum", [x, e.ints(inner)], keepdims=1)
+    if lead:
+        x = e.op("ReduceSum", [x, e.ints(range(lead))], keepdims=0)
+    return x
+
+
+@converts("expand_dims")
+def _expand_dims(e, axis):
+    return e.op("Unsqueeze", [e.arg(0), e.ints(axis)])
+
+
+@converts("squeeze")
+def _squeeze(e, axis):
+    return e.op("Squeeze", [e.arg(0), e.ints(axis)])
+
+
+@converts("concatenate")
+def _concatenate(e, axis):
+    return e.op("Concat", [e.arg(k) for k in range(len(e.node.inputs))], axis=int(axis))
+
+
+@converts("concat_part")
+def _concat_part(e, index, axis):
+    start = e.ints([0])
+    for k in range(1, index + 1):
+        start = e.op("Add", [start, e.dim(k, axis)])
+    end = e.op("Add", [start, e.dim(index + 1, axis)])
+    return e.op("Slice", [e.arg(0), start, end, e.ints([axis])])
+
+
+@converts("zeros_like", "ones_like")
+def _fill_like(e):
+    fill = 0 if e.node.op.name == "zeros_like" else 1
+    value = e.onnx.numpy_helper.from_array(np.array([fill], dtype=e.node.dtype))
+    return e.op("ConstantOfShape", [e.shape_of(0)], value=value)
+
+
+@converts("one_hot_like")
+def _one_hot_like(e, axis):
+    ref = e.node.inputs[1]
+    depth = e.op("Squeeze", [e.dim(1, axis), e.ints([0])])
+    classes = e.op("Range", [e.const(0, np.int64), depth, e.const(1, np.int64)])
+    trailing = len(ref.shape) - axis - 1
+    if trailing:
+        classes = e.op("Unsqueeze", [classes, e.ints(range(1, trailing + 1))])
+    labels = e.op("Unsqueeze", [e.arg(0, np.int64), e.ints([axis])])
+    return e.cast(e.op("Equal", [labels, classes]), bool, e.node.dtype)
+
+
+@converts("one_hot")
+def _one_hot(e, depth, axis, dtype):
+    # labels outside [0, depth) give a row of zeros here; flowgrad's kernel refuses them
+    nd = len(e.node.shape)
+    classes = e.const(np.arange(depth, dtype=np.int64).reshape((depth,) + (1,) * (nd - axis - 1)))
+    labels = e.op("Unsqueeze", [e.arg(0, np.int64), e.ints([axis])])
+    return e.cast(e.op("Equal", [labels, classes]), bool, dtype)
+
+
+@converts("argmax")
+def _argmax(e, axis, keepdims):
+    # the first index on a tie, as numpy
+    return e.op("ArgMax", [e.raw(0)], axis=int(axis), keepdims=int(bool(keepdims)),
+                select_last_index=0)
+
+
+#: ops that have an ONNX look-alike which would not compute the same thing: refused,
+#: with the reason in the error
+REFUSED = {name: "ONNX's random ops draw from their own generator, so an exported "
+                 "program could not reproduce flowgrad's draws; feed the noise as an input"
+           for name in ("random_normal", "random_uniform", "random_bernoulli")}
+
+
+# -- linear-algebra helpers ------------------------------------------------------------------
+
+def _mask_tensor(e, k_in, kind, k, axis1, axis2, dtype):
+    """eye/tri(n1, n2, k) on axes (axis1, axis2) of input k_in, length 1 elsewhere."""
+    size = e.op("Concat", [e.dim(k_in, axis1), e.dim(k_in, axis2)], axis=0)
+    value = e.onnx.numpy_helper.from_array(np.array([1], dtype=dtype))
+    ones = e.op("ConstantOfShape", [size], value=value)
+    m = e.op("EyeLike", [ones], k=int(k)) if kind == "eye" else \
+        e.op("Trilu", [ones, e.const(int(k), np.int64)], upper=0)
+    if axis1 > axis2:
+        m = e.op("Transpose", [m], perm=[1, 0])
+    ndim = len(e.node.inputs[k_in].shape)
+    others = [a for a in range(ndim) if a not in (axis1, axis2)]
+    return e.op("Unsqueeze", [m, e.ints(others)]) if others else m
+
+
+@converts("mask")
+def _mask(e, kind, k, axis1, axis2):
+    return _mask_tensor(e, 0, kind, k, axis1, axis2, e.node.dtype)
+
+
+@converts("trace")
+def _trace(e, offset, axis1, axis2):
+    x = e.arg(0)
+    m = _mask_tensor(e, 0, "eye", offset, axis1, axis2, e.node.dtype)
+    return e.op("ReduceSum", [e.op("Mul", [x, m]), e.ints(sorted((axis1, axis2)))],
+                keepdims=0)
+
+
+# -- indexing --------------------------------------------------------------------------------
+
+from .onnx_index import getitem_tensor, scatter_add  # noqa: E402
+
+
+@converts("getitem")
+def _getitem(e, index):
+    return getitem_tensor(e, e.arg(0), e.node.inputs[0], index,
+                          [k + 1 for k in range(len(e.node.inputs) - 1)])
+
+
+@converts("scatter_add")
+def _scatter_add(e, index):
+    return scatter_add(e, index)

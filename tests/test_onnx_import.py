@@ -1,0 +1,197 @@
+"""fg.import_onnx: a model built with the onnx helper API and a flowgrad export read
+back become flowgrad graphs whose forward values match onnxruntime and whose
+gradients (inputs and weights, first and second order) match finite differences."""
+import numpy as np
+import pytest
+
+import flowgrad as fg
+from flowgrad.io.onnx_import import OnnxImportError
+
+onnx = pytest.importorskip("onnx", reason="the [onnx] extra (onnx) is not installed")
+ort = pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is not installed")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+D, H, K = 4, 6, 3
+
+
+def run_onnx(path, feed):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, feed)
+
+
+@pytest.fixture
+def helper_mlp(tmp_path):
+    """A small MLP written with the onnx helper API (not by flowgrad): Gemm, Tanh,
+    MatMul, Add, Sigmoid, Softmax, a Reshape/Transpose/Slice round, a mean loss."""
+    rng = np.random.default_rng(11)
+    init = {
+        "W1": rng.standard_normal((H, D)) / 2,      # Gemm with transB=1
+        "b1": rng.standard_normal(H) / 2,
+        "W2": rng.standard_normal((H, K)) / 2,
+        "b2": rng.standard_normal(K) / 2,
+        "shape_flat": np.array([-1], np.int64),
+        "starts": np.array([1], np.int64), "ends": np.array([K], np.int64),
+        "axes": np.array([1], np.int64),
+        "red_axes": np.array([1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Gemm", ["x", "W1", "b1"], ["z1"], name="layer1", transB=1),
+        helper.make_node("Tanh", ["z1"], ["h1"], name="act1"),
+        helper.make_node("MatMul", ["h1", "W2"], ["z2a"], name="layer2_mm"),
+        helper.make_node("Add", ["z2a", "b2"], ["z2"], name="layer2_add"),
+        helper.make_node("Softmax", ["z2"], ["probs"], name="softmax", axis=-1),
+        helper.make_node("Sigmoid", ["z2"], ["gate"], name="gate"),
+        helper.make_node("Mul", ["probs", "gate"], ["y"], name="combine"),
+        helper.make_node("Slice", ["y", "starts", "ends", "axes"], ["y_tail"], name="tail"),
+        helper.make_node("ReduceSum", ["y_tail", "red_axes"], ["row"], name="rowsum",
+                         keepdims=0),
+        helper.make_node("Transpose", ["y"], ["yt"], name="yt", perm=[1, 0]),
+        helper.make_node("Reshape", ["yt", "shape_flat"], ["flat"], name="flat"),
+        helper.make_node("ReduceLogSumExp", ["flat"], ["score"], name="score", keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "helper_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["batch", D])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["batch", K]),
+         helper.make_tensor_value_info("row", TensorProto.DOUBLE, ["batch"]),
+         helper.make_tensor_value_info("score", TensorProto.DOUBLE, [])],
+        [numpy_helper.from_array(v, k) for k, v in init.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model, full_check=True)
+    path = tmp_path / "helper_mlp.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_helper_mlp_forward_matches_onnxruntime(helper_mlp):
+    g = fg.import_onnx(helper_mlp)
+    x = g.by_name("x")
+    assert x.kind == "placeholder" and x.shape == (None, D)
+    assert {v.name for v in g.nodes if v.kind == "variable"} == {"W1", "b1", "W2", "b2"}
+    assert g.by_name("shape_flat").kind == "constant"   # integer initializers are no weights
+    X = np.random.default_rng(0).standard_normal((5, D))
+    outs = [g.by_name(n) for n in ("y", "row", "score")]
+    for w, got in zip(run_onnx(helper_mlp, {"x": X}), fg.run(outs, {"x": X})):
+        np.testing.assert_allclose(got, w, rtol=1e-12, atol=1e-12)
+
+
+def test_helper_mlp_gradients_match_finite_differences(helper_mlp):
+    g = fg.import_onnx(helper_mlp)
+    x, score = g.by_name("x"), g.by_name("score")
+    weights = [g.by_name(n) for n in ("W1", "b1", "W2", "b2")]
+    X = np.random.default_rng(1).standard_normal((3, D))
+    # first and second order, reverse and forward mode, w.r.t. the input and every weight
+    fg.check_grads(score, [x, *weights], feed={x: X}, modes=("rev", "fwd"), order=2)
+    # Hessian-vector products exist on the imported graph: H v against differences of ∇
+    gw = fg.grad(score, weights[0])
+    v = np.random.default_rng(2).standard_normal((H, D))
+    hv = fg.run(fg.hvp(score, weights[0], v), {x: X})
+    w0, eps = weights[0].value.copy(), 1e-5
+    weights[0].value = w0 + eps * v
+    up = fg.run(gw, {x: X})
+    weights[0].value = w0 - eps * v
+    down = fg.run(gw, {x: X})
+    np.testing.assert_allclose(hv, (up - down) / (2 * eps), rtol=1e-6, atol=1e-8)
+    # and the imported graph draws
+    assert "score" in fg.viz.draw(score).source
+
+
+def _flowgrad_mlp(tmp_path):
+    rng = np.random.default_rng(4)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, D))
+        t = fg.placeholder("t", shape=(None, K))
+        w1 = fg.variable(rng.standard_normal((D, H)) / 2, name="W1")
+        b1 = fg.variable(rng.standard_normal(H) / 2, name="b1")
+        w2 = fg.variable(rng.standard_normal((H, K)) / 2, name="W2")
+        with fg.name_scope("net"):
+            h = fg.softplus(fg.linear(x, w1, b1)).named("hidden")
+            logits = fg.matmul(fg.sigmoid(h) * fg.tanh(h), w2).named("logits")
+        loss = (fg.softmax_cross_entropy(logits, t) + 1e-3 * fg.l2(w1)
+                + fg.mean(fg.log1p(fg.abs(logits)))).named("loss")
+        grads = fg.grad(loss, [x, w1, b1, w2])
+    path = fg.export_onnx([logits, loss], tmp_path / "mine.onnx")
+    return path, (x, t, [w1, b1, w2], loss, logits, grads)
+
+
+def test_a_flowgrad_export_reads_back(tmp_path):
+    path, (x, t, ws, loss, logits, grads) = _flowgrad_mlp(tmp_path)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((4, D))
+    T = np.eye(K)[rng.integers(0, K, 4)]
+    g = fg.import_onnx(path)
+    x2, t2 = g.by_name("x"), g.by_name("t")
+    ws2 = [g.by_name(w.name) for w in ws]
+    loss2, logits2 = g.by_name("loss"), g.by_name("net/logits")
+    feed = {"x": X, "t": T}
+    ref = run_onnx(path, feed)
+    mine = fg.run([logits2, loss2], feed)
+    for a, b in zip(ref, mine):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+    # the reimported graph's gradients equal the original graph's
+    want = fg.run(grads, {x: X, t: T})
+    got = fg.run(fg.grad(loss2, [x2, *ws2]), feed)
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+    fg.check_grads(loss2, [x2, *ws2], feed={x2: X, t2: T}, modes=("rev",), order=1)
+
+
+def _model_with(node, inputs, outputs, inits=()):
+    graph = helper.make_graph([node], "m", inputs, outputs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_an_unsupported_op_is_named(tmp_path):
+    node = helper.make_node("Einsum", ["a", "b"], ["c"], name="my_einsum", equation="ij,jk->ik")
+    io_ = [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [2, 2]) for n in "abc"]
+    onnx.save(_model_with(node, io_[:2], io_[2:]), tmp_path / "e.onnx")
+    with pytest.raises(OnnxImportError, match=r"op type 'Einsum' \(node 'my_einsum'\)"):
+        fg.import_onnx(tmp_path / "e.onnx")
+
+
+def test_a_shape_operand_that_is_not_constant_is_named(tmp_path):
+    node = helper.make_node("Reshape", ["a", "s"], ["c"], name="dyn")
+    ins = [helper.make_tensor_value_info("a", TensorProto.DOUBLE, [2, 2]),
+           helper.make_tensor_value_info("s", TensorProto.INT64, [1])]
+    out = [helper.make_tensor_value_info("c", TensorProto.DOUBLE, [4])]
+    onnx.save(_model_with(node, ins, out), tmp_path / "d.onnx")
+    with pytest.raises(OnnxImportError, match=r"node 'dyn' \(Reshape\).*'s' must be a constant"):
+        fg.import_onnx(tmp_path / "d.onnx")
+
+
+def test_a_corrupt_model_is_a_graph_file_error(tmp_path):
+    (tmp_path / "junk.onnx").write_bytes(b"\x12\xff\xff\xff garbage")
+    with pytest.raises(fg.GraphFileError):
+        fg.import_onnx(tmp_path / "junk.onnx")
+
+
+def test_outputs_limit_the_import_to_what_they_need(tmp_path):
+    """A gradient program exported whole reads back by its forward part."""
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 3))
+        w = fg.variable(np.array([0.3, -0.2, 0.5]), name="w")
+        loss = fg.mean(fg.softplus(x @ w)).named("loss")
+        gw = fg.grad(loss, w).named("gw")
+    path = fg.export_onnx([loss, gw], tmp_path / "lg.onnx")
+    with pytest.raises(OnnxImportError, match="has no flowgrad counterpart"):
+        fg.import_onnx(path)                  # the gradient part reads run-time shapes
+    g = fg.import_onnx(path, outputs=["loss"])
+    X = np.random.default_rng(3).standard_normal((5, 3))
+    np.testing.assert_allclose(fg.run(fg.grad(g.by_name("loss"), g.by_name("w")), {"x": X}),
+                               fg.run(gw, {x: X}), rtol=1e-12)
+    with pytest.raises(OnnxImportError, match=r"no tensors named \['nope'\]"):
+        fg.import_onnx(path, outputs=["nope"])
+
+
+def test_external_data_is_refused(tmp_path):
+    """Weights kept in another file would make a model read any file it names."""
+    from onnx.external_data_helper import convert_model_to_external_data
+    node = helper.make_node("MatMul", ["a", "W"], ["c"], name="mm")
+    model = _model_with(node, [helper.make_tensor_value_info("a", TensorProto.DOUBLE, [2, 64])],
+                        [helper.make_tensor_value_info("c", TensorProto.DOUBLE, [2, 64])],
+                        [numpy_helper.from_array(np.ones((64, 64)), "W")])
+    convert_model_to_external_data(model, location="weights.bin", size_threshold=0)
+    onnx.save(model, tmp_path / "ext.onnx")
+    assert (tmp_path / "weights.bin").exists()
+    with pytest.raises(OnnxImportError, match=r"\['W'\] keep their data in other files"):
+        fg.import_onnx(tmp_path / "ext.onnx")
