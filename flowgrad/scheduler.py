@@ -14,6 +14,7 @@ from .errors import FeedError
 from .graph import Node, same_graph
 from .simplify import simplify
 from . import feeds as _feeds
+from . import codegen as _codegen
 
 
 def _as_outputs(outputs):
@@ -28,7 +29,7 @@ def _as_outputs(outputs):
 class Program:
     """A compiled, reusable evaluation of some output nodes. Call it with feeds."""
 
-    def __init__(self, outputs, backend=None, keep_all=False):
+    def __init__(self, outputs, backend=None, keep_all=False, codegen=True):
         outputs, self._single = _as_outputs(outputs)
         self.graph = same_graph(outputs)
         self.outputs = outputs
@@ -36,6 +37,7 @@ class Program:
         self._keep_all = keep_all
         self._trace_program = None
         self._adjoints = None
+        self._codegen = codegen and not keep_all   # traces stay on the interpreter
         self._build(ancestors(outputs))
 
     # -- compile ----------------------------------------------------------------
@@ -47,6 +49,7 @@ class Program:
         # simplify maps the pruned ids to a smaller plan: CSE, folding, identities
         simp = simplify(g, order, [o.id for o in self.outputs], self._keep_all)
         kept = sorted(set(simp.leaves) | set(simp.consts) | {s[0] for s in simp.steps})
+        self._kept = kept
         own = {nid: k for k, nid in enumerate(kept)}
         slot = {nid: own[simp.rep[nid]] for nid in order if simp.rep[nid] in own}
         slot.update(own)
@@ -65,6 +68,10 @@ class Program:
         self._template = template
         self._out_slots = [slot[o.id] for o in self.outputs]
         self._plan = self._with_frees(steps)
+        # generated code (flowgrad/codegen.py): one Python function for the whole plan
+        self._step_ops = [(op, attrs, nid) for nid, op, attrs, _ in simp.steps]
+        self._generated = _codegen.generate(self) if self._codegen else None
+        self._call = _codegen.make_caller(self, self._generated) if self._generated else None
 
     def _with_frees(self, steps):
         """Attach to each step the slots whose last reader it is (never outputs)."""
@@ -114,8 +121,15 @@ class Program:
                     vals[s] = None
         return vals
 
+    def _on_step_error(self, k, exc):
+        """A step of the plan (index k into ``_plan``) raised ``exc``. Stub on this
+        branch: re-raise as is (the reliability branch names the node here)."""
+        raise exc
+
     def __call__(self, *args, **kwargs):
         """Run with feeds (``prog(x=X)`` or ``prog({x: X})``); returns the output values."""
+        if self._call is not None:
+            return self._call(args, kwargs)
         vals = self._run(self._bind(args, kwargs))
         out = self.backend.finish([vals[s] for s in self._out_slots])
         return out[0] if self._single else out
@@ -153,9 +167,12 @@ class Program:
         return f"<flowgrad.Program [{names}] {self.n_steps} steps on {self.backend.name}>"
 
 
-def compile(outputs, backend=None) -> Program:
-    """Prune, order and plan the evaluation of ``outputs`` (a node or a list) once."""
-    return Program(outputs, backend)
+def compile(outputs, backend=None, codegen=True) -> Program:
+    """Prune, order and plan the evaluation of ``outputs`` (a node or a list) once.
+
+    ``codegen=False`` runs the plan on the reference interpreter loop instead of
+    generated code (the tests compare the two)."""
+    return Program(outputs, backend, codegen=codegen)
 
 
 def run(outputs, feed=None, backend=None, **kwargs):

@@ -1,0 +1,258 @@
+"""Generated code: a Program's plan as one straight-line Python function.
+
+The interpreter (``Program._run``) walks a list of instructions over a list of
+slots; every step pays a tuple unpack, two list reads, a list write and a branch.
+Here the same plan becomes source text, compiled once: each slot is a local
+variable, each step one line, ``operator.add``/``mul``/… kernels become the
+operators themselves (no call at all), the last-use frees become ``del``s, and
+kernels and array constants are globals of the function's own namespace.
+
+Two variants are generated from one plan:
+
+* the **array** function, for any program: ``fn(vals) -> [outputs]`` over the
+  slot list that ``Program._bind`` (or :func:`fast_binder`) fills;
+* the **scalar** function, when every value of the program is a 0-d float64 (or
+  a bool between comparisons and ``where``) and every op has a kernel in
+  ``ops/scalar_kernels.py``: it runs on Python floats with ``math`` functions.
+  Python raises where numpy returns inf/nan (``math.exp(1000)``, ``1/0``,
+  ``math.log(-1)``); then, and whenever an output is not finite, the call is
+  simply rerun on the array function, so edge values get numpy's exact results
+  and warnings.
+
+Errors: the array function catches around its whole body, maps the failing
+line back to its plan step (``lines``), and calls ``Program._on_step_error``.
+Very large plans stay on the interpreter (``MAX_STEPS``): compiling a million
+lines of Python costs more than it saves.
+"""
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from .graph import Node
+
+MAX_STEPS = 200_000   # beyond this, Python's compiler is slower than the interpreter loop
+
+_INLINE = {operator.add: "{} + {}", operator.sub: "{} - {}", operator.mul: "{} * {}",
+           operator.truediv: "{} / {}", operator.neg: "-{}", operator.pow: "{} ** {}"}
+
+
+class Generated:
+    """The compiled function(s) of one program, and the line → step map."""
+
+    def __init__(self, array_fn, lines, source, scalar=None):
+        self.array_fn = array_fn
+        self.lines = lines            # line number in ``source`` → index k into Program._plan
+        self.source = source
+        self.scalar = scalar          # ScalarPlan or None
+
+
+def _literal(v):
+    """Source text for a weak Python constant, or None if it must be a global."""
+    if type(v) is bool or type(v) is int:
+        return repr(v)
+    if type(v) is float and math.isfinite(v):
+        return repr(v)                # repr round-trips a float exactly
+    return None
+
+
+def generate(prog):
+    """The Generated code for ``prog`` (a built Program), or None for very large plans."""
+    if len(prog._plan) > MAX_STEPS:
+        return None
+    ns = {}
+    consts = {}
+    for s, v in enumerate(prog._template):
+        if v is not None:
+            lit = _literal(v)
+            consts[s] = lit if lit is not None else f"c{s}"
+            if lit is None:
+                ns[f"c{s}"] = v
+
+    def ref(s):
+        return consts.get(s, f"v{s}")
+
+    body, lines = [], {}
+    leaf_slots = sorted(s for s in _leaf_slots(prog) if s not in consts)
+    for s in leaf_slots:
+        body.append(f"v{s} = vals[{s}]")
+    first = 4                          # source line of body[0]: def, docstring-free try
+    for k, (arity, fn, a, b, ins, out, frees) in enumerate(prog._plan):
+        args = [ref(i) for i in ins]
+        pattern = _INLINE.get(fn) if _hashable(fn) else None
+        if pattern is not None and pattern.count("{}") == len(args):
+            expr = pattern.format(*args)
+        else:
+            ns[f"k{k}"] = fn
+            expr = f"k{k}({', '.join(args)})"
+        lines[first + len(body)] = k
+        body.append(f"v{out} = {expr}")
+        dels = [f"v{s}" for s in frees if s not in consts]
+        if dels:
+            body.append(f"del {', '.join(dels)}")
+    outs = ", ".join(ref(s) for s in prog._out_slots)
+    body.append(f"return [{outs}]")
+    src = "\n".join(["def _flowgrad_plan(vals):", "    try:", "        pass"]
+                    + ["        " + line for line in body]
+                    + ["    except Exception as exc:",
+                       "        _located(exc)",
+                       "        raise"]) + "\n"
+    ns["_located"] = lambda exc: _locate(prog, lines, exc)
+    code = compile(src, f"<flowgrad plan {id(prog):#x}>", "exec")
+    exec(code, ns)
+    from .scalar_plan import build_scalar   # noqa: E402  (one module per responsibility)
+    return Generated(ns["_flowgrad_plan"], lines, src, build_scalar(prog, consts))
+
+
+def _hashable(fn):
+    try:
+        hash(fn)
+        return True
+    except TypeError:
+        return False
+
+
+def _leaf_slots(prog):
+    """Slots that the binder fills each call: placeholders and variables."""
+    slots = {prog._slot[nid] for nid in prog.placeholders}
+    slots.update(s for s, _ in prog._variables)
+    return slots
+
+
+def _locate(prog, lines, exc):
+    """Map the failing line of the generated function to its plan step, and report it."""
+    tb = exc.__traceback__
+    k = lines.get(tb.tb_lineno) if tb is not None else None
+    if k is not None:
+        prog._on_step_error(k, exc)
+
+
+# -- the fast feed path -----------------------------------------------------------------
+# Kept apart from Program._bind on purpose: it accepts only the plainest calls (every
+# placeholder fed once by name or node, as an array of exactly its dtype and shape, or a
+# Python/numpy float for a 0-d float64 placeholder; variables not fed) and answers None
+# for anything else, which then goes through Program._bind and its full checks.
+# A run-time length (None in a shape) is accepted as any length, as _bind does today;
+# if _bind starts checking run-time lengths per call, set this False (or add the same
+# comparisons here) so that the two paths keep agreeing.
+FAST_BIND_RUNTIME_LENGTHS = True
+
+
+def fast_binder(prog, leaf_order=None):
+    """A function ``bind(args, kwargs)`` -> slot list (or leaf floats, for the scalar
+    function), or None when the call needs the general binder."""
+    from .backends.numpy_backend import NumpyBackend
+    if type(prog.backend) is not NumpyBackend:
+        return None
+    g = prog.graph
+    specs = []
+    by_key = {}
+    for i, (nid, p) in enumerate(prog.placeholders.items()):
+        if g._names.get(p.name) != nid:
+            return None
+        shape = tuple(p.shape)
+        if None in shape and not FAST_BIND_RUNTIME_LENGTHS:
+            return None
+        fixed = tuple((ax, d) for ax, d in enumerate(shape) if d is not None)
+        specs.append((prog._slot[nid], np.dtype(p.dtype), len(shape), fixed,
+                      shape == () and p.dtype == np.float64))
+        by_key[p.name] = i
+        by_key[nid] = i
+    n = len(specs)
+    template = prog._template
+    variables = prog._variables
+    read = prog.backend.read_variable
+    ndarray, float64, asarray = np.ndarray, np.float64, np.asarray
+    scalar = leaf_order is not None
+
+    def bind(args, kwargs):
+        if args:
+            if kwargs or len(args) != 1 or type(args[0]) is not dict:
+                return None
+            feed = args[0]
+        else:
+            feed = kwargs
+        if len(feed) != n:
+            return None
+        vals = list(template)
+        seen = 0
+        for key, v in feed.items():
+            if type(key) is str:
+                i = by_key.get(key)
+            elif type(key) is Node and key.graph is g:
+                i = by_key.get(key.id)
+            else:
+                return None
+            if i is None:
+                return None
+            s, dtype, ndim, fixed, is_scalar = specs[i]
+            tv = type(v)
+            if tv is ndarray:
+                if v.dtype != dtype or v.ndim != ndim:
+                    return None
+                shp = v.shape
+                for ax, d in fixed:
+                    if shp[ax] != d:
+                        return None
+                if scalar:
+                    v = float(v)
+            elif is_scalar and (tv is float or tv is float64):
+                if not scalar:
+                    v = asarray(v, float64)
+            else:
+                return None
+            seen |= 1 << i
+            vals[s] = v
+        if seen != (1 << n) - 1:
+            return None
+        for s, var in variables:
+            vals[s] = read(var)
+        if scalar:
+            try:
+                return [float(vals[s]) for s in leaf_order]
+            except TypeError:
+                return None
+        return vals
+
+    return bind
+
+
+# -- the call ------------------------------------------------------------------------------
+
+def make_caller(prog, gen):
+    """``call(args, kwargs)``: Program.__call__ through the generated code."""
+    from .backends.base import Backend
+    from .scalar_plan import finish as scalar_finish
+    fn, bind, single = gen.array_fn, prog._bind, prog._single
+    finish = prog.backend.finish
+    if type(prog.backend).finish is Backend.finish:
+        finish = None                 # the default finish hands the list back unchanged
+    fast = fast_binder(prog)
+    sc = gen.scalar
+
+    if sc is None:
+        def call(args, kwargs):
+            vals = fast(args, kwargs) if fast is not None else None
+            outs = fn(vals if vals is not None else bind(args, kwargs))
+            if finish is not None:
+                outs = finish(outs)
+            return outs[0] if single else outs
+        return call
+
+    sfast = fast_binder(prog, leaf_order=sc.leaves)
+    sfn, leaves = sc.fn, sc.leaves
+
+    def call(args, kwargs):
+        lv = sfast(args, kwargs) if sfast is not None else None
+        if lv is None:
+            lv = [float(v) for v in (bind(args, kwargs)[s] for s in leaves)]
+        try:
+            res = scalar_finish(sc, sfn(*lv))
+        except (ArithmeticError, ValueError):
+            res = None
+        if res is None:                # an edge value: numpy's own result, on arrays
+            res = fn(bind(args, kwargs))
+        return res[0] if single else res
+    return call
