@@ -40,13 +40,29 @@ _INLINE = {operator.add: "{} + {}", operator.sub: "{} - {}", operator.mul: "{} *
 
 
 class Generated:
-    """The compiled function(s) of one program, and the line → step map."""
+    """The compiled function(s) of one program, and the line → step map.
 
-    def __init__(self, array_fn, lines, source, scalar=None):
-        self.array_fn = array_fn
-        self.lines = lines            # line number in ``source`` → index k into Program._plan
-        self.source = source
+    The array function is compiled on first use when a scalar variant exists (it is
+    then needed only for edge values): compiling Python source is the dominant cost
+    of codegen on long plans."""
+
+    def __init__(self, prog, consts, scalar=None):
+        self._prog, self._consts = prog, consts
+        self._array_fn = None
+        self.lines = None             # line number in ``source`` → index k into Program._plan
+        self.source = None
         self.scalar = scalar          # ScalarPlan or None
+        if scalar is None:
+            self._compile()
+
+    @property
+    def array_fn(self):
+        if self._array_fn is None:
+            self._compile()
+        return self._array_fn
+
+    def _compile(self):
+        self._array_fn, self.lines, self.source = _array_function(self._prog, self._consts)
 
 
 def _literal(v):
@@ -58,18 +74,27 @@ def _literal(v):
     return None
 
 
-def generate(prog):
-    """The Generated code for ``prog`` (a built Program), or None for very large plans."""
-    if len(prog._plan) > MAX_STEPS:
-        return None
-    ns = {}
+def _constants(prog):
+    """{slot: source text} of the template's constants: a literal or a global's name."""
     consts = {}
     for s, v in enumerate(prog._template):
         if v is not None:
             lit = _literal(v)
             consts[s] = lit if lit is not None else f"c{s}"
-            if lit is None:
-                ns[f"c{s}"] = v
+    return consts
+
+
+def generate(prog):
+    """The Generated code for ``prog`` (a built Program), or None for very large plans."""
+    if len(prog._plan) > MAX_STEPS:
+        return None
+    from .scalar_plan import build_scalar   # noqa: E402  (one module per responsibility)
+    consts = _constants(prog)
+    return Generated(prog, consts, build_scalar(prog, consts))
+
+
+def _array_function(prog, consts):
+    ns = {name: prog._template[s] for s, name in consts.items() if name.startswith("c")}
 
     def ref(s):
         return consts.get(s, f"v{s}")
@@ -78,7 +103,7 @@ def generate(prog):
     leaf_slots = sorted(s for s in _leaf_slots(prog) if s not in consts)
     for s in leaf_slots:
         body.append(f"v{s} = vals[{s}]")
-    first = 4                          # source line of body[0]: def, docstring-free try
+    first = 4                          # source line of body[0]: after def, try, pass
     for k, (arity, fn, a, b, ins, out, frees) in enumerate(prog._plan):
         args = [ref(i) for i in ins]
         pattern = _INLINE.get(fn) if _hashable(fn) else None
@@ -100,10 +125,8 @@ def generate(prog):
                        "        _located(exc)",
                        "        raise"]) + "\n"
     ns["_located"] = lambda exc: _locate(prog, lines, exc)
-    code = compile(src, f"<flowgrad plan {id(prog):#x}>", "exec")
-    exec(code, ns)
-    from .scalar_plan import build_scalar   # noqa: E402  (one module per responsibility)
-    return Generated(ns["_flowgrad_plan"], lines, src, build_scalar(prog, consts))
+    exec(compile(src, f"<flowgrad plan {id(prog):#x}>", "exec"), ns)
+    return ns["_flowgrad_plan"], lines, src
 
 
 def _hashable(fn):
@@ -140,9 +163,9 @@ def _locate(prog, lines, exc):
 FAST_BIND_RUNTIME_LENGTHS = True
 
 
-def fast_binder(prog, leaf_order=None):
-    """A function ``bind(args, kwargs)`` -> slot list (or leaf floats, for the scalar
-    function), or None when the call needs the general binder."""
+def fast_binder(prog):
+    """A function ``bind(args, kwargs)`` -> slot list, or None when the call needs
+    the general binder."""
     from .backends.numpy_backend import NumpyBackend
     if type(prog.backend) is not NumpyBackend:
         return None
@@ -165,7 +188,6 @@ def fast_binder(prog, leaf_order=None):
     variables = prog._variables
     read = prog.backend.read_variable
     ndarray, float64, asarray = np.ndarray, np.float64, np.asarray
-    scalar = leaf_order is not None
 
     def bind(args, kwargs):
         if args:
@@ -196,11 +218,8 @@ def fast_binder(prog, leaf_order=None):
                 for ax, d in fixed:
                     if shp[ax] != d:
                         return None
-                if scalar:
-                    v = float(v)
             elif is_scalar and (tv is float or tv is float64):
-                if not scalar:
-                    v = asarray(v, float64)
+                v = asarray(v, float64)
             else:
                 return None
             seen |= 1 << i
@@ -209,12 +228,57 @@ def fast_binder(prog, leaf_order=None):
             return None
         for s, var in variables:
             vals[s] = read(var)
-        if scalar:
-            try:
-                return [float(vals[s]) for s in leaf_order]
-            except TypeError:
-                return None
         return vals
+
+    return bind
+
+
+def scalar_binder(prog, leaves):
+    """Like :func:`fast_binder`, for the scalar function: ``bind(args, kwargs)`` -> the
+    leaf values as Python floats in ``leaves`` order, or None for the general binder."""
+    g = prog.graph
+    pos = {s: i for i, s in enumerate(leaves)}
+    by_key = {}
+    for nid, p in prog.placeholders.items():
+        if g._names.get(p.name) != nid or prog._slot[nid] not in pos:
+            return None
+        by_key[p.name] = by_key[nid] = pos[prog._slot[nid]]
+    var_pos = [(pos[s], var._d) for s, var in prog._variables if s in pos]
+    n, n_leaves = len(prog.placeholders), len(leaves)
+    ndarray, float64, f64 = np.ndarray, np.float64, np.dtype(np.float64)
+
+    def bind(args, kwargs):
+        if args:
+            if kwargs or len(args) != 1 or type(args[0]) is not dict:
+                return None
+            feed = args[0]
+        else:
+            feed = kwargs
+        if len(feed) != n:
+            return None
+        out = [None] * n_leaves
+        for key, v in feed.items():
+            if type(key) is str:
+                i = by_key.get(key)
+            elif type(key) is Node and key.graph is g:
+                i = by_key.get(key.id)
+            else:
+                return None
+            tv = type(v)
+            if i is None or not (tv is float or tv is float64 or (
+                    tv is ndarray and v.dtype == f64 and v.ndim == 0)):
+                return None
+            out[i] = float(v)
+        for i, d in var_pos:
+            v = d["value"]
+            tv = type(v)
+            if not (tv is float or tv is float64 or (
+                    tv is ndarray and v.dtype == f64 and v.ndim == 0)):
+                return None
+            out[i] = float(v)
+        if None in out:
+            return None
+        return out
 
     return bind
 
@@ -224,8 +288,7 @@ def fast_binder(prog, leaf_order=None):
 def make_caller(prog, gen):
     """``call(args, kwargs)``: Program.__call__ through the generated code."""
     from .backends.base import Backend
-    from .scalar_plan import finish as scalar_finish
-    fn, bind, single = gen.array_fn, prog._bind, prog._single
+    bind, single = prog._bind, prog._single
     finish = prog.backend.finish
     if type(prog.backend).finish is Backend.finish:
         finish = None                 # the default finish hands the list back unchanged
@@ -233,6 +296,8 @@ def make_caller(prog, gen):
     sc = gen.scalar
 
     if sc is None:
+        fn = gen.array_fn
+
         def call(args, kwargs):
             vals = fast(args, kwargs) if fast is not None else None
             outs = fn(vals if vals is not None else bind(args, kwargs))
@@ -241,7 +306,7 @@ def make_caller(prog, gen):
             return outs[0] if single else outs
         return call
 
-    sfast = fast_binder(prog, leaf_order=sc.leaves)
+    sfast = scalar_binder(prog, sc.leaves)
     sfn, leaves = sc.fn, sc.leaves
 
     def call(args, kwargs):
@@ -249,10 +314,10 @@ def make_caller(prog, gen):
         if lv is None:
             lv = [float(v) for v in (bind(args, kwargs)[s] for s in leaves)]
         try:
-            res = scalar_finish(sc, sfn(*lv))
-        except (ArithmeticError, ValueError):
+            res = sfn(*lv)
+        except Exception:              # math raised (1/0, exp(1000), log(-1) …)
             res = None
-        if res is None:                # an edge value: numpy's own result, on arrays
-            res = fn(bind(args, kwargs))
+        if res is None:                # an edge value: numpy's own result (or error), on arrays
+            res = gen.array_fn(bind(args, kwargs))
         return res[0] if single else res
     return call

@@ -17,7 +17,7 @@ _BOOL, _F64 = np.dtype(bool), np.dtype(np.float64)
 
 class ScalarPlan:
     def __init__(self, fn, leaves, outs, source):
-        self.fn = fn            # fn(*leaf floats) -> tuple of output floats (or consts)
+        self.fn = fn            # fn(*leaf floats) -> list of output values, None if not finite
         self.leaves = leaves    # slots whose values are the arguments, in order
         self.outs = outs        # per output: "f" numpy float64, "a" 0-d array, "c" as is
         self.source = source
@@ -77,21 +77,27 @@ def build_scalar(prog, literals):
             expr = f"k{k}({', '.join(args)})"
         body.append(f"v{out} = {expr}")
         producer[out] = op.name
-    outs, exprs = [], []
+    # the boundary, generated too: non-finite outputs → None (rerun on arrays, where
+    # numpy gives its own inf/nan and warnings); the rest converted to numpy values
+    outs, exprs, checks = [], [], []
+    ns["F"], ns["A"] = np.float64, np.array
     for s in prog._out_slots:
         if s in producer:
-            outs.append("a" if producer[s] in ARRAY_RESULT else "f")
-            exprs.append(ref(s))
+            kind = "a" if producer[s] in ARRAY_RESULT else "f"
+            exprs.append(f"{kind.upper()}({ref(s)})")
+            checks.append(f"{ref(s)} - {ref(s)} != 0.0")
         elif s in leaves:          # a fed value handed back as is: a 0-d array
-            outs.append("a")
-            exprs.append(f"v{s}")
+            kind = "a"
+            exprs.append(f"A(v{s})")
         else:                      # a constant output: hand back the template's own object
-            outs.append("c")
+            kind = "c"
             ns[f"o{s}"] = prog._template[s]
             exprs.append(f"o{s}")
+        outs.append(kind)
     args = ", ".join(f"v{s}" for s in leaves)
-    src = "\n".join([f"def _flowgrad_scalar({args}):"] + ["    " + b for b in body]
-                    + [f"    return ({', '.join(exprs)},)"]) + "\n"
+    tail = [f"    if {' or '.join(checks)}:", "        return None"] if checks else []
+    src = "\n".join([f"def _flowgrad_scalar({args}):"] + ["    " + b for b in body] + tail
+                    + [f"    return [{', '.join(exprs)}]"]) + "\n"
     exec(compile(src, f"<flowgrad scalar plan {id(prog):#x}>", "exec"), ns)
     return ScalarPlan(ns["_flowgrad_scalar"], leaves, tuple(outs), src)
 
@@ -100,17 +106,3 @@ def _leaf_set(prog):
     slots = {prog._slot[nid] for nid in prog.placeholders}
     slots.update(s for s, _ in prog._variables)
     return slots
-
-
-def finish(plan, outs):
-    """Numpy values of the scalar outputs, or None if one is not finite (rerun on arrays)."""
-    res = []
-    for kind, v in zip(plan.outs, outs):
-        if kind == "c":
-            res.append(v)
-            continue
-        if v - v != 0.0:           # inf or nan: let the array path produce it (and warn)
-            return None
-        res.append(np.float64(v) if kind == "f" else np.array(v))
-    return res
-
