@@ -32,8 +32,10 @@ import operator
 import numpy as np
 
 from .graph import Node
+from . import fusion as _fusion
 
 MAX_STEPS = 200_000   # beyond this, Python's compiler is slower than the interpreter loop
+FUSE = True           # elementwise fusion (flowgrad/fusion.py) in the array function
 
 _INLINE = {operator.add: "{} + {}", operator.sub: "{} - {}", operator.mul: "{} * {}",
            operator.truediv: "{} / {}", operator.neg: "-{}", operator.pow: "{} ** {}"}
@@ -104,7 +106,12 @@ def _array_function(prog, consts):
     for s in leaf_slots:
         body.append(f"v{s} = vals[{s}]")
     first = 4                          # source line of body[0]: after def, try, pass
-    for k, (arity, fn, a, b, ins, out, frees) in enumerate(prog._plan):
+    chains, kernel_of = _chains(prog)
+    member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
+    frees_at = _frees(prog, member)
+
+    def step_line(k, indent=""):
+        arity, fn, a, b, ins, out, frees = prog._plan[k]
         args = [ref(i) for i in ins]
         pattern = _INLINE.get(fn) if _hashable(fn) else None
         if pattern is not None and pattern.count("{}") == len(args):
@@ -113,10 +120,36 @@ def _array_function(prog, consts):
             ns[f"k{k}"] = fn
             expr = f"k{k}({', '.join(args)})"
         lines[first + len(body)] = k
-        body.append(f"v{out} = {expr}")
-        dels = [f"v{s}" for s in frees if s not in consts]
-        if dels:
-            body.append(f"del {', '.join(dels)}")
+        body.append(f"{indent}v{out} = {expr}")
+
+    def dels(slots, indent=""):
+        names = [f"v{s}" for s in slots if s not in consts]
+        if names:
+            body.append(f"{indent}del {', '.join(names)}")
+
+    for k, step in enumerate(prog._plan):
+        if k in member:
+            continue                   # computed inside its chain's fused kernel
+        if k not in chains:
+            step_line(k)
+            dels(frees_at.get(k, ()))
+            continue
+        ch = chains[k]
+        ns[f"f{k}"] = kernel_of[k]
+        args = ", ".join(ref(s) for s in ch.operands)
+        if kernel_of.get("small") is None:          # cupy: always the fused kernel
+            lines[first + len(body)] = k
+            body.append(f"v{step[5]} = f{k}({args})")
+        else:                                        # numpy: numexpr only for big operands
+            big = " or ".join(f"{ref(s)}.size >= {_fusion.NUMEXPR_MIN}" for s in ch.operands)
+            lines[first + len(body)] = k
+            body.append(f"if {big}:")
+            body.append(f"    v{step[5]} = f{k}({args})")
+            body.append("else:")
+            for kk in ch.steps:
+                step_line(kk, "    ")
+            dels([prog._plan[kk][5] for kk in ch.steps if kk != k], "    ")
+        dels(frees_at.get(k, ()))
     outs = ", ".join(ref(s) for s in prog._out_slots)
     body.append(f"return [{outs}]")
     src = "\n".join(["def _flowgrad_plan(vals):", "    try:", "        pass"]
@@ -127,6 +160,47 @@ def _array_function(prog, consts):
     ns["_located"] = lambda exc: _locate(prog, lines, exc)
     exec(compile(src, f"<flowgrad plan {id(prog):#x}>", "exec"), ns)
     return ns["_flowgrad_plan"], lines, src
+
+
+def _frees(prog, member):
+    """{step: slots to del after it}: the plan's last-use frees, redone because a chain's
+    inner steps run at its root, which may extend their operands' lives."""
+    if prog._keep_all:
+        return {}
+    inner = {prog._plan[k][5] for k in member}
+    keep = set(prog._out_slots)
+    last = {}
+    for k, step in enumerate(prog._plan):
+        at = member.get(k, k)
+        for s in step[4]:
+            if at >= last.get(s, -1):
+                last[s] = at
+    frees = {}
+    for s, k in last.items():
+        if s not in keep and s not in inner:
+            frees.setdefault(k, []).append(s)
+    return frees
+
+
+def _chains(prog):
+    """Fused chains of the plan and their kernels, for backends that have them."""
+    from .backends.numpy_backend import NumpyBackend
+    if not FUSE:
+        return {}, {}
+    if type(prog.backend) is NumpyBackend:
+        try:
+            import numexpr  # noqa: F401
+        except ImportError:
+            return {}, {}
+        chains = _fusion.find_chains(prog)
+        kernels = {k: _fusion.numexpr_kernel(ch) for k, ch in chains.items()}
+        kernels["small"] = True
+        return chains, kernels
+    if prog.backend.name == "cupy":
+        chains = _fusion.find_chains(prog)
+        return chains, {k: _fusion.cupy_kernel(prog.backend.xp, ch, f"flowgrad_fused_{k}")
+                        for k, ch in chains.items()}
+    return {}, {}
 
 
 def _hashable(fn):
