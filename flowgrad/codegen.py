@@ -110,8 +110,11 @@ def _array_function(prog, consts):
     member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
     frees_at = _frees(prog, member)
 
+    lean = _lean_kernels(prog)
+
     def step_line(k, indent=""):
         arity, fn, a, b, ins, out, frees = prog._plan[k]
+        fn = lean.get(k, fn)
         args = [ref(i) for i in ins]
         pattern = _INLINE.get(fn) if _hashable(fn) else None
         if pattern is not None and pattern.count("{}") == len(args):
@@ -160,6 +163,21 @@ def _array_function(prog, consts):
     ns["_located"] = lambda exc: _locate(prog, lines, exc)
     exec(compile(src, f"<flowgrad plan {id(prog):#x}>", "exec"), ns)
     return ns["_flowgrad_plan"], lines, src
+
+
+def _lean_kernels(prog):
+    """{step: numpy kernel} replacing generic kernels that are slow on small arrays."""
+    from .backends.numpy_backend import NumpyBackend
+    from .numpy_kernels import kernel
+    if type(prog.backend) is not NumpyBackend:
+        return {}
+    data = prog.graph.nx.nodes
+    lean = {}
+    for k, (op, attrs, nid) in enumerate(prog._step_ops):
+        fn = kernel(op.name, attrs, data[nid]["dtype"]) if nid in data else None
+        if fn is not None:
+            lean[k] = fn
+    return lean
 
 
 def _frees(prog, member):
