@@ -21,10 +21,14 @@ import tracemalloc
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_ENABLE_X64", "1")
+# PyTorch's OpenMP workers busy-wait after each op by default, stealing the core the
+# next peer runs on: interleaved timings would charge that to whoever runs after it
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
 import flowgrad as fg  # noqa: E402
+from flowgrad import codegen  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from reference import logistic_loss_and_gradient  # noqa: E402
@@ -376,8 +380,12 @@ def batch_logistic(repeats, n=100_000, d=100, lam=1e-3):
         loss = fg.bce_with_logits(fg.linear(x, w, b), t) + lam * fg.l2(w)
         outs = [loss, *fg.grad(loss, [w, b])]
         prog, interp = fg.compile(outs), fg.compile(outs, codegen=False)
+        codegen.FUSE = False
+        unfused = fg.compile(outs)
+        codegen.FUSE = True
     fns = {"hand numpy": lambda: logistic_loss_and_gradient(np, X, T, W, B, lam),
-           "flowgrad": lambda: prog(x=X, t=T), "flowgrad interp.": lambda: interp(x=X, t=T)}
+           "flowgrad": lambda: prog(x=X, t=T), "flowgrad, no fusion": lambda: unfused(x=X, t=T),
+           "flowgrad interp.": lambda: interp(x=X, t=T)}
     if jax is not None:
         def jl(w_, b_, X_, T_):
             z = X_ @ w_ + b_

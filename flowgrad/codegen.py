@@ -255,6 +255,26 @@ def _locate(prog, lines, exc):
 FAST_BIND_RUNTIME_LENGTHS = True
 
 
+def _plain_feed(args, kwargs, n):
+    """The feed dict of a plain call (keywords, or one dict) with n entries, else None."""
+    if args:
+        if kwargs or len(args) != 1 or type(args[0]) is not dict:
+            return None
+        feed = args[0]
+    else:
+        feed = kwargs
+    return feed if len(feed) == n else None
+
+
+def _index(by_key, graph, key):
+    """The placeholder index a feed key (name or node of this graph) names, else None."""
+    if type(key) is str:
+        return by_key.get(key)
+    if type(key) is Node and key.graph is graph:
+        return by_key.get(key.id)
+    return None
+
+
 def fast_binder(prog):
     """A function ``bind(args, kwargs)`` -> slot list, or None when the call needs
     the general binder."""
@@ -282,23 +302,13 @@ def fast_binder(prog):
     ndarray, float64, asarray = np.ndarray, np.float64, np.asarray
 
     def bind(args, kwargs):
-        if args:
-            if kwargs or len(args) != 1 or type(args[0]) is not dict:
-                return None
-            feed = args[0]
-        else:
-            feed = kwargs
-        if len(feed) != n:
+        feed = _plain_feed(args, kwargs, n)
+        if feed is None:
             return None
         vals = list(template)
         seen = 0
         for key, v in feed.items():
-            if type(key) is str:
-                i = by_key.get(key)
-            elif type(key) is Node and key.graph is g:
-                i = by_key.get(key.id)
-            else:
-                return None
+            i = _index(by_key, g, key)
             if i is None:
                 return None
             s, dtype, ndim, fixed, is_scalar = specs[i]
@@ -340,22 +350,12 @@ def scalar_binder(prog, leaves):
     ndarray, float64, f64 = np.ndarray, np.float64, np.dtype(np.float64)
 
     def bind(args, kwargs):
-        if args:
-            if kwargs or len(args) != 1 or type(args[0]) is not dict:
-                return None
-            feed = args[0]
-        else:
-            feed = kwargs
-        if len(feed) != n:
+        feed = _plain_feed(args, kwargs, n)
+        if feed is None:
             return None
         out = [None] * n_leaves
         for key, v in feed.items():
-            if type(key) is str:
-                i = by_key.get(key)
-            elif type(key) is Node and key.graph is g:
-                i = by_key.get(key.id)
-            else:
-                return None
+            i = _index(by_key, g, key)
             tv = type(v)
             if i is None or not (tv is float or tv is float64 or (
                     tv is ndarray and v.dtype == f64 and v.ndim == 0)):
