@@ -506,6 +506,14 @@ def mlp(repeats, n=4096, sizes=(784, 512, 10), lr=0.01):
           f"(goal ≤ 1.2×)")
 
 
+def _version(module):
+    from importlib import metadata
+    try:
+        return metadata.version(module.__name__)
+    except metadata.PackageNotFoundError:
+        return getattr(module, "__version__", "?")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=31)
@@ -515,7 +523,7 @@ def main():
     only = set(filter(None, args.only.split(",")))
     r = args.repeats
     print(f"numpy {np.__version__}, Python {sys.version.split()[0]}, "
-          + ", ".join(f"{m.__name__} {getattr(m, '__version__', '?')}"
+          + ", ".join(f"{m.__name__} {_version(m)}"
                       for m in (jax, pytensor, torch, autograd) if m is not None)
           + f"; {os.cpu_count()} CPUs")
     if not only or "seed" in only:
