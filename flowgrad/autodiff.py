@@ -102,10 +102,21 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
             rule = op.vjp_rule(argnum)
             if rule is None:
                 continue
+            first_new = len(handles)
             term = rule(vbar, node, *inputs, **d["attrs"])
             if term is not None:
                 pending.setdefault(inp.id, []).append(sum_to_like(term, inp))
+            _mark_adjoint(data, first_new, len(handles), inp.id, y.id)
     return result
+
+
+def _mark_adjoint(data, start, stop, of, y):
+    """Label the nodes a rule just built as part of v̄ of node ``of`` (∂y/∂of), so that an
+    error at one of them (a NaN, say) can say whose adjoint it was computing."""
+    for nid in range(start, stop):
+        d = data[nid]
+        if "adjoint_of" not in d:
+            d["adjoint_of"] = (of, y)
 
 
 def _zeros(x):
@@ -120,15 +131,29 @@ def grad(y: Node, wrt):
     """
     wrt, single = _as_list(wrt)
     _seed(y)  # fail early, naming y, if it is not a scalar
+    _check_wrt(wrt)
     adj = adjoints(y, wrt)
     out = [adj.get(x) if x in adj else _zeros(x) for x in wrt]
     return out[0] if single else out
+
+
+def _check_wrt(xs):
+    """A derivative with respect to an integer or bool node is not defined: say so, rather
+    than hand back zeros that look like an answer."""
+    for x in xs:
+        if not isinstance(x, Node):
+            raise TypeError(f"grad: wrt must be nodes, got {type(x).__name__}")
+        if not _differentiable(x.dtype):
+            raise DifferentiationError(
+                f"cannot differentiate with respect to {x.name!r} of dtype {x.dtype}: only "
+                "float and complex nodes have derivatives (cast it with a float placeholder)")
 
 
 def vjp(y: Node, x, ybar):
     """ȳᵀ J: the reverse-mode product of the cotangent ``ybar`` (shape of y) with ∂y/∂x."""
     from flowgrad.ops import as_node
     xs, single = _as_list(x)
+    _check_wrt(xs)
     ybar = as_node(ybar, y.graph)
     if ybar.shape != y.shape and None not in y.shape:
         raise DifferentiationError(f"vjp: the cotangent has shape {ybar.shape}, "

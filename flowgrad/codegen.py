@@ -237,11 +237,16 @@ def _leaf_slots(prog):
 
 
 def _locate(prog, lines, exc):
-    """Map the failing line of the generated function to its plan step, and report it."""
+    """Map the failing line of the generated function to its plan step, and report it
+    with the slot values the function held (its locals ``v<slot>``)."""
     tb = exc.__traceback__
     k = lines.get(tb.tb_lineno) if tb is not None else None
     if k is not None:
-        prog._on_step_error(k, exc)
+        vals = list(prog._template)
+        for name, v in tb.tb_frame.f_locals.items():
+            if name[0] == "v" and name[1:].isdigit():
+                vals[int(name[1:])] = v
+        prog._on_step_error(k, exc, vals)
 
 
 # -- the fast feed path -----------------------------------------------------------------
@@ -249,9 +254,8 @@ def _locate(prog, lines, exc):
 # placeholder fed once by name or node, as an array of exactly its dtype and shape, or a
 # Python/numpy float for a 0-d float64 placeholder; variables not fed) and answers None
 # for anything else, which then goes through Program._bind and its full checks.
-# A run-time length (None in a shape) is accepted as any length, as _bind does today;
-# if _bind starts checking run-time lengths per call, set this False (or add the same
-# comparisons here) so that the two paths keep agreeing.
+# Run-time lengths (None in a shape) are checked by the program's own compiled length
+# check (Program._check_lengths, the one _bind runs), so both paths agree.
 FAST_BIND_RUNTIME_LENGTHS = True
 
 
@@ -300,6 +304,7 @@ def fast_binder(prog):
     variables = prog._variables
     read = prog.backend.read_variable
     ndarray, float64, asarray = np.ndarray, np.float64, np.asarray
+    check_lengths = getattr(prog, "_check_lengths", None)
 
     def bind(args, kwargs):
         feed = _plain_feed(args, kwargs, n)
@@ -330,6 +335,8 @@ def fast_binder(prog):
             return None
         for s, var in variables:
             vals[s] = read(var)
+        if check_lengths is not None:
+            check_lengths(vals)        # lengths that must agree: FeedError, as in _bind
         return vals
 
     return bind
@@ -339,6 +346,8 @@ def scalar_binder(prog, leaves):
     """Like :func:`fast_binder`, for the scalar function: ``bind(args, kwargs)`` -> the
     leaf values as Python floats in ``leaves`` order, or None for the general binder."""
     g = prog.graph
+    if getattr(prog, "_check_lengths", None) is not None:
+        return None                    # 0-d leaves have no lengths; never expected here
     pos = {s: i for i, s in enumerate(leaves)}
     by_key = {}
     for nid, p in prog.placeholders.items():
@@ -386,6 +395,7 @@ def make_caller(prog, gen):
         finish = None                 # the default finish hands the list back unchanged
     fast = fast_binder(prog)
     sc = gen.scalar
+    copies = tuple(getattr(prog, "_copy_outs", ()))   # outputs that alias a leaf's storage
 
     if sc is None:
         fn = gen.array_fn
@@ -395,6 +405,9 @@ def make_caller(prog, gen):
             outs = fn(vals if vals is not None else bind(args, kwargs))
             if finish is not None:
                 outs = finish(outs)
+            for k in copies:           # never hand out a variable's or the caller's array
+                if hasattr(outs[k], "copy"):
+                    outs[k] = outs[k].copy()
             return outs[0] if single else outs
         return call
 
@@ -411,5 +424,8 @@ def make_caller(prog, gen):
             res = None
         if res is None:                # an edge value: numpy's own result (or error), on arrays
             res = gen.array_fn(bind(args, kwargs))
+        for k in copies:
+            if hasattr(res[k], "copy"):
+                res[k] = res[k].copy()
         return res[0] if single else res
     return call

@@ -13,9 +13,9 @@ bottom-up, which the generated code hands to a backend-specific kernel:
   numpy steps run, as they would without fusion;
 * cupy: one ``cupy.ElementwiseKernel`` per chain, from the same tree in C.
 
-σ, softplus and the logistic loss expand into their stable formulations, the
-same ones as the ops' own kernels (exp(−|x|) never overflows), so one fused
-expression may compute exp(−|z|) for both. Values agree with the unfused steps
+σ and softplus expand into their stable formulations, the same ones as the ops'
+own kernels (exp(−|x|) never overflows). The model losses (bce_with_logits, mse …)
+are fused primitives with their own kernels and reductions: they are not chained. Values agree with the unfused steps
 to rounding (numexpr's exp/log differ from numpy's SIMD versions in the last ulp).
 Only float64 chains fuse: numexpr promotes float32 with Python floats to float64,
 where numpy keeps float32.
@@ -54,10 +54,6 @@ _EXPR = {
     "softplus": ("(where({0} > 0, {0}, where({0} <= 0, 0.0, {0})) + log1p(exp(-abs({0}))))",
                  "(flowgrad_where({0} > 0, {0}, flowgrad_where({0} <= 0, 0.0, {0}))"
                  " + log1p(exp(-fabs({0}))))"),
-    "bce_with_logits": (
-        "(where({0} > 0, {0}, where({0} <= 0, 0.0, {0})) + log1p(exp(-abs({0}))) - {0} * {1})",
-        "(flowgrad_where({0} > 0, {0}, flowgrad_where({0} <= 0, 0.0, {0}))"
-        " + log1p(exp(-fabs({0}))) - {0} * {1})"),
 }
 # The C side writes a choice as a call (both sides are pure: evaluating both is harmless),
 # so every C expression is also plain infix arithmetic and calls.

@@ -55,7 +55,18 @@ def _softplus(x):
 
 
 def _bce(z, t):
-    return _softplus(z) - z * t
+    # ops/losses.py's order: max(z, 0) − z t + log1p(e^−|z|); any reduction of a 0-d
+    # value is the value itself (numpy's mean divides by 1)
+    return _maximum(z, 0) - z * t + _log1p(_exp(-abs(z)))
+
+
+def _mse(y, t):
+    d = y - t
+    return d * d
+
+
+def _l2(w):
+    return 0.5 * (w * w)
 
 
 def _relu(x):
@@ -76,6 +87,7 @@ KERNELS = {
     "greater": "{} > {}", "greater_equal": "{} >= {}", "less": "{} < {}",
     "less_equal": "{} <= {}", "equal": "{} == {}", "not_equal": "{} != {}",
     "sigmoid": _sigmoid, "softplus": _softplus, "bce_with_logits": _bce, "relu": _relu,
+    "mse": _mse, "l2": _l2,
     "copy": _float,
     # with every value 0-d, reductions and reshapes are identities and fills constants
     "sum": "{}", "mean": "{}", "sum_to": "{}", "reshape": "{}",

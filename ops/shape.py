@@ -44,7 +44,7 @@ _reshape = Op("reshape", lambda xp, x, shape: xp.reshape(x, shape), _reshape_inf
 
 
 def reshape(x, shape):
-    """x with a new shape (numpy's rules, one -1 allowed)."""
+    """x with a new shape (numpy's rules, one -1 allowed).  x̄ = v̄ reshaped back."""
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
     return apply(_reshape, x, shape=shape)
 
@@ -72,7 +72,8 @@ _transpose = Op("transpose", lambda xp, x, axes: xp.transpose(x, axes), _transpo
 
 
 def transpose(x, axes=None):
-    """Permute the axes of x (reverse them when ``axes`` is None), as numpy."""
+    """Permute the axes of x (reverse them when ``axes`` is None), as numpy.
+    x̄ = v̄ with the inverse permutation."""
     x = as_node(x)
     axes = tuple(reversed(range(len(x.shape)))) if axes is None else \
         tuple(int(a) % max(len(x.shape), 1) for a in axes)
@@ -107,7 +108,7 @@ _broadcast_to = Op("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape
 
 
 def broadcast_to(x, shape):
-    """x broadcast to ``shape`` (numpy's rules)."""
+    """x broadcast to ``shape`` (numpy's rules).  x̄ = v̄ summed over the broadcast axes."""
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
     x = as_node(x)
     if x.shape == shape:
@@ -129,7 +130,8 @@ _expand_dims = Op("expand_dims", lambda xp, x, axis: xp.expand_dims(x, axis), _e
 
 
 def expand_dims(x, axis):
-    """x with new length-1 axes at positions ``axis`` (of the result), as numpy."""
+    """x with new length-1 axes at positions ``axis`` (of the result), as numpy.
+    x̄ = v̄ with those axes squeezed."""
     x = as_node(x)
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     ndim = len(x.shape) + len(axes)
@@ -150,7 +152,8 @@ _squeeze = Op("squeeze", lambda xp, x, axis: xp.squeeze(x, axis), _squeeze_infer
 
 
 def squeeze(x, axis=None):
-    """x without the length-1 axes ``axis`` (all statically known ones when None)."""
+    """x without the length-1 axes ``axis`` (all statically known ones when None).
+    x̄ = v̄ with those axes put back."""
     x = as_node(x)
     axes = tuple(i for i, s in enumerate(x.shape) if s == 1) if axis is None else \
         normalize_axis("squeeze", x, axis)
@@ -199,7 +202,8 @@ _concatenate = Op("concatenate", lambda xp, *xs, axis: xp.concatenate(xs, axis=a
 
 
 def concatenate(xs, axis=0):
-    """The nodes ``xs`` joined along an existing ``axis``, as numpy."""
+    """The nodes ``xs`` joined along an existing ``axis``, as numpy.
+    Each x̄ᵢ is v̄'s slice where xᵢ went."""
     xs = [as_node(x) for x in xs]
     if not xs:
         raise ValueError("concatenate needs at least one array")
@@ -212,7 +216,8 @@ def concatenate(xs, axis=0):
 
 
 def stack(xs, axis=0):
-    """The nodes ``xs`` (all one shape) stacked along a new ``axis``, as numpy."""
+    """The nodes ``xs`` (all one shape) stacked along a new ``axis``, as numpy.
+    Each x̄ᵢ is v̄ at index i of ``axis``."""
     xs = [as_node(x) for x in xs]
     if not xs:
         raise ValueError("stack needs at least one array")

@@ -77,7 +77,8 @@ _UNARY = [fg.sin, fg.cos, fg.tanh, fg.sigmoid, fg.softplus, lambda a: -a, fg.abs
           lambda a: fg.sqrt(1.0 + a * a), lambda a: a ** 2, lambda a: 0.7 * a]
 _BINARY = [lambda a, b: a + b, lambda a, b: a - b, lambda a, b: a * b,
            lambda a, b: a / (1.0 + b * b), fg.maximum, fg.minimum,
-           lambda a, b: fg.where(a > b, a, b * 0.3), lambda a, b: fg.bce_with_logits(a, b)]
+           lambda a, b: fg.where(a > b, a, b * 0.3),
+           lambda a, b: fg.bce_with_logits(a, b, reduction="none")]
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -128,6 +129,7 @@ _SCALAR_OPS = {
     "sigmoid": fg.sigmoid, "softplus": fg.softplus,
     "bce_with_logits": lambda a, b: fg.bce_with_logits(a, b), "relu": fg.relu,
     "copy": lambda a: a,
+    "mse": lambda a, b: fg.mse(a, b), "l2": lambda a: fg.l2(a),
     "sum": lambda a: fg.sum(a), "mean": lambda a: fg.mean(a),
     "sum_to": lambda a: apply(REGISTRY["sum_to"], a, shape=()) * 1.5,
     "reshape": lambda a: fg.reshape(a, ()), "broadcast_to": lambda a: fg.broadcast_to(a, ()),
@@ -254,14 +256,14 @@ def test_a_failing_step_is_reported_with_its_plan_index(monkeypatch):
         prog = fg.compile([loss, fg.grad(loss, z)])
     seen = []
 
-    def on_error(k, exc):
+    def on_error(k, exc, vals=None):
         seen.append((k, exc))
         raise exc
     monkeypatch.setattr(prog, "_on_step_error", on_error)
     with pytest.raises(ValueError, match="class labels"):
         prog(z=np.zeros((2, 3)), labels=np.array([0, 7]))
     (k, exc), = seen
-    assert prog._step_ops[k][0].name == "one_hot_like"
+    assert prog._step_ops[k][0].name == "softmax_cross_entropy"
     assert isinstance(exc, ValueError)
 
 
@@ -370,3 +372,15 @@ def test_fused_chains_on_cupy_are_elementwise_kernels():
     assert any("exp(-fabs(" in k.expr for k in _FakeKernel.made)   # stable σ in C
     assert "if " not in gen._generated.source                          # always fused
     _allclose(gen(**feed), ref(**feed))
+
+
+def test_a_failing_step_in_generated_code_names_its_node():
+    with fg.Graph():
+        z = fg.placeholder("z", shape=(2, 3))
+        labels = fg.placeholder("labels", shape=(2,), dtype=np.int64)
+        loss = fg.softmax_cross_entropy(fg.tanh(z), labels)
+        prog = fg.compile([loss, fg.grad(loss, z)])
+    assert prog._generated is not None
+    with pytest.raises(fg.FlowgradError, match="softmax_cross_entropy") as info:
+        prog(z=np.zeros((2, 3)), labels=np.array([0, 7]))
+    assert "test_codegen.py" in str(info.value)          # the user's line that built it
