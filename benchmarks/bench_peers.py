@@ -63,6 +63,20 @@ def block(r):
     return r
 
 
+def jax_sgd(loss_fn, params, lr, *data):
+    """One jitted SGD step of ``loss_fn(params, *data)`` per call; returns the loss."""
+    @jax.jit
+    def step(p, *d):
+        lo, g = jax.value_and_grad(loss_fn)(p, *d)
+        return lo, jax.tree_util.tree_map(lambda a, ga: a - lr * ga, p, g)
+    state, dd = [params], [jnp.asarray(x) for x in data]
+
+    def run():
+        lo, state[0] = step(state[0], *dd)
+        return block(lo)
+    return run
+
+
 def interleaved(fns: dict, repeats: int, inner: int) -> dict:
     times = {k: [] for k in fns}
     for _ in range(repeats):
@@ -239,20 +253,10 @@ def linreg(repeats, n, d=5, lr=0.01):
 
     fns = {"hand numpy": hand, "flowgrad": lambda: opt.step(prog, x=X, y=Y)}
     if jax is not None:
-        @jax.jit
-        def jstep(p, X_, Y_):
-            def lf(p_):
-                r_ = X_ @ p_[0] + p_[1] - Y_
-                return jnp.mean(r_ * r_)
-            lo, g = jax.value_and_grad(lf)(p)
-            return lo, (p[0] - lr * g[0], p[1] - lr * g[1])
-        jp = [(jnp.asarray(w_init), jnp.asarray(0.0))]
-        jX, jY = jnp.asarray(X), jnp.asarray(Y)
-
-        def jrun():
-            lo, jp[0] = jstep(jp[0], jX, jY)
-            return block(lo)
-        fns["jax.jit"] = jrun
+        def lf(p_, X_, Y_):
+            r_ = X_ @ p_[0] + p_[1] - Y_
+            return jnp.mean(r_ * r_)
+        fns["jax.jit"] = jax_sgd(lf, (jnp.asarray(w_init), jnp.asarray(0.0)), lr, X, Y)
     if pytensor is not None:
         sw = pytensor.shared(w_init.copy(), "w")
         sb = pytensor.shared(np.float64(0.0), "b")
@@ -465,17 +469,7 @@ def mlp(repeats, n=4096, sizes=(784, 512, 10), lr=0.01):
             z = h @ p[2] + p[3]
             return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), L_[:, None], 1))
 
-        @jax.jit
-        def jstep(p, X_, L_):
-            lo, g = jax.value_and_grad(jl)(p, X_, L_)
-            return lo, [a - lr * ga for a, ga in zip(p, g)]
-        jp = [[jnp.asarray(a) for a in (W1, B1, W2, B2)]]
-        jX, jL = jnp.asarray(X), jnp.asarray(L)
-
-        def jrun():
-            lo, jp[0] = jstep(jp[0], jX, jL)
-            return block(lo)
-        fns["jax.jit"] = jrun
+        fns["jax.jit"] = jax_sgd(jl, [jnp.asarray(a) for a in (W1, B1, W2, B2)], lr, X, L)
     if torch is not None:
         tp = [torch.tensor(a.copy(), requires_grad=True) for a in (W1, B1, W2, B2)]
         tX, tL = torch.from_numpy(X), torch.from_numpy(L)
