@@ -144,14 +144,20 @@ def _array_function(prog, consts):
             lines[first + len(body)] = k
             body.append(f"v{step[5]} = f{k}({args})")
         else:                                        # numpy: numexpr only for big operands
-            big = " or ".join(f"{ref(s)}.size >= {_fusion.NUMEXPR_MIN}" for s in ch.operands)
-            lines[first + len(body)] = k
-            body.append(f"if {big}:")
-            body.append(f"    v{step[5]} = f{k}({args})")
-            body.append("else:")
-            for kk in ch.steps:
-                step_line(kk, "    ")
-            dels([prog._plan[kk][5] for kk in ch.steps if kk != k], "    ")
+            big = _size_test(prog, ch.operands, ref)
+            if big is not True:
+                indent = "    " if big else ""
+                if big:
+                    lines[first + len(body)] = k
+                    body.append(f"if {big}:")
+                    body.append(f"    v{step[5]} = f{k}({args})")
+                    body.append("else:")
+                for kk in ch.steps:
+                    step_line(kk, indent)
+                dels([prog._plan[kk][5] for kk in ch.steps if kk != k], indent)
+            else:
+                lines[first + len(body)] = k
+                body.append(f"v{step[5]} = f{k}({args})")
         dels(frees_at.get(k, ()))
     outs = ", ".join(ref(s) for s in prog._out_slots)
     body.append(f"return [{outs}]")
@@ -163,6 +169,19 @@ def _array_function(prog, consts):
     ns["_located"] = lambda exc: _locate(prog, lines, exc)
     exec(compile(src, f"<flowgrad plan {id(prog):#x}>", "exec"), ns)
     return ns["_flowgrad_plan"], lines, src
+
+
+def _size_test(prog, operands, ref):
+    """Whether a numpy chain runs through numexpr: True or False when its operands'
+    shapes are static, else the source of a run-time test on the operand most likely
+    to be large (the one with the most run-time lengths, then the most axes)."""
+    data, kept = prog.graph.nx.nodes, prog._kept
+    shapes = {s: data[kept[s]]["shape"] for s in operands}
+    if all(None not in sh for sh in shapes.values()):
+        sizes = [int(np.prod(sh)) for sh in shapes.values()]
+        return max(sizes) >= _fusion.NUMEXPR_MIN
+    s = max(operands, key=lambda s: (shapes[s].count(None), len(shapes[s])))
+    return f"{ref(s)}.size >= {_fusion.NUMEXPR_MIN}"
 
 
 def _lean_kernels(prog):

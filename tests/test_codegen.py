@@ -384,3 +384,17 @@ def test_a_failing_step_in_generated_code_names_its_node():
     with pytest.raises(fg.FlowgradError, match="softmax_cross_entropy") as info:
         prog(z=np.zeros((2, 3)), labels=np.array([0, 7]))
     assert "test_codegen.py" in str(info.value)          # the user's line that built it
+
+
+def test_static_shapes_choose_the_fused_kernel_at_compile_time():
+    rng = np.random.default_rng(5)
+    for n, fused in ((40_000, True), (100, False)):
+        with fg.Graph():
+            x = fg.placeholder("x", shape=(n,))
+            y = fg.sum(fg.tanh(x) * fg.sigmoid(x) + 1.5)
+            gen, ref = _both([y, fg.grad(y, x)])
+        src = gen._generated.source
+        assert ".size >=" not in src                     # no run-time test: shapes are known
+        assert (" = f" in src) == fused
+        X = rng.standard_normal(n)
+        _allclose(gen(x=X), ref(x=X))
