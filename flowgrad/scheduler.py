@@ -25,6 +25,7 @@ from . import feeds as _feeds
 from . import lengths as _lengths
 from . import numerics as _numerics
 from .numerics import _state as _anomaly
+from . import codegen as _codegen
 
 
 def _as_outputs(outputs):
@@ -39,7 +40,8 @@ def _as_outputs(outputs):
 class Program:
     """A compiled, reusable evaluation of some output nodes. Call it with feeds."""
 
-    def __init__(self, outputs, backend=None, keep_all=False, check_numerics=False):
+    def __init__(self, outputs, backend=None, keep_all=False, check_numerics=False,
+                 codegen=True):
         outputs, self._single = _as_outputs(outputs)
         self.graph = same_graph(outputs)
         self.outputs = outputs
@@ -50,6 +52,7 @@ class Program:
         self._adjoints = None
         self._lock = threading.Lock()  # builds the trace program once
         self._step_index = None  # {output slot: step}, made when a step first fails
+        self._codegen = codegen and not keep_all   # traces stay on the interpreter
         self._build(ancestors(outputs))
 
     # -- compile ----------------------------------------------------------------
@@ -61,6 +64,7 @@ class Program:
         # simplify maps the pruned ids to a smaller plan: CSE, folding, identities
         simp = simplify(g, order, [o.id for o in self.outputs], self._keep_all)
         kept = sorted(set(simp.leaves) | set(simp.consts) | {s[0] for s in simp.steps})
+        self._kept = kept
         own = {nid: k for k, nid in enumerate(kept)}
         slot = {nid: own[simp.rep[nid]] for nid in order if simp.rep[nid] in own}
         slot.update(own)
@@ -83,6 +87,10 @@ class Program:
         checks = _lengths.compile_checks(g, order)
         self._check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
         self._copy_outs = self._aliasing_outputs(simp.leaves)
+        # generated code (flowgrad/codegen.py): one Python function for the whole plan
+        self._step_ops = [(op, attrs, nid) for nid, op, attrs, _ in simp.steps]
+        self._generated = _codegen.generate(self) if self._codegen else None
+        self._call = _codegen.make_caller(self, self._generated) if self._generated else None
 
     def _aliasing_outputs(self, leaves):
         """Positions of outputs to copy: a fed array or variable (the caller's or the
@@ -172,6 +180,8 @@ class Program:
 
     def __call__(self, *args, **kwargs):
         """Run with feeds (``prog(x=X)`` or ``prog({x: X})``); returns the output values."""
+        if self._call is not None and not (self.check_numerics or _anomaly.on):
+            return self._call(args, kwargs)          # generated code (flowgrad/codegen.py)
         vals = self._bind(args, kwargs)
         if self.check_numerics or _anomaly.on:  # one test per call, none per step
             _numerics.run_checked(self, vals)
@@ -244,12 +254,14 @@ def _views_a_leaf(node) -> bool:
     return node.kind in ("placeholder", "variable")
 
 
-def compile(outputs, backend=None, check_numerics=False) -> Program:
+def compile(outputs, backend=None, check_numerics=False, codegen=True) -> Program:
     """Prune, order and plan the evaluation of ``outputs`` (a node or a list) once.
 
     ``check_numerics=True`` tests every value for NaN/Inf as it is computed and raises
-    ``fg.NumericsError`` at the first node that creates one (see ``fg.detect_anomaly``)."""
-    return Program(outputs, backend, check_numerics=check_numerics)
+    ``fg.NumericsError`` at the first node that creates one (see ``fg.detect_anomaly``).
+    ``codegen=False`` runs the plan on the reference interpreter loop instead of
+    generated code (the tests compare the two)."""
+    return Program(outputs, backend, check_numerics=check_numerics, codegen=codegen)
 
 
 def run(outputs, feed=None, backend=None, **kwargs):

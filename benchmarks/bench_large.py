@@ -1,0 +1,77 @@
+"""Large graphs (issue 12, lever 5): a chain y = sin(y) of N nodes — build, gradient,
+compile (with and without generated code) and one run, with time and memory.
+
+    .venv/bin/python benchmarks/bench_large.py [--n 1000000] [--profile]
+
+Memory is the process's peak resident size (ru_maxrss) growth over the start, so the
+figures include Python's own overheads; --profile prints where building and compiling
+spend their time (cProfile, top entries).
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import resource
+import sys
+import time
+
+import numpy as np
+
+import flowgrad as fg
+
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    n = args.n
+    base = rss_mb()
+    prof = cProfile.Profile() if args.profile else None
+    marks = {}
+    t = time.perf_counter()
+    with fg.Graph() as g:
+        if prof:
+            prof.enable()
+        x = fg.placeholder("x")
+        y = x
+        for _ in range(n):
+            y = fg.sin(y)
+        marks["build"] = (time.perf_counter() - t, rss_mb() - base, len(g))
+        t = time.perf_counter()
+        dy = fg.grad(y, x)
+        marks["grad"] = (time.perf_counter() - t, rss_mb() - base, len(g))
+        t = time.perf_counter()
+        prog = fg.compile([y, dy])
+        marks["compile (codegen)"] = (time.perf_counter() - t, rss_mb() - base, prog.n_steps)
+        if prof:
+            prof.disable()
+        t = time.perf_counter()
+        value, deriv = prog(x=0.5)
+        marks["run"] = (time.perf_counter() - t, rss_mb() - base, None)
+    v, d = 0.5, 1.0
+    for _ in range(min(n, 10_000)):
+        v, d = np.sin(v), d * np.cos(v)
+    if n <= 10_000:
+        assert abs(float(value) - v) < 1e-12 and abs(float(deriv) - d) < 1e-9
+    total = sum(m[0] for k, m in marks.items() if k != "run")
+    print(f"chain of {n:,} sin nodes (graph: {marks['grad'][2]:,} nodes after grad); "
+          f"Python {sys.version.split()[0]}\n")
+    print("| phase | time | peak RSS growth | nodes / plan steps |")
+    print("|---|---|---|---|")
+    for k, (tm, mem, cnt) in marks.items():
+        print(f"| {k} | {tm:.2f} s | {mem:,.0f} MB | {'' if cnt is None else f'{cnt:,}'} |")
+    print(f"\nbuild + grad + compile: {total:.1f} s; peak RSS growth {rss_mb() - base:,.0f} MB "
+          f"= {(rss_mb() - base) * 2**20 / marks['grad'][2]:,.0f} bytes per graph node")
+    if prof:
+        print()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()

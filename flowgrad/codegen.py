@@ -1,0 +1,450 @@
+"""Generated code: a Program's plan as one straight-line Python function.
+
+The interpreter (``Program._run``) walks a list of instructions over a list of
+slots; every step pays a tuple unpack, two list reads, a list write and a branch.
+Here the same plan becomes source text, compiled once: each slot is a local
+variable, each step one line, ``operator.add``/``mul``/… kernels become the
+operators themselves (no call at all), the last-use frees become ``del``s, and
+kernels and array constants are globals of the function's own namespace.
+
+Two variants are generated from one plan:
+
+* the **array** function, for any program: ``fn(vals) -> [outputs]`` over the
+  slot list that ``Program._bind`` (or :func:`fast_binder`) fills;
+* the **scalar** function, when every value of the program is a 0-d float64 (or
+  a bool between comparisons and ``where``) and every op has a kernel in
+  ``ops/scalar_kernels.py``: it runs on Python floats with ``math`` functions.
+  Python raises where numpy returns inf/nan (``math.exp(1000)``, ``1/0``,
+  ``math.log(-1)``); then, and whenever an output is not finite, the call is
+  simply rerun on the array function, so edge values get numpy's exact results
+  and warnings.
+
+Errors: the array function catches around its whole body, maps the failing
+line back to its plan step (``lines``), and calls ``Program._on_step_error``.
+Very large plans stay on the interpreter (``MAX_STEPS``): compiling a million
+lines of Python costs more than it saves.
+"""
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from .graph import Node
+from . import fusion as _fusion
+
+MAX_STEPS = 200_000   # beyond this, Python's compiler is slower than the interpreter loop
+FUSE = True           # elementwise fusion (flowgrad/fusion.py) in the array function
+
+_INLINE = {operator.add: "{} + {}", operator.sub: "{} - {}", operator.mul: "{} * {}",
+           operator.truediv: "{} / {}", operator.neg: "-{}", operator.pow: "{} ** {}"}
+
+
+class Generated:
+    """The compiled function(s) of one program, and the line → step map.
+
+    The array function is compiled on first use when a scalar variant exists (it is
+    then needed only for edge values): compiling Python source is the dominant cost
+    of codegen on long plans."""
+
+    def __init__(self, prog, consts, scalar=None):
+        self._prog, self._consts = prog, consts
+        self._array_fn = None
+        self.lines = None             # line number in ``source`` → index k into Program._plan
+        self.source = None
+        self.scalar = scalar          # ScalarPlan or None
+        if scalar is None:
+            self._compile()
+
+    @property
+    def array_fn(self):
+        if self._array_fn is None:
+            self._compile()
+        return self._array_fn
+
+    def _compile(self):
+        self._array_fn, self.lines, self.source = _array_function(self._prog, self._consts)
+
+
+def _literal(v):
+    """Source text for a weak Python constant, or None if it must be a global."""
+    if type(v) is bool or type(v) is int:
+        return repr(v)
+    if type(v) is float and math.isfinite(v):
+        return repr(v)                # repr round-trips a float exactly
+    return None
+
+
+def _constants(prog):
+    """{slot: source text} of the template's constants: a literal or a global's name."""
+    consts = {}
+    for s, v in enumerate(prog._template):
+        if v is not None:
+            lit = _literal(v)
+            consts[s] = lit if lit is not None else f"c{s}"
+    return consts
+
+
+def generate(prog):
+    """The Generated code for ``prog`` (a built Program), or None for very large plans."""
+    if len(prog._plan) > MAX_STEPS:
+        return None
+    from .scalar_plan import build_scalar   # noqa: E402  (one module per responsibility)
+    consts = _constants(prog)
+    return Generated(prog, consts, build_scalar(prog, consts))
+
+
+def _array_function(prog, consts):
+    ns = {name: prog._template[s] for s, name in consts.items() if name.startswith("c")}
+
+    def ref(s):
+        return consts.get(s, f"v{s}")
+
+    body, lines = [], {}
+    leaf_slots = sorted(s for s in _leaf_slots(prog) if s not in consts)
+    for s in leaf_slots:
+        body.append(f"v{s} = vals[{s}]")
+    first = 4                          # source line of body[0]: after def, try, pass
+    chains, kernel_of = _chains(prog)
+    member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
+    frees_at = _frees(prog, member)
+
+    lean = _lean_kernels(prog)
+
+    def step_line(k, indent=""):
+        arity, fn, a, b, ins, out, frees = prog._plan[k]
+        fn = lean.get(k, fn)
+        args = [ref(i) for i in ins]
+        pattern = _INLINE.get(fn) if _hashable(fn) else None
+        if pattern is not None and pattern.count("{}") == len(args):
+            expr = pattern.format(*args)
+        else:
+            ns[f"k{k}"] = fn
+            expr = f"k{k}({', '.join(args)})"
+        lines[first + len(body)] = k
+        body.append(f"{indent}v{out} = {expr}")
+
+    def dels(slots, indent=""):
+        names = [f"v{s}" for s in slots if s not in consts]
+        if names:
+            body.append(f"{indent}del {', '.join(names)}")
+
+    for k, step in enumerate(prog._plan):
+        if k in member:
+            continue                   # computed inside its chain's fused kernel
+        if k not in chains:
+            step_line(k)
+            dels(frees_at.get(k, ()))
+            continue
+        ch = chains[k]
+        ns[f"f{k}"] = kernel_of[k]
+        args = ", ".join(ref(s) for s in ch.operands)
+        if kernel_of.get("small") is None:          # cupy: always the fused kernel
+            lines[first + len(body)] = k
+            body.append(f"v{step[5]} = f{k}({args})")
+        else:                                        # numpy: numexpr only for big operands
+            big = _size_test(prog, ch.operands, ref)
+            if big is not True:
+                indent = "    " if big else ""
+                if big:
+                    lines[first + len(body)] = k
+                    body.append(f"if {big}:")
+                    body.append(f"    v{step[5]} = f{k}({args})")
+                    body.append("else:")
+                for kk in ch.steps:
+                    step_line(kk, indent)
+                dels([prog._plan[kk][5] for kk in ch.steps if kk != k], indent)
+            else:
+                lines[first + len(body)] = k
+                body.append(f"v{step[5]} = f{k}({args})")
+        dels(frees_at.get(k, ()))
+    outs = ", ".join(ref(s) for s in prog._out_slots)
+    body.append(f"return [{outs}]")
+    src = "\n".join(["def _flowgrad_plan(vals):", "    try:", "        pass"]
+                    + ["        " + line for line in body]
+                    + ["    except Exception as exc:",
+                       "        _located(exc)",
+                       "        raise"]) + "\n"
+    ns["_located"] = lambda exc: _locate(prog, lines, exc)
+    exec(compile(src, f"<flowgrad plan {id(prog):#x}>", "exec"), ns)
+    return ns["_flowgrad_plan"], lines, src
+
+
+def _size_test(prog, operands, ref):
+    """Whether a numpy chain runs through numexpr: True or False when its operands'
+    shapes are static, else the source of a run-time test on the operand most likely
+    to be large (the one with the most run-time lengths, then the most axes)."""
+    data, kept = prog.graph.nx.nodes, prog._kept
+    shapes = {s: data[kept[s]]["shape"] for s in operands}
+    if all(None not in sh for sh in shapes.values()):
+        sizes = [int(np.prod(sh)) for sh in shapes.values()]
+        return max(sizes) >= _fusion.NUMEXPR_MIN
+    s = max(operands, key=lambda s: (shapes[s].count(None), len(shapes[s])))
+    return f"{ref(s)}.size >= {_fusion.NUMEXPR_MIN}"
+
+
+def _lean_kernels(prog):
+    """{step: numpy kernel} replacing generic kernels that are slow on small arrays."""
+    from .backends.numpy_backend import NumpyBackend
+    from .numpy_kernels import kernel
+    if type(prog.backend) is not NumpyBackend:
+        return {}
+    data = prog.graph.nx.nodes
+    lean = {}
+    for k, (op, attrs, nid) in enumerate(prog._step_ops):
+        fn = kernel(op.name, attrs, data[nid]["dtype"]) if nid in data else None
+        if fn is not None:
+            lean[k] = fn
+    return lean
+
+
+def _frees(prog, member):
+    """{step: slots to del after it}: the plan's last-use frees, redone because a chain's
+    inner steps run at its root, which may extend their operands' lives."""
+    if prog._keep_all:
+        return {}
+    inner = {prog._plan[k][5] for k in member}
+    keep = set(prog._out_slots)
+    last = {}
+    for k, step in enumerate(prog._plan):
+        at = member.get(k, k)
+        for s in step[4]:
+            if at >= last.get(s, -1):
+                last[s] = at
+    frees = {}
+    for s, k in last.items():
+        if s not in keep and s not in inner:
+            frees.setdefault(k, []).append(s)
+    return frees
+
+
+def _chains(prog):
+    """Fused chains of the plan and their kernels, for backends that have them."""
+    from .backends.numpy_backend import NumpyBackend
+    if not FUSE:
+        return {}, {}
+    if type(prog.backend) is NumpyBackend:
+        try:
+            import numexpr  # noqa: F401
+        except ImportError:
+            return {}, {}
+        chains = _fusion.find_chains(prog)
+        kernels = {k: _fusion.numexpr_kernel(ch) for k, ch in chains.items()}
+        kernels["small"] = True
+        return chains, kernels
+    if prog.backend.name == "cupy":
+        chains = _fusion.find_chains(prog)
+        return chains, {k: _fusion.cupy_kernel(prog.backend.xp, ch, f"flowgrad_fused_{k}")
+                        for k, ch in chains.items()}
+    return {}, {}
+
+
+def _hashable(fn):
+    try:
+        hash(fn)
+        return True
+    except TypeError:
+        return False
+
+
+def _leaf_slots(prog):
+    """Slots that the binder fills each call: placeholders and variables."""
+    slots = {prog._slot[nid] for nid in prog.placeholders}
+    slots.update(s for s, _ in prog._variables)
+    return slots
+
+
+def _locate(prog, lines, exc):
+    """Map the failing line of the generated function to its plan step, and report it
+    with the slot values the function held (its locals ``v<slot>``)."""
+    tb = exc.__traceback__
+    k = lines.get(tb.tb_lineno) if tb is not None else None
+    if k is not None:
+        vals = list(prog._template)
+        for name, v in tb.tb_frame.f_locals.items():
+            if name[0] == "v" and name[1:].isdigit():
+                vals[int(name[1:])] = v
+        prog._on_step_error(k, exc, vals)
+
+
+# -- the fast feed path -----------------------------------------------------------------
+# Kept apart from Program._bind on purpose: it accepts only the plainest calls (every
+# placeholder fed once by name or node, as an array of exactly its dtype and shape, or a
+# Python/numpy float for a 0-d float64 placeholder; variables not fed) and answers None
+# for anything else, which then goes through Program._bind and its full checks.
+# Run-time lengths (None in a shape) are checked by the program's own compiled length
+# check (Program._check_lengths, the one _bind runs), so both paths agree.
+FAST_BIND_RUNTIME_LENGTHS = True
+
+
+def _plain_feed(args, kwargs, n):
+    """The feed dict of a plain call (keywords, or one dict) with n entries, else None."""
+    if args:
+        if kwargs or len(args) != 1 or type(args[0]) is not dict:
+            return None
+        feed = args[0]
+    else:
+        feed = kwargs
+    return feed if len(feed) == n else None
+
+
+def _index(by_key, graph, key):
+    """The placeholder index a feed key (name or node of this graph) names, else None."""
+    if type(key) is str:
+        return by_key.get(key)
+    if type(key) is Node and key.graph is graph:
+        return by_key.get(key.id)
+    return None
+
+
+def fast_binder(prog):
+    """A function ``bind(args, kwargs)`` -> slot list, or None when the call needs
+    the general binder."""
+    from .backends.numpy_backend import NumpyBackend
+    if type(prog.backend) is not NumpyBackend:
+        return None
+    g = prog.graph
+    specs = []
+    by_key = {}
+    for i, (nid, p) in enumerate(prog.placeholders.items()):
+        if g._names.get(p.name) != nid:
+            return None
+        shape = tuple(p.shape)
+        if None in shape and not FAST_BIND_RUNTIME_LENGTHS:
+            return None
+        fixed = tuple((ax, d) for ax, d in enumerate(shape) if d is not None)
+        specs.append((prog._slot[nid], np.dtype(p.dtype), len(shape), fixed,
+                      shape == () and p.dtype == np.float64))
+        by_key[p.name] = i
+        by_key[nid] = i
+    n = len(specs)
+    template = prog._template
+    variables = prog._variables
+    read = prog.backend.read_variable
+    ndarray, float64, asarray = np.ndarray, np.float64, np.asarray
+    check_lengths = getattr(prog, "_check_lengths", None)
+
+    def bind(args, kwargs):
+        feed = _plain_feed(args, kwargs, n)
+        if feed is None:
+            return None
+        vals = list(template)
+        seen = 0
+        for key, v in feed.items():
+            i = _index(by_key, g, key)
+            if i is None:
+                return None
+            s, dtype, ndim, fixed, is_scalar = specs[i]
+            tv = type(v)
+            if tv is ndarray:
+                if v.dtype != dtype or v.ndim != ndim:
+                    return None
+                shp = v.shape
+                for ax, d in fixed:
+                    if shp[ax] != d:
+                        return None
+            elif is_scalar and (tv is float or tv is float64):
+                v = asarray(v, float64)
+            else:
+                return None
+            seen |= 1 << i
+            vals[s] = v
+        if seen != (1 << n) - 1:
+            return None
+        for s, var in variables:
+            vals[s] = read(var)
+        if check_lengths is not None:
+            check_lengths(vals)        # lengths that must agree: FeedError, as in _bind
+        return vals
+
+    return bind
+
+
+def scalar_binder(prog, leaves):
+    """Like :func:`fast_binder`, for the scalar function: ``bind(args, kwargs)`` -> the
+    leaf values as Python floats in ``leaves`` order, or None for the general binder."""
+    g = prog.graph
+    if getattr(prog, "_check_lengths", None) is not None:
+        return None                    # 0-d leaves have no lengths; never expected here
+    pos = {s: i for i, s in enumerate(leaves)}
+    by_key = {}
+    for nid, p in prog.placeholders.items():
+        if g._names.get(p.name) != nid or prog._slot[nid] not in pos:
+            return None
+        by_key[p.name] = by_key[nid] = pos[prog._slot[nid]]
+    var_pos = [(pos[s], var._d) for s, var in prog._variables if s in pos]
+    n, n_leaves = len(prog.placeholders), len(leaves)
+    ndarray, float64, f64 = np.ndarray, np.float64, np.dtype(np.float64)
+
+    def bind(args, kwargs):
+        feed = _plain_feed(args, kwargs, n)
+        if feed is None:
+            return None
+        out = [None] * n_leaves
+        for key, v in feed.items():
+            i = _index(by_key, g, key)
+            tv = type(v)
+            if i is None or not (tv is float or tv is float64 or (
+                    tv is ndarray and v.dtype == f64 and v.ndim == 0)):
+                return None
+            out[i] = float(v)
+        for i, d in var_pos:
+            v = d["value"]
+            tv = type(v)
+            if not (tv is float or tv is float64 or (
+                    tv is ndarray and v.dtype == f64 and v.ndim == 0)):
+                return None
+            out[i] = float(v)
+        if None in out:
+            return None
+        return out
+
+    return bind
+
+
+# -- the call ------------------------------------------------------------------------------
+
+def make_caller(prog, gen):
+    """``call(args, kwargs)``: Program.__call__ through the generated code."""
+    from .backends.base import Backend
+    bind, single = prog._bind, prog._single
+    finish = prog.backend.finish
+    if type(prog.backend).finish is Backend.finish:
+        finish = None                 # the default finish hands the list back unchanged
+    fast = fast_binder(prog)
+    sc = gen.scalar
+    copies = tuple(getattr(prog, "_copy_outs", ()))   # outputs that alias a leaf's storage
+
+    if sc is None:
+        fn = gen.array_fn
+
+        def call(args, kwargs):
+            vals = fast(args, kwargs) if fast is not None else None
+            outs = fn(vals if vals is not None else bind(args, kwargs))
+            if finish is not None:
+                outs = finish(outs)
+            for k in copies:           # never hand out a variable's or the caller's array
+                if hasattr(outs[k], "copy"):
+                    outs[k] = outs[k].copy()
+            return outs[0] if single else outs
+        return call
+
+    sfast = scalar_binder(prog, sc.leaves)
+    sfn, leaves = sc.fn, sc.leaves
+
+    def call(args, kwargs):
+        lv = sfast(args, kwargs) if sfast is not None else None
+        if lv is None:
+            lv = [float(v) for v in (bind(args, kwargs)[s] for s in leaves)]
+        try:
+            res = sfn(*lv)
+        except Exception:              # math raised (1/0, exp(1000), log(-1) …)
+            res = None
+        if res is None:                # an edge value: numpy's own result (or error), on arrays
+            res = gen.array_fn(bind(args, kwargs))
+        for k in copies:
+            if hasattr(res[k], "copy"):
+                res[k] = res[k].copy()
+        return res[0] if single else res
+    return call

@@ -1,0 +1,101 @@
+"""Scalar kernels: each op's forward on Python floats, for programs whose every value is 0-d.
+
+One table rather than a ``scalar=`` argument on every Op: the formulations sit side
+by side, where they are easy to compare with the array kernels they must agree
+with (the tests check each against the array path), and the op modules — edited by
+others — stay untouched. An op without an entry simply keeps its program on arrays.
+
+Each entry is either a format pattern (inlined into the generated code: no call
+at all) or a function of floats. Every function repeats the array kernel's
+formulation step for step (σ through exp(−|x|), softplus through log1p …), so the
+two agree to rounding. Where Python raises and numpy would return inf or nan
+(``math.exp(1000)``, ``1.0 / 0.0``, ``math.log(-1.0)``), the generated code
+catches it and reruns the call on arrays, so such values get numpy's results.
+"""
+from __future__ import annotations
+
+import math
+
+_exp, _log1p = math.exp, math.log1p
+
+
+def _sign(x):
+    # numpy: sign(nan) = nan, sign(±0) = 0
+    if x > 0:
+        return 1.0
+    if x < 0:
+        return -1.0
+    return 0.0 if x == 0 else x
+
+
+def _maximum(x, y):
+    # numpy propagates nan (Python's max would not)
+    if x != x or y != y:
+        return x + y
+    return x if x >= y else y
+
+
+def _minimum(x, y):
+    if x != x or y != y:
+        return x + y
+    return x if x <= y else y
+
+
+def _tie_weight(x, y):
+    return 1.0 if x > y else (0.5 if x == y else 0.0)
+
+
+def _sigmoid(x):
+    e = _exp(-abs(x))
+    return (1.0 if x >= 0 else e) / (1.0 + e)
+
+
+def _softplus(x):
+    return _maximum(x, 0) + _log1p(_exp(-abs(x)))
+
+
+def _bce(z, t):
+    # ops/losses.py's order: max(z, 0) − z t + log1p(e^−|z|); any reduction of a 0-d
+    # value is the value itself (numpy's mean divides by 1)
+    return _maximum(z, 0) - z * t + _log1p(_exp(-abs(z)))
+
+
+def _mse(y, t):
+    d = y - t
+    return d * d
+
+
+def _l2(w):
+    return 0.5 * (w * w)
+
+
+def _relu(x):
+    return _maximum(x, 0)
+
+
+def _float(x):
+    return float(x)
+
+
+#: op name → pattern or function (see the module docstring)
+KERNELS = {
+    "add": "{} + {}", "sub": "{} - {}", "mul": "{} * {}", "div": "{} / {}", "neg": "-{}",
+    "pow": math.pow, "exp": math.exp, "log": math.log, "log1p": math.log1p,
+    "sqrt": math.sqrt, "tanh": math.tanh, "sin": math.sin, "cos": math.cos,
+    "abs": math.fabs, "sign": _sign, "maximum": _maximum, "minimum": _minimum,
+    "tie_weight": _tie_weight, "where": "({1} if {0} else {2})",
+    "greater": "{} > {}", "greater_equal": "{} >= {}", "less": "{} < {}",
+    "less_equal": "{} <= {}", "equal": "{} == {}", "not_equal": "{} != {}",
+    "sigmoid": _sigmoid, "softplus": _softplus, "bce_with_logits": _bce, "relu": _relu,
+    "mse": _mse, "l2": _l2,
+    "copy": _float,
+    # with every value 0-d, reductions and reshapes are identities and fills constants
+    "sum": "{}", "mean": "{}", "sum_to": "{}", "reshape": "{}",
+    "reshape_like": "{}", "broadcast_to": "{}", "broadcast_like": "{}",
+    "zeros_like": "0.0", "ones_like": "1.0",
+}
+
+#: ops whose numpy kernel hands back a 0-d array (not a numpy scalar) for 0-d inputs:
+#: an output they produce is converted back to one, so both paths return the same type
+ARRAY_RESULT = {"where", "tie_weight", "copy", "reshape", "reshape_like", "broadcast_to",
+                "broadcast_like", "zeros_like", "ones_like", "sum_to"}
