@@ -11,6 +11,8 @@ materialised zeros). Both sweeps are loops over sorted ids: no recursion.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .errors import DifferentiationError
@@ -18,6 +20,19 @@ from .graph import Node, same_graph
 from .leaves import _constant_in
 
 __all__ = ["adjoints", "grad", "vjp", "jvp"]
+
+# {graph: {gradient node id: {(y id, x id), ...}}}: which nodes were built as ∂y/∂x, so an
+# optimizer can check that a program's outputs are the loss's gradients (optim.py)
+_GRADIENT_OF: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _record_gradient(g: Node, y: Node, x: Node) -> None:
+    _GRADIENT_OF.setdefault(y.graph, {}).setdefault(g.id, set()).add((y.id, x.id))
+
+
+def is_gradient(g: Node, y: Node, x: Node) -> bool:
+    """Whether ``g`` was returned by ``grad``/``adjoints`` as the gradient of ``y`` w.r.t. ``x``."""
+    return (y.id, x.id) in _GRADIENT_OF.get(y.graph, {}).get(g.id, ())
 
 
 def ancestors(outputs) -> list[int]:
@@ -72,6 +87,7 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
     """
     from flowgrad.ops import add, as_node, sum_to_like  # ops import this package
     graph = y.graph
+    seed_is_one = seed is None
     seed = _seed(y) if seed is None else as_node(seed, graph)
     order = ancestors([y])
     sources = order if wrt is None else [n.id for n in wrt]
@@ -92,6 +108,8 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
         node = handles[nid]
         result[node] = vbar
         d = data[nid]
+        if seed_is_one and d["kind"] == "variable":
+            _record_gradient(vbar, y, node)
         op = d["op"]
         if op is None:
             continue
@@ -122,6 +140,8 @@ def grad(y: Node, wrt):
     _seed(y)  # fail early, naming y, if it is not a scalar
     adj = adjoints(y, wrt)
     out = [adj.get(x) if x in adj else _zeros(x) for x in wrt]
+    for x, g in zip(wrt, out):
+        _record_gradient(g, y, x)
     return out[0] if single else out
 
 

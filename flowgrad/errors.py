@@ -27,3 +27,8 @@ class BackendError(FlowgradError, RuntimeError):
 
 class GradientCheckError(FlowgradError, AssertionError):
     """A derivative disagrees with central finite differences."""
+
+
+class OptimizerError(FlowgradError, ValueError):
+    """An optimizer setting out of range (a learning rate of inf, a schedule value that is
+    NaN, a negative eps), or a program whose outputs are not the loss and its gradients."""
