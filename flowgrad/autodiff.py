@@ -114,14 +114,19 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
         if op is None:
             continue
         inputs = tuple(handles[i] for i in d["inputs"])
-        for argnum, inp in enumerate(inputs):
-            if inp.id not in active or not _differentiable(inp.dtype):
-                continue
-            rule = op.vjp_rule(argnum)
-            if rule is None:
-                continue
-            term = rule(vbar, node, *inputs, **d["attrs"])
-            if term is not None:
+        needed = [inp.id in active and _differentiable(inp.dtype) for inp in inputs]
+        if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
+            terms = op.vjp_all(needed, vbar, node, *inputs, **d["attrs"])
+        else:
+            terms = [None] * len(inputs)
+            for argnum, inp in enumerate(inputs):
+                if not needed[argnum]:
+                    continue
+                rule = op.vjp_rule(argnum)
+                if rule is not None:
+                    terms[argnum] = rule(vbar, node, *inputs, **d["attrs"])
+        for inp, term, need in zip(inputs, terms, needed):
+            if need and term is not None:
                 pending.setdefault(inp.id, []).append(sum_to_like(term, inp))
     return result
 
@@ -189,6 +194,12 @@ def jvp(y: Node, x, xdot):
             continue
         node = handles[nid]
         inputs = tuple(handles[i] for i in d["inputs"])
+        if op.jvp_all is not None:   # the whole tangent in one call: O(N) nodes, not O(N²)
+            ts = [tangents.get(i.id) if _differentiable(i.dtype) else None for i in inputs]
+            total = op.jvp_all(ts, node, *inputs, **d["attrs"])
+            if total is not None:
+                tangents[nid] = broadcast_to_like(total, node)
+            continue
         total = None
         for argnum, inp in enumerate(inputs):
             t = tangents.get(inp.id)
