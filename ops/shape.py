@@ -74,9 +74,14 @@ _transpose = Op("transpose", lambda xp, x, axes: xp.transpose(x, axes), _transpo
 def transpose(x, axes=None):
     """Permute the axes of x (reverse them when ``axes`` is None), as numpy."""
     x = as_node(x)
-    axes = tuple(reversed(range(len(x.shape)))) if axes is None else \
-        tuple(int(a) % max(len(x.shape), 1) for a in axes)
-    if axes == tuple(range(len(x.shape))):
+    ndim = len(x.shape)
+    if axes is not None and any(not -ndim <= int(a) < ndim for a in axes):
+        # checked before wrapping: (1,) is no permutation of one axis, not (0,)
+        raise shape_error("transpose", (x,), f"axes {tuple(axes)} are out of range for a "
+                          f"{ndim}-d input")
+    axes = tuple(reversed(range(ndim))) if axes is None else \
+        tuple(int(a) % ndim for a in axes)
+    if axes == tuple(range(ndim)):
         return x
     return apply(_transpose, x, axes=axes)
 
@@ -90,6 +95,8 @@ def swap_last_axes(x):
 # -- broadcast_to -------------------------------------------------------------------
 
 def _broadcast_to_infer(x, shape):
+    if any(s < 0 for s in shape):
+        raise shape_error("broadcast_to", (x,), f"negative length in {fmt_shape(shape)}")
     if len(shape) < len(x.shape) or any(
             s is not None and s not in (1, t) for s, t in zip(x.shape[::-1], shape[::-1])):
         raise shape_error("broadcast_to", (x,), f"cannot broadcast to {fmt_shape(shape)}")
@@ -233,7 +240,10 @@ def concatenate(xs, axis=0):
     if len(xs) == 1:
         return xs[0]
     ndim = len(xs[0].shape)
-    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < max(ndim, 1):
+    if ndim == 0:
+        raise shape_error("concatenate", xs, "zero-dimensional arrays cannot be concatenated "
+                          "(fg.stack joins them along a new axis)")
+    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
         raise shape_error("concatenate", xs, f"axis {axis} is out of range for {ndim}-d operands")
     return apply(_concatenate, *xs, axis=int(axis) % ndim)
 
