@@ -92,8 +92,9 @@ class _Builder:
 
     def partner_like(self, node, value, axis=None, length=None):
         """A fresh input shaped like ``node`` (declared the same), except ``axis`` of
-        ``length`` (static)."""
-        true, declared = list(value.shape), list(node.shape)
+        ``length`` (static). ``node`` may be a plain array: all of it static."""
+        true = list(value.shape)
+        declared = list(node.shape) if isinstance(node, fg.Node) else list(value.shape)
         if axis is not None:
             true[axis] = declared[axis] = length
         p = fg.placeholder(f"x{len(self.inputs)}", shape=tuple(declared))
@@ -257,8 +258,57 @@ def _step_linalg(b, x, v, draw):
     return fg.norm(x), np.linalg.norm(v.reshape(-1)), "norm"
 
 
+def _step_nonsmooth(b, x, v, draw):
+    """abs, maximum/minimum and max/min where they are differentiable: random inputs are
+    never 0 nor tied, and a max is taken only along axes without ties."""
+    kind = draw(st.sampled_from(["abs", "maximum", "minimum", "max", "min"]))
+    if kind == "abs":
+        return fg.abs(x), np.abs(v), "abs"
+    if kind in ("maximum", "minimum"):
+        y, w = b.broadcast_partner(x, v)
+        return getattr(fg, kind)(x, y), getattr(np, kind)(v, w), f"{kind}(·, x{len(b.inputs) - 1})"
+    axis = _axes(draw, v.ndim)
+    keepdims = draw(st.booleans())
+    ref = np.sort(v, axis=None) if axis is None else None
+    if v.size == 0 or (ref is not None and np.any(np.diff(ref) == 0)) or (
+            axis is not None and _ties(v, axis)):
+        return x, v, "identity"
+    return getattr(fg, kind)(x, axis, keepdims), getattr(np, kind)(v, axis=axis,
+                                                                     keepdims=keepdims), \
+        f"{kind}(axis={axis}, keepdims={keepdims})"
+
+
+def _ties(v, axis):
+    axes = (axis,) if isinstance(axis, int) else axis
+    moved = np.moveaxis(v, axes, tuple(range(-len(axes), 0)))
+    flat = np.sort(moved.reshape(moved.shape[:moved.ndim - len(axes)] + (-1,)), axis=-1)
+    return bool(np.any(np.diff(flat, axis=-1) == 0))
+
+
+def _step_square(b, x, v, draw):
+    """inv, solve, det, logdet, eigvalsh of a fresh well-conditioned matrix
+    M = I + 0.2 A, combined with x."""
+    k = v.shape[0] if v.ndim in (1, 2) else 2
+    z = np.zeros((k, k))
+    A, a = b.partner_like(z, z)              # declared static (k, k)
+    eye = np.eye(k)
+    M, m = eye + 0.2 * A, eye + 0.2 * a
+    kind = draw(st.sampled_from(["inv", "solve", "det", "logdet", "eigvalsh"]))
+    if kind == "solve" and v.ndim in (1, 2):
+        return fg.solve(M, x), np.linalg.solve(m, v), f"solve(M{k}, ·)"
+    if kind == "inv":
+        return fg.inv(M) * fg.sum(x), np.linalg.inv(m) * np.sum(v), f"inv(M{k}) * sum"
+    if kind == "det":
+        return fg.det(M) * x, np.linalg.det(m) * v, f"det(M{k}) * ·"
+    if kind == "logdet":
+        return fg.logdet(M) + x, np.linalg.slogdet(m)[1] + v, f"logdet(M{k}) + ·"
+    S, sv = M + fg.transpose(M), m + m.T
+    return fg.eigvalsh(S) * fg.sum(x), np.linalg.eigvalsh(sv) * np.sum(v), f"eigvalsh(M{k})"
+
+
 _STEPS = [(0, _step_unary), (0, _step_binary), (0, _step_reduce), (1, _step_softmax),
-          (0, _step_shape), (1, _step_index), (1, _step_linalg)]
+          (0, _step_shape), (1, _step_index), (1, _step_linalg), (0, _step_nonsmooth),
+          (0, _step_square)]
 
 
 @st.composite
@@ -275,6 +325,9 @@ def valid_graphs(draw, max_steps=4):
             x, v, label = step(b, x, v, draw)
             v = np.asarray(v, dtype=np.float64)
             b.steps.append(label)
+            if v.size and np.max(np.abs(v)) > 4:   # keep values where differences are exact
+                x, v = fg.tanh(x), np.tanh(v)
+                b.steps.append("tanh")
     return Case(graph, b.inputs, b.feed, x, v, b.steps)
 
 
