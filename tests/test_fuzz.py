@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 import flowgrad as fg
 from fuzz_graphs import HOSTILE, hostile_ops, valid_graphs
 
-settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("fuzz", max_examples=1500, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
