@@ -26,7 +26,9 @@ __all__ = ["adjoints", "grad", "vjp", "jvp"]
 _GRADIENT_OF: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _record_gradient(g: Node, y: Node, x: Node) -> None:
+def record_gradient(g: Node, y: Node, x: Node) -> None:
+    """Note that node ``g`` is ∂y/∂x (grad and adjoints call this; so may code that
+    rebuilds gradient nodes, e.g. a graph loaded from a file)."""
     _GRADIENT_OF.setdefault(y.graph, {}).setdefault(g.id, set()).add((y.id, x.id))
 
 
@@ -109,7 +111,7 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
         result[node] = vbar
         d = data[nid]
         if seed_is_one and d["kind"] == "variable":
-            _record_gradient(vbar, y, node)
+            record_gradient(vbar, y, node)
         op = d["op"]
         if op is None:
             continue
@@ -146,7 +148,7 @@ def grad(y: Node, wrt):
     adj = adjoints(y, wrt)
     out = [adj.get(x) if x in adj else _zeros(x) for x in wrt]
     for x, g in zip(wrt, out):
-        _record_gradient(g, y, x)
+        record_gradient(g, y, x)
     return out[0] if single else out
 
 
