@@ -82,7 +82,7 @@ class _Kernel:
 FULL = _Kernel("full", lambda xp, shape, dtype, value:
                lambda: xp.full(shape, value, dtype=dtype))
 COPY = _Kernel("copy", lambda xp, dtype:
-               lambda v: xp.array(xp.asarray(v, dtype=dtype), copy=True))
+               lambda v: xp.asarray(v, dtype=dtype).copy())  # dask's array() has no copy=
 
 
 # -- freezing attributes into hashable keys -----------------------------------------

@@ -78,3 +78,22 @@ def _eye_like(shape):
     if len(shape) >= 2 and shape[-1] == shape[-2]:
         return np.broadcast_to(np.eye(shape[-1]), shape)
     return np.zeros(shape)
+
+
+@settings(PROFILE, max_examples=max(PROFILE.max_examples // 3, 10))
+@given(valid_graphs(max_steps=3))
+def test_random_graphs_and_their_gradients_on_dask(case):
+    """The same values and gradients on dask (chunked), or a BackendError naming an op
+    dask lacks when the program is compiled."""
+    from flowgrad.backends.dask_backend import DaskBackend
+    with case.graph:
+        f = fg.sum(fg.sin(case.out))
+        outs = [case.out, *fg.grad(f, case.inputs)]
+        want = fg.compile(outs)(case.feed)
+        try:
+            prog = fg.compile(outs, backend=DaskBackend(chunks=2))
+        except fg.BackendError:
+            return
+        got = prog(case.feed)
+    for w, v in zip(want, got):
+        np.testing.assert_allclose(fg.to_numpy(v), w, rtol=1e-10, atol=1e-12)

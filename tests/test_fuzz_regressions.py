@@ -42,3 +42,52 @@ def test_broadcast_to_a_negative_length_is_a_shape_error():
     with pytest.raises(fg.ShapeError, match="negative length"):
         fg.broadcast_to(fg.placeholder("x"), (-1,))
     assert fg.run(fg.broadcast_to(fg.constant(np.float64(2.0)), (2,)), {}).tolist() == [2.0, 2.0]
+
+
+# -- found by the dask leg of the fuzzer -------------------------------------------------
+def _both(outs, feed):
+    from flowgrad.backends.dask_backend import DaskBackend
+    want = fg.compile(outs)(feed)
+    got = fg.compile(outs, backend=DaskBackend(chunks=2))(feed)
+    for w, v in zip(want, got):
+        np.testing.assert_allclose(fg.to_numpy(v), w, rtol=1e-12)
+    return want
+
+
+def test_trace_of_a_non_square_matrix_differentiates_on_dask():
+    # 1.0: dask's eye(2, M=3) builds a broken graph ("Missing dependency eye-…")
+    x = fg.placeholder("x", shape=(3,))
+    out = fg.trace(fg.broadcast_to(x, (2, 3)))
+    gx = fg.grad(out, x)
+    _, g = _both([out, gx], {x: np.array([1.0, 2.0, 3.0])})
+    assert g.tolist() == [1.0, 1.0, 0.0]
+    y = fg.placeholder("y", shape=(3, 2))
+    assert _both([fg.grad(fg.trace(y, offset=-1), y)], {y: np.ones((3, 2))})[0].tolist() == \
+        np.eye(3, 2, k=-1).tolist()
+
+
+def test_gradient_of_a_newaxis_index_on_dask():
+    # 1.0: dask's item assignment takes no None in the key of getitem's scatter
+    x = fg.placeholder("x", shape=(2,))
+    y = x[None, ...] * np.array([[3.0, 4.0]])
+    (g,) = _both([fg.grad(fg.sum(y), x)], {x: np.array([1.0, 2.0])})
+    assert g.tolist() == [3.0, 4.0]
+
+
+def test_an_output_that_simplifies_to_an_input_runs_on_dask():
+    # 1.0: the copy step called dask.array.array(..., copy=True), which has no copy
+    x = fg.placeholder("x")
+    out = -(-x)
+    assert float(_both([out], {x: 0.5})[0]) == 0.5
+
+
+def test_inv_and_solve_of_a_matrix_fed_in_chunks_of_rows_on_dask():
+    # 1.0: dask's LU needs square chunks; a (3, 3) matrix fed in chunks of 2 rows failed
+    a = fg.placeholder("a", shape=(3, 3))
+    b = fg.placeholder("b", shape=(3,))
+    A = np.eye(3) + 0.2 * np.arange(9.0).reshape(3, 3) / 9
+    B = np.array([1.0, -1.0, 2.0])
+    y = fg.solve(a, b)
+    outs = [fg.inv(a), y, *fg.grad(fg.sum(y), [a, b])]
+    want = _both(outs, {a: A, b: B})
+    np.testing.assert_allclose(want[0] @ A, np.eye(3), atol=1e-14)
