@@ -7,8 +7,9 @@ and returns the loss. ``opt.minimize(loss)`` builds that program for you.
 
 Updates are written once, against the program's backend namespace ``xp``, and are
 out of place: a value read from ``w.value`` earlier is never mutated, and the state
-(momentum, Adam's moments) lives as arrays of the program's backend (numpy, cupy,
-...). The learning rate is a number or a *schedule*: any callable of the iteration
+(momentum, Adam's moments) lives as arrays of the program's backend (numpy, cupy;
+dask computes new values and state once per step, into numpy). A step is atomic
+and holds the optimizer's lock (see :class:`Optimizer`). The learning rate is a number or a *schedule*: any callable of the iteration
 number ``k = 0, 1, 2, ...`` (the number of steps taken before this one).
 
     opt = fg.optim.Adam([w, b], lr=fg.optim.exponential_decay(1e-2, 0.5, every=100))
@@ -138,8 +139,8 @@ class Optimizer:
         (a NaN schedule, Ctrl-C, MemoryError) leaves variables, state and
         ``iterations`` as they were.
         """
-        self._bind(prog)
         with self._lock:
+            self._bind(prog)
             lr = self.learning_rate()
             outs = prog(*args, **feed)
             outs = outs if isinstance(outs, list) else [outs]
