@@ -1,12 +1,15 @@
 """flowgrad: define-and-run automatic differentiation on static graphs.
 
 Build a graph of op nodes, differentiate it (derivatives are nodes too), compile
-it once, run it on numpy or another backend, draw it. See README.md and
-``shared/design/API.md`` for the public contract; this file only gathers names.
+it once, run it on numpy or another backend, draw it. See README.md and docs/
+(theory, the op table, how-tos); this file only gathers names.
 """
 from .errors import (BackendError, DifferentiationError, FeedError,  # noqa: F401
                      FlowgradError, GradientCheckError, GraphError, ShapeError)
+from .errors import NumericsError, RunError  # noqa: F401
+from .numerics import detect_anomaly  # noqa: F401
 from .graph import Graph, Node, default_graph, name_scope, reset_default_graph  # noqa: F401
+from .composite import composite  # noqa: F401
 from .leaves import constant, placeholder, variable  # noqa: F401
 from . import ops  # noqa: F401
 from .ops import *  # noqa: F401,F403  (every op of ops.__all__ is fg.NAME)
@@ -23,3 +26,9 @@ from .data import batches  # noqa: F401
 from .checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401
 from .higher_order import hessian, hvp, jacobian  # noqa: F401
 from . import seed  # noqa: F401  (the seed's worked example as a graph)
+from .ops.classification import argmax, one_hot  # noqa: F401
+from . import random  # noqa: F401  (fg.random.normal …: random draws as nodes)
+from . import nn  # noqa: F401  (layers, initialisers, dropout)
+from . import metrics  # noqa: F401
+from .summary import summary  # noqa: F401
+from .fit import Callback, EarlyStopping, History  # noqa: F401  (opt.fit's pieces)

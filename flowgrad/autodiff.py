@@ -118,19 +118,48 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
         inputs = tuple(handles[i] for i in d["inputs"])
         needed = [inp.id in active and _differentiable(inp.dtype) for inp in inputs]
         if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
+            first_new = len(handles)
             terms = op.vjp_all(needed, vbar, node, *inputs, **d["attrs"])
-        else:
-            terms = [None] * len(inputs)
-            for argnum, inp in enumerate(inputs):
-                if not needed[argnum]:
-                    continue
-                rule = op.vjp_rule(argnum)
-                if rule is not None:
-                    terms[argnum] = rule(vbar, node, *inputs, **d["attrs"])
-        for inp, term, need in zip(inputs, terms, needed):
-            if need and term is not None:
+            for inp, term, need in zip(inputs, terms, needed):
+                if need and term is not None:
+                    term = sum_to_like(term, inp)
+                    pending.setdefault(inp.id, []).append(term)
+                    _mark_built(data, first_new, term.id, inp.id, y.id)
+            continue
+        for argnum, inp in enumerate(inputs):
+            if inp.id not in active or not _differentiable(inp.dtype):
+                continue
+            rule = op.vjp_rule(argnum)
+            if rule is None:
+                continue
+            first_new = len(handles)
+            term = rule(vbar, node, *inputs, **d["attrs"])
+            if term is not None:
                 pending.setdefault(inp.id, []).append(sum_to_like(term, inp))
+            _mark_adjoint(data, first_new, len(handles), inp.id, y.id)
     return result
+
+
+def _mark_adjoint(data, start, stop, of, y):
+    """Label the nodes a rule just built as part of v̄ of node ``of`` (∂y/∂of), so that an
+    error at one of them (a NaN, say) can say whose adjoint it was computing."""
+    for nid in range(start, stop):
+        d = data[nid]
+        if "adjoint_of" not in d:
+            d["adjoint_of"] = (of, y)
+
+
+def _mark_built(data, start, top, of, y):
+    """_mark_adjoint for one term of a rule that built several at once (vjp_all): the
+    nodes from ``start`` on that ``top`` depends on."""
+    stack = [top]
+    while stack:
+        nid = stack.pop()
+        d = data[nid]
+        if nid < start or "adjoint_of" in d:
+            continue
+        d["adjoint_of"] = (of, y)
+        stack.extend(d["inputs"])
 
 
 def _zeros(x):
@@ -145,6 +174,7 @@ def grad(y: Node, wrt):
     """
     wrt, single = _as_list(wrt)
     _seed(y)  # fail early, naming y, if it is not a scalar
+    _check_wrt(wrt)
     adj = adjoints(y, wrt)
     out = [adj.get(x) if x in adj else _zeros(x) for x in wrt]
     for x, g in zip(wrt, out):
@@ -152,10 +182,23 @@ def grad(y: Node, wrt):
     return out[0] if single else out
 
 
+def _check_wrt(xs):
+    """A derivative with respect to an integer or bool node is not defined: say so, rather
+    than hand back zeros that look like an answer."""
+    for x in xs:
+        if not isinstance(x, Node):
+            raise TypeError(f"grad: wrt must be nodes, got {type(x).__name__}")
+        if not _differentiable(x.dtype):
+            raise DifferentiationError(
+                f"cannot differentiate with respect to {x.name!r} of dtype {x.dtype}: only "
+                "float and complex nodes have derivatives (cast it with a float placeholder)")
+
+
 def vjp(y: Node, x, ybar):
     """ȳᵀ J: the reverse-mode product of the cotangent ``ybar`` (shape of y) with ∂y/∂x."""
     from flowgrad.ops import as_node
     xs, single = _as_list(x)
+    _check_wrt(xs)
     ybar = as_node(ybar, y.graph)
     if ybar.shape != y.shape and None not in y.shape:
         raise DifferentiationError(f"vjp: the cotangent has shape {ybar.shape}, "

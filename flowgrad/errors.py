@@ -29,6 +29,27 @@ class GradientCheckError(FlowgradError, AssertionError):
     """A derivative disagrees with central finite differences."""
 
 
+class RunError(FlowgradError, RuntimeError):
+    """A kernel failed while a program ran; the message names the node, its op, its
+    inputs' shapes and dtypes and the line that built it. The original is ``__cause__``."""
+
+    def __init__(self, message, node=None):
+        super().__init__(message)
+        #: the node whose kernel raised
+        self.node = node
+
+
+class NumericsError(FlowgradError, FloatingPointError):
+    """A value turned NaN or ±Inf although none of its inputs was (``check_numerics=True``
+    or ``fg.detect_anomaly()``). ``.node`` is that node, ``.trace`` a Trace of every value
+    computed up to and including it."""
+
+    def __init__(self, message, node=None, trace=None):
+        super().__init__(message)
+        self.node = node
+        self.trace = trace
+
+
 class OptimizerError(FlowgradError, ValueError):
     """An optimizer setting out of range (a learning rate of inf, a schedule value that is
     NaN, a negative eps), or a program whose outputs are not the loss and its gradients."""

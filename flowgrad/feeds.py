@@ -59,13 +59,50 @@ def resolve(graph, feed: dict) -> dict[int, object]:
 
 def check(node, value, backend):
     """``value`` as an array of ``backend`` with ``node``'s dtype, its shape checked."""
-    arr = value if backend.owns(value) else np.asarray(host(value))
+    if backend.owns(value):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(host(value))
+        except (ValueError, TypeError) as e:  # a ragged list: numpy cannot make an array
+            raise FeedError(f"{node.name!r} was fed something that is not an array: {e}") from e
+        if arr.dtype.kind not in "biufc":
+            raise FeedError(f"{node.name!r} expects numbers of dtype {node.dtype}, got an "
+                            f"array of dtype {arr.dtype} (a ragged list, strings or objects?)")
     shape, dtype = tuple(arr.shape), np.dtype(arr.dtype)
     want = node.shape
     if len(shape) != len(want) or any(w is not None and w != s for w, s in zip(want, shape)):
         fmt = "(" + ", ".join("None" if w is None else str(w) for w in want) + \
             ("," if len(want) == 1 else "") + ")"
         raise FeedError(f"{node.name!r} expects shape {fmt}, got {shape}")
-    if dtype != node.dtype and not np.can_cast(dtype, node.dtype, "same_kind"):
-        raise FeedError(f"{node.name!r} expects dtype {node.dtype}, got {dtype}")
+    if dtype != node.dtype:
+        if not np.can_cast(dtype, node.dtype, "same_kind"):
+            raise FeedError(f"{node.name!r} expects dtype {node.dtype}, got {dtype}")
+        if isinstance(arr, np.ndarray) and not np.can_cast(dtype, node.dtype, "safe"):
+            arr = _narrowed(node, arr)
     return backend.asarray(arr, dtype=node.dtype)
+
+
+def _narrowed(node, arr):
+    """``arr`` cast to the narrower ``node.dtype``; a value that does not fit (2**40 into
+    int32, 1e300 into float32) is a FeedError, never a wrapped integer or an inf."""
+    want = node.dtype
+    if want.kind in "iu" and arr.dtype.kind in "iub" and arr.size:
+        info = np.iinfo(want)
+        lo, hi = arr.min(), arr.max()
+        if lo < info.min or hi > info.max:
+            bad = lo if lo < info.min else hi
+            raise FeedError(f"{node.name!r} has dtype {want}, whose range is "
+                            f"[{info.min}, {info.max}]; the fed value holds {bad}, which "
+                            "would wrap around")
+    elif want.kind == "f" and arr.dtype.kind == "f" and arr.size:
+        with np.errstate(over="ignore"):
+            cast = arr.astype(want)
+        over = np.isinf(cast) & np.isfinite(arr)
+        if over.any():
+            bad = arr[over].flat[0]
+            raise FeedError(f"{node.name!r} has dtype {want}, whose largest value is "
+                            f"{np.finfo(want).max:.4g}; the fed value holds {bad:.4g}, which "
+                            "would become inf")
+        return cast
+    return arr

@@ -8,6 +8,15 @@ Edges are derived from ``inputs`` and labelled with the argument number.
 Ids are handed out in creation order and a node's inputs always exist before
 it, so id order *is* a topological order: the sweeps and the scheduler sort by
 id instead of walking the graph, and no cycle can ever be built.
+
+Threads: adding a node (id, name, edges, handle) happens under the graph's lock, so
+several threads may build into one graph, the module-level default included. Name
+scopes (``fg.name_scope``) are per graph, not per thread.
+
+Names: a placeholder's name is how it is fed, so a second placeholder with a taken
+name is a GraphError. Every other node (variables, constants, ops) whose name is
+taken gets the first free suffix, ``w_1``, ``w_2`` …; read ``node.name`` to feed a
+variable by name, or feed it by node.
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ def _graph_stack():
 
 
 _DEFAULT = None
+_DEFAULT_LOCK = threading.Lock()
 
 
 def default_graph() -> "Graph":
@@ -37,9 +47,13 @@ def default_graph() -> "Graph":
     if stack:
         return stack[-1]
     global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = Graph()
-    return _DEFAULT
+    graph = _DEFAULT
+    if graph is None:
+        with _DEFAULT_LOCK:  # two threads must not each make "the" default graph
+            if _DEFAULT is None:
+                _DEFAULT = Graph()
+            graph = _DEFAULT
+    return graph
 
 
 def reset_default_graph() -> "Graph":
@@ -59,6 +73,8 @@ class Graph:
         self._name_next: dict[str, int] = {}
         self._scope: list[str] = []
         self._program_cache: dict = {}
+        # guards ids, names and edges (never held while calling out: a plain lock suffices)
+        self._lock = threading.Lock()
 
     # -- context management -------------------------------------------------
     def __enter__(self) -> "Graph":
@@ -74,6 +90,10 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"<flowgrad.Graph with {len(self)} nodes>"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .viz.notebook import mimebundle  # a drawing in Jupyter, text without `dot`
+        return mimebundle(self, include, exclude)
 
     # -- nodes ----------------------------------------------------------------
     def node(self, node_id: int) -> "Node":
@@ -104,28 +124,45 @@ class Graph:
         return f"{name}_{k}"
 
     def add_node(self, op, inputs, attrs, shape, dtype, *, name=None, kind="op",
-                 value=None, weak=False) -> "Node":
+                 value=None, weak=False, exact_name=False) -> "Node":
         """Append one node; callers (ops.base.apply and the leaf constructors) have
-        already checked shapes. Returns its handle."""
-        node_id = len(self._handles)
-        op_name = op.name if op is not None else kind
-        name = self._unique_name(name or f"{op_name}_{node_id}")
+        already checked shapes. Returns its handle. ``exact_name``: a taken ``name`` is a
+        GraphError rather than suffixed (user placeholders, fed by name)."""
+        where = _user_site()  # outside the lock: it only reads the caller's frames
         input_ids = tuple(n.id for n in inputs)
-        self.nx.add_node(
-            node_id, op=op, attrs=attrs, name=name, shape=shape, dtype=dtype,
-            inputs=input_ids, kind=kind, scope=tuple(self._scope), value=value,
-            weak=weak,
-        )
-        for argnum, src in enumerate(input_ids):
-            # A DiGraph keeps one edge per pair; record every argument number on it.
-            if self.nx.has_edge(src, node_id):
-                self.nx.edges[src, node_id]["argnums"] += (argnum,)
+        op_name = op.name if op is not None else kind
+        with self._lock:
+            node_id = len(self._handles)
+            if exact_name:
+                name = self._exact_name(name)
             else:
-                self.nx.add_edge(src, node_id, argnums=(argnum,))
-        handle = Node(self, node_id)
-        self._handles.append(handle)
-        self._names[name] = node_id
+                name = self._unique_name(name or f"{op_name}_{node_id}")
+            self.nx.add_node(
+                node_id, op=op, attrs=attrs, name=name, shape=shape, dtype=dtype,
+                inputs=input_ids, kind=kind, scope=tuple(self._scope), value=value,
+                weak=weak, where=where, group=_open_groups(self),
+            )
+            for argnum, src in enumerate(input_ids):
+                # A DiGraph keeps one edge per pair; record every argument number on it.
+                if self.nx.has_edge(src, node_id):
+                    self.nx.edges[src, node_id]["argnums"] += (argnum,)
+                else:
+                    self.nx.add_edge(src, node_id, argnums=(argnum,))
+            handle = Node(self, node_id)
+            self._handles.append(handle)
+            self._names[name] = node_id
         return handle
+
+    def _exact_name(self, base: str) -> str:
+        """A placeholder is fed by name: a taken name is an error, never renamed."""
+        prefix = "/".join(self._scope)
+        name = f"{prefix}/{base}" if prefix else base
+        if name in self._names:
+            other = self._handles[self._names[name]]
+            raise GraphError(
+                f"the graph already has a node named {name!r} ({other.kind}); a placeholder "
+                "is fed by its name, so it must be unique: choose another name")
+        return name
 
 
 @contextlib.contextmanager
@@ -139,6 +176,13 @@ def name_scope(name: str, graph: Graph | None = None):
         yield
     finally:
         g._scope.pop()
+
+
+def _open_groups(graph) -> tuple:
+    """The names of the ``fg.composite`` groups open while a node is built, outermost
+    first (flowgrad/composite.py pushes and names them)."""
+    frames = getattr(_state, "groups", None)
+    return tuple(f.name_in(graph) for f in frames) if frames else ()
 
 
 class Node:
@@ -165,17 +209,24 @@ class Node:
             raise ValueError("a node name must be a non-empty string")
         if new == self._d["name"]:
             return
-        if new in g._names:
-            raise ValueError(f"the graph already has a node named {new!r}")
-        del g._names[self._d["name"]]
-        g._names[new] = self.id
-        self._d["name"] = new
+        with g._lock:
+            if new in g._names:
+                raise ValueError(f"the graph already has a node named {new!r}")
+            del g._names[self._d["name"]]
+            g._names[new] = self.id
+            self._d["name"] = new
 
     def named(self, name: str) -> "Node":
         """Give this node a name (shown in drawings, usable as a feed key); returns it.
         The node's name scope is prefixed unless ``name`` already holds a '/'."""
         self.name = name if "/" in name else "/".join(self.scope + (name,))
         return self
+
+    @property
+    def where(self) -> str | None:
+        """``file:line`` of the user's code that built this node (None if unknown)."""
+        site = self._d.get("where")
+        return f"{site[0]}:{site[1]}" if site else None
 
     @property
     def shape(self) -> tuple:
@@ -210,6 +261,11 @@ class Node:
     @property
     def scope(self) -> tuple:
         return self._d["scope"]
+
+    @property
+    def group(self) -> tuple:
+        """The ``fg.composite`` groups this node was built in, outermost first."""
+        return self._d.get("group", ())
 
     @property
     def value(self):
@@ -272,6 +328,15 @@ class Node:
 def _ops():
     from flowgrad import ops
     return ops
+
+
+def _user_site():
+    """The user's (file, line) for a node being built (ops.base.user_site, bound once:
+    the ops package imports this module, so it cannot be imported at the top)."""
+    global _user_site
+    from flowgrad.ops.base import user_site
+    _user_site = user_site
+    return user_site()
 
 
 def same_graph(nodes) -> Graph:

@@ -25,14 +25,17 @@ def placeholder(name: str, shape=(), dtype="float64") -> Node:
     """A value fed at run time, by ``name`` or by node; ``None`` in ``shape`` = any length."""
     if not isinstance(name, str) or not name:
         raise ValueError("a placeholder needs a non-empty string name (it is fed by name)")
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biufc":
+        raise TypeError(f"placeholder {name!r}: dtype must be numeric, got {dtype}")
     g = default_graph()
-    return g.add_node(None, (), {}, _as_shape(shape), np.dtype(dtype), name=name,
-                      kind="placeholder")
+    return g.add_node(None, (), {}, _as_shape(shape), dtype, name=name,
+                      kind="placeholder", exact_name=True)
 
 
 def variable(value, name: str | None = None, dtype=None) -> Node:
     """A trainable value held by the graph; optimizers update it in place."""
-    arr = np.array(value, dtype=dtype if dtype is not None else _default_dtype(value))
+    arr = _numeric_array(value, dtype, "variable")
     g = default_graph()
     return g.add_node(None, (), {}, arr.shape, arr.dtype, name=name or "variable",
                       kind="variable", value=arr)
@@ -53,12 +56,24 @@ def _constant_in(g, value, name=None, dtype=None) -> Node:
             int(value) if isinstance(value, numbers.Integral) else float(value))
         return g.add_node(None, (), {}, (), np.result_type(py), name=name or "const",
                           kind="constant", value=py, weak=True)
-    arr = np.array(value, dtype=dtype if dtype is not None else _default_dtype(value))
-    if arr.dtype == object:
-        raise TypeError(f"cannot make a constant of {type(value).__name__}: {value!r}")
+    arr = _numeric_array(value, dtype, "constant")
     arr.setflags(write=False)  # a constant must never be mutated through a result
     return g.add_node(None, (), {}, arr.shape, arr.dtype, name=name or "const",
                       kind="constant", value=arr)
+
+
+def _numeric_array(value, dtype, what):
+    """``value`` as a numpy array of numbers (bool, int, float, complex); strings,
+    objects and ragged lists are a TypeError naming what was being made."""
+    try:
+        arr = np.array(value, dtype=dtype if dtype is not None else _default_dtype(value))
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"cannot make a {what} of {type(value).__name__} {value!r}: {e}") \
+            from e
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"cannot make a {what} of {type(value).__name__} {value!r}: a {what} "
+                        f"holds numbers, not dtype {arr.dtype}")
+    return arr
 
 
 def _default_dtype(value):

@@ -180,6 +180,15 @@ class Optimizer:
         extras = list(extras)
         return Trainer(self, Program([loss, *grad(loss, self.variables), *extras], backend))
 
+    def fit(self, loss: Node, data: dict, epochs: int = 1, batch_size=32, **options):
+        """Train on ``data`` ({placeholder: array}) for ``epochs`` of shuffled mini-batches;
+        returns a :class:`flowgrad.fit.History`. Options: ``val`` (feeds evaluated after
+        each epoch), ``metrics`` ({name: scalar node}), ``callbacks`` (``EarlyStopping`` …),
+        ``training`` (a boolean placeholder fed True, and False for validation),
+        ``shuffle``, ``seed``, ``backend``, ``verbose``. See flowgrad/fit.py."""
+        from .fit import fit
+        return fit(self, loss, data, epochs=epochs, batch_size=batch_size, **options)
+
     def reset(self):
         """Forget the state (moments, iteration count); variables keep their values."""
         with self._lock:
@@ -201,6 +210,10 @@ class Trainer:
 
     def __call__(self, *args, **feed):
         return self.optimizer.step(self.program, *args, **feed)
+
+    def __repr__(self):
+        from .fit import describe_trainer
+        return describe_trainer(self)
 
 
 class SGD(Optimizer):

@@ -13,14 +13,28 @@ not synchronised on every step — and never when the bar is silent.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 
-from tqdm.auto import tqdm
+if importlib.util.find_spec("ipywidgets") is not None:
+    from tqdm.auto import tqdm  # a widget bar in Jupyter, a text bar elsewhere
+else:
+    # tqdm.auto picks the widget bar in any kernel and then warns "IProgress not found"
+    # when ipywidgets is missing; the text bar works everywhere.
+    from tqdm.std import tqdm
+
+
+def _in_kernel() -> bool:
+    """Running inside a Jupyter kernel (not merely having imported ipykernel, which
+    starting a kernel from Python does)."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _interactive() -> bool:
     """A terminal on stderr, or a Jupyter kernel (whose stderr is no TTY)."""
-    if "ipykernel" in sys.modules:
+    if _in_kernel():
         return True
     try:
         return sys.stderr.isatty()

@@ -5,8 +5,16 @@ free)`` over a list of value slots. Running it never consults networkx: the hot
 path is one loop over that list. Each intermediate value is dropped right after
 its last reader, unless it is an output (or the program keeps everything, for a
 trace). Ordering is by node id, which is topological by construction.
+
+Reliability costs nothing on the hot path: run-time lengths are checked by a list
+compiled once (flowgrad.lengths), a failing kernel is found from the loop's state
+after the exception (one try around the loop), and NaN/Inf checking runs a separate
+loop (flowgrad.numerics). Outputs are copied only where they would alias storage the
+caller or the graph owns (a fed array, a variable, an output listed twice).
 """
 from __future__ import annotations
+
+import threading
 
 from .autodiff import ancestors
 from .backends import get_backend
@@ -14,6 +22,9 @@ from .errors import FeedError
 from .graph import Node, same_graph
 from .simplify import simplify
 from . import feeds as _feeds
+from . import lengths as _lengths
+from . import numerics as _numerics
+from .numerics import _state as _anomaly
 
 
 def _as_outputs(outputs):
@@ -28,14 +39,17 @@ def _as_outputs(outputs):
 class Program:
     """A compiled, reusable evaluation of some output nodes. Call it with feeds."""
 
-    def __init__(self, outputs, backend=None, keep_all=False):
+    def __init__(self, outputs, backend=None, keep_all=False, check_numerics=False):
         outputs, self._single = _as_outputs(outputs)
         self.graph = same_graph(outputs)
         self.outputs = outputs
         self.backend = get_backend(backend)
         self._keep_all = keep_all
+        self.check_numerics = bool(check_numerics)
         self._trace_program = None
         self._adjoints = None
+        self._lock = threading.Lock()  # builds the trace program once
+        self._step_index = None  # {output slot: step}, made when a step first fails
         self._build(ancestors(outputs))
 
     # -- compile ----------------------------------------------------------------
@@ -62,9 +76,25 @@ class Program:
             template[own[nid]] = v if data[nid]["weak"] else backend.asarray(v)
         for nid, op, attrs, ins in simp.steps:
             steps.append((op.kernel(xp, attrs), tuple(own[i] for i in ins), own[nid]))
+        self._step_nodes = [s[0] for s in simp.steps]  # the node each plan step computes
         self._template = template
         self._out_slots = [slot[o.id] for o in self.outputs]
         self._plan = self._with_frees(steps)
+        checks = _lengths.compile_checks(g, order)
+        self._check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
+        self._copy_outs = self._aliasing_outputs(simp.leaves)
+
+    def _aliasing_outputs(self, leaves):
+        """Positions of outputs to copy: a fed array or variable (the caller's or the
+        graph's storage), a view of one (``w.T``, ``x[1:]``), and the second and later
+        of outputs sharing one slot. Decided once here; most programs copy nothing."""
+        leaf_slots = {self._slot[nid] for nid in leaves}
+        seen, copy = set(), []
+        for k, (o, s) in enumerate(zip(self.outputs, self._out_slots)):
+            if s in leaf_slots or s in seen or _views_a_leaf(o):
+                copy.append(k)
+            seen.add(s)
+        return tuple(copy)
 
     def _with_frees(self, steps):
         """Attach to each step the slots whose last reader it is (never outputs)."""
@@ -99,36 +129,79 @@ class Program:
             v = fed.get(var.id)
             vals[s] = _feeds.check(var, v, backend) if v is not None else \
                 backend.read_variable(var)
+        if self._check_lengths is not None:
+            self._check_lengths(vals)  # run-time lengths that must agree: FeedError now
         return vals
 
     def _run(self, vals):
-        for arity, fn, a, b, ins, out, frees in self._plan:
-            if arity == 1:
-                vals[out] = fn(vals[a])
-            elif arity == 2:
-                vals[out] = fn(vals[a], vals[b])
-            else:
-                vals[out] = fn(*[vals[i] for i in ins])
-            if frees:
-                for s in frees:
-                    vals[s] = None
+        try:
+            for arity, fn, a, b, ins, out, frees in self._plan:
+                if arity == 1:
+                    vals[out] = fn(vals[a])
+                elif arity == 2:
+                    vals[out] = fn(vals[a], vals[b])
+                else:
+                    vals[out] = fn(*[vals[i] for i in ins])
+                if frees:
+                    for s in frees:
+                        vals[s] = None
+        except Exception as exc:
+            # the loop's variables still describe the failing step: no per-step bookkeeping
+            self._on_step_error(self._failed_step(out), exc, vals)
         return vals
+
+    def _failed_step(self, out_slot) -> int:
+        if self._step_index is None:
+            self._step_index = {step[5]: k for k, step in enumerate(self._plan)}
+        return self._step_index[out_slot]
+
+    def _on_step_error(self, k, exc, vals=None):
+        """Raise a RunError for ``exc``, raised by plan step ``k``'s kernel: it names the
+        node, its op, its inputs (their values' shapes and dtypes when ``vals`` is given)
+        and the user's line that built it, and chains ``exc``. Generated code calls this."""
+        from .diagnose import run_error
+        node = self.graph.node(self._step_nodes[k])
+        ins = [vals[i] for i in self._plan[k][4]] if vals is not None else \
+            [None] * len(node.inputs)
+        raise run_error(node, exc, ins) from exc
+
+    def _execute(self, vals):
+        if self.check_numerics or _anomaly.on:
+            return _numerics.run_checked(self, vals)
+        return self._run(vals)
 
     def __call__(self, *args, **kwargs):
         """Run with feeds (``prog(x=X)`` or ``prog({x: X})``); returns the output values."""
-        vals = self._run(self._bind(args, kwargs))
+        vals = self._bind(args, kwargs)
+        if self.check_numerics or _anomaly.on:  # one test per call, none per step
+            _numerics.run_checked(self, vals)
+        else:
+            self._run(vals)
         out = self.backend.finish([vals[s] for s in self._out_slots])
+        if self._copy_outs:  # never hand out a variable's or the caller's own array
+            for k in self._copy_outs:
+                if hasattr(out[k], "copy"):
+                    out[k] = out[k].copy()
         return out[0] if self._single else out
 
     def values(self, *args, **kwargs) -> dict[int, object]:
         """{node id: value} of every node, for a program compiled with keep_all."""
-        vals = self.backend.finish(self._run(self._bind(args, kwargs)))
+        vals = self.backend.finish(self._execute(self._bind(args, kwargs)))
         return {nid: vals[s] for nid, s in self._slot.items()}
 
     def trace(self, *args, **kwargs):
         """Every value computed and, if the first output is a scalar, every adjoint v̄."""
         from .tracing import Trace
         if self._trace_program is None:
+            self._build_trace_program()
+        return Trace(self, self._trace_program.values(*args, **kwargs), self._adjoints)
+
+    def _build_trace_program(self):
+        """Build the trace program once, under the lock; publish it last, so a thread
+        that sees ``_trace_program`` set also sees ``_adjoints``."""
+        with self._lock:
+            if self._trace_program is not None:
+                return
             first = self.outputs[0]
             if first.shape == () and first.dtype.kind in "fc":
                 from .autodiff import adjoints
@@ -136,12 +209,14 @@ class Program:
                 # (the exponent of x**2, say) is never asked for and may be log(<0).
                 leaves = [self.graph.node(i) for i in ancestors([first])
                           if self.graph.nx.nodes[i]["kind"] in ("placeholder", "variable")]
-                self._adjoints = adjoints(first, leaves or None)
+                adj = adjoints(first, leaves or None)
             else:
-                self._adjoints = {}
-            extra = [a for a in self._adjoints.values()]
-            self._trace_program = Program(self.outputs + extra, self.backend, keep_all=True)
-        return Trace(self, self._trace_program.values(*args, **kwargs), self._adjoints)
+                adj = {}
+            extra = [a for a in adj.values()]
+            prog = Program(self.outputs + extra, self.backend, keep_all=True,
+                           check_numerics=self.check_numerics)
+            self._adjoints = adj
+            self._trace_program = prog
 
     @property
     def n_steps(self) -> int:
@@ -152,10 +227,29 @@ class Program:
         names = ", ".join(o.name for o in self.outputs)
         return f"<flowgrad.Program [{names}] {self.n_steps} steps on {self.backend.name}>"
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .viz.notebook import mimebundle  # drawn inline in Jupyter, text without `dot`
+        return mimebundle(self, include, exclude)
 
-def compile(outputs, backend=None) -> Program:
-    """Prune, order and plan the evaluation of ``outputs`` (a node or a list) once."""
-    return Program(outputs, backend)
+
+#: ops whose kernel may return a view of (or the very array of) its first input
+_VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "squeeze",
+                       "broadcast_to", "broadcast_like", "getitem", "sum_to", "concat_part"})
+
+
+def _views_a_leaf(node) -> bool:
+    """Whether ``node``'s value may share storage with a placeholder's or a variable's."""
+    while node.op is not None and node.op.name in _VIEW_OPS:
+        node = node.inputs[0]
+    return node.kind in ("placeholder", "variable")
+
+
+def compile(outputs, backend=None, check_numerics=False) -> Program:
+    """Prune, order and plan the evaluation of ``outputs`` (a node or a list) once.
+
+    ``check_numerics=True`` tests every value for NaN/Inf as it is computed and raises
+    ``fg.NumericsError`` at the first node that creates one (see ``fg.detect_anomaly``)."""
+    return Program(outputs, backend, check_numerics=check_numerics)
 
 
 def run(outputs, feed=None, backend=None, **kwargs):
@@ -166,5 +260,6 @@ def run(outputs, feed=None, backend=None, **kwargs):
     cache = outs[0].graph._program_cache
     prog = cache.get(key)
     if prog is None:
-        prog = cache[key] = Program(outputs, b)
+        # two threads may both compile; setdefault publishes one program, atomically
+        prog = cache.setdefault(key, Program(outputs, b))
     return prog(feed, **kwargs)

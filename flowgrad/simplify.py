@@ -28,6 +28,8 @@ the tests against the unsimplified program):
 
   ``x·0 → 0`` and ``x − x → 0`` follow the usual symbolic convention and ignore
   NaN/inf in ``x``.
+* **stateful ops** (``Op(stateful=True)``: random draws) are exempt from all of the
+  above: each is its own step, evaluated once per run, whatever its inputs.
 
 A node known to be a fill and still needed becomes a constant (static shape, at
 most ``FOLD_MAX`` entries), an ``xp.full`` step (static shape), or else keeps
@@ -81,8 +83,8 @@ class _Kernel:
 
 FULL = _Kernel("full", lambda xp, shape, dtype, value:
                lambda: xp.full(shape, value, dtype=dtype))
-COPY = _Kernel("copy", lambda xp, dtype:
-               lambda v: xp.asarray(v, dtype=dtype).copy())  # dask's array() has no copy=
+COPY = _Kernel("copy", lambda xp, dtype:   # .copy(): dask's xp.array has no copy=
+               lambda v: xp.asarray(v, dtype=dtype).copy())
 
 
 # -- freezing attributes into hashable keys -----------------------------------------
@@ -251,6 +253,11 @@ class _Pass:
 
     def _op(self, nid, op, attrs, ins):
         defs, fill = self.defs, self.fill
+        if getattr(op, "stateful", False):
+            # a random draw: its own step, never folded, merged, nor known to be a fill
+            self.rep[nid] = nid
+            self.defs[nid] = ("op", op, attrs, ins)
+            return
         fallback = (op, attrs, ins)
         fills = [fill.get(i) for i in ins]
         name = op.name

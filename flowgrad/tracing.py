@@ -5,8 +5,9 @@ from .graph import Node
 
 
 class Trace:
-    """``tr[node]`` is a node's value; ``tr.adjoint(node)`` its adjoint v̄ with respect
-    to the program's first output (when that output is a scalar)."""
+    """``tr.value(node)`` (or ``tr[node]``) is a node's value; ``tr.adjoint(node)`` its
+    adjoint v̄ with respect to the program's first output (when that output is a scalar).
+    In Jupyter a trace shows itself drawn, with every value and v̄."""
 
     def __init__(self, program, values: dict, adjoints: dict):
         self.program = program
@@ -33,6 +34,10 @@ class Trace:
         except KeyError:
             raise KeyError(f"{node.name!r} was not computed in this trace") from None
 
+    def value(self, node: Node):
+        """v = the node's value in this run (the same as ``tr[node]``)."""
+        return self[node]
+
     def has_adjoint(self, node: Node) -> bool:
         """Whether ``node`` lies on a path to the output (else its v̄ is zero)."""
         return node in self.adjoint_nodes
@@ -48,3 +53,7 @@ class Trace:
 
     def __repr__(self):
         return f"<flowgrad.Trace of {len(self.program.order)} nodes>"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from .viz.notebook import mimebundle  # drawn inline in Jupyter, text without `dot`
+        return mimebundle(self, include, exclude)

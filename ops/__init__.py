@@ -11,8 +11,8 @@ from .indexing import getitem, take  # noqa: F401
 from .linalg import (det, dot, eigh, eigvalsh, inv, logdet, matmul, norm,  # noqa: F401
                      outer, solve, trace)
 from .creation import ones_like, zeros_like  # noqa: F401
-from .nn import (bce_with_logits, l2, linear, mse, relu, sigmoid,  # noqa: F401
-                 softmax_cross_entropy, softplus)
+from .nn import linear, relu, sigmoid, softplus  # noqa: F401
+from .losses import bce_with_logits, l2, mse, softmax_cross_entropy  # noqa: F401
 
 #: the ops that are public as ``fg.NAME`` (some shadow builtins on purpose: fg.sum,
 #: fg.pow, fg.abs, fg.max, fg.min)

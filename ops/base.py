@@ -16,6 +16,7 @@ broadcast a tangent to the output's shape, in one place.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 
@@ -39,6 +40,17 @@ class Op:
     transpose, mul, matmul …): its jvp rules are derived, ``op(…, tangent, …)``.
     ``elementwise=True`` says each vjp rule is ``g * ∂out/∂in`` entrywise: the jvp
     rules are then the same functions with the tangent in place of ``g``.
+
+    An op is also a function to its users: ``help(fg.relu)`` and
+    ``inspect.signature(fg.sigmoid)`` show the call signature (the forward's, without
+    ``xp``) and the docstring, which states the derivative.
+
+    ``decompose`` (None, or a function of the same inputs and attrs) builds the same
+    value out of other primitive ops: the fused model ops (linear, mse, l2 …) have
+    one, for consumers that lack the fused op (an exporter) and to check the kernel.
+
+    ``stateful=True`` says two calls may return different values (random draws): the
+    simplifier never folds such a node, nor merges two of them as common subexpressions.
     """
 
     #: Optional, for ops with many arguments (concatenate): ``vjp_all(needed, g, ans,
@@ -48,9 +60,11 @@ class Op:
     #: sweeps build O(N) nodes for N arguments, not N rules that each see all N inputs.
     vjp_all = None
     jvp_all = None
+    decompose = None
 
     def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,
-                 multilinear=False, elementwise=False, operator=None, doc=""):
+                 multilinear=False, elementwise=False, operator=None, doc="",
+                 stateful=False):
         if name in REGISTRY:
             raise ValueError(f"op {name!r} is registered twice")
         self.name = name
@@ -61,10 +75,12 @@ class Op:
         self._jvp = jvp
         self.multilinear = multilinear
         self.elementwise = elementwise
+        self.stateful = stateful
         # A C-level callable of the values alone (operator.add …): the scheduler calls it
         # directly, skipping a Python frame per step, and it works on any backend's arrays.
         self.operator = operator
         self.__doc__ = doc or forward.__doc__
+        _function_like(self, forward)
         REGISTRY[name] = self
 
     def __repr__(self):
@@ -72,6 +88,11 @@ class Op:
 
     def __call__(self, *args, **attrs):
         return apply(self, *args, **attrs)
+
+    def __get__(self, obj, objtype=None):
+        # Never binds (as numpy's ufuncs and builtins: ``act = fg.tanh`` on a class stays
+        # tanh), but being a descriptor makes ``inspect``/``help`` treat an op as a routine.
+        return self
 
     def kernel(self, xp, attrs):
         """The callable the scheduler runs: values in, value out."""
@@ -105,6 +126,18 @@ class Op:
             return self.vjp_rule(argnum)
         raise DifferentiationError(f"op {self.name!r} has no forward-mode (jvp) rule "
                                    f"for argument {argnum}")
+
+
+def _function_like(op, forward):
+    """Give ``op`` the metadata of a function: the forward's signature without ``xp``."""
+    op.__name__ = op.__qualname__ = op.name
+    op.__module__ = getattr(forward, "__module__", __name__)
+    try:
+        signature = inspect.signature(forward)
+        op.__signature__ = signature.replace(
+            parameters=list(signature.parameters.values())[1:])
+    except (TypeError, ValueError):   # a builtin without a signature
+        op.__signature__ = None
 
 
 def _multilinear_jvp(op, argnum, tangent, ans, *inputs, **attrs):
@@ -152,23 +185,41 @@ def fmt_shape(shape) -> str:
 
 
 _PKG_ROOTS = None
+_INSIDE: dict[str, bool] = {}  # co_filename -> whether it lies inside flowgrad (cached)
+
+
+def _inside(fname) -> bool:
+    inside = _INSIDE.get(fname)
+    if inside is None:
+        global _PKG_ROOTS
+        if _PKG_ROOTS is None:
+            import flowgrad
+            from flowgrad import backends, viz  # noqa: F401  (their folders count as inside)
+            _PKG_ROOTS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                               for m in (flowgrad, sys.modules[__package__], backends, viz))
+        inside = _INSIDE[fname] = os.path.abspath(fname).startswith(_PKG_ROOTS)
+    return inside
+
+
+def user_site():
+    """``(file, line)`` of the innermost frame outside flowgrad, i.e. the user's call, or
+    None. Recorded on every node when it is built, so it must stay cheap: one dict look-up
+    per frame (the path test is cached per file)."""
+    frame = sys._getframe(1)
+    known = _INSIDE
+    while frame is not None:
+        fname = frame.f_code.co_filename
+        inside = known.get(fname)
+        if not (inside or inside is None and _inside(fname)):
+            return (fname, frame.f_lineno)
+        frame = frame.f_back
+    return None
 
 
 def _user_line():
     """``file:line`` of the innermost frame outside flowgrad, i.e. the user's call."""
-    global _PKG_ROOTS
-    if _PKG_ROOTS is None:
-        import flowgrad
-        from flowgrad import backends, viz  # noqa: F401  (their folders count as inside)
-        _PKG_ROOTS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
-                           for m in (flowgrad, sys.modules[__package__], backends, viz))
-    frame = sys._getframe(1)
-    while frame is not None:
-        fname = os.path.abspath(frame.f_code.co_filename)
-        if not fname.startswith(_PKG_ROOTS):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        frame = frame.f_back
-    return None
+    site = user_site()
+    return f"{site[0]}:{site[1]}" if site else None
 
 
 def broadcast_shapes(op_name, *nodes) -> tuple:
@@ -206,12 +257,34 @@ def normalize_axis(op_name, node, axis) -> tuple:
     ndim = len(node.shape)
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_)):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        axes = None
+    if axes is None or any(not isinstance(a, (int, np.integer)) or isinstance(a, (bool, np.bool_))
+                           for a in axes):
+        raise TypeError(f"{op_name}: the argument axis must be None, an int or a tuple of "
+                        f"ints, got {axis!r} ({type(axis).__name__})" + _at())
     out = []
     for a in axes:
-        if not isinstance(a, (int, np.integer)) or not -ndim <= a < ndim:
+        if not -ndim <= a < ndim:
             raise shape_error(op_name, (node,), f"axis {a} is out of range for a {ndim}-d input")
         out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise shape_error(op_name, (node,), f"repeated axis in {axis}")
     return tuple(sorted(out))
+
+
+def keepdims_flag(op_name, keepdims) -> bool:
+    """``keepdims`` checked to be a bool: ``keepdims="no"`` is truthy, and must not pass."""
+    if not isinstance(keepdims, (bool, np.bool_)):
+        raise TypeError(f"{op_name}: the argument keepdims must be True or False, got "
+                        f"{keepdims!r} ({type(keepdims).__name__})" + _at())
+    return bool(keepdims)
+
+
+def _at() -> str:
+    where = _user_line()
+    return f"\n  at {where}" if where else ""

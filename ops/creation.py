@@ -10,10 +10,12 @@ _ones_like = Op("ones_like", lambda xp, x: xp.ones_like(x), lambda x: (x.shape, 
 
 
 def zeros_like(x):
-    """Zeros shaped like x (its value is never read, only its shape)."""
+    """Zeros shaped like x (its value is never read, only its shape).  No derivative flows
+    (∂/∂x = 0)."""
     return apply(_zeros_like, x)
 
 
 def ones_like(x):
-    """Ones shaped like x (its value is never read, only its shape)."""
+    """Ones shaped like x (its value is never read, only its shape).  No derivative flows
+    (∂/∂x = 0)."""
     return apply(_ones_like, x)

@@ -50,7 +50,7 @@ div.__doc__ = "x / y.  ∂/∂x = 1/y, ∂/∂y = −x/y² = −ans/y."
 
 neg = _unary("neg", lambda xp, x: xp.negative(x), lambda g, ans, x: -g,
              floating=False, multilinear=True, operator=operator.neg)
-neg.__doc__ = "−x."
+neg.__doc__ = "−x.  ∂/∂x = −1."
 
 
 def _pow_dx(g, ans, x, p):
@@ -129,6 +129,7 @@ def where(cond, x, y):
 
     The adjoint goes only to the branch taken, so a nan/inf in the other branch's
     *value* never reaches a gradient: ``log(where(x > 0, x, 1))`` guards a domain.
+    Derivatives: ∂/∂x = [cond], ∂/∂y = [¬cond]; none for ``cond``.
     """
     if not isinstance(cond, Node):
         cond = np.asarray(cond)   # keep a list of bools bool (as a constant it would be float)

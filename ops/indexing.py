@@ -246,7 +246,8 @@ _scatter = Op("scatter_add", _scatter_forward,
 
 def getitem(x, index):
     """``x[index]`` with numpy's rules: ints, slices, None, Ellipsis, integer arrays, lists
-    or nodes, constant boolean masks. ``Node.__getitem__`` calls this."""
+    or nodes, constant boolean masks. ``Node.__getitem__`` calls this.
+    x̄ = v̄ scattered back to the entries read (repeated indices add up); none for indices."""
     x = as_node(x)
     items, tensors = _items(index)
     _expand_ellipsis(x, items)   # fail at build time on a bad index, even an identity one
@@ -257,7 +258,8 @@ def getitem(x, index):
 
 
 def take(x, indices, axis=0):
-    """Entries of x at integer ``indices`` along ``axis`` (numpy.take without modes)."""
+    """Entries of x at integer ``indices`` along ``axis`` (numpy.take without modes).
+    x̄ = v̄ scattered back along ``axis`` (repeated indices add up)."""
     x = as_node(x)
     ndim = len(x.shape)
     if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:

@@ -33,20 +33,20 @@ from .shape import expand_dims, reshape, squeeze, swap_last_axes, transpose
 from .indexing import getitem
 
 
-def _matmul_infer(a, b):
+def _matmul_infer(a, b, op_name="matmul"):
     if not a.shape or not b.shape:
-        raise shape_error("matmul", (a, b), "operands must be at least 1-d (use mul for scalars)")
+        raise shape_error(op_name, (a, b), "operands must be at least 1-d (use mul for scalars)")
     ka = a.shape[-1]
     kb = b.shape[0] if len(b.shape) == 1 else b.shape[-2]
     if ka is not None and kb is not None and ka != kb:
-        raise shape_error("matmul", (a, b), f"inner dimensions differ ({ka} vs {kb})")
+        raise shape_error(op_name, (a, b), f"inner dimensions differ ({ka} vs {kb})")
     if len(a.shape) == 1 and len(b.shape) == 1:
         return (), result_dtype(a, b)
     if len(b.shape) == 1:
         return a.shape[:-1], result_dtype(a, b)
     if len(a.shape) == 1:
         return b.shape[:-2] + b.shape[-1:], result_dtype(a, b)
-    batch = broadcast_shapes("matmul", _Shape(a.shape[:-2]), _Shape(b.shape[:-2]))
+    batch = broadcast_shapes(op_name, _Shape(a.shape[:-2]), _Shape(b.shape[:-2]))
     return batch + (a.shape[-2], b.shape[-1]), result_dtype(a, b)
 
 
@@ -86,7 +86,8 @@ _matmul = Op("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_infer,
 
 
 def matmul(a, b):
-    """a @ b with numpy's rules (1-d operands, broadcast batch axes)."""
+    """a @ b with numpy's rules (1-d operands, broadcast batch axes).
+    Ā = Ḡ Bᵀ, B̄ = Aᵀ Ḡ; forward rule Ȧ B + A Ḃ."""
     return apply(_matmul, a, b)
 
 
@@ -99,7 +100,8 @@ def mT(x):
 
 def dot(a, b):
     """numpy.dot: products of scalars, inner products, matrix products, and for N-d
-    operands the sum over a's last axis and b's second-to-last."""
+    operands the sum over a's last axis and b's second-to-last. Built of matmul / mul,
+    so its derivatives are theirs: ā = ḡ bᵀ, b̄ = aᵀ ḡ for matrices."""
     a, b = as_node(a), as_node(b)
     if not a.shape or not b.shape:
         return a * b
@@ -113,7 +115,7 @@ def dot(a, b):
 
 
 def outer(a, b):
-    """numpy.outer: the inputs flattened, out[i, j] = a[i] b[j]."""
+    """numpy.outer: the inputs flattened, out[i, j] = a[i] b[j].  ā = Ḡ b, b̄ = Ḡᵀ a."""
     return reshape(a, (-1, 1)) * reshape(b, (1, -1))
 
 
@@ -172,7 +174,8 @@ _trace = Op("trace", lambda xp, x, offset, axis1, axis2: xp.trace(x, offset, axi
 
 def trace(x, offset=0, axis1=0, axis2=1):
     """numpy.trace: the sum along the ``offset`` diagonal of axes (axis1, axis2) — the
-    first two by default, as numpy; pass ``axis1=-2, axis2=-1`` for a batch of matrices."""
+    first two by default, as numpy; pass ``axis1=-2, axis2=-1`` for a batch of matrices.
+    ∂ tr X = I (on that diagonal): X̄ = v̄ on the diagonal, 0 elsewhere."""
     x = as_node(x)
     nd = len(x.shape)
     if nd < 2:
@@ -242,7 +245,8 @@ _inv = Op("inv", _inv_forward, _inv_infer,
 
 
 def inv(x):
-    """The inverse of a (batch of) square matrices; nan where a matrix is exactly singular."""
+    """The inverse of a (batch of) square matrices; nan where a matrix is exactly singular.
+    Y = X⁻¹: X̄ = −Yᵀ Ȳ Yᵀ, Ẏ = −Y Ẋ Y."""
     return apply(_inv, x)
 
 
@@ -262,7 +266,7 @@ _det = Op("det", lambda xp, x: xp.linalg.det(x), _batch_scalar_infer("det"),
 
 
 def det(x):
-    """The determinant of a (batch of) square matrices."""
+    """The determinant of a (batch of) square matrices.  ∂ det X = det X · X⁻ᵀ."""
     return apply(_det, x)
 
 
@@ -282,7 +286,8 @@ _logdet = Op("logdet", _logdet_forward, _batch_scalar_infer("logdet"),
 
 
 def logdet(x):
-    """log det X of a (batch of) square matrices, computed through slogdet."""
+    """log det X of a (batch of) square matrices, computed through slogdet.
+    ∂ log det X = X⁻ᵀ."""
     return apply(_logdet, x)
 
 
@@ -343,7 +348,8 @@ _solve = Op("solve", _solve_forward, _solve_infer,
 
 
 def solve(a, b):
-    """The solution Y of A Y = B (numpy 2 rules: a 1-d b is one vector; batches broadcast)."""
+    """The solution Y of A Y = B (numpy 2 rules: a 1-d b is one vector; batches broadcast).
+    B̄ = A⁻ᵀ Ȳ (one solve), Ā = −B̄ Yᵀ; Ẏ = A⁻¹(Ḃ − Ȧ Y)."""
     return apply(_solve, a, b)
 
 
@@ -417,14 +423,16 @@ def _symmetric_from(x, uplo):
 
 def eigvalsh(x, UPLO="L"):
     """Eigenvalues, ascending, of the symmetric matrix whose lower (UPLO="L") or upper
-    triangle is x's, as numpy.linalg.eigvalsh; batched. Gradients see only that triangle."""
+    triangle is x's, as numpy.linalg.eigvalsh; batched. Gradients see only that triangle.
+    ∂λᵢ/∂S = vᵢ vᵢᵀ: S̄ = V diag(λ̄) Vᵀ; λ̇ = diag(Vᵀ Ṡ V)."""
     return apply(_eigvalsh, _symmetric_from(x, UPLO))
 
 
 def eigh(x, UPLO="L"):
     """(eigenvalues, eigenvectors as columns) of the symmetric matrix from x's lower or
     upper triangle, as numpy.linalg.eigh. Eigenvectors are defined up to sign: only
-    sign-invariant functions of them (V diag(f(λ)) Vᵀ, |V|, …) are well defined."""
+    sign-invariant functions of them (V diag(f(λ)) Vᵀ, |V|, …) are well defined.
+    S̄ = V (diag(λ̄) + F ∘ VᵀV̄) Vᵀ with F_ij = 1/(λ_j − λ_i) off the diagonal."""
     s = _symmetric_from(x, UPLO)
     return apply(_eigvalsh, s), apply(_eigvecs, s)
 
@@ -482,7 +490,8 @@ def norm(x, ord=None, axis=None, keepdims=False):
     """numpy.linalg.norm: vector norms (ord None/2, 1, inf) along one axis; matrix norms
     (None/"fro" Frobenius, 2 spectral, 1, inf) over two axes; with axis=None, a 1-d x is
     a vector, a 2-d x a matrix, and ord=None is the 2-norm of all entries. Batched.
-    At 0 the value is 0 and the gradient 0."""
+    At 0 the value is 0 and the gradient 0. ∂‖x‖₂ = x/‖x‖₂, ∂‖X‖_F = X/‖X‖_F,
+    ∂‖x‖₁ = sign x, ∂‖X‖₂ = u vᵀ (top singular vectors); the others through max/abs."""
     x = as_node(x)
     nd = len(x.shape)
     if axis is None:

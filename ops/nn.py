@@ -1,21 +1,15 @@
-"""Model ops: linear, sigmoid, softplus, relu, mse, l2, bce_with_logits,
-softmax_cross_entropy.
+"""Model ops: linear, sigmoid, softplus, relu (the losses are in ``losses.py``).
 
-``linear``, ``mse``, ``l2`` and ``softmax_cross_entropy`` are composites of
-primitives and need no rules (the cross-entropy is −Σ t log_softmax(z), and
-log_softmax = z − logsumexp(z) is finite for any finite z). ``sigmoid``,
-``softplus`` and ``bce_with_logits`` are primitives because their stable
-formulations (no overflow at ±1000) need to be written once, here.
+Each is one node of the graph, so a drawing shows a box labelled "linear" or
+"sigmoid". ``sigmoid`` and ``softplus`` are written once here in their stable
+forms (no overflow at ±1000). ``linear`` is x @ w + b with one fused kernel; its
+``decompose`` is the matmul-and-add it replaces.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from .base import NONDIFF, Op, apply, as_node, broadcast_shapes, float_dtype, result_dtype, \
-    shape_error
+from .base import Op, apply, broadcast_shapes, float_dtype, fmt_shape, result_dtype, shape_error
 from .elementwise import greater, where
-from .reductions import log_softmax, mean, sum
-from .linalg import matmul
+from .linalg import _Shape, _matmul_da, _matmul_db, _matmul_infer, matmul
 
 
 def _sigmoid(xp, x):
@@ -43,104 +37,73 @@ softplus = Op("softplus", _softplus, lambda x: (x.shape, float_dtype(x.dtype)),
               doc="log(1+eˣ), stable for any x.  ∂/∂x = σ(x).")
 
 
-def _bce(xp, z, t):
-    return _softplus(xp, z) - z * t
-
-
-def _bce_infer(z, t):
-    return broadcast_shapes("bce_with_logits", z, t), float_dtype(result_dtype(z, t))
-
-
-_bce_elementwise = Op(
-    "bce_with_logits", _bce, _bce_infer,
-    vjp=(lambda g, ans, z, t: g * (sigmoid(z) - t), lambda g, ans, z, t: -g * z),
-    elementwise=True,
-    doc="Binary cross-entropy of logits z against targets t: softplus(z) − z t. "
-        "∂/∂z = σ(z) − t, ∂/∂t = −z.")
-
-
-def _reduce(loss, reduction, op_name):
-    if reduction == "mean":
-        return mean(loss)
-    if reduction == "sum":
-        return sum(loss)
-    if reduction == "none":
-        return loss
-    raise ValueError(f"{op_name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-
-
-def bce_with_logits(z, t, reduction="mean"):
-    """Binary cross-entropy from logits, −t log σ(z) − (1−t) log(1−σ(z)), computed stably."""
-    return _reduce(_bce_elementwise(z, t), reduction, "bce_with_logits")
-
-
-def linear(x, w, b=None):
-    """x @ w + b."""
-    z = matmul(x, w)
-    return z if b is None else z + b
-
-
-def mse(y, t, reduction="mean"):
-    """Mean squared error, mean((y − t)²)."""
-    d = as_node(y) - t
-    return _reduce(d * d, reduction, "mse")
-
-
-def l2(w):
-    """The L2 regularizer ½ Σ w²."""
-    w = as_node(w)
-    return 0.5 * sum(w * w)
-
-
-# -- relu -------------------------------------------------------------------------------
-
 relu = Op("relu", lambda xp, x: xp.maximum(x, 0), lambda x: (x.shape, x.dtype),
           vjp=(lambda g, ans, x: where(greater(x, 0), g, 0.0),), elementwise=True,
           doc="max(x, 0).  ∂/∂x = [x > 0]: the subgradient 0 at x = 0.")
 
 
-# -- softmax cross-entropy ----------------------------------------------------------------
+# -- linear ------------------------------------------------------------------------------
 
-def _one_hot(xp, labels, ref, axis):
-    depth = ref.shape[axis]
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= depth):
-        raise ValueError(f"softmax_cross_entropy: class labels must lie in [0, {depth}), "
-                         f"got {int(labels.min())} … {int(labels.max())}")
-    hot = xp.expand_dims(labels, axis) == xp.reshape(
-        xp.arange(depth), (depth,) + (1,) * (ref.ndim - axis - 1))
-    return hot.astype(ref.dtype)
+def _scalar(*nodes):
+    """A 0-d operand makes linear a product of scalars (the seed's univariate w x + b)."""
+    return any(not n.shape for n in nodes)
 
 
-one_hot_like = Op("one_hot_like", _one_hot,
-                  lambda labels, ref, axis: (ref.shape, float_dtype(ref.dtype)),
-                  vjp=(NONDIFF, NONDIFF), jvp=(NONDIFF, NONDIFF),
-                  doc="Integer labels as one-hot rows along ``axis`` of ref's shape "
-                      "(ref is only a shape reference).")
+def _linear(xp, x, w, b=None):
+    z = xp.multiply(x, w) if getattr(x, "ndim", 0) == 0 or getattr(w, "ndim", 0) == 0 \
+        else xp.matmul(x, w)
+    if b is None:
+        return z
+    if getattr(z, "ndim", 0) and z.dtype == xp.result_type(z, b):
+        z += b          # z is fresh and b never enlarges it (infer checks): add in place
+        return z
+    return z + b
 
 
-def softmax_cross_entropy(z, t, reduction="mean", axis=-1):
-    """Cross-entropy −Σ t log softmax(z) of logits z along ``axis`` (default the last).
-
-    ``t`` is one-hot or probability rows shaped like z (broadcasting allowed), or
-    integer class labels shaped like z without ``axis``. ``reduction`` averages
-    ("mean", the default) or sums the per-row losses, or returns them ("none").
-    Finite for any finite logits; ∂/∂z = softmax(z) Σt − t.
-    """
-    z, t = as_node(z), as_node(t)
-    nd = len(z.shape)
-    if nd == 0:
-        raise shape_error("softmax_cross_entropy", (z, t), "logits need a class axis")
-    axis = int(axis) % nd
-    if t.dtype.kind in "iu":
-        want = z.shape[:axis] + z.shape[axis + 1:]
-        if len(t.shape) != len(want) or any(
-                a is not None and b is not None and a != b for a, b in zip(t.shape, want)):
-            raise shape_error("softmax_cross_entropy", (z, t),
-                              "integer labels must have the logits' shape without the class axis")
-        t = apply(one_hot_like, t, z, axis=axis)
-    elif t.dtype == np.bool_:
-        raise shape_error("softmax_cross_entropy", (z, t), "targets must be numbers, not bool")
+def _linear_infer(x, w, b=None):
+    if _scalar(x, w):
+        shape, dtype = broadcast_shapes("linear", x, w), result_dtype(x, w)
     else:
-        broadcast_shapes("softmax_cross_entropy", z, t)
-    loss = -sum(t * log_softmax(z, axis), axis)
-    return _reduce(loss, reduction, "softmax_cross_entropy")
+        shape, dtype = _matmul_infer(x, w, "linear")
+    if b is None:
+        return shape, dtype
+    out = broadcast_shapes("linear", _Shape(shape), b)
+    if len(out) != len(shape) or any(s == 1 and o != 1 for s, o in zip(shape, out)):
+        raise shape_error("linear", (x, w, b), "the bias must broadcast to the shape of "
+                          f"x @ w, {fmt_shape(shape)}, without enlarging it")
+    return out, result_dtype(x, w, b)
+
+
+def _linear_dx(g, ans, x, w, b=None):
+    return g * w if _scalar(x, w) else _matmul_da(g, ans, x, w)
+
+
+def _linear_dw(g, ans, x, w, b=None):
+    return g * x if _scalar(x, w) else _matmul_db(g, ans, x, w)
+
+
+def _linear_decompose(x, w, b=None):
+    z = x * w if _scalar(x, w) else matmul(x, w)
+    return z if b is None else z + b
+
+
+_linear_op = Op(
+    "linear", _linear, _linear_infer,
+    vjp=(_linear_dx, _linear_dw, lambda g, ans, x, w, b: g),
+    jvp=(lambda t, ans, x, w, b=None: apply(_linear_op, t, w),
+         lambda t, ans, x, w, b=None: apply(_linear_op, x, t),
+         lambda t, ans, x, w, b: t),
+    doc="x @ w + b.  x̄ = v̄ wᵀ, w̄ = xᵀ v̄, b̄ = v̄ summed to b's shape; "
+        "forward rule ẋ w + x ẇ + ḃ.")
+_linear_op.decompose = _linear_decompose
+
+
+def linear(x, w, b=None):
+    """x @ w + b, one node (a dense layer's affine map); ``b`` is optional.
+
+    numpy's matmul rules (1-d operands, batches); a 0-d ``x`` or ``w`` makes it the
+    univariate w·x + b. ``b`` broadcasts to the shape of x @ w but may not enlarge it.
+    Derivatives: x̄ = v̄ wᵀ, w̄ = xᵀ v̄, b̄ = v̄ summed over the broadcast axes;
+    forward rule ẋ w + x ẇ + ḃ.
+    """
+    return apply(_linear_op, x, w) if b is None else apply(_linear_op, x, w, b)

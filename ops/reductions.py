@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import NONDIFF, Op, apply, as_node, float_dtype, normalize_axis, shape_error
+from .base import (NONDIFF, Op, apply, as_node, float_dtype, keepdims_flag, normalize_axis,
+                   shape_error)
 from .broadcast import broadcast_to_like
 from .elementwise import exp
 from .shape import expand_dims
@@ -41,9 +42,11 @@ _sum = Op("sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=kee
 
 
 def sum(x, axis=None, keepdims=False):
-    """Sum of x over ``axis`` (all axes when None)."""
+    """Sum of x over ``axis`` (all axes when None).  ∂/∂x = 1: x̄ is v̄ spread back over
+    the summed axes."""
     x = as_node(x)
-    return apply(_sum, x, axis=normalize_axis("sum", x, axis), keepdims=bool(keepdims))
+    return apply(_sum, x, axis=normalize_axis("sum", x, axis),
+                 keepdims=keepdims_flag("sum", keepdims))
 
 
 def _count(xp, x, axis):
@@ -74,9 +77,11 @@ _mean = Op("mean", lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=
 
 
 def mean(x, axis=None, keepdims=False):
-    """Mean of x over ``axis`` (all axes when None)."""
+    """Mean of x over ``axis`` (all axes when None).  ∂/∂x = 1/N: x̄ is v̄ spread back
+    over the averaged axes and divided by their size N."""
     x = as_node(x)
-    return apply(_mean, x, axis=normalize_axis("mean", x, axis), keepdims=bool(keepdims))
+    return apply(_mean, x, axis=normalize_axis("mean", x, axis),
+                 keepdims=keepdims_flag("mean", keepdims))
 
 
 def keep_dims(r, axes, keepdims):
@@ -123,7 +128,8 @@ _max = Op("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=kee
 def max(x, axis=None, keepdims=False):
     """Max of x over ``axis`` (all axes when None). Ties share the derivative equally."""
     x = as_node(x)
-    return apply(_max, x, axis=normalize_axis("max", x, axis), keepdims=bool(keepdims))
+    return apply(_max, x, axis=normalize_axis("max", x, axis),
+                 keepdims=keepdims_flag("max", keepdims))
 
 
 def min(x, axis=None, keepdims=False):
@@ -163,14 +169,16 @@ _logsumexp_op = Op(
 
 
 def logsumexp(x, axis=None, keepdims=False):
-    """log Σ exp(x) over ``axis`` (all axes when None), finite for any finite x."""
+    """log Σ exp(x) over ``axis`` (all axes when None), finite for any finite x.
+    ∂/∂x = softmax(x) = exp(x − logsumexp x)."""
     x = as_node(x)
     return apply(_logsumexp_op, x, axis=normalize_axis("logsumexp", x, axis),
-                 keepdims=bool(keepdims))
+                 keepdims=keepdims_flag("logsumexp", keepdims))
 
 
 def log_softmax(x, axis=-1):
-    """x − logsumexp(x) over ``axis`` (default the last): the log of the softmax, stably."""
+    """x − logsumexp(x) over ``axis`` (default the last): the log of the softmax, stably.
+    ∂/∂x: x̄ = v̄ − softmax(x) Σ v̄ along ``axis``."""
     x = as_node(x)
     return x - logsumexp(x, axis, keepdims=True)
 

@@ -44,7 +44,7 @@ _reshape = Op("reshape", lambda xp, x, shape: xp.reshape(x, shape), _reshape_inf
 
 
 def reshape(x, shape):
-    """x with a new shape (numpy's rules, one -1 allowed)."""
+    """x with a new shape (numpy's rules, one -1 allowed).  x̄ = v̄ reshaped back."""
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
     return apply(_reshape, x, shape=shape)
 
@@ -72,7 +72,8 @@ _transpose = Op("transpose", lambda xp, x, axes: xp.transpose(x, axes), _transpo
 
 
 def transpose(x, axes=None):
-    """Permute the axes of x (reverse them when ``axes`` is None), as numpy."""
+    """Permute the axes of x (reverse them when ``axes`` is None), as numpy.
+    x̄ = v̄ with the inverse permutation."""
     x = as_node(x)
     ndim = len(x.shape)
     if axes is not None and any(not -ndim <= int(a) < ndim for a in axes):
@@ -114,7 +115,7 @@ _broadcast_to = Op("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape
 
 
 def broadcast_to(x, shape):
-    """x broadcast to ``shape`` (numpy's rules)."""
+    """x broadcast to ``shape`` (numpy's rules).  x̄ = v̄ summed over the broadcast axes."""
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
     x = as_node(x)
     if x.shape == shape:
@@ -136,7 +137,8 @@ _expand_dims = Op("expand_dims", lambda xp, x, axis: xp.expand_dims(x, axis), _e
 
 
 def expand_dims(x, axis):
-    """x with new length-1 axes at positions ``axis`` (of the result), as numpy."""
+    """x with new length-1 axes at positions ``axis`` (of the result), as numpy.
+    x̄ = v̄ with those axes squeezed."""
     x = as_node(x)
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     ndim = len(x.shape) + len(axes)
@@ -157,7 +159,8 @@ _squeeze = Op("squeeze", lambda xp, x, axis: xp.squeeze(x, axis), _squeeze_infer
 
 
 def squeeze(x, axis=None):
-    """x without the length-1 axes ``axis`` (all statically known ones when None)."""
+    """x without the length-1 axes ``axis`` (all statically known ones when None).
+    x̄ = v̄ with those axes put back."""
     x = as_node(x)
     axes = tuple(i for i, s in enumerate(x.shape) if s == 1) if axis is None else \
         normalize_axis("squeeze", x, axis)
@@ -233,7 +236,8 @@ _concatenate.jvp_all = _concat_jvp_all
 
 
 def concatenate(xs, axis=0):
-    """The nodes ``xs`` joined along an existing ``axis``, as numpy."""
+    """The nodes ``xs`` joined along an existing ``axis``, as numpy.
+    Each x̄ᵢ is v̄'s slice where xᵢ went."""
     xs = [as_node(x) for x in xs]
     if not xs:
         raise ValueError("concatenate needs at least one array")
@@ -249,7 +253,8 @@ def concatenate(xs, axis=0):
 
 
 def stack(xs, axis=0):
-    """The nodes ``xs`` (all one shape) stacked along a new ``axis``, as numpy."""
+    """The nodes ``xs`` (all one shape) stacked along a new ``axis``, as numpy.
+    Each x̄ᵢ is v̄ at index i of ``axis``."""
     xs = [as_node(x) for x in xs]
     if not xs:
         raise ValueError("stack needs at least one array")
@@ -277,7 +282,7 @@ _offsets = Op("concat_offsets", _offsets_forward,
               vjp=lambda argnum, g, ans, *xs, axis: None,
               jvp=lambda argnum, t, ans, *xs, axis: None, variadic=True,
               doc="Where each block of a concatenation starts along axis (0, n₀, n₀+n₁, …), "
-                  "from the run-time shapes only: ∂ = 0, it is an integer index.")
+                  "from the run-time shapes only.  Integer-valued: zero derivative.")
 
 
 def _block(offsets, index, axis, ndim):
@@ -299,8 +304,9 @@ _part = Op("concat_part", lambda xp, g, offsets, index, axis, length:
                 NONDIFF),
            jvp=(lambda t, ans, g, offsets, index, axis, length:
                 apply(_part, t, offsets, index=index, axis=axis, length=length), NONDIFF),
-           doc="Block ``index`` along axis of g, between offsets[index] and offsets[index+1]. "
-               "ḡ = Ḡ put back among zeros; the tangent is the block of the tangent.")
+           doc="Block ``index`` along axis of g, between offsets[index] and offsets[index+1].  "
+               "∂ is linear: the adjoint puts Ḡ back among zeros, the tangent is the "
+               "block of the tangent.")
 
 
 def _unpart_forward(xp, x, offsets, index, axis, total):
@@ -322,4 +328,4 @@ _unpart = Op("concat_unpart", _unpart_forward, _unpart_infer,
              jvp=(lambda t, ans, x, offsets, index, axis, total:
                   apply(_unpart, t, offsets, index=index, axis=axis, total=total), NONDIFF),
              doc="x put as block ``index`` along axis among zero blocks (the adjoint of "
-                 "concat_part). x̄ = Ḡ's block; the tangent is the tangent so placed.")
+                 "concat_part).  x̄ = Ḡ's block; the tangent is the tangent so placed.")

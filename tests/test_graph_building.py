@@ -84,7 +84,9 @@ def test_mixing_graphs_is_an_error():
 def test_names_are_unique_and_settable():
     with fg.Graph() as g:
         a = fg.placeholder("x")
-        b = fg.placeholder("x")
+        with pytest.raises(fg.GraphError, match="already has a node named 'x'"):
+            fg.placeholder("x")  # fed by name: never silently renamed (issue 10)
+        b = fg.variable(1.0, name="x")  # other nodes take the first free suffix
         assert (a.name, b.name) == ("x", "x_1")
         c = (a + b).named("total")
         assert g.by_name("total") is c

@@ -74,9 +74,9 @@ def test_precision_names_kinds_and_marks():
     tr, n = _seed()
     nodes, _ = _parse_dot(fg.viz.draw(tr, precision=7).source)
     y = _text(nodes[f"n{n['y'].id}"]["label"])
-    assert y.startswith("y sigmoid ()") and f"{1 / (1 + np.exp(-0.9)):.7g}" in y
+    assert y.startswith("y sigmoid\n") and f"{1 / (1 + np.exp(-0.9)):.7g}" in y  # no "()"
     assert "loss" in _text(nodes[f"n{n['loss'].id}"]["label"]).split("\n")[0]
-    assert 'BORDER="3"' in nodes[f"n{n['loss'].id}"]["label"]
+    assert nodes[f"n{n['loss'].id}"]["penwidth"] == "3"          # the op's rounded outline
     assert "wrt" in _text(nodes[f"n{n['w'].id}"]["label"])            # variables: asked for
     assert "wrt" not in _text(nodes[f"n{n['x'].id}"]["label"])
     colours = {k: re.search(r'BGCOLOR="([^"]+)"', nodes[f"n{n[k].id}"]["label"]).group(1)
@@ -101,7 +101,7 @@ def test_scalar_edges_carry_the_local_derivative():
                (x, b) in lab)
     assert lab[(w, mul)] == "∂ 1.5" and lab[(x, mul)] == "∂ 0.8"  # ∂(wx)/∂w = x
     assert not any(e.get("label") for a, b, e in edges
-                   if _parse_dot(fg.viz.draw(tr).source)[0][a].get("fillcolor"))
+                   if _parse_dot(fg.viz.draw(tr).source)[0][a].get("fillcolor") == "springgreen")
     _, off = _parse_dot(fg.viz.draw(tr, edge_labels=None).source)
     assert all("label" not in e for _, _, e in off)
 
@@ -196,7 +196,7 @@ def test_layout_direction_and_plain_nodes():
     src = fg.viz.draw(y, rankdir="LR").source           # no trace: structure only
     assert "rankdir=LR" in src
     nodes, edges = _parse_dot(src)
-    assert _text(nodes[f"n{y.id}"]["label"]).strip() == "y exp () · output"
+    assert _text(nodes[f"n{y.id}"]["label"]).strip() == "y exp · output"
     assert edges[0][2]["label"] == "x̄ += v̄ · y"               # exp's rule: ∂eˣ/∂x = eˣ
 
 
@@ -226,3 +226,47 @@ def test_rule_text_and_formatters():
     assert L.fmt_value(np.arange(20.0))[0] == "mean 9.5"
     assert L.fmt_value(np.array([[1.0, 2.0], [3.0, 4.0]])) == ["[[1 2]", "[3 4]]"]
     assert L.fmt_number(1 / 3, 3) == "0.333" and L.bar("w") == "w̄" and L.bar("W1") == "v̄[W1]"
+
+
+def test_minus_zero_prints_as_zero_and_scalars_have_no_shape():
+    assert L.fmt_number(-0.0) == "0" and L.fmt_number(np.float32(-0.0)) == "0"
+    assert L.fmt_full(np.array([-0.0, 1.5])) == ["[0 1.5]"]
+    assert L.fmt_number(-1e-9) == "-1e-09"                 # a real negative stays negative
+    assert L.shape_text(()) == "" and L.shape_text((3,)) == "(3,)"
+
+
+def test_op_boxes_keep_their_header_inside_the_rounded_outline():
+    tr, n = _seed()
+    nodes, _ = _parse_dot(fg.viz.draw(tr).source)
+    for node in tr.nodes:
+        attrs = nodes[f"n{node.id}"]
+        if node.kind == "op":
+            # the outline is the node's own rounded box, a margin away from the table:
+            # the table itself has no border and no rounded style to spill over
+            assert attrs["shape"] == "box" and "rounded" in attrs["style"]
+            assert attrs["label"].startswith('<<TABLE BORDER="0"')
+            assert "ROUNDED" not in attrs["label"] and float(attrs["margin"].split(",")[0]) > 0
+
+
+def test_unnamed_nodes_get_one_short_label_everywhere():
+    tr, n = _seed()
+    nodes, edges = _parse_dot(fg.viz.draw(tr, edge_labels="rule").source)
+    mul = n["z"].inputs[0]                                  # w * x, never named
+    label = f"mul{str(mul.id).translate(str.maketrans('0123456789', '₀₁₂₃₄₅₆₇₈₉'))}"
+    assert L.display_name(mul) == label
+    assert _text(nodes[f"n{mul.id}"]["label"]).split("\n")[0] == label
+    rules = {(a, b): e.get("label") for a, b, e in edges}
+    assert rules[(f"n{mul.id}", f"n{n['z'].id}")] == f"v̄[{label}] += v̄"
+
+
+def test_constants_false_folds_them_into_the_ops():
+    tr, n = _seed()
+    nodes, edges = _parse_dot(fg.viz.draw(tr, constants=False).source)
+    assert not any(a.get("fillcolor") == "springgreen" for a in nodes.values())
+    assert len(nodes) == sum(1 for k in tr.nodes if k.kind != "constant") == 14
+    folded = [k for k in tr.nodes if k.kind == "op" and any(i.kind == "constant"
+                                                             for i in k.inputs)]
+    details = sorted(_text(nodes[f"n{k.id}"]["label"]).split("\n")[0].split(" ", 1)[1]
+                     for k in folded)
+    assert details == ["0.1 ·", "0.5 ·", "0.5 ·", "pow(·, 2)", "pow(·, 2)"]
+    assert _text(nodes[f"n{n['L'].id}"]["label"]).startswith("L 0.5 ·")

@@ -9,6 +9,8 @@ import pytest
 
 import flowgrad as fg
 
+SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
 pytestmark = pytest.mark.skipif(shutil.which("dot") is None,
                                 reason="Graphviz `dot` is not installed (the layout needs it)")
 
@@ -54,15 +56,18 @@ def test_frames_show_the_seed_numbers(tmp_path):
     s = 1 / (1 + np.exp(-0.9))
     zbar = (s - 1) * s * (1 - s)
     z = by_cur[(f"n{n['z'].id}",)]
-    assert z["lines"][2:] == ["= y\u0304 · ∂y/∂z", f"= {s - 1:.4g} × {s * (1 - s):.4g}",
-                              f"z̄ = {zbar:.4g}"]
+    assert z["lines"][2:] == ["= y\u0304 · ∂y/∂z",
+                              f"∂y/∂z = σ(z)(1 − σ(z)) = {s * (1 - s):.4g}",  # formula, number
+                              f"= {s - 1:.4g} × {s * (1 - s):.4g}", f"z̄ = {zbar:.4g}"]
     assert z["use"] == [f"n{n['y'].id}"] and z["edges"] == [f"en{n['z'].id}_n{n['y'].id}"]
     w = by_cur[(f"n{n['w'].id}",)]
     assert f"= {zbar:.4g} × 1.5 + 0.05 × 1.6" in w["lines"]        # v̄_j · ∂v_j/∂w, each child
     assert f"= {zbar * 1.5:.4g} + 0.08" in w["lines"]
+    assert "∂mul₄/∂w = x = 1.5" in w["lines"]                      # box labels: mul₄
+    assert "∂pow₁₃/∂w = 2 w^(2−1) = 1.6" in w["lines"]
     assert w["lines"][-1] == f"w̄ = {zbar * 1.5 + 0.08:.4g}"
     fwd_z = next(f for f in frames if f["phase"] == "fw" and f["cur"] == [f"n{n['z'].id}"])
-    assert fwd_z["lines"][1:] == ["v_2: z = add(mul_4, b)", "= add(1.2, -0.3)", "= 0.9"]
+    assert fwd_z["lines"][1:] == ["v_2: z = add(mul₄, b)", "= add(1.2, -0.3)", "= 0.9"]
     seed = next(f for f in frames if f["phase"] == "seed")
     assert seed["cur"] == [f"n{n['loss'].id}"]
     assert seed["lines"][1] == "v̄[loss] = ∂loss/∂loss = 1"
@@ -82,7 +87,7 @@ def test_array_walkthrough_shows_rules_and_summaries(tmp_path, rng):
     tr = fg.compile(loss).trace(X=Xv)
     d = _data(open(fg.viz.walkthrough(tr, tmp_path / "m.html"), encoding="utf-8").read())
     w = next(f for f in d["frames"] if f["phase"] == "bw" and f["cur"] == [f"n{W.id}"])
-    assert any(line.startswith("from matmul_") and "W̄ += Xᵀ v̄" in line for line in w["lines"])
+    assert any(line.startswith(f"from matmul{str(W.id + 1).translate(SUB)}:") and "W̄ += Xᵀ v̄" in line for line in w["lines"])
     gW = Xv.T @ (1 - np.tanh(Xv @ W.value) ** 2)
     rows = ["[" * (2 - k) + " ".join(f"{v:.4g}" for v in row) + "]" * (k + 1)
             for k, row in enumerate(gW)]                      # 6 entries: shown in full
@@ -110,3 +115,65 @@ def test_needs_a_scalar_loss(tmp_path):
     tr = fg.compile(fg.exp(x)).trace(x=np.ones(2))
     with pytest.raises(ValueError, match="scalar loss"):
         fg.viz.walkthrough(tr, tmp_path / "w.html")
+
+
+def test_constants_false_and_the_two_levels():
+    tr, n = _seed()
+    wt = fg.viz.walkthrough(tr, constants=False)
+    d = _data(wt.html)
+    consts = {f"n{c.id}" for c in tr.nodes if c.kind == "constant"}
+    assert not consts & set(d["valAt"]) and not any(f'<g id="{c}"' in wt.html for c in consts)
+    assert "constants:" not in "\n".join(wt.frames[0]["lines"])
+    # the seed has no composites: both levels step through the same ten ops
+    prims = fg.viz.walkthrough(tr, level="primitives")
+    assert [f["cur"] for f in prims.frames][1:] == [f["cur"] for f in wt.frames][1:]
+    assert len(prims.frames) == len(wt.frames) == 26
+    with pytest.raises(ValueError, match="level"):
+        fg.viz.walkthrough(tr, level="ops-and-more")
+
+
+def test_a_composite_is_one_step_at_the_ops_level():
+    with fg.Graph():
+        x, t = fg.placeholder("x"), fg.placeholder("t")
+        w = fg.variable(0.8, name="w")
+
+        @fg.composite
+        def half_sq(d):
+            return 0.5 * d ** 2
+
+        y = fg.sigmoid(w * x).named("y")
+        loss = half_sq(y - t).named("loss")
+        tr = fg.compile(loss).trace(x=1.5, t=1.0)
+    ops = fg.viz.walkthrough(tr)
+    prims = fg.viz.walkthrough(tr, level="primitives")
+    fw_ops = [f["cur"] for f in ops.frames if f["phase"] == "fw"][1:]
+    fw_prims = [f["cur"] for f in prims.frames if f["phase"] == "fw"][1:]
+    assert fw_ops[-1] == ["g_half_sq"] and len(fw_prims) == len(fw_ops) + 1  # pow, mul
+    seed = next(f for f in ops.frames if f["phase"] == "seed")
+    assert seed["cur"] == ["g_half_sq"] and seed["lines"][1] == "v̄[half_sq] = ∂half_sq/∂half_sq = 1"
+    y0 = 1 / (1 + np.exp(-1.2))
+    sub = next(f for f in ops.frames if f["phase"] == "bw" and f["use"] == ["g_half_sq"])
+    # a scalar group's local derivative: Σ of its members' terms / v̄ of its output
+    assert f"∂half_sq/∂sub{str(y.id + 1).translate(SUB)} = {y0 - 1:.4g}" in sub["lines"]
+    assert '<g id="g_half_sq_adj" class="adj">' in ops.html
+
+
+def test_a_composite_reads_its_arguments_and_what_it_closes_over():
+    with fg.Graph():
+        x = fg.placeholder("x")
+        w = fg.variable(0.8, name="w")
+
+        @fg.composite
+        def scaled(d):
+            return fg.tanh(w * d)                   # w is not an argument
+
+        loss = scaled(x).named("loss")
+        tr = fg.compile(loss).trace(x=1.5)
+    wt = fg.viz.walkthrough(tr)
+    step = next(f for f in wt.frames if f["cur"] == ["g_scaled"] and f["phase"] == "fw")
+    assert step["use"] == [f"n{x.id}", f"n{w.id}"]
+    assert step["edges"] == [f"en{x.id}_g_scaled", f"en{w.id}_g_scaled"]
+    assert step["lines"][1].startswith("v_1: scaled = scaled(x)")
+    assert f'<g id="en{w.id}_g_scaled" class="edge">' in wt.html   # the drawn edge exists
+    wbar = next(f for f in wt.frames if f["cur"] == [f"n{w.id}"])["lines"]
+    assert wbar[-1] == f"w̄ = {1.5 * (1 - np.tanh(1.2) ** 2):.4g}"

@@ -7,16 +7,21 @@ scope box), then emit nodes into their scope clusters and the edges with labels.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter, deque
 
 import graphviz
 import numpy as np
 
 from flowgrad.autodiff import ancestors
+from flowgrad.composite import groups
 from flowgrad.graph import Graph, Node, same_graph
 
 from . import labels as L
 from .local import edge_terms
+
+#: fill colour of the node a NumericsError blames (``draw(err)`` / ``draw(err.trace)``)
+CULPRIT = "#FF4D4D"
 
 INSTALL_HINT = ("Graphviz's `dot` program was not found on PATH, so the drawing cannot be "
                 "rendered. Install Graphviz: `apt-get install graphviz` (Debian/Ubuntu), "
@@ -65,9 +70,11 @@ class Drawing(graphviz.Digraph):
 class _Scene:
     """The nodes to draw and the numbers known about them."""
 
-    def __init__(self, what, loss, wrt, backward):
+    def __init__(self, what, loss, wrt, backward, highlight=None):
         from flowgrad.tracing import Trace
         self.trace = what if isinstance(what, Trace) else None
+        #: the node a NumericsError's trace blames, drawn red
+        self.culprit = getattr(self.trace, "culprit", None)
         if self.trace is not None:
             self.graph = self.trace.graph
             self.roots = self.trace.outputs
@@ -85,6 +92,9 @@ class _Scene:
             self.roots = nodes
             self.forward = ancestors(nodes)
         self.handles = self.graph._handles
+        #: {node id: colour} painted over a node's own colours (a culprit in red, say)
+        self.highlight = {(n.id if isinstance(n, Node) else n): c
+                          for n, c in (highlight or {}).items()}
         adj = self.trace.adjoint_nodes if self.trace is not None else {}
         self.adjoint_of = {n.id: a for n, a in adj.items()}
         self.loss = loss if loss is not None else (
@@ -165,29 +175,53 @@ def _unit_of(scope, collapsed):
     return None
 
 
+class GroupUnit(str):
+    """A collapsed ``fg.composite`` group, drawn as one box (the str is its name)."""
+
+
 def _key(unit) -> str:
-    """The DOT id of a node (n12) or of a collapsed scope box (s_layer1_dense)."""
+    """The DOT id of a node (n12), a collapsed scope box (s_layer1_dense) or a collapsed
+    composite group (g_mse_1)."""
     if isinstance(unit, int):
         return f"n{unit}"
+    if isinstance(unit, GroupUnit):
+        return "g_" + re.sub(r"\W", "_", unit)
     return "s_" + "_".join(unit).replace(" ", "_")
+
+
+def _split_groups(node, expand):
+    """(the groups of ``node`` drawn open, outermost first; the one it is boxed in or None).
+    A group is open when ``expand`` is True or names it (or its function); placeholders
+    and variables are never boxed, only placed inside the open groups they belong to."""
+    path = node.group
+    if not path:
+        return (), None
+    if expand is True:
+        return tuple(GroupUnit(g) for g in path), None
+    opened = () if not expand else {expand} if isinstance(expand, str) else set(expand)
+    records = groups(node.graph)
+    for k, name in enumerate(path):
+        if name not in opened and records.get(name, {}).get("label") not in opened:
+            box = None if node.kind in ("placeholder", "variable") else GroupUnit(name)
+            return tuple(GroupUnit(g) for g in path[:k]), box
+    return tuple(GroupUnit(g) for g in path), None
+
+
+def group_of(node, expand):
+    """The collapsed group ``node`` is drawn inside, or None (see ``_split_groups``)."""
+    return _split_groups(node, expand)[1]
+
+
+def _home_path(node, expand) -> tuple:
+    """The cluster a drawn box sits in: its name scope, then the open groups around it."""
+    return tuple(node.scope) + _split_groups(node, expand)[0]
 
 
 # -- node styles ----------------------------------------------------------------------------
 
-def _node_attrs(scene, node, opts, derivative=False):
-    """Graphviz attributes for one drawn node: its label, shape and colours."""
-    value = _host(scene.value(node)) if opts["values"] else None
-    if node.kind == "constant":
-        text = L.constant_label(node, value if value is not None else node.value,
-                                opts["precision"], opts["max_elems"])
-        of = scene.adjoint_for.get(node.id) if derivative else None
-        if of:  # the seed, 1, is v̄ of the loss (and of whatever adds pass it on to)
-            text = "v̄ of " + ", ".join(of) + " = " + text
-        return {"label": text,
-                "shape": "box", "style": "filled",
-                "fillcolor": L.COLOURS["derivative" if derivative else "constant"],
-                "fontsize": "10", "margin": "0.05,0.02", "height": "0.2"}
-    adjoint = _host(scene.adjoint(node)) if opts["adjoints"] and not derivative else None
+def _marks(scene, node, derivative):
+    """(marks, colour, border width, border colour) of a drawn node: loss, output, wrt;
+    ``scene.highlight`` (a per-node colour) wins over the kind's colour."""
     marks, colour, border, border_colour = [], L.COLOURS[node.kind], 1, "black"
     if derivative:
         colour = L.COLOURS["derivative"]
@@ -204,12 +238,87 @@ def _node_attrs(scene, node, opts, derivative=False):
     if node.id in scene.wrt:
         border, border_colour = 3, "darkorange"
         marks.append("wrt")
+    if scene.culprit is not None and node.id == scene.culprit.id:
+        colour, border, border_colour = CULPRIT, 3, "red"
+        marks.append("NaN/Inf here")
+    if node.id in scene.highlight:
+        colour = border_colour = scene.highlight[node.id]
+        border = max(border, 3)
+    return marks, colour, border, border_colour
+
+
+def _node_attrs(scene, node, opts, derivative=False):
+    """Graphviz attributes for one drawn node: its label, shape and colours."""
+    value = _host(scene.value(node)) if opts["values"] else None
+    if node.kind == "constant":
+        text = L.constant_label(node, value if value is not None else node.value,
+                                opts["precision"], opts["max_elems"])
+        of = scene.adjoint_for.get(node.id) if derivative else None
+        if of:  # the seed, 1, is v̄ of the loss (and of whatever adds pass it on to)
+            text = "v̄ of " + ", ".join(of) + " = " + text
+        return {"label": text,
+                "shape": "box", "style": "filled",
+                "fillcolor": L.COLOURS["derivative" if derivative else "constant"],
+                "fontsize": "10", "margin": "0.05,0.02", "height": "0.2"}
+    adjoint = _host(scene.adjoint(node)) if opts["adjoints"] and not derivative else None
+    marks, colour, border, border_colour = _marks(scene, node, derivative)
+    rounded = node.kind == "op"
+    op = L.folded_op_text(node, opts["hidden"], opts["precision"]) if rounded else None
     label = L.node_label(node, colour, value=value, adjoint=adjoint, marks=marks,
                          precision=opts["precision"], max_elems=opts["max_elems"],
-                         rounded=node.kind == "op", border=border,
-                         border_colour=border_colour, cell_ids=opts["cell_ids"])
+                         rounded=rounded, border=border,
+                         border_colour=border_colour, cell_ids=opts["cell_ids"], op=op)
     tooltip = f"{node.name}: {L.op_text(node)} {L.fmt_shape(node.shape)}"
-    return {"label": label, "shape": "plain", "tooltip": tooltip}
+    attrs = {"label": label, "shape": "plain", "tooltip": tooltip}
+    if rounded:
+        attrs.update(L.frame_attrs(border, border_colour))
+    return attrs
+
+
+def group_outputs(scene, members, users):
+    """The members a collapsed group hands out: used outside it, or an output (or the loss)
+    of the drawing; else its last member."""
+    inside = set(members)
+    roots = {r.id for r in scene.roots}
+    outs = [i for i in members if i in roots or any(u not in inside for u in users[i])]
+    return outs or [max(members)]
+
+
+def _group_box_attrs(scene, unit, members, users, opts):
+    """A collapsed composite: the function's name, and its output's value and v̄."""
+    record = groups(scene.graph).get(str(unit), {})
+    outs = group_outputs(scene, members, users)
+    first = scene.handles[outs[0]]
+    marks, colour, border, border_colour = _marks(scene, first, False)
+    marks = [m for m in marks if m != "wrt"]
+    p, m = opts["precision"], opts["max_elems"]
+    label = record.get("label", str(unit))
+    detail = [str(unit)] if label != str(unit) else []
+    values = [_host(scene.value(scene.handles[i])) if opts["values"] else None for i in outs]
+    adjoints = [_host(scene.adjoint(scene.handles[i])) if opts["adjoints"] else None
+                for i in outs]
+    if len(outs) == 1:
+        shape = first.shape if values[0] is None else np.shape(values[0])
+        if L.shape_text(shape):
+            detail.append(L.shape_text(shape))
+        rows = L.value_rows(_key(unit), values[0], adjoints[0], p, m, opts["cell_ids"])
+    else:  # one line per output, in one cell each for the values and the adjoints
+        names = [L.display_name(scene.handles[i], p) for i in outs]
+        val = [f"{n} = {L.one_line(v, p, m)}" for n, v in zip(names, values) if v is not None]
+        adj = [f"{n}: {L.one_line(a, p, m)}" for n, a in zip(names, adjoints) if a is not None]
+        rows = []
+        if val:
+            rows.append(L._row(val, cell_id=f"{_key(unit)}_val" if opts["cell_ids"] else None))
+        if adj:
+            rows.append(L._row(["v̄ " + a for a in adj], bgcolor=L.COLOURS["adjoint_row"],
+                               cell_id=f"{_key(unit)}_adj" if opts["cell_ids"] else None))
+    small = " · ".join([" ".join(detail)] + marks if detail else marks)
+    head = L.header_row(label, small, colour)
+    text = ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3">'
+            + head + "".join(rows) + "</TABLE>>")
+    attrs = {"label": text, "tooltip": f"{label}: {len(members)} nodes (expand=[{str(unit)!r}])"}
+    attrs.update(L.frame_attrs(max(border, 2), border_colour))  # thicker: it holds more
+    return attrs
 
 
 def _scope_box_attrs(scene, path, members, drawn_users, opts):
@@ -251,9 +360,9 @@ def _labelled(scene, i, j):
             and (scene.trace is None or j in scene.adjoint_of))
 
 
-def _edge_labels(scene, pairs, mode, precision):
+def _edge_labels(scene, pairs, mode, precision, units=None):
     """{(i, j): text}: the local derivative ∂v_j/∂v_i for scalar edges of a trace,
-    else the rule that carries v̄ back."""
+    else the rule that carries v̄ back (inputs named as drawn: a composite's name)."""
     if not mode:
         return {}
     pairs = [p for p in pairs if _labelled(scene, *p)]
@@ -261,24 +370,71 @@ def _edge_labels(scene, pairs, mode, precision):
     scalar = [(i, j) for i, j in pairs if scene.trace is not None and mode != "rule"
               and h[i].shape == () and h[j].shape == ()]
     numbers = edge_terms(scene.trace, scalar, "one") if scalar else {}
+    name = _namer(scene, units, precision)
     out = {}
     for i, j in pairs:
         if (i, j) in numbers:
             out[(i, j)] = "∂ " + L.fmt_number(numbers[(i, j)].item(), precision)
         elif (i, j) not in scalar or mode == "derivative":
             argnums = [k for k, n in enumerate(h[j]._d["inputs"]) if n == i]
+            names = [name(n) for n in h[j]._d["inputs"]]
             # x * x: both arguments are x; one line per distinct rule, with its count
-            rules = Counter(L.rule_text(h[j], k, precision) for k in argnums)
+            rules = Counter(L.rule_text(h[j], k, precision, names) for k in argnums)
             out[(i, j)] = "\n".join(r if n == 1 else f"{r}  (×{n})" for r, n in rules.items())
+    return out
+
+
+def _namer(scene, units, precision):
+    """A node's label as drawn: its own, or the name of the composite box it is in."""
+    def name(i):
+        unit = units.get(i) if units else None
+        if isinstance(unit, GroupUnit):
+            return str(unit)
+        return L.display_name(scene.handles[i], precision)
+    return name
+
+
+def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
+    """{(i, box): text} for edges from a node into a collapsed composite: on scalar edges
+    of a trace the composite's local derivative ∂out/∂v_i = Σ_j v̄_j ∂v_j/∂v_i / v̄_out
+    (its members' summands over its one output's v̄), else its rule by the composite's
+    name when one is known (``mse``: "ȳ += v̄ · 2(y − t) / n")."""
+    if not mode:
+        return {}
+    into = {}
+    for i, j in pairs:
+        if units[i] == i and isinstance(units[j], GroupUnit) and _labelled(scene, i, j):
+            into.setdefault((i, units[j]), []).append(j)
+    if not into:
+        return {}
+    h, name = scene.handles, _namer(scene, units, precision)
+    outs = {box: group_outputs(scene, boxes[box], users) for _, box in into}
+    scalar = {(i, box) for i, box in into if scene.trace is not None and mode != "rule"
+              and h[i].shape == () and len(outs[box]) == 1 and h[outs[box][0]].shape == ()}
+    terms = edge_terms(scene.trace, [(src, j) for src, box in scalar
+                                     for j in into[(src, box)]], "adjoint") if scalar else {}
+    out = {}
+    for (i, box), js in into.items():
+        if (i, box) in scalar:
+            gbar = float(_host(scene.adjoint(h[outs[box][0]])))
+            if gbar != 0 and all((i, j) in terms for j in js):
+                local = sum(float(terms[(i, j)]) for j in js) / gbar
+                out[(i, box)] = "∂ " + L.fmt_number(local, precision)
+            continue
+        record = groups(scene.graph).get(str(box), {})
+        args = [a for a in record.get("args", ()) if a not in set(boxes[box])]
+        if args.count(i) == 1 and record.get("label") in L.RULES:
+            rhs = L.rule_rhs(record["label"], [name(a) for a in args], str(box), args.index(i))
+            out[(i, box)] = f"{L.bar(name(i))} {rhs}"
     return out
 
 
 # -- putting it together --------------------------------------------------------------------
 
 def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, collapse=None,
-         depth=None, max_nodes=None, rankdir="TB", precision=4, max_elems=12,
-         values=True, adjoints=True, constants=True, _cell_ids=False,
-         _only=None) -> Drawing:
+         expand=False, constants=True, depth=None, max_nodes=None, rankdir="TB",
+         precision=4, max_elems=12, values=True, adjoints=True, highlight=None,
+         _cell_ids=False, _only=None) -> Drawing:
     """Draw a trace (values and adjoints v̄), or nodes / a graph (structure only).
 
     - ``loss`` and ``wrt``: the nodes marked as the loss and as the inputs asked for
@@ -287,6 +443,11 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
       scalar edges, the rule carrying v̄ back elsewhere), ``"rule"``, or None for none.
     - ``backward=True`` also draws the derivative nodes (they are real graph nodes);
       by default the adjoints are folded into the forward nodes' labels.
+    - ``expand``: ``fg.composite`` groups (``fg.linear``, ``fg.mse``, your own) are drawn
+      as one box each, with their output's value and v̄; True draws every group's nodes,
+      a list of group names (``"my_fn_1"``) or function names (``"my_fn"``) opens those.
+    - ``constants=False`` draws no constant boxes: each op shows the constants it uses
+      in its label instead ("0.5 ·", "pow(·, 2)").
     - ``collapse``: scopes drawn as one box — True (every top-level scope), an int (every
       scope at that depth), or scope paths like ``"mlp/layer1"``.
     - ``depth`` / ``max_nodes``: draw only the nodes within ``depth`` edges of the outputs,
@@ -294,39 +455,68 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     - ``rankdir``: layout direction, "TB", "LR", "BT" or "RL".
     - ``precision`` significant digits; arrays with more than ``max_elems`` entries are
       summarised (mean, min/max, norm).
+    - ``highlight``: {node: colour} to paint particular nodes (a culprit red, say).
     """
+    from flowgrad.errors import NumericsError
+    if isinstance(what, NumericsError):  # draw(err): the trace, culprit in red
+        what = what.trace
+    scene = _Scene(what, loss, wrt, backward, highlight)
+    hidden = set() if constants else {i for i in scene.forward
+                                      if scene.handles[i].kind == "constant"}
     opts = {"precision": precision, "max_elems": max_elems, "values": values,
-            "adjoints": adjoints, "cell_ids": _cell_ids}
-    scene = _Scene(what, loss, wrt, backward)
+            "adjoints": adjoints, "cell_ids": _cell_ids, "hidden": hidden, "expand": expand}
     forward = [i for i in scene.forward
-               if (constants or scene.handles[i].kind != "constant")
-               and (_only is None or i in _only)]
+               if i not in hidden and (_only is None or i in _only)]
     candidates = sorted(set(forward) | set(scene.backward))
     ids = _limit(scene, candidates, depth, max_nodes)
     derivative = set(scene.backward)
     dot = Drawing(name="flowgrad", graph_attr={
         "rankdir": rankdir, "fontname": L.FONT, "nodesep": "0.25", "ranksep": "0.35"},
         node_attr={"fontname": L.FONT}, edge_attr={"fontname": L.FONT, "fontsize": "10"})
-    units = _emit_nodes(dot, scene, ids, derivative, _collapsed_paths(
+    units, boxes, users = _emit_nodes(dot, scene, ids, derivative, _collapsed_paths(
         {scene.handles[i].scope for i in ids}, collapse), opts)
-    _emit_edges(dot, scene, ids, units, derivative, edge_labels, precision)
-    _emit_elided(dot, scene, ids, set(candidates))
+    _emit_edges(dot, scene, ids, (units, boxes, users), derivative, edge_labels, precision)
+    _emit_elided(dot, scene, ids, set(candidates), units)
     return dot
 
 
-def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> dict:
-    """Add every node (or scope box) to its cluster; returns {node id: unit}."""
+def drawn_units(scene_or_graph, ids, collapsed=(), expand=False):
+    """{node id: what it is drawn as}: itself (its id), a collapsed scope (a path tuple)
+    or a collapsed composite group (a ``GroupUnit``)."""
+    handles = scene_or_graph._handles if isinstance(scene_or_graph, Graph) \
+        else scene_or_graph.handles
+    units, ops_in = {}, {}
+    for i in ids:
+        node = handles[i]
+        box = _unit_of(node.scope, collapsed) if collapsed else None
+        if box is None:
+            box = group_of(node, expand)
+            if box is not None and node.kind != "constant":
+                ops_in.setdefault(box, []).append(node)
+        units[i] = box if box is not None else i
+    # a composite that is one op node of its own name (a decorated primitive, fg.mse
+    # once it is an op) is just that node
+    labels = {box: groups(ops[0].graph).get(box, {}).get("label") for box, ops in ops_in.items()}
+    single = {box for box, ops in ops_in.items()
+              if len(ops) == 1 and L.op_text(ops[0]) == labels[box]}
+    if single:
+        units = {i: i if u in single else u for i, u in units.items()}
+    return units
+
+
+def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> tuple:
+    """Add every node (or scope / composite box) to its cluster; returns {node id: unit},
+    {box: its member ids} and {node id: its drawn users}."""
     drawn = set(ids)
-    units, boxes, users = {}, {}, {i: [] for i in ids}
+    boxes, users = {}, {i: [] for i in ids}
     for j in ids:
         for i in scene.handles[j]._d["inputs"]:
             if i in drawn:
                 users[i].append(j)
+    units = drawn_units(scene, ids, collapsed, opts["expand"])
     for i in ids:
-        box = _unit_of(scene.handles[i].scope, collapsed)
-        units[i] = box if box is not None else i
-        if box is not None:
-            boxes.setdefault(box, []).append(i)
+        if units[i] != i:
+            boxes.setdefault(units[i], []).append(i)
     clusters = {}
 
     def home(path):
@@ -334,19 +524,29 @@ def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> dict:
         if not path:
             return dot
         if path not in clusters:
+            # an open composite group: a dotted frame labelled with its function's name
+            group = isinstance(path[-1], GroupUnit)
+            label = groups(scene.graph).get(path[-1], {}).get("label", path[-1]) \
+                if group else path[-1]
             clusters[path] = graphviz.Digraph(name="cluster_" + "/".join(path), graph_attr={
-                "label": path[-1], "style": "rounded,dashed", "color": "gray50",
-                "fontcolor": "gray30", "id": "c_" + _key(path)[2:]})
+                "label": label, "style": "rounded,dotted" if group else "rounded,dashed",
+                "color": "#C0587E" if group else "gray50", "fontcolor": "gray30",
+                "id": "c_" + _key(path)[2:]})
         return clusters[path]
 
+    expand = opts["expand"]
     for i in ids:
         if units[i] == i:
             node = scene.handles[i]
             attrs = _node_attrs(scene, node, opts, derivative=i in derivative)
-            home(node.scope).node(_key(i), id=_key(i), **attrs)
-    for path, members in boxes.items():
-        home(path[:-1]).node(_key(path), id=_key(path),
-                             **_scope_box_attrs(scene, path, members, users, opts))
+            home(_home_path(node, expand)).node(_key(i), id=_key(i), **attrs)
+    for unit, members in boxes.items():
+        if isinstance(unit, GroupUnit):  # where its first node was built
+            home(_home_path(scene.handles[members[0]], expand)).node(
+                _key(unit), id=_key(unit), **_group_box_attrs(scene, unit, members, users, opts))
+        else:
+            home(unit[:-1]).node(_key(unit), id=_key(unit),
+                                 **_scope_box_attrs(scene, unit, members, users, opts))
     # Nest clusters deepest first: a subgraph is copied into its parent when attached,
     # so it must be complete by then. Make sure every ancestor cluster exists first.
     for path in list(clusters):
@@ -354,14 +554,17 @@ def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> dict:
             home(path[:k])
     for path in sorted(clusters, key=len, reverse=True):
         home(path[:-1]).subgraph(clusters[path])
-    return units
+    return units, boxes, users
 
 
-def _emit_edges(dot, scene, ids, units, derivative, edge_labels, precision):
+def _emit_edges(dot, scene, ids, drawn, derivative, edge_labels, precision):
     """Forward edges with their labels, and the derivative nodes' edges in backward mode."""
+    units, boxes, users = drawn
     pairs = _edge_pairs(scene, ids)
     forward_pairs = [p for p in pairs if p[1] not in derivative]
-    texts = _edge_labels(scene, forward_pairs, edge_labels, precision)
+    texts = _edge_labels(scene, forward_pairs, edge_labels, precision, units)
+    texts.update(_group_edge_labels(scene, forward_pairs, units, boxes, users, edge_labels,
+                                    precision))
     done = set()
     for i, j in pairs:
         a, b = units[i], units[j]
@@ -369,17 +572,21 @@ def _emit_edges(dot, scene, ids, units, derivative, edge_labels, precision):
             continue  # inside one collapsed scope, or already drawn between two boxes
         done.add((a, b))
         attrs = {"id": f"e{_key(a)}_{_key(b)}"}
-        if isinstance(a, int) and isinstance(b, int) and (i, j) in texts:
-            attrs["label"] = texts[(i, j)]
+        if isinstance(b, int) and not isinstance(a, tuple) and (i, j) in texts:
+            attrs["label"] = texts[(i, j)]      # from a node, or from a composite's output
+        elif isinstance(a, int) and (a, b) in texts:
+            attrs["label"] = texts[(a, b)]      # into a composite
         if j in derivative:
             attrs.update(color="#D95F02", fontcolor="#D95F02")
         dot.edge(_key(a), _key(b), **attrs)
 
 
-def _emit_elided(dot, scene, ids, candidates):
+def _emit_elided(dot, scene, ids, candidates, units):
     """A small "⋯ k" node above each drawn node whose inputs were cut by the limit."""
     drawn = set(ids)
     for j in ids:
+        if units[j] != j:
+            continue
         hidden = {i for i in scene.handles[j]._d["inputs"] if i in candidates and i not in drawn}
         if hidden:
             key = f"x{j}"

@@ -40,13 +40,19 @@ def fmt_number(x, precision: int = 4) -> str:
         return str(bool(x))
     if isinstance(x, (int, np.integer)):
         return str(int(x))
-    return f"{x:.{precision}g}"
+    text = f"{x:.{precision}g}"
+    return "0" if text == "-0" else text  # −0.0 is just 0 to a reader
 
 
 def fmt_shape(shape) -> str:
     """(3,) style, with "?" for a length known only at run time."""
     inner = ", ".join("?" if s is None else str(s) for s in shape)
     return f"({inner}{',' if len(shape) == 1 else ''})"
+
+
+def shape_text(shape) -> str:
+    """``fmt_shape`` for a box's header: nothing for a scalar (no bare "()")."""
+    return fmt_shape(shape) if len(shape) else ""
 
 
 def fmt_full(a, precision: int = 4) -> list[str]:
@@ -113,12 +119,23 @@ def is_scalar_constant(node) -> bool:
     return node.kind == "constant" and node.shape == ()
 
 
+_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def short_label(node) -> str:
+    """A generated name made readable: "mul_12" → "mul₁₂", "const_3" → "const₃"."""
+    head, sep, tail = base_name(node).rpartition("_")
+    if sep and tail.isdigit() and head:
+        return head + tail.translate(_SUB)
+    return base_name(node)
+
+
 def display_name(node, precision: int = 4) -> str:
-    """How a node is referred to in rules and captions: its user name, the value of a
-    scalar constant, else its generated name."""
+    """How a node is referred to everywhere (box title, rules, captions, edges): its user
+    name, the value of a scalar constant, else its short label ("mul₄")."""
     if is_scalar_constant(node) and user_name(node) is None:
         return fmt_number(np.asarray(node.value).item(), precision)
-    return user_name(node) or base_name(node)
+    return user_name(node) or short_label(node)
 
 
 def bar(name: str) -> str:
@@ -168,18 +185,70 @@ RULES = {
     "broadcast_like": ("+= Σ v̄ to {0}'s shape", ""),
     "getitem": ("+= scatter(v̄)",),
     "logsumexp": ("+= v̄ · softmax({0})",),
+    # the model ops (primitives, or composite groups of the same name)
+    "linear": ("+= v̄ {1}ᵀ", "+= {0}ᵀ v̄", "+= Σ v̄"),
+    "mse": ("+= v̄ · 2({0} − {1}) / n", "−= v̄ · 2({0} − {1}) / n"),
+    "l2": ("+= v̄ · {0}",),
+    "softmax_cross_entropy": ("+= v̄ · (softmax({0}) − {1}) / n", "−= v̄ · log softmax({0}) / n"),
+}
+
+#: local derivatives whose textbook form reads better than the rule's own text
+LOCAL = {
+    "sigmoid": ("σ({0})(1 − σ({0}))",),
+    "tanh": ("1 − tanh²({0})",),
+    "exp": ("exp({0})",),
+    "softplus": ("σ({0})",),
 }
 
 
-def rule_text(child, argnum: int, precision: int = 4) -> str:
-    """The reverse rule of ``child``'s argument ``argnum`` as text, e.g. "W̄ += v̄ xᵀ"."""
-    inputs = child.inputs
-    names = [display_name(n, precision) for n in inputs]
-    table = RULES.get(op_text(child))
-    if table is not None and argnum < len(table) and table[argnum]:
-        rhs = table[argnum].format(*names, ans=display_name(child, precision))
+def local_formula(op, names, ans, argnum, scalar=True) -> str | None:
+    """∂ans/∂(argument ``argnum``) as a formula over the box labels ``names``, read off the
+    rule that carries v̄ back ("+= v̄ · {1}" → "x"); None when the rule is not a product
+    with v̄ (matrix rules, scatters). ``scalar``: a mean's "/ n" is 1 and left out."""
+    local = LOCAL.get(op, ())
+    if argnum < len(local) and local[argnum]:
+        return local[argnum].format(*names, ans=ans)
+    table = RULES.get(op)
+    if table is None or argnum >= len(table) or not table[argnum]:
+        return None
+    sign, rest = table[argnum][:2], table[argnum][3:].strip()
+    if rest == "v̄":
+        body = "1"
+    elif rest.startswith("v̄ · "):
+        body = rest[len("v̄ · "):]
+    elif rest.startswith("v̄ / "):
+        body = "1 / " + rest[len("v̄ / "):]
     else:
-        rhs = f"+= vjp_{op_text(child)}[{argnum}](v̄)"
+        return None
+    body = body.format(*names, ans=ans)
+    if scalar:
+        body = body.replace(" / n", "")
+    return body if sign == "+=" else "−" + body
+
+
+def node_local_formula(child, argnum, precision=4, names=None) -> str | None:
+    """``local_formula`` for an op node's argument, in the labels the boxes show."""
+    if child.op is None:
+        return None
+    names = names or [display_name(n, precision) for n in child.inputs]
+    return local_formula(op_text(child), names, display_name(child, precision), argnum,
+                         all(n.shape == () for n in child.inputs))
+
+
+def rule_rhs(op, names, ans, argnum) -> str:
+    """The right-hand side of a reverse rule over the labels ``names``: "+= v̄ · x"."""
+    table = RULES.get(op)
+    if table is not None and argnum < len(table) and table[argnum]:
+        return table[argnum].format(*names, ans=ans)
+    return f"+= vjp_{op}[{argnum}](v̄)"
+
+
+def rule_text(child, argnum: int, precision: int = 4, names=None) -> str:
+    """The reverse rule of ``child``'s argument ``argnum`` as text, e.g. "W̄ += v̄ xᵀ";
+    ``names`` overrides the inputs' labels (an input drawn inside a composite's box)."""
+    inputs = child.inputs
+    names = names or [display_name(n, precision) for n in inputs]
+    rhs = rule_rhs(op_text(child), names, display_name(child, precision), argnum)
     if inputs[argnum].shape != child.shape and op_text(child) not in RULES_RESHAPING:
         rhs += f" summed to {fmt_shape(inputs[argnum].shape)}"
     return f"{bar(names[argnum])} {rhs}"
@@ -189,7 +258,8 @@ def rule_text(child, argnum: int, precision: int = 4) -> str:
 RULES_RESHAPING = {"matmul", "sum", "mean", "transpose", "reshape", "broadcast_to",
                    "expand_dims", "squeeze", "sum_to", "broadcast_like", "getitem",
                    "logsumexp", "concatenate", "stack", "trace", "det", "logdet", "inv",
-                   "solve", "norm", "eigvalsh", "dot", "outer", "reduced_size"}
+                   "solve", "norm", "eigvalsh", "dot", "outer", "reduced_size",
+                   "linear", "mse", "l2", "softmax_cross_entropy"}
 
 
 # -- node labels ------------------------------------------------------------------------------
@@ -209,37 +279,97 @@ def _row(text_lines, *, bgcolor=None, cell_id=None, size=None) -> str:
     return f"<TR><TD{attrs}>{body}</TD></TR>"
 
 
-def header(node, colour: str, marks=(), precision: int = 4, shape=None) -> str:
-    """The bold name (or op), then op and shape in small grey, then any marks.
-    ``shape`` is the traced value's shape, which knows the lengths a graph leaves open."""
-    name = user_name(node)
-    title = f"<B>{esc(name)}</B> " if name else ""
-    detail = op_text(node) + " " + fmt_shape(node.shape if shape is None else shape)
+def header(node, colour: str, marks=(), precision: int = 4, shape=None, op=None) -> str:
+    """The bold label (a user's name, else "mul₄"), then the op when the label does not
+    already say it, the shape unless scalar, and any marks, in small grey. ``shape`` is
+    the traced value's shape (it knows the lengths a graph leaves open); ``op`` replaces
+    the op's name (a formula with folded constants, "pow(·, 2)")."""
+    parts = []
+    op = op_text(node) if op is None else op
+    if user_name(node) is not None or op != op_text(node) or node.op is None:
+        parts.append(op)
+    shape_s = shape_text(node.shape if shape is None else shape)
+    if shape_s:
+        parts.append(shape_s)
+    detail = " ".join(parts)
     if marks:
-        detail += " · " + " · ".join(marks)
-    return (f'<TR><TD ALIGN="LEFT" BGCOLOR="{colour}">{title}'
-            f'<FONT POINT-SIZE="10" COLOR="gray20">{esc(detail)}</FONT></TD></TR>')
+        detail = " · ".join(([detail] if detail else []) + list(marks))
+    return header_row(display_name(node, precision), detail, colour)
+
+
+def header_row(title, detail, colour) -> str:
+    """A box's first row: the bold title, then ``detail`` in small grey (if any)."""
+    small = f' <FONT POINT-SIZE="10" COLOR="gray20">{esc(detail)}</FONT>' if detail else ""
+    return f'<TR><TD ALIGN="LEFT" BGCOLOR="{colour}"><B>{esc(title)}</B>{small}</TD></TR>'
 
 
 def node_label(node, colour, *, value=None, adjoint=None, marks=(), precision=4,
                max_elems=12, rounded=False, border=1, border_colour="black",
-               cell_ids=False) -> str:
-    """micrograd's record: name | value | v̄, as an HTML-like label."""
+               cell_ids=False, op=None) -> str:
+    """micrograd's record: name | value | v̄, as an HTML-like label. A rounded (op) label
+    is a borderless table: the node's own rounded outline frames it with a margin, so the
+    coloured header never pokes out of the round corners (``frame_attrs``)."""
     rows = [header(node, colour, marks, precision,
-                   None if value is None else np.shape(value))]
+                   None if value is None else np.shape(value), op)]
     nid = f"n{node.id}"
+    rows += value_rows(nid, value, adjoint, precision, max_elems, cell_ids)
+    if rounded:
+        border = 0
+    # No cell borders: rows are divided by a rule on their top side only.
+    return (f'<<TABLE BORDER="{border}" COLOR="{border_colour}" CELLBORDER="0" '
+            f'CELLSPACING="0" CELLPADDING="3">' + "".join(rows) + "</TABLE>>")
+
+
+def value_rows(key, value, adjoint, precision, max_elems, cell_ids) -> list:
+    """The value row and the v̄ row of a box (either may be None); ``key`` names their
+    cells for the walkthrough."""
+    rows = []
     if value is not None:
         rows.append(_row(fmt_value(value, precision, max_elems),
-                         cell_id=f"{nid}_val" if cell_ids else None))
+                         cell_id=f"{key}_val" if cell_ids else None))
     if adjoint is not None:
         rows.append(_row(["v̄ " + line for line in fmt_value(adjoint, precision, max_elems)],
                          bgcolor=COLOURS["adjoint_row"],
-                         cell_id=f"{nid}_adj" if cell_ids else None))
-    style = ' STYLE="ROUNDED"' if rounded else ""
-    # No cell borders: rows are divided by a rule on their top side only, so a
-    # rounded (op) table keeps its round corners.
-    return (f'<<TABLE BORDER="{border}" COLOR="{border_colour}" CELLBORDER="0" '
-            f'CELLSPACING="0" CELLPADDING="3"{style}>' + "".join(rows) + "</TABLE>>")
+                         cell_id=f"{key}_adj" if cell_ids else None))
+    return rows
+
+
+def frame_attrs(border=1, border_colour="black") -> dict:
+    """Graphviz attributes of the rounded outline drawn around an op's label."""
+    return {"shape": "box", "style": "rounded,filled", "fillcolor": "white",
+            "margin": "0.03,0.03", "penwidth": str(border), "color": border_colour}
+
+
+# -- constants folded into the ops that use them --------------------------------------------
+
+_INFIX = {"add": "+", "sub": "−", "div": "/"}
+
+
+def constant_text(node, precision=4) -> str:
+    """A constant as an operand: its name or value ("0.5", "[1 2]", "const₃ (3, 4)")."""
+    name = user_name(node)
+    if name:
+        return name
+    value = np.asarray(node.value)
+    if value.size <= 4 and value.ndim <= 1:
+        return one_line(value, precision)
+    return f"{short_label(node)} {fmt_shape(value.shape)}"
+
+
+def folded_op_text(node, hidden, precision=4) -> str:
+    """The op with the hidden constants it uses written in and "·" for each drawn
+    operand: "0.5 ·", "· + 1", "pow(·, 2)", "sum(·)" when nothing is folded."""
+    op = op_text(node)
+    ins = node.inputs
+    if not any(i.id in hidden for i in ins):
+        return op
+    args = [constant_text(i, precision) if i.id in hidden else "·" for i in ins]
+    if op == "mul" and len(args) == 2:
+        a, b = args if args[0] != "·" else args[::-1]  # the constant first: "0.5 ·"
+        return f"{a} {b}" if b == "·" else f"{a} · {b}"
+    if op in _INFIX and len(args) == 2:
+        return f"{args[0]} {_INFIX[op]} {args[1]}"
+    return f"{op}({', '.join(args)})"
 
 
 def constant_label(node, value, precision=4, max_elems=12) -> str:
@@ -267,7 +397,7 @@ def scope_label(path, n_nodes, op_counts, outputs, precision=4) -> str:
 def scope_output_text(node, value, adjoint, precision=4) -> str:
     """One line per scope output: "h (32, 16): mean 0.1 | v̄ ‖·‖ 0.3"."""
     shape = node.shape if value is None else np.shape(value)
-    text = f"→ {display_name(node, precision)} {fmt_shape(shape)}"
+    text = " ".join(filter(None, ["→", display_name(node, precision), shape_text(shape)]))
     if value is not None:
         text += f": {_brief(value, precision)}"
     if adjoint is not None:

@@ -19,18 +19,20 @@ import numpy as np
 from flowgrad.autodiff import ancestors
 
 from . import labels as L
-from .dot import draw
+from flowgrad.composite import groups
+
+from .dot import GroupUnit, _key, draw, drawn_units
 from .local import edge_terms
 
 CSS = """
 svg.wt text { font-family: "DejaVu Sans", Verdana, sans-serif; }
 svg.wt g.node:not(.v) { opacity: .28; }
 svg.wt g.node:not(.v) g.val text, svg.wt g.node:not(.a) g.adj text { visibility: hidden; }
-svg.wt g.node.cur polygon, svg.wt g.node.cur path, svg.wt g.node.cur ellipse
-  { stroke: #d62728; stroke-width: 3px; }
+svg.wt g.node.cur path, svg.wt g.node.cur polygon[fill="none"], svg.wt g.node.cur > polygon,
+svg.wt g.node.cur ellipse { stroke: #d62728; stroke-width: 3px; }
 svg.wt g.node.cur { filter: drop-shadow(0 0 4px #d62728); }
-svg.wt g.node.use polygon, svg.wt g.node.use path, svg.wt g.node.use ellipse
-  { stroke: #1f77b4; stroke-width: 2.5px; }
+svg.wt g.node.use path, svg.wt g.node.use polygon[fill="none"], svg.wt g.node.use > polygon,
+svg.wt g.node.use ellipse { stroke: #1f77b4; stroke-width: 2.5px; }
 svg.wt g.edge.on path { stroke: #d62728; stroke-width: 2.5px; }
 svg.wt g.edge.on polygon { stroke: #d62728; fill: #d62728; }
 svg.wt g.edge.on text { fill: #d62728; font-weight: bold; }
@@ -43,128 +45,279 @@ svg.wt g.caption text.title { font-weight: bold; font-size: 15px; }
 # -- the steps ------------------------------------------------------------------------------
 
 class _Plan:
-    """The frames of one walkthrough and, per node, when its value and v̄ appear."""
+    """The frames of one walkthrough and, per drawn box, when its value and v̄ appear.
 
-    def __init__(self, trace, precision, max_elems):
+    A step is a drawn box (a *unit*): an op node, or a collapsed ``fg.composite`` group
+    (``level="ops"``: ``fg.linear``, ``fg.mse``, your own composites are one step each;
+    an op node is one step either way). ``level="primitives"`` opens every group.
+    """
+
+    def __init__(self, trace, precision, max_elems, level="ops", expand=False,
+                 constants=True):
         if not trace.adjoint_nodes:
             raise ValueError("walkthrough needs a trace with adjoints: compile a scalar loss "
                              "first, e.g. fg.compile(loss).trace(...)")
+        if level not in ("ops", "primitives"):
+            raise ValueError(f"level is 'ops' or 'primitives', not {level!r}")
         self.trace, self.p, self.m = trace, precision, max_elems
         self.loss = trace.outputs[0]
         self.h = trace.graph._handles
         self.ids = ancestors([self.loss])
+        self.idset = set(self.ids)
+        self.expand = True if level == "primitives" else expand
+        self.hidden = set() if constants else {i for i in self.ids
+                                               if self.h[i].kind == "constant"}
+        self.unit = drawn_units(trace.graph, self.ids, (), self.expand)
+        self.members = {}
+        for i in self.ids:
+            self.members.setdefault(self.unit[i], []).append(i)
         self.frames, self.val_at, self.adj_at = [], {}, {}
 
-    # formatting helpers: one line of numbers, a node's name, its adjoint's symbol
+    # formatting helpers: one line of numbers, a box's name, its adjoint's symbol
     def num(self, a) -> str:
         return L.one_line(np.asarray(_host(a)), self.p, self.m)
 
-    def name(self, i) -> str:
-        return L.display_name(self.h[i], self.p)
+    def name(self, u) -> str:
+        """A unit's label, as its box shows it ("z", "mul₄", "mse")."""
+        return str(u) if isinstance(u, GroupUnit) else L.display_name(self.h[u], self.p)
 
-    def vbar(self, i) -> str:
-        return L.bar(self.name(i))
+    def vbar(self, u) -> str:
+        return L.bar(self.name(u))
+
+    def key(self, u) -> str:
+        return _key(u)
+
+    def keys(self) -> list:
+        """The DOM ids of every drawn box."""
+        return [self.key(u) for u in self.members
+                if self.is_group(u) or u not in self.hidden]
+
+    def is_group(self, u) -> bool:
+        return isinstance(u, GroupUnit)
 
     def add(self, phase, cur, use=(), edges=(), lines=()):
-        self.frames.append({"phase": phase, "cur": [f"n{i}" for i in cur],
-                            "use": [f"n{i}" for i in use], "edges": list(edges),
-                            "lines": list(lines)})
+        self.frames.append({"phase": phase, "cur": [self.key(u) for u in cur],
+                            "use": [self.key(u) for u in dict.fromkeys(use)],
+                            "edges": list(dict.fromkeys(edges)), "lines": list(lines)})
         return len(self.frames) - 1
+
+    def edge(self, a, b) -> str:
+        return f"e{self.key(a)}_{self.key(b)}"
+
+    # the structure at the level of units
+    def outputs(self, u) -> list:
+        """The nodes a unit hands on: itself, or a group's members used outside it."""
+        if not self.is_group(u):
+            return [u]
+        members = self.members[u]
+        inside = set(members)
+        outs = [i for i in members if i == self.loss.id or any(
+            j in self.idset and j not in inside for j in self.trace.graph.nx.successors(i))]
+        return outs or [max(members)]
+
+    def inputs(self, u) -> list:
+        """The units a unit reads, in argument order (a group: its function's arguments)."""
+        if not self.is_group(u):
+            return [self.unit[i] for i in self.h[u]._d["inputs"] if i not in self.hidden]
+        record = groups(self.trace.graph).get(str(u), {})
+        inside = set(self.members[u])
+        ext = [i for m in self.members[u] for i in self.h[m]._d["inputs"] if i not in inside]
+        known = set(ext)
+        # its arguments first, then what it read besides (a variable it closes over)
+        ordered = [i for i in record.get("args", ()) if i in known] + ext
+        return list(dict.fromkeys(self.unit[i] for i in ordered if i not in self.hidden))
+
+    def input_names(self, j) -> list:
+        """The labels of an op node's inputs as drawn (a composite's output: its name)."""
+        return [self.name(self.unit[i]) for i in self.h[j]._d["inputs"]]
+
+    def args(self, u) -> list:
+        """A group's argument nodes (for its rule's formula), in call order."""
+        record = groups(self.trace.graph).get(str(u), {})
+        inside = set(self.members[u])
+        return [i for i in record.get("args", ()) if i not in inside]
 
     def build(self):
         self.leaves()
-        self.ops = [i for i in self.ids if self.h[i].op is not None]
-        for i in self.ops:
-            self.forward_step(i)
+        self.ops = [u for u in self.members if self.is_group(u) or self.h[u].op is not None]
+        self.ops.sort(key=lambda u: min(self.members[u]))
+        for k, u in enumerate(self.ops):
+            self.forward_step(u, k + 1)
         self.seed()
-        order = [i for i in reversed(self.ids) if i != self.loss.id
-                 and self.trace.has_adjoint(self.h[i]) and self.h[i].kind != "constant"]
+        loss_unit = self.unit[self.loss.id]
+        order = [u for u in reversed(self.ops + self.leaf_units) if u != loss_unit
+                 and any(self.trace.has_adjoint(self.h[o]) for o in self.outputs(u))
+                 and (self.is_group(u) or self.h[u].kind != "constant")]
+        order.sort(key=lambda u: -max(self.members[u]))
         terms, ones = self.terms(order)
-        for k, i in enumerate(order):
-            self.backward_step(i, k + 1, len(order), terms, ones)
+        for k, u in enumerate(order):
+            self.backward_step(u, k + 1, len(order), terms, ones)
         self.done()
         return self
 
     def leaves(self):
-        leaves = [i for i in self.ids if self.h[i].op is None]
+        self.leaf_units = [u for u in self.members
+                           if not self.is_group(u) and self.h[u].op is None]
+        shown = [u for u in self.leaf_units if u not in self.hidden]
         lines = ["The leaves hold their values before anything is computed:"]
-        for i in leaves:
+        for i in shown:
             node = self.h[i]
             if node.kind != "constant" or L.user_name(node):
                 lines.append(f"{self.name(i)} = {self.num(self.trace[node])}  ({node.kind})")
-        consts = [self.name(i) for i in leaves
+        consts = [self.name(i) for i in shown
                   if self.h[i].kind == "constant" and not L.user_name(self.h[i])]
         if consts:
             lines.append("constants: " + ", ".join(consts))
-        k = self.add("fw", leaves, lines=["Forward pass: the leaves"] + lines)
-        for i in leaves:
-            self.val_at[i] = k
+        k = self.add("fw", shown, lines=["Forward pass: the leaves"] + lines)
+        for i in shown:
+            self.val_at[self.key(i)] = k
 
-    def forward_step(self, j):
-        node = self.h[j]
-        ins = list(node._d["inputs"])
-        n_ops, step = len(self.ops), self.ops.index(j) + 1
-        args = ", ".join(self.name(i) for i in ins)
-        vals = ", ".join(self.num(self.trace[self.h[i]]) for i in ins)
-        op = L.op_text(node)
-        lines = [f"Forward pass: step {step} of {n_ops}",
-                 f"v_{step}: {self.name(j)} = {op}({args})",
-                 f"= {op}({vals})",
-                 f"= {self.num(self.trace[node])}"]
-        k = self.add("fw", [j], ins, [f"en{i}_n{j}" for i in dict.fromkeys(ins)], lines)
-        self.val_at[j] = k
+    def forward_step(self, u, step):
+        ins = self.inputs(u)
+        if self.is_group(u):
+            op = groups(self.trace.graph).get(str(u), {}).get("label", str(u))
+            args = [self.unit[i] for i in self.args(u)] or ins
+            arg_text = ", ".join(self.name(a) for a in args)
+            vals = ", ".join(self.num(self.trace[self.h[self.outputs(a)[0]]]) for a in args)
+            outs = self.outputs(u)
+            result = "; ".join(self.num(self.trace[self.h[o]]) for o in outs)
+            lines = [f"Forward pass: step {step} of {len(self.ops)}",
+                     f"v_{step}: {self.name(u)} = {op}({arg_text})  "
+                     f"(a composite of {len(self.members[u])} nodes)",
+                     f"= {op}({vals})", f"= {result}"]
+        else:
+            node = self.h[u]
+            raw = list(node._d["inputs"])
+            args = ", ".join(self.name(self.unit[i]) for i in raw)
+            vals = ", ".join(self.num(self.trace[self.h[i]]) for i in raw)
+            op = L.op_text(node)
+            lines = [f"Forward pass: step {step} of {len(self.ops)}",
+                     f"v_{step}: {self.name(u)} = {op}({args})",
+                     f"= {op}({vals})",
+                     f"= {self.num(self.trace[node])}"]
+        k = self.add("fw", [u], ins, [self.edge(a, u) for a in ins], lines)
+        self.val_at[self.key(u)] = k
 
     def seed(self):
-        n = self.name(self.loss.id)
-        k = self.add("seed", [self.loss.id], lines=[
-            "Backward pass: the seed", f"{self.vbar(self.loss.id)} = ∂{n}/∂{n} = 1",
-            "Now visit the nodes in reverse order: v̄_i = Σ_{j ∈ children(i)} v̄_j ∂v_j/∂v_i"])
-        self.adj_at[self.loss.id] = k
+        u = self.unit[self.loss.id]
+        n = self.name(u)
+        k = self.add("seed", [u], lines=[
+            "Backward pass: the seed", f"{self.vbar(u)} = ∂{n}/∂{n} = 1",
+            "Now visit the boxes in reverse order: v̄_i = Σ_{j ∈ children(i)} v̄_j ∂v_j/∂v_i"])
+        self.adj_at[self.key(u)] = k
+
+    def children(self, i):
+        """The nodes that read node ``i`` and carry an adjoint (in the drawn graph)."""
+        users = self.trace.graph.nx.successors(i)
+        return sorted(j for j in users if j in self.idset and self.trace.has_adjoint(self.h[j]))
 
     def terms(self, order):
         """Each child's summand v̄_j ∂v_j/∂v_i and, on scalar edges, ∂v_j/∂v_i alone."""
-        edges = [(i, j) for i in order for j in self.children(i)]
-        scalar = [(i, j) for i, j in edges if self.h[i].shape == () and self.h[j].shape == ()]
+        edges = [(o, j) for u in order for o in self.outputs(u) for j in self.children(o)
+                 if self.unit[j] != u]
+        scalar = [(i, j) for i, j in edges if self.h[i].shape == () and self.h[j].shape == ()
+                  and self.unit[j] == j]
         return edge_terms(self.trace, edges, "adjoint"), edge_terms(self.trace, scalar, "one")
 
-    def children(self, i):
-        ids = set(self.ids)
-        users = self.trace.graph.nx.successors(i)
-        return sorted(j for j in users if j in ids and self.trace.has_adjoint(self.h[j]))
+    def local(self, o, U, term, ones):
+        """(∂U/∂o as a number or None, its formula or None) for node ``o`` read by unit U."""
+        if not self.is_group(U):
+            argnums = [a for a, n in enumerate(self.h[U]._d["inputs"]) if n == o]
+            number = ones.get((o, U))
+            names = self.input_names(U)
+            formulas = {L.node_local_formula(self.h[U], a, self.p, names) for a in argnums}
+            formula = formulas.pop() if len(formulas) == 1 and len(argnums) == 1 else None
+            return number, formula
+        outs = self.outputs(U)
+        if len(outs) != 1 or self.h[o].shape != () or self.h[outs[0]].shape != ():
+            return None, None
+        gbar = float(np.asarray(_host(self.trace.adjoint(self.h[outs[0]]))))
+        # one scalar output: every member's v̄ is v̄_U times its own ∂U/∂member, so the
+        # summed terms divided by v̄_U are ∂U/∂o
+        number = np.asarray(_host(term)) / gbar if gbar != 0 else None
+        args = self.args(U)
+        label = groups(self.trace.graph).get(str(U), {}).get("label", str(U))
+        formula = None
+        if args.count(o) == 1:
+            names = [self.name(self.unit[a]) for a in args]
+            formula = L.local_formula(label, names, self.name(U), args.index(o),
+                                      all(self.h[a].shape == () for a in args))
+        return number, formula
 
-    def backward_step(self, i, step, total, terms, ones):
-        kids = [j for j in self.children(i) if (i, j) in terms]
-        head = [f"Backward pass: step {step} of {total}",
-                f"{self.vbar(i)} = Σ over children of {self.name(i)}: v̄_j ∂v_j/∂{self.name(i)}"]
-        if kids and all((i, j) in ones for j in kids):
-            body = self.scalar_sum(i, kids, terms, ones)
-        else:
-            body = [f"from {self.name(j)}: " + " ; ".join(
-                L.rule_text(self.h[j], a, self.p) for a, n in
-                enumerate(self.h[j]._d["inputs"]) if n == i) + f"  →  {self.num(terms[(i, j)])}"
-                for j in kids]
-        body.append(f"{self.vbar(i)} = {self.num(self.trace.adjoint(self.h[i]))}")
-        k = self.add("bw", [i], kids, [f"en{i}_n{j}" for j in kids], head + body)
-        self.adj_at[i] = k
+    def backward_step(self, u, step, total, terms, ones):
+        head = [f"Backward pass: step {step} of {total}"]
+        body, kids_all = [], []
+        for o in self.outputs(u):
+            if not self.trace.has_adjoint(self.h[o]):
+                continue
+            me = u if len(self.outputs(u)) == 1 else o
+            kids = {}
+            for j in self.children(o):
+                if self.unit[j] != u and (o, j) in terms:
+                    kids.setdefault(self.unit[j], []).append(j)
+            summed = {U: _sum(terms[(o, j)] for j in js) for U, js in kids.items()}
+            locs = {U: self.local(o, U, summed[U], {(o, U): ones[(o, U)]} if (o, U) in ones
+                                  else {}) for U in kids}
+            name = self.name(me) if me == u else L.display_name(self.h[o], self.p)
+            bar = L.bar(name)
+            body.append(f"{bar} = Σ over children of {name}: v̄_j ∂v_j/∂{name}")
+            if kids and all(locs[U][0] is not None for U in kids):
+                body += self.scalar_sum(name, kids, summed, locs)
+            else:
+                body += [f"from {self.name(U)}: " + self.rule_line(o, U, js) +
+                         f"  →  {self.num(summed[U])}" for U, js in kids.items()]
+            body.append(f"{bar} = {self.num(self.trace.adjoint(self.h[o]))}")
+            kids_all += list(kids)
+        k = self.add("bw", [u], kids_all, [self.edge(u, U) for U in kids_all], head + body)
+        self.adj_at[self.key(u)] = k
 
-    def scalar_sum(self, i, kids, terms, ones):
-        """The sum written out: symbols, then numbers, then each product."""
-        sym = " + ".join(f"{self.vbar(j)} · ∂{self.name(j)}/∂{self.name(i)}" for j in kids)
-        nums = " + ".join(f"{self.num(self.trace.adjoint(self.h[j]))} × "
-                          f"{self.num(ones[(i, j)])}" for j in kids)
-        lines = [f"= {sym}", f"= {nums}"]
+    def rule_line(self, o, U, js):
+        """The rule(s) carrying v̄ from unit U back to node ``o``."""
+        if not self.is_group(U):
+            return " ; ".join(L.rule_text(self.h[U], a, self.p, self.input_names(U))
+                              for a, n in enumerate(self.h[U]._d["inputs"]) if n == o)
+        args = self.args(U)
+        label = groups(self.trace.graph).get(str(U), {}).get("label", str(U))
+        name = self.name(self.unit[o])
+        if args.count(o) == 1 and label in L.RULES:
+            names = [self.name(self.unit[a]) for a in args]
+            return f"{L.bar(name)} " + L.rule_rhs(label, names, self.name(U), args.index(o))
+        return f"{L.bar(name)} += v̄ carried back through {self.name(U)}'s {len(js)} node(s)"
+
+    def scalar_sum(self, name, kids, summed, locs):
+        """The sum written out: symbols, each local derivative as formula = number, then
+        the numbers, then each product."""
+        def gbar(U):
+            outs = self.outputs(U) if self.is_group(U) else [U]
+            return self.num(self.trace.adjoint(self.h[outs[0]]))
+        lines = ["= " + " + ".join(f"{self.vbar(U)} · ∂{self.name(U)}/∂{name}" for U in kids)]
+        for U in kids:
+            number, formula = locs[U]
+            value = self.num(number)
+            shown = formula and formula.replace("−", "-") != value  # "1 = 1" says nothing
+            lines.append(f"∂{self.name(U)}/∂{name} = " + (f"{formula} = " if shown else "")
+                         + value)
+        lines.append("= " + " + ".join(f"{gbar(U)} × {self.num(locs[U][0])}" for U in kids))
         if len(kids) > 1:
-            lines.append("= " + " + ".join(self.num(terms[(i, j)]) for j in kids))
+            lines.append("= " + " + ".join(self.num(summed[U]) for U in kids))
         return lines
 
     def done(self):
-        asked = [i for i in self.ids if self.h[i].kind in ("variable", "placeholder")
+        asked = [i for i in self.leaf_units if self.h[i].kind in ("variable", "placeholder")
                  and self.trace.has_adjoint(self.h[i])]
-        n = self.name(self.loss.id)
+        n = self.name(self.unit[self.loss.id])
         lines = ["Done: the gradient"] + [
             f"∂{n}/∂{self.name(i)} = {self.vbar(i)} = {self.num(self.trace.adjoint(self.h[i]))}"
             for i in asked]
         self.add("done", asked, lines=lines)
+
+
+def _sum(values):
+    total = None
+    for v in values:
+        v = np.asarray(_host(v))
+        total = v if total is None else total + v
+    return total
 
 
 def _host(a):
@@ -175,14 +328,15 @@ def _host(a):
 # -- the one layout ---------------------------------------------------------------------------
 
 def _layout(trace, plan, rankdir, precision, max_elems) -> str:
-    """The graph as SVG, laid out once, with each node's value and v̄ cells tagged."""
+    """The graph as SVG, laid out once, with each box's value and v̄ cells tagged."""
     dot = draw(trace, rankdir=rankdir, precision=precision, max_elems=max_elems,
-               _cell_ids=True, _only=set(plan.ids))
+               expand=plan.expand, constants=not plan.hidden, _cell_ids=True,
+               _only=set(plan.ids))
     svg = dot.pipe(format="svg").decode("utf-8")
     svg = re.sub(r"<\?xml.*?\?>|<!DOCTYPE.*?>|<!--.*?-->", "", svg, flags=re.S)
     # Graphviz writes a tagged cell as <g id="a_n5_val"><a xlink:href="#" ...>: keep the
     # group (renamed, with a class the CSS can hide) and drop the link.
-    svg = re.sub(r'<g id="a_(n\d+)_(val|adj)">', r'<g id="\1_\2" class="\2">', svg)
+    svg = re.sub(r'<g id="a_(n\d+|g_\w+?)_(val|adj)">', r'<g id="\1_\2" class="\2">', svg)
     svg = re.sub(r"<a\b[^>]*>|</a>", "", svg)
     return svg.strip()
 
@@ -199,13 +353,12 @@ def frame_classes(plan, k) -> dict:
     ``show`` in the HTML player)."""
     f = plan.frames[k]
     out = {}
-    for i in plan.ids:
+    for nid in plan.keys():
         c = "node"
-        if plan.val_at.get(i, 1 << 30) <= k:
+        if plan.val_at.get(nid, 1 << 30) <= k:
             c += " v"
-        if plan.adj_at.get(i, 1 << 30) <= k:
+        if plan.adj_at.get(nid, 1 << 30) <= k:
             c += " a"
-        nid = f"n{i}"
         c += " cur" if nid in f["cur"] else " use" if nid in f["use"] else ""
         out[nid] = c
     for e in f["edges"]:
@@ -307,44 +460,92 @@ show(0);
 
 
 def _page(base, plan, title) -> str:
-    ids = {f"n{i}" for i in plan.ids}
+    keys = set(plan.keys())
     data = {"frames": plan.frames,
-            "valAt": {f"n{i}": k for i, k in plan.val_at.items() if f"n{i}" in ids},
-            "adjAt": {f"n{i}": k for i, k in plan.adj_at.items() if f"n{i}" in ids}}
+            "valAt": {u: k for u, k in plan.val_at.items() if u in keys},
+            "adjAt": {u: k for u, k in plan.adj_at.items() if u in keys}}
     # "</" must not close the script element early, whatever a caption contains
     blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
     return PAGE.format(title=html.escape(title), css=CSS, last=len(plan.frames) - 1,
                        svg=base, data=blob)
 
 
-def walkthrough(trace, path, *, format=None, rankdir="LR", precision=4, max_elems=6,
-                title="Backpropagation, step by step"):
-    """Write the trace's forward and backward pass one step per frame.
+class Walkthrough:
+    """A walkthrough that plays inline in a notebook (``_repr_html_``: the self-contained
+    player in an iframe) and is written with ``.save(path)``."""
 
-    ``path`` ending in ``.html`` (or ``format="html"``): one self-contained HTML file
-    (inline SVG, no network) with previous/next buttons, arrow keys and a slider.
-    Otherwise (or ``format="svg"``) ``path`` is a folder that receives numbered SVG
-    files ``frame_000.svg`` …, one per frame, for slides. Returns the path(s) written.
+    def __init__(self, plan, base, title):
+        self.plan, self._base, self.title = plan, base, title
+        self._html = None
+
+    @property
+    def frames(self) -> list:
+        """One dict per step: phase, current/used boxes, edges and the caption's lines."""
+        return self.plan.frames
+
+    @property
+    def html(self) -> str:
+        """The player page as one self-contained HTML string."""
+        if self._html is None:
+            self._html = _page(self._base, self.plan, self.title)
+        return self._html
+
+    def captions(self) -> list:
+        """Every frame's caption as one string (lines joined by newlines)."""
+        return ["\n".join(f["lines"]) for f in self.frames]
+
+    def save(self, path, format=None):
+        """``.html`` (or ``format="html"``): the player as one file; otherwise a folder of
+        numbered SVG frames ``frame_000.svg`` … for slides. Returns the path(s) written."""
+        path = os.fspath(path)
+        fmt = format or ("html" if path.lower().endswith((".html", ".htm")) else "svg")
+        if fmt == "html":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(self.html)
+            return path
+        if fmt != "svg":
+            raise ValueError(f"walkthrough writes 'html' or 'svg', not {fmt!r}")
+        os.makedirs(path, exist_ok=True)
+        digits = max(3, len(str(len(self.frames) - 1)))
+        paths = []
+        for k in range(len(self.frames)):
+            p = os.path.join(path, f"frame_{k:0{digits}d}.svg")
+            with open(p, "w", encoding="utf-8") as fh:
+                fh.write(frame_svg(self._base, self.plan, k))
+            paths.append(p)
+        return paths
+
+    def _repr_html_(self) -> str:
+        # an iframe keeps the player's script and CSS apart from the notebook's page
+        height = min(900, int(_size(self._base)[1] * 1.34) + 260)
+        return (f'<iframe srcdoc="{html.escape(self.html, quote=True)}" '
+                f'style="width: 100%; height: {height}px; border: 1px solid #ddd;" '
+                f'sandbox="allow-scripts"></iframe>')
+
+    def __repr__(self):
+        return f"<flowgrad.viz.Walkthrough of {len(self.frames)} frames>"
+
+
+def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, constants=True,
+                rankdir="LR", precision=4, max_elems=6,
+                title="Backpropagation, step by step"):
+    """The trace's forward and backward pass, one step per frame.
+
+    Without ``path``: a ``Walkthrough`` that plays inline in a notebook and has
+    ``.save(path)``. With ``path`` ending in ``.html`` (or ``format="html"``): one
+    self-contained HTML file (inline SVG, no network) with previous/next buttons, arrow
+    keys and a slider; otherwise ``path`` is a folder that receives numbered SVG files
+    ``frame_000.svg`` …; returns the path(s) written.
+
+    ``level="ops"`` (default) steps once per op node and once per ``fg.composite`` group
+    (``fg.linear``, ``fg.mse`` …; ``expand=`` opens groups as in ``draw``);
+    ``level="primitives"`` steps through every primitive node. ``constants=False`` draws
+    no constant boxes (their values show in the ops' labels). A local derivative is shown
+    as its formula and its number, ``∂y/∂z = σ(z)(1 − σ(z)) = 0.2055``.
     The trace must have adjoints (its first output a scalar loss); laying the graph
     out needs Graphviz's ``dot``.
     """
-    path = os.fspath(path)
-    fmt = format or ("html" if path.lower().endswith((".html", ".htm")) else "svg")
-    plan = _Plan(trace, precision, max_elems).build()
-    base = _layout(trace, plan, rankdir, precision, max_elems)
-    if fmt == "html":
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(_page(base, plan, title))
-        return path
-    if fmt != "svg":
-        raise ValueError(f"walkthrough writes 'html' or 'svg', not {fmt!r}")
-    os.makedirs(path, exist_ok=True)
-    digits = max(3, len(str(len(plan.frames) - 1)))
-    paths = []
-    for k in range(len(plan.frames)):
-        p = os.path.join(path, f"frame_{k:0{digits}d}.svg")
-        with open(p, "w", encoding="utf-8") as fh:
-            fh.write(frame_svg(base, plan, k))
-        paths.append(p)
-    return paths
+    plan = _Plan(trace, precision, max_elems, level, expand, constants).build()
+    wt = Walkthrough(plan, _layout(trace, plan, rankdir, precision, max_elems), title)
+    return wt if path is None else wt.save(path, format)

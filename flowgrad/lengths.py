@@ -1,0 +1,311 @@
+"""Run-time lengths as symbols: which ``None`` axes must agree, checked on every call.
+
+A ``None`` in a placeholder's shape is a length known only when it is fed. The README
+promises it matches its partner and is never a broadcast 1, so ``a * b`` of two
+``(None,)`` placeholders says "a and b have one length", and ``a + c`` with ``c`` of
+shape ``(5,)`` says "a has length 5". Each op's rule below lists the axes its node ties
+together; a union-find over (node id, axis) joins them across the program's nodes.
+
+``compile_checks`` runs once per Program and keeps only what concerns the placeholders:
+a flat tuple of (slot, axis, group) to compare per call, so the per-call cost is a few
+tuple reads, and none at all for a program without ``None`` lengths. An op without a
+rule ties nothing: the checks may miss a mismatch there (numpy's error then names the
+node), but never reject a valid feed.
+"""
+from __future__ import annotations
+
+from .errors import FeedError
+
+# -- what each op ties together -----------------------------------------------------------
+# A rule gets (node shape, input shapes, attrs) and yields pairs (input index, input axis,
+# output axis) meaning "this input axis has the output axis's length", or pairs of input
+# axes (("in", i, a), ("in", j, b)) for operands that must agree without an output axis.
+
+_BROADCAST = {
+    "add", "sub", "mul", "div", "pow", "maximum", "minimum", "where", "tie_weight",
+    "greater", "greater_equal", "less", "less_equal", "equal", "not_equal",
+    "bce_with_logits",
+    # one operand, same shape out: broadcasting of one is the identity
+    "neg", "exp", "log", "tanh", "sin", "cos", "sign", "log1p", "sqrt", "abs",
+    "sigmoid", "softplus", "relu", "zeros_like", "ones_like",
+}
+
+
+def _aligned(out_shape, in_shapes, which):
+    """Right-aligned broadcasting of the inputs ``which`` against the output."""
+    n = len(out_shape)
+    for i in which:
+        s = in_shapes[i]
+        for a in range(len(s)):
+            o = n - len(s) + a
+            if s[a] != 1:  # a 1 broadcasts; a None or a known length matches the output
+                yield (i, a, o)
+
+
+def _broadcast(out, ins, attrs):
+    n = len(out)
+    for o in range(n):
+        axes = [(i, len(s) - n + o) for i, s in enumerate(ins) if len(s) >= n - o]
+        known = [p for p in axes if ins[p[0]][p[1]] == out[o]] if out[o] is not None else []
+        for i, a in axes:
+            if ins[i][a] is None:
+                # pin to the operand that fixes the length, so an error can name it
+                yield ("in", (i, a), known[0]) if known else (i, a, o)
+
+
+def _first_like(out, ins, attrs):  # max_weights(x, ans): out has x's shape
+    return ((0, a, a) for a in range(len(out)))
+
+
+def _second_like(out, ins, attrs):  # broadcast_like / reshape_like(x, ref): ref's shape
+    yield from ((1, a, a) for a in range(len(out)))
+
+
+def _broadcast_like(out, ins, attrs):
+    yield from _second_like(out, ins, attrs)
+    yield from _aligned(out, ins, (0,))
+
+
+def _to_target(out, ins, attrs):  # broadcast_to(x, shape), sum_to(x, shape)
+    return _aligned(out, ins, (0,))
+
+
+def _sum_to(out, ins, attrs):
+    # x is summed down to out: x's axes where out is 1 are free, the others agree
+    x, n = ins[0], len(out)
+    for a in range(n):
+        xa = len(x) - n + a
+        if out[a] != 1 and x[xa] != 1:
+            yield (0, xa, a)
+
+
+def _transpose(out, ins, attrs):
+    return ((0, src, o) for o, src in enumerate(attrs["axes"]))
+
+
+def _expand_dims(out, ins, attrs):
+    kept = [o for o in range(len(out)) if o not in attrs["axis"]]
+    return ((0, a, o) for a, o in enumerate(kept))
+
+
+def _squeeze(out, ins, attrs):
+    kept = [a for a in range(len(ins[0])) if a not in attrs["axis"]]
+    return ((0, a, o) for o, a in enumerate(kept))
+
+
+def _reduce(out, ins, attrs):
+    axes, keep = attrs["axis"], attrs["keepdims"]
+    o = 0
+    for a in range(len(ins[0])):
+        if a in axes:
+            o += 1 if keep else 0
+            continue
+        yield (0, a, o)
+        o += 1
+
+
+def _concatenate(out, ins, attrs):
+    axis = attrs["axis"]
+    for i, s in enumerate(ins):
+        for a in range(len(s)):
+            if a != axis:
+                yield (i, a, a)
+
+
+def _concat_part(out, ins, attrs):
+    # concat_part(g, offsets) and concat_unpart(x, offsets): a block of g along axis, or
+    # x put back as one; every other axis is the first input's
+    axis = attrs["axis"]
+    for a in range(len(out)):
+        if a != axis:
+            yield (0, a, a)
+
+
+def _matmul(out, ins, attrs):
+    a, b = ins
+    ka = (0, len(a) - 1)
+    kb = (1, 0) if len(b) == 1 else (1, len(b) - 2)
+    yield ("in", ka, kb)  # the contracted lengths agree
+    if len(a) == 1 and len(b) == 1:
+        return
+    if len(b) == 1:
+        yield from ((0, i, i) for i in range(len(a) - 1))
+        return
+    if len(a) == 1:
+        yield from ((1, i, i) for i in range(len(b) - 2))
+        yield (1, len(b) - 1, len(out) - 1)
+        return
+    n = len(out)
+    yield (0, len(a) - 2, n - 2)
+    yield (1, len(b) - 1, n - 1)
+    batch = out[:-2]
+    yield from _aligned(batch, (a[:-2], b[:-2]), (0, 1))
+
+
+def _square_same(out, ins, attrs):  # inv, eigh_vectors: square, out shaped like x
+    n = len(ins[0])
+    yield ("in", (0, n - 1), (0, n - 2))
+    yield from ((0, a, a) for a in range(n))
+
+
+def _square_batch(out, ins, attrs):  # det, logdet (batch out), eigvalsh (batch + n)
+    n = len(ins[0])
+    yield ("in", (0, n - 1), (0, n - 2))
+    yield from ((0, a, a) for a in range(len(out)))
+
+
+def _solve(out, ins, attrs):
+    a, b = ins
+    n = len(a)
+    yield ("in", (0, n - 1), (0, n - 2))
+    if len(b) == 1:
+        yield ("in", (0, n - 1), (1, 0))
+        yield from ((0, i, i) for i in range(n - 1))
+        return
+    yield ("in", (0, n - 1), (1, len(b) - 2))
+    m = len(out)
+    yield (1, len(b) - 2, m - 2)
+    yield (1, len(b) - 1, m - 1)
+    yield from _aligned(out[:-2], (a[:-2], b[:-2]), (0, 1))
+
+
+RULES = {name: _broadcast for name in _BROADCAST}
+RULES.update({
+    "max_weights": _first_like, "reshape_like": _second_like,
+    "broadcast_like": _broadcast_like, "broadcast_to": _to_target, "sum_to": _sum_to,
+    "transpose": _transpose, "expand_dims": _expand_dims, "squeeze": _squeeze,
+    "sum": _reduce, "mean": _reduce, "max": _reduce, "logsumexp": _reduce, "norm2": _reduce,
+    "concatenate": _concatenate, "concat_part": _concat_part, "concat_unpart": _concat_part,
+    "matmul": _matmul,
+    "inv": _square_same, "eigh_vectors": _square_same,
+    "det": _square_batch, "logdet": _square_batch, "eigvalsh": _square_batch,
+    "solve": _solve,
+})
+
+
+# -- the union-find ------------------------------------------------------------------------
+
+class _Classes:
+    """Union-find over (node id, axis) of ``None`` axes; a class may be pinned to an int."""
+
+    def __init__(self):
+        self.parent = {}
+        self.pinned = {}  # root -> (length, node id, axis) that pinned it
+
+    def find(self, x):
+        parent = self.parent
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while x != root:  # path compression, iteratively
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, x, y):
+        rx, ry = self.find(x), self.find(y)
+        if rx == ry:
+            return
+        self.parent[rx] = ry
+        pin = self.pinned.pop(rx, None)
+        if pin is not None and ry not in self.pinned:
+            self.pinned[ry] = pin
+
+    def pin(self, x, length, source):
+        root = self.find(x)
+        if root not in self.pinned:
+            self.pinned[root] = (length,) + source
+
+
+def _tie(classes, data, p, q):
+    """Join two axes ((node id, axis) each); a known length pins the other's class."""
+    (ni, ai), (nj, aj) = p, q
+    si, sj = data[ni]["shape"][ai], data[nj]["shape"][aj]
+    if si is None and sj is None:
+        classes.union(p, q)
+    elif si is None:
+        classes.pin(p, sj, q)
+    elif sj is None:
+        classes.pin(q, si, p)
+
+
+def compile_checks(graph, order):
+    """The per-call length checks of a program over ``order`` (ascending node ids):
+    ``(checks, pins, names)`` — see ``LengthCheck`` — or None when there is nothing to check."""
+    data = graph.nx.nodes
+    if not any(None in data[nid]["shape"] for nid in order):
+        return None
+    classes = _Classes()
+    for nid in order:
+        d = data[nid]
+        op = d["op"]
+        if op is None:
+            continue
+        rule = RULES.get(op.name)
+        if rule is None:
+            continue
+        ins = d["inputs"]
+        shapes = [data[i]["shape"] for i in ins]
+        if None not in d["shape"] and not any(None in s for s in shapes):
+            continue
+        for link in rule(d["shape"], shapes, d["attrs"]):
+            if link[0] == "in":
+                (i, a), (j, b) = link[1], link[2]
+                _tie(classes, data, (ins[i], a), (ins[j], b))
+            else:
+                i, a, o = link
+                _tie(classes, data, (ins[i], a), (nid, o))
+    # group the placeholders' None axes by class
+    groups = {}
+    for nid in order:
+        d = data[nid]
+        if d["kind"] != "placeholder":
+            continue
+        for a, s in enumerate(d["shape"]):
+            if s is None:
+                groups.setdefault(classes.find((nid, a)), []).append((nid, a))
+    checks = []
+    for root, members in groups.items():
+        pin = classes.pinned.get(root)
+        if len(members) > 1 or pin is not None:
+            checks.append((members, pin))
+    return checks or None
+
+
+class LengthCheck:
+    """The compiled checks of one program: call it with the bound slot values."""
+
+    __slots__ = ("_flat", "_first", "_graph")
+
+    def __init__(self, graph, checks, slot):
+        self._graph = graph
+        # per group: the first member's (slot, axis) and the pinned length, or None
+        flat, first = [], []
+        for g, (members, pin) in enumerate(checks):
+            first.append(pin)
+            for nid, axis in members:
+                flat.append((slot[nid], axis, g, nid))
+        self._flat = tuple(flat)
+        self._first = tuple(first)
+
+    def __call__(self, vals):
+        seen = list(self._first)
+        for s, axis, g, nid in self._flat:
+            n = vals[s].shape[axis]
+            want = seen[g]
+            if want is None:
+                seen[g] = (n, nid, axis)
+            elif want[0] != n:
+                self._fail(nid, axis, n, want)
+
+    def _fail(self, nid, axis, n, want):
+        if n != n or want[0] != want[0]:
+            return  # a dask array of unknown (nan) length: nothing to compare yet
+        h = self._graph._handles
+        length, onid, oaxis = want
+        other = h[onid]
+        what = "placeholder" if other.kind == "placeholder" else f"{other.kind} {other.op.name}" \
+            if other.op is not None else other.kind
+        raise FeedError(
+            f"run-time lengths disagree: {h[nid].name!r} has length {n} on axis {axis}, but "
+            f"{what} {other.name!r} has length {length} on axis {oaxis}, and the graph "
+            f"needs them equal (a None length matches its partner; it is never a broadcast 1)")

@@ -1,0 +1,10 @@
+"""fg.nn: layers (Dense, Sequential, MLP, Dropout), initialisers (fg.nn.init), dropout.
+
+Layers are plain Python objects that add nodes to the graph when called: the first call
+builds the variables in a fresh name scope, later calls reuse them.
+"""
+from . import init  # noqa: F401
+from .dropout import dropout  # noqa: F401
+from .layers import MLP, Dense, Dropout, Layer, Sequential  # noqa: F401
+
+__all__ = ["Dense", "Dropout", "Layer", "MLP", "Sequential", "dropout", "init"]

@@ -1,0 +1,37 @@
+"""Name scopes for layers: a fresh one per layer (dense, dense_1 …), re-entered on reuse."""
+from __future__ import annotations
+
+import contextlib
+
+_TAKEN = "_fg_layer_scopes"
+
+
+def unique_scope(graph, base: str) -> tuple:
+    """The scope path ``current scope + (base,)``, suffixed _1, _2 … until no layer
+    and no node of ``graph`` uses it yet."""
+    if not isinstance(base, str) or not base or "/" in base:
+        raise ValueError(f"a layer name must be non-empty and contain no '/': {base!r}")
+    taken = graph.__dict__.setdefault(_TAKEN, set())
+    outer = tuple(graph._scope)
+    k = 0
+    while True:
+        name = base if k == 0 else f"{base}_{k}"
+        path = outer + (name,)
+        prefix = "/".join(path)
+        if path not in taken and prefix not in graph._names and not any(
+                n.startswith(prefix + "/") for n in graph._names):
+            taken.add(path)
+            return path
+        k += 1
+
+
+@contextlib.contextmanager
+def in_scope(graph, path: tuple):
+    """Build into ``graph`` under exactly the scope ``path`` (whatever scope is open now)."""
+    saved = graph._scope
+    graph._scope = list(path)
+    try:
+        with graph:
+            yield
+    finally:
+        graph._scope = saved

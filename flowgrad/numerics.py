@@ -1,0 +1,119 @@
+"""The NaN/Inf locator: ``compile(..., check_numerics=True)`` and ``fg.detect_anomaly()``.
+
+A checked run is a second interpreter loop over the same plan (the plain loop stays
+free of any test): it keeps every value and, after each step, tests the new value for
+finiteness. The first node whose value holds a NaN or ±Inf while all of its inputs
+were finite is the culprit: ``NumericsError`` names it and carries a Trace of every
+value computed so far, the culprit marked for ``fg.viz.draw``. A non-finite value that
+only propagates one from an input (a masked logit of −inf, say) is not flagged there.
+Fed placeholders and variables are tested first: a NaN fed in is named as such.
+
+``detect_anomaly`` is **thread-local**: it turns checking on for programs run by the
+thread inside the ``with`` block only, so other threads keep their speed.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from .errors import NumericsError
+from . import diagnose
+
+class _State(threading.local):
+    on = False  # a class default: every thread starts off, and reading it is one look-up
+
+
+_state = _State()
+
+
+@contextlib.contextmanager
+def detect_anomaly(enabled: bool = True):
+    """Check every program run by this thread inside the block for NaN/Inf (nestable)."""
+    prev = _state.on
+    _state.on = bool(enabled)
+    try:
+        yield
+    finally:
+        _state.on = prev
+
+
+def anomaly_enabled() -> bool:
+    """Whether programs run by this thread now are checked (inside ``detect_anomaly``)."""
+    return _state.on
+
+
+def _all_finite(xp, v) -> bool:
+    dtype = getattr(v, "dtype", None)
+    if dtype is None:  # a Python scalar (a weak constant)
+        return not isinstance(v, (float, complex)) or v == v and abs(v) != float("inf")
+    if dtype.kind not in "fc":
+        return True
+    return bool(xp.isfinite(v).all())
+
+
+def run_checked(prog, vals):
+    """Run ``prog``'s plan on the bound ``vals`` keeping every value; raise NumericsError
+    at the first step that creates a NaN/Inf."""
+    xp = prog.backend.xp
+    g = prog.graph
+    for nid in prog.placeholders:
+        if not _all_finite(xp, vals[prog._slot[nid]]):
+            raise _error(prog, vals, g.node(nid), None, fed=True)
+    for s, var in prog._variables:
+        if not _all_finite(xp, vals[s]):
+            raise _error(prog, vals, var, None, fed=True)
+    for k, (arity, fn, a, b, ins, out, _frees) in enumerate(prog._plan):
+        try:
+            if arity == 1:
+                v = fn(vals[a])
+            elif arity == 2:
+                v = fn(vals[a], vals[b])
+            else:
+                v = fn(*[vals[i] for i in ins])
+        except Exception as exc:
+            prog._on_step_error(k, exc, vals)
+            raise  # _on_step_error always raises; this keeps linters and readers sure
+        vals[out] = v
+        if not _all_finite(xp, v) and all(_all_finite(xp, vals[i]) for i in ins):
+            raise _error(prog, vals, g.node(prog._step_nodes[k]), k)
+    return vals
+
+
+def _trace(prog, vals, culprit):
+    """A Trace of the values computed so far, the culprit marked for drawing."""
+    from .tracing import Trace
+    done = {nid: vals[s] for nid, s in prog._slot.items() if vals[s] is not None}
+    finished = prog.backend.finish(list(done.values()))
+    tr = Trace(prog, dict(zip(done, finished)), {})
+    tr.culprit = culprit
+    return tr
+
+
+def _error(prog, vals, node, k, fed=False) -> NumericsError:
+    value = vals[prog._slot[node.id]]
+    bad = _what(prog.backend.xp, value)
+    if fed:
+        head = (f"{node.kind} {node.name!r} was fed a value holding {bad}: "
+                f"{diagnose.summarize(value)}")
+    else:
+        part = diagnose.adjoint_part(node)
+        kind = f"an adjoint value, {part}" if part else "a forward value"
+        ins = [vals[i] for i in prog._plan[k][4]]
+        op = node.op.name if node.op is not None else node.kind
+        where = node.where
+        head = (f"{node.name!r} ({op}) produced {bad} from finite inputs; it is {kind}"
+                + (f"; built at {where}" if where else "") +
+                f"\n    value: {diagnose.summarize(value)}\n{diagnose.input_lines(node, ins)}")
+    err = NumericsError(head + "\n  err.trace holds every value computed so far; "
+                        "fg.viz.draw(err) draws it with this node in red", node=node)
+    err.trace = _trace(prog, vals, node)
+    return err
+
+
+def _what(xp, v) -> str:
+    """"NaN", "+Inf", "-Inf" or a mix, for the message."""
+    if getattr(v, "dtype", None) is None or v.dtype.kind == "c":
+        return "NaN/Inf"
+    kinds = [name for name, test in (("NaN", xp.isnan(v)), ("+Inf", xp.isposinf(v)),
+                                      ("-Inf", xp.isneginf(v))) if bool(test.any())]
+    return " and ".join(kinds)

@@ -1,0 +1,231 @@
+"""fg.random: random draws as graph nodes (``normal``, ``uniform``, ``bernoulli``).
+
+    noise = fg.random.normal((None, 8), like=x, seed=0)   # rows: as many as x has at run time
+    keep = fg.random.bernoulli((None, 64), p=0.9, like=h)
+
+Each node is a *stateful* op: every run of a program draws fresh values, and the
+simplifier never folds it nor merges two of them (``Op(stateful=True)``). Within one
+run a node is evaluated once, so everything that reads it — a forward product and
+its gradient — sees the same draw; a trace records the values that were used.
+
+Where the generator state lives: each node owns a :class:`Stream`, seeded from the
+node's seed, holding one generator per array namespace (numpy, cupy, dask.array each
+have their own bit generators, so a seed gives reproducible, not identical, draws
+across backends). The k-th run of any program holding the node gets the k-th draw of
+its stream, so a seeded graph replays the same sequence of draws in every fresh
+process. The seed is the ``seed=`` argument, else one derived from the graph's seed
+(:func:`set_seed`) and the node's position among the graph's random nodes, else
+fresh entropy from the operating system.
+
+Shapes: a ``None`` length is taken at run time from the same axis of ``like``
+(``shape=None`` takes like's whole shape). The derivative of a draw with respect to
+anything is zero by definition.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .errors import ShapeError
+from .graph import Node, default_graph
+from .ops.base import NONDIFF, Op, apply, as_node, fmt_shape, _user_line
+
+__all__ = ["normal", "uniform", "bernoulli", "set_seed", "get_seed", "Stream"]
+
+
+class Stream:
+    """One random node's generators, one per array namespace, all from one seed."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+        self._generators: dict = {}
+
+    def generator(self, xp):
+        key = getattr(xp, "__name__", None) or id(xp)
+        gen = self._generators.get(key)
+        if gen is None:
+            rand = getattr(xp, "random", None)
+            if rand is None or not hasattr(rand, "default_rng"):
+                raise TypeError(f"the array namespace {key!r} has no random.default_rng")
+            gen = self._generators[key] = rand.default_rng(self.seed)
+        return gen
+
+    def reset(self):
+        """Start every namespace's sequence over from the seed."""
+        self._generators.clear()
+
+    def __reduce__(self):  # a copy (a saved graph) starts its sequence over
+        return (Stream, (self.seed,))
+
+    def __repr__(self):
+        return f"Stream(seed={self.seed})"
+
+
+# -- seeds --------------------------------------------------------------------------------
+
+def set_seed(seed, graph=None) -> None:
+    """Seed ``graph`` (default: the current one): random nodes and layer initialisers
+    built afterwards without their own seed derive one from it, in build order."""
+    g = graph or default_graph()
+    g._fg_random_seed = None if seed is None else int(seed)
+    g._fg_random_count = {}
+
+
+def get_seed(graph=None):
+    """The graph's seed, or None."""
+    return getattr(graph or default_graph(), "_fg_random_seed", None)
+
+
+def derived_seed(graph, purpose: str):
+    """The next seed derived from the graph's seed for ``purpose`` ("random", "init"),
+    or None when the graph has no seed. Deterministic across processes."""
+    base = getattr(graph, "_fg_random_seed", None)
+    if base is None:
+        return None
+    counts = graph.__dict__.setdefault("_fg_random_count", {})
+    k = counts.get(purpose, 0)
+    counts[purpose] = k + 1
+    tag = int.from_bytes(purpose.encode(), "little")
+    return int(np.random.SeedSequence([base, tag, k]).generate_state(1, np.uint64)[0])
+
+
+def _node_seed(seed, graph):
+    if seed is None:
+        seed = derived_seed(graph, "random")
+    if seed is None:
+        seed = np.random.SeedSequence().entropy  # fresh, but recorded on the node
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise TypeError(f"a seed must be a non-negative int, got {seed!r}")
+    return int(seed)
+
+
+# -- the op ---------------------------------------------------------------------------------
+
+def _size(shape, like):
+    if like is None:
+        return tuple(shape)
+    if shape is None:
+        return tuple(like.shape)
+    return tuple(int(like.shape[i]) if s is None else s for i, s in enumerate(shape))
+
+
+def _draw(xp, *like, shape, dtype, dist, params, stream):
+    ref = like[0] if like else None
+    size = _size(shape, ref)
+    gen = stream.generator(xp)
+    kw = {}
+    if ref is not None and hasattr(ref, "chunks") and hasattr(ref, "compute"):
+        # dask: draw in the chunks of the reference where the shapes agree
+        kw["chunks"] = ref.chunks if tuple(ref.shape) == size else "auto"
+    if dist == "normal":
+        mean, std = params
+        out = gen.standard_normal(size, **kw)
+        out = out * std + mean if (mean, std) != (0.0, 1.0) else out
+    else:
+        u = gen.random(size, **kw)
+        if dist == "uniform":
+            low, high = params
+            out = u * (high - low) + low if (low, high) != (0.0, 1.0) else u
+        else:  # bernoulli: 1 with probability p
+            out = u < params[0]
+    return out.astype(dtype) if out.dtype != dtype else out
+
+
+def _random_op(dist, doc):
+    return Op(f"random_{dist}", _draw,
+              lambda *like, shape, dtype, dist, params, stream:
+              (shape if shape is not None else like[0].shape, dtype),
+              vjp=(NONDIFF,), jvp=(NONDIFF,), stateful=True,
+              doc=doc + " Fresh every run; zero derivative with respect to the shape "
+                        "reference ``like``.")
+
+
+#: one op per distribution, so drawings and plans name what is drawn
+_OPS = {"normal": _random_op("normal", "Normal draws N(mean, std²)."),
+        "uniform": _random_op("uniform", "Uniform draws on [low, high)."),
+        "bernoulli": _random_op("bernoulli", "1 with probability p, else 0.")}
+
+
+def _at():
+    where = _user_line()
+    return f"\n  at {where}" if where else ""
+
+
+def _check_shape(shape, like, what):
+    if shape is None:
+        if like is None:
+            raise ShapeError(f"fg.random.{what}: give a shape, or like= a node to copy "
+                             f"it from{_at()}")
+        return None
+    shape = (shape,) if isinstance(shape, (numbers.Integral,)) or shape is None else tuple(shape)
+    for s in shape:
+        if s is not None and (not isinstance(s, numbers.Integral) or s < 0):
+            raise ShapeError(f"fg.random.{what}: shape entries must be non-negative ints or "
+                             f"None, got {shape}{_at()}")
+    shape = tuple(None if s is None else int(s) for s in shape)
+    if None in shape:
+        if like is None:
+            raise ShapeError(f"fg.random.{what}: shape {fmt_shape(shape)} has a run-time "
+                             f"length (None); pass like= a node whose shape supplies it"
+                             f"{_at()}")
+        if len(shape) != len(like.shape):
+            raise ShapeError(f"fg.random.{what}: shape {fmt_shape(shape)} takes its None "
+                             f"lengths from like={like.name} {fmt_shape(like.shape)}, which "
+                             f"has another number of axes{_at()}")
+        # a None copies like's length, which may itself be static
+        shape = tuple(like.shape[i] if s is None else s for i, s in enumerate(shape))
+    return shape
+
+
+def _make(what, dist, params, shape, like, dtype, seed, name):
+    like = as_node(like) if like is not None else None
+    if like is not None and like._d["weak"]:
+        raise TypeError(f"fg.random.{what}: like= is a node or an array whose shape the "
+                        f"draw copies, not the Python scalar {like._d['value']!r}")
+    shape = _check_shape(shape, like, what)
+    if dtype is None:
+        dtype = like.dtype if like is not None and like.dtype.kind == "f" else np.float64
+    dtype = np.dtype(dtype)
+    if dtype.kind not in ("f", "b") and not (dist == "bernoulli" and dtype.kind in "iu"):
+        raise TypeError(f"fg.random.{what}: dtype must be a float"
+                        f"{' (or bool or int)' if dist == 'bernoulli' else ''}, got {dtype}")
+    graph = like.graph if like is not None else default_graph()
+    attrs = dict(shape=shape, dtype=dtype, dist=dist, params=params,
+                 stream=Stream(_node_seed(seed, graph)))
+    with graph:
+        node = apply(_OPS[dist], *([like] if like is not None else []), **attrs)
+    if name:
+        node.named(name)
+    return node
+
+
+def _finite(what, **values):
+    for k, v in values.items():
+        if isinstance(v, Node) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise TypeError(f"fg.random.{what}: {k} must be a finite number, got {v!r}")
+
+
+def normal(shape=None, mean=0.0, std=1.0, *, like=None, dtype=None, seed=None, name=None):
+    """Normal draws N(mean, std²) of ``shape`` (``None`` lengths from ``like``)."""
+    _finite("normal", mean=mean, std=std)
+    if std < 0:
+        raise ValueError(f"fg.random.normal: std must be ≥ 0, got {std}")
+    return _make("normal", "normal", (float(mean), float(std)), shape, like, dtype, seed, name)
+
+
+def uniform(shape=None, low=0.0, high=1.0, *, like=None, dtype=None, seed=None, name=None):
+    """Uniform draws on [low, high) of ``shape`` (``None`` lengths from ``like``)."""
+    _finite("uniform", low=low, high=high)
+    if not low <= high:
+        raise ValueError(f"fg.random.uniform: need low ≤ high, got {low} and {high}")
+    return _make("uniform", "uniform", (float(low), float(high)), shape, like, dtype, seed, name)
+
+
+def bernoulli(shape=None, p=0.5, *, like=None, dtype=None, seed=None, name=None):
+    """1 with probability ``p``, else 0 (``dtype=bool`` for a mask of True/False)."""
+    _finite("bernoulli", p=p)
+    if not 0 <= p <= 1:
+        raise ValueError(f"fg.random.bernoulli: p must lie in [0, 1], got {p}")
+    return _make("bernoulli", "bernoulli", (float(p),), shape, like, dtype, seed, name)

@@ -1,0 +1,195 @@
+"""Issue 10 §1: silent wrong results at the feed and build boundary (each failed on main)."""
+import numpy as np
+import pytest
+
+import flowgrad as fg
+
+
+# -- run-time lengths as symbols ----------------------------------------------------------
+
+def test_none_lengths_that_must_agree_are_checked_before_computing():
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(None,))
+        b = fg.placeholder("b", shape=(None,))
+        s = fg.sum(a * b)
+        prog = fg.compile([s, *fg.grad(s, [a, b])])
+        with pytest.raises(fg.FeedError, match=r"'b' has length 5 .* 'a' has length 1"):
+            prog({a: np.array([2.0]), b: np.arange(5.0)})
+        # equal lengths still run, with the right numbers
+        got = prog({a: np.array([2.0, 3.0]), b: np.array([4.0, 5.0])})
+        assert got[0] == 23.0
+        np.testing.assert_array_equal(got[1], [4.0, 5.0])
+        np.testing.assert_array_equal(got[2], [2.0, 3.0])
+
+
+def test_a_none_length_meeting_a_known_length_is_pinned_to_it():
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(None,))
+        c = fg.constant(np.arange(3.0), name="c")
+        prog = fg.compile(a + c)
+        with pytest.raises(fg.FeedError, match=r"'a' has length 1 .* 'c' has length 3"):
+            prog(a=np.ones(1))   # numpy would broadcast this 1 silently
+        np.testing.assert_array_equal(prog(a=np.ones(3)), [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("build", [
+    lambda a, b: fg.matmul(a, b),                                  # (n, k) @ (k, m)
+    lambda a, b: fg.concatenate([a, fg.transpose(b)], axis=0),      # columns agree
+    lambda a, b: fg.stack([a, fg.transpose(b)]),                    # shapes agree
+    lambda a, b: fg.sum(a, axis=0, keepdims=True) * fg.transpose(b),  # keepdims keeps the axis
+    lambda a, b: fg.where(fg.transpose(b) > 0, a, 0.0),             # elementwise
+])
+def test_lengths_are_unified_through_matmul_concat_stack_reductions_where(build):
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(None, None))
+        b = fg.placeholder("b", shape=(None, None))
+        prog = fg.compile(fg.sum(build(a, b)))
+        prog(a=np.ones((2, 3)), b=np.ones((3, 2)))   # consistent: runs
+        with pytest.raises(fg.FeedError, match="run-time lengths disagree"):
+            prog(a=np.ones((2, 3)), b=np.ones((4, 2)))
+
+
+def test_unrelated_none_lengths_stay_free():
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(None,))
+        b = fg.placeholder("b", shape=(None,))
+        prog = fg.compile(fg.sum(a) + fg.sum(b))
+        assert prog(a=np.ones(2), b=np.ones(7)) == 9.0
+        assert prog._check_lengths is None   # nothing to compare per call
+
+
+def test_length_checks_are_compiled_once_not_per_call():
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 3))
+        t = fg.placeholder("t", shape=(None,))
+        w = fg.variable(np.ones(3), name="w")
+        loss = fg.mean((x @ w - t) ** 2)
+        prog = fg.compile([loss, fg.grad(loss, w)])
+    check = prog._check_lengths
+    assert check is not None and len(check._flat) == 2
+    prog(x=np.ones((4, 3)), t=np.ones(4))
+    assert prog._check_lengths is check
+    with pytest.raises(fg.FeedError, match=r"'t' has length 5 on axis 0, but placeholder 'x'"):
+        prog(x=np.ones((4, 3)), t=np.ones(5))
+
+
+# -- values that do not fit the dtype -----------------------------------------------------
+
+def test_integer_feed_overflowing_the_placeholder_dtype():
+    with fg.Graph():
+        i = fg.placeholder("i", shape=(None,), dtype="int32")
+        prog = fg.compile(i * 2)
+        with pytest.raises(fg.FeedError, match=r"'i' has dtype int32.*1099511627776"):
+            prog(i=np.array([1, 2**40]))
+        with pytest.raises(fg.FeedError, match="'i'"):
+            prog(i=[-2**31 - 1])
+        top = fg.compile(i)(i=np.array([2**31 - 1], dtype=np.int64))  # fits: accepted
+        assert top.dtype == np.int32 and top[0] == 2**31 - 1
+
+
+def test_float64_out_of_float32_range():
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2,), dtype="float32")
+        prog = fg.compile(x + 1)
+        with pytest.raises(fg.FeedError, match=r"'x' has dtype float32.*1e\+300"):
+            prog(x=np.array([1.0, 1e300]))
+        # an inf fed on purpose stays an inf
+        out = prog(x=np.array([1.0, np.inf]))
+        assert out.dtype == np.float32 and out[1] == np.inf
+
+
+def test_ragged_and_non_numeric_feeds():
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, None))
+        prog = fg.compile(fg.sum(x))
+        with pytest.raises(fg.FeedError, match="'x'"):
+            prog(x=[[1.0, 2.0], [3.0]])
+        with pytest.raises(fg.FeedError, match="'x'"):
+            prog(x=np.array([["a", "b"]]))
+
+
+# -- outputs never alias storage ----------------------------------------------------------
+
+def test_outputs_are_fresh_arrays():
+    with fg.Graph():
+        w = fg.variable(np.ones(3), name="w")
+        x = fg.placeholder("x", shape=(3,))
+        y = fg.exp(x)
+        out = fg.compile(w)()
+        out[0] = 99.0
+        np.testing.assert_array_equal(w.value, np.ones(3))
+        X = np.zeros(3)
+        got = fg.compile(x)(x=X)
+        got[1] = 5.0
+        np.testing.assert_array_equal(X, np.zeros(3))
+        a, b = fg.compile([y, y])(x=X)
+        a[0] = -1.0
+        assert b[0] == 1.0
+        p, q = fg.compile([w, w])()
+        p[0] = 7.0
+        assert q[0] == 1.0 and w.value[0] == 1.0
+        # views of a variable or a feed: w[1:], a reshape, a transpose
+        m = fg.variable(np.ones((2, 3)), name="m")
+        for view in (w[1:], fg.reshape(m, (3, 2)), m.T, fg.expand_dims(x, 0)):
+            got = fg.compile(view)(x=X)
+            got[...] = -3.0
+        assert (w.value == 1.0).all() and (m.value == 1.0).all() and (X == 0.0).all()
+
+
+def test_the_common_case_copies_nothing():
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        w = fg.variable(np.ones(3), name="w")
+        loss = fg.sum(x * w)
+        prog = fg.compile([loss, fg.grad(loss, w)])
+    assert prog._copy_outs == ()
+
+
+# -- smaller cases ------------------------------------------------------------------------
+
+def test_grad_with_respect_to_an_integer_node():
+    with fg.Graph():
+        i = fg.placeholder("i", dtype="int64")
+        x = fg.placeholder("x")
+        y = x * i
+        with pytest.raises(fg.DifferentiationError, match="'i' of dtype int64"):
+            fg.grad(y, i)
+        with pytest.raises(fg.DifferentiationError, match="'i'"):
+            fg.grad(y, [x, i])
+
+
+def test_string_constants_and_variables_are_rejected():
+    with fg.Graph():
+        with pytest.raises(TypeError, match="constant"):
+            fg.constant("hello")
+        with pytest.raises(TypeError, match="variable"):
+            fg.variable("hello")
+        with pytest.raises(TypeError, match="constant"):
+            fg.constant([[1.0, 2.0], [3.0]])
+
+
+def test_a_second_placeholder_with_a_taken_name_is_an_error():
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(2,))
+        with pytest.raises(fg.GraphError, match="'x'"):
+            fg.placeholder("x", shape=(3,))
+        assert g.by_name("x") is x and len(g) == 1
+        # variables and op nodes keep taking the first free suffix
+        v1, v2 = fg.variable(1.0, name="v"), fg.variable(2.0, name="v")
+        assert (v1.name, v2.name) == ("v", "v_1")
+        with fg.name_scope("layer"):
+            fg.placeholder("x")      # another scope: another name
+        assert g.by_name("layer/x").kind == "placeholder"
+
+
+@pytest.mark.parametrize("reduce", [fg.sum, fg.mean, fg.max, fg.min, fg.logsumexp])
+def test_axis_and_keepdims_must_have_the_right_type(reduce):
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2, 3))
+        with pytest.raises(TypeError, match="keepdims"):
+            reduce(x, axis=0, keepdims="no")
+        with pytest.raises(TypeError, match="axis"):
+            reduce(x, axis=0.5)
+        with pytest.raises(TypeError, match="axis"):
+            reduce(x, axis=True)
+        assert reduce(x, axis=(0,), keepdims=np.bool_(True)).shape == (1, 3)
