@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast bench clean
+.PHONY: install system-deps demo test test-fast fuzz bench clean
 
 # Debian packages: Graphviz's `dot` (drawing) and Chromium (the walkthrough's browser test).
 system-deps:
@@ -29,6 +29,10 @@ test: install
 
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -x -m "not slow and not browser"
+
+# the fuzzed graphs of tests/test_fuzz.py with many more examples (CI runs a few)
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q tests/test_fuzz.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -12,9 +12,11 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
   zarr, parquet, ``da.from_array``, persisted on a cluster); numpy arrays are wrapped
   with ``da.from_array`` using ``chunks`` (``"auto"``, dask's default; or an int:
   that many rows per chunk, other axes whole).
-* **variables** stay small numpy arrays on the client; an optimizer's lazy update is
-  computed when the variable is next read and stored back, so no step drags the
-  history of earlier steps along in its graph.
+* **variables** stay small numpy arrays on the client: an optimizer computes its new
+  values and state (momentum, Adam's moments) in one ``dask.compute`` at the end of
+  each step (:meth:`DaskBackend.materialize`), so ``w.value`` is numpy after every step
+  and no step drags the history of earlier steps along in its graph. A dask array
+  assigned to a variable by hand is computed when the variable is next read.
 * **ops dask lacks** (``det``, ``logdet``, ``eigvalsh`` … — ``dask.array.linalg`` has no
   determinant or eigensolver) raise ``fg.BackendError`` naming the op at compile time.
 """
@@ -78,6 +80,11 @@ class DaskBackend(Backend):
             value = node._d["value"] = np.asarray(value.compute())
         return self.asarray(value)
 
+    def materialize(self, tree):
+        """``tree`` (nested lists, tuples and dicts of arrays) with every dask array in it
+        computed, all in one pass: an optimizer's new values and state, which are small."""
+        return _arrays(self._dask.compute(tree)[0])
+
     def finish(self, values: list) -> list:
         if self.lazy:
             return values
@@ -91,3 +98,12 @@ class DaskBackend(Backend):
 
     def __repr__(self):
         return f"<flowgrad backend dask (chunks={self.chunks!r}{', lazy' if self.lazy else ''})>"
+
+
+def _arrays(tree):
+    """``tree`` with numpy scalars (what dask computes for 0-d arrays) as 0-d arrays."""
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_arrays(t) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _arrays(v) for k, v in tree.items()}
+    return np.asarray(tree) if isinstance(tree, np.generic) else tree

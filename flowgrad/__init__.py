@@ -21,6 +21,7 @@ from .backends import get_backend, set_default_backend, to_numpy  # noqa: F401
 from .testing import check_grads  # noqa: F401
 from .progress import progress  # noqa: F401
 from . import optim  # noqa: F401
+from .errors import OptimizerError  # noqa: F401
 from . import viz  # noqa: F401
 from .data import batches  # noqa: F401
 from .checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401

@@ -11,6 +11,8 @@ materialised zeros). Both sweeps are loops over sorted ids: no recursion.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .errors import DifferentiationError
@@ -18,6 +20,21 @@ from .graph import Node, same_graph
 from .leaves import _constant_in
 
 __all__ = ["adjoints", "grad", "vjp", "jvp"]
+
+# {graph: {gradient node id: {(y id, x id), ...}}}: which nodes were built as ∂y/∂x, so an
+# optimizer can check that a program's outputs are the loss's gradients (optim.py)
+_GRADIENT_OF: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def record_gradient(g: Node, y: Node, x: Node) -> None:
+    """Note that node ``g`` is ∂y/∂x (grad and adjoints call this; so may code that
+    rebuilds gradient nodes, e.g. a graph loaded from a file)."""
+    _GRADIENT_OF.setdefault(y.graph, {}).setdefault(g.id, set()).add((y.id, x.id))
+
+
+def is_gradient(g: Node, y: Node, x: Node) -> bool:
+    """Whether ``g`` was returned by ``grad``/``adjoints`` as the gradient of ``y`` w.r.t. ``x``."""
+    return (y.id, x.id) in _GRADIENT_OF.get(y.graph, {}).get(g.id, ())
 
 
 def ancestors(outputs) -> list[int]:
@@ -72,6 +89,7 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
     """
     from flowgrad.ops import add, as_node, sum_to_like  # ops import this package
     graph = y.graph
+    seed_is_one = seed is None
     seed = _seed(y) if seed is None else as_node(seed, graph)
     order = ancestors([y])
     sources = order if wrt is None else [n.id for n in wrt]
@@ -92,10 +110,22 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
         node = handles[nid]
         result[node] = vbar
         d = data[nid]
+        if seed_is_one and d["kind"] == "variable":
+            record_gradient(vbar, y, node)
         op = d["op"]
         if op is None:
             continue
         inputs = tuple(handles[i] for i in d["inputs"])
+        needed = [inp.id in active and _differentiable(inp.dtype) for inp in inputs]
+        if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
+            first_new = len(handles)
+            terms = op.vjp_all(needed, vbar, node, *inputs, **d["attrs"])
+            for inp, term, need in zip(inputs, terms, needed):
+                if need and term is not None:
+                    term = sum_to_like(term, inp)
+                    pending.setdefault(inp.id, []).append(term)
+                    _mark_built(data, first_new, term.id, inp.id, y.id)
+            continue
         for argnum, inp in enumerate(inputs):
             if inp.id not in active or not _differentiable(inp.dtype):
                 continue
@@ -119,6 +149,19 @@ def _mark_adjoint(data, start, stop, of, y):
             d["adjoint_of"] = (of, y)
 
 
+def _mark_built(data, start, top, of, y):
+    """_mark_adjoint for one term of a rule that built several at once (vjp_all): the
+    nodes from ``start`` on that ``top`` depends on."""
+    stack = [top]
+    while stack:
+        nid = stack.pop()
+        d = data[nid]
+        if nid < start or "adjoint_of" in d:
+            continue
+        d["adjoint_of"] = (of, y)
+        stack.extend(d["inputs"])
+
+
 def _zeros(x):
     from flowgrad.ops import zeros_like
     return zeros_like(x)
@@ -134,6 +177,8 @@ def grad(y: Node, wrt):
     _check_wrt(wrt)
     adj = adjoints(y, wrt)
     out = [adj.get(x) if x in adj else _zeros(x) for x in wrt]
+    for x, g in zip(wrt, out):
+        record_gradient(g, y, x)
     return out[0] if single else out
 
 
@@ -194,6 +239,12 @@ def jvp(y: Node, x, xdot):
             continue
         node = handles[nid]
         inputs = tuple(handles[i] for i in d["inputs"])
+        if op.jvp_all is not None:   # the whole tangent in one call: O(N) nodes, not O(N²)
+            ts = [tangents.get(i.id) if _differentiable(i.dtype) else None for i in inputs]
+            total = op.jvp_all(ts, node, *inputs, **d["attrs"])
+            if total is not None:
+                tangents[nid] = broadcast_to_like(total, node)
+            continue
         total = None
         for argnum, inp in enumerate(inputs):
             t = tangents.get(inp.id)

@@ -1,19 +1,34 @@
-"""Saving and loading variables' values: one ``.npz`` archive, one array per name.
+"""Saving and loading variables' values: one ``.npz`` archive of plain arrays.
 
     fg.save_variables("model.npz", g)            # every variable of graph g, by node name
     fg.save_variables("model.npz", [w, b])       # these, by node name
     fg.save_variables("model.npz", {"W1": w})    # these, under names of your choosing
     fg.load_variables("model.npz", g)            # the same three forms
 
-The archive holds plain numpy arrays and is read with ``allow_pickle=False``, so
-loading a file runs no code. Loading checks every name, shape and dtype before it
-assigns anything: a checkpoint either loads whole or not at all.
+**Format.** A zip archive (numpy's ``.npz``) whose member ``names.npy`` is a 1-d string
+array of the variable names and whose members ``0.npy``, ``1.npy``, … are their values,
+in that order: names are data, so any name (``file``, ``allow_pickle``, ``a/b``) is
+stored as it is. ``np.load`` reads it (``f["names"]``, ``f["0"]``). A file of the first
+layout, one member per name, still loads.
+
+**Loading is safe with files you did not write.** Nothing is unpickled. Each member's
+``.npy`` header (shape, dtype) is checked against the variable before any of its data is
+read; the zip directory's declared size must be exactly what the header implies, and at
+most that many bytes are ever decompressed, so a small file that would inflate to
+gigabytes is refused after reading its header. Values must fit the variable's dtype
+(no float64 1e300 into float32, no int64 2**40 into int32). Every problem — an empty,
+truncated, corrupt or foreign file included — is a :class:`CheckpointError`, raised
+after everything was read and checked and before any variable is assigned: a
+checkpoint loads whole or not at all.
 """
 from __future__ import annotations
 
 import os
 import pathlib
+import struct
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -24,10 +39,16 @@ from .graph import Graph, Node
 
 __all__ = ["CheckpointError", "save_variables", "load_variables"]
 
+_NAMES = "names.npy"
+_MAX_NAMES_BYTES = 64 << 20     # the names array: 64 MiB is millions of long names
+# what a broken or hostile zip raises while it is read (a missing file stays an OSError)
+_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError,
+                NotImplementedError, RuntimeError, OverflowError, zlib.error, struct.error)
+
 
 class CheckpointError(FlowgradError, ValueError):
-    """A checkpoint does not fit the variables: a name missing or extra, a wrong shape
-    or dtype."""
+    """A checkpoint that does not fit the variables (a name missing or extra, a wrong
+    shape, dtype or out-of-range value) or is not a readable checkpoint at all."""
 
 
 def _named_variables(variables) -> dict[str, Node]:
@@ -67,11 +88,15 @@ def save_variables(path, variables) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
-    arrays = {name: np.asarray(to_numpy(v.value)) for name, v in named.items()}
+    members = {_NAMES: np.array(list(named), dtype=str)}
+    for k, v in enumerate(named.values()):
+        members[f"{k}.npy"] = np.asarray(to_numpy(v.value))
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent or ".")
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+            for member, arr in members.items():
+                with zf.open(member, "w", force_zip64=True) as m:
+                    np.lib.format.write_array(m, arr, allow_pickle=False)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -84,35 +109,138 @@ def load_variables(path, variables, strict: bool = True) -> list[str]:
 
     With ``strict`` (the default) every variable must be in the file and every array
     in the file must belong to a variable; ``strict=False`` loads the names the two
-    share and ignores the rest. Shapes must match and dtypes cast safely
-    (``same_kind``), else ``CheckpointError`` — and then no variable is changed.
-    Returns the names loaded.
+    share and ignores the rest. Shapes must match, dtypes cast safely (``same_kind``)
+    and every value fit the variable's dtype, else ``CheckpointError`` — and then no
+    variable is changed. A file that is not a readable checkpoint is a
+    ``CheckpointError`` too. Returns the names loaded.
     """
     named = _named_variables(variables)
-    with np.load(path, allow_pickle=False) as archive:
-        stored = {name: archive[name] for name in archive.files}
-    missing = sorted(set(named) - set(stored))
-    extra = sorted(set(stored) - set(named))
+    where = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    f = path if hasattr(path, "read") else open(path, "rb")  # a missing file: OSError
+    try:
+        with zipfile.ZipFile(f) as zf:
+            values = _read(zf, named, strict, where)
+    except CheckpointError:
+        raise
+    except (*_READ_ERRORS, OSError) as e:   # OSError: a seek a broken directory asked for
+        raise CheckpointError(f"{where!r} is not a readable flowgrad checkpoint "
+                              f"({type(e).__name__}: {e}); no variable was changed") from e
+    finally:
+        if f is not path:
+            f.close()
+    for name, arr in values.items():   # everything read and checked: now assign
+        named[name].value = arr
+    return list(values)
+
+
+def _read(zf: zipfile.ZipFile, named: dict, strict: bool, where: str) -> dict:
+    """{name: array} for the variables to load, every member checked; raises
+    CheckpointError (or one of _READ_ERRORS) and assigns nothing."""
+    members = _members(zf, where)
+    missing = sorted(set(named) - set(members))
+    extra = sorted(set(members) - set(named))
     if strict and (missing or extra):
         parts = []
         if missing:
             parts.append(f"variables missing from the file: {missing}")
         if extra:
             parts.append(f"arrays in the file that match no variable: {extra}")
-        raise CheckpointError(f"{os.fspath(path)!r} does not fit the variables; "
+        raise CheckpointError(f"{where!r} does not fit the variables; "
                               + "; ".join(parts) + " (strict=False loads the names they share)")
     values = {}
     for name, v in named.items():
-        if name not in stored:
-            continue
-        arr = stored[name]
-        if arr.shape != v.shape:
-            raise CheckpointError(f"{name!r}: the file holds shape {arr.shape}, "
+        if name in members:
+            values[name] = _read_value(zf, members[name], name, v)
+    return values
+
+
+def _members(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
+    """{variable name: zip member}, from ``names.npy`` or, in the first layout, from
+    the member names themselves."""
+    infos = zf.infolist()
+    if not infos:
+        raise CheckpointError(f"{where!r} is an empty archive, not a checkpoint")
+    by_name = {}
+    for info in infos:
+        if info.filename in by_name:
+            raise CheckpointError(f"{where!r} holds the member {info.filename!r} twice")
+        by_name[info.filename] = info
+    if _NAMES in by_name and len(by_name) == len(infos):
+        info = by_name[_NAMES]
+        with zf.open(info) as m:
+            shape, fortran, dtype, offset = _header(m, info, where)
+            if len(shape) != 1 or dtype.kind != "U" or \
+                    shape[0] * dtype.itemsize > _MAX_NAMES_BYTES:
+                raise CheckpointError(f"{where!r}: names.npy must be a 1-d array of names, "
+                                      f"it declares shape {shape} and dtype {dtype}")
+            names = _data(m, info, shape, fortran, dtype, offset, where, _NAMES)
+        names = [str(n) for n in names]
+        if sorted(by_name) != sorted([_NAMES] + [f"{k}.npy" for k in range(len(names))]):
+            raise CheckpointError(f"{where!r}: names.npy lists {len(names)} arrays, but the "
+                                  f"archive holds {sorted(by_name)}")
+        if len(set(names)) != len(names) or not all(names):
+            raise CheckpointError(f"{where!r}: names.npy holds an empty or repeated name")
+        return {n: by_name[f"{k}.npy"] for k, n in enumerate(names)}
+    members = {}
+    for filename, info in by_name.items():
+        if not filename.endswith(".npy"):
+            raise CheckpointError(f"{where!r} holds {filename!r}, which is not a .npy "
+                                  f"array: not a flowgrad checkpoint")
+        members[filename[:-4]] = info
+    return members
+
+
+def _read_value(zf, info, name, v) -> np.ndarray:
+    """The value of member ``info`` for variable ``v``: its header checked against ``v``
+    before a byte of data is read, then the data, cast to ``v``'s dtype if it fits."""
+    with zf.open(info) as m:
+        shape, fortran, dtype, offset = _header(m, info, name)
+        if shape != v.shape:
+            raise CheckpointError(f"{name!r}: the file holds shape {shape}, "
                                   f"the variable has shape {v.shape}")
-        if not np.can_cast(arr.dtype, v.dtype, "same_kind"):
-            raise CheckpointError(f"{name!r}: the file holds dtype {arr.dtype}, "
+        if not np.can_cast(dtype, v.dtype, "same_kind"):
+            raise CheckpointError(f"{name!r}: the file holds dtype {dtype}, "
                                   f"the variable has dtype {v.dtype}")
-        values[name] = arr.astype(v.dtype, copy=False)
-    for name, arr in values.items():
-        named[name].value = arr
-    return list(values)
+        arr = _data(m, info, shape, fortran, dtype, offset, name, name)
+    if arr.dtype == v.dtype:
+        return arr
+    with np.errstate(all="ignore"):
+        cast = arr.astype(v.dtype)
+        if v.dtype.kind in "fc":
+            fits = np.array_equal(np.isfinite(cast), np.isfinite(arr))
+        else:
+            fits = np.array_equal(cast.astype(arr.dtype), arr)
+    if not fits:
+        raise CheckpointError(f"{name!r}: the file holds {dtype} values that do not fit "
+                              f"the variable's dtype {v.dtype} (overflow)")
+    return cast
+
+
+def _header(m, info, what):
+    """(shape, fortran order, dtype, header length) from a member's ``.npy`` header."""
+    version = np.lib.format.read_magic(m)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(m)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(m)
+    else:
+        raise CheckpointError(f"{what!r}: unsupported .npy format version {version}")
+    if dtype.hasobject:
+        raise CheckpointError(f"{what!r} holds Python objects, which only unpickling "
+                              "(allow_pickle) could read: refused")
+    return tuple(int(s) for s in shape), bool(fortran), dtype, m.tell()
+
+
+def _data(m, info, shape, fortran, dtype, offset, where, what) -> np.ndarray:
+    """Exactly the bytes the header declares, never more: the zip directory's size
+    must agree, and a short or overlong member (or a bad CRC) is refused."""
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if info.file_size != offset + nbytes:
+        raise CheckpointError(f"{what!r} in {where!r}: the header declares {nbytes} bytes of "
+                              f"data, the archive {info.file_size - offset}")
+    data = m.read(nbytes)
+    if len(data) != nbytes or m.read(1):      # reading to the end checks the CRC too
+        raise CheckpointError(f"{what!r} in {where!r} is truncated or overlong")
+    arr = np.frombuffer(data, dtype=dtype, count=nbytes // dtype.itemsize if dtype.itemsize
+                        else -1)
+    return arr.reshape(shape, order="F" if fortran else "C").copy()

@@ -54,3 +54,8 @@ class NumericsError(FlowgradError, FloatingPointError):
         super().__init__(message)
         self.node = node
         self.trace = trace
+
+
+class OptimizerError(FlowgradError, ValueError):
+    """An optimizer setting out of range (a learning rate of inf, a schedule value that is
+    NaN, a negative eps), or a program whose outputs are not the loss and its gradients."""

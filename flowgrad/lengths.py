@@ -113,9 +113,10 @@ def _concatenate(out, ins, attrs):
 
 
 def _concat_part(out, ins, attrs):
-    axis, index = attrs["axis"], attrs["index"]
+    # concat_part(g, offsets) and concat_unpart(x, offsets): a block of g along axis, or
+    # x put back as one; every other axis is the first input's
+    axis = attrs["axis"]
     for a in range(len(out)):
-        yield (1 + index, a, a)
         if a != axis:
             yield (0, a, a)
 
@@ -174,7 +175,8 @@ RULES.update({
     "broadcast_like": _broadcast_like, "broadcast_to": _to_target, "sum_to": _sum_to,
     "transpose": _transpose, "expand_dims": _expand_dims, "squeeze": _squeeze,
     "sum": _reduce, "mean": _reduce, "max": _reduce, "logsumexp": _reduce, "norm2": _reduce,
-    "concatenate": _concatenate, "concat_part": _concat_part, "matmul": _matmul,
+    "concatenate": _concatenate, "concat_part": _concat_part, "concat_unpart": _concat_part,
+    "matmul": _matmul,
     "inv": _square_same, "eigh_vectors": _square_same,
     "det": _square_batch, "logdet": _square_batch, "eigvalsh": _square_batch,
     "solve": _solve,

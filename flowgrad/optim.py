@@ -7,8 +7,9 @@ and returns the loss. ``opt.minimize(loss)`` builds that program for you.
 
 Updates are written once, against the program's backend namespace ``xp``, and are
 out of place: a value read from ``w.value`` earlier is never mutated, and the state
-(momentum, Adam's moments) lives as arrays of the program's backend (numpy, cupy,
-...). The learning rate is a number or a *schedule*: any callable of the iteration
+(momentum, Adam's moments) lives as arrays of the program's backend (numpy, cupy;
+dask computes new values and state once per step, into numpy). A step is atomic
+and holds the optimizer's lock (see :class:`Optimizer`). The learning rate is a number or a *schedule*: any callable of the iteration
 number ``k = 0, 1, 2, ...`` (the number of steps taken before this one).
 
     opt = fg.optim.Adam([w, b], lr=fg.optim.exponential_decay(1e-2, 0.5, every=100))
@@ -17,22 +18,46 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
+import weakref
 
-from .autodiff import grad
-from .graph import Node
+from .autodiff import grad, is_gradient
+from .errors import GraphError, OptimizerError
+from .graph import Node, same_graph
 from .scheduler import Program
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "exponential_decay", "cosine_decay"]
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "OptimizerError",
+           "exponential_decay", "cosine_decay"]
+
+
+def _real(name, value, low, high=math.inf, *, low_open=False, high_open=True):
+    """``value`` as a float in the interval (``low``/``high`` open or closed as told);
+    a bool or a non-number is a TypeError, NaN, ±inf or a value outside an OptimizerError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    too_low = v <= low if low_open else v < low
+    too_high = v >= high if high_open else v > high
+    if not math.isfinite(v) or too_low or too_high:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise OptimizerError(f"{name} must be a finite number in {lo}{low}, {high}{hi}, "
+                             f"got {value!r}")
+    return v
 
 
 class Optimizer:
     """Base class: ``step(prog, **feed)`` runs ``prog`` — whose outputs are the loss,
     then one gradient per variable — applies the update and returns the loss.
 
-    A subclass writes ``_update(k, value, g, lr, xp)``: ``k`` is the variable's
-    index in ``self.variables``, ``value`` and ``g`` are arrays of the backend whose
-    namespace is ``xp``; it returns the new value and keeps any state it needs in
-    ``self.state[k]`` (a dict, created empty).
+    A subclass writes ``_update(value, g, state, lr, t, xp) -> (new value, new state)``:
+    ``value`` and ``g`` are arrays of the backend whose namespace is ``xp``, ``state``
+    the variable's state dict of the previous step (empty at first; read it, never
+    mutate it), ``t = 1, 2, …`` the number of this step. Nothing is written until
+    every variable's update has been computed (see :meth:`step`).
+
+    **Threads**: a step holds the optimizer's lock from reading the variables to
+    writing them back, so steps of one optimizer from several threads are serialised
+    and none is lost. Two optimizers updating the *same* variables are not coordinated.
     """
 
     def __init__(self, variables, lr):
@@ -42,49 +67,112 @@ class Optimizer:
         for v in self.variables:
             if not isinstance(v, Node) or v.kind != "variable":
                 raise TypeError(f"optimizers update fg.variable nodes, got {v!r}")
+            if v.dtype.kind not in "fc":
+                raise TypeError(f"variable {v.name!r} has dtype {v.dtype}: only float (or "
+                                "complex) variables have gradients to follow; make it "
+                                "float, or leave it out of the optimizer")
         if len({v.id for v in self.variables}) != len(self.variables):
             raise ValueError("a variable is listed twice")
-        if not callable(lr) and not (isinstance(lr, numbers.Real) and lr > 0):
-            raise ValueError(f"lr must be a positive number or a callable schedule, got {lr!r}")
+        self.graph = same_graph(self.variables)
+        if not callable(lr):
+            _real("lr", lr, 0.0, low_open=True)
         self.lr = lr
         self.iterations = 0
         self.state: list[dict] = [{} for _ in self.variables]
+        self._lock = threading.RLock()
+        self._bound = weakref.WeakSet()   # programs already checked by _bind
 
     def learning_rate(self) -> float:
-        """The rate of the next step: ``lr`` itself, or ``lr(iterations)`` for a schedule."""
-        return float(self.lr(self.iterations) if callable(self.lr) else self.lr)
+        """The rate of the next step: ``lr`` itself, or ``lr(iterations)`` for a schedule.
+        A schedule value that is not a finite number ≥ 0 is an OptimizerError."""
+        if not callable(self.lr):
+            return float(self.lr)
+        value = self.lr(self.iterations)
+        try:
+            return _real("lr", value, 0.0)
+        except (TypeError, OptimizerError) as e:
+            raise OptimizerError(f"the learning-rate schedule {self.lr!r} returned {value!r} "
+                                 f"at iteration {self.iterations}; no variable was changed "
+                                 f"({e})") from None
 
+    # -- binding a program ------------------------------------------------------------
+    def _bind(self, prog) -> None:
+        """Check, once per program, that its outputs are ``[loss, *grad(loss, variables)]``
+        (then any extras): output 0 a float scalar of the variables' graph, and output
+        ``1 + k`` the node ``fg.grad`` (or ``fg.adjoints``) returned as the gradient of
+        that very loss w.r.t. ``variables[k]``. A gradient written out by hand is not
+        recognised: compile ``fg.grad(loss, variables)``."""
+        if prog in self._bound:
+            return
+        if not isinstance(prog, Program):
+            raise TypeError(f"step takes a compiled fg.Program, got {type(prog).__name__}")
+        if prog.graph is not self.graph:
+            raise GraphError(f"the program belongs to {prog.graph!r}, but the optimizer's "
+                             f"variables to {self.graph!r}; compile the loss of this model")
+        n, outs = len(self.variables), prog.outputs
+        if len(outs) < n + 1:
+            raise OptimizerError(
+                f"the program must output the loss and then one gradient per variable "
+                f"({n + 1} outputs: [loss, *fg.grad(loss, {self._names()})]), got {len(outs)}")
+        loss = outs[0]
+        if loss.shape != () or loss.dtype.kind != "f":
+            raise OptimizerError(f"output 0 of the program, {loss.name!r}, must be the scalar "
+                                 f"float loss; it has shape {loss.shape} and dtype {loss.dtype}")
+        for k, (var, g) in enumerate(zip(self.variables, outs[1:n + 1])):
+            if not is_gradient(g, loss, var):
+                raise OptimizerError(
+                    f"output {k + 1} of the program, {g.name!r}, is not the gradient of the "
+                    f"loss {loss.name!r} w.r.t. variable {var.name!r}: the outputs must be "
+                    f"[loss, *fg.grad(loss, {self._names()})], in the optimizer's order")
+        self._bound.add(prog)
+
+    def _names(self) -> str:
+        return "[" + ", ".join(v.name for v in self.variables) + "]"
+
+    # -- a step -------------------------------------------------------------------------
     def step(self, prog: Program, *args, **feed):
         """Run ``prog`` with the feeds, update every variable, return the loss.
 
         When ``prog`` has outputs beyond the loss and the gradients (metrics,
-        predictions), returns ``[loss, *extras]`` instead.
+        predictions), returns ``[loss, *extras]`` instead. The step is atomic: every
+        new value and state is computed before any is written, so an exception
+        (a NaN schedule, Ctrl-C, MemoryError) leaves variables, state and
+        ``iterations`` as they were.
         """
-        outs = prog(*args, **feed)
-        n = len(self.variables)
-        if not isinstance(outs, list) or len(outs) < n + 1:
-            got = len(outs) if isinstance(outs, list) else 1
-            raise ValueError(f"the program must output the loss and then one gradient per "
-                             f"variable ({n + 1} outputs), got {got}")
-        grads = outs[1:n + 1]
-        for k, (var, g) in enumerate(zip(self.variables, grads)):  # check all, then update
-            if tuple(g.shape) != var.shape:
-                raise ValueError(f"output {k + 1} of the program has shape {tuple(g.shape)}, "
-                                 f"but it should be the gradient of variable {var.name!r} "
-                                 f"of shape {var.shape}: outputs are [loss, *gradients]")
-        xp, asarray = prog.backend.xp, prog.backend.asarray
-        lr = self.learning_rate()
-        new_values = []
-        for k, (var, g) in enumerate(zip(self.variables, grads)):
-            value = asarray(var._d["value"])
-            new = self._update(k, value, g, lr, xp)
-            if new.dtype != var.dtype:
-                new = new.astype(var.dtype)
-            new_values.append(new)
-        for var, new in zip(self.variables, new_values):
-            var._d["value"] = new
-        self.iterations += 1
+        with self._lock:
+            self._bind(prog)
+            lr = self.learning_rate()
+            outs = prog(*args, **feed)
+            outs = outs if isinstance(outs, list) else [outs]
+            n = len(self.variables)
+            backend = prog.backend
+            xp, asarray = backend.xp, backend.asarray
+            t = self.iterations + 1
+            new_values, new_states = [], []
+            for var, g, state in zip(self.variables, outs[1:n + 1], self.state):
+                new, new_state = self._update(asarray(var._d["value"]), g, state, lr, t, xp)
+                if new.dtype != var.dtype:
+                    new = new.astype(var.dtype)
+                new_values.append(new)
+                new_states.append(new_state)
+            materialize = getattr(backend, "materialize", None)  # dask: compute them now
+            if materialize is not None:
+                new_values, new_states = materialize((new_values, new_states))
+            self._commit(new_values, new_states)
         return outs[0] if len(outs) == n + 1 else [outs[0], *outs[n + 1:]]
+
+    def _commit(self, new_values, new_states):
+        """Write every variable and state at once; if interrupted, put the old ones back."""
+        old = [var._d["value"] for var in self.variables], self.state, self.iterations
+        try:
+            for var, new in zip(self.variables, new_values):
+                var._d["value"] = new
+            self.state, self.iterations = new_states, old[2] + 1
+        except BaseException:
+            for var, value in zip(self.variables, old[0]):
+                var._d["value"] = value
+            self.state, self.iterations = old[1], old[2]
+            raise
 
     def minimize(self, loss: Node, backend=None, extras=()) -> "Trainer":
         """A callable ``train(**feed)`` that takes one step per call and returns the loss
@@ -103,15 +191,15 @@ class Optimizer:
 
     def reset(self):
         """Forget the state (moments, iteration count); variables keep their values."""
-        self.iterations = 0
-        self.state = [{} for _ in self.variables]
+        with self._lock:
+            self.iterations = 0
+            self.state = [{} for _ in self.variables]
 
-    def _update(self, k, value, g, lr, xp):
+    def _update(self, value, g, state, lr, t, xp):
         raise NotImplementedError
 
     def __repr__(self):
-        names = ", ".join(v.name for v in self.variables)
-        return f"<flowgrad.optim.{type(self).__name__} [{names}] after {self.iterations} steps>"
+        return f"<flowgrad.optim.{type(self).__name__} {self._names()} after {self.iterations} steps>"
 
 
 class Trainer:
@@ -131,8 +219,8 @@ class Trainer:
 class SGD(Optimizer):
     """Plain gradient descent: w ← w − lr · g."""
 
-    def _update(self, k, value, g, lr, xp):
-        return value - lr * g
+    def _update(self, value, g, state, lr, t, xp):
+        return value - lr * g, state
 
 
 class Momentum(Optimizer):
@@ -147,14 +235,12 @@ class Momentum(Optimizer):
 
     def __init__(self, variables, lr, momentum=0.9, nesterov=False):
         super().__init__(variables, lr)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.momentum, self.nesterov = _real("momentum", momentum, 0.0, 1.0), bool(nesterov)
 
-    def _update(self, k, value, g, lr, xp):
-        st, mu = self.state[k], self.momentum
-        v = st["v"] = mu * st["v"] + g if "v" in st else g
-        return value - lr * (g + mu * v if self.nesterov else v)
+    def _update(self, value, g, state, lr, t, xp):
+        mu = self.momentum
+        v = mu * state["v"] + g if "v" in state else g
+        return value - lr * (g + mu * v if self.nesterov else v), {"v": v}
 
 
 class Adam(Optimizer):
@@ -167,19 +253,18 @@ class Adam(Optimizer):
 
     def __init__(self, variables, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(variables, lr)
-        b1, b2 = (float(b) for b in betas)
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"betas must lie in [0, 1), got {betas}")
-        self.betas, self.eps = (b1, b2), float(eps)
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (_real("beta1", betas[0], 0.0, 1.0), _real("beta2", betas[1], 0.0, 1.0))
+        self.eps = _real("eps", eps, 0.0)
 
-    def _update(self, k, value, g, lr, xp):
-        st, (b1, b2) = self.state[k], self.betas
-        t = self.iterations + 1
-        m = st["m"] = b1 * st["m"] + (1 - b1) * g if "m" in st else (1 - b1) * g
-        s = st["s"] = b2 * st["s"] + (1 - b2) * (g * g) if "s" in st else (1 - b2) * (g * g)
+    def _update(self, value, g, state, lr, t, xp):
+        b1, b2 = self.betas
+        m = b1 * state["m"] + (1 - b1) * g if "m" in state else (1 - b1) * g
+        s = b2 * state["s"] + (1 - b2) * (g * g) if "s" in state else (1 - b2) * (g * g)
         m_hat = m / (1 - b1 ** t)
         s_hat = s / (1 - b2 ** t)
-        return value - lr * m_hat / (xp.sqrt(s_hat) + self.eps)
+        return value - lr * m_hat / (xp.sqrt(s_hat) + self.eps), {"m": m, "s": s}
 
 
 # -- schedules: plain callables of the iteration number ---------------------------

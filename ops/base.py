@@ -53,6 +53,13 @@ class Op:
     simplifier never folds such a node, nor merges two of them as common subexpressions.
     """
 
+    #: Optional, for ops with many arguments (concatenate): ``vjp_all(needed, g, ans,
+    #: *inputs, **attrs)`` returns every argument's reverse term (None where not
+    #: ``needed[k]``) and ``jvp_all(tangents, ans, *inputs, **attrs)`` the whole tangent
+    #: (``tangents[k]`` None where an input has none), each from one call, so that the
+    #: sweeps build O(N) nodes for N arguments, not N rules that each see all N inputs.
+    vjp_all = None
+    jvp_all = None
     decompose = None
 
     def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,
@@ -156,7 +163,8 @@ def apply(op: Op, *args, **attrs) -> Node:
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
         value = op.forward(np, *(n._d["value"] for n in inputs), **attrs)
-        return _constant_in(graph, value.item() if hasattr(value, "item") else value)
+        if np.ndim(value) == 0:   # (expand_dims of a scalar is not a scalar: a node)
+            return _constant_in(graph, value.item() if hasattr(value, "item") else value)
     shape, dtype = op.infer(*inputs, **attrs)
     return graph.add_node(op, inputs, attrs, tuple(shape), np.dtype(dtype))
 

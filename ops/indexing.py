@@ -190,6 +190,11 @@ def _scatter_forward(xp, g, x, *tensors, index):
             return _scatter_add_on_host(xp, out, key, g)
         xp.add.at(out, key, g)      # repeated indices add up
     else:
+        # newaxis items add only length-1 axes: drop them from the key and reshape g,
+        # since dask's item assignment takes no None in a key
+        if any(it[0] == "n" for it in index):
+            key = tuple(k for k in key if k is not None)
+            g = xp.reshape(g, out[key].shape)
         out[key] = g
     return out
 

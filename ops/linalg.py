@@ -124,9 +124,12 @@ def outer(a, b):
 def _mask_forward(xp, x, kind, k, axis1, axis2):
     n1, n2 = x.shape[axis1], x.shape[axis2]
     dtype = x.dtype if x.dtype.kind in "fc" else xp.float64
-    # keywords: dask's second positional argument is `chunks`, not M
-    m = xp.eye(n1, M=n2, k=k, dtype=dtype) if kind == "eye" else \
-        xp.tri(n1, M=n2, k=k, dtype=dtype)
+    # a square pattern cut to n1 × n2: dask's eye(N, M=…) with N ≠ M builds a broken
+    # graph ("Missing dependency"), and eye/tri(n)[:n1, :n2] is the same pattern
+    n = n1 if n1 >= n2 else n2   # (max is the op here)
+    m = xp.eye(n, k=k, dtype=dtype) if kind == "eye" else xp.tri(n, k=k, dtype=dtype)
+    if (n1, n2) != (n, n):
+        m = m[:n1, :n2]
     if axis1 > axis2:
         m = m.T
     shape = [1] * x.ndim
@@ -204,8 +207,17 @@ def _linalg_error(xp):
     return getattr(xp.linalg, "LinAlgError", np.linalg.LinAlgError)
 
 
+def _whole(x):
+    """x with each matrix in one chunk, for a chunked namespace (dask's LU needs square
+    chunks: a matrix fed in chunks of rows could not be inverted or solved)."""
+    if hasattr(x, "rechunk") and x.ndim:
+        x = x.rechunk({x.ndim - 1: -1, **({x.ndim - 2: -1} if x.ndim > 1 else {})})
+    return x
+
+
 def _inv_forward(xp, x):
     """inv, with nan matrices (instead of an exception) for exactly singular ones."""
+    x = _whole(x)
     try:
         return xp.linalg.inv(x)
     except _linalg_error(xp):
@@ -297,6 +309,7 @@ def _solve_infer(a, b):
 
 
 def _solve_forward(xp, a, b):
+    a, b = _whole(a), _whole(b)
     try:
         return xp.linalg.solve(a, b)
     except _linalg_error(xp):   # a singular matrix in the batch: nan there, as inv

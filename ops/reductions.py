@@ -156,9 +156,14 @@ def _lse_jvp(t, ans, x, axis, keepdims):
     return sum(t * exp(x - keep_dims(ans, axis, keepdims)), axis, keepdims)
 
 
+def _lse_infer(x, axis, keepdims):
+    if any(x.shape[a] == 0 for a in axis):   # the kernel's shift, a max, has no entries
+        raise shape_error("logsumexp", (x,), "zero-size axis: logsumexp needs entries")
+    return reduced_shape(x.shape, axis, keepdims), float_dtype(x.dtype)
+
+
 _logsumexp_op = Op(
-    "logsumexp", _logsumexp,
-    lambda x, axis, keepdims: (reduced_shape(x.shape, axis, keepdims), float_dtype(x.dtype)),
+    "logsumexp", _logsumexp, _lse_infer,
     vjp=(_lse_vjp,), jvp=(_lse_jvp,),
     doc="log Σ exp x over axis, shifted by the max.  ∂/∂x = softmax(x) = exp(x − ans).")
 

@@ -75,9 +75,14 @@ def transpose(x, axes=None):
     """Permute the axes of x (reverse them when ``axes`` is None), as numpy.
     x̄ = v̄ with the inverse permutation."""
     x = as_node(x)
-    axes = tuple(reversed(range(len(x.shape)))) if axes is None else \
-        tuple(int(a) % max(len(x.shape), 1) for a in axes)
-    if axes == tuple(range(len(x.shape))):
+    ndim = len(x.shape)
+    if axes is not None and any(not -ndim <= int(a) < ndim for a in axes):
+        # checked before wrapping: (1,) is no permutation of one axis, not (0,)
+        raise shape_error("transpose", (x,), f"axes {tuple(axes)} are out of range for a "
+                          f"{ndim}-d input")
+    axes = tuple(reversed(range(ndim))) if axes is None else \
+        tuple(int(a) % ndim for a in axes)
+    if axes == tuple(range(ndim)):
         return x
     return apply(_transpose, x, axes=axes)
 
@@ -91,6 +96,8 @@ def swap_last_axes(x):
 # -- broadcast_to -------------------------------------------------------------------
 
 def _broadcast_to_infer(x, shape):
+    if any(s < 0 for s in shape):
+        raise shape_error("broadcast_to", (x,), f"negative length in {fmt_shape(shape)}")
     if len(shape) < len(x.shape) or any(
             s is not None and s not in (1, t) for s, t in zip(x.shape[::-1], shape[::-1])):
         raise shape_error("broadcast_to", (x,), f"cannot broadcast to {fmt_shape(shape)}")
@@ -183,22 +190,49 @@ def _concat_infer(*xs, axis):
     return tuple(out), result_dtype(*xs)
 
 
+def _concat_vjp_all(needed, g, ans, *xs, axis):
+    """x̄ₖ = the k-th block of Ḡ along axis, for every k needed: the offsets are found
+    once (a node when lengths are known only at run time), each block is one node."""
+    sizes = [x.shape[axis] for x in xs]
+    if None not in sizes:
+        # static lengths: ordinary slices, which draw and simplify like any getitem
+        from .indexing import getitem
+        ends = np.cumsum(sizes, dtype=int)
+        head = (slice(None),) * axis
+        return [getitem(g, head + (slice(int(end - n), int(end)),)) if need else None
+                for need, n, end in zip(needed, sizes, ends)]
+    offsets = apply(_offsets, *xs, axis=axis)
+    return [apply(_part, g, offsets, index=k, axis=axis, length=n) if need else None
+            for k, (need, n) in enumerate(zip(needed, sizes))]
+
+
 def _concat_vjp(argnum, g, ans, *xs, axis):
-    """x̄ₖ = the k-th block of Ḡ along axis."""
-    return concat_part(g, xs, argnum, axis)
+    """One argument's block (for callers that ask argument by argument, like viz)."""
+    return _concat_vjp_all([k == argnum for k in range(len(xs))], g, ans, *xs, axis=axis)[argnum]
+
+
+def _concat_jvp_all(tangents, ans, *xs, axis):
+    """The tangent is the concatenation of the tangents (zeros where an input has none):
+    one node for all arguments."""
+    if all(t is None for t in tangents):
+        return None
+    from .creation import zeros_like
+    parts = [zeros_like(x) if t is None else t for t, x in zip(tangents, xs)]
+    return apply(_concatenate, *parts, axis=axis)
 
 
 def _concat_jvp(argnum, t, ans, *xs, axis):
     """The k-th tangent in its block, zeros in the others: Σₖ of these is concatenate(ẋ)."""
-    from .creation import zeros_like
-    parts = [t if k == argnum else zeros_like(x) for k, x in enumerate(xs)]
-    return apply(_concatenate, *parts, axis=axis)
+    return _concat_jvp_all([t if k == argnum else None for k in range(len(xs))], ans, *xs,
+                           axis=axis)
 
 
 _concatenate = Op("concatenate", lambda xp, *xs, axis: xp.concatenate(xs, axis=axis),
                   _concat_infer, vjp=_concat_vjp, jvp=_concat_jvp, variadic=True,
                   doc="Join along an axis.  x̄ₖ = Ḡ's k-th block; the tangent is the "
                       "concatenation of the tangents.")
+_concatenate.vjp_all = _concat_vjp_all
+_concatenate.jvp_all = _concat_jvp_all
 
 
 def concatenate(xs, axis=0):
@@ -210,7 +244,10 @@ def concatenate(xs, axis=0):
     if len(xs) == 1:
         return xs[0]
     ndim = len(xs[0].shape)
-    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < max(ndim, 1):
+    if ndim == 0:
+        raise shape_error("concatenate", xs, "zero-dimensional arrays cannot be concatenated "
+                          "(fg.stack joins them along a new axis)")
+    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
         raise shape_error("concatenate", xs, f"axis {axis} is out of range for {ndim}-d operands")
     return apply(_concatenate, *xs, axis=int(axis) % ndim)
 
@@ -233,45 +270,62 @@ def stack(xs, axis=0):
 
 
 # -- one block of a concatenation, found from the parts' run-time lengths --------------
+# The offsets of all blocks are one node (the lengths' cumulative sum, a small host
+# array), and each block reads only Ḡ and the offsets: N blocks are O(N) edges.
 
-def _part_forward(xp, g, *xs, index, axis):
-    start = int(np.sum([x.shape[axis] for x in xs[:index]], dtype=int))
-    sl = [slice(None)] * g.ndim
-    sl[axis] = slice(start, start + xs[index].shape[axis])
-    return g[tuple(sl)]
+def _offsets_forward(xp, *xs, axis):
+    return np.cumsum([0] + [x.shape[axis] for x in xs], dtype=np.int64)
 
 
-def _part_infer(g, *xs, index, axis):
+_offsets = Op("concat_offsets", _offsets_forward,
+              lambda *xs, axis: ((len(xs) + 1,), np.dtype(np.int64)),
+              vjp=lambda argnum, g, ans, *xs, axis: None,
+              jvp=lambda argnum, t, ans, *xs, axis: None, variadic=True,
+              doc="Where each block of a concatenation starts along axis (0, n₀, n₀+n₁, …), "
+                  "from the run-time shapes only.  Integer-valued: zero derivative.")
+
+
+def _block(offsets, index, axis, ndim):
+    sl = [slice(None)] * ndim
+    sl[axis] = slice(int(offsets[index]), int(offsets[index + 1]))
+    return tuple(sl)
+
+
+def _part_infer(g, offsets, index, axis, length):
     shape = list(g.shape)
-    shape[axis] = xs[index].shape[axis]
+    shape[axis] = length
     return tuple(shape), g.dtype
 
 
-def _part_vjp(argnum, gbar, ans, g, *xs, index, axis):
-    """The adjoint of taking a block is putting it back among zero blocks."""
-    if argnum:
-        return None
-    from .creation import zeros_like
-    parts = [gbar if k == index else zeros_like(x) for k, x in enumerate(xs)]
-    return apply(_concatenate, *parts, axis=axis)
+_part = Op("concat_part", lambda xp, g, offsets, index, axis, length:
+           g[_block(offsets, index, axis, g.ndim)], _part_infer,
+           vjp=(lambda gbar, ans, g, offsets, index, axis, length:
+                apply(_unpart, gbar, offsets, index=index, axis=axis, total=g.shape[axis]),
+                NONDIFF),
+           jvp=(lambda t, ans, g, offsets, index, axis, length:
+                apply(_part, t, offsets, index=index, axis=axis, length=length), NONDIFF),
+           doc="Block ``index`` along axis of g, between offsets[index] and offsets[index+1].  "
+               "∂ is linear: the adjoint puts Ḡ back among zeros, the tangent is the "
+               "block of the tangent.")
 
 
-def _part_jvp(argnum, t, ans, g, *xs, index, axis):
-    return apply(_part, t, *xs, index=index, axis=axis) if argnum == 0 else None
+def _unpart_forward(xp, x, offsets, index, axis, total):
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (int(offsets[index]), int(offsets[-1] - offsets[index + 1]))
+    return xp.pad(x, pad)
 
 
-_part = Op("concat_part", _part_forward, _part_infer, vjp=_part_vjp, jvp=_part_jvp, variadic=True,
-           doc="Block ``index`` along axis of g, whose blocks are shaped like xs (refs only). "
-               "ḡ = Ḡ put back among zero blocks; the tangent is the block of the tangent.")
+def _unpart_infer(x, offsets, index, axis, total):
+    shape = list(x.shape)
+    shape[axis] = total
+    return tuple(shape), x.dtype
 
 
-def concat_part(g, xs, index, axis):
-    """Block ``index`` of ``g`` along ``axis``, the blocks sized like the nodes ``xs``."""
-    sizes = [x.shape[axis] for x in xs]
-    if None not in sizes:
-        # static lengths: an ordinary slice, which draws and simplifies like any getitem
-        from .indexing import getitem
-        start = int(np.sum(sizes[:index], dtype=int))
-        sl = (slice(None),) * axis + (slice(start, start + sizes[index]),)
-        return getitem(g, sl)
-    return apply(_part, g, *xs, index=index, axis=axis)
+_unpart = Op("concat_unpart", _unpart_forward, _unpart_infer,
+             vjp=(lambda g, ans, x, offsets, index, axis, total:
+                  apply(_part, g, offsets, index=index, axis=axis, length=x.shape[axis]),
+                  NONDIFF),
+             jvp=(lambda t, ans, x, offsets, index, axis, total:
+                  apply(_unpart, t, offsets, index=index, axis=axis, total=total), NONDIFF),
+             doc="x put as block ``index`` along axis among zero blocks (the adjoint of "
+                 "concat_part).  x̄ = Ḡ's block; the tangent is the tangent so placed.")

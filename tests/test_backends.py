@@ -231,13 +231,9 @@ def test_variables_stay_on_the_backend_between_steps(backend):
     losses = [float(fg.to_numpy(train(feed))) for _ in range(20)]
     assert losses[-1] < losses[0]
     if backend.name == "dask":
-        # an update is lazy until the next read, which computes it and stores it back:
+        # each step computes the new values once: variables stay small numpy arrays, and
         # no step carries the graphs of earlier steps along
-        import dask.array as da
-        assert isinstance(w.value, da.Array)
-        assert len(w.value.__dask_graph__()) < 10
-        backend.read_variable(w)
-        assert isinstance(w.value, np.ndarray)
+        assert isinstance(w.value, np.ndarray) and isinstance(b.value, np.ndarray)
     else:
         assert backend.owns(w.value) and backend.owns(b.value)
         first = backend.read_variable(w)

@@ -208,7 +208,7 @@ matmul dot outer trace det logdet inv solve norm eigvalsh""".split()
 PRIMITIVES = {  # op name -> number of arguments
     "log1p": 1, "sqrt": 1, "abs": 1, "maximum": 2, "minimum": 2, "where": 3, "relu": 1,
     "max": 1, "logsumexp": 1, "concatenate": 3, "getitem": 2, "scatter_add": 3,
-    "concat_part": 3, "trace": 1, "det": 1, "logdet": 1, "inv": 1, "solve": 2,
+    "concat_part": 2, "concat_unpart": 2, "trace": 1, "det": 1, "logdet": 1, "inv": 1, "solve": 2,
     "eigvalsh": 1, "eigh_vectors": 1, "norm2": 1, "pow": 2,
 }
 

@@ -169,7 +169,7 @@ def test_step_errors():
         fg.optim.SGD([w], lr=0.1).step(fg.compile(fg.l2(w)))
     loss = fg.l2(w) + b
     swapped = fg.compile([loss, *fg.grad(loss, [b, w])])
-    with pytest.raises(ValueError, match="gradient of variable 'w'"):
+    with pytest.raises(ValueError, match="not the gradient of the loss .* variable 'w'"):
         fg.optim.SGD([w, b], lr=0.1).step(swapped)
     np.testing.assert_array_equal(w.value, [1.0, 2.0])  # nothing was updated
     with pytest.raises(TypeError, match="fg.variable"):
@@ -220,8 +220,9 @@ def test_save_load_round_trip_graph(tmp_path):
         path = fg.save_variables(tmp_path / "ckpt", g)
         assert path == tmp_path / "ckpt.npz"
         with np.load(path, allow_pickle=False) as f:
-            assert sorted(f.files) == ["layer/W", "layer/b", "scale"]
-            np.testing.assert_array_equal(f["layer/W"], np.arange(6.0).reshape(2, 3))
+            # names are data, values arr "0", "1", … in the same order
+            assert f["names"].tolist() == ["layer/W", "layer/b", "scale"]
+            np.testing.assert_array_equal(f["0"], np.arange(6.0).reshape(2, 3))
         W.value, b.value, s.value = np.zeros((2, 3)), np.zeros(3), 0.0
         assert fg.load_variables(path, g) == ["layer/W", "layer/b", "scale"]
         np.testing.assert_array_equal(W.value, np.arange(6.0).reshape(2, 3))
@@ -233,7 +234,7 @@ def test_save_load_list_and_dict_names(tmp_path):
     W, b, s = _model()
     fg.save_variables(tmp_path / "a.npz", {"weights": W, "bias": b})
     with np.load(tmp_path / "a.npz") as f:
-        assert sorted(f.files) == ["bias", "weights"]
+        assert sorted(f["names"].tolist()) == ["bias", "weights"]
     with fg.Graph():  # a fresh model of the same shapes, loaded by a dict of new names
         W2 = fg.variable(np.zeros((2, 3)), name="W2")
         b2 = fg.variable(np.zeros(3), name="b2")

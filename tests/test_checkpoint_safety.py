@@ -1,0 +1,266 @@
+"""Checkpoints against hostile and broken files: names that were keyword arguments, empty,
+truncated, corrupt and foreign files, decompression bombs, values that overflow. Every
+one is a CheckpointError and leaves the variables as they were."""
+import io
+import struct
+import time
+import tracemalloc
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+
+import flowgrad as fg
+
+
+def model():
+    W = fg.variable(np.arange(6.0).reshape(2, 3), name="W")
+    b = fg.variable(np.array([0.5, -0.5, 1.5], dtype=np.float32), name="b")
+    return W, b
+
+
+def untouched(W, b):
+    np.testing.assert_array_equal(W.value, np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(b.value, np.array([0.5, -0.5, 1.5], dtype=np.float32))
+
+
+def npy(arr=None, *, shape=None, descr=None, data=None) -> bytes:
+    """A .npy member: the header of ``arr`` (or of the ``shape``/``descr`` given) and
+    ``data`` (default: arr's bytes)."""
+    buf = io.BytesIO()
+    if arr is not None:
+        np.lib.format.write_array(buf, arr, allow_pickle=False)
+        return buf.getvalue() if data is None else buf.getvalue()[:-arr.nbytes] + data
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + (data or b"")
+
+
+def raw_zip(members) -> bytes:
+    """A zip written field by field, so a test can make it lie: ``members`` are tuples
+    (name, payload, method, declared uncompressed size, crc) — payload already compressed
+    for method 8 (deflate)."""
+    out, central = io.BytesIO(), io.BytesIO()
+    for name, payload, method, usize, crc in members:
+        fname = name.encode()
+        offset = out.tell()
+        out.write(struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 0, method, 0, 0x21,
+                              crc, len(payload), usize, len(fname), 0))
+        out.write(fname + payload)
+        central.write(struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 0, 20, 0, 0, method,
+                                  0, 0x21, crc, len(payload), usize, len(fname), 0, 0, 0, 0,
+                                  0, offset))
+        central.write(fname)
+    cd = central.getvalue()
+    start = out.tell()
+    out.write(cd)
+    out.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members),
+                          len(cd), start, 0))
+    return out.getvalue()
+
+
+def stored(name, payload):
+    return (name, payload, 0, len(payload), zlib.crc32(payload))
+
+
+def assert_refused(path, W, b, match=None):
+    with pytest.raises(fg.CheckpointError, match=match):
+        fg.load_variables(path, [W, b])
+    untouched(W, b)
+
+
+# -- names are data -------------------------------------------------------------------------
+def test_any_name_round_trips_even_numpys_keyword_arguments(tmp_path):
+    names = ["allow_pickle", "file", "names", "0", "1.npy", "a/b", "ключ ü", "kwds"]
+    with fg.Graph():
+        vs = {n: fg.variable(np.full(k + 1, float(k)), name=f"v{k}") for k, n in enumerate(names)}
+        path = fg.save_variables(tmp_path / "odd", vs)
+        for v in vs.values():
+            v.value = np.zeros(v.shape)
+        assert fg.load_variables(path, vs) == names
+        for k, v in enumerate(vs.values()):
+            np.testing.assert_array_equal(v.value, np.full(k + 1, float(k)))
+    with np.load(path, allow_pickle=False) as f:   # plain numpy reads it too
+        assert f["names"].tolist() == names
+        np.testing.assert_array_equal(f["7"], np.full(8, 7.0))
+
+
+def test_a_checkpoint_of_the_first_layout_still_loads(tmp_path):
+    W, b = model()
+    np.savez(tmp_path / "old.npz", W=np.ones((2, 3)), b=np.zeros(3, np.float32))
+    assert sorted(fg.load_variables(tmp_path / "old.npz", [W, b])) == ["W", "b"]
+    np.testing.assert_array_equal(W.value, np.ones((2, 3)))
+
+
+# -- empty, truncated, corrupt, foreign -------------------------------------------------------
+@pytest.mark.parametrize("content", [
+    b"", b"hello, world\n", b"PK\x05\x06" + bytes(18), b"PK\x03\x04garbage",
+    npy(np.arange(6.0)),                                  # a .npy, not an .npz
+    zlib.compress(b"not a zip"),
+], ids=["empty", "text", "empty-zip", "bad-local-header", "npy", "zlib"])
+def test_files_that_are_not_checkpoints(tmp_path, content):
+    W, b = model()
+    path = tmp_path / "x.npz"
+    path.write_bytes(content)
+    assert_refused(path, W, b)
+
+
+def test_archives_that_are_not_checkpoints(tmp_path):
+    W, b = model()
+    cases = {
+        "text-member": raw_zip([stored("W.npy", npy(np.ones((2, 3)))),
+                                stored("readme.txt", b"hi")]),
+        "not-npy-data": raw_zip([stored("W.npy", b"\x93NUMPY junk"),
+                                 stored("b.npy", npy(np.zeros(3, np.float32)))]),
+        "names-count": raw_zip([stored("names.npy", npy(np.array(["W", "b", "c"]))),
+                                stored("0.npy", npy(np.ones((2, 3)))),
+                                stored("1.npy", npy(np.zeros(3, np.float32)))]),
+        "names-repeated": raw_zip([stored("names.npy", npy(np.array(["W", "W"]))),
+                                   stored("0.npy", npy(np.ones((2, 3)))),
+                                   stored("1.npy", npy(np.ones((2, 3))))]),
+        "names-objects": raw_zip([stored("names.npy", npy(shape=(2,), descr="|O")),
+                                  stored("0.npy", npy(np.ones((2, 3)))),
+                                  stored("1.npy", npy(np.zeros(3, np.float32)))]),
+        "names-absurd": raw_zip([stored("names.npy", npy(shape=(10**6,), descr="<U100000")),
+                                 stored("0.npy", npy(np.ones((2, 3)))),
+                                 stored("1.npy", npy(np.zeros(3, np.float32)))]),
+        "member-twice": raw_zip([stored("W.npy", npy(np.ones((2, 3)))),
+                                 stored("W.npy", npy(np.ones((2, 3)))),
+                                 stored("b.npy", npy(np.zeros(3, np.float32)))]),
+        "unknown-compression": raw_zip([("W.npy", b"x" * 200, 99, 200, 0),
+                                        stored("b.npy", npy(np.zeros(3, np.float32)))]),
+        "npy-version-9": raw_zip([stored("W.npy", b"\x93NUMPY\x09\x00" + bytes(60)),
+                                  stored("b.npy", npy(np.zeros(3, np.float32)))]),
+    }
+    for name, content in cases.items():
+        path = tmp_path / f"{name}.npz"
+        path.write_bytes(content)
+        assert_refused(path, W, b)
+
+
+def test_every_truncation_is_refused(tmp_path):
+    W, b = model()
+    good = fg.save_variables(tmp_path / "good", [W, b]).read_bytes()
+    for cut in range(len(good)):
+        path = tmp_path / "cut.npz"
+        path.write_bytes(good[:cut])
+        assert_refused(path, W, b)
+
+
+def test_a_flipped_byte_is_refused_or_harmless(tmp_path):
+    """Flip every byte of a checkpoint in turn: each load is either a CheckpointError or
+    gives back exactly the saved values (a byte no one reads, like a timestamp)."""
+    W, b = model()
+    good = fg.save_variables(tmp_path / "good", [W, b]).read_bytes()
+    refused = 0
+    for k in range(len(good)):
+        bad = bytearray(good)
+        bad[k] ^= 0xFF
+        path = tmp_path / "flip.npz"
+        path.write_bytes(bytes(bad))
+        try:
+            fg.load_variables(path, [W, b])
+        except fg.CheckpointError:
+            refused += 1
+        untouched(W, b)
+    assert refused > len(good) // 2          # data and headers are all covered by checks
+
+
+def test_pickles_are_refused_without_being_read(tmp_path):
+    W, b = model()
+    evil = io.BytesIO()
+    np.save(evil, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    path = tmp_path / "evil.npz"
+    path.write_bytes(raw_zip([stored("W.npy", evil.getvalue()),
+                              stored("b.npy", npy(np.zeros(3, np.float32)))]))
+    assert_refused(path, W, b, match="allow_pickle")
+
+
+# -- headers checked before data; decompression bounded -------------------------------------
+def test_headers_are_checked_before_the_data(tmp_path):
+    W, b = model()
+    ok_b = stored("b.npy", npy(np.zeros(3, np.float32)))
+    cases = {   # a header that disagrees with the graph; the data is never needed
+        "shape": (stored("W.npy", npy(shape=(3, 2), descr="<f8", data=bytes(48))), "shape"),
+        "huge": (stored("W.npy", npy(shape=(10**12,), descr="<f8")), "shape"),
+        "dtype": (stored("W.npy", npy(shape=(2, 3), descr="<c16", data=bytes(96))), "dtype"),
+        "short": (stored("W.npy", npy(shape=(2, 3), descr="<f8", data=bytes(40))), "bytes"),
+        "long": (stored("W.npy", npy(shape=(2, 3), descr="<f8", data=bytes(56))), "bytes"),
+    }
+    for name, (member, match) in cases.items():
+        path = tmp_path / f"{name}.npz"
+        path.write_bytes(raw_zip([member, ok_b]))
+        assert_refused(path, W, b, match=match)
+
+
+def bomb(inflated_mib, declared=None, crc=0):
+    """A deflated W.npy of a (2, 3) float64 header followed by ``inflated_mib`` MiB of
+    zeros, built from one repeated flush block (so it costs nothing to make)."""
+    header = npy(shape=(2, 3), descr="<f8")
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(bytes(1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)
+    payload = head + block * inflated_mib + c.flush()
+    size = len(header) + (inflated_mib << 20) if declared is None else declared
+    return ("W.npy", payload, 8, size, crc), len(header)
+
+
+@pytest.mark.parametrize("lie", [False, True], ids=["honest-directory", "lying-directory"])
+def test_a_decompression_bomb_is_not_inflated(tmp_path, lie):
+    """1.6 MB that inflates to 1.6 GB: refused after the header (the directory declares
+    1.6 GB of data for 48 bytes of array) or, when the directory lies about the size,
+    after reading at most the 48 bytes the header allows (then the CRC fails)."""
+    W, b = model()
+    member, header_len = bomb(1600)
+    if lie:
+        member, _ = bomb(1600, declared=header_len + 48)
+    path = tmp_path / "bomb.npz"
+    path.write_bytes(raw_zip([member, stored("b.npy", npy(np.zeros(3, np.float32)))]))
+    assert path.stat().st_size < 2_000_000
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        assert_refused(path, W, b)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20                                     # never inflated whole
+    assert time.perf_counter() - t0 < 5                       # inflating 1.6 GB takes longer
+
+
+# -- values that do not fit -------------------------------------------------------------------
+def test_values_that_overflow_the_variables_dtype(tmp_path):
+    W, b = model()
+    path = tmp_path / "big.npz"
+    np.savez(path, W=np.ones((2, 3)), b=np.array([1.0, 1e300, 0.0]))
+    assert_refused(path, W, b, match=r"'b'.*float64 values that do not fit .*float32")
+    with fg.Graph():
+        n = fg.variable(np.zeros(2, np.int32), name="n")
+        np.savez(tmp_path / "int.npz", n=np.array([1, 2**40]))
+        with pytest.raises(fg.CheckpointError, match="int64 values that do not fit"):
+            fg.load_variables(tmp_path / "int.npz", [n])
+        assert n.value.tolist() == [0, 0]
+        np.savez(tmp_path / "int_ok.npz", n=np.array([1, -2**31]))
+        fg.load_variables(tmp_path / "int_ok.npz", [n])
+        assert n.value.tolist() == [1, -2**31] and n.value.dtype == np.int32
+    # rounding is not overflow; NaN and inf saved as such come back as such
+    np.savez(path, W=np.full((2, 3), np.nan), b=np.array([1 + 1e-12, np.inf, -np.inf]))
+    fg.load_variables(path, [W, b])
+    assert np.isnan(W.value).all() and b.value.tolist() == [1.0, np.inf, -np.inf]
+
+
+def test_all_or_nothing_when_the_last_member_is_bad(tmp_path):
+    W, b = model()
+    path = tmp_path / "m.npz"
+    path.write_bytes(raw_zip([stored("names.npy", npy(np.array(["W", "b"]))),
+                              stored("0.npy", npy(np.ones((2, 3)))),
+                              stored("1.npy", npy(np.zeros(3, np.float32))[:-4])]))
+    assert_refused(path, W, b)
+    # the same file, whole, loads
+    path.write_bytes(raw_zip([stored("names.npy", npy(np.array(["W", "b"]))),
+                              stored("0.npy", npy(np.ones((2, 3)))),
+                              stored("1.npy", npy(np.zeros(3, np.float32)))]))
+    fg.load_variables(path, [W, b])
+    np.testing.assert_array_equal(W.value, np.ones((2, 3)))
+    assert zipfile.is_zipfile(path)
