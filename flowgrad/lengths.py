@@ -24,7 +24,6 @@ from .errors import FeedError
 _BROADCAST = {
     "add", "sub", "mul", "div", "pow", "maximum", "minimum", "where", "tie_weight",
     "greater", "greater_equal", "less", "less_equal", "equal", "not_equal",
-    "bce_with_logits",
     # one operand, same shape out: broadcasting of one is the identity
     "neg", "exp", "log", "tanh", "sin", "cos", "sign", "log1p", "sqrt", "abs",
     "sigmoid", "softplus", "relu", "zeros_like", "ones_like",
@@ -169,7 +168,56 @@ def _solve(out, ins, attrs):
     yield from _aligned(out[:-2], (a[:-2], b[:-2]), (0, 1))
 
 
+def _linear(out, ins, attrs):  # linear(x, w[, b]): matmul (or scalar scaling), then a bias
+    x, w = ins[0], ins[1]
+    if len(x) == 0 or len(w) == 0:
+        yield from _broadcast(out, (x, w), attrs)
+    else:
+        yield from _matmul(out, (x, w), attrs)
+    if len(ins) > 2:
+        yield from _aligned(out, ins, (2,))
+
+
+def _pair(out, ins, attrs):  # mse, bce_with_logits: target shape = prediction shape
+    y, t = ins
+    if len(t) == len(y):  # else a plain-number target
+        yield from (("in", (0, a), (1, a)) for a in range(len(y)))
+    if len(out) == len(y):  # reduction="none"
+        yield from ((0, a, a) for a in range(len(y)))
+
+
+def _softmax_ce(out, ins, attrs):
+    z, t = ins
+    axis = attrs["axis"]
+    rows = [a for a in range(len(z)) if a != axis]
+    if attrs["labels"]:  # class indices: z's shape without the class axis
+        yield from (("in", (0, a), (1, k)) for k, a in enumerate(rows))
+    else:                # probability rows: z's shape
+        yield from (("in", (0, a), (1, a)) for a in range(len(z)))
+    if out:              # reduction="none": one loss per row
+        yield from ((0, a, k) for k, a in enumerate(rows))
+
+
+def _like_first(out, ins, attrs):  # random draws shaped like their reference's None axes
+    if ins and len(ins[0]) == len(out):
+        yield from ((0, a, a) for a in range(len(out)) if out[a] is None)
+
+
+def _argmax(out, ins, attrs):
+    n = len(ins[0])
+    yield from _reduce(out, ins, {"axis": (attrs["axis"] % n,), "keepdims": attrs["keepdims"]})
+
+
+def _one_hot(out, ins, attrs):
+    skip = attrs["axis"] % len(out)
+    yield from ((0, a, o) for a, o in enumerate(o for o in range(len(out)) if o != skip))
+
+
 RULES = {name: _broadcast for name in _BROADCAST}
+RULES.update({"linear": _linear, "mse": _pair, "bce_with_logits": _pair,
+              "softmax_cross_entropy": _softmax_ce, "argmax": _argmax, "one_hot": _one_hot,
+              "random_normal": _like_first, "random_uniform": _like_first,
+              "random_bernoulli": _like_first})
 RULES.update({
     "max_weights": _first_like, "reshape_like": _second_like,
     "broadcast_like": _broadcast_like, "broadcast_to": _to_target, "sum_to": _sum_to,

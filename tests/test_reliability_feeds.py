@@ -49,6 +49,38 @@ def test_lengths_are_unified_through_matmul_concat_stack_reductions_where(build)
             prog(a=np.ones((2, 3)), b=np.ones((4, 2)))
 
 
+@pytest.mark.parametrize("build, good, bad", [
+    (lambda a, b: fg.mse(a, b), ((3,), (3,)), ((3,), (4,))),
+    (lambda a, b: fg.bce_with_logits(a, b), ((3,), (3,)), ((3,), (4,))),
+    (lambda a, b: fg.sum(fg.linear(a, b)), ((3, 2), (2,)), ((3, 2), (4,))),
+    (lambda a, b: fg.softmax_cross_entropy(a, b), ((3, 2), (3, 2)), ((3, 2), (4, 2))),
+    (lambda a, b: fg.mse(a, b, reduction="none") * fg.sum(a), ((3,), (3,)), ((3,), (2,))),
+])
+def test_model_ops_tie_their_run_time_lengths(build, good, bad):
+    # the model ops are single nodes: each says which None axes of its operands agree
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(None,) * len(good[0]))
+        b = fg.placeholder("b", shape=(None,) * len(good[1]))
+        prog = fg.compile(build(a, b))
+        prog(a=np.ones(good[0]), b=np.ones(good[1]))
+        with pytest.raises(fg.FeedError, match="run-time lengths disagree"):
+            prog(a=np.ones(bad[0]), b=np.ones(bad[1]))
+
+
+def test_class_indices_one_hot_and_random_draws_tie_their_lengths():
+    with fg.Graph():
+        z = fg.placeholder("z", shape=(None, 3))
+        t = fg.placeholder("t", shape=(None,), dtype="int64")
+        for out in (fg.softmax_cross_entropy(z, t), fg.sum(z * fg.one_hot(t, 3)),
+                    fg.sum(fg.argmax(z, axis=1) * t)):
+            prog = fg.compile(out)
+            prog(z=np.zeros((4, 3)), t=np.zeros(4, dtype=np.int64))
+            with pytest.raises(fg.FeedError, match="run-time lengths disagree"):
+                prog(z=np.zeros((3, 3)), t=np.zeros(4, dtype=np.int64))
+        r = fg.random.normal(None, like=z, seed=0)
+        assert fg.run(r, {z: np.zeros((5, 3))}).shape == (5, 3)
+
+
 def test_unrelated_none_lengths_stay_free():
     with fg.Graph():
         a = fg.placeholder("a", shape=(None,))
