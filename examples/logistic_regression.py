@@ -199,10 +199,12 @@ def main(argv=None):
           f"‖w − w_sk‖/‖w_sk‖ = {dw:.1e}, |b − b_sk| = {abs(b_v - b_sk):.1e}")
 
     print("\n(c) The same model as a fg.nn.Dense(1) layer, trained with opt.fit")
-    dense = train_dense(X, T, chosen[best], backend=args.backend, steps=steps, lam=args.lam)
-    hand = curves[best]
+    # dask computes each step's small graph eagerly: a shorter run shows the same agreement
+    steps_c = steps if args.backend == "numpy" else min(steps, 100)
+    dense = train_dense(X, T, chosen[best], backend=args.backend, steps=steps_c, lam=args.lam)
+    hand = curves[best][:steps_c]
     dense_diff = float(np.max(np.abs(dense - hand) / hand))
-    print(f"    {best}, {steps} steps: Dense(1) loss {dense[-1]:.12f}, hand-built "
+    print(f"    {best}, {steps_c} steps: Dense(1) loss {dense[-1]:.12f}, hand-built "
           f"{hand[-1]:.12f}; largest relative difference over the run {dense_diff:.1e}")
     if args.plot:
         plot_losses(args.plot, curves, min(f_sk, f_best))
