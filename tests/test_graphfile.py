@@ -89,6 +89,42 @@ def test_loss_with_gradients_and_hessian_reloads(tmp_path):
                                                                       rel=1e-12)
 
 
+def test_a_reloaded_gradient_program_trains_and_keeps_composite_groups(tmp_path):
+    rng = np.random.default_rng(4)
+    X, T = rng.standard_normal((8, 2)), rng.uniform(0, 1, 8)
+
+    @fg.composite
+    def model(x, w, b):
+        return fg.linear(x, w, b)
+
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 2))
+        t = fg.placeholder("t", shape=(None,))
+        w = fg.variable(np.zeros(2), name="w")
+        b = fg.variable(0.0, name="b")
+        loss = fg.bce_with_logits(model(x, w, b), t).named("loss")
+        gw, gb = fg.grad(loss, [w, b])
+    fg.save_graph(tmp_path / "m.fg", [loss, gw, gb])
+    g2 = fg.load_graph(tmp_path / "m.fg")
+    loss2, w2, b2 = g2.by_name("loss"), g2.by_name("w"), g2.by_name("b")
+    assert g2.by_name("w").group == () and g2.by_name("loss").group == ()
+    assert [n for n in g2.nodes if n.group == ("model",)]
+    # the optimizer's bind-time check knows these nodes as ∂loss/∂w and ∂loss/∂b
+    opt = fg.optim.SGD([w2, b2], lr=0.5)
+    prog = fg.compile([loss2, g2.by_name(gw.name), g2.by_name(gb.name)])
+    opt.step(prog, {"x": X, "t": T})
+    sig = 0.5                                       # σ(0): every logit is 0 at the start
+    np.testing.assert_allclose(w2.value, -0.5 * X.T @ (sig - T) / 8, rtol=1e-13)
+    assert float(b2.value) == pytest.approx(-0.5 * np.mean(sig - T), rel=1e-13)
+
+
+def test_malformed_gradient_records_are_refused(tmp_path):
+    ok = _saved(tmp_path)
+    doc = _doc(ok)
+    doc["gradients"] = [[0, 99, 1]]
+    _refused(_rewrite(ok, tmp_path / "g.fg", doc=doc), "gradient records are malformed")
+
+
 def test_jacobians_and_hessians_round_trip(tmp_path):
     """basis_map nodes (jacobian, hessian) name a body of nodes in the same graph:
     saving some outputs keeps those nodes, and the reloaded maps differentiate again."""

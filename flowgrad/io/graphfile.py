@@ -91,6 +91,8 @@ def _record(d, new_id, store, where, extra):
         if REGISTRY.get(op.name) is not op:
             raise GraphFileError(f"{where}: its op {op.name!r} is not the registered op of "
                                  "that name, so it could not be found again when loading")
+    if d.get("group"):
+        rec["group"] = list(d["group"])
     if kind in ("variable", "constant"):
         value = d["value"]
         if d["weak"]:
@@ -99,6 +101,18 @@ def _record(d, new_id, store, where, extra):
         else:
             rec["value"] = {"$array": store(np.asarray(to_numpy(value)))}
     return rec
+
+
+def _gradient_records(g, new_id) -> list:
+    """[g, y, x] (file indices) for every saved node that grad/adjoints built as ∂y/∂x, so
+    that an optimizer accepts the reloaded gradient program (optim.py checks it)."""
+    from flowgrad.autodiff import _GRADIENT_OF
+    out = []
+    for gid, pairs in sorted(_GRADIENT_OF.get(g, {}).items()):
+        if gid in new_id:
+            out += [[new_id[gid], new_id[y], new_id[x]] for y, x in sorted(pairs)
+                    if y in new_id and x in new_id]
+    return out
 
 
 def save_graph(path, graph_or_outputs) -> pathlib.Path:
@@ -118,7 +132,8 @@ def save_graph(path, graph_or_outputs) -> pathlib.Path:
     nodes = [_record(data[nid], new_id, store, f"node {data[nid]['name']!r}", extra)
              for nid in ids]
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "nodes": nodes,
-           "outputs": [data[i]["name"] for i in out_ids]}
+           "outputs": [data[i]["name"] for i in out_ids],
+           "gradients": _gradient_records(g, new_id)}
     text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent if str(path.parent) else ".")
@@ -309,7 +324,20 @@ def _build(doc, reader, path) -> Graph:
             _place(g, node, rec, where)
             handles.append(node)
         g._scope[:] = []
+    _restore_gradients(doc.get("gradients", []), handles, path)
     return g
+
+
+def _restore_gradients(records, handles, path):
+    from flowgrad.autodiff import record_gradient
+    n = len(handles)
+    if not isinstance(records, list) or not all(
+            isinstance(r, list) and len(r) == 3 and
+            all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in r)
+            for r in records):
+        raise GraphFileError(f"{path}: the gradient records are malformed")
+    for gi, yi, xi in records:
+        record_gradient(handles[gi], handles[yi], handles[xi])
 
 
 def _leaf(g, rec, reader, where, shape, dtype, variable, constant_in):
@@ -337,3 +365,7 @@ def _place(g, node, rec, where):
     except ValueError:
         raise GraphFileError(f"{where}: two nodes share that name") from None
     node._d["scope"] = tuple(rec["scope"])
+    group = rec.get("group", [])
+    if not isinstance(group, list) or not all(isinstance(x, str) and x for x in group):
+        raise GraphFileError(f"{where} has a bad composite group")
+    node._d["group"] = tuple(group)
