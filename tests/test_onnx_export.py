@@ -290,3 +290,34 @@ def test_import_flowgrad_does_not_import_onnx():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+@pytest.mark.parametrize("join", ["concatenate", "stack"])
+def test_gradients_through_blocks_of_run_time_length_export(join, tmp_path):
+    # with None lengths, the adjoint of each part is a block found from the parts'
+    # run-time offsets (concat_offsets / concat_part / concat_unpart)
+    rng = np.random.default_rng(5)
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(None, 2))
+        b = fg.placeholder("b", shape=(None, 2))
+        c = fg.placeholder("c", shape=(None, 2))
+        if join == "concatenate":
+            y = fg.concatenate([a, fg.sin(b), c * c], axis=0)
+        else:
+            y = fg.stack([a, fg.sin(b), c * c], axis=1)
+        s = fg.sum(fg.tanh(y) * 1.5)
+        grads = fg.grad(s, [a, b, c])
+        gy = fg.jvp(y, [a, b, c], [a, b, c])          # forward mode too
+        h = fg.grad(fg.sum(grads[0] * grads[0]), a)   # second order: blocks put back
+    ops = {n.op.name for n in a.graph.nodes if n.op is not None}
+    if join == "concatenate":   # stack's parts have length 1: plain indexing serves
+        assert {"concat_offsets", "concat_part", "concat_unpart"} <= ops
+    n = {"a": 3, "b": 4, "c": 2} if join == "concatenate" else {"a": 3, "b": 3, "c": 3}
+    feed = {k: rng.standard_normal((m, 2)) for k, m in n.items()}
+    outs = [s, *grads, gy, h]
+    path = fg.export_onnx(outs, tmp_path / "blocks.onnx")
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    want = fg.run(outs, feed)
+    got = run_onnx(path, feed)
+    for o, w, g in zip(outs, want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14, err_msg=o.name)

@@ -258,13 +258,32 @@ def _concatenate(e, axis):
     return e.op("Concat", [e.arg(k) for k in range(len(e.node.inputs))], axis=int(axis))
 
 
+@converts("concat_offsets")
+def _concat_offsets(e, axis):
+    # 0, n₀, n₀+n₁, …: the running sums of the parts' lengths along axis
+    sums = [e.ints([0])]
+    for k in range(len(e.node.inputs)):
+        sums.append(e.op("Add", [sums[-1], e.dim(k, axis)]))
+    return e.op("Concat", sums, axis=0)
+
+
+def _offset(e, k):
+    """offsets[k] as a 1-element int64 tensor (input 1 of concat_part/unpart)."""
+    return e.op("Slice", [e.arg(1, np.int64), e.ints([k]), e.ints([k + 1]), e.ints([0])])
+
+
 @converts("concat_part")
-def _concat_part(e, index, axis):
-    start = e.ints([0])
-    for k in range(1, index + 1):
-        start = e.op("Add", [start, e.dim(k, axis)])
-    end = e.op("Add", [start, e.dim(index + 1, axis)])
-    return e.op("Slice", [e.arg(0), start, end, e.ints([axis])])
+def _concat_part(e, index, axis, length):
+    return e.op("Slice", [e.arg(0), _offset(e, index), _offset(e, index + 1), e.ints([axis])])
+
+
+@converts("concat_unpart")
+def _concat_unpart(e, index, axis, total):
+    # zeros before the block up to its offset, after it up to the total length
+    last = e.node.inputs[1].shape[0] - 1          # offsets hold one entry per part, plus 0
+    after = e.op("Sub", [_offset(e, last), _offset(e, index + 1)])
+    pads = e.op("Concat", [_offset(e, index), after], axis=0)
+    return e.op("Pad", [e.arg(0), pads, e.const(0, e.node.dtype), e.ints([axis])])
 
 
 @converts("zeros_like", "ones_like")
