@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .autodiff import jvp, vjp
+from .autodiff import ancestors, jvp, vjp
 from .backends import to_numpy
-from .errors import GradientCheckError
+from .errors import DifferentiationError, GradientCheckError
 from .feeds import resolve
 from .graph import Node, same_graph
 from .leaves import _constant_in
@@ -50,6 +50,7 @@ def check_grads(f: Node, wrt, feed=None, modes=("rev", "fwd"), order=2, *,
             base[x.id] = x.value
         base[x.id] = np.array(to_numpy(base[x.id]), dtype=np.float64)
     checker = _Checker(graph, wrt, base, np.random.default_rng(seed), eps, rtol, atol, backend)
+    checker.refuse_fresh_draws(f)
     checker.check(f, modes, order, label=f.name)
 
 
@@ -62,6 +63,18 @@ class _Checker:
         self.graph, self.wrt, self.base, self.rng = graph, wrt, base, rng
         self.eps, self.rtol, self.atol, self.backend = eps, rtol, atol, backend
         self._programs = {}
+
+    def refuse_fresh_draws(self, f):
+        """Finite differences of a function that draws anew on every run measure noise:
+        say so, naming the random nodes, rather than report a wrong derivative."""
+        data = self.graph.nx.nodes
+        random = [self.graph.node(i) for i in ancestors([f])
+                  if data[i]["op"] is not None and getattr(data[i]["op"], "stateful", False)]
+        if random and not np.array_equal(self._eval(f), self._eval(f), equal_nan=True):
+            names = ", ".join(n.name for n in random[:5])
+            raise DifferentiationError(
+                f"check_grads: {f.name!r} changes from run to run: it reads random draws "
+                f"({names}); check it with dropout off (training=False) or without the draws")
 
     def _eval(self, node, shift=None):
         feed = {self.graph.node(i): v for i, v in self.base.items()}
