@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (NONDIFF, Op, apply, as_node, broadcast_shapes, float_dtype, normalize_axis,
-                   result_dtype, shape_error)
+from .base import (NONDIFF, Op, apply, as_node, broadcast_shapes, float_dtype, keepdims_flag,
+                   normalize_axis, result_dtype, shape_error)
 from .elementwise import abs, equal, sqrt, where
 from .reductions import keep_dims, max, sum, unreduce
 from .shape import expand_dims, reshape, squeeze, swap_last_axes, transpose
@@ -493,6 +493,7 @@ def norm(x, ord=None, axis=None, keepdims=False):
     At 0 the value is 0 and the gradient 0. ∂‖x‖₂ = x/‖x‖₂, ∂‖X‖_F = X/‖X‖_F,
     ∂‖x‖₁ = sign x, ∂‖X‖₂ = u vᵀ (top singular vectors); the others through max/abs."""
     x = as_node(x)
+    keepdims = keepdims_flag("norm", keepdims)
     nd = len(x.shape)
     if axis is None:
         if ord is None:

@@ -214,7 +214,7 @@ def test_a_second_placeholder_with_a_taken_name_is_an_error():
         assert g.by_name("layer/x").kind == "placeholder"
 
 
-@pytest.mark.parametrize("reduce", [fg.sum, fg.mean, fg.max, fg.min, fg.logsumexp])
+@pytest.mark.parametrize("reduce", [fg.sum, fg.mean, fg.max, fg.min, fg.logsumexp, fg.norm])
 def test_axis_and_keepdims_must_have_the_right_type(reduce):
     with fg.Graph():
         x = fg.placeholder("x", shape=(2, 3))
