@@ -502,8 +502,8 @@ def norm(x, ord=None, axis=None, keepdims=False):
             raise shape_error("norm", (x,), f"ord={ord!r} with axis=None needs a 1-d or 2-d "
                               f"array, not {nd}-d")
         axis = tuple(range(nd))
+    normalize_axis("norm", x, axis)   # type, range and repeat checks; the order below matters
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    normalize_axis("norm", x, axes)   # range and repeat checks; the order below matters
     axes = tuple(int(a) % nd for a in axes)
     if len(axes) == 1:
         return _vector_norm(x, ord, axes, keepdims)
