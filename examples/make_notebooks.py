@@ -84,11 +84,12 @@ else:
     ("md", """## The walkthrough
 
 One frame per step: the forward pass, the seed $\\bar{\\mathcal{L}} = 1$, then each adjoint
-with its numbers. It is a self-contained HTML page: open it in a browser."""),
-    ("code", """from IPython.display import FileLink, display
-if fg.viz.dot_available():
-    page = fg.viz.walkthrough(tr, "backprop.html")
-    display(FileLink(page))"""),
+with its numbers, at the level of the op nodes (`level="primitives"` steps through every
+node). It plays here, and `.save("backprop.html")` writes it as a self-contained page."""),
+    ("code", """if fg.viz.dot_available():
+    wt = fg.viz.walkthrough(tr)
+    wt.save("backprop.html")
+    display(wt)"""),
     ("md", """## Derivatives as formulas
 
 flowgrad can print what a gradient node computes (after the compiler's simplification),
