@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-NUMEXPR_MIN = 1 << 15
+NUMEXPR_MIN = 1 << 19    # below ~5·10⁵ entries numexpr lost to unfused numpy (RESULTS.md)
 MAX_CHAIN = 24          # ops per fused expression (keeps numexpr's parser off deep nesting)
 
 # op name → (numexpr pattern, C pattern); {0}, {1} … are the operands' expressions
