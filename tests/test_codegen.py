@@ -388,7 +388,9 @@ def test_a_failing_step_in_generated_code_names_its_node():
     assert "test_codegen.py" in str(info.value)          # the user's line that built it
 
 
-def test_static_shapes_choose_the_fused_kernel_at_compile_time():
+def test_static_shapes_choose_the_fused_kernel_at_compile_time(monkeypatch):
+    from flowgrad import fusion
+    monkeypatch.setattr(fusion, "NUMEXPR_MIN", 32768)   # keeps the arrays small
     rng = np.random.default_rng(5)
     for n, fused in ((40_000, True), (100, False)):
         with fg.Graph():
