@@ -70,7 +70,10 @@ class _Checker:
         data = self.graph.nx.nodes
         random = [self.graph.node(i) for i in ancestors([f])
                   if data[i]["op"] is not None and getattr(data[i]["op"], "stateful", False)]
-        if random and not np.array_equal(self._eval(f), self._eval(f), equal_nan=True):
+        # a few runs: two small masks may agree by chance
+        first = self._eval(f) if random else None
+        if random and any(not np.array_equal(first, self._eval(f), equal_nan=True)
+                          for _ in range(4)):
             names = ", ".join(n.name for n in random[:5])
             raise DifferentiationError(
                 f"check_grads: {f.name!r} changes from run to run: it reads random draws "
