@@ -57,8 +57,8 @@ def build_scalar(prog, literals):
         else:
             consts[s] = f"c{s}"
             ns[f"c{s}"] = f
-    leaves = sorted(s for s in range(len(prog._template))
-                    if prog._template[s] is None and s in _leaf_set(prog))
+    leaf_set = _leaf_set(prog)
+    leaves = sorted(s for s in leaf_set if prog._template[s] is None)
 
     def ref(s):
         return consts.get(s, f"v{s}")
@@ -98,8 +98,33 @@ def build_scalar(prog, literals):
     tail = [f"    if {' or '.join(checks)}:", "        return None"] if checks else []
     src = "\n".join([f"def _flowgrad_scalar({args}):"] + ["    " + b for b in body] + tail
                     + [f"    return [{', '.join(exprs)}]"]) + "\n"
-    exec(compile(src, f"<flowgrad scalar plan {id(prog):#x}>", "exec"), ns)
-    return ScalarPlan(ns["_flowgrad_scalar"], leaves, tuple(outs), src)
+    return ScalarPlan(_lazy(src, ns, f"<flowgrad scalar plan {id(prog):#x}>", len(leaves)),
+                      leaves, tuple(outs), src)
+
+
+LAZY_LINES = 2000   # plans longer than this compile their source on the first call
+
+
+def _lazy(src, ns, filename, n_args):
+    """The function of ``src``; for long plans a stand-in that compiles it on its first
+    call. Python's ``compile()`` costs ~10 µs a line, the bulk of ``fg.compile`` on a
+    20k-step plan, and a program may never be called. The stand-in then takes over the
+    real function's code object, so callers that hold it pay nothing per call after."""
+    if src.count("\n") <= LAZY_LINES:
+        exec(compile(src, filename, "exec"), ns)
+        return ns["_flowgrad_scalar"]
+    args = ", ".join(f"a{i}" for i in range(n_args))
+    exec(f"def _flowgrad_scalar({args}):\n    return _materialize({args})\n", ns)
+    stub = ns["_flowgrad_scalar"]
+
+    def materialize(*vals):
+        real = {}
+        exec(compile(src, filename, "exec"), ns, real)
+        stub.__code__ = real["_flowgrad_scalar"].__code__   # same globals (ns), no closure
+        return stub(*vals)
+
+    ns["_materialize"] = materialize
+    return stub
 
 
 def _leaf_set(prog):

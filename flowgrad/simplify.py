@@ -125,6 +125,7 @@ _POINTWISE_EXTRA = {"mul", "neg"}      # pointwise but not flagged ``elementwise
 _FILL_PRESERVING = {"broadcast_to", "broadcast_like", "expand_dims", "squeeze", "reshape",
                     "reshape_like", "transpose", "getitem"}
 _COMMUTATIVE = {"add", "mul"}
+_MAKES_FILL = {"zeros_like", "ones_like"}
 
 
 class Simplified:
@@ -149,13 +150,25 @@ def _uniform(value):
     return first.item()
 
 
+def _node_dict(nxg):
+    """{id: attribute dict} of a networkx graph: its own dict when it has one (a lookup
+    through the NodeView is a Python call, and simplify makes several per node)."""
+    d = getattr(nxg, "_node", None)
+    return d if isinstance(d, dict) else nxg.nodes
+
+
+def _frozen_attrs(attrs):
+    """freeze(attrs), with the common empty dict answered without a call."""
+    return ("dict",) if not attrs else freeze(attrs)
+
+
 def _static(shape):
     return None not in shape
 
 
 def simplify(graph, order, output_ids, keep_all=False) -> Simplified:
     """Map the pruned, ascending ``order`` to a smaller plan (see the module docstring)."""
-    data = graph.nx.nodes
+    data = _node_dict(graph.nx)
     if not enabled():
         steps = [(nid, data[nid]["op"], data[nid]["attrs"], data[nid]["inputs"])
                  for nid in order if data[nid]["kind"] == "op"]
@@ -173,6 +186,7 @@ class _Pass:
         self.fill = {}       # representative id -> c (every entry equals c)
         self.table = {}      # CSE key -> representative id
         self.neg_of = {}     # representative of −a -> a
+        self.special = set()  # representatives that are constants or known fills
 
     # helpers
     def _meta(self, nid):
@@ -200,12 +214,13 @@ class _Pass:
             self.table[key] = nid
         self.rep[nid] = nid
         self.defs[nid] = ("const", value)
+        self.special.add(nid)
         c = _uniform(value)
         if c is not None:
             self.fill[nid] = c
 
     def _set_op(self, nid, op, attrs, ins):
-        key = (id(op), freeze(attrs),
+        key = (id(op), _frozen_attrs(attrs),
                tuple(sorted(ins)) if op.name in _COMMUTATIVE else ins)
         hit = self.table.get(key)
         if hit is not None and self._fits(hit, nid):
@@ -228,6 +243,7 @@ class _Pass:
         else:
             self._set_op(nid, *fallback)
         self.fill.setdefault(self.rep[nid], c)
+        self.special.add(self.rep[nid])
 
     # the forward pass
     def run(self, order, output_ids, keep_all):
@@ -258,9 +274,20 @@ class _Pass:
             self.rep[nid] = nid
             self.defs[nid] = ("op", op, attrs, ins)
             return
+        name = op.name
+        if self.special.isdisjoint(ins) and name not in _MAKES_FILL:
+            # the common case, no input a constant or a known fill: of all the rewrites
+            # only CSE, −(−x) → x and x − x → 0 can apply (the same tests as below)
+            if name == "neg":
+                inner = self.neg_of.get(ins[0])
+                if inner is not None and self._fits(inner, nid):
+                    self.rep[nid] = inner
+                    return
+            elif name == "sub" and len(ins) == 2 and ins[0] == ins[1]:
+                return self._set_fill(nid, 0, (op, attrs, ins))
+            return self._set_op(nid, op, attrs, ins)
         fallback = (op, attrs, ins)
         fills = [fill.get(i) for i in ins]
-        name = op.name
         if name == "zeros_like":
             return self._set_fill(nid, 0, fallback)
         if name == "ones_like":
