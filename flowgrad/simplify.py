@@ -126,6 +126,7 @@ _FILL_PRESERVING = {"broadcast_to", "broadcast_like", "expand_dims", "squeeze", 
                     "reshape_like", "transpose", "getitem"}
 _COMMUTATIVE = {"add", "mul"}
 _MAKES_FILL = {"zeros_like", "ones_like"}
+_SLOW_NAMES = _MAKES_FILL | {"neg", "sub"}   # ops with a rewrite that needs no fill input
 
 
 class Simplified:
@@ -247,12 +248,29 @@ class _Pass:
 
     # the forward pass
     def run(self, order, output_ids, keep_all):
-        data, rep = self.data, self.rep
+        data, rep, defs, table, special = self.data, self.rep, self.defs, self.table, self.special
         leaves = []
         for nid in order:
             d = data[nid]
             kind = d["kind"]
-            if kind in ("placeholder", "variable"):
+            if kind == "op":
+                op, attrs = d["op"], d["attrs"]
+                ins = tuple([rep[i] for i in d["inputs"]])
+                name = op.name
+                if name not in _SLOW_NAMES and special.isdisjoint(ins) and not op.stateful:
+                    # the bulk of a large graph, inlined: no input a constant or a fill,
+                    # so of all the rewrites only CSE applies (as _op → _set_op would do)
+                    if name in _COMMUTATIVE and len(ins) == 2 and ins[1] < ins[0]:
+                        key = (id(op), ("dict",) if not attrs else freeze(attrs), (ins[1], ins[0]))
+                    else:
+                        key = (id(op), ("dict",) if not attrs else freeze(attrs), ins)
+                    if key not in table:
+                        table[key] = nid
+                        rep[nid] = nid
+                        defs[nid] = ("op", op, attrs, ins)
+                        continue
+                self._op(nid, op, attrs, ins)
+            elif kind in ("placeholder", "variable"):
                 rep[nid] = nid
                 self.defs[nid] = ("leaf",)
                 leaves.append(nid)
