@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops.scalar_kernels import ARRAY_RESULT, KERNELS
+from .simplify import _node_dict
 
 _BOOL, _F64 = np.dtype(bool), np.dtype(np.float64)
 
@@ -52,7 +53,7 @@ def build_scalar(prog, literals):
     from .backends.numpy_backend import NumpyBackend
     if type(prog.backend) is not NumpyBackend:
         return None
-    data = prog.graph.nx.nodes
+    data = _node_dict(prog.graph.nx)
     template = prog._template
     for s, nid in enumerate(prog._kept):
         if template[s] is not None:

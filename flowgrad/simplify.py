@@ -310,16 +310,18 @@ class _Pass:
             return self._set_fill(nid, 0, fallback)
         if name == "ones_like":
             return self._set_fill(nid, 1, fallback)
-        if ins and all(defs[i][0] == "const" for i in ins) and self._fold(nid, op, attrs, ins):
+        n_fills = len(fills) - fills.count(None)
+        if ins and all([defs[i][0] == "const" for i in ins]) and \
+                self._fold(nid, op, attrs, ins):
             return
-        if ins and all(f is not None for f in fills) and \
+        if ins and n_fills == len(ins) and \
                 (getattr(op, "elementwise", False) or name in _POINTWISE_EXTRA):
             c = self._eval_fill(op, attrs, ins, fills)
             if c is not None:
                 return self._set_fill(nid, c, fallback)
         if fills and fills[0] is not None and name in _FILL_PRESERVING:
             return self._set_fill(nid, fills[0], fallback)
-        if getattr(op, "multilinear", False) and any(f == 0 for f in fills if f is not None):
+        if n_fills and getattr(op, "multilinear", False) and 0 in fills:
             return self._set_fill(nid, 0, fallback)
         alias = self._identity(nid, name, ins, fills)
         if alias is not None:
@@ -412,7 +414,7 @@ class _Pass:
             live.add(r)
             d = defs[r]
             if d[0] == "op":
-                stack.extend(i for i in d[3] if i not in live)
+                stack.extend(d[3])
         consts, steps = {}, []
         for r in sorted(live):
             d = defs[r]
