@@ -63,7 +63,7 @@ def build_scalar(prog, literals):
             return None
     if any(data[o.id]["dtype"] != _F64 for o in prog.outputs):
         return None
-    if any(op.name not in KERNELS for op, _, _ in prog._step_ops):
+    if not {op.name for op, _, _ in prog._step_ops} <= KERNELS.keys():
         return None
     ns, consts = {}, {}
     for s, v in enumerate(template):

@@ -92,7 +92,7 @@ class Program:
         for nid, v in simp.consts.items():
             template[own[nid]] = v if data[nid]["weak"] else backend.asarray(v)
         for nid, op, attrs, ins in simp.steps:
-            steps.append((op.kernel(xp, attrs), tuple(own[i] for i in ins), own[nid]))
+            steps.append((op.kernel(xp, attrs), tuple([own[i] for i in ins]), own[nid]))
         self._step_nodes = [s[0] for s in simp.steps]  # the node each plan step computes
         self._template = template
         self._out_slots = [slot[o.id] for o in self.outputs]
@@ -124,16 +124,19 @@ class Program:
         for k, (_, ins, _) in enumerate(steps):
             for s in ins:
                 last[s] = k
-        frees = [[] for _ in steps]
+        frees = {}                     # step -> slots it frees (most steps free one or none)
         if not self._keep_all:
             for s, k in last.items():
                 if s not in keep:
-                    frees[k].append(s)
+                    frees.setdefault(k, []).append(s)
         plan = []
-        for (fn, ins, out), fr in zip(steps, frees):
+        none = ()
+        for k, (fn, ins, out) in enumerate(steps):
             # arity-specialised tuples keep the loop in _run free of list building
-            plan.append((len(ins), fn, ins[0] if ins else None,
-                         ins[1] if len(ins) > 1 else None, ins, out, tuple(fr)))
+            fr = frees.get(k)
+            n = len(ins)
+            plan.append((n, fn, ins[0] if n else None, ins[1] if n > 1 else None, ins, out,
+                         tuple(fr) if fr else none))
         return plan
 
     # -- run --------------------------------------------------------------------
