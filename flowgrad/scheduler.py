@@ -79,7 +79,8 @@ class Program:
         kept = sorted(set(simp.leaves) | set(simp.consts) | {s[0] for s in simp.steps})
         self._kept = kept
         own = {nid: k for k, nid in enumerate(kept)}
-        slot = {nid: own[simp.rep[nid]] for nid in order if simp.rep[nid] in own}
+        rep = simp.rep
+        slot = {nid: own[rep[nid]] for nid in order if rep[nid] in own}
         slot.update(own)
         self._slot = slot
         template = [None] * len(kept)
