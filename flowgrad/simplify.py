@@ -130,7 +130,8 @@ _FILL_PRESERVING = {"broadcast_to", "broadcast_like", "expand_dims", "squeeze", 
                     "reshape_like", "transpose", "getitem"}
 _COMMUTATIVE = {"add", "mul"}
 _MAKES_FILL = {"zeros_like", "ones_like"}
-_SLOW_NAMES = _MAKES_FILL | {"neg", "sub"}   # ops with a rewrite that needs no fill input
+_SLOW_NAMES = _MAKES_FILL | {"neg", "sub"}
+_ARITH = {"add", "mul", "div"}   # ops with a rewrite that needs no fill input
 
 
 class Simplified:
@@ -262,7 +263,8 @@ class _Pass:
                 op, attrs = d["op"], d["attrs"]
                 ins = tuple([rep[i] for i in d["inputs"]])
                 name = op.name
-                if name not in _SLOW_NAMES and special.isdisjoint(ins) and not op.stateful:
+                if name not in _SLOW_NAMES and not op.stateful and (
+                        special.isdisjoint(ins) or self._plain_scaling(name, ins)):
                     # the bulk of a large graph, inlined: no input a constant or a fill,
                     # so of all the rewrites only CSE applies (as _op → _set_op would do)
                     if name in _COMMUTATIVE and len(ins) == 2 and ins[1] < ins[0]:
@@ -289,6 +291,21 @@ class _Pass:
                 rep[o] = o
                 self.defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
         return self._emit(order, output_ids, keep_all, leaves)
+
+    def _plain_scaling(self, name, ins):
+        """Whether binary arithmetic with one constant operand c ∉ {0, 1, −1} (y·1.0001,
+        0.1·x, x + 0.5) meets none of the rules but CSE — as _op would conclude: one
+        input is neither constant, fill nor negation, so nothing folds or fills, and
+        every identity of add/sub/mul/div needs a 0, 1 or −1 or a negation."""
+        if name not in _ARITH or len(ins) != 2:
+            return False
+        a, b = ins
+        special = self.special
+        if (a in special) == (b in special):
+            return False
+        c_id = a if a in special else b
+        c = self.fill.get(c_id)
+        return c is not None and c_id not in self.neg_of and c not in (0, 1, -1)
 
     def _op(self, nid, op, attrs, ins):
         defs, fill = self.defs, self.fill
