@@ -11,16 +11,30 @@ from __future__ import annotations
 import numpy as np
 
 from .ops.scalar_kernels import ARRAY_RESULT, KERNELS
+from .simplify import _node_dict
 
 _BOOL, _F64 = np.dtype(bool), np.dtype(np.float64)
 
 
 class ScalarPlan:
-    def __init__(self, fn, leaves, outs, source):
+    """``fn(*leaf floats)`` -> list of output values, or None if one is not finite.
+
+    For plans longer than ``LAZY_LINES`` the source is written and compiled on the
+    first call (``fn`` is then a stand-in that takes over the real code object)."""
+
+    def __init__(self, fn, leaves, emitted):
         self.fn = fn            # fn(*leaf floats) -> list of output values, None if not finite
         self.leaves = leaves    # slots whose values are the arguments, in order
-        self.outs = outs        # per output: "f" numpy float64, "a" 0-d array, "c" as is
-        self.source = source
+        self._emitted = emitted  # () -> (source, outs), emitting on first need
+
+    @property
+    def outs(self):
+        """Per output: "f" numpy float64, "a" 0-d array, "c" as is."""
+        return self._emitted()[1]
+
+    @property
+    def source(self):
+        return self._emitted()[0]
 
 
 def _scalar_const(v):
@@ -31,22 +45,28 @@ def _scalar_const(v):
     return None
 
 
+LAZY_LINES = 2000   # plans longer than this write and compile their source on the first call
+
+
 def build_scalar(prog, literals):
     """A ScalarPlan for ``prog``, or None if some value or op is not scalar."""
     from .backends.numpy_backend import NumpyBackend
     if type(prog.backend) is not NumpyBackend:
         return None
-    data = prog.graph.nx.nodes
+    data = _node_dict(prog.graph.nx)
+    template = prog._template
     for s, nid in enumerate(prog._kept):
-        if prog._template[s] is not None:
+        if template[s] is not None:
             continue                   # a constant: its value is checked below
         d = data[nid]
         if d["shape"] != () or d["dtype"] not in (_F64, _BOOL):
             return None
-    if any(prog.graph.nx.nodes[o.id]["dtype"] != _F64 for o in prog.outputs):
+    if any(data[o.id]["dtype"] != _F64 for o in prog.outputs):
+        return None
+    if not {op.name for op, _, _ in prog._step_ops} <= KERNELS.keys():
         return None
     ns, consts = {}, {}
-    for s, v in enumerate(prog._template):
+    for s, v in enumerate(template):
         if v is None:
             continue
         f = _scalar_const(v)
@@ -57,18 +77,49 @@ def build_scalar(prog, literals):
         else:
             consts[s] = f"c{s}"
             ns[f"c{s}"] = f
-    leaves = sorted(s for s in range(len(prog._template))
-                    if prog._template[s] is None and s in _leaf_set(prog))
+    leaves = sorted(s for s in _leaf_set(prog) if template[s] is None)
+    filename = f"<flowgrad scalar plan {id(prog):#x}>"
+    done = []
 
+    def emitted():
+        """(source, outs), written once; the function is compiled into ``ns``."""
+        if not done:
+            src, outs = _emit(prog, ns, consts, leaves)
+            exec(compile(src, filename, "exec"), ns)
+            done.append((src, outs))
+        return done[0]
+
+    if len(prog._plan) <= LAZY_LINES:
+        emitted()
+        return ScalarPlan(ns["_flowgrad_scalar"], leaves, emitted)
+    # Writing and compiling the source costs ~10 µs a step, the bulk of fg.compile on a
+    # 20k-step plan, and a program may never be called: a stand-in does it on the first
+    # call, then takes over the real function's code object (same globals, no closure),
+    # so callers holding it pay nothing per call afterwards.
+    args = ", ".join(f"a{i}" for i in range(len(leaves)))
+    stub_ns = {}
+    exec(f"def _flowgrad_scalar({args}):\n    return _materialize({args})\n", stub_ns)
+    stub = stub_ns["_flowgrad_scalar"]
+
+    def materialize(*vals):
+        emitted()
+        stub.__code__ = ns["_flowgrad_scalar"].__code__
+        stub_ns.update(ns)             # the stub's globals become the real function's
+        return stub(*vals)
+
+    stub_ns["_materialize"] = materialize
+    return ScalarPlan(stub, leaves, emitted)
+
+
+def _emit(prog, ns, consts, leaves):
+    """The scalar function's source over floats; kernels and constants go into ``ns``."""
     def ref(s):
         return consts.get(s, f"v{s}")
 
     body, producer = [], {}
     for k, ((op, attrs, nid), step) in enumerate(zip(prog._step_ops, prog._plan)):
         ins, out = step[4], step[5]
-        kern = KERNELS.get(op.name)
-        if kern is None:
-            return None
+        kern = KERNELS[op.name]
         args = [ref(i) for i in ins]
         if isinstance(kern, str):
             expr = kern.format(*args)
@@ -97,9 +148,8 @@ def build_scalar(prog, literals):
     args = ", ".join(f"v{s}" for s in leaves)
     tail = [f"    if {' or '.join(checks)}:", "        return None"] if checks else []
     src = "\n".join([f"def _flowgrad_scalar({args}):"] + ["    " + b for b in body] + tail
-                    + [f"    return [{', '.join(exprs)}]"]) + "\n"
-    exec(compile(src, f"<flowgrad scalar plan {id(prog):#x}>", "exec"), ns)
-    return ScalarPlan(ns["_flowgrad_scalar"], leaves, tuple(outs), src)
+                     + [f"    return [{', '.join(exprs)}]"]) + "\n"
+    return src, tuple(outs)
 
 
 def _leaf_set(prog):

@@ -25,6 +25,10 @@ the tests against the unsimplified program):
 * **identities** (only when the kept operand already has the result's shape *and*
   dtype, so no broadcast or promotion is lost): x·1, 1·x, x+0, 0+x, x−0, x/1,
   x**1 → x; 0−x, (−1)·x → −x; −(−x) → x; x−x → 0; 0·x, x·0, 0/x → 0.
+* **negations absorbed** (exact: IEEE rounding is symmetric under negation):
+  a + (−b) → a − b, a − (−b) → a + b, (−a)(−b) → ab, −(a − b) → b − a,
+  −((−a) + (−b)) → a + b, −((−a)·b) → a·b. Reverse sweeps make many negations
+  (every ``sub`` and ``neg`` adjoint); tanh's 4th derivative loses 6 of 29 steps.
 
   ``x·0 → 0`` and ``x − x → 0`` follow the usual symbolic convention and ignore
   NaN/inf in ``x``.
@@ -125,6 +129,9 @@ _POINTWISE_EXTRA = {"mul", "neg"}      # pointwise but not flagged ``elementwise
 _FILL_PRESERVING = {"broadcast_to", "broadcast_like", "expand_dims", "squeeze", "reshape",
                     "reshape_like", "transpose", "getitem"}
 _COMMUTATIVE = {"add", "mul"}
+_MAKES_FILL = {"zeros_like", "ones_like"}
+_SLOW_NAMES = _MAKES_FILL | {"neg", "sub"}
+_ARITH = {"add", "mul", "div"}   # ops with a rewrite that needs no fill input
 
 
 class Simplified:
@@ -149,13 +156,25 @@ def _uniform(value):
     return first.item()
 
 
+def _node_dict(nxg):
+    """{id: attribute dict} of a networkx graph: its own dict when it has one (a lookup
+    through the NodeView is a Python call, and simplify makes several per node)."""
+    d = getattr(nxg, "_node", None)
+    return d if isinstance(d, dict) else nxg.nodes
+
+
+def _frozen_attrs(attrs):
+    """freeze(attrs), with the common empty dict answered without a call."""
+    return ("dict",) if not attrs else freeze(attrs)
+
+
 def _static(shape):
     return None not in shape
 
 
 def simplify(graph, order, output_ids, keep_all=False) -> Simplified:
     """Map the pruned, ascending ``order`` to a smaller plan (see the module docstring)."""
-    data = graph.nx.nodes
+    data = _node_dict(graph.nx)
     if not enabled():
         steps = [(nid, data[nid]["op"], data[nid]["attrs"], data[nid]["inputs"])
                  for nid in order if data[nid]["kind"] == "op"]
@@ -173,6 +192,7 @@ class _Pass:
         self.fill = {}       # representative id -> c (every entry equals c)
         self.table = {}      # CSE key -> representative id
         self.neg_of = {}     # representative of −a -> a
+        self.special = set()  # representatives that are constants or known fills
 
     # helpers
     def _meta(self, nid):
@@ -200,12 +220,13 @@ class _Pass:
             self.table[key] = nid
         self.rep[nid] = nid
         self.defs[nid] = ("const", value)
+        self.special.add(nid)
         c = _uniform(value)
         if c is not None:
             self.fill[nid] = c
 
     def _set_op(self, nid, op, attrs, ins):
-        key = (id(op), freeze(attrs),
+        key = (id(op), _frozen_attrs(attrs),
                tuple(sorted(ins)) if op.name in _COMMUTATIVE else ins)
         hit = self.table.get(key)
         if hit is not None and self._fits(hit, nid):
@@ -216,6 +237,7 @@ class _Pass:
         self.defs[nid] = ("op", op, attrs, ins)
         if op.name == "neg":
             self.neg_of[nid] = ins[0]
+            self.special.add(nid)          # its readers take the slow path: neg rewrites
 
     def _set_fill(self, nid, c, fallback):
         """nid's entries all equal c: a constant, an xp.full step, or its own step."""
@@ -228,15 +250,34 @@ class _Pass:
         else:
             self._set_op(nid, *fallback)
         self.fill.setdefault(self.rep[nid], c)
+        self.special.add(self.rep[nid])
 
     # the forward pass
     def run(self, order, output_ids, keep_all):
-        data, rep = self.data, self.rep
+        data, rep, defs, table, special = self.data, self.rep, self.defs, self.table, self.special
         leaves = []
         for nid in order:
             d = data[nid]
             kind = d["kind"]
-            if kind in ("placeholder", "variable"):
+            if kind == "op":
+                op, attrs = d["op"], d["attrs"]
+                ins = tuple([rep[i] for i in d["inputs"]])
+                name = op.name
+                if name not in _SLOW_NAMES and not getattr(op, "stateful", False) and (
+                        special.isdisjoint(ins) or self._plain_scaling(name, ins)):
+                    # the bulk of a large graph, inlined: no input a constant or a fill,
+                    # so of all the rewrites only CSE applies (as _op → _set_op would do)
+                    if name in _COMMUTATIVE and len(ins) == 2 and ins[1] < ins[0]:
+                        key = (id(op), ("dict",) if not attrs else freeze(attrs), (ins[1], ins[0]))
+                    else:
+                        key = (id(op), ("dict",) if not attrs else freeze(attrs), ins)
+                    if key not in table:
+                        table[key] = nid
+                        rep[nid] = nid
+                        defs[nid] = ("op", op, attrs, ins)
+                        continue
+                self._op(nid, op, attrs, ins)
+            elif kind in ("placeholder", "variable"):
                 rep[nid] = nid
                 self.defs[nid] = ("leaf",)
                 leaves.append(nid)
@@ -251,6 +292,21 @@ class _Pass:
                 self.defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
         return self._emit(order, output_ids, keep_all, leaves)
 
+    def _plain_scaling(self, name, ins):
+        """Whether binary arithmetic with one constant operand c ∉ {0, 1, −1} (y·1.0001,
+        0.1·x, x + 0.5) meets none of the rules but CSE — as _op would conclude: one
+        input is neither constant, fill nor negation, so nothing folds or fills, and
+        every identity of add/sub/mul/div needs a 0, 1 or −1 or a negation."""
+        if name not in _ARITH or len(ins) != 2:
+            return False
+        a, b = ins
+        special = self.special
+        if (a in special) == (b in special):
+            return False
+        c_id = a if a in special else b
+        c = self.fill.get(c_id)
+        return c is not None and c_id not in self.neg_of and c not in (0, 1, -1)
+
     def _op(self, nid, op, attrs, ins):
         defs, fill = self.defs, self.fill
         if getattr(op, "stateful", False):
@@ -258,28 +314,44 @@ class _Pass:
             self.rep[nid] = nid
             self.defs[nid] = ("op", op, attrs, ins)
             return
+        name = op.name
+        if self.special.isdisjoint(ins) and name not in _MAKES_FILL and name != "neg":
+            # the common case, no input a constant, a known fill or a negation: of all
+            # the rewrites only CSE and x − x → 0 can apply (the same tests as below)
+            if name == "sub" and len(ins) == 2 and ins[0] == ins[1]:
+                return self._set_fill(nid, 0, (op, attrs, ins))
+            return self._set_op(nid, op, attrs, ins)
         fallback = (op, attrs, ins)
         fills = [fill.get(i) for i in ins]
-        name = op.name
         if name == "zeros_like":
             return self._set_fill(nid, 0, fallback)
         if name == "ones_like":
             return self._set_fill(nid, 1, fallback)
-        if ins and all(defs[i][0] == "const" for i in ins) and self._fold(nid, op, attrs, ins):
+        n_fills = len(fills) - fills.count(None)
+        if ins and all([defs[i][0] == "const" for i in ins]) and \
+                self._fold(nid, op, attrs, ins):
             return
-        if ins and all(f is not None for f in fills) and \
+        if ins and n_fills == len(ins) and \
                 (getattr(op, "elementwise", False) or name in _POINTWISE_EXTRA):
             c = self._eval_fill(op, attrs, ins, fills)
             if c is not None:
                 return self._set_fill(nid, c, fallback)
         if fills and fills[0] is not None and name in _FILL_PRESERVING:
             return self._set_fill(nid, fills[0], fallback)
-        if getattr(op, "multilinear", False) and any(f == 0 for f in fills if f is not None):
+        if n_fills and getattr(op, "multilinear", False) and 0 in fills:
             return self._set_fill(nid, 0, fallback)
         alias = self._identity(nid, name, ins, fills)
         if alias is not None:
-            if isinstance(alias, tuple):        # a rewrite to another op
-                return self._set_op(nid, *alias)
+            if isinstance(alias, tuple):        # a rewrite to another op: its rules too
+                self._op(nid, *alias)            # (each rewrite removes a negation: ends)
+                r = self.rep[nid]
+                # still −x: readers may absorb it. Neither end already a negation, so
+                # the map stays acyclic and rewrites through it terminate.
+                if name == "neg" and r not in self.neg_of and ins[0] not in self.neg_of \
+                        and r != ins[0] and self._fits(ins[0], r):
+                    self.neg_of[r] = ins[0]
+                    self.special.add(r)
+                return
             if alias == "zero":
                 return self._set_fill(nid, 0, fallback)
             self.rep[nid] = alias
@@ -289,9 +361,12 @@ class _Pass:
     def _identity(self, nid, name, ins, fills):
         """An equivalent: a representative id, "zero", or an (op, attrs, ins) rewrite."""
         fits = self._fits
+        neg_of = self.neg_of
         if name == "neg":
-            inner = self.neg_of.get(ins[0])
-            return inner if inner is not None and fits(inner, nid) else None
+            inner = neg_of.get(ins[0])
+            if inner is not None:
+                return inner if fits(inner, nid) else None
+            return self._negate(ins[0])
         if len(ins) != 2:
             return None
         (a, b), (fa, fb) = ins, fills
@@ -300,6 +375,10 @@ class _Pass:
                 return b
             if fb == 0 and fits(a, nid):
                 return a
+            if b in neg_of:                      # a + (−b') → a − b'
+                return (_elementwise("sub"), {}, (a, neg_of[b]))
+            if a in neg_of:                      # (−a') + b → b − a'
+                return (_elementwise("sub"), {}, (b, neg_of[a]))
         elif name == "sub":
             if fb == 0 and fits(a, nid):
                 return a
@@ -307,6 +386,10 @@ class _Pass:
                 return (_neg_op(), {}, (b,))
             if a == b:
                 return "zero"
+            if b in neg_of:                      # a − (−b') → a + b'
+                return (_elementwise("add"), {}, (a, neg_of[b]))
+        elif name == "mul" and a in neg_of and b in neg_of:   # (−a')(−b') → a'b'
+            return (_elementwise("mul"), {}, (neg_of[a], neg_of[b]))
         elif name == "mul":
             if fa == 1 and fits(b, nid):
                 return b
@@ -324,6 +407,25 @@ class _Pass:
         elif name == "pow":
             if fb == 1 and fits(a, nid):
                 return a
+        return None
+
+    def _negate(self, x):
+        """−x as an op on x's own inputs when that needs no new node, else None:
+        −(a − b) → b − a, −((−a') + (−b')) → a' + b', −((−a')·b) → a'·b, −(a·(−b')) → a·b'.
+        Each is exact in IEEE arithmetic (rounding is symmetric under negation; only
+        the sign of a zero result may differ)."""
+        d = self.defs[x]
+        if d[0] != "op" or len(d[3]) != 2 or d[2]:
+            return None
+        neg_of, name, (a, b) = self.neg_of, d[1].name, d[3]
+        if name == "sub":
+            return (d[1], {}, (b, a))
+        if name == "add" and a in neg_of and b in neg_of:
+            return (d[1], {}, (neg_of[a], neg_of[b]))
+        if name == "mul" and a in neg_of:
+            return (d[1], {}, (neg_of[a], b))
+        if name == "mul" and b in neg_of:
+            return (d[1], {}, (a, neg_of[b]))
         return None
 
     def _fold(self, nid, op, attrs, ins):
@@ -367,7 +469,7 @@ class _Pass:
             live.add(r)
             d = defs[r]
             if d[0] == "op":
-                stack.extend(i for i in d[3] if i not in live)
+                stack.extend(d[3])
         consts, steps = {}, []
         for r in sorted(live):
             d = defs[r]
@@ -386,3 +488,8 @@ def _readonly(arr):
 def _neg_op():
     from flowgrad.ops.elementwise import neg
     return neg
+
+
+def _elementwise(name):
+    from flowgrad.ops import elementwise
+    return getattr(elementwise, name)

@@ -225,6 +225,28 @@ def test_scalar_chain_of_300_steps():
         assert float(g) == pytest.approx(float(w), rel=1e-12)
 
 
+def test_long_scalar_plans_compile_on_first_call_and_keep_their_values(monkeypatch):
+    from flowgrad import scalar_plan
+    monkeypatch.setattr(scalar_plan, "LAZY_LINES", 50)  # 40 × 12 steps: lazy
+    with fg.Graph():
+        x = fg.placeholder("x")
+        z = fg.placeholder("z")
+        y = x
+        for _ in range(40):
+            y = fg.sin(y) * 1.0001 + 0.1 * fg.cos(y) * z
+        gen, ref = _both([y, fg.grad(y, x), fg.grad(y, z)])
+    fn = gen._generated.scalar.fn
+    stub_code = fn.__code__
+    for xv, zv in [(0.4, 1.5), (-2.0, 0.3), (0.4, 1.5)]:
+        got, want = gen(x=xv, z=zv), ref(x=xv, z=zv)
+        for g, w in zip(got, want):
+            assert type(g) is type(w)
+            assert float(g) == pytest.approx(float(w), rel=1e-13)
+    # the first call swapped the real code in: same function object, no stand-in left
+    assert fn.__code__ is not stub_code and "_materialize" not in fn.__code__.co_names
+    assert fn is gen._generated.scalar.fn
+
+
 # -- feeds and errors ----------------------------------------------------------------------
 
 def test_fast_and_general_binders_agree_and_errors_still_raise():

@@ -151,3 +151,89 @@ def test_simplify_is_linear_on_a_long_chain():
     prog = fg.compile(y)
     assert prog.n_steps == 1
     np.testing.assert_allclose(prog(x=np.zeros(2)), [1.0, 1.0])
+
+
+# -- negations absorbed ---------------------------------------------------------------------
+
+_EDGES = np.array([0.0, -0.0, 1.5, -2.25, 1e308, -1e308, np.inf, -np.inf, np.nan, 3e-320])
+
+
+def test_negations_are_absorbed_exactly(rng):
+    x = fg.placeholder("x", shape=(10,))
+    y = fg.placeholder("y", shape=(10,))
+    nx, ny = -x, -y
+    outs = [x + ny,             # x − y
+            nx + y,             # y − x
+            x - ny,             # x + y
+            nx * ny,            # x·y
+            -(x - y),           # y − x
+            -(nx + ny),         # x + y
+            -(nx * y),          # x·y
+            -(x * ny)]          # x·y
+    feeds = [{x: rng.standard_normal(10), y: rng.standard_normal(10)},
+             {x: _EDGES, y: _EDGES[::-1].copy()}, {x: _EDGES, y: _EDGES}]
+    with np.errstate(all="ignore"):
+        for feed in feeds:
+            fast, plain, v = both(outs, feed)
+    # what is left: x − y, y − x, x + y, x·y (CSE merges the rest); no negation at all
+    assert fast.n_steps == 4, [op.name for op, _, _ in fast._step_ops]
+    assert plain.n_steps == 14
+
+
+def test_a_rewritten_negation_is_still_absorbed_by_its_readers(rng):
+    x = fg.placeholder("x", shape=(5,))
+    y = fg.placeholder("y", shape=(5,))
+    d = -(x - y)                       # → y − x, still known to be −(x − y)
+    out = fg.exp(x) + d                # → exp(x) − (x − y)
+    fast, plain, v = both([out, -d], {x: rng.standard_normal(5), y: rng.standard_normal(5)})
+    names = sorted(op.name for op, _, _ in fast._step_ops)
+    assert names == ["exp", "sub", "sub"], names    # −d is x − y itself
+
+
+def test_tanh_fourth_derivative_loses_its_negations():
+    X = np.linspace(-3, 3, 64)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(64,))
+        d = fg.tanh(x)
+        for _ in range(4):
+            d = fg.grad(fg.sum(d), x)
+        fast, plain, v = both(d, {x: X})
+    assert fast.n_steps == 22          # 29 before negations were absorbed
+    assert not any(op.name == "neg" for op, _, _ in fast._step_ops)
+    t = np.tanh(X)
+    np.testing.assert_allclose(v, 8 * t * (1 - t * t) * (2 - 3 * t * t), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_sign_graphs_equal_the_plain_program(seed):
+    """Random add/sub/mul/neg graphs (broadcast shapes, edge values): exactly the values
+    of the unsimplified program, with no more steps."""
+    r = np.random.default_rng(seed)
+    with fg.Graph():
+        leaves = [fg.placeholder("a", shape=(3, 4)), fg.placeholder("b", shape=(4,)),
+                  fg.placeholder("c", shape=(3, 4))]
+        pool = list(leaves)
+        for _ in range(40):
+            kind = r.integers(5)
+            p, q = pool[r.integers(len(pool))], pool[r.integers(len(pool))]
+            if kind == 0:
+                pool.append(-p)
+            elif kind == 1:
+                pool.append(p + q)
+            elif kind == 2:
+                pool.append(p - q)
+            elif kind == 3:
+                pool.append(p * q)
+            else:
+                pool.append(-(-p if r.integers(2) else p) - (-q))
+        outs = [fg.sum(pool[-1]), pool[-2], *fg.grad(fg.sum(pool[-1] * pool[-3]), leaves)]
+        feed = {"a": r.standard_normal((3, 4)), "b": r.standard_normal(4),
+                "c": r.standard_normal((3, 4))}
+        # finite edges: x − x → 0 ignores inf/nan by convention (module docstring), and
+        # absorbed negations expose more x − x
+        fin = np.array([0.0, -0.0, 1.5, -2.25, 3e-320, 7.0])
+        edge = {"a": r.choice(fin, (3, 4)), "b": r.choice(fin, 4), "c": r.choice(fin, (3, 4))}
+        with np.errstate(all="ignore"):
+            fast, plain, _ = both(outs, feed)
+            both(outs, edge)
+        assert fast.n_steps <= plain.n_steps
