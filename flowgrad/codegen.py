@@ -320,7 +320,7 @@ def fast_binder(prog):
         by_key[nid] = i
     n = len(specs)
     template = prog._template
-    variables = prog._variables
+    variables = [(s, var._d, var) for s, var in prog._variables]
     read = prog.backend.read_variable
     ndarray, float64, asarray = np.ndarray, np.float64, np.asarray
     check_lengths = getattr(prog, "_check_lengths", None)
@@ -332,7 +332,7 @@ def fast_binder(prog):
         vals = list(template)
         seen = 0
         for key, v in feed.items():
-            i = _index(by_key, g, key)
+            i = by_key.get(key) if type(key) is str else _index(by_key, g, key)
             if i is None:
                 return None
             s, dtype, ndim, fixed, is_scalar = specs[i]
@@ -352,8 +352,9 @@ def fast_binder(prog):
             vals[s] = v
         if seen != (1 << n) - 1:
             return None
-        for s, var in variables:
-            vals[s] = read(var)
+        for s, d, var in variables:
+            v = d["value"]             # numpy's own array: what read() would return
+            vals[s] = v if type(v) is ndarray else read(var)
         if check_lengths is not None:
             check_lengths(vals)        # lengths that must agree: FeedError, as in _bind
         return vals
