@@ -326,8 +326,8 @@ def fast_binder(prog):
     check_lengths = getattr(prog, "_check_lengths", None)
 
     def bind(args, kwargs):
-        feed = _plain_feed(args, kwargs, n)
-        if feed is None:
+        feed = kwargs if not args else _plain_feed(args, kwargs, n)
+        if feed is None or len(feed) != n:
             return None
         vals = list(template)
         seen = 0
@@ -338,7 +338,8 @@ def fast_binder(prog):
             s, dtype, ndim, fixed, is_scalar = specs[i]
             tv = type(v)
             if tv is ndarray:
-                if v.dtype != dtype or v.ndim != ndim:
+                vd = v.dtype
+                if (vd is not dtype and vd != dtype) or v.ndim != ndim:
                     return None
                 shp = v.shape
                 for ax, d in fixed:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import threading
 import weakref
 
@@ -27,6 +28,7 @@ from .autodiff import grad, is_gradient
 from .backends.numpy_backend import NumpyBackend
 from .errors import GraphError, OptimizerError
 from .graph import Node, same_graph
+from .numerics import _state as _anomaly
 from .scheduler import Program
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "OptimizerError",
@@ -158,13 +160,17 @@ class Optimizer:
             lr = self.lr
             if type(lr) is not float:    # a schedule (or an int): checked each step
                 lr = self.learning_rate()
-            outs = prog(*args, **feed)
+            call = prog._call
+            if call is not None and not (prog.check_numerics or _anomaly.on):
+                outs = call(args, feed)  # Program.__call__'s dispatch, feeds not repacked
+            else:
+                outs = prog(*args, **feed)
             if type(outs) is not list:
                 outs = [outs]
             update, states, t = self._update, self.state, self.iterations + 1
             xp, asarray, ndarray = bound.xp, bound.asarray, bound.ndarray
             dicts, dtypes, n = bound.dicts, bound.dtypes, bound.n
-            old = [d["value"] for d in dicts]      # also what a failed commit restores
+            old = list(map(_value, dicts))         # also what a failed commit restores
             new_values, new_states = [None] * n, [None] * n
             floats = bound.floats if getattr(update, "__func__", None) in _FLOAT_SAFE else ()
             for k in range(n):
@@ -291,6 +297,7 @@ def _float_update(update, value, g, state, lr, t):
 
 
 _isfinite, _array, _float64 = math.isfinite, np.array, np.float64
+_value = operator.itemgetter("value")
 
 
 class Trainer:

@@ -211,3 +211,19 @@ def test_an_interrupt_in_a_float_update_changes_nothing(monkeypatch):
         monkeypatch.setattr(optim, "_float_update", real)
         train()
     assert opt.iterations == 2
+
+
+def test_a_step_honours_anomaly_detection_and_checked_programs():
+    """The step calls the generated code directly, but not when NaN checking is on."""
+    c = fg.variable(-1.0, name="c")
+    loss = fg.log(c) + c * c                      # log(−1): NaN at node 'log'
+    opt = fg.optim.SGD([c], lr=0.1)
+    prog = fg.compile([loss, *fg.grad(loss, [c])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fg.detect_anomaly(), pytest.raises(fg.NumericsError, match="log"):
+            opt.step(prog)
+        checked = fg.compile([loss, *fg.grad(loss, [c])], check_numerics=True)
+        with pytest.raises(fg.NumericsError, match="log"):
+            opt.step(checked)
+    assert float(c.value) == -1.0 and opt.iterations == 0
