@@ -12,6 +12,11 @@ dask computes new values and state once per step, into numpy). A step is atomic
 and holds the optimizer's lock (see :class:`Optimizer`). The learning rate is a number or a *schedule*: any callable of the iteration
 number ``k = 0, 1, 2, ...`` (the number of steps taken before this one).
 
+A step costs little beyond the program itself: the check of the program's outputs
+runs once per program (the verdict is cached, weakly, with what a step needs to know
+of the program), and the built-in updates of 0-d float64 variables run on Python
+floats, to the same bits as on 0-d arrays.
+
     opt = fg.optim.Adam([w, b], lr=fg.optim.exponential_decay(1e-2, 0.5, every=100))
 """
 from __future__ import annotations
@@ -58,7 +63,9 @@ class Optimizer:
     ``value`` and ``g`` are arrays of the backend whose namespace is ``xp``, ``state``
     the variable's state dict of the previous step (empty at first; read it, never
     mutate it), ``t = 1, 2, …`` the number of this step. Nothing is written until
-    every variable's update has been computed (see :meth:`step`).
+    every variable's update has been computed (see :meth:`step`). (The built-in
+    updates also run on Python floats, ``xp`` being ``math``, for 0-d float64
+    variables on numpy; a subclass's own ``_update`` always gets arrays.)
 
     **Threads**: a step holds the optimizer's lock from reading the variables to
     writing them back, so steps of one optimizer from several threads are serialised
