@@ -320,25 +320,26 @@ def fast_binder(prog):
         by_key[nid] = i
     n = len(specs)
     template = prog._template
-    variables = prog._variables
+    variables = [(s, var._d, var) for s, var in prog._variables]
     read = prog.backend.read_variable
     ndarray, float64, asarray = np.ndarray, np.float64, np.asarray
     check_lengths = getattr(prog, "_check_lengths", None)
 
     def bind(args, kwargs):
-        feed = _plain_feed(args, kwargs, n)
-        if feed is None:
+        feed = kwargs if not args else _plain_feed(args, kwargs, n)
+        if feed is None or len(feed) != n:
             return None
         vals = list(template)
         seen = 0
         for key, v in feed.items():
-            i = _index(by_key, g, key)
+            i = by_key.get(key) if type(key) is str else _index(by_key, g, key)
             if i is None:
                 return None
             s, dtype, ndim, fixed, is_scalar = specs[i]
             tv = type(v)
             if tv is ndarray:
-                if v.dtype != dtype or v.ndim != ndim:
+                vd = v.dtype
+                if (vd is not dtype and vd != dtype) or v.ndim != ndim:
                     return None
                 shp = v.shape
                 for ax, d in fixed:
@@ -352,8 +353,9 @@ def fast_binder(prog):
             vals[s] = v
         if seen != (1 << n) - 1:
             return None
-        for s, var in variables:
-            vals[s] = read(var)
+        for s, d, var in variables:
+            v = d["value"]             # numpy's own array: what read() would return
+            vals[s] = v if type(v) is ndarray else read(var)
         if check_lengths is not None:
             check_lengths(vals)        # lengths that must agree: FeedError, as in _bind
         return vals
