@@ -16,7 +16,7 @@ import weakref
 import numpy as np
 
 from .errors import DifferentiationError
-from .graph import Node, same_graph
+from .graph import Node, gc_paused, same_graph
 from .leaves import _constant_in
 
 __all__ = ["adjoints", "grad", "vjp", "jvp"]
@@ -87,7 +87,7 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
 
     ``seed`` is v̄_y (default 1, which needs a scalar ``y``).
     """
-    from flowgrad.ops import add, as_node, sum_to_like  # ops import this package
+    from flowgrad.ops import as_node  # ops import this package
     graph = y.graph
     seed_is_one = seed is None
     seed = _seed(y) if seed is None else as_node(seed, graph)
@@ -96,6 +96,13 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
     if wrt is not None:
         same_graph([y, *wrt])
     active = _on_path(graph, order, sources)
+    with gc_paused():
+        return _reverse_sweep(graph, y, order, active, seed, seed_is_one)
+
+
+def _reverse_sweep(graph, y, order, active, seed, seed_is_one):
+    """adjoints' sweep, in descending id order over the nodes on a path."""
+    from flowgrad.ops import add, sum_to_like
     data = graph.nx.nodes
     handles = graph._handles
     pending: dict[int, list[Node]] = {y.id: [seed]}
@@ -215,7 +222,7 @@ def jvp(y: Node, x, xdot):
     ops' forward rules applied to its inputs' tangents; J is never formed.
     ``x`` and ``xdot`` may be lists of equal length.
     """
-    from flowgrad.ops import add, as_node, broadcast_to_like
+    from flowgrad.ops import as_node
     xs, single = _as_list(x)
     xdots = [xdot] if single else list(xdot)
     if len(xs) != len(xdots):
@@ -228,6 +235,13 @@ def jvp(y: Node, x, xdot):
             raise DifferentiationError(f"jvp: the tangent has shape {t.shape}, "
                                        f"but {n.name!r} has shape {n.shape}")
         tangents[n.id] = t
+    with gc_paused():
+        return _forward_sweep(graph, y, tangents)
+
+
+def _forward_sweep(graph, y, tangents):
+    """jvp's sweep, in ascending id order over y's ancestors."""
+    from flowgrad.ops import add, broadcast_to_like
     data = graph.nx.nodes
     handles = graph._handles
     for nid in ancestors([y]):

@@ -186,6 +186,7 @@ def fmt_shape(shape) -> str:
 
 _PKG_ROOTS = None
 _INSIDE: dict[str, bool] = {}  # co_filename -> whether it lies inside flowgrad (cached)
+_SITES: dict[tuple, tuple] = {}  # (file, line) -> that same tuple, the one nodes share
 
 
 def _inside(fname) -> bool:
@@ -211,7 +212,9 @@ def user_site():
         fname = frame.f_code.co_filename
         inside = known.get(fname)
         if not (inside or inside is None and _inside(fname)):
-            return (fname, frame.f_lineno)
+            site = (fname, frame.f_lineno)
+            # one tuple per source line, shared by every node that line builds (a loop)
+            return _SITES.setdefault(site, site)
         frame = frame.f_back
     return None
 
