@@ -157,9 +157,18 @@ def as_node(value, graph=None) -> Node:
 
 def apply(op: Op, *args, **attrs) -> Node:
     """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph)."""
-    graph = same_graph(a for a in args if isinstance(a, Node)) or default_graph()
-    inputs = tuple(as_node(a, graph) for a in args)
-    if inputs and all(n._d["weak"] for n in inputs):
+    graph = None
+    for a in args:   # the common case, all nodes of one graph, in one plain loop
+        if isinstance(a, Node):
+            if graph is None:
+                graph = a.graph
+            elif a.graph is not graph:
+                same_graph(a for a in args if isinstance(a, Node))   # raises, naming both
+    if graph is None:
+        graph = default_graph()
+    inputs = tuple(a if isinstance(a, Node) else _constant_in(graph, a) for a in args)
+    # (.get: an op node leaves weak=False out of its dict, see graph.NodeData)
+    if inputs and all(n._d.get("weak") for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
         value = op.forward(np, *(n._d["value"] for n in inputs), **attrs)
@@ -246,7 +255,12 @@ def broadcast_shapes(op_name, *nodes) -> tuple:
 
 def result_dtype(*nodes) -> np.dtype:
     """numpy's promotion, with Python-scalar constants weakly typed."""
-    return np.result_type(*[n._d["value"] if n._d["weak"] else n.dtype for n in nodes])
+    first = nodes[0]._d["dtype"] if nodes else None
+    if first is not None and first.isnative and all(n._d["dtype"] is first and not n._d.get("weak")
+                              for n in nodes):
+        return first   # one native dtype, no weak scalar: numpy would say the same
+    return np.result_type(*[n._d["value"] if n._d.get("weak") else n._d["dtype"]
+                            for n in nodes])
 
 
 def float_dtype(dtype) -> np.dtype:
