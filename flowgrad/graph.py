@@ -119,8 +119,7 @@ class Graph:
             raise KeyError(f"no node named {name!r} in this graph") from None
 
     def _unique_name(self, base: str) -> str:
-        prefix = "/".join(self._scope)
-        name = f"{prefix}/{base}" if prefix else base
+        name = "/".join((*self._scope, base)) if self._scope else base
         if name not in self._names:
             return name
         # probe on from the last suffix handed out for this name, not from 1: thousands
@@ -137,7 +136,7 @@ class Graph:
         already checked shapes. Returns its handle. ``exact_name``: a taken ``name`` is a
         GraphError rather than suffixed (user placeholders, fed by name)."""
         where = _user_site()  # outside the lock: it only reads the caller's frames
-        input_ids = tuple(n.id for n in inputs)
+        input_ids = tuple([n.id for n in inputs])
         op_name = op.name if op is not None else kind
         with self._lock:
             node_id = len(self._handles)

@@ -86,8 +86,7 @@ class Op:
     def __repr__(self):
         return f"<Op {self.name}>"
 
-    def __call__(self, *args, **attrs):
-        return apply(self, *args, **attrs)
+    # __call__ is ``apply`` itself (set below it).
 
     def __get__(self, obj, objtype=None):
         # Never binds (as numpy's ufuncs and builtins: ``act = fg.tanh`` on a class stays
@@ -166,9 +165,9 @@ def apply(op: Op, *args, **attrs) -> Node:
                 same_graph(a for a in args if isinstance(a, Node))   # raises, naming both
     if graph is None:
         graph = default_graph()
-    inputs = tuple(a if isinstance(a, Node) else _constant_in(graph, a) for a in args)
+    inputs = tuple([a if isinstance(a, Node) else _constant_in(graph, a) for a in args])
     # (.get: an op node leaves weak=False out of its dict, see graph.NodeData)
-    if inputs and all(n._d.get("weak") for n in inputs):
+    if inputs and inputs[0]._d.get("weak") and all(n._d.get("weak") for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
         value = op.forward(np, *(n._d["value"] for n in inputs), **attrs)
@@ -176,6 +175,9 @@ def apply(op: Op, *args, **attrs) -> Node:
             return _constant_in(graph, value.item() if hasattr(value, "item") else value)
     shape, dtype = op.infer(*inputs, **attrs)
     return graph.add_node(op, inputs, attrs, tuple(shape), np.dtype(dtype))
+
+
+Op.__call__ = apply   # ``fg.sin(x)`` is apply(sin, x): one Python frame less per node
 
 
 # -- helpers for ``infer`` ----------------------------------------------------------
