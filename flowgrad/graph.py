@@ -170,7 +170,7 @@ class Graph:
                 succ[src][node_id] = mine[src] = edge
             if g.__networkx_cache__:
                 g.__networkx_cache__.clear()   # as nx's own add_node does
-            handle = Node(self, node_id)
+            handle = Node(self, node_id, d)
             self._handles.append(handle)
             self._names[name] = node_id
         return handle
@@ -260,10 +260,10 @@ class Node:
     __slots__ = ("graph", "id", "_d")
     __array_ufunc__ = None  # make numpy defer: ``array * node`` calls ``node.__rmul__``
 
-    def __init__(self, graph: Graph, node_id: int):
+    def __init__(self, graph: Graph, node_id: int, data=None):
         self.graph = graph
         self.id = node_id
-        self._d = graph.nx.nodes[node_id]
+        self._d = graph.nx.nodes[node_id] if data is None else data
 
     # -- metadata ---------------------------------------------------------------
     @property
