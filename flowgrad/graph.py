@@ -75,7 +75,7 @@ class Graph:
     """A static graph of op nodes. Use as ``with fg.Graph() as g:``; graphs only grow."""
 
     def __init__(self):
-        self.nx = nx.DiGraph()
+        self.nx = _DiGraph()
         self._handles: list[Node] = []
         self._names: dict[str, int] = {}
         self._name_next: dict[str, int] = {}
@@ -251,6 +251,13 @@ class NodeData(dict):
 
     def copy(self):   # nx's graph.copy() copies attr dicts: keep the defaults readable
         return NodeData(self)
+
+
+class _DiGraph(nx.DiGraph):
+    """A networkx DiGraph whose node attribute dicts are NodeData, so that a copy made by
+    networkx (``g.nx.copy()``, ``g.nx.subgraph(...).copy()``) reads the defaults too."""
+
+    node_attr_dict_factory = NodeData
 
 
 class Node:
