@@ -16,7 +16,7 @@ import weakref
 import numpy as np
 
 from .errors import DifferentiationError
-from .graph import Node, same_graph
+from .graph import Node, gc_paused, same_graph
 from .leaves import _constant_in
 
 __all__ = ["adjoints", "grad", "vjp", "jvp"]
@@ -40,7 +40,7 @@ def is_gradient(g: Node, y: Node, x: Node) -> bool:
 def ancestors(outputs) -> list[int]:
     """Ids of every node the outputs depend on (themselves included), ascending."""
     graph = outputs[0].graph
-    data = graph.nx.nodes
+    data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
     seen = set()
     stack = [o.id for o in outputs]
     while stack:
@@ -58,7 +58,7 @@ def _differentiable(dtype) -> bool:
 
 def _on_path(graph, order, sources) -> set[int]:
     """The ids in ``order`` (ascending) that depend on any of ``sources``."""
-    data = graph.nx.nodes
+    data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
     active = set(sources)
     for nid in order:
         if nid not in active and any(i in active for i in data[nid]["inputs"]):
@@ -87,7 +87,7 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
 
     ``seed`` is v̄_y (default 1, which needs a scalar ``y``).
     """
-    from flowgrad.ops import add, as_node, sum_to_like  # ops import this package
+    from flowgrad.ops import as_node  # ops import this package
     graph = y.graph
     seed_is_one = seed is None
     seed = _seed(y) if seed is None else as_node(seed, graph)
@@ -96,7 +96,14 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
     if wrt is not None:
         same_graph([y, *wrt])
     active = _on_path(graph, order, sources)
-    data = graph.nx.nodes
+    with gc_paused():
+        return _reverse_sweep(graph, y, order, active, seed, seed_is_one)
+
+
+def _reverse_sweep(graph, y, order, active, seed, seed_is_one):
+    """adjoints' sweep, in descending id order over the nodes on a path."""
+    from flowgrad.ops import add, sum_to_like
+    data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
     handles = graph._handles
     pending: dict[int, list[Node]] = {y.id: [seed]}
     result: dict[Node, Node] = {}
@@ -115,9 +122,9 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
         op = d["op"]
         if op is None:
             continue
-        inputs = tuple(handles[i] for i in d["inputs"])
-        needed = [inp.id in active and _differentiable(inp.dtype) for inp in inputs]
+        inputs = tuple([handles[i] for i in d["inputs"]])
         if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
+            needed = [inp.id in active and _differentiable(inp.dtype) for inp in inputs]
             first_new = len(handles)
             terms = op.vjp_all(needed, vbar, node, *inputs, **d["attrs"])
             for inp, term, need in zip(inputs, terms, needed):
@@ -143,22 +150,24 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
 def _mark_adjoint(data, start, stop, of, y):
     """Label the nodes a rule just built as part of v̄ of node ``of`` (∂y/∂of), so that an
     error at one of them (a NaN, say) can say whose adjoint it was computing."""
+    mark = (of, y)   # one tuple for all of them
     for nid in range(start, stop):
         d = data[nid]
         if "adjoint_of" not in d:
-            d["adjoint_of"] = (of, y)
+            d["adjoint_of"] = mark
 
 
 def _mark_built(data, start, top, of, y):
     """_mark_adjoint for one term of a rule that built several at once (vjp_all): the
     nodes from ``start`` on that ``top`` depends on."""
     stack = [top]
+    mark = (of, y)
     while stack:
         nid = stack.pop()
         d = data[nid]
         if nid < start or "adjoint_of" in d:
             continue
-        d["adjoint_of"] = (of, y)
+        d["adjoint_of"] = mark
         stack.extend(d["inputs"])
 
 
@@ -215,7 +224,7 @@ def jvp(y: Node, x, xdot):
     ops' forward rules applied to its inputs' tangents; J is never formed.
     ``x`` and ``xdot`` may be lists of equal length.
     """
-    from flowgrad.ops import add, as_node, broadcast_to_like
+    from flowgrad.ops import as_node
     xs, single = _as_list(x)
     xdots = [xdot] if single else list(xdot)
     if len(xs) != len(xdots):
@@ -228,7 +237,14 @@ def jvp(y: Node, x, xdot):
             raise DifferentiationError(f"jvp: the tangent has shape {t.shape}, "
                                        f"but {n.name!r} has shape {n.shape}")
         tangents[n.id] = t
-    data = graph.nx.nodes
+    with gc_paused():
+        return _forward_sweep(graph, y, tangents)
+
+
+def _forward_sweep(graph, y, tangents):
+    """jvp's sweep, in ascending id order over y's ancestors."""
+    from flowgrad.ops import add, broadcast_to_like
+    data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
     handles = graph._handles
     for nid in ancestors([y]):
         if nid in tangents:

@@ -21,6 +21,7 @@ variable by name, or feed it by node.
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 
 import networkx as nx
@@ -29,6 +30,13 @@ import numpy as np
 from .errors import GraphError
 
 _state = threading.local()
+
+# The edge-attribute dicts of the common edges (argument 0, 1, 2 …), shared by every such
+# edge: one dict per edge was ~180 bytes a node. Shared dicts hold only an immutable tuple
+# and are never updated in place (a repeated input gets a fresh dict), so nothing sees the
+# sharing; and holding no tracked object they keep the adjacency dicts out of the cyclic
+# collector's scans, which dominated building very large graphs.
+_EDGE = tuple({"argnums": (k,)} for k in range(8))
 
 
 def _graph_stack():
@@ -67,7 +75,7 @@ class Graph:
     """A static graph of op nodes. Use as ``with fg.Graph() as g:``; graphs only grow."""
 
     def __init__(self):
-        self.nx = nx.DiGraph()
+        self.nx = _DiGraph()
         self._handles: list[Node] = []
         self._names: dict[str, int] = {}
         self._name_next: dict[str, int] = {}
@@ -111,8 +119,7 @@ class Graph:
             raise KeyError(f"no node named {name!r} in this graph") from None
 
     def _unique_name(self, base: str) -> str:
-        prefix = "/".join(self._scope)
-        name = f"{prefix}/{base}" if prefix else base
+        name = "/".join((*self._scope, base)) if self._scope else base
         if name not in self._names:
             return name
         # probe on from the last suffix handed out for this name, not from 1: thousands
@@ -129,7 +136,7 @@ class Graph:
         already checked shapes. Returns its handle. ``exact_name``: a taken ``name`` is a
         GraphError rather than suffixed (user placeholders, fed by name)."""
         where = _user_site()  # outside the lock: it only reads the caller's frames
-        input_ids = tuple(n.id for n in inputs)
+        input_ids = tuple([n.id for n in inputs])
         op_name = op.name if op is not None else kind
         with self._lock:
             node_id = len(self._handles)
@@ -137,18 +144,33 @@ class Graph:
                 name = self._exact_name(name)
             else:
                 name = self._unique_name(name or f"{op_name}_{node_id}")
-            self.nx.add_node(
-                node_id, op=op, attrs=attrs, name=name, shape=shape, dtype=dtype,
-                inputs=input_ids, kind=kind, scope=tuple(self._scope), value=value,
-                weak=weak, where=where, group=_open_groups(self),
-            )
+            # Written straight into the DiGraph's own tables (what nx's add_node and
+            # add_edge do, less their per-call checks): at 10^6 nodes those calls were a
+            # third of the build. The structure is an ordinary DiGraph all the same.
+            g = self.nx
+            succ, pred = g._succ, g._pred
+            d = g._node[node_id] = NodeData(
+                op=op, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype, inputs=input_ids,
+                kind=kind, scope=tuple(self._scope) if self._scope else (), where=where)
+            if op is None:   # a leaf keeps every key; an op node leaves the defaults out
+                d["value"] = value
+                d["weak"] = weak
+            groups = _state.__dict__.get("groups")   # (getattr's miss raises: slow)
+            if groups:
+                d["group"] = tuple(f.name_in(self) for f in groups)
+            succ[node_id] = {}
+            mine = pred[node_id] = {}
             for argnum, src in enumerate(input_ids):
                 # A DiGraph keeps one edge per pair; record every argument number on it.
-                if self.nx.has_edge(src, node_id):
-                    self.nx.edges[src, node_id]["argnums"] += (argnum,)
-                else:
-                    self.nx.add_edge(src, node_id, argnums=(argnum,))
-            handle = Node(self, node_id)
+                edge = mine.get(src)
+                if edge is None:
+                    edge = _EDGE[argnum] if argnum < len(_EDGE) else {"argnums": (argnum,)}
+                else:   # x * x: a fresh dict, never a shared one grown in place
+                    edge = {"argnums": edge["argnums"] + (argnum,)}
+                succ[src][node_id] = mine[src] = edge
+            if g.__networkx_cache__:
+                g.__networkx_cache__.clear()   # as nx's own add_node does
+            handle = Node(self, node_id, d)
             self._handles.append(handle)
             self._names[name] = node_id
         return handle
@@ -178,11 +200,64 @@ def name_scope(name: str, graph: Graph | None = None):
         g._scope.pop()
 
 
-def _open_groups(graph) -> tuple:
-    """The names of the ``fg.composite`` groups open while a node is built, outermost
-    first (flowgrad/composite.py pushes and names them)."""
-    frames = getattr(_state, "groups", None)
-    return tuple(f.name_in(graph) for f in frames) if frames else ()
+@contextlib.contextmanager
+def gc_paused():
+    """Hold off Python's cyclic garbage collector for one sweep over a large graph.
+
+    A sweep that builds or maps every node (autodiff's, a compile's) allocates millions
+    of long-lived objects; each full collection rescans them all, which cost as much as
+    the sweep itself at 10^5 nodes. The sweeps make no reference cycles worth collecting
+    meanwhile, and the collector is re-enabled (if it was on) when the sweep ends."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class _NoAttrs(dict):
+    """The attrs of every node built without any: one shared, empty and unchangeable
+    dict (a fresh ``{}`` per node was 64 bytes; a node's attrs are never edited)."""
+
+    __slots__ = ()
+
+    def _frozen(self, *args, **kwargs):
+        raise TypeError("a node's attrs cannot be changed")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _frozen
+    __ior__ = _frozen
+
+
+NO_ATTRS = _NoAttrs()
+
+
+class NodeData(dict):
+    """A node's attribute dict in ``Graph.nx``: a plain dict whose keys at their defaults
+    (``value`` None, ``weak`` False, ``group`` ()) may be absent and still read as the
+    default by ``d[key]``. An op node stores nine keys, not twelve, and at ten or fewer
+    a dict takes 272 bytes rather than 464 (10^6 nodes: ~0.2 GB). ``group`` is stored only
+    while a composite group is open (flowgrad/composite.py pushes and names them)."""
+
+    __slots__ = ()
+    DEFAULTS = {"value": None, "weak": False, "group": ()}
+
+    def __missing__(self, key):
+        try:
+            return NodeData.DEFAULTS[key]
+        except KeyError:
+            raise KeyError(key) from None
+
+    def copy(self):   # nx's graph.copy() copies attr dicts: keep the defaults readable
+        return NodeData(self)
+
+
+class _DiGraph(nx.DiGraph):
+    """A networkx DiGraph whose node attribute dicts are NodeData, so that a copy made by
+    networkx (``g.nx.copy()``, ``g.nx.subgraph(...).copy()``) reads the defaults too."""
+
+    node_attr_dict_factory = NodeData
 
 
 class Node:
@@ -192,10 +267,10 @@ class Node:
     __slots__ = ("graph", "id", "_d")
     __array_ufunc__ = None  # make numpy defer: ``array * node`` calls ``node.__rmul__``
 
-    def __init__(self, graph: Graph, node_id: int):
+    def __init__(self, graph: Graph, node_id: int, data=None):
         self.graph = graph
         self.id = node_id
-        self._d = graph.nx.nodes[node_id]
+        self._d = graph.nx.nodes[node_id] if data is None else data
 
     # -- metadata ---------------------------------------------------------------
     @property
@@ -326,7 +401,11 @@ class Node:
 
 
 def _ops():
+    """The ops package (bound on first use: it imports this module, so it cannot be
+    imported at the top; an import statement per operator call cost ~1 µs a node)."""
+    global _ops
     from flowgrad import ops
+    _ops = lambda: ops  # noqa: E731
     return ops
 
 

@@ -20,7 +20,7 @@ import threading
 from .autodiff import ancestors
 from .backends import get_backend
 from .errors import FeedError
-from .graph import Node, same_graph
+from .graph import Node, gc_paused, same_graph
 from .simplify import simplify
 from . import feeds as _feeds
 from . import lengths as _lengths
@@ -54,7 +54,8 @@ class Program:
         self._lock = threading.Lock()  # builds the trace program once
         self._step_index = None  # {output slot: step}, made when a step first fails
         self._codegen = codegen and not keep_all   # traces stay on the interpreter
-        self._build(ancestors(outputs))
+        with gc_paused():   # a plan over 10^5+ nodes: the collector's rescans cost ~2x
+            self._build(ancestors(outputs))
 
     # -- compile ----------------------------------------------------------------
     def _build(self, order):

@@ -86,8 +86,7 @@ class Op:
     def __repr__(self):
         return f"<Op {self.name}>"
 
-    def __call__(self, *args, **attrs):
-        return apply(self, *args, **attrs)
+    # __call__ is ``apply`` itself (set below it).
 
     def __get__(self, obj, objtype=None):
         # Never binds (as numpy's ufuncs and builtins: ``act = fg.tanh`` on a class stays
@@ -98,8 +97,15 @@ class Op:
         """The callable the scheduler runs: values in, value out."""
         if self.operator is not None and not attrs:
             return self.operator
-        return functools.partial(self.forward, xp, **attrs) if attrs else \
-            functools.partial(self.forward, xp)
+        if attrs:
+            return functools.partial(self.forward, xp, **attrs)
+        # one partial per (op, backend), shared by every step of that op (10^6 steps of
+        # sin held 10^6 identical partials, 128 bytes each)
+        kernels = self.__dict__.setdefault("_kernels", {})
+        k = kernels.get(xp)
+        if k is None:
+            k = kernels[xp] = functools.partial(self.forward, xp)
+        return k
 
     # -- rules -------------------------------------------------------------------
     def _rule(self, table, argnum, kind):
@@ -157,9 +163,18 @@ def as_node(value, graph=None) -> Node:
 
 def apply(op: Op, *args, **attrs) -> Node:
     """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph)."""
-    graph = same_graph(a for a in args if isinstance(a, Node)) or default_graph()
-    inputs = tuple(as_node(a, graph) for a in args)
-    if inputs and all(n._d["weak"] for n in inputs):
+    graph = None
+    for a in args:   # the common case, all nodes of one graph, in one plain loop
+        if isinstance(a, Node):
+            if graph is None:
+                graph = a.graph
+            elif a.graph is not graph:
+                same_graph(a for a in args if isinstance(a, Node))   # raises, naming both
+    if graph is None:
+        graph = default_graph()
+    inputs = tuple([a if isinstance(a, Node) else _constant_in(graph, a) for a in args])
+    # (.get: an op node leaves weak=False out of its dict, see graph.NodeData)
+    if inputs and inputs[0]._d.get("weak") and all(n._d.get("weak") for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
         value = op.forward(np, *(n._d["value"] for n in inputs), **attrs)
@@ -167,6 +182,9 @@ def apply(op: Op, *args, **attrs) -> Node:
             return _constant_in(graph, value.item() if hasattr(value, "item") else value)
     shape, dtype = op.infer(*inputs, **attrs)
     return graph.add_node(op, inputs, attrs, tuple(shape), np.dtype(dtype))
+
+
+Op.__call__ = apply   # ``fg.sin(x)`` is apply(sin, x): one Python frame less per node
 
 
 # -- helpers for ``infer`` ----------------------------------------------------------
@@ -186,6 +204,7 @@ def fmt_shape(shape) -> str:
 
 _PKG_ROOTS = None
 _INSIDE: dict[str, bool] = {}  # co_filename -> whether it lies inside flowgrad (cached)
+_SITES: dict[tuple, tuple] = {}  # (file, line) -> that same tuple, the one nodes share
 
 
 def _inside(fname) -> bool:
@@ -211,7 +230,9 @@ def user_site():
         fname = frame.f_code.co_filename
         inside = known.get(fname)
         if not (inside or inside is None and _inside(fname)):
-            return (fname, frame.f_lineno)
+            site = (fname, frame.f_lineno)
+            # one tuple per source line, shared by every node that line builds (a loop)
+            return _SITES.setdefault(site, site)
         frame = frame.f_back
     return None
 
@@ -243,7 +264,12 @@ def broadcast_shapes(op_name, *nodes) -> tuple:
 
 def result_dtype(*nodes) -> np.dtype:
     """numpy's promotion, with Python-scalar constants weakly typed."""
-    return np.result_type(*[n._d["value"] if n._d["weak"] else n.dtype for n in nodes])
+    first = nodes[0]._d["dtype"] if nodes else None
+    if first is not None and first.isnative and all(n._d["dtype"] is first and not n._d.get("weak")
+                              for n in nodes):
+        return first   # one native dtype, no weak scalar: numpy would say the same
+    return np.result_type(*[n._d["value"] if n._d.get("weak") else n._d["dtype"]
+                            for n in nodes])
 
 
 def float_dtype(dtype) -> np.dtype:

@@ -1,0 +1,113 @@
+"""How the graph stores its nodes compactly (issue 12, lever 5) while Graph.nx stays an
+ordinary DiGraph whose every attribute reads as before."""
+import gc
+import inspect
+
+import networkx as nx
+import numpy as np
+import pytest
+
+import flowgrad as fg
+from flowgrad.graph import NodeData, gc_paused
+
+
+def test_op_nodes_read_their_default_keys_and_leaves_store_every_key():
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(2,))
+        c = fg.constant(2.0)
+        y = fg.sin(x) * c
+    d = g.nx.nodes[y.id]
+    assert isinstance(d, dict) and isinstance(d, NodeData)
+    assert d["value"] is None and d["weak"] is False and d["group"] == ()
+    assert "value" not in d and "weak" not in d           # defaults left out of op nodes
+    assert g.nx.nodes[c.id]["value"] == 2.0 and g.nx.nodes[c.id]["weak"] is True
+    assert g.nx.nodes[x.id]["weak"] is False and "value" in g.nx.nodes[x.id]
+    with pytest.raises(KeyError, match="nope"):
+        d["nope"]
+    # a networkx copy keeps the defaults readable
+    assert g.nx.copy().nodes[y.id]["weak"] is False
+    assert d.copy()["value"] is None
+
+
+def test_every_attribute_reads_the_same_through_a_node_and_networkx():
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(3,))
+        with fg.name_scope("layer"):
+            line = inspect.currentframe().f_lineno + 1
+            y = fg.sum(fg.tanh(x) * x, axis=0)
+        dx = fg.grad(y, x)
+    assert y.name == "layer/sum_3" and y.scope == ("layer",) and y.attrs == {"axis": (0,),
+                                                                             "keepdims": False}
+    assert y.where == f"{__file__}:{line}"
+    assert g.nx.nodes[y.id]["where"] == (__file__, line)
+    marks = {n._d["adjoint_of"] for n in g.nodes if "adjoint_of" in n._d}
+    assert {(x.id, y.id)} <= marks and all(m[1] == y.id for m in marks) and dx.id > y.id
+    assert nx.is_directed_acyclic_graph(g.nx)
+    assert sorted(g.nx.predecessors(y.id)) == [y.inputs[0].id]
+    assert g.nx.number_of_edges() == sum(len(set(n._d["inputs"])) for n in g.nodes)
+
+
+def test_nodes_without_attrs_share_one_frozen_dict():
+    with fg.Graph():
+        x = fg.placeholder("x")
+        a, b = fg.sin(x), fg.cos(x)
+    assert a.attrs == {} and a.attrs is b.attrs
+    with pytest.raises(TypeError, match="cannot be changed"):
+        a.attrs["axis"] = 0
+    with pytest.raises(TypeError):
+        a.attrs.update(axis=0)
+    assert b.attrs == {}
+
+
+def test_shared_edge_dicts_are_never_grown_in_place():
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        z = fg.placeholder("z")
+        y = x * x          # one edge, argnums (0, 1): its own dict
+        w = x * z          # x -> w is argument 0, z -> w argument 1: shared dicts
+        v = z * x
+    assert g.nx.edges[x.id, y.id]["argnums"] == (0, 1)
+    assert g.nx.edges[x.id, w.id]["argnums"] == (0,)
+    assert g.nx.edges[z.id, w.id]["argnums"] == (1,)
+    assert g.nx.edges[x.id, v.id]["argnums"] == (1,)
+    assert g.nx.edges[z.id, v.id]["argnums"] == (0,)
+    assert float(fg.run(y, {x: 3.0})) == 9.0
+
+
+def test_user_lines_are_shared_per_source_line():
+    with fg.Graph():
+        x = fg.placeholder("x")
+        ys = [fg.sin(x) for _ in range(3)]
+    assert ys[0]._d["where"] is ys[1]._d["where"] is ys[2]._d["where"]
+
+
+def test_gc_paused_restores_the_collector_even_on_error():
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        with gc_paused():
+            assert not gc.isenabled()
+            raise ValueError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()   # it was off before: it stays off
+    finally:
+        gc.enable()
+
+
+def test_a_long_chain_differentiates_and_compiles_with_the_collector_back_on():
+    with fg.Graph():
+        x = fg.placeholder("x")
+        y = x
+        for _ in range(2000):
+            y = fg.sin(y)
+        dy = fg.grad(y, x)
+        assert gc.isenabled()
+        value, deriv = fg.compile([y, dy])(x=0.5)
+        assert gc.isenabled()
+    v, d = 0.5, 1.0
+    for _ in range(2000):
+        v, d = np.sin(v), d * np.cos(v)
+    assert abs(float(value) - v) < 1e-13 and abs(float(deriv) - d) < 1e-12
