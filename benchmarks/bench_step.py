@@ -10,11 +10,12 @@ is the optimizer's own share: the binding look-up, the lock, the updates and the
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import flowgrad as fg
+
+import bench_peers  # the shared timer (this folder is on sys.path when run as a script)
 
 
 def workload(n, d=5, lr=0.01):
@@ -48,16 +49,10 @@ def workload(n, d=5, lr=0.01):
 
 
 def interleaved(fns, repeats, inner):
-    times = {k: [] for k in fns}
+    """bench_peers' interleaved medians, after one warm-up call of each."""
     for f in fns.values():
         f()
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                f()
-            times[k].append((time.perf_counter() - t0) / inner)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return bench_peers.interleaved(fns, repeats, inner)
 
 
 def main():
