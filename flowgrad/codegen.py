@@ -323,7 +323,7 @@ def fast_binder(prog):
     variables = [(s, var._d, var) for s, var in prog._variables]
     read = prog.backend.read_variable
     ndarray, float64, asarray = np.ndarray, np.float64, np.asarray
-    check_lengths = getattr(prog, "_check_lengths", None)
+    check_lengths = prog._check_lengths
 
     def bind(args, kwargs):
         feed = kwargs if not args else _plain_feed(args, kwargs, n)
@@ -367,7 +367,7 @@ def scalar_binder(prog, leaves):
     """Like :func:`fast_binder`, for the scalar function: ``bind(args, kwargs)`` -> the
     leaf values as Python floats in ``leaves`` order, or None for the general binder."""
     g = prog.graph
-    if getattr(prog, "_check_lengths", None) is not None:
+    if prog._check_lengths is not None:
         return None                    # 0-d leaves have no lengths; never expected here
     pos = {s: i for i, s in enumerate(leaves)}
     by_key = {}

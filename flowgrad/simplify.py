@@ -263,7 +263,7 @@ class _Pass:
                 op, attrs = d["op"], d["attrs"]
                 ins = tuple([rep[i] for i in d["inputs"]])
                 name = op.name
-                if name not in _SLOW_NAMES and not getattr(op, "stateful", False) and (
+                if name not in _SLOW_NAMES and not op.stateful and (
                         special.isdisjoint(ins) or self._plain_scaling(name, ins)):
                     # the bulk of a large graph, inlined: no input a constant or a fill,
                     # so of all the rewrites only CSE applies (as _op → _set_op would do)
@@ -309,7 +309,7 @@ class _Pass:
 
     def _op(self, nid, op, attrs, ins):
         defs, fill = self.defs, self.fill
-        if getattr(op, "stateful", False):
+        if op.stateful:
             # a random draw: its own step, never folded, merged, nor known to be a fill
             self.rep[nid] = nid
             self.defs[nid] = ("op", op, attrs, ins)

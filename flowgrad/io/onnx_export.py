@@ -213,7 +213,7 @@ def _decomposed(e: Emitter, n: Node) -> str:
     if n.op.name in REFUSED:
         raise OnnxExportError(f"op {n.op.name!r} (node {n.name!r}) is not exported: "
                               f"{REFUSED[n.op.name]}")
-    decompose = getattr(n.op, "decompose", None)
+    decompose = n.op.decompose
     if decompose is None:
         raise OnnxExportError(
             f"op {n.op.name!r} (node {n.name!r}) has no ONNX counterpart and no "
