@@ -58,7 +58,7 @@ def test_round_trip_every_op(case, tmp_path):
 def test_loss_with_gradients_and_hessian_reloads(tmp_path):
     rng = np.random.default_rng(3)
     X, T = rng.standard_normal((6, 3)), rng.uniform(0, 1, 6)
-    with fg.Graph() as g:
+    with fg.Graph():
         x = fg.placeholder("x", shape=(None, 3))
         t = fg.placeholder("t", shape=(None,))
         w = fg.variable(rng.standard_normal(3), name="w")
