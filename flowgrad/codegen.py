@@ -110,10 +110,15 @@ def _array_function(prog, consts):
     member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
     frees_at = _frees(prog, member)
 
-    lean = _lean_kernels(prog)
+    lean, shared = _lean_kernels(prog)
+    # mse's residual y − t, also a reverse-pass step: computed once, at the mse step
+    shared = {k: j for k, j in shared.items()
+              if not {k, j} & (set(chains) | set(member))}
+    early = set(shared.values())
 
-    def step_line(k, indent=""):
-        arity, fn, a, b, ins, out, frees = prog._plan[k]
+    def step_line(k, indent="", ins=None):
+        arity, fn, a, b, own, out, frees = prog._plan[k]
+        ins = own if ins is None else ins
         fn = lean.get(k, fn)
         args = [ref(i) for i in ins]
         pattern = _INLINE.get(fn) if _hashable(fn) else None
@@ -134,7 +139,13 @@ def _array_function(prog, consts):
         if k in member:
             continue                   # computed inside its chain's fused kernel
         if k not in chains:
-            step_line(k)
+            if k in shared:
+                j = shared[k]
+                step_line(j)
+                lean[k] = _mse_of_residual(prog._step_ops[k][1]["reduction"])
+                step_line(k, ins=(prog._plan[j][5],))
+            elif k not in early:
+                step_line(k)
             dels(frees_at.get(k, ()))
             continue
         ch = chains[k]
@@ -185,18 +196,28 @@ def _size_test(prog, operands, ref):
 
 
 def _lean_kernels(prog):
-    """{step: numpy kernel} replacing generic kernels that are slow on small arrays."""
+    """{step: numpy kernel} replacing generic kernels that are slow on small arrays, and
+    {mse step: later step computing the same y − t} (flowgrad/numpy_kernels.py)."""
     from .backends.numpy_backend import NumpyBackend
-    from .numpy_kernels import kernel
+    from .numpy_kernels import kernel, shared_residuals
     if type(prog.backend) is not NumpyBackend:
-        return {}
-    data = prog.graph.nx.nodes
-    lean = {}
+        return {}, {}
+    data, kept, plan = prog.graph.nx.nodes, prog._kept, prog._plan
+    lean, typed = {}, []
     for k, (op, attrs, nid) in enumerate(prog._step_ops):
-        fn = kernel(op.name, attrs, data[nid]["dtype"]) if nid in data else None
+        dtype = data[nid]["dtype"] if nid in data else None
+        typed.append((op, attrs, dtype))
+        if dtype is None:
+            continue
+        fn = kernel(op.name, attrs, dtype, [data[kept[s]]["shape"] for s in plan[k][4]])
         if fn is not None:
             lean[k] = fn
-    return lean
+    return lean, shared_residuals(typed, plan)
+
+
+def _mse_of_residual(reduction):
+    from .numpy_kernels import mse_of_residual
+    return mse_of_residual(reduction)
 
 
 def _frees(prog, member):

@@ -1,19 +1,30 @@
 """Leaner numpy kernels for a few ops whose generic kernel goes through numpy's Python
-layers (``np.mean`` → ``_methods._mean``, ``np.broadcast_to`` → stride tricks, …).
+layers (``np.mean`` → ``_methods._mean``, ``np.broadcast_to`` → stride tricks,
+``np.result_type``, ``functools.partial`` …).
 
 On small arrays those layers, not the arithmetic, are the cost of a step (3–5 µs
 each in the linear-regression step at n = 10). Each kernel here calls the ufunc
-method underneath directly and returns the same values, dtype and shape — the
-tests compare generated code with the interpreter bit for bit. Only used by the
-generated code on the numpy backend, and only for float results (numpy's integer
-sums promote; those keep the generic kernel).
+method underneath directly and returns the same values, dtype and type (ndarray or
+numpy scalar) — the tests compare generated code with the interpreter bit for bit.
+What can be decided from the node's static shapes (the number of axes, which axes a
+``sum_to`` reduces) is decided once, here. Only used by the generated code on the
+numpy backend, and only for float results (numpy's integer sums promote; those keep
+the generic kernel).
+
+:func:`shared_residuals` finds ``mse(y, t)`` steps whose reverse pass also computes
+``y − t``: codegen then computes the residual once and hands it to
+:func:`mse_of_residual` (the same subtraction, ``vdot`` and division as ``mse``'s
+own kernel, so the same bits).
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
-_add_reduce = np.add.reduce
+_add_reduce, _matmul, _vdot = np.add.reduce, np.matmul, np.vdot
 _full, _broadcast_to, _asarray = np.full, np.broadcast_to, np.asarray
+_ndarray, _float64 = np.ndarray, np.float64
 SMALL = 4096     # below this many entries a broadcast is materialised (cheaper than a view)
 
 
@@ -54,7 +65,25 @@ def _broadcast_like():
     return k
 
 
-def _sum_to(shape):
+def _sum_to(shape, x_shape=None):
+    """ops/broadcast.py's sum_to: the axes it reduces are static when no axis of the
+    target is a 1 that x may (at run time) fill with a longer length."""
+    if x_shape is not None and 1 not in shape:
+        lead = len(x_shape) - len(shape)
+        axes = tuple(range(lead))
+        if not axes:
+            return lambda x: x
+        if not shape:                  # everything: the generic reshape gives a 0-d array
+
+            def k(x):
+                return _add_reduce(x, axes, None, None, True).reshape(())
+            return k
+
+        def k(x):
+            r = _add_reduce(x, axes, None, None, True)
+            return r.reshape(r.shape[lead:])
+        return k
+
     def k(x):
         lead = x.ndim - len(shape)
         xs = x.shape
@@ -68,8 +97,71 @@ def _sum_to(shape):
     return k
 
 
-def kernel(name, attrs, dtype):
-    """A lean kernel for op ``name`` with ``attrs`` and result ``dtype``, or None."""
+def _transpose(axes):
+    if axes == (1, 0):
+        return operator.attrgetter("T")       # a 2-d x: the same view as x.transpose(1, 0)
+
+    def k(x):
+        return x.transpose(axes)
+    return k
+
+
+def _linear(in_shapes):
+    """``x @ w + b`` for 1-d or wider x and w (a 0-d operand keeps the generic kernel):
+    matmul, then the bias added in place when it cannot change z's dtype (the generic
+    kernel's test, np.result_type, costs more than the addition on small arrays)."""
+    if len(in_shapes) < 2 or not in_shapes[0] or not in_shapes[1]:
+        return None
+    if len(in_shapes) == 2:
+        return _matmul
+    result_type = np.result_type
+
+    def k(x, w, b):
+        z = _matmul(x, w)
+        if type(z) is _ndarray and z.ndim and (
+                (type(b) is _ndarray and b.dtype is z.dtype) or z.dtype == result_type(z, b)):
+            z += b           # as the generic kernel: z is fresh, b never enlarges it
+            return z
+        return z + b
+    return k
+
+
+def _as_float(d):
+    if type(d) is not _ndarray:
+        d = _asarray(d)
+    return d if d.dtype.kind in "fc" else d.astype(_float64)
+
+
+def mse_of_residual(reduction):
+    """``mse``'s kernel after its subtraction: the residual ``d = y − t`` in, the loss out."""
+    if reduction == "none":
+        return None
+    if reduction == "sum":
+        def k(d):
+            d = _as_float(d)
+            return _vdot(d, d)
+        return k
+
+    def k(d):
+        d = _as_float(d)
+        return _vdot(d, d) / d.size
+    return k
+
+
+def _mse(reduction):
+    kr = mse_of_residual(reduction)
+    if kr is None:
+        return None
+    subtract = np.subtract
+
+    def k(y, t):
+        return kr(subtract(y, t))
+    return k
+
+
+def kernel(name, attrs, dtype, in_shapes=None):
+    """A lean kernel for op ``name`` with ``attrs``, result ``dtype`` and (when known)
+    the static shapes of its inputs, or None."""
     if np.dtype(dtype).kind != "f":
         return None
     if name == "sum":
@@ -81,5 +173,33 @@ def kernel(name, attrs, dtype):
     if name == "broadcast_like":
         return _broadcast_like()
     if name == "sum_to":
-        return _sum_to(attrs["shape"])
+        return _sum_to(attrs["shape"], in_shapes[0] if in_shapes else None)
+    if name == "transpose":
+        return _transpose(attrs["axes"])
+    if name == "matmul":
+        return _matmul
+    if name == "linear" and in_shapes is not None:
+        return _linear(in_shapes)
+    if name == "mse":
+        return _mse(attrs["reduction"])
     return None
+
+
+def shared_residuals(steps, plan):
+    """{mse step: sub step} for each ``mse(y, t)`` (mean or sum) whose ``y − t`` a later
+    plan step also computes (its reverse rule builds that node): computed at the mse
+    step and passed to :func:`mse_of_residual`. ``steps`` are the plan's (op, attrs,
+    result dtype) and ``plan`` the plan's instructions (…, input slots, output slot, …)."""
+    subs = {}
+    for k, (op, attrs, dtype) in enumerate(steps):
+        if op.name == "sub":
+            subs.setdefault(plan[k][4], k)
+    out = {}
+    for k, (op, attrs, dtype) in enumerate(steps):
+        if op.name != "mse" or attrs.get("reduction") == "none" or dtype is None \
+                or np.dtype(dtype).kind != "f":
+            continue
+        j = subs.get(plan[k][4])
+        if j is not None and j > k:
+            out[k] = j
+    return out
