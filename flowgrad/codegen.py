@@ -321,25 +321,81 @@ def _index(by_key, graph, key):
 
 def fast_binder(prog):
     """A function ``bind(args, kwargs)`` -> slot list, or None when the call needs
-    the general binder."""
+    the general binder.
+
+    The common call, every placeholder fed by keyword, runs generated code: each feed
+    read by its name, its type, dtype, rank and fixed lengths tested with a few
+    comparisons, the run-time lengths that must agree compared inline
+    (``LengthCheck.source``). A dict of feeds (by name or node) goes through
+    :func:`_generic_fast_binder`'s loop, with the same checks."""
     from .backends.numpy_backend import NumpyBackend
     if type(prog.backend) is not NumpyBackend:
         return None
     g = prog.graph
     specs = []
-    by_key = {}
-    for i, (nid, p) in enumerate(prog.placeholders.items()):
+    for nid, p in prog.placeholders.items():
         if g._names.get(p.name) != nid:
             return None
         shape = tuple(p.shape)
         if None in shape and not FAST_BIND_RUNTIME_LENGTHS:
             return None
+        specs.append((nid, p.name, prog._slot[nid], np.dtype(p.dtype), shape))
+    general = _generic_fast_binder(prog, specs)
+    check = prog._check_lengths
+    ns = {"ndarray": np.ndarray, "float64": np.float64, "asarray": np.asarray,
+          "T": prog._template, "general": general, "read": prog.backend.read_variable}
+    body = [f"if args or len(kwargs) != {len(specs)}:",
+            "    return general(args, kwargs)"]
+    if specs:
+        body += ["try:"] + [f"    p{i} = kwargs[{name!r}]"
+                            for i, (_, name, _, _, _) in enumerate(specs)]
+        body += ["except KeyError:", "    return None"]
+    shapes = {}
+    for i, (nid, name, s, dtype, shape) in enumerate(specs):
+        ns[f"D{i}"] = dtype
+        p = f"p{i}"
+        if shape == () and dtype == np.float64:     # a Python or numpy float is welcome
+            body += [f"if type({p}) is not ndarray:",
+                     f"    if type({p}) is float or type({p}) is float64:",
+                     f"        {p} = asarray({p}, float64)",
+                     "    else:",
+                     "        return None"]
+        else:
+            body += [f"if type({p}) is not ndarray:", "    return None"]
+        body += [f"d = {p}.dtype",
+                 f"if d is not D{i} and d != D{i}:", "    return None",
+                 f"s{i} = {p}.shape"]
+        tests = [f"len(s{i}) != {len(shape)}"] + [
+            f"s{i}[{ax}] != {d}" for ax, d in enumerate(shape) if d is not None]
+        body += [f"if {' or '.join(tests)}:", "    return None"]
+        shapes[s] = f"s{i}"
+    if check is not None:
+        ns["_lenfail"] = check._fail
+        body += check.source(shapes, "_lenfail")  # lengths that must agree: FeedError
+    body.append("vals = list(T)")
+    body += [f"vals[{s}] = p{i}" for i, (_, _, s, _, _) in enumerate(specs)]
+    for j, (s, var) in enumerate(prog._variables):
+        ns[f"V{j}"], ns[f"N{j}"] = var._d, var
+        body += [f"v = V{j}['value']",         # numpy's own array: what read() returns
+                 f"vals[{s}] = v if type(v) is ndarray else read(N{j})"]
+    body.append("return vals")
+    src = "def bind(args, kwargs):\n" + "".join(f"    {line}\n" for line in body)
+    exec(compile(src, f"<flowgrad binder {id(prog):#x}>", "exec"), ns)
+    ns["bind"].source = src
+    return ns["bind"]
+
+
+def _generic_fast_binder(prog, specs):
+    """``bind(args, kwargs)`` for one dict of feeds keyed by names or nodes (and for
+    keywords): a loop over the feeds with :func:`fast_binder`'s checks, or None."""
+    g = prog.graph
+    by_key, rows = {}, []
+    for i, (nid, name, s, dtype, shape) in enumerate(specs):
         fixed = tuple((ax, d) for ax, d in enumerate(shape) if d is not None)
-        specs.append((prog._slot[nid], np.dtype(p.dtype), len(shape), fixed,
-                      shape == () and p.dtype == np.float64))
-        by_key[p.name] = i
+        rows.append((s, dtype, len(shape), fixed, shape == () and dtype == np.float64))
+        by_key[name] = i
         by_key[nid] = i
-    n = len(specs)
+    n = len(rows)
     template = prog._template
     variables = [(s, var._d, var) for s, var in prog._variables]
     read = prog.backend.read_variable
@@ -356,7 +412,7 @@ def fast_binder(prog):
             i = by_key.get(key) if type(key) is str else _index(by_key, g, key)
             if i is None:
                 return None
-            s, dtype, ndim, fixed, is_scalar = specs[i]
+            s, dtype, ndim, fixed, is_scalar = rows[i]
             tv = type(v)
             if tv is ndarray:
                 vd = v.dtype

@@ -345,6 +345,25 @@ class LengthCheck:
             elif want[0] != n:
                 self._fail(nid, axis, n, want)
 
+    def source(self, shapes, fail):
+        """The same checks as lines of Python for a generated binder: ``shapes`` maps
+        each placeholder slot to the name of a local holding its value's shape, ``fail``
+        names this check's ``_fail``. Members are compared in ``__call__``'s order, so
+        the error names the same pair."""
+        first = list(self._first)
+        lines = []
+        for s, axis, g, nid in self._flat:
+            n = f"{shapes[s]}[{axis}]"
+            want = first[g]
+            if want is None:
+                first[g] = (n, nid, axis)
+                continue
+            length, onid, oaxis = want
+            length = length if type(length) is str else repr(length)
+            lines += [f"if {n} != {length}:",
+                      f"    {fail}({nid!r}, {axis!r}, {n}, ({length}, {onid!r}, {oaxis!r}))"]
+        return lines
+
     def _fail(self, nid, axis, n, want):
         if n != n or want[0] != want[0]:
             return  # a dask array of unknown (nan) length: nothing to compare yet
