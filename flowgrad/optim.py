@@ -93,6 +93,7 @@ class Optimizer:
         self.state: list[dict] = [{} for _ in self.variables]
         self._lock = threading.RLock()
         self._bound = weakref.WeakKeyDictionary()   # {program: its _Binding}, by _bind
+        self._last = None            # (weak ref to the last program stepped, its _Binding)
 
     def learning_rate(self) -> float:
         """The rate of the next step: ``lr`` itself, or ``lr(iterations)`` for a schedule.
@@ -158,12 +159,11 @@ class Optimizer:
         # The hot path of every training loop: what can be decided once per program
         # lives in its _Binding; per step, only the reads, the updates and the swap.
         with self._lock:
-            try:
-                bound = self._bound.get(prog)
-            except TypeError:            # not weak-referenceable: certainly no Program
-                bound = None
-            if bound is None or bound.variables is not self.variables:
-                bound = self._rebind(prog)
+            last = self._last                      # the program of the previous step
+            if last is not None and last[0]() is prog and last[1].variables is self.variables:
+                bound = last[1]
+            else:
+                bound = self._lookup(prog)
             lr = self.lr
             if type(lr) is not float:    # a schedule (or an int): checked each step
                 lr = self.learning_rate()
@@ -175,39 +175,60 @@ class Optimizer:
             if type(outs) is not list:
                 outs = [outs]
             update, states, t = self._update, self.state, self.iterations + 1
-            xp, asarray, ndarray = bound.xp, bound.asarray, bound.ndarray
-            dicts, dtypes, n = bound.dicts, bound.dtypes, bound.n
-            old = list(map(_value, dicts))         # also what a failed commit restores
-            new_values, new_states = [None] * n, [None] * n
-            floats = bound.floats if getattr(update, "__func__", None) in _FLOAT_SAFE else ()
-            for k in range(n):
-                value = old[k]
-                if floats and floats[k]:
-                    done = _float_update(update, value, outs[k + 1], states[k], lr, t)
-                    if done is not None:
-                        new_values[k], new_states[k] = done
-                        continue
-                if type(value) is not ndarray:     # ndarray: None unless numpy's own
-                    value = asarray(value)
-                new, new_states[k] = update(value, outs[k + 1], states[k], lr, t, xp)
-                dt = new.dtype
-                if dt is not dtypes[k] and dt != dtypes[k]:
-                    new = new.astype(dtypes[k])
-                new_values[k] = new
+            old = list(map(_value, bound.dicts))   # also what a failed commit restores
+            if getattr(update, "__func__", None) is _SGD_UPDATE:
+                new_values, new_states = _sgd_values(bound, old, outs, lr), states
+            else:
+                new_values, new_states = self._new_values(bound, update, old, outs, lr, t)
             if bound.materialize is not None:     # dask: compute them now, together
                 new_values, new_states = bound.materialize((new_values, new_states))
             # commit: write every variable and the state at once; if interrupted, put
             # the old ones back
             try:
-                for d, new in zip(dicts, new_values):
+                for d, new in zip(bound.dicts, new_values):
                     d["value"] = new
                 self.state, self.iterations = new_states, t
             except BaseException:
-                for d, value in zip(dicts, old):
+                for d, value in zip(bound.dicts, old):
                     d["value"] = value
                 self.state, self.iterations = states, t - 1
                 raise
+        n = bound.n
         return outs[0] if len(outs) == n + 1 else [outs[0], *outs[n + 1:]]
+
+    def _lookup(self, prog) -> "_Binding":
+        """The binding of ``prog`` (made on its first step), remembered as the last one."""
+        try:
+            bound = self._bound.get(prog)
+        except TypeError:            # not weak-referenceable: certainly no Program
+            bound = None
+        if bound is None or bound.variables is not self.variables:
+            bound = self._rebind(prog)
+        self._last = (weakref.ref(prog), bound)
+        return bound
+
+    def _new_values(self, bound, update, old, outs, lr, t):
+        """Every variable's new value and state, none written yet."""
+        states = self.state
+        xp, asarray, ndarray = bound.xp, bound.asarray, bound.ndarray
+        dtypes, n = bound.dtypes, bound.n
+        new_values, new_states = [None] * n, [None] * n
+        floats = bound.floats if getattr(update, "__func__", None) in _FLOAT_SAFE else ()
+        for k in range(n):
+            value = old[k]
+            if floats and floats[k]:
+                done = _float_update(update, value, outs[k + 1], states[k], lr, t)
+                if done is not None:
+                    new_values[k], new_states[k] = done
+                    continue
+            if type(value) is not ndarray:     # ndarray: None unless numpy's own
+                value = asarray(value)
+            new, new_states[k] = update(value, outs[k + 1], states[k], lr, t, xp)
+            dt = new.dtype
+            if dt is not dtypes[k] and dt != dtypes[k]:
+                new = new.astype(dtypes[k])
+            new_values[k] = new
+        return new_values, new_states
 
     def _rebind(self, prog) -> "_Binding":
         """Bind ``prog`` for the first time, or again when ``opt.variables`` was replaced
@@ -303,6 +324,36 @@ def _float_update(update, value, g, state, lr, t):
         else new_state
 
 
+def _sgd_values(bound, old, outs, lr):
+    """SGD's new values, ``w − lr·g`` (its state stays empty): ``_new_values`` without
+    the per-variable update call; 0-d float64 variables on Python floats, with numpy's
+    value and warning where the result is not finite."""
+    asarray, ndarray, dtypes, floats = bound.asarray, bound.ndarray, bound.dtypes, bound.floats
+    new_values = []
+    for k in range(bound.n):
+        value, g = old[k], outs[k + 1]
+        if floats[k]:
+            new = _sgd_float(value, g, lr)
+            if new is not None:
+                new_values.append(new)
+                continue
+        if type(value) is not ndarray:
+            value = asarray(value)
+        new = value - lr * g
+        dt = new.dtype
+        if dt is not dtypes[k] and dt != dtypes[k]:
+            new = new.astype(dtypes[k])
+        new_values.append(new)
+    return new_values
+
+
+def _sgd_float(value, g, lr):
+    """SGD's update of a 0-d float64 on Python floats (the array path's bits, see
+    ``_float_update``), or None when not finite."""
+    new = float(value) - lr * float(g)
+    return _array(new) if new - new == 0.0 else None
+
+
 _isfinite, _array, _float64 = math.isfinite, np.array, np.float64
 _value = operator.itemgetter("value")
 
@@ -389,3 +440,4 @@ def cosine_decay(lr: float, steps: int, final: float = 0.0):
 
 #: updates written with arithmetic and ``xp.sqrt`` only, safe on Python floats
 _FLOAT_SAFE = frozenset({SGD._update, Momentum._update, Adam._update})
+_SGD_UPDATE = SGD._update       # the updates _sgd_values writes out

@@ -130,8 +130,9 @@ OPTIMIZERS = [
 @pytest.mark.parametrize("cls, kwargs", OPTIMIZERS)
 def test_float_path_gives_the_array_paths_bits(monkeypatch, cls, kwargs):
     taken = []
-    real = optim._float_update
-    monkeypatch.setattr(optim, "_float_update", lambda *a: taken.append(1) or real(*a))
+    for name in ("_float_update", "_sgd_float"):   # SGD's own loop has its own float path
+        real = getattr(optim, name)
+        monkeypatch.setattr(optim, name, lambda *a, real=real: taken.append(1) or real(*a))
     runs = []
     for c in (cls, on_arrays(cls)):
         with fg.Graph():
@@ -179,6 +180,7 @@ def test_float_path_falls_back_to_numpy_on_edge_values():
 def test_float32_and_array_variables_stay_off_the_float_path(monkeypatch):
     taken = []
     monkeypatch.setattr(optim, "_float_update", lambda *a: taken.append(1))
+    monkeypatch.setattr(optim, "_sgd_float", lambda *a: taken.append(1))
     c = fg.variable(np.float32(2.0), name="c")
     w = fg.variable([1.0], name="w")
     opt = fg.optim.SGD([c, w], lr=0.25)
