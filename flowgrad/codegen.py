@@ -497,6 +497,11 @@ def make_caller(prog, gen):
 
     if sc is None:
         fn = gen.array_fn
+        if fast is not None and finish is None and not copies and not single:
+            def call(args, kwargs):    # the common case: nothing to do after the plan
+                vals = fast(args, kwargs)
+                return fn(vals if vals is not None else bind(args, kwargs))
+            return call
 
         def call(args, kwargs):
             vals = fast(args, kwargs) if fast is not None else None

@@ -23,7 +23,7 @@ import operator
 import numpy as np
 
 _add_reduce, _matmul, _vdot = np.add.reduce, np.matmul, np.vdot
-_full, _broadcast_to, _asarray = np.full, np.broadcast_to, np.asarray
+_full, _broadcast_to, _asarray, _empty = np.full, np.broadcast_to, np.asarray, np.empty
 _ndarray, _float64 = np.ndarray, np.float64
 SMALL = 4096     # below this many entries a broadcast is materialised (cheaper than a view)
 
@@ -73,15 +73,14 @@ def _sum_to(shape, x_shape=None):
         axes = tuple(range(lead))
         if not axes:
             return lambda x: x
-        if not shape:                  # everything: the generic reshape gives a 0-d array
+        if not shape:                  # everything, into a 0-d array (the generic reshape's)
 
             def k(x):
-                return _add_reduce(x, axes, None, None, True).reshape(())
+                return _add_reduce(x, axes, None, _empty((), x.dtype))
             return k
 
-        def k(x):
-            r = _add_reduce(x, axes, None, None, True)
-            return r.reshape(r.shape[lead:])
+        def k(x):                      # the leading axes only: keepdims and reshape undone
+            return _add_reduce(x, axes, None, None, False)
         return k
 
     def k(x):

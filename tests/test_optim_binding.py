@@ -229,3 +229,80 @@ def test_a_step_honours_anomaly_detection_and_checked_programs():
         with pytest.raises(fg.NumericsError, match="log"):
             opt.step(checked)
     assert float(c.value) == -1.0 and opt.iterations == 0
+
+
+# -- SGD's own loop (_sgd_values) and the last-program shortcut ------------------------------
+def test_sgd_steps_alternating_programs_and_variable_lists_are_each_checked(monkeypatch):
+    calls = count_checks(monkeypatch)
+    w, b, loss = model()
+    good = fg.compile([loss, *fg.grad(loss, [w, b])])
+    swapped = fg.compile([loss, *fg.grad(loss, [b, w])])
+    opt = fg.optim.SGD([w, b], lr=0.01)
+    opt.step(good)
+    with pytest.raises(fg.OptimizerError, match="not the gradient"):
+        opt.step(swapped)                         # the last program's binding is no pass
+    opt.step(good)
+    opt.variables = [b, w]
+    with pytest.raises(fg.OptimizerError, match=r"output 1 .* variable 'b'"):
+        opt.step(good)
+    assert opt.iterations == 2
+    ref = weakref_to(good)
+    del good
+    gc.collect()
+    assert ref() is None                          # nor does the shortcut keep it alive
+
+
+def weakref_to(obj):
+    import weakref
+    return weakref.ref(obj)
+
+
+def test_an_interrupt_in_sgds_loop_changes_nothing(monkeypatch):
+    w, b, loss = model()
+    s = fg.variable(0.3, name="s")
+    opt = fg.optim.SGD([w, b, s], lr=0.05)
+    train = opt.minimize(loss + s * s)
+    train()
+    before = [v.value for v in (w, b, s)], opt.state
+    real, calls = optim._sgd_float, []
+
+    def fail_on_second(*a):
+        calls.append(1)
+        if len(calls) == 2:                       # b is done, s is not
+            raise KeyboardInterrupt
+        return real(*a)
+    monkeypatch.setattr(optim, "_sgd_float", fail_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    assert all(v.value is old for v, old in zip((w, b, s), before[0]))
+    assert opt.state is before[1] and opt.iterations == 1
+    monkeypatch.setattr(optim, "_sgd_float", real)
+    train()
+    hw, hb = by_hand_sgd([1.0, -2.0], 0.5, 0.05, 2)
+    np.testing.assert_allclose(w.value, hw, rtol=1e-14, atol=0)
+    assert float(s.value) == 0.3 - 0.05 * 0.6 - 0.05 * 2 * (0.3 - 0.05 * 0.6)
+
+
+def test_sgd_on_float32_arrays_and_a_subclass_gives_the_update_by_hand():
+    class Plain(fg.optim.SGD):                    # same update, through the generic loop
+        pass
+
+    class Own(fg.optim.SGD):                      # its own update: the generic loop
+        def _update(self, value, g, state, lr, t, xp):
+            return value - lr * g, state
+
+    results = []
+    for cls in (fg.optim.SGD, Plain, Own):
+        with fg.Graph():
+            w = fg.variable(np.array([1.0, -2.0], np.float32), name="w")
+            c = fg.variable(0.75, name="c")
+            loss = fg.sum(w * w) * c + c * c
+            opt = cls([w, c], lr=0.125)
+            train = opt.minimize(loss)
+            for _ in range(3):
+                train()
+            assert w.value.dtype == np.float32 and c.value.dtype == np.float64
+            results.append((w.value, c.value))
+    for wv, cv in results[1:]:
+        np.testing.assert_array_equal(wv, results[0][0])
+        assert float(cv) == float(results[0][1])
