@@ -175,7 +175,8 @@ class Optimizer:
             if type(outs) is not list:
                 outs = [outs]
             update, states, t = self._update, self.state, self.iterations + 1
-            old = list(map(_value, bound.dicts))   # also what a failed commit restores
+            dicts = bound.dicts
+            old = list(map(_value, dicts))         # also what a failed commit restores
             if getattr(update, "__func__", None) is _SGD_UPDATE:
                 new_values, new_states = _sgd_values(bound, old, outs, lr), states
             else:
@@ -185,16 +186,15 @@ class Optimizer:
             # commit: write every variable and the state at once; if interrupted, put
             # the old ones back
             try:
-                for d, new in zip(bound.dicts, new_values):
+                for d, new in zip(dicts, new_values):
                     d["value"] = new
                 self.state, self.iterations = new_states, t
             except BaseException:
-                for d, value in zip(bound.dicts, old):
+                for d, value in zip(dicts, old):
                     d["value"] = value
                 self.state, self.iterations = states, t - 1
                 raise
-        n = bound.n
-        return outs[0] if len(outs) == n + 1 else [outs[0], *outs[n + 1:]]
+        return outs[0] if len(outs) == len(dicts) + 1 else [outs[0], *outs[len(dicts) + 1:]]
 
     def _lookup(self, prog) -> "_Binding":
         """The binding of ``prog`` (made on its first step), remembered as the last one."""
@@ -328,21 +328,21 @@ def _sgd_values(bound, old, outs, lr):
     """SGD's new values, ``w − lr·g`` (its state stays empty): ``_new_values`` without
     the per-variable update call; 0-d float64 variables on Python floats, with numpy's
     value and warning where the result is not finite."""
-    asarray, ndarray, dtypes, floats = bound.asarray, bound.ndarray, bound.dtypes, bound.floats
-    new_values = []
-    for k in range(bound.n):
-        value, g = old[k], outs[k + 1]
-        if floats[k]:
+    ndarray, new_values, k = bound.ndarray, [], 0
+    for value, is_float, dtype in zip(old, bound.floats, bound.dtypes):
+        k += 1
+        g = outs[k]
+        if is_float:
             new = _sgd_float(value, g, lr)
             if new is not None:
                 new_values.append(new)
                 continue
         if type(value) is not ndarray:
-            value = asarray(value)
+            value = bound.asarray(value)
         new = value - lr * g
         dt = new.dtype
-        if dt is not dtypes[k] and dt != dtypes[k]:
-            new = new.astype(dtypes[k])
+        if dt is not dtype and dt != dtype:
+            new = new.astype(dtype)
         new_values.append(new)
     return new_values
 
