@@ -174,13 +174,14 @@ class Optimizer:
                 outs = prog(*args, **feed)
             if type(outs) is not list:
                 outs = [outs]
-            update, states, t = self._update, self.state, self.iterations + 1
-            dicts = bound.dicts
+            update = self._update
+            if bound.sgd is not None and getattr(update, "__func__", None) is _SGD_UPDATE:
+                bound.sgd(self, outs, lr)          # SGD on numpy: updates and commit
+                n = bound.n
+                return outs[0] if len(outs) == n + 1 else [outs[0], *outs[n + 1:]]
+            states, t, dicts = self.state, self.iterations + 1, bound.dicts
             old = list(map(_value, dicts))         # also what a failed commit restores
-            if getattr(update, "__func__", None) is _SGD_UPDATE:
-                new_values, new_states = _sgd_values(bound, old, outs, lr), states
-            else:
-                new_values, new_states = self._new_values(bound, update, old, outs, lr, t)
+            new_values, new_states = self._new_values(bound, update, old, outs, lr, t)
             if bound.materialize is not None:     # dask: compute them now, together
                 new_values, new_states = bound.materialize((new_values, new_states))
             # commit: write every variable and the state at once; if interrupted, put
@@ -278,7 +279,7 @@ class _Binding:
     to the program (the optimizer's cache is weak in it)."""
 
     __slots__ = ("variables", "n", "dicts", "dtypes", "xp", "asarray", "ndarray",
-                 "materialize", "floats")
+                 "materialize", "floats", "sgd")
 
     def __init__(self, variables, prog):
         backend = prog.backend
@@ -298,6 +299,42 @@ class _Binding:
             self.ndarray is not None and v.shape == () and v.dtype == f64
             and g.shape == () and g.dtype == f64
             for v, g in zip(variables, prog.outputs[1:]))
+        self.sgd = _sgd_function(self) if self.ndarray is not None else None
+
+
+def _sgd_function(bound):
+    """SGD's step after the program has run, written out for one binding (numpy only):
+    ``sgd(opt, outs, lr)`` computes every ``w − lr·g`` — 0-d float64 variables on Python
+    floats, the same bits as on arrays, with numpy's value and warning where the result
+    is not finite — then writes them all and counts the step, or, if interrupted while
+    writing, puts the old values back. The generic loop (``_new_values``) does the
+    same through ``SGD._update``; this is that loop unrolled, without its calls."""
+    ns = {"ndarray": np.ndarray, "asarray": bound.asarray, "array": np.array}
+    body, commit, undo = [], [], []
+    for k, (is_float, dtype, d) in enumerate(zip(bound.floats, bound.dtypes, bound.dicts)):
+        ns[f"D{k}"], ns[f"T{k}"] = d, dtype
+        g = f"outs[{k + 1}]"
+        body.append(f"o{k} = D{k}['value']")
+        on_arrays = [f"v = o{k} if type(o{k}) is ndarray else asarray(o{k})",
+                     f"n{k} = v - lr * {g}",
+                     f"d = n{k}.dtype",
+                     f"if d is not T{k} and d != T{k}:",
+                     f"    n{k} = n{k}.astype(T{k})"]
+        if is_float:
+            body += [f"f = float(o{k}) - lr * float({g})",
+                     "if f - f == 0.0:",              # finite: inf − inf and nan are nan
+                     f"    n{k} = array(f)",
+                     "else:"] + ["    " + line for line in on_arrays]
+        else:
+            body += on_arrays
+        commit.append(f"    D{k}['value'] = n{k}")
+        undo.append(f"    D{k}['value'] = o{k}")
+    body += ["t = opt.iterations + 1", "try:"] + commit + ["    opt.iterations = t",
+             "except BaseException:"] + undo + ["    opt.iterations = t - 1", "    raise"]
+    src = "def sgd(opt, outs, lr):\n" + "".join(f"    {line}\n" for line in body)
+    exec(compile(src, "<flowgrad SGD step>", "exec"), ns)
+    ns["sgd"].source = src
+    return ns["sgd"]
 
 
 
@@ -322,36 +359,6 @@ def _float_update(update, value, g, state, lr, t):
             return None
     return _array(new), {key: _float64(a) for key, a in new_state.items()} if new_state \
         else new_state
-
-
-def _sgd_values(bound, old, outs, lr):
-    """SGD's new values, ``w − lr·g`` (its state stays empty): ``_new_values`` without
-    the per-variable update call; 0-d float64 variables on Python floats, with numpy's
-    value and warning where the result is not finite."""
-    ndarray, new_values, k = bound.ndarray, [], 0
-    for value, is_float, dtype in zip(old, bound.floats, bound.dtypes):
-        k += 1
-        g = outs[k]
-        if is_float:
-            new = _sgd_float(value, g, lr)
-            if new is not None:
-                new_values.append(new)
-                continue
-        if type(value) is not ndarray:
-            value = bound.asarray(value)
-        new = value - lr * g
-        dt = new.dtype
-        if dt is not dtype and dt != dtype:
-            new = new.astype(dtype)
-        new_values.append(new)
-    return new_values
-
-
-def _sgd_float(value, g, lr):
-    """SGD's update of a 0-d float64 on Python floats (the array path's bits, see
-    ``_float_update``), or None when not finite."""
-    new = float(value) - lr * float(g)
-    return _array(new) if new - new == 0.0 else None
 
 
 _isfinite, _array, _float64 = math.isfinite, np.array, np.float64
@@ -440,4 +447,4 @@ def cosine_decay(lr: float, steps: int, final: float = 0.0):
 
 #: updates written with arithmetic and ``xp.sqrt`` only, safe on Python floats
 _FLOAT_SAFE = frozenset({SGD._update, Momentum._update, Adam._update})
-_SGD_UPDATE = SGD._update       # the updates _sgd_values writes out
+_SGD_UPDATE = SGD._update       # the update _sgd_function writes out

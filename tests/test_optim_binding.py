@@ -130,9 +130,8 @@ OPTIMIZERS = [
 @pytest.mark.parametrize("cls, kwargs", OPTIMIZERS)
 def test_float_path_gives_the_array_paths_bits(monkeypatch, cls, kwargs):
     taken = []
-    for name in ("_float_update", "_sgd_float"):   # SGD's own loop has its own float path
-        real = getattr(optim, name)
-        monkeypatch.setattr(optim, name, lambda *a, real=real: taken.append(1) or real(*a))
+    real = optim._float_update
+    monkeypatch.setattr(optim, "_float_update", lambda *a: taken.append(1) or real(*a))
     runs = []
     for c in (cls, on_arrays(cls)):
         with fg.Graph():
@@ -143,6 +142,10 @@ def test_float_path_gives_the_array_paths_bits(monkeypatch, cls, kwargs):
             for _ in range(7):
                 train()
             runs.append((w.value, b.value, s.value, opt.state))
+            if c is fg.optim.SGD:                 # SGD's own step writes the float path out
+                src = opt._last[1].sgd.source
+                assert src.count("f = float(o") == 2 and "float(o0)" not in src
+                taken.extend([1] * 14)
     assert len(taken) == 2 * 7                    # b and s, every step, first run only
     (w1, b1, s1, st1), (w2, b2, s2, st2) = runs
     np.testing.assert_array_equal(w1, w2)
@@ -180,12 +183,11 @@ def test_float_path_falls_back_to_numpy_on_edge_values():
 def test_float32_and_array_variables_stay_off_the_float_path(monkeypatch):
     taken = []
     monkeypatch.setattr(optim, "_float_update", lambda *a: taken.append(1))
-    monkeypatch.setattr(optim, "_sgd_float", lambda *a: taken.append(1))
     c = fg.variable(np.float32(2.0), name="c")
     w = fg.variable([1.0], name="w")
     opt = fg.optim.SGD([c, w], lr=0.25)
     opt.minimize(fg.sum(c * w))()
-    assert taken == []
+    assert taken == [] and "float(" not in opt._last[1].sgd.source
     assert c.value.dtype == np.float32 and float(c.value) == 1.75
 
 
@@ -257,26 +259,39 @@ def weakref_to(obj):
     return weakref.ref(obj)
 
 
-def test_an_interrupt_in_sgds_loop_changes_nothing(monkeypatch):
+class _FailsOnce(dict):
+    """A variable's data dict whose next write of "value" raises KeyboardInterrupt."""
+    armed = True
+
+    def __setitem__(self, key, value):
+        if key == "value" and self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        super().__setitem__(key, value)
+
+
+@pytest.mark.parametrize("where", ["update", "commit"])
+def test_an_interrupt_in_sgds_step_changes_nothing(where):
     w, b, loss = model()
     s = fg.variable(0.3, name="s")
     opt = fg.optim.SGD([w, b, s], lr=0.05)
     train = opt.minimize(loss + s * s)
     train()
     before = [v.value for v in (w, b, s)], opt.state
-    real, calls = optim._sgd_float, []
-
-    def fail_on_second(*a):
-        calls.append(1)
-        if len(calls) == 2:                       # b is done, s is not
+    ns = opt._last[1].sgd.__globals__
+    real_array = ns["array"]
+    if where == "update":                        # b's float path: w is done, s is not
+        def array(x):
+            ns["array"] = real_array
             raise KeyboardInterrupt
-        return real(*a)
-    monkeypatch.setattr(optim, "_sgd_float", fail_on_second)
+        ns["array"] = array
+    else:                                        # writing s, after w and b were written
+        ns["D2"] = _FailsOnce(ns["D2"])
     with pytest.raises(KeyboardInterrupt):
         train()
     assert all(v.value is old for v, old in zip((w, b, s), before[0]))
     assert opt.state is before[1] and opt.iterations == 1
-    monkeypatch.setattr(optim, "_sgd_float", real)
+    ns["D2"] = s._d
     train()
     hw, hb = by_hand_sgd([1.0, -2.0], 0.5, 0.05, 2)
     np.testing.assert_allclose(w.value, hw, rtol=1e-14, atol=0)
