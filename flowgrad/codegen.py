@@ -112,9 +112,9 @@ def _array_function(prog, consts):
 
     lean, shared = _lean_kernels(prog)
     # mse's residual y − t, also a reverse-pass step: computed once, at the mse step
-    shared = {k: j for k, j in shared.items()
+    shared = {k: (j, fn) for k, (j, fn) in shared.items()
               if not {k, j} & (set(chains) | set(member))}
-    early = set(shared.values())
+    early = {j for j, _ in shared.values()}
 
     def step_line(k, indent="", ins=None):
         arity, fn, a, b, own, out, frees = prog._plan[k]
@@ -140,9 +140,8 @@ def _array_function(prog, consts):
             continue                   # computed inside its chain's fused kernel
         if k not in chains:
             if k in shared:
-                j = shared[k]
+                j, lean[k] = shared[k]
                 step_line(j)
-                lean[k] = _mse_of_residual(prog._step_ops[k][1]["reduction"])
                 step_line(k, ins=(prog._plan[j][5],))
             elif k not in early:
                 step_line(k)
@@ -197,7 +196,8 @@ def _size_test(prog, operands, ref):
 
 def _lean_kernels(prog):
     """{step: numpy kernel} replacing generic kernels that are slow on small arrays, and
-    {mse step: later step computing the same y − t} (flowgrad/numpy_kernels.py)."""
+    {mse step: (later step computing the same y − t, the mse's kernel of that residual)}
+    (flowgrad/numpy_kernels.py)."""
     from .backends.numpy_backend import NumpyBackend
     from .numpy_kernels import kernel, shared_residuals
     if type(prog.backend) is not NumpyBackend:
@@ -213,11 +213,6 @@ def _lean_kernels(prog):
         if fn is not None:
             lean[k] = fn
     return lean, shared_residuals(typed, plan)
-
-
-def _mse_of_residual(reduction):
-    from .numpy_kernels import mse_of_residual
-    return mse_of_residual(reduction)
 
 
 def _frees(prog, member):

@@ -131,15 +131,22 @@ def _as_float(d):
     return d if d.dtype.kind in "fc" else d.astype(_float64)
 
 
-def mse_of_residual(reduction):
-    """``mse``'s kernel after its subtraction: the residual ``d = y − t`` in, the loss out."""
+def mse_of_residual(reduction, residual_dtype=None):
+    """``mse``'s kernel after its subtraction: the residual ``d = y − t`` in, the loss out
+    (a residual known to be float needs no conversion: numpy scalars have vdot and size)."""
     if reduction == "none":
         return None
+    floats = residual_dtype is not None and np.dtype(residual_dtype).kind in "fc"
     if reduction == "sum":
+        if floats:
+            return lambda d: _vdot(d, d)
+
         def k(d):
             d = _as_float(d)
             return _vdot(d, d)
         return k
+    if floats:
+        return lambda d: _vdot(d, d) / d.size
 
     def k(d):
         d = _as_float(d)
@@ -185,10 +192,10 @@ def kernel(name, attrs, dtype, in_shapes=None):
 
 
 def shared_residuals(steps, plan):
-    """{mse step: sub step} for each ``mse(y, t)`` (mean or sum) whose ``y − t`` a later
-    plan step also computes (its reverse rule builds that node): computed at the mse
-    step and passed to :func:`mse_of_residual`. ``steps`` are the plan's (op, attrs,
-    result dtype) and ``plan`` the plan's instructions (…, input slots, output slot, …)."""
+    """{mse step: (sub step, kernel)} for each ``mse(y, t)`` (mean or sum) whose ``y − t``
+    a later plan step also computes (its reverse rule builds that node): computed at the
+    mse step and passed to the kernel, :func:`mse_of_residual`. ``steps`` are the plan's
+    (op, attrs, result dtype), ``plan`` its instructions (…, input slots, output slot, …)."""
     subs = {}
     for k, (op, attrs, dtype) in enumerate(steps):
         if op.name == "sub":
@@ -200,5 +207,5 @@ def shared_residuals(steps, plan):
             continue
         j = subs.get(plan[k][4])
         if j is not None and j > k:
-            out[k] = j
+            out[k] = (j, mse_of_residual(attrs["reduction"], steps[j][2]))
     return out

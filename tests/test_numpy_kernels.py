@@ -81,13 +81,15 @@ def test_mse_and_its_residual_form(reduction, dtype, shape):
     generic = _generic("mse", {"reduction": reduction})
     lean = numpy_kernels.kernel("mse", {"reduction": reduction}, dtype, [shape, shape])
     of_residual = numpy_kernels.mse_of_residual(reduction)
+    of_float = numpy_kernels.mse_of_residual(reduction, dtype)
     if reduction == "none":
-        assert lean is None and of_residual is None
+        assert lean is None and of_residual is None and of_float is None
         return
     with np.errstate(invalid="ignore"):       # the mean of nothing is nan, as numpy says
         want = generic(y, t)
         _same(lean(y, t), want)
         _same(of_residual(y - t), want)
+        _same(of_float(y - t), want)
         _same(lean(y, 0.5), generic(y, 0.5))  # a plain-number target
     # integer operands are averaged as floats, as the generic kernel does
     yi, ti = np.arange(6), np.arange(6)[::-1].copy()
