@@ -209,7 +209,8 @@ def _lean_kernels(prog):
         typed.append((op, attrs, dtype))
         if dtype is None:
             continue
-        fn = kernel(op.name, attrs, dtype, [data[kept[s]]["shape"] for s in plan[k][4]])
+        ins = [data[kept[s]] for s in plan[k][4]]
+        fn = kernel(op.name, attrs, dtype, [d["shape"] for d in ins], [d["dtype"] for d in ins])
         if fn is not None:
             lean[k] = fn
     return lean, shared_residuals(typed, plan)

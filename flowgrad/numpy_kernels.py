@@ -105,7 +105,7 @@ def _transpose(axes):
     return k
 
 
-def _linear(in_shapes):
+def _linear(in_shapes, in_dtypes=None, dtype=None):
     """``x @ w + b`` for 1-d or wider x and w (a 0-d operand keeps the generic kernel):
     matmul, then the bias added in place when it cannot change z's dtype (the generic
     kernel's test, np.result_type, costs more than the addition on small arrays)."""
@@ -114,6 +114,13 @@ def _linear(in_shapes):
     if len(in_shapes) == 2:
         return _matmul
     result_type = np.result_type
+    if in_dtypes is not None and (len(in_shapes[0]) > 1 or len(in_shapes[1]) > 1) \
+            and np.dtype(in_dtypes[2]) == dtype == result_type(in_dtypes[0], in_dtypes[1]):
+        def k(x, w, b):      # z ≥ 1-d of the result's dtype, b of it too: the values'
+            z = _matmul(x, w)  # dtypes are the nodes' (the binders cast or refuse)
+            z += b
+            return z
+        return k
 
     def k(x, w, b):
         z = _matmul(x, w)
@@ -165,9 +172,9 @@ def _mse(reduction):
     return k
 
 
-def kernel(name, attrs, dtype, in_shapes=None):
+def kernel(name, attrs, dtype, in_shapes=None, in_dtypes=None):
     """A lean kernel for op ``name`` with ``attrs``, result ``dtype`` and (when known)
-    the static shapes of its inputs, or None."""
+    the static shapes and dtypes of its inputs, or None."""
     if np.dtype(dtype).kind != "f":
         return None
     if name == "sum":
@@ -185,7 +192,7 @@ def kernel(name, attrs, dtype, in_shapes=None):
     if name == "matmul":
         return _matmul
     if name == "linear" and in_shapes is not None:
-        return _linear(in_shapes)
+        return _linear(in_shapes, in_dtypes, np.dtype(dtype))
     if name == "mse":
         return _mse(attrs["reduction"])
     return None

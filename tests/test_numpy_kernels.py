@@ -69,6 +69,14 @@ def test_linear_and_matmul(dtype, shapes):
     other = np.float32 if dtype == np.float64 else np.float64
     for b in (0.25, np.asarray(0.5, other), _arr(shapes[2], other)) if len(shapes) > 2 else ():
         _same(lean(vals[0], vals[1], b), generic(vals[0], vals[1], b))
+    # with the inputs' dtypes known, the in-place bias needs no test when they agree
+    static = numpy_kernels.kernel("linear", {}, dtype, shapes, [dtype] * len(shapes))
+    _same(static(*vals), generic(*vals))
+    if len(shapes) > 2:
+        mixed = numpy_kernels.kernel("linear", {}, np.float64, shapes,
+                                     [np.float32, np.float32, np.float64])
+        vals32 = [v.astype(np.float32) for v in vals[:2]] + [vals[2].astype(np.float64)]
+        _same(mixed(*vals32), generic(*vals32))
     mm = numpy_kernels.kernel("matmul", {}, dtype, shapes[:2])
     _same(mm(*vals[:2]), _generic("matmul", {})(*vals[:2]))
 
