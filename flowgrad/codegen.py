@@ -315,15 +315,18 @@ def _index(by_key, graph, key):
     return None
 
 
-def fast_binder(prog):
+def fast_binder(prog, run=None):
     """A function ``bind(args, kwargs)`` -> slot list, or None when the call needs
-    the general binder.
+    the general binder; with ``run`` (the plan's array function), the whole call
+    instead: ``call(args, kwargs)`` -> ``run(slot list)``, the general binder
+    (``Program._bind``) taking the calls this one does not.
 
     The common call, every placeholder fed by keyword, runs generated code: each feed
     read by its name, its type, dtype, rank and fixed lengths tested with a few
     comparisons, the run-time lengths that must agree compared inline
     (``LengthCheck.source``). A dict of feeds (by name or node) goes through
-    :func:`_generic_fast_binder`'s loop, with the same checks."""
+    :func:`_generic_fast_binder`'s loop, with the same checks. The slot list holds
+    the leaves (the plan function reads nothing else)."""
     from .backends.numpy_backend import NumpyBackend
     if type(prog.backend) is not NumpyBackend:
         return None
@@ -339,13 +342,20 @@ def fast_binder(prog):
     general = _generic_fast_binder(prog, specs)
     check = prog._check_lengths
     ns = {"ndarray": np.ndarray, "float64": np.float64, "asarray": np.asarray,
-          "T": prog._template, "general": general, "read": prog.backend.read_variable}
-    body = [f"if args or len(kwargs) != {len(specs)}:",
-            "    return general(args, kwargs)"]
+          "T": prog._template, "general": general, "read": prog.backend.read_variable,
+          "run": run, "slow": prog._bind}
+    if run is None:
+        miss, done = "return None", "return vals"
+        body = [f"if args or len(kwargs) != {len(specs)}:", "    return general(args, kwargs)"]
+    else:
+        miss, done = "return run(slow(args, kwargs))", "return run(vals)"
+        body = [f"if args or len(kwargs) != {len(specs)}:",
+                "    vals = general(args, kwargs)",
+                "    return run(vals if vals is not None else slow(args, kwargs))"]
     if specs:
         body += ["try:"] + [f"    p{i} = kwargs[{name!r}]"
                             for i, (_, name, _, _, _) in enumerate(specs)]
-        body += ["except KeyError:", "    return None"]
+        body += ["except KeyError:", "    " + miss]
     shapes = {}
     for i, (nid, name, s, dtype, shape) in enumerate(specs):
         ns[f"D{i}"] = dtype
@@ -355,26 +365,32 @@ def fast_binder(prog):
                      f"    if type({p}) is float or type({p}) is float64:",
                      f"        {p} = asarray({p}, float64)",
                      "    else:",
-                     "        return None"]
+                     "        " + miss]
         else:
-            body += [f"if type({p}) is not ndarray:", "    return None"]
+            body += [f"if type({p}) is not ndarray:", "    " + miss]
         body += [f"d = {p}.dtype",
-                 f"if d is not D{i} and d != D{i}:", "    return None",
+                 f"if d is not D{i} and d != D{i}:", "    " + miss,
                  f"s{i} = {p}.shape"]
         tests = [f"len(s{i}) != {len(shape)}"] + [
             f"s{i}[{ax}] != {d}" for ax, d in enumerate(shape) if d is not None]
-        body += [f"if {' or '.join(tests)}:", "    return None"]
+        body += [f"if {' or '.join(tests)}:", "    " + miss]
         shapes[s] = f"s{i}"
     if check is not None:
         ns["_lenfail"] = check._fail
         body += check.source(shapes, "_lenfail")  # lengths that must agree: FeedError
-    body.append("vals = list(T)")
-    body += [f"vals[{s}] = p{i}" for i, (_, _, s, _, _) in enumerate(specs)]
+    leaves = {s: f"p{i}" for i, (_, _, s, _, _) in enumerate(specs)}
     for j, (s, var) in enumerate(prog._variables):
         ns[f"V{j}"], ns[f"N{j}"] = var._d, var
-        body += [f"v = V{j}['value']",         # numpy's own array: what read() returns
-                 f"vals[{s}] = v if type(v) is ndarray else read(N{j})"]
-    body.append("return vals")
+        body += [f"w{j} = V{j}['value']",       # numpy's own array: what read() returns
+                 f"if type(w{j}) is not ndarray:", f"    w{j} = read(N{j})"]
+        leaves[s] = f"w{j}"
+    if len(leaves) * 4 >= max(leaves, default=0):   # a short list literal: the leaves
+        body.append("vals = [" + ", ".join(leaves.get(s, "None")
+                                          for s in range(max(leaves, default=-1) + 1)) + "]")
+    else:
+        body.append("vals = list(T)")
+        body += [f"vals[{s}] = {name}" for s, name in leaves.items()]
+    body.append(done)
     src = "def bind(args, kwargs):\n" + "".join(f"    {line}\n" for line in body)
     exec(compile(src, f"<flowgrad binder {id(prog):#x}>", "exec"), ns)
     ns["bind"].source = src
@@ -494,10 +510,7 @@ def make_caller(prog, gen):
     if sc is None:
         fn = gen.array_fn
         if fast is not None and finish is None and not copies and not single:
-            def call(args, kwargs):    # the common case: nothing to do after the plan
-                vals = fast(args, kwargs)
-                return fn(vals if vals is not None else bind(args, kwargs))
-            return call
+            return fast_binder(prog, fn)   # nothing to do after the plan: one function
 
         def call(args, kwargs):
             vals = fast(args, kwargs) if fast is not None else None
