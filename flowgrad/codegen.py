@@ -203,6 +203,7 @@ def _lean_kernels(prog):
     if type(prog.backend) is not NumpyBackend:
         return {}, {}
     data, kept, plan = prog.graph.nx.nodes, prog._kept, prog._plan
+    outs = set(prog._out_slots)
     lean, typed = {}, []
     for k, (op, attrs, nid) in enumerate(prog._step_ops):
         dtype = data[nid]["dtype"] if nid in data else None
@@ -210,7 +211,8 @@ def _lean_kernels(prog):
         if dtype is None:
             continue
         ins = [data[kept[s]] for s in plan[k][4]]
-        fn = kernel(op.name, attrs, dtype, [d["shape"] for d in ins], [d["dtype"] for d in ins])
+        fn = kernel(op.name, attrs, dtype, [d["shape"] for d in ins], [d["dtype"] for d in ins],
+                    plan[k][5] in outs)
         if fn is not None:
             lean[k] = fn
     return lean, shared_residuals(typed, plan)

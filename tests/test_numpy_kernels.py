@@ -105,6 +105,27 @@ def test_mse_and_its_residual_form(reduction, dtype, shape):
     _same(of_residual(yi - ti), generic(yi, ti))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, axis", [((7,), (0,)), ((0, 3), (0,)), ((4, 3), (0, 1)),
+                                         ((), ())])
+def test_reduced_size_and_the_scalar_division_by_it(dtype, shape, axis):
+    x = _arr(shape, dtype)
+    generic = _generic("reduced_size", {"axis": axis})(x)
+    handed_out = numpy_kernels.kernel("reduced_size", {"axis": axis}, dtype, [shape])
+    _same(handed_out(x), generic)              # an output keeps the 0-d array
+    inner = numpy_kernels.kernel("reduced_size", {"axis": axis}, dtype, [shape], output=False)
+    count = inner(x)                            # else a numpy scalar of the same value
+    assert type(count) is np.dtype(dtype).type and count == generic
+    div = numpy_kernels.kernel("div", {}, dtype, [(), ()], output=False)
+    assert numpy_kernels.kernel("div", {}, dtype, [(), ()]) is None       # an output
+    assert numpy_kernels.kernel("div", {}, dtype, [(3,), ()], output=False) is None
+    two = np.asarray(2.0, dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for a, b, c in [(two, generic, count), (2.0, generic, count), (two, generic, generic),
+                        (np.asarray(-0.0, dtype), generic, count)]:
+            _same(div(a, c), a / b)             # 0/0 → nan and 2/0 → inf as well
+
+
 def test_integer_results_keep_the_generic_kernels():
     for name, attrs in [("sum_to", {"shape": ()}), ("linear", {}), ("matmul", {}),
                         ("transpose", {"axes": (1, 0)}), ("mse", {"reduction": "mean"})]:
