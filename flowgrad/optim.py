@@ -14,8 +14,9 @@ number ``k = 0, 1, 2, ...`` (the number of steps taken before this one).
 
 A step costs little beyond the program itself: the check of the program's outputs
 runs once per program (the verdict is cached, weakly, with what a step needs to know
-of the program), and the built-in updates of 0-d float64 variables run on Python
-floats, to the same bits as on 0-d arrays.
+of the program), the built-in updates of 0-d float64 variables run on Python
+floats, to the same bits as on 0-d arrays, and SGD on numpy runs its updates and
+commit as one function written out for the program's variables (``_sgd_function``).
 
     opt = fg.optim.Adam([w, b], lr=fg.optim.exponential_decay(1e-2, 0.5, every=100))
 """
