@@ -9,7 +9,8 @@ numpy scalar) — the tests compare generated code with the interpreter bit for 
 What can be decided from the node's static shapes (the number of axes, which axes a
 ``sum_to`` reduces) is decided once, here. Only used by the generated code on the
 numpy backend, and only for float results (numpy's integer sums promote; those keep
-the generic kernel).
+the generic kernel). Where the program does not hand a value out, a 0-d result may
+come back as a numpy scalar instead of a 0-d array (``kernel(..., output=False)``).
 
 :func:`shared_residuals` finds ``mse(y, t)`` steps whose reverse pass also computes
 ``y − t``: codegen then computes the residual once and hands it to
@@ -47,8 +48,8 @@ def _mean(axis, keepdims):
 
 def _reduced_size(axis, output):
     """The count as a 0-d array, or — when the program does not hand it out — as a numpy
-    scalar of that dtype: the same value wherever it is used (a divisor), made 3x faster,
-    and a 0-d division by it runs on scalars (``_scalar_div``)."""
+    scalar of that dtype: the same value wherever it is used (a divisor), cheaper to
+    make, and a 0-d division by it then runs on scalars (``_scalar_div``)."""
     if len(axis) == 1 and not output:
         a0 = axis[0]
         return lambda x: x.dtype.type(x.shape[a0])
