@@ -22,6 +22,7 @@ from .backends import get_backend
 from .errors import FeedError
 from .graph import Node, gc_paused, same_graph
 from .simplify import simplify
+from .ops.base import Op
 from . import feeds as _feeds
 from . import lengths as _lengths
 from . import numerics as _numerics
@@ -72,38 +73,71 @@ class Program:
 
     def _build_plan(self, order):
         g, xp, backend = self.graph, self.backend.xp, self.backend
-        data = g.nx.nodes
+        data = g.nx._node      # nx's own {id: attrs}: a view's look-up costs a call
         self.order = order
         backend.check_ops(g, order)  # an op this backend lacks: BackendError now, naming it
         # simplify maps the pruned ids to a smaller plan: CSE, folding, identities
         simp = simplify(g, order, [o.id for o in self.outputs], self._keep_all)
-        kept = sorted(set(simp.leaves) | set(simp.consts) | {s[0] for s in simp.steps})
+        rep, defs = simp.rep, simp.defs
+        # One backward sweep over the definitions (descending ids): what the outputs
+        # need, and each step's frees. A value is freed by its last reader, which is the
+        # first reader this sweep meets; outputs start live, so they are never freed
+        # (and with keep_all everything starts live: nothing is freed).
+        live = set(simp.roots)
+        add = live.add
+        kept = []              # kept ids, descending: live values and every leaf
+        steps = []             # (id, op, attrs, ins, ids it frees), descending
+        consts = []
+        for r in reversed(defs):
+            if r not in live:
+                continue
+            kept.append(r)
+            d = defs[r]
+            if d[0] != "op":
+                if d[0] == "const":
+                    consts.append((r, d[1]))
+                continue
+            fr = None
+            for i in d[3]:
+                if i not in live:
+                    add(i)
+                    if fr is None:
+                        fr = [i]
+                    else:
+                        fr.append(i)
+            steps.append((r, d[1], d[2], d[3], fr))
+        dead = [nid for nid in simp.leaves if nid not in live]
+        if dead:               # placeholders stay required after their uses simplify away
+            kept = sorted(kept + dead)
+        else:
+            kept.reverse()
         self._kept = kept
-        own = {nid: k for k, nid in enumerate(kept)}
-        rep = simp.rep
-        slot = {nid: own[rep[nid]] for nid in order if rep[nid] in own}
-        slot.update(own)
+        own = dict(zip(kept, range(len(kept))))
+        # every pruned id -> its representative's slot (ids whose value is not kept: none)
+        slot = dict(zip(order, map(own.get, map(rep.__getitem__, order))))
+        if None in slot.values():
+            slot = {nid: s for nid, s in slot.items() if s is not None}
         self._slot = slot
         template = [None] * len(kept)
-        self.placeholders, self._variables, steps = {}, [], []
+        self.placeholders, self._variables = {}, []
+        handles = g._handles
         for nid in simp.leaves:
             if data[nid]["kind"] == "placeholder":
-                self.placeholders[nid] = g.node(nid)
+                self.placeholders[nid] = handles[nid]
             else:
-                self._variables.append((own[nid], g.node(nid)))
-        for nid, v in simp.consts.items():
+                self._variables.append((own[nid], handles[nid]))
+        for nid, v in consts:
             template[own[nid]] = v if data[nid]["weak"] else backend.asarray(v)
-        for nid, op, attrs, ins in simp.steps:
-            steps.append((op.kernel(xp, attrs), tuple([own[i] for i in ins]), own[nid]))
-        self._step_nodes = [s[0] for s in simp.steps]  # the node each plan step computes
         self._template = template
         self._out_slots = [slot[o.id] for o in self.outputs]
-        self._plan = self._with_frees(steps)
-        checks = _lengths.compile_checks(g, order)
+        self._plan, self._step_ops = _plan_steps(reversed(steps), own, xp)
+        self._step_nodes = [nid for _, _, nid in self._step_ops]  # the node each step computes
+        # run-time lengths are checked between placeholders only: none without a None axis
+        checks = _lengths.compile_checks(g, order) if any(
+            None in data[nid]["shape"] for nid in self.placeholders) else None
         self._check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
         self._copy_outs = self._aliasing_outputs(simp.leaves)
         # generated code (flowgrad/codegen.py): one Python function for the whole plan
-        self._step_ops = [(op, attrs, nid) for nid, op, attrs, _ in simp.steps]
         self._generated = _codegen.generate(self) if self._codegen else None
         self._call = _codegen.make_caller(self, self._generated) if self._generated else None
 
@@ -118,28 +152,6 @@ class Program:
                 copy.append(k)
             seen.add(s)
         return tuple(copy)
-
-    def _with_frees(self, steps):
-        """Attach to each step the slots whose last reader it is (never outputs)."""
-        keep = set(self._out_slots)
-        last = {}
-        for k, (_, ins, _) in enumerate(steps):
-            for s in ins:
-                last[s] = k
-        frees = {}                     # step -> slots it frees (most steps free one or none)
-        if not self._keep_all:
-            for s, k in last.items():
-                if s not in keep:
-                    frees.setdefault(k, []).append(s)
-        plan = []
-        none = ()
-        for k, (fn, ins, out) in enumerate(steps):
-            # arity-specialised tuples keep the loop in _run free of list building
-            fr = frees.get(k)
-            n = len(ins)
-            plan.append((n, fn, ins[0] if n else None, ins[1] if n > 1 else None, ins, out,
-                         tuple(fr) if fr else none))
-        return plan
 
     # -- run --------------------------------------------------------------------
     def _bind(self, args, kwargs) -> list:
@@ -258,6 +270,36 @@ class Program:
     def _repr_mimebundle_(self, include=None, exclude=None):
         from .viz.notebook import mimebundle  # drawn inline in Jupyter, text without `dot`
         return mimebundle(self, include, exclude)
+
+
+def _plan_steps(steps, own, xp):
+    """The plan (arity-specialised tuples: the loop in _run builds no lists) and
+    ``(op, attrs, id)`` per step, from ``(id, op, attrs, input ids, freed ids)``."""
+    plan, ops = [], []
+    kernels = {}           # op -> its kernel when it has no attrs (Op.kernel: the same object)
+    none = ()
+    for nid, op, attrs, ins, fr in steps:
+        if attrs or type(op) is not Op:
+            fn = op.kernel(xp, attrs)
+        else:
+            fn = kernels.get(op)
+            if fn is None:
+                fn = kernels[op] = op.kernel(xp, attrs)
+        n = len(ins)
+        if n == 2:
+            a, b = own[ins[0]], own[ins[1]]
+            sl = (a, b)
+        elif n == 1:
+            a, b = own[ins[0]], None
+            sl = (a,)
+        else:
+            sl = tuple([own[i] for i in ins])
+            a = sl[0] if n else None
+            b = sl[1] if n > 1 else None
+        plan.append((n, fn, a, b, sl, own[nid],
+                     tuple([own[i] for i in fr]) if fr else none))
+        ops.append((op, attrs, nid))
+    return plan, ops
 
 
 #: ops whose kernel may return a view of (or the very array of) its first input

@@ -137,10 +137,48 @@ _ARITH = {"add", "mul", "div"}   # ops with a rewrite that needs no fill input
 class Simplified:
     """The result: ``rep`` maps every id to the id holding its value; ``consts`` the ids
     whose value is known at compile time; ``steps`` the ops to run, in order, as
-    ``(id, op, attrs, input ids)``; ``leaves`` the placeholders and variables."""
+    ``(id, op, attrs, input ids)``; ``leaves`` the placeholders and variables.
 
-    def __init__(self, rep, consts, steps, leaves):
-        self.rep, self.consts, self.steps, self.leaves = rep, consts, steps, leaves
+    ``defs`` ({representative: definition}, ascending), ``roots`` (the representatives
+    the outputs need) are what the scheduler's own liveness sweep reads
+    (flowgrad/scheduler.py); ``consts`` and ``steps`` are derived from them on first
+    use, so a compile that never asks for them does not pay for them."""
+
+    def __init__(self, rep, defs, roots, leaves):
+        self.rep, self.defs, self.roots, self.leaves = rep, defs, roots, leaves
+        self._emitted = None
+
+    @property
+    def consts(self):
+        return self._emit()[0]
+
+    @property
+    def steps(self):
+        return self._emit()[1]
+
+    def _emit(self):
+        """(consts, steps) of the representatives the roots reach."""
+        if self._emitted is None:
+            defs = self.defs
+            live = set()
+            stack = list(self.roots)
+            while stack:
+                r = stack.pop()
+                if r in live:
+                    continue
+                live.add(r)
+                d = defs[r]
+                if d[0] == "op":
+                    stack.extend(d[3])
+            consts, steps = {}, []
+            for r in sorted(live):
+                d = defs[r]
+                if d[0] == "const":
+                    consts[r] = d[1]
+                elif d[0] == "op":
+                    steps.append((r, d[1], d[2], d[3]))
+            self._emitted = consts, steps
+        return self._emitted
 
 
 def _uniform(value):
@@ -163,25 +201,40 @@ def _node_dict(nxg):
     return d if isinstance(d, dict) else nxg.nodes
 
 
+_NO_ATTRS_KEY = ("dict",)   # freeze({})
+
+
 def _frozen_attrs(attrs):
     """freeze(attrs), with the common empty dict answered without a call."""
-    return ("dict",) if not attrs else freeze(attrs)
+    return _NO_ATTRS_KEY if not attrs else freeze(attrs)
 
 
 def _static(shape):
     return None not in shape
 
 
-def simplify(graph, order, output_ids, keep_all=False) -> Simplified:
-    """Map the pruned, ascending ``order`` to a smaller plan (see the module docstring)."""
+def simplify(graph, order, output_ids, keep_all=False, dispatch=True) -> Simplified:
+    """Map the pruned, ascending ``order`` to a smaller plan (see the module docstring).
+
+    ``dispatch=False`` sends every op node through the full rule engine (``_Pass._op``)
+    instead of the driver's shortcuts; the result is the same (the tests check it)."""
     data = _node_dict(graph.nx)
     if not enabled():
-        steps = [(nid, data[nid]["op"], data[nid]["attrs"], data[nid]["inputs"])
-                 for nid in order if data[nid]["kind"] == "op"]
-        consts = {nid: data[nid]["value"] for nid in order if data[nid]["kind"] == "constant"}
-        leaves = [nid for nid in order if data[nid]["kind"] in ("placeholder", "variable")]
-        return Simplified({nid: nid for nid in order}, consts, steps, leaves)
-    return _Pass(data).run(order, output_ids, keep_all)
+        defs, leaves = {}, []
+        for nid in order:
+            d = data[nid]
+            kind = d["kind"]
+            if kind == "op":
+                defs[nid] = ("op", d["op"], d["attrs"], d["inputs"])
+            elif kind == "constant":
+                defs[nid] = ("const", d["value"])
+            else:
+                defs[nid] = ("leaf",)
+                if kind in ("placeholder", "variable"):
+                    leaves.append(nid)
+        roots = list(output_ids) + (list(order) if keep_all else [])
+        return Simplified({nid: nid for nid in order}, defs, roots, leaves)
+    return _Pass(data).run(order, output_ids, keep_all, dispatch)
 
 
 class _Pass:
@@ -226,8 +279,8 @@ class _Pass:
             self.fill[nid] = c
 
     def _set_op(self, nid, op, attrs, ins):
-        key = (id(op), _frozen_attrs(attrs),
-               tuple(sorted(ins)) if op.name in _COMMUTATIVE else ins)
+        key = (op, _frozen_attrs(attrs),
+               tuple(sorted(ins)) if op.name in _COMMUTATIVE else ins)   # as in run()
         hit = self.table.get(key)
         if hit is not None and self._fits(hit, nid):
             self.rep[nid] = hit
@@ -253,59 +306,102 @@ class _Pass:
         self.special.add(self.rep[nid])
 
     # the forward pass
-    def run(self, order, output_ids, keep_all):
+    def run(self, order, output_ids, keep_all, dispatch=True):
+        """The forward pass. Most nodes of a large graph meet no rule but CSE: an op
+        whose inputs are none of constants, fills or negations (``special``), or binary
+        arithmetic with one plain constant (``_plain_scaling``). Those are settled
+        here with one key; every other node goes through ``_op``, the full rule engine."""
         data, rep, defs, table, special = self.data, self.rep, self.defs, self.table, self.special
         leaves = []
+        ops = {}          # op -> (handled here?, commutative?, arithmetic?): one look-up a node
+        frozen = {}       # id(attrs) -> freeze(attrs): the graph's attrs dicts outlive the pass
+        scaling = {}      # special id -> whether it is a plain constant (_plain_constant)
         for nid in order:
             d = data[nid]
             kind = d["kind"]
             if kind == "op":
-                op, attrs = d["op"], d["attrs"]
-                ins = tuple([rep[i] for i in d["inputs"]])
-                name = op.name
-                if name not in _SLOW_NAMES and not op.stateful and (
-                        special.isdisjoint(ins) or self._plain_scaling(name, ins)):
-                    # the bulk of a large graph, inlined: no input a constant or a fill,
-                    # so of all the rewrites only CSE applies (as _op → _set_op would do)
-                    if name in _COMMUTATIVE and len(ins) == 2 and ins[1] < ins[0]:
-                        key = (id(op), ("dict",) if not attrs else freeze(attrs), (ins[1], ins[0]))
+                op, attrs, inputs = d["op"], d["attrs"], d["inputs"]
+                how = ops.get(op)
+                if how is None:
+                    name = op.name
+                    how = ops[op] = (dispatch and name not in _SLOW_NAMES and not op.stateful,
+                                     name in _COMMUTATIVE, name in _ARITH)
+                n = len(inputs)
+                if n == 2:
+                    a, b = rep[inputs[0]], rep[inputs[1]]
+                    ins = (a, b)
+                    plain = a not in special and b not in special
+                elif n == 1:
+                    a = rep[inputs[0]]
+                    ins = (a,)
+                    plain = a not in special
+                else:
+                    ins = tuple([rep[i] for i in inputs])
+                    plain = special.isdisjoint(ins)
+                if not plain and how[2] and n == 2:
+                    # one operand a plain constant (y·1.0001)? asked once per constant
+                    c = a if a in special else b
+                    plain = scaling.get(c)
+                    if plain is None:
+                        plain = scaling[c] = self._plain_constant(c)
+                    plain = plain and (b if c == a else a) not in special
+                if how[0] and plain:
+                    # as _op → _set_op would conclude: of all the rewrites only CSE applies
+                    if attrs:
+                        fa = frozen.get(id(attrs))
+                        if fa is None:
+                            fa = frozen[id(attrs)] = freeze(attrs)
                     else:
-                        key = (id(op), ("dict",) if not attrs else freeze(attrs), ins)
-                    if key not in table:
+                        fa = _NO_ATTRS_KEY
+                    key = (op, fa, (b, a) if how[1] and n == 2 and b < a else ins)
+                    hit = table.get(key)
+                    if hit is None:
                         table[key] = nid
                         rep[nid] = nid
                         defs[nid] = ("op", op, attrs, ins)
                         continue
+                    dh = data[hit]
+                    if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
+                        rep[nid] = hit          # a common subexpression
+                        continue
                 self._op(nid, op, attrs, ins)
             elif kind in ("placeholder", "variable"):
                 rep[nid] = nid
-                self.defs[nid] = ("leaf",)
+                defs[nid] = ("leaf",)
                 leaves.append(nid)
             elif kind == "constant":
-                self._set_const(nid, d["value"], d["weak"])
+                value = d["value"]
+                if type(value) is float and d["weak"]:   # y * 1.0001: mostly a repeat
+                    hit = table.get(("weak", ("float", value.hex() if value == value
+                                                       else "nan")))
+                    if hit is not None:
+                        rep[nid] = hit
+                        continue
+                self._set_const(nid, value, d["weak"])
             else:
                 self._op(nid, d["op"], d["attrs"], tuple(rep[i] for i in d["inputs"]))
+        copied = False
         for o in output_ids:   # never hand back a fed array or a variable's storage
             r = rep[o]
-            if r != o and self.defs[r][0] == "leaf":
+            if r != o and defs[r][0] == "leaf":
                 rep[o] = o
-                self.defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
-        return self._emit(order, output_ids, keep_all, leaves)
+                defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
+                copied = True
+        if copied:             # keep defs ascending: the scheduler sweeps it backwards
+            self.defs = defs = {r: defs[r] for r in sorted(defs)}
+        roots = [rep[o] for o in output_ids]
+        if keep_all:
+            roots += [rep[nid] for nid in order]
+        return Simplified(rep, defs, roots, leaves)
 
-    def _plain_scaling(self, name, ins):
-        """Whether binary arithmetic with one constant operand c ∉ {0, 1, −1} (y·1.0001,
-        0.1·x, x + 0.5) meets none of the rules but CSE — as _op would conclude: one
-        input is neither constant, fill nor negation, so nothing folds or fills, and
-        every identity of add/sub/mul/div needs a 0, 1 or −1 or a negation."""
-        if name not in _ARITH or len(ins) != 2:
-            return False
-        a, b = ins
-        special = self.special
-        if (a in special) == (b in special):
-            return False
-        c_id = a if a in special else b
-        c = self.fill.get(c_id)
-        return c is not None and c_id not in self.neg_of and c not in (0, 1, -1)
+    def _plain_constant(self, c):
+        """Whether special id ``c`` is a constant operand that lets binary arithmetic
+        with a non-special other operand (y·1.0001, 0.1·x, x + 0.5) meet none of the
+        rules but CSE — as _op would conclude: the other input is neither constant, fill
+        nor negation, so nothing folds or fills, and every identity of add/sub/mul/div
+        needs a 0, 1 or −1 or a negation."""
+        v = self.fill.get(c)
+        return v is not None and c not in self.neg_of and v not in (0, 1, -1)
 
     def _op(self, nid, op, attrs, ins):
         defs, fill = self.defs, self.fill
@@ -322,6 +418,10 @@ class _Pass:
                 return self._set_fill(nid, 0, (op, attrs, ins))
             return self._set_op(nid, op, attrs, ins)
         fallback = (op, attrs, ins)
+        if name not in _MAKES_FILL and self._no_fill_no_const(ins):
+            # inputs special only as negations (reverse sweeps make many): nothing folds
+            # or fills below, so of all the rules only the identities can apply
+            return self._by_identity(nid, op, attrs, ins, [None] * len(ins))
         fills = [fill.get(i) for i in ins]
         if name == "zeros_like":
             return self._set_fill(nid, 0, fallback)
@@ -340,6 +440,18 @@ class _Pass:
             return self._set_fill(nid, fills[0], fallback)
         if n_fills and getattr(op, "multilinear", False) and 0 in fills:
             return self._set_fill(nid, 0, fallback)
+        return self._by_identity(nid, op, attrs, ins, fills)
+
+    def _no_fill_no_const(self, ins):
+        fill, defs = self.fill, self.defs
+        for i in ins:
+            if i in fill or defs[i][0] == "const":
+                return False
+        return True
+
+    def _by_identity(self, nid, op, attrs, ins, fills):
+        """The identities and negation rewrites (``_identity``), else the op as is."""
+        name = op.name
         alias = self._identity(nid, name, ins, fills)
         if alias is not None:
             if isinstance(alias, tuple):        # a rewrite to another op: its rules too
@@ -353,7 +465,7 @@ class _Pass:
                     self.special.add(r)
                 return
             if alias == "zero":
-                return self._set_fill(nid, 0, fallback)
+                return self._set_fill(nid, 0, (op, attrs, ins))
             self.rep[nid] = alias
             return
         self._set_op(nid, op, attrs, ins)
@@ -453,31 +565,6 @@ class _Pass:
             return out.item() if out.size == 1 else None
         except Exception:
             return None
-
-    # the backward (liveness) pass and emission
-    def _emit(self, order, output_ids, keep_all, leaves):
-        rep, defs = self.rep, self.defs
-        roots = [rep[o] for o in output_ids]
-        if keep_all:
-            roots += [rep[nid] for nid in order]
-        live = set()
-        stack = list(roots)
-        while stack:
-            r = stack.pop()
-            if r in live:
-                continue
-            live.add(r)
-            d = defs[r]
-            if d[0] == "op":
-                stack.extend(d[3])
-        consts, steps = {}, []
-        for r in sorted(live):
-            d = defs[r]
-            if d[0] == "const":
-                consts[r] = d[1]
-            elif d[0] == "op":
-                steps.append((r, d[1], d[2], d[3]))
-        return Simplified(rep, consts, steps, leaves)
 
 
 def _readonly(arr):
