@@ -39,8 +39,43 @@ def _as_outputs(outputs):
     return outputs, False
 
 
+def _pruned(outputs) -> list[int]:
+    """Ids of every node the outputs depend on, ascending (= topological), as
+    ``autodiff.ancestors``; each id is tested once, when first met as an input."""
+    data = outputs[0].graph.nx._node
+    seen = {o.id for o in outputs}
+    stack = list(seen)
+    add, push, pop = seen.add, stack.append, stack.pop
+    while stack:
+        for i in data[pop()]["inputs"]:
+            if i not in seen:
+                add(i)
+                push(i)
+    return sorted(seen)
+
+
+class _Made:
+    """A Program attribute made on first read (``Program._materialize``), then an
+    ordinary instance attribute (this descriptor has no __set__; tests may replace it)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, prog, owner=None):
+        if prog is None:
+            return self
+        prog._materialize()
+        return prog.__dict__[self.name]
+
+
 class Program:
     """A compiled, reusable evaluation of some output nodes. Call it with feeds."""
+
+    #: the interpreter's instructions ``(arity, kernel, a, b, input slots, output slot,
+    #: slots to free)``, ``(op, attrs, id)`` and the id each step computes
+    _plan = _Made()
+    _step_ops = _Made()
+    _step_nodes = _Made()
 
     def __init__(self, outputs, backend=None, keep_all=False, check_numerics=False,
                  codegen=True):
@@ -53,10 +88,12 @@ class Program:
         self._trace_program = None
         self._adjoints = None
         self._lock = threading.Lock()  # builds the trace program once
+        self._plan_lock = threading.Lock()  # makes the plan once (_materialize)
+        self._pending = None
         self._step_index = None  # {output slot: step}, made when a step first fails
         self._codegen = codegen and not keep_all   # traces stay on the interpreter
         with gc_paused():   # a plan over 10^5+ nodes: the collector's rescans cost ~2x
-            self._build(ancestors(outputs))
+            self._build(_pruned(outputs))
 
     # -- compile ----------------------------------------------------------------
     def _build(self, order):
@@ -115,8 +152,15 @@ class Program:
         own = dict(zip(kept, range(len(kept))))
         # every pruned id -> its representative's slot (ids whose value is not kept: none)
         slot = dict(zip(order, map(own.get, map(rep.__getitem__, order))))
-        if None in slot.values():
-            slot = {nid: s for nid, s in slot.items() if s is not None}
+        if None in slot.values():        # few, usually: find them with C-level scans
+            got = list(slot.values())
+            k = got.index(None)
+            try:
+                while True:
+                    del slot[order[k]]
+                    k = got.index(None, k + 1)
+            except ValueError:
+                pass
         self._slot = slot
         template = [None] * len(kept)
         self.placeholders, self._variables = {}, []
@@ -130,8 +174,10 @@ class Program:
             template[own[nid]] = v if data[nid]["weak"] else backend.asarray(v)
         self._template = template
         self._out_slots = [slot[o.id] for o in self.outputs]
-        self._plan, self._step_ops = _plan_steps(reversed(steps), own, xp)
-        self._step_nodes = [nid for _, _, nid in self._step_ops]  # the node each step computes
+        # The plan proper (kernels, slot tuples) is made on first use: a program that runs
+        # generated scalar code never needs it unless a call falls back to arrays.
+        self._n_steps = len(steps)
+        self._pending = (steps, own, xp)
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
             None in data[nid]["shape"] for nid in self.placeholders) else None
@@ -140,6 +186,26 @@ class Program:
         # generated code (flowgrad/codegen.py): one Python function for the whole plan
         self._generated = _codegen.generate(self) if self._codegen else None
         self._call = _codegen.make_caller(self, self._generated) if self._generated else None
+        if self._call is None:
+            self._materialize()          # the interpreter runs the plan: make it now
+
+    def _materialize(self):
+        """Make ``_plan``, ``_step_ops`` and ``_step_nodes`` from the sweep's steps, once."""
+        with self._plan_lock:
+            if self._pending is None:
+                return
+            steps, own, xp = self._pending
+            plan, ops = _plan_steps(reversed(steps), own, xp)
+            self.__dict__.update(_plan=plan, _step_ops=ops,
+                                 _step_nodes=[nid for _, _, nid in ops])
+            self._pending = None
+
+    def _op_names(self) -> set:
+        """The names of the ops the plan runs (without making the plan)."""
+        pending = self._pending
+        ops = {st[1] for st in pending[0]} if pending is not None else \
+            {op for op, _, _ in self._step_ops}
+        return {op.name for op in ops}
 
     def _aliasing_outputs(self, leaves):
         """Positions of outputs to copy: a fed array or variable (the caller's or the
@@ -261,7 +327,7 @@ class Program:
     @property
     def n_steps(self) -> int:
         """How many op nodes one call executes."""
-        return len(self._plan)
+        return self._n_steps
 
     def __repr__(self):
         names = ", ".join(o.name for o in self.outputs)
@@ -296,8 +362,13 @@ def _plan_steps(steps, own, xp):
             sl = tuple([own[i] for i in ins])
             a = sl[0] if n else None
             b = sl[1] if n > 1 else None
-        plan.append((n, fn, a, b, sl, own[nid],
-                     tuple([own[i] for i in fr]) if fr else none))
+        if fr is None:
+            fr = none
+        elif len(fr) == 1:
+            fr = (own[fr[0]],)
+        else:
+            fr = tuple([own[i] for i in fr])
+        plan.append((n, fn, a, b, sl, own[nid], fr))
         ops.append((op, attrs, nid))
     return plan, ops
 
