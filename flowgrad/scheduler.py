@@ -123,7 +123,7 @@ class Program:
         live = set(simp.roots)
         add = live.add
         kept = []              # kept ids, descending: live values and every leaf
-        steps = []             # (id, op, attrs, ins, ids it frees), descending
+        steps = []             # (id, ("op", op, attrs, ins), ids it frees), descending
         consts = []
         for r in reversed(defs):
             if r not in live:
@@ -142,7 +142,7 @@ class Program:
                         fr = [i]
                     else:
                         fr.append(i)
-            steps.append((r, d[1], d[2], d[3], fr))
+            steps.append((r, d, fr))
         dead = [nid for nid in simp.leaves if nid not in live]
         if dead:               # placeholders stay required after their uses simplify away
             kept = sorted(kept + dead)
@@ -203,7 +203,7 @@ class Program:
     def _op_names(self) -> set:
         """The names of the ops the plan runs (without making the plan)."""
         pending = self._pending
-        ops = {st[1] for st in pending[0]} if pending is not None else \
+        ops = {st[1][1] for st in pending[0]} if pending is not None else \
             {op for op, _, _ in self._step_ops}
         return {op.name for op in ops}
 
@@ -340,11 +340,11 @@ class Program:
 
 def _plan_steps(steps, own, xp):
     """The plan (arity-specialised tuples: the loop in _run builds no lists) and
-    ``(op, attrs, id)`` per step, from ``(id, op, attrs, input ids, freed ids)``."""
+    ``(op, attrs, id)`` per step, from ``(id, ("op", op, attrs, input ids), freed ids)``."""
     plan, ops = [], []
     kernels = {}           # op -> its kernel when it has no attrs (Op.kernel: the same object)
     none = ()
-    for nid, op, attrs, ins, fr in steps:
+    for nid, (_, op, attrs, ins), fr in steps:
         if attrs or type(op) is not Op:
             fn = op.kernel(xp, attrs)
         else:

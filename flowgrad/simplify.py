@@ -313,19 +313,25 @@ class _Pass:
         here with one key; every other node goes through ``_op``, the full rule engine."""
         data, rep, defs, table, special = self.data, self.rep, self.defs, self.table, self.special
         leaves = []
-        ops = {}          # op -> (handled here?, commutative?, arithmetic?): one look-up a node
+        ops = {}          # op -> (CSE here?, commutative?, arithmetic?, identities only?)
+        nones = [(), (None,), (None, None)]
         frozen = {}       # id(attrs) -> freeze(attrs): the graph's attrs dicts outlive the pass
         scaling = {}      # special id -> whether it is a plain constant (_plain_constant)
+        weak = {}         # id(float) -> its constant key: the node holds the float meanwhile
         for nid in order:
             d = data[nid]
             kind = d["kind"]
             if kind == "op":
                 op, attrs, inputs = d["op"], d["attrs"], d["inputs"]
-                how = ops.get(op)
-                if how is None:
+                try:
+                    how = ops[op]
+                except KeyError:
                     name = op.name
-                    how = ops[op] = (dispatch and name not in _SLOW_NAMES and not op.stateful,
-                                     name in _COMMUTATIVE, name in _ARITH)
+                    how = ops[op] = (
+                        dispatch and name not in _SLOW_NAMES and not op.stateful,
+                        name in _COMMUTATIVE, name in _ARITH,
+                        dispatch and name not in _MAKES_FILL and not op.stateful)
+                cse, comm, arith, ident = how
                 n = len(inputs)
                 if n == 2:
                     a, b = rep[inputs[0]], rep[inputs[1]]
@@ -338,14 +344,14 @@ class _Pass:
                 else:
                     ins = tuple([rep[i] for i in inputs])
                     plain = special.isdisjoint(ins)
-                if not plain and how[2] and n == 2:
+                if not plain and arith and n == 2:
                     # one operand a plain constant (y·1.0001)? asked once per constant
                     c = a if a in special else b
                     plain = scaling.get(c)
                     if plain is None:
                         plain = scaling[c] = self._plain_constant(c)
                     plain = plain and (b if c == a else a) not in special
-                if how[0] and plain:
+                if cse and plain:
                     # as _op → _set_op would conclude: of all the rewrites only CSE applies
                     if attrs:
                         fa = frozen.get(id(attrs))
@@ -353,10 +359,9 @@ class _Pass:
                             fa = frozen[id(attrs)] = freeze(attrs)
                     else:
                         fa = _NO_ATTRS_KEY
-                    key = (op, fa, (b, a) if how[1] and n == 2 and b < a else ins)
-                    hit = table.get(key)
-                    if hit is None:
-                        table[key] = nid
+                    key = (op, fa, (b, a) if comm and n == 2 and b < a else ins)
+                    hit = table.setdefault(key, nid)
+                    if hit == nid:
                         rep[nid] = nid
                         defs[nid] = ("op", op, attrs, ins)
                         continue
@@ -364,6 +369,11 @@ class _Pass:
                     if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
                         rep[nid] = hit          # a common subexpression
                         continue
+                elif ident and n < 3 and self._no_fill_no_const(ins):
+                    # a negation, or inputs special only as negations: nothing folds or
+                    # fills, so of all the rules only the identities can apply (as in _op)
+                    self._by_identity(nid, op, attrs, ins, nones[n])
+                    continue
                 self._op(nid, op, attrs, ins)
             elif kind in ("placeholder", "variable"):
                 rep[nid] = nid
@@ -372,8 +382,10 @@ class _Pass:
             elif kind == "constant":
                 value = d["value"]
                 if type(value) is float and d["weak"]:   # y * 1.0001: mostly a repeat
-                    hit = table.get(("weak", ("float", value.hex() if value == value
-                                                       else "nan")))
+                    key = weak.get(id(value))            # (one float object, many nodes)
+                    if key is None:
+                        key = weak[id(value)] = self._const_key(value, True)
+                    hit = table.get(key)
                     if hit is not None:
                         rep[nid] = hit
                         continue
