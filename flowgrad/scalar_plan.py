@@ -9,7 +9,7 @@ Conversion happens at the boundary only: floats in, numpy values out.
 from __future__ import annotations
 
 from itertools import compress, repeat
-from operator import is_, itemgetter
+from operator import countOf, is_, itemgetter
 
 import numpy as np
 
@@ -61,20 +61,24 @@ def build_scalar(prog, literals):
     template = prog._template
     # every value but the constants (checked below) a 0-d float64 or bool: C-level maps
     values = list(map(data.__getitem__, compress(prog._kept, map(is_, template, repeat(None)))))
-    if set(map(_shape, values)) - {()} or not set(map(_dtype, values)) <= {_F64, _BOOL}:
+    if set(map(_shape, values)) - {()}:
+        return None
+    # float64 is nearly always numpy's one float64 dtype object: counted by identity in C
+    # (hashing or comparing dtypes one by one costs ~0.2 µs each); the rest one by one
+    dtypes = list(map(_dtype, values))
+    if countOf(dtypes, _F64) != len(dtypes) and \
+            not all(t == _F64 or t == _BOOL for t in dtypes):
         return None
     if any(data[o.id]["dtype"] != _F64 for o in prog.outputs):
         return None
     if not prog._op_names() <= KERNELS.keys():
         return None
     ns, consts = {}, {}
-    for s, v in enumerate(template):
-        if v is None:
-            continue
-        f = _scalar_const(v)
+    for s in literals:                 # every constant's slot (codegen._constants)
+        f = _scalar_const(template[s])
         if f is None:
             return None
-        if s in literals and not literals[s].startswith("c"):
+        if not literals[s].startswith("c"):
             consts[s] = literals[s]
         else:
             consts[s] = f"c{s}"
