@@ -201,14 +201,6 @@ def _node_dict(nxg):
     return d if isinstance(d, dict) else nxg.nodes
 
 
-_NO_ATTRS_KEY = ("dict",)   # freeze({})
-
-
-def _frozen_attrs(attrs):
-    """freeze(attrs), with the common empty dict answered without a call."""
-    return _NO_ATTRS_KEY if not attrs else freeze(attrs)
-
-
 def _static(shape):
     return None not in shape
 
@@ -279,8 +271,8 @@ class _Pass:
             self.fill[nid] = c
 
     def _set_op(self, nid, op, attrs, ins):
-        key = (op, _frozen_attrs(attrs),
-               tuple(sorted(ins)) if op.name in _COMMUTATIVE else ins)   # as in run()
+        ins_key = tuple(sorted(ins)) if op.name in _COMMUTATIVE else ins
+        key = (op, ins_key, freeze(attrs)) if attrs else (op, ins_key)   # as in run()
         hit = self.table.get(key)
         if hit is not None and self._fits(hit, nid):
             self.rep[nid] = hit
@@ -313,7 +305,7 @@ class _Pass:
         here with one key; every other node goes through ``_op``, the full rule engine."""
         data, rep, defs, table, special = self.data, self.rep, self.defs, self.table, self.special
         leaves = []
-        ops = {}          # op -> (CSE here?, commutative?, arithmetic?, identities only?)
+        ops = {}          # op -> (CSE here?, commutative?, arithmetic?, identities here?)
         nones = [(), (None,), (None, None)]
         frozen = {}       # id(attrs) -> freeze(attrs): the graph's attrs dicts outlive the pass
         scaling = {}      # special id -> whether it is a plain constant (_plain_constant)
@@ -322,44 +314,49 @@ class _Pass:
             d = data[nid]
             kind = d["kind"]
             if kind == "op":
-                op, attrs, inputs = d["op"], d["attrs"], d["inputs"]
+                op, inputs = d["op"], d["inputs"]
                 try:
-                    how = ops[op]
+                    cse, comm, arith, ident = ops[op]
                 except KeyError:
                     name = op.name
-                    how = ops[op] = (
+                    cse, comm, arith, ident = ops[op] = (
                         dispatch and name not in _SLOW_NAMES and not op.stateful,
                         name in _COMMUTATIVE, name in _ARITH,
                         dispatch and name not in _MAKES_FILL and not op.stateful)
-                cse, comm, arith, ident = how
                 n = len(inputs)
                 if n == 2:
-                    a, b = rep[inputs[0]], rep[inputs[1]]
+                    a, b = inputs
+                    a, b = rep[a], rep[b]
                     ins = (a, b)
-                    plain = a not in special and b not in special
+                    if a in special:
+                        # one operand a plain constant (y·1.0001)? asked once per constant
+                        plain = arith and b not in special and scaling.get(a)
+                        if plain is None:
+                            plain = scaling[a] = self._plain_constant(a)
+                    elif b in special:
+                        plain = arith and scaling.get(b)
+                        if plain is None:
+                            plain = scaling[b] = self._plain_constant(b)
+                    else:
+                        plain = True
+                    key = (op, (b, a) if comm and b < a else ins)
                 elif n == 1:
                     a = rep[inputs[0]]
                     ins = (a,)
                     plain = a not in special
+                    key = (op, ins)
                 else:
                     ins = tuple([rep[i] for i in inputs])
                     plain = special.isdisjoint(ins)
-                if not plain and arith and n == 2:
-                    # one operand a plain constant (y·1.0001)? asked once per constant
-                    c = a if a in special else b
-                    plain = scaling.get(c)
-                    if plain is None:
-                        plain = scaling[c] = self._plain_constant(c)
-                    plain = plain and (b if c == a else a) not in special
+                    key = (op, ins)
+                attrs = d["attrs"]
                 if cse and plain:
                     # as _op → _set_op would conclude: of all the rewrites only CSE applies
                     if attrs:
                         fa = frozen.get(id(attrs))
                         if fa is None:
                             fa = frozen[id(attrs)] = freeze(attrs)
-                    else:
-                        fa = _NO_ATTRS_KEY
-                    key = (op, fa, (b, a) if comm and n == 2 and b < a else ins)
+                        key += (fa,)
                     hit = table.setdefault(key, nid)
                     if hit == nid:
                         rep[nid] = nid
