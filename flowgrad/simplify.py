@@ -132,6 +132,9 @@ _COMMUTATIVE = {"add", "mul"}
 _MAKES_FILL = {"zeros_like", "ones_like"}
 _SLOW_NAMES = _MAKES_FILL | {"neg", "sub"}
 _ARITH = {"add", "mul", "div"}   # ops with a rewrite that needs no fill input
+# the identities an op may meet when its inputs are special only as negations (see
+# _identity): 1 a ± (−b) rewrites, 2 (−a)(−b) → ab only, 3 −(−x) and −(a − b) …; 0 none
+_NEG_RULES = {"add": 1, "sub": 1, "mul": 2, "neg": 3}
 
 
 class Simplified:
@@ -305,7 +308,10 @@ class _Pass:
         here with one key; every other node goes through ``_op``, the full rule engine."""
         data, rep, defs, table, special = self.data, self.rep, self.defs, self.table, self.special
         leaves = []
-        ops = {}          # op -> (CSE here?, commutative?, arithmetic?, identities here?)
+        # op -> (CSE here?, commutative?, arithmetic?, identities here?, which identities
+        # a negated input may meet: _NEG_RULES)
+        ops = {}
+        neg_of = self.neg_of
         nones = [(), (None,), (None, None)]
         frozen = {}       # id(attrs) -> freeze(attrs): the graph's attrs dicts outlive the pass
         scaling = {}      # special id -> whether it is a plain constant (_plain_constant)
@@ -316,34 +322,43 @@ class _Pass:
             if kind == "op":
                 op, inputs = d["op"], d["inputs"]
                 try:
-                    cse, comm, arith, ident = ops[op]
+                    cse, comm, arith, ident, rules = ops[op]
                 except KeyError:
                     name = op.name
-                    cse, comm, arith, ident = ops[op] = (
+                    cse, comm, arith, ident, rules = ops[op] = (
                         dispatch and name not in _SLOW_NAMES and not op.stateful,
                         name in _COMMUTATIVE, name in _ARITH,
-                        dispatch and name not in _MAKES_FILL and not op.stateful)
+                        dispatch and name not in _MAKES_FILL and not op.stateful,
+                        _NEG_RULES.get(name, 0))
                 n = len(inputs)
                 if n == 2:
                     a, b = inputs
                     a, b = rep[a], rep[b]
                     ins = (a, b)
-                    if a in special:
-                        # one operand a plain constant (y·1.0001)? asked once per constant
-                        plain = arith and b not in special and scaling.get(a)
-                        if plain is None:
-                            plain = scaling[a] = self._plain_constant(a)
-                    elif b in special:
-                        plain = arith and scaling.get(b)
-                        if plain is None:
-                            plain = scaling[b] = self._plain_constant(b)
-                    else:
+                    sa, sb = a in special, b in special
+                    if not (sa or sb):
                         plain = True
+                    else:
+                        plain = False
+                        if arith and sa != sb:
+                            # one operand a plain constant (y·1.0001)? asked once per constant
+                            c = a if sa else b
+                            plain = scaling.get(c)
+                            if plain is None:
+                                plain = scaling[c] = self._plain_constant(c)
+                        if not plain and cse and rules != 1 and \
+                                (not sa or (a in neg_of and self._no_fill_no_const(ins[:1]))) \
+                                and (not sb or (b in neg_of and self._no_fill_no_const(ins[1:]))):
+                            # special only as negations: no fold, no fill, and no identity
+                            # unless it is (−a')(−b') → a'b'
+                            plain = rules == 0 or not (sa and sb)
                     key = (op, (b, a) if comm and b < a else ins)
                 elif n == 1:
                     a = rep[inputs[0]]
                     ins = (a,)
-                    plain = a not in special
+                    # f(−x) for f not a negation: no rule but CSE applies either
+                    plain = a not in special or (
+                        cse and rules == 0 and a in neg_of and self._no_fill_no_const(ins))
                     key = (op, ins)
                 else:
                     ins = tuple([rep[i] for i in inputs])
@@ -369,6 +384,19 @@ class _Pass:
                 elif ident and n < 3 and self._no_fill_no_const(ins):
                     # a negation, or inputs special only as negations: nothing folds or
                     # fills, so of all the rules only the identities can apply (as in _op)
+                    if rules == 3 and not attrs and a not in neg_of and self._negate(a) is None:
+                        # −x that no rewrite absorbs: a new negation, as _set_op makes it
+                        hit = table.setdefault(key, nid)
+                        if hit == nid:
+                            rep[nid] = nid
+                            defs[nid] = ("op", op, attrs, ins)
+                            neg_of[nid] = a
+                            special.add(nid)
+                            continue
+                        dh = data[hit]
+                        if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
+                            rep[nid] = hit
+                            continue
                     self._by_identity(nid, op, attrs, ins, nones[n])
                     continue
                 self._op(nid, op, attrs, ins)
