@@ -151,7 +151,8 @@ class Program:
         self._kept = kept
         own = dict(zip(kept, range(len(kept))))
         # every pruned id -> its representative's slot (ids whose value is not kept: none)
-        slot = dict(zip(order, map(own.get, map(rep.__getitem__, order))))
+        # (rep has every pruned id as a key, in ascending order)
+        slot = dict(zip(rep, map(own.get, rep.values())))
         if None in slot.values():        # few, usually: find them with C-level scans
             got = list(slot.values())
             k = got.index(None)
