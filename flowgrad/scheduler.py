@@ -123,26 +123,28 @@ class Program:
         live = set(simp.roots)
         add = live.add
         kept = []              # kept ids, descending: live values and every leaf
-        steps = []             # (id, ("op", op, attrs, ins), ids it frees), descending
+        # the live steps, descending, as parallel lists (no container a step: everything
+        # built here outlives the compile, and the collector then scans each object once):
+        # ids, definitions ("op", op, attrs, ins), and the ids each frees, flattened
+        step_ids, step_defs, n_freed, freed = [], [], [], []
         consts = []
-        for r in reversed(defs):
+        for r, d in reversed(defs.items()):
             if r not in live:
                 continue
             kept.append(r)
-            d = defs[r]
             if d[0] != "op":
                 if d[0] == "const":
                     consts.append((r, d[1]))
                 continue
-            fr = None
+            n = 0
             for i in d[3]:
                 if i not in live:
                     add(i)
-                    if fr is None:
-                        fr = [i]
-                    else:
-                        fr.append(i)
-            steps.append((r, d, fr))
+                    freed.append(i)
+                    n += 1
+            step_ids.append(r)
+            step_defs.append(d)
+            n_freed.append(n)
         dead = [nid for nid in simp.leaves if nid not in live]
         if dead:               # placeholders stay required after their uses simplify away
             kept = sorted(kept + dead)
@@ -177,8 +179,8 @@ class Program:
         self._out_slots = [slot[o.id] for o in self.outputs]
         # The plan proper (kernels, slot tuples) is made on first use: a program that runs
         # generated scalar code never needs it unless a call falls back to arrays.
-        self._n_steps = len(steps)
-        self._pending = (steps, own, xp)
+        self._n_steps = len(step_ids)
+        self._pending = (step_ids, step_defs, n_freed, freed, own, xp)
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
             None in data[nid]["shape"] for nid in self.placeholders) else None
@@ -195,8 +197,7 @@ class Program:
         with self._plan_lock:
             if self._pending is None:
                 return
-            steps, own, xp = self._pending
-            plan, ops = _plan_steps(reversed(steps), own, xp)
+            plan, ops = _plan_steps(*self._pending)
             self.__dict__.update(_plan=plan, _step_ops=ops,
                                  _step_nodes=[nid for _, _, nid in ops])
             self._pending = None
@@ -204,7 +205,7 @@ class Program:
     def _op_names(self) -> set:
         """The names of the ops the plan runs (without making the plan)."""
         pending = self._pending
-        ops = {st[1][1] for st in pending[0]} if pending is not None else \
+        ops = {d[1] for d in pending[1]} if pending is not None else \
             {op for op, _, _ in self._step_ops}
         return {op.name for op in ops}
 
@@ -339,13 +340,16 @@ class Program:
         return mimebundle(self, include, exclude)
 
 
-def _plan_steps(steps, own, xp):
+def _plan_steps(step_ids, step_defs, n_freed, freed, own, xp):
     """The plan (arity-specialised tuples: the loop in _run builds no lists) and
-    ``(op, attrs, id)`` per step, from ``(id, ("op", op, attrs, input ids), freed ids)``."""
+    ``(op, attrs, id)`` per step, from the backward sweep's lists (descending)."""
     plan, ops = [], []
     kernels = {}           # op -> its kernel when it has no attrs (Op.kernel: the same object)
     none = ()
-    for nid, (_, op, attrs, ins), fr in steps:
+    end = len(freed)
+    for k in range(len(step_ids) - 1, -1, -1):
+        nid = step_ids[k]
+        _, op, attrs, ins = step_defs[k]
         if attrs or type(op) is not Op:
             fn = op.kernel(xp, attrs)
         else:
@@ -363,12 +367,15 @@ def _plan_steps(steps, own, xp):
             sl = tuple([own[i] for i in ins])
             a = sl[0] if n else None
             b = sl[1] if n > 1 else None
-        if fr is None:
+        c = n_freed[k]         # this step's frees: the last c of what is left of freed
+        if not c:
             fr = none
-        elif len(fr) == 1:
-            fr = (own[fr[0]],)
+        elif c == 1:
+            end -= 1
+            fr = (own[freed[end]],)
         else:
-            fr = tuple([own[i] for i in fr])
+            fr = tuple([own[i] for i in freed[end - c:end]])
+            end -= c
         plan.append((n, fn, a, b, sl, own[nid], fr))
         ops.append((op, attrs, nid))
     return plan, ops

@@ -334,7 +334,9 @@ class _Pass:
                 if n == 2:
                     a, b = inputs
                     a, b = rep[a], rep[b]
-                    ins = (a, b)
+                    # the graph's own tuple when nothing was remapped: no new object
+                    # (it would outlive the compile, and the collector would scan it)
+                    ins = inputs if a == inputs[0] and b == inputs[1] else (a, b)
                     sa, sb = a in special, b in special
                     if not (sa or sb):
                         plain = True
@@ -355,7 +357,7 @@ class _Pass:
                     key = (op, (b, a) if comm and b < a else ins)
                 elif n == 1:
                     a = rep[inputs[0]]
-                    ins = (a,)
+                    ins = inputs if a == inputs[0] else (a,)
                     # f(−x) for f not a negation: no rule but CSE applies either
                     plain = a not in special or (
                         cse and rules == 0 and a in neg_of and self._no_fill_no_const(ins))
