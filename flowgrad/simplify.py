@@ -318,9 +318,9 @@ class _Pass:
         weak = {}         # id(float) -> its constant key: the node holds the float meanwhile
         for nid in order:
             d = data[nid]
-            kind = d["kind"]
-            if kind == "op":
-                op, inputs = d["op"], d["inputs"]
+            op = d["op"]
+            if op is not None:         # an op node (a leaf's op is None)
+                inputs = d["inputs"]
                 try:
                     cse, comm, arith, ident, rules = ops[op]
                 except KeyError:
@@ -402,7 +402,9 @@ class _Pass:
                     self._by_identity(nid, op, attrs, ins, nones[n])
                     continue
                 self._op(nid, op, attrs, ins)
-            elif kind in ("placeholder", "variable"):
+                continue
+            kind = d["kind"]
+            if kind in ("placeholder", "variable"):
                 rep[nid] = nid
                 defs[nid] = ("leaf",)
                 leaves.append(nid)
@@ -418,7 +420,7 @@ class _Pass:
                         continue
                 self._set_const(nid, value, d["weak"])
             else:
-                self._op(nid, d["op"], d["attrs"], tuple(rep[i] for i in d["inputs"]))
+                raise ValueError(f"node {nid}: unknown kind {kind!r}")
         copied = False
         for o in output_ids:   # never hand back a fed array or a variable's storage
             r = rep[o]
