@@ -89,6 +89,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--no-phases", action="store_true",
+                    help="times only (for a flowgrad without these passes, e.g. an older one)")
     args = ap.parse_args(argv)
     print(f"numpy {np.__version__}, Python {sys.version.split()[0]}")
     g, outs, t_build, t_grad = build(args.steps)
@@ -111,22 +113,27 @@ def main(argv=None):
     prog = fg.compile(outs)
     print(f"\n{prog.n_steps} plan steps; simplify {'on' if simplify.enabled() else 'off'}")
     best = None
-    for _ in range(max(3, args.repeats // 3)):
+    for _ in range(0 if args.no_phases else max(3, args.repeats // 3)):
         total, spent = phases(outs)
         if best is None or total < best[0]:
             best = (total, spent)
-    total, spent = best
-    print(f"\nOne compile by pass (the fastest of {max(3, args.repeats // 3)}: "
-          f"{total * 1e3:.1f} ms):\n")
-    print("| pass | ms | µs a graph node |")
-    print("|---|---|---|")
-    for label, t in spent.items():
-        print(f"| {label} | {t * 1e3:.1f} | {t / len(g.nx) * 1e6:.2f} |")
+    if best is not None:
+        _print_phases(g, best, max(3, args.repeats // 3))
     x0 = np.float64(0.4)
     _, first, _ = timed(lambda: prog(x=x0))
     _, later, _ = timed(lambda: prog(x=x0))
     print(f"\nfirst call {first * 1e3:.0f} ms (writes and compiles the scalar source), "
           f"a later call {later * 1e3:.2f} ms")
+
+
+def _print_phases(g, best, n):
+    total, spent = best
+    print(f"\nOne compile by pass (the fastest of {n}: "
+          f"{total * 1e3:.1f} ms):\n")
+    print("| pass | ms | µs a graph node |")
+    print("|---|---|---|")
+    for label, t in spent.items():
+        print(f"| {label} | {t * 1e3:.1f} | {t / len(g.nx) * 1e6:.2f} |")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,14 @@ path is one loop over that list. Each intermediate value is dropped right after
 its last reader, unless it is an output (or the program keeps everything, for a
 trace). Ordering is by node id, which is topological by construction.
 
+Compiling is a few linear sweeps over plain dicts and lists (no networkx call per
+node): a depth-first pruning, simplify's forward pass, and one backward sweep that
+finds what the outputs need, each step's frees (a value's last reader is the first
+one a backward sweep meets) and the slots. The instructions themselves (kernels,
+slot tuples) are made when first needed: at once for the interpreter and for
+generated array code, on the first fallback or error for a program that runs
+generated scalar code.
+
 Reliability costs nothing on the hot path: run-time lengths are checked by a list
 compiled once (flowgrad.lengths), a failing kernel is found from the loop's state
 after the exception (one try around the loop), and NaN/Inf checking runs a separate
@@ -40,8 +48,9 @@ def _as_outputs(outputs):
 
 
 def _pruned(outputs) -> list[int]:
-    """Ids of every node the outputs depend on, ascending (= topological), as
-    ``autodiff.ancestors``; each id is tested once, when first met as an input."""
+    """Ids of every node the outputs depend on, ascending (= topological): the same
+    list as ``autodiff.ancestors``, about twice as fast (each id is tested once, when
+    first met as an input, with no generator per node)."""
     data = outputs[0].graph.nx._node
     seen = {o.id for o in outputs}
     stack = list(seen)

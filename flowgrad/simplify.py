@@ -4,8 +4,17 @@
 (ascending = topological). The graph itself is never changed — graphs only grow,
 and the same node may be compiled into many programs — instead each node is
 mapped to a *representative* whose value it shares, and only the representatives
-that an output still needs become plan steps. One forward pass over the ids, one
-backward liveness pass; both are loops (no recursion), linear in the node count.
+that an output still needs become plan steps. One forward pass over the ids maps
+them (the scheduler's backward sweep then finds what the outputs need); both are
+loops (no recursion), linear in the node count.
+
+The forward pass costs about a microsecond a node, so its driver settles the bulk of
+a large graph itself: a node whose inputs are none of constants, known fills or
+negations meets no rule but CSE, and so does arithmetic with one plain constant
+operand (y·1.0001) and an op of negated inputs that no identity touches (f(−x),
+(−a)·b). One dict look-up per op tells the driver which of these cases an op can be
+in; every other node goes through the full rule engine (``_Pass._op``), and
+``simplify(..., dispatch=False)`` sends every node there (the tests compare both).
 
 Rewrites, each exact up to floating-point rounding (all values are compared by
 the tests against the unsimplified program):
