@@ -63,6 +63,69 @@ def _pruned(outputs) -> list[int]:
     return sorted(seen)
 
 
+def _all_slots(rep, own, order):
+    """{id: its representative's slot} for every pruned id whose value is kept."""
+    slot = dict(zip(rep, map(own.get, rep.values())))   # rep: every pruned id, ascending
+    if None in slot.values():        # few, usually: found with C-level scans
+        got = list(slot.values())
+        k = got.index(None)
+        try:
+            while True:
+                del slot[order[k]]
+                k = got.index(None, k + 1)
+        except ValueError:
+            pass
+    return slot
+
+
+class _SlotMap(dict):
+    """A program's {node id: slot}, filled in two parts: at compile, the leaves' and the
+    outputs' (all a call's binding reads); every other pruned id's on the first read
+    that may need them (a trace, ``values()``, an error report, ``.items()`` …). Every
+    read but a look-up of a present key completes the map first, so no reader ever
+    sees it partial; completing twice (two threads) writes the same entries."""
+
+    __slots__ = ("_rest",)
+
+    def __init__(self, known, rep, own, order):
+        dict.__init__(self, known)
+        self._rest = (rep, own, order)
+
+    def add_known(self, nid):
+        """Enter ``nid``'s slot now (a pruned id whose value is kept)."""
+        rep, own, _ = self._rest
+        dict.__setitem__(self, nid, own[rep[nid]])
+
+    def _complete(self):
+        rest = self._rest
+        if rest is not None:
+            dict.update(self, _all_slots(*rest))
+            self._rest = None          # only once every entry is in
+        return self
+
+    def __missing__(self, key):
+        if self._rest is None:
+            raise KeyError(key)
+        return self._complete()[key]
+
+
+def _completing(name):
+    method = getattr(dict, name)
+
+    def complete_first(self, *args, **kwargs):
+        return method(self._complete(), *args, **kwargs)
+    complete_first.__name__ = name
+    return complete_first
+
+
+for _name in ("get", "__contains__", "__iter__", "__reversed__", "__len__", "keys", "values",
+              "items", "__eq__", "__ne__", "__repr__", "copy", "pop", "popitem", "setdefault",
+              "update", "__or__", "__ror__", "__ior__"):
+    setattr(_SlotMap, _name, _completing(_name))
+# a copy or a pickle is a plain, complete dict
+_SlotMap.__reduce_ex__ = lambda self, protocol: (dict, (dict(self._complete()),))
+
+
 class _Made:
     """A Program attribute made on first read (``Program._materialize``), then an
     ordinary instance attribute (this descriptor has no __set__; tests may replace it)."""
@@ -161,18 +224,11 @@ class Program:
             kept.reverse()
         self._kept = kept
         own = dict(zip(kept, range(len(kept))))
-        # every pruned id -> its representative's slot (ids whose value is not kept: none)
-        # (rep has every pruned id as a key, in ascending order)
-        slot = dict(zip(rep, map(own.get, rep.values())))
-        if None in slot.values():        # few, usually: find them with C-level scans
-            got = list(slot.values())
-            k = got.index(None)
-            try:
-                while True:
-                    del slot[order[k]]
-                    k = got.index(None, k + 1)
-            except ValueError:
-                pass
+        # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
+        # other pruned id's when something first asks (a trace, values(), an error)
+        slot = _SlotMap({nid: own[rep[nid]] for nid in simp.leaves}, rep, own, order)
+        for o in self.outputs:
+            slot.add_known(o.id)
         self._slot = slot
         template = [None] * len(kept)
         self.placeholders, self._variables = {}, []

@@ -142,3 +142,30 @@ def test_length_checks_need_a_placeholder_with_a_none_axis():
         assert fg.compile(c * 2.0)._check_lengths is None
         with pytest.raises(fg.FeedError):
             fg.compile(a * b)(a=np.ones(2), b=np.ones(3))
+
+
+def test_the_slot_map_is_complete_for_every_reader():
+    """Compile enters only the leaves' and outputs' slots; any other read completes
+    the map first, so every way of reading it sees all of the program's ids."""
+    import copy
+    import pickle
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        h = fg.sin(x) * 2.0
+        y = fg.sum(h * h)
+        outs = [y, fg.grad(y, x)]
+        full = reference_plan(fg.compile(outs))[1]
+        readers = [lambda m: dict(m.items()), lambda m: {k: m[k] for k in list(m)},
+                   lambda m: {k: m.get(k) for k in m.keys()}, lambda m: dict(m),
+                   lambda m: {**m}, lambda m: m.copy(), lambda m: copy.deepcopy(m),
+                   lambda m: pickle.loads(pickle.dumps(m)),
+                   lambda m: dict(zip(m.keys(), m.values()))]
+        for read in readers:
+            m = fg.compile(outs)._slot
+            assert read(m) == full
+        m = fg.compile(outs)._slot
+        assert len(m) == len(full) and h.id in m and m[h.id] == full[h.id]
+        m = fg.compile(outs)._slot
+        assert m[h.id] == full[h.id] and m == full and full == m
+        with pytest.raises(KeyError):
+            fg.compile(outs)._slot[10 ** 9]
