@@ -161,7 +161,7 @@ class Program:
         self._adjoints = None
         self._lock = threading.Lock()  # builds the trace program once
         self._plan_lock = threading.Lock()  # makes the plan once (_materialize)
-        self._pending = None
+        self._pending, self._n_steps = None, 0
         self._step_index = None  # {output slot: step}, made when a step first fails
         self._codegen = codegen and not keep_all   # traces stay on the interpreter
         with gc_paused():   # a plan over 10^5+ nodes: the collector's rescans cost ~2x

@@ -142,7 +142,9 @@ _MAKES_FILL = {"zeros_like", "ones_like"}
 _SLOW_NAMES = _MAKES_FILL | {"neg", "sub"}
 _ARITH = {"add", "mul", "div"}   # ops with a rewrite that needs no fill input
 # the identities an op may meet when its inputs are special only as negations (see
-# _identity): 1 a ± (−b) rewrites, 2 (−a)(−b) → ab only, 3 −(−x) and −(a − b) …; 0 none
+# _identity): 1 a ± (−b) rewrites, 2 (−a)(−b) → ab only, 3 −(−x) and −(a − b) …; 0 none,
+# so the driver settles it by CSE alone. A new rule that looks through a negated input
+# (|−x| → |x|, say) must give its op an entry here, or the driver never asks it.
 _NEG_RULES = {"add": 1, "sub": 1, "mul": 2, "neg": 3}
 
 

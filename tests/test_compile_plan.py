@@ -108,9 +108,10 @@ def test_sign_and_constant_graphs_build_the_reference_plan(seed):
         pool = [x, s, fg.zeros_like(x), fg.ones_like(x)]
         for _ in range(40):
             a, b = (pool[r.integers(len(pool))] for _ in range(2))
-            k = r.integers(8)
+            k = r.integers(12)
             c = [0.0, 1.0, -1.0, 2.5][r.integers(4)]
-            node = [a + b, a - b, a * b, -a, a * c, c * a + b, fg.sin(a), a / (2.0 + b * b)][k]
+            node = [a + b, a - b, a * b, -a, a * c, c * a + b, fg.sin(a), a / (2.0 + b * b),
+                    fg.abs(a), fg.exp(-a), fg.tanh(a) * -b, a / -b][k]
             pool.append(node)
         y = fg.sum(pool[-1] * pool[-1]) + fg.sum(pool[-2])
         outs = [y, *fg.grad(y, [x, s]), x]          # a fed leaf as an output: a copy step
