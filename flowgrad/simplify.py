@@ -249,7 +249,11 @@ class _Pass:
         self.rep = {}        # id -> representative id
         self.defs = {}       # representative id -> ("leaf",) | ("const", v) | ("op", op, attrs, ins)
         self.fill = {}       # representative id -> c (every entry equals c)
-        self.table = {}      # CSE key -> representative id
+        self.table = {}      # constant's key -> representative id
+        # op -> {CSE key: representative id}, the key the (representative) inputs, sorted
+        # for add/mul, and (inputs, frozen attrs) for an op with attrs: no key object
+        # to build for most nodes (their input tuple is the graph's own)
+        self.tables = {}
         self.neg_of = {}     # representative of −a -> a
         self.special = set()  # representatives that are constants or known fills
 
@@ -285,13 +289,17 @@ class _Pass:
             self.fill[nid] = c
 
     def _set_op(self, nid, op, attrs, ins):
-        ins_key = tuple(sorted(ins)) if op.name in _COMMUTATIVE else ins
-        key = (op, ins_key, freeze(attrs)) if attrs else (op, ins_key)   # as in run()
-        hit = self.table.get(key)
+        key = tuple(sorted(ins)) if op.name in _COMMUTATIVE else ins
+        if attrs:
+            key = (key, freeze(attrs))     # as in run()
+        table = self.tables.get(op)
+        if table is None:
+            table = self.tables[op] = {}
+        hit = table.get(key)
         if hit is not None and self._fits(hit, nid):
             self.rep[nid] = hit
             return
-        self.table[key] = nid
+        table[key] = nid
         self.rep[nid] = nid
         self.defs[nid] = ("op", op, attrs, ins)
         if op.name == "neg":
@@ -317,11 +325,11 @@ class _Pass:
         whose inputs are none of constants, fills or negations (``special``), or binary
         arithmetic with one plain constant (``_plain_scaling``). Those are settled
         here with one key; every other node goes through ``_op``, the full rule engine."""
-        data, rep, defs, table, special = self.data, self.rep, self.defs, self.table, self.special
+        data, rep, defs, consts, special = self.data, self.rep, self.defs, self.table, self.special
         leaves = []
         # op -> (CSE here?, commutative?, arithmetic?, identities here?, which identities
         # a negated input may meet: _NEG_RULES)
-        ops = {}
+        ops = {}          # (and the op's CSE table)
         neg_of = self.neg_of
         nones = [(), (None,), (None, None)]
         frozen = {}       # id(attrs) -> freeze(attrs): the graph's attrs dicts outlive the pass
@@ -333,14 +341,14 @@ class _Pass:
             if op is not None:         # an op node (a leaf's op is None)
                 inputs = d["inputs"]
                 try:
-                    cse, comm, arith, ident, rules = ops[op]
+                    cse, comm, arith, ident, rules, table = ops[op]
                 except KeyError:
                     name = op.name
-                    cse, comm, arith, ident, rules = ops[op] = (
+                    cse, comm, arith, ident, rules, table = ops[op] = (
                         dispatch and name not in _SLOW_NAMES and not op.stateful,
                         name in _COMMUTATIVE, name in _ARITH,
                         dispatch and name not in _MAKES_FILL and not op.stateful,
-                        _NEG_RULES.get(name, 0))
+                        _NEG_RULES.get(name, 0), self.tables.setdefault(op, {}))
                 n = len(inputs)
                 if n == 2:
                     a, b = inputs
@@ -365,18 +373,18 @@ class _Pass:
                             # special only as negations: no fold, no fill, and no identity
                             # unless it is (−a')(−b') → a'b'
                             plain = rules == 0 or not (sa and sb)
-                    key = (op, (b, a) if comm and b < a else ins)
+                    key = (b, a) if comm and b < a else ins
                 elif n == 1:
                     a = rep[inputs[0]]
                     ins = inputs if a == inputs[0] else (a,)
                     # f(−x) for f not a negation: no rule but CSE applies either
                     plain = a not in special or (
                         cse and rules == 0 and a in neg_of and self._no_fill_no_const(ins))
-                    key = (op, ins)
+                    key = ins
                 else:
                     ins = tuple([rep[i] for i in inputs])
                     plain = special.isdisjoint(ins)
-                    key = (op, ins)
+                    key = tuple(sorted(ins)) if comm else ins
                 attrs = d["attrs"]
                 if cse and plain:
                     # as _op → _set_op would conclude: of all the rewrites only CSE applies
@@ -384,7 +392,7 @@ class _Pass:
                         fa = frozen.get(id(attrs))
                         if fa is None:
                             fa = frozen[id(attrs)] = freeze(attrs)
-                        key += (fa,)
+                        key = (key, fa)
                     hit = table.setdefault(key, nid)
                     if hit == nid:
                         rep[nid] = nid
@@ -425,7 +433,7 @@ class _Pass:
                     key = weak.get(id(value))            # (one float object, many nodes)
                     if key is None:
                         key = weak[id(value)] = self._const_key(value, True)
-                    hit = table.get(key)
+                    hit = consts.get(key)
                     if hit is not None:
                         rep[nid] = hit
                         continue
