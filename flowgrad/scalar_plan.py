@@ -61,7 +61,8 @@ def build_scalar(prog, literals):
     template = prog._template
     # every value but the constants (checked below) a 0-d float64 or bool: C-level maps
     values = list(map(data.__getitem__, compress(prog._kept, map(is_, template, repeat(None)))))
-    if set(map(_shape, values)) - {()}:
+    shapes = list(map(_shape, values))   # () is one object: counted by identity in C
+    if countOf(shapes, ()) != len(shapes):
         return None
     # float64 is nearly always numpy's one float64 dtype object: counted by identity in C
     # (hashing or comparing dtypes one by one costs ~0.2 µs each); the rest one by one

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from operator import itemgetter
 
 from .autodiff import ancestors
 from .backends import get_backend
@@ -270,8 +271,8 @@ class Program:
     def _op_names(self) -> set:
         """The names of the ops the plan runs (without making the plan)."""
         pending = self._pending
-        ops = {d[1] for d in pending[1]} if pending is not None else \
-            {op for op, _, _ in self._step_ops}
+        ops = set(map(itemgetter(1), pending[1])) if pending is not None else \
+            set(map(itemgetter(0), self._step_ops))   # ("op", op, …) / (op, attrs, id)
         return {op.name for op in ops}
 
     def _aliasing_outputs(self, leaves):
