@@ -322,9 +322,10 @@ class _Pass:
     # the forward pass
     def run(self, order, output_ids, keep_all, dispatch=True):
         """The forward pass. Most nodes of a large graph meet no rule but CSE: an op
-        whose inputs are none of constants, fills or negations (``special``), or binary
-        arithmetic with one plain constant (``_plain_scaling``). Those are settled
-        here with one key; every other node goes through ``_op``, the full rule engine."""
+        whose inputs are none of constants, fills or negations (``special``), binary
+        arithmetic with one plain constant (``_plain_fill``), an op of negated inputs
+        that no identity touches (``_NEG_RULES``). Those are settled here with one key;
+        every other node goes through ``_op``, the full rule engine."""
         data, rep, defs, consts, special = self.data, self.rep, self.defs, self.table, self.special
         leaves = []
         # op -> (CSE here?, commutative?, arithmetic?, identities here?, which identities
@@ -333,7 +334,10 @@ class _Pass:
         neg_of = self.neg_of
         nones = [(), (None,), (None, None)]
         frozen = {}       # id(attrs) -> freeze(attrs): the graph's attrs dicts outlive the pass
-        scaling = {}      # special id -> whether it is a plain constant (_plain_constant)
+        # special id -> whether it is a fill c ∉ {0, 1, −1} (_plain_fill). A fill is never
+        # undone, so a remembered True stays true; a False may go stale only towards the
+        # rule engine, which then concludes the same
+        scaling = {}
         weak = {}         # id(float) -> its constant key: the node holds the float meanwhile
         for nid in order:
             d = data[nid]
@@ -366,7 +370,8 @@ class _Pass:
                             c = a if sa else b
                             plain = scaling.get(c)
                             if plain is None:
-                                plain = scaling[c] = self._plain_constant(c)
+                                plain = scaling[c] = self._plain_fill(c)
+                            plain = plain and c not in neg_of
                         if not plain and cse and rules != 1 and \
                                 (not sa or (a in neg_of and self._no_fill_no_const(ins[:1]))) \
                                 and (not sb or (b in neg_of and self._no_fill_no_const(ins[1:]))):
@@ -454,14 +459,14 @@ class _Pass:
             roots += [rep[nid] for nid in order]
         return Simplified(rep, defs, roots, leaves)
 
-    def _plain_constant(self, c):
-        """Whether special id ``c`` is a constant operand that lets binary arithmetic
-        with a non-special other operand (y·1.0001, 0.1·x, x + 0.5) meet none of the
-        rules but CSE — as _op would conclude: the other input is neither constant, fill
-        nor negation, so nothing folds or fills, and every identity of add/sub/mul/div
-        needs a 0, 1 or −1 or a negation."""
+    def _plain_fill(self, c):
+        """Whether special id ``c`` is a fill c ∉ {0, 1, −1}: if it is no negation either,
+        binary arithmetic of it and a non-special operand (y·1.0001, 0.1·x, x + 0.5) meets
+        no rule but CSE — as _op would conclude: the other input is neither constant,
+        fill nor negation, so nothing folds or fills, and every identity of add/sub/mul/
+        div needs a 0, 1 or −1 or a negation."""
         v = self.fill.get(c)
-        return v is not None and c not in self.neg_of and v not in (0, 1, -1)
+        return v is not None and v not in (0, 1, -1)
 
     def _op(self, nid, op, attrs, ins):
         defs, fill = self.defs, self.fill
