@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import math
 import operator
+from itertools import compress, repeat
+from operator import is_not
 
 import numpy as np
 
@@ -79,16 +81,16 @@ def _literal(v):
 def _constants(prog):
     """{slot: source text} of the template's constants: a literal or a global's name."""
     consts = {}
-    for s, v in enumerate(prog._template):
-        if v is not None:
-            lit = _literal(v)
-            consts[s] = lit if lit is not None else f"c{s}"
+    template = prog._template
+    for s in compress(range(len(template)), map(is_not, template, repeat(None))):
+        lit = _literal(template[s])
+        consts[s] = lit if lit is not None else f"c{s}"
     return consts
 
 
 def generate(prog):
     """The Generated code for ``prog`` (a built Program), or None for very large plans."""
-    if len(prog._plan) > MAX_STEPS:
+    if prog.n_steps > MAX_STEPS:
         return None
     from .scalar_plan import build_scalar   # noqa: E402  (one module per responsibility)
     consts = _constants(prog)

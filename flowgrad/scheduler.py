@@ -6,6 +6,14 @@ path is one loop over that list. Each intermediate value is dropped right after
 its last reader, unless it is an output (or the program keeps everything, for a
 trace). Ordering is by node id, which is topological by construction.
 
+Compiling is a few linear sweeps over plain dicts and lists (no networkx call per
+node): a depth-first pruning, simplify's forward pass, and one backward sweep that
+finds what the outputs need, each step's frees (a value's last reader is the first
+one a backward sweep meets) and the slots. The instructions themselves (kernels,
+slot tuples) are made when first needed: at once for the interpreter and for
+generated array code, on the first fallback or error for a program that runs
+generated scalar code.
+
 Reliability costs nothing on the hot path: run-time lengths are checked by a list
 compiled once (flowgrad.lengths), a failing kernel is found from the loop's state
 after the exception (one try around the loop), and NaN/Inf checking runs a separate
@@ -16,12 +24,14 @@ from __future__ import annotations
 
 import gc
 import threading
+from operator import itemgetter
 
 from .autodiff import ancestors
 from .backends import get_backend
 from .errors import FeedError
 from .graph import Node, gc_paused, same_graph
 from .simplify import simplify
+from .ops.base import Op
 from . import feeds as _feeds
 from . import lengths as _lengths
 from . import numerics as _numerics
@@ -38,8 +48,107 @@ def _as_outputs(outputs):
     return outputs, False
 
 
+def _pruned(outputs) -> list[int]:
+    """Ids of every node the outputs depend on, ascending (= topological): the same
+    list as ``autodiff.ancestors``, about twice as fast (each id is tested once, when
+    first met as an input, with no generator per node)."""
+    data = outputs[0].graph.nx._node
+    seen = {o.id for o in outputs}
+    stack = list(seen)
+    add, push, pop = seen.add, stack.append, stack.pop
+    while stack:
+        for i in data[pop()]["inputs"]:
+            if i not in seen:
+                add(i)
+                push(i)
+    return sorted(seen)
+
+
+def _all_slots(rep, own, order):
+    """{id: its representative's slot} for every pruned id whose value is kept."""
+    slot = dict(zip(rep, map(own.get, rep.values())))   # rep: every pruned id, ascending
+    if None in slot.values():        # few, usually: found with C-level scans
+        got = list(slot.values())
+        k = got.index(None)
+        try:
+            while True:
+                del slot[order[k]]
+                k = got.index(None, k + 1)
+        except ValueError:
+            pass
+    return slot
+
+
+class _SlotMap(dict):
+    """A program's {node id: slot}, filled in two parts: at compile, the leaves' and the
+    outputs' (all a call's binding reads); every other pruned id's on the first read
+    that may need them (a trace, ``values()``, an error report, ``.items()`` …). Every
+    read but a look-up of a present key completes the map first, so no reader ever
+    sees it partial; completing twice (two threads) writes the same entries."""
+
+    __slots__ = ("_rest",)
+
+    def __init__(self, known, rep, own, order):
+        dict.__init__(self, known)
+        self._rest = (rep, own, order)
+
+    def add_known(self, nid):
+        """Enter ``nid``'s slot now (a pruned id whose value is kept)."""
+        rep, own, _ = self._rest
+        dict.__setitem__(self, nid, own[rep[nid]])
+
+    def _complete(self):
+        rest = self._rest
+        if rest is not None:
+            dict.update(self, _all_slots(*rest))
+            self._rest = None          # only once every entry is in
+        return self
+
+    def __missing__(self, key):
+        if self._rest is None:
+            raise KeyError(key)
+        return self._complete()[key]
+
+
+def _completing(name):
+    method = getattr(dict, name)
+
+    def complete_first(self, *args, **kwargs):
+        return method(self._complete(), *args, **kwargs)
+    complete_first.__name__ = name
+    return complete_first
+
+
+for _name in ("get", "__contains__", "__iter__", "__reversed__", "__len__", "keys", "values",
+              "items", "__eq__", "__ne__", "__repr__", "copy", "pop", "popitem", "setdefault",
+              "update", "__or__", "__ror__", "__ior__"):
+    setattr(_SlotMap, _name, _completing(_name))
+# a copy or a pickle is a plain, complete dict
+_SlotMap.__reduce_ex__ = lambda self, protocol: (dict, (dict(self._complete()),))
+
+
+class _Made:
+    """A Program attribute made on first read (``Program._materialize``), then an
+    ordinary instance attribute (this descriptor has no __set__; tests may replace it)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, prog, owner=None):
+        if prog is None:
+            return self
+        prog._materialize()
+        return prog.__dict__[self.name]
+
+
 class Program:
     """A compiled, reusable evaluation of some output nodes. Call it with feeds."""
+
+    #: the interpreter's instructions ``(arity, kernel, a, b, input slots, output slot,
+    #: slots to free)``, ``(op, attrs, id)`` and the id each step computes
+    _plan = _Made()
+    _step_ops = _Made()
+    _step_nodes = _Made()
 
     def __init__(self, outputs, backend=None, keep_all=False, check_numerics=False,
                  codegen=True):
@@ -52,10 +161,12 @@ class Program:
         self._trace_program = None
         self._adjoints = None
         self._lock = threading.Lock()  # builds the trace program once
+        self._plan_lock = threading.Lock()  # makes the plan once (_materialize)
+        self._pending, self._n_steps = None, 0
         self._step_index = None  # {output slot: step}, made when a step first fails
         self._codegen = codegen and not keep_all   # traces stay on the interpreter
         with gc_paused():   # a plan over 10^5+ nodes: the collector's rescans cost ~2x
-            self._build(ancestors(outputs))
+            self._build(_pruned(outputs))
 
     # -- compile ----------------------------------------------------------------
     def _build(self, order):
@@ -72,40 +183,97 @@ class Program:
 
     def _build_plan(self, order):
         g, xp, backend = self.graph, self.backend.xp, self.backend
-        data = g.nx.nodes
+        data = g.nx._node      # nx's own {id: attrs}: a view's look-up costs a call
         self.order = order
         backend.check_ops(g, order)  # an op this backend lacks: BackendError now, naming it
         # simplify maps the pruned ids to a smaller plan: CSE, folding, identities
         simp = simplify(g, order, [o.id for o in self.outputs], self._keep_all)
-        kept = sorted(set(simp.leaves) | set(simp.consts) | {s[0] for s in simp.steps})
+        rep, defs = simp.rep, simp.defs
+        # One backward sweep over the definitions (descending ids): what the outputs
+        # need, and each step's frees. A value is freed by its last reader, which is the
+        # first reader this sweep meets; outputs start live, so they are never freed
+        # (and with keep_all everything starts live: nothing is freed).
+        live = set(simp.roots)
+        add = live.add
+        kept = []              # kept ids, descending: live values and every leaf
+        # the live steps, descending, as parallel lists (no container a step: everything
+        # built here outlives the compile, and the collector then scans each object once):
+        # ids, definitions ("op", op, attrs, ins), and the ids each frees, flattened
+        step_ids, step_defs, n_freed, freed = [], [], [], []
+        consts = []
+        for r, d in reversed(defs.items()):
+            if r not in live:
+                continue
+            kept.append(r)
+            if d[0] != "op":
+                if d[0] == "const":
+                    consts.append((r, d[1]))
+                continue
+            n = 0
+            for i in d[3]:
+                if i not in live:
+                    add(i)
+                    freed.append(i)
+                    n += 1
+            step_ids.append(r)
+            step_defs.append(d)
+            n_freed.append(n)
+        dead = [nid for nid in simp.leaves if nid not in live]
+        if dead:               # placeholders stay required after their uses simplify away
+            kept = sorted(kept + dead)
+        else:
+            kept.reverse()
         self._kept = kept
-        own = {nid: k for k, nid in enumerate(kept)}
-        rep = simp.rep
-        slot = {nid: own[rep[nid]] for nid in order if rep[nid] in own}
-        slot.update(own)
+        own = dict(zip(kept, range(len(kept))))
+        # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
+        # other pruned id's when something first asks (a trace, values(), an error)
+        slot = _SlotMap({nid: own[rep[nid]] for nid in simp.leaves}, rep, own, order)
+        for o in self.outputs:
+            slot.add_known(o.id)
         self._slot = slot
         template = [None] * len(kept)
-        self.placeholders, self._variables, steps = {}, [], []
+        self.placeholders, self._variables = {}, []
+        handles = g._handles
         for nid in simp.leaves:
             if data[nid]["kind"] == "placeholder":
-                self.placeholders[nid] = g.node(nid)
+                self.placeholders[nid] = handles[nid]
             else:
-                self._variables.append((own[nid], g.node(nid)))
-        for nid, v in simp.consts.items():
+                self._variables.append((own[nid], handles[nid]))
+        for nid, v in consts:
             template[own[nid]] = v if data[nid]["weak"] else backend.asarray(v)
-        for nid, op, attrs, ins in simp.steps:
-            steps.append((op.kernel(xp, attrs), tuple([own[i] for i in ins]), own[nid]))
-        self._step_nodes = [s[0] for s in simp.steps]  # the node each plan step computes
         self._template = template
         self._out_slots = [slot[o.id] for o in self.outputs]
-        self._plan = self._with_frees(steps)
-        checks = _lengths.compile_checks(g, order)
+        # The plan proper (kernels, slot tuples) is made on first use: a program that runs
+        # generated scalar code never needs it unless a call falls back to arrays.
+        self._n_steps = len(step_ids)
+        self._pending = (step_ids, step_defs, n_freed, freed, own, xp)
+        # run-time lengths are checked between placeholders only: none without a None axis
+        checks = _lengths.compile_checks(g, order) if any(
+            None in data[nid]["shape"] for nid in self.placeholders) else None
         self._check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
         self._copy_outs = self._aliasing_outputs(simp.leaves)
         # generated code (flowgrad/codegen.py): one Python function for the whole plan
-        self._step_ops = [(op, attrs, nid) for nid, op, attrs, _ in simp.steps]
         self._generated = _codegen.generate(self) if self._codegen else None
         self._call = _codegen.make_caller(self, self._generated) if self._generated else None
+        if self._call is None:
+            self._materialize()          # the interpreter runs the plan: make it now
+
+    def _materialize(self):
+        """Make ``_plan``, ``_step_ops`` and ``_step_nodes`` from the sweep's steps, once."""
+        with self._plan_lock:
+            if self._pending is None:
+                return
+            plan, ops = _plan_steps(*self._pending)
+            self.__dict__.update(_plan=plan, _step_ops=ops,
+                                 _step_nodes=[nid for _, _, nid in ops])
+            self._pending = None
+
+    def _op_names(self) -> set:
+        """The names of the ops the plan runs (without making the plan)."""
+        pending = self._pending
+        ops = set(map(itemgetter(1), pending[1])) if pending is not None else \
+            set(map(itemgetter(0), self._step_ops))   # ("op", op, …) / (op, attrs, id)
+        return {op.name for op in ops}
 
     def _aliasing_outputs(self, leaves):
         """Positions of outputs to copy: a fed array or variable (the caller's or the
@@ -118,28 +286,6 @@ class Program:
                 copy.append(k)
             seen.add(s)
         return tuple(copy)
-
-    def _with_frees(self, steps):
-        """Attach to each step the slots whose last reader it is (never outputs)."""
-        keep = set(self._out_slots)
-        last = {}
-        for k, (_, ins, _) in enumerate(steps):
-            for s in ins:
-                last[s] = k
-        frees = {}                     # step -> slots it frees (most steps free one or none)
-        if not self._keep_all:
-            for s, k in last.items():
-                if s not in keep:
-                    frees.setdefault(k, []).append(s)
-        plan = []
-        none = ()
-        for k, (fn, ins, out) in enumerate(steps):
-            # arity-specialised tuples keep the loop in _run free of list building
-            fr = frees.get(k)
-            n = len(ins)
-            plan.append((n, fn, ins[0] if n else None, ins[1] if n > 1 else None, ins, out,
-                         tuple(fr) if fr else none))
-        return plan
 
     # -- run --------------------------------------------------------------------
     def _bind(self, args, kwargs) -> list:
@@ -249,7 +395,7 @@ class Program:
     @property
     def n_steps(self) -> int:
         """How many op nodes one call executes."""
-        return len(self._plan)
+        return self._n_steps
 
     def __repr__(self):
         names = ", ".join(o.name for o in self.outputs)
@@ -258,6 +404,47 @@ class Program:
     def _repr_mimebundle_(self, include=None, exclude=None):
         from .viz.notebook import mimebundle  # drawn inline in Jupyter, text without `dot`
         return mimebundle(self, include, exclude)
+
+
+def _plan_steps(step_ids, step_defs, n_freed, freed, own, xp):
+    """The plan (arity-specialised tuples: the loop in _run builds no lists) and
+    ``(op, attrs, id)`` per step, from the backward sweep's lists (descending)."""
+    plan, ops = [], []
+    kernels = {}           # op -> its kernel when it has no attrs (Op.kernel: the same object)
+    none = ()
+    end = len(freed)
+    for k in range(len(step_ids) - 1, -1, -1):
+        nid = step_ids[k]
+        _, op, attrs, ins = step_defs[k]
+        if attrs or type(op) is not Op:
+            fn = op.kernel(xp, attrs)
+        else:
+            fn = kernels.get(op)
+            if fn is None:
+                fn = kernels[op] = op.kernel(xp, attrs)
+        n = len(ins)
+        if n == 2:
+            a, b = own[ins[0]], own[ins[1]]
+            sl = (a, b)
+        elif n == 1:
+            a, b = own[ins[0]], None
+            sl = (a,)
+        else:
+            sl = tuple([own[i] for i in ins])
+            a = sl[0] if n else None
+            b = sl[1] if n > 1 else None
+        c = n_freed[k]         # this step's frees: the last c of what is left of freed
+        if not c:
+            fr = none
+        elif c == 1:
+            end -= 1
+            fr = (own[freed[end]],)
+        else:
+            fr = tuple([own[i] for i in freed[end - c:end]])
+            end -= c
+        plan.append((n, fn, a, b, sl, own[nid], fr))
+        ops.append((op, attrs, nid))
+    return plan, ops
 
 
 #: ops whose kernel may return a view of (or the very array of) its first input

@@ -4,8 +4,17 @@
 (ascending = topological). The graph itself is never changed — graphs only grow,
 and the same node may be compiled into many programs — instead each node is
 mapped to a *representative* whose value it shares, and only the representatives
-that an output still needs become plan steps. One forward pass over the ids, one
-backward liveness pass; both are loops (no recursion), linear in the node count.
+that an output still needs become plan steps. One forward pass over the ids maps
+them (the scheduler's backward sweep then finds what the outputs need); both are
+loops (no recursion), linear in the node count.
+
+The forward pass costs about a microsecond a node, so its driver settles the bulk of
+a large graph itself: a node whose inputs are none of constants, known fills or
+negations meets no rule but CSE, and so does arithmetic with one plain constant
+operand (y·1.0001) and an op of negated inputs that no identity touches (f(−x),
+(−a)·b). One dict look-up per op tells the driver which of these cases an op can be
+in; every other node goes through the full rule engine (``_Pass._op``), and
+``simplify(..., dispatch=False)`` sends every node there (the tests compare both).
 
 Rewrites, each exact up to floating-point rounding (all values are compared by
 the tests against the unsimplified program):
@@ -132,15 +141,58 @@ _COMMUTATIVE = {"add", "mul"}
 _MAKES_FILL = {"zeros_like", "ones_like"}
 _SLOW_NAMES = _MAKES_FILL | {"neg", "sub"}
 _ARITH = {"add", "mul", "div"}   # ops with a rewrite that needs no fill input
+# the identities an op may meet when its inputs are special only as negations (see
+# _identity): 1 a ± (−b) rewrites, 2 (−a)(−b) → ab only, 3 −(−x) and −(a − b) …; 0 none,
+# so the driver settles it by CSE alone. A new rule that looks through a negated input
+# (|−x| → |x|, say) must give its op an entry here, or the driver never asks it.
+_NEG_RULES = {"add": 1, "sub": 1, "mul": 2, "neg": 3}
 
 
 class Simplified:
     """The result: ``rep`` maps every id to the id holding its value; ``consts`` the ids
     whose value is known at compile time; ``steps`` the ops to run, in order, as
-    ``(id, op, attrs, input ids)``; ``leaves`` the placeholders and variables."""
+    ``(id, op, attrs, input ids)``; ``leaves`` the placeholders and variables.
 
-    def __init__(self, rep, consts, steps, leaves):
-        self.rep, self.consts, self.steps, self.leaves = rep, consts, steps, leaves
+    ``defs`` ({representative: definition}, ascending), ``roots`` (the representatives
+    the outputs need) are what the scheduler's own liveness sweep reads
+    (flowgrad/scheduler.py); ``consts`` and ``steps`` are derived from them on first
+    use, so a compile that never asks for them does not pay for them."""
+
+    def __init__(self, rep, defs, roots, leaves):
+        self.rep, self.defs, self.roots, self.leaves = rep, defs, roots, leaves
+        self._emitted = None
+
+    @property
+    def consts(self):
+        return self._emit()[0]
+
+    @property
+    def steps(self):
+        return self._emit()[1]
+
+    def _emit(self):
+        """(consts, steps) of the representatives the roots reach."""
+        if self._emitted is None:
+            defs = self.defs
+            live = set()
+            stack = list(self.roots)
+            while stack:
+                r = stack.pop()
+                if r in live:
+                    continue
+                live.add(r)
+                d = defs[r]
+                if d[0] == "op":
+                    stack.extend(d[3])
+            consts, steps = {}, []
+            for r in sorted(live):
+                d = defs[r]
+                if d[0] == "const":
+                    consts[r] = d[1]
+                elif d[0] == "op":
+                    steps.append((r, d[1], d[2], d[3]))
+            self._emitted = consts, steps
+        return self._emitted
 
 
 def _uniform(value):
@@ -163,25 +215,32 @@ def _node_dict(nxg):
     return d if isinstance(d, dict) else nxg.nodes
 
 
-def _frozen_attrs(attrs):
-    """freeze(attrs), with the common empty dict answered without a call."""
-    return ("dict",) if not attrs else freeze(attrs)
-
-
 def _static(shape):
     return None not in shape
 
 
-def simplify(graph, order, output_ids, keep_all=False) -> Simplified:
-    """Map the pruned, ascending ``order`` to a smaller plan (see the module docstring)."""
+def simplify(graph, order, output_ids, keep_all=False, dispatch=True) -> Simplified:
+    """Map the pruned, ascending ``order`` to a smaller plan (see the module docstring).
+
+    ``dispatch=False`` sends every op node through the full rule engine (``_Pass._op``)
+    instead of the driver's shortcuts; the result is the same (the tests check it)."""
     data = _node_dict(graph.nx)
     if not enabled():
-        steps = [(nid, data[nid]["op"], data[nid]["attrs"], data[nid]["inputs"])
-                 for nid in order if data[nid]["kind"] == "op"]
-        consts = {nid: data[nid]["value"] for nid in order if data[nid]["kind"] == "constant"}
-        leaves = [nid for nid in order if data[nid]["kind"] in ("placeholder", "variable")]
-        return Simplified({nid: nid for nid in order}, consts, steps, leaves)
-    return _Pass(data).run(order, output_ids, keep_all)
+        defs, leaves = {}, []
+        for nid in order:
+            d = data[nid]
+            kind = d["kind"]
+            if kind == "op":
+                defs[nid] = ("op", d["op"], d["attrs"], d["inputs"])
+            elif kind == "constant":
+                defs[nid] = ("const", d["value"])
+            else:
+                defs[nid] = ("leaf",)
+                if kind in ("placeholder", "variable"):
+                    leaves.append(nid)
+        roots = list(output_ids) + (list(order) if keep_all else [])
+        return Simplified({nid: nid for nid in order}, defs, roots, leaves)
+    return _Pass(data).run(order, output_ids, keep_all, dispatch)
 
 
 class _Pass:
@@ -190,7 +249,11 @@ class _Pass:
         self.rep = {}        # id -> representative id
         self.defs = {}       # representative id -> ("leaf",) | ("const", v) | ("op", op, attrs, ins)
         self.fill = {}       # representative id -> c (every entry equals c)
-        self.table = {}      # CSE key -> representative id
+        self.table = {}      # constant's key -> representative id
+        # op -> {CSE key: representative id}, the key the (representative) inputs, sorted
+        # for add/mul, and (inputs, frozen attrs) for an op with attrs: no key object
+        # to build for most nodes (their input tuple is the graph's own)
+        self.tables = {}
         self.neg_of = {}     # representative of −a -> a
         self.special = set()  # representatives that are constants or known fills
 
@@ -226,13 +289,17 @@ class _Pass:
             self.fill[nid] = c
 
     def _set_op(self, nid, op, attrs, ins):
-        key = (id(op), _frozen_attrs(attrs),
-               tuple(sorted(ins)) if op.name in _COMMUTATIVE else ins)
-        hit = self.table.get(key)
+        key = tuple(sorted(ins)) if op.name in _COMMUTATIVE else ins
+        if attrs:
+            key = (key, freeze(attrs))     # as in run()
+        table = self.tables.get(op)
+        if table is None:
+            table = self.tables[op] = {}
+        hit = table.get(key)
         if hit is not None and self._fits(hit, nid):
             self.rep[nid] = hit
             return
-        self.table[key] = nid
+        table[key] = nid
         self.rep[nid] = nid
         self.defs[nid] = ("op", op, attrs, ins)
         if op.name == "neg":
@@ -253,59 +320,153 @@ class _Pass:
         self.special.add(self.rep[nid])
 
     # the forward pass
-    def run(self, order, output_ids, keep_all):
-        data, rep, defs, table, special = self.data, self.rep, self.defs, self.table, self.special
+    def run(self, order, output_ids, keep_all, dispatch=True):
+        """The forward pass. Most nodes of a large graph meet no rule but CSE: an op
+        whose inputs are none of constants, fills or negations (``special``), binary
+        arithmetic with one plain constant (``_plain_fill``), an op of negated inputs
+        that no identity touches (``_NEG_RULES``). Those are settled here with one key;
+        every other node goes through ``_op``, the full rule engine."""
+        data, rep, defs, consts, special = self.data, self.rep, self.defs, self.table, self.special
         leaves = []
+        # op -> (CSE here?, commutative?, arithmetic?, identities here?, which identities
+        # a negated input may meet: _NEG_RULES)
+        ops = {}          # (and the op's CSE table)
+        neg_of = self.neg_of
+        nones = [(), (None,), (None, None)]
+        frozen = {}       # id(attrs) -> freeze(attrs): the graph's attrs dicts outlive the pass
+        # special id -> whether it is a fill c ∉ {0, 1, −1} (_plain_fill). A fill is never
+        # undone, so a remembered True stays true; a False may go stale only towards the
+        # rule engine, which then concludes the same
+        scaling = {}
+        weak = {}         # id(float) -> its constant key: the node holds the float meanwhile
         for nid in order:
             d = data[nid]
-            kind = d["kind"]
-            if kind == "op":
-                op, attrs = d["op"], d["attrs"]
-                ins = tuple([rep[i] for i in d["inputs"]])
-                name = op.name
-                if name not in _SLOW_NAMES and not op.stateful and (
-                        special.isdisjoint(ins) or self._plain_scaling(name, ins)):
-                    # the bulk of a large graph, inlined: no input a constant or a fill,
-                    # so of all the rewrites only CSE applies (as _op → _set_op would do)
-                    if name in _COMMUTATIVE and len(ins) == 2 and ins[1] < ins[0]:
-                        key = (id(op), ("dict",) if not attrs else freeze(attrs), (ins[1], ins[0]))
+            op = d["op"]
+            if op is not None:         # an op node (a leaf's op is None)
+                inputs = d["inputs"]
+                try:
+                    cse, comm, arith, ident, rules, table = ops[op]
+                except KeyError:
+                    name = op.name
+                    cse, comm, arith, ident, rules, table = ops[op] = (
+                        dispatch and name not in _SLOW_NAMES and not op.stateful,
+                        name in _COMMUTATIVE, name in _ARITH,
+                        dispatch and name not in _MAKES_FILL and not op.stateful,
+                        _NEG_RULES.get(name, 0), self.tables.setdefault(op, {}))
+                n = len(inputs)
+                if n == 2:
+                    a, b = inputs
+                    a, b = rep[a], rep[b]
+                    # the graph's own tuple when nothing was remapped: no new object
+                    # (it would outlive the compile, and the collector would scan it)
+                    ins = inputs if a == inputs[0] and b == inputs[1] else (a, b)
+                    sa, sb = a in special, b in special
+                    if not (sa or sb):
+                        plain = True
                     else:
-                        key = (id(op), ("dict",) if not attrs else freeze(attrs), ins)
-                    if key not in table:
-                        table[key] = nid
+                        plain = False
+                        if arith and sa != sb:
+                            # one operand a plain constant (y·1.0001)? asked once per constant
+                            c = a if sa else b
+                            plain = scaling.get(c)
+                            if plain is None:
+                                plain = scaling[c] = self._plain_fill(c)
+                            plain = plain and c not in neg_of
+                        if not plain and cse and rules != 1 and \
+                                (not sa or (a in neg_of and self._no_fill_no_const(ins[:1]))) \
+                                and (not sb or (b in neg_of and self._no_fill_no_const(ins[1:]))):
+                            # special only as negations: no fold, no fill, and no identity
+                            # unless it is (−a')(−b') → a'b'
+                            plain = rules == 0 or not (sa and sb)
+                    key = (b, a) if comm and b < a else ins
+                elif n == 1:
+                    a = rep[inputs[0]]
+                    ins = inputs if a == inputs[0] else (a,)
+                    # f(−x) for f not a negation: no rule but CSE applies either
+                    plain = a not in special or (
+                        cse and rules == 0 and a in neg_of and self._no_fill_no_const(ins))
+                    key = ins
+                else:
+                    ins = tuple([rep[i] for i in inputs])
+                    plain = special.isdisjoint(ins)
+                    key = tuple(sorted(ins)) if comm else ins
+                attrs = d["attrs"]
+                if cse and plain:
+                    # as _op → _set_op would conclude: of all the rewrites only CSE applies
+                    if attrs:
+                        fa = frozen.get(id(attrs))
+                        if fa is None:
+                            fa = frozen[id(attrs)] = freeze(attrs)
+                        key = (key, fa)
+                    hit = table.setdefault(key, nid)
+                    if hit == nid:
                         rep[nid] = nid
                         defs[nid] = ("op", op, attrs, ins)
                         continue
+                    dh = data[hit]
+                    if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
+                        rep[nid] = hit          # a common subexpression
+                        continue
+                elif ident and n < 3 and self._no_fill_no_const(ins):
+                    # a negation, or inputs special only as negations: nothing folds or
+                    # fills, so of all the rules only the identities can apply (as in _op)
+                    if rules == 3 and not attrs and a not in neg_of and self._negate(a) is None:
+                        # −x that no rewrite absorbs: a new negation, as _set_op makes it
+                        hit = table.setdefault(key, nid)
+                        if hit == nid:
+                            rep[nid] = nid
+                            defs[nid] = ("op", op, attrs, ins)
+                            neg_of[nid] = a
+                            special.add(nid)
+                            continue
+                        dh = data[hit]
+                        if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
+                            rep[nid] = hit
+                            continue
+                    self._by_identity(nid, op, attrs, ins, nones[n])
+                    continue
                 self._op(nid, op, attrs, ins)
-            elif kind in ("placeholder", "variable"):
+                continue
+            kind = d["kind"]
+            if kind in ("placeholder", "variable"):
                 rep[nid] = nid
-                self.defs[nid] = ("leaf",)
+                defs[nid] = ("leaf",)
                 leaves.append(nid)
             elif kind == "constant":
-                self._set_const(nid, d["value"], d["weak"])
+                value = d["value"]
+                if type(value) is float and d["weak"]:   # y * 1.0001: mostly a repeat
+                    key = weak.get(id(value))            # (one float object, many nodes)
+                    if key is None:
+                        key = weak[id(value)] = self._const_key(value, True)
+                    hit = consts.get(key)
+                    if hit is not None:
+                        rep[nid] = hit
+                        continue
+                self._set_const(nid, value, d["weak"])
             else:
-                self._op(nid, d["op"], d["attrs"], tuple(rep[i] for i in d["inputs"]))
+                raise ValueError(f"node {nid}: unknown kind {kind!r}")
+        copied = False
         for o in output_ids:   # never hand back a fed array or a variable's storage
             r = rep[o]
-            if r != o and self.defs[r][0] == "leaf":
+            if r != o and defs[r][0] == "leaf":
                 rep[o] = o
-                self.defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
-        return self._emit(order, output_ids, keep_all, leaves)
+                defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
+                copied = True
+        if copied:             # keep defs ascending: the scheduler sweeps it backwards
+            self.defs = defs = {r: defs[r] for r in sorted(defs)}
+        roots = [rep[o] for o in output_ids]
+        if keep_all:
+            roots += [rep[nid] for nid in order]
+        return Simplified(rep, defs, roots, leaves)
 
-    def _plain_scaling(self, name, ins):
-        """Whether binary arithmetic with one constant operand c ∉ {0, 1, −1} (y·1.0001,
-        0.1·x, x + 0.5) meets none of the rules but CSE — as _op would conclude: one
-        input is neither constant, fill nor negation, so nothing folds or fills, and
-        every identity of add/sub/mul/div needs a 0, 1 or −1 or a negation."""
-        if name not in _ARITH or len(ins) != 2:
-            return False
-        a, b = ins
-        special = self.special
-        if (a in special) == (b in special):
-            return False
-        c_id = a if a in special else b
-        c = self.fill.get(c_id)
-        return c is not None and c_id not in self.neg_of and c not in (0, 1, -1)
+    def _plain_fill(self, c):
+        """Whether special id ``c`` is a fill c ∉ {0, 1, −1}: if it is no negation either,
+        binary arithmetic of it and a non-special operand (y·1.0001, 0.1·x, x + 0.5) meets
+        no rule but CSE — as _op would conclude: the other input is neither constant,
+        fill nor negation, so nothing folds or fills, and every identity of add/sub/mul/
+        div needs a 0, 1 or −1 or a negation."""
+        v = self.fill.get(c)
+        return v is not None and v not in (0, 1, -1)
 
     def _op(self, nid, op, attrs, ins):
         defs, fill = self.defs, self.fill
@@ -322,6 +483,10 @@ class _Pass:
                 return self._set_fill(nid, 0, (op, attrs, ins))
             return self._set_op(nid, op, attrs, ins)
         fallback = (op, attrs, ins)
+        if name not in _MAKES_FILL and self._no_fill_no_const(ins):
+            # inputs special only as negations (reverse sweeps make many): nothing folds
+            # or fills below, so of all the rules only the identities can apply
+            return self._by_identity(nid, op, attrs, ins, [None] * len(ins))
         fills = [fill.get(i) for i in ins]
         if name == "zeros_like":
             return self._set_fill(nid, 0, fallback)
@@ -340,6 +505,18 @@ class _Pass:
             return self._set_fill(nid, fills[0], fallback)
         if n_fills and getattr(op, "multilinear", False) and 0 in fills:
             return self._set_fill(nid, 0, fallback)
+        return self._by_identity(nid, op, attrs, ins, fills)
+
+    def _no_fill_no_const(self, ins):
+        fill, defs = self.fill, self.defs
+        for i in ins:
+            if i in fill or defs[i][0] == "const":
+                return False
+        return True
+
+    def _by_identity(self, nid, op, attrs, ins, fills):
+        """The identities and negation rewrites (``_identity``), else the op as is."""
+        name = op.name
         alias = self._identity(nid, name, ins, fills)
         if alias is not None:
             if isinstance(alias, tuple):        # a rewrite to another op: its rules too
@@ -353,7 +530,7 @@ class _Pass:
                     self.special.add(r)
                 return
             if alias == "zero":
-                return self._set_fill(nid, 0, fallback)
+                return self._set_fill(nid, 0, (op, attrs, ins))
             self.rep[nid] = alias
             return
         self._set_op(nid, op, attrs, ins)
@@ -453,31 +630,6 @@ class _Pass:
             return out.item() if out.size == 1 else None
         except Exception:
             return None
-
-    # the backward (liveness) pass and emission
-    def _emit(self, order, output_ids, keep_all, leaves):
-        rep, defs = self.rep, self.defs
-        roots = [rep[o] for o in output_ids]
-        if keep_all:
-            roots += [rep[nid] for nid in order]
-        live = set()
-        stack = list(roots)
-        while stack:
-            r = stack.pop()
-            if r in live:
-                continue
-            live.add(r)
-            d = defs[r]
-            if d[0] == "op":
-                stack.extend(d[3])
-        consts, steps = {}, []
-        for r in sorted(live):
-            d = defs[r]
-            if d[0] == "const":
-                consts[r] = d[1]
-            elif d[0] == "op":
-                steps.append((r, d[1], d[2], d[3]))
-        return Simplified(rep, consts, steps, leaves)
 
 
 def _readonly(arr):

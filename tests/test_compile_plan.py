@@ -1,0 +1,172 @@
+"""The compile passes build exactly the plan of the straightforward construction.
+
+``Program._build_plan`` fuses liveness, last-use frees and slot numbering into one
+backward sweep, and simplify's driver settles most nodes without its rule engine. Here
+both are checked against the plain construction, written out below as it stood before:
+the rule engine on every node (``simplify(..., dispatch=False)``), a depth-first
+liveness pass, slots numbered by ascending id, and frees found by a forward last-use
+scan. Same steps, same kernels' ops and attributes, same slots, same frees, same
+constants, on random graphs, gradients, higher derivatives and traces.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, HealthCheck
+
+import flowgrad as fg
+from flowgrad import simplify as simp_mod
+from flowgrad.autodiff import ancestors
+from flowgrad.simplify import simplify
+from random_graphs import build, programs
+from fuzz_graphs import valid_graphs
+
+
+def reference_plan(prog):
+    """(kept, slot map, [(op, attrs, input slots, out slot, frees)], consts) built the
+    plain way from the program's graph and outputs."""
+    g, outs = prog.graph, prog.outputs
+    order = ancestors(outs)
+    s = simplify(g, order, [o.id for o in outs], prog._keep_all, dispatch=False)
+    kept = sorted(set(s.leaves) | set(s.consts) | {st[0] for st in s.steps})
+    own = {nid: k for k, nid in enumerate(kept)}
+    slot = {nid: own[s.rep[nid]] for nid in order if s.rep[nid] in own}
+    out_slots = [slot[o.id] for o in outs]
+    steps = [(op, attrs, tuple(own[i] for i in ins), own[nid]) for nid, op, attrs, ins
+             in s.steps]
+    last = {}
+    for k, (_, _, ins, _) in enumerate(steps):
+        for i in ins:
+            last[i] = k
+    frees = [set() for _ in steps]
+    if not prog._keep_all:
+        for i, k in last.items():
+            if i not in out_slots:
+                frees[k].add(i)
+    plan = [(op, attrs, ins, out, fr) for (op, attrs, ins, out), fr in zip(steps, frees)]
+    consts = {own[nid]: v for nid, v in s.consts.items()}
+    return kept, slot, out_slots, plan, consts, s
+
+
+def assert_same_plan(prog):
+    kept, slot, out_slots, plan, consts, s = reference_plan(prog)
+    assert prog._kept == kept
+    assert prog._slot == slot
+    assert prog._out_slots == out_slots
+    got = [(op, attrs, step[4], step[5], set(step[6]))
+           for (op, attrs, _), step in zip(prog._step_ops, prog._plan)]
+    assert len(got) == len(plan)
+    for (op, attrs, ins, out, fr), want in zip(got, plan):
+        assert (op, ins, out, fr) == (want[0], want[2], want[3], want[4])
+        assert attrs == want[1]
+    assert prog._step_nodes == [st[0] for st in s.steps]
+    for step in prog._plan:               # the arity-specialised fields agree with ins
+        n, _, a, b, ins = step[:5]
+        assert n == len(ins) and a == (ins[0] if n else None) and \
+            b == (ins[1] if n > 1 else None)
+    for k, v in enumerate(prog._template):
+        assert (k in consts) == (v is not None)
+        if k in consts:
+            np.testing.assert_array_equal(np.asarray(v), np.asarray(consts[k]))
+    # the driver's shortcuts settle every node as the rule engine does
+    fast = simplify(prog.graph, ancestors(prog.outputs), [o.id for o in prog.outputs],
+                    prog._keep_all)
+    assert fast.rep == s.rep
+    assert [st[:2] + st[3:] for st in fast.steps] == [st[:2] + st[3:] for st in s.steps]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(programs())
+def test_random_graphs_and_gradients_build_the_reference_plan(program):
+    g, xs, outs, arrays = build(program)
+    with g:
+        for prog in (fg.compile(outs), fg.compile(outs, codegen=False),
+                     fg.compile(outs[:1]), fg.compile(outs[1:] + outs[1:])):
+            assert_same_plan(prog)
+        prog = fg.compile(outs)
+        feed = {f"p{i}": a for i, a in enumerate(arrays)}
+        for a, b in zip(prog(**feed), fg.compile(outs, codegen=False)(**feed)):
+            np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(valid_graphs())
+def test_fuzzed_graphs_build_the_reference_plan(case):
+    with case.graph:
+        outs = [case.out]
+        if case.out.dtype.kind == "f":
+            outs += fg.grad(fg.sum(case.out * case.out), case.inputs)
+        assert_same_plan(fg.compile(outs))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sign_and_constant_graphs_build_the_reference_plan(seed):
+    """add/sub/mul/neg with constants 0, ±1 and plain ones, CSE repeats, fills and a
+    trace (keep_all): the paths of the driver and of the rule engine all meet here."""
+    r = np.random.default_rng(seed)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        s = fg.placeholder("s")
+        pool = [x, s, fg.zeros_like(x), fg.ones_like(x)]
+        for _ in range(40):
+            a, b = (pool[r.integers(len(pool))] for _ in range(2))
+            k = r.integers(12)
+            c = [0.0, 1.0, -1.0, 2.5][r.integers(4)]
+            node = [a + b, a - b, a * b, -a, a * c, c * a + b, fg.sin(a), a / (2.0 + b * b),
+                    fg.abs(a), fg.exp(-a), fg.tanh(a) * -b, a / -b][k]
+            pool.append(node)
+        y = fg.sum(pool[-1] * pool[-1]) + fg.sum(pool[-2])
+        outs = [y, *fg.grad(y, [x, s]), x]          # a fed leaf as an output: a copy step
+        prog = fg.compile(outs)
+        assert_same_plan(prog)
+        prog.trace(x=np.arange(3.0), s=0.5)
+        assert_same_plan(prog._trace_program)       # keep_all: nothing freed
+        with simp_mod.disabled():
+            assert_same_plan(fg.compile(outs))
+
+
+def test_the_scalar_chain_builds_the_reference_plan():
+    with fg.Graph():
+        x = fg.placeholder("x")
+        y = x
+        for _ in range(60):
+            y = fg.sin(y) * 1.0001 + 0.1 * fg.cos(y)
+        outs = [y, fg.grad(y, x)]
+        assert_same_plan(fg.compile(outs))
+        assert_same_plan(fg.compile([outs[1]], codegen=False))
+
+
+def test_length_checks_need_a_placeholder_with_a_none_axis():
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(None,))
+        b = fg.placeholder("b", shape=(None,))
+        c = fg.placeholder("c", shape=(3,))
+        assert fg.compile(a * b)._check_lengths is not None
+        assert fg.compile(c * 2.0)._check_lengths is None
+        with pytest.raises(fg.FeedError):
+            fg.compile(a * b)(a=np.ones(2), b=np.ones(3))
+
+
+def test_the_slot_map_is_complete_for_every_reader():
+    """Compile enters only the leaves' and outputs' slots; any other read completes
+    the map first, so every way of reading it sees all of the program's ids."""
+    import copy
+    import pickle
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        h = fg.sin(x) * 2.0
+        y = fg.sum(h * h)
+        outs = [y, fg.grad(y, x)]
+        full = reference_plan(fg.compile(outs))[1]
+        readers = [lambda m: dict(m.items()), lambda m: {k: m[k] for k in list(m)},
+                   lambda m: {k: m.get(k) for k in m.keys()}, lambda m: dict(m),
+                   lambda m: {**m}, lambda m: m.copy(), lambda m: copy.deepcopy(m),
+                   lambda m: pickle.loads(pickle.dumps(m)),
+                   lambda m: dict(zip(m.keys(), m.values()))]
+        for read in readers:
+            m = fg.compile(outs)._slot
+            assert read(m) == full
+        m = fg.compile(outs)._slot
+        assert len(m) == len(full) and h.id in m and m[h.id] == full[h.id]
+        m = fg.compile(outs)._slot
+        assert m[h.id] == full[h.id] and m == full and full == m
+        with pytest.raises(KeyError):
+            fg.compile(outs)._slot[10 ** 9]
