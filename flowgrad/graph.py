@@ -23,6 +23,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
+from array import array
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import networkx as nx
 import numpy as np
@@ -37,6 +40,9 @@ _state = threading.local()
 # sharing; and holding no tracked object they keep the adjacency dicts out of the cyclic
 # collector's scans, which dominated building very large graphs.
 _EDGE = tuple({"argnums": (k,)} for k in range(8))
+
+
+_UNSET = object()   # add_node's "where not given" (None is a valid where: no user frame)
 
 
 def _graph_stack():
@@ -76,6 +82,20 @@ class Graph:
 
     def __init__(self):
         self.nx = _DiGraph()
+        # Successors: src's out-edges form a linked list, newest first: _first[src] is
+        # the latest edge out of src (-1: none), _edst[e] its target, _enext[e] the next.
+        # Filled in from the nodes' inputs only when the adjacency is read (networkx
+        # users, drawings), for the nodes added since: building pays nothing for it, and
+        # it holds 8 bytes a node and 16 an edge, where a dict per node and direction
+        # was ~450 bytes.
+        self._first = array("q")
+        self._edst = array("q")
+        self._enext = array("q")
+        nxg = self.nx
+        self._node = nxg._node
+        self._nx_cache = nxg.__networkx_cache__
+        nxg._succ = nxg._adj = _Adjacency(self._node, self._successors)
+        nxg._pred = _Adjacency(self._node, self._predecessors)
         self._handles: list[Node] = []
         self._names: dict[str, int] = {}
         self._name_next: dict[str, int] = {}
@@ -131,49 +151,81 @@ class Graph:
         return f"{name}_{k}"
 
     def add_node(self, op, inputs, attrs, shape, dtype, *, name=None, kind="op",
-                 value=None, weak=False, exact_name=False) -> "Node":
+                 value=None, weak=False, exact_name=False, where=_UNSET) -> "Node":
         """Append one node; callers (ops.base.apply and the leaf constructors) have
         already checked shapes. Returns its handle. ``exact_name``: a taken ``name`` is a
-        GraphError rather than suffixed (user placeholders, fed by name)."""
-        where = _user_site()  # outside the lock: it only reads the caller's frames
-        input_ids = tuple([n.id for n in inputs])
-        op_name = op.name if op is not None else kind
+        GraphError rather than suffixed (user placeholders, fed by name). ``where``: the
+        user's (file, line), when the caller has already found it (apply does, from its
+        own caller's frame: one frame fewer to walk)."""
+        if where is _UNSET:
+            where = _user_site()  # outside the lock: it only reads the caller's frames
+        k = len(inputs)
+        input_ids = ((inputs[0].id,) if k == 1 else (inputs[0].id, inputs[1].id) if k == 2
+                     else tuple([n.id for n in inputs]))
+        scope = self._scope
         with self._lock:
             node_id = len(self._handles)
             if exact_name:
                 name = self._exact_name(name)
+            elif name is None and not scope:   # the common case, inlined
+                name = f"{op.name if op is not None else kind}_{node_id}"
+                if name in self._names:
+                    name = self._unique_name(name)
             else:
-                name = self._unique_name(name or f"{op_name}_{node_id}")
-            # Written straight into the DiGraph's own tables (what nx's add_node and
-            # add_edge do, less their per-call checks): at 10^6 nodes those calls were a
-            # third of the build. The structure is an ordinary DiGraph all the same.
-            g = self.nx
-            succ, pred = g._succ, g._pred
-            d = g._node[node_id] = NodeData(
-                op=op, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype, inputs=input_ids,
-                kind=kind, scope=tuple(self._scope) if self._scope else (), where=where)
+                name = self._unique_name(name or f"{op.name if op is not None else kind}_{node_id}")
+            # The node's attributes go straight into the DiGraph's own node table. Its
+            # edges are its inputs: the DiGraph's adjacency reads them from there, and
+            # successors from an index brought up to date when first read (_Adjacency).
+            d = self._node[node_id] = NodeData(
+                op=op, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
+                inputs=input_ids, kind=kind, scope=tuple(scope) if scope else (), where=where)
             if op is None:   # a leaf keeps every key; an op node leaves the defaults out
                 d["value"] = value
                 d["weak"] = weak
             groups = _state.__dict__.get("groups")   # (getattr's miss raises: slow)
             if groups:
                 d["group"] = tuple(f.name_in(self) for f in groups)
-            succ[node_id] = {}
-            mine = pred[node_id] = {}
-            for argnum, src in enumerate(input_ids):
-                # A DiGraph keeps one edge per pair; record every argument number on it.
-                edge = mine.get(src)
-                if edge is None:
-                    edge = _EDGE[argnum] if argnum < len(_EDGE) else {"argnums": (argnum,)}
-                else:   # x * x: a fresh dict, never a shared one grown in place
-                    edge = {"argnums": edge["argnums"] + (argnum,)}
-                succ[src][node_id] = mine[src] = edge
-            if g.__networkx_cache__:
-                g.__networkx_cache__.clear()   # as nx's own add_node does
+            if self._nx_cache:
+                self._nx_cache.clear()   # as nx's own add_node does
             handle = Node(self, node_id, d)
             self._handles.append(handle)
             self._names[name] = node_id
         return handle
+
+    # -- the DiGraph's adjacency, read from the edge store ------------------------
+    def _successors(self, u) -> dict:
+        """{v: edge attrs} for the nodes that take ``u`` as an input, ascending."""
+        first, edst, enext = self._first, self._edst, self._enext
+        if len(first) < len(self._handles):
+            self._index_edges()
+        out = []
+        e = first[u]
+        while e >= 0:
+            out.append(edst[e])
+            e = enext[e]
+        node = self._node
+        return {v: _edge_attrs(node[v]["inputs"], u) for v in reversed(out)}
+
+    def _index_edges(self):
+        """Add the out-edges of the nodes built since the index was last brought up to date
+        (in id order, so each list stays newest first)."""
+        with self._lock:
+            first, edst, enext = self._first, self._edst, self._enext
+            node = self._node
+            for v in range(len(first), len(self._handles)):
+                first.append(-1)
+                inputs = node[v]["inputs"]
+                if len(inputs) > 1:   # one edge per distinct input (x * x has one)
+                    inputs = dict.fromkeys(inputs)
+                for src in inputs:
+                    enext.append(first[src])
+                    first[src] = len(edst)
+                    edst.append(v)
+
+    def _predecessors(self, v) -> dict:
+        """{u: edge attrs} for ``v``'s distinct inputs, in argument order."""
+        inputs = self._node[v]["inputs"]
+        return {u: _edge_attrs(inputs, u) for u in inputs}
 
     def _exact_name(self, base: str) -> str:
         """A placeholder is fed by name: a taken name is an error, never renamed."""
@@ -258,6 +310,49 @@ class _DiGraph(nx.DiGraph):
     networkx (``g.nx.copy()``, ``g.nx.subgraph(...).copy()``) reads the defaults too."""
 
     node_attr_dict_factory = NodeData
+
+
+def _edge_attrs(inputs, src) -> dict:
+    """The attrs of edge src -> v, v's inputs being ``inputs``: the argument numbers at
+    which v takes src (a shared dict for one argument, a fresh one for several)."""
+    argnums = tuple([k for k, i in enumerate(inputs) if i == src])
+    if len(argnums) == 1 and argnums[0] < len(_EDGE):
+        return _EDGE[argnums[0]]
+    return {"argnums": argnums}
+
+
+class _Adjacency(Mapping):
+    """The DiGraph's ``_succ``/``_pred`` (``_adj``) for a flowgrad graph: {node: {nbr:
+    edge attrs}}, each inner mapping made on demand from the graph's compact store
+    (inputs tuples and the out-edge lists). Everything networkx reads works (views,
+    algorithms, ``copy()``, which returns an ordinary mutable DiGraph); writing through
+    networkx is a TypeError, since a flowgrad graph grows only through its ops."""
+
+    __slots__ = ("_nodes", "_inner")
+
+    def __init__(self, nodes, inner):
+        self._nodes = nodes    # the DiGraph's {id: attrs}, for the key set
+        self._inner = inner    # id -> {nbr: edge attrs}
+
+    def __getitem__(self, n):
+        if n not in self._nodes:
+            raise KeyError(n)
+        return MappingProxyType(self._inner(n))
+
+    def __contains__(self, n):
+        return n in self._nodes
+
+    def __iter__(self):
+        return iter(self._nodes)
+
+    def __len__(self):
+        return len(self._nodes)
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("a flowgrad graph's networkx view is read-only: add nodes with "
+                        "flowgrad ops (g.nx.copy() is an ordinary, mutable DiGraph)")
+
+    __setitem__ = __delitem__ = _read_only
 
 
 class Node:

@@ -164,15 +164,19 @@ def as_node(value, graph=None) -> Node:
 def apply(op: Op, *args, **attrs) -> Node:
     """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph)."""
     graph = None
+    all_nodes = True
     for a in args:   # the common case, all nodes of one graph, in one plain loop
         if isinstance(a, Node):
             if graph is None:
                 graph = a.graph
             elif a.graph is not graph:
                 same_graph(a for a in args if isinstance(a, Node))   # raises, naming both
+        else:
+            all_nodes = False
     if graph is None:
         graph = default_graph()
-    inputs = tuple([a if isinstance(a, Node) else _constant_in(graph, a) for a in args])
+    inputs = args if all_nodes else tuple(
+        [a if isinstance(a, Node) else _constant_in(graph, a) for a in args])
     # (.get: an op node leaves weak=False out of its dict, see graph.NodeData)
     if inputs and inputs[0]._d.get("weak") and all(n._d.get("weak") for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
@@ -181,7 +185,10 @@ def apply(op: Op, *args, **attrs) -> Node:
         if np.ndim(value) == 0:   # (expand_dims of a scalar is not a scalar: a node)
             return _constant_in(graph, value.item() if hasattr(value, "item") else value)
     shape, dtype = op.infer(*inputs, **attrs)
-    return graph.add_node(op, inputs, attrs, tuple(shape), np.dtype(dtype))
+    return graph.add_node(op, inputs, attrs,
+                          shape if type(shape) is tuple else tuple(shape),
+                          dtype if isinstance(dtype, np.dtype) else np.dtype(dtype),
+                          where=site_of(sys._getframe(1)))
 
 
 Op.__call__ = apply   # ``fg.sin(x)`` is apply(sin, x): one Python frame less per node
@@ -224,7 +231,13 @@ def user_site():
     """``(file, line)`` of the innermost frame outside flowgrad, i.e. the user's call, or
     None. Recorded on every node when it is built, so it must stay cheap: one dict look-up
     per frame (the path test is cached per file)."""
-    frame = sys._getframe(1)
+    return site_of(sys._getframe(1))
+
+
+def site_of(frame):
+    """user_site, walking out from ``frame`` (apply passes its caller's: a node built
+    straight from user code then costs one look-up, and no frame object is made for
+    flowgrad's own frames below it)."""
     known = _INSIDE
     while frame is not None:
         fname = frame.f_code.co_filename

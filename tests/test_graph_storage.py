@@ -111,3 +111,70 @@ def test_a_long_chain_differentiates_and_compiles_with_the_collector_back_on():
     for _ in range(2000):
         v, d = np.sin(v), d * np.cos(v)
     assert abs(float(value) - v) < 1e-13 and abs(float(deriv) - d) < 1e-12
+
+
+def _reference_digraph(g):
+    """The DiGraph the graph's nodes describe, built the ordinary networkx way."""
+    ref = nx.DiGraph()
+    for n in g.nodes:
+        ref.add_node(n.id)
+        for k, i in enumerate(n._d["inputs"]):
+            argnums = ref.edges[i, n.id]["argnums"] + (k,) if ref.has_edge(i, n.id) else (k,)
+            ref.add_edge(i, n.id, argnums=argnums)
+    return ref
+
+
+def test_the_adjacency_read_from_the_inputs_is_the_ordinary_digraph():
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(3,))
+        z = fg.placeholder("z", shape=(3,))
+        y = fg.sum(x * x + fg.sin(z) * x, axis=0)
+        cat = fg.concatenate([x, z, x, fg.cos(x)], axis=0)
+        dx, dz = fg.grad(y + fg.sum(cat), [x, z])
+    ref = _reference_digraph(g)
+    G = g.nx
+    assert isinstance(G, nx.DiGraph)
+    assert list(G.nodes) == list(ref.nodes)
+    assert sorted(G.edges(data="argnums")) == sorted(ref.edges(data="argnums"))
+    for n in ref.nodes:
+        assert list(G.successors(n)) == list(ref.successors(n))
+        assert list(G.predecessors(n)) == list(ref.predecessors(n))
+        assert G.in_degree(n) == ref.in_degree(n) and G.out_degree(n) == ref.out_degree(n)
+        assert dict(G.adj[n]) == dict(ref.adj[n]) and dict(G.pred[n]) == dict(ref.pred[n])
+    assert G.number_of_edges() == ref.number_of_edges()
+    assert nx.is_directed_acyclic_graph(G)
+    assert list(nx.topological_sort(G)) == list(nx.topological_sort(ref))
+    assert nx.descendants(G, z.id) == nx.descendants(ref, z.id)
+    assert nx.ancestors(G, dx.id) == nx.ancestors(ref, dx.id)
+    assert G.has_edge(x.id, cat.id) and not G.has_edge(cat.id, x.id)
+    assert G.edges[x.id, cat.id]["argnums"] == (0, 2)
+    assert nx.is_isomorphic(G, ref)
+    # a copy is an ordinary DiGraph, mutable, with the same structure
+    c = G.copy()
+    assert sorted(c.edges(data="argnums")) == sorted(ref.edges(data="argnums"))
+    c.add_edge(dz.id, x.id)
+    assert not G.has_edge(dz.id, x.id)
+    sub = G.subgraph([x.id, z.id, y.id, cat.id])
+    assert sorted(sub.edges) == sorted(ref.subgraph([x.id, z.id, y.id, cat.id]).edges)
+
+
+def test_successors_include_nodes_built_after_the_adjacency_was_first_read():
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        a = fg.sin(x)
+        assert list(g.nx.successors(x.id)) == [a.id]
+        b, c = fg.cos(x), a * x
+        assert list(g.nx.successors(x.id)) == [a.id, b.id, c.id]
+        assert list(g.nx.successors(a.id)) == [c.id]
+        assert list(g.nx.successors(c.id)) == []
+
+
+def test_networkx_cannot_write_into_a_flowgrad_graph():
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        y = fg.sin(x)
+    with pytest.raises(TypeError):
+        g.nx.add_edge(y.id, x.id)
+    with pytest.raises(TypeError, match="read-only"):
+        g.nx.add_node("extra")
+    assert list(g.nx.successors(x.id)) == [y.id] and len(g.nx) == 2
