@@ -15,6 +15,7 @@ broadcast a tangent to the output's shape, in one place.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -239,7 +240,10 @@ def site_of(frame):
     straight from user code then costs one look-up, and no frame object is made for
     flowgrad's own frames below it)."""
     known = _INSIDE
+    stops = _STOPS
     while frame is not None:
+        if stops and frame in stops:   # a sweep's frame: its site was found once
+            return stops[frame]
         fname = frame.f_code.co_filename
         inside = known.get(fname)
         if not (inside or inside is None and _inside(fname)):
@@ -248,6 +252,22 @@ def site_of(frame):
             return _SITES.setdefault(site, site)
         frame = frame.f_back
     return None
+
+
+_STOPS: dict = {}   # {frame of a running sweep: the user site above it}
+
+
+@contextlib.contextmanager
+def site_fixed_above(frame):
+    """While ``frame`` (a sweep inside flowgrad that builds many nodes) runs, walks that
+    reach it stop there with the site found once above it, which is what they would
+    have found: the frames above a running frame do not move. Frames below it (the
+    rules, which may be user code) are still walked, so every site stays exact."""
+    _STOPS[frame] = site_of(frame)
+    try:
+        yield
+    finally:
+        del _STOPS[frame]
 
 
 def _user_line():
@@ -259,6 +279,12 @@ def _user_line():
 def broadcast_shapes(op_name, *nodes) -> tuple:
     """numpy broadcasting of the nodes' shapes; ``None`` is a length known only at run
     time, assumed to match its partner (it is never taken to be a broadcast 1)."""
+    first = nodes[0].shape
+    for n in nodes:   # equal shapes (most nodes) broadcast to themselves
+        if n.shape != first:
+            break
+    else:
+        return first
     ndim = max(len(n.shape) for n in nodes)
     out = []
     for axis in range(-ndim, 0):
@@ -278,9 +304,13 @@ def broadcast_shapes(op_name, *nodes) -> tuple:
 def result_dtype(*nodes) -> np.dtype:
     """numpy's promotion, with Python-scalar constants weakly typed."""
     first = nodes[0]._d["dtype"] if nodes else None
-    if first is not None and first.isnative and all(n._d["dtype"] is first and not n._d.get("weak")
-                              for n in nodes):
-        return first   # one native dtype, no weak scalar: numpy would say the same
+    if first is not None and first.isnative:
+        for n in nodes:
+            d = n._d
+            if d["dtype"] is not first or d.get("weak"):
+                break
+        else:
+            return first   # one native dtype, no weak scalar: numpy would say the same
     return np.result_type(*[n._d["value"] if n._d.get("weak") else n._d["dtype"]
                             for n in nodes])
 
