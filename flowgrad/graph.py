@@ -111,6 +111,8 @@ class Graph:
 
     def __exit__(self, *exc):
         _graph_stack().pop()
+        if self in _FROZEN_BY:
+            _thaw(self)
         return False
 
     def __len__(self) -> int:
@@ -190,6 +192,8 @@ class Graph:
             handle = Node(self, node_id, d)
             self._handles.append(handle)
             self._names[name] = node_id
+        if not node_id & _FREEZE_EVERY_MASK and node_id:
+            _freeze_while_building(self)
         return handle
 
     # -- the DiGraph's adjacency, read from the edge store ------------------------
@@ -250,6 +254,37 @@ def name_scope(name: str, graph: Graph | None = None):
         yield
     finally:
         g._scope.pop()
+
+
+# -- the cyclic collector while a large graph is built -----------------------------------
+# Building a graph allocates a few long-lived, collector-tracked objects a node (the attrs
+# dict, the handle). Each full collection rescans every one of them, which was a quarter
+# of building 10^5+ nodes. So, inside ``with graph:``, every 2^16 nodes the objects alive
+# so far are moved out of the collector's sight (gc.freeze: a constant-time splice) and
+# given back (gc.unfreeze) when the outermost such block exits. Young garbage is still
+# collected as usual; garbage cycles among frozen objects wait for the block's end.
+# Nothing is frozen when something else already froze objects (gc.get_freeze_count()).
+
+_FREEZE_EVERY_MASK = (1 << 16) - 1
+_FROZEN_BY: set = set()         # graphs whose building froze the collector's objects
+_FREEZE_LOCK = threading.Lock()
+
+
+def _freeze_while_building(graph):
+    stack = _state.__dict__.get("graphs")
+    if not stack or stack[-1] is not graph:   # only inside the graph's own with-block,
+        return                                # whose exit gives the objects back
+    with _FREEZE_LOCK:
+        if _FROZEN_BY or not gc.get_freeze_count():
+            _FROZEN_BY.add(graph)
+            gc.freeze()
+
+
+def _thaw(graph):
+    with _FREEZE_LOCK:
+        _FROZEN_BY.discard(graph)
+        if not _FROZEN_BY:
+            gc.unfreeze()
 
 
 @contextlib.contextmanager

@@ -178,3 +178,54 @@ def test_networkx_cannot_write_into_a_flowgrad_graph():
     with pytest.raises(TypeError, match="read-only"):
         g.nx.add_node("extra")
     assert list(g.nx.successors(x.id)) == [y.id] and len(g.nx) == 2
+
+
+def test_building_a_large_graph_freezes_the_collector_only_inside_its_with_block():
+    from flowgrad import graph as graph_mod
+    assert gc.get_freeze_count() == 0
+    n = graph_mod._FREEZE_EVERY_MASK + 2
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        y = x
+        for _ in range(n):
+            y = fg.sin(y)
+        assert gc.get_freeze_count() > 0 and gc.isenabled()
+        dy = fg.grad(y, x)
+    assert gc.get_freeze_count() == 0 and not graph_mod._FROZEN_BY
+    assert len(g) > 2 * n and dy.graph is g
+    # a cycle made (and dropped) while frozen is collected once the block has exited
+    with fg.Graph():
+        x = fg.placeholder("x")
+        junk = [1]
+        junk.append(junk)
+        ref = __import__("weakref").ref(fg.Graph())   # graphs are cycles (handles <-> graph)
+        y = x
+        for _ in range(n):
+            y = fg.sin(y)
+        del junk
+    gc.collect()
+    assert ref() is None and gc.get_freeze_count() == 0
+
+
+def test_objects_someone_else_froze_stay_frozen():
+    with fg.Graph():
+        x = fg.placeholder("x")
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with fg.Graph():
+            y = fg.placeholder("x")
+            for _ in range(70_000):
+                y = fg.sin(y)
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
+def test_a_graph_built_outside_a_with_block_never_freezes():
+    g = fg.Graph()
+    x = g.add_node(None, (), {}, (), np.dtype("float64"), name="x", kind="placeholder")
+    for k in range(70_000):
+        x = g.add_node(fg.sin, (x,), {}, (), np.dtype("float64"))
+    assert gc.get_freeze_count() == 0
