@@ -98,6 +98,7 @@ class Graph:
         nxg._pred = _Adjacency(self._node, self._predecessors)
         self._handles: list[Node] = []
         self._names: dict[str, int] = {}
+        self._reserved: set[int] = set()   # ids whose default name is taken already
         self._name_next: dict[str, int] = {}
         self._scope: list[str] = []
         self._program_cache: dict = {}
@@ -135,22 +136,48 @@ class Graph:
         return list(self._handles)
 
     def by_name(self, name: str) -> "Node":
-        try:
-            return self._handles[self._names[name]]
-        except KeyError:
-            raise KeyError(f"no node named {name!r} in this graph") from None
+        nid = self._name_id(name)
+        if nid is None:
+            raise KeyError(f"no node named {name!r} in this graph")
+        return self._handles[nid]
+
+    # Names: ``_names`` maps every name to its node, except the default names of op nodes
+    # built outside any scope (``sin_12``: op name, "_", the node's own id), which are
+    # unique by construction and would be most of it on a large graph (~65 bytes a node).
+    # Such a name still lives in its node's attrs; the look-ups below find it from its id.
+    def _name_id(self, name) -> int | None:
+        """The id of the node called ``name``, or None."""
+        nid = self._names.get(name)
+        if nid is None and type(name) is str:
+            head, sep, digits = name.rpartition("_")
+            if sep and digits.isdigit() and digits.isascii() and head:
+                k = int(digits)
+                if k < len(self._handles) and self._node[k]["name"] == name:
+                    return k
+        return nid
+
+    def _taken(self, name) -> bool:
+        return name in self._names or self._name_id(name) is not None
 
     def _unique_name(self, base: str) -> str:
         name = "/".join((*self._scope, base)) if self._scope else base
-        if name not in self._names:
+        if not self._taken(name):
             return name
         # probe on from the last suffix handed out for this name, not from 1: thousands
         # of nodes sharing a name ("const") must not make building quadratic
         k = self._name_next.get(name, 1)
-        while f"{name}_{k}" in self._names:
+        while self._taken(f"{name}_{k}"):
             k += 1
         self._name_next[name] = k + 1
         return f"{name}_{k}"
+
+    def _register_name(self, name, node_id):
+        self._names[name] = node_id
+        # a name that a future node would take by default ("sin_12" before node 12
+        # exists) reserves that id: node 12 then gets a suffixed, registered name
+        head, sep, digits = name.rpartition("_")
+        if sep and digits.isdigit() and digits.isascii() and int(digits) >= len(self._handles):
+            self._reserved.add(int(digits))
 
     def add_node(self, op, inputs, attrs, shape, dtype, *, name=None, kind="op",
                  value=None, weak=False, exact_name=False, where=_UNSET) -> "Node":
@@ -167,12 +194,13 @@ class Graph:
         scope = self._scope
         with self._lock:
             node_id = len(self._handles)
+            register = True
             if exact_name:
                 name = self._exact_name(name)
-            elif name is None and not scope:   # the common case, inlined
-                name = f"{op.name if op is not None else kind}_{node_id}"
-                if name in self._names:
-                    name = self._unique_name(name)
+            elif name is None and not scope and op is not None and node_id not in self._reserved:
+                # the common case: a default name, unique by construction, unregistered
+                name = f"{op.name}_{node_id}"
+                register = False
             else:
                 name = self._unique_name(name or f"{op.name if op is not None else kind}_{node_id}")
             # The node's attributes go straight into the DiGraph's own node table. Its
@@ -191,7 +219,8 @@ class Graph:
                 self._nx_cache.clear()   # as nx's own add_node does
             handle = Node(self, node_id, d)
             self._handles.append(handle)
-            self._names[name] = node_id
+            if register:
+                self._register_name(name, node_id)
         if not node_id & _FREEZE_EVERY_MASK and node_id:
             _freeze_while_building(self)
         return handle
@@ -235,8 +264,8 @@ class Graph:
         """A placeholder is fed by name: a taken name is an error, never renamed."""
         prefix = "/".join(self._scope)
         name = f"{prefix}/{base}" if prefix else base
-        if name in self._names:
-            other = self._handles[self._names[name]]
+        if self._taken(name):
+            other = self._handles[self._name_id(name)]
             raise GraphError(
                 f"the graph already has a node named {name!r} ({other.kind}); a placeholder "
                 "is fed by its name, so it must be unique: choose another name")
@@ -415,11 +444,11 @@ class Node:
         if new == self._d["name"]:
             return
         with g._lock:
-            if new in g._names:
+            if g._taken(new):
                 raise ValueError(f"the graph already has a node named {new!r}")
-            del g._names[self._d["name"]]
-            g._names[new] = self.id
+            g._names.pop(self._d["name"], None)   # (a default name is not registered)
             self._d["name"] = new
+            g._register_name(new, self.id)
 
     def named(self, name: str) -> "Node":
         """Give this node a name (shown in drawings, usable as a feed key); returns it.

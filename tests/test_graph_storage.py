@@ -229,3 +229,39 @@ def test_a_graph_built_outside_a_with_block_never_freezes():
     for k in range(70_000):
         x = g.add_node(fg.sin, (x,), {}, (), np.dtype("float64"))
     assert gc.get_freeze_count() == 0
+
+
+def test_default_names_are_found_and_kept_unique_without_being_registered():
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        a = fg.sin(x)                                  # sin_1, not in g._names
+        assert a.name == "sin_1" and "sin_1" not in g._names
+        assert g.by_name("sin_1") is a and g._name_id("sin_1") == a.id
+        assert g._name_id("sin_01") is None and g._name_id("sin_١") is None
+        # an explicit name equal to a default one is taken: it gets a suffix
+        b = fg.constant(1.0, name="sin_1")
+        assert b.name == "sin_1_1"
+        with pytest.raises(ValueError, match="already has"):
+            b.named("sin_1")
+        with pytest.raises(fg.GraphError, match="already has a node named 'sin_1'"):
+            fg.placeholder("sin_1")
+        # a name that a future node would get by default reserves it
+        c = fg.cos(x).named("cos_5")                 # ids 3 (cos) ... 5 still to come
+        d = fg.exp(x)                                  # id 4
+        e = fg.cos(x)                                  # id 5: cos_5 is taken
+        assert (c.id, d.name, e.id, e.name) == (3, "exp_4", 5, "cos_5_1")
+        assert g.by_name("cos_5") is c and g.by_name("cos_5_1") is e
+        # renaming a default-named node frees its default name
+        d.name = "renamed"
+        assert g._name_id("exp_4") is None and g.by_name("renamed") is d
+        f = fg.exp(x).named("exp_4")
+        assert f.name == "exp_4" and g.by_name("exp_4") is f
+        with fg.name_scope("s"):
+            h = fg.tanh(x)
+        assert h.name == f"s/tanh_{h.id}" and g.by_name(h.name) is h
+        names = [n.name for n in g.nodes]
+        assert len(set(names)) == len(names)
+        with pytest.raises(fg.FeedError, match="only placeholders and variables can be fed"):
+            fg.run(a, {"sin_1": 1.0})
+        assert g.nx.nodes[a.id]["name"] == "sin_1"
+        assert dict(g.nx.nodes(data="name"))[a.id] == "sin_1"
