@@ -186,10 +186,17 @@ def apply(op: Op, *args, **attrs) -> Node:
         if np.ndim(value) == 0:   # (expand_dims of a scalar is not a scalar: a node)
             return _constant_in(graph, value.item() if hasattr(value, "item") else value)
     shape, dtype = op.infer(*inputs, **attrs)
+    frame = sys._getframe(1)
+    fname = frame.f_code.co_filename
+    if _INSIDE.get(fname) is False:   # called straight from user code (site_of, inlined)
+        site = (fname, frame.f_lineno)
+        site = _SITES.setdefault(site, site)
+    else:
+        site = site_of(frame)
     return graph.add_node(op, inputs, attrs,
                           shape if type(shape) is tuple else tuple(shape),
                           dtype if isinstance(dtype, np.dtype) else np.dtype(dtype),
-                          where=site_of(sys._getframe(1)))
+                          where=site)
 
 
 Op.__call__ = apply   # ``fg.sin(x)`` is apply(sin, x): one Python frame less per node
