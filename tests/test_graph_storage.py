@@ -265,3 +265,33 @@ def test_default_names_are_found_and_kept_unique_without_being_registered():
             fg.run(a, {"sin_1": 1.0})
         assert g.nx.nodes[a.id]["name"] == "sin_1"
         assert dict(g.nx.nodes(data="name"))[a.id] == "sin_1"
+
+
+def test_threads_building_and_reading_the_adjacency_agree_with_the_inputs():
+    import threading
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+    errors = []
+
+    def build(k):
+        try:
+            with g:
+                y = x
+                for i in range(2000):
+                    y = fg.sin(y) * x if i % 3 else fg.cos(y)
+                    if i % 97 == 0:
+                        list(g.nx.successors(x.id))   # the index, brought up to date midway
+        except Exception as e:   # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=build, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    ref = _reference_digraph(g)
+    assert sorted(g.nx.edges(data="argnums")) == sorted(ref.edges(data="argnums"))
+    assert all(list(g.nx.successors(n)) == list(ref.successors(n)) for n in ref.nodes)
+    names = [n.name for n in g.nodes]
+    assert len(set(names)) == len(names) and all(g.by_name(m) is n for m, n in zip(names, g.nodes))
