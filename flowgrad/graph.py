@@ -3,7 +3,10 @@
 Each vertex of ``Graph.nx`` is an integer id whose attributes are the source of
 truth: ``op``, ``attrs``, ``name``, ``shape``, ``dtype``, ``inputs`` (ordered;
 a DiGraph cannot hold the two edges of ``x * x``), ``kind`` and ``scope``.
-Edges are derived from ``inputs`` and labelled with the argument number.
+Edges are derived from ``inputs`` and labelled with the argument numbers: the
+DiGraph's adjacency (``_succ``/``_pred``) reads them from there on demand rather
+than holding two dicts a node, so ``Graph.nx`` is read-only through networkx
+(``g.nx.copy()`` is an ordinary, mutable DiGraph).
 
 Ids are handed out in creation order and a node's inputs always exist before
 it, so id order *is* a topological order: the sweeps and the scheduler sort by
