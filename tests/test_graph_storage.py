@@ -295,3 +295,28 @@ def test_threads_building_and_reading_the_adjacency_agree_with_the_inputs():
     assert all(list(g.nx.successors(n)) == list(ref.successors(n)) for n in ref.nodes)
     names = [n.name for n in g.nodes]
     assert len(set(names)) == len(names) and all(g.by_name(m) is n for m, n in zip(names, g.nodes))
+
+
+def test_save_and_load_round_trip_every_stored_attribute(tmp_path):
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(2, 3))
+        c = fg.constant(2.0)
+        a = fg.sin(x) * c                                  # default names
+        with fg.name_scope("blk"):
+            b = fg.sum(fg.tanh(a), axis=1)                 # scoped, with attrs
+        fg.constant(1.0, name=f"exp_{len(g) + 1}")         # reserves a future default name
+        e = fg.exp(b)
+        assert e.name == f"exp_{e.id}_1"
+        s = fg.sum(e).named("out")
+        fg.grad(s, x)
+    path = fg.save_graph(tmp_path / "g.fg", g)
+    g2 = fg.load_graph(path)
+    assert len(g2) == len(g)
+    for n, m in zip(g.nodes, g2.nodes):
+        assert (m.name, m.kind, m.shape, m.dtype, m.scope, m.attrs) == \
+            (n.name, n.kind, n.shape, n.dtype, n.scope, n.attrs)
+        assert (m.op is None and n.op is None) or m.op.name == n.op.name
+        assert g2.by_name(m.name) is m and g.by_name(n.name) is n
+    assert sorted(g2.nx.edges(data="argnums")) == sorted(g.nx.edges(data="argnums"))
+    feed = {"x": np.arange(6.0).reshape(2, 3)}
+    np.testing.assert_array_equal(fg.run(g2.by_name("out"), feed), fg.run(s, feed))
