@@ -415,6 +415,11 @@ class _Adjacency(Mapping):
     def __len__(self):
         return len(self._nodes)
 
+    def __reduce__(self):
+        # copied (copy.deepcopy(g.nx)) or pickled: as the ordinary dict of dicts it
+        # stands for, so the copy is an ordinary DiGraph, detached from the Graph
+        return dict, ({n: dict(self._inner(n)) for n in self._nodes},)
+
     def _read_only(self, *args, **kwargs):
         raise TypeError("a flowgrad graph's networkx view is read-only: add nodes with "
                         "flowgrad ops (g.nx.copy() is an ordinary, mutable DiGraph)")
@@ -535,40 +540,46 @@ class Node:
     __hash__ = object.__hash__
 
     # -- operators (the ops module is imported lazily: it imports this one) ----
-    def __add__(self, other): return _ops().add(self, other)
-    def __radd__(self, other): return _ops().add(other, self)
-    def __sub__(self, other): return _ops().sub(self, other)
-    def __rsub__(self, other): return _ops().sub(other, self)
-    def __mul__(self, other): return _ops().mul(self, other)
-    def __rmul__(self, other): return _ops().mul(other, self)
-    def __truediv__(self, other): return _ops().div(self, other)
-    def __rtruediv__(self, other): return _ops().div(other, self)
-    def __pow__(self, other): return _ops().pow(self, other)
-    def __rpow__(self, other): return _ops().pow(other, self)
-    def __matmul__(self, other): return _ops().matmul(self, other)
-    def __rmatmul__(self, other): return _ops().matmul(other, self)
-    def __neg__(self): return _ops().neg(self)
+    def __add__(self, other): return _OPS.add(self, other)
+    def __radd__(self, other): return _OPS.add(other, self)
+    def __sub__(self, other): return _OPS.sub(self, other)
+    def __rsub__(self, other): return _OPS.sub(other, self)
+    def __mul__(self, other): return _OPS.mul(self, other)
+    def __rmul__(self, other): return _OPS.mul(other, self)
+    def __truediv__(self, other): return _OPS.div(self, other)
+    def __rtruediv__(self, other): return _OPS.div(other, self)
+    def __pow__(self, other): return _OPS.pow(self, other)
+    def __rpow__(self, other): return _OPS.pow(other, self)
+    def __matmul__(self, other): return _OPS.matmul(self, other)
+    def __rmatmul__(self, other): return _OPS.matmul(other, self)
+    def __neg__(self): return _OPS.neg(self)
     # Comparisons build boolean nodes (for fg.where); == and != keep identity semantics
     # so that nodes stay usable as dict keys.
-    def __lt__(self, other): return _ops().less(self, other)
-    def __le__(self, other): return _ops().less_equal(self, other)
-    def __gt__(self, other): return _ops().greater(self, other)
-    def __ge__(self, other): return _ops().greater_equal(self, other)
+    def __lt__(self, other): return _OPS.less(self, other)
+    def __le__(self, other): return _OPS.less_equal(self, other)
+    def __gt__(self, other): return _OPS.greater(self, other)
+    def __ge__(self, other): return _OPS.greater_equal(self, other)
     def __pos__(self): return self
-    def __getitem__(self, index): return _ops().getitem(self, index)
+    def __getitem__(self, index): return _OPS.getitem(self, index)
 
     @property
     def T(self) -> "Node":
-        return _ops().transpose(self)
+        return _OPS.transpose(self)
 
 
-def _ops():
-    """The ops package (bound on first use: it imports this module, so it cannot be
-    imported at the top; an import statement per operator call cost ~1 µs a node)."""
-    global _ops
-    from flowgrad import ops
-    _ops = lambda: ops  # noqa: E731
-    return ops
+class _LazyOps:
+    """Stands for the ops package until its first use (it imports this module, so it
+    cannot be imported at the top), then is replaced by it: an operator is one global
+    and one attribute look-up, not an import statement or a call per node."""
+
+    def __getattr__(self, name):
+        global _OPS
+        from flowgrad import ops
+        _OPS = ops
+        return getattr(ops, name)
+
+
+_OPS = _LazyOps()
 
 
 def _user_site():

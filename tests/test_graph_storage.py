@@ -320,3 +320,21 @@ def test_save_and_load_round_trip_every_stored_attribute(tmp_path):
     assert sorted(g2.nx.edges(data="argnums")) == sorted(g.nx.edges(data="argnums"))
     feed = {"x": np.arange(6.0).reshape(2, 3)}
     np.testing.assert_array_equal(fg.run(g2.by_name("out"), feed), fg.run(s, feed))
+
+
+def test_a_copied_adjacency_is_an_ordinary_dict_of_dicts():
+    # (copy.deepcopy(g.nx) also copies each node's op, which may hold a module once it
+    # has run: that part is not the adjacency's to decide)
+    import copy
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        y = fg.sin(x) * x
+    succ = copy.deepcopy(g.nx._succ)
+    assert type(succ) is dict and succ == {n: dict(g.nx._succ[n]) for n in g.nx}
+    assert succ[x.id] == {y.inputs[0].id: {"argnums": (0,)}, y.id: {"argnums": (1,)}}
+    G = nx.DiGraph()
+    G._succ = G._adj = succ
+    G._pred = copy.deepcopy(g.nx._pred)
+    G._node = {n: dict(d) for n, d in g.nx.nodes.items()}
+    G.add_edge(y.id, x.id)
+    assert G.has_edge(y.id, x.id) and not g.nx.has_edge(y.id, x.id)
