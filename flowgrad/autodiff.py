@@ -11,6 +11,7 @@ materialised zeros). Both sweeps are loops over sorted ids: no recursion.
 """
 from __future__ import annotations
 
+import sys
 import weakref
 
 import numpy as np
@@ -87,6 +88,12 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
 
     ``seed`` is v̄_y (default 1, which needs a scalar ``y``).
     """
+    return _adjoints(y, wrt, seed)
+
+
+def _adjoints(y, wrt=None, seed=None, keep=None) -> dict[Node, Node]:
+    """adjoints; with ``keep`` (a set of ids), the result holds only those nodes' (grad
+    and vjp need only wrt's: at 10^6 nodes the full map was ~100 MB)."""
     from flowgrad.ops import as_node  # ops import this package
     graph = y.graph
     seed_is_one = seed is None
@@ -97,32 +104,45 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
         same_graph([y, *wrt])
     active = _on_path(graph, order, sources)
     with gc_paused():
-        return _reverse_sweep(graph, y, order, active, seed, seed_is_one)
+        return _reverse_sweep(graph, y, order, active, seed, seed_is_one, keep)
 
 
-def _reverse_sweep(graph, y, order, active, seed, seed_is_one):
+def _reverse_sweep(graph, y, order, active, seed, seed_is_one, keep=None):
     """adjoints' sweep, in descending id order over the nodes on a path."""
+    from flowgrad.ops.base import site_fixed_above
+    with site_fixed_above(sys._getframe()):
+        return _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep)
+
+
+def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     from flowgrad.ops import add, sum_to_like
     data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
     handles = graph._handles
-    pending: dict[int, list[Node]] = {y.id: [seed]}
+    # {id: its adjoint's terms so far}: one node, or a list once there are several (a list
+    # per node was most of the sweep's memory on a chain)
+    pending: dict[int, object] = {y.id: seed}
     result: dict[Node, Node] = {}
     for nid in reversed(order):
         terms = pending.pop(nid, None)
         if terms is None:
             continue
-        vbar = terms[0]
-        for term in terms[1:]:
-            vbar = add(vbar, term)
+        if type(terms) is list:
+            vbar = terms[0]
+            for term in terms[1:]:
+                vbar = add(vbar, term)
+        else:
+            vbar = terms
         node = handles[nid]
-        result[node] = vbar
+        if keep is None or nid in keep:
+            result[node] = vbar
         d = data[nid]
         if seed_is_one and d["kind"] == "variable":
             record_gradient(vbar, y, node)
         op = d["op"]
         if op is None:
             continue
-        inputs = tuple([handles[i] for i in d["inputs"]])
+        ids = d["inputs"]
+        inputs = (handles[ids[0]],) if len(ids) == 1 else tuple([handles[i] for i in ids])
         if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
             needed = [inp.id in active and _differentiable(inp.dtype) for inp in inputs]
             first_new = len(handles)
@@ -130,21 +150,37 @@ def _reverse_sweep(graph, y, order, active, seed, seed_is_one):
             for inp, term, need in zip(inputs, terms, needed):
                 if need and term is not None:
                     term = sum_to_like(term, inp)
-                    pending.setdefault(inp.id, []).append(term)
+                    _add_term(pending, inp.id, term)
                     _mark_built(data, first_new, term.id, inp.id, y.id)
             continue
+        table = op._vjp
         for argnum, inp in enumerate(inputs):
-            if inp.id not in active or not _differentiable(inp.dtype):
+            iid = inp.id
+            if iid not in active or inp._d["dtype"].kind not in "fc":   # (_differentiable)
                 continue
-            rule = op.vjp_rule(argnum)
+            # the rule straight from the op's table when it is a plain tuple entry
+            rule = table[argnum] if type(table) is tuple and argnum < len(table) \
+                and callable(table[argnum]) else op.vjp_rule(argnum)
             if rule is None:
                 continue
             first_new = len(handles)
             term = rule(vbar, node, *inputs, **d["attrs"])
             if term is not None:
-                pending.setdefault(inp.id, []).append(sum_to_like(term, inp))
-            _mark_adjoint(data, first_new, len(handles), inp.id, y.id)
+                if term._d["shape"] != inp._d["shape"]:
+                    term = sum_to_like(term, inp)
+                _add_term(pending, iid, term)
+            _mark_adjoint(data, first_new, len(handles), iid, y.id)
     return result
+
+
+def _add_term(pending, nid, term):
+    terms = pending.get(nid)
+    if terms is None:
+        pending[nid] = term
+    elif type(terms) is list:
+        terms.append(term)
+    else:
+        pending[nid] = [terms, term]
 
 
 def _mark_adjoint(data, start, stop, of, y):
@@ -184,7 +220,7 @@ def grad(y: Node, wrt):
     wrt, single = _as_list(wrt)
     _seed(y)  # fail early, naming y, if it is not a scalar
     _check_wrt(wrt)
-    adj = adjoints(y, wrt)
+    adj = _adjoints(y, wrt, keep={x.id for x in wrt})
     out = [adj.get(x) if x in adj else _zeros(x) for x in wrt]
     for x, g in zip(wrt, out):
         record_gradient(g, y, x)
@@ -212,7 +248,7 @@ def vjp(y: Node, x, ybar):
     if ybar.shape != y.shape and None not in y.shape:
         raise DifferentiationError(f"vjp: the cotangent has shape {ybar.shape}, "
                                    f"but {y.name!r} has shape {y.shape}")
-    adj = adjoints(y, xs, seed=ybar)
+    adj = _adjoints(y, xs, seed=ybar, keep={x.id for x in xs})
     out = [adj[n] if n in adj else _zeros(n) for n in xs]
     return out[0] if single else out
 
@@ -243,6 +279,12 @@ def jvp(y: Node, x, xdot):
 
 def _forward_sweep(graph, y, tangents):
     """jvp's sweep, in ascending id order over y's ancestors."""
+    from flowgrad.ops.base import site_fixed_above
+    with site_fixed_above(sys._getframe()):
+        return _forward_sweep_nodes(graph, y, tangents)
+
+
+def _forward_sweep_nodes(graph, y, tangents):
     from flowgrad.ops import add, broadcast_to_like
     data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
     handles = graph._handles

@@ -3,7 +3,10 @@
 Each vertex of ``Graph.nx`` is an integer id whose attributes are the source of
 truth: ``op``, ``attrs``, ``name``, ``shape``, ``dtype``, ``inputs`` (ordered;
 a DiGraph cannot hold the two edges of ``x * x``), ``kind`` and ``scope``.
-Edges are derived from ``inputs`` and labelled with the argument number.
+Edges are derived from ``inputs`` and labelled with the argument numbers: the
+DiGraph's adjacency (``_succ``/``_pred``) reads them from there on demand rather
+than holding two dicts a node, so ``Graph.nx`` is read-only through networkx
+(``g.nx.copy()`` is an ordinary, mutable DiGraph).
 
 Ids are handed out in creation order and a node's inputs always exist before
 it, so id order *is* a topological order: the sweeps and the scheduler sort by
@@ -23,6 +26,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
+from array import array
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import networkx as nx
 import numpy as np
@@ -37,6 +43,9 @@ _state = threading.local()
 # sharing; and holding no tracked object they keep the adjacency dicts out of the cyclic
 # collector's scans, which dominated building very large graphs.
 _EDGE = tuple({"argnums": (k,)} for k in range(8))
+
+
+_UNSET = object()   # add_node's "where not given" (None is a valid where: no user frame)
 
 
 def _graph_stack():
@@ -76,8 +85,23 @@ class Graph:
 
     def __init__(self):
         self.nx = _DiGraph()
+        # Successors: src's out-edges form a linked list, newest first: _first[src] is
+        # the latest edge out of src (-1: none), _edst[e] its target, _enext[e] the next.
+        # Filled in from the nodes' inputs only when the adjacency is read (networkx
+        # users, drawings), for the nodes added since: building pays nothing for it, and
+        # it holds 8 bytes a node and 16 an edge, where a dict per node and direction
+        # was ~450 bytes.
+        self._first = array("q")
+        self._edst = array("q")
+        self._enext = array("q")
+        nxg = self.nx
+        self._node = nxg._node
+        self._nx_cache = nxg.__networkx_cache__
+        nxg._succ = nxg._adj = _Adjacency(self._node, self._successors)
+        nxg._pred = _Adjacency(self._node, self._predecessors)
         self._handles: list[Node] = []
         self._names: dict[str, int] = {}
+        self._reserved: set[int] = set()   # ids whose default name is taken already
         self._name_next: dict[str, int] = {}
         self._scope: list[str] = []
         self._program_cache: dict = {}
@@ -91,6 +115,8 @@ class Graph:
 
     def __exit__(self, *exc):
         _graph_stack().pop()
+        if self in _FROZEN_BY:
+            _thaw(self)
         return False
 
     def __len__(self) -> int:
@@ -113,74 +139,136 @@ class Graph:
         return list(self._handles)
 
     def by_name(self, name: str) -> "Node":
-        try:
-            return self._handles[self._names[name]]
-        except KeyError:
-            raise KeyError(f"no node named {name!r} in this graph") from None
+        nid = self._name_id(name)
+        if nid is None:
+            raise KeyError(f"no node named {name!r} in this graph")
+        return self._handles[nid]
+
+    # Names: ``_names`` maps every name to its node, except the default names of op nodes
+    # built outside any scope (``sin_12``: op name, "_", the node's own id), which are
+    # unique by construction and would be most of it on a large graph (~65 bytes a node).
+    # Such a name still lives in its node's attrs; the look-ups below find it from its id.
+    def _name_id(self, name) -> int | None:
+        """The id of the node called ``name``, or None."""
+        nid = self._names.get(name)
+        if nid is None and type(name) is str:
+            head, sep, digits = name.rpartition("_")
+            if sep and digits.isdigit() and digits.isascii() and head:
+                k = int(digits)
+                if k < len(self._handles) and self._node[k]["name"] == name:
+                    return k
+        return nid
+
+    def _taken(self, name) -> bool:
+        return name in self._names or self._name_id(name) is not None
 
     def _unique_name(self, base: str) -> str:
         name = "/".join((*self._scope, base)) if self._scope else base
-        if name not in self._names:
+        if not self._taken(name):
             return name
         # probe on from the last suffix handed out for this name, not from 1: thousands
         # of nodes sharing a name ("const") must not make building quadratic
         k = self._name_next.get(name, 1)
-        while f"{name}_{k}" in self._names:
+        while self._taken(f"{name}_{k}"):
             k += 1
         self._name_next[name] = k + 1
         return f"{name}_{k}"
 
+    def _register_name(self, name, node_id):
+        self._names[name] = node_id
+        # a name that a future node would take by default ("sin_12" before node 12
+        # exists) reserves that id: node 12 then gets a suffixed, registered name
+        head, sep, digits = name.rpartition("_")
+        if sep and digits.isdigit() and digits.isascii() and int(digits) >= len(self._handles):
+            self._reserved.add(int(digits))
+
     def add_node(self, op, inputs, attrs, shape, dtype, *, name=None, kind="op",
-                 value=None, weak=False, exact_name=False) -> "Node":
+                 value=None, weak=False, exact_name=False, where=_UNSET) -> "Node":
         """Append one node; callers (ops.base.apply and the leaf constructors) have
         already checked shapes. Returns its handle. ``exact_name``: a taken ``name`` is a
-        GraphError rather than suffixed (user placeholders, fed by name)."""
-        where = _user_site()  # outside the lock: it only reads the caller's frames
-        input_ids = tuple([n.id for n in inputs])
-        op_name = op.name if op is not None else kind
+        GraphError rather than suffixed (user placeholders, fed by name). ``where``: the
+        user's (file, line), when the caller has already found it (apply does, from its
+        own caller's frame: one frame fewer to walk)."""
+        if where is _UNSET:
+            where = _user_site()  # outside the lock: it only reads the caller's frames
+        k = len(inputs)
+        input_ids = ((inputs[0].id,) if k == 1 else (inputs[0].id, inputs[1].id) if k == 2
+                     else tuple([n.id for n in inputs]))
+        scope = self._scope
         with self._lock:
             node_id = len(self._handles)
+            register = True
             if exact_name:
                 name = self._exact_name(name)
+            elif name is None and not scope and op is not None and node_id not in self._reserved:
+                # the common case: a default name, unique by construction, unregistered
+                name = f"{op.name}_{node_id}"
+                register = False
             else:
-                name = self._unique_name(name or f"{op_name}_{node_id}")
-            # Written straight into the DiGraph's own tables (what nx's add_node and
-            # add_edge do, less their per-call checks): at 10^6 nodes those calls were a
-            # third of the build. The structure is an ordinary DiGraph all the same.
-            g = self.nx
-            succ, pred = g._succ, g._pred
-            d = g._node[node_id] = NodeData(
-                op=op, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype, inputs=input_ids,
-                kind=kind, scope=tuple(self._scope) if self._scope else (), where=where)
+                name = self._unique_name(name or f"{op.name if op is not None else kind}_{node_id}")
+            # The node's attributes go straight into the DiGraph's own node table. Its
+            # edges are its inputs: the DiGraph's adjacency reads them from there, and
+            # successors from an index brought up to date when first read (_Adjacency).
+            d = self._node[node_id] = NodeData(
+                op=op, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
+                inputs=input_ids, kind=kind, scope=tuple(scope) if scope else (), where=where)
             if op is None:   # a leaf keeps every key; an op node leaves the defaults out
                 d["value"] = value
                 d["weak"] = weak
             groups = _state.__dict__.get("groups")   # (getattr's miss raises: slow)
             if groups:
                 d["group"] = tuple(f.name_in(self) for f in groups)
-            succ[node_id] = {}
-            mine = pred[node_id] = {}
-            for argnum, src in enumerate(input_ids):
-                # A DiGraph keeps one edge per pair; record every argument number on it.
-                edge = mine.get(src)
-                if edge is None:
-                    edge = _EDGE[argnum] if argnum < len(_EDGE) else {"argnums": (argnum,)}
-                else:   # x * x: a fresh dict, never a shared one grown in place
-                    edge = {"argnums": edge["argnums"] + (argnum,)}
-                succ[src][node_id] = mine[src] = edge
-            if g.__networkx_cache__:
-                g.__networkx_cache__.clear()   # as nx's own add_node does
+            if self._nx_cache:
+                self._nx_cache.clear()   # as nx's own add_node does
             handle = Node(self, node_id, d)
             self._handles.append(handle)
-            self._names[name] = node_id
+            if register:
+                self._register_name(name, node_id)
+        if not node_id & _FREEZE_EVERY_MASK and node_id:
+            _freeze_while_building(self)
         return handle
+
+    # -- the DiGraph's adjacency, read from the edge store ------------------------
+    def _successors(self, u) -> dict:
+        """{v: edge attrs} for the nodes that take ``u`` as an input, ascending."""
+        first, edst, enext = self._first, self._edst, self._enext
+        if len(first) < len(self._handles):
+            self._index_edges()
+        out = []
+        e = first[u]
+        while e >= 0:
+            out.append(edst[e])
+            e = enext[e]
+        node = self._node
+        return {v: _edge_attrs(node[v]["inputs"], u) for v in reversed(out)}
+
+    def _index_edges(self):
+        """Add the out-edges of the nodes built since the index was last brought up to date
+        (in id order, so each list stays newest first)."""
+        with self._lock:
+            first, edst, enext = self._first, self._edst, self._enext
+            node = self._node
+            for v in range(len(first), len(self._handles)):
+                first.append(-1)
+                inputs = node[v]["inputs"]
+                if len(inputs) > 1:   # one edge per distinct input (x * x has one)
+                    inputs = dict.fromkeys(inputs)
+                for src in inputs:
+                    enext.append(first[src])
+                    first[src] = len(edst)
+                    edst.append(v)
+
+    def _predecessors(self, v) -> dict:
+        """{u: edge attrs} for ``v``'s distinct inputs, in argument order."""
+        inputs = self._node[v]["inputs"]
+        return {u: _edge_attrs(inputs, u) for u in inputs}
 
     def _exact_name(self, base: str) -> str:
         """A placeholder is fed by name: a taken name is an error, never renamed."""
         prefix = "/".join(self._scope)
         name = f"{prefix}/{base}" if prefix else base
-        if name in self._names:
-            other = self._handles[self._names[name]]
+        if self._taken(name):
+            other = self._handles[self._name_id(name)]
             raise GraphError(
                 f"the graph already has a node named {name!r} ({other.kind}); a placeholder "
                 "is fed by its name, so it must be unique: choose another name")
@@ -198,6 +286,37 @@ def name_scope(name: str, graph: Graph | None = None):
         yield
     finally:
         g._scope.pop()
+
+
+# -- the cyclic collector while a large graph is built -----------------------------------
+# Building a graph allocates a few long-lived, collector-tracked objects a node (the attrs
+# dict, the handle). Each full collection rescans every one of them, which was a quarter
+# of building 10^5+ nodes. So, inside ``with graph:``, every 2^16 nodes the objects alive
+# so far are moved out of the collector's sight (gc.freeze: a constant-time splice) and
+# given back (gc.unfreeze) when the outermost such block exits. Young garbage is still
+# collected as usual; garbage cycles among frozen objects wait for the block's end.
+# Nothing is frozen when something else already froze objects (gc.get_freeze_count()).
+
+_FREEZE_EVERY_MASK = (1 << 16) - 1
+_FROZEN_BY: set = set()         # graphs whose building froze the collector's objects
+_FREEZE_LOCK = threading.Lock()
+
+
+def _freeze_while_building(graph):
+    stack = _state.__dict__.get("graphs")
+    if not stack or stack[-1] is not graph:   # only inside the graph's own with-block,
+        return                                # whose exit gives the objects back
+    with _FREEZE_LOCK:
+        if _FROZEN_BY or not gc.get_freeze_count():
+            _FROZEN_BY.add(graph)
+            gc.freeze()
+
+
+def _thaw(graph):
+    with _FREEZE_LOCK:
+        _FROZEN_BY.discard(graph)
+        if not _FROZEN_BY:
+            gc.unfreeze()
 
 
 @contextlib.contextmanager
@@ -260,6 +379,54 @@ class _DiGraph(nx.DiGraph):
     node_attr_dict_factory = NodeData
 
 
+def _edge_attrs(inputs, src) -> dict:
+    """The attrs of edge src -> v, v's inputs being ``inputs``: the argument numbers at
+    which v takes src (a shared dict for one argument, a fresh one for several)."""
+    argnums = tuple([k for k, i in enumerate(inputs) if i == src])
+    if len(argnums) == 1 and argnums[0] < len(_EDGE):
+        return _EDGE[argnums[0]]
+    return {"argnums": argnums}
+
+
+class _Adjacency(Mapping):
+    """The DiGraph's ``_succ``/``_pred`` (``_adj``) for a flowgrad graph: {node: {nbr:
+    edge attrs}}, each inner mapping made on demand from the graph's compact store
+    (inputs tuples and the out-edge lists). Everything networkx reads works (views,
+    algorithms, ``copy()``, which returns an ordinary mutable DiGraph); writing through
+    networkx is a TypeError, since a flowgrad graph grows only through its ops."""
+
+    __slots__ = ("_nodes", "_inner")
+
+    def __init__(self, nodes, inner):
+        self._nodes = nodes    # the DiGraph's {id: attrs}, for the key set
+        self._inner = inner    # id -> {nbr: edge attrs}
+
+    def __getitem__(self, n):
+        if n not in self._nodes:
+            raise KeyError(n)
+        return MappingProxyType(self._inner(n))
+
+    def __contains__(self, n):
+        return n in self._nodes
+
+    def __iter__(self):
+        return iter(self._nodes)
+
+    def __len__(self):
+        return len(self._nodes)
+
+    def __reduce__(self):
+        # copied (copy.deepcopy(g.nx)) or pickled: as the ordinary dict of dicts it
+        # stands for, so the copy is an ordinary DiGraph, detached from the Graph
+        return dict, ({n: dict(self._inner(n)) for n in self._nodes},)
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("a flowgrad graph's networkx view is read-only: add nodes with "
+                        "flowgrad ops (g.nx.copy() is an ordinary, mutable DiGraph)")
+
+    __setitem__ = __delitem__ = _read_only
+
+
 class Node:
     """A handle on one vertex of a Graph. Supports ``+ - * / ** @``, unary ``-``,
     ``.T`` and indexing; every operator adds a node to the same graph."""
@@ -285,11 +452,11 @@ class Node:
         if new == self._d["name"]:
             return
         with g._lock:
-            if new in g._names:
+            if g._taken(new):
                 raise ValueError(f"the graph already has a node named {new!r}")
-            del g._names[self._d["name"]]
-            g._names[new] = self.id
+            g._names.pop(self._d["name"], None)   # (a default name is not registered)
             self._d["name"] = new
+            g._register_name(new, self.id)
 
     def named(self, name: str) -> "Node":
         """Give this node a name (shown in drawings, usable as a feed key); returns it.
@@ -373,40 +540,46 @@ class Node:
     __hash__ = object.__hash__
 
     # -- operators (the ops module is imported lazily: it imports this one) ----
-    def __add__(self, other): return _ops().add(self, other)
-    def __radd__(self, other): return _ops().add(other, self)
-    def __sub__(self, other): return _ops().sub(self, other)
-    def __rsub__(self, other): return _ops().sub(other, self)
-    def __mul__(self, other): return _ops().mul(self, other)
-    def __rmul__(self, other): return _ops().mul(other, self)
-    def __truediv__(self, other): return _ops().div(self, other)
-    def __rtruediv__(self, other): return _ops().div(other, self)
-    def __pow__(self, other): return _ops().pow(self, other)
-    def __rpow__(self, other): return _ops().pow(other, self)
-    def __matmul__(self, other): return _ops().matmul(self, other)
-    def __rmatmul__(self, other): return _ops().matmul(other, self)
-    def __neg__(self): return _ops().neg(self)
+    def __add__(self, other): return _OPS.add(self, other)
+    def __radd__(self, other): return _OPS.add(other, self)
+    def __sub__(self, other): return _OPS.sub(self, other)
+    def __rsub__(self, other): return _OPS.sub(other, self)
+    def __mul__(self, other): return _OPS.mul(self, other)
+    def __rmul__(self, other): return _OPS.mul(other, self)
+    def __truediv__(self, other): return _OPS.div(self, other)
+    def __rtruediv__(self, other): return _OPS.div(other, self)
+    def __pow__(self, other): return _OPS.pow(self, other)
+    def __rpow__(self, other): return _OPS.pow(other, self)
+    def __matmul__(self, other): return _OPS.matmul(self, other)
+    def __rmatmul__(self, other): return _OPS.matmul(other, self)
+    def __neg__(self): return _OPS.neg(self)
     # Comparisons build boolean nodes (for fg.where); == and != keep identity semantics
     # so that nodes stay usable as dict keys.
-    def __lt__(self, other): return _ops().less(self, other)
-    def __le__(self, other): return _ops().less_equal(self, other)
-    def __gt__(self, other): return _ops().greater(self, other)
-    def __ge__(self, other): return _ops().greater_equal(self, other)
+    def __lt__(self, other): return _OPS.less(self, other)
+    def __le__(self, other): return _OPS.less_equal(self, other)
+    def __gt__(self, other): return _OPS.greater(self, other)
+    def __ge__(self, other): return _OPS.greater_equal(self, other)
     def __pos__(self): return self
-    def __getitem__(self, index): return _ops().getitem(self, index)
+    def __getitem__(self, index): return _OPS.getitem(self, index)
 
     @property
     def T(self) -> "Node":
-        return _ops().transpose(self)
+        return _OPS.transpose(self)
 
 
-def _ops():
-    """The ops package (bound on first use: it imports this module, so it cannot be
-    imported at the top; an import statement per operator call cost ~1 µs a node)."""
-    global _ops
-    from flowgrad import ops
-    _ops = lambda: ops  # noqa: E731
-    return ops
+class _LazyOps:
+    """Stands for the ops package until its first use (it imports this module, so it
+    cannot be imported at the top), then is replaced by it: an operator is one global
+    and one attribute look-up, not an import statement or a call per node."""
+
+    def __getattr__(self, name):
+        global _OPS
+        from flowgrad import ops
+        _OPS = ops
+        return getattr(ops, name)
+
+
+_OPS = _LazyOps()
 
 
 def _user_site():

@@ -15,6 +15,7 @@ broadcast a tangent to the output's shape, in one place.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -164,15 +165,19 @@ def as_node(value, graph=None) -> Node:
 def apply(op: Op, *args, **attrs) -> Node:
     """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph)."""
     graph = None
+    all_nodes = True
     for a in args:   # the common case, all nodes of one graph, in one plain loop
         if isinstance(a, Node):
             if graph is None:
                 graph = a.graph
             elif a.graph is not graph:
                 same_graph(a for a in args if isinstance(a, Node))   # raises, naming both
+        else:
+            all_nodes = False
     if graph is None:
         graph = default_graph()
-    inputs = tuple([a if isinstance(a, Node) else _constant_in(graph, a) for a in args])
+    inputs = args if all_nodes else tuple(
+        [a if isinstance(a, Node) else _constant_in(graph, a) for a in args])
     # (.get: an op node leaves weak=False out of its dict, see graph.NodeData)
     if inputs and inputs[0]._d.get("weak") and all(n._d.get("weak") for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
@@ -181,7 +186,17 @@ def apply(op: Op, *args, **attrs) -> Node:
         if np.ndim(value) == 0:   # (expand_dims of a scalar is not a scalar: a node)
             return _constant_in(graph, value.item() if hasattr(value, "item") else value)
     shape, dtype = op.infer(*inputs, **attrs)
-    return graph.add_node(op, inputs, attrs, tuple(shape), np.dtype(dtype))
+    frame = sys._getframe(1)
+    fname = frame.f_code.co_filename
+    if _INSIDE.get(fname) is False:   # called straight from user code (site_of, inlined)
+        site = (fname, frame.f_lineno)
+        site = _SITES.setdefault(site, site)
+    else:
+        site = site_of(frame)
+    return graph.add_node(op, inputs, attrs,
+                          shape if type(shape) is tuple else tuple(shape),
+                          dtype if isinstance(dtype, np.dtype) else np.dtype(dtype),
+                          where=site)
 
 
 Op.__call__ = apply   # ``fg.sin(x)`` is apply(sin, x): one Python frame less per node
@@ -224,9 +239,18 @@ def user_site():
     """``(file, line)`` of the innermost frame outside flowgrad, i.e. the user's call, or
     None. Recorded on every node when it is built, so it must stay cheap: one dict look-up
     per frame (the path test is cached per file)."""
-    frame = sys._getframe(1)
+    return site_of(sys._getframe(1))
+
+
+def site_of(frame):
+    """user_site, walking out from ``frame`` (apply passes its caller's: a node built
+    straight from user code then costs one look-up, and no frame object is made for
+    flowgrad's own frames below it)."""
     known = _INSIDE
+    stops = _STOPS
     while frame is not None:
+        if stops and frame in stops:   # a sweep's frame: its site was found once
+            return stops[frame]
         fname = frame.f_code.co_filename
         inside = known.get(fname)
         if not (inside or inside is None and _inside(fname)):
@@ -235,6 +259,22 @@ def user_site():
             return _SITES.setdefault(site, site)
         frame = frame.f_back
     return None
+
+
+_STOPS: dict = {}   # {frame of a running sweep: the user site above it}
+
+
+@contextlib.contextmanager
+def site_fixed_above(frame):
+    """While ``frame`` (a sweep inside flowgrad that builds many nodes) runs, walks that
+    reach it stop there with the site found once above it, which is what they would
+    have found: the frames above a running frame do not move. Frames below it (the
+    rules, which may be user code) are still walked, so every site stays exact."""
+    _STOPS[frame] = site_of(frame)
+    try:
+        yield
+    finally:
+        del _STOPS[frame]
 
 
 def _user_line():
@@ -246,6 +286,12 @@ def _user_line():
 def broadcast_shapes(op_name, *nodes) -> tuple:
     """numpy broadcasting of the nodes' shapes; ``None`` is a length known only at run
     time, assumed to match its partner (it is never taken to be a broadcast 1)."""
+    first = nodes[0].shape
+    for n in nodes:   # equal shapes (most nodes) broadcast to themselves
+        if n.shape != first:
+            break
+    else:
+        return first
     ndim = max(len(n.shape) for n in nodes)
     out = []
     for axis in range(-ndim, 0):
@@ -265,9 +311,13 @@ def broadcast_shapes(op_name, *nodes) -> tuple:
 def result_dtype(*nodes) -> np.dtype:
     """numpy's promotion, with Python-scalar constants weakly typed."""
     first = nodes[0]._d["dtype"] if nodes else None
-    if first is not None and first.isnative and all(n._d["dtype"] is first and not n._d.get("weak")
-                              for n in nodes):
-        return first   # one native dtype, no weak scalar: numpy would say the same
+    if first is not None and first.isnative:
+        for n in nodes:
+            d = n._d
+            if d["dtype"] is not first or d.get("weak"):
+                break
+        else:
+            return first   # one native dtype, no weak scalar: numpy would say the same
     return np.result_type(*[n._d["value"] if n._d.get("weak") else n._d["dtype"]
                             for n in nodes])
 

@@ -18,13 +18,17 @@ from .base import NONDIFF, Op, apply, broadcast_shapes, float_dtype, result_dtyp
 def _binary(name, forward, vjp, *, floating=False, **kw):
     def infer(x, y):
         dtype = result_dtype(x, y)
-        return broadcast_shapes(name, x, y), float_dtype(dtype) if floating else dtype
+        shape = x.shape
+        if shape != y.shape:   # (equal shapes, the common case, broadcast to themselves)
+            shape = broadcast_shapes(name, x, y)
+        return shape, float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
     return Op(name, forward, infer, vjp=vjp, **kw)
 
 
 def _unary(name, forward, vjp, *, floating=True, **kw):
     def infer(x):
-        return x.shape, float_dtype(x.dtype) if floating else x.dtype
+        dtype = x.dtype   # a node's dtype: an np.dtype already (float_dtype only for ints)
+        return x.shape, float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
     return Op(name, forward, infer, vjp=(vjp,), **kw)
 
 

@@ -111,3 +111,232 @@ def test_a_long_chain_differentiates_and_compiles_with_the_collector_back_on():
     for _ in range(2000):
         v, d = np.sin(v), d * np.cos(v)
     assert abs(float(value) - v) < 1e-13 and abs(float(deriv) - d) < 1e-12
+
+
+def _reference_digraph(g):
+    """The DiGraph the graph's nodes describe, built the ordinary networkx way."""
+    ref = nx.DiGraph()
+    for n in g.nodes:
+        ref.add_node(n.id)
+        for k, i in enumerate(n._d["inputs"]):
+            argnums = ref.edges[i, n.id]["argnums"] + (k,) if ref.has_edge(i, n.id) else (k,)
+            ref.add_edge(i, n.id, argnums=argnums)
+    return ref
+
+
+def test_the_adjacency_read_from_the_inputs_is_the_ordinary_digraph():
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(3,))
+        z = fg.placeholder("z", shape=(3,))
+        y = fg.sum(x * x + fg.sin(z) * x, axis=0)
+        cat = fg.concatenate([x, z, x, fg.cos(x)], axis=0)
+        dx, dz = fg.grad(y + fg.sum(cat), [x, z])
+    ref = _reference_digraph(g)
+    G = g.nx
+    assert isinstance(G, nx.DiGraph)
+    assert list(G.nodes) == list(ref.nodes)
+    assert sorted(G.edges(data="argnums")) == sorted(ref.edges(data="argnums"))
+    for n in ref.nodes:
+        assert list(G.successors(n)) == list(ref.successors(n))
+        assert list(G.predecessors(n)) == list(ref.predecessors(n))
+        assert G.in_degree(n) == ref.in_degree(n) and G.out_degree(n) == ref.out_degree(n)
+        assert dict(G.adj[n]) == dict(ref.adj[n]) and dict(G.pred[n]) == dict(ref.pred[n])
+    assert G.number_of_edges() == ref.number_of_edges()
+    assert nx.is_directed_acyclic_graph(G)
+    assert list(nx.topological_sort(G)) == list(nx.topological_sort(ref))
+    assert nx.descendants(G, z.id) == nx.descendants(ref, z.id)
+    assert nx.ancestors(G, dx.id) == nx.ancestors(ref, dx.id)
+    assert G.has_edge(x.id, cat.id) and not G.has_edge(cat.id, x.id)
+    assert G.edges[x.id, cat.id]["argnums"] == (0, 2)
+    assert nx.is_isomorphic(G, ref)
+    # a copy is an ordinary DiGraph, mutable, with the same structure
+    c = G.copy()
+    assert sorted(c.edges(data="argnums")) == sorted(ref.edges(data="argnums"))
+    c.add_edge(dz.id, x.id)
+    assert not G.has_edge(dz.id, x.id)
+    sub = G.subgraph([x.id, z.id, y.id, cat.id])
+    assert sorted(sub.edges) == sorted(ref.subgraph([x.id, z.id, y.id, cat.id]).edges)
+
+
+def test_successors_include_nodes_built_after_the_adjacency_was_first_read():
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        a = fg.sin(x)
+        assert list(g.nx.successors(x.id)) == [a.id]
+        b, c = fg.cos(x), a * x
+        assert list(g.nx.successors(x.id)) == [a.id, b.id, c.id]
+        assert list(g.nx.successors(a.id)) == [c.id]
+        assert list(g.nx.successors(c.id)) == []
+
+
+def test_networkx_cannot_write_into_a_flowgrad_graph():
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        y = fg.sin(x)
+    with pytest.raises(TypeError):
+        g.nx.add_edge(y.id, x.id)
+    with pytest.raises(TypeError, match="read-only"):
+        g.nx.add_node("extra")
+    assert list(g.nx.successors(x.id)) == [y.id] and len(g.nx) == 2
+
+
+def test_building_a_large_graph_freezes_the_collector_only_inside_its_with_block():
+    from flowgrad import graph as graph_mod
+    assert gc.get_freeze_count() == 0
+    n = graph_mod._FREEZE_EVERY_MASK + 2
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        y = x
+        for _ in range(n):
+            y = fg.sin(y)
+        assert gc.get_freeze_count() > 0 and gc.isenabled()
+        dy = fg.grad(y, x)
+    assert gc.get_freeze_count() == 0 and not graph_mod._FROZEN_BY
+    assert len(g) > 2 * n and dy.graph is g
+    # a cycle made (and dropped) while frozen is collected once the block has exited
+    with fg.Graph():
+        x = fg.placeholder("x")
+        junk = [1]
+        junk.append(junk)
+        ref = __import__("weakref").ref(fg.Graph())   # graphs are cycles (handles <-> graph)
+        y = x
+        for _ in range(n):
+            y = fg.sin(y)
+        del junk
+    gc.collect()
+    assert ref() is None and gc.get_freeze_count() == 0
+
+
+def test_objects_someone_else_froze_stay_frozen(monkeypatch):
+    with fg.Graph():
+        x = fg.placeholder("x")
+    calls = []
+    gc.freeze()
+    try:
+        monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+        monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
+        with fg.Graph():
+            y = fg.placeholder("x")
+            for _ in range(70_000):
+                y = fg.sin(y)
+        assert calls == [] and gc.get_freeze_count() > 0
+    finally:
+        monkeypatch.undo()
+        gc.unfreeze()
+
+
+def test_a_graph_built_outside_a_with_block_never_freezes():
+    g = fg.Graph()
+    x = g.add_node(None, (), {}, (), np.dtype("float64"), name="x", kind="placeholder")
+    for k in range(70_000):
+        x = g.add_node(fg.sin, (x,), {}, (), np.dtype("float64"))
+    assert gc.get_freeze_count() == 0
+
+
+def test_default_names_are_found_and_kept_unique_without_being_registered():
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        a = fg.sin(x)                                  # sin_1, not in g._names
+        assert a.name == "sin_1" and "sin_1" not in g._names
+        assert g.by_name("sin_1") is a and g._name_id("sin_1") == a.id
+        assert g._name_id("sin_01") is None and g._name_id("sin_١") is None
+        # an explicit name equal to a default one is taken: it gets a suffix
+        b = fg.constant(1.0, name="sin_1")
+        assert b.name == "sin_1_1"
+        with pytest.raises(ValueError, match="already has"):
+            b.named("sin_1")
+        with pytest.raises(fg.GraphError, match="already has a node named 'sin_1'"):
+            fg.placeholder("sin_1")
+        # a name that a future node would get by default reserves it
+        c = fg.cos(x).named("cos_5")                 # ids 3 (cos) ... 5 still to come
+        d = fg.exp(x)                                  # id 4
+        e = fg.cos(x)                                  # id 5: cos_5 is taken
+        assert (c.id, d.name, e.id, e.name) == (3, "exp_4", 5, "cos_5_1")
+        assert g.by_name("cos_5") is c and g.by_name("cos_5_1") is e
+        # renaming a default-named node frees its default name
+        d.name = "renamed"
+        assert g._name_id("exp_4") is None and g.by_name("renamed") is d
+        f = fg.exp(x).named("exp_4")
+        assert f.name == "exp_4" and g.by_name("exp_4") is f
+        with fg.name_scope("s"):
+            h = fg.tanh(x)
+        assert h.name == f"s/tanh_{h.id}" and g.by_name(h.name) is h
+        names = [n.name for n in g.nodes]
+        assert len(set(names)) == len(names)
+        with pytest.raises(fg.FeedError, match="only placeholders and variables can be fed"):
+            fg.run(a, {"sin_1": 1.0})
+        assert g.nx.nodes[a.id]["name"] == "sin_1"
+        assert dict(g.nx.nodes(data="name"))[a.id] == "sin_1"
+
+
+def test_threads_building_and_reading_the_adjacency_agree_with_the_inputs():
+    import threading
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+    errors = []
+
+    def build(k):
+        try:
+            with g:
+                y = x
+                for i in range(2000):
+                    y = fg.sin(y) * x if i % 3 else fg.cos(y)
+                    if i % 97 == 0:
+                        list(g.nx.successors(x.id))   # the index, brought up to date midway
+        except Exception as e:   # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=build, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    ref = _reference_digraph(g)
+    assert sorted(g.nx.edges(data="argnums")) == sorted(ref.edges(data="argnums"))
+    assert all(list(g.nx.successors(n)) == list(ref.successors(n)) for n in ref.nodes)
+    names = [n.name for n in g.nodes]
+    assert len(set(names)) == len(names) and all(g.by_name(m) is n for m, n in zip(names, g.nodes))
+
+
+def test_save_and_load_round_trip_every_stored_attribute(tmp_path):
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(2, 3))
+        c = fg.constant(2.0)
+        a = fg.sin(x) * c                                  # default names
+        with fg.name_scope("blk"):
+            b = fg.sum(fg.tanh(a), axis=1)                 # scoped, with attrs
+        fg.constant(1.0, name=f"exp_{len(g) + 1}")         # reserves a future default name
+        e = fg.exp(b)
+        assert e.name == f"exp_{e.id}_1"
+        s = fg.sum(e).named("out")
+        fg.grad(s, x)
+    path = fg.save_graph(tmp_path / "g.fg", g)
+    g2 = fg.load_graph(path)
+    assert len(g2) == len(g)
+    for n, m in zip(g.nodes, g2.nodes):
+        assert (m.name, m.kind, m.shape, m.dtype, m.scope, m.attrs) == \
+            (n.name, n.kind, n.shape, n.dtype, n.scope, n.attrs)
+        assert (m.op is None and n.op is None) or m.op.name == n.op.name
+        assert g2.by_name(m.name) is m and g.by_name(n.name) is n
+    assert sorted(g2.nx.edges(data="argnums")) == sorted(g.nx.edges(data="argnums"))
+    feed = {"x": np.arange(6.0).reshape(2, 3)}
+    np.testing.assert_array_equal(fg.run(g2.by_name("out"), feed), fg.run(s, feed))
+
+
+def test_a_copied_adjacency_is_an_ordinary_dict_of_dicts():
+    # (copy.deepcopy(g.nx) also copies each node's op, which may hold a module once it
+    # has run: that part is not the adjacency's to decide)
+    import copy
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        y = fg.sin(x) * x
+    succ = copy.deepcopy(g.nx._succ)
+    assert type(succ) is dict and succ == {n: dict(g.nx._succ[n]) for n in g.nx}
+    assert succ[x.id] == {y.inputs[0].id: {"argnums": (0,)}, y.id: {"argnums": (1,)}}
+    G = nx.DiGraph()
+    G._succ = G._adj = succ
+    G._pred = copy.deepcopy(g.nx._pred)
+    G._node = {n: dict(d) for n, d in g.nx.nodes.items()}
+    G.add_edge(y.id, x.id)
+    assert G.has_edge(y.id, x.id) and not g.nx.has_edge(y.id, x.id)

@@ -61,8 +61,9 @@ def _claim(g, node, name):
     """Name ``node`` ``name``; a node merely auto-named that holds it gets a new name."""
     if node.name == name:
         return
-    if name in g._names:
-        blocker = g.node(g._names[name])
+    blocker_id = g._name_id(name)
+    if blocker_id is not None:
+        blocker = g.node(blocker_id)
         blocker.name = g._unique_name(name + "_")
     node.name = name
 

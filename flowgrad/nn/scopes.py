@@ -18,7 +18,7 @@ def unique_scope(graph, base: str) -> tuple:
         name = base if k == 0 else f"{base}_{k}"
         path = outer + (name,)
         prefix = "/".join(path)
-        if path not in taken and prefix not in graph._names and not any(
+        if path not in taken and not graph._taken(prefix) and not any(
                 n.startswith(prefix + "/") for n in graph._names):
             taken.add(path)
             return path

@@ -1,0 +1,104 @@
+"""Every node records the user's file:line (the innermost frame outside flowgrad) exactly
+as the full walk from the node's creation finds it, however the node was built: straight
+from user code, through operators, in library helpers (layers, composites), in the
+derivative sweeps (whose user site is found once above the sweep), or by a user-defined
+op's rule (a frame below the sweep, in the user's file)."""
+import sys
+
+import numpy as np
+import pytest
+
+import flowgrad as fg
+from flowgrad.graph import Graph
+from flowgrad.ops.base import Op, _inside, _STOPS
+
+
+def _full_walk(frame):
+    """The site as the original implementation found it: every frame walked."""
+    while frame is not None:
+        if not _inside(frame.f_code.co_filename):
+            return (frame.f_code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return None
+
+
+@pytest.fixture
+def checked_sites(monkeypatch):
+    """Graph.add_node, wrapped to compare each recorded site with the full walk."""
+    seen = []
+    original = Graph.add_node
+
+    def add_node(self, *args, **kwargs):
+        ref = _full_walk(sys._getframe(1))   # from add_node's caller, as before
+        kwargs.setdefault("where", ref)       # (leaves: the unchanged path)
+        assert kwargs["where"] == ref, (kwargs["where"], ref)
+        seen.append(ref)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Graph, "add_node", add_node)
+    return seen
+
+
+# a user-defined op: its rules live in this file, below the sweep's frame
+def _twice_rule(g, ans, x):
+    return g * 2.0          # built in the user's rule: this line is the site
+
+
+twice = Op("test_user_sites.twice", lambda xp, x: 2.0 * x, lambda x: (x.shape, x.dtype),
+           vjp=(_twice_rule,), elementwise=True)
+
+
+def test_sites_match_the_full_walk_everywhere(checked_sites):
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(4, 3))
+        y = fg.sin(x) * x + 1.0
+        net = fg.nn.MLP([5, 1], activation="tanh", seed=0)
+        out = fg.sum(net(x))
+
+        @fg.composite
+        def block(a):
+            return fg.tanh(a) * a
+
+        z = fg.sum(block(y)) + out + fg.sum(twice(y))
+        grads = fg.grad(z, [x, *net.variables])
+        v = fg.placeholder("v", shape=(4, 3))
+        fg.jvp(z, x, v)
+        fg.hvp(z, x, v)
+    assert len(checked_sites) == len(g) and not _STOPS
+    fname = __file__
+    rule_line = _twice_rule.__code__.co_firstlineno + 1
+    # the user-op rule's nodes carry the rule's own line, the others grad's call line
+    sites = {n.where for n in g.nodes if n.id > grads[0].id - 1}
+    assert f"{fname}:{rule_line}" in {n.where for n in g.nodes}
+    assert all(s.startswith(fname + ":") for s in sites)
+
+
+def test_a_shape_error_still_names_the_users_line():
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(2,))
+        b = fg.placeholder("b", shape=(3,))
+        line = sys._getframe().f_lineno + 2
+        with pytest.raises(fg.ShapeError, match=rf"at {__file__}:{line}"):
+            a + b
+
+
+def test_the_sweep_stops_are_removed_even_when_a_rule_fails():
+    bad = Op("test_user_sites.bad", lambda xp, x: x, lambda x: (x.shape, x.dtype),
+             vjp=(lambda g, ans, x: 1 / 0,))
+    with fg.Graph():
+        x = fg.placeholder("x")
+        with pytest.raises(ZeroDivisionError):
+            fg.grad(bad(x), x)
+    assert not _STOPS
+
+
+def test_nodes_built_by_a_sweep_name_the_grad_call():
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        y = fg.sin(x) * fg.exp(x)
+        first = len(g)
+        line = sys._getframe().f_lineno + 1
+        fg.grad(y, x)
+    assert {n.where for n in g.nodes[first:]} == {f"{__file__}:{line}"}
+    np.testing.assert_allclose(float(fg.run(fg.grad(y, x), {x: 0.3})),
+                               np.exp(0.3) * (np.cos(0.3) + np.sin(0.3)))
