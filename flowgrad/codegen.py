@@ -107,8 +107,11 @@ def _array_function(prog, consts):
         body.append(f"v{s} = vals[{s}]")
     first = 4                          # source line of body[0]: after def, try, pass
     chains, kernel_of = _chains(prog)
+    regions = _regions(prog, chains, kernel_of)
     member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
-    frees_at = _frees(prog, member)
+    member.update((k, root) for root, rg in regions.items() for k in rg.steps if k != root)
+    exported = {s for rg in regions.values() for s in rg.exports}
+    frees_at = _frees(prog, member, exported)
 
     lean = _lean_kernels(prog)
 
@@ -132,7 +135,11 @@ def _array_function(prog, consts):
 
     for k, step in enumerate(prog._plan):
         if k in member:
-            continue                   # computed inside its chain's fused kernel
+            continue                   # computed inside its chain's or region's kernel
+        if k in regions:
+            _emit_region(prog, regions[k], ns, body, lines, first, ref, step_line, dels)
+            dels(frees_at.get(k, ()))
+            continue
         if k not in chains:
             step_line(k)
             dels(frees_at.get(k, ()))
@@ -199,12 +206,14 @@ def _lean_kernels(prog):
     return lean
 
 
-def _frees(prog, member):
+def _frees(prog, member, exported=()):
     """{step: slots to del after it}: the plan's last-use frees, redone because a chain's
-    inner steps run at its root, which may extend their operands' lives."""
+    (or region's) inner steps run at its root, which may extend their operands' lives.
+    A region's exported values are freed as any value; its other inner values never
+    exist as locals in the fused branch (the unfused branch dels them itself)."""
     if prog._keep_all:
         return {}
-    inner = {prog._plan[k][5] for k in member}
+    inner = {prog._plan[k][5] for k in member} - set(exported)
     keep = set(prog._out_slots)
     last = {}
     for k, step in enumerate(prog._plan):
@@ -238,6 +247,43 @@ def _chains(prog):
         return chains, {k: _fusion.cupy_kernel(prog.backend.xp, ch, f"flowgrad_fused_{k}")
                         for k, ch in chains.items()}
     return {}, {}
+
+
+REGIONS = True        # pointwise regions as numba loops (flowgrad/regions.py) when numba is there
+
+
+def _regions(prog, chains, kernel_of):
+    """Pointwise regions of a numpy plan (regions.py), outside the chains that numexpr
+    may run (those whose operands are, or may be, large); {} without numba."""
+    from .backends.numpy_backend import NumpyBackend
+    from . import regions as _rg
+    if not REGIONS or type(prog.backend) is not NumpyBackend or not _rg.available():
+        return {}
+    busy = set()
+    for root, ch in chains.items():
+        if kernel_of.get("small") is None or _size_test(prog, ch.operands, str) is not False:
+            busy.update(ch.steps)
+    for root in [r for r, ch in chains.items() if ch.steps[0] not in busy]:
+        del chains[root]               # statically small chains: their steps go to regions
+    return _rg.find_regions(prog, busy)
+
+
+def _emit_region(prog, rg, ns, body, lines, first, ref, step_line, dels):
+    """The region's compiled loop, or — if numba could not compile it — its unfused steps:
+    ``r<k>`` is a lazy kernel until the first call, then numba's function or None."""
+    from . import regions as _rg
+    k = rg.steps[-1]
+    name = f"r{k}"
+    ns[name] = _rg.LazyKernel(prog, rg, ns, name)
+    outs = ", ".join(f"v{s}" for s in rg.exports)     # one array, or a tuple of them
+    lines[first + len(body)] = k
+    body.append(f"if {name} is not None:")
+    lines[first + len(body)] = k
+    body.append(f"    {outs} = {name}({', '.join(ref(s) for s in rg.operands)})")
+    body.append("else:")
+    for kk in rg.steps:
+        step_line(kk, "    ")
+    dels([prog._plan[kk][5] for kk in rg.steps if prog._plan[kk][5] not in rg.exports], "    ")
 
 
 def _hashable(fn):
