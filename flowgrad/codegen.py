@@ -106,8 +106,8 @@ def _array_function(prog, consts):
     for s in leaf_slots:
         body.append(f"v{s} = vals[{s}]")
     first = 4                          # source line of body[0]: after def, try, pass
-    chains, kernel_of = _chains(prog)
-    regions = _regions(prog, chains, kernel_of)
+    regions = _regions(prog)
+    chains, kernel_of = _chains(prog, {k for rg in regions.values() for k in rg.steps})
     member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
     member.update((k, root) for root, rg in regions.items() for k in rg.steps if k != root)
     exported = {s for rg in regions.values() for s in rg.exports}
@@ -228,8 +228,9 @@ def _frees(prog, member, exported=()):
     return frees
 
 
-def _chains(prog):
-    """Fused chains of the plan and their kernels, for backends that have them."""
+def _chains(prog, exclude=frozenset()):
+    """Fused chains of the plan (none through the steps in ``exclude``) and their kernels,
+    for backends that have them."""
     from .backends.numpy_backend import NumpyBackend
     if not FUSE:
         return {}, {}
@@ -238,7 +239,7 @@ def _chains(prog):
             import numexpr  # noqa: F401
         except ImportError:
             return {}, {}
-        chains = _fusion.find_chains(prog)
+        chains = _fusion.find_chains(prog, exclude)
         kernels = {k: _fusion.numexpr_kernel(ch) for k, ch in chains.items()}
         kernels["small"] = True
         return chains, kernels
@@ -252,20 +253,15 @@ def _chains(prog):
 REGIONS = True        # pointwise regions as numba loops (flowgrad/regions.py) when numba is there
 
 
-def _regions(prog, chains, kernel_of):
-    """Pointwise regions of a numpy plan (regions.py), outside the chains that numexpr
-    may run (those whose operands are, or may be, large); {} without numba."""
+def _regions(prog):
+    """Pointwise regions of a numpy plan (regions.py); {} without numba. They come
+    before numexpr chains: a region loop beat numexpr on the same steps at every size
+    measured (RESULTS.md), and chains then fuse what is left (exp, log, σ …)."""
     from .backends.numpy_backend import NumpyBackend
     from . import regions as _rg
     if not REGIONS or type(prog.backend) is not NumpyBackend or not _rg.available():
         return {}
-    busy = set()
-    for root, ch in chains.items():
-        if kernel_of.get("small") is None or _size_test(prog, ch.operands, str) is not False:
-            busy.update(ch.steps)
-    for root in [r for r, ch in chains.items() if ch.steps[0] not in busy]:
-        del chains[root]               # statically small chains: their steps go to regions
-    return _rg.find_regions(prog, busy)
+    return _rg.find_regions(prog)
 
 
 def _emit_region(prog, rg, ns, body, lines, first, ref, step_line, dels):

@@ -77,9 +77,9 @@ def _literal(v):
     return None
 
 
-def find_chains(prog) -> dict[int, Chain]:
+def find_chains(prog, exclude=frozenset()) -> dict[int, Chain]:
     """{root step index: Chain} for the plan of ``prog``; the other steps of each chain
-    are not emitted on their own."""
+    are not emitted on their own. Steps in ``exclude`` (in a region loop) never join."""
     data = prog.graph.nx.nodes
     kept, template = prog._kept, prog._template
     plan, step_ops = prog._plan, prog._step_ops
@@ -96,7 +96,7 @@ def find_chains(prog) -> dict[int, Chain]:
     outs = set(prog._out_slots)
     fusible = {}
     for k, ((op, attrs, _), step) in enumerate(zip(step_ops, plan)):
-        if op.name in _EXPR and not attrs and dtype(step[5]) in (_F64, _BOOL) and \
+        if k not in exclude and op.name in _EXPR and not attrs and dtype(step[5]) in (_F64, _BOOL) and \
                 all(dtype(s) in (_F64, _BOOL) or _literal(template[s]) is not None
                     for s in step[4]):
             fusible[k] = step

@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import threading
+import types
 
 import numba
 
@@ -25,9 +26,15 @@ from .ops import scalar_kernels as _sk
 _OPTIONS = dict(error_model="numpy", cache=False, nogil=True)
 
 # the scalar kernels that loops call, compiled as numba functions (the same code the
-# scalar path runs on Python floats); a region's module imports them as jit_<name>
-for _name in ("_sign", "_maximum", "_minimum", "_tie_weight", "_relu"):
-    globals()[f"jit{_name}"] = numba.njit(error_model="numpy")(getattr(_sk, _name))
+# scalar path runs on Python floats); a region's module imports them as jit_<name>.
+# Each sees the jitted versions of the others (relu calls _maximum): numba resolves a
+# function's globals, so it is rebuilt over a namespace where those names are jitted.
+_HELPERS = ("_sign", "_maximum", "_minimum", "_tie_weight", "_relu")
+_jit_ns = dict(vars(_sk))
+for _name in _HELPERS:
+    _fn = getattr(_sk, _name)
+    _fn = types.FunctionType(_fn.__code__, _jit_ns, _name, _fn.__defaults__)
+    _jit_ns[_name] = globals()[f"jit{_name}"] = numba.njit(error_model="numpy")(_fn)
 
 _compiled: dict[str, object] = {}
 _lock = threading.Lock()

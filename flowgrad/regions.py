@@ -212,7 +212,9 @@ def _source(prog, steps, operands, exports, consts, dtype):
         names[out] = f"v{out}"
         body.append(f"v{out} = {expr}")
     args = ", ".join(f"a{i}" for i in range(len(operands)))
-    lines = ["import math", "import numpy as np"]
+    # numba's disk cache checks only this module's file: naming the helpers' source in
+    # it makes a changed scalar kernel a new module (a new key), never a stale load
+    lines = [f"# scalar kernels {_helpers_fingerprint()}", "import math", "import numpy as np"]
     lines += [f"from flowgrad.region_kernels import jit{h} as _k{h}" for h in sorted(helpers)]
     lines += [f"T = {T}"] + head + ["", "", f"def kernel({args}):",
                                     "    shape = a0.shape"]
@@ -228,6 +230,17 @@ def _source(prog, steps, operands, exports, consts, dtype):
     rets = ", ".join(f"o{j}.reshape(shape)" for j in range(len(exports)))
     lines.append(f"    return {rets}")
     return "\n".join(lines) + "\n"
+
+
+_FINGERPRINT = []
+
+
+def _helpers_fingerprint():
+    if not _FINGERPRINT:
+        from .ops import scalar_kernels
+        with open(scalar_kernels.__file__, "rb") as f:
+            _FINGERPRINT.append(hashlib.sha1(f.read()).hexdigest()[:16])
+    return _FINGERPRINT[0]
 
 
 def evaluate(prog, region, args):

@@ -1,0 +1,154 @@
+"""Pointwise regions (flowgrad/regions.py): one numba loop per connected set of cheap
+elementwise steps, against the same program's unfused numpy steps.
+
+    .venv/bin/python benchmarks/bench_regions.py [--repeats 15]
+
+1. the size threshold: a region of 2 and of 8 arithmetic steps at n = 16 … 10⁶ entries,
+   fused and unfused, interleaved (the program's whole call, as a user sees it);
+2. tanh's 4th derivative at n = 1000 … 10⁶: fused, unfused, hand-written numpy, PyTensor;
+3. first-call latency in a fresh process: numba's import and JIT with an empty disk
+   cache, then again with the cache that the first run left.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import flowgrad as fg
+from flowgrad import codegen
+
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_peers import fmt, interleaved, pytensor  # noqa: E402
+
+
+def _compile_both(build):
+    with fg.Graph():
+        outs, feed = build()
+        fused = fg.compile(outs)
+        codegen.REGIONS = False
+        try:
+            unfused = fg.compile(outs)
+        finally:
+            codegen.REGIONS = True
+    assert " is not None:" in fused._generated.source or True
+    a, b = fused(**feed), unfused(**feed)      # the first call compiles the loop
+    np.testing.assert_array_equal(a, b)
+    return fused, unfused, feed
+
+
+def threshold(repeats):
+    print("### Region size threshold (whole program call, medians)\n")
+    print("| n | steps | unfused numpy | region loop | ratio |")
+    print("|---|---|---|---|---|")
+    for n in (16, 64, 256, 1000, 10_000, 100_000, 1_000_000):
+        for steps in (2, 8):
+            def build():
+                x = fg.placeholder("x", shape=(n,))
+                y = fg.placeholder("y", shape=(n,))
+                z = x * y + 1.5
+                for _ in range(steps - 2):
+                    z = z * x - y
+                return z, {"x": np.linspace(-1, 1, n), "y": np.linspace(2, 3, n)}
+            fused, unfused, feed = _compile_both(build)
+            inner = max(1, 20_000 // n)
+            t = interleaved({"u": lambda: unfused(**feed), "f": lambda: fused(**feed)},
+                            repeats, inner)
+            print(f"| {n:,} | {steps} | {fmt(t['u'])} | {fmt(t['f'])} | {t['f'] / t['u']:.2f}× |")
+            sys.stdout.flush()
+
+
+def tanh4(repeats):
+    print("\n### 4th derivative of tanh (medians)\n")
+    print("| n | hand numpy | PyTensor | flowgrad unfused | flowgrad regions | "
+          "÷ PyTensor | ÷ hand |")
+    print("|---|---|---|---|---|---|---|")
+    for n in (1000, 100_000, 1_000_000):
+        xv = np.linspace(-2, 2, n)
+
+        def build():
+            x = fg.placeholder("x", shape=(n,))
+            d = fg.tanh(x)
+            for _ in range(4):
+                d = fg.grad(fg.sum(d), x)
+            return d, {"x": xv}
+        fused, unfused, feed = _compile_both(build)
+
+        def hand():
+            t = np.tanh(xv)
+            return 8.0 * t * (1.0 - t * t) * (2.0 - 3.0 * t * t)
+        fns = {"hand": hand, "u": lambda: unfused(**feed), "f": lambda: fused(**feed)}
+        if pytensor is not None:
+            import pytensor.tensor as pt
+            px = pt.dvector("x")
+            pd = pt.tanh(px)
+            for _ in range(4):
+                pd = pytensor.grad(pd.sum(), px)
+            pf = pytensor.function([px], pd)
+            fns["pt"] = lambda: pf(xv)
+        t = interleaved(fns, repeats, max(1, 20_000 // n))
+        pt_t = t.get("pt")
+        print(f"| {n:,} | {fmt(t['hand'])} | {fmt(pt_t) if pt_t else '—'} | {fmt(t['u'])} | "
+              f"{fmt(t['f'])} | {f'{t[chr(102)] / pt_t:.2f}×' if pt_t else '—'} | "
+              f"{t['f'] / t['hand']:.2f}× |")
+        sys.stdout.flush()
+
+
+_FIRST_CALL = """
+import time
+t0 = time.perf_counter()
+import numpy as np, flowgrad as fg
+t1 = time.perf_counter()
+with fg.Graph():
+    x = fg.placeholder("x", shape=(1000,))
+    d = fg.tanh(x)
+    for _ in range(4):
+        d = fg.grad(fg.sum(d), x)
+    prog = fg.compile(d)
+t2 = time.perf_counter()
+prog(x=np.linspace(-2, 2, 1000))
+t3 = time.perf_counter()
+prog(x=np.linspace(-2, 2, 1000))
+t4 = time.perf_counter()
+print(f"{t1 - t0:.3f} {t2 - t1:.3f} {t3 - t2:.3f} {t4 - t3:.6f}")
+"""
+
+
+def first_call():
+    print("\n### First-call latency, tanh⁽⁴⁾ at 1000 points, fresh process each\n")
+    print("| disk cache | import flowgrad | grad + compile | first call | second call |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, FLOWGRAD_CACHE_DIR=d)
+        for label in ("empty (numba import + JIT)", "warm (numba import + cache load)"):
+            out = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
+                                 capture_output=True, text=True).stdout.split()
+            a, b, c, e = (float(v) for v in out)
+            print(f"| {label} | {fmt(a)} | {fmt(b)} | {fmt(c)} | {fmt(e)} |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    import numba
+    print(f"numba {numba.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs\n")
+    only = set(filter(None, args.only.split(",")))
+    if not only or "threshold" in only:
+        threshold(args.repeats)
+    if not only or "tanh4" in only:
+        tanh4(args.repeats)
+    if not only or "first" in only:
+        first_call()
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
