@@ -266,16 +266,21 @@ def _regions(prog):
 
 def _emit_region(prog, rg, ns, body, lines, first, ref, step_line, dels):
     """The region's compiled loop, or — if numba could not compile it — its unfused steps:
-    ``r<k>`` is a lazy kernel until the first call, then numba's function or None."""
+    ``r<k>`` is a lazy kernel until the first call, then numba's function or None. A
+    loop never raises on float data (numpy's error model), so an exception from the
+    call is numba refusing the arguments' types (say a non-native byte order): those
+    calls run the steps' own numpy kernels (``e<k>``), whose errors name the region."""
     from . import regions as _rg
     k = rg.steps[-1]
     name = f"r{k}"
     ns[name] = _rg.LazyKernel(prog, rg, ns, name)
+    ns[f"e{k}"] = lambda *args: _rg.evaluate(prog, rg, args)
     outs = ", ".join(f"v{s}" for s in rg.exports)     # one array, or a tuple of them
-    lines[first + len(body)] = k
-    body.append(f"if {name} is not None:")
-    lines[first + len(body)] = k
-    body.append(f"    {outs} = {name}({', '.join(ref(s) for s in rg.operands)})")
+    args = ", ".join(ref(s) for s in rg.operands)
+    for line in (f"if {name} is not None:", "    try:", f"        {outs} = {name}({args})",
+                 "    except Exception:", f"        {outs} = e{k}({args})"):
+        lines[first + len(body)] = k
+        body.append(line)
     body.append("else:")
     for kk in rg.steps:
         step_line(kk, "    ")
@@ -302,6 +307,7 @@ def _locate(prog, lines, exc):
     with the slot values the function held (its locals ``v<slot>``)."""
     tb = exc.__traceback__
     k = lines.get(tb.tb_lineno) if tb is not None else None
+    k = getattr(exc, "_flowgrad_step", k)      # a step inside a region (regions.evaluate)
     if k is not None:
         vals = list(prog._template)
         for name, v in tb.tb_frame.f_locals.items():

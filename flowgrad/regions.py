@@ -250,7 +250,11 @@ def evaluate(prog, region, args):
     vals = dict(zip(region.operands, args))
     for k in region.steps:
         _, fn, _, _, ins, out, _ = plan[k]
-        vals[out] = fn(*[vals[s] if s in vals else template[s] for s in ins])
+        try:
+            vals[out] = fn(*[vals[s] if s in vals else template[s] for s in ins])
+        except Exception as exc:     # codegen._locate reports this step, not the region's last
+            exc._flowgrad_step = k
+            raise
     outs = [vals[s] for s in region.exports]
     return outs[0] if len(outs) == 1 else tuple(outs)
 

@@ -299,3 +299,36 @@ def test_an_unwritable_cache_directory_compiles_in_memory(tmp_path, monkeypatch)
     gen, ref = _both(d)
     _same(gen(**feed), ref(**feed))
     assert all(hasattr(f, "py_func") for f in _loops(gen).values())
+
+
+def test_arguments_numba_refuses_run_the_numpy_steps():
+    d, feed = _tanh4(303)
+    gen, ref = _both(d)
+    _same(gen(**feed), ref(**feed))
+    ns = gen._generated.array_fn.__globals__
+    (name,) = _loops(gen)
+    real = ns[name]
+
+    def refuses(*args):
+        raise TypeError("no matching definition for argument type(s)")
+    ns[name] = refuses
+    _same(gen(**feed), ref(**feed))
+    ns[name] = real
+    swapped = {"x": feed["x"].astype(">f8")}      # a non-native byte order, fed
+    _same(gen(**swapped), ref(**swapped))
+
+
+def test_a_failing_step_in_a_region_names_its_node(monkeypatch, small):
+    def broken(source, key):
+        raise RuntimeError("no numba today")
+    monkeypatch.setattr(region_kernels, "get_kernel", broken)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(4,))
+        y = fg.placeholder("y", shape=(4,))
+        z = fg.sqrt(x * y - 1.0) * (x - y) + x
+        gen = fg.compile(z)
+    with np.errstate(invalid="raise"):
+        with pytest.raises(fg.RunError, match="sqrt") as info:
+            gen(x=np.ones(4), y=-np.ones(4))
+    assert "test_regions.py" in str(info.value)
+    assert isinstance(info.value.__cause__, FloatingPointError)
