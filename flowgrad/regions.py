@@ -35,7 +35,7 @@ from .ops.scalar_kernels import KERNELS
 
 MIN_SIZE = 64      # entries; below it numba's ~0.5 µs dispatch eats the gain (RESULTS.md)
 MIN_STEPS = 2      # one numpy call is as fast as one numba call
-MAX_STEPS = 400    # steps per loop (keeps each JIT compile short)
+MAX_STEPS = 128    # steps per loop: LLVM's time grows faster than linearly (200: 1.8 s, 400: 16 s)
 
 IN_LOOP = frozenset({
     "add", "sub", "mul", "div", "neg", "abs", "sqrt", "sign", "maximum", "minimum",
@@ -207,8 +207,8 @@ def _source(prog, steps, operands, exports, consts, dtype):
                 helpers.add(kern.__name__)
             expr = f"{name}({', '.join(args)})"
         out = plan[k][5]
-        if np.dtype(data[kept[out]]["dtype"]) in _FLOATS:
-            expr = f"T({expr})"        # every float step rounded to the region's dtype
+        if dtype == np.float32 and np.dtype(data[kept[out]]["dtype"]) in _FLOATS:
+            expr = f"T({expr})"        # every float step rounded to float32 (see above)
         names[out] = f"v{out}"
         body.append(f"v{out} = {expr}")
     args = ", ".join(f"a{i}" for i in range(len(operands)))
