@@ -18,7 +18,9 @@ own kernels (exp(−|x|) never overflows). The model losses (bce_with_logits, ms
 are fused primitives with their own kernels and reductions: they are not chained. Values agree with the unfused steps
 to rounding (numexpr's exp/log differ from numpy's SIMD versions in the last ulp).
 Only float64 chains fuse: numexpr promotes float32 with Python floats to float64,
-where numpy keeps float32.
+where numpy keeps float32. With numba installed, steps in a pointwise region
+(regions.py) are not chained: a region's loop beat numexpr on the same steps at
+every size measured (benchmarks/RESULTS.md); chains fuse what is left around them.
 """
 from __future__ import annotations
 
