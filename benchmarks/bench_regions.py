@@ -4,10 +4,12 @@ elementwise steps, against the same program's unfused numpy steps.
     .venv/bin/python benchmarks/bench_regions.py [--repeats 15]
 
 1. the size threshold: a region of 2 and of 8 arithmetic steps at n = 16 … 10⁶ entries,
-   fused and unfused, interleaved (the program's whole call, as a user sees it);
+   against the same program compiled with regions off (numpy steps; numexpr chains from
+   2¹⁹ entries), interleaved (the program's whole call, as a user sees it);
 2. tanh's 4th derivative at n = 1000 … 10⁶: fused, unfused, hand-written numpy, PyTensor;
-3. first-call latency in a fresh process: numba's import and JIT with an empty disk
-   cache, then again with the cache that the first run left.
+3. first-call latency in a fresh process: the first call (numpy steps), the second
+   (numba's import and JIT, with an empty disk cache, then with the cache the first
+   run left), the third.
 """
 from __future__ import annotations
 
@@ -36,15 +38,15 @@ def _compile_both(build):
             unfused = fg.compile(outs)
         finally:
             codegen.REGIONS = True
-    assert " is not None:" in fused._generated.source or True
-    a, b = fused(**feed), unfused(**feed)      # the first call compiles the loop
+    fused(**feed)                              # the first call runs the numpy steps,
+    a, b = fused(**feed), unfused(**feed)      # the second compiles the loop
     np.testing.assert_array_equal(a, b)
     return fused, unfused, feed
 
 
 def threshold(repeats):
     print("### Region size threshold (whole program call, medians)\n")
-    print("| n | steps | unfused numpy | region loop | ratio |")
+    print("| n | plan steps | regions off | region loop | ratio |")
     print("|---|---|---|---|---|")
     for n in (16, 64, 256, 1000, 10_000, 100_000, 1_000_000):
         for steps in (2, 8):
@@ -52,11 +54,11 @@ def threshold(repeats):
                 x = fg.placeholder("x", shape=(n,))
                 y = fg.placeholder("y", shape=(n,))
                 z = x * y + 1.5
-                for _ in range(steps - 2):
-                    z = z * x - y
+                for i in range(steps - 2):
+                    z = z * x if i % 2 == 0 else z - y
                 return z, {"x": np.linspace(-1, 1, n), "y": np.linspace(2, 3, n)}
             fused, unfused, feed = _compile_both(build)
-            inner = max(1, 20_000 // n)
+            inner = max(3, 20_000 // n)
             t = interleaved({"u": lambda: unfused(**feed), "f": lambda: fused(**feed)},
                             repeats, inner)
             print(f"| {n:,} | {steps} | {fmt(t['u'])} | {fmt(t['f'])} | {t['f'] / t['u']:.2f}× |")
@@ -65,7 +67,7 @@ def threshold(repeats):
 
 def tanh4(repeats):
     print("\n### 4th derivative of tanh (medians)\n")
-    print("| n | hand numpy | PyTensor | flowgrad unfused | flowgrad regions | "
+    print("| n | hand numpy | PyTensor | flowgrad, regions off | flowgrad regions | "
           "÷ PyTensor | ÷ hand |")
     print("|---|---|---|---|---|---|---|")
     for n in (1000, 100_000, 1_000_000):
@@ -91,7 +93,7 @@ def tanh4(repeats):
                 pd = pytensor.grad(pd.sum(), px)
             pf = pytensor.function([px], pd)
             fns["pt"] = lambda: pf(xv)
-        t = interleaved(fns, repeats, max(1, 20_000 // n))
+        t = interleaved(fns, repeats, max(3, 20_000 // n))
         pt_t = t.get("pt")
         print(f"| {n:,} | {fmt(t['hand'])} | {fmt(pt_t) if pt_t else '—'} | {fmt(t['u'])} | "
               f"{fmt(t['f'])} | {f'{t[chr(102)] / pt_t:.2f}×' if pt_t else '—'} | "
@@ -104,32 +106,47 @@ import time
 t0 = time.perf_counter()
 import numpy as np, flowgrad as fg
 t1 = time.perf_counter()
-with fg.Graph():
-    x = fg.placeholder("x", shape=(1000,))
-    d = fg.tanh(x)
-    for _ in range(4):
-        d = fg.grad(fg.sum(d), x)
-    prog = fg.compile(d)
+
+
+def build(order):
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(1000,))
+        d = fg.tanh(x)
+        for _ in range(order):
+            d = fg.grad(fg.sum(d), x)
+        return fg.compile(d)
+
+
+prog = build(4)
 t2 = time.perf_counter()
-prog(x=np.linspace(-2, 2, 1000))
-t3 = time.perf_counter()
-prog(x=np.linspace(-2, 2, 1000))
-t4 = time.perf_counter()
-print(f"{t1 - t0:.3f} {t2 - t1:.3f} {t3 - t2:.3f} {t4 - t3:.6f}")
+calls = []
+for _ in range(3):
+    xv = np.linspace(-2, 2, 1000)
+    a = time.perf_counter()
+    prog(x=xv)
+    calls.append(time.perf_counter() - a)
+prog = build(3)                      # another structure: numba is loaded, one more JIT
+prog(x=xv)
+a = time.perf_counter()
+prog(x=xv)
+calls.append(time.perf_counter() - a)
+print(t1 - t0, t2 - t1, *calls)
 """
 
 
 def first_call():
     print("\n### First-call latency, tanh⁽⁴⁾ at 1000 points, fresh process each\n")
-    print("| disk cache | import flowgrad | grad + compile | first call | second call |")
-    print("|---|---|---|---|---|")
+    print("The first call runs the numpy steps; the second compiles the loop (numba's "
+          "import and start-up, then the JIT or the disk cache's load).\n")
+    print("| disk cache | import flowgrad | grad + compile | 1st call | 2nd call | 3rd call | "
+          "2nd call of tanh⁽³⁾ next |")
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
         env = dict(os.environ, FLOWGRAD_CACHE_DIR=d)
-        for label in ("empty (numba import + JIT)", "warm (numba import + cache load)"):
+        for label in ("empty", "warm (left by the run above)"):
             out = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
                                  capture_output=True, text=True).stdout.split()
-            a, b, c, e = (float(v) for v in out)
-            print(f"| {label} | {fmt(a)} | {fmt(b)} | {fmt(c)} | {fmt(e)} |")
+            print(f"| {label} | " + " | ".join(fmt(float(v)) for v in out) + " |")
 
 
 def main():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+import sys
 
 import numpy as np
 
@@ -259,17 +260,32 @@ def evaluate(prog, region, args):
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 
+WARM_CALLS = 1   # calls a program makes on the numpy steps before its loops are compiled
+
+
+def _compiled_already(source):
+    rk = sys.modules.get("flowgrad.region_kernels")     # loaded: numba is imported
+    return rk is not None and source in rk._compiled
+
+
 class LazyKernel:
-    """Stands in the generated function's globals under ``name`` until the first call:
-    then compiles the loop (region_kernels.get_kernel: cached by source, in process and on
-    disk) and puts the compiled function there instead — or None when numba fails, so
-    the generated code takes its unfused branch from then on."""
+    """Stands in the generated function's globals under ``name`` until the program is
+    called a second time (``WARM_CALLS``): then compiles the loop
+    (region_kernels.get_kernel: cached by source, in process and on disk) and puts the
+    compiled function there instead — or None when numba fails, so the generated code
+    takes its unfused branch from then on. The first call runs the steps' numpy
+    kernels, so a program run once (``fg.run``, a plot) never pays numba's start-up
+    (~1.4 s: import, LLVM, the first JIT); a loop this process already compiled is
+    used at once."""
 
     def __init__(self, prog, region, ns, name):
         self.prog, self.region, self.ns, self.name = prog, region, ns, name
-        self.error = None
+        self.error, self.calls = None, 0
 
     def __call__(self, *args):
+        self.calls += 1
+        if self.calls <= WARM_CALLS and not _compiled_already(self.region.source):
+            return evaluate(self.prog, self.region, args)
         try:
             from . import region_kernels
             fn = region_kernels.get_kernel(self.region.source, self.region.key)

@@ -15,6 +15,12 @@ EDGES = np.array([0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 3.0, np.inf, -np.inf, np.nan,
                   -1e308, 5e-324, 1e-300, 2.0 ** 60, 7.0, -7.0, 1.0, 1e-8, -3.0])
 
 
+@pytest.fixture(autouse=True)
+def eager(monkeypatch):
+    """Loops compiled at a program's first call (the default waits for the second)."""
+    monkeypatch.setattr(regions, "WARM_CALLS", 0)
+
+
 @pytest.fixture
 def small(monkeypatch):
     """Regions on every size and of a single step (the op-by-op tests need them)."""
@@ -332,3 +338,18 @@ def test_a_failing_step_in_a_region_names_its_node(monkeypatch, small):
             gen(x=np.ones(4), y=-np.ones(4))
     assert "test_regions.py" in str(info.value)
     assert isinstance(info.value.__cause__, FloatingPointError)
+
+
+def test_the_first_call_runs_the_numpy_steps_and_the_second_compiles(monkeypatch):
+    monkeypatch.setattr(regions, "WARM_CALLS", 1)
+    monkeypatch.setattr(region_kernels, "_compiled", {})
+    d, feed = _tanh4(304)
+    gen, ref = _both(d)
+    _same(gen(**feed), ref(**feed))
+    assert all(isinstance(v, regions.LazyKernel) for v in _loops(gen).values())
+    _same(gen(**feed), ref(**feed))
+    assert all(hasattr(v, "py_func") for v in _loops(gen).values())
+    d2, _ = _tanh4(304)                  # compiled in this process already: used at once
+    again = fg.compile(d2)
+    again(**feed)
+    assert all(hasattr(v, "py_func") for v in _loops(again).values())
