@@ -137,7 +137,7 @@ def _array_function(prog, consts):
         if k in member:
             continue                   # computed inside its chain's or region's kernel
         if k in regions:
-            _emit_region(prog, regions[k], ns, body, lines, first, ref, step_line, dels)
+            _emit_region(prog, regions[k], ns, body, lines, first, ref)
             dels(frees_at.get(k, ()))
             continue
         if k not in chains:
@@ -210,7 +210,7 @@ def _frees(prog, member, exported=()):
     """{step: slots to del after it}: the plan's last-use frees, redone because a chain's
     (or region's) inner steps run at its root, which may extend their operands' lives.
     A region's exported values are freed as any value; its other inner values never
-    exist as locals in the fused branch (the unfused branch dels them itself)."""
+    exist as locals."""
     if prog._keep_all:
         return {}
     inner = {prog._plan[k][5] for k in member} - set(exported)
@@ -264,27 +264,22 @@ def _regions(prog):
     return _rg.find_regions(prog)
 
 
-def _emit_region(prog, rg, ns, body, lines, first, ref, step_line, dels):
-    """The region's compiled loop, or — if numba could not compile it — its unfused steps:
-    ``r<k>`` is a lazy kernel until the first call, then numba's function or None. A
-    loop never raises on float data (numpy's error model), so an exception from the
-    call is numba refusing the arguments' types (say a non-native byte order): those
-    calls run the steps' own numpy kernels (``e<k>``), whose errors name the region."""
+def _emit_region(prog, rg, ns, body, lines, first, ref):
+    """The region's loop: ``r<k>`` is a lazy kernel until the program's second call, then
+    numba's function (or, if numba failed, the steps' numpy kernels). A loop never raises
+    on float data (numpy's error model), so an exception from the call is numba refusing
+    the arguments' types (say a non-native byte order): those calls run the steps' numpy
+    kernels (``e<k>``), whose errors name the failing step (regions.evaluate)."""
     from . import regions as _rg
     k = rg.steps[-1]
-    name = f"r{k}"
-    ns[name] = _rg.LazyKernel(prog, rg, ns, name)
-    ns[f"e{k}"] = lambda *args: _rg.evaluate(prog, rg, args)
+    lazy = _rg.LazyKernel(prog, rg, ns, f"r{k}")
+    ns[f"r{k}"], ns[f"e{k}"] = lazy, lazy.fallback
     outs = ", ".join(f"v{s}" for s in rg.exports)     # one array, or a tuple of them
     args = ", ".join(ref(s) for s in rg.operands)
-    for line in (f"if {name} is not None:", "    try:", f"        {outs} = {name}({args})",
-                 "    except Exception:", f"        {outs} = e{k}({args})"):
+    for line in ("try:", f"    {outs} = r{k}({args})", "except Exception:",
+                 f"    {outs} = e{k}({args})"):
         lines[first + len(body)] = k
         body.append(line)
-    body.append("else:")
-    for kk in rg.steps:
-        step_line(kk, "    ")
-    dels([prog._plan[kk][5] for kk in rg.steps if prog._plan[kk][5] not in rg.exports], "    ")
 
 
 def _hashable(fn):

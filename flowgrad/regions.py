@@ -46,19 +46,45 @@ _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 _BOOL = np.dtype(bool)
 
 
+_FOUND = []
+
+
 def available() -> bool:
-    """Whether numba can be imported (found without importing it: that costs ~0.5 s)."""
-    return importlib.util.find_spec("numba") is not None
+    """Whether numba can be imported (found without importing it: that costs ~0.5 s;
+    looked up once a process)."""
+    if not _FOUND:
+        _FOUND.append(importlib.util.find_spec("numba") is not None)
+    return _FOUND[0]
 
 
 class Region:
     """One region: ``steps`` (plan indices in plan order; the last is where it runs),
     ``operands`` (slots read from outside, in argument order), ``exports`` (slots
-    written to arrays, in return order), and the kernel's module ``source``."""
+    written to arrays, in return order), and the kernel's module ``source`` (written
+    when first asked for: most programs never compile their loops)."""
 
-    def __init__(self, steps, operands, exports, source, key):
+    def __init__(self, prog, steps, operands, exports, consts, dtype):
         self.steps, self.operands, self.exports = steps, operands, exports
-        self.source, self.key = source, key
+        self._prog, self._consts, self._dtype = prog, consts, dtype
+        self._source = None
+
+    @property
+    def source(self):
+        if self._source is None:
+            self._source = _source(self._prog, self.steps, self.operands, self.exports,
+                                   self._consts, self._dtype)
+        return self._source
+
+    @property
+    def key(self):
+        return hashlib.sha1(self.source.encode()).hexdigest()[:20]
+
+
+def _nodes(prog):
+    """The graph's node-attribute dict (networkx's own: NodeView lookups are calls)."""
+    nxg = prog.graph.nx
+    d = getattr(nxg, "_node", None)
+    return d if isinstance(d, dict) else nxg.nodes
 
 
 def _literal(v):
@@ -71,7 +97,7 @@ def find_regions(prog, exclude=()) -> dict[int, Region]:
     elsewhere) never join. One pass in plan order: a step joins the regions of its
     producers unless one of them was already read by a step outside it (then that
     region is *sealed*: it must run before that reader, so it cannot grow past it)."""
-    data = prog.graph.nx.nodes
+    data = _nodes(prog)
     kept, template, plan = prog._kept, prog._template, prog._plan
     parent = {}                       # union-find over step indices
 
@@ -113,18 +139,29 @@ def find_regions(prog, exclude=()) -> dict[int, Region]:
     groups = {}
     for k in parent:
         groups.setdefault(find(k), []).append(k)
-    regions = {}
+    parts = []
     for steps in groups.values():
         steps.sort()
         for i in range(0, len(steps), MAX_STEPS):
             part = steps[i:i + MAX_STEPS]
-            if len(part) < MIN_STEPS:
-                continue
             shape = data[kept[plan[part[-1]][5]]]["shape"]
-            if int(np.prod(shape)) < MIN_SIZE:
-                continue
-            regions[part[-1]] = _build(prog, part, info[find(steps[-1])][1])
-    return regions
+            if len(part) >= MIN_STEPS and int(np.prod(shape)) >= MIN_SIZE:
+                parts.append((part, info[find(steps[-1])][1]))
+    # the values each part must write out: read by a step outside it, or returned
+    part_of = {k: j for j, (part, _) in enumerate(parts) for k in part}
+    exported = [set() for _ in parts]
+    for k, step in enumerate(plan):
+        j = part_of.get(k)
+        for s in step[4]:
+            p = part_of.get(producer.get(s))
+            if p is not None and p != j:
+                exported[p].add(s)
+    for s in prog._out_slots:
+        p = part_of.get(producer.get(s))
+        if p is not None:
+            exported[p].add(s)
+    return {part[-1]: _build(prog, part, dt, out)
+            for (part, dt), out in zip(parts, exported)}
 
 
 def _signature(op, attrs, step, data, kept, template):
@@ -155,15 +192,10 @@ def _compatible(a, b):
     return a[0] == b[0] and (a[1] is None or b[1] is None or a[1] == b[1])
 
 
-def _build(prog, steps, dtype):
+def _build(prog, steps, dtype, readers_outside):
     """The Region of ``steps``: its operands, exports and loop source."""
-    data, kept, template, plan = prog.graph.nx.nodes, prog._kept, prog._template, prog._plan
-    members = set(steps)
+    template, plan = prog._template, prog._plan
     inner = {plan[k][5] for k in steps}
-    readers_outside = set(prog._out_slots)
-    for k, step in enumerate(plan):
-        if k not in members:
-            readers_outside.update(s for s in step[4] if s in inner)
     exports = [plan[k][5] for k in steps if plan[k][5] in readers_outside]
     operands, consts = [], {}
     for k in steps:
@@ -174,9 +206,7 @@ def _build(prog, steps, dtype):
                 consts[s] = template[s]
             else:
                 operands.append(s)
-    source = _source(prog, steps, operands, exports, consts, dtype)
-    key = hashlib.sha1(source.encode()).hexdigest()[:20]
-    return Region(steps, operands, exports, source, key)
+    return Region(prog, steps, operands, exports, consts, dtype)
 
 
 def _kernel_name(fn):
@@ -189,7 +219,7 @@ def _kernel_name(fn):
 def _source(prog, steps, operands, exports, consts, dtype):
     """A module whose ``kernel(a0, a1 …)`` runs the steps over flat views of its array
     operands and returns the exported values (one array or a tuple)."""
-    data, kept, plan = prog.graph.nx.nodes, prog._kept, prog._plan
+    data, kept, plan = _nodes(prog), prog._kept, prog._plan
     T = "np.float32" if dtype == np.float32 else "np.float64"
     helpers, body = set(), []
     names = {s: f"x{i}" for i, s in enumerate(operands)}
@@ -272,15 +302,17 @@ class LazyKernel:
     """Stands in the generated function's globals under ``name`` until the program is
     called a second time (``WARM_CALLS``): then compiles the loop
     (region_kernels.get_kernel: cached by source, in process and on disk) and puts the
-    compiled function there instead — or None when numba fails, so the generated code
-    takes its unfused branch from then on. The first call runs the steps' numpy
-    kernels, so a program run once (``fg.run``, a plot) never pays numba's start-up
-    (~1.4 s: import, LLVM, the first JIT); a loop this process already compiled is
-    used at once."""
+    compiled function there instead — or, when numba fails, :func:`evaluate` over the
+    steps' numpy kernels. The first call runs those numpy kernels too, so a program run
+    once (``fg.run``, a plot) never pays numba's start-up (~1.4 s: import, LLVM, the
+    first JIT); a loop this process already compiled is used at once."""
 
     def __init__(self, prog, region, ns, name):
         self.prog, self.region, self.ns, self.name = prog, region, ns, name
         self.error, self.calls = None, 0
+
+    def fallback(self, *args):
+        return evaluate(self.prog, self.region, args)
 
     def __call__(self, *args):
         self.calls += 1
@@ -292,7 +324,7 @@ class LazyKernel:
             out = fn(*args)             # numba compiles for these argument types here
         except Exception as exc:        # no usable numba: the reference numpy steps
             self.error = exc
-            self.ns[self.name] = None
+            self.ns[self.name] = self.fallback
             return evaluate(self.prog, self.region, args)
         self.ns[self.name] = fn
         return out

@@ -3,6 +3,8 @@ elementwise steps. Every loop op is exact IEEE arithmetic, a comparison or a sel
 so generated code with regions must equal the reference interpreter (``codegen=False``)
 **bit for bit**, op by op (float64 and float32, edge values) and on random graphs.
 """
+import re
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -251,7 +253,7 @@ def test_without_numba_the_plan_is_todays_numpy_steps(monkeypatch):
     monkeypatch.setattr(regions, "available", lambda: False)
     d, feed = _tanh4()
     gen, ref = _both(d)
-    assert " is not None:" not in gen._generated.source and not _loops(gen)
+    assert not re.search(r"= r\d+\(", gen._generated.source) and not _loops(gen)
     _same(gen(**feed), ref(**feed))
 
 
@@ -262,8 +264,8 @@ def test_a_loop_that_numba_cannot_compile_falls_back_to_the_numpy_steps(monkeypa
     d, feed = _tanh4()
     gen, ref = _both(d)
     _same(gen(**feed), ref(**feed))         # the lazy kernel computes with numpy steps
-    assert all(v is None for v in _loops(gen).values())
-    _same(gen(**feed), ref(**feed))         # … and the unfused branch from then on
+    assert not any(hasattr(v, "py_func") for v in _loops(gen).values())
+    _same(gen(**feed), ref(**feed))         # … and so does its fallback from then on
 
 
 def test_regions_can_be_switched_off(monkeypatch):
