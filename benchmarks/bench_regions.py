@@ -149,7 +149,11 @@ def main():
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--only", default="")
     args = ap.parse_args()
-    import numba
+    try:
+        import numba
+    except ImportError:
+        print("numba is not installed (pip install -e .[fast]): no regions to measure")
+        return
     print(f"numba {numba.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs\n")
     only = set(filter(None, args.only.split(",")))
     if not only or "threshold" in only:
