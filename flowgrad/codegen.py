@@ -137,7 +137,7 @@ def _array_function(prog, consts):
         if k in member:
             continue                   # computed inside its chain's or region's kernel
         if k in regions:
-            _emit_region(prog, regions[k], ns, body, lines, first, ref)
+            _emit_region(prog, regions[k], ns, body, lines, first, ref, step_line, dels)
             dels(frees_at.get(k, ()))
             continue
         if k not in chains:
@@ -209,8 +209,8 @@ def _lean_kernels(prog):
 def _frees(prog, member, exported=()):
     """{step: slots to del after it}: the plan's last-use frees, redone because a chain's
     (or region's) inner steps run at its root, which may extend their operands' lives.
-    A region's exported values are freed as any value; its other inner values never
-    exist as locals."""
+    A region's exported values are freed as any value; its other inner values exist
+    as locals only in the plain branch of a run-time-length region, which dels them."""
     if prog._keep_all:
         return {}
     inner = {prog._plan[k][5] for k in member} - set(exported)
@@ -264,22 +264,37 @@ def _regions(prog):
     return _rg.find_regions(prog)
 
 
-def _emit_region(prog, rg, ns, body, lines, first, ref):
+def _emit_region(prog, rg, ns, body, lines, first, ref, step_line, dels):
     """The region's loop: ``r<k>`` is a lazy kernel until the program's second call, then
     numba's function (or, if numba failed, the steps' numpy kernels). A loop never raises
     on float data (numpy's error model), so an exception from the call is numba refusing
     the arguments' types (say a non-native byte order): those calls run the steps' numpy
-    kernels (``e<k>``), whose errors name the failing step (regions.evaluate)."""
+    kernels (``e<k>``), whose errors name the failing step (regions.evaluate). With
+    run-time lengths, a shape test per call guards the loop; when it fails (operands
+    that broadcast, or fewer than MIN_SIZE entries) the plain steps run, inline."""
     from . import regions as _rg
     k = rg.steps[-1]
     lazy = _rg.LazyKernel(prog, rg, ns, f"r{k}")
     ns[f"r{k}"], ns[f"e{k}"] = lazy, lazy.fallback
     outs = ", ".join(f"v{s}" for s in rg.exports)     # one array, or a tuple of them
-    args = ", ".join(ref(s) for s in rg.operands)
-    for line in ("try:", f"    {outs} = r{k}({args})", "except Exception:",
-                 f"    {outs} = e{k}({args})"):
+    args = [ref(s) for s in rg.operands]
+    call = ("try:", f"    {outs} = r{k}({', '.join(args)})", "except Exception:",
+            f"    {outs} = e{k}({', '.join(args)})")
+    if not rg.dynamic:
+        for line in call:
+            lines[first + len(body)] = k
+            body.append(line)
+        return
+    same = " == ".join(f"{a}.shape" for a in args) + " and " if len(args) > 1 else ""
+    lines[first + len(body)] = k
+    body.append(f"if {same}{args[0]}.size >= {_rg.MIN_SIZE}:")
+    for line in call:
         lines[first + len(body)] = k
-        body.append(line)
+        body.append("    " + line)
+    body.append("else:")
+    for kk in rg.steps:
+        step_line(kk, "    ")
+    dels([prog._plan[kk][5] for kk in rg.steps if prog._plan[kk][5] not in rg.exports], "    ")
 
 
 def _hashable(fn):

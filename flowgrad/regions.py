@@ -20,8 +20,10 @@ numpy's weak scalars are (NEP 50). No fastmath, so NaN/inf and signed zeros foll
 IEEE as numpy does. Floating-point errors never raise in a loop (numpy's error
 model): ``np.errstate`` is not consulted, as in numexpr chains.
 
-A region needs static, equal shapes on every array operand and value (no run-time
-lengths, no broadcasting), at least ``MIN_STEPS`` steps and ``MIN_SIZE`` entries.
+A region needs equal declared shapes on every array operand and value (no
+broadcasting, no 0-d operands), at least ``MIN_STEPS`` steps and ``MIN_SIZE``
+entries. With run-time lengths (None) the generated code checks per call that the
+operands' shapes agree and the size reaches ``MIN_SIZE``, else runs the numpy steps.
 """
 from __future__ import annotations
 
@@ -67,6 +69,10 @@ class Region:
         self.steps, self.operands, self.exports = steps, operands, exports
         self._prog, self._consts, self._dtype = prog, consts, dtype
         self._source = None
+        # run-time lengths: the generated code checks, per call, that the operands'
+        # shapes agree (a declared None may still broadcast a length 1) and MIN_SIZE
+        shape = _nodes(prog)[prog._kept[prog._plan[steps[-1]][5]]]["shape"]
+        self.dynamic = None in tuple(shape)
 
     @property
     def source(self):
@@ -144,8 +150,8 @@ def find_regions(prog, exclude=()) -> dict[int, Region]:
         steps.sort()
         for i in range(0, len(steps), MAX_STEPS):
             part = steps[i:i + MAX_STEPS]
-            shape = data[kept[plan[part[-1]][5]]]["shape"]
-            if len(part) >= MIN_STEPS and int(np.prod(shape)) >= MIN_SIZE:
+            shape = tuple(data[kept[plan[part[-1]][5]]]["shape"])
+            if len(part) >= MIN_STEPS and (None in shape or math.prod(shape) >= MIN_SIZE):
                 parts.append((part, info[find(steps[-1])][1]))
     # the values each part must write out: read by a step outside it, or returned
     part_of = {k: j for j, (part, _) in enumerate(parts) for k in part}
@@ -170,7 +176,7 @@ def _signature(op, attrs, step, data, kept, template):
         return None
     out = data[kept[step[5]]]
     shape = tuple(out["shape"])
-    if None in shape or not shape:
+    if not shape:
         return None
     dts = set()
     for s, d in [(s, data[kept[s]]) for s in step[4]] + [(step[5], out)]:
