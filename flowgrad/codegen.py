@@ -278,14 +278,17 @@ def _emit_region(prog, rg, ns, body, lines, first, ref, step_line, dels):
     ns[f"r{k}"], ns[f"e{k}"] = lazy, lazy.fallback
     outs = ", ".join(f"v{s}" for s in rg.exports)     # one array, or a tuple of them
     args = [ref(s) for s in rg.operands]
-    call = ("try:", f"    {outs} = r{k}({', '.join(args)})", "except Exception:",
+    loop_args = [a if kind is None else f"{kind}({a})"      # 0-d values as numbers
+                 for a, kind in zip(args, rg.scalar)]
+    call = ("try:", f"    {outs} = r{k}({', '.join(loop_args)})", "except Exception:",
             f"    {outs} = e{k}({', '.join(args)})")
     if not rg.dynamic:
         for line in call:
             lines[first + len(body)] = k
             body.append(line)
         return
-    same = " == ".join(f"{a}.shape" for a in args) + " and " if len(args) > 1 else ""
+    full = args[:rg.n_full]
+    same = " == ".join(f"{a}.shape" for a in full) + " and " if len(full) > 1 else ""
     lines[first + len(body)] = k
     body.append(f"if {same}{args[0]}.size >= {_rg.MIN_SIZE}:")
     for line in call:

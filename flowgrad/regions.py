@@ -21,8 +21,8 @@ IEEE as numpy does. Floating-point errors never raise in a loop (numpy's error
 model): ``np.errstate`` is not consulted, as in numexpr chains.
 
 A region needs equal declared shapes on every array operand and value (no
-broadcasting, no 0-d operands), at least ``MIN_STEPS`` steps and ``MIN_SIZE``
-entries. With run-time lengths (None) the generated code checks per call that the
+broadcasting but of 0-d operands, which the loop reads as one number), at least
+``MIN_STEPS`` steps and ``MIN_SIZE`` entries. With run-time lengths (None) the generated code checks per call that the
 operands' shapes agree and the size reaches ``MIN_SIZE``, else runs the numpy steps.
 """
 from __future__ import annotations
@@ -69,6 +69,12 @@ class Region:
         self.steps, self.operands, self.exports = steps, operands, exports
         self._prog, self._consts, self._dtype = prog, consts, dtype
         self._source = None
+        data, kept = _nodes(prog), prog._kept
+        # 0-d operands, passed as Python numbers: "float" or "bool" (None: an array)
+        self.scalar = [None if data[kept[s]]["shape"] else
+                       ("bool" if np.dtype(data[kept[s]]["dtype"]) == _BOOL else "float")
+                       for s in operands]
+        self.n_full = self.scalar.count(None)
         # run-time lengths: the generated code checks, per call, that the operands'
         # shapes agree (a declared None may still broadcast a length 1) and MIN_SIZE
         shape = _nodes(prog)[prog._kept[prog._plan[steps[-1]][5]]]["shape"]
@@ -182,8 +188,8 @@ def _signature(op, attrs, step, data, kept, template):
     for s, d in [(s, data[kept[s]]) for s in step[4]] + [(step[5], out)]:
         if s != step[5] and template[s] is not None and _literal(template[s]) is not None:
             continue
-        if tuple(d["shape"]) != shape:
-            return None
+        if tuple(d["shape"]) != shape and (s == step[5] or tuple(d["shape"]) != ()):
+            return None                # only a 0-d operand may broadcast (a scalar argument)
         dt = np.dtype(d["dtype"])
         if dt in _FLOATS:
             dts.add(dt)
@@ -212,7 +218,10 @@ def _build(prog, steps, dtype, readers_outside):
                 consts[s] = template[s]
             else:
                 operands.append(s)
-    return Region(prog, steps, operands, exports, consts, dtype)
+    data, kept = _nodes(prog), prog._kept
+    scalars = [s for s in operands if tuple(data[kept[s]]["shape"]) == ()]
+    full = [s for s in operands if s not in scalars]    # arrays first: a0 gives the shape
+    return Region(prog, steps, full + scalars, exports, consts, dtype)
 
 
 def _kernel_name(fn):
@@ -255,13 +264,17 @@ def _source(prog, steps, operands, exports, consts, dtype):
     lines += [f"from flowgrad.region_kernels import jit{h} as _k{h}" for h in sorted(helpers)]
     lines += [f"T = {T}"] + head + ["", "", f"def kernel({args}):",
                                     "    shape = a0.shape"]
-    lines += [f"    f{i} = np.ravel(a{i})" for i in range(len(operands))]
+    n_full = sum(1 for s in operands if data[kept[s]]["shape"])
+    lines += [f"    f{i} = np.ravel(a{i})" for i in range(n_full)]
+    for i in range(n_full, len(operands)):       # 0-d: a Python number, read once
+        dt = np.dtype(data[kept[operands[i]]]["dtype"])
+        lines.append(f"    x{i} = T(a{i})" if dt in _FLOATS else f"    x{i} = a{i}")
     lines += ["    n = f0.size"]
     for j, s in enumerate(exports):
         dt = np.dtype(data[kept[s]]["dtype"])
         lines.append(f"    o{j} = np.empty(n, np.{'bool_' if dt == _BOOL else dt.name})")
     lines.append("    for i in range(n):")
-    lines += [f"        x{i} = f{i}[i]" for i in range(len(operands))]
+    lines += [f"        x{i} = f{i}[i]" for i in range(n_full)]
     lines += ["        " + line for line in body]
     lines += [f"        o{j}[i] = v{s}" for j, s in enumerate(exports)]
     rets = ", ".join(f"o{j}.reshape(shape)" for j in range(len(exports)))
