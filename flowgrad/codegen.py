@@ -320,7 +320,9 @@ def _locate(prog, lines, exc):
     with the slot values the function held (its locals ``v<slot>``)."""
     tb = exc.__traceback__
     k = lines.get(tb.tb_lineno) if tb is not None else None
-    k = getattr(exc, "_flowgrad_step", k)      # a step inside a region (regions.evaluate)
+    at = getattr(exc, "_flowgrad_step", None)  # a step inside a region (regions.evaluate)
+    if at is not None and at[0] == id(prog):
+        k = at[1]
     if k is not None:
         vals = list(prog._template)
         for name, v in tb.tb_frame.f_locals.items():

@@ -303,7 +303,7 @@ def evaluate(prog, region, args):
         try:
             vals[out] = fn(*[vals[s] if s in vals else template[s] for s in ins])
         except Exception as exc:     # codegen._locate reports this step, not the region's last
-            exc._flowgrad_step = k
+            exc._flowgrad_step = (id(prog), k)
             raise
     outs = [vals[s] for s in region.exports]
     return outs[0] if len(outs) == 1 else tuple(outs)
