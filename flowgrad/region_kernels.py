@@ -52,7 +52,7 @@ def cache_dir():
         return None
 
 
-DISK_CACHE = True     # tests turn it off to time a cold compile
+DISK_CACHE = True     # False: compile every loop in memory (no files written)
 
 
 def get_kernel(source: str, key: str):
