@@ -180,6 +180,15 @@ def seed_scalar(repeats):
 
 # -- 2. 4th derivative of tanh at 1000 points ---------------------------------------------
 
+def pytensor_tanh_derivative(order):
+    """PyTensor's compiled function for the ``order``-th derivative of tanh, entrywise."""
+    px = pt.dvector("x")
+    pd = pt.tanh(px)
+    for _ in range(order):
+        pd = pytensor.grad(pd.sum(), px)
+    return pytensor.function([px], pd)
+
+
 def tanh4(repeats):
     xv = np.linspace(-2, 2, 1000)
     with fg.Graph():
@@ -202,11 +211,7 @@ def tanh4(repeats):
         jf = jax.jit(jax.vmap(f))
         fns["jax.jit"] = lambda: (block(jf(xv)),)
     if pytensor is not None:
-        px = pt.dvector("x")
-        pd = pt.tanh(px)
-        for _ in range(4):
-            pd = pytensor.grad(pd.sum(), px)
-        pf = pytensor.function([px], pd)
+        pf = pytensor_tanh_derivative(4)
         fns["PyTensor"] = lambda: (pf(xv),)
     if torch is not None:
         def tf():

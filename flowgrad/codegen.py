@@ -108,9 +108,12 @@ def _array_function(prog, consts):
     for s in leaf_slots:
         body.append(f"v{s} = vals[{s}]")
     first = 4                          # source line of body[0]: after def, try, pass
-    chains, kernel_of = _chains(prog)
+    regions = _regions(prog)
+    chains, kernel_of = _chains(prog, {k for rg in regions.values() for k in rg.steps})
     member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
-    frees_at = _frees(prog, member)
+    member.update((k, root) for root, rg in regions.items() for k in rg.steps if k != root)
+    exported = {s for rg in regions.values() for s in rg.exports}
+    frees_at = _frees(prog, member, exported)
 
     lean, shared = _lean_kernels(prog)
     # mse's residual y − t, also a reverse-pass step: computed once, at the mse step
@@ -139,7 +142,11 @@ def _array_function(prog, consts):
 
     for k, step in enumerate(prog._plan):
         if k in member:
-            continue                   # computed inside its chain's fused kernel
+            continue                   # computed inside its chain's or region's kernel
+        if k in regions:
+            _emit_region(prog, regions[k], ns, body, lines, first, ref, step_line, dels)
+            dels(frees_at.get(k, ()))
+            continue
         if k not in chains:
             if k in shared:
                 j, lean[k] = shared[k]
@@ -220,12 +227,14 @@ def _lean_kernels(prog):
     return lean, shared_residuals(typed, plan)
 
 
-def _frees(prog, member):
+def _frees(prog, member, exported=()):
     """{step: slots to del after it}: the plan's last-use frees, redone because a chain's
-    inner steps run at its root, which may extend their operands' lives."""
+    (or region's) inner steps run at its root, which may extend their operands' lives.
+    A region's exported values are freed as any value; its other inner values exist
+    as locals only in the plain branch of a run-time-length region, which dels them."""
     if prog._keep_all:
         return {}
-    inner = {prog._plan[k][5] for k in member}
+    inner = {prog._plan[k][5] for k in member} - set(exported)
     keep = set(prog._out_slots)
     last = {}
     for k, step in enumerate(prog._plan):
@@ -240,8 +249,9 @@ def _frees(prog, member):
     return frees
 
 
-def _chains(prog):
-    """Fused chains of the plan and their kernels, for backends that have them."""
+def _chains(prog, exclude=frozenset()):
+    """Fused chains of the plan (none through the steps in ``exclude``) and their kernels,
+    for backends that have them."""
     from .backends.numpy_backend import NumpyBackend
     if not FUSE:
         return {}, {}
@@ -250,7 +260,7 @@ def _chains(prog):
             import numexpr  # noqa: F401
         except ImportError:
             return {}, {}
-        chains = _fusion.find_chains(prog)
+        chains = _fusion.find_chains(prog, exclude)
         kernels = {k: _fusion.numexpr_kernel(ch) for k, ch in chains.items()}
         kernels["small"] = True
         return chains, kernels
@@ -259,6 +269,56 @@ def _chains(prog):
         return chains, {k: _fusion.cupy_kernel(prog.backend.xp, ch, f"flowgrad_fused_{k}")
                         for k, ch in chains.items()}
     return {}, {}
+
+
+REGIONS = True        # pointwise regions as numba loops (flowgrad/regions.py) when numba is there
+
+
+def _regions(prog):
+    """Pointwise regions of a numpy plan (regions.py); {} without numba. They come
+    before numexpr chains: a region loop beat numexpr on the same steps at every size
+    measured (RESULTS.md), and chains then fuse what is left (exp, log, σ …)."""
+    from .backends.numpy_backend import NumpyBackend
+    from . import regions as _rg
+    if not REGIONS or type(prog.backend) is not NumpyBackend or not _rg.available():
+        return {}
+    return _rg.find_regions(prog)
+
+
+def _emit_region(prog, rg, ns, body, lines, first, ref, step_line, dels):
+    """The region's loop: ``r<k>`` is a lazy kernel until the program's second call, then
+    numba's function (or, if numba failed, the steps' numpy kernels). A loop never raises
+    on float data (numpy's error model), so an exception from the call is numba refusing
+    the arguments' types (say a non-native byte order): those calls run the steps' numpy
+    kernels (``e<k>``), whose errors name the failing step (regions.evaluate). With
+    run-time lengths, a shape test per call guards the loop; when it fails (operands
+    that broadcast, or fewer than MIN_SIZE entries) the plain steps run, inline."""
+    from . import regions as _rg
+    k = rg.steps[-1]
+    lazy = _rg.LazyKernel(prog, rg, ns, f"r{k}")
+    ns[f"r{k}"], ns[f"e{k}"] = lazy, lazy.fallback
+    outs = ", ".join(f"v{s}" for s in rg.exports)     # one array, or a tuple of them
+    args = [ref(s) for s in rg.operands]
+    loop_args = [a if kind is None else f"{kind}({a})"      # 0-d values as numbers
+                 for a, kind in zip(args, rg.scalar)]
+    call = ("try:", f"    {outs} = r{k}({', '.join(loop_args)})", "except Exception:",
+            f"    {outs} = e{k}({', '.join(args)})")
+    if not rg.dynamic:
+        for line in call:
+            lines[first + len(body)] = k
+            body.append(line)
+        return
+    full = args[:rg.n_full]
+    same = " == ".join(f"{a}.shape" for a in full) + " and " if len(full) > 1 else ""
+    lines[first + len(body)] = k
+    body.append(f"if {same}{args[0]}.size >= {_rg.MIN_SIZE}:")
+    for line in call:
+        lines[first + len(body)] = k
+        body.append("    " + line)
+    body.append("else:")
+    for kk in rg.steps:
+        step_line(kk, "    ")
+    dels([prog._plan[kk][5] for kk in rg.steps if prog._plan[kk][5] not in rg.exports], "    ")
 
 
 def _hashable(fn):
@@ -281,6 +341,9 @@ def _locate(prog, lines, exc):
     with the slot values the function held (its locals ``v<slot>``)."""
     tb = exc.__traceback__
     k = lines.get(tb.tb_lineno) if tb is not None else None
+    at = getattr(exc, "_flowgrad_step", None)  # a step inside a region (regions.evaluate)
+    if at is not None and at[0] == id(prog):
+        k = at[1]
     if k is not None:
         vals = list(prog._template)
         for name, v in tb.tb_frame.f_locals.items():

@@ -18,7 +18,9 @@ own kernels (exp(−|x|) never overflows). The model losses (bce_with_logits, ms
 are fused primitives with their own kernels and reductions: they are not chained. Values agree with the unfused steps
 to rounding (numexpr's exp/log differ from numpy's SIMD versions in the last ulp).
 Only float64 chains fuse: numexpr promotes float32 with Python floats to float64,
-where numpy keeps float32.
+where numpy keeps float32. With numba installed, steps in a pointwise region
+(regions.py) are not chained: a region's loop beat numexpr on the same steps at
+every size measured (benchmarks/RESULTS.md); chains fuse what is left around them.
 """
 from __future__ import annotations
 
@@ -77,9 +79,9 @@ def _literal(v):
     return None
 
 
-def find_chains(prog) -> dict[int, Chain]:
+def find_chains(prog, exclude=frozenset()) -> dict[int, Chain]:
     """{root step index: Chain} for the plan of ``prog``; the other steps of each chain
-    are not emitted on their own."""
+    are not emitted on their own. Steps in ``exclude`` (in a region loop) never join."""
     data = prog.graph.nx.nodes
     kept, template = prog._kept, prog._template
     plan, step_ops = prog._plan, prog._step_ops
@@ -96,7 +98,7 @@ def find_chains(prog) -> dict[int, Chain]:
     outs = set(prog._out_slots)
     fusible = {}
     for k, ((op, attrs, _), step) in enumerate(zip(step_ops, plan)):
-        if op.name in _EXPR and not attrs and dtype(step[5]) in (_F64, _BOOL) and \
+        if k not in exclude and op.name in _EXPR and not attrs and dtype(step[5]) in (_F64, _BOOL) and \
                 all(dtype(s) in (_F64, _BOOL) or _literal(template[s]) is not None
                     for s in step[4]):
             fusible[k] = step

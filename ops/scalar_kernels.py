@@ -29,16 +29,16 @@ def _sign(x):
 
 
 def _maximum(x, y):
-    # numpy propagates nan (Python's max would not)
+    # numpy propagates nan (Python's max would not); on a tie (±0) numpy hands back y
     if x != x or y != y:
         return x + y
-    return x if x >= y else y
+    return x if x > y else y
 
 
 def _minimum(x, y):
     if x != x or y != y:
         return x + y
-    return x if x <= y else y
+    return x if x < y else y
 
 
 def _tie_weight(x, y):

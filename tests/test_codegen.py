@@ -333,6 +333,7 @@ def _allclose(got, want):
 
 def test_fused_chains_on_numpy_match_interpreter(monkeypatch):
     from flowgrad import fusion
+    monkeypatch.setattr(codegen, "REGIONS", False)    # numexpr's own path (regions: test_regions)
     monkeypatch.setattr(fusion, "NUMEXPR_MIN", 32768)   # keeps the arrays small
     gen, ref, feed = _logistic(40_000, 3)          # operands above NUMEXPR_MIN: numexpr runs
     assert "numexpr" not in gen._generated.source  # kernels are bound names …
@@ -346,6 +347,7 @@ def test_fused_chains_on_numpy_match_interpreter(monkeypatch):
 @pytest.mark.parametrize("seed", range(12))
 def test_random_fused_graphs_match_interpreter(seed, monkeypatch):
     from flowgrad import fusion
+    monkeypatch.setattr(codegen, "REGIONS", False)    # numexpr's own path (regions: test_regions)
     monkeypatch.setattr(fusion, "NUMEXPR_MIN", 0)   # numexpr on every size
     rng = np.random.default_rng(seed)
     with fg.Graph():
@@ -412,6 +414,7 @@ def test_a_failing_step_in_generated_code_names_its_node():
 
 def test_static_shapes_choose_the_fused_kernel_at_compile_time(monkeypatch):
     from flowgrad import fusion
+    monkeypatch.setattr(codegen, "REGIONS", False)    # numexpr's own path (regions: test_regions)
     monkeypatch.setattr(fusion, "NUMEXPR_MIN", 32768)   # keeps the arrays small
     rng = np.random.default_rng(5)
     for n, fused in ((40_000, True), (100, False)):
