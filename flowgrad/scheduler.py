@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from array import array
 from operator import itemgetter
 
 from .autodiff import ancestors
@@ -64,16 +65,39 @@ def _pruned(outputs) -> list[int]:
     return sorted(seen)
 
 
-def _all_slots(rep, own, order):
-    """{id: its representative's slot} for every pruned id whose value is kept."""
-    slot = dict(zip(rep, map(own.get, rep.values())))   # rep: every pruned id, ascending
-    if None in slot.values():        # few, usually: found with C-level scans
-        got = list(slot.values())
-        k = got.index(None)
+#: plans with more steps than this are stored flat (``_FlatPlan``): ~8 bytes a field
+#: instead of tuples, ints and dicts of ~400 bytes a step (the 10^6-node chain)
+FLAT_STEPS = 200_000
+
+
+def _slot_index(kept, flat):
+    """{kept id: slot}: a dict, or for a flat plan whose ids are dense an ``array('q')``
+    indexed by id, -1 where an id is not kept (8 bytes an id instead of ~80)."""
+    top = kept[-1] + 1 if kept else 0
+    if not flat or top > 4 * len(kept) + 64:
+        return dict(zip(kept, range(len(kept))))
+    own = array("q", [-1]) * top
+    for k, nid in enumerate(kept):
+        own[nid] = k
+    return own
+
+
+def _all_slots(moved, own, order):
+    """{id: its representative's slot} for every pruned id whose value is kept;
+    ``moved`` is simplify's rep without its identity entries."""
+    if isinstance(own, dict):
+        got = list(map(own.get, map(moved.get, order, order)))
+        missing = None
+    else:
+        got = list(map(own.__getitem__, map(moved.get, order, order)))
+        missing = -1
+    slot = dict(zip(order, got))     # order: every pruned id, ascending
+    if missing in got:               # few, usually: found with C-level scans
+        k = got.index(missing)
         try:
             while True:
                 del slot[order[k]]
-                k = got.index(None, k + 1)
+                k = got.index(missing, k + 1)
         except ValueError:
             pass
     return slot
@@ -88,14 +112,14 @@ class _SlotMap(dict):
 
     __slots__ = ("_rest",)
 
-    def __init__(self, known, rep, own, order):
+    def __init__(self, known, moved, own, order):
         dict.__init__(self, known)
-        self._rest = (rep, own, order)
+        self._rest = (moved, own, order)
 
     def add_known(self, nid):
         """Enter ``nid``'s slot now (a pruned id whose value is kept)."""
-        rep, own, _ = self._rest
-        dict.__setitem__(self, nid, own[rep[nid]])
+        moved, own, _ = self._rest
+        dict.__setitem__(self, nid, own[moved.get(nid, nid)])
 
     def _complete(self):
         rest = self._rest
@@ -224,17 +248,22 @@ class Program:
         else:
             kept.reverse()
         self._kept = kept
-        own = dict(zip(kept, range(len(kept))))
+        flat = len(step_ids) > FLAT_STEPS
+        own = _slot_index(kept, flat)
+        leaves = simp.leaves
+        # simplify's maps are spent: drop them before the plan is made (the compile's peak)
+        moved = {nid: r for nid, r in rep.items() if nid != r}
+        del simp, rep, defs, live
         # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
         # other pruned id's when something first asks (a trace, values(), an error)
-        slot = _SlotMap({nid: own[rep[nid]] for nid in simp.leaves}, rep, own, order)
+        slot = _SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own, order)
         for o in self.outputs:
             slot.add_known(o.id)
         self._slot = slot
         template = [None] * len(kept)
         self.placeholders, self._variables = {}, []
         handles = g._handles
-        for nid in simp.leaves:
+        for nid in leaves:
             if data[nid]["kind"] == "placeholder":
                 self.placeholders[nid] = handles[nid]
             else:
@@ -246,12 +275,13 @@ class Program:
         # The plan proper (kernels, slot tuples) is made on first use: a program that runs
         # generated scalar code never needs it unless a call falls back to arrays.
         self._n_steps = len(step_ids)
-        self._pending = (step_ids, step_defs, n_freed, freed, own, xp)
+        self._pending = (step_ids, step_defs, n_freed, freed, own, xp, flat)
+        del step_ids, step_defs, n_freed, freed
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
             None in data[nid]["shape"] for nid in self.placeholders) else None
         self._check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
-        self._copy_outs = self._aliasing_outputs(simp.leaves)
+        self._copy_outs = self._aliasing_outputs(leaves)
         # generated code (flowgrad/codegen.py): one Python function for the whole plan
         self._generated = _codegen.generate(self) if self._codegen else None
         self._call = _codegen.make_caller(self, self._generated) if self._generated else None
@@ -263,10 +293,16 @@ class Program:
         with self._plan_lock:
             if self._pending is None:
                 return
-            plan, ops = _plan_steps(*self._pending)
-            self.__dict__.update(_plan=plan, _step_ops=ops,
-                                 _step_nodes=[nid for _, _, nid in ops])
-            self._pending = None
+            *steps, flat = self._pending
+            self._pending = None      # the sweep's lists go as the plan is made
+            if flat:
+                plan = _flat_plan(*steps)
+                self.__dict__.update(_plan=plan, _step_ops=_StepOps(plan),
+                                     _step_nodes=plan.nodes)
+            else:
+                plan, ops = _plan_steps(*steps)
+                self.__dict__.update(_plan=plan, _step_ops=ops,
+                                     _step_nodes=[nid for _, _, nid in ops])
 
     def _op_names(self) -> set:
         """The names of the ops the plan runs (without making the plan)."""
@@ -306,6 +342,8 @@ class Program:
         return vals
 
     def _run(self, vals):
+        if type(self._plan) is _FlatPlan:
+            return self._run_flat(vals)
         try:
             for arity, fn, a, b, ins, out, frees in self._plan:
                 if arity == 1:
@@ -322,7 +360,33 @@ class Program:
             self._on_step_error(self._failed_step(out), exc, vals)
         return vals
 
+    def _run_flat(self, vals):
+        """``_run`` over a ``_FlatPlan``: the same steps read from its arrays."""
+        p = self._plan
+        wide, fr, j = p.wide, p.frees, 0
+        out = None
+        try:
+            for n, fn, a, b, out, c in zip(p.arity, p.kernels, p.a, p.b, p.out, p.n_frees):
+                if n == 1:
+                    vals[out] = fn(vals[a])
+                elif n == 2:
+                    vals[out] = fn(vals[a], vals[b])
+                else:
+                    vals[out] = fn(*[vals[i] for i in wide[out]])
+                if c:
+                    if c == 1:
+                        vals[fr[j]] = None
+                    else:
+                        for s in fr[j:j + c]:
+                            vals[s] = None
+                    j += c
+        except Exception as exc:
+            self._on_step_error(self._failed_step(out), exc, vals)
+        return vals
+
     def _failed_step(self, out_slot) -> int:
+        if isinstance(self._plan, _FlatPlan):
+            return self._plan.out.index(out_slot)
         if self._step_index is None:
             self._step_index = {step[5]: k for k, step in enumerate(self._plan)}
         return self._step_index[out_slot]
@@ -445,6 +509,117 @@ def _plan_steps(step_ids, step_defs, n_freed, freed, own, xp):
         plan.append((n, fn, a, b, sl, own[nid], fr))
         ops.append((op, attrs, nid))
     return plan, ops
+
+
+class _FlatPlan:
+    """A large plan held as parallel arrays, read as the same 7-tuples as ``_plan_steps``'
+    list (``plan[k]``, iteration, ``len``): one kernel reference and a few 8-byte fields
+    a step. ``wide`` holds the input slots of steps with other than one or two inputs,
+    by output slot; ``frees`` every step's frees, in step order, ``n_frees[k]`` long."""
+
+    __slots__ = ("arity", "kernels", "a", "b", "out", "n_frees", "frees", "wide", "nodes",
+                 "ops", "attrs", "_ends")
+
+    def __len__(self):
+        return len(self.out)
+
+    def _sl(self, n, a, b, out):
+        return (a, b) if n == 2 else (a,) if n == 1 else self.wide[out]
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        if k < 0:
+            k += len(self)
+        n, out = self.arity[k], self.out[k]
+        if self._ends is None:
+            ends, e = array("q"), 0
+            for c in self.n_frees:
+                e += c
+                ends.append(e)
+            self._ends = ends
+        e, c = self._ends[k], self.n_frees[k]
+        fr = tuple(self.frees[e - c:e])
+        a, b = self.a[k], self.b[k]
+        return (n, self.kernels[k], a if n else None, b if n > 1 else None,
+                self._sl(n, a, b, out), out, fr)
+
+    def __iter__(self):
+        fr, j, sl = self.frees, 0, self._sl
+        for n, fn, a, b, out, c in zip(self.arity, self.kernels, self.a, self.b, self.out,
+                                       self.n_frees):
+            yield (n, fn, a if n else None, b if n > 1 else None, sl(n, a, b, out), out,
+                   tuple(fr[j:j + c]))
+            j += c
+
+
+class _StepOps:
+    """A flat plan's ``(op, attrs, id)`` per step, made on read."""
+
+    __slots__ = ("_plan",)
+
+    def __init__(self, plan):
+        self._plan = plan
+
+    def __len__(self):
+        return len(self._plan.nodes)
+
+    def __getitem__(self, k):
+        p = self._plan
+        if isinstance(k, slice):
+            return list(zip(p.ops[k], p.attrs[k], p.nodes[k]))
+        return (p.ops[k], p.attrs[k], p.nodes[k])
+
+    def __iter__(self):
+        p = self._plan
+        return zip(p.ops, p.attrs, p.nodes)
+
+
+def _flat_plan(step_ids, step_defs, n_freed, freed, own, xp):
+    """``_plan_steps``' plan as a ``_FlatPlan``: the same steps, slots and frees."""
+    m = len(step_ids)
+    p = _FlatPlan()
+    p.arity, p.n_frees = array("i"), array("i")
+    p.a, p.b, p.out, p.frees = array("q"), array("q"), array("q"), array("q")
+    p.kernels, p.ops, p.attrs, p.nodes = [], [], [], []
+    p.wide, p._ends = {}, None
+    arity, n_frees, A, B, out, frees = p.arity, p.n_frees, p.a, p.b, p.out, p.frees
+    kernels, ops, attrs_l, nodes, wide = p.kernels, p.ops, p.attrs, p.nodes, p.wide
+    made = {}              # op -> its kernel when it has no attrs (Op.kernel: the same object)
+    end = len(freed)
+    for k in range(m - 1, -1, -1):
+        nid = step_ids[k]
+        _, op, attrs, ins = step_defs[k]
+        if attrs or type(op) is not Op:
+            fn = op.kernel(xp, attrs)
+        else:
+            fn = made.get(op)
+            if fn is None:
+                fn = made[op] = op.kernel(xp, attrs)
+        n = len(ins)
+        o = own[nid]
+        if n == 2:
+            A.append(own[ins[0]])
+            B.append(own[ins[1]])
+        elif n == 1:
+            A.append(own[ins[0]])
+            B.append(-1)
+        else:
+            sl = wide[o] = tuple([own[i] for i in ins])
+            A.append(sl[0] if n else -1)
+            B.append(sl[1] if n > 1 else -1)
+        c = n_freed[k]         # this step's frees: the last c of what is left of freed
+        if c:
+            frees.extend([own[i] for i in freed[end - c:end]])
+            end -= c
+        arity.append(n)
+        n_frees.append(c)
+        out.append(o)
+        kernels.append(fn)
+        ops.append(op)
+        attrs_l.append(attrs)
+        nodes.append(nid)
+    return p
 
 
 #: ops whose kernel may return a view of (or the very array of) its first input

@@ -170,3 +170,93 @@ def test_the_slot_map_is_complete_for_every_reader():
         assert m[h.id] == full[h.id] and m == full and full == m
         with pytest.raises(KeyError):
             fg.compile(outs)._slot[10 ** 9]
+
+
+# -- flat plans (large programs: scheduler.FLAT_STEPS) --------------------------------------
+
+@pytest.fixture
+def flat_plans(monkeypatch):
+    """Every plan stored flat, whatever its size."""
+    from flowgrad import scheduler
+    monkeypatch.setattr(scheduler, "FLAT_STEPS", 0)
+    return scheduler
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(programs())
+def test_flat_plans_read_as_the_tuple_plans(program):
+    """A flat plan reads (index, iteration, slices) as the very tuples of the list plan;
+    it builds the reference plan and runs to the same values, on either loop."""
+    from flowgrad import scheduler
+    g, xs, outs, arrays = build(program)
+    feed = {f"p{i}": a for i, a in enumerate(arrays)}
+    with g:
+        plain = fg.compile(outs, codegen=False)
+        saved = scheduler.FLAT_STEPS
+        scheduler.FLAT_STEPS = 0
+        try:
+            flat = [fg.compile(outs, codegen=False), fg.compile(outs),
+                    fg.compile(outs[1:] + outs[1:])]
+        finally:
+            scheduler.FLAT_STEPS = saved
+        for prog in flat:
+            assert type(prog._plan) is scheduler._FlatPlan
+            assert_same_plan(prog)
+        prog = flat[0]
+        def same(steps):     # a kernel with attributes is a new partial each compile
+            return [(n, getattr(fn, "func", fn), getattr(fn, "keywords", None), *rest)
+                    for n, fn, *rest in steps]
+        want = same(plain._plan)
+        assert same(prog._plan) == want == same([prog._plan[k] for k in range(len(want))])
+        assert same(prog._plan[-1:]) == want[-1:] and len(prog._plan) == len(want)
+        assert list(prog._step_ops) == list(plain._step_ops)
+        assert prog._step_ops[:] == plain._step_ops[:]
+        assert prog._step_nodes == plain._step_nodes
+        assert dict(prog._slot) == dict(plain._slot)
+        for a, b in zip(prog(**feed), plain(**feed)):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(flat[1](**feed), plain(**feed)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_flat_plans_on_sparse_ids_and_wide_steps(flat_plans):
+    """Ids far apart (a dict, not an array, maps them to slots), a three-input step and a
+    step with no input, values(), numerics checks and a trace, all on the flat loop."""
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(3,))
+        for _ in range(300):
+            fg.sin(fg.cos(x))              # ids the program never uses
+        y = fg.where(x > 0.0, fg.exp(x), x * x) + fg.sum(fg.stack([x, x * 2.0, -x]), 0)
+        z = fg.sum(y * y)
+        outs = [z, fg.grad(z, x)]
+        prog = fg.compile(outs, codegen=False)
+        assert type(prog._plan) is flat_plans._FlatPlan
+        assert isinstance(flat_plans._slot_index(prog._kept, True), dict)    # sparse ids
+        assert_same_plan(prog)
+        X = np.array([-1.0, 0.5, 2.0])
+        got = prog(x=X)
+        flat_plans.FLAT_STEPS = 10 ** 9
+        ref = fg.compile(outs, codegen=False)
+        assert type(ref._plan) is list
+        for a, b in zip(got, ref(x=X)):
+            np.testing.assert_array_equal(a, b)
+        flat_plans.FLAT_STEPS = 0
+        checked = fg.compile(outs, check_numerics=True, codegen=False)
+        for a, b in zip(checked(x=X), ref(x=X)):
+            np.testing.assert_array_equal(a, b)
+        tr = prog.trace(x=X)
+        assert type(prog._trace_program._plan) is flat_plans._FlatPlan
+        assert float(tr[z]) == float(got[0])
+
+
+def test_flat_plan_errors_name_the_node(flat_plans):
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None,))
+        y = fg.sin(x)
+        bad = fg.matmul(fg.reshape(y, (-1, 1)), fg.reshape(x, (1, -1)))  # noqa: F841
+        z = fg.sum(fg.log(x) * y)                          # this line is named
+        prog = fg.compile([z], codegen=False)
+        assert type(prog._plan) is flat_plans._FlatPlan
+        with pytest.raises(fg.NumericsError) as err:
+            fg.compile([z], check_numerics=True, codegen=False)(x=np.array([-1.0, 2.0]))
+        assert "test_compile_plan.py" in str(err.value)
