@@ -576,49 +576,39 @@ class _StepOps:
 
 
 def _flat_plan(step_ids, step_defs, n_freed, freed, own, xp):
-    """``_plan_steps``' plan as a ``_FlatPlan``: the same steps, slots and frees."""
-    m = len(step_ids)
+    """``_plan_steps``' plan as a ``_FlatPlan``: the same steps, slots and frees, made a
+    column at a time (C-level maps: no Python call a step but the kernel look-up)."""
     p = _FlatPlan()
-    p.arity, p.n_frees = array("i"), array("i")
-    p.a, p.b, p.out, p.frees = array("q"), array("q"), array("q"), array("q")
-    p.kernels, p.ops, p.attrs, p.nodes = [], [], [], []
-    p.wide, p._ends = {}, None
-    arity, n_frees, A, B, out, frees = p.arity, p.n_frees, p.a, p.b, p.out, p.frees
-    kernels, ops, attrs_l, nodes, wide = p.kernels, p.ops, p.attrs, p.nodes, p.wide
-    made = {}              # op -> its kernel when it has no attrs (Op.kernel: the same object)
-    end = len(freed)
-    for k in range(m - 1, -1, -1):
-        nid = step_ids[k]
-        _, op, attrs, ins = step_defs[k]
-        if attrs or type(op) is not Op:
-            fn = op.kernel(xp, attrs)
-        else:
-            fn = made.get(op)
-            if fn is None:
-                fn = made[op] = op.kernel(xp, attrs)
-        n = len(ins)
-        o = own[nid]
-        if n == 2:
-            A.append(own[ins[0]])
-            B.append(own[ins[1]])
-        elif n == 1:
-            A.append(own[ins[0]])
-            B.append(-1)
-        else:
-            sl = wide[o] = tuple([own[i] for i in ins])
-            A.append(sl[0] if n else -1)
-            B.append(sl[1] if n > 1 else -1)
-        c = n_freed[k]         # this step's frees: the last c of what is left of freed
-        if c:
-            frees.extend([own[i] for i in freed[end - c:end]])
-            end -= c
-        arity.append(n)
-        n_frees.append(c)
-        out.append(o)
-        kernels.append(fn)
-        ops.append(op)
-        attrs_l.append(attrs)
-        nodes.append(nid)
+    defs = step_defs[::-1]             # the sweep's lists are descending: steps ascend
+    del step_defs[:]                   # (the caller's last reference: free as we go)
+    p.nodes = step_ids[::-1]
+    del step_ids[:]
+    p.ops = list(map(itemgetter(1), defs))
+    p.attrs = list(map(itemgetter(2), defs))
+    ins = list(map(itemgetter(3), defs))
+    del defs
+    # a plain op without attrs has one kernel (Op.kernel: the same object): made once
+    made = {op: op.kernel(xp, {}) for op in set(p.ops) if type(op) is Op}
+    p.kernels = [made[op] if not attrs and type(op) is Op else op.kernel(xp, attrs)
+                 for op, attrs in zip(p.ops, p.attrs)]
+    p.arity = arity = array("i", map(len, ins))
+    at = own.__getitem__
+    p.out = array("q", map(at, p.nodes))
+    p.a = array("q", [at(i[0]) if i else -1 for i in ins])
+    p.b = array("q", [at(i[1]) if len(i) > 1 else -1 for i in ins])
+    p.wide = {p.out[k]: tuple(map(at, ins[k])) for k in range(len(ins))
+              if arity[k] != 1 and arity[k] != 2}
+    del ins
+    p.n_frees = array("i", reversed(n_freed))
+    if max(n_freed, default=0) <= 1:   # one free a step at most: the blocks are single ids
+        p.frees = array("q", map(at, reversed(freed)))
+    else:                              # blocks of the descending sweep, in step order
+        p.frees, end = array("q"), len(freed)
+        for c in reversed(n_freed):
+            if c:
+                p.frees.extend(map(at, freed[end - c:end]))
+                end -= c
+    p._ends = None
     return p
 
 
