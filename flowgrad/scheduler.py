@@ -363,8 +363,8 @@ class Program:
     def _run_flat(self, vals):
         """``_run`` over a ``_FlatPlan``: the same steps read from its arrays."""
         p = self._plan
-        wide, fr, j = p.wide, p.frees, 0
-        out = None
+        wide, fr = p.wide, p.frees
+        j, out = len(fr), None
         try:
             for n, fn, a, b, out, c in zip(p.arity, p.kernels, p.a, p.b, p.out, p.n_frees):
                 if n == 1:
@@ -374,12 +374,12 @@ class Program:
                 else:
                     vals[out] = fn(*[vals[i] for i in wide[out]])
                 if c:
+                    j -= c             # the blocks descend: this step's ends where the last began
                     if c == 1:
                         vals[fr[j]] = None
                     else:
                         for s in fr[j:j + c]:
                             vals[s] = None
-                    j += c
         except Exception as exc:
             self._on_step_error(self._failed_step(out), exc, vals)
         return vals
@@ -515,7 +515,8 @@ class _FlatPlan:
     """A large plan held as parallel arrays, read as the same 7-tuples as ``_plan_steps``'
     list (``plan[k]``, iteration, ``len``): one kernel reference and a few 8-byte fields
     a step. ``wide`` holds the input slots of steps with other than one or two inputs,
-    by output slot; ``frees`` every step's frees, in step order, ``n_frees[k]`` long."""
+    by output slot; ``frees`` every step's frees, ``n_frees[k]`` long, in blocks of
+    descending step order (the backward sweep's): step 0's block is the last."""
 
     __slots__ = ("arity", "kernels", "a", "b", "out", "n_frees", "frees", "wide", "nodes",
                  "ops", "attrs", "_ends")
@@ -532,11 +533,11 @@ class _FlatPlan:
         if k < 0:
             k += len(self)
         n, out = self.arity[k], self.out[k]
-        if self._ends is None:
-            ends, e = array("q"), 0
+        if self._ends is None:      # where each step's block ends (errors, tests only)
+            ends, e = array("q"), len(self.frees)
             for c in self.n_frees:
-                e += c
                 ends.append(e)
+                e -= c
             self._ends = ends
         e, c = self._ends[k], self.n_frees[k]
         fr = tuple(self.frees[e - c:e])
@@ -545,12 +546,13 @@ class _FlatPlan:
                 self._sl(n, a, b, out), out, fr)
 
     def __iter__(self):
-        fr, j, sl = self.frees, 0, self._sl
+        fr, sl = self.frees, self._sl
+        j = len(fr)
         for n, fn, a, b, out, c in zip(self.arity, self.kernels, self.a, self.b, self.out,
                                        self.n_frees):
+            j -= c
             yield (n, fn, a if n else None, b if n > 1 else None, sl(n, a, b, out), out,
                    tuple(fr[j:j + c]))
-            j += c
 
 
 class _StepOps:
@@ -589,25 +591,28 @@ def _flat_plan(step_ids, step_defs, n_freed, freed, own, xp):
     del defs
     # a plain op without attrs has one kernel (Op.kernel: the same object): made once
     made = {op: op.kernel(xp, {}) for op in set(p.ops) if type(op) is Op}
-    p.kernels = [made[op] if not attrs and type(op) is Op else op.kernel(xp, attrs)
-                 for op, attrs in zip(p.ops, p.attrs)]
+    if len(made) == len(set(p.ops)) and not any(p.attrs):
+        p.kernels = list(map(made.__getitem__, p.ops))
+    else:
+        p.kernels = [made[op] if not attrs and type(op) is Op else op.kernel(xp, attrs)
+                     for op, attrs in zip(p.ops, p.attrs)]
     p.arity = arity = array("i", map(len, ins))
     at = own.__getitem__
     p.out = array("q", map(at, p.nodes))
-    p.a = array("q", [at(i[0]) if i else -1 for i in ins])
-    p.b = array("q", [at(i[1]) if len(i) > 1 else -1 for i in ins])
-    p.wide = {p.out[k]: tuple(map(at, ins[k])) for k in range(len(ins))
-              if arity[k] != 1 and arity[k] != 2}
+    if arity.count(1) + arity.count(2) == len(arity):
+        # no wide step: b of a one-input step is never read (the loop, plan[k]: None)
+        p.a = array("q", map(at, map(itemgetter(0), ins)))
+        p.b = array("q", map(at, map(itemgetter(-1), ins)))
+        p.wide = {}
+    else:
+        p.a = array("q", [at(i[0]) if i else -1 for i in ins])
+        p.b = array("q", [at(i[1]) if len(i) > 1 else -1 for i in ins])
+        p.wide = {p.out[k]: tuple(map(at, ins[k])) for k in range(len(ins))
+                  if arity[k] != 1 and arity[k] != 2}
     del ins
     p.n_frees = array("i", reversed(n_freed))
-    if max(n_freed, default=0) <= 1:   # one free a step at most: the blocks are single ids
-        p.frees = array("q", map(at, reversed(freed)))
-    else:                              # blocks of the descending sweep, in step order
-        p.frees, end = array("q"), len(freed)
-        for c in reversed(n_freed):
-            if c:
-                p.frees.extend(map(at, freed[end - c:end]))
-                end -= c
+    # frees as the sweep found them: the blocks descend, so step k's is read from the end
+    p.frees = array("q", map(at, freed))
     p._ends = None
     return p
 
