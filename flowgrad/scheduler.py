@@ -222,10 +222,14 @@ class Program:
         kept = []              # kept ids, descending: live values and every leaf
         # the live steps, descending, as parallel lists (no container a step: everything
         # built here outlives the compile, and the collector then scans each object once):
-        # ids, definitions ("op", op, attrs, ins), and the ids each frees, flattened
-        step_ids, step_defs, n_freed, freed = [], [], [], []
+        # ids, their definitions' op, attrs and ins (columns: simplify's definition tuples
+        # are freed with its map below), and the ids each frees, flattened
+        step_ids, ops, attrs, ins, n_freed, freed = [], [], [], [], [], []
+        op_, at_, in_ = ops.append, attrs.append, ins.append
         consts = []
-        for r, d in reversed(defs.items()):
+        pop = defs.popitem     # descending ids (insertion order, last first); popping
+        while defs:            # frees each definition tuple once its columns are taken
+            r, d = pop()
             if r not in live:
                 continue
             kept.append(r)
@@ -240,7 +244,9 @@ class Program:
                     freed.append(i)
                     n += 1
             step_ids.append(r)
-            step_defs.append(d)
+            op_(d[1])
+            at_(d[2])
+            in_(d[3])
             n_freed.append(n)
         dead = [nid for nid in simp.leaves if nid not in live]
         if dead:               # placeholders stay required after their uses simplify away
@@ -253,7 +259,7 @@ class Program:
         leaves = simp.leaves
         # simplify's maps are spent: drop them before the plan is made (the compile's peak)
         moved = {nid: r for nid, r in rep.items() if nid != r}
-        del simp, rep, defs, live
+        del simp, rep, defs, live, add, pop
         # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
         # other pruned id's when something first asks (a trace, values(), an error)
         slot = _SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own, order)
@@ -275,8 +281,8 @@ class Program:
         # The plan proper (kernels, slot tuples) is made on first use: a program that runs
         # generated scalar code never needs it unless a call falls back to arrays.
         self._n_steps = len(step_ids)
-        self._pending = (step_ids, step_defs, n_freed, freed, own, xp, flat)
-        del step_ids, step_defs, n_freed, freed
+        self._pending = ((step_ids, ops, attrs, ins), n_freed, freed, own, xp, flat)
+        del step_ids, ops, attrs, ins, n_freed, freed, op_, at_, in_
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
             None in data[nid]["shape"] for nid in self.placeholders) else None
@@ -307,8 +313,8 @@ class Program:
     def _op_names(self) -> set:
         """The names of the ops the plan runs (without making the plan)."""
         pending = self._pending
-        ops = set(map(itemgetter(1), pending[1])) if pending is not None else \
-            set(map(itemgetter(0), self._step_ops))   # ("op", op, …) / (op, attrs, id)
+        ops = set(pending[0][1]) if pending is not None else \
+            set(map(itemgetter(0), self._step_ops))   # the sweep's ops / (op, attrs, id)
         return {op.name for op in ops}
 
     def _aliasing_outputs(self, leaves):
@@ -470,16 +476,17 @@ class Program:
         return mimebundle(self, include, exclude)
 
 
-def _plan_steps(step_ids, step_defs, n_freed, freed, own, xp):
+def _plan_steps(steps, n_freed, freed, own, xp):
     """The plan (arity-specialised tuples: the loop in _run builds no lists) and
     ``(op, attrs, id)`` per step, from the backward sweep's lists (descending)."""
+    step_ids, ops_l, attrs_l, ins_l = steps
     plan, ops = [], []
     kernels = {}           # op -> its kernel when it has no attrs (Op.kernel: the same object)
     none = ()
     end = len(freed)
     for k in range(len(step_ids) - 1, -1, -1):
         nid = step_ids[k]
-        _, op, attrs, ins = step_defs[k]
+        op, attrs, ins = ops_l[k], attrs_l[k], ins_l[k]
         if attrs or type(op) is not Op:
             fn = op.kernel(xp, attrs)
         else:
@@ -577,18 +584,14 @@ class _StepOps:
         return zip(p.ops, p.attrs, p.nodes)
 
 
-def _flat_plan(step_ids, step_defs, n_freed, freed, own, xp):
+def _flat_plan(steps, n_freed, freed, own, xp):
     """``_plan_steps``' plan as a ``_FlatPlan``: the same steps, slots and frees, made a
     column at a time (C-level maps: no Python call a step but the kernel look-up)."""
     p = _FlatPlan()
-    defs = step_defs[::-1]             # the sweep's lists are descending: steps ascend
-    del step_defs[:]                   # (the caller's last reference: free as we go)
-    p.nodes = step_ids[::-1]
-    del step_ids[:]
-    p.ops = list(map(itemgetter(1), defs))
-    p.attrs = list(map(itemgetter(2), defs))
-    ins = list(map(itemgetter(3), defs))
-    del defs
+    # the sweep's columns are descending: steps ascend
+    p.nodes, p.ops, p.attrs, ins = (col[::-1] for col in steps)
+    for col in steps:
+        del col[:]                     # (the last other reference: freed as we go)
     # a plain op without attrs has one kernel (Op.kernel: the same object): made once
     made = {op: op.kernel(xp, {}) for op in set(p.ops) if type(op) is Op}
     if len(made) == len(set(p.ops)) and not any(p.attrs):
