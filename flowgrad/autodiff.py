@@ -161,10 +161,10 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             if iid not in active:
                 continue
             inp = inputs[argnum]
-            shape = inp._d
-            if shape["dtype"].kind not in "fc":   # (_differentiable)
+            di = inp._d
+            if di["dtype"].kind not in "fc":   # (_differentiable)
                 continue
-            shape = shape["shape"]
+            shape = di["shape"]
             # the rule straight from the op's table when it is a plain tuple entry
             rule = table[argnum] if type(table) is tuple and argnum < len(table) \
                 and callable(table[argnum]) else op.vjp_rule(argnum)
@@ -177,14 +177,10 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
                 if term._d["shape"] != shape:
                     term = sum_to_like(term, inp)
                     stop = len(handles)
-                old = pending.get(iid)                          # (_add_term, inline)
-                if old is None:
-                    pending[iid] = term
-                elif type(old) is list:
-                    old.append(term)
-                else:
-                    pending[iid] = [old, term]
-            mark = (iid, yid)                      # (_mark_adjoint, inline)
+                _add_term(pending, iid, term)
+            # label the nodes the rule just built as part of v̄ of ``iid`` (∂y/∂iid), so an
+            # error at one of them (a NaN, say) can say whose adjoint it was computing
+            mark = (iid, yid)
             for k in range(first_new, stop):
                 dk = data[k]
                 if "adjoint_of" not in dk:
