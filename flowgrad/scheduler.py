@@ -1,7 +1,8 @@
 """compile: prune to what the outputs need, order once, emit a flat plan; Program runs it.
 
 The plan is a list of instructions ``(kernel, input slots, output slot, slots to
-free)`` over a list of value slots. Running it never consults networkx: the hot
+free)`` over a list of value slots; a large one (``FLAT_STEPS``) is held as parallel
+arrays that read as the same instructions (``_FlatPlan``). Running it never consults networkx: the hot
 path is one loop over that list. Each intermediate value is dropped right after
 its last reader, unless it is an output (or the program keeps everything, for a
 trace). Ordering is by node id, which is topological by construction.
