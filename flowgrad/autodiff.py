@@ -40,17 +40,7 @@ def is_gradient(g: Node, y: Node, x: Node) -> bool:
 
 def ancestors(outputs) -> list[int]:
     """Ids of every node the outputs depend on (themselves included), ascending."""
-    graph = outputs[0].graph
-    data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
-    seen = set()
-    stack = [o.id for o in outputs]
-    while stack:
-        nid = stack.pop()
-        if nid in seen:
-            continue
-        seen.add(nid)
-        stack.extend(i for i in data[nid]["inputs"] if i not in seen)
-    return sorted(seen)
+    return outputs[0].graph.ancestors([o.id for o in outputs])
 
 
 def _differentiable(dtype) -> bool:

@@ -14,10 +14,21 @@ from hypothesis import given, settings, HealthCheck
 
 import flowgrad as fg
 from flowgrad import simplify as simp_mod
-from flowgrad.autodiff import ancestors
 from flowgrad.simplify import simplify
 from random_graphs import build, programs
 from fuzz_graphs import valid_graphs
+
+
+def ancestors(outs):
+    """The plain depth-first search (Graph.ancestors sweeps ids instead)."""
+    data = outs[0].graph.nx.nodes
+    seen, stack = set(), [o.id for o in outs]
+    while stack:
+        nid = stack.pop()
+        if nid not in seen:
+            seen.add(nid)
+            stack.extend(data[nid]["inputs"])
+    return sorted(seen)
 
 
 def reference_plan(prog):
@@ -170,3 +181,30 @@ def test_the_slot_map_is_complete_for_every_reader():
         assert m[h.id] == full[h.id] and m == full and full == m
         with pytest.raises(KeyError):
             fg.compile(outs)._slot[10 ** 9]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_graph_ancestors_match_a_depth_first_search(seed):
+    """Graph.ancestors (a budgeted search, then a sweep down the ids) on random DAGs:
+    small ancestor sets inside a large graph (the search alone) and large ones (the
+    sweep), several outputs, repeated ones, and the compile's and grad's callers."""
+    rng = np.random.default_rng(seed)
+    with fg.Graph() as g:
+        nodes = [fg.placeholder("x", shape=()), fg.constant(2.0)]
+        for _ in range(3000):
+            k = int(rng.integers(len(nodes)))
+            if rng.random() < 0.9:          # mostly local: long chains, small early sets
+                k = max(0, len(nodes) - 1 - int(rng.integers(min(len(nodes), 4))))
+            a = nodes[k]
+            if rng.random() < 0.5:
+                nodes.append(fg.sin(a))
+            else:
+                nodes.append(a * nodes[int(rng.integers(len(nodes)))])
+    from flowgrad import autodiff, scheduler
+    for _ in range(20):
+        outs = [nodes[int(rng.integers(len(nodes)))] for _ in range(int(rng.integers(1, 4)))]
+        want = ancestors(outs)
+        assert g.ancestors([o.id for o in outs]) == want
+        assert autodiff.ancestors(outs) == want == scheduler._pruned(outs)
+    assert g.ancestors([nodes[5].id]) == ancestors([nodes[5]])
+    assert g.ancestors([nodes[-1].id, nodes[-1].id]) == ancestors([nodes[-1]])
