@@ -34,6 +34,18 @@ def _pattern_fn(pattern, n):
     return fn
 
 
+def _steps(prog):
+    """(op, input slots, output slot) per plan step, in order. Read from the scheduler's
+    pending sweep lists while the interpreter plan is not made (making it costs ~1.5 µs
+    a step, which the first call need not pay), else from the plan."""
+    pending = prog._pending
+    if pending is None:
+        return [(op, step[4], step[5]) for (op, _, _), step in zip(prog._step_ops, prog._plan)]
+    step_ids, step_defs, _, _, own, _ = pending
+    return [(step_defs[k][1], tuple([own[i] for i in step_defs[k][3]]), own[step_ids[k]])
+            for k in range(len(step_ids) - 1, -1, -1)]
+
+
 def interpreter(prog, consts, leaves):
     """``run(*leaf floats)`` -> what the generated scalar function would return.
 
@@ -45,12 +57,16 @@ def interpreter(prog, consts, leaves):
     for s in consts:
         init[s] = _scalar_const(template[s])
     steps, producer = [], {}
-    for (op, _attrs, _nid), step in zip(prog._step_ops, prog._plan):
-        ins, out = step[4], step[5]
-        kern = KERNELS[op.name]
-        if isinstance(kern, str):
-            kern = _pattern_fn(kern, len(ins))
-        steps.append((kern, tuple(ins), out))
+    kernels = {}   # (op, arity) -> its scalar function
+    for op, ins, out in _steps(prog):
+        fn = kernels.get((op, len(ins)))
+        if fn is None:
+            fn = KERNELS[op.name]
+            if isinstance(fn, str):
+                fn = _pattern_fn(fn, len(ins))
+            kernels[(op, len(ins))] = fn
+        n = len(ins)
+        steps.append((fn, n, ins[0] if n else None, ins[1] if n > 1 else None, ins, out))
         producer[out] = op.name
     ends = []   # per output: (slot, how): "F"/"A" a step's value, "L" a leaf, "C" a constant
     for s in prog._out_slots:
@@ -67,11 +83,11 @@ def interpreter(prog, consts, leaves):
         v = init[:]
         for s, x in zip(leaves, vals):
             v[s] = x
-        for fn, ins, out in steps:
-            if len(ins) == 1:
-                v[out] = fn(v[ins[0]])
-            elif len(ins) == 2:
-                v[out] = fn(v[ins[0]], v[ins[1]])
+        for fn, n, a, b, ins, out in steps:
+            if n == 2:
+                v[out] = fn(v[a], v[b])
+            elif n == 1:
+                v[out] = fn(v[a])
             else:
                 v[out] = fn(*[v[i] for i in ins])
         for s in checked:
