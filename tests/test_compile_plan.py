@@ -208,3 +208,47 @@ def test_graph_ancestors_match_a_depth_first_search(seed):
         assert autodiff.ancestors(outs) == want == scheduler._pruned(outs)
     assert g.ancestors([nodes[5].id]) == ancestors([nodes[5]])
     assert g.ancestors([nodes[-1].id, nodes[-1].id]) == ancestors([nodes[-1]])
+
+
+def _graph_kinds(tmp_path):
+    """(graph, outputs) built every way a graph comes about: plain, under name scopes,
+    composites, nn layers with dropout (a stateful draw), and loaded from a file."""
+    rng = np.random.default_rng(0)
+    out = []
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(None, 3))
+        w = fg.variable(rng.standard_normal(3), name="w")
+        with fg.name_scope("model"):
+            z = fg.tanh(x * w) * 2.0 - (-fg.sin(x)) * 0.0
+            loss = fg.sum(z * z).named("loss")
+        out.append((g, [loss, *fg.grad(loss, [w])]))
+
+    @fg.composite("affine")
+    def affine(a, v):
+        return a * v + 1.0
+
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(4, 3))
+        layer = fg.nn.Dense(2, activation=fg.tanh, seed=0)
+        h = fg.nn.dropout(layer(affine(x, 0.5)), 0.5, seed=1)
+        loss = fg.sum(h * h)
+        out.append((g, [loss, *fg.grad(loss, layer.variables)]))
+    g0, outs0 = out[0]
+    fg.save_graph(tmp_path / "m.fg", outs0)
+    g2 = fg.load_graph(tmp_path / "m.fg")
+    loss2 = g2.by_name("model/loss")
+    out.append((g2, [loss2, *fg.grad(loss2, [g2.by_name("w")])]))
+    return out
+
+
+def test_build_time_inputs_and_ancestors_hold_for_every_kind_of_graph(tmp_path):
+    """Graph._inputs (recorded by add_node) is every node's own inputs tuple, whichever
+    way the graph was built, and compiles over it build the reference plan."""
+    for g, outs in _graph_kinds(tmp_path):
+        data = g.nx._node
+        assert len(g._inputs) == len(g) == len(data)
+        assert all(g._inputs[i] is data[i]["inputs"] for i in range(len(g)))
+        for k in range(len(outs)):
+            assert g.ancestors([o.id for o in outs[k:]]) == ancestors(outs[k:])
+        assert_same_plan(fg.compile(outs))
+        assert_same_plan(fg.compile(outs, codegen=False))
