@@ -109,15 +109,15 @@ def build_scalar(prog, literals):
     exec(f"def _flowgrad_scalar({args}):\n    return _materialize({args})\n", stub_ns)
     stub = stub_ns["_flowgrad_scalar"]
 
-    tier = []   # the first WARM_CALLS calls run the steps without source (scalar_tier.py)
+    warm = [None, 0]   # the first WARM_CALLS calls: a loop over the steps (scalar_tier.py)
 
     def materialize(*vals):
-        if len(tier) <= _tier.WARM_CALLS:
-            if not tier:
-                tier.append(_tier.interpreter(prog, consts, leaves))
-            if len(tier) <= _tier.WARM_CALLS:
-                tier.append(None)
-                return tier[0](*vals)
+        if warm[1] < _tier.WARM_CALLS:
+            warm[1] += 1
+            if warm[0] is None:
+                warm[0] = _tier.interpreter(prog, consts, leaves)
+            return warm[0](*vals)
+        warm[0] = None                 # the compiled code takes over: drop the loop's steps
         emitted()
         stub.__code__ = ns["_flowgrad_scalar"].__code__
         stub_ns.update(ns)             # the stub's globals become the real function's
