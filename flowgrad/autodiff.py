@@ -40,17 +40,7 @@ def is_gradient(g: Node, y: Node, x: Node) -> bool:
 
 def ancestors(outputs) -> list[int]:
     """Ids of every node the outputs depend on (themselves included), ascending."""
-    graph = outputs[0].graph
-    data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
-    seen = {o.id for o in outputs}
-    stack = list(seen)
-    add, push, pop = seen.add, stack.append, stack.pop
-    while stack:            # each id is tested once, when first met (no generator a node)
-        for i in data[pop()]["inputs"]:
-            if i not in seen:
-                add(i)
-                push(i)
-    return sorted(seen)
+    return outputs[0].graph.ancestors([o.id for o in outputs])
 
 
 def _differentiable(dtype) -> bool:
@@ -61,10 +51,9 @@ def _on_path(graph, order, sources) -> set[int]:
     """The ids in ``order`` (ascending) that depend on any of ``sources``."""
     data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
     active = set(sources)
-    add, disjoint = active.add, active.isdisjoint
     for nid in order:
-        if not disjoint(data[nid]["inputs"]):    # (a source itself is already in)
-            add(nid)
+        if nid not in active and any(i in active for i in data[nid]["inputs"]):
+            active.add(nid)
     return active
 
 
@@ -123,7 +112,6 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     # per node was most of the sweep's memory on a chain)
     pending: dict[int, object] = {y.id: seed}
     result: dict[Node, Node] = {}
-    yid = y.id
     for nid in reversed(order):
         terms = pending.pop(nid, None)
         if terms is None:
@@ -156,35 +144,22 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
                     _mark_built(data, first_new, term.id, inp.id, y.id)
             continue
         table = op._vjp
-        attrs = d["attrs"]
-        for argnum, iid in enumerate(ids):
-            if iid not in active:
+        for argnum, inp in enumerate(inputs):
+            iid = inp.id
+            if iid not in active or inp._d["dtype"].kind not in "fc":   # (_differentiable)
                 continue
-            inp = inputs[argnum]
-            di = inp._d
-            if di["dtype"].kind not in "fc":   # (_differentiable)
-                continue
-            shape = di["shape"]
             # the rule straight from the op's table when it is a plain tuple entry
             rule = table[argnum] if type(table) is tuple and argnum < len(table) \
                 and callable(table[argnum]) else op.vjp_rule(argnum)
             if rule is None:
                 continue
             first_new = len(handles)
-            term = rule(vbar, node, *inputs, **attrs) if attrs else rule(vbar, node, *inputs)
-            stop = len(handles)
+            term = rule(vbar, node, *inputs, **d["attrs"])
             if term is not None:
-                if term._d["shape"] != shape:
+                if term._d["shape"] != inp._d["shape"]:
                     term = sum_to_like(term, inp)
-                    stop = len(handles)
                 _add_term(pending, iid, term)
-            # label the nodes the rule just built as part of v̄ of ``iid`` (∂y/∂iid), so an
-            # error at one of them (a NaN, say) can say whose adjoint it was computing
-            mark = (iid, yid)
-            for k in range(first_new, stop):
-                dk = data[k]
-                if "adjoint_of" not in dk:
-                    dk["adjoint_of"] = mark
+            _mark_adjoint(data, first_new, len(handles), iid, y.id)
     return result
 
 
@@ -198,9 +173,18 @@ def _add_term(pending, nid, term):
         pending[nid] = [terms, term]
 
 
+def _mark_adjoint(data, start, stop, of, y):
+    """Label the nodes a rule just built as part of v̄ of node ``of`` (∂y/∂of), so that an
+    error at one of them (a NaN, say) can say whose adjoint it was computing."""
+    mark = (of, y)   # one tuple for all of them
+    for nid in range(start, stop):
+        d = data[nid]
+        if "adjoint_of" not in d:
+            d["adjoint_of"] = mark
+
+
 def _mark_built(data, start, top, of, y):
-    """The sweep's adjoint_of mark (v̄ of node ``of``, ∂y/∂of: an error at one of them can
-    say whose adjoint it was computing) for one term of a rule that built several at once (vjp_all): the
+    """_mark_adjoint for one term of a rule that built several at once (vjp_all): the
     nodes from ``start`` on that ``top`` depends on."""
     stack = [top]
     mark = (of, y)

@@ -13,6 +13,7 @@ from operator import countOf, is_, itemgetter
 
 import numpy as np
 
+from . import scalar_tier as _tier
 from .ops.scalar_kernels import ARRAY_RESULT, KERNELS
 from .simplify import _node_dict
 
@@ -108,7 +109,15 @@ def build_scalar(prog, literals):
     exec(f"def _flowgrad_scalar({args}):\n    return _materialize({args})\n", stub_ns)
     stub = stub_ns["_flowgrad_scalar"]
 
+    warm = [None, 0]   # the first WARM_CALLS calls: a loop over the steps (scalar_tier.py)
+
     def materialize(*vals):
+        if warm[1] < _tier.WARM_CALLS:
+            warm[1] += 1
+            if warm[0] is None:
+                warm[0] = _tier.interpreter(prog, consts, leaves)
+            return warm[0](*vals)
+        warm[0] = None                 # the compiled code takes over: drop the loop's steps
         emitted()
         stub.__code__ = ns["_flowgrad_scalar"].__code__
         stub_ns.update(ns)             # the stub's globals become the real function's

@@ -145,15 +145,20 @@ def test_every_scalar_kernel_has_a_case():
     assert set(_SCALAR_OPS) == set(KERNELS)
 
 
-@pytest.mark.parametrize("opname", sorted(_SCALAR_OPS))
-def test_scalar_path_matches_array_path(opname):
+def scalar_op_outputs(opname):
+    """[op(a, b) or op(a), its gradient in a and b, the second derivative in a], and a."""
     fn = _SCALAR_OPS[opname]
     arity = fn.__code__.co_argcount if hasattr(fn, "__code__") else None
+    a, b = fg.placeholder("a"), fg.placeholder("b")
+    y = fn(a, b) if arity == 2 or opname in ("maximum", "minimum") else fn(a)
+    outs = [y] + fg.grad(y, [a, b])
+    return outs + [fg.grad(outs[1], a)], a        # second order
+
+
+@pytest.mark.parametrize("opname", sorted(_SCALAR_OPS))
+def test_scalar_path_matches_array_path(opname):
     with fg.Graph():
-        a, b = fg.placeholder("a"), fg.placeholder("b")
-        y = fn(a, b) if arity == 2 or opname in ("maximum", "minimum") else fn(a)
-        outs = [y] + fg.grad(y, [a, b])
-        outs += [fg.grad(outs[1], a)]             # second order
+        outs, _ = scalar_op_outputs(opname)
         gen, ref = _both(outs)
     assert gen._generated.scalar is not None, opname
     rng = np.random.default_rng(3)

@@ -14,10 +14,21 @@ from hypothesis import given, settings, HealthCheck
 
 import flowgrad as fg
 from flowgrad import simplify as simp_mod
-from flowgrad.autodiff import ancestors
 from flowgrad.simplify import simplify
 from random_graphs import build, programs
 from fuzz_graphs import valid_graphs
+
+
+def ancestors(outs):
+    """The plain depth-first search (Graph.ancestors sweeps ids instead)."""
+    data = outs[0].graph.nx.nodes
+    seen, stack = set(), [o.id for o in outs]
+    while stack:
+        nid = stack.pop()
+        if nid not in seen:
+            seen.add(nid)
+            stack.extend(data[nid]["inputs"])
+    return sorted(seen)
 
 
 def reference_plan(prog):
@@ -260,3 +271,74 @@ def test_flat_plan_errors_name_the_node(flat_plans):
         with pytest.raises(fg.NumericsError) as err:
             fg.compile([z], check_numerics=True, codegen=False)(x=np.array([-1.0, 2.0]))
         assert "test_compile_plan.py" in str(err.value)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_graph_ancestors_match_a_depth_first_search(seed):
+    """Graph.ancestors (a budgeted search, then a sweep down the ids) on random DAGs:
+    small ancestor sets inside a large graph (the search alone) and large ones (the
+    sweep), several outputs, repeated ones, and the compile's and grad's callers."""
+    rng = np.random.default_rng(seed)
+    with fg.Graph() as g:
+        nodes = [fg.placeholder("x", shape=()), fg.constant(2.0)]
+        for _ in range(3000):
+            k = int(rng.integers(len(nodes)))
+            if rng.random() < 0.9:          # mostly local: long chains, small early sets
+                k = max(0, len(nodes) - 1 - int(rng.integers(min(len(nodes), 4))))
+            a = nodes[k]
+            if rng.random() < 0.5:
+                nodes.append(fg.sin(a))
+            else:
+                nodes.append(a * nodes[int(rng.integers(len(nodes)))])
+    from flowgrad import autodiff, scheduler
+    for _ in range(20):
+        outs = [nodes[int(rng.integers(len(nodes)))] for _ in range(int(rng.integers(1, 4)))]
+        want = ancestors(outs)
+        assert g.ancestors([o.id for o in outs]) == want
+        assert autodiff.ancestors(outs) == want == scheduler._pruned(outs)
+    assert g.ancestors([nodes[5].id]) == ancestors([nodes[5]])
+    assert g.ancestors([nodes[-1].id, nodes[-1].id]) == ancestors([nodes[-1]])
+
+
+def _graph_kinds(tmp_path):
+    """(graph, outputs) built every way a graph comes about: plain, under name scopes,
+    composites, nn layers with dropout (a stateful draw), and loaded from a file."""
+    rng = np.random.default_rng(0)
+    out = []
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(None, 3))
+        w = fg.variable(rng.standard_normal(3), name="w")
+        with fg.name_scope("model"):
+            z = fg.tanh(x * w) * 2.0 - (-fg.sin(x)) * 0.0
+            loss = fg.sum(z * z).named("loss")
+        out.append((g, [loss, *fg.grad(loss, [w])]))
+
+    @fg.composite("affine")
+    def affine(a, v):
+        return a * v + 1.0
+
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(4, 3))
+        layer = fg.nn.Dense(2, activation=fg.tanh, seed=0)
+        h = fg.nn.dropout(layer(affine(x, 0.5)), 0.5, seed=1)
+        loss = fg.sum(h * h)
+        out.append((g, [loss, *fg.grad(loss, layer.variables)]))
+    g0, outs0 = out[0]
+    fg.save_graph(tmp_path / "m.fg", outs0)
+    g2 = fg.load_graph(tmp_path / "m.fg")
+    loss2 = g2.by_name("model/loss")
+    out.append((g2, [loss2, *fg.grad(loss2, [g2.by_name("w")])]))
+    return out
+
+
+def test_build_time_inputs_and_ancestors_hold_for_every_kind_of_graph(tmp_path):
+    """Graph._inputs (recorded by add_node) is every node's own inputs tuple, whichever
+    way the graph was built, and compiles over it build the reference plan."""
+    for g, outs in _graph_kinds(tmp_path):
+        data = g.nx._node
+        assert len(g._inputs) == len(g) == len(data)
+        assert all(g._inputs[i] is data[i]["inputs"] for i in range(len(g)))
+        for k in range(len(outs)):
+            assert g.ancestors([o.id for o in outs[k:]]) == ancestors(outs[k:])
+        assert_same_plan(fg.compile(outs))
+        assert_same_plan(fg.compile(outs, codegen=False))
