@@ -41,8 +41,8 @@ def _steps(prog):
     pending = prog._pending
     if pending is None:
         return [(op, step[4], step[5]) for (op, _, _), step in zip(prog._step_ops, prog._plan)]
-    step_ids, step_defs, _, _, own, _ = pending
-    return [(step_defs[k][1], tuple([own[i] for i in step_defs[k][3]]), own[step_ids[k]])
+    (step_ids, ops, _, ins), _, _, own, _, _ = pending      # the sweep's columns, descending
+    return [(ops[k], tuple([own[i] for i in ins[k]]), own[step_ids[k]])
             for k in range(len(step_ids) - 1, -1, -1)]
 
 
