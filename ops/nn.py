@@ -14,7 +14,11 @@ from .linalg import _Shape, _matmul_da, _matmul_db, _matmul_infer, matmul
 
 def _sigmoid(xp, x):
     # e = exp(−|x|) never overflows; σ(x) = 1/(1+e) for x ≥ 0 and e/(1+e) below.
-    e = xp.exp(-xp.abs(x))
+    return sigmoid_of(xp, x, xp.exp(-xp.abs(x)))
+
+
+def sigmoid_of(xp, x, e):
+    """σ(x) from e = exp(−|x|) (shared with bce_with_logits, which needs the same e)."""
     return xp.where(x >= 0, 1.0, e) / (1.0 + e)
 
 
