@@ -111,9 +111,10 @@ def _array_function(prog, consts):
     regions = _regions(prog)
     lean, shared, pairs = _lean_kernels(prog)
     in_region = {k for rg in regions.values() for k in rg.steps}
-    # bce + its reverse σ(z): one exp(−|z|), at the bce step (σ then in no chain)
-    pairs = {k: p for k, p in pairs.items() if p[0] not in in_region}
-    chains, kernel_of = _chains(prog, in_region | {j for j, _ in pairs.values()})
+    # bce or softplus + the σ(z) of its derivative: one exp(−|z|), at the first step
+    # (neither step then in a chain)
+    pairs = {k: p for k, p in pairs.items() if not {k, p[0]} & in_region}
+    chains, kernel_of = _chains(prog, in_region | set(pairs) | {j for j, _ in pairs.values()})
     member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
     member.update((k, root) for root, rg in regions.items() for k in rg.steps if k != root)
     exported = {s for rg in regions.values() for s in rg.exports}

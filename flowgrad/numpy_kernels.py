@@ -15,9 +15,9 @@ come back as a numpy scalar instead of a 0-d array (``kernel(..., output=False)`
 :func:`shared_residuals` finds ``mse(y, t)`` steps whose reverse pass also computes
 ``y − t``: codegen then computes the residual once and hands it to
 :func:`mse_of_residual` (the same subtraction, ``vdot`` and division as ``mse``'s
-own kernel, so the same bits). :func:`shared_exps` finds ``bce_with_logits(z, t)`` steps
-whose reverse pass also computes ``σ(z)``: both need exp(−|z|), computed once by
-:func:`bce_and_sigmoid` (ops/losses.py's formulas, the same ufuncs).
+own kernel, so the same bits). :func:`shared_exps` finds ``bce_with_logits(z, t)`` and
+``softplus(z)`` steps whose reverse pass also computes ``σ(z)``: both need exp(−|z|),
+computed once (ops/losses.py's and ops/nn.py's formulas, the same ufuncs).
 """
 from __future__ import annotations
 
@@ -256,10 +256,20 @@ def bce_and_sigmoid(reduction):
     return k
 
 
+def softplus_and_sigmoid():
+    """``(softplus(x), σ(x))`` from one exp(−|x|) (ops/nn.py's, as for bce)."""
+    from .ops.nn import softplus_and_sigmoid as shared
+
+    def k(x):
+        return shared(np, x)
+    return k
+
+
 def shared_exps(steps, plan):
-    """{bce_with_logits step: (σ step, kernel)} for each bce whose ``σ(z)`` of the same z
-    a later plan step computes (its reverse and forward rules build that node): both
-    come from :func:`bce_and_sigmoid` at the bce step. ``steps`` and ``plan`` as for
+    """{bce_with_logits or softplus step: (σ step, kernel)} for each whose ``σ(z)`` of the
+    same z a later plan step computes (their reverse and forward rules build that node):
+    both values come from one kernel (:func:`bce_and_sigmoid`,
+    :func:`softplus_and_sigmoid`) at the first step. ``steps`` and ``plan`` as for
     :func:`shared_residuals`."""
     sigmoids = {}
     for k, (op, attrs, dtype) in enumerate(steps):
@@ -267,9 +277,11 @@ def shared_exps(steps, plan):
             sigmoids.setdefault(plan[k][4][0], k)
     out = {}
     for k, (op, attrs, dtype) in enumerate(steps):
-        if op.name != "bce_with_logits" or dtype is None or np.dtype(dtype).kind != "f":
+        if op.name not in ("bce_with_logits", "softplus") or dtype is None \
+                or np.dtype(dtype).kind != "f":
             continue
         j = sigmoids.get(plan[k][4][0])
         if j is not None and j > k:
-            out[k] = (j, bce_and_sigmoid(attrs["reduction"]))
+            out[k] = (j, bce_and_sigmoid(attrs["reduction"]) if op.name == "bce_with_logits"
+                      else softplus_and_sigmoid())
     return out

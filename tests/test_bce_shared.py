@@ -129,3 +129,34 @@ def test_gradients_match_finite_differences():
     r = (1 / (1 + np.exp(-z)) - T) / len(T)
     np.testing.assert_allclose(got[0], X.T @ r + 1e-3 * w.value, rtol=1e-13)
     np.testing.assert_allclose(got[1], r.sum(), rtol=1e-12, atol=1e-15)
+
+
+# -- softplus and its derivative σ share exp(−|x|) too -----------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softplus_kernel_equals_the_two_generic_kernels(dtype):
+    for x in (np.asarray(EDGES, dtype), np.asarray(dtype(-3.0)), np.zeros((0, 2), dtype)):
+        with np.errstate(all="ignore"):
+            got = numpy_kernels.softplus_and_sigmoid()(x)
+            want = (REGISTRY["softplus"].kernel(np, {})(x), REGISTRY["sigmoid"].kernel(np, {})(x))
+        for g, w in zip(got, want):
+            _same(g, w)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("regions, numexpr_min", [(True, None), (False, None), (False, 0)])
+def test_softplus_program_equals_interpreter(dtype, regions, numexpr_min, monkeypatch):
+    monkeypatch.setattr(codegen, "REGIONS", regions)
+    if numexpr_min is not None:
+        monkeypatch.setattr(fusion, "NUMEXPR_MIN", numexpr_min)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None,), dtype=dtype)
+        y = fg.sum(fg.softplus(fg.tanh(x) * 3.0) * x)       # softplus feeding a chain
+        outs = [y, fg.grad(y, x)]
+        gen, ref = fg.compile(outs), fg.compile(outs, codegen=False)
+    assert gen._generated.source.count(" = s") == 1
+    for n in (0, 5, 300):
+        X = np.resize(np.asarray(EDGES, dtype), n)
+        with np.errstate(all="ignore"):
+            for g, c in zip(gen(x=X), ref(x=X)):
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(c), strict=True)
