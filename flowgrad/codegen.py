@@ -226,7 +226,7 @@ def _lean_kernels(prog):
     lean, typed = {}, []
     for k, (op, attrs, nid) in enumerate(prog._step_ops):
         dtype = data[nid]["dtype"] if nid in data else None
-        typed.append((op, attrs, dtype))
+        typed.append((op, attrs, dtype, data[nid]["shape"] if nid in data else None))
         if dtype is None:
             continue
         ins = [data[kept[s]] for s in plan[k][4]]

@@ -161,12 +161,20 @@ def _as_float(d):
     return d if d.dtype.kind in "fc" else d.astype(_float64)
 
 
-def mse_of_residual(reduction, residual_dtype=None):
+def mse_of_residual(reduction, residual_dtype=None, residual_shape=None):
     """``mse``'s kernel after its subtraction: the residual ``d = y − t`` in, the loss out
-    (a residual known to be float needs no conversion: numpy scalars have vdot and size)."""
+    (a residual known to be float needs no conversion: numpy scalars have vdot and size).
+    A real 1-d residual (a fresh, contiguous array) takes ``d.dot(d)``: numpy's vdot
+    and dot of two real vectors call the same dtype ``dotfunc`` (BLAS ``ddot``/``sdot``),
+    so the same bits, and the method skips vdot's ravel (~0.15 µs of a 10-entry step)."""
     if reduction == "none":
         return None
     floats = residual_dtype is not None and np.dtype(residual_dtype).kind in "fc"
+    if floats and np.dtype(residual_dtype).kind == "f" and residual_shape is not None \
+            and len(residual_shape) == 1:
+        if reduction == "sum":
+            return lambda d: d.dot(d)
+        return lambda d: d.dot(d) / d.size
     if reduction == "sum":
         if floats:
             return lambda d: _vdot(d, d)
@@ -228,19 +236,20 @@ def shared_residuals(steps, plan):
     """{mse step: (sub step, kernel)} for each ``mse(y, t)`` (mean or sum) whose ``y − t``
     a later plan step also computes (its reverse rule builds that node): computed at the
     mse step and passed to the kernel, :func:`mse_of_residual`. ``steps`` are the plan's
-    (op, attrs, result dtype), ``plan`` its instructions (…, input slots, output slot, …)."""
+    (op, attrs, result dtype[, result shape]), ``plan`` its instructions (…, input
+    slots, output slot, …)."""
     subs = {}
-    for k, (op, attrs, dtype) in enumerate(steps):
+    for k, (op, attrs, dtype, *_) in enumerate(steps):
         if op.name == "sub":
             subs.setdefault(plan[k][4], k)
     out = {}
-    for k, (op, attrs, dtype) in enumerate(steps):
+    for k, (op, attrs, dtype, *_) in enumerate(steps):
         if op.name != "mse" or attrs.get("reduction") == "none" or dtype is None \
                 or np.dtype(dtype).kind != "f":
             continue
         j = subs.get(plan[k][4])
         if j is not None and j > k:
-            out[k] = (j, mse_of_residual(attrs["reduction"], steps[j][2]))
+            out[k] = (j, mse_of_residual(attrs["reduction"], *steps[j][2:4]))
     return out
 
 
@@ -272,11 +281,11 @@ def shared_exps(steps, plan):
     :func:`softplus_and_sigmoid`) at the first step. ``steps`` and ``plan`` as for
     :func:`shared_residuals`."""
     sigmoids = {}
-    for k, (op, attrs, dtype) in enumerate(steps):
+    for k, (op, attrs, dtype, *_) in enumerate(steps):
         if op.name == "sigmoid":
             sigmoids.setdefault(plan[k][4][0], k)
     out = {}
-    for k, (op, attrs, dtype) in enumerate(steps):
+    for k, (op, attrs, dtype, *_) in enumerate(steps):
         if op.name not in ("bce_with_logits", "softplus") or dtype is None \
                 or np.dtype(dtype).kind != "f":
             continue
