@@ -315,10 +315,10 @@ class _Binding:
 
 def _sgd_function(bound):
     """SGD's step after the program has run, written out for one binding (numpy only):
-    ``sgd(opt, outs, lr)`` -> what ``step`` returns; it computes every ``w − lr·g`` — 0-d float64 variables on Python
-    floats, the same bits as on arrays, with numpy's value and warning where the result
-    is not finite — then writes them all and counts the step, or, if interrupted while
-    writing, puts the old values back. The generic loop (``_new_values``) does the
+    ``sgd(opt, outs, lr)`` -> what ``step`` returns. It computes every ``w − lr·g`` —
+    0-d float64 variables on Python floats, the same bits as on arrays, with numpy's
+    value and warning where the result is not finite — then writes them all and counts
+    the step, or, if interrupted while writing, puts the old values back. The generic loop (``_new_values``) does the
     same through ``SGD._update``; this is that loop unrolled, without its calls."""
     ns = {"ndarray": np.ndarray, "asarray": bound.asarray, "array": np.array}
     body, commit, undo = [], [], []
