@@ -109,17 +109,21 @@ def _array_function(prog, consts):
         body.append(f"v{s} = vals[{s}]")
     first = 4                          # source line of body[0]: after def, try, pass
     regions = _regions(prog)
-    chains, kernel_of = _chains(prog, {k for rg in regions.values() for k in rg.steps})
+    lean, shared, pairs = _lean_kernels(prog)
+    in_region = {k for rg in regions.values() for k in rg.steps}
+    # bce or softplus + the σ(z) of its derivative: one exp(−|z|), at the first step
+    # (neither step then in a chain)
+    pairs = {k: p for k, p in pairs.items() if not {k, p[0]} & in_region}
+    chains, kernel_of = _chains(prog, in_region | set(pairs) | {j for j, _ in pairs.values()})
     member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
     member.update((k, root) for root, rg in regions.items() for k in rg.steps if k != root)
     exported = {s for rg in regions.values() for s in rg.exports}
     frees_at = _frees(prog, member, exported)
 
-    lean, shared = _lean_kernels(prog)
     # mse's residual y − t, also a reverse-pass step: computed once, at the mse step
     shared = {k: (j, fn) for k, (j, fn) in shared.items()
               if not {k, j} & (set(chains) | set(member))}
-    early = {j for j, _ in shared.values()}
+    early = {j for j, _ in shared.values()} | {j for j, _ in pairs.values()}
 
     def step_line(k, indent="", ins=None):
         arity, fn, a, b, own, out, frees = prog._plan[k]
@@ -148,7 +152,12 @@ def _array_function(prog, consts):
             dels(frees_at.get(k, ()))
             continue
         if k not in chains:
-            if k in shared:
+            if k in pairs:
+                j, ns[f"s{k}"] = pairs[k]
+                lines[first + len(body)] = k
+                body.append(f"v{step[5]}, v{prog._plan[j][5]} = s{k}("
+                            f"{', '.join(ref(i) for i in step[4])})")
+            elif k in shared:
                 j, lean[k] = shared[k]
                 step_line(j)
                 step_line(k, ins=(prog._plan[j][5],))
@@ -204,19 +213,20 @@ def _size_test(prog, operands, ref):
 
 
 def _lean_kernels(prog):
-    """{step: numpy kernel} replacing generic kernels that are slow on small arrays, and
+    """{step: numpy kernel} replacing generic kernels that are slow on small arrays,
     {mse step: (later step computing the same y − t, the mse's kernel of that residual)}
+    and {bce step: (later σ step of the same z, kernel of both)}
     (flowgrad/numpy_kernels.py)."""
     from .backends.numpy_backend import NumpyBackend
-    from .numpy_kernels import kernel, shared_residuals
+    from .numpy_kernels import kernel, shared_exps, shared_residuals
     if type(prog.backend) is not NumpyBackend:
-        return {}, {}
+        return {}, {}, {}
     data, kept, plan = prog.graph.nx.nodes, prog._kept, prog._plan
     outs = set(prog._out_slots)
     lean, typed = {}, []
     for k, (op, attrs, nid) in enumerate(prog._step_ops):
         dtype = data[nid]["dtype"] if nid in data else None
-        typed.append((op, attrs, dtype))
+        typed.append((op, attrs, dtype, data[nid]["shape"] if nid in data else None))
         if dtype is None:
             continue
         ins = [data[kept[s]] for s in plan[k][4]]
@@ -224,7 +234,7 @@ def _lean_kernels(prog):
                     plan[k][5] in outs)
         if fn is not None:
             lean[k] = fn
-    return lean, shared_residuals(typed, plan)
+    return lean, shared_residuals(typed, plan), shared_exps(typed, plan)
 
 
 def _frees(prog, member, exported=()):

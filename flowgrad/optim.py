@@ -159,12 +159,15 @@ class Optimizer:
         """
         # The hot path of every training loop: what can be decided once per program
         # lives in its _Binding; per step, only the reads, the updates and the swap.
-        with self._lock:
+        # The lock (reentrant: a schedule may call back into the optimizer) is taken
+        # without a ``with`` frame: release in ``finally`` is the same guarantee.
+        lock = self._lock
+        lock.acquire()
+        try:
             last = self._last                      # the program of the previous step
-            if last is not None and last[0]() is prog and last[1].variables is self.variables:
-                bound = last[1]
-            else:
-                bound = self._lookup(prog)
+            if last is None or last[0]() is not prog or last[1].variables is not self.variables:
+                last = self._lookup(prog)
+            bound = last[1]
             lr = self.lr
             if type(lr) is not float:    # a schedule (or an int): checked each step
                 lr = self.learning_rate()
@@ -173,41 +176,48 @@ class Optimizer:
                 outs = call(args, feed)  # Program.__call__'s dispatch, feeds not repacked
             else:
                 outs = prog(*args, **feed)
-            if type(outs) is not list:
-                outs = [outs]
-            update = self._update
-            if bound.sgd is not None and getattr(update, "__func__", None) is _SGD_UPDATE:
-                bound.sgd(self, outs, lr)          # SGD on numpy: updates and commit
-                n = bound.n
-                return outs[0] if len(outs) == n + 1 else [outs[0], *outs[n + 1:]]
-            states, t, dicts = self.state, self.iterations + 1, bound.dicts
-            old = list(map(_value, dicts))         # also what a failed commit restores
-            new_values, new_states = self._new_values(bound, update, old, outs, lr, t)
-            if bound.materialize is not None:     # dask: compute them now, together
-                new_values, new_states = bound.materialize((new_values, new_states))
-            # commit: write every variable and the state at once; if interrupted, put
-            # the old ones back
-            try:
-                for d, new in zip(dicts, new_values):
-                    d["value"] = new
-                self.state, self.iterations = new_states, t
-            except BaseException:
-                for d, value in zip(dicts, old):
-                    d["value"] = value
-                self.state, self.iterations = states, t - 1
-                raise
+            if last[2] is not None:                # SGD on numpy: updates, commit, result
+                return last[2](self, outs, lr)
+            return self._step(bound, outs, lr)
+        finally:
+            lock.release()
+
+    def _step(self, bound, outs, lr):
+        """The generic step after the program ran: every update, then the commit."""
+        if type(outs) is not list:
+            outs = [outs]
+        update = self._update
+        states, t, dicts = self.state, self.iterations + 1, bound.dicts
+        old = list(map(_value, dicts))         # also what a failed commit restores
+        new_values, new_states = self._new_values(bound, update, old, outs, lr, t)
+        if bound.materialize is not None:     # dask: compute them now, together
+            new_values, new_states = bound.materialize((new_values, new_states))
+        # commit: write every variable and the state at once; if interrupted, put
+        # the old ones back
+        try:
+            for d, new in zip(dicts, new_values):
+                d["value"] = new
+            self.state, self.iterations = new_states, t
+        except BaseException:
+            for d, value in zip(dicts, old):
+                d["value"] = value
+            self.state, self.iterations = states, t - 1
+            raise
         return outs[0] if len(outs) == len(dicts) + 1 else [outs[0], *outs[len(dicts) + 1:]]
 
-    def _lookup(self, prog) -> "_Binding":
-        """The binding of ``prog`` (made on its first step), remembered as the last one."""
+    def _lookup(self, prog):
+        """``(weak ref to prog, its binding (made on its first step), SGD's written-out
+        step or None)``, remembered as the last one. Whether this optimizer's update is
+        SGD's own (not a subclass's or an instance's) is decided here, once per binding."""
         try:
             bound = self._bound.get(prog)
         except TypeError:            # not weak-referenceable: certainly no Program
             bound = None
         if bound is None or bound.variables is not self.variables:
             bound = self._rebind(prog)
-        self._last = (weakref.ref(prog), bound)
-        return bound
+        sgd = bound.sgd if getattr(self._update, "__func__", None) is _SGD_UPDATE else None
+        self._last = last = (weakref.ref(prog), bound, sgd)
+        return last
 
     def _new_values(self, bound, update, old, outs, lr, t):
         """Every variable's new value and state, none written yet."""
@@ -305,10 +315,10 @@ class _Binding:
 
 def _sgd_function(bound):
     """SGD's step after the program has run, written out for one binding (numpy only):
-    ``sgd(opt, outs, lr)`` computes every ``w − lr·g`` — 0-d float64 variables on Python
-    floats, the same bits as on arrays, with numpy's value and warning where the result
-    is not finite — then writes them all and counts the step, or, if interrupted while
-    writing, puts the old values back. The generic loop (``_new_values``) does the
+    ``sgd(opt, outs, lr)`` -> what ``step`` returns. It computes every ``w − lr·g`` —
+    0-d float64 variables on Python floats, the same bits as on arrays, with numpy's
+    value and warning where the result is not finite — then writes them all and counts
+    the step, or, if interrupted while writing, puts the old values back. The generic loop (``_new_values``) does the
     same through ``SGD._update``; this is that loop unrolled, without its calls."""
     ns = {"ndarray": np.ndarray, "asarray": bound.asarray, "array": np.array}
     body, commit, undo = [], [], []
@@ -330,8 +340,11 @@ def _sgd_function(bound):
             body += on_arrays
         commit.append(f"    D{k}['value'] = n{k}")
         undo.append(f"    D{k}['value'] = o{k}")
+    n = len(bound.dicts)
+    body = ["if type(outs) is not list:", "    outs = [outs]"] + body
     body += ["t = opt.iterations + 1", "try:"] + commit + ["    opt.iterations = t",
-             "except BaseException:"] + undo + ["    opt.iterations = t - 1", "    raise"]
+             "except BaseException:"] + undo + ["    opt.iterations = t - 1", "    raise",
+             f"return outs[0] if len(outs) == {n + 1} else [outs[0], *outs[{n + 1}:]]"]
     src = "def sgd(opt, outs, lr):\n" + "".join(f"    {line}\n" for line in body)
     exec(compile(src, "<flowgrad SGD step>", "exec"), ns)
     ns["sgd"].source = src

@@ -24,7 +24,7 @@ from flowgrad.graph import Node, default_graph, same_graph
 from .base import (NONDIFF, Op, apply, as_node, float_dtype, fmt_shape,
                    result_dtype, shape_error)
 from .elementwise import not_equal, where
-from .nn import sigmoid, softplus
+from .nn import sigmoid, sigmoid_of, softplus
 from .reductions import _count_node, log_softmax, mean, softmax, sum
 from .shape import expand_dims
 
@@ -152,9 +152,21 @@ def l2(w):
 # -- bce_with_logits --------------------------------------------------------------------
 
 def _bce(xp, z, t, reduction):
-    # softplus(z) − z t = max(z, 0) − z t + log1p(e^−|z|): no overflow for any finite z
-    loss = xp.maximum(z, 0) - z * t + xp.log1p(xp.exp(-xp.abs(z)))
-    return _reduce(xp, loss, reduction)
+    return bce_of(xp, z, t, xp.exp(-xp.abs(z)), reduction)
+
+
+def bce_of(xp, z, t, e, reduction):
+    """The loss from e = exp(−|z|): softplus(z) − z t = max(z, 0) − z t + log1p(e), no
+    overflow for any finite z."""
+    return _reduce(xp, xp.maximum(z, 0) - z * t + xp.log1p(e), reduction)
+
+
+def bce_and_sigmoid(xp, z, t, reduction):
+    """(bce_with_logits(z, t), σ(z)) with exp(−|z|) computed once: the same operations,
+    so the same values, as the two ops' own kernels (the reverse rule's σ(z) reads the
+    forward's z; the generated code uses this when one plan has both)."""
+    e = xp.exp(-xp.abs(z))
+    return bce_of(xp, z, t, e, reduction), sigmoid_of(xp, z, e)
 
 
 def _bce_dz(g, ans, z, t, reduction):

@@ -14,7 +14,11 @@ from .linalg import _Shape, _matmul_da, _matmul_db, _matmul_infer, matmul
 
 def _sigmoid(xp, x):
     # e = exp(−|x|) never overflows; σ(x) = 1/(1+e) for x ≥ 0 and e/(1+e) below.
-    e = xp.exp(-xp.abs(x))
+    return sigmoid_of(xp, x, xp.exp(-xp.abs(x)))
+
+
+def sigmoid_of(xp, x, e):
+    """σ(x) from e = exp(−|x|) (shared with bce_with_logits, which needs the same e)."""
     return xp.where(x >= 0, 1.0, e) / (1.0 + e)
 
 
@@ -28,8 +32,19 @@ sigmoid = Op("sigmoid", _sigmoid, lambda x: (x.shape, float_dtype(x.dtype)),
 
 
 def _softplus(xp, x):
-    # log(1+eˣ) = max(x, 0) + log1p(e^−|x|): finite and accurate for any x.
-    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+    return softplus_of(xp, x, xp.exp(-xp.abs(x)))
+
+
+def softplus_of(xp, x, e):
+    """log(1+eˣ) from e = exp(−|x|): max(x, 0) + log1p(e), finite and accurate for any x."""
+    return xp.maximum(x, 0) + xp.log1p(e)
+
+
+def softplus_and_sigmoid(xp, x):
+    """(softplus(x), σ(x)) with exp(−|x|) computed once: the two ops' own operations, so
+    the same values (softplus's derivative is σ; the generated code uses this)."""
+    e = xp.exp(-xp.abs(x))
+    return softplus_of(xp, x, e), sigmoid_of(xp, x, e)
 
 
 softplus = Op("softplus", _softplus, lambda x: (x.shape, float_dtype(x.dtype)),

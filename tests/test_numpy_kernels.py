@@ -98,6 +98,8 @@ def test_mse_and_its_residual_form(reduction, dtype, shape):
         _same(lean(y, t), want)
         _same(of_residual(y - t), want)
         _same(of_float(y - t), want)
+        # static shape known: a 1-d float residual takes d.dot(d), the same bits
+        _same(numpy_kernels.mse_of_residual(reduction, dtype, shape)(y - t), want)
         _same(lean(y, 0.5), generic(y, 0.5))  # a plain-number target
     # integer operands are averaged as floats, as the generic kernel does
     yi, ti = np.arange(6), np.arange(6)[::-1].copy()
@@ -273,3 +275,16 @@ def test_a_program_without_placeholders_binds_its_variables():
     assert float(prog()) == 5.0
     w.value = [1.0, 1.0, 1.0]
     assert float(prog()) == 3.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mse_of_a_vector_residual_is_vdots_bits_at_every_length(dtype):
+    """d.dot(d) and vdot(d, d) of a real vector: one dotfunc, so one result, whatever
+    blocking BLAS uses at each length."""
+    r = np.random.default_rng(4)
+    for n in (0, 1, 2, 3, 5, 8, 15, 16, 17, 31, 64, 100, 1000, 4097, 100_003):
+        d = (r.standard_normal(n) * 10.0 ** r.integers(-3, 4, n)).astype(dtype)
+        for reduction in ("mean", "sum"):
+            with np.errstate(invalid="ignore"):
+                _same(numpy_kernels.mse_of_residual(reduction, dtype, (None,))(d),
+                      numpy_kernels.mse_of_residual(reduction, dtype)(d))

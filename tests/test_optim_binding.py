@@ -321,3 +321,46 @@ def test_sgd_on_float32_arrays_and_a_subclass_gives_the_update_by_hand():
     for wv, cv in results[1:]:
         np.testing.assert_array_equal(wv, results[0][0])
         assert float(cv) == float(results[0][1])
+
+
+# -- the step's lock: taken without a with frame, released on every exit ----------------------
+def test_a_failing_step_releases_the_lock_and_a_schedule_may_reenter():
+    import threading
+    with fg.Graph():
+        w, b, loss = model()
+        s = fg.placeholder("s")
+        opt = fg.optim.SGD([w, b], lr=0.05)
+        scaled = loss * s
+        prog = fg.compile([scaled, *fg.grad(scaled, [w, b])])
+        with pytest.raises(fg.FeedError):
+            opt.step(prog, s=np.zeros(3))            # refused feed: nothing written
+        assert opt.iterations == 0 and float(b.value) == 0.5
+        done = threading.Thread(target=opt.step, args=(prog,), kwargs={"s": 1.0})
+        done.start()
+        done.join(10)                                 # another thread gets the lock
+        assert not done.is_alive() and opt.iterations == 1
+        seen = []
+
+        def schedule(k):                              # a schedule that reads the optimizer
+            with opt._lock:                           # (reentrant: the step holds it)
+                seen.append(opt.iterations)
+            return 0.05
+        opt.lr = schedule
+        opt.step(prog, s=1.0)
+        assert seen == [1] and opt.iterations == 2
+    hw, hb = by_hand_sgd([1.0, -2.0], 0.5, 0.05, 2)
+    np.testing.assert_allclose(w.value, hw, rtol=1e-14)
+
+
+def test_sgds_written_step_is_chosen_per_binding():
+    """A subclass with its own update never runs SGD's written-out step."""
+    with fg.Graph():
+        w, b, loss = model()
+        opt = on_arrays(fg.optim.SGD)([w, b], lr=0.05)
+        train = opt.minimize(loss)
+        train()
+        train()
+        assert opt._last[2] is None and opt.iterations == 2
+    hw, hb = by_hand_sgd([1.0, -2.0], 0.5, 0.05, 2)
+    np.testing.assert_allclose(w.value, hw, rtol=1e-14)
+    assert float(b.value) == pytest.approx(hb, rel=1e-14)
