@@ -28,7 +28,8 @@ def _generic(z, t, reduction):
 @pytest.mark.parametrize("case", ["edges", "random", "2d", "empty", "0d", "mixed", "number"])
 def test_kernel_equals_the_two_generic_kernels(dtype, reduction, case):
     rng = np.random.default_rng(3)
-    z = np.asarray(EDGES, dtype)
+    with np.errstate(over="ignore"):        # ±1e300 becomes ±inf in float32, on purpose
+        z = np.asarray(EDGES, dtype)
     t = np.resize(np.asarray([0.0, 1.0, 0.5, 0.25], dtype), z.shape)
     if case == "random":
         z, t = (rng.standard_normal(1000) * 30).astype(dtype), rng.random(1000).astype(dtype)
