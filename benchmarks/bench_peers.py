@@ -389,9 +389,9 @@ def batch_logistic(repeats, n=100_000, d=100, lam=1e-3):
         loss = fg.bce_with_logits(fg.linear(x, w, b), t) + lam * fg.l2(w)
         outs = [loss, *fg.grad(loss, [w, b])]
         prog, interp = fg.compile(outs), fg.compile(outs, codegen=False)
-        codegen.FUSE = False
+        codegen.FUSE = codegen.REGIONS = False      # neither numexpr chains nor numba loops
         unfused = fg.compile(outs)
-        codegen.FUSE = True
+        codegen.FUSE = codegen.REGIONS = True
     fns = {"hand numpy": lambda: logistic_loss_and_gradient(np, X, T, W, B, lam),
            "flowgrad": lambda: prog(x=X, t=T), "flowgrad, no fusion": lambda: unfused(x=X, t=T),
            "flowgrad interp.": lambda: interp(x=X, t=T)}
