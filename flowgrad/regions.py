@@ -5,8 +5,9 @@ arrays. A *region* is wider: any connected set of same-shape elementwise steps,
 whose values may have several readers inside it (they become loop locals); only
 the values read after it, or returned, are written to arrays. The loop's source is
 built here from each op's scalar kernel (ops/scalar_kernels.py, the formulations
-the scalar path uses) and compiled by numba (region_kernels.py) on the program's
-first call. numba is optional: without it nothing here is used.
+the scalar path uses) and compiled by numba (region_kernels.py) when the program is
+called again (``WARM_CALLS``: a program run once never pays numba's start-up). numba
+is optional: without it nothing here is used.
 
 What joins a region (``IN_LOOP``): arithmetic, comparisons, ``where``, abs, sqrt,
 sign, max/min, relu. Measured here (numba 0.65, numpy 2.4, one core), numpy's SIMD
@@ -22,8 +23,9 @@ model): ``np.errstate`` is not consulted, as in numexpr chains.
 
 A region needs equal declared shapes on every array operand and value (no
 broadcasting but of 0-d operands, which the loop reads as one number), at least
-``MIN_STEPS`` steps and ``MIN_SIZE`` entries. With run-time lengths (None) the generated code checks per call that the
-operands' shapes agree and the size reaches ``MIN_SIZE``, else runs the numpy steps.
+``MIN_STEPS`` steps and ``MIN_SIZE`` entries. With run-time lengths (None) the
+generated code checks per call that the operands' shapes agree and the size reaches
+``MIN_SIZE``, else runs the numpy steps.
 """
 from __future__ import annotations
 
