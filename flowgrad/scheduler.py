@@ -218,26 +218,38 @@ class Program:
         step_ids, ops, attrs, ins, n_freed, freed = [], [], [], [], [], []
         op_, at_, in_ = ops.append, attrs.append, ins.append
         consts = []
-        pop = defs.popitem     # descending ids (insertion order, last first); popping
-        while defs:            # frees each definition tuple once its columns are taken
-            r, d = pop()
+        # Descending ids. simplify stores only the definitions its graph node does not
+        # hold (constants, remapped or rewritten steps); every other representative is
+        # its graph node as is, op or leaf. A merged id is never live (live holds
+        # representatives only). Popping frees each stored definition once read.
+        pop = defs.pop
+        for r in reversed(order):
             if r not in live:
                 continue
             kept.append(r)
-            if d[0] != "op":
+            d = pop(r, None)
+            if d is None:
+                nd = data[r]
+                op = nd["op"]
+                if op is None:         # a leaf
+                    continue
+                at, ri = nd["attrs"], nd["inputs"]
+            elif d[0] == "op":
+                _, op, at, ri = d
+            else:
                 if d[0] == "const":
                     consts.append((r, d[1]))
                 continue
             n = 0
-            for i in d[3]:
+            for i in ri:
                 if i not in live:
                     add(i)
                     freed.append(i)
                     n += 1
             step_ids.append(r)
-            op_(d[1])
-            at_(d[2])
-            in_(d[3])
+            op_(op)
+            at_(at)
+            in_(ri)
             n_freed.append(n)
         dead = [nid for nid in simp.leaves if nid not in live]
         if dead:               # placeholders stay required after their uses simplify away
@@ -249,7 +261,7 @@ class Program:
         own = _slot_index(kept, flat)
         leaves = simp.leaves
         # simplify's maps are spent: drop them before the plan is made (the compile's peak)
-        moved = {nid: r for nid, r in rep.items() if nid != r}
+        moved = rep            # simplify's rep holds only ids merged into another
         del simp, rep, defs, live, add, pop
         # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
         # other pruned id's when something first asks (a trace, values(), an error)
