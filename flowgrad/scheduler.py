@@ -208,8 +208,11 @@ class Program:
         # need, and each step's frees. A value is freed by its last reader, which is the
         # first reader this sweep meets; outputs start live, so they are never freed
         # (and with keep_all everything starts live: nothing is freed).
-        live = set(simp.roots)
-        add = live.add
+        # live: a mark a byte by id (ids are dense; the pruning sweep makes one as long),
+        # not a set of ~40 bytes an entry: at 10^6 nodes the set was the compile's peak
+        live = bytearray(order[-1] + 1 if order else 0)
+        for r in simp.roots:
+            live[r] = 1
         kept = []              # kept ids, descending: live values and every leaf
         # the live steps, descending, as parallel lists (no container a step: everything
         # built here outlives the compile, and the collector then scans each object once):
@@ -224,7 +227,7 @@ class Program:
         # representatives only). Popping frees each stored definition once read.
         pop = defs.pop
         for r in reversed(order):
-            if r not in live:
+            if not live[r]:
                 continue
             kept.append(r)
             d = pop(r, None)
@@ -242,8 +245,8 @@ class Program:
                 continue
             n = 0
             for i in ri:
-                if i not in live:
-                    add(i)
+                if not live[i]:
+                    live[i] = 1
                     freed.append(i)
                     n += 1
             step_ids.append(r)
@@ -251,7 +254,7 @@ class Program:
             at_(at)
             in_(ri)
             n_freed.append(n)
-        dead = [nid for nid in simp.leaves if nid not in live]
+        dead = [nid for nid in simp.leaves if not live[nid]]
         if dead:               # placeholders stay required after their uses simplify away
             kept = sorted(kept + dead)
         else:
@@ -262,7 +265,7 @@ class Program:
         leaves = simp.leaves
         # simplify's maps are spent: drop them before the plan is made (the compile's peak)
         moved = rep            # simplify's rep holds only ids merged into another
-        del simp, rep, defs, live, add, pop
+        del simp, rep, defs, live, pop
         # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
         # other pruned id's when something first asks (a trace, values(), an error)
         slot = _SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own, order)
@@ -591,10 +594,18 @@ def _flat_plan(steps, n_freed, freed, own, xp):
     """``_plan_steps``' plan as a ``_FlatPlan``: the same steps, slots and frees, made a
     column at a time (C-level maps: no Python call a step but the kernel look-up)."""
     p = _FlatPlan()
-    # the sweep's columns are descending: steps ascend
-    p.nodes, p.ops, p.attrs, ins = (col[::-1] for col in steps)
+    # the sweep's columns are descending: steps ascend. Reversed in place and taken
+    # over (a reversed copy would hold both at once; nothing else reads them)
     for col in steps:
-        del col[:]                     # (the last other reference: freed as we go)
+        col.reverse()
+    p.nodes, p.ops, p.attrs, ins = steps
+    at = own.__getitem__
+    # the frees first: each sweep list goes once its column is made (the compile's peak)
+    p.n_frees = array("i", reversed(n_freed))
+    del n_freed[:]
+    # frees as the sweep found them: the blocks descend, so step k's is read from the end
+    p.frees = array("q", map(at, freed))
+    del freed[:]
     # a plain op without attrs has one kernel (Op.kernel: the same object): made once
     made = {op: op.kernel(xp, {}) for op in set(p.ops) if type(op) is Op}
     if len(made) == len(set(p.ops)) and not any(p.attrs):
@@ -603,7 +614,6 @@ def _flat_plan(steps, n_freed, freed, own, xp):
         p.kernels = [made[op] if not attrs and type(op) is Op else op.kernel(xp, attrs)
                      for op, attrs in zip(p.ops, p.attrs)]
     p.arity = arity = array("i", map(len, ins))
-    at = own.__getitem__
     p.out = array("q", map(at, p.nodes))
     if arity.count(1) + arity.count(2) == len(arity):
         # no wide step: b of a one-input step is never read (the loop, plan[k]: None)
@@ -615,10 +625,7 @@ def _flat_plan(steps, n_freed, freed, own, xp):
         p.b = array("q", [at(i[1]) if len(i) > 1 else -1 for i in ins])
         p.wide = {p.out[k]: tuple(map(at, ins[k])) for k in range(len(ins))
                   if arity[k] != 1 and arity[k] != 2}
-    del ins
-    p.n_frees = array("i", reversed(n_freed))
-    # frees as the sweep found them: the blocks descend, so step k's is read from the end
-    p.frees = array("q", map(at, freed))
+    del ins[:]                         # (the sweep's list: freed now)
     p._ends = None
     return p
 
