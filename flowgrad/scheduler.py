@@ -61,10 +61,12 @@ def _pruned(outputs) -> list[int]:
 FLAT_STEPS = 200_000
 
 
-def _slot_index(kept, flat):
+def _slot_index(kept, flat, top=0):
     """{kept id: slot}: a dict, or for a flat plan whose ids are dense an ``array('q')``
-    indexed by id, -1 where an id is not kept (8 bytes an id instead of ~80)."""
-    top = kept[-1] + 1 if kept else 0
+    indexed by id, -1 where an id is not kept (8 bytes an id instead of ~80). ``top``:
+    one past the highest pruned id, so that a pruned id above the last kept one (a
+    step that simplified away) reads -1 too (_all_slots), not an IndexError."""
+    top = max(kept[-1] + 1 if kept else 0, top)
     if not flat or top > 4 * len(kept) + 64:
         return dict(zip(kept, range(len(kept))))
     own = array("q", [-1]) * top
@@ -73,9 +75,10 @@ def _slot_index(kept, flat):
     return own
 
 
-def _all_slots(moved, own, order):
+def _all_slots(moved, own, outputs):
     """{id: its representative's slot} for every pruned id whose value is kept;
     ``moved`` is simplify's rep without its identity entries."""
+    order = _pruned(outputs)           # the compile's list, found again (not kept)
     if isinstance(own, dict):
         got = list(map(own.get, map(moved.get, order, order)))
         missing = None
@@ -103,9 +106,9 @@ class _SlotMap(dict):
 
     __slots__ = ("_rest",)
 
-    def __init__(self, known, moved, own, order):
+    def __init__(self, known, moved, own, outputs):
         dict.__init__(self, known)
-        self._rest = (moved, own, order)
+        self._rest = (moved, own, outputs)
 
     def add_known(self, nid):
         """Enter ``nid``'s slot now (a pruned id whose value is kept)."""
@@ -181,25 +184,32 @@ class Program:
         self._step_index = None  # {output slot: step}, made when a step first fails
         self._codegen = codegen and not keep_all   # traces stay on the interpreter
         with gc_paused():   # a plan over 10^5+ nodes: the collector's rescans cost ~2x
-            self._build(_pruned(outputs))
+            self._build()
+
+    @property
+    def order(self) -> list[int]:
+        """Ids of every node the outputs depend on, ascending: the list the compile
+        planned. Found again on each read (graphs only grow, so it never changes), so
+        a program does not keep 8 bytes a node for it (the 10^6-node chain: 24 MB)."""
+        return _pruned(self.outputs)
 
     # -- compile ----------------------------------------------------------------
-    def _build(self, order):
+    def _build(self):
         # The build allocates a few objects per node and frees none: with the collector on,
         # each generation-2 pass rescans the whole (large) graph — up to half the time
         # of compiling a 20k-step plan. Nothing built here forms a cycle worth collecting.
         enabled = gc.isenabled()
         gc.disable()
         try:
-            self._build_plan(order)
+            self._build_plan()
         finally:
             if enabled:
                 gc.enable()
 
-    def _build_plan(self, order):
+    def _build_plan(self):
         g, xp, backend = self.graph, self.backend.xp, self.backend
         data = g.nx._node      # nx's own {id: attrs}: a view's look-up costs a call
-        self.order = order
+        order = _pruned(self.outputs)   # (a local: dropped before the plan is made)
         backend.check_ops(g, order)  # an op this backend lacks: BackendError now, naming it
         # simplify maps the pruned ids to a smaller plan: CSE, folding, identities
         simp = simplify(g, order, [o.id for o in self.outputs], self._keep_all)
@@ -261,14 +271,15 @@ class Program:
             kept.reverse()
         self._kept = kept
         flat = len(step_ids) > FLAT_STEPS
-        own = _slot_index(kept, flat)
+        own = _slot_index(kept, flat, order[-1] + 1 if order else 0)
         leaves = simp.leaves
         # simplify's maps are spent: drop them before the plan is made (the compile's peak)
         moved = rep            # simplify's rep holds only ids merged into another
         del simp, rep, defs, live, pop
         # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
         # other pruned id's when something first asks (a trace, values(), an error)
-        slot = _SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own, order)
+        slot = _SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own,
+                        self.outputs)
         for o in self.outputs:
             slot.add_known(o.id)
         self._slot = slot
@@ -292,6 +303,7 @@ class Program:
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
             None in data[nid]["shape"] for nid in self.placeholders) else None
+        del order
         self._check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
         self._copy_outs = self._aliasing_outputs(leaves)
         # generated code (flowgrad/codegen.py): one Python function for the whole plan

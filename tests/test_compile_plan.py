@@ -10,7 +10,7 @@ constants, on random graphs, gradients, higher derivatives and traces.
 """
 import numpy as np
 import pytest
-from hypothesis import given, settings, HealthCheck
+from hypothesis import example, given, settings, HealthCheck
 
 import flowgrad as fg
 from flowgrad import simplify as simp_mod
@@ -243,6 +243,9 @@ def flat_plans(monkeypatch):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(programs())
+# a pruned step that simplifies away above the last kept id: its slot-map entry read
+# past the end of the dense slot array (an IndexError when the map completed)
+@example(program=(1, [(True, 0, 0, 0), (True, 1, 0, 1)]))
 def test_flat_plans_read_as_the_tuple_plans(program):
     """A flat plan reads (index, iteration, slices) as the very tuples of the list plan;
     it builds the reference plan and runs to the same values, on either loop."""
