@@ -618,13 +618,6 @@ def _flat_plan(steps, n_freed, freed, own, xp):
     # frees as the sweep found them: the blocks descend, so step k's is read from the end
     p.frees = array("q", map(at, freed))
     del freed[:]
-    # a plain op without attrs has one kernel (Op.kernel: the same object): made once
-    made = {op: op.kernel(xp, {}) for op in set(p.ops) if type(op) is Op}
-    if len(made) == len(set(p.ops)) and not any(p.attrs):
-        p.kernels = list(map(made.__getitem__, p.ops))
-    else:
-        p.kernels = [made[op] if not attrs and type(op) is Op else op.kernel(xp, attrs)
-                     for op, attrs in zip(p.ops, p.attrs)]
     p.arity = arity = array("i", map(len, ins))
     p.out = array("q", map(at, p.nodes))
     if arity.count(1) + arity.count(2) == len(arity):
@@ -637,7 +630,15 @@ def _flat_plan(steps, n_freed, freed, own, xp):
         p.b = array("q", [at(i[1]) if len(i) > 1 else -1 for i in ins])
         p.wide = {p.out[k]: tuple(map(at, ins[k])) for k in range(len(ins))
                   if arity[k] != 1 and arity[k] != 2}
-    del ins[:]                         # (the sweep's list: freed now)
+    del ins[:]                         # (the sweep's list: freed before the kernels
+    # column is made, so the two are never held at once: the compile's peak)
+    # a plain op without attrs has one kernel (Op.kernel: the same object): made once
+    made = {op: op.kernel(xp, {}) for op in set(p.ops) if type(op) is Op}
+    if len(made) == len(set(p.ops)) and not any(p.attrs):
+        p.kernels = list(map(made.__getitem__, p.ops))
+    else:
+        p.kernels = [made[op] if not attrs and type(op) is Op else op.kernel(xp, attrs)
+                     for op, attrs in zip(p.ops, p.attrs)]
     p._ends = None
     return p
 
