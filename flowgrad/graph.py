@@ -28,6 +28,7 @@ import gc
 import threading
 from array import array
 from itertools import compress
+from operator import attrgetter
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -264,7 +265,11 @@ class Graph:
             if need[nid]:
                 for i in inputs[nid]:
                     need[i] = 1
-        return list(compress(range(hi + 1), need))
+        # the handles' own id objects (the graph's node keys and input tuples hold the
+        # same ones), not fresh ints from a range: a compile keeps this list, and a
+        # fresh int is 32 bytes a node more (handles is append-only: safe to iterate
+        # while another thread adds nodes)
+        return list(map(_node_id, compress(self._handles, need)))
 
     # -- the DiGraph's adjacency, read from the edge store ------------------------
     def _successors(self, u) -> dict:
@@ -388,6 +393,9 @@ class _NoAttrs(dict):
 
 
 NO_ATTRS = _NoAttrs()
+
+
+_node_id = attrgetter("id")   # Graph.ancestors: a handle's own id object
 
 
 class NodeData(dict):

@@ -61,10 +61,12 @@ def _pruned(outputs) -> list[int]:
 FLAT_STEPS = 200_000
 
 
-def _slot_index(kept, flat):
+def _slot_index(kept, flat, top=0):
     """{kept id: slot}: a dict, or for a flat plan whose ids are dense an ``array('q')``
-    indexed by id, -1 where an id is not kept (8 bytes an id instead of ~80)."""
-    top = kept[-1] + 1 if kept else 0
+    indexed by id, -1 where an id is not kept (8 bytes an id instead of ~80). ``top``:
+    one past the highest pruned id, so that a pruned id above the last kept one (a
+    step that simplified away) reads -1 too (_all_slots), not an IndexError."""
+    top = max(kept[-1] + 1 if kept else 0, top)
     if not flat or top > 4 * len(kept) + 64:
         return dict(zip(kept, range(len(kept))))
     own = array("q", [-1]) * top
@@ -73,9 +75,10 @@ def _slot_index(kept, flat):
     return own
 
 
-def _all_slots(moved, own, order):
+def _all_slots(moved, own, outputs):
     """{id: its representative's slot} for every pruned id whose value is kept;
     ``moved`` is simplify's rep without its identity entries."""
+    order = _pruned(outputs)           # the compile's list, found again (not kept)
     if isinstance(own, dict):
         got = list(map(own.get, map(moved.get, order, order)))
         missing = None
@@ -103,9 +106,9 @@ class _SlotMap(dict):
 
     __slots__ = ("_rest",)
 
-    def __init__(self, known, moved, own, order):
+    def __init__(self, known, moved, own, outputs):
         dict.__init__(self, known)
-        self._rest = (moved, own, order)
+        self._rest = (moved, own, outputs)
 
     def add_known(self, nid):
         """Enter ``nid``'s slot now (a pruned id whose value is kept)."""
@@ -181,25 +184,32 @@ class Program:
         self._step_index = None  # {output slot: step}, made when a step first fails
         self._codegen = codegen and not keep_all   # traces stay on the interpreter
         with gc_paused():   # a plan over 10^5+ nodes: the collector's rescans cost ~2x
-            self._build(_pruned(outputs))
+            self._build()
+
+    @property
+    def order(self) -> list[int]:
+        """Ids of every node the outputs depend on, ascending: the list the compile
+        planned. Found again on each read (graphs only grow, so it never changes), so
+        a program does not keep 8 bytes a node for it (the 10^6-node chain: 24 MB)."""
+        return _pruned(self.outputs)
 
     # -- compile ----------------------------------------------------------------
-    def _build(self, order):
+    def _build(self):
         # The build allocates a few objects per node and frees none: with the collector on,
         # each generation-2 pass rescans the whole (large) graph — up to half the time
         # of compiling a 20k-step plan. Nothing built here forms a cycle worth collecting.
         enabled = gc.isenabled()
         gc.disable()
         try:
-            self._build_plan(order)
+            self._build_plan()
         finally:
             if enabled:
                 gc.enable()
 
-    def _build_plan(self, order):
+    def _build_plan(self):
         g, xp, backend = self.graph, self.backend.xp, self.backend
         data = g.nx._node      # nx's own {id: attrs}: a view's look-up costs a call
-        self.order = order
+        order = _pruned(self.outputs)   # (a local: dropped before the plan is made)
         backend.check_ops(g, order)  # an op this backend lacks: BackendError now, naming it
         # simplify maps the pruned ids to a smaller plan: CSE, folding, identities
         simp = simplify(g, order, [o.id for o in self.outputs], self._keep_all)
@@ -208,8 +218,11 @@ class Program:
         # need, and each step's frees. A value is freed by its last reader, which is the
         # first reader this sweep meets; outputs start live, so they are never freed
         # (and with keep_all everything starts live: nothing is freed).
-        live = set(simp.roots)
-        add = live.add
+        # live: a mark a byte by id (ids are dense; the pruning sweep makes one as long),
+        # not a set of ~40 bytes an entry: at 10^6 nodes the set was the compile's peak
+        live = bytearray(order[-1] + 1 if order else 0)
+        for r in simp.roots:
+            live[r] = 1
         kept = []              # kept ids, descending: live values and every leaf
         # the live steps, descending, as parallel lists (no container a step: everything
         # built here outlives the compile, and the collector then scans each object once):
@@ -218,42 +231,55 @@ class Program:
         step_ids, ops, attrs, ins, n_freed, freed = [], [], [], [], [], []
         op_, at_, in_ = ops.append, attrs.append, ins.append
         consts = []
-        pop = defs.popitem     # descending ids (insertion order, last first); popping
-        while defs:            # frees each definition tuple once its columns are taken
-            r, d = pop()
-            if r not in live:
+        # Descending ids. simplify stores only the definitions its graph node does not
+        # hold (constants, remapped or rewritten steps); every other representative is
+        # its graph node as is, op or leaf. A merged id is never live (live holds
+        # representatives only). Popping frees each stored definition once read.
+        pop = defs.pop
+        for r in reversed(order):
+            if not live[r]:
                 continue
             kept.append(r)
-            if d[0] != "op":
+            d = pop(r, None)
+            if d is None:
+                nd = data[r]
+                op = nd["op"]
+                if op is None:         # a leaf
+                    continue
+                at, ri = nd["attrs"], nd["inputs"]
+            elif d[0] == "op":
+                _, op, at, ri = d
+            else:
                 if d[0] == "const":
                     consts.append((r, d[1]))
                 continue
             n = 0
-            for i in d[3]:
-                if i not in live:
-                    add(i)
+            for i in ri:
+                if not live[i]:
+                    live[i] = 1
                     freed.append(i)
                     n += 1
             step_ids.append(r)
-            op_(d[1])
-            at_(d[2])
-            in_(d[3])
+            op_(op)
+            at_(at)
+            in_(ri)
             n_freed.append(n)
-        dead = [nid for nid in simp.leaves if nid not in live]
+        dead = [nid for nid in simp.leaves if not live[nid]]
         if dead:               # placeholders stay required after their uses simplify away
             kept = sorted(kept + dead)
         else:
             kept.reverse()
         self._kept = kept
         flat = len(step_ids) > FLAT_STEPS
-        own = _slot_index(kept, flat)
+        own = _slot_index(kept, flat, order[-1] + 1 if order else 0)
         leaves = simp.leaves
         # simplify's maps are spent: drop them before the plan is made (the compile's peak)
-        moved = {nid: r for nid, r in rep.items() if nid != r}
-        del simp, rep, defs, live, add, pop
+        moved = rep            # simplify's rep holds only ids merged into another
+        del simp, rep, defs, live, pop
         # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
         # other pruned id's when something first asks (a trace, values(), an error)
-        slot = _SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own, order)
+        slot = _SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own,
+                        self.outputs)
         for o in self.outputs:
             slot.add_known(o.id)
         self._slot = slot
@@ -277,6 +303,7 @@ class Program:
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
             None in data[nid]["shape"] for nid in self.placeholders) else None
+        del order
         self._check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
         self._copy_outs = self._aliasing_outputs(leaves)
         # generated code (flowgrad/codegen.py): one Python function for the whole plan
@@ -579,19 +606,19 @@ def _flat_plan(steps, n_freed, freed, own, xp):
     """``_plan_steps``' plan as a ``_FlatPlan``: the same steps, slots and frees, made a
     column at a time (C-level maps: no Python call a step but the kernel look-up)."""
     p = _FlatPlan()
-    # the sweep's columns are descending: steps ascend
-    p.nodes, p.ops, p.attrs, ins = (col[::-1] for col in steps)
+    # the sweep's columns are descending: steps ascend. Reversed in place and taken
+    # over (a reversed copy would hold both at once; nothing else reads them)
     for col in steps:
-        del col[:]                     # (the last other reference: freed as we go)
-    # a plain op without attrs has one kernel (Op.kernel: the same object): made once
-    made = {op: op.kernel(xp, {}) for op in set(p.ops) if type(op) is Op}
-    if len(made) == len(set(p.ops)) and not any(p.attrs):
-        p.kernels = list(map(made.__getitem__, p.ops))
-    else:
-        p.kernels = [made[op] if not attrs and type(op) is Op else op.kernel(xp, attrs)
-                     for op, attrs in zip(p.ops, p.attrs)]
-    p.arity = arity = array("i", map(len, ins))
+        col.reverse()
+    p.nodes, p.ops, p.attrs, ins = steps
     at = own.__getitem__
+    # the frees first: each sweep list goes once its column is made (the compile's peak)
+    p.n_frees = array("i", reversed(n_freed))
+    del n_freed[:]
+    # frees as the sweep found them: the blocks descend, so step k's is read from the end
+    p.frees = array("q", map(at, freed))
+    del freed[:]
+    p.arity = arity = array("i", map(len, ins))
     p.out = array("q", map(at, p.nodes))
     if arity.count(1) + arity.count(2) == len(arity):
         # no wide step: b of a one-input step is never read (the loop, plan[k]: None)
@@ -603,10 +630,15 @@ def _flat_plan(steps, n_freed, freed, own, xp):
         p.b = array("q", [at(i[1]) if len(i) > 1 else -1 for i in ins])
         p.wide = {p.out[k]: tuple(map(at, ins[k])) for k in range(len(ins))
                   if arity[k] != 1 and arity[k] != 2}
-    del ins
-    p.n_frees = array("i", reversed(n_freed))
-    # frees as the sweep found them: the blocks descend, so step k's is read from the end
-    p.frees = array("q", map(at, freed))
+    del ins[:]                         # (the sweep's list: freed before the kernels
+    # column is made, so the two are never held at once: the compile's peak)
+    # a plain op without attrs has one kernel (Op.kernel: the same object): made once
+    made = {op: op.kernel(xp, {}) for op in set(p.ops) if type(op) is Op}
+    if len(made) == len(set(p.ops)) and not any(p.attrs):
+        p.kernels = list(map(made.__getitem__, p.ops))
+    else:
+        p.kernels = [made[op] if not attrs and type(op) is Op else op.kernel(xp, attrs)
+                     for op, attrs in zip(p.ops, p.attrs)]
     p._ends = None
     return p
 

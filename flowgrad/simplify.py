@@ -149,18 +149,28 @@ _NEG_RULES = {"add": 1, "sub": 1, "mul": 2, "neg": 3}
 
 
 class Simplified:
-    """The result: ``rep`` maps every id to the id holding its value; ``consts`` the ids
+    """The result: ``rep`` maps each id whose value another id holds to that id (ids
+    absent from it are their own representative: ``rep.get(i, i)``); ``consts`` the ids
     whose value is known at compile time; ``steps`` the ops to run, in order, as
     ``(id, op, attrs, input ids)``; ``leaves`` the placeholders and variables.
 
-    ``defs`` ({representative: definition}, ascending), ``roots`` (the representatives
-    the outputs need) are what the scheduler's own liveness sweep reads
-    (flowgrad/scheduler.py); ``consts`` and ``steps`` are derived from them on first
-    use, so a compile that never asks for them does not pay for them."""
+    ``defs`` holds only the definitions the graph does not already hold: every constant
+    ``("const", value)`` and each op step that differs from its graph node (remapped
+    inputs, a rewrite, a synthetic step) ``("op", op, attrs, ins)``. A representative
+    absent from it is its graph node as is, an op or a leaf (``definition``): a large
+    graph that simplifies little then costs nearly nothing here. ``defs``, ``rep`` and
+    ``roots`` (the representatives the outputs need) are what the scheduler's own
+    liveness sweep reads (flowgrad/scheduler.py); ``consts`` and ``steps`` are derived
+    on first use, so a compile that never asks for them does not pay for them."""
 
-    def __init__(self, rep, defs, roots, leaves):
+    def __init__(self, rep, defs, roots, leaves, data):
         self.rep, self.defs, self.roots, self.leaves = rep, defs, roots, leaves
+        self._data = data
         self._emitted = None
+
+    def definition(self, r):
+        """Representative ``r``'s definition: ("leaf",) | ("const", v) | ("op", …)."""
+        return _definition(self.defs, self._data, r)
 
     @property
     def consts(self):
@@ -181,18 +191,27 @@ class Simplified:
                 if r in live:
                     continue
                 live.add(r)
-                d = defs[r]
+                d = self.definition(r)
                 if d[0] == "op":
                     stack.extend(d[3])
             consts, steps = {}, []
             for r in sorted(live):
-                d = defs[r]
+                d = self.definition(r)
                 if d[0] == "const":
                     consts[r] = d[1]
                 elif d[0] == "op":
                     steps.append((r, d[1], d[2], d[3]))
             self._emitted = consts, steps
         return self._emitted
+
+
+def _definition(defs, data, r):
+    d = defs.get(r)
+    if d is None:        # the graph's own node: an op as built, or a leaf
+        nd = data[r]
+        op = nd["op"]
+        d = ("op", op, nd["attrs"], nd["inputs"]) if op is not None else ("leaf",)
+    return d
 
 
 def _uniform(value):
@@ -226,28 +245,26 @@ def simplify(graph, order, output_ids, keep_all=False, dispatch=True) -> Simplif
     instead of the driver's shortcuts; the result is the same (the tests check it)."""
     data = _node_dict(graph.nx)
     if not enabled():
-        defs, leaves = {}, []
+        defs, leaves = {}, []      # every op and leaf is its graph node as is
         for nid in order:
             d = data[nid]
             kind = d["kind"]
-            if kind == "op":
-                defs[nid] = ("op", d["op"], d["attrs"], d["inputs"])
-            elif kind == "constant":
+            if kind == "constant":
                 defs[nid] = ("const", d["value"])
-            else:
-                defs[nid] = ("leaf",)
-                if kind in ("placeholder", "variable"):
-                    leaves.append(nid)
+            elif kind in ("placeholder", "variable"):
+                leaves.append(nid)
         roots = list(output_ids) + (list(order) if keep_all else [])
-        return Simplified({nid: nid for nid in order}, defs, roots, leaves)
+        return Simplified({}, defs, roots, leaves, data)
     return _Pass(data).run(order, output_ids, keep_all, dispatch)
 
 
 class _Pass:
     def __init__(self, data):
         self.data = data
-        self.rep = {}        # id -> representative id
-        self.defs = {}       # representative id -> ("leaf",) | ("const", v) | ("op", op, attrs, ins)
+        self.rep = {}        # id -> representative id, only where they differ
+        # representative id -> ("const", v) | ("op", op, attrs, ins): only constants and
+        # ops that differ from their graph node (the rest: _definition)
+        self.defs = {}
         self.fill = {}       # representative id -> c (every entry equals c)
         self.table = {}      # constant's key -> representative id
         # op -> {CSE key: representative id}, the key the (representative) inputs, sorted
@@ -258,6 +275,16 @@ class _Pass:
         self.special = set()  # representatives that are constants or known fills
 
     # helpers
+    def _def(self, r):
+        return _definition(self.defs, self.data, r)
+
+    def _define(self, nid, op, attrs, ins):
+        """nid is its own representative, computed as op(attrs)(ins): stored only when
+        that is not its graph node as is."""
+        d = self.data[nid]
+        if op is not d["op"] or attrs is not d["attrs"] or ins != d["inputs"]:
+            self.defs[nid] = ("op", op, attrs, ins)
+
     def _meta(self, nid):
         d = self.data[nid]
         return d["shape"], d["dtype"]
@@ -281,7 +308,6 @@ class _Pass:
             return
         if key is not None:
             self.table[key] = nid
-        self.rep[nid] = nid
         self.defs[nid] = ("const", value)
         self.special.add(nid)
         c = _uniform(value)
@@ -300,8 +326,7 @@ class _Pass:
             self.rep[nid] = hit
             return
         table[key] = nid
-        self.rep[nid] = nid
-        self.defs[nid] = ("op", op, attrs, ins)
+        self._define(nid, op, attrs, ins)
         if op.name == "neg":
             self.neg_of[nid] = ins[0]
             self.special.add(nid)          # its readers take the slow path: neg rewrites
@@ -316,8 +341,9 @@ class _Pass:
             self._set_op(nid, FULL, {"shape": shape, "dtype": dtype, "value": c}, ())
         else:
             self._set_op(nid, *fallback)
-        self.fill.setdefault(self.rep[nid], c)
-        self.special.add(self.rep[nid])
+        r = self.rep.get(nid, nid)
+        self.fill.setdefault(r, c)
+        self.special.add(r)
 
     # the forward pass
     def run(self, order, output_ids, keep_all, dispatch=True):
@@ -327,6 +353,7 @@ class _Pass:
         that no identity touches (``_NEG_RULES``). Those are settled here with one key;
         every other node goes through ``_op``, the full rule engine."""
         data, rep, defs, consts, special = self.data, self.rep, self.defs, self.table, self.special
+        rep_get = rep.get
         leaves = []
         # op -> (CSE here?, commutative?, arithmetic?, identities here?, which identities
         # a negated input may meet: _NEG_RULES)
@@ -356,7 +383,7 @@ class _Pass:
                 n = len(inputs)
                 if n == 2:
                     a, b = inputs
-                    a, b = rep[a], rep[b]
+                    a, b = rep_get(a, a), rep_get(b, b)
                     # the graph's own tuple when nothing was remapped: no new object
                     # (it would outlive the compile, and the collector would scan it)
                     ins = inputs if a == inputs[0] and b == inputs[1] else (a, b)
@@ -380,14 +407,15 @@ class _Pass:
                             plain = rules == 0 or not (sa and sb)
                     key = (b, a) if comm and b < a else ins
                 elif n == 1:
-                    a = rep[inputs[0]]
+                    a = inputs[0]
+                    a = rep_get(a, a)
                     ins = inputs if a == inputs[0] else (a,)
                     # f(−x) for f not a negation: no rule but CSE applies either
                     plain = a not in special or (
                         cse and rules == 0 and a in neg_of and self._no_fill_no_const(ins))
                     key = ins
                 else:
-                    ins = tuple([rep[i] for i in inputs])
+                    ins = tuple([rep_get(i, i) for i in inputs])
                     plain = special.isdisjoint(ins)
                     key = tuple(sorted(ins)) if comm else ins
                 attrs = d["attrs"]
@@ -400,8 +428,8 @@ class _Pass:
                         key = (key, fa)
                     hit = table.setdefault(key, nid)
                     if hit == nid:
-                        rep[nid] = nid
-                        defs[nid] = ("op", op, attrs, ins)
+                        if ins is not inputs:    # else the graph's node says it all
+                            defs[nid] = ("op", op, attrs, ins)
                         continue
                     dh = data[hit]
                     if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
@@ -414,8 +442,8 @@ class _Pass:
                         # −x that no rewrite absorbs: a new negation, as _set_op makes it
                         hit = table.setdefault(key, nid)
                         if hit == nid:
-                            rep[nid] = nid
-                            defs[nid] = ("op", op, attrs, ins)
+                            if ins is not inputs:
+                                defs[nid] = ("op", op, attrs, ins)
                             neg_of[nid] = a
                             special.add(nid)
                             continue
@@ -429,8 +457,6 @@ class _Pass:
                 continue
             kind = d["kind"]
             if kind in ("placeholder", "variable"):
-                rep[nid] = nid
-                defs[nid] = ("leaf",)
                 leaves.append(nid)
             elif kind == "constant":
                 value = d["value"]
@@ -445,19 +471,15 @@ class _Pass:
                 self._set_const(nid, value, d["weak"])
             else:
                 raise ValueError(f"node {nid}: unknown kind {kind!r}")
-        copied = False
         for o in output_ids:   # never hand back a fed array or a variable's storage
-            r = rep[o]
-            if r != o and defs[r][0] == "leaf":
-                rep[o] = o
+            r = rep_get(o, o)
+            if r != o and self._def(r)[0] == "leaf":
+                del rep[o]
                 defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
-                copied = True
-        if copied:             # keep defs ascending: the scheduler sweeps it backwards
-            self.defs = defs = {r: defs[r] for r in sorted(defs)}
-        roots = [rep[o] for o in output_ids]
+        roots = [rep_get(o, o) for o in output_ids]
         if keep_all:
-            roots += [rep[nid] for nid in order]
-        return Simplified(rep, defs, roots, leaves)
+            roots += [rep_get(nid, nid) for nid in order]
+        return Simplified(rep, defs, roots, leaves, data)
 
     def _plain_fill(self, c):
         """Whether special id ``c`` is a fill c ∉ {0, 1, −1}: if it is no negation either,
@@ -472,8 +494,7 @@ class _Pass:
         defs, fill = self.defs, self.fill
         if op.stateful:
             # a random draw: its own step, never folded, merged, nor known to be a fill
-            self.rep[nid] = nid
-            self.defs[nid] = ("op", op, attrs, ins)
+            self._define(nid, op, attrs, ins)
             return
         name = op.name
         if self.special.isdisjoint(ins) and name not in _MAKES_FILL and name != "neg":
@@ -493,7 +514,7 @@ class _Pass:
         if name == "ones_like":
             return self._set_fill(nid, 1, fallback)
         n_fills = len(fills) - fills.count(None)
-        if ins and all([defs[i][0] == "const" for i in ins]) and \
+        if ins and all([i in defs and defs[i][0] == "const" for i in ins]) and \
                 self._fold(nid, op, attrs, ins):
             return
         if ins and n_fills == len(ins) and \
@@ -510,7 +531,7 @@ class _Pass:
     def _no_fill_no_const(self, ins):
         fill, defs = self.fill, self.defs
         for i in ins:
-            if i in fill or defs[i][0] == "const":
+            if i in fill or (i in defs and defs[i][0] == "const"):
                 return False
         return True
 
@@ -521,7 +542,7 @@ class _Pass:
         if alias is not None:
             if isinstance(alias, tuple):        # a rewrite to another op: its rules too
                 self._op(nid, *alias)            # (each rewrite removes a negation: ends)
-                r = self.rep[nid]
+                r = self.rep.get(nid, nid)
                 # still −x: readers may absorb it. Neither end already a negation, so
                 # the map stays acyclic and rewrites through it terminate.
                 if name == "neg" and r not in self.neg_of and ins[0] not in self.neg_of \
@@ -591,7 +612,7 @@ class _Pass:
         −(a − b) → b − a, −((−a') + (−b')) → a' + b', −((−a')·b) → a'·b, −(a·(−b')) → a·b'.
         Each is exact in IEEE arithmetic (rounding is symmetric under negation; only
         the sign of a zero result may differ)."""
-        d = self.defs[x]
+        d = self._def(x)
         if d[0] != "op" or len(d[3]) != 2 or d[2]:
             return None
         neg_of, name, (a, b) = self.neg_of, d[1].name, d[3]

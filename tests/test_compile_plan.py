@@ -10,7 +10,7 @@ constants, on random graphs, gradients, higher derivatives and traces.
 """
 import numpy as np
 import pytest
-from hypothesis import given, settings, HealthCheck
+from hypothesis import example, given, settings, HealthCheck
 
 import flowgrad as fg
 from flowgrad import simplify as simp_mod
@@ -39,7 +39,7 @@ def reference_plan(prog):
     s = simplify(g, order, [o.id for o in outs], prog._keep_all, dispatch=False)
     kept = sorted(set(s.leaves) | set(s.consts) | {st[0] for st in s.steps})
     own = {nid: k for k, nid in enumerate(kept)}
-    slot = {nid: own[s.rep[nid]] for nid in order if s.rep[nid] in own}
+    slot = {nid: own[s.rep.get(nid, nid)] for nid in order if s.rep.get(nid, nid) in own}
     out_slots = [slot[o.id] for o in outs]
     steps = [(op, attrs, tuple(own[i] for i in ins), own[nid]) for nid, op, attrs, ins
              in s.steps]
@@ -82,6 +82,31 @@ def assert_same_plan(prog):
                     prog._keep_all)
     assert fast.rep == s.rep
     assert [st[:2] + st[3:] for st in fast.steps] == [st[:2] + st[3:] for st in s.steps]
+    for t in (s, fast):
+        assert_sparse_storage(prog.graph, t)
+
+
+def assert_sparse_storage(g, s):
+    """simplify's maps hold only what the graph does not: ``rep`` no identity entry (and
+    only representatives as values), ``defs`` every constant and only the op steps that
+    differ from their graph node; anything else is the graph's node as is."""
+    data = g.nx.nodes
+    assert all(r != nid and r not in s.rep for nid, r in s.rep.items())
+    for r, d in s.defs.items():
+        assert r not in s.rep
+        if d[0] == "op":
+            nd = data[r]
+            assert (d[1], d[2], d[3]) != (nd["op"], nd["attrs"], nd["inputs"]) or \
+                d[2] is not nd["attrs"] or d[3] is not nd["inputs"]
+        else:
+            assert d[0] == "const"
+    for r in s.roots:
+        d = s.definition(r)
+        if r not in s.defs:
+            nd = data[r]
+            assert nd["kind"] != "constant"
+            assert d == (("op", nd["op"], nd["attrs"], nd["inputs"]) if nd["op"] is not None
+                         else ("leaf",))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -145,6 +170,29 @@ def test_the_scalar_chain_builds_the_reference_plan():
         assert_same_plan(fg.compile([outs[1]], codegen=False))
 
 
+def test_a_chain_that_simplifies_little_stores_little():
+    """The sin chain and its gradient: every step but the seed's is its graph node as
+    is, so simplify's maps stay a few entries long whatever the chain's length."""
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        y = x
+        for _ in range(300):
+            y = fg.sin(y)
+        outs = [y, fg.grad(y, x)]
+        order = ancestors(outs)
+        for dispatch in (True, False):
+            s = simplify(g, order, [o.id for o in outs], dispatch=dispatch)
+            assert len(s.rep) + len(s.defs) < 10
+            assert len(s.steps) > 890
+            assert_sparse_storage(g, s)
+        with simp_mod.disabled():
+            s = simplify(g, order, [o.id for o in outs])
+            assert s.rep == {} and all(d[0] == "const" for d in s.defs.values())
+        prog = fg.compile(outs)
+        assert_same_plan(prog)
+        np.testing.assert_array_equal(prog(x=0.3), fg.compile(outs, codegen=False)(x=0.3))
+
+
 def test_length_checks_need_a_placeholder_with_a_none_axis():
     with fg.Graph():
         a = fg.placeholder("a", shape=(None,))
@@ -195,6 +243,9 @@ def flat_plans(monkeypatch):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(programs())
+# a pruned step that simplifies away above the last kept id: its slot-map entry read
+# past the end of the dense slot array (an IndexError when the map completed)
+@example(program=(1, [(True, 0, 0, 0), (True, 1, 0, 1)]))
 def test_flat_plans_read_as_the_tuple_plans(program):
     """A flat plan reads (index, iteration, slices) as the very tuples of the list plan;
     it builds the reference plan and runs to the same values, on either loop."""

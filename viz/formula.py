@@ -187,7 +187,7 @@ def _convert(graph, node):
         if e.src is None and e.kind not in ("name", "num"):
             e.src = nid
         expr[nid] = e
-    return expr[simp.rep[node.id]]
+    return expr[simp.rep.get(node.id, node.id)]   # (rep holds merged ids only)
 
 
 def _from_op(name, attrs, args, scalar, data, ins):
