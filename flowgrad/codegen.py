@@ -580,14 +580,16 @@ def make_caller(prog, gen):
     finish = prog.backend.finish
     if type(prog.backend).finish is Backend.finish:
         finish = None                 # the default finish hands the list back unchanged
-    fast = fast_binder(prog)
     sc = gen.scalar
-    copies = tuple(getattr(prog, "_copy_outs", ()))   # outputs that alias a leaf's storage
+    copies = tuple(prog._copy_outs)    # outputs that alias a leaf's storage
 
     if sc is None:
         fn = gen.array_fn
-        if fast is not None and finish is None and not copies and not single:
-            return fast_binder(prog, fn)   # nothing to do after the plan: one function
+        if finish is None and not copies and not single:
+            whole = fast_binder(prog, fn)  # nothing to do after the plan: one function
+            if whole is not None:
+                return whole
+        fast = fast_binder(prog)       # None exactly when ``whole`` was (same tests)
 
         def call(args, kwargs):
             vals = fast(args, kwargs) if fast is not None else None

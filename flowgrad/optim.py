@@ -215,7 +215,11 @@ class Optimizer:
             bound = None
         if bound is None or bound.variables is not self.variables:
             bound = self._rebind(prog)
-        sgd = bound.sgd if getattr(self._update, "__func__", None) is _SGD_UPDATE else None
+        sgd = None
+        if getattr(self._update, "__func__", None) is _SGD_UPDATE and bound.ndarray is not None:
+            if bound.sgd is None:        # written once per binding, for SGD only
+                bound.sgd = _sgd_function(bound)
+            sgd = bound.sgd
         self._last = last = (weakref.ref(prog), bound, sgd)
         return last
 
@@ -310,7 +314,7 @@ class _Binding:
             self.ndarray is not None and v.shape == () and v.dtype == f64
             and g.shape == () and g.dtype == f64
             for v, g in zip(variables, prog.outputs[1:]))
-        self.sgd = _sgd_function(self) if self.ndarray is not None else None
+        self.sgd = None              # SGD's written-out step (Optimizer._lookup makes it)
 
 
 def _sgd_function(bound):
