@@ -21,6 +21,12 @@ class DifferentiationError(FlowgradError, TypeError):
     """An op lacks the rule asked for, or a derivative is asked of a non-scalar."""
 
 
+class UsageError(FlowgradError, TypeError):
+    """A flowgrad function called with an argument of the wrong kind: a number where a node
+    is wanted, ``None`` for a program's outputs, a dtype name flowgrad does not know, or a
+    node used where only a value can go (``float(node)``). Raised before anything is built."""
+
+
 class BackendError(FlowgradError, RuntimeError):
     """A backend that is unknown, not installed, or has no device to run on."""
 
