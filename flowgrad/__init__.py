@@ -33,4 +33,5 @@ from . import random  # noqa: F401  (fg.random.normal …: random draws as nodes
 from . import nn  # noqa: F401  (layers, initialisers, dropout)
 from . import metrics  # noqa: F401
 from .summary import summary  # noqa: F401
+from .audit import precision_audit  # noqa: F401  (float32 against float64, node by node)
 from .fit import Callback, EarlyStopping, History  # noqa: F401  (opt.fit's pieces)
