@@ -14,7 +14,8 @@ from flowgrad.ops import REGISTRY
 OUT = pathlib.Path(__file__).with_name("ops.md")
 FAMILY = {"elementwise": "Elementwise", "nn": "Model", "reductions": "Reductions",
           "shape": "Shape", "indexing": "Indexing", "linalg": "Linear algebra",
-          "creation": "Creation", "broadcast": "Broadcasting", "higher_order": "Higher order"}
+          "creation": "Creation", "broadcast": "Broadcasting", "higher_order": "Higher order",
+          "losses": "Losses", "classification": "Classification"}
 
 
 def _split(doc: str) -> tuple[str, str]:

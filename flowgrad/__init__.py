@@ -7,7 +7,7 @@ it once, run it on numpy or another backend, draw it. See README.md and docs/
 from .errors import (BackendError, DifferentiationError, FeedError,  # noqa: F401
                      FlowgradError, GradientCheckError, GraphError, ShapeError)
 from .errors import GraphFileError  # noqa: F401
-from .errors import NumericsError, RunError  # noqa: F401
+from .errors import NumericsError, RunError, UsageError  # noqa: F401
 from .numerics import detect_anomaly  # noqa: F401
 from .graph import Graph, Node, default_graph, name_scope, reset_default_graph  # noqa: F401
 from .composite import composite  # noqa: F401
@@ -33,4 +33,5 @@ from . import random  # noqa: F401  (fg.random.normal …: random draws as nodes
 from . import nn  # noqa: F401  (layers, initialisers, dropout)
 from . import metrics  # noqa: F401
 from .summary import summary  # noqa: F401
+from .audit import precision_audit  # noqa: F401  (float32 against float64, node by node)
 from .fit import Callback, EarlyStopping, History  # noqa: F401  (opt.fit's pieces)

@@ -16,7 +16,7 @@ import weakref
 
 import numpy as np
 
-from .errors import DifferentiationError
+from .errors import DifferentiationError, UsageError
 from .graph import Node, gc_paused, same_graph
 from .leaves import _constant_in
 
@@ -57,9 +57,25 @@ def _on_path(graph, order, sources) -> set[int]:
     return active
 
 
-def _as_list(x):
+def _as_list(x, fn="grad", what="wrt"):
+    """``x`` (a node, or a list/tuple of nodes) as a list, and whether it was one node."""
     single = isinstance(x, Node)
-    return ([x] if single else list(x)), single
+    if single:
+        return [x], True
+    if not isinstance(x, (list, tuple)):
+        raise UsageError(f"{fn}: {what} must be a node or a list of nodes, got "
+                         f"{type(x).__name__} {x!r}")
+    for item in x:
+        if not isinstance(item, Node):
+            raise UsageError(f"{fn}: {what} must be nodes, got {type(item).__name__} {item!r}")
+    return list(x), False
+
+
+def _require_node(y, fn):
+    """The output differentiated must be a node of a graph, not a number or an array."""
+    if not isinstance(y, Node):
+        raise UsageError(f"{fn}: the output to differentiate must be a flowgrad node, got "
+                         f"{type(y).__name__} {y!r}")
 
 
 def _seed(y):
@@ -78,6 +94,9 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
 
     ``seed`` is v̄_y (default 1, which needs a scalar ``y``).
     """
+    _require_node(y, "adjoints")
+    if wrt is not None:
+        _as_list(wrt, "adjoints")
     return _adjoints(y, wrt, seed)
 
 
@@ -207,6 +226,7 @@ def grad(y: Node, wrt):
 
     A node that ``y`` does not depend on gets a zeros node of its shape.
     """
+    _require_node(y, "grad")
     wrt, single = _as_list(wrt)
     _seed(y)  # fail early, naming y, if it is not a scalar
     _check_wrt(wrt)
@@ -222,7 +242,7 @@ def _check_wrt(xs):
     than hand back zeros that look like an answer."""
     for x in xs:
         if not isinstance(x, Node):
-            raise TypeError(f"grad: wrt must be nodes, got {type(x).__name__}")
+            raise UsageError(f"grad: wrt must be nodes, got {type(x).__name__} {x!r}")
         if not _differentiable(x.dtype):
             raise DifferentiationError(
                 f"cannot differentiate with respect to {x.name!r} of dtype {x.dtype}: only "
@@ -232,7 +252,8 @@ def _check_wrt(xs):
 def vjp(y: Node, x, ybar):
     """ȳᵀ J: the reverse-mode product of the cotangent ``ybar`` (shape of y) with ∂y/∂x."""
     from flowgrad.ops import as_node
-    xs, single = _as_list(x)
+    _require_node(y, "vjp")
+    xs, single = _as_list(x, "vjp", "x")
     _check_wrt(xs)
     ybar = as_node(ybar, y.graph)
     if ybar.shape != y.shape and None not in y.shape:
@@ -251,7 +272,8 @@ def jvp(y: Node, x, xdot):
     ``x`` and ``xdot`` may be lists of equal length.
     """
     from flowgrad.ops import as_node
-    xs, single = _as_list(x)
+    _require_node(y, "jvp")
+    xs, single = _as_list(x, "jvp", "x")
     xdots = [xdot] if single else list(xdot)
     if len(xs) != len(xdots):
         raise DifferentiationError(f"jvp: {len(xs)} inputs but {len(xdots)} tangents")

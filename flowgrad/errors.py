@@ -21,6 +21,12 @@ class DifferentiationError(FlowgradError, TypeError):
     """An op lacks the rule asked for, or a derivative is asked of a non-scalar."""
 
 
+class UsageError(FlowgradError, TypeError):
+    """A flowgrad function called with an argument of the wrong kind: a number where a node
+    is wanted, ``None`` for a program's outputs, a dtype name flowgrad does not know, or a
+    node used where only a value can go (``float(node)``). Raised before anything is built."""
+
+
 class BackendError(FlowgradError, RuntimeError):
     """A backend that is unknown, not installed, or has no device to run on."""
 
@@ -54,6 +60,20 @@ class NumericsError(FlowgradError, FloatingPointError):
         super().__init__(message)
         self.node = node
         self.trace = trace
+        #: the recognised trap (flowgrad.explain.Explanation), or None
+        self.explanation = None
+
+    def explain(self) -> str:
+        """The likely cause and the usual fix, when the culprit matches a known trap
+        (an untaken where branch, log or division at 0, sqrt at 0 in the backward pass,
+        exp overflow); else says that none was recognised."""
+        if self.explanation is None:
+            from .explain import explain
+            self.explanation = explain(self.node, self.trace)
+        if self.explanation is None:
+            return ("no known trap recognised at this node: look at its inputs' values in "
+                    "the message, and draw the trace with fg.viz.draw(err)")
+        return str(self.explanation)
 
 
 class OptimizerError(FlowgradError, ValueError):

@@ -583,6 +583,18 @@ class Node:
         raise TypeError("a flowgrad Node has no truth value until it is run; "
                         "use fg.where / fg.maximum to build a branch")
 
+    def _no_value(self, what):
+        from .errors import UsageError
+        raise UsageError(f"{what} of node {self.name!r}: a node has no value until it is run; "
+                         f"use fg.run({self.name}) (or prog(feed)) and convert the result")
+
+    # float(node), int(node), np.asarray(node): each would otherwise fail with a message that
+    # never says why (or, for numpy, silently make a 0-d object array holding the handle)
+    def __float__(self): self._no_value("float()")
+    def __int__(self): self._no_value("int()")
+    def __complex__(self): self._no_value("complex()")
+    def __array__(self, dtype=None, copy=None): self._no_value("a numpy array")
+
     __hash__ = object.__hash__
 
     # -- operators (the ops module is imported lazily: it imports this one) ----

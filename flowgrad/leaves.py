@@ -6,6 +6,7 @@ import numbers
 
 import numpy as np
 
+from .dtypes import as_dtype
 from .errors import FeedError, ShapeError
 from .graph import Node, default_graph
 
@@ -25,9 +26,7 @@ def placeholder(name: str, shape=(), dtype="float64") -> Node:
     """A value fed at run time, by ``name`` or by node; ``None`` in ``shape`` = any length."""
     if not isinstance(name, str) or not name:
         raise ValueError("a placeholder needs a non-empty string name (it is fed by name)")
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "biufc":
-        raise TypeError(f"placeholder {name!r}: dtype must be numeric, got {dtype}")
+    dtype = as_dtype(dtype, f"placeholder {name!r}")
     g = default_graph()
     return g.add_node(None, (), {}, _as_shape(shape), dtype, name=name,
                       kind="placeholder", exact_name=True)
@@ -65,6 +64,8 @@ def _constant_in(g, value, name=None, dtype=None) -> Node:
 def _numeric_array(value, dtype, what):
     """``value`` as a numpy array of numbers (bool, int, float, complex); strings,
     objects and ragged lists are a TypeError naming what was being made."""
+    if dtype is not None:
+        dtype = as_dtype(dtype, what)
     try:
         arr = np.array(value, dtype=dtype if dtype is not None else _default_dtype(value))
     except (ValueError, TypeError) as e:

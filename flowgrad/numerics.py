@@ -18,6 +18,7 @@ import threading
 
 from .errors import NumericsError
 from . import diagnose
+from .explain import explain
 
 class _State(threading.local):
     on = False  # a class default: every thread starts off, and reading it is one look-up
@@ -104,9 +105,12 @@ def _error(prog, vals, node, k, fed=False) -> NumericsError:
         head = (f"{node.name!r} ({op}) produced {bad} from finite inputs; it is {kind}"
                 + (f"; built at {where}" if where else "") +
                 f"\n    value: {diagnose.summarize(value)}\n{diagnose.input_lines(node, ins)}")
-    err = NumericsError(head + "\n  err.trace holds every value computed so far; "
+    trace = _trace(prog, vals, node)
+    found = None if fed else explain(node, trace)
+    hint = f"\n  {found}" if found is not None else ""
+    err = NumericsError(head + hint + "\n  err.trace holds every value computed so far; "
                         "fg.viz.draw(err) draws it with this node in red", node=node)
-    err.trace = _trace(prog, vals, node)
+    err.trace, err.explanation = trace, found
     return err
 
 

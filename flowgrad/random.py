@@ -28,6 +28,7 @@ import numbers
 
 import numpy as np
 
+from .dtypes import as_dtype
 from .errors import ShapeError
 from .graph import Node, default_graph
 from .ops.base import NONDIFF, Op, apply, as_node, fmt_shape, _user_line
@@ -187,7 +188,7 @@ def _make(what, dist, params, shape, like, dtype, seed, name):
     shape = _check_shape(shape, like, what)
     if dtype is None:
         dtype = like.dtype if like is not None and like.dtype.kind == "f" else np.float64
-    dtype = np.dtype(dtype)
+    dtype = as_dtype(dtype, f"fg.random.{what}")
     if dtype.kind not in ("f", "b") and not (dist == "bernoulli" and dtype.kind in "iu"):
         raise TypeError(f"fg.random.{what}: dtype must be a float"
                         f"{' (or bool or int)' if dist == 'bernoulli' else ''}, got {dtype}")

@@ -30,7 +30,7 @@ from operator import itemgetter
 
 from .autodiff import ancestors
 from .backends import get_backend
-from .errors import FeedError
+from .errors import FeedError, UsageError
 from .graph import Node, gc_paused, same_graph
 from .simplify import simplify
 from .ops.base import Op
@@ -44,9 +44,14 @@ from . import codegen as _codegen
 def _as_outputs(outputs):
     if isinstance(outputs, Node):
         return [outputs], True
-    outputs = list(outputs)
+    given = outputs
+    try:  # any iterable of nodes (a list, a tuple, a dict's values) but a string
+        outputs = None if isinstance(outputs, (str, bytes)) else list(outputs)
+    except TypeError:
+        outputs = None
     if not outputs or not all(isinstance(o, Node) for o in outputs):
-        raise TypeError("compile takes a node or a non-empty list of nodes")
+        raise UsageError("compile takes a node or a non-empty list of nodes, got "
+                         f"{type(given).__name__} {given!r}")
     return outputs, False
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowgrad.dtypes import as_dtype
 from flowgrad.errors import FeedError
 
 from .base import NONDIFF, Op, apply, as_node, normalize_axis, shape_error
@@ -100,7 +101,7 @@ def one_hot(labels, depth, axis=-1, dtype="float64"):
     if not isinstance(axis, (int, np.integer)) or not -nd <= axis < nd:
         raise shape_error("one_hot", (labels,), f"axis {axis!r} is out of range for the "
                                                 f"{nd}-d result")
-    dtype = np.dtype(dtype)
+    dtype = as_dtype(dtype, "one_hot")
     if dtype.kind not in "biuf":
         raise shape_error("one_hot", (labels,), f"cannot build one-hot rows of dtype {dtype}")
     return apply(_one_hot_op, labels, depth=int(depth), axis=int(axis) % nd, dtype=dtype)

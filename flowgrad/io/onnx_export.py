@@ -26,6 +26,8 @@ import numpy as np
 from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph, Node, same_graph
 
+from .onnx_pin import Pinning, pin
+
 OPSET = 18
 
 
@@ -57,6 +59,7 @@ class Emitter:
         self.prefix = ""           # "name/" while exporting a decomposition
         self.node = None           # the flowgrad node being converted
         self.tensor = {}           # flowgrad node id -> tensor name (one graph at a time)
+        self.pinning = Pinning()   # export_onnx(feed=...): pinned placeholders, folded wheres
 
     # -- names --------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -145,13 +148,23 @@ def _emit_graph(e: Emitter, graph: Graph, order, bound: dict) -> dict:
     from .onnx_ops import CONVERTERS
     data = graph.nx.nodes
     saved, e.tensor = e.tensor, dict(bound)
+    # a decomposition's scratch graph has ids of its own: pins belong to the model's graph
+    pinned = e.pinning if not e.prefix else Pinning()
     try:
         for nid in order:
             n = graph.node(nid)
             kind = data[nid]["kind"]
             if nid in bound:
                 continue
-            if kind == "placeholder":
+            if nid in pinned.alias:        # a where folded onto the branch it takes
+                taken = pinned.alias[nid]
+                if taken in e.tensor:
+                    e.tensor[nid] = e.tensor[taken]
+                    continue
+            if kind == "placeholder" and nid in pinned.values:
+                e.node = n
+                e.tensor[nid] = _rename_last(e, e.const(pinned.values[nid]), n)
+            elif kind == "placeholder":
                 _emit_input(e, n)
             elif kind == "variable":
                 name = e.fresh(e.prefix + n.name)
@@ -248,16 +261,25 @@ def _decomposed(e: Emitter, n: Node) -> str:
         e.node, e.prefix = node, prefix
 
 
-def export_onnx(outputs, path, *, opset: int = OPSET, check: bool = True) -> pathlib.Path:
+def export_onnx(outputs, path, *, opset: int = OPSET, check: bool = True,
+                feed=None) -> pathlib.Path:
     """Write ``outputs`` (a node or a list, e.g. ``[loss, *fg.grad(loss, params)]``) and
     everything they depend on to ``path`` as an ONNX model; graph outputs are named
-    after the nodes. ``check`` runs onnx.checker on the result. Returns the path."""
+    after the nodes. ``check`` runs onnx.checker on the result. Returns the path.
+
+    ``feed`` ({placeholder or name: value}) pins placeholders to constants in the file,
+    and a ``where`` on a pinned 0-d condition keeps only its taken branch: ``feed={training:
+    False}`` exports a model with dropout or batch norm in inference mode."""
     from flowgrad.autodiff import ancestors
     onnx = _onnx()
     outs = _outputs(outputs)
     graph = outs[0].graph
     e = Emitter(onnx)
-    e.tensor = _emit_graph(e, graph, ancestors(outs), {})
+    e.pinning = pin(outs, ancestors(outs), feed)
+    e.tensor = _emit_graph(e, graph, e.pinning.order, {})
+    for nid, taken in e.pinning.alias.items():   # an output that is a folded where
+        if taken in e.tensor:
+            e.tensor.setdefault(nid, e.tensor[taken])
     out_infos = []
     for o in outs:
         name = e.tensor.get(o.id)

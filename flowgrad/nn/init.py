@@ -27,6 +27,8 @@ import numbers
 
 import numpy as np
 
+from ..dtypes import as_dtype
+
 __all__ = ["zeros", "ones", "constant", "normal", "uniform", "glorot_uniform",
            "glorot_normal", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
            "fans", "get", "rng"]
@@ -52,7 +54,7 @@ def _shape(shape) -> tuple:
 
 
 def _float(dtype):
-    dtype = np.dtype(dtype)
+    dtype = as_dtype(dtype, "initial values")
     if dtype.kind != "f":
         raise TypeError(f"random initial values are floats, not {dtype}")
     return dtype

@@ -1,0 +1,207 @@
+"""``fg.precision_audit``: where does a lower precision lose the digits of a graph?
+
+The graph of ``outputs`` is rebuilt with every float (and complex) dtype lowered, e.g.
+float64 → float32, and both copies run on the same feed. Each node's error is the
+norm-wise relative error of its low-precision value against the reference,
+``max|v₃₂ − v₆₄| / max|v₆₄|``. Error that merely flows from an input is not the node's
+fault; a node is **marked** where its error exceeds ``factor`` times the largest error of
+its inputs (with the unit roundoff of the low dtype as a floor, so an exact input still
+allows the rounding of one operation). That is where digits are lost: cancellation in
+``(1 + x) − 1``, ``exp`` of a large argument, ``1 − σ(z)`` near 1. The report names the
+node, its op, the user's line, the digits lost, and the stable form where one exists.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backends import to_numpy
+from .errors import UsageError
+from .graph import Graph, Node
+
+_LOWER = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.complex64)}
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One node of the audit: its relative ``error``, the ``digits`` lost beyond one
+    rounding, whether it ``created`` the error (it grew past ``factor`` × its inputs'),
+    and a stable ``suggestion`` (or None)."""
+    node: Node
+    error: float
+    digits: float
+    created: bool
+    suggestion: str | None
+
+    @property
+    def op(self) -> str:
+        return self.node.op.name if self.node.op is not None else self.node.kind
+
+
+class PrecisionAudit:
+    """The result of ``fg.precision_audit``: ``rows`` (one per node, in evaluation order),
+    ``error(node)``, ``worst`` (the node that created the most error), ``marked`` (the rows
+    that created error), ``table()``; ``fg.viz.draw(audit)`` shades the graph by it."""
+
+    def __init__(self, rows, dtype, reference, trace):
+        self.rows, self.dtype, self.reference, self.trace = rows, dtype, reference, trace
+        self._by_id = {r.node.id: r for r in rows}
+
+    def error(self, node) -> float:
+        """``node``'s norm-wise relative error in the low dtype against the reference."""
+        try:
+            return self._by_id[node.id].error
+        except KeyError:
+            raise KeyError(f"{node.name!r} is not part of this audit") from None
+
+    @property
+    def marked(self) -> list[AuditRow]:
+        return [r for r in self.rows if r.created]
+
+    @property
+    def worst(self) -> Node | None:
+        """The node that created the most error (the most digits lost where it arose)."""
+        rows = self.marked or self.rows
+        return max(rows, key=lambda r: (r.digits, r.error)).node if rows else None
+
+    def table(self) -> str:
+        """The marked nodes, most digits lost first, as text."""
+        lines = [f"precision audit: {self.dtype} against {self.reference}; "
+                 f"{len(self.marked)} node(s) lose digits"]
+        for r in sorted(self.marked, key=lambda r: -r.digits):
+            at = f" at {r.node.where}" if r.node.where else ""
+            lines.append(f"  {r.node.name!r} ({r.op}){at}: relative error {r.error:.3g}, "
+                         f"{r.digits:.1f} digits lost")
+            if r.suggestion:
+                lines.append(f"      try: {r.suggestion}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return self.table()
+
+
+def precision_audit(outputs, feed=None, dtype="float32", factor: float = 10.0) -> PrecisionAudit:
+    """Run ``outputs`` (a node or a list) in ``dtype`` and in the graph's own precision on
+    ``feed``, side by side, and report where the lower precision loses digits."""
+    from .dtypes import as_dtype
+    from .scheduler import Program, _as_outputs
+    outs, _ = _as_outputs(outputs)
+    low = as_dtype(dtype, "precision_audit")
+    if low.kind not in "fc":
+        raise UsageError(f"precision_audit: dtype must be a float dtype, got {low}")
+    graph = outs[0].graph
+    ids = graph.ancestors([o.id for o in outs])
+    twin = lowered_copy(graph, ids, low)
+    feed = _resolve_feed(graph, feed or {})
+    ref = Program(outs, keep_all=True).values(feed)
+    lowered = Program([twin[o.id] for o in outs], keep_all=True).values(
+        {twin[k.id]: v for k, v in feed.items() if k.id in twin})
+    values = {nid: (_host(ref[nid]), _host(lowered[twin[nid].id]))
+              for nid in ids if nid in ref and twin[nid].id in lowered}
+    return _report(graph, ids, values, low, factor)
+
+
+def _resolve_feed(graph, feed) -> dict:
+    from .feeds import resolve
+    return {graph.node(nid): value for nid, value in resolve(graph, feed).items()}
+
+
+def _host(value):
+    return np.asarray(to_numpy(value))
+
+
+def lowered_copy(graph, ids, low) -> dict:
+    """{old id: new node}: the nodes ``ids`` of ``graph`` rebuilt in a fresh graph with
+    every float64 (complex128) dtype lowered to ``low`` (and its complex partner). Weak
+    Python scalars stay weak; integer and bool values are unchanged. A loop over ids."""
+    from .leaves import _constant_in, placeholder, variable
+    from .ops.base import apply
+    lower = {k: (low if v.kind == low.kind else v) for k, v in _LOWER.items()}
+    if low.kind == "f":
+        lower[np.dtype(np.complex128)] = np.result_type(low, np.complex64)
+    new, twin = Graph(), {}
+    data = graph.nx.nodes
+    with new:
+        for nid in ids:
+            n, d = graph.node(nid), data[nid]
+            dt = lower.get(n.dtype, n.dtype)
+            if d["kind"] == "placeholder":
+                twin[nid] = placeholder(n.name, n.shape, dt)
+            elif d["kind"] == "variable":
+                twin[nid] = variable(_host(n.value).astype(dt), name=n.name)
+            elif d["kind"] == "constant":
+                value = d["value"] if d["weak"] else _host(d["value"]).astype(dt)
+                twin[nid] = _constant_in(new, value)
+            else:
+                attrs = {k: lower.get(v, v) if isinstance(v, np.dtype) else v
+                         for k, v in n.attrs.items()}
+                twin[nid] = apply(n.op, *[twin[i.id] for i in n.inputs], **attrs)
+    return twin
+
+
+def _relative_error(ref, low) -> float:
+    if ref.dtype.kind not in "fc" or ref.size == 0:
+        return 0.0
+    ref64 = ref.astype(np.complex128 if ref.dtype.kind == "c" else np.float64)
+    diff = np.abs(low.astype(ref64.dtype) - ref64)
+    both_bad = ~np.isfinite(ref64) & (low.astype(ref64.dtype) == ref64)
+    diff = np.where(both_bad, 0.0, diff)
+    scale = float(np.max(np.abs(np.where(np.isfinite(ref64), ref64, 0.0)), initial=0.0))
+    worst = float(np.max(diff, initial=0.0))
+    if worst == 0.0:
+        return 0.0
+    return math.inf if scale == 0.0 or not math.isfinite(worst) else worst / scale
+
+
+def _report(graph, ids, values, low, factor) -> PrecisionAudit:
+    unit = float(np.finfo(low).eps) / 2
+    errors, rows = {}, []
+    for nid in ids:
+        if nid not in values:
+            continue
+        n = graph.node(nid)
+        err = _relative_error(*values[nid])
+        errors[nid] = err
+        inherited = max([errors.get(i.id, 0.0) for i in n.inputs], default=0.0)
+        created = n.op is not None and err > factor * max(inherited, unit)
+        digits = math.log10(err / unit) if err > unit else 0.0
+        if not math.isfinite(digits):
+            digits = -math.log10(unit)
+        rows.append(AuditRow(n, err, digits, created, suggest(n) if created else None))
+    return PrecisionAudit(rows, low, graph.node(ids[-1]).dtype if ids else None, None)
+
+
+def _op(node) -> str | None:
+    return node.op.name if node is not None and node.op is not None else None
+
+
+def _is_one(node) -> bool:
+    d = node._d
+    if d.get("kind") != "constant" or node.shape != ():
+        return False
+    return float(np.asarray(to_numpy(d["value"]))) == 1.0
+
+
+def suggest(node) -> str | None:
+    """The stable form of a pattern known to lose digits at ``node``, or None."""
+    op, ins = _op(node), node.inputs
+    if op == "sub" and any(_op(i) == "add" and any(_is_one(j) for j in i.inputs) for i in ins):
+        return "(1 + x) − 1 cancels: use x itself, or fg.log1p / expm1-style forms"
+    if op == "log" and _op(ins[0]) == "add" and any(_is_one(j) for j in ins[0].inputs):
+        inner = [j for j in ins[0].inputs if not _is_one(j)]
+        if inner and _op(inner[0]) == "exp":
+            return "log(1 + exp(z)): use fg.softplus(z)"
+        return "log(1 + x): use fg.log1p(x)"
+    if op == "log" and _op(ins[0]) == "sum" and _op(ins[0].inputs[0]) == "exp":
+        return "log(sum(exp(z))): use fg.logsumexp(z)"
+    if op == "log" and _op(ins[0]) == "sigmoid":
+        return "log(σ(z)): use −fg.softplus(−z), or fg.bce_with_logits for a loss"
+    if op == "sub" and _is_one(ins[0]) and _op(ins[1]) == "sigmoid":
+        return "1 − σ(z): use fg.sigmoid(−z)"
+    if op in ("sub", "add"):
+        return "cancellation of nearly equal terms: rewrite the difference algebraically"
+    if op == "exp":
+        return "exp magnifies its input's error by |z|: stay in log space (fg.logsumexp)"
+    return None

@@ -1,0 +1,70 @@
+"""fg.precision_audit (issue 23): each node's float32 error against float64, and the node
+where digits are lost marked, with the stable form suggested."""
+import numpy as np
+import pytest
+
+import flowgrad as fg
+
+
+@pytest.fixture
+def g():
+    with fg.Graph() as graph:
+        yield graph
+
+
+def test_cancellation_is_the_worst_node(g):
+    x = fg.placeholder("x", (3,))
+    w = fg.variable(np.array([0.5, 2.0, -1.0]), name="w")
+    onepx = (1 + x).named("onepx")
+    cancel = (onepx - 1).named("cancel")
+    loss = fg.sum(cancel * w).named("loss")
+    X = np.array([1e-6, 2e-7, 3e-8])
+    aud = fg.precision_audit(loss, {x: X}, dtype="float32")
+    assert aud.worst is cancel
+    # the error by hand, in numpy: float32 (1 + x) − 1 against float64
+    x32 = X.astype(np.float32)
+    by_hand = np.max(np.abs(((np.float32(1) + x32) - np.float32(1)).astype(float) - ((1 + X) - 1)))
+    assert aud.error(cancel) == pytest.approx(by_hand / np.max(np.abs((1 + X) - 1)), rel=1e-12)
+    assert aud.error(onepx) < 1e-7                      # one rounding: not marked
+    assert [r.node for r in aud.marked] == [cancel]    # the loss only inherits it
+    row = aud.marked[0]
+    assert row.digits > 4 and "(1 + x) − 1 cancels" in row.suggestion
+    assert "'cancel' (sub)" in aud.table() and "digits lost" in aud.table()
+
+
+@pytest.mark.parametrize("build, hint", [
+    (lambda x: fg.log(1 + x), "fg.log1p"),
+    (lambda x: 1 - fg.sigmoid(x + 17.0), "fg.sigmoid(−z)"),
+])
+def test_unstable_forms_are_marked_with_their_stable_form(g, build, hint):
+    x = fg.placeholder("x", (2,))
+    y = build(x)
+    aud = fg.precision_audit(fg.sum(y), {x: np.array([3e-8, 1e-7])})
+    assert aud.worst is y or aud.worst in y.inputs
+    assert any(hint in (r.suggestion or "") for r in aud.marked)
+
+
+def test_stable_forms_are_not_marked(g):
+    x = fg.placeholder("x", (2,))
+    loss = fg.sum(fg.log1p(x) + fg.sigmoid(-(x + 17.0)))
+    aud = fg.precision_audit(loss, {"x": np.array([3e-8, 1e-7])})
+    assert aud.marked == []
+    assert max(r.error for r in aud.rows) < 1e-6
+
+
+def test_same_precision_has_no_error_and_ints_pass_through(g):
+    x = fg.placeholder("x", (3,))
+    i = fg.placeholder("i", (), dtype="int64")
+    y = fg.sum(x * 3.0) + i
+    aud = fg.precision_audit(y, {x: np.array([0.1, 0.2, 0.3]), i: 7}, dtype="float64")
+    assert all(r.error == 0.0 for r in aud.rows) and aud.marked == []
+
+
+def test_bad_dtype_is_a_usage_error(g):
+    x = fg.placeholder("x", ())
+    with pytest.raises(fg.UsageError, match="must be a float dtype, got int32"):
+        fg.precision_audit(x * 2, {x: 1.0}, dtype="int32")
+    with pytest.raises(fg.UsageError, match="not one flowgrad knows"):
+        fg.precision_audit(x * 2, {x: 1.0}, dtype="f32")
+    with pytest.raises(KeyError, match="not part of this audit"):
+        fg.precision_audit(x * 2, {x: 1.0}).error(fg.placeholder("other", ()))

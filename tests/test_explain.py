@@ -1,0 +1,95 @@
+"""Explained NaNs (issue 23): the locator names the classic trap and its usual fix, in
+the NumericsError's message and in err.explain()."""
+import numpy as np
+import pytest
+
+import flowgrad as fg
+
+
+def _caught(outputs, feed):
+    with pytest.raises(fg.NumericsError) as info:
+        fg.compile(outputs, check_numerics=True)(feed)
+    return info.value
+
+
+@pytest.fixture
+def g():
+    with fg.Graph() as graph:
+        yield graph
+
+
+def test_untaken_where_branch_forward(g):
+    x = fg.placeholder("x", (3,))
+    y = fg.where(x > 0, fg.log(x).named("logx"), 0.0).named("safe_log")
+    loss = fg.sum(y)
+    err = _caught([loss, fg.grad(loss, x)], {x: np.array([-1.0, 0.5, 2.0])})
+    assert err.node.name == "logx"
+    assert err.explanation.name == "untaken where branch"
+    assert "the where 'safe_log' discards it" in err.explain()
+    assert "double where" in err.explain() and "double where" in str(err)
+
+
+def test_untaken_where_branch_backward(g):
+    x = fg.placeholder("x", (2,))
+    y = fg.where(x > 0, fg.sqrt(x), 0.0)     # forward finite at 0: sqrt(0) = 0
+    loss = fg.sum(y)
+    err = _caught(fg.grad(loss, x), {x: np.array([0.0, 4.0])})
+    assert "adjoint" in str(err)
+    assert err.explanation.name == "untaken where branch"
+    assert "0 · ∞ or 0 / 0 = NaN" in err.explain()
+
+
+def test_sqrt_at_zero_in_the_backward_pass(g):
+    x = fg.placeholder("x", (3,))
+    norm = fg.sqrt(fg.sum(x * x)).named("norm")
+    err = _caught(fg.grad(norm, x), {x: np.zeros(3)})
+    assert err.explanation.name == "sqrt at 0 in the backward pass"
+    assert "'norm'" in err.explain() and "1e-12" in err.explain()
+
+
+def test_log_at_zero(g):
+    p = fg.placeholder("p", (3,))
+    t = fg.placeholder("t", (3,))
+    loss = -fg.sum(t * fg.log(p))
+    err = _caught(loss, {p: np.array([0.5, 0.5, 0.0]), t: np.array([0.0, 1.0, 0.0])})
+    assert err.explanation.name == "log at 0"
+    assert "log_softmax" in err.explain() and "log1p" in err.explain()
+
+
+def test_log_of_a_negative(g):
+    p = fg.placeholder("p", ())
+    err = _caught(fg.log(p), {p: -1.0})
+    assert "negative" in err.explanation.cause
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_exp_overflow_at_the_boundary(g, dtype):
+    z = fg.placeholder("z", (2,), dtype=dtype)
+    prog = fg.compile(fg.exp(z), check_numerics=True)
+    last_ok = np.asarray(np.log(np.finfo(dtype).max), dtype)
+    with np.errstate(over="ignore"):
+        while not np.isfinite(np.exp(last_ok)):
+            last_ok = np.nextafter(last_ok, np.asarray(0, dtype))
+    first_bad = np.nextafter(last_ok, np.asarray(np.inf, dtype))
+    prog(z=np.array([0.0, last_ok], dtype))            # the largest finite exp: no error
+    with pytest.raises(fg.NumericsError) as info:
+        prog(z=np.array([0.0, first_bad], dtype))
+    assert info.value.explanation.name == "exp overflow"
+    assert "logsumexp" in info.value.explain()
+
+
+def test_division_by_zero(g):
+    a = fg.placeholder("a", (2,))
+    d = fg.placeholder("d", (2,))
+    err = _caught(a / d, {a: np.ones(2), d: np.array([1.0, 0.0])})
+    assert err.explanation.name == "division by zero"
+    assert "'d'" in err.explanation.cause
+
+
+def test_unrecognised_and_fed_nans_say_so(g):
+    x = fg.placeholder("x", ())
+    err = _caught(fg.tan(x) if hasattr(fg, "tan") else x * 1e308 * 10, {x: 1e308})
+    assert err.explanation is None and "no known trap" in err.explain()
+    with pytest.raises(fg.NumericsError) as info:
+        fg.compile(x * 2, check_numerics=True)(x=np.nan)
+    assert "no known trap" in info.value.explain()
