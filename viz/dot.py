@@ -378,10 +378,22 @@ def _edge_labels(scene, pairs, mode, precision, units=None):
         elif (i, j) not in scalar or mode == "derivative":
             argnums = [k for k, n in enumerate(h[j]._d["inputs"]) if n == i]
             names = [name(n) for n in h[j]._d["inputs"]]
+            shapes, out_shape = _traced_shapes(scene, h[j])
             # x * x: both arguments are x; one line per distinct rule, with its count
-            rules = Counter(L.rule_text(h[j], k, precision, names) for k in argnums)
+            rules = Counter(L.rule_text(h[j], k, precision, names, shapes, out_shape)
+                            for k in argnums)
             out[(i, j)] = "\n".join(r if n == 1 else f"{r}  (×{n})" for r, n in rules.items())
     return out
+
+
+def _traced_shapes(scene, node):
+    """(the inputs' shapes, the output's shape) as traced, or (None, None) to use the
+    static ones (lengths a graph leaves open are known in a trace)."""
+    values = [scene.value(n) for n in node.inputs] + [scene.value(node)]
+    if any(v is None for v in values):
+        return None, None
+    shapes = [tuple(getattr(v, "shape", np.shape(v))) for v in values]
+    return shapes[:-1], shapes[-1]
 
 
 def _namer(scene, units, precision):
@@ -397,8 +409,7 @@ def _namer(scene, units, precision):
 def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
     """{(i, box): text} for edges from a node into a collapsed composite: on scalar edges
     of a trace the composite's local derivative ∂out/∂v_i = Σ_j v̄_j ∂v_j/∂v_i / v̄_out
-    (its members' summands over its one output's v̄), else its rule by the composite's
-    name when one is known (``mse``: "ȳ += v̄ · 2(y − t) / n")."""
+    (its members' summands over its one output's v̄)."""
     if not mode:
         return {}
     into = {}
@@ -421,11 +432,8 @@ def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
                 local = sum(float(terms[(i, j)]) for j in js) / gbar
                 out[(i, box)] = "∂ " + L.fmt_number(local, precision)
             continue
-        record = groups(scene.graph).get(str(box), {})
-        args = [a for a in record.get("args", ()) if a not in set(boxes[box])]
-        if args.count(i) == 1 and record.get("label") in L.RULES:
-            rhs = L.rule_rhs(record["label"], [name(a) for a in args], str(box), args.index(i))
-            out[(i, box)] = f"{L.bar(name(i))} {rhs}"
+        # a composite's array edges carry no rule text: its rule is its members' (drawn
+        # with expand=), and a user's function of the same name as an op may differ
     return out
 
 

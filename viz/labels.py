@@ -11,6 +11,8 @@ import re
 
 import numpy as np
 
+from . import rules as R
+
 #: PyTensor's colour code: inputs green, shared variables yellow-green, constants
 #: spring green, outputs blue; op nodes pink like its Elemwise; derivative nodes peach.
 COLOURS = {
@@ -149,117 +151,36 @@ def op_text(node) -> str:
 
 
 # -- the rule that carries v̄ back along an edge -------------------------------------------
+# Each op's rule is declared once, in ``rules`` (an expression that prints the caption and
+# evaluates to the number beside it); these functions print it with the boxes' labels.
 
-#: op name -> one template per argument: "{0}", "{1}" are the operands, "{ans}" the output,
-#: and v̄ the output's adjoint. Ops missing here fall back to a generic "vjp" text.
-RULES = {
-    "add": ("+= v̄", "+= v̄"),
-    "sub": ("+= v̄", "−= v̄"),
-    "mul": ("+= v̄ · {1}", "+= v̄ · {0}"),
-    "div": ("+= v̄ / {1}", "−= v̄ · {ans} / {1}"),
-    "neg": ("−= v̄",),
-    "pow": ("+= v̄ · {1} {0}^({1}−1)", "+= v̄ · {ans} log {0}"),
-    "exp": ("+= v̄ · {ans}",),
-    "log": ("+= v̄ / {0}",),
-    "log1p": ("+= v̄ / (1 + {0})",),
-    "sqrt": ("+= v̄ / (2 {ans})",),
-    "tanh": ("+= v̄ · (1 − {ans}²)",),
-    "sin": ("+= v̄ · cos {0}",),
-    "cos": ("−= v̄ · sin {0}",),
-    "abs": ("+= v̄ · sign {0}",),
-    "relu": ("+= v̄ · [{0} > 0]",),
-    "sigmoid": ("+= v̄ · {ans}(1 − {ans})",),
-    "softplus": ("+= v̄ · σ({0})",),
-    "bce_with_logits": ("+= v̄ · (σ({0}) − {1})", "−= v̄ · {0}"),
-    "maximum": ("+= v̄ · [{0} ≥ {1}]", "+= v̄ · [{1} > {0}]"),
-    "minimum": ("+= v̄ · [{0} ≤ {1}]", "+= v̄ · [{1} < {0}]"),
-    "matmul": ("+= v̄ {1}ᵀ", "+= {0}ᵀ v̄"),
-    "sum": ("+= broadcast(v̄)",),
-    "mean": ("+= broadcast(v̄) / n",),
-    "transpose": ("+= v̄ᵀ",),
-    "reshape": ("+= reshape(v̄)",),
-    "broadcast_to": ("+= Σ v̄ to {0}'s shape",),
-    "expand_dims": ("+= squeeze(v̄)",),
-    "squeeze": ("+= expand_dims(v̄)",),
-    "sum_to": ("+= broadcast(v̄)",),
-    "broadcast_like": ("+= Σ v̄ to {0}'s shape", ""),
-    "getitem": ("+= scatter(v̄)",),
-    "logsumexp": ("+= v̄ · softmax({0})",),
-    # the model ops (primitives, or composite groups of the same name)
-    "linear": ("+= v̄ {1}ᵀ", "+= {0}ᵀ v̄", "+= Σ v̄"),
-    "mse": ("+= v̄ · 2({0} − {1}) / n", "−= v̄ · 2({0} − {1}) / n"),
-    "l2": ("+= v̄ · {0}",),
-    "softmax_cross_entropy": ("+= v̄ · (softmax({0}) − {1}) / n", "−= v̄ · log softmax({0}) / n"),
-}
-
-#: local derivatives whose textbook form reads better than the rule's own text
-LOCAL = {
-    "sigmoid": ("σ({0})(1 − σ({0}))",),
-    "tanh": ("1 − tanh²({0})",),
-    "exp": ("exp({0})",),
-    "softplus": ("σ({0})",),
-}
+def drawn_rule(child, argnum, names, ans, shapes=None, out_shape=None):
+    """(the ``Rule`` carrying v̄ from ``child`` back to its argument ``argnum``, the
+    context it is printed and evaluated in); ``shapes``/``out_shape``: traced shapes."""
+    c = R.context(child, argnum, names, ans, shapes, out_shape)
+    return R.rule(op_text(child), c), c
 
 
-def local_formula(op, names, ans, argnum, scalar=True) -> str | None:
-    """∂ans/∂(argument ``argnum``) as a formula over the box labels ``names``, read off the
-    rule that carries v̄ back ("+= v̄ · {1}" → "x"); None when the rule is not a product
-    with v̄ (matrix rules, scatters). ``scalar``: a mean's "/ n" is 1 and left out."""
-    local = LOCAL.get(op, ())
-    if argnum < len(local) and local[argnum]:
-        return local[argnum].format(*names, ans=ans)
-    table = RULES.get(op)
-    if table is None or argnum >= len(table) or not table[argnum]:
-        return None
-    sign, rest = table[argnum][:2], table[argnum][3:].strip()
-    if rest == "v̄":
-        body = "1"
-    elif rest.startswith("v̄ · "):
-        body = rest[len("v̄ · "):]
-    elif rest.startswith("v̄ / "):
-        body = "1 / " + rest[len("v̄ / "):]
-    else:
-        return None
-    body = body.format(*names, ans=ans)
-    if scalar:
-        body = body.replace(" / n", "")
-    return body if sign == "+=" else "−" + body
+def rule_text(child, argnum: int, precision: int = 4, names=None, shapes=None,
+              out_shape=None) -> str:
+    """The reverse rule of ``child``'s argument ``argnum`` as text, e.g. "W̄ += v̄ xᵀ";
+    ``names`` overrides the inputs' labels (an input drawn inside a composite's box)."""
+    names = names or [display_name(n, precision) for n in child.inputs]
+    rule, c = drawn_rule(child, argnum, names, display_name(child, precision), shapes,
+                         out_shape)
+    return f"{bar(names[argnum])} {rule.rhs(c)}"
 
 
 def node_local_formula(child, argnum, precision=4, names=None) -> str | None:
-    """``local_formula`` for an op node's argument, in the labels the boxes show."""
+    """∂child/∂(argument ``argnum``) as a formula over the labels the boxes show (the
+    factor of v̄ in the rule, or its textbook form: "σ(z)(1 − σ(z))"); None when the rule
+    is no such product (matrix rules, scatters)."""
     if child.op is None:
         return None
     names = names or [display_name(n, precision) for n in child.inputs]
-    return local_formula(op_text(child), names, display_name(child, precision), argnum,
-                         all(n.shape == () for n in child.inputs))
-
-
-def rule_rhs(op, names, ans, argnum) -> str:
-    """The right-hand side of a reverse rule over the labels ``names``: "+= v̄ · x"."""
-    table = RULES.get(op)
-    if table is not None and argnum < len(table) and table[argnum]:
-        return table[argnum].format(*names, ans=ans)
-    return f"+= vjp_{op}[{argnum}](v̄)"
-
-
-def rule_text(child, argnum: int, precision: int = 4, names=None) -> str:
-    """The reverse rule of ``child``'s argument ``argnum`` as text, e.g. "W̄ += v̄ xᵀ";
-    ``names`` overrides the inputs' labels (an input drawn inside a composite's box)."""
-    inputs = child.inputs
-    names = names or [display_name(n, precision) for n in inputs]
-    rhs = rule_rhs(op_text(child), names, display_name(child, precision), argnum)
-    if inputs[argnum].shape != child.shape and op_text(child) not in RULES_RESHAPING:
-        rhs += f" summed to {fmt_shape(inputs[argnum].shape)}"
-    return f"{bar(names[argnum])} {rhs}"
-
-
-#: ops whose rules already produce the input's shape (no broadcasting to undo)
-RULES_RESHAPING = {"matmul", "sum", "mean", "transpose", "reshape", "broadcast_to",
-                   "expand_dims", "squeeze", "sum_to", "broadcast_like", "getitem",
-                   "logsumexp", "concatenate", "stack", "trace", "det", "logdet", "inv",
-                   "solve", "norm", "eigvalsh", "dot", "outer", "reduced_size",
-                   "linear", "mse", "l2", "softmax_cross_entropy"}
+    c = R.context(child, argnum, names, display_name(child, precision))
+    expr = R.local(op_text(child), c)
+    return None if expr is None else expr.text(c)[0]
 
 
 # -- node labels ------------------------------------------------------------------------------

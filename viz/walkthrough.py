@@ -235,14 +235,8 @@ class _Plan:
         # one scalar output: every member's v̄ is v̄_U times its own ∂U/∂member, so the
         # summed terms divided by v̄_U are ∂U/∂o
         number = np.asarray(_host(term)) / gbar if gbar != 0 else None
-        args = self.args(U)
-        label = groups(self.trace.graph).get(str(U), {}).get("label", str(U))
-        formula = None
-        if args.count(o) == 1:
-            names = [self.name(self.unit[a]) for a in args]
-            formula = L.local_formula(label, names, self.name(U), args.index(o),
-                                      all(self.h[a].shape == () for a in args))
-        return number, formula
+        # no formula: a composite's is its members' (level="primitives" shows them)
+        return number, None
 
     def backward_step(self, u, step, total, terms, ones):
         head = [f"Backward pass: step {step} of {total}"]
@@ -276,12 +270,7 @@ class _Plan:
         if not self.is_group(U):
             return " ; ".join(L.rule_text(self.h[U], a, self.p, self.input_names(U))
                               for a, n in enumerate(self.h[U]._d["inputs"]) if n == o)
-        args = self.args(U)
-        label = groups(self.trace.graph).get(str(U), {}).get("label", str(U))
         name = self.name(self.unit[o])
-        if args.count(o) == 1 and label in L.RULES:
-            names = [self.name(self.unit[a]) for a in args]
-            return f"{L.bar(name)} " + L.rule_rhs(label, names, self.name(U), args.index(o))
         return f"{L.bar(name)} += v̄ carried back through {self.name(U)}'s {len(js)} node(s)"
 
     def scalar_sum(self, name, kids, summed, locs):
