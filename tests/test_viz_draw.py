@@ -270,3 +270,27 @@ def test_constants_false_folds_them_into_the_ops():
                      for k in folded)
     assert details == ["0.1 ·", "0.5 ·", "0.5 ·", "pow(·, 2)", "pow(·, 2)"]
     assert _text(nodes[f"n{n['L'].id}"]["label"]).startswith("L 0.5 ·")
+
+
+def test_draw_a_program_draws_its_structure():
+    with fg.Graph():
+        x = fg.placeholder("x")
+        y = fg.exp(x).named("y")
+        prog = fg.compile(y)
+        nodes, edges = _parse_dot(fg.viz.draw(prog).source)
+    assert set(nodes) == {f"n{x.id}", f"n{y.id}"}
+    assert _text(nodes[f"n{y.id}"]["label"]).strip() == "y exp · output"
+    assert edges[0][2]["label"] == "x̄ += v̄ · y"
+
+
+def test_walkthrough_of_anything_but_a_trace_says_it_needs_one():
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        loss = fg.exp(x)
+        prog = fg.compile(loss)
+        for what in (prog, loss, g, [loss]):
+            with pytest.raises(fg.viz.NeedsTraceError,
+                               match=r"needs a Trace: prog\.trace\(feed\)") as info:
+                fg.viz.walkthrough(what)
+            assert isinstance(info.value, fg.FlowgradError)
+            assert isinstance(info.value, TypeError)

@@ -71,7 +71,10 @@ class _Scene:
     """The nodes to draw and the numbers known about them."""
 
     def __init__(self, what, loss, wrt, backward, highlight=None):
+        from flowgrad.scheduler import Program
         from flowgrad.tracing import Trace
+        if isinstance(what, Program):      # its structure: the outputs and what they need
+            what = list(what.outputs)
         self.trace = what if isinstance(what, Trace) else None
         #: the node a NumericsError's trace blames, drawn red
         self.culprit = getattr(self.trace, "culprit", None)
@@ -87,7 +90,8 @@ class _Scene:
         else:
             nodes = [what] if isinstance(what, Node) else list(what)
             if not nodes or not all(isinstance(n, Node) for n in nodes):
-                raise TypeError("draw takes a Trace, a Graph, a Node or a list of Nodes")
+                raise TypeError("draw takes a Trace, a Program, a Graph, a Node or a list "
+                                "of Nodes")
             self.graph = same_graph(nodes)
             self.roots = nodes
             self.forward = ancestors(nodes)
@@ -441,9 +445,9 @@ def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
 
 def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, collapse=None,
          expand=False, constants=True, depth=None, max_nodes=None, rankdir="TB",
-         precision=4, max_elems=12, values=True, adjoints=True, highlight=None,
+         precision=4, max_elems=L.MAX_ELEMS, values=True, adjoints=True, highlight=None,
          _cell_ids=False, _only=None) -> Drawing:
-    """Draw a trace (values and adjoints v̄), or nodes / a graph (structure only).
+    """Draw a trace (values and adjoints v̄), or a program, nodes or a graph (structure).
 
     - ``loss`` and ``wrt``: the nodes marked as the loss and as the inputs asked for
       (default: a trace's first output, and its variables).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import weakref
 
 import numpy as np
 
@@ -26,6 +27,9 @@ COLOURS = {
     "adjoint_row": "#FFF2CC",
 }
 FONT = "DejaVu Sans"
+#: arrays with more entries than this are summarised (mean, min/max, norm), in drawings and
+#: walkthroughs alike; 12 shows a 4×3 matrix in full, so its v̄ can be checked by hand
+MAX_ELEMS = 12
 BAR = "\u0304"  # combining macron: "w" + BAR is w̄
 
 
@@ -81,7 +85,7 @@ def fmt_summary(a, precision: int = 4) -> list[str]:
             f"‖·‖ {f(np.linalg.norm(a.ravel()))}"]
 
 
-def fmt_value(a, precision: int = 4, max_elems: int = 12) -> list[str]:
+def fmt_value(a, precision: int = 4, max_elems: int = MAX_ELEMS) -> list[str]:
     """Scalars and small arrays in full; larger ones as a summary."""
     a = np.asarray(a)
     if a.size <= max_elems and a.ndim <= 2:
@@ -89,7 +93,7 @@ def fmt_value(a, precision: int = 4, max_elems: int = 12) -> list[str]:
     return fmt_summary(a, precision)
 
 
-def one_line(a, precision: int = 4, max_elems: int = 12) -> str:
+def one_line(a, precision: int = 4, max_elems: int = MAX_ELEMS) -> str:
     """``fmt_value`` on a single line, for captions and tooltips."""
     lines = fmt_value(a, precision, max_elems)
     return lines[0] if len(lines) == 1 else "; ".join(lines)
@@ -134,10 +138,31 @@ def short_label(node) -> str:
 
 def display_name(node, precision: int = 4) -> str:
     """How a node is referred to everywhere (box title, rules, captions, edges): its user
-    name, the value of a scalar constant, else its short label ("mul₄")."""
+    name — scoped ("hidden/W") where another node's would read the same ("out/W") —
+    the value of a scalar constant, else its short label ("mul₄")."""
     if is_scalar_constant(node) and user_name(node) is None:
         return fmt_number(np.asarray(node.value).item(), precision)
-    return user_name(node) or short_label(node)
+    name = user_name(node)
+    if name is not None and name in _ambiguous(node.graph):
+        return node.name
+    return name or short_label(node)
+
+
+#: graph -> (its node count when looked at, the base names two scoped names share)
+_SHARED = weakref.WeakKeyDictionary()
+
+
+def _ambiguous(graph) -> set:
+    """Base names ("W") that two nodes of ``graph`` have in different scopes (computed
+    once per size of the graph: graphs only grow)."""
+    known = _SHARED.get(graph)
+    if known is None or known[0] != len(graph):
+        full = {}
+        for node in graph.nodes:
+            full.setdefault(base_name(node), set()).add(node.name)
+        known = (len(graph), {b for b, names in full.items() if len(names) > 1})
+        _SHARED[graph] = known
+    return known[1]
 
 
 def bar(name: str) -> str:
@@ -157,8 +182,14 @@ def op_text(node) -> str:
 def drawn_rule(child, argnum, names, ans, shapes=None, out_shape=None):
     """(the ``Rule`` carrying v̄ from ``child`` back to its argument ``argnum``, the
     context it is printed and evaluated in); ``shapes``/``out_shape``: traced shapes."""
-    c = R.context(child, argnum, names, ans, shapes, out_shape)
+    c = R.context(child, argnum, [_operand(n) for n in names], _operand(ans), shapes,
+                  out_shape)
     return R.rule(op_text(child), c), c
+
+
+def _operand(name):
+    """A label as an operand: a scoped name in parentheses, "(hidden/W)ᵀ", not "hidden/Wᵀ"."""
+    return f"({name})" if "/" in name else name
 
 
 def rule_text(child, argnum: int, precision: int = 4, names=None, shapes=None,
@@ -178,7 +209,8 @@ def node_local_formula(child, argnum, precision=4, names=None) -> str | None:
     if child.op is None:
         return None
     names = names or [display_name(n, precision) for n in child.inputs]
-    c = R.context(child, argnum, names, display_name(child, precision))
+    c = R.context(child, argnum, [_operand(n) for n in names],
+                  _operand(display_name(child, precision)))
     expr = R.local(op_text(child), c)
     return None if expr is None else expr.text(c)[0]
 
@@ -225,7 +257,7 @@ def header_row(title, detail, colour) -> str:
 
 
 def node_label(node, colour, *, value=None, adjoint=None, marks=(), precision=4,
-               max_elems=12, rounded=False, border=1, border_colour="black",
+               max_elems=MAX_ELEMS, rounded=False, border=1, border_colour="black",
                cell_ids=False, op=None) -> str:
     """micrograd's record: name | value | v̄, as an HTML-like label. A rounded (op) label
     is a borderless table: the node's own rounded outline frames it with a margin, so the
@@ -293,7 +325,7 @@ def folded_op_text(node, hidden, precision=4) -> str:
     return f"{op}({', '.join(args)})"
 
 
-def constant_label(node, value, precision=4, max_elems=12) -> str:
+def constant_label(node, value, precision=4, max_elems=MAX_ELEMS) -> str:
     """A constant is small: just its value (and its name, if a user gave one)."""
     name = user_name(node)
     lines = fmt_value(value, precision, max_elems)
