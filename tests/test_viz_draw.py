@@ -294,3 +294,31 @@ def test_walkthrough_of_anything_but_a_trace_says_it_needs_one():
                 fg.viz.walkthrough(what)
             assert isinstance(info.value, fg.FlowgradError)
             assert isinstance(info.value, TypeError)
+
+
+def test_anomaly_drawing_marks_inherited_nan_apart_from_the_culprit():
+    import warnings
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        mask = fg.constant(np.array([0.0, -np.inf, 0.0]))
+        masked = (x + mask).named("masked")          # −inf from the mask: inherited
+        shifted = (masked * 2.0).named("shifted")    # passed on again: inherited
+        bad = fg.log(x - 1.0).named("bad")           # log 0 from finite inputs: the culprit
+        out = fg.sum(shifted) + fg.sum(bad)
+        prog = fg.compile(out, check_numerics=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with pytest.raises(fg.NumericsError) as info:
+                prog(x=np.array([1.0, 2.0, 3.0]))
+    assert info.value.node is bad
+    nodes, _ = _parse_dot(fg.viz.draw(info.value).source)
+    red = [k for k, a in nodes.items() if fg.viz.dot.CULPRIT in a.get("label", "")
+           + a.get("fillcolor", "")]
+    assert red == [f"n{bad.id}"]
+    for n in (masked, shifted):
+        label = nodes[f"n{n.id}"]["label"]
+        assert fg.viz.dot.INHERITED in label and "NaN/Inf inherited" in _text(label)
+        assert "NaN/Inf here" not in _text(label)
+    assert nodes[f"n{mask.id}"]["fillcolor"] == fg.viz.dot.INHERITED
+    assert "holds NaN/Inf" in nodes[f"n{mask.id}"]["label"]
+    assert fg.viz.dot.INHERITED not in nodes[f"n{x.id}"]["label"]

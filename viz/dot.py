@@ -22,6 +22,9 @@ from .local import edge_terms
 
 #: fill colour of the node a NumericsError blames (``draw(err)`` / ``draw(err.trace)``)
 CULPRIT = "#FF4D4D"
+#: fill colour of the other non-finite nodes of such a drawing: their NaN/Inf came from an
+#: input (or a constant holds it), so they are not where it was made
+INHERITED = "#FFD8A8"
 
 INSTALL_HINT = ("Graphviz's `dot` program was not found on PATH, so the drawing cannot be "
                 "rendered. Install Graphviz: `apt-get install graphviz` (Debian/Ubuntu), "
@@ -78,6 +81,8 @@ class _Scene:
         self.trace = what if isinstance(what, Trace) else None
         #: the node a NumericsError's trace blames, drawn red
         self.culprit = getattr(self.trace, "culprit", None)
+        #: the other non-finite nodes of that trace (their NaN/Inf is inherited)
+        self.inherited = _inherited(self.trace) if self.culprit is not None else set()
         if self.trace is not None:
             self.graph = self.trace.graph
             self.roots = self.trace.outputs
@@ -135,6 +140,21 @@ class _Scene:
 def _host(a):
     from flowgrad.backends import to_numpy
     return None if a is None else np.asarray(to_numpy(a))
+
+
+def _nonfinite(value) -> bool:
+    a = _host(value)
+    return a.dtype.kind in "fc" and not np.isfinite(a).all()
+
+
+def _inherited(trace) -> set:
+    """Ids of the traced nodes holding a NaN/Inf other than the culprit: an op that
+    passed one on from an input, or a constant that holds one (a mask of −inf)."""
+    culprit = trace.culprit.id
+    bad = {n.id for n in trace.nodes if n in trace and _nonfinite(trace[n])}
+    return {i for i in bad if i != culprit and (
+        trace.graph.node(i).kind == "constant" or
+        any(x.id in bad for x in trace.graph.node(i).inputs))}
 
 
 def _limit(scene, ids, depth, max_nodes):
@@ -245,6 +265,9 @@ def _marks(scene, node, derivative):
     if scene.culprit is not None and node.id == scene.culprit.id:
         colour, border, border_colour = CULPRIT, 3, "red"
         marks.append("NaN/Inf here")
+    elif node.id in scene.inherited:
+        colour = INHERITED
+        marks.append("NaN/Inf inherited")
     if node.id in scene.highlight:
         colour = border_colour = scene.highlight[node.id]
         border = max(border, 3)
@@ -260,9 +283,11 @@ def _node_attrs(scene, node, opts, derivative=False):
         of = scene.adjoint_for.get(node.id) if derivative else None
         if of:  # the seed, 1, is v̄ of the loss (and of whatever adds pass it on to)
             text = "v̄ of " + ", ".join(of) + " = " + text
+        fill = L.COLOURS["derivative" if derivative else "constant"]
+        if node.id in scene.inherited:   # a constant NaN/Inf (a mask): not the culprit
+            text, fill = text + "  (holds NaN/Inf)", INHERITED
         return {"label": text,
-                "shape": "box", "style": "filled",
-                "fillcolor": L.COLOURS["derivative" if derivative else "constant"],
+                "shape": "box", "style": "filled", "fillcolor": fill,
                 "fontsize": "10", "margin": "0.05,0.02", "height": "0.2"}
     adjoint = _host(scene.adjoint(node)) if opts["adjoints"] and not derivative else None
     marks, colour, border, border_colour = _marks(scene, node, derivative)
