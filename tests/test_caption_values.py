@@ -130,8 +130,11 @@ def _edges(tr):
 
 def _check_trace(tr, ps, seen, failures):
     h = tr.graph._handles
+    _check_local.values = lambda node: np.asarray(fg.to_numpy(tr[node]))
     edges = _edges(tr)
     actual = edge_terms(tr, edges, "adjoint")
+    ones = edge_terms(tr, [(i, j) for i, j in edges if not np.shape(tr[h[i]])
+                           and not np.shape(tr[h[j]])], "one")
     drawn = {(a, b): e.get("label") for a, b, e in
              _parse_dot(fg.viz.draw(tr, edge_labels="rule").source)[1]}
     users = {}
@@ -173,11 +176,37 @@ def _check_trace(tr, ps, seen, failures):
         want = np.zeros(np.shape(tr[h[i]])) if want is None else want
         if not np.allclose(total, want, rtol=1e-10, atol=1e-12):
             failures.append(f"{op}: {texts} gives {total}, the adjoint term is {want}")
+        if (i, j) in ones:
+            _check_local(op, child, i, names, ones[(i, j)], failures)
         if h[i] in ps and len(users[i]) == 1 and h[i].dtype.kind == "f":
             # a leaf read by this op alone: its whole adjoint is this one term
             if not np.allclose(total, fg.to_numpy(tr.adjoint(h[i])), rtol=1e-10, atol=1e-12):
                 failures.append(f"{op}: {texts} gives {total}, v̄ of the input is "
                                 f"{fg.to_numpy(tr.adjoint(h[i]))}")
+
+
+def _check_local(op, child, i, names, want, failures):
+    """A scalar edge's local derivative, drawn as formula = number ("∂y/∂z = σ(z)(1 − σ(z))
+    = 0.2055"): the formula, evaluated, is ∂child/∂input at the traced point."""
+    tr_values = _check_local.values
+    for k, n in enumerate(child.inputs):
+        if n.id != i:
+            continue
+        c = R.context(child, k, names, L.display_name(child))
+        expr = R.local(child.op.name, c)
+        if expr is None:          # no formula is drawn: the number stands alone
+            if L.node_local_formula(child, k, names=names) is not None:
+                failures.append(f"{op}: a local formula drawn without a declaration")
+            continue
+        c.args = [tr_values(x) for x in child.inputs]
+        c.out, c.g = tr_values(child), np.ones(())
+        text = L.node_local_formula(child, k, names=names)
+        if text != expr.text(c)[0]:
+            failures.append(f"{op}: walkthrough shows {text!r}, declared {expr.text(c)[0]!r}")
+        if child.inputs.count(n) == 1 and not np.allclose(expr.value(c), want, rtol=1e-10,
+                                                          atol=1e-12):
+            failures.append(f"{op}: ∂/∂{names[k]} = {text} gives {expr.value(c)}, "
+                            f"the op's local derivative is {want}")
 
 
 def _check_shape_note(op, rule, c, text, failures):

@@ -158,7 +158,7 @@ class Neg(Ex):
 
     def text(self, c):
         t, p = self.kids[0].text(c)
-        return "−" + (t if p > PROD and not t.startswith("−") else f"({t})"), NEG
+        return "−" + (t if p >= PROD and not t.startswith("−") else f"({t})"), NEG
 
     def value(self, c): return -self.kids[0].value(c)
     def shape(self, c): return self.kids[0].shape(c)

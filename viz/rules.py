@@ -294,23 +294,30 @@ def rule(op_name, c):
 
 
 def local(op_name, c):
-    """∂out/∂(argument ``c.argnum``) as an expression (the rule's factor of v̄), or None
-    when the rule is not v̄ times a factor (matrix rules, scatters)."""
+    """∂out/∂(argument ``c.argnum``) as an expression (the rule with its factor v̄ taken
+    out), or None when the rule is not v̄ times a factor (matrix rules, scatters)."""
     if c.argnum == 0 and op_name in LOCAL:
         return LOCAL[op_name]
     r = rule(op_name, c)
     if isinstance(r, NoFlow):
         return Num(0)
-    e, count = r.expr, None
-    if isinstance(e, Bin) and e.op == "/" and isinstance(e.kids[1], Count):
-        e, count = e.kids
-    if isinstance(e, G):
-        body = Num(1)
-    elif isinstance(e, Bin) and e.op == "·" and isinstance(e.kids[0], G):
-        body = e.kids[1]
-    elif isinstance(e, Bin) and e.op == "/" and isinstance(e.kids[0], G):
-        body = Num(1) / e.kids[1]
-    else:
+    body = _without_g(r.expr)
+    if body is None:
         return None
-    body = body / count if count is not None else body
     return -body if r.sign == "−=" else body
+
+
+def _without_g(e):
+    """``e`` with the v̄ at the head of its chain of products and quotients replaced by
+    1 (v̄ spread back over a reduction counts as v̄), or None when there is none."""
+    path = []
+    while isinstance(e, Bin) and e.op in ("·", " ", "/"):
+        path.append(e)
+        e = e.kids[0]
+    if not (isinstance(e, G) or e is SPREAD):
+        return None
+    out = Num(1)
+    for b in reversed(path):
+        right = b.kids[1]
+        out = right if b.op != "/" and isinstance(out, Num) and out.v == 1 else Bin(b.op, out, right)
+    return out
