@@ -590,12 +590,14 @@ def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, con
     ``frame_000.svg`` …; returns the path(s) written.
 
     ``level="ops"`` (default) steps once per op node and once per ``fg.composite`` group
-    (``fg.linear``, ``fg.mse`` …; ``expand=`` opens groups as in ``draw``);
+    (your own functions; ``expand=`` opens groups as in ``draw``);
     ``level="primitives"`` steps through every primitive node. ``constants=False`` draws
     no constant boxes (their values show in the ops' labels). A local derivative is shown
     as its formula and its number, ``∂y/∂z = σ(z)(1 − σ(z)) = 0.2055``.
-    The trace must have adjoints (its first output a scalar loss); laying the graph
-    out needs Graphviz's ``dot``.
+    Arrays of up to ``max_elems`` entries (12, as in ``draw``) are written in full.
+    The HTML shows the drawing at its own size (labels legible) with zoom and pan.
+    The trace must have adjoints (its first output a scalar loss); anything but a Trace
+    is a ``NeedsTraceError``. Laying the graph out needs Graphviz's ``dot``.
     """
     _check_trace(trace)
     plan = _Plan(trace, precision, max_elems, level, expand, constants).build()
