@@ -128,85 +128,97 @@ def _edges(tr):
             and (i.dtype.kind == "f" or n.op.name in R.NO_FLOW)]
 
 
-def _check_trace(tr, ps, seen, failures):
-    h = tr.graph._handles
-    _check_local.values = lambda node: np.asarray(fg.to_numpy(tr[node]))
-    edges = _edges(tr)
-    actual = edge_terms(tr, edges, "adjoint")
-    ones = edge_terms(tr, [(i, j) for i, j in edges if not np.shape(tr[h[i]])
-                           and not np.shape(tr[h[j]])], "one")
-    drawn = {(a, b): e.get("label") for a, b, e in
-             _parse_dot(fg.viz.draw(tr, edge_labels="rule").source)[1]}
-    users = {}
-    for i, j in edges:
-        users.setdefault(i, set()).add(j)
-    for i, j in edges:
-        child = h[j]
-        op = child.op.name
-        names = [L.display_name(n) for n in child.inputs]
-        shapes = [np.shape(tr[n]) for n in child.inputs]
-        g = np.asarray(fg.to_numpy(tr.adjoint(child))) if tr.has_adjoint(child) \
-            else np.zeros(np.shape(tr[child]))
+class _Checker:
+    """Checks the drawn rules of one trace; appends what disagrees to ``failures`` and
+    the op names it checked to ``seen``."""
+
+    def __init__(self, tr, ps, seen, failures):
+        self.tr, self.ps, self.seen, self.failures = tr, ps, seen, failures
+        self.edges = _edges(tr)
+        self.actual = edge_terms(tr, self.edges, "adjoint")
+        self.ones = edge_terms(tr, [(i, j) for i, j in self.edges if not self.value(i).shape
+                                    and not self.value(j).shape], "one")
+        self.drawn = {(a, b): e.get("label") for a, b, e in
+                      _parse_dot(fg.viz.draw(tr, edge_labels="rule").source)[1]}
+        self.users, self.leaf_checks = {}, 0
+        for i, j in self.edges:
+            self.users.setdefault(i, set()).add(j)
+
+    def node(self, i):
+        return self.tr.graph.node(i)
+
+    def value(self, i):
+        return np.asarray(fg.to_numpy(self.tr[self.node(i)]))
+
+    def context(self, c, child):
+        """Fill ``c`` with the traced values and the child's v̄."""
+        c.args = [self.value(x.id) for x in child.inputs]
+        c.out = self.value(child.id)
+        c.g = np.asarray(fg.to_numpy(self.tr.adjoint(child))) \
+            if self.tr.has_adjoint(child) else np.zeros(c.out.shape)
+        return c
+
+    def run(self):
+        for i, j in self.edges:
+            self.edge(i, j)
+
+    def edge(self, i, j):
+        child, fail = self.node(j), self.failures.append
+        op, names = child.op.name, [L.display_name(n) for n in child.inputs]
+        shapes = [self.value(n.id).shape for n in child.inputs]
         total, texts = None, []
-        for k, n in enumerate(child.inputs):
-            if n.id != i:
-                continue
+        for k in (k for k, n in enumerate(child.inputs) if n.id == i):
             rule, c = L.drawn_rule(child, k, names, L.display_name(child), shapes,
-                                   np.shape(tr[child]))
-            c.args = [np.asarray(fg.to_numpy(tr[x])) for x in child.inputs]
-            c.out, c.g = np.asarray(fg.to_numpy(tr[child])), g
-            texts.append(f"{L.bar(names[k])} {rule.rhs(c)}")
+                                   self.value(j).shape)
+            texts.append(f"{L.bar(names[k])} {rule.rhs(self.context(c, child))}")
             if op in IN_WORDS:
                 continue
             try:
                 v = rule.value(c)
             except NotEvaluable as e:
-                failures.append(f"{op}: caption not evaluable ({e})")
+                fail(f"{op}: caption not evaluable ({e})")
                 continue
-            _check_shape_note(op, rule, c, texts[-1], failures)
+            _check_shape_note(op, rule, c, texts[-1], self.failures)
             total = v if total is None else total + v
         if op in IN_WORDS or total is None:
-            continue
-        seen.add(op)
-        label = drawn.get((f"n{i}", f"n{j}"))
+            return
+        self.seen.add(op)
+        label = self.drawn.get((f"n{i}", f"n{j}"))
         if label is not None and set(label.split("\n")) - set(texts) - {
                 f"{t}  (×{texts.count(t)})" for t in texts}:
-            failures.append(f"{op}: drawn {label!r}, declared {texts}")
-        want = actual.get((i, j))
-        want = np.zeros(np.shape(tr[h[i]])) if want is None else want
+            fail(f"{op}: drawn {label!r}, declared {texts}")
+        want = self.actual.get((i, j), np.zeros(self.value(i).shape))
         if not np.allclose(total, want, rtol=1e-10, atol=1e-12):
-            failures.append(f"{op}: {texts} gives {total}, the adjoint term is {want}")
-        if (i, j) in ones:
-            _check_local(op, child, i, names, ones[(i, j)], failures)
-        if h[i] in ps and len(users[i]) == 1 and h[i].dtype.kind == "f":
+            fail(f"{op}: {texts} gives {total}, the adjoint term is {want}")
+        if (i, j) in self.ones:
+            self.local(child, i, names, self.ones[(i, j)])
+        if i in {p.id for p in self.ps} and len(self.users[i]) == 1 \
+                and self.node(i).dtype.kind == "f":
+            self.leaf_checks += 1
             # a leaf read by this op alone: its whole adjoint is this one term
-            if not np.allclose(total, fg.to_numpy(tr.adjoint(h[i])), rtol=1e-10, atol=1e-12):
-                failures.append(f"{op}: {texts} gives {total}, v̄ of the input is "
-                                f"{fg.to_numpy(tr.adjoint(h[i]))}")
+            whole = fg.to_numpy(self.tr.adjoint(self.node(i)))
+            if not np.allclose(total, whole, rtol=1e-10, atol=1e-12):
+                fail(f"{op}: {texts} gives {total}, v̄ of the input is {whole}")
 
-
-def _check_local(op, child, i, names, want, failures):
-    """A scalar edge's local derivative, drawn as formula = number ("∂y/∂z = σ(z)(1 − σ(z))
-    = 0.2055"): the formula, evaluated, is ∂child/∂input at the traced point."""
-    tr_values = _check_local.values
-    for k, n in enumerate(child.inputs):
-        if n.id != i:
-            continue
-        c = R.context(child, k, names, L.display_name(child))
-        expr = R.local(child.op.name, c)
-        if expr is None:          # no formula is drawn: the number stands alone
-            if L.node_local_formula(child, k, names=names) is not None:
-                failures.append(f"{op}: a local formula drawn without a declaration")
-            continue
-        c.args = [tr_values(x) for x in child.inputs]
-        c.out, c.g = tr_values(child), np.ones(())
-        text = L.node_local_formula(child, k, names=names)
-        if text != expr.text(c)[0]:
-            failures.append(f"{op}: walkthrough shows {text!r}, declared {expr.text(c)[0]!r}")
-        if child.inputs.count(n) == 1 and not np.allclose(expr.value(c), want, rtol=1e-10,
-                                                          atol=1e-12):
-            failures.append(f"{op}: ∂/∂{names[k]} = {text} gives {expr.value(c)}, "
-                            f"the op's local derivative is {want}")
+    def local(self, child, i, names, want):
+        """A scalar edge's local derivative, drawn as formula = number ("∂y/∂z =
+        σ(z)(1 − σ(z)) = 0.2055"): the formula, evaluated, is ∂child/∂input there."""
+        op = child.op.name
+        for k in (k for k, n in enumerate(child.inputs) if n.id == i):
+            expr, c = L.drawn_local(child, k, names, L.display_name(child))
+            text = L.node_local_formula(child, k, names=names)
+            if expr is None:      # no formula is drawn: the number stands alone
+                if text is not None:
+                    self.failures.append(f"{op}: a local formula drawn without a declaration")
+                continue
+            self.context(c, child)
+            if text != expr.text(c)[0]:
+                self.failures.append(f"{op}: walkthrough shows {text!r}, declared "
+                                     f"{expr.text(c)[0]!r}")
+            if [n.id for n in child.inputs].count(i) == 1 and not np.allclose(
+                    expr.value(c), want, rtol=1e-10, atol=1e-12):
+                self.failures.append(f"{op}: ∂/∂{names[k]} = {text} gives {expr.value(c)}, "
+                                     f"the op's local derivative is {want}")
 
 
 def _check_shape_note(op, rule, c, text, failures):
@@ -227,19 +239,33 @@ def test_every_caption_evaluates_to_its_adjoint_term():
             before = len(failures)
             tr, ps = _trace(fn, inputs, unknown, second)
             try:
-                _check_trace(tr, ps, seen, failures)
+                _Checker(tr, ps, seen, failures).run()
             except Exception as e:      # report every op's trouble at once, not the first
                 failures.append(f"{type(e).__name__}: {e}")
             failures[before:] = [f"[{cid}] {f}" for f in failures[before:]]
     assert not failures, "\n".join(failures[:40])
-    library = set(_library_ops())
+    problem = _coverage(set(_library_ops()), seen)
+    assert not problem, problem
+
+
+def _coverage(library, seen):
+    """What is wrong with the coverage of ``library`` (op names), or "" when nothing."""
     undeclared = sorted(library - set(R.TABLE) - set(IN_WORDS))
-    assert not undeclared, (f"ops without an evaluable caption: {undeclared} — declare "
-                            "each one's rule in viz/rules.py (or list it in IN_WORDS "
-                            "with a reason)")
+    if undeclared:
+        return (f"ops without an evaluable caption: {undeclared} — declare each one's "
+                "rule in viz/rules.py (or list it in IN_WORDS with a reason)")
     unchecked = sorted(library - seen - set(IN_WORDS))
-    assert not unchecked, (f"ops no case traced: {unchecked} — add a case to "
-                           "tests/test_caption_values.py")
+    if unchecked:
+        return f"ops no case traced: {unchecked} — add a case to tests/test_caption_values.py"
+    return ""
+
+
+def test_a_new_op_without_a_caption_is_named():
+    library = set(_library_ops())
+    assert _coverage(library | {"conv2d"}, library) == (
+        "ops without an evaluable caption: ['conv2d'] — declare each one's rule in "
+        "viz/rules.py (or list it in IN_WORDS with a reason)")
+    assert "['sin']" in _coverage(library, library - {"sin"})
 
 
 def test_ops_in_words_say_so_honestly():

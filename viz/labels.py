@@ -13,6 +13,7 @@ import weakref
 import numpy as np
 
 from . import rules as R
+from .rule_expr import fmt_shape  # noqa: F401  ((3,) style, "?" for an open length)
 
 #: PyTensor's colour code: inputs green, shared variables yellow-green, constants
 #: spring green, outputs blue; op nodes pink like its Elemwise; derivative nodes peach.
@@ -50,10 +51,6 @@ def fmt_number(x, precision: int = 4) -> str:
     return "0" if text == "-0" else text  # −0.0 is just 0 to a reader
 
 
-def fmt_shape(shape) -> str:
-    """(3,) style, with "?" for a length known only at run time."""
-    inner = ", ".join("?" if s is None else str(s) for s in shape)
-    return f"({inner}{',' if len(shape) == 1 else ''})"
 
 
 def shape_text(shape) -> str:
@@ -209,10 +206,15 @@ def node_local_formula(child, argnum, precision=4, names=None) -> str | None:
     if child.op is None:
         return None
     names = names or [display_name(n, precision) for n in child.inputs]
-    c = R.context(child, argnum, [_operand(n) for n in names],
-                  _operand(display_name(child, precision)))
-    expr = R.local(op_text(child), c)
+    expr, c = drawn_local(child, argnum, names, display_name(child, precision))
     return None if expr is None else expr.text(c)[0]
+
+
+def drawn_local(child, argnum, names, ans):
+    """(∂child/∂argument ``argnum`` as an expression or None, its context): the formula
+    a scalar edge is drawn with, beside its number."""
+    c = R.context(child, argnum, [_operand(n) for n in names], _operand(ans))
+    return R.local(op_text(child), c), c
 
 
 # -- node labels ------------------------------------------------------------------------------

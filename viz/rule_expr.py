@@ -285,5 +285,6 @@ def minus(e): return Rule("−=", e)
 
 
 def fmt_shape(shape) -> str:
+    """(3,) style, with "?" for a length known only at run time."""
     inner = ", ".join("?" if s is None else str(s) for s in shape)
     return f"({inner}{',' if len(shape) == 1 else ''})"

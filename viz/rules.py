@@ -13,8 +13,9 @@ import math
 
 import numpy as np
 
-from .rule_expr import (ATOM, POW, PROD, SUM, Ans, Arg, Bin, Call, Count, Ctx, Fn, G,
-                        NoFlow, Num, Opaque, bshape, indicator, minus, plus)
+from .rule_expr import (POW, PROD, Ans, Arg, Bin, Call, Count, Ctx, Fn, G, NoFlow, Num,
+                        Opaque, bshape, indicator, minus, plus)
+from .rules_models import LINALG, LOSSES
 
 V, X0, X1, ANS = G(), Arg(0), Arg(1), Ans()
 
@@ -25,10 +26,6 @@ def _sigmoid(v):
 
 def _fixed(*rules):
     return lambda c: rules[c.argnum]
-
-
-def _same(c):
-    return bshape(*[s for s in c.shapes if s is not None], c.out_shape)
 
 
 # -- elementwise ------------------------------------------------------------------------
@@ -152,23 +149,20 @@ def _reshape_back(c):
                      lambda c, g: np.reshape(g, np.shape(c.args[0])), V))
 
 
-def _blocks(c):
-    """(start, stop) of argument ``c.argnum``'s block along the concatenation axis."""
-    axis = c.attrs["axis"]
-    sizes = [s[axis] for s in c.shapes]
-    if None in sizes[:c.argnum + 1]:
-        return None
-    lo = sum(sizes[:c.argnum])
-    return lo, lo + sizes[c.argnum]
+def _block(shapes, k, axis):
+    """(start, stop) of argument ``k``'s block along the concatenation axis, or None
+    while a length before it is known only at run time."""
+    sizes = [s[axis] for s in shapes[:k + 1]]
+    return None if None in sizes else (sum(sizes[:k]), sum(sizes))
 
 
 def _concat(c):
-    axis, span = c.attrs["axis"], _blocks(c)
-    where = f"{':, ' * axis}{span[0]}:{span[1]}" if span else f"block {c.argnum}"
+    axis, k = c.attrs["axis"], c.argnum
+    span = _block(c.shapes, k, axis)
+    where = f"{':, ' * axis}{span[0]}:{span[1]}" if span else f"block {k}"
 
     def block(c, g):
-        lo, hi = _blocks(Ctx(c.names, c.ans, [np.shape(a) for a in c.args], c.out_shape,
-                             c.attrs, c.argnum))
+        lo, hi = _block([np.shape(a) for a in c.args], k, axis)
         return np.take(g, np.arange(lo, hi), axis=axis)
     return plus(Call(f"v̄[{where}]", block, V))
 
@@ -256,9 +250,6 @@ INDEXING = {"getitem": _getitem, "scatter_add": _scatter_add}
 
 def _no_flow(why):
     return lambda c: NoFlow(why)
-
-
-from .rules_models import LINALG, LOSSES  # noqa: E402  (they use this module's helpers)
 
 TABLE = {**ELEMENTWISE, **REDUCTIONS, **SHAPES, **INDEXING, **LINALG, **LOSSES,
          **{name: _no_flow(why) for name, why in NO_FLOW.items()}}
