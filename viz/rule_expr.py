@@ -31,11 +31,6 @@ class Ctx:
         self.shapes, self.out_shape = [tuple(s) for s in shapes], tuple(out_shape)
         self.args, self.out, self.g = args, out, g
 
-    @property
-    def scalar(self) -> bool:
-        """Every input 0-d: a mean's n is 1 and left out of the text."""
-        return all(s == () for s in self.shapes)
-
 
 def bshape(*shapes):
     """numpy broadcasting of static shapes; None (a length known at run time) matches

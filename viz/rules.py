@@ -310,5 +310,6 @@ def _without_g(e):
     out = Num(1)
     for b in reversed(path):
         right = b.kids[1]
-        out = right if b.op != "/" and isinstance(out, Num) and out.v == 1 else Bin(b.op, out, right)
+        one = isinstance(out, Num) and out.v == 1
+        out = right if one and b.op != "/" else Bin(b.op, out, right)
     return out

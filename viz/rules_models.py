@@ -112,7 +112,8 @@ def _solve_da(c, g, a, y):
 
 def _solve(c):
     if c.argnum == 1:
-        return plus(Call("{0}⁻ᵀ v̄", _solve_db, V, X0, prec=PROD, shape=lambda c: c.out_shape))
+        return plus(Call("{0}⁻ᵀ v̄", _solve_db, V, X0, prec=PROD,
+                         shape=lambda c: c.out_shape))
     lead = 1 if len(c.shapes[1]) == 1 else 2
     return minus(Call("({0}⁻ᵀ v̄) {ans}ᵀ", _solve_da, V, X0, G_ANS, prec=PROD,
                       shape=lambda c: c.out_shape[:len(c.out_shape) - lead] + c.shapes[0][-2:]))
@@ -138,7 +139,8 @@ LINALG = {
     "det": lambda c: plus(Call("v̄ · {ans} · {0}⁻ᵀ",
                                lambda c, g, d, x: (g * d)[..., None, None] * _inv_T(x),
                                V, G_ANS, X0, prec=PROD)),
-    "logdet": lambda c: plus(Call("v̄ · {0}⁻ᵀ", lambda c, g, x: g[..., None, None] * _inv_T(x),
+    "logdet": lambda c: plus(Call("v̄ · {0}⁻ᵀ",
+                                  lambda c, g, x: g[..., None, None] * _inv_T(x),
                                   V, X0, prec=PROD)),
     "inv": lambda c: minus(Call("{ans}ᵀ v̄ {ans}ᵀ", lambda c, g, y: _mT(y) @ g @ _mT(y),
                                 V, G_ANS, prec=PROD)),
@@ -146,8 +148,8 @@ LINALG = {
     "eigvalsh": lambda c: plus(Call("V diag(v̄) Vᵀ (V: the eigenvectors of {0})", _eig_share,
                                     V, X0, prec=PROD)),
     "eigh_vectors": lambda c: plus(Call(
-        "{ans} (F ∘ {ans}ᵀ v̄) {ans}ᵀ (F_ij = 1/(λ_j − λ_i), 0 where equal)", _eigvec_share,
-        V, X0, G_ANS, prec=PROD)),
+        "{ans} (F ∘ {ans}ᵀ v̄) {ans}ᵀ (F_ij = 1/(λ_j − λ_i), 0 where equal)",
+        _eigvec_share, V, X0, G_ANS, prec=PROD)),
 }
 
 

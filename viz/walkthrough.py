@@ -477,7 +477,8 @@ box.addEventListener("mousedown", e => {{
 }});
 window.addEventListener("mousemove", e => {{
   if (!drag) return;
-  box.scrollLeft = drag[2] - (e.clientX - drag[0]); box.scrollTop = drag[3] - (e.clientY - drag[1]);
+  box.scrollLeft = drag[2] - (e.clientX - drag[0]);
+  box.scrollTop = drag[3] - (e.clientY - drag[1]);
 }});
 window.addEventListener("mouseup", () => {{ drag = null; box.classList.remove("drag"); }});
 setZoom(1);
