@@ -239,3 +239,16 @@ def test_two_layer_network_reads_as_backprop_by_hand():
         assert f1 == "2 Xᵀ(((h W2 − T) W2ᵀ) ⊙ (1 − h²)) / N + λ W1   where h = tanh(X W1 + b1)"
         assert fb == "2 Σ(((h W2 − T) W2ᵀ) ⊙ (1 − h²)) / N   where h = tanh(X W1 + b1)"
         assert f2 == "2 hᵀ(h W2 − T) / N   where h = tanh(X W1 + b1)"
+
+
+def test_cross_entropy_of_class_indices_picks_each_rows_label():
+    with fg.Graph():
+        z = fg.placeholder("z", shape=(4, 3))
+        t = fg.placeholder("t", shape=(4,), dtype="int64")
+        p = fg.placeholder("p", shape=(4, 3))
+        assert fg.viz.formula(fg.softmax_cross_entropy(z, t)).text == \
+            "mean(−log softmax(z)[t])"
+        assert fg.viz.formula(fg.softmax_cross_entropy(z, p)).text == \
+            "mean(−Σ[class](p ⊙ log softmax(z)))"
+        assert fg.viz.formula(fg.softmax_cross_entropy(z, t, reduction="sum")).latex == \
+            r"\sum \left(-\log\operatorname{softmax}\left(z\right)_{t}\right)"

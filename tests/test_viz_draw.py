@@ -270,3 +270,55 @@ def test_constants_false_folds_them_into_the_ops():
                      for k in folded)
     assert details == ["0.1 ·", "0.5 ·", "0.5 ·", "pow(·, 2)", "pow(·, 2)"]
     assert _text(nodes[f"n{n['L'].id}"]["label"]).startswith("L 0.5 ·")
+
+
+def test_draw_a_program_draws_its_structure():
+    with fg.Graph():
+        x = fg.placeholder("x")
+        y = fg.exp(x).named("y")
+        prog = fg.compile(y)
+        nodes, edges = _parse_dot(fg.viz.draw(prog).source)
+    assert set(nodes) == {f"n{x.id}", f"n{y.id}"}
+    assert _text(nodes[f"n{y.id}"]["label"]).strip() == "y exp · output"
+    assert edges[0][2]["label"] == "x̄ += v̄ · y"
+
+
+def test_walkthrough_of_anything_but_a_trace_says_it_needs_one():
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        loss = fg.exp(x)
+        prog = fg.compile(loss)
+        for what in (prog, loss, g, [loss]):
+            with pytest.raises(fg.viz.NeedsTraceError,
+                               match=r"needs a Trace: prog\.trace\(feed\)") as info:
+                fg.viz.walkthrough(what)
+            assert isinstance(info.value, fg.FlowgradError)
+            assert isinstance(info.value, TypeError)
+
+
+def test_anomaly_drawing_marks_inherited_nan_apart_from_the_culprit():
+    import warnings
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        mask = fg.constant(np.array([0.0, -np.inf, 0.0]))
+        masked = (x + mask).named("masked")          # −inf from the mask: inherited
+        shifted = (masked * 2.0).named("shifted")    # passed on again: inherited
+        bad = fg.log(x - 1.0).named("bad")           # log 0 from finite inputs: the culprit
+        out = fg.sum(shifted) + fg.sum(bad)
+        prog = fg.compile(out, check_numerics=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with pytest.raises(fg.NumericsError) as info:
+                prog(x=np.array([1.0, 2.0, 3.0]))
+    assert info.value.node is bad
+    nodes, _ = _parse_dot(fg.viz.draw(info.value).source)
+    red = [k for k, a in nodes.items() if fg.viz.dot.CULPRIT in a.get("label", "")
+           + a.get("fillcolor", "")]
+    assert red == [f"n{bad.id}"]
+    for n in (masked, shifted):
+        label = nodes[f"n{n.id}"]["label"]
+        assert fg.viz.dot.INHERITED in label and "NaN/Inf inherited" in _text(label)
+        assert "NaN/Inf here" not in _text(label)
+    assert nodes[f"n{mask.id}"]["fillcolor"] == fg.viz.dot.INHERITED
+    assert "holds NaN/Inf" in nodes[f"n{mask.id}"]["label"]
+    assert fg.viz.dot.INHERITED not in nodes[f"n{x.id}"]["label"]

@@ -177,3 +177,47 @@ def test_a_composite_reads_its_arguments_and_what_it_closes_over():
     assert f'<g id="en{w.id}_g_scaled" class="edge">' in wt.html   # the drawn edge exists
     wbar = next(f for f in wt.frames if f["cur"] == [f"n{w.id}"])["lines"]
     assert wbar[-1] == f"w̄ = {1.5 * (1 - np.tanh(1.2) ** 2):.4g}"
+
+
+def mlp_trace(rng):
+    """A 2-layer MLP whose two weight matrices are both named W (in scopes hidden/out)."""
+    with fg.Graph():
+        X, t = fg.placeholder("X", shape=(None, 3)), fg.placeholder("t", shape=(None, 3))
+        with fg.name_scope("hidden"):
+            W = fg.variable(rng.normal(size=(3, 4)), name="W")
+            b = fg.variable(np.zeros(4), name="b")
+            h = fg.tanh(X @ W + b).named("h")
+        with fg.name_scope("out"):
+            W2 = fg.variable(rng.normal(size=(4, 3)), name="W")
+            b2 = fg.variable(np.zeros(3), name="b")
+            y = (h @ W2 + b2).named("y")
+        loss = fg.mse(y, t).named("loss")
+        tr = fg.compile(loss).trace(X=rng.normal(size=(5, 3)), t=rng.normal(size=(5, 3)))
+    return tr, W, W2
+
+
+def test_layered_model_names_its_variables_by_scope_and_shows_4x3_in_full(rng):
+    tr, W, W2 = mlp_trace(rng)
+    wt = fg.viz.walkthrough(tr)
+    done = wt.frames[-1]["lines"]
+    grads = [line for line in done if line.startswith("∂loss/∂")]
+    assert len(grads) == len(set(line.split(" = ")[0] for line in grads)) == 6
+    assert any(line.startswith("∂loss/∂(hidden/W) = v̄[hidden/W] = ") for line in grads)
+    assert any(line.startswith("∂loss/∂(out/W) = v̄[out/W] = ") for line in grads)
+    g = np.asarray(tr.adjoint(W2))                       # 4×3: 12 entries, in full
+    rows = ["[" * (2 - k if k == 0 else 1) + " ".join(f"{v:.4g}" for v in row) +
+            "]" * (2 if k == 3 else 1) for k, row in enumerate(g)]
+    step = next(f for f in wt.frames if f["cur"] == [f"n{W2.id}"])
+    assert step["lines"][-1] == "v̄[out/W] = " + "; ".join(rows)
+    import inspect
+    assert inspect.signature(fg.viz.walkthrough).parameters["max_elems"].default == \
+        inspect.signature(fg.viz.draw).parameters["max_elems"].default == 12
+
+
+def test_a_mean_loss_caption_states_n_from_the_traced_batch(rng):
+    tr, W, W2 = mlp_trace(rng)
+    wt = fg.viz.walkthrough(tr)
+    text = "\n".join(wt.captions())
+    # mse's mean over a (None, 3) batch traced with 5 rows: n = 15, said with the rule
+    assert "from loss: y\u0304 += v̄ · 2(y − t) / n, n = 15  →  " in text
+    assert "X\u0304 += v̄ (hidden/W)ᵀ" in text and "v̄[out/W] += hᵀ v̄" in text

@@ -100,3 +100,28 @@ def test_click_through_every_frame(browser, tmp_path):
     browser.execute_script(f"show({w_frame})")
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+_LABEL_PX = """
+const sizes = Array.from(document.querySelectorAll('#graph svg g.edge text')).map(t =>
+  parseFloat(t.getAttribute('font-size')) * t.getScreenCTM().a);
+return [Math.min(...sizes), sizes.length];
+"""
+
+
+def test_edge_labels_of_a_two_layer_mlp_are_legible(browser, tmp_path):
+    from test_walkthrough import mlp_trace
+    tr, _, _ = mlp_trace(np.random.default_rng(3))
+    page = fg.viz.walkthrough(tr, tmp_path / "mlp.html")
+    browser.get(pathlib.Path(page).as_uri())
+    frame = next(k for k, f in enumerate(fg.viz.walkthrough(tr).frames) if f["phase"] == "bw")
+    browser.execute_script(f"show({frame})")
+    smallest, count = browser.execute_script(_LABEL_PX)
+    assert count >= 8 and smallest >= 10, smallest       # px on screen, at the default zoom
+    browser.find_element("id", "zin").click()
+    assert browser.execute_script(_LABEL_PX)[0] > smallest * 1.2
+    browser.find_element("id", "zfit").click()           # the whole drawing in view, on request
+    browser.find_element("id", "z100").click()
+    assert abs(browser.execute_script(_LABEL_PX)[0] - smallest) < 1e-6
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "walkthrough_mlp.png"))

@@ -5,9 +5,9 @@
 (``.save("backprop.html")``, or ``walkthrough(trace, "backprop.html")`` writes it at once).
 """
 from .dot import Drawing, GraphvizNotFoundError, dot_available, draw  # noqa: F401
-from .walkthrough import Walkthrough, walkthrough  # noqa: F401
+from .walkthrough import NeedsTraceError, Walkthrough, walkthrough  # noqa: F401
 
 from .formula import Formula, formula  # noqa: F401
 
 __all__ = ["draw", "walkthrough", "dot_available", "Drawing", "GraphvizNotFoundError",
-           "Walkthrough", "formula", "Formula"]
+           "Walkthrough", "NeedsTraceError", "formula", "Formula"]

@@ -22,6 +22,9 @@ from .local import edge_terms
 
 #: fill colour of the node a NumericsError blames (``draw(err)`` / ``draw(err.trace)``)
 CULPRIT = "#FF4D4D"
+#: fill colour of the other non-finite nodes of such a drawing: their NaN/Inf came from an
+#: input (or a constant holds it), so they are not where it was made
+INHERITED = "#FFD8A8"
 
 INSTALL_HINT = ("Graphviz's `dot` program was not found on PATH, so the drawing cannot be "
                 "rendered. Install Graphviz: `apt-get install graphviz` (Debian/Ubuntu), "
@@ -71,10 +74,15 @@ class _Scene:
     """The nodes to draw and the numbers known about them."""
 
     def __init__(self, what, loss, wrt, backward, highlight=None):
+        from flowgrad.scheduler import Program
         from flowgrad.tracing import Trace
+        if isinstance(what, Program):      # its structure: the outputs and what they need
+            what = list(what.outputs)
         self.trace = what if isinstance(what, Trace) else None
         #: the node a NumericsError's trace blames, drawn red
         self.culprit = getattr(self.trace, "culprit", None)
+        #: the other non-finite nodes of that trace (their NaN/Inf is inherited)
+        self.inherited = _inherited(self.trace) if self.culprit is not None else set()
         if self.trace is not None:
             self.graph = self.trace.graph
             self.roots = self.trace.outputs
@@ -87,7 +95,8 @@ class _Scene:
         else:
             nodes = [what] if isinstance(what, Node) else list(what)
             if not nodes or not all(isinstance(n, Node) for n in nodes):
-                raise TypeError("draw takes a Trace, a Graph, a Node or a list of Nodes")
+                raise TypeError("draw takes a Trace, a Program, a Graph, a Node or a list "
+                                "of Nodes")
             self.graph = same_graph(nodes)
             self.roots = nodes
             self.forward = ancestors(nodes)
@@ -131,6 +140,21 @@ class _Scene:
 def _host(a):
     from flowgrad.backends import to_numpy
     return None if a is None else np.asarray(to_numpy(a))
+
+
+def _nonfinite(value) -> bool:
+    a = _host(value)
+    return a.dtype.kind in "fc" and not np.isfinite(a).all()
+
+
+def _inherited(trace) -> set:
+    """Ids of the traced nodes holding a NaN/Inf other than the culprit: an op that
+    passed one on from an input, or a constant that holds one (a mask of −inf)."""
+    culprit = trace.culprit.id
+    bad = {n.id for n in trace.nodes if n in trace and _nonfinite(trace[n])}
+    return {i for i in bad if i != culprit and (
+        trace.graph.node(i).kind == "constant" or
+        any(x.id in bad for x in trace.graph.node(i).inputs))}
 
 
 def _limit(scene, ids, depth, max_nodes):
@@ -241,6 +265,9 @@ def _marks(scene, node, derivative):
     if scene.culprit is not None and node.id == scene.culprit.id:
         colour, border, border_colour = CULPRIT, 3, "red"
         marks.append("NaN/Inf here")
+    elif node.id in scene.inherited:
+        colour = INHERITED
+        marks.append("NaN/Inf inherited")
     if node.id in scene.highlight:
         colour = border_colour = scene.highlight[node.id]
         border = max(border, 3)
@@ -256,9 +283,11 @@ def _node_attrs(scene, node, opts, derivative=False):
         of = scene.adjoint_for.get(node.id) if derivative else None
         if of:  # the seed, 1, is v̄ of the loss (and of whatever adds pass it on to)
             text = "v̄ of " + ", ".join(of) + " = " + text
+        fill = L.COLOURS["derivative" if derivative else "constant"]
+        if node.id in scene.inherited:   # a constant NaN/Inf (a mask): not the culprit
+            text, fill = text + "  (holds NaN/Inf)", INHERITED
         return {"label": text,
-                "shape": "box", "style": "filled",
-                "fillcolor": L.COLOURS["derivative" if derivative else "constant"],
+                "shape": "box", "style": "filled", "fillcolor": fill,
                 "fontsize": "10", "margin": "0.05,0.02", "height": "0.2"}
     adjoint = _host(scene.adjoint(node)) if opts["adjoints"] and not derivative else None
     marks, colour, border, border_colour = _marks(scene, node, derivative)
@@ -378,10 +407,22 @@ def _edge_labels(scene, pairs, mode, precision, units=None):
         elif (i, j) not in scalar or mode == "derivative":
             argnums = [k for k, n in enumerate(h[j]._d["inputs"]) if n == i]
             names = [name(n) for n in h[j]._d["inputs"]]
+            shapes, out_shape = _traced_shapes(scene, h[j])
             # x * x: both arguments are x; one line per distinct rule, with its count
-            rules = Counter(L.rule_text(h[j], k, precision, names) for k in argnums)
+            rules = Counter(L.rule_text(h[j], k, precision, names, shapes, out_shape)
+                            for k in argnums)
             out[(i, j)] = "\n".join(r if n == 1 else f"{r}  (×{n})" for r, n in rules.items())
     return out
+
+
+def _traced_shapes(scene, node):
+    """(the inputs' shapes, the output's shape) as traced, or (None, None) to use the
+    static ones (lengths a graph leaves open are known in a trace)."""
+    values = [scene.value(n) for n in node.inputs] + [scene.value(node)]
+    if any(v is None for v in values):
+        return None, None
+    shapes = [tuple(getattr(v, "shape", np.shape(v))) for v in values]
+    return shapes[:-1], shapes[-1]
 
 
 def _namer(scene, units, precision):
@@ -397,8 +438,7 @@ def _namer(scene, units, precision):
 def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
     """{(i, box): text} for edges from a node into a collapsed composite: on scalar edges
     of a trace the composite's local derivative ∂out/∂v_i = Σ_j v̄_j ∂v_j/∂v_i / v̄_out
-    (its members' summands over its one output's v̄), else its rule by the composite's
-    name when one is known (``mse``: "ȳ += v̄ · 2(y − t) / n")."""
+    (its members' summands over its one output's v̄)."""
     if not mode:
         return {}
     into = {}
@@ -421,11 +461,8 @@ def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
                 local = sum(float(terms[(i, j)]) for j in js) / gbar
                 out[(i, box)] = "∂ " + L.fmt_number(local, precision)
             continue
-        record = groups(scene.graph).get(str(box), {})
-        args = [a for a in record.get("args", ()) if a not in set(boxes[box])]
-        if args.count(i) == 1 and record.get("label") in L.RULES:
-            rhs = L.rule_rhs(record["label"], [name(a) for a in args], str(box), args.index(i))
-            out[(i, box)] = f"{L.bar(name(i))} {rhs}"
+        # a composite's array edges carry no rule text: its rule is its members' (drawn
+        # with expand=), and a user's function of the same name as an op may differ
     return out
 
 
@@ -433,9 +470,9 @@ def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
 
 def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, collapse=None,
          expand=False, constants=True, depth=None, max_nodes=None, rankdir="TB",
-         precision=4, max_elems=12, values=True, adjoints=True, highlight=None,
+         precision=4, max_elems=L.MAX_ELEMS, values=True, adjoints=True, highlight=None,
          _cell_ids=False, _only=None) -> Drawing:
-    """Draw a trace (values and adjoints v̄), or nodes / a graph (structure only).
+    """Draw a trace (values and adjoints v̄), or a program, nodes or a graph (structure).
 
     - ``loss`` and ``wrt``: the nodes marked as the loss and as the inputs asked for
       (default: a trace's first output, and its variables).

@@ -273,6 +273,9 @@ def _from_op(name, attrs, args, scalar, data, ins):
     if name == "softmax_cross_entropy":
         z, t = a, args[1]
         ls = _E("func", (z,), "log_softmax", False)
+        if attrs.get("labels"):        # t holds class indices: each row's entry at its label
+            return _reduce(_E("neg", (_E("pick", (ls, t), scalar=False),), scalar=False),
+                           attrs, scalar)
         per = _E("neg", (_E("sum", (_E("mul", (t, ls), scalar=False),), "class", False),),
                  scalar=False)
         return _reduce(per, attrs, scalar)
@@ -495,6 +498,9 @@ def _print_one(e, kids, symbols):
     if k == "func":
         name, tex = _FUNCS[e.val]
         return _atom((name, "(", kids[0], ")"), (tex, r"\left(", kids[0], r"\right)"))
+    if k == "pick":                              # a row's entry at its class index
+        a = _paren(kids[0], ATOM)
+        return _P((a, "[", kids[1], "]"), (a, "_{", kids[1], "}"), POW, "atom")
     if k == "abs":
         return _atom(("|", kids[0], "|"), (r"\left|", kids[0], r"\right|"))
     if k == "norm2":

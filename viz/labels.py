@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import html
 import re
+import weakref
 
 import numpy as np
+
+from . import rules as R
+from .rule_expr import fmt_shape  # noqa: F401  ((3,) style, "?" for an open length)
 
 #: PyTensor's colour code: inputs green, shared variables yellow-green, constants
 #: spring green, outputs blue; op nodes pink like its Elemwise; derivative nodes peach.
@@ -24,6 +28,9 @@ COLOURS = {
     "adjoint_row": "#FFF2CC",
 }
 FONT = "DejaVu Sans"
+#: arrays with more entries than this are summarised (mean, min/max, norm), in drawings and
+#: walkthroughs alike; 12 shows a 4×3 matrix in full, so its v̄ can be checked by hand
+MAX_ELEMS = 12
 BAR = "\u0304"  # combining macron: "w" + BAR is w̄
 
 
@@ -44,10 +51,6 @@ def fmt_number(x, precision: int = 4) -> str:
     return "0" if text == "-0" else text  # −0.0 is just 0 to a reader
 
 
-def fmt_shape(shape) -> str:
-    """(3,) style, with "?" for a length known only at run time."""
-    inner = ", ".join("?" if s is None else str(s) for s in shape)
-    return f"({inner}{',' if len(shape) == 1 else ''})"
 
 
 def shape_text(shape) -> str:
@@ -79,7 +82,7 @@ def fmt_summary(a, precision: int = 4) -> list[str]:
             f"‖·‖ {f(np.linalg.norm(a.ravel()))}"]
 
 
-def fmt_value(a, precision: int = 4, max_elems: int = 12) -> list[str]:
+def fmt_value(a, precision: int = 4, max_elems: int = MAX_ELEMS) -> list[str]:
     """Scalars and small arrays in full; larger ones as a summary."""
     a = np.asarray(a)
     if a.size <= max_elems and a.ndim <= 2:
@@ -87,7 +90,7 @@ def fmt_value(a, precision: int = 4, max_elems: int = 12) -> list[str]:
     return fmt_summary(a, precision)
 
 
-def one_line(a, precision: int = 4, max_elems: int = 12) -> str:
+def one_line(a, precision: int = 4, max_elems: int = MAX_ELEMS) -> str:
     """``fmt_value`` on a single line, for captions and tooltips."""
     lines = fmt_value(a, precision, max_elems)
     return lines[0] if len(lines) == 1 else "; ".join(lines)
@@ -132,10 +135,31 @@ def short_label(node) -> str:
 
 def display_name(node, precision: int = 4) -> str:
     """How a node is referred to everywhere (box title, rules, captions, edges): its user
-    name, the value of a scalar constant, else its short label ("mul₄")."""
+    name — scoped ("hidden/W") where another node's would read the same ("out/W") —
+    the value of a scalar constant, else its short label ("mul₄")."""
     if is_scalar_constant(node) and user_name(node) is None:
         return fmt_number(np.asarray(node.value).item(), precision)
-    return user_name(node) or short_label(node)
+    name = user_name(node)
+    if name is not None and name in _ambiguous(node.graph):
+        return node.name
+    return name or short_label(node)
+
+
+#: graph -> (its node count when looked at, the base names two scoped names share)
+_SHARED = weakref.WeakKeyDictionary()
+
+
+def _ambiguous(graph) -> set:
+    """Base names ("W") that two nodes of ``graph`` have in different scopes (computed
+    once per size of the graph: graphs only grow)."""
+    known = _SHARED.get(graph)
+    if known is None or known[0] != len(graph):
+        full = {}
+        for node in graph.nodes:
+            full.setdefault(base_name(node), set()).add(node.name)
+        known = (len(graph), {b for b, names in full.items() if len(names) > 1})
+        _SHARED[graph] = known
+    return known[1]
 
 
 def bar(name: str) -> str:
@@ -149,117 +173,48 @@ def op_text(node) -> str:
 
 
 # -- the rule that carries v̄ back along an edge -------------------------------------------
+# Each op's rule is declared once, in ``rules`` (an expression that prints the caption and
+# evaluates to the number beside it); these functions print it with the boxes' labels.
 
-#: op name -> one template per argument: "{0}", "{1}" are the operands, "{ans}" the output,
-#: and v̄ the output's adjoint. Ops missing here fall back to a generic "vjp" text.
-RULES = {
-    "add": ("+= v̄", "+= v̄"),
-    "sub": ("+= v̄", "−= v̄"),
-    "mul": ("+= v̄ · {1}", "+= v̄ · {0}"),
-    "div": ("+= v̄ / {1}", "−= v̄ · {ans} / {1}"),
-    "neg": ("−= v̄",),
-    "pow": ("+= v̄ · {1} {0}^({1}−1)", "+= v̄ · {ans} log {0}"),
-    "exp": ("+= v̄ · {ans}",),
-    "log": ("+= v̄ / {0}",),
-    "log1p": ("+= v̄ / (1 + {0})",),
-    "sqrt": ("+= v̄ / (2 {ans})",),
-    "tanh": ("+= v̄ · (1 − {ans}²)",),
-    "sin": ("+= v̄ · cos {0}",),
-    "cos": ("−= v̄ · sin {0}",),
-    "abs": ("+= v̄ · sign {0}",),
-    "relu": ("+= v̄ · [{0} > 0]",),
-    "sigmoid": ("+= v̄ · {ans}(1 − {ans})",),
-    "softplus": ("+= v̄ · σ({0})",),
-    "bce_with_logits": ("+= v̄ · (σ({0}) − {1})", "−= v̄ · {0}"),
-    "maximum": ("+= v̄ · [{0} ≥ {1}]", "+= v̄ · [{1} > {0}]"),
-    "minimum": ("+= v̄ · [{0} ≤ {1}]", "+= v̄ · [{1} < {0}]"),
-    "matmul": ("+= v̄ {1}ᵀ", "+= {0}ᵀ v̄"),
-    "sum": ("+= broadcast(v̄)",),
-    "mean": ("+= broadcast(v̄) / n",),
-    "transpose": ("+= v̄ᵀ",),
-    "reshape": ("+= reshape(v̄)",),
-    "broadcast_to": ("+= Σ v̄ to {0}'s shape",),
-    "expand_dims": ("+= squeeze(v̄)",),
-    "squeeze": ("+= expand_dims(v̄)",),
-    "sum_to": ("+= broadcast(v̄)",),
-    "broadcast_like": ("+= Σ v̄ to {0}'s shape", ""),
-    "getitem": ("+= scatter(v̄)",),
-    "logsumexp": ("+= v̄ · softmax({0})",),
-    # the model ops (primitives, or composite groups of the same name)
-    "linear": ("+= v̄ {1}ᵀ", "+= {0}ᵀ v̄", "+= Σ v̄"),
-    "mse": ("+= v̄ · 2({0} − {1}) / n", "−= v̄ · 2({0} − {1}) / n"),
-    "l2": ("+= v̄ · {0}",),
-    "softmax_cross_entropy": ("+= v̄ · (softmax({0}) − {1}) / n", "−= v̄ · log softmax({0}) / n"),
-}
-
-#: local derivatives whose textbook form reads better than the rule's own text
-LOCAL = {
-    "sigmoid": ("σ({0})(1 − σ({0}))",),
-    "tanh": ("1 − tanh²({0})",),
-    "exp": ("exp({0})",),
-    "softplus": ("σ({0})",),
-}
+def drawn_rule(child, argnum, names, ans, shapes=None, out_shape=None):
+    """(the ``Rule`` carrying v̄ from ``child`` back to its argument ``argnum``, the
+    context it is printed and evaluated in); ``shapes``/``out_shape``: traced shapes."""
+    c = R.context(child, argnum, [_operand(n) for n in names], _operand(ans), shapes,
+                  out_shape)
+    return R.rule(op_text(child), c), c
 
 
-def local_formula(op, names, ans, argnum, scalar=True) -> str | None:
-    """∂ans/∂(argument ``argnum``) as a formula over the box labels ``names``, read off the
-    rule that carries v̄ back ("+= v̄ · {1}" → "x"); None when the rule is not a product
-    with v̄ (matrix rules, scatters). ``scalar``: a mean's "/ n" is 1 and left out."""
-    local = LOCAL.get(op, ())
-    if argnum < len(local) and local[argnum]:
-        return local[argnum].format(*names, ans=ans)
-    table = RULES.get(op)
-    if table is None or argnum >= len(table) or not table[argnum]:
-        return None
-    sign, rest = table[argnum][:2], table[argnum][3:].strip()
-    if rest == "v̄":
-        body = "1"
-    elif rest.startswith("v̄ · "):
-        body = rest[len("v̄ · "):]
-    elif rest.startswith("v̄ / "):
-        body = "1 / " + rest[len("v̄ / "):]
-    else:
-        return None
-    body = body.format(*names, ans=ans)
-    if scalar:
-        body = body.replace(" / n", "")
-    return body if sign == "+=" else "−" + body
+def _operand(name):
+    """A label as an operand: a scoped name in parentheses, "(hidden/W)ᵀ", not "hidden/Wᵀ"."""
+    return f"({name})" if "/" in name else name
+
+
+def rule_text(child, argnum: int, precision: int = 4, names=None, shapes=None,
+              out_shape=None) -> str:
+    """The reverse rule of ``child``'s argument ``argnum`` as text, e.g. "W̄ += v̄ xᵀ";
+    ``names`` overrides the inputs' labels (an input drawn inside a composite's box)."""
+    names = names or [display_name(n, precision) for n in child.inputs]
+    rule, c = drawn_rule(child, argnum, names, display_name(child, precision), shapes,
+                         out_shape)
+    return f"{bar(names[argnum])} {rule.rhs(c)}"
 
 
 def node_local_formula(child, argnum, precision=4, names=None) -> str | None:
-    """``local_formula`` for an op node's argument, in the labels the boxes show."""
+    """∂child/∂(argument ``argnum``) as a formula over the labels the boxes show (the
+    factor of v̄ in the rule, or its textbook form: "σ(z)(1 − σ(z))"); None when the rule
+    is no such product (matrix rules, scatters)."""
     if child.op is None:
         return None
     names = names or [display_name(n, precision) for n in child.inputs]
-    return local_formula(op_text(child), names, display_name(child, precision), argnum,
-                         all(n.shape == () for n in child.inputs))
+    expr, c = drawn_local(child, argnum, names, display_name(child, precision))
+    return None if expr is None else expr.text(c)[0]
 
 
-def rule_rhs(op, names, ans, argnum) -> str:
-    """The right-hand side of a reverse rule over the labels ``names``: "+= v̄ · x"."""
-    table = RULES.get(op)
-    if table is not None and argnum < len(table) and table[argnum]:
-        return table[argnum].format(*names, ans=ans)
-    return f"+= vjp_{op}[{argnum}](v̄)"
-
-
-def rule_text(child, argnum: int, precision: int = 4, names=None) -> str:
-    """The reverse rule of ``child``'s argument ``argnum`` as text, e.g. "W̄ += v̄ xᵀ";
-    ``names`` overrides the inputs' labels (an input drawn inside a composite's box)."""
-    inputs = child.inputs
-    names = names or [display_name(n, precision) for n in inputs]
-    rhs = rule_rhs(op_text(child), names, display_name(child, precision), argnum)
-    if inputs[argnum].shape != child.shape and op_text(child) not in RULES_RESHAPING:
-        rhs += f" summed to {fmt_shape(inputs[argnum].shape)}"
-    return f"{bar(names[argnum])} {rhs}"
-
-
-#: ops whose rules already produce the input's shape (no broadcasting to undo)
-RULES_RESHAPING = {"matmul", "sum", "mean", "transpose", "reshape", "broadcast_to",
-                   "expand_dims", "squeeze", "sum_to", "broadcast_like", "getitem",
-                   "logsumexp", "concatenate", "stack", "trace", "det", "logdet", "inv",
-                   "solve", "norm", "eigvalsh", "dot", "outer", "reduced_size",
-                   "linear", "mse", "l2", "softmax_cross_entropy"}
+def drawn_local(child, argnum, names, ans):
+    """(∂child/∂argument ``argnum`` as an expression or None, its context): the formula
+    a scalar edge is drawn with, beside its number."""
+    c = R.context(child, argnum, [_operand(n) for n in names], _operand(ans))
+    return R.local(op_text(child), c), c
 
 
 # -- node labels ------------------------------------------------------------------------------
@@ -304,7 +259,7 @@ def header_row(title, detail, colour) -> str:
 
 
 def node_label(node, colour, *, value=None, adjoint=None, marks=(), precision=4,
-               max_elems=12, rounded=False, border=1, border_colour="black",
+               max_elems=MAX_ELEMS, rounded=False, border=1, border_colour="black",
                cell_ids=False, op=None) -> str:
     """micrograd's record: name | value | v̄, as an HTML-like label. A rounded (op) label
     is a borderless table: the node's own rounded outline frames it with a margin, so the
@@ -372,7 +327,7 @@ def folded_op_text(node, hidden, precision=4) -> str:
     return f"{op}({', '.join(args)})"
 
 
-def constant_label(node, value, precision=4, max_elems=12) -> str:
+def constant_label(node, value, precision=4, max_elems=MAX_ELEMS) -> str:
     """A constant is small: just its value (and its name, if a user gave one)."""
     name = user_name(node)
     lines = fmt_value(value, precision, max_elems)

@@ -17,6 +17,7 @@ import re
 import numpy as np
 
 from flowgrad.autodiff import ancestors
+from flowgrad.errors import FlowgradError
 
 from . import labels as L
 from flowgrad.composite import groups
@@ -235,14 +236,8 @@ class _Plan:
         # one scalar output: every member's v̄ is v̄_U times its own ∂U/∂member, so the
         # summed terms divided by v̄_U are ∂U/∂o
         number = np.asarray(_host(term)) / gbar if gbar != 0 else None
-        args = self.args(U)
-        label = groups(self.trace.graph).get(str(U), {}).get("label", str(U))
-        formula = None
-        if args.count(o) == 1:
-            names = [self.name(self.unit[a]) for a in args]
-            formula = L.local_formula(label, names, self.name(U), args.index(o),
-                                      all(self.h[a].shape == () for a in args))
-        return number, formula
+        # no formula: a composite's is its members' (level="primitives" shows them)
+        return number, None
 
     def backward_step(self, u, step, total, terms, ones):
         head = [f"Backward pass: step {step} of {total}"]
@@ -274,14 +269,14 @@ class _Plan:
     def rule_line(self, o, U, js):
         """The rule(s) carrying v̄ from unit U back to node ``o``."""
         if not self.is_group(U):
-            return " ; ".join(L.rule_text(self.h[U], a, self.p, self.input_names(U))
-                              for a, n in enumerate(self.h[U]._d["inputs"]) if n == o)
-        args = self.args(U)
-        label = groups(self.trace.graph).get(str(U), {}).get("label", str(U))
+            child = self.h[U]
+            # the traced shapes: a mean's n is a number here, whatever the graph left open
+            shapes = [np.shape(_host(self.trace[x])) for x in child.inputs]
+            out_shape = np.shape(_host(self.trace[child]))
+            return " ; ".join(L.rule_text(child, a, self.p, self.input_names(U), shapes,
+                                          out_shape)
+                              for a, n in enumerate(child._d["inputs"]) if n == o)
         name = self.name(self.unit[o])
-        if args.count(o) == 1 and label in L.RULES:
-            names = [self.name(self.unit[a]) for a in args]
-            return f"{L.bar(name)} " + L.rule_rhs(label, names, self.name(U), args.index(o))
         return f"{L.bar(name)} += v̄ carried back through {self.name(U)}'s {len(js)} node(s)"
 
     def scalar_sum(self, name, kids, summed, locs):
@@ -307,9 +302,14 @@ class _Plan:
                  and self.trace.has_adjoint(self.h[i])]
         n = self.name(self.unit[self.loss.id])
         lines = ["Done: the gradient"] + [
-            f"∂{n}/∂{self.name(i)} = {self.vbar(i)} = {self.num(self.trace.adjoint(self.h[i]))}"
-            for i in asked]
+            f"∂{n}/∂{_whole(self.name(i))} = {self.vbar(i)} = "
+            f"{self.num(self.trace.adjoint(self.h[i]))}" for i in asked]
         self.add("done", asked, lines=lines)
+
+
+def _whole(name):
+    """A scoped name kept together after a "/": ∂loss/∂(hidden/W)."""
+    return f"({name})" if "/" in name else name
 
 
 def _sum(values):
@@ -405,14 +405,20 @@ body {{ font-family: "DejaVu Sans", Verdana, sans-serif; margin: 12px; color: #2
 #caption {{ font-size: 15px; min-height: 7em; background: #f7f7f7; padding: 8px 12px;
            border-left: 4px solid #d62728; white-space: pre-wrap; }}
 #caption .title {{ font-weight: bold; }}
-#graph {{ overflow: auto; border: 1px solid #ddd; margin-top: 8px; }}
-#graph svg {{ max-width: 100%; height: auto; }}
+#graph {{ overflow: auto; max-height: 78vh; border: 1px solid #ddd; margin-top: 8px;
+          cursor: grab; }}
+#graph.drag {{ cursor: grabbing; user-select: none; }}
+#zoom {{ display: flex; gap: 4px; align-items: center; }}
 {css}
 </style></head><body>
 <h2>{title}</h2>
 <div id="bar"><button id="prev">&#9664; prev</button>
 <input id="slider" type="range" min="0" max="{last}" value="0">
-<button id="next">next &#9654;</button><span id="counter"></span></div>
+<button id="next">next &#9654;</button><span id="counter"></span>
+<span id="zoom"><button id="zout" title="zoom out (-)">&minus;</button>
+<button id="z100" title="actual size (0)">100%</button>
+<button id="zfit" title="fit the width">fit</button>
+<button id="zin" title="zoom in (+)">+</button></span></div>
 <div id="caption"></div>
 <div id="graph">{svg}</div>
 <script>
@@ -447,12 +453,44 @@ function show(n) {{
   document.getElementById("counter").textContent = (k + 1) + " / " + D.frames.length;
   document.body.dataset.frame = k;
 }}
+// Zoom: 100% is the drawing's own size (labels at their point size, never shrunk to fit);
+// drag or scroll the frame to pan, ctrl + wheel or the buttons to zoom.
+const W0 = svg.width.baseVal.value, H0 = svg.height.baseVal.value;
+let zoom = 1;
+function setZoom(z) {{
+  zoom = Math.max(0.1, Math.min(8, z));
+  svg.setAttribute("width", W0 * zoom); svg.setAttribute("height", H0 * zoom);
+  document.body.dataset.zoom = zoom.toFixed(3);
+}}
+const box = document.getElementById("graph");
+document.getElementById("zin").onclick = () => setZoom(zoom * 1.25);
+document.getElementById("zout").onclick = () => setZoom(zoom / 1.25);
+document.getElementById("z100").onclick = () => setZoom(1);
+document.getElementById("zfit").onclick = () => setZoom((box.clientWidth - 4) / W0);
+box.addEventListener("wheel", e => {{
+  if (!e.ctrlKey) return;
+  e.preventDefault(); setZoom(zoom * (e.deltaY < 0 ? 1.1 : 1 / 1.1));
+}}, {{passive: false}});
+let drag = null;
+box.addEventListener("mousedown", e => {{
+  drag = [e.clientX, e.clientY, box.scrollLeft, box.scrollTop]; box.classList.add("drag");
+}});
+window.addEventListener("mousemove", e => {{
+  if (!drag) return;
+  box.scrollLeft = drag[2] - (e.clientX - drag[0]);
+  box.scrollTop = drag[3] - (e.clientY - drag[1]);
+}});
+window.addEventListener("mouseup", () => {{ drag = null; box.classList.remove("drag"); }});
+setZoom(1);
 document.getElementById("prev").onclick = () => show(k - 1);
 document.getElementById("next").onclick = () => show(k + 1);
 slider.oninput = () => show(parseInt(slider.value, 10));
 document.addEventListener("keydown", e => {{
   if (e.key === "ArrowLeft") show(k - 1);
   if (e.key === "ArrowRight") show(k + 1);
+  if (e.key === "+" || e.key === "=") setZoom(zoom * 1.25);
+  if (e.key === "-") setZoom(zoom / 1.25);
+  if (e.key === "0") setZoom(1);
 }});
 show(0);
 </script></body></html>
@@ -468,6 +506,20 @@ def _page(base, plan, title) -> str:
     blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
     return PAGE.format(title=html.escape(title), css=CSS, last=len(plan.frames) - 1,
                        svg=base, data=blob)
+
+
+class NeedsTraceError(FlowgradError, TypeError):
+    """``walkthrough`` was given a program, a node or a graph: it plays the numbers of one
+    run, so it needs a Trace (``prog.trace(feed)``)."""
+
+
+def _check_trace(what):
+    from flowgrad.tracing import Trace
+    if not isinstance(what, Trace):
+        raise NeedsTraceError(
+            f"walkthrough needs a Trace: prog.trace(feed), e.g. "
+            f"fg.compile(loss).trace(x=...), not a {type(what).__name__} (it plays the "
+            f"values and adjoints of one run; fg.viz.draw draws a structure without them)")
 
 
 class Walkthrough:
@@ -528,7 +580,7 @@ class Walkthrough:
 
 
 def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, constants=True,
-                rankdir="LR", precision=4, max_elems=6,
+                rankdir="LR", precision=4, max_elems=L.MAX_ELEMS,
                 title="Backpropagation, step by step"):
     """The trace's forward and backward pass, one step per frame.
 
@@ -539,13 +591,16 @@ def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, con
     ``frame_000.svg`` …; returns the path(s) written.
 
     ``level="ops"`` (default) steps once per op node and once per ``fg.composite`` group
-    (``fg.linear``, ``fg.mse`` …; ``expand=`` opens groups as in ``draw``);
+    (your own functions; ``expand=`` opens groups as in ``draw``);
     ``level="primitives"`` steps through every primitive node. ``constants=False`` draws
     no constant boxes (their values show in the ops' labels). A local derivative is shown
     as its formula and its number, ``∂y/∂z = σ(z)(1 − σ(z)) = 0.2055``.
-    The trace must have adjoints (its first output a scalar loss); laying the graph
-    out needs Graphviz's ``dot``.
+    Arrays of up to ``max_elems`` entries (12, as in ``draw``) are written in full.
+    The HTML shows the drawing at its own size (labels legible) with zoom and pan.
+    The trace must have adjoints (its first output a scalar loss); anything but a Trace
+    is a ``NeedsTraceError``. Laying the graph out needs Graphviz's ``dot``.
     """
+    _check_trace(trace)
     plan = _Plan(trace, precision, max_elems, level, expand, constants).build()
     wt = Walkthrough(plan, _layout(trace, plan, rankdir, precision, max_elems), title)
     return wt if path is None else wt.save(path, format)
