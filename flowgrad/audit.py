@@ -45,8 +45,8 @@ class PrecisionAudit:
     ``error(node)``, ``worst`` (the node that created the most error), ``marked`` (the rows
     that created error), ``table()``; ``fg.viz.draw(audit)`` shades the graph by it."""
 
-    def __init__(self, rows, dtype, reference, trace):
-        self.rows, self.dtype, self.reference, self.trace = rows, dtype, reference, trace
+    def __init__(self, outputs, rows, dtype, reference):
+        self.outputs, self.rows, self.dtype, self.reference = outputs, rows, dtype, reference
         self._by_id = {r.node.id: r for r in rows}
 
     def error(self, node) -> float:
@@ -81,6 +81,19 @@ class PrecisionAudit:
     def __repr__(self):
         return self.table()
 
+    def shading(self) -> tuple[dict, dict]:
+        """({node: fill colour}, {node: caption}) for ``fg.viz.draw(audit)``: a node that
+        created error is drawn red-orange with "digits lost here"; one that carries error
+        from its inputs is shaded by its digits lost, lighter for fewer."""
+        colours, captions = {}, {}
+        for r in self.rows:
+            if r.created:
+                colours[r.node], captions[r.node] = "#F08A5D", f"{r.digits:.1f} digits lost here"
+            elif r.digits >= 1:
+                colours[r.node] = "#FDE3CF" if r.digits < 3 else "#F9C29D"
+                captions[r.node] = f"{r.digits:.1f} digits lost (inherited)"
+        return colours, captions
+
 
 def precision_audit(outputs, feed=None, dtype="float32", factor: float = 10.0) -> PrecisionAudit:
     """Run ``outputs`` (a node or a list) in ``dtype`` and in the graph's own precision on
@@ -100,7 +113,7 @@ def precision_audit(outputs, feed=None, dtype="float32", factor: float = 10.0) -
         {twin[k.id]: v for k, v in feed.items() if k.id in twin})
     values = {nid: (_host(ref[nid]), _host(lowered[twin[nid].id]))
               for nid in ids if nid in ref and twin[nid].id in lowered}
-    return _report(graph, ids, values, low, factor)
+    return _report(outs, ids, values, low, factor)
 
 
 def _resolve_feed(graph, feed) -> dict:
@@ -155,7 +168,8 @@ def _relative_error(ref, low) -> float:
     return math.inf if scale == 0.0 or not math.isfinite(worst) else worst / scale
 
 
-def _report(graph, ids, values, low, factor) -> PrecisionAudit:
+def _report(outs, ids, values, low, factor) -> PrecisionAudit:
+    graph = outs[0].graph
     unit = float(np.finfo(low).eps) / 2
     errors, rows = {}, []
     for nid in ids:
@@ -170,7 +184,7 @@ def _report(graph, ids, values, low, factor) -> PrecisionAudit:
         if not math.isfinite(digits):
             digits = -math.log10(unit)
         rows.append(AuditRow(n, err, digits, created, suggest(n) if created else None))
-    return PrecisionAudit(rows, low, graph.node(ids[-1]).dtype if ids else None, None)
+    return PrecisionAudit(outs, rows, low, outs[0].dtype)
 
 
 def _op(node) -> str | None:

@@ -68,3 +68,15 @@ def test_bad_dtype_is_a_usage_error(g):
         fg.precision_audit(x * 2, {x: 1.0}, dtype="f32")
     with pytest.raises(KeyError, match="not part of this audit"):
         fg.precision_audit(x * 2, {x: 1.0}).error(fg.placeholder("other", ()))
+
+
+def test_draw_audit_shades_where_digits_are_lost(g):
+    x = fg.placeholder("x", (3,))
+    cancel = ((1 + x) - 1).named("cancel")
+    loss = fg.sum(cancel * cancel).named("loss")
+    aud = fg.precision_audit(loss, {x: np.array([1e-6, 2e-7, 3e-8])})
+    src = fg.viz.draw(aud).source
+    assert "digits lost here" in src and "#F08A5D" in src
+    assert "digits lost (inherited)" in src       # the loss carries the error on
+    colours, captions = aud.shading()
+    assert colours[cancel] == "#F08A5D" and captions[loss].endswith("(inherited)")

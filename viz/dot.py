@@ -104,6 +104,8 @@ class _Scene:
         #: {node id: colour} painted over a node's own colours (a culprit in red, say)
         self.highlight = {(n.id if isinstance(n, Node) else n): c
                           for n, c in (highlight or {}).items()}
+        #: {node id: a line added to its box} (draw(audit): the digits it lost)
+        self.captions = {}
         adj = self.trace.adjoint_nodes if self.trace is not None else {}
         self.adjoint_of = {n.id: a for n, a in adj.items()}
         self.loss = loss if loss is not None else (
@@ -271,6 +273,8 @@ def _marks(scene, node, derivative):
     if node.id in scene.highlight:
         colour = border_colour = scene.highlight[node.id]
         border = max(border, 3)
+    if node.id in scene.captions:
+        marks.append(scene.captions[node.id])
     return marks, colour, border, border_colour
 
 
@@ -472,7 +476,8 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
          expand=False, constants=True, depth=None, max_nodes=None, rankdir="TB",
          precision=4, max_elems=L.MAX_ELEMS, values=True, adjoints=True, highlight=None,
          _cell_ids=False, _only=None) -> Drawing:
-    """Draw a trace (values and adjoints v̄), or a program, nodes or a graph (structure).
+    """Draw a trace (values and adjoints v̄), or a program, nodes or a graph (structure);
+    a NumericsError (its trace, the culprit red) or a precision audit (shaded by digits lost).
 
     - ``loss`` and ``wrt``: the nodes marked as the loss and as the inputs asked for
       (default: a trace's first output, and its variables).
@@ -494,10 +499,16 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
       summarised (mean, min/max, norm).
     - ``highlight``: {node: colour} to paint particular nodes (a culprit red, say).
     """
+    from flowgrad.audit import PrecisionAudit
     from flowgrad.errors import NumericsError
     if isinstance(what, NumericsError):  # draw(err): the trace, culprit in red
         what = what.trace
+    captions = {}
+    if isinstance(what, PrecisionAudit):  # draw(audit): shaded by the digits each node lost
+        shades, captions = what.shading()
+        highlight, what = {**shades, **(highlight or {})}, list(what.outputs)
     scene = _Scene(what, loss, wrt, backward, highlight)
+    scene.captions = {n.id: text for n, text in captions.items()}
     hidden = set() if constants else {i for i in scene.forward
                                       if scene.handles[i].kind == "constant"}
     opts = {"precision": precision, "max_elems": max_elems, "values": values,
