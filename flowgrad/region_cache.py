@@ -198,9 +198,12 @@ class CheckedCache(FunctionCache):
         self.fg_directory, self.fg_prefix = directory, f"r_{key}."
 
     def _fg_entries(self):
-        with os.scandir(self.fg_directory) as it:
-            return [e.path for e in it if e.name.startswith(self.fg_prefix)
-                    and e.name.endswith((".nbi", ".nbc"))]
+        try:
+            with os.scandir(self.fg_directory) as it:
+                return [e.path for e in it if e.name.startswith(self.fg_prefix)
+                        and e.name.endswith((".nbi", ".nbc"))]
+        except OSError:
+            return []
 
     def _fg_remove(self, why: str) -> None:
         warnings.warn(f"flowgrad region cache: {why}; the entry is removed and the loop "
@@ -214,7 +217,12 @@ class CheckedCache(FunctionCache):
     def _fg_trusted(self) -> bool:
         """The entry's files are all trusted (or have just been removed)."""
         for path in self._fg_entries():
-            problem = _file_problem(path)
+            try:
+                problem = _file_problem(path)
+            except FileNotFoundError:     # another process replaced or removed it
+                continue
+            except OSError as exc:
+                problem = f"{path!r} cannot be checked ({exc})"
             if problem is not None:
                 self._fg_remove(f"{problem}: not loaded")
                 return False
@@ -238,9 +246,12 @@ class CheckedCache(FunctionCache):
             self._fg_remove(f"a cache entry could not be saved ({type(exc).__name__}: "
                             f"{exc})")
         for path in self._fg_entries():   # numba writes with the umask's mode
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o022:
-                os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
+            try:
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and st.st_mode & 0o022:
+                    os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
+            except OSError:               # gone already: checked again when loaded
+                pass
 
 
 def cached_kernel(source: str, key: str, jit):

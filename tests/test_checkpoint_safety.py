@@ -306,6 +306,19 @@ def test_a_names_array_longer_than_the_archive_is_refused_before_it_is_read(tmp_
     assert_refused(path, W, b, match="declares 16777216 names, but the archive holds 2")
 
 
+def test_names_over_64_mib_are_refused_from_the_header(tmp_path):
+    """names.npy's own cap, pinned: 64 MiB of names passes it (and meets the count
+    check), 4 bytes more is refused as it stands."""
+    W, b = model()
+    arrays = [stored("0.npy", npy(np.ones((2, 3)))), stored("1.npy", npy(np.zeros(3, np.float32)))]
+    for count, match in [(1 << 24, "declares 16777216 names"),
+                         ((1 << 24) + 1, "must be a 1-d array of names")]:
+        path = tmp_path / "cap.npz"
+        path.write_bytes(raw_zip([stored("names.npy", npy(shape=(count,), descr="<U1"))]
+                                 + arrays))
+        assert_refused(path, W, b, match=match)
+
+
 @pytest.mark.parametrize("count", [1, 3])
 def test_the_names_count_must_be_the_arrays_count(tmp_path, count):
     """The boundary on either side of 2 arrays (2 names load: the file above)."""
