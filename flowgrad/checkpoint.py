@@ -15,18 +15,27 @@ layout, one member per name, still loads.
 ``.npy`` header (shape, dtype) is checked against the variable before any of its data is
 read; the zip directory's declared size must be exactly what the header implies, and at
 most that many bytes are ever decompressed, so a small file that would inflate to
-gigabytes is refused after reading its header. Values must fit the variable's dtype
+gigabytes is refused after reading its header. Counts and sizes are checked before
+anything is read or allocated: ``names.npy`` must list exactly as many names as the
+archive holds arrays, and the members a load reads may declare at most ``max_bytes``
+bytes in all — by default ``LOAD_RATIO`` (64) times the file's own size, so a file can
+never make flowgrad decompress or allocate more than 64× what it takes on disk (a
+checkpoint ``save_variables`` wrote is stored uncompressed: ~1×). Each array is read
+straight into its one buffer (no second copy). Values must fit the variable's dtype
 (no float64 1e300 into float32, no int64 2**40 into int32). Every problem — an empty,
 truncated, corrupt or foreign file included — is a :class:`CheckpointError`, raised
 after everything was read and checked and before any variable is assigned: a
 checkpoint loads whole or not at all.
+
+**Files are written with your umask** (0644 under the usual 022, as numpy and torch
+write theirs); re-saving over an existing checkpoint keeps its mode.
 """
 from __future__ import annotations
 
+import numbers
 import os
 import pathlib
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -36,11 +45,14 @@ import numpy as np
 from .backends import to_numpy
 from .errors import FlowgradError
 from .graph import Graph, Node
+from .userfiles import write_atomically
 
-__all__ = ["CheckpointError", "save_variables", "load_variables"]
+__all__ = ["CheckpointError", "save_variables", "load_variables", "LOAD_RATIO"]
 
 _NAMES = "names.npy"
 _MAX_NAMES_BYTES = 64 << 20     # the names array: 64 MiB is millions of long names
+LOAD_RATIO = 64                 # default max_bytes: this many times the file's size
+_CHUNK = 1 << 18                # data is decompressed into its array this much at a time
 # what a broken or hostile zip raises while it is read (a missing file stays an OSError)
 _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError,
                 NotImplementedError, RuntimeError, OverflowError, zlib.error, struct.error)
@@ -80,7 +92,8 @@ def save_variables(path, variables) -> pathlib.Path:
 
     ``.npz`` is appended to a path without it (as numpy does). The file is written
     to a temporary name and then moved into place, so an interrupted save never
-    leaves a half-written checkpoint. Returns the path written.
+    leaves a half-written checkpoint; it gets the mode ``open()`` would give it (0o666
+    less the umask, or the mode of the file it replaces). Returns the path written.
     """
     named = _named_variables(variables)
     if not named:
@@ -91,20 +104,14 @@ def save_variables(path, variables) -> pathlib.Path:
     members = {_NAMES: np.array(list(named), dtype=str)}
     for k, v in enumerate(named.values()):
         members[f"{k}.npy"] = np.asarray(to_numpy(v.value))
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-            for member, arr in members.items():
-                with zf.open(member, "w", force_zip64=True) as m:
-                    np.lib.format.write_array(m, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with write_atomically(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+        for member, arr in members.items():
+            with zf.open(member, "w", force_zip64=True) as m:
+                np.lib.format.write_array(m, arr, allow_pickle=False)
     return path
 
 
-def load_variables(path, variables, strict: bool = True) -> list[str]:
+def load_variables(path, variables, strict: bool = True, max_bytes=None) -> list[str]:
     """Assign values saved by ``save_variables`` to ``variables`` (same three forms).
 
     With ``strict`` (the default) every variable must be in the file and every array
@@ -113,13 +120,22 @@ def load_variables(path, variables, strict: bool = True) -> list[str]:
     and every value fit the variable's dtype, else ``CheckpointError`` — and then no
     variable is changed. A file that is not a readable checkpoint is a
     ``CheckpointError`` too. Returns the names loaded.
+
+    ``max_bytes`` bounds the bytes the members read may declare (decompressed), checked
+    before any is read: by default ``LOAD_RATIO`` (64) times the file's size. A
+    checkpoint compressed more than that (``np.savez_compressed`` of mostly zeros) needs
+    an explicit ``max_bytes=``.
     """
     named = _named_variables(variables)
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(
+            max_bytes, numbers.Integral) or max_bytes < 0):
+        raise ValueError(f"max_bytes must be a non-negative integer or None, got {max_bytes!r}")
     where = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
     f = path if hasattr(path, "read") else open(path, "rb")  # a missing file: OSError
     try:
+        budget = _Budget(f, max_bytes, where)
         with zipfile.ZipFile(f) as zf:
-            values = _read(zf, named, strict, where)
+            values = _read(zf, named, strict, where, budget)
     except CheckpointError:
         raise
     except (*_READ_ERRORS, OSError) as e:   # OSError: a seek a broken directory asked for
@@ -133,10 +149,35 @@ def load_variables(path, variables, strict: bool = True) -> list[str]:
     return list(values)
 
 
-def _read(zf: zipfile.ZipFile, named: dict, strict: bool, where: str) -> dict:
+class _Budget:
+    """The bytes of member data a load may still read: ``max_bytes``, or ``LOAD_RATIO``
+    times the file's size."""
+
+    def __init__(self, f, max_bytes, where):
+        self.where, self.size = where, None
+        if max_bytes is None:
+            here = f.tell()
+            self.size = f.seek(0, os.SEEK_END) - here
+            f.seek(here)
+            max_bytes = LOAD_RATIO * self.size
+        self.left = self.limit = int(max_bytes)
+
+    def take(self, nbytes: int, what: str) -> None:
+        """Charge ``nbytes`` (before they are read), or refuse."""
+        if nbytes > self.left:
+            why = (f"max_bytes={self.limit}" if self.size is None else
+                   f"{LOAD_RATIO}x the file's {self.size} bytes ({self.limit}); pass "
+                   f"max_bytes= to load it anyway")
+            raise CheckpointError(f"{self.where!r}: {what} would take "
+                                  f"{self.limit - self.left + nbytes} bytes in all, more "
+                                  f"than {why}")
+        self.left -= nbytes
+
+
+def _read(zf: zipfile.ZipFile, named: dict, strict: bool, where: str, budget) -> dict:
     """{name: array} for the variables to load, every member checked; raises
     CheckpointError (or one of _READ_ERRORS) and assigns nothing."""
-    members = _members(zf, where)
+    members = _members(zf, where, budget)
     missing = sorted(set(named) - set(members))
     extra = sorted(set(members) - set(named))
     if strict and (missing or extra):
@@ -147,6 +188,7 @@ def _read(zf: zipfile.ZipFile, named: dict, strict: bool, where: str) -> dict:
             parts.append(f"arrays in the file that match no variable: {extra}")
         raise CheckpointError(f"{where!r} does not fit the variables; "
                               + "; ".join(parts) + " (strict=False loads the names they share)")
+    budget.take(sum(members[n].file_size for n in named if n in members), "the arrays")
     values = {}
     for name, v in named.items():
         if name in members:
@@ -154,7 +196,7 @@ def _read(zf: zipfile.ZipFile, named: dict, strict: bool, where: str) -> dict:
     return values
 
 
-def _members(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
+def _members(zf: zipfile.ZipFile, where: str, budget) -> dict[str, zipfile.ZipInfo]:
     """{variable name: zip member}, from ``names.npy`` or, in the first layout, from
     the member names themselves."""
     infos = zf.infolist()
@@ -173,6 +215,10 @@ def _members(zf: zipfile.ZipFile, where: str) -> dict[str, zipfile.ZipInfo]:
                     shape[0] * dtype.itemsize > _MAX_NAMES_BYTES:
                 raise CheckpointError(f"{where!r}: names.npy must be a 1-d array of names, "
                                       f"it declares shape {shape} and dtype {dtype}")
+            if shape[0] != len(infos) - 1:       # counted before a name is read
+                raise CheckpointError(f"{where!r}: names.npy declares {shape[0]} names, "
+                                      f"but the archive holds {len(infos) - 1} arrays")
+            budget.take(info.file_size, "names.npy")
             names = _data(m, info, shape, fortran, dtype, offset, where, _NAMES)
         names = [str(n) for n in names]
         if sorted(by_name) != sorted([_NAMES] + [f"{k}.npy" for k in range(len(names))]):
@@ -204,12 +250,17 @@ def _read_value(zf, info, name, v) -> np.ndarray:
         arr = _data(m, info, shape, fortran, dtype, offset, name, name)
     if arr.dtype == v.dtype:
         return arr
-    with np.errstate(all="ignore"):
-        cast = arr.astype(v.dtype)
-        if v.dtype.kind in "fc":
-            fits = np.array_equal(np.isfinite(cast), np.isfinite(arr))
-        else:
-            fits = np.array_equal(cast.astype(arr.dtype), arr)
+    if v.dtype.kind in "iu" and arr.dtype.kind in "iu":     # a range check, no copy
+        lo, hi = np.iinfo(v.dtype).min, np.iinfo(v.dtype).max
+        fits = arr.size == 0 or (int(arr.min()) >= lo and int(arr.max()) <= hi)
+        cast = arr.astype(v.dtype) if fits else None
+    else:
+        with np.errstate(all="ignore"):
+            cast = arr.astype(v.dtype)
+            if v.dtype.kind in "fc":
+                fits = np.array_equal(np.isfinite(cast), np.isfinite(arr))
+            else:
+                fits = np.array_equal(cast.astype(arr.dtype), arr)
     if not fits:
         raise CheckpointError(f"{name!r}: the file holds {dtype} values that do not fit "
                               f"the variable's dtype {v.dtype} (overflow)")
@@ -233,14 +284,22 @@ def _header(m, info, what):
 
 def _data(m, info, shape, fortran, dtype, offset, where, what) -> np.ndarray:
     """Exactly the bytes the header declares, never more: the zip directory's size
-    must agree, and a short or overlong member (or a bad CRC) is refused."""
-    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    must agree, and a short or overlong member (or a bad CRC) is refused. The data is
+    decompressed chunk by chunk straight into the array's one buffer."""
+    count = int(np.prod(shape, dtype=object))
+    nbytes = count * dtype.itemsize
     if info.file_size != offset + nbytes:
         raise CheckpointError(f"{what!r} in {where!r}: the header declares {nbytes} bytes of "
                               f"data, the archive {info.file_size - offset}")
-    data = m.read(nbytes)
-    if len(data) != nbytes or m.read(1):      # reading to the end checks the CRC too
+    flat = np.empty(count, dtype)
+    raw = flat.view(np.uint8) if nbytes else flat[:0]
+    done = 0
+    while done < nbytes:
+        chunk = m.read(min(nbytes - done, _CHUNK))
+        if not chunk:
+            break
+        raw[done:done + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        done += len(chunk)
+    if done != nbytes or m.read(1):           # reading to the end checks the CRC too
         raise CheckpointError(f"{what!r} in {where!r} is truncated or overlong")
-    arr = np.frombuffer(data, dtype=dtype, count=nbytes // dtype.itemsize if dtype.itemsize
-                        else -1)
-    return arr.reshape(shape, order="F" if fortran else "C").copy()
+    return flat.reshape(shape, order="F" if fortran else "C")

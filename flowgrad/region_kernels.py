@@ -3,25 +3,23 @@
 Imported only when a program with a region is first called (importing numba costs
 ~0.5 s). Two caches: in process, one compiled function per source text (the same
 structure in another program is not compiled again); on disk, numba's own cache,
-which needs the function to live in a file — so each source is written once as a
-module ``r_<hash>.py`` under ``cache_dir()`` and imported from there. Without a
-writable directory the source is compiled in memory (no disk cache).
+which needs the function to live in a file — region_cache.py keeps it, and uses only
+files no other user can have written. Without a trusted, writable directory the
+source is compiled in memory (no disk cache).
 
 Compilation uses numba's numpy error model (x/0 gives inf/nan, as numpy, instead of
 raising) and no fastmath (IEEE NaN/inf, no reassociation, no FMA contraction).
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-import tempfile
 import threading
 import types
 
 import numba
 
+from . import region_cache
 from .ops import scalar_kernels as _sk
+from .region_cache import cache_dir  # noqa: F401  (where the disk cache is; None: none)
 
 _OPTIONS = dict(error_model="numpy", cache=False, nogil=True)
 
@@ -40,19 +38,11 @@ _compiled: dict[str, object] = {}
 _lock = threading.Lock()
 
 
-def cache_dir():
-    """Where region modules (and numba's cache of them) are kept: $FLOWGRAD_CACHE_DIR,
-    else ~/.cache/flowgrad/regions; None when it cannot be written (no disk cache)."""
-    base = os.environ.get("FLOWGRAD_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "flowgrad", "regions")
-    try:
-        os.makedirs(base, exist_ok=True)
-        return base if os.access(base, os.W_OK) else None
-    except OSError:
-        return None
-
-
 DISK_CACHE = True     # False: compile every loop in memory (no files written)
+
+
+def _jit(fn):
+    return numba.njit(**_OPTIONS)(fn)
 
 
 def get_kernel(source: str, key: str):
@@ -64,38 +54,10 @@ def get_kernel(source: str, key: str):
     with _lock:
         fn = _compiled.get(source)
         if fn is None:
-            fn = _from_file(source, key) if DISK_CACHE else None
+            fn = region_cache.cached_kernel(source, key, _jit) if DISK_CACHE else None
             if fn is None:
                 ns = {"__name__": f"flowgrad_region_{key}"}
                 exec(compile(source, f"<flowgrad region {key}>", "exec"), ns)
-                fn = numba.njit(**_OPTIONS)(ns["kernel"])
+                fn = _jit(ns["kernel"])
             _compiled[source] = fn
     return fn
-
-
-def _from_file(source, key):
-    """The kernel from ``r_<key>.py`` in the cache directory (written if absent, or if it
-    holds other text), jitted with numba's disk cache; None without a directory."""
-    base = cache_dir()
-    if base is None:
-        return None
-    path = os.path.join(base, f"r_{key}.py")
-    try:
-        with open(path, encoding="utf-8") as f:
-            same = f.read() == source
-    except OSError:
-        same = False
-    try:
-        if not same:                    # write atomically: other processes may read it
-            fd, tmp = tempfile.mkstemp(dir=base, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(source)
-            os.replace(tmp, path)
-        name = f"flowgrad_region_{key}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules.setdefault(name, module)
-    except OSError:
-        return None
-    return numba.njit(**{**_OPTIONS, "cache": True})(module.kernel)

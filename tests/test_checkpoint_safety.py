@@ -2,6 +2,8 @@
 truncated, corrupt and foreign files, decompression bombs, values that overflow. Every
 one is a CheckpointError and leaves the variables as they were."""
 import io
+import os
+import stat
 import struct
 import time
 import tracemalloc
@@ -264,3 +266,183 @@ def test_all_or_nothing_when_the_last_member_is_bad(tmp_path):
     fg.load_variables(path, [W, b])
     np.testing.assert_array_equal(W.value, np.ones((2, 3)))
     assert zipfile.is_zipfile(path)
+
+
+# -- counts and sizes checked before anything is read or allocated ---------------------------
+def deflated(name, header, zero_mib):
+    """A deflated member: ``header`` then ``zero_mib`` MiB of zero bytes, compressed from
+    one repeated flush block (cheap to make, ~1 KiB per MiB)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(bytes(1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)
+    payload = head + block * zero_mib + c.flush()
+    data = header + bytes(zero_mib << 20)
+    return (name, payload, 8, len(data), zlib.crc32(data))
+
+
+def peak_of(fn):
+    """(peak traced bytes, seconds) of ``fn()``."""
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1], time.perf_counter() - t0
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_names_array_longer_than_the_archive_is_refused_before_it_is_read(tmp_path):
+    """61 KiB that declares 16 M names (64 MiB of them, within names.npy's own cap) for
+    an archive of 2 arrays: the count is checked against the archive from the header,
+    before one name is read (it used to build 16 M strings: 1.46 GiB, 5 s)."""
+    W, b = model()
+    names = deflated("names.npy", npy(shape=(1 << 24,), descr="<U1"), 64)
+    path = tmp_path / "names-bomb.npz"
+    path.write_bytes(raw_zip([names, stored("0.npy", npy(np.ones((2, 3)))),
+                              stored("1.npy", npy(np.zeros(3, np.float32)))]))
+    assert path.stat().st_size < 80_000
+    peak, seconds = peak_of(lambda: assert_refused(path, W, b))
+    assert peak < 1 << 20 and seconds < 1
+    assert_refused(path, W, b, match="declares 16777216 names, but the archive holds 2")
+
+
+def test_names_over_64_mib_are_refused_from_the_header(tmp_path):
+    """names.npy's own cap, pinned: 64 MiB of names passes it (and meets the count
+    check), 4 bytes more is refused as it stands."""
+    W, b = model()
+    arrays = [stored("0.npy", npy(np.ones((2, 3)))), stored("1.npy", npy(np.zeros(3, np.float32)))]
+    for count, match in [(1 << 24, "declares 16777216 names"),
+                         ((1 << 24) + 1, "must be a 1-d array of names")]:
+        path = tmp_path / "cap.npz"
+        path.write_bytes(raw_zip([stored("names.npy", npy(shape=(count,), descr="<U1"))]
+                                 + arrays))
+        assert_refused(path, W, b, match=match)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_the_names_count_must_be_the_arrays_count(tmp_path, count):
+    """The boundary on either side of 2 arrays (2 names load: the file above)."""
+    W, b = model()
+    path = tmp_path / "names.npz"
+    path.write_bytes(raw_zip([stored("names.npy", npy(np.array(["W", "b", "c"][:count]))),
+                              stored("0.npy", npy(np.ones((2, 3)))),
+                              stored("1.npy", npy(np.zeros(3, np.float32)))]))
+    assert_refused(path, W, b, match=f"declares {count} names, but the archive holds 2")
+
+
+def test_a_file_cannot_ask_for_more_than_64_times_its_size(tmp_path):
+    """Two names in a 32 MiB-wide string dtype: counts agree, the names fit names.npy's
+    cap, but 64 MiB from a 64 KiB file is over 64x its size: refused before a byte of
+    it is read, unless max_bytes= allows it."""
+    W, b = model()
+    header = npy(shape=(2,), descr=f"<U{8 << 20}")
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)        # "W", then zeros, then "b", zeros
+    w_chr, b_chr = "W".encode("utf-32-le"), "b".encode("utf-32-le")
+    pad = bytes((32 << 20) - 4)
+    data_crc = zlib.crc32(pad, zlib.crc32(b_chr, zlib.crc32(pad, zlib.crc32(
+        w_chr, zlib.crc32(header)))))
+    payload = c.compress(header + w_chr) + c.compress(pad) + c.compress(b_chr) + \
+        c.compress(pad) + c.flush()
+    names = ("names.npy", payload, 8, len(header) + (64 << 20), data_crc)
+    path = tmp_path / "wide-names.npz"
+    path.write_bytes(raw_zip([names, stored("0.npy", npy(np.ones((2, 3)))),
+                              stored("1.npy", npy(np.zeros(3, np.float32)))]))
+    size = path.stat().st_size
+    assert 64 * size < 64 << 20
+    peak, seconds = peak_of(lambda: assert_refused(path, W, b, match="64x the file's"))
+    assert peak < 1 << 20 and seconds < 1
+    with zipfile.ZipFile(path) as zf:
+        needed = sum(i.file_size for i in zf.infolist())
+    with pytest.raises(fg.CheckpointError, match=f"max_bytes={needed - 1}"):
+        fg.load_variables(path, [W, b], max_bytes=needed - 1)
+    untouched(W, b)
+    assert fg.load_variables(path, [W, b], max_bytes=needed) == ["W", "b"]
+    np.testing.assert_array_equal(W.value, np.ones((2, 3)))
+
+
+def test_the_default_limit_is_64_times_the_file_size_exactly(tmp_path):
+    """A deflated checkpoint of zeros, padded with a zip comment to the first size at
+    which its members' bytes are within 64x the file: loads; one byte less: refused."""
+    with fg.Graph():
+        big = fg.variable(np.ones(200_000), name="big")
+        path = tmp_path / "z.npz"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("big.npy", npy(np.zeros(200_000)))
+        base = path.stat().st_size
+        with zipfile.ZipFile(path) as zf:
+            needed = sum(i.file_size for i in zf.infolist())
+        assert needed > 64 * base
+        first = -(-needed // 64)                       # the smallest size that may load
+        for size, loads in [(first - 1, False), (first, True)]:
+            with zipfile.ZipFile(path, "a") as zf:
+                zf.comment = b"x" * (size - base)
+            assert path.stat().st_size == size
+            if loads:
+                assert fg.load_variables(path, [big]) == ["big"]
+                assert not big.value.any()
+            else:
+                with pytest.raises(fg.CheckpointError, match="pass max_bytes="):
+                    fg.load_variables(path, [big])
+                assert big.value.all()
+    with pytest.raises(ValueError, match="max_bytes"):
+        fg.load_variables(path, [big], max_bytes=-1)
+
+
+def test_an_array_is_read_into_its_buffer_once(tmp_path):
+    """8 MB of float64 (and a Fortran-ordered copy) load with a peak of the array plus
+    one read chunk (under 1 MiB), not the decompressed bytes and a copy of them."""
+    with fg.Graph():
+        value = np.arange(1 << 20, dtype=np.float64)
+        v = fg.variable(np.zeros(1 << 20), name="v")
+        f = fg.variable(np.zeros((1024, 1024), order="F"), name="f")
+        path = tmp_path / "big.npz"
+        np.savez(path, v=value, f=np.asfortranarray(value.reshape(1024, 1024)))
+        peak, _ = peak_of(lambda: fg.load_variables(path, [v, f]))
+        assert peak < 2 * value.nbytes + (1 << 20)          # two arrays, one chunk
+        np.testing.assert_array_equal(v.value, value)
+        np.testing.assert_array_equal(f.value, value.reshape(1024, 1024))
+        assert f.value.flags.f_contiguous
+        peak, _ = peak_of(lambda: fg.load_variables(path, [v], strict=False))
+        assert peak < value.nbytes + (1 << 20)
+        with fg.Graph():                                     # a cast: the variable's copy
+            small = fg.variable(np.zeros(1 << 20, np.int32), name="v")
+            np.savez(path, v=np.arange(1 << 20))
+            peak, _ = peak_of(lambda: fg.load_variables(path, [small]))
+            assert small.value[-1] == (1 << 20) - 1 and small.value.dtype == np.int32
+            assert peak < 8 * (1 << 20) + 4 * (1 << 20) + (1 << 20)
+
+
+# -- files are written with the user's umask -------------------------------------------------
+def write_checkpoint(path):
+    W, b = model()
+    return fg.save_variables(path, [W, b])
+
+
+def write_graph(path):
+    with fg.Graph() as g:
+        fg.variable(np.ones(3), name="w")
+    return fg.save_graph(path, g)
+
+
+@pytest.mark.parametrize("write", [write_checkpoint, write_graph], ids=["checkpoint", "graph"])
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_are_written_with_the_users_umask(tmp_path, write, umask, mode):
+    old = os.umask(umask)
+    try:
+        path = write(tmp_path / "out.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]     # no temporary left
+
+
+@pytest.mark.parametrize("write", [write_checkpoint, write_graph], ids=["checkpoint", "graph"])
+def test_saving_over_a_file_keeps_its_mode(tmp_path, write):
+    path = write(tmp_path / "out.npz")
+    os.chmod(path, 0o600)
+    old = os.umask(0o022)
+    try:
+        write(path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -27,7 +27,6 @@ import io
 import json
 import os
 import pathlib
-import tempfile
 import zipfile
 import zlib
 
@@ -36,6 +35,7 @@ import numpy as np
 from flowgrad.backends import to_numpy
 from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph, Node
+from flowgrad.userfiles import write_atomically
 
 from .attrs import decode, dtype_name, encode, parse_dtype
 from .objects import closure, decoder, encoder
@@ -136,18 +136,12 @@ def save_graph(path, graph_or_outputs) -> pathlib.Path:
            "gradients": _gradient_records(g, new_id)}
     text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
     path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(GRAPH_MEMBER, text)
-            for k, arr in enumerate(arrays):
-                buf = io.BytesIO()
-                np.save(buf, arr, allow_pickle=False)
-                zf.writestr(f"arrays/{k}.npy", buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with write_atomically(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(GRAPH_MEMBER, text)
+        for k, arr in enumerate(arrays):
+            buf = io.BytesIO()
+            np.save(buf, arr, allow_pickle=False)
+            zf.writestr(f"arrays/{k}.npy", buf.getvalue())
     return path
 
 
