@@ -34,3 +34,4 @@ from . import nn  # noqa: F401  (layers, initialisers, dropout)
 from . import metrics  # noqa: F401
 from .summary import summary  # noqa: F401
 from .fit import Callback, EarlyStopping, History  # noqa: F401  (opt.fit's pieces)
+from .callbacks import ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN  # noqa: F401

@@ -30,15 +30,19 @@ import weakref
 
 import numpy as np
 
+from . import optim_grads
 from .autodiff import grad, is_gradient
+from .backends import get_backend
 from .backends.numpy_backend import NumpyBackend
-from .errors import GraphError, OptimizerError
+from .errors import GraphError, NumericsError, OptimizerError
 from .graph import Node, same_graph
 from .numerics import _state as _anomaly
 from .scheduler import Program
+from .schedules import cosine_decay, exponential_decay, step_decay, warmup_cosine  # noqa: F401
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "OptimizerError",
-           "exponential_decay", "cosine_decay"]
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad",
+           "OptimizerError", "exponential_decay", "cosine_decay", "warmup_cosine",
+           "step_decay"]
 
 
 def _real(name, value, low, high=math.inf, *, low_open=False, high_open=True):
@@ -73,7 +77,11 @@ class Optimizer:
     and none is lost. Two optimizers updating the *same* variables are not coordinated.
     """
 
-    def __init__(self, variables, lr):
+    #: AdamW's: weight decay applied to the value, not added to the gradient
+    decoupled_weight_decay = False
+
+    def __init__(self, variables, lr, *, weight_decay=0.0, clipnorm=None, clipvalue=None,
+                 global_clipnorm=None, check_finite=False):
         self.variables = [variables] if isinstance(variables, Node) else list(variables)
         if not self.variables:
             raise ValueError("an optimizer needs at least one fg.variable to update")
@@ -90,11 +98,36 @@ class Optimizer:
         if not callable(lr):
             _real("lr", lr, 0.0, low_open=True)
         self.lr = lr
+        self._weight_decay = _real("weight_decay", weight_decay, 0.0)
+        clips = {"clipnorm": clipnorm, "clipvalue": clipvalue,
+                 "global_clipnorm": global_clipnorm}
+        given = {k: _real(k, v, 0.0, low_open=True) for k, v in clips.items() if v is not None}
+        if len(given) > 1:
+            raise OptimizerError(f"give at most one of clipnorm, clipvalue and "
+                                 f"global_clipnorm, got {sorted(given)}")
+        self._clip = given or None
+        #: check the loss and the gradients of every step before anything is written: a
+        #: NaN or ±inf is a NumericsError and the step changes nothing (``fit`` turns it
+        #: on through its ``TerminateOnNaN`` callback)
+        self.check_finite = bool(check_finite)
+        self._programs = {}          # training_program's cache
         self.iterations = 0
         self.state: list[dict] = [{} for _ in self.variables]
         self._lock = threading.RLock()
         self._bound = weakref.WeakKeyDictionary()   # {program: its _Binding}, by _bind
         self._last = None            # (weak ref to the last program stepped, its _Binding)
+
+    # the gradient settings are fixed when the optimizer is made (a step decides once
+    # per program whether it may take SGD's written-out path)
+    weight_decay = property(lambda self: self._weight_decay,
+                            doc="L2 penalty: ``weight_decay · w`` is added to the gradient "
+                                "(AdamW: ``w`` shrinks by ``lr · weight_decay`` instead)")
+    clipnorm = property(lambda self: (self._clip or {}).get("clipnorm"),
+                        doc="each gradient scaled to a 2-norm of at most this")
+    clipvalue = property(lambda self: (self._clip or {}).get("clipvalue"),
+                         doc="each gradient entry clamped to [−clipvalue, clipvalue]")
+    global_clipnorm = property(lambda self: (self._clip or {}).get("global_clipnorm"),
+                               doc="all gradients scaled together to a 2-norm of at most this")
 
     def learning_rate(self) -> float:
         """The rate of the next step: ``lr`` itself, or ``lr(iterations)`` for a schedule.
@@ -176,6 +209,8 @@ class Optimizer:
                 outs = call(args, feed)  # Program.__call__'s dispatch, feeds not repacked
             else:
                 outs = prog(*args, **feed)
+            if self.check_finite:
+                self._refuse_non_finite(prog, bound, outs)
             if last[2] is not None:                # SGD on numpy: updates, commit, result
                 return last[2](self, outs, lr)
             return self._step(bound, outs, lr)
@@ -216,15 +251,50 @@ class Optimizer:
         if bound is None or bound.variables is not self.variables:
             bound = self._rebind(prog)
         sgd = None
-        if getattr(self._update, "__func__", None) is _SGD_UPDATE and bound.ndarray is not None:
+        if getattr(self._update, "__func__", None) is _SGD_UPDATE and bound.ndarray is not None \
+                and not self._weight_decay and self._clip is None:
             if bound.sgd is None:        # written once per binding, for SGD only
                 bound.sgd = _sgd_function(bound)
             sgd = bound.sgd
         self._last = last = (weakref.ref(prog), bound, sgd)
         return last
 
+    def _refuse_non_finite(self, prog, bound, outs):
+        """A NumericsError, before anything is written, when the loss or a gradient of
+        this step holds a NaN or ±inf (``check_finite``)."""
+        bad = optim_grads.first_non_finite(outs[0], outs[1:bound.n + 1], bound.xp)
+        if bad is None:
+            return
+        k, count = bad
+        if k < 0:
+            what = f"the loss {prog.outputs[0].name!r} is {float(outs[0])!r}"
+        else:
+            size = math.prod(bound.variables[k].shape)
+            what = (f"the gradient w.r.t. variable {bound.variables[k].name!r} holds "
+                    f"{count} non-finite entr{'y' if count == 1 else 'ies'} (of {size})")
+        raise NumericsError(f"step {self.iterations + 1}: {what}; the step was refused and "
+                            f"no variable or state was changed (lower the learning rate, "
+                            f"clip the gradients, or look for a log/division of 0 in the "
+                            f"loss: fg.detect_anomaly() names the node)",
+                            node=prog.outputs[k + 1])
+
+    def _gradients(self, bound, old, outs):
+        """The gradients the update rule sees: the program's, clipped, plus the L2 term
+        ``weight_decay · w`` (not for a decoupled decay, which the rule applies)."""
+        grads = outs[1:bound.n + 1]
+        if self._clip is not None:
+            grads = optim_grads.clip(grads, bound.xp, **self._clip)
+        wd = 0.0 if self.decoupled_weight_decay else self._weight_decay
+        if wd:
+            asarray, ndarray = bound.asarray, bound.ndarray
+            grads = [g + wd * (v if type(v) is ndarray else asarray(v))
+                     for g, v in zip(grads, old)]
+        return grads
+
     def _new_values(self, bound, update, old, outs, lr, t):
         """Every variable's new value and state, none written yet."""
+        if self._clip is not None or self._weight_decay:
+            outs = [outs[0], *self._gradients(bound, old, outs)]
         states = self.state
         xp, asarray, ndarray = bound.xp, bound.asarray, bound.ndarray
         dtypes, n = bound.dtypes, bound.n
@@ -259,18 +329,40 @@ class Optimizer:
                                  "changing its variables")
         return self._bind(prog)
 
+    def training_program(self, loss: Node, extras=(), backend=None) -> Program:
+        """The program ``[loss, *fg.grad(loss, variables), *extras]`` that ``step`` takes,
+        made once per loss, extras, backend and variables and reused after: calling
+        ``fit`` or ``minimize`` again adds no node to the graph and compiles nothing."""
+        extras = list(extras)
+        backend = get_backend(backend)
+        # keyed by the nodes' ids: each entry holds its nodes, so no id is reused
+        variables = tuple(map(id, self.variables))
+        key = (id(loss), variables, tuple(map(id, extras)), backend)
+        prog = self._programs.get(key)
+        if prog is None:
+            made = self._programs.get((id(loss), variables))
+            if made is None:         # the gradient nodes, shared by every backend/extras
+                made = self._programs[(id(loss), variables)] = (
+                    loss, grad(loss, self.variables))
+            prog = self._programs[key] = Program([loss, *made[1], *extras], backend)
+        return prog
+
     def minimize(self, loss: Node, backend=None, extras=()) -> "Trainer":
         """A callable ``train(**feed)`` that takes one step per call and returns the loss
         (or ``[loss, *extras]`` when ``extras`` nodes are given)."""
-        extras = list(extras)
-        return Trainer(self, Program([loss, *grad(loss, self.variables), *extras], backend))
+        return Trainer(self, self.training_program(loss, extras, backend))
 
     def fit(self, loss: Node, data: dict, epochs: int = 1, batch_size=32, **options):
         """Train on ``data`` ({placeholder: array}) for ``epochs`` of shuffled mini-batches;
         returns a :class:`flowgrad.fit.History`. Options: ``val`` (feeds evaluated after
-        each epoch), ``metrics`` ({name: scalar node}), ``callbacks`` (``EarlyStopping`` …),
-        ``training`` (a boolean placeholder fed True, and False for validation),
-        ``shuffle``, ``seed``, ``backend``, ``verbose``. See flowgrad/fit.py."""
+        each epoch), ``metrics`` ({name: scalar node}), ``callbacks`` (``EarlyStopping``,
+        ``ModelCheckpoint``, ``ReduceLROnPlateau`` …), ``training`` (a boolean placeholder
+        fed True, and False for validation), ``shuffle``, ``seed``, ``backend``,
+        ``verbose``, ``val_batch_size``, ``terminate_on_nan`` (default True: a NaN or
+        ±inf loss or gradient is a NumericsError naming the epoch and batch, raised
+        before that step writes anything). The programs are made once per loss, metrics
+        and backend (``training_program``), so calling fit again adds nothing to the
+        graph. See flowgrad/fit.py."""
         from .fit import fit
         return fit(self, loss, data, epochs=epochs, batch_size=batch_size, **options)
 
@@ -414,8 +506,8 @@ class Momentum(Optimizer):
     with v = 0 before the first step, so the first step is plain SGD for heavy ball.
     """
 
-    def __init__(self, variables, lr, momentum=0.9, nesterov=False):
-        super().__init__(variables, lr)
+    def __init__(self, variables, lr, momentum=0.9, nesterov=False, **options):
+        super().__init__(variables, lr, **options)
         self.momentum, self.nesterov = _real("momentum", momentum, 0.0, 1.0), bool(nesterov)
 
     def _update(self, value, g, state, lr, t, xp):
@@ -432,8 +524,8 @@ class Adam(Optimizer):
         w ← w − lr · m̂ / (√ŝ + ε)
     """
 
-    def __init__(self, variables, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        super().__init__(variables, lr)
+    def __init__(self, variables, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, **options):
+        super().__init__(variables, lr, **options)
         if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         self.betas = (_real("beta1", betas[0], 0.0, 1.0), _real("beta2", betas[1], 0.0, 1.0))
@@ -448,21 +540,9 @@ class Adam(Optimizer):
         return value - lr * m_hat / (xp.sqrt(s_hat) + self.eps), {"m": m, "s": s}
 
 
-# -- schedules: plain callables of the iteration number ---------------------------
-def exponential_decay(lr: float, rate: float, every: int = 1):
-    """``k ↦ lr · rate^(k // every)``: multiply the rate by ``rate`` every ``every`` steps."""
-    if every < 1:
-        raise ValueError("every must be a positive number of steps")
-    return lambda k: lr * rate ** (k // every)
-
-
-def cosine_decay(lr: float, steps: int, final: float = 0.0):
-    """``k ↦ final + (lr − final)·(1 + cos(π k/steps))/2`` for k ≤ steps, then ``final``."""
-    if steps < 1:
-        raise ValueError("steps must be positive")
-    return lambda k: final + (lr - final) * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))
-
+from .optim_rules import Adagrad, AdamW, RMSProp  # noqa: E402  (they build on Adam, _real)
 
 #: updates written with arithmetic and ``xp.sqrt`` only, safe on Python floats
-_FLOAT_SAFE = frozenset({SGD._update, Momentum._update, Adam._update})
+_FLOAT_SAFE = frozenset({SGD._update, Momentum._update, Adam._update, AdamW._update,
+                         RMSProp._update, Adagrad._update})
 _SGD_UPDATE = SGD._update       # the update _sgd_function writes out
