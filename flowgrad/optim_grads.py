@@ -51,8 +51,8 @@ def first_non_finite(loss, grads, xp):
     non-finite total pays for the entry-by-entry search (which tells the two apart)."""
     total = loss
     for g in grads:
-        total = total + xp.sum(g)
-    if cmath.isfinite(complex(total)):
+        total = total + g.sum()
+    if total - total == 0:            # x − x is 0 for a finite x, NaN for ±inf and NaN
         return None
     if not cmath.isfinite(complex(loss)):
         return -1, 1
