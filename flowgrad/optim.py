@@ -10,7 +10,10 @@ out of place: a value read from ``w.value`` earlier is never mutated, and the st
 (momentum, Adam's moments) lives as arrays of the program's backend (numpy, cupy;
 dask computes new values and state once per step, into numpy). A step is atomic
 and holds the optimizer's lock (see :class:`Optimizer`). The learning rate is a number or a *schedule*: any callable of the iteration
-number ``k = 0, 1, 2, ...`` (the number of steps taken before this one).
+number ``k = 0, 1, 2, ...`` (the number of steps taken before this one; see
+flowgrad/schedules.py). The update rules (each ``torch.optim``'s formula) are in
+flowgrad/optim_rules.py, what the step does to gradients first (clipping, the
+finiteness check) in flowgrad/optim_grads.py, L-BFGS in flowgrad/lbfgs.py.
 
 A step costs little beyond the program itself: the check of the program's outputs
 runs once per program (the verdict is cached, weakly, with what a step needs to know
@@ -40,12 +43,12 @@ from .numerics import _state as _anomaly
 from .scheduler import Program
 from .schedules import cosine_decay, exponential_decay, step_decay, warmup_cosine  # noqa: F401
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad",
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad", "LBFGS",
            "OptimizerError", "exponential_decay", "cosine_decay", "warmup_cosine",
            "step_decay"]
 
 
-def _real(name, value, low, high=math.inf, *, low_open=False, high_open=True):
+def check_real(name, value, low, high=math.inf, *, low_open=False, high_open=True):
     """``value`` as a float in the interval (``low``/``high`` open or closed as told);
     a bool or a non-number is a TypeError, NaN, ±inf or a value outside an OptimizerError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -72,6 +75,18 @@ class Optimizer:
     updates also run on Python floats, ``xp`` being ``math``, for 0-d float64
     variables on numpy; a subclass's own ``_update`` always gets arrays.)
 
+    Settings every optimizer takes (keywords, fixed when it is made):
+
+    - ``weight_decay``: the L2 term ``weight_decay · w`` added to each gradient, as
+      ``torch.optim`` does (``AdamW``: decoupled, ``w`` shrinks by ``lr·weight_decay``).
+    - at most one of ``clipnorm`` (each gradient scaled to a 2-norm ≤ clipnorm),
+      ``global_clipnorm`` (all gradients scaled together) and ``clipvalue`` (entries
+      clamped), as ``torch.nn.utils.clip_grad_norm_``/``clip_grad_value_`` before the
+      step; applied inside the step, so the program still outputs (and ``step`` still
+      checks) the true gradients.
+    - ``check_finite``: refuse (``NumericsError``, nothing written) a step whose loss or
+      gradients hold a NaN or ±inf; ``fit`` turns it on (TerminateOnNaN).
+
     **Threads**: a step holds the optimizer's lock from reading the variables to
     writing them back, so steps of one optimizer from several threads are serialised
     and none is lost. Two optimizers updating the *same* variables are not coordinated.
@@ -96,12 +111,12 @@ class Optimizer:
             raise ValueError("a variable is listed twice")
         self.graph = same_graph(self.variables)
         if not callable(lr):
-            _real("lr", lr, 0.0, low_open=True)
+            check_real("lr", lr, 0.0, low_open=True)
         self.lr = lr
-        self._weight_decay = _real("weight_decay", weight_decay, 0.0)
+        self._weight_decay = check_real("weight_decay", weight_decay, 0.0)
         clips = {"clipnorm": clipnorm, "clipvalue": clipvalue,
                  "global_clipnorm": global_clipnorm}
-        given = {k: _real(k, v, 0.0, low_open=True) for k, v in clips.items() if v is not None}
+        given = {k: check_real(k, v, 0.0, low_open=True) for k, v in clips.items() if v is not None}
         if len(given) > 1:
             raise OptimizerError(f"give at most one of clipnorm, clipvalue and "
                                  f"global_clipnorm, got {sorted(given)}")
@@ -136,7 +151,7 @@ class Optimizer:
             return float(self.lr)
         value = self.lr(self.iterations)
         try:
-            return _real("lr", value, 0.0)
+            return check_real("lr", value, 0.0)
         except (TypeError, OptimizerError) as e:
             raise OptimizerError(f"the learning-rate schedule {self.lr!r} returned {value!r} "
                                  f"at iteration {self.iterations}; no variable was changed "
@@ -333,8 +348,10 @@ class Optimizer:
         """The program ``[loss, *fg.grad(loss, variables), *extras]`` that ``step`` takes,
         made once per loss, extras, backend and variables and reused after: calling
         ``fit`` or ``minimize`` again adds no node to the graph and compiles nothing."""
-        extras = list(extras)
-        backend = get_backend(backend)
+        with self._lock:
+            return self._training_program(loss, list(extras), get_backend(backend))
+
+    def _training_program(self, loss, extras, backend):
         # keyed by the nodes' ids: each entry holds its nodes, so no id is reused
         variables = tuple(map(id, self.variables))
         key = (id(loss), variables, tuple(map(id, extras)), backend)
@@ -489,58 +506,9 @@ class Trainer:
         return describe_trainer(self)
 
 
-class SGD(Optimizer):
-    """Plain gradient descent: w ← w − lr · g."""
-
-    def _update(self, value, g, state, lr, t, xp):
-        return value - lr * g, state
-
-
-class Momentum(Optimizer):
-    """Gradient descent with momentum μ (the formulation of PyTorch's SGD):
-
-        v ← μ v + g
-        w ← w − lr · v                 (heavy ball)
-        w ← w − lr · (g + μ v)         (nesterov=True: look ahead along the new v)
-
-    with v = 0 before the first step, so the first step is plain SGD for heavy ball.
-    """
-
-    def __init__(self, variables, lr, momentum=0.9, nesterov=False, **options):
-        super().__init__(variables, lr, **options)
-        self.momentum, self.nesterov = _real("momentum", momentum, 0.0, 1.0), bool(nesterov)
-
-    def _update(self, value, g, state, lr, t, xp):
-        mu = self.momentum
-        v = mu * state["v"] + g if "v" in state else g
-        return value - lr * (g + mu * v if self.nesterov else v), {"v": v}
-
-
-class Adam(Optimizer):
-    """Adam (Kingma & Ba, 2015) with bias correction; t = 1, 2, ... counts the steps:
-
-        m ← β₁ m + (1 − β₁) g          m̂ = m / (1 − β₁ᵗ)
-        s ← β₂ s + (1 − β₂) g²         ŝ = s / (1 − β₂ᵗ)
-        w ← w − lr · m̂ / (√ŝ + ε)
-    """
-
-    def __init__(self, variables, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, **options):
-        super().__init__(variables, lr, **options)
-        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_real("beta1", betas[0], 0.0, 1.0), _real("beta2", betas[1], 0.0, 1.0))
-        self.eps = _real("eps", eps, 0.0)
-
-    def _update(self, value, g, state, lr, t, xp):
-        b1, b2 = self.betas
-        m = b1 * state["m"] + (1 - b1) * g if "m" in state else (1 - b1) * g
-        s = b2 * state["s"] + (1 - b2) * (g * g) if "s" in state else (1 - b2) * (g * g)
-        m_hat = m / (1 - b1 ** t)
-        s_hat = s / (1 - b2 ** t)
-        return value - lr * m_hat / (xp.sqrt(s_hat) + self.eps), {"m": m, "s": s}
-
-
-from .optim_rules import Adagrad, AdamW, RMSProp  # noqa: E402  (they build on Adam, _real)
+# the update rules build on Optimizer and check_real, so they come after them
+from .optim_rules import SGD, Adagrad, Adam, AdamW, Momentum, RMSProp  # noqa: E402
+from .lbfgs import LBFGS  # noqa: E402
 
 #: updates written with arithmetic and ``xp.sqrt`` only, safe on Python floats
 _FLOAT_SAFE = frozenset({SGD._update, Momentum._update, Adam._update, AdamW._update,
