@@ -148,16 +148,11 @@ class TerminateOnNaN(Callback):
     """Refuse a step whose loss or gradients hold a NaN or ±inf, before it writes
     anything, and end ``fit`` with a ``fg.NumericsError`` naming the epoch and batch.
 
-    In every ``fit`` unless ``fit(…, terminate_on_nan=False)``. While training it sets
-    the optimizer's ``check_finite`` (one fused check of the loss and the gradients
-    per step; see ``Optimizer.step``), and puts the old setting back after."""
-
-    def on_train_begin(self, state):
-        self._was = state.optimizer.check_finite
-        state.optimizer.check_finite = True
-
-    def on_train_end(self, state):
-        state.optimizer.check_finite = self._was
+    In every ``fit`` unless ``fit(…, terminate_on_nan=False)``. The check has to come
+    between the program's run and the commit of the step, which no hook sees: while
+    a fit with this callback runs, it holds the optimizer's ``check_finite`` on (one
+    fused check of the loss and the gradients per step; see ``Optimizer``), and it
+    puts the old setting back when the fit ends, however it ends."""
 
     def __repr__(self):
         return "TerminateOnNaN()"

@@ -268,11 +268,12 @@ def fit(optimizer, loss, data, epochs=1, batch_size=32, val=None, metrics=None,
     bar = progress(total=epochs * batcher.per_epoch, desc="fit", unit="batch",
                    disable=None if verbose is None else not verbose)
     loop = _Loop(optimizer, step_prog, names, callbacks, state, bar, epochs)
-    begun = []
+    checked = optimizer.check_finite
+    if any(isinstance(c, TerminateOnNaN) for c in callbacks):
+        optimizer.check_finite = True        # checked inside the step, before its commit
     try:
         for c in callbacks:
             c.on_train_begin(state)
-            begun.append(c)
         for epoch in range(epochs):
             logs = loop.epoch(epoch, batcher)
             if eval_prog is not None:
@@ -286,12 +287,8 @@ def fit(optimizer, loss, data, epochs=1, batch_size=32, val=None, metrics=None,
             if state.stop:
                 history.stopped_early = True
                 break
-    except BaseException:
-        for c in begun:              # TerminateOnNaN puts the optimizer's setting back
-            if isinstance(c, TerminateOnNaN):
-                c.on_train_end(state)
-        raise
     finally:
+        optimizer.check_finite = checked
         bar.close()
     for c in callbacks:
         c.on_train_end(state)

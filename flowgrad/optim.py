@@ -19,7 +19,7 @@ A step costs little beyond the program itself: the check of the program's output
 runs once per program (the verdict is cached, weakly, with what a step needs to know
 of the program), the built-in updates of 0-d float64 variables run on Python
 floats, to the same bits as on 0-d arrays, and SGD on numpy runs its updates and
-commit as one function written out for the program's variables (``_sgd_function``).
+commit as one function written out for the program's variables (flowgrad/optim_sgd.py).
 
     opt = fg.optim.Adam([w, b], lr=fg.optim.exponential_decay(1e-2, 0.5, every=100))
 """
@@ -40,6 +40,7 @@ from .backends.numpy_backend import NumpyBackend
 from .errors import GraphError, NumericsError, OptimizerError
 from .graph import Node, same_graph
 from .numerics import _state as _anomaly
+from .optim_sgd import sgd_function
 from .scheduler import Program
 from .schedules import cosine_decay, exponential_decay, step_decay, warmup_cosine  # noqa: F401
 
@@ -269,7 +270,7 @@ class Optimizer:
         if getattr(self._update, "__func__", None) is _SGD_UPDATE and bound.ndarray is not None \
                 and not self._weight_decay and self._clip is None:
             if bound.sgd is None:        # written once per binding, for SGD only
-                bound.sgd = _sgd_function(bound)
+                bound.sgd = sgd_function(bound)
             sgd = bound.sgd
         self._last = last = (weakref.ref(prog), bound, sgd)
         return last
@@ -426,45 +427,6 @@ class _Binding:
         self.sgd = None              # SGD's written-out step (Optimizer._lookup makes it)
 
 
-def _sgd_function(bound):
-    """SGD's step after the program has run, written out for one binding (numpy only):
-    ``sgd(opt, outs, lr)`` -> what ``step`` returns. It computes every ``w − lr·g`` —
-    0-d float64 variables on Python floats, the same bits as on arrays, with numpy's
-    value and warning where the result is not finite — then writes them all and counts
-    the step, or, if interrupted while writing, puts the old values back. The generic loop (``_new_values``) does the
-    same through ``SGD._update``; this is that loop unrolled, without its calls."""
-    ns = {"ndarray": np.ndarray, "asarray": bound.asarray, "array": np.array}
-    body, commit, undo = [], [], []
-    for k, (is_float, dtype, d) in enumerate(zip(bound.floats, bound.dtypes, bound.dicts)):
-        ns[f"D{k}"], ns[f"T{k}"] = d, dtype
-        g = f"outs[{k + 1}]"
-        body.append(f"o{k} = D{k}['value']")
-        on_arrays = [f"v = o{k} if type(o{k}) is ndarray else asarray(o{k})",
-                     f"n{k} = v - lr * {g}",
-                     f"d = n{k}.dtype",
-                     f"if d is not T{k} and d != T{k}:",
-                     f"    n{k} = n{k}.astype(T{k})"]
-        if is_float:
-            body += [f"f = float(o{k}) - lr * float({g})",
-                     "if f - f == 0.0:",              # finite: inf − inf and nan are nan
-                     f"    n{k} = array(f)",
-                     "else:"] + ["    " + line for line in on_arrays]
-        else:
-            body += on_arrays
-        commit.append(f"    D{k}['value'] = n{k}")
-        undo.append(f"    D{k}['value'] = o{k}")
-    n = len(bound.dicts)
-    body = ["if type(outs) is not list:", "    outs = [outs]"] + body
-    body += ["t = opt.iterations + 1", "try:"] + commit + ["    opt.iterations = t",
-             "except BaseException:"] + undo + ["    opt.iterations = t - 1", "    raise",
-             f"return outs[0] if len(outs) == {n + 1} else [outs[0], *outs[{n + 1}:]]"]
-    src = "def sgd(opt, outs, lr):\n" + "".join(f"    {line}\n" for line in body)
-    exec(compile(src, "<flowgrad SGD step>", "exec"), ns)
-    ns["sgd"].source = src
-    return ns["sgd"]
-
-
-
 def _float_update(update, value, g, state, lr, t):
     """The update of a 0-d float64 variable on Python floats, with ``math`` as its ``xp``:
     ten times cheaper than on 0-d arrays, and the same bits (IEEE double arithmetic,
@@ -513,4 +475,4 @@ from .lbfgs import LBFGS  # noqa: E402
 #: updates written with arithmetic and ``xp.sqrt`` only, safe on Python floats
 _FLOAT_SAFE = frozenset({SGD._update, Momentum._update, Adam._update, AdamW._update,
                          RMSProp._update, Adagrad._update})
-_SGD_UPDATE = SGD._update       # the update _sgd_function writes out
+_SGD_UPDATE = SGD._update       # the update sgd_function writes out
