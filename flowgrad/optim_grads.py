@@ -49,9 +49,11 @@ def first_non_finite(loss, grads, xp):
     One number decides the common case: the loss plus every gradient's sum is finite
     exactly when every entry is, unless finite entries overflow the sum; only a
     non-finite total pays for the entry-by-entry search (which tells the two apart)."""
-    total = loss
+    # on Python numbers, which never warn: inf − inf is a quiet NaN here, where numpy
+    # would add a RuntimeWarning of its own to the user's
+    total = abs(complex(loss))
     for g in grads:
-        total = total + g.sum()
+        total += abs(complex(g.sum() if hasattr(g, "sum") else g))
     if total - total == 0:            # x − x is 0 for a finite x, NaN for ±inf and NaN
         return None
     if not cmath.isfinite(complex(loss)):

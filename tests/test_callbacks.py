@@ -240,3 +240,19 @@ def test_schedules_match_torch_step_lr_and_multistep_lr():
             assert ours(k) == pytest.approx(topt.param_groups[0]["lr"], rel=1e-14), k
             topt.step()
             sched.step()
+
+
+def test_the_check_adds_no_warning_of_its_own():
+    """An inf fed in gives an inf loss and gradient quietly; the refusal is the
+    NumericsError alone (no numpy warning from the check's own inf − inf)."""
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 2))
+        w = fg.variable(np.array([1.0, -1.0]), name="w")
+        loss = fg.mean(x @ w)
+        opt = fg.optim.SGD([w], lr=0.1)
+        X = np.array([[1.0, 2.0], [np.inf, 1.0]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(fg.NumericsError, match=r"epoch 1/1, batch 2/2.*loss.* inf"):
+                opt.fit(loss, data={x: X}, batch_size=1, shuffle=False)
+        assert opt.iterations == 1
