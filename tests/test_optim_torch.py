@@ -165,3 +165,39 @@ def test_gradient_settings_are_checked():
         fg.optim.Adagrad([w], lr_decay=-0.1)
     with pytest.raises(AttributeError):
         fg.optim.SGD([w], lr=0.1).weight_decay = 0.1     # fixed when made
+
+
+@pytest.mark.parametrize("ours, theirs, clip", [
+    (lambda v: fg.optim.AdamW(v, lr=0.01, global_clipnorm=0.05),
+     lambda p: torch.optim.AdamW(p, lr=0.01), lambda p: torch.nn.utils.clip_grad_norm_(p, 0.05)),
+    (lambda v: fg.optim.RMSProp(v, lr=0.01, centered=True, momentum=0.5, weight_decay=0.1),
+     lambda p: torch.optim.RMSprop(p, lr=0.01, centered=True, momentum=0.5, weight_decay=0.1),
+     None),
+    (lambda v: fg.optim.Adagrad(v, lr=0.1, clipvalue=0.02),
+     lambda p: torch.optim.Adagrad(p, lr=0.1), lambda p: torch.nn.utils.clip_grad_value_(p, 0.02)),
+], ids=["adamw-global", "rmsprop", "adagrad-clipvalue"])
+def test_float32_variables_and_state_stay_float32(ours, theirs, clip):
+    f32 = np.float32
+    x32, y32 = X.astype(f32), Y.astype(f32)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 3), dtype="float32")
+        y = fg.placeholder("y", shape=(None, 2), dtype="float32")
+        W = fg.variable(INIT["W"].astype(f32), name="W")
+        b = fg.variable(INIT["b"].astype(f32), name="b")
+        loss = fg.mean((fg.tanh(x @ W + b) - y) ** 2)
+        opt = ours([W, b])
+        train = opt.minimize(loss)
+        params = [torch.tensor(INIT[k].astype(f32), requires_grad=True) for k in ("W", "b")]
+        topt = theirs(params)
+        for _ in range(20):
+            train(x=x32, y=y32)
+            topt.zero_grad()
+            torch.mean((torch.tanh(torch.from_numpy(x32) @ params[0] + params[1])
+                        - torch.from_numpy(y32)) ** 2).backward()
+            if clip is not None:
+                clip(params)
+            topt.step()
+        for v, p, st in zip((W, b), params, opt.state):
+            assert v.value.dtype == np.float32
+            assert all(np.asarray(a).dtype == np.float32 for a in st.values())
+            np.testing.assert_allclose(v.value, p.detach().numpy(), rtol=2e-5, atol=2e-6)
