@@ -1,14 +1,17 @@
 """The fit loop behind ``opt.fit``: epochs of shuffled mini-batches, metrics, validation,
-callbacks (early stopping) and a History.
+callbacks (flowgrad/callbacks.py) and a History.
 
     hist = opt.fit(loss, data={x: X, t: T}, epochs=20, batch_size=64,
                    val={x: Xv, t: Tv}, metrics={"acc": acc}, training=is_training,
                    callbacks=[fg.EarlyStopping("val_acc", patience=3)])
     hist["val_acc"][-1]; hist.plot("history.png")
 
-Two programs are compiled once: the training step (the loss, one gradient per
-variable, and the metrics) and the evaluation (the loss and the metrics, no
-gradient), which computes the validation numbers after each epoch. Feeds in ``data``
+Two programs are made once per loss, metrics and backend, and kept for later calls
+(so calling fit again adds nothing to the graph): the training step (the loss, one
+gradient per variable, and the metrics; ``opt.training_program``) and the evaluation
+(the loss and the metrics, no gradient), which computes the validation numbers after
+each epoch. Every step is checked for a NaN or ±inf in the loss and gradients before
+it writes (``TerminateOnNaN``, on unless ``terminate_on_nan=False``). Feeds in ``data``
 with rows (arrays of ndim ≥ 1, all with the same number of rows) are cut into
 batches; scalars (a flag, a rate) are fed whole to every step. Epoch figures are
 means over the epoch's rows (each batch weighted by its size).
