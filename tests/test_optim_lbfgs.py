@@ -136,3 +136,21 @@ def test_a_step_is_atomic_and_settings_are_checked(monkeypatch):
         with pytest.raises(fg.NumericsError, match="the loss"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)       # inf · 0 in the gradient
             fg.optim.LBFGS([w], check_finite=True).minimize(loss * np.inf)()
+
+
+def test_fit_drives_lbfgs_one_iteration_a_batch():
+    X, T, f = _logistic(n=80, dim=3, seed=2)
+    ref = scipy_optimize.minimize(f, np.zeros(4), jac=True, method="L-BFGS-B",
+                                  options=dict(ftol=1e-15, gtol=1e-12))
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 3))
+        t = fg.placeholder("t", shape=(None,))
+        w = fg.variable(np.zeros(3), name="w")
+        b = fg.variable(0.0, name="b")
+        loss = fg.bce_with_logits(fg.linear(x, w, b), t) + 1e-2 * fg.l2(w)
+        opt = fg.optim.LBFGS([w, b], tolerance_grad=1e-10, tolerance_change=1e-14)
+        hist = opt.fit(loss, data={x: X, t: T}, epochs=40, batch_size=None,
+                       callbacks=[lambda e, logs: opt.converged])   # stop once converged
+    assert opt.iterations == hist.epochs < 40
+    assert hist["loss"][0] == pytest.approx(np.log(2), rel=1e-12)
+    np.testing.assert_allclose(np.r_[w.value, b.value], ref.x, atol=1e-6)
