@@ -35,3 +35,4 @@ from . import metrics  # noqa: F401
 from .summary import summary  # noqa: F401
 from .audit import precision_audit  # noqa: F401  (float32 against float64, node by node)
 from .fit import Callback, EarlyStopping, History  # noqa: F401  (opt.fit's pieces)
+from .callbacks import ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN  # noqa: F401

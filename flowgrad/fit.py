@@ -1,14 +1,17 @@
 """The fit loop behind ``opt.fit``: epochs of shuffled mini-batches, metrics, validation,
-callbacks (early stopping) and a History.
+callbacks (flowgrad/callbacks.py) and a History.
 
     hist = opt.fit(loss, data={x: X, t: T}, epochs=20, batch_size=64,
                    val={x: Xv, t: Tv}, metrics={"acc": acc}, training=is_training,
                    callbacks=[fg.EarlyStopping("val_acc", patience=3)])
     hist["val_acc"][-1]; hist.plot("history.png")
 
-Two programs are compiled once: the training step (the loss, one gradient per
-variable, and the metrics) and the evaluation (the loss and the metrics, no
-gradient), which computes the validation numbers after each epoch. Feeds in ``data``
+Two programs are made once per loss, metrics and backend, and kept for later calls
+(so calling fit again adds nothing to the graph): the training step (the loss, one
+gradient per variable, and the metrics; ``opt.training_program``) and the evaluation
+(the loss and the metrics, no gradient), which computes the validation numbers after
+each epoch. Every step is checked for a NaN or ±inf in the loss and gradients before
+it writes (``TerminateOnNaN``, on unless ``terminate_on_nan=False``). Feeds in ``data``
 with rows (arrays of ndim ≥ 1, all with the same number of rows) are cut into
 batches; scalars (a flag, a rate) are fed whole to every step. Epoch figures are
 means over the epoch's rows (each batch weighted by its size).
@@ -17,15 +20,20 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 
 import numpy as np
 
 from .backends import to_numpy
+from .callbacks import (Callback, EarlyStopping, FunctionCallback,  # noqa: F401
+                        ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN, overrides)
+from .errors import FeedError, NumericsError
 from .graph import Node
 from .progress import progress
 from .scheduler import Program
 
-__all__ = ["History", "Callback", "EarlyStopping", "fit"]
+__all__ = ["History", "Callback", "EarlyStopping", "TerminateOnNaN", "ModelCheckpoint",
+           "ReduceLROnPlateau", "fit"]
 
 
 class History(dict):
@@ -45,11 +53,15 @@ class History(dict):
         for k, v in logs.items():
             self.setdefault(k, []).append(v)
 
-    def plot(self, path=None, keys=None):
+    def plot(self, path=None, ax=None, keys=None):
         """One panel per quantity (loss, each metric): the training curve and, where
-        there is one, the validation curve, against the epoch. Saves to ``path`` if
-        given; returns the matplotlib Figure (pick a backend first, e.g. Agg)."""
-        import matplotlib.pyplot as plt
+        there is one, the validation curve, against the epoch; returns the Figure.
+
+        ``ax``: a matplotlib Axes to draw into (every curve in it, labelled by its key,
+        unless there is one quantity), or a sequence of Axes, one per quantity; without
+        it the figure is a new ``matplotlib.figure.Figure`` of its own. pyplot's current
+        figure and axes are never changed (nothing here goes through pyplot), so a plot
+        in progress is safe. ``path`` saves the figure there too."""
         bases = []
         for k in self if keys is None else keys:
             base = k[4:] if k.startswith("val_") else k
@@ -57,23 +69,46 @@ class History(dict):
                 bases.append(base)
         if not bases:
             raise ValueError("this History is empty: nothing to plot")
-        fig, axes = plt.subplots(1, len(bases), figsize=(4.4 * len(bases), 3.4),
-                                 squeeze=False)
-        for ax, base in zip(axes[0], bases):
-            for key, label in ((base, "training"), ("val_" + base, "validation")):
-                if key in self:
-                    ys = self[key]
-                    ax.plot(range(1, len(ys) + 1), ys, marker="." if len(ys) < 30 else None,
-                            label=label)
-            if self.best_epoch is not None:
-                ax.axvline(self.best_epoch + 1, color="gray", ls=":", lw=1, label="best (restored)")
-            ax.set_title(base)
-            ax.set_xlabel("epoch")
-            ax.legend()
-        fig.tight_layout()
+        panels, shared = self._panels(ax, len(bases))
+        for panel, base in zip(panels, bases):
+            self._draw_panel(panel, base, shared)
+        if shared:
+            panels[0].set_title(", ".join(bases))
+            panels[0].legend()
+        fig = panels[0].figure
+        if ax is None:
+            fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=110)
         return fig
+
+    @staticmethod
+    def _panels(ax, n):
+        """(the Axes to draw the n quantities into, whether they all share one)."""
+        if ax is None:
+            from matplotlib.figure import Figure
+            fig = Figure(figsize=(4.4 * n, 3.4))
+            return list(fig.subplots(1, n, squeeze=False)[0]), False
+        if hasattr(ax, "plot"):
+            return [ax] * n, n > 1
+        panels = list(np.ravel(np.asarray(ax, dtype=object)))
+        if len(panels) != n or not all(hasattr(p, "plot") for p in panels):
+            raise ValueError(f"ax must be one matplotlib Axes or a sequence of {n} "
+                             f"(one per quantity), got {ax!r}")
+        return panels, False
+
+    def _draw_panel(self, ax, base, shared):
+        for key, label in ((base, "training"), ("val_" + base, "validation")):
+            if key in self:
+                ys = self[key]
+                ax.plot(range(1, len(ys) + 1), ys, marker="." if len(ys) < 30 else None,
+                        label=key if shared else label)
+        if self.best_epoch is not None and not shared:
+            ax.axvline(self.best_epoch + 1, color="gray", ls=":", lw=1, label="best (restored)")
+        ax.set_xlabel("epoch")
+        if not shared:
+            ax.set_title(base)
+            ax.legend()
 
     def __repr__(self):
         parts = []
@@ -84,105 +119,25 @@ class History(dict):
         return f"<flowgrad.History {self.epochs} epochs: {', '.join(parts)}{extra}>"
 
 
-class Callback:
-    """Hooks of the fit loop. ``on_epoch_end`` may set ``state.stop = True`` to end it."""
-
-    def on_train_begin(self, state):
-        pass
-
-    def on_epoch_end(self, epoch, logs, state):
-        pass
-
-    def on_train_end(self, state):
-        pass
-
-
-class _FunctionCallback(Callback):
-    """A plain function ``f(epoch, logs)``; returning True stops training."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def on_epoch_end(self, epoch, logs, state):
-        if self.fn(epoch, logs) is True:
-            state.stop = True
-
-
-def _snapshot(variables):
-    return [v._d["value"].copy() if hasattr(v._d["value"], "copy") else v._d["value"]
-            for v in variables]
-
-
-class EarlyStopping(Callback):
-    """Stop when ``monitor`` (a key of the epoch logs: "val_loss", "val_acc" …) has not
-    improved by more than ``min_delta`` for ``patience`` epochs, and (``restore_best``)
-    put back the variables of the best epoch. ``mode`` is "min", "max" or "auto" (max
-    for names holding "acc", min otherwise)."""
-
-    def __init__(self, monitor="val_loss", patience=5, mode="auto", min_delta=0.0,
-                 restore_best=True):
-        if mode == "auto":
-            mode = "max" if "acc" in monitor else "min"
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
-        if not isinstance(patience, numbers.Integral) or patience < 0:
-            raise ValueError(f"patience must be a non-negative int, got {patience!r}")
-        self.monitor, self.patience, self.mode = monitor, int(patience), mode
-        self.min_delta, self.restore_best = abs(float(min_delta)), bool(restore_best)
-
-    def on_train_begin(self, state):
-        self.best, self.best_epoch, self.wait, self._best_values = None, None, 0, None
-
-    def _better(self, value):
-        if value != value:          # NaN never improves
-            return False
-        if self.best is None:
-            return True
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
-
-    def on_epoch_end(self, epoch, logs, state):
-        if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which this fit does "
-                             f"not record; it records {sorted(logs)}")
-        value = logs[self.monitor]
-        if self._better(value):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best:
-                self._best_values = _snapshot(state.variables)
-        else:
-            self.wait += 1
-            if self.wait > self.patience:
-                state.stop = True
-
-    def on_train_end(self, state):
-        if self.restore_best and self._best_values is not None:
-            for var, value in zip(state.variables, self._best_values):
-                var._d["value"] = value
-            state.history.best_epoch = self.best_epoch
-
-    def __repr__(self):
-        return (f"EarlyStopping({self.monitor!r}, patience={self.patience}, "
-                f"mode={self.mode!r})")
-
-
 class FitState:
-    """What callbacks see: the optimizer, its variables, the history, ``stop``, and the
-    two compiled programs (``step_program``: loss, gradients, metrics; ``eval_program``:
-    loss and metrics only, or None without ``val``)."""
+    """What callbacks see: the optimizer, its variables, the history, ``stop``, the
+    epoch and batch in progress (from 0), and the two compiled programs
+    (``step_program``: loss, gradients, metrics; ``eval_program``: loss and metrics
+    only, or None without ``val``)."""
 
     def __init__(self, optimizer, history, step_program, eval_program):
         self.optimizer, self.variables, self.history = optimizer, optimizer.variables, history
         self.step_program, self.eval_program = step_program, eval_program
         self.stop = False
         self.epoch = 0
+        self.batch = 0
 
 
 # -- feeds ------------------------------------------------------------------------------
 
 def _split_feeds(data, what):
-    """(batched {key: array}, fixed {key: value}, rows) of a feed dict."""
+    """(batched {key: array}, fixed {key: value}, rows) of a feed dict; arrays with no
+    rows are a FeedError (there is nothing to train on or to validate on)."""
     if not isinstance(data, dict):
         raise TypeError(f"{what} must be a dict of feeds {{placeholder: array}}, "
                         f"got {type(data).__name__}")
@@ -194,10 +149,14 @@ def _split_feeds(data, what):
             fixed[key] = value
         else:
             batched[key] = value if hasattr(value, "shape") else np.asarray(value)
-    rows = {len(v) for v in batched.values()}
+    sizes = {(k.name if isinstance(k, Node) else k): len(v) for k, v in batched.items()}
+    rows = set(sizes.values())
     if len(rows) > 1:
-        sizes = {(k.name if isinstance(k, Node) else k): len(v) for k, v in batched.items()}
         raise ValueError(f"{what}: every array must have the same number of rows, got {sizes}")
+    if rows == {0}:
+        use = "to train on" if what == "data" else "to validate on (or leave val out)"
+        raise FeedError(f"{what}: the arrays {sorted(sizes)} have 0 rows; fit needs at least "
+                        f"one row {use}")
     return batched, fixed, rows.pop() if rows else None
 
 
@@ -223,14 +182,9 @@ def _evaluate(prog, batched, fixed, rows, batch_size, names):
 
 # -- the loop -------------------------------------------------------------------------------
 
-def fit(optimizer, loss, data, epochs=1, batch_size=32, val=None, metrics=None,
-        callbacks=(), shuffle=True, seed=None, training=None, backend=None, verbose=None,
-        val_batch_size=None) -> History:
-    """Train ``optimizer``'s variables to minimise ``loss``; see ``Optimizer.fit``."""
-    from .autodiff import grad
+def _check_settings(loss, metrics, epochs, batch_size, val_batch_size):
     if not isinstance(loss, Node) or loss.shape != ():
         raise ValueError(f"fit minimises a scalar loss node, got {loss!r}")
-    metrics = dict(metrics or {})
     for name, node in metrics.items():
         if not isinstance(name, str) or name == "loss" or name.startswith("val_"):
             raise ValueError(f"metric names are strings other than 'loss' and 'val_…', "
@@ -239,10 +193,63 @@ def fit(optimizer, loss, data, epochs=1, batch_size=32, val=None, metrics=None,
             raise ValueError(f"metric {name!r} must be a scalar node, got {node!r}")
     if not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if batch_size is not None and (not isinstance(batch_size, numbers.Integral)
-                                   or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None (full batch), "
-                         f"got {batch_size!r}")
+    for name, size in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral)
+                                 or size < 1):
+            raise ValueError(f"{name} must be a positive int or None (full batch), "
+                             f"got {size!r}")
+
+
+def _callbacks(callbacks, terminate_on_nan):
+    out = [c if isinstance(c, Callback) else FunctionCallback(c) if callable(c)
+           else _bad_callback(c) for c in callbacks]
+    if terminate_on_nan and not any(isinstance(c, TerminateOnNaN) for c in out):
+        out.insert(0, TerminateOnNaN())
+    return out
+
+
+#: the evaluation program of each step program (loss and metrics, no gradient), made once
+_EVAL_PROGRAMS = weakref.WeakKeyDictionary()
+
+
+def _eval_program(step_prog, outputs):
+    prog = _EVAL_PROGRAMS.get(step_prog)
+    if prog is None:
+        prog = _EVAL_PROGRAMS[step_prog] = Program(outputs, step_prog.backend)
+    return prog
+
+
+class _Batcher:
+    """The feeds of one epoch's batches: rows cut into ``size`` (shuffled or in order),
+    scalars fed whole to every step."""
+
+    def __init__(self, batched, fixed, rows, batch_size, shuffle, seed):
+        self.batched, self.fixed, self.rows, self.shuffle = batched, fixed, rows, shuffle
+        self.size = rows if batch_size is None or rows is None else min(batch_size, rows)
+        self.per_epoch = 1 if rows is None else math.ceil(rows / self.size)
+        self.rng = np.random.default_rng(seed)
+
+    def epoch(self):
+        """(feed, rows in it) of every batch of a new epoch."""
+        rows, size = self.rows, self.size
+        if rows is None:
+            yield dict(self.fixed), 1
+            return
+        order = self.rng.permutation(rows) if self.shuffle else None
+        for k in range(self.per_epoch):
+            idx = slice(k * size, (k + 1) * size) if order is None else \
+                order[k * size:(k + 1) * size]
+            feed = {key: v[idx] for key, v in self.batched.items()}
+            feed.update(self.fixed)
+            yield feed, min(size, rows - k * size)
+
+
+def fit(optimizer, loss, data, epochs=1, batch_size=32, val=None, metrics=None,
+        callbacks=(), shuffle=True, seed=None, training=None, backend=None, verbose=None,
+        val_batch_size=None, terminate_on_nan=True) -> History:
+    """Train ``optimizer``'s variables to minimise ``loss``; see ``Optimizer.fit``."""
+    metrics = dict(metrics or {})
+    _check_settings(loss, metrics, epochs, batch_size, val_batch_size)
     batched, fixed, rows = _split_feeds(data, "data")
     val_parts = _split_feeds(val, "val") if val is not None else None
     if training is not None:
@@ -251,47 +258,27 @@ def fit(optimizer, loss, data, epochs=1, batch_size=32, val=None, metrics=None,
         fixed[training] = True
         if val_parts is not None:
             val_parts[1][training] = False
-    callbacks = [c if isinstance(c, Callback) else _FunctionCallback(c) if callable(c)
-                 else _bad_callback(c) for c in callbacks]
-
+    callbacks = _callbacks(callbacks, terminate_on_nan)
     names = list(metrics)
-    step_prog = Program([loss, *grad(loss, optimizer.variables), *metrics.values()], backend)
-    eval_prog = Program([loss, *metrics.values()], step_prog.backend) \
+    # made once per loss, metrics and backend, and reused by every later fit
+    step_prog = optimizer.training_program(loss, metrics.values(), backend)
+    eval_prog = _eval_program(step_prog, [loss, *metrics.values()]) \
         if val_parts is not None else None
 
-    size = rows if batch_size is None or rows is None else min(batch_size, rows)
-    per_epoch = 1 if rows is None else math.ceil(rows / size)
-    rng = np.random.default_rng(seed)
+    batcher = _Batcher(batched, fixed, rows, batch_size, shuffle, seed)
     history = History()
     state = FitState(optimizer, history, step_prog, eval_prog)
-    bar = progress(total=epochs * per_epoch, desc="fit", unit="batch",
+    bar = progress(total=epochs * batcher.per_epoch, desc="fit", unit="batch",
                    disable=None if verbose is None else not verbose)
-    for c in callbacks:
-        c.on_train_begin(state)
+    loop = _Loop(optimizer, step_prog, names, callbacks, state, bar, epochs)
+    checked = optimizer.check_finite
+    if any(isinstance(c, TerminateOnNaN) for c in callbacks):
+        optimizer.check_finite = True        # checked inside the step, before its commit
     try:
+        for c in callbacks:
+            c.on_train_begin(state)
         for epoch in range(epochs):
-            state.epoch = epoch
-            order = rng.permutation(rows) if shuffle and rows is not None else None
-            outs, weights = [], []
-            for k in range(per_epoch):
-                if rows is None:
-                    feed, n = dict(fixed), 1
-                else:
-                    idx = slice(k * size, (k + 1) * size) if order is None else \
-                        order[k * size:(k + 1) * size]
-                    feed = {key: v[idx] for key, v in batched.items()}
-                    feed.update(fixed)
-                    n = min(size, rows - k * size)
-                out = optimizer.step(step_prog, feed)
-                out = out if isinstance(out, list) else [out]
-                outs.append(out)
-                weights.append(n)
-                bar.update_metrics(epoch=f"{epoch + 1}/{epochs}", loss=out[0],
-                                   **dict(zip(names, out[1:])))
-                bar.update(1)
-            logs = {"loss": _mean([o[0] for o in outs], weights)}
-            for j, name in enumerate(names):
-                logs[name] = _mean([o[j + 1] for o in outs], weights)
+            logs = loop.epoch(epoch, batcher)
             if eval_prog is not None:
                 vb, vf, vrows = val_parts
                 got = _evaluate(eval_prog, vb, vf, vrows, val_batch_size, ["loss", *names])
@@ -304,10 +291,63 @@ def fit(optimizer, loss, data, epochs=1, batch_size=32, val=None, metrics=None,
                 history.stopped_early = True
                 break
     finally:
+        optimizer.check_finite = checked
         bar.close()
     for c in callbacks:
         c.on_train_end(state)
     return history
+
+
+class _Loop:
+    """One epoch of steps, with the per-batch callbacks and the progress bar."""
+
+    def __init__(self, optimizer, step_prog, names, callbacks, state, bar, epochs):
+        self.optimizer, self.step_prog, self.names = optimizer, step_prog, names
+        self.state, self.bar, self.epochs = state, bar, epochs
+        self.begin = [c for c in callbacks if overrides(c, "on_batch_begin")]
+        self.end = [c for c in callbacks if overrides(c, "on_batch_end")]
+        self.epoch_begin = [c for c in callbacks if overrides(c, "on_epoch_begin")]
+
+    def epoch(self, epoch, batcher):
+        """Run one epoch; returns its logs (row-weighted means of the loss and metrics)."""
+        state, bar, names, step = self.state, self.bar, self.names, self.optimizer.step
+        state.epoch = epoch
+        for c in self.epoch_begin:
+            c.on_epoch_begin(epoch, state)
+        outs, weights = [], []
+        for k, (feed, n) in enumerate(batcher.epoch()):
+            state.batch = k
+            for c in self.begin:
+                c.on_batch_begin(k, {"size": n}, state)
+            try:
+                out = step(self.step_prog, feed)
+            except NumericsError as e:
+                raise _located(e, epoch, self.epochs, k, batcher.per_epoch) from e
+            out = out if isinstance(out, list) else [out]
+            outs.append(out)
+            weights.append(n)
+            bar.update_metrics(epoch=f"{epoch + 1}/{self.epochs}", loss=out[0],
+                               **dict(zip(names, out[1:])))
+            bar.update(1)
+            if self.end:
+                logs = {"loss": float(to_numpy(out[0])), "size": n}
+                logs.update((name, float(to_numpy(v))) for name, v in zip(names, out[1:]))
+                for c in self.end:
+                    c.on_batch_end(k, logs, state)
+        logs = {"loss": _mean([o[0] for o in outs], weights)}
+        for j, name in enumerate(names):
+            logs[name] = _mean([o[j + 1] for o in outs], weights)
+        return logs
+
+
+def _located(err, epoch, epochs, batch, per_epoch):
+    """``err`` (a NumericsError of a step) again, its message led by where in the fit
+    it happened; ``.epoch`` and ``.batch`` hold the 0-based numbers."""
+    new = NumericsError(f"fit stopped in epoch {epoch + 1}/{epochs}, batch {batch + 1}/"
+                        f"{per_epoch} (the variables hold the values from before this "
+                        f"batch): {err}", node=err.node, trace=err.trace)
+    new.epoch, new.batch = epoch, batch
+    return new
 
 
 def _bad_callback(c):

@@ -10,13 +10,16 @@ out of place: a value read from ``w.value`` earlier is never mutated, and the st
 (momentum, Adam's moments) lives as arrays of the program's backend (numpy, cupy;
 dask computes new values and state once per step, into numpy). A step is atomic
 and holds the optimizer's lock (see :class:`Optimizer`). The learning rate is a number or a *schedule*: any callable of the iteration
-number ``k = 0, 1, 2, ...`` (the number of steps taken before this one).
+number ``k = 0, 1, 2, ...`` (the number of steps taken before this one; see
+flowgrad/schedules.py). The update rules (each ``torch.optim``'s formula) are in
+flowgrad/optim_rules.py, what the step does to gradients first (clipping, the
+finiteness check) in flowgrad/optim_grads.py, L-BFGS in flowgrad/lbfgs.py.
 
 A step costs little beyond the program itself: the check of the program's outputs
 runs once per program (the verdict is cached, weakly, with what a step needs to know
 of the program), the built-in updates of 0-d float64 variables run on Python
 floats, to the same bits as on 0-d arrays, and SGD on numpy runs its updates and
-commit as one function written out for the program's variables (``_sgd_function``).
+commit as one function written out for the program's variables (flowgrad/optim_sgd.py).
 
     opt = fg.optim.Adam([w, b], lr=fg.optim.exponential_decay(1e-2, 0.5, every=100))
 """
@@ -30,18 +33,23 @@ import weakref
 
 import numpy as np
 
+from . import optim_grads
 from .autodiff import grad, is_gradient
+from .backends import get_backend
 from .backends.numpy_backend import NumpyBackend
-from .errors import GraphError, OptimizerError
+from .errors import GraphError, NumericsError, OptimizerError
 from .graph import Node, same_graph
 from .numerics import _state as _anomaly
+from .optim_sgd import sgd_function
 from .scheduler import Program
+from .schedules import cosine_decay, exponential_decay, step_decay, warmup_cosine  # noqa: F401
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "OptimizerError",
-           "exponential_decay", "cosine_decay"]
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad", "LBFGS",
+           "OptimizerError", "exponential_decay", "cosine_decay", "warmup_cosine",
+           "step_decay"]
 
 
-def _real(name, value, low, high=math.inf, *, low_open=False, high_open=True):
+def check_real(name, value, low, high=math.inf, *, low_open=False, high_open=True):
     """``value`` as a float in the interval (``low``/``high`` open or closed as told);
     a bool or a non-number is a TypeError, NaN, ±inf or a value outside an OptimizerError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -68,12 +76,28 @@ class Optimizer:
     updates also run on Python floats, ``xp`` being ``math``, for 0-d float64
     variables on numpy; a subclass's own ``_update`` always gets arrays.)
 
+    Settings every optimizer takes (keywords, fixed when it is made):
+
+    - ``weight_decay``: the L2 term ``weight_decay · w`` added to each gradient, as
+      ``torch.optim`` does (``AdamW``: decoupled, ``w`` shrinks by ``lr·weight_decay``).
+    - at most one of ``clipnorm`` (each gradient scaled to a 2-norm ≤ clipnorm),
+      ``global_clipnorm`` (all gradients scaled together) and ``clipvalue`` (entries
+      clamped), as ``torch.nn.utils.clip_grad_norm_``/``clip_grad_value_`` before the
+      step; applied inside the step, so the program still outputs (and ``step`` still
+      checks) the true gradients.
+    - ``check_finite``: refuse (``NumericsError``, nothing written) a step whose loss or
+      gradients hold a NaN or ±inf; ``fit`` turns it on (TerminateOnNaN).
+
     **Threads**: a step holds the optimizer's lock from reading the variables to
     writing them back, so steps of one optimizer from several threads are serialised
     and none is lost. Two optimizers updating the *same* variables are not coordinated.
     """
 
-    def __init__(self, variables, lr):
+    #: AdamW's: weight decay applied to the value, not added to the gradient
+    decoupled_weight_decay = False
+
+    def __init__(self, variables, lr, *, weight_decay=0.0, clipnorm=None, clipvalue=None,
+                 global_clipnorm=None, check_finite=False):
         self.variables = [variables] if isinstance(variables, Node) else list(variables)
         if not self.variables:
             raise ValueError("an optimizer needs at least one fg.variable to update")
@@ -88,13 +112,38 @@ class Optimizer:
             raise ValueError("a variable is listed twice")
         self.graph = same_graph(self.variables)
         if not callable(lr):
-            _real("lr", lr, 0.0, low_open=True)
+            check_real("lr", lr, 0.0, low_open=True)
         self.lr = lr
+        self._weight_decay = check_real("weight_decay", weight_decay, 0.0)
+        clips = {"clipnorm": clipnorm, "clipvalue": clipvalue,
+                 "global_clipnorm": global_clipnorm}
+        given = {k: check_real(k, v, 0.0, low_open=True) for k, v in clips.items() if v is not None}
+        if len(given) > 1:
+            raise OptimizerError(f"give at most one of clipnorm, clipvalue and "
+                                 f"global_clipnorm, got {sorted(given)}")
+        self._clip = given or None
+        #: check the loss and the gradients of every step before anything is written: a
+        #: NaN or ±inf is a NumericsError and the step changes nothing (``fit`` turns it
+        #: on through its ``TerminateOnNaN`` callback)
+        self.check_finite = bool(check_finite)
+        self._programs = {}          # training_program's cache
         self.iterations = 0
         self.state: list[dict] = [{} for _ in self.variables]
         self._lock = threading.RLock()
         self._bound = weakref.WeakKeyDictionary()   # {program: its _Binding}, by _bind
         self._last = None            # (weak ref to the last program stepped, its _Binding)
+
+    # the gradient settings are fixed when the optimizer is made (a step decides once
+    # per program whether it may take SGD's written-out path)
+    weight_decay = property(lambda self: self._weight_decay,
+                            doc="L2 penalty: ``weight_decay · w`` is added to the gradient "
+                                "(AdamW: ``w`` shrinks by ``lr · weight_decay`` instead)")
+    clipnorm = property(lambda self: (self._clip or {}).get("clipnorm"),
+                        doc="each gradient scaled to a 2-norm of at most this")
+    clipvalue = property(lambda self: (self._clip or {}).get("clipvalue"),
+                         doc="each gradient entry clamped to [−clipvalue, clipvalue]")
+    global_clipnorm = property(lambda self: (self._clip or {}).get("global_clipnorm"),
+                               doc="all gradients scaled together to a 2-norm of at most this")
 
     def learning_rate(self) -> float:
         """The rate of the next step: ``lr`` itself, or ``lr(iterations)`` for a schedule.
@@ -103,7 +152,7 @@ class Optimizer:
             return float(self.lr)
         value = self.lr(self.iterations)
         try:
-            return _real("lr", value, 0.0)
+            return check_real("lr", value, 0.0)
         except (TypeError, OptimizerError) as e:
             raise OptimizerError(f"the learning-rate schedule {self.lr!r} returned {value!r} "
                                  f"at iteration {self.iterations}; no variable was changed "
@@ -176,6 +225,8 @@ class Optimizer:
                 outs = call(args, feed)  # Program.__call__'s dispatch, feeds not repacked
             else:
                 outs = prog(*args, **feed)
+            if self.check_finite:
+                self._refuse_non_finite(prog, bound, outs)
             if last[2] is not None:                # SGD on numpy: updates, commit, result
                 return last[2](self, outs, lr)
             return self._step(bound, outs, lr)
@@ -216,15 +267,50 @@ class Optimizer:
         if bound is None or bound.variables is not self.variables:
             bound = self._rebind(prog)
         sgd = None
-        if getattr(self._update, "__func__", None) is _SGD_UPDATE and bound.ndarray is not None:
+        if getattr(self._update, "__func__", None) is _SGD_UPDATE and bound.ndarray is not None \
+                and not self._weight_decay and self._clip is None:
             if bound.sgd is None:        # written once per binding, for SGD only
-                bound.sgd = _sgd_function(bound)
+                bound.sgd = sgd_function(bound)
             sgd = bound.sgd
         self._last = last = (weakref.ref(prog), bound, sgd)
         return last
 
+    def _refuse_non_finite(self, prog, bound, outs):
+        """A NumericsError, before anything is written, when the loss or a gradient of
+        this step holds a NaN or ±inf (``check_finite``)."""
+        bad = optim_grads.first_non_finite(outs[0], outs[1:bound.n + 1], bound.xp)
+        if bad is None:
+            return
+        k, count = bad
+        if k < 0:
+            what = f"the loss {prog.outputs[0].name!r} is {float(outs[0])!r}"
+        else:
+            size = math.prod(bound.variables[k].shape)
+            what = (f"the gradient w.r.t. variable {bound.variables[k].name!r} holds "
+                    f"{count} non-finite entr{'y' if count == 1 else 'ies'} (of {size})")
+        raise NumericsError(f"step {self.iterations + 1}: {what}; the step was refused and "
+                            f"no variable or state was changed (lower the learning rate, "
+                            f"clip the gradients, or look for a log/division of 0 in the "
+                            f"loss: fg.detect_anomaly() names the node)",
+                            node=prog.outputs[k + 1])
+
+    def _gradients(self, bound, old, outs):
+        """The gradients the update rule sees: the program's, clipped, plus the L2 term
+        ``weight_decay · w`` (not for a decoupled decay, which the rule applies)."""
+        grads = outs[1:bound.n + 1]
+        if self._clip is not None:
+            grads = optim_grads.clip(grads, bound.xp, **self._clip)
+        wd = 0.0 if self.decoupled_weight_decay else self._weight_decay
+        if wd:
+            asarray, ndarray = bound.asarray, bound.ndarray
+            grads = [g + wd * (v if type(v) is ndarray else asarray(v))
+                     for g, v in zip(grads, old)]
+        return grads
+
     def _new_values(self, bound, update, old, outs, lr, t):
         """Every variable's new value and state, none written yet."""
+        if self._clip is not None or self._weight_decay:
+            outs = [outs[0], *self._gradients(bound, old, outs)]
         states = self.state
         xp, asarray, ndarray = bound.xp, bound.asarray, bound.ndarray
         dtypes, n = bound.dtypes, bound.n
@@ -259,18 +345,42 @@ class Optimizer:
                                  "changing its variables")
         return self._bind(prog)
 
+    def training_program(self, loss: Node, extras=(), backend=None) -> Program:
+        """The program ``[loss, *fg.grad(loss, variables), *extras]`` that ``step`` takes,
+        made once per loss, extras, backend and variables and reused after: calling
+        ``fit`` or ``minimize`` again adds no node to the graph and compiles nothing."""
+        with self._lock:
+            return self._training_program(loss, list(extras), get_backend(backend))
+
+    def _training_program(self, loss, extras, backend):
+        # keyed by the nodes' ids: each entry holds its nodes, so no id is reused
+        variables = tuple(map(id, self.variables))
+        key = (id(loss), variables, tuple(map(id, extras)), backend)
+        prog = self._programs.get(key)
+        if prog is None:
+            made = self._programs.get((id(loss), variables))
+            if made is None:         # the gradient nodes, shared by every backend/extras
+                made = self._programs[(id(loss), variables)] = (
+                    loss, grad(loss, self.variables))
+            prog = self._programs[key] = Program([loss, *made[1], *extras], backend)
+        return prog
+
     def minimize(self, loss: Node, backend=None, extras=()) -> "Trainer":
         """A callable ``train(**feed)`` that takes one step per call and returns the loss
         (or ``[loss, *extras]`` when ``extras`` nodes are given)."""
-        extras = list(extras)
-        return Trainer(self, Program([loss, *grad(loss, self.variables), *extras], backend))
+        return Trainer(self, self.training_program(loss, extras, backend))
 
     def fit(self, loss: Node, data: dict, epochs: int = 1, batch_size=32, **options):
         """Train on ``data`` ({placeholder: array}) for ``epochs`` of shuffled mini-batches;
         returns a :class:`flowgrad.fit.History`. Options: ``val`` (feeds evaluated after
-        each epoch), ``metrics`` ({name: scalar node}), ``callbacks`` (``EarlyStopping`` …),
-        ``training`` (a boolean placeholder fed True, and False for validation),
-        ``shuffle``, ``seed``, ``backend``, ``verbose``. See flowgrad/fit.py."""
+        each epoch), ``metrics`` ({name: scalar node}), ``callbacks`` (``EarlyStopping``,
+        ``ModelCheckpoint``, ``ReduceLROnPlateau`` …), ``training`` (a boolean placeholder
+        fed True, and False for validation), ``shuffle``, ``seed``, ``backend``,
+        ``verbose``, ``val_batch_size``, ``terminate_on_nan`` (default True: a NaN or
+        ±inf loss or gradient is a NumericsError naming the epoch and batch, raised
+        before that step writes anything). The programs are made once per loss, metrics
+        and backend (``training_program``), so calling fit again adds nothing to the
+        graph. See flowgrad/fit.py."""
         from .fit import fit
         return fit(self, loss, data, epochs=epochs, batch_size=batch_size, **options)
 
@@ -317,45 +427,6 @@ class _Binding:
         self.sgd = None              # SGD's written-out step (Optimizer._lookup makes it)
 
 
-def _sgd_function(bound):
-    """SGD's step after the program has run, written out for one binding (numpy only):
-    ``sgd(opt, outs, lr)`` -> what ``step`` returns. It computes every ``w − lr·g`` —
-    0-d float64 variables on Python floats, the same bits as on arrays, with numpy's
-    value and warning where the result is not finite — then writes them all and counts
-    the step, or, if interrupted while writing, puts the old values back. The generic loop (``_new_values``) does the
-    same through ``SGD._update``; this is that loop unrolled, without its calls."""
-    ns = {"ndarray": np.ndarray, "asarray": bound.asarray, "array": np.array}
-    body, commit, undo = [], [], []
-    for k, (is_float, dtype, d) in enumerate(zip(bound.floats, bound.dtypes, bound.dicts)):
-        ns[f"D{k}"], ns[f"T{k}"] = d, dtype
-        g = f"outs[{k + 1}]"
-        body.append(f"o{k} = D{k}['value']")
-        on_arrays = [f"v = o{k} if type(o{k}) is ndarray else asarray(o{k})",
-                     f"n{k} = v - lr * {g}",
-                     f"d = n{k}.dtype",
-                     f"if d is not T{k} and d != T{k}:",
-                     f"    n{k} = n{k}.astype(T{k})"]
-        if is_float:
-            body += [f"f = float(o{k}) - lr * float({g})",
-                     "if f - f == 0.0:",              # finite: inf − inf and nan are nan
-                     f"    n{k} = array(f)",
-                     "else:"] + ["    " + line for line in on_arrays]
-        else:
-            body += on_arrays
-        commit.append(f"    D{k}['value'] = n{k}")
-        undo.append(f"    D{k}['value'] = o{k}")
-    n = len(bound.dicts)
-    body = ["if type(outs) is not list:", "    outs = [outs]"] + body
-    body += ["t = opt.iterations + 1", "try:"] + commit + ["    opt.iterations = t",
-             "except BaseException:"] + undo + ["    opt.iterations = t - 1", "    raise",
-             f"return outs[0] if len(outs) == {n + 1} else [outs[0], *outs[{n + 1}:]]"]
-    src = "def sgd(opt, outs, lr):\n" + "".join(f"    {line}\n" for line in body)
-    exec(compile(src, "<flowgrad SGD step>", "exec"), ns)
-    ns["sgd"].source = src
-    return ns["sgd"]
-
-
-
 def _float_update(update, value, g, state, lr, t):
     """The update of a 0-d float64 variable on Python floats, with ``math`` as its ``xp``:
     ten times cheaper than on 0-d arrays, and the same bits (IEEE double arithmetic,
@@ -397,72 +468,11 @@ class Trainer:
         return describe_trainer(self)
 
 
-class SGD(Optimizer):
-    """Plain gradient descent: w ← w − lr · g."""
-
-    def _update(self, value, g, state, lr, t, xp):
-        return value - lr * g, state
-
-
-class Momentum(Optimizer):
-    """Gradient descent with momentum μ (the formulation of PyTorch's SGD):
-
-        v ← μ v + g
-        w ← w − lr · v                 (heavy ball)
-        w ← w − lr · (g + μ v)         (nesterov=True: look ahead along the new v)
-
-    with v = 0 before the first step, so the first step is plain SGD for heavy ball.
-    """
-
-    def __init__(self, variables, lr, momentum=0.9, nesterov=False):
-        super().__init__(variables, lr)
-        self.momentum, self.nesterov = _real("momentum", momentum, 0.0, 1.0), bool(nesterov)
-
-    def _update(self, value, g, state, lr, t, xp):
-        mu = self.momentum
-        v = mu * state["v"] + g if "v" in state else g
-        return value - lr * (g + mu * v if self.nesterov else v), {"v": v}
-
-
-class Adam(Optimizer):
-    """Adam (Kingma & Ba, 2015) with bias correction; t = 1, 2, ... counts the steps:
-
-        m ← β₁ m + (1 − β₁) g          m̂ = m / (1 − β₁ᵗ)
-        s ← β₂ s + (1 − β₂) g²         ŝ = s / (1 − β₂ᵗ)
-        w ← w − lr · m̂ / (√ŝ + ε)
-    """
-
-    def __init__(self, variables, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        super().__init__(variables, lr)
-        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_real("beta1", betas[0], 0.0, 1.0), _real("beta2", betas[1], 0.0, 1.0))
-        self.eps = _real("eps", eps, 0.0)
-
-    def _update(self, value, g, state, lr, t, xp):
-        b1, b2 = self.betas
-        m = b1 * state["m"] + (1 - b1) * g if "m" in state else (1 - b1) * g
-        s = b2 * state["s"] + (1 - b2) * (g * g) if "s" in state else (1 - b2) * (g * g)
-        m_hat = m / (1 - b1 ** t)
-        s_hat = s / (1 - b2 ** t)
-        return value - lr * m_hat / (xp.sqrt(s_hat) + self.eps), {"m": m, "s": s}
-
-
-# -- schedules: plain callables of the iteration number ---------------------------
-def exponential_decay(lr: float, rate: float, every: int = 1):
-    """``k ↦ lr · rate^(k // every)``: multiply the rate by ``rate`` every ``every`` steps."""
-    if every < 1:
-        raise ValueError("every must be a positive number of steps")
-    return lambda k: lr * rate ** (k // every)
-
-
-def cosine_decay(lr: float, steps: int, final: float = 0.0):
-    """``k ↦ final + (lr − final)·(1 + cos(π k/steps))/2`` for k ≤ steps, then ``final``."""
-    if steps < 1:
-        raise ValueError("steps must be positive")
-    return lambda k: final + (lr - final) * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))
-
+# the update rules build on Optimizer and check_real, so they come after them
+from .optim_rules import SGD, Adagrad, Adam, AdamW, Momentum, RMSProp  # noqa: E402
+from .lbfgs import LBFGS  # noqa: E402
 
 #: updates written with arithmetic and ``xp.sqrt`` only, safe on Python floats
-_FLOAT_SAFE = frozenset({SGD._update, Momentum._update, Adam._update})
-_SGD_UPDATE = SGD._update       # the update _sgd_function writes out
+_FLOAT_SAFE = frozenset({SGD._update, Momentum._update, Adam._update, AdamW._update,
+                         RMSProp._update, Adagrad._update})
+_SGD_UPDATE = SGD._update       # the update sgd_function writes out

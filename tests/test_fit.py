@@ -198,3 +198,120 @@ def test_api_contract_model_scripts(tmp_path):
         assert hist["val_loss"][-1] < 0.6 * hist["val_loss"][0] and hist["val_acc"][-1] > 0.65
         text = str(fg.summary(g))
         assert f"total: {16 * 64 + 64 + 64 * 64 * 2 + 64 * 2 + 64 * 10 + 10:,} parameters" in text
+
+
+# -- issue 18: empty data, repeated fit, History.plot's figure ------------------------------
+
+def _line(n, rows_val=None):
+    """A one-weight regression and n rows of data (and a validation set of rows_val)."""
+    x = fg.placeholder("x", shape=(None, 1))
+    t = fg.placeholder("t", shape=(None, 1))
+    w = fg.variable(np.zeros((1, 1)), name="w")
+    loss = fg.mse(x @ w, t)
+    X = np.arange(1.0, n + 1)[:, None] / max(n, 1)
+    data = {x: X, t: 2 * X}
+    val = None if rows_val is None else {x: np.ones((rows_val, 1)), t: 2 * np.ones((rows_val, 1))}
+    return x, t, w, loss, data, val
+
+
+@pytest.mark.parametrize("batch_size", [32, None])
+def test_fit_refuses_zero_rows_and_trains_on_one(batch_size):
+    with fg.Graph():
+        x, t, w, loss, data, _ = _line(0)
+        opt = fg.optim.SGD([w], lr=0.5)
+        with pytest.raises(fg.FeedError, match=r"data: the arrays \['t', 'x'\] have 0 rows"):
+            opt.fit(loss, data=data, batch_size=batch_size)
+        assert opt.iterations == 0 and w.value[0, 0] == 0.0
+    with fg.Graph():
+        x, t, w, loss, data, _ = _line(1)          # the first good size: one row
+        opt = fg.optim.SGD([w], lr=0.5)
+        hist = opt.fit(loss, data=data, epochs=2, batch_size=batch_size)
+    # x = 1, t = 2: loss (w − 2)², w ← w − 0.5 · 2(w − 2): one step lands on w = 2
+    assert opt.iterations == 2 and hist["loss"] == [4.0, 0.0] and w.value[0, 0] == 2.0
+
+
+@pytest.mark.parametrize("val_batch_size", [None, 8])
+def test_fit_refuses_an_empty_validation_set_and_validates_on_one_row(val_batch_size):
+    with fg.Graph():
+        x, t, w, loss, data, val = _line(4, rows_val=0)
+        opt = fg.optim.SGD([w], lr=0.1)
+        with pytest.raises(fg.FeedError, match=r"val: .* 0 rows.*validate on"):
+            opt.fit(loss, data=data, val=val, val_batch_size=val_batch_size)
+        assert opt.iterations == 0
+    with fg.Graph():
+        x, t, w, loss, data, val = _line(4, rows_val=1)
+        opt = fg.optim.SGD([w], lr=0.1)
+        hist = opt.fit(loss, data=data, val=val, val_batch_size=val_batch_size)
+        assert hist["val_loss"] == [pytest.approx((w.value[0, 0] - 2) ** 2, rel=1e-12)]
+        with pytest.raises(ValueError, match="val_batch_size"):
+            opt.fit(loss, data=data, val=val, val_batch_size=0)
+
+
+def test_repeated_fit_reuses_its_programs_and_equals_one_long_fit():
+    runs = []
+    for calls, epochs in ((1, 6), (6, 1)):
+        with fg.Graph() as g:
+            x, t, training, model, loss, acc = _classifier(seed=3)
+            opt = fg.optim.Adam(model.variables, lr=0.05)
+            X, T = _blobs(24, 0)
+            sizes, programs = [], set()
+            for _ in range(calls):
+                hist = opt.fit(loss, data={x: X, t: T}, epochs=epochs, batch_size=10,
+                               shuffle=False, metrics={"acc": acc}, training=training,
+                               val={x: X[:5], t: T[:5]},
+                               callbacks=[lambda e, logs, s=None: None])
+                sizes.append(len(g.nx))
+                programs.add(id(opt.training_program(loss, [acc])))
+            runs.append(([v.value for v in model.variables], hist["loss"][-1]))
+            assert len(set(sizes)) == 1, sizes       # no node added after the first call
+            assert len(programs) == 1
+    (v1, l1), (v2, l2) = runs
+    for a, b in zip(v1, v2):
+        np.testing.assert_array_equal(a, b)           # bit for bit: the same steps
+    assert l1 == l2
+
+
+def test_minimize_again_reuses_the_program():
+    with fg.Graph() as g:
+        w = fg.variable(np.ones(3), name="w")
+        loss = fg.l2(w)
+        opt = fg.optim.SGD([w], lr=0.1)
+        first = opt.minimize(loss)
+        n = len(g.nx)
+        for _ in range(50):
+            again = opt.minimize(loss)
+        assert len(g.nx) == n and again.program is first.program
+        other = opt.minimize(loss, extras=[fg.sum(w)])  # other extras: a program of its own
+        assert other.program is not first.program
+        assert other.program.outputs[1] is first.program.outputs[1]   # the same gradient
+
+
+def test_history_plot_never_touches_pyplots_current_figure(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    hist = fg.History(loss=[1.0, 0.5, 0.4], acc=[0.5, 0.8, 0.9], val_loss=[1.1, 0.7, 0.6])
+    mine = plt.figure()
+    mine_ax = mine.add_subplot()
+    before = plt.get_fignums()
+    try:
+        fig = hist.plot(tmp_path / "own.png")
+        assert plt.gcf() is mine and plt.gca() is mine_ax and plt.get_fignums() == before
+        assert fig is not mine and [a.get_title() for a in fig.axes] == ["loss", "acc"]
+        assert (tmp_path / "own.png").read_bytes()[:8] == PNG
+        # into one given Axes: every curve there, labelled by its key
+        host, ax = plt.subplots()
+        plt.figure(mine.number)
+        assert hist.plot(ax=ax) is host
+        assert [line.get_label() for line in ax.lines] == ["loss", "val_loss", "acc"]
+        assert plt.gcf() is mine
+        # into a sequence of Axes, one per quantity
+        host2, axes = plt.subplots(1, 2)
+        plt.figure(mine.number)
+        assert hist.plot(ax=axes) is host2 and plt.gcf() is mine
+        assert [len(a.lines) for a in axes] == [2, 1] and axes[1].get_title() == "acc"
+        np.testing.assert_array_equal(axes[0].lines[1].get_ydata(), [1.1, 0.7, 0.6])
+        with pytest.raises(ValueError, match="sequence of 2"):
+            hist.plot(ax=[ax])
+    finally:
+        plt.close("all")

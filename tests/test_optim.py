@@ -399,6 +399,10 @@ class _DeviceBackend(fg.backends.base.Backend):
     lambda v: fg.optim.SGD(v, lr=0.1),
     lambda v: fg.optim.Momentum(v, lr=0.1, momentum=0.9, nesterov=True),
     lambda v: fg.optim.Adam(v, lr=0.1),
+    lambda v: fg.optim.AdamW(v, lr=0.1, clipnorm=0.5),
+    lambda v: fg.optim.RMSProp(v, lr=0.1, momentum=0.5, centered=True, weight_decay=0.1),
+    lambda v: fg.optim.Adagrad(v, lr=0.1, global_clipnorm=0.3, check_finite=True),
+    lambda v: fg.optim.SGD(v, lr=0.1, clipvalue=0.5),
 ])
 def test_updates_stay_on_the_programs_backend(make):
     results = []

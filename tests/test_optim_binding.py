@@ -124,6 +124,11 @@ OPTIMIZERS = [
     (fg.optim.Momentum, {"lr": 0.05, "momentum": 0.8, "nesterov": True}),
     (fg.optim.Adam, {"lr": 0.1}),
     (fg.optim.Adam, {"lr": fg.optim.exponential_decay(0.1, 0.5, every=2), "eps": 1e-3}),
+    (fg.optim.AdamW, {"lr": 0.1, "weight_decay": 0.2}),
+    (fg.optim.RMSProp, {"lr": 0.02, "momentum": 0.5, "centered": True}),
+    (fg.optim.Adagrad, {"lr": 0.1, "lr_decay": 0.1, "weight_decay": 0.01}),
+    (fg.optim.Momentum, {"lr": 0.05, "momentum": 0.9, "clipnorm": 0.5}),
+    (fg.optim.Adam, {"lr": 0.1, "global_clipnorm": 0.1, "weight_decay": 0.1}),
 ]
 
 

@@ -219,14 +219,22 @@ def test_an_exception_half_way_through_a_step_changes_nothing(monkeypatch, cls, 
 
 
 # -- dask: variables and state are numpy after every step -------------------------------------
+DASK_OPTIMIZERS = [
+    lambda v: fg.optim.Adam(v, lr=0.1),
+    lambda v: fg.optim.AdamW(v, lr=0.1, global_clipnorm=0.2, check_finite=True),
+    lambda v: fg.optim.RMSProp(v, lr=0.05, centered=True, clipnorm=0.3, weight_decay=0.1),
+]
+
+
+@pytest.mark.parametrize("make", DASK_OPTIMIZERS)
 @pytest.mark.parametrize("lazy", [False, True])
-def test_dask_steps_leave_variables_and_state_computed(lazy):
+def test_dask_steps_leave_variables_and_state_computed(lazy, make):
     from flowgrad.backends.dask_backend import DaskBackend
     x = fg.placeholder("x", shape=(None, 2))
     w = fg.variable(np.array([0.5, -0.5]), name="w")
     s = fg.variable(0.0, name="s")
     loss = fg.mean((x @ w + s - 1.0) ** 2)
-    opt = fg.optim.Adam([w, s], lr=0.1)
+    opt = make([w, s])
     train = opt.minimize(loss, backend=DaskBackend(chunks=3, lazy=lazy))
     X = np.arange(20.0).reshape(10, 2) / 10
     for _ in range(3):
@@ -238,8 +246,7 @@ def test_dask_steps_leave_variables_and_state_computed(lazy):
         x2 = fg.placeholder("x", shape=(None, 2))
         w2 = fg.variable(np.array([0.5, -0.5]), name="w")
         s2 = fg.variable(0.0, name="s")
-        train2 = fg.optim.Adam([w2, s2], lr=0.1).minimize(
-            fg.mean((x2 @ w2 + s2 - 1.0) ** 2))
+        train2 = make([w2, s2]).minimize(fg.mean((x2 @ w2 + s2 - 1.0) ** 2))
         for _ in range(3):
             train2(x=X)
     np.testing.assert_allclose(w.value, w2.value, rtol=1e-12)

@@ -1,0 +1,45 @@
+"""SGD's step written out as one Python function per binding (numpy only): the
+updates ``w − lr·g`` of every variable and the commit, without the generic loop's calls.
+``flowgrad.optim`` makes it once per program for SGD itself (not a subclass, and only
+without weight decay or clipping)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def sgd_function(bound):
+    """SGD's step after the program has run, written out for one binding (numpy only):
+    ``sgd(opt, outs, lr)`` -> what ``step`` returns. It computes every ``w − lr·g`` —
+    0-d float64 variables on Python floats, the same bits as on arrays, with numpy's
+    value and warning where the result is not finite — then writes them all and counts
+    the step, or, if interrupted while writing, puts the old values back. The generic loop (``_new_values``) does the
+    same through ``SGD._update``; this is that loop unrolled, without its calls."""
+    ns = {"ndarray": np.ndarray, "asarray": bound.asarray, "array": np.array}
+    body, commit, undo = [], [], []
+    for k, (is_float, dtype, d) in enumerate(zip(bound.floats, bound.dtypes, bound.dicts)):
+        ns[f"D{k}"], ns[f"T{k}"] = d, dtype
+        g = f"outs[{k + 1}]"
+        body.append(f"o{k} = D{k}['value']")
+        on_arrays = [f"v = o{k} if type(o{k}) is ndarray else asarray(o{k})",
+                     f"n{k} = v - lr * {g}",
+                     f"d = n{k}.dtype",
+                     f"if d is not T{k} and d != T{k}:",
+                     f"    n{k} = n{k}.astype(T{k})"]
+        if is_float:
+            body += [f"f = float(o{k}) - lr * float({g})",
+                     "if f - f == 0.0:",              # finite: inf − inf and nan are nan
+                     f"    n{k} = array(f)",
+                     "else:"] + ["    " + line for line in on_arrays]
+        else:
+            body += on_arrays
+        commit.append(f"    D{k}['value'] = n{k}")
+        undo.append(f"    D{k}['value'] = o{k}")
+    n = len(bound.dicts)
+    body = ["if type(outs) is not list:", "    outs = [outs]"] + body
+    body += ["t = opt.iterations + 1", "try:"] + commit + ["    opt.iterations = t",
+             "except BaseException:"] + undo + ["    opt.iterations = t - 1", "    raise",
+             f"return outs[0] if len(outs) == {n + 1} else [outs[0], *outs[{n + 1}:]]"]
+    src = "def sgd(opt, outs, lr):\n" + "".join(f"    {line}\n" for line in body)
+    exec(compile(src, "<flowgrad SGD step>", "exec"), ns)
+    ns["sgd"].source = src
+    return ns["sgd"]
