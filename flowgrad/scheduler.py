@@ -272,7 +272,7 @@ class Program:
         self._kept = kept
         flat = len(step_ids) > FLAT_STEPS
         own = _slot_index(kept, flat, order[-1] + 1 if order else 0)
-        leaves = simp.leaves
+        leaves, sharers = simp.leaves, simp.sharers
         # simplify's maps are spent: drop them before the plan is made (the compile's peak)
         moved = rep            # simplify's rep holds only ids merged into another
         del simp, rep, defs, live, pop
@@ -305,7 +305,7 @@ class Program:
             None in data[nid]["shape"] for nid in self.placeholders) else None
         del order
         self._check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
-        self._copy_outs = self._aliasing_outputs(leaves)
+        self._copy_outs = self._aliasing_outputs(leaves, sharers)
         # generated code (flowgrad/codegen.py): one Python function for the whole plan
         self._generated = _codegen.generate(self) if self._codegen else None
         self._call = _codegen.make_caller(self, self._generated) if self._generated else None
@@ -335,14 +335,16 @@ class Program:
             set(map(itemgetter(0), self._step_ops))   # the sweep's ops / (op, attrs, id)
         return {op.name for op in ops}
 
-    def _aliasing_outputs(self, leaves):
+    def _aliasing_outputs(self, leaves, sharers):
         """Positions of outputs to copy: a fed array or variable (the caller's or the
-        graph's storage), a view of one (``w.T``, ``x[1:]``), and the second and later
-        of outputs sharing one slot. Decided once here; most programs copy nothing."""
+        graph's storage), a constant (later calls reuse it), a view of one in the
+        simplified plan (``w.T``, ``x[1:]``, ``reshape(x * 1.0)``: simplify's
+        ``sharers``), and the second and later of outputs sharing one slot. Decided
+        once here; most programs copy nothing."""
         leaf_slots = {self._slot[nid] for nid in leaves}
         seen, copy = set(), []
         for k, (o, s) in enumerate(zip(self.outputs, self._out_slots)):
-            if s in leaf_slots or s in seen or _views_a_leaf(o):
+            if s in leaf_slots or s in seen or o.id in sharers:
                 copy.append(k)
             seen.add(s)
         return tuple(copy)
@@ -641,18 +643,6 @@ def _flat_plan(steps, n_freed, freed, own, xp):
                      for op, attrs in zip(p.ops, p.attrs)]
     p._ends = None
     return p
-
-
-#: ops whose kernel may return a view of (or the very array of) its first input
-_VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "squeeze",
-                       "broadcast_to", "broadcast_like", "getitem", "sum_to", "concat_part"})
-
-
-def _views_a_leaf(node) -> bool:
-    """Whether ``node``'s value may share storage with a placeholder's or a variable's."""
-    while node.op is not None and node.op.name in _VIEW_OPS:
-        node = node.inputs[0]
-    return node.kind in ("placeholder", "variable")
 
 
 def compile(outputs, backend=None, check_numerics=False, codegen=True) -> Program:

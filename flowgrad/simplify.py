@@ -47,7 +47,9 @@ the tests against the unsimplified program):
 A node known to be a fill and still needed becomes a constant (static shape, at
 most ``FOLD_MAX`` entries), an ``xp.full`` step (static shape), or else keeps
 its own step. An output whose representative is a leaf gets a copy step, so a
-program never hands back the caller's fed array or a variable's storage.
+program never hands back the caller's fed array or a variable's storage; an output
+that the simplified plan makes a view of a leaf or a constant (``reshape(x * 1.0)``
+→ ``reshape(x)``) is listed in ``Simplified.sharers``, and the program copies it.
 Placeholders and variables stay in the program even if simplification removed
 their last use, so the feeds a program requires do not depend on the rewrites.
 """
@@ -163,8 +165,11 @@ class Simplified:
     liveness sweep reads (flowgrad/scheduler.py); ``consts`` and ``steps`` are derived
     on first use, so a compile that never asks for them does not pay for them."""
 
-    def __init__(self, rep, defs, roots, leaves, data):
+    def __init__(self, rep, defs, roots, leaves, data, sharers=frozenset()):
         self.rep, self.defs, self.roots, self.leaves = rep, defs, roots, leaves
+        #: output ids whose value, as the plan computes it, may share storage with a
+        #: leaf or a constant (``_storage_sharers``): the program copies those
+        self.sharers = sharers
         self._data = data
         self._emitted = None
 
@@ -214,6 +219,30 @@ def _definition(defs, data, r):
     return d
 
 
+#: ops whose kernel may return a view of (or the very array of) its first input
+VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "squeeze",
+                      "broadcast_to", "broadcast_like", "getitem", "sum_to", "concat_part"})
+
+
+def _storage_sharers(rep, defs, data, output_ids):
+    """The output ids whose value may be (a view of) a placeholder's, a variable's or a
+    constant's storage, read from the simplified plan: ``reshape(x * 1.0)`` is
+    ``reshape(x)`` once x·1 → x, so it views the fed x although its graph input is a
+    product. Such an output is copied by the program on each call (flowgrad/scheduler.py):
+    in-place writes to an output never reach the caller's array, a variable or a
+    constant that later calls reuse."""
+    sharers = set()
+    for o in output_ids:
+        r = rep.get(o, o)
+        d = _definition(defs, data, r)
+        while d[0] == "op" and d[1].name in VIEW_OPS and d[3]:
+            r = rep.get(d[3][0], d[3][0])
+            d = _definition(defs, data, r)
+        if d[0] != "op":               # a leaf or a constant
+            sharers.add(o)
+    return frozenset(sharers)
+
+
 def _uniform(value):
     """c if every entry of the (small) constant equals c, else None."""
     if isinstance(value, (bool, int, float, complex)):
@@ -254,7 +283,8 @@ def simplify(graph, order, output_ids, keep_all=False, dispatch=True) -> Simplif
             elif kind in ("placeholder", "variable"):
                 leaves.append(nid)
         roots = list(output_ids) + (list(order) if keep_all else [])
-        return Simplified({}, defs, roots, leaves, data)
+        return Simplified({}, defs, roots, leaves, data,
+                          _storage_sharers({}, defs, data, output_ids))
     return _Pass(data).run(order, output_ids, keep_all, dispatch)
 
 
@@ -479,7 +509,8 @@ class _Pass:
         roots = [rep_get(o, o) for o in output_ids]
         if keep_all:
             roots += [rep_get(nid, nid) for nid in order]
-        return Simplified(rep, defs, roots, leaves, data)
+        return Simplified(rep, defs, roots, leaves, data,
+                          _storage_sharers(rep, defs, data, output_ids))
 
     def _plain_fill(self, c):
         """Whether special id ``c`` is a fill c ∉ {0, 1, −1}: if it is no negation either,

@@ -1,0 +1,70 @@
+"""Silent wrong results found by the wave-3 probe (issue 18, part 1), one section each:
+every executor (generated array code, the interpreter, the scalar path, the checked
+loop, dask) gives the reference's answer, dtype and errors, on every call."""
+import numpy as np
+import pytest
+
+import flowgrad as fg
+from flowgrad.backends.dask_backend import DaskBackend
+
+
+# -- 1. outputs never alias user storage, after simplification ----------------------------
+
+EXECUTORS = [("codegen", {}, None), ("interpreter", {"codegen": False}, None),
+             ("checked", {"check_numerics": True}, None), ("dask", {}, DaskBackend())]
+
+
+def _feed(prog, **values):
+    names = {p.name for p in prog.placeholders.values()}
+    return {k: v for k, v in values.items() if k in names}
+
+
+@pytest.mark.parametrize("name,kw,backend", EXECUTORS, ids=[e[0] for e in EXECUTORS])
+def test_simplified_views_of_leaves_are_copied(name, kw, backend):
+    X0, W0 = np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(2, 3) + 10
+    Y0 = np.arange(6.0).reshape(3, 2) - 5
+    with fg.Graph():
+        x = fg.placeholder("x", (2, 3))
+        y = fg.placeholder("y", (3, 2))
+        w = fg.variable(W0.copy(), name="w")
+        c = fg.constant(np.ones((2, 3)))
+        outs = [fg.reshape(x * 1.0, (3, 2)), fg.transpose(w * 1.0), (w + 0.0)[1:],
+                fg.expand_dims(x / 1.0, 0), fg.reshape(x - 0.0, (6,))[::2], c * 1.0]
+        outs += fg.grad(fg.sum(fg.transpose(w) * y), [y, w])   # w.T and y.T
+    for o in outs:
+        prog = fg.compile(o, backend=backend, **kw)
+        X, Y = X0.copy(), Y0.copy()
+        for call in range(3):    # first call and later ones (lazy kernels, regions)
+            got = np.asarray(prog(_feed(prog, x=X, y=Y)))
+            want = got.copy()
+            got[...] = -99.0     # in-place clipping of a gradient, say
+            assert (X == X0).all() and (Y == Y0).all(), (o, call)
+            assert (w.value == W0).all() and (c.value == 1.0).all(), (o, call)
+            again = np.asarray(prog(_feed(prog, x=X, y=Y)))
+            np.testing.assert_array_equal(again, want)
+
+
+def test_scalar_path_outputs_never_alias_a_constant_or_feed():
+    with fg.Graph():
+        s = fg.placeholder("s")
+        c = fg.constant(np.array(2.0))
+        outs = [s * 1.0, c * 1.0, fg.reshape(s + 0.0, ())]
+        for o in outs:
+            for kw in ({}, {"codegen": False}):
+                prog = fg.compile(o, **kw)
+                S = np.array(3.0)
+                got = prog(s=S)
+                if isinstance(got, np.ndarray):
+                    want = got.copy()
+                    got[...] = -1.0
+                    assert S == 3.0 and c.value == 2.0
+                    np.testing.assert_array_equal(prog(s=S), want)
+
+
+def test_only_real_aliases_are_copied():
+    """The copy is decided at compile time and only for outputs that may alias."""
+    with fg.Graph():
+        x = fg.placeholder("x", (2, 3))
+        w = fg.variable(np.ones((2, 3)), name="w")
+        prog = fg.compile([fg.sum(x * w), fg.transpose(x * w), fg.reshape(x * 1.0, (6,))])
+    assert prog._copy_outs == (2,)
