@@ -68,3 +68,45 @@ def test_only_real_aliases_are_copied():
         w = fg.variable(np.ones((2, 3)), name="w")
         prog = fg.compile([fg.sum(x * w), fg.transpose(x * w), fg.reshape(x * 1.0, (6,))])
     assert prog._copy_outs == (2,)
+
+
+# -- 2. numpy scalars and dask arrays get the feed range check ------------------------------
+
+def _feed_ways(prog, node, value):
+    """Every binder a feed may go through: keywords (the generated binder), a dict by
+    name and by node (the generic fast binder), and the general binder (codegen=False)."""
+    yield lambda: prog(**{node.name: value})
+    yield lambda: prog({node.name: value})
+    yield lambda: prog({node: value})
+
+
+RANGE_CASES = [  # (dtype, shape, the last value that fits, the first that does not)
+    ("int32", (), np.int64(2**31 - 1), np.int64(2**31)),
+    ("int32", (), np.int64(-2**31), np.int64(-2**31 - 1)),
+    ("int32", (), np.uint32(2**31 - 1), np.uint32(2**31)),
+    ("uint8", (), np.uint16(255), np.uint16(256)),
+    ("float32", (), np.float64(np.finfo(np.float32).max), np.float64(2.0**128)),
+    ("float32", (), np.float64(-np.finfo(np.float32).max), np.float64(-2.0**128)),
+    ("int32", (3,), np.array([1, 2**31 - 1, 3]), np.array([1, 2**31, 3])),
+]
+
+
+@pytest.mark.parametrize("dtype,shape,ok,bad", RANGE_CASES)
+@pytest.mark.parametrize("as_dask", [False, True], ids=["numpy", "dask-array"])
+@pytest.mark.parametrize("backend", [None, "dask"])
+@pytest.mark.parametrize("codegen", [True, False])
+def test_every_binder_range_checks_numpy_scalars_and_dask_arrays(
+        dtype, shape, ok, bad, as_dask, backend, codegen):
+    import dask.array as da
+    with fg.Graph():
+        p = fg.placeholder("p", shape, dtype=dtype)
+        prog = fg.compile(p * 1, backend=DaskBackend() if backend else None, codegen=codegen)
+    wrap = (lambda v: da.from_array(np.asarray(v), chunks=1 if shape else ())) \
+        if as_dask else (lambda v: v)
+    for run in _feed_ways(prog, p, wrap(ok)):
+        got = np.asarray(run())
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got, np.asarray(ok).astype(dtype))
+    for run in _feed_ways(prog, p, wrap(bad)):
+        with pytest.raises(fg.FeedError, match="'p' has dtype " + dtype):
+            run()
