@@ -77,6 +77,11 @@ class Region:
                        ("bool" if np.dtype(data[kept[s]]["dtype"]) == _BOOL else "float")
                        for s in operands]
         self.n_full = self.scalar.count(None)
+        # their dtypes: evaluate() turns the numbers back into 0-d arrays of these, so
+        # the numpy steps see float32 (not a weak Python float, which numpy would
+        # promote as float64 in where(c, s, 2.0))
+        self.scalar_dtypes = [None if kind is None else np.dtype(data[kept[s]]["dtype"])
+                              for s, kind in zip(operands, self.scalar)]
         # run-time lengths: the generated code checks, per call, that the operands'
         # shapes agree (a declared None may still broadcast a length 1) and MIN_SIZE
         shape = _nodes(prog)[prog._kept[prog._plan[steps[-1]][5]]]["shape"]
@@ -299,6 +304,10 @@ def evaluate(prog, region, args):
     """The region's exports computed by its plan steps' own numpy kernels: used when
     the compiled loop cannot be had (numba failed), so results stay the reference's."""
     plan, template = prog._plan, prog._template
+    # 0-d operands arrive as Python numbers (the loop's arguments) or as the 0-d
+    # arrays themselves: either way the steps get 0-d arrays of the declared dtype
+    args = [a if dt is None else np.asarray(a, dtype=dt)
+            for a, dt in zip(args, region.scalar_dtypes)]
     vals = dict(zip(region.operands, args))
     for k in region.steps:
         _, fn, _, _, ins, out, _ = plan[k]

@@ -110,3 +110,53 @@ def test_every_binder_range_checks_numpy_scalars_and_dask_arrays(
     for run in _feed_ways(prog, p, wrap(bad)):
         with pytest.raises(fg.FeedError, match="'p' has dtype " + dtype):
             run()
+
+
+# -- 3. a region's first call has the dtype and bits of every later call --------------------
+
+def _bits(a):
+    a = np.asarray(a)
+    return a.dtype, a.shape, a.tobytes()
+
+
+def _region_programs(dtype):
+    """Programs whose numba region reads a 0-d value inside a ``where`` with a Python
+    number branch (or beside Python-number constants)."""
+    with fg.Graph():
+        x = fg.placeholder("x", (200,), dtype=dtype)
+        s = fg.placeholder("s", (), dtype=dtype)
+        flag = fg.placeholder("flag", (), dtype=bool)
+        w = fg.variable(np.asarray(0.7, dtype), name="w")
+        outs = [fg.where(x > 0, s, 2.0) * x + s,
+                fg.where(x > s, 0.5, s) - x * s,
+                fg.maximum(x, s) * 3.0 + fg.where(x < 0, 1.0, s),
+                fg.where(flag, s, 3.0) * x - w,
+                fg.where(x > 0, 0.1, w) * (x + 0.1)]
+    feed = {"x": np.linspace(-2, 2, 200).astype(dtype), "s": np.asarray(0.3, dtype),
+            "flag": np.asarray(True)}
+    return outs, feed
+
+
+@pytest.mark.skipif(not __import__("flowgrad.regions").regions.available(),
+                    reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("corrupt", [False, True], ids=["cache-ok", "cache-corrupt"])
+def test_first_and_later_calls_agree_bit_for_bit_with_the_reference(dtype, corrupt, monkeypatch):
+    from flowgrad import region_kernels, regions
+    monkeypatch.setattr(region_kernels, "_compiled", {})   # the first call: numpy steps
+    if corrupt:        # an unreadable cache entry: every call runs the steps' fallback
+        def broken(source, key):
+            raise EOFError("truncated cache entry")
+        monkeypatch.setattr(region_kernels, "get_kernel", broken)
+    outs, feed = _region_programs(dtype)
+    for o in outs:
+        prog = fg.compile(o)
+        assert "float(" in prog._generated.source or "bool(" in prog._generated.source
+        want = _bits(fg.compile(o, codegen=False)(_feed(prog, **feed)))
+        assert want[0] == np.dtype(dtype)
+        for call in range(3):
+            assert _bits(prog(_feed(prog, **feed))) == want, (o, call)
+        loops = [v for k, v in prog._generated.array_fn.__globals__.items()
+                 if k[0] == "r" and k[1:].isdigit()]
+        assert loops and all(hasattr(f, "py_func") != corrupt for f in loops)
+        assert _bits(fg.run(o, _feed(prog, **feed))) == want
