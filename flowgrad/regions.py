@@ -19,7 +19,9 @@ operands computed in float64 and rounded once is the float32 result: 53 ≥ 2·2
 bits), and Python-number constants are cast to the region's dtype first, as
 numpy's weak scalars are (NEP 50). No fastmath, so NaN/inf and signed zeros follow
 IEEE as numpy does. Floating-point errors never raise in a loop (numpy's error
-model): ``np.errstate`` is not consulted, as in numexpr chains.
+model), as in numexpr chains: while numpy's error state asks for an exception, a
+call runs the interpreter's numpy steps instead (``codegen.fp_raises``), so every
+call raises alike.
 
 A region needs equal declared shapes on every array operand and value (no
 broadcasting but of 0-d operands, which the loop reads as one number), at least

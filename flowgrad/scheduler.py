@@ -436,6 +436,12 @@ class Program:
         """Run with feeds (``prog(x=X)`` or ``prog({x: X})``); returns the output values."""
         if self._call is not None and not (self.check_numerics or _anomaly.on):
             return self._call(args, kwargs)          # generated code (flowgrad/codegen.py)
+        return self._reference(args, kwargs)
+
+    def _reference(self, args, kwargs):
+        """A call on the interpreter loop: the plan's own numpy kernels, which honour
+        numpy's error state. Generated code sends its calls here while that state asks
+        for an exception on a floating-point error (codegen.fp_raises)."""
         vals = self._bind(args, kwargs)
         if self.check_numerics or _anomaly.on:  # one test per call, none per step
             _numerics.run_checked(self, vals)

@@ -160,3 +160,58 @@ def test_first_and_later_calls_agree_bit_for_bit_with_the_reference(dtype, corru
                  if k[0] == "r" and k[1:].isdigit()]
         assert loops and all(hasattr(f, "py_func") != corrupt for f in loops)
         assert _bits(fg.run(o, _feed(prog, **feed))) == want
+
+
+# -- 4. numpy's error state: one behaviour on every call, on every path ----------------------
+
+def _fpe_cases():
+    """(name, call, reference call, the error kind) — a numba region (x / y at y = 0), a
+    numexpr chain (a large exp overflow), the scalar path (s / (s − 1) at s = 1), the
+    interpreter, the checked loop, and an optimizer's step (its own dispatch)."""
+    from flowgrad import fusion
+    n = fusion.NUMEXPR_MIN
+    with fg.Graph():
+        x = fg.placeholder("x", (1000,))
+        y = fg.placeholder("y", (1000,))
+        region = (x / y) * x + y
+        big = fg.placeholder("big", (n,))
+        chain = fg.exp(big * 2.0) + big
+        s = fg.placeholder("s")
+        scalar = (s / (s - 1.0)) * s
+        w = fg.variable(np.zeros(1000), name="w")
+        loss = fg.sum(x / y * x) + fg.sum(w * w)     # an inf loss, a finite gradient
+        train = fg.compile([loss, fg.grad(loss, w)])
+    xy = {"x": np.ones(1000), "y": np.zeros(1000)}
+    sgd = fg.optim.SGD([w], lr=0.1)
+
+    def case(name, outs, feed, kind, **kw):
+        prog = fg.compile(outs, **kw)
+        ref = fg.compile(outs, codegen=False)
+        return name, (lambda: prog(**feed)), (lambda: ref(**feed)), kind
+
+    yield case("region", region, xy, "divide")
+    yield case("interpreter", region, xy, "divide", codegen=False)
+    yield case("checked", region, xy, "divide", check_numerics=True)
+    yield case("numexpr", chain, {"big": np.full(n, 400.0)}, "over")
+    yield case("scalar", scalar, {"s": 1.0}, "divide")
+    yield ("optimizer", lambda: sgd.step(train, **xy), lambda: fg.compile(loss, codegen=False)(**xy),
+           "divide")
+
+
+@pytest.mark.parametrize("case", list(_fpe_cases()), ids=lambda c: c[0])
+def test_errstate_raise_holds_on_every_call(case):
+    name, call, reference, kind = case
+    for k in range(3):           # first call (numpy steps), later ones (loops, numexpr)
+        with np.errstate(**{kind: "raise"}):
+            with pytest.raises(fg.RunError) as info:
+                call()
+        assert isinstance(info.value.__cause__, FloatingPointError), (name, k)
+    # with the error ignored: numpy's inf/nan, the same bits on every call
+    with np.errstate(all="ignore"):
+        if name == "checked":    # (the checked loop stops at the inf it finds)
+            for _ in range(3):
+                with pytest.raises(fg.NumericsError, match="div"):
+                    call()
+            return
+        want = _bits(reference())
+        assert [_bits(call()) for _ in range(3)] == [want] * 3
