@@ -215,3 +215,32 @@ def test_errstate_raise_holds_on_every_call(case):
             return
         want = _bits(reference())
         assert [_bits(call()) for _ in range(3)] == [want] * 3
+
+
+# -- 5. a division by a literal is numpy's at every size --------------------------------------
+
+@pytest.mark.parametrize("regions_on", [True, False], ids=["regions", "numexpr-only"])
+@pytest.mark.parametrize("static", [True, False], ids=["static", "None-length"])
+def test_division_by_a_literal_zero_at_every_size(regions_on, static, monkeypatch):
+    from flowgrad import codegen, fusion
+    monkeypatch.setattr(codegen, "REGIONS", regions_on)
+    n0 = fusion.NUMEXPR_MIN
+    for n in (n0 - 1, n0, n0 + 1):   # straddling numexpr's threshold
+        with fg.Graph():
+            x = fg.placeholder("x", (n if static else None,))
+            outs = [x / 0.0 - x, (x / -0.0) * x, fg.sqrt(x / 0.0 + x / 3.0) / 0.5,
+                    fg.exp(x) / 0.0 + x]
+        X = np.linspace(-1.0, 1.0, n)
+        X[n // 2] = 0.0
+        prog, ref = fg.compile(outs), fg.compile(outs, codegen=False)
+        with np.errstate(all="ignore"):
+            want = [_bits(v) for v in ref(x=X)]
+            for _ in range(2):
+                got = [_bits(v) for v in prog(x=X)]
+                for g, w, o in zip(got, want, outs):
+                    if o is outs[3]:     # numexpr's exp differs from numpy's in the last ulp
+                        gv = np.frombuffer(g[2]); wv = np.frombuffer(w[2])
+                        np.testing.assert_allclose(gv, wv, rtol=1e-15)
+                        assert np.array_equal(np.isinf(gv), np.isinf(wv))
+                    else:
+                        assert g == w, (n, o)
