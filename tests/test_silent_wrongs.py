@@ -244,3 +244,104 @@ def test_division_by_a_literal_zero_at_every_size(regions_on, static, monkeypatc
                         assert np.array_equal(np.isinf(gv), np.isinf(wv))
                     else:
                         assert g == w, (n, o)
+
+
+# -- 6. signed zeros: exact rewrites are exact, the scalar path is numpy's --------------------
+
+SIGNED_EDGES = np.array([-0.0, 0.0, np.inf, -np.inf, np.nan, -1.5, 2.0, 5e-324])
+
+
+def _same_bits(got, want):
+    """Equal values, dtypes and signs of zeros; NaN where NaN (its sign bit is no value)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(got), nan)
+    assert got[~nan].tobytes() == want[~nan].tobytes(), (got, want)
+
+
+def _unsimplified(outs, feed):
+    from flowgrad import simplify
+    with simplify.disabled():
+        ref = fg.compile(outs, codegen=False)
+    return ref(feed)
+
+
+def _exact_rewrites(x, z, one):
+    """Each rewrite the simplifier makes exactly, as a program output (x and z: the
+    same edge values in two orders; one = ones_like(x))."""
+    zeros, neg_zero = fg.zeros_like(x), fg.constant(np.full(x.shape, -0.0))
+    return {
+        "x+0.0 (kept)": x + 0.0, "0.0+x (kept)": 0.0 + x, "x+zeros (kept)": x + zeros,
+        "x+(-0.0)": x + (-0.0), "(-0.0)+x": neg_zero + x, "x-0.0": x - 0.0,
+        "x-(-0.0) (kept)": x - (-0.0), "0.0-x (kept)": 0.0 - x, "(-0.0)-x": neg_zero - x,
+        "x*1": x * 1.0, "1*x": one * x, "x/1": x / 1.0, "x**1": x ** 1.0, "(-1)*x": -1.0 * x,
+        "-(-x)": -(-x), "abs(x)+0": fg.abs(x) + 0.0, "(x+0)+0": (x + 0.0) + 0.0,
+        "(x-(-0.0))+0": (x - (-0.0)) + 0.0,
+        "a+(-b)": x + (-z), "a-(-b)": x - (-z), "(-a)(-b)": (-x) * (-z), "-((-a)b)": -((-x) * z),
+        "1/(x+0.0)": 1.0 / (x + 0.0),
+    }
+
+
+def test_exact_rewrites_keep_signed_zeros_inf_and_nan():
+    X = np.repeat(SIGNED_EDGES, len(SIGNED_EDGES))
+    Z = np.tile(SIGNED_EDGES, len(SIGNED_EDGES))
+    with fg.Graph():
+        x = fg.placeholder("x", X.shape)
+        z = fg.placeholder("z", Z.shape)
+        cases = _exact_rewrites(x, z, fg.ones_like(x))
+    feed = {"x": X, "z": Z}
+    with np.errstate(all="ignore"):
+        for name, o in cases.items():
+            prog = fg.compile(o)
+            want = _unsimplified(o, _feed(prog, **feed))
+            for kw in ({}, {"codegen": False}):
+                _same_bits(fg.compile(o, **kw)(_feed(prog, **feed)), want)
+
+
+def test_documented_exceptions_differ_only_as_documented():
+    """−(a − b) → b − a and −((−a) + (−b)) → a + b may flip a zero's sign; x·0 → 0 and
+    x − x → 0 ignore what x holds (simplify.py's docstring, the README's note)."""
+    X = np.repeat(SIGNED_EDGES, len(SIGNED_EDGES))
+    Z = np.tile(SIGNED_EDGES, len(SIGNED_EDGES))
+    with fg.Graph():
+        x = fg.placeholder("x", X.shape)
+        z = fg.placeholder("z", Z.shape)
+        flips = [-(x - z), -((-x) + (-z))]
+        zeros = [x * 0.0, x - x]
+    with np.errstate(all="ignore"):
+        for o in flips:
+            got, want = fg.compile(o)(x=X, z=Z), _unsimplified(o, {"x": X, "z": Z})
+            np.testing.assert_array_equal(got, want)          # values (and NaNs) agree
+            differ = np.signbit(got) != np.signbit(want)
+            assert (got[differ & ~np.isnan(want)] == 0).all()   # a zero's sign, at most
+        for o in zeros:
+            got = fg.compile(o)(x=X, z=Z)
+            assert (got == 0).all() and not np.signbit(got).any()
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["generated", "first-call loop"])
+def test_scalar_path_signed_zeros_equal_numpy(lazy, monkeypatch):
+    from flowgrad import scalar_plan
+    if lazy:     # the long-plan path: its first call is scalar_tier's loop
+        monkeypatch.setattr(scalar_plan, "LAZY_LINES", 0)
+    with fg.Graph():
+        s = fg.placeholder("s")
+        t = fg.placeholder("t")
+        outs = {"s**0.5": s ** 0.5, "s**2": s ** 2.0, "s**-1": s ** -1.0, "s**1": s ** 1.0,
+                "s**0": s ** 0.0, "s**t": s ** t, "sum": fg.sum(s), "mean": fg.mean(s),
+                "sum+": fg.sum(s) * 2.0, "sqrt": fg.sqrt(s)}
+    rng = np.random.default_rng(5)
+    values = list(SIGNED_EDGES) + list(rng.standard_normal(40) * 10)
+    with np.errstate(all="ignore"):
+        for name, o in outs.items():
+            prog = fg.compile(o)
+            assert prog._generated.scalar is not None, name
+            ref = fg.compile(o, codegen=False)
+            for v in values:
+                tv = 2.0 if name != "s**t" else 0.5
+                feed = _feed(prog, s=v, t=tv)
+                for _ in range(2):
+                    got, want = prog(feed), ref(feed)
+                    assert type(got) is type(want), name
+                    _same_bits(got, want)
