@@ -247,7 +247,7 @@ def _source(prog, steps, operands, exports, consts, dtype):
     T = "np.float32" if dtype == np.float32 else "np.float64"
     helpers, body = set(), []
     names = {s: f"x{i}" for i, s in enumerate(operands)}
-    head = [f"C{s} = T({v!r})" if type(v) is not bool else f"C{s} = {v!r}"
+    head = [f"C{s} = T({_number(v)})" if type(v) is not bool else f"C{s} = {v!r}"
             for s, v in consts.items()]
     names.update({s: f"C{s}" for s in consts})
     for k in steps:
@@ -289,6 +289,14 @@ def _source(prog, steps, operands, exports, consts, dtype):
     rets = ", ".join(f"o{j}.reshape(shape)" for j in range(len(exports)))
     lines.append(f"    return {rets}")
     return "\n".join(lines) + "\n"
+
+
+def _number(v):
+    """Source text for a Python number: its repr, which round-trips it, but for inf and
+    nan, whose repr is no Python name (a module reading ``-inf`` fails to import)."""
+    if type(v) is float and not math.isfinite(v):
+        return f"float('{v!r}')"
+    return repr(v)
 
 
 _FINGERPRINT = []

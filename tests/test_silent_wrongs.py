@@ -345,3 +345,27 @@ def test_scalar_path_signed_zeros_equal_numpy(lazy, monkeypatch):
                     got, want = prog(feed), ref(feed)
                     assert type(got) is type(want), name
                     _same_bits(got, want)
+
+
+# -- 7. inf and nan constants inside a numba region ------------------------------------------
+
+@pytest.mark.skipif(not __import__("flowgrad.regions").regions.available(),
+                    reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_non_finite_constants_in_a_region_use_the_loop(dtype):
+    with fg.Graph():
+        x = fg.placeholder("x", (300,), dtype=dtype)
+        outs = [fg.where(x > 0, x, -np.inf) * x + 1.0, fg.maximum(x, float("-inf")) - x * 2.0,
+                (x + np.inf) * (x - 1.0), fg.where(x < 0.5, np.nan, x) / (x * x + 1.0),
+                fg.minimum(x * 3.0, np.inf) + x]
+    X = np.linspace(-2, 2, 300).astype(dtype)
+    for o in outs:
+        prog, ref = fg.compile(o), fg.compile(o, codegen=False)
+        with np.errstate(all="ignore"):
+            want = _bits(ref(x=X))
+            got = [_bits(prog(x=X)) for _ in range(3)]
+        assert got == [want] * 3, o
+        loops = {k: v for k, v in prog._generated.array_fn.__globals__.items()
+                 if k[0] == "r" and k[1:].isdigit()}
+        assert loops and all(hasattr(f, "py_func") for f in loops.values()), \
+            prog._generated.source
