@@ -30,7 +30,8 @@ from operator import itemgetter
 
 from .autodiff import ancestors
 from .backends import get_backend
-from .errors import FeedError
+from .backends.base import Backend
+from .errors import BackendError, FeedError
 from .graph import Node, gc_paused, same_graph
 from .simplify import simplify
 from .ops.base import Op
@@ -432,8 +433,10 @@ class Program:
             return _numerics.run_checked(self, vals)
         return self._run(vals)
 
-    def __call__(self, *args, **kwargs):
-        """Run with feeds (``prog(x=X)`` or ``prog({x: X})``); returns the output values."""
+    def __call__(self, /, *args, **kwargs):
+        """Run with feeds (``prog(x=X)`` or ``prog({x: X})``); returns the output values.
+        Every keyword is a feed: ``self`` is positional-only, so a placeholder named
+        ``self`` (or anything else) can be fed by keyword too."""
         if self._call is not None and not (self.check_numerics or _anomaly.on):
             return self._call(args, kwargs)          # generated code (flowgrad/codegen.py)
         return self._reference(args, kwargs)
@@ -454,12 +457,12 @@ class Program:
                     out[k] = out[k].copy()
         return out[0] if self._single else out
 
-    def values(self, *args, **kwargs) -> dict[int, object]:
+    def values(self, /, *args, **kwargs) -> dict[int, object]:
         """{node id: value} of every node, for a program compiled with keep_all."""
         vals = self.backend.finish(self._execute(self._bind(args, kwargs)))
         return {nid: vals[s] for nid, s in self._slot.items()}
 
-    def trace(self, *args, **kwargs):
+    def trace(self, /, *args, **kwargs):
         """Every value computed and, if the first output is a scalar, every adjoint v̄."""
         from .tracing import Trace
         if self._trace_program is None:
@@ -661,9 +664,20 @@ def compile(outputs, backend=None, check_numerics=False, codegen=True) -> Progra
     return Program(outputs, backend, check_numerics=check_numerics, codegen=codegen)
 
 
-def run(outputs, feed=None, backend=None, **kwargs):
-    """One-shot evaluation; the compiled program is cached on the graph."""
+def run(outputs, feed=None, /, backend=None, **kwargs):
+    """One-shot evaluation; the compiled program is cached on the graph.
+
+    ``outputs`` and ``feed`` are positional-only, so placeholders named ``outputs`` or
+    ``feed`` (any name but ``backend``) can be fed by keyword. ``backend=`` takes a
+    backend (a name, a Backend or None); anything else given as ``backend=`` feeds a
+    placeholder or variable named ``backend``, if the graph has one (a number or an
+    array is never a backend); a dict of feeds works for every name."""
     outs, _ = _as_outputs(outputs)
+    if backend is not None and not isinstance(backend, (str, Backend)):
+        if outs[0].graph._name_id("backend") is None:
+            raise BackendError(f"backend= takes a backend name, a Backend or None, not "
+                               f"{type(backend).__name__}")
+        kwargs["backend"], backend = backend, None      # a feed of the leaf 'backend'
     b = get_backend(backend)
     key = (tuple(o.id for o in outs), isinstance(outputs, Node), b)  # the instance: two DaskBackends may differ
     cache = outs[0].graph._program_cache

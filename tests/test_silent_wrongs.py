@@ -369,3 +369,48 @@ def test_non_finite_constants_in_a_region_use_the_loop(dtype):
                  if k[0] == "r" and k[1:].isdigit()}
         assert loops and all(hasattr(f, "py_func") for f in loops.values()), \
             prog._generated.source
+
+
+# -- 8. placeholders named like the API's own parameters, fed by keyword ----------------------
+
+API_NAMES = ["self", "prog", "outputs", "feed", "backend"]
+
+
+def _named_like_parameters():
+    with fg.Graph():
+        leaves = {n: fg.placeholder(n, (3,)) for n in API_NAMES}
+        y = sum((k + 1.0) * p for k, p in enumerate(leaves.values()))
+    feed = {n: np.full(3, float(k + 1)) for k, n in enumerate(API_NAMES)}
+    want = sum((k + 1.0) * v for k, v in enumerate(feed.values()))
+    return y, feed, want
+
+
+@pytest.mark.parametrize("codegen", [True, False])
+def test_program_calls_take_every_placeholder_name_by_keyword(codegen):
+    y, feed, want = _named_like_parameters()
+    prog = fg.compile(y, codegen=codegen)
+    np.testing.assert_array_equal(prog(**feed), want)
+    np.testing.assert_array_equal(prog(feed), want)       # by dict: always worked
+    tr = prog.trace(**feed)
+    np.testing.assert_array_equal(tr[y], want)
+    with fg.Graph():
+        s = fg.placeholder("self")
+        kept = fg.compile(s * 2.0)
+    assert kept(self=1.5) == 3.0
+
+
+def test_fg_run_takes_every_placeholder_name_by_keyword():
+    y, feed, want = _named_like_parameters()
+    np.testing.assert_array_equal(fg.run(y, **feed), want)
+    np.testing.assert_array_equal(fg.run(y, feed), want)
+    np.testing.assert_array_equal(fg.run(y, feed, backend="numpy"), want)
+    np.testing.assert_array_equal(fg.to_numpy(fg.run(y, feed, backend=DaskBackend())), want)
+    # a backend given by name is the backend: the placeholder 'backend' is then missing
+    rest = {k: v for k, v in feed.items() if k != "backend"}
+    with pytest.raises(fg.FeedError, match="backend"):
+        fg.run(y, backend="numpy", **rest)
+    # an array as backend= where no leaf is named so: a typed error, not a raw TypeError
+    with fg.Graph():
+        x = fg.placeholder("x")
+        with pytest.raises(fg.BackendError, match="backend= takes"):
+            fg.run(x * 1.0, x=1.0, backend=np.ones(3))
