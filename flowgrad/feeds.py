@@ -85,6 +85,15 @@ def check(node, value, backend):
     return backend.asarray(arr, dtype=node.dtype)
 
 
+def narrowed(node, arr):
+    """``arr`` (an array of any backend, or a numpy scalar) for the narrower dtype of
+    ``node``: FeedError for a value that does not fit. Feeds and assignments to a
+    variable's ``value`` (flowgrad/leaves.py) both check through here."""
+    if isinstance(arr, np.generic):
+        arr = np.asarray(arr)
+    return _narrowed_any(node, arr)
+
+
 def _narrowed_any(node, arr):
     """``_narrowed`` for an array of any backend. A dask array is checked lazily, block
     by block, in the task that casts the block (``map_blocks``): no pass over the data
@@ -110,7 +119,7 @@ def _narrowed(node, arr):
         if lo < info.min or hi > info.max:
             bad = lo if lo < info.min else hi
             raise FeedError(f"{node.name!r} has dtype {want}, whose range is "
-                            f"[{info.min}, {info.max}]; the fed value holds {bad}, which "
+                            f"[{info.min}, {info.max}]; the value given holds {bad}, which "
                             "would wrap around")
     elif want.kind == "f" and arr.dtype.kind == "f" and arr.size:
         with np.errstate(over="ignore"):
@@ -119,7 +128,7 @@ def _narrowed(node, arr):
         if over.any():
             bad = arr[over].flat[0]
             raise FeedError(f"{node.name!r} has dtype {want}, whose largest value is "
-                            f"{np.finfo(want).max:.4g}; the fed value holds {bad:.4g}, which "
+                            f"{np.finfo(want).max:.4g}; the value given holds {bad:.4g}, which "
                             "would become inf")
         return cast
     return arr

@@ -414,3 +414,20 @@ def test_fg_run_takes_every_placeholder_name_by_keyword():
         x = fg.placeholder("x")
         with pytest.raises(fg.BackendError, match="backend= takes"):
             fg.run(x * 1.0, x=1.0, backend=np.ones(3))
+
+
+def test_assigning_a_variable_checks_the_same_range():
+    """``w.value = …`` narrows through the same check as a feed (flowgrad/leaves.py)."""
+    for dtype, shape, ok, bad in RANGE_CASES:
+        with fg.Graph():
+            w = fg.variable(np.zeros(shape, dtype), name="w")
+        values = [(ok, bad)]
+        if np.dtype(dtype).kind != "u":    # Python numbers (int64/float64 to numpy)
+            values.append((np.asarray(ok).tolist(), np.asarray(bad).tolist()))
+        for good, wrong in values:
+            w.value = good
+            assert w.value.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(w.value, np.asarray(ok).astype(dtype))
+            with pytest.raises(fg.FeedError, match="'w' has dtype " + dtype):
+                w.value = wrong
+            np.testing.assert_array_equal(w.value, np.asarray(ok).astype(dtype))  # unchanged
