@@ -19,7 +19,8 @@ Reliability costs nothing on the hot path: run-time lengths are checked by a lis
 compiled once (flowgrad.lengths), a failing kernel is found from the loop's state
 after the exception (one try around the loop), and NaN/Inf checking runs a separate
 loop (flowgrad.numerics). Outputs are copied only where they would alias storage the
-caller or the graph owns (a fed array, a variable, an output listed twice).
+caller or the graph owns (a fed array, a variable, a constant, a view of one of these
+in the simplified plan, an output listed twice), decided at compile time.
 """
 from __future__ import annotations
 
