@@ -105,7 +105,7 @@ class _Kernel:
         return f"<plan step {self.name}>"
 
 
-FULL = _Kernel("full", lambda xp, shape, dtype, value:
+FULL = _Kernel("full", lambda xp, shape, dtype, value, signless=False:
                lambda: xp.full(shape, value, dtype=dtype))
 COPY = _Kernel("copy", lambda xp, dtype:   # .copy(): dask's xp.array has no copy=
                lambda v: xp.asarray(v, dtype=dtype).copy())
@@ -341,8 +341,11 @@ class _Pass:
             return None
         return ("const", freeze(arr))
 
-    def _set_const(self, nid, value, weak):
+    def _set_const(self, nid, value, weak, signless=False):
         key = self._const_key(value, weak)
+        if signless and key is not None:
+            key = ("signless", key)   # merged with symbolic zeros only, never with a
+            #                           constant zero of the user's (that one is exact)
         if key is not None and key in self.table:
             self.rep[nid] = self.table[key]
             return
@@ -378,16 +381,20 @@ class _Pass:
         nothing, within the same convention."""
         shape, dtype = self._meta(nid)
         c = np.asarray(c, dtype=dtype).item()
+        signless = signless and c == 0
         if _static(shape) and math.prod(shape) <= FOLD_MAX:
-            self._set_const(nid, _readonly(np.full(shape, c, dtype=dtype)), False)
+            self._set_const(nid, _readonly(np.full(shape, c, dtype=dtype)), False, signless)
         elif _static(shape):
-            self._set_op(nid, FULL, {"shape": shape, "dtype": dtype, "value": c}, ())
+            attrs = {"shape": shape, "dtype": dtype, "value": c}
+            if signless:               # (a CSE key of its own, as for constants)
+                attrs["signless"] = True
+            self._set_op(nid, FULL, attrs, ())
         else:
             self._set_op(nid, *fallback)
         r = self.rep.get(nid, nid)
         self.fill.setdefault(r, c)
         self.special.add(r)
-        if signless and c == 0:
+        if signless:
             self.signless.add(r)
 
     # the forward pass

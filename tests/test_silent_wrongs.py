@@ -431,3 +431,19 @@ def test_assigning_a_variable_checks_the_same_range():
             with pytest.raises(fg.FeedError, match="'w' has dtype " + dtype):
                 w.value = wrong
             np.testing.assert_array_equal(w.value, np.asarray(ok).astype(dtype))  # unchanged
+
+
+def test_a_symbolic_zero_never_makes_a_users_zero_signless():
+    """x·0 → 0 ignores the sign of x·0; a zeros constant of the user's is exact: the two
+    equal arrays are not merged, so y + zeros stays exact at y = −0.0."""
+    Y = np.array([-0.0, 1.0, -0.0])
+    for first_symbolic in (True, False):
+        with fg.Graph():
+            x = fg.placeholder("x", (3,))
+            y = fg.placeholder("y", (3,))
+            zeros = fg.zeros_like(y)
+            sym = x * 0.0
+            outs = [sym + x, y + zeros] if first_symbolic else [y + zeros, sym + x]
+        got = fg.compile(outs)(x=np.ones(3), y=Y)
+        k = 1 if first_symbolic else 0
+        assert not np.signbit(got[k]).any()       # −0.0 + 0.0 is +0.0
