@@ -669,19 +669,23 @@ def run(outputs, feed=None, /, backend=None, **kwargs):
     """One-shot evaluation; the compiled program is cached on the graph.
 
     ``outputs`` and ``feed`` are positional-only, so placeholders named ``outputs`` or
-    ``feed`` (any name but ``backend``) can be fed by keyword. ``backend=`` takes a
+    ``feed`` (any name but ``backend``) can be fed by keyword (``feed={...}`` still
+    passes the dict where no leaf is named ``feed``). ``backend=`` takes a
     backend (a name, a Backend or None); anything else given as ``backend=`` feeds a
     placeholder or variable named ``backend``, if the graph has one (a number or an
     array is never a backend); a dict of feeds works for every name."""
     outs, _ = _as_outputs(outputs)
+    g = outs[0].graph
+    if feed is None and isinstance(kwargs.get("feed"), dict) and g._name_id("feed") is None:
+        feed = kwargs.pop("feed")     # feed={...} by keyword, as before: no leaf has the name
     if backend is not None and not isinstance(backend, (str, Backend)):
-        if outs[0].graph._name_id("backend") is None:
+        if g._name_id("backend") is None:
             raise BackendError(f"backend= takes a backend name, a Backend or None, not "
                                f"{type(backend).__name__}")
         kwargs["backend"], backend = backend, None      # a feed of the leaf 'backend'
     b = get_backend(backend)
     key = (tuple(o.id for o in outs), isinstance(outputs, Node), b)  # the instance: two DaskBackends may differ
-    cache = outs[0].graph._program_cache
+    cache = g._program_cache
     prog = cache.get(key)
     if prog is None:
         # two threads may both compile; setdefault publishes one program, atomically

@@ -409,6 +409,10 @@ def test_fg_run_takes_every_placeholder_name_by_keyword():
     rest = {k: v for k, v in feed.items() if k != "backend"}
     with pytest.raises(fg.FeedError, match="backend"):
         fg.run(y, backend="numpy", **rest)
+    # feed={...} by keyword still passes the dict where no leaf is named 'feed'
+    with fg.Graph():
+        x = fg.placeholder("x")
+    assert fg.run(x * 2.0, feed={x: 1.5}) == 3.0
     # an array as backend= where no leaf is named so: a typed error, not a raw TypeError
     with fg.Graph():
         x = fg.placeholder("x")
