@@ -1,11 +1,16 @@
-"""Silent wrong results found by the wave-3 probe (issue 18, part 1), one section each:
-every executor (generated array code, the interpreter, the scalar path, the checked
-loop, dask) gives the reference's answer, dtype and errors, on every call."""
+"""Silent wrong results found by the wave-3 probe (issue 18: part 1, and from part 3
+the non-finite region constants and the keyword feeds), one section each: every
+executor (generated array code, the interpreter, the scalar path, numba regions,
+numexpr chains, the checked loop, dask) gives the reference's answer, dtype and
+errors, on every call."""
 import numpy as np
 import pytest
 
 import flowgrad as fg
+from flowgrad import regions
 from flowgrad.backends.dask_backend import DaskBackend
+
+needs_numba = pytest.mark.skipif(not regions.available(), reason="numba is not installed")
 
 
 # -- 1. outputs never alias user storage, after simplification ----------------------------
@@ -137,12 +142,11 @@ def _region_programs(dtype):
     return outs, feed
 
 
-@pytest.mark.skipif(not __import__("flowgrad.regions").regions.available(),
-                    reason="numba is not installed")
+@needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("corrupt", [False, True], ids=["cache-ok", "cache-corrupt"])
 def test_first_and_later_calls_agree_bit_for_bit_with_the_reference(dtype, corrupt, monkeypatch):
-    from flowgrad import region_kernels, regions
+    from flowgrad import region_kernels
     monkeypatch.setattr(region_kernels, "_compiled", {})   # the first call: numpy steps
     if corrupt:        # an unreadable cache entry: every call runs the steps' fallback
         def broken(source, key):
@@ -194,8 +198,8 @@ def _fpe_cases():
     yield case("checked", region, xy, "divide", check_numerics=True)
     yield case("numexpr", chain, {"big": np.full(n, 400.0)}, "over")
     yield case("scalar", scalar, {"s": 1.0}, "divide")
-    yield ("optimizer", lambda: sgd.step(train, **xy), lambda: fg.compile(loss, codegen=False)(**xy),
-           "divide")
+    reference = fg.compile(loss, codegen=False)
+    yield "optimizer", (lambda: sgd.step(train, **xy)), (lambda: reference(**xy)), "divide"
 
 
 @pytest.mark.parametrize("case", list(_fpe_cases()), ids=lambda c: c[0])
@@ -239,7 +243,7 @@ def test_division_by_a_literal_zero_at_every_size(regions_on, static, monkeypatc
                 got = [_bits(v) for v in prog(x=X)]
                 for g, w, o in zip(got, want, outs):
                     if o is outs[3]:     # numexpr's exp differs from numpy's in the last ulp
-                        gv = np.frombuffer(g[2]); wv = np.frombuffer(w[2])
+                        gv, wv = np.frombuffer(g[2]), np.frombuffer(w[2])
                         np.testing.assert_allclose(gv, wv, rtol=1e-15)
                         assert np.array_equal(np.isinf(gv), np.isinf(wv))
                     else:
@@ -349,8 +353,7 @@ def test_scalar_path_signed_zeros_equal_numpy(lazy, monkeypatch):
 
 # -- 7. inf and nan constants inside a numba region ------------------------------------------
 
-@pytest.mark.skipif(not __import__("flowgrad.regions").regions.available(),
-                    reason="numba is not installed")
+@needs_numba
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_non_finite_constants_in_a_region_use_the_loop(dtype):
     with fg.Graph():
