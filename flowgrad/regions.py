@@ -35,6 +35,7 @@ import hashlib
 import importlib.util
 import math
 import sys
+import warnings
 
 import numpy as np
 
@@ -338,6 +339,19 @@ def _compiled_already(source):
     return rk is not None and source in rk._compiled
 
 
+_WARNED = []
+
+
+def _warn_once(exc):
+    """Say once a process that a loop could not be had: results stay the numpy steps'
+    (bit for bit), but slower, and a loop flowgrad wrote that numba refuses is a bug."""
+    if not _WARNED:
+        _WARNED.append(exc)
+        warnings.warn(f"flowgrad: a pointwise loop could not be compiled ({exc!r:.200}); "
+                      "its numpy steps run instead (same results, slower)",
+                      RuntimeWarning, stacklevel=3)
+
+
 class LazyKernel:
     """Stands in the generated function's globals under ``name`` until the program is
     called a second time (``WARM_CALLS``): then compiles the loop
@@ -365,6 +379,7 @@ class LazyKernel:
         except Exception as exc:        # no usable numba: the reference numpy steps
             self.error = exc
             self.ns[self.name] = self.fallback
+            _warn_once(exc)
             return evaluate(self.prog, self.region, args)
         self.ns[self.name] = fn
         return out

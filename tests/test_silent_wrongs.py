@@ -3,6 +3,8 @@ the non-finite region constants and the keyword feeds), one section each: every
 executor (generated array code, the interpreter, the scalar path, numba regions,
 numexpr chains, the checked loop, dask) gives the reference's answer, dtype and
 errors, on every call."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -143,6 +145,7 @@ def _region_programs(dtype):
 
 
 @needs_numba
+@pytest.mark.filterwarnings("ignore:flowgrad. a pointwise loop could not be compiled")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("corrupt", [False, True], ids=["cache-ok", "cache-corrupt"])
 def test_first_and_later_calls_agree_bit_for_bit_with_the_reference(dtype, corrupt, monkeypatch):
@@ -454,3 +457,24 @@ def test_a_symbolic_zero_never_makes_a_users_zero_signless():
         got = fg.compile(outs)(x=np.ones(3), y=Y)
         k = 1 if first_symbolic else 0
         assert not np.signbit(got[k]).any()       # −0.0 + 0.0 is +0.0
+
+
+@needs_numba
+def test_a_loop_that_cannot_be_compiled_says_so_once(monkeypatch):
+    from flowgrad import region_kernels
+    monkeypatch.setattr(regions, "_WARNED", [])
+    monkeypatch.setattr(region_kernels, "_compiled", {})
+
+    def broken(source, key):
+        raise SyntaxError("a loop numba cannot read")
+    monkeypatch.setattr(region_kernels, "get_kernel", broken)
+    with fg.Graph():
+        x = fg.placeholder("x", (300,))
+        prog = fg.compile((x * 2.0 + 1.0) * x)
+    X = np.linspace(-1, 1, 300)
+    prog(x=X)                                        # the first call: numpy steps
+    with pytest.warns(RuntimeWarning, match="could not be compiled"):
+        prog(x=X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(prog(x=X), (X * 2.0 + 1.0) * X)   # once a process
