@@ -362,6 +362,44 @@ def _locate(prog, lines, exc):
         prog._on_step_error(k, exc, vals)
 
 
+# -- numpy's error state ----------------------------------------------------------------
+# numba loops and numexpr chains never raise on a floating-point error, and the scalar
+# path's rerun is numpy's: so while numpy's error state (np.errstate, np.seterr) asks
+# for an exception or a callback, a call runs the interpreter's numpy kernels instead
+# (Program._reference), which honour it on every call. The state is a context variable
+# of numpy's: its current value is compared by identity with the last one examined, so
+# the test costs one look-up per call (np.geterr, ~1.5 µs, only when it changed).
+# Callers inline the common case: ``if fp_state() is not QUIET[0] and fp_raises()``.
+try:
+    from numpy._core._multiarray_umath import _extobj_contextvar as _EXTOBJ
+    fp_state = _EXTOBJ.get
+except ImportError:            # another numpy: np.geterr on every call
+    _EXTOBJ = None
+
+    def fp_state():
+        return None
+_fp_seen = (None, False)       # (the state last examined, whether it raises): one tuple,
+#                                replaced whole, so threads never see a torn pair
+QUIET = [object()]             # the last state examined that raises on nothing
+
+
+def fp_raises() -> bool:
+    """Whether numpy's current error state raises (or calls a handler) on some
+    floating-point error (divide, over, under or invalid)."""
+    global _fp_seen
+    cur = _EXTOBJ.get() if _EXTOBJ is not None else None
+    seen = _fp_seen
+    if cur is not None and seen[0] is cur:
+        return seen[1]
+    modes = np.geterr().values()
+    raises = "raise" in modes or "call" in modes
+    if cur is not None:
+        _fp_seen = (cur, raises)
+        if not raises:
+            QUIET[0] = cur
+    return raises
+
+
 # -- the fast feed path -----------------------------------------------------------------
 # Kept apart from Program._bind on purpose: it accepts only the plainest calls (every
 # placeholder fed once by name or node, as an array of exactly its dtype and shape, or a
@@ -420,13 +458,16 @@ def fast_binder(prog, run=None):
     check = prog._check_lengths
     ns = {"ndarray": np.ndarray, "float64": np.float64, "asarray": np.asarray,
           "T": prog._template, "general": general, "read": prog.backend.read_variable,
-          "run": run, "slow": prog._bind}
+          "run": run, "slow": prog._bind, "fp_raises": fp_raises, "ref": prog._reference,
+          "fp_state": fp_state, "QUIET": QUIET}
     if run is None:
         miss, done = "return None", "return vals"
         body = [f"if args or len(kwargs) != {len(specs)}:", "    return general(args, kwargs)"]
     else:
         miss, done = "return run(slow(args, kwargs))", "return run(vals)"
-        body = [f"if args or len(kwargs) != {len(specs)}:",
+        body = ["if fp_state() is not QUIET[0] and fp_raises():",   # numpy's error state
+                "    return ref(args, kwargs)",
+                f"if args or len(kwargs) != {len(specs)}:",
                 "    vals = general(args, kwargs)",
                 "    return run(vals if vals is not None else slow(args, kwargs))"]
     if specs:
@@ -576,7 +617,8 @@ def scalar_binder(prog, leaves):
 def make_caller(prog, gen):
     """``call(args, kwargs)``: Program.__call__ through the generated code."""
     from .backends.base import Backend
-    bind, single = prog._bind, prog._single
+    bind, single, reference = prog._bind, prog._single, prog._reference
+    quiet = QUIET
     finish = prog.backend.finish
     if type(prog.backend).finish is Backend.finish:
         finish = None                 # the default finish hands the list back unchanged
@@ -592,6 +634,8 @@ def make_caller(prog, gen):
         fast = fast_binder(prog)       # None exactly when ``whole`` was (same tests)
 
         def call(args, kwargs):
+            if fp_state() is not quiet[0] and fp_raises():   # numpy's error state raises
+                return reference(args, kwargs)
             vals = fast(args, kwargs) if fast is not None else None
             outs = fn(vals if vals is not None else bind(args, kwargs))
             if finish is not None:
@@ -606,6 +650,8 @@ def make_caller(prog, gen):
     sfn, leaves = sc.fn, sc.leaves
 
     def call(args, kwargs):
+        if fp_state() is not quiet[0] and fp_raises():   # numpy's error state raises
+            return reference(args, kwargs)
         lv = sfast(args, kwargs) if sfast is not None else None
         if lv is None:
             lv = [float(v) for v in (bind(args, kwargs)[s] for s in leaves)]

@@ -59,7 +59,9 @@ def resolve(graph, feed: dict) -> dict[int, object]:
 
 def check(node, value, backend):
     """``value`` as an array of ``backend`` with ``node``'s dtype, its shape checked."""
-    if backend.owns(value):
+    if isinstance(value, np.generic):
+        arr = np.asarray(value)   # a numpy scalar: checked as the 0-d array it is
+    elif backend.owns(value):
         arr = value
     else:
         try:
@@ -78,9 +80,33 @@ def check(node, value, backend):
     if dtype != node.dtype:
         if not np.can_cast(dtype, node.dtype, "same_kind"):
             raise FeedError(f"{node.name!r} expects dtype {node.dtype}, got {dtype}")
-        if isinstance(arr, np.ndarray) and not np.can_cast(dtype, node.dtype, "safe"):
-            arr = _narrowed(node, arr)
+        if not np.can_cast(dtype, node.dtype, "safe"):
+            arr = _narrowed_any(node, arr)
     return backend.asarray(arr, dtype=node.dtype)
+
+
+def narrowed(node, arr):
+    """``arr`` (an array of any backend, or a numpy scalar) for the narrower dtype of
+    ``node``: FeedError for a value that does not fit. Feeds and assignments to a
+    variable's ``value`` (flowgrad/leaves.py) both check through here."""
+    if isinstance(arr, np.generic):
+        arr = np.asarray(arr)
+    return _narrowed_any(node, arr)
+
+
+def _narrowed_any(node, arr):
+    """``_narrowed`` for an array of any backend. A dask array is checked lazily, block
+    by block, in the task that casts the block (``map_blocks``): no pass over the data
+    beyond the one the program makes anyway, and a value that does not fit raises the
+    same FeedError when the program's outputs are computed (with ``lazy=True``, when
+    the caller computes them). Other arrays (numpy, cupy) are checked now."""
+    if hasattr(arr, "map_blocks") and not isinstance(arr, np.ndarray):
+        return arr.map_blocks(_block_narrowed, node, dtype=node.dtype)
+    return _narrowed(node, arr)
+
+
+def _block_narrowed(block, node):
+    return np.asarray(_narrowed(node, block), dtype=node.dtype)
 
 
 def _narrowed(node, arr):
@@ -93,7 +119,7 @@ def _narrowed(node, arr):
         if lo < info.min or hi > info.max:
             bad = lo if lo < info.min else hi
             raise FeedError(f"{node.name!r} has dtype {want}, whose range is "
-                            f"[{info.min}, {info.max}]; the fed value holds {bad}, which "
+                            f"[{info.min}, {info.max}]; the value given holds {bad}, which "
                             "would wrap around")
     elif want.kind == "f" and arr.dtype.kind == "f" and arr.size:
         with np.errstate(over="ignore"):
@@ -102,7 +128,7 @@ def _narrowed(node, arr):
         if over.any():
             bad = arr[over].flat[0]
             raise FeedError(f"{node.name!r} has dtype {want}, whose largest value is "
-                            f"{np.finfo(want).max:.4g}; the fed value holds {bad:.4g}, which "
+                            f"{np.finfo(want).max:.4g}; the value given holds {bad:.4g}, which "
                             "would become inf")
         return cast
     return arr

@@ -138,12 +138,16 @@ def _expression(root, members, plan, step_ops, producer, template, operands, nam
             stack.extend((producer[s], False) for s in ins if producer.get(s) in members)
             continue
         parts = []
+        # a divisor is never a literal: numexpr rewrites x / c as x * (1/c), evaluating
+        # 1/c in Python (a raw ZeroDivisionError at c = 0, and not x / c's rounding
+        # otherwise); as an operand it is divided entry by entry, as numpy does
+        divisor = ins[1] if step_ops[k][0].name == "div" else None
         for s in ins:
             p = producer.get(s)
             if p in members:
                 parts.append(done[p])
                 continue
-            lit = _literal(template[s]) if template[s] is not None else None
+            lit = _literal(template[s]) if template[s] is not None and s != divisor else None
             if lit is None:
                 if s not in names:
                     names[s] = f"a{len(operands)}"

@@ -19,7 +19,9 @@ operands computed in float64 and rounded once is the float32 result: 53 ≥ 2·2
 bits), and Python-number constants are cast to the region's dtype first, as
 numpy's weak scalars are (NEP 50). No fastmath, so NaN/inf and signed zeros follow
 IEEE as numpy does. Floating-point errors never raise in a loop (numpy's error
-model): ``np.errstate`` is not consulted, as in numexpr chains.
+model), as in numexpr chains: while numpy's error state asks for an exception, a
+call runs the interpreter's numpy steps instead (``codegen.fp_raises``), so every
+call raises alike.
 
 A region needs equal declared shapes on every array operand and value (no
 broadcasting but of 0-d operands, which the loop reads as one number), at least
@@ -33,6 +35,7 @@ import hashlib
 import importlib.util
 import math
 import sys
+import warnings
 
 import numpy as np
 
@@ -77,6 +80,11 @@ class Region:
                        ("bool" if np.dtype(data[kept[s]]["dtype"]) == _BOOL else "float")
                        for s in operands]
         self.n_full = self.scalar.count(None)
+        # their dtypes: evaluate() turns the numbers back into 0-d arrays of these, so
+        # the numpy steps see float32 (not a weak Python float, which numpy would
+        # promote as float64 in where(c, s, 2.0))
+        self.scalar_dtypes = [None if kind is None else np.dtype(data[kept[s]]["dtype"])
+                              for s, kind in zip(operands, self.scalar)]
         # run-time lengths: the generated code checks, per call, that the operands'
         # shapes agree (a declared None may still broadcast a length 1) and MIN_SIZE
         shape = _nodes(prog)[prog._kept[prog._plan[steps[-1]][5]]]["shape"]
@@ -240,7 +248,7 @@ def _source(prog, steps, operands, exports, consts, dtype):
     T = "np.float32" if dtype == np.float32 else "np.float64"
     helpers, body = set(), []
     names = {s: f"x{i}" for i, s in enumerate(operands)}
-    head = [f"C{s} = T({v!r})" if type(v) is not bool else f"C{s} = {v!r}"
+    head = [f"C{s} = T({_number(v)})" if type(v) is not bool else f"C{s} = {v!r}"
             for s, v in consts.items()]
     names.update({s: f"C{s}" for s in consts})
     for k in steps:
@@ -284,6 +292,14 @@ def _source(prog, steps, operands, exports, consts, dtype):
     return "\n".join(lines) + "\n"
 
 
+def _number(v):
+    """Source text for a Python number: its repr, which round-trips it, but for inf and
+    nan, whose repr is no Python name (a module reading ``-inf`` fails to import)."""
+    if type(v) is float and not math.isfinite(v):
+        return f"float('{v!r}')"
+    return repr(v)
+
+
 _FINGERPRINT = []
 
 
@@ -299,6 +315,10 @@ def evaluate(prog, region, args):
     """The region's exports computed by its plan steps' own numpy kernels: used when
     the compiled loop cannot be had (numba failed), so results stay the reference's."""
     plan, template = prog._plan, prog._template
+    # 0-d operands arrive as Python numbers (the loop's arguments) or as the 0-d
+    # arrays themselves: either way the steps get 0-d arrays of the declared dtype
+    args = [a if dt is None else np.asarray(a, dtype=dt)
+            for a, dt in zip(args, region.scalar_dtypes)]
     vals = dict(zip(region.operands, args))
     for k in region.steps:
         _, fn, _, _, ins, out, _ = plan[k]
@@ -317,6 +337,19 @@ WARM_CALLS = 1   # calls a program makes on the numpy steps before its loops are
 def _compiled_already(source):
     rk = sys.modules.get("flowgrad.region_kernels")     # loaded: numba is imported
     return rk is not None and source in rk._compiled
+
+
+_WARNED = []
+
+
+def _warn_once(exc):
+    """Say once a process that a loop could not be had: results stay the numpy steps'
+    (bit for bit), but slower, and a loop flowgrad wrote that numba refuses is a bug."""
+    if not _WARNED:
+        _WARNED.append(exc)
+        warnings.warn(f"flowgrad: a pointwise loop could not be compiled ({exc!r:.200}); "
+                      "its numpy steps run instead (same results, slower)",
+                      RuntimeWarning, stacklevel=3)
 
 
 class LazyKernel:
@@ -346,6 +379,7 @@ class LazyKernel:
         except Exception as exc:        # no usable numba: the reference numpy steps
             self.error = exc
             self.ns[self.name] = self.fallback
+            _warn_once(exc)
             return evaluate(self.prog, self.region, args)
         self.ns[self.name] = fn
         return out

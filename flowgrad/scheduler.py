@@ -19,7 +19,8 @@ Reliability costs nothing on the hot path: run-time lengths are checked by a lis
 compiled once (flowgrad.lengths), a failing kernel is found from the loop's state
 after the exception (one try around the loop), and NaN/Inf checking runs a separate
 loop (flowgrad.numerics). Outputs are copied only where they would alias storage the
-caller or the graph owns (a fed array, a variable, an output listed twice).
+caller or the graph owns (a fed array, a variable, a constant, a view of one of these
+in the simplified plan, an output listed twice), decided at compile time.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from operator import itemgetter
 
 from .autodiff import ancestors
 from .backends import get_backend
-from .errors import FeedError, UsageError
+from .backends.base import Backend
+from .errors import BackendError, FeedError, UsageError
 from .graph import Node, gc_paused, same_graph
 from .simplify import simplify
 from .ops.base import Op
@@ -277,7 +279,7 @@ class Program:
         self._kept = kept
         flat = len(step_ids) > FLAT_STEPS
         own = _slot_index(kept, flat, order[-1] + 1 if order else 0)
-        leaves = simp.leaves
+        leaves, sharers = simp.leaves, simp.sharers
         # simplify's maps are spent: drop them before the plan is made (the compile's peak)
         moved = rep            # simplify's rep holds only ids merged into another
         del simp, rep, defs, live, pop
@@ -310,7 +312,7 @@ class Program:
             None in data[nid]["shape"] for nid in self.placeholders) else None
         del order
         self._check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
-        self._copy_outs = self._aliasing_outputs(leaves)
+        self._copy_outs = self._aliasing_outputs(leaves, sharers)
         # generated code (flowgrad/codegen.py): one Python function for the whole plan
         self._generated = _codegen.generate(self) if self._codegen else None
         self._call = _codegen.make_caller(self, self._generated) if self._generated else None
@@ -340,14 +342,16 @@ class Program:
             set(map(itemgetter(0), self._step_ops))   # the sweep's ops / (op, attrs, id)
         return {op.name for op in ops}
 
-    def _aliasing_outputs(self, leaves):
+    def _aliasing_outputs(self, leaves, sharers):
         """Positions of outputs to copy: a fed array or variable (the caller's or the
-        graph's storage), a view of one (``w.T``, ``x[1:]``), and the second and later
-        of outputs sharing one slot. Decided once here; most programs copy nothing."""
+        graph's storage), a constant (later calls reuse it), a view of one in the
+        simplified plan (``w.T``, ``x[1:]``, ``reshape(x * 1.0)``: simplify's
+        ``sharers``), and the second and later of outputs sharing one slot. Decided
+        once here; most programs copy nothing."""
         leaf_slots = {self._slot[nid] for nid in leaves}
         seen, copy = set(), []
         for k, (o, s) in enumerate(zip(self.outputs, self._out_slots)):
-            if s in leaf_slots or s in seen or _views_a_leaf(o):
+            if s in leaf_slots or s in seen or o.id in sharers:
                 copy.append(k)
             seen.add(s)
         return tuple(copy)
@@ -435,10 +439,18 @@ class Program:
             return _numerics.run_checked(self, vals)
         return self._run(vals)
 
-    def __call__(self, *args, **kwargs):
-        """Run with feeds (``prog(x=X)`` or ``prog({x: X})``); returns the output values."""
+    def __call__(self, /, *args, **kwargs):
+        """Run with feeds (``prog(x=X)`` or ``prog({x: X})``); returns the output values.
+        Every keyword is a feed: ``self`` is positional-only, so a placeholder named
+        ``self`` (or anything else) can be fed by keyword too."""
         if self._call is not None and not (self.check_numerics or _anomaly.on):
             return self._call(args, kwargs)          # generated code (flowgrad/codegen.py)
+        return self._reference(args, kwargs)
+
+    def _reference(self, args, kwargs):
+        """A call on the interpreter loop: the plan's own numpy kernels, which honour
+        numpy's error state. Generated code sends its calls here while that state asks
+        for an exception on a floating-point error (codegen.fp_raises)."""
         vals = self._bind(args, kwargs)
         if self.check_numerics or _anomaly.on:  # one test per call, none per step
             _numerics.run_checked(self, vals)
@@ -451,12 +463,12 @@ class Program:
                     out[k] = out[k].copy()
         return out[0] if self._single else out
 
-    def values(self, *args, **kwargs) -> dict[int, object]:
+    def values(self, /, *args, **kwargs) -> dict[int, object]:
         """{node id: value} of every node, for a program compiled with keep_all."""
         vals = self.backend.finish(self._execute(self._bind(args, kwargs)))
         return {nid: vals[s] for nid, s in self._slot.items()}
 
-    def trace(self, *args, **kwargs):
+    def trace(self, /, *args, **kwargs):
         """Every value computed and, if the first output is a scalar, every adjoint v̄."""
         from .tracing import Trace
         if self._trace_program is None:
@@ -648,18 +660,6 @@ def _flat_plan(steps, n_freed, freed, own, xp):
     return p
 
 
-#: ops whose kernel may return a view of (or the very array of) its first input
-_VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "squeeze",
-                       "broadcast_to", "broadcast_like", "getitem", "sum_to", "concat_part"})
-
-
-def _views_a_leaf(node) -> bool:
-    """Whether ``node``'s value may share storage with a placeholder's or a variable's."""
-    while node.op is not None and node.op.name in _VIEW_OPS:
-        node = node.inputs[0]
-    return node.kind in ("placeholder", "variable")
-
-
 def compile(outputs, backend=None, check_numerics=False, codegen=True) -> Program:
     """Prune, order and plan the evaluation of ``outputs`` (a node or a list) once.
 
@@ -670,12 +670,27 @@ def compile(outputs, backend=None, check_numerics=False, codegen=True) -> Progra
     return Program(outputs, backend, check_numerics=check_numerics, codegen=codegen)
 
 
-def run(outputs, feed=None, backend=None, **kwargs):
-    """One-shot evaluation; the compiled program is cached on the graph."""
+def run(outputs, feed=None, /, backend=None, **kwargs):
+    """One-shot evaluation; the compiled program is cached on the graph.
+
+    ``outputs`` and ``feed`` are positional-only, so placeholders named ``outputs`` or
+    ``feed`` (any name but ``backend``) can be fed by keyword (``feed={...}`` still
+    passes the dict where no leaf is named ``feed``). ``backend=`` takes a
+    backend (a name, a Backend or None); anything else given as ``backend=`` feeds a
+    placeholder or variable named ``backend``, if the graph has one (a number or an
+    array is never a backend); a dict of feeds works for every name."""
     outs, _ = _as_outputs(outputs)
+    g = outs[0].graph
+    if feed is None and isinstance(kwargs.get("feed"), dict) and g._name_id("feed") is None:
+        feed = kwargs.pop("feed")     # feed={...} by keyword, as before: no leaf has the name
+    if backend is not None and not isinstance(backend, (str, Backend)):
+        if g._name_id("backend") is None:
+            raise BackendError(f"backend= takes a backend name, a Backend or None, not "
+                               f"{type(backend).__name__}")
+        kwargs["backend"], backend = backend, None      # a feed of the leaf 'backend'
     b = get_backend(backend)
     key = (tuple(o.id for o in outs), isinstance(outputs, Node), b)  # the instance: two DaskBackends may differ
-    cache = outs[0].graph._program_cache
+    cache = g._program_cache
     prog = cache.get(key)
     if prog is None:
         # two threads may both compile; setdefault publishes one program, atomically

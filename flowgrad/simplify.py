@@ -32,22 +32,33 @@ the tests against the unsimplified program):
   sum, sum_to, transpose …) with a zero argument. This is how zero adjoints are
   pruned: ``g * 0``, ``sum_to(0)``, ``x + 0`` all disappear.
 * **identities** (only when the kept operand already has the result's shape *and*
-  dtype, so no broadcast or promotion is lost): x·1, 1·x, x+0, 0+x, x−0, x/1,
-  x**1 → x; 0−x, (−1)·x → −x; −(−x) → x; x−x → 0; 0·x, x·0, 0/x → 0.
-* **negations absorbed** (exact: IEEE rounding is symmetric under negation):
-  a + (−b) → a − b, a − (−b) → a + b, (−a)(−b) → ab, −(a − b) → b − a,
-  −((−a) + (−b)) → a + b, −((−a)·b) → a·b. Reverse sweeps make many negations
-  (every ``sub`` and ``neg`` adjoint); tanh's 4th derivative loses 6 of 29 steps.
+  dtype, so no broadcast or promotion is lost), exact for every value, −0.0, ±inf
+  and NaN included: x·1, 1·x, x/1, x**1, x−(+0.0), x+(−0.0) → x; (−1)·x → −x;
+  −(−x) → x. With a condition:
 
-  ``x·0 → 0`` and ``x − x → 0`` follow the usual symbolic convention and ignore
-  NaN/inf in ``x``.
+  - x+0, 0+x → x for a +0.0 only where x is never −0.0 (−0.0 + 0.0 is +0.0): x an
+    integer, a fill other than −0.0, abs/exp/σ/softplus, or a sum or difference with
+    a fill operand that makes −0.0 impossible (``_never_negative_zero``); x−(−0.0)
+    likewise; 0−x → −x only for a −0.0 (0.0 − 0.0 is +0.0, −0.0 is not) or integers;
+  - **exceptions** (the usual symbolic convention): x−x → 0, 0·x, x·0, 0/x → 0, and
+    a multilinear op with a zero argument → 0, whatever x holds (NaN, ±inf, or −0.0
+    where x < 0). Such a zero is *signless*: adding it (x + 0) is taken as adding
+    nothing, and 0 − x as −x, within the same convention.
+* **negations absorbed** (exact but for the sign of a zero result: IEEE rounding is
+  symmetric under negation): a + (−b) → a − b, a − (−b) → a + b, (−a)(−b) → ab,
+  −((−a)·b) → a·b exactly; **exceptions**: −(a − b) → b − a gives +0.0 where the
+  program gives −0.0 (a = b), and −((−a) + (−b)) → a + b likewise (a = −b).
+  Reverse sweeps make many negations (every ``sub`` and ``neg`` adjoint); tanh's 4th
+  derivative loses 6 of 29 steps.
 * **stateful ops** (``Op(stateful=True)``: random draws) are exempt from all of the
   above: each is its own step, evaluated once per run, whatever its inputs.
 
 A node known to be a fill and still needed becomes a constant (static shape, at
 most ``FOLD_MAX`` entries), an ``xp.full`` step (static shape), or else keeps
 its own step. An output whose representative is a leaf gets a copy step, so a
-program never hands back the caller's fed array or a variable's storage.
+program never hands back the caller's fed array or a variable's storage; an output
+that the simplified plan makes a view of a leaf or a constant (``reshape(x * 1.0)``
+→ ``reshape(x)``) is listed in ``Simplified.sharers``, and the program copies it.
 Placeholders and variables stay in the program even if simplification removed
 their last use, so the feeds a program requires do not depend on the rewrites.
 """
@@ -94,7 +105,7 @@ class _Kernel:
         return f"<plan step {self.name}>"
 
 
-FULL = _Kernel("full", lambda xp, shape, dtype, value:
+FULL = _Kernel("full", lambda xp, shape, dtype, value, signless=False:
                lambda: xp.full(shape, value, dtype=dtype))
 COPY = _Kernel("copy", lambda xp, dtype:   # .copy(): dask's xp.array has no copy=
                lambda v: xp.asarray(v, dtype=dtype).copy())
@@ -163,8 +174,11 @@ class Simplified:
     liveness sweep reads (flowgrad/scheduler.py); ``consts`` and ``steps`` are derived
     on first use, so a compile that never asks for them does not pay for them."""
 
-    def __init__(self, rep, defs, roots, leaves, data):
+    def __init__(self, rep, defs, roots, leaves, data, sharers=frozenset()):
         self.rep, self.defs, self.roots, self.leaves = rep, defs, roots, leaves
+        #: output ids whose value, as the plan computes it, may share storage with a
+        #: leaf or a constant (``_storage_sharers``): the program copies those
+        self.sharers = sharers
         self._data = data
         self._emitted = None
 
@@ -214,6 +228,30 @@ def _definition(defs, data, r):
     return d
 
 
+#: ops whose kernel may return a view of (or the very array of) its first input
+VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "squeeze",
+                      "broadcast_to", "broadcast_like", "getitem", "sum_to", "concat_part"})
+
+
+def _storage_sharers(rep, defs, data, output_ids):
+    """The output ids whose value may be (a view of) a placeholder's, a variable's or a
+    constant's storage, read from the simplified plan: ``reshape(x * 1.0)`` is
+    ``reshape(x)`` once x·1 → x, so it views the fed x although its graph input is a
+    product. Such an output is copied by the program on each call (flowgrad/scheduler.py):
+    in-place writes to an output never reach the caller's array, a variable or a
+    constant that later calls reuse."""
+    sharers = set()
+    for o in output_ids:
+        r = rep.get(o, o)
+        d = _definition(defs, data, r)
+        while d[0] == "op" and d[1].name in VIEW_OPS and d[3]:
+            r = rep.get(d[3][0], d[3][0])
+            d = _definition(defs, data, r)
+        if d[0] != "op":               # a leaf or a constant
+            sharers.add(o)
+    return frozenset(sharers)
+
+
 def _uniform(value):
     """c if every entry of the (small) constant equals c, else None."""
     if isinstance(value, (bool, int, float, complex)):
@@ -254,7 +292,8 @@ def simplify(graph, order, output_ids, keep_all=False, dispatch=True) -> Simplif
             elif kind in ("placeholder", "variable"):
                 leaves.append(nid)
         roots = list(output_ids) + (list(order) if keep_all else [])
-        return Simplified({}, defs, roots, leaves, data)
+        return Simplified({}, defs, roots, leaves, data,
+                          _storage_sharers({}, defs, data, output_ids))
     return _Pass(data).run(order, output_ids, keep_all, dispatch)
 
 
@@ -272,6 +311,7 @@ class _Pass:
         # to build for most nodes (their input tuple is the graph's own)
         self.tables = {}
         self.neg_of = {}     # representative of −a -> a
+        self.signless = set()  # zero fills of the symbolic rules (_set_fill)
         self.special = set()  # representatives that are constants or known fills
 
     # helpers
@@ -301,8 +341,11 @@ class _Pass:
             return None
         return ("const", freeze(arr))
 
-    def _set_const(self, nid, value, weak):
+    def _set_const(self, nid, value, weak, signless=False):
         key = self._const_key(value, weak)
+        if signless and key is not None:
+            key = ("signless", key)   # merged with symbolic zeros only, never with a
+            #                           constant zero of the user's (that one is exact)
         if key is not None and key in self.table:
             self.rep[nid] = self.table[key]
             return
@@ -331,19 +374,28 @@ class _Pass:
             self.neg_of[nid] = ins[0]
             self.special.add(nid)          # its readers take the slow path: neg rewrites
 
-    def _set_fill(self, nid, c, fallback):
-        """nid's entries all equal c: a constant, an xp.full step, or its own step."""
+    def _set_fill(self, nid, c, fallback, signless=False):
+        """nid's entries all equal c: a constant, an xp.full step, or its own step.
+        ``signless``: a zero of the symbolic rules (x·0, x − x, 0/x), whose sign the
+        rule does not know (x·0 is −0.0 for x < 0): adding it is taken as adding
+        nothing, within the same convention."""
         shape, dtype = self._meta(nid)
         c = np.asarray(c, dtype=dtype).item()
+        signless = signless and c == 0
         if _static(shape) and math.prod(shape) <= FOLD_MAX:
-            self._set_const(nid, _readonly(np.full(shape, c, dtype=dtype)), False)
+            self._set_const(nid, _readonly(np.full(shape, c, dtype=dtype)), False, signless)
         elif _static(shape):
-            self._set_op(nid, FULL, {"shape": shape, "dtype": dtype, "value": c}, ())
+            attrs = {"shape": shape, "dtype": dtype, "value": c}
+            if signless:               # (a CSE key of its own, as for constants)
+                attrs["signless"] = True
+            self._set_op(nid, FULL, attrs, ())
         else:
             self._set_op(nid, *fallback)
         r = self.rep.get(nid, nid)
         self.fill.setdefault(r, c)
         self.special.add(r)
+        if signless:
+            self.signless.add(r)
 
     # the forward pass
     def run(self, order, output_ids, keep_all, dispatch=True):
@@ -479,7 +531,8 @@ class _Pass:
         roots = [rep_get(o, o) for o in output_ids]
         if keep_all:
             roots += [rep_get(nid, nid) for nid in order]
-        return Simplified(rep, defs, roots, leaves, data)
+        return Simplified(rep, defs, roots, leaves, data,
+                          _storage_sharers(rep, defs, data, output_ids))
 
     def _plain_fill(self, c):
         """Whether special id ``c`` is a fill c ∉ {0, 1, −1}: if it is no negation either,
@@ -501,7 +554,7 @@ class _Pass:
             # the common case, no input a constant, a known fill or a negation: of all
             # the rewrites only CSE and x − x → 0 can apply (the same tests as below)
             if name == "sub" and len(ins) == 2 and ins[0] == ins[1]:
-                return self._set_fill(nid, 0, (op, attrs, ins))
+                return self._set_fill(nid, 0, (op, attrs, ins), signless=True)
             return self._set_op(nid, op, attrs, ins)
         fallback = (op, attrs, ins)
         if name not in _MAKES_FILL and self._no_fill_no_const(ins):
@@ -521,11 +574,12 @@ class _Pass:
                 (getattr(op, "elementwise", False) or name in _POINTWISE_EXTRA):
             c = self._eval_fill(op, attrs, ins, fills)
             if c is not None:
-                return self._set_fill(nid, c, fallback)
+                return self._set_fill(nid, c, fallback,
+                                      signless=not self.signless.isdisjoint(ins))
         if fills and fills[0] is not None and name in _FILL_PRESERVING:
-            return self._set_fill(nid, fills[0], fallback)
+            return self._set_fill(nid, fills[0], fallback, signless=ins[0] in self.signless)
         if n_fills and getattr(op, "multilinear", False) and 0 in fills:
-            return self._set_fill(nid, 0, fallback)
+            return self._set_fill(nid, 0, fallback, signless=True)
         return self._by_identity(nid, op, attrs, ins, fills)
 
     def _no_fill_no_const(self, ins):
@@ -551,7 +605,7 @@ class _Pass:
                     self.special.add(r)
                 return
             if alias == "zero":
-                return self._set_fill(nid, 0, (op, attrs, ins))
+                return self._set_fill(nid, 0, (op, attrs, ins), signless=True)
             self.rep[nid] = alias
             return
         self._set_op(nid, op, attrs, ins)
@@ -569,18 +623,21 @@ class _Pass:
             return None
         (a, b), (fa, fb) = ins, fills
         if name == "add":
-            if fa == 0 and fits(b, nid):
+            # x + 0 is x but at x = −0.0 (−0.0 + 0.0 is +0.0): see _adds_nothing
+            if fa == 0 and fits(b, nid) and self._adds_nothing(nid, a, fa, b):
                 return b
-            if fb == 0 and fits(a, nid):
+            if fb == 0 and fits(a, nid) and self._adds_nothing(nid, b, fb, a):
                 return a
             if b in neg_of:                      # a + (−b') → a − b'
                 return (_elementwise("sub"), {}, (a, neg_of[b]))
             if a in neg_of:                      # (−a') + b → b − a'
                 return (_elementwise("sub"), {}, (b, neg_of[a]))
         elif name == "sub":
-            if fb == 0 and fits(a, nid):
+            # x − 0.0 is x everywhere; x − (−0.0) is x + 0.0; 0.0 − x is not −x at x = +0.0
+            if fb == 0 and fits(a, nid) and self._adds_nothing(nid, b, -fb, a):
                 return a
-            if fa == 0 and fits(b, nid):
+            if fa == 0 and fits(b, nid) and (_negative_zero(fa) or self._integral(nid)
+                                             or a in self.signless):
                 return (_neg_op(), {}, (b,))
             if a == b:
                 return "zero"
@@ -606,6 +663,37 @@ class _Pass:
             if fb == 1 and fits(a, nid):
                 return a
         return None
+
+    def _integral(self, nid):
+        """Whether ``nid``'s dtype has no −0 (integers, bools)."""
+        return np.dtype(self._meta(nid)[1]).kind in "iub"
+
+    def _adds_nothing(self, nid, z, zero, x):
+        """Whether x + ``zero`` (the value of zero fill ``z``) is x for every value x may
+        take: always for −0.0 and for integers; for +0.0 only where x is never −0.0
+        (−0.0 + 0.0 = +0.0), or where ``z`` is a symbolic zero (``signless``)."""
+        return _negative_zero(zero) or self._integral(nid) or z in self.signless or \
+            self._never_negative_zero(x)
+
+    def _never_negative_zero(self, x):
+        """Whether representative ``x`` is known never to hold −0.0 (one look, no walk):
+        a fill other than −0.0, or an op whose results never are."""
+        c = self.fill.get(x)
+        if c is not None:
+            return not _negative_zero(c)
+        d = self._def(x)
+        if d[0] != "op":
+            return False
+        name = d[1].name
+        if name in _NO_NEGATIVE_ZERO:
+            return True
+        if name in ("add", "sub") and len(d[3]) == 2:
+            # a + b is −0.0 only when a and b both are; a − b only when a is −0.0, b +0.0
+            fa, fb = (self.fill.get(i) for i in d[3])
+            if name == "sub":
+                fb = None if fb is None else -fb
+            return any(f is not None and not _negative_zero(f) for f in (fa, fb))
+        return False
 
     def _negate(self, x):
         """−x as an op on x's own inputs when that needs no new node, else None:
@@ -651,6 +739,15 @@ class _Pass:
             return out.item() if out.size == 1 else None
         except Exception:
             return None
+
+
+#: ops none of whose results is −0.0 (abs(−0.0) = +0.0; exp, σ and softplus are > 0 or NaN)
+_NO_NEGATIVE_ZERO = frozenset({"abs", "exp", "sigmoid", "softplus"})
+
+
+def _negative_zero(c) -> bool:
+    """Whether the number ``c`` is −0.0."""
+    return isinstance(c, float) and c == 0 and math.copysign(1.0, c) < 0
 
 
 def _readonly(arr):

@@ -45,6 +45,19 @@ def _tie_weight(x, y):
     return 1.0 if x > y else (0.5 if x == y else 0.0)
 
 
+def _pow(x, p):
+    # numpy's power takes these exponents through exact shortcuts (sqrt, a product, a
+    # reciprocal), which math.pow does not: sqrt keeps −0.0's sign, x·x is correctly
+    # rounded where math.pow(x, 2) may not be. Other exponents agree to rounding.
+    if p == 2.0:
+        return x * x
+    if p == 0.5:
+        return math.sqrt(x)
+    if p == -1.0:
+        return 1.0 / x
+    return math.pow(x, p)
+
+
 def _sigmoid(x):
     e = _exp(-abs(x))
     return (1.0 if x >= 0 else e) / (1.0 + e)
@@ -80,7 +93,7 @@ def _float(x):
 #: op name → pattern or function (see the module docstring)
 KERNELS = {
     "add": "{} + {}", "sub": "{} - {}", "mul": "{} * {}", "div": "{} / {}", "neg": "-{}",
-    "pow": math.pow, "exp": math.exp, "log": math.log, "log1p": math.log1p,
+    "pow": _pow, "exp": math.exp, "log": math.log, "log1p": math.log1p,
     "sqrt": math.sqrt, "tanh": math.tanh, "sin": math.sin, "cos": math.cos,
     "abs": math.fabs, "sign": _sign, "maximum": _maximum, "minimum": _minimum,
     "tie_weight": _tie_weight, "where": "({1} if {0} else {2})",
@@ -89,8 +102,9 @@ KERNELS = {
     "sigmoid": _sigmoid, "softplus": _softplus, "bce_with_logits": _bce, "relu": _relu,
     "mse": _mse, "l2": _l2,
     "copy": _float,
-    # with every value 0-d, reductions and reshapes are identities and fills constants
-    "sum": "{}", "mean": "{}", "sum_to": "{}", "reshape": "{}",
+    # with every value 0-d, reductions and reshapes are identities and fills constants;
+    # numpy's sum (and mean) of a 0-d value adds it to +0.0: sum(−0.0) is +0.0
+    "sum": "(0.0 + {})", "mean": "(0.0 + {})", "sum_to": "{}", "reshape": "{}",
     "reshape_like": "{}", "broadcast_to": "{}", "broadcast_like": "{}",
     "zeros_like": "0.0", "ones_like": "1.0",
 }
