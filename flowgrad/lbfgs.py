@@ -162,7 +162,7 @@ class LBFGS(Optimizer):
             super().reset()
             self.memory, self.converged = self._fresh_memory(), False
 
-    def step(self, prog, *args, **feed):
+    def step(self, prog, /, *args, **feed):
         """One L-BFGS iteration; returns the loss before it (and the extras, as ``step``)."""
         with self._lock:
             bound = self._bind(prog)

@@ -197,7 +197,7 @@ class Optimizer:
         return "[" + ", ".join(v.name for v in self.variables) + "]"
 
     # -- a step -------------------------------------------------------------------------
-    def step(self, prog: Program, *args, **feed):
+    def step(self, prog: Program, /, *args, **feed):
         """Run ``prog`` with the feeds, update every variable, return the loss.
 
         When ``prog`` has outputs beyond the loss and the gradients (metrics,
@@ -460,7 +460,7 @@ class Trainer:
     def __init__(self, opt, prog):
         self.optimizer, self.program = opt, prog
 
-    def __call__(self, *args, **feed):
+    def __call__(self, /, *args, **feed):
         return self.optimizer.step(self.program, *args, **feed)
 
     def __repr__(self):

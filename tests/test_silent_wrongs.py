@@ -478,3 +478,20 @@ def test_a_loop_that_cannot_be_compiled_says_so_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(prog(x=X), (X * 2.0 + 1.0) * X)   # once a process
+
+
+def test_optimizer_step_feeds_placeholders_named_prog_and_self():
+    """opt.step(prog, **feed) and a trainer's call take `prog`/`self` positionally only,
+    so placeholders of those names are fed by keyword like any other."""
+    with fg.Graph():
+        a = fg.placeholder("prog", ())
+        b = fg.placeholder("self", ())
+        w = fg.variable(1.0, name="w")
+        loss = (w * a - b) ** 2
+        opt = fg.optim.SGD([w], lr=0.1)
+        prog = fg.compile([loss, fg.grad(loss, w)])
+        opt.step(prog, prog=2.0, self=1.0)            # grad = 2(w·2 − 1)·2 = 4 at w = 1
+        assert w.value == pytest.approx(1.0 - 0.1 * 4.0)
+        trainer = opt.minimize(loss)
+        trainer(prog=2.0, self=1.0)
+        assert w.value == pytest.approx(0.6 - 0.1 * 2 * (0.6 * 2 - 1) * 2)
