@@ -15,6 +15,7 @@ OUT = pathlib.Path(__file__).with_name("ops.md")
 FAMILY = {"elementwise": "Elementwise", "nn": "Model", "reductions": "Reductions",
           "shape": "Shape", "indexing": "Indexing", "linalg": "Linear algebra",
           "creation": "Creation", "broadcast": "Broadcasting", "higher_order": "Higher order"}
+FAMILY.update({"conv": "Convolution and pooling", "pooling": "Convolution and pooling"})
 
 
 def _split(doc: str) -> tuple[str, str]:

@@ -179,7 +179,7 @@ def _conv_dw(g, ans, x, w, stride, pads):
 _conv2d = Op("conv2d", _conv_forward, _conv_infer, vjp=(_conv_dx, _conv_dw),
              jvp=(lambda t, ans, x, w, **a: apply(_conv2d, t, w, **a),
                   lambda t, ans, x, w, **a: apply(_conv2d, x, t, **a)),
-             doc="conv2d(x, w) NCHW, stride and padding as attributes. x̄ = the transposed "
+             doc="conv2d(x, w), NCHW, stride and padding as attributes.  x̄ = the transposed "
                  "convolution of v̄ with w; w̄ = the correlation of x with v̄; bilinear: "
                  "forward rule conv(ẋ, w) + conv(x, ẇ).")
 
@@ -192,8 +192,8 @@ conv2d_grad_x = Op(
     jvp=(lambda t, ans, g, w, x, **a: apply(conv2d_grad_x, t, w, x, **a),
          lambda t, ans, g, w, x, **a: apply(conv2d_grad_x, g, t, x, **a),
          NONDIFF),
-    doc="The transposed convolution (conv2d's x̄ = Cᵀ v̄; x gives only the shape). "
-        "Bilinear in (v̄, w): ∂/∂v̄ is conv2d(·, w), ∂/∂w is conv2d_grad_w.")
+    doc="The transposed convolution of v̄ with w, conv2d's adjoint for x (x gives only "
+        "the shape).  ∂/∂v̄ is conv2d(·, w), ∂/∂w is conv2d_grad_w(·, v̄): bilinear.")
 
 conv2d_grad_w = Op(
     "conv2d_grad_w", _grad_w_forward, _grad_w_infer,
@@ -203,8 +203,8 @@ conv2d_grad_w = Op(
             _conv2d, x, u, stride=stride, pads=pads)),
     jvp=(lambda t, ans, x, g, **a: apply(conv2d_grad_w, t, g, **a),
          lambda t, ans, x, g, **a: apply(conv2d_grad_w, x, t, **a)),
-    doc="The correlation of x with v̄ (conv2d's w̄). Bilinear in (x, v̄): ∂/∂x is "
-        "conv2d_grad_x(·, u), ∂/∂v̄ is conv2d(x, ·).")
+    doc="The correlation of x with v̄, conv2d's adjoint for w.  ∂/∂x is "
+        "conv2d_grad_x(v̄, ·), ∂/∂v̄ is conv2d(x, ·): bilinear.")
 
 
 def conv2d(x, w, b=None, stride=1, padding="valid"):

@@ -89,35 +89,35 @@ def _gather_infer(u, x, size, stride):
 _max = Op("max_pool2d", _max_forward, _pool_infer("max_pool2d", lambda d: d),
           vjp=(lambda g, ans, x, **a: apply(max_pool2d_scatter, g, x, **a),),
           jvp=(lambda t, ans, x, **a: apply(max_pool2d_gather, t, x, **a),),
-          doc="The maximum of each window. x̄ = v̄ at each window's first maximum; "
+          doc="The maximum of each window.  x̄ = v̄ at each window's first maximum; "
               "forward rule ẋ at those positions.")
 
 max_pool2d_scatter = Op(
     "max_pool2d_scatter", _max_scatter_forward, _like_infer,
     vjp=(lambda u, ans, g, x, **a: apply(max_pool2d_gather, u, x, **a), NONDIFF),
     jvp=(lambda t, ans, g, x, **a: apply(max_pool2d_scatter, t, x, **a), NONDIFF),
-    doc="max_pool2d's x̄: v̄ placed at each window's first maximum of x. Linear in v̄ "
-        "(∂/∂v̄ is max_pool2d_gather); x only selects the positions (no derivative).")
+    doc="max_pool2d's adjoint: v̄ placed at each window's first maximum of x.  ∂/∂v̄ is "
+        "max_pool2d_gather (linear in v̄); x only selects the positions: no derivative.")
 
 max_pool2d_gather = Op(
     "max_pool2d_gather", _max_gather_forward, _gather_infer,
     vjp=(lambda g, ans, u, x, **a: apply(max_pool2d_scatter, g, x, **a), NONDIFF),
     jvp=(lambda t, ans, u, x, **a: apply(max_pool2d_gather, t, x, **a), NONDIFF),
-    doc="u at each window's first maximum of x (max_pool2d's forward rule). Linear in u "
-        "(∂/∂u is max_pool2d_scatter); x only selects the positions (no derivative).")
+    doc="u at each window's first maximum of x, max_pool2d's forward rule.  ∂/∂u is "
+        "max_pool2d_scatter (linear in u); x only selects the positions: no derivative.")
 
 _avg = Op("avg_pool2d", _avg_forward, _pool_infer("avg_pool2d", float_dtype),
           vjp=(lambda g, ans, x, **a: apply(avg_pool2d_grad, g, x, **a),),
           jvp=(lambda t, ans, x, **a: apply(_avg, t, **a),),
-          doc="The mean of each window. x̄ = v̄ / size² added into every window; linear: "
+          doc="The mean of each window.  x̄ = v̄ / size² added into every window; linear: "
               "forward rule avg_pool2d(ẋ).")
 
 avg_pool2d_grad = Op(
     "avg_pool2d_grad", _avg_grad_forward, _like_infer,
     vjp=(lambda u, ans, g, x, **a: apply(_avg, u, **a), NONDIFF),
     jvp=(lambda t, ans, g, x, **a: apply(avg_pool2d_grad, t, x, **a), NONDIFF),
-    doc="avg_pool2d's x̄: v̄ / size² added into every window (x gives only the shape). "
-        "Linear in v̄: ∂/∂v̄ is avg_pool2d.")
+    doc="avg_pool2d's adjoint: v̄ / size² added into every window (x gives only the "
+        "shape).  ∂/∂v̄ is avg_pool2d (linear).")
 
 
 def _sizes(name, size, stride):
@@ -126,7 +126,8 @@ def _sizes(name, size, stride):
 
 
 def max_pool2d(x, size, stride=None):
-    """The maximum of each size×size window of x (N, C, H, W), NCHW as PyTorch and ONNX;
+    """The maximum of each size×size window of x (N, C, H, W), NCHW as PyTorch and ONNX.
+
     ``stride`` defaults to ``size``; no padding, incomplete windows dropped.
     ``size``/``stride``: an int or (rows, columns).
 
@@ -139,8 +140,10 @@ def max_pool2d(x, size, stride=None):
 
 
 def avg_pool2d(x, size, stride=None):
-    """The mean of each size×size window of x (N, C, H, W), NCHW as PyTorch and ONNX;
-    ``stride`` defaults to ``size``; no padding, incomplete windows dropped.
+    """The mean of each size×size window of x (N, C, H, W), NCHW as PyTorch and ONNX.
+
+    ``stride`` defaults to ``size`` (an int or (rows, columns)); no padding,
+    incomplete windows dropped.
 
     Derivative: x̄ = v̄ / size² added into every window that holds the entry; linear,
     so the forward rule is avg_pool2d(ẋ).

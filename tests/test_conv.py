@@ -230,3 +230,39 @@ def test_dask_backend_matches_numpy():
         got = fg.compile(outs, DaskBackend())(x=X, w=W)
     for a, b in zip(got, want):
         np.testing.assert_allclose(fg.to_numpy(a), b, rtol=1e-12, atol=1e-13)
+
+
+# -- ONNX export (Conv, MaxPool, AveragePool; float64 as im2col, run by onnxruntime) ------
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 2e-5)])
+def test_onnx_export_with_a_none_batch_and_second_order(dtype, tol, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    X, W = randn(3, 2, 7, 6).astype(dtype), randn(3, 2, 3, 2).astype(dtype)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 2, 7, 6), dtype=dtype)
+        w = fg.placeholder("w", shape=W.shape, dtype=dtype)
+        h = fg.conv2d(x, w, stride=(2, 1), padding="same")
+        y = fg.avg_pool2d(fg.max_pool2d(h, 2, 1), (2, 1))
+        gx, gw = fg.grad(fg.sum(y * y), [x, w])
+        outs = [y, gx, gw, *fg.grad(fg.sum(gx * gx) + fg.sum(gw * gw), [x, w])]
+        ops = {n.op.name for n in y.graph.nodes if n.op is not None}
+        assert {"max_pool2d_gather", "conv2d_grad_x", "conv2d_grad_w",
+                "avg_pool2d_grad", "max_pool2d_scatter"} <= ops
+        want = fg.run(outs, {x: X, w: W})
+        path = fg.export_onnx(outs, tmp_path / "conv.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"x": X, "w": W})
+    for g, v in zip(got, want):
+        assert g.dtype == v.dtype
+        np.testing.assert_allclose(g, v, rtol=tol, atol=tol)
+
+
+def test_onnx_export_refuses_an_unknown_height_where_its_form_needs_it(tmp_path):
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 2, None, None))
+        y = fg.conv2d(x, np.ones((3, 2, 2, 2)))
+        fg.export_onnx(fg.conv2d(fg.placeholder("f", shape=(None, 2, None, None),
+                                                dtype="float32"),
+                                 np.ones((3, 2, 2, 2), np.float32)), tmp_path / "f.onnx")
+        with pytest.raises(fg.io.onnx_export.OnnxExportError, match="'conv2d'.*height"):
+            fg.export_onnx(y, tmp_path / "d.onnx")

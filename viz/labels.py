@@ -190,6 +190,16 @@ RULES = {
     "mse": ("+= v̄ · 2({0} − {1}) / n", "−= v̄ · 2({0} − {1}) / n"),
     "l2": ("+= v̄ · {0}",),
     "softmax_cross_entropy": ("+= v̄ · (softmax({0}) − {1}) / n", "−= v̄ · log softmax({0}) / n"),
+    # convolution and pooling (NCHW): the transposed convolution, the correlation, the
+    # routing to each window's first maximum, the spread over each window
+    "conv2d": ("+= conv_transpose(v̄, {1})", "+= correlate({0}, v̄)"),
+    "conv2d_grad_x": ("+= conv2d(v̄, {1})", "+= correlate(v̄, {0})", ""),
+    "conv2d_grad_w": ("+= conv_transpose({1}, v̄)", "+= conv2d({0}, v̄)"),
+    "max_pool2d": ("+= v̄ at each window's first max of {0}",),
+    "max_pool2d_scatter": ("+= v̄ at each window's first max of {1}", ""),
+    "max_pool2d_gather": ("+= v̄ put at each window's first max of {1}", ""),
+    "avg_pool2d": ("+= v̄ / (window size) into each window",),
+    "avg_pool2d_grad": ("+= avg_pool2d(v̄)", ""),
 }
 
 #: local derivatives whose textbook form reads better than the rule's own text
@@ -259,7 +269,9 @@ RULES_RESHAPING = {"matmul", "sum", "mean", "transpose", "reshape", "broadcast_t
                    "expand_dims", "squeeze", "sum_to", "broadcast_like", "getitem",
                    "logsumexp", "concatenate", "stack", "trace", "det", "logdet", "inv",
                    "solve", "norm", "eigvalsh", "dot", "outer", "reduced_size",
-                   "linear", "mse", "l2", "softmax_cross_entropy"}
+                   "linear", "mse", "l2", "softmax_cross_entropy",
+                   "conv2d", "conv2d_grad_x", "conv2d_grad_w", "max_pool2d",
+                   "max_pool2d_scatter", "max_pool2d_gather", "avg_pool2d", "avg_pool2d_grad"}
 
 
 # -- node labels ------------------------------------------------------------------------------

@@ -371,3 +371,8 @@ def _getitem(e, index):
 @converts("scatter_add")
 def _scatter_add(e, index):
     return scatter_add(e, index)
+
+
+
+# convolution and pooling: their converters live in onnx_conv (registered on import)
+from . import onnx_conv  # noqa: E402,F401
