@@ -374,5 +374,5 @@ def _scatter_add(e, index):
 
 
 
-# convolution and pooling: their converters live in onnx_conv (registered on import)
-from . import onnx_conv  # noqa: E402,F401
+# convolution, pooling and the embedding index check: converters in onnx_layers
+from . import onnx_layers  # noqa: E402,F401

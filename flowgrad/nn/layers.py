@@ -46,6 +46,10 @@ def _fn_name(fn):
     return getattr(fn, "__name__", None) or getattr(fn, "name", None) or repr(fn)
 
 
+#: public names for the other layer modules (conv, norm …)
+resolve_activation, activation_name = _activation, _fn_name
+
+
 class Layer:
     """Base class: subclasses write ``build(x)`` (make variables with :meth:`add_variable`)
     and ``forward(x)``. Calling the layer builds it once, in its own name scope."""

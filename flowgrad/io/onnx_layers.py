@@ -1,4 +1,5 @@
-"""ONNX converters for conv2d, max_pool2d, avg_pool2d and their rules' ops (NCHW, as ONNX).
+"""ONNX converters for conv2d, max_pool2d, avg_pool2d and their rules' ops (NCHW, as ONNX),
+and for fg.nn.Embedding's index check.
 
 The forward ops map to ONNX's ``Conv``, ``MaxPool`` and ``AveragePool`` and the
 x-adjoints to ``ConvTranspose`` — except in float64: onnxruntime has no double kernel for
@@ -204,3 +205,14 @@ def _avg_pool2d_grad(e, size, stride):
         return e.op("ConvTranspose", [part, ones], strides=list(stride), group=c,
                     output_padding=extra)
     return _col2im(e, lambda k: part, (h, w), size, stride, (0, 0, 0, 0), g.shape[2:])
+
+
+# -- fg.nn.Embedding's index check ------------------------------------------------------------
+
+@converts("embedding_index")
+def _embedding_index(e, num):
+    # ONNX has no run-time check, and its Gather counts negative indices from the end:
+    # a negative index is moved out of range, so that Gather refuses it as an index ≥ num
+    idx = e.raw(0)
+    dtype = e.node.dtype
+    return e.op("Where", [e.op("Less", [idx, e.const(0, dtype)]), e.const(num, dtype), idx])
