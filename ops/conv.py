@@ -4,7 +4,7 @@ xpad[n, c, s·p + i, s·q + j] (a cross-correlation, as every deep-learning libr
 
 How it is computed, on every backend (numpy, cupy, dask): **im2col by a loop over the
 kh·kw kernel offsets**, each a strided slice of the padded input, stacked into columns
-(N, C·kh·kw, OH·OW) and multiplied by w as an (O, C·kh·kw) matrix — one batched matmul.
+(C·kh·kw, N·OH·OW) and multiplied by w as an (O, C·kh·kw) matrix — one 2-d matmul.
 numpy.lib.stride_tricks is not part of the array API that cupy and dask share (dask has
 no as_strided), and gathering by index arrays costs an index array as large as the
 columns; kh·kw slices are cheap (kernels are small) and every namespace has them.
@@ -103,20 +103,31 @@ def window_slices(kernel, stride, out_hw):
 
 
 def im2col(xp, xpad, kernel, stride, out_hw):
-    """(N, C·kh·kw, OH·OW): the columns, channel-major then offset, as w flattens."""
-    n, c = xpad.shape[:2]
-    cols = xp.stack([xpad[key] for key in window_slices(kernel, stride, out_hw)], axis=2)
-    return xp.reshape(cols, (n, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1]))
+    """(C·kh·kw, N·OH·OW): the columns, channel-major then offset (as w flattens), the
+    batch and the output positions along the rows, so that the forward product and
+    both adjoints are each one plain 2-d matmul (a batched matmul of N small products
+    is several times slower, and w̄ would need a transposed copy of the columns)."""
+    xt = xp.transpose(xpad, (1, 0, 2, 3))          # (C, N, H, W), a view
+    c, n = xt.shape[:2]
+    cols = xp.stack([xt[key] for key in window_slices(kernel, stride, out_hw)], axis=1)
+    return xp.reshape(cols, (c * kernel[0] * kernel[1], n * out_hw[0] * out_hw[1]))
 
 
 def col2im(xp, cols, x_shape, kernel, stride, pads, out_hw):
-    """The adjoint of im2col: cols (N, C, kh·kw, OH, OW) added back into the padded
-    input's positions, then cropped to ``x_shape``."""
+    """The adjoint of im2col: cols (C, kh·kw, N, OH, OW) added back into the padded
+    input's positions, then cropped to ``x_shape`` (N, C, H, W)."""
     n, c, h, w = x_shape
-    out = xp.zeros((n, c, h + pads[0] + pads[1], w + pads[2] + pads[3]), dtype=cols.dtype)
+    out = xp.zeros((c, n, h + pads[0] + pads[1], w + pads[2] + pads[3]), dtype=cols.dtype)
     for k, key in enumerate(window_slices(kernel, stride, out_hw)):
-        out[key] += cols[:, :, k]    # (dask: a get, an add and a set, no view)
+        out[key] += cols[:, k]    # (dask: a get, an add and a set, no view)
+    out = xp.transpose(out, (1, 0, 2, 3))
     return out[:, :, pads[0]:pads[0] + h, pads[2]:pads[2] + w]
+
+
+def _by_channel(xp, g):
+    """g (N, O, OH, OW) as the matrix (O, N·OH·OW) that im2col's layout multiplies."""
+    n, o, oh, ow = g.shape
+    return xp.reshape(xp.transpose(g, (1, 0, 2, 3)), (o, n * oh * ow))
 
 
 def _conv_forward(xp, x, w, stride, pads):
@@ -124,15 +135,15 @@ def _conv_forward(xp, x, w, stride, pads):
     hw = (x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])
     out_hw = tuple(out_len(n, k, s, 0, 0) for n, k, s in zip(hw, (kh, kw), stride))
     cols = im2col(xp, pad_hw(xp, x, pads), (kh, kw), stride, out_hw)
-    out = xp.matmul(xp.reshape(w, (o, c * kh * kw)), cols)
-    return xp.reshape(out, (x.shape[0], o) + out_hw)
+    out = xp.matmul(xp.reshape(w, (o, c * kh * kw)), cols)      # (O, N·OH·OW)
+    return xp.transpose(xp.reshape(out, (o, x.shape[0]) + out_hw), (1, 0, 2, 3))
 
 
 def _grad_x_forward(xp, g, w, x, stride, pads):
     o, c, kh, kw = w.shape
     n, _, oh, ow = g.shape
-    cols = xp.matmul(xp.reshape(w, (o, c * kh * kw)).T, xp.reshape(g, (n, o, oh * ow)))
-    cols = xp.reshape(cols, (n, c, kh * kw, oh, ow))
+    cols = xp.matmul(xp.reshape(w, (o, c * kh * kw)).T, _by_channel(xp, g))
+    cols = xp.reshape(cols, (c, kh * kw, n, oh, ow))
     return col2im(xp, cols, x.shape, (kh, kw), stride, pads, (oh, ow))
 
 
@@ -140,7 +151,7 @@ def _grad_w_forward(xp, x, g, kernel, stride, pads):
     n, o, oh, ow = g.shape
     c = x.shape[1]
     cols = im2col(xp, pad_hw(xp, x, pads), kernel, stride, (oh, ow))
-    dw = xp.tensordot(xp.reshape(g, (n, o, oh * ow)), cols, axes=([0, 2], [0, 2]))
+    dw = xp.matmul(_by_channel(xp, g), cols.T)                  # (O, C·kh·kw)
     return xp.reshape(dw, (o, c) + tuple(kernel))
 
 
