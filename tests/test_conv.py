@@ -161,6 +161,21 @@ def test_max_pool_ties_route_to_the_first_maximum_as_pytorch():
     assert d == 1.0 + 2.0 + 8.0 + 10.0
 
 
+def test_max_pool_with_nan_propagates_and_routes_as_pytorch():
+    nan = np.nan
+    X = np.array([[[[1.0, nan, 2.0, 7.0, nan, 2.0],
+                    [nan, 5.0, nan, 5.0, 3.0, 5.0]]]])
+    x = torch.tensor(X, requires_grad=True)
+    F.max_pool2d(x, 2).sum().backward()
+    with fg.Graph():
+        xn = fg.placeholder("x", shape=X.shape)
+        y = fg.max_pool2d(xn, 2)
+        yv, g = fg.run([y, fg.grad(fg.sum(y), xn)], {xn: X})
+    np.testing.assert_array_equal(yv, [[[[nan, nan, nan]]]])
+    np.testing.assert_array_equal(g, x.grad.numpy())
+    np.testing.assert_array_equal(g[0, 0], [[0, 0, 0, 0, 1, 0], [1, 0, 1, 0, 0, 0]])
+
+
 def test_max_pool_second_order_matches_pytorch():
     X = _r.permutation(48).reshape(1, 3, 4, 4) / 5.0
     x = torch.tensor(X, requires_grad=True)

@@ -7,7 +7,8 @@ Conv, ConvTranspose or AveragePool, so a float64 node is written as flowgrad com
 im2col from strided ``Slice``s and one ``MatMul`` (and col2im from ``Pad``s), which runs
 everywhere and matches flowgrad to rounding. conv2d's w-adjoint is always that im2col
 product. Max pooling's adjoint and tangent use MaxPool's ``Indices`` output (the first of
-tied maxima, as flowgrad), with ScatterElements / GatherElements.
+tied maxima, as flowgrad), with ScatterElements / GatherElements; where a window holds
+NaN, onnxruntime's index may name another entry than flowgrad's (the last NaN).
 
 The forms that build slices (float64, the w-adjoint) and the transposed convolutions
 need the input's channels, height and width known when the graph is built; the batch
