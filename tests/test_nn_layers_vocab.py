@@ -217,3 +217,24 @@ def test_embedding_and_conv_layers_export_to_onnx(tmp_path):
     np.testing.assert_allclose(sess.run(None, {"t": idx})[0], want, rtol=1e-13, atol=1e-13)
     with pytest.raises(Exception, match="invalid index"):   # ONNX has no run-time check:
         sess.run(None, {"t": np.array([[0, -1]])})          # a negative index fails in Gather
+
+
+def test_a_graph_with_the_new_layers_round_trips_through_a_graph_file(tmp_path):
+    rng = np.random.default_rng(9)
+    X, idx = rng.standard_normal((2, 1, 6, 6)), np.array([[1, 0], [2, 2]])
+    g = fg.Graph()
+    with g:
+        x = fg.placeholder("x", shape=(None, 1, 6, 6))
+        t = fg.placeholder("t", shape=(None, 2), dtype="int64")
+        h = fg.nn.Conv2D(3, 3, stride=2, padding="same", activation="relu", seed=0)(x)
+        h = fg.nn.Flatten()(fg.nn.AvgPool2D(1)(fg.nn.MaxPool2D(2, stride=1)(h)))
+        e = fg.nn.Flatten()(fg.nn.Embedding(3, 2, seed=1)(t))
+        y = fg.nn.LayerNorm(16)(fg.concatenate([h, e], axis=1))
+        s = fg.sum(y * y)
+        outs = [y, *fg.grad(s, [x])]
+        before = fg.run(outs, {x: X, t: idx})
+        path = fg.save_graph(tmp_path / "layers.fg", g)
+    g2 = fg.load_graph(path)
+    after = fg.run([g2.by_name(n.name) for n in outs], {"x": X, "t": idx})
+    for a, b in zip(after, before):
+        np.testing.assert_array_equal(a, b)
