@@ -234,17 +234,29 @@ def test_refusals_at_their_boundaries():
             fg.avg_pool2d(x, 0)
 
 
-def test_dask_backend_matches_numpy():
-    X, W = randn(3, 2, 6, 5), randn(3, 2, 3, 3)
+@pytest.mark.parametrize("chunks", ["auto", 2])     # 2: the batch spans several chunks
+def test_dask_backend_matches_numpy(chunks):
+    X, W = randn(5, 2, 6, 5), randn(3, 2, 3, 3)
     with fg.Graph():
         x, w = fg.placeholder("x", shape=X.shape), fg.placeholder("w", shape=W.shape)
         y = fg.avg_pool2d(fg.max_pool2d(fg.conv2d(x, w, stride=1, padding=1), 2, 1), 2)
         s = fg.sum(y * y)
         outs = [y, *fg.grad(s, [x, w])]
         want = fg.run(outs, {x: X, w: W})
-        got = fg.compile(outs, DaskBackend())(x=X, w=W)
+        got = fg.compile(outs, DaskBackend(chunks=chunks))(x=X, w=W)
     for a, b in zip(got, want):
         np.testing.assert_allclose(fg.to_numpy(a), b, rtol=1e-12, atol=1e-13)
+
+
+def test_an_empty_batch_gives_empty_values_and_zero_kernel_gradients():
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 2, 6, 5))
+        w = fg.placeholder("w", shape=(3, 2, 3, 3))
+        y = fg.avg_pool2d(fg.max_pool2d(fg.conv2d(x, w, padding=1), 2), 1)
+        yv, gx, gw = fg.run([y, *fg.grad(fg.sum(y), [x, w])],
+                            {x: np.zeros((0, 2, 6, 5)), w: randn(3, 2, 3, 3)})
+    assert yv.shape == (0, 3, 3, 2) and gx.shape == (0, 2, 6, 5)
+    np.testing.assert_array_equal(gw, np.zeros((3, 2, 3, 3)))
 
 
 # -- ONNX export (Conv, MaxPool, AveragePool; float64 as im2col, run by onnxruntime) ------
