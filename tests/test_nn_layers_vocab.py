@@ -201,6 +201,11 @@ def test_embedding_refuses_the_first_index_out_of_range(bad, value, pos, codegen
         assert isinstance(err.value, IndexError)
         with pytest.raises(fg.GraphError, match="integers"):
             emb(fg.placeholder("f", shape=(3,)))
+        checked = h.inputs[1]                     # the index check is its own node
+        assert checked.op.name == "embedding_index"
+        fed = np.array([1, 2])
+        out = fg.compile(checked, codegen=codegen)(t=fed)
+        assert out is not fed and not np.shares_memory(out, fed)
 
 
 def test_embedding_and_conv_layers_export_to_onnx(tmp_path):

@@ -33,7 +33,7 @@ def _check_forward(xp, idx, num):
         where = tuple(int(i) for i in np.unravel_index(pos, idx.shape))
         raise IndexError(f"Embedding: index {value} at position {where} is out of range "
                          f"for a table of {num} rows (valid: 0 … {num - 1})")
-    return idx
+    return idx.copy()   # never the caller's own array, should this node be an output
 
 
 def _check_infer(idx, num):
