@@ -54,7 +54,10 @@ def _scatter_into(xp, x_shape, dtype, parts, size, stride, out_hw):
 
 
 def _max_forward(xp, x, size, stride):
-    return functools.reduce(xp.maximum, _windows(x, size, stride))
+    wins = _windows(x, size, stride)
+    if len(wins) == 1:           # a 1×1 window: a slice of x, never handed out as a view
+        return wins[0].copy()
+    return functools.reduce(xp.maximum, wins)
 
 
 def _max_scatter_forward(xp, g, x, size, stride):

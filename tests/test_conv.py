@@ -293,3 +293,13 @@ def test_onnx_export_refuses_an_unknown_height_where_its_form_needs_it(tmp_path)
                                  np.ones((3, 2, 2, 2), np.float32)), tmp_path / "f.onnx")
         with pytest.raises(fg.io.onnx_export.OnnxExportError, match="'conv2d'.*height"):
             fg.export_onnx(y, tmp_path / "d.onnx")
+
+
+def test_a_one_by_one_max_pool_never_hands_out_a_view_of_the_feed():
+    X = randn(1, 2, 3, 3)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=X.shape)
+        for codegen in (True, False):
+            y = fg.compile(fg.max_pool2d(x, 1, 2), codegen=codegen)(x=X)
+            np.testing.assert_array_equal(y, X[:, :, ::2, ::2])
+            assert not np.shares_memory(y, X)
