@@ -226,7 +226,8 @@ def conv2d(x, w, b=None, stride=1, padding="valid"):
     ``stride``: an int or (rows, columns). ``padding``: "valid" (none), an int or a
     pair (zeros on both sides), or "same" (OH = ⌈H / stride⌉, the odd zero at the
     bottom/right: PyTorch's "same" at stride 1, ONNX's SAME_UPPER at any stride).
-    The batch N may be None (known at run time).
+    The batch N may be None (known at run time). No dilation and no groups (one kernel
+    sees every input channel).
 
     Derivatives: x̄ = the transposed convolution of v̄ with w (wᵀ v̄ added back
     into the windows), w̄ = the correlation of x with v̄ (Σ over n, p, q of
