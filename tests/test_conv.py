@@ -12,6 +12,9 @@ from opcheck import check_op
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+# PyTorch's own max pooling warns that torch.jit.script is deprecated: not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+
 _r = np.random.default_rng(22)
 
 
