@@ -16,6 +16,7 @@ FAMILY = {"elementwise": "Elementwise", "nn": "Model", "reductions": "Reductions
           "shape": "Shape", "indexing": "Indexing", "linalg": "Linear algebra",
           "creation": "Creation", "broadcast": "Broadcasting", "higher_order": "Higher order",
           "losses": "Losses", "classification": "Classification"}
+FAMILY.update({"conv": "Convolution and pooling", "pooling": "Convolution and pooling"})
 
 
 def _split(doc: str) -> tuple[str, str]:

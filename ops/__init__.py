@@ -13,6 +13,8 @@ from .linalg import (det, dot, eigh, eigvalsh, inv, logdet, matmul, norm,  # noq
 from .creation import ones_like, zeros_like  # noqa: F401
 from .nn import linear, relu, sigmoid, softplus  # noqa: F401
 from .losses import bce_with_logits, l2, mse, softmax_cross_entropy  # noqa: F401
+from .conv import conv2d  # noqa: F401
+from .pooling import avg_pool2d, max_pool2d  # noqa: F401
 
 #: the ops that are public as ``fg.NAME`` (some shadow builtins on purpose: fg.sum,
 #: fg.pow, fg.abs, fg.max, fg.min)
@@ -28,4 +30,5 @@ __all__ = [
     "linear", "sigmoid", "softplus", "relu", "mse", "l2", "bce_with_logits",
     "softmax_cross_entropy",
     "zeros_like", "ones_like",
+    "conv2d", "max_pool2d", "avg_pool2d",
 ]

@@ -255,3 +255,47 @@ CASES += [
 def _vfv(w, v):
     """V diag(w²) Vᵀ: a sign-invariant function of the eigenvectors (= S² for S = VΛVᵀ)."""
     return fg.matmul(v * fg.expand_dims(w * w, -2), v.T)
+
+
+# -- convolution and pooling, NCHW (issue 22); its own generator, so that the order in
+# which blocks are added to this table never changes another block's inputs ------------
+
+_rc = np.random.default_rng(2222)
+
+
+def _conv_ref(x, w, b=None, stride=(1, 1), pads=(0, 0, 0, 0)):
+    """Direct loops over the output positions (independent of flowgrad's im2col)."""
+    xp = np.pad(x, ((0, 0), (0, 0), pads[:2], pads[2:]))
+    (sh, sw), (kh, kw) = stride, w.shape[2:]
+    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    out = np.empty((x.shape[0], w.shape[0], oh, ow))
+    for p in range(oh):
+        for q in range(ow):
+            patch = xp[:, :, p * sh:p * sh + kh, q * sw:q * sw + kw]
+            out[:, :, p, q] = np.einsum("ncij,ocij->no", patch, w)
+    return out if b is None else out + b[:, None, None]
+
+
+def _pool_ref(x, size, stride, reduce):
+    (kh, kw), (sh, sw) = size, stride
+    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    return np.stack([np.stack([reduce(x[:, :, p * sh:p * sh + kh, q * sw:q * sw + kw],
+                                      axis=(2, 3)) for q in range(ow)], -1)
+                     for p in range(oh)], -2)
+
+
+CASES += [
+    ("conv2d stride 2 pad (1,0) bias",
+     lambda x, w, b: fg.conv2d(x, w, b, stride=2, padding=(1, 0)),
+     [_rc.standard_normal((2, 2, 6, 5)), _rc.standard_normal((3, 2, 3, 2)),
+      _rc.standard_normal(3)],
+     lambda x, w, b: _conv_ref(x, w, b, (2, 2), (1, 1, 0, 0))),
+    ("conv2d same", lambda x, w: fg.conv2d(x, w, padding="same"),
+     [_rc.standard_normal((1, 2, 5, 4)), _rc.standard_normal((2, 2, 3, 2))],
+     lambda x, w: _conv_ref(x, w, None, (1, 1), (1, 1, 0, 1))),
+    ("max_pool2d (2,3) stride (2,1)", lambda x: fg.max_pool2d(x, (2, 3), stride=(2, 1)),
+     [_rc.permutation(70).reshape(2, 1, 7, 5) / 9.0],   # distinct entries: no ties
+     lambda x: _pool_ref(x, (2, 3), (2, 1), np.max)),
+    ("avg_pool2d 3 stride 2", lambda x: fg.avg_pool2d(x, 3, 2),
+     [_rc.standard_normal((2, 2, 7, 6))], lambda x: _pool_ref(x, (3, 3), (2, 2), np.mean)),
+]

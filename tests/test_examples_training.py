@@ -57,3 +57,13 @@ def test_mlp_digits_trains_and_restores(tmp_path):
     assert (tmp_path / "mlp.npz").exists()
     assert (tmp_path / "hist.png").read_bytes()[:8] == PNG
     assert out.rstrip().endswith("OK")
+
+
+def test_cnn_digits_trains_and_draws_its_layers(tmp_path):
+    out = run_example("cnn_digits.py", "--quick", "--quiet", "--graph", "cnn", cwd=tmp_path)
+    assert number(r"validation accuracy (\S+)\n", out) >= 0.95
+    assert "total: 6,090 parameters in 6 variables, 3 scopes" in out    # fg.summary
+    assert out.rstrip().endswith("OK")
+    if "graph drawn to" in out:     # (Graphviz's `dot` present)
+        svg = (tmp_path / "cnn.svg").read_text()
+        assert "conv2d_1" in svg and "max_pool2d" in svg

@@ -15,6 +15,7 @@ import numpy as np
 
 from .rule_expr import (POW, PROD, Ans, Arg, Bin, Call, Count, Ctx, Fn, G, NoFlow, Num,
                         Opaque, bshape, indicator, minus, plus)
+from .rules_conv import CONV
 from .rules_models import LINALG, LOSSES
 
 V, X0, X1, ANS = G(), Arg(0), Arg(1), Ans()
@@ -78,6 +79,7 @@ NO_FLOW = {
     "greater": "piecewise constant", "greater_equal": "piecewise constant",
     "less": "piecewise constant", "less_equal": "piecewise constant",
     "sign": "piecewise constant", "tie_weight": "piecewise constant",
+    "embedding_index": "integer indices",
     "argmax": "integer-valued", "one_hot": "integer input", "one_hot_like": "a constant",
     "zeros_like": "only its shape is read", "ones_like": "only its shape is read",
     "reduced_size": "only its shape is read", "mask": "only its shape is read",
@@ -251,7 +253,7 @@ INDEXING = {"getitem": _getitem, "scatter_add": _scatter_add}
 def _no_flow(why):
     return lambda c: NoFlow(why)
 
-TABLE = {**ELEMENTWISE, **REDUCTIONS, **SHAPES, **INDEXING, **LINALG, **LOSSES,
+TABLE = {**ELEMENTWISE, **REDUCTIONS, **SHAPES, **INDEXING, **LINALG, **LOSSES, **CONV,
          **{name: _no_flow(why) for name, why in NO_FLOW.items()}}
 
 #: ops whose rule has no compact form: their caption says so in words (and is not

@@ -371,3 +371,8 @@ def _getitem(e, index):
 @converts("scatter_add")
 def _scatter_add(e, index):
     return scatter_add(e, index)
+
+
+
+# convolution, pooling and the embedding index check: converters in onnx_layers
+from . import onnx_layers  # noqa: E402,F401

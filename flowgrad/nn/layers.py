@@ -4,7 +4,7 @@ are called, sized from the input's last dimension, and reuse them afterwards.
     layer = fg.nn.Dense(64, activation=fg.relu, init="he")
     h = layer(x)                 # builds dense/W (64-in × 64) and dense/b, then relu(x W + b)
     layer.variables              # [dense/W, dense/b]
-    model = fg.nn.MLP([64, 64, 10], activation=fg.relu, seed=0)
+    model = fg.nn.MLP([64, 64, 10], seed=0)   # hidden layers relu (the default), logits out
     logits = model(x)
 
 Every node a layer builds lives in its scope (``dense``, ``dense_1`` …), so a drawing
@@ -27,19 +27,27 @@ from .scopes import in_scope, unique_scope
 __all__ = ["Layer", "Dense", "Dropout", "Sequential", "MLP"]
 
 _ACTIVATIONS = ("relu", "sigmoid", "tanh", "softplus", "exp", "softmax", "log_softmax")
+#: names that ask for no activation (the identity), the same as ``None``
+_LINEAR = ("linear", "identity")
 
 
 def _activation(fn):
     if fn is None or callable(fn):
         return fn
+    if isinstance(fn, str) and fn in _LINEAR:
+        return None
     if isinstance(fn, str) and fn in _ACTIVATIONS:
         return getattr(_ops, fn)
     raise ValueError(f"activation must be a callable (fg.relu …), None or one of "
-                     f"{list(_ACTIVATIONS)}, got {fn!r}")
+                     f"{list(_ACTIVATIONS + _LINEAR)}, got {fn!r}")
 
 
 def _fn_name(fn):
     return getattr(fn, "__name__", None) or getattr(fn, "name", None) or repr(fn)
+
+
+#: public names for the other layer modules (conv, norm …)
+resolve_activation, activation_name = _activation, _fn_name
 
 
 class Layer:
@@ -234,12 +242,16 @@ class MLP(Sequential):
     """Dense layers of the given ``sizes``: ``activation`` after each but the last
     (``output_activation`` after the last, default none: logits).
 
+    Hidden layers default to ``relu``: ``MLP([8, 8, 2])`` is a ReLU network. A linear
+    stack (hidden layers without an activation) must be asked for by name:
+    ``activation=None``, ``"linear"`` or ``"identity"``.
+
     ``init`` defaults to "he" for ReLU and "glorot" otherwise; ``dropout`` > 0 inserts
     ``fg.nn.dropout(h, dropout, training)`` after each hidden layer; ``seed`` (an int or
     Generator) makes the initial weights reproducible — one stream for all layers.
     """
 
-    def __init__(self, sizes, activation=None, output_activation=None, init=None, *,
+    def __init__(self, sizes, activation="relu", output_activation=None, init=None, *,
                  dropout=0.0, training=True, seed=None, use_bias=True, name=None):
         sizes = list(sizes)
         if not sizes:

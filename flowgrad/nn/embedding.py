@@ -1,0 +1,83 @@
+"""Embedding: rows of a table picked by integer indices (as ``torch.nn.Embedding``).
+
+    emb = fg.nn.Embedding(1000, 16)           # variable embedding/table (1000, 16), N(0, 1)
+    h = emb(tokens)                           # tokens (N, T) int → (N, T, 16)
+
+The table's gradient adds the adjoints of repeated indices (``take``'s scatter-add).
+An index outside [0, num) — a negative one too, which numpy would count from the end —
+stops the run with ``fg.RunError`` (an ``IndexError``) naming the first bad value and
+its position, on every path: ``embedding_index`` checks the indices before the lookup.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..errors import GraphError
+from ..ops import NONDIFF, Op, apply
+from .. import ops as _ops
+from .. import random as _random
+from . import init as _init
+from .layers import Layer
+
+__all__ = ["Embedding"]
+
+
+def _check_forward(xp, idx, num):
+    bad = (idx < 0) | (idx >= num)
+    if bool(bad.any()):
+        flat = xp.reshape(bad, (-1,))
+        pos = int(xp.argmax(flat))       # the first bad entry, in C order
+        value = int(xp.reshape(idx, (-1,))[pos])
+        where = tuple(int(i) for i in np.unravel_index(pos, idx.shape))
+        raise IndexError(f"Embedding: index {value} at position {where} is out of range "
+                         f"for a table of {num} rows (valid: 0 … {num - 1})")
+    return idx.copy()   # never the caller's own array, should this node be an output
+
+
+def _check_infer(idx, num):
+    if idx.dtype.kind not in "iu":
+        raise GraphError(f"Embedding: indices must be integers, got {idx.dtype} "
+                         f"({idx.name!r})")
+    return idx.shape, idx.dtype
+
+
+embedding_index = Op(
+    "embedding_index", _check_forward, _check_infer, vjp=(NONDIFF,), jvp=(NONDIFF,),
+    doc="The integer indices themselves, checked to lie in [0, num): the first one outside "
+        "stops the run, naming its value and position. Integer-valued: zero derivative")
+
+
+class Embedding(Layer):
+    """``table[indices]``: ``num`` rows of ``dim`` entries, one per index value.
+
+    The variable ``table`` (num, dim) starts as N(0, 1) draws (as PyTorch) unless
+    ``init=`` names another initialiser of :mod:`fg.nn.init`. ``seed``, ``dtype``: as
+    :class:`Dense` (default float64).
+    """
+
+    default_name = "embedding"
+
+    def __init__(self, num, dim, name=None, *, init="normal", seed=None, dtype=None):
+        super().__init__(name)
+        for what, v in (("num", num), ("dim", dim)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"Embedding: {what} must be a positive int, got {v!r}")
+        self.num, self.dim = int(num), int(dim)
+        self.init = _init.get(init)
+        _init.rng(seed)
+        self.seed, self.dtype = seed, dtype
+        self.table = None
+
+    def build(self, idx):
+        dtype = np.dtype(self.dtype) if self.dtype is not None else np.dtype(np.float64)
+        seed = self.seed if self.seed is not None else _random.derived_seed(idx.graph, "init")
+        self.table = self.add_variable(
+            self.init((self.num, self.dim), seed=_init.rng(seed), dtype=dtype), "table")
+
+    def forward(self, idx):
+        return _ops.take(self.table, apply(embedding_index, idx, num=self.num), axis=0)
+
+    def _describe(self):
+        return f"{self.num}x{self.dim}"

@@ -1,0 +1,250 @@
+"""2-d convolution, NCHW as PyTorch and ONNX: ``conv2d(x, w, b=None, stride=1, padding=…)``
+with x (N, C, H, W) and w (O, C, kh, kw); out[n, o, p, q] = Σ_{c,i,j} w[o,c,i,j] ·
+xpad[n, c, s·p + i, s·q + j] (a cross-correlation, as every deep-learning library).
+
+How it is computed, on every backend (numpy, cupy, dask): **im2col by a loop over the
+kh·kw kernel offsets**, each a strided slice of the padded input, stacked into columns
+(C·kh·kw, N·OH·OW) and multiplied by w as an (O, C·kh·kw) matrix — one 2-d matmul.
+numpy.lib.stride_tricks is not part of the array API that cupy and dask share (dask has
+no as_strided), and gathering by index arrays costs an index array as large as the
+columns; kh·kw slices are cheap (kernels are small) and every namespace has them.
+
+Derivatives, each an op of this module, so every order is a graph again. With
+B(x, w, ḡ) = ⟨ḡ, conv(x, w)⟩, trilinear:
+
+* x̄ = conv2d_grad_x(ḡ, w): the transposed convolution (wᵀ ḡ as columns, added back into
+  the input's positions, "col2im"), cropped to x's shape;
+* w̄ = conv2d_grad_w(x, ḡ): the correlation of x with ḡ (columns of x times ḡ);
+* their own derivatives close the set: ⟨u, conv2d_grad_x(ḡ, w)⟩ = B(u, w, ḡ), so its
+  ḡ-adjoint is conv2d(u, w) and its w-adjoint conv2d_grad_w(u, ḡ); likewise for
+  conv2d_grad_w. All three are bilinear: the forward rules put the tangent in each slot.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import NONDIFF, Op, apply, as_node, fmt_shape, result_dtype, shape_error
+from .shape import reshape
+
+
+# -- arguments ---------------------------------------------------------------------------
+
+def pair(op_name, value, what, minimum=1) -> tuple:
+    """An int or a pair of ints (rows, columns), each ≥ ``minimum``, as a pair of ints."""
+    items = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or any(isinstance(v, (bool, np.bool_)) or
+                              not isinstance(v, (int, np.integer)) or v < minimum
+                              for v in items):
+        raise ValueError(f"{op_name}: {what} must be an int or a pair of ints, each "
+                         f">= {minimum}, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def conv_pads(op_name, padding, kernel, stride, hw) -> tuple:
+    """(top, bottom, left, right) from ``padding``: "valid" (none), an int or a pair
+    (that many zeros on both sides), or "same": out = ⌈in / stride⌉, the total padding
+    max((out − 1)·s + k − in, 0) split with the odd one at the end (bottom, right) —
+    PyTorch's "same" at stride 1 and ONNX's SAME_UPPER at any stride."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ValueError(f"{op_name}: padding must be 'valid', 'same', an int or a "
+                             f"pair of ints, got {padding!r}")
+        pads = []
+        for n, k, s in zip(hw, kernel, stride):
+            if n is None:
+                if s != 1:
+                    raise ValueError(f"{op_name}: padding='same' with stride {s} needs "
+                                     f"the input's height and width at build time")
+                total = k - 1
+            else:
+                total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
+    ph, pw = pair(op_name, padding, "padding", minimum=0)
+    return (ph, ph, pw, pw)
+
+
+def out_len(n, k, s, lo, hi):
+    """Output length along one axis (None when the input's is known only at run time)."""
+    return None if n is None else (n + lo + hi - k) // s + 1
+
+
+def spatial_out(op_name, nodes, hw, kernel, stride, pads) -> tuple:
+    out = tuple(out_len(n, k, s, lo, hi) for n, k, s, lo, hi in
+                zip(hw, kernel, stride, pads[0::2], pads[1::2]))
+    if any(o is not None and o < 1 for o in out):
+        raise shape_error(op_name, nodes, f"the {kernel[0]}×{kernel[1]} window does not fit "
+                          f"the padded input {fmt_shape(hw)} (padding {pads})")
+    return out
+
+
+def check_4d(op_name, nodes, node, what):
+    if len(node.shape) != 4:
+        raise shape_error(op_name, nodes, f"{what} must be 4-d (NCHW), got "
+                                          f"{fmt_shape(node.shape)}")
+
+
+# -- kernels (values in, value out; xp is the backend's namespace) -----------------------
+
+def pad_hw(xp, x, pads):
+    if not any(pads):
+        return x
+    return xp.pad(x, ((0, 0), (0, 0), (pads[0], pads[1]), (pads[2], pads[3])))
+
+
+def window_slices(kernel, stride, out_hw):
+    """For each kernel offset (i, j) in row-major order, the key of the slice of the
+    padded input that offset reads for every output position."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    return [(slice(None), slice(None), slice(i, i + sh * (oh - 1) + 1, sh),
+             slice(j, j + sw * (ow - 1) + 1, sw)) for i in range(kh) for j in range(kw)]
+
+
+def im2col(xp, xpad, kernel, stride, out_hw):
+    """(C·kh·kw, N·OH·OW): the columns, channel-major then offset (as w flattens), the
+    batch and the output positions along the rows, so that the forward product and
+    both adjoints are each one plain 2-d matmul (a batched matmul of N small products
+    is several times slower, and w̄ would need a transposed copy of the columns)."""
+    xt = xp.transpose(xpad, (1, 0, 2, 3))          # (C, N, H, W), a view
+    c, n = xt.shape[:2]
+    cols = xp.stack([xt[key] for key in window_slices(kernel, stride, out_hw)], axis=1)
+    return xp.reshape(cols, (c * kernel[0] * kernel[1], n * out_hw[0] * out_hw[1]))
+
+
+def col2im(xp, cols, x_shape, kernel, stride, pads, out_hw):
+    """The adjoint of im2col: cols (C, kh·kw, N, OH, OW) added back into the padded
+    input's positions, then cropped to ``x_shape`` (N, C, H, W)."""
+    n, c, h, w = x_shape
+    out = xp.zeros((c, n, h + pads[0] + pads[1], w + pads[2] + pads[3]), dtype=cols.dtype)
+    for k, key in enumerate(window_slices(kernel, stride, out_hw)):
+        out[key] += cols[:, k]    # (dask: a get, an add and a set, no view)
+    out = xp.transpose(out, (1, 0, 2, 3))
+    return out[:, :, pads[0]:pads[0] + h, pads[2]:pads[2] + w]
+
+
+def _by_channel(xp, g):
+    """g (N, O, OH, OW) as the matrix (O, N·OH·OW) that im2col's layout multiplies."""
+    n, o, oh, ow = g.shape
+    return xp.reshape(xp.transpose(g, (1, 0, 2, 3)), (o, n * oh * ow))
+
+
+def _conv_forward(xp, x, w, stride, pads):
+    o, c, kh, kw = w.shape
+    hw = (x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])
+    out_hw = tuple(out_len(n, k, s, 0, 0) for n, k, s in zip(hw, (kh, kw), stride))
+    cols = im2col(xp, pad_hw(xp, x, pads), (kh, kw), stride, out_hw)
+    out = xp.matmul(xp.reshape(w, (o, c * kh * kw)), cols)      # (O, N·OH·OW)
+    return xp.transpose(xp.reshape(out, (o, x.shape[0]) + out_hw), (1, 0, 2, 3))
+
+
+def _grad_x_forward(xp, g, w, x, stride, pads):
+    o, c, kh, kw = w.shape
+    n, _, oh, ow = g.shape
+    cols = xp.matmul(xp.reshape(w, (o, c * kh * kw)).T, _by_channel(xp, g))
+    cols = xp.reshape(cols, (c, kh * kw, n, oh, ow))
+    return col2im(xp, cols, x.shape, (kh, kw), stride, pads, (oh, ow))
+
+
+def _grad_w_forward(xp, x, g, kernel, stride, pads):
+    n, o, oh, ow = g.shape
+    c = x.shape[1]
+    cols = im2col(xp, pad_hw(xp, x, pads), kernel, stride, (oh, ow))
+    dw = xp.matmul(_by_channel(xp, g), cols.T)                  # (O, C·kh·kw)
+    return xp.reshape(dw, (o, c) + tuple(kernel))
+
+
+# -- shape inference -----------------------------------------------------------------------
+
+def _conv_infer(x, w, stride, pads):
+    check_4d("conv2d", (x, w), x, "the input x")
+    check_4d("conv2d", (x, w), w, "the kernel w (out, in, kh, kw)")
+    if None in w.shape[2:]:
+        raise shape_error("conv2d", (x, w), "the kernel's height and width must be known")
+    if None not in (x.shape[1], w.shape[1]) and x.shape[1] != w.shape[1]:
+        raise shape_error("conv2d", (x, w), f"x has {x.shape[1]} channels, the kernel "
+                                            f"expects {w.shape[1]}")
+    out = spatial_out("conv2d", (x, w), x.shape[2:], w.shape[2:], stride, pads)
+    return (x.shape[0], w.shape[0]) + out, result_dtype(x, w)
+
+
+def _grad_x_infer(g, w, x, stride, pads):
+    return x.shape, result_dtype(g, w)
+
+
+def _grad_w_infer(x, g, kernel, stride, pads):
+    return (g.shape[1], x.shape[1]) + tuple(kernel), result_dtype(x, g)
+
+
+# -- the ops and their rules -----------------------------------------------------------------
+
+def _conv_dx(g, ans, x, w, stride, pads):
+    return apply(conv2d_grad_x, g, w, x, stride=stride, pads=pads)
+
+
+def _conv_dw(g, ans, x, w, stride, pads):
+    return apply(conv2d_grad_w, x, g, kernel=tuple(w.shape[2:]), stride=stride, pads=pads)
+
+
+_conv2d = Op("conv2d", _conv_forward, _conv_infer, vjp=(_conv_dx, _conv_dw),
+             jvp=(lambda t, ans, x, w, **a: apply(_conv2d, t, w, **a),
+                  lambda t, ans, x, w, **a: apply(_conv2d, x, t, **a)),
+             doc="conv2d(x, w), NCHW, stride and padding as attributes.  x̄ = the transposed "
+                 "convolution of v̄ with w; w̄ = the correlation of x with v̄; bilinear: "
+                 "forward rule conv(ẋ, w) + conv(x, ẇ).")
+
+conv2d_grad_x = Op(
+    "conv2d_grad_x", _grad_x_forward, _grad_x_infer,
+    vjp=(lambda u, ans, g, w, x, stride, pads: apply(_conv2d, u, w, stride=stride, pads=pads),
+         lambda u, ans, g, w, x, stride, pads: apply(conv2d_grad_w, u, g, kernel=tuple(
+             w.shape[2:]), stride=stride, pads=pads),
+         NONDIFF),
+    jvp=(lambda t, ans, g, w, x, **a: apply(conv2d_grad_x, t, w, x, **a),
+         lambda t, ans, g, w, x, **a: apply(conv2d_grad_x, g, t, x, **a),
+         NONDIFF),
+    doc="The transposed convolution of v̄ with w, conv2d's adjoint for x (x gives only "
+        "the shape).  ∂/∂v̄ is conv2d(·, w), ∂/∂w is conv2d_grad_w(·, v̄): bilinear.")
+
+conv2d_grad_w = Op(
+    "conv2d_grad_w", _grad_w_forward, _grad_w_infer,
+    vjp=(lambda u, ans, x, g, kernel, stride, pads: apply(
+            conv2d_grad_x, g, u, x, stride=stride, pads=pads),
+         lambda u, ans, x, g, kernel, stride, pads: apply(
+            _conv2d, x, u, stride=stride, pads=pads)),
+    jvp=(lambda t, ans, x, g, **a: apply(conv2d_grad_w, t, g, **a),
+         lambda t, ans, x, g, **a: apply(conv2d_grad_w, x, t, **a)),
+    doc="The correlation of x with v̄, conv2d's adjoint for w.  ∂/∂x is "
+        "conv2d_grad_x(v̄, ·), ∂/∂v̄ is conv2d(x, ·): bilinear.")
+
+
+def conv2d(x, w, b=None, stride=1, padding="valid"):
+    """2-d convolution (cross-correlation), NCHW as PyTorch and ONNX.
+
+    x (N, C, H, W), w (O, C, kh, kw), b (O,) or None; the result is
+    (N, O, OH, OW) with OH = ⌊(H + pad_top + pad_bottom − kh) / stride⌋ + 1.
+    ``stride``: an int or (rows, columns). ``padding``: "valid" (none), an int or a
+    pair (zeros on both sides), or "same" (OH = ⌈H / stride⌉, the odd zero at the
+    bottom/right: PyTorch's "same" at stride 1, ONNX's SAME_UPPER at any stride).
+    The batch N may be None (known at run time). No dilation and no groups (one kernel
+    sees every input channel).
+
+    Derivatives: x̄ = the transposed convolution of v̄ with w (wᵀ v̄ added back
+    into the windows), w̄ = the correlation of x with v̄ (Σ over n, p, q of
+    v̄[n,o,p,q] · xpad[n, c, s·p + i, s·q + j]), b̄ = v̄ summed over n, p, q; conv2d
+    is bilinear, so the forward rule is conv(ẋ, w) + conv(x, ẇ) + ḃ. The rules are
+    ops themselves: every order works.
+    """
+    x, w = as_node(x), as_node(w)
+    stride = pair("conv2d", stride, "stride")
+    kernel = tuple(w.shape[2:]) if len(w.shape) == 4 else (1, 1)
+    pads = conv_pads("conv2d", padding, kernel, stride,
+                     x.shape[2:] if len(x.shape) == 4 else (None, None))
+    out = apply(_conv2d, x, w, stride=stride, pads=pads)
+    if b is None:
+        return out
+    b = as_node(b)
+    if len(b.shape) != 1 or None not in (b.shape[0], w.shape[0]) and b.shape[0] != w.shape[0]:
+        raise shape_error("conv2d", (x, w, b), f"the bias must be 1-d with one entry per "
+                                               f"output channel ({w.shape[0]})")
+    return out + reshape(b, (-1, 1, 1))
