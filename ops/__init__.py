@@ -13,6 +13,12 @@ from .linalg import (det, dot, eigh, eigvalsh, inv, logdet, matmul, norm,  # noq
 from .creation import ones_like, zeros_like  # noqa: F401
 from .nn import linear, relu, sigmoid, softplus  # noqa: F401
 from .losses import bce_with_logits, l2, mse, softmax_cross_entropy  # noqa: F401
+# issue 22's vocabulary (one block, for merging)
+from .special import erf, tan  # noqa: F401
+from .activations import clip, elu, gelu, leaky_relu  # noqa: F401
+from .statistics import cumsum, prod, std, var  # noqa: F401
+from .tensor import astype, pad, split  # noqa: F401
+from .einsum import einsum  # noqa: F401
 
 #: the ops that are public as ``fg.NAME`` (some shadow builtins on purpose: fg.sum,
 #: fg.pow, fg.abs, fg.max, fg.min)
@@ -29,3 +35,5 @@ __all__ = [
     "softmax_cross_entropy",
     "zeros_like", "ones_like",
 ]
+__all__ += ["clip", "leaky_relu", "elu", "gelu", "erf", "tan", "var", "std", "prod",
+            "cumsum", "einsum", "pad", "split", "astype"]   # issue 22
