@@ -371,3 +371,127 @@ def _getitem(e, index):
 @converts("scatter_add")
 def _scatter_add(e, index):
     return scatter_add(e, index)
+
+
+# -- issue 22's vocabulary (a block of its own, for merging) -----------------------------------
+# erf and Φ are written out in the kernel's own steps (ops/special.py): onnxruntime has
+# no float64 Erf (nor Tan), and the same steps give the same values to rounding.
+
+from flowgrad.ops import special as _special  # noqa: E402
+
+
+def _erf_parts(e, x, dtype):
+    """(|x| < SPLIT, series(x clamped), fraction(|x| clamped)) as ONNX tensors."""
+    c = lambda v: e.const(v, dtype)   # noqa: E731
+    a = e.op("Abs", [x])
+    small = e.op("Less", [a, c(_special.SPLIT)])
+    xs = e.op("Where", [small, x, c(0.0)])
+    xl = e.op("Where", [small, c(_special.SPLIT), a])
+    # the series: (2/√π) x e^(−x²) (1 + z/3 (1 + z/5 (…))), z = 2x²
+    sq = e.op("Mul", [xs, xs])
+    z = e.op("Mul", [c(2.0), sq])
+    h = e.op("Add", [c(1.0), e.op("Div", [z, c(2 * _special.SERIES_TERMS + 1)])])
+    for k in range(_special.SERIES_TERMS - 1, 0, -1):
+        h = e.op("Add", [c(1.0), e.op("Mul", [e.op("Div", [z, c(2 * k + 1)]), h])])
+    lead = e.op("Mul", [e.op("Mul", [c(_special.TWO_OVER_SQRT_PI), xs]),
+                        e.op("Exp", [e.op("Neg", [sq])])])
+    series = e.op("Mul", [lead, h])
+    # the continued fraction, bottom-up
+    f = e.op("Add", [xl, e.op("Div", [c(_special.CF_TERMS / 2), xl])])
+    for k in range(_special.CF_TERMS - 1, 0, -1):
+        f = e.op("Add", [xl, e.op("Div", [c(k / 2), f])])
+    tail = e.op("Mul", [e.op("Exp", [e.op("Neg", [e.op("Mul", [xl, xl])])]),
+                        c(_special.INV_SQRT_PI)])
+    frac = e.op("Div", [tail, f])
+    return small, series, frac
+
+
+def _negative(e, x, dtype):
+    return e.op("Less", [x, e.const(0.0, dtype)])
+
+
+@converts("erf")
+def _erf(e):
+    dtype = e.node.dtype
+    x = e.arg(0)
+    small, series, frac = _erf_parts(e, x, dtype)
+    tail = e.op("Sub", [e.const(1.0, dtype), frac])
+    signed = e.op("Where", [_negative(e, x, dtype), e.op("Neg", [tail]), tail])
+    return e.op("Where", [small, series, signed])
+
+
+def erfc(e, x, dtype):
+    small, series, frac = _erf_parts(e, x, dtype)
+    big = e.op("Where", [_negative(e, x, dtype),
+                         e.op("Sub", [e.const(2.0, dtype), frac]), frac])
+    return e.op("Where", [small, e.op("Sub", [e.const(1.0, dtype), series]), big])
+
+
+def normal_cdf(e, x, dtype):
+    arg = e.op("Mul", [x, e.const(-_special.INV_SQRT2, dtype)])
+    return e.op("Mul", [e.const(0.5, dtype), erfc(e, arg, dtype)])
+
+
+@converts("normal_cdf")
+def _normal_cdf(e):
+    return normal_cdf(e, e.arg(0), e.node.dtype)
+
+
+@converts("gelu")
+def _gelu(e):
+    x = e.arg(0)
+    return e.op("Mul", [x, normal_cdf(e, x, e.node.dtype)])
+
+
+@converts("tan")
+def _tan(e):
+    x = e.arg(0)
+    return e.op("Div", [e.op("Sin", [x]), e.op("Cos", [x])])
+
+
+@converts("clip")
+def _clip(e):
+    return e.op("Min", [e.op("Max", [e.arg(0), e.arg(1)]), e.arg(2)])
+
+
+@converts("leaky_relu")
+def _leaky_relu(e, slope):
+    dtype = e.node.dtype
+    x = e.arg(0)
+    return e.op("Where", [e.op("Greater", [x, e.const(0, dtype)]), x,
+                          e.op("Mul", [x, e.const(slope, dtype)])])
+
+
+@converts("elu")
+def _elu(e, alpha):
+    dtype = e.node.dtype
+    x = e.arg(0)
+    below = e.op("Sub", [e.op("Exp", [e.op("Min", [x, e.const(0, dtype)])]), e.const(1, dtype)])
+    return e.op("Where", [e.op("Greater", [x, e.const(0, dtype)]), x,
+                          e.op("Mul", [below, e.const(alpha, dtype)])])
+
+
+@converts("prod")
+def _prod(e, axis, keepdims):
+    return reduce(e, "ReduceProd", e.arg(0), axis, keepdims)
+
+
+@converts("cumsum")
+def _cumsum(e, axis):
+    return e.op("CumSum", [e.arg(0), e.const(int(axis), np.int64)])
+
+
+@converts("einsum")
+def _einsum(e, spec):
+    return e.op("Einsum", [e.arg(k) for k in range(len(e.node.inputs))], equation=spec)
+
+
+@converts("pad")
+def _pad(e, widths, value):
+    pads = [b for b, _ in widths] + [a for _, a in widths]
+    return e.op("Pad", [e.arg(0), e.ints(pads), e.const(value, e.node.dtype)], mode="constant")
+
+
+@converts("astype")
+def _astype(e, dtype):
+    return e.op("Cast", [e.raw(0)], to=e.elem(dtype))
