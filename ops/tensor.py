@@ -71,7 +71,10 @@ def pad(x, widths, value=0):
     x = as_node(x)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Number):
         raise TypeError(f"pad: value must be a number, got {value!r}")
-    return apply(_pad, x, widths=_pad_widths(x, widths), value=value)
+    widths = _pad_widths(x, widths)
+    if not any(b or a for b, a in widths):   # nothing to add (a 0-d x among them)
+        return x
+    return apply(_pad, x, widths=widths, value=value)
 
 
 # -- split -----------------------------------------------------------------------------------

@@ -311,6 +311,67 @@ _STEPS = [(0, _step_unary), (0, _step_binary), (0, _step_reduce), (1, _step_soft
           (0, _step_square)]
 
 
+# -- issue 22's vocabulary: smooth where drawn (clip's bounds and leaky_relu's 0 are
+# never hit by random inputs; prod only over axes whose lengths are static) ---------------
+def _np_vocab(name):
+    from scipy.special import erf, ndtr
+    return {"erf": erf, "gelu": lambda a: a * ndtr(a)}[name]
+
+
+def _reduced_static(x, v, axis):
+    axes = range(v.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
+    axes = [a % v.ndim for a in axes] if v.ndim else []
+    return all(x.shape[a] is not None for a in axes), int(np.prod([v.shape[a] for a in axes]))
+
+
+def _step_vocab(b, x, v, draw):
+    kind = draw(st.sampled_from(["erf", "gelu", "tan", "clip", "leaky_relu", "elu", "var",
+                                 "prod", "cumsum", "pad", "einsum", "split"]))
+    if kind in ("erf", "gelu"):
+        return getattr(fg, kind)(x), _np_vocab(kind)(v), kind
+    if kind == "tan":
+        return fg.tan(x * 0.3), np.tan(v * 0.3), "tan(0.3·)"
+    if kind == "clip":
+        return fg.clip(x, -0.5, 0.6), np.clip(v, -0.5, 0.6), "clip(-0.5, 0.6)"
+    if kind == "leaky_relu":
+        return fg.leaky_relu(x, 0.1), np.where(v > 0, v, 0.1 * v), "leaky_relu(0.1)"
+    if kind == "elu":
+        return fg.elu(x), np.where(v > 0, v, np.expm1(np.minimum(v, 0))), "elu"
+    if kind in ("var", "prod"):
+        axis = _axes(draw, v.ndim)
+        keepdims = draw(st.booleans())
+        static, n = _reduced_static(x, v, axis)
+        if kind == "var" and n >= 1:
+            ddof = 1 if n > 1 else 0
+            return fg.var(x, axis, ddof, keepdims), np.var(v, axis=axis, ddof=ddof,
+                                                           keepdims=keepdims), \
+                f"var(axis={axis}, ddof={ddof}, keepdims={keepdims})"
+        if kind == "prod" and static:
+            return fg.prod(x, axis, keepdims), np.prod(v, axis=axis, keepdims=keepdims), \
+                f"prod(axis={axis}, keepdims={keepdims})"
+        return x, v, "identity"
+    if kind == "cumsum":
+        axis = _axis(draw, v.ndim) if v.ndim else None
+        return fg.cumsum(x, axis), np.cumsum(v, axis=axis), f"cumsum({axis})"
+    if kind == "pad":
+        widths = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in v.shape) \
+            if v.ndim else 1
+        return fg.pad(x, widths), np.pad(v, widths), f"pad({widths})"
+    letters = "abcd"[:v.ndim]
+    out = "".join(reversed(letters[1:])) if v.ndim else ""
+    if kind == "einsum":
+        spec = f"{letters},{letters}->{out}"
+        return fg.einsum(spec, x, x), np.einsum(spec, v, v), f"einsum({spec!r})"
+    static = [a for a, n in enumerate(x.shape) if n is not None and n >= 2]
+    if not static:
+        return x, v, "identity"
+    axis = draw(st.sampled_from(static))
+    return fg.split(x, [1], axis)[1], np.split(v, [1], axis)[1], f"split([1], {axis})[1]"
+
+
+_STEPS.append((0, _step_vocab))
+
+
 @st.composite
 def valid_graphs(draw, max_steps=4):
     """A Case whose graph is well-formed, built in a fresh fg.Graph."""
@@ -363,6 +424,11 @@ HOSTILE = {
     "solve": (2, lambda M, p: lambda a, c: (np.linalg.solve if M is np else M.solve)(a, c)),
     "det": (1, lambda M, p: lambda a: (np.linalg.det if M is np else M.det)(a)),
 }
+HOSTILE.update({   # issue 22's reductions and scans on arbitrary axes
+    "prod": (1, lambda M, p: lambda a: M.prod(a, axis=p["axis"], keepdims=p["keepdims"])),
+    "cumsum": (1, lambda M, p: lambda a: M.cumsum(a, p["int_axis"])),
+    "var": (1, lambda M, p: lambda a: M.var(a, axis=p["axis"], keepdims=p["keepdims"])),
+})
 
 
 @st.composite
