@@ -15,6 +15,8 @@ OUT = pathlib.Path(__file__).with_name("ops.md")
 FAMILY = {"elementwise": "Elementwise", "nn": "Model", "reductions": "Reductions",
           "shape": "Shape", "indexing": "Indexing", "linalg": "Linear algebra",
           "creation": "Creation", "broadcast": "Broadcasting", "higher_order": "Higher order"}
+FAMILY.update({"special": "Elementwise", "activations": "Model", "statistics": "Reductions",
+               "tensor": "Shape", "einsum": "Linear algebra"})   # issue 22
 
 
 def _split(doc: str) -> tuple[str, str]:

@@ -93,9 +93,10 @@ def _einsum_vjp(argnum, g, ans, *xs, spec):
 
 _einsum = Op("einsum", lambda xp, *xs, spec: xp.einsum(spec, *xs), _einsum_infer,
              vjp=_einsum_vjp, variadic=True, multilinear=True,
-             doc="Sum of products over labelled axes.  Linear in each operand: x̄ₖ = "
-                 "einsum(\"out,others->k\", Ḡ, others) (broadcast over letters only xₖ "
-                 "has); the forward rule is einsum with the tangent in xₖ's place.")
+             doc="Sum of products over labelled axes, linear in each operand: its x̄ = "
+                 "einsum(\"out,others->k\", Ḡ, others) for operand k (broadcast over the "
+                 "letters only it has); the forward rule is einsum with the tangent in "
+                 "its place.")
 
 
 def einsum(spec, *xs):

@@ -206,8 +206,8 @@ _cumsum = Op("cumsum", lambda xp, x, axis: xp.cumsum(x, axis=axis),
 
 
 def cumsum(x, axis=None):
-    """Running sums of x along ``axis``, as numpy.cumsum (axis=None: of x flattened).
-    Linear: x̄ = v̄'s running sums taken from the end of the axis."""
+    """Running sums of x along ``axis`` (a linear map), as numpy.cumsum; axis=None runs
+    over x flattened. x̄ = v̄'s running sums taken from the end of the axis."""
     from .shape import reshape
     x = as_node(x)
     if axis is None:

@@ -200,6 +200,30 @@ LOCAL = {
     "softplus": ("σ({0})",),
 }
 
+# issue 22's vocabulary (one block, for merging): the same templates as above; slope, α
+# and ddof are the op's attributes, named as in its docstring
+RULES.update({
+    "clip": ("+= v̄ · [{1} ≤ {0} ≤ {2}]", "+= v̄ · [{0} < {1} < {2}]",
+             "+= v̄ · ([{0} > {2}] + [{0} < {1}, {2} ≤ {1}])"),
+    "leaky_relu": ("+= v̄ · ([{0} > 0] + slope [{0} ≤ 0])",),
+    "elu": ("+= v̄ · ([{0} > 0] + α exp({0}) [{0} ≤ 0])",),
+    "gelu": ("+= v̄ · (Φ({0}) + {0} φ({0}))",),
+    "erf": ("+= v̄ · 2/√π exp(−{0}²)",),
+    "normal_cdf": ("+= v̄ · φ({0})",),
+    "tan": ("+= v̄ · (1 + {ans}²)",),
+    "var": ("+= broadcast(v̄) · 2({0} − mean {0}) / (n − ddof)",),
+    "prod": ("+= broadcast(v̄) · Π of the others",),
+    "cumsum": ("+= reversed cumsum(reversed v̄)",),
+    "einsum": ("+= einsum(v̄, the other operands)",) * 8,
+    "pad": ("+= v̄'s interior",),
+    "astype": ("+= astype(v̄, {0}'s dtype)",),
+})
+LOCAL.update({
+    "gelu": ("Φ({0}) + {0} φ({0})",),
+    "erf": ("2/√π exp(−{0}²)",),
+    "tan": ("1 + tan²({0})",),
+})
+
 
 def local_formula(op, names, ans, argnum, scalar=True) -> str | None:
     """∂ans/∂(argument ``argnum``) as a formula over the box labels ``names``, read off the
@@ -260,6 +284,7 @@ RULES_RESHAPING = {"matmul", "sum", "mean", "transpose", "reshape", "broadcast_t
                    "logsumexp", "concatenate", "stack", "trace", "det", "logdet", "inv",
                    "solve", "norm", "eigvalsh", "dot", "outer", "reduced_size",
                    "linear", "mse", "l2", "softmax_cross_entropy"}
+RULES_RESHAPING |= {"var", "prod", "pad", "einsum"}   # issue 22
 
 
 # -- node labels ------------------------------------------------------------------------------
