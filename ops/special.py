@@ -8,8 +8,10 @@ backend runs it), to about 1e-15 relative error in float64:
 * x ≥ 2: erfc x = e^(−x²)/√π · 1/(x + ½/(x + 1/(x + (3/2)/(x + …)))), Laplace's
   continued fraction, 50 levels evaluated bottom-up; erf x = 1 − erfc x.
 
-``erfc`` keeps its relative accuracy in the far tail (Φ(−30) ≈ 5e−198 is not 0), which
-is what makes gelu and Φ stable for large negative arguments. The ONNX exporter writes
+``erfc`` keeps its relative accuracy in the far tail (Φ(−30) ≈ 5e−198 is not 0, and
+e^(−x²) is taken without rounding x² first), which is what makes gelu and Φ stable for
+large negative arguments. Measured against scipy: erf within 6e−16 relative; erfc and Φ
+within 3e−13 relative (where 1 − erf x cancels, 0 < x < 2: 1e−16 absolute). The ONNX exporter writes
 the same steps (``SPLIT``, ``SERIES_TERMS``, ``CF_TERMS``), as onnxruntime has no
 float64 Erf.
 """
@@ -45,12 +47,22 @@ def erf_series(xp, x):
     return TWO_OVER_SQRT_PI * x * xp.exp(-x * x) * h
 
 
-def erfc_fraction(xp, x):
-    """erfc x for x ≥ SPLIT (x = +inf gives 0, nan gives nan)."""
+def exp_neg_sq(xp, a, scale=1.0):
+    """e^(−scale·a²) for a ≥ 0 and scale 1 or ½, without the rounding of a² in the
+    exponent (at a = 30 it costs 1e−13 relative): a = h + (a − h) with h a multiple of
+    1/16, so h² is exact and a² = h² + (a − h)(a + h), the second term small."""
+    a = xp.minimum(a, 40.0)   # e^(−800) is 0 already; inf − inf would be nan
+    h = xp.floor(a * 16.0) / 16.0
+    return xp.exp(-scale * (h * h)) * xp.exp(-scale * ((a - h) * (a + h)))
+
+
+def erfc_fraction(xp, x, expo=None):
+    """erfc x for x ≥ SPLIT (x = +inf gives 0, nan gives nan); ``expo`` is e^(−x²) when
+    the caller has it more accurately than from x (Φ, from x√2 before rounding)."""
     f = x + (CF_TERMS / 2) / x
     for k in range(CF_TERMS - 1, 0, -1):
         f = x + (k / 2) / f
-    return xp.exp(-x * x) * INV_SQRT_PI / f
+    return (exp_neg_sq(xp, x) if expo is None else expo) * INV_SQRT_PI / f
 
 
 def _split(xp, x):
@@ -78,9 +90,13 @@ def erfc_kernel(xp, x):
 
 
 def normal_cdf_kernel(xp, x):
-    """Φ(x) = ½ erfc(−x/√2)."""
+    """Φ(x) = ½ erfc(−x/√2); in the fraction's range e^(−x²/2) comes from x itself."""
     x = as_float(xp, x)
-    return 0.5 * erfc_kernel(xp, -x * INV_SQRT2)
+    z = -x * INV_SQRT2
+    small, zs, zl = _split(xp, z)
+    xl = xp.where(small, SPLIT / INV_SQRT2, xp.abs(x))
+    frac = erfc_fraction(xp, zl, exp_neg_sq(xp, xl, 0.5))
+    return 0.5 * xp.where(small, 1.0 - erf_series(xp, zs), xp.where(z < 0, 2.0 - frac, frac))
 
 
 def _float_infer(x):

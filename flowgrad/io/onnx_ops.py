@@ -380,8 +380,19 @@ def _scatter_add(e, index):
 from flowgrad.ops import special as _special  # noqa: E402
 
 
-def _erf_parts(e, x, dtype):
-    """(|x| < SPLIT, series(x clamped), fraction(|x| clamped)) as ONNX tensors."""
+def _exp_neg_sq(e, a, dtype, scale=1.0):
+    """e^(−scale·a²) split as the kernel does: h = ⌊16a⌋/16, a² = h² + (a − h)(a + h)."""
+    c = lambda v: e.const(v, dtype)   # noqa: E731
+    a = e.op("Min", [a, c(40.0)])
+    h = e.op("Div", [e.op("Floor", [e.op("Mul", [a, c(16.0)])]), c(16.0)])
+    big = e.op("Mul", [c(-scale), e.op("Mul", [h, h])])
+    rest = e.op("Mul", [c(-scale), e.op("Mul", [e.op("Sub", [a, h]), e.op("Add", [a, h])])])
+    return e.op("Mul", [e.op("Exp", [big]), e.op("Exp", [rest])])
+
+
+def _erf_parts(e, x, dtype, expo=None):
+    """(|x| < SPLIT, series(x clamped), fraction(|x| clamped)) as ONNX tensors; ``expo``
+    (a function of the clamped |x|) gives e^(−x²) when the caller has it better."""
     c = lambda v: e.const(v, dtype)   # noqa: E731
     a = e.op("Abs", [x])
     small = e.op("Less", [a, c(_special.SPLIT)])
@@ -400,9 +411,8 @@ def _erf_parts(e, x, dtype):
     f = e.op("Add", [xl, e.op("Div", [c(_special.CF_TERMS / 2), xl])])
     for k in range(_special.CF_TERMS - 1, 0, -1):
         f = e.op("Add", [xl, e.op("Div", [c(k / 2), f])])
-    tail = e.op("Mul", [e.op("Exp", [e.op("Neg", [e.op("Mul", [xl, xl])])]),
-                        c(_special.INV_SQRT_PI)])
-    frac = e.op("Div", [tail, f])
+    ex = _exp_neg_sq(e, xl, dtype) if expo is None else expo(small)
+    frac = e.op("Div", [e.op("Mul", [ex, c(_special.INV_SQRT_PI)]), f])
     return small, series, frac
 
 
@@ -420,16 +430,21 @@ def _erf(e):
     return e.op("Where", [small, series, signed])
 
 
-def erfc(e, x, dtype):
-    small, series, frac = _erf_parts(e, x, dtype)
+def erfc(e, x, dtype, expo=None):
+    small, series, frac = _erf_parts(e, x, dtype, expo)
     big = e.op("Where", [_negative(e, x, dtype),
                          e.op("Sub", [e.const(2.0, dtype), frac]), frac])
     return e.op("Where", [small, e.op("Sub", [e.const(1.0, dtype), series]), big])
 
 
 def normal_cdf(e, x, dtype):
-    arg = e.op("Mul", [x, e.const(-_special.INV_SQRT2, dtype)])
-    return e.op("Mul", [e.const(0.5, dtype), erfc(e, arg, dtype)])
+    """½ erfc(−x/√2), with e^(−x²/2) taken from x itself, as the kernel does."""
+    def expo(small):
+        xl = e.op("Where", [small, e.const(_special.SPLIT / _special.INV_SQRT2, dtype),
+                            e.op("Abs", [x])])
+        return _exp_neg_sq(e, xl, dtype, 0.5)
+    arg = e.op("Mul", [e.op("Neg", [x]), e.const(_special.INV_SQRT2, dtype)])
+    return e.op("Mul", [e.const(0.5, dtype), erfc(e, arg, dtype, expo)])
 
 
 @converts("normal_cdf")

@@ -1,0 +1,390 @@
+"""Issue 22's ops against PyTorch in float64: values, reverse-mode gradients and
+forward-mode tangents to ~1e-10, at random inputs and at the edge values each op
+documents (kinks, bounds, zeros, far tails); the dtype policy; and the refusals, each
+at the first bad value. (Finite differences to second order: tests/op_cases.py.)"""
+import numpy as np
+import pytest
+
+import flowgrad as fg
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+TOL = dict(rtol=1e-10, atol=1e-12)
+_r = np.random.default_rng(22)
+
+
+def _t(a):
+    return torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True)
+
+
+def ours(fn, arrays, weights):
+    """fn's value, the gradient of Σ w·fn w.r.t. each input, and the tangent of fn along
+    the directions ``dirs`` (weights reused as directions: any fixed arrays do)."""
+    with fg.Graph():
+        xs = [fg.placeholder(f"x{i}", shape=np.shape(a)) for i, a in enumerate(arrays)]
+        y = fn(*xs)
+        s = fg.sum(y * weights)
+        grads = fg.grad(s, xs)
+        dirs = [np.cos(np.arange(np.size(a)) + i).reshape(np.shape(a))
+                for i, a in enumerate(arrays)]
+        tangent = fg.jvp(y, xs, dirs)
+        feed = dict(zip(xs, [np.asarray(a, dtype=np.float64) for a in arrays]))
+        return fg.run([y, *grads, tangent], feed), dirs
+
+
+def theirs(fn, arrays, weights, dirs):
+    ts = [_t(a) for a in arrays]
+    y = fn(*ts)
+    grads = torch.autograd.grad((y * torch.tensor(weights)).sum(), ts, allow_unused=True)
+    grads = [np.zeros(np.shape(a)) if g is None else g.numpy() for g, a in zip(grads, arrays)]
+    _, tangent = torch.func.jvp(fn, tuple(torch.tensor(np.asarray(a, float)) for a in arrays),
+                                tuple(torch.tensor(d) for d in dirs))
+    return [y.detach().numpy(), *grads, tangent.numpy()]
+
+
+def compare(fg_fn, torch_fn, *arrays, out_shape=None, **tol):
+    shape = out_shape if out_shape is not None else np.broadcast_shapes(
+        *[np.shape(a) for a in arrays])
+    weights = _r.standard_normal(shape)
+    got, dirs = ours(fg_fn, arrays, weights)
+    want = theirs(torch_fn, arrays, weights, dirs)
+    for name, g, w in zip(["value"] + [f"grad {i}" for i in range(len(arrays))] + ["jvp"],
+                          got, want):
+        np.testing.assert_allclose(g, w, err_msg=name, **{**TOL, **tol})
+
+
+EDGE = np.array([-40.0, -10.0, -3.0, -2.0, -1.0, -1e-8, 0.0, 1e-8, 0.5, 2.0, 3.0, 10.0, 40.0])
+
+
+# -- elementwise, against torch -----------------------------------------------------------
+
+@pytest.mark.parametrize("x", [EDGE, _r.standard_normal((3, 4)) * 3], ids=["edges", "random"])
+def test_gelu_erf_tan_match_torch(x):
+    compare(fg.gelu, F.gelu, x)
+    compare(fg.erf, torch.erf, x)
+    small = np.clip(x, -1.4, 1.4)
+    compare(fg.tan, torch.tan, small)
+
+
+def test_gelu_far_tails_keep_relative_accuracy():
+    # Φ(−x) from erfc, e^(−x²/2) without rounding x² first: gelu(−30) = −30 Φ(−30) ≈
+    # −1.47e−196 to the last digits (1 + erf(x/√2) would give 0; scipy's ndtr is 6e−14 off)
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    x = np.array([-30.0, -20.0, -8.0, -2.5, 8.0, 30.0])
+    cdf = np.array([float(mpmath.ncdf(v)) for v in x])
+    pdf = np.array([float(mpmath.npdf(v)) for v in x])
+    with fg.Graph():
+        p = fg.placeholder("p", shape=x.shape)
+        y, g = fg.run([fg.gelu(p), fg.grad(fg.sum(fg.gelu(p)), p)], {p: x})
+    np.testing.assert_allclose(y, x * cdf, rtol=1e-14)
+    np.testing.assert_allclose(g, cdf + x * pdf, rtol=1e-13)
+
+
+def test_elu_and_leaky_relu_match_torch_including_zero():
+    x = np.array([-3.0, -1.0, -1e-9, 0.0, 1e-9, 2.0])
+    compare(lambda a: fg.elu(a, 1.5), lambda a: F.elu(a, 1.5), x)
+    compare(lambda a: fg.leaky_relu(a, 0.2), lambda a: F.leaky_relu(a, 0.2), x)
+    compare(fg.leaky_relu, F.leaky_relu, x)       # the default slope, 0.01, as torch's
+
+
+def test_elu_and_leaky_relu_derivatives_at_zero_are_torchs():
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(1,))
+        ge = fg.grad(fg.sum(fg.elu(p, alpha=1.5)), p)
+        gl = fg.grad(fg.sum(fg.leaky_relu(p, 0.2)), p)
+        te, tl = fg.jvp(fg.elu(p, 1.5), p, [1.0]), fg.jvp(fg.leaky_relu(p, 0.2), p, [1.0])
+        assert [v.tolist() for v in fg.run([ge, gl, te, tl], {p: [0.0]})] == \
+            [[1.5], [0.2], [1.5], [0.2]]
+
+
+def test_clip_matches_torch_clamp_at_and_between_the_bounds():
+    x = np.array([-2.0, -0.5, -0.2, 0.0, 0.3, 0.7, 1.5])
+    compare(lambda a: fg.clip(a, -0.5, 0.7), lambda a: torch.clamp(a, -0.5, 0.7), x)
+    # at a bound x keeps the whole derivative (torch.clamp's convention)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(3,))
+        g = fg.run(fg.grad(fg.sum(fg.clip(p, -1.0, 1.0)), p), {p: [-1.0, 1.0, 1.0000001]})
+    np.testing.assert_array_equal(g, [1.0, 1.0, 0.0])
+
+
+def test_clip_with_tensor_bounds_matches_torch_and_sums_to_one():
+    x = np.array([-1.0, 0.5, 2.0, 0.0, 1.0, -1.0, 3.0])
+    lo = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.5, 2.0])
+    hi = np.array([1.0, 1.0, 1.0, 0.0, 1.0, -0.5, 1.0])   # the last two: hi < lo
+    compare(fg.clip, torch.clamp, x, lo, hi)
+    # lo = hi with x below both: flowgrad gives the derivative to hi (torch gives it to
+    # neither, so its three derivatives sum to 0 where the value moves with lo = hi)
+    with fg.Graph():
+        ps = [fg.placeholder(n, shape=(1,)) for n in "xlh"]
+        gs = fg.run(fg.grad(fg.sum(fg.clip(*ps)), ps), dict(zip(ps, ([-1.0], [0.0], [0.0]))))
+    assert [float(g[0]) for g in gs] == [0.0, 0.0, 1.0]
+
+
+def test_clip_needs_a_bound_and_takes_none_for_one():
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(3,))
+        with pytest.raises(ValueError, match="at least one of lo and hi"):
+            fg.clip(p)
+        np.testing.assert_array_equal(fg.run(fg.clip(p, None, 0.5), {p: [-9.0, 0.4, 9.0]}),
+                                      [-9.0, 0.4, 0.5])
+        k = fg.placeholder("k", shape=(2,), dtype="int32")
+        v = fg.run(fg.clip(k, 0), {k: np.array([-3, 4], np.int32)})
+        assert v.dtype == np.int32 and v.tolist() == [0, 4]
+
+
+# -- reductions and scans --------------------------------------------------------------------
+
+@pytest.mark.parametrize("axis,ddof", [(None, 0), (0, 1), (1, 0), ((0, 2), 1), (-1, 2)])
+def test_var_and_std_match_torch(axis, ddof):
+    x = _r.standard_normal((4, 3, 3)) + 100.0      # far from 0: the two-pass form matters
+    dims = tuple(range(3)) if axis is None else axis
+    out = np.var(x, axis=axis).shape
+    compare(lambda a: fg.var(a, axis, ddof), lambda a: torch.var(a, dim=dims, correction=ddof),
+            x, out_shape=out)
+    compare(lambda a: fg.std(a, axis, ddof), lambda a: torch.std(a, dim=dims, correction=ddof),
+            x, out_shape=out)
+
+
+def test_var_at_the_ddof_boundary():
+    x = np.array([[1.0, 2.0, 4.0], [0.0, 0.0, 3.0]])
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(2, 3))
+        np.testing.assert_allclose(fg.run(fg.var(p, axis=1, ddof=2), {p: x}),
+                                   np.var(x, axis=1, ddof=2), rtol=1e-15)   # N − 1
+        with pytest.raises(fg.ShapeError, match=r"ddof=3 needs more than 3 entries"):
+            fg.var(p, axis=1, ddof=3)                                        # N: refused
+        with pytest.raises(fg.ShapeError, match="ddof=6"):
+            fg.var(p, ddof=6)
+        fg.var(p, ddof=5)
+        with pytest.raises(TypeError, match="ddof must be a number"):
+            fg.var(p, ddof=-1)
+
+
+def test_var_over_a_run_time_length_refuses_ddof_n_when_it_runs():
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None,))
+        v = fg.var(p, ddof=1)
+        g = fg.grad(v, p)
+        x = np.array([1.0, 2.0, 4.0])
+        np.testing.assert_allclose(fg.run([v, g], {p: x})[1], 2 * (x - x.mean()) / 2)
+        with pytest.raises(fg.RunError, match=r"ddof=1 needs more than 1 entries") as err:
+            fg.run(v, {p: [5.0]})
+        assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, (0, 2)])
+def test_prod_matches_torch(axis):
+    x = _r.uniform(0.5, 1.5, (3, 4, 2)) * _r.choice([-1, 1], (3, 4, 2))
+    out = np.prod(x, axis=axis).shape
+    if axis is None:
+        tf = torch.prod
+    elif isinstance(axis, int):
+        tf = lambda a: torch.prod(a, dim=axis)     # noqa: E731
+    else:
+        tf = lambda a: torch.prod(torch.prod(a, dim=2), dim=0)   # noqa: E731
+    compare(lambda a: fg.prod(a, axis), tf, x, out_shape=out)
+
+
+@pytest.mark.parametrize("x,grad", [
+    ([2.0, 0.0, 3.0, 5.0], [0.0, 30.0, 0.0, 0.0]),     # one zero: the others' product there
+    ([2.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0]),      # two zeros: 0 everywhere
+    ([0.0], [1.0]), ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]),
+])
+def test_prod_gradient_at_zeros_is_exact(x, grad):
+    compare(fg.prod, torch.prod, np.array(x), out_shape=())
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(len(x),))
+        assert fg.run(fg.grad(fg.prod(p), p), {p: x}).tolist() == grad
+
+
+def test_prod_hessian_at_a_zero_is_the_product_of_the_other_others():
+    x = np.array([2.0, 0.0, 3.0, 5.0, -1.0])
+    n = len(x)
+    want = np.array([[0.0 if i == j else np.prod(np.delete(x, [i, j])) for j in range(n)]
+                     for i in range(n)])
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(n,))
+        np.testing.assert_array_equal(fg.run(fg.hessian(fg.prod(p), p), {p: x}), want)
+    tx = _t(x)
+    np.testing.assert_allclose(torch.autograd.functional.hessian(torch.prod, tx).numpy(),
+                               want, atol=1e-15)
+
+
+def test_prod_derivative_over_a_run_time_length_is_refused_by_name():
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(2, None))
+        y = fg.prod(p, axis=0)                   # the run-time axis is not reduced: fine
+        fg.grad(fg.sum(y), p)
+        with pytest.raises(fg.DifferentiationError, match=r"prod's derivative needs"):
+            fg.grad(fg.sum(fg.prod(p, axis=1)), p)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1, None])
+def test_cumsum_matches_torch(axis):
+    x = _r.standard_normal((3, 4))
+    if axis is None:
+        compare(lambda a: fg.cumsum(a), lambda a: torch.cumsum(a.reshape(-1), 0), x,
+                out_shape=(12,))
+    else:
+        compare(lambda a: fg.cumsum(a, axis), lambda a: torch.cumsum(a, axis), x)
+
+
+# -- einsum, pad, split, astype ----------------------------------------------------------------
+
+@pytest.mark.parametrize("spec,shapes", [
+    ("ij,jk->ik", [(2, 3), (3, 4)]), ("bij,bjk->bik", [(2, 2, 3), (2, 3, 2)]),
+    ("i,i->", [(4,), (4,)]), ("ij->", [(2, 3)]), ("ij,k->ijk", [(2, 2), (3,)]),
+    ("ijk->kj", [(2, 3, 4)]), ("i,ij,jk", [(2,), (2, 3), (3, 2)]),
+])
+def test_einsum_matches_torch(spec, shapes):
+    arrays = [_r.standard_normal(s) for s in shapes]
+    out = np.einsum(spec, *arrays).shape
+    compare(lambda *a: fg.einsum(spec, *a), lambda *a: torch.einsum(spec, *a), *arrays,
+            out_shape=out)
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("ij,jk", "names 2 operands, but 1 were given"),
+    ("ijk", "term 'ijk' has 3 letters"),
+    ("i...->i", r"'\.\.\.' is not supported"),
+    ("ii->i", "a letter repeated within 'ii'"),
+    ("ij->ik", "must name letters of the inputs"),
+    ("ij->ii", "must name letters of the inputs"),
+    ("i1->i", "axes are named by letters"),
+])
+def test_einsum_refuses_a_bad_spec(spec, match):
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(2, 2))
+        with pytest.raises(fg.ShapeError, match=match):
+            fg.einsum(spec, a)
+
+
+def test_einsum_refuses_lengths_that_disagree():
+    with fg.Graph():
+        a, b = fg.placeholder("a", shape=(2, 3)), fg.placeholder("b", shape=(4, 2))
+        with pytest.raises(fg.ShapeError, match="letter 'j' has lengths 3 and 4"):
+            fg.einsum("ij,jk->ik", a, b)
+        c = fg.placeholder("c", shape=(None, 3))
+        assert fg.einsum("ij,jk->ik", c, fg.placeholder("d", shape=(3, 5))).shape == (None, 5)
+
+
+@pytest.mark.parametrize("widths,value", [(((1, 2), (0, 3)), 0.0), (1, 2.5), ((2, 0), -1.0)])
+def test_pad_matches_torch(widths, value):
+    x = _r.standard_normal((2, 3))
+    want = np.pad(x, widths, constant_values=value)
+    w = np.broadcast_to(np.asarray(widths, dtype=int), (2, 2)) if not isinstance(
+        widths, int) else np.full((2, 2), widths)
+    torch_pad = tuple(int(v) for b, a in w[::-1] for v in (b, a))   # last axis first
+    compare(lambda a: fg.pad(a, widths, value=value),
+            lambda a: F.pad(a, torch_pad, value=value), x, out_shape=want.shape)
+
+
+def test_pad_keeps_run_time_lengths_and_refuses_bad_widths():
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None, 2))
+        y = fg.pad(p, ((1, 1), (0, 2)))
+        assert y.shape == (None, 4)
+        g = fg.grad(fg.sum(y * y), p)
+        x = np.arange(6.0).reshape(3, 2)
+        np.testing.assert_array_equal(fg.run(g, {p: x}), 2 * x)
+        with pytest.raises(fg.ShapeError, match="negative pad width"):
+            fg.pad(p, ((0, -1), (0, 0)))
+        with pytest.raises(fg.ShapeError, match="no \\(before, after\\) pair"):
+            fg.pad(p, ((1, 1), (1, 1), (1, 1)))
+
+
+def test_split_matches_torch_and_numpy():
+    x = _r.standard_normal((6, 2))
+    for k, part in enumerate(np.split(x, 3)):
+        compare(lambda a: fg.split(a, 3)[k], lambda a: torch.split(a, 2)[k], x,
+                out_shape=part.shape)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None, 2))
+        parts = fg.split(p, [1, 4])
+        assert isinstance(parts, tuple) and [q.shape for q in parts] == [(None, 2)] * 3
+        for got, want in zip(fg.run(list(parts), {p: x}), np.split(x, [1, 4])):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_split_refuses_uneven_sections_at_the_first_bad_count():
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(6, 2))
+        assert len(fg.split(p, 6)) == 6
+        with pytest.raises(fg.ShapeError, match="length 6 does not split into 4 equal"):
+            fg.split(p, 4)
+        with pytest.raises(fg.ShapeError, match="must be ≥ 1"):
+            fg.split(p, 0)
+        with pytest.raises(fg.ShapeError, match="need axis 0's length"):
+            fg.split(fg.placeholder("q", shape=(None,)), 2)
+
+
+def test_astype_converts_and_carries_derivatives_between_floats():
+    x = np.array([0.5, -1.75, 3.0])
+    compare(lambda a: fg.astype(a, "float32") * 1.0, lambda a: a.float().double(), x,
+            rtol=1e-7)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(3,), dtype="float32")
+        y = fg.astype(p, np.float64)
+        assert y.dtype == np.float64
+        g = fg.grad(fg.sum(y * y), p)
+        assert g.dtype == np.float32
+        np.testing.assert_array_equal(fg.run(g, {p: x.astype(np.float32)}),
+                                      (2 * x).astype(np.float32))
+        v = fg.run(fg.astype(p, "int32"), {p: x.astype(np.float32)})
+        assert v.dtype == np.int32 and v.tolist() == [0, -1, 3]     # truncation, as numpy
+        assert fg.astype(p, "float32") is p
+
+
+@pytest.mark.parametrize("dtype", ["float128", "object", "str", "datetime64", "floaty"])
+def test_astype_refuses_a_dtype_naming_the_accepted_ones(dtype):
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(3,))
+        with pytest.raises(TypeError, match=r"cannot convert to .*accepted dtypes are "
+                                            r"bool, int8, .*float64, complex64, complex128"):
+            fg.astype(p, dtype)
+
+
+# -- dtype policy -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    fg.gelu, fg.erf, fg.tan, fg.elu, fg.leaky_relu, lambda a: fg.clip(a, -0.5, 0.5),
+    fg.var, fg.std, fg.prod, fg.cumsum, lambda a: fg.einsum("i,i->", a, a),
+    lambda a: fg.pad(a, 1), lambda a: fg.split(a, 2)[0],
+], ids=["gelu", "erf", "tan", "elu", "leaky_relu", "clip", "var", "std", "prod", "cumsum",
+        "einsum", "pad", "split"])
+def test_float32_stays_float32_values_and_gradients(make):
+    x = np.array([0.3, -0.8, 1.1, 0.6], dtype=np.float32)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(4,), dtype="float32")
+        y = make(p)
+        g = fg.grad(fg.sum(y), p)
+        yv, gv = fg.run([y, g], {p: x})
+        assert y.dtype == g.dtype == np.float32 == yv.dtype == gv.dtype
+        q = fg.placeholder("q", shape=(4,))
+        want = fg.run(make(q), {q: x.astype(np.float64)})
+    np.testing.assert_allclose(yv, want, rtol=2e-6, atol=1e-6)
+
+
+def test_integer_inputs_follow_numpy():
+    k = np.array([3, -1, 2, 0], dtype=np.int32)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(4,), dtype="int32")
+        outs = [fg.erf(p), fg.tan(p), fg.gelu(p), fg.var(p), fg.prod(p), fg.cumsum(p),
+                fg.clip(p, 0, 2), fg.pad(p, 1)]
+        vals = fg.run(outs, {p: k})
+    for o, v, want in zip(outs, vals, [np.tan(k), np.tan(k), np.tan(k), np.var(k),
+                                        np.prod(k), np.cumsum(k), np.clip(k, 0, 2),
+                                        np.pad(k, 1)]):
+        assert o.dtype == np.asarray(v).dtype == np.asarray(want).dtype, o.name
+
+
+def test_erf_and_gelu_at_infinities_and_nan():
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0])
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(5,))
+        with np.errstate(invalid="ignore"):
+            e, g = fg.run([fg.erf(p), fg.gelu(p)], {p: x})
+    np.testing.assert_array_equal(e, [1.0, -1.0, np.nan, 0.0, -0.0])
+    want = F.gelu(torch.tensor(x)).numpy()          # gelu(−inf) = −inf·0: nan, as torch
+    np.testing.assert_array_equal(g, want)
