@@ -19,6 +19,7 @@ from .activations import clip, elu, gelu, leaky_relu  # noqa: F401
 from .statistics import cumsum, prod, std, var  # noqa: F401
 from .tensor import astype, pad, split  # noqa: F401
 from .einsum import einsum  # noqa: F401
+from .linalg import cholesky, lstsq, qr, svd  # noqa: F401
 
 #: the ops that are public as ``fg.NAME`` (some shadow builtins on purpose: fg.sum,
 #: fg.pow, fg.abs, fg.max, fg.min)
@@ -36,4 +37,5 @@ __all__ = [
     "zeros_like", "ones_like",
 ]
 __all__ += ["clip", "leaky_relu", "elu", "gelu", "erf", "tan", "var", "std", "prod",
-            "cumsum", "einsum", "pad", "split", "astype"]   # issue 22
+            "cumsum", "einsum", "pad", "split", "astype",
+            "cholesky", "qr", "lstsq", "svd"]   # issue 22

@@ -388,3 +388,95 @@ def test_erf_and_gelu_at_infinities_and_nan():
     np.testing.assert_array_equal(e, [1.0, -1.0, np.nan, 0.0, -0.0])
     want = F.gelu(torch.tensor(x)).numpy()          # gelu(−inf) = −inf·0: nan, as torch
     np.testing.assert_array_equal(g, want)
+
+
+# -- decompositions: against torch, and finite differences to second order -------------------
+
+def _spd(n, batch=()):
+    a = _r.standard_normal(batch + (n, n))
+    return a @ np.swapaxes(a, -1, -2) + n * np.eye(n)
+
+
+def _distinct_sv(m, n):
+    u, _, vh = np.linalg.svd(_r.standard_normal((m, n)), full_matrices=False)
+    return (u * np.linspace(3.0, 1.0, min(m, n))) @ vh
+
+
+def test_cholesky_matches_torch_and_reads_the_lower_triangle():
+    s = _spd(4)
+    # numpy's (and our) cholesky is a function of the lower triangle only; torch's
+    # gradient is the symmetric one, so torch is handed the same function of x
+    compare(fg.cholesky, lambda x: torch.linalg.cholesky(torch.tril(x) + torch.tril(x, -1).T), s)
+    junk = s + np.triu(_r.standard_normal((4, 4)), 1)      # numpy reads only tril
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(4, 4))
+        np.testing.assert_allclose(fg.run(fg.cholesky(p), {p: junk}), np.linalg.cholesky(s),
+                                   rtol=1e-13, atol=1e-14)
+        g = fg.run(fg.grad(fg.sum(fg.cholesky(p)), p), {p: junk})
+        assert np.all(np.triu(g, 1) == 0)
+
+
+def test_cholesky_of_a_matrix_that_is_not_positive_definite_is_a_run_error():
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(2, 2))
+        with pytest.raises(fg.RunError, match="cholesky"):
+            fg.run(fg.cholesky(p), {p: np.array([[1.0, 0.0], [0.0, -1.0]])})
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 3)])
+def test_qr_matches_torch(shape):
+    a = _r.standard_normal(shape)
+    compare(lambda x: fg.qr(x)[0], lambda x: torch.linalg.qr(x)[0], a, out_shape=shape)
+    compare(lambda x: fg.qr(x)[1], lambda x: torch.linalg.qr(x)[1], a,
+            out_shape=(shape[1], shape[1]))
+
+
+def test_qr_refuses_a_wide_matrix():
+    with fg.Graph():
+        with pytest.raises(fg.ShapeError, match="needs m ≥ n"):
+            fg.qr(fg.placeholder("p", shape=(2, 3)))
+
+
+@pytest.mark.parametrize("bshape", [(5,), (5, 2)])
+def test_lstsq_matches_torch(bshape):
+    a, b = _r.standard_normal((5, 3)), _r.standard_normal(bshape)
+    out = np.linalg.lstsq(a, b, rcond=None)[0].shape
+    compare(fg.lstsq, lambda x, y: torch.linalg.lstsq(x, y if y.ndim == 2 else y[:, None])
+            .solution.reshape(out), a, b, out_shape=out)
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 4), (3, 3)])
+def test_svd_matches_torch_on_sign_invariant_functions(shape):
+    a = _distinct_sv(*shape)
+    k = min(shape)
+    compare(lambda x: fg.svd(x)[1], lambda x: torch.linalg.svd(x, full_matrices=False)[1], a,
+            out_shape=(k,))
+    compare(lambda x: fg.matmul(fg.svd(x)[0], fg.svd(x)[2]),           # U Vᵀ: the polar factor
+            lambda x: (lambda u, s, vh: u @ vh)(*torch.linalg.svd(x, full_matrices=False)),
+            a, out_shape=shape)
+    compare(lambda x: fg.svd(x)[0] ** 2,
+            lambda x: torch.linalg.svd(x, full_matrices=False)[0] ** 2, a, out_shape=(shape[0], k))
+
+
+@pytest.mark.parametrize("name,fn,arrays", [
+    ("cholesky", fg.cholesky, [_spd(3)]),
+    ("cholesky batched", fg.cholesky, [_spd(3, (2,))]),
+    ("qr Q", lambda a: fg.qr(a)[0], [_r.standard_normal((4, 3))]),
+    ("qr R batched", lambda a: fg.qr(a)[1], [_r.standard_normal((2, 3, 2))]),
+    ("lstsq", fg.lstsq, [_r.standard_normal((5, 3)), _r.standard_normal(5)]),
+    ("svd s", lambda a: fg.svd(a)[1], [_distinct_sv(4, 3)]),
+    ("svd U²", lambda a: fg.svd(a)[0] ** 2, [_distinct_sv(4, 3)]),
+    ("svd Vh² wide", lambda a: fg.svd(a)[2] ** 2, [_distinct_sv(2, 4)]),
+])
+def test_decompositions_pass_finite_differences_to_second_order(name, fn, arrays):
+    from opcheck import check_op
+    check_op(fn, *arrays)
+
+
+def test_decompositions_are_refused_by_onnx_export_by_name(tmp_path):
+    pytest.importorskip("onnx")
+    from flowgrad.io.onnx_export import OnnxExportError
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(3, 3))
+        with pytest.raises(OnnxExportError, match=r"op 'cholesky' .*no operator"):
+            fg.export_onnx(fg.cholesky(p), tmp_path / "c.onnx")

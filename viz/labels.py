@@ -217,6 +217,9 @@ RULES.update({
     "einsum": ("+= einsum(v̄, the other operands)",) * 8,
     "pad": ("+= v̄'s interior",),
     "astype": ("+= astype(v̄, {0}'s dtype)",),
+    "cholesky": ("+= sym(L⁻ᵀ Φ(Lᵀ v̄) L⁻¹)",),
+    "qr": ("+= (Q̄ + Q copyltu(R R̄ᵀ − Q̄ᵀ Q)) R⁻ᵀ",),
+    "svd": ("+= U (…) Vᵀ",),
 })
 LOCAL.update({
     "gelu": ("Φ({0}) + {0} φ({0})",),
@@ -284,7 +287,7 @@ RULES_RESHAPING = {"matmul", "sum", "mean", "transpose", "reshape", "broadcast_t
                    "logsumexp", "concatenate", "stack", "trace", "det", "logdet", "inv",
                    "solve", "norm", "eigvalsh", "dot", "outer", "reduced_size",
                    "linear", "mse", "l2", "softmax_cross_entropy"}
-RULES_RESHAPING |= {"var", "prod", "pad", "einsum"}   # issue 22
+RULES_RESHAPING |= {"var", "prod", "pad", "einsum", "cholesky", "qr", "svd"}   # issue 22
 
 
 # -- node labels ------------------------------------------------------------------------------
