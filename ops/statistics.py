@@ -39,6 +39,8 @@ def _var(xp, x, axis, ddof, keepdims):
 
 
 def _var_infer(x, axis, ddof, keepdims):
+    if x.dtype.kind == "c":   # (x − x̄)² is not |x − x̄|²: refused rather than wrong
+        raise shape_error("var", (x,), "complex values are not supported")
     dims = [x.shape[a] for a in axis]
     if None not in dims and ddof >= int(np.prod(dims)):
         raise shape_error("var", (x,), f"ddof={ddof} needs more than {ddof} entries along "

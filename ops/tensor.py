@@ -12,6 +12,8 @@ import numbers
 
 import numpy as np
 
+from flowgrad.graph import Node
+
 from .base import Op, apply, as_node, shape_error
 
 # -- pad -------------------------------------------------------------------------------------
@@ -150,8 +152,12 @@ _astype = Op("astype", lambda xp, x, dtype: xp.asarray(x).astype(dtype),
 def astype(x, dtype):
     """x converted to ``dtype`` (numpy's astype: floats to ints truncate toward 0).
     x̄ = v̄ converted back to x's dtype; an integer or bool result has no derivative."""
-    x = as_node(x)
     dtype = _dtype(dtype)
+    if not isinstance(x, Node):
+        # a number or an array is converted here: as a weak Python-scalar constant it
+        # would fold back into a Python number and lose the dtype asked for
+        from flowgrad.leaves import constant
+        return constant(np.asarray(x).astype(dtype))
     if x.dtype == dtype:
         return x
     return apply(_astype, x, dtype=dtype)

@@ -480,3 +480,10 @@ def test_decompositions_are_refused_by_onnx_export_by_name(tmp_path):
         p = fg.placeholder("p", shape=(3, 3))
         with pytest.raises(OnnxExportError, match=r"op 'cholesky' .*no operator"):
             fg.export_onnx(fg.cholesky(p), tmp_path / "c.onnx")
+
+
+def test_astype_of_a_number_keeps_the_dtype_asked_for():
+    with fg.Graph():
+        c = fg.astype(2.5, "float32")
+        assert c.dtype == np.float32 and fg.run(c, {}).dtype == np.float32
+        assert fg.astype(np.array([1.7, -1.7]), "int8").value.tolist() == [1, -1]
