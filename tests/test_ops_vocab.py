@@ -487,3 +487,42 @@ def test_astype_of_a_number_keeps_the_dtype_asked_for():
         c = fg.astype(2.5, "float32")
         assert c.dtype == np.float32 and fg.run(c, {}).dtype == np.float32
         assert fg.astype(np.array([1.7, -1.7]), "int8").value.tolist() == [1, -1]
+
+
+# -- the new ops in graph files and drawings ------------------------------------------------
+
+def _vocab_graph():
+    S = fg.sum
+    x = fg.placeholder("x", shape=(None, 3))
+    y = fg.astype(fg.pad(fg.einsum("ij,jk->ik", x, np.eye(3)), ((1, 0), (0, 2)), value=0.5),
+                  "float32").named("y")
+    z = fg.split(fg.cumsum(x, 1), [1], axis=1)[1].named("z")
+    v = (fg.var(x, axis=0, ddof=1) + S(fg.prod(fg.clip(x, -1, 1), axis=1)) + S(fg.gelu(x))
+         + S(fg.leaky_relu(x, 0.3)) + S(fg.elu(x, 2.0))).named("v")
+    loss = (S(v) + S(fg.astype(y, "float64")) + S(fg.erf(x) * fg.tan(x))
+            + S(fg.svd(fg.cholesky(fg.matmul(x.T, x)))[1])).named("loss")
+    return x, [y, z, v, loss, fg.grad(loss, x).named("gx")]
+
+
+def test_graph_files_round_trip_the_new_ops(tmp_path):
+    X = _r.standard_normal((4, 3))
+    with fg.Graph():
+        x, outs = _vocab_graph()
+        fg.save_graph(tmp_path / "g.fg", outs)
+        want = fg.run(outs, {x: X})
+    g = fg.load_graph(tmp_path / "g.fg")
+    with g:
+        got = fg.run([g.by_name(n) for n in ("y", "z", "v", "loss", "gx")], {g.by_name("x"): X})
+    for w, q in zip(want, got):
+        np.testing.assert_array_equal(w, q)
+
+
+def test_drawings_show_the_new_ops_with_their_rules():
+    pytest.importorskip("graphviz")
+    X = _r.standard_normal((4, 3))
+    with fg.Graph():
+        x, outs = _vocab_graph()
+        tr = fg.compile(outs).trace(x=X)
+        src = fg.viz.draw(tr, loss=outs[3], backward=True).source
+    for op in ("gelu", "einsum", "cholesky", "svd", "prod", "var"):
+        assert op in src, op
