@@ -558,8 +558,20 @@ def _phi(x):
     return x * (mask(x, "tri", 0) - 0.5 * mask(x, "eye", 0))
 
 
+_LOWER_FLAG: dict = {}   # {namespace: whether its cholesky takes lower= (dask's; upper by default)}
+
+
 def _cholesky_forward(xp, s):
-    return xp.linalg.cholesky(_whole(s))
+    flag = _LOWER_FLAG.get(xp)
+    if flag is None:
+        import inspect
+        try:
+            flag = "lower" in inspect.signature(xp.linalg.cholesky).parameters
+        except (TypeError, ValueError):   # a builtin without a signature: numpy's rule
+            flag = False
+        _LOWER_FLAG[xp] = flag
+    s = _whole(s)
+    return xp.linalg.cholesky(s, lower=True) if flag else xp.linalg.cholesky(s)
 
 
 def _cholesky_infer(s):
@@ -699,7 +711,16 @@ def _svd_infer(a, part):
 
 def _svd_forward(xp, a, part):
     u, s, vh = xp.linalg.svd(_whole(a), full_matrices=False)
-    return {"u": u, "s": s, "vh": vh}[part]
+    if part == "s":
+        return s
+    # each pair (uᵢ, vᵢ) is defined up to a common sign, which LAPACK and dask choose
+    # differently: flip so that the largest-magnitude entry of each uᵢ is positive, the
+    # same answer on every backend (ties between ±max keep the library's sign)
+    mag = xp.abs(u)
+    top = mag == xp.max(mag, axis=-2, keepdims=True)
+    sign = xp.sign(xp.sum(xp.where(top, u, 0.0), axis=-2, keepdims=True))
+    sign = xp.where(sign == 0, 1.0, sign)
+    return u * sign if part == "u" else vh * xp.swapaxes(sign, -1, -2)
 
 
 def _svd_parts(a):
@@ -756,7 +777,9 @@ _svd = Op("svd", _svd_forward, _svd_infer, vjp=(_svd_vjp,), jvp=(_svd_jvp,),
 
 def svd(x):
     """(U, s, Vh), the reduced singular value decomposition A = U diag(s) Vh of a (batch
-    of) matrices, as numpy.linalg.svd(x, full_matrices=False); s descending. Derivatives
+    of) matrices, as numpy.linalg.svd(x, full_matrices=False); s descending; the sign
+    of each pair (uᵢ, vᵢ) is chosen so that uᵢ's largest-magnitude entry is positive (the
+    same on every backend, where numpy's is LAPACK's choice). Derivatives
     assume distinct, nonzero singular values (U and V are not unique otherwise), and only
     functions invariant to the sign of a pair (uᵢ, vᵢ) are well defined:
     s̄ ↦ Ā = U diag(s̄) Vᵀ, ṡ = diag(Uᵀ Ȧ V); U̇ = U (F ∘ (dP S + S dPᵀ)) + (I − UUᵀ) Ȧ V S⁻¹

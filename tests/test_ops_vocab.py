@@ -526,3 +526,24 @@ def test_drawings_show_the_new_ops_with_their_rules():
         src = fg.viz.draw(tr, loss=outs[3], backward=True).source
     for op in ("gelu", "einsum", "cholesky", "svd", "prod", "var"):
         assert op in src, op
+
+
+@pytest.mark.parametrize("name", ["cholesky", "qr Q", "svd U", "svd Vh", "lstsq"])
+def test_decompositions_give_numpys_answer_on_dask(name):
+    """dask's cholesky is upper-triangular by default and its svd picks its own signs:
+    the kernels ask for the lower factor and fix the signs, so both backends agree."""
+    pytest.importorskip("dask")
+    from flowgrad.backends.dask_backend import DaskBackend
+    a = _r.standard_normal((5, 3))
+    fn, v = {"cholesky": (fg.cholesky, a.T @ a + np.eye(3)),
+             "qr Q": (lambda x: fg.qr(x)[0], a), "svd U": (lambda x: fg.svd(x)[0], a),
+             "svd Vh": (lambda x: fg.svd(x)[2], a.T),
+             "lstsq": (lambda x: fg.lstsq(x, np.arange(5.0)), a)}[name]
+    with fg.Graph():
+        x = fg.placeholder("x", shape=v.shape)
+        y = fn(x)
+        outs = [y, fg.grad(fg.sum(y * y * y), x)]
+        want = fg.compile(outs)({x: v})
+        got = fg.compile(outs, backend=DaskBackend(chunks=2))({x: v})
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(fg.to_numpy(g), w, rtol=1e-10, atol=1e-12)
