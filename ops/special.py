@@ -74,29 +74,40 @@ def _split(xp, x):
     return small, xp.where(small, x, 0.0), xp.where(small, SPLIT, a)
 
 
-def erf_kernel(xp, x):
-    x = as_float(xp, x)
+def erf_of(xp, x):
+    """erf of a float x; ``xp`` may be any namespace with abs, exp, floor, minimum and
+    where (the scalar path runs these same steps on Python floats)."""
     small, xs, xl = _split(xp, x)
     tail = 1.0 - erfc_fraction(xp, xl)
     return xp.where(small, erf_series(xp, xs), xp.where(x < 0, -tail, tail))
 
 
-def erfc_kernel(xp, x):
+def erfc_of(xp, x):
     """1 − erf x, with full relative accuracy for large positive x."""
-    x = as_float(xp, x)
     small, xs, xl = _split(xp, x)
     frac = erfc_fraction(xp, xl)
     return xp.where(small, 1.0 - erf_series(xp, xs), xp.where(x < 0, 2.0 - frac, frac))
 
 
-def normal_cdf_kernel(xp, x):
+def normal_cdf_of(xp, x):
     """Φ(x) = ½ erfc(−x/√2); in the fraction's range e^(−x²/2) comes from x itself."""
-    x = as_float(xp, x)
     z = -x * INV_SQRT2
     small, zs, zl = _split(xp, z)
     xl = xp.where(small, SPLIT / INV_SQRT2, xp.abs(x))
     frac = erfc_fraction(xp, zl, exp_neg_sq(xp, xl, 0.5))
     return 0.5 * xp.where(small, 1.0 - erf_series(xp, zs), xp.where(z < 0, 2.0 - frac, frac))
+
+
+def erf_kernel(xp, x):
+    return erf_of(xp, as_float(xp, x))
+
+
+def erfc_kernel(xp, x):
+    return erfc_of(xp, as_float(xp, x))
+
+
+def normal_cdf_kernel(xp, x):
+    return normal_cdf_of(xp, as_float(xp, x))
 
 
 def _float_infer(x):
