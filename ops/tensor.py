@@ -32,6 +32,7 @@ def _pad_widths(x, widths):
         return int(v)
 
     if isinstance(widths, (numbers.Integral, np.integer)) and not isinstance(widths, bool):
+        ints(widths)                       # checked even for a 0-d x, as numpy does
         pairs = [(widths, widths)] * ndim
     else:
         w = list(widths)

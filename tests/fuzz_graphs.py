@@ -428,6 +428,8 @@ HOSTILE.update({   # issue 22's reductions and scans on arbitrary axes
     "prod": (1, lambda M, p: lambda a: M.prod(a, axis=p["axis"], keepdims=p["keepdims"])),
     "cumsum": (1, lambda M, p: lambda a: M.cumsum(a, p["int_axis"])),
     "var": (1, lambda M, p: lambda a: M.var(a, axis=p["axis"], keepdims=p["keepdims"])),
+    "split": (1, lambda M, p: lambda a: M.split(a, list(p["shape"]), p["int_axis"])[-1]),
+    "pad": (1, lambda M, p: lambda a: M.pad(a, p["int_axis"])),
 })
 
 
