@@ -40,8 +40,8 @@ def _clip_dx(g, ans, x, lo, hi):
 
 
 def _clip_dlo(g, ans, x, lo, hi):
-    # lo is the value where x < lo and lo ≤ hi (at lo = hi both bounds are the value:
-    # hi takes it, below, so the derivatives still sum to 1)
+    # lo is the value where x < lo < hi (at lo = hi both bounds are the value: hi takes
+    # it, below, so the derivatives still sum to 1)
     return where(less(x, lo), where(less(lo, hi), g, 0.0), 0.0)
 
 
@@ -68,11 +68,14 @@ def clip(x, lo=None, hi=None):
     x = as_node(x)
     if lo is None and hi is None:
         raise ValueError("clip needs at least one of lo and hi")
-    if lo is None or hi is None:
-        floating = x.dtype.kind in "fc"
-        big = float("inf") if floating else int(np.iinfo(x.dtype).max) \
-            if x.dtype.kind in "iu" else 1
-        small = -big if floating or x.dtype.kind == "i" else 0
+    if lo is None or hi is None:   # the missing bound is the dtype's own end
+        if x.dtype.kind in "fc":
+            small, big = -float("inf"), float("inf")
+        elif x.dtype.kind in "iu":
+            info = np.iinfo(x.dtype)
+            small, big = int(info.min), int(info.max)
+        else:
+            small, big = False, True
         lo, hi = (small if lo is None else lo), (big if hi is None else hi)
     return apply(_clip, x, lo, hi)
 

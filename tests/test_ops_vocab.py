@@ -547,3 +547,15 @@ def test_decompositions_give_numpys_answer_on_dask(name):
         got = fg.compile(outs, backend=DaskBackend(chunks=2))({x: v})
     for w, g in zip(want, got):
         np.testing.assert_allclose(fg.to_numpy(g), w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int64"])
+def test_clip_with_one_bound_keeps_the_whole_integer_range(dtype):
+    info = np.iinfo(dtype)
+    k = np.array([info.min, 0, info.max], dtype=dtype)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(3,), dtype=dtype)
+        lo, hi = fg.run([fg.clip(p, None, 5), fg.clip(p, 0)], {p: k})
+    np.testing.assert_array_equal(lo, np.clip(k, None, 5))       # info.min stays info.min
+    np.testing.assert_array_equal(hi, np.clip(k, 0, None))
+    assert lo.dtype == hi.dtype == np.dtype(dtype)
