@@ -95,9 +95,13 @@ def var(x, axis=None, ddof=0, keepdims=False):
 
 def std(x, axis=None, ddof=0, keepdims=False):
     """Standard deviation √var(x, axis, ddof) (a composite of var and sqrt).
-    ∂/∂x = (x − x̄)/((N − ddof) std); at zero spread the gradient is nan, as torch's."""
-    from .elementwise import sqrt
-    return sqrt(var(x, axis, ddof, keepdims))
+    ∂/∂x = (x − x̄)/((N − ddof) std); at zero spread (std = 0) the gradient is 0, as
+    torch's and as norm's at 0 (the minimum-norm subgradient), not 0/0."""
+    from .elementwise import equal, sqrt, where
+    v = var(x, axis, ddof, keepdims)
+    flat = equal(v, 0)
+    # sqrt never sees the 0 (where's adjoint does not reach the branch not taken)
+    return where(flat, 0.0, sqrt(where(flat, 1.0, v)))
 
 
 # -- prod --------------------------------------------------------------------------------

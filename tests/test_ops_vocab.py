@@ -559,3 +559,14 @@ def test_clip_with_one_bound_keeps_the_whole_integer_range(dtype):
     np.testing.assert_array_equal(lo, np.clip(k, None, 5))       # info.min stays info.min
     np.testing.assert_array_equal(hi, np.clip(k, 0, None))
     assert lo.dtype == hi.dtype == np.dtype(dtype)
+
+
+def test_std_at_zero_spread_has_gradient_zero_as_torch():
+    x = np.array([[2.0, 2.0, 2.0], [1.0, 2.0, 4.0]])
+    compare(lambda a: fg.std(a, axis=1), lambda a: torch.std(a, dim=1, correction=0), x,
+            out_shape=(2,))
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(2, 3))
+        y, g = fg.run([fg.std(p, axis=1, ddof=1), fg.grad(fg.sum(fg.std(p, axis=1)), p)],
+                      {p: x})
+    assert y[0] == 0.0 and np.all(g[0] == 0.0) and np.all(np.isfinite(g))
