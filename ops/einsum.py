@@ -7,8 +7,9 @@ with the tangent in that operand's place, and its reverse rule is another einsum
 adjoint of operand k is ``einsum("<out>,<others>-><k>", Ḡ, *others)``, broadcast over
 the letters only operand k has (axes it sums on its own).
 
-Not supported (refused with the reason): ``...`` and a letter repeated within one
-operand (a diagonal: use ``fg.trace`` or ``getitem``).
+Not supported (refused with the reason): ``...``, a letter repeated within one
+operand (a diagonal: use ``fg.trace`` or ``getitem``), and numpy's broadcasting of a
+length-1 axis against a longer one of the same letter (``fg.broadcast_to`` it first).
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def _check_terms(spec, terms, out, nodes):
         for c, n in zip(term, node.shape):
             if n is not None and sizes.setdefault(c, n) != n:
                 raise shape_error("einsum", nodes, f"spec {spec!r}: letter {c!r} has "
-                                  f"lengths {sizes[c]} and {n}")
+                                  f"lengths {sizes[c]} and {n} (a length 1 is not "
+                                  "broadcast here: fg.broadcast_to the operand first)")
     used = set("".join(terms))
     if len(set(out)) != len(out) or not set(out) <= used:
         raise shape_error("einsum", nodes, f"spec {spec!r}: the output {out!r} must name "
