@@ -104,7 +104,10 @@ _einsum = Op("einsum", lambda xp, *xs, spec: xp.einsum(spec, *xs), _einsum_infer
 def einsum(spec, *xs):
     """numpy.einsum over nodes, e.g. ``einsum("ij,jk->ik", a, b)``; without ``->`` the
     output is the letters used once, alphabetically. Every operand's adjoint is an
-    einsum too: x̄ₖ = einsum("out,others->k", v̄, others)."""
+    einsum too: x̄ₖ = einsum("out,others->k", v̄, others).
+
+    Refused, with the reason: ``...``, a letter repeated within one operand (a diagonal)
+    and a length-1 axis broadcast against a longer one of the same letter."""
     xs = [as_node(x) for x in xs]
     if not xs:
         raise ValueError("einsum needs at least one operand")

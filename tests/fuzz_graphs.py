@@ -326,7 +326,9 @@ def _reduced_static(x, v, axis):
 
 def _step_vocab(b, x, v, draw):
     kind = draw(st.sampled_from(["erf", "gelu", "tan", "clip", "leaky_relu", "elu", "var",
-                                 "prod", "cumsum", "pad", "einsum", "split"]))
+                                 "prod", "cumsum", "pad", "einsum", "split", "decomposition"]))
+    if kind == "decomposition":
+        return _step_decomposition(b, x, v, draw)
     if kind in ("erf", "gelu"):
         return getattr(fg, kind)(x), _np_vocab(kind)(v), kind
     if kind == "tan":
@@ -367,6 +369,28 @@ def _step_vocab(b, x, v, draw):
         return x, v, "identity"
     axis = draw(st.sampled_from(static))
     return fg.split(x, [1], axis)[1], np.split(v, [1], axis)[1], f"split([1], {axis})[1]"
+
+
+def _step_decomposition(b, x, v, draw):
+    """cholesky, qr, svd (singular values) or lstsq of a fresh well-conditioned matrix
+    M = [I; 0] + 0.2 A (4×3: distinct singular values, full rank), combined with x."""
+    z = np.zeros((4, 3))
+    A, a = b.partner_like(z, z)
+    eye = np.eye(4, 3)
+    M, m = eye + 0.2 * A, eye + 0.2 * a
+    kind = draw(st.sampled_from(["cholesky", "qr", "svd", "lstsq"]))
+    if kind == "cholesky":
+        S, s = fg.matmul(fg.transpose(M), M), m.T @ m
+        return fg.cholesky(S) * fg.sum(x), np.linalg.cholesky(s) * np.sum(v), "cholesky(MᵀM)"
+    if kind == "qr":
+        q, r = fg.qr(M)
+        nq, nr = np.linalg.qr(m)
+        return fg.sum(q * q * r[0]) + x, np.sum(nq * nq * nr[0]) + v, "qr(M)"
+    if kind == "svd":
+        return fg.sum(fg.svd(M)[1]) * x, np.sum(np.linalg.svd(m)[1]) * v, "svd(M)"
+    rhs = fg.sum(x) * np.arange(1.0, 5.0)
+    return fg.lstsq(M, rhs), np.linalg.lstsq(m, np.sum(v) * np.arange(1.0, 5.0),
+                                             rcond=None)[0], "lstsq(M, ·)"
 
 
 _STEPS.append((0, _step_vocab))
