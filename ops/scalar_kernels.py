@@ -137,4 +137,4 @@ ARRAY_RESULT = {"where", "tie_weight", "copy", "reshape", "reshape_like", "broad
 # issue 22's ops (their functions are above, before KERNELS)
 KERNELS.update({"erf": _erf, "normal_cdf": _normal_cdf, "gelu": _gelu, "tan": math.tan,
                 "clip": _clip})
-ARRAY_RESULT.add("erf")   # its kernel ends in xp.where: a 0-d array, as where's
+ARRAY_RESULT.update({"erf", "normal_cdf"})   # their kernels end in xp.where: 0-d arrays

@@ -11,7 +11,9 @@ backend runs it), to about 1e-15 relative error in float64:
 ``erfc`` keeps its relative accuracy in the far tail (Φ(−30) ≈ 5e−198 is not 0, and
 e^(−x²) is taken without rounding x² first), which is what makes gelu and Φ stable for
 large negative arguments. Measured against scipy: erf within 6e−16 relative; erfc and Φ
-within 3e−13 relative (where 1 − erf x cancels, 0 < x < 2: 1e−16 absolute). The ONNX exporter writes
+within 3e−13 relative (where 1 − erf x cancels, 0 < x < 2: 1e−16 absolute). About 80
+array operations: on large numpy/cupy arrays each branch runs on its own entries only,
+~4× the time of scipy's erf (an op's kernel may not call scipy). The ONNX exporter writes
 the same steps (``SPLIT``, ``SERIES_TERMS``, ``CF_TERMS``), as onnxruntime has no
 float64 Erf.
 """
@@ -41,9 +43,14 @@ def as_float(xp, x):
 def erf_series(xp, x):
     """erf x for |x| < SPLIT (any x gives a finite number; only those are used)."""
     z = 2.0 * x * x
-    h = 1.0 + z / (2 * SERIES_TERMS + 1)
+    h = z * (1.0 / (2 * SERIES_TERMS + 1))
+    h += 1.0
     for k in range(SERIES_TERMS - 1, 0, -1):
-        h = 1.0 + z / (2 * k + 1) * h
+        # in place (h is this function's own array; a namespace without in-place
+        # operators rebinds), and by a reciprocal: a product is far cheaper than a quotient
+        h *= z
+        h *= 1.0 / (2 * k + 1)
+        h += 1.0
     return TWO_OVER_SQRT_PI * x * xp.exp(-x * x) * h
 
 
@@ -59,9 +66,11 @@ def exp_neg_sq(xp, a, scale=1.0):
 def erfc_fraction(xp, x, expo=None):
     """erfc x for x ≥ SPLIT (x = +inf gives 0, nan gives nan); ``expo`` is e^(−x²) when
     the caller has it more accurately than from x (Φ, from x√2 before rounding)."""
-    f = x + (CF_TERMS / 2) / x
+    f = (CF_TERMS / 2) / x
+    f += x
     for k in range(CF_TERMS - 1, 0, -1):
-        f = x + (k / 2) / f
+        f = (k / 2) / f
+        f += x
     return (exp_neg_sq(xp, x) if expo is None else expo) * INV_SQRT_PI / f
 
 
@@ -74,28 +83,56 @@ def _split(xp, x):
     return small, xp.where(small, x, 0.0), xp.where(small, SPLIT, a)
 
 
+_MASKABLE = ("numpy", "cupy")   # namespaces whose arrays take a boolean mask as an index
+MASK_MIN = 4096                 # below this, one where over both branches is cheaper
+
+
+def _piecewise(xp, small, low, high):
+    """where(small, low, high) for ``low`` and ``high`` given as (function, *arrays).
+
+    Where xp indexes by masks (numpy, cupy) and the array is large, each branch runs on
+    its own entries only: the fraction's 50 divisions then cost nothing for the usual
+    |x| < 2. Entry by entry the operations are the same, so are the values; other
+    namespaces (dask, the scalar path's floats) evaluate both branches everywhere."""
+    (lo_fn, *lo_args), (hi_fn, *hi_args) = low, high
+    if getattr(xp, "__name__", "") in _MASKABLE and getattr(small, "size", 0) >= MASK_MIN:
+        out = xp.empty(small.shape, dtype=lo_args[0].dtype)
+        big = ~small
+        out[small] = lo_fn(*[a[small] for a in lo_args])
+        out[big] = hi_fn(*[a[big] for a in hi_args])
+        return out
+    return xp.where(small, lo_fn(*lo_args), hi_fn(*hi_args))
+
+
 def erf_of(xp, x):
     """erf of a float x; ``xp`` may be any namespace with abs, exp, floor, minimum and
     where (the scalar path runs these same steps on Python floats)."""
+    def tail(xl, x):
+        t = 1.0 - erfc_fraction(xp, xl)
+        return xp.where(x < 0, -t, t)
     small, xs, xl = _split(xp, x)
-    tail = 1.0 - erfc_fraction(xp, xl)
-    return xp.where(small, erf_series(xp, xs), xp.where(x < 0, -tail, tail))
+    return _piecewise(xp, small, (lambda xs: erf_series(xp, xs), xs), (tail, xl, x))
 
 
 def erfc_of(xp, x):
     """1 − erf x, with full relative accuracy for large positive x."""
+    def tail(xl, x):
+        frac = erfc_fraction(xp, xl)
+        return xp.where(x < 0, 2.0 - frac, frac)
     small, xs, xl = _split(xp, x)
-    frac = erfc_fraction(xp, xl)
-    return xp.where(small, 1.0 - erf_series(xp, xs), xp.where(x < 0, 2.0 - frac, frac))
+    return _piecewise(xp, small, (lambda xs: 1.0 - erf_series(xp, xs), xs), (tail, xl, x))
 
 
 def normal_cdf_of(xp, x):
     """Φ(x) = ½ erfc(−x/√2); in the fraction's range e^(−x²/2) comes from x itself."""
+    def tail(zl, xl, z):
+        frac = erfc_fraction(xp, zl, exp_neg_sq(xp, xl, 0.5))
+        return 0.5 * xp.where(z < 0, 2.0 - frac, frac)
     z = -x * INV_SQRT2
     small, zs, zl = _split(xp, z)
     xl = xp.where(small, SPLIT / INV_SQRT2, xp.abs(x))
-    frac = erfc_fraction(xp, zl, exp_neg_sq(xp, xl, 0.5))
-    return 0.5 * xp.where(small, 1.0 - erf_series(xp, zs), xp.where(z < 0, 2.0 - frac, frac))
+    return _piecewise(xp, small, (lambda zs: 0.5 * (1.0 - erf_series(xp, zs)), zs),
+                      (tail, zl, xl, z))
 
 
 def erf_kernel(xp, x):

@@ -77,8 +77,11 @@ def test_gelu_far_tails_keep_relative_accuracy():
     with fg.Graph():
         p = fg.placeholder("p", shape=x.shape)
         y, g = fg.run([fg.gelu(p), fg.grad(fg.sum(fg.gelu(p)), p)], {p: x})
-    np.testing.assert_allclose(y, x * cdf, rtol=1e-14)
-    np.testing.assert_allclose(g, cdf + x * pdf, rtol=1e-13)
+    far = np.abs(x) > 5
+    np.testing.assert_allclose(y[far], (x * cdf)[far], rtol=1e-14)
+    # where 1 − erf cancels (Φ(x) for −2.83 < x < 0) the documented bound is 3e−13
+    np.testing.assert_allclose(y, x * cdf, rtol=3e-13)
+    np.testing.assert_allclose(g, cdf + x * pdf, rtol=3e-13)
 
 
 def test_elu_and_leaky_relu_match_torch_including_zero():
@@ -570,3 +573,19 @@ def test_std_at_zero_spread_has_gradient_zero_as_torch():
         y, g = fg.run([fg.std(p, axis=1, ddof=1), fg.grad(fg.sum(fg.std(p, axis=1)), p)],
                       {p: x})
     assert y[0] == 0.0 and np.all(g[0] == 0.0) and np.all(np.isfinite(g))
+
+
+def test_erf_and_gelu_give_the_same_bits_on_large_and_small_arrays():
+    """Large numpy arrays evaluate each branch on its own entries only (ops/special.py's
+    _piecewise); small ones, dask and the scalar path use one where over both: the same
+    operations entry by entry, so the same values."""
+    from flowgrad.ops.special import MASK_MIN
+    x = np.concatenate([_r.standard_normal(MASK_MIN) * 4, EDGE, [np.nan, np.inf, -np.inf]])
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None,))
+        outs = [fg.erf(p), fg.gelu(p), fg.grad(fg.sum(fg.gelu(p)), p)]
+        with np.errstate(invalid="ignore"):
+            big = fg.run(outs, {p: x})
+            pieces = [fg.run(outs, {p: x[i:i + 64]}) for i in range(0, len(x), 64)]
+    for k in range(3):
+        np.testing.assert_array_equal(big[k], np.concatenate([q[k] for q in pieces]))

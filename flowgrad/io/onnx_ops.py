@@ -401,16 +401,16 @@ def _erf_parts(e, x, dtype, expo=None):
     # the series: (2/√π) x e^(−x²) (1 + z/3 (1 + z/5 (…))), z = 2x²
     sq = e.op("Mul", [xs, xs])
     z = e.op("Mul", [c(2.0), sq])
-    h = e.op("Add", [c(1.0), e.op("Div", [z, c(2 * _special.SERIES_TERMS + 1)])])
+    h = e.op("Add", [e.op("Mul", [z, c(1.0 / (2 * _special.SERIES_TERMS + 1))]), c(1.0)])
     for k in range(_special.SERIES_TERMS - 1, 0, -1):
-        h = e.op("Add", [c(1.0), e.op("Mul", [e.op("Div", [z, c(2 * k + 1)]), h])])
+        h = e.op("Add", [e.op("Mul", [e.op("Mul", [h, z]), c(1.0 / (2 * k + 1))]), c(1.0)])
     lead = e.op("Mul", [e.op("Mul", [c(_special.TWO_OVER_SQRT_PI), xs]),
                         e.op("Exp", [e.op("Neg", [sq])])])
     series = e.op("Mul", [lead, h])
     # the continued fraction, bottom-up
-    f = e.op("Add", [xl, e.op("Div", [c(_special.CF_TERMS / 2), xl])])
+    f = e.op("Add", [e.op("Div", [c(_special.CF_TERMS / 2), xl]), xl])
     for k in range(_special.CF_TERMS - 1, 0, -1):
-        f = e.op("Add", [xl, e.op("Div", [c(k / 2), f])])
+        f = e.op("Add", [e.op("Div", [c(k / 2), f]), xl])
     ex = _exp_neg_sq(e, xl, dtype) if expo is None else expo(small)
     frac = e.op("Div", [e.op("Mul", [ex, c(_special.INV_SQRT_PI)]), f])
     return small, series, frac
