@@ -136,10 +136,16 @@ def _dtype(dtype) -> np.dtype:
 
 
 def _astype_vjp(g, ans, x, dtype):
+    from .creation import zeros_like
+    if dtype.kind not in "fc":          # an integer or bool result is piecewise constant
+        return zeros_like(x)
     return astype(g, x.dtype)
 
 
 def _astype_jvp(t, ans, x, dtype):
+    from .creation import zeros_like
+    if dtype.kind not in "fc":          # not the tangent truncated: it is 0
+        return zeros_like(ans)
     return astype(t, dtype)
 
 

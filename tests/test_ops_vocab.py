@@ -589,3 +589,15 @@ def test_erf_and_gelu_give_the_same_bits_on_large_and_small_arrays():
             pieces = [fg.run(outs, {p: x[i:i + 64]}) for i in range(0, len(x), 64)]
     for k in range(3):
         np.testing.assert_array_equal(big[k], np.concatenate([q[k] for q in pieces]))
+
+
+def test_astype_to_an_integer_has_derivative_zero_in_both_modes():
+    x = np.array([1.5, 2.5, -0.5])
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(3,))
+        k = fg.astype(p, "int32")
+        t = fg.jvp(k, p, np.ones(3))                  # was the tangent truncated: [1 1 1]
+        v = fg.vjp(k, p, np.ones(3, np.int32))
+        y = fg.astype(k, "float64")
+        tv, vv, gv = fg.run([t, v, fg.grad(fg.sum(y), p)], {p: x})
+    assert tv.tolist() == [0, 0, 0] and vv.tolist() == [0.0] * 3 and gv.tolist() == [0.0] * 3
