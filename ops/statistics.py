@@ -190,7 +190,11 @@ _prod = Op("prod", lambda xp, x, axis, keepdims: xp.prod(x, axis=axis, keepdims=
 
 def prod(x, axis=None, keepdims=False):
     """Product of x over ``axis`` (all axes when None).  ∂/∂xᵢ = the product of the
-    other entries, exact where x has zeros (no division by x)."""
+    other entries, exact where x has zeros (no division by x).
+
+    The derivative is built as a product tree over the reduced axes, so it needs their
+    lengths when the graph is built (a DifferentiationError names them otherwise); the
+    value itself takes run-time lengths."""
     x = as_node(x)
     return apply(_prod, x, axis=normalize_axis("prod", x, axis),
                  keepdims=keepdims_flag("prod", keepdims))
