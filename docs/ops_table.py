@@ -17,6 +17,8 @@ FAMILY = {"elementwise": "Elementwise", "nn": "Model", "reductions": "Reductions
           "creation": "Creation", "broadcast": "Broadcasting", "higher_order": "Higher order",
           "losses": "Losses", "classification": "Classification"}
 FAMILY.update({"conv": "Convolution and pooling", "pooling": "Convolution and pooling"})
+FAMILY.update({"special": "Elementwise", "activations": "Model", "statistics": "Reductions",
+               "tensor": "Shape", "einsum": "Linear algebra"})   # issue 22
 
 
 def _split(doc: str) -> tuple[str, str]:

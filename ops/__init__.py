@@ -15,6 +15,13 @@ from .nn import linear, relu, sigmoid, softplus  # noqa: F401
 from .losses import bce_with_logits, l2, mse, softmax_cross_entropy  # noqa: F401
 from .conv import conv2d  # noqa: F401
 from .pooling import avg_pool2d, max_pool2d  # noqa: F401
+# issue 22's vocabulary (one block, for merging)
+from .special import erf, tan  # noqa: F401
+from .activations import clip, elu, gelu, leaky_relu  # noqa: F401
+from .statistics import cumsum, prod, std, var  # noqa: F401
+from .tensor import astype, pad, split  # noqa: F401
+from .einsum import einsum  # noqa: F401
+from .linalg import cholesky, lstsq, qr, svd  # noqa: F401
 
 #: the ops that are public as ``fg.NAME`` (some shadow builtins on purpose: fg.sum,
 #: fg.pow, fg.abs, fg.max, fg.min)
@@ -32,3 +39,6 @@ __all__ = [
     "zeros_like", "ones_like",
     "conv2d", "max_pool2d", "avg_pool2d",
 ]
+__all__ += ["clip", "leaky_relu", "elu", "gelu", "erf", "tan", "var", "std", "prod",
+            "cumsum", "einsum", "pad", "split", "astype",
+            "cholesky", "qr", "lstsq", "svd"]   # issue 22

@@ -537,3 +537,251 @@ def _matrix_norm(x, ord, axes, keepdims):
     sums = sum(abs(x), inner, keepdims=True)
     out = max(sums, outer_axis, keepdims=True)
     return out if keepdims else squeeze(out, tuple(sorted(axes)))
+
+
+# -- decompositions (issue 22): cholesky, qr, and lstsq through qr --------------------------
+# Identities (Φ(X) = the lower triangle of X with its diagonal halved; sym(X) = (X + Xᵀ)/2;
+# copyltu(M) = the symmetric matrix with M's lower triangle):
+#
+# * S = L Lᵀ (Cholesky): L̇ = L Φ(L⁻¹ Ṡ L⁻ᵀ); S̄ = sym(L⁻ᵀ Φ(Lᵀ L̄) L⁻¹), because
+#   ⟨B, Φ(M)⟩ = ⟨Φ(B), M⟩ for symmetric M.
+# * A = Q R (reduced, m ≥ n, full column rank): with C = Qᵀ Ȧ R⁻¹ and Ω = the skew part of
+#   C's strict lower triangle (Ω = tril(C, −1) − tril(C, −1)ᵀ), Ṙ = (C − Ω) R and
+#   Q̇ = Ȧ R⁻¹ − Q (C − Ω); Ā = (Q̄ + Q copyltu(M)) R⁻ᵀ with M = R R̄ᵀ − Q̄ᵀ Q.
+# * lstsq: x = R⁻¹ Qᵀ b, a composite of qr, matmul and solve (its rules are theirs).
+#
+# The primitives see a symmetric S (cholesky symmetrizes x's lower triangle first, as
+# numpy reads only that triangle), so their rules need only be right for symmetric Ṡ.
+
+def _phi(x):
+    """The lower triangle of x with its diagonal halved."""
+    return x * (mask(x, "tri", 0) - 0.5 * mask(x, "eye", 0))
+
+
+_LOWER_FLAG: dict = {}   # {namespace: whether its cholesky takes lower= (dask's; upper by default)}
+
+
+def _cholesky_forward(xp, s):
+    flag = _LOWER_FLAG.get(xp)
+    if flag is None:
+        import inspect
+        try:
+            flag = "lower" in inspect.signature(xp.linalg.cholesky).parameters
+        except (TypeError, ValueError):   # a builtin without a signature: numpy's rule
+            flag = False
+        _LOWER_FLAG[xp] = flag
+    s = _whole(s)
+    return xp.linalg.cholesky(s, lower=True) if flag else xp.linalg.cholesky(s)
+
+
+def _cholesky_infer(s):
+    _square("cholesky", s)
+    return s.shape, float_dtype(s.dtype)
+
+
+def _cholesky_vjp(g, ans, s):
+    li = inv(ans)
+    p = matmul(matmul(mT(li), _phi(matmul(mT(ans), g))), li)
+    return 0.5 * (p + mT(p))
+
+
+def _cholesky_jvp(t, ans, s):
+    li = inv(ans)
+    return matmul(ans, _phi(matmul(matmul(li, t), mT(li))))
+
+
+_cholesky = Op("cholesky", _cholesky_forward, _cholesky_infer,
+               vjp=(_cholesky_vjp,), jvp=(_cholesky_jvp,),
+               doc="L with S = L Lᵀ, S symmetric positive definite.  S̄ = sym(L⁻ᵀ Φ(Lᵀ L̄) "
+                   "L⁻¹), L̇ = L Φ(L⁻¹ Ṡ L⁻ᵀ), Φ = lower triangle with the diagonal halved.")
+
+
+def cholesky(x):
+    """The lower-triangular L with L Lᵀ = S, S the symmetric matrix from x's lower
+    triangle (numpy.linalg.cholesky reads only that triangle); batched. A matrix that is
+    not positive definite is an error when the program runs (numpy's LinAlgError).
+    S̄ = sym(L⁻ᵀ Φ(Lᵀ L̄) L⁻¹), L̇ = L Φ(L⁻¹ Ṡ L⁻ᵀ), Φ the lower triangle with the
+    diagonal halved; gradients see only x's lower triangle."""
+    x = as_node(x)
+    _square("cholesky", x)
+    return apply(_cholesky, x * mask(x, "tri", 0) + mT(x * mask(x, "tri", -1)))
+
+
+def _qr_infer(a, part):
+    if len(a.shape) < 2:
+        raise shape_error("qr", (a,), "needs a (batch of) matrices, at least 2-d")
+    m, n = a.shape[-2:]
+    if m is None or n is None or m < n:
+        raise shape_error("qr", (a,), f"needs m ≥ n known when the graph is built (a tall or "
+                          f"square matrix; the wide case has no unique derivative), got "
+                          f"{'×'.join(str(d) for d in (m, n))}")
+    shape = a.shape if part == "q" else a.shape[:-2] + (n, n)
+    return shape, float_dtype(a.dtype)
+
+
+def _qr_forward(xp, a, part):
+    q, r = xp.linalg.qr(_whole(a))
+    return q if part == "q" else r
+
+
+def _qr_parts(a):
+    return apply(_qr, a, part="q"), apply(_qr, a, part="r")
+
+
+def _skew_lower(c):
+    low = c * mask(c, "tri", -1)
+    return low - mT(low)
+
+
+def _qr_jvp(t, ans, a, part):
+    q, r = _qr_parts(a)
+    ri = inv(r)
+    c = matmul(matmul(mT(q), t), ri)
+    k = c - _skew_lower(c)                  # Ṙ R⁻¹, upper triangular
+    if part == "r":
+        return matmul(k, r)
+    return matmul(t, ri) - matmul(q, k)
+
+
+def _copyltu(m):
+    low = m * mask(m, "tri", -1)
+    return low + mT(low) + m * mask(m, "eye", 0)
+
+
+def _qr_vjp(g, ans, a, part):
+    q, r = _qr_parts(a)
+    if part == "q":
+        inner = g + matmul(q, _copyltu(-matmul(mT(g), q)))
+    else:
+        inner = matmul(q, _copyltu(matmul(r, mT(g))))
+    return mT(solve(r, mT(inner)))          # inner R⁻ᵀ, one triangular-shaped solve
+
+
+_qr = Op("qr", _qr_forward, _qr_infer, vjp=(_qr_vjp,), jvp=(_qr_jvp,),
+         doc="Q or R of the reduced A = Q R (m ≥ n).  Ā = (Q̄ + Q copyltu(R R̄ᵀ − Q̄ᵀ Q)) "
+             "R⁻ᵀ; with C = Qᵀ Ȧ R⁻¹ and Ω = tril(C, −1) − tril(C, −1)ᵀ, Ṙ = (C − Ω) R, "
+             "Q̇ = Ȧ R⁻¹ − Q (C − Ω).")
+
+
+def qr(x):
+    """(Q, R), the reduced QR decomposition of a (batch of) m×n matrices with m ≥ n, as
+    numpy.linalg.qr (R's diagonal may be negative: LAPACK's signs). Needs full column
+    rank for derivatives. Ā = (Q̄ + Q copyltu(R R̄ᵀ − Q̄ᵀ Q)) R⁻ᵀ; Ṙ = (C − Ω) R and
+    Q̇ = Ȧ R⁻¹ − Q (C − Ω), C = Qᵀ Ȧ R⁻¹, Ω = tril(C, −1) − tril(C, −1)ᵀ."""
+    return _qr_parts(as_node(x))
+
+
+def lstsq(a, b):
+    """The least-squares solution x of A x ≈ b (A m×n with m ≥ n and full column rank; b
+    a vector or a matrix of right-hand sides): x = R⁻¹ Qᵀ b from A = Q R (a composite of
+    qr, matmul and solve). ∂x/∂b = A⁺ = R⁻¹ Qᵀ; ∂x/∂A through qr's and solve's rules.
+
+    Only the solution is returned (numpy.linalg.lstsq also returns residuals, rank and
+    singular values); a rank-deficient A gives nan, as solve of a singular R."""
+    a, b = as_node(a), as_node(b)
+    if len(a.shape) != 2 or len(b.shape) not in (1, 2):
+        raise shape_error("lstsq", (a, b), "needs a matrix a and a vector or matrix b")
+    m = a.shape[0]
+    if None not in (m, b.shape[0]) and m != b.shape[0]:
+        raise shape_error("lstsq", (a, b), f"a has {m} rows, b has {b.shape[0]}")
+    q, r = qr(a)
+    return solve(r, matmul(mT(q), b))
+
+
+# -- svd (issue 22): reduced A = U diag(s) Vᵀ, k = min(m, n), distinct nonzero s ------------
+# With dP = Uᵀ Ȧ V and F_ij = 1/(s_j² − s_i²) (0 on the diagonal):
+#   ṡ = diag(dP);  U̇ = U (F ∘ (dP S + S dPᵀ)) + (I − UUᵀ) Ȧ V S⁻¹;
+#   V̇ = V (F ∘ (S dP + dPᵀ S)) + (I − VVᵀ) Ȧᵀ U S⁻¹;
+# and, transposed: s̄ ↦ U diag(s̄) Vᵀ; Ū ↦ U ((J + Jᵀ) S) Vᵀ + (I − UUᵀ) Ū S⁻¹ Vᵀ with
+# J = F ∘ UᵀŪ; V̄ ↦ U (S (J + Jᵀ)) Vᵀ + U S⁻¹ V̄ᵀ (I − VVᵀ) with J = F ∘ VᵀV̄.
+# F blows up where two singular values meet, S⁻¹ where one is 0: U and V (and second
+# derivatives of s) are defined only for distinct, nonzero singular values.
+
+def _svd_infer(a, part):
+    if len(a.shape) < 2:
+        raise shape_error("svd", (a,), "needs a (batch of) matrices, at least 2-d")
+    m, n = a.shape[-2:]
+    if m is None or n is None:
+        raise shape_error("svd", (a,), "needs the matrix sizes when the graph is built")
+    k = m if m < n else n
+    shape = {"u": a.shape[:-1] + (k,), "s": a.shape[:-2] + (k,),
+             "vh": a.shape[:-2] + (k, n)}[part]
+    return shape, float_dtype(a.dtype)
+
+
+def _svd_forward(xp, a, part):
+    u, s, vh = xp.linalg.svd(_whole(a), full_matrices=False)
+    if part == "s":
+        return s
+    # each pair (uᵢ, vᵢ) is defined up to a common sign, which LAPACK and dask choose
+    # differently: flip so that the largest-magnitude entry of each uᵢ is positive, the
+    # same answer on every backend (ties between ±max keep the library's sign)
+    mag = xp.abs(u)
+    top = mag == xp.max(mag, axis=-2, keepdims=True)
+    sign = xp.sign(xp.sum(xp.where(top, u, 0.0), axis=-2, keepdims=True))
+    sign = xp.where(sign == 0, 1.0, sign)
+    return u * sign if part == "u" else vh * xp.swapaxes(sign, -1, -2)
+
+
+def _svd_parts(a):
+    return tuple(apply(_svd, a, part=p) for p in ("u", "s", "vh"))
+
+
+def _svd_jvp(t, ans, a, part):
+    u, s, vh = _svd_parts(a)
+    v = mT(vh)
+    dp = matmul(matmul(mT(u), t), v)
+    if part == "s":
+        return sum(dp * mask(dp, "eye", 0), -1)
+    f = _gap_inverse(s * s)
+    row, col = expand_dims(s, -2), expand_dims(s, -1)      # S on the right, on the left
+    m, n = a.shape[-2:]
+    if part == "u":
+        du = matmul(u, f * (dp * row + col * mT(dp)))
+        if m > n:
+            tv = matmul(t, v)
+            du = du + (tv - matmul(u, matmul(mT(u), tv))) / row
+        return du
+    dv = matmul(v, f * (col * dp + mT(dp) * row))
+    if n > m:
+        tu = matmul(mT(t), u)
+        dv = dv + (tu - matmul(v, matmul(vh, tu))) / row
+    return mT(dv)
+
+
+def _svd_vjp(g, ans, a, part):
+    u, s, vh = _svd_parts(a)
+    if part == "s":
+        return matmul(u * expand_dims(g, -2), vh)
+    f = _gap_inverse(s * s)
+    row, col = expand_dims(s, -2), expand_dims(s, -1)
+    m, n = a.shape[-2:]
+    if part == "u":
+        j = f * matmul(mT(u), g)
+        out = matmul(matmul(u, (j + mT(j)) * row), vh)
+        if m > n:
+            out = out + matmul((g - matmul(u, matmul(mT(u), g))) / row, vh)
+        return out
+    v, vbar = mT(vh), mT(g)
+    j = f * matmul(vh, vbar)
+    out = matmul(matmul(u, col * (j + mT(j))), vh)
+    if n > m:
+        out = out + matmul(u, mT(vbar - matmul(v, matmul(vh, vbar))) / col)
+    return out
+
+
+_svd = Op("svd", _svd_forward, _svd_infer, vjp=(_svd_vjp,), jvp=(_svd_jvp,),
+          doc="U, s or Vᵀ of the reduced A = U diag(s) Vᵀ.  Ā = U diag(s̄) Vᵀ for s; U's and "
+              "Vᵀ's rules through F_ij = 1/(s_j² − s_i²) and S⁻¹ (distinct nonzero s).")
+
+
+def svd(x):
+    """(U, s, Vh), the reduced singular value decomposition A = U diag(s) Vh of a (batch
+    of) matrices, as numpy.linalg.svd(x, full_matrices=False); s descending; the sign
+    of each pair (uᵢ, vᵢ) is chosen so that uᵢ's largest-magnitude entry is positive (the
+    same on every backend, where numpy's is LAPACK's choice). Derivatives
+    assume distinct, nonzero singular values (U and V are not unique otherwise), and only
+    functions invariant to the sign of a pair (uᵢ, vᵢ) are well defined:
+    s̄ ↦ Ā = U diag(s̄) Vᵀ, ṡ = diag(Uᵀ Ȧ V); U̇ = U (F ∘ (dP S + S dPᵀ)) + (I − UUᵀ) Ȧ V S⁻¹
+    with dP = Uᵀ Ȧ V, F_ij = 1/(s_j² − s_i²), and V̇ likewise."""
+    return _svd_parts(as_node(x))

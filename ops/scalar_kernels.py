@@ -90,6 +90,40 @@ def _float(x):
     return float(x)
 
 
+# -- issue 22 (one block): erf, Φ and gelu run ops/special.py's own steps on floats ---------
+
+class _Floats:
+    """The few array functions ops/special.py's formulas use, on Python floats: the same
+    operations in the same order as on arrays (math.floor of nan or inf raises, and the
+    caller reruns on arrays, as for any kernel that raises)."""
+    abs = staticmethod(math.fabs)
+    exp = staticmethod(math.exp)
+    floor = staticmethod(math.floor)
+    minimum = staticmethod(_minimum)
+
+    @staticmethod
+    def where(cond, x, y):
+        return x if cond else y
+
+
+def _erf(x):
+    from .special import erf_of
+    return erf_of(_Floats, x)
+
+
+def _normal_cdf(x):
+    from .special import normal_cdf_of
+    return normal_cdf_of(_Floats, x)
+
+
+def _gelu(x):
+    return x * _normal_cdf(x)
+
+
+def _clip(x, lo, hi):
+    return _minimum(_maximum(x, lo), hi)
+
+
 #: op name → pattern or function (see the module docstring)
 KERNELS = {
     "add": "{} + {}", "sub": "{} - {}", "mul": "{} * {}", "div": "{} / {}", "neg": "-{}",
@@ -113,3 +147,8 @@ KERNELS = {
 #: an output they produce is converted back to one, so both paths return the same type
 ARRAY_RESULT = {"where", "tie_weight", "copy", "reshape", "reshape_like", "broadcast_to",
                 "broadcast_like", "zeros_like", "ones_like", "sum_to"}
+
+# issue 22's ops (their functions are above, before KERNELS)
+KERNELS.update({"erf": _erf, "normal_cdf": _normal_cdf, "gelu": _gelu, "tan": math.tan,
+                "clip": _clip})
+ARRAY_RESULT.update({"erf", "normal_cdf"})   # their kernels end in xp.where: 0-d arrays

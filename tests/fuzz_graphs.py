@@ -311,6 +311,91 @@ _STEPS = [(0, _step_unary), (0, _step_binary), (0, _step_reduce), (1, _step_soft
           (0, _step_square)]
 
 
+# -- issue 22's vocabulary: smooth where drawn (clip's bounds and leaky_relu's 0 are
+# never hit by random inputs; prod only over axes whose lengths are static) ---------------
+def _np_vocab(name):
+    from scipy.special import erf, ndtr
+    return {"erf": erf, "gelu": lambda a: a * ndtr(a)}[name]
+
+
+def _reduced_static(x, v, axis):
+    axes = range(v.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
+    axes = [a % v.ndim for a in axes] if v.ndim else []
+    return all(x.shape[a] is not None for a in axes), int(np.prod([v.shape[a] for a in axes]))
+
+
+def _step_vocab(b, x, v, draw):
+    kind = draw(st.sampled_from(["erf", "gelu", "tan", "clip", "leaky_relu", "elu", "var",
+                                 "prod", "cumsum", "pad", "einsum", "split", "decomposition"]))
+    if kind == "decomposition":
+        return _step_decomposition(b, x, v, draw)
+    if kind in ("erf", "gelu"):
+        return getattr(fg, kind)(x), _np_vocab(kind)(v), kind
+    if kind == "tan":
+        return fg.tan(x * 0.3), np.tan(v * 0.3), "tan(0.3·)"
+    if kind == "clip":
+        return fg.clip(x, -0.5, 0.6), np.clip(v, -0.5, 0.6), "clip(-0.5, 0.6)"
+    if kind == "leaky_relu":
+        return fg.leaky_relu(x, 0.1), np.where(v > 0, v, 0.1 * v), "leaky_relu(0.1)"
+    if kind == "elu":
+        return fg.elu(x), np.where(v > 0, v, np.expm1(np.minimum(v, 0))), "elu"
+    if kind in ("var", "prod"):
+        axis = _axes(draw, v.ndim)
+        keepdims = draw(st.booleans())
+        static, n = _reduced_static(x, v, axis)
+        if kind == "var" and n >= 1:
+            ddof = 1 if n > 1 else 0
+            return fg.var(x, axis, ddof, keepdims), np.var(v, axis=axis, ddof=ddof,
+                                                           keepdims=keepdims), \
+                f"var(axis={axis}, ddof={ddof}, keepdims={keepdims})"
+        if kind == "prod" and static:
+            return fg.prod(x, axis, keepdims), np.prod(v, axis=axis, keepdims=keepdims), \
+                f"prod(axis={axis}, keepdims={keepdims})"
+        return x, v, "identity"
+    if kind == "cumsum":
+        axis = _axis(draw, v.ndim) if v.ndim else None
+        return fg.cumsum(x, axis), np.cumsum(v, axis=axis), f"cumsum({axis})"
+    if kind == "pad":
+        widths = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in v.shape) \
+            if v.ndim else 1
+        return fg.pad(x, widths), np.pad(v, widths), f"pad({widths})"
+    letters = "abcd"[:v.ndim]
+    out = "".join(reversed(letters[1:])) if v.ndim else ""
+    if kind == "einsum":
+        spec = f"{letters},{letters}->{out}"
+        return fg.einsum(spec, x, x), np.einsum(spec, v, v), f"einsum({spec!r})"
+    static = [a for a, n in enumerate(x.shape) if n is not None and n >= 2]
+    if not static:
+        return x, v, "identity"
+    axis = draw(st.sampled_from(static))
+    return fg.split(x, [1], axis)[1], np.split(v, [1], axis)[1], f"split([1], {axis})[1]"
+
+
+def _step_decomposition(b, x, v, draw):
+    """cholesky, qr, svd (singular values) or lstsq of a fresh well-conditioned matrix
+    M = [I; 0] + 0.2 A (4×3: distinct singular values, full rank), combined with x."""
+    z = np.zeros((4, 3))
+    A, a = b.partner_like(z, z)
+    eye = np.eye(4, 3)
+    M, m = eye + 0.2 * A, eye + 0.2 * a
+    kind = draw(st.sampled_from(["cholesky", "qr", "svd", "lstsq"]))
+    if kind == "cholesky":
+        S, s = fg.matmul(fg.transpose(M), M), m.T @ m
+        return fg.cholesky(S) * fg.sum(x), np.linalg.cholesky(s) * np.sum(v), "cholesky(MᵀM)"
+    if kind == "qr":
+        q, r = fg.qr(M)
+        nq, nr = np.linalg.qr(m)
+        return fg.sum(q * q * r[0]) + x, np.sum(nq * nq * nr[0]) + v, "qr(M)"
+    if kind == "svd":
+        return fg.sum(fg.svd(M)[1]) * x, np.sum(np.linalg.svd(m)[1]) * v, "svd(M)"
+    rhs = fg.sum(x) * np.arange(1.0, 5.0)
+    return fg.lstsq(M, rhs), np.linalg.lstsq(m, np.sum(v) * np.arange(1.0, 5.0),
+                                             rcond=None)[0], "lstsq(M, ·)"
+
+
+_STEPS.append((0, _step_vocab))
+
+
 @st.composite
 def valid_graphs(draw, max_steps=4):
     """A Case whose graph is well-formed, built in a fresh fg.Graph."""
@@ -363,6 +448,13 @@ HOSTILE = {
     "solve": (2, lambda M, p: lambda a, c: (np.linalg.solve if M is np else M.solve)(a, c)),
     "det": (1, lambda M, p: lambda a: (np.linalg.det if M is np else M.det)(a)),
 }
+HOSTILE.update({   # issue 22's reductions and scans on arbitrary axes
+    "prod": (1, lambda M, p: lambda a: M.prod(a, axis=p["axis"], keepdims=p["keepdims"])),
+    "cumsum": (1, lambda M, p: lambda a: M.cumsum(a, p["int_axis"])),
+    "var": (1, lambda M, p: lambda a: M.var(a, axis=p["axis"], keepdims=p["keepdims"])),
+    "split": (1, lambda M, p: lambda a: M.split(a, list(p["shape"]), p["int_axis"])[-1]),
+    "pad": (1, lambda M, p: lambda a: M.pad(a, p["int_axis"])),
+})
 
 
 @st.composite

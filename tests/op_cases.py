@@ -299,3 +299,71 @@ CASES += [
     ("avg_pool2d 3 stride 2", lambda x: fg.avg_pool2d(x, 3, 2),
      [_rc.standard_normal((2, 2, 7, 6))], lambda x: _pool_ref(x, (3, 3), (2, 2), np.mean)),
 ]
+
+
+# -- issue 22's vocabulary ------------------------------------------------------------------
+
+def _erf(a):
+    from scipy.special import erf
+    return erf(a)
+
+
+def _gelu(a):
+    from scipy.special import ndtr
+    return a * ndtr(a)
+
+
+def _with_zeros(*shape):
+    """Random entries with exact zeros in some slices (prod's rules must not divide)."""
+    a = randn(*shape)
+    a.flat[::3] = 0.0
+    return a
+
+
+CASES += [
+    ("clip scalar bounds", lambda a: fg.clip(a, -0.5, 0.7), [away(3, 4)],
+     lambda a: np.clip(a, -0.5, 0.7)),
+    ("clip node bounds broadcast", fg.clip, [away(2, 3), -pos(3) / 3, pos(2, 1)],
+     lambda a, lo, hi: np.minimum(np.maximum(a, lo), hi)),
+    ("clip 0-d", lambda a: fg.clip(a, None, 0.1), [away()], lambda a: np.minimum(a, 0.1)),
+    ("leaky_relu", lambda a: fg.leaky_relu(a, 0.2), [away(2, 3)],
+     lambda a: np.where(a > 0, a, 0.2 * a)),
+    ("elu", fg.elu, [away(2, 3)], lambda a: np.where(a > 0, a, np.expm1(a))),
+    ("elu alpha 0-d", lambda a: fg.elu(a, alpha=1.5), [-pos()], lambda a: 1.5 * np.expm1(a)),
+    ("gelu", fg.gelu, [3 * randn(2, 3)], _gelu),
+    ("gelu 0-d", fg.gelu, [randn()], _gelu),
+    ("erf", fg.erf, [2 * randn(2, 4)], _erf),
+    ("erf 0-d", fg.erf, [randn()], _erf),
+    ("tan", fg.tan, [_r.uniform(-1.2, 1.2, (2, 3))], np.tan),
+    ("var all", fg.var, [randn(3, 4)], np.var),
+    ("var axis=0 ddof=1 keepdims", lambda a: fg.var(a, axis=0, ddof=1, keepdims=True),
+     [randn(3, 2)], lambda a: np.var(a, axis=0, ddof=1, keepdims=True)),
+    ("var ddof=n-1", lambda a: fg.var(a, axis=-1, ddof=2), [randn(2, 3)],
+     lambda a: np.var(a, axis=-1, ddof=2)),
+    ("std axis=(0,2)", lambda a: fg.std(a, axis=(0, 2)), [randn(2, 3, 2)],
+     lambda a: np.std(a, axis=(0, 2))),
+    ("prod all", fg.prod, [pos(2, 3)], np.prod),
+    ("prod axis=1 with zeros", lambda a: fg.prod(a, axis=1), [_with_zeros(3, 5)],
+     lambda a: np.prod(a, axis=1)),
+    ("prod axes (0,2) keepdims", lambda a: fg.prod(a, axis=(0, 2), keepdims=True),
+     [randn(3, 2, 3)], lambda a: np.prod(a, axis=(0, 2), keepdims=True)),
+    ("prod 0-d", fg.prod, [randn()], np.prod),
+    ("cumsum axis=1", lambda a: fg.cumsum(a, axis=1), [randn(2, 4)],
+     lambda a: np.cumsum(a, axis=1)),
+    ("cumsum flat", fg.cumsum, [randn(2, 3)], np.cumsum),
+    ("einsum matmul", lambda a, b: fg.einsum("ij,jk->ik", a, b), [randn(2, 3), randn(3, 4)],
+     lambda a, b: np.einsum("ij,jk->ik", a, b)),
+    ("einsum implicit sums and a free letter", lambda a, b: fg.einsum("ijk,jl", a, b),
+     [randn(2, 3, 2), randn(3, 2)], lambda a, b: np.einsum("ijk,jl", a, b)),
+    ("einsum three operands to 0-d", lambda a, b, c: fg.einsum("i,ij,j->", a, b, c),
+     [randn(3), randn(3, 2), randn(2)], lambda a, b, c: np.einsum("i,ij,j->", a, b, c)),
+    ("einsum transpose", lambda a: fg.einsum("ij->ji", a), [randn(2, 3)], lambda a: a.T),
+    ("pad", lambda a: fg.pad(a, ((1, 0), (2, 1))), [randn(2, 3)],
+     lambda a: np.pad(a, ((1, 0), (2, 1)))),
+    ("pad value", lambda a: fg.pad(a, 1, value=0.5), [randn(3)],
+     lambda a: np.pad(a, 1, constant_values=0.5)),
+    ("split sections", lambda a: fg.split(a, 2, axis=1)[1] * 2.0, [randn(2, 4)],
+     lambda a: np.split(a, 2, axis=1)[1] * 2.0),
+    ("split indices", lambda a: fg.concatenate(fg.split(a, [1, 3])[::-1]), [randn(4, 2)],
+     lambda a: np.concatenate(np.split(a, [1, 3])[::-1])),
+]

@@ -137,6 +137,11 @@ _SCALAR_OPS = {
     "broadcast_like": lambda a, b: apply(REGISTRY["broadcast_like"], a, b),
     "zeros_like": lambda a: fg.zeros_like(a) + a, "ones_like": lambda a: fg.ones_like(a) * a,
 }
+_SCALAR_OPS.update({   # issue 22
+    "erf": fg.erf, "tan": fg.tan, "gelu": fg.gelu,
+    "normal_cdf": lambda a: apply(REGISTRY["normal_cdf"], a),
+    "clip": lambda a, b: fg.clip(a, b - 1.0, b + 0.5),
+})
 _EDGE = [0.0, -0.0, 0.3, -0.7, 1.0, -1.0, 2.5, -3.0, 1e-300, 40.0, -40.0, 710.0, -1000.0,
          1e308, np.inf, -np.inf, np.nan]
 

@@ -16,6 +16,7 @@ import numpy as np
 from .rule_expr import (POW, PROD, Ans, Arg, Bin, Call, Count, Ctx, Fn, G, NoFlow, Num,
                         Opaque, bshape, indicator, minus, plus)
 from .rules_conv import CONV
+from .rules_vocab import VOCAB, VOCAB_IN_WORDS
 from .rules_models import LINALG, LOSSES
 
 V, X0, X1, ANS = G(), Arg(0), Arg(1), Ans()
@@ -253,12 +254,13 @@ INDEXING = {"getitem": _getitem, "scatter_add": _scatter_add}
 def _no_flow(why):
     return lambda c: NoFlow(why)
 
-TABLE = {**ELEMENTWISE, **REDUCTIONS, **SHAPES, **INDEXING, **LINALG, **LOSSES, **CONV,
+TABLE = {**ELEMENTWISE, **REDUCTIONS, **SHAPES, **INDEXING, **LINALG, **LOSSES, **CONV, **VOCAB,
          **{name: _no_flow(why) for name, why in NO_FLOW.items()}}
 
 #: ops whose rule has no compact form: their caption says so in words (and is not
 #: evaluated; tests/test_caption_values.py lists them with the reason)
-IN_WORDS = {"basis_map": "the body's own reverse rule, mapped over the basis"}
+IN_WORDS = {"basis_map": "the body's own reverse rule, mapped over the basis",
+            **VOCAB_IN_WORDS}
 
 #: local derivatives whose textbook form reads better than the rule's own factor
 LOCAL = {

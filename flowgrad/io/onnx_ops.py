@@ -376,3 +376,144 @@ def _scatter_add(e, index):
 
 # convolution, pooling and the embedding index check: converters in onnx_layers
 from . import onnx_layers  # noqa: E402,F401
+# -- issue 22's vocabulary (a block of its own, for merging) -----------------------------------
+# erf and Φ are written out in the kernel's own steps (ops/special.py): onnxruntime has
+# no float64 Erf (nor Tan), and the same steps give the same values to rounding.
+
+from flowgrad.ops import special as _special  # noqa: E402
+
+
+def _exp_neg_sq(e, a, dtype, scale=1.0):
+    """e^(−scale·a²) split as the kernel does: h = ⌊16a⌋/16, a² = h² + (a − h)(a + h)."""
+    c = lambda v: e.const(v, dtype)   # noqa: E731
+    a = e.op("Min", [a, c(40.0)])
+    h = e.op("Div", [e.op("Floor", [e.op("Mul", [a, c(16.0)])]), c(16.0)])
+    big = e.op("Mul", [c(-scale), e.op("Mul", [h, h])])
+    rest = e.op("Mul", [c(-scale), e.op("Mul", [e.op("Sub", [a, h]), e.op("Add", [a, h])])])
+    return e.op("Mul", [e.op("Exp", [big]), e.op("Exp", [rest])])
+
+
+def _erf_parts(e, x, dtype, expo=None):
+    """(|x| < SPLIT, series(x clamped), fraction(|x| clamped)) as ONNX tensors; ``expo``
+    (a function of the clamped |x|) gives e^(−x²) when the caller has it better."""
+    c = lambda v: e.const(v, dtype)   # noqa: E731
+    a = e.op("Abs", [x])
+    small = e.op("Less", [a, c(_special.SPLIT)])
+    xs = e.op("Where", [small, x, c(0.0)])
+    xl = e.op("Where", [small, c(_special.SPLIT), a])
+    # the series: (2/√π) x e^(−x²) (1 + z/3 (1 + z/5 (…))), z = 2x²
+    sq = e.op("Mul", [xs, xs])
+    z = e.op("Mul", [c(2.0), sq])
+    h = e.op("Add", [e.op("Mul", [z, c(1.0 / (2 * _special.SERIES_TERMS + 1))]), c(1.0)])
+    for k in range(_special.SERIES_TERMS - 1, 0, -1):
+        h = e.op("Add", [e.op("Mul", [e.op("Mul", [h, z]), c(1.0 / (2 * k + 1))]), c(1.0)])
+    lead = e.op("Mul", [e.op("Mul", [c(_special.TWO_OVER_SQRT_PI), xs]),
+                        e.op("Exp", [e.op("Neg", [sq])])])
+    series = e.op("Mul", [lead, h])
+    # the continued fraction, bottom-up
+    f = e.op("Add", [e.op("Div", [c(_special.CF_TERMS / 2), xl]), xl])
+    for k in range(_special.CF_TERMS - 1, 0, -1):
+        f = e.op("Add", [e.op("Div", [c(k / 2), f]), xl])
+    ex = _exp_neg_sq(e, xl, dtype) if expo is None else expo(small)
+    frac = e.op("Div", [e.op("Mul", [ex, c(_special.INV_SQRT_PI)]), f])
+    return small, series, frac
+
+
+def _negative(e, x, dtype):
+    return e.op("Less", [x, e.const(0.0, dtype)])
+
+
+@converts("erf")
+def _erf(e):
+    dtype = e.node.dtype
+    x = e.arg(0)
+    small, series, frac = _erf_parts(e, x, dtype)
+    tail = e.op("Sub", [e.const(1.0, dtype), frac])
+    signed = e.op("Where", [_negative(e, x, dtype), e.op("Neg", [tail]), tail])
+    return e.op("Where", [small, series, signed])
+
+
+def erfc(e, x, dtype, expo=None):
+    small, series, frac = _erf_parts(e, x, dtype, expo)
+    big = e.op("Where", [_negative(e, x, dtype),
+                         e.op("Sub", [e.const(2.0, dtype), frac]), frac])
+    return e.op("Where", [small, e.op("Sub", [e.const(1.0, dtype), series]), big])
+
+
+def normal_cdf(e, x, dtype):
+    """½ erfc(−x/√2), with e^(−x²/2) taken from x itself, as the kernel does."""
+    def expo(small):
+        xl = e.op("Where", [small, e.const(_special.SPLIT / _special.INV_SQRT2, dtype),
+                            e.op("Abs", [x])])
+        return _exp_neg_sq(e, xl, dtype, 0.5)
+    arg = e.op("Mul", [e.op("Neg", [x]), e.const(_special.INV_SQRT2, dtype)])
+    return e.op("Mul", [e.const(0.5, dtype), erfc(e, arg, dtype, expo)])
+
+
+@converts("normal_cdf")
+def _normal_cdf(e):
+    return normal_cdf(e, e.arg(0), e.node.dtype)
+
+
+@converts("gelu")
+def _gelu(e):
+    x = e.arg(0)
+    return e.op("Mul", [x, normal_cdf(e, x, e.node.dtype)])
+
+
+@converts("tan")
+def _tan(e):
+    x = e.arg(0)
+    return e.op("Div", [e.op("Sin", [x]), e.op("Cos", [x])])
+
+
+@converts("clip")
+def _clip(e):
+    return e.op("Min", [e.op("Max", [e.arg(0), e.arg(1)]), e.arg(2)])
+
+
+@converts("leaky_relu")
+def _leaky_relu(e, slope):
+    dtype = e.node.dtype
+    x = e.arg(0)
+    return e.op("Where", [e.op("Greater", [x, e.const(0, dtype)]), x,
+                          e.op("Mul", [x, e.const(slope, dtype)])])
+
+
+@converts("elu")
+def _elu(e, alpha):
+    dtype = e.node.dtype
+    x = e.arg(0)
+    below = e.op("Sub", [e.op("Exp", [e.op("Min", [x, e.const(0, dtype)])]), e.const(1, dtype)])
+    return e.op("Where", [e.op("Greater", [x, e.const(0, dtype)]), x,
+                          e.op("Mul", [below, e.const(alpha, dtype)])])
+
+
+@converts("prod")
+def _prod(e, axis, keepdims):
+    return reduce(e, "ReduceProd", e.arg(0), axis, keepdims)
+
+
+@converts("cumsum")
+def _cumsum(e, axis):
+    return e.op("CumSum", [e.arg(0), e.const(int(axis), np.int64)])
+
+
+@converts("einsum")
+def _einsum(e, spec):
+    return e.op("Einsum", [e.arg(k) for k in range(len(e.node.inputs))], equation=spec)
+
+
+@converts("pad")
+def _pad(e, widths, value):
+    pads = [b for b, _ in widths] + [a for _, a in widths]
+    return e.op("Pad", [e.arg(0), e.ints(pads), e.const(value, e.node.dtype)], mode="constant")
+
+
+@converts("astype")
+def _astype(e, dtype):
+    return e.op("Cast", [e.raw(0)], to=e.elem(dtype))
+
+
+REFUSED.update({name: "ONNX has no operator for this matrix decomposition (opset 18)"
+                for name in ("cholesky", "qr", "svd")})

@@ -1,0 +1,140 @@
+"""Activations and clipping: clip, leaky_relu, elu, gelu.
+
+Values at the kinks follow PyTorch, so that models and gradients compare with it:
+
+* ``clip``: x's derivative is 1 on the closed interval lo ≤ x ≤ hi (torch.clamp's
+  convention, so at a bound x still gets the whole adjoint) and 0 outside;
+* ``leaky_relu``: slope at 0 (torch's ``x > 0 ? 1 : slope``);
+* ``elu``: α eˣ at 0 (torch's ``x ≤ 0`` branch), 1 for x > 0.
+
+``elu`` is computed with expm1 (no cancellation near 0) and ``gelu`` as x Φ(x) with
+Φ from erfc (no cancellation for large negative x, where 1 + erf(x/√2) would be 0).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .base import Op, apply, as_node, broadcast_shapes, float_dtype, result_dtype
+from .elementwise import exp, greater, less, where
+from .special import INV_SQRT_2PI, as_float, normal_cdf, normal_cdf_kernel
+
+
+def _number(op_name, what, value):
+    """A real number attribute (not a bool, not a node: these are constants of the op)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op_name}: {what} must be a real number, got {value!r} "
+                        f"({type(value).__name__})")
+    return float(value)
+
+
+# -- clip ---------------------------------------------------------------------------------
+
+def _clip_infer(x, lo, hi):
+    return broadcast_shapes("clip", x, lo, hi), result_dtype(x, lo, hi)
+
+
+def _clip_dx(g, ans, x, lo, hi):
+    return where(less(x, lo), 0.0, where(greater(x, hi), 0.0, g))
+
+
+def _clip_dlo(g, ans, x, lo, hi):
+    # lo is the value where x < lo < hi (at lo = hi both bounds are the value: hi takes
+    # it, below, so the derivatives still sum to 1)
+    return where(less(x, lo), where(less(lo, hi), g, 0.0), 0.0)
+
+
+def _clip_dhi(g, ans, x, lo, hi):
+    # hi is the value where x > hi, and where x < lo once hi ≤ lo (min(max(x, lo), hi))
+    return where(greater(x, hi), g, where(less(x, lo), where(less(lo, hi), 0.0, g), 0.0))
+
+
+_clip = Op("clip", lambda xp, x, lo, hi: xp.minimum(xp.maximum(x, lo), hi), _clip_infer,
+           vjp=(_clip_dx, _clip_dlo, _clip_dhi), elementwise=True,
+           doc="min(max(x, lo), hi).  ∂/∂x = [lo ≤ x ≤ hi] (1 at the bounds, as "
+               "torch.clamp), ∂/∂lo = [x < lo < hi], ∂/∂hi = [x > hi] + [x < lo, hi ≤ lo] "
+               "(a tie lo = hi goes to hi).")
+
+
+def clip(x, lo=None, hi=None):
+    """x limited to [lo, hi], elementwise: min(max(x, lo), hi), as numpy.clip; ``lo``
+    and ``hi`` are numbers or nodes (broadcast), either may be None (no bound).
+
+    ∂/∂x = 1 where lo ≤ x ≤ hi — at a bound too, as torch.clamp — and 0 outside;
+    ∂/∂lo = [x < lo] and ∂/∂hi = [x > hi] (with lo ≥ hi the value is hi everywhere,
+    and so is the derivative).
+    """
+    x = as_node(x)
+    if lo is None and hi is None:
+        raise ValueError("clip needs at least one of lo and hi")
+    if lo is None or hi is None:   # the missing bound is the dtype's own end
+        if x.dtype.kind in "fc":
+            small, big = -float("inf"), float("inf")
+        elif x.dtype.kind in "iu":
+            info = np.iinfo(x.dtype)
+            small, big = int(info.min), int(info.max)
+        else:
+            small, big = False, True
+        lo, hi = (small if lo is None else lo), (big if hi is None else hi)
+    return apply(_clip, x, lo, hi)
+
+
+# -- leaky_relu, elu ---------------------------------------------------------------------
+
+def _leaky_rule(g, ans, x, slope):
+    return where(greater(x, 0), g, g * slope)
+
+
+_leaky_relu = Op("leaky_relu", lambda xp, x, slope: xp.where(x > 0, x, x * slope),
+                 lambda x, slope: (x.shape, float_dtype(x.dtype)),
+                 vjp=(_leaky_rule,), elementwise=True,
+                 doc="x for x > 0, slope·x below.  ∂/∂x = [x > 0] + slope·[x ≤ 0] "
+                     "(slope at 0, as torch).")
+
+
+def leaky_relu(x, slope=0.01):
+    """x for x > 0, ``slope``·x otherwise (PyTorch's default slope 0.01).
+    ∂/∂x = 1 for x > 0, ``slope`` for x ≤ 0 (at 0 too, as torch)."""
+    return apply(_leaky_relu, x, slope=_number("leaky_relu", "slope", slope))
+
+
+def _elu(xp, x, alpha):
+    x = as_float(xp, x)
+    # expm1 of min(x, 0): exact near 0 and never overflows on the branch not taken
+    return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0.0)))
+
+
+def _elu_rule(g, ans, x, alpha):
+    # α eˣ on x ≤ 0; exp only sees x ≤ 0, so no inf meets the adjoint on the other side
+    pos = greater(x, 0)
+    return where(pos, g, g * (alpha * exp(where(pos, 0.0, x))))
+
+
+_elu_op = Op("elu", _elu, lambda x, alpha: (x.shape, float_dtype(x.dtype)),
+             vjp=(_elu_rule,), elementwise=True,
+             doc="x for x > 0, α(eˣ − 1) below.  ∂/∂x = [x > 0] + α eˣ [x ≤ 0] "
+                 "(α at 0, as torch).")
+
+
+def elu(x, alpha=1.0):
+    """x for x > 0, α(eˣ − 1) otherwise (computed with expm1).
+    ∂/∂x = 1 for x > 0, α eˣ for x ≤ 0 (α at 0, as torch)."""
+    return apply(_elu_op, x, alpha=_number("elu", "alpha", alpha))
+
+
+# -- gelu ---------------------------------------------------------------------------------
+
+def _gelu(xp, x):
+    x = as_float(xp, x)
+    return x * normal_cdf_kernel(xp, x)
+
+
+def _gelu_rule(g, ans, x):
+    return g * (normal_cdf(x) + x * (INV_SQRT_2PI * exp(-0.5 * (x * x))))
+
+
+gelu = Op("gelu", _gelu, lambda x: (x.shape, float_dtype(x.dtype)),
+          vjp=(_gelu_rule,), elementwise=True,
+          doc="x Φ(x), Φ the standard normal CDF (the exact form, torch's default).  "
+              "∂/∂x = Φ(x) + x φ(x), φ(x) = e^(−x²/2)/√(2π).")
