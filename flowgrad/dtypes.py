@@ -17,12 +17,13 @@ NAMES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
 
 def as_dtype(dtype, where: str) -> np.dtype:
     """``dtype`` as a numeric numpy dtype; ``where`` names the caller in the error
-    (e.g. "placeholder 'x'"). Strings, objects, datetimes and unknown names are refused."""
+    (e.g. "placeholder 'x'"). Strings, objects, datetimes, extended precision (float128:
+    no backend but numpy has it) and unknown names are refused."""
     try:
         dt = np.dtype(dtype)
     except (TypeError, ValueError):
         dt = None
-    if dt is None or dt.kind not in "biufc":
+    if dt is None or dt.name not in NAMES:   # float128, datetimes, strings, objects
         raise UsageError(f"{where}: dtype {dtype!r} is not one flowgrad knows; use one of "
                          f"{', '.join(NAMES)} (or a numpy type such as np.float32)")
     return dt

@@ -119,20 +119,9 @@ def split(x, indices_or_sections, axis=0):
 
 # -- astype ----------------------------------------------------------------------------------
 
-#: the dtypes astype converts to (numeric only: a graph holds numbers)
-DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-          "float16", "float32", "float64", "complex64", "complex128")
-
-
 def _dtype(dtype) -> np.dtype:
-    try:
-        d = np.dtype(dtype)
-    except TypeError:
-        d = None
-    if d is None or d.name not in DTYPES:
-        raise TypeError(f"astype: cannot convert to {dtype!r}; the accepted dtypes are "
-                        f"{', '.join(DTYPES)}")
-    return d
+    from flowgrad.dtypes import as_dtype   # the one reader of a user's dtype
+    return as_dtype(dtype, "astype")
 
 
 def _astype_vjp(g, ans, x, dtype):
