@@ -13,6 +13,7 @@ from .linalg import (det, dot, eigh, eigvalsh, inv, logdet, matmul, norm,  # noq
 from .creation import ones_like, zeros_like  # noqa: F401
 from .nn import linear, relu, sigmoid, softplus  # noqa: F401
 from .losses import bce_with_logits, l2, mse, softmax_cross_entropy  # noqa: F401
+from .gradient import stop_gradient  # noqa: F401  (issue 21)
 
 #: the ops that are public as ``fg.NAME`` (some shadow builtins on purpose: fg.sum,
 #: fg.pow, fg.abs, fg.max, fg.min)
@@ -29,3 +30,4 @@ __all__ = [
     "softmax_cross_entropy",
     "zeros_like", "ones_like",
 ]
+__all__ += ["stop_gradient"]   # issue 21: derivatives the user controls

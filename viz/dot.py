@@ -15,6 +15,7 @@ import numpy as np
 
 from flowgrad.autodiff import ancestors
 from flowgrad.composite import groups
+from flowgrad.custom_op import caption as custom_caption
 from flowgrad.graph import Graph, Node, same_graph
 
 from . import labels as L
@@ -375,6 +376,8 @@ def _edge_labels(scene, pairs, mode, precision, units=None):
     for i, j in pairs:
         if (i, j) in numbers:
             out[(i, j)] = "∂ " + L.fmt_number(numbers[(i, j)].item(), precision)
+        elif custom_caption(h[j], i) is not None:   # issue 21: the user's own rule
+            out[(i, j)] = custom_caption(h[j], i)
         elif (i, j) not in scalar or mode == "derivative":
             argnums = [k for k, n in enumerate(h[j]._d["inputs"]) if n == i]
             names = [name(n) for n in h[j]._d["inputs"]]
@@ -410,11 +413,15 @@ def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
     h, name = scene.handles, _namer(scene, units, precision)
     outs = {box: group_outputs(scene, boxes[box], users) for _, box in into}
     scalar = {(i, box) for i, box in into if scene.trace is not None and mode != "rule"
-              and h[i].shape == () and len(outs[box]) == 1 and h[outs[box][0]].shape == ()}
+              and h[i].shape == () and len(outs[box]) == 1 and h[outs[box][0]].shape == ()
+              and custom_caption(h[outs[box][0]], i) is None}
     terms = edge_terms(scene.trace, [(src, j) for src, box in scalar
                                      for j in into[(src, box)]], "adjoint") if scalar else {}
     out = {}
     for (i, box), js in into.items():
+        if len(outs[box]) == 1 and custom_caption(h[outs[box][0]], i):   # issue 21
+            out[(i, box)] = custom_caption(h[outs[box][0]], i)
+            continue
         if (i, box) in scalar:
             gbar = float(_host(scene.adjoint(h[outs[box][0]])))
             if gbar != 0 and all((i, j) in terms for j in js):

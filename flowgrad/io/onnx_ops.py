@@ -371,3 +371,10 @@ def _getitem(e, index):
 @converts("scatter_add")
 def _scatter_add(e, index):
     return scatter_add(e, index)
+
+
+# issue 21: stop_gradient's value is its input; a custom function's is its forward's
+# (argument 0 of custom_call); their rules live in the gradient graph, exported as nodes
+@converts("stop_gradient", "custom_call")
+def _identity(e, **attrs):
+    return e.op("Identity", [e.arg(0)])

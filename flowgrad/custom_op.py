@@ -1,0 +1,215 @@
+"""The ``custom_call`` op: one call of a ``fg.custom_vjp``/``fg.custom_jvp`` function.
+
+``custom_call(forward_out, *inputs, fn=f)`` has the value of ``forward_out`` (the last
+node of the forward the function built on ``inputs``) and the user's rules: argument 0
+gets no adjoint and no tangent, so nothing flows through the forward's own nodes, and
+inputs 1… get what ``f``'s rule says (flowgrad/custom.py explains the transposition
+that gives the other mode).
+"""
+from __future__ import annotations
+
+from .autodiff import vjp
+from .composite import composite
+from .errors import DifferentiationError
+from .graph import Node
+from .ops.base import REGISTRY, Op, apply, as_node, fmt_shape
+from .ops.gradient import stop_gradient
+
+
+def _forward(xp, out, *inputs, fn):
+    return out
+
+
+def _infer(out, *inputs, fn):
+    return out.shape, out.dtype
+
+
+def _float(node) -> bool:
+    return node.dtype.kind in "fc"
+
+
+def _no_rule(fn, mode):
+    return DifferentiationError(
+        f"custom_{fn.kind} function {fn.name!r} has no rule yet, so its {mode} derivative "
+        f"is not defined: give one with @{fn.label}.def{fn.kind}")
+
+
+def _same_shape(a, b) -> bool:
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _check_node(fn, term, like, what):
+    """``term`` must be a float node of ``like``'s graph and shape (``what`` names it)."""
+    if not isinstance(term, Node):
+        raise DifferentiationError(
+            f"custom_{fn.kind} {fn.name!r}: its rule returned {type(term).__name__} for "
+            f"{what}; a rule returns flowgrad nodes (built from fg ops)")
+    if term.graph is not like.graph:
+        raise DifferentiationError(f"custom_{fn.kind} {fn.name!r}: the rule's node for "
+                                   f"{what} belongs to another graph")
+    if not _same_shape(term.shape, like.shape) or not _float(term):
+        raise DifferentiationError(
+            f"custom_{fn.kind} {fn.name!r}: the rule's node for {what} has shape "
+            f"{fmt_shape(term.shape)} and dtype {term.dtype}, but it must have "
+            f"{fmt_shape(like.shape)} (the shape of {like.name!r}) and a float dtype")
+
+
+def vjp_terms(fn, g, ans, xs):
+    """The user's vjp rule applied and checked: one node or None per input."""
+    if fn.rule is None:
+        raise _no_rule(fn, "reverse-mode")
+    out = fn.rule(g, ans, *xs)
+    if isinstance(out, Node) and len(xs) == 1:
+        out = (out,)
+    if not isinstance(out, (tuple, list)) or len(out) != len(xs):
+        got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
+        raise DifferentiationError(
+            f"custom_vjp {fn.name!r}: its rule {getattr(fn.rule, '__name__', '')!r} returned "
+            f"{got}, but {fn.name} takes {len(xs)} inputs: return a tuple with one node "
+            f"(or None) per input, in order ({', '.join(map(fn.arg_name, range(len(xs))))})")
+    for k, (term, x) in enumerate(zip(out, xs)):
+        if term is not None:
+            _check_node(fn, term, x, f"the gradient of {fn.arg_name(k)!r}")
+    return list(out)
+
+
+def jvp_out(fn, tangents, ans, xs):
+    """The user's jvp rule applied and checked: the output's tangent node."""
+    if fn.rule is None:
+        raise _no_rule(fn, "forward-mode")
+    out = fn.rule(list(tangents), ans, *xs)
+    _check_node(fn, out, ans, "the output's tangent")
+    return out
+
+
+def _zero_tangents(xs, given):
+    from flowgrad.ops import zeros_like
+    return [t if t is not None else (zeros_like(x) if _float(x) else None)
+            for t, x in zip(given, xs)]
+
+
+def _vjp_all(needed, g, ans, out, *xs, fn):
+    """Every input's reverse term: the vjp rule, or the jvp rule transposed."""
+    need = needed[1:]
+    if fn.kind == "vjp":
+        terms = vjp_terms(fn, g, ans, xs)
+        return [None] + [t if n else None for t, n in zip(terms, need)]
+    ts = _zero_tangents(xs, [None] * len(xs))   # stand-ins: the rule is linear in them
+    tdot = jvp_out(fn, ts, ans, xs)
+    wrt = [k for k, x in enumerate(xs) if need[k] and ts[k] is not None]
+    bars = vjp(tdot, [ts[k] for k in wrt], g) if wrt else []
+    terms = [None] * len(xs)
+    for k, b in zip(wrt, bars):
+        terms[k] = b
+    return [None] + terms
+
+
+def _jvp_all(tangents, ans, out, *xs, fn):
+    """The output's tangent: the jvp rule, or the vjp rule transposed."""
+    given = list(tangents[1:])
+    if all(t is None for t in given):
+        return None
+    if fn.kind == "jvp":
+        return jvp_out(fn, _zero_tangents(xs, given), ans, xs)
+    from flowgrad.ops import add, zeros_like
+    z = zeros_like(ans)                          # a stand-in cotangent: the rule is linear
+    total = None
+    for t, term in zip(given, vjp_terms(fn, z, ans, xs)):
+        if t is None or term is None:
+            continue
+        part = vjp(term, z, t)                   # (J_iᵀ)ᵀ ṫ_i = J_i ṫ_i
+        total = part if total is None else add(total, part)
+    return total
+
+
+def _rule(argnum, g, ans, out, *xs, fn):
+    """One argument's reverse term (drawings ask per argument; the sweeps use _vjp_all)."""
+    if argnum == 0:
+        return None
+    needed = [k == argnum for k in range(len(xs) + 1)]
+    return _vjp_all(needed, g, ans, out, *xs, fn=fn)[argnum]
+
+
+def _tangent_rule(argnum, t, ans, out, *xs, fn):
+    if argnum == 0:
+        return None
+    given = [None] * (len(xs) + 1)
+    given[argnum] = t
+    return _jvp_all(given, ans, out, *xs, fn=fn)
+
+
+def _make_op():
+    if "custom_call" in REGISTRY:
+        return REGISTRY["custom_call"]
+    op = Op("custom_call", _forward, _infer, vjp=_rule, jvp=_tangent_rule, variadic=True,
+            doc="One call of an fg.custom_vjp / fg.custom_jvp function: the value of its "
+                "forward (argument 0).  x̄ and ẋ are the user's rule's (nothing flows into "
+                "argument 0); the other mode is the rule transposed.")
+    op.vjp_all = _vjp_all
+    op.jvp_all = _jvp_all
+    return op
+
+
+custom_call = _make_op()
+
+
+# -- building a call --------------------------------------------------------------------
+
+def build_call(fn, args):
+    """Build ``fn``'s forward on ``args`` inside a composite group, then its custom_call."""
+    from .custom import graph_of
+    graph = graph_of(args)
+    xs = tuple(as_node(a, graph) for a in args)
+    start = len(graph)
+    with composite(fn.label):
+        # the forward reads its inputs through stop_gradient stand-ins, so that neither
+        # sweep walks into its nodes (the rule alone carries derivatives across them):
+        # forward mode would otherwise build their unused tangents, and fail at an op
+        # without a forward rule, which is when a custom rule is most needed
+        out = fn.fn(*(stop_gradient(x) for x in xs))
+        if not isinstance(out, Node) or out.graph is not graph:
+            raise DifferentiationError(
+                f"custom_{fn.kind} {fn.name!r}: the forward must return one flowgrad node "
+                f"of its inputs' graph, got {type(out).__name__}")
+        _refuse_closures(fn, graph, start, xs)
+        return apply(custom_call, out, *xs, fn=fn)
+
+
+def _refuse_closures(fn, graph, start, xs):
+    """A float node the forward reads without taking it as an input would get no
+    gradient through the rule, silently: refuse it, naming it."""
+    data = graph.nx.nodes
+    allowed = {x.id for x in xs}
+    for nid in range(start, len(graph)):
+        d = data[nid]
+        reads = [nid] if d["kind"] in ("placeholder", "variable") else \
+            [i for i in d["inputs"] if i < start and i not in allowed]
+        for i in reads:
+            di = data[i]
+            if di["kind"] != "constant" and di["dtype"].kind in "fc":
+                raise DifferentiationError(
+                    f"custom_{fn.kind} {fn.name!r}: its forward reads {di['name']!r}, which "
+                    "is not one of its inputs, so no gradient could reach it through the "
+                    "rule; pass it as an argument (and give its rule a term for it)")
+
+
+def is_custom(node) -> bool:
+    return node.op is custom_call
+
+
+def function_of(node):
+    """The CustomFunction a custom_call node calls."""
+    return node.attrs["fn"]
+
+
+
+def caption(node, src_id):
+    """What a drawing writes on the edge from node ``src_id`` into a custom_call ``node``:
+    the user's rule (its docstring's first line, else its name); "" on the edge from the
+    forward's own output, which carries nothing back. None when ``node`` is not a call."""
+    if node.op is not custom_call:
+        return None
+    ids = node._d["inputs"]
+    if src_id == ids[0] and src_id not in ids[1:]:
+        return ""
+    return function_of(node).caption
