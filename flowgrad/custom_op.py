@@ -155,18 +155,21 @@ custom_call = _make_op()
 
 # -- building a call --------------------------------------------------------------------
 
-def build_call(fn, args):
-    """Build ``fn``'s forward on ``args`` inside a composite group, then its custom_call."""
+def build_call(fn, args, forward=None, label=None):
+    """Build ``fn``'s forward on ``args`` inside a composite group, then its custom_call.
+    ``forward``/``label``: another forward function and box name than ``fn``'s own
+    (fg.remat: one registered rule for every block)."""
     from .custom import graph_of
     graph = graph_of(args)
     xs = tuple(as_node(a, graph) for a in args)
     start = len(graph)
-    with composite(fn.label):
+    forward = forward or fn.fn
+    with composite(label or fn.label):
         # the forward reads its inputs through stop_gradient stand-ins, so that neither
         # sweep walks into its nodes (the rule alone carries derivatives across them):
         # forward mode would otherwise build their unused tangents, and fail at an op
         # without a forward rule, which is when a custom rule is most needed
-        out = fn.fn(*(stop_gradient(x) for x in xs))
+        out = forward(*(stop_gradient(x) for x in xs))
         if not isinstance(out, Node) or out.graph is not graph:
             raise DifferentiationError(
                 f"custom_{fn.kind} {fn.name!r}: the forward must return one flowgrad node "

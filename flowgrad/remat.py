@@ -1,0 +1,132 @@
+"""``fg.remat(block)(*args)``: recompute a block's inner values in the backward pass.
+
+    for k in range(0, 40, 8):
+        h = fg.remat(segment)(h, *Ws[k:k + 8])   # 8 layers whose activations are not kept
+
+A call is a custom function (flowgrad/custom.py) whose reverse rule does not read the
+block's inner nodes. It *replays* the block: the block's nodes are copied with each
+input x replaced by ``remat_after(x, v̄)`` — x's value, available only once the block's
+output adjoint v̄ is — and the rule is the vjp of that copy. So the forward's inner
+values die as soon as the forward pass is done with them (nothing in the backward
+reads them), and the copy runs when the backward pass reaches the block: the
+scheduler runs nodes in id order and frees each value after its last reader. The
+copy can never be merged with the forward by the simplifier (its inputs differ).
+
+Random draws inside the block are replayed, not redrawn: a random node is not copied,
+the copy reads the forward's draw (whose value is therefore kept until the backward).
+
+Forward mode is the rule transposed, like any custom_vjp function; remat saves memory
+in reverse mode only. One registered rule serves every block, so a saved graph with
+remat blocks loads without the block's code (the copy is made from the graph).
+"""
+from __future__ import annotations
+
+import functools
+
+from .autodiff import vjp
+from .custom import CustomFunction
+from .custom_op import build_call
+from .errors import DifferentiationError
+from .ops.base import NONDIFF, Op, apply
+from .ops.gradient import stop_gradient
+
+__all__ = ["remat"]
+
+
+def _after_infer(x, g):
+    return x.shape, x.dtype
+
+
+remat_after = Op(
+    "remat_after", lambda xp, x, g: x, _after_infer,
+    vjp=(lambda gbar, ans, x, g: gbar, NONDIFF), jvp=(lambda t, ans, x, g: t, NONDIFF),
+    doc="x's value, read only once g is computed: it orders a remat block's recomputation "
+        "after the block's output adjoint.  x̄ = Ḡ (identity in x); g is a dependency only.")
+
+
+def _float(node) -> bool:
+    return node.dtype.kind in "fc"
+
+
+def _stand_ins(call):
+    """{stand-in id: input position} of a call: the stop_gradient nodes its forward read
+    its inputs through (built in the call's own group on the call's inputs)."""
+    graph = call.graph
+    data = graph.nx.nodes
+    group = call._d.get("group", ())
+    xs = call._d["inputs"][1:]
+    lo = min(xs) if xs else call.id
+    found, taken = {}, set()
+    for nid in graph.ancestors([call._d["inputs"][0]]):
+        d = data[nid]
+        if nid <= lo or d["op"] is not stop_gradient or d.get("group", ()) != group:
+            continue
+        src = d["inputs"][0]
+        k = next((k for k, i in enumerate(xs) if i == src and k not in taken), None)
+        if k is not None:        # the k-th input's stand-in (repeats in argument order)
+            found[nid] = k
+            taken.add(k)
+    return found
+
+
+def _replay(out, mapping):
+    """``out`` rebuilt over ``mapping`` ({id: node}): every node that depends on a mapped
+    one is re-applied, except random nodes, whose forward draw is read as it is."""
+    graph = out.graph
+    data, handles = graph.nx.nodes, graph._handles
+    lo = min(mapping)
+    for nid in graph.ancestors([out.id]):
+        if nid <= lo or nid in mapping:
+            continue
+        d = data[nid]
+        op = d["op"]
+        if op is None or op.stateful or not any(i in mapping for i in d["inputs"]):
+            continue
+        mapping[nid] = apply(op, *[mapping.get(i, handles[i]) for i in d["inputs"]],
+                             **d["attrs"])
+    return mapping.get(out.id, out)
+
+
+def _remat_vjp(g, ans, *xs):
+    """x̄ = vjp of the block, its values recomputed from its inputs"""
+    stand = _stand_ins(ans)
+    if not stand:
+        return tuple(None for _ in xs)
+    late = {k: apply(remat_after, xs[k], g) for k in set(stand.values()) if _float(xs[k])}
+    mapping = {sid: late.get(k, xs[k]) for sid, k in stand.items()}
+    copy = _replay(ans.inputs[0], mapping)
+    order = sorted(late)
+    bars = vjp(copy, [late[k] for k in order], g) if order else []
+    terms = [None] * len(xs)
+    for k, b in zip(order, bars):
+        terms[k] = b
+    return tuple(terms)
+
+
+def _no_forward(*args):
+    raise DifferentiationError("fg.remat's registered rule has no forward of its own: "
+                               "call fg.remat(block)(*args)")
+
+
+#: the one registered function every remat block calls (its forward is the block's)
+REMAT = CustomFunction(_no_forward, "vjp", name="flowgrad.remat")
+REMAT.defvjp(_remat_vjp)
+
+
+def remat(block):
+    """``block`` whose inner values are recomputed in the backward pass instead of kept:
+    ``fg.remat(block)(*args)`` builds the block (one box in drawings, named after it);
+    its gradient re-runs the block from its inputs when the backward pass reaches it.
+    Random draws inside are replayed. Inputs must be passed as arguments (a float node
+    the block reads without taking it is refused, as for custom functions)."""
+    if not callable(block):
+        raise TypeError(f"fg.remat takes a function, got {block!r:.60}")
+    label = getattr(block, "__name__", None) or "remat"
+
+    @functools.wraps(block)
+    def call(*args, **kwargs):
+        if kwargs:
+            raise TypeError(f"fg.remat({label}): pass the inputs positionally "
+                            f"(got keywords {sorted(kwargs)})")
+        return build_call(REMAT, args, forward=block, label=label)
+    return call

@@ -1,0 +1,134 @@
+"""Issue 21: fg.remat — the same values and derivatives (both modes, second order) as the
+plain block, random draws replayed, the inner values not kept (tracemalloc), drawings
+and graph files."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import flowgrad as fg
+
+RTOL = 1e-12
+
+
+def stack(h, *Ws):
+    for w in Ws:
+        h = fg.tanh(h @ w)
+    return h
+
+
+def _network(layers, seg, batch, width, seed=0):
+    rng = np.random.default_rng(seed)
+    g = fg.Graph()
+    with g:
+        x = fg.placeholder("x", shape=(batch, width))
+        Ws = [fg.variable(rng.standard_normal((width, width)) / np.sqrt(width), name=f"W{k}")
+              for k in range(layers)]
+        h = x
+        if seg:
+            for k in range(0, layers, seg):
+                h = fg.remat(stack)(h, *Ws[k:k + seg])
+        else:
+            h = stack(h, *Ws)
+        loss = fg.sum(h * h)
+    return g, x, Ws, loss
+
+
+def test_remat_gives_the_plain_gradient_against_torch():
+    torch = pytest.importorskip("torch")
+    X = np.random.default_rng(1).standard_normal((5, 4))
+    outs = []
+    for seg in (0, 2, 3):
+        g, x, Ws, loss = _network(6, seg, 5, 4)
+        with g:
+            outs.append(fg.run([loss, *fg.grad(loss, [x, *Ws])], {x: X}))
+    xt = torch.tensor(X, requires_grad=True)
+    Wt = [torch.tensor(w.value, requires_grad=True) for w in Ws]
+    h = xt
+    for w in Wt:
+        h = torch.tanh(h @ w)
+    (h * h).sum().backward()
+    want = [(h * h).sum().item(), xt.grad.numpy()] + [w.grad.numpy() for w in Wt]
+    for got in outs:
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=RTOL)
+
+
+def test_remat_second_derivatives_both_modes_and_check_grads():
+    g, x, Ws, loss = _network(4, 2, 2, 3)
+    _, xp, Wp, lossp = _network(4, 0, 2, 3)
+    X = np.random.default_rng(2).standard_normal((2, 3))
+    V = np.random.default_rng(3).standard_normal((2, 3))
+    with g:
+        vals = fg.run([fg.hvp(loss, x, V), fg.hvp(loss, x, V, mode="rev-rev"),
+                       fg.jvp(loss, x, V)], {x: X})
+        fg.check_grads(loss, [x, Ws[1]], {x: X}, order=2, rtol=1e-6)
+    with xp.graph:
+        want = fg.run([fg.hvp(lossp, xp, V), fg.jvp(lossp, xp, V)], {xp: X})
+    np.testing.assert_allclose(vals[0], want[0], rtol=1e-10)
+    np.testing.assert_allclose(vals[1], want[0], rtol=1e-10)
+    np.testing.assert_allclose(vals[2], want[1], rtol=1e-10)
+
+
+def test_random_draws_inside_a_block_are_replayed_not_redrawn():
+    def noisy(x):
+        mask = fg.random.bernoulli(None, p=0.5, like=x, seed=4)
+        return x * mask
+
+    X = np.linspace(0.5, 2.0, 64)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(64,))
+        y = fg.remat(noisy)(x)
+        grad = fg.grad(fg.sum(y * y), x)        # 2 x m² = 2 y, with the forward's own m
+        prog = fg.compile([y, grad])
+        for _ in range(3):
+            yv, gv = prog(x=X)
+            assert 0 < np.count_nonzero(yv) < 64
+            np.testing.assert_array_equal(gv, 2 * yv)
+
+
+def test_remat_keeps_fewer_values_alive():
+    X = np.random.default_rng(1).standard_normal((256, 16))
+    peaks, results = [], []
+    for seg in (0, 4):
+        g, x, Ws, loss = _network(16, seg, 256, 16)
+        with g:
+            prog = fg.compile([loss, *fg.grad(loss, Ws)])
+        for _ in range(3):       # the first runs make the generated code and its caches
+            prog(x=X)
+        tracemalloc.start()
+        try:
+            results.append(prog(x=X))
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=RTOL)
+    assert peaks[1] < 0.6 * peaks[0], peaks
+
+
+def test_a_remat_block_draws_as_one_box_and_round_trips_a_file(tmp_path):
+    g, x, Ws, loss = _network(4, 2, 3, 2)
+    X = np.random.default_rng(5).standard_normal((3, 2))
+    with g:
+        src = fg.viz.draw(loss).source
+        assert "g_stack" in src and "recomputed from its inputs" in src
+        path = fg.save_graph(tmp_path / "remat.fg", loss)
+        want = fg.run([loss, fg.grad(loss, x)], {x: X})
+    g2 = fg.load_graph(path)
+    l2, x2 = g2.by_name(loss.name), g2.by_name("x")
+    got = fg.run([l2, fg.grad(l2, x2)], {x2: X})
+    np.testing.assert_allclose(got[0], want[0], rtol=RTOL)
+    np.testing.assert_allclose(got[1], want[1], rtol=RTOL)
+
+
+def test_remat_refuses_closures_and_keywords():
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        w = fg.placeholder("w", shape=(3,))
+        with pytest.raises(fg.DifferentiationError, match="'w'"):
+            fg.remat(lambda h: h * w)(x)
+        with pytest.raises(TypeError, match="positionally"):
+            fg.remat(stack)(h=x)
+        with pytest.raises(TypeError, match="function"):
+            fg.remat(3)
