@@ -190,6 +190,9 @@ RULES = {
     "mse": ("+= v̄ · 2({0} − {1}) / n", "−= v̄ · 2({0} − {1}) / n"),
     "l2": ("+= v̄ · {0}",),
     "softmax_cross_entropy": ("+= v̄ · (softmax({0}) − {1}) / n", "−= v̄ · log softmax({0}) / n"),
+    # issue 21: nothing flows back through stop_gradient; remat_after passes v̄ to x only
+    "stop_gradient": ("+= 0 (stop_gradient)",),
+    "remat_after": ("+= v̄", ""),
 }
 
 #: local derivatives whose textbook form reads better than the rule's own text
