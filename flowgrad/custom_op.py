@@ -8,7 +8,7 @@ that gives the other mode).
 """
 from __future__ import annotations
 
-from .autodiff import vjp
+from .autodiff import vjp_above
 from .composite import composite
 from .errors import DifferentiationError
 from .graph import Node
@@ -97,7 +97,7 @@ def _vjp_all(needed, g, ans, out, *xs, fn):
     ts = _zero_tangents(xs, [None] * len(xs))   # stand-ins: the rule is linear in them
     tdot = jvp_out(fn, ts, ans, xs)
     wrt = [k for k, x in enumerate(xs) if need[k] and ts[k] is not None]
-    bars = vjp(tdot, [ts[k] for k in wrt], g) if wrt else []
+    bars = vjp_above(tdot, [ts[k] for k in wrt], g) if wrt else []
     terms = [None] * len(xs)
     for k, b in zip(wrt, bars):
         terms[k] = b
@@ -117,7 +117,7 @@ def _jvp_all(tangents, ans, out, *xs, fn):
     for t, term in zip(given, vjp_terms(fn, z, ans, xs)):
         if t is None or term is None:
             continue
-        part = vjp(term, z, t)                   # (J_iᵀ)ᵀ ṫ_i = J_i ṫ_i
+        part, = vjp_above(term, [z], t)          # (J_iᵀ)ᵀ ṫ_i = J_i ṫ_i
         total = part if total is None else add(total, part)
     return total
 

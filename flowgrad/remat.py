@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 
-from .autodiff import vjp
+from .autodiff import ancestors_above, vjp_above
 from .custom import CustomFunction
 from .custom_op import build_call
 from .errors import DifferentiationError
@@ -57,9 +57,9 @@ def _stand_ins(call):
     xs = call._d["inputs"][1:]
     lo = min(xs) if xs else call.id
     found, taken = {}, set()
-    for nid in graph.ancestors([call._d["inputs"][0]]):
+    for nid in ancestors_above(call.inputs[0], lo + 1):
         d = data[nid]
-        if nid <= lo or d["op"] is not stop_gradient or d.get("group", ()) != group:
+        if d["op"] is not stop_gradient or d.get("group", ()) != group:
             continue
         src = d["inputs"][0]
         k = next((k for k, i in enumerate(xs) if i == src and k not in taken), None)
@@ -75,8 +75,8 @@ def _replay(out, mapping):
     graph = out.graph
     data, handles = graph.nx.nodes, graph._handles
     lo = min(mapping)
-    for nid in graph.ancestors([out.id]):
-        if nid <= lo or nid in mapping:
+    for nid in ancestors_above(out, lo + 1):
+        if nid in mapping:
             continue
         d = data[nid]
         op = d["op"]
@@ -96,7 +96,7 @@ def _remat_vjp(g, ans, *xs):
     mapping = {sid: late.get(k, xs[k]) for sid, k in stand.items()}
     copy = _replay(ans.inputs[0], mapping)
     order = sorted(late)
-    bars = vjp(copy, [late[k] for k in order], g) if order else []
+    bars = vjp_above(copy, [late[k] for k in order], g) if order else []
     terms = [None] * len(xs)
     for k, b in zip(order, bars):
         terms[k] = b
