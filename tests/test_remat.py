@@ -132,3 +132,18 @@ def test_remat_refuses_closures_and_keywords():
             fg.remat(stack)(h=x)
         with pytest.raises(TypeError, match="function"):
             fg.remat(3)
+
+
+def test_a_remat_gradient_program_exports_to_onnx(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    g, x, Ws, loss = _network(4, 2, 3, 2)
+    X = np.random.default_rng(6).standard_normal((3, 2))
+    with g:
+        outs = [loss, fg.grad(loss, x)]
+        want = fg.run(outs, {x: X})
+        path = fg.export_onnx(outs, tmp_path / "remat.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"x": X})
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
