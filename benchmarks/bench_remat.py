@@ -1,7 +1,8 @@
 """fg.remat's memory saving (issue 21): the peak memory of a deep tanh network's gradient
 program, plain and with each segment of layers in ``fg.remat``.
 
-    .venv/bin/python benchmarks/bench_remat.py [--layers 40] [--segment 8] [--batch 1024] [--width 64]
+    .venv/bin/python benchmarks/bench_remat.py [--layers 40] [--segment 8] \
+        [--batch 1024] [--width 64]
 
 The network is h_{k+1} = tanh(h_k W_k), loss = Σ h_L², and the program computes the
 loss and its gradients with respect to every W_k. The peak is tracemalloc's over one

@@ -50,7 +50,7 @@ import inspect
 from .errors import DifferentiationError, GraphError
 from .graph import Node, default_graph
 
-__all__ = ["custom_vjp", "custom_jvp", "CustomFunction", "registered", "call_nodes"]
+__all__ = ["custom_vjp", "custom_jvp", "CustomFunction", "registered", "unregister"]
 
 #: {registered name: CustomFunction}: where a loaded graph finds its rules. A later
 #: definition under the same name replaces the earlier one (re-running a notebook cell).
@@ -60,6 +60,12 @@ _REGISTRY: dict = {}
 def registered(name: str):
     """The custom function registered as ``name``, or None."""
     return _REGISTRY.get(name)
+
+
+def unregister(name: str) -> None:
+    """Forget the function registered as ``name`` (graphs built with it keep it; loading
+    a file that names it is then refused)."""
+    _REGISTRY.pop(name, None)
 
 
 class CustomFunction:
@@ -143,13 +149,6 @@ def custom_jvp(fn=None, *, name=None):
     (one node per input; zeros for an input without a tangent, None for a non-float
     one). Reverse mode is derived by transposing the rule (see the module doc)."""
     return _decorator("jvp", fn, name)
-
-
-def call_nodes(graph, ids):
-    """The ``custom_call`` nodes among ``ids`` of ``graph``."""
-    data = graph.nx.nodes
-    return [graph.node(i) for i in ids
-            if data[i]["op"] is not None and data[i]["op"].name == "custom_call"]
 
 
 def graph_of(args):
