@@ -25,7 +25,7 @@ import functools
 
 from .autodiff import ancestors_above, vjp_above
 from .custom import CustomFunction
-from .custom_op import build_call
+from .custom_op import build_call, custom_call
 from .errors import DifferentiationError
 from .ops.base import NONDIFF, Op, apply
 from .ops.gradient import stop_gradient
@@ -89,6 +89,9 @@ def _replay(out, mapping):
 
 def _remat_vjp(g, ans, *xs):
     """x̄ = vjp of the block, its values recomputed from its inputs"""
+    if ans.op is not custom_call:
+        raise DifferentiationError("fg.remat's rule replays its block from the graph, so it "
+                                   "needs the block's call node, not a value standing in")
     stand = _stand_ins(ans)
     if not stand:
         return tuple(None for _ in xs)
@@ -111,6 +114,7 @@ def _no_forward(*args):
 #: the one registered function every remat block calls (its forward is the block's)
 REMAT = CustomFunction(_no_forward, "vjp", name="flowgrad.remat")
 REMAT.defvjp(_remat_vjp)
+REMAT.label = "remat"   # formulas write remat(…); a box is named after its block
 
 
 def remat(block):

@@ -650,3 +650,25 @@ def test_float32_and_run_time_lengths():
             want = 2 * 1.7 ** 2 * np.sin(Xb[:rows]) * np.cos(Xb[:rows]) + sigmoid(Xb[:rows])
             np.testing.assert_allclose(vals[0], want, rtol=2e-6)
             np.testing.assert_allclose(vals[2], want.sum(), rtol=2e-6)
+
+
+def test_walkthrough_backward_drawing_and_formula_read_custom_calls(tmp_path):
+    with fg.Graph():
+        x = fg.placeholder("x")
+        w = fg.variable(0.5, name="w")
+        y = clip_gradient(log1pexp(x * w)) * scaled_sin(w, 2.0)
+        y = fg.remat(lambda a: fg.tanh(a) * 2.0)(y)
+        tr = fg.compile(y).trace(x=0.3)
+        back = fg.viz.draw(tr, backward=True).source
+        frames = fg.viz.walkthrough(tr, tmp_path, format="svg")
+        text = str(fg.viz.formula(y))
+    X, W = 0.3, 0.5
+    u = np.logaddexp(0.0, X * W)
+    inner = u * 2.0 * np.sin(W)
+    outer = 2.0 * (1 - np.tanh(inner) ** 2)            # v̄ of the block's input
+    clipped = np.clip(outer * 2.0 * np.sin(W), -1, 1)  # v̄ reaching clip_gradient, clipped
+    assert clipped == 1.0
+    want = clipped * sigmoid(X * W) * X + outer * u * 2.0 * np.cos(W)
+    assert tr.adjoint(w) == pytest.approx(want, rel=1e-12)
+    assert "x̄ = clip(v̄, −1, 1)" in back and len(frames) > 5
+    assert text == "remat(clip_gradient(log1pexp(x w)) scaled_sin(w, 2))"

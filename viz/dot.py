@@ -369,7 +369,8 @@ def _edge_labels(scene, pairs, mode, precision, units=None):
     pairs = [p for p in pairs if _labelled(scene, *p)]
     h = scene.handles
     scalar = [(i, j) for i, j in pairs if scene.trace is not None and mode != "rule"
-              and h[i].shape == () and h[j].shape == ()]
+              and h[i].shape == () and h[j].shape == ()
+              and custom_caption(h[j], i) is None]   # a custom call: its rule's caption
     numbers = edge_terms(scene.trace, scalar, "one") if scalar else {}
     name = _namer(scene, units, precision)
     out = {}
@@ -433,6 +434,23 @@ def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
         if args.count(i) == 1 and record.get("label") in L.RULES:
             rhs = L.rule_rhs(record["label"], [name(a) for a in args], str(box), args.index(i))
             out[(i, box)] = f"{L.bar(name(i))} {rhs}"
+    return out
+
+
+def _box_to_custom_captions(scene, pairs, units, boxes, users, mode):
+    """{(box, custom box): the rule's caption} for edges from one collapsed composite into
+    a collapsed custom function (issue 21; edges from a node are _group_edge_labels')."""
+    if not mode:
+        return {}
+    out = {}
+    for i, j in pairs:
+        a, b = units[i], units[j]
+        if isinstance(a, GroupUnit) and isinstance(b, GroupUnit) and a != b \
+                and (a, b) not in out:
+            outs = group_outputs(scene, boxes[b], users)
+            text = custom_caption(scene.handles[outs[0]], i) if len(outs) == 1 else None
+            if text:
+                out[(a, b)] = text
     return out
 
 
@@ -570,6 +588,8 @@ def _emit_edges(dot, scene, ids, drawn, derivative, edge_labels, precision):
     pairs = _edge_pairs(scene, ids)
     forward_pairs = [p for p in pairs if p[1] not in derivative]
     texts = _edge_labels(scene, forward_pairs, edge_labels, precision, units)
+    texts.update(_box_to_custom_captions(scene, forward_pairs, units, boxes, users,
+                                         edge_labels))
     texts.update(_group_edge_labels(scene, forward_pairs, units, boxes, users, edge_labels,
                                     precision))
     done = set()
@@ -581,7 +601,7 @@ def _emit_edges(dot, scene, ids, drawn, derivative, edge_labels, precision):
         attrs = {"id": f"e{_key(a)}_{_key(b)}"}
         if isinstance(b, int) and not isinstance(a, tuple) and (i, j) in texts:
             attrs["label"] = texts[(i, j)]      # from a node, or from a composite's output
-        elif isinstance(a, int) and (a, b) in texts:
+        elif not isinstance(a, tuple) and (a, b) in texts:   # (or a composite's box)
             attrs["label"] = texts[(a, b)]      # into a composite
         if j in derivative:
             attrs.update(color="#D95F02", fontcolor="#D95F02")
