@@ -50,16 +50,17 @@ def _float(node) -> bool:
 
 def _stand_ins(call):
     """{stand-in id: input position} of a call: the stop_gradient nodes its forward read
-    its inputs through (built in the call's own group on the call's inputs)."""
-    graph = call.graph
-    data = graph.nx.nodes
-    group = call._d.get("group", ())
+    its inputs through. Any stop_gradient of an input among the forward's ancestors is
+    one: the block never sees the inputs themselves, and reading any other float node
+    from outside is refused when it is built. (No group test: a call re-built by
+    jacobian's closing of a body keeps the structure but not the groups.)"""
+    data = call.graph.nx.nodes
     xs = call._d["inputs"][1:]
     lo = min(xs) if xs else call.id
     found, taken = {}, set()
     for nid in ancestors_above(call.inputs[0], lo + 1):
         d = data[nid]
-        if d["op"] is not stop_gradient or d.get("group", ()) != group:
+        if d["op"] is not stop_gradient:
             continue
         src = d["inputs"][0]
         k = next((k for k, i in enumerate(xs) if i == src and k not in taken), None)

@@ -147,3 +147,20 @@ def test_a_remat_gradient_program_exports_to_onnx(tmp_path):
     got = sess.run(None, {"x": X})
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
+
+
+def test_third_derivatives_through_remat_inside_a_hessian():
+    """A remat block under hessian (a basis_map of the replayed gradient), and the
+    Hessian's own derivative (third order) checked by finite differences."""
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2,))
+        s = fg.sum(fg.remat(lambda a: fg.sin(a) * a)(x) ** 2)
+        H = fg.hessian(s, x)
+        X = np.array([0.4, -1.1])
+        h = fg.run(H, {x: X})
+        fg.check_grads(fg.sum(H * np.array([[1.0, 2.0], [3.0, 4.0]])), x, {x: X}, order=1,
+                       rtol=1e-6)
+    f = np.sin(X) * X
+    df = np.cos(X) * X + np.sin(X)
+    d2f = -np.sin(X) * X + 2 * np.cos(X)
+    np.testing.assert_allclose(h, np.diag(2 * (df * df + f * d2f)), rtol=1e-12, atol=1e-15)
