@@ -40,7 +40,7 @@ def explain(f, wrt, evaluate, order, modes) -> str | None:
     on_path = _reaching(graph, order_ids, {x.id for x in wrt})
     data = graph.nx.nodes
     notes = []
-    stand_ins = _stand_ins(graph, order_ids)
+    stand = _stand_ins(graph, order_ids)
     for nid in order_ids:
         op = data[nid]["op"]
         if nid not in on_path or op is None:
@@ -51,19 +51,19 @@ def explain(f, wrt, evaluate, order, modes) -> str | None:
             if text:
                 notes.append(text)
         elif op.name == "stop_gradient" and data[nid]["inputs"][0] in on_path \
-                and (data[nid].get("group", ()), data[nid]["inputs"][0]) not in stand_ins:
+                and nid not in stand:
             notes.append(f"stop_gradient node {node.name!r} passes no derivative by "
                          "definition, while finite differences see its value change")
     return "\n".join(notes) or None
 
 
 def _stand_ins(graph, order_ids) -> set:
-    """(group, input id) of every custom call's inputs: a stop_gradient node built in a
-    call's own group on one of its inputs is the call's stand-in, not the user's."""
-    from .custom_op import custom_call
+    """The ids of every custom call's input stand-ins (stop_gradient nodes that the call
+    reads its inputs through: not the user's)."""
+    from .custom_op import custom_call, stand_ins
     data = graph.nx.nodes
-    return {(data[c].get("group", ()), i) for c in order_ids if data[c]["op"] is custom_call
-            for i in data[c]["inputs"][1:]}
+    return {sid for c in order_ids if data[c]["op"] is custom_call
+            for sid in stand_ins(graph.node(c))}
 
 
 def _check_alone(fn, node, evaluate, order, modes):

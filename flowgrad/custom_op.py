@@ -8,7 +8,7 @@ that gives the other mode).
 """
 from __future__ import annotations
 
-from .autodiff import vjp_above
+from .autodiff import ancestors_above, vjp_above
 from .composite import composite
 from .errors import DifferentiationError
 from .graph import Node
@@ -194,6 +194,28 @@ def _refuse_closures(fn, graph, start, xs):
                     f"custom_{fn.kind} {fn.name!r}: its forward reads {di['name']!r}, which "
                     "is not one of its inputs, so no gradient could reach it through the "
                     "rule; pass it as an argument (and give its rule a term for it)")
+
+
+def stand_ins(call):
+    """{stand-in id: input position} of a call: the stop_gradient nodes its forward read
+    its inputs through. Any stop_gradient of an input among the forward's ancestors is
+    one: the block never sees the inputs themselves, and reading any other float node
+    from outside is refused when it is built. (No group test: a call re-built by
+    jacobian's closing of a body keeps the structure but not the groups.)"""
+    data = call.graph.nx.nodes
+    xs = call._d["inputs"][1:]
+    lo = min(xs) if xs else call.id
+    found, taken = {}, set()
+    for nid in ancestors_above(call.inputs[0], lo + 1):
+        d = data[nid]
+        if d["op"] is not stop_gradient:
+            continue
+        src = d["inputs"][0]
+        k = next((k for k, i in enumerate(xs) if i == src and k not in taken), None)
+        if k is not None:        # the k-th input's stand-in (repeats in argument order)
+            found[nid] = k
+            taken.add(k)
+    return found
 
 
 def is_custom(node) -> bool:

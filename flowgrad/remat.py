@@ -25,10 +25,9 @@ import functools
 
 from .autodiff import ancestors_above, vjp_above
 from .custom import CustomFunction
-from .custom_op import build_call, custom_call
+from .custom_op import build_call, custom_call, stand_ins
 from .errors import DifferentiationError
 from .ops.base import NONDIFF, Op, apply
-from .ops.gradient import stop_gradient
 
 __all__ = ["remat"]
 
@@ -46,28 +45,6 @@ remat_after = Op(
 
 def _float(node) -> bool:
     return node.dtype.kind in "fc"
-
-
-def _stand_ins(call):
-    """{stand-in id: input position} of a call: the stop_gradient nodes its forward read
-    its inputs through. Any stop_gradient of an input among the forward's ancestors is
-    one: the block never sees the inputs themselves, and reading any other float node
-    from outside is refused when it is built. (No group test: a call re-built by
-    jacobian's closing of a body keeps the structure but not the groups.)"""
-    data = call.graph.nx.nodes
-    xs = call._d["inputs"][1:]
-    lo = min(xs) if xs else call.id
-    found, taken = {}, set()
-    for nid in ancestors_above(call.inputs[0], lo + 1):
-        d = data[nid]
-        if d["op"] is not stop_gradient:
-            continue
-        src = d["inputs"][0]
-        k = next((k for k, i in enumerate(xs) if i == src and k not in taken), None)
-        if k is not None:        # the k-th input's stand-in (repeats in argument order)
-            found[nid] = k
-            taken.add(k)
-    return found
 
 
 def _replay(out, mapping):
@@ -93,7 +70,7 @@ def _remat_vjp(g, ans, *xs):
     if ans.op is not custom_call:
         raise DifferentiationError("fg.remat's rule replays its block from the graph, so it "
                                    "needs the block's call node, not a value standing in")
-    stand = _stand_ins(ans)
+    stand = stand_ins(ans)
     if not stand:
         return tuple(None for _ in xs)
     late = {k: apply(remat_after, xs[k], g) for k in set(stand.values()) if _float(xs[k])}
