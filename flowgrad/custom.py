@@ -75,6 +75,7 @@ class CustomFunction:
     def __init__(self, fn, kind, name=None):
         if not callable(fn):
             raise TypeError(f"custom_{kind} decorates a function, got {fn!r:.60}")
+        _check_name(kind, name)
         self.fn, self.kind = fn, kind
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
         #: what its box is labelled with in drawings
@@ -127,11 +128,20 @@ class CustomFunction:
         return build_call(self, args)
 
 
+#: a registered name's length limit (a graph file's name is refused beyond it)
+MAX_NAME = 1000
+
+
+def _check_name(kind, name):
+    if name is not None and (not isinstance(name, str) or not name or len(name) > MAX_NAME):
+        raise ValueError(f"custom_{kind}(name=...) takes a non-empty string of at most "
+                         f"{MAX_NAME} characters, got {name!r:.80}")
+
+
 def _decorator(kind, fn_or_none, name):
     if fn_or_none is not None:
         return CustomFunction(fn_or_none, kind, name)
-    if name is not None and (not isinstance(name, str) or not name):
-        raise ValueError(f"custom_{kind}(name=...) takes a non-empty string, got {name!r}")
+    _check_name(kind, name)
     return lambda fn: CustomFunction(fn, kind, name)
 
 

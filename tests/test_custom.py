@@ -237,6 +237,11 @@ def test_name_and_registry():
     assert scaled_sin.label == "scaled_sin" and scaled_sin.__doc__ == scaled_sin.fn.__doc__
     with pytest.raises(ValueError, match="non-empty string"):
         fg.custom_vjp(name="")
+    assert fg.custom_jvp(lambda x: x, name="n" * 1000).name == "n" * 1000   # the limit
+    with pytest.raises(ValueError, match="at most 1000"):
+        fg.custom_jvp(lambda x: x, name="n" * 1001)
+    with pytest.raises(ValueError, match="non-empty string"):
+        fg.custom_vjp(lambda x: x, name=7)
 
     @fg.custom_vjp(name="tests.named")
     def f(x):
@@ -672,3 +677,25 @@ def test_walkthrough_backward_drawing_and_formula_read_custom_calls(tmp_path):
     assert tr.adjoint(w) == pytest.approx(want, rel=1e-12)
     assert "x̄ = clip(v̄, −1, 1)" in back and len(frames) > 5
     assert text == "remat(clip_gradient(log1pexp(x w)) scaled_sin(w, 2))"
+
+
+def test_a_hostile_custom_name_in_a_file_is_refused(tmp_path):
+    import json
+    import zipfile
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        path = fg.save_graph(tmp_path / "ok.fg", clip_gradient(x))
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    doc = json.loads(members["graph.json"])
+    call = next(r for r in doc["nodes"] if r["op"] == "custom_call")
+    assert call["attrs"]["fn"] == {"$custom": f"{__name__}.clip_gradient"}
+    for bad, why in [(7, "malformed"), ("x" * 1001, "malformed"),
+                     ("os.system", "'os.system', which is not registered")]:
+        call["attrs"]["fn"] = {"$custom": bad}
+        out = tmp_path / "bad.fg"
+        with zipfile.ZipFile(out, "w") as zf:
+            for name, data in members.items():
+                zf.writestr(name, json.dumps(doc) if name == "graph.json" else data)
+        with pytest.raises(fg.GraphFileError, match=why):
+            fg.load_graph(out)

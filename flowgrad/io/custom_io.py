@@ -27,8 +27,8 @@ def encode(value):
 def decoder(where):
     """The ``$custom`` tag's decoder: the registered function, or a GraphFileError."""
     def decode(name):
-        from flowgrad.custom import registered
-        if not isinstance(name, str) or len(name) > 1000:
+        from flowgrad.custom import MAX_NAME, registered
+        if not isinstance(name, str) or len(name) > MAX_NAME:
             raise GraphFileError(f"{where}: a malformed custom function name")
         fn = registered(name)
         if fn is None:
