@@ -16,11 +16,11 @@ from .ops.base import REGISTRY, Op, apply, as_node, fmt_shape
 from .ops.gradient import stop_gradient
 
 
-def _forward(xp, out, *inputs, fn):
+def _forward(xp, out, *inputs, fn, lifted=0):
     return out
 
 
-def _infer(out, *inputs, fn):
+def _infer(out, *inputs, fn, lifted=0):
     return out.shape, out.dtype
 
 
@@ -88,7 +88,7 @@ def _zero_tangents(xs, given):
             for t, x in zip(given, xs)]
 
 
-def _vjp_all(needed, g, ans, out, *xs, fn):
+def _vjp_all(needed, g, ans, out, *xs, fn, lifted=0):
     """Every input's reverse term: the vjp rule, or the jvp rule transposed."""
     need = needed[1:]
     if fn.kind == "vjp":
@@ -104,7 +104,7 @@ def _vjp_all(needed, g, ans, out, *xs, fn):
     return [None] + terms
 
 
-def _jvp_all(tangents, ans, out, *xs, fn):
+def _jvp_all(tangents, ans, out, *xs, fn, lifted=0):
     """The output's tangent: the jvp rule, or the vjp rule transposed."""
     given = list(tangents[1:])
     if all(t is None for t in given):
@@ -122,7 +122,7 @@ def _jvp_all(tangents, ans, out, *xs, fn):
     return total
 
 
-def _rule(argnum, g, ans, out, *xs, fn):
+def _rule(argnum, g, ans, out, *xs, fn, lifted=0):
     """One argument's reverse term (drawings ask per argument; the sweeps use _vjp_all)."""
     if argnum == 0:
         return None
@@ -130,7 +130,7 @@ def _rule(argnum, g, ans, out, *xs, fn):
     return _vjp_all(needed, g, ans, out, *xs, fn=fn)[argnum]
 
 
-def _tangent_rule(argnum, t, ans, out, *xs, fn):
+def _tangent_rule(argnum, t, ans, out, *xs, fn, lifted=0):
     if argnum == 0:
         return None
     given = [None] * (len(xs) + 1)
@@ -155,10 +155,13 @@ custom_call = _make_op()
 
 # -- building a call --------------------------------------------------------------------
 
-def build_call(fn, args, forward=None, label=None):
+def build_call(fn, args, forward=None, label=None, lift=False):
     """Build ``fn``'s forward on ``args`` inside a composite group, then its custom_call.
     ``forward``/``label``: another forward function and box name than ``fn``'s own
-    (fg.remat: one registered rule for every block)."""
+    (fg.remat: one registered rule for every block). ``lift``: float nodes the forward
+    reads without taking them (a layer's weights) become the call's last inputs, counted
+    by the attribute ``lifted``, instead of being refused (fg.remat, whose rule replays
+    the block and so differentiates them too; a user's rule could not)."""
     from .custom import graph_of
     graph = graph_of(args)
     xs = tuple(as_node(a, graph) for a in args)
@@ -174,26 +177,32 @@ def build_call(fn, args, forward=None, label=None):
             raise DifferentiationError(
                 f"custom_{fn.kind} {fn.name!r}: the forward must return one flowgrad node "
                 f"of its inputs' graph, got {type(out).__name__}")
-        _refuse_closures(fn, graph, start, xs)
+        free = _closures(graph, start, xs)
+        if free and not lift:
+            raise DifferentiationError(
+                f"custom_{fn.kind} {fn.name!r}: its forward reads {free[0].name!r}, which "
+                "is not one of its inputs, so no gradient could reach it through the "
+                "rule; pass it as an argument (and give its rule a term for it)")
+        if free:
+            return apply(custom_call, out, *xs, *free, fn=fn, lifted=len(free))
         return apply(custom_call, out, *xs, fn=fn)
 
 
-def _refuse_closures(fn, graph, start, xs):
-    """A float node the forward reads without taking it as an input would get no
-    gradient through the rule, silently: refuse it, naming it."""
+def _closures(graph, start, xs) -> list:
+    """The float nodes (not constants) the forward built from id ``start`` on reads
+    without taking them as inputs: outer nodes it closes over, and placeholders or
+    variables it made itself. A rule would give them no gradient."""
     data = graph.nx.nodes
     allowed = {x.id for x in xs}
+    found = {}
     for nid in range(start, len(graph)):
         d = data[nid]
         reads = [nid] if d["kind"] in ("placeholder", "variable") else \
             [i for i in d["inputs"] if i < start and i not in allowed]
         for i in reads:
-            di = data[i]
-            if di["kind"] != "constant" and di["dtype"].kind in "fc":
-                raise DifferentiationError(
-                    f"custom_{fn.kind} {fn.name!r}: its forward reads {di['name']!r}, which "
-                    "is not one of its inputs, so no gradient could reach it through the "
-                    "rule; pass it as an argument (and give its rule a term for it)")
+            if data[i]["kind"] != "constant" and data[i]["dtype"].kind in "fc":
+                found.setdefault(i, graph.node(i))
+    return list(found.values())
 
 
 def stand_ins(call):
@@ -203,7 +212,8 @@ def stand_ins(call):
     from outside is refused when it is built. (No group test: a call re-built by
     jacobian's closing of a body keeps the structure but not the groups.)"""
     data = call.graph.nx.nodes
-    xs = call._d["inputs"][1:]
+    ins = call._d["inputs"]
+    xs = ins[1:len(ins) - call.attrs.get("lifted", 0)]   # lifted inputs have none
     lo = min(xs) if xs else call.id
     found, taken = {}, set()
     for nid in ancestors_above(call.inputs[0], lo + 1):

@@ -12,6 +12,10 @@ reads them), and the copy runs when the backward pass reaches the block: the
 scheduler runs nodes in id order and frees each value after its last reader. The
 copy can never be merged with the forward by the simplifier (its inputs differ).
 
+The block may read float nodes it does not take as arguments (a layer's weights, made
+before it or inside it): they become the call's last inputs (``lifted``), read directly
+rather than through stand-ins, and the replay maps them too, so they get gradients.
+
 Random draws inside the block are replayed, not redrawn: a random node is not copied,
 the copy reads the forward's draw (whose value is therefore kept until the backward).
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import functools
 
-from .autodiff import ancestors_above, vjp_above
+from .autodiff import vjp_above
 from .custom import CustomFunction
 from .custom_op import build_call, custom_call, stand_ins
 from .errors import DifferentiationError
@@ -47,13 +51,29 @@ def _float(node) -> bool:
     return node.dtype.kind in "fc"
 
 
+def _block_ids(out, mapping) -> list:
+    """What a replay may copy: ``out``'s ancestors, ascending, walking neither into a
+    mapped node (an input, replaced) nor below the lowest one (outside the block)."""
+    data = out.graph.nx.nodes
+    lo = min(mapping)
+    seen, stack = {out.id}, [out.id]
+    while stack:
+        nid = stack.pop()
+        if nid in mapping:
+            continue
+        for i in data[nid]["inputs"]:
+            if i >= lo and i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return sorted(seen)
+
+
 def _replay(out, mapping):
     """``out`` rebuilt over ``mapping`` ({id: node}): every node that depends on a mapped
     one is re-applied, except random nodes, whose forward draw is read as it is."""
     graph = out.graph
     data, handles = graph.nx.nodes, graph._handles
-    lo = min(mapping)
-    for nid in ancestors_above(out, lo + 1):
+    for nid in _block_ids(out, mapping):
         if nid in mapping:
             continue
         d = data[nid]
@@ -70,14 +90,17 @@ def _remat_vjp(g, ans, *xs):
     if ans.op is not custom_call:
         raise DifferentiationError("fg.remat's rule replays its block from the graph, so it "
                                    "needs the block's call node, not a value standing in")
-    stand = stand_ins(ans)
-    if not stand:
+    stand = stand_ins(ans)                      # explicit inputs: read through stand-ins
+    lifted = range(len(xs) - ans.attrs.get("lifted", 0), len(xs))   # read directly
+    used = set(stand.values()) | set(lifted)
+    late = {k: apply(remat_after, xs[k], g) for k in sorted(used) if _float(xs[k])}
+    if not late:
         return tuple(None for _ in xs)
-    late = {k: apply(remat_after, xs[k], g) for k in set(stand.values()) if _float(xs[k])}
     mapping = {sid: late.get(k, xs[k]) for sid, k in stand.items()}
+    mapping.update({xs[k].id: late[k] for k in lifted})
     copy = _replay(ans.inputs[0], mapping)
     order = sorted(late)
-    bars = vjp_above(copy, [late[k] for k in order], g) if order else []
+    bars = vjp_above(copy, [late[k] for k in order], g)
     terms = [None] * len(xs)
     for k, b in zip(order, bars):
         terms[k] = b
@@ -99,8 +122,8 @@ def remat(block):
     """``block`` whose inner values are recomputed in the backward pass instead of kept:
     ``fg.remat(block)(*args)`` builds the block (one box in drawings, named after it);
     its gradient re-runs the block from its inputs when the backward pass reaches it.
-    Random draws inside are replayed. Inputs must be passed as arguments (a float node
-    the block reads without taking it is refused, as for custom functions)."""
+    Random draws inside are replayed. Float nodes the block reads without taking them
+    (a layer's weights) become the call's last inputs, so they get their gradients."""
     if not callable(block):
         raise TypeError(f"fg.remat takes a function, got {block!r:.60}")
     label = getattr(block, "__name__", None) or "remat"
@@ -110,5 +133,5 @@ def remat(block):
         if kwargs:
             raise TypeError(f"fg.remat({label}): pass the inputs positionally "
                             f"(got keywords {sorted(kwargs)})")
-        return build_call(REMAT, args, forward=block, label=label)
+        return build_call(REMAT, args, forward=block, label=label, lift=True)
     return call

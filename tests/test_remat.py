@@ -122,16 +122,45 @@ def test_a_remat_block_draws_as_one_box_and_round_trips_a_file(tmp_path):
     np.testing.assert_allclose(got[1], want[1], rtol=RTOL)
 
 
-def test_remat_refuses_closures_and_keywords():
+def test_refusals():
     with fg.Graph():
         x = fg.placeholder("x", shape=(3,))
-        w = fg.placeholder("w", shape=(3,))
-        with pytest.raises(fg.DifferentiationError, match="'w'"):
-            fg.remat(lambda h: h * w)(x)
         with pytest.raises(TypeError, match="positionally"):
             fg.remat(stack)(h=x)
         with pytest.raises(TypeError, match="function"):
             fg.remat(3)
+
+
+def test_weights_a_block_closes_over_get_their_gradients():
+    """A block may read nodes it does not take (a layer's weights, made before or inside
+    it): they become the call's inputs, so the replayed gradient reaches them."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((4, 3))
+    results = []
+    for use_remat in (False, True):
+        with fg.Graph():
+            x = fg.placeholder("x", shape=(4, 3))
+            w = fg.variable(rng.standard_normal(3) if not results else results[0][0], name="w")
+            made = []
+
+            def block(h):
+                v = fg.variable(np.linspace(0.5, 1.5, 3), name="v")    # made inside
+                made.append(v)
+                return fg.tanh(h * w) * v
+
+            y = fg.remat(block)(x) if use_remat else block(x)
+            loss = fg.sum(fg.sin(y))
+            grads = fg.grad(loss, [x, w, made[0]])
+            results.append([w.value] + fg.run([loss, *grads], {x: X}))
+            if use_remat:
+                fg.check_grads(loss, [x, w, made[0]], {x: X}, order=2, rtol=1e-6)
+    for a, b in zip(results[0][1:], results[1][1:]):
+        np.testing.assert_allclose(b, a, rtol=RTOL)
+    W, V = results[0][0], np.linspace(0.5, 1.5, 3)
+    t = np.tanh(X * W)
+    gy = np.cos(t * V)
+    np.testing.assert_allclose(results[1][3], np.sum(gy * V * (1 - t * t) * X, axis=0),
+                               rtol=RTOL)
 
 
 def test_a_remat_gradient_program_exports_to_onnx(tmp_path):
