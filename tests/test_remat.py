@@ -193,3 +193,20 @@ def test_third_derivatives_through_remat_inside_a_hessian():
     df = np.cos(X) * X + np.sin(X)
     d2f = -np.sin(X) * X + 2 * np.cos(X)
     np.testing.assert_allclose(h, np.diag(2 * (df * df + f * d2f)), rtol=1e-12, atol=1e-15)
+
+
+def test_a_block_with_lifted_weights_round_trips_a_file(tmp_path):
+    X = np.random.default_rng(8).standard_normal((4, 3))
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(4, 3))
+        w = fg.variable(np.array([0.3, -0.7, 1.1]), name="w")
+        loss = fg.sum(fg.remat(lambda h: fg.tanh(h * w) ** 2)(x))
+        want = fg.run([loss, *fg.grad(loss, [x, w])], {x: X})
+        path = fg.save_graph(tmp_path / "lifted.fg", loss)
+    g2 = fg.load_graph(path)
+    l2, x2, w2 = g2.by_name(loss.name), g2.by_name("x"), g2.by_name("w")
+    got = fg.run([l2, *fg.grad(l2, [x2, w2])], {x2: X})
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=RTOL)
+    t = np.tanh(X * w.value)
+    np.testing.assert_allclose(want[2], np.sum(2 * t * (1 - t * t) * X, axis=0), rtol=RTOL)
