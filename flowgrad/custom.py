@@ -77,9 +77,11 @@ class CustomFunction:
             raise TypeError(f"custom_{kind} decorates a function, got {fn!r:.60}")
         _check_name(kind, name)
         self.fn, self.kind = fn, kind
-        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        short = getattr(fn, "__name__", None) or type(fn).__name__   # (a partial has none)
+        self.name = name or \
+            f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', short)}"
         #: what its box is labelled with in drawings
-        self.label = name or fn.__name__
+        self.label = name or short
         self.rule = None
         try:
             self.params = [p.name for p in inspect.signature(fn).parameters.values()]

@@ -242,6 +242,13 @@ def test_name_and_registry():
         fg.custom_jvp(lambda x: x, name="n" * 1001)
     with pytest.raises(ValueError, match="non-empty string"):
         fg.custom_vjp(lambda x: x, name=7)
+    import functools
+    part = fg.custom_vjp(functools.partial(lambda x, k: x * k, k=2.0))   # no __name__
+    assert part.label == "partial" and part.name == "functools.partial"
+    part.defvjp(lambda g, ans, x: (2.0 * g,))
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        np.testing.assert_allclose(fg.run(fg.grad(fg.sum(part(x)), x), {x: X}), 2.0)
 
     @fg.custom_vjp(name="tests.named")
     def f(x):
