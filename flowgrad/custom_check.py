@@ -40,7 +40,6 @@ def explain(f, wrt, evaluate, order, modes) -> str | None:
     on_path = _reaching(graph, order_ids, {x.id for x in wrt})
     data = graph.nx.nodes
     notes = []
-    stand = _stand_ins(graph, order_ids)
     for nid in order_ids:
         op = data[nid]["op"]
         if nid not in on_path or op is None:
@@ -50,20 +49,10 @@ def explain(f, wrt, evaluate, order, modes) -> str | None:
             text = _check_alone(function_of(node), node, evaluate, order, modes)
             if text:
                 notes.append(text)
-        elif op.name == "stop_gradient" and data[nid]["inputs"][0] in on_path \
-                and nid not in stand:
+        elif op.name == "stop_gradient" and data[nid]["inputs"][0] in on_path:
             notes.append(f"stop_gradient node {node.name!r} passes no derivative by "
                          "definition, while finite differences see its value change")
     return "\n".join(notes) or None
-
-
-def _stand_ins(graph, order_ids) -> set:
-    """The ids of every custom call's input stand-ins (stop_gradient nodes that the call
-    reads its inputs through: not the user's)."""
-    from .custom_op import custom_call, stand_ins
-    data = graph.nx.nodes
-    return {sid for c in order_ids if data[c]["op"] is custom_call
-            for sid in stand_ins(graph.node(c))}
 
 
 def _check_alone(fn, node, evaluate, order, modes):

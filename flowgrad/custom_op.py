@@ -12,8 +12,7 @@ from .autodiff import ancestors_above, vjp_above
 from .composite import composite
 from .errors import DifferentiationError
 from .graph import Node
-from .ops.base import REGISTRY, Op, apply, as_node, fmt_shape
-from .ops.gradient import stop_gradient
+from .ops.base import NONDIFF, REGISTRY, Op, apply, as_node, fmt_shape
 
 
 def _forward(xp, out, *inputs, fn, lifted=0):
@@ -153,6 +152,18 @@ def _make_op():
 custom_call = _make_op()
 
 
+def _input_infer(x, index):
+    return x.shape, x.dtype
+
+
+#: how a forward reads its k-th input: a stand-in of its own op (never the user's
+#: stop_gradient), so that a call's stand-ins are found exactly, by op and index
+custom_input = REGISTRY.get("custom_input") or Op(
+    "custom_input", lambda xp, x, index: x, _input_infer, vjp=(NONDIFF,), jvp=(NONDIFF,),
+    doc="Input `index` of a custom function (or remat block) as its forward reads it: x's "
+        "value.  ∂/∂x = 0 here: the function's rule carries the derivatives across it.")
+
+
 # -- building a call --------------------------------------------------------------------
 
 def build_call(fn, args, forward=None, label=None, lift=False):
@@ -168,11 +179,11 @@ def build_call(fn, args, forward=None, label=None, lift=False):
     start = len(graph)
     forward = forward or fn.fn
     with composite(label or fn.label):
-        # the forward reads its inputs through stop_gradient stand-ins, so that neither
-        # sweep walks into its nodes (the rule alone carries derivatives across them):
-        # forward mode would otherwise build their unused tangents, and fail at an op
-        # without a forward rule, which is when a custom rule is most needed
-        out = forward(*(stop_gradient(x) for x in xs))
+        # the forward reads its inputs through stand-ins that pass no derivative, so that
+        # neither sweep walks into its nodes (the rule alone carries derivatives across
+        # them): forward mode would otherwise build their unused tangents, and fail at an
+        # op without a forward rule, which is when a custom rule is most needed
+        out = forward(*(apply(custom_input, x, index=k) for k, x in enumerate(xs)))
         if not isinstance(out, Node) or out.graph is not graph:
             raise DifferentiationError(
                 f"custom_{fn.kind} {fn.name!r}: the forward must return one flowgrad node "
@@ -206,25 +217,21 @@ def _closures(graph, start, xs) -> list:
 
 
 def stand_ins(call):
-    """{stand-in id: input position} of a call: the stop_gradient nodes its forward read
-    its inputs through. Any stop_gradient of an input among the forward's ancestors is
-    one: the block never sees the inputs themselves, and reading any other float node
-    from outside is refused when it is built. (No group test: a call re-built by
-    jacobian's closing of a body keeps the structure but not the groups.)"""
+    """{stand-in id: input position} of a call: the custom_input nodes its forward read
+    its explicit inputs through (lifted inputs are read directly). Found by op, index
+    and input, so a call re-built without its composite group (jacobian's closing of a
+    body) is read the same."""
     data = call.graph.nx.nodes
     ins = call._d["inputs"]
-    xs = ins[1:len(ins) - call.attrs.get("lifted", 0)]   # lifted inputs have none
+    xs = ins[1:len(ins) - call.attrs.get("lifted", 0)]
     lo = min(xs) if xs else call.id
-    found, taken = {}, set()
+    found = {}
     for nid in ancestors_above(call.inputs[0], lo + 1):
         d = data[nid]
-        if d["op"] is not stop_gradient:
-            continue
-        src = d["inputs"][0]
-        k = next((k for k, i in enumerate(xs) if i == src and k not in taken), None)
-        if k is not None:        # the k-th input's stand-in (repeats in argument order)
-            found[nid] = k
-            taken.add(k)
+        if d["op"] is custom_input:
+            k = d["attrs"]["index"]
+            if k < len(xs) and d["inputs"][0] == xs[k]:
+                found[nid] = k
     return found
 
 
@@ -237,11 +244,12 @@ def function_of(node):
     return node.attrs["fn"]
 
 
-
 def caption(node, src_id):
     """What a drawing writes on the edge from node ``src_id`` into a custom_call ``node``:
     the user's rule (its docstring's first line, else its name); "" on the edge from the
     forward's own output, which carries nothing back. None when ``node`` is not a call."""
+    if node.op is custom_input:
+        return ""                               # a stand-in: nothing flows back here
     if node.op is not custom_call:
         return None
     ids = node._d["inputs"]

@@ -646,7 +646,8 @@ def _flat_plan(steps, n_freed, freed, own, xp):
 #: ops whose kernel may return a view of (or the very array of) its first input
 _VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "squeeze",
                        "broadcast_to", "broadcast_like", "getitem", "sum_to", "concat_part",
-                       "stop_gradient", "custom_call", "remat_after"})   # (identities: issue 21)
+                       "stop_gradient", "custom_call", "custom_input",
+                       "remat_after"})   # (identities: issue 21)
 
 
 def _views_a_leaf(node) -> bool:

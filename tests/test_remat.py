@@ -210,3 +210,16 @@ def test_a_block_with_lifted_weights_round_trips_a_file(tmp_path):
         np.testing.assert_allclose(a, b, rtol=RTOL)
     t = np.tanh(X * w.value)
     np.testing.assert_allclose(want[2], np.sum(2 * t * (1 - t * t) * X, axis=0), rtol=RTOL)
+
+
+def test_a_users_stop_gradient_of_an_input_inside_a_block_stays_stopped():
+    """The block ignores its argument and stops the very same node itself: the replay must
+    tell its own input stand-ins from the user's stop_gradient (both read x)."""
+    X, Wv = np.array([0.5, -1.0]), np.array([0.3, 2.0])
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2,))
+        w = fg.placeholder("w", shape=(2,))
+        y = fg.remat(lambda h, v: fg.stop_gradient(x) * fg.sin(v))(x, w)
+        gx, gw = fg.run(fg.grad(fg.sum(y), [x, w]), {x: X, w: Wv})
+    np.testing.assert_array_equal(gx, [0.0, 0.0])
+    np.testing.assert_allclose(gw, X * np.cos(Wv), rtol=RTOL)
