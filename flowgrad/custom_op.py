@@ -235,6 +235,13 @@ def stand_ins(call):
     return found
 
 
+def forward_ids(call) -> set:
+    """The ids of a call's forward nodes, from its stand-ins to its argument 0 (empty
+    when it reads no input through a stand-in)."""
+    stand = stand_ins(call)
+    return set(ancestors_above(call.inputs[0], min(stand))) if stand else set()
+
+
 def is_custom(node) -> bool:
     return node.op is custom_call
 

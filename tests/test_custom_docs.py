@@ -29,6 +29,7 @@ def test_the_drawings_show_one_box_and_the_rule():
     assert "stop_gradient" in drawn["custom-target"].source
     opened = drawn["custom-log1pexp"].source
     assert "cluster_log1pexp" in opened and "ẏ = σ(x) ẋ" in opened and "log1p" in opened
+    assert "/ (1 + exp" not in opened        # the forward's own rules never run: not drawn
     assert "x̄ = clip(v̄, −1, 1)" in drawn["custom-clip"].source
 
 

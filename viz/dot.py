@@ -15,7 +15,7 @@ import numpy as np
 
 from flowgrad.autodiff import ancestors
 from flowgrad.composite import groups
-from flowgrad.custom_op import caption as custom_caption
+from flowgrad.custom_op import caption as custom_caption, forward_ids
 from flowgrad.graph import Graph, Node, same_graph
 
 from . import labels as L
@@ -366,8 +366,9 @@ def _edge_labels(scene, pairs, mode, precision, units=None):
     else the rule that carries v̄ back (inputs named as drawn: a composite's name)."""
     if not mode:
         return {}
-    pairs = [p for p in pairs if _labelled(scene, *p)]
     h = scene.handles
+    inner = _custom_forwards(h, pairs)
+    pairs = [p for p in pairs if _labelled(scene, *p) and p[1] not in inner]
     scalar = [(i, j) for i, j in pairs if scene.trace is not None and mode != "rule"
               and h[i].shape == () and h[j].shape == ()
               and custom_caption(h[j], i) is None]   # a custom call: its rule's caption
@@ -386,6 +387,16 @@ def _edge_labels(scene, pairs, mode, precision, units=None):
             rules = Counter(L.rule_text(h[j], k, precision, names) for k in argnums)
             out[(i, j)] = "\n".join(r if n == 1 else f"{r}  (×{n})" for r, n in rules.items())
     return out
+
+
+def _custom_forwards(h, pairs) -> set:
+    """The nodes of the forwards of the custom calls among the pairs' targets: their
+    own rules never run (the function's rule replaces them), so their edges are bare."""
+    inner = set()
+    for j in {j for _, j in pairs}:
+        if h[j].op is not None and h[j].op.name == "custom_call":
+            inner |= forward_ids(h[j])
+    return inner
 
 
 def _namer(scene, units, precision):
