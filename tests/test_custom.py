@@ -706,3 +706,14 @@ def test_a_hostile_custom_name_in_a_file_is_refused(tmp_path):
                 zf.writestr(name, json.dumps(doc) if name == "graph.json" else data)
         with pytest.raises(fg.GraphFileError, match=why):
             fg.load_graph(out)
+
+
+def test_an_optimizer_steps_through_a_clipped_gradient_and_a_remat_block():
+    with fg.Graph():
+        w = fg.variable(np.array([3.0, -0.25]), name="w")
+        y = fg.remat(lambda a: a * a)(clip_gradient(w))
+        loss = 0.5 * fg.sum(y)                      # ∂/∂w = clip(w) (w² / 2 → w, clipped)
+        prog = fg.compile([loss, *fg.grad(loss, [w])])
+        opt = fg.optim.SGD([w], lr=0.5)
+        opt.step(prog)
+    np.testing.assert_allclose(w.value, [3.0 - 0.5 * 1.0, -0.25 - 0.5 * -0.25], rtol=1e-15)
