@@ -62,7 +62,7 @@ def test_remat_second_derivatives_both_modes_and_check_grads():
     with g:
         vals = fg.run([fg.hvp(loss, x, V), fg.hvp(loss, x, V, mode="rev-rev"),
                        fg.jvp(loss, x, V)], {x: X})
-        fg.check_grads(loss, [x, Ws[1]], {x: X}, order=2, rtol=1e-6)
+        fg.check_grads(loss, [x, Ws[1]], {x: X}, order=2, rtol=1e-8, atol=1e-9)
     with xp.graph:
         want = fg.run([fg.hvp(lossp, xp, V), fg.jvp(lossp, xp, V)], {xp: X})
     np.testing.assert_allclose(vals[0], want[0], rtol=1e-10)
@@ -153,7 +153,7 @@ def test_weights_a_block_closes_over_get_their_gradients():
             grads = fg.grad(loss, [x, w, made[0]])
             results.append([w.value] + fg.run([loss, *grads], {x: X}))
             if use_remat:
-                fg.check_grads(loss, [x, w, made[0]], {x: X}, order=2, rtol=1e-6)
+                fg.check_grads(loss, [x, w, made[0]], {x: X}, order=2, rtol=1e-8, atol=1e-9)
     for a, b in zip(results[0][1:], results[1][1:]):
         np.testing.assert_allclose(b, a, rtol=RTOL)
     W, V = results[0][0], np.linspace(0.5, 1.5, 3)
@@ -188,7 +188,7 @@ def test_third_derivatives_through_remat_inside_a_hessian():
         X = np.array([0.4, -1.1])
         h = fg.run(H, {x: X})
         fg.check_grads(fg.sum(H * np.array([[1.0, 2.0], [3.0, 4.0]])), x, {x: X}, order=1,
-                       rtol=1e-6)
+                       rtol=1e-8, atol=1e-9)
     f = np.sin(X) * X
     df = np.cos(X) * X + np.sin(X)
     d2f = -np.sin(X) * X + 2 * np.cos(X)
