@@ -19,6 +19,7 @@ FAMILY = {"elementwise": "Elementwise", "nn": "Model", "reductions": "Reductions
 FAMILY.update({"conv": "Convolution and pooling", "pooling": "Convolution and pooling"})
 FAMILY.update({"special": "Elementwise", "activations": "Model", "statistics": "Reductions",
                "tensor": "Shape", "einsum": "Linear algebra"})   # issue 22
+FAMILY.update({"gradient": "Derivatives you control"})   # issue 21: stop_gradient
 
 
 def _split(doc: str) -> tuple[str, str]:

@@ -36,3 +36,6 @@ from .summary import summary  # noqa: F401
 from .audit import precision_audit  # noqa: F401  (float32 against float64, node by node)
 from .fit import Callback, EarlyStopping, History  # noqa: F401  (opt.fit's pieces)
 from .callbacks import ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN  # noqa: F401
+from .custom import custom_jvp, custom_vjp  # noqa: F401  (issue 21: your own rules)
+from . import custom_op as _custom_op  # noqa: F401,E402  (registers custom_call)
+from .remat import remat  # noqa: F401,E402  (issue 21: recompute in the backward pass)

@@ -230,7 +230,9 @@ def _definition(defs, data, r):
 
 #: ops whose kernel may return a view of (or the very array of) its first input
 VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "squeeze",
-                      "broadcast_to", "broadcast_like", "getitem", "sum_to", "concat_part"})
+                      "broadcast_to", "broadcast_like", "getitem", "sum_to", "concat_part",
+                      # identities (issue 21): they hand their first input back
+                      "stop_gradient", "custom_call", "custom_input", "remat_after"})
 
 
 def _storage_sharers(rep, defs, data, output_ids):

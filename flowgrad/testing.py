@@ -51,7 +51,11 @@ def check_grads(f: Node, wrt, feed=None, modes=("rev", "fwd"), order=2, *,
         base[x.id] = np.array(to_numpy(base[x.id]), dtype=np.float64)
     checker = _Checker(graph, wrt, base, np.random.default_rng(seed), eps, rtol, atol, backend)
     checker.refuse_fresh_draws(f)
-    checker.check(f, modes, order, label=f.name)
+    try:
+        checker.check(f, modes, order, label=f.name)
+    except GradientCheckError as e:   # a rule the user gave, or a stop_gradient: say which
+        from .custom_check import annotate, explain
+        raise annotate(e, explain(f, wrt, checker._eval, order, modes)) from None
 
 
 def _index(k, shape):

@@ -25,6 +25,7 @@ INTEGER_ONLY = {"embedding_index": "its input is the integer indices of an Embed
 #: ops whose caption states the rule in words only, and why
 IN_WORDS = {"basis_map": "its rule is the body's own reverse rule mapped over a basis: "
                          "a whole program, not a formula",
+            "custom_call": "it is the user's own rule, drawn with its docstring's first line",
             "einsum": "its adjoint is an einsum whose subscripts depend on the spec",
             "cholesky": "a matrix program (Murray's formula), not a formula of the operands",
             "qr": "a matrix program (copyltu of a product), not a formula of the operands",
@@ -36,6 +37,17 @@ _r = np.random.default_rng(18)
 def _library_ops():
     return sorted(n for n, op in REGISTRY.items()
                   if getattr(op.forward, "__module__", "").startswith("flowgrad."))
+
+
+@fg.custom_vjp
+def _clipped_identity(x):
+    return x * 1.0
+
+
+@_clipped_identity.defvjp
+def _clipped_identity_vjp(g, ans, x):
+    """x̄ = clip(v̄, −1, 1)"""
+    return (fg.clip(g, -1.0, 1.0),)
 
 
 def _extra_cases():
@@ -75,6 +87,9 @@ def _extra_cases():
         ("maximum tie", fg.maximum, [np.array([1.0, 2.0, 3.0]), np.array([1.0, 0.0, 3.0])]),
         ("max tie", lambda a: fg.max(a, axis=1), [np.array([[1.0, 3.0, 3.0], [2.0, 0.0, 1.0]])]),
         ("reshape None", lambda a: fg.reshape(a, (-1,)), [z]),
+        ("stop_gradient", lambda a, b: a * fg.stop_gradient(b) + b, [z, _r.normal(size=(4, 3))]),
+        ("remat", lambda a: fg.remat(lambda x: fg.tanh(x) * 2.0)(a), [z]),
+        ("custom_vjp", lambda a: _clipped_identity(a) * a, [z]),
         ("astype there and back", lambda a: fg.astype(fg.astype(a, "float32"), "float64"), [z]),
     ]
     return out
@@ -87,7 +102,7 @@ SECOND_ORDER = {"add (3,1)+(1,4)", "maximum (3,1),(1,4)", "getitem int array rep
                 "bce none", "sce labels mean", "norm vector", "concatenate axis=0",
                 "det", "solve matrix", "where (list condition)", "log_softmax",
                 "conv2d stride 2 pad (1,0) bias", "max_pool2d (2,3) stride (2,1)",
-                "avg_pool2d 3 stride 2", "gelu"}
+                "avg_pool2d 3 stride 2", "gelu", "remat"}
 #: case ids also built with placeholders of unknown lengths (None), as a batch would be
 UNKNOWN_LENGTHS = {"bce mean", "concatenate axis=0", "mse mean", "mean axis=-1",
                    "reshape None", "sub (2,3)-(3,)"}
@@ -152,7 +167,7 @@ class _Checker:
         self.ones = edge_terms(tr, [(i, j) for i, j in self.edges if not self.value(i).shape
                                     and not self.value(j).shape], "one")
         self.drawn = {(a, b): e.get("label") for a, b, e in
-                      _parse_dot(fg.viz.draw(tr, edge_labels="rule").source)[1]}
+                      _parse_dot(fg.viz.draw(tr, edge_labels="rule", expand=True).source)[1]}
         self.users, self.leaf_checks = {}, 0
         for i, j in self.edges:
             self.users.setdefault(i, set()).add(j)

@@ -13,7 +13,7 @@ from flowgrad.ops import REGISTRY
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = ["theory.md", "ops.md", "howto-draw.md", "howto-walkthrough.md", "howto-train.md",
-         "howto-debug.md"]
+         "howto-debug.md", "howto-custom.md"]
 BLOCKS = [(page, k, code) for page in PAGES
           for k, code in enumerate(re.findall(r"^```python\n(.*?)^```",
                                               (DOCS / page).read_text(encoding="utf-8"),

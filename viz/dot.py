@@ -15,6 +15,7 @@ import numpy as np
 
 from flowgrad.autodiff import ancestors
 from flowgrad.composite import groups
+from flowgrad.custom_op import caption as custom_caption, forward_ids
 from flowgrad.graph import Graph, Node, same_graph
 
 from . import labels as L
@@ -398,16 +399,20 @@ def _edge_labels(scene, pairs, mode, precision, units=None):
     else the rule that carries v̄ back (inputs named as drawn: a composite's name)."""
     if not mode:
         return {}
-    pairs = [p for p in pairs if _labelled(scene, *p)]
     h = scene.handles
+    inner = _custom_forwards(h, pairs)
+    pairs = [p for p in pairs if _labelled(scene, *p) and p[1] not in inner]
     scalar = [(i, j) for i, j in pairs if scene.trace is not None and mode != "rule"
-              and h[i].shape == () and h[j].shape == ()]
+              and h[i].shape == () and h[j].shape == ()
+              and custom_caption(h[j], i) is None]   # a custom call: its rule's caption
     numbers = edge_terms(scene.trace, scalar, "one") if scalar else {}
     name = _namer(scene, units, precision)
     out = {}
     for i, j in pairs:
         if (i, j) in numbers:
             out[(i, j)] = "∂ " + L.fmt_number(numbers[(i, j)].item(), precision)
+        elif custom_caption(h[j], i) is not None:   # issue 21: the user's own rule
+            out[(i, j)] = custom_caption(h[j], i)
         elif (i, j) not in scalar or mode == "derivative":
             argnums = [k for k, n in enumerate(h[j]._d["inputs"]) if n == i]
             names = [name(n) for n in h[j]._d["inputs"]]
@@ -427,6 +432,16 @@ def _traced_shapes(scene, node):
         return None, None
     shapes = [tuple(getattr(v, "shape", np.shape(v))) for v in values]
     return shapes[:-1], shapes[-1]
+
+
+def _custom_forwards(h, pairs) -> set:
+    """The nodes of the forwards of the custom calls among the pairs' targets: their
+    own rules never run (the function's rule replaces them), so their edges are bare."""
+    inner = set()
+    for j in {j for _, j in pairs}:
+        if h[j].op is not None and h[j].op.name == "custom_call":
+            inner |= forward_ids(h[j])
+    return inner
 
 
 def _namer(scene, units, precision):
@@ -454,11 +469,15 @@ def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
     h, name = scene.handles, _namer(scene, units, precision)
     outs = {box: group_outputs(scene, boxes[box], users) for _, box in into}
     scalar = {(i, box) for i, box in into if scene.trace is not None and mode != "rule"
-              and h[i].shape == () and len(outs[box]) == 1 and h[outs[box][0]].shape == ()}
+              and h[i].shape == () and len(outs[box]) == 1 and h[outs[box][0]].shape == ()
+              and custom_caption(h[outs[box][0]], i) is None}
     terms = edge_terms(scene.trace, [(src, j) for src, box in scalar
                                      for j in into[(src, box)]], "adjoint") if scalar else {}
     out = {}
     for (i, box), js in into.items():
+        if len(outs[box]) == 1 and custom_caption(h[outs[box][0]], i):   # issue 21
+            out[(i, box)] = custom_caption(h[outs[box][0]], i)
+            continue
         if (i, box) in scalar:
             gbar = float(_host(scene.adjoint(h[outs[box][0]])))
             if gbar != 0 and all((i, j) in terms for j in js):
@@ -467,6 +486,23 @@ def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
             continue
         # a composite's array edges carry no rule text: its rule is its members' (drawn
         # with expand=), and a user's function of the same name as an op may differ
+    return out
+
+
+def _box_to_custom_captions(scene, pairs, units, boxes, users, mode):
+    """{(box, custom box): the rule's caption} for edges from one collapsed composite into
+    a collapsed custom function (issue 21; edges from a node are _group_edge_labels')."""
+    if not mode:
+        return {}
+    out = {}
+    for i, j in pairs:
+        a, b = units[i], units[j]
+        if isinstance(a, GroupUnit) and isinstance(b, GroupUnit) and a != b \
+                and (a, b) not in out:
+            outs = group_outputs(scene, boxes[b], users)
+            text = custom_caption(scene.handles[outs[0]], i) if len(outs) == 1 else None
+            if text:
+                out[(a, b)] = text
     return out
 
 
@@ -611,6 +647,8 @@ def _emit_edges(dot, scene, ids, drawn, derivative, edge_labels, precision):
     pairs = _edge_pairs(scene, ids)
     forward_pairs = [p for p in pairs if p[1] not in derivative]
     texts = _edge_labels(scene, forward_pairs, edge_labels, precision, units)
+    texts.update(_box_to_custom_captions(scene, forward_pairs, units, boxes, users,
+                                         edge_labels))
     texts.update(_group_edge_labels(scene, forward_pairs, units, boxes, users, edge_labels,
                                     precision))
     done = set()
@@ -622,7 +660,7 @@ def _emit_edges(dot, scene, ids, drawn, derivative, edge_labels, precision):
         attrs = {"id": f"e{_key(a)}_{_key(b)}"}
         if isinstance(b, int) and not isinstance(a, tuple) and (i, j) in texts:
             attrs["label"] = texts[(i, j)]      # from a node, or from a composite's output
-        elif isinstance(a, int) and (a, b) in texts:
+        elif not isinstance(a, tuple) and (a, b) in texts:   # (or a composite's box)
             attrs["label"] = texts[(a, b)]      # into a composite
         if j in derivative:
             attrs.update(color="#D95F02", fontcolor="#D95F02")

@@ -279,6 +279,10 @@ def _from_op(name, attrs, args, scalar, data, ins):
         per = _E("neg", (_E("sum", (_E("mul", (t, ls), scalar=False),), "class", False),),
                  scalar=False)
         return _reduce(per, attrs, scalar)
+    if name == "custom_call":   # issue 21: a custom function reads as its call, f(x, y)
+        return _E("call", tuple(args[1:]), (attrs["fn"].label, ""), scalar)
+    if name == "custom_input":  # (its forward reads its inputs through these)
+        return a
     extra = ", ".join(f"{k}={v!r}" for k, v in attrs.items())
     return _E("call", args, (name, extra), scalar)
 

@@ -62,7 +62,10 @@ def _term(scratch, child, argnum, g):
     if rule is None:
         return None
     inputs = [scratch.const(n) for n in child.inputs]
-    term = rule(g, scratch.const(child), *inputs, **child.attrs)
+    try:
+        term = rule(g, scratch.const(child), *inputs, **child.attrs)
+    except DifferentiationError:
+        return None  # a rule that needs the graph itself (fg.remat's replay): no number
     return None if term is None else sum_to_like(term, inputs[argnum])
 
 

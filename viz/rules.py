@@ -81,6 +81,8 @@ NO_FLOW = {
     "less": "piecewise constant", "less_equal": "piecewise constant",
     "sign": "piecewise constant", "tie_weight": "piecewise constant",
     "embedding_index": "integer indices",
+    "stop_gradient": "stop_gradient",
+    "custom_input": "the custom function's rule carries v̄ across it",
     "argmax": "integer-valued", "one_hot": "integer input", "one_hot_like": "a constant",
     "zeros_like": "only its shape is read", "ones_like": "only its shape is read",
     "reduced_size": "only its shape is read", "mask": "only its shape is read",
@@ -254,12 +256,16 @@ INDEXING = {"getitem": _getitem, "scatter_add": _scatter_add}
 def _no_flow(why):
     return lambda c: NoFlow(why)
 
-TABLE = {**ELEMENTWISE, **REDUCTIONS, **SHAPES, **INDEXING, **LINALG, **LOSSES, **CONV, **VOCAB,
+# remat_after(x, g): x's value read once g exists; v̄ passes to x, g is an ordering only
+REMAT = {"remat_after": _fixed(plus(V), NoFlow("an ordering dependency"))}
+
+TABLE = {**REMAT, **ELEMENTWISE, **REDUCTIONS, **SHAPES, **INDEXING, **LINALG, **LOSSES, **CONV, **VOCAB,
          **{name: _no_flow(why) for name, why in NO_FLOW.items()}}
 
 #: ops whose rule has no compact form: their caption says so in words (and is not
 #: evaluated; tests/test_caption_values.py lists them with the reason)
 IN_WORDS = {"basis_map": "the body's own reverse rule, mapped over the basis",
+            "custom_call": "your own rule, fg.custom_vjp / fg.custom_jvp",
             **VOCAB_IN_WORDS}
 
 #: local derivatives whose textbook form reads better than the rule's own factor

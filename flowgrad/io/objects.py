@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from flowgrad.errors import GraphFileError
 
+from . import custom_io
+
 REDUCES = ("stack", "sum")
 
 
@@ -58,6 +60,8 @@ def encoder(new_id):
     stream_type = _stream_type()
 
     def encode(value):
+        if (custom := custom_io.encode(value)) is not None:   # issue 21: a custom function
+            return custom
         if stream_type is not None and isinstance(value, stream_type):
             return {"$stream": int(value.seed)}
         if not isinstance(value, body_type):
@@ -99,4 +103,5 @@ def decoder(handles, where):
             raise GraphFileError(f"{where}: a malformed random stream")
         return stream_type(seed)
     stream_type = _stream_type()
-    return {"$body": decode, "$stream": stream}
+    return {"$body": decode, "$stream": stream,
+            "$custom": custom_io.decoder(where)}   # issue 21: a custom function by name

@@ -1,0 +1,265 @@
+"""The ``custom_call`` op: one call of a ``fg.custom_vjp``/``fg.custom_jvp`` function.
+
+``custom_call(forward_out, *inputs, fn=f)`` has the value of ``forward_out`` (the last
+node of the forward the function built on ``inputs``) and the user's rules: argument 0
+gets no adjoint and no tangent, so nothing flows through the forward's own nodes, and
+inputs 1… get what ``f``'s rule says (flowgrad/custom.py explains the transposition
+that gives the other mode).
+"""
+from __future__ import annotations
+
+from .autodiff import ancestors_above, vjp_above
+from .composite import composite
+from .errors import DifferentiationError
+from .graph import Node
+from .ops.base import NONDIFF, REGISTRY, Op, apply, as_node, fmt_shape
+
+
+def _forward(xp, out, *inputs, fn, lifted=0):
+    return out
+
+
+def _infer(out, *inputs, fn, lifted=0):
+    return out.shape, out.dtype
+
+
+def _float(node) -> bool:
+    return node.dtype.kind in "fc"
+
+
+def _no_rule(fn, mode):
+    return DifferentiationError(
+        f"custom_{fn.kind} function {fn.name!r} has no rule yet, so its {mode} derivative "
+        f"is not defined: give one with @{fn.label}.def{fn.kind}")
+
+
+def _same_shape(a, b) -> bool:
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _check_node(fn, term, like, what):
+    """``term`` must be a float node of ``like``'s graph and shape (``what`` names it)."""
+    if not isinstance(term, Node):
+        raise DifferentiationError(
+            f"custom_{fn.kind} {fn.name!r}: its rule returned {type(term).__name__} for "
+            f"{what}; a rule returns flowgrad nodes (built from fg ops)")
+    if term.graph is not like.graph:
+        raise DifferentiationError(f"custom_{fn.kind} {fn.name!r}: the rule's node for "
+                                   f"{what} belongs to another graph")
+    if not _same_shape(term.shape, like.shape) or not _float(term):
+        raise DifferentiationError(
+            f"custom_{fn.kind} {fn.name!r}: the rule's node for {what} has shape "
+            f"{fmt_shape(term.shape)} and dtype {term.dtype}, but it must have "
+            f"{fmt_shape(like.shape)} (the shape of {like.name!r}) and a float dtype")
+
+
+def vjp_terms(fn, g, ans, xs):
+    """The user's vjp rule applied and checked: one node or None per input."""
+    if fn.rule is None:
+        raise _no_rule(fn, "reverse-mode")
+    out = fn.rule(g, ans, *xs)
+    if isinstance(out, Node) and len(xs) == 1:
+        out = (out,)
+    if not isinstance(out, (tuple, list)) or len(out) != len(xs):
+        got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
+        raise DifferentiationError(
+            f"custom_vjp {fn.name!r}: its rule {getattr(fn.rule, '__name__', '')!r} returned "
+            f"{got}, but {fn.name} takes {len(xs)} inputs: return a tuple with one node "
+            f"(or None) per input, in order ({', '.join(map(fn.arg_name, range(len(xs))))})")
+    for k, (term, x) in enumerate(zip(out, xs)):
+        if term is not None:
+            _check_node(fn, term, x, f"the gradient of {fn.arg_name(k)!r}")
+    return list(out)
+
+
+def jvp_out(fn, tangents, ans, xs):
+    """The user's jvp rule applied and checked: the output's tangent node."""
+    if fn.rule is None:
+        raise _no_rule(fn, "forward-mode")
+    out = fn.rule(list(tangents), ans, *xs)
+    _check_node(fn, out, ans, "the output's tangent")
+    return out
+
+
+def _zero_tangents(xs, given):
+    from flowgrad.ops import zeros_like
+    return [t if t is not None else (zeros_like(x) if _float(x) else None)
+            for t, x in zip(given, xs)]
+
+
+def _vjp_all(needed, g, ans, out, *xs, fn, lifted=0):
+    """Every input's reverse term: the vjp rule, or the jvp rule transposed."""
+    need = needed[1:]
+    if fn.kind == "vjp":
+        terms = vjp_terms(fn, g, ans, xs)
+        return [None] + [t if n else None for t, n in zip(terms, need)]
+    ts = _zero_tangents(xs, [None] * len(xs))   # stand-ins: the rule is linear in them
+    tdot = jvp_out(fn, ts, ans, xs)
+    wrt = [k for k, x in enumerate(xs) if need[k] and ts[k] is not None]
+    bars = vjp_above(tdot, [ts[k] for k in wrt], g) if wrt else []
+    terms = [None] * len(xs)
+    for k, b in zip(wrt, bars):
+        terms[k] = b
+    return [None] + terms
+
+
+def _jvp_all(tangents, ans, out, *xs, fn, lifted=0):
+    """The output's tangent: the jvp rule, or the vjp rule transposed."""
+    given = list(tangents[1:])
+    if all(t is None for t in given):
+        return None
+    if fn.kind == "jvp":
+        return jvp_out(fn, _zero_tangents(xs, given), ans, xs)
+    from flowgrad.ops import add, zeros_like
+    z = zeros_like(ans)                          # a stand-in cotangent: the rule is linear
+    total = None
+    for t, term in zip(given, vjp_terms(fn, z, ans, xs)):
+        if t is None or term is None:
+            continue
+        part, = vjp_above(term, [z], t)          # (J_iᵀ)ᵀ ṫ_i = J_i ṫ_i
+        total = part if total is None else add(total, part)
+    return total
+
+
+def _rule(argnum, g, ans, out, *xs, fn, lifted=0):
+    """One argument's reverse term (drawings ask per argument; the sweeps use _vjp_all)."""
+    if argnum == 0:
+        return None
+    needed = [k == argnum for k in range(len(xs) + 1)]
+    return _vjp_all(needed, g, ans, out, *xs, fn=fn)[argnum]
+
+
+def _tangent_rule(argnum, t, ans, out, *xs, fn, lifted=0):
+    if argnum == 0:
+        return None
+    given = [None] * (len(xs) + 1)
+    given[argnum] = t
+    return _jvp_all(given, ans, out, *xs, fn=fn)
+
+
+def _make_op():
+    if "custom_call" in REGISTRY:
+        return REGISTRY["custom_call"]
+    op = Op("custom_call", _forward, _infer, vjp=_rule, jvp=_tangent_rule, variadic=True,
+            doc="One call of an fg.custom_vjp / fg.custom_jvp function: the value of its "
+                "forward (argument 0).  x̄ and ẋ are the user's rule's (nothing flows into "
+                "argument 0); the other mode is the rule transposed.")
+    op.vjp_all = _vjp_all
+    op.jvp_all = _jvp_all
+    return op
+
+
+custom_call = _make_op()
+
+
+def _input_infer(x, index):
+    return x.shape, x.dtype
+
+
+#: how a forward reads its k-th input: a stand-in of its own op (never the user's
+#: stop_gradient), so that a call's stand-ins are found exactly, by op and index
+custom_input = REGISTRY.get("custom_input") or Op(
+    "custom_input", lambda xp, x, index: x, _input_infer, vjp=(NONDIFF,), jvp=(NONDIFF,),
+    doc="Input `index` of a custom function (or remat block) as its forward reads it: x's "
+        "value.  ∂/∂x = 0 here: the function's rule carries the derivatives across it.")
+
+
+# -- building a call --------------------------------------------------------------------
+
+def build_call(fn, args, forward=None, label=None, lift=False):
+    """Build ``fn``'s forward on ``args`` inside a composite group, then its custom_call.
+    ``forward``/``label``: another forward function and box name than ``fn``'s own
+    (fg.remat: one registered rule for every block). ``lift``: float nodes the forward
+    reads without taking them (a layer's weights) become the call's last inputs, counted
+    by the attribute ``lifted``, instead of being refused (fg.remat, whose rule replays
+    the block and so differentiates them too; a user's rule could not)."""
+    from .custom import graph_of
+    graph = graph_of(args)
+    xs = tuple(as_node(a, graph) for a in args)
+    start = len(graph)
+    forward = forward or fn.fn
+    with composite(label or fn.label):
+        # the forward reads its inputs through stand-ins that pass no derivative, so that
+        # neither sweep walks into its nodes (the rule alone carries derivatives across
+        # them): forward mode would otherwise build their unused tangents, and fail at an
+        # op without a forward rule, which is when a custom rule is most needed
+        out = forward(*(apply(custom_input, x, index=k) for k, x in enumerate(xs)))
+        if not isinstance(out, Node) or out.graph is not graph:
+            raise DifferentiationError(
+                f"custom_{fn.kind} {fn.name!r}: the forward must return one flowgrad node "
+                f"of its inputs' graph, got {type(out).__name__}")
+        free = _closures(graph, start, xs)
+        if free and not lift:
+            raise DifferentiationError(
+                f"custom_{fn.kind} {fn.name!r}: its forward reads {free[0].name!r}, which "
+                "is not one of its inputs, so no gradient could reach it through the "
+                "rule; pass it as an argument (and give its rule a term for it)")
+        if free:
+            return apply(custom_call, out, *xs, *free, fn=fn, lifted=len(free))
+        return apply(custom_call, out, *xs, fn=fn)
+
+
+def _closures(graph, start, xs) -> list:
+    """The float nodes (not constants) the forward built from id ``start`` on reads
+    without taking them as inputs: outer nodes it closes over, and placeholders or
+    variables it made itself. A rule would give them no gradient."""
+    data = graph.nx.nodes
+    allowed = {x.id for x in xs}
+    found = {}
+    for nid in range(start, len(graph)):
+        d = data[nid]
+        reads = [nid] if d["kind"] in ("placeholder", "variable") else \
+            [i for i in d["inputs"] if i < start and i not in allowed]
+        for i in reads:
+            if data[i]["kind"] != "constant" and data[i]["dtype"].kind in "fc":
+                found.setdefault(i, graph.node(i))
+    return list(found.values())
+
+
+def stand_ins(call):
+    """{stand-in id: input position} of a call: the custom_input nodes its forward read
+    its explicit inputs through (lifted inputs are read directly). Found by op, index
+    and input, so a call re-built without its composite group (jacobian's closing of a
+    body) is read the same."""
+    data = call.graph.nx.nodes
+    ins = call._d["inputs"]
+    xs = ins[1:len(ins) - call.attrs.get("lifted", 0)]
+    lo = min(xs) if xs else call.id
+    found = {}
+    for nid in ancestors_above(call.inputs[0], lo + 1):
+        d = data[nid]
+        if d["op"] is custom_input:
+            k = d["attrs"]["index"]
+            if k < len(xs) and d["inputs"][0] == xs[k]:
+                found[nid] = k
+    return found
+
+
+def forward_ids(call) -> set:
+    """The ids of a call's forward nodes, from its stand-ins to its argument 0 (empty
+    when it reads no input through a stand-in)."""
+    stand = stand_ins(call)
+    return set(ancestors_above(call.inputs[0], min(stand))) if stand else set()
+
+
+def is_custom(node) -> bool:
+    return node.op is custom_call
+
+
+def function_of(node):
+    """The CustomFunction a custom_call node calls."""
+    return node.attrs["fn"]
+
+
+def caption(node, src_id):
+    """What a drawing writes on the edge from node ``src_id`` into a custom_call ``node``:
+    the user's rule (its docstring's first line, else its name); "" on the edge from the
+    forward's own output, which carries nothing back. None when ``node`` is not a call."""
+    if node.op is custom_input:
+        return ""                               # a stand-in: nothing flows back here
+    if node.op is not custom_call:
+        return None
+    ids = node._d["inputs"]
+    if src_id == ids[0] and src_id not in ids[1:]:
+        return ""
+    return function_of(node).caption
