@@ -37,17 +37,18 @@ def check_max_bytes(max_bytes):
 class Budget:
     """Bytes a file may still make its reader allocate; ``take`` refuses before the fact."""
 
-    def __init__(self, path, file_size: int, max_bytes=None):
+    def __init__(self, path, file_size: int, max_bytes=None, error=GraphFileError):
         self.path = os.fspath(path) if not hasattr(path, "read") else repr(path)
         given = check_max_bytes(max_bytes)
         self.limit = default_budget(file_size) if given is None else given
         self.explicit = given is not None
         self.left = self.limit
+        self.error = error         # the reader's own GraphFileError subclass
 
     def take(self, nbytes: int, what: str):
-        """Charge ``nbytes`` for ``what``, or raise GraphFileError if over the budget."""
+        """Charge ``nbytes`` for ``what``, or raise the reader's error if over the budget."""
         if nbytes > self.left:
-            raise GraphFileError(
+            raise self.error(
                 f"{self.path}: {what} would take {nbytes} bytes, over what is left of the "
                 f"{self.limit}-byte budget for this file ({self.left} bytes); "
                 + ("raise max_bytes= if you trust the file" if self.explicit else
