@@ -445,9 +445,37 @@ def _peak(fn):
 
 
 def _zeros_file(tmp_path, n):
+    """A variable of ``n`` zeros, its member deflated (save_graph stores arrays)."""
     with fg.Graph() as g:
         fg.variable(np.zeros(n), name="w")
-    return fg.save_graph(tmp_path / "zeros.fg", g)
+    return _rewrite(fg.save_graph(tmp_path / "stored.fg", g), tmp_path / "zeros.fg")
+
+
+def test_saved_arrays_are_stored_so_any_saved_file_loads_by_default(tmp_path):
+    """Zeros compress 1000:1; saved deflated, a model's zero weights would exceed the
+    default budget. save_graph stores arrays, so its own files always fit."""
+    with fg.Graph() as g:
+        fg.variable(np.zeros((512, 512)), name="w")
+    path = fg.save_graph(tmp_path / "z.fg", g)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.getinfo("arrays/0.npy").compress_type == zipfile.ZIP_STORED
+        assert zf.getinfo("graph.json").compress_type == zipfile.ZIP_DEFLATED
+    assert not fg.load_graph(path).by_name("w").value.any()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_files_follow_the_umask(umask, mode, tmp_path):
+    """save_graph wrote 0600 whatever the umask (tempfile.mkstemp)."""
+    import os
+    with fg.Graph() as g:
+        fg.variable(np.arange(3.0), name="w")
+    old = os.umask(umask)
+    try:
+        path = fg.save_graph(tmp_path / "u.fg", g)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.fg"]     # no temporary left
 
 
 def test_a_compressed_array_bomb_is_refused_before_it_is_inflated(tmp_path):

@@ -373,3 +373,20 @@ def test_malformed_models_are_typed_errors_naming_the_place(case, tmp_path, monk
         match = r"initializer 'W': element type 8"
     with pytest.raises(OnnxImportError, match=match):
         fg.import_onnx("m.onnx")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_exported_files_follow_the_umask(umask, mode, tmp_path):
+    import os
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2,))
+        y = (x * 2.0).named("y")
+    old = os.umask(umask)
+    try:
+        path = fg.export_onnx(y, tmp_path / "u.onnx")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.onnx"]
+    np.testing.assert_array_equal(fg.run(fg.import_onnx(path).by_name("y"), {"x": [1.0, 2.0]}),
+                                  [2.0, 4.0])

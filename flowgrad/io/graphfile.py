@@ -8,11 +8,14 @@ The file is a zip archive with two kinds of member:
   input ids, and for leaves their value (a weak Python scalar inline, arrays by
   member name);
 * ``arrays/<k>.npy`` — constants, variable values and array attributes, each a
-  plain ``.npy`` whose header is checked before any memory is allocated.
+  plain ``.npy`` (stored uncompressed) whose header is checked before any memory is
+  allocated.
 
-Loading never unpickles and never runs code from the file. Every member is read
-with a size bound (a declared size over the limit, or data longer than declared,
-is an error), so a decompression bomb costs nothing.
+Loading never unpickles and never runs code from the file. The members' declared
+sizes must fit the limits below and the file's budget (``max_bytes=``, by default
+64 times the file's size: see ``limits.py``) before any is read; each is then
+inflated in chunks into the memory it will occupy, and data longer than declared is
+an error, so a decompression bomb costs nothing and an array is allocated once.
 
 Rebuilding re-applies each op through the normal build path (``ops.base.apply``)
 rather than inserting stored nodes: shapes and dtypes are inferred and checked
@@ -27,7 +30,6 @@ import io
 import json
 import os
 import pathlib
-import tempfile
 import zipfile
 import zlib
 
@@ -37,6 +39,7 @@ from flowgrad.backends import to_numpy
 from flowgrad.errors import FlowgradError, GraphError, GraphFileError
 from flowgrad.graph import Graph, Node
 
+from .atomic import atomic_write
 from .attrs import decode, dtype_name, encode, parse_dtype
 from .limits import Budget, check_max_bytes
 from .objects import closure, decoder, encoder
@@ -120,7 +123,8 @@ def _gradient_records(g, new_id) -> list:
 def save_graph(path, graph_or_outputs) -> pathlib.Path:
     """Write a graph to one file: a whole ``Graph``, or the nodes some outputs (a node or
     a list) depend on — derivative nodes included, since they are nodes. The file is
-    written to a temporary name and moved into place. Returns the path written."""
+    written to a temporary name and moved into place, with the user's umask applied to
+    its mode (as ``open`` would). Returns the path written."""
     g, ids, out_ids = _nodes_to_save(graph_or_outputs)
     data = g.nx.nodes
     new_id = {nid: k for k, nid in enumerate(ids)}
@@ -138,18 +142,14 @@ def save_graph(path, graph_or_outputs) -> pathlib.Path:
            "gradients": _gradient_records(g, new_id)}
     text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
     path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(GRAPH_MEMBER, text)
-            for k, arr in enumerate(arrays):
-                buf = io.BytesIO()
-                np.save(buf, arr, allow_pickle=False)
-                zf.writestr(f"arrays/{k}.npy", buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(GRAPH_MEMBER, text)
+        for k, arr in enumerate(arrays):
+            buf = io.BytesIO()
+            np.save(buf, arr, allow_pickle=False)
+            # stored, not deflated: an array takes in the file the room it takes in
+            # memory, so it never counts against the reader's size budget (limits.py)
+            zf.writestr(f"arrays/{k}.npy", buf.getvalue(), compress_type=zipfile.ZIP_STORED)
     return path
 
 

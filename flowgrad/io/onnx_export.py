@@ -26,6 +26,8 @@ import numpy as np
 from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph, Node, same_graph
 
+from .atomic import atomic_write
+
 OPSET = 18
 
 
@@ -278,5 +280,7 @@ def export_onnx(outputs, path, *, opset: int = OPSET, check: bool = True) -> pat
     if check:
         onnx.checker.check_model(model)
     path = pathlib.Path(path)
-    onnx.save(model, path)
+    data = model.SerializeToString()
+    with atomic_write(path) as f:     # the user's umask applies; all or nothing
+        f.write(data)
     return path

@@ -151,6 +151,13 @@ def _index(v):
     return tensors == list(range(len(tensors)))
 
 
+def _block_of(offsets, index):
+    """``offsets`` is a concat_offsets node and block ``index`` exists (the offsets hold
+    one more entry than there are blocks)."""
+    return offsets.op is not None and offsets.op.name == "concat_offsets" and \
+        index < offsets.shape[0] - 1
+
+
 def _tensor_items(index):
     return sum(1 for it in index if it[0] == "t")
 
@@ -178,9 +185,9 @@ ATTR_CHECKS = {
     "k": lambda v: _int(v, -2 ** 62, 2 ** 62),
     "offset": lambda v: _int(v, -2 ** 62, 2 ** 62),
     "axis1": _axis_int, "axis2": _axis_int,
-    "offsets": lambda v: type(v) is tuple and all(_int(o, 0, 2 ** 62) for o in v),
     "depth": lambda v: _int(v, 0, 2 ** 62),
-    "length": lambda v: _int(v, 0, 2 ** 62), "total": lambda v: _int(v, 0, 2 ** 62),
+    "length": lambda v: v is None or _int(v, 0, 2 ** 62),
+    "total": lambda v: v is None or _int(v, 0, 2 ** 62),
     # random draws (their objects are built by objects.decoder, which checks them)
     "dtype": lambda v: isinstance(v, np.dtype) and v.kind in "biuf",
     "dist": _str,
@@ -213,7 +220,8 @@ INPUT_AXES = {
     "sum": ("axis",), "mean": ("axis",), "max": ("axis",), "logsumexp": ("axis",),
     "norm2": ("axis",), "max_weights": ("axis",), "reduced_size": ("axis",),
     "argmax": ("axis",), "softmax_cross_entropy": ("axis",), "squeeze": ("axis",),
-    "concatenate": ("axis",), "concat_offsets": ("axis",),
+    "concatenate": ("axis",), "concat_offsets": ("axis",), "concat_part": ("axis",),
+    "concat_unpart": ("axis",),
     "mask": ("axis1", "axis2"), "trace": ("axis1", "axis2"),
 }
 
@@ -224,6 +232,8 @@ AGREE = {
     sorted(x % max(len(ins[0].shape), 1) for x in a["axes"]) == list(range(len(ins[0].shape))),
     "getitem": lambda ins, a: _tensor_items(a["index"]) == len(ins) - 1,
     "scatter_add": lambda ins, a: _tensor_items(a["index"]) == len(ins) - 2,
+    "concat_part": lambda ins, a: _block_of(ins[1], a["index"]),
+    "concat_unpart": lambda ins, a: _block_of(ins[1], a["index"]),
     "mask": lambda ins, a: a["axis1"] != a["axis2"], "trace": lambda ins, a: a["axis1"] != a["axis2"],
 }
 
