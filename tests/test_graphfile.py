@@ -572,3 +572,19 @@ def test_a_member_longer_than_its_declared_size_is_stopped_there(tmp_path):
     assert isinstance(err, fg.GraphFileError), err
     assert "Bad CRC" in str(err) or "declares" in str(err) or "not a readable" in str(err)
     assert peak < 2 << 20                            # never inflated past the 200 bytes
+
+
+def test_a_diagonal_offset_must_fit_numpys_c_int(tmp_path):
+    """trace(offset=2**31) loaded and then failed when run (numpy takes a C int)."""
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(3, 3))
+        fg.trace(x, offset=1).named("t")
+    path = fg.save_graph(tmp_path / "t.fg", g)
+    doc = _doc(path)
+    doc["nodes"][1]["attrs"]["offset"] = 2 ** 31 - 1
+    g2 = fg.load_graph(_rewrite(path, tmp_path / "a.fg", doc=doc))
+    assert fg.run(g2.by_name("t"), {"x": np.ones((3, 3))}) == 0.0
+    doc["nodes"][1]["attrs"]["offset"] = 2 ** 31
+    _refused(_rewrite(path, tmp_path / "b.fg", doc=doc), "attribute 'offset' of trace cannot be")
+    doc["nodes"][1]["attrs"]["offset"] = -2 ** 31
+    _refused(_rewrite(path, tmp_path / "c.fg", doc=doc), "attribute 'offset' of trace cannot be")

@@ -10,6 +10,9 @@ attribute *types* are the one declared table here, ``ATTR_CHECKS`` (by attribute
 name) with ``OP_ATTR_CHECKS`` for an op whose attribute of a common name differs.
 An op added later needs a line here only when it brings an attribute name not yet
 listed; an attribute with no check is refused, so a gap cannot pass silently.
+``INPUT_AXES`` and ``AGREE`` hold what an op's builder guarantees about attributes
+relative to the inputs (axes in range, a flag matching a dtype), which the op's own
+shape inference does not check again; an op whose builder guarantees more adds a line.
 """
 from __future__ import annotations
 
@@ -182,8 +185,9 @@ ATTR_CHECKS = {
     "keepdims": _bool, "labels": _bool, "shape": _shape,
     "reduction": lambda v: v in ("mean", "sum", "none"),
     "index": _index, "kind": _str,
-    "k": lambda v: _int(v, -2 ** 62, 2 ** 62),
-    "offset": lambda v: _int(v, -2 ** 62, 2 ** 62),
+    # diagonal offsets: numpy's eye/tri/trace take a C int
+    "k": lambda v: _int(v, -2 ** 31 + 1, 2 ** 31 - 1),
+    "offset": lambda v: _int(v, -2 ** 31 + 1, 2 ** 31 - 1),
     "axis1": _axis_int, "axis2": _axis_int,
     "depth": lambda v: _int(v, 0, 2 ** 62),
     "length": lambda v: v is None or _int(v, 0, 2 ** 62),
@@ -234,7 +238,8 @@ AGREE = {
     "scatter_add": lambda ins, a: _tensor_items(a["index"]) == len(ins) - 2,
     "concat_part": lambda ins, a: _block_of(ins[1], a["index"]),
     "concat_unpart": lambda ins, a: _block_of(ins[1], a["index"]),
-    "mask": lambda ins, a: a["axis1"] != a["axis2"], "trace": lambda ins, a: a["axis1"] != a["axis2"],
+    "mask": lambda ins, a: a["axis1"] != a["axis2"],
+    "trace": lambda ins, a: a["axis1"] != a["axis2"],
 }
 
 
