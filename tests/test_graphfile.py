@@ -415,6 +415,10 @@ def test_array_member_with_absurd_shape(tmp_path):
     _refused(_rewrite(ok, tmp_path / "a.fg", members={"arrays/0.npy": bomb}), "absurd|declares")
     pickled = _npy_header((2,), "|O") + b"\0" * 16
     _refused(_rewrite(ok, tmp_path / "b.fg", members={"arrays/0.npy": pickled}), "dtype|header")
+    damaged = bytearray(_npy_header((2,)) + b"\0" * 16)
+    damaged[60] = 0x82                               # a non-printable byte in the header
+    _refused(_rewrite(ok, tmp_path / "c.fg", members={"arrays/0.npy": bytes(damaged)}),
+             "bad header")
 
 
 def _zip(path, members):

@@ -39,7 +39,32 @@ def _base_graph():
         t = fg.placeholder("t", shape=(None,), dtype=np.int64)
         fg.softmax_cross_entropy(z, t)
         fg.concatenate([z, z * 2.0], axis=1)[:, 1:4]
+        v = fg.placeholder("v", shape=(3,))
+        fg.hessian(fg.sum(fg.sin(v) * v), v)                  # a basis_map and its body
+        fg.random.normal(like=z, seed=1) * fg.random.bernoulli((3,), 0.5, seed=2)
     return g
+
+
+def _npy(arr):
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _mutate_member(members, rng):
+    """An array member replaced: another dtype or shape, truncated, or a header byte
+    flipped."""
+    names = sorted(n for n in members if n.startswith("arrays/"))
+    name = rng.choice(names)
+    data, c = members[name], rng.random()
+    if c < 0.3:
+        members[name] = _npy(np.zeros(rng.choice([(), (2,), (3, 3), (0,)]),
+                                      rng.choice(["f4", "f8", "i8", "?", "c16", ">f8"])))
+    elif c < 0.6:
+        members[name] = data[: rng.randrange(len(data))]
+    else:       # in the header: a flipped value in the data is merely other data
+        at = rng.randrange(min(len(data), 128))
+        members[name] = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
 
 
 def _mutate(doc, rng):
@@ -135,11 +160,15 @@ def test_load_graph_mutants_are_refused_or_compile_and_run(saved_graph, tmp_path
     outcomes = {"refused": 0, "loaded": 0}
     for i in range(GRAPH_MUTANTS):
         doc = copy.deepcopy(doc0)
-        for _ in range(rng.randint(1, 2)):
-            _mutate(doc, rng)
+        mutant = dict(members)
+        if rng.random() < 0.15:
+            _mutate_member(mutant, rng)
+        else:
+            for _ in range(rng.randint(1, 2)):
+                _mutate(doc, rng)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
-            for n, data in members.items():
+            for n, data in mutant.items():
                 zf.writestr(n, json.dumps(doc) if n == "graph.json" else data)
         path = tmp_path / "m.fg"
         path.write_bytes(buf.getvalue())

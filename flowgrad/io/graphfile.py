@@ -30,6 +30,7 @@ import io
 import json
 import os
 import pathlib
+import tokenize
 import zipfile
 import zlib
 
@@ -233,9 +234,10 @@ class _Reader:
             header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                       else np.lib.format.read_array_header_2_0)
             shape, fortran, dtype = header(f, max_header_size=10000)
-        except (ValueError, SyntaxError, TypeError) as e:
-            raise GraphFileError(f"{self.path}: the array {name!r} has a bad header ({e})") \
-                from None
+        except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as e:
+            # (numpy tokenizes a version-1 header: a damaged one is a TokenError)
+            raise GraphFileError(f"{self.path}: the array {name!r} has a bad header "
+                                 f"({type(e).__name__}: {e})") from None
         if dtype.kind not in "biufc" or dtype.fields is not None or dtype.hasobject:
             raise GraphFileError(f"{self.path}: the array {name!r} has dtype {dtype}, "
                                  "which a graph file may not hold")
