@@ -7,6 +7,12 @@ reader allocate gigabytes. Every reader in this package therefore takes
 one file may make it allocate. Left out, it is ``RATIO`` times the file's own size,
 and at least ``FLOOR`` bytes, so that a small file may still hold a few ordinary
 constants. Each allocation is checked against what is left *before* it is made.
+
+The budget counts data: a graph file's members as they decompress (``graph.json``'s
+text and every array), an ONNX model's tensors. The nodes built from that data take
+memory in proportion to their number, as any graph of that many nodes does (parsing
+``graph.json`` costs at most a few tens of bytes per byte of its text), so a file's
+whole cost stays within a fixed multiple of its size.
 """
 from __future__ import annotations
 
