@@ -556,6 +556,12 @@ def test_member_limits_at_the_boundary(tmp_path, monkeypatch):
     fg.load_graph(path)
     monkeypatch.setattr(graphfile, "MAX_ARRAY_BYTES", member - 1)
     _refused(path, f"declares {member} bytes, over the {member - 1}-byte limit")
+    with zipfile.ZipFile(path) as zf:
+        text = zf.getinfo("graph.json").file_size
+    monkeypatch.setattr(graphfile, "MAX_JSON_BYTES", text)
+    fg.load_graph(path)
+    monkeypatch.setattr(graphfile, "MAX_JSON_BYTES", text - 1)
+    _refused(path, f"'graph.json' declares {text} bytes, over the {text - 1}-byte limit")
 
 
 def test_a_member_longer_than_its_declared_size_is_stopped_there(tmp_path):

@@ -73,14 +73,13 @@ def _constant(ctx, n, ins, attrs):
         arr = np.asarray(attrs[key], dtype={"value_float": np.float32, "value_floats": np.float32,
                                             "value_int": np.int64,
                                             "value_ints": np.int64}.get(key))
+        ctx.allocate(list(arr.shape), arr.dtype, "its value")
     return _static(ctx, n, arr)
 
 
 def _static(ctx, n, value, dtype=None):
     """A constant node of ``value`` (copied once, by constant()), known at import time."""
     node = constant(value, dtype=dtype)
-    if node.dtype.kind not in "biufc":
-        raise TypeError(f"a constant of dtype {node.dtype}")
     ctx.static[n.output[0]] = node.value
     return node
 
