@@ -556,6 +556,7 @@ def test_member_limits_at_the_boundary(tmp_path, monkeypatch):
     fg.load_graph(path)
     monkeypatch.setattr(graphfile, "MAX_ARRAY_BYTES", member - 1)
     _refused(path, f"declares {member} bytes, over the {member - 1}-byte limit")
+    monkeypatch.undo()
     with zipfile.ZipFile(path) as zf:
         text = zf.getinfo("graph.json").file_size
     monkeypatch.setattr(graphfile, "MAX_JSON_BYTES", text)
