@@ -599,3 +599,29 @@ def test_a_diagonal_offset_must_fit_numpys_c_int(tmp_path):
     _refused(_rewrite(path, tmp_path / "b.fg", doc=doc), "attribute 'offset' of trace cannot be")
     doc["nodes"][1]["attrs"]["offset"] = -2 ** 31
     _refused(_rewrite(path, tmp_path / "c.fg", doc=doc), "attribute 'offset' of trace cannot be")
+
+
+def test_a_basis_map_body_must_read_only_its_own_placeholders(tmp_path):
+    """A body naming a node that reads an outer placeholder loaded, then failed when
+    run ("missing feed"); so did a body given fewer inputs than it binds."""
+    with fg.Graph() as g:
+        v = fg.placeholder("v", shape=(3,))
+        w = fg.placeholder("w", shape=(3,))
+        fg.hessian(fg.sum(fg.sin(v) * v * w), v).named("h")
+    path = fg.save_graph(tmp_path / "h.fg", g)
+    doc = _doc(path)
+    k = next(i for i, r in enumerate(doc["nodes"]) if r["op"] == "basis_map")
+    body = doc["nodes"][k]["attrs"]["body"]["$body"]
+    feed = {"v": np.array([0.1, 0.2, 0.3]), "w": np.array([1.0, 2.0, 3.0])}
+    np.testing.assert_allclose(fg.run(fg.load_graph(path).by_name("h"), feed),
+                               fg.run(g.by_name("h"), feed), rtol=1e-15)
+    outer = next(i for i, r in enumerate(doc["nodes"])
+                 if r["op"] == "add" and i < body["basis"])      # reads v and w themselves
+    body["out"] = outer
+    _refused(_rewrite(path, tmp_path / "a.fg", doc=doc),
+             "node 'basis_map_.*': the attributes of basis_map disagree")
+    doc = _doc(path)
+    body = doc["nodes"][k]["attrs"]["body"]["$body"]
+    body["params"] = body["params"][:-1]
+    doc["nodes"][k]["inputs"] = doc["nodes"][k]["inputs"][:-1]
+    _refused(_rewrite(path, tmp_path / "b.fg", doc=doc), "attributes of basis_map disagree")

@@ -240,7 +240,27 @@ AGREE = {
     "concat_unpart": lambda ins, a: _block_of(ins[1], a["index"]),
     "mask": lambda ins, a: a["axis1"] != a["axis2"],
     "trace": lambda ins, a: a["axis1"] != a["axis2"],
+    "basis_map": lambda ins, a: _body_agrees(ins, a["body"]),
 }
+
+
+def _body_agrees(ins, body):
+    """A basis_map's inputs bind its body's placeholders as _make_map binds them (params
+    whole, sliced ones with the basis axes in front, then the shape reference when the
+    basis length is a run-time one), and the body reads no other placeholder."""
+    from flowgrad.autodiff import ancestors
+    k, m, nb = len(body.params), len(body.sliced), len(body.basis.shape)
+    if len(ins) != k + m + (1 if body.dynamic else 0):
+        return False
+    if any(p.shape != x.shape or p.dtype != x.dtype for p, x in zip(body.params, ins)):
+        return False
+    if any(x.shape[nb:] != s.shape or len(x.shape) != nb + len(s.shape)
+           for s, x in zip(body.sliced, ins[k:k + m])):
+        return False
+    bound = {body.basis.id, *(p.id for p in body.params), *(s.id for s in body.sliced)}
+    data = body.out.graph.nx.nodes
+    return all(data[nid]["kind"] != "placeholder" or nid in bound
+               for nid in ancestors([body.out]))
 
 
 def _random_shape(v):
