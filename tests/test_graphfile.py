@@ -625,3 +625,24 @@ def test_a_basis_map_body_must_read_only_its_own_placeholders(tmp_path):
     body["params"] = body["params"][:-1]
     doc["nodes"][k]["inputs"] = doc["nodes"][k]["inputs"][:-1]
     _refused(_rewrite(path, tmp_path / "b.fg", doc=doc), "attributes of basis_map disagree")
+
+
+_scaled = Op("test_io_scaled", lambda xp, x, alpha, tag: x * alpha,
+             lambda x, alpha, tag: (x.shape, x.dtype), vjp=(None,))
+
+
+def test_a_users_op_with_plain_attributes_round_trips(tmp_path):
+    """An op registered by the user, with attribute names the file table does not know,
+    loads while its attributes are plain data; anything else there is refused."""
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(2,))
+        _scaled(x, alpha=2.5, tag=("a", 1)).named("y")
+    path = fg.save_graph(tmp_path / "u.fg", g)
+    g2 = fg.load_graph(path)
+    np.testing.assert_array_equal(fg.run(g2.by_name("y"), {"x": [1.0, 2.0]}), [2.5, 5.0])
+    doc = _doc(path)
+    doc["nodes"][1]["attrs"]["tag"] = {"$tuple": ["a", 2 ** 63]}
+    _refused(_rewrite(path, tmp_path / "a.fg", doc=doc),
+             "attribute 'tag' of test_io_scaled cannot be")
+    doc["nodes"][1]["attrs"]["tag"] = {"$dtype": "int8"}
+    _refused(_rewrite(path, tmp_path / "b.fg", doc=doc), "attribute 'tag'")

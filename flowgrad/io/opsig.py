@@ -8,8 +8,10 @@ an op's ``forward(xp, *inputs, **attrs)`` names its inputs then its attributes, 
 its reverse rules (``Op.vjp_rule``, one per input) say where the inputs end. The
 attribute *types* are the one declared table here, ``ATTR_CHECKS`` (by attribute
 name) with ``OP_ATTR_CHECKS`` for an op whose attribute of a common name differs.
-An op added later needs a line here only when it brings an attribute name not yet
-listed; an attribute with no check is refused, so a gap cannot pass silently.
+An op added later needs a line here when it brings an attribute name not yet listed;
+until then an attribute with no check must be plain data (numbers, strings, None and
+tuples or lists of them), which is what a user's own op registered with ``fg.ops.Op``
+may save, and the op's shape inference is its only other check.
 ``INPUT_AXES`` and ``AGREE`` hold what an op's builder guarantees about attributes
 relative to the inputs (axes in range, a flag matching a dtype), which the op's own
 shape inference does not check again; an op whose builder guarantees more adds a line.
@@ -86,8 +88,8 @@ def check_record(op, ins, attrs, where):
                              f"{sorted(sig.required | sig.optional)}, the file gives "
                              f"{sorted(names)}")
     for name, value in attrs.items():
-        check = OP_ATTR_CHECKS.get((op.name, name), ATTR_CHECKS.get(name))
-        if check is None or not check(value):
+        check = OP_ATTR_CHECKS.get((op.name, name), ATTR_CHECKS.get(name, _plain_data))
+        if not check(value):
             raise GraphFileError(f"{where}: attribute {name!r} of {op.name} cannot be "
                                  f"{value!r:.80}")
     ndim = len(ins[0].shape) if ins else 0
@@ -124,6 +126,22 @@ def _axis_or_axes(v):
 def _shape(v):
     return type(v) is tuple and len(v) <= MAX_AXIS and \
         all(s is None or _int(s, -1, 2 ** 62) for s in v)
+
+
+def _plain_data(v):
+    """Numbers (ints within int64), strings, None, and tuples/lists of them, nested a
+    little: an attribute of an op this table does not know yet."""
+    stack, seen = [(v, 0)], 0
+    while stack:
+        x, depth = stack.pop()
+        seen += 1
+        if seen > 10_000 or depth > 8:
+            return False
+        if type(x) in (tuple, list):
+            stack.extend((y, depth + 1) for y in x)
+        elif not (x is None or type(x) in (bool, float, str) or _int(x)):
+            return False
+    return True
 
 
 def _bool(v):
