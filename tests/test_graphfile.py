@@ -646,3 +646,21 @@ def test_a_users_op_with_plain_attributes_round_trips(tmp_path):
              "attribute 'tag' of test_io_scaled cannot be")
     doc["nodes"][1]["attrs"]["tag"] = {"$dtype": "int8"}
     _refused(_rewrite(path, tmp_path / "b.fg", doc=doc), "attribute 'tag'")
+
+
+_callable_rule = Op("test_io_callable_rule", lambda xp, x, y, scale: (x + y) * scale,
+                    lambda x, y, scale: (x.shape, x.dtype),
+                    vjp=lambda argnum, g, ans, x, y, scale: g * scale)
+
+
+def test_an_op_with_one_rule_for_all_arguments_splits_inputs_from_attributes(tmp_path):
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(2,))
+        _callable_rule(x, x, scale=3.0).named("y")
+    path = fg.save_graph(tmp_path / "c.fg", g)
+    np.testing.assert_array_equal(fg.run(fg.load_graph(path).by_name("y"), {"x": [1.0, 2.0]}),
+                                  [6.0, 12.0])
+    doc = _doc(path)
+    doc["nodes"][1]["inputs"] = [0]                  # then 'y' would be an attribute
+    _refused(_rewrite(path, tmp_path / "a.fg", doc=doc),
+             r"takes the attributes \['scale', 'y'\], the file gives \['scale'\]")

@@ -39,6 +39,17 @@ class OpSignature:
     max_inputs: int | None          # None: any number (concatenate, getitem's tensors)
     required: frozenset             # attribute names every record must give
     optional: frozenset             # attribute names a record may give
+    #: an op with one reverse rule for every argument and fixed parameters: where its
+    #: inputs end is known only from the record (its attributes are the parameters after)
+    params: tuple = ()
+
+    def attributes(self, n_inputs):
+        """(required, optional) attribute names for a record with ``n_inputs`` inputs."""
+        if not self.params:
+            return self.required, self.optional
+        rest = self.params[n_inputs:]
+        return (frozenset(p.name for p in rest if p.default is p.empty),
+                frozenset(p.name for p in rest if p.default is not p.empty))
 
 
 def _rules(op, start) -> int | None:
@@ -64,7 +75,9 @@ def signature(op) -> OpSignature:
         least = len(fixed)
     else:
         most = _rules(op, 0)
-        most = len(params) if most is None else min(most, len(params))
+        if most is None:           # one rule for all: the record says where inputs end
+            return OpSignature(0, len(params), frozenset(), frozenset(), tuple(params))
+        most = min(most, len(params))
         fixed, attrs = params[:most], params[most:]
         least = sum(1 for p in fixed if p.default is p.empty)
     return OpSignature(least, most,
@@ -83,9 +96,10 @@ def check_record(op, ins, attrs, where):
         raise GraphFileError(f"{where}: {op.name} takes {want} inputs, the file gives "
                              f"{n_inputs}")
     names = set(attrs)
-    if not sig.required <= names or not names <= sig.required | sig.optional:
+    required, optional = sig.attributes(n_inputs)
+    if not required <= names or not names <= required | optional:
         raise GraphFileError(f"{where}: {op.name} takes the attributes "
-                             f"{sorted(sig.required | sig.optional)}, the file gives "
+                             f"{sorted(required | optional)}, the file gives "
                              f"{sorted(names)}")
     for name, value in attrs.items():
         check = OP_ATTR_CHECKS.get((op.name, name), ATTR_CHECKS.get(name, _plain_data))
