@@ -390,3 +390,21 @@ def test_exported_files_follow_the_umask(umask, mode, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u.onnx"]
     np.testing.assert_array_equal(fg.run(fg.import_onnx(path).by_name("y"), {"x": [1.0, 2.0]}),
                                   [2.0, 4.0])
+
+
+@pytest.mark.parametrize("first", ["x", "W", "y"])
+def test_a_tensor_produced_twice_is_refused(first, tmp_path):
+    """A node output named like the graph input used to rename the placeholder (so the
+    feed name changed silently); ONNX assigns each tensor once."""
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("Neg", ["x"], [first], name="n1"),
+             helper.make_node("Neg", [first], ["y"], name="n2")]
+    graph = helper.make_graph(nodes, "m", [vi("x", TensorProto.DOUBLE, [2])],
+                              [vi("y", TensorProto.DOUBLE, [2])],
+                              [numpy_helper.from_array(np.ones(2), "W")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]),
+              tmp_path / "m.onnx")
+    node = "n1" if first != "y" else "n2"
+    with pytest.raises(OnnxImportError, match=rf"node '{node}' \(Neg\): its output '{first}' is "
+                                              "already produced"):
+        fg.import_onnx(tmp_path / "m.onnx")

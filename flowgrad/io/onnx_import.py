@@ -248,6 +248,11 @@ def _import_node(ctx, g, n, k, importers):
     if fn is None:
         raise OnnxImportError(f"op type {n.op_type!r} (node {label!r}) has no flowgrad "
                               "counterpart")
+    twice = [o for o in n.output if o and o in ctx.env]
+    if twice or len(set(n.output) - {""}) < len([o for o in n.output if o]):
+        # ONNX tensors are assigned once; a second producer would rename the first
+        raise OnnxImportError(f"{ctx.where}: its output {(twice or list(n.output))[0]!r} "
+                              "is already produced by an input, initializer or node")
     ins = []
     for name in n.input:
         if name and name not in ctx.env:
