@@ -242,11 +242,31 @@ def _doc(path):
         return json.loads(zf.read("graph.json"))
 
 
-def _refused(path, match):
+def _refused(path, match, **kw):
     before = len(fg.default_graph())
     with pytest.raises(fg.GraphFileError, match=match):
-        fg.load_graph(path)
+        fg.load_graph(path, **kw)
     assert len(fg.default_graph()) == before
+
+
+def _edited(tmp_path, edit, name="x.fg"):
+    """The small saved file (tmp_path/ok.fg) with its graph.json changed by edit(doc)."""
+    ok = tmp_path / "ok.fg"
+    if not ok.exists():
+        _saved(tmp_path)
+    doc = _doc(ok)
+    edit(doc)
+    return _rewrite(ok, tmp_path / name, doc=doc)
+
+
+def _set(keys, value):
+    """edit(doc) setting doc[keys[0]][keys[1]]… = value."""
+    def edit(doc):
+        at = doc
+        for key in keys[:-1]:
+            at = at[key]
+        at[keys[-1]] = value
+    return edit
 
 
 def test_unknown_op(tmp_path):
@@ -256,10 +276,14 @@ def test_unknown_op(tmp_path):
              r"node 'y' uses op 'frobnicate'")
 
 
-def test_newer_format_version(tmp_path):
-    doc = _doc(_saved(tmp_path))
-    doc["version"] = graphfile.FORMAT_VERSION + 1
-    _refused(_rewrite(tmp_path / "ok.fg", tmp_path / "x.fg", doc=doc), r"newer")
+def test_format_versions_at_both_ends_of_the_range(tmp_path):
+    """The newest version loads and the next one is refused; so is the one before the
+    oldest (1)."""
+    fg.load_graph(_edited(tmp_path, _set(["version"], graphfile.FORMAT_VERSION), "v.fg"))
+    _refused(_edited(tmp_path, _set(["version"], graphfile.FORMAT_VERSION + 1)), r"newer")
+    fg.load_graph(_edited(tmp_path, _set(["version"], 1), "v1.fg"))
+    _refused(_edited(tmp_path, _set(["version"], 0)), r"unknown format version 0")
+    _refused(_edited(tmp_path, _set(["version"], True)), r"version is missing")
 
 
 def test_corrupt_and_truncated_files(tmp_path):
@@ -278,20 +302,104 @@ def test_corrupt_and_truncated_files(tmp_path):
     _refused(tmp_path / "json.fg", "not valid JSON")
 
 
-def test_structural_lies_are_refused(tmp_path):
-    ok = _saved(tmp_path)
-    doc = _doc(ok)
-    doc["nodes"][1]["inputs"] = [5]                  # an input that is not an earlier node
-    _refused(_rewrite(ok, tmp_path / "a.fg", doc=doc), "not an earlier node")
-    doc = _doc(ok)
-    doc["nodes"][-1]["shape"] = [3]                  # disagrees with what the op infers
-    _refused(_rewrite(ok, tmp_path / "b.fg", doc=doc), "rebuilding gives")
-    doc = _doc(ok)
+def test_structural_lies_are_refused_at_the_first_bad_value(tmp_path):
+    """Each check at its boundary: the last good value loads, the first bad one is
+    refused. The file: 0 x, 1 w, 2 getitem(x), 3 matmul(2, 1), 4 sum(3) named y."""
+    _saved(tmp_path)
+    # inputs: an id must name an earlier node, 0 … k−1
+    _refused(_edited(tmp_path, _set(["nodes", 4, "inputs"], [4])), "input 4, which is not an")
+    _refused(_edited(tmp_path, _set(["nodes", 2, "inputs"], [-1])), "input -1, which is not")
+    fg.load_graph(_edited(tmp_path, _set(["nodes", 2, "inputs"], [0]), "ok2.fg"))
+    _refused(_edited(tmp_path, _set(["nodes", 4, "inputs"], [True])), "input True")
+    # arity, from the op registry: matmul takes exactly 2
+    _refused(_edited(tmp_path, _set(["nodes", 3, "inputs"], [2, 1, 1])),
+             r"node 'matmul_3': matmul takes 2 inputs, the file gives 3")
+    _refused(_edited(tmp_path, _set(["nodes", 3, "inputs"], [2])), "takes 2 inputs, the file")
+    # a leaf has no inputs
+    _refused(_edited(tmp_path, _set(["nodes", 1, "inputs"], [0])), "variable has no inputs")
+    # shapes: 0 ≤ s < 2**62 and at most MAX_NDIM axes pass the record check (then the
+    # op's own inference disagrees); the first value past each is refused as bad
+    _refused(_edited(tmp_path, _set(["nodes", 4, "shape"], [2 ** 62 - 1])), "rebuilding gives")
+    _refused(_edited(tmp_path, _set(["nodes", 4, "shape"], [2 ** 62])), "bad shape")
+    _refused(_edited(tmp_path, _set(["nodes", 4, "shape"], [0])), "rebuilding gives")
+    _refused(_edited(tmp_path, _set(["nodes", 4, "shape"], [-1])), "bad shape")
+    ndim = graphfile.MAX_NDIM
+    _refused(_edited(tmp_path, _set(["nodes", 4, "shape"], [1] * ndim)), "rebuilding gives")
+    _refused(_edited(tmp_path, _set(["nodes", 4, "shape"], [1] * (ndim + 1))), "bad shape")
+    # attributes: names from the registry, types from opsig's one table
+    _refused(_edited(tmp_path, _set(["nodes", 4, "attrs", "keepdims"], None)),
+             r"node 'y': attribute 'keepdims' of sum cannot be None")
+    _refused(_edited(tmp_path, _set(["nodes", 4, "attrs", "keepdims"], 0)), "cannot be 0")
+    _refused(_edited(tmp_path, _set(["nodes", 4, "attrs", "extra"], 1)), "takes the attributes")
+    _refused(_edited(tmp_path, lambda d: d["nodes"][4]["attrs"].pop("axis")),
+             "takes the attributes")
+    # an axis must name an axis of the input (here 1-d) as the builder does, from 0:
+    # 0 loads (the saved file), 1 and -1 do not
+    _refused(_edited(tmp_path, _set(["nodes", 4, "attrs", "axis"], {"$tuple": [1]})),
+             r"'axis' of sum is \(1,\) for an input of 1 dimensions")
+    _refused(_edited(tmp_path, _set(["nodes", 4, "attrs", "axis"], {"$tuple": [-1]})),
+             "for an input of 1 dimensions")
+    _refused(_edited(tmp_path, _set(["nodes", 4, "attrs", "axis"], {"$tuple": [0, 0]})),
+             "for an input of 1 dimensions")
+    doc = _doc(tmp_path / "ok.fg")
     doc["nodes"][-1]["attrs"]["axis"] = {"$pickle": "cos\nsystem\n"}
-    _refused(_rewrite(ok, tmp_path / "c.fg", doc=doc), "unknown attribute tag")
-    doc = _doc(ok)
-    doc["nodes"][1]["dtype"] = "object"
-    _refused(_rewrite(ok, tmp_path / "d.fg", doc=doc), "not allowed")
+    _refused(_rewrite(tmp_path / "ok.fg", tmp_path / "c.fg", doc=doc), "unknown attribute tag")
+    _refused(_edited(tmp_path, _set(["nodes", 1, "dtype"], "object")), "not allowed")
+    _refused(_edited(tmp_path, _set(["nodes", 4, "attrs", "axis"],
+                                    {"$scalar": ["int64", 2 ** 63]})), "does not fit")
+
+
+def test_gradient_records_at_the_boundary(tmp_path):
+    _saved(tmp_path)
+    fg.load_graph(_edited(tmp_path, _set(["gradients"], [[4, 4, 4]]), "ok2.fg"))
+    _refused(_edited(tmp_path, _set(["gradients"], [[5, 4, 4]])), "gradient records")
+    _refused(_edited(tmp_path, _set(["gradients"], [[4, -1, 4]])), "gradient records")
+
+
+def test_a_placeholder_named_placeholder_loads(tmp_path):
+    """Every placeholder used to be built under the temporary name 'placeholder' first."""
+    with fg.Graph() as g:
+        a = fg.placeholder("placeholder", shape=(2,))
+        b = fg.placeholder("b", shape=(2,))
+        with fg.name_scope("m"):
+            c = fg.placeholder("c", shape=(2,))
+        (a * b + c).named("y")
+    g2 = fg.load_graph(fg.save_graph(tmp_path / "p.fg", g))
+    assert [n.name for n in g2.nodes if n.kind == "placeholder"] == ["placeholder", "b", "m/c"]
+    assert g2.by_name("m/c").scope == ("m",)
+    out = fg.run(g2.by_name("y"), {"placeholder": np.ones(2), "b": np.full(2, 2.0),
+                                   "m/c": np.full(2, 0.5)})
+    np.testing.assert_array_equal(out, [2.5, 2.5])
+
+
+def test_softmax_cross_entropy_labels_must_match_the_targets_dtype(tmp_path):
+    """labels=true with float targets used to load and then fail when run."""
+    with fg.Graph() as g:
+        z = fg.placeholder("z", shape=(None, 3))
+        t = fg.placeholder("t", shape=(None, 3))
+        fg.softmax_cross_entropy(z, t).named("loss")
+    path = fg.save_graph(tmp_path / "s.fg", g)
+    doc = _doc(path)
+    doc["nodes"][2]["attrs"]["labels"] = True
+    _refused(_rewrite(path, tmp_path / "x.fg", doc=doc),
+             "node 'loss': the attributes of softmax_cross_entropy disagree")
+    doc["nodes"][2]["attrs"]["labels"] = None
+    _refused(_rewrite(path, tmp_path / "y.fg", doc=doc), "'labels' of softmax_cross_entropy")
+
+
+def test_an_array_member_used_twice_is_refused(tmp_path):
+    """Each member backs one value: naming one member N times would cost N copies and
+    make two leaves share a buffer."""
+    with fg.Graph() as g:
+        fg.variable(np.arange(3.0), name="a")
+        fg.variable(np.arange(3.0), name="b")
+    path = fg.save_graph(tmp_path / "two.fg", g)
+    doc = _doc(path)
+    doc["nodes"][1]["value"] = doc["nodes"][0]["value"]
+    _refused(_rewrite(path, tmp_path / "x.fg", doc=doc), "used twice")
+    g2 = fg.load_graph(path)
+    g2.by_name("a").value[0] = 7.0        # loaded variables own their values
+    assert g2.by_name("b").value[0] == 0.0
 
 
 def _npy_header(shape, dtype="<f8"):
@@ -307,18 +415,159 @@ def test_array_member_with_absurd_shape(tmp_path):
     _refused(_rewrite(ok, tmp_path / "a.fg", members={"arrays/0.npy": bomb}), "absurd|declares")
     pickled = _npy_header((2,), "|O") + b"\0" * 16
     _refused(_rewrite(ok, tmp_path / "b.fg", members={"arrays/0.npy": pickled}), "dtype|header")
+    damaged = bytearray(_npy_header((2,)) + b"\0" * 16)
+    damaged[60] = 0x82                               # a non-printable byte in the header
+    _refused(_rewrite(ok, tmp_path / "c.fg", members={"arrays/0.npy": bytes(damaged)}),
+             "bad header")
 
 
-def test_decompression_bombs(tmp_path, monkeypatch):
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    return path
+
+
+def _declared(path):
+    with zipfile.ZipFile(path) as zf:
+        return sum(i.file_size for i in zf.infolist())
+
+
+def _peak(fn):
+    """Peak bytes traced while ``fn`` runs (numpy's buffers included), and its result or
+    the exception it raised."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        try:
+            out = fn()
+        except Exception as e:     # noqa: BLE001  (returned for the caller to check)
+            out = e
+        return tracemalloc.get_traced_memory()[1], out
+    finally:
+        tracemalloc.stop()
+
+
+def _zeros_file(tmp_path, n):
+    """A variable of ``n`` zeros, its member deflated (save_graph stores arrays)."""
+    with fg.Graph() as g:
+        fg.variable(np.zeros(n), name="w")
+    return _rewrite(fg.save_graph(tmp_path / "stored.fg", g), tmp_path / "zeros.fg")
+
+
+def test_saved_arrays_are_stored_so_any_saved_file_loads_by_default(tmp_path):
+    """Zeros compress 1000:1; saved deflated, a model's zero weights would exceed the
+    default budget. save_graph stores arrays, so its own files always fit."""
+    with fg.Graph() as g:
+        fg.variable(np.zeros((512, 512)), name="w")
+    path = fg.save_graph(tmp_path / "z.fg", g)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.getinfo("arrays/0.npy").compress_type == zipfile.ZIP_STORED
+        assert zf.getinfo("graph.json").compress_type == zipfile.ZIP_DEFLATED
+    assert not fg.load_graph(path).by_name("w").value.any()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_files_follow_the_umask(umask, mode, tmp_path):
+    """save_graph wrote 0600 whatever the umask (tempfile.mkstemp)."""
+    import os
+    with fg.Graph() as g:
+        fg.variable(np.arange(3.0), name="w")
+    old = os.umask(umask)
+    try:
+        path = fg.save_graph(tmp_path / "u.fg", g)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.fg"]     # no temporary left
+
+
+def test_a_compressed_array_bomb_is_refused_before_it_is_inflated(tmp_path):
+    path = _zeros_file(tmp_path, 2 << 20)            # 16 MiB of zeros, ~16 KiB on disk
+    size = path.stat().st_size
+    assert size < 64 << 10
+    peak, err = _peak(lambda: fg.load_graph(path))
+    assert isinstance(err, fg.GraphFileError) and "pass max_bytes=" in str(err)
+    assert peak < 1 << 20                            # nothing inflated
+    # allowed explicitly, the data is allocated once: 16 MiB, not 3 × 16 MiB
+    peak, g = _peak(lambda: fg.load_graph(path, max_bytes=20 << 20))
+    assert isinstance(g, fg.Graph), g
+    assert peak < (16 << 20) + (2 << 20)
+    w = g.by_name("w").value
+    assert w.shape == (2 << 20,) and not w.any() and w.flags.writeable
+
+
+def test_a_json_bomb_is_refused_before_it_is_parsed(tmp_path):
+    """graph.json of 8 MiB (millions of empty lists, a few KiB zipped) used to be read,
+    decoded and parsed (~30× its size) before anything was checked."""
+    text = b'{"format":"flowgrad-graph","version":1,"nodes":[' + b"[]," * ((8 << 20) // 3) + \
+        b"[]]}"
+    path = _zip(tmp_path / "j.fg", {"graph.json": text})
+    assert path.stat().st_size < 64 << 10
+    peak, err = _peak(lambda: fg.load_graph(path))
+    assert isinstance(err, fg.GraphFileError) and "budget" in str(err), err
+    assert peak < 1 << 20
+
+
+def test_max_bytes_boundary_exactly_at_the_limit_loads(tmp_path):
+    path = _zeros_file(tmp_path, 1 << 18)            # 2 MiB of zeros
+    total = _declared(path)
+    g = fg.load_graph(path, max_bytes=total)
+    assert g.by_name("w").shape == (1 << 18,)
+    _refused(path, f"would take {total} bytes, over what is left of the {total - 1}-byte",
+             max_bytes=total - 1)
+    with pytest.raises(TypeError, match="max_bytes"):
+        fg.load_graph(path, max_bytes=-1)
+
+
+def test_the_default_budget_is_a_multiple_of_the_file_size(tmp_path, monkeypatch):
+    from flowgrad.io import limits
+    assert limits.default_budget(0) == limits.FLOOR
+    edge = limits.FLOOR // limits.RATIO
+    assert limits.default_budget(edge) == limits.FLOOR
+    assert limits.default_budget(edge + 1) == limits.RATIO * (edge + 1)
+    path = _zeros_file(tmp_path, 1 << 18)
+    total, size = _declared(path), path.stat().st_size
+    # a file may ask for exactly RATIO × its size: pin the comparison with RATIO chosen
+    # so that RATIO × size lands on either side of what the file declares
+    monkeypatch.setattr(limits, "FLOOR", 0)
+    monkeypatch.setattr(limits, "RATIO", -(-total // size))       # ceil: ≥ total
+    fg.load_graph(path)
+    monkeypatch.setattr(limits, "RATIO", total // size)           # floor: < total
+    _refused(path, "pass max_bytes=")
+
+
+def test_member_limits_at_the_boundary(tmp_path, monkeypatch):
     ok = _saved(tmp_path)
-    # a member whose declared size is over the limit is never inflated
-    monkeypatch.setattr(graphfile, "MAX_ARRAY_BYTES", 1 << 20)
     big = _npy_header((4 << 20,), "|u1") + bytes(4 << 20)   # 4 MiB of zeros, ~4 KiB zipped
-    _refused(_rewrite(ok, tmp_path / "a.fg", members={"arrays/0.npy": big}), "over the")
-    monkeypatch.setattr(graphfile, "MAX_TOTAL_BYTES", 2 << 20)
-    _refused(_rewrite(ok, tmp_path / "b.fg", members={"pad": big}), "in all")
+    path = _rewrite(ok, tmp_path / "a.fg", members={"pad": big})
+    monkeypatch.setattr(graphfile, "MAX_TOTAL_BYTES", _declared(path))
+    fg.load_graph(path, max_bytes=1 << 30)
+    monkeypatch.setattr(graphfile, "MAX_TOTAL_BYTES", _declared(path) - 1)
+    _refused(path, "in all", max_bytes=1 << 30)
     monkeypatch.undo()
-    # a member that inflates past the size its header declares: stopped at that size
+    # one array member: exactly MAX_ARRAY_BYTES loads, one byte over does not
+    with fg.Graph() as g:
+        fg.variable(np.zeros(1000, np.uint8), name="w")
+    path = fg.save_graph(tmp_path / "u8.fg", g)
+    with zipfile.ZipFile(path) as zf:
+        member = zf.getinfo("arrays/0.npy").file_size
+    monkeypatch.setattr(graphfile, "MAX_ARRAY_BYTES", member)
+    fg.load_graph(path)
+    monkeypatch.setattr(graphfile, "MAX_ARRAY_BYTES", member - 1)
+    _refused(path, f"declares {member} bytes, over the {member - 1}-byte limit")
+    monkeypatch.undo()
+    with zipfile.ZipFile(path) as zf:
+        text = zf.getinfo("graph.json").file_size
+    monkeypatch.setattr(graphfile, "MAX_JSON_BYTES", text)
+    fg.load_graph(path)
+    monkeypatch.setattr(graphfile, "MAX_JSON_BYTES", text - 1)
+    _refused(path, f"'graph.json' declares {text} bytes, over the {text - 1}-byte limit")
+
+
+def test_a_member_longer_than_its_declared_size_is_stopped_there(tmp_path):
+    ok = _saved(tmp_path)
+    big = _npy_header((4 << 20,), "|u1") + bytes(4 << 20)
     path = _rewrite(ok, tmp_path / "c.fg", members={"arrays/0.npy": big})
     data = bytearray(path.read_bytes())
     for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):   # uncompressed-size fields
@@ -330,4 +579,88 @@ def test_decompression_bombs(tmp_path, monkeypatch):
                 struct.pack_into("<I", data, at + off, 200)
             at += 4
     path.write_bytes(bytes(data))
-    _refused(path, "Bad CRC|not a readable graph file")
+    peak, err = _peak(lambda: fg.load_graph(path, max_bytes=1 << 30))
+    assert isinstance(err, fg.GraphFileError), err
+    assert "Bad CRC" in str(err) or "declares" in str(err) or "not a readable" in str(err)
+    assert peak < 2 << 20                            # never inflated past the 200 bytes
+
+
+def test_a_diagonal_offset_must_fit_numpys_c_int(tmp_path):
+    """trace(offset=2**31) loaded and then failed when run (numpy takes a C int)."""
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(3, 3))
+        fg.trace(x, offset=1).named("t")
+    path = fg.save_graph(tmp_path / "t.fg", g)
+    doc = _doc(path)
+    doc["nodes"][1]["attrs"]["offset"] = 2 ** 31 - 1
+    g2 = fg.load_graph(_rewrite(path, tmp_path / "a.fg", doc=doc))
+    assert fg.run(g2.by_name("t"), {"x": np.ones((3, 3))}) == 0.0
+    doc["nodes"][1]["attrs"]["offset"] = 2 ** 31
+    _refused(_rewrite(path, tmp_path / "b.fg", doc=doc), "attribute 'offset' of trace cannot be")
+    doc["nodes"][1]["attrs"]["offset"] = -2 ** 31
+    _refused(_rewrite(path, tmp_path / "c.fg", doc=doc), "attribute 'offset' of trace cannot be")
+
+
+def test_a_basis_map_body_must_read_only_its_own_placeholders(tmp_path):
+    """A body naming a node that reads an outer placeholder loaded, then failed when
+    run ("missing feed"); so did a body given fewer inputs than it binds."""
+    with fg.Graph() as g:
+        v = fg.placeholder("v", shape=(3,))
+        w = fg.placeholder("w", shape=(3,))
+        fg.hessian(fg.sum(fg.sin(v) * v * w), v).named("h")
+    path = fg.save_graph(tmp_path / "h.fg", g)
+    doc = _doc(path)
+    k = next(i for i, r in enumerate(doc["nodes"]) if r["op"] == "basis_map")
+    body = doc["nodes"][k]["attrs"]["body"]["$body"]
+    feed = {"v": np.array([0.1, 0.2, 0.3]), "w": np.array([1.0, 2.0, 3.0])}
+    np.testing.assert_allclose(fg.run(fg.load_graph(path).by_name("h"), feed),
+                               fg.run(g.by_name("h"), feed), rtol=1e-15)
+    outer = next(i for i, r in enumerate(doc["nodes"])
+                 if r["op"] == "add" and i < body["basis"])      # reads v and w themselves
+    body["out"] = outer
+    _refused(_rewrite(path, tmp_path / "a.fg", doc=doc),
+             "node 'basis_map_.*': the attributes of basis_map disagree")
+    doc = _doc(path)
+    body = doc["nodes"][k]["attrs"]["body"]["$body"]
+    body["params"] = body["params"][:-1]
+    doc["nodes"][k]["inputs"] = doc["nodes"][k]["inputs"][:-1]
+    _refused(_rewrite(path, tmp_path / "b.fg", doc=doc), "attributes of basis_map disagree")
+
+
+_scaled = Op("test_io_scaled", lambda xp, x, alpha, tag: x * alpha,
+             lambda x, alpha, tag: (x.shape, x.dtype), vjp=(None,))
+
+
+def test_a_users_op_with_plain_attributes_round_trips(tmp_path):
+    """An op registered by the user, with attribute names the file table does not know,
+    loads while its attributes are plain data; anything else there is refused."""
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(2,))
+        _scaled(x, alpha=2.5, tag=("a", 1)).named("y")
+    path = fg.save_graph(tmp_path / "u.fg", g)
+    g2 = fg.load_graph(path)
+    np.testing.assert_array_equal(fg.run(g2.by_name("y"), {"x": [1.0, 2.0]}), [2.5, 5.0])
+    doc = _doc(path)
+    doc["nodes"][1]["attrs"]["tag"] = {"$tuple": ["a", 2 ** 63]}
+    _refused(_rewrite(path, tmp_path / "a.fg", doc=doc),
+             "attribute 'tag' of test_io_scaled cannot be")
+    doc["nodes"][1]["attrs"]["tag"] = {"$dtype": "int8"}
+    _refused(_rewrite(path, tmp_path / "b.fg", doc=doc), "attribute 'tag'")
+
+
+_callable_rule = Op("test_io_callable_rule", lambda xp, x, y, scale: (x + y) * scale,
+                    lambda x, y, scale: (x.shape, x.dtype),
+                    vjp=lambda argnum, g, ans, x, y, scale: g * scale)
+
+
+def test_an_op_with_one_rule_for_all_arguments_splits_inputs_from_attributes(tmp_path):
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(2,))
+        _callable_rule(x, x, scale=3.0).named("y")
+    path = fg.save_graph(tmp_path / "c.fg", g)
+    np.testing.assert_array_equal(fg.run(fg.load_graph(path).by_name("y"), {"x": [1.0, 2.0]}),
+                                  [6.0, 12.0])
+    doc = _doc(path)
+    doc["nodes"][1]["inputs"] = [0]                  # then 'y' would be an attribute
+    _refused(_rewrite(path, tmp_path / "a.fg", doc=doc),
+             r"takes the attributes \['scale', 'y'\], the file gives \['scale'\]")

@@ -193,5 +193,218 @@ def test_external_data_is_refused(tmp_path):
     convert_model_to_external_data(model, location="weights.bin", size_threshold=0)
     onnx.save(model, tmp_path / "ext.onnx")
     assert (tmp_path / "weights.bin").exists()
-    with pytest.raises(OnnxImportError, match=r"\['W'\] keep their data in other files"):
+    with pytest.raises(OnnxImportError,
+                       match=r"initializer 'W': tensors that keep their data in other files"):
         fg.import_onnx(tmp_path / "ext.onnx")
+
+
+# -- files the model names, memory it asks for, malformed tensors ----------------------------
+
+def _external(tensor, location="secret.txt"):
+    """``tensor`` (a TensorProto) pointing at ``location`` for its data, as a hostile
+    model would write it by hand."""
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.ClearField("double_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = k, v
+    return tensor
+
+
+def _secret_models():
+    """Models that each hold one tensor reading ./secret.txt, in a different place."""
+    out = [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2])]
+    value = _external(numpy_helper.from_array(np.zeros(2), "v"))
+    const = helper.make_node("Constant", [], ["y"], name="leak", value=value)
+    one = _external(numpy_helper.from_array(np.zeros(1), "one"))
+    of_shape = [helper.make_node("Constant", [], ["s"], name="s",
+                                 value=numpy_helper.from_array(np.array([2], np.int64))),
+                helper.make_node("ConstantOfShape", ["s"], ["y"], name="fill", value=one)]
+    branch = helper.make_graph([helper.make_node("Constant", [], ["b"], name="inner",
+                                                 value=_external(numpy_helper.from_array(
+                                                     np.zeros(2), "w")))],
+                               "branch", [], [helper.make_tensor_value_info(
+                                   "b", TensorProto.DOUBLE, [2])])
+    cond = [helper.make_node("Constant", [], ["c"], name="c",
+                             value=numpy_helper.from_array(np.array(True))),
+            helper.make_node("If", ["c"], ["y"], name="if", then_branch=branch,
+                             else_branch=branch)]
+    tensors = helper.make_node("Constant", [], ["y"], name="leak",
+                               value=numpy_helper.from_array(np.zeros(2)))
+    tensors.attribute.append(helper.make_attribute(
+        "extra", [_external(numpy_helper.from_array(np.zeros(2), "t"))]))
+    sparse = helper.make_sparse_tensor(
+        _external(numpy_helper.from_array(np.zeros(1), "sv")),
+        numpy_helper.from_array(np.array([0], np.int64), "si"), [2])
+    sparse_node = helper.make_node("Constant", [], ["y"], name="leak", sparse_value=sparse)
+    models = {"Constant": [const], "ConstantOfShape": of_shape, "subgraph": cond,
+              "attribute list": [tensors], "sparse attribute": [sparse_node]}
+    made = {k: helper.make_model(helper.make_graph(nodes, "m", [], out),
+                                 opset_imports=[helper.make_opsetid("", 18)])
+            for k, nodes in models.items()}
+    init = helper.make_graph([helper.make_node("Identity", ["x"], ["y"], name="id")], "m", [],
+                             out, [numpy_helper.from_array(np.zeros(2), "x")])
+    init.sparse_initializer.append(helper.make_sparse_tensor(
+        _external(numpy_helper.from_array(np.zeros(1), "z")),
+        numpy_helper.from_array(np.array([0], np.int64), "zi"), [2]))
+    made["sparse initializer"] = helper.make_model(init, opset_imports=[
+        helper.make_opsetid("", 18)])
+    return made
+
+
+@pytest.mark.parametrize("where", sorted(_secret_models()))
+def test_external_data_anywhere_is_refused_and_never_read(where, tmp_path, monkeypatch):
+    """A Constant's tensor with external data used to be read relative to the working
+    directory: a model pulled ./secret.txt into the graph."""
+    import builtins
+    import os
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret.txt").write_bytes(b"api-key-12345678")
+    onnx.save(_secret_models()[where], tmp_path / "m.onnx")
+    opened = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def spy_open(file, *a, **k):
+        opened.append(os.fspath(file) if not isinstance(file, int) else file)
+        return real_open(file, *a, **k)
+
+    def spy_os_open(file, *a, **k):
+        opened.append(os.fspath(file))
+        return real_os_open(file, *a, **k)
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    with pytest.raises(OnnxImportError, match="keep their data in other files"):
+        fg.import_onnx(tmp_path / "m.onnx")
+    monkeypatch.undo()
+    assert not [f for f in opened if "secret" in str(f)], opened
+
+
+def _constant_of_shape_model(dims, dtype=TensorProto.FLOAT):
+    nodes = [helper.make_node("ConstantOfShape", ["s"], ["y"], name="fill",
+                              value=helper.make_tensor("v", dtype, [1], [1]))]
+    out = [helper.make_tensor_value_info("y", dtype, None)]
+    graph = helper.make_graph(nodes, "m", [], out,
+                              [numpy_helper.from_array(np.array(dims, np.int64), "s")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_a_constant_of_shape_bomb_is_refused_before_it_is_allocated(tmp_path):
+    """ConstantOfShape [1e5, 1e5] used to allocate 37 GiB at import (a raw MemoryError)."""
+    import tracemalloc
+    onnx.save(_constant_of_shape_model([10 ** 5, 10 ** 5]), tmp_path / "bomb.onnx")
+    tracemalloc.start()
+    try:
+        with pytest.raises(OnnxImportError, match=r"node 'fill' \(ConstantOfShape\): its output"
+                                                  r" of shape \(100000, 100000\) float32"):
+            fg.import_onnx(tmp_path / "bomb.onnx")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+    onnx.save(_constant_of_shape_model([-1, 3]), tmp_path / "neg.onnx")
+    with pytest.raises(OnnxImportError, match="bad shape"):
+        fg.import_onnx(tmp_path / "neg.onnx")
+
+
+def test_max_bytes_pins_the_import_budget(tmp_path):
+    """The shape initializer (2 int64: 16 bytes), the fill value (one float32) and the
+    output (a·b float32) are all the import allocates: exactly that total loads, one byte
+    less is refused."""
+    path = tmp_path / "m.onnx"
+    onnx.save(_constant_of_shape_model([300, 500]), path)
+    total = 16 + 4 + 300 * 500 * 4
+    g = fg.import_onnx(path, max_bytes=total)
+    np.testing.assert_array_equal(fg.run(g.by_name("y")), np.ones((300, 500), np.float32))
+    with pytest.raises(OnnxImportError, match=f"would take {300 * 500 * 4} bytes"):
+        fg.import_onnx(path, max_bytes=total - 1)
+    # by default: 64 × the file's size, at least 1 MiB (the file is ~100 bytes)
+    from flowgrad.io import limits
+    onnx.save(_constant_of_shape_model([256, 1024]), path)     # 20 B + 1 MiB
+    assert limits.default_budget(path.stat().st_size) == limits.FLOOR
+    with pytest.raises(OnnxImportError, match="pass max_bytes="):
+        fg.import_onnx(path)
+    onnx.save(_constant_of_shape_model([256, 1023]), path)     # 20 B + 1 MiB − 4 KiB
+    fg.import_onnx(path)
+
+
+def _single(node, inputs, outputs, inits=()):
+    onnx.save(_model_with(node, inputs, outputs, inits), "m.onnx")
+
+
+@pytest.mark.parametrize("case", ["gather 0-d", "string input", "negative dims",
+                                  "dims disagree", "unknown data type", "string initializer",
+                                  "undefined input type"])
+def test_malformed_models_are_typed_errors_naming_the_place(case, tmp_path, monkeypatch):
+    """Each used to be a raw ZeroDivisionError, TypeError, ValueError or KeyError."""
+    monkeypatch.chdir(tmp_path)
+    vi = helper.make_tensor_value_info
+    y = [vi("y", TensorProto.DOUBLE, None)]
+    w = numpy_helper.from_array(np.ones(4), "W")
+    mm = helper.make_node("Add", ["a", "W"], ["y"], name="add")
+    a = [vi("a", TensorProto.DOUBLE, [4])]
+    if case == "gather 0-d":
+        node = helper.make_node("Gather", ["a", "i"], ["y"], name="g")
+        _single(node, [vi("a", TensorProto.DOUBLE, []), vi("i", TensorProto.INT64, [])], y)
+        match = r"node 'g' \(Gather\).*0-d"
+    elif case == "string input":
+        _single(helper.make_node("Identity", ["a"], ["y"], name="i"),
+                [vi("a", TensorProto.STRING, [2])], y)
+        match = r"graph input 'a': element type 8 .* not a number type"
+    elif case == "undefined input type":
+        _single(helper.make_node("Identity", ["a"], ["y"], name="i"),
+                [vi("a", TensorProto.UNDEFINED, [2])], y)
+        match = r"graph input 'a': .*element type"
+    elif case == "negative dims":
+        w.dims[:] = [-4]
+        _single(mm, a, y, [w])
+        match = r"initializer 'W': a tensor has a bad shape \(-4,\)"
+    elif case == "dims disagree":
+        w.dims[:] = [5]
+        _single(mm, a, y, [w])
+        match = r"initializer 'W': a malformed tensor"
+    elif case == "unknown data type":
+        w.data_type = 999
+        _single(mm, a, y, [w])
+        match = r"initializer 'W': unknown ONNX element type 999"
+    else:
+        _single(mm, a, y, [helper.make_tensor("W", TensorProto.STRING, [1], [b"x"])])
+        match = r"initializer 'W': element type 8"
+    with pytest.raises(OnnxImportError, match=match):
+        fg.import_onnx("m.onnx")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_exported_files_follow_the_umask(umask, mode, tmp_path):
+    import os
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2,))
+        y = (x * 2.0).named("y")
+    old = os.umask(umask)
+    try:
+        path = fg.export_onnx(y, tmp_path / "u.onnx")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.onnx"]
+    np.testing.assert_array_equal(fg.run(fg.import_onnx(path).by_name("y"), {"x": [1.0, 2.0]}),
+                                  [2.0, 4.0])
+
+
+@pytest.mark.parametrize("first", ["x", "W", "y"])
+def test_a_tensor_produced_twice_is_refused(first, tmp_path):
+    """A node output named like the graph input used to rename the placeholder (so the
+    feed name changed silently); ONNX assigns each tensor once."""
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("Neg", ["x"], [first], name="n1"),
+             helper.make_node("Neg", [first], ["y"], name="n2")]
+    graph = helper.make_graph(nodes, "m", [vi("x", TensorProto.DOUBLE, [2])],
+                              [vi("y", TensorProto.DOUBLE, [2])],
+                              [numpy_helper.from_array(np.ones(2), "W")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]),
+              tmp_path / "m.onnx")
+    node = "n1" if first != "y" else "n2"
+    with pytest.raises(OnnxImportError, match=rf"node '{node}' \(Neg\): its output '{first}' is "
+                                              "already produced"):
+        fg.import_onnx(tmp_path / "m.onnx")

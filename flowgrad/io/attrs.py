@@ -120,7 +120,11 @@ def decode(data, load_array, where: str, extra=None):
         value = decode(payload[1], load_array, where, extra)
         if not isinstance(value, (bool, int, float, complex)):
             raise GraphFileError(f"{where}: malformed scalar {payload!r:.80}")
-        return parse_dtype(payload[0]).type(value)
+        try:
+            return parse_dtype(payload[0]).type(value)
+        except (OverflowError, TypeError, ValueError):
+            raise GraphFileError(f"{where}: the scalar {value!r:.40} does not fit "
+                                 f"{payload[0]!r:.20}") from None
     if tag == "$array" and isinstance(payload, str):
         return load_array(payload)
     if tag == "$dict" and isinstance(payload, dict):

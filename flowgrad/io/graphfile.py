@@ -8,11 +8,14 @@ The file is a zip archive with two kinds of member:
   input ids, and for leaves their value (a weak Python scalar inline, arrays by
   member name);
 * ``arrays/<k>.npy`` — constants, variable values and array attributes, each a
-  plain ``.npy`` whose header is checked before any memory is allocated.
+  plain ``.npy`` (stored uncompressed) whose header is checked before any memory is
+  allocated.
 
-Loading never unpickles and never runs code from the file. Every member is read
-with a size bound (a declared size over the limit, or data longer than declared,
-is an error), so a decompression bomb costs nothing.
+Loading never unpickles and never runs code from the file. The members' declared
+sizes must fit the limits below and the file's budget (``max_bytes=``, by default
+64 times the file's size: see ``limits.py``) before any is read; each is then
+inflated in chunks into the memory it will occupy, and data longer than declared is
+an error, so a decompression bomb costs nothing and an array is allocated once.
 
 Rebuilding re-applies each op through the normal build path (``ops.base.apply``)
 rather than inserting stored nodes: shapes and dtypes are inferred and checked
@@ -27,18 +30,21 @@ import io
 import json
 import os
 import pathlib
+import tokenize
 import zipfile
 import zlib
 
 import numpy as np
 
 from flowgrad.backends import to_numpy
-from flowgrad.errors import FlowgradError, GraphFileError
+from flowgrad.errors import FlowgradError, GraphError, GraphFileError
 from flowgrad.graph import Graph, Node
 from flowgrad.userfiles import write_atomically
 
 from .attrs import decode, dtype_name, encode, parse_dtype
+from .limits import Budget, check_max_bytes
 from .objects import closure, decoder, encoder
+from .opsig import check_record
 
 FORMAT = "flowgrad-graph"
 FORMAT_VERSION = 1
@@ -118,7 +124,8 @@ def _gradient_records(g, new_id) -> list:
 def save_graph(path, graph_or_outputs) -> pathlib.Path:
     """Write a graph to one file: a whole ``Graph``, or the nodes some outputs (a node or
     a list) depend on — derivative nodes included, since they are nodes. The file is
-    written to a temporary name and moved into place. Returns the path written."""
+    written to a temporary name and moved into place, with the user's umask applied to
+    its mode (as ``open`` would). Returns the path written."""
     g, ids, out_ids = _nodes_to_save(graph_or_outputs)
     data = g.nx.nodes
     new_id = {nid: k for k, nid in enumerate(ids)}
@@ -141,16 +148,25 @@ def save_graph(path, graph_or_outputs) -> pathlib.Path:
         for k, arr in enumerate(arrays):
             buf = io.BytesIO()
             np.save(buf, arr, allow_pickle=False)
-            zf.writestr(f"arrays/{k}.npy", buf.getvalue())
+            # stored, not deflated: an array takes in the file the room it takes in
+            # memory, so it never counts against the reader's size budget (limits.py)
+            zf.writestr(f"arrays/{k}.npy", buf.getvalue(), compress_type=zipfile.ZIP_STORED)
     return path
 
 
 # -- reading members safely -------------------------------------------------------------
 
-class _Reader:
-    """Bounded reads of one archive's members; arrays parsed without np.load."""
+_CHUNK = 1 << 18   # bytes inflated at a time: reading holds a few of these at most
 
-    def __init__(self, zf: zipfile.ZipFile, path):
+
+class _Reader:
+    """Bounded reads of one archive's members; arrays parsed without np.load.
+
+    The members' declared sizes are checked against the limits and the file's budget
+    before any is read; a member is then inflated in chunks straight into the memory
+    it will occupy (an array's own buffer), so its data is allocated once."""
+
+    def __init__(self, zf: zipfile.ZipFile, path, budget):
         self.zf, self.path = zf, path
         self.infos = {}
         total = 0
@@ -160,74 +176,113 @@ class _Reader:
         if total > MAX_TOTAL_BYTES:
             raise GraphFileError(f"{path}: the members declare {total} bytes in all, over "
                                  f"the {MAX_TOTAL_BYTES}-byte limit")
-        self.arrays = {}
+        budget.take(total, f"its {len(self.infos)} members, decompressed,")
+        self.used: set = set()
 
-    def read(self, name, limit):
+    def _info(self, name, limit):
         info = self.infos.get(name)
         if info is None:
             raise GraphFileError(f"{self.path}: the member {name!r} is missing")
         if info.file_size > limit:
             raise GraphFileError(f"{self.path}: the member {name!r} declares {info.file_size} "
                                  f"bytes, over the {limit}-byte limit")
+        return info
+
+    def _fill(self, f, out, name):
+        """Inflate exactly len(out) bytes of ``f`` into the writable buffer ``out``."""
+        view, at = memoryview(out), 0
+        while at < len(view):
+            chunk = f.read(min(_CHUNK, len(view) - at))
+            if not chunk:
+                raise GraphFileError(f"{self.path}: the member {name!r} is truncated")
+            view[at:at + len(chunk)] = chunk
+            at += len(chunk)
+        # zipfile stops at the declared size and checks the CRC at the end: data longer
+        # than declared (a bomb) or damaged is a BadZipFile, caught by load_graph
+        if f.read(1):
+            raise GraphFileError(f"{self.path}: the member {name!r} is longer than declared")
+
+    def read(self, name, limit) -> bytearray:
+        info = self._info(name, limit)
+        data = bytearray(info.file_size)
         with self.zf.open(info) as f:
-            # zipfile stops at the declared size and checks the CRC: data longer than
-            # declared (a bomb) or damaged is a BadZipFile, caught by load_graph
-            data = f.read(limit + 1)
-        if len(data) != info.file_size:
-            raise GraphFileError(f"{self.path}: the member {name!r} is truncated")
+            self._fill(f, data, name)
         return data
 
     def array(self, name):
-        if name not in self.arrays:
-            self.arrays[name] = self._parse_npy(name, self.read(name, MAX_ARRAY_BYTES))
-        return self.arrays[name]
+        # each array member backs one value: a file naming one member many times would
+        # otherwise cost its size many times over (and share one buffer between nodes)
+        if not isinstance(name, str) or name in self.used:
+            raise GraphFileError(f"{self.path}: the array member {name!r:.60} is used twice")
+        self.used.add(name)
+        info = self._info(name, MAX_ARRAY_BYTES)
+        with self.zf.open(info) as f:
+            shape, fortran, dtype = self._header(f, name)
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            body = info.file_size - f.tell()
+            if nbytes != body:
+                raise GraphFileError(f"{self.path}: the array {name!r} declares shape {shape} "
+                                     f"({nbytes} bytes) but holds {body} bytes")
+            flat = np.empty(nbytes, np.uint8)
+            self._fill(f, flat, name)
+        # a view of the one buffer: writable, owning its memory through .base
+        return flat.view(dtype).reshape(shape, order="F" if fortran else "C")
 
-    def _parse_npy(self, name, data):
-        f = io.BytesIO(data)
+    def _header(self, f, name):
         try:
             version = np.lib.format.read_magic(f)
             header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                       else np.lib.format.read_array_header_2_0)
             shape, fortran, dtype = header(f, max_header_size=10000)
-        except (ValueError, SyntaxError, TypeError) as e:
-            raise GraphFileError(f"{self.path}: the array {name!r} has a bad header ({e})") \
-                from None
+        except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as e:
+            # (numpy tokenizes a version-1 header: a damaged one is a TokenError)
+            raise GraphFileError(f"{self.path}: the array {name!r} has a bad header "
+                                 f"({type(e).__name__}: {e})") from None
         if dtype.kind not in "biufc" or dtype.fields is not None or dtype.hasobject:
             raise GraphFileError(f"{self.path}: the array {name!r} has dtype {dtype}, "
                                  "which a graph file may not hold")
         if len(shape) > MAX_NDIM or any(not isinstance(s, int) or s < 0 for s in shape):
             raise GraphFileError(f"{self.path}: the array {name!r} declares an absurd shape "
                                  f"{shape}")
-        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        body = data[f.tell():]
-        if nbytes != len(body):
-            raise GraphFileError(f"{self.path}: the array {name!r} declares shape {shape} "
-                                 f"({nbytes} bytes) but holds {len(body)} bytes")
-        arr = np.frombuffer(body, dtype=dtype).reshape(shape, order="F" if fortran else "C")
-        return np.array(arr)   # a writable copy that owns its memory
+        return shape, fortran, dtype
 
 
 # -- loading --------------------------------------------------------------------------
 
-def load_graph(path) -> Graph:
+def load_graph(path, *, max_bytes=None) -> Graph:
     """The Graph saved in ``path`` by ``save_graph``; find nodes with ``g.by_name``.
     A file that is corrupt, truncated, too large, of a newer format version, or that
-    names an unknown op raises ``fg.GraphFileError`` and builds nothing."""
+    names an unknown op raises ``fg.GraphFileError`` and builds nothing.
+
+    ``max_bytes`` bounds the data the file may make flowgrad allocate (its members,
+    decompressed); by default 64 times the file's size, at least 1 MiB (see
+    ``flowgrad/io/limits.py``). Pass a larger value for a trusted file that compresses
+    better than that (large arrays of zeros)."""
+    where = os.fspath(path)
+    check_max_bytes(max_bytes)
     try:
-        with zipfile.ZipFile(path) as zf:
-            reader = _Reader(zf, os.fspath(path))
-            try:
-                doc = json.loads(reader.read(GRAPH_MEMBER, MAX_JSON_BYTES).decode("utf-8"))
-            except (UnicodeDecodeError, ValueError, RecursionError) as e:
-                raise GraphFileError(f"{os.fspath(path)}: graph.json is not valid JSON "
-                                     f"({type(e).__name__})") from None
-            return _build(doc, reader, os.fspath(path))
+        with open(path, "rb") as fh, zipfile.ZipFile(fh) as zf:
+            budget = Budget(where, os.fstat(fh.fileno()).st_size, max_bytes)
+            reader = _Reader(zf, where, budget)
+            return _build(_read_doc(reader, where), reader, where)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
             NotImplementedError, RuntimeError) as e:
         if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
             raise
-        raise GraphFileError(f"{os.fspath(path)}: not a readable graph file "
+        raise GraphFileError(f"{where}: not a readable graph file "
                              f"({type(e).__name__}: {e})") from None
+
+
+def _read_doc(reader, where):
+    """graph.json, parsed; its bytes and text are dropped before the objects are built."""
+    data = reader.read(GRAPH_MEMBER, MAX_JSON_BYTES)
+    try:
+        text = data.decode("utf-8")
+        del data
+        return json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise GraphFileError(f"{where}: graph.json is not valid JSON "
+                             f"({type(e).__name__})") from None
 
 
 def _check_header(doc, path):
@@ -268,6 +323,8 @@ def _check_record(k, rec, path):
         raise GraphFileError(f"{where} has a bad scope")
     if not rec["name"]:
         raise GraphFileError(f"{path}: node record {k} has an empty name")
+    if rec["kind"] != "op" and (rec["inputs"] or rec["attrs"]):
+        raise GraphFileError(f"{where}: a {rec['kind']} has no inputs or attributes")
     for i in rec["inputs"]:
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < k:
             raise GraphFileError(f"{where} has input {i!r}, which is not an earlier node")
@@ -275,51 +332,73 @@ def _check_record(k, rec, path):
 
 
 def _build(doc, reader, path) -> Graph:
-    from flowgrad.leaves import _constant_in, placeholder, variable
-    from flowgrad.ops.base import REGISTRY, apply
     _check_header(doc, path)
     g = Graph()
     handles: list[Node] = []
     with g:
         for k, rec in enumerate(doc["nodes"]):
             where = _check_record(k, rec, path)
-            shape = tuple(rec["shape"])
-            dtype = parse_dtype(rec["dtype"])
-            bodies = decoder(handles, where)
-            attrs = {name: decode(v, reader.array, f"{where}, attribute {name!r}", bodies)
-                     for name, v in rec["attrs"].items()}
-            kind = rec["kind"]
-            g._scope[:] = rec["scope"]
-            if kind == "placeholder":
-                node = placeholder("placeholder", shape, dtype)
-            elif kind in ("variable", "constant"):
-                node = _leaf(g, rec, reader, where, shape, dtype, variable, _constant_in)
-            else:
-                op = REGISTRY.get(rec["op"])
-                if op is None:
-                    raise GraphFileError(f"{where} uses op {rec['op']!r}, which this flowgrad "
-                                         "does not have (a newer version, or an op registered "
-                                         "by code that has not been imported)")
-                ins = [handles[i] for i in rec["inputs"]]
-                try:
-                    node = apply(op, *ins, **attrs)
-                except FlowgradError as e:
-                    raise GraphFileError(f"{where}: rebuilding {op.name} failed: {e}") from None
-                except (TypeError, ValueError, IndexError, KeyError) as e:
-                    raise GraphFileError(f"{where}: rebuilding {op.name} failed: "
-                                         f"{type(e).__name__}: {e}") from None
-                if node.op is not op:
-                    raise GraphFileError(f"{where}: {op.name} of these inputs folds to a "
-                                         "constant; the file does not describe a built graph")
-            if node.shape != shape or node.dtype != dtype:
-                raise GraphFileError(
-                    f"{where}: the file says shape {shape} dtype {dtype}, but rebuilding gives "
-                    f"shape {node.shape} dtype {node.dtype}")
+            node = _build_node(g, rec, reader, handles, where)
             _place(g, node, rec, where)
             handles.append(node)
         g._scope[:] = []
     _restore_gradients(doc.get("gradients", []), handles, path)
     return g
+
+
+def _build_node(g, rec, reader, handles, where) -> Node:
+    """One record as a node of ``g``, checked against what the record says it is."""
+    from flowgrad.leaves import placeholder
+    shape = tuple(rec["shape"])
+    dtype = parse_dtype(rec["dtype"])
+    kind = rec["kind"]
+    if kind == "placeholder":
+        g._scope[:] = []          # the saved name is the full, scoped one
+        try:
+            node = placeholder(rec["name"], shape, dtype)
+        except GraphError:
+            raise GraphFileError(f"{where}: two nodes share that name") from None
+    elif kind in ("variable", "constant"):
+        g._scope[:] = rec["scope"]
+        node = _leaf(g, rec, reader, where, shape, dtype)
+    else:
+        node = _op_node(g, rec, reader, handles, where)
+    if node.shape != shape or node.dtype != dtype:
+        raise GraphFileError(
+            f"{where}: the file says shape {shape} dtype {dtype}, but rebuilding gives "
+            f"shape {node.shape} dtype {node.dtype}")
+    return node
+
+
+#: what an op's own checks may raise on attributes no builder would have passed it
+_REBUILD_ERRORS = (TypeError, ValueError, IndexError, KeyError, OverflowError,
+                   AttributeError, ZeroDivisionError)
+
+
+def _op_node(g, rec, reader, handles, where) -> Node:
+    from flowgrad.ops.base import REGISTRY, apply
+    op = REGISTRY.get(rec["op"])
+    if op is None:
+        raise GraphFileError(f"{where} uses op {rec['op']!r}, which this flowgrad "
+                             "does not have (a newer version, or an op registered "
+                             "by code that has not been imported)")
+    bodies = decoder(handles, where)
+    attrs = {name: decode(v, reader.array, f"{where}, attribute {name!r}", bodies)
+             for name, v in rec["attrs"].items()}
+    ins = [handles[i] for i in rec["inputs"]]
+    check_record(op, ins, attrs, where)
+    g._scope[:] = rec["scope"]
+    try:
+        node = apply(op, *ins, **attrs)
+    except FlowgradError as e:
+        raise GraphFileError(f"{where}: rebuilding {op.name} failed: {e}") from None
+    except _REBUILD_ERRORS as e:
+        raise GraphFileError(f"{where}: rebuilding {op.name} failed: "
+                             f"{type(e).__name__}: {e}") from None
+    if node.op is not op:
+        raise GraphFileError(f"{where}: {op.name} of these inputs folds to a "
+                             "constant; the file does not describe a built graph")
+    return node
 
 
 def _restore_gradients(records, handles, path):
@@ -334,22 +413,28 @@ def _restore_gradients(records, handles, path):
         record_gradient(handles[gi], handles[yi], handles[xi])
 
 
-def _leaf(g, rec, reader, where, shape, dtype, variable, constant_in):
+def _leaf(g, rec, reader, where, shape, dtype):
+    from flowgrad.leaves import _constant_in
     value = rec.get("value")
     if rec.get("weak"):
         value = decode(value, reader.array, where)
-        if rec["kind"] != "constant" or not isinstance(value, (bool, int, float)):
+        if rec["kind"] != "constant" or type(value) not in (bool, int, float) or \
+                (type(value) is int and not -2 ** 63 <= value < 2 ** 64):
             raise GraphFileError(f"{where}: a weak value must be a Python number constant")
-        return constant_in(g, value)
+        return _constant_in(g, value)
     if not (isinstance(value, dict) and set(value) == {"$array"}):
         raise GraphFileError(f"{where}: its value must be an array member")
     arr = decode(value, reader.array, where)
     if arr.shape != shape or arr.dtype != dtype:
         raise GraphFileError(f"{where}: its value has shape {arr.shape} dtype {arr.dtype}, "
                              f"the record says {shape} {dtype}")
-    if rec["kind"] == "variable":
-        return variable(arr, dtype=dtype)
-    return constant_in(g, arr, dtype=dtype)
+    # the array was read into memory of its own (_Reader.array): the node takes it as
+    # it is, where variable() and constant() would copy it once more
+    kind = rec["kind"]
+    if kind == "constant":
+        arr.setflags(write=False)  # as constant() does: never mutated through a result
+    return g.add_node(None, (), {}, arr.shape, arr.dtype,
+                      name="variable" if kind == "variable" else "const", kind=kind, value=arr)
 
 
 def _place(g, node, rec, where):

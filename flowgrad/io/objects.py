@@ -31,6 +31,17 @@ def _stream_type():
     return Stream
 
 
+def is_body(value) -> bool:
+    """Whether ``value`` is a basis_map body (as objects.decoder rebuilds one)."""
+    return isinstance(value, _body_type())
+
+
+def is_stream(value) -> bool:
+    """Whether ``value`` is a random stream (as objects.decoder rebuilds one)."""
+    stream_type = _stream_type()
+    return stream_type is not None and isinstance(value, stream_type)
+
+
 def body_nodes(value):
     """The nodes a body names (empty for any other attribute value)."""
     if not isinstance(value, _body_type()):

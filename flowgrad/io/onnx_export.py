@@ -25,6 +25,7 @@ import numpy as np
 
 from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph, Node, same_graph
+from flowgrad.userfiles import write_atomically
 
 from .onnx_pin import Pinning, pin
 
@@ -300,5 +301,7 @@ def export_onnx(outputs, path, *, opset: int = OPSET, check: bool = True,
     if check:
         onnx.checker.check_model(model)
     path = pathlib.Path(path)
-    onnx.save(model, path)
+    data = model.SerializeToString()
+    with write_atomically(path) as f:     # the user's umask applies; all or nothing
+        f.write(data)
     return path

@@ -9,14 +9,23 @@ named after it, so ``g.by_name("logits")`` finds it. An op type with no importer
 is an error naming it and the model's node; so is a shape or axes operand that is
 not a constant (flowgrad shapes are fixed when the graph is built).
 
-Reading a model parses protobuf only: no code in the file is run.
+Reading a model parses protobuf only: no code in the file is run, and no other file
+is read (a tensor with external data is refused, wherever it is). Every tensor made
+at import time is charged to a budget (``max_bytes=``) before it is allocated, and a
+malformed tensor, operand or attribute is an ``OnnxImportError`` naming the node.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph
+
+from .limits import Budget, check_max_bytes
+
+MAX_NDIM = 64
 
 
 class OnnxImportError(GraphFileError):
@@ -24,10 +33,11 @@ class OnnxImportError(GraphFileError):
 
 
 class Context:
-    """State while importing: tensors by name, statically known values, the opset."""
+    """State while importing: tensors by name, statically known values, the opset, and
+    the budget every tensor made at import time is charged to before it is made."""
 
-    def __init__(self, onnx, opset):
-        self.onnx, self.opset = onnx, opset
+    def __init__(self, onnx, opset, budget):
+        self.onnx, self.opset, self.budget = onnx, opset, budget
         self.env: dict = {}       # tensor name -> Node
         self.static: dict = {}    # tensor name -> numpy value known at import time
         self.where = ""
@@ -39,6 +49,42 @@ class Context:
             raise OnnxImportError(f"{self.where}: its {what} {name!r} must be a constant "
                                   "(flowgrad fixes shapes and axes when the graph is built)")
         return self.static[name]
+
+    def dtype(self, elem_type) -> np.dtype:
+        """The numpy dtype of an ONNX element type that flowgrad can hold."""
+        try:
+            dtype = np.dtype(self.onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+        except (KeyError, TypeError, ValueError):
+            raise OnnxImportError(f"{self.where}: unknown ONNX element type {elem_type!r}") \
+                from None
+        if dtype.kind not in "biufc":
+            raise OnnxImportError(f"{self.where}: element type {elem_type} ({dtype}) is not a "
+                                  "number type flowgrad holds")
+        return dtype
+
+    def allocate(self, shape, dtype, what):
+        """Charge an array of ``shape`` and ``dtype`` to the budget, before it is made."""
+        if len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
+            raise OnnxImportError(f"{self.where}: {what} has a bad shape {tuple(shape)!r:.80}")
+        self.budget.take(math.prod(shape) * np.dtype(dtype).itemsize,
+                         f"{self.where}: {what} of shape {tuple(shape)} {np.dtype(dtype)}")
+
+    def tensor(self, t) -> np.ndarray:
+        """A TensorProto as an array (possibly a read-only view of the model's bytes),
+        its size checked against the budget and its dims against its data first."""
+        if t.data_location == self.onnx.TensorProto.EXTERNAL or len(t.external_data):
+            raise OnnxImportError(f"{self.where}: its tensor keeps its data in another file")
+        dtype = self.dtype(t.data_type)
+        self.allocate([int(d) for d in t.dims], dtype, "a tensor")
+        try:
+            arr = self.onnx.numpy_helper.to_array(t)
+        except (ValueError, TypeError, KeyError, IndexError) as err:
+            raise OnnxImportError(f"{self.where}: a malformed tensor "
+                                  f"({type(err).__name__}: {err})") from None
+        if arr.dtype != dtype or arr.shape != tuple(t.dims):
+            raise OnnxImportError(f"{self.where}: a malformed tensor (its data is {arr.dtype} "
+                                  f"{arr.shape}, its header says {dtype} {tuple(t.dims)})")
+        return arr
 
 
 def _onnx():
@@ -85,51 +131,40 @@ def _needed(graph, outputs):
     return [n for k, n in enumerate(graph.node) if k in keep]
 
 
-def import_onnx(path, outputs=None) -> Graph:
+def import_onnx(path, outputs=None, *, max_bytes=None) -> Graph:
     """A flowgrad Graph holding the ONNX model at ``path``; find nodes by their ONNX
     tensor names with ``g.by_name``. ``outputs`` (tensor names) limits the import to
     what they need, e.g. the forward part of a model that also holds other programs.
     Raises ``OnnxImportError`` (a ``GraphFileError``) naming the op type and node the op
-    table does not cover."""
+    table does not cover, or the node whose operands or attributes are malformed.
+
+    A tensor that keeps its data in another file is refused, wherever it is (an
+    initializer, a node attribute, a subgraph): the model is read from ``path`` alone.
+    ``max_bytes`` bounds the tensor data the import may allocate (weights, constants,
+    ``ConstantOfShape``), checked before each allocation; by default 64 times the
+    file's size, at least 1 MiB (see ``flowgrad/io/limits.py``)."""
     from .onnx_import_ops import IMPORTERS
     onnx = _onnx()
+    check_max_bytes(max_bytes)
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        # external data would make the model read other files: refused below
-        model = onnx.load(str(path), load_external_data=False)
-    except OSError:
-        raise
+        # from bytes: onnx.load would resolve external data relative to a directory
+        model = onnx.load_model_from_string(data)
     except Exception as err:   # protobuf's DecodeError and friends
         raise GraphFileError(f"{path}: not a readable ONNX model ({type(err).__name__})") \
             from None
+    budget = Budget(path, len(data), max_bytes, OnnxImportError)
+    del data
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
         raise OnnxImportError(f"{path}: the model imports no standard ONNX opset")
+    _refuse_external_data(model, path, onnx)
+    ctx = Context(onnx, opset, budget)
     graph = model.graph
-    external = [i.name for i in graph.initializer
-                if i.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
-        raise OnnxImportError(f"{path}: initializers {external[:5]} keep their data in "
-                              "other files, which import_onnx does not read")
-    ctx = Context(onnx, opset)
     g = Graph()
-    from flowgrad.leaves import constant, placeholder, variable
     with g:
-        inits = {i.name for i in graph.initializer}
-        for init in graph.initializer:
-            arr = onnx.numpy_helper.to_array(init)
-            if arr.dtype.kind == "f":
-                node = variable(np.array(arr), name=init.name, dtype=arr.dtype)
-            else:
-                node = constant(np.array(arr), name=init.name)
-                ctx.static[init.name] = np.array(arr)
-            _claim(g, node, init.name)
-            ctx.env[init.name] = node
-        for vi in graph.input:
-            if vi.name in inits:
-                continue
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-            ctx.env[vi.name] = placeholder(vi.name, _shape(vi), dtype)
-            _claim(g, ctx.env[vi.name], vi.name)
+        _leaves(ctx, g, graph)
         wanted = [o.name for o in graph.output] if outputs is None else list(outputs)
         nodes = graph.node if outputs is None else _needed(graph, wanted)
         for k, n in enumerate(nodes):
@@ -138,6 +173,69 @@ def import_onnx(path, outputs=None) -> Graph:
         if missing:
             raise OnnxImportError(f"{path}: graph outputs {missing} are computed by no node")
     return g
+
+
+def _leaves(ctx, g, graph):
+    """Initializers as variables (float) or constants, graph inputs as placeholders."""
+    from flowgrad.leaves import constant, placeholder, variable
+    inits = {i.name for i in graph.initializer}
+    for init in graph.initializer:
+        ctx.where = f"initializer {init.name!r}"
+        arr = ctx.tensor(init)
+        if arr.dtype.kind == "f":
+            node = variable(arr, name=init.name, dtype=arr.dtype)
+        else:
+            node = constant(arr, name=init.name)
+            ctx.static[init.name] = node.value     # the constant's own (frozen) copy
+        _claim(g, node, init.name)
+        ctx.env[init.name] = node
+    for vi in graph.input:
+        if vi.name in inits:
+            continue
+        ctx.where = f"graph input {vi.name!r}"
+        dtype = ctx.dtype(vi.type.tensor_type.elem_type)
+        try:
+            ctx.env[vi.name] = placeholder(vi.name, _shape(vi), dtype)
+        except (FlowgradError, ValueError, TypeError) as err:
+            raise OnnxImportError(f"{ctx.where}: {type(err).__name__}: {err}") from None
+        _claim(g, ctx.env[vi.name], vi.name)
+
+
+def _tensors_of(graph):
+    """Every TensorProto a graph holds, its subgraphs' included, with a label; walked
+    with a stack (a model may nest graphs deeply)."""
+    stack = [graph]
+    while stack:
+        gr = stack.pop()
+        yield from ((t, f"initializer {t.name!r}") for t in gr.initializer)
+        for sp in gr.sparse_initializer:
+            yield from ((t, f"sparse initializer {sp.values.name!r}")
+                        for t in (sp.values, sp.indices))
+        for n in gr.node:
+            label = f"node {n.name or (n.output[0] if n.output else n.op_type)!r}"
+            for a in n.attribute:
+                sparse = [*a.sparse_tensors] + ([a.sparse_tensor]
+                                                if a.HasField("sparse_tensor") else [])
+                tensors = [*a.tensors] + ([a.t] if a.HasField("t") else []) + \
+                    [x for sp in sparse for x in (sp.values, sp.indices)]
+                yield from ((t, f"{label}, attribute {a.name!r}") for t in tensors)
+                stack.extend([a.g] if a.HasField("g") else [])
+                stack.extend(a.graphs)
+
+
+def _refuse_external_data(model, path, onnx):
+    """A tensor whose data lies in another file would make the import read that file
+    (any file the model names, relative to the working directory): refuse them all,
+    before any tensor is read."""
+    graphs = [model.graph] + [x for ti in model.training_info
+                              for x in (ti.initialization, ti.algorithm)]
+    # functions hold nodes whose attributes may hold tensors too
+    graphs += [onnx.helper.make_graph(list(f.node), f.name, [], []) for f in model.functions]
+    found = [label for gr in graphs for t, label in _tensors_of(gr)
+             if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data)]
+    if found:
+        raise OnnxImportError(f"{path}: {', '.join(found[:5])}: tensors that keep their data "
+                              "in other files, which import_onnx does not read")
 
 
 def _import_node(ctx, g, n, k, importers):
@@ -150,6 +248,11 @@ def _import_node(ctx, g, n, k, importers):
     if fn is None:
         raise OnnxImportError(f"op type {n.op_type!r} (node {label!r}) has no flowgrad "
                               "counterpart")
+    twice = [o for o in n.output if o and o in ctx.env]
+    if twice or len(set(n.output) - {""}) < len([o for o in n.output if o]):
+        # ONNX tensors are assigned once; a second producer would rename the first
+        raise OnnxImportError(f"{ctx.where}: its output {(twice or list(n.output))[0]!r} "
+                              "is already produced by an input, initializer or node")
     ins = []
     for name in n.input:
         if name and name not in ctx.env:
@@ -162,7 +265,8 @@ def _import_node(ctx, g, n, k, importers):
         outs = fn(ctx, n, ins, attrs)
     except OnnxImportError:
         raise
-    except (FlowgradError, ValueError, TypeError, IndexError, KeyError) as err:
+    except (FlowgradError, ValueError, TypeError, IndexError, KeyError, ArithmeticError,
+            AttributeError) as err:
         raise OnnxImportError(f"{ctx.where}: {type(err).__name__}: {err}") from None
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
     for name, node in zip(n.output, outs):

@@ -67,25 +67,31 @@ def _where(ctx, n, ins, attrs):
 @imports("Constant")
 def _constant(ctx, n, ins, attrs):
     if "value" in attrs:
-        arr = ctx.onnx.numpy_helper.to_array(attrs["value"])
+        arr = ctx.tensor(attrs["value"])
     else:
         key, = attrs
         arr = np.asarray(attrs[key], dtype={"value_float": np.float32, "value_floats": np.float32,
                                             "value_int": np.int64,
                                             "value_ints": np.int64}.get(key))
-    arr = np.array(arr)
-    ctx.static[n.output[0]] = arr
-    return constant(arr)
+        ctx.allocate(list(arr.shape), arr.dtype, "its value")
+    return _static(ctx, n, arr)
+
+
+def _static(ctx, n, value, dtype=None):
+    """A constant node of ``value`` (copied once, by constant()), known at import time."""
+    node = constant(value, dtype=dtype)
+    ctx.static[n.output[0]] = node.value
+    return node
 
 
 @imports("ConstantOfShape")
 def _constant_of_shape(ctx, n, ins, attrs):
-    shape = tuple(int(s) for s in ctx.value(n.input[0], "shape"))
-    value = ctx.onnx.numpy_helper.to_array(attrs["value"]) if "value" in attrs \
-        else np.zeros(1, np.float32)
-    arr = np.full(shape, value.reshape(-1)[0], dtype=value.dtype)
-    ctx.static[n.output[0]] = arr
-    return constant(arr)
+    shape = [int(s) for s in np.asarray(ctx.value(n.input[0], "shape")).reshape(-1)]
+    value = ctx.tensor(attrs["value"]) if "value" in attrs else np.zeros(1, np.float32)
+    if value.size != 1:
+        raise ValueError(f"its value must hold one element, not {value.size}")
+    ctx.allocate(shape, value.dtype, "its output")      # before a byte of it is made
+    return _static(ctx, n, np.broadcast_to(value.reshape(()), tuple(shape)))
 
 
 @imports("Gemm")
@@ -107,13 +113,13 @@ def _gemm(ctx, n, ins, attrs):
 @imports("Cast")
 def _cast(ctx, n, ins, attrs):
     x = ins[0]
-    to = np.dtype(ctx.onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
+    to = ctx.dtype(attrs["to"])
     if x.dtype == to:
         return x
     if n.input[0] in ctx.static:
-        arr = ctx.static[n.input[0]].astype(to)
-        ctx.static[n.output[0]] = arr
-        return constant(arr)
+        value = ctx.static[n.input[0]]
+        ctx.allocate(list(value.shape), to, "its cast value")
+        return _static(ctx, n, value, dtype=to)
     if to.kind == "f" and x.dtype.kind == "b":
         return fg.where(x, np.ones((), to), np.zeros((), to))
     if to.kind == "f" and x.dtype.kind == "f" and to.itemsize > x.dtype.itemsize:
@@ -235,6 +241,8 @@ def _expand(ctx, n, ins, attrs):
 @imports("Gather")
 def _gather(ctx, n, ins, attrs):
     x = ins[0]
+    if x.ndim == 0:
+        raise ValueError("Gather needs an input of at least one dimension, not a 0-d one")
     axis = attrs.get("axis", 0) % x.ndim
     if n.input[1] in ctx.static:
         idx = ctx.value(n.input[1])
