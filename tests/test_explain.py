@@ -88,7 +88,7 @@ def test_division_by_zero(g):
 
 def test_unrecognised_and_fed_nans_say_so(g):
     x = fg.placeholder("x", ())
-    err = _caught(fg.tan(x) if hasattr(fg, "tan") else x * 1e308 * 10, {x: 1e308})
+    err = _caught(x * 1e308 * 10, {x: 1e308})      # overflow in a product: no known trap
     assert err.explanation is None and "no known trap" in err.explain()
     with pytest.raises(fg.NumericsError) as info:
         fg.compile(x * 2, check_numerics=True)(x=np.nan)
