@@ -2,7 +2,7 @@
 
 1. Gradient of the batch logistic regression loss (mean BCE from logits + λ·½‖w‖²),
    n=100,000, d=100, float64.
-2. Gradient of the seed's scalar univariate example.
+2. Gradient of the lecture notes' scalar univariate example.
 3. The plan's overhead per executed node on that scalar example.
 
     .venv/bin/python benchmarks/bench_core.py [--repeats 30]

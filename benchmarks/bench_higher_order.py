@@ -1,6 +1,6 @@
 """Higher-order benchmarks (issue 4), measured in one process:
 
-1. hvp time / gradient time for the seed's exercise 28,
+1. hvp time / gradient time for the lecture notes' exercise 28,
    f(x) = 1/n Σ log(1+exp(aᵢᵀx)) + μ/2‖x‖², n=10,000, d=1,000, float64 (target ≤ 3),
    both flowgrad programs, plus the hand-written numpy gradient and hvp for reference.
 2. jvp time / forward time for the same f (target ≤ 3), and the hand-written ratio.

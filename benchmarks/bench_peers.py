@@ -119,7 +119,7 @@ def check(results: dict, want, rtol=1e-9, atol=1e-12):
                 raise AssertionError(f"{name} disagrees with hand numpy")
 
 
-# -- 1. the seed's scalar logistic step ---------------------------------------------------
+# -- 1. the lecture notes' scalar logistic step ---------------------------------------------------
 
 def seed_scalar(repeats):
     lam, w0, b0, x0, t0 = 0.1, 0.8, -0.3, 1.5, 1.0
@@ -173,7 +173,7 @@ def seed_scalar(repeats):
         v, g = fns["autograd"]()
         res["autograd"] = (v, g[0], g[1])
     check(res, want)
-    table("Seed's scalar logistic step, loss and gradient (w, b)",
+    table("Lecture notes' scalar logistic step, loss and gradient (w, b)",
           interleaved(fns, repeats, 200), peer_for_ratio="PyTensor",
           note="goal: flowgrad ≤ 0.5× PyTensor")
 

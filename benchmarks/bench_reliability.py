@@ -1,4 +1,4 @@
-"""Reliability overhead (issue 10): the per-call cost of the seed's scalar example (as in
+"""Reliability overhead (issue 10): the per-call cost of the lecture notes' scalar example (as in
 bench_core.py) and the build time of a 10^5-node chain, which now records each node's
 user line and takes the graph's lock.
 

@@ -1,7 +1,7 @@
 """Seeing backprop: drawings with values and adjoints v̄, and step-by-step walkthroughs.
 
-(a) The seed's univariate logistic least squares example (z = wx + b, y = σ(z),
-    L = ½(y − t)², R = ½w², 𝓛 = L + λR): its adjoints are checked against the seed's
+(a) The lecture notes' univariate logistic least squares example (z = wx + b, y = σ(z),
+    L = ½(y − t)², R = ½w², 𝓛 = L + λR): its adjoints are checked against the lecture notes'
     hand formulas first, then drawn (forward graph with v̄ folded in, and with the
     backward graph), and walked through as HTML and as numbered SVG frames.
 (b) A 2-layer MLP on a small batch, with name scopes: drawn with scopes open and
@@ -23,11 +23,11 @@ import flowgrad as fg
 
 
 def seed_example(w0=0.8, b0=-0.3, x0=1.5, t0=1.0, lam=0.1):
-    """The seed's graph, traced at one point, and the seed's hand-computed adjoints."""
+    """The lecture notes' graph, traced at one point, and the lecture notes' hand-computed adjoints."""
     with fg.Graph():
-        nodes = fg.seed.univariate_logistic(w0, b0, lam, loss_name="𝓛")
+        nodes = fg.worked_example.univariate_logistic(w0, b0, lam, loss_name="𝓛")
         tr = fg.compile(nodes["loss"]).trace(x=x0, t=t0)
-    hand = {nodes[s]: v for s, v in fg.seed.hand_adjoints(w0, b0, x0, t0, lam).items()}
+    hand = {nodes[s]: v for s, v in fg.worked_example.hand_adjoints(w0, b0, x0, t0, lam).items()}
     return tr, hand
 
 
@@ -88,12 +88,12 @@ def draw_deep(tr):
 
 
 def check_seed(tr, hand):
-    """Exit early, loudly, if the drawing would show numbers the seed disagrees with."""
+    """Exit early, loudly, if the drawing would show numbers the lecture notes disagree with."""
     for node, value in hand.items():
         got = float(fg.to_numpy(tr.adjoint(node)))
         if not np.isclose(got, value, rtol=1e-12, atol=1e-15):
-            raise SystemExit(f"adjoint of {node.name} is {got}, the seed says {value}")
-        print(f"  {node.name}: v̄ = {got:.6g}   (seed's formula: {value:.6g})")
+            raise SystemExit(f"adjoint of {node.name} is {got}, the lecture notes say {value}")
+        print(f"  {node.name}: v̄ = {got:.6g}   (lecture notes' formula: {value:.6g})")
 
 
 def main(argv=None):
@@ -105,7 +105,7 @@ def main(argv=None):
     written = []
 
     tr, hand = seed_example()
-    print("The seed's worked example, 'Univariate logistic least squares regression':")
+    print("The lecture notes' worked example, 'Univariate logistic least squares regression':")
     check_seed(tr, hand)
     written.append(fg.viz.draw(tr, rankdir="LR").render(out("seed_graph"), format="svg"))
     written.append(fg.viz.draw(tr, backward=True, rankdir="LR").render(

@@ -1,4 +1,4 @@
-"""Hessian-vector products for the seed's exercise 28, against the analytic Hessian.
+"""Hessian-vector products for the lecture notes' exercise 28, against the analytic Hessian.
 
     f(x) = 1/n Σᵢ log(1 + exp(aᵢᵀx)) + μ/2 ‖x‖²
 

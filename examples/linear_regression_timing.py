@@ -1,9 +1,9 @@
-"""The seed's exercise 2: gradient descent for linear regression, analytic vs automatic.
+"""The lecture notes' exercise 2: gradient descent for linear regression, analytic vs automatic.
 
-The seed fits f(x) = w·x to y = 2x by gradient descent on the mean squared error
+The lecture notes fit f(x) = w·x to y = 2x by gradient descent on the mean squared error
 J(w) = mean((w·x − y)²), with a hand-written gradient. Here the same loop runs twice
 for each data size n in np.logspace(1, 4) (50 sizes, n = 10 … 10 000, x evenly
-spaced in [1, 4] as the seed's X = [1, 2, 3, 4]):
+spaced in [1, 4] as the lecture notes' X = [1, 2, 3, 4]):
 
 - analytic: numpy, dJ/dw = mean(2x·(w·x − y)) = np.dot(2*x, y_pred − y) / n
 - flowgrad: the same loss as a graph, its gradient by reverse mode, fg.optim.SGD
@@ -13,9 +13,9 @@ kept). Both loops take the very same iterations (checked), so the ratio of times
 the price of automatic differentiation's per-step overhead. The program is compiled
 once, outside the timing: its placeholders have length None, so one serves every n.
 
-A correction to the seed: its gradient, ``np.dot(2*x, y_pred - y).mean()``, takes the
+A correction to the lecture notes: its gradient, ``np.dot(2*x, y_pred - y).mean()``, takes the
 mean of a scalar — a no-op — so it is the gradient of the *sum* of squares, n times the
-gradient of the mean its comment states. With the seed's learning rate 0.01 that sum
+gradient of the mean its comment states. With the lecture notes' learning rate 0.01 that sum
 gradient already diverges at n = 15 here (once 0.01·2·Σx² > 2). We use the mean's
 gradient, and the script prints the two side by side.
 
@@ -33,7 +33,7 @@ import numpy as np
 import flowgrad as fg
 
 TOL = 1e-9
-LR = 0.01  # the seed's learning rate
+LR = 0.01  # the lecture notes' learning rate
 MAX_ITERS = 100_000
 
 
@@ -43,7 +43,7 @@ def data(n):
 
 
 def seed_gradient(x, y, y_pred):
-    """The seed's formula, verbatim: the gradient of Σ(w·x − y)², not of the mean."""
+    """The lecture notes' formula, verbatim: the gradient of Σ(w·x − y)², not of the mean."""
     return np.dot(2 * x, y_pred - y).mean()
 
 
@@ -53,7 +53,7 @@ def gradient(x, y, y_pred):
 
 
 def fit_analytic(x, y, lr=LR, grad=gradient):
-    """The seed's loop with the hand-written gradient: predict, loss, gradient, update,
+    """The lecture notes' loop with the hand-written gradient: predict, loss, gradient, update,
     until the loss (before its update) is below TOL. Returns (w, iterations)."""
     w = 0.0
     for k in range(1, MAX_ITERS + 1):
@@ -109,13 +109,13 @@ def time_both(model, n, runs):
 
 
 def check_gradients(model):
-    """flowgrad's gradient against the corrected formula, and the seed's formula beside
-    it, on the seed's own data X = [1, 2, 3, 4]. Returns the largest flowgrad error."""
+    """flowgrad's gradient against the corrected formula, and the lecture notes' formula beside
+    it, on the lecture notes' own data X = [1, 2, 3, 4]. Returns the largest flowgrad error."""
     w, opt, prog = model
     x = np.array([1.0, 2.0, 3.0, 4.0])
     y = 2 * x
     worst = 0.0
-    print("Gradients at the seed's data X = [1, 2, 3, 4], Y = 2X:")
+    print("Gradients at the lecture notes' data X = [1, 2, 3, 4], Y = 2X:")
     print(f"  {'w':>5} {'flowgrad':>12} {'mean formula':>13} {'seed formula':>13}")
     for w0 in (0.0, 1.0, 2.5):
         w.value = w0
@@ -123,14 +123,14 @@ def check_gradients(model):
         mean_g, seed_g = gradient(x, y, w0 * x), seed_gradient(x, y, w0 * x)
         worst = max(worst, abs(float(fg.to_numpy(g)) - mean_g))
         print(f"  {w0:5.1f} {float(fg.to_numpy(g)):12.6f} {mean_g:13.6f} {seed_g:13.6f}")
-    print(f"  flowgrad vs the mean's gradient: largest difference {worst:.1e}; the seed's "
+    print(f"  flowgrad vs the mean's gradient: largest difference {worst:.1e}; the lecture notes' "
           f"formula is n = {len(x)} times larger:\n  np.dot(2*x, y_pred - y).mean() is the "
           "gradient of the SUM of squares (.mean() of a scalar does nothing).")
-    # When does the seed's sum-gradient make lr = 0.01 diverge on this data?
+    # When does the lecture notes' sum-gradient make lr = 0.01 diverge on this data?
     n_bad = next(n for n in range(2, 10_000) if LR * 2 * np.sum(data(n)[0] ** 2) > 2)
     with np.errstate(over="ignore", invalid="ignore"):
         w_bad, _ = fit_analytic(*data(100), grad=seed_gradient)
-    print(f"  With lr = {LR}, descent along the seed's gradient diverges for n ≥ {n_bad} "
+    print(f"  With lr = {LR}, descent along the lecture notes' gradient diverges for n ≥ {n_bad} "
           f"here (at n = 100 w reaches {w_bad:.1e}); the mean's gradient converges for all n.")
     return worst
 

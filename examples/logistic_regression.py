@@ -1,7 +1,7 @@
-"""Logistic regression in flowgrad, from the seed's worked example to a real data set.
+"""Logistic regression in flowgrad, from the lecture notes' worked example to a real data set.
 
-(a) The seed's univariate logistic least squares example: one forward and one backward
-    pass, printing each adjoint v̄ beside the seed's hand formula.
+(a) The lecture notes' univariate logistic least squares example: one forward and one backward
+    pass, printing each adjoint v̄ beside the lecture notes' hand formula.
 (b) Batch logistic regression on scikit-learn's breast-cancer data (shipped inside the
     package, standardized), checked against finite differences first, then trained with
     three optimizers — SGD, Adam and Nesterov momentum — on the regularized objective
@@ -32,11 +32,11 @@ import flowgrad as fg
 
 
 def seed_example(w0=0.8, b0=-0.3, x0=1.5, t0=1.0, lam=0.1):
-    """The seed's forward and backward pass; returns {symbol: (flowgrad, hand formula)}."""
+    """The lecture notes' forward and backward pass; returns {symbol: (flowgrad, hand formula)}."""
     with fg.Graph():
-        nodes = fg.seed.univariate_logistic(w0, b0, lam)
+        nodes = fg.worked_example.univariate_logistic(w0, b0, lam)
         tr = fg.compile(nodes["loss"]).trace(x=x0, t=t0)
-    hand = fg.seed.hand_adjoints(w0, b0, x0, t0, lam)
+    hand = fg.worked_example.hand_adjoints(w0, b0, x0, t0, lam)
     bar = "\u0304"  # combining macron: "w" -> "w̄"
     return {s + bar: (float(fg.to_numpy(tr.adjoint(nodes[s]))), hand[s])
             for s in ("L", "R", "y", "z", "w", "b", "x")}
@@ -162,7 +162,7 @@ def main(argv=None):
     parser.add_argument("--lam", type=float, default=1e-3, help="λ of λ·½‖w‖² (1e-3)")
     args = parser.parse_args(argv)
 
-    print("(a) The seed's univariate example: adjoints v̄ = ∂𝓛/∂v")
+    print("(a) The lecture notes' univariate example: adjoints v̄ = ∂𝓛/∂v")
     print(f"    {'':3} {'flowgrad':>14} {'hand formula':>14}")
     worst = 0.0
     for sym, (auto, hand) in seed_example().items():

@@ -1,4 +1,4 @@
-"""The seed's matrix-calculus exercises, worked in flowgrad.
+"""The lecture notes' matrix-calculus exercises, worked in flowgrad.
 
 Each exercise writes f as on paper, asks flowgrad for the gradient (and Hessian, where
 the exercise asks for one) and prints it beside the closed form with the largest

@@ -1,8 +1,8 @@
-"""The seed's exercise 1: the gradient of a Taylor series of cos(x), against −sin(x).
+"""The lecture notes' exercise 1: the gradient of a Taylor series of cos(x), against −sin(x).
 
     cos x ≈ Σ_{k=0}^{K−1} (−1)ᵏ x²ᵏ / (2k)!
 
-``taylor_cosine`` below is the seed's function written with flowgrad ops: each term
+``taylor_cosine`` below is the lecture notes' function written with flowgrad ops: each term
 is the previous one times −x²/((2k−1)·2k), so the graph holds K terms and no
 factorials. In a define-and-run framework the number of terms is fixed when the
 graph is built (autograd's version can stop "while |term| > tol" because it traces

@@ -26,7 +26,7 @@ from . import viz  # noqa: F401
 from .data import batches  # noqa: F401
 from .checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401
 from .higher_order import hessian, hvp, jacobian  # noqa: F401
-from . import seed  # noqa: F401  (the seed's worked example as a graph)
+from . import worked_example  # noqa: F401  (the lecture notes' worked example as a graph)
 from .io import export_onnx, import_onnx, load_graph, save_graph  # noqa: F401
 from .ops.classification import argmax, one_hot  # noqa: F401
 from . import random  # noqa: F401  (fg.random.normal …: random draws as nodes)
@@ -39,3 +39,14 @@ from .callbacks import ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN  # noq
 from .custom import custom_jvp, custom_vjp  # noqa: F401  (issue 21: your own rules)
 from . import custom_op as _custom_op  # noqa: F401,E402  (registers custom_call)
 from .remat import remat  # noqa: F401,E402  (issue 21: recompute in the backward pass)
+
+
+def __getattr__(name):
+    """``fg.seed`` was the worked example's old name: "seed" now means only random seeds
+    and the seed adjoint v̄ = 1, so the module is ``fg.worked_example``."""
+    if name == "seed":
+        import warnings
+        warnings.warn("fg.seed is now fg.worked_example (it holds the lecture notes' worked "
+                      "example)", DeprecationWarning, stacklevel=2)
+        return worked_example
+    raise AttributeError(f"module 'flowgrad' has no attribute {name!r}")

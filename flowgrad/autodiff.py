@@ -3,7 +3,7 @@
 Both sweeps *build nodes*: the adjoint of every node is itself a node of the same
 graph, made by the ops' rules, so derivatives can be differentiated again.
 
-The reverse sweep is the seed's backward pass: visit the nodes on a path from the
+The reverse sweep is the lecture notes' backward pass: visit the nodes on a path from the
 inputs asked for to the output in reverse topological order (= descending id) and
 set v̄_i = Σ_{j ∈ children(i)} v̄_j ∂v_j/∂v_i, each term made by the child's rule
 and summed back to v_i's shape. Nodes off every such path get no adjoint (no

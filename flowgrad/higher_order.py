@@ -4,7 +4,7 @@
 
 * ``mode="fwd-rev"`` (default) — forward over reverse: the forward sweep (jvp) of
   the gradient node, H v = ∂/∂ε ∇f(x + εv). It costs about one gradient more.
-* ``mode="rev-rev"`` — reverse over reverse, the seed's identity
+* ``mode="rev-rev"`` — reverse over reverse, the lecture notes' identity
   H v = ∇ₓ⟨∇f(x), v⟩: the reverse sweep of the gradient node seeded with v
   (``vjp(∇f, x, v)`` is exactly the gradient of ⟨∇f, v⟩, without building the dot).
 

@@ -2,7 +2,7 @@
 
 A program qualifies when every value it holds is a 0-d float64 (bools between a
 comparison and ``where`` too), it runs on numpy, and every step's op has a kernel
-in ``ops/scalar_kernels.py``. The seed's examples, scalar chains and scalar higher
+in ``ops/scalar_kernels.py``. The lecture notes' examples, scalar chains and scalar higher
 derivatives do; anything with an array in it stays on the array function.
 Conversion happens at the boundary only: floats in, numpy values out.
 """

@@ -60,7 +60,7 @@ relu = Op("relu", lambda xp, x: xp.maximum(x, 0), lambda x: (x.shape, x.dtype),
 # -- linear ------------------------------------------------------------------------------
 
 def _scalar(*nodes):
-    """A 0-d operand makes linear a product of scalars (the seed's univariate w x + b)."""
+    """A 0-d operand makes linear a product of scalars (the lecture notes' univariate w x + b)."""
     return any(not n.shape for n in nodes)
 
 

@@ -1,4 +1,4 @@
-"""flowgrad's derivatives against the closed forms of matrix calculus (the seed's
+"""flowgrad's derivatives against the closed forms of matrix calculus (the lecture notes'
 exercises and the standard identities), to round-off."""
 import numpy as np
 import pytest

@@ -171,7 +171,7 @@ def test_the_scalar_chain_builds_the_reference_plan():
 
 
 def test_a_chain_that_simplifies_little_stores_little():
-    """The sin chain and its gradient: every step but the seed's is its graph node as
+    """The sin chain and its gradient: every step but the lecture notes' is its graph node as
     is, so simplify's maps stay a few entries long whatever the chain's length."""
     with fg.Graph() as g:
         x = fg.placeholder("x")

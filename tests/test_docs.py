@@ -63,7 +63,7 @@ def test_theory_numbers_match_flowgrad():
     text = (DOCS / "theory.md").read_text(encoding="utf-8")
     text = text[text.index("| vertex | value v | adjoint v̄ |"):]
     with fg.Graph():
-        s = fg.seed.univariate_logistic(w0=0.8, b0=-0.3, lam=0.1)
+        s = fg.worked_example.univariate_logistic(w0=0.8, b0=-0.3, lam=0.1)
         tr = fg.compile(s["loss"]).trace(x=1.5, t=1.0)
         for sym, key in [("𝓛", "loss"), ("L", "L"), ("R", "R"), ("y", "y"), ("z", "z"),
                          ("b", "b"), ("x", "x"), ("w", "w")]:

@@ -21,7 +21,7 @@ def _batch_logistic(loss_kind="bce"):
 
 def test_seed_example_dL_dw_reads_like_the_lecture():
     with fg.Graph():
-        s = fg.seed.univariate_logistic(lam=0.1)
+        s = fg.worked_example.univariate_logistic(lam=0.1)
         gw = fg.grad(s["loss"], s["w"])
         f = fg.viz.formula(gw, lhs="∂L/∂w", symbols={"λ": 0.1})
         assert f.text == "∂L/∂w = (y − t) · y(1 − y) · x + λ w   where y = σ(w x + b)"
@@ -39,7 +39,7 @@ def test_seed_example_dL_dw_reads_like_the_lecture():
 
 def test_seed_forward_formula_inlines_single_uses():
     with fg.Graph():
-        s = fg.seed.univariate_logistic(lam=0.1)
+        s = fg.worked_example.univariate_logistic(lam=0.1)
         f = fg.viz.formula(s["loss"])
         assert f.text == "½(σ(w x + b) − t)² + 0.05 w²"   # 0.1 · ½ folded by the plan
         assert f.bindings == []
@@ -50,7 +50,7 @@ def test_formula_evaluates_to_the_programs_number():
     """The formula's numbers are the graph's: evaluate the printed seed gradient by hand."""
     w0, b0, x0, t0, lam = 0.8, -0.3, 1.5, 1.0, 0.1
     with fg.Graph():
-        s = fg.seed.univariate_logistic(w0, b0, lam)
+        s = fg.worked_example.univariate_logistic(w0, b0, lam)
         gw = fg.grad(s["loss"], s["w"])
         assert fg.viz.formula(gw, symbols={"λ": lam}).body == "(y − t) · y(1 − y) · x + λ w"
         y = 1 / (1 + np.exp(-(w0 * x0 + b0)))
@@ -126,7 +126,7 @@ def test_a_deep_graph_prints_without_recursion():
 
 def test_notebook_reprs():
     with fg.Graph():
-        s = fg.seed.univariate_logistic()
+        s = fg.worked_example.univariate_logistic()
         f = fg.viz.formula(fg.grad(s["loss"], s["w"]), lhs="∂L/∂w")
         assert f._repr_latex_() == f"${f.latex}$"
         html = f._repr_html_()
@@ -209,7 +209,7 @@ def _mlp():
 def test_displayed_formula_evaluates_to_the_gradient(build, rng):
     with fg.Graph() as g:
         if build == "seed":
-            s = fg.seed.univariate_logistic()
+            s = fg.worked_example.univariate_logistic()
             loss, wrt, feed = s["loss"], [s["w"], s["b"], s["x"]], {"x": 1.5, "t": 1.0}
         elif build == "mlp":
             (loss, wrt), feed = _mlp(), {"X": rng.normal(size=(7, 4)),

@@ -17,7 +17,7 @@ pytestmark = [
 
 def test_formula_html_shows_the_derivative(browser, tmp_path):  # noqa: F811
     with fg.Graph():
-        s = fg.seed.univariate_logistic(lam=0.1)
+        s = fg.worked_example.univariate_logistic(lam=0.1)
         f = fg.viz.formula(fg.grad(s["loss"], s["w"]), lhs="∂L/∂w", symbols={"λ": 0.1})
     page = tmp_path / "formula.html"
     page.write_text('<!doctype html><meta charset="utf-8"><body style="background:#fff">'

@@ -84,8 +84,8 @@ def test_the_issue_example_has_exactly_the_teaching_boxes():
 
 
 def test_seed_example_built_from_model_ops_matches_the_hand_adjoints():
-    """The seed's L = ½(y − t)² is ½·mse for one example, R = ½w² is l2(w)."""
-    hand = fg.seed.hand_adjoints()
+    """The lecture notes' L = ½(y − t)² is ½·mse for one example, R = ½w² is l2(w)."""
+    hand = fg.worked_example.hand_adjoints()
     with fg.Graph():
         x, t = fg.placeholder("x"), fg.placeholder("t")
         w, b = fg.variable(0.8, name="w"), fg.variable(-0.3, name="b")

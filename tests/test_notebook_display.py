@@ -15,7 +15,7 @@ HAS_DOT = shutil.which("dot") is not None
 
 
 def _seed():
-    n = fg.seed.univariate_logistic()
+    n = fg.worked_example.univariate_logistic()
     prog = fg.compile(n["loss"])
     return prog, prog.trace(x=1.5, t=1.0), n
 
@@ -24,7 +24,7 @@ def test_trace_value_beside_adjoint():
     _, tr, n = _seed()
     y0 = 1 / (1 + np.exp(-0.9))
     assert tr.value(n["y"]) == tr[n["y"]] == pytest.approx(y0, rel=1e-14)
-    hand = fg.seed.hand_adjoints()
+    hand = fg.worked_example.hand_adjoints()
     assert tr.adjoint(n["w"]) == pytest.approx(hand["w"], rel=1e-12)
     with pytest.raises(KeyError, match="not computed"):
         tr.value(fg.variable(1.0, name="elsewhere"))
@@ -117,7 +117,7 @@ def test_import_in_a_kernel_prints_nothing(tmp_path):
         "bar = fg.progress(range(3), desc='t')\n"
         "for _ in bar: bar.update_metrics(loss=0.5)\n"),
         nbformat.v4.new_code_cell(
-        "n = fg.seed.univariate_logistic()\n"
+        "n = fg.worked_example.univariate_logistic()\n"
         "tr = fg.compile(n['loss']).trace(x=1.5, t=1.0)\n"
         "tr")]
     NotebookClient(nb, timeout=120, kernel_name="python3",

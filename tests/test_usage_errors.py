@@ -113,3 +113,15 @@ def test_import_beside_a_checkout_named_flowgrad(tmp_path):
     name, value, ops_file = out.stdout.split()
     assert name == "Graph" and float(value) == 2 * np.sin(0.5)
     assert ops_file.startswith(str(clone))
+
+
+def test_the_worked_example_has_a_name_that_says_so():
+    """"seed" means random seeds and v̄ = 1 only; the lecture notes' example is
+    fg.worked_example, and the old name still works with a DeprecationWarning."""
+    with fg.Graph():
+        nodes = fg.worked_example.univariate_logistic()
+        assert set(nodes) >= {"x", "t", "w", "b", "z", "y", "L", "R", "loss"}
+    with pytest.warns(DeprecationWarning, match="fg.seed is now fg.worked_example"):
+        assert fg.seed is fg.worked_example
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        fg.nope

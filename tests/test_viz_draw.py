@@ -46,7 +46,7 @@ def _text(label):
 
 
 def _seed(lam=0.1):
-    nodes = fg.seed.univariate_logistic(lam=lam)
+    nodes = fg.worked_example.univariate_logistic(lam=lam)
     return fg.compile(nodes["loss"]).trace(x=1.5, t=1.0), nodes
 
 
@@ -62,7 +62,7 @@ def test_every_node_shows_its_value_and_adjoint():
             assert f"v̄ {float(fg.to_numpy(tr.adjoint(node))):.4g}" in text, (node.name, text)
             checked += 1
     assert checked == 14
-    # the seed's numbers, by hand: σ(0.9), z̄ = (y − t) σ'(z), w̄ = z̄ x + λ w
+    # the lecture notes' numbers, by hand: σ(0.9), z̄ = (y − t) σ'(z), w̄ = z̄ x + λ w
     s = 1 / (1 + np.exp(-0.9))
     zbar = (s - 1) * s * (1 - s)
     assert "v̄ -0.0594" in _text(nodes[f"n{n['z'].id}"]["label"]) and round(zbar, 4) == -0.0594

@@ -1,4 +1,4 @@
-"""fg.viz.walkthrough: one self-contained HTML file, one frame per step, the seed's numbers."""
+"""fg.viz.walkthrough: one self-contained HTML file, one frame per step, the lecture notes' numbers."""
 import html
 import json
 import re
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(shutil.which("dot") is None,
 
 
 def _seed():
-    nodes = fg.seed.univariate_logistic()
+    nodes = fg.worked_example.univariate_logistic()
     return fg.compile(nodes["loss"]).trace(x=1.5, t=1.0), nodes
 
 

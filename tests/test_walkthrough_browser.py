@@ -44,7 +44,7 @@ def browser():
 
 
 def _seed_trace(w0=0.8, b0=-0.3, x0=1.5, t0=1.0, lam=0.1):
-    nodes = fg.seed.univariate_logistic(w0, b0, lam)
+    nodes = fg.worked_example.univariate_logistic(w0, b0, lam)
     return fg.compile(nodes["loss"]).trace(x=x0, t=t0), nodes
 
 

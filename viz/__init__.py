@@ -1,7 +1,7 @@
 """Drawing graphs with values and adjoints (graphviz), and backprop walkthroughs.
 
 ``draw(trace)`` returns a ``graphviz.Digraph`` (shown inline in notebooks);
-``walkthrough(trace)`` plays the seed's algorithm one step per frame inline in a notebook
+``walkthrough(trace)`` plays the lecture notes' algorithm one step per frame inline in a notebook
 (``.save("backprop.html")``, or ``walkthrough(trace, "backprop.html")`` writes it at once).
 """
 from .dot import Drawing, GraphvizNotFoundError, dot_available, draw  # noqa: F401

@@ -1,4 +1,4 @@
-"""``walkthrough``: the seed's forward and backward pass, one frame per step.
+"""``walkthrough``: the lecture notes' forward and backward pass, one frame per step.
 
 The graph is laid out once by ``dot`` (so nothing moves between frames); each frame
 is then only a restyling: which nodes show their value, which show their adjoint v̄,

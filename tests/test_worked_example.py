@@ -1,5 +1,5 @@
-"""The seed's worked example, "Univariate logistic least squares regression":
-flowgrad's adjoints R̄ L̄ ȳ z̄ w̄ b̄ x̄ against the seed's backward-pass formulas."""
+"""The lecture notes' worked example, "Univariate logistic least squares regression":
+flowgrad's adjoints R̄ L̄ ȳ z̄ w̄ b̄ x̄ against the lecture notes' backward-pass formulas."""
 import numpy as np
 import pytest
 

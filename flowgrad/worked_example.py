@@ -1,9 +1,9 @@
-"""The seed's worked example, "Univariate logistic least squares regression", as a graph.
+"""The lecture notes' worked example, "Univariate logistic least squares regression", as a graph.
 
     z = w x + b,   y = σ(z),   L = ½ (y − t)²,   R = ½ w²,   𝓛 = L + λ R
 
 Examples, drawings and tests of the teaching material all start from this graph;
-``hand_adjoints`` is the seed's backward pass written out by hand, for comparison.
+``hand_adjoints`` is the lecture notes' backward pass written out by hand, for comparison.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .ops import sigmoid
 
 
 def univariate_logistic(w0=0.8, b0=-0.3, lam=0.1, loss_name="loss") -> dict:
-    """Build the seed's graph in the current graph; its nodes by the seed's symbols:
+    """Build the lecture notes' graph in the current graph; its nodes by the lecture notes' symbols:
     ``x t w b z y L R loss`` (x and t are placeholders, w and b variables)."""
     x = placeholder("x")
     t = placeholder("t")
@@ -29,7 +29,7 @@ def univariate_logistic(w0=0.8, b0=-0.3, lam=0.1, loss_name="loss") -> dict:
 
 
 def hand_adjoints(w0=0.8, b0=-0.3, x0=1.5, t0=1.0, lam=0.1) -> dict:
-    """The seed's backward pass by hand: {symbol: v̄} for L R y z w b x."""
+    """The lecture notes' backward pass by hand: {symbol: v̄} for L R y z w b x."""
     y = 1 / (1 + math.exp(-(w0 * x0 + b0)))
     Lbar = 1.0                      # L̄ = 𝓛̄ d𝓛/dL
     Rbar = lam                      # R̄ = 𝓛̄ λ
