@@ -26,6 +26,7 @@ from . import viz  # noqa: F401
 from .data import batches  # noqa: F401
 from .checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401
 from .higher_order import hessian, hvp, jacobian  # noqa: F401
+from .vectorize import vectorize  # noqa: F401  (issue 21: batching transform)
 from . import seed  # noqa: F401  (the seed's worked example as a graph)
 from .io import export_onnx, import_onnx, load_graph, save_graph  # noqa: F401
 from .ops.classification import argmax, one_hot  # noqa: F401
