@@ -13,7 +13,8 @@ Adding an op: one line in ``RULES`` (most ops fit ``elementwise`` or ``shifted``
 Ops covered, by family:
 
 * elementwise (numpy broadcasting; a batched operand of lower per-example rank is
-  expanded after the batch axis so per-example ranks align): add sub mul div neg pow
+  expanded after the batch axis so per-example ranks align): add sub mul (unbatched
+  factors of a product gathered first) div neg pow
   exp log log1p sqrt abs tanh sin cos sign maximum minimum where tie_weight sigmoid
   softplus relu, the comparisons.
 * reductions and axis ops (axes shifted by one): sum (a full sum of a product with an
@@ -84,6 +85,23 @@ def elementwise(b, node, ins, bat):
     return apply(node.op, *args, **node.attrs)
 
 
+def mul_rule(b, node, ins, bat):
+    """(P·u)·v with P batched, u and v not: P·(u·v), so the product of the unbatched
+    factors is formed once per graph, not once per example (one batch-sized pass less;
+    the rounding of a reassociated product)."""
+    if bat.count(True) == 1:
+        p, v = (ins[0], ins[1]) if bat[0] else (ins[1], ins[0])
+        if p.op is not None and p.op.name == "mul":
+            pb, pu = p.inputs
+            if b.is_batched(pu):
+                pb, pu = pu, pb
+            if b.is_batched(pb) and not b.is_batched(pu):
+                out = apply(node.op, b.align(pb, len(node.shape)), apply(node.op, pu, v))
+                if out.dtype == node.dtype and out.shape[1:] == node.shape:
+                    return out
+    return elementwise(b, node, ins, bat)
+
+
 def shifted(*names):
     """Every input given the batch axis; the axis attributes ``names`` shifted by one."""
     def rule(b, node, ins, bat):
@@ -145,8 +163,9 @@ def decomposed(b, node, ins, bat):
     """A fused op batched through its decomposition into primitive ops."""
     if node.op.decompose is None:
         raise refuse(node, "no batching rule for this case and no decomposition")
-    inputs = node.inputs
-    out = node.op.decompose(*inputs, **node.attrs)
+    inputs = node.inputs                     # per-example nodes where the batch is,
+    args = [i if f else x for i, x, f in zip(inputs, ins, bat)]   # rebuilt ones elsewhere
+    out = node.op.decompose(*args, **node.attrs)
     return b.sub(out, {i: x for i, x, f in zip(inputs, ins, bat) if f})
 
 
@@ -174,6 +193,10 @@ def sum_to(b, node, ins, bat):
     """Sum the per-example leading extra axes (never the batch axis), then the 1-axes."""
     x, shape = ins[0], node.attrs["shape"]
     lead = rank(x) - len(shape)
+    if shape == () and lead:                        # a full sum: maybe one gemv
+        dot = _as_gemv(b, x)
+        if dot is not None:
+            return dot
     if lead:
         x = fg_sum(x, tuple(range(1, lead + 1)))
     if all(s == t for s, t in zip(x.shape[1:], shape)):
@@ -291,7 +314,7 @@ def random_draw(b, node, ins, bat):
                  "vectorized function, or pass the batched shape reference yourself")
 
 
-_ELEMENTWISE = ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "log1p", "sqrt",
+_ELEMENTWISE = ("add", "sub", "div", "neg", "pow", "exp", "log", "log1p", "sqrt",
                 "abs", "tanh", "sin", "cos", "sign", "maximum", "minimum", "where",
                 "tie_weight", "sigmoid", "softplus", "relu", "greater", "greater_equal",
                 "less", "less_equal", "equal", "not_equal")
@@ -305,6 +328,7 @@ RULES = {
     **{name: shifted() for name in _NATIVE},
     **{name: shifted("axis") for name in _AXIS},
     "sum": sum_rule,
+    "mul": mul_rule,
     "trace": shifted("axis1", "axis2"),
     "mask": unbatched_shape_op("axis1", "axis2"),
     "reduced_size": reduced_size,

@@ -148,7 +148,11 @@ class Batcher:
         """Batched ``x`` with length-1 axes after the batch axis: per-example rank ``r``."""
         from flowgrad.ops import expand_dims
         k = r - (len(x.shape) - 1)
-        return expand_dims(x, tuple(range(1, k + 1))) if k > 0 else x
+        if k <= 0:
+            return x
+        out = expand_dims(x, tuple(range(1, k + 1)))
+        self._batched.add(out.id)
+        return out
 
     def lead(self, k):
         """A False boolean of shape (B,) + (1,) * k, B the run-time batch length."""
@@ -167,8 +171,11 @@ class Batcher:
         """Unbatched ``u`` repeated along a new leading batch axis (a view if B is static)."""
         from flowgrad.ops import broadcast_to, expand_dims, where
         if self.length is not None and None not in u.shape:
-            return broadcast_to(expand_dims(u, 0), (self.length,) + u.shape)
-        return where(self.lead(len(u.shape)), u, u)
+            out = broadcast_to(expand_dims(u, 0), (self.length,) + u.shape)
+        else:
+            out = where(self.lead(len(u.shape)), u, u)
+        self._batched.add(out.id)
+        return out
 
     def broadcast(self, x, shape):
         """Batched ``x`` (already of per-example rank len(shape)) broadcast to

@@ -1,0 +1,380 @@
+"""fg.vectorize: a per-example graph batched along a leading axis (issue 21).
+
+Every op family: vectorize(f)(X) equals f run on each row and stacked (np.stack of
+per-example runs), with a static and a run-time (None) batch length, captured
+unbatched variables and 0-d per-example inputs. Gradient graphs (per-example
+gradients of logistic regression against the closed form, of a 2-layer MLP against
+PyTorch), second derivatives (vectorized Hessian-vector products), refusals at the
+boundary, and fg.jacobian's vectorized path against its loop over basis vectors.
+"""
+import numpy as np
+import pytest
+
+import flowgrad as fg
+from flowgrad.batching import RULES, BatchingError, covered
+
+B = 4
+
+
+def _values(rng, shapes, dtypes=None):
+    out = []
+    for k, s in enumerate(shapes):
+        dt = (dtypes or {}).get(k)
+        out.append(rng.integers(0, 3, (B,) + s) if dt == "int64" else
+                   rng.standard_normal((B,) + s))
+    return out
+
+
+def check(fn, shapes, rng, none=False, dtypes=None, values=None):
+    """vectorize(fn) on a batch == fn on each example, stacked; returns the batch."""
+    dtypes = dtypes or {}
+    per = [fg.placeholder(f"p{k}", shape=s, dtype=dtypes.get(k, "float64"))
+           for k, s in enumerate(shapes)]
+    bat = [fg.placeholder(f"b{k}", shape=(None if none else B,) + s,
+                          dtype=dtypes.get(k, "float64")) for k, s in enumerate(shapes)]
+    out = fn(*per)
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    batched = fg.vectorize(list(outs), dict(zip(per, bat)))
+    vals = values if values is not None else _values(rng, shapes, dtypes)
+    got = fg.run(batched, dict(zip(bat, vals)))
+    prog = fg.compile(list(outs))
+    rows = [prog(dict(zip(per, [v[i] for v in vals]))) for i in range(B)]
+    for k, (g, o) in enumerate(zip(got, outs)):
+        want = np.stack([r[k] for r in rows])
+        assert batched[k].shape[1:] == o.shape
+        assert g.shape == want.shape and g.dtype == want.dtype
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12)
+    return got
+
+
+def _w(rng, *shape):
+    return fg.variable(rng.standard_normal(shape), name="w")
+
+
+def _spd(a):
+    nd = len(a.shape)
+    at = fg.transpose(a, tuple(range(nd - 2)) + (nd - 1, nd - 2))
+    return fg.matmul(a, at) + 3.0 * fg.constant(np.eye(a.shape[-1]))
+
+
+CASES = {
+    # elementwise, with per-example ranks that differ and broadcast
+    "arith": (lambda a, b: fg.tanh(a) * b + fg.exp(-a) / (1 + b * b) - fg.sin(b) ** 2,
+              [(3,), (3,)]),
+    "broadcast ranks": (lambda a, b: a + b * fg.cos(a), [(3,), (2, 3)]),
+    "higher-rank batched second": (lambda a, b: b - a, [(2, 3), (3,)]),
+    "0-d example": (lambda s, a: s * a + fg.log1p(s * s), [(), (3,)]),
+    "where and comparisons": (lambda a, b: fg.where(fg.greater(a, b), a ** 2,
+                                                    fg.maximum(a, b)) +
+                              fg.where(fg.less_equal(a, 0.1), fg.minimum(a, b), 1.0),
+                              [(3,), (3,)]),
+    "nn elementwise": (lambda a: fg.sigmoid(a) + fg.softplus(a) + fg.relu(a) +
+                       fg.sqrt(fg.abs(a) + 1) + fg.sign(a) + fg.log(fg.abs(a) + 1), [(2, 3)]),
+    # reductions
+    "sum axis": (lambda a: [fg.sum(a, 0), fg.sum(a, 1, keepdims=True), fg.sum(a)], [(2, 3)]),
+    "sum of a product": (lambda a, b: fg.sum(a * b) + fg.sum(a * a), [(2, 3), (2, 3)]),
+    "mean max min": (lambda a: [fg.mean(a, 1), fg.max(a, 0), fg.min(a), fg.mean(a)],
+                     [(2, 3)]),
+    "logsumexp softmax": (lambda a: [fg.logsumexp(a, 1), fg.softmax(a), fg.log_softmax(a, 0)],
+                          [(2, 3)]),
+    "norms": (lambda a: [fg.norm(a), fg.norm(a, axis=1), fg.norm(a, ord=2)], [(3, 3)]),
+    # shape ops
+    "reshape": (lambda a: [fg.reshape(a, (3, 2)), fg.reshape(a, (-1,)), fg.reshape(a, (6, 1))],
+                [(2, 3)]),
+    "transpose expand squeeze": (lambda a: [fg.transpose(a), fg.expand_dims(a, (0, 2)),
+                                            fg.squeeze(fg.expand_dims(a, 1), 1)], [(2, 3)]),
+    "broadcast_to": (lambda a: fg.broadcast_to(a, (4, 2, 3)) * 2.0, [(1, 3)]),
+    "concatenate stack": (lambda a, b: [fg.concatenate([a, b], 1), fg.stack([a, b], 0),
+                                        fg.concatenate([a, b * 2], 0)], [(2, 3), (2, 3)]),
+    "zeros ones like": (lambda a: [fg.zeros_like(a) + a, fg.ones_like(a)], [(3,)]),
+    # indexing
+    "getitem basic": (lambda a: [a[1], a[:, 1:], a[..., 0], a[None], a[::-1, 2]], [(2, 3)]),
+    "getitem arrays": (lambda a: [a[[0, 1, 1]], a[:, [2, 0]], a[[0, 1], [2, 0]],
+                                  fg.take(a, [2, 2, 0], axis=1)], [(2, 3)]),
+    # linear algebra
+    "dot outer trace": (lambda a, b: [fg.dot(a, b), fg.outer(a, b), fg.trace(fg.outer(a, b))],
+                        [(3,), (3,)]),
+    "inv det logdet": (lambda a: [fg.inv(_spd(a)), fg.det(_spd(a)), fg.logdet(_spd(a))],
+                       [(3, 3)]),
+    "solve vector": (lambda a, b: fg.solve(_spd(a), b), [(3, 3), (3,)]),
+    "solve matrix": (lambda a, b: fg.solve(_spd(a), b), [(3, 3), (3, 2)]),
+    "solve stacked": (lambda a, b: fg.solve(_spd(a), b), [(2, 3, 3), (3, 2)]),
+    "eigh": (lambda a: [fg.eigvalsh(_spd(a)), fg.abs(fg.eigh(_spd(a))[1])], [(3, 3)]),
+    "linear": (lambda a, b: fg.linear(a, fg.transpose(b), fg.sum(b, 1)), [(3,), (2, 3)]),
+    # fused losses (batched through their decompositions)
+    "losses": (lambda a, b: [fg.mse(a, b), fg.bce_with_logits(a, fg.sigmoid(b)), fg.l2(a),
+                             fg.softmax_cross_entropy(a, fg.softmax(b))], [(2, 3), (2, 3)]),
+}
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_op_family_matches_a_loop_over_examples(name, none, rng):
+    fn, shapes = CASES[name]
+    check(fn, shapes, rng, none=none)
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_captured_unbatched_variables_of_any_rank(none, rng):
+    W = fg.variable(rng.standard_normal((2, 3)), name="W")   # higher rank than the example
+    v = fg.variable(rng.standard_normal(3), name="v")
+    check(lambda s, a: [s * W, a * W + v, fg.linear(a, fg.transpose(W)),
+                        fg.matmul(W, a), fg.matmul(a, fg.transpose(W)), fg.sum(a * v)],
+          [(), (3,)], rng, none=none)
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ((3,), (3,)), ((3,), (3, 5)), ((3,), (4, 3, 5)), ((2, 3), (3,)), ((4, 2, 3), (3,)),
+    ((2, 3), (3, 5)), ((4, 2, 3), (3, 5)), ((2, 3), (4, 3, 5)), ((1, 2, 3), (4, 3, 5))])
+@pytest.mark.parametrize("which", ["a", "b", "both"])
+def test_matmul_with_batched_vectors_matrices_and_stacks(a_shape, b_shape, which, rng):
+    A = fg.variable(rng.standard_normal(a_shape), name="A")
+    Bv = fg.variable(rng.standard_normal(b_shape), name="Bm")
+    if which == "a":
+        check(lambda a: fg.matmul(a, Bv), [a_shape], rng)
+    elif which == "b":
+        check(lambda b: fg.matmul(A, b), [b_shape], rng)
+    else:
+        check(lambda a, b: fg.matmul(a, b), [a_shape, b_shape], rng, none=True)
+
+
+def test_solve_with_a_batched_right_hand_side_only(rng):
+    M = fg.variable(rng.standard_normal((3, 3)) + 3 * np.eye(3), name="M")
+    check(lambda b: [fg.solve(M, b), fg.solve(M, fg.expand_dims(b, 1))], [(3,)], rng)
+
+
+def test_integer_inputs_one_hot_and_argmax(rng):
+    z = fg.variable(rng.standard_normal(4), name="z")
+    check(lambda lab, a: [fg.one_hot(lab, 4), fg.argmax(a, 0),
+                          fg.softmax_cross_entropy(fg.expand_dims(z, 0) * a[:, :1], lab)],
+          [(2,), (2, 3)], rng, dtypes={0: "int64"})
+
+
+def test_unmapped_outputs_are_repeated_and_a_batch_of_one_works(rng):
+    w = fg.variable(rng.standard_normal(3), name="w")
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(None, 3))
+    out = fg.vectorize([fg.exp(w), x * w], {x: X})
+    for n in (1, 3):
+        Xv = rng.standard_normal((n, 3))
+        e, xw = fg.run(out, {X: Xv})
+        np.testing.assert_array_equal(e, np.broadcast_to(np.exp(w.value), (n, 3)))
+        np.testing.assert_allclose(xw, Xv * w.value, rtol=1e-15)
+
+
+# -- gradient graphs -------------------------------------------------------------------
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_per_example_gradients_of_logistic_regression(none, rng):
+    n, d = 6, 5
+    Xv, Tv = rng.standard_normal((n, d)), (rng.random(n) < 0.5).astype(float)
+    w = fg.variable(rng.standard_normal(d), name="w")
+    b = fg.variable(0.3, name="b")
+    xi, ti = fg.placeholder("xi", shape=(d,)), fg.placeholder("ti", shape=())
+    loss = fg.bce_with_logits(fg.dot(xi, w) + b, ti)
+    X = fg.placeholder("X", shape=(None if none else n, d))
+    T = fg.placeholder("T", shape=(None if none else n,))
+    gw, gb = fg.vectorize(fg.grad(loss, [w, b]), {xi: X, ti: T})
+    got_w, got_b = fg.run([gw, gb], {X: Xv, T: Tv})
+    r = _sigmoid(Xv @ w.value + 0.3) - Tv                    # the closed form
+    np.testing.assert_allclose(got_w, r[:, None] * Xv, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got_b, r, rtol=1e-12, atol=1e-14)
+    prog = fg.compile(fg.grad(loss, w))                       # and a loop over examples
+    loop = np.stack([prog({xi: Xv[i], ti: Tv[i]}) for i in range(n)])
+    np.testing.assert_allclose(got_w, loop, rtol=1e-12, atol=1e-14)
+
+
+def test_per_example_gradients_of_a_two_layer_mlp_against_torch(rng):
+    torch = pytest.importorskip("torch")
+    n, d, h, k = 5, 4, 6, 3
+    Xv, Tv = rng.standard_normal((n, d)), rng.standard_normal((n, k))
+    W1v, b1v = rng.standard_normal((d, h)), rng.standard_normal(h)
+    W2v, b2v = rng.standard_normal((h, k)), rng.standard_normal(k)
+    params = [fg.variable(v, name=nm) for v, nm in
+              ((W1v, "W1"), (b1v, "b1"), (W2v, "W2"), (b2v, "b2"))]
+    W1, b1, W2, b2 = params
+    xi, ti = fg.placeholder("xi", shape=(d,)), fg.placeholder("ti", shape=(k,))
+    out = fg.linear(fg.tanh(fg.linear(xi, W1, b1)), W2, b2)
+    loss = fg.mse(out, ti)
+    X, T = fg.placeholder("X", shape=(None, d)), fg.placeholder("T", shape=(None, k))
+    grads = fg.run(fg.vectorize(fg.grad(loss, params), {xi: X, ti: T}), {X: Xv, T: Tv})
+    for i in range(n):
+        tp = [torch.tensor(v, dtype=torch.float64, requires_grad=True)
+              for v in (W1v, b1v, W2v, b2v)]
+        x, t = torch.tensor(Xv[i]), torch.tensor(Tv[i])
+        o = torch.tanh(x @ tp[0] + tp[1]) @ tp[2] + tp[3]
+        torch.mean((o - t) ** 2).backward()
+        for g, p in zip(grads, tp):
+            np.testing.assert_allclose(g[i], p.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_vectorized_hessian_vector_products(rng):
+    """Second derivatives: per-example H_i v for a batch of examples and of vectors,
+    against the closed form σ'(x·w) (x·v) x."""
+    n, d = 5, 4
+    Xv, Vv = rng.standard_normal((n, d)), rng.standard_normal((n, d))
+    w = fg.variable(rng.standard_normal(d), name="w")
+    xi, v = fg.placeholder("xi", shape=(d,)), fg.placeholder("v", shape=(d,))
+    f = fg.softplus(fg.dot(xi, w))
+    X, V = fg.placeholder("X", shape=(None, d)), fg.placeholder("V", shape=(None, d))
+    for mode in ("fwd-rev", "rev-rev"):
+        got = fg.run(fg.vectorize(fg.hvp(f, w, v, mode=mode), {xi: X, v: V}), {X: Xv, V: Vv})
+        s = _sigmoid(Xv @ w.value)
+        want = (s * (1 - s) * np.sum(Xv * Vv, 1))[:, None] * Xv
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_a_vectorized_graph_differentiates_again(rng):
+    """grad of Σ over the batch of a vectorized loss = Σ of the per-example gradients."""
+    n, d = 6, 3
+    Xv = rng.standard_normal((n, d))
+    w = fg.variable(rng.standard_normal(d), name="w")
+    xi = fg.placeholder("xi", shape=(d,))
+    loss = fg.sum(fg.tanh(xi * w) ** 2)
+    X = fg.placeholder("X", shape=(None, d))
+    total = fg.sum(fg.vectorize(loss, {xi: X}))
+    got = fg.run(fg.grad(total, w), {X: Xv})
+    t = np.tanh(Xv * w.value)
+    np.testing.assert_allclose(got, np.sum(2 * t * (1 - t * t) * Xv, 0), rtol=1e-12)
+
+
+# -- random draws -------------------------------------------------------------------------
+
+def test_a_draw_outside_the_mapped_inputs_is_shared_by_every_example(rng):
+    x = fg.placeholder("x", shape=(3,))
+    noise = fg.random.normal((3,), seed=5)
+    X = fg.placeholder("X", shape=(None, 3))
+    Xv = rng.standard_normal((4, 3))
+    got = fg.run(fg.vectorize(x + noise, {x: X}), {X: Xv})
+    drawn = got - Xv
+    np.testing.assert_allclose(drawn, np.broadcast_to(drawn[0], (4, 3)), rtol=0, atol=1e-15)
+
+
+def test_a_draw_shaped_like_a_batched_node_is_refused():
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(4, 3))
+    with pytest.raises(BatchingError, match="random_normal.*like="):
+        fg.vectorize(x + fg.random.normal(None, like=x, seed=1), {x: X})
+
+
+# -- refusals at the boundary ------------------------------------------------------------------
+
+def test_batch_lengths_that_disagree_are_refused():
+    x, t = fg.placeholder("x", shape=(3,)), fg.placeholder("t", shape=())
+    X, T = fg.placeholder("X", shape=(4, 3)), fg.placeholder("T", shape=(5,))
+    with pytest.raises(fg.ShapeError, match="disagree on the batch length"):
+        fg.vectorize(x * t, {x: X, t: T})
+    T4 = fg.placeholder("T4", shape=(4,))                    # one less: accepted
+    assert fg.vectorize(x * t, {x: X, t: T4}).shape == (4, 3)
+
+
+def test_a_key_outside_the_graph_is_refused():
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(4, 3))
+    with fg.Graph():
+        other = fg.placeholder("o", shape=(3,))
+    with pytest.raises(fg.GraphError, match="'o' is not a node of the outputs' graph"):
+        fg.vectorize(x * 2.0, {other: X})
+
+
+def test_a_value_without_the_batch_axis_is_refused():
+    x = fg.placeholder("x", shape=(3,))
+    same = fg.placeholder("same", shape=(3,))
+    with pytest.raises(fg.ShapeError, match="one leading batch axis"):
+        fg.vectorize(x * 2.0, {x: same})
+    wrong = fg.placeholder("wrong", shape=(4, 2))
+    with pytest.raises(fg.ShapeError, match="one leading batch axis"):
+        fg.vectorize(x * 2.0, {x: wrong})
+    f32 = fg.placeholder("f32", shape=(4, 3), dtype="float32")
+    with pytest.raises(fg.ShapeError, match="dtype float32"):
+        fg.vectorize(x * 2.0, {x: f32})
+    assert fg.vectorize(x * 2.0, {x: fg.placeholder("ok", shape=(4, 3))}).shape == (4, 3)
+
+
+def test_an_op_without_a_batching_rule_is_named(rng):
+    """Concatenation with run-time lengths has no rule: its gradient names the op and
+    says where a rule goes."""
+    x = fg.placeholder("x", shape=(None,))
+    X = fg.placeholder("X", shape=(2, None))
+    g = fg.grad(fg.sum(fg.concatenate([x, x * x]) ** 2), x)
+    with pytest.raises(BatchingError, match=r"op 'concat_\w+' .* flowgrad/batching\.py"):
+        fg.vectorize(g, {x: X})
+    assert issubclass(BatchingError, fg.UsageError)
+
+
+def test_advanced_indices_split_by_a_slice_are_refused():
+    x = fg.placeholder("x", shape=(2, 3, 2))
+    X = fg.placeholder("X", shape=(4, 2, 3, 2))
+    with pytest.raises(BatchingError, match="getitem.*separated by a slice"):
+        fg.vectorize(x[[0, 1], :, [1, 0]], {x: X})
+
+
+def test_the_rule_table_covers_every_op_it_names():
+    assert set(covered()) == {n for n in RULES if n in fg.ops.REGISTRY}
+    assert "matmul" in covered() and "sum_to" in covered() and "broadcast_like" in covered()
+
+
+# -- jacobian / hessian ------------------------------------------------------------------------
+
+JACOBIANS = {
+    "tanh*sum": (lambda x: fg.tanh(x) * fg.sum(x), (5,)),
+    "matrix": (lambda x: fg.matmul(x, fg.transpose(x)) + fg.exp(x[:, 0]), (3, 2)),
+    "softmax": (lambda x: fg.softmax(x), (4,)),
+    "inverse": (lambda x: fg.inv(x + 3 * fg.constant(np.eye(3))), (3, 3)),
+    "0-d input": (lambda x: fg.stack([fg.sin(x), x * x]), ()),
+}
+
+
+@pytest.mark.parametrize("mode", ["fwd", "rev"])
+@pytest.mark.parametrize("name", sorted(JACOBIANS))
+def test_vectorized_jacobians_equal_the_basis_loop(name, mode, rng):
+    fn, shape = JACOBIANS[name]
+    x = fg.placeholder("x", shape=shape)
+    y = fn(x)
+    J = fg.jacobian(y, x, mode=mode)
+    Jm = fg.jacobian(y, x, mode=mode, method="map")
+    assert J.shape == Jm.shape == y.shape + x.shape
+    xv = rng.standard_normal(shape)
+    a, b = fg.run([J, Jm], {x: xv})
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert "basis_map" not in {n.op.name for n in x.graph.nodes if n.op is not None
+                               and n.id in _ancestor_ids(J)}
+
+
+def _ancestor_ids(node):
+    return set(node.graph.ancestors([node.id]))
+
+
+def test_hessians_equal_the_closed_form_and_the_loop(rng):
+    A = rng.standard_normal((4, 4))
+    X0 = A @ A.T + 4 * np.eye(4)
+    x = fg.placeholder("x", shape=(4, 4))
+    H = fg.hessian(fg.logdet(x), x)
+    Hm = fg.hessian(fg.logdet(x), x, method="map")
+    a, b = fg.run([H, Hm], {x: X0})
+    Xi = np.linalg.inv(X0)
+    np.testing.assert_allclose(a, -np.einsum("li,jk->ijkl", Xi, Xi), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_jacobian_falls_back_to_the_loop_when_an_op_has_no_rule(rng):
+    x = fg.placeholder("x", shape=(2, 3, 2))
+    y = fg.tanh(x)[[0, 1], :, [1, 0]]                          # no batching rule for this
+    J = fg.jacobian(y, x)
+    assert "basis_map" in {fg.ops.REGISTRY[n].name for n in
+                           {x.graph.node(i).op.name for i in _ancestor_ids(J)
+                            if x.graph.node(i).op is not None}}
+    xv = rng.standard_normal((2, 3, 2))
+    want = np.zeros(y.shape + x.shape)
+    for (a, c), i in zip(((0, 1), (1, 0)), range(2)):
+        for j in range(3):
+            want[i, j, a, j, c] = 1 - np.tanh(xv[a, j, c]) ** 2
+    np.testing.assert_allclose(fg.run(J, {x: xv}), want, rtol=1e-14)
+    with pytest.raises(BatchingError):
+        fg.jacobian(y, x, method="vectorize")
+    with pytest.raises(ValueError, match="method"):
+        fg.jacobian(y, x, method="loop")
