@@ -91,7 +91,7 @@ def mul_rule(b, node, ins, bat):
     the rounding of a reassociated product)."""
     if bat.count(True) == 1:
         p, v = (ins[0], ins[1]) if bat[0] else (ins[1], ins[0])
-        if p.op is not None and p.op.name == "mul":
+        if p.op is not None and p.op.name == "mul" and b.made_by_rule(p):
             pb, pu = p.inputs
             if b.is_batched(pu):
                 pb, pu = pu, pb

@@ -133,8 +133,26 @@ def _identity_batch(graph, shape, dtype):
     return as_node(np.eye(n, dtype=dtype).reshape((n,) + tuple(shape)), graph)
 
 
+#: The most entries a batched intermediate of a vectorized Jacobian may have (512 MiB of
+#: float64); beyond it the loop over basis vectors, whose memory does not grow with J's
+#: size, is used instead.
+MAX_BATCHED_ENTRIES = 2 ** 26
+
+
 def _vectorized_jacobian(graph, y, x, mode):
     """J from one vjp (rows) or jvp (columns), batched over the identity."""
+    start = len(graph)
+    J = _batched_products(graph, y, x, mode)
+    largest = max((math.prod(graph.node(i).shape) for i in graph.ancestors([J.id])
+                   if i >= start and None not in graph.node(i).shape), default=0)
+    if largest > MAX_BATCHED_ENTRIES:
+        raise BatchingError(f"jacobian: a batched intermediate would hold {largest} entries "
+                            f"(more than {MAX_BATCHED_ENTRIES}); method='map' loops over "
+                            f"the basis vectors instead")
+    return J
+
+
+def _batched_products(graph, y, x, mode):
     from flowgrad.ops import reshape, transpose
     from .vectorize import vectorize
     if mode == "rev":

@@ -97,10 +97,16 @@ class Batcher:
         self.graph, self.length, self._ref = graph, length, ref
         self._lead = None
         self._batched = set()               # ids of nodes that carry the batch axis
+        self._mapped = set()                # ids of the user's batched values
 
     def is_batched(self, node):
         """Whether ``node`` (an input a rule sees) carries the batch axis."""
         return node.id in self._batched
+
+    def made_by_rule(self, node):
+        """Whether ``node`` was built by this batcher (not one of the user's values, whose
+        unbatched operands may have any shape), so its operands are per-example."""
+        return node.id in self._batched and node.id not in self._mapped
 
     # -- the transform --------------------------------------------------------------
     def sub(self, outputs, mapping):
@@ -109,6 +115,8 @@ class Batcher:
         outs = [outputs] if single else list(outputs)
         batched = {k.id: v for k, v in mapping.items()}
         self._batched.update(v.id for v in mapping.values())
+        if not self._mapped:
+            self._mapped.update(v.id for v in mapping.values())
         replaced = {}                       # id -> a rebuilt node the batch does not reach
         graph = self.graph
         for nid in graph.ancestors([o.id for o in outs]):

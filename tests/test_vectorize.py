@@ -378,3 +378,22 @@ def test_jacobian_falls_back_to_the_loop_when_an_op_has_no_rule(rng):
         fg.jacobian(y, x, method="vectorize")
     with pytest.raises(ValueError, match="method"):
         fg.jacobian(y, x, method="loop")
+
+
+def test_a_jacobian_whose_batch_would_be_too_large_loops_instead(rng, monkeypatch):
+    from flowgrad import higher_order
+    x = fg.placeholder("x", shape=(6,))
+    A = fg.constant(rng.standard_normal((50, 6)))
+    y = fg.tanh(A @ x)
+    monkeypatch.setattr(higher_order, "MAX_BATCHED_ENTRIES", 50 * 6 - 1)  # just below
+    J = fg.jacobian(y, x, mode="fwd")               # batch 6 × (50,): 300 entries
+    assert J.inputs[0].op.name == "basis_map"
+    monkeypatch.setattr(higher_order, "MAX_BATCHED_ENTRIES", 50 * 6)      # at the limit
+    Jv = fg.jacobian(y, x, mode="fwd")
+    assert "basis_map" not in {x.graph.node(i).op.name for i in _ancestor_ids(Jv)
+                               if x.graph.node(i).op is not None}
+    xv = rng.standard_normal(6)
+    want = (1 - np.tanh(A.value @ xv) ** 2)[:, None] * A.value
+    a, b = fg.run([J, Jv], {x: xv})
+    np.testing.assert_allclose(a, want, rtol=1e-12)
+    np.testing.assert_allclose(b, want, rtol=1e-12)
