@@ -397,3 +397,78 @@ def test_a_jacobian_whose_batch_would_be_too_large_loops_instead(rng, monkeypatc
     a, b = fg.run([J, Jv], {x: xv})
     np.testing.assert_allclose(a, want, rtol=1e-12)
     np.testing.assert_allclose(b, want, rtol=1e-12)
+
+
+def _scalarized(fn, seed=7):
+    """fn's outputs folded into one scalar with fixed random weights."""
+    def f(*ps):
+        out = fn(*ps)
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        r = np.random.default_rng(seed)
+        return sum(fg.sum(o * fg.constant(r.standard_normal(o.shape))) for o in outs)
+    return f
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_per_example_gradients_of_each_op_family(name, none, rng):
+    """The gradient graphs (sum_to, broadcast helpers, scatter-adds, concatenation
+    blocks, the linalg rules) batch too: the reverse and the forward sweep."""
+    fn, shapes = CASES[name]
+    f = _scalarized(fn)
+    with fg.Graph():
+        check(lambda *ps: fg.grad(f(*ps), list(ps)), shapes, rng, none=none)
+
+    def forward(*ps):
+        r = np.random.default_rng(3)
+        return fg.jvp(f(*ps), list(ps), [fg.constant(r.standard_normal(s)) for s in shapes])
+    with fg.Graph():
+        check(forward, shapes, rng, none=none)
+
+
+def test_float32_examples_stay_float32(rng):
+    w = fg.variable(rng.standard_normal(3).astype(np.float32), name="w")
+    x = fg.placeholder("x", shape=(3,), dtype="float32")
+    X = fg.placeholder("X", shape=(None, 3), dtype="float32")
+    g = fg.vectorize(fg.grad(fg.sum(fg.tanh(x * w)), w), {x: X})
+    Xv = rng.standard_normal((4, 3)).astype(np.float32)
+    got = fg.run(g, {X: Xv})
+    assert g.dtype == np.float32 and got.dtype == np.float32
+    t = np.tanh(Xv * w.value)
+    np.testing.assert_allclose(got, (1 - t * t) * Xv, rtol=1e-6)
+
+
+def test_an_intermediate_node_may_be_the_key(rng):
+    x = fg.placeholder("x", shape=(3,))
+    h = fg.exp(x)                                           # replaced by a batch of its own
+    out = fg.sum(h * h) + fg.sum(x)
+    H = fg.placeholder("H", shape=(5, 3))
+    X = fg.placeholder("X", shape=(5, 3))
+    Hv, Xv = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    got = fg.run(fg.vectorize(out, {h: H, x: X}), {H: Hv, X: Xv})
+    np.testing.assert_allclose(got, np.sum(Hv * Hv, 1) + np.sum(Xv, 1), rtol=1e-14)
+
+
+def test_examples_with_run_time_lengths_of_their_own(rng):
+    """A sequence per example (length known at run time, the same across the batch)."""
+    s = fg.placeholder("s", shape=(None, 3))
+    w = fg.variable(rng.standard_normal(3), name="w")
+    outs = [fg.mean(fg.tanh(s @ w)), fg.sum(s, 0), s[1:] - s[:-1]]
+    S = fg.placeholder("S", shape=(None, None, 3))
+    Sv = rng.standard_normal((4, 6, 3))
+    got = fg.run(fg.vectorize(outs, {s: S}), {S: Sv})
+    flat = fg.reshape(s, (-1,))               # two run-time lengths behind one reshape:
+    with pytest.raises(BatchingError, match="two run-time lengths"):
+        fg.vectorize(flat, {s: S})
+    S4 = fg.placeholder("S4", shape=(4, None, 3))           # a static batch length: fine
+    np.testing.assert_array_equal(fg.run(fg.vectorize(flat, {s: S4}), {S4: Sv}),
+                                  Sv.reshape(4, -1))
+    prog = fg.compile(outs)
+    rows = [prog({s: Sv[i]}) for i in range(4)]
+    for k, g in enumerate(got):
+        np.testing.assert_allclose(g, np.stack([r[k] for r in rows]), rtol=1e-12, atol=1e-14)
+    grads = fg.vectorize(fg.grad(outs[0], [s, w]), {s: S})
+    gs, gw = fg.run(grads, {S: Sv})
+    t = np.tanh(Sv @ w.value)
+    np.testing.assert_allclose(gw, np.einsum("bn,bnk->bk", (1 - t * t) / 6, Sv), rtol=1e-12)
+    np.testing.assert_allclose(gs, ((1 - t * t) / 6)[..., None] * w.value, rtol=1e-12)
