@@ -8,8 +8,8 @@ node are reused as they are, unbatched: a weight, a constant, a random draw (one
 draw then serves every example). The outputs come back with a leading batch axis.
 
 The batch length may be static or known only at run time (``None``). Static lengths
-of two mapped values must agree; run-time lengths are compared by numpy where they
-meet in an op.
+of two mapped values must agree; run-time lengths are compared when the program runs
+(a batch of 1 is never broadcast against a batch of n).
 
 Per-example gradients are the headline use: ``fg.vectorize(fg.grad(loss_i, w),
 {x_i: X, t_i: T})`` is one node of shape ``(B,) + w.shape`` computed with batched
@@ -18,6 +18,7 @@ over an identity batch of basis vectors.
 """
 from __future__ import annotations
 
+import math
 
 import numpy as np
 
@@ -45,9 +46,40 @@ def vectorize(outputs, mapping):
     graph = outs[0].graph
     same_graph(outs)
     pairs = [_checked_pair(graph, k, v) for k, v in mapping.items()]
-    batcher = Batcher(graph, _batch_length(pairs), pairs[0][1])
+    length = _batch_length(pairs)
+    if len(pairs) > 1 and any(v.shape[0] is None for _, v in pairs):
+        pairs = _lengths_checked(graph, outs, pairs)
+    batcher = Batcher(graph, length, pairs[0][1])
     done = batcher.sub(outs, dict(pairs))
     return done[0] if single else done
+
+
+def _lengths_checked(graph, outs, pairs):
+    """With a run-time batch length, numpy would broadcast a batch of 1 against a batch
+    of n without a word wherever the feed's length checks (flowgrad/lengths.py) do not
+    tie the two: the mapped values' lengths are compared on every run instead. A column
+    of zeros per value is concatenated side by side (which fails unless every value has
+    the same length), and the smallest value the outputs read is routed through a
+    ``where`` on it, so that no output is computed without the comparison."""
+    from flowgrad.ops import concatenate, expand_dims, getitem, not_equal, sum, where, \
+        zeros_like
+    cols = []
+    for _, v in pairs:
+        r = len(v.shape) - 1
+        # (B, 1) from at most one entry a row (a per-example axis may have length 0)
+        head = sum(getitem(v, (slice(None),) + (slice(0, 1),) * r), tuple(range(1, r + 1))) \
+            if r else v
+        cols.append(zeros_like(expand_dims(head, 1)))
+    z = getitem(concatenate(cols, axis=1), (slice(None), 0))       # (B,): lengths equal
+    same = not_equal(z, z)                                          # all False
+    used = set(graph.ancestors([o.id for o in outs]))
+    read = [k for k, (key, _) in enumerate(pairs) if key.id in used] or [0]
+    k = min(read, key=lambda k: math.prod(s or 1 for s in pairs[k][1].shape[1:]))
+    key, v = pairs[k]
+    cond = expand_dims(same, tuple(range(1, len(v.shape)))) if len(v.shape) > 1 else same
+    pairs = list(pairs)
+    pairs[k] = (key, where(cond, v, v))
+    return pairs
 
 
 def _as_nodes(outputs):

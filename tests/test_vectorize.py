@@ -472,3 +472,27 @@ def test_examples_with_run_time_lengths_of_their_own(rng):
     t = np.tanh(Sv @ w.value)
     np.testing.assert_allclose(gw, np.einsum("bn,bnk->bk", (1 - t * t) / 6, Sv), rtol=1e-12)
     np.testing.assert_allclose(gs, ((1 - t * t) / 6)[..., None] * w.value, rtol=1e-12)
+
+
+def test_run_time_batch_lengths_are_compared_when_the_program_runs(rng):
+    """A batch of 1 must not broadcast silently against a batch of 5."""
+    x, t = fg.placeholder("x", shape=(3,)), fg.placeholder("t", shape=())
+    X, T = fg.placeholder("X", shape=(None, 3)), fg.placeholder("T", shape=(None,))
+    out = fg.vectorize(x * t, {x: X, t: T})
+    Xv = rng.standard_normal((5, 3))
+    np.testing.assert_allclose(fg.run(out, {X: Xv, T: np.arange(5.0)}),
+                               Xv * np.arange(5.0)[:, None], rtol=1e-15)
+    for bad in (1, 4, 6):                                     # 1: numpy would broadcast it
+        with pytest.raises((fg.FlowgradError, ValueError)):
+            fg.run(out, {X: Xv, T: np.ones(bad)})
+    # a reshape ties no lengths for the feed checks: only the vectorize check sees this
+    out1 = fg.vectorize(x * fg.reshape(t, (1,)), {x: X, t: T})
+    with pytest.raises((fg.FlowgradError, ValueError)):
+        fg.run(out1, {X: Xv, T: np.ones(1)})
+    S = fg.placeholder("S", shape=(5, 2, 0))                  # static against run-time,
+    s = fg.placeholder("s", shape=(2, 0))                     # and an empty example
+    out2 = fg.vectorize([x * t, fg.sum(s) + t], {x: X, t: T, s: S})
+    a, b = fg.run(out2, {X: Xv, T: np.arange(5.0), S: np.zeros((5, 2, 0))})
+    np.testing.assert_allclose(b, np.arange(5.0))
+    with pytest.raises((fg.FlowgradError, ValueError)):
+        fg.run(out2, {X: Xv[:1], T: np.arange(1.0), S: np.zeros((5, 2, 0))})
