@@ -13,9 +13,14 @@ vector: reverse mode, J = [eₖᵀJ]ₖ (one vjp per output entry), or forward m
 J = [J eₖ]ₖ (one jvp per input entry), whichever needs fewer (``size(x) < size(y)``
 picks forward). Building one vjp graph per row would grow the graph with the size
 of J, so instead the product is built **once**, with a placeholder ``u`` standing
-for the basis vector — the *body*, ``vjp(y, x, u)`` or ``jvp(y, x, u)`` — and J is
-one node of the op ``basis_map``, whose kernel runs the body's one compiled
-program once per basis vector and stacks the results.
+for the basis vector — the *body*, ``vjp(y, x, u)`` or ``jvp(y, x, u)``. By default
+(``method=None`` or ``"vectorize"``) the body is batched by ``fg.vectorize`` over
+the identity, an array holding every basis vector: each op runs once on the whole
+batch, and J is an ordinary node (exportable, drawable). When an op on the path has
+no batching rule, a shape has a run-time length, or a batched intermediate would
+exceed ``MAX_BATCHED_ENTRIES``, J is instead (``method="map"``) one node of the op
+``basis_map``, whose kernel runs the body's one compiled program once per basis
+vector and stacks the results; the rest of this docstring is about that op.
 
 A body reads values computed outside it (the forward pass, the gradient). When
 the map is built, the body is *closed*: every node that does not depend on ``u``
