@@ -496,3 +496,19 @@ def test_run_time_batch_lengths_are_compared_when_the_program_runs(rng):
     np.testing.assert_allclose(b, np.arange(5.0))
     with pytest.raises((fg.FlowgradError, ValueError)):
         fg.run(out2, {X: Xv[:1], T: np.arange(1.0), S: np.zeros((5, 2, 0))})
+
+
+def test_a_vectorized_hessian_exports_to_onnx(tmp_path, rng):
+    """J and H are ordinary nodes now, so they export (the basis loop had no ONNX
+    counterpart); onnxruntime computes the closed form."""
+    ort = pytest.importorskip("onnxruntime")
+    Xv = rng.standard_normal((5, 3))
+    w = fg.placeholder("w", shape=(3,))
+    f = fg.mean(fg.softplus(fg.constant(Xv) @ w)) + 0.1 * fg.sum(w * w)
+    H = fg.hessian(f, w).named("H")
+    fg.export_onnx(H, tmp_path / "h.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "h.onnx"), providers=["CPUExecutionProvider"])
+    wv = np.array([0.1, -0.2, 0.3])
+    s = _sigmoid(Xv @ wv)
+    want = (Xv.T * (s * (1 - s))) @ Xv / 5 + 0.2 * np.eye(3)
+    np.testing.assert_allclose(sess.run(None, {"w": wv})[0], want, rtol=1e-12)
