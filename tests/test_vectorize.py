@@ -512,3 +512,22 @@ def test_a_vectorized_hessian_exports_to_onnx(tmp_path, rng):
     s = _sigmoid(Xv @ wv)
     want = (Xv.T * (s * (1 - s))) @ Xv / 5 + 0.2 * np.eye(3)
     np.testing.assert_allclose(sess.run(None, {"w": wv})[0], want, rtol=1e-12)
+
+
+def test_hessian_over_data_with_a_run_time_row_count(rng):
+    """The basis is static (w), the data rows are not: the gradient graph's run-time
+    helpers (reduced_size, broadcast_like, sum_to) batch over the basis."""
+    X = fg.placeholder("X", shape=(None, 3))
+    T = fg.placeholder("T", shape=(None,))
+    w = fg.variable(rng.standard_normal(3), name="w")
+    loss = fg.mean(fg.bce_with_logits(X @ w, T, reduction="none") * fg.tanh(X @ w))
+    H, Hm = fg.hessian(loss, w), fg.hessian(loss, w, method="map")
+    T3 = fg.jacobian(H, w)                                     # a third derivative
+    T3m = fg.jacobian(Hm, w, method="map")
+    Xv, Tv = rng.standard_normal((7, 3)), (rng.random(7) < 0.5).astype(float)
+    a, b, c, d = fg.run([H, Hm, T3, T3m], {X: Xv, T: Tv})
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(c, d, rtol=1e-12, atol=1e-14)
+    assert c.shape == (3, 3, 3)
+    ops = {X.graph.node(i).op.name for i in _ancestor_ids(T3) if X.graph.node(i).op}
+    assert "basis_map" not in ops                              # batched twice, no loop
