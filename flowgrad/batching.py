@@ -23,7 +23,8 @@ Ops covered, by family:
   reduced_size and mask give unbatched results.
 * shape: reshape (the batch length prepended, a run-time length included), transpose,
   broadcast_to, reshape_like, and the helpers gradients use, sum_to and broadcast_like;
-  zeros_like, ones_like.
+  zeros_like, ones_like; concat_offsets, concat_part, concat_unpart (the blocks of a
+  concatenation with run-time lengths, in its gradient).
 * indexing: getitem and scatter_add with constant indices (a full slice prepended);
   integer *node* indices that carry the batch, and advanced indices split by a slice,
   are refused.
@@ -36,8 +37,8 @@ Ops covered, by family:
   every example (as any value computed outside the map); a draw whose shape reference
   (``like=``) carries the batch is refused.
 
-Not covered (BatchingError naming the op): concat_offsets, concat_part, concat_unpart
-(concatenation with run-time lengths), basis_map, and any op not in the table.
+Not covered (BatchingError naming the op): basis_map (a Jacobian built with
+``method="map"``), and any op not in the table.
 """
 from __future__ import annotations
 
@@ -309,6 +310,19 @@ def linear(b, node, ins, bat):
     return apply(node.op, *ins)
 
 
+def concat_offsets(b, node, ins, bat):
+    """Where each block starts: read from the shapes alone, the same for every example."""
+    args = [x if f else b.materialize(x) for x, f in zip(ins, bat)]
+    return Unbatched(apply(node.op, *args, axis=node.attrs["axis"] + 1))
+
+
+def concat_block(b, node, ins, bat):
+    """concat_part / concat_unpart: the block's axis shifted; the offsets stay unbatched."""
+    if bat[1]:
+        raise refuse(node, "the block offsets carry the batch")
+    return apply(node.op, *ins, **{**node.attrs, "axis": node.attrs["axis"] + 1})
+
+
 def random_draw(b, node, ins, bat):
     raise refuse(node, "its shape reference (like=) carries the batch; draw outside the "
                  "vectorized function, or pass the batched shape reference yourself")
@@ -347,6 +361,9 @@ RULES = {
     "l2": decomposed,
     "bce_with_logits": decomposed,
     "softmax_cross_entropy": decomposed,
+    "concat_offsets": concat_offsets,
+    "concat_part": concat_block,
+    "concat_unpart": concat_block,
     "random_normal": random_draw,
     "random_uniform": random_draw,
     "random_bernoulli": random_draw,

@@ -9,8 +9,11 @@ boundary, and fg.jacobian's vectorized path against its loop over basis vectors.
 """
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import flowgrad as fg
+import random_graphs
 from flowgrad.batching import RULES, BatchingError, covered
 
 B = 4
@@ -296,14 +299,27 @@ def test_a_value_without_the_batch_axis_is_refused():
 
 
 def test_an_op_without_a_batching_rule_is_named(rng):
-    """Concatenation with run-time lengths has no rule: its gradient names the op and
-    says where a rule goes."""
-    x = fg.placeholder("x", shape=(None,))
-    X = fg.placeholder("X", shape=(2, None))
-    g = fg.grad(fg.sum(fg.concatenate([x, x * x]) ** 2), x)
-    with pytest.raises(BatchingError, match=r"op 'concat_\w+' .* flowgrad/batching\.py"):
-        fg.vectorize(g, {x: X})
+    """A Jacobian built as a loop over basis vectors (basis_map) has no rule: the error
+    names the op and says where a rule goes."""
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(2, 3))
+    J = fg.jacobian(fg.tanh(x), x, method="map")
+    with pytest.raises(BatchingError, match=r"op 'basis_map' .* flowgrad/batching\.py"):
+        fg.vectorize(J, {x: X})
     assert issubclass(BatchingError, fg.UsageError)
+
+
+def test_concatenation_with_run_time_lengths_and_its_gradient(rng):
+    x = fg.placeholder("x", shape=(None,))
+    X = fg.placeholder("X", shape=(None, None))
+    y = fg.concatenate([x, x * x, fg.sin(x)])
+    outs = [y, fg.grad(fg.sum(y * y), x), fg.jvp(fg.sum(y ** 3), x, fg.cos(x))]
+    prog = fg.compile(outs)
+    Xv = rng.standard_normal((4, 5))
+    got = fg.run(fg.vectorize(outs, {x: X}), {X: Xv})
+    rows = [prog({x: Xv[i]}) for i in range(4)]
+    for k, g in enumerate(got):
+        np.testing.assert_allclose(g, np.stack([r[k] for r in rows]), rtol=1e-12)
 
 
 def test_advanced_indices_split_by_a_slice_are_refused():
@@ -531,3 +547,23 @@ def test_hessian_over_data_with_a_run_time_row_count(rng):
     assert c.shape == (3, 3, 3)
     ops = {X.graph.node(i).op.name for i in _ancestor_ids(T3) if X.graph.node(i).op}
     assert "basis_map" not in ops                              # batched twice, no loop
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_graphs.programs(), st.booleans())
+def test_random_graphs_and_their_gradients_batch_like_a_loop(program, none):
+    """Random graphs over the op table (rows of run-time length per example), a loss and
+    its gradients: vectorized over a batch of 3 examples == the loop over them."""
+    g, per, outs, arrays = random_graphs.build(program)
+    rng = np.random.default_rng(len(program[1]))
+    with g:
+        batch = [fg.placeholder(f"batch{k}", shape=(None if none else 3, None, 2))
+                 for k in range(len(per))]
+        batched = fg.vectorize(outs, dict(zip(per, batch)))
+    vals = [np.stack([a, a[::-1] * 0.5, rng.standard_normal(a.shape)]) for a in arrays]
+    got = fg.run(batched, dict(zip(batch, vals)))
+    prog = fg.compile(outs)
+    rows = [prog(dict(zip(per, [v[i] for v in vals]))) for i in range(3)]
+    for k, out in enumerate(got):
+        want = np.stack([r[k] for r in rows])
+        np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
