@@ -8,7 +8,8 @@ no longer depends on the example (a shape count, a mask). A rule may raise
 ``BatchingError`` for a case it does not cover; ``fg.jacobian`` then falls back to
 its loop over basis vectors.
 
-Adding an op: one line in ``RULES`` (most ops fit ``elementwise`` or ``shifted``).
+Adding an op: one line in ``RULES`` (most ops fit ``elementwise`` or ``shifted``); an
+op declared ``Op(..., elementwise=True)`` needs none, it is batched by broadcasting.
 
 Ops covered, by family:
 
@@ -371,8 +372,12 @@ RULES = {
 
 
 def rule_for(node):
-    """The batching rule of ``node``'s op, or a BatchingError saying where to add one."""
+    """The batching rule of ``node``'s op, or a BatchingError saying where to add one.
+    An op declared ``elementwise=True`` (its derivative is diagonal: each output entry
+    reads only the matching input entries) batches by broadcasting without a line."""
     rule = RULES.get(node.op.name)
+    if rule is None and node.op.elementwise:
+        return elementwise
     if rule is None:
         raise BatchingError(
             f"vectorize: op {node.op.name!r} (node {node.name!r}) has no batching rule; "

@@ -567,3 +567,24 @@ def test_random_graphs_and_their_gradients_batch_like_a_loop(program, none):
     for k, out in enumerate(got):
         want = np.stack([r[k] for r in rows])
         np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
+
+
+def test_every_op_of_flowgrad_has_a_batching_rule():
+    """A new op needs one line in RULES (flowgrad/batching.py) unless it is declared
+    elementwise; only the basis loop has none (it is what vectorize replaces)."""
+    missing = sorted(name for name, op in fg.ops.REGISTRY.items()
+                     if name not in RULES and not op.elementwise
+                     and getattr(op.forward, "__module__", "").startswith("flowgrad")
+                     and name != "basis_map")
+    assert not missing, f"ops without a batching rule (add them to RULES): {missing}"
+
+
+def test_an_elementwise_op_without_a_line_batches_by_broadcasting(rng):
+    from flowgrad.ops.base import Op, apply
+    name = "test_vectorize_cube"
+    op = fg.ops.REGISTRY.get(name) or Op(
+        name, lambda xp, x, y: x ** 3 * y, lambda x, y: (fg.ops.base.broadcast_shapes(
+            name, x, y), x.dtype), vjp=(lambda g, ans, x, y: g * 3 * x * x * y,
+                                       lambda g, ans, x, y: g * x ** 3), elementwise=True)
+    W = fg.variable(rng.standard_normal((2, 3)), name="W")
+    check(lambda a: apply(op, a, W), [(3,)], rng, none=True)
