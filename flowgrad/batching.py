@@ -171,12 +171,6 @@ def decomposed(b, node, ins, bat):
     return b.sub(out, {i: x for i, x, f in zip(inputs, ins, bat) if f})
 
 
-def refusing(why):
-    def rule(b, node, ins, bat):
-        raise refuse(node, why)
-    return rule
-
-
 # -- shape rules ---------------------------------------------------------------------------
 
 def reshape(b, node, ins, bat):
