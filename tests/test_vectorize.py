@@ -572,11 +572,13 @@ def test_random_graphs_and_their_gradients_batch_like_a_loop(program, none):
 def test_every_op_of_flowgrad_has_a_batching_rule():
     """A new op needs one line in RULES (flowgrad/batching.py) unless it is declared
     elementwise; only the basis loop has none (it is what vectorize replaces)."""
+    from flowgrad.batching import WITHOUT_RULE
     missing = sorted(name for name, op in fg.ops.REGISTRY.items()
                      if name not in RULES and not op.elementwise
                      and getattr(op.forward, "__module__", "").startswith("flowgrad")
-                     and name != "basis_map")
-    assert not missing, f"ops without a batching rule (add them to RULES): {missing}"
+                     and name not in WITHOUT_RULE)
+    assert not missing, ("ops without a batching rule: add a line for each to RULES in "
+                         f"flowgrad/batching.py (or, on purpose, to WITHOUT_RULE): {missing}")
 
 
 def test_an_elementwise_op_without_a_line_batches_by_broadcasting(rng):
@@ -588,3 +590,20 @@ def test_an_elementwise_op_without_a_line_batches_by_broadcasting(rng):
                                        lambda g, ans, x, y: g * x ** 3), elementwise=True)
     W = fg.variable(rng.standard_normal((2, 3)), name="W")
     check(lambda a: apply(op, a, W), [(3,)], rng, none=True)
+
+
+def test_an_axis_of_none_is_refused_not_widened_to_the_batch(rng):
+    """A shifted rule must never turn 'every per-example axis' into 'every axis'."""
+    from flowgrad.batching import shifted
+    from flowgrad.ops.base import Op, apply
+    name = "test_vectorize_total"
+    op = fg.ops.REGISTRY.get(name) or Op(
+        name, lambda xp, x, axis: xp.sum(x, axis=axis), lambda x, axis: ((), x.dtype),
+        vjp=(lambda g, ans, x, axis: g * fg.ones_like(x),))
+    RULES[name] = shifted("axis")
+    try:
+        x = fg.placeholder("x", shape=(3,))
+        with pytest.raises(BatchingError, match="axis=None would include the batch"):
+            fg.vectorize(apply(op, x, axis=None), {x: fg.placeholder("X", shape=(2, 3))})
+    finally:
+        del RULES[name]
