@@ -27,6 +27,7 @@ from .data import batches  # noqa: F401
 from .checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401
 from .higher_order import hessian, hvp, jacobian  # noqa: F401
 from . import worked_example  # noqa: F401  (the lecture notes' worked example as a graph)
+from .vectorize import vectorize  # noqa: F401  (issue 21: batching transform)
 from .io import export_onnx, import_onnx, load_graph, save_graph  # noqa: F401
 from .ops.classification import argmax, one_hot  # noqa: F401
 from . import random  # noqa: F401  (fg.random.normal …: random draws as nodes)

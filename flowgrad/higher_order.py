@@ -13,9 +13,14 @@ vector: reverse mode, J = [eₖᵀJ]ₖ (one vjp per output entry), or forward m
 J = [J eₖ]ₖ (one jvp per input entry), whichever needs fewer (``size(x) < size(y)``
 picks forward). Building one vjp graph per row would grow the graph with the size
 of J, so instead the product is built **once**, with a placeholder ``u`` standing
-for the basis vector — the *body*, ``vjp(y, x, u)`` or ``jvp(y, x, u)`` — and J is
-one node of the op ``basis_map``, whose kernel runs the body's one compiled
-program once per basis vector and stacks the results.
+for the basis vector — the *body*, ``vjp(y, x, u)`` or ``jvp(y, x, u)``. By default
+(``method=None`` or ``"vectorize"``) the body is batched by ``fg.vectorize`` over
+the identity, an array holding every basis vector: each op runs once on the whole
+batch, and J is an ordinary node (exportable, drawable). When an op on the path has
+no batching rule, a shape has a run-time length, or a batched intermediate would
+exceed ``MAX_BATCHED_ENTRIES``, J is instead (``method="map"``) one node of the op
+``basis_map``, whose kernel runs the body's one compiled program once per basis
+vector and stacks the results; the rest of this docstring is about that op.
 
 A body reads values computed outside it (the forward pass, the gradient). When
 the map is built, the body is *closed*: every node that does not depend on ``u``
@@ -45,6 +50,7 @@ import math
 import numpy as np
 
 from .autodiff import _as_list, _differentiable, ancestors, grad, jvp, vjp
+from .batching import BatchingError
 from .errors import DifferentiationError
 from .graph import Node, same_graph
 
@@ -92,13 +98,15 @@ def _size(node):
     return None if None in node.shape else math.prod(node.shape)
 
 
-def jacobian(y: Node, x: Node, mode: str | None = None) -> Node:
+def jacobian(y: Node, x: Node, mode: str | None = None, method: str | None = None) -> Node:
     """∂y/∂x as one node of shape ``y.shape + x.shape``.
 
     ``mode`` is "fwd" (one jvp per entry of x), "rev" (one vjp per entry of y) or
     None: forward when x has fewer entries than y (a length known only at run time
-    counts as more). Either way one compiled program is run once per basis vector
-    (see the module docstring); the number of basis vectors may be known only at run time.
+    counts as more). ``method`` is "vectorize" (the product batched over an identity
+    batch of basis vectors, see fg.vectorize), "map" (one compiled body run once per
+    basis vector, see the module docstring) or None: vectorize when every op on the
+    path has a batching rule and the shapes are static, else map.
     """
     graph = same_graph([y, x])
     ny, nx_ = _size(y), _size(x)
@@ -106,11 +114,69 @@ def jacobian(y: Node, x: Node, mode: str | None = None) -> Node:
         mode = "fwd" if nx_ is not None and (ny is None or nx_ < ny) else "rev"
     if not _differentiable(y.dtype):
         raise DifferentiationError(f"cannot differentiate {y.name!r} of dtype {y.dtype}")
+    if mode not in ("fwd", "rev"):
+        raise ValueError(f"jacobian: mode must be 'fwd', 'rev' or None, got {mode!r}")
+    if method not in (None, "vectorize", "map"):
+        raise ValueError(f"jacobian: method must be 'vectorize', 'map' or None, got {method!r}")
+    if method != "map":
+        if ny is not None and nx_ is not None:
+            try:
+                return _vectorized_jacobian(graph, y, x, mode)
+            except BatchingError:
+                if method == "vectorize":
+                    raise
+        elif method == "vectorize":
+            raise DifferentiationError("jacobian: method='vectorize' needs static shapes, "
+                                       f"but {y.name!r} is {y.shape} and {x.name!r} {x.shape}")
+    return _mapped_jacobian(graph, y, x, mode)
+
+
+def _identity_batch(graph, shape, dtype):
+    """The standard basis of arrays of ``shape``, stacked: shape (n,) + shape."""
+    from flowgrad.ops import as_node
+    n = math.prod(shape)
+    return as_node(np.eye(n, dtype=dtype).reshape((n,) + tuple(shape)), graph)
+
+
+#: The most entries a batched intermediate of a vectorized Jacobian may have (512 MiB of
+#: float64); beyond it the loop over basis vectors, whose memory does not grow with J's
+#: size, is used instead.
+MAX_BATCHED_ENTRIES = 2 ** 26
+
+
+def _vectorized_jacobian(graph, y, x, mode):
+    """J from one vjp (rows) or jvp (columns), batched over the identity."""
+    start = len(graph)
+    J = _batched_products(graph, y, x, mode)
+    largest = max((math.prod(graph.node(i).shape) for i in graph.ancestors([J.id])
+                   if i >= start and None not in graph.node(i).shape), default=0)
+    if largest > MAX_BATCHED_ENTRIES:
+        raise BatchingError(f"jacobian: a batched intermediate would hold {largest} entries "
+                            f"(more than {MAX_BATCHED_ENTRIES}); method='map' loops over "
+                            f"the basis vectors instead")
+    return J
+
+
+def _batched_products(graph, y, x, mode):
+    from flowgrad.ops import reshape, transpose
+    from .vectorize import vectorize
+    if mode == "rev":
+        u = _placeholder(graph, y.shape, y.dtype, "jacobian/cotangent")
+        rows = vectorize(vjp(y, x, u), {u: _identity_batch(graph, y.shape, y.dtype)})
+        return reshape(rows, y.shape + x.shape)
+    dtype = x.dtype if _differentiable(x.dtype) else y.dtype
+    u = _placeholder(graph, x.shape, dtype, "jacobian/tangent")
+    cols = vectorize(jvp(y, x, u), {u: _identity_batch(graph, x.shape, dtype)})
+    cols = reshape(cols, x.shape + y.shape)
+    k = len(x.shape)
+    return transpose(cols, tuple(range(k, k + len(y.shape))) + tuple(range(k)))
+
+
+def _mapped_jacobian(graph, y, x, mode):
+    """J as one basis_map node: the product's program run once per basis vector."""
     if mode == "rev":
         u = _placeholder(graph, y.shape, y.dtype, "jacobian/cotangent")
         return _make_map(vjp(y, x, u), u, [], [], "stack", ref=_shape_ref(u, y))
-    if mode != "fwd":
-        raise ValueError(f"jacobian: mode must be 'fwd', 'rev' or None, got {mode!r}")
     from flowgrad.ops import transpose
     dtype = x.dtype if _differentiable(x.dtype) else y.dtype
     u = _placeholder(graph, x.shape, dtype, "jacobian/tangent")
@@ -125,16 +191,16 @@ def _shape_ref(basis, node):
     return node if None in basis.shape else None
 
 
-def hessian(f: Node, x: Node, mode: str = "fwd") -> Node:
+def hessian(f: Node, x: Node, mode: str = "fwd", method: str | None = None) -> Node:
     """∂²f/∂x² of the scalar ``f`` as one node of shape ``x.shape + x.shape``.
 
     ``mode="fwd"`` (default) is forward over reverse: column k is H eₖ, a jvp of the
-    gradient; ``"rev"`` is reverse over reverse.
+    gradient; ``"rev"`` is reverse over reverse. ``method``: as for jacobian.
     """
     if f.shape != ():
         raise DifferentiationError(f"hessian needs a scalar output, but {f.name!r} has "
                                    f"shape {f.shape}; use fg.jacobian of fg.grad")
-    return jacobian(grad(f, x), x, mode=mode)
+    return jacobian(grad(f, x), x, mode=mode, method=method)
 
 
 # -- the basis_map op ---------------------------------------------------------------------

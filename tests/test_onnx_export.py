@@ -241,7 +241,7 @@ def test_an_op_without_counterpart_is_named(tmp_path):
 def test_a_hessian_map_is_named(tmp_path):
     with fg.Graph():
         w = fg.variable(np.ones(2), name="w")
-        h = fg.hessian(fg.sum(fg.exp(w)), w).named("H")
+        h = fg.hessian(fg.sum(fg.exp(w)), w, method="map").named("H")   # the basis loop
     with pytest.raises(OnnxExportError, match=r"op 'basis_map' \(node 'basis_map_\d+'\)"):
         fg.export_onnx(h, tmp_path / "h.onnx")
 
