@@ -6,7 +6,7 @@
 2. Per-example gradients of logistic regression, 10⁴ × 100:
    fg.vectorize(fg.grad(loss_i, w), {x_i: X, t_i: T}) against numpy's
    (σ(Xw) − t)[:, None] · X. Target: within 2× numpy.
-3. Hessian of the seed's logistic loss f(w) = mean(softplus(Xw) − t·Xw) + μ/2‖w‖² at
+3. Hessian of a logistic loss as in the lecture notes, f(w) = mean(softplus(Xw) − t·Xw) + μ/2‖w‖² at
    d = 200 (n = 2000 rows): fg.hessian (vectorized and map) against numpy's
    Xᵀ diag(σ(1 − σ)) X / n + μI. jax is not installed here, so jax.jacfwd(jax.grad)
    is not measured.
