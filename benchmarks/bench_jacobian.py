@@ -24,18 +24,7 @@ import time
 import numpy as np
 
 import flowgrad as fg
-
-
-def interleaved(fns, repeats):
-    for fn in fns:
-        fn()                                   # warm: first-call work is not measured
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for t, fn in zip(times, fns):
-            t0 = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
+from bench_higher_order import interleaved   # medians of interleaved runs, warmed first
 
 
 def sigmoid(z):
