@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops.scalar_kernels import ARRAY_RESULT, KERNELS
+from .ops.scalar_kernels import ARRAY_RESULT, KERNELS, origin
 
 WARM_CALLS = 1       # calls run here before the source is written and compiled
 
@@ -56,7 +56,7 @@ def interpreter(prog, consts, leaves):
     init = [None] * len(template)
     for s in consts:
         init[s] = _scalar_const(template[s])
-    steps, producer = [], {}
+    steps, producer, first = [], {}, {}
     kernels = {}   # (op, arity) -> its scalar function
     for op, ins, out in _steps(prog):
         fn = kernels.get((op, len(ins)))
@@ -68,14 +68,16 @@ def interpreter(prog, consts, leaves):
         n = len(ins)
         steps.append((fn, n, ins[0] if n else None, ins[1] if n > 1 else None, ins, out))
         producer[out] = op.name
+        first[out] = ins[0] if n else None
     ends = []   # per output: (slot, how): "F"/"A" a step's value, "L" a leaf, "C" a constant
     for s in prog._out_slots:
-        if s in producer:
-            ends.append((s, "A" if producer[s] in ARRAY_RESULT else "F"))
-        elif s in leaves:
+        o = origin(s, producer, first)   # s itself, unless s is a pass-through's output
+        if o in producer:
+            ends.append((s, "A" if producer[o] in ARRAY_RESULT else "F"))
+        elif o in leaves:
             ends.append((s, "L"))
         else:
-            ends.append((s, "C"))
+            ends.append((o, "C"))
     checked = [s for s, how in ends if how in "FA"]
     F, A = np.float64, np.array
 
