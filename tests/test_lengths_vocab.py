@@ -1,0 +1,165 @@
+"""Run-time length rules of issue 21/22's ops (flowgrad/lengths.py).
+
+Each case builds a program whose ``None`` lengths must agree through one of the new ops,
+runs it with agreeing lengths (checked against numpy), then feeds the first bad length
+(one more than its partner): the program's length check must refuse it with a FeedError
+naming both placeholders, on the generated path and the reference one alike — never a
+numpy error from inside a kernel.
+"""
+import numpy as np
+import pytest
+
+import flowgrad as fg
+from flowgrad.ops.base import REGISTRY, apply
+
+
+@fg.custom_vjp
+def _cube(x):
+    return x * x * x
+
+
+@_cube.defvjp
+def _cube_vjp(g, ans, x):
+    return (g * 3.0 * x * x,)
+
+
+def _conv_grad_x(a, b):
+    w = fg.constant(np.ones((2, 3, 3, 3)))
+    return fg.grad(fg.sum(fg.conv2d(a, w, padding="same") * b), a)
+
+
+def _conv_grad_w(a, b):
+    w = fg.variable(np.ones((2, 3, 3, 3)), name="w")
+    return fg.grad(fg.sum(fg.conv2d(a, w, padding=1) * b), w)
+
+
+def _embed(a, b):
+    layer = fg.nn.Embedding(5, 2, seed=0)
+    return layer(a) * b
+
+
+# name: (build(a, b), a's shape, b's shape, a's dtype, (a's fed shape, b's fed shape));
+# the bad feed gives b's first entry of ``grow`` one more than a's
+_CASES = {
+    "clip": (lambda a, b: fg.clip(a, -0.5, 0.5) + b, (None,), (None,), (4,), (4,)),
+    "clip_bounds": (lambda a, b: fg.clip(a, b, 1.0), (None,), (None,), (4,), (4,)),
+    "leaky_relu": (lambda a, b: fg.leaky_relu(a, 0.1) + b, (None,), (None,), (4,), (4,)),
+    "elu": (lambda a, b: fg.elu(a) + b, (None,), (None,), (4,), (4,)),
+    "gelu": (lambda a, b: fg.gelu(a) + b, (None,), (None,), (4,), (4,)),
+    "erf": (lambda a, b: fg.erf(a) + b, (None,), (None,), (4,), (4,)),
+    "tan": (lambda a, b: fg.tan(a) + b, (None,), (None,), (4,), (4,)),
+    "normal_cdf": (lambda a, b: apply(REGISTRY["normal_cdf"], a) + b,
+                   (None,), (None,), (4,), (4,)),
+    "var": (lambda a, b: fg.var(a, axis=1) + b, (None, 3), (None,), (4, 3), (4,)),
+    "std": (lambda a, b: fg.std(a, axis=0) + b, (3, None), (None,), (3, 4), (4,)),
+    "prod": (lambda a, b: fg.prod(a, axis=1) + b, (None, 3), (None,), (4, 3), (4,)),
+    "cumsum": (lambda a, b: fg.cumsum(a, axis=0) + b, (None,), (None,), (4,), (4,)),
+    "pad": (lambda a, b: fg.pad(a, ((0, 0), (1, 1))) + b, (None, 2), (None, 4), (4, 2),
+            (4, 4)),
+    "split": (lambda a, b: fg.split(a, 2, axis=1)[1] + b, (None, 4), (None, 2), (4, 4),
+              (4, 2)),
+    "getitem_reversed": (lambda a, b: a[::-1, 0] + b, (None, 2), (None,), (4, 2), (4,)),
+    "astype": (lambda a, b: fg.astype(a, "float32") + b, (None,), (None,), (4,), (4,)),
+    "einsum": (lambda a, b: fg.einsum("ij,jk->ik", a, b), (2, None), (None, 3), (2, 4),
+               (4, 3)),
+    "einsum_out": (lambda a, b: fg.einsum("ij->j", a) + b, (2, None), (None,), (2, 4),
+                   (4,)),
+    "cholesky": (lambda a, b: fg.cholesky(a) + b, (None, 2, 2), (None, 1, 1), (4, 2, 2),
+                 (4, 1, 1)),
+    "qr": (lambda a, b: fg.qr(a)[1] + b, (None, 3, 2), (None, 1, 1), (4, 3, 2), (4, 1, 1)),
+    "svd": (lambda a, b: fg.svd(a)[1] + b, (None, 3, 2), (None, 1), (4, 3, 2), (4, 1)),
+    "conv2d_batch": (lambda a, b: fg.conv2d(a, fg.constant(np.ones((2, 3, 3, 3)))) + b,
+                     (None, 3, 5, 5), (None, 2, 3, 3), (4, 3, 5, 5), (4, 2, 3, 3)),
+    "conv2d_channels": (lambda a, b: fg.conv2d(a, b), (1, None, 5, 5), (2, None, 3, 3),
+                        (1, 4, 5, 5), (2, 4, 3, 3)),
+    "conv2d_same": (lambda a, b: fg.conv2d(a, fg.constant(np.ones((1, 1, 3, 3))),
+                                           padding="same") + b,
+                    (1, 1, None, 5), (1, 1, None, 5), (1, 1, 4, 5), (1, 1, 4, 5)),
+    "conv2d_grad_x": (_conv_grad_x, (None, 3, 5, 5), (None, 2, 5, 5), (4, 3, 5, 5),
+                      (4, 2, 5, 5)),
+    "conv2d_grad_w": (_conv_grad_w, (None, 3, 5, 5), (None, 2, 5, 5), (4, 3, 5, 5),
+                      (4, 2, 5, 5)),
+    "max_pool2d": (lambda a, b: fg.max_pool2d(a, 2) + b, (None, 2, 4, 4), (None, 2, 2, 2),
+                   (4, 2, 4, 4), (4, 2, 2, 2)),
+    "avg_pool2d": (lambda a, b: fg.avg_pool2d(a, 2) + b, (2, None, 4, 4), (2, None, 2, 2),
+                   (2, 4, 4, 4), (2, 4, 2, 2)),
+    "max_pool2d_grad": (lambda a, b: fg.grad(fg.sum(fg.max_pool2d(a, 2) * b), a),
+                        (None, 2, 4, 4), (None, 2, 2, 2), (4, 2, 4, 4), (4, 2, 2, 2)),
+    "avg_pool2d_grad": (lambda a, b: fg.grad(fg.sum(fg.avg_pool2d(a, 2) * b), a),
+                        (None, 2, 4, 4), (None, 2, 2, 2), (4, 2, 4, 4), (4, 2, 2, 2)),
+    "stop_gradient": (lambda a, b: fg.stop_gradient(a) + b, (None,), (None,), (4,), (4,)),
+    "custom_vjp": (lambda a, b: _cube(a) + b, (None,), (None,), (4,), (4,)),
+    "remat": (lambda a, b: fg.remat(lambda u: fg.sin(u) * u)(a) + b, (None,), (None,),
+              (4,), (4,)),
+    "embedding": (_embed, (None,), (None, 1), (4,), (4, 1)),
+}
+
+
+def _program(name, codegen):
+    build, sa, sb, fa, fb = _CASES[name]
+    with fg.Graph():
+        dtype = "int64" if name == "embedding" else "float64"
+        a = fg.placeholder("a", shape=sa, dtype=dtype)
+        b = fg.placeholder("b", shape=sb)
+        prog = fg.compile(build(a, b), codegen=codegen)
+    return prog, fa, fb
+
+
+def _feeds(name, fa, fb, grow):
+    rng = np.random.default_rng(0)
+    if name == "embedding":
+        a = np.arange(fa[0]) % 5
+    elif name == "cholesky":   # symmetric positive definite blocks
+        m = rng.standard_normal(fa)
+        a = m @ np.swapaxes(m, -1, -2) + 2 * np.eye(fa[-1])
+    else:
+        a = rng.uniform(0.1, 0.9, fa)
+    fb = list(fb)
+    if grow:
+        # the first length of b that a None axis of a must match, one more than a's
+        axis = next(k for k, n in enumerate(_CASES[name][2]) if n is None)
+        fb[axis] += 1
+    return a, rng.uniform(-1.0, 1.0, fb)
+
+
+@pytest.mark.parametrize("codegen", [True, False])
+@pytest.mark.parametrize("name", sorted(_CASES))
+def test_first_bad_length_is_a_feed_error_naming_the_placeholders(name, codegen):
+    prog, fa, fb = _program(name, codegen)
+    a, b = _feeds(name, fa, fb, grow=False)
+    good = prog(a=a, b=b)
+    assert np.all(np.isfinite(np.asarray(good)))
+    a, b = _feeds(name, fa, fb, grow=True)
+    with pytest.raises(fg.FeedError, match="run-time lengths disagree") as err:
+        prog(a=a, b=b)
+    assert "'a'" in str(err.value) and "'b'" in str(err.value)
+    with pytest.raises(fg.FeedError, match="run-time lengths disagree"):
+        prog({"a": a, "b": b})              # the dict binder: the same check
+
+
+def test_agreeing_lengths_give_numpys_values():
+    # the rules never reject a valid feed: a few values against numpy
+    x, y = np.array([[0.2, 0.4, 0.5], [1.0, 2.0, 3.0]]), np.array([1.0, -1.0])
+    for name, want in [("var", np.var(x, axis=1) + y), ("prod", np.prod(x, axis=1) + y)]:
+        prog, _, _ = _program(name, True)
+        np.testing.assert_allclose(prog(a=x, b=y), want, rtol=1e-14)
+    prog, _, _ = _program("einsum", True)
+    p, q = np.arange(6.0).reshape(2, 3), np.arange(9.0).reshape(3, 3)
+    np.testing.assert_array_equal(prog(a=p, b=q), p @ q)
+    prog, _, _ = _program("pad", False)
+    np.testing.assert_array_equal(prog(a=x.T[:2], b=np.ones((2, 4))),
+                                  np.pad(x.T[:2], ((0, 0), (1, 1))) + 1.0)
+
+
+def test_unrelated_lengths_stay_free_through_the_new_ops():
+    # a padded axis, a convolution's strided spatial axis and einsum's distinct letters
+    # tie nothing: differing lengths there are valid feeds
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(None,))
+        b = fg.placeholder("b", shape=(None,))
+        prog = fg.compile(fg.sum(fg.pad(a, 1)) + fg.einsum("i,j->", a, b))
+        assert prog(a=np.ones(2), b=np.ones(5)) == 2.0 + 10.0
+        x = fg.placeholder("x", shape=(1, 1, None, None))
+        y = fg.placeholder("y", shape=(1, 1, None, None))
+        out = fg.sum(fg.conv2d(x, fg.constant(np.ones((1, 1, 2, 2))), stride=2)) + fg.sum(y)
+        assert fg.compile(out)(x=np.ones((1, 1, 4, 4)), y=np.ones((1, 1, 3, 3))) == 16 + 9
