@@ -163,3 +163,36 @@ def test_unrelated_lengths_stay_free_through_the_new_ops():
         y = fg.placeholder("y", shape=(1, 1, None, None))
         out = fg.sum(fg.conv2d(x, fg.constant(np.ones((1, 1, 2, 2))), stride=2)) + fg.sum(y)
         assert fg.compile(out)(x=np.ones((1, 1, 4, 4)), y=np.ones((1, 1, 3, 3))) == 16 + 9
+
+
+# -- reshape of run-time lengths: a shape no feed can fit is refused when built -------------
+
+@pytest.mark.parametrize("shape, ok", [((1,), False), ((2,), False), ((3,), True),
+                                       ((4,), False), ((6,), True), ((0,), True),
+                                       ((2, 3), True), ((3, 1), True), ((5, 1), False)])
+def test_reshape_of_a_run_time_length_into_a_fixed_shape(shape, ok):
+    # (3, None) holds 3·n entries: a fixed shape of 1, 2 or 4 entries fits no n (it used
+    # to fail only when run); 0, 3 and 6 entries fit n = 0, 1, 2
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3, None))
+        if not ok:
+            with pytest.raises(fg.ShapeError, match=r"multiple of 3 .*, %d is not"
+                               % int(np.prod(shape))):
+                fg.reshape(x, shape)
+            return
+        y = fg.reshape(x, shape)
+        n = int(np.prod(shape)) // 3
+        value = np.arange(3.0 * n).reshape(3, n)
+        np.testing.assert_array_equal(fg.run(y, {x: value}), value.reshape(shape))
+
+
+def test_reshape_of_no_entries_and_a_minus_one_beside_a_zero():
+    with fg.Graph():
+        z = fg.placeholder("z", shape=(0, None))
+        assert fg.run(fg.reshape(z, (0, 2)), {z: np.zeros((0, 7))}).shape == (0, 2)
+        with pytest.raises(fg.ShapeError, match="no entries"):
+            fg.reshape(z, (1,))
+        x = fg.placeholder("x", shape=(3, None))
+        with pytest.raises(fg.ShapeError, match="-1 beside a 0"):
+            fg.reshape(x, (0, -1))     # numpy: "cannot reshape array of size 0 into (0, -1)"
+        assert fg.reshape(x, (3, -1)).shape == (3, None)
