@@ -14,7 +14,7 @@ from operator import countOf, is_, itemgetter
 import numpy as np
 
 from . import scalar_tier as _tier
-from .ops.scalar_kernels import ARRAY_RESULT, KERNELS, origin
+from .ops.scalar_kernels import ARRAY_RESULT, KERNELS, bind, origin
 from .simplify import _node_dict
 
 _BOOL, _F64 = np.dtype(bool), np.dtype(np.float64)
@@ -135,7 +135,7 @@ def _emit(prog, ns, consts, leaves):
     body, producer, first = [], {}, {}
     for k, ((op, attrs, nid), step) in enumerate(zip(prog._step_ops, prog._plan)):
         ins, out = step[4], step[5]
-        kern = KERNELS[op.name]
+        kern = bind(KERNELS[op.name], attrs)
         args = [ref(i) for i in ins]
         if isinstance(kern, str):
             expr = kern.format(*args)
