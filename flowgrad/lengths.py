@@ -355,6 +355,19 @@ def _getitem(out, ins, attrs):
         axis += 1
 
 
+def _scatter_add(out, ins, attrs):
+    """scatter_add(g, x, *tensors): x's shape, g shaped as x[index] (getitem's adjoint)."""
+    yield from ((1, a, a) for a in range(len(out)))
+    for i, a, o in _getitem(ins[0], ins[1:], attrs):
+        yield ("in", (i + 1, a), (0, o))
+
+
+def _one_hot_like(out, ins, attrs):  # (labels, ref): ref's shape, labels without the axis
+    yield from ((1, a, a) for a in range(len(out)))
+    rows = [a for a in range(len(out)) if a != attrs["axis"] % len(out)]
+    yield from (("in", (0, k), (1, a)) for k, a in enumerate(rows))
+
+
 RULES.update({name: _broadcast for name in (
     "clip", "leaky_relu", "elu", "gelu", "erf", "tan", "normal_cdf")})
 RULES.update({name: _same_axes for name in (
@@ -363,7 +376,8 @@ RULES.update({
     "custom_call": _first_like, "remat_after": _first_like,   # x's value (the rest: order)
     "var": _reduce, "prod": _reduce, "pad": _pad, "einsum": _einsum,
     "cholesky": _square_same, "qr": _batch_of_matrices, "svd": _batch_of_matrices,
-    "trace": _trace, "mask": _mask, "getitem": _getitem,
+    "trace": _trace, "mask": _mask, "getitem": _getitem, "scatter_add": _scatter_add,
+    "one_hot_like": _one_hot_like,
     "conv2d": _conv2d, "conv2d_grad_x": _conv2d_grad_x, "conv2d_grad_w": _conv2d_grad_w,
     "max_pool2d": _pool, "avg_pool2d": _pool, "max_pool2d_scatter": _pool_back,
     "avg_pool2d_grad": _pool_back, "max_pool2d_gather": _pool_gather,

@@ -59,6 +59,9 @@ _CASES = {
     "split": (lambda a, b: fg.split(a, 2, axis=1)[1] + b, (None, 4), (None, 2), (4, 4),
               (4, 2)),
     "getitem_reversed": (lambda a, b: a[::-1, 0] + b, (None, 2), (None,), (4, 2), (4,)),
+    # the adjoint of a gather is a scatter_add shaped like a: b must have a's rows
+    "scatter_add": (lambda a, b: fg.grad(fg.sum(a[np.array([0, 2, 2])] ** 2), a) + b,
+                    (None, 2), (None, 2), (4, 2), (4, 2)),
     "astype": (lambda a, b: fg.astype(a, "float32") + b, (None,), (None,), (4,), (4,)),
     "einsum": (lambda a, b: fg.einsum("ij,jk->ik", a, b), (2, None), (None, 3), (2, 4),
                (4, 3)),
