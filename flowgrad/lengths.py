@@ -14,6 +14,8 @@ node), but never reject a valid feed.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .errors import FeedError
 
 # -- what each op ties together -----------------------------------------------------------
@@ -362,6 +364,18 @@ def _scatter_add(out, ins, attrs):
         yield ("in", (i + 1, a), (0, o))
 
 
+def _reshape(out, ins, attrs):
+    """One run-time length in and one out, the known lengths holding as many entries on
+    both sides: the two are one length ((None, 6) -> (-1, 2, 3))."""
+    x = ins[0]
+    if x.count(None) != 1 or out.count(None) != 1:
+        return
+    known_in = int(np.prod([n for n in x if n is not None]))
+    known_out = int(np.prod([n for n in out if n is not None]))
+    if known_in == known_out != 0:
+        yield (0, x.index(None), out.index(None))
+
+
 def _one_hot_like(out, ins, attrs):  # (labels, ref): ref's shape, labels without the axis
     yield from ((1, a, a) for a in range(len(out)))
     rows = [a for a in range(len(out)) if a != attrs["axis"] % len(out)]
@@ -377,7 +391,7 @@ RULES.update({
     "var": _reduce, "prod": _reduce, "pad": _pad, "einsum": _einsum,
     "cholesky": _square_same, "qr": _batch_of_matrices, "svd": _batch_of_matrices,
     "trace": _trace, "mask": _mask, "getitem": _getitem, "scatter_add": _scatter_add,
-    "one_hot_like": _one_hot_like,
+    "one_hot_like": _one_hot_like, "reshape": _reshape,
     "conv2d": _conv2d, "conv2d_grad_x": _conv2d_grad_x, "conv2d_grad_w": _conv2d_grad_w,
     "max_pool2d": _pool, "avg_pool2d": _pool, "max_pool2d_scatter": _pool_back,
     "avg_pool2d_grad": _pool_back, "max_pool2d_gather": _pool_gather,

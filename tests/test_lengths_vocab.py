@@ -62,6 +62,8 @@ _CASES = {
     # the adjoint of a gather is a scatter_add shaped like a: b must have a's rows
     "scatter_add": (lambda a, b: fg.grad(fg.sum(a[np.array([0, 2, 2])] ** 2), a) + b,
                     (None, 2), (None, 2), (4, 2), (4, 2)),
+    "reshape": (lambda a, b: fg.reshape(a, (-1, 2, 3)) + b, (None, 6), (None, 2, 3),
+                (4, 6), (4, 2, 3)),
     "astype": (lambda a, b: fg.astype(a, "float32") + b, (None,), (None,), (4,), (4,)),
     "einsum": (lambda a, b: fg.einsum("ij,jk->ik", a, b), (2, None), (None, 3), (2, 4),
                (4, 3)),
@@ -199,3 +201,28 @@ def test_reshape_of_no_entries_and_a_minus_one_beside_a_zero():
         with pytest.raises(fg.ShapeError, match="-1 beside a 0"):
             fg.reshape(x, (0, -1))     # numpy: "cannot reshape array of size 0 into (0, -1)"
         assert fg.reshape(x, (3, -1)).shape == (3, None)
+
+
+# -- every op says what it ties -------------------------------------------------------------
+
+#: ops whose output holds no run-time length of their inputs (0-d or fixed shapes), and
+#: basis_map, whose body is a program of its own
+TIES_NOTHING = {"l2", "reduced_size", "concat_offsets", "basis_map"}
+
+
+def test_every_registered_op_has_a_length_rule():
+    # a new op without a rule lets a mismatched feed through to numpy (issue 22's ops had
+    # none): this fails until it has one, or is listed above with its reason
+    from flowgrad.lengths import RULES
+    from flowgrad.ops.base import REGISTRY
+    missing = sorted(set(REGISTRY) - set(RULES) - TIES_NOTHING)
+    assert not missing, f"ops without a run-time length rule (flowgrad/lengths.py): {missing}"
+
+
+def test_reshape_ties_only_a_length_it_determines():
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(None, 6))
+        b = fg.placeholder("b", shape=(None,))
+        # (None, 6) -> (-1, 3): twice a's rows, not a's rows: b is free of a
+        prog = fg.compile(fg.sum(fg.reshape(a, (-1, 3))) + fg.sum(b))
+        assert prog(a=np.ones((2, 6)), b=np.ones(5)) == 12.0 + 5.0
