@@ -226,3 +226,53 @@ def test_reshape_ties_only_a_length_it_determines():
         # (None, 6) -> (-1, 3): twice a's rows, not a's rows: b is free of a
         prog = fg.compile(fg.sum(fg.reshape(a, (-1, 3))) + fg.sum(b))
         assert prog(a=np.ones((2, 6)), b=np.ones(5)) == 12.0 + 5.0
+
+
+# -- every rule against real shapes ----------------------------------------------------------
+
+def _link_shapes(graph, vals, nid):
+    """Each link of node ``nid``'s rule as (length, length) from the computed values."""
+    from flowgrad.lengths import RULES
+    d = graph.nx.nodes[nid]
+    ins = d["inputs"]
+    rule = RULES.get(d["op"].name) if d["op"] is not None else None
+    if rule is None or any(i not in vals for i in ins) or nid not in vals:
+        return
+    shape = lambda i: np.shape(vals[i])   # noqa: E731
+    for link in rule(d["shape"], [graph.nx.nodes[i]["shape"] for i in ins], d["attrs"]):
+        if link[0] == "in":
+            (i, a), (j, b) = link[1], link[2]
+            yield link, shape(ins[i])[a], shape(ins[j])[b]
+        else:
+            i, a, o = link
+            yield link, shape(ins[i])[a], shape(nid)[o]
+
+
+def _case_ids():
+    from op_cases import CASES
+    return [c[0] for c in CASES]
+
+
+@pytest.mark.parametrize("case", _case_ids())
+def test_every_rule_holds_on_the_values_of_the_op_cases(case):
+    # each op case built on placeholders whose every length is None (where the op takes
+    # that), with its gradients: every axis a rule ties has one length in the values
+    from op_cases import CASES
+    _, fn, arrays, _ = next(c for c in CASES if c[0] == case)
+    for unknown in (True, False):
+        with fg.Graph() as g:
+            xs = [fg.placeholder(f"x{k}", shape=(None,) * a.ndim if unknown else a.shape)
+                  for k, a in enumerate(arrays)]
+            try:
+                y = fn(*xs)
+                outs = [y] + (fg.grad(fg.sum(y * y), xs) if y.dtype.kind == "f" else [])
+            except (fg.FlowgradError, TypeError, ValueError):
+                continue        # an op that needs lengths known when built
+            prog = fg.Program(outs, keep_all=True)
+            try:
+                vals = prog.values(**{f"x{k}": a for k, a in enumerate(arrays)})
+            except fg.FeedError:
+                continue        # a broadcast 1 fed where the graph says None: refused
+        for nid in sorted(vals):
+            for link, m, n in _link_shapes(g, vals, nid):
+                assert m == n, (case, g.nx.nodes[nid]["op"].name, link, m, n)
