@@ -14,6 +14,8 @@ node), but never reject a valid feed.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .errors import FeedError
 
 # -- what each op ties together -----------------------------------------------------------
@@ -228,6 +230,171 @@ RULES.update({
     "inv": _square_same, "eigh_vectors": _square_same,
     "det": _square_batch, "logdet": _square_batch, "eigvalsh": _square_batch,
     "solve": _solve,
+})
+
+
+# -- issue 21/22's ops (one block) ----------------------------------------------------------
+
+def _same_axes(out, ins, attrs):  # cumsum, astype, stop_gradient …: out has x's shape
+    return ((0, a, a) for a in range(len(out)))
+
+
+def _pad(out, ins, attrs):
+    # a padded axis is longer than x's by a known amount: only unpadded axes agree
+    return ((0, a, a) for a, (b, e) in enumerate(attrs["widths"]) if b == 0 and e == 0)
+
+
+def _einsum(out, ins, attrs):
+    # every axis under one letter has one length (einsum refuses a broadcast 1), and so
+    # has the output's
+    lhs, res = attrs["spec"].split("->")
+    first = {}
+    for i, term in enumerate(lhs.split(",")):
+        for a, c in enumerate(term):
+            if c in first:
+                yield ("in", first[c], (i, a))
+            else:
+                first[c] = (i, a)
+    for o, c in enumerate(res):
+        if c in first:
+            yield first[c] + (o,)
+
+
+def _batch_of_matrices(out, ins, attrs):  # qr, svd: their batch axes are x's
+    yield from ((0, a, a) for a in range(len(ins[0]) - 2))
+
+
+def _trace(out, ins, attrs):
+    kept = [a for a in range(len(ins[0])) if a not in (attrs["axis1"], attrs["axis2"])]
+    return ((0, a, o) for o, a in enumerate(kept))
+
+
+def _mask(out, ins, attrs):
+    return ((0, a, a) for a in (attrs["axis1"], attrs["axis2"]))
+
+
+def _kept_sizes(kernel, attrs):
+    """The spatial axes (2, 3) a convolution keeps at their length: stride 1 and
+    padding that adds back what the window takes ("same" with an odd window)."""
+    pads, stride = attrs["pads"], attrs["stride"]
+    return [2 + d for d in (0, 1)
+            if stride[d] == 1 and pads[2 * d] + pads[2 * d + 1] == kernel[d] - 1]
+
+
+def _conv2d(out, ins, attrs):  # (N, C, H, W) * (F, C, kh, kw) -> (N, F, H', W')
+    yield ("in", (0, 1), (1, 1))
+    yield (0, 0, 0)
+    yield (1, 0, 1)
+    yield from ((0, a, a) for a in _kept_sizes(ins[1][2:], attrs))
+
+
+def _conv2d_grad_x(out, ins, attrs):  # (g, w, x) -> x's shape; g has the conv's shape
+    yield from ((2, a, a) for a in range(4))
+    yield ("in", (0, 0), (2, 0))
+    yield ("in", (0, 1), (1, 0))
+    yield ("in", (1, 1), (2, 1))
+    yield from (("in", (0, a), (2, a)) for a in _kept_sizes(ins[1][2:], attrs))
+
+
+def _conv2d_grad_w(out, ins, attrs):  # (x, g) -> (F, C, kh, kw)
+    yield ("in", (0, 0), (1, 0))
+    yield (1, 1, 0)
+    yield (0, 1, 1)
+    yield from (("in", (0, a), (1, a)) for a in _kept_sizes(attrs["kernel"], attrs))
+
+
+def _pool(out, ins, attrs):  # max_pool2d, avg_pool2d: batch and channels kept
+    yield (0, 0, 0)
+    yield (0, 1, 1)
+
+
+def _pool_back(out, ins, attrs):
+    # (g, x) -> x's shape: max_pool2d_scatter, avg_pool2d_grad; g has the pooled shape
+    yield from ((1, a, a) for a in range(4))
+    yield ("in", (0, 0), (1, 0))
+    yield ("in", (0, 1), (1, 1))
+
+
+def _pool_gather(out, ins, attrs):  # (u, x) -> the pooled shape; u has x's shape
+    yield from (("in", (0, a), (1, a)) for a in range(4))
+    yield (1, 0, 0)
+    yield (1, 1, 1)
+
+
+_CONSUMING = ("i", "s", "a", "t")   # getitem's items that consume one axis of x
+
+
+def _getitem(out, ins, attrs):
+    """x[index] (ops/indexing.py's tagged items): a whole-axis slice keeps its axis, a
+    tensor index's axes are the result's broadcast index axes (take, split, embedding)."""
+    items = list(attrs["index"])
+    fill = [("s", None, None, None)] * (len(ins[0]) - sum(it[0] in _CONSUMING for it in items))
+    k = next((p for p, it in enumerate(items) if it[0] == "e"), None)
+    items = items[:k] + fill + items[k + 1:] if k is not None else items + fill
+    advanced = [p for p, it in enumerate(items) if it[0] in "at" or
+                it[0] == "i" and any(j[0] in "at" for j in items)]
+    n_adv = len(out) - sum(it[0] in "sn" for it in items)   # the broadcast index's rank
+    adjacent = advanced == list(range(advanced[0], advanced[0] + len(advanced))) \
+        if advanced else True
+    o = n_adv if not adjacent else 0
+    axis, start = 0, None
+    for p, it in enumerate(items):
+        if p in advanced:
+            if start is None:
+                start = o if adjacent else 0
+                o += n_adv if adjacent else 0
+            if it[0] == "t":   # a tensor index: its axes, right-aligned in the broadcast
+                t = ins[1 + it[1]]
+                yield from ((1 + it[1], a, start + n_adv - len(t) + a)
+                            for a in range(len(t)) if t[a] != 1)
+        elif it[0] == "n":
+            o += 1
+            continue
+        elif it[0] == "s":
+            if it[1:] in ((None, None, None), (None, None, 1), (None, None, -1)):
+                yield (0, axis, o)
+            o += 1
+        axis += 1
+
+
+def _scatter_add(out, ins, attrs):
+    """scatter_add(g, x, *tensors): x's shape, g shaped as x[index] (getitem's adjoint)."""
+    yield from ((1, a, a) for a in range(len(out)))
+    for i, a, o in _getitem(ins[0], ins[1:], attrs):
+        yield ("in", (i + 1, a), (0, o))
+
+
+def _reshape(out, ins, attrs):
+    """One run-time length in and one out, the known lengths holding as many entries on
+    both sides: the two are one length ((None, 6) -> (-1, 2, 3))."""
+    x = ins[0]
+    if x.count(None) != 1 or out.count(None) != 1:
+        return
+    known_in = int(np.prod([n for n in x if n is not None]))
+    known_out = int(np.prod([n for n in out if n is not None]))
+    if known_in == known_out != 0:
+        yield (0, x.index(None), out.index(None))
+
+
+def _one_hot_like(out, ins, attrs):  # (labels, ref): ref's shape, labels without the axis
+    yield from ((1, a, a) for a in range(len(out)))
+    rows = [a for a in range(len(out)) if a != attrs["axis"] % len(out)]
+    yield from (("in", (0, k), (1, a)) for k, a in enumerate(rows))
+
+
+RULES.update({name: _broadcast for name in (
+    "clip", "leaky_relu", "elu", "gelu", "erf", "tan", "normal_cdf")})
+RULES.update({name: _same_axes for name in (
+    "cumsum", "astype", "stop_gradient", "custom_input", "embedding_index")})
+RULES.update({
+    "custom_call": _first_like, "remat_after": _first_like,   # x's value (the rest: order)
+    "var": _reduce, "prod": _reduce, "pad": _pad, "einsum": _einsum,
+    "cholesky": _square_same, "qr": _batch_of_matrices, "svd": _batch_of_matrices,
+    "trace": _trace, "mask": _mask, "getitem": _getitem, "scatter_add": _scatter_add,
+    "one_hot_like": _one_hot_like, "reshape": _reshape,
+    "conv2d": _conv2d, "conv2d_grad_x": _conv2d_grad_x, "conv2d_grad_w": _conv2d_grad_w,
+    "max_pool2d": _pool, "avg_pool2d": _pool, "max_pool2d_scatter": _pool_back,
+    "avg_pool2d_grad": _pool_back, "max_pool2d_gather": _pool_gather,
 })
 
 

@@ -14,7 +14,7 @@ from operator import countOf, is_, itemgetter
 import numpy as np
 
 from . import scalar_tier as _tier
-from .ops.scalar_kernels import ARRAY_RESULT, KERNELS
+from .ops.scalar_kernels import ARRAY_RESULT, KERNELS, bind, origin
 from .simplify import _node_dict
 
 _BOOL, _F64 = np.dtype(bool), np.dtype(np.float64)
@@ -132,10 +132,10 @@ def _emit(prog, ns, consts, leaves):
     def ref(s):
         return consts.get(s, f"v{s}")
 
-    body, producer = [], {}
+    body, producer, first = [], {}, {}
     for k, ((op, attrs, nid), step) in enumerate(zip(prog._step_ops, prog._plan)):
         ins, out = step[4], step[5]
-        kern = KERNELS[op.name]
+        kern = bind(KERNELS[op.name], attrs)
         args = [ref(i) for i in ins]
         if isinstance(kern, str):
             expr = kern.format(*args)
@@ -144,21 +144,23 @@ def _emit(prog, ns, consts, leaves):
             expr = f"k{k}({', '.join(args)})"
         body.append(f"v{out} = {expr}")
         producer[out] = op.name
+        first[out] = ins[0] if ins else None
     # the boundary, generated too: non-finite outputs → None (rerun on arrays, where
     # numpy gives its own inf/nan and warnings); the rest converted to numpy values
     outs, exprs, checks = [], [], []
     ns["F"], ns["A"] = np.float64, np.array
     for s in prog._out_slots:
-        if s in producer:
-            kind = "a" if producer[s] in ARRAY_RESULT else "f"
+        o = origin(s, producer, first)   # s itself, unless s is a pass-through's output
+        if o in producer:
+            kind = "a" if producer[o] in ARRAY_RESULT else "f"
             exprs.append(f"{kind.upper()}({ref(s)})")
             checks.append(f"{ref(s)} - {ref(s)} != 0.0")
-        elif s in leaves:          # a fed value handed back as is: a 0-d array
+        elif o in leaves:          # a fed value handed back as is: a 0-d array
             kind = "a"
-            exprs.append(f"A(v{s})")
+            exprs.append(f"A({ref(s)})")
         else:                      # a constant output: hand back the template's own object
             kind = "c"
-            ns[f"o{s}"] = prog._template[s]
+            ns[f"o{s}"] = prog._template[o]
             exprs.append(f"o{s}")
         outs.append(kind)
     args = ", ".join(f"v{s}" for s in leaves)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops.scalar_kernels import ARRAY_RESULT, KERNELS
+from .ops.scalar_kernels import ARRAY_RESULT, KERNELS, WithAttrs, bind, origin
 
 WARM_CALLS = 1       # calls run here before the source is written and compiled
 
@@ -35,14 +35,15 @@ def _pattern_fn(pattern, n):
 
 
 def _steps(prog):
-    """(op, input slots, output slot) per plan step, in order. Read from the scheduler's
-    pending sweep lists while the interpreter plan is not made (making it costs ~1.5 µs
-    a step, which the first call need not pay), else from the plan."""
+    """(op, attrs, input slots, output slot) per plan step, in order. Read from the
+    scheduler's pending sweep lists while the interpreter plan is not made (making it
+    costs ~1.5 µs a step, which the first call need not pay), else from the plan."""
     pending = prog._pending
     if pending is None:
-        return [(op, step[4], step[5]) for (op, _, _), step in zip(prog._step_ops, prog._plan)]
-    (step_ids, ops, _, ins), _, _, own, _, _ = pending      # the sweep's columns, descending
-    return [(ops[k], tuple([own[i] for i in ins[k]]), own[step_ids[k]])
+        return [(op, attrs, step[4], step[5])
+                for (op, attrs, _), step in zip(prog._step_ops, prog._plan)]
+    (step_ids, ops, attrs, ins), _, _, own, _, _ = pending   # the sweep's columns, descending
+    return [(ops[k], attrs[k], tuple([own[i] for i in ins[k]]), own[step_ids[k]])
             for k in range(len(step_ids) - 1, -1, -1)]
 
 
@@ -56,26 +57,31 @@ def interpreter(prog, consts, leaves):
     init = [None] * len(template)
     for s in consts:
         init[s] = _scalar_const(template[s])
-    steps, producer = [], {}
+    steps, producer, first = [], {}, {}
     kernels = {}   # (op, arity) -> its scalar function
-    for op, ins, out in _steps(prog):
+    for op, attrs, ins, out in _steps(prog):
         fn = kernels.get((op, len(ins)))
         if fn is None:
             fn = KERNELS[op.name]
-            if isinstance(fn, str):
-                fn = _pattern_fn(fn, len(ins))
-            kernels[(op, len(ins))] = fn
+            if isinstance(fn, WithAttrs):    # one function per node: not kept
+                fn = bind(fn, attrs)
+            else:
+                if isinstance(fn, str):
+                    fn = _pattern_fn(fn, len(ins))
+                kernels[(op, len(ins))] = fn
         n = len(ins)
         steps.append((fn, n, ins[0] if n else None, ins[1] if n > 1 else None, ins, out))
         producer[out] = op.name
+        first[out] = ins[0] if n else None
     ends = []   # per output: (slot, how): "F"/"A" a step's value, "L" a leaf, "C" a constant
     for s in prog._out_slots:
-        if s in producer:
-            ends.append((s, "A" if producer[s] in ARRAY_RESULT else "F"))
-        elif s in leaves:
+        o = origin(s, producer, first)   # s itself, unless s is a pass-through's output
+        if o in producer:
+            ends.append((s, "A" if producer[o] in ARRAY_RESULT else "F"))
+        elif o in leaves:
             ends.append((s, "L"))
         else:
-            ends.append((s, "C"))
+            ends.append((o, "C"))
     checked = [s for s, how in ends if how in "FA"]
     F, A = np.float64, np.array
 

@@ -398,13 +398,32 @@ def _eigvecs_jvp(t, ans, s):
     return matmul(ans, f * matmul(mT(ans), matmul(t, ans)))
 
 
+def _finite_or_nan(xp, s, solver, tail):
+    """``solver(s)``, with NaN for every matrix of the batch that holds a non-finite entry.
+
+    LAPACK's answer there depends on where the entry sits and on the size: numpy's
+    eigvalsh raises LinAlgError ("did not converge") for most, returns NaN for some and
+    finite numbers for others ([[nan, 0], [0, 2]] gives [0, -0]). Such matrices are
+    replaced by zeros before the solver sees them and their results set to NaN, so every
+    backend, size and position gives the same answer, as det, inv and solve do (NaN in,
+    NaN out). ``tail``: the number of trailing axes the result has per matrix."""
+    ok = xp.all(xp.isfinite(s), axis=(-2, -1))
+    if bool(xp.all(ok)):
+        return solver(s)
+    out = solver(xp.where(xp.reshape(ok, ok.shape + (1, 1)), s, 0))
+    return xp.where(xp.reshape(ok, ok.shape + (1,) * tail), out, xp.nan)
+
+
 # Both primitives take a *symmetric* S (the public functions symmetrize first), so their
 # rules need only be right for symmetric tangents.
-_eigvalsh = Op("eigvalsh", lambda xp, s: xp.linalg.eigvalsh(s), _eig_infer,
+_eigvalsh = Op("eigvalsh", lambda xp, s: _finite_or_nan(xp, s, xp.linalg.eigvalsh, 1),
+               _eig_infer,
                vjp=(_eigvalsh_vjp,), jvp=(_eigvalsh_jvp,),
                doc="Eigenvalues (ascending) of a symmetric S.  S̄ = V diag(λ̄) Vᵀ, "
                    "λ̇ = diag(VᵀṠV).")
-_eigvecs = Op("eigh_vectors", lambda xp, s: xp.linalg.eigh(s)[1], _eigvecs_infer,
+_eigvecs = Op("eigh_vectors",
+              lambda xp, s: _finite_or_nan(xp, s, lambda m: xp.linalg.eigh(m)[1], 2),
+              _eigvecs_infer,
               vjp=(_eigvecs_vjp,), jvp=(_eigvecs_jvp,),
               doc="Eigenvectors (columns) of a symmetric S.  S̄ = V (F ∘ VᵀV̄) Vᵀ, "
                   "V̇ = V (F ∘ VᵀṠV), F_ij = 1/(λ_j − λ_i).")
@@ -424,7 +443,10 @@ def _symmetric_from(x, uplo):
 def eigvalsh(x, UPLO="L"):
     """Eigenvalues, ascending, of the symmetric matrix whose lower (UPLO="L") or upper
     triangle is x's, as numpy.linalg.eigvalsh; batched. Gradients see only that triangle.
-    ∂λᵢ/∂S = vᵢ vᵢᵀ: S̄ = V diag(λ̄) Vᵀ; λ̇ = diag(Vᵀ Ṡ V)."""
+    ∂λᵢ/∂S = vᵢ vᵢᵀ: S̄ = V diag(λ̄) Vᵀ; λ̇ = diag(Vᵀ Ṡ V).
+    A matrix (of a batch) with a NaN or ±inf anywhere in it (the symmetrization reads both
+    triangles) gives NaN eigenvalues, on every backend and path, where numpy's eigvalsh
+    raises LinAlgError, or returns NaN or even finite numbers, depending on the entry."""
     return apply(_eigvalsh, _symmetric_from(x, UPLO))
 
 
@@ -432,7 +454,9 @@ def eigh(x, UPLO="L"):
     """(eigenvalues, eigenvectors as columns) of the symmetric matrix from x's lower or
     upper triangle, as numpy.linalg.eigh. Eigenvectors are defined up to sign: only
     sign-invariant functions of them (V diag(f(λ)) Vᵀ, |V|, …) are well defined.
-    S̄ = V (diag(λ̄) + F ∘ VᵀV̄) Vᵀ with F_ij = 1/(λ_j − λ_i) off the diagonal."""
+    S̄ = V (diag(λ̄) + F ∘ VᵀV̄) Vᵀ with F_ij = 1/(λ_j − λ_i) off the diagonal.
+    A non-finite entry anywhere in a matrix makes its eigenvalues and eigenvectors NaN,
+    as eigvalsh."""
     s = _symmetric_from(x, UPLO)
     return apply(_eigvalsh, s), apply(_eigvecs, s)
 

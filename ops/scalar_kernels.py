@@ -152,3 +152,50 @@ ARRAY_RESULT = {"where", "tie_weight", "copy", "reshape", "reshape_like", "broad
 KERNELS.update({"erf": _erf, "normal_cdf": _normal_cdf, "gelu": _gelu, "tan": math.tan,
                 "clip": _clip})
 ARRAY_RESULT.update({"erf", "normal_cdf"})   # their kernels end in xp.where: 0-d arrays
+
+class WithAttrs:
+    """A kernel that depends on its node's attributes: ``make(**attrs)`` returns the
+    function of floats for one node (leaky_relu's slope, elu's alpha)."""
+
+    def __init__(self, make):
+        self.make = make
+
+
+def bind(kernel, attrs):
+    """The pattern or function of floats for one node's step."""
+    return kernel.make(**attrs) if isinstance(kernel, WithAttrs) else kernel
+
+
+def _leaky_relu(slope):
+    def leaky_relu(x):            # numpy: where(x > 0, x, x · slope)
+        return x if x > 0 else x * slope
+    return leaky_relu
+
+
+def _elu(alpha):
+    expm1 = math.expm1
+
+    def elu(x):                   # numpy: where(x > 0, x, α · expm1(min(x, 0)))
+        return x if x > 0 else alpha * expm1(_minimum(x, 0.0))
+    return elu
+
+
+KERNELS.update({"leaky_relu": WithAttrs(_leaky_relu), "elu": WithAttrs(_elu)})
+ARRAY_RESULT.update({"leaky_relu", "elu"})    # their kernels end in xp.where: 0-d arrays
+
+# identities (issue 21): stop_gradient, a custom function's call and input stand-ins and a
+# remat block's ordering hand their first input back; the others are dependencies only
+# ("{}" formats the first argument and ignores the rest)
+PASS_THROUGH = frozenset({"stop_gradient", "custom_call", "custom_input", "remat_after"})
+KERNELS.update({name: "{}" for name in PASS_THROUGH})
+
+
+def origin(slot, producer, first_input):
+    """The slot whose value ``slot`` holds, pass-through steps followed back: such a step
+    returns its input object itself, so the array path hands back what its input is (a
+    fed 0-d array stays an array, a product's numpy scalar stays a scalar).
+    ``producer`` maps a step's output slot to its op name, ``first_input`` to its first
+    input slot."""
+    while producer.get(slot) in PASS_THROUGH:
+        slot = first_input[slot]
+    return slot

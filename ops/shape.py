@@ -20,17 +20,33 @@ def _reshape_infer(x, shape):
         raise shape_error("reshape", (x,), f"at most one -1 in the new shape {shape}")
     if -1 in shape:
         rest = int(np.prod([s for s in shape if s != -1]))
+        if rest == 0:    # numpy refuses a -1 beside a 0 whatever x's size
+            raise shape_error("reshape", (x,), f"cannot reshape to {shape}: a -1 beside "
+                                               f"a 0 has no length")
         if size is None:
             out = tuple(None if s == -1 else s for s in shape)
-        elif rest == 0 or size % rest:
+        elif size % rest:
             raise shape_error("reshape", (x,), f"cannot reshape to {shape}")
         else:
             out = tuple(size // rest if s == -1 else s for s in shape)
     else:
         if size is not None and size != int(np.prod(shape)):
             raise shape_error("reshape", (x,), f"cannot reshape to {fmt_shape(shape)}")
+        if size is None:
+            _check_multiple(x, int(np.prod(known)), shape)
         out = shape
     return out, x.dtype
+
+
+def _check_multiple(x, k, shape):
+    """x's size is k times its run-time lengths: a fixed new shape must hold a multiple
+    of k entries (0 too: a run-time length may be 0), or no feed could ever fit it."""
+    total = int(np.prod(shape))
+    if total % k if k else total:
+        why = f"x's size is a multiple of {k} (its known lengths), {total} is not" if k \
+            else "x has no entries"
+        raise shape_error("reshape", (x,), f"cannot reshape {fmt_shape(x.shape)} to "
+                          f"{fmt_shape(shape)}: {why}")
 
 
 def _reshape_vjp(g, ans, x, shape):

@@ -142,6 +142,26 @@ _SCALAR_OPS.update({   # issue 22
     "normal_cdf": lambda a: apply(REGISTRY["normal_cdf"], a),
     "clip": lambda a, b: fg.clip(a, b - 1.0, b + 0.5),
 })
+_SCALAR_OPS.update({   # kernels made from the node's attributes
+    "leaky_relu": lambda a: fg.leaky_relu(a, 0.3) + fg.leaky_relu(a, 1.7),
+    "elu": lambda a: fg.elu(a, 0.6) * fg.elu(a, 2.0),
+})
+_SCALAR_OPS.update({   # identities (issue 21): custom_call, custom_input and remat_after
+    # come from a custom_vjp function (fg.remat is one, with remat_after in its rule)
+    "stop_gradient": lambda a, b: fg.stop_gradient(a * b) + a * fg.stop_gradient(b),
+    "custom_call": lambda a: _scalar_custom(a), "custom_input": lambda a: _scalar_custom(a),
+    "remat_after": lambda a, b: fg.remat(lambda u, v: fg.sin(u) * v)(a, b),
+})
+
+
+@fg.custom_vjp
+def _scalar_custom(x):
+    return fg.sin(x) * x
+
+
+@_scalar_custom.defvjp
+def _scalar_custom_vjp(g, ans, x):
+    return (g * (fg.cos(x) * x + fg.sin(x)),)
 _EDGE = [0.0, -0.0, 0.3, -0.7, 1.0, -1.0, 2.5, -3.0, 1e-300, 40.0, -40.0, 710.0, -1000.0,
          1e308, np.inf, -np.inf, np.nan]
 

@@ -225,9 +225,12 @@ def _base_model():
         mk("Relu", ["f"], ["r"], name="relu"),
         mk("Greater", ["r", "c"], ["gt"], name="gt"),
         mk("Where", ["gt", "r", "c"], ["w"], name="where"),
-    ]
+    ] + _vocab_nodes(mk, init, rng)
     vi = helper.make_tensor_value_info
     outs = [vi(n, TensorProto.DOUBLE, None) for n in ("y", "row", "score", "g", "sq", "w", "cat")]
+    outs += [vi(n, TensorProto.DOUBLE, None) for n in ("v_pool", "v_avg", "v_cum", "v_ein",
+                                                       "v_s1", "v_prod", "v_act")]
+    outs.append(vi("v_cast", TensorProto.FLOAT, None))
     graph = helper.make_graph(nodes, "fuzz", [vi("x", TensorProto.DOUBLE, ["batch", 4])],
                               outs, [numpy_helper.from_array(v, k) for k, v in init.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -289,6 +292,32 @@ def _mutate_onnx(model, rng):
             dim.dim_value = rng.choice(ONNX_ODD_INTS[:6])
     else:
         model.opset_import[0].version = rng.choice([1, 7, 11, 13, 99])
+
+
+def _vocab_nodes(mk, init, rng):
+    """Issue 22's importers: conv, pooling, pad, cumsum, einsum, split, activations."""
+    init.update({"img": np.array([-1, 1, 2, 2], np.int64), "Wc": rng.standard_normal((2, 1, 2, 2)),
+                 "bc": rng.standard_normal(2), "pads4": np.array([0, 0, 0, 1, 0, 0, 1, 0]),
+                 "sp": np.array([1, 2], np.int64), "lo": np.array(-0.5), "hi": np.array(0.7)})
+    return [
+        mk("Reshape", ["x", "img"], ["v_img"], name="v_reshape"),
+        mk("Conv", ["v_img", "Wc", "bc"], ["v_conv"], name="v_conv", pads=[1, 1, 0, 0]),
+        mk("Pad", ["v_conv", "pads4"], ["v_pad"], name="v_pad", mode="constant"),
+        mk("MaxPool", ["v_pad"], ["v_pool"], name="v_maxpool", kernel_shape=[2, 2],
+           strides=[2, 2]),
+        mk("AveragePool", ["v_pad"], ["v_avg"], name="v_avgpool", kernel_shape=[2, 1]),
+        mk("CumSum", ["z2", "axes"], ["v_cum"], name="v_cumsum"),
+        mk("Einsum", ["h1", "W2"], ["v_ein"], name="v_einsum", equation="ij,jk->ik"),
+        mk("Split", ["z2", "sp"], ["v_s1", "v_s2"], name="v_split", axis=1),
+        mk("ReduceProd", ["h1", "axes"], ["v_prod"], name="v_rprod", keepdims=0),
+        mk("LeakyRelu", ["z2"], ["v_lr"], name="v_leaky", alpha=0.1),
+        mk("Elu", ["v_lr"], ["v_elu"], name="v_elu", alpha=0.5),
+        mk("Clip", ["v_elu", "lo", "hi"], ["v_clip"], name="v_clip"),
+        mk("Erf", ["v_clip"], ["v_erf"], name="v_erf"),
+        mk("Tan", ["v_erf"], ["v_tan"], name="v_tan"),
+        mk("Floor", ["v_tan"], ["v_act"], name="v_floor"),
+        mk("Cast", ["v_s2"], ["v_cast"], name="v_cast", to=1),   # to float32
+    ]
 
 
 def test_import_onnx_mutants_are_refused_or_compile_and_run(tmp_path):

@@ -122,9 +122,9 @@ def _cast(ctx, n, ins, attrs):
         return _static(ctx, n, value, dtype=to)
     if to.kind == "f" and x.dtype.kind == "b":
         return fg.where(x, np.ones((), to), np.zeros((), to))
-    if to.kind == "f" and x.dtype.kind == "f" and to.itemsize > x.dtype.itemsize:
-        return x + np.zeros((), to)       # an exact widening, by numpy's promotion
-    raise ValueError(f"Cast from {x.dtype} to {to} has no flowgrad counterpart")
+    # numpy's astype (an exact widening, a rounding narrowing, floats to integers toward
+    # 0); its adjoint is converted back to x's dtype, as a flowgrad export's was
+    return fg.astype(x, to)
 
 
 # -- reductions ------------------------------------------------------------------------------
@@ -274,3 +274,7 @@ def _bound(v):
     """ONNX's "to the end" sentinels (±2⁶³ and beyond) as None."""
     v = int(v)
     return None if abs(v) >= 2 ** 62 else v
+
+
+# issue 22's vocabulary (elementwise, statistics, tensor ops) and conv/pool: their modules
+from . import onnx_import_vocab, onnx_import_layers  # noqa: E402,F401
