@@ -10,10 +10,13 @@ from __future__ import annotations
 from .base import Op, apply, broadcast_shapes, float_dtype, fmt_shape, result_dtype, shape_error
 from .elementwise import greater, where
 from .linalg import _Shape, _matmul_da, _matmul_db, _matmul_infer, matmul
+from .special import as_float
 
 
 def _sigmoid(xp, x):
-    # e = exp(−|x|) never overflows; σ(x) = 1/(1+e) for x ≥ 0 and e/(1+e) below.
+    # e = exp(−|x|) never overflows; σ(x) = 1/(1+e) for x ≥ 0 and e/(1+e) below. A bool
+    # or int x is computed as the float its inferred dtype says (−|x| of a bool is an error)
+    x = as_float(xp, x)
     return sigmoid_of(xp, x, xp.exp(-xp.abs(x)))
 
 
@@ -32,6 +35,7 @@ sigmoid = Op("sigmoid", _sigmoid, lambda x: (x.shape, float_dtype(x.dtype)),
 
 
 def _softplus(xp, x):
+    x = as_float(xp, x)
     return softplus_of(xp, x, xp.exp(-xp.abs(x)))
 
 

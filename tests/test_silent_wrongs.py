@@ -495,3 +495,20 @@ def test_optimizer_step_feeds_placeholders_named_prog_and_self():
         trainer = opt.minimize(loss)
         trainer(prog=2.0, self=1.0)
         assert w.value == pytest.approx(0.6 - 0.1 * 2 * (0.6 * 2 - 1) * 2)
+
+
+@pytest.mark.parametrize("codegen", [True, False])
+@pytest.mark.parametrize("op, ref", [
+    (fg.sigmoid, lambda a: 1 / (1 + np.exp(-a))),
+    (fg.softplus, lambda a: np.log1p(np.exp(a))),
+])
+def test_sigmoid_and_softplus_of_bools_and_ints_are_floats(op, ref, codegen):
+    """sigmoid(bool) built fine and then failed inside numpy (found by the io fuzzer)."""
+    with fg.Graph():
+        b = fg.placeholder("b", (3,), dtype=bool)
+        i = fg.placeholder("i", (3,), dtype="int32")
+        prog = fg.compile([op(b), op(i)], codegen=codegen)
+        got_b, got_i = prog(b=np.array([True, False, True]), i=np.array([-2, 0, 3], np.int32))
+    assert got_b.dtype == got_i.dtype == np.float64
+    np.testing.assert_allclose(got_b, ref(np.array([1.0, 0.0, 1.0])), rtol=1e-15)
+    np.testing.assert_allclose(got_i, ref(np.array([-2.0, 0.0, 3.0])), rtol=1e-15)
