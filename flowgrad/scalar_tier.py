@@ -34,31 +34,20 @@ def _pattern_fn(pattern, n):
     return fn
 
 
-def _steps(prog):
-    """(op, input slots, output slot) per plan step, in order. Read from the scheduler's
-    pending sweep lists while the interpreter plan is not made (making it costs ~1.5 µs
-    a step, which the first call need not pay), else from the plan."""
-    pending = prog._pending
-    if pending is None:
-        return [(op, step[4], step[5]) for (op, _, _), step in zip(prog._step_ops, prog._plan)]
-    (step_ids, ops, _, ins), _, _, own, _, _ = pending      # the sweep's columns, descending
-    return [(ops[k], tuple([own[i] for i in ins[k]]), own[step_ids[k]])
-            for k in range(len(step_ids) - 1, -1, -1)]
-
-
-def interpreter(prog, consts, leaves):
+def interpreter(plan, consts, leaves):
     """``run(*leaf floats)`` -> what the generated scalar function would return.
 
     ``consts`` is scalar_plan's {slot: source text}: a literal, or ``c<slot>`` naming
     the constant's float (the template's value, as build_scalar converted it)."""
     from .scalar_plan import _scalar_const
-    template = prog._template
+    template = plan.consts
     init = [None] * len(template)
     for s in consts:
         init[s] = _scalar_const(template[s])
     steps, producer = [], {}
     kernels = {}   # (op, arity) -> its scalar function
-    for op, ins, out in _steps(prog):
+    for st in plan.made_steps():     # the plan's Step records (flowgrad/engine/plan.py)
+        op, ins, out = st.op, st.ins, st.out
         fn = kernels.get((op, len(ins)))
         if fn is None:
             fn = KERNELS[op.name]
@@ -69,7 +58,7 @@ def interpreter(prog, consts, leaves):
         steps.append((fn, n, ins[0] if n else None, ins[1] if n > 1 else None, ins, out))
         producer[out] = op.name
     ends = []   # per output: (slot, how): "F"/"A" a step's value, "L" a leaf, "C" a constant
-    for s in prog._out_slots:
+    for s in plan.outputs:
         if s in producer:
             ends.append((s, "A" if producer[s] in ARRAY_RESULT else "F"))
         elif s in leaves:
