@@ -204,6 +204,7 @@ def _array_function(plan, backend, consts):
                        "        raise"]) + "\n"
     ns["_located"] = lambda exc: _locate(plan, lines, exc)
     exec(compile(src, f"<flowgrad plan {id(plan):#x}>", "exec"), ns)
+    ns["_flowgrad_plan"].fused = bool(chains)    # numexpr/cupy chains: not bit for bit
     return ns["_flowgrad_plan"], lines, src
 
 

@@ -304,7 +304,13 @@ class Program:
             self.executor = _executors.reference_for(self.plan)
             self._reference_run = self.executor.build(self.plan, self.backend)
         else:
-            self.executor = _executors.GENERATED
+            self.executor = _executors.SCALAR if self._generated.scalar is not None else \
+                _executors.GENERATED
+
+    @property
+    def generated(self):
+        """The program's generated code (flowgrad/codegen.py's Generated), or None."""
+        return self._generated
 
     def _materialize(self):
         """Make the plan's steps from the sweep's lists, once; returns them."""

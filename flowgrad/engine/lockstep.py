@@ -10,9 +10,12 @@ units in the last place of max(|reference|, 1) (generated scalar code: Python's
 ``math`` is not numpy's; numexpr chains: see executors/generated.py). Shapes and
 dtypes must always agree.
 
-The interpreter's values are step-by-step: when outputs differ, the report names the
-output's node; the reference's whole slot list is kept for it. Verify mode costs a
-second run per call: it is a debugging and CI tool, never on by default.
+Generated code keeps its intermediate values in locals, so a call compares what it
+hands back (every output). When one differs, the report goes step by step: the
+reference's every value (a keep-all program) against a program of the same kind made
+for each step's node alone, in plan order; the first that differs is named (plans up
+to ``LOCATE_STEPS`` steps; beyond, the output). Verify mode costs a second run per
+call: it is a debugging and CI tool, never on by default.
 """
 from __future__ import annotations
 
@@ -21,7 +24,6 @@ import os
 import numpy as np
 
 from ..errors import VerifyError
-from . import executors as _executors
 
 __all__ = ["wanted", "wrap", "compare"]
 
@@ -37,8 +39,7 @@ def wrap(prog, inner):
     """``inner`` (the program's call through its executor), made to run every call
     beside the reference interpreter (``prog.reference_call``) and compare."""
     ex = prog.executor
-    ulps = 0 if ex.bit_identical else ex.ulps
-    plan = prog.plan
+    ulps = ex.ulps_for(prog)
 
     def call(args, kwargs):
         got = inner(args, kwargs)
@@ -48,25 +49,50 @@ def wrap(prog, inner):
         for k, (g, w) in enumerate(zip(got, want)):
             why = compare(g, w, ulps)
             if why is not None:
-                node = prog.outputs[k]
-                raise VerifyError(
-                    f"verify: {ex.name} and the reference interpreter disagree on output "
-                    f"{k}, node {node.name!r} ({node.op.name if node.op else node.kind}"
-                    + (f", built at {node.where}" if node.where else "") + f"): {why}\n"
-                    f"    {ex.name}: {_show(g)}\n    reference: {_show(w)}",
-                    node=node, step=_step_of(plan, prog.slot_of.get(node.id)),
-                    got=g, want=w)
+                raise _disagreement(prog, ex, ulps, k, args, kwargs, why, g, w)
         return got[0] if prog.single else got
     return call
 
 
-def _step_of(plan, slot):
-    if slot is None:
-        return None
-    try:
-        return plan.step_of_slot(slot)
-    except (KeyError, ValueError):
-        return None                 # a leaf's or a constant's slot
+#: plans up to this many steps are searched for the first step that differs
+LOCATE_STEPS = 400
+
+
+def _disagreement(prog, ex, ulps, k, args, kwargs, why, got, want):
+    """The VerifyError for output ``k``: the first step (in plan order) whose value, in a
+    program of the same kind made for that node alone, differs from the reference's,
+    else the output itself. The search compiles one small program a step, on failure
+    only, for plans up to LOCATE_STEPS steps."""
+    node, step = prog.outputs[k], None
+    found = _first_difference(prog, ulps, args, kwargs) \
+        if prog.n_steps <= LOCATE_STEPS else None
+    if found is not None:
+        node, step, why, got, want = found
+    where = f", built at {node.where}" if node.where else ""
+    what = node.op.name if node.op is not None else node.kind
+    at = f"step {step} " if step is not None else ""
+    return VerifyError(
+        f"verify: {ex.name} and the reference interpreter disagree at {at}node "
+        f"{node.name!r} ({what}{where}; output {k} differs): {why}\n"
+        f"    {ex.name}: {_show(got)}\n    reference: {_show(want)}",
+        node=node, step=step, got=got, want=want)
+
+
+def _first_difference(prog, ulps, args, kwargs):
+    from ..scheduler import Program       # (the façade: one program a node)
+    g = prog.graph
+    ref = Program(prog.outputs, prog.backend, keep_all=True).values(*args, **kwargs)
+    for k, st in enumerate(prog.plan.made_steps()):
+        node = g.node(st.node)
+        try:
+            got = Program(node, prog.backend).call(args, kwargs)
+        except Exception:          # (a feed this node does not need: not comparable)
+            continue
+        want = ref.get(st.node)
+        why = compare(got, want, ulps) if want is not None else None
+        if why is not None:
+            return node, k, why, got, want
+    return None
 
 
 def compare(got, want, ulps=0):
@@ -102,5 +128,3 @@ def _show(v):
     text = np.array2string(np.asarray(v), threshold=8, precision=17)
     return " ".join(text.split())[:300]
 
-
-REFERENCE = _executors.INTERPRETER

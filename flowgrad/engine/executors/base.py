@@ -8,9 +8,9 @@ An executor turns a plan into something that runs it, once, at compile time:
 ``vals`` is the bound slot list (``Plan.consts`` with the leaves filled in); ``run``
 returns a slot list whose output slots (``plan.outputs``) hold the results (the
 interpreters return every value they keep; generated code writes only the outputs).
-``bit_identical`` says whether the executor promises the reference interpreter's
-values bit for bit (lockstep verify mode then compares bitwise, else within
-``ulps``). ``steps(plan, backend)``, where an executor has it, yields
+``bit_identical`` says whether the executor always promises the reference
+interpreter's values bit for bit; ``ulps_for(program)`` the bound for one program
+(0: bitwise), which lockstep verify mode holds it to. ``steps(plan, backend)``, where an executor has it, yields
 ``(step index, slot, value)`` as each step completes, for step-by-step comparison.
 
 A failing kernel is reported by :func:`raise_step_error`: a RunError naming the
@@ -29,6 +29,8 @@ class Executor(Protocol):
     ulps: int
 
     def accepts(self, plan, backend) -> bool: ...
+
+    def ulps_for(self, program) -> int: ...
 
     def build(self, plan, backend) -> Callable[[list], list]: ...
 

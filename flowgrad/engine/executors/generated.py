@@ -32,6 +32,10 @@ class Generated:
     def accepts(self, plan, backend) -> bool:
         return len(plan.steps) <= FLAT_STEPS
 
+    def ulps_for(self, program) -> int:
+        """The program's promise: bitwise (0) unless its array code has fused chains."""
+        return self.ulps if program.generated.array_fn.fused else 0
+
     def build(self, plan, backend):
         from ... import codegen
         fn = codegen.Generated(plan, backend, codegen.constants(plan)).array_fn
@@ -50,6 +54,9 @@ class Scalar:
     name = "generated scalar code"
     bit_identical = False
     ulps = SCALAR_ULPS
+
+    def ulps_for(self, program) -> int:
+        return self.ulps
 
     def accepts(self, plan, backend) -> bool:
         from ...scalar_plan import qualifies

@@ -36,6 +36,9 @@ class Interpreter:
     def accepts(self, plan, backend) -> bool:
         return not plan.flat
 
+    def ulps_for(self, program) -> int:
+        return 0
+
     def build(self, plan, backend):
         code = instructions(plan, backend.xp)
 
@@ -82,6 +85,9 @@ class FlatInterpreter:
 
     def accepts(self, plan, backend) -> bool:
         return plan.flat
+
+    def ulps_for(self, program) -> int:
+        return 0
 
     def build(self, plan, backend):
         p = plan.made_steps()
