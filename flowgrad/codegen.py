@@ -444,14 +444,11 @@ def fast_binder(prog, run=None):
     if not prog.backend.fast_feeds:
         return None
     g = prog.graph
-    specs = []
-    for nid, p in prog.placeholders.items():
-        if g._names.get(p.name) != nid:
-            return None
-        shape = tuple(p.shape)
-        specs.append((nid, p.name, prog.slot_of[nid], np.dtype(p.dtype), shape))
-    general = _generic_fast_binder(prog, specs)
-    check = prog.check_lengths
+    spec = prog.feed_spec              # names, dtypes, shapes, run-time lengths: declared once
+    specs = spec.placeholders
+    if any(g._names.get(leaf.name) != leaf.node for leaf in specs):
+        return None
+    general = _generic_fast_binder(prog, spec)
     ns = {"ndarray": np.ndarray, "float64": np.float64, "asarray": np.asarray,
           "T": prog.plan.consts, "general": general, "read": prog.backend.read_variable,
           "run": run, "slow": prog.bind, "fp_raises": fp_raises, "ref": prog.reference_call,
@@ -467,32 +464,17 @@ def fast_binder(prog, run=None):
                 "    vals = general(args, kwargs)",
                 "    return run(vals if vals is not None else slow(args, kwargs))"]
     if specs:
-        body += ["try:"] + [f"    p{i} = kwargs[{name!r}]"
-                            for i, (_, name, _, _, _) in enumerate(specs)]
+        body += ["try:"] + [f"    p{i} = kwargs[{leaf.name!r}]"
+                            for i, leaf in enumerate(specs)]
         body += ["except KeyError:", "    " + miss]
-    shapes = {}
-    for i, (nid, name, s, dtype, shape) in enumerate(specs):
-        ns[f"D{i}"] = dtype
-        p = f"p{i}"
-        if shape == () and dtype == np.float64:     # a Python or numpy float is welcome
-            body += [f"if type({p}) is not ndarray:",
-                     f"    if type({p}) is float or type({p}) is float64:",
-                     f"        {p} = asarray({p}, float64)",
-                     "    else:",
-                     "        " + miss]
-        else:
-            body += [f"if type({p}) is not ndarray:", "    " + miss]
-        body += [f"d = {p}.dtype",
-                 f"if d is not D{i} and d != D{i}:", "    " + miss,
-                 f"s{i} = {p}.shape"]
-        tests = [f"len(s{i}) != {len(shape)}"] + [
-            f"s{i}[{ax}] != {d}" for ax, d in enumerate(shape) if d is not None]
-        body += [f"if {' or '.join(tests)}:", "    " + miss]
-        shapes[s] = f"s{i}"
-    if check is not None:
-        ns["_lenfail"] = check._fail
-        body += check.source(shapes, "_lenfail")  # lengths that must agree: FeedError
-    leaves = {s: f"p{i}" for i, (_, _, s, _, _) in enumerate(specs)}
+    for i in range(len(specs)):        # the spec's plain-feed test, rendered
+        names, lines = spec.plain_source(i, miss)
+        ns.update(names)
+        body += lines
+    names, lines = spec.lengths_source("_lenfail")   # lengths that must agree: FeedError
+    ns.update(names)
+    body += lines
+    leaves = {leaf.slot: f"p{i}" for i, leaf in enumerate(specs)}
     for j, (s, var) in enumerate(prog.variable_slots):
         ns[f"V{j}"], ns[f"N{j}"] = var._d, var
         body += [f"w{j} = V{j}['value']",       # numpy's own array: what read() returns
@@ -511,22 +493,21 @@ def fast_binder(prog, run=None):
     return ns["bind"]
 
 
-def _generic_fast_binder(prog, specs):
+def _generic_fast_binder(prog, spec):
     """``bind(args, kwargs)`` for one dict of feeds keyed by names or nodes (and for
-    keywords): a loop over the feeds with :func:`fast_binder`'s checks, or None."""
+    keywords): a loop over the feeds with the spec's plain-feed test (``FeedSpec.plain``,
+    the reference :func:`fast_binder` renders as source), or None."""
     g = prog.graph
-    by_key, rows = {}, []
-    for i, (nid, name, s, dtype, shape) in enumerate(specs):
-        fixed = tuple((ax, d) for ax, d in enumerate(shape) if d is not None)
-        rows.append((s, dtype, len(shape), fixed, shape == () and dtype == np.float64))
-        by_key[name] = i
-        by_key[nid] = i
-    n = len(rows)
+    by_key = {}
+    for i, leaf in enumerate(spec.placeholders):
+        by_key[leaf.name] = i
+        by_key[leaf.node] = i
+    leaves, n = spec.placeholders, len(spec.placeholders)
     template = prog.plan.consts
-    variables = [(s, var._d, var) for s, var in prog.variable_slots]
+    variables = [(s, var._d, var) for s, var in spec.variables]
     read = prog.backend.read_variable
-    ndarray, float64, asarray = np.ndarray, np.float64, np.asarray
-    check_lengths = prog.check_lengths
+    ndarray = np.ndarray
+    plain, check_lengths = spec.plain, spec.lengths
 
     def bind(args, kwargs):
         feed = kwargs if not args else _plain_feed(args, kwargs, n)
@@ -538,22 +519,12 @@ def _generic_fast_binder(prog, specs):
             i = by_key.get(key) if type(key) is str else _index(by_key, g, key)
             if i is None:
                 return None
-            s, dtype, ndim, fixed, is_scalar = rows[i]
-            tv = type(v)
-            if tv is ndarray:
-                vd = v.dtype
-                if (vd is not dtype and vd != dtype) or v.ndim != ndim:
-                    return None
-                shp = v.shape
-                for ax, d in fixed:
-                    if shp[ax] != d:
-                        return None
-            elif is_scalar and (tv is float or tv is float64):
-                v = asarray(v, float64)
-            else:
+            leaf = leaves[i]
+            v = plain(leaf, v)
+            if v is None:
                 return None
             seen |= 1 << i
-            vals[s] = v
+            vals[leaf.slot] = v
         if seen != (1 << n) - 1:
             return None
         for s, d, var in variables:

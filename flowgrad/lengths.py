@@ -343,12 +343,12 @@ class LengthCheck:
             if want is None:
                 seen[g] = (n, nid, axis)
             elif want[0] != n:
-                self._fail(nid, axis, n, want)
+                self.fail(nid, axis, n, want)
 
     def source(self, shapes, fail):
         """The same checks as lines of Python for a generated binder: ``shapes`` maps
         each placeholder slot to the name of a local holding its value's shape, ``fail``
-        names this check's ``_fail``. Members are compared in ``__call__``'s order, so
+        names this check's ``fail``. Members are compared in ``__call__``'s order, so
         the error names the same pair."""
         first = list(self._first)
         lines = []
@@ -364,7 +364,9 @@ class LengthCheck:
                       f"    {fail}({nid!r}, {axis!r}, {n}, ({length}, {onid!r}, {oaxis!r}))"]
         return lines
 
-    def _fail(self, nid, axis, n, want):
+    def fail(self, nid, axis, n, want):
+        """Raise the FeedError for slot value length ``n`` on ``nid``'s ``axis`` against
+        ``want`` = (length, other node, its axis); generated binders call it too."""
         if n != n or want[0] != want[0]:
             return  # a dask array of unknown (nan) length: nothing to compare yet
         h = self._graph._handles

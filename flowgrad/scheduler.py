@@ -40,6 +40,7 @@ from .simplify import simplify
 from .engine import executors as _executors
 from .engine import lockstep as _lockstep
 from .engine import plan as _plan
+from .engine.feeds import FeedSpec
 from .engine.plan import FLAT_STEPS, FlatSteps, LazySteps, Plan, Step
 from . import feeds as _feeds
 from . import lengths as _lengths
@@ -290,6 +291,7 @@ class Program:
             None in data[nid]["shape"] for nid in self.placeholders) else None
         del order
         self.check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
+        self.feed_spec = FeedSpec.of(self)   # what bind and the generated binders check
         self.copy_outputs = self._aliasing_outputs(leaves, sharers)
         if _plan.debug_enabled():
             _plan.verify(self.plan)
@@ -363,8 +365,7 @@ class Program:
             v = fed.get(var.id)
             vals[s] = _feeds.check(var, v, backend) if v is not None else \
                 backend.read_variable(var)
-        if self.check_lengths is not None:
-            self.check_lengths(vals)  # run-time lengths that must agree: FeedError now
+        self.feed_spec.check_lengths(vals)  # run-time lengths that must agree: FeedError
         return vals
 
     def run_reference(self, vals) -> list:
