@@ -93,10 +93,11 @@ def enabled() -> bool:
 # -- synthetic steps (not graph ops: they exist only in plans) -----------------------
 
 class _Kernel:
-    """Just enough of an Op for the scheduler: ``kernel(xp, attrs)`` and a name."""
+    """Just enough of an Op for the scheduler: ``kernel(xp, attrs)``, a name, and
+    ``infer`` (the result's shape and dtype: the plan verifier checks it)."""
 
-    def __init__(self, name, make):
-        self.name, self._make = name, make
+    def __init__(self, name, make, infer):
+        self.name, self._make, self.infer = name, make, infer
 
     def kernel(self, xp, attrs):
         return self._make(xp, **attrs)
@@ -106,9 +107,11 @@ class _Kernel:
 
 
 FULL = _Kernel("full", lambda xp, shape, dtype, value, signless=False:
-               lambda: xp.full(shape, value, dtype=dtype))
+               lambda: xp.full(shape, value, dtype=dtype),
+               lambda shape, dtype, value, signless=False: (tuple(shape), np.dtype(dtype)))
 COPY = _Kernel("copy", lambda xp, dtype:   # .copy(): dask's xp.array has no copy=
-               lambda v: xp.asarray(v, dtype=dtype).copy())
+               lambda v: xp.asarray(v, dtype=dtype).copy(),
+               lambda x, dtype: (x.shape, np.dtype(dtype)))
 
 
 # -- freezing attributes into hashable keys -----------------------------------------
