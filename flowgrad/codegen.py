@@ -122,7 +122,8 @@ def _array_function(plan, backend, consts):
     # bce or softplus + the σ(z) of its derivative: one exp(−|z|), at the first step
     # (neither step then in a chain)
     pairs = {k: p for k, p in pairs.items() if not {k, p[0]} & in_region}
-    chains, kernel_of = _chains(plan, backend, in_region | set(pairs) | {j for j, _ in pairs.values()})
+    chains, kernel_of = _chains(plan, backend,
+                                in_region | set(pairs) | {j for j, _ in pairs.values()})
     member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
     member.update((k, root) for root, rg in regions.items() for k in rg.steps if k != root)
     exported = {s for rg in regions.values() for s in rg.exports}

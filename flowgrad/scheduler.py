@@ -283,8 +283,8 @@ class Program:
         self._n_steps = len(steps)
         self._pending = sweep + (own, flat)
         self.plan = Plan({nid: slot[nid] for nid in leaves}, template,
-                         LazySteps(self._materialize, len(steps), flat), tuple(slot[o.id] for o in self.outputs),
-                         kept, g)
+                         LazySteps(self._materialize, len(steps), flat),
+                         tuple(slot[o.id] for o in self.outputs), kept, g)
         del steps, sweep
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
