@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 from array import array
+from collections.abc import Mapping
 from operator import itemgetter
 
 from .autodiff import ancestors
@@ -107,52 +108,54 @@ def _all_slots(moved, own, outputs):
     return slot
 
 
-class _SlotMap(dict):
-    """A program's {node id: slot}, filled in two parts: at compile, the leaves' and the
-    outputs' (all a call's binding reads); every other pruned id's on the first read
-    that may need them (a trace, ``values()``, an error report, ``.items()`` …). Every
-    read but a look-up of a present key completes the map first, so no reader ever
-    sees it partial; completing twice (two threads) writes the same entries."""
+class SlotMap(Mapping):
+    """A program's {node id: slot} (read-only), filled in two parts: at compile, the
+    leaves' and the outputs' (all a call's binding reads); every other pruned id's on
+    the first read that needs them (a trace, ``values()``, an error report …): a look-up
+    of a key not yet in completes the map first, and so does every read of the whole
+    (iteration, ``len``), so no reader ever sees it partial; completing twice (two
+    threads) writes the same entries. A copy or a pickle is a plain, complete dict."""
 
-    __slots__ = ("_rest",)
+    __slots__ = ("_known", "_rest")
 
     def __init__(self, known, moved, own, outputs):
-        dict.__init__(self, known)
+        self._known = known
         self._rest = (moved, own, outputs)
 
     def add_known(self, nid):
         """Enter ``nid``'s slot now (a pruned id whose value is kept)."""
         moved, own, _ = self._rest
-        dict.__setitem__(self, nid, own[moved.get(nid, nid)])
+        self._known[nid] = own[moved.get(nid, nid)]
 
-    def _complete(self):
+    def _complete(self) -> dict:
         rest = self._rest
         if rest is not None:
-            dict.update(self, _all_slots(*rest))
+            self._known.update(_all_slots(*rest))
             self._rest = None          # only once every entry is in
-        return self
+        return self._known
 
-    def __missing__(self, key):
-        if self._rest is None:
-            raise KeyError(key)
+    def __getitem__(self, key):
+        try:
+            return self._known[key]
+        except KeyError:
+            if self._rest is None:
+                raise
         return self._complete()[key]
 
+    def __iter__(self):
+        return iter(self._complete())
 
-def _completing(name):
-    method = getattr(dict, name)
+    def __len__(self):
+        return len(self._complete())
 
-    def complete_first(self, *args, **kwargs):
-        return method(self._complete(), *args, **kwargs)
-    complete_first.__name__ = name
-    return complete_first
+    def copy(self) -> dict:
+        return dict(self._complete())
 
+    def __reduce__(self):
+        return (dict, (dict(self._complete()),))
 
-for _name in ("get", "__contains__", "__iter__", "__reversed__", "__len__", "keys", "values",
-              "items", "__eq__", "__ne__", "__repr__", "copy", "pop", "popitem", "setdefault",
-              "update", "__or__", "__ror__", "__ior__"):
-    setattr(_SlotMap, _name, _completing(_name))
-# a copy or a pickle is a plain, complete dict
-_SlotMap.__reduce_ex__ = lambda self, protocol: (dict, (dict(self._complete()),))
+    def __repr__(self):
+        return repr(self._complete())
 
 
 class Program:
@@ -263,8 +266,8 @@ class Program:
         del simp               # simplify's maps are spent: dropped before the plan is made
         # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
         # other pruned id's when something first asks (a trace, values(), an error)
-        slot = _SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own,
-                        self.outputs)
+        slot = SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own,
+                       self.outputs)
         for o in self.outputs:
             slot.add_known(o.id)
         self.slot_of = slot
@@ -358,9 +361,9 @@ class Program:
         if missing:
             raise FeedError(f"missing feed for placeholder(s) {missing}")
         vals = list(self.plan.consts)
-        backend, slot = self.backend, self.slot_of
-        for nid, p in self.placeholders.items():
-            vals[slot[nid]] = _feeds.check(p, fed[nid], backend)
+        backend, placeholders = self.backend, self.placeholders
+        for leaf in self.feed_spec.placeholders:
+            vals[leaf.slot] = _feeds.check(placeholders[leaf.node], fed[leaf.node], backend)
         for s, var in self.variable_slots:
             v = fed.get(var.id)
             vals[s] = _feeds.check(var, v, backend) if v is not None else \
