@@ -105,108 +105,128 @@ def generate(prog):
 
 
 def _array_function(plan, backend, consts):
-    ns = {name: plan.consts[s] for s, name in consts.items() if name.startswith("c")}
-    steps, kernels = plan.made_steps(), plan.kernels(backend.xp)
+    """(the plan's array function, its line → step map, its source)."""
+    return _ArrayWriter(plan, backend, consts).write()
 
-    def ref(s):
-        return consts.get(s, f"v{s}")
 
-    body, lines = [], {}
-    leaf_slots = sorted(s for s in set(plan.leaves.values()) if s not in consts)
-    for s in leaf_slots:
-        body.append(f"v{s} = vals[{s}]")
-    first = 4                          # source line of body[0]: after def, try, pass
-    regions = _regions(plan, backend)
-    lean, shared, pairs = _lean_kernels(plan, backend)
-    in_region = {k for rg in regions.values() for k in rg.steps}
-    # bce or softplus + the σ(z) of its derivative: one exp(−|z|), at the first step
-    # (neither step then in a chain)
-    pairs = {k: p for k, p in pairs.items() if not {k, p[0]} & in_region}
-    chains, kernel_of = _chains(plan, backend,
-                                in_region | set(pairs) | {j for j, _ in pairs.values()})
-    member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
-    member.update((k, root) for root, rg in regions.items() for k in rg.steps if k != root)
-    exported = {s for rg in regions.values() for s in rg.exports}
-    frees_at = _frees(plan, member, exported)
+class _ArrayWriter:
+    """Writes one plan's array function: first what fuses (regions, chains, shared and
+    paired steps, numpy-specialised kernels) and the frees that follow from it, then
+    one emit per step in plan order."""
 
-    # mse's residual y − t, also a reverse-pass step: computed once, at the mse step
-    shared = {k: (j, fn) for k, (j, fn) in shared.items()
-              if not {k, j} & (set(chains) | set(member))}
-    early = {j for j, _ in shared.values()} | {j for j, _ in pairs.values()}
+    FIRST = 4                          # source line of body[0]: after def, try, pass
 
-    def step_line(k, indent="", ins=None):
-        st = steps[k]
+    def __init__(self, plan, backend, consts):
+        self.plan, self.consts = plan, consts
+        self.ns = {name: plan.consts[s] for s, name in consts.items() if name.startswith("c")}
+        self.steps, self.kernels = plan.made_steps(), plan.kernels(backend.xp)
+        self.body, self.lines = [], {}
+        self.regions = _regions(plan, backend)
+        self.lean, shared, pairs = _lean_kernels(plan, backend)
+        in_region = {k for rg in self.regions.values() for k in rg.steps}
+        # bce or softplus + the σ(z) of its derivative: one exp(−|z|), at the first step
+        # (neither step then in a chain)
+        self.pairs = {k: p for k, p in pairs.items() if not {k, p[0]} & in_region}
+        self.chains, self.kernel_of = _chains(
+            plan, backend, in_region | set(self.pairs) | {j for j, _ in self.pairs.values()})
+        member = {k: root for root, ch in self.chains.items() for k in ch.steps if k != root}
+        member.update((k, root) for root, rg in self.regions.items()
+                      for k in rg.steps if k != root)
+        self.member = member
+        exported = {s for rg in self.regions.values() for s in rg.exports}
+        self.frees_at = _frees(plan, member, exported)
+        # mse's residual y − t, also a reverse-pass step: computed once, at the mse step
+        self.shared = {k: (j, fn) for k, (j, fn) in shared.items()
+                       if not {k, j} & (set(self.chains) | set(member))}
+        self.early = {j for j, _ in self.shared.values()} | \
+            {j for j, _ in self.pairs.values()}
+
+    def ref(self, s):
+        return self.consts.get(s, f"v{s}")
+
+    def mark(self, k):
+        """The next body line reports step ``k`` when it raises."""
+        self.lines[self.FIRST + len(self.body)] = k
+
+    def step_line(self, k, indent="", ins=None):
+        st = self.steps[k]
         ins, out = st.ins if ins is None else ins, st.out
-        fn = lean.get(k, kernels[k])
-        args = [ref(i) for i in ins]
+        fn = self.lean.get(k, self.kernels[k])
+        args = [self.ref(i) for i in ins]
         pattern = _INLINE.get(fn) if _hashable(fn) else None
         if pattern is not None and pattern.count("{}") == len(args):
             expr = pattern.format(*args)
         else:
-            ns[f"k{k}"] = fn
+            self.ns[f"k{k}"] = fn
             expr = f"k{k}({', '.join(args)})"
-        lines[first + len(body)] = k
-        body.append(f"{indent}v{out} = {expr}")
+        self.mark(k)
+        self.body.append(f"{indent}v{out} = {expr}")
 
-    def dels(slots, indent=""):
-        names = [f"v{s}" for s in slots if s not in consts]
+    def dels(self, slots, indent=""):
+        names = [f"v{s}" for s in slots if s not in self.consts]
         if names:
-            body.append(f"{indent}del {', '.join(names)}")
+            self.body.append(f"{indent}del {', '.join(names)}")
 
-    for k, step in enumerate(steps):
-        if k in member:
-            continue                   # computed inside its chain's or region's kernel
-        if k in regions:
-            _emit_region(plan, regions[k], ns, body, lines, first, ref, step_line, dels)
-            dels(frees_at.get(k, ()))
-            continue
-        if k not in chains:
-            if k in pairs:
-                j, ns[f"s{k}"] = pairs[k]
-                lines[first + len(body)] = k
-                body.append(f"v{step.out}, v{steps[j].out} = s{k}("
-                            f"{', '.join(ref(i) for i in step.ins)})")
-            elif k in shared:
-                j, lean[k] = shared[k]
-                step_line(j)
-                step_line(k, ins=(steps[j].out,))
-            elif k not in early:
-                step_line(k)
-            dels(frees_at.get(k, ()))
-            continue
-        ch = chains[k]
-        ns[f"f{k}"] = kernel_of[k]
-        args = ", ".join(ref(s) for s in ch.operands)
-        if kernel_of.get("small") is None:          # cupy: always the fused kernel
-            lines[first + len(body)] = k
+    def emit_plain(self, k, step):
+        """A step outside any chain or region (or its pair's or shared step's line)."""
+        if k in self.pairs:
+            j, self.ns[f"s{k}"] = self.pairs[k]
+            self.mark(k)
+            self.body.append(f"v{step.out}, v{self.steps[j].out} = s{k}("
+                             f"{', '.join(self.ref(i) for i in step.ins)})")
+        elif k in self.shared:
+            j, self.lean[k] = self.shared[k]
+            self.step_line(j)
+            self.step_line(k, ins=(self.steps[j].out,))
+        elif k not in self.early:
+            self.step_line(k)
+
+    def emit_chain(self, k, step):
+        """A fused chain at its root: the fused kernel (cupy always; numpy's numexpr only
+        for big operands, decided statically or by a test per call), else its steps."""
+        ch, body = self.chains[k], self.body
+        self.ns[f"f{k}"] = self.kernel_of[k]
+        args = ", ".join(self.ref(s) for s in ch.operands)
+        big = True if self.kernel_of.get("small") is None else \
+            _size_test(self.plan, ch.operands, self.ref)
+        if big is True:
+            self.mark(k)
             body.append(f"v{step.out} = f{k}({args})")
-        else:                                        # numpy: numexpr only for big operands
-            big = _size_test(plan, ch.operands, ref)
-            if big is not True:
-                indent = "    " if big else ""
-                if big:
-                    lines[first + len(body)] = k
-                    body.append(f"if {big}:")
-                    body.append(f"    v{step.out} = f{k}({args})")
-                    body.append("else:")
-                for kk in ch.steps:
-                    step_line(kk, indent)
-                dels([steps[kk].out for kk in ch.steps if kk != k], indent)
+            return
+        indent = "    " if big else ""
+        if big:
+            self.mark(k)
+            body += [f"if {big}:", f"    v{step.out} = f{k}({args})", "else:"]
+        for kk in ch.steps:
+            self.step_line(kk, indent)
+        self.dels([self.steps[kk].out for kk in ch.steps if kk != k], indent)
+
+    def write(self):
+        plan, body = self.plan, self.body
+        for s in sorted(s for s in set(plan.leaves.values()) if s not in self.consts):
+            body.append(f"v{s} = vals[{s}]")
+        for k, step in enumerate(self.steps):
+            if k in self.member:
+                continue               # computed inside its chain's or region's kernel
+            if k in self.regions:
+                _emit_region(plan, self.regions[k], self.ns, body, self.lines, self.FIRST,
+                             self.ref, self.step_line, self.dels)
+            elif k in self.chains:
+                self.emit_chain(k, step)
             else:
-                lines[first + len(body)] = k
-                body.append(f"v{step.out} = f{k}({args})")
-        dels(frees_at.get(k, ()))
-    outs = ", ".join(ref(s) for s in plan.outputs)
-    body.append(f"return [{outs}]")
-    src = "\n".join(["def _flowgrad_plan(vals):", "    try:", "        pass"]
-                    + ["        " + line for line in body]
-                    + ["    except Exception as exc:",
-                       "        _located(exc)",
-                       "        raise"]) + "\n"
-    ns["_located"] = lambda exc: _locate(plan, lines, exc)
-    exec(compile(src, f"<flowgrad plan {id(plan):#x}>", "exec"), ns)
-    ns["_flowgrad_plan"].fused = bool(chains)    # numexpr/cupy chains: not bit for bit
-    return ns["_flowgrad_plan"], lines, src
+                self.emit_plain(k, step)
+            self.dels(self.frees_at.get(k, ()))
+        body.append(f"return [{', '.join(self.ref(s) for s in plan.outputs)}]")
+        src = "\n".join(["def _flowgrad_plan(vals):", "    try:", "        pass"]
+                        + ["        " + line for line in body]
+                        + ["    except Exception as exc:",
+                           "        _located(exc)",
+                           "        raise"]) + "\n"
+        ns, lines = self.ns, self.lines
+        ns["_located"] = lambda exc: _locate(plan, lines, exc)
+        exec(compile(src, f"<flowgrad plan {id(plan):#x}>", "exec"), ns)
+        ns["_flowgrad_plan"].fused = bool(self.chains)   # numexpr/cupy chains: not bitwise
+        return ns["_flowgrad_plan"], lines, src
 
 
 def _size_test(plan, operands, ref):
@@ -475,6 +495,18 @@ def fast_binder(prog, run=None):
     names, lines = spec.lengths_source("_lenfail")   # lengths that must agree: FeedError
     ns.update(names)
     body += lines
+    body += _leaf_list(prog, specs, ns)
+    body.append(done)
+    src = "def bind(args, kwargs):\n" + "".join(f"    {line}\n" for line in body)
+    exec(compile(src, f"<flowgrad binder {id(prog):#x}>", "exec"), ns)
+    ns["bind"].source = src
+    return ns["bind"]
+
+
+def _leaf_list(prog, specs, ns):
+    """Lines that read the variables and make ``vals``, the slot list of the leaves
+    (fed ``p<i>``, variables ``w<j>``): the plan function reads nothing else."""
+    body = []
     leaves = {leaf.slot: f"p{i}" for i, leaf in enumerate(specs)}
     for j, (s, var) in enumerate(prog.variable_slots):
         ns[f"V{j}"], ns[f"N{j}"] = var._d, var
@@ -487,11 +519,7 @@ def fast_binder(prog, run=None):
     else:
         body.append("vals = list(T)")
         body += [f"vals[{s}] = {name}" for s, name in leaves.items()]
-    body.append(done)
-    src = "def bind(args, kwargs):\n" + "".join(f"    {line}\n" for line in body)
-    exec(compile(src, f"<flowgrad binder {id(prog):#x}>", "exec"), ns)
-    ns["bind"].source = src
-    return ns["bind"]
+    return body
 
 
 def _generic_fast_binder(prog, spec):

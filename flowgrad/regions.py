@@ -109,8 +109,8 @@ def _literal(v):
 
 
 def find_regions(plan, exclude=()) -> dict[int, Region]:
-    """{last step index: Region} for ``plan`` (flowgrad/engine/plan.py); steps in ``exclude`` (fused
-    elsewhere) never join. One pass in plan order: a step joins the regions of its
+    """{last step index: Region} for ``plan`` (flowgrad/engine/plan.py); steps in
+    ``exclude`` (fused elsewhere) never join. One pass in plan order: a step joins the regions of its
     producers unless one of them was already read by a step outside it (then that
     region is *sealed*: it must run before that reader, so it cannot grow past it)."""
     data = node_table(plan.graph)
@@ -155,6 +155,14 @@ def find_regions(plan, exclude=()) -> dict[int, Region]:
     groups = {}
     for k in parent:
         groups.setdefault(find(k), []).append(k)
+    parts = _parts(groups, info, find, data, kept, steps)
+    return {part[-1]: _build(plan, part, dt, out)
+            for (part, dt), out in zip(parts, _exports(plan, parts, producer))}
+
+
+def _parts(groups, info, find, data, kept, steps):
+    """[(steps, float dtype)]: each group cut into runs of MAX_STEPS, kept where long
+    and large enough to pay for a loop."""
     parts = []
     for group in groups.values():
         group.sort()
@@ -163,10 +171,14 @@ def find_regions(plan, exclude=()) -> dict[int, Region]:
             shape = tuple(data[kept[steps[part[-1]].out]]["shape"])
             if len(part) >= MIN_STEPS and (None in shape or math.prod(shape) >= MIN_SIZE):
                 parts.append((part, info[find(group[-1])][1]))
-    # the values each part must write out: read by a step outside it, or returned
+    return parts
+
+
+def _exports(plan, parts, producer):
+    """The values each part must write out: read by a step outside it, or returned."""
     part_of = {k: j for j, (part, _) in enumerate(parts) for k in part}
     exported = [set() for _ in parts]
-    for k, step in enumerate(steps):
+    for k, step in enumerate(plan.made_steps()):
         j = part_of.get(k)
         for s in step.ins:
             p = part_of.get(producer.get(s))
@@ -176,8 +188,7 @@ def find_regions(plan, exclude=()) -> dict[int, Region]:
         p = part_of.get(producer.get(s))
         if p is not None:
             exported[p].add(s)
-    return {part[-1]: _build(plan, part, dt, out)
-            for (part, dt), out in zip(parts, exported)}
+    return exported
 
 
 def _signature(step, data, kept, template):
