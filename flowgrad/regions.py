@@ -110,9 +110,10 @@ def _literal(v):
 
 def find_regions(plan, exclude=()) -> dict[int, Region]:
     """{last step index: Region} for ``plan`` (flowgrad/engine/plan.py); steps in
-    ``exclude`` (fused elsewhere) never join. One pass in plan order: a step joins the regions of its
-    producers unless one of them was already read by a step outside it (then that
-    region is *sealed*: it must run before that reader, so it cannot grow past it)."""
+    ``exclude`` (fused elsewhere) never join. One pass in plan order: a step joins the
+    regions of its producers unless one of them was already read by a step outside it
+    (then that region is *sealed*: it must run before that reader, so it cannot grow
+    past it)."""
     data = node_table(plan.graph)
     kept, template, steps = plan.slots, plan.consts, plan.made_steps()
     parent = {}                       # union-find over step indices

@@ -10,8 +10,9 @@ returns a slot list whose output slots (``plan.outputs``) hold the results (the
 interpreters return every value they keep; generated code writes only the outputs).
 ``bit_identical`` says whether the executor always promises the reference
 interpreter's values bit for bit; ``ulps_for(program)`` the bound for one program
-(0: bitwise), which lockstep verify mode holds it to. ``steps(plan, backend)``, where an executor has it, yields
-``(step index, slot, value)`` as each step completes, for step-by-step comparison.
+(0: bitwise), which lockstep verify mode holds it to. ``steps(plan, backend)``, where
+an executor has it, makes a generator of ``(step index, slot, value)`` as each step
+completes (the interpreter's), for step-by-step comparison.
 
 A failing kernel is reported by :func:`raise_step_error`: a RunError naming the
 node, its op, its inputs and the user's line, chaining the kernel's exception.
