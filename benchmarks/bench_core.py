@@ -107,8 +107,8 @@ def scalar_seed(repeats, lam=0.1):
         return None
     p = prog.plan
     steps = p.made_steps()
-    noop_plan = Plan(p.leaves, p.consts, steps, p.outputs, p.slots, p.graph,
-                     {id(np): [noop] * len(steps)})
+    noop_plan = Plan(p.leaves, p.consts, steps, p.outputs, p.slots, p.graph)
+    noop_plan._kernels[id(np)] = [noop] * len(steps)     # (the plan's kernel cache)
     run = INTERPRETER.build(noop_plan, prog.backend)
     t_dispatch = median_time(plan_only, repeats, inner)
     return tf, th, tp, t_dispatch, prog.n_steps

@@ -21,7 +21,7 @@ def _program():
 
 
 def _with_steps(plan, steps):
-    return dataclasses.replace(plan, steps=steps, _kernels={})
+    return dataclasses.replace(plan, steps=steps)
 
 
 def test_steps_are_typed_records_in_execution_order():

@@ -91,7 +91,9 @@ class Plan:
     outputs: tuple
     slots: Sequence
     graph: object = None
-    _kernels: dict = field(default_factory=dict, repr=False, compare=False)
+    # caches, never copied by dataclasses.replace: {id(xp): kernels}, {out slot: step}
+    _kernels: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _index: dict = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self):
         return len(self.steps)
@@ -120,9 +122,9 @@ class Plan:
         steps = self.made_steps()
         if isinstance(steps, FlatSteps):
             return steps.out.index(out)
-        index = self._kernels.get("step_of_slot")
+        index = self._index
         if index is None:
-            index = self._kernels["step_of_slot"] = {s.out: k for k, s in enumerate(steps)}
+            index = self._index = {s.out: k for k, s in enumerate(steps)}
         return index[out]
 
     def __str__(self):
