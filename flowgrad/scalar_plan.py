@@ -91,7 +91,7 @@ def build_for_plan(plan, literals, op_names=None):
         return None
     template = plan.consts
     ns, consts = {}, {}
-    for s in literals:                 # every constant's slot (codegen._constants)
+    for s in literals:                 # every constant's slot (codegen.constants)
         f = _scalar_const(template[s])
         if f is None:
             return None

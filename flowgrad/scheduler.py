@@ -42,7 +42,7 @@ from .engine import executors as _executors
 from .engine import lockstep as _lockstep
 from .engine import plan as _plan
 from .engine.feeds import FeedSpec
-from .engine.plan import FLAT_STEPS, FlatSteps, LazySteps, Plan, Step
+from .engine.plan import FLAT_STEPS, FlatSteps, LazySteps, Plan, Step, node_table
 from . import feeds as _feeds
 from . import lengths as _lengths
 from . import numerics as _numerics
@@ -199,7 +199,7 @@ class Program:
         what the outputs need, and each step's frees. A value is freed by its last
         reader, which is the first reader this sweep meets; outputs start live, so they
         are never freed (and with keep_all everything starts live: nothing is freed)."""
-        data = g.nx._node      # nx's own {id: attrs}: a view's look-up costs a call
+        data = node_table(g)   # nx's own {id: attrs}: a view's look-up costs a call
         simp = simplify(g, order, [o.id for o in self.outputs], self.keep_all)
         defs = simp.defs
         # live: a mark a byte by id (ids are dense; the pruning sweep makes one as long),
@@ -254,7 +254,7 @@ class Program:
 
     def _build_plan(self):
         g, backend = self.graph, self.backend
-        data = g.nx._node
+        data = node_table(g)
         order = _pruned(self.outputs)   # (a local: dropped before the plan is made)
         backend.check_ops(g, order)  # an op this backend lacks: BackendError now, naming it
         simp, kept, consts, sweep = self._sweep(g, order)
@@ -273,12 +273,12 @@ class Program:
         self.slot_of = slot
         template = [None] * len(kept)
         self.placeholders, self.variable_slots = {}, []
-        handles = g._handles
+        node = g.node
         for nid in leaves:
             if data[nid]["kind"] == "placeholder":
-                self.placeholders[nid] = handles[nid]
+                self.placeholders[nid] = node(nid)
             else:
-                self.variable_slots.append((own[nid], handles[nid]))
+                self.variable_slots.append((own[nid], node(nid)))
         for nid, v in consts:
             template[own[nid]] = v if data[nid]["weak"] else backend.asarray(v)
         # The steps proper are made on first read (_LazySteps): a program that runs
