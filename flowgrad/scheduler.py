@@ -45,7 +45,6 @@ from .engine.feeds import FeedSpec
 from .engine.plan import FLAT_STEPS, FlatSteps, LazySteps, Plan, Step, node_table
 from . import feeds as _feeds
 from . import lengths as _lengths
-from . import numerics as _numerics
 from .numerics import ANOMALY as _anomaly
 from . import codegen as _codegen
 
@@ -179,6 +178,7 @@ class Program:
         self._plan_lock = threading.Lock()  # makes the plan's steps once (_materialize)
         self._pending, self._n_steps = None, 0
         self._reference_run = None     # the interpreter's run(vals), made on first need
+        self._checked_run = None       # the NaN/Inf-checked one, likewise
         self._codegen = codegen and not keep_all   # traces stay on the interpreter
         with gc_paused():   # a plan over 10^5+ nodes: the collector's rescans cost ~2x
             self._build_plan()
@@ -380,12 +380,21 @@ class Program:
             run = self._reference_run = ex.build(self.plan, self.backend)
         return run(vals)
 
+    def run_checked(self, vals) -> list:
+        """Run the plan on the bound ``vals`` with the NaN/Inf-checked executor
+        (engine/executors/checked.py, made on first need): NumericsError at the first
+        node that makes a NaN or ±Inf from finite inputs."""
+        run = self._checked_run
+        if run is None:
+            run = self._checked_run = _executors.Checked(self).build(self.plan, self.backend)
+        return run(vals)
+
     def run_bound(self, vals) -> list:
         """The output values for the bound slot list ``vals`` (``bind``'s), by the
         program's executor (NaN/Inf-checked when asked for): for callers that bind once
         and run many times (flowgrad/higher_order.py)."""
         if self.check_numerics or _anomaly.on:
-            vals = _numerics.run_checked(self, vals)
+            vals = self.run_checked(vals)
         elif self._generated is not None and not _codegen.fp_raises():
             return self._generated.array_fn(vals)
         else:
@@ -400,7 +409,7 @@ class Program:
 
     def _execute(self, vals):
         if self.check_numerics or _anomaly.on:
-            return _numerics.run_checked(self, vals)
+            return self.run_checked(vals)
         return self.run_reference(vals)
 
     def __call__(self, /, *args, **kwargs):
@@ -423,7 +432,7 @@ class Program:
         for an exception on a floating-point error (codegen.fp_raises)."""
         vals = self.bind(args, kwargs)
         if self.check_numerics or _anomaly.on:  # one test per call, none per step
-            _numerics.run_checked(self, vals)
+            self.run_checked(vals)
         else:
             self.run_reference(vals)
         out = self.backend.finish([vals[s] for s in self.plan.outputs])
