@@ -153,13 +153,6 @@ _FILL_PRESERVING = {"broadcast_to", "broadcast_like", "expand_dims", "squeeze", 
                     "reshape_like", "transpose", "getitem"}
 _COMMUTATIVE = {"add", "mul"}
 _MAKES_FILL = {"zeros_like", "ones_like"}
-_SLOW_NAMES = _MAKES_FILL | {"neg", "sub"}
-_ARITH = {"add", "mul", "div"}   # ops with a rewrite that needs no fill input
-# the identities an op may meet when its inputs are special only as negations (see
-# _identity): 1 a ± (−b) rewrites, 2 (−a)(−b) → ab only, 3 −(−x) and −(a − b) …; 0 none,
-# so the driver settles it by CSE alone. A new rule that looks through a negated input
-# (|−x| → |x|, say) must give its op an entry here, or the driver never asks it.
-_NEG_RULES = {"add": 1, "sub": 1, "mul": 2, "neg": 3}
 
 
 class Simplified:
@@ -553,11 +546,9 @@ class _Pass:
             self._define(nid, op, attrs, ins)
             return
         name = op.name
-        if self.special.isdisjoint(ins) and name not in _MAKES_FILL and name != "neg":
-            # the common case, no input a constant, a known fill or a negation: of all
-            # the rewrites only CSE and x − x → 0 can apply (the same tests as below)
-            if name == "sub" and len(ins) == 2 and ins[0] == ins[1]:
-                return self._set_fill(nid, 0, (op, attrs, ins), signless=True)
+        if self.special.isdisjoint(ins) and name not in _SLOW_NAMES:
+            # the common case, no input a constant, a known fill or a negation, and no
+            # rule of the op's that needs none (the table's "any"): only CSE applies
             return self._set_op(nid, op, attrs, ins)
         fallback = (op, attrs, ins)
         if name not in _MAKES_FILL and self._no_fill_no_const(ins):
@@ -614,57 +605,21 @@ class _Pass:
         self._set_op(nid, op, attrs, ins)
 
     def _identity(self, nid, name, ins, fills):
-        """An equivalent: a representative id, "zero", or an (op, attrs, ins) rewrite."""
-        fits = self._fits
-        neg_of = self.neg_of
-        if name == "neg":
-            inner = neg_of.get(ins[0])
-            if inner is not None:
-                return inner if fits(inner, nid) else None
-            return self._negate(ins[0])
-        if len(ins) != 2:
+        """An equivalent: a representative id, "zero", or an (op, attrs, ins) rewrite:
+        the first of the op's rules (``IDENTITIES``) that gives one, in table order."""
+        rules = IDENTITIES.get(name)
+        if rules is None:
             return None
-        (a, b), (fa, fb) = ins, fills
-        if name == "add":
-            # x + 0 is x but at x = −0.0 (−0.0 + 0.0 is +0.0): see _adds_nothing
-            if fa == 0 and fits(b, nid) and self._adds_nothing(nid, a, fa, b):
-                return b
-            if fb == 0 and fits(a, nid) and self._adds_nothing(nid, b, fb, a):
-                return a
-            if b in neg_of:                      # a + (−b') → a − b'
-                return (_elementwise("sub"), {}, (a, neg_of[b]))
-            if a in neg_of:                      # (−a') + b → b − a'
-                return (_elementwise("sub"), {}, (b, neg_of[a]))
-        elif name == "sub":
-            # x − 0.0 is x everywhere; x − (−0.0) is x + 0.0; 0.0 − x is not −x at x = +0.0
-            if fb == 0 and fits(a, nid) and self._adds_nothing(nid, b, -fb, a):
-                return a
-            if fa == 0 and fits(b, nid) and (_negative_zero(fa) or self._integral(nid)
-                                             or a in self.signless):
-                return (_neg_op(), {}, (b,))
-            if a == b:
-                return "zero"
-            if b in neg_of:                      # a − (−b') → a + b'
-                return (_elementwise("add"), {}, (a, neg_of[b]))
-        elif name == "mul" and a in neg_of and b in neg_of:   # (−a')(−b') → a'b'
-            return (_elementwise("mul"), {}, (neg_of[a], neg_of[b]))
-        elif name == "mul":
-            if fa == 1 and fits(b, nid):
-                return b
-            if fb == 1 and fits(a, nid):
-                return a
-            if fa == -1 and fits(b, nid):
-                return (_neg_op(), {}, (b,))
-            if fb == -1 and fits(a, nid):
-                return (_neg_op(), {}, (a,))
-        elif name == "div":
-            if fb == 1 and fits(a, nid):
-                return a
-            if fa == 0:
-                return "zero"
-        elif name == "pow":
-            if fb == 1 and fits(a, nid):
-                return a
+        if name == NEGATION:
+            a, b, fa, fb = ins[0], None, fills[0], None
+        elif len(ins) == 2:
+            (a, b), (fa, fb) = ins, fills
+        else:
+            return None
+        for rule in rules:
+            got = rule.apply(self, nid, a, b, fa, fb)
+            if got is not None:
+                return None if got is STOP else got
         return None
 
     def _integral(self, nid):
@@ -766,3 +721,155 @@ def _neg_op():
 def _elementwise(name):
     from flowgrad.ops import elementwise
     return getattr(elementwise, name)
+
+
+# -- the identities, as data -------------------------------------------------------------
+# One row a rule: the op it applies to, what it looks at in the inputs (``needs``), the
+# fill values it tests, and a small function of (pass, node, a, b, fill of a, fill of b)
+# that returns a representative id, "zero" (a signless zero fill), an (op, attrs, ins)
+# rewrite, STOP (no rewrite, and no later rule of the op), or None (the next rule).
+# ``needs``: "fill" a known fill operand, "neg" one negated operand, "negs" both,
+# "any" no special input at all (the driver must then send every node of the op here).
+# The driver's shortcuts (run, _op) are derived from this table below: a new rule needs
+# a row here and nothing else. Each rule is exact for every value, −0.0, ±inf and NaN
+# included, but where its comment states the convention (module docstring).
+
+STOP = object()
+NEGATION = "neg"
+
+
+class Rule:
+    __slots__ = ("op", "needs", "fills", "apply")
+
+    def __init__(self, op, needs, apply, fills=()):
+        self.op, self.needs, self.apply, self.fills = op, needs, apply, fills
+
+
+def _add_zero_left(p, nid, a, b, fa, fb):
+    # 0 + x → x, but at x = −0.0 (−0.0 + 0.0 is +0.0): see _adds_nothing
+    if fa == 0 and p._fits(b, nid) and p._adds_nothing(nid, a, fa, b):
+        return b
+
+
+def _add_zero_right(p, nid, a, b, fa, fb):
+    if fb == 0 and p._fits(a, nid) and p._adds_nothing(nid, b, fb, a):
+        return a
+
+
+def _add_neg_right(p, nid, a, b, fa, fb):      # a + (−b') → a − b'
+    if b in p.neg_of:
+        return (_elementwise("sub"), {}, (a, p.neg_of[b]))
+
+
+def _add_neg_left(p, nid, a, b, fa, fb):       # (−a') + b → b − a'
+    if a in p.neg_of:
+        return (_elementwise("sub"), {}, (b, p.neg_of[a]))
+
+
+def _sub_zero(p, nid, a, b, fa, fb):
+    # x − 0.0 is x everywhere; x − (−0.0) is x + 0.0 (as 0 + x above)
+    if fb == 0 and p._fits(a, nid) and p._adds_nothing(nid, b, -fb, a):
+        return a
+
+
+def _zero_sub(p, nid, a, b, fa, fb):
+    # 0 − x → −x only for a −0.0, integers, or a signless zero (0.0 − 0.0 is +0.0)
+    if fa == 0 and p._fits(b, nid) and (_negative_zero(fa) or p._integral(nid)
+                                        or a in p.signless):
+        return (_neg_op(), {}, (b,))
+
+
+def _sub_self(p, nid, a, b, fa, fb):           # x − x → 0 (the convention: any x)
+    if a == b:
+        return "zero"
+
+
+def _sub_neg(p, nid, a, b, fa, fb):            # a − (−b') → a + b'
+    if b in p.neg_of:
+        return (_elementwise("add"), {}, (a, p.neg_of[b]))
+
+
+def _mul_negs(p, nid, a, b, fa, fb):           # (−a')(−b') → a'b'
+    if a in p.neg_of and b in p.neg_of:
+        return (_elementwise("mul"), {}, (p.neg_of[a], p.neg_of[b]))
+
+
+def _kept_if(fill, value, keep):
+    def rule(p, nid, a, b, fa, fb):            # x·1, 1·x, x/1, x**1 → x
+        if (fa if fill == "a" else fb) == value and p._fits(keep(a, b), nid):
+            return keep(a, b)
+    return rule
+
+
+def _negated_if(fill):
+    def rule(p, nid, a, b, fa, fb):            # (−1)·x, x·(−1) → −x
+        x = b if fill == "a" else a
+        if (fa if fill == "a" else fb) == -1 and p._fits(x, nid):
+            return (_neg_op(), {}, (x,))
+    return rule
+
+
+def _zero_div(p, nid, a, b, fa, fb):           # 0 / x → 0 (the convention: any x)
+    if fa == 0:
+        return "zero"
+
+
+def _neg_neg(p, nid, a, b, fa, fb):            # −(−x) → x, or nothing at all
+    inner = p.neg_of.get(a)
+    if inner is not None:
+        return inner if p._fits(inner, nid) else STOP
+
+
+def _neg_absorbed(p, nid, a, b, fa, fb):       # −(a − b) → b − a … (_negate)
+    return p._negate(a)
+
+
+def _first(a, b):
+    return a
+
+
+def _second(a, b):
+    return b
+
+
+RULES = (
+    Rule("add", "fill", _add_zero_left, (0,)),
+    Rule("add", "fill", _add_zero_right, (0,)),
+    Rule("add", "neg", _add_neg_right),
+    Rule("add", "neg", _add_neg_left),
+    Rule("sub", "fill", _sub_zero, (0,)),
+    Rule("sub", "fill", _zero_sub, (0,)),
+    Rule("sub", "any", _sub_self),
+    Rule("sub", "neg", _sub_neg),
+    Rule("mul", "negs", _mul_negs),
+    Rule("mul", "fill", _kept_if("a", 1, _second), (1,)),
+    Rule("mul", "fill", _kept_if("b", 1, _first), (1,)),
+    Rule("mul", "fill", _negated_if("a"), (-1,)),
+    Rule("mul", "fill", _negated_if("b"), (-1,)),
+    Rule("div", "fill", _kept_if("b", 1, _first), (1,)),
+    Rule("div", "fill", _zero_div, (0,)),
+    Rule("pow", "fill", _kept_if("b", 1, _first), (1,)),
+    Rule(NEGATION, "neg", _neg_neg),
+    Rule(NEGATION, "any", _neg_absorbed),
+)
+
+#: op name → its rules, in table order
+IDENTITIES: dict = {}
+for _rule in RULES:
+    IDENTITIES.setdefault(_rule.op, []).append(_rule)
+
+# -- the driver's shortcuts, derived from the table ---------------------------------------
+#: ops the driver sends to the rule engine whatever their inputs: they make a fill, or
+#: have a rule that needs no special input
+_SLOW_NAMES = _MAKES_FILL | {r.op for r in RULES if r.needs == "any"}
+#: binary ops whose every fill rule tests 0, 1 or −1: with one plain constant operand
+#: (y·1.0001) and no other special input they meet no rule but CSE (_plain_fill)
+_ARITH = {op for op, rules in IDENTITIES.items()
+          if op != NEGATION and op not in _SLOW_NAMES
+          and all(set(r.fills) <= {0, 1, -1} for r in rules)}
+#: the rules an op may meet when its inputs are special only as negations: 1 one negated
+#: input rewrites (a ± (−b)), 2 only both negated ((−a)(−b)), 3 the negation itself
+#: (−(−x), −(a − b) …); absent: none, so the driver settles it by CSE alone
+_NEG_RULES = {op: 3 if op == NEGATION else 1 if any(r.needs == "neg" for r in rules) else 2
+              for op, rules in IDENTITIES.items()
+              if any(r.needs in ("neg", "negs") for r in rules)}
