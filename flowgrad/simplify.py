@@ -399,14 +399,12 @@ class _Pass:
         whose inputs are none of constants, fills or negations (``special``), binary
         arithmetic with one plain constant (``_plain_fill``), an op of negated inputs
         that no identity touches (``_NEG_RULES``). Those are settled here with one key;
-        every other node goes through ``_op``, the full rule engine."""
-        data, rep, defs, consts, special = self.data, self.rep, self.defs, self.table, self.special
+        every other node goes through ``_op``, the full rule engine. Which case an op
+        can be in comes from the rule table (``RULES``), once per op (``_flags``)."""
+        data, rep, special = self.data, self.rep, self.special
         rep_get = rep.get
         leaves = []
-        # op -> (CSE here?, commutative?, arithmetic?, identities here?, which identities
-        # a negated input may meet: _NEG_RULES)
-        ops = {}          # (and the op's CSE table)
-        neg_of = self.neg_of
+        ops = {}          # op -> _flags(op): its flags and its CSE table
         nones = [(), (None,), (None, None)]
         frozen = {}       # id(attrs) -> freeze(attrs): the graph's attrs dicts outlive the pass
         # special id -> whether it is a fill c ∉ {0, 1, −1} (_plain_fill). A fill is never
@@ -417,118 +415,143 @@ class _Pass:
         for nid in order:
             d = data[nid]
             op = d["op"]
-            if op is not None:         # an op node (a leaf's op is None)
-                inputs = d["inputs"]
-                try:
-                    cse, comm, arith, ident, rules, table = ops[op]
-                except KeyError:
-                    name = op.name
-                    cse, comm, arith, ident, rules, table = ops[op] = (
-                        dispatch and name not in _SLOW_NAMES and not op.stateful,
-                        name in _COMMUTATIVE, name in _ARITH,
-                        dispatch and name not in _MAKES_FILL and not op.stateful,
-                        _NEG_RULES.get(name, 0), self.tables.setdefault(op, {}))
-                n = len(inputs)
-                if n == 2:
-                    a, b = inputs
-                    a, b = rep_get(a, a), rep_get(b, b)
-                    # the graph's own tuple when nothing was remapped: no new object
-                    # (it would outlive the compile, and the collector would scan it)
-                    ins = inputs if a == inputs[0] and b == inputs[1] else (a, b)
-                    sa, sb = a in special, b in special
-                    if not (sa or sb):
-                        plain = True
-                    else:
-                        plain = False
-                        if arith and sa != sb:
-                            # one operand a plain constant (y·1.0001)? asked once per constant
-                            c = a if sa else b
-                            plain = scaling.get(c)
-                            if plain is None:
-                                plain = scaling[c] = self._plain_fill(c)
-                            plain = plain and c not in neg_of
-                        if not plain and cse and rules != 1 and \
-                                (not sa or (a in neg_of and self._no_fill_no_const(ins[:1]))) \
-                                and (not sb or (b in neg_of and self._no_fill_no_const(ins[1:]))):
-                            # special only as negations: no fold, no fill, and no identity
-                            # unless it is (−a')(−b') → a'b'
-                            plain = rules == 0 or not (sa and sb)
-                    key = (b, a) if comm and b < a else ins
-                elif n == 1:
-                    a = inputs[0]
-                    a = rep_get(a, a)
-                    ins = inputs if a == inputs[0] else (a,)
-                    # f(−x) for f not a negation: no rule but CSE applies either
-                    plain = a not in special or (
-                        cse and rules == 0 and a in neg_of and self._no_fill_no_const(ins))
-                    key = ins
-                else:
-                    ins = tuple([rep_get(i, i) for i in inputs])
-                    plain = special.isdisjoint(ins)
-                    key = tuple(sorted(ins)) if comm else ins
-                attrs = d["attrs"]
-                if cse and plain:
-                    # as _op → _set_op would conclude: of all the rewrites only CSE applies
-                    if attrs:
-                        fa = frozen.get(id(attrs))
-                        if fa is None:
-                            fa = frozen[id(attrs)] = freeze(attrs)
-                        key = (key, fa)
-                    hit = table.setdefault(key, nid)
-                    if hit == nid:
-                        if ins is not inputs:    # else the graph's node says it all
-                            defs[nid] = ("op", op, attrs, ins)
-                        continue
-                    dh = data[hit]
-                    if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
-                        rep[nid] = hit          # a common subexpression
-                        continue
-                elif ident and n < 3 and self._no_fill_no_const(ins):
-                    # a negation, or inputs special only as negations: nothing folds or
-                    # fills, so of all the rules only the identities can apply (as in _op)
-                    if rules == 3 and not attrs and a not in neg_of and self._negate(a) is None:
-                        # −x that no rewrite absorbs: a new negation, as _set_op makes it
-                        hit = table.setdefault(key, nid)
-                        if hit == nid:
-                            if ins is not inputs:
-                                defs[nid] = ("op", op, attrs, ins)
-                            neg_of[nid] = a
-                            special.add(nid)
-                            continue
-                        dh = data[hit]
-                        if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
-                            rep[nid] = hit
-                            continue
-                    self._by_identity(nid, op, attrs, ins, nones[n])
-                    continue
-                self._op(nid, op, attrs, ins)
+            if op is None:             # a leaf (placeholder, variable, constant)
+                self._leaf(nid, d, leaves, weak)
                 continue
-            kind = d["kind"]
-            if kind in ("placeholder", "variable"):
-                leaves.append(nid)
-            elif kind == "constant":
-                value = d["value"]
-                if type(value) is float and d["weak"]:   # y * 1.0001: mostly a repeat
-                    key = weak.get(id(value))            # (one float object, many nodes)
-                    if key is None:
-                        key = weak[id(value)] = self._const_key(value, True)
-                    hit = consts.get(key)
-                    if hit is not None:
-                        rep[nid] = hit
-                        continue
-                self._set_const(nid, value, d["weak"])
+            inputs = d["inputs"]
+            flags = ops.get(op)
+            if flags is None:
+                flags = ops[op] = self._flags(op, dispatch)
+            cse, comm, arith, ident, rules, table = flags
+            n = len(inputs)
+            if n == 2:
+                a, b = inputs
+                a, b = rep_get(a, a), rep_get(b, b)
+                # the graph's own tuple when nothing was remapped: no new object
+                # (it would outlive the compile, and the collector would scan it)
+                ins = inputs if a == inputs[0] and b == inputs[1] else (a, b)
+                sa, sb = a in special, b in special
+                plain = not (sa or sb) or self._binary_plain(flags, a, b, sa, sb, ins, scaling)
+                key = (b, a) if comm and b < a else ins
+            elif n == 1:
+                a = inputs[0]
+                a = rep_get(a, a)
+                ins = inputs if a == inputs[0] else (a,)
+                # f(−x) for f not a negation: no rule but CSE applies either
+                plain = a not in special or (
+                    cse and rules == 0 and a in self.neg_of and self._no_fill_no_const(ins))
+                key = ins
             else:
-                raise ValueError(f"node {nid}: unknown kind {kind!r}")
-        for o in output_ids:   # never hand back a fed array or a variable's storage
-            r = rep_get(o, o)
-            if r != o and self._def(r)[0] == "leaf":
-                del rep[o]
-                defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
+                ins = tuple([rep_get(i, i) for i in inputs])
+                plain = special.isdisjoint(ins)
+                key = tuple(sorted(ins)) if comm else ins
+            attrs = d["attrs"]
+            if cse and plain:
+                # as _op → _set_op would conclude: of all the rewrites only CSE applies
+                if attrs:
+                    fa = frozen.get(id(attrs))
+                    if fa is None:
+                        fa = frozen[id(attrs)] = freeze(attrs)
+                    key = (key, fa)
+                hit = table.setdefault(key, nid)
+                if hit == nid:
+                    if ins is not inputs:    # else the graph's node says it all
+                        self.defs[nid] = ("op", op, attrs, ins)
+                    continue
+                dh = data[hit]
+                if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
+                    rep[nid] = hit          # a common subexpression
+                    continue
+            elif ident and n < 3 and self._no_fill_no_const(ins):
+                # a negation, or inputs special only as negations: nothing folds or
+                # fills, so of all the rules only the identities can apply (as in _op)
+                self._identities_only(nid, d, op, attrs, ins, inputs, key, rules, table,
+                                      nones[n])
+                continue
+            self._op(nid, op, attrs, ins)
+        self._copy_leaf_outputs(output_ids)
         roots = [rep_get(o, o) for o in output_ids]
         if keep_all:
             roots += [rep_get(nid, nid) for nid in order]
-        return Simplified(rep, defs, roots, leaves, data,
-                          _storage_sharers(rep, defs, data, output_ids))
+        return Simplified(rep, self.defs, roots, leaves, data,
+                          _storage_sharers(rep, self.defs, data, output_ids))
+
+    def _flags(self, op, dispatch):
+        """(CSE here?, commutative?, arithmetic?, identities here?, which identities a
+        negated input may meet: _NEG_RULES, the op's CSE table), from the rule table."""
+        name = op.name
+        return (dispatch and name not in _SLOW_NAMES and not op.stateful,
+                name in _COMMUTATIVE, name in _ARITH,
+                dispatch and name not in _MAKES_FILL and not op.stateful,
+                _NEG_RULES.get(name, 0), self.tables.setdefault(op, {}))
+
+    def _binary_plain(self, flags, a, b, sa, sb, ins, scaling):
+        """Whether a binary op with a special input meets no rule but CSE: one operand a
+        plain constant (y·1.0001), or special only as negations no identity touches."""
+        cse, comm, arith, ident, rules, table = flags
+        neg_of = self.neg_of
+        plain = False
+        if arith and sa != sb:
+            # one operand a plain constant (y·1.0001)? asked once per constant
+            c = a if sa else b
+            plain = scaling.get(c)
+            if plain is None:
+                plain = scaling[c] = self._plain_fill(c)
+            plain = plain and c not in neg_of
+        if not plain and cse and rules != 1 and \
+                (not sa or (a in neg_of and self._no_fill_no_const(ins[:1]))) \
+                and (not sb or (b in neg_of and self._no_fill_no_const(ins[1:]))):
+            # special only as negations: no fold, no fill, and no identity
+            # unless it is (−a')(−b') → a'b'
+            plain = rules == 0 or not (sa and sb)
+        return plain
+
+    def _identities_only(self, nid, d, op, attrs, ins, inputs, key, rules, table, fills):
+        """A node whose inputs are special only as negations: a new negation −x that no
+        rewrite absorbs is settled here (as _set_op makes it), the rest by the rules."""
+        a = ins[0] if ins else None
+        if rules == 3 and not attrs and a not in self.neg_of and self._negate(a) is None:
+            hit = table.setdefault(key, nid)
+            if hit == nid:
+                if ins is not inputs:
+                    self.defs[nid] = ("op", op, attrs, ins)
+                self.neg_of[nid] = a
+                self.special.add(nid)
+                return
+            dh = self.data[hit]
+            if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
+                self.rep[nid] = hit
+                return
+        self._by_identity(nid, op, attrs, ins, fills)
+
+    def _leaf(self, nid, d, leaves, weak):
+        """A placeholder or variable (kept), or a constant (merged with an equal one)."""
+        kind = d["kind"]
+        if kind in ("placeholder", "variable"):
+            leaves.append(nid)
+        elif kind == "constant":
+            value = d["value"]
+            if type(value) is float and d["weak"]:   # y * 1.0001: mostly a repeat
+                key = weak.get(id(value))            # (one float object, many nodes)
+                if key is None:
+                    key = weak[id(value)] = self._const_key(value, True)
+                hit = self.table.get(key)
+                if hit is not None:
+                    self.rep[nid] = hit
+                    return
+            self._set_const(nid, value, d["weak"])
+        else:
+            raise ValueError(f"node {nid}: unknown kind {kind!r}")
+
+    def _copy_leaf_outputs(self, output_ids):
+        """Never hand back a fed array or a variable's storage: an output whose
+        representative is a leaf gets a copy step."""
+        rep, data = self.rep, self.data
+        for o in output_ids:
+            r = rep.get(o, o)
+            if r != o and self._def(r)[0] == "leaf":
+                del rep[o]
+                self.defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
 
     def _plain_fill(self, c):
         """Whether special id ``c`` is a fill c ∉ {0, 1, −1}: if it is no negation either,
