@@ -277,8 +277,11 @@ def _tie(classes, data, p, q):
 
 
 def compile_checks(graph, order):
-    """The per-call length checks of a program over ``order`` (ascending node ids):
-    ``(checks, pins, names)`` — see ``LengthCheck`` — or None when there is nothing to check."""
+    """The per-call length checks of a program over ``order`` (ascending node ids): a
+    list of ``(members, pin)``, one per class of run-time lengths that must agree —
+    ``members`` the (placeholder id, axis) pairs in it, ``pin`` the length a node fixes
+    for it as ``(length, node id, axis)``, or None — read by ``LengthCheck``; None when
+    there is nothing to check."""
     data = graph.nx.nodes
     if not any(None in data[nid]["shape"] for nid in order):
         return None
