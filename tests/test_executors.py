@@ -154,3 +154,25 @@ def test_compare_is_bitwise_or_within_the_stated_ulps():
     assert compare(b, a, ulps=4) is not None and compare(b, a, ulps=5) is None
     assert compare(a.astype(np.float32), a) is not None                      # dtype
     assert compare(a[:3], a) is not None                                     # shape
+
+
+def test_verify_mode_holds_an_executor_to_the_references_errors(monkeypatch):
+    real = codegen._lean_kernels
+
+    def lean(plan, backend):               # generated code's exp raises; the reference's not
+        got, shared, pairs = real(plan, backend)
+        for k, st in enumerate(plan.made_steps()):
+            if st.op.name == "exp":
+                got[k] = lambda v: np.exp(v) if v.size > 2 else 1 / 0
+        return got, shared, pairs
+    monkeypatch.setattr(codegen, "_lean_kernels", lean)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None,))
+        e = fg.exp(x).named("the_exp")
+        prog = fg.compile(fg.sum(e * x), verify=True)
+        assert prog(x=np.ones(3)) == 3 * np.e            # the boundary: 3 entries pass
+        with pytest.raises(fg.VerifyError, match="'the_exp'.*reference returned") as info:
+            prog(x=np.ones(2))
+        assert info.value.node is e
+        with pytest.raises(fg.FeedError):                # both refuse: the executor's error
+            prog(x=np.ones((2, 2)))

@@ -10,12 +10,13 @@ units in the last place of max(|reference|, 1) (generated scalar code: Python's
 ``math`` is not numpy's; numexpr chains: see executors/generated.py). Shapes and
 dtypes must always agree.
 
-Generated code keeps its intermediate values in locals, so a call compares what it
-hands back (every output). When one differs, the report goes step by step: the
-reference's every value (a keep-all program) against a program of the same kind made
-for each step's node alone, in plan order; the first that differs is named (plans up
-to ``LOCATE_STEPS`` steps; beyond, the output). Verify mode costs a second run per
-call: it is a debugging and CI tool, never on by default.
+An executor that raises where the reference does not (or raises another class) is a
+disagreement too. Generated code keeps its intermediate values in locals, so a call
+compares what it hands back (every output). When one differs, the report goes step by
+step: the reference's every value (a keep-all program) against a program of the same
+kind made for each step's node alone, in plan order; the first that differs is named
+(plans up to ``LOCATE_STEPS`` steps; beyond, the output). Verify mode costs a second
+run per call: it is a debugging and CI tool, never on by default.
 """
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ def wrap(prog, inner):
     ulps = ex.ulps_for(prog)
 
     def call(args, kwargs):
-        got = inner(args, kwargs)
+        try:
+            got = inner(args, kwargs)
+        except Exception as exc:
+            _same_refusal(prog, ex, exc, args, kwargs)
+            raise
         want = prog.reference_call(args, kwargs)
         if prog.single:
             got, want = [got], [want]
@@ -52,6 +57,24 @@ def wrap(prog, inner):
                 raise _disagreement(prog, ex, ulps, k, args, kwargs, why, g, w)
         return got[0] if prog.single else got
     return call
+
+
+def _same_refusal(prog, ex, exc, args, kwargs):
+    """The executor raised: the reference must raise too (the same class), else a
+    VerifyError naming the node the executor's error names (or the first output)."""
+    try:
+        prog.reference_call(args, kwargs)
+    except Exception as ref_exc:
+        if isinstance(ref_exc, type(exc)) or isinstance(exc, type(ref_exc)):
+            return
+        why = f"the reference raised {type(ref_exc).__name__}: {ref_exc}"
+    else:
+        why = "the reference returned values"
+    node = getattr(exc, "node", None)
+    if node is None:
+        node = prog.outputs[0]
+    raise VerifyError(f"verify: {ex.name} raised {type(exc).__name__} ({exc}) at node "
+                      f"{node.name!r}, where {why}", node=node, got=exc) from exc
 
 
 #: plans up to this many steps are searched for the first step that differs
