@@ -303,7 +303,8 @@ class Program:
     def _pick_executor(self):
         """The executor, chosen once: generated code (flowgrad/codegen.py) where it
         accepts the plan, else the interpreter (flat for large plans)."""
-        self._generated = _codegen.generate(self) if self._codegen else None
+        accepted = self._codegen and _executors.GENERATED.accepts(self.plan, self.backend)
+        self._generated = _codegen.generate(self) if accepted else None
         self._call = _codegen.make_caller(self, self._generated) if self._generated else None
         if self._call is None:
             self.executor = _executors.reference_for(self.plan)
@@ -404,7 +405,8 @@ class Program:
     def step_error(self, k, exc, vals=None):
         """Raise a RunError for ``exc``, raised by plan step ``k``'s kernel: it names the
         node, its op, its inputs (their values' shapes and dtypes when ``vals`` is given)
-        and the user's line that built it, and chains ``exc``. Generated code calls this."""
+        and the user's line that built it, and chains ``exc`` (every executor reports
+        through engine/executors/base.py's raise_step_error, which this calls)."""
         _executors.raise_step_error(self.plan, k, exc, vals)
 
     def _execute(self, vals):
