@@ -395,22 +395,28 @@ class _Pass:
 
     # the forward pass
     def run(self, order, output_ids, keep_all, dispatch=True):
-        """The forward pass. Most nodes of a large graph meet no rule but CSE: an op
-        whose inputs are none of constants, fills or negations (``special``), binary
-        arithmetic with one plain constant (``_plain_fill``), an op of negated inputs
-        that no identity touches (``_NEG_RULES``). Those are settled here with one key;
-        every other node goes through ``_op``, the full rule engine. Which case an op
-        can be in comes from the rule table (``RULES``), once per op (``_flags``)."""
+        """The forward pass (``_forward``), then the outputs' copies and the roots."""
+        leaves = []
+        self._forward(order, dispatch, leaves)
+        self._copy_leaf_outputs(output_ids)
+        rep_get, data = self.rep.get, self.data
+        roots = [rep_get(o, o) for o in output_ids]
+        if keep_all:
+            roots += [rep_get(nid, nid) for nid in order]
+        return Simplified(self.rep, self.defs, roots, leaves, data,
+                          _storage_sharers(self.rep, self.defs, data, output_ids))
+
+    def _forward(self, order, dispatch, leaves):
+        """Settles here, with one key, the nodes that meet no rule but CSE (inputs none
+        of constants, fills or negations; one plain constant operand, ``_plain_fill``;
+        negated inputs no identity touches, ``_NEG_RULES``: per op from the rule table,
+        ``_flags``); every other node goes to ``_op``, the full rule engine."""
         data, rep, special = self.data, self.rep, self.special
         rep_get = rep.get
-        leaves = []
         ops = {}          # op -> _flags(op): its flags and its CSE table
         nones = [(), (None,), (None, None)]
         frozen = {}       # id(attrs) -> freeze(attrs): the graph's attrs dicts outlive the pass
-        # special id -> whether it is a fill c ∉ {0, 1, −1} (_plain_fill). A fill is never
-        # undone, so a remembered True stays true; a False may go stale only towards the
-        # rule engine, which then concludes the same
-        scaling = {}
+        scaling = {}      # special id -> a fill c ∉ {0, 1, −1}? (_plain_fill; see there)
         weak = {}         # id(float) -> its constant key: the node holds the float meanwhile
         for nid in order:
             d = data[nid]
@@ -419,26 +425,20 @@ class _Pass:
                 self._leaf(nid, d, leaves, weak)
                 continue
             inputs = d["inputs"]
-            flags = ops.get(op)
-            if flags is None:
-                flags = ops[op] = self._flags(op, dispatch)
+            flags = ops.get(op) or ops.setdefault(op, self._flags(op, dispatch))
             cse, comm, arith, ident, rules, table = flags
             n = len(inputs)
-            if n == 2:
+            if n == 2:         # (the graph's own tuple when nothing was remapped)
                 a, b = inputs
                 a, b = rep_get(a, a), rep_get(b, b)
-                # the graph's own tuple when nothing was remapped: no new object
-                # (it would outlive the compile, and the collector would scan it)
                 ins = inputs if a == inputs[0] and b == inputs[1] else (a, b)
                 sa, sb = a in special, b in special
                 plain = not (sa or sb) or self._binary_plain(flags, a, b, sa, sb, ins, scaling)
                 key = (b, a) if comm and b < a else ins
             elif n == 1:
-                a = inputs[0]
-                a = rep_get(a, a)
+                a = rep_get(inputs[0], inputs[0])
                 ins = inputs if a == inputs[0] else (a,)
-                # f(−x) for f not a negation: no rule but CSE applies either
-                plain = a not in special or (
+                plain = a not in special or (       # f(−x), f no negation: CSE only too
                     cse and rules == 0 and a in self.neg_of and self._no_fill_no_const(ins))
                 key = ins
             else:
@@ -446,13 +446,10 @@ class _Pass:
                 plain = special.isdisjoint(ins)
                 key = tuple(sorted(ins)) if comm else ins
             attrs = d["attrs"]
-            if cse and plain:
-                # as _op → _set_op would conclude: of all the rewrites only CSE applies
+            if cse and plain:  # as _op → _set_op would conclude: only CSE applies
                 if attrs:
-                    fa = frozen.get(id(attrs))
-                    if fa is None:
-                        fa = frozen[id(attrs)] = freeze(attrs)
-                    key = (key, fa)
+                    key = (key, frozen.get(id(attrs)) or
+                           frozen.setdefault(id(attrs), freeze(attrs)))
                 hit = table.setdefault(key, nid)
                 if hit == nid:
                     if ins is not inputs:    # else the graph's node says it all
@@ -469,12 +466,6 @@ class _Pass:
                                       nones[n])
                 continue
             self._op(nid, op, attrs, ins)
-        self._copy_leaf_outputs(output_ids)
-        roots = [rep_get(o, o) for o in output_ids]
-        if keep_all:
-            roots += [rep_get(nid, nid) for nid in order]
-        return Simplified(rep, self.defs, roots, leaves, data,
-                          _storage_sharers(rep, self.defs, data, output_ids))
 
     def _flags(self, op, dispatch):
         """(CSE here?, commutative?, arithmetic?, identities here?, which identities a
@@ -557,8 +548,10 @@ class _Pass:
         """Whether special id ``c`` is a fill c ∉ {0, 1, −1}: if it is no negation either,
         binary arithmetic of it and a non-special operand (y·1.0001, 0.1·x, x + 0.5) meets
         no rule but CSE — as _op would conclude: the other input is neither constant,
-        fill nor negation, so nothing folds or fills, and every identity of add/sub/mul/
-        div needs a 0, 1 or −1 or a negation."""
+        fill nor negation, so nothing folds or fills, and every identity of an _ARITH op
+        (derived from RULES) needs a 0, 1 or −1 or a negation. The driver remembers the
+        answer per id: a fill is never undone, so a True stays true; a False may go
+        stale only towards the rule engine, which then concludes the same."""
         v = self.fill.get(c)
         return v is not None and v not in (0, 1, -1)
 
