@@ -430,6 +430,14 @@ def fp_raises() -> bool:
 # check (Program.check_lengths, the one bind runs), so both paths agree.
 
 
+def _names(graph, name, nid) -> bool:
+    """Whether feed name ``name`` means node ``nid`` in ``graph`` (compile time only)."""
+    try:
+        return graph.by_name(name).id == nid
+    except KeyError:
+        return False
+
+
 def _plain_feed(args, kwargs, n):
     """The feed dict of a plain call (keywords, or one dict) with n entries, else None."""
     if args:
@@ -467,7 +475,7 @@ def fast_binder(prog, run=None):
     g = prog.graph
     spec = prog.feed_spec              # names, dtypes, shapes, run-time lengths: declared once
     specs = spec.placeholders
-    if any(g._names.get(leaf.name) != leaf.node for leaf in specs):
+    if not all(_names(g, leaf.name, leaf.node) for leaf in specs):
         return None
     general = _generic_fast_binder(prog, spec)
     ns = {"ndarray": np.ndarray, "float64": np.float64, "asarray": np.asarray,
@@ -575,7 +583,7 @@ def scalar_binder(prog, leaves):
     pos = {s: i for i, s in enumerate(leaves)}
     by_key = {}
     for nid, p in prog.placeholders.items():
-        if g._names.get(p.name) != nid or prog.slot_of[nid] not in pos:
+        if not _names(g, p.name, nid) or prog.slot_of[nid] not in pos:
             return None
         by_key[p.name] = by_key[nid] = pos[prog.slot_of[nid]]
     var_pos = [(pos[s], var._d) for s, var in prog.variable_slots if s in pos]
