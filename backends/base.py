@@ -29,6 +29,21 @@ class Backend:
     default_float = np.dtype(np.float64)
     #: {op name: why it cannot run here} — checked by :meth:`check_ops` at compile time
     unsupported_ops: dict = {}
+    # -- declared capabilities: what executors may do here (they never ask which backend
+    #    it is; flowgrad/codegen.py, scalar_plan.py, optim.py read these)
+    #: the elementwise-chain fuser generated code may use: "numexpr" (host arrays, for
+    #: large operands), "elementwise" (a device ElementwiseKernel, cupy's), or None
+    fusion: str | None = None
+    #: pointwise regions may run as compiled numba loops over host arrays
+    regions = False
+    #: a program of 0-d float64 values may run on Python floats (values are host numpy)
+    scalar_floats = False
+    #: numpy-specialised kernels (flowgrad/numpy_kernels.py) may replace generic ones
+    lean_kernels = False
+    #: a generated binder may accept feeds by testing ``type(v) is numpy.ndarray``
+    fast_feeds = False
+    #: values are numpy arrays a trainer may update in place (``out=``)
+    in_place = False
 
     def asarray(self, value, dtype=None):
         """``value`` as an array of this backend (moved to its device once)."""

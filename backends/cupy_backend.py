@@ -52,6 +52,7 @@ def _load_cupy():
 class CupyBackend(Backend):
     name = "cupy"
     default_float = np.dtype(np.float32)
+    fusion = "elementwise"
 
     def __init__(self):
         cupy = _load_cupy()

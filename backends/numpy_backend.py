@@ -7,6 +7,8 @@ from .base import Backend, host
 class NumpyBackend(Backend):
     name = "numpy"
     xp = np
+    fusion = "numexpr"
+    regions = scalar_floats = lean_kernels = fast_feeds = in_place = True
 
     def asarray(self, value, dtype=None):
         # an array of another backend (a variable last trained on cupy) comes back to the host

@@ -85,10 +85,13 @@ def scalar_seed(repeats, lam=0.1):
         return loss, zbar * X + lam * Wv, zbar
 
     # the plan alone, without feed checking: the per-node cost of the hot loop
-    bound = prog._bind((), {"x": X, "t": T})
+    from flowgrad.engine import Plan
+    from flowgrad.engine.executors import INTERPRETER
+    bound = prog.bind((), {"x": X, "t": T})
+    run = INTERPRETER.build(prog.plan, prog.backend)
 
     def plan_only():
-        prog._run(list(bound))
+        run(list(bound))
 
     def flow():
         return prog(x=X, t=T)
@@ -102,10 +105,12 @@ def scalar_seed(repeats, lam=0.1):
     # The loop's own cost: the same plan with every kernel swapped for a no-op.
     def noop(*values):
         return None
-    real_plan = prog._plan
-    prog._plan = [(n, noop, *rest) for n, _, *rest in real_plan]
+    p = prog.plan
+    steps = p.made_steps()
+    noop_plan = Plan(p.leaves, p.consts, steps, p.outputs, p.slots, p.graph)
+    noop_plan._kernels[id(np)] = [noop] * len(steps)     # (the plan's kernel cache)
+    run = INTERPRETER.build(noop_plan, prog.backend)
     t_dispatch = median_time(plan_only, repeats, inner)
-    prog._plan = real_plan
     return tf, th, tp, t_dispatch, prog.n_steps
 
 

@@ -1,6 +1,6 @@
 """Generated code: a Program's plan as one straight-line Python function.
 
-The interpreter (``Program._run``) walks a list of instructions over a list of
+The interpreter (flowgrad/engine/executors/interp.py) walks a list of instructions over a list of
 slots; every step pays a tuple unpack, two list reads, a list write and a branch.
 Here the same plan becomes source text, compiled once: each slot is a local
 variable, each step one line, ``operator.add``/``mul``/… kernels become the
@@ -10,7 +10,7 @@ kernels and array constants are globals of the function's own namespace.
 Two variants are generated from one plan:
 
 * the **array** function, for any program: ``fn(vals) -> [outputs]`` over the
-  slot list that ``Program._bind`` (or :func:`fast_binder`) fills;
+  slot list that ``Program.bind`` (or :func:`fast_binder`) fills;
 * the **scalar** function, when every value of the program is a 0-d float64 (or
   a bool between comparisons and ``where``) and every op has a kernel in
   ``ops/scalar_kernels.py``: it runs on Python floats with ``math`` functions.
@@ -20,9 +20,13 @@ Two variants are generated from one plan:
   and warnings.
 
 Errors: the array function catches around its whole body, maps the failing
-line back to its plan step (``lines``), and calls ``Program._on_step_error``.
-Very large plans stay on the interpreter (``MAX_STEPS``): compiling a million
-lines of Python costs more than it saves.
+line back to its plan step (``lines``), and reports it (``raise_step_error``).
+Very large plans stay on the interpreter (``MAX_STEPS``, the plan's ``FLAT_STEPS``):
+compiling a million lines of Python costs more than it saves.
+
+Everything here reads the declared plan (flowgrad/engine/plan.py) and the backend's
+declared capabilities (``fusion``, ``regions``, ``lean_kernels``, ``fast_feeds``); the
+call path at the end reads the Program's public façade.
 """
 from __future__ import annotations
 
@@ -33,10 +37,12 @@ from operator import is_not
 
 import numpy as np
 
+from .engine.executors.base import raise_step_error
+from .engine.plan import FLAT_STEPS, node_table
 from .graph import Node
 from . import fusion as _fusion
 
-MAX_STEPS = 200_000   # beyond this, Python's compiler is slower than the interpreter loop
+MAX_STEPS = FLAT_STEPS   # beyond this, Python's compiler is slower than the interpreter loop
 FUSE = True           # elementwise fusion (flowgrad/fusion.py) in the array function
 
 _INLINE = {operator.add: "{} + {}", operator.sub: "{} - {}", operator.mul: "{} * {}",
@@ -50,10 +56,10 @@ class Generated:
     then needed only for edge values): compiling Python source is the dominant cost
     of codegen on long plans."""
 
-    def __init__(self, prog, consts, scalar=None):
-        self._prog, self._consts = prog, consts
+    def __init__(self, plan, backend, consts, scalar=None):
+        self.plan, self.backend, self._consts = plan, backend, consts
         self._array_fn = None
-        self.lines = None             # line number in ``source`` → index k into Program._plan
+        self.lines = None             # line number in ``source`` → index k into plan.made_steps()
         self.source = None
         self.scalar = scalar          # ScalarPlan or None
         if scalar is None:
@@ -66,7 +72,8 @@ class Generated:
         return self._array_fn
 
     def _compile(self):
-        self._array_fn, self.lines, self.source = _array_function(self._prog, self._consts)
+        self._array_fn, self.lines, self.source = _array_function(self.plan, self.backend,
+                                                                  self._consts)
 
 
 def _literal(v):
@@ -78,10 +85,10 @@ def _literal(v):
     return None
 
 
-def _constants(prog):
-    """{slot: source text} of the template's constants: a literal or a global's name."""
+def constants(plan):
+    """{slot: source text} of the plan's constants: a literal or a global's name."""
     consts = {}
-    template = prog._template
+    template = plan.consts
     for s in compress(range(len(template)), map(is_not, template, repeat(None))):
         lit = _literal(template[s])
         consts[s] = lit if lit is not None else f"c{s}"
@@ -93,117 +100,140 @@ def generate(prog):
     if prog.n_steps > MAX_STEPS:
         return None
     from .scalar_plan import build_scalar   # noqa: E402  (one module per responsibility)
-    consts = _constants(prog)
-    return Generated(prog, consts, build_scalar(prog, consts))
+    consts = constants(prog.plan)
+    return Generated(prog.plan, prog.backend, consts, build_scalar(prog, consts))
 
 
-def _array_function(prog, consts):
-    ns = {name: prog._template[s] for s, name in consts.items() if name.startswith("c")}
+def _array_function(plan, backend, consts):
+    """(the plan's array function, its line → step map, its source)."""
+    return _ArrayWriter(plan, backend, consts).write()
 
-    def ref(s):
-        return consts.get(s, f"v{s}")
 
-    body, lines = [], {}
-    leaf_slots = sorted(s for s in _leaf_slots(prog) if s not in consts)
-    for s in leaf_slots:
-        body.append(f"v{s} = vals[{s}]")
-    first = 4                          # source line of body[0]: after def, try, pass
-    regions = _regions(prog)
-    lean, shared, pairs = _lean_kernels(prog)
-    in_region = {k for rg in regions.values() for k in rg.steps}
-    # bce or softplus + the σ(z) of its derivative: one exp(−|z|), at the first step
-    # (neither step then in a chain)
-    pairs = {k: p for k, p in pairs.items() if not {k, p[0]} & in_region}
-    chains, kernel_of = _chains(prog, in_region | set(pairs) | {j for j, _ in pairs.values()})
-    member = {k: root for root, ch in chains.items() for k in ch.steps if k != root}
-    member.update((k, root) for root, rg in regions.items() for k in rg.steps if k != root)
-    exported = {s for rg in regions.values() for s in rg.exports}
-    frees_at = _frees(prog, member, exported)
+class _ArrayWriter:
+    """Writes one plan's array function: first what fuses (regions, chains, shared and
+    paired steps, numpy-specialised kernels) and the frees that follow from it, then
+    one emit per step in plan order."""
 
-    # mse's residual y − t, also a reverse-pass step: computed once, at the mse step
-    shared = {k: (j, fn) for k, (j, fn) in shared.items()
-              if not {k, j} & (set(chains) | set(member))}
-    early = {j for j, _ in shared.values()} | {j for j, _ in pairs.values()}
+    FIRST = 4                          # source line of body[0]: after def, try, pass
 
-    def step_line(k, indent="", ins=None):
-        arity, fn, a, b, own, out, frees = prog._plan[k]
-        ins = own if ins is None else ins
-        fn = lean.get(k, fn)
-        args = [ref(i) for i in ins]
+    def __init__(self, plan, backend, consts):
+        self.plan, self.consts = plan, consts
+        self.ns = {name: plan.consts[s] for s, name in consts.items() if name.startswith("c")}
+        self.steps, self.kernels = plan.made_steps(), plan.kernels(backend.xp)
+        self.body, self.lines = [], {}
+        self.regions = _regions(plan, backend)
+        self.lean, shared, pairs = _lean_kernels(plan, backend)
+        in_region = {k for rg in self.regions.values() for k in rg.steps}
+        # bce or softplus + the σ(z) of its derivative: one exp(−|z|), at the first step
+        # (neither step then in a chain)
+        self.pairs = {k: p for k, p in pairs.items() if not {k, p[0]} & in_region}
+        self.chains, self.kernel_of = _chains(
+            plan, backend, in_region | set(self.pairs) | {j for j, _ in self.pairs.values()})
+        member = {k: root for root, ch in self.chains.items() for k in ch.steps if k != root}
+        member.update((k, root) for root, rg in self.regions.items()
+                      for k in rg.steps if k != root)
+        self.member = member
+        exported = {s for rg in self.regions.values() for s in rg.exports}
+        self.frees_at = _frees(plan, member, exported)
+        # mse's residual y − t, also a reverse-pass step: computed once, at the mse step
+        self.shared = {k: (j, fn) for k, (j, fn) in shared.items()
+                       if not {k, j} & (set(self.chains) | set(member))}
+        self.early = {j for j, _ in self.shared.values()} | \
+            {j for j, _ in self.pairs.values()}
+
+    def ref(self, s):
+        return self.consts.get(s, f"v{s}")
+
+    def mark(self, k):
+        """The next body line reports step ``k`` when it raises."""
+        self.lines[self.FIRST + len(self.body)] = k
+
+    def step_line(self, k, indent="", ins=None):
+        st = self.steps[k]
+        ins, out = st.ins if ins is None else ins, st.out
+        fn = self.lean.get(k, self.kernels[k])
+        args = [self.ref(i) for i in ins]
         pattern = _INLINE.get(fn) if _hashable(fn) else None
         if pattern is not None and pattern.count("{}") == len(args):
             expr = pattern.format(*args)
         else:
-            ns[f"k{k}"] = fn
+            self.ns[f"k{k}"] = fn
             expr = f"k{k}({', '.join(args)})"
-        lines[first + len(body)] = k
-        body.append(f"{indent}v{out} = {expr}")
+        self.mark(k)
+        self.body.append(f"{indent}v{out} = {expr}")
 
-    def dels(slots, indent=""):
-        names = [f"v{s}" for s in slots if s not in consts]
+    def dels(self, slots, indent=""):
+        names = [f"v{s}" for s in slots if s not in self.consts]
         if names:
-            body.append(f"{indent}del {', '.join(names)}")
+            self.body.append(f"{indent}del {', '.join(names)}")
 
-    for k, step in enumerate(prog._plan):
-        if k in member:
-            continue                   # computed inside its chain's or region's kernel
-        if k in regions:
-            _emit_region(prog, regions[k], ns, body, lines, first, ref, step_line, dels)
-            dels(frees_at.get(k, ()))
-            continue
-        if k not in chains:
-            if k in pairs:
-                j, ns[f"s{k}"] = pairs[k]
-                lines[first + len(body)] = k
-                body.append(f"v{step[5]}, v{prog._plan[j][5]} = s{k}("
-                            f"{', '.join(ref(i) for i in step[4])})")
-            elif k in shared:
-                j, lean[k] = shared[k]
-                step_line(j)
-                step_line(k, ins=(prog._plan[j][5],))
-            elif k not in early:
-                step_line(k)
-            dels(frees_at.get(k, ()))
-            continue
-        ch = chains[k]
-        ns[f"f{k}"] = kernel_of[k]
-        args = ", ".join(ref(s) for s in ch.operands)
-        if kernel_of.get("small") is None:          # cupy: always the fused kernel
-            lines[first + len(body)] = k
-            body.append(f"v{step[5]} = f{k}({args})")
-        else:                                        # numpy: numexpr only for big operands
-            big = _size_test(prog, ch.operands, ref)
-            if big is not True:
-                indent = "    " if big else ""
-                if big:
-                    lines[first + len(body)] = k
-                    body.append(f"if {big}:")
-                    body.append(f"    v{step[5]} = f{k}({args})")
-                    body.append("else:")
-                for kk in ch.steps:
-                    step_line(kk, indent)
-                dels([prog._plan[kk][5] for kk in ch.steps if kk != k], indent)
+    def emit_plain(self, k, step):
+        """A step outside any chain or region (or its pair's or shared step's line)."""
+        if k in self.pairs:
+            j, self.ns[f"s{k}"] = self.pairs[k]
+            self.mark(k)
+            self.body.append(f"v{step.out}, v{self.steps[j].out} = s{k}("
+                             f"{', '.join(self.ref(i) for i in step.ins)})")
+        elif k in self.shared:
+            j, self.lean[k] = self.shared[k]
+            self.step_line(j)
+            self.step_line(k, ins=(self.steps[j].out,))
+        elif k not in self.early:
+            self.step_line(k)
+
+    def emit_chain(self, k, step):
+        """A fused chain at its root: the fused kernel (cupy always; numpy's numexpr only
+        for big operands, decided statically or by a test per call), else its steps."""
+        ch, body = self.chains[k], self.body
+        self.ns[f"f{k}"] = self.kernel_of[k]
+        args = ", ".join(self.ref(s) for s in ch.operands)
+        big = True if self.kernel_of.get("small") is None else \
+            _size_test(self.plan, ch.operands, self.ref)
+        if big is True:
+            self.mark(k)
+            body.append(f"v{step.out} = f{k}({args})")
+            return
+        indent = "    " if big else ""
+        if big:
+            self.mark(k)
+            body += [f"if {big}:", f"    v{step.out} = f{k}({args})", "else:"]
+        for kk in ch.steps:
+            self.step_line(kk, indent)
+        self.dels([self.steps[kk].out for kk in ch.steps if kk != k], indent)
+
+    def write(self):
+        plan, body = self.plan, self.body
+        for s in sorted(s for s in set(plan.leaves.values()) if s not in self.consts):
+            body.append(f"v{s} = vals[{s}]")
+        for k, step in enumerate(self.steps):
+            if k in self.member:
+                continue               # computed inside its chain's or region's kernel
+            if k in self.regions:
+                _emit_region(plan, self.regions[k], self.ns, body, self.lines, self.FIRST,
+                             self.ref, self.step_line, self.dels)
+            elif k in self.chains:
+                self.emit_chain(k, step)
             else:
-                lines[first + len(body)] = k
-                body.append(f"v{step[5]} = f{k}({args})")
-        dels(frees_at.get(k, ()))
-    outs = ", ".join(ref(s) for s in prog._out_slots)
-    body.append(f"return [{outs}]")
-    src = "\n".join(["def _flowgrad_plan(vals):", "    try:", "        pass"]
-                    + ["        " + line for line in body]
-                    + ["    except Exception as exc:",
-                       "        _located(exc)",
-                       "        raise"]) + "\n"
-    ns["_located"] = lambda exc: _locate(prog, lines, exc)
-    exec(compile(src, f"<flowgrad plan {id(prog):#x}>", "exec"), ns)
-    return ns["_flowgrad_plan"], lines, src
+                self.emit_plain(k, step)
+            self.dels(self.frees_at.get(k, ()))
+        body.append(f"return [{', '.join(self.ref(s) for s in plan.outputs)}]")
+        src = "\n".join(["def _flowgrad_plan(vals):", "    try:", "        pass"]
+                        + ["        " + line for line in body]
+                        + ["    except Exception as exc:",
+                           "        _located(exc)",
+                           "        raise"]) + "\n"
+        ns, lines = self.ns, self.lines
+        ns["_located"] = lambda exc: _locate(plan, lines, exc)
+        exec(compile(src, f"<flowgrad plan {id(plan):#x}>", "exec"), ns)
+        ns["_flowgrad_plan"].fused = bool(self.chains)   # numexpr/cupy chains: not bitwise
+        return ns["_flowgrad_plan"], lines, src
 
 
-def _size_test(prog, operands, ref):
+def _size_test(plan, operands, ref):
     """Whether a numpy chain runs through numexpr: True or False when its operands'
     shapes are static, else the source of a run-time test on the operand most likely
     to be large (the one with the most run-time lengths, then the most axes)."""
-    data, kept = prog.graph.nx.nodes, prog._kept
+    data, kept = node_table(plan.graph), plan.slots
     shapes = {s: data[kept[s]]["shape"] for s in operands}
     if all(None not in sh for sh in shapes.values()):
         sizes = [int(np.prod(sh)) for sh in shapes.values()]
@@ -212,44 +242,43 @@ def _size_test(prog, operands, ref):
     return f"{ref(s)}.size >= {_fusion.NUMEXPR_MIN}"
 
 
-def _lean_kernels(prog):
+def _lean_kernels(plan, backend):
     """{step: numpy kernel} replacing generic kernels that are slow on small arrays,
     {mse step: (later step computing the same y − t, the mse's kernel of that residual)}
     and {bce step: (later σ step of the same z, kernel of both)}
     (flowgrad/numpy_kernels.py)."""
-    from .backends.numpy_backend import NumpyBackend
     from .numpy_kernels import kernel, shared_exps, shared_residuals
-    if type(prog.backend) is not NumpyBackend:
+    if not backend.lean_kernels:
         return {}, {}, {}
-    data, kept, plan = prog.graph.nx.nodes, prog._kept, prog._plan
-    outs = set(prog._out_slots)
+    data, kept, steps = node_table(plan.graph), plan.slots, plan.made_steps()
+    outs = set(plan.outputs)
     lean, typed = {}, []
-    for k, (op, attrs, nid) in enumerate(prog._step_ops):
+    for k, st in enumerate(steps):
+        op, attrs, nid = st.op, st.attrs, st.node
         dtype = data[nid]["dtype"] if nid in data else None
         typed.append((op, attrs, dtype, data[nid]["shape"] if nid in data else None))
         if dtype is None:
             continue
-        ins = [data[kept[s]] for s in plan[k][4]]
+        ins = [data[kept[s]] for s in st.ins]
         fn = kernel(op.name, attrs, dtype, [d["shape"] for d in ins], [d["dtype"] for d in ins],
-                    plan[k][5] in outs)
+                    st.out in outs)
         if fn is not None:
             lean[k] = fn
-    return lean, shared_residuals(typed, plan), shared_exps(typed, plan)
+    return lean, shared_residuals(typed, steps), shared_exps(typed, steps)
 
 
-def _frees(prog, member, exported=()):
+def _frees(plan, member, exported=()):
     """{step: slots to del after it}: the plan's last-use frees, redone because a chain's
     (or region's) inner steps run at its root, which may extend their operands' lives.
     A region's exported values are freed as any value; its other inner values exist
     as locals only in the plain branch of a run-time-length region, which dels them."""
-    if prog._keep_all:
-        return {}
-    inner = {prog._plan[k][5] for k in member} - set(exported)
-    keep = set(prog._out_slots)
+    steps = plan.made_steps()
+    inner = {steps[k].out for k in member} - set(exported)
+    keep = set(plan.outputs)
     last = {}
-    for k, step in enumerate(prog._plan):
+    for k, step in enumerate(steps):
         at = member.get(k, k)
-        for s in step[4]:
+        for s in step.ins:
             if at >= last.get(s, -1):
                 last[s] = at
     frees = {}
@@ -259,24 +288,23 @@ def _frees(prog, member, exported=()):
     return frees
 
 
-def _chains(prog, exclude=frozenset()):
+def _chains(plan, backend, exclude=frozenset()):
     """Fused chains of the plan (none through the steps in ``exclude``) and their kernels,
-    for backends that have them."""
-    from .backends.numpy_backend import NumpyBackend
+    for backends that declare a fuser (``Backend.fusion``)."""
     if not FUSE:
         return {}, {}
-    if type(prog.backend) is NumpyBackend:
+    if backend.fusion == "numexpr":
         try:
             import numexpr  # noqa: F401
         except ImportError:
             return {}, {}
-        chains = _fusion.find_chains(prog, exclude)
+        chains = _fusion.find_chains(plan, exclude)
         kernels = {k: _fusion.numexpr_kernel(ch) for k, ch in chains.items()}
         kernels["small"] = True
         return chains, kernels
-    if prog.backend.name == "cupy":
-        chains = _fusion.find_chains(prog)
-        return chains, {k: _fusion.cupy_kernel(prog.backend.xp, ch, f"flowgrad_fused_{k}")
+    if backend.fusion == "elementwise":
+        chains = _fusion.find_chains(plan)
+        return chains, {k: _fusion.cupy_kernel(backend.xp, ch, f"flowgrad_fused_{k}")
                         for k, ch in chains.items()}
     return {}, {}
 
@@ -284,18 +312,17 @@ def _chains(prog, exclude=frozenset()):
 REGIONS = True        # pointwise regions as numba loops (flowgrad/regions.py) when numba is there
 
 
-def _regions(prog):
+def _regions(plan, backend):
     """Pointwise regions of a numpy plan (regions.py); {} without numba. They come
     before numexpr chains: a region loop beat numexpr on the same steps at every size
     measured (RESULTS.md), and chains then fuse what is left (exp, log, σ …)."""
-    from .backends.numpy_backend import NumpyBackend
     from . import regions as _rg
-    if not REGIONS or type(prog.backend) is not NumpyBackend or not _rg.available():
+    if not REGIONS or not backend.regions or not _rg.available():
         return {}
-    return _rg.find_regions(prog)
+    return _rg.find_regions(plan)
 
 
-def _emit_region(prog, rg, ns, body, lines, first, ref, step_line, dels):
+def _emit_region(plan, rg, ns, body, lines, first, ref, step_line, dels):
     """The region's loop: ``r<k>`` is a lazy kernel until the program's second call, then
     numba's function (or, if numba failed, the steps' numpy kernels). A loop never raises
     on float data (numpy's error model), so an exception from the call is numba refusing
@@ -305,7 +332,7 @@ def _emit_region(prog, rg, ns, body, lines, first, ref, step_line, dels):
     that broadcast, or fewer than MIN_SIZE entries) the plain steps run, inline."""
     from . import regions as _rg
     k = rg.steps[-1]
-    lazy = _rg.LazyKernel(prog, rg, ns, f"r{k}")
+    lazy = _rg.LazyKernel(plan, rg, ns, f"r{k}")
     ns[f"r{k}"], ns[f"e{k}"] = lazy, lazy.fallback
     outs = ", ".join(f"v{s}" for s in rg.exports)     # one array, or a tuple of them
     args = [ref(s) for s in rg.operands]
@@ -328,7 +355,8 @@ def _emit_region(prog, rg, ns, body, lines, first, ref, step_line, dels):
     body.append("else:")
     for kk in rg.steps:
         step_line(kk, "    ")
-    dels([prog._plan[kk][5] for kk in rg.steps if prog._plan[kk][5] not in rg.exports], "    ")
+    steps = plan.made_steps()
+    dels([steps[kk].out for kk in rg.steps if steps[kk].out not in rg.exports], "    ")
 
 
 def _hashable(fn):
@@ -339,34 +367,27 @@ def _hashable(fn):
         return False
 
 
-def _leaf_slots(prog):
-    """Slots that the binder fills each call: placeholders and variables."""
-    slots = {prog._slot[nid] for nid in prog.placeholders}
-    slots.update(s for s, _ in prog._variables)
-    return slots
-
-
-def _locate(prog, lines, exc):
+def _locate(plan, lines, exc):
     """Map the failing line of the generated function to its plan step, and report it
     with the slot values the function held (its locals ``v<slot>``)."""
     tb = exc.__traceback__
     k = lines.get(tb.tb_lineno) if tb is not None else None
     at = getattr(exc, "_flowgrad_step", None)  # a step inside a region (regions.evaluate)
-    if at is not None and at[0] == id(prog):
+    if at is not None and at[0] == id(plan):
         k = at[1]
     if k is not None:
-        vals = list(prog._template)
+        vals = list(plan.consts)
         for name, v in tb.tb_frame.f_locals.items():
             if name[0] == "v" and name[1:].isdigit():
                 vals[int(name[1:])] = v
-        prog._on_step_error(k, exc, vals)
+        raise_step_error(plan, k, exc, vals)
 
 
 # -- numpy's error state ----------------------------------------------------------------
 # numba loops and numexpr chains never raise on a floating-point error, and the scalar
 # path's rerun is numpy's: so while numpy's error state (np.errstate, np.seterr) asks
 # for an exception or a callback, a call runs the interpreter's numpy kernels instead
-# (Program._reference), which honour it on every call. The state is a context variable
+# (Program.reference_call), which honour it on every call. The state is a context variable
 # of numpy's: its current value is compared by identity with the last one examined, so
 # the test costs one look-up per call (np.geterr, ~1.5 µs, only when it changed).
 # Callers inline the common case: ``if fp_state() is not QUIET[0] and fp_raises()``.
@@ -401,13 +422,20 @@ def fp_raises() -> bool:
 
 
 # -- the fast feed path -----------------------------------------------------------------
-# Kept apart from Program._bind on purpose: it accepts only the plainest calls (every
+# Kept apart from Program.bind on purpose: it accepts only the plainest calls (every
 # placeholder fed once by name or node, as an array of exactly its dtype and shape, or a
 # Python/numpy float for a 0-d float64 placeholder; variables not fed) and answers None
-# for anything else, which then goes through Program._bind and its full checks.
+# for anything else, which then goes through Program.bind and its full checks.
 # Run-time lengths (None in a shape) are checked by the program's own compiled length
-# check (Program._check_lengths, the one _bind runs), so both paths agree.
-FAST_BIND_RUNTIME_LENGTHS = True
+# check (Program.check_lengths, the one bind runs), so both paths agree.
+
+
+def _names(graph, name, nid) -> bool:
+    """Whether feed name ``name`` means node ``nid`` in ``graph`` (compile time only)."""
+    try:
+        return graph.by_name(name).id == nid
+    except KeyError:
+        return False
 
 
 def _plain_feed(args, kwargs, n):
@@ -434,7 +462,7 @@ def fast_binder(prog, run=None):
     """A function ``bind(args, kwargs)`` -> slot list, or None when the call needs
     the general binder; with ``run`` (the plan's array function), the whole call
     instead: ``call(args, kwargs)`` -> ``run(slot list)``, the general binder
-    (``Program._bind``) taking the calls this one does not.
+    (``Program.bind``) taking the calls this one does not.
 
     The common call, every placeholder fed by keyword, runs generated code: each feed
     read by its name, its type, dtype, rank and fixed lengths tested with a few
@@ -442,23 +470,17 @@ def fast_binder(prog, run=None):
     (``LengthCheck.source``). A dict of feeds (by name or node) goes through
     :func:`_generic_fast_binder`'s loop, with the same checks. The slot list holds
     the leaves (the plan function reads nothing else)."""
-    from .backends.numpy_backend import NumpyBackend
-    if type(prog.backend) is not NumpyBackend:
+    if not prog.backend.fast_feeds:
         return None
     g = prog.graph
-    specs = []
-    for nid, p in prog.placeholders.items():
-        if g._names.get(p.name) != nid:
-            return None
-        shape = tuple(p.shape)
-        if None in shape and not FAST_BIND_RUNTIME_LENGTHS:
-            return None
-        specs.append((nid, p.name, prog._slot[nid], np.dtype(p.dtype), shape))
-    general = _generic_fast_binder(prog, specs)
-    check = prog._check_lengths
+    spec = prog.feed_spec              # names, dtypes, shapes, run-time lengths: declared once
+    specs = spec.placeholders
+    if not all(_names(g, leaf.name, leaf.node) for leaf in specs):
+        return None
+    general = _generic_fast_binder(prog, spec)
     ns = {"ndarray": np.ndarray, "float64": np.float64, "asarray": np.asarray,
-          "T": prog._template, "general": general, "read": prog.backend.read_variable,
-          "run": run, "slow": prog._bind, "fp_raises": fp_raises, "ref": prog._reference,
+          "T": prog.plan.consts, "general": general, "read": prog.backend.read_variable,
+          "run": run, "slow": prog.bind, "fp_raises": fp_raises, "ref": prog.reference_call,
           "fp_state": fp_state, "QUIET": QUIET}
     if run is None:
         miss, done = "return None", "return vals"
@@ -471,33 +493,30 @@ def fast_binder(prog, run=None):
                 "    vals = general(args, kwargs)",
                 "    return run(vals if vals is not None else slow(args, kwargs))"]
     if specs:
-        body += ["try:"] + [f"    p{i} = kwargs[{name!r}]"
-                            for i, (_, name, _, _, _) in enumerate(specs)]
+        body += ["try:"] + [f"    p{i} = kwargs[{leaf.name!r}]"
+                            for i, leaf in enumerate(specs)]
         body += ["except KeyError:", "    " + miss]
-    shapes = {}
-    for i, (nid, name, s, dtype, shape) in enumerate(specs):
-        ns[f"D{i}"] = dtype
-        p = f"p{i}"
-        if shape == () and dtype == np.float64:     # a Python or numpy float is welcome
-            body += [f"if type({p}) is not ndarray:",
-                     f"    if type({p}) is float or type({p}) is float64:",
-                     f"        {p} = asarray({p}, float64)",
-                     "    else:",
-                     "        " + miss]
-        else:
-            body += [f"if type({p}) is not ndarray:", "    " + miss]
-        body += [f"d = {p}.dtype",
-                 f"if d is not D{i} and d != D{i}:", "    " + miss,
-                 f"s{i} = {p}.shape"]
-        tests = [f"len(s{i}) != {len(shape)}"] + [
-            f"s{i}[{ax}] != {d}" for ax, d in enumerate(shape) if d is not None]
-        body += [f"if {' or '.join(tests)}:", "    " + miss]
-        shapes[s] = f"s{i}"
-    if check is not None:
-        ns["_lenfail"] = check._fail
-        body += check.source(shapes, "_lenfail")  # lengths that must agree: FeedError
-    leaves = {s: f"p{i}" for i, (_, _, s, _, _) in enumerate(specs)}
-    for j, (s, var) in enumerate(prog._variables):
+    for i in range(len(specs)):        # the spec's plain-feed test, rendered
+        names, lines = spec.plain_source(i, miss)
+        ns.update(names)
+        body += lines
+    names, lines = spec.lengths_source("_lenfail")   # lengths that must agree: FeedError
+    ns.update(names)
+    body += lines
+    body += _leaf_list(prog, specs, ns)
+    body.append(done)
+    src = "def bind(args, kwargs):\n" + "".join(f"    {line}\n" for line in body)
+    exec(compile(src, f"<flowgrad binder {id(prog):#x}>", "exec"), ns)
+    ns["bind"].source = src
+    return ns["bind"]
+
+
+def _leaf_list(prog, specs, ns):
+    """Lines that read the variables and make ``vals``, the slot list of the leaves
+    (fed ``p<i>``, variables ``w<j>``): the plan function reads nothing else."""
+    body = []
+    leaves = {leaf.slot: f"p{i}" for i, leaf in enumerate(specs)}
+    for j, (s, var) in enumerate(prog.variable_slots):
         ns[f"V{j}"], ns[f"N{j}"] = var._d, var
         body += [f"w{j} = V{j}['value']",       # numpy's own array: what read() returns
                  f"if type(w{j}) is not ndarray:", f"    w{j} = read(N{j})"]
@@ -508,29 +527,24 @@ def fast_binder(prog, run=None):
     else:
         body.append("vals = list(T)")
         body += [f"vals[{s}] = {name}" for s, name in leaves.items()]
-    body.append(done)
-    src = "def bind(args, kwargs):\n" + "".join(f"    {line}\n" for line in body)
-    exec(compile(src, f"<flowgrad binder {id(prog):#x}>", "exec"), ns)
-    ns["bind"].source = src
-    return ns["bind"]
+    return body
 
 
-def _generic_fast_binder(prog, specs):
+def _generic_fast_binder(prog, spec):
     """``bind(args, kwargs)`` for one dict of feeds keyed by names or nodes (and for
-    keywords): a loop over the feeds with :func:`fast_binder`'s checks, or None."""
+    keywords): a loop over the feeds with the spec's plain-feed test (``FeedSpec.plain``,
+    the reference :func:`fast_binder` renders as source), or None."""
     g = prog.graph
-    by_key, rows = {}, []
-    for i, (nid, name, s, dtype, shape) in enumerate(specs):
-        fixed = tuple((ax, d) for ax, d in enumerate(shape) if d is not None)
-        rows.append((s, dtype, len(shape), fixed, shape == () and dtype == np.float64))
-        by_key[name] = i
-        by_key[nid] = i
-    n = len(rows)
-    template = prog._template
-    variables = [(s, var._d, var) for s, var in prog._variables]
+    by_key = {}
+    for i, leaf in enumerate(spec.placeholders):
+        by_key[leaf.name] = i
+        by_key[leaf.node] = i
+    leaves, n = spec.placeholders, len(spec.placeholders)
+    template = prog.plan.consts
+    variables = [(s, var._d, var) for s, var in spec.variables]
     read = prog.backend.read_variable
-    ndarray, float64, asarray = np.ndarray, np.float64, np.asarray
-    check_lengths = prog._check_lengths
+    ndarray = np.ndarray
+    plain, check_lengths = spec.plain, spec.lengths
 
     def bind(args, kwargs):
         feed = kwargs if not args else _plain_feed(args, kwargs, n)
@@ -542,22 +556,12 @@ def _generic_fast_binder(prog, specs):
             i = by_key.get(key) if type(key) is str else _index(by_key, g, key)
             if i is None:
                 return None
-            s, dtype, ndim, fixed, is_scalar = rows[i]
-            tv = type(v)
-            if tv is ndarray:
-                vd = v.dtype
-                if (vd is not dtype and vd != dtype) or v.ndim != ndim:
-                    return None
-                shp = v.shape
-                for ax, d in fixed:
-                    if shp[ax] != d:
-                        return None
-            elif is_scalar and (tv is float or tv is float64):
-                v = asarray(v, float64)
-            else:
+            leaf = leaves[i]
+            v = plain(leaf, v)
+            if v is None:
                 return None
             seen |= 1 << i
-            vals[s] = v
+            vals[leaf.slot] = v
         if seen != (1 << n) - 1:
             return None
         for s, d, var in variables:
@@ -574,15 +578,15 @@ def scalar_binder(prog, leaves):
     """Like :func:`fast_binder`, for the scalar function: ``bind(args, kwargs)`` -> the
     leaf values as Python floats in ``leaves`` order, or None for the general binder."""
     g = prog.graph
-    if prog._check_lengths is not None:
+    if prog.check_lengths is not None:
         return None                    # 0-d leaves have no lengths; never expected here
     pos = {s: i for i, s in enumerate(leaves)}
     by_key = {}
     for nid, p in prog.placeholders.items():
-        if g._names.get(p.name) != nid or prog._slot[nid] not in pos:
+        if not _names(g, p.name, nid) or prog.slot_of[nid] not in pos:
             return None
-        by_key[p.name] = by_key[nid] = pos[prog._slot[nid]]
-    var_pos = [(pos[s], var._d) for s, var in prog._variables if s in pos]
+        by_key[p.name] = by_key[nid] = pos[prog.slot_of[nid]]
+    var_pos = [(pos[s], var._d) for s, var in prog.variable_slots if s in pos]
     n, n_leaves = len(prog.placeholders), len(leaves)
     ndarray, float64, f64 = np.ndarray, np.float64, np.dtype(np.float64)
 
@@ -617,13 +621,13 @@ def scalar_binder(prog, leaves):
 def make_caller(prog, gen):
     """``call(args, kwargs)``: Program.__call__ through the generated code."""
     from .backends.base import Backend
-    bind, single, reference = prog._bind, prog._single, prog._reference
+    bind, single, reference = prog.bind, prog.single, prog.reference_call
     quiet = QUIET
     finish = prog.backend.finish
     if type(prog.backend).finish is Backend.finish:
         finish = None                 # the default finish hands the list back unchanged
     sc = gen.scalar
-    copies = tuple(prog._copy_outs)    # outputs that alias a leaf's storage
+    copies = tuple(prog.copy_outputs)    # outputs that alias a leaf's storage
 
     if sc is None:
         fn = gen.array_fn

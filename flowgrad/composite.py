@@ -72,7 +72,6 @@ def _wrap(fn, label):
             return fn(*args, **kwargs)
         finally:
             frames.pop()
-    grouped.composite_label = label
     return grouped
 
 

@@ -76,6 +76,17 @@ class NumericsError(FlowgradError, FloatingPointError):
         return str(self.explanation)
 
 
+class VerifyError(FlowgradError, AssertionError):
+    """Lockstep verify mode (``fg.compile(..., verify=True)``, ``FLOWGRAD_VERIFY=1``): the
+    program's executor and the reference interpreter disagree. ``.node`` is the first
+    node whose values differ, ``.step`` its plan step (None for a leaf or constant),
+    ``.got`` and ``.want`` the executor's and the reference's values."""
+
+    def __init__(self, message, node=None, step=None, got=None, want=None):
+        super().__init__(message)
+        self.node, self.step, self.got, self.want = node, step, got, want
+
+
 class OptimizerError(FlowgradError, ValueError):
     """An optimizer setting out of range (a learning rate of inf, a schedule value that is
     NaN, a negative eps), or a program whose outputs are not the loss and its gradients."""

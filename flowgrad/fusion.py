@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .engine.plan import node_table
+
 NUMEXPR_MIN = 1 << 19    # below ~5·10⁵ entries numexpr lost to unfused numpy (RESULTS.md)
 MAX_CHAIN = 24          # ops per fused expression (keeps numexpr's parser off deep nesting)
 
@@ -79,31 +81,32 @@ def _literal(v):
     return None
 
 
-def find_chains(prog, exclude=frozenset()) -> dict[int, Chain]:
-    """{root step index: Chain} for the plan of ``prog``; the other steps of each chain
-    are not emitted on their own. Steps in ``exclude`` (in a region loop) never join."""
-    data = prog.graph.nx.nodes
-    kept, template = prog._kept, prog._template
-    plan, step_ops = prog._plan, prog._step_ops
+def find_chains(plan, exclude=frozenset()) -> dict[int, Chain]:
+    """{root step index: Chain} for ``plan`` (flowgrad/engine/plan.py); the other steps
+    of each chain are not emitted on their own. Steps in ``exclude`` (in a region loop)
+    never join."""
+    data = node_table(plan.graph)
+    kept, template, steps = plan.slots, plan.consts, plan.made_steps()
 
     def dtype(s):
         return data[kept[s]]["dtype"]
 
     readers, reader_of = {}, {}
-    for k, step in enumerate(plan):
-        for s in step[4]:
+    for k, step in enumerate(steps):
+        for s in step.ins:
             readers[s] = readers.get(s, 0) + 1
             reader_of[s] = k
-    producer = {step[5]: k for k, step in enumerate(plan)}
-    outs = set(prog._out_slots)
+    producer = {step.out: k for k, step in enumerate(steps)}
+    outs = set(plan.outputs)
     fusible = {}
-    for k, ((op, attrs, _), step) in enumerate(zip(step_ops, plan)):
-        if k not in exclude and op.name in _EXPR and not attrs and dtype(step[5]) in (_F64, _BOOL) and \
+    for k, step in enumerate(steps):
+        if k not in exclude and step.op.name in _EXPR and not step.attrs and \
+                dtype(step.out) in (_F64, _BOOL) and \
                 all(dtype(s) in (_F64, _BOOL) or _literal(template[s]) is not None
-                    for s in step[4]):
+                    for s in step.ins):
             fusible[k] = step
     inlined = {k for k, step in fusible.items()
-               if readers.get(step[5]) == 1 and step[5] not in outs}
+               if readers.get(step.out) == 1 and step.out not in outs}
 
     chains, absorbed = {}, set()
     for k in sorted(fusible, reverse=True):      # a step not absorbed by a later one is a root
@@ -111,28 +114,28 @@ def find_chains(prog, exclude=frozenset()) -> dict[int, Chain]:
             continue
         members, queue = {k}, [k]
         while queue and len(members) < MAX_CHAIN:   # breadth-first; a cut producer is a root later
-            for s in plan[queue.pop(0)][4]:
+            for s in steps[queue.pop(0)].ins:
                 p = producer.get(s)
                 if p in inlined and p in fusible and p not in absorbed and len(members) < MAX_CHAIN:
                     members.add(p)
                     queue.append(p)
-        if len(members) < 2 or dtype(plan[k][5]) != _F64:
+        if len(members) < 2 or dtype(steps[k].out) != _F64:
             continue
         absorbed.update(members)
         operands, names = [], {}
-        expr, c_expr = _expression(k, members, plan, step_ops, producer, template, operands, names)
+        expr, c_expr = _expression(k, members, steps, producer, template, operands, names)
         chains[k] = Chain(sorted(members), operands, [dtype(s) for s in operands], expr, c_expr)
     return chains
 
 
-def _expression(root, members, plan, step_ops, producer, template, operands, names):
+def _expression(root, members, steps, producer, template, operands, names):
     """The (numexpr, C) expressions of the tree of ``members`` under ``root``: an
     iterative post-order walk (chains are short, but nothing here recurses)."""
     done = {}
     stack = [(root, False)]
     while stack:
         k, ready = stack.pop()
-        ins = plan[k][4]
+        ins = steps[k].ins
         if not ready:
             stack.append((k, True))
             stack.extend((producer[s], False) for s in ins if producer.get(s) in members)
@@ -141,7 +144,7 @@ def _expression(root, members, plan, step_ops, producer, template, operands, nam
         # a divisor is never a literal: numexpr rewrites x / c as x * (1/c), evaluating
         # 1/c in Python (a raw ZeroDivisionError at c = 0, and not x / c's rounding
         # otherwise); as an operand it is divided entry by entry, as numpy does
-        divisor = ins[1] if step_ops[k][0].name == "div" else None
+        divisor = ins[1] if steps[k].op.name == "div" else None
         for s in ins:
             p = producer.get(s)
             if p in members:
@@ -154,7 +157,7 @@ def _expression(root, members, plan, step_ops, producer, template, operands, nam
                     operands.append(s)
                 lit = names[s]
             parts.append((lit, lit))
-        ne, cc = _EXPR[step_ops[k][0].name]
+        ne, cc = _EXPR[steps[k].op.name]
         done[k] = (ne.format(*(e for e, _ in parts)), cc.format(*(c for _, c in parts)))
     return done[root]
 

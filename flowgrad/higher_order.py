@@ -251,11 +251,10 @@ class _Body:
         feed[self.basis] = xp.zeros(bs, dtype=self.basis.dtype)
         for s, v in zip(self.sliced, slices):
             feed[s] = v[(0,) * len(bs)] if n else xp.zeros(s.shape, s.dtype)
-        base = prog._bind((feed,), {})          # feeds checked once
-        slot = prog._slot
+        base = prog.bind((feed,), {})           # feeds checked once
+        slot = prog.slot_of
         u_slot = slot.get(self.basis.id)
         s_slots = [slot.get(s.id) for s in self.sliced]
-        out_slot = prog._out_slots[0]
         dtype = self.out.dtype
         results, total = [], None
         for k in range(n):
@@ -266,7 +265,7 @@ class _Body:
             for s_slot, v in zip(s_slots, slices):
                 if s_slot is not None:
                     vals[s_slot] = v[idx]
-            r = xp.asarray(prog._run(vals)[out_slot], dtype=dtype)
+            r = xp.asarray(prog.run_bound(vals)[0], dtype=dtype)
             if self.reduce == "stack":
                 results.append(r)
             else:

@@ -444,8 +444,11 @@ def _tie(classes, data, p, q):
 
 
 def compile_checks(graph, order):
-    """The per-call length checks of a program over ``order`` (ascending node ids):
-    ``(checks, pins, names)`` — see ``LengthCheck`` — or None when there is nothing to check."""
+    """The per-call length checks of a program over ``order`` (ascending node ids): a
+    list of ``(members, pin)``, one per class of run-time lengths that must agree —
+    ``members`` the (placeholder id, axis) pairs in it, ``pin`` the length a node fixes
+    for it as ``(length, node id, axis)``, or None — read by ``LengthCheck``; None when
+    there is nothing to check."""
     data = graph.nx.nodes
     if not any(None in data[nid]["shape"] for nid in order):
         return None
@@ -510,12 +513,12 @@ class LengthCheck:
             if want is None:
                 seen[g] = (n, nid, axis)
             elif want[0] != n:
-                self._fail(nid, axis, n, want)
+                self.fail(nid, axis, n, want)
 
     def source(self, shapes, fail):
         """The same checks as lines of Python for a generated binder: ``shapes`` maps
         each placeholder slot to the name of a local holding its value's shape, ``fail``
-        names this check's ``_fail``. Members are compared in ``__call__``'s order, so
+        names this check's ``fail``. Members are compared in ``__call__``'s order, so
         the error names the same pair."""
         first = list(self._first)
         lines = []
@@ -531,7 +534,9 @@ class LengthCheck:
                       f"    {fail}({nid!r}, {axis!r}, {n}, ({length}, {onid!r}, {oaxis!r}))"]
         return lines
 
-    def _fail(self, nid, axis, n, want):
+    def fail(self, nid, axis, n, want):
+        """Raise the FeedError for slot value length ``n`` on ``nid``'s ``axis`` against
+        ``want`` = (length, other node, its axis); generated binders call it too."""
         if n != n or want[0] != want[0]:
             return  # a dask array of unknown (nan) length: nothing to compare yet
         h = self._graph._handles

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from .engine.executors.base import raise_step_error
 from .errors import NumericsError
 from . import diagnose
 from .explain import explain
@@ -25,6 +26,8 @@ class _State(threading.local):
 
 
 _state = _State()
+#: the thread's anomaly flag (``ANOMALY.on``): read by the call paths once a call
+ANOMALY = _state
 
 
 @contextlib.contextmanager
@@ -57,33 +60,29 @@ def run_checked(prog, vals):
     at the first step that creates a NaN/Inf."""
     xp = prog.backend.xp
     g = prog.graph
+    plan = prog.plan
     for nid in prog.placeholders:
-        if not _all_finite(xp, vals[prog._slot[nid]]):
+        if not _all_finite(xp, vals[prog.slot_of[nid]]):
             raise _error(prog, vals, g.node(nid), None, fed=True)
-    for s, var in prog._variables:
+    for s, var in prog.variable_slots:
         if not _all_finite(xp, vals[s]):
             raise _error(prog, vals, var, None, fed=True)
-    for k, (arity, fn, a, b, ins, out, _frees) in enumerate(prog._plan):
+    for k, (st, fn) in enumerate(zip(plan.made_steps(), plan.kernels(xp))):
+        ins = st.ins
         try:
-            if arity == 1:
-                v = fn(vals[a])
-            elif arity == 2:
-                v = fn(vals[a], vals[b])
-            else:
-                v = fn(*[vals[i] for i in ins])
+            v = fn(*[vals[i] for i in ins])
         except Exception as exc:
-            prog._on_step_error(k, exc, vals)
-            raise  # _on_step_error always raises; this keeps linters and readers sure
-        vals[out] = v
+            raise_step_error(plan, k, exc, vals)
+        vals[st.out] = v
         if not _all_finite(xp, v) and all(_all_finite(xp, vals[i]) for i in ins):
-            raise _error(prog, vals, g.node(prog._step_nodes[k]), k)
+            raise _error(prog, vals, g.node(st.node), k)
     return vals
 
 
 def _trace(prog, vals, culprit):
     """A Trace of the values computed so far, the culprit marked for drawing."""
     from .tracing import Trace
-    done = {nid: vals[s] for nid, s in prog._slot.items() if vals[s] is not None}
+    done = {nid: vals[s] for nid, s in prog.slot_of.items() if vals[s] is not None}
     finished = prog.backend.finish(list(done.values()))
     tr = Trace(prog, dict(zip(done, finished)), {})
     tr.culprit = culprit
@@ -91,7 +90,7 @@ def _trace(prog, vals, culprit):
 
 
 def _error(prog, vals, node, k, fed=False) -> NumericsError:
-    value = vals[prog._slot[node.id]]
+    value = vals[prog.slot_of[node.id]]
     bad = _what(prog.backend.xp, value)
     if fed:
         head = (f"{node.kind} {node.name!r} was fed a value holding {bad}: "
@@ -99,7 +98,7 @@ def _error(prog, vals, node, k, fed=False) -> NumericsError:
     else:
         part = diagnose.adjoint_part(node)
         kind = f"an adjoint value, {part}" if part else "a forward value"
-        ins = [vals[i] for i in prog._plan[k][4]]
+        ins = [vals[i] for i in prog.plan.made_steps()[k].ins]
         op = node.op.name if node.op is not None else node.kind
         where = node.where
         head = (f"{node.name!r} ({op}) produced {bad} from finite inputs; it is {kind}"

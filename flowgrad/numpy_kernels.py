@@ -236,18 +236,18 @@ def shared_residuals(steps, plan):
     """{mse step: (sub step, kernel)} for each ``mse(y, t)`` (mean or sum) whose ``y − t``
     a later plan step also computes (its reverse rule builds that node): computed at the
     mse step and passed to the kernel, :func:`mse_of_residual`. ``steps`` are the plan's
-    (op, attrs, result dtype[, result shape]), ``plan`` its instructions (…, input
-    slots, output slot, …)."""
+    (op, attrs, result dtype[, result shape]), ``plan`` its ``Step`` records
+    (flowgrad/engine/plan.py)."""
     subs = {}
     for k, (op, attrs, dtype, *_) in enumerate(steps):
         if op.name == "sub":
-            subs.setdefault(plan[k][4], k)
+            subs.setdefault(plan[k].ins, k)
     out = {}
     for k, (op, attrs, dtype, *_) in enumerate(steps):
         if op.name != "mse" or attrs.get("reduction") == "none" or dtype is None \
                 or np.dtype(dtype).kind != "f":
             continue
-        j = subs.get(plan[k][4])
+        j = subs.get(plan[k].ins)
         if j is not None and j > k:
             out[k] = (j, mse_of_residual(attrs["reduction"], *steps[j][2:4]))
     return out
@@ -283,13 +283,13 @@ def shared_exps(steps, plan):
     sigmoids = {}
     for k, (op, attrs, dtype, *_) in enumerate(steps):
         if op.name == "sigmoid":
-            sigmoids.setdefault(plan[k][4][0], k)
+            sigmoids.setdefault(plan[k].ins[0], k)
     out = {}
     for k, (op, attrs, dtype, *_) in enumerate(steps):
         if op.name not in ("bce_with_logits", "softplus") or dtype is None \
                 or np.dtype(dtype).kind != "f":
             continue
-        j = sigmoids.get(plan[k][4][0])
+        j = sigmoids.get(plan[k].ins[0])
         if j is not None and j > k:
             out[k] = (j, bce_and_sigmoid(attrs["reduction"]) if op.name == "bce_with_logits"
                       else softplus_and_sigmoid())

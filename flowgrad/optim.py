@@ -36,10 +36,9 @@ import numpy as np
 from . import optim_grads
 from .autodiff import grad, is_gradient
 from .backends import get_backend
-from .backends.numpy_backend import NumpyBackend
 from .errors import GraphError, NumericsError, OptimizerError
 from .graph import Node, same_graph
-from .numerics import _state as _anomaly
+from .numerics import ANOMALY as _anomaly
 from .optim_sgd import sgd_function
 from .scheduler import Program
 from .schedules import cosine_decay, exponential_decay, step_decay, warmup_cosine  # noqa: F401
@@ -220,11 +219,7 @@ class Optimizer:
             lr = self.lr
             if type(lr) is not float:    # a schedule (or an int): checked each step
                 lr = self.learning_rate()
-            call = prog._call
-            if call is not None and not (prog.check_numerics or _anomaly.on):
-                outs = call(args, feed)  # Program.__call__'s dispatch, feeds not repacked
-            else:
-                outs = prog(*args, **feed)
+            outs = prog.call(args, feed)     # prog(*args, **feed), feeds not repacked
             if self.check_finite:
                 self._refuse_non_finite(prog, bound, outs)
             if last[2] is not None:                # SGD on numpy: updates, commit, result
@@ -415,7 +410,7 @@ class _Binding:
         self.xp, self.asarray = backend.xp, backend.asarray
         # a numpy ndarray needs no conversion on the numpy backend (asarray is the
         # identity there); on any other backend every read goes through asarray
-        self.ndarray = np.ndarray if type(backend) is NumpyBackend else None
+        self.ndarray = np.ndarray if backend.in_place else None
         self.materialize = getattr(backend, "materialize", None)
         # variables whose update may run on Python floats (see _float_update): a 0-d
         # float64 variable and gradient, on numpy

@@ -39,6 +39,7 @@ import warnings
 
 import numpy as np
 
+from .engine.plan import node_table
 from .ops.scalar_kernels import KERNELS
 
 MIN_SIZE = 64      # entries; below it numba's ~0.5 µs dispatch eats the gain (RESULTS.md)
@@ -70,11 +71,11 @@ class Region:
     written to arrays, in return order), and the kernel's module ``source`` (written
     when first asked for: most programs never compile their loops)."""
 
-    def __init__(self, prog, steps, operands, exports, consts, dtype):
+    def __init__(self, plan, steps, operands, exports, consts, dtype):
         self.steps, self.operands, self.exports = steps, operands, exports
-        self._prog, self._consts, self._dtype = prog, consts, dtype
+        self._plan, self._consts, self._dtype = plan, consts, dtype
         self._source = None
-        data, kept = _nodes(prog), prog._kept
+        data, kept = node_table(plan.graph), plan.slots
         # 0-d operands, passed as Python numbers: "float" or "bool" (None: an array)
         self.scalar = [None if data[kept[s]]["shape"] else
                        ("bool" if np.dtype(data[kept[s]]["dtype"]) == _BOOL else "float")
@@ -87,13 +88,13 @@ class Region:
                               for s, kind in zip(operands, self.scalar)]
         # run-time lengths: the generated code checks, per call, that the operands'
         # shapes agree (a declared None may still broadcast a length 1) and MIN_SIZE
-        shape = _nodes(prog)[prog._kept[prog._plan[steps[-1]][5]]]["shape"]
+        shape = data[kept[plan.made_steps()[steps[-1]].out]]["shape"]
         self.dynamic = None in tuple(shape)
 
     @property
     def source(self):
         if self._source is None:
-            self._source = _source(self._prog, self.steps, self.operands, self.exports,
+            self._source = _source(self._plan, self.steps, self.operands, self.exports,
                                    self._consts, self._dtype)
         return self._source
 
@@ -102,25 +103,19 @@ class Region:
         return hashlib.sha1(self.source.encode()).hexdigest()[:20]
 
 
-def _nodes(prog):
-    """The graph's node-attribute dict (networkx's own: NodeView lookups are calls)."""
-    nxg = prog.graph.nx
-    d = getattr(nxg, "_node", None)
-    return d if isinstance(d, dict) else nxg.nodes
-
-
 def _literal(v):
     """A Python number constant (weak under NEP 50), else None."""
     return v if type(v) in (int, float, bool) else None
 
 
-def find_regions(prog, exclude=()) -> dict[int, Region]:
-    """{last step index: Region} for the plan of ``prog``; steps in ``exclude`` (fused
-    elsewhere) never join. One pass in plan order: a step joins the regions of its
-    producers unless one of them was already read by a step outside it (then that
-    region is *sealed*: it must run before that reader, so it cannot grow past it)."""
-    data = _nodes(prog)
-    kept, template, plan = prog._kept, prog._template, prog._plan
+def find_regions(plan, exclude=()) -> dict[int, Region]:
+    """{last step index: Region} for ``plan`` (flowgrad/engine/plan.py); steps in
+    ``exclude`` (fused elsewhere) never join. One pass in plan order: a step joins the
+    regions of its producers unless one of them was already read by a step outside it
+    (then that region is *sealed*: it must run before that reader, so it cannot grow
+    past it)."""
+    data = node_table(plan.graph)
+    kept, template, steps = plan.slots, plan.consts, plan.made_steps()
     parent = {}                       # union-find over step indices
 
     def find(k):
@@ -131,14 +126,14 @@ def find_regions(prog, exclude=()) -> dict[int, Region]:
             parent[k], k = root, parent[k]
         return root
 
-    producer = {step[5]: k for k, step in enumerate(plan)}
+    producer = {step.out: k for k, step in enumerate(steps)}
     info = {}                         # region root → (shape, float dtype or None)
     sealed = set()
-    for k, ((op, attrs, nid), step) in enumerate(zip(prog._step_ops, plan)):
-        sig = None if k in exclude else _signature(op, attrs, step, data, kept, template)
+    for k, step in enumerate(steps):
+        sig = None if k in exclude else _signature(step, data, kept, template)
         if sig is not None:
             joined = []
-            for s in step[4]:
+            for s in step.ins:
                 p = producer.get(s)
                 if p is None or p not in parent:
                     continue
@@ -152,7 +147,7 @@ def find_regions(prog, exclude=()) -> dict[int, Region]:
                 parent[r] = k
                 del info[r]
             info[k] = sig
-        for s in step[4]:             # reading a value of another region seals it
+        for s in step.ins:             # reading a value of another region seals it
             p = producer.get(s)
             if p is not None and p in parent:
                 r = find(p)
@@ -161,44 +156,55 @@ def find_regions(prog, exclude=()) -> dict[int, Region]:
     groups = {}
     for k in parent:
         groups.setdefault(find(k), []).append(k)
+    parts = _parts(groups, info, find, data, kept, steps)
+    return {part[-1]: _build(plan, part, dt, out)
+            for (part, dt), out in zip(parts, _exports(plan, parts, producer))}
+
+
+def _parts(groups, info, find, data, kept, steps):
+    """[(steps, float dtype)]: each group cut into runs of MAX_STEPS, kept where long
+    and large enough to pay for a loop."""
     parts = []
-    for steps in groups.values():
-        steps.sort()
-        for i in range(0, len(steps), MAX_STEPS):
-            part = steps[i:i + MAX_STEPS]
-            shape = tuple(data[kept[plan[part[-1]][5]]]["shape"])
+    for group in groups.values():
+        group.sort()
+        for i in range(0, len(group), MAX_STEPS):
+            part = group[i:i + MAX_STEPS]
+            shape = tuple(data[kept[steps[part[-1]].out]]["shape"])
             if len(part) >= MIN_STEPS and (None in shape or math.prod(shape) >= MIN_SIZE):
-                parts.append((part, info[find(steps[-1])][1]))
-    # the values each part must write out: read by a step outside it, or returned
+                parts.append((part, info[find(group[-1])][1]))
+    return parts
+
+
+def _exports(plan, parts, producer):
+    """The values each part must write out: read by a step outside it, or returned."""
     part_of = {k: j for j, (part, _) in enumerate(parts) for k in part}
     exported = [set() for _ in parts]
-    for k, step in enumerate(plan):
+    for k, step in enumerate(plan.made_steps()):
         j = part_of.get(k)
-        for s in step[4]:
+        for s in step.ins:
             p = part_of.get(producer.get(s))
             if p is not None and p != j:
                 exported[p].add(s)
-    for s in prog._out_slots:
+    for s in plan.outputs:
         p = part_of.get(producer.get(s))
         if p is not None:
             exported[p].add(s)
-    return {part[-1]: _build(prog, part, dt, out)
-            for (part, dt), out in zip(parts, exported)}
+    return exported
 
 
-def _signature(op, attrs, step, data, kept, template):
+def _signature(step, data, kept, template):
     """(shape, float dtype or None) of a step that may join a region, else None."""
-    if op.name not in IN_LOOP or attrs:
+    if step.op.name not in IN_LOOP or step.attrs:
         return None
-    out = data[kept[step[5]]]
+    out = data[kept[step.out]]
     shape = tuple(out["shape"])
     if not shape:
         return None
     dts = set()
-    for s, d in [(s, data[kept[s]]) for s in step[4]] + [(step[5], out)]:
-        if s != step[5] and template[s] is not None and _literal(template[s]) is not None:
+    for s, d in [(s, data[kept[s]]) for s in step.ins] + [(step.out, out)]:
+        if s != step.out and template[s] is not None and _literal(template[s]) is not None:
             continue
-        if tuple(d["shape"]) != shape and (s == step[5] or tuple(d["shape"]) != ()):
+        if tuple(d["shape"]) != shape and (s == step.out or tuple(d["shape"]) != ()):
             return None                # only a 0-d operand may broadcast (a scalar argument)
         dt = np.dtype(d["dtype"])
         if dt in _FLOATS:
@@ -214,24 +220,24 @@ def _compatible(a, b):
     return a[0] == b[0] and (a[1] is None or b[1] is None or a[1] == b[1])
 
 
-def _build(prog, steps, dtype, readers_outside):
+def _build(plan, steps, dtype, readers_outside):
     """The Region of ``steps``: its operands, exports and loop source."""
-    template, plan = prog._template, prog._plan
-    inner = {plan[k][5] for k in steps}
-    exports = [plan[k][5] for k in steps if plan[k][5] in readers_outside]
+    template, all_steps = plan.consts, plan.made_steps()
+    inner = {all_steps[k].out for k in steps}
+    exports = [all_steps[k].out for k in steps if all_steps[k].out in readers_outside]
     operands, consts = [], {}
     for k in steps:
-        for s in plan[k][4]:
+        for s in all_steps[k].ins:
             if s in inner or s in operands or s in consts:
                 continue
             if template[s] is not None and _literal(template[s]) is not None:
                 consts[s] = template[s]
             else:
                 operands.append(s)
-    data, kept = _nodes(prog), prog._kept
+    data, kept = node_table(plan.graph), plan.slots
     scalars = [s for s in operands if tuple(data[kept[s]]["shape"]) == ()]
     full = [s for s in operands if s not in scalars]    # arrays first: a0 gives the shape
-    return Region(prog, steps, full + scalars, exports, consts, dtype)
+    return Region(plan, steps, full + scalars, exports, consts, dtype)
 
 
 def _kernel_name(fn):
@@ -241,10 +247,10 @@ def _kernel_name(fn):
     return f"_k{fn.__name__}"
 
 
-def _source(prog, steps, operands, exports, consts, dtype):
+def _source(plan, steps, operands, exports, consts, dtype):
     """A module whose ``kernel(a0, a1 …)`` runs the steps over flat views of its array
     operands and returns the exported values (one array or a tuple)."""
-    data, kept, plan = _nodes(prog), prog._kept, prog._plan
+    data, kept, all_steps = node_table(plan.graph), plan.slots, plan.made_steps()
     T = "np.float32" if dtype == np.float32 else "np.float64"
     helpers, body = set(), []
     names = {s: f"x{i}" for i, s in enumerate(operands)}
@@ -252,8 +258,8 @@ def _source(prog, steps, operands, exports, consts, dtype):
             for s, v in consts.items()]
     names.update({s: f"C{s}" for s in consts})
     for k in steps:
-        op = prog._step_ops[k][0]
-        args = [names[s] for s in plan[k][4]]
+        op = all_steps[k].op
+        args = [names[s] for s in all_steps[k].ins]
         kern = KERNELS[op.name]
         if isinstance(kern, str):
             expr = kern.format(*args)
@@ -262,7 +268,7 @@ def _source(prog, steps, operands, exports, consts, dtype):
             if name.startswith("_k"):
                 helpers.add(kern.__name__)
             expr = f"{name}({', '.join(args)})"
-        out = plan[k][5]
+        out = all_steps[k].out
         if dtype == np.float32 and np.dtype(data[kept[out]]["dtype"]) in _FLOATS:
             expr = f"T({expr})"        # every float step rounded to float32 (see above)
         names[out] = f"v{out}"
@@ -311,21 +317,21 @@ def _helpers_fingerprint():
     return _FINGERPRINT[0]
 
 
-def evaluate(prog, region, args):
+def evaluate(plan, region, args):
     """The region's exports computed by its plan steps' own numpy kernels: used when
     the compiled loop cannot be had (numba failed), so results stay the reference's."""
-    plan, template = prog._plan, prog._template
+    steps, template, kernels = plan.made_steps(), plan.consts, plan.kernels(np)
     # 0-d operands arrive as Python numbers (the loop's arguments) or as the 0-d
     # arrays themselves: either way the steps get 0-d arrays of the declared dtype
     args = [a if dt is None else np.asarray(a, dtype=dt)
             for a, dt in zip(args, region.scalar_dtypes)]
     vals = dict(zip(region.operands, args))
     for k in region.steps:
-        _, fn, _, _, ins, out, _ = plan[k]
+        ins, out = steps[k].ins, steps[k].out
         try:
-            vals[out] = fn(*[vals[s] if s in vals else template[s] for s in ins])
+            vals[out] = kernels[k](*[vals[s] if s in vals else template[s] for s in ins])
         except Exception as exc:     # codegen._locate reports this step, not the region's last
-            exc._flowgrad_step = (id(prog), k)
+            exc._flowgrad_step = (id(plan), k)
             raise
     outs = [vals[s] for s in region.exports]
     return outs[0] if len(outs) == 1 else tuple(outs)
@@ -361,17 +367,17 @@ class LazyKernel:
     once (``fg.run``, a plot) never pays numba's start-up (~1.4 s: import, LLVM, the
     first JIT); a loop this process already compiled is used at once."""
 
-    def __init__(self, prog, region, ns, name):
-        self.prog, self.region, self.ns, self.name = prog, region, ns, name
+    def __init__(self, plan, region, ns, name):
+        self.plan, self.region, self.ns, self.name = plan, region, ns, name
         self.error, self.calls = None, 0
 
     def fallback(self, *args):
-        return evaluate(self.prog, self.region, args)
+        return evaluate(self.plan, self.region, args)
 
     def __call__(self, *args):
         self.calls += 1
         if self.calls <= WARM_CALLS and not _compiled_already(self.region.source):
-            return evaluate(self.prog, self.region, args)
+            return evaluate(self.plan, self.region, args)
         try:
             from . import region_kernels
             fn = region_kernels.get_kernel(self.region.source, self.region.key)
@@ -380,6 +386,6 @@ class LazyKernel:
             self.error = exc
             self.ns[self.name] = self.fallback
             _warn_once(exc)
-            return evaluate(self.prog, self.region, args)
+            return evaluate(self.plan, self.region, args)
         self.ns[self.name] = fn
         return out

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import scalar_tier as _tier
 from .ops.scalar_kernels import ARRAY_RESULT, KERNELS, bind, origin
-from .simplify import _node_dict
+from .engine.plan import node_table
 
 _BOOL, _F64 = np.dtype(bool), np.dtype(np.float64)
 _shape, _dtype = itemgetter("shape"), itemgetter("dtype")
@@ -54,29 +54,44 @@ LAZY_LINES = 2000   # plans longer than this write and compile their source on t
 
 
 def build_scalar(prog, literals):
-    """A ScalarPlan for ``prog``, or None if some value or op is not scalar."""
-    from .backends.numpy_backend import NumpyBackend
-    if type(prog.backend) is not NumpyBackend:
+    """A ScalarPlan for ``prog``, or None if some value or op is not scalar (its ops
+    read without making the plan's steps: ``Program.op_names``)."""
+    if not prog.backend.scalar_floats:
         return None
-    data = _node_dict(prog.graph.nx)
-    template = prog._template
+    return build_for_plan(prog.plan, literals, prog.op_names())
+
+
+def qualifies(plan, op_names=None) -> bool:
+    """Whether every value of ``plan`` is a 0-d float64 (or bool), every output a
+    float64, and every op has a scalar kernel."""
+    data = node_table(plan.graph)
+    template = plan.consts
     # every value but the constants (checked below) a 0-d float64 or bool: C-level maps
-    values = list(map(data.__getitem__, compress(prog._kept, map(is_, template, repeat(None)))))
+    values = list(map(data.__getitem__, compress(plan.slots, map(is_, template, repeat(None)))))
     shapes = list(map(_shape, values))   # () is one object: counted by identity in C
     if countOf(shapes, ()) != len(shapes):
-        return None
+        return False
     # float64 is nearly always numpy's one float64 dtype object: counted by identity in C
     # (hashing or comparing dtypes one by one costs ~0.2 µs each); the rest one by one
     dtypes = list(map(_dtype, values))
     if countOf(dtypes, _F64) != len(dtypes) and \
             not all(t == _F64 or t == _BOOL for t in dtypes):
+        return False
+    if any(data[plan.slots[s]]["dtype"] != _F64 for s in plan.outputs):
+        return False
+    if op_names is None:
+        op_names = {st.op.name for st in plan.steps}
+    return op_names <= KERNELS.keys()
+
+
+def build_for_plan(plan, literals, op_names=None):
+    """A ScalarPlan for ``plan``, or None if it does not qualify; ``literals``:
+    codegen.constants' {slot: source text}."""
+    if not qualifies(plan, op_names):
         return None
-    if any(data[o.id]["dtype"] != _F64 for o in prog.outputs):
-        return None
-    if not prog._op_names() <= KERNELS.keys():
-        return None
+    template = plan.consts
     ns, consts = {}, {}
-    for s in literals:                 # every constant's slot (codegen._constants)
+    for s in literals:                 # every constant's slot (codegen.constants)
         f = _scalar_const(template[s])
         if f is None:
             return None
@@ -85,19 +100,19 @@ def build_scalar(prog, literals):
         else:
             consts[s] = f"c{s}"
             ns[f"c{s}"] = f
-    leaves = sorted(s for s in _leaf_set(prog) if template[s] is None)
-    filename = f"<flowgrad scalar plan {id(prog):#x}>"
+    leaves = sorted(s for s in set(plan.leaves.values()) if template[s] is None)
+    filename = f"<flowgrad scalar plan {id(plan):#x}>"
     done = []
 
     def emitted():
         """(source, outs), written once; the function is compiled into ``ns``."""
         if not done:
-            src, outs = _emit(prog, ns, consts, leaves)
+            src, outs = _emit(plan, ns, consts, leaves)
             exec(compile(src, filename, "exec"), ns)
             done.append((src, outs))
         return done[0]
 
-    if prog.n_steps <= LAZY_LINES:
+    if len(plan.steps) <= LAZY_LINES:
         emitted()
         return ScalarPlan(ns["_flowgrad_scalar"], leaves, emitted)
     # Writing and compiling the source costs ~10 µs a step, the bulk of fg.compile on a
@@ -115,7 +130,7 @@ def build_scalar(prog, literals):
         if warm[1] < _tier.WARM_CALLS:
             warm[1] += 1
             if warm[0] is None:
-                warm[0] = _tier.interpreter(prog, consts, leaves)
+                warm[0] = _tier.interpreter(plan, consts, leaves)
             return warm[0](*vals)
         warm[0] = None                 # the compiled code takes over: drop the loop's steps
         emitted()
@@ -127,15 +142,15 @@ def build_scalar(prog, literals):
     return ScalarPlan(stub, leaves, emitted)
 
 
-def _emit(prog, ns, consts, leaves):
+def _emit(plan, ns, consts, leaves):
     """The scalar function's source over floats; kernels and constants go into ``ns``."""
     def ref(s):
         return consts.get(s, f"v{s}")
 
     body, producer, first = [], {}, {}
-    for k, ((op, attrs, nid), step) in enumerate(zip(prog._step_ops, prog._plan)):
-        ins, out = step[4], step[5]
-        kern = bind(KERNELS[op.name], attrs)
+    for k, step in enumerate(plan.made_steps()):
+        op, ins, out = step.op, step.ins, step.out
+        kern = bind(KERNELS[op.name], step.attrs)
         args = [ref(i) for i in ins]
         if isinstance(kern, str):
             expr = kern.format(*args)
@@ -149,7 +164,7 @@ def _emit(prog, ns, consts, leaves):
     # numpy gives its own inf/nan and warnings); the rest converted to numpy values
     outs, exprs, checks = [], [], []
     ns["F"], ns["A"] = np.float64, np.array
-    for s in prog._out_slots:
+    for s in plan.outputs:
         o = origin(s, producer, first)   # s itself, unless s is a pass-through's output
         if o in producer:
             kind = "a" if producer[o] in ARRAY_RESULT else "f"
@@ -160,7 +175,7 @@ def _emit(prog, ns, consts, leaves):
             exprs.append(f"A({ref(s)})")
         else:                      # a constant output: hand back the template's own object
             kind = "c"
-            ns[f"o{s}"] = prog._template[o]
+            ns[f"o{s}"] = plan.consts[o]
             exprs.append(f"o{s}")
         outs.append(kind)
     args = ", ".join(f"v{s}" for s in leaves)
@@ -168,9 +183,3 @@ def _emit(prog, ns, consts, leaves):
     src = "\n".join([f"def _flowgrad_scalar({args}):"] + ["    " + b for b in body] + tail
                      + [f"    return [{', '.join(exprs)}]"]) + "\n"
     return src, tuple(outs)
-
-
-def _leaf_set(prog):
-    slots = {prog._slot[nid] for nid in prog.placeholders}
-    slots.update(s for s, _ in prog._variables)
-    return slots

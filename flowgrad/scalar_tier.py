@@ -34,32 +34,20 @@ def _pattern_fn(pattern, n):
     return fn
 
 
-def _steps(prog):
-    """(op, attrs, input slots, output slot) per plan step, in order. Read from the
-    scheduler's pending sweep lists while the interpreter plan is not made (making it
-    costs ~1.5 µs a step, which the first call need not pay), else from the plan."""
-    pending = prog._pending
-    if pending is None:
-        return [(op, attrs, step[4], step[5])
-                for (op, attrs, _), step in zip(prog._step_ops, prog._plan)]
-    (step_ids, ops, attrs, ins), _, _, own, _, _ = pending   # the sweep's columns, descending
-    return [(ops[k], attrs[k], tuple([own[i] for i in ins[k]]), own[step_ids[k]])
-            for k in range(len(step_ids) - 1, -1, -1)]
-
-
-def interpreter(prog, consts, leaves):
+def interpreter(plan, consts, leaves):
     """``run(*leaf floats)`` -> what the generated scalar function would return.
 
     ``consts`` is scalar_plan's {slot: source text}: a literal, or ``c<slot>`` naming
     the constant's float (the template's value, as build_scalar converted it)."""
     from .scalar_plan import _scalar_const
-    template = prog._template
+    template = plan.consts
     init = [None] * len(template)
     for s in consts:
         init[s] = _scalar_const(template[s])
     steps, producer, first = [], {}, {}
     kernels = {}   # (op, arity) -> its scalar function
-    for op, attrs, ins, out in _steps(prog):
+    for st in plan.made_steps():     # the plan's Step records (flowgrad/engine/plan.py)
+        op, attrs, ins, out = st.op, st.attrs, st.ins, st.out
         fn = kernels.get((op, len(ins)))
         if fn is None:
             fn = KERNELS[op.name]
@@ -74,7 +62,7 @@ def interpreter(prog, consts, leaves):
         producer[out] = op.name
         first[out] = ins[0] if n else None
     ends = []   # per output: (slot, how): "F"/"A" a step's value, "L" a leaf, "C" a constant
-    for s in prog._out_slots:
+    for s in plan.outputs:
         o = origin(s, producer, first)   # s itself, unless s is a pass-through's output
         if o in producer:
             ends.append((s, "A" if producer[o] in ARRAY_RESULT else "F"))

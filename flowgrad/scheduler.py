@@ -1,18 +1,21 @@
-"""compile: prune to what the outputs need, order once, emit a flat plan; Program runs it.
+"""compile: prune to what the outputs need, order once, emit the plan; Program runs it.
 
-The plan is a list of instructions ``(kernel, input slots, output slot, slots to
-free)`` over a list of value slots; a large one (``FLAT_STEPS``) is held as parallel
-arrays that read as the same instructions (``_FlatPlan``). Running it never consults networkx: the hot
-path is one loop over that list. Each intermediate value is dropped right after
-its last reader, unless it is an output (or the program keeps everything, for a
-trace). Ordering is by node id, which is topological by construction.
+The plan is the declared record of flowgrad/engine/plan.py: ``Step(op, attrs, node,
+ins, out, frees)`` over a list of value slots, in a ``Plan(leaves, consts, steps,
+outputs, slots)``; a large one (``FLAT_STEPS``) keeps its steps as parallel arrays
+(``FlatSteps``) that read as the same records. Each intermediate value is dropped
+right after its last reader, unless it is an output (or the program keeps
+everything, for a trace). Ordering is by node id, which is topological by
+construction. ``Program`` is a façade: it binds the feeds, runs the executor it
+picked at compile time (flowgrad/engine/executors/: generated code where it accepts
+the plan, else the reference interpreter), and traces.
 
 Compiling is a few linear sweeps over plain dicts and lists (no networkx call per
 node): a depth-first pruning, simplify's forward pass, and one backward sweep that
 finds what the outputs need, each step's frees (a value's last reader is the first
 one a backward sweep meets) and the slots. The instructions themselves (kernels,
-slot tuples) are made when first needed: at once for the interpreter and for
-generated array code, on the first fallback or error for a program that runs
+slot tuples) are made when first needed (``LazySteps``): at once for the interpreter
+and for generated array code, on the first fallback or error for a program that runs
 generated scalar code.
 
 Reliability costs nothing on the hot path: run-time lengths are checked by a list
@@ -24,9 +27,9 @@ in the simplified plan, an output listed twice), decided at compile time.
 """
 from __future__ import annotations
 
-import gc
 import threading
 from array import array
+from collections.abc import Mapping
 from operator import itemgetter
 
 from .autodiff import ancestors
@@ -35,11 +38,14 @@ from .backends.base import Backend
 from .errors import BackendError, FeedError, UsageError
 from .graph import Node, gc_paused, same_graph
 from .simplify import simplify
-from .ops.base import Op
+from .engine import executors as _executors
+from .engine import lockstep as _lockstep
+from .engine import plan as _plan
+from .engine.feeds import FeedSpec
+from .engine.plan import FLAT_STEPS, FlatSteps, LazySteps, Plan, Step, node_table
 from . import feeds as _feeds
 from . import lengths as _lengths
-from . import numerics as _numerics
-from .numerics import _state as _anomaly
+from .numerics import ANOMALY as _anomaly
 from . import codegen as _codegen
 
 
@@ -63,9 +69,6 @@ def _pruned(outputs) -> list[int]:
     return outputs[0].graph.ancestors([o.id for o in outputs])
 
 
-#: plans with more steps than this are stored flat (``_FlatPlan``): ~8 bytes a field
-#: instead of tuples, ints and dicts of ~400 bytes a step (the 10^6-node chain)
-FLAT_STEPS = 200_000
 
 
 def _slot_index(kept, flat, top=0):
@@ -104,94 +107,84 @@ def _all_slots(moved, own, outputs):
     return slot
 
 
-class _SlotMap(dict):
-    """A program's {node id: slot}, filled in two parts: at compile, the leaves' and the
-    outputs' (all a call's binding reads); every other pruned id's on the first read
-    that may need them (a trace, ``values()``, an error report, ``.items()`` …). Every
-    read but a look-up of a present key completes the map first, so no reader ever
-    sees it partial; completing twice (two threads) writes the same entries."""
+class SlotMap(Mapping):
+    """A program's {node id: slot} (read-only), filled in two parts: at compile, the
+    leaves' and the outputs' (all a call's binding reads); every other pruned id's on
+    the first read that needs them (a trace, ``values()``, an error report …): a look-up
+    of a key not yet in completes the map first, and so does every read of the whole
+    (iteration, ``len``), so no reader ever sees it partial; completing twice (two
+    threads) writes the same entries. A copy or a pickle is a plain, complete dict."""
 
-    __slots__ = ("_rest",)
+    __slots__ = ("_known", "_rest")
 
     def __init__(self, known, moved, own, outputs):
-        dict.__init__(self, known)
+        self._known = known
         self._rest = (moved, own, outputs)
 
     def add_known(self, nid):
         """Enter ``nid``'s slot now (a pruned id whose value is kept)."""
         moved, own, _ = self._rest
-        dict.__setitem__(self, nid, own[moved.get(nid, nid)])
+        self._known[nid] = own[moved.get(nid, nid)]
 
-    def _complete(self):
+    def _complete(self) -> dict:
         rest = self._rest
         if rest is not None:
-            dict.update(self, _all_slots(*rest))
+            self._known.update(_all_slots(*rest))
             self._rest = None          # only once every entry is in
-        return self
+        return self._known
 
-    def __missing__(self, key):
-        if self._rest is None:
-            raise KeyError(key)
+    def __getitem__(self, key):
+        try:
+            return self._known[key]
+        except KeyError:
+            if self._rest is None:
+                raise
         return self._complete()[key]
 
+    def __iter__(self):
+        return iter(self._complete())
 
-def _completing(name):
-    method = getattr(dict, name)
+    def __len__(self):
+        return len(self._complete())
 
-    def complete_first(self, *args, **kwargs):
-        return method(self._complete(), *args, **kwargs)
-    complete_first.__name__ = name
-    return complete_first
+    def copy(self) -> dict:
+        return dict(self._complete())
 
+    def __reduce__(self):
+        return (dict, (dict(self._complete()),))
 
-for _name in ("get", "__contains__", "__iter__", "__reversed__", "__len__", "keys", "values",
-              "items", "__eq__", "__ne__", "__repr__", "copy", "pop", "popitem", "setdefault",
-              "update", "__or__", "__ror__", "__ior__"):
-    setattr(_SlotMap, _name, _completing(_name))
-# a copy or a pickle is a plain, complete dict
-_SlotMap.__reduce_ex__ = lambda self, protocol: (dict, (dict(self._complete()),))
-
-
-class _Made:
-    """A Program attribute made on first read (``Program._materialize``), then an
-    ordinary instance attribute (this descriptor has no __set__; tests may replace it)."""
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, prog, owner=None):
-        if prog is None:
-            return self
-        prog._materialize()
-        return prog.__dict__[self.name]
+    def __repr__(self):
+        return repr(self._complete())
 
 
 class Program:
-    """A compiled, reusable evaluation of some output nodes. Call it with feeds."""
+    """A compiled, reusable evaluation of some output nodes. Call it with feeds.
 
-    #: the interpreter's instructions ``(arity, kernel, a, b, input slots, output slot,
-    #: slots to free)``, ``(op, attrs, id)`` and the id each step computes
-    _plan = _Made()
-    _step_ops = _Made()
-    _step_nodes = _Made()
+    A thin façade over the engine: ``plan`` (the declared ``engine.plan.Plan``), the
+    executor picked for it at compile time (``executor``), the binder, and the trace.
+    """
 
     def __init__(self, outputs, backend=None, keep_all=False, check_numerics=False,
-                 codegen=True):
-        outputs, self._single = _as_outputs(outputs)
+                 codegen=True, verify=None):
+        outputs, self.single = _as_outputs(outputs)
         self.graph = same_graph(outputs)
         self.outputs = outputs
         self.backend = get_backend(backend)
-        self._keep_all = keep_all
+        self.keep_all = keep_all
         self.check_numerics = bool(check_numerics)
         self._trace_program = None
         self._adjoints = None
         self._lock = threading.Lock()  # builds the trace program once
-        self._plan_lock = threading.Lock()  # makes the plan once (_materialize)
+        self._plan_lock = threading.Lock()  # makes the plan's steps once (_materialize)
         self._pending, self._n_steps = None, 0
-        self._step_index = None  # {output slot: step}, made when a step first fails
+        self._reference_run = None     # the interpreter's run(vals), made on first need
+        self._checked_run = None       # the NaN/Inf-checked one, likewise
         self._codegen = codegen and not keep_all   # traces stay on the interpreter
         with gc_paused():   # a plan over 10^5+ nodes: the collector's rescans cost ~2x
-            self._build()
+            self._build_plan()
+        self.verify = _lockstep.wanted(verify)
+        if self.verify and self._call is not None:  # (the reference needs no second run)
+            self._call = _lockstep.wrap(self, self._call)
 
     @property
     def order(self) -> list[int]:
@@ -201,30 +194,14 @@ class Program:
         return _pruned(self.outputs)
 
     # -- compile ----------------------------------------------------------------
-    def _build(self):
-        # The build allocates a few objects per node and frees none: with the collector on,
-        # each generation-2 pass rescans the whole (large) graph — up to half the time
-        # of compiling a 20k-step plan. Nothing built here forms a cycle worth collecting.
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            self._build_plan()
-        finally:
-            if enabled:
-                gc.enable()
-
-    def _build_plan(self):
-        g, xp, backend = self.graph, self.backend.xp, self.backend
-        data = g.nx._node      # nx's own {id: attrs}: a view's look-up costs a call
-        order = _pruned(self.outputs)   # (a local: dropped before the plan is made)
-        backend.check_ops(g, order)  # an op this backend lacks: BackendError now, naming it
-        # simplify maps the pruned ids to a smaller plan: CSE, folding, identities
-        simp = simplify(g, order, [o.id for o in self.outputs], self._keep_all)
-        rep, defs = simp.rep, simp.defs
-        # One backward sweep over the definitions (descending ids): what the outputs
-        # need, and each step's frees. A value is freed by its last reader, which is the
-        # first reader this sweep meets; outputs start live, so they are never freed
-        # (and with keep_all everything starts live: nothing is freed).
+    def _sweep(self, g, order):
+        """simplify, then one backward sweep over the definitions (descending ids):
+        what the outputs need, and each step's frees. A value is freed by its last
+        reader, which is the first reader this sweep meets; outputs start live, so they
+        are never freed (and with keep_all everything starts live: nothing is freed)."""
+        data = node_table(g)   # nx's own {id: attrs}: a view's look-up costs a call
+        simp = simplify(g, order, [o.id for o in self.outputs], self.keep_all)
+        defs = simp.defs
         # live: a mark a byte by id (ids are dense; the pruning sweep makes one as long),
         # not a set of ~40 bytes an entry: at 10^6 nodes the set was the compile's peak
         live = bytearray(order[-1] + 1 if order else 0)
@@ -232,16 +209,13 @@ class Program:
             live[r] = 1
         kept = []              # kept ids, descending: live values and every leaf
         # the live steps, descending, as parallel lists (no container a step: everything
-        # built here outlives the compile, and the collector then scans each object once):
-        # ids, their definitions' op, attrs and ins (columns: simplify's definition tuples
-        # are freed with its map below), and the ids each frees, flattened
+        # built here outlives the compile, and the collector then scans each object once)
         step_ids, ops, attrs, ins, n_freed, freed = [], [], [], [], [], []
         op_, at_, in_ = ops.append, attrs.append, ins.append
         consts = []
-        # Descending ids. simplify stores only the definitions its graph node does not
-        # hold (constants, remapped or rewritten steps); every other representative is
-        # its graph node as is, op or leaf. A merged id is never live (live holds
-        # representatives only). Popping frees each stored definition once read.
+        # simplify stores only the definitions its graph node does not hold (constants,
+        # remapped or rewritten steps); every other representative is its graph node as
+        # is. A merged id is never live. Popping frees each stored definition once read.
         pop = defs.pop
         for r in reversed(order):
             if not live[r]:
@@ -276,71 +250,93 @@ class Program:
             kept = sorted(kept + dead)
         else:
             kept.reverse()
-        self._kept = kept
-        flat = len(step_ids) > FLAT_STEPS
+        return simp, kept, consts, ((step_ids, ops, attrs, ins), n_freed, freed)
+
+    def _build_plan(self):
+        g, backend = self.graph, self.backend
+        data = node_table(g)
+        order = _pruned(self.outputs)   # (a local: dropped before the plan is made)
+        backend.check_ops(g, order)  # an op this backend lacks: BackendError now, naming it
+        simp, kept, consts, sweep = self._sweep(g, order)
+        steps = sweep[0][0]
+        flat = len(steps) > FLAT_STEPS
         own = _slot_index(kept, flat, order[-1] + 1 if order else 0)
         leaves, sharers = simp.leaves, simp.sharers
-        # simplify's maps are spent: drop them before the plan is made (the compile's peak)
-        moved = rep            # simplify's rep holds only ids merged into another
-        del simp, rep, defs, live, pop
+        moved = simp.rep       # simplify's rep holds only ids merged into another
+        del simp               # simplify's maps are spent: dropped before the plan is made
         # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
         # other pruned id's when something first asks (a trace, values(), an error)
-        slot = _SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own,
-                        self.outputs)
+        slot = SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own,
+                       self.outputs)
         for o in self.outputs:
             slot.add_known(o.id)
-        self._slot = slot
+        self.slot_of = slot
         template = [None] * len(kept)
-        self.placeholders, self._variables = {}, []
-        handles = g._handles
+        self.placeholders, self.variable_slots = {}, []
+        node = g.node
         for nid in leaves:
             if data[nid]["kind"] == "placeholder":
-                self.placeholders[nid] = handles[nid]
+                self.placeholders[nid] = node(nid)
             else:
-                self._variables.append((own[nid], handles[nid]))
+                self.variable_slots.append((own[nid], node(nid)))
         for nid, v in consts:
             template[own[nid]] = v if data[nid]["weak"] else backend.asarray(v)
-        self._template = template
-        self._out_slots = [slot[o.id] for o in self.outputs]
-        # The plan proper (kernels, slot tuples) is made on first use: a program that runs
-        # generated scalar code never needs it unless a call falls back to arrays.
-        self._n_steps = len(step_ids)
-        self._pending = ((step_ids, ops, attrs, ins), n_freed, freed, own, xp, flat)
-        del step_ids, ops, attrs, ins, n_freed, freed, op_, at_, in_
+        # The steps proper are made on first read (_LazySteps): a program that runs
+        # generated scalar code never needs them unless a call falls back to arrays.
+        self._n_steps = len(steps)
+        self._pending = sweep + (own, flat)
+        self.plan = Plan({nid: slot[nid] for nid in leaves}, template,
+                         LazySteps(self._materialize, len(steps), flat),
+                         tuple(slot[o.id] for o in self.outputs), kept, g)
+        del steps, sweep
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
             None in data[nid]["shape"] for nid in self.placeholders) else None
         del order
-        self._check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
-        self._copy_outs = self._aliasing_outputs(leaves, sharers)
-        # generated code (flowgrad/codegen.py): one Python function for the whole plan
-        self._generated = _codegen.generate(self) if self._codegen else None
+        self.check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
+        self.feed_spec = FeedSpec.of(self)   # what bind and the generated binders check
+        self.copy_outputs = self._aliasing_outputs(leaves, sharers)
+        if _plan.debug_enabled():
+            _plan.verify(self.plan)
+        self._pick_executor()
+
+    def _pick_executor(self):
+        """The executor, chosen once: generated code (flowgrad/codegen.py) where it
+        accepts the plan, else the interpreter (flat for large plans)."""
+        accepted = self._codegen and _executors.GENERATED.accepts(self.plan, self.backend)
+        self._generated = _codegen.generate(self) if accepted else None
         self._call = _codegen.make_caller(self, self._generated) if self._generated else None
         if self._call is None:
-            self._materialize()          # the interpreter runs the plan: make it now
+            self.executor = _executors.reference_for(self.plan)
+            self._reference_run = self.executor.build(self.plan, self.backend)
+        else:
+            self.executor = _executors.SCALAR if self._generated.scalar is not None else \
+                _executors.GENERATED
+
+    @property
+    def generated(self):
+        """The program's generated code (flowgrad/codegen.py's Generated), or None."""
+        return self._generated
 
     def _materialize(self):
-        """Make ``_plan``, ``_step_ops`` and ``_step_nodes`` from the sweep's steps, once."""
+        """Make the plan's steps from the sweep's lists, once; returns them."""
         with self._plan_lock:
-            if self._pending is None:
-                return
-            *steps, flat = self._pending
-            self._pending = None      # the sweep's lists go as the plan is made
-            if flat:
-                plan = _flat_plan(*steps)
-                self.__dict__.update(_plan=plan, _step_ops=_StepOps(plan),
-                                     _step_nodes=plan.nodes)
-            else:
-                plan, ops = _plan_steps(*steps)
-                self.__dict__.update(_plan=plan, _step_ops=ops,
-                                     _step_nodes=[nid for _, _, nid in ops])
+            pending = self._pending
+            if pending is not None and pending[0] is not None:
+                steps, n_freed, freed, own, flat = pending
+                self._pending = (None, None, None, None, flat)  # the sweep's lists go
+                self.plan.steps = _flat_steps(steps, n_freed, freed, own) if flat else \
+                    _list_steps(steps, n_freed, freed, own)
+        return self.plan.steps
 
-    def _op_names(self) -> set:
-        """The names of the ops the plan runs (without making the plan)."""
+    def op_names(self) -> set:
+        """The names of the ops the plan runs (without making its steps)."""
         pending = self._pending
-        ops = set(pending[0][1]) if pending is not None else \
-            set(map(itemgetter(0), self._step_ops))   # the sweep's ops / (op, attrs, id)
-        return {op.name for op in ops}
+        if pending is not None and pending[0] is not None:
+            return {op.name for op in set(pending[0][1])}
+        steps = self.plan.made_steps()
+        ops = steps.ops if isinstance(steps, FlatSteps) else [s.op for s in steps]
+        return {op.name for op in set(ops)}
 
     def _aliasing_outputs(self, leaves, sharers):
         """Positions of outputs to copy: a fed array or variable (the caller's or the
@@ -348,96 +344,75 @@ class Program:
         simplified plan (``w.T``, ``x[1:]``, ``reshape(x * 1.0)``: simplify's
         ``sharers``), and the second and later of outputs sharing one slot. Decided
         once here; most programs copy nothing."""
-        leaf_slots = {self._slot[nid] for nid in leaves}
+        leaf_slots = {self.slot_of[nid] for nid in leaves}
         seen, copy = set(), []
-        for k, (o, s) in enumerate(zip(self.outputs, self._out_slots)):
+        for k, (o, s) in enumerate(zip(self.outputs, self.plan.outputs)):
             if s in leaf_slots or s in seen or o.id in sharers:
                 copy.append(k)
             seen.add(s)
         return tuple(copy)
 
     # -- run --------------------------------------------------------------------
-    def _bind(self, args, kwargs) -> list:
+    def bind(self, args, kwargs) -> list:
+        """The slot list of one call: the plan's constants with every leaf filled in
+        from the feeds (checked: names, dtypes, shapes, run-time lengths) or from its
+        variable's value."""
         fed = _feeds.resolve(self.graph, _feeds.collect(args, kwargs))
         missing = [p.name for nid, p in self.placeholders.items() if nid not in fed]
         if missing:
             raise FeedError(f"missing feed for placeholder(s) {missing}")
-        vals = list(self._template)
-        backend, slot = self.backend, self._slot
-        for nid, p in self.placeholders.items():
-            vals[slot[nid]] = _feeds.check(p, fed[nid], backend)
-        for s, var in self._variables:
+        vals = list(self.plan.consts)
+        backend, placeholders = self.backend, self.placeholders
+        for leaf in self.feed_spec.placeholders:
+            vals[leaf.slot] = _feeds.check(placeholders[leaf.node], fed[leaf.node], backend)
+        for s, var in self.variable_slots:
             v = fed.get(var.id)
             vals[s] = _feeds.check(var, v, backend) if v is not None else \
                 backend.read_variable(var)
-        if self._check_lengths is not None:
-            self._check_lengths(vals)  # run-time lengths that must agree: FeedError now
+        self.feed_spec.check_lengths(vals)  # run-time lengths that must agree: FeedError
         return vals
 
-    def _run(self, vals):
-        if type(self._plan) is _FlatPlan:
-            return self._run_flat(vals)
-        try:
-            for arity, fn, a, b, ins, out, frees in self._plan:
-                if arity == 1:
-                    vals[out] = fn(vals[a])
-                elif arity == 2:
-                    vals[out] = fn(vals[a], vals[b])
-                else:
-                    vals[out] = fn(*[vals[i] for i in ins])
-                if frees:
-                    for s in frees:
-                        vals[s] = None
-        except Exception as exc:
-            # the loop's variables still describe the failing step: no per-step bookkeeping
-            self._on_step_error(self._failed_step(out), exc, vals)
-        return vals
+    def run_reference(self, vals) -> list:
+        """Run the plan on the bound ``vals`` with the reference interpreter (made on
+        first need); returns the slot list (outputs filled; with keep_all, all)."""
+        run = self._reference_run
+        if run is None:
+            ex = _executors.reference_for(self.plan)
+            run = self._reference_run = ex.build(self.plan, self.backend)
+        return run(vals)
 
-    def _run_flat(self, vals):
-        """``_run`` over a ``_FlatPlan``: the same steps read from its arrays."""
-        p = self._plan
-        wide, fr = p.wide, p.frees
-        j, out = len(fr), None
-        try:
-            for n, fn, a, b, out, c in zip(p.arity, p.kernels, p.a, p.b, p.out, p.n_frees):
-                if n == 1:
-                    vals[out] = fn(vals[a])
-                elif n == 2:
-                    vals[out] = fn(vals[a], vals[b])
-                else:
-                    vals[out] = fn(*[vals[i] for i in wide[out]])
-                if c:
-                    j -= c             # the blocks descend: this step's ends where the last began
-                    if c == 1:
-                        vals[fr[j]] = None
-                    else:
-                        for s in fr[j:j + c]:
-                            vals[s] = None
-        except Exception as exc:
-            self._on_step_error(self._failed_step(out), exc, vals)
-        return vals
+    def run_checked(self, vals) -> list:
+        """Run the plan on the bound ``vals`` with the NaN/Inf-checked executor
+        (engine/executors/checked.py, made on first need): NumericsError at the first
+        node that makes a NaN or ±Inf from finite inputs."""
+        run = self._checked_run
+        if run is None:
+            run = self._checked_run = _executors.Checked(self).build(self.plan, self.backend)
+        return run(vals)
 
-    def _failed_step(self, out_slot) -> int:
-        if isinstance(self._plan, _FlatPlan):
-            return self._plan.out.index(out_slot)
-        if self._step_index is None:
-            self._step_index = {step[5]: k for k, step in enumerate(self._plan)}
-        return self._step_index[out_slot]
+    def run_bound(self, vals) -> list:
+        """The output values for the bound slot list ``vals`` (``bind``'s), by the
+        program's executor (NaN/Inf-checked when asked for): for callers that bind once
+        and run many times (flowgrad/higher_order.py)."""
+        if self.check_numerics or _anomaly.on:
+            vals = self.run_checked(vals)
+        elif self._generated is not None and not _codegen.fp_raises():
+            return self._generated.array_fn(vals)
+        else:
+            vals = self.run_reference(vals)
+        return [vals[s] for s in self.plan.outputs]
 
-    def _on_step_error(self, k, exc, vals=None):
+    def step_error(self, k, exc, vals=None):
         """Raise a RunError for ``exc``, raised by plan step ``k``'s kernel: it names the
         node, its op, its inputs (their values' shapes and dtypes when ``vals`` is given)
-        and the user's line that built it, and chains ``exc``. Generated code calls this."""
-        from .diagnose import run_error
-        node = self.graph.node(self._step_nodes[k])
-        ins = [vals[i] for i in self._plan[k][4]] if vals is not None else \
-            [None] * len(node.inputs)
-        raise run_error(node, exc, ins) from exc
+        and the user's line that built it, and chains ``exc`` (every executor reports
+        through engine/executors/base.py's raise_step_error, which this calls)."""
+        _executors.raise_step_error(self.plan, k, exc, vals)
 
     def _execute(self, vals):
         if self.check_numerics or _anomaly.on:
-            return _numerics.run_checked(self, vals)
-        return self._run(vals)
+            return self.run_checked(vals)
+        return self.run_reference(vals)
 
     def __call__(self, /, *args, **kwargs):
         """Run with feeds (``prog(x=X)`` or ``prog({x: X})``); returns the output values.
@@ -445,28 +420,34 @@ class Program:
         ``self`` (or anything else) can be fed by keyword too."""
         if self._call is not None and not (self.check_numerics or _anomaly.on):
             return self._call(args, kwargs)          # generated code (flowgrad/codegen.py)
-        return self._reference(args, kwargs)
+        return self.reference_call(args, kwargs)
 
-    def _reference(self, args, kwargs):
+    def call(self, args, kwargs):
+        """``self(*args, **kwargs)`` without repacking the feeds (a trainer's hot path)."""
+        if self._call is not None and not (self.check_numerics or _anomaly.on):
+            return self._call(args, kwargs)
+        return self.reference_call(args, kwargs)
+
+    def reference_call(self, args, kwargs):
         """A call on the interpreter loop: the plan's own numpy kernels, which honour
         numpy's error state. Generated code sends its calls here while that state asks
         for an exception on a floating-point error (codegen.fp_raises)."""
-        vals = self._bind(args, kwargs)
+        vals = self.bind(args, kwargs)
         if self.check_numerics or _anomaly.on:  # one test per call, none per step
-            _numerics.run_checked(self, vals)
+            self.run_checked(vals)
         else:
-            self._run(vals)
-        out = self.backend.finish([vals[s] for s in self._out_slots])
-        if self._copy_outs:  # never hand out a variable's or the caller's own array
-            for k in self._copy_outs:
+            self.run_reference(vals)
+        out = self.backend.finish([vals[s] for s in self.plan.outputs])
+        if self.copy_outputs:  # never hand out a variable's or the caller's own array
+            for k in self.copy_outputs:
                 if hasattr(out[k], "copy"):
                     out[k] = out[k].copy()
-        return out[0] if self._single else out
+        return out[0] if self.single else out
 
     def values(self, /, *args, **kwargs) -> dict[int, object]:
         """{node id: value} of every node, for a program compiled with keep_all."""
-        vals = self.backend.finish(self._execute(self._bind(args, kwargs)))
-        return {nid: vals[s] for nid, s in self._slot.items()}
+        vals = self.backend.finish(self._execute(self.bind(args, kwargs)))
+        return {nid: vals[s] for nid, s in self.slot_of.items()}
 
     def trace(self, /, *args, **kwargs):
         """Every value computed and, if the first output is a scalar, every adjoint v̄."""
@@ -511,34 +492,18 @@ class Program:
         return mimebundle(self, include, exclude)
 
 
-def _plan_steps(steps, n_freed, freed, own, xp):
-    """The plan (arity-specialised tuples: the loop in _run builds no lists) and
-    ``(op, attrs, id)`` per step, from the backward sweep's lists (descending)."""
+def _list_steps(steps, n_freed, freed, own) -> list:
+    """The plan's ``Step`` records, ascending, from the backward sweep's lists
+    (descending)."""
     step_ids, ops_l, attrs_l, ins_l = steps
-    plan, ops = [], []
-    kernels = {}           # op -> its kernel when it has no attrs (Op.kernel: the same object)
+    out = []
     none = ()
     end = len(freed)
     for k in range(len(step_ids) - 1, -1, -1):
-        nid = step_ids[k]
-        op, attrs, ins = ops_l[k], attrs_l[k], ins_l[k]
-        if attrs or type(op) is not Op:
-            fn = op.kernel(xp, attrs)
-        else:
-            fn = kernels.get(op)
-            if fn is None:
-                fn = kernels[op] = op.kernel(xp, attrs)
+        ins = ins_l[k]
         n = len(ins)
-        if n == 2:
-            a, b = own[ins[0]], own[ins[1]]
-            sl = (a, b)
-        elif n == 1:
-            a, b = own[ins[0]], None
-            sl = (a,)
-        else:
-            sl = tuple([own[i] for i in ins])
-            a = sl[0] if n else None
-            b = sl[1] if n > 1 else None
+        sl = (own[ins[0]], own[ins[1]]) if n == 2 else (own[ins[0]],) if n == 1 else \
+            tuple([own[i] for i in ins])
         c = n_freed[k]         # this step's frees: the last c of what is left of freed
         if not c:
             fr = none
@@ -548,81 +513,15 @@ def _plan_steps(steps, n_freed, freed, own, xp):
         else:
             fr = tuple([own[i] for i in freed[end - c:end]])
             end -= c
-        plan.append((n, fn, a, b, sl, own[nid], fr))
-        ops.append((op, attrs, nid))
-    return plan, ops
+        nid = step_ids[k]
+        out.append(Step(ops_l[k], attrs_l[k], nid, sl, own[nid], fr))
+    return out
 
 
-class _FlatPlan:
-    """A large plan held as parallel arrays, read as the same 7-tuples as ``_plan_steps``'
-    list (``plan[k]``, iteration, ``len``): one kernel reference and a few 8-byte fields
-    a step. ``wide`` holds the input slots of steps with other than one or two inputs,
-    by output slot; ``frees`` every step's frees, ``n_frees[k]`` long, in blocks of
-    descending step order (the backward sweep's): step 0's block is the last."""
-
-    __slots__ = ("arity", "kernels", "a", "b", "out", "n_frees", "frees", "wide", "nodes",
-                 "ops", "attrs", "_ends")
-
-    def __len__(self):
-        return len(self.out)
-
-    def _sl(self, n, a, b, out):
-        return (a, b) if n == 2 else (a,) if n == 1 else self.wide[out]
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
-        if k < 0:
-            k += len(self)
-        n, out = self.arity[k], self.out[k]
-        if self._ends is None:      # where each step's block ends (errors, tests only)
-            ends, e = array("q"), len(self.frees)
-            for c in self.n_frees:
-                ends.append(e)
-                e -= c
-            self._ends = ends
-        e, c = self._ends[k], self.n_frees[k]
-        fr = tuple(self.frees[e - c:e])
-        a, b = self.a[k], self.b[k]
-        return (n, self.kernels[k], a if n else None, b if n > 1 else None,
-                self._sl(n, a, b, out), out, fr)
-
-    def __iter__(self):
-        fr, sl = self.frees, self._sl
-        j = len(fr)
-        for n, fn, a, b, out, c in zip(self.arity, self.kernels, self.a, self.b, self.out,
-                                       self.n_frees):
-            j -= c
-            yield (n, fn, a if n else None, b if n > 1 else None, sl(n, a, b, out), out,
-                   tuple(fr[j:j + c]))
-
-
-class _StepOps:
-    """A flat plan's ``(op, attrs, id)`` per step, made on read."""
-
-    __slots__ = ("_plan",)
-
-    def __init__(self, plan):
-        self._plan = plan
-
-    def __len__(self):
-        return len(self._plan.nodes)
-
-    def __getitem__(self, k):
-        p = self._plan
-        if isinstance(k, slice):
-            return list(zip(p.ops[k], p.attrs[k], p.nodes[k]))
-        return (p.ops[k], p.attrs[k], p.nodes[k])
-
-    def __iter__(self):
-        p = self._plan
-        return zip(p.ops, p.attrs, p.nodes)
-
-
-def _flat_plan(steps, n_freed, freed, own, xp):
-    """``_plan_steps``' plan as a ``_FlatPlan``: the same steps, slots and frees, made a
-    column at a time (C-level maps: no Python call a step but the kernel look-up)."""
-    p = _FlatPlan()
+def _flat_steps(steps, n_freed, freed, own) -> FlatSteps:
+    """The plan's steps as ``FlatSteps`` columns, made a column at a time (C-level maps:
+    no Python call a step)."""
+    p = FlatSteps()
     # the sweep's columns are descending: steps ascend. Reversed in place and taken
     # over (a reversed copy would hold both at once; nothing else reads them)
     for col in steps:
@@ -638,7 +537,7 @@ def _flat_plan(steps, n_freed, freed, own, xp):
     p.arity = arity = array("i", map(len, ins))
     p.out = array("q", map(at, p.nodes))
     if arity.count(1) + arity.count(2) == len(arity):
-        # no wide step: b of a one-input step is never read (the loop, plan[k]: None)
+        # no wide step: b of a one-input step is never read
         p.a = array("q", map(at, map(itemgetter(0), ins)))
         p.b = array("q", map(at, map(itemgetter(-1), ins)))
         p.wide = {}
@@ -647,27 +546,23 @@ def _flat_plan(steps, n_freed, freed, own, xp):
         p.b = array("q", [at(i[1]) if len(i) > 1 else -1 for i in ins])
         p.wide = {p.out[k]: tuple(map(at, ins[k])) for k in range(len(ins))
                   if arity[k] != 1 and arity[k] != 2}
-    del ins[:]                         # (the sweep's list: freed before the kernels
-    # column is made, so the two are never held at once: the compile's peak)
-    # a plain op without attrs has one kernel (Op.kernel: the same object): made once
-    made = {op: op.kernel(xp, {}) for op in set(p.ops) if type(op) is Op}
-    if len(made) == len(set(p.ops)) and not any(p.attrs):
-        p.kernels = list(map(made.__getitem__, p.ops))
-    else:
-        p.kernels = [made[op] if not attrs and type(op) is Op else op.kernel(xp, attrs)
-                     for op, attrs in zip(p.ops, p.attrs)]
-    p._ends = None
+    del ins[:]
+    p.ends = None
     return p
 
 
-def compile(outputs, backend=None, check_numerics=False, codegen=True) -> Program:
+def compile(outputs, backend=None, check_numerics=False, codegen=True,
+            verify=None) -> Program:
     """Prune, order and plan the evaluation of ``outputs`` (a node or a list) once.
 
     ``check_numerics=True`` tests every value for NaN/Inf as it is computed and raises
     ``fg.NumericsError`` at the first node that creates one (see ``fg.detect_anomaly``).
     ``codegen=False`` runs the plan on the reference interpreter loop instead of
-    generated code (the tests compare the two)."""
-    return Program(outputs, backend, check_numerics=check_numerics, codegen=codegen)
+    generated code (the tests compare the two). ``verify=True`` (default: the
+    environment's ``FLOWGRAD_VERIFY=1``) runs every call beside the reference
+    interpreter and raises ``fg.VerifyError`` where they disagree (engine/lockstep.py)."""
+    return Program(outputs, backend, check_numerics=check_numerics, codegen=codegen,
+                   verify=verify)
 
 
 def run(outputs, feed=None, /, backend=None, **kwargs):

@@ -93,10 +93,11 @@ def enabled() -> bool:
 # -- synthetic steps (not graph ops: they exist only in plans) -----------------------
 
 class _Kernel:
-    """Just enough of an Op for the scheduler: ``kernel(xp, attrs)`` and a name."""
+    """Just enough of an Op for the scheduler: ``kernel(xp, attrs)``, a name, and
+    ``infer`` (the result's shape and dtype: the plan verifier checks it)."""
 
-    def __init__(self, name, make):
-        self.name, self._make = name, make
+    def __init__(self, name, make, infer):
+        self.name, self._make, self.infer = name, make, infer
 
     def kernel(self, xp, attrs):
         return self._make(xp, **attrs)
@@ -106,9 +107,11 @@ class _Kernel:
 
 
 FULL = _Kernel("full", lambda xp, shape, dtype, value, signless=False:
-               lambda: xp.full(shape, value, dtype=dtype))
+               lambda: xp.full(shape, value, dtype=dtype),
+               lambda shape, dtype, value, signless=False: (tuple(shape), np.dtype(dtype)))
 COPY = _Kernel("copy", lambda xp, dtype:   # .copy(): dask's xp.array has no copy=
-               lambda v: xp.asarray(v, dtype=dtype).copy())
+               lambda v: xp.asarray(v, dtype=dtype).copy(),
+               lambda x, dtype: (x.shape, np.dtype(dtype)))
 
 
 # -- freezing attributes into hashable keys -----------------------------------------
@@ -150,13 +153,6 @@ _FILL_PRESERVING = {"broadcast_to", "broadcast_like", "expand_dims", "squeeze", 
                     "reshape_like", "transpose", "getitem"}
 _COMMUTATIVE = {"add", "mul"}
 _MAKES_FILL = {"zeros_like", "ones_like"}
-_SLOW_NAMES = _MAKES_FILL | {"neg", "sub"}
-_ARITH = {"add", "mul", "div"}   # ops with a rewrite that needs no fill input
-# the identities an op may meet when its inputs are special only as negations (see
-# _identity): 1 a ± (−b) rewrites, 2 (−a)(−b) → ab only, 3 −(−x) and −(a − b) …; 0 none,
-# so the driver settles it by CSE alone. A new rule that looks through a negated input
-# (|−x| → |x|, say) must give its op an entry here, or the driver never asks it.
-_NEG_RULES = {"add": 1, "sub": 1, "mul": 2, "neg": 3}
 
 
 class Simplified:
@@ -401,147 +397,163 @@ class _Pass:
 
     # the forward pass
     def run(self, order, output_ids, keep_all, dispatch=True):
-        """The forward pass. Most nodes of a large graph meet no rule but CSE: an op
-        whose inputs are none of constants, fills or negations (``special``), binary
-        arithmetic with one plain constant (``_plain_fill``), an op of negated inputs
-        that no identity touches (``_NEG_RULES``). Those are settled here with one key;
-        every other node goes through ``_op``, the full rule engine."""
-        data, rep, defs, consts, special = self.data, self.rep, self.defs, self.table, self.special
-        rep_get = rep.get
+        """The forward pass (``_forward``), then the outputs' copies and the roots."""
         leaves = []
-        # op -> (CSE here?, commutative?, arithmetic?, identities here?, which identities
-        # a negated input may meet: _NEG_RULES)
-        ops = {}          # (and the op's CSE table)
-        neg_of = self.neg_of
+        self._forward(order, dispatch, leaves)
+        self._copy_leaf_outputs(output_ids)
+        rep_get, data = self.rep.get, self.data
+        roots = [rep_get(o, o) for o in output_ids]
+        if keep_all:
+            roots += [rep_get(nid, nid) for nid in order]
+        return Simplified(self.rep, self.defs, roots, leaves, data,
+                          _storage_sharers(self.rep, self.defs, data, output_ids))
+
+    def _forward(self, order, dispatch, leaves):
+        """Settles here, with one key, the nodes that meet no rule but CSE (inputs none
+        of constants, fills or negations; one plain constant operand, ``_plain_fill``;
+        negated inputs no identity touches, ``_NEG_RULES``: per op from the rule table,
+        ``_flags``); every other node goes to ``_op``, the full rule engine."""
+        data, rep, special = self.data, self.rep, self.special
+        rep_get = rep.get
+        ops = {}          # op -> _flags(op): its flags and its CSE table
         nones = [(), (None,), (None, None)]
         frozen = {}       # id(attrs) -> freeze(attrs): the graph's attrs dicts outlive the pass
-        # special id -> whether it is a fill c ∉ {0, 1, −1} (_plain_fill). A fill is never
-        # undone, so a remembered True stays true; a False may go stale only towards the
-        # rule engine, which then concludes the same
-        scaling = {}
+        scaling = {}      # special id -> a fill c ∉ {0, 1, −1}? (_plain_fill; see there)
         weak = {}         # id(float) -> its constant key: the node holds the float meanwhile
         for nid in order:
             d = data[nid]
             op = d["op"]
-            if op is not None:         # an op node (a leaf's op is None)
-                inputs = d["inputs"]
-                try:
-                    cse, comm, arith, ident, rules, table = ops[op]
-                except KeyError:
-                    name = op.name
-                    cse, comm, arith, ident, rules, table = ops[op] = (
-                        dispatch and name not in _SLOW_NAMES and not op.stateful,
-                        name in _COMMUTATIVE, name in _ARITH,
-                        dispatch and name not in _MAKES_FILL and not op.stateful,
-                        _NEG_RULES.get(name, 0), self.tables.setdefault(op, {}))
-                n = len(inputs)
-                if n == 2:
-                    a, b = inputs
-                    a, b = rep_get(a, a), rep_get(b, b)
-                    # the graph's own tuple when nothing was remapped: no new object
-                    # (it would outlive the compile, and the collector would scan it)
-                    ins = inputs if a == inputs[0] and b == inputs[1] else (a, b)
-                    sa, sb = a in special, b in special
-                    if not (sa or sb):
-                        plain = True
-                    else:
-                        plain = False
-                        if arith and sa != sb:
-                            # one operand a plain constant (y·1.0001)? asked once per constant
-                            c = a if sa else b
-                            plain = scaling.get(c)
-                            if plain is None:
-                                plain = scaling[c] = self._plain_fill(c)
-                            plain = plain and c not in neg_of
-                        if not plain and cse and rules != 1 and \
-                                (not sa or (a in neg_of and self._no_fill_no_const(ins[:1]))) \
-                                and (not sb or (b in neg_of and self._no_fill_no_const(ins[1:]))):
-                            # special only as negations: no fold, no fill, and no identity
-                            # unless it is (−a')(−b') → a'b'
-                            plain = rules == 0 or not (sa and sb)
-                    key = (b, a) if comm and b < a else ins
-                elif n == 1:
-                    a = inputs[0]
-                    a = rep_get(a, a)
-                    ins = inputs if a == inputs[0] else (a,)
-                    # f(−x) for f not a negation: no rule but CSE applies either
-                    plain = a not in special or (
-                        cse and rules == 0 and a in neg_of and self._no_fill_no_const(ins))
-                    key = ins
-                else:
-                    ins = tuple([rep_get(i, i) for i in inputs])
-                    plain = special.isdisjoint(ins)
-                    key = tuple(sorted(ins)) if comm else ins
-                attrs = d["attrs"]
-                if cse and plain:
-                    # as _op → _set_op would conclude: of all the rewrites only CSE applies
-                    if attrs:
-                        fa = frozen.get(id(attrs))
-                        if fa is None:
-                            fa = frozen[id(attrs)] = freeze(attrs)
-                        key = (key, fa)
-                    hit = table.setdefault(key, nid)
-                    if hit == nid:
-                        if ins is not inputs:    # else the graph's node says it all
-                            defs[nid] = ("op", op, attrs, ins)
-                        continue
-                    dh = data[hit]
-                    if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
-                        rep[nid] = hit          # a common subexpression
-                        continue
-                elif ident and n < 3 and self._no_fill_no_const(ins):
-                    # a negation, or inputs special only as negations: nothing folds or
-                    # fills, so of all the rules only the identities can apply (as in _op)
-                    if rules == 3 and not attrs and a not in neg_of and self._negate(a) is None:
-                        # −x that no rewrite absorbs: a new negation, as _set_op makes it
-                        hit = table.setdefault(key, nid)
-                        if hit == nid:
-                            if ins is not inputs:
-                                defs[nid] = ("op", op, attrs, ins)
-                            neg_of[nid] = a
-                            special.add(nid)
-                            continue
-                        dh = data[hit]
-                        if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
-                            rep[nid] = hit
-                            continue
-                    self._by_identity(nid, op, attrs, ins, nones[n])
-                    continue
-                self._op(nid, op, attrs, ins)
+            if op is None:             # a leaf (placeholder, variable, constant)
+                self._leaf(nid, d, leaves, weak)
                 continue
-            kind = d["kind"]
-            if kind in ("placeholder", "variable"):
-                leaves.append(nid)
-            elif kind == "constant":
-                value = d["value"]
-                if type(value) is float and d["weak"]:   # y * 1.0001: mostly a repeat
-                    key = weak.get(id(value))            # (one float object, many nodes)
-                    if key is None:
-                        key = weak[id(value)] = self._const_key(value, True)
-                    hit = consts.get(key)
-                    if hit is not None:
-                        rep[nid] = hit
-                        continue
-                self._set_const(nid, value, d["weak"])
+            inputs = d["inputs"]
+            flags = ops.get(op) or ops.setdefault(op, self._flags(op, dispatch))
+            cse, comm, arith, ident, rules, table = flags
+            n = len(inputs)
+            if n == 2:         # (the graph's own tuple when nothing was remapped)
+                a, b = inputs
+                a, b = rep_get(a, a), rep_get(b, b)
+                ins = inputs if a == inputs[0] and b == inputs[1] else (a, b)
+                sa, sb = a in special, b in special
+                plain = not (sa or sb) or self._binary_plain(flags, a, b, sa, sb, ins, scaling)
+                key = (b, a) if comm and b < a else ins
+            elif n == 1:
+                a = rep_get(inputs[0], inputs[0])
+                ins = inputs if a == inputs[0] else (a,)
+                plain = a not in special or (       # f(−x), f no negation: CSE only too
+                    cse and rules == 0 and a in self.neg_of and self._no_fill_no_const(ins))
+                key = ins
             else:
-                raise ValueError(f"node {nid}: unknown kind {kind!r}")
-        for o in output_ids:   # never hand back a fed array or a variable's storage
-            r = rep_get(o, o)
+                ins = tuple([rep_get(i, i) for i in inputs])
+                plain = special.isdisjoint(ins)
+                key = tuple(sorted(ins)) if comm else ins
+            attrs = d["attrs"]
+            if cse and plain:  # as _op → _set_op would conclude: only CSE applies
+                if attrs:
+                    key = (key, frozen.get(id(attrs)) or
+                           frozen.setdefault(id(attrs), freeze(attrs)))
+                hit = table.setdefault(key, nid)
+                if hit == nid:
+                    if ins is not inputs:    # else the graph's node says it all
+                        self.defs[nid] = ("op", op, attrs, ins)
+                    continue
+                dh = data[hit]
+                if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
+                    rep[nid] = hit          # a common subexpression
+                    continue
+            elif ident and n < 3 and self._no_fill_no_const(ins):
+                # a negation, or inputs special only as negations: nothing folds or
+                # fills, so of all the rules only the identities can apply (as in _op)
+                self._identities_only(nid, d, op, attrs, ins, inputs, key, rules, table,
+                                      nones[n])
+                continue
+            self._op(nid, op, attrs, ins)
+
+    def _flags(self, op, dispatch):
+        """(CSE here?, commutative?, arithmetic?, identities here?, which identities a
+        negated input may meet: _NEG_RULES, the op's CSE table), from the rule table."""
+        name = op.name
+        return (dispatch and name not in _SLOW_NAMES and not op.stateful,
+                name in _COMMUTATIVE, name in _ARITH,
+                dispatch and name not in _MAKES_FILL and not op.stateful,
+                _NEG_RULES.get(name, 0), self.tables.setdefault(op, {}))
+
+    def _binary_plain(self, flags, a, b, sa, sb, ins, scaling):
+        """Whether a binary op with a special input meets no rule but CSE: one operand a
+        plain constant (y·1.0001), or special only as negations no identity touches."""
+        cse, comm, arith, ident, rules, table = flags
+        neg_of = self.neg_of
+        plain = False
+        if arith and sa != sb:
+            # one operand a plain constant (y·1.0001)? asked once per constant
+            c = a if sa else b
+            plain = scaling.get(c)
+            if plain is None:
+                plain = scaling[c] = self._plain_fill(c)
+            plain = plain and c not in neg_of
+        if not plain and cse and rules != 1 and \
+                (not sa or (a in neg_of and self._no_fill_no_const(ins[:1]))) \
+                and (not sb or (b in neg_of and self._no_fill_no_const(ins[1:]))):
+            # special only as negations: no fold, no fill, and no identity
+            # unless it is (−a')(−b') → a'b'
+            plain = rules == 0 or not (sa and sb)
+        return plain
+
+    def _identities_only(self, nid, d, op, attrs, ins, inputs, key, rules, table, fills):
+        """A node whose inputs are special only as negations: a new negation −x that no
+        rewrite absorbs is settled here (as _set_op makes it), the rest by the rules."""
+        a = ins[0] if ins else None
+        if rules == 3 and not attrs and a not in self.neg_of and self._negate(a) is None:
+            hit = table.setdefault(key, nid)
+            if hit == nid:
+                if ins is not inputs:
+                    self.defs[nid] = ("op", op, attrs, ins)
+                self.neg_of[nid] = a
+                self.special.add(nid)
+                return
+            dh = self.data[hit]
+            if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
+                self.rep[nid] = hit
+                return
+        self._by_identity(nid, op, attrs, ins, fills)
+
+    def _leaf(self, nid, d, leaves, weak):
+        """A placeholder or variable (kept), or a constant (merged with an equal one)."""
+        kind = d["kind"]
+        if kind in ("placeholder", "variable"):
+            leaves.append(nid)
+        elif kind == "constant":
+            value = d["value"]
+            if type(value) is float and d["weak"]:   # y * 1.0001: mostly a repeat
+                key = weak.get(id(value))            # (one float object, many nodes)
+                if key is None:
+                    key = weak[id(value)] = self._const_key(value, True)
+                hit = self.table.get(key)
+                if hit is not None:
+                    self.rep[nid] = hit
+                    return
+            self._set_const(nid, value, d["weak"])
+        else:
+            raise ValueError(f"node {nid}: unknown kind {kind!r}")
+
+    def _copy_leaf_outputs(self, output_ids):
+        """Never hand back a fed array or a variable's storage: an output whose
+        representative is a leaf gets a copy step."""
+        rep, data = self.rep, self.data
+        for o in output_ids:
+            r = rep.get(o, o)
             if r != o and self._def(r)[0] == "leaf":
                 del rep[o]
-                defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
-        roots = [rep_get(o, o) for o in output_ids]
-        if keep_all:
-            roots += [rep_get(nid, nid) for nid in order]
-        return Simplified(rep, defs, roots, leaves, data,
-                          _storage_sharers(rep, defs, data, output_ids))
+                self.defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
 
     def _plain_fill(self, c):
         """Whether special id ``c`` is a fill c ∉ {0, 1, −1}: if it is no negation either,
         binary arithmetic of it and a non-special operand (y·1.0001, 0.1·x, x + 0.5) meets
         no rule but CSE — as _op would conclude: the other input is neither constant,
-        fill nor negation, so nothing folds or fills, and every identity of add/sub/mul/
-        div needs a 0, 1 or −1 or a negation."""
+        fill nor negation, so nothing folds or fills, and every identity of an _ARITH op
+        (derived from RULES) needs a 0, 1 or −1 or a negation. The driver remembers the
+        answer per id: a fill is never undone, so a True stays true; a False may go
+        stale only towards the rule engine, which then concludes the same."""
         v = self.fill.get(c)
         return v is not None and v not in (0, 1, -1)
 
@@ -552,11 +564,9 @@ class _Pass:
             self._define(nid, op, attrs, ins)
             return
         name = op.name
-        if self.special.isdisjoint(ins) and name not in _MAKES_FILL and name != "neg":
-            # the common case, no input a constant, a known fill or a negation: of all
-            # the rewrites only CSE and x − x → 0 can apply (the same tests as below)
-            if name == "sub" and len(ins) == 2 and ins[0] == ins[1]:
-                return self._set_fill(nid, 0, (op, attrs, ins), signless=True)
+        if self.special.isdisjoint(ins) and name not in _SLOW_NAMES:
+            # the common case, no input a constant, a known fill or a negation, and no
+            # rule of the op's that needs none (the table's "any"): only CSE applies
             return self._set_op(nid, op, attrs, ins)
         fallback = (op, attrs, ins)
         if name not in _MAKES_FILL and self._no_fill_no_const(ins):
@@ -613,57 +623,21 @@ class _Pass:
         self._set_op(nid, op, attrs, ins)
 
     def _identity(self, nid, name, ins, fills):
-        """An equivalent: a representative id, "zero", or an (op, attrs, ins) rewrite."""
-        fits = self._fits
-        neg_of = self.neg_of
-        if name == "neg":
-            inner = neg_of.get(ins[0])
-            if inner is not None:
-                return inner if fits(inner, nid) else None
-            return self._negate(ins[0])
-        if len(ins) != 2:
+        """An equivalent: a representative id, "zero", or an (op, attrs, ins) rewrite:
+        the first of the op's rules (``IDENTITIES``) that gives one, in table order."""
+        rules = IDENTITIES.get(name)
+        if rules is None:
             return None
-        (a, b), (fa, fb) = ins, fills
-        if name == "add":
-            # x + 0 is x but at x = −0.0 (−0.0 + 0.0 is +0.0): see _adds_nothing
-            if fa == 0 and fits(b, nid) and self._adds_nothing(nid, a, fa, b):
-                return b
-            if fb == 0 and fits(a, nid) and self._adds_nothing(nid, b, fb, a):
-                return a
-            if b in neg_of:                      # a + (−b') → a − b'
-                return (_elementwise("sub"), {}, (a, neg_of[b]))
-            if a in neg_of:                      # (−a') + b → b − a'
-                return (_elementwise("sub"), {}, (b, neg_of[a]))
-        elif name == "sub":
-            # x − 0.0 is x everywhere; x − (−0.0) is x + 0.0; 0.0 − x is not −x at x = +0.0
-            if fb == 0 and fits(a, nid) and self._adds_nothing(nid, b, -fb, a):
-                return a
-            if fa == 0 and fits(b, nid) and (_negative_zero(fa) or self._integral(nid)
-                                             or a in self.signless):
-                return (_neg_op(), {}, (b,))
-            if a == b:
-                return "zero"
-            if b in neg_of:                      # a − (−b') → a + b'
-                return (_elementwise("add"), {}, (a, neg_of[b]))
-        elif name == "mul" and a in neg_of and b in neg_of:   # (−a')(−b') → a'b'
-            return (_elementwise("mul"), {}, (neg_of[a], neg_of[b]))
-        elif name == "mul":
-            if fa == 1 and fits(b, nid):
-                return b
-            if fb == 1 and fits(a, nid):
-                return a
-            if fa == -1 and fits(b, nid):
-                return (_neg_op(), {}, (b,))
-            if fb == -1 and fits(a, nid):
-                return (_neg_op(), {}, (a,))
-        elif name == "div":
-            if fb == 1 and fits(a, nid):
-                return a
-            if fa == 0:
-                return "zero"
-        elif name == "pow":
-            if fb == 1 and fits(a, nid):
-                return a
+        if name == NEGATION:
+            a, b, fa, fb = ins[0], None, fills[0], None
+        elif len(ins) == 2:
+            (a, b), (fa, fb) = ins, fills
+        else:
+            return None
+        for rule in rules:
+            got = rule.apply(self, nid, a, b, fa, fb)
+            if got is not None:
+                return None if got is STOP else got
         return None
 
     def _integral(self, nid):
@@ -765,3 +739,155 @@ def _neg_op():
 def _elementwise(name):
     from flowgrad.ops import elementwise
     return getattr(elementwise, name)
+
+
+# -- the identities, as data -------------------------------------------------------------
+# One row a rule: the op it applies to, what it looks at in the inputs (``needs``), the
+# fill values it tests, and a small function of (pass, node, a, b, fill of a, fill of b)
+# that returns a representative id, "zero" (a signless zero fill), an (op, attrs, ins)
+# rewrite, STOP (no rewrite, and no later rule of the op), or None (the next rule).
+# ``needs``: "fill" a known fill operand, "neg" one negated operand, "negs" both,
+# "any" no special input at all (the driver must then send every node of the op here).
+# The driver's shortcuts (run, _op) are derived from this table below: a new rule needs
+# a row here and nothing else. Each rule is exact for every value, −0.0, ±inf and NaN
+# included, but where its comment states the convention (module docstring).
+
+STOP = object()
+NEGATION = "neg"
+
+
+class Rule:
+    __slots__ = ("op", "needs", "fills", "apply")
+
+    def __init__(self, op, needs, apply, fills=()):
+        self.op, self.needs, self.apply, self.fills = op, needs, apply, fills
+
+
+def _add_zero_left(p, nid, a, b, fa, fb):
+    # 0 + x → x, but at x = −0.0 (−0.0 + 0.0 is +0.0): see _adds_nothing
+    if fa == 0 and p._fits(b, nid) and p._adds_nothing(nid, a, fa, b):
+        return b
+
+
+def _add_zero_right(p, nid, a, b, fa, fb):
+    if fb == 0 and p._fits(a, nid) and p._adds_nothing(nid, b, fb, a):
+        return a
+
+
+def _add_neg_right(p, nid, a, b, fa, fb):      # a + (−b') → a − b'
+    if b in p.neg_of:
+        return (_elementwise("sub"), {}, (a, p.neg_of[b]))
+
+
+def _add_neg_left(p, nid, a, b, fa, fb):       # (−a') + b → b − a'
+    if a in p.neg_of:
+        return (_elementwise("sub"), {}, (b, p.neg_of[a]))
+
+
+def _sub_zero(p, nid, a, b, fa, fb):
+    # x − 0.0 is x everywhere; x − (−0.0) is x + 0.0 (as 0 + x above)
+    if fb == 0 and p._fits(a, nid) and p._adds_nothing(nid, b, -fb, a):
+        return a
+
+
+def _zero_sub(p, nid, a, b, fa, fb):
+    # 0 − x → −x only for a −0.0, integers, or a signless zero (0.0 − 0.0 is +0.0)
+    if fa == 0 and p._fits(b, nid) and (_negative_zero(fa) or p._integral(nid)
+                                        or a in p.signless):
+        return (_neg_op(), {}, (b,))
+
+
+def _sub_self(p, nid, a, b, fa, fb):           # x − x → 0 (the convention: any x)
+    if a == b:
+        return "zero"
+
+
+def _sub_neg(p, nid, a, b, fa, fb):            # a − (−b') → a + b'
+    if b in p.neg_of:
+        return (_elementwise("add"), {}, (a, p.neg_of[b]))
+
+
+def _mul_negs(p, nid, a, b, fa, fb):           # (−a')(−b') → a'b'
+    if a in p.neg_of and b in p.neg_of:
+        return (_elementwise("mul"), {}, (p.neg_of[a], p.neg_of[b]))
+
+
+def _kept_if(fill, value, keep):
+    def rule(p, nid, a, b, fa, fb):            # x·1, 1·x, x/1, x**1 → x
+        if (fa if fill == "a" else fb) == value and p._fits(keep(a, b), nid):
+            return keep(a, b)
+    return rule
+
+
+def _negated_if(fill):
+    def rule(p, nid, a, b, fa, fb):            # (−1)·x, x·(−1) → −x
+        x = b if fill == "a" else a
+        if (fa if fill == "a" else fb) == -1 and p._fits(x, nid):
+            return (_neg_op(), {}, (x,))
+    return rule
+
+
+def _zero_div(p, nid, a, b, fa, fb):           # 0 / x → 0 (the convention: any x)
+    if fa == 0:
+        return "zero"
+
+
+def _neg_neg(p, nid, a, b, fa, fb):            # −(−x) → x, or nothing at all
+    inner = p.neg_of.get(a)
+    if inner is not None:
+        return inner if p._fits(inner, nid) else STOP
+
+
+def _neg_absorbed(p, nid, a, b, fa, fb):       # −(a − b) → b − a … (_negate)
+    return p._negate(a)
+
+
+def _first(a, b):
+    return a
+
+
+def _second(a, b):
+    return b
+
+
+RULES = (
+    Rule("add", "fill", _add_zero_left, (0,)),
+    Rule("add", "fill", _add_zero_right, (0,)),
+    Rule("add", "neg", _add_neg_right),
+    Rule("add", "neg", _add_neg_left),
+    Rule("sub", "fill", _sub_zero, (0,)),
+    Rule("sub", "fill", _zero_sub, (0,)),
+    Rule("sub", "any", _sub_self),
+    Rule("sub", "neg", _sub_neg),
+    Rule("mul", "negs", _mul_negs),
+    Rule("mul", "fill", _kept_if("a", 1, _second), (1,)),
+    Rule("mul", "fill", _kept_if("b", 1, _first), (1,)),
+    Rule("mul", "fill", _negated_if("a"), (-1,)),
+    Rule("mul", "fill", _negated_if("b"), (-1,)),
+    Rule("div", "fill", _kept_if("b", 1, _first), (1,)),
+    Rule("div", "fill", _zero_div, (0,)),
+    Rule("pow", "fill", _kept_if("b", 1, _first), (1,)),
+    Rule(NEGATION, "neg", _neg_neg),
+    Rule(NEGATION, "any", _neg_absorbed),
+)
+
+#: op name → its rules, in table order
+IDENTITIES: dict = {}
+for _rule in RULES:
+    IDENTITIES.setdefault(_rule.op, []).append(_rule)
+
+# -- the driver's shortcuts, derived from the table ---------------------------------------
+#: ops the driver sends to the rule engine whatever their inputs: they make a fill, or
+#: have a rule that needs no special input
+_SLOW_NAMES = _MAKES_FILL | {r.op for r in RULES if r.needs == "any"}
+#: binary ops whose every fill rule tests 0, 1 or −1: with one plain constant operand
+#: (y·1.0001) and no other special input they meet no rule but CSE (_plain_fill)
+_ARITH = {op for op, rules in IDENTITIES.items()
+          if op != NEGATION and op not in _SLOW_NAMES
+          and all(set(r.fills) <= {0, 1, -1} for r in rules)}
+#: the rules an op may meet when its inputs are special only as negations: 1 one negated
+#: input rewrites (a ± (−b)), 2 only both negated ((−a)(−b)), 3 the negation itself
+#: (−(−x), −(a − b) …); absent: none, so the driver settles it by CSE alone
+_NEG_RULES = {op: 3 if op == NEGATION else 1 if any(r.needs == "neg" for r in rules) else 2
+              for op, rules in IDENTITIES.items()
+              if any(r.needs in ("neg", "negs") for r in rules)}

@@ -34,6 +34,6 @@ def test_long_chain_frees_values_after_last_use():
         for _ in range(2000):
             y = fg.tanh(y)
         prog = fg.compile(y)
-    vals = prog._run(prog._bind((), {"x": np.ones(1000)}))
+    vals = prog.run_reference(prog.bind((), {"x": np.ones(1000)}))
     live = [v for v in vals if v is not None]
     assert len(live) == 1  # only the output survives the run

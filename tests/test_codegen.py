@@ -308,14 +308,14 @@ def test_a_failing_step_is_reported_with_its_plan_index(monkeypatch):
         prog = fg.compile([loss, fg.grad(loss, z)])
     seen = []
 
-    def on_error(k, exc, vals=None):
+    def on_error(plan, k, exc, vals=None):
         seen.append((k, exc))
         raise exc
-    monkeypatch.setattr(prog, "_on_step_error", on_error)
+    monkeypatch.setattr(codegen, "raise_step_error", on_error)
     with pytest.raises(ValueError, match="class labels"):
         prog(z=np.zeros((2, 3)), labels=np.array([0, 7]))
     (k, exc), = seen
-    assert prog._step_ops[k][0].name == "softmax_cross_entropy"
+    assert prog.plan.steps[k].op.name == "softmax_cross_entropy"
     assert isinstance(exc, ValueError)
 
 
@@ -421,6 +421,7 @@ def test_fused_chains_on_cupy_are_elementwise_kernels():
 
     class FakeCupyBackend(Backend):
         name = "cupy"
+        fusion = "elementwise"          # the capability generated code reads
         xp = _FakeCupy()
     _FakeKernel.made.clear()
     gen, ref, feed = _logistic(50, 3, backend=FakeCupyBackend())

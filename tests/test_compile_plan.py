@@ -15,6 +15,8 @@ from hypothesis import example, given, settings, HealthCheck
 import flowgrad as fg
 from flowgrad import simplify as simp_mod
 from flowgrad.simplify import simplify
+from flowgrad.engine import FlatSteps, verify
+from flowgrad.engine.executors.interp import instructions
 from random_graphs import build, programs
 from fuzz_graphs import valid_graphs
 
@@ -36,7 +38,7 @@ def reference_plan(prog):
     plain way from the program's graph and outputs."""
     g, outs = prog.graph, prog.outputs
     order = ancestors(outs)
-    s = simplify(g, order, [o.id for o in outs], prog._keep_all, dispatch=False)
+    s = simplify(g, order, [o.id for o in outs], prog.keep_all, dispatch=False)
     kept = sorted(set(s.leaves) | set(s.consts) | {st[0] for st in s.steps})
     own = {nid: k for k, nid in enumerate(kept)}
     slot = {nid: own[s.rep.get(nid, nid)] for nid in order if s.rep.get(nid, nid) in own}
@@ -48,7 +50,7 @@ def reference_plan(prog):
         for i in ins:
             last[i] = k
     frees = [set() for _ in steps]
-    if not prog._keep_all:
+    if not prog.keep_all:
         for i, k in last.items():
             if i not in out_slots:
                 frees[k].add(i)
@@ -59,27 +61,27 @@ def reference_plan(prog):
 
 def assert_same_plan(prog):
     kept, slot, out_slots, plan, consts, s = reference_plan(prog)
-    assert prog._kept == kept
-    assert prog._slot == slot
-    assert prog._out_slots == out_slots
-    got = [(op, attrs, step[4], step[5], set(step[6]))
-           for (op, attrs, _), step in zip(prog._step_ops, prog._plan)]
+    verify(prog.plan)
+    assert list(prog.plan.slots) == kept
+    assert prog.slot_of == slot
+    assert list(prog.plan.outputs) == out_slots
+    got = [(st.op, st.attrs, st.ins, st.out, set(st.frees)) for st in prog.plan.steps]
     assert len(got) == len(plan)
     for (op, attrs, ins, out, fr), want in zip(got, plan):
         assert (op, ins, out, fr) == (want[0], want[2], want[3], want[4])
         assert attrs == want[1]
-    assert prog._step_nodes == [st[0] for st in s.steps]
-    for step in prog._plan:               # the arity-specialised fields agree with ins
+    assert [st.node for st in prog.plan.steps] == [st[0] for st in s.steps]
+    for step in instructions(prog.plan, np):  # the arity-specialised fields agree with ins
         n, _, a, b, ins = step[:5]
         assert n == len(ins) and a == (ins[0] if n else None) and \
             b == (ins[1] if n > 1 else None)
-    for k, v in enumerate(prog._template):
+    for k, v in enumerate(prog.plan.consts):
         assert (k in consts) == (v is not None)
         if k in consts:
             np.testing.assert_array_equal(np.asarray(v), np.asarray(consts[k]))
     # the driver's shortcuts settle every node as the rule engine does
     fast = simplify(prog.graph, ancestors(prog.outputs), [o.id for o in prog.outputs],
-                    prog._keep_all)
+                    prog.keep_all)
     assert fast.rep == s.rep
     assert [st[:2] + st[3:] for st in fast.steps] == [st[:2] + st[3:] for st in s.steps]
     for t in (s, fast):
@@ -198,8 +200,8 @@ def test_length_checks_need_a_placeholder_with_a_none_axis():
         a = fg.placeholder("a", shape=(None,))
         b = fg.placeholder("b", shape=(None,))
         c = fg.placeholder("c", shape=(3,))
-        assert fg.compile(a * b)._check_lengths is not None
-        assert fg.compile(c * 2.0)._check_lengths is None
+        assert fg.compile(a * b).check_lengths is not None
+        assert fg.compile(c * 2.0).check_lengths is None
         with pytest.raises(fg.FeedError):
             fg.compile(a * b)(a=np.ones(2), b=np.ones(3))
 
@@ -221,14 +223,14 @@ def test_the_slot_map_is_complete_for_every_reader():
                    lambda m: pickle.loads(pickle.dumps(m)),
                    lambda m: dict(zip(m.keys(), m.values()))]
         for read in readers:
-            m = fg.compile(outs)._slot
+            m = fg.compile(outs).slot_of
             assert read(m) == full
-        m = fg.compile(outs)._slot
+        m = fg.compile(outs).slot_of
         assert len(m) == len(full) and h.id in m and m[h.id] == full[h.id]
-        m = fg.compile(outs)._slot
+        m = fg.compile(outs).slot_of
         assert m[h.id] == full[h.id] and m == full and full == m
         with pytest.raises(KeyError):
-            fg.compile(outs)._slot[10 ** 9]
+            fg.compile(outs).slot_of[10 ** 9]
 
 
 # -- flat plans (large programs: scheduler.FLAT_STEPS) --------------------------------------
@@ -262,19 +264,18 @@ def test_flat_plans_read_as_the_tuple_plans(program):
         finally:
             scheduler.FLAT_STEPS = saved
         for prog in flat:
-            assert type(prog._plan) is scheduler._FlatPlan
+            assert isinstance(prog.plan.made_steps(), FlatSteps)
             assert_same_plan(prog)
         prog = flat[0]
         def same(steps):     # a kernel with attributes is a new partial each compile
             return [(n, getattr(fn, "func", fn), getattr(fn, "keywords", None), *rest)
                     for n, fn, *rest in steps]
-        want = same(plain._plan)
-        assert same(prog._plan) == want == same([prog._plan[k] for k in range(len(want))])
-        assert same(prog._plan[-1:]) == want[-1:] and len(prog._plan) == len(want)
-        assert list(prog._step_ops) == list(plain._step_ops)
-        assert prog._step_ops[:] == plain._step_ops[:]
-        assert prog._step_nodes == plain._step_nodes
-        assert dict(prog._slot) == dict(plain._slot)
+        want = same(instructions(plain.plan, np))
+        assert same(instructions(prog.plan, np)) == want
+        steps, plain_steps = prog.plan.steps, plain.plan.steps
+        assert list(steps) == list(plain_steps) == [steps[k] for k in range(len(steps))]
+        assert steps[-1:] == plain_steps[-1:] and steps[:] == plain_steps[:]
+        assert dict(prog.slot_of) == dict(plain.slot_of)
         for a, b in zip(prog(**feed), plain(**feed)):
             np.testing.assert_array_equal(a, b)
         for a, b in zip(flat[1](**feed), plain(**feed)):
@@ -292,14 +293,14 @@ def test_flat_plans_on_sparse_ids_and_wide_steps(flat_plans):
         z = fg.sum(y * y)
         outs = [z, fg.grad(z, x)]
         prog = fg.compile(outs, codegen=False)
-        assert type(prog._plan) is flat_plans._FlatPlan
-        assert isinstance(flat_plans._slot_index(prog._kept, True), dict)    # sparse ids
+        assert isinstance(prog.plan.made_steps(), FlatSteps)
+        assert isinstance(flat_plans._slot_index(prog.plan.slots, True), dict)  # sparse ids
         assert_same_plan(prog)
         X = np.array([-1.0, 0.5, 2.0])
         got = prog(x=X)
         flat_plans.FLAT_STEPS = 10 ** 9
         ref = fg.compile(outs, codegen=False)
-        assert type(ref._plan) is list
+        assert type(ref.plan.made_steps()) is list
         for a, b in zip(got, ref(x=X)):
             np.testing.assert_array_equal(a, b)
         flat_plans.FLAT_STEPS = 0
@@ -307,7 +308,7 @@ def test_flat_plans_on_sparse_ids_and_wide_steps(flat_plans):
         for a, b in zip(checked(x=X), ref(x=X)):
             np.testing.assert_array_equal(a, b)
         tr = prog.trace(x=X)
-        assert type(prog._trace_program._plan) is flat_plans._FlatPlan
+        assert isinstance(prog._trace_program.plan.made_steps(), FlatSteps)
         assert float(tr[z]) == float(got[0])
 
 
@@ -318,7 +319,7 @@ def test_flat_plan_errors_name_the_node(flat_plans):
         bad = fg.matmul(fg.reshape(y, (-1, 1)), fg.reshape(x, (1, -1)))  # noqa: F841
         z = fg.sum(fg.log(x) * y)                          # this line is named
         prog = fg.compile([z], codegen=False)
-        assert type(prog._plan) is flat_plans._FlatPlan
+        assert isinstance(prog.plan.made_steps(), FlatSteps)
         with pytest.raises(fg.NumericsError) as err:
             fg.compile([z], check_numerics=True, codegen=False)(x=np.array([-1.0, 2.0]))
         assert "test_compile_plan.py" in str(err.value)

@@ -46,6 +46,21 @@ def test_random_graphs_have_the_derivatives_of_finite_differences(case):
 
 
 @settings(PROFILE)
+@given(valid_graphs())
+def test_random_graphs_run_under_lockstep_verify_mode(case):
+    """The program's executor (generated array or scalar code, numba regions on the
+    second call) beside the reference interpreter on every call: fg.VerifyError at the
+    first value that differs beyond the executor's promise (bitwise for most)."""
+    with case.graph, np.errstate(all="ignore"):
+        outs = [case.out] + list(fg.grad(fg.sum(fg.sin(case.out)), case.inputs))
+        prog = fg.compile(outs, verify=True)
+        assert prog.verify
+        first = prog(case.feed)
+        for a, b in zip(prog(case.feed), first):
+            np.testing.assert_array_equal(a, b)
+
+
+@settings(PROFILE)
 @given(hostile_ops())
 def test_ops_refuse_what_they_cannot_take_with_a_flowgrad_error(drawn):
     """Building either works — and then the node's shape and dtype are those of numpy's

@@ -379,8 +379,8 @@ def test_run_time_lengths_are_guarded_per_call():
     assert all(hasattr(f, "py_func") for f in _loops(gen).values())
     # the shape test itself: operands that broadcast, handed to the plan directly
     X, Y = rng.standard_normal((50, 3)), rng.standard_normal((1, 3))
-    vals = list(gen._template)
-    vals[gen._slot[x.id]], vals[gen._slot[y.id]] = X, Y
+    vals = list(gen.plan.consts)
+    vals[gen.slot_of[x.id]], vals[gen.slot_of[y.id]] = X, Y
     _same(gen._generated.array_fn(vals)[0], (X * Y - X) / (Y * Y + 1.0))
 
 

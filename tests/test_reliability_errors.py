@@ -46,15 +46,15 @@ def test_run_errors_from_values_and_trace_too():
         assert prog.trace(x=np.arange(3.0), i=2)[loss] == 6.0  # the program still works
 
 
-def test_on_step_error_is_the_hook_generated_code_calls():
+def test_step_error_is_the_hook_generated_code_calls():
     with fg.Graph():
         x = fg.placeholder("x", shape=(2,))
         y = fg.log(x)
         z = fg.exp(y)
         prog = fg.compile(z)
-    k = prog._step_nodes.index(z.id)
+    k = [st.node for st in prog.plan.steps].index(z.id)
     with pytest.raises(fg.RunError, match=repr(z.name)) as info:
-        prog._on_step_error(k, ZeroDivisionError("boom"))
+        prog.step_error(k, ZeroDivisionError("boom"))
     assert isinstance(info.value.__cause__, ZeroDivisionError) and info.value.node is z
 
 

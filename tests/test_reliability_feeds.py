@@ -87,7 +87,7 @@ def test_unrelated_none_lengths_stay_free():
         b = fg.placeholder("b", shape=(None,))
         prog = fg.compile(fg.sum(a) + fg.sum(b))
         assert prog(a=np.ones(2), b=np.ones(7)) == 9.0
-        assert prog._check_lengths is None   # nothing to compare per call
+        assert prog.check_lengths is None   # nothing to compare per call
 
 
 def test_length_checks_are_compiled_once_not_per_call():
@@ -97,10 +97,10 @@ def test_length_checks_are_compiled_once_not_per_call():
         w = fg.variable(np.ones(3), name="w")
         loss = fg.mean((x @ w - t) ** 2)
         prog = fg.compile([loss, fg.grad(loss, w)])
-    check = prog._check_lengths
+    check = prog.check_lengths
     assert check is not None and len(check._flat) == 2
     prog(x=np.ones((4, 3)), t=np.ones(4))
-    assert prog._check_lengths is check
+    assert prog.check_lengths is check
     with pytest.raises(fg.FeedError, match=r"'t' has length 5 on axis 0, but placeholder 'x'"):
         prog(x=np.ones((4, 3)), t=np.ones(5))
 
@@ -174,7 +174,7 @@ def test_the_common_case_copies_nothing():
         w = fg.variable(np.ones(3), name="w")
         loss = fg.sum(x * w)
         prog = fg.compile([loss, fg.grad(loss, w)])
-    assert prog._copy_outs == ()
+    assert prog.copy_outputs == ()
 
 
 # -- smaller cases ------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def _tiers(prog):
     """(the loop, the compiled generated function) of a lazy scalar program."""
     sc = prog._generated.scalar
     assert sc is not None
-    loop = scalar_tier.interpreter(prog, codegen._constants(prog), sc.leaves)
+    loop = scalar_tier.interpreter(prog.plan, codegen.constants(prog.plan), sc.leaves)
     lv = [0.5] * len(sc.leaves)
     for _ in range(scalar_tier.WARM_CALLS + 1):   # past the warm calls: source compiled
         _run(sc.fn, lv)

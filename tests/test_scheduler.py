@@ -33,8 +33,8 @@ def test_outputs_are_kept_and_intermediates_freed():
     b = fg.sin(a)
     c = fg.cos(b)
     prog = fg.compile([a, c])
-    vals = prog._run(prog._bind((), {"x": np.zeros(4)}))
-    alive = {nid for nid, s in prog._slot.items() if vals[s] is not None}
+    vals = prog.run_reference(prog.bind((), {"x": np.zeros(4)}))
+    alive = {nid for nid, s in prog.slot_of.items() if vals[s] is not None}
     assert alive == {a.id, c.id}
 
 

@@ -74,7 +74,7 @@ def test_only_real_aliases_are_copied():
         x = fg.placeholder("x", (2, 3))
         w = fg.variable(np.ones((2, 3)), name="w")
         prog = fg.compile([fg.sum(x * w), fg.transpose(x * w), fg.reshape(x * 1.0, (6,))])
-    assert prog._copy_outs == (2,)
+    assert prog.copy_outputs == (2,)
 
 
 # -- 2. numpy scalars and dask arrays get the feed range check ------------------------------

@@ -8,7 +8,6 @@ outputs, so a notebook cell never waits on laying out 10⁵ boxes.
 """
 from __future__ import annotations
 
-import html
 
 #: at most this many boxes are drawn inline; more are summarised as "⋯ k" inputs
 MAX_INLINE_NODES = 150
@@ -64,10 +63,3 @@ def mimebundle(obj, include=None, exclude=None) -> dict:
         text += f" (drawn: the {MAX_INLINE_NODES} nodes nearest the outputs)"
     return {"image/svg+xml": svg, "text/plain": text}
 
-
-def html_of(obj) -> str:
-    """The inline drawing as HTML (the SVG, else the text in a <pre>)."""
-    bundle = mimebundle(obj)
-    if "image/svg+xml" in bundle:
-        return bundle["image/svg+xml"]
-    return f"<pre>{html.escape(bundle['text/plain'])}</pre>"

@@ -1,0 +1,178 @@
+"""Executors behind one interface (flowgrad/engine/executors/): every executor that
+accepts a plan computes the reference interpreter's values (bitwise where it promises
+so, else within its stated ulps), on the fuzz suite's random graphs; and lockstep
+verify mode catches a deliberately wrong kernel injected into one executor, naming
+the node whose kernel is wrong."""
+import math
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import flowgrad as fg
+from flowgrad import codegen, scheduler
+from flowgrad.engine import executors as ex
+from flowgrad.engine.lockstep import compare
+from flowgrad.ops import scalar_kernels
+from fuzz_graphs import valid_graphs
+
+PROFILE = settings(max_examples=int(os.environ.get("EXECUTOR_EXAMPLES", "30")),
+                   deadline=None, derandomize=True,
+                   suppress_health_check=[HealthCheck.too_slow])
+
+
+def _outputs(plan, vals):
+    return [vals[s] for s in plan.outputs]
+
+
+def _check_every_executor(prog, feed):
+    plan, backend = prog.plan, prog.backend
+    want = _outputs(plan, ex.reference_for(plan).build(plan, backend)(prog.bind((feed,), {})))
+    ran = []
+    for e in ex.ALL + (ex.Checked(prog),):
+        if not e.accepts(plan, backend):
+            continue
+        got = _outputs(plan, e.build(plan, backend)(prog.bind((feed,), {})))
+        for g, w in zip(got, want):
+            why = compare(g, w, 0 if e.bit_identical else e.ulps)
+            assert why is None, (e.name, why, g, w)
+        ran.append(e.name)
+    return ran
+
+
+@PROFILE
+@given(valid_graphs())
+def test_every_executor_agrees_with_the_reference_on_random_graphs(case):
+    with case.graph, np.errstate(all="ignore"):
+        outs = [case.out] + list(fg.grad(fg.sum(fg.sin(case.out)), case.inputs))
+        ran = _check_every_executor(fg.compile(outs, codegen=False), case.feed)
+    assert {"interpreter", "generated array code",
+            "NaN/Inf-checked interpreter"} <= set(ran)
+
+
+def test_the_flat_interpreter_and_the_scalar_code_agree_with_the_reference(monkeypatch):
+    with fg.Graph():
+        x = fg.placeholder("x")
+        y = fg.tanh(fg.exp(x) * x) + fg.where(x > 0.0, fg.log1p(x * x), x)
+        outs = [y, fg.grad(y, x)]
+        for X in (0.3, -2.0, 40.0):
+            ran = _check_every_executor(fg.compile(outs, codegen=False), {"x": X})
+            assert "generated scalar code" in ran
+        monkeypatch.setattr(scheduler, "FLAT_STEPS", 0)
+        ran = _check_every_executor(fg.compile(outs, codegen=False), {"x": 0.3})
+        assert "flat interpreter" in ran and "interpreter" not in ran
+
+
+def test_a_program_picks_its_executor_at_compile_time():
+    with fg.Graph():
+        x = fg.placeholder("x")
+        v = fg.placeholder("v", shape=(3,))
+        assert fg.compile(fg.sin(x)).executor is ex.SCALAR
+        assert fg.compile(fg.sin(v)).executor is ex.GENERATED
+        assert fg.compile(fg.sin(v), codegen=False).executor is ex.INTERPRETER
+
+
+def _wrong_exp(monkeypatch):
+    """generated array code computes exp one part in 10^12 too large"""
+    real = codegen._lean_kernels
+
+    def lean(plan, backend):
+        got, shared, pairs = real(plan, backend)
+        for k, st in enumerate(plan.made_steps()):
+            if st.op.name == "exp":
+                got[k] = lambda v: np.exp(v) * (1 + 1e-12)
+        return got, shared, pairs
+    monkeypatch.setattr(codegen, "_lean_kernels", lean)
+
+
+def test_verify_mode_names_the_node_of_a_wrong_array_kernel(monkeypatch):
+    _wrong_exp(monkeypatch)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(4,))
+        h = fg.exp(x).named("the_exp")
+        loss = fg.sum(fg.sin(h * 2.0))
+        outs = [loss, fg.grad(loss, x)]
+        feed = {"x": np.linspace(-1, 1, 4)}
+        fg.compile(outs)(**feed)                  # without verify: silently off
+        prog = fg.compile(outs, verify=True)
+        with pytest.raises(fg.VerifyError, match="'the_exp'") as info:
+            prog(**feed)
+    err = info.value
+    assert err.node is h and isinstance(err, fg.FlowgradError)
+    assert prog.plan.steps[err.step].node == h.id
+    assert "test_executors.py" in str(err) and "reference" in str(err)
+    assert not np.array_equal(err.got, err.want)
+    np.testing.assert_allclose(err.got, err.want, rtol=1e-11)
+
+
+def test_verify_mode_names_the_node_of_a_wrong_scalar_kernel(monkeypatch):
+    monkeypatch.setitem(scalar_kernels.KERNELS, "cos", math.sin)   # (sin for cos)
+    with fg.Graph():
+        x = fg.placeholder("x")
+        c = fg.cos(x * 3.0).named("the_cos")
+        y = fg.exp(c) + x
+        prog = fg.compile(y, verify=True)
+        assert prog.executor is ex.SCALAR
+        with pytest.raises(fg.VerifyError, match="'the_cos'") as info:
+            prog(x=0.25)
+    assert info.value.node is c
+
+
+def test_verify_mode_passes_correct_programs_and_the_environment_turns_it_on(monkeypatch):
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(4, 3))      # (too small for a numba region)
+        y = fg.sum(fg.softplus(x) * x)
+        outs = [y, fg.grad(y, x)]
+        X = np.linspace(-3, 3, 12).reshape(4, 3)
+        plain = fg.compile(outs)(x=X)
+        prog = fg.compile(outs, verify=True)
+        for _ in range(3):             # first and later calls
+            got = prog(x=X)
+            for a, b in zip(got, plain):
+                np.testing.assert_array_equal(a, b)
+        monkeypatch.setenv("FLOWGRAD_VERIFY", "1")
+        assert fg.compile(outs).verify and not fg.compile(outs, verify=False).verify
+        monkeypatch.setenv("FLOWGRAD_VERIFY", "0")
+        assert not fg.compile(outs).verify
+    _wrong_exp(monkeypatch)
+    monkeypatch.setenv("FLOWGRAD_VERIFY", "1")
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2,))
+        with pytest.raises(fg.VerifyError):
+            fg.compile(fg.exp(x) * 2.0)(x=np.ones(2))
+
+
+def test_compare_is_bitwise_or_within_the_stated_ulps():
+    a = np.array([1.0, -0.0, np.nan, np.inf])
+    assert compare(a, a.copy()) is None
+    assert compare(a, np.array([1.0, 0.0, np.nan, np.inf])) is not None     # signed zero
+    b = a.copy()
+    b[0] = np.nextafter(1.0, 2.0)
+    assert compare(b, a) is not None and compare(b, a, ulps=1) is None
+    b[0] = 1.0 + 5 * np.finfo(float).eps
+    assert compare(b, a, ulps=4) is not None and compare(b, a, ulps=5) is None
+    assert compare(a.astype(np.float32), a) is not None                      # dtype
+    assert compare(a[:3], a) is not None                                     # shape
+
+
+def test_verify_mode_holds_an_executor_to_the_references_errors(monkeypatch):
+    real = codegen._lean_kernels
+
+    def lean(plan, backend):               # generated code's exp raises; the reference's not
+        got, shared, pairs = real(plan, backend)
+        for k, st in enumerate(plan.made_steps()):
+            if st.op.name == "exp":
+                got[k] = lambda v: np.exp(v) if v.size > 2 else 1 / 0
+        return got, shared, pairs
+    monkeypatch.setattr(codegen, "_lean_kernels", lean)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None,))
+        e = fg.exp(x).named("the_exp")
+        prog = fg.compile(fg.sum(e * x), verify=True)
+        assert prog(x=np.ones(3)) == 3 * np.e            # the boundary: 3 entries pass
+        with pytest.raises(fg.VerifyError, match="'the_exp'.*reference returned") as info:
+            prog(x=np.ones(2))
+        assert info.value.node is e
+        with pytest.raises(fg.FeedError):                # both refuse: the executor's error
+            prog(x=np.ones((2, 2)))
