@@ -17,7 +17,7 @@ import weakref
 import numpy as np
 
 from .errors import DifferentiationError, UsageError
-from .graph import Node, gc_paused, same_graph
+from .graph import Node, gc_paused, same_graph, sharing_unary
 from .leaves import _constant_in
 
 __all__ = ["adjoints", "grad", "vjp", "jvp", "vjp_above", "ancestors_above"]
@@ -78,14 +78,19 @@ def _require_node(y, fn):
                          f"{type(y).__name__} {y!r}")
 
 
-def _seed(y):
-    """v̄_N = 1 for a scalar output."""
+def _check_scalar(y):
+    """grad's output must be a scalar of a float or complex dtype."""
     if y.shape != ():
         raise DifferentiationError(
             f"grad needs a scalar output, but {y.name!r} has shape {y.shape}; "
             "reduce it (fg.sum, fg.mean) or use fg.vjp / fg.jacobian")
     if not _differentiable(y.dtype):
         raise DifferentiationError(f"cannot differentiate {y.name!r} of dtype {y.dtype}")
+
+
+def _seed(y):
+    """v̄_N = 1 for a scalar output."""
+    _check_scalar(y)
     return _constant_in(y.graph, np.ones((), y.dtype), name="seed")
 
 
@@ -119,7 +124,7 @@ def _adjoints(y, wrt=None, seed=None, keep=None) -> dict[Node, Node]:
 def _reverse_sweep(graph, y, order, active, seed, seed_is_one, keep=None):
     """adjoints' sweep, in descending id order over the nodes on a path."""
     from flowgrad.ops.base import site_fixed_above
-    with site_fixed_above(sys._getframe()):
+    with site_fixed_above(sys._getframe()), sharing_unary(graph):
         return _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep)
 
 
@@ -228,7 +233,7 @@ def grad(y: Node, wrt):
     """
     _require_node(y, "grad")
     wrt, single = _as_list(wrt)
-    _seed(y)  # fail early, naming y, if it is not a scalar
+    _check_scalar(y)  # fail early, naming y (building no seed node that nothing uses)
     _check_wrt(wrt)
     adj = _adjoints(y, wrt, keep={x.id for x in wrt})
     out = [adj.get(x) if x in adj else _zeros(x) for x in wrt]
@@ -323,7 +328,7 @@ def jvp(y: Node, x, xdot):
 def _forward_sweep(graph, y, tangents):
     """jvp's sweep, in ascending id order over y's ancestors."""
     from flowgrad.ops.base import site_fixed_above
-    with site_fixed_above(sys._getframe()):
+    with site_fixed_above(sys._getframe()), sharing_unary(graph):
         return _forward_sweep_nodes(graph, y, tangents)
 
 

@@ -234,6 +234,24 @@ class Graph:
             _freeze_while_building(self)
         return handle
 
+    def unary_twin(self, op, x) -> "Node | None":
+        """An existing node ``op(x)`` (one input, no attrs, this scope, no open composite
+        group) among the few built just after ``x``, or None: while ``sharing_unary``
+        holds, ops.base.apply asks this first, so a sweep's rule asking for ``cos(x)``
+        gets the forward pass's ``cos(x)``, not a copy that every compile merges again."""
+        if op.stateful or _state.__dict__.get("groups"):
+            return None
+        node = self._node
+        src = x.id
+        input_ids = (src,)
+        scope = tuple(self._scope)
+        for v in range(src + 1, min(src + 1 + _TWIN_WINDOW, len(self._handles))):
+            d = node[v]
+            if d["op"] is op and d["inputs"] == input_ids and d["attrs"] is NO_ATTRS \
+                    and d["scope"] == scope and "group" not in d:
+                return self._handles[v]
+        return None
+
     def ancestors(self, ids) -> list[int]:
         """Ids of every node the nodes ``ids`` depend on (themselves included), ascending.
 
@@ -316,6 +334,31 @@ class Graph:
                 f"the graph already has a node named {name!r} ({other.kind}); a placeholder "
                 "is fed by its name, so it must be unique: choose another name")
         return name
+
+
+# How far after its input a unary node is looked for (the forward pass builds an input's
+# consumers right after it: y = sin(x)·c + d·cos(x) puts cos(x) 4 ids after x).
+_TWIN_WINDOW = 8
+
+
+def sharing_graph():
+    """The graph whose derivative sweep runs in this thread (``sharing_unary``), or None."""
+    return _state.__dict__.get("sharing")
+
+
+@contextlib.contextmanager
+def sharing_unary(graph: Graph):
+    """While the derivative sweeps of this thread build into ``graph``, a unary op with no
+    attrs and no name whose node exists already, just after its input, is that node
+    (``Graph.unary_twin``): the rules' ``cos(x)``, ``sin(x)``, ``exp(x)`` … are the
+    forward pass's own nodes, so a gradient adds fewer nodes and draws its reuse of the
+    forward values. Same op, same input, no attrs and not stateful: the same value."""
+    prev = _state.__dict__.get("sharing")
+    _state.sharing = graph
+    try:
+        yield
+    finally:
+        _state.sharing = prev
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from flowgrad.errors import DifferentiationError, ShapeError
-from flowgrad.graph import Node, default_graph, same_graph
+from flowgrad.graph import Node, default_graph, same_graph, sharing_graph
 from flowgrad.leaves import _constant_in
 
 REGISTRY: dict[str, "Op"] = {}
@@ -185,6 +185,10 @@ def apply(op: Op, *args, **attrs) -> Node:
         value = op.forward(np, *(n._d["value"] for n in inputs), **attrs)
         if np.ndim(value) == 0:   # (expand_dims of a scalar is not a scalar: a node)
             return _constant_in(graph, value.item() if hasattr(value, "item") else value)
+    if len(inputs) == 1 and not attrs and sharing_graph() is graph:
+        twin = graph.unary_twin(op, inputs[0])   # a sweep's cos(x): the forward's own
+        if twin is not None:
+            return twin
     shape, dtype = op.infer(*inputs, **attrs)
     frame = sys._getframe(1)
     fname = frame.f_code.co_filename
