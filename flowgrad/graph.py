@@ -239,17 +239,17 @@ class Graph:
         group) among the few built just after ``x``, or None: while ``sharing_unary``
         holds, ops.base.apply asks this first, so a sweep's rule asking for ``cos(x)``
         gets the forward pass's ``cos(x)``, not a copy that every compile merges again."""
-        if op.stateful or _state.__dict__.get("groups"):
-            return None
-        node = self._node
         src = x.id
         input_ids = (src,)
-        scope = tuple(self._scope)
-        for v in range(src + 1, min(src + 1 + _TWIN_WINDOW, len(self._handles))):
-            d = node[v]
-            if d["op"] is op and d["inputs"] == input_ids and d["attrs"] is NO_ATTRS \
-                    and d["scope"] == scope and "group" not in d:
-                return self._handles[v]
+        window = self._inputs[src + 1:src + 1 + _TWIN_WINDOW]
+        k = -1
+        for _ in range(window.count(input_ids)):   # (C-level scans: this is per rule call)
+            k = window.index(input_ids, k + 1)
+            d = self._node[src + 1 + k]
+            if d["op"] is op and d["attrs"] is NO_ATTRS and "group" not in d \
+                    and d["scope"] == tuple(self._scope) and not op.stateful \
+                    and not _state.__dict__.get("groups"):
+                return self._handles[src + 1 + k]
         return None
 
     def ancestors(self, ids) -> list[int]:

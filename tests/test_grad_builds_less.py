@@ -101,3 +101,33 @@ def test_no_twin_across_a_scope_or_a_composite_group():
         with fg.name_scope("bwd"):
             fg.grad(y, x)
     assert len([n for n in g.nodes if n.op is not None and n.op.name == "cos"]) == 2
+
+
+# -- the adjoint marks: a side table of autodiff's, not a key in every node's attrs --------
+
+def test_adjoint_marks_live_in_autodiffs_table():
+    from flowgrad.autodiff import adjoint_mark
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(3,))
+        p, q = fg.sin(x) * 2.0, fg.exp(x)
+        y = fg.sum(fg.concatenate([p, q]))     # concatenate: one vjp_all call, two terms
+        n = len(g)
+        fg.grad(y, x)
+    assert not any("adjoint_of" in node._d for node in g.nodes)
+    assert all(adjoint_mark(node) is None for node in g.nodes[:n])
+    owners = {adjoint_mark(node) for node in g.nodes[n:]} - {None}
+    # every mark says ∂y/∂(something on the path), and each concatenate term its own input
+    assert {m[1] for m in owners} == {y.id}
+    assert {(p.id, y.id), (q.id, y.id)} <= owners
+
+
+def test_a_nested_sweeps_marks_win():
+    """A rule that differentiates (hvp's second sweep runs over the first's nodes) marks
+    its own nodes first; the enclosing call's run does not overwrite them."""
+    from flowgrad.autodiff import AdjointMarks
+    marks = AdjointMarks()
+    marks.add(12, 15, 3, 9)        # recorded first: a nested sweep's nodes 12..14
+    marks.add(10, 20, 4, 9)        # then the enclosing rule call's 10..19
+    assert marks.mark(13) == (3, 9) and marks.mark(11) == (4, 9) and marks.mark(19) == (4, 9)
+    assert marks.mark(20) is None and marks.mark(9) is None
+    assert marks.covered(13, 0, 1) and not marks.covered(11, 0, 1)
