@@ -178,8 +178,8 @@ def apply(op: Op, *args, **attrs) -> Node:
         graph = default_graph()
     inputs = args if all_nodes else tuple(
         [a if isinstance(a, Node) else _constant_in(graph, a) for a in args])
-    # (.get: an op node leaves weak=False out of its dict, see graph.NodeData)
-    if inputs and inputs[0]._d.get("weak") and all(n._d.get("weak") for n in inputs):
+    # (only leaves store "weak": an op node leaves weak=False out, see graph.NodeData)
+    if inputs and _weak(inputs[0]._d) and all(_weak(n._d) for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
         value = op.forward(np, *(n._d["value"] for n in inputs), **attrs)
@@ -312,17 +312,23 @@ def broadcast_shapes(op_name, *nodes) -> tuple:
     return tuple(out)
 
 
+def _weak(d) -> bool:
+    """Whether a node's attrs ``d`` are a weakly typed Python-scalar constant's (two
+    C-level reads: NodeData.get is a Python method)."""
+    return d["op"] is None and d["weak"]
+
+
 def result_dtype(*nodes) -> np.dtype:
     """numpy's promotion, with Python-scalar constants weakly typed."""
     first = nodes[0]._d["dtype"] if nodes else None
     if first is not None and first.isnative:
         for n in nodes:
             d = n._d
-            if d["dtype"] is not first or d.get("weak"):
+            if d["dtype"] is not first or _weak(d):
                 break
         else:
             return first   # one native dtype, no weak scalar: numpy would say the same
-    return np.result_type(*[n._d["value"] if n._d.get("weak") else n._d["dtype"]
+    return np.result_type(*[n._d["value"] if _weak(n._d) else n._d["dtype"]
                             for n in nodes])
 
 
