@@ -373,7 +373,7 @@ def name_scope(name: str, graph: Graph | None = None):
     """Prefix the names of nodes built inside with ``name/``; viz draws scopes as clusters."""
     if not name or "/" in name:
         raise ValueError(f"a scope name must be non-empty and contain no '/': {name!r}")
-    g = graph or default_graph()
+    g = graph if graph is not None else default_graph()   # (an empty Graph is falsy)
     g._scope.append(name)
     try:
         yield

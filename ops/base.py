@@ -159,7 +159,7 @@ def as_node(value, graph=None) -> Node:
     """A node for ``value``: nodes pass through, scalars and arrays become constants."""
     if isinstance(value, Node):
         return value
-    return _constant_in(graph or default_graph(), value)
+    return _constant_in(graph if graph is not None else default_graph(), value)
 
 
 def apply(op: Op, *args, **attrs) -> Node:

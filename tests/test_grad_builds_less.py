@@ -131,3 +131,29 @@ def test_a_nested_sweeps_marks_win():
     assert marks.mark(13) == (3, 9) and marks.mark(11) == (4, 9) and marks.mark(19) == (4, 9)
     assert marks.mark(20) is None and marks.mark(9) is None
     assert marks.covered(13, 0, 1) and not marks.covered(11, 0, 1)
+
+
+def test_a_graphs_seed_lives_in_randoms_table_not_on_the_graph():
+    from flowgrad import random as fgr
+    g = fg.Graph()
+    fgr.set_seed(7, g)
+    assert fgr.get_seed(g) == 7 and not [k for k in vars(g) if "random" in k]
+    first = [fgr.derived_seed(g, "random") for _ in range(2)]
+    fgr.set_seed(7, g)                                   # a re-seed restarts the count
+    assert [fgr.derived_seed(g, "random") for _ in range(2)] == first
+    assert first[0] != first[1] and fgr.get_seed(fg.Graph()) is None
+
+
+def test_an_empty_graph_passed_explicitly_is_that_graph():
+    """An empty Graph is falsy (it has a length): ``graph or default_graph()`` used to
+    seed, scope or hold a constant in the default graph instead of the one passed."""
+    from flowgrad import random as fgr
+    from flowgrad.ops import as_node
+    g, other = fg.Graph(), fg.Graph()
+    with other:
+        fgr.set_seed(7, g)
+        assert fgr.get_seed(g) == 7 and fgr.get_seed(other) is None
+        with fg.name_scope("s", g):
+            assert fg.placeholder("p").name == "p"       # other's node: not scoped "s/"
+        c = as_node(2.0, g)
+    assert c.graph is g and len(g) == 1 and len(other) == 1   # (other: the placeholder)
