@@ -231,11 +231,12 @@ class AdjointMarks:
 
     def mark(self, nid) -> tuple[int, int] | None:
         """(of, y) of the first run recorded that covers ``nid``, or None (errors only:
-        a vectorised scan of the runs)."""
+        a vectorised scan of copies of the runs — a view would export the arrays'
+        buffers, and a sweep in another thread appending to them would then fail)."""
         if not self.start:
             return None
-        start = np.frombuffer(self.start, np.int64)
-        stop = np.frombuffer(self.stop, np.int64)
+        start = np.frombuffer(self.start.tobytes(), np.int64)
+        stop = np.frombuffer(self.stop.tobytes(), np.int64)[:len(start)]
         hit = np.flatnonzero((start <= nid) & (nid < stop))
         if not hit.size:
             return None
