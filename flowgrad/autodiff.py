@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import sys
 import weakref
+from array import array
 
 import numpy as np
 
 from .errors import DifferentiationError, UsageError
-from .graph import Node, gc_paused, same_graph
+from .graph import Node, gc_paused, same_graph, sharing_unary
 from .leaves import _constant_in
 
-__all__ = ["adjoints", "grad", "vjp", "jvp", "vjp_above", "ancestors_above"]
+__all__ = ["adjoints", "grad", "vjp", "jvp", "vjp_above", "ancestors_above", "adjoint_mark"]
 
 # {graph: {gradient node id: {(y id, x id), ...}}}: which nodes were built as ∂y/∂x, so an
 # optimizer can check that a program's outputs are the loss's gradients (optim.py)
@@ -78,14 +79,19 @@ def _require_node(y, fn):
                          f"{type(y).__name__} {y!r}")
 
 
-def _seed(y):
-    """v̄_N = 1 for a scalar output."""
+def _check_scalar(y):
+    """grad's output must be a scalar of a float or complex dtype."""
     if y.shape != ():
         raise DifferentiationError(
             f"grad needs a scalar output, but {y.name!r} has shape {y.shape}; "
             "reduce it (fg.sum, fg.mean) or use fg.vjp / fg.jacobian")
     if not _differentiable(y.dtype):
         raise DifferentiationError(f"cannot differentiate {y.name!r} of dtype {y.dtype}")
+
+
+def _seed(y):
+    """v̄_N = 1 for a scalar output."""
+    _check_scalar(y)
     return _constant_in(y.graph, np.ones((), y.dtype), name="seed")
 
 
@@ -119,7 +125,7 @@ def _adjoints(y, wrt=None, seed=None, keep=None) -> dict[Node, Node]:
 def _reverse_sweep(graph, y, order, active, seed, seed_is_one, keep=None):
     """adjoints' sweep, in descending id order over the nodes on a path."""
     from flowgrad.ops.base import site_fixed_above
-    with site_fixed_above(sys._getframe()):
+    with site_fixed_above(sys._getframe()), sharing_unary(graph):
         return _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep)
 
 
@@ -127,6 +133,8 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     from flowgrad.ops import add, sum_to_like
     data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
     handles = graph._handles
+    marks = _marks_of(graph)
+    add_mark = marks.add
     # {id: its adjoint's terms so far}: one node, or a list once there are several (a list
     # per node was most of the sweep's memory on a chain)
     pending: dict[int, object] = {y.id: seed}
@@ -154,13 +162,14 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         inputs = (handles[ids[0]],) if len(ids) == 1 else tuple([handles[i] for i in ids])
         if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
             needed = [inp.id in active and _differentiable(inp.dtype) for inp in inputs]
-            first_new = len(handles)
+            first_new, since = len(handles), len(marks.start)
             terms = op.vjp_all(needed, vbar, node, *inputs, **d["attrs"])
+            nested, done = (since, len(marks.start)), set()
             for inp, term, need in zip(inputs, terms, needed):
                 if need and term is not None:
                     term = sum_to_like(term, inp)
                     _add_term(pending, inp.id, term)
-                    _mark_built(data, first_new, term.id, inp.id, y.id)
+                    _mark_built(marks, data, first_new, term.id, inp.id, y.id, nested, done)
             continue
         table = op._vjp
         for argnum, inp in enumerate(inputs):
@@ -178,7 +187,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
                 if term._d["shape"] != inp._d["shape"]:
                     term = sum_to_like(term, inp)
                 _add_term(pending, iid, term)
-            _mark_adjoint(data, first_new, len(handles), iid, y.id)
+            add_mark(first_new, len(handles), iid, y.id)
     return result
 
 
@@ -192,28 +201,81 @@ def _add_term(pending, nid, term):
         pending[nid] = [terms, term]
 
 
-def _mark_adjoint(data, start, stop, of, y):
-    """Label the nodes a rule just built as part of v̄ of node ``of`` (∂y/∂of), so that an
-    error at one of them (a NaN, say) can say whose adjoint it was computing."""
-    mark = (of, y)   # one tuple for all of them
-    for nid in range(start, stop):
-        d = data[nid]
-        if "adjoint_of" not in d:
-            d["adjoint_of"] = mark
+class AdjointMarks:
+    """Which nodes a reverse sweep built as part of whose adjoint, for one graph: runs of
+    ids ``[start, stop)`` with ``(of, y)`` — "part of v̄ of node ``of`` (∂y/∂of)" — in
+    the order they were recorded, so that an error at a derivative node (a NaN, say) can
+    say whose adjoint it was computing. Owned by this module (a side table, not a key in
+    every node's attributes): one run per rule call, four 8-byte ints, where a mark on
+    each node cost a tuple and a dict slot. A node's mark is the *first* run recorded
+    that covers it: a nested sweep (a rule that differentiates) records its runs before
+    the enclosing rule call records its own, so the innermost mark wins."""
+
+    __slots__ = ("start", "stop", "of", "y")
+
+    def __init__(self):
+        self.start, self.stop, self.of, self.y = (array("q"), array("q"), array("q"),
+                                                  array("q"))
+
+    def add(self, start, stop, of, y):
+        if stop > start:
+            self.start.append(start)
+            self.stop.append(stop)
+            self.of.append(of)
+            self.y.append(y)
+
+    def covered(self, nid, first, last) -> bool:
+        """Whether a run recorded at a position in ``[first, last)`` covers ``nid``."""
+        start, stop = self.start, self.stop
+        return any(start[k] <= nid < stop[k] for k in range(first, last))
+
+    def mark(self, nid) -> tuple[int, int] | None:
+        """(of, y) of the first run recorded that covers ``nid``, or None (errors only:
+        a vectorised scan of copies of the runs — a view would export the arrays'
+        buffers, and a sweep in another thread appending to them would then fail)."""
+        if not self.start:
+            return None
+        start = np.frombuffer(self.start.tobytes(), np.int64)
+        stop = np.frombuffer(self.stop.tobytes(), np.int64)[:len(start)]
+        hit = np.flatnonzero((start <= nid) & (nid < stop))
+        if not hit.size:
+            return None
+        k = int(hit[0])
+        return self.of[k], self.y[k]
 
 
-def _mark_built(data, start, top, of, y):
-    """_mark_adjoint for one term of a rule that built several at once (vjp_all): the
-    nodes from ``start`` on that ``top`` depends on."""
+# {graph: AdjointMarks}
+_MARKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _marks_of(graph) -> AdjointMarks:
+    marks = _MARKS.get(graph)
+    if marks is None:
+        marks = _MARKS.setdefault(graph, AdjointMarks())
+    return marks
+
+
+def adjoint_mark(node) -> tuple[int, int] | None:
+    """``(of, y)`` ids when ``node`` was built by a reverse sweep as part of v̄ of node
+    ``of`` (∂y/∂of); None for any other node."""
+    marks = _MARKS.get(node.graph)
+    return None if marks is None else marks.mark(node.id)
+
+
+def _mark_built(marks, data, start, top, of, y, nested, done):
+    """The marks of one term of a rule that built several at once (vjp_all): the nodes
+    from ``start`` on that ``top`` depends on, each a run of one, except those a nested
+    sweep inside the call marked (runs ``nested``, a range of positions) and those an
+    earlier term took (``done``, the ids marked so far in this call)."""
     stack = [top]
-    mark = (of, y)
     while stack:
         nid = stack.pop()
-        d = data[nid]
-        if nid < start or "adjoint_of" in d:
+        if nid < start or nid in done:
             continue
-        d["adjoint_of"] = mark
-        stack.extend(d["inputs"])
+        done.add(nid)
+        if not marks.covered(nid, *nested):
+            marks.add(nid, nid + 1, of, y)
+        stack.extend(data[nid]["inputs"])
 
 
 def _zeros(x):
@@ -228,7 +290,7 @@ def grad(y: Node, wrt):
     """
     _require_node(y, "grad")
     wrt, single = _as_list(wrt)
-    _seed(y)  # fail early, naming y, if it is not a scalar
+    _check_scalar(y)  # fail early, naming y (building no seed node that nothing uses)
     _check_wrt(wrt)
     adj = _adjoints(y, wrt, keep={x.id for x in wrt})
     out = [adj.get(x) if x in adj else _zeros(x) for x in wrt]
@@ -323,7 +385,7 @@ def jvp(y: Node, x, xdot):
 def _forward_sweep(graph, y, tangents):
     """jvp's sweep, in ascending id order over y's ancestors."""
     from flowgrad.ops.base import site_fixed_above
-    with site_fixed_above(sys._getframe()):
+    with site_fixed_above(sys._getframe()), sharing_unary(graph):
         return _forward_sweep_nodes(graph, y, tangents)
 
 

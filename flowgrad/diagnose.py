@@ -24,7 +24,8 @@ def describe_node(node) -> str:
 
 def adjoint_part(node) -> str | None:
     """"part of the adjoint v̄ of 'w' (∂loss/∂w)" for a node the reverse sweep built."""
-    owner = node._d.get("adjoint_of")
+    from .autodiff import adjoint_mark
+    owner = adjoint_mark(node)
     if owner is None:
         return None
     h = node.graph._handles

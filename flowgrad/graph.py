@@ -206,17 +206,24 @@ class Graph:
             if exact_name:
                 name = self._exact_name(name)
             elif name is None and not scope and op is not None and node_id not in self._reserved:
-                # the common case: a default name, unique by construction, unregistered
-                name = f"{op.name}_{node_id}"
+                # the common case: a default name, unique by construction, unregistered,
+                # and made when read (NodeData), not stored: ~60 bytes a node
                 register = False
             else:
                 name = self._unique_name(name or f"{op.name if op is not None else kind}_{node_id}")
             # The node's attributes go straight into the DiGraph's own node table. Its
             # edges are its inputs: the DiGraph's adjacency reads them from there, and
             # successors from an index brought up to date when first read (_Adjacency).
-            d = self._node[node_id] = NodeData(
-                op=op, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
-                inputs=input_ids, kind=kind, scope=tuple(scope) if scope else (), where=where)
+            if register:
+                d = self._node[node_id] = NodeData(
+                    op=op, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
+                    inputs=input_ids, kind=kind, scope=tuple(scope) if scope else (),
+                    where=where)
+            else:
+                d = self._node[node_id] = NodeData(
+                    op=op, attrs=attrs or NO_ATTRS, shape=shape, dtype=dtype,
+                    inputs=input_ids, kind=kind, scope=(), where=where)
+                d.default_id = node_id
             if op is None:   # a leaf keeps every key; an op node leaves the defaults out
                 d["value"] = value
                 d["weak"] = weak
@@ -233,6 +240,24 @@ class Graph:
         if not node_id & _FREEZE_EVERY_MASK and node_id:
             _freeze_while_building(self)
         return handle
+
+    def unary_twin(self, op, x) -> "Node | None":
+        """An existing node ``op(x)`` (one input, no attrs, this scope, no open composite
+        group) among the few built just after ``x``, or None: while ``sharing_unary``
+        holds, ops.base.apply asks this first, so a sweep's rule asking for ``cos(x)``
+        gets the forward pass's ``cos(x)``, not a copy that every compile merges again."""
+        src = x.id
+        input_ids = (src,)
+        window = self._inputs[src + 1:src + 1 + _TWIN_WINDOW]
+        k = -1
+        for _ in range(window.count(input_ids)):   # (C-level scans: this is per rule call)
+            k = window.index(input_ids, k + 1)
+            d = self._node[src + 1 + k]
+            if d["op"] is op and d["attrs"] is NO_ATTRS and "group" not in d \
+                    and d["scope"] == tuple(self._scope) and not op.stateful \
+                    and not _state.__dict__.get("groups"):
+                return self._handles[src + 1 + k]
+        return None
 
     def ancestors(self, ids) -> list[int]:
         """Ids of every node the nodes ``ids`` depend on (themselves included), ascending.
@@ -318,12 +343,37 @@ class Graph:
         return name
 
 
+# How far after its input a unary node is looked for (the forward pass builds an input's
+# consumers right after it: y = sin(x)·c + d·cos(x) puts cos(x) 4 ids after x).
+_TWIN_WINDOW = 8
+
+
+def sharing_graph():
+    """The graph whose derivative sweep runs in this thread (``sharing_unary``), or None."""
+    return _state.__dict__.get("sharing")
+
+
+@contextlib.contextmanager
+def sharing_unary(graph: Graph):
+    """While the derivative sweeps of this thread build into ``graph``, a unary op with no
+    attrs and no name whose node exists already, just after its input, is that node
+    (``Graph.unary_twin``): the rules' ``cos(x)``, ``sin(x)``, ``exp(x)`` … are the
+    forward pass's own nodes, so a gradient adds fewer nodes and draws its reuse of the
+    forward values. Same op, same input, no attrs and not stateful: the same value."""
+    prev = _state.__dict__.get("sharing")
+    _state.sharing = graph
+    try:
+        yield
+    finally:
+        _state.sharing = prev
+
+
 @contextlib.contextmanager
 def name_scope(name: str, graph: Graph | None = None):
     """Prefix the names of nodes built inside with ``name/``; viz draws scopes as clusters."""
     if not name or "/" in name:
         raise ValueError(f"a scope name must be non-empty and contain no '/': {name!r}")
-    g = graph or default_graph()
+    g = graph if graph is not None else default_graph()   # (an empty Graph is falsy)
     g._scope.append(name)
     try:
         yield
@@ -401,21 +451,86 @@ _node_id = attrgetter("id")   # Graph.ancestors: a handle's own id object
 class NodeData(dict):
     """A node's attribute dict in ``Graph.nx``: a plain dict whose keys at their defaults
     (``value`` None, ``weak`` False, ``group`` ()) may be absent and still read as the
-    default by ``d[key]``. An op node stores nine keys, not twelve, and at ten or fewer
+    default by ``d[key]``. An op node stores eight keys, not twelve, and at ten or fewer
     a dict takes 272 bytes rather than 464 (10^6 nodes: ~0.2 GB). ``group`` is stored only
-    while a composite group is open (flowgrad/composite.py pushes and names them)."""
+    while a composite group is open (flowgrad/composite.py pushes and names them).
 
-    __slots__ = ()
+    A default name (``sin_12``: the op's name and the node's id) is not stored either:
+    ``default_id`` holds the id and the name is made when read (~60 bytes a node, the
+    string). It reads as a stored key everywhere — ``d["name"]``, ``in``, ``get``,
+    iteration, ``items()``, copies, networkx's views — until a name is assigned."""
+
+    __slots__ = ("default_id",)
     DEFAULTS = {"value": None, "weak": False, "group": ()}
 
+    def _made_name(self):
+        """The default name made on read, or None when the name is stored (or none)."""
+        nid = getattr(self, "default_id", None)
+        if nid is None or dict.__contains__(self, "name"):
+            return None
+        return f"{dict.__getitem__(self, 'op').name}_{nid}"
+
     def __missing__(self, key):
+        if key == "name":
+            name = self._made_name()
+            if name is not None:
+                return name
         try:
             return NodeData.DEFAULTS[key]
         except KeyError:
             raise KeyError(key) from None
 
+    def full(self) -> dict:
+        """Every stored key, and a made name, as a plain dict."""
+        name = self._made_name()
+        if name is None:
+            return dict(dict.items(self))   # (dict.copy would call keys(): this class)
+        out = {}
+        for k, v in dict.items(self):   # the name where a stored one sits: after attrs
+            out[k] = v
+            if k == "attrs":
+                out["name"] = name
+        return out
+
+    def __contains__(self, key):
+        return dict.__contains__(self, key) or (key == "name" and self._made_name() is not None)
+
+    def get(self, key, default=None):
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        return self[key] if key == "name" and self._made_name() is not None else default
+
+    def __iter__(self):
+        return iter(self.full())
+
+    def __len__(self):
+        return dict.__len__(self) + (self._made_name() is not None)
+
+    def keys(self):
+        return self.full().keys()
+
+    def items(self):
+        return self.full().items()
+
+    def values(self):
+        return self.full().values()
+
+    def __eq__(self, other):
+        return self.full() == (other.full() if isinstance(other, NodeData) else other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = None
+
+    def __repr__(self):
+        return repr(self.full())
+
+    def __reduce_ex__(self, protocol):   # copied or pickled: the name stored
+        return NodeData, (self.full(),)
+
     def copy(self):   # nx's graph.copy() copies attr dicts: keep the defaults readable
-        return NodeData(self)
+        return NodeData(self.full())
 
 
 class _DiGraph(nx.DiGraph):
@@ -513,7 +628,7 @@ class Node:
     @property
     def where(self) -> str | None:
         """``file:line`` of the user's code that built this node (None if unknown)."""
-        site = self._d.get("where")
+        site = self._d["where"]
         return f"{site[0]}:{site[1]}" if site else None
 
     @property
@@ -553,7 +668,7 @@ class Node:
     @property
     def group(self) -> tuple:
         """The ``fg.composite`` groups this node was built in, outermost first."""
-        return self._d.get("group", ())
+        return self._d["group"]
 
     @property
     def value(self):

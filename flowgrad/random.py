@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 
 import numpy as np
 
@@ -66,26 +67,40 @@ class Stream:
 
 # -- seeds --------------------------------------------------------------------------------
 
+class _Seeding:
+    """A graph's seed and how many seeds have been derived from it, by purpose."""
+
+    __slots__ = ("seed", "counts")
+
+    def __init__(self, seed):
+        self.seed = seed
+        self.counts: dict[str, int] = {}
+
+
+# {graph: _Seeding}: a side table owned by this module, not attributes set on Graph
+_SEEDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def set_seed(seed, graph=None) -> None:
     """Seed ``graph`` (default: the current one): random nodes and layer initialisers
     built afterwards without their own seed derive one from it, in build order."""
-    g = graph or default_graph()
-    g._fg_random_seed = None if seed is None else int(seed)
-    g._fg_random_count = {}
+    _SEEDS[graph if graph is not None else default_graph()] = _Seeding(None if seed is None else int(seed))
 
 
 def get_seed(graph=None):
     """The graph's seed, or None."""
-    return getattr(graph or default_graph(), "_fg_random_seed", None)
+    seeding = _SEEDS.get(graph if graph is not None else default_graph())
+    return None if seeding is None else seeding.seed
 
 
 def derived_seed(graph, purpose: str):
     """The next seed derived from the graph's seed for ``purpose`` ("random", "init"),
     or None when the graph has no seed. Deterministic across processes."""
-    base = getattr(graph, "_fg_random_seed", None)
+    seeding = _SEEDS.get(graph)
+    base = None if seeding is None else seeding.seed
     if base is None:
         return None
-    counts = graph.__dict__.setdefault("_fg_random_count", {})
+    counts = seeding.counts
     k = counts.get(purpose, 0)
     counts[purpose] = k + 1
     tag = int.from_bytes(purpose.encode(), "little")

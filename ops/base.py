@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from flowgrad.errors import DifferentiationError, ShapeError
-from flowgrad.graph import Node, default_graph, same_graph
+from flowgrad.graph import Node, default_graph, same_graph, sharing_graph
 from flowgrad.leaves import _constant_in
 
 REGISTRY: dict[str, "Op"] = {}
@@ -159,7 +159,7 @@ def as_node(value, graph=None) -> Node:
     """A node for ``value``: nodes pass through, scalars and arrays become constants."""
     if isinstance(value, Node):
         return value
-    return _constant_in(graph or default_graph(), value)
+    return _constant_in(graph if graph is not None else default_graph(), value)
 
 
 def apply(op: Op, *args, **attrs) -> Node:
@@ -178,13 +178,17 @@ def apply(op: Op, *args, **attrs) -> Node:
         graph = default_graph()
     inputs = args if all_nodes else tuple(
         [a if isinstance(a, Node) else _constant_in(graph, a) for a in args])
-    # (.get: an op node leaves weak=False out of its dict, see graph.NodeData)
-    if inputs and inputs[0]._d.get("weak") and all(n._d.get("weak") for n in inputs):
+    # (only leaves store "weak": an op node leaves weak=False out, see graph.NodeData)
+    if inputs and _weak(inputs[0]._d) and all(_weak(n._d) for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
         value = op.forward(np, *(n._d["value"] for n in inputs), **attrs)
         if np.ndim(value) == 0:   # (expand_dims of a scalar is not a scalar: a node)
             return _constant_in(graph, value.item() if hasattr(value, "item") else value)
+    if len(inputs) == 1 and not attrs and sharing_graph() is graph:
+        twin = graph.unary_twin(op, inputs[0])   # a sweep's cos(x): the forward's own
+        if twin is not None:
+            return twin
     shape, dtype = op.infer(*inputs, **attrs)
     frame = sys._getframe(1)
     fname = frame.f_code.co_filename
@@ -308,17 +312,23 @@ def broadcast_shapes(op_name, *nodes) -> tuple:
     return tuple(out)
 
 
+def _weak(d) -> bool:
+    """Whether a node's attrs ``d`` are a weakly typed Python-scalar constant's (two
+    C-level reads: NodeData.get is a Python method)."""
+    return d["op"] is None and d["weak"]
+
+
 def result_dtype(*nodes) -> np.dtype:
     """numpy's promotion, with Python-scalar constants weakly typed."""
     first = nodes[0]._d["dtype"] if nodes else None
     if first is not None and first.isnative:
         for n in nodes:
             d = n._d
-            if d["dtype"] is not first or d.get("weak"):
+            if d["dtype"] is not first or _weak(d):
                 break
         else:
             return first   # one native dtype, no weak scalar: numpy would say the same
-    return np.result_type(*[n._d["value"] if n._d.get("weak") else n._d["dtype"]
+    return np.result_type(*[n._d["value"] if _weak(n._d) else n._d["dtype"]
                             for n in nodes])
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from .base import (NONDIFF, Op, apply, as_node, float_dtype, keepdims_flag, normalize_axis,
                    shape_error)
-from .broadcast import broadcast_to_like
+from .broadcast import broadcast_to_like, shape_source
 from .elementwise import exp
 from .shape import expand_dims
 
@@ -60,8 +60,8 @@ reduced_size = Op("reduced_size", _count, lambda x, axis: ((), float_dtype(x.dty
 
 def _count_node(x, axes):
     dims = [x.shape[a] for a in axes]
-    if None in dims:
-        return apply(reduced_size, x, axis=axes)
+    if None in dims:   # the count's dtype is x's float dtype: a source must agree
+        return apply(reduced_size, shape_source(x, float_dtype(x.dtype)), axis=axes)
     return int(np.prod(dims))
 
 

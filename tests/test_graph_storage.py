@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
+from flowgrad.autodiff import adjoint_mark
 from flowgrad.graph import NodeData, gc_paused
 
 
@@ -40,7 +41,7 @@ def test_every_attribute_reads_the_same_through_a_node_and_networkx():
                                                                              "keepdims": False}
     assert y.where == f"{__file__}:{line}"
     assert g.nx.nodes[y.id]["where"] == (__file__, line)
-    marks = {n._d["adjoint_of"] for n in g.nodes if "adjoint_of" in n._d}
+    marks = {m for m in map(adjoint_mark, g.nodes) if m is not None}
     assert {(x.id, y.id)} <= marks and all(m[1] == y.id for m in marks) and dx.id > y.id
     assert nx.is_directed_acyclic_graph(g.nx)
     assert sorted(g.nx.predecessors(y.id)) == [y.inputs[0].id]
@@ -340,3 +341,26 @@ def test_a_copied_adjacency_is_an_ordinary_dict_of_dicts():
     G._node = {n: dict(d) for n, d in g.nx.nodes.items()}
     G.add_edge(y.id, x.id)
     assert G.has_edge(y.id, x.id) and not g.nx.has_edge(y.id, x.id)
+
+
+def test_a_default_name_is_made_on_read_and_reads_as_stored_everywhere():
+    """issue 19: an op node's default name is not stored (~60 bytes a node) but reads the
+    same through d[...], in, get, iteration, items, len, copies and networkx."""
+    import copy
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+        y = fg.sin(x)
+        z = fg.cos(y)
+    d = g.nx.nodes[y.id]
+    assert not dict.__contains__(d, "name")               # not stored ...
+    assert d["name"] == y.name == "sin_1" and "name" in d and d.get("name") == "sin_1"
+    assert list(d) == list(d.keys()) and list(d)[:3] == ["op", "attrs", "name"]
+    assert dict(d)["name"] == "sin_1" and len(d) == len(dict(d)) == 9
+    assert dict(g.nx.nodes(data="name")) == {0: "x", 1: "sin_1", 2: "cos_2"}
+    assert nx.get_node_attributes(g.nx, "name")[2] == "cos_2"
+    assert g.nx.copy().nodes[1]["name"] == "sin_1" and copy.copy(d)["name"] == "sin_1"
+    assert d == dict(d) and d.copy() == d
+    assert g.by_name("cos_2") is z
+    z.name = "zed"                                         # ... until one is assigned
+    assert dict.__contains__(g.nx.nodes[2], "name") and g.nx.nodes[2]["name"] == "zed"
+    assert g.by_name("zed") is z and len(g.nx.nodes[2]) == 9
