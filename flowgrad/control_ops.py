@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NumericsError, RunError, ShapeError
+from .errors import FlowgradError, NumericsError, ShapeError
 from .ops.base import REGISTRY, Op, fmt_shape
 
 __all__ = ["LoopSpec", "LoopLimitError", "loop_op", "loop_out_op", "is_loop"]
@@ -34,9 +34,12 @@ __all__ = ["LoopSpec", "LoopLimitError", "loop_op", "loop_out_op", "is_loop"]
 OBJECT = np.dtype(object)
 
 
-class LoopLimitError(RunError):
+class LoopLimitError(FlowgradError, RuntimeError):
     """A ``while_loop`` reached its ``max_iters`` without its condition turning false:
-    never a silent stop. The message names the loop and the user's line."""
+    never a silent stop. The message names the loop and the user's line. (Raised by
+    the loop's kernel, it reaches the caller as a RunError that is also a
+    LoopLimitError, naming the node; so it is not itself a RunError subclass, which
+    could not be mixed with RunError again.)"""
 
 
 class LoopSpec:
