@@ -29,7 +29,8 @@ import numpy as np
 from .errors import FlowgradError, NumericsError, ShapeError
 from .ops.base import REGISTRY, Op, fmt_shape
 
-__all__ = ["LoopSpec", "LoopLimitError", "loop_op", "loop_out_op", "is_loop"]
+__all__ = ["LoopSpec", "LoopLimitError", "loop_op", "loop_out_op", "is_loop",
+           "is_loop_result"]
 
 OBJECT = np.dtype(object)
 
@@ -261,3 +262,8 @@ loop_out_op = _make_out()
 def is_loop(node) -> bool:
     """Whether ``node`` is a loop (scan, while_loop or cond) node."""
     return node.op is loop_op
+
+
+def is_loop_result(node) -> bool:
+    """Whether ``node`` is one result (a ``loop_out``) of a loop node."""
+    return node.op is loop_out_op

@@ -138,3 +138,23 @@ def test_loops_run_with_codegen_off_and_checked():
         c = fg.compile(outs)(x=-3.0, a=9.0)
     for u, v, w in zip(a, b, c):
         assert u == v == w
+
+
+def test_everywhere_else_a_node_goes():
+    """Drawings (one box, "scan × T"; traces with backward=True), graph files and the dask
+    backend: each draws, or refuses with a typed error naming the loop."""
+    with fg.Graph():
+        W = fg.placeholder("W", (3, 3))
+        xs = fg.placeholder("xs", (None, 3))
+        hT, ys = fg.scan(lambda h, x: (fg.tanh(h @ W + x), fg.sum(h)),
+                         fg.constant(np.zeros(3)), xs)
+        loss = fg.sum(ys) + fg.sum(hT)
+        src = fg.viz.draw(loss).source
+        assert "<B>scan × T</B>" in src
+        assert src.count("-> n4 ") == 1 and src.count("-> n5 ") == 1  # results hang off the box
+        tr = fg.compile([loss, fg.grad(loss, W)]).trace(W=np.eye(3), xs=np.ones((4, 3)))
+        assert "scan × T" in fg.viz.draw(tr, backward=True).source
+        with pytest.raises(fg.GraphFileError, match="'loop_3' is a scan loop"):
+            fg.save_graph("/tmp/unused.fgraph", [loss])
+        with pytest.raises(fg.BackendError, match="numpy and cupy backends only"):
+            fg.compile(loss, backend="dask")(W=np.eye(3), xs=np.ones((4, 3)))

@@ -16,6 +16,7 @@ import numpy as np
 from flowgrad.autodiff import ancestors
 from flowgrad.composite import groups
 from flowgrad.custom_op import caption as custom_caption, forward_ids
+from flowgrad.control_ops import is_loop, is_loop_result
 from flowgrad.graph import Graph, Node, same_graph
 
 from . import labels as L
@@ -130,8 +131,8 @@ class _Scene:
         return [i for i in ancestors(wanted) if i not in fwd] if wanted else []
 
     def value(self, node):
-        if self.trace is not None and node in self.trace:
-            return self.trace[node]
+        if self.trace is not None and node in self.trace and not is_loop(node):
+            return self.trace[node]   # (a loop's value is its results' tuple: not drawn)
         return None
 
     def adjoint(self, node):
@@ -381,7 +382,10 @@ def _edge_pairs(scene, ids):
     drawn = set(ids)
     pairs = []
     for j in ids:
-        for i in dict.fromkeys(scene.handles[j]._d["inputs"]):
+        ins = scene.handles[j]._d["inputs"]
+        if is_loop_result(scene.handles[j]):   # issue 20: a loop's result hangs off its
+            ins = ins[:1]                      # loop box alone (its other inputs are the loop's)
+        for i in dict.fromkeys(ins):
             if i in drawn:
                 pairs.append((i, j))
     return pairs

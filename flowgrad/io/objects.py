@@ -42,6 +42,7 @@ def closure(graph, ids):
     """``ids`` (ascending) with the ancestors of every node a kept body names."""
     from flowgrad.autodiff import ancestors
     data = graph.nx.nodes
+    _refuse_loops(graph, ids)
     keep, todo = set(ids), list(ids)
     while todo:
         nid = todo.pop()
@@ -51,6 +52,20 @@ def closure(graph, ids):
                     keep.add(extra)
                     todo.append(extra)
     return sorted(keep)
+
+
+def _refuse_loops(graph, ids):
+    """Issue 20: a loop's bodies are graphs of their own, which this format does not
+    nest yet: refuse, naming the loop, rather than write a file that cannot be loaded."""
+    from flowgrad.control_ops import is_loop
+    for nid in ids:
+        node = graph.node(nid)
+        if is_loop(node):
+            raise GraphFileError(
+                f"node {node.name!r} is a {node.attrs['spec'].name} loop (built at "
+                f"{node.where}); graph files cannot hold loops yet, as a loop's body is a "
+                "graph of its own: save the variables (fg.save_variables) and rebuild the "
+                "model in code")
 
 
 def encoder(new_id):
