@@ -42,6 +42,7 @@ def _split(spec, inputs):
 def _stacks(spec, loop, inputs):
     from .control_ops import loop_out_op
     from .ops.base import apply
+    spec.keeps_carries = True      # from now on, runs keep what these nodes read
     first = spec.n_carry + spec.n_ys
     return [apply(loop_out_op, loop, *inputs, spec=spec, index=first + k)
             for k in range(spec.n_carry)]
@@ -85,8 +86,9 @@ def _scan_vjp(spec, index, needed, g, loop, inputs):
     _, init, xs, caps = _split(spec, inputs)
     nc = spec.n_carry
     fc = [k for k in range(nc) if _is_float(init[k])]
-    fx = [k for k in range(len(xs)) if _is_float(xs[k])]
-    fw = [k for k in range(len(caps)) if _is_float(caps[k])]
+    # gradients only for the inputs asked for: each is a stacked output or a carry
+    fx = [k for k in range(len(xs)) if _is_float(xs[k]) and needed[nc + k]]
+    fw = [k for k in range(len(caps)) if _is_float(caps[k]) and needed[nc + len(xs) + k]]
     role, which = spec.role(index)
     ct0 = [g if (role, which) == ("final", k) else zeros_like(init[k]) for k in fc]
     acc0 = [zeros_like(caps[k]) for k in fw]

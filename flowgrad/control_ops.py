@@ -63,6 +63,11 @@ class LoopSpec:
         self.length = length
         self.max_iters = max_iters
         self.where = where
+        #: whether runs stack the carries (results "stack"): set, once and for good, when
+        #: a derivative first reads them (control_grad), so a loop nobody differentiates
+        #: keeps no T carries. Programs compiled before read it at run time: only reads
+        #: of the stacks, which exist only after it is set, need it.
+        self.keeps_carries = False
 
     def __repr__(self):
         return f"<{self.name} loop: {self.n_carry} carries, {self.n_ys} outputs>"
@@ -117,32 +122,43 @@ def _scan_length(spec, xs):
     return lengths.pop()
 
 
+def _buffer(xp, T, value, dtype):
+    """A (T, *shape) array for T values like ``value``: filled in place, no list+stack."""
+    return xp.empty((T, *np.shape(value)), dtype=dtype)
+
+
 def _run_scan(spec, xp, vals):
     nc, nx, ny = spec.n_carry, spec.n_xs, spec.n_ys
     carry = list(vals[:nc])
     xs = vals[nc:nc + nx]
     caps = vals[nc + nx:]
     T = _scan_length(spec, xs)
-    ys = [[None] * T for _ in range(ny)]
-    stacks = [[None] * T for _ in range(nc)]
+    dtypes = spec.out_dtypes
+    keep = spec.keeps_carries
+    stacks = [_buffer(xp, T, carry[k], dtypes[k]) if keep else None for k in range(nc)]
+    ys = [None] * ny
     for t in (range(T - 1, -1, -1) if spec.reverse else range(T)):
-        for k in range(nc):
-            stacks[k][t] = carry[k]
+        if keep:
+            for k in range(nc):
+                stacks[k][t] = carry[k]
         outs = _call(spec, 0, xp, carry + [x[t] for x in xs], caps, t)
         carry = list(outs[:nc])
         for j in range(ny):
+            if ys[j] is None:   # its shape is known once the body has run
+                ys[j] = _buffer(xp, T, outs[nc + j], dtypes[nc + j])
             ys[j][t] = outs[nc + j]
-    return _results(spec, xp, carry, ys, stacks)
-
-
-def _results(spec, xp, carry, ys, stacks):
-    nc, ny = spec.n_carry, spec.n_ys
-    shapes, dtypes = spec.out_shapes, spec.out_dtypes
-    out = list(carry)
     for j in range(ny):
-        out.append(_stack(xp, ys[j], shapes[nc + j][1:], dtypes[nc + j], spec.name))
-    for k in range(nc):
-        out.append(_stack(xp, stacks[k], tuple(np.shape(carry[k])), dtypes[k], spec.name))
+        if ys[j] is None:       # no iteration: the declared shape must be complete
+            ys[j] = _stack(xp, [], spec.out_shapes[nc + j][1:], dtypes[nc + j], spec.name)
+    return (*carry, *ys, *stacks)
+
+
+def _results(spec, xp, carry, stacks):
+    """A while loop's results: its final carries, then the carries it entered with."""
+    out = list(carry)
+    for k in range(spec.n_carry):
+        out.append(_stack(xp, stacks[k], tuple(np.shape(carry[k])), spec.out_dtypes[k],
+                          spec.name) if spec.keeps_carries else None)
     return tuple(out)
 
 
@@ -157,11 +173,12 @@ def _run_while(spec, xp, vals):
             raise LoopLimitError(
                 f"{spec.name} built at {spec.where} reached max_iters={spec.max_iters} "
                 "with its condition still true; raise max_iters if the loop does end")
-        for k in range(nc):
-            stacks[k].append(carry[k])
+        if spec.keeps_carries:
+            for k in range(nc):
+                stacks[k].append(carry[k])
         carry = list(_call(spec, 0, xp, carry, caps, n))
         n += 1
-    return _results(spec, xp, carry, [], stacks)
+    return _results(spec, xp, carry, stacks)
 
 
 def _run_cond(spec, xp, vals):

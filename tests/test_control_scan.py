@@ -222,3 +222,24 @@ def test_detect_anomaly_names_the_iteration():
                 prog(xs=np.array([1.0, 2.0, -1.0, 3.0]))
         with pytest.raises(fg.NumericsError):
             fg.compile(hT, check_numerics=True)(xs=np.array([1.0, -1.0]))
+
+
+def test_memory_the_forward_keeps_T_carries_only_when_differentiated():
+    import tracemalloc
+    T, carry_bytes = 500, 32 * 64 * 8
+    X = RNG.normal(size=(T, 32, 64)) * 0.1
+    with fg.Graph():
+        W = fg.placeholder("W", (64, 64))
+        xs = fg.placeholder("xs", (None, 32, 64))
+        hT, _ = fg.scan(lambda h, x: (fg.tanh(h @ W + x), None), fg.zeros_like(xs[0]), xs)
+        loss = fg.sum(hT)
+        peaks = []
+        for build_grad in (False, True):
+            prog = fg.compile([loss, fg.grad(loss, W)] if build_grad else loss)
+            prog(W=np.eye(64) * 0.5, xs=X)
+            tracemalloc.start()
+            prog(W=np.eye(64) * 0.5, xs=X)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+    assert peaks[0] < 0.1 * T * carry_bytes               # nothing stacked: no derivative
+    assert T * carry_bytes < peaks[1] < 1.2 * T * carry_bytes   # the T carries, once
