@@ -9,12 +9,12 @@ interpreter, generated code, the NaN-checked loop) runs a loop without knowing w
 loop is: to it, a loop is a step whose attrs hold a sub-program.
 
 A graph holds one value per node; a loop has several results. The ``loop`` node's value
-is therefore a tuple (declared dtype ``object``, shape ``()``: no numerics check, no
+is therefore a ``Results`` object (declared dtype ``object``, shape ``()``: no numerics check, no
 derivative sweep reads it), and each result is a ``loop_out(loop, *loop inputs,
 index=k)`` node that selects entry k, with its own declared shape and dtype. The
 derivative rules sit on ``loop_out``: it takes the loop's inputs as its own inputs, so
 the sweeps hand their adjoints and tangents straight to it (flowgrad/control_grad.py),
-and nothing ever flows into the tuple. The price: when a loss reads two results of one
+and nothing ever flows into the results object. The price: when a loss reads two results of one
 loop (ys and the final carry), the reverse pass runs two backward loops, one per result.
 
 Results, in order: the final carries; each stacked output ``y`` (scan: ``(T, *y.shape)``;
@@ -93,6 +93,28 @@ class LoopSpec:
 
 
 # -- running ---------------------------------------------------------------------------
+
+class Results:
+    """A loop node's value: its results, ``.values`` (read by ``loop_out``). Not a
+    sequence, so code that shows or converts any node's value (traces, walkthroughs,
+    audits) sees one opaque object, a 0-d object array to numpy, not a ragged list."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values):
+        self.values = tuple(values)
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty((), dtype=object)
+        out[()] = self
+        return out
+
+    def __repr__(self):
+        return f"<{len(self.values)} loop results>"
+
+    def __format__(self, spec):   # shown where a number would be (a walkthrough's frame)
+        return repr(self)
+
 
 def _call(spec, k, xp, args, caps, step):
     """Body k's outputs; a NaN the checked body finds names the iteration."""
@@ -193,7 +215,7 @@ _RUNNERS = {"scan": _run_scan, "while": _run_while, "cond": _run_cond}
 
 
 def _loop_forward(xp, *vals, spec):
-    return _RUNNERS[spec.kind](spec, xp, vals)
+    return Results(_RUNNERS[spec.kind](spec, xp, vals))
 
 
 def _loop_infer(*inputs, spec):
@@ -214,7 +236,7 @@ def _make_loop():
     op = Op("loop", _loop_forward, _loop_infer, vjp=lambda argnum, *a, **k: None,
             jvp=lambda argnum, *a, **k: None, variadic=True, stateful=True,
             doc="A scan, while loop or cond: runs its traced body once per iteration. "
-                "Its value is the tuple of its results, read by loop_out nodes, which "
+                "Its value holds its results, read by loop_out nodes, which "
                 "carry the derivatives (a loop backwards through the body's vjp).")
     op.vjp_all = _no_terms
     op.jvp_all = _no_tangent
@@ -225,7 +247,7 @@ loop_op = _make_loop()
 
 
 def _out_forward(xp, loop, *inputs, spec, index):
-    return loop[index]
+    return loop.values[index]
 
 
 def _out_infer(loop, *inputs, spec, index):

@@ -158,3 +158,10 @@ def test_everywhere_else_a_node_goes():
             fg.save_graph("/tmp/unused.fgraph", [loss])
         with pytest.raises(fg.BackendError, match="numpy and cupy backends only"):
             fg.compile(loss, backend="dask")(W=np.eye(3), xs=np.ones((4, 3)))
+        with pytest.raises(fg.GraphFileError, match="op 'loop'"):
+            fg.export_onnx(loss, "/tmp/unused.onnx")
+        # a walkthrough, a formula and a precision audit show a loop as one opaque step
+        walk = fg.viz.walkthrough(tr)
+        assert len(walk.frames) > 4
+        assert "loop_out" in str(fg.viz.formula(hT))
+        fg.precision_audit(loss, {"W": np.eye(3), "xs": np.ones((4, 3))})
