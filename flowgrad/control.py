@@ -57,15 +57,7 @@ def _split_step(out, name):
     return out
 
 
-def _check_carry(name, init_def, new_def, got, want):
-    if new_def != init_def:
-        raise UsageError(f"{name}: the body returned a carry of structure "
-                         f"{new_def.describe()}, but it entered as {init_def.describe()}")
-    for k, (g, w) in enumerate(zip(got, want)):
-        same_spec(name, f"carry entry {k}", g, w)
-
-
-def _outputs(loop, ins, spec, graph):
+def _outputs(loop, ins, spec):
     return [apply(loop_out_op, loop, *ins, spec=spec, index=k)
             for k in range(len(spec.out_shapes))]
 
@@ -112,7 +104,7 @@ def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph
     with graph:
         ins = [*init, *xs, *body.captured]
         loop = apply(loop_op, *ins, spec=spec)
-        return loop, _outputs(loop, list(loop.inputs), spec, graph)
+        return loop, _outputs(loop, list(loop.inputs), spec)
 
 
 def scan(step, init, xs=None, length=None, reverse=False):
@@ -180,7 +172,7 @@ def build_while(cond_flat, body_flat, init, max_iters, name="while_loop", graph=
                     [n.dtype for n in init] * 2, max_iters=max_iters, where=_where())
     with graph:
         loop = apply(loop_op, *init, *caps, spec=spec)
-        return loop, _outputs(loop, list(loop.inputs), spec, graph)
+        return loop, _outputs(loop, list(loop.inputs), spec)
 
 
 def _union_captures(bodies):
@@ -286,7 +278,7 @@ def build_cond(pred, then_flat, else_flat, operands, name="cond", graph=None):
                     [o.dtype for o in then_b.outs], where=_where())
     with graph:
         loop = apply(loop_op, pred, *operands, *caps, spec=spec)
-        return loop, _outputs(loop, list(loop.inputs), spec, graph)
+        return loop, _outputs(loop, list(loop.inputs), spec)
 
 
 def cond(pred, then_fn, else_fn, *operands):

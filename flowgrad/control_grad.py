@@ -70,11 +70,35 @@ def _grads(s, wrt):
     return [_cast(g, w) for g, w in zip(grad(s, list(wrt)), wrt)]
 
 
+def _refuse_draws(spec):
+    """The derivative loops replay the body, which would draw fresh random values: a
+    gradient of other draws than the forward's would be silently wrong. So a body that
+    draws (itself or in a loop inside it) is refused, naming the loop and the op."""
+    from .control_ops import is_loop
+    from .errors import DifferentiationError
+    todo = [spec]
+    while todo:
+        s = todo.pop()
+        for body in s.bodies:
+            for node in body.graph.nodes:
+                if node.op is None:
+                    continue
+                if is_loop(node):
+                    todo.append(node.attrs["spec"])
+                elif node.op.stateful:
+                    raise DifferentiationError(
+                        f"{spec.name} built at {spec.where}: its body draws random values "
+                        f"({node.op.name}), and its derivative replays the body, which would "
+                        "draw other values; draw the noise outside the loop and pass it in "
+                        "as xs")
+
+
 # -- reverse mode ---------------------------------------------------------------------------
 
 def loop_vjp(spec, index, needed, g, loop, inputs):
     """The terms for the loop's inputs (a list, None where none) of the cotangent ``g``
     of result ``index``."""
+    _refuse_draws(spec)
     if spec.kind == "cond":
         return _cond_vjp(spec, index, needed, g, inputs)
     return _scan_vjp(spec, index, needed, g, loop, inputs)
@@ -157,6 +181,7 @@ def _cond_vjp(spec, index, needed, g, inputs):
 
 def loop_jvp(spec, index, tangents, loop, inputs):
     """The tangent of result ``index`` given the inputs' tangents (None where none)."""
+    _refuse_draws(spec)
     if spec.kind == "cond":
         return _cond_jvp(spec, index, tangents, inputs)
     return _scan_jvp(spec, index, tangents, loop, inputs)

@@ -243,3 +243,16 @@ def test_memory_the_forward_keeps_T_carries_only_when_differentiated():
             tracemalloc.stop()
     assert peaks[0] < 0.1 * T * carry_bytes               # nothing stacked: no derivative
     assert T * carry_bytes < peaks[1] < 1.2 * T * carry_bytes   # the T carries, once
+
+
+def test_random_draws_in_a_body_run_fresh_but_are_refused_by_derivatives():
+    with fg.Graph():
+        w = fg.placeholder("w", ())
+        hT, ys = fg.scan(lambda h, _: (h + w * fg.random.normal(()), h), fg.constant(0.0),
+                         length=50)
+        ys_val = fg.run(ys, w=1.0)
+        assert len(set(np.round(np.diff(ys_val), 12))) > 40      # a fresh draw per step
+        with pytest.raises(fg.DifferentiationError, match="scan built at .* draws random"):
+            fg.grad(hT, w)
+        with pytest.raises(fg.DifferentiationError, match="draws random"):
+            fg.jvp(hT, w, 1.0)
