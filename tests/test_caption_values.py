@@ -31,7 +31,7 @@ IN_WORDS = {"basis_map": "its rule is the body's own reverse rule mapped over a 
             "qr": "a matrix program (copyltu of a product), not a formula of the operands",
             "svd": "a matrix program over the singular vectors, not a formula",
             # issue 20: a loop's adjoint is another loop over the body's vjp
-            "loop": "the body's vjp, run backwards through time (a loop of its own)",
+            "loop": "the body's vjp, run backwards through time",
             "loop_out": "the body's own rule, run backwards through time"}
 
 _r = np.random.default_rng(18)

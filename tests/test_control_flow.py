@@ -152,6 +152,9 @@ def test_everywhere_else_a_node_goes():
         src = fg.viz.draw(loss).source
         assert "<B>scan × T</B>" in src
         assert src.count("-> n4 ") == 1 and src.count("-> n5 ") == 1  # results hang off the box
+        body = fg.viz.draw(loss, expand=["scan"]).source        # the body as a cluster
+        assert "cluster_b3_0" in body and "captured W" in body and "x slice 0" in body
+        assert "cluster" not in src
         tr = fg.compile([loss, fg.grad(loss, W)]).trace(W=np.eye(3), xs=np.ones((4, 3)))
         assert "scan × T" in fg.viz.draw(tr, backward=True).source
         with pytest.raises(fg.GraphFileError, match="'loop_3' is a scan loop"):
@@ -165,3 +168,31 @@ def test_everywhere_else_a_node_goes():
         assert len(walk.frames) > 4
         assert "loop_out" in str(fg.viz.formula(hT))
         fg.precision_audit(loss, {"W": np.eye(3), "xs": np.ones((4, 3))})
+
+
+def test_float32_carry_reverse_scan_jvp_and_cond_without_operands():
+    X = np.linspace(-1, 1, 12).reshape(4, 3)
+    with fg.Graph():
+        w = fg.placeholder("w", (3,), dtype="float32")
+        xs = fg.placeholder("xs", (None, 3), dtype="float32")
+        hT, ys = fg.scan(lambda h, x: (fg.sin(h * w + x), h * x), fg.constant(np.zeros(3, np.float32)),
+                         xs, reverse=True)
+        g = fg.grad(fg.sum(ys) + fg.sum(hT), w)
+        t = fg.jvp(ys, w, np.ones(3, np.float32))
+        got = fg.compile([hT, ys, g, t])(w=np.ones(3), xs=X)
+        c = fg.cond(fg.sum(w) > 0.0, lambda: w * 2.0, lambda: w * 3.0)
+        gc = fg.grad(fg.sum(c), w)
+        assert fg.compile([c, gc])(w=-np.ones(3)) [1].tolist() == [3.0, 3.0, 3.0]
+    assert all(v.dtype == np.float32 for v in got)
+    with fg.Graph():   # the same reverse scan unrolled, in float64
+        w = fg.placeholder("w", (3,))
+        xs = fg.placeholder("xs", (4, 3))
+        h, ys = fg.constant(np.zeros(3)), [None] * 4
+        for k in range(3, -1, -1):
+            ys[k] = h * xs[k]
+            h = fg.sin(h * w + xs[k])
+        ys = fg.stack(ys)
+        want = fg.compile([h, ys, fg.grad(fg.sum(ys) + fg.sum(h), w),
+                           fg.jvp(ys, w, np.ones(3))])(w=np.ones(3), xs=X)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-6)

@@ -267,7 +267,7 @@ TABLE = {**REMAT, **ELEMENTWISE, **REDUCTIONS, **SHAPES, **INDEXING, **LINALG, *
 IN_WORDS = {"basis_map": "the body's own reverse rule, mapped over the basis",
             "custom_call": "your own rule, fg.custom_vjp / fg.custom_jvp",
             # issue 20: a loop's derivative is another loop, not a formula of its inputs
-            "loop": "the body's vjp, run backwards through time (a loop of its own)",
+            "loop": "the body's vjp, run backwards through time",
             "loop_out": "the body's own rule, run backwards through time",
             **VOCAB_IN_WORDS}
 
