@@ -172,12 +172,18 @@ def _run_scan(spec, xp, vals):
     for j in range(ny):
         if ys[j] is None:       # no iteration: the declared shape must be complete
             ys[j] = _stack(xp, [], spec.out_shapes[nc + j][1:], dtypes[nc + j], spec.name)
-    return (*carry, *ys, *stacks)
+    return (*_own(xp, carry, vals), *ys, *stacks)
 
 
-def _results(spec, xp, carry, stacks):
+def _own(xp, carry, vals):
+    """The final carries, copied where a loop of no iteration would hand out an input
+    itself (the caller's fed array, a variable's storage)."""
+    return [xp.array(c, copy=True) if any(c is v for v in vals) else c for c in carry]
+
+
+def _results(spec, xp, carry, stacks, vals):
     """A while loop's results: its final carries, then the carries it entered with."""
-    out = list(carry)
+    out = _own(xp, carry, vals)
     for k in range(spec.n_carry):
         out.append(_stack(xp, stacks[k], tuple(np.shape(carry[k])), spec.out_dtypes[k],
                           spec.name) if spec.keeps_carries else None)
@@ -200,7 +206,7 @@ def _run_while(spec, xp, vals):
                 stacks[k].append(carry[k])
         carry = list(_call(spec, 0, xp, carry, caps, n))
         n += 1
-    return _results(spec, xp, carry, stacks)
+    return _results(spec, xp, carry, stacks, vals)
 
 
 def _run_cond(spec, xp, vals):

@@ -256,3 +256,17 @@ def test_random_draws_in_a_body_run_fresh_but_are_refused_by_derivatives():
             fg.grad(hT, w)
         with pytest.raises(fg.DifferentiationError, match="draws random"):
             fg.jvp(hT, w, 1.0)
+
+
+def test_no_iteration_never_hands_out_the_callers_array():
+    h0 = np.ones(3)
+    with fg.Graph():
+        h = fg.placeholder("h", (3,))
+        xs = fg.placeholder("xs", (None, 3))
+        hT, ys = fg.scan(lambda c, x: (c + x, c), h, xs)
+        w = fg.while_loop(lambda c: fg.sum(c) < 0.0, lambda c: c * 2.0, h)
+        for codegen in (True, False):
+            got_h, got_y, got_w = fg.compile([hT, ys, w], codegen=codegen)(h=h0, xs=np.zeros((0, 3)))
+            assert got_y.shape == (0, 3)
+            got_h[0] = got_w[1] = 7.0
+            assert h0.tolist() == [1.0, 1.0, 1.0]
