@@ -57,6 +57,14 @@ def _split_step(out, name):
     return out
 
 
+def _strong(nodes):
+    """The loop's inputs with Python-number constants made ordinary constants of their
+    dtype: ``apply`` folds an op whose inputs are all such numbers at once, and a loop
+    must stay a node (its value is a Results object, not a number)."""
+    return [as_node(np.asarray(n.value, dtype=n.dtype), n.graph)
+            if n.kind == "constant" and n._d["weak"] else n for n in nodes]
+
+
 def _outputs(loop, ins, spec):
     return [apply(loop_out_op, loop, *ins, spec=spec, index=k)
             for k in range(len(spec.out_shapes))]
@@ -102,8 +110,7 @@ def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph
                     [n.dtype for n in init] + [y.dtype for y in ys] + [n.dtype for n in init],
                     reverse=reverse, length=length, where=_where())
     with graph:
-        ins = [*init, *xs, *body.captured]
-        loop = apply(loop_op, *ins, spec=spec)
+        loop = apply(loop_op, *_strong([*init, *xs, *body.captured]), spec=spec)
         return loop, _outputs(loop, list(loop.inputs), spec)
 
 
@@ -171,7 +178,7 @@ def build_while(cond_flat, body_flat, init, max_iters, name="while_loop", graph=
                     [n.shape for n in init] + [(None, *n.shape) for n in init],
                     [n.dtype for n in init] * 2, max_iters=max_iters, where=_where())
     with graph:
-        loop = apply(loop_op, *init, *caps, spec=spec)
+        loop = apply(loop_op, *_strong([*init, *caps]), spec=spec)
         return loop, _outputs(loop, list(loop.inputs), spec)
 
 
@@ -277,7 +284,7 @@ def build_cond(pred, then_flat, else_flat, operands, name="cond", graph=None):
                     len(then_b.outs), [o.shape for o in then_b.outs],
                     [o.dtype for o in then_b.outs], where=_where())
     with graph:
-        loop = apply(loop_op, pred, *operands, *caps, spec=spec)
+        loop = apply(loop_op, *_strong([pred, *operands, *caps]), spec=spec)
         return loop, _outputs(loop, list(loop.inputs), spec)
 
 

@@ -239,6 +239,8 @@ def _no_tangent(tangents, ans, *inputs, spec):
 def _make_loop():
     if "loop" in REGISTRY:
         return REGISTRY["loop"]
+    # stateful: the simplifier must never fold a loop of constants into a constant (its
+    # value is a Results object, no array) nor merge two (a body may draw random values)
     op = Op("loop", _loop_forward, _loop_infer, vjp=lambda argnum, *a, **k: None,
             jvp=lambda argnum, *a, **k: None, variadic=True, stateful=True,
             doc="A scan, while loop or cond: runs its traced body once per iteration. "

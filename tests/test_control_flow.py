@@ -196,3 +196,16 @@ def test_float32_carry_reverse_scan_jvp_and_cond_without_operands():
                            fg.jvp(ys, w, np.ones(3))])(w=np.ones(3), xs=X)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-6)
+
+
+def test_loops_of_python_numbers_stay_nodes():
+    # apply folds an op whose inputs are all Python numbers at once: a loop must not be
+    with fg.Graph():
+        hT, ys = fg.scan(lambda h, _: (h * 2.0, h), 1.0, length=4)
+        w = fg.while_loop(lambda v: v < 10.0, lambda v: v + 3.0, 1.0)
+        c = fg.cond(True, lambda v: v + 1.0, lambda v: v - 1.0, 2.0)
+        f = fg.fori_loop(0, 3, lambda i, v: v * 3.0, 1.0)
+        for codegen in (True, False):
+            got = fg.compile([hT, ys, w, c, f], codegen=codegen)()
+            assert [np.asarray(v).tolist() for v in got] == [16.0, [1.0, 2.0, 4.0, 8.0],
+                                                             10.0, 3.0, 27.0]
