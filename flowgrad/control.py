@@ -66,8 +66,10 @@ def _strong(nodes):
 
 
 def _outputs(loop, ins, spec):
-    return [apply(loop_out_op, loop, *ins, spec=spec, index=k)
-            for k in range(len(spec.out_shapes))]
+    """The final carries' and the ys' result nodes. (The carry stacks' are built by a
+    derivative, when it needs them: building one makes every run keep the carries.)"""
+    return [apply(loop_out_op, loop, *ins, index=k)
+            for k in range(spec.n_results)]
 
 
 # -- scan ----------------------------------------------------------------------------------
@@ -76,7 +78,7 @@ def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph
                trees=None):
     """The flat scan every other loop is built from: ``fn_flat(carry, x)`` takes and
     returns flat lists (``(carry, ys)``); ``init``/``xs`` are lists of nodes. Returns
-    ``(loop node, results)`` (control_ops's order: final carries, ys, carry stacks)."""
+    ``(loop node, results)``: the final carries, then the ys."""
     graph = graph or _graph_of(init + xs)
     nc, nx = len(init), len(xs)
     for x in xs:
@@ -150,7 +152,7 @@ def scan(step, init, xs=None, length=None, reverse=False):
     _, outs = build_scan(fn_flat, init_nodes, xs_nodes, reverse,
                          None if length is None else int(length), name, graph)
     nc = len(init_nodes)
-    ny = len(outs) - 2 * nc
+    ny = len(outs) - nc
     final = unflatten(init_def, outs[:nc])
     ys = unflatten(y_def[0], outs[nc:nc + ny]) if y_def[0] is not None else None
     return final, ys
@@ -160,7 +162,7 @@ def scan(step, init, xs=None, length=None, reverse=False):
 
 def build_while(cond_flat, body_flat, init, max_iters, name="while_loop", graph=None):
     """The flat while loop: ``cond_flat(carry) -> 0-d bool node``, ``body_flat(carry) ->
-    carry``. Returns ``(loop node, results)``: final carries, then carry stacks."""
+    carry``. Returns ``(loop node, the final carries)``."""
     graph = graph or _graph_of(init)
     nc = len(init)
     specs = [(n.shape, n.dtype) for n in init]

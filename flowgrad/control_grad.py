@@ -42,9 +42,8 @@ def _split(spec, inputs):
 def _stacks(spec, loop, inputs):
     from .control_ops import loop_out_op
     from .ops.base import apply
-    spec.keeps_carries = True      # from now on, runs keep what these nodes read
     first = spec.n_carry + spec.n_ys
-    return [apply(loop_out_op, loop, *inputs, spec=spec, index=first + k)
+    return [apply(loop_out_op, loop, *inputs, index=first + k)
             for k in range(spec.n_carry)]
 
 

@@ -77,8 +77,17 @@ class LoopSpec:
         """How many of the loop's inputs come before the captures (cond: pred too)."""
         return self.n_carry + self.n_xs + (1 if self.kind == "cond" else 0)
 
+    @property
+    def n_results(self) -> int:
+        """How many results a user sees: a cond's outputs; a loop's final carries and ys
+        (the carry stacks, after them, are read by derivatives only)."""
+        return self.n_ys if self.kind == "cond" else self.n_carry + self.n_ys
+
     def role(self, index):
-        """``("final", k)``, ``("ys", j)`` or ``("stack", k)`` for result ``index``."""
+        """``("final", k)``, ``("ys", j)`` or ``("stack", k)`` for result ``index``
+        (a cond's results are all its branches' outputs, ``("ys", j)``)."""
+        if self.kind == "cond":
+            return "ys", index
         if index < self.n_carry:
             return "final", index
         if index < self.n_carry + self.n_ys:
@@ -254,40 +263,50 @@ def _make_loop():
 loop_op = _make_loop()
 
 
-def _out_forward(xp, loop, *inputs, spec, index):
+def _spec_of(loop):
+    """The LoopSpec of a result's loop node (argument 0): the one source of truth."""
+    return loop.attrs["spec"]
+
+
+def _out_forward(xp, loop, *inputs, index):
     return loop.values[index]
 
 
-def _out_infer(loop, *inputs, spec, index):
+def _out_infer(loop, *inputs, index):
+    spec = _spec_of(loop)
+    # Building a result declares what runs of its loop must provide: a result reading
+    # the stacked carries makes every run keep them, from now on (LoopSpec's flag).
+    if spec.role(index)[0] == "stack":
+        spec.keeps_carries = True
     return spec.out_shapes[index], spec.out_dtypes[index]
 
 
-def _out_vjp_all(needed, g, ans, loop, *inputs, spec, index):
+def _out_vjp_all(needed, g, ans, loop, *inputs, index):
     from .control_grad import loop_vjp
-    return [None] + loop_vjp(spec, index, needed[1:], g, loop, list(inputs))
+    return [None] + loop_vjp(_spec_of(loop), index, needed[1:], g, loop, list(inputs))
 
 
-def _out_jvp_all(tangents, ans, loop, *inputs, spec, index):
+def _out_jvp_all(tangents, ans, loop, *inputs, index):
+    spec = _spec_of(loop)
     if spec.out_dtypes[index].kind not in "fc":
         return None
     from .control_grad import loop_jvp
     return loop_jvp(spec, index, list(tangents[1:]), loop, list(inputs))
 
 
-def _out_rule(argnum, g, ans, loop, *inputs, spec, index):
+def _out_rule(argnum, g, ans, loop, *inputs, index):
     if argnum == 0:
         return None
     needed = [k == argnum - 1 for k in range(len(inputs))]
-    return _out_vjp_all([False, *needed], g, ans, loop, *inputs, spec=spec,
-                        index=index)[argnum]
+    return _out_vjp_all([False, *needed], g, ans, loop, *inputs, index=index)[argnum]
 
 
-def _out_tangent(argnum, t, ans, loop, *inputs, spec, index):
+def _out_tangent(argnum, t, ans, loop, *inputs, index):
     if argnum == 0:
         return None
     given = [None] * (len(inputs) + 1)
     given[argnum] = t
-    return _out_jvp_all(given, ans, loop, *inputs, spec=spec, index=index)
+    return _out_jvp_all(given, ans, loop, *inputs, index=index)
 
 
 def _make_out():

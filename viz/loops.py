@@ -30,8 +30,10 @@ def _role(body, node, spec) -> str:
             return f"operand {k}"
         return f"carry {k}" if k < spec.n_carry else f"x slice {k - spec.n_carry}"
     if node in body.cap_params:
-        outer = body.captured[body.cap_params.index(node)]
-        return f"captured {L.display_name(outer)}"
+        k = body.cap_params.index(node)
+        if k >= len(body.captured):          # a body loaded from a file: by position
+            return f"captured input {k}"
+        return f"captured {L.display_name(body.captured[k])}"
     return L.op_text(node)
 
 

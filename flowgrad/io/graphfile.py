@@ -37,8 +37,9 @@ from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph, Node
 from flowgrad.userfiles import write_atomically
 
-from .attrs import decode, dtype_name, encode, parse_dtype
+from .attrs import decode, encode
 from .objects import closure, decoder, encoder
+from . import loop_io
 
 FORMAT = "flowgrad-graph"
 FORMAT_VERSION = 1
@@ -81,7 +82,7 @@ def _record(d, new_id, store, where, extra):
         "name": d["name"],
         "scope": list(d["scope"]),
         "shape": [None if s is None else int(s) for s in d["shape"]],
-        "dtype": dtype_name(d["dtype"]),
+        "dtype": loop_io.node_dtype(d),   # (a loop node's is "object": issue 20)
         "inputs": [new_id[i] for i in d["inputs"]],
         "attrs": {k: encode(v, store, f"{where}, attribute {k!r}", extra)
                   for k, v in d["attrs"].items()},
@@ -284,7 +285,7 @@ def _build(doc, reader, path) -> Graph:
         for k, rec in enumerate(doc["nodes"]):
             where = _check_record(k, rec, path)
             shape = tuple(rec["shape"])
-            dtype = parse_dtype(rec["dtype"])
+            dtype = loop_io.parse_node_dtype(rec["dtype"], rec["op"])   # (issue 20)
             bodies = decoder(handles, where)
             attrs = {name: decode(v, reader.array, f"{where}, attribute {name!r}", bodies)
                      for name, v in rec["attrs"].items()}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from flowgrad.errors import GraphFileError
 
-from . import custom_io
+from . import custom_io, loop_io
 
 REDUCES = ("stack", "sum")
 
@@ -42,7 +42,6 @@ def closure(graph, ids):
     """``ids`` (ascending) with the ancestors of every node a kept body names."""
     from flowgrad.autodiff import ancestors
     data = graph.nx.nodes
-    _refuse_loops(graph, ids)
     keep, todo = set(ids), list(ids)
     while todo:
         nid = todo.pop()
@@ -54,29 +53,19 @@ def closure(graph, ids):
     return sorted(keep)
 
 
-def _refuse_loops(graph, ids):
-    """Issue 20: a loop's bodies are graphs of their own, which this format does not
-    nest yet: refuse, naming the loop, rather than write a file that cannot be loaded."""
-    from flowgrad.control_ops import is_loop
-    for nid in ids:
-        node = graph.node(nid)
-        if is_loop(node):
-            raise GraphFileError(
-                f"node {node.name!r} is a {node.attrs['spec'].name} loop (built at "
-                f"{node.where}); graph files cannot hold loops yet, as a loop's body is a "
-                "graph of its own: save the variables (fg.save_variables) and rebuild the "
-                "model in code")
-
-
 def encoder(new_id):
     """``extra`` for attrs.encode: a body as the saved ids of the nodes it names."""
     body_type = _body_type()
 
     stream_type = _stream_type()
 
+    loops = loop_io.spec_encoder()   # issue 20: a loop's spec, its bodies as data
+
     def encode(value):
         if (custom := custom_io.encode(value)) is not None:   # issue 21: a custom function
             return custom
+        if (loop := loops(value)) is not None:
+            return loop
         if stream_type is not None and isinstance(value, stream_type):
             return {"$stream": int(value.seed)}
         if not isinstance(value, body_type):
@@ -119,4 +108,5 @@ def decoder(handles, where):
         return stream_type(seed)
     stream_type = _stream_type()
     return {"$body": decode, "$stream": stream,
-            "$custom": custom_io.decoder(where)}   # issue 21: a custom function by name
+            "$custom": custom_io.decoder(where),   # issue 21: a custom function by name
+            **loop_io.spec_decoders(where)}   # issue 20: loops
