@@ -174,8 +174,8 @@ def test_float32_carry_reverse_scan_jvp_and_cond_without_operands():
     with fg.Graph():
         w = fg.placeholder("w", (3,), dtype="float32")
         xs = fg.placeholder("xs", (None, 3), dtype="float32")
-        hT, ys = fg.scan(lambda h, x: (fg.sin(h * w + x), h * x), fg.constant(np.zeros(3, np.float32)),
-                         xs, reverse=True)
+        h0 = fg.constant(np.zeros(3, np.float32))
+        hT, ys = fg.scan(lambda h, x: (fg.sin(h * w + x), h * x), h0, xs, reverse=True)
         g = fg.grad(fg.sum(ys) + fg.sum(hT), w)
         t = fg.jvp(ys, w, np.ones(3, np.float32))
         got = fg.compile([hT, ys, g, t])(w=np.ones(3), xs=X)

@@ -266,7 +266,8 @@ def test_no_iteration_never_hands_out_the_callers_array():
         hT, ys = fg.scan(lambda c, x: (c + x, c), h, xs)
         w = fg.while_loop(lambda c: fg.sum(c) < 0.0, lambda c: c * 2.0, h)
         for codegen in (True, False):
-            got_h, got_y, got_w = fg.compile([hT, ys, w], codegen=codegen)(h=h0, xs=np.zeros((0, 3)))
+            prog = fg.compile([hT, ys, w], codegen=codegen)
+            got_h, got_y, got_w = prog(h=h0, xs=np.zeros((0, 3)))
             assert got_y.shape == (0, 3)
             got_h[0] = got_w[1] = 7.0
             assert h0.tolist() == [1.0, 1.0, 1.0]
