@@ -208,3 +208,17 @@ def test_loops_of_python_numbers_stay_nodes():
             got = fg.compile([hT, ys, w, c, f], codegen=codegen)()
             assert [np.asarray(v).tolist() for v in got] == [16.0, [1.0, 2.0, 4.0, 8.0],
                                                              10.0, 3.0, 27.0]
+
+
+def test_the_howto_drawing_is_the_pages_own_block():
+    import pathlib
+    import re
+    docs = pathlib.Path(__file__).resolve().parents[1] / "docs"
+    page = (docs / "howto-loops.md").read_text(encoding="utf-8")
+    code = re.findall(r"^```python\n(.*?)^```", page, flags=re.S | re.M)[1]
+    space = {"__name__": "howto_loops"}
+    exec(compile(code, "docs/howto-loops.md block 1", "exec"), space)
+    svg = (docs / "loops-rnn.svg").read_text(encoding="utf-8")
+    assert "(loops-rnn.svg)" in page and len(svg) < 40_000
+    assert "scan × T" in svg and "body of scan × T" in svg
+    assert "scan × T" in space["drawing"].source

@@ -1,8 +1,8 @@
 """A loop's body drawn as a cluster beside its box (``fg.viz.draw(..., expand=...)``).
 
 A loop (scan, while_loop, cond) is one box of the drawing, "scan × T". Asked to expand
-it — ``expand=True``, or a list naming the loop's kind ("scan", "while_loop", "cond")
-— the drawing also shows each traced body as a cluster: its argument placeholders
+it — ``expand=True``, or a list naming the loop ("scan", "while_loop", "cond",
+"scan vjp" for a derivative's) — the drawing also shows each traced body as a cluster: its argument placeholders
 (the carry entering, the x slice), the captured nodes of the graph around it, its ops
 and its outputs, with a dashed edge from the loop's box to each body. The body is the
 graph the loop's kernel runs once per iteration.
@@ -18,7 +18,7 @@ def _wanted(spec, expand) -> bool:
     if expand is True:
         return True
     if isinstance(expand, (list, tuple, set)):
-        return spec.name in expand or spec.kind in expand
+        return spec.name in expand      # "scan" opens the user's scans, not "scan vjp"
     return False
 
 
