@@ -271,3 +271,26 @@ def test_no_iteration_never_hands_out_the_callers_array():
             assert got_y.shape == (0, 3)
             got_h[0] = got_w[1] = 7.0
             assert h0.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_hessian_jacobian_and_rev_rev_hvp_through_a_scan():
+    A = np.array([0.3, -0.2, 0.5])
+    got, want = [], []
+    for unrolled in (False, True):
+        with fg.Graph():
+            a = fg.placeholder("a", (3,))
+            xs = fg.placeholder("xs", (4, 3))
+            if unrolled:
+                h = fg.constant(np.ones(3))
+                for t in range(4):
+                    h = fg.sin(h * a) + xs[t]
+            else:
+                h, _ = fg.scan(lambda c, x: (fg.sin(c * a) + x, None), fg.constant(np.ones(3)),
+                               xs)
+            f = fg.sum(h * h)
+            v = np.array([1.0, 2.0, -1.0])
+            outs = [fg.hessian(f, a), fg.jacobian(h, a), fg.hvp(f, a, v, mode="rev-rev")]
+            (want if unrolled else got).append(
+                fg.compile(outs)(a=A, xs=np.linspace(0, 1, 12).reshape(4, 3)))
+    for g, w in zip(got[0], want[0]):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-13)
