@@ -29,6 +29,11 @@ from flowgrad.leaves import _constant_in
 
 REGISTRY: dict[str, "Op"] = {}
 
+#: None, or ``hook(args)`` -> args with nodes of enclosing graphs replaced by the traced
+#: loop body's placeholders for them (or None: no body is being traced). Set by
+#: flowgrad/control_body.py; apply asks it only when its arguments mix graphs.
+CAPTURE_HOOK = None
+
 NONDIFF = None  # a rule slot meaning "this argument's derivative is zero by definition"
 
 
@@ -171,6 +176,12 @@ def apply(op: Op, *args, **attrs) -> Node:
             if graph is None:
                 graph = a.graph
             elif a.graph is not graph:
+                # A loop body being traced may read nodes of the graphs around it (an
+                # RNN's weights): flowgrad/control_body.py swaps them for placeholders
+                # of the body's graph, which become the loop node's inputs.
+                captured = CAPTURE_HOOK(args) if CAPTURE_HOOK is not None else None
+                if captured is not None:
+                    return apply(op, *captured, **attrs)
                 same_graph(a for a in args if isinstance(a, Node))   # raises, naming both
         else:
             all_nodes = False

@@ -29,7 +29,10 @@ IN_WORDS = {"basis_map": "its rule is the body's own reverse rule mapped over a 
             "einsum": "its adjoint is an einsum whose subscripts depend on the spec",
             "cholesky": "a matrix program (Murray's formula), not a formula of the operands",
             "qr": "a matrix program (copyltu of a product), not a formula of the operands",
-            "svd": "a matrix program over the singular vectors, not a formula"}
+            "svd": "a matrix program over the singular vectors, not a formula",
+            # issue 20: a loop's adjoint is another loop over the body's vjp
+            "loop": "the body's vjp, run backwards through time",
+            "loop_out": "the body's own rule, run backwards through time"}
 
 _r = np.random.default_rng(18)
 

@@ -14,6 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = ["theory.md", "ops.md", "howto-draw.md", "howto-walkthrough.md", "howto-train.md",
          "howto-debug.md", "howto-custom.md"]
+PAGES += ["howto-loops.md"]   # issue 20: loops and branches
 BLOCKS = [(page, k, code) for page in PAGES
           for k, code in enumerate(re.findall(r"^```python\n(.*?)^```",
                                               (DOCS / page).read_text(encoding="utf-8"),

@@ -67,3 +67,20 @@ def test_cnn_digits_trains_and_draws_its_layers(tmp_path):
     if "graph drawn to" in out:     # (Graphviz's `dot` present)
         svg = (tmp_path / "cnn.svg").read_text()
         assert "conv2d_1" in svg and "max_pool2d" in svg
+
+
+def test_rnn_sequence_trains_by_bptt_through_one_scan_node(tmp_path):   # issue 20
+    out = run_example("rnn_sequence.py", "--quick", "--draw", "rnn.gv", cwd=tmp_path)
+    before = number(r"test loss before training: (\S+)", out)
+    after = number(r"test loss after \d+ steps: (\S+)", out)
+    assert after < 0.1 * before and after < 0.01
+    assert number(r"scan vs unrolled gradient: (\S+)", out) < 1e-12
+    assert "scan × T" in (tmp_path / "rnn.gv").read_text()
+    assert out.rstrip().endswith("OK")
+
+
+def test_newton_sqrt_gradient_is_one_over_two_sqrt(tmp_path):   # issue 20
+    out = run_example("newton_sqrt.py", "--quick", cwd=tmp_path)
+    assert number(r"relative error of the gradient: (\S+)", out) < 1e-12
+    assert number(r"relative error of the second derivative: (\S+)", out) < 1e-10
+    assert out.rstrip().endswith("OK")

@@ -16,6 +16,8 @@ import numpy as np
 from flowgrad.autodiff import ancestors
 from flowgrad.composite import groups
 from flowgrad.custom_op import caption as custom_caption, forward_ids
+from flowgrad.control_ops import is_loop, is_loop_result
+from .loops import emit_bodies
 from flowgrad.graph import Graph, Node, same_graph
 
 from . import labels as L
@@ -130,8 +132,8 @@ class _Scene:
         return [i for i in ancestors(wanted) if i not in fwd] if wanted else []
 
     def value(self, node):
-        if self.trace is not None and node in self.trace:
-            return self.trace[node]
+        if self.trace is not None and node in self.trace and not is_loop(node):
+            return self.trace[node]   # (a loop's value is its results' tuple: not drawn)
         return None
 
     def adjoint(self, node):
@@ -381,7 +383,10 @@ def _edge_pairs(scene, ids):
     drawn = set(ids)
     pairs = []
     for j in ids:
-        for i in dict.fromkeys(scene.handles[j]._d["inputs"]):
+        ins = scene.handles[j]._d["inputs"]
+        if is_loop_result(scene.handles[j]):   # issue 20: a loop's result hangs off its
+            ins = ins[:1]                      # loop box alone (its other inputs are the loop's)
+        for i in dict.fromkeys(ins):
             if i in drawn:
                 pairs.append((i, j))
     return pairs
@@ -523,7 +528,8 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
       by default the adjoints are folded into the forward nodes' labels.
     - ``expand``: ``fg.composite`` groups (``fg.linear``, ``fg.mse``, your own) are drawn
       as one box each, with their output's value and v̄; True draws every group's nodes,
-      a list of group names (``"my_fn_1"``) or function names (``"my_fn"``) opens those.
+      a list of group names (``"my_fn_1"``) or function names (``"my_fn"``) opens those;
+      it also draws the bodies of loops (``"scan"``, ``"while_loop"``, ``"cond"``) as clusters.
     - ``constants=False`` draws no constant boxes: each op shows the constants it uses
       in its label instead ("0.5 ·", "pow(·, 2)").
     - ``collapse``: scopes drawn as one box — True (every top-level scope), an int (every
@@ -561,6 +567,7 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
         {scene.handles[i].scope for i in ids}, collapse), opts)
     _emit_edges(dot, scene, ids, (units, boxes, users), derivative, edge_labels, precision)
     _emit_elided(dot, scene, ids, set(candidates), units)
+    emit_bodies(dot, scene, ids, expand)   # issue 20: a loop's body as a cluster
     return dot
 
 

@@ -283,6 +283,11 @@ def _from_op(name, attrs, args, scalar, data, ins):
         return _E("call", tuple(args[1:]), (attrs["fn"].label, ""), scalar)
     if name == "custom_input":  # (its forward reads its inputs through these)
         return a
+    if name == "loop":          # issue 20: a loop reads as its call on its inputs,
+        return _E("call", tuple(args), (attrs["spec"].name, ""), scalar)   # scan(h₀, xs, W)
+    if name == "loop_out":      # and its result k as scan[k](h₀, xs, W)
+        spec = data[ins[0]]["attrs"]["spec"]
+        return _E("call", tuple(args[1:]), (f"{spec.name}[{attrs['index']}]", ""), scalar)
     extra = ", ".join(f"{k}={v!r}" for k, v in attrs.items())
     return _E("call", args, (name, extra), scalar)
 

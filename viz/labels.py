@@ -139,6 +139,8 @@ def display_name(node, precision: int = 4) -> str:
     the value of a scalar constant, else its short label ("mul₄")."""
     if is_scalar_constant(node) and user_name(node) is None:
         return fmt_number(np.asarray(node.value).item(), precision)
+    if node.op is not None and node.op.name == "loop" and user_name(node) is None:
+        return node.attrs["spec"].label()      # issue 20: "scan × T", "while_loop", "cond"
     name = user_name(node)
     if name is not None and name in _ambiguous(node.graph):
         return node.name

@@ -17,6 +17,7 @@ from flowgrad.backends import get_backend, to_numpy
 from flowgrad.errors import DifferentiationError
 from flowgrad.graph import Graph
 from flowgrad.leaves import _constant_in
+from flowgrad.control_ops import is_loop_result
 
 
 def _numpy(value):
@@ -53,8 +54,8 @@ def _term(scratch, child, argnum, g):
     """One rule's contribution to the input ``argnum`` of ``child``, or None."""
     from flowgrad.ops import sum_to_like
     inp = child.inputs[argnum]
-    if inp.dtype.kind not in "fc" or child.op is None:
-        return None
+    if inp.dtype.kind not in "fc" or child.op is None or is_loop_result(child):
+        return None   # (a loop's rule is a loop over its body: no number on its edge)
     try:
         rule = child.op.vjp_rule(argnum)
     except DifferentiationError:

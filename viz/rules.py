@@ -266,6 +266,9 @@ TABLE = {**REMAT, **ELEMENTWISE, **REDUCTIONS, **SHAPES, **INDEXING, **LINALG, *
 #: evaluated; tests/test_caption_values.py lists them with the reason)
 IN_WORDS = {"basis_map": "the body's own reverse rule, mapped over the basis",
             "custom_call": "your own rule, fg.custom_vjp / fg.custom_jvp",
+            # issue 20: a loop's derivative is another loop, not a formula of its inputs
+            "loop": "the body's vjp, run backwards through time",
+            "loop_out": "the body's own rule, run backwards through time",
             **VOCAB_IN_WORDS}
 
 #: local derivatives whose textbook form reads better than the rule's own factor

@@ -41,10 +41,11 @@ from flowgrad.errors import FlowgradError, GraphError, GraphFileError
 from flowgrad.graph import Graph, Node
 from flowgrad.userfiles import write_atomically
 
-from .attrs import decode, dtype_name, encode, parse_dtype
+from .attrs import decode, dtype_name, encode
 from .limits import Budget, check_max_bytes
 from .objects import closure, decoder, encoder
 from .opsig import check_record
+from . import loop_io
 
 FORMAT = "flowgrad-graph"
 FORMAT_VERSION = 1
@@ -87,7 +88,7 @@ def _record(d, new_id, store, where, extra):
         "name": d["name"],
         "scope": list(d["scope"]),
         "shape": [None if s is None else int(s) for s in d["shape"]],
-        "dtype": dtype_name(d["dtype"]),
+        "dtype": loop_io.node_dtype(d),   # (a loop node's is "object": issue 20)
         "inputs": [new_id[i] for i in d["inputs"]],
         "attrs": {k: encode(v, store, f"{where}, attribute {k!r}", extra)
                   for k, v in d["attrs"].items()},
@@ -350,7 +351,7 @@ def _build_node(g, rec, reader, handles, where) -> Node:
     """One record as a node of ``g``, checked against what the record says it is."""
     from flowgrad.leaves import placeholder
     shape = tuple(rec["shape"])
-    dtype = parse_dtype(rec["dtype"])
+    dtype = loop_io.parse_node_dtype(rec["dtype"], rec["op"])   # (a loop node's: issue 20)
     kind = rec["kind"]
     if kind == "placeholder":
         g._scope[:] = []          # the saved name is the full, scoped one

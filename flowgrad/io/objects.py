@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from flowgrad.errors import GraphFileError
 
-from . import custom_io
+from . import custom_io, loop_io
 
 REDUCES = ("stack", "sum")
 
@@ -70,9 +70,13 @@ def encoder(new_id):
 
     stream_type = _stream_type()
 
+    loops = loop_io.spec_encoder()   # issue 20: a loop's spec, its bodies as data
+
     def encode(value):
         if (custom := custom_io.encode(value)) is not None:   # issue 21: a custom function
             return custom
+        if (loop := loops(value)) is not None:
+            return loop
         if stream_type is not None and isinstance(value, stream_type):
             return {"$stream": int(value.seed)}
         if not isinstance(value, body_type):
@@ -115,4 +119,5 @@ def decoder(handles, where):
         return stream_type(seed)
     stream_type = _stream_type()
     return {"$body": decode, "$stream": stream,
-            "$custom": custom_io.decoder(where)}   # issue 21: a custom function by name
+            "$custom": custom_io.decoder(where),   # issue 21: a custom function by name
+            **loop_io.spec_decoders(where)}   # issue 20: loops

@@ -249,6 +249,8 @@ OP_ATTR_CHECKS = {
     ("softmax_cross_entropy", "axis"): _axis_int, ("one_hot_like", "axis"): _axis_int,
     ("mask", "kind"): lambda v: v in ("tri", "eye"),
     ("one_hot", "axis"): _axis_int,
+    ("loop", "spec"): lambda v: _loop_io().is_spec(v),   # issue 20: decoded by loop_io
+    ("loop_out", "index"): lambda v: _int(v, 0, 2 ** 62),
 }
 for _dist, _n in (("normal", 2), ("uniform", 2), ("bernoulli", 1)):
     OP_ATTR_CHECKS.update({
@@ -281,6 +283,8 @@ AGREE = {
     "mask": lambda ins, a: a["axis1"] != a["axis2"],
     "trace": lambda ins, a: a["axis1"] != a["axis2"],
     "basis_map": lambda ins, a: _body_agrees(ins, a["body"]),
+    "loop": lambda ins, a: _loop_io().spec_agrees(ins, a["spec"]),
+    "loop_out": lambda ins, a: _loop_io().out_agrees(ins, a["index"]),
 }
 
 
@@ -306,6 +310,11 @@ def _body_agrees(ins, body):
 def _random_shape(v):
     return type(v) is tuple and len(v) <= MAX_AXIS and \
         all(s is None or _int(s, 0, 2 ** 62) for s in v)
+
+
+def _loop_io():
+    from . import loop_io
+    return loop_io
 
 
 def _is_stream(v):

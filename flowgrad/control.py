@@ -1,0 +1,320 @@
+"""Loops and branches as single nodes: ``scan``, ``fori_loop``, ``while_loop``, ``cond``.
+
+Each traces its Python function(s) ONCE into a sub-graph (flowgrad/control_body.py) and
+adds one ``loop`` node to the enclosing graph, whose kernel runs the compiled body per
+iteration; its results are ``loop_out`` nodes (flowgrad/control_ops.py says why). The
+graph does not grow with the trip count, and one compiled program serves every run-time
+length. Nodes of the enclosing graph a body reads (an RNN's weights) become the loop's
+inputs by themselves, and gradients reach them.
+
+Derivatives (flowgrad/control_grad.py): the vjp of a scan is a scan in the opposite
+direction over the body's vjp, reading the carries the forward stacked; the jvp a scan
+carrying tangents; a cond's are conds of its branches' rules; a while loop's are scans
+over the carries it stacked, of the trip count it ran. All are ordinary flowgrad nodes,
+so second order derivatives go through loops too.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .control_body import same_spec, trace, tracing_graph
+from .control_ops import LoopLimitError, LoopSpec, loop_op, loop_out_op
+from .errors import ShapeError, UsageError
+from .graph import Node, default_graph, same_graph
+from .ops.base import apply, as_node, fmt_shape, user_site
+from .pytree import flatten, unflatten
+
+__all__ = ["scan", "cond", "while_loop", "fori_loop", "LoopLimitError"]
+
+
+def _graph_of(leaves):
+    nodes = [v for v in leaves if isinstance(v, Node)]
+    if nodes:
+        return same_graph(nodes)
+    return tracing_graph() or default_graph()
+
+
+def _where() -> str | None:
+    site = user_site()
+    return f"{site[0]}:{site[1]}" if site else None
+
+
+def _nodes(leaves, graph, what, name):
+    out = []
+    for k, v in enumerate(leaves):
+        if v is None:
+            raise UsageError(f"{name}: {what} entry {k} is None; give a node or a number")
+        out.append(as_node(v, graph))
+    return out
+
+
+def _split_step(out, name):
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise UsageError(f"{name}: the step function must return a pair (carry, y), got "
+                         f"{type(out).__name__}")
+    return out
+
+
+def _strong(nodes):
+    """The loop's inputs with Python-number constants made ordinary constants of their
+    dtype: ``apply`` folds an op whose inputs are all such numbers at once, and a loop
+    must stay a node (its value is a Results object, not a number)."""
+    return [as_node(np.asarray(n.value, dtype=n.dtype), n.graph)
+            if n.kind == "constant" and n._d["weak"] else n for n in nodes]
+
+
+def _outputs(loop, ins, spec):
+    """The final carries' and the ys' result nodes. (The carry stacks' are built by a
+    derivative, when it needs them: building one makes every run keep the carries.)"""
+    return [apply(loop_out_op, loop, *ins, index=k)
+            for k in range(spec.n_results)]
+
+
+# -- scan ----------------------------------------------------------------------------------
+
+def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph=None,
+               trees=None):
+    """The flat scan every other loop is built from: ``fn_flat(carry, x)`` takes and
+    returns flat lists (``(carry, ys)``); ``init``/``xs`` are lists of nodes. Returns
+    ``(loop node, results)``: the final carries, then the ys."""
+    graph = graph or _graph_of(init + xs)
+    nc, nx = len(init), len(xs)
+    for x in xs:
+        if x.ndim == 0:
+            raise ShapeError(f"{name}: xs entry {x.name!r} is 0-d; xs are stacked along "
+                             "axis 0" + (f"\n  at {_where()}" if _where() else ""))
+    lengths = {x.shape[0] for x in xs if x.shape[0] is not None}
+    if length is not None:
+        lengths.add(length)
+    if len(lengths) > 1:
+        raise ShapeError(f"{name}: xs (and length=) disagree on the number of iterations: "
+                         f"{sorted(lengths)}" + (f"\n  at {_where()}" if _where() else ""))
+    T = lengths.pop() if lengths else None
+    specs = [(n.shape, n.dtype) for n in init] + [(x.shape[1:], x.dtype) for x in xs]
+    ny_box = []
+
+    def traced(params):
+        carry, ys = fn_flat(params[:nc], params[nc:])
+        ny_box.append(len(ys))
+        return list(carry) + list(ys)
+
+    body = trace(traced, specs, name, outer=[graph])
+    outs = body.outs
+    for k in range(nc):
+        same_spec(name, f"carry entry {k}", outs[k], init[k])
+    ny = ny_box[0]
+    ys = outs[nc:nc + ny]
+    spec = LoopSpec("scan", name, [body], [list(range(len(body.captured)))], nc, nx, ny,
+                    [n.shape for n in init] + [(T, *y.shape) for y in ys]
+                    + [(T, *n.shape) for n in init],
+                    [n.dtype for n in init] + [y.dtype for y in ys] + [n.dtype for n in init],
+                    reverse=reverse, length=length, where=_where())
+    with graph:
+        loop = apply(loop_op, *_strong([*init, *xs, *body.captured]), spec=spec)
+        return loop, _outputs(loop, list(loop.inputs), spec)
+
+
+def scan(step, init, xs=None, length=None, reverse=False):
+    """Loop ``step(carry, x) -> (carry, y)`` over ``xs`` (stacked on axis 0): returns
+    ``(final carry, ys stacked on axis 0)``. ``reverse=True`` runs from the last slice to
+    the first (ys stay in xs's order). ``xs=None`` with ``length=T`` runs T steps with
+    ``x=None``. Carries and xs may be nodes, numbers or tuples/lists/dicts of them; a
+    carry must keep its shape and dtype. The step is traced once: the loop is one node.
+    Its vjp is a scan backwards over the step's vjp, reading the T carries the forward
+    keeps; its jvp a scan carrying tangents."""
+    name = "scan"
+    init_leaves, init_def = flatten(init)
+    xs_leaves, xs_def = flatten(xs) if xs is not None else ([], None)
+    if xs is None and length is None:
+        raise UsageError("scan: give xs, or length= when there is nothing to scan over")
+    if length is not None and (not isinstance(length, numbers.Integral) or
+                               isinstance(length, bool) or length < 0):
+        raise UsageError(f"scan: length must be a non-negative int, got {length!r}")
+    graph = _graph_of(init_leaves + xs_leaves)
+    init_nodes = _nodes(init_leaves, graph, "init", name)
+    xs_nodes = _nodes(xs_leaves, graph, "xs", name)
+    y_def = []
+
+    def fn_flat(carry, x):
+        c = unflatten(init_def, carry)
+        xv = unflatten(xs_def, x) if xs_def is not None else None
+        new_c, y = _split_step(step(c, xv), name)
+        c_leaves, c_def = flatten(new_c)
+        if c_def != init_def:
+            raise UsageError(f"{name}: the step returned a carry of structure "
+                             f"{c_def.describe()}, but it entered as {init_def.describe()}")
+        y_leaves, d = flatten(y) if y is not None else ([], None)
+        y_def.append(d)
+        return c_leaves, y_leaves
+
+    _, outs = build_scan(fn_flat, init_nodes, xs_nodes, reverse,
+                         None if length is None else int(length), name, graph)
+    nc = len(init_nodes)
+    ny = len(outs) - nc
+    final = unflatten(init_def, outs[:nc])
+    ys = unflatten(y_def[0], outs[nc:nc + ny]) if y_def[0] is not None else None
+    return final, ys
+
+
+# -- while and fori ---------------------------------------------------------------------
+
+def build_while(cond_flat, body_flat, init, max_iters, name="while_loop", graph=None):
+    """The flat while loop: ``cond_flat(carry) -> 0-d bool node``, ``body_flat(carry) ->
+    carry``. Returns ``(loop node, the final carries)``."""
+    graph = graph or _graph_of(init)
+    nc = len(init)
+    specs = [(n.shape, n.dtype) for n in init]
+    body = trace(lambda p: list(body_flat(p)), specs, name, outer=[graph])
+    for k in range(nc):
+        same_spec(name, f"carry entry {k}", body.outs[k], init[k])
+    test = trace(lambda p: [cond_flat(p)], specs, name + " condition", outer=[graph])
+    pred = test.outs[0]
+    if pred.shape != () or pred.dtype != np.bool_:
+        raise ShapeError(f"{name}: the condition must be a 0-d bool node, got shape "
+                         f"{fmt_shape(pred.shape)} and dtype {pred.dtype}" +
+                         (f"\n  at {_where()}" if _where() else ""))
+    caps, caps_of = _union_captures([body, test])
+    spec = LoopSpec("while", name, [body, test], caps_of, nc, 0, 0,
+                    [n.shape for n in init] + [(None, *n.shape) for n in init],
+                    [n.dtype for n in init] * 2, max_iters=max_iters, where=_where())
+    with graph:
+        loop = apply(loop_op, *_strong([*init, *caps]), spec=spec)
+        return loop, _outputs(loop, list(loop.inputs), spec)
+
+
+def _union_captures(bodies):
+    """The captures of several bodies, each once, and each body's positions in them."""
+    caps, pos, caps_of = [], {}, []
+    for b in bodies:
+        mine = []
+        for n in b.captured:
+            key = (id(n.graph), n.id)
+            if key not in pos:
+                pos[key] = len(caps)
+                caps.append(n)
+            mine.append(pos[key])
+        caps_of.append(mine)
+    return caps, caps_of
+
+
+def while_loop(cond_fn, body_fn, init, max_iters=1000):
+    """``while cond_fn(c): c = body_fn(c)``, as one node; returns the final carry.
+    ``cond_fn`` returns a 0-d bool node. Reaching ``max_iters`` iterations with the
+    condition still true raises ``fg.LoopLimitError`` naming the loop, never a silent
+    stop. Reverse mode works: the forward keeps every carry it saw (at most
+    ``max_iters``), and the vjp is a scan backwards over them."""
+    name = "while_loop"
+    if not isinstance(max_iters, numbers.Integral) or isinstance(max_iters, bool) \
+            or max_iters < 0:
+        raise UsageError(f"{name}: max_iters must be a non-negative int, got {max_iters!r}")
+    leaves, tdef = flatten(init)
+    graph = _graph_of(leaves)
+    nodes = _nodes(leaves, graph, "init", name)
+
+    def body_flat(carry):
+        new_leaves, new_def = flatten(body_fn(unflatten(tdef, carry)))
+        if new_def != tdef:
+            raise UsageError(f"{name}: the body returned a carry of structure "
+                             f"{new_def.describe()}, but it entered as {tdef.describe()}")
+        return new_leaves
+
+    def cond_flat(carry):
+        return as_node(cond_fn(unflatten(tdef, carry)))
+
+    _, outs = build_while(cond_flat, body_flat, nodes, int(max_iters), name, graph)
+    return unflatten(tdef, outs[:len(nodes)])
+
+
+def fori_loop(lower, upper, body_fn, init):
+    """``for i in range(lower, upper): c = body_fn(i, c)``; returns the final carry.
+    ``i`` is a 0-d int64 node. Python-int bounds make a scan of ``upper - lower`` steps;
+    node bounds a while loop (up to 2**31 steps)."""
+    name = "fori_loop"
+    leaves, tdef = flatten(init)
+    static = all(isinstance(b, numbers.Integral) and not isinstance(b, bool)
+                 for b in (lower, upper))
+    graph = _graph_of(leaves + [b for b in (lower, upper) if isinstance(b, Node)])
+    nodes = _nodes(leaves, graph, "init", name)
+    i0 = as_node(np.asarray(lower, np.int64), graph) if static else \
+        _as_int(as_node(lower, graph))
+
+    def body_flat(carry, x=None):
+        i, rest = carry[0], carry[1:]
+        new_leaves, new_def = flatten(body_fn(i, unflatten(tdef, rest)))
+        if new_def != tdef:
+            raise UsageError(f"{name}: the body returned a carry of structure "
+                             f"{new_def.describe()}, but it entered as {tdef.describe()}")
+        return [i + np.int64(1), *new_leaves]
+
+    if static:
+        _, outs = build_scan(lambda c, x: (body_flat(c), []), [i0, *nodes], [],
+                             length=max(0, int(upper) - int(lower)), name=name, graph=graph)
+    else:
+        hi = as_node(upper, graph)
+        _, outs = build_while(lambda c: c[0] < hi, body_flat, [i0, *nodes], 2 ** 31,
+                              name, graph)
+    return unflatten(tdef, outs[1:1 + len(nodes)])
+
+
+def _as_int(node):
+    from .ops import astype
+    return node if node.dtype == np.int64 else astype(node, "int64")
+
+
+# -- cond --------------------------------------------------------------------------------
+
+def build_cond(pred, then_flat, else_flat, operands, name="cond", graph=None):
+    """The flat cond: branches take and return flat lists of nodes. Returns
+    ``(loop node, results)``."""
+    graph = graph or _graph_of([pred, *operands])
+    specs = [(n.shape, n.dtype) for n in operands]
+    then_b = trace(lambda p: list(then_flat(p)), specs, name + " (then)", outer=[graph])
+    else_b = trace(lambda p: list(else_flat(p)), specs, name + " (else)", outer=[graph])
+    if len(then_b.outs) != len(else_b.outs):
+        raise UsageError(f"{name}: the branches return {len(then_b.outs)} and "
+                         f"{len(else_b.outs)} values; they must return the same structure")
+    for k, (a, b) in enumerate(zip(then_b.outs, else_b.outs)):
+        if a.dtype != b.dtype or a.shape != b.shape:
+            raise ShapeError(f"{name}: output {k} has shape {fmt_shape(a.shape)} and dtype "
+                             f"{a.dtype} in the then branch but {fmt_shape(b.shape)} and "
+                             f"{b.dtype} in the else branch; both must agree" +
+                             (f"\n  at {_where()}" if _where() else ""))
+    caps, caps_of = _union_captures([then_b, else_b])
+    spec = LoopSpec("cond", name, [then_b, else_b], caps_of, len(operands), 0,
+                    len(then_b.outs), [o.shape for o in then_b.outs],
+                    [o.dtype for o in then_b.outs], where=_where())
+    with graph:
+        loop = apply(loop_op, *_strong([pred, *operands, *caps]), spec=spec)
+        return loop, _outputs(loop, list(loop.inputs), spec)
+
+
+def cond(pred, then_fn, else_fn, *operands):
+    """``then_fn(*operands)`` if ``pred`` else ``else_fn(*operands)``, as one node: only
+    the taken branch runs, forward and backward (an untaken ``log(x)`` at x ≤ 0 never
+    reaches the gradient, unlike ``fg.where``). ``pred`` is a 0-d bool node; both
+    branches return the same structure of nodes, shapes and dtypes."""
+    name = "cond"
+    leaves, tdef = flatten(list(operands))
+    graph = _graph_of([pred, *leaves])
+    p = as_node(pred, graph)
+    if p.shape != () or p.dtype != np.bool_:
+        raise ShapeError(f"{name}: pred must be a 0-d bool node, got shape "
+                         f"{fmt_shape(p.shape)} and dtype {p.dtype}" +
+                         (f"\n  at {_where()}" if _where() else ""))
+    nodes = _nodes(leaves, graph, "operand", name)
+    out_def = []
+
+    def branch(fn):
+        def flat(params):
+            res_leaves, d = flatten(fn(*unflatten(tdef, params)))
+            out_def.append(d)
+            return res_leaves
+        return flat
+
+    _, outs = build_cond(p, branch(then_fn), branch(else_fn), nodes, name, graph)
+    if out_def[0] != out_def[1]:
+        raise UsageError(f"{name}: the branches return {out_def[0].describe()} and "
+                         f"{out_def[1].describe()}; they must return the same structure")
+    return unflatten(out_def[0], outs)

@@ -1,0 +1,241 @@
+"""A loop's body: a Python function traced once into a graph of its own.
+
+``trace(fn, specs, name)`` calls ``fn`` on placeholders of a fresh ``fg.Graph`` (one per
+flat argument, with the argument's shape and dtype) and returns a ``Body``: that graph,
+its argument placeholders, its flat outputs and their structure, and the nodes of
+enclosing graphs it read (its *captures*: an RNN's weights), each with the placeholder
+that stands for it inside. The loop node takes the captures as inputs, so their values
+reach every iteration and their gradients reach them.
+
+Capture happens in ``ops.base.apply``, the one place nodes are made: when an op's
+arguments mix the body's graph with an enclosing one, apply asks ``CAPTURE_HOOK`` (set
+here) to swap the outer nodes for placeholders. An op whose arguments are all outer
+nodes is simply built in the outer graph (it does not depend on the iteration): the body
+captures its result when it reaches the body.
+
+A body runs through the public ``Program`` API: ``Body.call`` feeds one compiled
+program per backend. ``inline`` replays a body's nodes into the graph being built
+(the derivative loops: a vjp body is the forward body followed by its adjoints).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from .errors import BackendError, ShapeError, UsageError
+from .graph import Graph, Node
+from .pytree import flatten
+from .ops import base as _base
+
+__all__ = ["Body", "trace", "capture", "inline", "tracing_graph"]
+
+
+class _Tracer:
+    """One body being traced: its graph and the captures made so far."""
+
+    def __init__(self, graph, outer):
+        self.graph = graph
+        self.outer = outer            # the graphs around it, innermost last
+        self.captured: list[Node] = []       # outer nodes, in order of first use
+        self.params: dict[tuple, Node] = {}  # (graph id, node id) -> its placeholder
+
+    def capture(self, node: Node) -> Node:
+        key = (id(node.graph), node.id)
+        inner = self.params.get(key)
+        if inner is None:
+            with self.graph:
+                from .leaves import placeholder
+                inner = placeholder(f"capture_{len(self.captured)}", node.shape,
+                                    node.dtype)
+            self.captured.append(node)
+            self.params[key] = inner
+        return inner
+
+
+class _State(threading.local):
+    def __init__(self):
+        self.stack: list[_Tracer] = []
+
+
+_state = _State()
+
+
+def _hook(args):
+    """ops.base.CAPTURE_HOOK: ``args`` with outer nodes swapped, or None (not tracing,
+    or a node of an unrelated graph: apply then raises its usual GraphError)."""
+    stack = _state.stack
+    if not stack:
+        return None
+    tracer = stack[-1]
+    out = []
+    for a in args:
+        if isinstance(a, Node) and a.graph is not tracer.graph:
+            if not any(a.graph is g for g in tracer.outer):
+                return None
+            a = tracer.capture(a)
+        out.append(a)
+    return out
+
+
+_base.CAPTURE_HOOK = _hook
+
+
+def tracing_graph():
+    """The graph of the innermost body being traced by this thread, or None."""
+    return _state.stack[-1].graph if _state.stack else None
+
+
+def capture(node: Node) -> Node:
+    """The innermost traced body's placeholder for outer ``node`` (made on first use)."""
+    tracer = _state.stack[-1]
+    return node if node.graph is tracer.graph else tracer.capture(node)
+
+
+class Body:
+    """A traced function (see the module docstring). ``params``: its argument
+    placeholders, flat; ``outs``: its flat output nodes; ``out_def``: their structure;
+    ``captured``: the outer nodes it reads, ``cap_params`` their placeholders."""
+
+    def __init__(self, name, graph, params, outs, out_def, captured, cap_params):
+        self.name = name
+        self.graph = graph
+        self.params = list(params)
+        self.outs = list(outs)
+        self.out_def = out_def
+        self.captured = list(captured)
+        self.cap_params = list(cap_params)
+        self._programs = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return f"<loop body {self.name!r}: {len(self.graph)} nodes>"
+
+    def program(self, xp):
+        """``(the body's Program for the array module xp, its feeds)``, made once. The
+        feeds are ``(name, position)`` of the placeholders it reads, positions counting
+        the arguments then the captures: fed by name, the call binds each with one
+        dict look-up (an iteration's binding was a quarter of a small body's time)."""
+        made = self._programs.get(xp)
+        if made is None:
+            with self._lock:
+                made = self._programs.get(xp)
+                if made is None:
+                    from .scheduler import compile as fg_compile
+                    prog = fg_compile(self.outs, backend=_backend(xp))
+                    every = self.params + self.cap_params
+                    feeds = [(p.name, k) for k, p in enumerate(every)
+                             if p.id in prog.placeholders]
+                    made = self._programs[xp] = (prog, feeds)
+        return made
+
+    def call(self, xp, args, caps):
+        """The outputs' values (a list) for argument values ``args`` and capture values
+        ``caps`` (flat, in ``params``/``cap_params`` order)."""
+        prog, feeds = self.program(xp)
+        values = list(args) + list(caps)
+        return prog(**{name: values[k] for name, k in feeds})
+
+
+def _backend(xp):
+    """The backend whose array module is ``xp``: a body runs on its loop's backend."""
+    from .backends import get_backend
+    for name in ("numpy", "cupy"):
+        try:
+            b = get_backend(name)
+        except Exception:   # cupy absent
+            continue
+        if b.xp is xp:
+            return b
+    raise BackendError(f"loops (scan, cond, while_loop) run on the numpy and cupy "
+                       f"backends only; this program runs on {getattr(xp, '__name__', xp)}")
+
+
+def trace(fn, specs, name, arg_def=None, outer=None) -> Body:
+    """Trace ``fn`` once on placeholders with ``specs`` ([(shape, dtype)], flat).
+    ``arg_def``: how to hand the flat placeholders to ``fn`` (a callable of the list)."""
+    graph = Graph()
+    outer = list(outer or [])
+    for t in _state.stack:             # every body being traced around this one, and
+        for g in (*t.outer, t.graph):  # the graphs around those (nested loops)
+            if not any(g is o for o in outer):
+                outer.append(g)
+    tracer = _Tracer(graph, outer)
+    from .leaves import placeholder
+    with graph:
+        params = [placeholder(f"arg_{k}", shape, dtype) for k, (shape, dtype) in
+                  enumerate(specs)]
+    _state.stack.append(tracer)
+    try:
+        with graph:
+            result = fn(params) if arg_def is None else arg_def(params)
+            outs, out_def = flatten(result)
+            outs = [_as_body_node(o, tracer, name, k) for k, o in enumerate(outs)]
+    finally:
+        _state.stack.pop()
+    cap_params = [tracer.params[(id(n.graph), n.id)] for n in tracer.captured]
+    return Body(name, graph, params, outs, out_def, tracer.captured, cap_params)
+
+
+def _as_body_node(value, tracer, name, k) -> Node:
+    if isinstance(value, Node):
+        if value.graph is tracer.graph:
+            return value
+        if any(value.graph is g for g in tracer.outer):
+            return tracer.capture(value)
+        raise UsageError(f"{name}: output {k} of the body is a node of an unrelated graph")
+    if value is None:
+        raise UsageError(f"{name}: output {k} of the body is None; a body returns nodes "
+                         "(or numbers)")
+    return _base.as_node(value, tracer.graph)
+
+
+def inline(body: Body, args, caps) -> list:
+    """Replay ``body``'s nodes into the graph being built, with its argument
+    placeholders read as ``args`` and its captures as ``caps`` (nodes or values);
+    returns its output nodes. One pass in id order (a body's ids are topological)."""
+    data = body.graph.nx.nodes
+    mapped: dict[int, Node] = {}
+    for p, a in zip(body.params, args):
+        mapped[p.id] = a
+    for p, c in zip(body.cap_params, caps):
+        mapped[p.id] = c
+    needed = body.graph.ancestors([o.id for o in body.outs]) if body.outs else []
+    for nid in needed:
+        if nid in mapped:
+            continue
+        d = data[nid]
+        kind = d["kind"]
+        if kind == "constant":
+            mapped[nid] = _constant_like(d)
+        elif kind != "op":
+            raise UsageError(f"{body.name}: the body holds {kind} {d['name']!r}; a body "
+                             "reads its carry, its slices and the nodes around it only")
+        else:
+            ins = [mapped[i] for i in d["inputs"]]
+            mapped[nid] = _base.apply(d["op"], *ins, **d["attrs"])
+    return [mapped[o.id] for o in body.outs]
+
+
+def _constant_like(d):
+    from .graph import default_graph
+    value = d["value"] if d["weak"] else np.asarray(d["value"], dtype=d["dtype"])
+    return _base.as_node(value, default_graph())
+
+
+def same_spec(name, what, got, want):
+    """A carry entry must keep its shape and dtype through the body: a ShapeError naming
+    the entry and the user's line otherwise. ``got``/``want``: nodes."""
+    if got.dtype == want.dtype and _same_shape(got.shape, want.shape):
+        return
+    from .ops.base import fmt_shape, user_site
+    site = user_site()
+    where = f"{site[0]}:{site[1]}" if site else None
+    raise ShapeError(f"{name}: {what} enters the body with shape {fmt_shape(want.shape)} "
+                     f"and dtype {want.dtype} but leaves it with shape "
+                     f"{fmt_shape(got.shape)} and dtype {got.dtype}; a carry must keep its "
+                     f"shape and dtype" + (f"\n  at {where}" if where else ""))
+
+
+def _same_shape(a, b) -> bool:
+    return len(a) == len(b) and all(x == y for x, y in zip(a, b))

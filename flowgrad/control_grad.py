@@ -1,0 +1,256 @@
+"""The derivative rules of a loop's results (``loop_out``), as loops themselves.
+
+Reverse mode, scan and while loop: result ``index`` gets the cotangent ``g``. A scan in
+the opposite direction walks the iterations back, reading the carry each iteration
+entered with (the forward stacked them): its body replays the forward body on that
+carry (``inline``) and takes the vjp of the replay with the carry's cotangent, giving
+the cotangents of the carry before the step, of the step's x slice (stacked: the
+gradient of xs) and of the captured nodes (summed over steps in extra carries).
+
+Forward mode: a scan over the same stacked carries, carrying the carry's tangent; its
+body replays the forward body and takes its jvp. A cond's rules are conds whose
+branches are the branches' rules, so only the taken branch is differentiated.
+
+Every backward or tangent body is traced once, when the rule runs; being loops, they
+are differentiable in turn (second order through loops).
+"""
+from __future__ import annotations
+
+from .control_body import capture, inline
+
+__all__ = ["loop_vjp", "loop_jvp"]
+
+
+def _is_float(node) -> bool:
+    return node.dtype.kind in "fc"
+
+
+def _cast(node, like):
+    from .ops import astype
+    return node if node.dtype == like.dtype else astype(node, like.dtype)
+
+
+def _split(spec, inputs):
+    """(pred or None, leading inputs (carries / operands), xs, captures)."""
+    if spec.kind == "cond":
+        n = spec.n_carry
+        return inputs[0], inputs[1:1 + n], [], inputs[1 + n:]
+    nc, nx = spec.n_carry, spec.n_xs
+    return None, inputs[:nc], inputs[nc:nc + nx], inputs[nc + nx:]
+
+
+def _stacks(spec, loop, inputs):
+    from .control_ops import loop_out_op
+    from .ops.base import apply
+    first = spec.n_carry + spec.n_ys
+    return [apply(loop_out_op, loop, *inputs, index=first + k)
+            for k in range(spec.n_carry)]
+
+
+def _body_caps(spec, k, caps):
+    return [caps[i] for i in spec.caps_of[k]]
+
+
+def _vdot_sum(pairs):
+    """Σ sum(a * b) over the pairs: a scalar whose gradient is the vjp."""
+    from .ops import sum as fg_sum
+    total = None
+    for a, b in pairs:
+        term = fg_sum(a * b)
+        total = term if total is None else total + term
+    return total
+
+
+def _grads(s, wrt):
+    from .autodiff import grad
+    from .ops import zeros_like
+    if s is None or not wrt:
+        return [zeros_like(w) for w in wrt]
+    return [_cast(g, w) for g, w in zip(grad(s, list(wrt)), wrt)]
+
+
+def _refuse_draws(spec):
+    """The derivative loops replay the body, which would draw fresh random values: a
+    gradient of other draws than the forward's would be silently wrong. So a body that
+    draws (itself or in a loop inside it) is refused, naming the loop and the op."""
+    from .control_ops import is_loop
+    from .errors import DifferentiationError
+    todo = [spec]
+    while todo:
+        s = todo.pop()
+        for body in s.bodies:
+            for node in body.graph.nodes:
+                if node.op is None:
+                    continue
+                if is_loop(node):
+                    todo.append(node.attrs["spec"])
+                elif node.op.stateful:
+                    raise DifferentiationError(
+                        f"{spec.name} built at {spec.where}: its body draws random values "
+                        f"({node.op.name}), and its derivative replays the body, which would "
+                        "draw other values; draw the noise outside the loop and pass it in "
+                        "as xs")
+
+
+# -- reverse mode ---------------------------------------------------------------------------
+
+def loop_vjp(spec, index, needed, g, loop, inputs):
+    """The terms for the loop's inputs (a list, None where none) of the cotangent ``g``
+    of result ``index``."""
+    _refuse_draws(spec)
+    if spec.kind == "cond":
+        return _cond_vjp(spec, index, needed, g, inputs)
+    return _scan_vjp(spec, index, needed, g, loop, inputs)
+
+
+def _scan_vjp(spec, index, needed, g, loop, inputs):
+    from .control import build_scan
+    from .ops import zeros_like
+    _, init, xs, caps = _split(spec, inputs)
+    nc = spec.n_carry
+    fc = [k for k in range(nc) if _is_float(init[k])]
+    # gradients only for the inputs asked for: each is a stacked output or a carry
+    fx = [k for k in range(len(xs)) if _is_float(xs[k]) and needed[nc + k]]
+    fw = [k for k in range(len(caps)) if _is_float(caps[k]) and needed[nc + len(xs) + k]]
+    role, which = spec.role(index)
+    ct0 = [g if (role, which) == ("final", k) else zeros_like(init[k]) for k in fc]
+    acc0 = [zeros_like(caps[k]) for k in fw]
+    gseq = [g] if role in ("ys", "stack") else []
+    stacks = _stacks(spec, loop, inputs)
+
+    def step(carry, x):
+        cts, accs = carry[:len(fc)], carry[len(fc):]
+        c_t, x_t, gs = x[:nc], x[nc:nc + len(xs)], x[nc + len(xs):]
+        cap_in = [capture(c) for c in caps]
+        outs = inline(spec.bodies[0], c_t + x_t, _body_caps(spec, 0, cap_in))
+        pairs = [(outs[k], ct) for k, ct in zip(fc, cts)]
+        if role == "ys":
+            pairs.append((outs[nc + which], gs[0]))
+        wrt = [c_t[k] for k in fc] + [x_t[k] for k in fx] + [cap_in[k] for k in fw]
+        grads = _grads(_vdot_sum(pairs), wrt)
+        dc = grads[:len(fc)]
+        if role == "stack":
+            pos = fc.index(which)
+            dc[pos] = dc[pos] + gs[0]
+        dx = grads[len(fc):len(fc) + len(fx)]
+        dw = grads[len(fc) + len(fx):]
+        return dc + [a + d for a, d in zip(accs, dw)], dx
+
+    T = None if (stacks or xs) else spec.length
+    _, outs = build_scan(step, ct0 + acc0, stacks + list(xs) + gseq,
+                         reverse=not spec.reverse, length=T,
+                         name=f"{spec.name} vjp")
+    terms = [None] * len(inputs)
+    for pos, k in enumerate(fc):
+        terms[k] = outs[pos]
+    for pos, k in enumerate(fw):
+        terms[nc + len(xs) + k] = outs[len(fc) + pos]
+    n_fin = len(fc) + len(fw)
+    for pos, k in enumerate(fx):
+        terms[nc + k] = outs[n_fin + pos]
+    return [t if need else None for t, need in zip(terms, needed)]
+
+
+def _cond_vjp(spec, index, needed, g, inputs):
+    from .control import build_cond
+    pred, ops, _, caps = _split(spec, inputs)
+    fo = [k for k in range(len(ops)) if _is_float(ops[k])]
+    fw = [k for k in range(len(caps)) if _is_float(caps[k])]
+
+    def branch(b):
+        def flat(params):
+            args, gp = params[:len(ops)], params[len(ops)]
+            cap_in = [capture(c) for c in caps]
+            outs = inline(spec.bodies[b], args, _body_caps(spec, b, cap_in))
+            wrt = [args[k] for k in fo] + [cap_in[k] for k in fw]
+            return _grads(_vdot_sum([(outs[index], gp)]), wrt)
+        return flat
+
+    _, outs = build_cond(pred, branch(0), branch(1), list(ops) + [g],
+                         name=f"{spec.name} vjp")
+    terms = [None] * len(inputs)
+    for pos, k in enumerate(fo):
+        terms[1 + k] = outs[pos]
+    for pos, k in enumerate(fw):
+        terms[1 + len(ops) + k] = outs[len(fo) + pos]
+    return [t if need else None for t, need in zip(terms, needed)]
+
+
+# -- forward mode ---------------------------------------------------------------------------
+
+def loop_jvp(spec, index, tangents, loop, inputs):
+    """The tangent of result ``index`` given the inputs' tangents (None where none)."""
+    _refuse_draws(spec)
+    if spec.kind == "cond":
+        return _cond_jvp(spec, index, tangents, inputs)
+    return _scan_jvp(spec, index, tangents, loop, inputs)
+
+
+def _jvps(outs, wrt, tans, which):
+    from .autodiff import jvp
+    from .ops import zeros_like
+    res = []
+    for k in which:
+        o = outs[k]
+        res.append(_cast(jvp(o, list(wrt), list(tans)), o) if wrt else zeros_like(o))
+    return res
+
+
+def _scan_jvp(spec, index, tangents, loop, inputs):
+    from .control import build_scan
+    from .ops import zeros_like
+    _, init, xs, caps = _split(spec, inputs)
+    nc, nx = spec.n_carry, len(xs)
+    t_init, t_xs, t_caps = tangents[:nc], tangents[nc:nc + nx], tangents[nc + nx:]
+    fc = [k for k in range(nc) if _is_float(init[k])]
+    tx = [k for k in range(nx) if t_xs[k] is not None and _is_float(xs[k])]
+    tw = [k for k in range(len(caps)) if t_caps[k] is not None and _is_float(caps[k])]
+    cdot0 = [t_init[k] if t_init[k] is not None else zeros_like(init[k]) for k in fc]
+    cdot0 = [_cast(t, init[k]) for t, k in zip(cdot0, fc)]
+    role, which = spec.role(index)
+    stacks = _stacks(spec, loop, inputs)
+
+    def step(carry, x):
+        c_t, x_t, xdot = x[:nc], x[nc:nc + nx], x[nc + nx:]
+        cap_in = [capture(c) for c in caps]
+        capdot = [capture(t_caps[k]) for k in tw]
+        outs = inline(spec.bodies[0], c_t + x_t, _body_caps(spec, 0, cap_in))
+        wrt = [c_t[k] for k in fc] + [x_t[k] for k in tx] + [cap_in[k] for k in tw]
+        tans = list(carry) + list(xdot) + capdot
+        new = _jvps(outs, wrt, tans, fc)
+        if role == "ys":
+            ys = _jvps(outs, wrt, tans, [nc + which])
+        elif role == "stack":
+            ys = [carry[fc.index(which)]]
+        else:
+            ys = []
+        return new, ys
+
+    T = None if (stacks or xs) else spec.length
+    _, outs = build_scan(step, cdot0, stacks + list(xs) + [t_xs[k] for k in tx],
+                         reverse=spec.reverse, length=T, name=f"{spec.name} jvp")
+    if role == "final":
+        return outs[fc.index(which)]
+    return outs[len(fc)]
+
+
+def _cond_jvp(spec, index, tangents, inputs):
+    from .control import build_cond
+    pred, ops, _, caps = _split(spec, inputs)
+    t_ops, t_caps = tangents[1:1 + len(ops)], tangents[1 + len(ops):]
+    to = [k for k in range(len(ops)) if t_ops[k] is not None and _is_float(ops[k])]
+    tw = [k for k in range(len(caps)) if t_caps[k] is not None and _is_float(caps[k])]
+
+    def branch(b):
+        def flat(params):
+            args, odot = params[:len(ops)], params[len(ops):]
+            cap_in = [capture(c) for c in caps]
+            capdot = [capture(t_caps[k]) for k in tw]
+            outs = inline(spec.bodies[b], args, _body_caps(spec, b, cap_in))
+            wrt = [args[k] for k in to] + [cap_in[k] for k in tw]
+            return _jvps(outs, wrt, list(odot) + capdot, [index])
+        return flat
+
+    _, outs = build_cond(pred, branch(0), branch(1), list(ops) + [t_ops[k] for k in to],
+                         name=f"{spec.name} jvp")
+    return outs[0]

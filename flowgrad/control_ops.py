@@ -1,0 +1,335 @@
+"""The two ops of a loop or branch: ``loop`` (one run) and ``loop_out`` (one result).
+
+A scan, while loop or cond is ONE op node of the enclosing graph, ``loop``, whose kernel
+runs its traced body (a compiled sub-program, flowgrad/control_body.py) once per
+iteration through ``Program``'s public call. Its attrs hold a ``LoopSpec``: the kind,
+the traced bodies, how its inputs split (initial carries, stacked xs, captured outer
+nodes) and every result's shape and dtype. So every executor of the engine (the
+interpreter, generated code, the NaN-checked loop) runs a loop without knowing what a
+loop is: to it, a loop is a step whose attrs hold a sub-program.
+
+A graph holds one value per node; a loop has several results. The ``loop`` node's value
+is therefore a ``Results`` object (declared dtype ``object``, shape ``()``: no numerics check, no
+derivative sweep reads it), and each result is a ``loop_out(loop, *loop inputs,
+index=k)`` node that selects entry k, with its own declared shape and dtype. The
+derivative rules sit on ``loop_out``: it takes the loop's inputs as its own inputs, so
+the sweeps hand their adjoints and tangents straight to it (flowgrad/control_grad.py),
+and nothing ever flows into the results object. The price: when a loss reads two results of one
+loop (ys and the final carry), the reverse pass runs two backward loops, one per result.
+
+Results, in order: the final carries; each stacked output ``y`` (scan: ``(T, *y.shape)``;
+cond: the branch's outputs); then, for scan and while loops, each carry *as it entered
+every iteration*, stacked ``(T, *carry.shape)``: what the backward loop reads, so the
+forward keeps T carries (the body's other values are recomputed per step backwards).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FlowgradError, NumericsError, ShapeError
+from .ops.base import REGISTRY, Op, fmt_shape
+
+__all__ = ["LoopSpec", "LoopLimitError", "loop_op", "loop_out_op", "is_loop",
+           "is_loop_result"]
+
+OBJECT = np.dtype(object)
+
+
+class LoopLimitError(FlowgradError, RuntimeError):
+    """A ``while_loop`` reached its ``max_iters`` without its condition turning false:
+    never a silent stop. The message names the loop and the user's line. (Raised by
+    the loop's kernel, it reaches the caller as a RunError that is also a
+    LoopLimitError, naming the node; so it is not itself a RunError subclass, which
+    could not be mixed with RunError again.)"""
+
+
+class LoopSpec:
+    """A loop's declared structure (see the module docstring). ``kind``: "scan",
+    "while" or "cond"; ``bodies``: the traced bodies (scan: [step]; while: [step,
+    condition]; cond: [then, else]), ``caps_of[k]``: positions, among the loop's
+    captured inputs, of body k's captures; ``n_carry``/``n_xs``/``n_ys`` the flat
+    counts; ``out_shapes``/``out_dtypes`` every result's."""
+
+    def __init__(self, kind, name, bodies, caps_of, n_carry, n_xs, n_ys, out_shapes,
+                 out_dtypes, reverse=False, length=None, max_iters=None, where=None):
+        self.kind = kind
+        self.name = name
+        self.bodies = list(bodies)
+        self.caps_of = [list(c) for c in caps_of]
+        self.n_carry, self.n_xs, self.n_ys = n_carry, n_xs, n_ys
+        self.out_shapes = tuple(out_shapes)
+        self.out_dtypes = tuple(out_dtypes)
+        self.reverse = bool(reverse)
+        self.length = length
+        self.max_iters = max_iters
+        self.where = where
+        #: whether runs stack the carries (results "stack"): set, once and for good, when
+        #: a derivative first reads them (control_grad), so a loop nobody differentiates
+        #: keeps no T carries. Programs compiled before read it at run time: only reads
+        #: of the stacks, which exist only after it is set, need it.
+        self.keeps_carries = False
+
+    def __repr__(self):
+        return f"<{self.name} loop: {self.n_carry} carries, {self.n_ys} outputs>"
+
+    @property
+    def n_lead(self) -> int:
+        """How many of the loop's inputs come before the captures (cond: pred too)."""
+        return self.n_carry + self.n_xs + (1 if self.kind == "cond" else 0)
+
+    @property
+    def n_results(self) -> int:
+        """How many results a user sees: a cond's outputs; a loop's final carries and ys
+        (the carry stacks, after them, are read by derivatives only)."""
+        return self.n_ys if self.kind == "cond" else self.n_carry + self.n_ys
+
+    def role(self, index):
+        """``("final", k)``, ``("ys", j)`` or ``("stack", k)`` for result ``index``
+        (a cond's results are all its branches' outputs, ``("ys", j)``)."""
+        if self.kind == "cond":
+            return "ys", index
+        if index < self.n_carry:
+            return "final", index
+        if index < self.n_carry + self.n_ys:
+            return "ys", index - self.n_carry
+        return "stack", index - self.n_carry - self.n_ys
+
+    def label(self) -> str:
+        """The box's text in a drawing: ``scan × T``, ``while_loop``, ``cond``."""
+        if self.kind == "scan":
+            return f"{self.name} × {'T' if self.length is None else self.length}"
+        return self.name
+
+
+# -- running ---------------------------------------------------------------------------
+
+class Results:
+    """A loop node's value: its results, ``.values`` (read by ``loop_out``). Not a
+    sequence, so code that shows or converts any node's value (traces, walkthroughs,
+    audits) sees one opaque object, a 0-d object array to numpy, not a ragged list."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values):
+        self.values = tuple(values)
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty((), dtype=object)
+        out[()] = self
+        return out
+
+    def __repr__(self):
+        return f"<{len(self.values)} loop results>"
+
+    def __format__(self, spec):   # shown where a number would be (a walkthrough's frame)
+        return repr(self)
+
+
+def _call(spec, k, xp, args, caps, step):
+    """Body k's outputs; a NaN the checked body finds names the iteration."""
+    try:
+        return spec.bodies[k].call(xp, args, [caps[i] for i in spec.caps_of[k]])
+    except NumericsError as exc:
+        raise NumericsError(f"{spec.name}: iteration {step} (counted from 0) of the loop "
+                            f"built at {spec.where}: {exc}", exc.node, exc.trace) from exc
+
+
+def _stack(xp, items, shape, dtype, name):
+    if items:
+        return xp.stack(items)
+    if None in shape:
+        raise ShapeError(f"{name}: a loop of 0 iterations cannot stack an output of "
+                         f"shape {fmt_shape(shape)} (a length known only at run time)")
+    return xp.zeros((0, *shape), dtype=dtype)
+
+
+def _scan_length(spec, xs):
+    lengths = {int(x.shape[0]) for x in xs}
+    if spec.length is not None:
+        lengths.add(int(spec.length))
+    if len(lengths) > 1:
+        raise ShapeError(f"{spec.name}: the stacked inputs (and length=) disagree on the "
+                         f"number of iterations: {sorted(lengths)}")
+    return lengths.pop()
+
+
+def _buffer(xp, T, value, dtype):
+    """A (T, *shape) array for T values like ``value``: filled in place, no list+stack."""
+    return xp.empty((T, *np.shape(value)), dtype=dtype)
+
+
+def _run_scan(spec, xp, vals):
+    nc, nx, ny = spec.n_carry, spec.n_xs, spec.n_ys
+    carry = list(vals[:nc])
+    xs = vals[nc:nc + nx]
+    caps = vals[nc + nx:]
+    T = _scan_length(spec, xs)
+    dtypes = spec.out_dtypes
+    keep = spec.keeps_carries
+    stacks = [_buffer(xp, T, carry[k], dtypes[k]) if keep else None for k in range(nc)]
+    ys = [None] * ny
+    for t in (range(T - 1, -1, -1) if spec.reverse else range(T)):
+        if keep:
+            for k in range(nc):
+                stacks[k][t] = carry[k]
+        outs = _call(spec, 0, xp, carry + [x[t] for x in xs], caps, t)
+        carry = list(outs[:nc])
+        for j in range(ny):
+            if ys[j] is None:   # its shape is known once the body has run
+                ys[j] = _buffer(xp, T, outs[nc + j], dtypes[nc + j])
+            ys[j][t] = outs[nc + j]
+    for j in range(ny):
+        if ys[j] is None:       # no iteration: the declared shape must be complete
+            ys[j] = _stack(xp, [], spec.out_shapes[nc + j][1:], dtypes[nc + j], spec.name)
+    return (*_own(xp, carry, vals), *ys, *stacks)
+
+
+def _own(xp, carry, vals):
+    """The final carries, copied where a loop of no iteration would hand out an input
+    itself (the caller's fed array, a variable's storage)."""
+    return [xp.array(c, copy=True) if any(c is v for v in vals) else c for c in carry]
+
+
+def _results(spec, xp, carry, stacks, vals):
+    """A while loop's results: its final carries, then the carries it entered with."""
+    out = _own(xp, carry, vals)
+    for k in range(spec.n_carry):
+        out.append(_stack(xp, stacks[k], tuple(np.shape(carry[k])), spec.out_dtypes[k],
+                          spec.name) if spec.keeps_carries else None)
+    return tuple(out)
+
+
+def _run_while(spec, xp, vals):
+    nc = spec.n_carry
+    carry = list(vals[:nc])
+    caps = vals[nc:]
+    stacks = [[] for _ in range(nc)]
+    n = 0
+    while bool(_call(spec, 1, xp, carry, caps, n)[0]):
+        if n == spec.max_iters:
+            raise LoopLimitError(
+                f"{spec.name} built at {spec.where} reached max_iters={spec.max_iters} "
+                "with its condition still true; raise max_iters if the loop does end")
+        if spec.keeps_carries:
+            for k in range(nc):
+                stacks[k].append(carry[k])
+        carry = list(_call(spec, 0, xp, carry, caps, n))
+        n += 1
+    return _results(spec, xp, carry, stacks, vals)
+
+
+def _run_cond(spec, xp, vals):
+    pred = vals[0]
+    ops = list(vals[1:1 + spec.n_carry])
+    caps = vals[1 + spec.n_carry:]
+    k = 0 if bool(pred) else 1
+    return tuple(_call(spec, k, xp, ops, caps, 0))
+
+
+_RUNNERS = {"scan": _run_scan, "while": _run_while, "cond": _run_cond}
+
+
+def _loop_forward(xp, *vals, spec):
+    return Results(_RUNNERS[spec.kind](spec, xp, vals))
+
+
+def _loop_infer(*inputs, spec):
+    return (), OBJECT
+
+
+def _no_terms(needed, g, ans, *inputs, spec):
+    return [None] * len(inputs)     # derivatives flow through loop_out (module docstring)
+
+
+def _no_tangent(tangents, ans, *inputs, spec):
+    return None
+
+
+def _make_loop():
+    if "loop" in REGISTRY:
+        return REGISTRY["loop"]
+    # stateful: the simplifier must never fold a loop of constants into a constant (its
+    # value is a Results object, no array) nor merge two (a body may draw random values)
+    op = Op("loop", _loop_forward, _loop_infer, vjp=lambda argnum, *a, **k: None,
+            jvp=lambda argnum, *a, **k: None, variadic=True, stateful=True,
+            doc="A scan, while loop or cond: runs its traced body once per iteration. "
+                "Its value holds its results, read by loop_out nodes, which "
+                "carry the derivatives (a loop backwards through the body's vjp).")
+    op.vjp_all = _no_terms
+    op.jvp_all = _no_tangent
+    return op
+
+
+loop_op = _make_loop()
+
+
+def _spec_of(loop):
+    """The LoopSpec of a result's loop node (argument 0): the one source of truth."""
+    return loop.attrs["spec"]
+
+
+def _out_forward(xp, loop, *inputs, index):
+    return loop.values[index]
+
+
+def _out_infer(loop, *inputs, index):
+    spec = _spec_of(loop)
+    # Building a result declares what runs of its loop must provide: a result reading
+    # the stacked carries makes every run keep them, from now on (LoopSpec's flag).
+    if spec.role(index)[0] == "stack":
+        spec.keeps_carries = True
+    return spec.out_shapes[index], spec.out_dtypes[index]
+
+
+def _out_vjp_all(needed, g, ans, loop, *inputs, index):
+    from .control_grad import loop_vjp
+    return [None] + loop_vjp(_spec_of(loop), index, needed[1:], g, loop, list(inputs))
+
+
+def _out_jvp_all(tangents, ans, loop, *inputs, index):
+    spec = _spec_of(loop)
+    if spec.out_dtypes[index].kind not in "fc":
+        return None
+    from .control_grad import loop_jvp
+    return loop_jvp(spec, index, list(tangents[1:]), loop, list(inputs))
+
+
+def _out_rule(argnum, g, ans, loop, *inputs, index):
+    if argnum == 0:
+        return None
+    needed = [k == argnum - 1 for k in range(len(inputs))]
+    return _out_vjp_all([False, *needed], g, ans, loop, *inputs, index=index)[argnum]
+
+
+def _out_tangent(argnum, t, ans, loop, *inputs, index):
+    if argnum == 0:
+        return None
+    given = [None] * (len(inputs) + 1)
+    given[argnum] = t
+    return _out_jvp_all(given, ans, loop, *inputs, index=index)
+
+
+def _make_out():
+    if "loop_out" in REGISTRY:
+        return REGISTRY["loop_out"]
+    op = Op("loop_out", _out_forward, _out_infer, vjp=_out_rule, jvp=_out_tangent,
+            variadic=True,
+            doc="Result `index` of a loop node (argument 0); arguments 1… are the loop's "
+                "own inputs, so that derivatives reach them: x̄ is a loop over the body's "
+                "vjp run backwards through time, ẋ a loop carrying tangents.")
+    op.vjp_all = _out_vjp_all
+    op.jvp_all = _out_jvp_all
+    return op
+
+
+loop_out_op = _make_out()
+
+
+def is_loop(node) -> bool:
+    """Whether ``node`` is a loop (scan, while_loop or cond) node."""
+    return node.op is loop_op
+
+
+def is_loop_result(node) -> bool:
+    """Whether ``node`` is one result (a ``loop_out``) of a loop node."""
+    return node.op is loop_out_op
