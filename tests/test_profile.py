@@ -151,3 +151,25 @@ def test_profiling_executor_gives_the_reference_bits(g):
     assert vals[prog.plan.outputs[0]] == prog(x=X)
     assert float(prog(x=X)) == pytest.approx(np.sum(np.exp(X) * np.sin(X) + 1.0), rel=1e-15)
     assert len(run.times) == len(prog.plan.steps) and all(t >= 0 for t in run.times)
+
+
+def test_dask_without_local_task_times_refuses(g, monkeypatch):
+    """A dask.distributed client runs the tasks where dask's local Profiler sees none:
+    the profile refuses (BackendError) rather than report times it did not measure."""
+    pytest.importorskip("dask.array")
+    diagnostics = pytest.importorskip("dask.diagnostics")
+
+    class Blind:                          # a Profiler that, like one beside a client, sees nothing
+        results = []
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(diagnostics, "Profiler", Blind)
+    loss, X = _matmul_heavy(16)
+    prog = fg.compile(loss, backend="dask")
+    with pytest.raises(fg.BackendError, match="Profiler"):
+        prog.profile(x=X, repeat=1)
