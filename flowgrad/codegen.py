@@ -104,6 +104,16 @@ def generate(prog):
     return Generated(prog.plan, prog.backend, consts, build_scalar(prog, consts))
 
 
+def fused_groups(plan, backend) -> list:
+    """``[(kind, step indices)]``: what the array function for ``plan`` on ``backend``
+    runs as one kernel (numba regions, numexpr or cupy chains), found as ``write`` finds
+    them (nothing compiled). The profiler reports them (flowgrad/profile.py)."""
+    w = _ArrayWriter(plan, backend, constants(plan))
+    chain = "numexpr chain" if backend.fusion == "numexpr" else "fused chain"
+    return [("numba region", tuple(rg.steps)) for rg in w.regions.values()] + \
+        [(chain, tuple(ch.steps)) for ch in w.chains.values()]
+
+
 def _array_function(plan, backend, consts):
     """(the plan's array function, its line → step map, its source)."""
     return _ArrayWriter(plan, backend, consts).write()

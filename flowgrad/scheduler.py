@@ -444,6 +444,14 @@ class Program:
                     out[k] = out[k].copy()
         return out[0] if self.single else out
 
+    def profile(self, /, *args, repeat=10, **kwargs):
+        """Time every node of a call on these feeds (as a call takes them): a warm-up,
+        then ``repeat`` calls on the profiling interpreter. A ``Profile``
+        (flowgrad/profile.py): ``rows`` slowest first (op, calls, seconds, share),
+        ``wall``, ``groups`` (what generated code fuses), ``result``, ``table()``."""
+        from .profile import profile
+        return profile(self, args, kwargs, repeat)
+
     def values(self, /, *args, **kwargs) -> dict[int, object]:
         """{node id: value} of every node, for a program compiled with keep_all."""
         vals = self.backend.finish(self._execute(self.bind(args, kwargs)))

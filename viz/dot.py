@@ -518,7 +518,8 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
          precision=4, max_elems=L.MAX_ELEMS, values=True, adjoints=True, highlight=None,
          _cell_ids=False, _only=None) -> Drawing:
     """Draw a trace (values and adjoints v̄), or a program, nodes or a graph (structure);
-    a NumericsError (its trace, the culprit red) or a precision audit (shaded by digits lost).
+    a NumericsError (its trace, the culprit red), a precision audit (shaded by digits lost)
+    or a profile (``prog.profile``: shaded by time, each box's time in it).
 
     - ``loss`` and ``wrt``: the nodes marked as the loss and as the inputs asked for
       (default: a trace's first output, and its variables).
@@ -545,8 +546,10 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     from flowgrad.errors import NumericsError
     if isinstance(what, NumericsError):  # draw(err): the trace, culprit in red
         what = what.trace
+    from flowgrad.profile import Profile
     captions = {}
-    if isinstance(what, PrecisionAudit):  # draw(audit): shaded by the digits each node lost
+    # draw(audit): shaded by the digits each node lost; draw(profile): by the time each took
+    if isinstance(what, (PrecisionAudit, Profile)):
         shades, captions = what.shading()
         highlight, what = {**shades, **(highlight or {})}, list(what.outputs)
     scene = _Scene(what, loss, wrt, backward, highlight)

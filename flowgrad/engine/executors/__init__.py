@@ -5,7 +5,8 @@
 - ``generated``: the plan as one generated Python function over arrays (with numexpr
   chains and numba regions inside: flowgrad/codegen.py, fusion.py, regions.py), and
   its scalar variant on Python floats with its warm-up loop (scalar_plan.py,
-  scalar_tier.py).
+  scalar_tier.py);
+- ``profile``: the interpreter with a clock read around each step (``Program.profile``).
 
 A program picks one at compile time (``Program.executor``); ``choose`` gives the
 order of preference.
