@@ -8,7 +8,8 @@
 The input projection ``x W + b`` of every step is one matrix product before the loop;
 the loop's step reads only the recurrent weight ``U``. The step is traced once, so a
 compiled program serves every sequence length, and its gradient is a scan backwards
-through time (see docs/howto-loops.md).
+through time (see docs/howto-loops.md). A sequence has at least one step, as in
+PyTorch (a run with T = 0 stops with a ``RunError`` from the loop).
 
 The formulas are PyTorch's (``torch.nn.RNN``, ``LSTM``, ``GRU``), with weights stored
 transposed (``x W``, not ``W x``) and gates side by side in PyTorch's order, so that
@@ -132,7 +133,9 @@ class _Recurrent(Layer):
         self._check_input(x)
         xw = self._project(x)                                  # (N, T, k·H)
         state = self._initial_state(xw)
-        final, hs = scan(self._step, state, _ops.transpose(xw, (1, 0, 2)))
+        step = self._step if self.return_sequences else (
+            lambda carry, xw_t: (self._step(carry, xw_t)[0], None))   # stack no outputs
+        final, hs = scan(step, state, _ops.transpose(xw, (1, 0, 2)))
         if self.return_sequences:
             return _ops.transpose(hs, (1, 0, 2))               # (N, T, H)
         return final[0] if isinstance(final, tuple) else final
