@@ -84,3 +84,10 @@ def test_newton_sqrt_gradient_is_one_over_two_sqrt(tmp_path):   # issue 20
     assert number(r"relative error of the gradient: (\S+)", out) < 1e-12
     assert number(r"relative error of the second derivative: (\S+)", out) < 1e-10
     assert out.rstrip().endswith("OK")
+
+
+def test_lstm_sequence_learns_and_runs_a_longer_sequence(tmp_path):   # issue 22
+    out = run_example("lstm_sequence.py", "--quick", cwd=tmp_path)
+    assert number(r"validation loss after \d+ epochs: (\S+)", out) < 0.3
+    assert number(r"accuracy on sequences of 40 steps, same program: (\S+)", out) >= 0.9
+    assert out.rstrip().endswith("OK")
