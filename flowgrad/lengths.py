@@ -398,6 +398,41 @@ RULES.update({
 })
 
 
+
+# -- issue 20's loops (one block) ------------------------------------------------------------
+# A loop's inputs are its carries, then (scan) its xs, then captures; loop_out reads result
+# k of the loop with the loop's inputs after it (input i + 1 is the loop's input i).
+
+def _loop(out, ins, attrs):
+    """A scan's xs share their leading length T."""
+    spec = attrs["spec"]
+    if spec.kind == "scan":
+        xs = range(spec.n_carry, spec.n_carry + spec.n_xs)
+        yield from (("in", (xs[0], 0), (i, 0)) for i in xs[1:])
+
+
+def _loop_out(out, ins, attrs):
+    """A final carry has its initial carry's shape (a body keeps it); a scan's ys and
+    stacked carries have T = the xs' leading length in front."""
+    spec = attrs["spec"]          # the loop's, added by compile_checks (INPUT_ATTRS)
+    role, k = spec.role(attrs["index"])
+    if spec.kind == "cond":
+        return
+    if role == "final":
+        yield from ((k + 1, a, a) for a in range(len(out)))
+        return
+    if spec.n_xs:
+        yield (1 + spec.n_carry, 0, 0)
+    if role == "stack":
+        yield from ((k + 1, a, a + 1) for a in range(len(out) - 1))
+
+
+RULES.update({"loop": _loop, "loop_out": _loop_out})
+
+#: op name -> (attribute, input position): a rule that needs an attribute of an input's
+#: node gets it among its own attrs (a loop result's rule reads its loop's spec)
+INPUT_ATTRS = {"loop_out": ("spec", 0)}
+
 # -- the union-find ------------------------------------------------------------------------
 
 class _Classes:
@@ -465,7 +500,11 @@ def compile_checks(graph, order):
         shapes = [data[i]["shape"] for i in ins]
         if None not in d["shape"] and not any(None in s for s in shapes):
             continue
-        for link in rule(d["shape"], shapes, d["attrs"]):
+        attrs = d["attrs"]
+        if op.name in INPUT_ATTRS:
+            name, pos = INPUT_ATTRS[op.name]
+            attrs = {**attrs, name: data[ins[pos]]["attrs"][name]}
+        for link in rule(d["shape"], shapes, attrs):
             if link[0] == "in":
                 (i, a), (j, b) = link[1], link[2]
                 _tie(classes, data, (ins[i], a), (ins[j], b))

@@ -297,3 +297,21 @@ def test_hessian_jacobian_and_rev_rev_hvp_through_a_scan():
                 fg.compile(outs)(a=A, xs=np.linspace(0, 1, 12).reshape(4, 3)))
     for g, w in zip(got[0], want[0]):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-13)
+
+
+def test_run_time_lengths_tie_through_a_loop():
+    # lengths.py's loop rules: a scan's xs share T, its ys have T in front, a final carry
+    # keeps its initial carry's lengths; a mismatched feed is a FeedError before running
+    with fg.Graph():
+        h0 = fg.placeholder("h0", (None,))
+        xs = fg.placeholder("xs", (None, 2))
+        zs = fg.placeholder("zs", (None,))
+        other = fg.placeholder("other", (None,))
+        hT, ys = fg.scan(lambda h, xz: (h + fg.sum(xz[0]) * xz[1], fg.sum(h)), h0, (xs, zs))
+        prog = fg.compile([hT + other, ys + zs])
+        out, ys_val = prog(h0=np.ones(3), xs=np.ones((4, 2)), zs=np.arange(4.0), other=np.zeros(3))
+        np.testing.assert_array_equal(ys_val[:2], [3.0, 4.0])
+        with pytest.raises(fg.FeedError):
+            prog(h0=np.ones(3), xs=np.ones((4, 2)), zs=np.arange(5.0), other=np.zeros(3))
+        with pytest.raises(fg.FeedError):
+            prog(h0=np.ones(3), xs=np.ones((4, 2)), zs=np.arange(4.0), other=np.zeros(2))
