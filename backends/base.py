@@ -44,6 +44,9 @@ class Backend:
     fast_feeds = False
     #: values are numpy arrays a trainer may update in place (``out=``)
     in_place = False
+    #: values are lazy task graphs, computed at the end of a run (a profile times the
+    #: tasks through dask's local profiler, not the steps that only build them)
+    lazy_tasks = False
 
     def asarray(self, value, dtype=None):
         """``value`` as an array of this backend (moved to its device once)."""

@@ -34,6 +34,7 @@ _NO_LINALG = ("dask.array.linalg has no {what}; compute this part with the numpy
 
 class DaskBackend(Backend):
     name = "dask"
+    lazy_tasks = True
     unsupported_ops = {
         "det": _NO_LINALG.format(what="determinant"),
         "slogdet": _NO_LINALG.format(what="determinant"),

@@ -153,7 +153,7 @@ def profile(prog, args, kwargs, repeat=10) -> Profile:
     repeat = check_repeat(repeat)
     from .engine.executors.profile import PROFILING
     steps = prog.plan.made_steps()
-    tasks = _DaskTasks() if _is_dask(prog.backend) else None
+    tasks = _DaskTasks() if prog.backend.lazy_tasks else None
     run = PROFILING.build(prog.plan, prog.backend, tasks.watch if tasks else None)
     samples, walls = [], []
     for r in range(repeat + 1):        # call 0 warms up: not counted
@@ -213,11 +213,6 @@ def _result(prog, outs):
         if hasattr(outs[k], "copy"):
             outs[k] = outs[k].copy()
     return outs[0] if prog.single else outs
-
-
-def _is_dask(backend) -> bool:
-    from .backends.dask_backend import DaskBackend
-    return isinstance(backend, DaskBackend)
 
 
 class _DaskTasks:

@@ -45,8 +45,9 @@ def test_matmul_is_named_first_and_shares_sum_to_one(g):
 def test_node_times_sum_to_the_wall_time_within_20_percent(g):
     loss, X = _matmul_heavy(400)           # ~50-100 ms a call on one core
     prog = fg.compile(loss)
-    ratios = sorted(p.total / p.wall for p in (prog.profile(x=X, repeat=3) for _ in range(3)))
-    assert 0.8 <= ratios[1] <= 1.2, ratios
+    # the median of 5 profiles: one run can lose its share of a core to another process
+    ratios = sorted(p.total / p.wall for p in (prog.profile(x=X, repeat=3) for _ in range(5)))
+    assert 0.8 <= ratios[2] <= 1.2, ratios
     # the steps' timed spans are disjoint parts of each call: never more than the wall
     assert ratios[-1] <= 1.0, ratios
 
