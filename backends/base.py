@@ -30,7 +30,7 @@ class Backend:
     #: {op name: why it cannot run here} — checked by :meth:`check_ops` at compile time
     unsupported_ops: dict = {}
     # -- declared capabilities: what executors may do here (they never ask which backend
-    #    it is; flowgrad/codegen.py, scalar_plan.py, optim.py read these)
+    #    it is; flowgrad/engine/codegen.py, scalar_plan.py, optim.py read these)
     #: the elementwise-chain fuser generated code may use: "numexpr" (host arrays, for
     #: large operands), "elementwise" (a device ElementwiseKernel, cupy's), or None
     fusion: str | None = None
@@ -38,7 +38,7 @@ class Backend:
     regions = False
     #: a program of 0-d float64 values may run on Python floats (values are host numpy)
     scalar_floats = False
-    #: numpy-specialised kernels (flowgrad/numpy_kernels.py) may replace generic ones
+    #: numpy-specialised kernels (flowgrad/engine/numpy_kernels.py) may replace generic ones
     lean_kernels = False
     #: a generated binder may accept feeds by testing ``type(v) is numpy.ndarray``
     fast_feeds = False

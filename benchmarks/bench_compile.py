@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 import flowgrad as fg
-from flowgrad import codegen, scheduler, simplify
+from flowgrad.engine import codegen, program as scheduler, simplify
 
 
 def build(steps):
@@ -126,7 +126,7 @@ def main(argv=None):
     _, second, _ = timed(lambda: prog(x=x0))
     _, later, _ = timed(lambda: prog(x=x0))
     print(f"\ncompile {t_compile * 1e3:.0f} ms; first call {first * 1e3:.0f} ms (a long scalar "
-          f"plan: a loop over its steps, flowgrad/scalar_tier.py), second call "
+          f"plan: a loop over its steps, flowgrad/engine/scalar_tier.py), second call "
           f"{second * 1e3:.0f} ms (writes and compiles the scalar source), a later call "
           f"{later * 1e3:.2f} ms; time to the first result "
           f"{(t_compile + first) * 1e3:.0f} ms")

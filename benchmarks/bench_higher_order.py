@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 import flowgrad as fg
-from flowgrad import simplify
+from flowgrad.engine import simplify
 from flowgrad.autodiff import ancestors
 
 

@@ -28,7 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 import flowgrad as fg  # noqa: E402
-from flowgrad import codegen  # noqa: E402
+from flowgrad.engine import codegen  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from reference import logistic_loss_and_gradient  # noqa: E402

@@ -1,4 +1,4 @@
-"""Pointwise regions (flowgrad/regions.py): one numba loop per connected set of cheap
+"""Pointwise regions (flowgrad/engine/regions.py): one numba loop per connected set of cheap
 elementwise steps, against the same program's unfused numpy steps.
 
     .venv/bin/python benchmarks/bench_regions.py [--repeats 15]
@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 import flowgrad as fg
-from flowgrad import codegen
+from flowgrad.engine import codegen
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_peers import fmt, interleaved, pytensor, pytensor_tanh_derivative  # noqa: E402

@@ -16,16 +16,16 @@ from .leaves import constant, placeholder, variable  # noqa: F401
 from . import ops  # noqa: F401
 from .ops import *  # noqa: F401,F403  (every op of ops.__all__ is fg.NAME)
 from .autodiff import adjoints, grad, jvp, vjp  # noqa: F401
-from .scheduler import Program, compile, run  # noqa: F401
+from .engine.program import Program, compile, run  # noqa: F401
 from .tracing import Trace  # noqa: F401
 from .backends import get_backend, set_default_backend, to_numpy  # noqa: F401
 from .testing import check_grads  # noqa: F401
-from .progress import progress  # noqa: F401
-from . import optim  # noqa: F401
+from .training.progress import progress  # noqa: F401
+from .training import optim  # noqa: F401
 from .errors import OptimizerError  # noqa: F401
 from . import viz  # noqa: F401
-from .data import batches  # noqa: F401
-from .checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401
+from .training.data import batches  # noqa: F401
+from .training.checkpoint import CheckpointError, load_variables, save_variables  # noqa: F401
 from .higher_order import hessian, hvp, jacobian  # noqa: F401
 from . import worked_example  # noqa: F401  (the lecture notes' worked example as a graph)
 from .vectorize import vectorize  # noqa: F401  (issue 21: batching transform)
@@ -33,11 +33,11 @@ from .io import export_onnx, import_onnx, load_graph, save_graph  # noqa: F401
 from .ops.classification import argmax, one_hot  # noqa: F401
 from . import random  # noqa: F401  (fg.random.normal …: random draws as nodes)
 from . import nn  # noqa: F401  (layers, initialisers, dropout)
-from . import metrics  # noqa: F401
+from .training import metrics  # noqa: F401
 from .summary import summary  # noqa: F401
 from .audit import precision_audit  # noqa: F401  (float32 against float64, node by node)
-from .fit import Callback, EarlyStopping, History  # noqa: F401  (opt.fit's pieces)
-from .callbacks import ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN  # noqa: F401
+from .training.fit import Callback, EarlyStopping, History  # noqa: F401  (opt.fit's pieces)
+from .training.callbacks import ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN  # noqa: F401
 from .custom import custom_jvp, custom_vjp  # noqa: F401  (issue 21: your own rules)
 from . import custom_op as _custom_op  # noqa: F401,E402  (registers custom_call)
 from .remat import remat  # noqa: F401,E402  (issue 21: recompute in the backward pass)

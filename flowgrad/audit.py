@@ -99,7 +99,7 @@ def precision_audit(outputs, feed=None, dtype="float32", factor: float = 10.0) -
     """Run ``outputs`` (a node or a list) in ``dtype`` and in the graph's own precision on
     ``feed``, side by side, and report where the lower precision loses digits."""
     from .dtypes import as_dtype
-    from .scheduler import Program, _as_outputs
+    from .engine.program import Program, _as_outputs
     outs, _ = _as_outputs(outputs)
     low = as_dtype(dtype, "precision_audit")
     if low.kind not in "fc":
@@ -117,7 +117,7 @@ def precision_audit(outputs, feed=None, dtype="float32", factor: float = 10.0) -
 
 
 def _resolve_feed(graph, feed) -> dict:
-    from .feeds import resolve
+    from .engine.binding import resolve
     return {graph.node(nid): value for nid, value in resolve(graph, feed).items()}
 
 

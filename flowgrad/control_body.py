@@ -121,7 +121,7 @@ class Body:
             with self._lock:
                 made = self._programs.get(xp)
                 if made is None:
-                    from .scheduler import compile as fg_compile
+                    from .engine.program import compile as fg_compile
                     prog = fg_compile(self.outs, backend=_backend(xp))
                     every = self.params + self.cap_params
                     feeds = [(p.name, k) for k, p in enumerate(every)

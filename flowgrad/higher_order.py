@@ -238,7 +238,7 @@ class _Body:
 
     def run(self, xp, values):
         from .backends import _instances, get_backend
-        from .scheduler import Program
+        from .engine.program import Program
         backend = next((b for b in _instances.values() if b.xp is xp), None) or get_backend()
         prog = self._programs.get(backend)
         if prog is None:

@@ -97,6 +97,6 @@ def check_variable_value(node: Node, new):
         raise FeedError(f"variable {node.name!r} has dtype {node.dtype}; "
                         f"cannot assign a value of dtype {arr.dtype}")
     if arr.dtype != node.dtype and not np.can_cast(arr.dtype, node.dtype, "safe"):
-        from .feeds import narrowed     # 2**40 into int32: FeedError, never wrapped
+        from .engine.binding import narrowed     # 2**40 into int32: FeedError, never wrapped
         arr = narrowed(node, arr)
     return arr.astype(node.dtype, copy=False) if arr.dtype != node.dtype else arr

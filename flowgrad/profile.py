@@ -198,7 +198,7 @@ def _groups(prog, rows) -> list:
     from .engine import executors as _ex
     if prog.executor is not _ex.GENERATED:
         return []
-    from .codegen import fused_groups
+    from .engine.codegen import fused_groups
     out = []
     for kind, ks in fused_groups(prog.plan, prog.backend):
         out.append(ProfileGroup(kind, [rows[k].node for k in ks],

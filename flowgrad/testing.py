@@ -17,10 +17,10 @@ import numpy as np
 from .autodiff import ancestors, jvp, vjp
 from .backends import to_numpy
 from .errors import DifferentiationError, GradientCheckError
-from .feeds import resolve
+from .engine.binding import resolve
 from .graph import Node, same_graph
 from .leaves import _constant_in
-from .scheduler import Program
+from .engine.program import Program
 
 ENTRYWISE_MAX = 64  # inputs up to this size are checked one entry at a time
 MODES_RTOL = 1e-7   # forward against reverse mode: both exact, so a tight tolerance

@@ -56,7 +56,7 @@ def vectorize(outputs, mapping):
 
 def _lengths_checked(graph, outs, pairs):
     """With a run-time batch length, numpy would broadcast a batch of 1 against a batch
-    of n without a word wherever the feed's length checks (flowgrad/lengths.py) do not
+    of n without a word wherever the feed's length checks (flowgrad/engine/lengths.py) do not
     tie the two: the mapped values' lengths are compared on every run instead. A column
     of zeros per value is concatenated side by side (which fails unless every value has
     the same length), and the smallest value the outputs read is routed through a

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
-from flowgrad import codegen, fusion, numpy_kernels
+from flowgrad.engine import codegen, fusion, numpy_kernels
 from flowgrad.ops.base import REGISTRY
 
 EDGES = [np.inf, -np.inf, 0.0, -0.0, 1e300, -1e300, 3e38, -3e38, 40.0, -40.0, 1.0, -1.0,

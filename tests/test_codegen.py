@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
-from flowgrad import codegen
+from flowgrad.engine import codegen
 from flowgrad.ops.base import REGISTRY, apply
 from flowgrad.ops.scalar_kernels import KERNELS
 from op_cases import CASES
@@ -256,7 +256,7 @@ def test_scalar_chain_of_300_steps():
 
 
 def test_long_scalar_plans_compile_on_first_call_and_keep_their_values(monkeypatch):
-    from flowgrad import scalar_plan
+    from flowgrad.engine import scalar_plan
     monkeypatch.setattr(scalar_plan, "LAZY_LINES", 50)  # 40 × 12 steps: lazy
     with fg.Graph():
         x = fg.placeholder("x")
@@ -362,7 +362,7 @@ def _allclose(got, want):
 
 
 def test_fused_chains_on_numpy_match_interpreter(monkeypatch):
-    from flowgrad import fusion
+    from flowgrad.engine import fusion
     monkeypatch.setattr(codegen, "REGIONS", False)    # numexpr's own path (regions: test_regions)
     monkeypatch.setattr(fusion, "NUMEXPR_MIN", 32768)   # keeps the arrays small
     gen, ref, feed = _logistic(40_000, 3)          # operands above NUMEXPR_MIN: numexpr runs
@@ -376,7 +376,7 @@ def test_fused_chains_on_numpy_match_interpreter(monkeypatch):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_random_fused_graphs_match_interpreter(seed, monkeypatch):
-    from flowgrad import fusion
+    from flowgrad.engine import fusion
     monkeypatch.setattr(codegen, "REGIONS", False)    # numexpr's own path (regions: test_regions)
     monkeypatch.setattr(fusion, "NUMEXPR_MIN", 0)   # numexpr on every size
     rng = np.random.default_rng(seed)
@@ -444,7 +444,7 @@ def test_a_failing_step_in_generated_code_names_its_node():
 
 
 def test_static_shapes_choose_the_fused_kernel_at_compile_time(monkeypatch):
-    from flowgrad import fusion
+    from flowgrad.engine import fusion
     monkeypatch.setattr(codegen, "REGIONS", False)    # numexpr's own path (regions: test_regions)
     monkeypatch.setattr(fusion, "NUMEXPR_MIN", 32768)   # keeps the arrays small
     rng = np.random.default_rng(5)

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import example, given, settings, HealthCheck
 
 import flowgrad as fg
-from flowgrad import simplify as simp_mod
-from flowgrad.simplify import simplify
+from flowgrad.engine import simplify as simp_mod
+from flowgrad.engine.simplify import simplify
 from flowgrad.engine import FlatSteps, verify
 from flowgrad.engine.executors.interp import instructions
 from random_graphs import build, programs
@@ -238,7 +238,7 @@ def test_the_slot_map_is_complete_for_every_reader():
 @pytest.fixture
 def flat_plans(monkeypatch):
     """Every plan stored flat, whatever its size."""
-    from flowgrad import scheduler
+    from flowgrad.engine import program as scheduler
     monkeypatch.setattr(scheduler, "FLAT_STEPS", 0)
     return scheduler
 
@@ -251,7 +251,7 @@ def flat_plans(monkeypatch):
 def test_flat_plans_read_as_the_tuple_plans(program):
     """A flat plan reads (index, iteration, slices) as the very tuples of the list plan;
     it builds the reference plan and runs to the same values, on either loop."""
-    from flowgrad import scheduler
+    from flowgrad.engine import program as scheduler
     g, xs, outs, arrays = build(program)
     feed = {f"p{i}": a for i, a in enumerate(arrays)}
     with g:
@@ -342,7 +342,8 @@ def test_graph_ancestors_match_a_depth_first_search(seed):
                 nodes.append(fg.sin(a))
             else:
                 nodes.append(a * nodes[int(rng.integers(len(nodes)))])
-    from flowgrad import autodiff, scheduler
+    from flowgrad import autodiff
+    from flowgrad.engine import program as scheduler
     for _ in range(20):
         outs = [nodes[int(rng.integers(len(nodes)))] for _ in range(int(rng.integers(1, 4)))]
         want = ancestors(outs)

@@ -120,7 +120,7 @@ def test_a_sub_plan_in_attrs_is_printed_indented_and_verified():
 
 
 def test_flat_steps_read_as_the_same_records(monkeypatch):
-    from flowgrad import scheduler
+    from flowgrad.engine import program as scheduler
     with fg.Graph():
         x = fg.placeholder("x", shape=(3,))
         y = fg.sum(fg.stack([x, fg.exp(x), x * x]) * 2.0)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import flowgrad as fg
-from flowgrad import codegen, scheduler
+from flowgrad.engine import codegen, program as scheduler
 from flowgrad.engine import executors as ex
 from flowgrad.engine.lockstep import compare
 from flowgrad.ops import scalar_kernels

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import flowgrad as fg
-from flowgrad import codegen
+from flowgrad.engine import codegen
 from flowgrad.engine.feeds import FeedSpec
 
 

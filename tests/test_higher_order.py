@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
-from flowgrad import simplify
+from flowgrad.engine import simplify
 from flowgrad.autodiff import ancestors
 
 

@@ -1,4 +1,4 @@
-"""Run-time length rules of issue 21/22's ops (flowgrad/lengths.py).
+"""Run-time length rules of issue 21/22's ops (flowgrad/engine/lengths.py).
 
 Each case builds a program whose ``None`` lengths must agree through one of the new ops,
 runs it with agreeing lengths (checked against numpy), then feeds the first bad length
@@ -213,14 +213,14 @@ TIES_NOTHING = {"l2", "reduced_size", "concat_offsets", "basis_map"}
 def test_every_registered_op_has_a_length_rule():
     # a new op without a rule lets a mismatched feed through to numpy (issue 22's ops had
     # none): this fails until it has one, or is listed above with its reason
-    from flowgrad.lengths import RULES
+    from flowgrad.engine.lengths import RULES
     from flowgrad.ops.base import REGISTRY
     # only flowgrad's own ops: other tests register user ops (fg.custom_op …) in the same
     # process, and those take the user-op rule, not a table entry
     own = {name for name, op in REGISTRY.items()
            if getattr(op, "__module__", "").startswith("flowgrad.")}
     missing = sorted(own - set(RULES) - TIES_NOTHING)
-    assert not missing, f"ops without a run-time length rule (flowgrad/lengths.py): {missing}"
+    assert not missing, f"ops without a run-time length rule (flowgrad/engine/lengths.py): {missing}"
 
 
 def test_reshape_ties_only_a_length_it_determines():
@@ -236,7 +236,7 @@ def test_reshape_ties_only_a_length_it_determines():
 
 def _link_shapes(graph, vals, nid):
     """Each link of node ``nid``'s rule as (length, length) from the computed values."""
-    from flowgrad.lengths import RULES
+    from flowgrad.engine.lengths import RULES
     d = graph.nx.nodes[nid]
     ins = d["inputs"]
     rule = RULES.get(d["op"].name) if d["op"] is not None else None

@@ -98,7 +98,7 @@ def test_walkthrough_plays_inline_and_saves(tmp_path):
 
 def test_progress_picks_a_bar_that_works_without_widgets():
     import importlib.util
-    progress = sys.modules["flowgrad.progress"]
+    progress = sys.modules["flowgrad.training.progress"]
     has_widgets = importlib.util.find_spec("ipywidgets") is not None
     if has_widgets:
         from tqdm.auto import tqdm

@@ -1,11 +1,11 @@
-"""The lean numpy kernels (flowgrad/numpy_kernels.py), mse's shared residual and the
+"""The lean numpy kernels (flowgrad/engine/numpy_kernels.py), mse's shared residual and the
 generated binder give the generic kernels' and the interpreter's results bit for bit,
 with the same types; linear regression's derivatives stay exact."""
 import numpy as np
 import pytest
 
 import flowgrad as fg
-from flowgrad import codegen, numpy_kernels
+from flowgrad.engine import codegen, numpy_kernels
 from flowgrad.ops.base import REGISTRY
 
 rng = np.random.default_rng(12)

@@ -5,7 +5,7 @@ import pytest
 
 import flowgrad as fg
 from flowgrad.autodiff import ancestors
-from flowgrad.simplify import simplify
+from flowgrad.engine.simplify import simplify
 from opcheck import check_op
 
 rng = np.random.default_rng(3)

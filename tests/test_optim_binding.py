@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
-from flowgrad import optim
+from flowgrad.training import optim
 
 
 def model(w0=(1.0, -2.0), b0=0.5):

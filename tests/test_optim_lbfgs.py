@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
-from flowgrad import lbfgs
+from flowgrad.training import lbfgs
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 

@@ -1,4 +1,4 @@
-"""The region loops' disk cache (flowgrad/region_cache.py) trusts only what no other user
+"""The region loops' disk cache (flowgrad/engine/region_cache.py) trusts only what no other user
 can have written: planted files never run, foreign or loose files are not loaded, the
 directories are made 0700, a refused directory is said once, and a broken entry is
 rebuilt with a warning — with results bit-identical to the reference every time."""
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
-from flowgrad import region_cache, region_kernels, regions
+from flowgrad.engine import region_cache, region_kernels, regions
 
 OTHER_UID = 12345
 

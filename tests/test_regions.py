@@ -1,4 +1,4 @@
-"""Pointwise regions (flowgrad/regions.py): one numba loop per connected set of cheap
+"""Pointwise regions (flowgrad/engine/regions.py): one numba loop per connected set of cheap
 elementwise steps. Every loop op is exact IEEE arithmetic, a comparison or a selection,
 so generated code with regions must equal the reference interpreter (``codegen=False``)
 **bit for bit**, op by op (float64 and float32, edge values) and on random graphs.
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import flowgrad as fg
-from flowgrad import codegen, region_kernels, regions
+from flowgrad.engine import codegen, region_kernels, regions
 from flowgrad.ops.base import REGISTRY, apply
 
 EDGES = np.array([0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 3.0, np.inf, -np.inf, np.nan, 1e308,

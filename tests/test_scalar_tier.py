@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
-from flowgrad import codegen, scalar_plan, scalar_tier
+from flowgrad.engine import codegen, scalar_plan, scalar_tier
 from test_codegen import _BINARY, _EDGE, _SCALAR_OPS, _UNARY, _random_graph, scalar_op_outputs
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
-from flowgrad import regions
+from flowgrad.engine import regions
 from flowgrad.backends.dask_backend import DaskBackend
 
 needs_numba = pytest.mark.skipif(not regions.available(), reason="numba is not installed")
@@ -149,7 +149,7 @@ def _region_programs(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("corrupt", [False, True], ids=["cache-ok", "cache-corrupt"])
 def test_first_and_later_calls_agree_bit_for_bit_with_the_reference(dtype, corrupt, monkeypatch):
-    from flowgrad import region_kernels
+    from flowgrad.engine import region_kernels
     monkeypatch.setattr(region_kernels, "_compiled", {})   # the first call: numpy steps
     if corrupt:        # an unreadable cache entry: every call runs the steps' fallback
         def broken(source, key):
@@ -175,7 +175,7 @@ def _fpe_cases():
     """(name, call, reference call, the error kind) — a numba region (x / y at y = 0), a
     numexpr chain (a large exp overflow), the scalar path (s / (s − 1) at s = 1), the
     interpreter, the checked loop, and an optimizer's step (its own dispatch)."""
-    from flowgrad import fusion
+    from flowgrad.engine import fusion
     n = fusion.NUMEXPR_MIN
     with fg.Graph():
         x = fg.placeholder("x", (1000,))
@@ -229,7 +229,7 @@ def test_errstate_raise_holds_on_every_call(case):
 @pytest.mark.parametrize("regions_on", [True, False], ids=["regions", "numexpr-only"])
 @pytest.mark.parametrize("static", [True, False], ids=["static", "None-length"])
 def test_division_by_a_literal_zero_at_every_size(regions_on, static, monkeypatch):
-    from flowgrad import codegen, fusion
+    from flowgrad.engine import codegen, fusion
     monkeypatch.setattr(codegen, "REGIONS", regions_on)
     n0 = fusion.NUMEXPR_MIN
     for n in (n0 - 1, n0, n0 + 1):   # straddling numexpr's threshold
@@ -268,7 +268,7 @@ def _same_bits(got, want):
 
 
 def _unsimplified(outs, feed):
-    from flowgrad import simplify
+    from flowgrad.engine import simplify
     with simplify.disabled():
         ref = fg.compile(outs, codegen=False)
     return ref(feed)
@@ -329,7 +329,7 @@ def test_documented_exceptions_differ_only_as_documented():
 
 @pytest.mark.parametrize("lazy", [False, True], ids=["generated", "first-call loop"])
 def test_scalar_path_signed_zeros_equal_numpy(lazy, monkeypatch):
-    from flowgrad import scalar_plan
+    from flowgrad.engine import scalar_plan
     if lazy:     # the long-plan path: its first call is scalar_tier's loop
         monkeypatch.setattr(scalar_plan, "LAZY_LINES", 0)
     with fg.Graph():
@@ -461,7 +461,7 @@ def test_a_symbolic_zero_never_makes_a_users_zero_signless():
 
 @needs_numba
 def test_a_loop_that_cannot_be_compiled_says_so_once(monkeypatch):
-    from flowgrad import region_kernels
+    from flowgrad.engine import region_kernels
     monkeypatch.setattr(regions, "_WARNED", [])
     monkeypatch.setattr(region_kernels, "_compiled", {})
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
-from flowgrad import simplify
+from flowgrad.engine import simplify
 
 
 def both(outputs, feed):

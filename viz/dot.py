@@ -77,7 +77,7 @@ class _Scene:
     """The nodes to draw and the numbers known about them."""
 
     def __init__(self, what, loss, wrt, backward, highlight=None):
-        from flowgrad.scheduler import Program
+        from flowgrad.engine.program import Program
         from flowgrad.tracing import Trace
         if isinstance(what, Program):      # its structure: the outputs and what they need
             what = list(what.outputs)

@@ -25,7 +25,7 @@ import numpy as np
 
 from flowgrad.autodiff import ancestors
 from flowgrad.ops.base import REGISTRY
-from flowgrad.simplify import simplify
+from flowgrad.engine.simplify import simplify
 
 __all__ = ["formula", "Formula"]
 

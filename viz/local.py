@@ -75,7 +75,7 @@ def edge_terms(trace, edges, mode="one") -> dict:
     rule(g, ...), with g = 1 (``mode="one"``) or g = v̄_j (``mode="adjoint"``).
     Edges with no differentiable rule are left out."""
     from flowgrad.ops import add
-    from flowgrad.scheduler import Program
+    from flowgrad.engine.program import Program
     scratch = _Scratch(trace)
     g_of = {}
     built = {}

@@ -18,7 +18,7 @@ MAX_LISTED = 40
 def _what(obj):
     """(the thing ``draw`` takes, its nodes in order) for a Graph, Program or Trace."""
     from flowgrad.graph import Graph
-    from flowgrad.scheduler import Program
+    from flowgrad.engine.program import Program
     from flowgrad.tracing import Trace
     if isinstance(obj, Trace):
         return obj, obj.nodes

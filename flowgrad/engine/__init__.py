@@ -1,13 +1,18 @@
-"""The engine: the declared plan a compile emits, and the executors that run it.
+"""The engine: from outputs to a compiled program, and the executors that run it.
 
-``plan.py`` holds the records (``Step``, ``Plan``), the verifier and the printer;
-``executors/`` one module per way of running a plan, behind one interface
+``program.py`` is ``compile`` and ``Program`` (prune, order, simplify, plan, bind, pick an
+executor); ``simplify.py`` the plan's rewrite rules (a table) and CSE; ``lengths.py`` the
+run-time length symbols and their checks; ``binding.py`` turns feeds into checked arrays;
+``plan.py`` holds the declared records (``Step``, ``Plan``), the verifier and the
+printer; ``executors/`` one module per way of running a plan, behind one interface
 (``accepts(plan, backend)``, ``build(plan, backend)``); ``lockstep.py`` runs one
 executor beside the reference interpreter (``fg.compile(..., verify=True)``);
 ``feeds.py`` declares a program's feeds once (``FeedSpec``), rendered as the reference
-check and as the generated binder. The compile itself (flowgrad/scheduler.py),
-simplify, lengths, the feed conversions and the generated-code modules move here when
-the other branches of this wave have landed.
+check and as the generated binder. The generated executors are written by
+``codegen.py`` with ``fusion.py`` (numexpr chains), ``regions.py``,
+``region_kernels.py`` and ``region_cache.py`` (numba loops and their on-disk cache),
+``numpy_kernels.py`` (numpy-specialised kernels), ``scalar_plan.py`` and
+``scalar_tier.py`` (the scalar path on Python floats).
 """
 from .plan import FLAT_STEPS, FlatSteps, Plan, PlanError, Step, format_plan, verify
 

@@ -3,12 +3,12 @@ lengths) and variables, declared once and rendered two ways.
 
 - the **reference**: ``FeedSpec.plain(leaf, value)`` (is a feed the plain kind the fast
   path may take as it is, and what is bound) and ``FeedSpec.check_lengths(vals)`` (the
-  run-time lengths that must agree: flowgrad/lengths.py's LengthCheck);
-- the **generated binder** (flowgrad/codegen.py's ``fast_binder``): the same tests as
+  run-time lengths that must agree: flowgrad/engine/lengths.py's LengthCheck);
+- the **generated binder** (flowgrad/engine/codegen.py's ``fast_binder``): the same tests as
   source lines, ``plain_source`` and ``lengths_source``.
 
 A generated binder accepts only plain feeds and hands any other call to the general
-binder (``Program.bind``: flowgrad/feeds.py's conversions and messages); where it
+binder (``Program.bind``: flowgrad/engine/binding.py's conversions and messages); where it
 accepts, it must bind what the reference binds, and where lengths disagree it must
 raise the reference's FeedError. tests/test_feed_spec.py cross-checks the two
 renderings on fuzzed feeds (a length check tested through one copy only let two

@@ -102,7 +102,7 @@ def _disagreement(prog, ex, ulps, k, args, kwargs, why, got, want):
 
 
 def _first_difference(prog, ulps, args, kwargs):
-    from ..scheduler import Program       # (the façade: one program a node)
+    from .program import Program       # (the façade: one program a node)
     g = prog.graph
     # (verify=False: a program made here never verifies, nor searches, in turn)
     ref = Program(prog.outputs, prog.backend, keep_all=True, verify=False)

@@ -15,7 +15,7 @@ import numpy as np
 from flowgrad.backends import get_backend
 from flowgrad.errors import FeedError
 
-from .. import feeds
+from ..engine import binding as feeds
 
 
 @dataclass

@@ -3,7 +3,7 @@
 - ``interp``: the reference interpreter, and its form over a flat plan's columns;
 - ``checked``: the interpreter testing every value for NaN/Inf (flowgrad/numerics.py);
 - ``generated``: the plan as one generated Python function over arrays (with numexpr
-  chains and numba regions inside: flowgrad/codegen.py, fusion.py, regions.py), and
+  chains and numba regions inside: flowgrad/engine/codegen.py, fusion.py, regions.py), and
   its scalar variant on Python floats with its warm-up loop (scalar_plan.py,
   scalar_tier.py);
 - ``profile``: the interpreter with a clock read around each step (``Program.profile``).

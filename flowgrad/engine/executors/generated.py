@@ -1,7 +1,7 @@
 """Generated code as executors: the plan as one Python function over arrays
-(flowgrad/codegen.py, with numexpr chains and numba regions inside), and its scalar
-variant on Python floats (flowgrad/scalar_plan.py; the first calls of a long plan run
-its warm-up loop, flowgrad/scalar_tier.py).
+(flowgrad/engine/codegen.py, with numexpr chains and numba regions inside), and its scalar
+variant on Python floats (flowgrad/engine/scalar_plan.py; the first calls of a long plan run
+its warm-up loop, flowgrad/engine/scalar_tier.py).
 
 Promises, checked by lockstep verify mode against the reference interpreter:
 
@@ -37,7 +37,7 @@ class Generated:
         return self.ulps if program.generated.array_fn.fused else 0
 
     def build(self, plan, backend):
-        from ... import codegen
+        from .. import codegen
         fn = codegen.Generated(plan, backend, codegen.constants(plan)).array_fn
         outs = plan.outputs
 
@@ -59,13 +59,13 @@ class Scalar:
         return self.ulps
 
     def accepts(self, plan, backend) -> bool:
-        from ...scalar_plan import qualifies
+        from ..scalar_plan import qualifies
         return backend.scalar_floats and len(plan.steps) <= FLAT_STEPS and \
             qualifies(plan)
 
     def build(self, plan, backend):
-        from ... import codegen
-        from ...scalar_plan import build_for_plan
+        from .. import codegen
+        from ..scalar_plan import build_for_plan
         consts = codegen.constants(plan)
         sc = build_for_plan(plan, consts)
         arrays = GENERATED.build(plan, backend)

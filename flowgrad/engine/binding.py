@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends.base import host
-from .errors import FeedError
-from .graph import Node
+from ..backends.base import host
+from ..errors import FeedError
+from ..graph import Node
 
 
 def collect(args, kwargs) -> dict:

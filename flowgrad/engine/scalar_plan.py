@@ -14,8 +14,8 @@ from operator import countOf, is_, itemgetter
 import numpy as np
 
 from . import scalar_tier as _tier
-from .ops.scalar_kernels import ARRAY_RESULT, KERNELS, bind, origin
-from .engine.plan import node_table
+from ..ops.scalar_kernels import ARRAY_RESULT, KERNELS, bind, origin
+from .plan import node_table
 
 _BOOL, _F64 = np.dtype(bool), np.dtype(np.float64)
 _shape, _dtype = itemgetter("shape"), itemgetter("dtype")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine.plan import node_table
+from .plan import node_table
 
 NUMEXPR_MIN = 1 << 19    # below ~5·10⁵ entries numexpr lost to unfused numpy (RESULTS.md)
 MAX_CHAIN = 24          # ops per fused expression (keeps numexpr's parser off deep nesting)

@@ -11,15 +11,15 @@ out of place: a value read from ``w.value`` earlier is never mutated, and the st
 dask computes new values and state once per step, into numpy). A step is atomic
 and holds the optimizer's lock (see :class:`Optimizer`). The learning rate is a number or a *schedule*: any callable of the iteration
 number ``k = 0, 1, 2, ...`` (the number of steps taken before this one; see
-flowgrad/schedules.py). The update rules (each ``torch.optim``'s formula) are in
-flowgrad/optim_rules.py, what the step does to gradients first (clipping, the
-finiteness check) in flowgrad/optim_grads.py, L-BFGS in flowgrad/lbfgs.py.
+flowgrad/training/schedules.py). The update rules (each ``torch.optim``'s formula) are in
+flowgrad/training/optim_rules.py, what the step does to gradients first (clipping, the
+finiteness check) in flowgrad/training/optim_grads.py, L-BFGS in flowgrad/training/lbfgs.py.
 
 A step costs little beyond the program itself: the check of the program's outputs
 runs once per program (the verdict is cached, weakly, with what a step needs to know
 of the program), the built-in updates of 0-d float64 variables run on Python
 floats, to the same bits as on 0-d arrays, and SGD on numpy runs its updates and
-commit as one function written out for the program's variables (flowgrad/optim_sgd.py).
+commit as one function written out for the program's variables (flowgrad/training/optim_sgd.py).
 
     opt = fg.optim.Adam([w, b], lr=fg.optim.exponential_decay(1e-2, 0.5, every=100))
 """
@@ -34,13 +34,13 @@ import weakref
 import numpy as np
 
 from . import optim_grads
-from .autodiff import grad, is_gradient
-from .backends import get_backend
-from .errors import GraphError, NumericsError, OptimizerError
-from .graph import Node, same_graph
-from .numerics import ANOMALY as _anomaly
+from ..autodiff import grad, is_gradient
+from ..backends import get_backend
+from ..errors import GraphError, NumericsError, OptimizerError
+from ..graph import Node, same_graph
+from ..numerics import ANOMALY as _anomaly
 from .optim_sgd import sgd_function
-from .scheduler import Program
+from ..engine.program import Program
 from .schedules import cosine_decay, exponential_decay, step_decay, warmup_cosine  # noqa: F401
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad", "LBFGS",
@@ -367,7 +367,7 @@ class Optimizer:
 
     def fit(self, loss: Node, data: dict, epochs: int = 1, batch_size=32, **options):
         """Train on ``data`` ({placeholder: array}) for ``epochs`` of shuffled mini-batches;
-        returns a :class:`flowgrad.fit.History`. Options: ``val`` (feeds evaluated after
+        returns a :class:`flowgrad.training.fit.History`. Options: ``val`` (feeds evaluated after
         each epoch), ``metrics`` ({name: scalar node}), ``callbacks`` (``EarlyStopping``,
         ``ModelCheckpoint``, ``ReduceLROnPlateau`` …), ``training`` (a boolean placeholder
         fed True, and False for validation), ``shuffle``, ``seed``, ``backend``,
@@ -375,7 +375,7 @@ class Optimizer:
         ±inf loss or gradient is a NumericsError naming the epoch and batch, raised
         before that step writes anything). The programs are made once per loss, metrics
         and backend (``training_program``), so calling fit again adds nothing to the
-        graph. See flowgrad/fit.py."""
+        graph. See flowgrad/training/fit.py."""
         from .fit import fit
         return fit(self, loss, data, epochs=epochs, batch_size=batch_size, **options)
 
@@ -389,7 +389,7 @@ class Optimizer:
         raise NotImplementedError
 
     def __repr__(self):
-        return f"<flowgrad.optim.{type(self).__name__} {self._names()} after {self.iterations} steps>"
+        return f"<flowgrad.training.optim.{type(self).__name__} {self._names()} after {self.iterations} steps>"
 
 
 class _Binding:

@@ -42,10 +42,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .backends import to_numpy
-from .errors import FlowgradError
-from .graph import Graph, Node
-from .userfiles import write_atomically
+from ..backends import to_numpy
+from ..errors import FlowgradError
+from ..graph import Graph, Node
+from ..userfiles import write_atomically
 
 __all__ = ["CheckpointError", "save_variables", "load_variables", "LOAD_RATIO"]
 

@@ -37,13 +37,13 @@ from operator import is_not
 
 import numpy as np
 
-from .engine.executors.base import raise_step_error
-from .engine.plan import FLAT_STEPS, node_table
-from .graph import Node
+from .executors.base import raise_step_error
+from .plan import FLAT_STEPS, node_table
+from ..graph import Node
 from . import fusion as _fusion
 
 MAX_STEPS = FLAT_STEPS   # beyond this, Python's compiler is slower than the interpreter loop
-FUSE = True           # elementwise fusion (flowgrad/fusion.py) in the array function
+FUSE = True           # elementwise fusion (flowgrad/engine/fusion.py) in the array function
 
 _INLINE = {operator.add: "{} + {}", operator.sub: "{} - {}", operator.mul: "{} * {}",
            operator.truediv: "{} / {}", operator.neg: "-{}", operator.pow: "{} ** {}"}
@@ -256,7 +256,7 @@ def _lean_kernels(plan, backend):
     """{step: numpy kernel} replacing generic kernels that are slow on small arrays,
     {mse step: (later step computing the same y − t, the mse's kernel of that residual)}
     and {bce step: (later σ step of the same z, kernel of both)}
-    (flowgrad/numpy_kernels.py)."""
+    (flowgrad/engine/numpy_kernels.py)."""
     from .numpy_kernels import kernel, shared_exps, shared_residuals
     if not backend.lean_kernels:
         return {}, {}, {}
@@ -319,7 +319,7 @@ def _chains(plan, backend, exclude=frozenset()):
     return {}, {}
 
 
-REGIONS = True        # pointwise regions as numba loops (flowgrad/regions.py) when numba is there
+REGIONS = True        # pointwise regions as numba loops (flowgrad/engine/regions.py) when numba is there
 
 
 def _regions(plan, backend):
@@ -630,7 +630,7 @@ def scalar_binder(prog, leaves):
 
 def make_caller(prog, gen):
     """``call(args, kwargs)``: Program.__call__ through the generated code."""
-    from .backends.base import Backend
+    from ..backends.base import Backend
     bind, single, reference = prog.bind, prog.single, prog.reference_call
     quiet = QUIET
     finish = prog.backend.finish

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FeedError
+from ..errors import FeedError
 
 # -- what each op ties together -----------------------------------------------------------
 # A rule gets (node shape, input shapes, attrs) and yields pairs (input index, input axis,

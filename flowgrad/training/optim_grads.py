@@ -1,6 +1,6 @@
 """What an optimizer's step does to the gradients before its update rule sees them:
 the finiteness check (``check_finite``) and gradient clipping (``clipnorm``,
-``clipvalue``, ``global_clipnorm``). Package-internal; ``flowgrad.optim`` calls these
+``clipvalue``, ``global_clipnorm``). Package-internal; ``flowgrad.training.optim`` calls these
 inside its atomic step, on the backend's arrays (``xp`` is the backend's namespace).
 
 Clipping follows ``torch.nn.utils``: ``clip_grad_norm_`` scales by

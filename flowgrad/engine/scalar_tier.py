@@ -2,7 +2,7 @@
 
 Writing and compiling the scalar function of a 20k-step plan costs ~10 µs a step
 (~250 ms), far more than one run of it, and many programs are called once or a few
-times. So the first ``WARM_CALLS`` calls of a long plan (flowgrad/scalar_plan.py's
+times. So the first ``WARM_CALLS`` calls of a long plan (flowgrad/engine/scalar_plan.py's
 stand-in) run here instead: a loop over the plan's steps calling the same scalar
 kernels on Python floats — each format pattern of ``ops/scalar_kernels.py`` made
 into one small function, once per pattern and arity — and the source is written and
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops.scalar_kernels import ARRAY_RESULT, KERNELS, WithAttrs, bind, origin
+from ..ops.scalar_kernels import ARRAY_RESULT, KERNELS, WithAttrs, bind, origin
 
 WARM_CALLS = 1       # calls run here before the source is written and compiled
 

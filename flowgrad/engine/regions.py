@@ -39,8 +39,8 @@ import warnings
 
 import numpy as np
 
-from .engine.plan import node_table
-from .ops.scalar_kernels import KERNELS
+from .plan import node_table
+from ..ops.scalar_kernels import KERNELS
 
 MIN_SIZE = 64      # entries; below it numba's ~0.5 µs dispatch eats the gain (RESULTS.md)
 MIN_STEPS = 2      # one numpy call is as fast as one numba call
@@ -277,7 +277,7 @@ def _source(plan, steps, operands, exports, consts, dtype):
     # numba's disk cache checks only this module's file: naming the helpers' source in
     # it makes a changed scalar kernel a new module (a new key), never a stale load
     lines = [f"# scalar kernels {_helpers_fingerprint()}", "import math", "import numpy as np"]
-    lines += [f"from flowgrad.region_kernels import jit{h} as _k{h}" for h in sorted(helpers)]
+    lines += [f"from flowgrad.engine.region_kernels import jit{h} as _k{h}" for h in sorted(helpers)]
     lines += [f"T = {T}"] + head + ["", "", f"def kernel({args}):",
                                     "    shape = a0.shape"]
     n_full = sum(1 for s in operands if data[kept[s]]["shape"])
@@ -311,7 +311,7 @@ _FINGERPRINT = []
 
 def _helpers_fingerprint():
     if not _FINGERPRINT:
-        from .ops import scalar_kernels
+        from ..ops import scalar_kernels
         with open(scalar_kernels.__file__, "rb") as f:
             _FINGERPRINT.append(hashlib.sha1(f.read()).hexdigest()[:16])
     return _FINGERPRINT[0]
@@ -341,7 +341,7 @@ WARM_CALLS = 1   # calls a program makes on the numpy steps before its loops are
 
 
 def _compiled_already(source):
-    rk = sys.modules.get("flowgrad.region_kernels")     # loaded: numba is imported
+    rk = sys.modules.get("flowgrad.engine.region_kernels")     # loaded: numba is imported
     return rk is not None and source in rk._compiled
 
 

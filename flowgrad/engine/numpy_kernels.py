@@ -258,7 +258,7 @@ def bce_and_sigmoid(reduction):
     ``bce_and_sigmoid`` (``bce_of`` and ops/nn.py's ``sigmoid_of``, the two ops' kernels
     after their exp), so the same bits. Written out of place: reusing the temporaries
     in place (``exp(e, out=e)`` …) measured 25 % slower on 10⁵ entries here."""
-    from .ops.losses import bce_and_sigmoid as shared
+    from ..ops.losses import bce_and_sigmoid as shared
 
     def k(z, t):
         return shared(np, z, t, reduction)
@@ -267,7 +267,7 @@ def bce_and_sigmoid(reduction):
 
 def softplus_and_sigmoid():
     """``(softplus(x), σ(x))`` from one exp(−|x|) (ops/nn.py's, as for bce)."""
-    from .ops.nn import softplus_and_sigmoid as shared
+    from ..ops.nn import softplus_and_sigmoid as shared
 
     def k(x):
         return shared(np, x)

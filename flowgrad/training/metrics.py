@@ -7,10 +7,10 @@ Build them next to the loss and hand them to ``opt.fit(…, metrics={"acc": acc}
 """
 from __future__ import annotations
 
-from .ops.base import as_node, shape_error
-from .ops.classification import argmax
-from .ops.elementwise import equal, greater, where
-from .ops.reductions import mean
+from ..ops.base import as_node, shape_error
+from ..ops.classification import argmax
+from ..ops.elementwise import equal, greater, where
+from ..ops.reductions import mean
 
 __all__ = ["accuracy"]
 

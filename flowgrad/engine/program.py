@@ -19,7 +19,7 @@ and for generated array code, on the first fallback or error for a program that 
 generated scalar code.
 
 Reliability costs nothing on the hot path: run-time lengths are checked by a list
-compiled once (flowgrad.lengths), a failing kernel is found from the loop's state
+compiled once (flowgrad.engine.lengths), a failing kernel is found from the loop's state
 after the exception (one try around the loop), and NaN/Inf checking runs a separate
 loop (flowgrad.numerics). Outputs are copied only where they would alias storage the
 caller or the graph owns (a fed array, a variable, a constant, a view of one of these
@@ -32,20 +32,20 @@ from array import array
 from collections.abc import Mapping
 from operator import itemgetter
 
-from .autodiff import ancestors
-from .backends import get_backend
-from .backends.base import Backend
-from .errors import BackendError, FeedError, UsageError
-from .graph import Node, gc_paused, same_graph
+from ..autodiff import ancestors
+from ..backends import get_backend
+from ..backends.base import Backend
+from ..errors import BackendError, FeedError, UsageError
+from ..graph import Node, gc_paused, same_graph
 from .simplify import simplify
-from .engine import executors as _executors
-from .engine import lockstep as _lockstep
-from .engine import plan as _plan
-from .engine.feeds import FeedSpec
-from .engine.plan import FLAT_STEPS, FlatSteps, LazySteps, Plan, Step, node_table
-from . import feeds as _feeds
+from . import executors as _executors
+from . import lockstep as _lockstep
+from . import plan as _plan
+from .feeds import FeedSpec
+from .plan import FLAT_STEPS, FlatSteps, LazySteps, Plan, Step, node_table
+from . import binding as _feeds
 from . import lengths as _lengths
-from .numerics import ANOMALY as _anomaly
+from ..numerics import ANOMALY as _anomaly
 from . import codegen as _codegen
 
 
@@ -301,7 +301,7 @@ class Program:
         self._pick_executor()
 
     def _pick_executor(self):
-        """The executor, chosen once: generated code (flowgrad/codegen.py) where it
+        """The executor, chosen once: generated code (flowgrad/engine/codegen.py) where it
         accepts the plan, else the interpreter (flat for large plans)."""
         accepted = self._codegen and _executors.GENERATED.accepts(self.plan, self.backend)
         self._generated = _codegen.generate(self) if accepted else None
@@ -315,7 +315,7 @@ class Program:
 
     @property
     def generated(self):
-        """The program's generated code (flowgrad/codegen.py's Generated), or None."""
+        """The program's generated code (flowgrad/engine/codegen.py's Generated), or None."""
         return self._generated
 
     def _materialize(self):
@@ -419,7 +419,7 @@ class Program:
         Every keyword is a feed: ``self`` is positional-only, so a placeholder named
         ``self`` (or anything else) can be fed by keyword too."""
         if self._call is not None and not (self.check_numerics or _anomaly.on):
-            return self._call(args, kwargs)          # generated code (flowgrad/codegen.py)
+            return self._call(args, kwargs)          # generated code (flowgrad/engine/codegen.py)
         return self.reference_call(args, kwargs)
 
     def call(self, args, kwargs):
@@ -449,7 +449,7 @@ class Program:
         then ``repeat`` calls on the profiling interpreter. A ``Profile``
         (flowgrad/profile.py): ``rows`` slowest first (op, calls, seconds, share),
         ``wall``, ``groups`` (what generated code fuses), ``result``, ``table()``."""
-        from .profile import profile
+        from ..profile import profile
         return profile(self, args, kwargs, repeat)
 
     def values(self, /, *args, **kwargs) -> dict[int, object]:
@@ -459,7 +459,7 @@ class Program:
 
     def trace(self, /, *args, **kwargs):
         """Every value computed and, if the first output is a scalar, every adjoint v̄."""
-        from .tracing import Trace
+        from ..tracing import Trace
         if self._trace_program is None:
             self._build_trace_program()
         return Trace(self, self._trace_program.values(*args, **kwargs), self._adjoints)
@@ -472,7 +472,7 @@ class Program:
                 return
             first = self.outputs[0]
             if first.shape == () and first.dtype.kind in "fc":
-                from .autodiff import adjoints
+                from ..autodiff import adjoints
                 # Adjoints of what the inputs and variables reach: a constant's v̄
                 # (the exponent of x**2, say) is never asked for and may be log(<0).
                 leaves = [self.graph.node(i) for i in ancestors([first])
@@ -496,7 +496,7 @@ class Program:
         return f"<flowgrad.Program [{names}] {self.n_steps} steps on {self.backend.name}>"
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from .viz.notebook import mimebundle  # drawn inline in Jupyter, text without `dot`
+        from ..viz.notebook import mimebundle  # drawn inline in Jupyter, text without `dot`
         return mimebundle(self, include, exclude)
 
 

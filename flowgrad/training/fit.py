@@ -1,5 +1,5 @@
 """The fit loop behind ``opt.fit``: epochs of shuffled mini-batches, metrics, validation,
-callbacks (flowgrad/callbacks.py) and a History.
+callbacks (flowgrad/training/callbacks.py) and a History.
 
     hist = opt.fit(loss, data={x: X, t: T}, epochs=20, batch_size=64,
                    val={x: Xv, t: Tv}, metrics={"acc": acc}, training=is_training,
@@ -24,13 +24,13 @@ import weakref
 
 import numpy as np
 
-from .backends import to_numpy
+from ..backends import to_numpy
 from .callbacks import (Callback, EarlyStopping, FunctionCallback,  # noqa: F401
                         ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN, overrides)
-from .errors import FeedError, NumericsError
-from .graph import Node
+from ..errors import FeedError, NumericsError
+from ..graph import Node
 from .progress import progress
-from .scheduler import Program
+from ..engine.program import Program
 
 __all__ = ["History", "Callback", "EarlyStopping", "TerminateOnNaN", "ModelCheckpoint",
            "ReduceLROnPlateau", "fit"]

@@ -15,7 +15,7 @@ import math
 import numbers
 import os
 
-from .errors import OptimizerError
+from ..errors import OptimizerError
 
 __all__ = ["Callback", "EarlyStopping", "TerminateOnNaN", "ModelCheckpoint",
            "ReduceLROnPlateau"]

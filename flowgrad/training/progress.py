@@ -43,7 +43,7 @@ def _interactive() -> bool:
 
 
 def _format(value) -> str:
-    from .backends import to_numpy
+    from ..backends import to_numpy
     if isinstance(value, str):
         return value
     try:

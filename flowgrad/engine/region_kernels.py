@@ -18,7 +18,7 @@ import types
 import numba
 
 from . import region_cache
-from .ops import scalar_kernels as _sk
+from ..ops import scalar_kernels as _sk
 from .region_cache import cache_dir  # noqa: F401  (where the disk cache is; None: none)
 
 _OPTIONS = dict(error_model="numpy", cache=False, nogil=True)

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .backends import to_numpy
+from ..backends import to_numpy
 from .optim import Optimizer, check_real
 
 __all__ = ["LBFGS"]
@@ -123,7 +123,7 @@ def two_loop(g, pairs, h_diag):
 
 class LBFGS(Optimizer):
     """Limited-memory BFGS, one iteration per step, with a strong-Wolfe line search
-    (see flowgrad/lbfgs.py). ``lr`` scales the first trial step of each line search
+    (see flowgrad/training/lbfgs.py). ``lr`` scales the first trial step of each line search
     (the first iteration tries ``lr · min(1, 1/‖g‖₁)``); ``history_size`` pairs are
     kept; ``converged`` turns True when the largest gradient entry is at most
     ``tolerance_grad`` or a step changes the loss or the values by less than

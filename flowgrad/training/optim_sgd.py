@@ -1,6 +1,6 @@
 """SGD's step written out as one Python function per binding (numpy only): the
 updates ``w − lr·g`` of every variable and the commit, without the generic loop's calls.
-``flowgrad.optim`` makes it once per program for SGD itself (not a subclass, and only
+``flowgrad.training.optim`` makes it once per program for SGD itself (not a subclass, and only
 without weight decay or clipping)."""
 from __future__ import annotations
 

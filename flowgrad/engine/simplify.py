@@ -167,7 +167,7 @@ class Simplified:
     absent from it is its graph node as is, an op or a leaf (``definition``): a large
     graph that simplifies little then costs nearly nothing here. ``defs``, ``rep`` and
     ``roots`` (the representatives the outputs need) are what the scheduler's own
-    liveness sweep reads (flowgrad/scheduler.py); ``consts`` and ``steps`` are derived
+    liveness sweep reads (flowgrad/engine/program.py); ``consts`` and ``steps`` are derived
     on first use, so a compile that never asks for them does not pay for them."""
 
     def __init__(self, rep, defs, roots, leaves, data, sharers=frozenset()):
@@ -235,7 +235,7 @@ def _storage_sharers(rep, defs, data, output_ids):
     """The output ids whose value may be (a view of) a placeholder's, a variable's or a
     constant's storage, read from the simplified plan: ``reshape(x * 1.0)`` is
     ``reshape(x)`` once x·1 → x, so it views the fed x although its graph input is a
-    product. Such an output is copied by the program on each call (flowgrad/scheduler.py):
+    product. Such an output is copied by the program on each call (flowgrad/engine/program.py):
     in-place writes to an output never reach the caller's array, a variable or a
     constant that later calls reuse."""
     sharers = set()
