@@ -58,3 +58,10 @@ def to_numpy(array):
     if hasattr(array, "compute") and hasattr(array, "chunks"):
         return __import__("numpy").asarray(array.compute())
     return __import__("numpy").asarray(array)
+
+__all__ = ["Backend", "get_backend", "set_default_backend", "to_numpy"]
+
+
+def __dir__():
+    # the public names only: dir(fg.backends) shows no np, math or threading
+    return sorted(__all__)

@@ -245,3 +245,8 @@ def bernoulli(shape=None, p=0.5, *, like=None, dtype=None, seed=None, name=None)
     if not 0 <= p <= 1:
         raise ValueError(f"fg.random.bernoulli: p must lie in [0, 1], got {p}")
     return _make("bernoulli", "bernoulli", (float(p),), shape, like, dtype, seed, name)
+
+
+def __dir__():
+    # the public names only: dir(fg.random) shows no np, math or threading
+    return sorted(__all__)

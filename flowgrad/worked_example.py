@@ -39,3 +39,10 @@ def hand_adjoints(w0=0.8, b0=-0.3, x0=1.5, t0=1.0, lam=0.1) -> dict:
             "w": zbar * x0 + Rbar * w0,   # w̄ = z̄ x + R̄ w
             "b": zbar,                    # b̄ = z̄
             "x": zbar * w0}               # x̄ = z̄ w
+
+__all__ = ["univariate_logistic", "hand_adjoints"]
+
+
+def __dir__():
+    # the public names only: dir(fg.worked_example) shows no np, math or threading
+    return sorted(__all__)

@@ -96,3 +96,17 @@ def _wrong(node):
              lambda v: (v.shape, v.dtype), vjp=(lambda g, ans, v: 1.01 * g,),
              jvp=(lambda t, ans, v: t,))
     return bad(node)
+
+
+@pytest.mark.parametrize("name", ["optim", "metrics", "random", "io", "backends",
+                                  "worked_example", "nn", "viz", "engine"])
+def test_public_modules_declare_all_and_dir_shows_no_imports(name):
+    # issue 19: dir(fg.optim) listed np, math and threading
+    import types
+    mod = getattr(fg, name)
+    assert hasattr(mod, "__all__"), name
+    shown = [n for n in dir(mod) if not n.startswith("_")]
+    assert not [n for n in shown if isinstance(getattr(mod, n), types.ModuleType)
+                and getattr(mod, n).__name__.split(".")[0] != "flowgrad"], shown
+    for n in mod.__all__:
+        getattr(mod, n)

@@ -19,3 +19,10 @@ def import_onnx(path, **kw):
     """Build a flowgrad Graph from an ONNX model. See flowgrad/io/onnx_import.py."""
     from .onnx_import import import_onnx as _import
     return _import(path, **kw)
+
+__all__ = ["FORMAT_VERSION", "export_onnx", "import_onnx", "load_graph", "save_graph"]
+
+
+def __dir__():
+    # the public names only: dir(fg.io) shows no np, math or threading
+    return sorted(__all__)

@@ -471,3 +471,8 @@ from .lbfgs import LBFGS  # noqa: E402
 _FLOAT_SAFE = frozenset({SGD._update, Momentum._update, Adam._update, AdamW._update,
                          RMSProp._update, Adagrad._update})
 _SGD_UPDATE = SGD._update       # the update sgd_function writes out
+
+
+def __dir__():
+    # the public names only: dir(fg.optim) shows no np, math or threading
+    return sorted(__all__)

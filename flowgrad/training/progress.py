@@ -82,3 +82,10 @@ def progress(iterable=None, desc=None, disable=None, total=None, **kwargs) -> Pr
     if disable is None:
         disable = not _interactive()
     return ProgressBar(iterable, desc=desc, total=total, disable=disable, **kwargs)
+
+__all__ = ["ProgressBar", "progress"]
+
+
+def __dir__():
+    # the public names only: dir(fg.progress) shows no np, math or threading
+    return sorted(__all__)
