@@ -34,6 +34,21 @@ def _pattern_fn(pattern, n):
     return fn
 
 
+def _ends(outputs, producer, first, leaves):
+    """Per output: (slot, how): "F"/"A" a step's value (a float, or an array for the ops
+    whose scalar result is one), "L" a leaf, "C" a constant."""
+    ends = []
+    for s in outputs:
+        o = origin(s, producer, first)   # s itself, unless s is a pass-through's output
+        if o in producer:
+            ends.append((s, "A" if producer[o] in ARRAY_RESULT else "F"))
+        elif o in leaves:
+            ends.append((s, "L"))
+        else:
+            ends.append((o, "C"))
+    return ends
+
+
 def interpreter(plan, consts, leaves):
     """``run(*leaf floats)`` -> what the generated scalar function would return.
 
@@ -61,15 +76,7 @@ def interpreter(plan, consts, leaves):
         steps.append((fn, n, ins[0] if n else None, ins[1] if n > 1 else None, ins, out))
         producer[out] = op.name
         first[out] = ins[0] if n else None
-    ends = []   # per output: (slot, how): "F"/"A" a step's value, "L" a leaf, "C" a constant
-    for s in plan.outputs:
-        o = origin(s, producer, first)   # s itself, unless s is a pass-through's output
-        if o in producer:
-            ends.append((s, "A" if producer[o] in ARRAY_RESULT else "F"))
-        elif o in leaves:
-            ends.append((s, "L"))
-        else:
-            ends.append((o, "C"))
+    ends = _ends(plan.outputs, producer, first, leaves)
     checked = [s for s, how in ends if how in "FA"]
     F, A = np.float64, np.array
 
