@@ -129,7 +129,7 @@ def lowered_copy(graph, ids, low) -> dict:
     """{old id: new node}: the nodes ``ids`` of ``graph`` rebuilt in a fresh graph with
     every float64 (complex128) dtype lowered to ``low`` (and its complex partner). Weak
     Python scalars stay weak; integer and bool values are unchanged. A loop over ids."""
-    from .leaves import _constant_in, placeholder, variable
+    from .leaves import constant_in, placeholder, variable
     from .ops.base import apply
     lower = {k: (low if v.kind == low.kind else v) for k, v in _LOWER.items()}
     if low.kind == "f":
@@ -146,7 +146,7 @@ def lowered_copy(graph, ids, low) -> dict:
                 twin[nid] = variable(_host(n.value).astype(dt), name=n.name)
             elif d["kind"] == "constant":
                 value = d["value"] if d["weak"] else _host(d["value"]).astype(dt)
-                twin[nid] = _constant_in(new, value)
+                twin[nid] = constant_in(new, value)
             else:
                 attrs = {k: lower.get(v, v) if isinstance(v, np.dtype) else v
                          for k, v in n.attrs.items()}

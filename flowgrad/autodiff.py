@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import DifferentiationError, UsageError
 from .graph import Node, gc_paused, same_graph, sharing_unary
-from .leaves import _constant_in
+from .leaves import constant_in
 
 __all__ = ["adjoints", "grad", "vjp", "jvp", "vjp_above", "ancestors_above", "adjoint_mark"]
 
@@ -92,7 +92,7 @@ def _check_scalar(y):
 def _seed(y):
     """v̄_N = 1 for a scalar output."""
     _check_scalar(y)
-    return _constant_in(y.graph, np.ones((), y.dtype), name="seed")
+    return constant_in(y.graph, np.ones((), y.dtype), name="seed")
 
 
 def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
@@ -132,7 +132,7 @@ def _reverse_sweep(graph, y, order, active, seed, seed_is_one, keep=None):
 def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     from flowgrad.ops import add, sum_to_like
     data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
-    handles = graph._handles
+    handles = graph.handles
     marks = _marks_of(graph)
     add_mark = marks.add
     # {id: its adjoint's terms so far}: one node, or a list once there are several (a list
@@ -392,7 +392,7 @@ def _forward_sweep(graph, y, tangents):
 def _forward_sweep_nodes(graph, y, tangents):
     from flowgrad.ops import add, broadcast_to_like
     data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
-    handles = graph._handles
+    handles = graph.handles
     for nid in ancestors([y]):
         if nid in tangents:
             continue

@@ -28,7 +28,7 @@ def adjoint_part(node) -> str | None:
     owner = adjoint_mark(node)
     if owner is None:
         return None
-    h = node.graph._handles
+    h = node.graph.handles
     of, y = h[owner[0]], h[owner[1]]
     return f"part of the adjoint v̄ of {of.name!r} (∂{y.name}/∂{of.name})"
 

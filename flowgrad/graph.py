@@ -143,6 +143,12 @@ class Graph:
         """Every node, in creation (= topological) order."""
         return list(self._handles)
 
+    @property
+    def handles(self) -> list["Node"]:
+        """The graph's own list of nodes by id (``handles[i].id == i``), not a copy: the
+        sweeps and drawings index it per node. Read it; never change it."""
+        return self._handles
+
     def by_name(self, name: str) -> "Node":
         nid = self._name_id(name)
         if nid is None:

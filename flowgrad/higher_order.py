@@ -338,7 +338,7 @@ def _make_map(out, basis, params, sliced, reduce, ref=None):
     """
     from flowgrad.ops import apply, broadcast_to, expand_dims, mul, ones_like, sum
     graph = out.graph
-    data, handles = graph.nx.nodes, graph._handles
+    data, handles = graph.nx.nodes, graph.handles
     per_k = {basis.id} | {s.id for s, _ in sliced}
     order = ancestors([out])
     dep = set()
@@ -390,7 +390,7 @@ def _substitute(nodes, outer):
     if graph is None:
         return []
     from flowgrad.ops import apply
-    data, handles = graph.nx.nodes, graph._handles
+    data, handles = graph.nx.nodes, graph.handles
     mapping = {pid: o for pid, o in outer.items()}
     for nid in ancestors(list(nodes)):
         if nid in mapping:

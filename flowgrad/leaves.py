@@ -44,10 +44,10 @@ def constant(value, name: str | None = None, dtype=None) -> Node:
     """A fixed value, part of the graph. Python scalars stay *weakly typed*, as in
     numpy 2, so ``0.1 * x`` keeps a float32 ``x`` float32."""
     g = default_graph()
-    return _constant_in(g, value, name, dtype)
+    return constant_in(g, value, name, dtype)
 
 
-def _constant_in(g, value, name=None, dtype=None) -> Node:
+def constant_in(g, value, name=None, dtype=None) -> Node:
     weak = dtype is None and isinstance(value, (bool, numbers.Integral, numbers.Real)) \
         and not isinstance(value, np.generic)
     if weak:

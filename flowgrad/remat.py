@@ -72,7 +72,7 @@ def _replay(out, mapping):
     """``out`` rebuilt over ``mapping`` ({id: node}): every node that depends on a mapped
     one is re-applied, except random nodes, whose forward draw is read as it is."""
     graph = out.graph
-    data, handles = graph.nx.nodes, graph._handles
+    data, handles = graph.nx.nodes, graph.handles
     for nid in _block_ids(out, mapping):
         if nid in mapping:
             continue

@@ -19,7 +19,7 @@ from .backends import to_numpy
 from .errors import DifferentiationError, GradientCheckError
 from .engine.binding import resolve
 from .graph import Node, same_graph
-from .leaves import _constant_in
+from .leaves import constant_in
 from .engine.program import Program
 
 ENTRYWISE_MAX = 64  # inputs up to this size are checked one entry at a time
@@ -101,7 +101,7 @@ class _Checker:
         return (plus - minus) / (2 * h)
 
     def _const(self, value):
-        return _constant_in(self.graph, np.asarray(value, dtype=np.float64), name="check")
+        return constant_in(self.graph, np.asarray(value, dtype=np.float64), name="check")
 
     def _fail_if_far(self, what, auto, fd, scale, entry_names):
         auto, fd = np.broadcast_arrays(np.asarray(auto, float), np.asarray(fd, float))

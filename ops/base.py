@@ -25,7 +25,7 @@ import numpy as np
 
 from flowgrad.errors import DifferentiationError, ShapeError
 from flowgrad.graph import Node, default_graph, same_graph, sharing_graph
-from flowgrad.leaves import _constant_in
+from flowgrad.leaves import constant_in
 
 REGISTRY: dict[str, "Op"] = {}
 
@@ -164,7 +164,7 @@ def as_node(value, graph=None) -> Node:
     """A node for ``value``: nodes pass through, scalars and arrays become constants."""
     if isinstance(value, Node):
         return value
-    return _constant_in(graph if graph is not None else default_graph(), value)
+    return constant_in(graph if graph is not None else default_graph(), value)
 
 
 def apply(op: Op, *args, **attrs) -> Node:
@@ -188,14 +188,14 @@ def apply(op: Op, *args, **attrs) -> Node:
     if graph is None:
         graph = default_graph()
     inputs = args if all_nodes else tuple(
-        [a if isinstance(a, Node) else _constant_in(graph, a) for a in args])
+        [a if isinstance(a, Node) else constant_in(graph, a) for a in args])
     # (only leaves store "weak": an op node leaves weak=False out, see graph.NodeData)
     if inputs and _weak(inputs[0]._d) and all(_weak(n._d) for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
         value = op.forward(np, *(n._d["value"] for n in inputs), **attrs)
         if np.ndim(value) == 0:   # (expand_dims of a scalar is not a scalar: a node)
-            return _constant_in(graph, value.item() if hasattr(value, "item") else value)
+            return constant_in(graph, value.item() if hasattr(value, "item") else value)
     if len(inputs) == 1 and not attrs and sharing_graph() is graph:
         twin = graph.unary_twin(op, inputs[0])   # a sweep's cos(x): the forward's own
         if twin is not None:

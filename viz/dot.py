@@ -103,7 +103,7 @@ class _Scene:
             self.graph = same_graph(nodes)
             self.roots = nodes
             self.forward = ancestors(nodes)
-        self.handles = self.graph._handles
+        self.handles = self.graph.handles
         #: {node id: colour} painted over a node's own colours (a culprit in red, say)
         self.highlight = {(n.id if isinstance(n, Node) else n): c
                           for n, c in (highlight or {}).items()}
@@ -577,7 +577,7 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
 def drawn_units(scene_or_graph, ids, collapsed=(), expand=False):
     """{node id: what it is drawn as}: itself (its id), a collapsed scope (a path tuple)
     or a collapsed composite group (a ``GroupUnit``)."""
-    handles = scene_or_graph._handles if isinstance(scene_or_graph, Graph) \
+    handles = scene_or_graph.handles if isinstance(scene_or_graph, Graph) \
         else scene_or_graph.handles
     units, ops_in = {}, {}
     for i in ids:

@@ -16,7 +16,7 @@ import numpy as np
 from flowgrad.backends import get_backend, to_numpy
 from flowgrad.errors import DifferentiationError
 from flowgrad.graph import Graph
-from flowgrad.leaves import _constant_in
+from flowgrad.leaves import constant_in
 from flowgrad.control_ops import is_loop_result
 
 
@@ -38,7 +38,7 @@ class _Scratch:
     def const(self, node):
         c = self._consts.get(node.id)
         if c is None:
-            c = self._consts[node.id] = _constant_in(self.graph, _numpy(self.trace[node]))
+            c = self._consts[node.id] = constant_in(self.graph, _numpy(self.trace[node]))
         return c
 
     def cotangent(self, child, mode):
@@ -47,7 +47,7 @@ class _Scratch:
             value = np.ones(np.shape(self.trace[child]), dtype=child.dtype)
         else:
             value = _numpy(self.trace.adjoint(child))
-        return _constant_in(self.graph, np.asarray(value, dtype=child.dtype))
+        return constant_in(self.graph, np.asarray(value, dtype=child.dtype))
 
 
 def _term(scratch, child, argnum, g):
@@ -79,7 +79,7 @@ def edge_terms(trace, edges, mode="one") -> dict:
     scratch = _Scratch(trace)
     g_of = {}
     built = {}
-    handles = trace.graph._handles
+    handles = trace.graph.handles
     with scratch.graph:  # constants made by the rules land in the scratch graph
         for i, j in edges:
             child = handles[j]

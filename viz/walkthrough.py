@@ -62,7 +62,7 @@ class _Plan:
             raise ValueError(f"level is 'ops' or 'primitives', not {level!r}")
         self.trace, self.p, self.m = trace, precision, max_elems
         self.loss = trace.outputs[0]
-        self.h = trace.graph._handles
+        self.h = trace.graph.handles
         self.ids = ancestors([self.loss])
         self.idset = set(self.ids)
         self.expand = True if level == "primitives" else expand

@@ -43,7 +43,7 @@ def resolve(graph, feed: dict) -> dict[int, object]:
         elif isinstance(key, str):
             nid = graph._name_id(key)
             if nid is None:
-                known = sorted(n.name for n in graph._handles if n.kind == "placeholder")
+                known = sorted(n.name for n in graph.handles if n.kind == "placeholder")
                 raise FeedError(f"unknown feed {key!r}; the graph's placeholders are {known}")
             node = graph.node(nid)
         else:

@@ -578,7 +578,7 @@ class LengthCheck:
         ``want`` = (length, other node, its axis); generated binders call it too."""
         if n != n or want[0] != want[0]:
             return  # a dask array of unknown (nan) length: nothing to compare yet
-        h = self._graph._handles
+        h = self._graph.handles
         length, onid, oaxis = want
         other = h[onid]
         what = "placeholder" if other.kind == "placeholder" else f"{other.kind} {other.op.name}" \

@@ -415,14 +415,14 @@ def _restore_gradients(records, handles, path):
 
 
 def _leaf(g, rec, reader, where, shape, dtype):
-    from flowgrad.leaves import _constant_in
+    from flowgrad.leaves import constant_in
     value = rec.get("value")
     if rec.get("weak"):
         value = decode(value, reader.array, where)
         if rec["kind"] != "constant" or type(value) not in (bool, int, float) or \
                 (type(value) is int and not -2 ** 63 <= value < 2 ** 64):
             raise GraphFileError(f"{where}: a weak value must be a Python number constant")
-        return _constant_in(g, value)
+        return constant_in(g, value)
     if not (isinstance(value, dict) and set(value) == {"$array"}):
         raise GraphFileError(f"{where}: its value must be an array member")
     arr = decode(value, reader.array, where)

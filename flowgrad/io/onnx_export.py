@@ -222,7 +222,7 @@ def _rename_last(e: Emitter, out: str, n: Node) -> str:
 def _decomposed(e: Emitter, n: Node) -> str:
     """Export ``n`` through ``n.op.decompose`` built in a scratch graph, or refuse."""
     from flowgrad.autodiff import ancestors
-    from flowgrad.leaves import _constant_in, placeholder
+    from flowgrad.leaves import constant_in, placeholder
     from .onnx_ops import REFUSED
     if n.op.name in REFUSED:
         raise OnnxExportError(f"op {n.op.name!r} (node {n.name!r}) is not exported: "
@@ -237,7 +237,7 @@ def _decomposed(e: Emitter, n: Node) -> str:
         ins = []
         for k, src in enumerate(n.inputs):
             if src._d["weak"]:
-                ins.append(_constant_in(scratch, src._d["value"]))
+                ins.append(constant_in(scratch, src._d["value"]))
             else:
                 p = placeholder(f"in{k}", src.shape, src.dtype)
                 bound[p.id] = e.tensor[src.id]
