@@ -9,11 +9,13 @@ bodies' programs then) and the median run time of one forward + gradient call, f
 
 - flowgrad ``fg.scan``: one node, whatever T;
 - flowgrad unrolled: a Python loop building T copies of the cell;
-- numpy: the forward loop keeping every h, then the backward loop by hand.
+- numpy: the forward loop keeping every h, then the backward loop by hand;
+- the peers, where installed (benchmarks/scan_peers.py): ``jax.lax.scan`` under
+  ``jax.jit`` (``jax.value_and_grad``), PyTensor ``scan`` (``pytensor.function``).
 
 All three gradients are checked to agree (1e-10) before timing.
 
-    python benchmarks/bench_scan.py [--T 100 1000] [--H 64] [--B 16] [--repeats 7]
+    python benchmarks/bench_scan.py [--T 100 1000] [--H 64] [--B 16] [--repeats 7] [--no-peers]
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ import time
 import numpy as np
 
 import flowgrad as fg
+
+import scan_peers
 
 
 def build(T, H, D, unrolled):
@@ -89,6 +93,7 @@ def main(argv=None):
     parser.add_argument("--D", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-unrolled", action="store_true", help="skip the unrolled model")
+    parser.add_argument("--no-peers", action="store_true", help="skip jax and PyTensor")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     H, D, B = args.H, args.D, args.B
@@ -114,6 +119,26 @@ def main(argv=None):
             name = "unrolled" if unrolled else "fg.scan"
             print(f"{T:6d} {name:>10} {t_build:10.3f} {t_first * 1e3:9.1f} {t * 1e3:9.2f} "
                   f"{t / t_np:8.2f}")
+        if not args.no_peers:
+            peers(T, H, D, (W, U, xs), want, t_np, args.repeats)
+
+
+def peers(T, H, D, inputs, want, t_np, repeats):
+    """One row per installed peer, checked against the hand gradient first."""
+    for name, make in (("jax.scan", scan_peers.jax_scan), ("pytensor", scan_peers.pytensor_scan)):
+        made = make(T, H, D)
+        if made is None:
+            print(f"{T:6d} {name:>10}   (not installed)")
+            continue
+        fn, t_build = made
+        t0 = time.perf_counter()
+        got = fn(*inputs)
+        t_first = time.perf_counter() - t0
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(np.asarray(a), b, rtol=1e-10, atol=1e-12)
+        t = median_time(lambda: fn(*inputs), repeats)
+        print(f"{T:6d} {name:>10} {t_build:10.3f} {t_first * 1e3:9.1f} {t * 1e3:9.2f} "
+              f"{t / t_np:8.2f}")
 
 
 if __name__ == "__main__":
