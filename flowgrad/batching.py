@@ -32,7 +32,8 @@ Ops covered, by family:
 * linear algebra, natively batched over leading axes (numpy's stacked matrices): inv,
   det, logdet, eigvalsh, eigh_vectors, cholesky, qr, svd; matmul and solve (per-example
   batch axes aligned, 1-d operands handled); linear.
-* var, prod, cumsum (axes shifted), pad (no padding of the batch axis), astype,
+* einsum (a fresh letter for the batch axis), var, prod, cumsum (axes shifted), pad (no
+  padding of the batch axis), astype,
   stop_gradient (the ops of issue 22 and custom derivatives, where merged).
 * fused ops with a ``decompose`` (mse, l2, bce_with_logits, softmax_cross_entropy,
   linear outside its plain case): their decomposition is batched.
@@ -325,6 +326,16 @@ def pad(b, node, ins, bat):
     return apply(node.op, ins[0], **{**node.attrs, "widths": ((0, 0),) + node.attrs["widths"]})
 
 
+def einsum_rule(b, node, ins, bat):
+    """A letter no term uses names the batch axis of each batched operand and of the
+    result (einsum itself then lines the examples up)."""
+    lhs, out = node.attrs["spec"].split("->")
+    z = next(c for c in "zyxwvutsrqponmlkjihgfedcbaZYXWVUTSRQPONMLKJIHGFEDCBA"
+             if c not in lhs and c not in out)
+    terms = [z + t if f else t for t, f in zip(lhs.split(","), bat)]
+    return apply(node.op, *ins, spec=",".join(terms) + "->" + z + out)
+
+
 def random_draw(b, node, ins, bat):
     raise refuse(node, "its shape reference (like=) carries the batch; draw outside the "
                  "vectorized function, or pass the batched shape reference yourself")
@@ -365,6 +376,7 @@ RULES = {
     "bce_with_logits": decomposed,
     "softmax_cross_entropy": decomposed,
     "pad": pad,
+    "einsum": einsum_rule,
     "concat_offsets": concat_offsets,
     "concat_part": concat_block,
     "concat_unpart": concat_block,
@@ -384,7 +396,7 @@ WITHOUT_RULE = frozenset({"basis_map"})
 #: its body (a vectorized sub-graph) and is more than a line; the others are one line each.
 NOT_YET = frozenset({
     "loop", "loop_out",
-    "custom_call", "custom_input", "remat_after", "einsum", "embedding_index",
+    "custom_call", "custom_input", "remat_after", "embedding_index",
     "conv2d", "conv2d_grad_w", "conv2d_grad_x", "max_pool2d", "max_pool2d_gather",
     "max_pool2d_scatter", "avg_pool2d", "avg_pool2d_grad"})
 

@@ -642,3 +642,19 @@ def test_ops_of_other_branches_where_merged(name, none, rng):
                     if isinstance(fn(*ps), list) else fn(*ps))
     with fg.Graph():
         check(lambda *ps: fg.grad(f(*ps), list(ps)), shapes, rng, none=none)
+
+
+def test_einsum_batches_with_a_fresh_letter():
+    rng = np.random.default_rng(3)
+    A, B, C = rng.normal(size=(5, 3, 4)), rng.normal(size=(4, 2)), rng.normal(size=(5, 2))
+    with fg.Graph():
+        a = fg.placeholder("a", (3, 4))
+        c = fg.placeholder("c", (2,))
+        bw = fg.constant(B)
+        y = fg.einsum("ij,jk,k->i", a, bw, c)
+        Ab, Cb = fg.placeholder("Ab", (None, 3, 4)), fg.placeholder("Cb", (None, 2))
+        got = fg.run(fg.vectorize(y, {a: Ab, c: Cb}), {Ab: A, Cb: C})
+        np.testing.assert_allclose(got, np.einsum("zij,jk,zk->zi", A, B, C), rtol=1e-13)
+        # and the per-example gradient with respect to c, batched
+        gb = fg.run(fg.vectorize(fg.grad(fg.sum(y), c), {a: Ab, c: Cb}), {Ab: A, Cb: C})
+        np.testing.assert_allclose(gb, np.einsum("zij,jk->zk", A, B), rtol=1e-13)
