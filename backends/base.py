@@ -78,7 +78,7 @@ class Backend:
 
     def read_variable(self, node):
         """The current value of variable ``node`` as an array of this backend."""
-        return self.asarray(node._d["value"])
+        return self.asarray(node.record["value"])
 
     def finish(self, values: list) -> list:
         """The output values of one call as the caller receives them."""

@@ -74,10 +74,10 @@ class CupyBackend(Backend):
         return isinstance(array, self._ndarray)
 
     def read_variable(self, node):
-        value = node._d["value"]
+        value = node.record["value"]
         arr = self.asarray(value)
         if arr is not value:
-            node._d["value"] = arr  # kept on the device: the next read is a no-op
+            node.record["value"] = arr  # kept on the device: the next read is a no-op
         return arr
 
     def synchronize(self):

@@ -76,9 +76,9 @@ class DaskBackend(Backend):
         return isinstance(array, self._Array)
 
     def read_variable(self, node):
-        value = node._d["value"]
+        value = node.record["value"]
         if isinstance(value, self._Array):  # an optimizer's lazy update: compute it once
-            value = node._d["value"] = np.asarray(value.compute())
+            value = node.record["value"] = np.asarray(value.compute())
         return self.asarray(value)
 
     def materialize(self, tree):

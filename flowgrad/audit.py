@@ -192,7 +192,7 @@ def _op(node) -> str | None:
 
 
 def _is_one(node) -> bool:
-    d = node._d
+    d = node.record
     if d.get("kind") != "constant" or node.shape != ():
         return False
     return float(np.asarray(to_numpy(d["value"]))) == 1.0

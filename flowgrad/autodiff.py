@@ -174,7 +174,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         table = op._vjp
         for argnum, inp in enumerate(inputs):
             iid = inp.id
-            if iid not in active or inp._d["dtype"].kind not in "fc":   # (_differentiable)
+            if iid not in active or inp.record["dtype"].kind not in "fc":   # (_differentiable)
                 continue
             # the rule straight from the op's table when it is a plain tuple entry
             rule = table[argnum] if type(table) is tuple and argnum < len(table) \
@@ -184,7 +184,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             first_new = len(handles)
             term = rule(vbar, node, *inputs, **d["attrs"])
             if term is not None:
-                if term._d["shape"] != inp._d["shape"]:
+                if term.record["shape"] != inp.record["shape"]:
                     term = sum_to_like(term, inp)
                 _add_term(pending, iid, term)
             add_mark(first_new, len(handles), iid, y.id)

@@ -222,7 +222,7 @@ def stand_ins(call):
     and input, so a call re-built without its composite group (jacobian's closing of a
     body) is read the same."""
     data = call.graph.nx.nodes
-    ins = call._d["inputs"]
+    ins = call.record["inputs"]
     xs = ins[1:len(ins) - call.attrs.get("lifted", 0)]
     lo = min(xs) if xs else call.id
     found = {}
@@ -259,7 +259,7 @@ def caption(node, src_id):
         return ""                               # a stand-in: nothing flows back here
     if node.op is not custom_call:
         return None
-    ids = node._d["inputs"]
+    ids = node.record["inputs"]
     if src_id == ids[0] and src_id not in ids[1:]:
         return ""
     return function_of(node).caption

@@ -598,31 +598,34 @@ class Node:
     """A handle on one vertex of a Graph. Supports ``+ - * / ** @``, unary ``-``,
     ``.T`` and indexing; every operator adds a node to the same graph."""
 
-    __slots__ = ("graph", "id", "_d")
+    #: ``record`` is the node's attribute mapping in ``graph.nx`` (op, inputs, shape, dtype,
+    #: attrs, value …), held so the engine reads it without a networkx look-up. Modules
+    #: read it; only the graph and the ops' builder (ops/base.py) write it.
+    __slots__ = ("graph", "id", "record")
     __array_ufunc__ = None  # make numpy defer: ``array * node`` calls ``node.__rmul__``
 
     def __init__(self, graph: Graph, node_id: int, data=None):
         self.graph = graph
         self.id = node_id
-        self._d = graph.nx.nodes[node_id] if data is None else data
+        self.record = graph.nx.nodes[node_id] if data is None else data
 
     # -- metadata ---------------------------------------------------------------
     @property
     def name(self) -> str:
-        return self._d["name"]
+        return self.record["name"]
 
     @name.setter
     def name(self, new: str):
         g = self.graph
         if not isinstance(new, str) or not new:
             raise ValueError("a node name must be a non-empty string")
-        if new == self._d["name"]:
+        if new == self.record["name"]:
             return
         with g._lock:
             if g._taken(new):
                 raise ValueError(f"the graph already has a node named {new!r}")
-            g._names.pop(self._d["name"], None)   # (a default name is not registered)
-            self._d["name"] = new
+            g._names.pop(self.record["name"], None)   # (a default name is not registered)
+            self.record["name"] = new
             g._register_name(new, self.id)
 
     def named(self, name: str) -> "Node":
@@ -634,47 +637,47 @@ class Node:
     @property
     def where(self) -> str | None:
         """``file:line`` of the user's code that built this node (None if unknown)."""
-        site = self._d["where"]
+        site = self.record["where"]
         return f"{site[0]}:{site[1]}" if site else None
 
     @property
     def shape(self) -> tuple:
-        return self._d["shape"]
+        return self.record["shape"]
 
     @property
     def ndim(self) -> int:
-        return len(self._d["shape"])
+        return len(self.record["shape"])
 
     @property
     def dtype(self) -> np.dtype:
-        return self._d["dtype"]
+        return self.record["dtype"]
 
     @property
     def op(self):
-        return self._d["op"]
+        return self.record["op"]
 
     @property
     def kind(self) -> str:
         """'placeholder', 'variable', 'constant' or 'op'."""
-        return self._d["kind"]
+        return self.record["kind"]
 
     @property
     def attrs(self) -> dict:
-        return self._d["attrs"]
+        return self.record["attrs"]
 
     @property
     def inputs(self) -> tuple["Node", ...]:
         h = self.graph._handles
-        return tuple(h[i] for i in self._d["inputs"])
+        return tuple(h[i] for i in self.record["inputs"])
 
     @property
     def scope(self) -> tuple:
-        return self._d["scope"]
+        return self.record["scope"]
 
     @property
     def group(self) -> tuple:
         """The ``fg.composite`` groups this node was built in, outermost first."""
-        return self._d["group"]
+        return self.record["group"]
 
     @property
     def value(self):
@@ -682,14 +685,14 @@ class Node:
         if self.kind not in ("variable", "constant"):
             raise AttributeError(f"{self.name} is a {self.kind}: only variables and "
                                  "constants hold a value; use fg.run to compute it")
-        return self._d["value"]
+        return self.record["value"]
 
     @value.setter
     def value(self, new):
         if self.kind != "variable":
             raise AttributeError(f"{self.name} is a {self.kind}: only variables can be assigned")
         from .leaves import check_variable_value
-        self._d["value"] = check_variable_value(self, new)
+        self.record["value"] = check_variable_value(self, new)
 
     def __repr__(self) -> str:
         shape = "(" + ", ".join("None" if s is None else str(s) for s in self.shape) + \

@@ -190,10 +190,10 @@ def apply(op: Op, *args, **attrs) -> Node:
     inputs = args if all_nodes else tuple(
         [a if isinstance(a, Node) else constant_in(graph, a) for a in args])
     # (only leaves store "weak": an op node leaves weak=False out, see graph.NodeData)
-    if inputs and _weak(inputs[0]._d) and all(_weak(n._d) for n in inputs):
+    if inputs and _weak(inputs[0].record) and all(_weak(n.record) for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
-        value = op.forward(np, *(n._d["value"] for n in inputs), **attrs)
+        value = op.forward(np, *(n.record["value"] for n in inputs), **attrs)
         if np.ndim(value) == 0:   # (expand_dims of a scalar is not a scalar: a node)
             return constant_in(graph, value.item() if hasattr(value, "item") else value)
     if len(inputs) == 1 and not attrs and sharing_graph() is graph:
@@ -331,15 +331,15 @@ def _weak(d) -> bool:
 
 def result_dtype(*nodes) -> np.dtype:
     """numpy's promotion, with Python-scalar constants weakly typed."""
-    first = nodes[0]._d["dtype"] if nodes else None
+    first = nodes[0].record["dtype"] if nodes else None
     if first is not None and first.isnative:
         for n in nodes:
-            d = n._d
+            d = n.record
             if d["dtype"] is not first or _weak(d):
                 break
         else:
             return first   # one native dtype, no weak scalar: numpy would say the same
-    return np.result_type(*[n._d["value"] if _weak(n._d) else n._d["dtype"]
+    return np.result_type(*[n.record["value"] if _weak(n.record) else n.record["dtype"]
                             for n in nodes])
 
 

@@ -113,7 +113,7 @@ def test_adjoint_marks_live_in_autodiffs_table():
         y = fg.sum(fg.concatenate([p, q]))     # concatenate: one vjp_all call, two terms
         n = len(g)
         fg.grad(y, x)
-    assert not any("adjoint_of" in node._d for node in g.nodes)
+    assert not any("adjoint_of" in node.record for node in g.nodes)
     assert all(adjoint_mark(node) is None for node in g.nodes[:n])
     owners = {adjoint_mark(node) for node in g.nodes[n:]} - {None}
     # every mark says ∂y/∂(something on the path), and each concatenate term its own input

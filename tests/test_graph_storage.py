@@ -45,7 +45,7 @@ def test_every_attribute_reads_the_same_through_a_node_and_networkx():
     assert {(x.id, y.id)} <= marks and all(m[1] == y.id for m in marks) and dx.id > y.id
     assert nx.is_directed_acyclic_graph(g.nx)
     assert sorted(g.nx.predecessors(y.id)) == [y.inputs[0].id]
-    assert g.nx.number_of_edges() == sum(len(set(n._d["inputs"])) for n in g.nodes)
+    assert g.nx.number_of_edges() == sum(len(set(n.record["inputs"])) for n in g.nodes)
 
 
 def test_nodes_without_attrs_share_one_frozen_dict():
@@ -79,7 +79,7 @@ def test_user_lines_are_shared_per_source_line():
     with fg.Graph():
         x = fg.placeholder("x")
         ys = [fg.sin(x) for _ in range(3)]
-    assert ys[0]._d["where"] is ys[1]._d["where"] is ys[2]._d["where"]
+    assert ys[0].record["where"] is ys[1].record["where"] is ys[2].record["where"]
 
 
 def test_gc_paused_restores_the_collector_even_on_error():
@@ -119,7 +119,7 @@ def _reference_digraph(g):
     ref = nx.DiGraph()
     for n in g.nodes:
         ref.add_node(n.id)
-        for k, i in enumerate(n._d["inputs"]):
+        for k, i in enumerate(n.record["inputs"]):
             argnums = ref.edges[i, n.id]["argnums"] + (k,) if ref.has_edge(i, n.id) else (k,)
             ref.add_edge(i, n.id, argnums=argnums)
     return ref

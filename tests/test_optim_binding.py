@@ -296,7 +296,7 @@ def test_an_interrupt_in_sgds_step_changes_nothing(where):
         train()
     assert all(v.value is old for v, old in zip((w, b, s), before[0]))
     assert opt.state is before[1] and opt.iterations == 1
-    ns["D2"] = s._d
+    ns["D2"] = s.record
     train()
     hw, hb = by_hand_sgd([1.0, -2.0], 0.5, 0.05, 2)
     np.testing.assert_allclose(w.value, hw, rtol=1e-14, atol=0)

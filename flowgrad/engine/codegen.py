@@ -527,7 +527,7 @@ def _leaf_list(prog, specs, ns):
     body = []
     leaves = {leaf.slot: f"p{i}" for i, leaf in enumerate(specs)}
     for j, (s, var) in enumerate(prog.variable_slots):
-        ns[f"V{j}"], ns[f"N{j}"] = var._d, var
+        ns[f"V{j}"], ns[f"N{j}"] = var.record, var
         body += [f"w{j} = V{j}['value']",       # numpy's own array: what read() returns
                  f"if type(w{j}) is not ndarray:", f"    w{j} = read(N{j})"]
         leaves[s] = f"w{j}"
@@ -551,7 +551,7 @@ def _generic_fast_binder(prog, spec):
         by_key[leaf.node] = i
     leaves, n = spec.placeholders, len(spec.placeholders)
     template = prog.plan.consts
-    variables = [(s, var._d, var) for s, var in spec.variables]
+    variables = [(s, var.record, var) for s, var in spec.variables]
     read = prog.backend.read_variable
     ndarray = np.ndarray
     plain, check_lengths = spec.plain, spec.lengths
@@ -596,7 +596,7 @@ def scalar_binder(prog, leaves):
         if not _names(g, p.name, nid) or prog.slot_of[nid] not in pos:
             return None
         by_key[p.name] = by_key[nid] = pos[prog.slot_of[nid]]
-    var_pos = [(pos[s], var._d) for s, var in prog.variable_slots if s in pos]
+    var_pos = [(pos[s], var.record) for s, var in prog.variable_slots if s in pos]
     n, n_leaves = len(prog.placeholders), len(leaves)
     ndarray, float64, f64 = np.ndarray, np.float64, np.dtype(np.float64)
 

@@ -70,7 +70,7 @@ def _body_doc(body):
     extra = spec_encoder()
     nodes = []
     for node in body.graph.nodes:
-        d = node._d
+        d = node.record
         where = f"loop body {body.name!r}, node {d['name']!r}"
         rec = {"op": node.op.name if node.op is not None else None, "kind": node.kind,
                "name": d["name"], "shape": list(node.shape),
