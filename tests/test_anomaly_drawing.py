@@ -67,6 +67,8 @@ def test_sqrt_at_zero_in_a_norms_gradient_draws_the_zero_from_x_to_the_division(
     assert "div(1, 0) = inf" in texts[div.id] and CULPRIT in lines[div.id]
     assert texts[x.id] == "x placeholder (3,) [0 0 0]" and texts[norm.id] == "norm sqrt 0"
     assert [i for i, ln in lines.items() if CULPRIT in ln] == [div.id]
+    assert f"backward: in v̄ of {s.name!r}" in texts[denominator.id]   # v̄ of s: 1 / (2 √s)
+    assert "backward" not in texts[norm.id]
     assert "sqrt at 0 in the backward pass" in caption and "'norm'" in caption
     assert "sqrt(s + 1e-12)" in caption
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
+from flowgrad.autodiff import adjoint_mark
 from flowgrad.backends import to_numpy
 from flowgrad.errors import UsageError
 
@@ -184,9 +185,13 @@ def anomaly_path(err) -> AnomalyPath:
         ids |= _between(trace.graph, node, culprit)
         if node not in trace:
             captions[node] = "not run: the check stopped at the culprit"
+    for node in (trace.graph.node(i) for i in ids):
+        owner = adjoint_mark(node)           # backward nodes say whose v̄ they build
+        if owner is not None and node not in captions:
+            captions[node] = f"backward: in v̄ of {trace.graph.node(owner[0]).name!r}"
     entry = _entry_caption(trace, culprit)
     if entry:
-        captions[culprit] = entry
+        captions[culprit] = " · ".join(filter(None, (captions.get(culprit), entry)))
     return AnomalyPath(culprit, ids, captions, _title(err, found))
 
 
