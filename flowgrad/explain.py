@@ -75,14 +75,36 @@ class _View:
             return bool(np.any(v == 0))
 
 
+def _condition(view, cond):
+    """The where's condition as a host array: from the trace or, when the run stopped
+    before it (built after the culprit: ``lx = log(x); where(x > 0, lx, 0)``), computed
+    from the fed values on the reference interpreter; None when it cannot be."""
+    if view.has(cond):
+        return view.value(cond)
+    from .backends import to_numpy
+    from .scheduler import Program
+    g = cond.graph
+    leaves = [g.node(i) for i in g.ancestors([cond.id]) if g.node(i).kind == "placeholder"]
+    if not all(view.has(n) for n in leaves):
+        return None
+    try:
+        prog = Program(cond, backend=view.trace.program.backend, codegen=False)
+        with np.errstate(all="ignore"):
+            return np.asarray(to_numpy(prog({n: view.trace[n] for n in leaves})))
+    except Exception:      # an explanation is advice: never a second failure
+        return None
+
+
 def _untaken_where_forward(node, view):
     for user in view.consumers(node):
-        if view.op(user) != "where" or not view.has(user.inputs[0]):
+        if view.op(user) != "where":
             continue
         for branch, taken_when in ((1, True), (2, False)):
             if user.inputs[branch].id != node.id:
                 continue
-            cond = view.value(user.inputs[0])
+            cond = _condition(view, user.inputs[0])
+            if cond is None:
+                continue
             try:
                 untaken = np.broadcast_to(cond != taken_when, view.bad.shape)
             except ValueError:
