@@ -38,16 +38,13 @@ WIDTH = 72
 
 @dataclass
 class AnomalyPath:
-    """The nodes ``fg.viz.draw(err)`` draws, the captions of their boxes and the caption
-    under the drawing."""
+    """The trace ``fg.viz.draw(err)`` draws from, the ids of the nodes it draws, the
+    captions of their boxes and the caption under the drawing."""
+    trace: object
     culprit: object
     ids: set
     captions: dict = field(default_factory=dict)
     title: str = ""
-
-    def nodes(self, graph) -> list:
-        """The path's nodes in id (build) order."""
-        return [graph.node(i) for i in sorted(self.ids)]
 
     def add_caption(self, dot) -> None:
         """The explanation under the drawing, left-aligned lines."""
@@ -160,6 +157,8 @@ def _entry_caption(trace, culprit) -> str | None:
     args = []
     for i in culprit.inputs:
         a = _host(trace, i)
+        if a is None:
+            return None
         try:
             args.append(np.broadcast_to(a, value.shape)[index].item())
         except (ValueError, TypeError):
@@ -169,8 +168,22 @@ def _entry_caption(trace, culprit) -> str | None:
     return f"{where}{culprit.op.name}({text}) = {fmt_number(value[index].item(), 6)}"
 
 
+def _traced(err):
+    """``err``, or the error it was raised from that carries a trace (a NaN found in a
+    loop's body is raised again at the loop node, without one); None if none does."""
+    for _ in range(32):                   # a chain of causes is short; never loop forever
+        if err is None:
+            return None
+        if getattr(err, "trace", None) is not None and getattr(err, "node", None) is not None:
+            return err
+        err = err.__cause__
+    return None
+
+
 def anomaly_path(err) -> AnomalyPath:
-    """The path ``fg.viz.draw(err)`` draws for a NumericsError from a checked run."""
+    """The path ``fg.viz.draw(err)`` draws for a NumericsError from a checked run (for
+    one raised at a loop node, the path in the loop's body that its cause carries)."""
+    outer, err = err, _traced(err)
     trace, culprit = getattr(err, "trace", None), getattr(err, "node", None)
     if trace is None or culprit is None:
         raise UsageError("fg.viz.draw(err): this NumericsError carries no trace (it was "
@@ -192,7 +205,11 @@ def anomaly_path(err) -> AnomalyPath:
     entry = _entry_caption(trace, culprit)
     if entry:
         captions[culprit] = " · ".join(filter(None, (captions.get(culprit), entry)))
-    return AnomalyPath(culprit, ids, captions, _title(err, found))
+    title = _title(err, found)
+    if outer is not err:
+        loop = f" {outer.node.name!r}" if outer.node is not None else ""
+        title = f"in the body of the loop{loop}:\n{title}"
+    return AnomalyPath(trace, culprit, ids, captions, title)
 
 
 def _title(err, found) -> str:

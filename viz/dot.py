@@ -548,7 +548,7 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     if isinstance(what, NumericsError):  # draw(err): the path from the cause to the culprit
         from .anomaly import anomaly_path
         path = anomaly_path(what)
-        what, _only = what.trace, path.ids
+        what, _only = path.trace, path.ids
     from flowgrad.profile import Profile
     captions = dict(path.captions) if path else {}
     # draw(audit): shaded by the digits each node lost; draw(profile): by the time each took
