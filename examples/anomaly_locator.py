@@ -4,8 +4,9 @@
 
 ‖v‖ = sqrt(Σ v²) is finite at v = 0, but its derivative v / ‖v‖ is 0/0 there. Run with
 ``check_numerics=True``, the program stops at the first node that produces a NaN or Inf
-from finite inputs and says which it is; ``fg.viz.draw(err)`` draws what was computed up
-to there with that node in red (written to DIR/anomaly.png, default: next to this file).
+from finite inputs and says which it is; ``fg.viz.draw(err)`` draws the path from the zero
+vector to that node, in red, with the explanation under it (written to DIR/anomaly.png,
+default: next to this file).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def main():
             prog()
     except fg.NumericsError as err:
         print(err)
-        drawing = fg.viz.draw(err, backward=True)
+        drawing = fg.viz.draw(err)
         if fg.viz.dot.dot_available():
             path = drawing.render(pathlib.Path(args.out) / "anomaly", format="png",
                                   cleanup=True)

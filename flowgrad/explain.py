@@ -3,9 +3,10 @@
 ``NumericsError.explain()`` (and the last lines of its message) name the trap and the usual
 fix. Each trap is one entry of ``TRAPS``: a short name and a test that looks at the culprit,
 its inputs' values and its consumers in the error's Trace, and returns the cause in words
-(or ``None``). The first test that recognises the culprit wins, so the specific traps (an
-untaken ``where`` branch, sqrt at 0 in the backward pass) come before the generic ones
-(division by zero). Only called after a failure: nothing here is on a hot path.
+and the nodes it names (or ``None``). The first test that recognises the culprit wins, so
+the specific traps (an untaken ``where`` branch, sqrt at 0 in the backward pass) come
+before the generic ones (division by zero). Only called after a failure: nothing here is
+on a hot path.
 """
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Explanation:
-    """A recognised trap: its ``name``, the ``cause`` at these nodes, the usual ``fix``."""
+    """A recognised trap: its ``name``, the ``cause`` at these nodes, the usual ``fix``;
+    ``nodes`` are the nodes the cause names besides the culprit (the ``where`` that
+    discards a value, the ``sqrt`` whose 0 a rule divides by), for ``fg.viz.draw(err)``."""
     name: str
     cause: str
     fix: str
+    nodes: tuple = ()
 
     def __str__(self):
         return f"likely cause ({self.name}): {self.cause}\n  usual fix: {self.fix}"
@@ -28,7 +32,8 @@ class Explanation:
 
 @dataclass(frozen=True)
 class Trap:
-    """One entry of the table: ``test(culprit, view)`` returns the cause, or None."""
+    """One entry of the table: ``test(culprit, view)`` returns (the cause, the nodes it
+    names), or None."""
     name: str
     test: Callable
     fix: str
@@ -70,14 +75,36 @@ class _View:
             return bool(np.any(v == 0))
 
 
+def _condition(view, cond):
+    """The where's condition as a host array: from the trace or, when the run stopped
+    before it (built after the culprit: ``lx = log(x); where(x > 0, lx, 0)``), computed
+    from the fed values on the reference interpreter; None when it cannot be."""
+    if view.has(cond):
+        return view.value(cond)
+    from .backends import to_numpy
+    from .engine.program import Program
+    g = cond.graph
+    leaves = [g.node(i) for i in g.ancestors([cond.id]) if g.node(i).kind == "placeholder"]
+    if not all(view.has(n) for n in leaves):
+        return None
+    try:
+        prog = Program(cond, backend=view.trace.program.backend, codegen=False)
+        with np.errstate(all="ignore"):
+            return np.asarray(to_numpy(prog({n: view.trace[n] for n in leaves})))
+    except Exception:      # an explanation is advice: never a second failure
+        return None
+
+
 def _untaken_where_forward(node, view):
     for user in view.consumers(node):
-        if view.op(user) != "where" or not view.has(user.inputs[0]):
+        if view.op(user) != "where":
             continue
         for branch, taken_when in ((1, True), (2, False)):
             if user.inputs[branch].id != node.id:
                 continue
-            cond = view.value(user.inputs[0])
+            cond = _condition(view, user.inputs[0])
+            if cond is None:
+                continue
             try:
                 untaken = np.broadcast_to(cond != taken_when, view.bad.shape)
             except ValueError:
@@ -86,7 +113,8 @@ def _untaken_where_forward(node, view):
                 return (f"{node.name!r} ({view.op(node)}) is computed for every entry, but "
                         f"the where {user.name!r} discards it where it is non-finite. The "
                         "value is dropped, yet its derivative is still multiplied by the "
-                        "where's zero in the backward pass: 0 · ∞ = NaN in the gradient")
+                        "where's zero in the backward pass: 0 · ∞ = NaN in the gradient",
+                        (user,))
     return None
 
 
@@ -97,7 +125,7 @@ def _untaken_where_backward(node, view):
         if view.op(inp) == "where" and view.zero_at_bad(inp):
             return (f"the adjoint {node.name!r} ({view.op(node)}) multiplies the zero that the "
                     f"where {inp.name!r} sends to its untaken branch by an infinite local "
-                    "derivative (0 · ∞ or 0 / 0 = NaN)")
+                    "derivative (0 · ∞ or 0 / 0 = NaN)", (inp,))
     return None
 
 
@@ -110,7 +138,7 @@ def _sqrt_at_zero_backward(node, view):
             if view.op(n) == "sqrt" and view.zero_at_bad(n):
                 return (f"the backward pass divides by sqrt's output {n.name!r}, which is 0 "
                         "there: d√s/ds = 1/(2√s) is infinite at s = 0 (a norm of a zero "
-                        "vector, a distance of a point to itself)")
+                        "vector, a distance of a point to itself)", (n,))
         frontier = [i for n in frontier for i in n.inputs]
     return None
 
@@ -120,9 +148,9 @@ def _log_at_zero(node, view):
         return None
     x = view.value(node.inputs[0])
     if np.any(x == 0):
-        return f"log of an exact 0 at {node.name!r} (log 0 = −∞)"
+        return f"log of an exact 0 at {node.name!r} (log 0 = −∞)", (node.inputs[0],)
     if np.any(x < 0):
-        return f"log of a negative number at {node.name!r} (NaN)"
+        return f"log of a negative number at {node.name!r} (NaN)", (node.inputs[0],)
     return None
 
 
@@ -137,7 +165,8 @@ def _exp_overflow(node, view):
     if np.any(overflow):
         limit = float(np.log(float(np.finfo(x.dtype).max)))
         return (f"exp overflows at {node.name!r}: its input reaches {float(x.max()):.6g}, "
-                f"and exp(z) is +Inf in {x.dtype} for z above ≈ {limit:.5g}")
+                f"and exp(z) is +Inf in {x.dtype} for z above ≈ {limit:.5g}",
+                (node.inputs[0],))
     return None
 
 
@@ -146,7 +175,7 @@ def _div_by_zero(node, view):
         return None
     where = "in the backward pass, " if view.is_adjoint(node) else ""
     return (f"{where}{node.name!r} divides by {node.inputs[1].name!r}, which is 0 there "
-            "(x / 0 = ±Inf, 0 / 0 = NaN)")
+            "(x / 0 = ±Inf, 0 / 0 = NaN)", (node.inputs[1],))
 
 
 #: the traps, most specific first
@@ -182,7 +211,7 @@ def explain(culprit, trace) -> Explanation | None:
     if view.bad is None:
         return None
     for trap in TRAPS:
-        cause = trap.test(culprit, view)
-        if cause:
-            return Explanation(trap.name, cause, trap.fix)
+        found = trap.test(culprit, view)
+        if found:
+            return Explanation(trap.name, found[0], trap.fix, tuple(found[1]))
     return None

@@ -108,7 +108,8 @@ def _error(prog, vals, node, k, fed=False) -> NumericsError:
     found = None if fed else explain(node, trace)
     hint = f"\n  {found}" if found is not None else ""
     err = NumericsError(head + hint + "\n  err.trace holds every value computed so far; "
-                        "fg.viz.draw(err) draws it with this node in red", node=node)
+                        "fg.viz.draw(err) draws the path to this node (red), "
+                        "fg.viz.draw(err.trace) all of it", node=node)
     err.trace, err.explanation = trace, found
     return err
 

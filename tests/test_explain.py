@@ -29,6 +29,20 @@ def test_untaken_where_branch_forward(g):
     assert "double where" in err.explain() and "double where" in str(err)
 
 
+def test_untaken_where_branch_forward_with_the_condition_built_after_the_culprit(g):
+    """The run stops at the log before it reaches `x > 0`: the condition is computed from
+    the fed x (it was not recognised when the trap read the condition from the trace)."""
+    x = fg.placeholder("x", (3,))
+    logx = fg.log(x).named("logx")
+    y = fg.where(x > 0, logx, 0.0).named("safe_log")
+    loss = fg.sum(y)
+    err = _caught([loss, fg.grad(loss, x)], {x: np.array([-1.0, 0.5, 2.0])})
+    assert err.node is logx and err.explanation.name == "untaken where branch"
+    assert err.explanation.nodes == (y,)
+    ok = _caught(fg.log(x) * 1.0, {x: np.array([-1.0, 0.5, 2.0])})   # no where: log < 0
+    assert ok.explanation.name == "log at 0"
+
+
 def test_untaken_where_branch_backward(g):
     x = fg.placeholder("x", (2,))
     y = fg.where(x > 0, fg.sqrt(x), 0.0)     # forward finite at 0: sqrt(0) = 0

@@ -311,7 +311,7 @@ def test_anomaly_drawing_marks_inherited_nan_apart_from_the_culprit():
             with pytest.raises(fg.NumericsError) as info:
                 prog(x=np.array([1.0, 2.0, 3.0]))
     assert info.value.node is bad
-    nodes, _ = _parse_dot(fg.viz.draw(info.value).source)
+    nodes, _ = _parse_dot(fg.viz.draw(info.value.trace).source)   # the whole trace
     red = [k for k, a in nodes.items() if fg.viz.dot.CULPRIT in a.get("label", "")
            + a.get("fillcolor", "")]
     assert red == [f"n{bad.id}"]

@@ -544,10 +544,13 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     """
     from flowgrad.audit import PrecisionAudit
     from flowgrad.errors import NumericsError
-    if isinstance(what, NumericsError):  # draw(err): the trace, culprit in red
-        what = what.trace
+    path = None
+    if isinstance(what, NumericsError):  # draw(err): the path from the cause to the culprit
+        from .anomaly import anomaly_path
+        path = anomaly_path(what)
+        what, _only = path.trace, path.ids
     from flowgrad.profile import Profile
-    captions = {}
+    captions = dict(path.captions) if path else {}
     # draw(audit): shaded by the digits each node lost; draw(profile): by the time each took
     if isinstance(what, (PrecisionAudit, Profile)):
         shades, captions = what.shading()
@@ -571,6 +574,8 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     _emit_edges(dot, scene, ids, (units, boxes, users), derivative, edge_labels, precision)
     _emit_elided(dot, scene, ids, set(candidates), units)
     emit_bodies(dot, scene, ids, expand)   # issue 20: a loop's body as a cluster
+    if path is not None:                   # issue 23: the explanation as the caption
+        path.add_caption(dot)
     return dot
 
 
