@@ -17,6 +17,10 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
   each step (:meth:`DaskBackend.materialize`), so ``w.value`` is numpy after every step
   and no step drags the history of earlier steps along in its graph. A dask array
   assigned to a variable by hand is computed when the variable is next read.
+* **loops** (``fg.scan``, ``while_loop``, ``fori_loop``, ``cond`` and the derivative
+  loops) run as ONE task each (:meth:`DaskBackend.task`): the task gets its inputs'
+  chunks concatenated into numpy arrays and runs the loop as the numpy backend does
+  (same values, same dtypes, bit for bit); each result is a one-chunk dask array.
 * **ops dask lacks** (``det``, ``logdet``, ``eigvalsh`` … — ``dask.array.linalg`` has no
   determinant or eigensolver) raise ``fg.BackendError`` naming the op at compile time.
 """
@@ -34,6 +38,7 @@ _NO_LINALG = ("dask.array.linalg has no {what}; compute this part with the numpy
 
 class DaskBackend(Backend):
     name = "dask"
+    loops = "task"
     unsupported_ops = {
         "det": _NO_LINALG.format(what="determinant"),
         "slogdet": _NO_LINALG.format(what="determinant"),
@@ -84,6 +89,31 @@ class DaskBackend(Backend):
         """``tree`` (nested lists, tuples and dicts of arrays) with every dask array in it
         computed, all in one pass: an optimizer's new values and state, which are small."""
         return _arrays(self._dask.compute(tree)[0])
+
+    def task(self, fn, args, shapes, dtypes) -> list:
+        """``fn(*args)`` as ONE task of the dask graph. ``args``' dask arrays reach it as
+        numpy arrays (their chunks concatenated: a loop reads its inputs whole), other
+        values as they are. ``fn`` returns one array (or None) per entry of ``shapes``;
+        each becomes a one-chunk dask array of that shape and of ``dtypes``' dtype; a
+        None shape (a result nobody reads) stays None. ``pure=False``: the task's key is
+        fresh, so no argument is hashed and a body's random draws are never merged.
+
+        A dask array must know its shape before it is computed: where a shape holds a
+        NaN (a length known only once ``fn`` has run: a while loop's trip count),
+        ``fn`` runs now instead, on its arguments computed now (errors are raised here),
+        and its results are wrapped as dask arrays."""
+        n = len(shapes)
+        if n == 0:
+            return []
+        if any(s is not None and any(d != d for d in s) for s in shapes):
+            done = fn(*self._dask.compute(*args))
+            parts = [self._dask.delayed(v, pure=False) for v in done]   # handed out as is
+            shapes = [s if s is None else np.shape(v) for s, v in zip(shapes, done)]
+        else:
+            parts = self._dask.delayed(fn, nout=n, pure=False)(*args)
+        return [None if s is None else
+                self.xp.from_delayed(p, s, dtype=t, meta=np.empty((0,) * len(s), t))
+                for p, s, t in zip(parts, shapes, dtypes)]
 
     def finish(self, values: list) -> list:
         if self.lazy:

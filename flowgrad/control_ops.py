@@ -30,7 +30,7 @@ from .errors import FlowgradError, NumericsError, ShapeError
 from .ops.base import REGISTRY, Op, fmt_shape
 
 __all__ = ["LoopSpec", "LoopLimitError", "loop_op", "loop_out_op", "is_loop",
-           "is_loop_result"]
+           "is_loop_result", "run_loop"]
 
 OBJECT = np.dtype(object)
 
@@ -230,7 +230,18 @@ _RUNNERS = {"scan": _run_scan, "while": _run_while, "cond": _run_cond}
 
 
 def _loop_forward(xp, *vals, spec):
-    return Results(_RUNNERS[spec.kind](spec, xp, vals))
+    if xp is not np:
+        from .backends import backend_of
+        backend = backend_of(xp)
+        if backend.loops == "task":     # a lazy backend (dask): the loop is one task
+            from .control_task import run_as_task
+            return Results(run_as_task(spec, backend, vals, run_loop))
+    return Results(run_loop(spec, xp, vals))
+
+
+def run_loop(spec, xp, vals) -> tuple:
+    """The results of ``spec``'s loop on input values ``vals``, computed with ``xp``."""
+    return _RUNNERS[spec.kind](spec, xp, vals)
 
 
 def _loop_infer(*inputs, spec):
