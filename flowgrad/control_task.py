@@ -35,8 +35,10 @@ NAN = float("nan")
 def run_as_task(spec, backend, vals, runner) -> tuple:
     """The results of ``spec``'s loop on inputs ``vals`` (the backend's lazy arrays), as
     lazy arrays of ``backend`` made by one task running ``runner(spec, numpy, vals)``."""
+    from .numerics import anomaly_enabled
     shapes = result_shapes(spec, vals)
-    fn = functools.partial(run_on_host, spec, runner, shapes)
+    # detect_anomaly is the building thread's; the task runs on one of dask's threads
+    fn = functools.partial(run_on_host, spec, runner, shapes, anomaly_enabled())
     return tuple(backend.task(fn, list(vals), shapes, spec.out_dtypes))
 
 
@@ -134,10 +136,13 @@ def _probe(body, arg_shapes, cap_shapes) -> list:
         return [o.shape for o in body.outs]
 
 
-def run_on_host(spec, runner, shapes, *vals) -> tuple:
-    """The task: the loop run on numpy arrays, each result checked against the shape
-    its lazy array was given (a ShapeError naming the loop otherwise)."""
-    out = runner(spec, np, vals)
+def run_on_host(spec, runner, shapes, checked, *vals) -> tuple:
+    """The task: the loop run on numpy arrays (its bodies NaN-checked if ``checked``:
+    the call was made inside ``fg.detect_anomaly()``), each result checked against the
+    shape its lazy array was given (a ShapeError naming the loop otherwise)."""
+    from .numerics import detect_anomaly
+    with detect_anomaly(checked):
+        out = runner(spec, np, vals)
     for k, (value, shape) in enumerate(zip(out, shapes)):
         if shape is None or value is None:
             continue

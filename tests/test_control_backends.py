@@ -204,8 +204,8 @@ def test_a_carry_that_changes_its_run_time_length_is_refused_on_dask():
 
     with pytest.raises(fg.ShapeError, match=r"scan built at model.py:3: result 0 has "
                                             r"shape \(2,\) where \(3,\) was stated"):
-        run_on_host(Spec, lambda spec, xp, vals: (np.zeros(2),), [(3,)])
-    assert run_on_host(Spec, lambda spec, xp, vals: (np.zeros(3), None), [(3,), None])[1] \
+        run_on_host(Spec, lambda spec, xp, vals: (np.zeros(2),), [(3,)], False)
+    assert run_on_host(Spec, lambda spec, xp, vals: (np.zeros(3), None), [(3,), None], False)[1] \
         is None
 
 
@@ -325,3 +325,19 @@ def test_a_dask_only_process_runs_loops(monkeypatch):
             m.delitem(_by_namespace, id(np), raising=False)
             got = _on("dask", outs, feed)
         _same(got, _on("numpy", outs, feed))
+
+
+@pytest.mark.parametrize("backend", DASKS)
+def test_detect_anomaly_names_the_iteration_on_dask(backend):
+    """fg.detect_anomaly() belongs to the calling thread; the loop's task, on one of
+    dask's threads, checks its bodies all the same."""
+    with fg.Graph():
+        x = fg.placeholder("x", (None,))
+        hT, ys = fg.scan(lambda h, v: (h * v, fg.log(h)), fg.constant(1.0), x)
+        prog = fg.compile([hT, ys], backend=backend)
+        feed = {x: np.array([1.0, -1.0, 2.0])}
+        with np.errstate(all="ignore"), fg.detect_anomaly(), \
+                pytest.raises(fg.NumericsError, match=r"iteration 2 \(counted from 0\)"):
+            prog(feed)
+        with np.errstate(all="ignore"):
+            _same(prog(feed), _on("numpy", [hT, ys], feed))   # outside: NaN, unchecked
