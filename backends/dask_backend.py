@@ -21,6 +21,8 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
   loops) run as ONE task each (:meth:`DaskBackend.task`): the task gets its inputs'
   chunks concatenated into numpy arrays and runs the loop as the numpy backend does
   (same values, same dtypes, bit for bit); each result is a one-chunk dask array.
+  Under a scheduler in other processes (``dask.distributed``), a loop runs in the
+  calling process instead, on its inputs computed by the cluster.
 * **ops dask lacks** (``det``, ``logdet``, ``eigvalsh`` … — ``dask.array.linalg`` has no
   determinant or eigensolver) raise ``fg.BackendError`` naming the op at compile time.
 """
@@ -98,14 +100,18 @@ class DaskBackend(Backend):
         None shape (a result nobody reads) stays None. ``pure=False``: the task's key is
         fresh, so no argument is hashed and a body's random draws are never merged.
 
-        A dask array must know its shape before it is computed: where a shape holds a
-        NaN (a length known only once ``fn`` has run: a while loop's trip count),
         ``fn`` runs now instead, on its arguments computed now (errors are raised here),
-        and its results are wrapped as dask arrays."""
+        and its results are wrapped as dask arrays, where a task cannot serve: a shape
+        holds a NaN (a length known only once ``fn`` has run: a while loop's trip
+        count; a dask array must know its shape before it is computed), or the active
+        scheduler sends tasks to other processes (a ``dask.distributed`` cluster, the
+        "processes" scheduler), which ``fn`` cannot travel to (a loop's traced bodies
+        and compiled programs do not pickle)."""
         n = len(shapes)
         if n == 0:
             return []
-        if any(s is not None and any(d != d for d in s) for s in shapes):
+        if _pickles_tasks() or any(s is not None and any(d != d for d in s)
+                                   for s in shapes):
             done = fn(*self._dask.compute(*args))
             parts = [self._dask.delayed(v, pure=False) for v in done]   # handed out as is
             shapes = [s if s is None else np.shape(v) for s, v in zip(shapes, done)]
@@ -128,6 +134,15 @@ class DaskBackend(Backend):
 
     def __repr__(self):
         return f"<flowgrad backend dask (chunks={self.chunks!r}{', lazy' if self.lazy else ''})>"
+
+
+def _pickles_tasks() -> bool:
+    """Whether the scheduler dask would use now runs tasks in other processes."""
+    import dask.local
+    import dask.threaded
+    from dask.base import get_scheduler
+    get = get_scheduler()
+    return get is not None and get not in (dask.threaded.get, dask.local.get_sync)
 
 
 def _arrays(tree):

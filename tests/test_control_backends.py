@@ -341,3 +341,17 @@ def test_detect_anomaly_names_the_iteration_on_dask(backend):
             prog(feed)
         with np.errstate(all="ignore"):
             _same(prog(feed), _on("numpy", [hT, ys], feed))   # outside: NaN, unchecked
+
+
+@pytest.mark.slow
+def test_a_scheduler_in_other_processes_runs_the_loop_where_it_was_built():
+    """A loop's task holds traced bodies, which cannot travel to other processes: under
+    such a scheduler the loop runs when its node is reached (inputs computed by that
+    scheduler), never a serialisation failure halfway through a run."""
+    import dask
+    with fg.Graph():
+        (W, xs, h0, hT, ys, loss), feed = _rnn()
+        outs = [loss, hT, fg.grad(loss, W)]
+        with dask.config.set(scheduler="processes", num_workers=1):
+            got = _on(DaskBackend(chunks=2), outs, feed)
+        _same(got, _on("numpy", outs, feed))
