@@ -51,7 +51,15 @@ def _note(backend) -> None:
         return
     known = _by_namespace.get(id(xp))
     if known is None or known[1]() is None:
-        _by_namespace[id(xp)] = (xp, weakref.ref(backend))
+        for key, (_, old) in list(_by_namespace.items()):   # forget backends gone since
+            if old() is None:
+                _by_namespace.pop(key, None)
+        try:
+            ref = weakref.ref(backend)
+        except TypeError:               # a Backend with __slots__ and no weak references
+            def ref(backend=backend):
+                return backend
+        _by_namespace[id(xp)] = (xp, ref)
 
 
 def backend_of(xp) -> Backend:

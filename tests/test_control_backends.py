@@ -301,6 +301,18 @@ class _DeviceBackend(fg.backends.base.Backend):
         return np.asarray(array).view(np.ndarray)
 
 
+def test_backend_of_finds_a_backend_of_its_own_while_it_lives():
+    import gc
+    from flowgrad.backends import backend_of, get_backend
+    backend = _DeviceBackend()
+    assert get_backend(backend) is backend and backend_of(backend.xp) is backend
+    xp = backend.xp
+    del backend
+    gc.collect()
+    with pytest.raises(fg.BackendError, match="no backend computes with"):
+        backend_of(xp)
+
+
 def test_loops_on_a_backend_of_its_own():
     backend = _DeviceBackend()
     with fg.Graph():
