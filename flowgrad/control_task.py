@@ -59,18 +59,15 @@ def _unknown(declared):
 
 
 def _length(spec, xs):
-    """A scan's number of iterations, from its stacked inputs and ``length=``; their
-    disagreement is the ShapeError the numpy backend raises, raised now (the loop's
-    kernel is running: the error names the node). NaN when no length is known yet."""
-    lengths = {int(x.shape[0]) for x in xs if _known(x.shape[0])}
-    if spec.length is not None:
-        lengths.add(int(spec.length))
-    if len(lengths) > 1:
-        raise ShapeError(f"{spec.name}: the stacked inputs (and length=) disagree on the "
-                         f"number of iterations: {sorted(lengths)}")
-    if lengths and all(_known(x.shape[0]) for x in xs):
-        return lengths.pop()
-    return NAN
+    """A scan's number of iterations (NaN while a stacked input's length is unknown);
+    lengths that disagree are the numpy backend's ShapeError, raised now, by the loop's
+    kernel (so it names the node, as on numpy)."""
+    from .control_ops import scan_length
+    known = [int(x.shape[0]) for x in xs if _known(x.shape[0])]
+    if not known and spec.length is None:
+        return NAN
+    T = scan_length(spec, known)
+    return T if len(known) == len(xs) else NAN
 
 
 def result_shapes(spec, vals) -> list:
