@@ -8,6 +8,7 @@ name is taken.
 from __future__ import annotations
 
 import importlib
+import weakref
 
 from flowgrad.errors import BackendError
 
@@ -22,6 +23,10 @@ AVAILABLE = {
 
 _instances: dict[str, Backend] = {}
 _default = "numpy"
+#: id(namespace) -> (the namespace, a weak reference to a Backend computing with it): every
+#: backend get_backend has handed out, so a kernel that knows only its ``xp`` (a loop
+#: node's) finds the backend (``backend_of``); the namespace is held so its id stays its own
+_by_namespace: dict[int, tuple] = {}
 
 
 def get_backend(name=None) -> Backend:
@@ -29,13 +34,49 @@ def get_backend(name=None) -> Backend:
     if name is None:
         name = _default
     if isinstance(name, Backend):
+        _note(name)
         return name
     if name not in _instances:
         if name not in AVAILABLE:
             raise BackendError(f"unknown backend {name!r}; choose one of {sorted(AVAILABLE)}")
         module, cls = AVAILABLE[name].split(":")
-        _instances[name] = getattr(importlib.import_module(module), cls)()
+        _instances[name] = made = getattr(importlib.import_module(module), cls)()
+        _note(made)
     return _instances[name]
+
+
+def _note(backend) -> None:
+    xp = backend.xp
+    if xp is None:
+        return
+    known = _by_namespace.get(id(xp))
+    if known is None or known[1]() is None:
+        for key, (_, old) in list(_by_namespace.items()):   # forget backends gone since
+            if old() is None:
+                _by_namespace.pop(key, None)
+        try:
+            ref = weakref.ref(backend)
+        except TypeError:               # a Backend with __slots__ and no weak references
+            def ref(backend=backend):
+                return backend
+        _by_namespace[id(xp)] = (xp, ref)
+
+
+def backend_of(xp) -> Backend:
+    """The backend whose array namespace is ``xp``: a named one (numpy, cupy, dask) if one
+    computes with it, else the first Backend instance get_backend handed out with it (a
+    fake device's). BackendError if none: a kernel then cannot know where it runs."""
+    for backend in _instances.values():
+        if backend.xp is xp:
+            return backend
+    if xp is __import__("numpy"):       # never asked for by name yet (a dask-only run)
+        return get_backend("numpy")
+    known = _by_namespace.get(id(xp))
+    backend = known[1]() if known is not None else None
+    if backend is None or backend.xp is not xp:
+        raise BackendError(f"no backend computes with the array namespace "
+                           f"{getattr(xp, '__name__', xp)!r}")
+    return backend
 
 
 def set_default_backend(name) -> None:

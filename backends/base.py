@@ -47,6 +47,10 @@ class Backend:
     #: values are lazy task graphs, computed at the end of a run (a profile times the
     #: tasks through dask's local profiler, not the steps that only build them)
     lazy_tasks = False
+    #: how a loop node (scan, while_loop, cond) runs here: "direct", its body's program
+    #: called once per iteration on this backend's arrays; or "task", the whole loop as
+    #: one task of a lazy backend's graph (dask), computed on host numpy arrays (:meth:`task`)
+    loops = "direct"
 
     def asarray(self, value, dtype=None):
         """``value`` as an array of this backend (moved to its device once)."""
@@ -83,6 +87,13 @@ class Backend:
     def finish(self, values: list) -> list:
         """The output values of one call as the caller receives them."""
         return values
+
+    def task(self, fn, args, shapes, dtypes) -> list:
+        """For a backend whose ``loops`` is "task": ``fn(*args)`` as one task of its lazy
+        graph, computed on host numpy arrays; one lazy array per entry of ``shapes`` and
+        ``dtypes`` (None entries stay None)."""
+        raise BackendError(f"the {self.name} backend runs no host tasks "
+                           f"(its loops are {self.loops!r})")
 
     def __repr__(self):
         return f"<flowgrad backend {self.name}>"

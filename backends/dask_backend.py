@@ -17,6 +17,12 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
   each step (:meth:`DaskBackend.materialize`), so ``w.value`` is numpy after every step
   and no step drags the history of earlier steps along in its graph. A dask array
   assigned to a variable by hand is computed when the variable is next read.
+* **loops** (``fg.scan``, ``while_loop``, ``fori_loop``, ``cond`` and the derivative
+  loops) run as ONE task each (:meth:`DaskBackend.task`): the task gets its inputs'
+  chunks concatenated into numpy arrays and runs the loop as the numpy backend does
+  (same values, same dtypes, bit for bit); each result is a one-chunk dask array.
+  Under a scheduler in other processes (``dask.distributed``), a loop runs in the
+  calling process instead, on its inputs computed by the cluster.
 * **ops dask lacks** (``det``, ``logdet``, ``eigvalsh`` … — ``dask.array.linalg`` has no
   determinant or eigensolver) raise ``fg.BackendError`` naming the op at compile time.
 """
@@ -35,6 +41,7 @@ _NO_LINALG = ("dask.array.linalg has no {what}; compute this part with the numpy
 class DaskBackend(Backend):
     name = "dask"
     lazy_tasks = True
+    loops = "task"
     unsupported_ops = {
         "det": _NO_LINALG.format(what="determinant"),
         "slogdet": _NO_LINALG.format(what="determinant"),
@@ -86,6 +93,35 @@ class DaskBackend(Backend):
         computed, all in one pass: an optimizer's new values and state, which are small."""
         return _arrays(self._dask.compute(tree)[0])
 
+    def task(self, fn, args, shapes, dtypes) -> list:
+        """``fn(*args)`` as ONE task of the dask graph. ``args``' dask arrays reach it as
+        numpy arrays (their chunks concatenated: a loop reads its inputs whole), other
+        values as they are. ``fn`` returns one array (or None) per entry of ``shapes``;
+        each becomes a one-chunk dask array of that shape and of ``dtypes``' dtype; a
+        None shape (a result nobody reads) stays None. ``pure=False``: the task's key is
+        fresh, so no argument is hashed and a body's random draws are never merged.
+
+        ``fn`` runs now instead, on its arguments computed now (errors are raised here),
+        and its results are wrapped as dask arrays, where a task cannot serve: a shape
+        holds a NaN (a length known only once ``fn`` has run: a while loop's trip
+        count; a dask array must know its shape before it is computed), or the active
+        scheduler sends tasks to other processes (a ``dask.distributed`` cluster, the
+        "processes" scheduler), which ``fn`` cannot travel to (a loop's traced bodies
+        and compiled programs do not pickle)."""
+        n = len(shapes)
+        if n == 0:
+            return []
+        if _pickles_tasks() or any(s is not None and any(d != d for d in s)
+                                   for s in shapes):
+            done = fn(*self._dask.compute(*args))
+            parts = [self._dask.delayed(v, pure=False) for v in done]   # handed out as is
+            shapes = [s if s is None else np.shape(v) for s, v in zip(shapes, done)]
+        else:
+            parts = self._dask.delayed(fn, nout=n, pure=False)(*args)
+        return [None if s is None else
+                self.xp.from_delayed(p, s, dtype=t, meta=np.empty((0,) * len(s), t))
+                for p, s, t in zip(parts, shapes, dtypes)]
+
     def finish(self, values: list) -> list:
         if self.lazy:
             return values
@@ -99,6 +135,15 @@ class DaskBackend(Backend):
 
     def __repr__(self):
         return f"<flowgrad backend dask (chunks={self.chunks!r}{', lazy' if self.lazy else ''})>"
+
+
+def _pickles_tasks() -> bool:
+    """Whether the scheduler dask would use now runs tasks in other processes."""
+    import dask.local
+    import dask.threaded
+    from dask.base import get_scheduler
+    get = get_scheduler()
+    return get is not None and get not in (dask.threaded.get, dask.local.get_sync)
 
 
 def _arrays(tree):

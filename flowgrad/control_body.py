@@ -23,7 +23,7 @@ import threading
 
 import numpy as np
 
-from .errors import BackendError, ShapeError, UsageError
+from .errors import ShapeError, UsageError
 from .graph import Graph, Node
 from .pytree import flatten
 from .ops import base as _base
@@ -138,17 +138,10 @@ class Body:
 
 
 def _backend(xp):
-    """The backend whose array module is ``xp``: a body runs on its loop's backend."""
-    from .backends import get_backend
-    for name in ("numpy", "cupy"):
-        try:
-            b = get_backend(name)
-        except Exception:   # cupy absent
-            continue
-        if b.xp is xp:
-            return b
-    raise BackendError(f"loops (scan, cond, while_loop) run on the numpy and cupy "
-                       f"backends only; this program runs on {getattr(xp, '__name__', xp)}")
+    """The backend whose array module is ``xp``: a body runs on its loop's backend (a
+    lazy one, dask, never gets here: its loops run as one task on numpy arrays)."""
+    from .backends import backend_of
+    return backend_of(xp)
 
 
 def trace(fn, specs, name, arg_def=None, outer=None) -> Body:

@@ -30,7 +30,7 @@ from .errors import FlowgradError, NumericsError, ShapeError
 from .ops.base import REGISTRY, Op, fmt_shape
 
 __all__ = ["LoopSpec", "LoopLimitError", "loop_op", "loop_out_op", "is_loop",
-           "is_loop_result"]
+           "is_loop_result", "run_loop", "scan_length"]
 
 OBJECT = np.dtype(object)
 
@@ -143,8 +143,10 @@ def _stack(xp, items, shape, dtype, name):
     return xp.zeros((0, *shape), dtype=dtype)
 
 
-def _scan_length(spec, xs):
-    lengths = {int(x.shape[0]) for x in xs}
+def scan_length(spec, lengths):
+    """A scan's number of iterations, from its stacked inputs' ``lengths`` (ints) and
+    its ``length=``; a ShapeError naming the loop when they disagree."""
+    lengths = set(lengths)
     if spec.length is not None:
         lengths.add(int(spec.length))
     if len(lengths) > 1:
@@ -163,7 +165,7 @@ def _run_scan(spec, xp, vals):
     carry = list(vals[:nc])
     xs = vals[nc:nc + nx]
     caps = vals[nc + nx:]
-    T = _scan_length(spec, xs)
+    T = scan_length(spec, [int(x.shape[0]) for x in xs])
     dtypes = spec.out_dtypes
     keep = spec.keeps_carries
     stacks = [_buffer(xp, T, carry[k], dtypes[k]) if keep else None for k in range(nc)]
@@ -230,7 +232,18 @@ _RUNNERS = {"scan": _run_scan, "while": _run_while, "cond": _run_cond}
 
 
 def _loop_forward(xp, *vals, spec):
-    return Results(_RUNNERS[spec.kind](spec, xp, vals))
+    if xp is not np:
+        from .backends import backend_of
+        backend = backend_of(xp)
+        if backend.loops == "task":     # a lazy backend (dask): the loop is one task
+            from .control_task import run_as_task
+            return Results(run_as_task(spec, backend, vals, run_loop))
+    return Results(run_loop(spec, xp, vals))
+
+
+def run_loop(spec, xp, vals) -> tuple:
+    """The results of ``spec``'s loop on input values ``vals``, computed with ``xp``."""
+    return _RUNNERS[spec.kind](spec, xp, vals)
 
 
 def _loop_infer(*inputs, spec):

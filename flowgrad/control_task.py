@@ -1,0 +1,152 @@
+"""A loop node on a lazy backend (dask): the whole loop as ONE task of its graph.
+
+A lazy backend's kernels build a task graph instead of computing, so a loop cannot ask
+how many iterations to run, or which branch to take, while its node is being built. On
+such a backend (``Backend.loops == "task"``) the loop's kernel hands the backend one task
+(``Backend.task``): it receives the loop's inputs as host numpy arrays (a dask array's
+chunks concatenated) and runs the loop exactly as the numpy backend does, through the
+body's numpy program (flowgrad/control_ops.py's runners), so values and dtypes are the
+numpy backend's, bit for bit. Each result becomes a lazy array that ``loop_out`` reads.
+
+The lazy arrays need their shapes before the task runs. ``result_shapes`` states them
+from the declared shapes, with each ``None`` filled from what is known: the number of
+iterations of a scan (its stacked inputs' length, or ``length=``) and a carry's length
+(a carry keeps its shape: its input's). A length known only once the loop has run (a
+while loop's trip count, a ``None`` axis of a body's output) is NaN, dask's unknown
+length. ``run_on_host`` then checks every stated length against the result before
+handing it over: never a lazy array whose metadata disagrees with its value.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+
+import numpy as np
+
+from .errors import ShapeError
+from .ops.base import fmt_shape
+
+__all__ = ["run_as_task", "result_shapes", "run_on_host"]
+
+NAN = float("nan")
+
+
+def run_as_task(spec, backend, vals, runner) -> tuple:
+    """The results of ``spec``'s loop on inputs ``vals`` (the backend's lazy arrays), as
+    lazy arrays of ``backend`` made by one task running ``runner(spec, numpy, vals)``."""
+    from .numerics import anomaly_enabled
+    shapes = result_shapes(spec, vals)
+    # detect_anomaly is the building thread's; the task runs on one of dask's threads
+    fn = functools.partial(run_on_host, spec, runner, shapes, anomaly_enabled())
+    return tuple(backend.task(fn, list(vals), shapes, spec.out_dtypes))
+
+
+def _known(n) -> bool:
+    return n is not None and not (isinstance(n, float) and math.isnan(n))
+
+
+def _fill(declared, actual):
+    """``declared`` with each None replaced by ``actual``'s length there (NaN if it has
+    none): a carry's shape after the body, from its shape before."""
+    actual = tuple(actual) if actual is not None and len(actual) == len(declared) else None
+    return tuple(d if d is not None else (actual[a] if actual is not None else NAN)
+                 for a, d in enumerate(declared))
+
+
+def _unknown(declared):
+    return tuple(NAN if d is None else d for d in declared)
+
+
+def _length(spec, xs):
+    """A scan's number of iterations (NaN while a stacked input's length is unknown);
+    lengths that disagree are the numpy backend's ShapeError, raised now, by the loop's
+    kernel (so it names the node, as on numpy)."""
+    from .control_ops import scan_length
+    known = [int(x.shape[0]) for x in xs if _known(x.shape[0])]
+    if not known and spec.length is None:
+        return NAN
+    T = scan_length(spec, known)
+    return T if len(known) == len(xs) else NAN
+
+
+def result_shapes(spec, vals) -> list:
+    """Every result's shape as far as it is known before the loop runs (module
+    docstring); None for a carry stack that no derivative reads (not kept)."""
+    nc = spec.n_carry
+    declared = spec.out_shapes
+    shapes = [tuple(np.shape(v)) for v in vals]
+    if spec.kind == "cond":
+        return _outputs(spec, 0, shapes[1:1 + nc], shapes[1 + nc:])
+    carries = [_fill(declared[k], shapes[k]) for k in range(nc)]
+    if spec.kind == "scan":
+        nx = spec.n_xs
+        T = _length(spec, vals[nc:nc + nx])
+        args = carries + [s[1:] for s in shapes[nc:nc + nx]]
+        ys = _outputs(spec, 0, args, shapes[nc + nx:])[nc:]
+        ys = [(T, *y) for y in ys]
+    else:                                   # a while loop: its trip count is unknown
+        T, ys = NAN, []
+    stacks = [(T, *c) if spec.keeps_carries else None for c in carries]
+    return carries + ys + stacks
+
+
+#: spec -> {input shapes: body outputs' shapes}: a probe builds a graph, once per shape
+_PROBED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_PROBES_PER_LOOP = 64
+
+
+def _outputs(spec, k, arg_shapes, cap_shapes) -> list:
+    """The shapes of body ``k``'s outputs for arguments of ``arg_shapes``: the declared
+    ones where complete; else the body replayed on placeholders of those shapes, every
+    op inferring its shape (NaN where a length stays unknown)."""
+    want = [o.shape for o in spec.bodies[k].outs]
+    if all(None not in w for w in want):
+        return want
+    caps = [cap_shapes[i] for i in spec.caps_of[k]]
+    if not all(_known(d) for s in list(arg_shapes) + caps for d in s):
+        return [_unknown(w) for w in want]
+    key = (k, tuple(map(tuple, arg_shapes)), tuple(map(tuple, caps)))
+    table = _PROBED.setdefault(spec, {})
+    got = table.get(key)
+    if got is None:
+        got = _probe(spec.bodies[k], arg_shapes, caps)
+        if len(table) < _PROBES_PER_LOOP:
+            table[key] = got
+    return [_unknown(s) for s in got]
+
+
+def _probe(body, arg_shapes, cap_shapes) -> list:
+    """Body's output shapes, inferred by replaying it into a graph of its own; the
+    declared ones if the replay fails (the run will then raise the real error)."""
+    from .control_body import inline
+    from .graph import Graph
+    from .leaves import placeholder
+    try:
+        with Graph():
+            args = [placeholder(f"arg_{i}", s, p.dtype)
+                    for i, (p, s) in enumerate(zip(body.params, arg_shapes))]
+            caps = [placeholder(f"cap_{i}", s, p.dtype)
+                    for i, (p, s) in enumerate(zip(body.cap_params, cap_shapes))]
+            return [o.shape for o in inline(body, args, caps)]
+    except Exception:   # noqa: BLE001 - a shape the body refuses: the run names it
+        return [o.shape for o in body.outs]
+
+
+def run_on_host(spec, runner, shapes, checked, *vals) -> tuple:
+    """The task: the loop run on numpy arrays (its bodies NaN-checked if ``checked``:
+    the call was made inside ``fg.detect_anomaly()``), each result checked against the
+    shape its lazy array was given (a ShapeError naming the loop otherwise)."""
+    from .numerics import detect_anomaly
+    with detect_anomaly(checked):
+        out = runner(spec, np, vals)
+    for k, (value, shape) in enumerate(zip(out, shapes)):
+        if shape is None or value is None:
+            continue
+        got = np.shape(value)
+        if len(got) != len(shape) or any(_known(s) and s != g for s, g in zip(shape, got)):
+            stated = fmt_shape(tuple(int(s) if _known(s) else None for s in shape))
+            raise ShapeError(f"{spec.name} built at {spec.where}: result {k} has shape "
+                             f"{fmt_shape(got)} where {stated} was stated before the loop "
+                             "ran (a carry must keep its shape)")
+    return tuple(out)
