@@ -144,6 +144,8 @@ def test_state_is_not_a_variable_of_the_layer_and_carries_no_gradient():
         assert model.state == bn.state and model.variables == bn.variables
         assert all(fg_state.is_state(v) for v in bn.state)
         assert not any(fg_state.is_state(v) for v in bn.variables)
+        # parameters are gamma and beta (torch's count): the state is not one
+        assert fg.summary(y).total == fg.summary(x.graph).total == 6 == bn.n_params
         # evaluation reads the running statistics, through stop_gradient: no derivative
         g_mean, g_var = fg.run(fg.grad(fg.sum(y * y), bn.state), x=X, training=False)
         np.testing.assert_array_equal(g_mean, 0.0)
