@@ -25,8 +25,9 @@ derivative flows into it either. A program that would write one state variable t
 (the same batch-norm layer called on two inputs that one program computes) is refused
 at compile with a ``UsageError``: which value would win is not defined.
 
-The tables live here, per graph (a side table owned by this module); graph files and
-ONNX export carry a state variable as a plain variable (its value), not its update.
+The tables live here, per graph (a side table owned by this module). Graph files
+(flowgrad/io/graphfile.py) save the marks and the declared updates and restore them;
+ONNX export writes a state variable as an initializer (its value), not its update.
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ from .errors import GraphError, UsageError
 from .graph import Node
 from .leaves import check_variable_value, variable
 
-__all__ = ["Update", "Pending", "state_variable", "is_state", "declare_update",
-           "updates_for", "Committing"]
+__all__ = ["Update", "Pending", "state_variable", "mark_state", "is_state",
+           "declare_update", "declared", "updates_for", "Committing"]
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,28 @@ def _table(graph, create=False):
 def state_variable(value, name: str) -> Node:
     """A variable of the current graph, marked as state: written by declared updates,
     saved with the variables, never trained (optimizers refuse it)."""
-    node = variable(value, name=name)
+    return mark_state(variable(value, name=name))
+
+
+def mark_state(node: Node) -> Node:
+    """Mark the variable ``node`` as state (state_variable does; so does a graph file's
+    loader, for the variables it rebuilt). Returns it."""
+    if not isinstance(node, Node) or node.kind != "variable":
+        raise UsageError(f"only a variable can be state, not {node!r}")
     _table(node.graph, create=True).states.add(node.id)
     return node
+
+
+def declared(graph) -> tuple:
+    """``(state ids, updates)`` of ``graph``: its state variables' ids, ascending, and
+    its declared updates in declaration order (for graph files)."""
+    table = _table(graph)
+    if table is None:
+        return (), ()
+    with table.lock:
+        updates = {id(u): u for ups in table.by_trigger.values() for u in ups}
+    return tuple(sorted(table.states)), tuple(sorted(updates.values(),
+                                                     key=lambda u: u.value.id))
 
 
 def is_state(node) -> bool:

@@ -421,3 +421,58 @@ def test_refusals():
             fg.nn.BatchNorm(2)(fg.placeholder("one", shape=(1, 2)))
         fg.nn.BatchNorm(2)(fg.placeholder("two", shape=(2, 2)))
         fg.nn.BatchNorm(2, training=False)(fg.placeholder("eval", shape=(1, 2)))
+
+
+def test_graph_files_keep_the_state_and_its_updates(tmp_path):
+    """save_graph/load_graph: the loaded graph's running statistics are state again, and
+    a training run of the loaded graph writes them as the original graph's does."""
+    Xs = _batches((6, 3), 2)
+    with fg.Graph() as g:
+        x = _placeholder((6, 3))
+        training = fg.placeholder("training", dtype="bool")
+        bn = fg.nn.BatchNorm(3, training=training)
+        y = fg.sum(bn(x) ** 2)
+        fg.run(y, x=Xs[0], training=True)
+        path = fg.save_graph(tmp_path / "bn.fg", g)
+        fg.run(y, x=Xs[1], training=True)
+        want = [v.value for v in bn.state]
+    g2 = fg.load_graph(path)
+    state = [g2.by_name(v.name) for v in bn.state]
+    assert all(fg_state.is_state(v) for v in state)
+    with pytest.raises(fg.OptimizerError, match="is state"):
+        fg.optim.SGD(state, lr=0.1)
+    fg.run(g2.by_name(y.name), x=Xs[1], training=True)
+    for got, w in zip(state, want):
+        np.testing.assert_allclose(got.value, w, rtol=1e-14)
+
+
+_BAD_STATE = [  # each made from s, a state variable's index (node 0 is the placeholder)
+    lambda s: {"variables": [s], "updates": [[s, s]]},          # an update without trigger
+    lambda s: {"variables": "x", "updates": []},
+    lambda s: {"variables": [10 ** 6], "updates": []},          # no such node
+    lambda s: {"variables": [s], "updates": [], "more": 1},
+    lambda s: [s],
+    lambda s: {"variables": [0], "updates": []},                # a placeholder as state
+    lambda s: {"variables": [s], "updates": [[s, 0, 0]]},       # a value of another shape
+]
+
+
+@pytest.mark.parametrize("bad", range(len(_BAD_STATE)))
+def test_a_malformed_state_record_is_refused(tmp_path, bad):
+    import json
+    import zipfile
+    with fg.Graph() as g:
+        bn = fg.nn.BatchNorm(2)
+        bn(fg.placeholder("x", shape=(4, 2)))
+        path = fg.save_graph(tmp_path / "bn.fg", g)
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    doc = json.loads(members["graph.json"])
+    assert len(doc["state"]["variables"]) == 2 and len(doc["state"]["updates"]) == 2
+    doc["state"] = _BAD_STATE[bad](doc["state"]["variables"][0])
+    members["graph.json"] = json.dumps(doc).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    with pytest.raises(fg.GraphFileError, match="state record"):
+        fg.load_graph(path)
