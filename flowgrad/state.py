@@ -12,7 +12,8 @@ together with the nodes that *trigger* it (batch norm: the batch mean it reads):
   as one more (hidden) output of the same run (:func:`updates_for`, at compile);
 - after a call that succeeded, every such value is assigned to its state variable at
   once (:class:`Pending`: checked first, then written; an exception while writing puts
-  the old values back). A call that raises (a bad feed, a failing kernel) writes
+  the old values back). Such calls of one graph's programs run one at a time (a lock
+  per graph, held from reading the state to writing it), so no thread's update is lost. A call that raises (a bad feed, a failing kernel) writes
   nothing; so does a trace, ``values()``, ``profile`` and ``run_bound``;
 - ``opt.step`` commits a step's updates together with its variables, after the
   non-finite check (``prog.call_pending``): a refused step writes no state. fit's
@@ -61,7 +62,10 @@ class _Table:
     def __init__(self):
         self.states: set[int] = set()
         self.by_trigger: dict[int, list[Update]] = {}
-        self.lock = threading.Lock()     # one commit at a time: never two runs interleaved
+        # held by a committing call from reading the state to writing it (reentrant: a
+        # commit inside it takes it again), so that two threads' runs never both read
+        # the old value and one update is lost
+        self.lock = threading.RLock()
 
 
 # {graph: _Table}: owned by this module, not attributes set on Graph
@@ -201,11 +205,12 @@ class Committing:
     commits the updates and returns the outputs as the program's call does;
     ``pending(args, kwargs)`` returns ``(outputs, Pending)`` and writes nothing."""
 
-    __slots__ = ("inner", "updates", "n", "single")
+    __slots__ = ("inner", "updates", "n", "single", "lock")
 
     def __init__(self, prog, inner):
         self.inner, self.updates = inner, prog.state_updates
         self.n, self.single = len(prog.outputs), prog.single
+        self.lock = _table(prog.graph).lock
 
     def pending(self, args, kwargs):
         outs = self.inner(args, kwargs)
@@ -214,6 +219,7 @@ class Committing:
         return result, Pending(self.updates, outs[n:])
 
     def __call__(self, args, kwargs):
-        result, pending = self.pending(args, kwargs)
-        pending.commit()
+        with self.lock:       # the graph's committing calls run one at a time
+            result, pending = self.pending(args, kwargs)
+            pending.commit()
         return result
