@@ -13,8 +13,9 @@ together with the nodes that *trigger* it (batch norm: the batch mean it reads):
 - after a call that succeeded, every such value is assigned to its state variable at
   once (:class:`Pending`: checked first, then written; an exception while writing puts
   the old values back). Such calls of one graph's programs run one at a time (a lock
-  per graph, held from reading the state to writing it), so no thread's update is lost. A call that raises (a bad feed, a failing kernel) writes
-  nothing; so does a trace, ``values()``, ``profile`` and ``run_bound``;
+  per graph, held from reading the state to writing it), so no thread's update is
+  lost. A call that raises (a bad feed, a failing kernel) writes nothing; so does a
+  trace, ``values()``, ``profile`` and ``run_bound``;
 - ``opt.step`` commits a step's updates together with its variables, after the
   non-finite check (``prog.call_pending``): a refused step writes no state. fit's
   validation never writes state, and an L-BFGS iteration writes the updates of its
