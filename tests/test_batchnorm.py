@@ -507,3 +507,21 @@ def test_runs_from_several_threads_lose_no_update():
     want = _expected([X] * 241, momentum=0.01)
     np.testing.assert_allclose(bn.running_mean.value, want[0], rtol=1e-12)
     np.testing.assert_allclose(bn.running_var.value, want[1], rtol=1e-12)
+
+
+def test_the_dask_backend_writes_the_same_state():
+    pytest.importorskip("dask")
+    Xs = _batches((8, 3), 2)
+    got = []
+    for backend in ("numpy", "dask"):
+        with fg.Graph():
+            x = _placeholder((8, 3))
+            bn = fg.nn.BatchNorm(3)
+            prog = fg.compile(fg.sum(bn(x) ** 2), backend=backend)
+            outs = [float(prog(x=X)) for X in Xs]
+            got.append((outs, [np.asarray(v.value) for v in bn.state]))
+    assert type(got[1][1][0]) is np.ndarray
+    np.testing.assert_allclose(got[1][0], got[0][0], rtol=1e-14)
+    for a, b in zip(got[1][1], got[0][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
+    np.testing.assert_allclose(got[0][1][0], _expected(Xs)[0], rtol=1e-12)
