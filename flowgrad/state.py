@@ -45,10 +45,11 @@ __all__ = ["Update", "Pending", "state_variable", "mark_state", "is_state",
            "declare_update", "declared", "updates_for", "Committing"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Update:
     """One declared write: ``state`` takes the value of ``value`` after a run of a
-    program that computes any node of ``triggers`` (node ids)."""
+    program that computes any node of ``triggers`` (node ids). Compared by identity
+    (``eq=False``: comparing its nodes would build graph nodes, not answer)."""
 
     state: Node
     value: Node
@@ -99,7 +100,7 @@ def mark_state(node: Node) -> Node:
 
 def declared(graph) -> tuple:
     """``(state ids, updates)`` of ``graph``: its state variables' ids, ascending, and
-    its declared updates in declaration order (for graph files)."""
+    its declared updates ordered by their value's id (for graph files)."""
     table = _table(graph)
     if table is None:
         return (), ()
@@ -156,13 +157,12 @@ def updates_for(outputs) -> tuple:
     found, roots = {}, [o.id for o in outputs]
     while True:
         reached = set(graph.ancestors(roots))
-        new = [u for t, ups in list(table.by_trigger.items()) if t in reached
-               for u in ups if id(u) not in found]
+        new = {id(u): u for t, ups in list(table.by_trigger.items()) if t in reached
+               for u in ups if id(u) not in found}    # (one entry per update)
         if not new:
             break
-        for u in new:
-            found[id(u)] = u
-        roots = roots + [u.value.id for u in new]
+        found.update(new)
+        roots = roots + [u.value.id for u in new.values()]
     updates = sorted(found.values(), key=lambda u: u.value.id)   # a stable order
     seen = {}
     for u in updates:
