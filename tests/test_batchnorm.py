@@ -525,3 +525,50 @@ def test_the_dask_backend_writes_the_same_state():
     for a, b in zip(got[1][1], got[0][1]):
         np.testing.assert_allclose(a, b, rtol=1e-14)
     np.testing.assert_allclose(got[0][1][0], _expected(Xs)[0], rtol=1e-12)
+
+
+# -- the mechanism itself (flowgrad/state.py), on every executor ---------------------------
+
+@pytest.mark.parametrize("codegen", [True, False])
+def test_a_declared_scalar_update_on_the_scalar_and_interpreter_paths(codegen):
+    """A 0-d float64 program runs generated scalar code: the state it declares is
+    written there as on the interpreter, once per successful call."""
+    from flowgrad.engine import executors
+    with fg.Graph():
+        x = fg.placeholder("x")
+        ema = fg_state.state_variable(0.0, "ema")
+        y = fg.sin(x) * 2.0
+        fg_state.declare_update(ema, ema * 0.5 + fg.stop_gradient(y), y)
+        prog = fg.compile(y * y, codegen=codegen)
+        assert (prog.executor is executors.SCALAR) == codegen
+        want = 0.0
+        for v in (1.0, 2.0, -0.5):
+            assert prog(x=v) == pytest.approx((2 * np.sin(v)) ** 2, rel=1e-15)
+            want = want * 0.5 + 2 * np.sin(v)
+            assert float(ema.value) == pytest.approx(want, rel=1e-15)
+        with pytest.raises(fg.FeedError):
+            prog(x=np.ones(2))
+        assert float(ema.value) == pytest.approx(want, rel=1e-15)
+        assert ema.value.shape == () and ema.value.dtype == np.float64
+        assert fg.compile(x * 3.0).state_updates == ()    # no trigger reached: no write
+
+
+def test_declare_update_refusals():
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2,))
+        plain = fg.variable(np.zeros(2), name="plain")
+        s = fg_state.state_variable(np.zeros(2), "s")
+        with pytest.raises(fg.UsageError, match="not a state variable"):
+            fg_state.declare_update(plain, x * 1.0, x)
+        with pytest.raises(fg.UsageError, match=r"shape \(2,\) and dtype float64"):
+            fg_state.declare_update(s, fg.sum(x), x)
+        with pytest.raises(fg.UsageError, match="at least one trigger"):
+            fg_state.declare_update(s, x * 1.0, [])
+        with pytest.raises(fg.UsageError, match="only a variable"):
+            fg_state.mark_state(x)
+    with fg.Graph():
+        other = fg.placeholder("o", shape=(2,))
+    with fg.Graph():
+        s = fg_state.state_variable(np.zeros(2), "s")
+        with pytest.raises(fg.GraphError, match="belongs to"):
+            fg_state.declare_update(s, other * 1.0, other)
