@@ -39,14 +39,16 @@ def _placeholder(shape):
 # -- values and gradients -------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("codegen", [True, False])
-def test_training_values_gradients_and_running_stats_match_torch(shape, codegen):
+@pytest.mark.parametrize("codegen,static", [(True, False), (False, False), (True, True)])
+def test_training_values_gradients_and_running_stats_match_torch(shape, codegen, static):
+    """static: every length known when built (n/(n − 1) a number), else the batch
+    length known at run time (n a node)."""
     rng = np.random.default_rng(1)
     X, = _batches(shape, 1)
     Gam, Bet = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
     G = rng.standard_normal(shape)
     with fg.Graph():
-        x = _placeholder(shape)
+        x = fg.placeholder("x", shape=shape) if static else _placeholder(shape)
         bn = fg.nn.BatchNorm(shape[1])
         y = bn(x)
         bn.gamma.value, bn.beta.value = Gam, Bet
