@@ -210,10 +210,12 @@ def _groups(prog, rows) -> list:
 
 
 def _result(prog, outs):
-    """The outputs as the program's own call hands them out (copies where they alias)."""
+    """The outputs as the program's own call hands them out (copies where they alias;
+    without the values of declared state updates, which profiling never writes)."""
     for k in prog.copy_outputs:
         if hasattr(outs[k], "copy"):
             outs[k] = outs[k].copy()
+    outs = outs[:len(prog.outputs)]
     return outs[0] if prog.single else outs
 
 

@@ -89,7 +89,8 @@ def _size(nbytes) -> str:
 
 def summary(outputs_or_graph=None) -> Summary:
     """A table of variables (name, shape, dtype, count) grouped by name scope, with the
-    total parameter count. Give a graph (every variable), a node or a list of nodes (the
+    total parameter count (state variables, such as batch norm's running statistics,
+    are not parameters and are left out). Give a graph (every variable), a node or a list of nodes (the
     variables they depend on), a layer or model (its ``.variables``), or nothing (the
     default graph)."""
     from .autodiff import ancestors
@@ -97,12 +98,14 @@ def summary(outputs_or_graph=None) -> Summary:
     obj = outputs_or_graph
     if obj is None:
         obj = default_graph()
+    from .state import is_state       # state (running statistics) is no parameter
     if isinstance(obj, Graph):
-        return Summary(n for n in obj.nodes if n.kind == "variable")
+        return Summary(n for n in obj.nodes if n.kind == "variable" and not is_state(n))
     if hasattr(obj, "variables") and not isinstance(obj, (Node, list, tuple)):
         return Summary(obj.variables)
     nodes = [obj] if isinstance(obj, Node) else list(obj)
     if not nodes or not all(isinstance(n, Node) for n in nodes):
         raise TypeError("fg.summary takes a graph, a node, a list of nodes or a layer")
     g = nodes[0].graph
-    return Summary(g.node(i) for i in ancestors(nodes) if g.nx.nodes[i]["kind"] == "variable")
+    return Summary(g.node(i) for i in ancestors(nodes)
+                   if g.nx.nodes[i]["kind"] == "variable" and not is_state(g.node(i)))

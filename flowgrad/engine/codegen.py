@@ -631,7 +631,7 @@ def scalar_binder(prog, leaves):
 def make_caller(prog, gen):
     """``call(args, kwargs)``: Program.__call__ through the generated code."""
     from ..backends.base import Backend
-    bind, single, reference = prog.bind, prog.single, prog.reference_call
+    bind, single, reference = prog.bind, prog.run_single, prog.reference_call
     quiet = QUIET
     finish = prog.backend.finish
     if type(prog.backend).finish is Backend.finish:

@@ -49,13 +49,13 @@ def wrap(prog, inner):
             _same_refusal(prog, ex, exc, args, kwargs)
             raise
         want = prog.reference_call(args, kwargs)
-        if prog.single:
+        if prog.run_single:
             got, want = [got], [want]
         for k, (g, w) in enumerate(zip(got, want)):
             why = compare(g, w, ulps)
             if why is not None:
                 raise _disagreement(prog, ex, ulps, k, args, kwargs, why, g, w)
-        return got[0] if prog.single else got
+        return got[0] if prog.run_single else got
     return call
 
 
@@ -86,7 +86,7 @@ def _disagreement(prog, ex, ulps, k, args, kwargs, why, got, want):
     program of the same kind made for that node alone, differs from the reference's,
     else the output itself. The search compiles one small program a step, on failure
     only, for plans up to LOCATE_STEPS steps."""
-    node, step = prog.outputs[k], None
+    node, step = prog.run_outputs[k], None
     found = _first_difference(prog, ulps, args, kwargs) \
         if prog.n_steps <= LOCATE_STEPS else None
     if found is not None:
@@ -110,7 +110,8 @@ def _first_difference(prog, ulps, args, kwargs):
     for k, st in enumerate(prog.plan.made_steps()):
         node = g.node(st.node)
         try:
-            got = Program(node, prog.backend, verify=False).call(args, kwargs)
+            # (call_pending: a diagnostic run never writes declared state)
+            got = Program(node, prog.backend, verify=False).call_pending(args, kwargs)[0]
         except Exception:          # (a feed this node does not need: not comparable)
             continue
         want = ref.get(st.node)

@@ -47,6 +47,7 @@ from . import binding as _feeds
 from . import lengths as _lengths
 from ..numerics import ANOMALY as _anomaly
 from . import codegen as _codegen
+from .. import state as _state
 
 
 def _as_outputs(outputs):
@@ -169,6 +170,11 @@ class Program:
         outputs, self.single = _as_outputs(outputs)
         self.graph = same_graph(outputs)
         self.outputs = outputs
+        # declared state writes (flowgrad/state.py): their new values are computed as
+        # outputs after the user's (run_outputs) and assigned once per successful call
+        self.state_updates = _state.updates_for(outputs)
+        self.run_outputs = outputs + [u.value for u in self.state_updates]
+        self.run_single = self.single and not self.state_updates
         self.backend = get_backend(backend)
         self.keep_all = keep_all
         self.check_numerics = bool(check_numerics)
@@ -185,13 +191,18 @@ class Program:
         self.verify = _lockstep.wanted(verify)
         if self.verify and self._call is not None:  # (the reference needs no second run)
             self._call = _lockstep.wrap(self, self._call)
+        self._reference = self.reference_call
+        if self.state_updates:   # entries that write the state after a run (state.py)
+            self._reference = _state.Committing(self, self.reference_call)
+            if self._call is not None:
+                self._call = _state.Committing(self, self._call)
 
     @property
     def order(self) -> list[int]:
         """Ids of every node the outputs depend on, ascending: the list the compile
         planned. Found again on each read (graphs only grow, so it never changes), so
         a program does not keep 8 bytes a node for it (the 10^6-node chain: 24 MB)."""
-        return _pruned(self.outputs)
+        return _pruned(self.run_outputs)
 
     # -- compile ----------------------------------------------------------------
     def _sweep(self, g, order):
@@ -200,7 +211,7 @@ class Program:
         reader, which is the first reader this sweep meets; outputs start live, so they
         are never freed (and with keep_all everything starts live: nothing is freed)."""
         data = node_table(g)   # nx's own {id: attrs}: a view's look-up costs a call
-        simp = simplify(g, order, [o.id for o in self.outputs], self.keep_all)
+        simp = simplify(g, order, [o.id for o in self.run_outputs], self.keep_all)
         defs = simp.defs
         # live: a mark a byte by id (ids are dense; the pruning sweep makes one as long),
         # not a set of ~40 bytes an entry: at 10^6 nodes the set was the compile's peak
@@ -255,7 +266,7 @@ class Program:
     def _build_plan(self):
         g, backend = self.graph, self.backend
         data = node_table(g)
-        order = _pruned(self.outputs)   # (a local: dropped before the plan is made)
+        order = _pruned(self.run_outputs)   # (a local: dropped before the plan is made)
         backend.check_ops(g, order)  # an op this backend lacks: BackendError now, naming it
         simp, kept, consts, sweep = self._sweep(g, order)
         steps = sweep[0][0]
@@ -267,8 +278,8 @@ class Program:
         # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
         # other pruned id's when something first asks (a trace, values(), an error)
         slot = SlotMap({nid: own[moved.get(nid, nid)] for nid in leaves}, moved, own,
-                       self.outputs)
-        for o in self.outputs:
+                       self.run_outputs)
+        for o in self.run_outputs:
             slot.add_known(o.id)
         self.slot_of = slot
         template = [None] * len(kept)
@@ -287,7 +298,7 @@ class Program:
         self._pending = sweep + (own, flat)
         self.plan = Plan({nid: slot[nid] for nid in leaves}, template,
                          LazySteps(self._materialize, len(steps), flat),
-                         tuple(slot[o.id] for o in self.outputs), kept, g)
+                         tuple(slot[o.id] for o in self.run_outputs), kept, g)
         del steps, sweep
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
@@ -346,7 +357,7 @@ class Program:
         once here; most programs copy nothing."""
         leaf_slots = {self.slot_of[nid] for nid in leaves}
         seen, copy = set(), []
-        for k, (o, s) in enumerate(zip(self.outputs, self.plan.outputs)):
+        for k, (o, s) in enumerate(zip(self.run_outputs, self.plan.outputs)):
             if s in leaf_slots or s in seen or o.id in sharers:
                 copy.append(k)
             seen.add(s)
@@ -393,7 +404,8 @@ class Program:
     def run_bound(self, vals) -> list:
         """The output values for the bound slot list ``vals`` (``bind``'s), by the
         program's executor (NaN/Inf-checked when asked for): for callers that bind once
-        and run many times (flowgrad/higher_order.py)."""
+        and run many times (flowgrad/higher_order.py). The values of ``run_outputs``:
+        declared state updates' follow the outputs, and none is written."""
         if self.check_numerics or _anomaly.on:
             vals = self.run_checked(vals)
         elif self._generated is not None and not _codegen.fp_raises():
@@ -420,18 +432,31 @@ class Program:
         ``self`` (or anything else) can be fed by keyword too."""
         if self._call is not None and not (self.check_numerics or _anomaly.on):
             return self._call(args, kwargs)          # generated code (flowgrad/engine/codegen.py)
-        return self.reference_call(args, kwargs)
+        return self._reference(args, kwargs)
 
     def call(self, args, kwargs):
         """``self(*args, **kwargs)`` without repacking the feeds (a trainer's hot path)."""
         if self._call is not None and not (self.check_numerics or _anomaly.on):
             return self._call(args, kwargs)
-        return self.reference_call(args, kwargs)
+        return self._reference(args, kwargs)
+
+    def call_pending(self, args, kwargs):
+        """``(result, pending)``: a call whose declared state writes (flowgrad/state.py)
+        are computed but left to ``pending.commit()``; ``pending`` is None for a program
+        that writes no state. An optimizer commits them with its step; fit's
+        validation drops them."""
+        if not self.state_updates:
+            return self.call(args, kwargs), None
+        if self._call is not None and not (self.check_numerics or _anomaly.on):
+            return self._call.pending(args, kwargs)
+        return self._reference.pending(args, kwargs)
 
     def reference_call(self, args, kwargs):
         """A call on the interpreter loop: the plan's own numpy kernels, which honour
         numpy's error state. Generated code sends its calls here while that state asks
-        for an exception on a floating-point error (codegen.fp_raises)."""
+        for an exception on a floating-point error (codegen.fp_raises). For a program
+        with state updates it hands back ``run_outputs``' values (the updates' after the
+        outputs) and writes nothing: the program's call does (state.Committing)."""
         vals = self.bind(args, kwargs)
         if self.check_numerics or _anomaly.on:  # one test per call, none per step
             self.run_checked(vals)
@@ -442,7 +467,7 @@ class Program:
             for k in self.copy_outputs:
                 if hasattr(out[k], "copy"):
                     out[k] = out[k].copy()
-        return out[0] if self.single else out
+        return out[0] if self.run_single else out
 
     def profile(self, /, *args, repeat=10, **kwargs):
         """Time every node of a call on these feeds (as a call takes them): a warm-up,

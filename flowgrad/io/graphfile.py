@@ -122,6 +122,20 @@ def _gradient_records(g, new_id) -> list:
     return out
 
 
+def _state_records(g, new_id) -> dict:
+    """The declared state (flowgrad/state.py) among the saved nodes, in file indices:
+    ``{"variables": [ids], "updates": [[state, value, *triggers]]}`` (an update whose
+    nodes were not all saved is left out); empty when the graph has none."""
+    from flowgrad.state import declared
+    states, updates = declared(g)
+    marked = [new_id[i] for i in states if i in new_id]
+    ups = [[new_id[u.state.id], new_id[u.value.id]] + [new_id[t] for t in u.triggers
+                                                       if t in new_id]
+           for u in updates if u.state.id in new_id and u.value.id in new_id]
+    ups = [r for r in ups if len(r) > 2]
+    return {"variables": marked, "updates": ups} if marked else {}
+
+
 def save_graph(path, graph_or_outputs) -> pathlib.Path:
     """Write a graph to one file: a whole ``Graph``, or the nodes some outputs (a node or
     a list) depend on — derivative nodes included, since they are nodes. The file is
@@ -142,6 +156,9 @@ def save_graph(path, graph_or_outputs) -> pathlib.Path:
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "nodes": nodes,
            "outputs": [data[i]["name"] for i in out_ids],
            "gradients": _gradient_records(g, new_id)}
+    state = _state_records(g, new_id)   # batch norm's running statistics and updates
+    if state:
+        doc["state"] = state
     text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
     path = pathlib.Path(path)
     with write_atomically(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -344,6 +361,7 @@ def _build(doc, reader, path) -> Graph:
             handles.append(node)
         g._scope[:] = []
     _restore_gradients(doc.get("gradients", []), handles, path)
+    _restore_state(doc.get("state", {}), handles, path)
     return g
 
 
@@ -412,6 +430,33 @@ def _restore_gradients(records, handles, path):
         raise GraphFileError(f"{path}: the gradient records are malformed")
     for gi, yi, xi in records:
         record_gradient(handles[gi], handles[yi], handles[xi])
+
+
+def _restore_state(record, handles, path):
+    """Mark the state variables and declare their updates again (flowgrad/state.py);
+    a malformed record, or one that does not fit the nodes, is a GraphFileError."""
+    from flowgrad import state
+    n = len(handles)
+
+    def ids(xs, least):
+        return isinstance(xs, list) and len(xs) >= least and all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in xs)
+    if not isinstance(record, dict) or not record:
+        if record != {}:
+            raise GraphFileError(f"{path}: the state record is malformed")
+        return
+    marked, updates = record.get("variables"), record.get("updates")
+    if set(record) != {"variables", "updates"} or not ids(marked, 1) or \
+            not isinstance(updates, list) or not all(ids(u, 3) for u in updates):
+        raise GraphFileError(f"{path}: the state record is malformed")
+    try:
+        for i in marked:
+            state.mark_state(handles[i])
+        for s, v, *triggers in updates:
+            state.declare_update(handles[s], handles[v], [handles[t] for t in triggers])
+    except FlowgradError as e:
+        raise GraphFileError(f"{path}: the state record does not fit the nodes: {e}") \
+            from None
 
 
 def _leaf(g, rec, reader, where, shape, dtype):

@@ -64,6 +64,7 @@ class Layer:
         self.graph = None
         self.scope = None          # the scope path, a tuple, once built
         self._variables: list[Node] = []
+        self._state: list[Node] = []     # state variables (flowgrad/state.py): not trained
 
     @property
     def built(self) -> bool:
@@ -73,6 +74,12 @@ class Layer:
     def variables(self) -> list[Node]:
         """The layer's variables (empty until it is first called)."""
         return list(self._variables)
+
+    @property
+    def state(self) -> list[Node]:
+        """The layer's state variables (BatchNorm's running statistics): written by the
+        program runs that use the layer, saved with the variables, never trained."""
+        return list(self._state)
 
     @property
     def n_params(self) -> int:
@@ -208,6 +215,17 @@ class Sequential(Layer):
         out, seen = [], set()
         for f in self.layers:
             for v in getattr(f, "variables", ()):
+                if v.id not in seen:
+                    seen.add(v.id)
+                    out.append(v)
+        return out
+
+    @property
+    def state(self) -> list[Node]:
+        """The state variables of its layers (see Layer.state)."""
+        out, seen = [], set()
+        for f in self.layers:
+            for v in getattr(f, "state", ()):
                 if v.id not in seen:
                     seen.add(v.id)
                     out.append(v)

@@ -1,14 +1,16 @@
-"""Normalisation layers: LayerNorm (as ``torch.nn.LayerNorm``).
+"""Normalisation layers: LayerNorm and BatchNorm (as ``torch.nn.LayerNorm`` and
+``torch.nn.BatchNorm1d``/``BatchNorm2d``).
 
     ln = fg.nn.LayerNorm(64)          # normalises the last axis; variables gamma, beta
     y = ln(x)                         # (x − mean) / √(var + eps) · gamma + beta
+    bn = fg.nn.BatchNorm(16, training=is_training)   # (N, C) or (N, C, H, W) inputs
+    y = bn(x)                         # per channel, over the batch (and H, W)
 
 Built from flowgrad ops (mean, subtraction, sqrt …), so its derivatives of every order are
 theirs. The variance is the biased one (divided by n), as PyTorch normalises, computed
 in two passes (the mean first) so that a large offset does not cancel it away.
-
-BatchNorm is not here yet: its running mean and variance are state that a program must
-write once per run in training mode, which the engine does not offer (see the issue).
+BatchNorm's running statistics are *state* (flowgrad/state.py): declared updates that a
+program writes once per successful run, read through ``stop_gradient``.
 """
 from __future__ import annotations
 
@@ -16,11 +18,15 @@ import numbers
 
 import numpy as np
 
-from ..ops.base import shape_error
+from ..graph import Node
+from ..ops.base import apply, float_dtype, shape_error
+from ..ops.broadcast import shape_source
+from ..ops.reductions import reduced_size
 from .. import ops as _ops
+from .. import state as _state
 from .layers import Layer
 
-__all__ = ["LayerNorm"]
+__all__ = ["LayerNorm", "BatchNorm"]
 
 
 class LayerNorm(Layer):
@@ -67,3 +73,126 @@ class LayerNorm(Layer):
 
     def _describe(self):
         return f"{self.features}, eps={self.eps:g}"
+
+
+def _check_training(training):
+    """``training`` as a Python bool, or the 0-d boolean node it is."""
+    if isinstance(training, (bool, np.bool_)):
+        return bool(training)
+    if isinstance(training, Node) and training.dtype == np.bool_ and training.shape == ():
+        return training
+    raise TypeError(f"BatchNorm: training must be a bool or a 0-d boolean placeholder, "
+                    f"got {training!r}")
+
+
+class BatchNorm(Layer):
+    """Normalise each channel (axis 1) of an (N, C) or (N, C, H, W) input over the batch
+    (and H, W), then scale by ``gamma`` and shift by ``beta`` (variables of shape (C,)),
+    as ``torch.nn.BatchNorm1d``/``BatchNorm2d``.
+
+    Training normalises with the batch's mean and biased variance, and moves the state
+    ``running_mean``/``running_var`` (zeros and ones at first) toward the batch's mean
+    and *unbiased* variance: ``r ← (1 − momentum)·r + momentum·batch``, once per run of
+    a program that uses the layer. Not training normalises with the running statistics.
+    ``training``: a Python bool, or a 0-d boolean placeholder chosen per run (fed True
+    to train, False to evaluate: both branches are in the graph, ``fg.where`` picks).
+    The running statistics are in ``layer.state``, not ``layer.variables``: optimizers
+    never see them; ``save_variables(path, graph)`` (or ``layer.variables +
+    layer.state``) saves them. ``momentum`` is a number in [0, 1] (torch's
+    ``momentum=None``, a cumulative average, is not offered).
+    """
+
+    default_name = "batch_norm"
+
+    def __init__(self, features, momentum=0.1, eps=1e-5, training=True, name=None, *,
+                 dtype=None):
+        super().__init__(name)
+        if isinstance(features, bool) or not isinstance(features, numbers.Integral) or \
+                features < 1:
+            raise ValueError(f"BatchNorm: features must be a positive int (the channels), "
+                             f"got {features!r}")
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or \
+                not 0 <= momentum <= 1:
+            raise ValueError(f"BatchNorm: momentum must be a number in [0, 1], got "
+                             f"{momentum!r}")
+        if not (isinstance(eps, numbers.Real) and eps >= 0 and np.isfinite(eps)):
+            raise ValueError(f"BatchNorm: eps must be a finite number >= 0, got {eps!r}")
+        self.features, self.momentum, self.eps = int(features), float(momentum), float(eps)
+        self.training, self.dtype = _check_training(training), dtype
+        self.gamma = self.beta = self.running_mean = self.running_var = None
+
+    def _axes(self, x):
+        """The reduced axes and the per-channel shape for ``x``; a ShapeError else."""
+        if len(x.shape) not in (2, 4) or x.shape[1] != self.features:
+            raise shape_error("BatchNorm", (x,), f"needs an (N, C) or (N, C, H, W) input "
+                                                 f"with C = {self.features}")
+        if x.dtype.kind != "f":
+            raise shape_error("BatchNorm", (x,), f"needs a float input, not {x.dtype}")
+        if len(x.shape) == 2:
+            return (0,), (1, self.features)
+        return (0, 2, 3), (1, self.features, 1, 1)
+
+    def build(self, x):
+        self._axes(x)
+        if isinstance(self.training, Node) and self.training.graph is not x.graph:
+            raise shape_error("BatchNorm", (x,), "training belongs to another graph")
+        dtype = np.dtype(self.dtype) if self.dtype is not None else x.dtype
+        c = (self.features,)
+        self.gamma = self.add_variable(np.ones(c, dtype), "gamma")
+        self.beta = self.add_variable(np.zeros(c, dtype), "beta")
+        self.running_mean = _state.state_variable(np.zeros(c, dtype), "running_mean")
+        self.running_var = _state.state_variable(np.ones(c, dtype), "running_var")
+        self._state += [self.running_mean, self.running_var]
+
+    def forward(self, x):
+        axes, per_channel = self._axes(x)
+        gamma, beta = (_ops.reshape(v, per_channel) for v in (self.gamma, self.beta))
+        rm, rv = self.running_mean, self.running_var
+        if self.training is False:
+            return self._evaluated(x, per_channel, gamma, beta)
+        mean = _ops.mean(x, axis=axes, keepdims=True)
+        d = x - mean
+        var = _ops.mean(d * d, axis=axes, keepdims=True)   # biased: what normalises
+        y = d / _ops.sqrt(var + self.eps) * gamma + beta
+        new_mean, new_var = self._running(x, axes, mean, var)
+        if self.training is not True:      # a placeholder: both branches, where picks
+            y = _ops.where(self.training, y, self._evaluated(x, per_channel, gamma, beta))
+            new_mean = _ops.where(self.training, new_mean, rm)
+            new_var = _ops.where(self.training, new_var, rv)
+        _state.declare_update(rm, new_mean, mean)     # written once per run that
+        _state.declare_update(rv, new_var, mean)      # computes this batch's mean
+        return y
+
+    def _evaluated(self, x, per_channel, gamma, beta):
+        """``x`` normalised by the running statistics, which are read through
+        stop_gradient: state is never differentiated."""
+        seen_mean = _ops.reshape(_ops.stop_gradient(self.running_mean), per_channel)
+        seen_var = _ops.reshape(_ops.stop_gradient(self.running_var), per_channel)
+        return (x - seen_mean) / _ops.sqrt(seen_var + self.eps) * gamma + beta
+
+    def _running(self, x, axes, mean, var):
+        """The running statistics' new values: a step of ``momentum`` toward the batch
+        mean and the unbiased variance (biased · n/(n − 1), n the values a channel
+        averages; a lone value (n = 1) gives the biased variance, 0)."""
+        dims = [x.shape[a] for a in axes]
+        if None in dims:
+            n = apply(reduced_size, shape_source(x, float_dtype(x.dtype)), axis=axes)
+            factor = n / _ops.maximum(n - 1.0, 1.0)
+        else:
+            n = int(np.prod(dims))
+            if n == 1 and self.training is True:
+                raise shape_error("BatchNorm", (x,), "training needs more than one value "
+                                                     "per channel (as torch.nn.BatchNorm)")
+            factor = n / max(n - 1, 1)
+        c, m, dtype = (self.features,), self.momentum, self.running_mean.dtype
+        batch_mean = _ops.reshape(_ops.stop_gradient(mean), c)
+        batch_var = _ops.reshape(_ops.stop_gradient(var), c) * factor
+        if batch_mean.dtype != dtype:
+            batch_mean, batch_var = _ops.astype(batch_mean, dtype), _ops.astype(batch_var, dtype)
+        return (self.running_mean * (1.0 - m) + batch_mean * m,
+                self.running_var * (1.0 - m) + batch_var * m)
+
+    def _describe(self):
+        training = self.training if isinstance(self.training, bool) else self.training.name
+        return f"{self.features}, momentum={self.momentum:g}, eps={self.eps:g}, " \
+               f"training={training}"

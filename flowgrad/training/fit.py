@@ -167,15 +167,17 @@ def _mean(values, weights):
 
 
 def _evaluate(prog, batched, fixed, rows, batch_size, names):
+    """The loss and metrics over the validation feeds, row-weighted; a validation run
+    never writes declared state (batch norm's running statistics: call_pending)."""
     if rows is None:
-        outs, weights = [prog(dict(fixed))], [1]
+        outs, weights = [prog.call_pending((dict(fixed),), {})[0]], [1]
     else:
         size = batch_size or rows
         outs, weights = [], []
         for start in range(0, rows, size):
             feed = {k: v[start:start + size] for k, v in batched.items()}
             feed.update(fixed)
-            outs.append(prog(feed))
+            outs.append(prog.call_pending((feed,), {})[0])
             weights.append(min(size, rows - start))
     return {name: _mean([o[k] for o in outs], weights) for k, name in enumerate(names)}
 

@@ -169,7 +169,9 @@ class LBFGS(Optimizer):
             if len(args) > 1 or (args and not isinstance(args[0], dict)):
                 raise TypeError("step takes the feeds as one dict or as keywords")
             base = {**(args[0] if args else {}), **feed}
-            outs = prog(base)
+            # declared state (batch norm's running statistics): this first evaluation's
+            # updates are written with the iteration; the line search's are dropped
+            outs, pending = prog.call_pending((base,), {})
             if self.check_finite:
                 self._refuse_non_finite(prog, bound, outs)
             lr = self.learning_rate()
@@ -178,6 +180,8 @@ class LBFGS(Optimizer):
             f0, g0 = objective.value_and_grad(outs, x0)
             x, memory, converged = self._iterate(objective, x0, f0, g0, lr)
             self._commit(objective.unflat(x), memory, converged)
+            if pending is not None:
+                pending.commit()
             n = len(self.variables)
             return outs[0] if len(outs) == n + 1 else [outs[0], *outs[n + 1:]]
 
@@ -260,5 +264,5 @@ class _Objective:
             x = x0 + t * d
             feed = dict(self.feed)
             feed.update(zip(self.variables, self.unflat(x)))
-            return self.value_and_grad(self.prog(feed), x)
+            return self.value_and_grad(self.prog.call_pending((feed,), {})[0], x)
         return phi

@@ -41,6 +41,7 @@ from ..graph import Node, same_graph
 from ..numerics import ANOMALY as _anomaly
 from .optim_sgd import sgd_function
 from ..engine.program import Program
+from ..state import is_state
 from .schedules import cosine_decay, exponential_decay, step_decay, warmup_cosine  # noqa: F401
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad", "LBFGS",
@@ -107,6 +108,10 @@ class Optimizer:
                 raise TypeError(f"variable {v.name!r} has dtype {v.dtype}: only float (or "
                                 "complex) variables have gradients to follow; make it "
                                 "float, or leave it out of the optimizer")
+            if is_state(v):          # written by its declared update, never trained
+                raise OptimizerError(f"variable {v.name!r} is state (a running estimate "
+                                     f"its layer updates each run), not a parameter: "
+                                     f"pass layer.variables, which leave it out")
         if len({v.id for v in self.variables}) != len(self.variables):
             raise ValueError("a variable is listed twice")
         self.graph = same_graph(self.variables)
@@ -219,6 +224,8 @@ class Optimizer:
             lr = self.lr
             if type(lr) is not float:    # a schedule (or an int): checked each step
                 lr = self.learning_rate()
+            if prog.state_updates:         # declared state: written with this step
+                return self._stateful_step(prog, bound, last[2], args, feed, lr)
             outs = prog.call(args, feed)     # prog(*args, **feed), feeds not repacked
             if self.check_finite:
                 self._refuse_non_finite(prog, bound, outs)
@@ -227,6 +234,17 @@ class Optimizer:
             return self._step(bound, outs, lr)
         finally:
             lock.release()
+
+    def _stateful_step(self, prog, bound, sgd, args, feed, lr):
+        """A step of a program with declared state updates (flowgrad/state.py, batch
+        norm's running statistics): the run's updates are written right after the
+        variables, so a refused or failed step writes neither."""
+        outs, pending = prog.call_pending(args, feed)
+        if self.check_finite:
+            self._refuse_non_finite(prog, bound, outs)
+        result = sgd(self, outs, lr) if sgd is not None else self._step(bound, outs, lr)
+        pending.commit()
+        return result
 
     def _step(self, bound, outs, lr):
         """The generic step after the program ran: every update, then the commit."""
