@@ -158,12 +158,12 @@ class _Builder:
         steps = range(T - 1, -1, -1) if spec.reverse else range(T)
         ys = [[None] * T for _ in range(spec.n_ys)]
         stacks = [[None] * T for _ in range(nc)]
-        names = _carry_names(spec, loop.inputs[:nc])
+        names = carry_names(spec, loop.inputs[:nc])
         body, copies = spec.bodies[0], []
         for n, t in enumerate(steps, 1):
             label = f"{spec.name} · iteration {n} of {T}"
             with name_scope(label, self.graph):
-                x_t = [_name(x[t], f"{_xname(loop.inputs[nc + j], j, nx)}_{t + 1}")
+                x_t = [_name(x[t], f"{x_name(loop.inputs[nc + j], j, nx)}_{t + 1}")
                        for j, x in enumerate(xs)]
                 self.notes.update((x.id, label.replace(" · ", ", ")) for x in x_t)
                 m = self.inline(body, carry + x_t, caps, spec.caps_of[0], run.values[t], label)
@@ -175,11 +175,11 @@ class _Builder:
                 if c.scope and c.scope[-1] == label:   # made in this copy (not passed on)
                     _name(c, f"{names[k]}_{t + 1}")
             for j in range(spec.n_ys):
-                ys[j][t] = _name(outs[nc + j], f"{_yname(j, spec.n_ys)}_{t + 1}") \
+                ys[j][t] = _name(outs[nc + j], f"{y_name(j, spec.n_ys)}_{t + 1}") \
                     if outs[nc + j].scope[-1:] == (label,) else outs[nc + j]
             copies.append(m)
         self.iterations[loop.id] = copies
-        stacked = [_stack(y, _yname(j, spec.n_ys) + "s") for j, y in enumerate(ys)]
+        stacked = [_stack(y, y_name(j, spec.n_ys) + "s") for j, y in enumerate(ys)]
         return carry + stacked + [_stack(s, f"{names[k]} entering") for k, s in
                                   enumerate(stacks)]
 
@@ -232,7 +232,9 @@ def _stem(node):
     return name
 
 
-def _carry_names(spec, inits) -> list:
+def carry_names(spec, inits) -> list:
+    """The letters of a loop's carries, from the user's names of the initial carries
+    (h0 → h), else h (scan) or c (while); a fori_loop's counter is i."""
     if spec.name == "fori_loop":      # carry 0 is the counter i
         rest = [_stem(n) or ("c" if len(inits) == 2 else f"c{k}")
                 for k, n in enumerate(inits[1:], 1)]
@@ -242,14 +244,16 @@ def _carry_names(spec, inits) -> list:
             for k, n in enumerate(inits)]
 
 
-def _xname(node, j, nx):
+def x_name(node, j, nx):
+    """The letter of an x slice: the stacked input's user name less its "s" (xs → x)."""
     name = L.user_name(node)
     if name and name.endswith("s") and len(name) > 1:
         return name[:-1]
     return "x" if nx == 1 else f"x{j}"
 
 
-def _yname(j, ny):
+def y_name(j, ny):
+    """The letter of a scan's per-step output j."""
     return "y" if ny == 1 else f"y{j}"
 
 
