@@ -19,8 +19,10 @@ class Trace:
 
     def loop_run(self, loop: Node):
         """The iterations of loop node ``loop`` in this run (a ``LoopRun``: each
-        iteration's body values, up to 12 iterations), or None if none were kept."""
-        return self._loop_runs.get(id(loop.attrs["spec"]))
+        iteration's body values, up to 12 iterations), or None if none were kept (or
+        ``loop`` is no loop node)."""
+        spec = loop.attrs.get("spec") if loop.op is not None else None
+        return self._loop_runs.get(id(spec)) if spec is not None else None
 
     @property
     def outputs(self) -> list[Node]:
