@@ -133,10 +133,9 @@ def _call(spec, k, xp, args, caps, step, run=None):
     LoopRun keeping every value of this iteration's body (a trace), or None."""
     try:
         bcaps = [caps[i] for i in spec.caps_of[k]]
-        if run is None:
+        if run is None or not run.next_kept():
             return spec.bodies[k].call(xp, args, bcaps)
-        outs, values = spec.bodies[k].call_values(xp, args, bcaps)
-        run.keep(step, values)
+        outs, run.values[step] = spec.bodies[k].call_values(xp, args, bcaps)
         return outs
     except NumericsError as exc:
         raise NumericsError(f"{spec.name}: iteration {step} (counted from 0) of the loop "
@@ -266,12 +265,14 @@ class LoopRun:
     def complete(self) -> bool:
         return self.count <= self.limit
 
-    def keep(self, t, values):
+    def next_kept(self) -> bool:
+        """Count one more iteration; whether to keep its values (the first ``limit``:
+        past them, the kept ones go and the body runs its plain program again)."""
         self.count += 1
-        if self.count <= self.limit:
-            self.values[t] = values
-        else:
+        if self.count > self.limit:
             self.values.clear()
+            return False
+        return True
 
 
 class _Recorder:

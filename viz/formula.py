@@ -661,19 +661,22 @@ def _loop_bindings(root, bound, symbols) -> list:
     return out
 
 
-def formula(node, *, lhs=None, symbols=None, _names=None) -> Formula:
+def formula(node, *, lhs=None, symbols=None, names=None) -> Formula:
     """The expression ``node`` computes after the plan's simplification, with the user's names.
 
     ``lhs`` is written before an ``=`` (e.g. ``"∂L/∂w"``); ``symbols`` maps a symbol to a
     number it should stand for (``{"λ": 0.1}``): Python numbers have no names in the
     graph, so a folded coefficient is printed as its value unless named here.
-    A scan's result reads as its recurrence: ``h_T   where h_0 = 0, h_t = tanh(h_{t−1}
-    W + x_t), x_t = xs[t − 1]`` (viz/loop_formula.py).
+    ``names`` ({node or id: text}) prints those input nodes under other names (a loop
+    body's placeholders as h_{t−1}, x_t). A scan's result reads as its recurrence:
+    ``h_T   where h_0 = 0, h_t = tanh(h_{t−1} W + x_t), x_t = xs[t − 1]``
+    (viz/loop_formula.py).
     """
     symbols = dict(symbols or {})
-    root = _convert(node.graph, node, _names)
+    rename = {getattr(n, "id", n): text for n, text in (names or {}).items()}
+    root = _convert(node.graph, node, rename)
     data = node.graph.nx.nodes
-    names = {}
+    names = {}                     # (from here: the user names of bound subexpressions)
     stack, seen = [root], set()
     while stack:                                   # user names of the sources, if not auto
         e = stack.pop()

@@ -32,7 +32,7 @@ def _tex(text):
 def _body(body_out, rename):
     """The body output's (text, tex, its where-bindings) with the placeholders renamed."""
     from .formula import formula
-    f = formula(body_out, _names=rename)
+    f = formula(body_out, names=rename)
     return f.body, f.latex.split(r" \quad")[0], list(f.bindings)
 
 

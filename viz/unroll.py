@@ -287,6 +287,9 @@ def unroll(trace) -> UnrolledTrace:
 def unrolled_view(what, loss=None, wrt=None):
     """``(unrolled trace, loss, wrt)`` for ``draw(what, unroll=True)``: the nodes a
     caller named in the original graph mapped to the ones standing for them."""
+    if isinstance(what, Trace) and not isinstance(what, UnrolledTrace) \
+            and not loops_of(what):
+        return what, loss, wrt          # nothing to write out
     ut = what if isinstance(what, UnrolledTrace) else unroll(what)
 
     def mapped(n):
