@@ -138,6 +138,24 @@ def test_unroll_keeps_the_runs_own_draws():
         np.testing.assert_array_equal(ut[ut.node_for[ys.id]], tr[ys])
 
 
+def test_a_random_draw_outside_the_loop_refuses_adjoints_it_cannot_reproduce():
+    """Adjoints come from the written-out graph: with a dropout mask drawn again, they
+    would be another run's — a typed error, never a silently different picture."""
+    with fg.Graph():
+        xs = fg.placeholder("xs", (None, 4))
+        w = fg.variable(np.full(4, 0.5), name="w")
+        hT, _ = fg.scan(lambda h, x: (fg.tanh(h * w + x), None), fg.constant(np.zeros(4)), xs)
+        loss = fg.sum(fg.nn.dropout(hT, 0.5, training=True))
+        prog = fg.compile(loss)
+        prog(xs=np.ones((3, 4)))          # the mask's stream moves on: the trace's differs
+        tr = prog.trace(xs=np.ones((3, 4)))  # from a fresh copy's first draw
+        with pytest.raises(UnrollError, match="another value .* not be this run's"):
+            fg.viz.draw(tr, unroll=True)
+        tr_values = fg.compile([fg.nn.dropout(hT, 0.5, training=True)]).trace(
+            xs=np.ones((3, 4)))
+        assert fg.viz.draw(tr_values, unroll=True).source   # values only: the run's own
+
+
 def test_unroll_limit_is_a_typed_error_at_the_first_iteration_too_many():
     with fg.Graph():
         _, xs, hT, _, loss = rnn()
@@ -155,6 +173,24 @@ def test_unroll_limit_is_a_typed_error_at_the_first_iteration_too_many():
         with pytest.raises(UnrollError, match="needs a Trace"):
             fg.viz.draw(loss, unroll=True)
         assert isinstance(UnrollError("x"), fg.FlowgradError)
+
+
+def test_a_long_loop_keeps_only_its_first_twelve_iterations(monkeypatch):
+    """Past the limit a traced loop counts its iterations and runs the plain body."""
+    from flowgrad.control_body import Body
+    calls = []
+    real = Body.call_values
+
+    def counting(self, *a):
+        calls.append(1)
+        return real(self, *a)
+
+    monkeypatch.setattr(Body, "call_values", counting)
+    with fg.Graph():
+        _, xs, hT, _, loss = rnn()
+        tr = fg.compile(loss).trace(xs=np.ones((40, 3)) * 0.1)
+        assert len(calls) == RECORD_LIMIT and tr.loop_run(hT.inputs[0]).count == 40
+        assert tr.loop_run(loss) is None            # not a loop node
 
 
 def test_plain_runs_record_nothing(monkeypatch):

@@ -12,7 +12,9 @@ the run's own: the trace keeps each iteration's body values while it runs (up to
 ``RECORD_LIMIT`` iterations; ``control_ops.recording_loops``), and they are laid over the
 copies. The adjoints are those of the unrolled graph, computed by flowgrad's ordinary
 reverse sweep on it: BPTT written out, equal to the loop's own backward scan (the tests
-check both against hand-written loops).
+check both against hand-written loops). They are this run's only if the written-out graph
+computes the run's forward values, which is checked: a random op drawing other values is
+an ``UnrollError``, never a picture mixing two runs.
 """
 from __future__ import annotations
 
@@ -257,6 +259,25 @@ def y_name(j, ny):
     return "y" if ny == 1 else f"y{j}"
 
 
+def _same_run(graph, values, kept):
+    """The adjoints are computed on the written-out graph: they are this run's only if
+    its forward values are. A value that differs (a random draw made again) would make
+    them another run's, so it is refused, naming the node."""
+    from flowgrad.backends import to_numpy
+    for nid, want in kept.items():
+        got = values.get(nid)
+        if got is None or is_loop(graph.node(nid)):
+            continue
+        a, w = np.asarray(to_numpy(got)), np.asarray(to_numpy(want))
+        if a.shape != w.shape or (a.dtype.kind in "fc" and not np.allclose(
+                a, w, rtol=1e-9, atol=1e-300, equal_nan=True)):
+            raise UnrollError(
+                f"unroll: {graph.node(nid).name} computes another value when the loops "
+                "are written out than in the traced run (it draws random numbers?), so "
+                "the adjoints drawn would not be this run's; trace a graph without random "
+                "ops to draw it unrolled with adjoints")
+
+
 def unroll(trace) -> UnrolledTrace:
     """``trace`` with each loop drawn out, one copy of its body per iteration (the module
     docstring): a Trace of its own (``draw`` and ``walkthrough`` take it as any other).
@@ -279,6 +300,8 @@ def unroll(trace) -> UnrolledTrace:
         adj = fg_adjoints(first, leaves or None)
     full = Program(outs + list(adj.values()), backend, keep_all=True)
     values = full.values(**b.feeds)
+    if adj:
+        _same_run(b.graph, values, b.overlay)
     values.update(b.overlay)          # every value the run itself computed
     program = Program(outs, backend, keep_all=True)
     return UnrolledTrace(trace, program, values, adj, b.iterations, b.mapped, b.notes)
