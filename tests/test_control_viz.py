@@ -231,6 +231,11 @@ def test_walkthrough_steps_through_each_iteration_forward_and_backward():
     _, gh = torch_bptt(X[:3])
     bar = next(c for c in bw if c.splitlines()[-1].startswith("v̄[h_1] = "))
     assert bar.splitlines()[-1] == "v̄[h_1] = [" + " ".join(f"{v:.4g}" for v in gh[0]) + "]"
+    with fg.Graph():
+        _, xs, _, _, loss = rnn()
+        tr = fg.compile(loss).trace(xs=X[:3])
+        flat = fg.viz.walkthrough(tr, unroll=False).captions()
+    assert not any("iteration" in c for c in flat) and len(flat) < len(caps)
 
 
 def test_while_loop_unrolled_is_newtons_iteration():

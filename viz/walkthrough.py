@@ -588,7 +588,7 @@ class Walkthrough:
 
 def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, constants=True,
                 rankdir="LR", precision=4, max_elems=L.MAX_ELEMS,
-                title="Backpropagation, step by step"):
+                title="Backpropagation, step by step", unroll=True):
     """The trace's forward and backward pass, one step per frame.
 
     Without ``path``: a ``Walkthrough`` that plays inline in a notebook and has
@@ -606,9 +606,14 @@ def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, con
     The HTML shows the drawing at its own size (labels legible) with zoom and pan.
     The trace must have adjoints (its first output a scalar loss); anything but a Trace
     is a ``NeedsTraceError``. Laying the graph out needs Graphviz's ``dot``.
+    Loops (``fg.scan`` …) of up to 12 iterations are written out as in
+    ``draw(tr, unroll=True)``: each iteration steps on its own ("· scan, iteration 2 of
+    5"), forward 1 … T and backward T … 1; ``unroll=False``, or a longer loop, steps over
+    a loop in one frame.
     """
     _check_trace(trace)
-    trace = walk_view(trace)   # issue 20: a loop steps through each of its iterations
+    if unroll:                 # issue 20: a loop steps through each of its iterations
+        trace = walk_view(trace)
     plan = _Plan(trace, precision, max_elems, level, expand, constants).build()
     wt = Walkthrough(plan, _layout(trace, plan, rankdir, precision, max_elems), title)
     return wt if path is None else wt.save(path, format)
