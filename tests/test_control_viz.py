@@ -156,6 +156,32 @@ def test_a_random_draw_outside_the_loop_refuses_adjoints_it_cannot_reproduce():
         assert fg.viz.draw(tr_values, unroll=True).source   # values only: the run's own
 
 
+def test_a_gradient_the_loop_computes_otherwise_is_refused_not_drawn():
+    """A custom rule clipping its cotangent, in a body whose two results the loss reads:
+    the loop runs one backward pass per result, each clipping its share, while the
+    written-out graph clips the sum. The drawing refuses rather than show either."""
+    @fg.custom_vjp
+    def clip_grad(x):
+        return x * 1.0
+
+    @clip_grad.defvjp
+    def _(g, ans, x):
+        return (fg.clip(g, -0.1, 0.1),)
+
+    with fg.Graph():
+        xs = fg.placeholder("xs", (None, 2))
+        w = fg.variable(np.array([0.5, 2.0]), name="w")
+        hT, ys = fg.scan(lambda h, x: (clip_grad(fg.tanh(h * w + x)), fg.sum(h)),
+                         fg.constant(np.zeros(2)), xs)
+        one = fg.compile(fg.sum(hT * 3.0)).trace(xs=np.ones((3, 2)))
+        ut = unroll(one)                           # one result read: the two agree
+        np.testing.assert_allclose(ut.adjoint(ut.node_for[w.id]), one.adjoint(w),
+                                   rtol=1e-12)
+        two = fg.compile(fg.sum(hT * 3.0) + fg.sum(ys)).trace(xs=np.ones((3, 2)))
+        with pytest.raises(UnrollError, match="(xs|w)'s adjoint .*, the loops' own"):
+            fg.viz.draw(two, unroll=True)
+
+
 def test_unroll_limit_is_a_typed_error_at_the_first_iteration_too_many():
     with fg.Graph():
         _, xs, hT, _, loss = rnn()

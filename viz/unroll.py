@@ -278,6 +278,27 @@ def _same_run(graph, values, kept):
                 "ops to draw it unrolled with adjoints")
 
 
+def _same_gradient(trace, mapped, values, adj):
+    """The written-out graph's v̄ of each input and variable must be the trace's (the
+    loops' own backward passes): a drawing never shows another gradient than the run's.
+    (They differ for a custom rule nonlinear in its cotangent that a loop reads through
+    two results: each result's backward loop applies it to its share.)"""
+    from flowgrad.backends import to_numpy
+    for node in trace.nodes:
+        if node.kind not in ("placeholder", "variable") or not trace.has_adjoint(node):
+            continue
+        new = adj.get(mapped[node.id])
+        mine = np.asarray(to_numpy(values[new.id])) if new is not None else 0.0
+        theirs = np.asarray(to_numpy(trace.adjoint(node)))
+        if not np.allclose(mine, theirs, rtol=1e-9, atol=1e-12, equal_nan=True):
+            raise UnrollError(
+                f"unroll: the loops written out give {L.display_name(node)}'s adjoint "
+                f"{L.one_line(mine, 6, 6)}, the loops' own backward passes "
+                f"{L.one_line(theirs, 6, 6)}; a custom rule nonlinear in its cotangent "
+                "(a clipped gradient) inside a loop whose results the loss reads twice? "
+                "Refused rather than drawn with either")
+
+
 def unroll(trace) -> UnrolledTrace:
     """``trace`` with each loop drawn out, one copy of its body per iteration (the module
     docstring): a Trace of its own (``draw`` and ``walkthrough`` take it as any other).
@@ -302,6 +323,7 @@ def unroll(trace) -> UnrolledTrace:
     values = full.values(**b.feeds)
     if adj:
         _same_run(b.graph, values, b.overlay)
+        _same_gradient(trace, b.mapped, values, adj)
     values.update(b.overlay)          # every value the run itself computed
     program = Program(outs, backend, keep_all=True)
     return UnrolledTrace(trace, program, values, adj, b.iterations, b.mapped, b.notes)
