@@ -334,6 +334,13 @@ def test_formula_writes_the_recurrence():
                           fg.constant(np.ones(3)).named("s0"), xs, reverse=True)
         assert fg.viz.formula(back).text == \
             "s_1   where s_{T+1} = 1, s_t = 2 s_{t+1} + x_t, x_t = xs[t − 1]"
+        t = fg.placeholder("t", (3,))        # a leaf named t: the step is written s
+        ht, _ = fg.scan(lambda h, x: (h * t + x, None), fg.constant(np.zeros(3)), xs)
+        assert fg.viz.formula(ht).text == \
+            "h_S   where h_0 = 0, h_s = h_{s−1} ⊙ t + x_s, x_s = xs[s − 1]"
+        n = fg.placeholder("n", (), dtype="int64")   # and a bound named n: N iterations
+        d = fg.fori_loop(0, n, lambda i, c: c * 0.5, fg.constant(1.0))
+        assert fg.viz.formula(d).text.endswith("N = the first k ≥ 0 where not (i_k < n)")
         a = fg.placeholder("a", ())
         r = fg.while_loop(lambda v: v > 1.0, lambda v: v * 0.5, a)
         assert fg.viz.formula(r).text == \

@@ -60,11 +60,19 @@ def recurrence(spec, index, loop_inputs):
     return None
 
 
+def _symbols(ins, pairs):
+    """The first pair of (index, count) letters no input of the loop is named (a
+    target named t would read as the step)."""
+    taken = {L.user_name(n) for n in ins}
+    return next((i, c) for i, c in pairs if i not in taken and c not in taken)
+
+
 def _scan(spec, role, which, ins):
     nc, nx = spec.n_carry, spec.n_xs
     body = spec.bodies[0]
     names = carry_names(spec, ins[:nc])
-    prev, first, last = ("t+1", "T+1", "1") if spec.reverse else ("t−1", "0", "T")
+    t, T = _symbols(ins, [("t", "T"), ("s", "S"), ("τ", "T_τ")])
+    prev, first, last = (f"{t}+1", f"{T}+1", "1") if spec.reverse else (f"{t}−1", "0", T)
     rename, inits = {}, []
     for k in range(nc):
         rename[body.params[k].id] = f"{names[k]}_{{{prev}}}"
@@ -72,26 +80,26 @@ def _scan(spec, role, which, ins):
                       f"{names[k]}_{first}", k))
     xn = [x_name(ins[nc + j], j, nx) for j in range(nx)]
     for j in range(nx):
-        rename[body.params[nc + j].id] = f"{xn[j]}_t"
+        rename[body.params[nc + j].id] = f"{xn[j]}_{t}"
     _captures(spec, 0, body, ins, rename, inits)
     lines = []
     for k in range(nc):
         text, tex, binds = _body(body.outs[k], rename)
-        lines.append((f"{names[k]}_t", text, tex))
-        lines += [(n, t, _tex(t)) for n, t in binds]
+        lines.append((f"{names[k]}_{t}", text, tex))
+        lines += [(n, b, _tex(b)) for n, b in binds]
     if role == "final":
         result = f"{names[which]}_{last}"
     else:
         y = y_name(which, spec.n_ys)
         text, tex, binds = _body(body.outs[nc + which], rename)
-        lines.append((f"{y}_t", text, tex))
-        lines += [(n, t, _tex(t)) for n, t in binds]
-        result = f"({y}_1, …, {y}_T)"
+        lines.append((f"{y}_{t}", text, tex))
+        lines += [(n, b, _tex(b)) for n, b in binds]
+        result = f"({y}_1, …, {y}_{T})"
     for j in range(nx):
         src = L.display_name(ins[nc + j])
-        lines.append((f"{xn[j]}_t", f"{src}[t − 1]", _tex(f"{src}[t - 1]")))
+        lines.append((f"{xn[j]}_{t}", f"{src}[{t} − 1]", _tex(f"{src}[{t} - 1]")))
     if spec.length is not None:
-        lines.append(("T", str(spec.length), str(spec.length)))
+        lines.append((T, str(spec.length), str(spec.length)))
     return Recurrence((result, _tex(result)), inits, lines)
 
 
@@ -112,7 +120,9 @@ def _while(spec, which, ins):
     at_k = {test.params[k].id: f"{names[k]}_k" for k in range(nc)}
     _captures(spec, 1, test, ins, at_k, inits)
     cond, _, _ = _body(test.outs[0], at_k)
-    lines.append(("n", f"the first k ≥ 0 where not ({cond})",
+    taken = set(rename.values()) | set(at_k.values()) | {n for n, _ in inits}
+    n = next(c for c in ("n", "N", "m", "K", "n_it") if c not in taken)   # (not a leaf's)
+    lines.append((n, f"the first k ≥ 0 where not ({cond})",
                   r"\min\{k \geq 0 : \lnot(" + _tex(cond) + r")\}"))
-    result = f"{names[which]}_n"
+    result = f"{names[which]}_{n}"
     return Recurrence((result, result), inits, lines)
