@@ -12,14 +12,18 @@ weights W, U, b, v, c are read inside the step, so they become the loop's inputs
 their gradients are summed over the steps.
 
 It prints the loss before and after training, checks the scan's gradient against the
-same RNN unrolled step by step in flowgrad, and draws the model (one box, ``scan × T``)
-with ``--draw PATH``.
+same RNN unrolled step by step in flowgrad, draws the training loss with ``--plot PATH``,
+and with ``--draw PATH`` draws the model (one box, ``scan × T``) and, next to it, a run of
+3 steps unrolled — the textbook BPTT picture, one copy of the cell per step with that
+step's values and adjoints (``PATH``'s stem + ``_unrolled``) — and its walkthrough, the
+forward pass and backpropagation through time one step per frame (``_walkthrough.html``).
 
-    python examples/rnn_sequence.py [--quick] [--steps 400] [--draw rnn.svg]
+    python examples/rnn_sequence.py [--quick] [--steps 400] [--draw rnn.gv] [--plot loss.png]
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 
@@ -78,11 +82,54 @@ def check_against_unrolled(params, seq):
     return max(float(np.max(np.abs(a - b))) for a, b in zip(*grads))
 
 
+def draw_unrolled(loss, params, path):
+    """A 3-step run of one sequence drawn unrolled, and its walkthrough, next to
+    ``path``; returns the largest difference between the drawn h_t and a numpy loop."""
+    seq = noisy_sine(1, 3, np.random.default_rng(2))
+    tr = fg.compile(loss).trace(xs=seq[:-1], target=seq[1:])
+    stem, ext = os.path.splitext(path)
+    fg.viz.draw(tr, unroll=True).save(f"{stem}_unrolled{ext}")
+    written = [f"{stem}_unrolled{ext}"]
+    if fg.viz.dot_available():       # a walkthrough is laid out by Graphviz's dot
+        fg.viz.walkthrough(tr, f"{stem}_walkthrough.html",
+                           title="Backpropagation through time, step by step")
+        written.append(f"{stem}_walkthrough.html")
+    print("drew a 3-step run unrolled to " + " and ".join(written))
+    W, U, b = (p.value for p in params[:3])
+    h, drawn = np.zeros((1, HIDDEN)), fg.viz.unroll(tr)
+    loop = next(n for n in tr.nodes if n.op is not None and n.op.name == "loop")
+    out = loop.attrs["spec"].bodies[0].outs[0].id
+    worst = 0.0
+    for x, copy in zip(seq[:-1], drawn.iterations[loop.id]):
+        h = np.tanh(h @ W + x @ U + b)
+        worst = max(worst, float(np.max(np.abs(drawn[copy[out]] - h))))
+    return worst
+
+
+def plot_losses(path, losses):
+    """The training loss per Adam step (matplotlib, no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.semilogy(np.arange(1, len(losses) + 1), losses, lw=1)
+    ax.axhline(0.0025, color="gray", ls="--", lw=1, label="the targets' noise")
+    ax.set_xlabel("Adam step")
+    ax.set_ylabel("training loss (mean squared error)")
+    ax.set_title("Elman RNN on a noisy sine, trained by BPTT through one scan node")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
     parser.add_argument("--steps", type=int, default=400, help="Adam steps (400)")
-    parser.add_argument("--draw", metavar="PATH", help="draw the model to this file")
+    parser.add_argument("--draw", metavar="PATH", help="draw the model to this file (and a "
+                        "3-step unroll and its walkthrough next to it)")
+    parser.add_argument("--plot", metavar="PATH", help="draw the training loss to this PNG")
     args = parser.parse_args(argv)
     steps = 60 if args.quick else args.steps
     rng = np.random.default_rng(0)
@@ -99,14 +146,20 @@ def main(argv=None):
         print(f"largest difference scan vs unrolled gradient: "
               f"{check_against_unrolled(params, noisy_sine(4, 12, rng)):.3g}")
         train = fg.optim.Adam(params, lr=0.02).minimize(loss)
+        losses = []
         for k in range(steps):
             seq = noisy_sine(32, 40, rng)
-            train(xs=seq[:-1], target=seq[1:])
+            losses.append(float(train(xs=seq[:-1], target=seq[1:])))
         after = float(evaluate(feed_test))
         print(f"test loss after {steps} steps: {after:.5f} (the targets' noise alone: 0.0025)")
         if args.draw:
             fg.viz.draw(loss).save(args.draw)
             print(f"drew the model to {args.draw}")
+            print(f"largest difference drawn h_t vs a numpy loop: "
+                  f"{draw_unrolled(loss, params, args.draw):.3g}")
+        if args.plot:
+            plot_losses(args.plot, losses)
+            print(f"drew the training loss to {args.plot}")
     print("OK")
 
 

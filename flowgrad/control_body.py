@@ -28,7 +28,7 @@ from .graph import Graph, Node
 from .pytree import flatten
 from .ops import base as _base
 
-__all__ = ["Body", "trace", "capture", "inline", "tracing_graph"]
+__all__ = ["Body", "trace", "capture", "inline", "inline_all", "tracing_graph"]
 
 
 class _Tracer:
@@ -136,6 +136,28 @@ class Body:
         values = list(args) + list(caps)
         return prog(**{name: values[k] for name, k in feeds})
 
+    def call_values(self, xp, args, caps):
+        """``(the outputs' values, {body node id: value} of every node)``: one iteration
+        kept whole, for a trace (control_ops.recording_loops). Runs a keep-all program of
+        the body, made once per backend beside ``program``'s."""
+        made = self._programs.get((xp, "all"))
+        if made is None:
+            with self._lock:
+                made = self._programs.get((xp, "all"))
+                if made is None:
+                    from .engine.program import Program
+                    prog = Program(self.outs, _backend(xp), keep_all=True)
+                    every = self.params + self.cap_params
+                    made = self._programs[(xp, "all")] = (
+                        prog, [(p.name, k) for k, p in enumerate(every)
+                               if p.id in prog.placeholders])
+        prog, feeds = made
+        values = list(args) + list(caps)
+        got = prog.values(**{name: values[k] for name, k in feeds})
+        for p, v in zip(self.params + self.cap_params, values):
+            got.setdefault(p.id, v)        # an argument the outputs do not read
+        return [got[o.id] for o in self.outs], got
+
 
 def _backend(xp):
     """The backend whose array module is ``xp``: a body runs on its loop's backend (a
@@ -187,6 +209,13 @@ def inline(body: Body, args, caps) -> list:
     """Replay ``body``'s nodes into the graph being built, with its argument
     placeholders read as ``args`` and its captures as ``caps`` (nodes or values);
     returns its output nodes. One pass in id order (a body's ids are topological)."""
+    mapped = inline_all(body, args, caps)
+    return [mapped[o.id] for o in body.outs]
+
+
+def inline_all(body: Body, args, caps) -> dict:
+    """``inline``, returning {body node id: the node standing for it} for every node the
+    outputs need (an unrolled drawing names and labels each iteration's copies)."""
     data = body.graph.nx.nodes
     mapped: dict[int, Node] = {}
     for p, a in zip(body.params, args):
@@ -207,7 +236,7 @@ def inline(body: Body, args, caps) -> list:
         else:
             ins = [mapped[i] for i in d["inputs"]]
             mapped[nid] = _base.apply(d["op"], *ins, **d["attrs"])
-    return [mapped[o.id] for o in body.outs]
+    return mapped
 
 
 def _constant_like(d):

@@ -24,13 +24,16 @@ forward keeps T carries (the body's other values are recomputed per step backwar
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+
 import numpy as np
 
 from .errors import FlowgradError, NumericsError, ShapeError
 from .ops.base import REGISTRY, Op, fmt_shape
 
 __all__ = ["LoopSpec", "LoopLimitError", "loop_op", "loop_out_op", "is_loop",
-           "is_loop_result", "run_loop", "scan_length"]
+           "is_loop_result", "run_loop", "scan_length", "LoopRun", "recording_loops"]
 
 OBJECT = np.dtype(object)
 
@@ -125,10 +128,15 @@ class Results:
         return repr(self)
 
 
-def _call(spec, k, xp, args, caps, step):
-    """Body k's outputs; a NaN the checked body finds names the iteration."""
+def _call(spec, k, xp, args, caps, step, run=None):
+    """Body k's outputs; a NaN the checked body finds names the iteration. ``run``: the
+    LoopRun keeping every value of this iteration's body (a trace), or None."""
     try:
-        return spec.bodies[k].call(xp, args, [caps[i] for i in spec.caps_of[k]])
+        bcaps = [caps[i] for i in spec.caps_of[k]]
+        if run is None or not run.next_kept():
+            return spec.bodies[k].call(xp, args, bcaps)
+        outs, run.values[step] = spec.bodies[k].call_values(xp, args, bcaps)
+        return outs
     except NumericsError as exc:
         raise NumericsError(f"{spec.name}: iteration {step} (counted from 0) of the loop "
                             f"built at {spec.where}: {exc}", exc.node, exc.trace) from exc
@@ -160,7 +168,7 @@ def _buffer(xp, T, value, dtype):
     return xp.empty((T, *np.shape(value)), dtype=dtype)
 
 
-def _run_scan(spec, xp, vals):
+def _run_scan(spec, xp, vals, run=None):
     nc, nx, ny = spec.n_carry, spec.n_xs, spec.n_ys
     carry = list(vals[:nc])
     xs = vals[nc:nc + nx]
@@ -174,7 +182,7 @@ def _run_scan(spec, xp, vals):
         if keep:
             for k in range(nc):
                 stacks[k][t] = carry[k]
-        outs = _call(spec, 0, xp, carry + [x[t] for x in xs], caps, t)
+        outs = _call(spec, 0, xp, carry + [x[t] for x in xs], caps, t, run)
         carry = list(outs[:nc])
         for j in range(ny):
             if ys[j] is None:   # its shape is known once the body has run
@@ -201,7 +209,7 @@ def _results(spec, xp, carry, stacks, vals):
     return tuple(out)
 
 
-def _run_while(spec, xp, vals):
+def _run_while(spec, xp, vals, run=None):
     nc = spec.n_carry
     carry = list(vals[:nc])
     caps = vals[nc:]
@@ -215,17 +223,19 @@ def _run_while(spec, xp, vals):
         if spec.keeps_carries:
             for k in range(nc):
                 stacks[k].append(carry[k])
-        carry = list(_call(spec, 0, xp, carry, caps, n))
+        carry = list(_call(spec, 0, xp, carry, caps, n, run))
         n += 1
     return _results(spec, xp, carry, stacks, vals)
 
 
-def _run_cond(spec, xp, vals):
+def _run_cond(spec, xp, vals, run=None):
     pred = vals[0]
     ops = list(vals[1:1 + spec.n_carry])
     caps = vals[1 + spec.n_carry:]
     k = 0 if bool(pred) else 1
-    return tuple(_call(spec, k, xp, ops, caps, 0))
+    if run is not None:
+        run.branch = k
+    return tuple(_call(spec, k, xp, ops, caps, 0, run))
 
 
 _RUNNERS = {"scan": _run_scan, "while": _run_while, "cond": _run_cond}
@@ -243,7 +253,79 @@ def _loop_forward(xp, *vals, spec):
 
 def run_loop(spec, xp, vals) -> tuple:
     """The results of ``spec``'s loop on input values ``vals``, computed with ``xp``."""
-    return _RUNNERS[spec.kind](spec, xp, vals)
+    # one look-up a loop run (none an iteration): a plain run records nothing
+    recorder = getattr(_RECORDING, "recorder", None)
+    run = recorder.start(spec) if recorder is not None else None
+    return _RUNNERS[spec.kind](spec, xp, vals, run)
+
+
+# -- recording iterations (traces only) -------------------------------------------------
+
+class LoopRun:
+    """The values of one run of a loop, kept while a trace runs (``recording_loops``):
+    ``values[t]`` is {body node id: value} of iteration t (scan: the position t along
+    xs; while: the t-th iteration; cond: 0, the taken branch ``branch``). Only the first
+    ``limit`` iterations are kept: ``count`` says how many ran, ``complete`` whether
+    all of them were kept (so a long loop costs no memory beyond the limit)."""
+
+    def __init__(self, spec, limit):
+        self.spec, self.limit = spec, limit
+        self.values: dict[int, dict] = {}
+        self.count = 0
+        self.branch = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.count <= self.limit
+
+    def next_kept(self) -> bool:
+        """Count one more iteration; whether to keep its values (the first ``limit``:
+        past them, the kept ones go and the body runs its plain program again)."""
+        self.count += 1
+        if self.count > self.limit:
+            self.values.clear()
+            return False
+        return True
+
+
+class _Recorder:
+    def __init__(self, specs, limit):
+        self.wanted = {id(s): s for s in specs}
+        self.limit = limit
+        self.runs: dict[int, LoopRun] = {}
+
+    def start(self, spec):
+        """The run to keep ``spec``'s iterations in, or None (not wanted, or run twice:
+        one run a loop node is what a drawing shows)."""
+        if id(spec) not in self.wanted or id(spec) in self.runs:
+            return None
+        run = self.runs[id(spec)] = LoopRun(spec, self.limit)
+        return run
+
+
+_RECORDING = threading.local()
+
+
+#: the most iterations of a loop a trace keeps whole (and an unrolled drawing draws):
+#: a drawing of more copies of a body would not be read
+RECORD_LIMIT = 12
+
+
+@contextmanager
+def recording_loops(nodes, limit=RECORD_LIMIT):
+    """While inside, runs (in this thread) of the loop nodes among ``nodes`` keep every
+    value of their first ``limit`` iterations; yields {id(spec): LoopRun}. Used by
+    ``Program.trace`` only: a plain run pays one attribute look-up a loop run."""
+    specs = [n.attrs["spec"] for n in nodes if is_loop(n)]
+    if not specs:
+        yield {}
+        return
+    before = getattr(_RECORDING, "recorder", None)
+    rec = _RECORDING.recorder = _Recorder(specs, limit)
+    try:
+        yield rec.runs
+    finally:
+        _RECORDING.recorder = before
 
 
 def _loop_infer(*inputs, spec):

@@ -9,12 +9,20 @@ class Trace:
     adjoint v̄ with respect to the program's first output (when that output is a scalar).
     In Jupyter a trace shows itself drawn, with every value and v̄."""
 
-    def __init__(self, program, values: dict, adjoints: dict):
+    def __init__(self, program, values: dict, adjoints: dict, loop_runs=None):
         self.program = program
         self.graph = program.graph
         self._values = values
         #: {forward node: its adjoint node}
         self.adjoint_nodes = adjoints
+        self._loop_runs = dict(loop_runs or {})
+
+    def loop_run(self, loop: Node):
+        """The iterations of loop node ``loop`` in this run (a ``LoopRun``: each
+        iteration's body values, up to 12 iterations), or None if none were kept (or
+        ``loop`` is no loop node)."""
+        spec = loop.attrs.get("spec") if loop.op is not None else None
+        return self._loop_runs.get(id(spec)) if spec is not None else None
 
     @property
     def outputs(self) -> list[Node]:

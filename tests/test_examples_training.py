@@ -70,12 +70,21 @@ def test_cnn_digits_trains_and_draws_its_layers(tmp_path):
 
 
 def test_rnn_sequence_trains_by_bptt_through_one_scan_node(tmp_path):   # issue 20
-    out = run_example("rnn_sequence.py", "--quick", "--draw", "rnn.gv", cwd=tmp_path)
+    out = run_example("rnn_sequence.py", "--quick", "--draw", "rnn.gv", "--plot", "loss.png",
+                      cwd=tmp_path)
     before = number(r"test loss before training: (\S+)", out)
     after = number(r"test loss after \d+ steps: (\S+)", out)
     assert after < 0.1 * before and after < 0.01
     assert number(r"scan vs unrolled gradient: (\S+)", out) < 1e-12
     assert "scan × T" in (tmp_path / "rnn.gv").read_text()
+    # the 3-step unroll: one copy of the cell per step, its numbers those of a numpy loop
+    unrolled = (tmp_path / "rnn_unrolled.gv").read_text()
+    assert all(f"scan · iteration {t} of 3" in unrolled for t in (1, 2, 3))
+    assert "scan × T" not in unrolled and "v̄" in unrolled
+    assert number(r"drawn h_t vs a numpy loop: (\S+)", out) < 1e-12
+    page = (tmp_path / "rnn_walkthrough.html").read_text()
+    assert "scan, iteration 2 of 3" in page and "Backpropagation through time" in page
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.rstrip().endswith("OK")
 
 

@@ -8,6 +8,8 @@ from .dot import Drawing, GraphvizNotFoundError, dot_available, draw  # noqa: F4
 from .walkthrough import NeedsTraceError, Walkthrough, walkthrough  # noqa: F401
 
 from .formula import Formula, formula  # noqa: F401
+from .unroll import UnrolledTrace, UnrollError, unroll  # noqa: F401  (issue 20: BPTT drawn)
 
 __all__ = ["draw", "walkthrough", "dot_available", "Drawing", "GraphvizNotFoundError",
-           "Walkthrough", "NeedsTraceError", "formula", "Formula"]
+           "Walkthrough", "NeedsTraceError", "formula", "Formula",
+           "unroll", "UnrolledTrace", "UnrollError"]

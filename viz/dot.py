@@ -516,7 +516,7 @@ def _box_to_custom_captions(scene, pairs, units, boxes, users, mode):
 def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, collapse=None,
          expand=False, constants=True, depth=None, max_nodes=None, rankdir="TB",
          precision=4, max_elems=L.MAX_ELEMS, values=True, adjoints=True, highlight=None,
-         _cell_ids=False, _only=None) -> Drawing:
+         unroll=False, _cell_ids=False, _only=None) -> Drawing:
     """Draw a trace (values and adjoints v̄), or a program, nodes or a graph (structure);
     a NumericsError (its trace, the culprit red), a precision audit (shaded by digits lost)
     or a profile (``prog.profile``: shaded by time, each box's time in it).
@@ -541,6 +541,9 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     - ``precision`` significant digits; arrays with more than ``max_elems`` entries are
       summarised (mean, min/max, norm).
     - ``highlight``: {node: colour} to paint particular nodes (a culprit red, say).
+    - ``unroll=True`` (a trace): each loop drawn as one copy of its body per iteration,
+      with that iteration's values and adjoints: backpropagation through time as in the
+      textbook (at most 12 iterations a loop, else an ``UnrollError``; viz/unroll.py).
     """
     from flowgrad.audit import PrecisionAudit
     from flowgrad.errors import NumericsError
@@ -555,6 +558,9 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     if isinstance(what, (PrecisionAudit, Profile)):
         shades, captions = what.shading()
         highlight, what = {**shades, **(highlight or {})}, list(what.outputs)
+    if unroll:   # issue 20: the trace with every loop written out (viz/unroll.py)
+        from .unroll import unrolled_view
+        what, loss, wrt = unrolled_view(what, loss, wrt)
     scene = _Scene(what, loss, wrt, backward, highlight)
     scene.captions = {n.id: text for n, text in captions.items()}
     hidden = set() if constants else {i for i in scene.forward

@@ -164,14 +164,17 @@ def _uniform(value):
     return first.item() if np.all(arr == first) else None
 
 
-def _convert(graph, node):
-    """The simplified plan of ``node`` as an _E DAG (one loop over ascending ids)."""
+def _convert(graph, node, rename=None):
+    """The simplified plan of ``node`` as an _E DAG (one loop over ascending ids).
+    ``rename``: {leaf id: the name to print} (a loop body's placeholders)."""
     order = ancestors([node])
     simp = simplify(graph, order, [node.id])
     data = graph.nx.nodes
+    rename = rename or {}
     expr = {}
     for nid in simp.leaves:
-        expr[nid] = _E("name", (), data[nid]["name"], data[nid]["shape"] == (), nid)
+        expr[nid] = _E("name", (), rename.get(nid, data[nid]["name"]),
+                       data[nid]["shape"] == (), nid)
     for nid, value in simp.consts.items():
         name = data[nid]["name"]
         c = _uniform(value)
@@ -183,11 +186,25 @@ def _convert(graph, node):
             expr[nid] = _E("array", (), np.asarray(value), np.ndim(value) == 0, nid)
     for nid, op, attrs, ins in simp.steps:
         args = [expr[i] for i in ins]
-        e = _from_op(op.name, attrs, args, data[nid]["shape"] == (), data, ins)
+        e = _loop_result(graph, attrs, args, ins) if op.name == "loop_out" else None
+        if e is None:
+            e = _from_op(op.name, attrs, args, data[nid]["shape"] == (), data, ins)
         if e.src is None and e.kind not in ("name", "num"):
             e.src = nid
         expr[nid] = e
     return expr[simp.rep.get(node.id, node.id)]   # (rep holds merged ids only)
+
+
+def _loop_result(graph, attrs, args, ins):
+    """A scan's or while loop's result as its recurrence (viz/loop_formula.py): a
+    "loop" expression printed as its name (h_T), its recurrence added to the bindings."""
+    from .loop_formula import recurrence
+    spec = graph.node(ins[0]).attrs["spec"]
+    rec = recurrence(spec, attrs["index"], [graph.node(i) for i in ins[1:]])
+    if rec is None:
+        return None
+    shape = spec.out_shapes[attrs["index"]]
+    return _E("loop", tuple(args[1:]), rec, shape == ())
 
 
 def _from_op(name, attrs, args, scalar, data, ins):
@@ -418,6 +435,9 @@ def _tex_name(name):
         return _GREEK[name]
     if len(name) == 1:
         return name
+    m = re.fullmatch(r"([A-Za-z]\w*?)_\{?([^{}_]+)\}?", name)   # h_t, h_{t−1} (loops)
+    if m and not m.group(2).isdigit():
+        return f"{m.group(1)}_{{{m.group(2).replace('−', '-')}}}"
     m = re.fullmatch(r"([A-Za-z])_?(\d+)", name)
     if m:
         return f"{m.group(1)}_{{{m.group(2)}}}"
@@ -455,6 +475,8 @@ def _print_one(e, kids, symbols):
         return _atom(e.val, _tex_name(e.val))
     if k == "array":
         return _array_literal(e.val)
+    if k == "loop":                              # its recurrence is in the where clause
+        return _atom(*e.val.result)
     if k in ("add", "sub"):
         a = _paren(kids[0], ADD)
         b = _paren(kids[1], ADD + (k == "sub"))
@@ -617,17 +639,44 @@ def _tex_lhs(lhs):
     return _tex_name(lhs)
 
 
-def formula(node, *, lhs=None, symbols=None) -> Formula:
+def _loop_bindings(root, bound, symbols) -> list:
+    """The recurrences of the loops in ``root``: [(name, text, tex)], each once."""
+    out, seen, stack, done = [], set(), [root], set()
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        stack.extend(e.args)
+        if e.kind != "loop":
+            continue
+        for name, pos in e.val.inits:
+            if name not in done:
+                done.add(name)
+                out.append((name, *_print(e.args[pos], bound, symbols)))
+        for name, text, tex in e.val.lines:
+            if (name, text) not in done:
+                done.add((name, text))
+                out.append((name, text, tex))
+    return out
+
+
+def formula(node, *, lhs=None, symbols=None, names=None) -> Formula:
     """The expression ``node`` computes after the plan's simplification, with the user's names.
 
     ``lhs`` is written before an ``=`` (e.g. ``"∂L/∂w"``); ``symbols`` maps a symbol to a
     number it should stand for (``{"λ": 0.1}``): Python numbers have no names in the
     graph, so a folded coefficient is printed as its value unless named here.
+    ``names`` ({node or id: text}) prints those input nodes under other names (a loop
+    body's placeholders as h_{t−1}, x_t). A scan's result reads as its recurrence:
+    ``h_T   where h_0 = 0, h_t = tanh(h_{t−1} W + x_t), x_t = xs[t − 1]``
+    (viz/loop_formula.py).
     """
     symbols = dict(symbols or {})
-    root = _convert(node.graph, node)
+    rename = {getattr(n, "id", n): text for n, text in (names or {}).items()}
+    root = _convert(node.graph, node, rename)
     data = node.graph.nx.nodes
-    names = {}
+    names = {}                     # (from here: the user names of bound subexpressions)
     stack, seen = [root], set()
     while stack:                                   # user names of the sources, if not auto
         e = stack.pop()
@@ -642,5 +691,6 @@ def formula(node, *, lhs=None, symbols=None) -> Formula:
     shared, bound = _bindings(root, _leaf_names(root) | set(symbols), names)
     body, body_tex = _print(root, bound, symbols)
     binds = [(n, _print(e, bound, symbols, top_is_binding=True)) for n, e in shared]
+    binds += [(n, (t, x)) for n, t, x in _loop_bindings(root, bound, symbols)]
     return Formula(lhs, body, [(n, t) for n, (t, _) in binds], body_tex,
                    [(n, x) for n, (_, x) in binds])

@@ -5,7 +5,8 @@ it — ``expand=True``, or a list naming the loop ("scan", "while_loop", "cond",
 "scan vjp" for a derivative's) — the drawing also shows each traced body as a cluster: its argument placeholders
 (the carry entering, the x slice), the captured nodes of the graph around it, its ops
 and its outputs, with a dashed edge from the loop's box to each body. The body is the
-graph the loop's kernel runs once per iteration.
+graph the loop's kernel runs once per iteration. (``draw(tr, unroll=True)`` draws a traced
+run instead as one copy of the body per iteration: viz/unroll.py.)
 """
 from __future__ import annotations
 

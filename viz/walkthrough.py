@@ -24,6 +24,7 @@ from flowgrad.composite import groups
 
 from .dot import GroupUnit, _key, draw, drawn_units
 from .local import edge_terms
+from .unroll import iteration_note, walk_view
 
 CSS = """
 svg.wt text { font-family: "DejaVu Sans", Verdana, sans-serif; }
@@ -101,6 +102,11 @@ class _Plan:
                             "use": [self.key(u) for u in dict.fromkeys(use)],
                             "edges": list(dict.fromkeys(edges)), "lines": list(lines)})
         return len(self.frames) - 1
+
+    def where(self, u) -> str:
+        """" · scan, iteration 2 of 5" for a box of an unrolled loop's copy, else ""."""
+        note = "" if self.is_group(u) else iteration_note(self.trace, u)
+        return f" · {note}" if note else ""
 
     def edge(self, a, b) -> str:
         return f"e{self.key(a)}_{self.key(b)}"
@@ -196,6 +202,7 @@ class _Plan:
                      f"v_{step}: {self.name(u)} = {op}({args})",
                      f"= {op}({vals})",
                      f"= {self.num(self.trace[node])}"]
+        lines[0] += self.where(u)
         k = self.add("fw", [u], ins, [self.edge(a, u) for a in ins], lines)
         self.val_at[self.key(u)] = k
 
@@ -240,7 +247,7 @@ class _Plan:
         return number, None
 
     def backward_step(self, u, step, total, terms, ones):
-        head = [f"Backward pass: step {step} of {total}"]
+        head = [f"Backward pass: step {step} of {total}{self.where(u)}"]
         body, kids_all = [], []
         for o in self.outputs(u):
             if not self.trace.has_adjoint(self.h[o]):
@@ -581,7 +588,7 @@ class Walkthrough:
 
 def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, constants=True,
                 rankdir="LR", precision=4, max_elems=L.MAX_ELEMS,
-                title="Backpropagation, step by step"):
+                title="Backpropagation, step by step", unroll=True):
     """The trace's forward and backward pass, one step per frame.
 
     Without ``path``: a ``Walkthrough`` that plays inline in a notebook and has
@@ -599,8 +606,14 @@ def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, con
     The HTML shows the drawing at its own size (labels legible) with zoom and pan.
     The trace must have adjoints (its first output a scalar loss); anything but a Trace
     is a ``NeedsTraceError``. Laying the graph out needs Graphviz's ``dot``.
+    Loops (``fg.scan`` …) of up to 12 iterations are written out as in
+    ``draw(tr, unroll=True)``: each iteration steps on its own ("· scan, iteration 2 of
+    5"), forward 1 … T and backward T … 1; ``unroll=False``, or a longer loop, steps over
+    a loop in one frame.
     """
     _check_trace(trace)
+    if unroll:                 # issue 20: a loop steps through each of its iterations
+        trace = walk_view(trace)
     plan = _Plan(trace, precision, max_elems, level, expand, constants).build()
     wt = Walkthrough(plan, _layout(trace, plan, rankdir, precision, max_elems), title)
     return wt if path is None else wt.save(path, format)

@@ -485,9 +485,13 @@ class Program:
     def trace(self, /, *args, **kwargs):
         """Every value computed and, if the first output is a scalar, every adjoint v̄."""
         from ..tracing import Trace
+        from ..control_ops import recording_loops
         if self._trace_program is None:
             self._build_trace_program()
-        return Trace(self, self._trace_program.values(*args, **kwargs), self._adjoints)
+        # issue 20: the loops of the program keep each iteration's values (drawn unrolled)
+        with recording_loops([self.graph.node(i) for i in self.order]) as runs:
+            values = self._trace_program.values(*args, **kwargs)
+        return Trace(self, values, self._adjoints, loop_runs=runs)
 
     def _build_trace_program(self):
         """Build the trace program once, under the lock; publish it last, so a thread
