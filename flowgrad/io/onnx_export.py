@@ -180,7 +180,8 @@ def _emit_graph(e: Emitter, graph: Graph, order, bound: dict) -> dict:
                 e.node = n
                 conv = CONVERTERS.get(n.op.name)
                 out = conv(e, **n.attrs) if conv is not None else _decomposed(e, n)
-                e.tensor[nid] = _rename_last(e, out, n)
+                # a loop's converter gives a tuple: one tensor per result (onnx_loops)
+                e.tensor[nid] = out if isinstance(out, tuple) else _rename_last(e, out, n)
         return e.tensor
     finally:
         e.tensor = saved

@@ -523,3 +523,7 @@ REFUSED.update({name: "ONNX has no operator for this matrix decomposition (opset
 @converts("stop_gradient", "custom_call", "custom_input", "remat_after")
 def _identity(e, **attrs):
     return e.op("Identity", [e.arg(0)])
+
+
+# issue 20: loops and branches as Scan, Loop and If (their converters register themselves)
+from . import onnx_loops  # noqa: E402,F401
