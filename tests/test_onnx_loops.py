@@ -241,3 +241,51 @@ def test_nested_loops_and_second_order(dtype, tmp_path):
         path = check(outs, feeds, tmp_path / "nested.onnx", dtype)
     kinds = op_types(path)
     assert {"Scan", "Loop", "If"} <= set(kinds)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("layer", ["LSTM", "GRU"])
+def test_recurrent_layers_and_their_gradients(layer, dtype, tmp_path):
+    """fg.nn's LSTM and GRU are one scan each: the weights' gradients too."""
+    rng = np.random.default_rng(4)
+    with fg.Graph():
+        x = fg.placeholder("x", (None, None, 3), dtype=dtype)
+        hs = getattr(fg.nn, layer)(4, return_sequences=True, seed=1, dtype=dtype)(x)
+        loss = fg.sum(hs * hs)
+        weights = [n for n in hs.graph.nodes if n.kind == "variable"]
+        outs = [hs, loss, *fg.grad(loss, weights + [x])]
+        feeds = [{x: rng.standard_normal((2, T, 3)).astype(dtype)} for T in (5, 1)]
+        check(outs, feeds, tmp_path / "layer.onnx", dtype)
+
+
+def test_tree_carries_an_int_carry_number_outputs_and_forward_mode(tmp_path):
+    rng = np.random.default_rng(6)
+    with fg.Graph():
+        a = fg.placeholder("a", (2,))
+        t = fg.placeholder("t", (2,))
+        xs = fg.placeholder("xs", (None, 2))
+
+        def step(c, x):
+            h, n = c
+            return (fg.sin(h) * a + x, n + 1), {"y": h * 2.0, "one": 1.0}
+
+        (hT, nT), ys = fg.scan(step, (a, fg.constant(np.int64(0))), xs)
+        loss = fg.sum(hT) + fg.sum(ys["y"]) + fg.sum(ys["one"])
+        outs = [hT, nT, ys["y"], ys["one"], loss, fg.jvp(loss, [a], [t]), fg.grad(loss, a)]
+        feeds = [{a: np.array([0.3, 0.4]), t: np.array([1.0, -2.0]),
+                  xs: rng.standard_normal((T, 2))} for T in (3, 0)]
+        check(outs, feeds, tmp_path / "tree.onnx")
+
+
+def test_a_pinned_predicate_and_a_cond_without_operands(tmp_path):
+    with fg.Graph():
+        x = fg.placeholder("x", (3,))
+        flag = fg.placeholder("flag", (), dtype="bool")
+        y = fg.cond(flag, lambda: fg.sum(x * x), lambda: fg.sum(fg.exp(x)))
+        outs = [y, fg.grad(y, x)]
+        X = np.array([1.0, 2.0, -1.0])
+        check(outs, [{x: X, flag: np.bool_(v)} for v in (True, False)], tmp_path / "c.onnx")
+        fg.export_onnx(outs, tmp_path / "pinned.onnx", feed={flag: True})
+    got = run_onnx(tmp_path / "pinned.onnx", {"x": X})
+    np.testing.assert_allclose(got[0], 6.0, rtol=1e-15)
+    np.testing.assert_allclose(got[1], 2 * X, rtol=1e-15)

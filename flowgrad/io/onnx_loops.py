@@ -217,14 +217,11 @@ def _empty_y(e, tag, spec, j, xs0):
     shape, dtype = spec.out_shapes[nc + j][1:], spec.out_dtypes[nc + j]
     if None not in shape:
         return e.const(np.zeros((0, *shape), dtype=dtype))
-    # the index is 1 exactly here (no slice): read at run time, so nothing folds it early
-    one = e.op("Cast", [e.op("Equal", [e.op("Size", [xs0]), e.const(np.int64(0))])],
-               to=e.elem(np.int64))
-    name = e.fresh(f"{tag}/no_iteration_for_y{j}_of_unknown_shape")
-    e.nodes.append(e.helper.make_node("Gather", [e.const(np.zeros(1, np.int64)), one],
-                                      [name], name=name, axis=0))
+    # read at run time (the branch runs on an empty xs), so nothing folds it early
+    empty = e.op("Equal", [e.op("Size", [xs0]), e.const(np.int64(0))])
+    name = failing_gather(e, f"{tag}/no_iteration_for_y{j}_of_unknown_shape", empty)
     fill = e.op("Cast", [name], to=e.elem(dtype))
-    return e.op("Expand", [fill, e.ints([0] + [1] * len(shape))])
+    return e.op("Expand", [fill, e.ints([0] + [1 if s is None else s for s in shape])])
 
 
 def _loop_inputs(e, tag, spec):
@@ -291,13 +288,21 @@ def _while(e, spec, tag, init, caps, stacks):
 def _guard(e, tag, trip, again, max_iters):
     """``again``, through a Gather that fails when trip number ``max_iters`` runs (the
     condition was true ``max_iters`` times): the loop's LoopLimitError, by name."""
-    hit = e.op("Cast", [e.op("Equal", [trip, e.const(np.int64(max_iters))])],
-               to=e.elem(np.int64))
-    name = e.fresh(f"{tag}/max_iters_reached")
-    e.nodes.append(e.helper.make_node("Gather", [e.const(np.zeros(1, np.int64)), hit],
-                                      [name], name=name, axis=0))
-    ok = e.op("Equal", [name, e.const(np.int64(0))])
+    hit = e.op("Equal", [trip, e.const(np.int64(max_iters))])
+    ok = e.op("Equal", [failing_gather(e, f"{tag}/max_iters_reached", hit),
+                        e.const(np.int64(0))])
     return e.op("And", [ok, again])
+
+
+def failing_gather(e, name, bad):
+    """A Gather named ``name`` that fails at run time where the 0-d bool tensor ``bad``
+    is true (ONNX has no assert); else a 0-d int64 zero. It reads index 2·bad of [0, 1]:
+    the table is not uniform, so no importer or optimizer may fold the read away."""
+    index = e.op("Mul", [e.op("Cast", [bad], to=e.elem(np.int64)), e.const(np.int64(2))])
+    name = e.fresh(name)
+    e.nodes.append(e.helper.make_node("Gather", [e.const(np.arange(2, dtype=np.int64)),
+                                                 index], [name], name=name, axis=0))
+    return name
 
 
 def _if(e, spec, tag, pred, operands, caps):
