@@ -45,6 +45,11 @@ def _onnx():
     return onnx
 
 
+class Final(str):
+    """A tensor name a converter returns already named after its node (a loop's
+    result, flowgrad/io/onnx_loops.py): used as it is, with no Identity to rename it."""
+
+
 class Emitter:
     """Collects ONNX nodes, initializers and inputs; maps flowgrad nodes to tensor names."""
 
@@ -181,7 +186,8 @@ def _emit_graph(e: Emitter, graph: Graph, order, bound: dict) -> dict:
                 conv = CONVERTERS.get(n.op.name)
                 out = conv(e, **n.attrs) if conv is not None else _decomposed(e, n)
                 # a loop's converter gives a tuple: one tensor per result (onnx_loops)
-                e.tensor[nid] = out if isinstance(out, tuple) else _rename_last(e, out, n)
+                e.tensor[nid] = out if isinstance(out, (tuple, Final)) else \
+                    _rename_last(e, out, n)
         return e.tensor
     finally:
         e.tensor = saved

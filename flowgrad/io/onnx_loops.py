@@ -125,14 +125,28 @@ def _loop(e, spec):
 
 @converts("loop_out")
 def _loop_out(e, index):
+    from .onnx_export import Final
     name = e.tensor[e.node.inputs[0].id][index]
     if name is None:   # pragma: no cover - _stacks_read sees every reader of a stack
         raise AssertionError(f"{e.node.name}: result {index} of its loop was not written")
+    if name == f"{e.prefix}{e.node.name}":    # the loop's output carries this node's name
+        e.final.add(name)
+        return Final(name)
     return e.op("Identity", [name])
 
 
-def _outputs(e, tag, count):
-    return [e.fresh(f"{tag}/out{k}") for k in range(count)]
+def _outputs(e, tag, count, named=True):
+    """The loop node's output names: each after a result node that reads it (what an
+    importer names its nodes after), else ``<loop>/out<k>``."""
+    readers = {}
+    if named:
+        g = e.node.graph
+        for nid in sorted(g.nx.successors(e.node.id)):
+            n = g.node(nid)
+            if is_loop_result(n):
+                readers.setdefault(n.attrs["index"], n.name)
+    return [e.fresh(f"{e.prefix}{readers[k]}" if k in readers else f"{tag}/out{k}")
+            for k in range(count)]
 
 
 def _carry_infos(spec):
@@ -188,7 +202,7 @@ def _unless_empty(e, spec, tag, lead, scan, n_out):
     nc = spec.n_carry
     infos = list(zip(spec.out_shapes, spec.out_dtypes))[:n_out]
     with _Scope(e, f"{tag}/some"):
-        some = _graph(e, f"{tag}/some", [], scan(_outputs(e, tag, n_out)), infos)
+        some = _graph(e, f"{tag}/some", [], scan(_outputs(e, tag, n_out, False)), infos)
     with _Scope(e, f"{tag}/none"):
         e.node = None
         none = list(lead[:nc])                                   # the final carries
@@ -247,15 +261,17 @@ def _counted(e, spec, tag, init, caps, stacks):
     e.node = node
     trips = e.const(np.int64(spec.length))
     names = _outputs(e, tag, len(outs))
-    e.nodes.append(e.helper.make_node("Loop", [trips, ""] + list(init), names,
+    # reversed, the trips ran from the last slice to the first: the stacked are flipped
+    raw = names[:nc] + [e.fresh(f"{tag}/trip_order{k}") for k in range(nc, len(names))] \
+        if spec.reverse else names
+    e.nodes.append(e.helper.make_node("Loop", [trips, ""] + list(init), raw,
                                       name=e.fresh(tag), body=graph))
-    if spec.reverse:   # the trips ran from the last slice to the first: flip the stacked
-        names = names[:nc] + [_flip(e, n) for n in names[nc:]]
+    for src, dst in zip(raw[nc:], names[nc:]):
+        if src != dst:
+            e.nodes.append(e.helper.make_node(
+                "Slice", [src, e.ints([-1]), e.ints([-2 ** 63]), e.ints([0]), e.ints([-1])],
+                [dst], name=dst))
     return names
-
-
-def _flip(e, name):
-    return e.op("Slice", [name, e.ints([-1]), e.ints([-2 ** 63]), e.ints([0]), e.ints([-1])])
 
 
 def _while(e, spec, tag, init, caps, stacks):
