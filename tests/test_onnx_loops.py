@@ -289,3 +289,312 @@ def test_a_pinned_predicate_and_a_cond_without_operands(tmp_path):
     got = run_onnx(tmp_path / "pinned.onnx", {"x": X})
     np.testing.assert_allclose(got[0], 6.0, rtol=1e-15)
     np.testing.assert_allclose(got[1], 2 * X, rtol=1e-15)
+
+
+# -- import_onnx ---------------------------------------------------------------------------------
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from flowgrad.io.onnx_import import OnnxImportError  # noqa: E402
+from flowgrad.io import onnx_import_loops  # noqa: E402
+
+D = TensorProto.DOUBLE
+
+
+def read_back(path, outs, feed):
+    """import_onnx(path); the nodes named as ``outs`` and their values on ``feed``."""
+    g = fg.import_onnx(path)
+    nodes = [g.by_name(o.name) for o in outs]
+    return g, nodes, fg.run(nodes, {g.by_name(k.name): v for k, v in feed.items()})
+
+
+def test_flowgrad_loops_read_back_with_their_values_and_gradients(tmp_path):
+    rng = np.random.default_rng(7)
+    Wv = rng.standard_normal((3, 3)) * 0.5
+    X = rng.standard_normal((4, 3))
+    with fg.Graph():
+        W = fg.variable(Wv, name="W")
+        xs = fg.placeholder("xs", (4, 3))
+        hT, ys = fg.scan(lambda h, x: (fg.tanh(h @ W + x), fg.sum(h * x)),
+                         fg.constant(np.ones(3)), xs, reverse=True)
+        a = fg.placeholder("a", ())
+        r = _newton(a, a * 0.5 + 0.5)
+        p = fg.placeholder("p", (), dtype="bool")
+        c = fg.cond(p, lambda v: fg.log(v), lambda v: v * v, hT + 2.0)
+        k = fg.placeholder("k", (), dtype="int64")
+        f1 = fg.fori_loop(1, 4, lambda i, v: v * 0.9 + fg.astype(i, "float64"), hT)
+        f2 = fg.fori_loop(0, k, lambda i, v: v * 0.9 + fg.astype(i, "float64"), hT)
+        cT, zs = fg.scan(lambda v, _: (v + 1.0, v * v), hT, length=3, reverse=True)
+        outs = [hT, ys, r, c, f1, f2, cT, zs]
+        path = tmp_path / "all.onnx"
+        fg.export_onnx(outs, path)
+        for pv, kv in ((True, 4), (False, 0)):
+            feed = {xs: X, a: np.float64(2.0), p: np.bool_(pv), k: np.int64(kv)}
+            want = fg.run(outs, feed)
+            g, nodes, got = read_back(path, outs, feed)
+            for o, w, v in zip(outs, want, got):
+                np.testing.assert_array_equal(v, w, err_msg=o.name)
+        loss = fg.sum(ys) + fg.sum(c) + fg.sum(f2) + fg.sum(zs)
+        want = fg.run(fg.grad(loss, [W, a]), feed)
+    with g:      # the read-back graph differentiates: W is a variable again
+        loss = fg.sum(nodes[1]) + fg.sum(nodes[3]) + fg.sum(nodes[5]) + fg.sum(nodes[7])
+        got = fg.run(fg.grad(loss, [g.by_name("W")]), {g.by_name(n): v for n, v in
+                     (("xs", X), ("p", False), ("k", np.int64(0)))})
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-13, atol=1e-15)
+        da = fg.grad(nodes[2], g.by_name("a"))
+        np.testing.assert_allclose(fg.run(da, {g.by_name("a"): 2.0}), 0.5 / np.sqrt(2),
+                                   rtol=1e-10)
+
+
+def test_a_flowgrad_while_loop_read_back_still_fails_at_max_iters(tmp_path):
+    with fg.Graph():
+        k = fg.placeholder("k", (), dtype="int64")
+        c = fg.while_loop(lambda c: c < k, lambda c: c + 1, fg.constant(np.int64(0)),
+                          max_iters=3)
+        fg.export_onnx(c, tmp_path / "limit.onnx")
+    g = fg.import_onnx(tmp_path / "limit.onnx")
+    c2 = g.by_name(c.name)
+    assert fg.run(c2, {g.by_name("k"): np.int64(3)}) == 3
+    with pytest.raises(fg.RunError, match="max_iters_reached"):
+        fg.run(c2, {g.by_name("k"): np.int64(4)})
+
+
+def _vi(name, elem, shape):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=18, path=None):
+    graph = helper.make_graph(nodes, "hand", inputs, outputs,
+                              [numpy_helper.from_array(v, k) for k, v in dict(inits).items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.save(model, str(path))
+    return path
+
+
+def _same_as_onnxruntime(path, feed, tol=1e-12):
+    g = fg.import_onnx(path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    want = sess.run(None, {k: np.asarray(v) for k, v in feed.items()})
+    got = fg.run([g.by_name(n) for n in names], {g.by_name(k): v for k, v in feed.items()})
+    for n, w, v in zip(names, want, got):
+        assert np.asarray(v).shape == w.shape, n
+        np.testing.assert_allclose(v, w, rtol=tol, atol=tol, err_msg=n)
+    return g
+
+
+def _scan_model(tmp_path):
+    """An onnx.helper Scan: time on axis 1 of x, read backwards; one output stacked on
+    axis 1 in trip order, one forwards on axis 0. A weight U read from the outer scope."""
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["h_in", "U"], ["hu"]),
+         helper.make_node("Add", ["hu", "x_t"], ["z"]),
+         helper.make_node("Tanh", ["z"], ["h_out"]),
+         helper.make_node("Mul", ["h_out", "x_t"], ["y1"]),
+         helper.make_node("ReduceSum", ["h_out"], ["y2"], keepdims=0)],
+        "step", [_vi("h_in", D, [3]), _vi("x_t", D, [3])],
+        [_vi("h_out", D, [3]), _vi("y1", D, [3]), _vi("y2", D, [])])
+    node = helper.make_node("Scan", ["h0", "x"], ["hT", "ys1", "ys2"], name="rnn", body=body,
+                            num_scan_inputs=1, scan_input_axes=[1],
+                            scan_input_directions=[1], scan_output_axes=[1, 0],
+                            scan_output_directions=[0, 1])
+    return _model([node], [_vi("h0", D, [3]), _vi("x", D, [3, "T"])],
+                  [_vi("hT", D, [3]), _vi("ys1", D, [3, "T"]), _vi("ys2", D, ["T"])],
+                  {"U": np.random.default_rng(8).standard_normal((3, 3)) * 0.5},
+                  path=tmp_path / "scan.onnx")
+
+
+def test_a_hand_made_scan_matches_onnxruntime_and_differentiates(tmp_path):
+    path = _scan_model(tmp_path)
+    rng = np.random.default_rng(9)
+    feed = {"h0": rng.standard_normal(3), "x": rng.standard_normal((3, 5))}
+    g = _same_as_onnxruntime(path, feed)
+    _same_as_onnxruntime(path, {"h0": feed["h0"], "x": feed["x"][:, :1]})
+    with g:
+        U = g.by_name("U")
+        loss = fg.sum(g.by_name("ys1") * g.by_name("ys1")) + fg.sum(g.by_name("hT"))
+        dU = fg.run(fg.grad(loss, U), {g.by_name(k): v for k, v in feed.items()})
+        base, eps = U.value.copy(), 1e-6
+        fd = np.zeros((3, 3))
+        for i in np.ndindex(3, 3):      # central differences on the weight
+            vals = []
+            for s in (eps, -eps):
+                u = base.copy()
+                u[i] += s
+                U.value = u
+                vals.append(fg.run(loss, {g.by_name(k): v for k, v in feed.items()}))
+            fd[i] = (vals[0] - vals[1]) / (2 * eps)
+        U.value = base
+    np.testing.assert_allclose(dU, fd, rtol=1e-7, atol=1e-9)
+
+
+def _count_loop(tmp_path, trips, scan_out=True):
+    """A Loop that adds iter_num·s to a carry while its largest entry stays below a
+    limit (``trips``: M, a constant or a graph input); its scan output: the carry as
+    each trip began, passed through."""
+    body_nodes = [
+        helper.make_node("Cast", ["i"], ["fi"], to=D),
+        helper.make_node("Mul", ["fi", "s"], ["step"]),
+        helper.make_node("Add", ["v_in", "step"], ["v_out"]),
+        helper.make_node("ReduceMax", ["v_out"], ["vmax"], keepdims=0),
+        helper.make_node("Less", ["vmax", "limit"], ["go"]),
+        helper.make_node("Identity", ["v_in"], ["seen"])]
+    outs = [_vi("go", TensorProto.BOOL, []), _vi("v_out", D, [2])]
+    outs += [_vi("seen", D, [2])] if scan_out else []
+    body = helper.make_graph(body_nodes, "body",
+                             [_vi("i", TensorProto.INT64, []),
+                              _vi("c", TensorProto.BOOL, []), _vi("v_in", D, [2])], outs)
+    inputs = [_vi("v0", D, [2]), _vi("s", D, []), _vi("limit", D, [])]
+    inits = {}
+    if isinstance(trips, int):
+        inits["M"] = np.array(trips, np.int64)
+    else:
+        inputs.append(_vi("M", TensorProto.INT64, []))
+    node = helper.make_node("Loop", ["M", "", "v0"],
+                            ["vT"] + (["seen_all"] if scan_out else []), body=body)
+    outputs = [_vi("vT", D, [2])] + ([_vi("seen_all", D, ["N", 2])] if scan_out else [])
+    return _model([node], inputs, outputs, inits, path=tmp_path / "loop.onnx")
+
+
+@pytest.mark.parametrize("trips", [6, "input"])
+def test_hand_made_loops_with_a_condition_match_onnxruntime(trips, tmp_path):
+    path = _count_loop(tmp_path, trips)
+    for s, limit in ((0.5, 7.0), (0.5, 1e9), (0.5, -1.0)):
+        feed = {"v0": np.array([0.25, 1.0]), "s": np.float64(s), "limit": np.float64(limit)}
+        if trips == "input":
+            feed["M"] = np.int64(5)
+        _same_as_onnxruntime(path, feed)
+    g = fg.import_onnx(path)
+    assert any(n.op is not None and n.op.name == "loop" and
+               n.attrs["spec"].kind == "while" for n in g.nodes)
+
+
+def test_a_hand_made_loop_of_a_fixed_count_is_a_scan(tmp_path):
+    body = helper.make_graph(
+        [helper.make_node("Cast", ["i"], ["fi"], to=D),
+         helper.make_node("Mul", ["v_in", "fi"], ["y"]),
+         helper.make_node("Add", ["v_in", "w"], ["v_out"]),
+         helper.make_node("Identity", ["c"], ["c_out"])],
+        "body", [_vi("i", TensorProto.INT64, []), _vi("c", TensorProto.BOOL, []),
+                 _vi("v_in", D, [2])],
+        [_vi("c_out", TensorProto.BOOL, []), _vi("v_out", D, [2]), _vi("y", D, [2])])
+    node = helper.make_node("Loop", ["M", "", "v0"], ["vT", "ys"], body=body)
+    path = _model([node], [_vi("v0", D, [2]), _vi("w", D, [2])],
+                  [_vi("vT", D, [2]), _vi("ys", D, [4, 2])], {"M": np.array(4, np.int64)},
+                  path=tmp_path / "count.onnx")
+    g = _same_as_onnxruntime(path, {"v0": np.array([1.0, -2.0]), "w": np.array([0.5, 3.0])})
+    kinds = [n.attrs["spec"].kind for n in g.nodes if n.op is not None and n.op.name == "loop"]
+    assert kinds == ["scan"] and g.by_name("ys").shape == (4, 2)
+
+
+def _if_model(tmp_path, else_shape=(2,), depth=1):
+    """If p: log(x)·w else x·x (w read from the outer scope), nested ``depth`` deep."""
+    then_g = helper.make_graph([helper.make_node("Log", ["x"], ["lx"]),
+                                helper.make_node("Mul", ["lx", "w"], ["t_out"])],
+                               "then", [], [_vi("t_out", D, [2])])
+    for level in range(depth - 1):     # If p: (the If inside) else w·x
+        other = helper.make_graph([helper.make_node("Mul", ["x", "w"], [f"other{level}"])],
+                                  f"other{level}", [], [_vi(f"other{level}", D, [2])])
+        inner = helper.make_node("If", ["p"], [f"nest{level}"], then_branch=then_g,
+                                 else_branch=other)
+        then_g = helper.make_graph([inner], f"nest{level}", [], [_vi(f"nest{level}", D, [2])])
+    else_nodes = [helper.make_node("Mul", ["x", "x"], ["e_out"])]
+    if else_shape != (2,):
+        else_nodes.append(helper.make_node("ReduceSum", ["e_out"], ["e_sum"], keepdims=0))
+    else_g = helper.make_graph(else_nodes, "else", [],
+                               [_vi("e_out" if else_shape == (2,) else "e_sum", D,
+                                    list(else_shape))])
+    node = helper.make_node("If", ["p"], ["y"], name="branch", then_branch=then_g,
+                            else_branch=else_g)
+    return _model([node], [_vi("x", D, [2]), _vi("w", D, []), _vi("p", TensorProto.BOOL, [])],
+                  [_vi("y", D, [2])], path=tmp_path / "if.onnx")
+
+
+def test_a_hand_made_if_runs_one_branch(tmp_path):
+    path = _if_model(tmp_path, depth=2)
+    for p, x in ((True, [2.0, 0.5]), (False, [-2.0, 0.0])):
+        feed = {"x": np.array(x), "w": np.float64(1.5), "p": np.bool_(p)}
+        g = _same_as_onnxruntime(path, feed)
+        with g:
+            gx = fg.run(fg.grad(fg.sum(g.by_name("y")), g.by_name("x")),
+                        {g.by_name(k): v for k, v in feed.items()})
+        want = 1.5 / np.array(x) if p else 2 * np.array(x)
+        np.testing.assert_allclose(gx, want, rtol=1e-15)   # finite: log never ran
+
+
+def test_nesting_is_bounded_at_max_depth(tmp_path):
+    fg.import_onnx(_if_model(tmp_path, depth=onnx_import_loops.MAX_DEPTH))
+    with pytest.raises(OnnxImportError, match="nest more than 16 deep"):
+        fg.import_onnx(_if_model(tmp_path, depth=onnx_import_loops.MAX_DEPTH + 1))
+
+
+def test_branches_that_disagree_are_refused(tmp_path):
+    with pytest.raises(OnnxImportError, match="branch"):
+        fg.import_onnx(_if_model(tmp_path, else_shape=()))
+
+
+def test_scan_outputs_computed_in_a_while_loop_are_refused(tmp_path):
+    path = _count_loop(tmp_path, 6)
+    model = onnx.load(str(path))
+    body = model.graph.node[0].attribute[0].g
+    body.node[-1].op_type = "Neg"       # "seen" is no longer the carry passed through
+    onnx.save(model, str(path))
+    with pytest.raises(OnnxImportError, match="seen.*flowgrad stacks only"):
+        fg.import_onnx(path)
+
+
+def test_a_loop_without_a_bound_stops_at_loop_max_iters_by_an_error(tmp_path, monkeypatch):
+    path = _count_loop(tmp_path, 6, scan_out=False)
+    model = onnx.load(str(path))
+    model.graph.node[0].input[0] = ""          # no trip count: until the condition fails
+    del model.graph.initializer[:]
+    onnx.save(model, str(path))
+    monkeypatch.setattr(onnx_import_loops, "LOOP_MAX_ITERS", 3)
+    g = fg.import_onnx(path)
+    feed = {g.by_name("v0"): np.zeros(2), g.by_name("s"): 1.0}
+    # trips add 0, 1, 2, 3: below 2.5 the third trip stops it, below 3.5 it takes a fourth
+    np.testing.assert_array_equal(fg.run(g.by_name("vT"), {**feed, g.by_name("limit"): 2.5}),
+                                  [3.0, 3.0])
+    with pytest.raises(fg.LoopLimitError):
+        fg.run(g.by_name("vT"), {**feed, g.by_name("limit"): 3.5})
+
+
+@pytest.mark.parametrize("case", ["opset8", "dtype", "shape", "redefine", "bomb"])
+def test_malformed_loops_are_typed_errors(case, tmp_path):
+    path = _scan_model(tmp_path)
+    model = onnx.load(str(path))
+    scan = model.graph.node[0]
+    body = scan.attribute[0].g
+    match = {"opset8": "opset 9", "dtype": "declared float32", "shape": "declared of shape",
+             "redefine": "already produced", "bomb": "budget"}[case]
+    if case == "opset8":
+        model.opset_import[0].version = 8
+    elif case == "dtype":
+        body.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    elif case == "shape":
+        body.input[1].type.tensor_type.shape.dim[0].dim_value = 4
+    elif case == "redefine":
+        body.node[0].output[0] = "h0"           # an outer tensor assigned again
+        body.node[1].input[0] = "h0"
+    else:
+        body.node.insert(0, helper.make_node(
+            "ConstantOfShape", ["bomb_shape"], ["bomb"],
+            value=numpy_helper.from_array(np.zeros(1))))
+        body.initializer.append(numpy_helper.from_array(np.array([1 << 14, 1 << 14],
+                                                                 np.int64), "bomb_shape"))
+    onnx.save(model, str(path))
+    with pytest.raises(OnnxImportError, match=match):
+        fg.import_onnx(path)
+
+
+def test_outputs_keep_what_a_body_reads_from_outside(tmp_path):
+    """``outputs=`` prunes to what they need, and a body's reads by name count: U is
+    read only inside the Scan's body."""
+    path = _scan_model(tmp_path)
+    g = fg.import_onnx(path, outputs=["hT"])
+    assert g.by_name("U").kind == "variable"
+    feed = {"h0": np.ones(3), "x": np.ones((3, 2))}
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["hT"], feed)[0]
+    np.testing.assert_allclose(fg.run(g.by_name("hT"), {g.by_name(k): v for k, v in
+                                                        feed.items()}), want, rtol=1e-14)
