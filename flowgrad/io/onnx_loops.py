@@ -30,26 +30,6 @@ from .onnx_ops import converts
 
 # -- subgraphs -------------------------------------------------------------------------------
 
-class _Scope:
-    """While a subgraph is written: the Emitter's node list and its shared casts and
-    scalars are the subgraph's own (a tensor made inside is invisible outside), while
-    the enclosing ones stay readable; restored on exit."""
-
-    def __init__(self, e, tag):
-        self.e, self.tag = e, tag
-
-    def __enter__(self):
-        e = self.e
-        self.saved = (e.nodes, e._shared, e._shared_key, e.prefix, e.node)
-        e.nodes, e._shared, e._shared_key = [], dict(e._shared), dict(e._shared_key)
-        e.prefix = f"{self.tag}/"
-        return self
-
-    def __exit__(self, *exc):
-        e = self.e
-        e.nodes, e._shared, e._shared_key, e.prefix, e.node = self.saved
-
-
 def _info(e, name, shape, dtype):
     return e.helper.make_tensor_value_info(name, e.elem(dtype), list(shape))
 
@@ -58,19 +38,19 @@ def emit_body(e, body, args, caps):
     """Write ``body``'s nodes into the current node list with its argument placeholders
     read as the tensors ``args`` and its captures as ``caps``; its outputs' names."""
     from flowgrad.autodiff import ancestors
-    from .onnx_export import _emit_graph
+    from .onnx_export import emit_graph
     bound = {p.id: a for p, a in zip(body.params, args)}
     bound.update({p.id: c for p, c in zip(body.cap_params, caps)})
     node = e.node
     try:
-        table = _emit_graph(e, body.graph, ancestors(body.outs) if body.outs else [], bound)
+        table = emit_graph(e, body.graph, ancestors(body.outs) if body.outs else [], bound)
         out = []
         for o in body.outs:
             if o.id in table:
                 out.append(table[o.id])
             else:                    # a weak Python number: written per use
                 e.node = o
-                out.append(e.const(o._d["value"], o.dtype))
+                out.append(e.const(o.value, o.dtype))
         return out
     finally:
         e.node = node
@@ -168,7 +148,7 @@ def _scan(e, spec, tag, lead, caps, stacks):
     nc, nx = spec.n_carry, spec.n_xs
     body = spec.bodies[0]
     node = e.node
-    with _Scope(e, tag):
+    with e.subgraph(tag):
         states = [e.fresh(f"{tag}/carry{k}") for k in range(nc)]
         slices = [e.fresh(f"{tag}/x{k}") for k in range(nx)]
         ins = [_info(e, s, shape, dtype) for s, (shape, dtype) in zip(states, _carry_infos(spec))]
@@ -201,9 +181,9 @@ def _unless_empty(e, spec, tag, lead, scan, n_out):
     of no iteration, as flowgrad's kernel does, and runs the Scan otherwise."""
     nc = spec.n_carry
     infos = list(zip(spec.out_shapes, spec.out_dtypes))[:n_out]
-    with _Scope(e, f"{tag}/some"):
+    with e.subgraph(f"{tag}/some"):
         some = _graph(e, f"{tag}/some", [], scan(_outputs(e, tag, n_out, False)), infos)
-    with _Scope(e, f"{tag}/none"):
+    with e.subgraph(f"{tag}/none"):
         e.node = None
         none = list(lead[:nc])                                   # the final carries
         none += [_empty_y(e, tag, spec, j, lead[nc]) for j in range(spec.n_ys)]
@@ -251,7 +231,7 @@ def _counted(e, spec, tag, init, caps, stacks):
     """A scan of a fixed length and no xs: a Loop of ``length`` trips, always on."""
     nc = spec.n_carry
     node = e.node
-    with _Scope(e, tag):
+    with e.subgraph(tag):
         _, cond_in, states, ins = _loop_inputs(e, tag, spec)
         outs = emit_body(e, spec.bodies[0], states, _caps(spec, 0, caps))
         infos = _carry_infos(spec) + _y_infos(spec)
@@ -284,7 +264,7 @@ def _while(e, spec, tag, init, caps, stacks):
         first = emit_body(e, test, list(init), _caps(spec, 1, caps))[0]
     finally:
         e.prefix = saved
-    with _Scope(e, tag):
+    with e.subgraph(tag):
         trip, _, states, ins = _loop_inputs(e, tag, spec)
         new = emit_body(e, step, states, _caps(spec, 0, caps))
         again = emit_body(e, test, new, _caps(spec, 1, caps))[0]
@@ -326,7 +306,7 @@ def _if(e, spec, tag, pred, operands, caps):
     node = e.node
     branches = []
     for k, which in enumerate(("then", "else")):
-        with _Scope(e, f"{tag}/{which}"):
+        with e.subgraph(f"{tag}/{which}"):
             outs = emit_body(e, spec.bodies[k], list(operands), _caps(spec, k, caps))
             infos = list(zip(spec.out_shapes, spec.out_dtypes))[:spec.n_ys]
             branches.append(_graph(e, f"{tag}/{which}", [], outs, infos))
