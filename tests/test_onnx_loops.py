@@ -131,6 +131,34 @@ def test_the_gradient_of_an_rnn_matches_the_unrolled_closed_form(tmp_path):
     np.testing.assert_allclose(grad_W, gW, rtol=1e-12, atol=1e-14)
 
 
+def test_run_time_lengths_that_disagree_fail_in_onnxruntime_too(tmp_path):
+    """flowgrad's kernel refuses xs whose lengths disagree (with each other or with
+    ``length=``): so does the exported file, by name, never running fewer steps."""
+    with fg.Graph():
+        xs = fg.placeholder("xs", (None, 2))
+        zs = fg.placeholder("zs", (None,))
+        step = lambda h, x: (h + x[0] * x[1], h * 2.0)   # noqa: E731
+        fixed = fg.scan(step, fg.constant(np.zeros(2)), (xs, zs), length=3)[0]
+        free = fg.scan(step, fg.constant(np.zeros(2)), (xs, zs))[0]
+        for out, name in ((fixed, "fixed"), (free, "free")):
+            fg.export_onnx(out, tmp_path / f"{name}.onnx")
+        cases = ((np.ones((3, 2)), np.ones(3), True), (np.ones((2, 2)), np.ones(2), False),
+                 (np.ones((3, 2)), np.ones(2), False), (np.ones((0, 2)), np.ones(0), False))
+        for X, Z, ok in cases:
+            if ok:
+                assert run_onnx(tmp_path / "fixed.onnx", {"xs": X, "zs": Z})[0].tolist() == [3, 3]
+                continue
+            with pytest.raises(fg.RunError):
+                fg.run(fixed, {xs: X, zs: Z})
+            with pytest.raises(Exception, match="xs_length_is_not_3|inconsistent"):
+                run_onnx(tmp_path / "fixed.onnx", {"xs": X, "zs": Z})
+        for X, Z in ((np.ones((3, 2)), np.ones(2)), (np.ones((0, 2)), np.ones(2))):
+            with pytest.raises(fg.RunError):
+                fg.run(free, {xs: X, zs: Z})
+            with pytest.raises(Exception, match="inconsistent sequence lengths"):
+                run_onnx(tmp_path / "free.onnx", {"xs": X, "zs": Z})
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_a_scan_of_a_length_alone_is_a_loop(reverse, tmp_path):
     with fg.Graph():

@@ -1,22 +1,25 @@
 """Loops and branches (issue 20) as ONNX ``Scan``, ``Loop`` and ``If``, used by onnx_export.
 
 A flowgrad ``loop`` node (flowgrad/control_ops.py) becomes ONE ONNX node whose outputs
-are the loop's results, in the spec's order; each ``loop_out`` node is an Identity of
-the output it selects. The carry stacks (the carries each iteration entered with,
-which derivative loops read) are written only when a ``loop_out`` of the graph reads
-them. Each traced body becomes an ONNX subgraph through the same converters as the
-enclosing graph; its captured nodes are read from the enclosing scope by name, as
-ONNX subgraphs may, so they are no inputs of the ONNX node.
+are the loop's results, in the spec's order, each named after the first ``loop_out``
+node that reads it (what an importer names its nodes after; another reader is an
+Identity of it). The carry stacks (the carries each iteration entered with, which
+derivative loops read) are written only when a ``loop_out`` of the graph reads them.
+Each traced body becomes an ONNX subgraph through the same converters as the enclosing
+graph; its captured nodes are read from the enclosing scope by name, as ONNX subgraphs
+may, so they are no inputs of the ONNX node.
 
 - a scan over stacked ``xs`` is a ``Scan`` (``reverse=True``: every input and output
-  direction 1, so the ys stay in the order of xs);
+  direction 1, so the ys stay in the order of xs). onnxruntime (1.32) fails on a Scan
+  over zero slices, so unless the length is known to be positive the Scan sits in the
+  else branch of an ``If`` whose then branch gives the results of no iteration;
 - a scan of ``length=T`` alone (a fori_loop with int bounds) is a ``Loop`` of T trips
   whose condition stays true; reversed, its stacked outputs are flipped after it;
 - a while loop is a ``Loop``: its condition runs once on the initial carries before it,
   then after each step inside it. ONNX has no way to raise, so reaching ``max_iters``
-  with the condition still true makes the body gather index 1 of a one-element tensor
-  (a node named ``<loop>/max_iters_reached``): onnxruntime fails with that name rather
-  than stop silently, as flowgrad raises LoopLimitError;
+  with the condition still true makes the body read past the end of a table (a Gather
+  named ``<loop>/max_iters_reached``): onnxruntime fails with that name rather than stop
+  silently, as flowgrad raises LoopLimitError;
 - a cond is an ``If`` whose branches read their operands from the enclosing scope.
 """
 from __future__ import annotations
@@ -105,10 +108,10 @@ def _loop(e, spec):
 
 @converts("loop_out")
 def _loop_out(e, index):
-    from .onnx_export import Final
+    from .onnx_export import Final, OnnxExportError
     name = e.tensor[e.node.inputs[0].id][index]
     if name is None:   # pragma: no cover - _stacks_read sees every reader of a stack
-        raise AssertionError(f"{e.node.name}: result {index} of its loop was not written")
+        raise OnnxExportError(f"{e.node.name}: result {index} of its loop was not written")
     if name == f"{e.prefix}{e.node.name}":    # the loop's output carries this node's name
         e.final.add(name)
         return Final(name)
@@ -169,10 +172,23 @@ def _scan(e, spec, tag, lead, caps, stacks):
             scan_input_directions=[d] * nx, **dirs))
         return names
 
-    lengths = [x.shape[0] for x in e.node.inputs[nc:nc + nx]] + [spec.length]
-    if any(t is not None and t > 0 for t in lengths):
+    lengths = [x.shape[0] for x in e.node.inputs[nc:nc + nx]]
+    if spec.length is not None:     # flowgrad's kernel checks the run-time lengths too
+        lead = lead[:nc] + [x if t is not None else _length_checked(e, tag, x, spec.length)
+                            for x, t in zip(lead[nc:], lengths)]
+    if any(t is not None and t > 0 for t in lengths + [spec.length]):
         return scan(_outputs(e, tag, len(outs)))
     return _unless_empty(e, spec, tag, lead, scan, len(outs))
+
+
+def _length_checked(e, tag, x, length):
+    """``x`` itself (a Slice from 0), failing by name unless its length is ``length``:
+    a scan's ``length=`` and its xs must agree, as flowgrad's kernel requires."""
+    n = e.op("Gather", [e.op("Shape", [x]), e.const(np.int64(0))], axis=0)
+    bad = e.op("Not", [e.op("Equal", [n, e.const(np.int64(length))])])
+    start = e.op("Unsqueeze", [failing_gather(e, f"{tag}/xs_length_is_not_{length}", bad),
+                               e.ints([0])])
+    return e.op("Slice", [x, start, e.ints([2 ** 63 - 1]), e.ints([0])])
 
 
 def _unless_empty(e, spec, tag, lead, scan, n_out):
@@ -189,8 +205,10 @@ def _unless_empty(e, spec, tag, lead, scan, n_out):
         none += [_empty_y(e, tag, spec, j, lead[nc]) for j in range(spec.n_ys)]
         none += [_empty_like(e, lead[k], spec.out_dtypes[k]) for k in range(n_out - len(none))]
         none = _graph(e, f"{tag}/none", [], none, infos)
-    length = e.op("Gather", [e.op("Shape", [lead[nc]]), e.const(np.int64(0))], axis=0)
-    empty = e.op("Equal", [length, e.const(np.int64(0))])
+    # no slice in any xs (xs of different lengths go to the Scan, which refuses them)
+    lengths = [e.op("Shape", [x], start=0, end=1) for x in lead[nc:]]
+    longest = e.op("ReduceMax", [e.op("Concat", lengths, axis=0)], keepdims=0)
+    empty = e.op("Equal", [longest, e.const(np.int64(0))])
     names = _outputs(e, tag, n_out)
     e.nodes.append(e.helper.make_node("If", [empty], names, name=e.fresh(f"{tag}/if_empty"),
                                       then_branch=none, else_branch=some))
