@@ -626,3 +626,35 @@ def test_outputs_keep_what_a_body_reads_from_outside(tmp_path):
         ["hT"], feed)[0]
     np.testing.assert_allclose(fg.run(g.by_name("hT"), {g.by_name(k): v for k, v in
                                                         feed.items()}), want, rtol=1e-14)
+
+
+def test_read_back_loops_export_again(tmp_path):
+    """Hand-made Scan, Loop and If, read back and written again by flowgrad, give
+    onnxruntime's values of the original (the while loop's condition is a bool where)."""
+    cases = [(_scan_model, {"h0": np.ones(3), "x": np.linspace(0, 1, 12).reshape(3, 4)}),
+             (lambda p: _count_loop(p, 6), {"v0": np.array([0.25, 1.0]), "s": np.array(0.5),
+                                            "limit": np.array(7.0)}),
+             (lambda p: _if_model(p, depth=3), {"x": np.array([2.0, 0.5]), "w": np.array(1.5),
+                                                "p": np.array(True)})]
+    for make, feed in cases:
+        path = make(tmp_path)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        want = sess.run(None, feed)
+        g = fg.import_onnx(path)
+        fg.export_onnx([g.by_name(n) for n in names], tmp_path / "again.onnx")
+        for n, w, v in zip(names, want, run_onnx(tmp_path / "again.onnx", feed)):
+            np.testing.assert_allclose(v, w, rtol=1e-14, err_msg=n)
+
+
+def test_a_bool_where_exports(tmp_path):
+    """onnxruntime has no Where of bools: it is written with And, Or and Not."""
+    with fg.Graph():
+        c = fg.placeholder("c", (2, 1), dtype="bool")
+        a = fg.placeholder("a", (3,), dtype="bool")
+        y = fg.where(c, a, False)
+        fg.export_onnx(y, tmp_path / "w.onnx")
+        C, A = np.array([[True], [False]]), np.array([True, False, True])
+        got = run_onnx(tmp_path / "w.onnx", {"c": C, "a": A})[0]
+        np.testing.assert_array_equal(got, fg.run(y, {c: C, a: A}))
+        assert got.dtype == np.bool_ and got.tolist() == [[True, False, True], [False] * 3]

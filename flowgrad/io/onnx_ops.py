@@ -79,7 +79,11 @@ def _not_equal(e):
 
 @converts("where")
 def _where(e):
-    return e.op("Where", [e.arg(0, bool), e.arg(1), e.arg(2)])
+    c = e.arg(0, bool)
+    if e.node.dtype == np.bool_:    # onnxruntime has no bool Where: (c ∧ a) ∨ (¬c ∧ b)
+        return e.op("Or", [e.op("And", [c, e.arg(1)]),
+                           e.op("And", [e.op("Not", [c]), e.arg(2)])])
+    return e.op("Where", [c, e.arg(1), e.arg(2)])
 
 
 # -- stable elementwise functions --------------------------------------------------------
