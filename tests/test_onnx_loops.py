@@ -658,3 +658,50 @@ def test_a_bool_where_exports(tmp_path):
         got = run_onnx(tmp_path / "w.onnx", {"c": C, "a": A})[0]
         np.testing.assert_array_equal(got, fg.run(y, {c: C, a: A}))
         assert got.dtype == np.bool_ and got.tolist() == [[True, False, True], [False] * 3]
+
+
+def test_a_run_time_length_rnn_reads_back_and_differentiates(tmp_path):
+    """The If that guards an empty Scan reads back as a cond (its Shape, a run-time
+    length, and its constants of no iteration), the Scan inside its else branch."""
+    rng = np.random.default_rng(12)
+    with fg.Graph():
+        W = fg.variable(rng.standard_normal((3, 3)) * 0.5, name="W")
+        xs = fg.placeholder("xs", (None, 3))
+        hT, ys = fg.scan(lambda h, x: (fg.tanh(h @ W + x), fg.sum(h * x)),
+                         fg.constant(np.ones(3)), xs)
+        loss = fg.sum(ys) + fg.sum(hT * hT)
+        fg.export_onnx([hT, ys, loss], tmp_path / "rnn.onnx")
+        outs = [hT, ys, loss, fg.grad(loss, W)]
+        g = fg.import_onnx(tmp_path / "rnn.onnx")
+        with g:
+            back = [g.by_name(o.name) for o in outs[:3]]
+            back.append(fg.grad(back[2], g.by_name("W")))
+        for T in (5, 1, 0):
+            X = rng.standard_normal((T, 3))
+            want = fg.run(outs, {xs: X})
+            got = fg.run(back, {g.by_name("xs"): X})
+            for o, w, v in zip(outs, want, got):
+                assert np.shape(v) == np.shape(w), o.name
+                np.testing.assert_allclose(v, w, rtol=1e-13, atol=1e-15, err_msg=o.name)
+    assert g.by_name(ys.name).shape == (None,)
+
+
+def test_cond_joins_a_known_and_a_run_time_length():
+    """A branch's empty constant against the other's run-time length: the result has the
+    run-time length (lengths that both branches know and that differ are refused)."""
+    with fg.Graph():
+        xs = fg.placeholder("xs", (None, 2))
+        p = fg.placeholder("p", (), dtype="bool")
+        y = fg.cond(p, lambda: fg.constant(np.zeros((0, 2))), lambda: xs * 2.0)
+        assert y.shape == (None, 2)
+        X = np.ones((3, 2))
+        assert fg.run(y, {p: True, xs: X}).shape == (0, 2)
+        np.testing.assert_array_equal(fg.run(y, {p: False, xs: X}), 2 * X)
+        gx = fg.grad(fg.sum(y * y), xs)
+        np.testing.assert_array_equal(fg.run(gx, {p: False, xs: X}), 8 * X)
+        np.testing.assert_array_equal(fg.run(gx, {p: True, xs: X}), 0 * X)
+        with pytest.raises(fg.ShapeError, match="else branch"):
+            fg.cond(p, lambda: fg.constant(np.zeros((1, 2))),
+                    lambda: fg.constant(np.zeros((2, 2))))
+        with pytest.raises(fg.ShapeError, match="else branch"):
+            fg.cond(p, lambda: fg.constant(np.zeros((0,))), lambda: xs)

@@ -46,10 +46,10 @@ class Context:
 
     def node_of(self, name):
         """The node of tensor ``name``; inside a loop body being imported, a node of an
-        enclosing graph is read through the body's capture (constants are used as they
-        are: an op on them alone is built outside, with nothing to run conditionally)."""
+        enclosing graph is read through the body's capture, so that what the body
+        computes from it stays in the body (an If's untaken branch never runs it)."""
         node = self.env[name]
-        if self.depth and node.kind != "constant":
+        if self.depth:
             from flowgrad.control_body import capture
             node = capture(node)
         return node

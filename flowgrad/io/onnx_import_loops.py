@@ -302,7 +302,45 @@ def _if(ctx, n, ins, attrs):
     return list(out)
 
 
-# -- the boolean ops loop conditions are made of ------------------------------------------------
+# -- the ops loop conditions and guards are made of ---------------------------------------------
+
+def _length(x, axis):
+    """x's length along ``axis`` as a 0-d int64 node (a constant when it is known)."""
+    if x.shape[axis] is not None:
+        return constant(np.int64(x.shape[axis]))
+    from flowgrad.ops.reductions import reduced_size
+    from flowgrad.ops.base import apply
+    # reduced_size counts in x's float dtype: exact for any length below 2**53 (float64)
+    # or 2**24 (float32), far beyond an array's length, then made an int again
+    return fg.astype(apply(reduced_size, x, axis=(axis,)), "int64")
+
+
+@imports("Shape")
+def _shape(ctx, n, ins, attrs):
+    x = ins[0]
+    lo, hi = attrs.get("start", 0), attrs.get("end", x.ndim)
+    axes = range(x.ndim)[slice(lo, hi)]          # ONNX clamps start and end as Python does
+    known = [x.shape[a] for a in axes]
+    if None not in known:
+        node = constant(np.array(known, dtype=np.int64))
+        ctx.static[n.output[0]] = node.value
+        return node
+    return fg.stack([_length(x, a) for a in axes]) if len(axes) > 1 else \
+        fg.reshape(_length(x, axes[0]), (1,))
+
+
+@imports("Size")
+def _size(ctx, n, ins, attrs):
+    x = ins[0]
+    if None not in x.shape:
+        node = constant(np.int64(np.prod(x.shape, dtype=np.int64)))
+        ctx.static[n.output[0]] = node.value
+        return node
+    out = _length(x, 0)
+    for a in range(1, x.ndim):
+        out = out * _length(x, a)
+    return out
+
 
 @imports("And", "Or")
 def _and_or(ctx, n, ins, attrs):

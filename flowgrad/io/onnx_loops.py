@@ -203,7 +203,8 @@ def _unless_empty(e, spec, tag, lead, scan, n_out):
         e.node = None
         none = list(lead[:nc])                                   # the final carries
         none += [_empty_y(e, tag, spec, j, lead[nc]) for j in range(spec.n_ys)]
-        none += [_empty_like(e, lead[k], spec.out_dtypes[k]) for k in range(n_out - len(none))]
+        none += [_empty_like(e, lead[k], spec.out_shapes[k], spec.out_dtypes[k])
+                 for k in range(n_out - len(none))]
         none = _graph(e, f"{tag}/none", [], none, infos)
     # no slice in any xs (xs of different lengths go to the Scan, which refuses them)
     lengths = [e.op("Shape", [x], start=0, end=1) for x in lead[nc:]]
@@ -215,8 +216,11 @@ def _unless_empty(e, spec, tag, lead, scan, n_out):
     return names
 
 
-def _empty_like(e, carry, dtype):
-    """(0, *carry.shape) zeros: a carry stack of no iteration."""
+def _empty_like(e, carry, shape, dtype):
+    """(0, *carry.shape) zeros: a carry stack of no iteration (a constant when the
+    carry's ``shape`` is known, which an importer reads without running anything)."""
+    if None not in shape:
+        return e.const(np.zeros((0, *shape), dtype=dtype))
     shape = e.op("Concat", [e.ints([0]), e.op("Shape", [carry])], axis=0)
     value = e.onnx.numpy_helper.from_array(np.zeros(1, dtype=dtype))
     return e.op("ConstantOfShape", [shape], value=value)
