@@ -275,8 +275,9 @@ def _while(ctx, n, body, trips, m, first, init):
         return [c[0] + np.int64(1), again, *outs[1:1 + nv]]
 
     carry = [constant(np.int64(0)), go, *init]
-    loop, outs = build_while(test, step, carry, m if m is not None else LOOP_MAX_ITERS,
-                             name=n.name or "Loop")
+    # with a trip count, the test stops the loop first; the bound stays what graph files hold
+    bound = LOOP_MAX_ITERS if m is None else min(m, 2 ** 62)
+    loop, outs = build_while(test, step, carry, bound, name=n.name or "Loop")
     spec = loop.attrs["spec"]
     first_stack = spec.n_carry + spec.n_ys
     stacks = [apply(loop_out_op, loop, *loop.inputs, index=first_stack + 2 + k)
