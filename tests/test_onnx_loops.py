@@ -705,3 +705,23 @@ def test_cond_joins_a_known_and_a_run_time_length():
                     lambda: fg.constant(np.zeros((2, 2))))
         with pytest.raises(fg.ShapeError, match="else branch"):
             fg.cond(p, lambda: fg.constant(np.zeros((0,))), lambda: xs)
+
+
+def test_a_float32_scan_reads_back_in_float32(tmp_path):
+    rng = np.random.default_rng(13)
+    with fg.Graph():
+        W = fg.variable((rng.standard_normal((3, 3)) * 0.5).astype("float32"), name="W")
+        xs = fg.placeholder("xs", (None, 3), dtype="float32")
+        hT, ys = fg.scan(lambda h, x: (fg.tanh(h @ W + x), fg.sum(h * x)),
+                         fg.constant(np.ones(3, np.float32)), xs)
+        loss = fg.sum(ys) + fg.sum(hT * hT)
+        fg.export_onnx(loss, tmp_path / "f32.onnx")
+        want = fg.run([loss, fg.grad(loss, W)], {xs: np.ones((4, 3), np.float32)})
+    g = fg.import_onnx(tmp_path / "f32.onnx")
+    with g:
+        back = g.by_name(loss.name)
+        got = fg.run([back, fg.grad(back, g.by_name("W"))],
+                     {g.by_name("xs"): np.ones((4, 3), np.float32)})
+    assert back.dtype == np.float32 and got[1].dtype == np.float32
+    for w, v in zip(want, got):
+        np.testing.assert_allclose(v, w, rtol=1e-6, atol=1e-6)
