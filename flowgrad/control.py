@@ -265,6 +265,16 @@ def _as_int(node):
 
 # -- cond --------------------------------------------------------------------------------
 
+def _join(a, b):
+    """The shape both branches' outputs have: a length one branch knows and the other
+    does not (an empty constant against a run-time length) is a run-time length; None
+    where they disagree otherwise."""
+    if len(a) != len(b) or any(x != y and x is not None and y is not None
+                               for x, y in zip(a, b)):
+        return None
+    return tuple(x if x == y else None for x, y in zip(a, b))
+
+
 def build_cond(pred, then_flat, else_flat, operands, name="cond", graph=None):
     """The flat cond: branches take and return flat lists of nodes. Returns
     ``(loop node, results)``."""
@@ -275,15 +285,16 @@ def build_cond(pred, then_flat, else_flat, operands, name="cond", graph=None):
     if len(then_b.outs) != len(else_b.outs):
         raise UsageError(f"{name}: the branches return {len(then_b.outs)} and "
                          f"{len(else_b.outs)} values; they must return the same structure")
+    shapes = [_join(a.shape, b.shape) for a, b in zip(then_b.outs, else_b.outs)]
     for k, (a, b) in enumerate(zip(then_b.outs, else_b.outs)):
-        if a.dtype != b.dtype or a.shape != b.shape:
+        if a.dtype != b.dtype or shapes[k] is None:
             raise ShapeError(f"{name}: output {k} has shape {fmt_shape(a.shape)} and dtype "
                              f"{a.dtype} in the then branch but {fmt_shape(b.shape)} and "
                              f"{b.dtype} in the else branch; both must agree" +
                              (f"\n  at {_where()}" if _where() else ""))
     caps, caps_of = _union_captures([then_b, else_b])
     spec = LoopSpec("cond", name, [then_b, else_b], caps_of, len(operands), 0,
-                    len(then_b.outs), [o.shape for o in then_b.outs],
+                    len(then_b.outs), shapes,
                     [o.dtype for o in then_b.outs], where=_where())
     with graph:
         loop = apply(loop_op, *_strong([pred, *operands, *caps]), spec=spec)
@@ -294,7 +305,8 @@ def cond(pred, then_fn, else_fn, *operands):
     """``then_fn(*operands)`` if ``pred`` else ``else_fn(*operands)``, as one node: only
     the taken branch runs, forward and backward (an untaken ``log(x)`` at x ≤ 0 never
     reaches the gradient, unlike ``fg.where``). ``pred`` is a 0-d bool node; both
-    branches return the same structure of nodes, shapes and dtypes."""
+    branches return the same structure of nodes, shapes and dtypes (a length one branch
+    knows and the other only at run time is a run-time length of the result)."""
     name = "cond"
     leaves, tdef = flatten(list(operands))
     graph = _graph_of([pred, *leaves])

@@ -23,7 +23,6 @@ ort = pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) 
 #: ops with no ONNX counterpart: exporting them is an error that names them
 #: (basis_map runs a compiled sub-program per basis vector: jacobian / hessian)
 NO_COUNTERPART = ("inv", "solve", "logdet", "eigvalsh", "eigh_vectors", "basis_map")
-NO_COUNTERPART += ("loop", "loop_out")   # issue 20: ONNX Scan/Loop/If export not written yet
 
 
 def session(path):

@@ -19,6 +19,7 @@ promotes them.
 """
 from __future__ import annotations
 
+import contextlib
 import pathlib
 
 import numpy as np
@@ -45,6 +46,11 @@ def _onnx():
     return onnx
 
 
+class Final(str):
+    """A tensor name a converter returns already named after its node (a loop's
+    result, flowgrad/io/onnx_loops.py): used as it is, with no Identity to rename it."""
+
+
 class Emitter:
     """Collects ONNX nodes, initializers and inputs; maps flowgrad nodes to tensor names."""
 
@@ -69,6 +75,21 @@ class Emitter:
             name, k = f"{base}_{k}", k + 1
         self.used.add(name)
         return name
+
+    @contextlib.contextmanager
+    def subgraph(self, tag: str):
+        """While a subgraph (a loop's body, flowgrad/io/onnx_loops.py) is written: a node
+        list and shared casts and scalars of its own (a tensor made inside is invisible
+        outside), the enclosing ones still readable, names prefixed ``tag/``; all
+        restored after."""
+        saved = (self.nodes, self._shared, self._shared_key, self.prefix, self.node)
+        self.nodes = []
+        self._shared, self._shared_key = dict(self._shared), dict(self._shared_key)
+        self.prefix = f"{tag}/"
+        try:
+            yield self
+        finally:
+            self.nodes, self._shared, self._shared_key, self.prefix, self.node = saved
 
     def elem(self, dtype) -> int:
         return self.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
@@ -142,10 +163,11 @@ def _outputs(outputs):
     return outs
 
 
-def _emit_graph(e: Emitter, graph: Graph, order, bound: dict) -> dict:
+def emit_graph(e: Emitter, graph: Graph, order, bound: dict) -> dict:
     """Convert the nodes ``order`` of ``graph``; ``bound`` maps placeholder ids to tensor
     names already in the model (a decomposition's inputs). Returns {node id: tensor name}.
-    Loops, never recurses, over the graph; only a decomposition inside one nests."""
+    Loops, never recurses, over the graph; only a decomposition or a loop's body (a
+    subgraph, onnx_loops) inside one nests, as deep as the user's code nested them."""
     from .onnx_ops import CONVERTERS
     data = graph.nx.nodes
     saved, e.tensor = e.tensor, dict(bound)
@@ -180,7 +202,9 @@ def _emit_graph(e: Emitter, graph: Graph, order, bound: dict) -> dict:
                 e.node = n
                 conv = CONVERTERS.get(n.op.name)
                 out = conv(e, **n.attrs) if conv is not None else _decomposed(e, n)
-                e.tensor[nid] = _rename_last(e, out, n)
+                # a loop's converter gives a tuple: one tensor per result (onnx_loops)
+                e.tensor[nid] = out if isinstance(out, (tuple, Final)) else \
+                    _rename_last(e, out, n)
         return e.tensor
     finally:
         e.tensor = saved
@@ -253,7 +277,7 @@ def _decomposed(e: Emitter, n: Node) -> str:
     node, prefix = e.node, e.prefix
     e.prefix = f"{prefix}{n.name}/"
     try:
-        table = _emit_graph(e, scratch, ancestors([out]), bound)
+        table = emit_graph(e, scratch, ancestors([out]), bound)
         if out.record["weak"]:
             e.node = out
             return e.const(out.record["value"], out.dtype)
@@ -277,7 +301,7 @@ def export_onnx(outputs, path, *, opset: int = OPSET, check: bool = True,
     graph = outs[0].graph
     e = Emitter(onnx)
     e.pinning = pin(outs, ancestors(outs), feed)
-    e.tensor = _emit_graph(e, graph, e.pinning.order, {})
+    e.tensor = emit_graph(e, graph, e.pinning.order, {})
     for nid, taken in e.pinning.alias.items():   # an output that is a folded where
         if taken in e.tensor:
             e.tensor.setdefault(nid, e.tensor[taken])

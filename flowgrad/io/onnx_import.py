@@ -41,7 +41,18 @@ class Context:
         self.env: dict = {}       # tensor name -> Node
         self.static: dict = {}    # tensor name -> numpy value known at import time
         self.where = ""
-        self.claimed: set = set()   # ids of nodes already named after an ONNX tensor
+        self.claimed: set = set()   # (graph, id) of nodes already named after an ONNX tensor
+        self.depth = 0              # how many loop bodies deep the import is (onnx_import_loops)
+
+    def node_of(self, name):
+        """The node of tensor ``name``; inside a loop body being imported, a node of an
+        enclosing graph is read through the body's capture, so that what the body
+        computes from it stays in the body (an If's untaken branch never runs it)."""
+        node = self.env[name]
+        if self.depth:
+            from flowgrad.control_body import capture
+            node = capture(node)
+        return node
 
     def value(self, name, what="operand"):
         """The constant value of tensor ``name``, or an error naming the node."""
@@ -127,8 +138,28 @@ def _needed(graph, outputs):
         k = stack.pop()
         if k not in keep:
             keep.add(k)
-            stack.extend(producer[i] for i in graph.node[k].input if i in producer)
+            reads = list(graph.node[k].input) + outer_reads(graph.node[k])
+            stack.extend(producer[i] for i in reads if i in producer)
     return [n for k, n in enumerate(graph.node) if k in keep]
+
+
+def outer_reads(node) -> list:
+    """The tensors of enclosing scopes that the subgraphs of ``node`` (a Loop's body,
+    an If's branches, nested ones included) read by name: they are inputs too. Walked
+    with a stack; a name defined anywhere inside counts as inner (ONNX names are
+    assigned once)."""
+    graphs, stack = [], [a.g for a in node.attribute if a.HasField("g")]
+    stack += [g for a in node.attribute for g in a.graphs]
+    while stack:
+        gr = stack.pop()
+        graphs.append(gr)
+        for n in gr.node:
+            stack.extend(a.g for a in n.attribute if a.HasField("g"))
+            stack.extend(g for a in n.attribute for g in a.graphs)
+    inner = {v.name for gr in graphs for v in gr.input}
+    inner |= {t.name for gr in graphs for t in gr.initializer}
+    inner |= {o for gr in graphs for n in gr.node for o in n.output}
+    return [i for gr in graphs for n in gr.node for i in n.input if i and i not in inner]
 
 
 def import_onnx(path, outputs=None, *, max_bytes=None) -> Graph:
@@ -168,7 +199,7 @@ def import_onnx(path, outputs=None, *, max_bytes=None) -> Graph:
         wanted = [o.name for o in graph.output] if outputs is None else list(outputs)
         nodes = graph.node if outputs is None else _needed(graph, wanted)
         for k, n in enumerate(nodes):
-            _import_node(ctx, g, n, k, IMPORTERS)
+            import_node(ctx, g, n, k, IMPORTERS)
         missing = [o for o in wanted if o not in ctx.env]
         if missing:
             raise OnnxImportError(f"{path}: graph outputs {missing} are computed by no node")
@@ -238,7 +269,7 @@ def _refuse_external_data(model, path, onnx):
                               "in other files, which import_onnx does not read")
 
 
-def _import_node(ctx, g, n, k, importers):
+def import_node(ctx, g, n, k, importers):
     label = n.name or (n.output[0] if n.output else f"#{k}")
     ctx.where = f"node {label!r} ({n.op_type})"
     if n.domain not in ("", "ai.onnx"):
@@ -258,7 +289,7 @@ def _import_node(ctx, g, n, k, importers):
         if name and name not in ctx.env:
             raise OnnxImportError(f"{ctx.where}: its input {name!r} is computed by no "
                                   "earlier node")
-        ins.append(ctx.env.get(name) if name else None)
+        ins.append(ctx.node_of(name) if name else None)
     attrs = {a.name: ctx.onnx.helper.get_attribute_value(a) for a in n.attribute}
     first = len(g)
     try:
@@ -273,6 +304,7 @@ def _import_node(ctx, g, n, k, importers):
         if not name:
             continue
         ctx.env[name] = node
-        if node.id >= first and node.id not in ctx.claimed:   # made here: take its name
-            _claim(g, node, name)
-            ctx.claimed.add(node.id)
+        key = (id(node.graph), node.id)
+        if node.graph is g and node.id >= first and key not in ctx.claimed:
+            _claim(g, node, name)            # made here: take its name
+            ctx.claimed.add(key)

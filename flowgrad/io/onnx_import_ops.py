@@ -278,3 +278,5 @@ def _bound(v):
 
 # issue 22's vocabulary (elementwise, statistics, tensor ops) and conv/pool: their modules
 from . import onnx_import_vocab, onnx_import_layers  # noqa: E402,F401
+# issue 20: Scan, Loop and If as flowgrad loops (onnx_import_loops)
+from . import onnx_import_loops  # noqa: E402,F401

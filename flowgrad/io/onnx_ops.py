@@ -79,7 +79,11 @@ def _not_equal(e):
 
 @converts("where")
 def _where(e):
-    return e.op("Where", [e.arg(0, bool), e.arg(1), e.arg(2)])
+    c = e.arg(0, bool)
+    if e.node.dtype == np.bool_:    # onnxruntime has no bool Where: (c ∧ a) ∨ (¬c ∧ b)
+        return e.op("Or", [e.op("And", [c, e.arg(1)]),
+                           e.op("And", [e.op("Not", [c]), e.arg(2)])])
+    return e.op("Where", [c, e.arg(1), e.arg(2)])
 
 
 # -- stable elementwise functions --------------------------------------------------------
@@ -523,3 +527,7 @@ REFUSED.update({name: "ONNX has no operator for this matrix decomposition (opset
 @converts("stop_gradient", "custom_call", "custom_input", "remat_after")
 def _identity(e, **attrs):
     return e.op("Identity", [e.arg(0)])
+
+
+# issue 20: loops and branches as Scan, Loop and If (their converters register themselves)
+from . import onnx_loops  # noqa: E402,F401
