@@ -111,30 +111,44 @@ class Body:
     def __repr__(self):
         return f"<loop body {self.name!r}: {len(self.graph)} nodes>"
 
-    def program(self, xp):
+    def program(self, xp, extra=()):
         """``(the body's Program for the array module xp, its feeds)``, made once. The
         feeds are ``(name, position)`` of the placeholders it reads, positions counting
         the arguments then the captures: fed by name, the call binds each with one
-        dict look-up (an iteration's binding was a quarter of a small body's time)."""
-        made = self._programs.get(xp)
+        dict look-up (an iteration's binding was a quarter of a small body's time).
+        ``extra``: body nodes computed after the outputs (its draws, when recorded)."""
+        key = (xp, tuple(n.id for n in extra))
+        made = self._programs.get(key)
         if made is None:
             with self._lock:
-                made = self._programs.get(xp)
+                made = self._programs.get(key)
                 if made is None:
                     from .engine.program import compile as fg_compile
-                    prog = fg_compile(self.outs, backend=_backend(xp))
+                    prog = fg_compile(self.outs + list(extra), backend=_backend(xp))
                     every = self.params + self.cap_params
                     feeds = [(p.name, k) for k, p in enumerate(every)
                              if p.id in prog.placeholders]
-                    made = self._programs[xp] = (prog, feeds)
+                    made = self._programs[key] = (prog, feeds)
         return made
 
-    def call(self, xp, args, caps):
+    def call(self, xp, args, caps, extra=()):
         """The outputs' values (a list) for argument values ``args`` and capture values
-        ``caps`` (flat, in ``params``/``cap_params`` order)."""
-        prog, feeds = self.program(xp)
+        ``caps`` (flat, in ``params``/``cap_params`` order), then those of ``extra``."""
+        prog, feeds = self.program(xp, extra)
         values = list(args) + list(caps)
         return prog(**{name: values[k] for name, k in feeds})
+
+    def draws(self) -> list:
+        """The random nodes the outputs depend on, in id order: what a run records
+        per iteration for the derivative loops (random ops are ``stateful``; a loop
+        inside the body is too, and is not a draw of this body)."""
+        from .control_ops import is_loop
+        if not self.outs:
+            return []
+        handles = self.graph.handles
+        return [handles[i] for i in self.graph.ancestors([o.id for o in self.outs])
+                if handles[i].op is not None and handles[i].op.stateful
+                and not is_loop(handles[i])]
 
 
 def _backend(xp):
@@ -190,12 +204,14 @@ def _as_body_node(value, tracer, name, k) -> Node:
     return _base.as_node(value, tracer.graph)
 
 
-def inline(body: Body, args, caps) -> list:
+def inline(body: Body, args, caps, draws=None) -> list:
     """Replay ``body``'s nodes into the graph being built, with its argument
     placeholders read as ``args`` and its captures as ``caps`` (nodes or values);
-    returns its output nodes. One pass in id order (a body's ids are topological)."""
+    returns its output nodes. One pass in id order (a body's ids are topological).
+    ``draws``: {random node id: node} read in place of drawing again (the values the
+    forward drew in this iteration), so a derivative sees the forward's draws."""
     data = body.graph.nx.nodes
-    mapped: dict[int, Node] = {}
+    mapped: dict[int, Node] = dict(draws or {})
     for p, a in zip(body.params, args):
         mapped[p.id] = a
     for p, c in zip(body.cap_params, caps):
