@@ -236,3 +236,20 @@ def test_bool_masks_of_a_run_time_shape_to_second_order_and_no_iteration():
         g = fg.grad(fg.sum(h * h), W)
         want = fg.compile([g, fg.grad(fg.sum(g * g), W)])(W=Wv)
     np.testing.assert_allclose(got[1:], want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_remat_block_holding_a_drawing_loop_differentiates_the_forwards_draws():
+    # hT = w·Σ z_t: ∂hT/∂w = hT/w only if remat's replay reads the forward's draws
+    with fg.Graph():
+        w = fg.placeholder("w", ())
+
+        def block(v):
+            hT, _ = fg.scan(lambda h, _: (h + v * fg.random.normal(()), None),
+                            fg.constant(0.0), length=20)
+            return hT * 1.0
+
+        hT = fg.remat(block)(w)
+        prog = fg.compile([hT, fg.grad(hT, w), fg.jvp(hT, w, 1.0)])
+        for _ in range(2):
+            got = prog(w=2.0)
+            np.testing.assert_allclose(got[1:], [got[0] / 2.0] * 2, rtol=1e-13)
