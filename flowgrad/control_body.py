@@ -139,16 +139,33 @@ class Body:
         return prog(**{name: values[k] for name, k in feeds})
 
     def draws(self) -> list:
-        """The random nodes the outputs depend on, in id order: what a run records
-        per iteration for the derivative loops (random ops are ``stateful``; a loop
-        inside the body is too, and is not a draw of this body)."""
+        """What a run records per iteration for the derivative loops, in id order: the
+        random nodes the outputs depend on (random ops are ``stateful``), and for a
+        loop inside the body that draws, the nodes reading its recorded draws."""
         from .control_ops import is_loop
         if not self.outs:
             return []
-        handles = self.graph.handles
-        return [handles[i] for i in self.graph.ancestors([o.id for o in self.outs])
-                if handles[i].op is not None and handles[i].op.stateful
-                and not is_loop(handles[i])]
+        handles, found = self.graph.handles, []
+        for i in self.graph.ancestors([o.id for o in self.outs]):
+            node = handles[i]
+            if node.op is not None and node.op.stateful:
+                found.extend(self.loop_draws(node) if is_loop(node) else [node])
+        return found
+
+    def loop_draws(self, loop, make=True):
+        """The nodes of this body that read the recorded draws of ``loop``, a loop
+        inside it (``make``: made on first use, which makes the loop record them);
+        None when some are missing and ``make`` is false."""
+        from .control_ops import is_loop_result, loop_out_op
+        spec = loop.attrs["spec"]
+        have = {n.attrs["index"]: n for n in self.graph.nodes
+                if is_loop_result(n) and n.inputs[0].id == loop.id}
+        want = [spec.n_declared + j for j in range(len(spec.draw_slots))]
+        if not make:
+            return [have[k] for k in want] if all(k in have for k in want) else None
+        with self.graph:
+            return [have[k] if k in have else
+                    _base.apply(loop_out_op, loop, *loop.inputs, index=k) for k in want]
 
 
 def _backend(xp):
@@ -217,6 +234,7 @@ def inline(body: Body, args, caps, draws=None) -> list:
     for p, c in zip(body.cap_params, caps):
         mapped[p.id] = c
     needed = body.graph.ancestors([o.id for o in body.outs]) if body.outs else []
+    replays: dict = {}
     for nid in needed:
         if nid in mapped:
             continue
@@ -228,9 +246,25 @@ def inline(body: Body, args, caps, draws=None) -> list:
             raise UsageError(f"{body.name}: the body holds {kind} {d['name']!r}; a body "
                              "reads its carry, its slices and the nodes around it only")
         else:
-            ins = [mapped[i] for i in d["inputs"]]
-            mapped[nid] = _base.apply(d["op"], *ins, **d["attrs"])
+            mapped[nid] = _replay_op(body, nid, d, mapped, replays)
     return [mapped[o.id] for o in body.outs]
+
+
+def _replay_op(body, nid, d, mapped, replays):
+    """Op node ``nid`` of ``body`` re-applied on mapped inputs. A loop inside the body
+    whose draws were recorded (and are given in ``mapped``) is rebuilt reading them
+    (control_grad.replay), and its results are read from the rebuilt loop."""
+    from .control_ops import loop_op, loop_out_op
+    ins = [mapped[i] for i in d["inputs"]]
+    if d["op"] is loop_out_op and d["inputs"][0] in replays:
+        return replays[d["inputs"][0]](d["attrs"]["index"])
+    if d["op"] is loop_op and d["attrs"]["spec"].draw_slots:
+        recs = body.loop_draws(body.graph.handles[nid], make=False)
+        if recs is not None and all(r.id in mapped for r in recs):
+            from .control_grad import replay
+            loop, replays[nid] = replay(d["attrs"]["spec"], ins, [mapped[r.id] for r in recs])
+            return loop
+    return _base.apply(d["op"], *ins, **d["attrs"])
 
 
 def _constant_like(d):

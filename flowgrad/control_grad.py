@@ -74,30 +74,78 @@ def _grads(s, wrt):
     return [_cast(g, w) for g, w in zip(grad(s, list(wrt)), wrt)]
 
 
+def _nested(spec):
+    """The specs of the loops inside the bodies a replay of ``spec`` runs (a while
+    loop's condition is not replayed: the recorded trip count stands for it)."""
+    from .control_ops import is_loop
+    bodies = spec.bodies[:1] if spec.kind == "while" else spec.bodies
+    return [n.attrs["spec"] for b in bodies for n in b.graph.nodes if is_loop(n)]
+
+
 def _refuse_nested_draws(spec):
-    """A body's own draws are recorded and fed back (the module docstring); a loop
-    INSIDE the body that draws would be replayed as a whole and draw other values: a
-    gradient of other draws than the forward's would be silently wrong, so it is
-    refused, naming the loop and the op."""
+    """A body's own draws, and those of the loops inside it, are recorded and fed back
+    (the module docstring). One case is not: a while loop inside a body whose
+    condition draws while its body does not (no record holds its trip count). Its
+    replay would draw other values, so it is refused, naming the loop and the op."""
     from .control_ops import is_loop
     from .errors import DifferentiationError
-    todo = [node.attrs["spec"] for k, _ in enumerate(spec.bodies)
-            for node in spec.bodies[k].graph.nodes
-            if is_loop(node) and (spec.kind != "while" or k == 0)]
+    todo = _nested(spec)
     while todo:
         s = todo.pop()
-        for body in s.bodies:
+        if s.draw_slots:                   # replayed from its records: look inside
+            todo.extend(_nested(s))
+            continue
+        for body in s.bodies:              # replayed by drawing again: must not draw
             for node in body.graph.nodes:
-                if node.op is None:
-                    continue
+                if node.op is not None and node.op.stateful and not is_loop(node):
+                    raise DifferentiationError(
+                        f"{spec.name} built at {spec.where}: the condition of {s.name} "
+                        f"(built at {s.where}) inside its body draws random values "
+                        f"({node.op.name}), and its derivative would run that loop again "
+                        "with other draws; draw the noise outside and pass it in")
                 if is_loop(node):
                     todo.append(node.attrs["spec"])
-                elif node.op.stateful:
-                    raise DifferentiationError(
-                        f"{spec.name} built at {spec.where}: a loop inside its body draws "
-                        f"random values ({node.op.name}), and its derivative replays that "
-                        "loop, which would draw other values; draw the noise in the outer "
-                        "body (or outside) and pass it in as xs")
+
+
+def replay(spec, inputs, records):
+    """Loop ``spec`` (inside a body being replayed) rebuilt on ``inputs`` with its
+    draws read from ``records``, its draw results as the forward recorded them: a loop
+    that draws nothing (a while loop becomes a scan over the records: as many steps as
+    it ran). Returns ``(its loop node, result(index) -> the node of result index)``."""
+    from .control import build_cond, build_scan
+    from .control_ops import loop_out_op
+    from .ops.base import apply
+    pred, lead, xs, caps = _split(spec, inputs)
+    n, nx = len(lead), len(xs)
+
+    def step(carry, x):
+        cap_in = [capture(c) for c in caps]
+        outs = inline(spec.bodies[0], list(carry) + list(x[:nx]),
+                      _body_caps(spec, 0, cap_in), _given(spec, 0, x[nx:]))
+        return outs[:n], outs[n:]
+
+    def branch(b):
+        def flat(params):
+            cap_in = [capture(c) for c in caps]
+            return inline(spec.bodies[b], params[:n], _body_caps(spec, b, cap_in),
+                          _given(spec, b, params[n:]))
+        return flat
+
+    if spec.kind == "cond":
+        loop, outs = build_cond(pred, branch(0), branch(1), list(lead) + list(records),
+                                name=spec.name)
+    else:
+        loop, outs = build_scan(step, list(lead), list(xs) + list(records),
+                                reverse=spec.reverse, name=spec.name,
+                                length=spec.length if spec.kind == "scan" else None)
+
+    def result(index):
+        role, j = spec.role(index)
+        if role == "draw":
+            return records[j]
+        return outs[index] if index < len(outs) else \
+            apply(loop_out_op, loop, *loop.inputs, index=index)
+    return loop, result
 
 
 def _draw_results(spec, loop, inputs):

@@ -154,30 +154,110 @@ def test_cond_with_draws_in_both_branches():
             np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
-def test_a_drawing_loop_inside_a_body_is_refused_by_derivatives():
+def _nested_model(inner_kind):
+    """c ← c·(w + z) over 3 × 2 draws z, the inner loop a scan or a while loop (which
+    stops after 2 trips): returns (cT, w, the draws (3, 2))."""
+    w = fg.placeholder("w", ())
+
+    def inner_step(c, _):
+        z = fg.random.normal(())
+        return c * (w + z), z
+
+    def outer(c, _):
+        if inner_kind == "scan":
+            c, zs = fg.scan(inner_step, c, length=2)
+        else:   # the draws ride in the carry: a while loop has no ys
+            def body(k):
+                i, c, zs = k
+                c, z = inner_step(c, None)
+                return i + 1, c, fg.where(fg.equal(slots, i), z, zs)
+
+            slots = fg.constant(np.arange(2, dtype=np.int64))
+            _, c, zs = fg.while_loop(lambda k: k[0] < 2, body,
+                                     (fg.constant(np.int64(0)), c,
+                                      fg.constant(np.zeros(2))))
+        return c, zs
+
+    cT, zs = fg.scan(outer, fg.constant(1.0), length=3)
+    return cT, w, zs
+
+
+@pytest.mark.parametrize("inner_kind", ["scan", "while"])
+def test_a_drawing_loop_inside_a_body_reads_its_own_records(inner_kind):
+    # ∂cT/∂w = cT·Σ 1/(w + z), ∂²cT/∂w² = cT·((Σ 1/(w+z))² − Σ 1/(w+z)²)
+    with fg.Graph():
+        cT, w, zs = _nested_model(inner_kind)
+        g = fg.grad(cT, w)
+        prog = fg.compile([cT, zs, g, fg.jvp(cT, w, 1.0), fg.grad(g, w)])
+        for _ in range(2):
+            c, z, *got = prog(w=3.0)
+            assert z.shape == (3, 2) and len(set(z.ravel())) == 6
+            np.testing.assert_allclose(c, np.prod(3.0 + z), rtol=1e-13)
+            s1, s2 = np.sum(1 / (3.0 + z)), np.sum(1 / (3.0 + z) ** 2)
+            np.testing.assert_allclose(got, [c * s1, c * s1, c * (s1 * s1 - s2)],
+                                       rtol=1e-12)
+
+
+def test_a_loop_inside_a_body_whose_condition_alone_draws_is_refused():
     with fg.Graph():
         w = fg.placeholder("w", ())
 
         def outer(h, _):
-            inner, _ = fg.scan(lambda c, _: (c + w * fg.random.normal(()), None), h,
-                               length=2)
+            inner = fg.while_loop(lambda c: fg.random.uniform(()) < 0.5,
+                                  lambda c: c * w, h, max_iters=100)
             return inner, None
 
-        hT, _ = fg.scan(outer, fg.constant(0.0), length=3)
+        hT, _ = fg.scan(outer, fg.constant(1.0), length=3)
         assert np.isfinite(fg.run(hT, w=1.0))     # the forward runs
-        with pytest.raises(fg.DifferentiationError, match="a loop inside its body draws"):
+        with pytest.raises(fg.DifferentiationError, match="condition of while_loop"):
             fg.grad(hT, w)
 
 
-def test_a_saved_gradient_program_still_reads_its_own_draws(feeds, tmp_path):
+def test_a_drawing_cond_inside_a_scan_body():
+    # c ← c·(w + z) where x > 0, else c·w + u·w: dc/dw follows the same recursion
+    X = np.array([1.0, -1.0, -1.0, 1.0, -1.0])
+    with fg.Graph():
+        w = fg.placeholder("w", ())
+
+        def outer(c, x):
+            def then(v):
+                z = fg.random.normal(())
+                return v * (w + z), z
+
+            def other(v):
+                u = fg.random.uniform(())
+                return v * w + u * w, u
+            return fg.cond(x > 0.0, then, other, c)
+
+        cT, draws = fg.scan(outer, fg.constant(1.0), fg.constant(X))
+        c, d, *got = fg.compile([cT, draws, fg.grad(cT, w), fg.jvp(cT, w, 1.0)])(w=2.0)
+    cv, dc = 1.0, 0.0
+    for x, r in zip(X, d):
+        cv, dc = (cv * (2.0 + r), dc * (2.0 + r) + cv) if x > 0 else \
+            (cv * 2.0 + r * 2.0, dc * 2.0 + cv + r)
+    np.testing.assert_allclose([c, *got], [cv, dc, dc], rtol=1e-12)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_saved_gradient_program_still_reads_its_own_draws(feeds, tmp_path, nested):
     V = np.eye(4)
     with fg.Graph():
-        loss, leaves, masks = _scan_model()
-        outs = [masks] + _derivatives(loss, leaves, V)
+        if nested:    # the inner loop's draw records are nodes of the outer body
+            cT, w, zs = _nested_model("while")
+            g = fg.grad(cT, w)
+            outs = [zs, cT, g, fg.grad(g, w)]
+        else:
+            loss, leaves, masks = _scan_model()
+            outs = [masks] + _derivatives(loss, leaves, V)
         names = [f"out{k}" for k in range(len(outs))]
         path = fg.save_graph(tmp_path / "dropout.fg", [o.named(n) for o, n in
                                                        zip(outs, names)])
     g = fg.load_graph(path)
+    if nested:
+        z, c, *got = fg.compile([g.by_name(n) for n in names])(w=3.0)
+        s1, s2 = np.sum(1 / (3.0 + z)), np.sum(1 / (3.0 + z) ** 2)
+        np.testing.assert_allclose(got, [c * s1, c * (s1 * s1 - s2)], rtol=1e-12)
+        return
     got_masks, *got = fg.compile([g.by_name(n) for n in names])(**feeds)
     for a, b in zip(got, _reference(got_masks, feeds, V)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
