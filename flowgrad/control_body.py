@@ -117,7 +117,7 @@ class Body:
         the arguments then the captures: fed by name, the call binds each with one
         dict look-up (an iteration's binding was a quarter of a small body's time).
         ``extra``: body nodes computed after the outputs (its draws, when recorded)."""
-        key = (xp, tuple(n.id for n in extra))
+        key = (xp, tuple(n.id for n in extra)) if extra else xp   # per iteration: cheap
         made = self._programs.get(key)
         if made is None:
             with self._lock:

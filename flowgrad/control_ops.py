@@ -238,7 +238,8 @@ def _run_scan(spec, xp, vals):
             for k in range(nc):
                 stacks[k][t] = carry[k]
         outs = _call(spec, 0, xp, carry + [x[t] for x in xs], caps, t, draws.extra)
-        draws.put(t, outs)
+        if draws.extra:
+            draws.put(t, outs)
         carry = list(outs[:nc])
         for j in range(ny):
             if ys[j] is None:   # its shape is known once the body has run
