@@ -190,7 +190,7 @@ def _buffer(xp, T, value, dtype):
 class _Draws:
     """What a run records of body k's draws, per iteration (see LoopSpec._add_draws):
     nothing unless a derivative reads them. ``extra``: the nodes the body call adds to
-    its outputs; ``put(t, outs)`` files iteration t's values; ``stacked(T)`` the
+    its outputs; ``put(t, outs)`` files iteration t's values; ``stacked()`` the
     results (a scan fills (T, ...) buffers in place; a while loop appends)."""
 
     def __init__(self, spec, xp, k=0, T=None):
@@ -206,8 +206,9 @@ class _Draws:
             if self.T is None:
                 self.got[j].append(v)
                 continue
-            if self.got[j] is None:
-                self.got[j] = _buffer(self.xp, self.T, v, v.dtype)
+            if self.got[j] is None:   # (the declared dtype: a value may be a number)
+                dtype = self.spec.out_dtypes[self.spec.n_declared + self.slots[j]]
+                self.got[j] = _buffer(self.xp, self.T, v, dtype)
             self.got[j][t] = v
 
     def stacked(self):
@@ -218,7 +219,8 @@ class _Draws:
             shape, dtype = spec.out_shapes[i][1:], spec.out_dtypes[i]
             if got is None or isinstance(got, list) and not got:   # no iteration
                 got = self.xp.zeros((0, *(0 if s is None else s for s in shape)), dtype)
-            out[j] = self.xp.stack(got) if isinstance(got, list) else got
+            out[j] = self.xp.stack(got).astype(dtype, copy=False) \
+                if isinstance(got, list) else got
         return out
 
 
