@@ -11,7 +11,9 @@ Derivatives (flowgrad/control_grad.py): the vjp of a scan is a scan in the oppos
 direction over the body's vjp, reading the carries the forward stacked; the jvp a scan
 carrying tangents; a cond's are conds of its branches' rules; a while loop's are scans
 over the carries it stacked, of the trip count it ran. All are ordinary flowgrad nodes,
-so second order derivatives go through loops too.
+so second order derivatives go through loops too. A body may draw random values (fresh
+per iteration); once a derivative is built, the forward records them, and the derivative
+loops read the records where the body would draw, so they see the forward's draws.
 """
 from __future__ import annotations
 

@@ -111,28 +111,30 @@ class Body:
     def __repr__(self):
         return f"<loop body {self.name!r}: {len(self.graph)} nodes>"
 
-    def program(self, xp):
+    def program(self, xp, extra=()):
         """``(the body's Program for the array module xp, its feeds)``, made once. The
         feeds are ``(name, position)`` of the placeholders it reads, positions counting
         the arguments then the captures: fed by name, the call binds each with one
-        dict look-up (an iteration's binding was a quarter of a small body's time)."""
-        made = self._programs.get(xp)
+        dict look-up (an iteration's binding was a quarter of a small body's time).
+        ``extra``: body nodes computed after the outputs (its draws, when recorded)."""
+        key = (xp, tuple(n.id for n in extra)) if extra else xp   # per iteration: cheap
+        made = self._programs.get(key)
         if made is None:
             with self._lock:
-                made = self._programs.get(xp)
+                made = self._programs.get(key)
                 if made is None:
                     from .engine.program import compile as fg_compile
-                    prog = fg_compile(self.outs, backend=_backend(xp))
+                    prog = fg_compile(self.outs + list(extra), backend=_backend(xp))
                     every = self.params + self.cap_params
                     feeds = [(p.name, k) for k, p in enumerate(every)
                              if p.id in prog.placeholders]
-                    made = self._programs[xp] = (prog, feeds)
+                    made = self._programs[key] = (prog, feeds)
         return made
 
-    def call(self, xp, args, caps):
+    def call(self, xp, args, caps, extra=()):
         """The outputs' values (a list) for argument values ``args`` and capture values
-        ``caps`` (flat, in ``params``/``cap_params`` order)."""
-        prog, feeds = self.program(xp)
+        ``caps`` (flat, in ``params``/``cap_params`` order), then those of ``extra``."""
+        prog, feeds = self.program(xp, extra)
         values = list(args) + list(caps)
         return prog(**{name: values[k] for name, k in feeds})
 
@@ -157,6 +159,43 @@ class Body:
         for p, v in zip(self.params + self.cap_params, values):
             got.setdefault(p.id, v)        # an argument the outputs do not read
         return [got[o.id] for o in self.outs], got
+
+    def keeps_all_of(self, nodes) -> bool:
+        """Whether ``call_values`` computes every node of ``nodes`` (its keep-all program
+        runs what the outputs need: a trace records an iteration only then)."""
+        if not nodes:
+            return True
+        need = set(self.graph.ancestors([o.id for o in self.outs]))
+        return all(n.id in need for n in nodes)
+
+    def draws(self) -> list:
+        """What a run records per iteration for the derivative loops, in id order: the
+        random nodes the outputs depend on (random ops are ``stateful``), and for a
+        loop inside the body that draws, the nodes reading its recorded draws."""
+        from .control_ops import is_loop
+        if not self.outs:
+            return []
+        handles, found = self.graph.handles, []
+        for i in self.graph.ancestors([o.id for o in self.outs]):
+            node = handles[i]
+            if node.op is not None and node.op.stateful:
+                found.extend(self.loop_draws(node) if is_loop(node) else [node])
+        return found
+
+    def loop_draws(self, loop, make=True):
+        """The nodes of this body that read the recorded draws of ``loop``, a loop
+        inside it (``make``: made on first use, which makes the loop record them);
+        None when some are missing and ``make`` is false."""
+        from .control_ops import is_loop_result, loop_out_op
+        spec = loop.attrs["spec"]
+        have = {n.attrs["index"]: n for n in self.graph.nodes
+                if is_loop_result(n) and n.inputs[0].id == loop.id}
+        want = [spec.n_declared + j for j in range(len(spec.draw_slots))]
+        if not make:
+            return [have[k] for k in want] if all(k in have for k in want) else None
+        with self.graph:
+            return [have[k] if k in have else
+                    _base.apply(loop_out_op, loop, *loop.inputs, index=k) for k in want]
 
 
 def _backend(xp):
@@ -205,24 +244,27 @@ def _as_body_node(value, tracer, name, k) -> Node:
     return _base.as_node(value, tracer.graph)
 
 
-def inline(body: Body, args, caps) -> list:
+def inline(body: Body, args, caps, draws=None) -> list:
     """Replay ``body``'s nodes into the graph being built, with its argument
     placeholders read as ``args`` and its captures as ``caps`` (nodes or values);
-    returns its output nodes. One pass in id order (a body's ids are topological)."""
-    mapped = inline_all(body, args, caps)
+    returns its output nodes. One pass in id order (a body's ids are topological).
+    ``draws``: {random node id: node} read in place of drawing again (the values the
+    forward drew in this iteration), so a derivative sees the forward's draws."""
+    mapped = inline_all(body, args, caps, draws)
     return [mapped[o.id] for o in body.outs]
 
 
-def inline_all(body: Body, args, caps) -> dict:
+def inline_all(body: Body, args, caps, draws=None) -> dict:
     """``inline``, returning {body node id: the node standing for it} for every node the
     outputs need (an unrolled drawing names and labels each iteration's copies)."""
     data = body.graph.nx.nodes
-    mapped: dict[int, Node] = {}
+    mapped: dict[int, Node] = dict(draws or {})
     for p, a in zip(body.params, args):
         mapped[p.id] = a
     for p, c in zip(body.cap_params, caps):
         mapped[p.id] = c
     needed = body.graph.ancestors([o.id for o in body.outs]) if body.outs else []
+    replays: dict = {}
     for nid in needed:
         if nid in mapped:
             continue
@@ -234,9 +276,25 @@ def inline_all(body: Body, args, caps) -> dict:
             raise UsageError(f"{body.name}: the body holds {kind} {d['name']!r}; a body "
                              "reads its carry, its slices and the nodes around it only")
         else:
-            ins = [mapped[i] for i in d["inputs"]]
-            mapped[nid] = _base.apply(d["op"], *ins, **d["attrs"])
+            mapped[nid] = _replay_op(body, nid, d, mapped, replays)
     return mapped
+
+
+def _replay_op(body, nid, d, mapped, replays):
+    """Op node ``nid`` of ``body`` re-applied on mapped inputs. A loop inside the body
+    whose draws were recorded (and are given in ``mapped``) is rebuilt reading them
+    (control_grad.replay), and its results are read from the rebuilt loop."""
+    from .control_ops import loop_op, loop_out_op
+    ins = [mapped[i] for i in d["inputs"]]
+    if d["op"] is loop_out_op and d["inputs"][0] in replays:
+        return replays[d["inputs"][0]](d["attrs"]["index"])
+    if d["op"] is loop_op and d["attrs"]["spec"].draw_slots:
+        recs = body.loop_draws(body.graph.handles[nid], make=False)
+        if recs is not None and all(r.id in mapped for r in recs):
+            from .control_grad import replay
+            loop, replays[nid] = replay(d["attrs"]["spec"], ins, [mapped[r.id] for r in recs])
+            return loop
+    return _base.apply(d["op"], *ins, **d["attrs"])
 
 
 def _constant_like(d):

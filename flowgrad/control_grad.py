@@ -11,6 +11,11 @@ Forward mode: a scan over the same stacked carries, carrying the carry's tangent
 body replays the forward body and takes its jvp. A cond's rules are conds whose
 branches are the branches' rules, so only the taken branch is differentiated.
 
+Random draws in a body: a replay must not draw again (a gradient of other masks than
+the forward's would be silently wrong). So the rules read the loop's "draw" results,
+each iteration's draws as the forward made them (stacked like the carries, recorded
+only once a rule reads them), and feed them to the replay in place of the random nodes.
+
 Every backward or tangent body is traced once, when the rule runs; being loops, they
 are differentiable in turn (second order through loops).
 """
@@ -69,27 +74,92 @@ def _grads(s, wrt):
     return [_cast(g, w) for g, w in zip(grad(s, list(wrt)), wrt)]
 
 
-def _refuse_draws(spec):
-    """The derivative loops replay the body, which would draw fresh random values: a
-    gradient of other draws than the forward's would be silently wrong. So a body that
-    draws (itself or in a loop inside it) is refused, naming the loop and the op."""
+def _nested(spec):
+    """The specs of the loops inside the bodies a replay of ``spec`` runs (a while
+    loop's condition is not replayed: the recorded trip count stands for it)."""
+    from .control_ops import is_loop
+    bodies = spec.bodies[:1] if spec.kind == "while" else spec.bodies
+    return [n.attrs["spec"] for b in bodies for n in b.graph.nodes if is_loop(n)]
+
+
+def _refuse_nested_draws(spec):
+    """A body's own draws, and those of the loops inside it, are recorded and fed back
+    (the module docstring). One case is not: a while loop inside a body whose
+    condition draws while its body does not (no record holds its trip count). Its
+    replay would draw other values, so it is refused, naming the loop and the op."""
     from .control_ops import is_loop
     from .errors import DifferentiationError
-    todo = [spec]
+    todo = _nested(spec)
     while todo:
         s = todo.pop()
-        for body in s.bodies:
+        if s.draw_slots:                   # replayed from its records: look inside
+            todo.extend(_nested(s))
+            continue
+        for body in s.bodies:              # replayed by drawing again: must not draw
             for node in body.graph.nodes:
-                if node.op is None:
-                    continue
+                if node.op is not None and node.op.stateful and not is_loop(node):
+                    raise DifferentiationError(
+                        f"{spec.name} built at {spec.where}: the condition of {s.name} "
+                        f"(built at {s.where}) inside its body draws random values "
+                        f"({node.op.name}), and its derivative would run that loop again "
+                        "with other draws; draw the noise outside and pass it in")
                 if is_loop(node):
                     todo.append(node.attrs["spec"])
-                elif node.op.stateful:
-                    raise DifferentiationError(
-                        f"{spec.name} built at {spec.where}: its body draws random values "
-                        f"({node.op.name}), and its derivative replays the body, which would "
-                        "draw other values; draw the noise outside the loop and pass it in "
-                        "as xs")
+
+
+def replay(spec, inputs, records):
+    """Loop ``spec`` (inside a body being replayed) rebuilt on ``inputs`` with its
+    draws read from ``records``, its draw results as the forward recorded them: a loop
+    that draws nothing (a while loop becomes a scan over the records: as many steps as
+    it ran). Returns ``(its loop node, result(index) -> the node of result index)``."""
+    from .control import build_cond, build_scan
+    from .control_ops import loop_out_op
+    from .ops.base import apply
+    pred, lead, xs, caps = _split(spec, inputs)
+    n, nx = len(lead), len(xs)
+
+    def step(carry, x):
+        cap_in = [capture(c) for c in caps]
+        outs = inline(spec.bodies[0], list(carry) + list(x[:nx]),
+                      _body_caps(spec, 0, cap_in), _given(spec, 0, x[nx:]))
+        return outs[:n], outs[n:]
+
+    def branch(b):
+        def flat(params):
+            cap_in = [capture(c) for c in caps]
+            return inline(spec.bodies[b], params[:n], _body_caps(spec, b, cap_in),
+                          _given(spec, b, params[n:]))
+        return flat
+
+    if spec.kind == "cond":
+        loop, outs = build_cond(pred, branch(0), branch(1), list(lead) + list(records),
+                                name=spec.name)
+    else:
+        loop, outs = build_scan(step, list(lead), list(xs) + list(records),
+                                reverse=spec.reverse, name=spec.name,
+                                length=spec.length if spec.kind == "scan" else None)
+
+    def result(index):
+        role, j = spec.role(index)
+        if role == "draw":
+            return records[j]
+        return outs[index] if index < len(outs) else \
+            apply(loop_out_op, loop, *loop.inputs, index=index)
+    return loop, result
+
+
+def _draw_results(spec, loop, inputs):
+    """The loop's "draw" results: each iteration's draws of its replayed bodies
+    (building them makes the forward record them)."""
+    from .control_ops import loop_out_op
+    from .ops.base import apply
+    return [apply(loop_out_op, loop, *inputs, index=spec.n_declared + j)
+            for j in range(len(spec.draw_slots))]
+
+
+def _given(spec, k, values):
+    """{random node id of body k: the value the forward drew} for ``inline``."""
+    return {n.id: v for (b, n), v in zip(spec.draw_slots, values) if b == k}
 
 
 # -- reverse mode ---------------------------------------------------------------------------
@@ -97,9 +167,11 @@ def _refuse_draws(spec):
 def loop_vjp(spec, index, needed, g, loop, inputs):
     """The terms for the loop's inputs (a list, None where none) of the cotangent ``g``
     of result ``index``."""
-    _refuse_draws(spec)
+    if spec.role(index)[0] == "draw":      # a draw depends on nothing
+        return [None] * len(inputs)
+    _refuse_nested_draws(spec)
     if spec.kind == "cond":
-        return _cond_vjp(spec, index, needed, g, inputs)
+        return _cond_vjp(spec, index, needed, g, loop, inputs)
     return _scan_vjp(spec, index, needed, g, loop, inputs)
 
 
@@ -117,12 +189,15 @@ def _scan_vjp(spec, index, needed, g, loop, inputs):
     acc0 = [zeros_like(caps[k]) for k in fw]
     gseq = [g] if role in ("ys", "stack") else []
     stacks = _stacks(spec, loop, inputs)
+    draws = _draw_results(spec, loop, inputs)
 
     def step(carry, x):
         cts, accs = carry[:len(fc)], carry[len(fc):]
-        c_t, x_t, gs = x[:nc], x[nc:nc + len(xs)], x[nc + len(xs):]
+        c_t, x_t = x[:nc], x[nc:nc + len(xs)]
+        gs, d_t = x[nc + len(xs):nc + len(xs) + len(gseq)], x[nc + len(xs) + len(gseq):]
         cap_in = [capture(c) for c in caps]
-        outs = inline(spec.bodies[0], c_t + x_t, _body_caps(spec, 0, cap_in))
+        outs = inline(spec.bodies[0], c_t + x_t, _body_caps(spec, 0, cap_in),
+                      _given(spec, 0, d_t))
         pairs = [(outs[k], ct) for k, ct in zip(fc, cts)]
         if role == "ys":
             pairs.append((outs[nc + which], gs[0]))
@@ -137,7 +212,7 @@ def _scan_vjp(spec, index, needed, g, loop, inputs):
         return dc + [a + d for a, d in zip(accs, dw)], dx
 
     T = None if (stacks or xs) else spec.length
-    _, outs = build_scan(step, ct0 + acc0, stacks + list(xs) + gseq,
+    _, outs = build_scan(step, ct0 + acc0, stacks + list(xs) + gseq + draws,
                          reverse=not spec.reverse, length=T,
                          name=f"{spec.name} vjp")
     terms = [None] * len(inputs)
@@ -151,22 +226,24 @@ def _scan_vjp(spec, index, needed, g, loop, inputs):
     return [t if need else None for t, need in zip(terms, needed)]
 
 
-def _cond_vjp(spec, index, needed, g, inputs):
+def _cond_vjp(spec, index, needed, g, loop, inputs):
     from .control import build_cond
     pred, ops, _, caps = _split(spec, inputs)
     fo = [k for k in range(len(ops)) if _is_float(ops[k])]
     fw = [k for k in range(len(caps)) if _is_float(caps[k])]
+    draws = _draw_results(spec, loop, inputs)
 
     def branch(b):
         def flat(params):
             args, gp = params[:len(ops)], params[len(ops)]
             cap_in = [capture(c) for c in caps]
-            outs = inline(spec.bodies[b], args, _body_caps(spec, b, cap_in))
+            outs = inline(spec.bodies[b], args, _body_caps(spec, b, cap_in),
+                          _given(spec, b, params[len(ops) + 1:]))
             wrt = [args[k] for k in fo] + [cap_in[k] for k in fw]
             return _grads(_vdot_sum([(outs[index], gp)]), wrt)
         return flat
 
-    _, outs = build_cond(pred, branch(0), branch(1), list(ops) + [g],
+    _, outs = build_cond(pred, branch(0), branch(1), list(ops) + [g] + draws,
                          name=f"{spec.name} vjp")
     terms = [None] * len(inputs)
     for pos, k in enumerate(fo):
@@ -180,9 +257,11 @@ def _cond_vjp(spec, index, needed, g, inputs):
 
 def loop_jvp(spec, index, tangents, loop, inputs):
     """The tangent of result ``index`` given the inputs' tangents (None where none)."""
-    _refuse_draws(spec)
+    if spec.role(index)[0] == "draw":      # a draw depends on nothing
+        return None
+    _refuse_nested_draws(spec)
     if spec.kind == "cond":
-        return _cond_jvp(spec, index, tangents, inputs)
+        return _cond_jvp(spec, index, tangents, loop, inputs)
     return _scan_jvp(spec, index, tangents, loop, inputs)
 
 
@@ -209,12 +288,15 @@ def _scan_jvp(spec, index, tangents, loop, inputs):
     cdot0 = [_cast(t, init[k]) for t, k in zip(cdot0, fc)]
     role, which = spec.role(index)
     stacks = _stacks(spec, loop, inputs)
+    draws = _draw_results(spec, loop, inputs)
 
     def step(carry, x):
-        c_t, x_t, xdot = x[:nc], x[nc:nc + nx], x[nc + nx:]
+        c_t, x_t = x[:nc], x[nc:nc + nx]
+        xdot, d_t = x[nc + nx:nc + nx + len(tx)], x[nc + nx + len(tx):]
         cap_in = [capture(c) for c in caps]
         capdot = [capture(t_caps[k]) for k in tw]
-        outs = inline(spec.bodies[0], c_t + x_t, _body_caps(spec, 0, cap_in))
+        outs = inline(spec.bodies[0], c_t + x_t, _body_caps(spec, 0, cap_in),
+                      _given(spec, 0, d_t))
         wrt = [c_t[k] for k in fc] + [x_t[k] for k in tx] + [cap_in[k] for k in tw]
         tans = list(carry) + list(xdot) + capdot
         new = _jvps(outs, wrt, tans, fc)
@@ -227,30 +309,33 @@ def _scan_jvp(spec, index, tangents, loop, inputs):
         return new, ys
 
     T = None if (stacks or xs) else spec.length
-    _, outs = build_scan(step, cdot0, stacks + list(xs) + [t_xs[k] for k in tx],
+    _, outs = build_scan(step, cdot0, stacks + list(xs) + [t_xs[k] for k in tx] + draws,
                          reverse=spec.reverse, length=T, name=f"{spec.name} jvp")
     if role == "final":
         return outs[fc.index(which)]
     return outs[len(fc)]
 
 
-def _cond_jvp(spec, index, tangents, inputs):
+def _cond_jvp(spec, index, tangents, loop, inputs):
     from .control import build_cond
     pred, ops, _, caps = _split(spec, inputs)
     t_ops, t_caps = tangents[1:1 + len(ops)], tangents[1 + len(ops):]
     to = [k for k in range(len(ops)) if t_ops[k] is not None and _is_float(ops[k])]
     tw = [k for k in range(len(caps)) if t_caps[k] is not None and _is_float(caps[k])]
+    draws = _draw_results(spec, loop, inputs)
 
     def branch(b):
         def flat(params):
-            args, odot = params[:len(ops)], params[len(ops):]
+            args, odot = params[:len(ops)], params[len(ops):len(ops) + len(to)]
             cap_in = [capture(c) for c in caps]
             capdot = [capture(t_caps[k]) for k in tw]
-            outs = inline(spec.bodies[b], args, _body_caps(spec, b, cap_in))
+            outs = inline(spec.bodies[b], args, _body_caps(spec, b, cap_in),
+                          _given(spec, b, params[len(ops) + len(to):]))
             wrt = [args[k] for k in to] + [cap_in[k] for k in tw]
             return _jvps(outs, wrt, list(odot) + capdot, [index])
         return flat
 
-    _, outs = build_cond(pred, branch(0), branch(1), list(ops) + [t_ops[k] for k in to],
+    _, outs = build_cond(pred, branch(0), branch(1),
+                         list(ops) + [t_ops[k] for k in to] + draws,
                          name=f"{spec.name} jvp")
     return outs[0]

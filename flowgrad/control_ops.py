@@ -20,7 +20,9 @@ loop (ys and the final carry), the reverse pass runs two backward loops, one per
 Results, in order: the final carries; each stacked output ``y`` (scan: ``(T, *y.shape)``;
 cond: the branch's outputs); then, for scan and while loops, each carry *as it entered
 every iteration*, stacked ``(T, *carry.shape)``: what the backward loop reads, so the
-forward keeps T carries (the body's other values are recomputed per step backwards).
+forward keeps T carries (the body's other values are recomputed per step backwards);
+last, each random node's draws per iteration (``LoopSpec._add_draws``), which the
+derivative loops feed to their replays of the body in place of drawing again.
 """
 from __future__ import annotations
 
@@ -71,6 +73,28 @@ class LoopSpec:
         #: keeps no T carries. Programs compiled before read it at run time: only reads
         #: of the stacks, which exist only after it is set, need it.
         self.keeps_carries = False
+        self._add_draws()
+
+    def _add_draws(self):
+        """The replayed bodies' random nodes (``draw_slots``: (body, node) pairs) and
+        their results ("draw", after the declared ones): each iteration's draws, stacked
+        like the carries, which the derivative loops read in place of drawing again.
+        Derived from the bodies, so a spec loaded from a file has them too."""
+        self.n_declared = len(self.out_shapes)
+        replayed = (0, 1) if self.kind == "cond" else (0,)   # a while's test is not
+        self.draw_slots = [(k, n) for k in replayed for n in self.bodies[k].draws()]
+        lead = () if self.kind == "cond" else (self._trips(),)
+        self.out_shapes += tuple((*lead, *n.shape) for _, n in self.draw_slots)
+        self.out_dtypes += tuple(n.dtype for _, n in self.draw_slots)
+        #: whether runs record the draws: set as keeps_carries is, by a derivative
+        self.keeps_draws = False
+
+    def _trips(self):
+        """A scan's static trip count, if its declared results show one (else None)."""
+        if self.kind != "scan":
+            return None
+        stacked = [s[0] for s in self.out_shapes[self.n_carry:]]
+        return stacked[0] if stacked else self.length
 
     def __repr__(self):
         return f"<{self.name} loop: {self.n_carry} carries, {self.n_ys} outputs>"
@@ -87,15 +111,19 @@ class LoopSpec:
         return self.n_ys if self.kind == "cond" else self.n_carry + self.n_ys
 
     def role(self, index):
-        """``("final", k)``, ``("ys", j)`` or ``("stack", k)`` for result ``index``
-        (a cond's results are all its branches' outputs, ``("ys", j)``)."""
+        """``("final", k)``, ``("ys", j)``, ``("stack", k)`` or ``("draw", j)`` for result
+        ``index`` (a cond's results are its branches' outputs, ``("ys", j)``, then its
+        draws)."""
         if self.kind == "cond":
-            return "ys", index
+            return ("ys", index) if index < self.n_declared else \
+                ("draw", index - self.n_declared)
         if index < self.n_carry:
             return "final", index
         if index < self.n_carry + self.n_ys:
             return "ys", index - self.n_carry
-        return "stack", index - self.n_carry - self.n_ys
+        if index < self.n_declared:
+            return "stack", index - self.n_carry - self.n_ys
+        return "draw", index - self.n_declared
 
     def label(self) -> str:
         """The box's text in a drawing: ``scan × T``, ``while_loop``, ``cond``."""
@@ -128,15 +156,17 @@ class Results:
         return repr(self)
 
 
-def _call(spec, k, xp, args, caps, step, run=None):
-    """Body k's outputs; a NaN the checked body finds names the iteration. ``run``: the
-    LoopRun keeping every value of this iteration's body (a trace), or None."""
+def _call(spec, k, xp, args, caps, step, run=None, extra=()):
+    """Body k's outputs (then the values of its nodes ``extra``); a NaN the checked
+    body finds names the iteration. ``run``: the LoopRun keeping every value of this
+    iteration's body (a trace), or None."""
     try:
+        body = spec.bodies[k]
         bcaps = [caps[i] for i in spec.caps_of[k]]
-        if run is None or not run.next_kept():
-            return spec.bodies[k].call(xp, args, bcaps)
-        outs, run.values[step] = spec.bodies[k].call_values(xp, args, bcaps)
-        return outs
+        if run is None or not body.keeps_all_of(extra) or not run.next_kept():
+            return body.call(xp, args, bcaps, extra)
+        outs, run.values[step] = body.call_values(xp, args, bcaps)
+        return outs + [run.values[step][n.id] for n in extra]
     except NumericsError as exc:
         raise NumericsError(f"{spec.name}: iteration {step} (counted from 0) of the loop "
                             f"built at {spec.where}: {exc}", exc.node, exc.trace) from exc
@@ -168,6 +198,43 @@ def _buffer(xp, T, value, dtype):
     return xp.empty((T, *np.shape(value)), dtype=dtype)
 
 
+class _Draws:
+    """What a run records of body k's draws, per iteration (see LoopSpec._add_draws):
+    nothing unless a derivative reads them. ``extra``: the nodes the body call adds to
+    its outputs; ``put(t, outs)`` files iteration t's values; ``stacked()`` the
+    results (a scan fills (T, ...) buffers in place; a while loop appends)."""
+
+    def __init__(self, spec, xp, k=0, T=None):
+        on = spec.keeps_draws and spec.kind != "cond"
+        self.spec, self.xp, self.T = spec, xp, T
+        self.slots = [j for j, (b, _) in enumerate(spec.draw_slots) if b == k]
+        self.extra = [spec.draw_slots[j][1] for j in self.slots] if on else []
+        self.first = len(spec.bodies[k].outs)
+        self.got = [None if T is not None else [] for _ in self.extra]
+
+    def put(self, t, outs):
+        for j, v in enumerate(outs[self.first:]):
+            if self.T is None:
+                self.got[j].append(v)
+                continue
+            if self.got[j] is None:   # (the declared dtype: a value may be a number)
+                dtype = self.spec.out_dtypes[self.spec.n_declared + self.slots[j]]
+                self.got[j] = _buffer(self.xp, self.T, v, dtype)
+            self.got[j][t] = v
+
+    def stacked(self):
+        spec = self.spec
+        out = [None] * len(spec.draw_slots)
+        for j, got in zip(self.slots, self.got):
+            i = spec.n_declared + j
+            shape, dtype = spec.out_shapes[i][1:], spec.out_dtypes[i]
+            if got is None or isinstance(got, list) and not got:   # no iteration
+                got = self.xp.zeros((0, *(0 if s is None else s for s in shape)), dtype)
+            out[j] = self.xp.stack(got).astype(dtype, copy=False) \
+                if isinstance(got, list) else got
+        return out
+
+
 def _run_scan(spec, xp, vals, run=None):
     nc, nx, ny = spec.n_carry, spec.n_xs, spec.n_ys
     carry = list(vals[:nc])
@@ -178,11 +245,14 @@ def _run_scan(spec, xp, vals, run=None):
     keep = spec.keeps_carries
     stacks = [_buffer(xp, T, carry[k], dtypes[k]) if keep else None for k in range(nc)]
     ys = [None] * ny
+    draws = _Draws(spec, xp, 0, T)
     for t in (range(T - 1, -1, -1) if spec.reverse else range(T)):
         if keep:
             for k in range(nc):
                 stacks[k][t] = carry[k]
-        outs = _call(spec, 0, xp, carry + [x[t] for x in xs], caps, t, run)
+        outs = _call(spec, 0, xp, carry + [x[t] for x in xs], caps, t, run, draws.extra)
+        if draws.extra:
+            draws.put(t, outs)
         carry = list(outs[:nc])
         for j in range(ny):
             if ys[j] is None:   # its shape is known once the body has run
@@ -191,7 +261,7 @@ def _run_scan(spec, xp, vals, run=None):
     for j in range(ny):
         if ys[j] is None:       # no iteration: the declared shape must be complete
             ys[j] = _stack(xp, [], spec.out_shapes[nc + j][1:], dtypes[nc + j], spec.name)
-    return (*_own(xp, carry, vals), *ys, *stacks)
+    return (*_own(xp, carry, vals), *ys, *stacks, *draws.stacked())
 
 
 def _own(xp, carry, vals):
@@ -201,7 +271,8 @@ def _own(xp, carry, vals):
 
 
 def _results(spec, xp, carry, stacks, vals):
-    """A while loop's results: its final carries, then the carries it entered with."""
+    """A while loop's results: its final carries, then the carries it entered with
+    (its draws, after them, are added by the caller)."""
     out = _own(xp, carry, vals)
     for k in range(spec.n_carry):
         out.append(_stack(xp, stacks[k], tuple(np.shape(carry[k])), spec.out_dtypes[k],
@@ -214,6 +285,7 @@ def _run_while(spec, xp, vals, run=None):
     carry = list(vals[:nc])
     caps = vals[nc:]
     stacks = [[] for _ in range(nc)]
+    draws = _Draws(spec, xp)
     n = 0
     while bool(_call(spec, 1, xp, carry, caps, n)[0]):
         if n == spec.max_iters:
@@ -223,9 +295,11 @@ def _run_while(spec, xp, vals, run=None):
         if spec.keeps_carries:
             for k in range(nc):
                 stacks[k].append(carry[k])
-        carry = list(_call(spec, 0, xp, carry, caps, n, run))
+        outs = _call(spec, 0, xp, carry, caps, n, run, draws.extra)
+        draws.put(n, outs)
+        carry = list(outs[:nc])
         n += 1
-    return _results(spec, xp, carry, stacks, vals)
+    return (*_results(spec, xp, carry, stacks, vals), *draws.stacked())
 
 
 def _run_cond(spec, xp, vals, run=None):
@@ -235,7 +309,14 @@ def _run_cond(spec, xp, vals, run=None):
     k = 0 if bool(pred) else 1
     if run is not None:
         run.branch = k
-    return tuple(_call(spec, k, xp, ops, caps, 0, run))
+    if not spec.keeps_draws:
+        return tuple(_call(spec, k, xp, ops, caps, 0, run))
+    extra = [n for b, n in spec.draw_slots if b == k]
+    outs = _call(spec, k, xp, ops, caps, 0, run, extra)
+    got = iter(outs[spec.n_ys:])   # the untaken branch drew nothing: empty stand-ins
+    return (*outs[:spec.n_ys], *(next(got) if b == k else
+                                 xp.zeros(tuple(0 if s is None else s for s in n.shape),
+                                          n.dtype) for b, n in spec.draw_slots))
 
 
 _RUNNERS = {"scan": _run_scan, "while": _run_while, "cond": _run_cond}
@@ -373,6 +454,8 @@ def _out_infer(loop, *inputs, index):
     # the stacked carries makes every run keep them, from now on (LoopSpec's flag).
     if spec.role(index)[0] == "stack":
         spec.keeps_carries = True
+    elif spec.role(index)[0] == "draw":
+        spec.keeps_draws = True
     return spec.out_shapes[index], spec.out_dtypes[index]
 
 

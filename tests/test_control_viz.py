@@ -345,3 +345,20 @@ def test_formula_writes_the_recurrence():
         r = fg.while_loop(lambda v: v > 1.0, lambda v: v * 0.5, a)
         assert fg.viz.formula(r).text == \
             "a_n   where a_0 = a, a_k = ½ a_{k−1}, n = the first k ≥ 0 where not (a_k > 1)"
+
+
+def test_unroll_refuses_a_loop_whose_recorded_draws_a_derivative_reads():
+    # (a body's random draws are extra results read by the derivative loops)
+    with fg.Graph():
+        W = fg.placeholder("W", (3, 3))
+        xs = fg.placeholder("xs", (None, 3))
+
+        def step(h, x):
+            h = fg.tanh(h @ W + x) * fg.random.bernoulli((3,), 0.5)
+            return h, fg.sum(h)
+        _, ys = fg.scan(step, fg.constant(np.zeros(3)), xs)
+        loss = fg.sum(ys)
+        tr = fg.compile([loss, fg.grad(loss, W)]).trace(W=np.eye(3) * 0.5, xs=np.ones((4, 3)))
+        with pytest.raises(fg.viz.UnrollError, match="draws random values"):
+            fg.viz.draw(tr, unroll=True)
+        assert "scan × T" in fg.viz.draw(tr).source

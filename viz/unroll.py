@@ -119,6 +119,11 @@ class _Builder:
     def copy(self, node):
         if is_loop_result(node) and node.inputs[0].id in self.mapped:
             results = self.mapped[node.inputs[0].id]
+            if node.attrs["index"] >= len(results):   # a body's recorded random draws
+                raise UnrollError(
+                    f"{node.inputs[0].attrs['spec'].name}: its body draws random values and "
+                    "a derivative reads the recorded draws; unroll=True does not write "
+                    "those out yet: draw(tr) shows the loop as one box")
             self.mapped[node.id] = new = results[node.attrs["index"]]
             if node in self.trace:
                 self.overlay.setdefault(new.id, self.trace[node])

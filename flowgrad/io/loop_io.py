@@ -48,8 +48,9 @@ def _spec_doc(spec):
             "length": spec.length, "max_iters": spec.max_iters, "where": spec.where,
             "caps_of": spec.caps_of, "n_carry": spec.n_carry, "n_xs": spec.n_xs,
             "n_ys": spec.n_ys,
-            "out_shapes": [list(s) for s in spec.out_shapes],
-            "out_dtypes": [dtype_name(d) for d in spec.out_dtypes],
+            # the declared results only: the draws' are derived from the bodies again
+            "out_shapes": [list(s) for s in spec.out_shapes[:spec.n_declared]],
+            "out_dtypes": [dtype_name(d) for d in spec.out_dtypes[:spec.n_declared]],
             "bodies": [_body_doc(b) for b in spec.bodies]}
 
 
@@ -67,7 +68,7 @@ def _body_doc(body):
         arrays.append(_inline(arr))
         return str(len(arrays) - 1)
 
-    extra = spec_encoder()
+    extra = _body_encoder()
     nodes = []
     for node in body.graph.nodes:
         d = node.record
@@ -88,6 +89,29 @@ def _body_doc(body):
             "params": [p.id for p in body.params],
             "cap_params": [p.id for p in body.cap_params],
             "outs": [o.id for o in body.outs]}
+
+
+def _body_encoder():
+    """A body's attribute objects: a nested loop's spec, a random node's stream (its
+    seed, as at the top level: a loaded body's draws start their sequence over)."""
+    from flowgrad.random import Stream
+    loops = spec_encoder()
+
+    def encode_obj(value):
+        if isinstance(value, Stream):
+            return {"$stream": int(value.seed)}
+        return loops(value)
+    return encode_obj
+
+
+def _body_decoders(where):
+    from flowgrad.random import Stream
+
+    def stream(seed):
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise GraphFileError(f"{where}: a malformed random stream")
+        return Stream(seed)
+    return {"$stream": stream, **spec_decoders(where)}
 
 
 def _dtype_text(node) -> str:
@@ -198,7 +222,7 @@ def _body_node(graph, handles, rec, k, load_array, where):
         kind, op_name, shape = rec["kind"], rec["op"], tuple(rec["shape"])
         dtype = parse_node_dtype(rec["dtype"], op_name)
         inputs = [handles[_int(i, where, 0, k - 1)] for i in rec["inputs"]]
-        extra = spec_decoders(where)
+        extra = _body_decoders(where)
         attrs = {n: decode(v, load_array, f"{where}, attribute {n!r}", extra)
                  for n, v in rec["attrs"].items()}
         if kind == "placeholder":
