@@ -736,7 +736,25 @@ class Node:
     def __rmatmul__(self, other): return _OPS.matmul(other, self)
     def __neg__(self): return _OPS.neg(self)
     # Comparisons build boolean nodes (for fg.where); == and != keep identity semantics
-    # so that nodes stay usable as dict keys.
+    # between nodes, so that nodes stay usable as dict keys and in lists. Against anything
+    # else (x != 0.0) they would silently be a Python bool: fg.where(x != 0.0, …) then
+    # picks one branch for every entry. That is refused, naming fg.equal/fg.not_equal.
+    def __eq__(self, other):
+        if isinstance(other, Node) or other is None:
+            return self is other
+        self._elementwise_compare("==", "fg.equal")
+
+    def __ne__(self, other):
+        if isinstance(other, Node) or other is None:
+            return self is not other
+        self._elementwise_compare("!=", "fg.not_equal")
+
+    def _elementwise_compare(self, sym, fn):
+        from .errors import UsageError
+        raise UsageError(f"node {self.name!r} {sym} a value: == and != compare node identity "
+                         f"(nodes are dict keys), never values; build the comparison with "
+                         f"{fn}({self.name}, value)")
+
     def __lt__(self, other): return _OPS.less(self, other)
     def __le__(self, other): return _OPS.less_equal(self, other)
     def __gt__(self, other): return _OPS.greater(self, other)

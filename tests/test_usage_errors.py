@@ -125,3 +125,18 @@ def test_the_worked_example_has_a_name_that_says_so():
         assert fg.seed is fg.worked_example
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         fg.nope
+
+
+def test_eq_and_ne_against_a_value_are_refused_not_a_python_bool():
+    # x != 0.0 was True (identity), so fg.where(x != 0.0, 1.0, 0.0) silently picked 1.0
+    with fg.Graph():
+        x = fg.placeholder("x", (3,))
+        with pytest.raises(fg.UsageError, match=r"fg.not_equal\(x, value\)"):
+            x != 0.0
+        with pytest.raises(fg.UsageError, match=r"fg.equal\(x, value\)"):
+            x == np.zeros(3)
+        y = fg.placeholder("y", (3,))
+        assert (x == x) is True and (x != y) is True and (x == None) is False  # noqa: E711
+        assert {x: 1}[x] == 1 and x in [y, x]
+        np.testing.assert_array_equal(fg.run(fg.where(fg.not_equal(x, 0.0), 1.0, 0.0),
+                                             x=np.array([0.0, 2.0, -0.0])), [0.0, 1.0, 0.0])
