@@ -512,3 +512,16 @@ def test_sigmoid_and_softplus_of_bools_and_ints_are_floats(op, ref, codegen):
     assert got_b.dtype == got_i.dtype == np.float64
     np.testing.assert_allclose(got_b, ref(np.array([1.0, 0.0, 1.0])), rtol=1e-15)
     np.testing.assert_allclose(got_i, ref(np.array([-2.0, 0.0, 3.0])), rtol=1e-15)
+
+
+@pytest.mark.parametrize("codegen", [True, False])
+def test_indexing_a_fill_by_a_node_keeps_its_bounds_check(codegen):
+    # simplify took getitem of an all-equal constant for that fill, dropping the step
+    # whose IndexError is the bounds check: zeros(1)[i] at i = 1 gave 0.0
+    with fg.Graph():
+        i = fg.placeholder("i", (), dtype="int64")
+        prog = fg.compile(fg.constant(np.zeros(1))[i] + fg.constant(np.ones(3))[i],
+                          codegen=codegen)
+        assert prog(i=np.int64(0)) == 1.0
+        with pytest.raises(fg.RunError, match="index 1 is out of bounds for axis 0 with size 1"):
+            prog(i=np.int64(1))

@@ -588,7 +588,10 @@ class _Pass:
             if c is not None:
                 return self._set_fill(nid, c, fallback,
                                       signless=not self.signless.isdisjoint(ins))
-        if fills and fills[0] is not None and name in _FILL_PRESERVING:
+        if fills and fills[0] is not None and name in _FILL_PRESERVING and \
+                (name != "getitem" or len(ins) == 1):
+            # (a getitem with node indices keeps its step: its bounds check is the
+            # run-time IndexError, which a fill of the same value would drop)
             return self._set_fill(nid, fills[0], fallback, signless=ins[0] in self.signless)
         if n_fills and getattr(op, "multilinear", False) and 0 in fills:
             return self._set_fill(nid, 0, fallback, signless=True)
