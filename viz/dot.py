@@ -545,19 +545,7 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
       with that iteration's values and adjoints: backpropagation through time as in the
       textbook (at most 12 iterations a loop, else an ``UnrollError``; viz/unroll.py).
     """
-    from flowgrad.audit import PrecisionAudit
-    from flowgrad.errors import NumericsError
-    path = None
-    if isinstance(what, NumericsError):  # draw(err): the path from the cause to the culprit
-        from .anomaly import anomaly_path
-        path = anomaly_path(what)
-        what, _only = path.trace, path.ids
-    from flowgrad.profile import Profile
-    captions = dict(path.captions) if path else {}
-    # draw(audit): shaded by the digits each node lost; draw(profile): by the time each took
-    if isinstance(what, (PrecisionAudit, Profile)):
-        shades, captions = what.shading()
-        highlight, what = {**shades, **(highlight or {})}, list(what.outputs)
+    path, what, highlight, captions, _only = _subject(what, highlight, _only)
     if unroll:   # issue 20: the trace with every loop written out (viz/unroll.py)
         from .unroll import unrolled_view
         what, loss, wrt = unrolled_view(what, loss, wrt)
@@ -583,6 +571,25 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     if path is not None:                   # issue 23: the explanation as the caption
         path.add_caption(dot)
     return dot
+
+
+def _subject(what, highlight, only):
+    """What ``draw`` was given, as (the anomaly path or None, the trace or nodes to draw,
+    highlight, {node: caption}, the ids to draw only): a NumericsError draws the path
+    from its cause to its culprit; a precision audit or a profile shades its nodes."""
+    from flowgrad.audit import PrecisionAudit
+    from flowgrad.errors import NumericsError
+    from flowgrad.profile import Profile
+    path = None
+    if isinstance(what, NumericsError):
+        from .anomaly import anomaly_path
+        path = anomaly_path(what)
+        what, only = path.trace, path.ids
+    captions = dict(path.captions) if path else {}
+    if isinstance(what, (PrecisionAudit, Profile)):
+        shades, captions = what.shading()
+        highlight, what = {**shades, **(highlight or {})}, list(what.outputs)
+    return path, what, highlight, captions, only
 
 
 def drawn_units(scene_or_graph, ids, collapsed=(), expand=False):

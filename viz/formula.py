@@ -220,6 +220,34 @@ def _from_op(name, attrs, args, scalar, data, ins):
         return _num(0)
     if name == "ones_like":
         return _num(1)
+    if name in ("sum_to", "sum", "mean"):
+        return _reduction("mean" if name == "mean" else "sum", a,
+                          _axes_note(name, attrs, data, ins), scalar)
+    if name == "reduced_size":       # how many entries a mean averaged: rows n, or all N
+        return _E("name", (), "n" if len(attrs["axis"]) == 1 else "N", True)
+    if name in _COMPARE:
+        return _E("cmp", args, _COMPARE[name], scalar)
+    if name in _FUNCS:
+        return _E("func", args, name, scalar)
+    if name == "abs":
+        return _E("abs", args, None, scalar)
+    if name == "sqrt":
+        return _E("sqrt", args, None, scalar)
+    for part in (_from_arith, _from_model, _from_call):
+        e = part(name, attrs, args, scalar, data, ins)
+        if e is not _NOT_MINE:
+            return e
+    extra = ", ".join(f"{k}={v!r}" for k, v in attrs.items())
+    return _E("call", args, (name, extra), scalar)
+
+
+#: what a part of _from_op returns for an op it does not write
+_NOT_MINE = object()
+
+
+def _from_arith(name, attrs, args, scalar, data, ins):
+    """Arithmetic, matmul and transposes, with the display rewrites."""
+    a = args[0] if args else None
     if name == "add":
         return _add(a, args[1], scalar)
     if name == "sub":
@@ -260,20 +288,12 @@ def _from_op(name, attrs, args, scalar, data, ins):
                 return _mul(a.args[0], inner, scalar)
             return _E("T", (a,), scalar=scalar)
         return _E("call", (a,), ("transpose", f"axes={axes}"), scalar)
-    if name in ("sum_to", "sum", "mean"):
-        return _reduction("mean" if name == "mean" else "sum", a,
-                          _axes_note(name, attrs, data, ins), scalar)
-    if name == "reduced_size":       # how many entries a mean averaged: rows n, or all N
-        return _E("name", (), "n" if len(attrs["axis"]) == 1 else "N", True)
-    if name in _COMPARE:
-        return _E("cmp", args, _COMPARE[name], scalar)
-    if name in _FUNCS:
-        return _E("func", args, name, scalar)
-    if name == "abs":
-        return _E("abs", args, None, scalar)
-    if name == "sqrt":
-        return _E("sqrt", args, None, scalar)
-    # the model ops, once they are single op nodes (their formulas, in the same algebra)
+    return _NOT_MINE
+
+
+def _from_model(name, attrs, args, scalar, data, ins):
+    """The model ops, once they are single op nodes (their formulas, same algebra)."""
+    a = args[0] if args else None
     if name == "linear":
         z = _matmul(a, args[1], scalar if len(args) == 2 else False)
         return z if len(args) == 2 else _add(z, args[2], scalar)
@@ -296,6 +316,12 @@ def _from_op(name, attrs, args, scalar, data, ins):
         per = _E("neg", (_E("sum", (_E("mul", (t, ls), scalar=False),), "class", False),),
                  scalar=False)
         return _reduce(per, attrs, scalar)
+    return _NOT_MINE
+
+
+def _from_call(name, attrs, args, scalar, data, ins):
+    """Custom functions and loops: a call on their inputs."""
+    a = args[0] if args else None
     if name == "custom_call":   # issue 21: a custom function reads as its call, f(x, y)
         return _E("call", tuple(args[1:]), (attrs["fn"].label, ""), scalar)
     if name == "custom_input":  # (its forward reads its inputs through these)
@@ -305,8 +331,7 @@ def _from_op(name, attrs, args, scalar, data, ins):
     if name == "loop_out":      # and its result k as scan[k](h₀, xs, W)
         spec = data[ins[0]]["attrs"]["spec"]
         return _E("call", tuple(args[1:]), (f"{spec.name}[{attrs['index']}]", ""), scalar)
-    extra = ", ".join(f"{k}={v!r}" for k, v in attrs.items())
-    return _E("call", args, (name, extra), scalar)
+    return _NOT_MINE
 
 
 def _reduction(kind, a, note, scalar):
@@ -517,6 +542,12 @@ def _print_one(e, kids, symbols):
     if k == "T":
         a = _paren(kids[0], ATOM)
         return _P((a, "ᵀ"), (a, r"^\top"), POW, "atom")
+    return _print_other(e, kids, symbols)
+
+
+def _print_other(e, kids, symbols):
+    """_print_one for reductions, functions, comparisons and any other op's call."""
+    k = e.kind
     if k in ("sum", "mean"):
         a = kids[0]
         sym, tsym = ("Σ", r"\sum") if k == "sum" else ("mean", r"\operatorname{mean}")
