@@ -25,6 +25,7 @@ import numpy as np
 
 from .base import NONDIFF, Op, apply, as_node, fmt_shape, result_dtype, shape_error
 from .shape import reshape
+from .windows import strided_view
 
 
 # -- arguments ---------------------------------------------------------------------------
@@ -106,11 +107,21 @@ def im2col(xp, xpad, kernel, stride, out_hw):
     """(C·kh·kw, N·OH·OW): the columns, channel-major then offset (as w flattens), the
     batch and the output positions along the rows, so that the forward product and
     both adjoints are each one plain 2-d matmul (a batched matmul of N small products
-    is several times slower, and w̄ would need a transposed copy of the columns)."""
+    is several times slower, and w̄ would need a transposed copy of the columns).
+    numpy and cupy: one strided view (C, kh, kw, N, OH, OW) of the padded input and one
+    copy (its reshape); other namespaces (dask): the kh·kw strided slices, stacked."""
+    (kh, kw), (sh, sw) = kernel, stride
+    n, c = xpad.shape[:2]
+    shape = (c * kh * kw, n * out_hw[0] * out_hw[1])
+    as_strided = strided_view(xp)
+    if as_strided is not None:
+        s_n, s_c, s_h, s_w = xpad.strides
+        view = as_strided(xpad, (c, kh, kw, n) + tuple(out_hw),
+                          (s_c, s_h, s_w, s_n, s_h * sh, s_w * sw))
+        return xp.reshape(view, shape)
     xt = xp.transpose(xpad, (1, 0, 2, 3))          # (C, N, H, W), a view
-    c, n = xt.shape[:2]
     cols = xp.stack([xt[key] for key in window_slices(kernel, stride, out_hw)], axis=1)
-    return xp.reshape(cols, (c * kernel[0] * kernel[1], n * out_hw[0] * out_hw[1]))
+    return xp.reshape(cols, shape)
 
 
 def col2im(xp, cols, x_shape, kernel, stride, pads, out_hw):

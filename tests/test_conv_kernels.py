@@ -1,0 +1,106 @@
+"""The fast kernels behind conv2d and max pooling (issue 22's speed goal): the strided-view
+im2col against the sliced one, the bit-masked select against where, and max pooling's
+first-maximum / last-NaN routing against PyTorch's own indices, on numpy and on dask
+(which has neither as_strided nor a value to look at)."""
+import numpy as np
+import pytest
+
+import flowgrad as fg
+from flowgrad.backends.dask_backend import DaskBackend
+from flowgrad.ops import conv, windows
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+
+_r = np.random.default_rng(2224)
+
+
+class _NoStrides:
+    """numpy's namespace without ``lib.stride_tricks.as_strided`` (as dask), so that the
+    sliced fallbacks run on numpy arrays too."""
+
+    lib = None
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_select_is_where_bit_for_bit(dtype):
+    v = np.array([1.5, -0.0, 0.0, np.inf, -np.inf, np.nan, -2.25, 7.0], dtype)
+    mask = np.array([True, True, False, True, False, True, True, False])
+    got = windows.select(np, mask, v)
+    want = np.where(mask, v, 0)
+    assert got.dtype == want.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got.view(f"u{v.itemsize}"), want.view(f"u{v.itemsize}"))
+    # a strided view of v, as max pooling's windows are
+    np.testing.assert_array_equal(windows.select(np, mask[::2], v[::2]),
+                                  np.where(mask[::2], v[::2], 0))
+    # ints and the fallback namespace take where itself
+    assert windows.select(np, mask, np.arange(8)).tolist() == [0, 1, 0, 3, 0, 5, 6, 0]
+    assert windows.strided_view(_NoStrides()) is None
+
+
+@pytest.mark.parametrize("kernel,stride,out_hw", [((3, 2), (1, 1), (5, 5)),
+                                                  ((2, 3), (2, 3), (3, 2))])
+def test_strided_im2col_equals_the_sliced_one(kernel, stride, out_hw):
+    x = _r.standard_normal((3, 2, 7, 8))
+    for view in (x, x.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2),
+                 x[:, :, ::-1]):                 # F-ordered and negative strides
+        got = conv.im2col(np, view, kernel, stride, out_hw)
+        want = conv.im2col(_NoStrides(), view, kernel, stride, out_hw)
+        np.testing.assert_array_equal(got, want)
+        assert not np.shares_memory(got, view) or got.size == 0
+
+
+def _torch_routing(X, size, stride):
+    """x̄ of Σ y ⊙ G and the gather of U at PyTorch's argmax indices (float64)."""
+    x = torch.tensor(X, requires_grad=True)
+    y, idx = F.max_pool2d(x, size, stride, return_indices=True)
+    G = _r.standard_normal(y.shape)
+    (y * torch.tensor(G)).sum().backward()
+    U = _r.standard_normal(X.shape)
+    n, c = X.shape[:2]
+    flat = torch.tensor(U).reshape(n, c, -1)
+    gathered = torch.gather(flat, 2, idx.reshape(n, c, -1)).reshape(idx.shape)
+    return y.detach().numpy(), G, x.grad.numpy(), U, gathered.numpy()
+
+
+def _ties_and_nans(shape, nans):
+    """Small integers (many ties, ±0.0 among them) with NaN at ``nans`` random places."""
+    X = _r.integers(-2, 3, size=shape).astype(float)
+    X[X == 0] = np.where(_r.random((X == 0).sum()) < 0.5, 0.0, -0.0)
+    X.reshape(-1)[_r.choice(X.size, nans, replace=False)] = np.nan
+    return X
+
+
+@pytest.mark.parametrize("backend", ["numpy", "dask"])
+@pytest.mark.parametrize("size,stride,nans", [(2, None, 0), (2, None, 9), (3, 1, 7),
+                                              ((2, 3), (2, 1), 5), (3, None, 4)])
+def test_max_pool_routes_as_pytorch_with_ties_and_nans(size, stride, nans, backend):
+    X = _ties_and_nans((2, 3, 7, 8), nans)
+    Y, G, GX, U, GU = _torch_routing(X, size, stride)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=X.shape)
+        u = fg.placeholder("u", shape=X.shape)
+        y = fg.max_pool2d(x, size, stride)
+        outs = [y, fg.grad(fg.sum(y * G), x), fg.jvp(y, x, u)]
+        prog = fg.compile(outs, DaskBackend(chunks=1) if backend == "dask" else None)
+        got = [fg.to_numpy(a) for a in prog(x=X, u=U)]
+    np.testing.assert_array_equal(got[0], Y)
+    np.testing.assert_array_equal(got[2], GU)
+    # overlapping windows add several v̄ into one entry, in PyTorch's order or ours
+    np.testing.assert_allclose(got[1], GX, rtol=1e-13, atol=1e-14)
+
+
+def test_a_nan_tangent_or_cotangent_stays_where_it_is_routed():
+    """v̄ = inf or NaN reaches only the first maximum: elsewhere the zeros stay +0.0."""
+    X = np.array([[[[1.0, 4.0, 4.0, 0.0], [2.0, 3.0, 0.0, 4.0]]]])
+    G = np.array([[[[np.inf, np.nan]]]])
+    with fg.Graph():
+        x = fg.placeholder("x", shape=X.shape)
+        gx = fg.run(fg.grad(fg.sum(fg.max_pool2d(x, 2) * G), x), {x: X})
+    want = np.array([[0.0, np.inf, np.nan, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(gx[0, 0], want)
+    assert not np.signbit(gx[0, 0, 1]).any()
