@@ -125,14 +125,17 @@ def im2col(xp, xpad, kernel, stride, out_hw):
 
 
 def col2im(xp, cols, x_shape, kernel, stride, pads, out_hw):
-    """The adjoint of im2col: cols (C, kh·kw, N, OH, OW) added back into the padded
-    input's positions, then cropped to ``x_shape`` (N, C, H, W)."""
+    """The adjoint of im2col: cols (C, kh·kw, OH, OW, N) added back into the padded
+    input's positions, then cropped to ``x_shape`` (N, C, H, W). The batch is the last
+    axis here, so that each of the kh·kw additions runs over rows of OW·N contiguous
+    entries (with N before OH, rows of OW: 3× as long at a LeNet size); the result is
+    copied back to NCHW once."""
     n, c, h, w = x_shape
-    out = xp.zeros((c, n, h + pads[0] + pads[1], w + pads[2] + pads[3]), dtype=cols.dtype)
-    for k, key in enumerate(window_slices(kernel, stride, out_hw)):
-        out[key] += cols[:, k]    # (dask: a get, an add and a set, no view)
-    out = xp.transpose(out, (1, 0, 2, 3))
-    return out[:, :, pads[0]:pads[0] + h, pads[2]:pads[2] + w]
+    out = xp.zeros((c, h + pads[0] + pads[1], w + pads[2] + pads[3], n), dtype=cols.dtype)
+    for k, (_, _, rows, columns) in enumerate(window_slices(kernel, stride, out_hw)):
+        out[:, rows, columns] += cols[:, k]    # (dask: a get, an add and a set, no view)
+    out = xp.transpose(out, (3, 0, 1, 2))
+    return out[:, :, pads[0]:pads[0] + h, pads[2]:pads[2] + w].copy()
 
 
 def _by_channel(xp, g):
@@ -153,8 +156,9 @@ def _conv_forward(xp, x, w, stride, pads):
 def _grad_x_forward(xp, g, w, x, stride, pads):
     o, c, kh, kw = w.shape
     n, _, oh, ow = g.shape
-    cols = xp.matmul(xp.reshape(w, (o, c * kh * kw)).T, _by_channel(xp, g))
-    cols = xp.reshape(cols, (c, kh * kw, n, oh, ow))
+    g_last = xp.reshape(xp.transpose(g, (1, 2, 3, 0)), (o, oh * ow * n))   # batch last
+    cols = xp.matmul(xp.reshape(w, (o, c * kh * kw)).T, g_last)
+    cols = xp.reshape(cols, (c, kh * kw, oh, ow, n))
     return col2im(xp, cols, x.shape, (kh, kw), stride, pads, (oh, ow))
 
 
