@@ -25,7 +25,7 @@ import numpy as np
 
 from .base import NONDIFF, Op, apply, as_node, fmt_shape, result_dtype, shape_error
 from .shape import reshape
-from .windows import strided_view
+from .windows import matmul_deep, matmul_wide, strided_view
 
 
 # -- arguments ---------------------------------------------------------------------------
@@ -149,7 +149,7 @@ def _conv_forward(xp, x, w, stride, pads):
     hw = (x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])
     out_hw = tuple(out_len(n, k, s, 0, 0) for n, k, s in zip(hw, (kh, kw), stride))
     cols = im2col(xp, pad_hw(xp, x, pads), (kh, kw), stride, out_hw)
-    out = xp.matmul(xp.reshape(w, (o, c * kh * kw)), cols)      # (O, N·OH·OW)
+    out = matmul_wide(xp, xp.reshape(w, (o, c * kh * kw)), cols)      # (O, N·OH·OW)
     return xp.transpose(xp.reshape(out, (o, x.shape[0]) + out_hw), (1, 0, 2, 3))
 
 
@@ -157,7 +157,7 @@ def _grad_x_forward(xp, g, w, x, stride, pads):
     o, c, kh, kw = w.shape
     n, _, oh, ow = g.shape
     g_last = xp.reshape(xp.transpose(g, (1, 2, 3, 0)), (o, oh * ow * n))   # batch last
-    cols = xp.matmul(xp.reshape(w, (o, c * kh * kw)).T, g_last)
+    cols = matmul_wide(xp, xp.reshape(w, (o, c * kh * kw)).T, g_last)
     cols = xp.reshape(cols, (c, kh * kw, oh, ow, n))
     return col2im(xp, cols, x.shape, (kh, kw), stride, pads, (oh, ow))
 
@@ -166,7 +166,7 @@ def _grad_w_forward(xp, x, g, kernel, stride, pads):
     n, o, oh, ow = g.shape
     c = x.shape[1]
     cols = im2col(xp, pad_hw(xp, x, pads), kernel, stride, (oh, ow))
-    dw = xp.matmul(_by_channel(xp, g), cols.T)                  # (O, C·kh·kw)
+    dw = matmul_deep(xp, _by_channel(xp, g), cols.T)            # (O, C·kh·kw)
     return xp.reshape(dw, (o, c) + tuple(kernel))
 
 

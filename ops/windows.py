@@ -4,7 +4,9 @@ backend's namespace). No ops here.
 * ``strided_view(xp)``: numpy's and cupy's ``as_strided``, or None where the namespace
   has none (dask): the in-memory namespaces build im2col's columns as one strided view
   and one copy, and may look at a value (is there a NaN?) to skip work;
-* ``select(xp, mask, v)``: ``xp.where(mask, v, 0)`` bit for bit, faster.
+* ``select(xp, mask, v)``: ``xp.where(mask, v, 0)`` bit for bit, faster;
+* ``matmul_wide`` / ``matmul_deep``: a 2-d product whose small sides are tiny and whose
+  third side is long, in blocks of the long side on numpy (see ``long_blocks``).
 """
 from __future__ import annotations
 
@@ -31,3 +33,44 @@ def select(xp, mask, v):
         return xp.where(mask, v, 0)
     ones = -mask.astype(uint)      # True → 0xFF…F (unsigned wrap-around), False → 0
     return (v.view(uint) & ones).view(v.dtype)
+
+
+#: OpenBLAS (numpy's wheels) multiplies a product of m·n·k ≤ 10⁶ multiply-adds by a direct
+#: small-matrix kernel; a conv's skinny products (6 × 25 by 147456 at a LeNet size) run
+#: 2–3× as fast in blocks under that size as in one call of its general path (measured:
+#: benchmarks/RESULTS.md, "conv2d at a LeNet size"). Products with larger small sides
+#: (16 × 150) gain nothing, nor would cupy's or dask's: those take one call.
+_SMALL_PRODUCT = 1_000_000
+
+
+def long_blocks(xp, small, length):
+    """Slices of the long side, each with ``small`` · block ≤ 10⁶, where that pays
+    (numpy, small sides m·n ≤ 1000, a long side beyond one block); else None."""
+    if xp is not np or small > 1000 or small * length <= _SMALL_PRODUCT:
+        return None
+    block = _SMALL_PRODUCT // small
+    return [slice(s, s + block) for s in range(0, length, block)]
+
+
+def matmul_wide(xp, a, b):
+    """a (m, k) @ b (k, L) with L long: the columns of the result block by block (each
+    entry is the same dot product as in one call)."""
+    blocks = long_blocks(xp, a.shape[0] * a.shape[1], b.shape[1])
+    if blocks is None:
+        return xp.matmul(a, b)
+    out = xp.empty((a.shape[0], b.shape[1]), dtype=xp.result_type(a, b))
+    for cols in blocks:
+        out[:, cols] = xp.matmul(a, b[:, cols])
+    return out
+
+
+def matmul_deep(xp, a, b):
+    """a (m, L) @ b (L, n) with L long: the sum of the blocks' products (the order of
+    the additions differs from one call's: float rounding)."""
+    blocks = long_blocks(xp, a.shape[0] * b.shape[1], a.shape[1])
+    if blocks is None:
+        return xp.matmul(a, b)
+    out = xp.matmul(a[:, blocks[0]], b[blocks[0]])
+    for part in blocks[1:]:
+        out += xp.matmul(a[:, part], b[part])
+    return out

@@ -104,3 +104,38 @@ def test_a_nan_tangent_or_cotangent_stays_where_it_is_routed():
     want = np.array([[0.0, np.inf, np.nan, 0.0], [0.0, 0.0, 0.0, 0.0]])
     np.testing.assert_array_equal(gx[0, 0], want)
     assert not np.signbit(gx[0, 0, 1]).any()
+
+
+def test_blocked_products_equal_one_product():
+    a, b = _r.standard_normal((6, 25)), _r.standard_normal((25, 50_000))
+    assert len(windows.long_blocks(np, 6 * 25, 50_000)) == 8
+    assert windows.long_blocks(np, 16 * 150, 50_000) is None      # large small sides
+    assert windows.long_blocks(np, 150, 6000) is None             # one block's worth
+    np.testing.assert_allclose(windows.matmul_wide(np, a, b), a @ b, rtol=1e-13, atol=1e-13)
+    g = _r.standard_normal((6, 50_000))
+    np.testing.assert_allclose(windows.matmul_deep(np, g, b.T), g @ b.T, rtol=1e-12)
+    # a view of b, float32: the dtype and the layout of one product
+    got = windows.matmul_deep(np, g.astype("float32"), b.T.astype("float32"))
+    assert got.dtype == np.float32 and got.shape == (6, 25)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 2e-4)])
+def test_a_lenet_sized_conv_in_blocks_matches_pytorch(dtype, tol):
+    """Batch 64 of 1×28×28 by 6@5×5: forward, x̄ and w̄ each take the blocked product."""
+    X = _r.standard_normal((64, 1, 28, 28)).astype(dtype)
+    W = _r.standard_normal((6, 1, 5, 5)).astype(dtype)
+    G = _r.standard_normal((64, 6, 24, 24)).astype(dtype)
+    assert windows.long_blocks(np, 6 * 25, 64 * 24 * 24) is not None
+    x = torch.tensor(X, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor(W, dtype=torch.float64, requires_grad=True)
+    y = F.conv2d(x, w)
+    (y * torch.tensor(G, dtype=torch.float64)).sum().backward()
+    with fg.Graph():
+        xn = fg.placeholder("x", shape=(None, 1, 28, 28), dtype=dtype)
+        wn = fg.placeholder("w", shape=W.shape, dtype=dtype)
+        yn = fg.conv2d(xn, wn)
+        got = fg.run([yn, *fg.grad(fg.sum(yn * G), [xn, wn])], {xn: X, wn: W})
+    for a, b in zip(got, [y, x.grad, w.grad]):
+        assert a.dtype == np.dtype(dtype)
+        b = b.detach().numpy()
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
