@@ -2,12 +2,13 @@
 with x (N, C, H, W) and w (O, C, kh, kw); out[n, o, p, q] = Σ_{c,i,j} w[o,c,i,j] ·
 xpad[n, c, s·p + i, s·q + j] (a cross-correlation, as every deep-learning library).
 
-How it is computed, on every backend (numpy, cupy, dask): **im2col by a loop over the
-kh·kw kernel offsets**, each a strided slice of the padded input, stacked into columns
-(C·kh·kw, N·OH·OW) and multiplied by w as an (O, C·kh·kw) matrix — one 2-d matmul.
-numpy.lib.stride_tricks is not part of the array API that cupy and dask share (dask has
-no as_strided), and gathering by index arrays costs an index array as large as the
-columns; kh·kw slices are cheap (kernels are small) and every namespace has them.
+How it is computed, on every backend (numpy, cupy, dask): **im2col**, the padded input's
+windows as columns (C·kh·kw, N·OH·OW) multiplied by w as an (O, C·kh·kw) matrix — one
+2-d matmul. numpy and cupy build the columns as one strided view of the input and one
+copy (``as_strided``); dask, which has no as_strided, stacks the kh·kw strided slices
+(kernels are small; gathering by index arrays would cost an index array as large as the
+columns). On numpy, products whose small sides are tiny (a first layer's 6 × 25) run in
+blocks that OpenBLAS's small-matrix kernel takes (ops/windows.py).
 
 Derivatives, each an op of this module, so every order is a graph again. With
 B(x, w, ḡ) = ⟨ḡ, conv(x, w)⟩, trilinear:

@@ -2,7 +2,9 @@
 incomplete row/column dropped (PyTorch's ceil_mode=False): OH = ⌊(H − size) / stride⌋ + 1.
 
 Like conv2d (ops/conv.py), a loop over the size·size window offsets, each a strided
-slice, works on every backend. The rules are ops of this module, so every order works:
+slice, works on every backend. Max pooling's rules route by one boolean mask per offset
+(each window's first maximum, or last NaN) and a bit-masked select (ops/windows.py). The
+rules are ops of this module, so every order works:
 
 * max_pool2d: v̄ goes to the position of each window's maximum — the **first** maximum
   in row-major order when several are equal (as PyTorch), never split among ties; a
