@@ -139,3 +139,38 @@ def test_a_lenet_sized_conv_in_blocks_matches_pytorch(dtype, tol):
         assert a.dtype == np.dtype(dtype)
         b = b.detach().numpy()
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
+
+
+class _OtherStrided(_NoStrides):
+    """numpy's namespace as another object with ``as_strided`` (as cupy): the strided
+    columns and the bit-masked select, but one product per call (no OpenBLAS blocks)."""
+
+    lib = np.lib
+
+
+@pytest.mark.parametrize("namespace", [_NoStrides(), _OtherStrided()])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_kernel_agrees_across_namespaces(namespace, dtype):
+    """Each conv and pooling kernel on the dask-like and the cupy-like namespace against
+    numpy's, at a size where numpy's products run in blocks; NaN in one window."""
+    from flowgrad.ops import REGISTRY
+    x = _r.standard_normal((64, 2, 12, 12)).astype(dtype)
+    x[3, 1, 4, 5] = np.nan
+    w = _r.standard_normal((6, 2, 5, 5)).astype(dtype)
+    g = _r.standard_normal((64, 6, 8, 8)).astype(dtype)
+    gp = _r.standard_normal((64, 2, 6, 6)).astype(dtype)
+    conv = dict(stride=(1, 1), pads=(0, 0, 0, 0))
+    pool = dict(size=(2, 2), stride=(2, 2))
+    calls = [("conv2d", (x, w), conv), ("conv2d_grad_x", (g, w, x), conv),
+             ("conv2d_grad_w", (x, g), dict(kernel=(5, 5), **conv)),
+             ("max_pool2d_scatter", (gp, x), pool), ("max_pool2d_gather", (x[::-1], x), pool),
+             ("max_pool2d_scatter", (_r.standard_normal((64, 2, 10, 10)).astype(dtype), x),
+              dict(size=(3, 3), stride=(1, 1)))]
+    assert windows.long_blocks(np, 6 * 50, 64 * 64) is not None
+    for name, args, attrs in calls:
+        want = REGISTRY[name].forward(np, *args, **attrs)
+        got = REGISTRY[name].forward(namespace, *args, **attrs)
+        assert got.dtype == want.dtype == np.dtype(dtype), name
+        tol = 1e-5 if dtype == "float32" else 1e-12     # sums of 4096 terms: scaled
+        np.testing.assert_allclose(got, want, rtol=tol, err_msg=name,
+                                   atol=tol * np.nanmax(np.abs(want)))
