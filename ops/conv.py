@@ -2,12 +2,13 @@
 with x (N, C, H, W) and w (O, C, kh, kw); out[n, o, p, q] = Σ_{c,i,j} w[o,c,i,j] ·
 xpad[n, c, s·p + i, s·q + j] (a cross-correlation, as every deep-learning library).
 
-How it is computed, on every backend (numpy, cupy, dask): **im2col by a loop over the
-kh·kw kernel offsets**, each a strided slice of the padded input, stacked into columns
-(C·kh·kw, N·OH·OW) and multiplied by w as an (O, C·kh·kw) matrix — one 2-d matmul.
-numpy.lib.stride_tricks is not part of the array API that cupy and dask share (dask has
-no as_strided), and gathering by index arrays costs an index array as large as the
-columns; kh·kw slices are cheap (kernels are small) and every namespace has them.
+How it is computed, on every backend (numpy, cupy, dask): **im2col**, the padded input's
+windows as columns (C·kh·kw, N·OH·OW) multiplied by w as an (O, C·kh·kw) matrix — one
+2-d matmul. numpy and cupy build the columns as one strided view of the input and one
+copy (``as_strided``); dask, which has no as_strided, stacks the kh·kw strided slices
+(kernels are small; gathering by index arrays would cost an index array as large as the
+columns). On numpy, products whose small sides are tiny (a first layer's 6 × 25) run in
+blocks that OpenBLAS's small-matrix kernel takes (ops/windows.py).
 
 Derivatives, each an op of this module, so every order is a graph again. With
 B(x, w, ḡ) = ⟨ḡ, conv(x, w)⟩, trilinear:
@@ -25,6 +26,7 @@ import numpy as np
 
 from .base import NONDIFF, Op, apply, as_node, fmt_shape, result_dtype, shape_error
 from .shape import reshape
+from .windows import matmul_deep, matmul_wide, strided_view
 
 
 # -- arguments ---------------------------------------------------------------------------
@@ -106,22 +108,35 @@ def im2col(xp, xpad, kernel, stride, out_hw):
     """(C·kh·kw, N·OH·OW): the columns, channel-major then offset (as w flattens), the
     batch and the output positions along the rows, so that the forward product and
     both adjoints are each one plain 2-d matmul (a batched matmul of N small products
-    is several times slower, and w̄ would need a transposed copy of the columns)."""
+    is several times slower, and w̄ would need a transposed copy of the columns).
+    numpy and cupy: one strided view (C, kh, kw, N, OH, OW) of the padded input and one
+    copy (its reshape); other namespaces (dask): the kh·kw strided slices, stacked."""
+    (kh, kw), (sh, sw) = kernel, stride
+    n, c = xpad.shape[:2]
+    shape = (c * kh * kw, n * out_hw[0] * out_hw[1])
+    as_strided = strided_view(xp)
+    if as_strided is not None:
+        s_n, s_c, s_h, s_w = xpad.strides
+        view = as_strided(xpad, (c, kh, kw, n) + tuple(out_hw),
+                          (s_c, s_h, s_w, s_n, s_h * sh, s_w * sw))
+        return xp.reshape(view, shape)
     xt = xp.transpose(xpad, (1, 0, 2, 3))          # (C, N, H, W), a view
-    c, n = xt.shape[:2]
     cols = xp.stack([xt[key] for key in window_slices(kernel, stride, out_hw)], axis=1)
-    return xp.reshape(cols, (c * kernel[0] * kernel[1], n * out_hw[0] * out_hw[1]))
+    return xp.reshape(cols, shape)
 
 
 def col2im(xp, cols, x_shape, kernel, stride, pads, out_hw):
-    """The adjoint of im2col: cols (C, kh·kw, N, OH, OW) added back into the padded
-    input's positions, then cropped to ``x_shape`` (N, C, H, W)."""
+    """The adjoint of im2col: cols (C, kh·kw, OH, OW, N) added back into the padded
+    input's positions, then cropped to ``x_shape`` (N, C, H, W). The batch is the last
+    axis here, so that each of the kh·kw additions runs over rows of OW·N contiguous
+    entries, not OW (at a LeNet size, 8 × 256 instead of 8: the 25 additions took ~1.3
+    ms instead of 3.6); the result is copied back to NCHW once."""
     n, c, h, w = x_shape
-    out = xp.zeros((c, n, h + pads[0] + pads[1], w + pads[2] + pads[3]), dtype=cols.dtype)
-    for k, key in enumerate(window_slices(kernel, stride, out_hw)):
-        out[key] += cols[:, k]    # (dask: a get, an add and a set, no view)
-    out = xp.transpose(out, (1, 0, 2, 3))
-    return out[:, :, pads[0]:pads[0] + h, pads[2]:pads[2] + w]
+    out = xp.zeros((c, h + pads[0] + pads[1], w + pads[2] + pads[3], n), dtype=cols.dtype)
+    for k, (_, _, rows, columns) in enumerate(window_slices(kernel, stride, out_hw)):
+        out[:, rows, columns] += cols[:, k]    # (dask: a get, an add and a set, no view)
+    out = xp.transpose(out, (3, 0, 1, 2))
+    return out[:, :, pads[0]:pads[0] + h, pads[2]:pads[2] + w].copy()
 
 
 def _by_channel(xp, g):
@@ -135,15 +150,19 @@ def _conv_forward(xp, x, w, stride, pads):
     hw = (x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])
     out_hw = tuple(out_len(n, k, s, 0, 0) for n, k, s in zip(hw, (kh, kw), stride))
     cols = im2col(xp, pad_hw(xp, x, pads), (kh, kw), stride, out_hw)
-    out = xp.matmul(xp.reshape(w, (o, c * kh * kw)), cols)      # (O, N·OH·OW)
-    return xp.transpose(xp.reshape(out, (o, x.shape[0]) + out_hw), (1, 0, 2, 3))
+    out = matmul_wide(xp, xp.reshape(w, (o, c * kh * kw)), cols)      # (O, N·OH·OW)
+    # copied to NCHW, so that the elementwise ops and the pooling that follow (and their
+    # gradients) read contiguous rows, not the (O, N, …) layout through a transposed
+    # view: the LeNet step of benchmarks/bench_conv.py takes ~5 % less, copy included
+    return xp.transpose(xp.reshape(out, (o, x.shape[0]) + out_hw), (1, 0, 2, 3)).copy()
 
 
 def _grad_x_forward(xp, g, w, x, stride, pads):
     o, c, kh, kw = w.shape
     n, _, oh, ow = g.shape
-    cols = xp.matmul(xp.reshape(w, (o, c * kh * kw)).T, _by_channel(xp, g))
-    cols = xp.reshape(cols, (c, kh * kw, n, oh, ow))
+    g_last = xp.reshape(xp.transpose(g, (1, 2, 3, 0)), (o, oh * ow * n))   # batch last
+    cols = matmul_wide(xp, xp.reshape(w, (o, c * kh * kw)).T, g_last)
+    cols = xp.reshape(cols, (c, kh * kw, oh, ow, n))
     return col2im(xp, cols, x.shape, (kh, kw), stride, pads, (oh, ow))
 
 
@@ -151,7 +170,7 @@ def _grad_w_forward(xp, x, g, kernel, stride, pads):
     n, o, oh, ow = g.shape
     c = x.shape[1]
     cols = im2col(xp, pad_hw(xp, x, pads), kernel, stride, (oh, ow))
-    dw = xp.matmul(_by_channel(xp, g), cols.T)                  # (O, C·kh·kw)
+    dw = matmul_deep(xp, _by_channel(xp, g), cols.T)            # (O, C·kh·kw)
     return xp.reshape(dw, (o, c) + tuple(kernel))
 
 

@@ -2,7 +2,9 @@
 incomplete row/column dropped (PyTorch's ceil_mode=False): OH = ⌊(H − size) / stride⌋ + 1.
 
 Like conv2d (ops/conv.py), a loop over the size·size window offsets, each a strided
-slice, works on every backend. The rules are ops of this module, so every order works:
+slice, works on every backend. Max pooling's rules route by one boolean mask per offset
+(each window's first maximum, or last NaN) and a bit-masked select (ops/windows.py). The
+rules are ops of this module, so every order works:
 
 * max_pool2d: v̄ goes to the position of each window's maximum — the **first** maximum
   in row-major order when several are equal (as PyTorch), never split among ties; a
@@ -19,6 +21,7 @@ import functools
 
 from .base import NONDIFF, Op, apply, as_node, float_dtype
 from .conv import check_4d, pair, spatial_out, window_slices
+from .windows import select, strided_view
 
 
 def _out_hw(x, size, stride):
@@ -29,28 +32,36 @@ def _windows(x, size, stride):
     return [x[key] for key in window_slices(size, stride, _out_hw(x, size, stride))]
 
 
-def _argmax(xp, x, size, stride):
-    """Index (row-major in the window) of each window's first maximum; a NaN wins over
-    any number, and the last of several NaNs wins (PyTorch's rule). One pass per offset over
-    the pooled shape, instead of stacking the windows (a copy of x per window offset)
-    and an argmax along the stacked axis, which took 3× as long."""
+def _first_max(xp, x, size, stride):
+    """Per window offset k (row-major, as window_slices), a mask over the pooled shape:
+    True where offset k holds its window's **first** maximum, or, in a window holding
+    NaN, its **last** NaN (PyTorch's rule: move on when val > max or val is NaN). Each
+    window has exactly one True among the masks. Equality with the window's maximum
+    (one pass of ``maximum``) and a running "taken" mask cost a few boolean passes over
+    the pooled shape, where a running argmax (two where's per offset) cost 3× as much."""
     wins = _windows(x, size, stride)
-    best, idx = wins[0], xp.zeros(wins[0].shape, dtype=xp.int16 if len(wins) < 2 ** 15
-                                  else xp.int32)
-    for k in range(1, len(wins)):
-        # move on when w beats best, or w is NaN (PyTorch: val > max || isnan(val))
-        upd = (wins[k] > best) | (wins[k] != wins[k])
-        best = xp.where(upd, wins[k], best)
-        idx = xp.where(upd, k, idx)
-    return idx
+    top = functools.reduce(xp.maximum, wins)     # NaN wherever the window holds one
+    masks, taken = [], None
+    for w in wins:
+        hit = w == top                           # never true in a NaN window
+        hit = hit if taken is None else hit & ~taken
+        taken = hit if taken is None else taken | hit
+        masks.append(hit)
+    if _may_hold_nan(xp, top):
+        taken = top == top                       # windows without NaN are settled
+        for k in reversed(range(len(wins))):     # the last NaN: scan from the end
+            hit = (wins[k] != wins[k]) & ~taken
+            taken = taken | hit
+            masks[k] = masks[k] | hit
+    return masks
 
 
-def _scatter_into(xp, x_shape, dtype, parts, size, stride, out_hw):
-    """Σ_k parts(k) placed at window offset k: the adjoint of taking the windows."""
-    out = xp.zeros(x_shape, dtype=dtype)
-    for k, key in enumerate(window_slices(size, stride, out_hw)):
-        out[key] += parts(k)
-    return out
+def _may_hold_nan(xp, top):
+    """False when no window can hold NaN: an integer dtype, or (numpy, cupy: values at
+    hand) no NaN among the maxima. On a lazy namespace (dask) every float may."""
+    if top.dtype.kind not in "fc":
+        return False
+    return strided_view(xp) is None or bool(xp.any(top != top))
 
 
 def _max_forward(xp, x, size, stride):
@@ -61,17 +72,33 @@ def _max_forward(xp, x, size, stride):
 
 
 def _max_scatter_forward(xp, g, x, size, stride):
-    idx = _argmax(xp, x, size, stride)
-    return _scatter_into(xp, x.shape, g.dtype, lambda k: xp.where(idx == k, g, 0),
-                         size, stride, idx.shape[2:])
+    """v̄ at each window's first maximum, zero elsewhere. Windows that do not overlap
+    (stride ≥ size) write their positions (each is written once) instead of adding."""
+    overlap = any(s < k for s, k in zip(stride, size))
+    out = xp.zeros(x.shape, dtype=g.dtype)
+    keys = window_slices(size, stride, g.shape[2:])
+    for mask, key in zip(_first_max(xp, x, size, stride), keys):
+        if overlap:
+            out[key] += select(xp, mask, g)    # (dask: a get, an add and a set, no view)
+        else:
+            out[key] = select(xp, mask, g)
+    return out
 
 
 def _max_gather_forward(xp, u, x, size, stride):
-    idx = _argmax(xp, x, size, stride)
     wins = _windows(u, size, stride)
-    out = xp.where(idx == 0, wins[0], 0)
+    masks = _first_max(xp, x, size, stride)
+    out = select(xp, masks[0], wins[0])
     for k in range(1, len(wins)):
-        out = out + xp.where(idx == k, wins[k], 0)
+        out = out + select(xp, masks[k], wins[k])
+    return out
+
+
+def _scatter_into(xp, x_shape, dtype, parts, size, stride, out_hw):
+    """Σ_k parts(k) placed at window offset k: the adjoint of taking the windows."""
+    out = xp.zeros(x_shape, dtype=dtype)
+    for k, key in enumerate(window_slices(size, stride, out_hw)):
+        out[key] += parts(k)
     return out
 
 
