@@ -288,3 +288,16 @@ def test_mse_of_a_vector_residual_is_vdots_bits_at_every_length(dtype):
             with np.errstate(invalid="ignore"):
                 _same(numpy_kernels.mse_of_residual(reduction, dtype, (None,))(d),
                       numpy_kernels.mse_of_residual(reduction, dtype)(d))
+
+
+@pytest.mark.parametrize("shape, axis", [((3, 4), 0), ((3, 4), -1), ((3, 4), (0, 2)),
+                                         ((), 0), ((2,), (-1, 0)), ((0, 2), 1)])
+def test_lean_expand_dims_is_numpys_view(shape, axis):
+    from flowgrad.engine.numpy_kernels import kernel
+    x = np.arange(float(np.prod(shape))).reshape(shape)
+    k = kernel("expand_dims", {"axis": axis}, x.dtype, in_shapes=[shape])
+    got, want = k(x), np.expand_dims(x, axis)
+    assert got.shape == want.shape and np.shares_memory(got, x) == np.shares_memory(want, x)
+    np.testing.assert_array_equal(got, want)
+    s = k(np.float64(2.5)) if shape == () else None     # a numpy scalar, as numpy does
+    assert s is None or (type(s) is np.ndarray and s.shape == (1,))
