@@ -138,9 +138,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     # {id: its adjoint's terms so far}: one node, or a list once there are several (a list
     # per node was most of the sweep's memory on a chain)
     pending: dict[int, object] = {y.id: seed}
-    # results' adjoints for their node's rule (Op.vjp_results), filed under the highest
-    # id the results read: {that id: {results' input ids: {result node: adjoint}}}. Each
-    # result's id is above it, so all are complete when the sweep reaches it.
+    # results' adjoints for their node's rule (Op.vjp_results): see _gather
     gathered: dict[int, dict] = {}
     result: dict[Node, Node] = {}
     for nid in reversed(order):
@@ -166,9 +164,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             continue
         ids = d["inputs"]
         if op.reads_results:     # one result of argument 0: its rule takes all of them
-            if any(i in active for i in ids[1:]):
-                at = gathered.setdefault(max(ids), {})
-                at.setdefault(tuple(ids), {})[node] = vbar
+            _gather(gathered, ids, node, vbar, active)
             continue
         inputs = (handles[ids[0]],) if len(ids) == 1 else tuple([handles[i] for i in ids])
         if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
@@ -192,6 +188,16 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
                 _add_term(pending, iid, term)
             add_mark(first_new, len(handles), iid, y.id)
     return result
+
+
+def _gather(gathered, ids, node, vbar, active):
+    """File result ``node``'s adjoint for its node's (argument 0's) ``vjp_results``, under
+    the highest id it reads: {that id: {its input ids: {result node: adjoint}}}. Every
+    result's id is above the ids it reads, so all the adjoints filed there are complete
+    when the sweep reaches that id, and the terms go to ids not yet visited."""
+    if any(i in active for i in ids[1:]):
+        at = gathered.setdefault(max(ids), {})
+        at.setdefault(tuple(ids), {})[node] = vbar
 
 
 def _gathered_terms(groups, handles, active, pending, marks, y):
