@@ -442,8 +442,9 @@ def _make_loop():
     op = Op("loop", _loop_forward, _loop_infer, vjp=lambda argnum, *a, **k: None,
             jvp=lambda argnum, *a, **k: None, variadic=True, stateful=True,
             doc="A scan, while loop or cond: runs its traced body once per iteration. "
-                "Its value holds its results, read by loop_out nodes, which "
-                "carry the derivatives (a loop backwards through the body's vjp).")
+                "Its value holds its results, read by loop_out nodes; its reverse rule "
+                "takes every result's adjoint at once: one loop backwards through the "
+                "body's vjp.")
     op.vjp_all = _no_terms
     op.vjp_results = _loop_vjp_results
     op.jvp_all = _no_tangent
@@ -510,8 +511,9 @@ def _make_out():
     op = Op("loop_out", _out_forward, _out_infer, vjp=_out_rule, jvp=_out_tangent,
             variadic=True,
             doc="Result `index` of a loop node (argument 0); arguments 1… are the loop's "
-                "own inputs, so that derivatives reach them: x̄ is a loop over the body's "
-                "vjp run backwards through time, ẋ a loop carrying tangents.")
+                "own inputs, so that derivatives reach them: its adjoint goes to the loop's "
+                "rule, with its sibling results' (one backward loop), ẋ is a loop "
+                "carrying tangents.")
     op.vjp_all = _out_vjp_all
     op.reads_results = True
     op.jvp_all = _out_jvp_all
