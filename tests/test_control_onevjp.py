@@ -187,3 +187,47 @@ def test_a_gradient_program_of_every_result_saves_and_loads(tmp_path):
     got = fg.compile([loaded.by_name(f"d{n}") for n in WRT])(FEED)
     for a, b in zip(got, want):
         assert np.array_equal(a, b)
+
+
+# -- while_loop and cond: both results read, to second order -------------------------------
+
+def _while_or_cond(kind, unrolled, w):
+    h0 = fg.constant(np.array([0.3, -0.4]))
+
+    def body(h, s):
+        h2 = fg.sin(h * w) + 0.5
+        return h2, s + fg.sum(h * h2)
+
+    if kind == "while":
+        if unrolled:
+            h, s = h0, fg.constant(0.0)
+            for _ in range(3):
+                h, s = body(h, s)
+            return h, s
+        _, h, s = fg.while_loop(lambda c: c[0] < 3,
+                                lambda c: (c[0] + 1, *body(c[1], c[2])),
+                                (fg.constant(np.int64(0)), h0, fg.constant(0.0)))
+        return h, s
+    if unrolled:
+        return body(h0, fg.constant(1.0))
+    return fg.cond(fg.sum(w) > 0.0, lambda h, s: body(h, s), lambda h, s: (h * w, s * 2.0),
+                   h0, fg.constant(1.0))
+
+
+@pytest.mark.parametrize("kind", ["while", "cond"])
+def test_while_loop_and_cond_of_both_results_equal_unrolled_to_second_order(kind):
+    got = []
+    for unrolled in (False, True):
+        with fg.Graph() as g:
+            w = fg.placeholder("w", (2,))
+            h, s = _while_or_cond(kind, unrolled, w)
+            loss = fg.sum(fg.cos(h)) + s * s
+            d = fg.grad(loss, w)
+            if not unrolled:
+                assert _loops(g, f"{'while_loop' if kind == 'while' else 'cond'} vjp") == 1
+            outs = [loss, d, fg.grad(fg.sum(d * d), w), fg.hvp(loss, w, np.array([1.0, -2.0]))]
+            got.append(fg.compile(outs)(w=np.array([0.7, 1.3])))
+            if not unrolled:
+                fg.check_grads(loss, w, {w: np.array([0.7, 1.3])}, order=2, rtol=1e-6)
+    for a, b in zip(*got):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
