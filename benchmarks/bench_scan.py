@@ -3,6 +3,9 @@ hand-written numpy BPTT, in one process (issue 20).
 
     h_{t+1} = tanh(h_t W + x_t U),   loss = Σ_t sum(h_{t+1}²) / T
 
+(``--loss both`` adds sum(h_T²): a loss reading both the scan's ys and its final carry,
+whose gradient is one backward scan receiving both results' cotangents)
+
 with H hidden units, batch B, inputs of width D. For each T it reports the compile time
 (building the graph, its gradient and fg.compile), the first call (a scan compiles its
 bodies' programs then) and the median run time of one forward + gradient call, for
@@ -30,8 +33,9 @@ import flowgrad as fg
 import scan_peers
 
 
-def build(T, H, D, unrolled):
-    """(program of [loss, dW, dU], seconds to build and compile)."""
+def build(T, H, D, unrolled, both=False):
+    """(program of [loss, dW, dU], seconds to build and compile); ``both``: the loss
+    reads the final carry too."""
     t0 = time.perf_counter()
     with fg.Graph():
         W = fg.placeholder("W", (H, H))
@@ -50,14 +54,17 @@ def build(T, H, D, unrolled):
                 ys.append(y)
             loss = fg.sum(fg.stack(ys)) / T
         else:
-            _, ys = fg.scan(step, h0, xs)
+            h, ys = fg.scan(step, h0, xs)
             loss = fg.sum(ys) / T
+        if both:
+            loss = loss + fg.sum(h * h)
         prog = fg.compile([loss, *fg.grad(loss, [W, U])])
     return prog, time.perf_counter() - t0
 
 
-def numpy_bptt(W, U, xs):
-    """loss, dW, dU by hand: the forward keeps every h, the backward walks back."""
+def numpy_bptt(W, U, xs, both=False):
+    """loss, dW, dU by hand: the forward keeps every h, the backward walks back
+    (``both``: the loss adds sum(h_T²))."""
     T, B, _ = xs.shape
     hs = np.empty((T + 1, B, W.shape[0]))
     hs[0] = 0.0
@@ -66,6 +73,9 @@ def numpy_bptt(W, U, xs):
     loss = np.sum(hs[1:] ** 2) / T
     dW, dU = np.zeros_like(W), np.zeros_like(U)
     dh = np.zeros_like(hs[0])
+    if both:
+        loss = loss + np.sum(hs[T] ** 2)
+        dh = 2.0 * hs[T]
     for t in range(T - 1, -1, -1):
         dh = dh + 2.0 * hs[t + 1] / T
         da = dh * (1.0 - hs[t + 1] ** 2)
@@ -94,6 +104,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-unrolled", action="store_true", help="skip the unrolled model")
     parser.add_argument("--no-peers", action="store_true", help="skip jax and PyTensor")
+    parser.add_argument("--loss", choices=("ys", "both"), default="ys",
+                        help="both: the loss reads the final carry too (flowgrad only)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     H, D, B = args.H, args.D, args.B
@@ -105,11 +117,12 @@ def main(argv=None):
           f"{'× numpy':>8}")
     for T in args.T:
         xs = rng.normal(size=(T, B, D))
-        want = numpy_bptt(W, U, xs)
-        t_np = median_time(lambda: numpy_bptt(W, U, xs), args.repeats)
+        both = args.loss == "both"
+        want = numpy_bptt(W, U, xs, both)
+        t_np = median_time(lambda: numpy_bptt(W, U, xs, both), args.repeats)
         print(f"{T:6d} {'numpy':>10} {'':>10} {'':>9} {t_np * 1e3:9.2f} {1.0:8.2f}")
         for unrolled in ((False,) if args.no_unrolled else (False, True)):
-            prog, t_build = build(T, H, D, unrolled)
+            prog, t_build = build(T, H, D, unrolled, both)
             t0 = time.perf_counter()
             got = prog(W=W, U=U, xs=xs)      # (a scan compiles its bodies here)
             t_first = time.perf_counter() - t0
@@ -119,7 +132,7 @@ def main(argv=None):
             name = "unrolled" if unrolled else "fg.scan"
             print(f"{T:6d} {name:>10} {t_build:10.3f} {t_first * 1e3:9.1f} {t * 1e3:9.2f} "
                   f"{t / t_np:8.2f}")
-        if not args.no_peers:
+        if not args.no_peers and not both:
             peers(T, H, D, (W, U, xs), want, t_np, args.repeats)
 
 

@@ -138,8 +138,12 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     # {id: its adjoint's terms so far}: one node, or a list once there are several (a list
     # per node was most of the sweep's memory on a chain)
     pending: dict[int, object] = {y.id: seed}
+    # results' adjoints for their node's rule (Op.vjp_results): see _gather
+    gathered: dict[int, dict] = {}
     result: dict[Node, Node] = {}
     for nid in reversed(order):
+        if gathered and nid in gathered:
+            _gathered_terms(gathered.pop(nid), handles, active, pending, marks, y)
         terms = pending.pop(nid, None)
         if terms is None:
             continue
@@ -159,17 +163,12 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         if op is None:
             continue
         ids = d["inputs"]
+        if op.reads_results:     # one result of argument 0: its rule takes all of them
+            _gather(gathered, ids, node, vbar, active)
+            continue
         inputs = (handles[ids[0]],) if len(ids) == 1 else tuple([handles[i] for i in ids])
         if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
-            needed = [inp.id in active and _differentiable(inp.dtype) for inp in inputs]
-            first_new, since = len(handles), len(marks.start)
-            terms = op.vjp_all(needed, vbar, node, *inputs, **d["attrs"])
-            nested, done = (since, len(marks.start)), set()
-            for inp, term, need in zip(inputs, terms, needed):
-                if need and term is not None:
-                    term = sum_to_like(term, inp)
-                    _add_term(pending, inp.id, term)
-                    _mark_built(marks, data, first_new, term.id, inp.id, y.id, nested, done)
+            _all_terms(op.vjp_all, vbar, node, inputs, d["attrs"], active, pending, marks, y)
             continue
         table = op._vjp
         for argnum, inp in enumerate(inputs):
@@ -189,6 +188,45 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
                 _add_term(pending, iid, term)
             add_mark(first_new, len(handles), iid, y.id)
     return result
+
+
+def _gather(gathered, ids, node, vbar, active):
+    """File result ``node``'s adjoint for its node's (argument 0's) ``vjp_results``, under
+    the highest id it reads: {that id: {its input ids: {result node: adjoint}}}. Every
+    result's id is above the ids it reads, so all the adjoints filed there are complete
+    when the sweep reaches that id, and the terms go to ids not yet visited."""
+    if any(i in active for i in ids[1:]):
+        at = gathered.setdefault(max(ids), {})
+        at.setdefault(tuple(ids), {})[node] = vbar
+
+
+def _gathered_terms(groups, handles, active, pending, marks, y):
+    """The terms of results gathered for their node's ``vjp_results``: one call per
+    node and arguments (results normally read their node's own inputs; a replay, as
+    remat's, may give a copy of a result other arguments: a group of its own)."""
+    for ids, cotangents in groups.items():
+        owner = handles[ids[0]]
+        inputs = tuple([handles[i] for i in ids[1:]])
+        _all_terms(owner.op.vjp_results, cotangents, owner, inputs, owner.attrs, active,
+                   pending, marks, y)
+
+
+def _all_terms(rule, g, node, inputs, attrs, active, pending, marks, y):
+    """Every argument's term from one call ``rule(needed, g, node, *inputs, **attrs)``
+    (an op's ``vjp_all``, or a node's ``vjp_results`` with ``g`` its results'
+    adjoints), added to ``pending`` and marked as part of that argument's adjoint."""
+    from flowgrad.ops import sum_to_like
+    graph = node.graph
+    needed = [inp.id in active and _differentiable(inp.dtype) for inp in inputs]
+    first_new, since = len(graph.handles), len(marks.start)
+    terms = rule(needed, g, node, *inputs, **attrs)
+    nested, done = (since, len(marks.start)), set()
+    data = graph.nx._node
+    for inp, term, need in zip(inputs, terms, needed):
+        if need and term is not None:
+            term = sum_to_like(term, inp)
+            _add_term(pending, inp.id, term)
+            _mark_built(marks, data, first_new, term.id, inp.id, y.id, nested, done)
 
 
 def _add_term(pending, nid, term):

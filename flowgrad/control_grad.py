@@ -1,11 +1,17 @@
 """The derivative rules of a loop's results (``loop_out``), as loops themselves.
 
-Reverse mode, scan and while loop: result ``index`` gets the cotangent ``g``. A scan in
-the opposite direction walks the iterations back, reading the carry each iteration
-entered with (the forward stacked them): its body replays the forward body on that
-carry (``inline``) and takes the vjp of the replay with the carry's cotangent, giving
-the cotangents of the carry before the step, of the step's x slice (stacked: the
-gradient of xs) and of the captured nodes (summed over steps in extra carries).
+Reverse mode, scan and while loop: the rule sits on the loop node itself
+(``Op.vjp_results``): the reverse sweep hands it the cotangents of all the loop's results
+a loss reads at once (final carries, stacked ys, and, at second order, the carry
+stacks), and ONE scan in the opposite direction walks the iterations back, reading the
+carry each iteration entered with (the forward stacked them): its body replays the
+forward body on that carry (``inline``) and takes the vjp of the replay with the
+cotangents of its outputs (the carry's, and step t's slice of each ys cotangent),
+giving the cotangents of the carry before the step (plus step t's slice of a carry
+stack's cotangent), of the step's x slice (stacked: the gradient of xs) and of the
+captured nodes (summed over steps in extra carries). One backward loop for all
+results: a replayed rule sees the sum of every result's contribution, as the loop
+written out would.
 
 Forward mode: a scan over the same stacked carries, carrying the carry's tangent; its
 body replays the forward body and takes its jvp. A cond's rules are conds whose
@@ -164,18 +170,32 @@ def _given(spec, k, values):
 
 # -- reverse mode ---------------------------------------------------------------------------
 
-def loop_vjp(spec, index, needed, g, loop, inputs):
-    """The terms for the loop's inputs (a list, None where none) of the cotangent ``g``
-    of result ``index``."""
-    if spec.role(index)[0] == "draw":      # a draw depends on nothing
+def loop_vjp(spec, cotangents, needed, loop, inputs):
+    """The terms for the loop's inputs (a list, None where none) of the cotangents
+    ``cotangents`` ({result index: its cotangent}) of any of its results, all at once:
+    ONE backward loop, whose every step sees the sum of what each result contributes
+    (a rule in the body not linear in its cotangent, a clipped gradient, gets that sum,
+    as in the loop written out)."""
+    cts = {i: g for i, g in sorted(cotangents.items())
+           if spec.role(i)[0] != "draw" and _is_float(g)}   # a draw depends on nothing
+    if not cts:
         return [None] * len(inputs)
     _refuse_nested_draws(spec)
     if spec.kind == "cond":
-        return _cond_vjp(spec, index, needed, g, loop, inputs)
-    return _scan_vjp(spec, index, needed, g, loop, inputs)
+        return _cond_vjp(spec, cts, needed, loop, inputs)
+    return _scan_vjp(spec, cts, needed, loop, inputs)
 
 
-def _scan_vjp(spec, index, needed, g, loop, inputs):
+def _by_role(spec, cts):
+    """{role: [(k, cotangent), ...]} of the cotangents ({result index: node})."""
+    out = {"final": [], "ys": [], "stack": []}
+    for i, g in cts.items():
+        role, k = spec.role(i)
+        out[role].append((k, g))
+    return out
+
+
+def _scan_vjp(spec, cts, needed, loop, inputs):
     from .control import build_scan
     from .ops import zeros_like
     _, init, xs, caps = _split(spec, inputs)
@@ -184,29 +204,31 @@ def _scan_vjp(spec, index, needed, g, loop, inputs):
     # gradients only for the inputs asked for: each is a stacked output or a carry
     fx = [k for k in range(len(xs)) if _is_float(xs[k]) and needed[nc + k]]
     fw = [k for k in range(len(caps)) if _is_float(caps[k]) and needed[nc + len(xs) + k]]
-    role, which = spec.role(index)
-    ct0 = [g if (role, which) == ("final", k) else zeros_like(init[k]) for k in fc]
+    got = _by_role(spec, cts)
+    final = dict(got["final"])
+    ct0 = [final[k] if k in final else zeros_like(init[k]) for k in fc]
     acc0 = [zeros_like(caps[k]) for k in fw]
-    gseq = [g] if role in ("ys", "stack") else []
+    ys_at, st_at = [j for j, _ in got["ys"]], [k for k, _ in got["stack"]]
+    gseq = [g for _, g in got["ys"]] + [g for _, g in got["stack"]]
     stacks = _stacks(spec, loop, inputs)
     draws = _draw_results(spec, loop, inputs)
+    n_in = nc + len(xs)
 
     def step(carry, x):
-        cts, accs = carry[:len(fc)], carry[len(fc):]
-        c_t, x_t = x[:nc], x[nc:nc + len(xs)]
-        gs, d_t = x[nc + len(xs):nc + len(xs) + len(gseq)], x[nc + len(xs) + len(gseq):]
+        cts_t, accs = carry[:len(fc)], carry[len(fc):]
+        c_t, x_t = x[:nc], x[nc:n_in]
+        gs, d_t = x[n_in:n_in + len(gseq)], x[n_in + len(gseq):]
         cap_in = [capture(c) for c in caps]
         outs = inline(spec.bodies[0], c_t + x_t, _body_caps(spec, 0, cap_in),
                       _given(spec, 0, d_t))
-        pairs = [(outs[k], ct) for k, ct in zip(fc, cts)]
-        if role == "ys":
-            pairs.append((outs[nc + which], gs[0]))
+        pairs = [(outs[k], ct) for k, ct in zip(fc, cts_t)]
+        pairs += [(outs[nc + j], gy) for j, gy in zip(ys_at, gs)]
         wrt = [c_t[k] for k in fc] + [x_t[k] for k in fx] + [cap_in[k] for k in fw]
         grads = _grads(_vdot_sum(pairs), wrt)
         dc = grads[:len(fc)]
-        if role == "stack":
-            pos = fc.index(which)
-            dc[pos] = dc[pos] + gs[0]
+        for k, gk in zip(st_at, gs[len(ys_at):]):   # the carry entering step t is read
+            pos = fc.index(k)
+            dc[pos] = dc[pos] + gk
         dx = grads[len(fc):len(fc) + len(fx)]
         dw = grads[len(fc) + len(fx):]
         return dc + [a + d for a, d in zip(accs, dw)], dx
@@ -219,31 +241,32 @@ def _scan_vjp(spec, index, needed, g, loop, inputs):
     for pos, k in enumerate(fc):
         terms[k] = outs[pos]
     for pos, k in enumerate(fw):
-        terms[nc + len(xs) + k] = outs[len(fc) + pos]
+        terms[n_in + k] = outs[len(fc) + pos]
     n_fin = len(fc) + len(fw)
     for pos, k in enumerate(fx):
         terms[nc + k] = outs[n_fin + pos]
     return [t if need else None for t, need in zip(terms, needed)]
 
 
-def _cond_vjp(spec, index, needed, g, loop, inputs):
+def _cond_vjp(spec, cts, needed, loop, inputs):
     from .control import build_cond
     pred, ops, _, caps = _split(spec, inputs)
     fo = [k for k in range(len(ops)) if _is_float(ops[k])]
     fw = [k for k in range(len(caps)) if _is_float(caps[k])]
     draws = _draw_results(spec, loop, inputs)
+    at, gs = list(cts), list(cts.values())
 
     def branch(b):
         def flat(params):
-            args, gp = params[:len(ops)], params[len(ops)]
+            args, gp = params[:len(ops)], params[len(ops):len(ops) + len(gs)]
             cap_in = [capture(c) for c in caps]
             outs = inline(spec.bodies[b], args, _body_caps(spec, b, cap_in),
-                          _given(spec, b, params[len(ops) + 1:]))
+                          _given(spec, b, params[len(ops) + len(gs):]))
             wrt = [args[k] for k in fo] + [cap_in[k] for k in fw]
-            return _grads(_vdot_sum([(outs[index], gp)]), wrt)
+            return _grads(_vdot_sum([(outs[i], g) for i, g in zip(at, gp)]), wrt)
         return flat
 
-    _, outs = build_cond(pred, branch(0), branch(1), list(ops) + [g] + draws,
+    _, outs = build_cond(pred, branch(0), branch(1), list(ops) + gs + draws,
                          name=f"{spec.name} vjp")
     terms = [None] * len(inputs)
     for pos, k in enumerate(fo):

@@ -12,10 +12,12 @@ A graph holds one value per node; a loop has several results. The ``loop`` node'
 is therefore a ``Results`` object (declared dtype ``object``, shape ``()``: no numerics check, no
 derivative sweep reads it), and each result is a ``loop_out(loop, *loop inputs,
 index=k)`` node that selects entry k, with its own declared shape and dtype. The
-derivative rules sit on ``loop_out``: it takes the loop's inputs as its own inputs, so
-the sweeps hand their adjoints and tangents straight to it (flowgrad/control_grad.py),
-and nothing ever flows into the results object. The price: when a loss reads two results of one
-loop (ys and the final carry), the reverse pass runs two backward loops, one per result.
+``loop_out`` takes the loop's inputs as its own inputs, so that the derivative sweeps
+reach them through it, and nothing ever flows into the results object. Forward mode: the
+tangent rule sits on ``loop_out`` (a tangent loop a result read). Reverse mode: ``loop_out``
+``reads_results``, so the reverse sweep gathers the adjoints of all the loop's results
+and hands them at once to the loop node's ``vjp_results``: one backward loop for every
+result a loss reads (flowgrad/control_grad.py).
 
 Results, in order: the final carries; each stacked output ``y`` (scan: ``(T, *y.shape)``;
 cond: the branch's outputs); then, for scan and while loops, each carry *as it entered
@@ -414,7 +416,18 @@ def _loop_infer(*inputs, spec):
 
 
 def _no_terms(needed, g, ans, *inputs, spec):
-    return [None] * len(inputs)     # derivatives flow through loop_out (module docstring)
+    return [None] * len(inputs)     # no adjoint reaches a Results value (module docstring)
+
+
+def _loop_vjp_results(needed, cotangents, ans, *inputs, spec):
+    """The terms of the loop's inputs from the adjoints of its results ({loop_out node:
+    adjoint}; two nodes of one result add): one backward loop for all of them."""
+    from .control_grad import loop_vjp
+    cts = {}
+    for node, g in cotangents.items():
+        i = node.attrs["index"]
+        cts[i] = g if i not in cts else cts[i] + g
+    return loop_vjp(spec, cts, needed, ans, list(inputs))
 
 
 def _no_tangent(tangents, ans, *inputs, spec):
@@ -429,9 +442,11 @@ def _make_loop():
     op = Op("loop", _loop_forward, _loop_infer, vjp=lambda argnum, *a, **k: None,
             jvp=lambda argnum, *a, **k: None, variadic=True, stateful=True,
             doc="A scan, while loop or cond: runs its traced body once per iteration. "
-                "Its value holds its results, read by loop_out nodes, which "
-                "carry the derivatives (a loop backwards through the body's vjp).")
+                "Its value holds its results, read by loop_out nodes; its reverse rule "
+                "takes every result's adjoint at once: one loop backwards through the "
+                "body's vjp.")
     op.vjp_all = _no_terms
+    op.vjp_results = _loop_vjp_results
     op.jvp_all = _no_tangent
     return op
 
@@ -460,8 +475,11 @@ def _out_infer(loop, *inputs, index):
 
 
 def _out_vjp_all(needed, g, ans, loop, *inputs, index):
+    """This one result's terms alone (a caller asking per node, a drawing's local
+    derivatives; the reverse sweep gives every result's adjoint to the loop node's
+    rule at once instead: ``reads_results``)."""
     from .control_grad import loop_vjp
-    return [None] + loop_vjp(_spec_of(loop), index, needed[1:], g, loop, list(inputs))
+    return [None] + loop_vjp(_spec_of(loop), {index: g}, needed[1:], loop, list(inputs))
 
 
 def _out_jvp_all(tangents, ans, loop, *inputs, index):
@@ -493,9 +511,11 @@ def _make_out():
     op = Op("loop_out", _out_forward, _out_infer, vjp=_out_rule, jvp=_out_tangent,
             variadic=True,
             doc="Result `index` of a loop node (argument 0); arguments 1… are the loop's "
-                "own inputs, so that derivatives reach them: x̄ is a loop over the body's "
-                "vjp run backwards through time, ẋ a loop carrying tangents.")
+                "own inputs, so that derivatives reach them: its adjoint goes to the loop's "
+                "rule, with its sibling results' (one backward loop), ẋ is a loop "
+                "carrying tangents.")
     op.vjp_all = _out_vjp_all
+    op.reads_results = True
     op.jvp_all = _out_jvp_all
     return op
 

@@ -66,6 +66,17 @@ class Op:
     #: sweeps build O(N) nodes for N arguments, not N rules that each see all N inputs.
     vjp_all = None
     jvp_all = None
+    #: Optional, for an op whose value holds several results, each selected by a node of
+    #: an op with ``reads_results = True`` taking it as argument 0 and, as arguments
+    #: 1…, what the derivatives flow to (a loop and its ``loop_out`` nodes: the loop's
+    #: own inputs). The reverse sweep hands no such result's adjoint to the result's own
+    #: rules: it gathers the adjoints of the results reading the same arguments and,
+    #: once past them all, calls ``vjp_results(needed, cotangents, node, *arguments,
+    #: **node's attrs)`` once (``cotangents``: {result node: its adjoint}), which
+    #: returns every argument's term as ``vjp_all`` does. So one rule sees the sum of
+    #: every contribution to every result (a loop's one backward pass, not one a result).
+    vjp_results = None
+    reads_results = False
     decompose = None
 
     def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,

@@ -286,8 +286,8 @@ def _same_run(graph, values, kept):
 def _same_gradient(trace, mapped, values, adj):
     """The written-out graph's v̄ of each input and variable must be the trace's (the
     loops' own backward passes): a drawing never shows another gradient than the run's.
-    (They differ for a custom rule nonlinear in its cotangent that a loop reads through
-    two results: each result's backward loop applies it to its share.)"""
+    (A loop's one backward pass gets every result's cotangent at once, so a custom rule
+    nonlinear in its cotangent sees the same sum in both; this check keeps it so.)"""
     from flowgrad.backends import to_numpy
     for node in trace.nodes:
         if node.kind not in ("placeholder", "variable") or not trace.has_adjoint(node):
@@ -299,9 +299,7 @@ def _same_gradient(trace, mapped, values, adj):
             raise UnrollError(
                 f"unroll: the loops written out give {L.display_name(node)}'s adjoint "
                 f"{L.one_line(mine, 6, 6)}, the loops' own backward passes "
-                f"{L.one_line(theirs, 6, 6)}; a custom rule nonlinear in its cotangent "
-                "(a clipped gradient) inside a loop whose results the loss reads twice? "
-                "Refused rather than drawn with either")
+                f"{L.one_line(theirs, 6, 6)}; refused rather than drawn with either")
 
 
 def unroll(trace) -> UnrolledTrace:
