@@ -31,7 +31,7 @@ REGISTRY: dict[str, "Op"] = {}
 
 #: None, or ``hook(args)`` -> args with nodes of enclosing graphs replaced by the traced
 #: loop body's placeholders for them (or None: no body is being traced). Set by
-#: flowgrad/control_body.py; apply asks it only when its arguments mix graphs.
+#: flowgrad/loops/body.py; apply asks it only when its arguments mix graphs.
 CAPTURE_HOOK = None
 
 NONDIFF = None  # a rule slot meaning "this argument's derivative is zero by definition"
@@ -188,7 +188,7 @@ def apply(op: Op, *args, **attrs) -> Node:
                 graph = a.graph
             elif a.graph is not graph:
                 # A loop body being traced may read nodes of the graphs around it (an
-                # RNN's weights): flowgrad/control_body.py swaps them for placeholders
+                # RNN's weights): flowgrad/loops/body.py swaps them for placeholders
                 # of the body's graph, which become the loop node's inputs.
                 captured = CAPTURE_HOOK(args) if CAPTURE_HOOK is not None else None
                 if captured is not None:

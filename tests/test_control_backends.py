@@ -206,7 +206,7 @@ def test_scan_lengths_disagreeing_on_dask_is_numpys_error(backend):
 def test_a_carry_that_changes_its_run_time_length_is_refused_on_dask():
     """dask must state a result's shape before the loop runs (a carry's: its input's);
     a body that breaks that is a ShapeError naming the loop, never a mislabelled array."""
-    from flowgrad.control_task import run_on_host
+    from flowgrad.loops.task import run_on_host
 
     class Spec:
         name, where = "scan", "model.py:3"

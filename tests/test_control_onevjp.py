@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
-from flowgrad.control_ops import is_loop
+from flowgrad.loops.loop_op import is_loop
 
 RNG = np.random.default_rng(7)
 FEED = {"W": RNG.normal(size=(3, 3)) * 0.5, "U": RNG.normal(size=(2, 3)),

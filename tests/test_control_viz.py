@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import flowgrad as fg
-from flowgrad.control_ops import recording_loops
+from flowgrad.loops.loop_op import recording_loops
 from flowgrad.viz.unroll import RECORD_LIMIT, UnrollError, UnrolledTrace, unroll
 
 W0 = np.array([[0.5, -0.3, 0.1], [0.2, 0.4, -0.6], [0.7, -0.1, 0.3]])
@@ -240,7 +240,7 @@ def test_unroll_limit_is_a_typed_error_at_the_first_iteration_too_many():
 
 def test_a_long_loop_keeps_only_its_first_twelve_iterations(monkeypatch):
     """Past the limit a traced loop counts its iterations and runs the plain body."""
-    from flowgrad.control_body import Body
+    from flowgrad.loops.body import Body
     calls = []
     real = Body.call_values
 
@@ -258,7 +258,7 @@ def test_a_long_loop_keeps_only_its_first_twelve_iterations(monkeypatch):
 
 def test_plain_runs_record_nothing(monkeypatch):
     """Only a trace keeps iterations: a call never runs the keep-all body."""
-    from flowgrad.control_body import Body
+    from flowgrad.loops.body import Body
 
     def refuse(*a, **k):
         raise AssertionError("a plain run recorded an iteration")

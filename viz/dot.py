@@ -16,7 +16,7 @@ import numpy as np
 from flowgrad.autodiff import ancestors
 from flowgrad.composite import groups
 from flowgrad.custom_op import caption as custom_caption, forward_ids
-from flowgrad.control_ops import is_loop, is_loop_result
+from flowgrad.loops.loop_op import is_loop, is_loop_result
 from .loops import emit_bodies
 from flowgrad.graph import Graph, Node, same_graph
 

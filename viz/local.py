@@ -17,7 +17,7 @@ from flowgrad.backends import get_backend, to_numpy
 from flowgrad.errors import DifferentiationError
 from flowgrad.graph import Graph
 from flowgrad.leaves import constant_in
-from flowgrad.control_ops import is_loop_result
+from flowgrad.loops.loop_op import is_loop_result
 
 
 def _numpy(value):

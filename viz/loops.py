@@ -10,7 +10,7 @@ run instead as one copy of the body per iteration: viz/unroll.py.)
 """
 from __future__ import annotations
 
-from flowgrad.control_ops import is_loop
+from flowgrad.loops.loop_op import is_loop
 
 from . import labels as L
 

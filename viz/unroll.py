@@ -9,7 +9,7 @@ by op, each loop replaced by its body inlined once per iteration it ran (in a na
 "scan · iteration t of T", which drawings show as a cluster), its x slices as
 ``xs[t − 1]`` nodes and its results as the last carry and the stacked ys. The values are
 the run's own: the trace keeps each iteration's body values while it runs (up to
-``RECORD_LIMIT`` iterations; ``control_ops.recording_loops``), and they are laid over the
+``RECORD_LIMIT`` iterations; ``loop_op.recording_loops``), and they are laid over the
 copies. The adjoints are those of the unrolled graph, computed by flowgrad's ordinary
 reverse sweep on it: BPTT written out, equal to the loop's own backward scan (the tests
 check both against hand-written loops). They are this run's only if the written-out graph
@@ -23,8 +23,8 @@ from contextlib import ExitStack
 import numpy as np
 
 from flowgrad.autodiff import adjoints as fg_adjoints, ancestors
-from flowgrad.control_body import inline_all
-from flowgrad.control_ops import RECORD_LIMIT, is_loop, is_loop_result
+from flowgrad.loops.body import inline_all
+from flowgrad.loops.loop_op import RECORD_LIMIT, is_loop, is_loop_result
 from flowgrad.errors import FlowgradError
 from flowgrad.graph import Graph, name_scope
 from flowgrad.ops.base import apply

@@ -485,7 +485,7 @@ class Program:
     def trace(self, /, *args, **kwargs):
         """Every value computed and, if the first output is a scalar, every adjoint v̄."""
         from ..tracing import Trace
-        from ..control_ops import recording_loops
+        from ..loops.loop_op import recording_loops
         if self._trace_program is None:
             self._build_trace_program()
         # issue 20: the loops of the program keep each iteration's values (drawn unrolled)

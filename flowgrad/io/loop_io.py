@@ -1,6 +1,6 @@
 """A loop in a graph file (issue 20): its spec as data, each body a list of node records.
 
-A ``loop`` node's attribute ``spec`` (flowgrad/control_ops.py) holds traced bodies,
+A ``loop`` node's attribute ``spec`` (flowgrad/loops/loop_op.py) holds traced bodies,
 which are graphs of their own. In a file the spec is ``{"$loop": {...}}``: the kind,
 counts and flags, every result's shape and dtype, and per body its nodes (op name,
 kind, shape, dtype, input ids, attributes; constants' values inline as base64 of their
@@ -30,7 +30,7 @@ MAX_COUNT = 1 << 20
 
 
 def is_spec(value) -> bool:
-    from flowgrad.control_ops import LoopSpec
+    from flowgrad.loops.loop_op import LoopSpec
     return isinstance(value, LoopSpec)
 
 
@@ -115,7 +115,7 @@ def _body_decoders(where):
 
 
 def _dtype_text(node) -> str:
-    from flowgrad.control_ops import is_loop
+    from flowgrad.loops.loop_op import is_loop
     return "object" if is_loop(node) else dtype_name(node.dtype)
 
 
@@ -148,7 +148,7 @@ def spec_decoders(where):
 
 
 def _spec(doc, where):
-    from flowgrad.control_ops import LoopSpec
+    from flowgrad.loops.loop_op import LoopSpec
     try:
         kind, bodies = doc["kind"], doc["bodies"]
         if kind not in KINDS or not isinstance(bodies, list) or len(bodies) != KINDS[kind]:
@@ -185,7 +185,7 @@ def _array(entry, where):
 
 
 def _body(doc, where):
-    from flowgrad.control_body import Body
+    from flowgrad.loops.body import Body
     from flowgrad.graph import Graph
     try:
         name, nodes, arrays = doc["name"], doc["nodes"], doc["arrays"]
@@ -270,7 +270,7 @@ def spec_agrees(ins, spec) -> bool:
 
 def out_agrees(ins, index) -> bool:
     """A loop_out record reads result ``index`` of a loop node, with the loop's inputs."""
-    from flowgrad.control_ops import is_loop
+    from flowgrad.loops.loop_op import is_loop
     if not ins or not is_loop(ins[0]):
         return False
     spec = ins[0].attrs["spec"]

@@ -50,7 +50,7 @@ class Context:
         computes from it stays in the body (an If's untaken branch never runs it)."""
         node = self.env[name]
         if self.depth:
-            from flowgrad.control_body import capture
+            from flowgrad.loops.body import capture
             node = capture(node)
         return node
 

@@ -48,7 +48,7 @@ def _refuse(ctx, what):
 def import_body(ctx, graph, bindings, what):
     """Import subgraph ``graph`` into the body being traced, its inputs read as the
     nodes ``bindings`` ({name: node}); returns its output nodes."""
-    from flowgrad.control_body import tracing_graph
+    from flowgrad.loops.body import tracing_graph
     from .onnx_import import import_node
     from .onnx_import_ops import IMPORTERS
     if ctx.depth >= MAX_DEPTH:
@@ -244,8 +244,8 @@ def _counted(ctx, body, init, m):
 
 def _while(ctx, n, body, trips, m, first, init):
     """A Loop whose condition may turn false: a while loop over (trip, condition, *v)."""
-    from flowgrad.control import build_while
-    from flowgrad.control_ops import loop_out_op
+    from flowgrad.loops.build import build_while
+    from flowgrad.loops.loop_op import loop_out_op
     from flowgrad.ops.base import apply
     nv = len(init)
     names = _names(body)

@@ -1,6 +1,6 @@
 """Loops and branches (issue 20) as ONNX ``Scan``, ``Loop`` and ``If``, used by onnx_export.
 
-A flowgrad ``loop`` node (flowgrad/control_ops.py) becomes ONE ONNX node whose outputs
+A flowgrad ``loop`` node (flowgrad/loops/loop_op.py) becomes ONE ONNX node whose outputs
 are the loop's results, in the spec's order, each named after the first ``loop_out``
 node that reads it (what an importer names its nodes after; another reader is an
 Identity of it). The carry stacks (the carries each iteration entered with, which
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowgrad.control_ops import is_loop_result
+from flowgrad.loops.loop_op import is_loop_result
 
 from .onnx_ops import converts
 

@@ -34,7 +34,7 @@ import numbers
 
 import numpy as np
 
-from ..control import scan
+from ..loops.build import scan
 from ..ops.base import as_node, shape_error
 from .. import ops as _ops
 from .. import random as _random

@@ -1,13 +1,13 @@
 """Loops and branches as single nodes: ``scan``, ``fori_loop``, ``while_loop``, ``cond``.
 
-Each traces its Python function(s) ONCE into a sub-graph (flowgrad/control_body.py) and
+Each traces its Python function(s) ONCE into a sub-graph (flowgrad/loops/body.py) and
 adds one ``loop`` node to the enclosing graph, whose kernel runs the compiled body per
-iteration; its results are ``loop_out`` nodes (flowgrad/control_ops.py says why). The
+iteration; its results are ``loop_out`` nodes (flowgrad/loops/loop_op.py says why). The
 graph does not grow with the trip count, and one compiled program serves every run-time
 length. Nodes of the enclosing graph a body reads (an RNN's weights) become the loop's
 inputs by themselves, and gradients reach them.
 
-Derivatives (flowgrad/control_grad.py): the vjp of a scan is a scan in the opposite
+Derivatives (flowgrad/loops/grad.py): the vjp of a scan is a scan in the opposite
 direction over the body's vjp, reading the carries the forward stacked; the jvp a scan
 carrying tangents; a cond's are conds of its branches' rules; a while loop's are scans
 over the carries it stacked, of the trip count it ran. All are ordinary flowgrad nodes,
@@ -21,12 +21,12 @@ import numbers
 
 import numpy as np
 
-from .control_body import same_spec, trace, tracing_graph
-from .control_ops import LoopLimitError, LoopSpec, loop_op, loop_out_op
-from .errors import ShapeError, UsageError
-from .graph import Node, default_graph, same_graph
-from .ops.base import apply, as_node, fmt_shape, user_site
-from .pytree import flatten, unflatten
+from .body import same_spec, trace, tracing_graph
+from .loop_op import LoopLimitError, LoopSpec, loop_op, loop_out_op
+from ..errors import ShapeError, UsageError
+from ..graph import Node, default_graph, same_graph
+from ..ops.base import apply, as_node, fmt_shape, user_site
+from ..pytree import flatten, unflatten
 
 __all__ = ["scan", "cond", "while_loop", "fori_loop", "LoopLimitError"]
 
@@ -261,7 +261,7 @@ def fori_loop(lower, upper, body_fn, init):
 
 
 def _as_int(node):
-    from .ops import astype
+    from ..ops import astype
     return node if node.dtype == np.int64 else astype(node, "int64")
 
 

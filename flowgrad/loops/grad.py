@@ -27,7 +27,7 @@ are differentiable in turn (second order through loops).
 """
 from __future__ import annotations
 
-from .control_body import capture, inline
+from .body import capture, inline
 
 __all__ = ["loop_vjp", "loop_jvp"]
 
@@ -37,7 +37,7 @@ def _is_float(node) -> bool:
 
 
 def _cast(node, like):
-    from .ops import astype
+    from ..ops import astype
     return node if node.dtype == like.dtype else astype(node, like.dtype)
 
 
@@ -51,8 +51,8 @@ def _split(spec, inputs):
 
 
 def _stacks(spec, loop, inputs):
-    from .control_ops import loop_out_op
-    from .ops.base import apply
+    from .loop_op import loop_out_op
+    from ..ops.base import apply
     first = spec.n_carry + spec.n_ys
     return [apply(loop_out_op, loop, *inputs, index=first + k)
             for k in range(spec.n_carry)]
@@ -64,7 +64,7 @@ def _body_caps(spec, k, caps):
 
 def _vdot_sum(pairs):
     """Σ sum(a * b) over the pairs: a scalar whose gradient is the vjp."""
-    from .ops import sum as fg_sum
+    from ..ops import sum as fg_sum
     total = None
     for a, b in pairs:
         term = fg_sum(a * b)
@@ -73,8 +73,8 @@ def _vdot_sum(pairs):
 
 
 def _grads(s, wrt):
-    from .autodiff import grad
-    from .ops import zeros_like
+    from ..autodiff import grad
+    from ..ops import zeros_like
     if s is None or not wrt:
         return [zeros_like(w) for w in wrt]
     return [_cast(g, w) for g, w in zip(grad(s, list(wrt)), wrt)]
@@ -83,7 +83,7 @@ def _grads(s, wrt):
 def _nested(spec):
     """The specs of the loops inside the bodies a replay of ``spec`` runs (a while
     loop's condition is not replayed: the recorded trip count stands for it)."""
-    from .control_ops import is_loop
+    from .loop_op import is_loop
     bodies = spec.bodies[:1] if spec.kind == "while" else spec.bodies
     return [n.attrs["spec"] for b in bodies for n in b.graph.nodes if is_loop(n)]
 
@@ -93,8 +93,8 @@ def _refuse_nested_draws(spec):
     (the module docstring). One case is not: a while loop inside a body whose
     condition draws while its body does not (no record holds its trip count). Its
     replay would draw other values, so it is refused, naming the loop and the op."""
-    from .control_ops import is_loop
-    from .errors import DifferentiationError
+    from .loop_op import is_loop
+    from ..errors import DifferentiationError
     todo = _nested(spec)
     while todo:
         s = todo.pop()
@@ -118,9 +118,9 @@ def replay(spec, inputs, records):
     draws read from ``records``, its draw results as the forward recorded them: a loop
     that draws nothing (a while loop becomes a scan over the records: as many steps as
     it ran). Returns ``(its loop node, result(index) -> the node of result index)``."""
-    from .control import build_cond, build_scan
-    from .control_ops import loop_out_op
-    from .ops.base import apply
+    from .build import build_cond, build_scan
+    from .loop_op import loop_out_op
+    from ..ops.base import apply
     pred, lead, xs, caps = _split(spec, inputs)
     n, nx = len(lead), len(xs)
 
@@ -157,8 +157,8 @@ def replay(spec, inputs, records):
 def _draw_results(spec, loop, inputs):
     """The loop's "draw" results: each iteration's draws of its replayed bodies
     (building them makes the forward record them)."""
-    from .control_ops import loop_out_op
-    from .ops.base import apply
+    from .loop_op import loop_out_op
+    from ..ops.base import apply
     return [apply(loop_out_op, loop, *inputs, index=spec.n_declared + j)
             for j in range(len(spec.draw_slots))]
 
@@ -196,8 +196,8 @@ def _by_role(spec, cts):
 
 
 def _scan_vjp(spec, cts, needed, loop, inputs):
-    from .control import build_scan
-    from .ops import zeros_like
+    from .build import build_scan
+    from ..ops import zeros_like
     _, init, xs, caps = _split(spec, inputs)
     nc = spec.n_carry
     fc = [k for k in range(nc) if _is_float(init[k])]
@@ -249,7 +249,7 @@ def _scan_vjp(spec, cts, needed, loop, inputs):
 
 
 def _cond_vjp(spec, cts, needed, loop, inputs):
-    from .control import build_cond
+    from .build import build_cond
     pred, ops, _, caps = _split(spec, inputs)
     fo = [k for k in range(len(ops)) if _is_float(ops[k])]
     fw = [k for k in range(len(caps)) if _is_float(caps[k])]
@@ -289,8 +289,8 @@ def loop_jvp(spec, index, tangents, loop, inputs):
 
 
 def _jvps(outs, wrt, tans, which):
-    from .autodiff import jvp
-    from .ops import zeros_like
+    from ..autodiff import jvp
+    from ..ops import zeros_like
     res = []
     for k in which:
         o = outs[k]
@@ -299,8 +299,8 @@ def _jvps(outs, wrt, tans, which):
 
 
 def _scan_jvp(spec, index, tangents, loop, inputs):
-    from .control import build_scan
-    from .ops import zeros_like
+    from .build import build_scan
+    from ..ops import zeros_like
     _, init, xs, caps = _split(spec, inputs)
     nc, nx = spec.n_carry, len(xs)
     t_init, t_xs, t_caps = tangents[:nc], tangents[nc:nc + nx], tangents[nc + nx:]
@@ -340,7 +340,7 @@ def _scan_jvp(spec, index, tangents, loop, inputs):
 
 
 def _cond_jvp(spec, index, tangents, loop, inputs):
-    from .control import build_cond
+    from .build import build_cond
     pred, ops, _, caps = _split(spec, inputs)
     t_ops, t_caps = tangents[1:1 + len(ops)], tangents[1 + len(ops):]
     to = [k for k in range(len(ops)) if t_ops[k] is not None and _is_float(ops[k])]

@@ -5,7 +5,7 @@ how many iterations to run, or which branch to take, while its node is being bui
 such a backend (``Backend.loops == "task"``) the loop's kernel hands the backend one task
 (``Backend.task``): it receives the loop's inputs as host numpy arrays (a dask array's
 chunks concatenated) and runs the loop exactly as the numpy backend does, through the
-body's numpy program (flowgrad/control_ops.py's runners), so values and dtypes are the
+body's numpy program (flowgrad/loops/loop_op.py's runners), so values and dtypes are the
 numpy backend's, bit for bit. Each result becomes a lazy array that ``loop_out`` reads.
 
 The lazy arrays need their shapes before the task runs. ``result_shapes`` states them
@@ -24,8 +24,8 @@ import weakref
 
 import numpy as np
 
-from .errors import ShapeError
-from .ops.base import fmt_shape
+from ..errors import ShapeError
+from ..ops.base import fmt_shape
 
 __all__ = ["run_as_task", "result_shapes", "run_on_host"]
 
@@ -35,7 +35,7 @@ NAN = float("nan")
 def run_as_task(spec, backend, vals, runner) -> tuple:
     """The results of ``spec``'s loop on inputs ``vals`` (the backend's lazy arrays), as
     lazy arrays of ``backend`` made by one task running ``runner(spec, numpy, vals)``."""
-    from .numerics import anomaly_enabled
+    from ..numerics import anomaly_enabled
     shapes = result_shapes(spec, vals)
     # detect_anomaly is the building thread's; the task runs on one of dask's threads
     fn = functools.partial(run_on_host, spec, runner, shapes, anomaly_enabled())
@@ -62,7 +62,7 @@ def _length(spec, xs):
     """A scan's number of iterations (NaN while a stacked input's length is unknown);
     lengths that disagree are the numpy backend's ShapeError, raised now, by the loop's
     kernel (so it names the node, as on numpy)."""
-    from .control_ops import scan_length
+    from .loop_op import scan_length
     known = [int(x.shape[0]) for x in xs if _known(x.shape[0])]
     if not known and spec.length is None:
         return NAN
@@ -119,9 +119,9 @@ def _outputs(spec, k, arg_shapes, cap_shapes) -> list:
 def _probe(body, arg_shapes, cap_shapes) -> list:
     """Body's output shapes, inferred by replaying it into a graph of its own; the
     declared ones if the replay fails (the run will then raise the real error)."""
-    from .control_body import inline
-    from .graph import Graph
-    from .leaves import placeholder
+    from .body import inline
+    from ..graph import Graph
+    from ..leaves import placeholder
     try:
         with Graph():
             args = [placeholder(f"arg_{i}", s, p.dtype)
@@ -137,7 +137,7 @@ def run_on_host(spec, runner, shapes, checked, *vals) -> tuple:
     """The task: the loop run on numpy arrays (its bodies NaN-checked if ``checked``:
     the call was made inside ``fg.detect_anomaly()``), each result checked against the
     shape its lazy array was given (a ShapeError naming the loop otherwise)."""
-    from .numerics import detect_anomaly
+    from ..numerics import detect_anomaly
     with detect_anomaly(checked):
         out = runner(spec, np, vals)
     for k, (value, shape) in enumerate(zip(out, shapes)):

@@ -23,10 +23,10 @@ import threading
 
 import numpy as np
 
-from .errors import ShapeError, UsageError
-from .graph import Graph, Node
-from .pytree import flatten
-from .ops import base as _base
+from ..errors import ShapeError, UsageError
+from ..graph import Graph, Node
+from ..pytree import flatten
+from ..ops import base as _base
 
 __all__ = ["Body", "trace", "capture", "inline", "inline_all", "tracing_graph"]
 
@@ -45,7 +45,7 @@ class _Tracer:
         inner = self.params.get(key)
         if inner is None:
             with self.graph:
-                from .leaves import placeholder
+                from ..leaves import placeholder
                 inner = placeholder(f"capture_{len(self.captured)}", node.shape,
                                     node.dtype)
             self.captured.append(node)
@@ -123,7 +123,7 @@ class Body:
             with self._lock:
                 made = self._programs.get(key)
                 if made is None:
-                    from .engine.program import compile as fg_compile
+                    from ..engine.program import compile as fg_compile
                     prog = fg_compile(self.outs + list(extra), backend=_backend(xp))
                     every = self.params + self.cap_params
                     feeds = [(p.name, k) for k, p in enumerate(every)
@@ -140,14 +140,14 @@ class Body:
 
     def call_values(self, xp, args, caps):
         """``(the outputs' values, {body node id: value} of every node)``: one iteration
-        kept whole, for a trace (control_ops.recording_loops). Runs a keep-all program of
+        kept whole, for a trace (loop_op.recording_loops). Runs a keep-all program of
         the body, made once per backend beside ``program``'s."""
         made = self._programs.get((xp, "all"))
         if made is None:
             with self._lock:
                 made = self._programs.get((xp, "all"))
                 if made is None:
-                    from .engine.program import Program
+                    from ..engine.program import Program
                     prog = Program(self.outs, _backend(xp), keep_all=True)
                     every = self.params + self.cap_params
                     made = self._programs[(xp, "all")] = (
@@ -172,7 +172,7 @@ class Body:
         """What a run records per iteration for the derivative loops, in id order: the
         random nodes the outputs depend on (random ops are ``stateful``), and for a
         loop inside the body that draws, the nodes reading its recorded draws."""
-        from .control_ops import is_loop
+        from .loop_op import is_loop
         if not self.outs:
             return []
         handles, found = self.graph.handles, []
@@ -186,7 +186,7 @@ class Body:
         """The nodes of this body that read the recorded draws of ``loop``, a loop
         inside it (``make``: made on first use, which makes the loop record them);
         None when some are missing and ``make`` is false."""
-        from .control_ops import is_loop_result, loop_out_op
+        from .loop_op import is_loop_result, loop_out_op
         spec = loop.attrs["spec"]
         have = {n.attrs["index"]: n for n in self.graph.nodes
                 if is_loop_result(n) and n.inputs[0].id == loop.id}
@@ -201,7 +201,7 @@ class Body:
 def _backend(xp):
     """The backend whose array module is ``xp``: a body runs on its loop's backend (a
     lazy one, dask, never gets here: its loops run as one task on numpy arrays)."""
-    from .backends import backend_of
+    from ..backends import backend_of
     return backend_of(xp)
 
 
@@ -215,7 +215,7 @@ def trace(fn, specs, name, arg_def=None, outer=None) -> Body:
             if not any(g is o for o in outer):
                 outer.append(g)
     tracer = _Tracer(graph, outer)
-    from .leaves import placeholder
+    from ..leaves import placeholder
     with graph:
         params = [placeholder(f"arg_{k}", shape, dtype) for k, (shape, dtype) in
                   enumerate(specs)]
@@ -283,22 +283,22 @@ def inline_all(body: Body, args, caps, draws=None) -> dict:
 def _replay_op(body, nid, d, mapped, replays):
     """Op node ``nid`` of ``body`` re-applied on mapped inputs. A loop inside the body
     whose draws were recorded (and are given in ``mapped``) is rebuilt reading them
-    (control_grad.replay), and its results are read from the rebuilt loop."""
-    from .control_ops import loop_op, loop_out_op
+    (grad.replay), and its results are read from the rebuilt loop."""
+    from .loop_op import loop_op, loop_out_op
     ins = [mapped[i] for i in d["inputs"]]
     if d["op"] is loop_out_op and d["inputs"][0] in replays:
         return replays[d["inputs"][0]](d["attrs"]["index"])
     if d["op"] is loop_op and d["attrs"]["spec"].draw_slots:
         recs = body.loop_draws(body.graph.handles[nid], make=False)
         if recs is not None and all(r.id in mapped for r in recs):
-            from .control_grad import replay
+            from .grad import replay
             loop, replays[nid] = replay(d["attrs"]["spec"], ins, [mapped[r.id] for r in recs])
             return loop
     return _base.apply(d["op"], *ins, **d["attrs"])
 
 
 def _constant_like(d):
-    from .graph import default_graph
+    from ..graph import default_graph
     value = d["value"] if d["weak"] else np.asarray(d["value"], dtype=d["dtype"])
     return _base.as_node(value, default_graph())
 
@@ -308,7 +308,7 @@ def same_spec(name, what, got, want):
     the entry and the user's line otherwise. ``got``/``want``: nodes."""
     if got.dtype == want.dtype and _same_shape(got.shape, want.shape):
         return
-    from .ops.base import fmt_shape, user_site
+    from ..ops.base import fmt_shape, user_site
     site = user_site()
     where = f"{site[0]}:{site[1]}" if site else None
     raise ShapeError(f"{name}: {what} enters the body with shape {fmt_shape(want.shape)} "

@@ -1,7 +1,7 @@
 """The two ops of a loop or branch: ``loop`` (one run) and ``loop_out`` (one result).
 
 A scan, while loop or cond is ONE op node of the enclosing graph, ``loop``, whose kernel
-runs its traced body (a compiled sub-program, flowgrad/control_body.py) once per
+runs its traced body (a compiled sub-program, flowgrad/loops/body.py) once per
 iteration through ``Program``'s public call. Its attrs hold a ``LoopSpec``: the kind,
 the traced bodies, how its inputs split (initial carries, stacked xs, captured outer
 nodes) and every result's shape and dtype. So every executor of the engine (the
@@ -17,7 +17,7 @@ reach them through it, and nothing ever flows into the results object. Forward m
 tangent rule sits on ``loop_out`` (a tangent loop a result read). Reverse mode: ``loop_out``
 ``reads_results``, so the reverse sweep gathers the adjoints of all the loop's results
 and hands them at once to the loop node's ``vjp_results``: one backward loop for every
-result a loss reads (flowgrad/control_grad.py).
+result a loss reads (flowgrad/loops/grad.py).
 
 Results, in order: the final carries; each stacked output ``y`` (scan: ``(T, *y.shape)``;
 cond: the branch's outputs); then, for scan and while loops, each carry *as it entered
@@ -33,8 +33,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .errors import FlowgradError, NumericsError, ShapeError
-from .ops.base import REGISTRY, Op, fmt_shape
+from ..errors import FlowgradError, NumericsError, ShapeError
+from ..ops.base import REGISTRY, Op, fmt_shape
 
 __all__ = ["LoopSpec", "LoopLimitError", "loop_op", "loop_out_op", "is_loop",
            "is_loop_result", "run_loop", "scan_length", "LoopRun", "recording_loops"]
@@ -71,7 +71,7 @@ class LoopSpec:
         self.max_iters = max_iters
         self.where = where
         #: whether runs stack the carries (results "stack"): set, once and for good, when
-        #: a derivative first reads them (control_grad), so a loop nobody differentiates
+        #: a derivative first reads them (loops/grad.py), so a loop nobody differentiates
         #: keeps no T carries. Programs compiled before read it at run time: only reads
         #: of the stacks, which exist only after it is set, need it.
         self.keeps_carries = False
@@ -326,10 +326,10 @@ _RUNNERS = {"scan": _run_scan, "while": _run_while, "cond": _run_cond}
 
 def _loop_forward(xp, *vals, spec):
     if xp is not np:
-        from .backends import backend_of
+        from ..backends import backend_of
         backend = backend_of(xp)
         if backend.loops == "task":     # a lazy backend (dask): the loop is one task
-            from .control_task import run_as_task
+            from .task import run_as_task
             return Results(run_as_task(spec, backend, vals, run_loop))
     return Results(run_loop(spec, xp, vals))
 
@@ -422,7 +422,7 @@ def _no_terms(needed, g, ans, *inputs, spec):
 def _loop_vjp_results(needed, cotangents, ans, *inputs, spec):
     """The terms of the loop's inputs from the adjoints of its results ({loop_out node:
     adjoint}; two nodes of one result add): one backward loop for all of them."""
-    from .control_grad import loop_vjp
+    from .grad import loop_vjp
     cts = {}
     for node, g in cotangents.items():
         i = node.attrs["index"]
@@ -478,7 +478,7 @@ def _out_vjp_all(needed, g, ans, loop, *inputs, index):
     """This one result's terms alone (a caller asking per node, a drawing's local
     derivatives; the reverse sweep gives every result's adjoint to the loop node's
     rule at once instead: ``reads_results``)."""
-    from .control_grad import loop_vjp
+    from .grad import loop_vjp
     return [None] + loop_vjp(_spec_of(loop), {index: g}, needed[1:], loop, list(inputs))
 
 
@@ -486,7 +486,7 @@ def _out_jvp_all(tangents, ans, loop, *inputs, index):
     spec = _spec_of(loop)
     if spec.out_dtypes[index].kind not in "fc":
         return None
-    from .control_grad import loop_jvp
+    from .grad import loop_jvp
     return loop_jvp(spec, index, list(tangents[1:]), loop, list(inputs))
 
 
