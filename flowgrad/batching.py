@@ -26,9 +26,16 @@ Ops covered, by family:
   broadcast_to, reshape_like, and the helpers gradients use, sum_to and broadcast_like;
   zeros_like, ones_like; concat_offsets, concat_part, concat_unpart (the blocks of a
   concatenation with run-time lengths, in its gradient).
-* indexing: getitem and scatter_add with constant indices (a full slice prepended);
-  integer *node* indices that carry the batch, and advanced indices split by a slice,
-  are refused.
+* indexing (flowgrad/batching_index.py): getitem and scatter_add; constant indices get a
+  full slice prepended; integer index *nodes* that carry the batch (an embedding lookup,
+  ``take`` at per-example positions) and advanced indices split by a slice get a batch
+  index ``arange(B)`` in front instead, so each example reads (or adds into) its own
+  entries; embedding_index (the range check) runs on the whole batch (a bad index is
+  named with its position in the batch).
+* convolution and pooling (flowgrad/batching_conv.py): the batch merged into the
+  images' N axis, or into the channels where examples must not mix (a batched kernel,
+  the kernel's gradient, which sums over N); with both operands batched, the op written
+  out per window offset with one einsum that keeps the examples apart.
 * linear algebra, natively batched over leading axes (numpy's stacked matrices): inv,
   det, logdet, eigvalsh, eigh_vectors, cholesky, qr, svd; matmul and solve (per-example
   batch axes aligned, 1-d operands handled); linear.
@@ -49,6 +56,7 @@ from __future__ import annotations
 from flowgrad.errors import UsageError
 from flowgrad.ops import REGISTRY, apply, expand_dims, squeeze, sum as fg_sum, transpose
 from flowgrad.ops import matmul as matmul_op, reshape as reshape_op
+from flowgrad import batching_conv, batching_index
 
 
 class BatchingError(UsageError):
@@ -221,33 +229,6 @@ def reshape_like(b, node, ins, bat):
     return apply(node.op, x, ref)
 
 
-# -- indexing -------------------------------------------------------------------------------
-
-_FULL = ("s", None, None, None)
-
-
-def _batched_index(node, index, bat_tensors):
-    if any(bat_tensors):
-        raise refuse(node, "an integer index node carries the batch")
-    kinds = [it[0] for it in index]
-    adv = [k for k, kind in enumerate(kinds) if kind in ("a", "t") or
-           kind == "i" and any(c in ("a", "t") for c in kinds)]
-    if adv and adv != list(range(adv[0], adv[0] + len(adv))):
-        raise refuse(node, "advanced indices separated by a slice move the batch axis")
-    return (_FULL,) + tuple(index)
-
-
-def getitem(b, node, ins, bat):
-    index = _batched_index(node, node.attrs["index"], bat[1:])
-    return apply(node.op, ins[0], *ins[1:], index=index)
-
-
-def scatter_add(b, node, ins, bat):
-    index = _batched_index(node, node.attrs["index"], bat[2:])
-    g, x = [v if f else b.materialize(v) for v, f in zip(ins[:2], bat[:2])]
-    return apply(node.op, g, x, *ins[2:], index=index)
-
-
 # -- linear algebra ------------------------------------------------------------------------
 
 def _align_stacks(b, ins, bat, core):
@@ -366,8 +347,10 @@ RULES = {
     "broadcast_to": broadcast_to,
     "sum_to": sum_to,
     "broadcast_like": broadcast_like,
-    "getitem": getitem,
-    "scatter_add": scatter_add,
+    "getitem": batching_index.getitem,
+    "scatter_add": batching_index.scatter_add,
+    "embedding_index": shifted(),
+    **batching_conv.CONV_RULES,
     "matmul": matmul,
     "solve": solve,
     "linear": linear,
@@ -396,9 +379,7 @@ WITHOUT_RULE = frozenset({"basis_map"})
 #: its body (a vectorized sub-graph) and is more than a line; the others are one line each.
 NOT_YET = frozenset({
     "loop", "loop_out",
-    "custom_call", "custom_input", "remat_after", "embedding_index",
-    "conv2d", "conv2d_grad_w", "conv2d_grad_x", "max_pool2d", "max_pool2d_gather",
-    "max_pool2d_scatter", "avg_pool2d", "avg_pool2d_grad"})
+    "custom_call", "custom_input", "remat_after"})
 
 
 def rule_for(node):

@@ -1,0 +1,269 @@
+"""Batching rules of indexing with batched index nodes, embeddings, convolution and
+pooling (flowgrad/batching_index.py, flowgrad/batching_conv.py; issue 21).
+
+Each case: fg.vectorize on a batch == the per-example graph run on each example and
+stacked (np.stack of a Python loop), to 1e-12 in float64; per-example gradients
+(vectorize of grad) and forward tangents likewise; fg.jacobian with
+method="vectorize" (which raises instead of falling back to the basis loop) against
+method="map" (the basis loop) and, for a convolution, against PyTorch float64.
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+import flowgrad as fg
+from flowgrad.batching import NOT_YET, RULES
+
+B = 3
+_CALLS = itertools.count()
+
+
+def loop_check(fn, shapes, rng, none=False, dtypes=None, values=None):
+    """vectorize(fn) over a batch == fn on each example, stacked. ``fn`` gets the
+    per-example placeholders; returns the batched values."""
+    dtypes, tag = dtypes or {}, next(_CALLS)     # fresh placeholder names per call
+    per = [fg.placeholder(f"p{tag}_{k}", shape=s, dtype=dtypes.get(k, "float64"))
+           for k, s in enumerate(shapes)]
+    bat = [fg.placeholder(f"b{tag}_{k}", shape=(None if none else B,) + s,
+                          dtype=dtypes.get(k, "float64")) for k, s in enumerate(shapes)]
+    out = fn(*per)
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    batched = fg.vectorize(list(outs), dict(zip(per, bat)))
+    vals = values if values is not None else [rng.standard_normal((B,) + s) for s in shapes]
+    got = fg.run(batched, dict(zip(bat, vals)))
+    prog = fg.compile(list(outs))
+    rows = [prog(dict(zip(per, [v[i] for v in vals]))) for i in range(B)]
+    for k, (g, o) in enumerate(zip(got, outs)):
+        want = np.stack([r[k] for r in rows])
+        assert g.shape == want.shape and g.dtype == want.dtype
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12)
+    return got
+
+
+def test_the_ops_of_this_file_have_rules():
+    for name in ("embedding_index", "conv2d", "conv2d_grad_w", "conv2d_grad_x",
+                 "max_pool2d", "max_pool2d_gather", "max_pool2d_scatter", "avg_pool2d",
+                 "avg_pool2d_grad"):
+        assert name in RULES and name not in NOT_YET
+
+
+# -- indexing with batched index nodes ---------------------------------------------------------
+
+def _index_values(rng):
+    return [rng.standard_normal((B, 5, 3, 2)), rng.integers(0, 3, (B, 2)),
+            rng.integers(0, 2, (B, 2))]
+
+
+_INT = {1: "int64", 2: "int64"}
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_getitem_with_batched_index_nodes(none, rng):
+    """Batched x or not, the block of advanced indices in front, after a slice, or
+    split by a slice (numpy then puts it first), ints among them."""
+    W = fg.variable(rng.standard_normal((5, 3, 2)), name="W")
+    loop_check(lambda x, i, j: [x[i], x[:, i], x[i, :, j], x[:, i, j], x[1, i],
+                                x[None, :, i], x[..., j], W[i], W[:, i], W[i, :, j],
+                                W[:, i, j], W[None, 2:, i], fg.take(W, j, axis=2)],
+               [(5, 3, 2), (2,), (2,)], rng, none=none, dtypes=_INT,
+               values=_index_values(rng))
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_per_example_gradients_through_batched_indices(none, rng):
+    """The gradient graphs hold scatter_adds with batched index nodes: per-example
+    gradients of x and of an unbatched W (each example's own scatter)."""
+    W = fg.variable(rng.standard_normal((5, 3, 2)), name="W")
+
+    def f(x, i, j):
+        y = fg.sum(fg.tanh(x[i, :, j]) ** 2) + fg.sum(W[:, i] * x[:, i]) + \
+            fg.sum(x[[0, 1], :, [1, 0]] ** 3) + fg.sum(W[i, :, j] * x[1:3, :, 0])
+        return fg.grad(y, [x, W])
+    gx, gW = loop_check(f, [(5, 3, 2), (2,), (2,)], rng, none=none, dtypes=_INT,
+                        values=_index_values(rng))
+    assert gW.shape == (B, 5, 3, 2)
+
+
+def test_advanced_indices_split_by_a_slice_batch_now(rng):
+    """Once refused (numpy moves the block in front of the batch axis): now a batch
+    index in front keeps the examples apart; against the per-example numpy result."""
+    x = fg.placeholder("x", shape=(2, 3, 2))
+    X = fg.placeholder("X", shape=(4, 2, 3, 2))
+    Xv = rng.standard_normal((4, 2, 3, 2))
+    got = fg.run(fg.vectorize(x[[0, 1], :, [1, 0]], {x: X}), {X: Xv})
+    np.testing.assert_array_equal(got, np.stack([v[[0, 1], :, [1, 0]] for v in Xv]))
+
+
+# -- embeddings -----------------------------------------------------------------------------------
+
+def _embedding_loss(emb, tok, c):
+    return fg.sum(fg.tanh(emb(tok)) * c)
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_embedding_lookups_and_per_example_table_gradients(none, rng):
+    """A batch of token sequences, an unbatched table: the lookups and each example's
+    own table gradient (rows of its tokens only, repeated tokens added), against
+    the closed form."""
+    emb = fg.nn.Embedding(6, 4, seed=0)
+    c = fg.constant(rng.standard_normal((5, 4)))
+    tok = fg.placeholder("tok", shape=(5,), dtype="int64")
+    loss = _embedding_loss(emb, tok, c)
+    T = fg.placeholder("T", shape=(None if none else B, 5), dtype="int64")
+    Tv = np.array([[0, 1, 1, 5, 2], [3, 3, 3, 3, 3], [5, 4, 0, 2, 1]])
+    h = fg.vectorize(emb(tok), {tok: T})
+    g = fg.vectorize(fg.grad(loss, emb.table), {tok: T})
+    hv, gv = fg.run([h, g], {T: Tv})
+    table = emb.table.value
+    np.testing.assert_array_equal(hv, table[Tv])
+    want = np.zeros((B, 6, 4))
+    for b in range(B):
+        for t in range(5):
+            want[b, Tv[b, t]] += (1 - np.tanh(table[Tv[b, t]]) ** 2) * c.value[t]
+    np.testing.assert_allclose(gv, want, rtol=1e-12, atol=1e-15)
+
+
+def test_a_batched_index_out_of_range_stops_the_run():
+    emb = fg.nn.Embedding(6, 2, seed=0)
+    tok = fg.placeholder("tok", shape=(2,), dtype="int64")
+    T = fg.placeholder("T", shape=(2, 2), dtype="int64")
+    h = fg.vectorize(emb(tok), {tok: T})
+    fg.run(h, {T: np.array([[0, 5], [5, 0]])})                   # the last valid row
+    with pytest.raises((fg.RunError, IndexError), match="index 6"):
+        fg.run(h, {T: np.array([[0, 5], [6, 0]])})               # the first bad value
+
+
+def test_an_embedding_jacobian_takes_the_vectorized_path(rng):
+    emb = fg.nn.Embedding(5, 3, seed=1)
+    tok = fg.constant(np.array([0, 4, 4, 2]))
+    w = fg.placeholder("w", shape=(3,))
+    y = fg.tanh(emb(tok) @ w)
+    J = fg.jacobian(y, w, method="vectorize")
+    Jm = fg.jacobian(y, w, method="map")
+    wv = rng.standard_normal(3)
+    a, b = fg.run([J, Jm], {w: wv})
+    rows = emb.table.value[[0, 4, 4, 2]]
+    np.testing.assert_allclose(a, (1 - np.tanh(rows @ wv) ** 2)[:, None] * rows, rtol=1e-13)
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+# -- convolution and pooling -----------------------------------------------------------------------
+
+CONV_SETTINGS = [(1, "valid"), (2, 1), ((2, 1), "same")]
+
+
+def _kernel(rng):
+    return fg.variable(rng.standard_normal((4, 2, 3, 3)), name="K")
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+@pytest.mark.parametrize("stride, padding", CONV_SETTINGS)
+def test_conv2d_with_a_batched_input_kernel_or_both(stride, padding, none, rng):
+    K = _kernel(rng)
+    X0 = fg.constant(rng.standard_normal((2, 2, 7, 6)))
+    conv = lambda x, w: fg.conv2d(x, w, stride=stride, padding=padding)  # noqa: E731
+    loop_check(lambda x: conv(x, K), [(2, 2, 7, 6)], rng, none=none)
+    loop_check(lambda w: conv(X0, w), [(4, 2, 3, 3)], rng, none=none)
+    loop_check(lambda x, w: conv(x, w), [(2, 2, 7, 6), (4, 2, 3, 3)], rng, none=none)
+
+
+def _net(K, x, w, stride, padding):
+    h = fg.tanh(fg.conv2d(x, K, stride=stride, padding=padding))
+    y = fg.conv2d(h, w, padding=1)
+    return fg.sum(fg.max_pool2d(y, 2) ** 2) + fg.sum(fg.avg_pool2d(y, (2, 1)) ** 3)
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+@pytest.mark.parametrize("stride, padding", CONV_SETTINGS)
+def test_per_example_gradients_and_tangents_of_a_conv_net(stride, padding, none, rng):
+    """Both kernels and the input per example: conv2d_grad_w and conv2d_grad_x with
+    both operands batched, the pools' scatters and gathers; forward tangents too."""
+    K = _kernel(rng)
+    shapes = [(2, 2, 7, 6), (3, 4, 3, 3)]
+    loop_check(lambda x, w: fg.grad(_net(K, x, w, stride, padding), [K, x, w]), shapes,
+               rng, none=none)
+    ones = [fg.constant(np.ones(s)) for s in [(4, 2, 3, 3)] + shapes]
+    loop_check(lambda x, w: fg.jvp(_net(K, x, w, stride, padding), [K, x, w], ones),
+               shapes, rng, none=none)
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_per_example_kernel_gradients_and_their_second_derivatives(none, rng):
+    """The classic per-example gradient (x batched, the kernel shared) and a
+    per-example Hessian-vector product through it."""
+    K = _kernel(rng)
+
+    def g(x):
+        return fg.grad(fg.sum(fg.tanh(fg.conv2d(x, K, stride=2, padding=1)) ** 2), K)
+    loop_check(g, [(1, 2, 7, 6)], rng, none=none)
+    loop_check(lambda x, v: fg.grad(fg.sum(g(x) * v), [K, x]),
+               [(1, 2, 7, 6), (4, 2, 3, 3)], rng, none=none)
+
+
+def test_per_example_kernel_gradients_against_torch(rng):
+    torch = pytest.importorskip("torch")
+    K = _kernel(rng)
+    x = fg.placeholder("x", shape=(1, 2, 7, 6))
+    X = fg.placeholder("X", shape=(None, 1, 2, 7, 6))
+    loss = fg.sum(fg.tanh(fg.conv2d(x, K, stride=2, padding=1)) ** 2)
+    Xv = rng.standard_normal((B, 1, 2, 7, 6))
+    got = fg.run(fg.vectorize(fg.grad(loss, K), {x: X}), {X: Xv})
+    for b in range(B):
+        kt = torch.tensor(K.value, requires_grad=True)
+        y = torch.nn.functional.conv2d(torch.tensor(Xv[b]), kt, stride=2, padding=1)
+        torch.sum(torch.tanh(y) ** 2).backward()
+        np.testing.assert_allclose(got[b], kt.grad.numpy(), rtol=1e-12, atol=1e-13)
+
+
+def test_single_batched_operand_paths_of_the_conv_gradients(rng):
+    """conv2d_grad_w with only x or only the cotangent batched (B into channels),
+    conv2d_grad_x with only the kernel batched: reached through nested derivatives."""
+    x0 = fg.variable(rng.standard_normal((2, 2, 6, 5)), name="x0")
+    C = fg.constant(rng.standard_normal((2, 4, 2, 2)))
+    gw = lambda x, w: fg.grad(fg.sum(fg.conv2d(x, w, stride=2) * C), w)  # noqa: E731
+    gx = lambda x, w: fg.grad(fg.sum(fg.conv2d(x, w, stride=2) * C), x)  # noqa: E731
+    K = _kernel(rng)
+    loop_check(lambda x: gw(x, K), [(2, 2, 6, 5)], rng, none=True)       # x only
+    loop_check(lambda w: gx(x0, w), [(4, 2, 3, 3)], rng, none=True)      # w only
+    loop_check(lambda c: fg.grad(fg.sum(fg.conv2d(x0, K, stride=2) * c), K),
+               [(2, 4, 2, 2)], rng)                                       # cotangent only
+
+
+@pytest.mark.parametrize("mode", ["fwd", "rev"])
+def test_conv_jacobians_take_the_vectorized_path(mode, rng):
+    """method='vectorize' raises rather than loop: the vectorized Jacobians with
+    respect to the input and the kernel equal the basis loop."""
+    K = fg.placeholder("K", shape=(2, 2, 2, 2))
+    x = fg.placeholder("x", shape=(1, 2, 4, 4))
+    y = fg.max_pool2d(fg.tanh(fg.conv2d(x, K, padding=1)), 2) + \
+        fg.avg_pool2d(fg.conv2d(x, K, stride=2, padding=1), 2, stride=1)
+    feed = {K: rng.standard_normal((2, 2, 2, 2)), x: rng.standard_normal((1, 2, 4, 4))}
+    for wrt in (K, x):
+        J = fg.jacobian(y, wrt, mode=mode, method="vectorize")
+        Jm = fg.jacobian(y, wrt, mode=mode, method="map")
+        a, b = fg.run([J, Jm], feed)
+        assert a.shape == y.shape + wrt.shape
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    H = fg.hessian(fg.sum(fg.tanh(fg.conv2d(x, K)) ** 2), K, method="vectorize")
+    Hm = fg.hessian(fg.sum(fg.tanh(fg.conv2d(x, K)) ** 2), K, method="map")
+    a, b = fg.run([H, Hm], feed)
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_both_operands_batched_with_a_run_time_height_is_refused_by_name(rng):
+    """The per-offset form needs the output's height and width at build time; with
+    only x batched, a run-time height merges fine."""
+    from flowgrad.batching import BatchingError
+    x = fg.placeholder("x", shape=(1, 2, None, 5))
+    w = fg.placeholder("w", shape=(4, 2, 3, 3))
+    X = fg.placeholder("X", shape=(B, 1, 2, None, 5))
+    Wb = fg.placeholder("Wb", shape=(B, 4, 2, 3, 3))
+    y = fg.conv2d(x, w)
+    with pytest.raises(BatchingError, match=r"'conv2d' .* run time"):
+        fg.vectorize(y, {x: X, w: Wb})
+    Xv, wv = rng.standard_normal((B, 1, 2, 6, 5)), rng.standard_normal((4, 2, 3, 3))
+    got = fg.run(fg.vectorize(y, {x: X}), {X: Xv, w: wv})
+    prog = fg.compile(y)
+    np.testing.assert_allclose(got, np.stack([prog({x: v, w: wv}) for v in Xv]),
+                               rtol=1e-12, atol=1e-13)
