@@ -42,6 +42,12 @@ Ops covered, by family:
 * einsum (a fresh letter for the batch axis), var, prod, cumsum (axes shifted), pad (no
   padding of the batch axis), astype,
   stop_gradient (the ops of issue 22 and custom derivatives, where merged).
+* custom functions and remat blocks (flowgrad/batching_calls.py): custom_input,
+  remat_after and custom_call carry their first input's value. A batched call of a
+  user's ``custom_vjp``/``custom_jvp`` function refuses to be differentiated again (its
+  rule was written for one example): differentiate first, then vectorize — which is
+  what per-example gradients, ``fg.jacobian`` and ``fg.hessian`` do. A remat block
+  keeps its rule (a replay of the block from the graph), so either order works.
 * fused ops with a ``decompose`` (mse, l2, bce_with_logits, softmax_cross_entropy,
   linear outside its plain case): their decomposition is batched.
 * random draws: a draw that does not depend on a mapped input is one draw shared by
@@ -56,7 +62,7 @@ from __future__ import annotations
 from flowgrad.errors import UsageError
 from flowgrad.ops import REGISTRY, apply, expand_dims, squeeze, sum as fg_sum, transpose
 from flowgrad.ops import matmul as matmul_op, reshape as reshape_op
-from flowgrad import batching_conv, batching_index
+from flowgrad import batching_calls, batching_conv, batching_index
 
 
 class BatchingError(UsageError):
@@ -351,6 +357,7 @@ RULES = {
     "scatter_add": batching_index.scatter_add,
     "embedding_index": shifted(),
     **batching_conv.CONV_RULES,
+    **batching_calls.CALL_RULES,
     "matmul": matmul,
     "solve": solve,
     "linear": linear,
@@ -378,8 +385,7 @@ WITHOUT_RULE = frozenset({"basis_map"})
 #: with a BatchingError and fg.jacobian falls back to its loop. A loop's rule would batch
 #: its body (a vectorized sub-graph) and is more than a line; the others are one line each.
 NOT_YET = frozenset({
-    "loop", "loop_out",
-    "custom_call", "custom_input", "remat_after"})
+    "loop", "loop_out"})
 
 
 def rule_for(node):

@@ -267,3 +267,134 @@ def test_both_operands_batched_with_a_run_time_height_is_refused_by_name(rng):
     prog = fg.compile(y)
     np.testing.assert_allclose(got, np.stack([prog({x: v, w: wv}) for v in Xv]),
                                rtol=1e-12, atol=1e-13)
+
+
+# -- custom functions and remat blocks ---------------------------------------------------------
+
+def _scaled_clip():
+    """f(x) = x · Σx with a rule that is NOT its derivative (clipped, then scaled by
+    Σx): a test would see the true derivative instead of the rule. The rule reduces
+    over x, so on batched nodes it would mix examples."""
+    @fg.custom_vjp
+    def f(x):
+        return x * fg.sum(x)
+
+    @f.defvjp
+    def f_vjp(g, ans, x):
+        return (fg.clip(g, -0.5, 0.5) * fg.sum(x) + fg.sum(g * x),)
+    return f
+
+
+def _rule_value(g, x, clip=True):
+    return (np.clip(g, -0.5, 0.5) if clip else g) * x.sum() + (g * x).sum()
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_per_example_gradients_through_a_custom_vjp_function_use_its_rule(none, rng):
+    f = _scaled_clip()
+    w = fg.variable(rng.standard_normal(3), name="w")
+    c = rng.standard_normal(3)
+    loop_check(lambda x: [f(x * w), fg.grad(fg.sum(f(x * w) * fg.constant(c)), w)],
+               [(3,)], rng, none=none)
+
+
+def test_the_rule_of_a_custom_function_in_a_per_example_gradient_is_the_users(rng):
+    f = _scaled_clip()
+    w = fg.variable(rng.standard_normal(3), name="w")
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(None, 3))
+    c = np.array([3.0, -0.2, 0.1])                     # clipped: 3.0 → 0.5
+    gw = fg.vectorize(fg.grad(fg.sum(f(x * w) * fg.constant(c)), w), {x: X})
+    Xv = rng.standard_normal((4, 3))
+    want = np.stack([_rule_value(c, xv * w.value) * xv for xv in Xv])
+    np.testing.assert_allclose(fg.run(gw, {X: Xv}), want, rtol=1e-13)
+
+
+def test_differentiating_a_vectorized_custom_call_is_refused_by_name(rng):
+    """Its rule would see batched nodes (and sum across examples): refused, saying to
+    differentiate first. The batched value itself is fine."""
+    f = _scaled_clip()
+    w = fg.variable(rng.standard_normal(3), name="w")
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(4, 3))
+    y = fg.vectorize(f(x * w), {x: X})
+    Xv = rng.standard_normal((4, 3))
+    np.testing.assert_allclose(fg.run(y, {X: Xv}),
+                               np.stack([v * w.value * (v * w.value).sum() for v in Xv]),
+                               rtol=1e-13)
+    with pytest.raises(fg.DifferentiationError, match="Differentiate first"):
+        fg.run(fg.grad(fg.sum(y), w))
+    with pytest.raises(fg.DifferentiationError, match="Differentiate first"):
+        fg.jvp(fg.sum(y), w, fg.ones_like(w))
+
+
+@pytest.mark.parametrize("mode", ["fwd", "rev"])
+def test_jacobians_and_hessians_of_custom_functions_take_the_vectorized_path(mode, rng):
+    f = _scaled_clip()
+
+    @fg.custom_jvp
+    def log1pexp(x):
+        return fg.log1p(fg.exp(x))
+
+    @log1pexp.defjvp
+    def log1pexp_jvp(tangents, ans, x):
+        return tangents[0] * fg.sigmoid(x)
+
+    x = fg.placeholder("x", shape=(4,))
+    y = f(x) + log1pexp(x)
+    J = fg.jacobian(y, x, mode=mode, method="vectorize")
+    Jm = fg.jacobian(y, x, mode=mode, method="map")
+    xv = np.array([0.3, -0.1, 0.05, 0.2])
+    a, b = fg.run([J, Jm], {x: xv})
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    # the user's rules, row by row: reverse mode clips each unit cotangent to 0.5;
+    # forward mode transposes the rule's linearisation at 0, where the clip is 1
+    s = 1 / (1 + np.exp(-xv))
+    want = np.stack([_rule_value(np.eye(4)[k], xv, mode == "rev") for k in range(4)]) + \
+        np.diag(s)
+    np.testing.assert_allclose(a, want, rtol=1e-12)
+    H = fg.hessian(fg.sum(log1pexp(x) ** 2), x, method="vectorize")
+    Hm = fg.hessian(fg.sum(log1pexp(x) ** 2), x, method="map")
+    a, b = fg.run([H, Hm], {x: xv})
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    sp = np.log1p(np.exp(xv))
+    np.testing.assert_allclose(a, np.diag(2 * s * s + 2 * sp * s * (1 - s)), rtol=1e-12)
+
+
+def _block(h, W):
+    return fg.tanh(h @ W) * 2.0 + fg.sin(h)
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_remat_blocks_batch_and_differentiate_before_or_after(none, rng):
+    """A remat call keeps its rule (a replay of the block from the graph): per-example
+    gradients, and the gradient of a vectorized loss, both equal the loop."""
+    W = fg.variable(rng.standard_normal((3, 3)), name="W")
+    V = fg.variable(rng.standard_normal(3), name="V")
+    loss = lambda x: fg.sum(fg.remat(_block)(x * V, W) ** 2)          # noqa: E731
+    loop_check(lambda x: [loss(x)] + fg.grad(loss(x), [W, V, x]), [(3,)], rng, none=none)
+    x = fg.placeholder("xr", shape=(3,))
+    X = fg.placeholder("XR", shape=(None if none else 4, 3))
+    total = fg.sum(fg.vectorize(loss(x), {x: X}))
+    assert "remat_after" in {n.op.name for n in W.graph.nodes if n.op is not None}
+    gW, gV = fg.grad(total, [W, V])
+    Xv = rng.standard_normal((4, 3))
+    got = fg.run([gW, gV], {X: Xv})
+    prog = fg.compile(fg.grad(loss(x), [W, V]))
+    rows = [prog({x: v}) for v in Xv]
+    for k in range(2):
+        np.testing.assert_allclose(got[k], sum(r[k] for r in rows), rtol=1e-12)
+
+
+def test_a_remat_jacobian_takes_the_vectorized_path(rng):
+    W = fg.variable(rng.standard_normal((3, 3)), name="W")
+    x = fg.placeholder("x", shape=(3,))
+    y = fg.remat(_block)(x, W)
+    J = fg.jacobian(y, x, mode="rev", method="vectorize")
+    Jm = fg.jacobian(y, x, mode="rev", method="map")
+    xv = rng.standard_normal(3)
+    a, b = fg.run([J, Jm], {x: xv})
+    t = np.tanh(xv @ W.value)
+    np.testing.assert_allclose(a, 2 * (W.value * (1 - t * t)).T + np.diag(np.cos(xv)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
