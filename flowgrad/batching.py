@@ -48,6 +48,11 @@ Ops covered, by family:
   rule was written for one example): differentiate first, then vectorize — which is
   what per-example gradients, ``fg.jacobian`` and ``fg.hessian`` do. A remat block
   keeps its rule (a replay of the block from the graph), so either order works.
+* loops (flowgrad/batching_loops.py): a scan (``fg.scan``, ``fg.fori_loop`` with int
+  bounds, the scans that are loops' derivatives) becomes a scan of its body vectorized;
+  carries that no example changes stay unbatched; batched xs and stacked results have
+  the batch on axis 1 inside the loop and in front outside it. A while loop, a cond and
+  a body that draws random values are refused.
 * fused ops with a ``decompose`` (mse, l2, bce_with_logits, softmax_cross_entropy,
   linear outside its plain case): their decomposition is batched.
 * random draws: a draw that does not depend on a mapped input is one draw shared by
@@ -55,14 +60,15 @@ Ops covered, by family:
   (``like=``) carries the batch is refused.
 
 Not covered (BatchingError naming the op): basis_map (a Jacobian built with
-``method="map"``), the ops listed in ``NOT_YET``, and any op not in the table.
+``method="map"``), the cases refused above, the ops listed in ``NOT_YET``, and any op
+not in the table.
 """
 from __future__ import annotations
 
 from flowgrad.errors import UsageError
 from flowgrad.ops import REGISTRY, apply, expand_dims, squeeze, sum as fg_sum, transpose
 from flowgrad.ops import matmul as matmul_op, reshape as reshape_op
-from flowgrad import batching_calls, batching_conv, batching_index
+from flowgrad import batching_calls, batching_conv, batching_index, batching_loops
 
 
 class BatchingError(UsageError):
@@ -358,6 +364,7 @@ RULES = {
     "embedding_index": shifted(),
     **batching_conv.CONV_RULES,
     **batching_calls.CALL_RULES,
+    **batching_loops.LOOP_RULES,
     "matmul": matmul,
     "solve": solve,
     "linear": linear,
@@ -380,12 +387,9 @@ RULES = {
 #: replaces); tests hold every other op of flowgrad to a line in RULES or elementwise=True.
 WITHOUT_RULE = frozenset({"basis_map"})
 
-#: Ops from other branches of issues 21/22 (custom functions, remat, einsum, convolution,
-#: pooling, embedding) and issue 20's loops that have no rule yet: vectorize refuses them
-#: with a BatchingError and fg.jacobian falls back to its loop. A loop's rule would batch
-#: its body (a vectorized sub-graph) and is more than a line; the others are one line each.
-NOT_YET = frozenset({
-    "loop", "loop_out"})
+#: Ops with no rule yet (vectorize refuses them with a BatchingError and fg.jacobian
+#: falls back to its loop): none now; a new op's branch may list it here until it has one.
+NOT_YET = frozenset()
 
 
 def rule_for(node):

@@ -398,3 +398,153 @@ def test_a_remat_jacobian_takes_the_vectorized_path(rng):
     np.testing.assert_allclose(a, 2 * (W.value * (1 - t * t)).T + np.diag(np.cos(xv)),
                                rtol=1e-12)
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+# -- loops -------------------------------------------------------------------------------------------
+
+def _rnn(W, h0, xs, reverse=False):
+    def step(h, x):
+        h2 = fg.tanh(h @ W + x)
+        return h2, fg.sum(h2 * h2)
+    return fg.scan(step, h0, xs, reverse=reverse)
+
+
+def _rnn_numpy(Wv, h, xs, reverse=False):
+    ys = [None] * len(xs)
+    for t in (range(len(xs))[::-1] if reverse else range(len(xs))):
+        h = np.tanh(h @ Wv + xs[t])
+        ys[t] = np.sum(h * h)
+    return h, np.array(ys)
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_scan_batches_its_carry_its_xs_or_a_capture(reverse, none, rng):
+    W = fg.variable(rng.standard_normal((3, 3)) * 0.5, name="W")
+    zero, ones = fg.constant(np.zeros(3)), fg.constant(np.ones((4, 3)))
+    got = loop_check(lambda h0, xs: list(_rnn(W, h0, xs, reverse)), [(3,), (4, 3)], rng,
+                     none=none)
+    loop_check(lambda xs: list(_rnn(W, zero, xs, reverse)), [(4, 3)], rng, none=none)
+    loop_check(lambda h0: list(_rnn(W, h0, ones, reverse)), [(3,)], rng, none=none)
+    loop_check(lambda v: list(_rnn(W * v[0], zero, ones, reverse)), [(3,)], rng, none=none)
+    assert got[1].shape == (B, 4)                    # ys: (B, T), the batch in front
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_per_example_gradients_and_tangents_through_a_scan(none, rng):
+    """The derivative loops (a scan backwards over the body's vjp reading the forward's
+    stacked carries, a scan carrying tangents) batch like any scan."""
+    W = fg.variable(rng.standard_normal((3, 3)) * 0.5, name="W")
+
+    def loss(h0, xs):
+        h, ys = _rnn(W, h0, xs)
+        return fg.sum(ys) + fg.sum(h * h)
+    loop_check(lambda h0, xs: fg.grad(loss(h0, xs), [W, h0, xs]), [(3,), (4, 3)], rng,
+               none=none)
+    ts = [fg.constant(np.ones(s)) for s in [(3, 3), (3,), (4, 3)]]
+    loop_check(lambda h0, xs: fg.jvp(loss(h0, xs), [W, h0, xs], ts), [(3,), (4, 3)], rng,
+               none=none)
+
+
+def test_per_example_rnn_gradients_against_torch(rng):
+    torch = pytest.importorskip("torch")
+    W = fg.variable(rng.standard_normal((3, 3)) * 0.5, name="W")
+    xs = fg.placeholder("xs", shape=(4, 3))
+    XS = fg.placeholder("XS", shape=(None, 4, 3))
+    loss = fg.sum(_rnn(W, fg.constant(np.zeros(3)), xs)[1])
+    Xv = rng.standard_normal((B, 4, 3))
+    got = fg.run(fg.vectorize(fg.grad(loss, W), {xs: XS}), {XS: Xv})
+    for b in range(B):
+        wt = torch.tensor(W.value, requires_grad=True)
+        h, total = torch.zeros(3, dtype=torch.float64), 0
+        for t in range(4):
+            h = torch.tanh(h @ wt + torch.tensor(Xv[b, t]))
+            total = total + torch.sum(h * h)
+        total.backward()
+        np.testing.assert_allclose(got[b], wt.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_nested_scans_and_their_gradients(none, rng):
+    W = fg.variable(rng.standard_normal((3, 3)) * 0.5, name="W")
+
+    def nested(h0, xs):
+        def outer(h, x):
+            inner, _ = fg.scan(lambda c, t: (fg.tanh(c @ W + t), None), h,
+                               fg.stack([x, x * 0.5]))
+            return inner, fg.sum(inner)
+        return list(fg.scan(outer, h0, xs))
+    loop_check(nested, [(3,), (4, 3)], rng, none=none)
+    loop_check(lambda h0, xs: fg.grad(fg.sum(nested(h0, xs)[1]), [W, h0, xs]),
+               [(3,), (4, 3)], rng, none=none)
+
+
+def test_a_vectorized_scan_differentiates_again(rng):
+    """The batched loop is an ordinary scan: the gradient of a batch-summed loss is the
+    sum of the per-example gradients."""
+    W = fg.variable(rng.standard_normal((3, 3)) * 0.5, name="W")
+    h0 = fg.placeholder("h0", shape=(3,))
+    H0 = fg.placeholder("H0", shape=(None, 3))
+    xs = fg.constant(rng.standard_normal((4, 3)))
+    h, ys = _rnn(W, h0, xs)
+    total = fg.sum(fg.vectorize(fg.sum(ys) + fg.sum(h), {h0: H0}))
+    gW, gH = fg.grad(total, [W, H0])
+    Hv = rng.standard_normal((B, 3))
+    got_W, got_H = fg.run([gW, gH], {H0: Hv})
+    prog = fg.compile(fg.grad(fg.sum(ys) + fg.sum(h), [W, h0]))
+    rows = [prog({h0: v}) for v in Hv]
+    np.testing.assert_allclose(got_W, sum(r[0] for r in rows), rtol=1e-12)
+    np.testing.assert_allclose(got_H, np.stack([r[1] for r in rows]), rtol=1e-12)
+
+
+def test_a_carry_no_example_changes_stays_unbatched(rng):
+    """fori_loop's counter is a carry of the scan: it reads nothing batched, so it is
+    not repeated per example (the fixed point over the body's graph)."""
+    h0 = fg.placeholder("h0", shape=(3,))
+    H0 = fg.placeholder("H0", shape=(B, 3))
+    out = fg.fori_loop(0, 3, lambda i, h: fg.tanh(h) * fg.astype(i + 1, "float64"), h0)
+    y = fg.vectorize(out, {h0: H0})
+    loops = [n for n in y.graph.nodes if n.op is not None and n.op.name == "loop"]
+    counter = loops[-1].inputs[0]
+    assert counter.shape == () and counter.dtype == np.int64
+    Hv = rng.standard_normal((B, 3))
+    want = Hv
+    for i in range(3):
+        want = np.tanh(want) * (i + 1)
+    np.testing.assert_allclose(fg.run(y, {H0: Hv}), want, rtol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "rev"])
+def test_scan_jacobians_take_the_vectorized_path(mode, rng):
+    W = fg.placeholder("W", shape=(3, 3))
+    h0 = fg.placeholder("h0", shape=(3,))
+    h, ys = _rnn(W, h0, fg.constant(rng.standard_normal((4, 3))))
+    feed = {W: rng.standard_normal((3, 3)) * 0.5, h0: rng.standard_normal(3)}
+    for y in (h, ys):
+        for wrt in (W, h0):
+            J = fg.jacobian(y, wrt, mode=mode, method="vectorize")
+            Jm = fg.jacobian(y, wrt, mode=mode, method="map")
+            a, b = fg.run([J, Jm], feed)
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    H = fg.hessian(fg.sum(ys), h0, method="vectorize")
+    Hm = fg.hessian(fg.sum(ys), h0, method="map")
+    a, b = fg.run([H, Hm], feed)
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_while_loops_conds_and_drawing_bodies_are_refused_by_name(rng):
+    from flowgrad.batching import BatchingError
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(B, 3))
+    w = fg.while_loop(lambda c: fg.sum(c) < 10.0, lambda c: c * 2.0, x, max_iters=50)
+    with pytest.raises(BatchingError, match="'loop' .*while_loop.*its own number"):
+        fg.vectorize(w, {x: X})
+    c = fg.cond(fg.sum(x) > 0.0, lambda a: a * 2.0, lambda a: a - 1.0, x)
+    with pytest.raises(BatchingError, match="'loop' .*cond.*its own branch"):
+        fg.vectorize(c, {x: X})
+    d, _ = fg.scan(lambda h, t: (h + fg.random.normal((3,), seed=1), None), x, length=2)
+    with pytest.raises(BatchingError, match="draws random values"):
+        fg.vectorize(d, {x: X})
+    J = fg.jacobian(w, x)                        # falls back to the basis loop
+    xv = np.array([0.5, 1.0, 1.5])               # 3.0 → 6 → 12: two doublings
+    np.testing.assert_allclose(fg.run(J, {x: xv}), 4 * np.eye(3), rtol=1e-14)

@@ -1,0 +1,122 @@
+"""Batching rules of loops (``loop``, ``loop_out``: ``fg.scan``, ``fg.fori_loop`` with
+int bounds, and the scans that are loops' derivatives), for ``fg.vectorize``.
+
+A batched scan is a new scan whose step is the old body vectorized: the step inlines
+the body (flowgrad/control_body.py) on per-example stand-ins of its batched arguments
+(entry 0 of each; never computed, the vectorized step reads the batched ones) and
+batches what depends on them with ``fg.vectorize``. Which carries carry the batch is
+found first, as a fixed point over the body's graph (a carry is batched when its
+initial value is, or when its new value reads something batched), so a counter or a
+state that no example changes stays unbatched. Batched xs are stacked on axis 1 for
+the new scan, ``(T, B, …)``; its stacked results (ys, and the carries a derivative
+reads) come back as ``(T, B, …)`` and are moved to ``(B, T, …)``. A loop nested in the
+body is batched when the body is vectorized: one level of calls per level of nesting,
+never a recursion over a graph's nodes.
+
+Refused by name (``fg.jacobian`` then loops over basis vectors): while loops (each
+example may need its own number of iterations), ``fg.cond`` (each example may take its
+own branch), and loops whose body draws random values (their recorded draws are
+per-loop, not per-example).
+"""
+from __future__ import annotations
+
+from .ops import apply, getitem, transpose
+
+
+def _refuse(node, why):
+    from .batching import refuse
+    return refuse(node, why)
+
+
+def _batched_params(body, spec, bat):
+    """Body node ids that carry the batch: the batched xs and captures, and the carries
+    batched at the fixed point. Returns (ids, carry flags)."""
+    n, nx = spec.n_carry, spec.n_xs
+    caps = [bat[n + nx + i] for i in spec.caps_of[0]]
+    ids = {p.id for p, f in zip(body.params[n:], bat[n:n + nx]) if f}
+    ids |= {p.id for p, f in zip(body.cap_params, caps) if f}
+    carry = list(bat[:n])
+    reads = [set(body.graph.ancestors([o.id])) for o in body.outs[:n]]
+    while True:
+        live = ids | {p.id for p, f in zip(body.params[:n], carry) if f}
+        new = [f or bool(r & live) for f, r in zip(carry, reads)]
+        if new == carry:
+            return live, carry
+        carry = new
+
+
+def _step(b, spec, batched_ids, flags):
+    """The new scan's step: the body inlined on stand-ins, then vectorized."""
+    from .control_body import capture, inline
+    from .vectorize import vectorize
+    body, n = spec.bodies[0], spec.n_carry
+    cap_flags = flags[spec.n_carry + spec.n_xs:]
+
+    def step(carry, x, caps):
+        keys, args = {}, []
+        for v, p in zip(list(carry) + list(x), body.params):
+            args.append(_stand_in(v, keys) if p.id in batched_ids else v)
+        cap_in = [capture(c) for c in caps]
+        cap_args = [_stand_in(v, keys) if f else v for v, f in zip(cap_in, cap_flags)]
+        outs = inline(body, args, [cap_args[i] for i in spec.caps_of[0]])
+        reads = [bool(set(body.graph.ancestors([o.id])) & batched_ids) for o in body.outs]
+        todo = [o for o, r in zip(outs, reads) if r]
+        done = iter(vectorize(todo, keys) if todo else [])
+        outs = [next(done) if r else o for o, r in zip(outs, reads)]
+        return outs[:n], outs[n:]
+    return step
+
+
+def _stand_in(batched, keys):
+    """A per-example node for ``batched`` (its entry 0): a key of the vectorize map."""
+    per = getitem(batched, 0)
+    keys[per] = batched
+    return per
+
+
+def _axis1(x):
+    """(B, T, …) ↔ (T, B, …)."""
+    return transpose(x, (1, 0) + tuple(range(2, len(x.shape))))
+
+
+def loop(b, node, ins, bat):
+    from .batching import Unbatched
+    from .control import build_scan
+    spec = node.attrs["spec"]
+    if spec.kind != "scan":
+        what = "each example may take its own branch" if spec.kind == "cond" else \
+            "each example may need its own number of iterations"
+        raise _refuse(node, f"a {spec.name} is not batched ({what}); write it as a "
+                            f"scan, or vectorize outside it")
+    if spec.draw_slots:
+        raise _refuse(node, f"the body of {spec.name} draws random values")
+    n, nx = spec.n_carry, spec.n_xs
+    batched_ids, carry_flags = _batched_params(spec.bodies[0], spec, bat)
+    init = [x if f or not g else b.materialize(x)
+            for x, f, g in zip(ins[:n], bat[:n], carry_flags)]
+    xs = [_axis1(x) if f else x for x, f in zip(ins[n:n + nx], bat[n:n + nx])]
+    flags = list(carry_flags) + list(bat[n:])
+    inner = _step(b, spec, batched_ids, flags)
+    caps = list(ins[n + nx:])
+    new, _ = build_scan(lambda c, x: inner(c, x, caps), init, xs, reverse=spec.reverse,
+                        length=spec.length, name=spec.name)
+    return Unbatched(new)
+
+
+def loop_out(b, node, ins, bat):
+    """One result of a batched scan: a final carry as it is, a stacked one moved to
+    (B, T, …); a result no example changes stays unbatched."""
+    from .batching import Unbatched
+    from .control_ops import loop_out_op
+    new, old = ins[0], node.inputs[0]
+    if new is old:
+        raise _refuse(node, "its loop was not batched")
+    index = node.attrs["index"]
+    out = apply(loop_out_op, new, *new.inputs, index=index)
+    if len(out.shape) == len(node.shape):
+        return Unbatched(out)
+    role = old.attrs["spec"].role(index)[0]
+    return out if role == "final" else _axis1(out)
+
+
+LOOP_RULES = {"loop": loop, "loop_out": loop_out}
