@@ -59,7 +59,10 @@ def _step(b, spec, batched_ids, flags):
         cap_in = [capture(c) for c in caps]
         cap_args = [_stand_in(v, keys) if f else v for v, f in zip(cap_in, cap_flags)]
         outs = inline(body, args, [cap_args[i] for i in spec.caps_of[0]])
-        reads = [bool(set(body.graph.ancestors([o.id])) & batched_ids) for o in body.outs]
+        # an output that reads the batch, or a batched carry (one that no longer reads
+        # it, e.g. reset to a constant, is repeated per example to keep its shape)
+        reads = [bool(set(body.graph.ancestors([o.id])) & batched_ids) or
+                 k < n and flags[k] for k, o in enumerate(body.outs)]
         todo = [o for o, r in zip(outs, reads) if r]
         done = iter(vectorize(todo, keys) if todo else [])
         outs = [next(done) if r else o for o, r in zip(outs, reads)]

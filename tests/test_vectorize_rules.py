@@ -400,7 +400,7 @@ def test_a_remat_jacobian_takes_the_vectorized_path(rng):
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-# -- loops -------------------------------------------------------------------------------------------
+# -- loops ----------------------------------------------------------------------------------------
 
 def _rnn(W, h0, xs, reverse=False):
     def step(h, x):
@@ -514,6 +514,15 @@ def test_a_carry_no_example_changes_stays_unbatched(rng):
     np.testing.assert_allclose(fg.run(y, {H0: Hv}), want, rtol=1e-14)
 
 
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_a_batched_carry_reset_to_a_constant_keeps_its_batch(none, rng):
+    """The new value reads nothing batched, yet the carry entered batched: it is
+    repeated per example (a carry keeps its shape)."""
+    reset = fg.constant(np.ones(3))
+    loop_check(lambda h0, xs: list(fg.scan(lambda c, x: (reset * 2.0, c * x), h0, xs)),
+               [(3,), (4, 3)], rng, none=none)
+
+
 @pytest.mark.parametrize("mode", ["fwd", "rev"])
 def test_scan_jacobians_take_the_vectorized_path(mode, rng):
     W = fg.placeholder("W", shape=(3, 3))
@@ -548,3 +557,25 @@ def test_while_loops_conds_and_drawing_bodies_are_refused_by_name(rng):
     J = fg.jacobian(w, x)                        # falls back to the basis loop
     xv = np.array([0.5, 1.0, 1.5])               # 3.0 → 6 → 12: two doublings
     np.testing.assert_allclose(fg.run(J, {x: xv}), 4 * np.eye(3), rtol=1e-14)
+
+
+def test_vectorized_custom_calls_remat_and_scans_round_trip_through_graph_files(tmp_path,
+                                                                              rng):
+    """The batched call's function is registered (a loaded graph finds it, and still
+    refuses its derivative); the batched scan and remat block load and run alike."""
+    with fg.Graph():
+        f = _scaled_clip()
+        W = fg.variable(rng.standard_normal((3, 3)) * 0.5, name="W")
+        x = fg.placeholder("x", shape=(3,))
+        X = fg.placeholder("X", shape=(None, 3))
+        xs = fg.constant(rng.standard_normal((4, 3)))
+        y = f(x) + fg.remat(_block)(x, W) + _rnn(W, x, xs)[0]
+        out = fg.vectorize(y, {x: X}).named("out")
+        Xv = rng.standard_normal((B, 3))
+        want = fg.run(out, {X: Xv})
+        path = fg.save_graph(tmp_path / "vec.fg", [out])
+    g = fg.load_graph(path)
+    got = fg.compile(g.by_name("out"))({"X": Xv})
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(fg.DifferentiationError, match="Differentiate first"):
+        fg.grad(fg.sum(g.by_name("out")), g.by_name("X"))
