@@ -51,8 +51,10 @@ Ops covered, by family:
 * loops (flowgrad/batching_loops.py): a scan (``fg.scan``, ``fg.fori_loop`` with int
   bounds, the scans that are loops' derivatives) becomes a scan of its body vectorized;
   carries that no example changes stay unbatched; batched xs and stacked results have
-  the batch on axis 1 inside the loop and in front outside it. A while loop, a cond and
-  a body that draws random values are refused.
+  the batch on axis 1 inside the loop and in front outside it. A cond whose predicate
+  is the same for every example is a cond of its branches vectorized (a cond's
+  derivatives are such conds). A while loop, a cond whose predicate carries the batch
+  and a body that draws random values are refused.
 * fused ops with a ``decompose`` (mse, l2, bce_with_logits, softmax_cross_entropy,
   linear outside its plain case): their decomposition is batched.
 * random draws: a draw that does not depend on a mapped input is one draw shared by

@@ -1,5 +1,5 @@
 """Batching rules of loops (``loop``, ``loop_out``: ``fg.scan``, ``fg.fori_loop`` with
-int bounds, and the scans that are loops' derivatives), for ``fg.vectorize``.
+int bounds, the scans that are loops' derivatives, ``fg.cond``), for ``fg.vectorize``.
 
 A batched scan is a new scan whose step is the old body vectorized: the step inlines
 the body (flowgrad/control_body.py) on per-example stand-ins of its batched arguments
@@ -13,10 +13,14 @@ reads) come back as ``(T, B, …)`` and are moved to ``(B, T, …)``. A loop nes
 body is batched when the body is vectorized: one level of calls per level of nesting,
 never a recursion over a graph's nodes.
 
+A ``fg.cond`` whose predicate is the same for every example (a cond's derivatives, in
+a Jacobian, are such conds) becomes a cond of its two branches vectorized; an output
+batched in one branch is repeated per example in the other.
+
 Refused by name (``fg.jacobian`` then loops over basis vectors): while loops (each
-example may need its own number of iterations), ``fg.cond`` (each example may take its
-own branch), and loops whose body draws random values (their recorded draws are
-per-loop, not per-example).
+example may need its own number of iterations), a cond whose predicate carries the
+batch (each example may take its own branch), and loops whose body draws random values
+(their recorded draws are per-loop, not per-example).
 """
 from __future__ import annotations
 
@@ -86,13 +90,14 @@ def loop(b, node, ins, bat):
     from .batching import Unbatched
     from .control import build_scan
     spec = node.attrs["spec"]
-    if spec.kind != "scan":
-        what = "each example may take its own branch" if spec.kind == "cond" else \
-            "each example may need its own number of iterations"
-        raise _refuse(node, f"a {spec.name} is not batched ({what}); write it as a "
-                            f"scan, or vectorize outside it")
     if spec.draw_slots:
         raise _refuse(node, f"the body of {spec.name} draws random values")
+    if spec.kind == "cond":
+        return Unbatched(_cond(b, node, spec, ins, bat))
+    if spec.kind != "scan":
+        raise _refuse(node, f"a {spec.name} is not batched (each example may need its "
+                            f"own number of iterations); write it as a scan, or "
+                            f"vectorize outside it")
     n, nx = spec.n_carry, spec.n_xs
     batched_ids, carry_flags = _batched_params(spec.bodies[0], spec, bat)
     init = [x if f or not g else b.materialize(x)
@@ -104,6 +109,47 @@ def loop(b, node, ins, bat):
     new, _ = build_scan(lambda c, x: inner(c, x, caps), init, xs, reverse=spec.reverse,
                         length=spec.length, name=spec.name)
     return Unbatched(new)
+
+
+def _cond(b, node, spec, ins, bat):
+    """A cond whose predicate is the same for every example: a cond of its branches
+    vectorized. An output is batched when it reads the batch in either branch."""
+    from .control import build_cond
+    if bat[0]:
+        raise _refuse(node, f"the predicate of {spec.name} carries the batch (each example "
+                            f"may take its own branch); select with fg.where instead")
+    n = spec.n_carry
+    ops_, caps = list(ins[1:1 + n]), list(ins[1 + n:])
+    flags = [False] * len(spec.bodies[0].outs)
+    for k, body in enumerate(spec.bodies):
+        ids = {p.id for p, f in zip(body.params, bat[1:1 + n]) if f}
+        ids |= {p.id for p, j in zip(body.cap_params, spec.caps_of[k]) if bat[1 + n + j]}
+        flags = [f or bool(set(body.graph.ancestors([o.id])) & ids)
+                 for f, o in zip(flags, body.outs)]
+    branches = [_branch(spec, k, bat[1:1 + n], bat[1 + n:], caps, flags) for k in (0, 1)]
+    new, _ = build_cond(ins[0], branches[0], branches[1], ops_, name=spec.name)
+    return new
+
+
+def _branch(spec, k, op_flags, cap_flags, caps, flags):
+    """Branch k inlined on stand-ins and vectorized; every batched capture is read
+    (a stand-in for it even where the branch does not use it, so that the outputs
+    batched in the other branch can be repeated here)."""
+    from .control_body import capture, inline
+    from .vectorize import vectorize
+    body = spec.bodies[k]
+
+    def flat(params):
+        keys = {}
+        args = [_stand_in(p, keys) if f else p for p, f in zip(params, op_flags)]
+        cap_in = {j: capture(c) for j, c in enumerate(caps)
+                  if j in spec.caps_of[k] or cap_flags[j]}
+        cap_args = {j: _stand_in(v, keys) if cap_flags[j] else v for j, v in cap_in.items()}
+        outs = inline(body, args, [cap_args[j] for j in spec.caps_of[k]])
+        done = iter(vectorize([o for o, f in zip(outs, flags) if f], keys)
+                    if any(flags) else [])
+        return [next(done) if f else o for o, f in zip(outs, flags)]
+    return flat
 
 
 def loop_out(b, node, ins, bat):
@@ -118,8 +164,8 @@ def loop_out(b, node, ins, bat):
     out = apply(loop_out_op, new, *new.inputs, index=index)
     if len(out.shape) == len(node.shape):
         return Unbatched(out)
-    role = old.attrs["spec"].role(index)[0]
-    return out if role == "final" else _axis1(out)
+    spec = old.attrs["spec"]
+    return out if spec.kind == "cond" or spec.role(index)[0] == "final" else _axis1(out)
 
 
 LOOP_RULES = {"loop": loop, "loop_out": loop_out}

@@ -541,7 +541,38 @@ def test_scan_jacobians_take_the_vectorized_path(mode, rng):
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-def test_while_loops_conds_and_drawing_bodies_are_refused_by_name(rng):
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_a_cond_whose_predicate_no_example_changes(none, rng):
+    """Both branches vectorized; an output batched in one branch only (the else branch
+    returns a constant there) is repeated per example in the other."""
+    W = fg.variable(rng.standard_normal((3, 3)), name="W")
+    one = fg.constant(np.ones(3))
+    for k, sv in enumerate((0.5, -0.5)):           # each branch taken
+        s = fg.variable(sv, name=f"s{k}")
+        loop_check(lambda a, c: list(fg.cond(s > 0.0, lambda u, v: (fg.tanh(u @ W) * v, u),
+                                             lambda u, v: (one, u * 2.0), a, c)),
+                   [(3,), ()], rng, none=none)
+        loop_check(lambda a: fg.grad(fg.sum(fg.cond(s > 0.0, lambda u: fg.log(u * u),
+                                                    lambda u: u * W[0], a)), [a, W]),
+                   [(3,)], rng, none=none)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "rev"])
+def test_cond_jacobians_take_the_vectorized_path(mode, rng):
+    """The derivative of a cond is a cond whose predicate is the forward's: the same
+    for every basis vector."""
+    x = fg.placeholder("x", shape=(3,))
+    y = fg.cond(fg.sum(x) > 0.0, lambda u: fg.log(u * u) * fg.sum(u), lambda u: u ** 3, x)
+    J = fg.jacobian(y, x, mode=mode, method="vectorize")
+    Jm = fg.jacobian(y, x, mode=mode, method="map")
+    for xv in (np.array([0.5, 1.0, -0.2]), np.array([-0.5, 1.0, -0.7])):
+        a, b = fg.run([J, Jm], {x: xv})
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    xv = np.array([-0.5, 1.0, -0.7])
+    np.testing.assert_allclose(fg.run(J, {x: xv}), np.diag(3 * xv ** 2), rtol=1e-13)
+
+
+def test_while_loops_batched_predicates_and_drawing_bodies_are_refused_by_name(rng):
     from flowgrad.batching import BatchingError
     x = fg.placeholder("x", shape=(3,))
     X = fg.placeholder("X", shape=(B, 3))
@@ -549,7 +580,7 @@ def test_while_loops_conds_and_drawing_bodies_are_refused_by_name(rng):
     with pytest.raises(BatchingError, match="'loop' .*while_loop.*its own number"):
         fg.vectorize(w, {x: X})
     c = fg.cond(fg.sum(x) > 0.0, lambda a: a * 2.0, lambda a: a - 1.0, x)
-    with pytest.raises(BatchingError, match="'loop' .*cond.*its own branch"):
+    with pytest.raises(BatchingError, match="'loop' .*predicate of cond carries the batch"):
         fg.vectorize(c, {x: X})
     d, _ = fg.scan(lambda h, t: (h + fg.random.normal((3,), seed=1), None), x, length=2)
     with pytest.raises(BatchingError, match="draws random values"):
