@@ -53,8 +53,9 @@ Ops covered, by family:
   carries that no example changes stay unbatched; batched xs and stacked results have
   the batch on axis 1 inside the loop and in front outside it. A cond whose predicate
   is the same for every example is a cond of its branches vectorized (a cond's
-  derivatives are such conds). A while loop, a cond whose predicate carries the batch
-  and a body that draws random values are refused.
+  derivatives are such conds), a while loop whose condition reads nothing batched is a
+  while loop of its body vectorized. A while loop whose condition reads the batch, a
+  cond whose predicate carries it and a body that draws random values are refused.
 * fused ops with a ``decompose`` (mse, l2, bce_with_logits, softmax_cross_entropy,
   linear outside its plain case): their decomposition is batched.
 * random draws: a draw that does not depend on a mapped input is one draw shared by

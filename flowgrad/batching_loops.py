@@ -1,5 +1,6 @@
 """Batching rules of loops (``loop``, ``loop_out``: ``fg.scan``, ``fg.fori_loop`` with
-int bounds, the scans that are loops' derivatives, ``fg.cond``), for ``fg.vectorize``.
+int bounds, the scans that are loops' derivatives, ``fg.while_loop``, ``fg.cond``), for
+``fg.vectorize``.
 
 A batched scan is a new scan whose step is the old body vectorized: the step inlines
 the body (flowgrad/control_body.py) on per-example stand-ins of its batched arguments
@@ -17,10 +18,13 @@ A ``fg.cond`` whose predicate is the same for every example (a cond's derivative
 a Jacobian, are such conds) becomes a cond of its two branches vectorized; an output
 batched in one branch is repeated per example in the other.
 
-Refused by name (``fg.jacobian`` then loops over basis vectors): while loops (each
-example may need its own number of iterations), a cond whose predicate carries the
-batch (each example may take its own branch), and loops whose body draws random values
-(their recorded draws are per-loop, not per-example).
+A while loop whose condition reads nothing batched (a counter against a bound: one
+trip count for every example) becomes a while loop of its body vectorized.
+
+Refused by name (``fg.jacobian`` then loops over basis vectors): a while loop whose
+condition reads the batch (each example may need its own number of iterations), a cond
+whose predicate carries the batch (each example may take its own branch), and loops
+whose body draws random values (their recorded draws are per-loop, not per-example).
 """
 from __future__ import annotations
 
@@ -94,10 +98,8 @@ def loop(b, node, ins, bat):
         raise _refuse(node, f"the body of {spec.name} draws random values")
     if spec.kind == "cond":
         return Unbatched(_cond(b, node, spec, ins, bat))
-    if spec.kind != "scan":
-        raise _refuse(node, f"a {spec.name} is not batched (each example may need its "
-                            f"own number of iterations); write it as a scan, or "
-                            f"vectorize outside it")
+    if spec.kind == "while":
+        return Unbatched(_while(b, node, spec, ins, bat))
     n, nx = spec.n_carry, spec.n_xs
     batched_ids, carry_flags = _batched_params(spec.bodies[0], spec, bat)
     init = [x if f or not g else b.materialize(x)
@@ -109,6 +111,32 @@ def loop(b, node, ins, bat):
     new, _ = build_scan(lambda c, x: inner(c, x, caps), init, xs, reverse=spec.reverse,
                         length=spec.length, name=spec.name)
     return Unbatched(new)
+
+
+def _while(b, node, spec, ins, bat):
+    """A while loop whose condition reads nothing batched (one trip count for every
+    example): a while loop of its body vectorized, its condition as it was."""
+    from .control import build_while
+    from .control_body import capture, inline
+    n = spec.n_carry
+    batched_ids, carry_flags = _batched_params(spec.bodies[0], spec, bat)
+    test = spec.bodies[1]
+    ids = {p.id for p, f in zip(test.params, carry_flags) if f}
+    ids |= {p.id for p, j in zip(test.cap_params, spec.caps_of[1]) if bat[n + j]}
+    if set(test.graph.ancestors([test.outs[0].id])) & ids:
+        raise _refuse(node, f"the condition of {spec.name} reads the batch (each example "
+                            f"may need its own number of iterations)")
+    init = [x if f or not g else b.materialize(x)
+            for x, f, g in zip(ins[:n], bat[:n], carry_flags)]
+    inner = _step(b, spec, batched_ids, list(carry_flags) + list(bat[n:]))
+    caps = list(ins[n:])
+
+    def test_flat(carry):       # batched carries are never read: entry 0 stands for them
+        args = [getitem(v, 0) if f else v for v, f in zip(carry, carry_flags)]
+        return inline(test, args, [capture(caps[j]) for j in spec.caps_of[1]])[0]
+    new, _ = build_while(test_flat, lambda c: inner(c, [], caps)[0], init, spec.max_iters,
+                         name=spec.name)
+    return new
 
 
 def _cond(b, node, spec, ins, bat):

@@ -542,6 +542,22 @@ def test_scan_jacobians_take_the_vectorized_path(mode, rng):
 
 
 @pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_a_while_loop_whose_condition_no_example_changes(none, rng):
+    """A counter against a bound (fori_loop with a node bound is such a loop): one trip
+    count for every example; the values and per-example gradients equal the loop."""
+    W = fg.variable(rng.standard_normal((3, 3)) * 0.5, name="W")
+    n = fg.variable(np.int64(3), name="n")
+
+    def run(h0):
+        _, h = fg.while_loop(lambda c: c[0] < n, lambda c: (c[0] + 1, fg.tanh(c[1] @ W)),
+                             (fg.constant(np.int64(0)), h0))
+        return h
+    loop_check(lambda h0: [run(h0), fg.fori_loop(0, n, lambda i, h: fg.sin(h) * 2.0, h0)],
+               [(3,)], rng, none=none)
+    loop_check(lambda h0: fg.grad(fg.sum(run(h0) ** 2), [W, h0]), [(3,)], rng, none=none)
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
 def test_a_cond_whose_predicate_no_example_changes(none, rng):
     """Both branches vectorized; an output batched in one branch only (the else branch
     returns a constant there) is repeated per example in the other."""
