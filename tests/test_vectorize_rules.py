@@ -479,6 +479,25 @@ def test_nested_scans_and_their_gradients(none, rng):
                [(3,), (4, 3)], rng, none=none)
 
 
+def test_sequences_of_run_time_length_and_a_scan_without_xs(rng):
+    """Per-example sequences whose length is known at run time (the batch too), and a
+    scan of length=3 over a batched carry alone."""
+    W = fg.variable(rng.standard_normal((3, 3)) * 0.5, name="W")
+    xs = fg.placeholder("xs", shape=(None, 3))
+    XS = fg.placeholder("XS", shape=(None, None, 3))
+    h, ys = fg.scan(lambda h, x: (fg.tanh(h @ W + x), fg.sum(h)), fg.constant(np.zeros(3)),
+                    xs)
+    outs = [h, ys, fg.grad(fg.sum(ys) + fg.sum(h), W)]
+    Xv = rng.standard_normal((B, 5, 3))
+    got = fg.run(fg.vectorize(outs, {xs: XS}), {XS: Xv})
+    prog = fg.compile(outs)
+    for k, g in enumerate(got):
+        np.testing.assert_allclose(g, np.stack([prog({xs: v})[k] for v in Xv]),
+                                   rtol=1e-12, atol=1e-13)
+    loop_check(lambda h0: fg.scan(lambda c, x: (fg.sin(c) @ W, None), h0, length=3)[0],
+               [(3,)], rng, none=True)
+
+
 def test_a_vectorized_scan_differentiates_again(rng):
     """The batched loop is an ordinary scan: the gradient of a batch-summed loss is the
     sum of the per-example gradients."""
