@@ -28,9 +28,9 @@ _CONSUMING = ("i", "s", "a", "t")
 
 class Layout:
     """Where a per-example index's advanced block lands: ``items`` (the ellipsis
-    expanded), ``advanced`` (whether there is one), ``simple`` (a leading full slice
-    batches it: no advanced block, or an adjacent one), ``at`` (the basic axes of the
-    result before the block), ``nb`` (the block's rank)."""
+    expanded), ``simple`` (a leading full slice batches it: no advanced block, or an
+    adjacent one), ``at`` (the basic axes of the result before the block), ``nb`` (the
+    block's rank)."""
 
     def __init__(self, index, x_rank, out_rank):
         used = sum(1 for it in index if it[0] in _CONSUMING)
@@ -41,7 +41,6 @@ class Layout:
         kinds = [it[0] for it in self.items]
         array = any(c in ("a", "t") for c in kinds)
         adv = [p for p, c in enumerate(kinds) if c in ("a", "t") or c == "i" and array]
-        self.advanced = bool(adv)
         adjacent = adv == list(range(adv[0], adv[0] + len(adv))) if adv else True
         self.simple = adjacent
         self.at = adv[0] if adv and adjacent else 0   # only s/n items stand before it

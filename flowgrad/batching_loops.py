@@ -53,7 +53,7 @@ def _batched_params(body, spec, bat):
         carry = new
 
 
-def _step(b, spec, batched_ids, flags):
+def _step(spec, batched_ids, flags):
     """The new scan's step: the body inlined on stand-ins, then vectorized."""
     from .control_body import capture, inline
     from .vectorize import vectorize
@@ -106,7 +106,7 @@ def loop(b, node, ins, bat):
             for x, f, g in zip(ins[:n], bat[:n], carry_flags)]
     xs = [_axis1(x) if f else x for x, f in zip(ins[n:n + nx], bat[n:n + nx])]
     flags = list(carry_flags) + list(bat[n:])
-    inner = _step(b, spec, batched_ids, flags)
+    inner = _step(spec, batched_ids, flags)
     caps = list(ins[n + nx:])
     new, _ = build_scan(lambda c, x: inner(c, x, caps), init, xs, reverse=spec.reverse,
                         length=spec.length, name=spec.name)
@@ -128,7 +128,7 @@ def _while(b, node, spec, ins, bat):
                             f"may need its own number of iterations)")
     init = [x if f or not g else b.materialize(x)
             for x, f, g in zip(ins[:n], bat[:n], carry_flags)]
-    inner = _step(b, spec, batched_ids, list(carry_flags) + list(bat[n:]))
+    inner = _step(spec, batched_ids, list(carry_flags) + list(bat[n:]))
     caps = list(ins[n:])
 
     def test_flat(carry):       # batched carries are never read: entry 0 stands for them
