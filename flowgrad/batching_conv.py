@@ -70,6 +70,18 @@ def _out_of_channels(b, node, y, axis):
     return y if axis == 0 else transpose(y, (1, 0) + tuple(range(2, len(dims))))
 
 
+#: the attributes these rules know; a convolution op with another (a dilation, groups)
+#: is refused rather than batched by rules that would ignore it
+_KNOWN = frozenset({"stride", "pads", "kernel"})
+
+
+def _known(node):
+    extra = sorted(set(node.attrs) - _KNOWN)
+    if extra:
+        raise _refuse(node, f"its attributes {extra} are not known to the batching rules "
+                            f"in flowgrad/batching_conv.py")
+
+
 def merged(b, node, ins, bat):
     """Every input an image batch: B merged into N, one op, split back (pooling)."""
     args = [_merge(b, node, x) for x in _full(b, ins, bat)]
@@ -77,6 +89,7 @@ def merged(b, node, ins, bat):
 
 
 def conv2d(b, node, ins, bat):
+    _known(node)
     (x, w), (fx, fw) = ins, bat
     if fx and fw:
         return _conv_both(b, node, x, w)
@@ -88,6 +101,7 @@ def conv2d(b, node, ins, bat):
 
 
 def conv2d_grad_w(b, node, ins, bat):
+    _known(node)
     (x, g), (fx, fg_) = ins, bat
     if fx and fg_:
         return _grad_w_both(b, node, x, g)
@@ -99,6 +113,7 @@ def conv2d_grad_w(b, node, ins, bat):
 
 
 def conv2d_grad_x(b, node, ins, bat):
+    _known(node)
     (g, w, x), (fg_, fw, _) = ins, bat
     if fg_ and fw:
         return _grad_x_both(b, node, *_full(b, ins, bat))

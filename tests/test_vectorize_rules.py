@@ -645,3 +645,17 @@ def test_vectorized_custom_calls_remat_and_scans_round_trip_through_graph_files(
     np.testing.assert_array_equal(got, want)
     with pytest.raises(fg.DifferentiationError, match="Differentiate first"):
         fg.grad(fg.sum(g.by_name("out")), g.by_name("X"))
+
+
+def test_a_convolution_attribute_the_rules_do_not_know_is_refused(rng, monkeypatch):
+    """Should conv2d gain an attribute (a dilation, groups), the rules refuse it rather
+    than batch as if it were absent."""
+    from flowgrad import batching_conv
+    from flowgrad.batching import BatchingError
+    x = fg.placeholder("x", shape=(1, 2, 5, 5))
+    X = fg.placeholder("X", shape=(B, 1, 2, 5, 5))
+    y = fg.conv2d(x, fg.constant(rng.standard_normal((3, 2, 2, 2))))
+    fg.vectorize(y, {x: X})
+    monkeypatch.setattr(batching_conv, "_KNOWN", frozenset({"stride", "kernel"}))
+    with pytest.raises(BatchingError, match=r"'conv2d' .*\['pads'\]"):
+        fg.vectorize(y, {x: X})
