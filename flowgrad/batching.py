@@ -26,15 +26,36 @@ Ops covered, by family:
   broadcast_to, reshape_like, and the helpers gradients use, sum_to and broadcast_like;
   zeros_like, ones_like; concat_offsets, concat_part, concat_unpart (the blocks of a
   concatenation with run-time lengths, in its gradient).
-* indexing: getitem and scatter_add with constant indices (a full slice prepended);
-  integer *node* indices that carry the batch, and advanced indices split by a slice,
-  are refused.
+* indexing (flowgrad/batching_index.py): getitem and scatter_add; constant indices get a
+  full slice prepended; integer index *nodes* that carry the batch (an embedding lookup,
+  ``take`` at per-example positions) and advanced indices split by a slice get a batch
+  index ``arange(B)`` in front instead, so each example reads (or adds into) its own
+  entries; embedding_index (the range check) runs on the whole batch (a bad index is
+  named with its position in the batch).
+* convolution and pooling (flowgrad/batching_conv.py): the batch merged into the
+  images' N axis, or into the channels where examples must not mix (a batched kernel,
+  the kernel's gradient, which sums over N); with both operands batched, the op written
+  out per window offset with one einsum that keeps the examples apart.
 * linear algebra, natively batched over leading axes (numpy's stacked matrices): inv,
   det, logdet, eigvalsh, eigh_vectors, cholesky, qr, svd; matmul and solve (per-example
   batch axes aligned, 1-d operands handled); linear.
 * einsum (a fresh letter for the batch axis), var, prod, cumsum (axes shifted), pad (no
   padding of the batch axis), astype,
   stop_gradient (the ops of issue 22 and custom derivatives, where merged).
+* custom functions and remat blocks (flowgrad/batching_calls.py): custom_input,
+  remat_after and custom_call carry their first input's value. A batched call of a
+  user's ``custom_vjp``/``custom_jvp`` function refuses to be differentiated again (its
+  rule was written for one example): differentiate first, then vectorize — which is
+  what per-example gradients, ``fg.jacobian`` and ``fg.hessian`` do. A remat block
+  keeps its rule (a replay of the block from the graph), so either order works.
+* loops (flowgrad/batching_loops.py): a scan (``fg.scan``, ``fg.fori_loop`` with int
+  bounds, the scans that are loops' derivatives) becomes a scan of its body vectorized;
+  carries that no example changes stay unbatched; batched xs and stacked results have
+  the batch on axis 1 inside the loop and in front outside it. A cond whose predicate
+  is the same for every example is a cond of its branches vectorized (a cond's
+  derivatives are such conds), a while loop whose condition reads nothing batched is a
+  while loop of its body vectorized. A while loop whose condition reads the batch, a
+  cond whose predicate carries it and a body that draws random values are refused.
 * fused ops with a ``decompose`` (mse, l2, bce_with_logits, softmax_cross_entropy,
   linear outside its plain case): their decomposition is batched.
 * random draws: a draw that does not depend on a mapped input is one draw shared by
@@ -42,13 +63,15 @@ Ops covered, by family:
   (``like=``) carries the batch is refused.
 
 Not covered (BatchingError naming the op): basis_map (a Jacobian built with
-``method="map"``), the ops listed in ``NOT_YET``, and any op not in the table.
+``method="map"``), the cases refused above, the ops listed in ``NOT_YET``, and any op
+not in the table.
 """
 from __future__ import annotations
 
 from flowgrad.errors import UsageError
 from flowgrad.ops import REGISTRY, apply, expand_dims, squeeze, sum as fg_sum, transpose
 from flowgrad.ops import matmul as matmul_op, reshape as reshape_op
+from flowgrad import batching_calls, batching_conv, batching_index, batching_loops
 
 
 class BatchingError(UsageError):
@@ -221,33 +244,6 @@ def reshape_like(b, node, ins, bat):
     return apply(node.op, x, ref)
 
 
-# -- indexing -------------------------------------------------------------------------------
-
-_FULL = ("s", None, None, None)
-
-
-def _batched_index(node, index, bat_tensors):
-    if any(bat_tensors):
-        raise refuse(node, "an integer index node carries the batch")
-    kinds = [it[0] for it in index]
-    adv = [k for k, kind in enumerate(kinds) if kind in ("a", "t") or
-           kind == "i" and any(c in ("a", "t") for c in kinds)]
-    if adv and adv != list(range(adv[0], adv[0] + len(adv))):
-        raise refuse(node, "advanced indices separated by a slice move the batch axis")
-    return (_FULL,) + tuple(index)
-
-
-def getitem(b, node, ins, bat):
-    index = _batched_index(node, node.attrs["index"], bat[1:])
-    return apply(node.op, ins[0], *ins[1:], index=index)
-
-
-def scatter_add(b, node, ins, bat):
-    index = _batched_index(node, node.attrs["index"], bat[2:])
-    g, x = [v if f else b.materialize(v) for v, f in zip(ins[:2], bat[:2])]
-    return apply(node.op, g, x, *ins[2:], index=index)
-
-
 # -- linear algebra ------------------------------------------------------------------------
 
 def _align_stacks(b, ins, bat, core):
@@ -366,8 +362,12 @@ RULES = {
     "broadcast_to": broadcast_to,
     "sum_to": sum_to,
     "broadcast_like": broadcast_like,
-    "getitem": getitem,
-    "scatter_add": scatter_add,
+    "getitem": batching_index.getitem,
+    "scatter_add": batching_index.scatter_add,
+    "embedding_index": shifted(),
+    **batching_conv.CONV_RULES,
+    **batching_calls.CALL_RULES,
+    **batching_loops.LOOP_RULES,
     "matmul": matmul,
     "solve": solve,
     "linear": linear,
@@ -390,15 +390,9 @@ RULES = {
 #: replaces); tests hold every other op of flowgrad to a line in RULES or elementwise=True.
 WITHOUT_RULE = frozenset({"basis_map"})
 
-#: Ops from other branches of issues 21/22 (custom functions, remat, einsum, convolution,
-#: pooling, embedding) and issue 20's loops that have no rule yet: vectorize refuses them
-#: with a BatchingError and fg.jacobian falls back to its loop. A loop's rule would batch
-#: its body (a vectorized sub-graph) and is more than a line; the others are one line each.
-NOT_YET = frozenset({
-    "loop", "loop_out",
-    "custom_call", "custom_input", "remat_after", "embedding_index",
-    "conv2d", "conv2d_grad_w", "conv2d_grad_x", "max_pool2d", "max_pool2d_gather",
-    "max_pool2d_scatter", "avg_pool2d", "avg_pool2d_grad"})
+#: Ops with no rule yet (vectorize refuses them with a BatchingError and fg.jacobian
+#: falls back to its loop): none now; a new op's branch may list it here until it has one.
+NOT_YET = frozenset()
 
 
 def rule_for(node):
