@@ -213,9 +213,14 @@ def _scan_vjp(spec, cts, needed, loop, inputs):
     stacks = _stacks(spec, loop, inputs)
     draws = _draw_results(spec, loop, inputs)
     n_in = nc + len(xs)
+    # the carries the body computes (not passes through): the step's output, which its
+    # vjp may read (tanh's ans), is the carry the next step entered with, already
+    # stacked: it is carried backwards (from the final carry) instead of recomputed
+    sub = [k for k in fc if spec.bodies[0].outs[k].op is not None]
+    nf, nw = len(fc), len(fw)
 
     def step(carry, x):
-        cts_t, accs = carry[:len(fc)], carry[len(fc):]
+        cts_t, accs, nxt = carry[:nf], carry[nf:nf + nw], carry[nf + nw:]
         c_t, x_t = x[:nc], x[nc:n_in]
         gs, d_t = x[n_in:n_in + len(gseq)], x[n_in + len(gseq):]
         cap_in = [capture(c) for c in caps]
@@ -225,27 +230,100 @@ def _scan_vjp(spec, cts, needed, loop, inputs):
         pairs += [(outs[nc + j], gy) for j, gy in zip(ys_at, gs)]
         wrt = [c_t[k] for k in fc] + [x_t[k] for k in fx] + [cap_in[k] for k in fw]
         grads = _grads(_vdot_sum(pairs), wrt)
-        dc = grads[:len(fc)]
+        dc = grads[:nf]
         for k, gk in zip(st_at, gs[len(ys_at):]):   # the carry entering step t is read
             pos = fc.index(k)
             dc[pos] = dc[pos] + gk
-        dx = grads[len(fc):len(fc) + len(fx)]
-        dw = grads[len(fc) + len(fx):]
-        return dc + [a + d for a, d in zip(accs, dw)], dx
+        dx = grads[nf:nf + len(fx)]
+        dw = grads[nf + len(fx):]
+        roots = dc + [a + d for a, d in zip(accs, dw)] + dx
+        roots = _read_recorded(roots, {outs[k].id: v for k, v in zip(sub, nxt)
+                                       if outs[k].op is not None})
+        return roots[:nf + nw] + [c_t[k] for k in sub], roots[nf + nw:]
 
     T = None if (stacks or xs) else spec.length
-    _, outs = build_scan(step, ct0 + acc0, stacks + list(xs) + gseq + draws,
+    _, outs = build_scan(step, ct0 + acc0 + _finals(loop, inputs, sub),
+                         stacks + list(xs) + gseq + draws,
                          reverse=not spec.reverse, length=T,
                          name=f"{spec.name} vjp")
     terms = [None] * len(inputs)
     for pos, k in enumerate(fc):
         terms[k] = outs[pos]
     for pos, k in enumerate(fw):
-        terms[n_in + k] = outs[len(fc) + pos]
-    n_fin = len(fc) + len(fw)
+        terms[n_in + k] = outs[nf + pos]
+    n_fin = nf + nw + len(sub)
     for pos, k in enumerate(fx):
         terms[nc + k] = outs[n_fin + pos]
     return [t if need else None for t, need in zip(terms, needed)]
+
+
+def _finals(loop, inputs, ks):
+    """The loop's final carries ``ks`` (results 0 … n_carry − 1)."""
+    from .loop_op import loop_out_op
+    from ..ops.base import apply
+    return [apply(loop_out_op, loop, *inputs, index=k) for k in ks]
+
+
+def _read_recorded(roots, known):
+    """``roots`` rebuilt so that each node id in ``known`` reads as the node given for
+    it (a value the forward recorded) — every node between them re-applied on the new
+    inputs, in id order (iterative) — so what only fed those values is no longer
+    computed. A node read for its shape only (``_SHAPE_READERS``: a broadcast_like's
+    reference …) whose reference has a known node's run-time shape reads the recorded
+    node instead, so no replayed value is computed for its shape. The replayed step is
+    left as it is (nodes no longer read are pruned by the compile) when the path holds
+    a random draw or a loop: those are not re-applied."""
+    from .loop_op import is_loop, is_loop_result
+    from ..ops.base import apply
+    if not known or not roots:
+        return roots
+    graph = roots[0].graph
+    handles = graph.handles
+    new, alias = dict(known), _shaped_like(graph, known)
+    lo = min(min(known), min(alias, default=min(known)))
+    for nid in graph.ancestors([r.id for r in roots]):
+        if nid < lo or nid in new:
+            continue
+        node = handles[nid]
+        if node.op is None:
+            continue
+        ins = [new.get(i.id, i) for i in node.inputs]
+        pos = _SHAPE_READERS.get(node.op.name)
+        if pos is not None and node.inputs[pos].id in alias:
+            v = alias[node.inputs[pos].id]
+            if v.dtype == node.inputs[pos].dtype or node.op.name in _ANY_FLOAT:
+                ins[pos] = v
+        if all(x is i for x, i in zip(ins, node.inputs)):
+            continue
+        if node.op.stateful or is_loop(node) or is_loop_result(node):
+            return roots
+        new[nid] = apply(node.op, *ins, **node.attrs)
+    return [new.get(r.id, r) for r in roots]
+
+
+#: op name -> the input read for its run-time shape only (_read_recorded)
+_SHAPE_READERS = {"broadcast_like": 1, "reshape_like": 1, "reduced_size": 0,
+                  "zeros_like": 0, "ones_like": 0}
+#: of those, the ones whose result does not take that input's dtype (a count is the
+#: input's float dtype: equal for the float carries this is used on)
+_ANY_FLOAT = {"broadcast_like", "reshape_like"}
+
+
+def _shaped_like(graph, known):
+    """{node id: recorded node} for the nodes of ``graph`` that have a known node's
+    run-time shape: the node itself, and what ops.broadcast.shape_source would walk to
+    from it (shape-keeping ops, inputs of the same static shape)."""
+    from ..ops.broadcast import SHAPE_KEEPING
+    handles, out = graph.handles, {}
+    for k, v in known.items():
+        queue, shape = [handles[k]], handles[k].shape
+        for cur in queue:
+            if cur.id in out or len(queue) > 64:
+                continue
+            out[cur.id] = v
+            if cur.op is not None and cur.op.name in SHAPE_KEEPING:
+                queue.extend(i for i in cur.inputs if i.shape == shape)
+    return out
 
 
 def _cond_vjp(spec, cts, needed, loop, inputs):
