@@ -18,7 +18,7 @@ from array import array
 import numpy as np
 
 from .errors import DifferentiationError, UsageError
-from .graph import Node, gc_paused, same_graph, sharing_unary
+from .graph import NO_ATTRS, Node, gc_paused, same_graph, sharing_unary, stored
 from .leaves import constant_in
 
 __all__ = ["adjoints", "grad", "vjp", "jvp", "vjp_above", "ancestors_above", "adjoint_mark"]
@@ -153,17 +153,18 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         if keep is None or nid in keep:
             result[node] = vbar
         d = data[nid]
-        if seed_is_one and d["kind"] == "variable":
-            record_gradient(vbar, y, node)
         op = d["op"]
-        if op is None:
+        if op is None:   # a leaf (an op node's record leaves its kind out: read op first)
+            if seed_is_one and d["kind"] == "variable":
+                record_gradient(vbar, y, node)
             continue
+        attrs = stored(d, "attrs", NO_ATTRS)
         ids = d["inputs"]
         inputs = (handles[ids[0]],) if len(ids) == 1 else tuple([handles[i] for i in ids])
         if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
             needed = [inp.id in active and _differentiable(inp.dtype) for inp in inputs]
             first_new, since = len(handles), len(marks.start)
-            terms = op.vjp_all(needed, vbar, node, *inputs, **d["attrs"])
+            terms = op.vjp_all(needed, vbar, node, *inputs, **attrs)
             nested, done = (since, len(marks.start)), set()
             for inp, term, need in zip(inputs, terms, needed):
                 if need and term is not None:
@@ -182,7 +183,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             if rule is None:
                 continue
             first_new = len(handles)
-            term = rule(vbar, node, *inputs, **d["attrs"])
+            term = rule(vbar, node, *inputs, **attrs)
             if term is not None:
                 if term.record["shape"] != inp.record["shape"]:
                     term = sum_to_like(term, inp)
@@ -402,9 +403,10 @@ def _forward_sweep_nodes(graph, y, tangents):
             continue
         node = handles[nid]
         inputs = tuple(handles[i] for i in d["inputs"])
+        attrs = stored(d, "attrs", NO_ATTRS)
         if op.jvp_all is not None:   # the whole tangent in one call: O(N) nodes, not O(N²)
             ts = [tangents.get(i.id) if _differentiable(i.dtype) else None for i in inputs]
-            total = op.jvp_all(ts, node, *inputs, **d["attrs"])
+            total = op.jvp_all(ts, node, *inputs, **attrs)
             if total is not None:
                 tangents[nid] = broadcast_to_like(total, node)
             continue
@@ -416,7 +418,7 @@ def _forward_sweep_nodes(graph, y, tangents):
             rule = op.jvp_rule(argnum)
             if rule is None:
                 continue
-            term = rule(t, node, *inputs, **d["attrs"])
+            term = rule(t, node, *inputs, **attrs)
             if term is None:
                 continue
             term = broadcast_to_like(term, node)

@@ -220,19 +220,24 @@ class Graph:
             # The node's attributes go straight into the DiGraph's own node table. Its
             # edges are its inputs: the DiGraph's adjacency reads them from there, and
             # successors from an index brought up to date when first read (_Adjacency).
-            if register:
+            if op is None:   # a leaf keeps every key; an op node leaves the defaults out
                 d = self._node[node_id] = NodeData(
                     op=op, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
                     inputs=input_ids, kind=kind, scope=tuple(scope) if scope else (),
-                    where=where)
+                    where=where, value=value, weak=weak)
             else:
-                d = self._node[node_id] = NodeData(
-                    op=op, attrs=attrs or NO_ATTRS, shape=shape, dtype=dtype,
-                    inputs=input_ids, kind=kind, scope=(), where=where)
-                d.default_id = node_id
-            if op is None:   # a leaf keeps every key; an op node leaves the defaults out
-                d["value"] = value
-                d["weak"] = weak
+                d = self._node[node_id] = OpNodeData(
+                    op=op, shape=shape, dtype=dtype, inputs=input_ids, where=where)
+                if attrs:
+                    d["attrs"] = attrs
+                if scope:
+                    d["scope"] = tuple(scope)
+                if kind != "op":
+                    d["kind"] = kind
+                if register:
+                    d["name"] = name
+                else:
+                    d.default_id = node_id
             groups = _state.__dict__.get("groups")   # (getattr's miss raises: slow)
             if groups:
                 d["group"] = tuple(f.name_in(self) for f in groups)
@@ -259,8 +264,9 @@ class Graph:
         for _ in range(window.count(input_ids)):   # (C-level scans: this is per rule call)
             k = window.index(input_ids, k + 1)
             d = self._node[src + 1 + k]
-            if d["op"] is op and d["attrs"] is NO_ATTRS and "group" not in d \
-                    and d["scope"] == tuple(self._scope) and not op.stateful \
+            if d["op"] is op and stored(d, "attrs", NO_ATTRS) is NO_ATTRS \
+                    and "group" not in d and stored(d, "scope", ()) == tuple(self._scope) \
+                    and not op.stateful \
                     and not _state.__dict__.get("groups"):
                 return self._handles[src + 1 + k]
         return None
@@ -457,9 +463,9 @@ _node_id = attrgetter("id")   # Graph.ancestors: a handle's own id object
 class NodeData(dict):
     """A node's attribute dict in ``Graph.nx``: a plain dict whose keys at their defaults
     (``value`` None, ``weak`` False, ``group`` ()) may be absent and still read as the
-    default by ``d[key]``. An op node stores eight keys, not twelve, and at ten or fewer
-    a dict takes 272 bytes rather than 464 (10^6 nodes: ~0.2 GB). ``group`` is stored only
-    while a composite group is open (flowgrad/composite.py pushes and names them).
+    default by ``d[key]``. A leaf stores every other key; an op node's record is an
+    ``OpNodeData``, which leaves out more. ``group`` is stored only while a composite
+    group is open (flowgrad/composite.py pushes and names them).
 
     A default name (``sin_12``: the op's name and the node's id) is not stored either:
     ``default_id`` holds the id and the name is made when read (~60 bytes a node, the
@@ -468,6 +474,8 @@ class NodeData(dict):
 
     __slots__ = ("default_id",)
     DEFAULTS = {"value": None, "weak": False, "group": ()}
+    #: keys left out at their defaults that still read as stored (``in``, iteration)
+    SHOWN = ()
 
     def _made_name(self):
         """The default name made on read, or None when the name is stored (or none)."""
@@ -477,40 +485,52 @@ class NodeData(dict):
         return f"{dict.__getitem__(self, 'op').name}_{nid}"
 
     def __missing__(self, key):
-        if key == "name":
-            name = self._made_name()
+        try:
+            return self.DEFAULTS[key]
+        except KeyError:
+            name = self._made_name() if key == "name" else None
             if name is not None:
                 return name
-        try:
-            return NodeData.DEFAULTS[key]
-        except KeyError:
             raise KeyError(key) from None
 
     def full(self) -> dict:
-        """Every stored key, and a made name, as a plain dict."""
+        """Every stored key, a made name and the shown defaults, as a plain dict."""
         name = self._made_name()
-        if name is None:
+        if name is None and not self.SHOWN:
             return dict(dict.items(self))   # (dict.copy would call keys(): this class)
         out = {}
-        for k, v in dict.items(self):   # the name where a stored one sits: after attrs
-            out[k] = v
-            if k == "attrs":
-                out["name"] = name
+        get, defaults = dict.get, self.DEFAULTS
+        for k in _KEY_ORDER:   # the order a record built with every key has
+            v = get(self, k, _UNSET)
+            if v is not _UNSET:
+                out[k] = v
+            elif k == "name":
+                if name is not None:
+                    out[k] = name
+            elif k in self.SHOWN:
+                out[k] = defaults[k]
+        for k, v in dict.items(self):   # the rest (value, weak, group …), as stored
+            if k not in out:
+                out[k] = v
         return out
 
+    def _shows(self, key) -> bool:
+        """Whether an absent ``key`` reads as stored: a made name or a shown default."""
+        return key in self.SHOWN or (key == "name" and self._made_name() is not None)
+
     def __contains__(self, key):
-        return dict.__contains__(self, key) or (key == "name" and self._made_name() is not None)
+        return dict.__contains__(self, key) or self._shows(key)
 
     def get(self, key, default=None):
         if dict.__contains__(self, key):
             return dict.__getitem__(self, key)
-        return self[key] if key == "name" and self._made_name() is not None else default
+        return self[key] if self._shows(key) else default
 
     def __iter__(self):
         return iter(self.full())
 
     def __len__(self):
-        return dict.__len__(self) + (self._made_name() is not None)
+        return len(self.full())
 
     def keys(self):
         return self.full().keys()
@@ -537,6 +557,31 @@ class NodeData(dict):
 
     def copy(self):   # nx's graph.copy() copies attr dicts: keep the defaults readable
         return NodeData(self.full())
+
+
+#: the keys of a record built with all of them, in the order they read (``full``)
+_KEY_ORDER = ("op", "attrs", "name", "shape", "dtype", "inputs", "kind", "scope", "where")
+
+
+class OpNodeData(NodeData):
+    """An op node's record: it stores ``op``, ``shape``, ``dtype``, ``inputs`` and
+    ``where``, and ``attrs``, ``scope``, ``kind`` and ``name`` only when they differ from
+    their defaults (``NO_ATTRS``, ``()``, ``'op'``, the made name), yet reads as a record
+    holding all of them. Five keys fit a dict's smallest table: 184 bytes, where the nine
+    of a full record take 280 (10^6 nodes: ~0.3 GB). ``d["kind"]`` on an op node costs a
+    Python call (``__missing__``): the engine's per-node loops read ``op`` first, and
+    ``attrs`` through ``stored(d, "attrs", NO_ATTRS)``."""
+
+    __slots__ = ()
+    SHOWN = ("attrs", "kind", "scope")
+    DEFAULTS = {**NodeData.DEFAULTS, "attrs": NO_ATTRS, "kind": "op", "scope": ()}
+
+
+#: ``stored(d, key, default)``: a record's stored ``key``, else ``default``, read at C
+#: speed (dict.get, past NodeData's Python-level ``get``). For the engine's per-node loops
+#: reading a key that an op node may leave out at its default, ``attrs`` above all
+#: (``stored(d, "attrs", NO_ATTRS)``); never for ``name`` (a made name is not stored).
+stored = dict.get
 
 
 class _DiGraph(nx.DiGraph):
