@@ -187,7 +187,10 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             if term is not None:
                 if term.record["shape"] != inp.record["shape"]:
                     term = sum_to_like(term, inp)
-                _add_term(pending, iid, term)
+                if iid in pending:   # (a first term, the common case, without a call)
+                    _add_term(pending, iid, term)
+                else:
+                    pending[iid] = term
             add_mark(first_new, len(handles), iid, y.id)
     return result
 

@@ -206,28 +206,32 @@ class Graph:
         input_ids = ((inputs[0].id,) if k == 1 else (inputs[0].id, inputs[1].id) if k == 2
                      else tuple([n.id for n in inputs]))
         scope = self._scope
-        with self._lock:
+        lock = self._lock
+        lock.acquire()   # (not ``with``: ~90 ns less a node; released in ``finally``)
+        try:
             node_id = len(self._handles)
-            register = True
-            if exact_name:
-                name = self._exact_name(name)
-            elif name is None and not scope and op is not None and node_id not in self._reserved:
-                # the common case: a default name, unique by construction, unregistered,
-                # and made when read (NodeData), not stored: ~60 bytes a node
-                register = False
-            else:
-                name = self._unique_name(name or f"{op.name if op is not None else kind}_{node_id}")
+            # the common case: a default name, unique by construction, unregistered, and
+            # made when read (NodeData), not stored: ~60 bytes a node
+            register = exact_name or name is not None or scope or op is None \
+                or node_id in self._reserved
+            if register:
+                name = self._name_for(name, exact_name, op, kind, node_id)
             # The node's attributes go straight into the DiGraph's own node table. Its
             # edges are its inputs: the DiGraph's adjacency reads them from there, and
             # successors from an index brought up to date when first read (_Adjacency).
             if op is None:   # a leaf keeps every key; an op node leaves the defaults out
                 d = self._node[node_id] = NodeData(
-                    op=op, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
-                    inputs=input_ids, kind=kind, scope=tuple(scope) if scope else (),
-                    where=where, value=value, weak=weak)
+                    op=None, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
+                    inputs=input_ids, kind=kind, scope=tuple(scope), where=where,
+                    value=value, weak=weak)
             else:
-                d = self._node[node_id] = OpNodeData(
-                    op=op, shape=shape, dtype=dtype, inputs=input_ids, where=where)
+                # (stored one by one: ~90 ns less than keyword arguments, per node)
+                d = self._node[node_id] = OpNodeData()
+                d["op"] = op
+                d["shape"] = shape
+                d["dtype"] = dtype
+                d["inputs"] = input_ids
+                d["where"] = where
                 if attrs:
                     d["attrs"] = attrs
                 if scope:
@@ -248,6 +252,8 @@ class Graph:
             self._inputs.append(input_ids)
             if register:
                 self._register_name(name, node_id)
+        finally:
+            lock.release()
         if not node_id & _FREEZE_EVERY_MASK and node_id:
             _freeze_while_building(self)
         return handle
@@ -342,6 +348,13 @@ class Graph:
         """{u: edge attrs} for ``v``'s distinct inputs, in argument order."""
         inputs = self._node[v]["inputs"]
         return {u: _edge_attrs(inputs, u) for u in inputs}
+
+    def _name_for(self, name, exact_name, op, kind, node_id) -> str:
+        """The name add_node stores (and registers) for a node it does not leave to a
+        made default: the given one, checked (``exact_name``) or made unique."""
+        if exact_name:
+            return self._exact_name(name)
+        return self._unique_name(name or f"{op.name if op is not None else kind}_{node_id}")
 
     def _exact_name(self, base: str) -> str:
         """A placeholder is fed by name: a taken name is an error, never renamed."""

@@ -189,8 +189,11 @@ def apply(op: Op, *args, **attrs) -> Node:
         graph = default_graph()
     inputs = args if all_nodes else tuple(
         [a if isinstance(a, Node) else constant_in(graph, a) for a in args])
-    # (only leaves store "weak": an op node leaves weak=False out, see graph.NodeData)
-    if inputs and _weak(inputs[0].record) and all(_weak(n.record) for n in inputs):
+    # (only leaves store "weak": an op node leaves weak=False out, see graph.NodeData;
+    # the first input's test is _weak inlined: it is asked per node built)
+    first = inputs[0].record if inputs else None
+    if first is not None and first["op"] is None and first["weak"] \
+            and all(_weak(n.record) for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
         value = op.forward(np, *(n.record["value"] for n in inputs), **attrs)
@@ -335,7 +338,7 @@ def result_dtype(*nodes) -> np.dtype:
     if first is not None and first.isnative:
         for n in nodes:
             d = n.record
-            if d["dtype"] is not first or _weak(d):
+            if d["dtype"] is not first or d["op"] is None and d["weak"]:   # (_weak inlined)
                 break
         else:
             return first   # one native dtype, no weak scalar: numpy would say the same
