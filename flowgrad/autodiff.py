@@ -18,7 +18,7 @@ from array import array
 import numpy as np
 
 from .errors import DifferentiationError, UsageError
-from .graph import Node, gc_paused, same_graph, sharing_unary
+from .graph import NO_ATTRS, Node, gc_paused, same_graph, sharing_unary, stored
 from .leaves import constant_in
 
 __all__ = ["adjoints", "grad", "vjp", "jvp", "vjp_above", "ancestors_above", "adjoint_mark"]
@@ -52,8 +52,9 @@ def _on_path(graph, order, sources) -> set[int]:
     """The ids in ``order`` (ascending) that depend on any of ``sources``."""
     data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
     active = set(sources)
+    disjoint = active.isdisjoint   # (a C-level test of the inputs: no generator a node)
     for nid in order:
-        if nid not in active and any(i in active for i in data[nid]["inputs"]):
+        if nid not in active and not disjoint(data[nid]["inputs"]):
             active.add(nid)
     return active
 
@@ -157,18 +158,19 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         if keep is None or nid in keep:
             result[node] = vbar
         d = data[nid]
-        if seed_is_one and d["kind"] == "variable":
-            record_gradient(vbar, y, node)
         op = d["op"]
-        if op is None:
+        if op is None:   # a leaf (an op node's record leaves its kind out: read op first)
+            if seed_is_one and d["kind"] == "variable":
+                record_gradient(vbar, y, node)
             continue
+        attrs = stored(d, "attrs", NO_ATTRS)
         ids = d["inputs"]
         if op.reads_results:     # one result of argument 0: its rule takes all of them
             _gather(gathered, ids, node, vbar, active)
             continue
         inputs = (handles[ids[0]],) if len(ids) == 1 else tuple([handles[i] for i in ids])
         if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
-            _all_terms(op.vjp_all, vbar, node, inputs, d["attrs"], active, pending, marks, y)
+            _all_terms(op.vjp_all, vbar, node, inputs, attrs, active, pending, marks, y)
             continue
         table = op._vjp
         for argnum, inp in enumerate(inputs):
@@ -181,11 +183,14 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             if rule is None:
                 continue
             first_new = len(handles)
-            term = rule(vbar, node, *inputs, **d["attrs"])
+            term = rule(vbar, node, *inputs, **attrs)
             if term is not None:
                 if term.record["shape"] != inp.record["shape"]:
                     term = sum_to_like(term, inp)
-                _add_term(pending, iid, term)
+                if iid in pending:   # (a first term, the common case, without a call)
+                    _add_term(pending, iid, term)
+                else:
+                    pending[iid] = term
             add_mark(first_new, len(handles), iid, y.id)
     return result
 
@@ -440,9 +445,10 @@ def _forward_sweep_nodes(graph, y, tangents):
             continue
         node = handles[nid]
         inputs = tuple(handles[i] for i in d["inputs"])
+        attrs = stored(d, "attrs", NO_ATTRS)
         if op.jvp_all is not None:   # the whole tangent in one call: O(N) nodes, not O(N²)
             ts = [tangents.get(i.id) if _differentiable(i.dtype) else None for i in inputs]
-            total = op.jvp_all(ts, node, *inputs, **d["attrs"])
+            total = op.jvp_all(ts, node, *inputs, **attrs)
             if total is not None:
                 tangents[nid] = broadcast_to_like(total, node)
             continue
@@ -454,7 +460,7 @@ def _forward_sweep_nodes(graph, y, tangents):
             rule = op.jvp_rule(argnum)
             if rule is None:
                 continue
-            term = rule(t, node, *inputs, **d["attrs"])
+            term = rule(t, node, *inputs, **attrs)
             if term is None:
                 continue
             term = broadcast_to_like(term, node)

@@ -206,33 +206,42 @@ class Graph:
         input_ids = ((inputs[0].id,) if k == 1 else (inputs[0].id, inputs[1].id) if k == 2
                      else tuple([n.id for n in inputs]))
         scope = self._scope
-        with self._lock:
+        lock = self._lock
+        lock.acquire()   # (not ``with``: ~90 ns less a node; released in ``finally``)
+        try:
             node_id = len(self._handles)
-            register = True
-            if exact_name:
-                name = self._exact_name(name)
-            elif name is None and not scope and op is not None and node_id not in self._reserved:
-                # the common case: a default name, unique by construction, unregistered,
-                # and made when read (NodeData), not stored: ~60 bytes a node
-                register = False
-            else:
-                name = self._unique_name(name or f"{op.name if op is not None else kind}_{node_id}")
+            # the common case: a default name, unique by construction, unregistered, and
+            # made when read (NodeData), not stored: ~60 bytes a node
+            register = exact_name or name is not None or scope or op is None \
+                or node_id in self._reserved
+            if register:
+                name = self._name_for(name, exact_name, op, kind, node_id)
             # The node's attributes go straight into the DiGraph's own node table. Its
             # edges are its inputs: the DiGraph's adjacency reads them from there, and
             # successors from an index brought up to date when first read (_Adjacency).
-            if register:
-                d = self._node[node_id] = NodeData(
-                    op=op, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
-                    inputs=input_ids, kind=kind, scope=tuple(scope) if scope else (),
-                    where=where)
-            else:
-                d = self._node[node_id] = NodeData(
-                    op=op, attrs=attrs or NO_ATTRS, shape=shape, dtype=dtype,
-                    inputs=input_ids, kind=kind, scope=(), where=where)
-                d.default_id = node_id
             if op is None:   # a leaf keeps every key; an op node leaves the defaults out
-                d["value"] = value
-                d["weak"] = weak
+                d = self._node[node_id] = NodeData(
+                    op=None, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
+                    inputs=input_ids, kind=kind, scope=tuple(scope), where=where,
+                    value=value, weak=weak)
+            else:
+                # (stored one by one: ~90 ns less than keyword arguments, per node)
+                d = self._node[node_id] = OpNodeData()
+                d["op"] = op
+                d["shape"] = shape
+                d["dtype"] = dtype
+                d["inputs"] = input_ids
+                d["where"] = where
+                if attrs:
+                    d["attrs"] = attrs
+                if scope:
+                    d["scope"] = tuple(scope)
+                if kind != "op":
+                    d["kind"] = kind
+                if register:
+                    d["name"] = name
+                else:
+                    d.default_id = node_id
             groups = _state.__dict__.get("groups")   # (getattr's miss raises: slow)
             if groups:
                 d["group"] = tuple(f.name_in(self) for f in groups)
@@ -243,6 +252,8 @@ class Graph:
             self._inputs.append(input_ids)
             if register:
                 self._register_name(name, node_id)
+        finally:
+            lock.release()
         if not node_id & _FREEZE_EVERY_MASK and node_id:
             _freeze_while_building(self)
         return handle
@@ -259,8 +270,9 @@ class Graph:
         for _ in range(window.count(input_ids)):   # (C-level scans: this is per rule call)
             k = window.index(input_ids, k + 1)
             d = self._node[src + 1 + k]
-            if d["op"] is op and d["attrs"] is NO_ATTRS and "group" not in d \
-                    and d["scope"] == tuple(self._scope) and not op.stateful \
+            if d["op"] is op and stored(d, "attrs", NO_ATTRS) is NO_ATTRS \
+                    and "group" not in d and stored(d, "scope", ()) == tuple(self._scope) \
+                    and not op.stateful \
                     and not _state.__dict__.get("groups"):
                 return self._handles[src + 1 + k]
         return None
@@ -337,6 +349,13 @@ class Graph:
         inputs = self._node[v]["inputs"]
         return {u: _edge_attrs(inputs, u) for u in inputs}
 
+    def _name_for(self, name, exact_name, op, kind, node_id) -> str:
+        """The name add_node stores (and registers) for a node it does not leave to a
+        made default: the given one, checked (``exact_name``) or made unique."""
+        if exact_name:
+            return self._exact_name(name)
+        return self._unique_name(name or f"{op.name if op is not None else kind}_{node_id}")
+
     def _exact_name(self, base: str) -> str:
         """A placeholder is fed by name: a taken name is an error, never renamed."""
         prefix = "/".join(self._scope)
@@ -390,13 +409,15 @@ def name_scope(name: str, graph: Graph | None = None):
 # -- the cyclic collector while a large graph is built -----------------------------------
 # Building a graph allocates a few long-lived, collector-tracked objects a node (the attrs
 # dict, the handle). Each full collection rescans every one of them, which was a quarter
-# of building 10^5+ nodes. So, inside ``with graph:``, every 2^16 nodes the objects alive
+# of building 10^5+ nodes. So, inside ``with graph:``, every 2^12 nodes the objects alive
 # so far are moved out of the collector's sight (gc.freeze: a constant-time splice) and
 # given back (gc.unfreeze) when the outermost such block exits. Young garbage is still
 # collected as usual; garbage cycles among frozen objects wait for the block's end.
 # Nothing is frozen when something else already froze objects (gc.get_freeze_count()).
+# (Every 2^16 nodes, the full collections between two freezes still rescanned up to
+# 200k objects: ~0.6 us a node, a fifth of building a chain; every 2^12 nearly none.)
 
-_FREEZE_EVERY_MASK = (1 << 16) - 1
+_FREEZE_EVERY_MASK = (1 << 12) - 1
 _FROZEN_BY: set = set()         # graphs whose building froze the collector's objects
 _FREEZE_LOCK = threading.Lock()
 
@@ -457,9 +478,9 @@ _node_id = attrgetter("id")   # Graph.ancestors: a handle's own id object
 class NodeData(dict):
     """A node's attribute dict in ``Graph.nx``: a plain dict whose keys at their defaults
     (``value`` None, ``weak`` False, ``group`` ()) may be absent and still read as the
-    default by ``d[key]``. An op node stores eight keys, not twelve, and at ten or fewer
-    a dict takes 272 bytes rather than 464 (10^6 nodes: ~0.2 GB). ``group`` is stored only
-    while a composite group is open (flowgrad/composite.py pushes and names them).
+    default by ``d[key]``. A leaf stores every other key; an op node's record is an
+    ``OpNodeData``, which leaves out more. ``group`` is stored only while a composite
+    group is open (flowgrad/composite.py pushes and names them).
 
     A default name (``sin_12``: the op's name and the node's id) is not stored either:
     ``default_id`` holds the id and the name is made when read (~60 bytes a node, the
@@ -468,6 +489,8 @@ class NodeData(dict):
 
     __slots__ = ("default_id",)
     DEFAULTS = {"value": None, "weak": False, "group": ()}
+    #: keys left out at their defaults that still read as stored (``in``, iteration)
+    SHOWN = ()
 
     def _made_name(self):
         """The default name made on read, or None when the name is stored (or none)."""
@@ -477,40 +500,52 @@ class NodeData(dict):
         return f"{dict.__getitem__(self, 'op').name}_{nid}"
 
     def __missing__(self, key):
-        if key == "name":
-            name = self._made_name()
+        try:
+            return self.DEFAULTS[key]
+        except KeyError:
+            name = self._made_name() if key == "name" else None
             if name is not None:
                 return name
-        try:
-            return NodeData.DEFAULTS[key]
-        except KeyError:
             raise KeyError(key) from None
 
     def full(self) -> dict:
-        """Every stored key, and a made name, as a plain dict."""
+        """Every stored key, a made name and the shown defaults, as a plain dict."""
         name = self._made_name()
-        if name is None:
+        if name is None and not self.SHOWN:
             return dict(dict.items(self))   # (dict.copy would call keys(): this class)
         out = {}
-        for k, v in dict.items(self):   # the name where a stored one sits: after attrs
-            out[k] = v
-            if k == "attrs":
-                out["name"] = name
+        get, defaults = dict.get, self.DEFAULTS
+        for k in _KEY_ORDER:   # the order a record built with every key has
+            v = get(self, k, _UNSET)
+            if v is not _UNSET:
+                out[k] = v
+            elif k == "name":
+                if name is not None:
+                    out[k] = name
+            elif k in self.SHOWN:
+                out[k] = defaults[k]
+        for k, v in dict.items(self):   # the rest (value, weak, group …), as stored
+            if k not in out:
+                out[k] = v
         return out
 
+    def _shows(self, key) -> bool:
+        """Whether an absent ``key`` reads as stored: a made name or a shown default."""
+        return key in self.SHOWN or (key == "name" and self._made_name() is not None)
+
     def __contains__(self, key):
-        return dict.__contains__(self, key) or (key == "name" and self._made_name() is not None)
+        return dict.__contains__(self, key) or self._shows(key)
 
     def get(self, key, default=None):
         if dict.__contains__(self, key):
             return dict.__getitem__(self, key)
-        return self[key] if key == "name" and self._made_name() is not None else default
+        return self[key] if self._shows(key) else default
 
     def __iter__(self):
         return iter(self.full())
 
     def __len__(self):
-        return dict.__len__(self) + (self._made_name() is not None)
+        return len(self.full())
 
     def keys(self):
         return self.full().keys()
@@ -537,6 +572,31 @@ class NodeData(dict):
 
     def copy(self):   # nx's graph.copy() copies attr dicts: keep the defaults readable
         return NodeData(self.full())
+
+
+#: the keys of a record built with all of them, in the order they read (``full``)
+_KEY_ORDER = ("op", "attrs", "name", "shape", "dtype", "inputs", "kind", "scope", "where")
+
+
+class OpNodeData(NodeData):
+    """An op node's record: it stores ``op``, ``shape``, ``dtype``, ``inputs`` and
+    ``where``, and ``attrs``, ``scope``, ``kind`` and ``name`` only when they differ from
+    their defaults (``NO_ATTRS``, ``()``, ``'op'``, the made name), yet reads as a record
+    holding all of them. Five keys fit a dict's smallest table: 184 bytes, where the nine
+    of a full record take 280 (10^6 nodes: ~0.3 GB). ``d["kind"]`` on an op node costs a
+    Python call (``__missing__``): the engine's per-node loops read ``op`` first, and
+    ``attrs`` through ``stored(d, "attrs", NO_ATTRS)``."""
+
+    __slots__ = ()
+    SHOWN = ("attrs", "kind", "scope")
+    DEFAULTS = {**NodeData.DEFAULTS, "attrs": NO_ATTRS, "kind": "op", "scope": ()}
+
+
+#: ``stored(d, key, default)``: a record's stored ``key``, else ``default``, read at C
+#: speed (dict.get, past NodeData's Python-level ``get``). For the engine's per-node loops
+#: reading a key that an op node may leave out at its default, ``attrs`` above all
+#: (``stored(d, "attrs", NO_ATTRS)``); never for ``name`` (a made name is not stored).
+stored = dict.get
 
 
 class _DiGraph(nx.DiGraph):

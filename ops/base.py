@@ -200,8 +200,11 @@ def apply(op: Op, *args, **attrs) -> Node:
         graph = default_graph()
     inputs = args if all_nodes else tuple(
         [a if isinstance(a, Node) else constant_in(graph, a) for a in args])
-    # (only leaves store "weak": an op node leaves weak=False out, see graph.NodeData)
-    if inputs and _weak(inputs[0].record) and all(_weak(n.record) for n in inputs):
+    # (only leaves store "weak": an op node leaves weak=False out, see graph.NodeData;
+    # the first input's test is _weak inlined: it is asked per node built)
+    first = inputs[0].record if inputs else None
+    if first is not None and first["op"] is None and first["weak"] \
+            and all(_weak(n.record) for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
         value = op.forward(np, *(n.record["value"] for n in inputs), **attrs)
@@ -213,10 +216,10 @@ def apply(op: Op, *args, **attrs) -> Node:
             return twin
     shape, dtype = op.infer(*inputs, **attrs)
     frame = sys._getframe(1)
-    fname = frame.f_code.co_filename
-    if _INSIDE.get(fname) is False:   # called straight from user code (site_of, inlined)
-        site = (fname, frame.f_lineno)
-        site = _SITES.setdefault(site, site)
+    code = frame.f_code
+    if _INSIDE.get(code.co_filename) is False:   # straight from user code (site_of, inlined)
+        hit = _SITE_AT.get((id(code), frame.f_lasti))
+        site = hit[1] if hit is not None and hit[0] is code else site_at(frame)
     else:
         site = site_of(frame)
     return graph.add_node(op, inputs, attrs,
@@ -280,11 +283,33 @@ def site_of(frame):
         fname = frame.f_code.co_filename
         inside = known.get(fname)
         if not (inside or inside is None and _inside(fname)):
-            site = (fname, frame.f_lineno)
-            # one tuple per source line, shared by every node that line builds (a loop)
-            return _SITES.setdefault(site, site)
+            return site_at(frame)
         frame = frame.f_back
     return None
+
+
+#: {(id(code), instruction offset): (code, its site)}: ``frame.f_lineno`` scans the code's
+#: line table from its start on every read (~5 µs at the end of a 300-line function or
+#: script), where this look-up costs one small tuple. The code object is kept with its
+#: entry, so its id cannot be reused for another while the entry stands.
+_SITE_AT: dict[tuple, tuple] = {}
+_SITE_AT_MAX = 1 << 16   # distinct call sites kept (then the table starts over)
+
+
+def site_at(frame):
+    """``(file, line)`` of the instruction ``frame`` is running: one tuple per source
+    line, shared by every node that line builds (a loop), found once per call site."""
+    code = frame.f_code
+    key = (id(code), frame.f_lasti)
+    hit = _SITE_AT.get(key)
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    site = (code.co_filename, frame.f_lineno)
+    site = _SITES.setdefault(site, site)
+    if len(_SITE_AT) >= _SITE_AT_MAX:
+        _SITE_AT.clear()
+    _SITE_AT[key] = (code, site)
+    return site
 
 
 _STOPS: dict = {}   # {frame of a running sweep: the user site above it}
@@ -346,7 +371,7 @@ def result_dtype(*nodes) -> np.dtype:
     if first is not None and first.isnative:
         for n in nodes:
             d = n.record
-            if d["dtype"] is not first or _weak(d):
+            if d["dtype"] is not first or d["op"] is None and d["weak"]:   # (_weak inlined)
                 break
         else:
             return first   # one native dtype, no weak scalar: numpy would say the same

@@ -364,3 +364,36 @@ def test_a_default_name_is_made_on_read_and_reads_as_stored_everywhere():
     z.name = "zed"                                         # ... until one is assigned
     assert dict.__contains__(g.nx.nodes[2], "name") and g.nx.nodes[2]["name"] == "zed"
     assert g.by_name("zed") is z and len(g.nx.nodes[2]) == 9
+
+
+def test_an_op_node_stores_five_keys_and_reads_as_the_full_record():
+    """issue 19: an op node's record leaves kind, attrs and scope out at their defaults
+    (five keys fit a dict's smallest table: 184 bytes, not 280), yet reads, iterates,
+    compares and copies as the nine-key record it stands for."""
+    import copy
+    from flowgrad.graph import NO_ATTRS
+    order = ["op", "attrs", "name", "shape", "dtype", "inputs", "kind", "scope", "where"]
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(3,))
+        y = fg.sin(x)
+        with fg.name_scope("layer"):
+            s = fg.sum(y, axis=0)
+    d = g.nx.nodes[y.id]
+    assert sorted(dict.keys(d)) == ["dtype", "inputs", "op", "shape", "where"]
+    assert d["kind"] == y.kind == "op" and d["attrs"] is NO_ATTRS and d["scope"] == ()
+    assert d.get("kind") == "op" and d.get("scope") == () and d.get("attrs") is NO_ATTRS
+    assert "kind" in d and "attrs" in d and "scope" in d and "value" not in d
+    assert list(d) == order and len(d) == 9 and list(dict(d)) == order
+    assert dict(d) == {"op": y.op, "attrs": {}, "name": "sin_1", "shape": (3,),
+                       "dtype": np.dtype(float), "inputs": (x.id,), "kind": "op",
+                       "scope": (), "where": d["where"]}
+    assert d == dict(d) and d.copy() == d and copy.copy(d)["kind"] == "op"
+    assert g.nx.copy().nodes[y.id]["kind"] == "op" and list(g.nx.copy().nodes[y.id]) == order
+    # attrs, a scope and a registered name are stored, and read in the same order
+    e = g.nx.nodes[s.id]
+    assert dict.__contains__(e, "attrs") and dict.__contains__(e, "scope")
+    assert list(e) == order and e["scope"] == ("layer",) and e["attrs"]["axis"] == (0,)
+    assert [k for k, _ in g.nx.nodes(data="kind")] == [0, 1, 2]
+    assert dict(g.nx.nodes(data="kind")) == {0: "placeholder", 1: "op", 2: "op"}
+    # a leaf stores every key, in the same order, then its value and weak flag
+    assert list(dict.keys(g.nx.nodes[x.id])) == order + ["value", "weak"]

@@ -102,3 +102,20 @@ def test_nodes_built_by_a_sweep_name_the_grad_call():
     assert {n.where for n in g.nodes[first:]} == {f"{__file__}:{line}"}
     np.testing.assert_allclose(float(fg.run(fg.grad(y, x), {x: 0.3})),
                                np.exp(0.3) * (np.cos(0.3) + np.sin(0.3)))
+
+
+def test_sites_cached_per_call_site_stay_exact_across_code_objects(checked_sites):
+    """issue 19: a site is looked up by (code, instruction offset), not by reading
+    f_lineno (a scan of the line table: µs in a long function). Code objects made and
+    dropped one after another (notebook cells) may share an address and the same
+    offset: each node still gets its own cell's line, as the full walk finds it."""
+    ns = {"fg": fg}
+    with fg.Graph() as g:
+        ns["x"] = fg.placeholder("x")
+        for k in range(40):
+            exec(compile("\n" * k + "y = fg.sin(x)", "<cell>", "exec"), ns)
+        for _ in range(3):
+            exec(compile("y = fg.cos(x)\n\nz = fg.exp(x)", "<cell>", "exec"), ns)
+    wheres = [n.where for n in g.nodes[1:]]
+    assert wheres == [f"<cell>:{k + 1}" for k in range(40)] + ["<cell>:1", "<cell>:3"] * 3
+    assert len(checked_sites) == len(g)

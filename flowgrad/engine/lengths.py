@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FeedError
+from ..graph import NO_ATTRS, stored
 
 # -- what each op ties together -----------------------------------------------------------
 # A rule gets (node shape, input shapes, attrs) and yields pairs (input index, input axis,
@@ -500,7 +501,7 @@ def compile_checks(graph, order):
         shapes = [data[i]["shape"] for i in ins]
         if None not in d["shape"] and not any(None in s for s in shapes):
             continue
-        attrs = d["attrs"]
+        attrs = stored(d, "attrs", NO_ATTRS)
         if op.name in INPUT_ATTRS:
             name, pos = INPUT_ATTRS[op.name]
             attrs = {**attrs, name: data[ins[pos]]["attrs"][name]}
@@ -515,8 +516,8 @@ def compile_checks(graph, order):
     groups = {}
     for nid in order:
         d = data[nid]
-        if d["kind"] != "placeholder":
-            continue
+        if d["op"] is not None or d["kind"] != "placeholder":   # (op first: an op
+            continue                                                # node leaves kind out)
         for a, s in enumerate(d["shape"]):
             if s is None:
                 groups.setdefault(classes.find((nid, a)), []).append((nid, a))

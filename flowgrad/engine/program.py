@@ -36,7 +36,7 @@ from ..autodiff import ancestors
 from ..backends import get_backend
 from ..backends.base import Backend
 from ..errors import BackendError, FeedError, UsageError
-from ..graph import Node, gc_paused, same_graph
+from ..graph import NO_ATTRS, Node, gc_paused, same_graph, stored
 from .simplify import simplify
 from . import executors as _executors
 from . import lockstep as _lockstep
@@ -238,7 +238,7 @@ class Program:
                 op = nd["op"]
                 if op is None:         # a leaf
                     continue
-                at, ri = nd["attrs"], nd["inputs"]
+                at, ri = stored(nd, "attrs", NO_ATTRS), nd["inputs"]
             elif d[0] == "op":
                 _, op, at, ri = d
             else:

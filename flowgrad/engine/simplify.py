@@ -70,6 +70,8 @@ import warnings
 
 import numpy as np
 
+from ..graph import NO_ATTRS, stored
+
 FOLD_MAX = 1 << 16       # largest constant (entries) folding may create and keep
 CONST_KEY_MAX = 1 << 12  # largest constant compared by value for merging / fill detection
 
@@ -220,7 +222,8 @@ def _definition(defs, data, r):
     if d is None:        # the graph's own node: an op as built, or a leaf
         nd = data[r]
         op = nd["op"]
-        d = ("op", op, nd["attrs"], nd["inputs"]) if op is not None else ("leaf",)
+        d = ("op", op, stored(nd, "attrs", NO_ATTRS), nd["inputs"]) if op is not None \
+            else ("leaf",)
     return d
 
 
@@ -284,7 +287,7 @@ def simplify(graph, order, output_ids, keep_all=False, dispatch=True) -> Simplif
         defs, leaves = {}, []      # every op and leaf is its graph node as is
         for nid in order:
             d = data[nid]
-            kind = d["kind"]
+            kind = d["kind"] if d["op"] is None else "op"   # (op nodes leave kind out)
             if kind == "constant":
                 defs[nid] = ("const", d["value"])
             elif kind in ("placeholder", "variable"):
@@ -320,7 +323,8 @@ class _Pass:
         """nid is its own representative, computed as op(attrs)(ins): stored only when
         that is not its graph node as is."""
         d = self.data[nid]
-        if op is not d["op"] or attrs is not d["attrs"] or ins != d["inputs"]:
+        if op is not d["op"] or attrs is not stored(d, "attrs", NO_ATTRS) \
+                or ins != d["inputs"]:
             self.defs[nid] = ("op", op, attrs, ins)
 
     def _meta(self, nid):
@@ -447,7 +451,7 @@ class _Pass:
                 ins = tuple([rep_get(i, i) for i in inputs])
                 plain = special.isdisjoint(ins)
                 key = tuple(sorted(ins)) if comm else ins
-            attrs = d["attrs"]
+            attrs = stored(d, "attrs", NO_ATTRS)
             if cse and plain:  # as _op → _set_op would conclude: only CSE applies
                 if attrs:
                     key = (key, frozen.get(id(attrs)) or
