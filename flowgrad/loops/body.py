@@ -136,7 +136,7 @@ class Body:
         ``caps`` (flat, in ``params``/``cap_params`` order), then those of ``extra``."""
         prog, feeds = self.program(xp, extra)
         values = list(args) + list(caps)
-        return prog(**{name: values[k] for name, k in feeds})
+        return prog.call((), {name: values[k] for name, k in feeds})   # (no ** repacking)
 
     def call_values(self, xp, args, caps):
         """``(the outputs' values, {body node id: value} of every node)``: one iteration
