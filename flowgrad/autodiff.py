@@ -130,6 +130,14 @@ def _reverse_sweep(graph, y, order, active, seed, seed_is_one, keep=None):
         return _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep)
 
 
+def _summed(terms, add):
+    """An adjoint's terms (a list of nodes) as one node: their sum, left to right."""
+    vbar = terms[0]
+    for term in terms[1:]:
+        vbar = add(vbar, term)
+    return vbar
+
+
 def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     from flowgrad.ops import add, sum_to_like
     data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
@@ -148,12 +156,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         terms = pending.pop(nid, None)
         if terms is None:
             continue
-        if type(terms) is list:
-            vbar = terms[0]
-            for term in terms[1:]:
-                vbar = add(vbar, term)
-        else:
-            vbar = terms
+        vbar = _summed(terms, add) if type(terms) is list else terms
         node = handles[nid]
         if keep is None or nid in keep:
             result[node] = vbar

@@ -82,6 +82,13 @@ def reset_default_graph() -> "Graph":
     return _DEFAULT
 
 
+
+def _leaf_record(attrs, name, shape, dtype, input_ids, kind, scope, where, value, weak):
+    """A leaf's record (Graph.add_node): every key stored."""
+    return NodeData(op=None, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
+                    inputs=input_ids, kind=kind, scope=tuple(scope), where=where,
+                    value=value, weak=weak)
+
 class Graph:
     """A static graph of op nodes. Use as ``with fg.Graph() as g:``; graphs only grow."""
 
@@ -195,18 +202,16 @@ class Graph:
 
     def add_node(self, op, inputs, attrs, shape, dtype, *, name=None, kind="op",
                  value=None, weak=False, exact_name=False, where=_UNSET) -> "Node":
-        """Append one node; callers (ops.base.apply and the leaf constructors) have
-        already checked shapes. Returns its handle. ``exact_name``: a taken ``name`` is a
-        GraphError rather than suffixed (user placeholders, fed by name). ``where``: the
-        user's (file, line), when the caller has already found it (apply does, from its
-        own caller's frame: one frame fewer to walk)."""
+        """Append one node (its callers, ops.base.apply and the leaf constructors, have
+        checked shapes) and return its handle. ``exact_name``: a taken ``name`` is a
+        GraphError, not suffixed (user placeholders, fed by name). ``where``: the user's
+        (file, line) when the caller has found it (apply does: one frame fewer to walk)."""
         if where is _UNSET:
             where = _user_site()  # outside the lock: it only reads the caller's frames
         k = len(inputs)
         input_ids = ((inputs[0].id,) if k == 1 else (inputs[0].id, inputs[1].id) if k == 2
                      else tuple([n.id for n in inputs]))
-        scope = self._scope
-        lock = self._lock
+        scope, lock = self._scope, self._lock
         lock.acquire()   # (not ``with``: ~90 ns less a node; released in ``finally``)
         try:
             node_id = len(self._handles)
@@ -220,10 +225,8 @@ class Graph:
             # edges are its inputs: the DiGraph's adjacency reads them from there, and
             # successors from an index brought up to date when first read (_Adjacency).
             if op is None:   # a leaf keeps every key; an op node leaves the defaults out
-                d = self._node[node_id] = NodeData(
-                    op=None, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
-                    inputs=input_ids, kind=kind, scope=tuple(scope), where=where,
-                    value=value, weak=weak)
+                d = self._node[node_id] = _leaf_record(attrs, name, shape, dtype, input_ids,
+                                                       kind, scope, where, value, weak)
             else:
                 # (stored one by one: ~90 ns less than keyword arguments, per node)
                 d = self._node[node_id] = OpNodeData()
