@@ -180,6 +180,26 @@ class Graph:
     def _taken(self, name) -> bool:
         return name in self._names or self._name_id(name) is not None
 
+    @property
+    def scope(self) -> tuple:
+        """The name scope open now (``fg.name_scope``), outermost first."""
+        return tuple(self._scope)
+
+    @contextlib.contextmanager
+    def scope_path(self, path):
+        """Build under exactly the scope ``path`` (a tuple of names), whatever scope is
+        open: a layer re-entered on reuse, a graph file's node rebuilt where it was."""
+        saved = self._scope
+        self._scope = list(path)
+        try:
+            yield
+        finally:
+            self._scope = saved
+
+    def prefix_in_use(self, prefix: str) -> bool:
+        """Whether a node is named ``prefix`` or has a name under ``prefix + "/"``."""
+        return self._taken(prefix) or any(n.startswith(prefix + "/") for n in self._names)
+
     def _unique_name(self, base: str) -> str:
         name = "/".join((*self._scope, base)) if self._scope else base
         if not self._taken(name):

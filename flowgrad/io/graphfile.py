@@ -359,7 +359,6 @@ def _build(doc, reader, path) -> Graph:
             node = _build_node(g, rec, reader, handles, where)
             _place(g, node, rec, where)
             handles.append(node)
-        g._scope[:] = []
     _restore_gradients(doc.get("gradients", []), handles, path)
     _restore_state(doc.get("state", {}), handles, path)
     return g
@@ -372,14 +371,14 @@ def _build_node(g, rec, reader, handles, where) -> Node:
     dtype = loop_io.parse_node_dtype(rec["dtype"], rec["op"])   # (a loop node's: issue 20)
     kind = rec["kind"]
     if kind == "placeholder":
-        g._scope[:] = []          # the saved name is the full, scoped one
         try:
-            node = placeholder(rec["name"], shape, dtype)
+            with g.scope_path(()):        # the saved name is the full, scoped one
+                node = placeholder(rec["name"], shape, dtype)
         except GraphError:
             raise GraphFileError(f"{where}: two nodes share that name") from None
     elif kind in ("variable", "constant"):
-        g._scope[:] = rec["scope"]
-        node = _leaf(g, rec, reader, where, shape, dtype)
+        with g.scope_path(rec["scope"]):
+            node = _leaf(g, rec, reader, where, shape, dtype)
     else:
         node = _op_node(g, rec, reader, handles, where)
     if node.shape != shape or node.dtype != dtype:
@@ -406,9 +405,9 @@ def _op_node(g, rec, reader, handles, where) -> Node:
              for name, v in rec["attrs"].items()}
     ins = [handles[i] for i in rec["inputs"]]
     check_record(op, ins, attrs, where)
-    g._scope[:] = rec["scope"]
     try:
-        node = apply(op, *ins, **attrs)
+        with g.scope_path(rec["scope"]):
+            node = apply(op, *ins, **attrs)
     except FlowgradError as e:
         raise GraphFileError(f"{where}: rebuilding {op.name} failed: {e}") from None
     except _REBUILD_ERRORS as e:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 
-_TAKEN = "_fg_layer_scopes"
+#: graph -> the scope paths its layers have claimed (a side table: nothing is written
+#: onto the Graph object)
+_CLAIMED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def unique_scope(graph, base: str) -> tuple:
@@ -11,15 +14,14 @@ def unique_scope(graph, base: str) -> tuple:
     and no node of ``graph`` uses it yet."""
     if not isinstance(base, str) or not base or "/" in base:
         raise ValueError(f"a layer name must be non-empty and contain no '/': {base!r}")
-    taken = graph.__dict__.setdefault(_TAKEN, set())
-    outer = tuple(graph._scope)
+    taken = _CLAIMED.setdefault(graph, set())
+    outer = graph.scope
     k = 0
     while True:
         name = base if k == 0 else f"{base}_{k}"
         path = outer + (name,)
         prefix = "/".join(path)
-        if path not in taken and not graph._taken(prefix) and not any(
-                n.startswith(prefix + "/") for n in graph._names):
+        if path not in taken and not graph.prefix_in_use(prefix):
             taken.add(path)
             return path
         k += 1
@@ -28,10 +30,5 @@ def unique_scope(graph, base: str) -> tuple:
 @contextlib.contextmanager
 def in_scope(graph, path: tuple):
     """Build into ``graph`` under exactly the scope ``path`` (whatever scope is open now)."""
-    saved = graph._scope
-    graph._scope = list(path)
-    try:
-        with graph:
-            yield
-    finally:
-        graph._scope = saved
+    with graph.scope_path(path), graph:
+        yield
