@@ -116,7 +116,6 @@ class Graph:
         self._reserved: set[int] = set()   # ids whose default name is taken already
         self._name_next: dict[str, int] = {}
         self._scope: list[str] = []
-        self._program_cache: dict = {}
         # guards ids, names and edges (never held while calling out: a plain lock suffices)
         self._lock = threading.Lock()
 
@@ -157,7 +156,7 @@ class Graph:
         return self._handles
 
     def by_name(self, name: str) -> "Node":
-        nid = self._name_id(name)
+        nid = self.name_id(name)
         if nid is None:
             raise KeyError(f"no node named {name!r} in this graph")
         return self._handles[nid]
@@ -166,8 +165,8 @@ class Graph:
     # built outside any scope (``sin_12``: op name, "_", the node's own id), which are
     # unique by construction and would be most of it on a large graph (~65 bytes a node).
     # Such a name still lives in its node's attrs; the look-ups below find it from its id.
-    def _name_id(self, name) -> int | None:
-        """The id of the node called ``name``, or None."""
+    def name_id(self, name) -> int | None:
+        """The id of the node called ``name``, or None (binders look feeds up by it)."""
         nid = self._names.get(name)
         if nid is None and type(name) is str:
             head, sep, digits = name.rpartition("_")
@@ -178,7 +177,7 @@ class Graph:
         return nid
 
     def _taken(self, name) -> bool:
-        return name in self._names or self._name_id(name) is not None
+        return name in self._names or self.name_id(name) is not None
 
     @property
     def scope(self) -> tuple:
@@ -200,7 +199,8 @@ class Graph:
         """Whether a node is named ``prefix`` or has a name under ``prefix + "/"``."""
         return self._taken(prefix) or any(n.startswith(prefix + "/") for n in self._names)
 
-    def _unique_name(self, base: str) -> str:
+    def unique_name(self, base: str) -> str:
+        """``base`` under the open scope, suffixed _1, _2 … until no node has it."""
         name = "/".join((*self._scope, base)) if self._scope else base
         if not self._taken(name):
             return name
@@ -377,14 +377,14 @@ class Graph:
         made default: the given one, checked (``exact_name``) or made unique."""
         if exact_name:
             return self._exact_name(name)
-        return self._unique_name(name or f"{op.name if op is not None else kind}_{node_id}")
+        return self.unique_name(name or f"{op.name if op is not None else kind}_{node_id}")
 
     def _exact_name(self, base: str) -> str:
         """A placeholder is fed by name: a taken name is an error, never renamed."""
         prefix = "/".join(self._scope)
         name = f"{prefix}/{base}" if prefix else base
         if self._taken(name):
-            other = self._handles[self._name_id(name)]
+            other = self._handles[self.name_id(name)]
             raise GraphError(
                 f"the graph already has a node named {name!r} ({other.kind}); a placeholder "
                 "is fed by its name, so it must be unique: choose another name")

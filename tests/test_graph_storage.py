@@ -239,8 +239,8 @@ def test_default_names_are_found_and_kept_unique_without_being_registered():
         x = fg.placeholder("x")
         a = fg.sin(x)                                  # sin_1, not in g._names
         assert a.name == "sin_1" and "sin_1" not in g._names
-        assert g.by_name("sin_1") is a and g._name_id("sin_1") == a.id
-        assert g._name_id("sin_01") is None and g._name_id("sin_١") is None
+        assert g.by_name("sin_1") is a and g.name_id("sin_1") == a.id
+        assert g.name_id("sin_01") is None and g.name_id("sin_١") is None
         # an explicit name equal to a default one is taken: it gets a suffix
         b = fg.constant(1.0, name="sin_1")
         assert b.name == "sin_1_1"
@@ -256,7 +256,7 @@ def test_default_names_are_found_and_kept_unique_without_being_registered():
         assert g.by_name("cos_5") is c and g.by_name("cos_5_1") is e
         # renaming a default-named node frees its default name
         d.name = "renamed"
-        assert g._name_id("exp_4") is None and g.by_name("renamed") is d
+        assert g.name_id("exp_4") is None and g.by_name("renamed") is d
         f = fg.exp(x).named("exp_4")
         assert f.name == "exp_4" and g.by_name("exp_4") is f
         with fg.name_scope("s"):

@@ -41,7 +41,7 @@ def resolve(graph, feed: dict) -> dict[int, object]:
                 raise FeedError(f"{key.name!r} belongs to another graph")
             node = key
         elif isinstance(key, str):
-            nid = graph._name_id(key)
+            nid = graph.name_id(key)
             if nid is None:
                 known = sorted(n.name for n in graph.handles if n.kind == "placeholder")
                 raise FeedError(f"unknown feed {key!r}; the graph's placeholders are {known}")

@@ -28,6 +28,7 @@ in the simplified plan, an output listed twice), decided at compile time.
 from __future__ import annotations
 
 import threading
+import weakref
 from array import array
 from collections.abc import Mapping
 from operator import itemgetter
@@ -602,6 +603,11 @@ def compile(outputs, backend=None, check_numerics=False, codegen=True,
                    verify=verify)
 
 
+#: graph -> {(output ids, single, backend): Program} of fg.run: a side table owned here
+#: (nothing written onto the Graph), gone with the graph
+_PROGRAMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def run(outputs, feed=None, /, backend=None, **kwargs):
     """One-shot evaluation; the compiled program is cached on the graph.
 
@@ -613,16 +619,18 @@ def run(outputs, feed=None, /, backend=None, **kwargs):
     array is never a backend); a dict of feeds works for every name."""
     outs, _ = _as_outputs(outputs)
     g = outs[0].graph
-    if feed is None and isinstance(kwargs.get("feed"), dict) and g._name_id("feed") is None:
+    if feed is None and isinstance(kwargs.get("feed"), dict) and g.name_id("feed") is None:
         feed = kwargs.pop("feed")     # feed={...} by keyword, as before: no leaf has the name
     if backend is not None and not isinstance(backend, (str, Backend)):
-        if g._name_id("backend") is None:
+        if g.name_id("backend") is None:
             raise BackendError(f"backend= takes a backend name, a Backend or None, not "
                                f"{type(backend).__name__}")
         kwargs["backend"], backend = backend, None      # a feed of the leaf 'backend'
     b = get_backend(backend)
     key = (tuple(o.id for o in outs), isinstance(outputs, Node), b)  # the instance: two DaskBackends may differ
-    cache = g._program_cache
+    cache = _PROGRAMS.get(g)
+    if cache is None:
+        cache = _PROGRAMS.setdefault(g, {})
     prog = cache.get(key)
     if prog is None:
         # two threads may both compile; setdefault publishes one program, atomically

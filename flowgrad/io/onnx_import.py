@@ -118,10 +118,10 @@ def _claim(g, node, name):
     """Name ``node`` ``name``; a node merely auto-named that holds it gets a new name."""
     if node.name == name:
         return
-    blocker_id = g._name_id(name)
+    blocker_id = g.name_id(name)
     if blocker_id is not None:
         blocker = g.node(blocker_id)
-        blocker.name = g._unique_name(name + "_")
+        blocker.name = g.unique_name(name + "_")
     node.name = name
 
 
