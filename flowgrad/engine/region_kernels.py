@@ -45,6 +45,11 @@ def _jit(fn):
     return numba.njit(**_OPTIONS)(fn)
 
 
+def is_compiled(source: str) -> bool:
+    """Whether the loop of region source ``source`` has been compiled in this process."""
+    return source in _compiled
+
+
 def get_kernel(source: str, key: str):
     """The numba function ``kernel`` of a region module's source (compiled for its
     argument types at its first call, as numba does)."""

@@ -342,7 +342,7 @@ WARM_CALLS = 1   # calls a program makes on the numpy steps before its loops are
 
 def _compiled_already(source):
     rk = sys.modules.get("flowgrad.engine.region_kernels")     # loaded: numba is imported
-    return rk is not None and source in rk._compiled
+    return rk is not None and rk.is_compiled(source)
 
 
 _WARNED = []
