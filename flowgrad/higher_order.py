@@ -237,9 +237,13 @@ class _Body:
                 f"the basis vectors of {self.basis.name!r}>")
 
     def run(self, xp, values):
-        from .backends import _instances, get_backend
+        from .backends import backend_of, get_backend
         from .engine.program import Program
-        backend = next((b for b in _instances.values() if b.xp is xp), None) or get_backend()
+        from .errors import BackendError
+        try:
+            backend = backend_of(xp)     # the backend the basis_map step runs on
+        except BackendError:
+            backend = get_backend()
         prog = self._programs.get(backend)
         if prog is None:
             prog = self._programs[backend] = Program(self.out, backend)

@@ -50,12 +50,18 @@ def _split(spec, inputs):
     return None, inputs[:nc], inputs[nc:nc + nx], inputs[nc + nx:]
 
 
-def _stacks(spec, loop, inputs):
+def _results(loop, inputs, indices):
+    """The loop's results ``indices`` as ``loop_out`` nodes (building one that reads the
+    stacked carries or the draws makes the forward keep them)."""
     from .loop_op import loop_out_op
     from ..ops.base import apply
+    return [apply(loop_out_op, loop, *inputs, index=i) for i in indices]
+
+
+def _stacks(spec, loop, inputs):
+    """The carries each iteration entered with, stacked (after the finals and ys)."""
     first = spec.n_carry + spec.n_ys
-    return [apply(loop_out_op, loop, *inputs, index=first + k)
-            for k in range(spec.n_carry)]
+    return _results(loop, inputs, range(first, first + spec.n_carry))
 
 
 def _body_caps(spec, k, caps):
@@ -157,10 +163,8 @@ def replay(spec, inputs, records):
 def _draw_results(spec, loop, inputs):
     """The loop's "draw" results: each iteration's draws of its replayed bodies
     (building them makes the forward record them)."""
-    from .loop_op import loop_out_op
-    from ..ops.base import apply
-    return [apply(loop_out_op, loop, *inputs, index=spec.n_declared + j)
-            for j in range(len(spec.draw_slots))]
+    return _results(loop, inputs, range(spec.n_declared,
+                                        spec.n_declared + len(spec.draw_slots)))
 
 
 def _given(spec, k, values):
@@ -242,7 +246,7 @@ def _scan_vjp(spec, cts, needed, loop, inputs):
         return roots[:nf + nw] + [c_t[k] for k in sub], roots[nf + nw:]
 
     T = None if (stacks or xs) else spec.length
-    _, outs = build_scan(step, ct0 + acc0 + _finals(loop, inputs, sub),
+    _, outs = build_scan(step, ct0 + acc0 + _results(loop, inputs, sub),
                          stacks + list(xs) + gseq + draws,
                          reverse=not spec.reverse, length=T,
                          name=f"{spec.name} vjp")
@@ -255,13 +259,6 @@ def _scan_vjp(spec, cts, needed, loop, inputs):
     for pos, k in enumerate(fx):
         terms[nc + k] = outs[n_fin + pos]
     return [t if need else None for t, need in zip(terms, needed)]
-
-
-def _finals(loop, inputs, ks):
-    """The loop's final carries ``ks`` (results 0 … n_carry − 1)."""
-    from .loop_op import loop_out_op
-    from ..ops.base import apply
-    return [apply(loop_out_op, loop, *inputs, index=k) for k in ks]
 
 
 def _read_recorded(roots, known):
