@@ -131,7 +131,9 @@ def test_dask_profile_times_tasks_per_node(g):
     from flowgrad.backends.dask_backend import DaskBackend
     prog = fg.compile(loss, backend=DaskBackend(chunks=120))
     p = prog.profile(x=X, repeat=2)
-    assert p.rows[0].op == "matmul"
+    # the slowest node (the row of dask's own feeds and finalize has none; under load it
+    # was once the slowest row of all)
+    assert next(r for r in p.rows if r.node is not None).op == "matmul"
     assert float(p.result) == pytest.approx(float(fg.compile(loss)(x=X)), rel=1e-10)
     assert sum(r.share for r in p.rows) == pytest.approx(1.0)
     assert any(r.node is None and r.op == "dask" for r in p.rows)   # feeds, finalize
