@@ -89,6 +89,10 @@ class Op:
         self.infer = infer
         self.variadic = variadic
         self._vjp = vjp
+        #: the reverse rules, one per argument, when given as a tuple (else None: one
+        #: callable for every argument, see vjp_rule); the reverse sweep reads an entry
+        #: straight from here per node, and asks vjp_rule only for the other cases
+        self.vjp_rules = vjp if type(vjp) is tuple else None
         self._jvp = jvp
         self.multilinear = multilinear
         self.elementwise = elementwise
@@ -200,14 +204,13 @@ def apply(op: Op, *args, **attrs) -> Node:
         graph = default_graph()
     inputs = args if all_nodes else tuple(
         [a if isinstance(a, Node) else constant_in(graph, a) for a in args])
-    # (only leaves store "weak": an op node leaves weak=False out, see graph.NodeData;
-    # the first input's test is _weak inlined: it is asked per node built)
-    first = inputs[0].record if inputs else None
-    if first is not None and first["op"] is None and first["weak"] \
-            and all(_weak(n.record) for n in inputs):
+    # (the first input's test is _weak inlined: it is asked per node built)
+    first = inputs[0] if inputs else None
+    if first is not None and first.op is None and first.weak \
+            and all(_weak(n) for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
-        value = op.forward(np, *(n.record["value"] for n in inputs), **attrs)
+        value = op.forward(np, *(n.value for n in inputs), **attrs)
         if np.ndim(value) == 0:   # (expand_dims of a scalar is not a scalar: a node)
             return constant_in(graph, value.item() if hasattr(value, "item") else value)
     if len(inputs) == 1 and not attrs and sharing_graph() is graph:
@@ -359,24 +362,22 @@ def broadcast_shapes(op_name, *nodes) -> tuple:
     return tuple(out)
 
 
-def _weak(d) -> bool:
-    """Whether a node's attrs ``d`` are a weakly typed Python-scalar constant's (two
-    C-level reads: NodeData.get is a Python method)."""
-    return d["op"] is None and d["weak"]
+def _weak(node) -> bool:
+    """Whether ``node`` is a weakly typed Python-scalar constant (an op node's ``op``
+    answers first: one slot read, no property call)."""
+    return node.op is None and node.weak
 
 
 def result_dtype(*nodes) -> np.dtype:
     """numpy's promotion, with Python-scalar constants weakly typed."""
-    first = nodes[0].record["dtype"] if nodes else None
+    first = nodes[0].dtype if nodes else None
     if first is not None and first.isnative:
         for n in nodes:
-            d = n.record
-            if d["dtype"] is not first or d["op"] is None and d["weak"]:   # (_weak inlined)
+            if n.dtype is not first or n.op is None and n.weak:   # (_weak inlined)
                 break
         else:
             return first   # one native dtype, no weak scalar: numpy would say the same
-    return np.result_type(*[n.record["value"] if _weak(n.record) else n.record["dtype"]
-                            for n in nodes])
+    return np.result_type(*[n.value if _weak(n) else n.dtype for n in nodes])
 
 
 def float_dtype(dtype) -> np.dtype:

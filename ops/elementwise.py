@@ -18,8 +18,8 @@ from .base import NONDIFF, Op, apply, broadcast_shapes, float_dtype, result_dtyp
 def _binary(name, forward, vjp, *, floating=False, **kw):
     def infer(x, y):
         dtype = result_dtype(x, y)
-        shape = x.record["shape"]   # (the records, not two property calls: per node built)
-        if shape != y.record["shape"]:   # (equal shapes, the common case: no broadcast)
+        shape = x.shape
+        if shape != y.shape:   # (equal shapes, the common case: no broadcast)
             shape = broadcast_shapes(name, x, y)
         return shape, float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
     return Op(name, forward, infer, vjp=vjp, **kw)
@@ -27,9 +27,8 @@ def _binary(name, forward, vjp, *, floating=False, **kw):
 
 def _unary(name, forward, vjp, *, floating=True, **kw):
     def infer(x):
-        d = x.record   # (not the shape and dtype properties: two calls per node built)
-        dtype = d["dtype"]   # an np.dtype already (float_dtype only for ints)
-        return d["shape"], float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
+        dtype = x.dtype   # an np.dtype already (float_dtype only for ints)
+        return x.shape, float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
     return Op(name, forward, infer, vjp=(vjp,), **kw)
 
 

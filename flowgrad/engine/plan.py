@@ -42,12 +42,10 @@ __all__ = ["Step", "Plan", "FlatSteps", "LazySteps", "PlanError", "verify", "for
 FLAT_STEPS = 200_000
 
 
-def node_table(graph) -> dict:
-    """The graph's {node id: attribute dict}: networkx's own dict (a NodeView look-up
-    costs a Python call; executors read it once a step while they build)."""
-    nxg = graph.nx
-    d = getattr(nxg, "_node", None)
-    return d if isinstance(d, dict) else nxg.nodes
+def node_table(graph) -> list:
+    """The graph's nodes by id (``graph.handles``): executors read a step's node fields
+    (``.shape``, ``.dtype`` …) from it while they build."""
+    return graph.handles
 
 
 def debug_enabled() -> bool:

@@ -37,7 +37,7 @@ from ..autodiff import ancestors
 from ..backends import get_backend
 from ..backends.base import Backend
 from ..errors import BackendError, FeedError, UsageError
-from ..graph import NO_ATTRS, Node, gc_paused, same_graph, stored
+from ..graph import Node, gc_paused, same_graph
 from .simplify import simplify
 from . import executors as _executors
 from . import lockstep as _lockstep
@@ -211,7 +211,7 @@ class Program:
         what the outputs need, and each step's frees. A value is freed by its last
         reader, which is the first reader this sweep meets; outputs start live, so they
         are never freed (and with keep_all everything starts live: nothing is freed)."""
-        data = node_table(g)   # nx's own {id: attrs}: a view's look-up costs a call
+        data = node_table(g)
         simp = simplify(g, order, [o.id for o in self.run_outputs], self.keep_all)
         defs = simp.defs
         # live: a mark a byte by id (ids are dense; the pruning sweep makes one as long),
@@ -236,10 +236,10 @@ class Program:
             d = pop(r, None)
             if d is None:
                 nd = data[r]
-                op = nd["op"]
+                op = nd.op
                 if op is None:         # a leaf
                     continue
-                at, ri = stored(nd, "attrs", NO_ATTRS), nd["inputs"]
+                at, ri = nd.attrs, nd.input_ids
             elif d[0] == "op":
                 _, op, at, ri = d
             else:
@@ -287,12 +287,12 @@ class Program:
         self.placeholders, self.variable_slots = {}, []
         node = g.node
         for nid in leaves:
-            if data[nid]["kind"] == "placeholder":
+            if data[nid].kind == "placeholder":
                 self.placeholders[nid] = node(nid)
             else:
                 self.variable_slots.append((own[nid], node(nid)))
         for nid, v in consts:
-            template[own[nid]] = v if data[nid]["weak"] else backend.asarray(v)
+            template[own[nid]] = v if data[nid].weak else backend.asarray(v)
         # The steps proper are made on first read (_LazySteps): a program that runs
         # generated scalar code never needs them unless a call falls back to arrays.
         self._n_steps = len(steps)
@@ -303,7 +303,7 @@ class Program:
         del steps, sweep
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
-            None in data[nid]["shape"] for nid in self.placeholders) else None
+            None in data[nid].shape for nid in self.placeholders) else None
         del order
         self.check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
         self.feed_spec = FeedSpec.of(self)   # what bind and the generated binders check
@@ -506,7 +506,7 @@ class Program:
                 # Adjoints of what the inputs and variables reach: a constant's v̄
                 # (the exponent of x**2, say) is never asked for and may be log(<0).
                 leaves = [self.graph.node(i) for i in ancestors([first])
-                          if self.graph.nx.nodes[i]["kind"] in ("placeholder", "variable")]
+                          if self.graph.handles[i].kind in ("placeholder", "variable")]
                 adj = adjoints(first, leaves or None)
             else:
                 adj = {}
