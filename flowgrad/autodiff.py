@@ -140,7 +140,6 @@ def _summed(terms, add):
 
 def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     from flowgrad.ops import add, sum_to_like
-    data = graph.handles
     handles = graph.handles
     marks = _marks_of(graph)
     add_mark = marks.add

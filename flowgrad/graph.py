@@ -41,6 +41,9 @@ from .node import NO_ATTRS, Node, NodeRecord  # noqa: F401  (re-exported: graph.
 _new_node = object.__new__   # Graph.add_node: a Node without an __init__ call
 
 _state = threading.local()
+#: this module's per-thread state (open graphs, a running sweep's graph, open composite
+#: groups), public for the few hot paths that read it inline (ops.base.apply)
+thread_state = _state
 
 # The edge-attribute dicts of the common edges (argument 0, 1, 2 …), shared by every such
 # edge: one dict per edge was ~180 bytes a node. Shared dicts hold only an immutable tuple
@@ -212,9 +215,14 @@ class Graph:
         self._name_next[name] = k + 1
         return f"{name}_{k}"
 
-    def forget_name(self, name):
-        """Drop ``name`` from the registered names (a node being renamed)."""
-        self._names.pop(name, None)
+    def rename(self, node, new: str):
+        """Give ``node`` the name ``new`` (``node.name = new``); a taken name is refused."""
+        with self._lock:
+            if self._taken(new):
+                raise ValueError(f"the graph already has a node named {new!r}")
+            self._names.pop(node.name, None)   # (a default name is not registered)
+            node.set_more("name", new)
+            self._register_name(new, node.id)
 
     def _register_name(self, name, node_id):
         self._names[name] = node_id
@@ -233,48 +241,64 @@ class Graph:
         if where is _UNSET:
             where = _user_site()  # outside the lock: it only reads the caller's frames
         k = len(inputs)
-        input_ids = ((inputs[0].id,) if k == 1 else (inputs[0].id, inputs[1].id) if k == 2
-                     else tuple([n.id for n in inputs]))
-        scope, lock = self._scope, self._lock
         node = _new_node(Node)   # (slots set one by one: no __init__ call, per node)
         node.graph = self
         node.op = op
         node.shape = shape
         node.dtype = dtype
-        node.input_ids = input_ids
+        node.input_ids = input_ids = (
+            (inputs[0].id,) if k == 1 else (inputs[0].id, inputs[1].id) if k == 2
+            else tuple([n.id for n in inputs]))
         node.attrs = attrs or NO_ATTRS
         node.site = where
-        more = None
-        if op is None:   # a leaf keeps its kind, value and weak flag
-            more = {"kind": kind, "value": value, "weak": weak}
-        elif kind != "op":
-            more = {"kind": kind}
-        if scope:
-            more = more if more is not None else {}
-            more["scope"] = tuple(scope)
-        groups = _state.__dict__.get("groups")   # (getattr's miss raises: slow)
-        if groups:
-            more = more if more is not None else {}
-            more["group"] = tuple(f.name_in(self) for f in groups)
+        node.more = None
+        if op is None or kind != "op" or name is not None or exact_name or self._scope \
+                or _state.__dict__.get("groups"):   # (getattr's miss raises: slow)
+            return self._add_named(node, name, kind, value, weak, exact_name)
+        handles = self._handles
+        lock = self._lock
         lock.acquire()   # (not ``with``: ~90 ns less a node; released in ``finally``)
         try:
-            node_id = len(self._handles)
-            # the common case: a default name (``sin_12``), unique by construction,
-            # neither registered nor stored: made when read (Node.name)
-            if exact_name or name is not None or scope or op is None \
-                    or node_id in self._reserved:
-                name = self._name_for(name, exact_name, op, kind, node_id)
-                more = more if more is not None else {}
-                more["name"] = name
-                self._register_name(name, node_id)
-            node.more = more
+            node_id = len(handles)
+            if node_id in self._reserved:   # a user took this node's default name
+                node.more = {"name": self._name_for(None, False, op, kind, node_id)}
+                self._register_name(node.more["name"], node_id)
+            # else the common case: a default name (``sin_12``), unique by
+            # construction, neither registered nor stored: made when read (Node.name)
             node.id = node_id
             if self._nx_cache:
                 self._nx_cache.clear()   # as nx's own add_node does
-            self._handles.append(node)
+            handles.append(node)
             self._inputs.append(input_ids)
         finally:
             lock.release()
+        if not node_id & _FREEZE_EVERY_MASK and node_id:
+            _freeze_while_building(self)
+        return node
+
+    def _add_named(self, node, name, kind, value, weak, exact_name) -> "Node":
+        """add_node for a node with rare fields: a leaf (kind, value, weak flag), a given
+        name, a scope, open composite groups (``more``); its name is registered."""
+        more = {"kind": kind, "value": value, "weak": weak} if node.op is None else \
+            {"kind": kind} if kind != "op" else {}
+        scope = self._scope
+        if scope:
+            more["scope"] = tuple(scope)
+        groups = _state.__dict__.get("groups")
+        if groups:
+            more["group"] = tuple(f.name_in(self) for f in groups)
+        with self._lock:
+            node_id = len(self._handles)
+            if exact_name or name is not None or scope or node.op is None \
+                    or node_id in self._reserved:
+                more["name"] = self._name_for(name, exact_name, node.op, kind, node_id)
+                self._register_name(more["name"], node_id)
+            node.more = more or None
+            node.id = node_id
+            if self._nx_cache:
+                self._nx_cache.clear()
+            self._handles.append(node)
+            self._inputs.append(node.input_ids)
         if not node_id & _FREEZE_EVERY_MASK and node_id:
             _freeze_while_building(self)
         return node

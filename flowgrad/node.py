@@ -70,18 +70,10 @@ class Node:
 
     @name.setter
     def name(self, new: str):
-        g = self.graph
         if not isinstance(new, str) or not new:
             raise ValueError("a node name must be a non-empty string")
-        old = self.name
-        if new == old:
-            return
-        with g._lock:
-            if g._taken(new):
-                raise ValueError(f"the graph already has a node named {new!r}")
-            g.forget_name(old)   # (a default name is not registered)
-            self.set_more("name", new)
-            g._register_name(new, self.id)
+        if new != self.name:
+            self.graph.rename(self, new)
 
     def named(self, name: str) -> "Node":
         """Give this node a name (shown in drawings, usable as a feed key); returns it.

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from flowgrad.errors import DifferentiationError, ShapeError
-from flowgrad.graph import Node, default_graph, same_graph, sharing_graph
+from flowgrad.graph import Node, default_graph, same_graph, sharing_graph, thread_state
 from flowgrad.leaves import constant_in
 
 REGISTRY: dict[str, "Op"] = {}
@@ -182,11 +182,13 @@ def as_node(value, graph=None) -> Node:
     return constant_in(graph if graph is not None else default_graph(), value)
 
 
-def apply(op: Op, *args, **attrs) -> Node:
-    """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph)."""
+def _general_args(op, args, attrs):
+    """apply's arguments outside its common cases: (a folded constant or None, the
+    input nodes, their graph). Scalars and arrays become constants; nodes of another
+    graph are captured by a loop body being traced, or refused."""
     graph = None
     all_nodes = True
-    for a in args:   # the common case, all nodes of one graph, in one plain loop
+    for a in args:
         if isinstance(a, Node):
             if graph is None:
                 graph = a.graph
@@ -196,7 +198,7 @@ def apply(op: Op, *args, **attrs) -> Node:
                 # of the body's graph, which become the loop node's inputs.
                 captured = CAPTURE_HOOK(args) if CAPTURE_HOOK is not None else None
                 if captured is not None:
-                    return apply(op, *captured, **attrs)
+                    return apply(op, *captured, **attrs), None, None
                 same_graph(a for a in args if isinstance(a, Node))   # raises, naming both
         else:
             all_nodes = False
@@ -204,19 +206,38 @@ def apply(op: Op, *args, **attrs) -> Node:
         graph = default_graph()
     inputs = args if all_nodes else tuple(
         [a if isinstance(a, Node) else constant_in(graph, a) for a in args])
-    # (the first input's test is _weak inlined: it is asked per node built)
-    first = inputs[0] if inputs else None
-    if first is not None and first.op is None and first.weak \
-            and all(_weak(n) for n in inputs):
+    if inputs and all(_weak(n) for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
         value = op.forward(np, *(n.value for n in inputs), **attrs)
         if np.ndim(value) == 0:   # (expand_dims of a scalar is not a scalar: a node)
-            return constant_in(graph, value.item() if hasattr(value, "item") else value)
+            return constant_in(graph, value.item() if hasattr(value, "item") else value), \
+                None, None
     if len(inputs) == 1 and not attrs and sharing_graph() is graph:
         twin = graph.unary_twin(op, inputs[0])   # a sweep's cos(x): the forward's own
         if twin is not None:
-            return twin
+            return twin, None, None
+    return None, inputs, graph
+
+
+def apply(op: Op, *args, **attrs) -> Node:
+    """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph)."""
+    n = len(args)
+    first = args[0] if n else None
+    # the common cases first: one node, or two nodes of one graph, none a weak scalar
+    if n == 1 and type(first) is Node and not (first.op is None and first.weak):
+        inputs, graph = args, first.graph
+        if not attrs and thread_state.__dict__.get("sharing") is graph:   # (sharing_graph)
+            twin = graph.unary_twin(op, first)   # a sweep's cos(x): the forward's own
+            if twin is not None:
+                return twin
+    elif n == 2 and type(first) is Node and type(args[1]) is Node \
+            and first.graph is args[1].graph and not (first.op is None and first.weak):
+        inputs, graph = args, first.graph
+    else:
+        folded, inputs, graph = _general_args(op, args, attrs)
+        if folded is not None:
+            return folded
     shape, dtype = op.infer(*inputs, **attrs)
     frame = sys._getframe(1)
     code = frame.f_code

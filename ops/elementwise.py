@@ -17,7 +17,11 @@ from .base import NONDIFF, Op, apply, broadcast_shapes, float_dtype, result_dtyp
 
 def _binary(name, forward, vjp, *, floating=False, **kw):
     def infer(x, y):
-        dtype = result_dtype(x, y)
+        dtype = x.dtype
+        # one native dtype and no weak scalar (result_dtype's first answer, inlined:
+        # asked per node built)
+        if dtype is not y.dtype or x.op is None or y.op is None or not dtype.isnative:
+            dtype = result_dtype(x, y)
         shape = x.shape
         if shape != y.shape:   # (equal shapes, the common case: no broadcast)
             shape = broadcast_shapes(name, x, y)
