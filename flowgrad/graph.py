@@ -2,7 +2,8 @@
 
 The nodes are the source of truth: ``Graph.handles[i]`` is node ``i``, a typed object
 holding ``op``, ``shape``, ``dtype``, ``input_ids`` (ordered; a DiGraph cannot hold the
-two edges of ``x * x``), ``attrs`` and the user's ``site``. ``Graph.nx`` reads them: its
+two edges of ``x * x``) and ``attrs``; the user's line of each node is kept here, as runs
+of nodes built from one line (``site_of``). ``Graph.nx`` reads them: its
 node table shows each node's ``NodeRecord`` (``g.nx.nodes[i]["op"]``), and its edges,
 labelled with the argument numbers, are derived from the inputs on demand rather than
 held as two dicts a node. So ``Graph.nx`` is read-only through networkx (``g.nx.copy()``
@@ -27,6 +28,7 @@ import contextlib
 import gc
 import threading
 from array import array
+from bisect import bisect_right
 from itertools import compress
 from operator import attrgetter
 from collections.abc import Mapping
@@ -108,6 +110,12 @@ class Graph:
         # so that a sweep over ids (ancestors) reads a list, not a dict in a dict
         self._inputs: list[tuple] = []
         self._handles: list[Node] = []
+        # The user's (file, line) of each node, as runs: node ids from _site_starts[k] up
+        # to the next start were built from _sites[k] (a loop builds one run; a node
+        # slot was 8 bytes a node, a run is 16 bytes a source line change)
+        self._site_starts = array("q")
+        self._sites: list = []
+        self._last_site = _UNSET
         nxg = self.nx
         # networkx's node table reads the handles (no dict a node); its cache of views
         # is never filled for a graph that only grows through add_node
@@ -182,6 +190,12 @@ class Graph:
     def _taken(self, name) -> bool:
         return name in self._names or self.name_id(name) is not None
 
+    def site_of(self, node_id: int):
+        """The user's ``(file, line)`` that built node ``node_id`` (None: unknown)."""
+        if not 0 <= node_id < len(self._handles):
+            raise IndexError(f"no node {node_id} in this graph")
+        return self._sites[bisect_right(self._site_starts, node_id) - 1]
+
     @property
     def scope(self) -> tuple:
         """The name scope open now (``fg.name_scope``), outermost first."""
@@ -250,11 +264,10 @@ class Graph:
             (inputs[0].id,) if k == 1 else (inputs[0].id, inputs[1].id) if k == 2
             else tuple([n.id for n in inputs]))
         node.attrs = attrs or NO_ATTRS
-        node.site = where
         node.more = None
         if op is None or kind != "op" or name is not None or exact_name or self._scope \
                 or _state.__dict__.get("groups"):   # (getattr's miss raises: slow)
-            return self._add_named(node, name, kind, value, weak, exact_name)
+            return self._add_named(node, name, kind, value, weak, exact_name, where)
         handles = self._handles
         lock = self._lock
         lock.acquire()   # (not ``with``: ~90 ns less a node; released in ``finally``)
@@ -266,6 +279,10 @@ class Graph:
             # else the common case: a default name (``sin_12``), unique by
             # construction, neither registered nor stored: made when read (Node.name)
             node.id = node_id
+            if where is not self._last_site:   # a new run of nodes from one line
+                self._site_starts.append(node_id)
+                self._sites.append(where)
+                self._last_site = where
             if self._nx_cache:
                 self._nx_cache.clear()   # as nx's own add_node does
             handles.append(node)
@@ -276,7 +293,7 @@ class Graph:
             _freeze_while_building(self)
         return node
 
-    def _add_named(self, node, name, kind, value, weak, exact_name) -> "Node":
+    def _add_named(self, node, name, kind, value, weak, exact_name, where) -> "Node":
         """add_node for a node with rare fields: a leaf (kind, value, weak flag), a given
         name, a scope, open composite groups (``more``); its name is registered."""
         more = {"kind": kind, "value": value, "weak": weak} if node.op is None else \
@@ -295,6 +312,10 @@ class Graph:
                 self._register_name(more["name"], node_id)
             node.more = more or None
             node.id = node_id
+            if where is not self._last_site:
+                self._site_starts.append(node_id)
+                self._sites.append(where)
+                self._last_site = where
             if self._nx_cache:
                 self._nx_cache.clear()
             self._handles.append(node)

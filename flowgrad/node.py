@@ -1,7 +1,7 @@
 """The node: one typed object per graph vertex, the handle users hold *and* its record.
 
 A ``Node`` carries the fields every node has as slots — ``op``, ``shape``, ``dtype``,
-``input_ids``, ``attrs``, ``site`` — and the rare ones (``name`` when not the default,
+``input_ids``, ``attrs`` — and the rare ones (``name`` when not the default,
 ``kind`` when not ``"op"``, ``scope``, ``group``, a leaf's ``value`` and ``weak``, keys a
 user sets through networkx) in ``more``, a dict made only for the nodes that need one.
 The engine's per-node loops read the slots (``graph.handles[i].op``): one attribute read,
@@ -50,9 +50,9 @@ class Node:
 
     Read-only fields (set once, when the graph builds the node): ``op`` (None for a
     leaf), ``shape``, ``dtype``, ``attrs``, ``input_ids`` (the inputs' ids, in argument
-    order) and ``site`` (the user's ``(file, line)``, or None)."""
+    order); ``site`` (the user's ``(file, line)``, or None) is read from the graph."""
 
-    __slots__ = ("graph", "id", "op", "shape", "dtype", "input_ids", "attrs", "site", "more")
+    __slots__ = ("graph", "id", "op", "shape", "dtype", "input_ids", "attrs", "more")
     __array_ufunc__ = None  # make numpy defer: ``array * node`` calls ``node.__rmul__``
 
     # (no __init__: Graph.add_node sets the slots itself, ~0.3 us a node less than a call)
@@ -92,6 +92,12 @@ class Node:
     def _more(self, key):
         more = self.more
         return MORE_DEFAULTS[key] if more is None else more.get(key, MORE_DEFAULTS[key])
+
+    @property
+    def site(self) -> tuple | None:
+        """The user's ``(file, line)`` that built this node, or None (the graph keeps
+        one entry a run of nodes built from the same line: Graph.site_of)."""
+        return self.graph.site_of(self.id)
 
     @property
     def where(self) -> str | None:

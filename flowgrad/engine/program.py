@@ -339,7 +339,8 @@ class Program:
             if pending is not None and pending[0] is not None:
                 steps, n_freed, freed, own, flat = pending
                 self._pending = (None, None, None, None, flat)  # the sweep's lists go
-                self.plan.steps = _flat_steps(steps, n_freed, freed, own) if flat else \
+                self.plan.steps = _flat_steps(steps, n_freed, freed, own,
+                                              self.plan.slots) if flat else \
                     _list_steps(steps, n_freed, freed, own)
         return self.plan.steps
 
@@ -558,7 +559,7 @@ def _list_steps(steps, n_freed, freed, own) -> list:
     return out
 
 
-def _flat_steps(steps, n_freed, freed, own) -> FlatSteps:
+def _flat_steps(steps, n_freed, freed, own, slot_nodes) -> FlatSteps:
     """The plan's steps as ``FlatSteps`` columns, made a column at a time: ids become
     slots by one numpy gather a column (``own`` dense) or a C-level map (a dict), with
     no Python call a step."""
@@ -567,7 +568,8 @@ def _flat_steps(steps, n_freed, freed, own) -> FlatSteps:
     # over (a reversed copy would hold both at once; nothing else reads them)
     for col in steps:
         col.reverse()
-    p.nodes, p.ops, p.attrs, ins = steps
+    nodes, p.ops, p.attrs, ins = steps
+    p.slot_nodes = slot_nodes   # step k's node: slot_nodes[out[k]] (no column of its own)
     slots = _slots_of(own)
     # the frees first: each sweep list goes once its column is made (the compile's peak)
     p.n_frees = array("i", reversed(n_freed))
@@ -576,7 +578,8 @@ def _flat_steps(steps, n_freed, freed, own) -> FlatSteps:
     p.frees = slots(freed)
     del freed[:]
     p.arity = arity = array("i", map(len, ins))
-    p.out = slots(p.nodes)
+    p.out = slots(nodes)
+    del nodes[:]
     if arity.count(1) + arity.count(2) == len(arity):
         # no wide step: b of a one-input step is never read
         p.a = slots(map(itemgetter(0), ins), len(ins))
@@ -594,7 +597,7 @@ def _flat_steps(steps, n_freed, freed, own) -> FlatSteps:
 
 
 def _slots_of(own):
-    """ids -> ``array('q')`` of their slots: a numpy gather when ``own`` is the dense
+    """ids -> ``array('q')`` of their slots: numpy gathers when ``own`` is the dense
     ``array('q')`` of _slot_index (~10x faster than a map of its ``__getitem__`` at
     10^6 steps), else a C-level map over the dict."""
     if not isinstance(own, array):
@@ -603,10 +606,20 @@ def _slots_of(own):
 
     def slots(ids, n=None):
         n = len(ids) if n is None else n
-        out = array("q")
-        out.frombytes(table[np.fromiter(ids, np.int64, n)].tobytes())
+        out = array("q", [0]) * n
+        view = np.frombuffer(out, dtype=np.int64)
+        ids = iter(ids)
+        # in chunks, written in place: the column is the only allocation of its size
+        # (a whole-column gather held three: the compile's peak at 10^6 nodes)
+        for k in range(0, n, _CHUNK):
+            m = min(_CHUNK, n - k)
+            np.take(table, np.fromiter(ids, np.int64, m), out=view[k:k + m])
+        del view   # (the column's buffer is exported while a view lives)
         return out
     return slots
+
+
+_CHUNK = 1 << 16
 
 
 def compile(outputs, backend=None, check_numerics=False, codegen=True,
