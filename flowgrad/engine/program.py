@@ -84,8 +84,9 @@ def _slot_index(kept, flat, top=0):
     if not flat or top > 4 * len(kept) + 64:
         return dict(zip(kept, range(len(kept))))
     own = array("q", [-1]) * top
-    for k, nid in enumerate(kept):
-        own[nid] = k
+    view = np.frombuffer(own, dtype=np.int64)   # one scatter, not a Python loop an id
+    view[np.fromiter(kept, np.int64, len(kept))] = np.arange(len(kept), dtype=np.int64)
+    del view   # (the array's buffer is exported while a view lives)
     return own
 
 
