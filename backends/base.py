@@ -72,17 +72,17 @@ class Backend:
         this backend cannot compute. Called once, when a program is compiled."""
         if not self.unsupported_ops:
             return
-        data = graph.nx.nodes
+        data = graph.handles
         for nid in order:
-            op = data[nid]["op"]
+            op = data[nid].op
             if op is not None and op.name in self.unsupported_ops:
                 raise BackendError(
                     f"the {self.name} backend cannot run op {op.name!r} (node "
-                    f"{data[nid]['name']!r}): {self.unsupported_ops[op.name]}")
+                    f"{data[nid].name!r}): {self.unsupported_ops[op.name]}")
 
     def read_variable(self, node):
         """The current value of variable ``node`` as an array of this backend."""
-        return self.asarray(node.record["value"])
+        return self.asarray(node.more["value"])
 
     def finish(self, values: list) -> list:
         """The output values of one call as the caller receives them."""

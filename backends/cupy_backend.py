@@ -74,10 +74,10 @@ class CupyBackend(Backend):
         return isinstance(array, self._ndarray)
 
     def read_variable(self, node):
-        value = node.record["value"]
+        value = node.more["value"]
         arr = self.asarray(value)
         if arr is not value:
-            node.record["value"] = arr  # kept on the device: the next read is a no-op
+            node.more["value"] = arr  # kept on the device: the next read is a no-op
         return arr
 
     def synchronize(self):

@@ -83,9 +83,9 @@ class DaskBackend(Backend):
         return isinstance(array, self._Array)
 
     def read_variable(self, node):
-        value = node.record["value"]
+        value = node.more["value"]
         if isinstance(value, self._Array):  # an optimizer's lazy update: compute it once
-            value = node.record["value"] = np.asarray(value.compute())
+            value = node.more["value"] = np.asarray(value.compute())
         return self.asarray(value)
 
     def materialize(self, tree):

@@ -18,7 +18,7 @@ from array import array
 import numpy as np
 
 from .errors import DifferentiationError, UsageError
-from .graph import NO_ATTRS, Node, gc_paused, same_graph, sharing_unary, stored
+from .graph import Node, gc_paused, same_graph, sharing_unary
 from .leaves import constant_in
 
 __all__ = ["adjoints", "grad", "vjp", "jvp", "vjp_above", "ancestors_above", "adjoint_mark"]
@@ -50,11 +50,11 @@ def _differentiable(dtype) -> bool:
 
 def _on_path(graph, order, sources) -> set[int]:
     """The ids in ``order`` (ascending) that depend on any of ``sources``."""
-    data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
+    data = graph.handles
     active = set(sources)
     disjoint = active.isdisjoint   # (a C-level test of the inputs: no generator a node)
     for nid in order:
-        if nid not in active and not disjoint(data[nid]["inputs"]):
+        if nid not in active and not disjoint(data[nid].input_ids):
             active.add(nid)
     return active
 
@@ -140,7 +140,6 @@ def _summed(terms, add):
 
 def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     from flowgrad.ops import add, sum_to_like
-    data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
     handles = graph.handles
     marks = _marks_of(graph)
     add_mark = marks.add
@@ -160,14 +159,13 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         node = handles[nid]
         if keep is None or nid in keep:
             result[node] = vbar
-        d = data[nid]
-        op = d["op"]
-        if op is None:   # a leaf (an op node's record leaves its kind out: read op first)
-            if seed_is_one and d["kind"] == "variable":
+        op = node.op
+        if op is None:   # a leaf
+            if seed_is_one and node.kind == "variable":
                 record_gradient(vbar, y, node)
             continue
-        attrs = stored(d, "attrs", NO_ATTRS)
-        ids = d["inputs"]
+        attrs = node.attrs
+        ids = node.input_ids
         if op.reads_results:     # one result of argument 0: its rule takes all of them
             _gather(gathered, ids, node, vbar, active)
             continue
@@ -175,20 +173,20 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
             _all_terms(op.vjp_all, vbar, node, inputs, attrs, active, pending, marks, y)
             continue
-        table = op._vjp
+        table = op.vjp_rules
         for argnum, inp in enumerate(inputs):
             iid = inp.id
-            if iid not in active or inp.record["dtype"].kind not in "fc":   # (_differentiable)
+            if iid not in active or inp.dtype.kind not in "fc":   # (_differentiable)
                 continue
             # the rule straight from the op's table when it is a plain tuple entry
-            rule = table[argnum] if type(table) is tuple and argnum < len(table) \
+            rule = table[argnum] if table is not None and argnum < len(table) \
                 and callable(table[argnum]) else op.vjp_rule(argnum)
             if rule is None:
                 continue
             first_new = len(handles)
             term = rule(vbar, node, *inputs, **attrs)
             if term is not None:
-                if term.record["shape"] != inp.record["shape"]:
+                if term.shape != inp.shape:
                     term = sum_to_like(term, inp)
                 if iid in pending:   # (a first term, the common case, without a call)
                     _add_term(pending, iid, term)
@@ -229,7 +227,7 @@ def _all_terms(rule, g, node, inputs, attrs, active, pending, marks, y):
     first_new, since = len(graph.handles), len(marks.start)
     terms = rule(needed, g, node, *inputs, **attrs)
     nested, done = (since, len(marks.start)), set()
-    data = graph.nx._node
+    data = graph.handles
     for inp, term, need in zip(inputs, terms, needed):
         if need and term is not None:
             term = sum_to_like(term, inp)
@@ -321,7 +319,7 @@ def _mark_built(marks, data, start, top, of, y, nested, done):
         done.add(nid)
         if not marks.covered(nid, *nested):
             marks.add(nid, nid + 1, of, y)
-        stack.extend(data[nid]["inputs"])
+        stack.extend(data[nid].input_ids)
 
 
 def _zeros(x):
@@ -375,11 +373,11 @@ def vjp(y: Node, x, ybar):
 def ancestors_above(node: Node, lo: int) -> list[int]:
     """The ids ≥ ``lo`` among ``node``'s ancestors (itself included), ascending: a walk up
     the inputs that never goes below ``lo``, so it costs what it finds, not the graph."""
-    data = node.graph.nx._node
+    data = node.graph.handles
     seen = {node.id}
     stack = [node.id]
     while stack:
-        for i in data[stack.pop()]["inputs"]:
+        for i in data[stack.pop()].input_ids:
             if i >= lo and i not in seen:
                 seen.add(i)
                 stack.append(i)
@@ -437,18 +435,18 @@ def _forward_sweep(graph, y, tangents):
 
 def _forward_sweep_nodes(graph, y, tangents):
     from flowgrad.ops import add, broadcast_to_like
-    data = graph.nx._node   # nx's own {id: attrs}: a view's lookup costs a call
+    data = graph.handles
     handles = graph.handles
     for nid in ancestors([y]):
         if nid in tangents:
             continue
         d = data[nid]
-        op = d["op"]
-        if op is None or not any(i in tangents for i in d["inputs"]):
+        op = d.op
+        if op is None or not any(i in tangents for i in d.input_ids):
             continue
         node = handles[nid]
-        inputs = tuple(handles[i] for i in d["inputs"])
-        attrs = stored(d, "attrs", NO_ATTRS)
+        inputs = tuple(handles[i] for i in d.input_ids)
+        attrs = d.attrs
         if op.jvp_all is not None:   # the whole tangent in one call: O(N) nodes, not O(N²)
             ts = [tangents.get(i.id) if _differentiable(i.dtype) else None for i in inputs]
             total = op.jvp_all(ts, node, *inputs, **attrs)

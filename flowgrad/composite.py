@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 
-from .graph import Node, _state
+from .graph import Node, thread_state as _state
 
 
 def _frames() -> list:

@@ -21,10 +21,10 @@ _local = threading.local()   # set while a function is checked alone (no nested 
 
 def _reaching(graph, order, wrt_ids):
     """The ids in ``order`` that depend on any of ``wrt_ids``."""
-    data = graph.nx.nodes
+    data = graph.handles
     hit = set(wrt_ids)
     for nid in order:
-        if any(i in hit for i in data[nid]["inputs"]):
+        if any(i in hit for i in data[nid].input_ids):
             hit.add(nid)
     return hit
 
@@ -38,10 +38,10 @@ def explain(f, wrt, evaluate, order, modes) -> str | None:
     graph = f.graph
     order_ids = ancestors([f])
     on_path = _reaching(graph, order_ids, {x.id for x in wrt})
-    data = graph.nx.nodes
+    data = graph.handles
     notes = []
     for nid in order_ids:
-        op = data[nid]["op"]
+        op = data[nid].op
         if nid not in on_path or op is None:
             continue
         node = graph.node(nid)
@@ -49,7 +49,7 @@ def explain(f, wrt, evaluate, order, modes) -> str | None:
             text = _check_alone(function_of(node), node, evaluate, order, modes)
             if text:
                 notes.append(text)
-        elif op.name == "stop_gradient" and data[nid]["inputs"][0] in on_path:
+        elif op.name == "stop_gradient" and data[nid].input_ids[0] in on_path:
             notes.append(f"stop_gradient node {node.name!r} passes no derivative by "
                          "definition, while finite differences see its value change")
     return "\n".join(notes) or None

@@ -203,15 +203,15 @@ def _closures(graph, start, xs) -> list:
     """The float nodes (not constants) the forward built from id ``start`` on reads
     without taking them as inputs: outer nodes it closes over, and placeholders or
     variables it made itself. A rule would give them no gradient."""
-    data = graph.nx.nodes
+    data = graph.handles
     allowed = {x.id for x in xs}
     found = {}
     for nid in range(start, len(graph)):
         d = data[nid]
-        reads = [nid] if d["kind"] in ("placeholder", "variable") else \
-            [i for i in d["inputs"] if i < start and i not in allowed]
+        reads = [nid] if d.kind in ("placeholder", "variable") else \
+            [i for i in d.input_ids if i < start and i not in allowed]
         for i in reads:
-            if data[i]["kind"] != "constant" and data[i]["dtype"].kind in "fc":
+            if data[i].kind != "constant" and data[i].dtype.kind in "fc":
                 found.setdefault(i, graph.node(i))
     return list(found.values())
 
@@ -221,16 +221,16 @@ def stand_ins(call):
     its explicit inputs through (lifted inputs are read directly). Found by op, index
     and input, so a call re-built without its composite group (jacobian's closing of a
     body) is read the same."""
-    data = call.graph.nx.nodes
-    ins = call.record["inputs"]
+    data = call.graph.handles
+    ins = call.input_ids
     xs = ins[1:len(ins) - call.attrs.get("lifted", 0)]
     lo = min(xs) if xs else call.id
     found = {}
     for nid in ancestors_above(call.inputs[0], lo + 1):
         d = data[nid]
-        if d["op"] is custom_input:
-            k = d["attrs"]["index"]
-            if k < len(xs) and d["inputs"][0] == xs[k]:
+        if d.op is custom_input:
+            k = d.attrs["index"]
+            if k < len(xs) and d.input_ids[0] == xs[k]:
                 found[nid] = k
     return found
 
@@ -259,7 +259,7 @@ def caption(node, src_id):
         return ""                               # a stand-in: nothing flows back here
     if node.op is not custom_call:
         return None
-    ids = node.record["inputs"]
+    ids = node.input_ids
     if src_id == ids[0] and src_id not in ids[1:]:
         return ""
     return function_of(node).caption

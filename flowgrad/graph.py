@@ -1,12 +1,13 @@
-"""The graph: a networkx DiGraph of op nodes, the Node handle users hold, scopes.
+"""The graph: a networkx DiGraph over flowgrad's nodes (flowgrad/node.py), and scopes.
 
-Each vertex of ``Graph.nx`` is an integer id whose attributes are the source of
-truth: ``op``, ``attrs``, ``name``, ``shape``, ``dtype``, ``inputs`` (ordered;
-a DiGraph cannot hold the two edges of ``x * x``), ``kind`` and ``scope``.
-Edges are derived from ``inputs`` and labelled with the argument numbers: the
-DiGraph's adjacency (``_succ``/``_pred``) reads them from there on demand rather
-than holding two dicts a node, so ``Graph.nx`` is read-only through networkx
-(``g.nx.copy()`` is an ordinary, mutable DiGraph).
+The nodes are the source of truth: ``Graph.handles[i]`` is node ``i``, a typed object
+holding ``op``, ``shape``, ``dtype``, ``input_ids`` (ordered; a DiGraph cannot hold the
+two edges of ``x * x``) and ``attrs``; the user's line of each node is kept here, as runs
+of nodes built from one line (``site_of``). ``Graph.nx`` reads them: its
+node table shows each node's ``NodeRecord`` (``g.nx.nodes[i]["op"]``), and its edges,
+labelled with the argument numbers, are derived from the inputs on demand rather than
+held as two dicts a node. So ``Graph.nx`` is read-only through networkx (``g.nx.copy()``
+is an ordinary, mutable DiGraph).
 
 Ids are handed out in creation order and a node's inputs always exist before
 it, so id order *is* a topological order: the sweeps and the scheduler sort by
@@ -27,6 +28,7 @@ import contextlib
 import gc
 import threading
 from array import array
+from bisect import bisect_right
 from itertools import compress
 from operator import attrgetter
 from collections.abc import Mapping
@@ -36,8 +38,14 @@ import networkx as nx
 import numpy as np
 
 from .errors import GraphError
+from .node import NO_ATTRS, Node, NodeRecord  # noqa: F401  (re-exported: graph.Node)
+
+_new_node = object.__new__   # Graph.add_node: a Node without an __init__ call
 
 _state = threading.local()
+#: this module's per-thread state (open graphs, a running sweep's graph, open composite
+#: groups), public for the few hot paths that read it inline (ops.base.apply)
+thread_state = _state
 
 # The edge-attribute dicts of the common edges (argument 0, 1, 2 …), shared by every such
 # edge: one dict per edge was ~180 bytes a node. Shared dicts hold only an immutable tuple
@@ -83,11 +91,6 @@ def reset_default_graph() -> "Graph":
 
 
 
-def _leaf_record(attrs, name, shape, dtype, input_ids, kind, scope, where, value, weak):
-    """A leaf's record (Graph.add_node): every key stored."""
-    return NodeData(op=None, attrs=attrs or NO_ATTRS, name=name, shape=shape, dtype=dtype,
-                    inputs=input_ids, kind=kind, scope=tuple(scope), where=where,
-                    value=value, weak=weak)
 
 class Graph:
     """A static graph of op nodes. Use as ``with fg.Graph() as g:``; graphs only grow."""
@@ -106,12 +109,20 @@ class Graph:
         # every node's inputs tuple by id (the same tuple its attrs hold: 8 bytes a node),
         # so that a sweep over ids (ancestors) reads a list, not a dict in a dict
         self._inputs: list[tuple] = []
-        nxg = self.nx
-        self._node = nxg._node
-        self._nx_cache = nxg.__networkx_cache__
-        nxg._succ = nxg._adj = _Adjacency(self._node, self._successors)
-        nxg._pred = _Adjacency(self._node, self._predecessors)
         self._handles: list[Node] = []
+        # The user's (file, line) of each node, as runs: node ids from _site_starts[k] up
+        # to the next start were built from _sites[k] (a loop builds one run; a node
+        # slot was 8 bytes a node, a run is 16 bytes a source line change)
+        self._site_starts = array("q")
+        self._sites: list = []
+        self._last_site = _UNSET
+        nxg = self.nx
+        # networkx's node table reads the handles (no dict a node); its cache of views
+        # is never filled for a graph that only grows through add_node
+        nxg._node = _NodeTable(self._handles)
+        self._nx_cache = nxg.__networkx_cache__
+        nxg._succ = nxg._adj = _Adjacency(nxg._node, self._successors)
+        nxg._pred = _Adjacency(nxg._node, self._predecessors)
         self._names: dict[str, int] = {}
         self._reserved: set[int] = set()   # ids whose default name is taken already
         self._name_next: dict[str, int] = {}
@@ -172,12 +183,18 @@ class Graph:
             head, sep, digits = name.rpartition("_")
             if sep and digits.isdigit() and digits.isascii() and head:
                 k = int(digits)
-                if k < len(self._handles) and self._node[k]["name"] == name:
+                if k < len(self._handles) and self._handles[k].name == name:
                     return k
         return nid
 
     def _taken(self, name) -> bool:
         return name in self._names or self.name_id(name) is not None
+
+    def site_of(self, node_id: int):
+        """The user's ``(file, line)`` that built node ``node_id`` (None: unknown)."""
+        if not 0 <= node_id < len(self._handles):
+            raise IndexError(f"no node {node_id} in this graph")
+        return self._sites[bisect_right(self._site_starts, node_id) - 1]
 
     @property
     def scope(self) -> tuple:
@@ -212,6 +229,15 @@ class Graph:
         self._name_next[name] = k + 1
         return f"{name}_{k}"
 
+    def rename(self, node, new: str):
+        """Give ``node`` the name ``new`` (``node.name = new``); a taken name is refused."""
+        with self._lock:
+            if self._taken(new):
+                raise ValueError(f"the graph already has a node named {new!r}")
+            self._names.pop(node.name, None)   # (a default name is not registered)
+            node.set_more("name", new)
+            self._register_name(new, node.id)
+
     def _register_name(self, name, node_id):
         self._names[name] = node_id
         # a name that a future node would take by default ("sin_12" before node 12
@@ -229,57 +255,74 @@ class Graph:
         if where is _UNSET:
             where = _user_site()  # outside the lock: it only reads the caller's frames
         k = len(inputs)
-        input_ids = ((inputs[0].id,) if k == 1 else (inputs[0].id, inputs[1].id) if k == 2
-                     else tuple([n.id for n in inputs]))
-        scope, lock = self._scope, self._lock
+        node = _new_node(Node)   # (slots set one by one: no __init__ call, per node)
+        node.graph = self
+        node.op = op
+        node.shape = shape
+        node.dtype = dtype
+        node.input_ids = input_ids = (
+            (inputs[0].id,) if k == 1 else (inputs[0].id, inputs[1].id) if k == 2
+            else tuple([n.id for n in inputs]))
+        node.attrs = attrs or NO_ATTRS
+        node.more = None
+        if op is None or kind != "op" or name is not None or exact_name or self._scope \
+                or _state.__dict__.get("groups"):   # (getattr's miss raises: slow)
+            return self._add_named(node, name, kind, value, weak, exact_name, where)
+        handles = self._handles
+        lock = self._lock
         lock.acquire()   # (not ``with``: ~90 ns less a node; released in ``finally``)
         try:
-            node_id = len(self._handles)
-            # the common case: a default name, unique by construction, unregistered, and
-            # made when read (NodeData), not stored: ~60 bytes a node
-            register = exact_name or name is not None or scope or op is None \
-                or node_id in self._reserved
-            if register:
-                name = self._name_for(name, exact_name, op, kind, node_id)
-            # The node's attributes go straight into the DiGraph's own node table. Its
-            # edges are its inputs: the DiGraph's adjacency reads them from there, and
-            # successors from an index brought up to date when first read (_Adjacency).
-            if op is None:   # a leaf keeps every key; an op node leaves the defaults out
-                d = self._node[node_id] = _leaf_record(attrs, name, shape, dtype, input_ids,
-                                                       kind, scope, where, value, weak)
-            else:
-                # (stored one by one: ~90 ns less than keyword arguments, per node)
-                d = self._node[node_id] = OpNodeData()
-                d["op"] = op
-                d["shape"] = shape
-                d["dtype"] = dtype
-                d["inputs"] = input_ids
-                d["where"] = where
-                if attrs:
-                    d["attrs"] = attrs
-                if scope:
-                    d["scope"] = tuple(scope)
-                if kind != "op":
-                    d["kind"] = kind
-                if register:
-                    d["name"] = name
-                else:
-                    d.default_id = node_id
-            groups = _state.__dict__.get("groups")   # (getattr's miss raises: slow)
-            if groups:
-                d["group"] = tuple(f.name_in(self) for f in groups)
+            node_id = len(handles)
+            if node_id in self._reserved:   # a user took this node's default name
+                node.more = {"name": self._name_for(None, False, op, kind, node_id)}
+                self._register_name(node.more["name"], node_id)
+            # else the common case: a default name (``sin_12``), unique by
+            # construction, neither registered nor stored: made when read (Node.name)
+            node.id = node_id
+            if where is not self._last_site:   # a new run of nodes from one line
+                self._site_starts.append(node_id)
+                self._sites.append(where)
+                self._last_site = where
             if self._nx_cache:
                 self._nx_cache.clear()   # as nx's own add_node does
-            handle = Node(self, node_id, d)
-            self._handles.append(handle)
+            handles.append(node)
             self._inputs.append(input_ids)
-            if register:
-                self._register_name(name, node_id)
         finally:
             lock.release()
         if not node_id & _FREEZE_EVERY_MASK and node_id:
             _freeze_while_building(self)
-        return handle
+        return node
+
+    def _add_named(self, node, name, kind, value, weak, exact_name, where) -> "Node":
+        """add_node for a node with rare fields: a leaf (kind, value, weak flag), a given
+        name, a scope, open composite groups (``more``); its name is registered."""
+        more = {"kind": kind, "value": value, "weak": weak} if node.op is None else \
+            {"kind": kind} if kind != "op" else {}
+        scope = self._scope
+        if scope:
+            more["scope"] = tuple(scope)
+        groups = _state.__dict__.get("groups")
+        if groups:
+            more["group"] = tuple(f.name_in(self) for f in groups)
+        with self._lock:
+            node_id = len(self._handles)
+            if exact_name or name is not None or scope or node.op is None \
+                    or node_id in self._reserved:
+                more["name"] = self._name_for(name, exact_name, node.op, kind, node_id)
+                self._register_name(more["name"], node_id)
+            node.more = more or None
+            node.id = node_id
+            if where is not self._last_site:
+                self._site_starts.append(node_id)
+                self._sites.append(where)
+                self._last_site = where
+            if self._nx_cache:
+                self._nx_cache.clear()
+            self._handles.append(node)
+            self._inputs.append(node.input_ids)
+        if not node_id & _FREEZE_EVERY_MASK and node_id:
+            _freeze_while_building(self)
+        return node
 
     def unary_twin(self, op, x) -> "Node | None":
         """An existing node ``op(x)`` (one input, no attrs, this scope, no open composite
@@ -292,12 +335,12 @@ class Graph:
         k = -1
         for _ in range(window.count(input_ids)):   # (C-level scans: this is per rule call)
             k = window.index(input_ids, k + 1)
-            d = self._node[src + 1 + k]
-            if d["op"] is op and stored(d, "attrs", NO_ATTRS) is NO_ATTRS \
-                    and "group" not in d and stored(d, "scope", ()) == tuple(self._scope) \
-                    and not op.stateful \
+            d = self._handles[src + 1 + k]
+            if d.op is op and d.attrs is NO_ATTRS and (d.more is None or (
+                    "group" not in d.more and "kind" not in d.more)) \
+                    and d.scope == tuple(self._scope) and not op.stateful \
                     and not _state.__dict__.get("groups"):
-                return self._handles[src + 1 + k]
+                return d
         return None
 
     def ancestors(self, ids) -> list[int]:
@@ -348,18 +391,18 @@ class Graph:
         while e >= 0:
             out.append(edst[e])
             e = enext[e]
-        node = self._node
-        return {v: _edge_attrs(node[v]["inputs"], u) for v in reversed(out)}
+        h = self._handles
+        return {v: _edge_attrs(h[v].input_ids, u) for v in reversed(out)}
 
     def _index_edges(self):
         """Add the out-edges of the nodes built since the index was last brought up to date
         (in id order, so each list stays newest first)."""
         with self._lock:
             first, edst, enext = self._first, self._edst, self._enext
-            node = self._node
+            inputs_of = self._inputs
             for v in range(len(first), len(self._handles)):
                 first.append(-1)
-                inputs = node[v]["inputs"]
+                inputs = inputs_of[v]
                 if len(inputs) > 1:   # one edge per distinct input (x * x has one)
                     inputs = dict.fromkeys(inputs)
                 for src in inputs:
@@ -369,7 +412,7 @@ class Graph:
 
     def _predecessors(self, v) -> dict:
         """{u: edge attrs} for ``v``'s distinct inputs, in argument order."""
-        inputs = self._node[v]["inputs"]
+        inputs = self._inputs[v]
         return {u: _edge_attrs(inputs, u) for u in inputs}
 
     def _name_for(self, name, exact_name, op, kind, node_id) -> str:
@@ -479,154 +522,51 @@ def gc_paused():
             gc.enable()
 
 
-class _NoAttrs(dict):
-    """The attrs of every node built without any: one shared, empty and unchangeable
-    dict (a fresh ``{}`` per node was 64 bytes; a node's attrs are never edited)."""
-
-    __slots__ = ()
-
-    def _frozen(self, *args, **kwargs):
-        raise TypeError("a node's attrs cannot be changed")
-
-    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _frozen
-    __ior__ = _frozen
-
-
-NO_ATTRS = _NoAttrs()
-
-
 _node_id = attrgetter("id")   # Graph.ancestors: a handle's own id object
 
 
-class NodeData(dict):
-    """A node's attribute dict in ``Graph.nx``: a plain dict whose keys at their defaults
-    (``value`` None, ``weak`` False, ``group`` ()) may be absent and still read as the
-    default by ``d[key]``. A leaf stores every other key; an op node's record is an
-    ``OpNodeData``, which leaves out more. ``group`` is stored only while a composite
-    group is open (flowgrad/composite.py pushes and names them).
+class _DiGraph(nx.DiGraph):
+    """The networkx DiGraph of a flowgrad graph: its node table and adjacency read the
+    graph's nodes (``_NodeTable``, ``_Adjacency``); a copy is an ordinary DiGraph."""
 
-    A default name (``sin_12``: the op's name and the node's id) is not stored either:
-    ``default_id`` holds the id and the name is made when read (~60 bytes a node, the
-    string). It reads as a stored key everywhere — ``d["name"]``, ``in``, ``get``,
-    iteration, ``items()``, copies, networkx's views — until a name is assigned."""
 
-    __slots__ = ("default_id",)
-    DEFAULTS = {"value": None, "weak": False, "group": ()}
-    #: keys left out at their defaults that still read as stored (``in``, iteration)
-    SHOWN = ()
+class _NodeTable(Mapping):
+    """The DiGraph's ``_node``: {id: NodeRecord}, each record made when read from the
+    graph's handles (ids are 0 … n-1). Read-only: nodes are added by flowgrad ops."""
 
-    def _made_name(self):
-        """The default name made on read, or None when the name is stored (or none)."""
-        nid = getattr(self, "default_id", None)
-        if nid is None or dict.__contains__(self, "name"):
-            return None
-        return f"{dict.__getitem__(self, 'op').name}_{nid}"
+    __slots__ = ("_handles",)
 
-    def __missing__(self, key):
+    def __init__(self, handles):
+        self._handles = handles
+
+    def __getitem__(self, n):
+        if type(n) is not int or not 0 <= n < len(self._handles):
+            if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool)
+                    and 0 <= n < len(self._handles)):
+                raise KeyError(n)
+            n = int(n)
+        return self._handles[n].record
+
+    def __contains__(self, n):
         try:
-            return self.DEFAULTS[key]
-        except KeyError:
-            name = self._made_name() if key == "name" else None
-            if name is not None:
-                return name
-            raise KeyError(key) from None
-
-    def full(self) -> dict:
-        """Every stored key, a made name and the shown defaults, as a plain dict."""
-        name = self._made_name()
-        if name is None and not self.SHOWN:
-            return dict(dict.items(self))   # (dict.copy would call keys(): this class)
-        out = {}
-        get, defaults = dict.get, self.DEFAULTS
-        for k in _KEY_ORDER:   # the order a record built with every key has
-            v = get(self, k, _UNSET)
-            if v is not _UNSET:
-                out[k] = v
-            elif k == "name":
-                if name is not None:
-                    out[k] = name
-            elif k in self.SHOWN:
-                out[k] = defaults[k]
-        for k, v in dict.items(self):   # the rest (value, weak, group …), as stored
-            if k not in out:
-                out[k] = v
-        return out
-
-    def _shows(self, key) -> bool:
-        """Whether an absent ``key`` reads as stored: a made name or a shown default."""
-        return key in self.SHOWN or (key == "name" and self._made_name() is not None)
-
-    def __contains__(self, key):
-        return dict.__contains__(self, key) or self._shows(key)
-
-    def get(self, key, default=None):
-        if dict.__contains__(self, key):
-            return dict.__getitem__(self, key)
-        return self[key] if self._shows(key) else default
+            return 0 <= n < len(self._handles) and int(n) == n and not isinstance(n, bool)
+        except TypeError:
+            return False
 
     def __iter__(self):
-        return iter(self.full())
+        return iter(range(len(self._handles)))
 
     def __len__(self):
-        return len(self.full())
+        return len(self._handles)
 
-    def keys(self):
-        return self.full().keys()
+    def __reduce__(self):   # copied or pickled: the ordinary dict it stands for
+        return dict, ({n: dict(h.record) for n, h in enumerate(self._handles)},)
 
-    def items(self):
-        return self.full().items()
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("a flowgrad graph's networkx view is read-only: add nodes with "
+                        "flowgrad ops (g.nx.copy() is an ordinary, mutable DiGraph)")
 
-    def values(self):
-        return self.full().values()
-
-    def __eq__(self, other):
-        return self.full() == (other.full() if isinstance(other, NodeData) else other)
-
-    def __ne__(self, other):
-        return not self == other
-
-    __hash__ = None
-
-    def __repr__(self):
-        return repr(self.full())
-
-    def __reduce_ex__(self, protocol):   # copied or pickled: the name stored
-        return NodeData, (self.full(),)
-
-    def copy(self):   # nx's graph.copy() copies attr dicts: keep the defaults readable
-        return NodeData(self.full())
-
-
-#: the keys of a record built with all of them, in the order they read (``full``)
-_KEY_ORDER = ("op", "attrs", "name", "shape", "dtype", "inputs", "kind", "scope", "where")
-
-
-class OpNodeData(NodeData):
-    """An op node's record: it stores ``op``, ``shape``, ``dtype``, ``inputs`` and
-    ``where``, and ``attrs``, ``scope``, ``kind`` and ``name`` only when they differ from
-    their defaults (``NO_ATTRS``, ``()``, ``'op'``, the made name), yet reads as a record
-    holding all of them. Five keys fit a dict's smallest table: 184 bytes, where the nine
-    of a full record take 280 (10^6 nodes: ~0.3 GB). ``d["kind"]`` on an op node costs a
-    Python call (``__missing__``): the engine's per-node loops read ``op`` first, and
-    ``attrs`` through ``stored(d, "attrs", NO_ATTRS)``."""
-
-    __slots__ = ()
-    SHOWN = ("attrs", "kind", "scope")
-    DEFAULTS = {**NodeData.DEFAULTS, "attrs": NO_ATTRS, "kind": "op", "scope": ()}
-
-
-#: ``stored(d, key, default)``: a record's stored ``key``, else ``default``, read at C
-#: speed (dict.get, past NodeData's Python-level ``get``). For the engine's per-node loops
-#: reading a key that an op node may leave out at its default, ``attrs`` above all
-#: (``stored(d, "attrs", NO_ATTRS)``); never for ``name`` (a made name is not stored).
-stored = dict.get
-
-
-class _DiGraph(nx.DiGraph):
-    """A networkx DiGraph whose node attribute dicts are NodeData, so that a copy made by
-    networkx (``g.nx.copy()``, ``g.nx.subgraph(...).copy()``) reads the defaults too."""
-
-    node_attr_dict_factory = NodeData
+    __setitem__ = __delitem__ = _read_only
 
 
 def _edge_attrs(inputs, src) -> dict:
@@ -675,194 +615,6 @@ class _Adjacency(Mapping):
                         "flowgrad ops (g.nx.copy() is an ordinary, mutable DiGraph)")
 
     __setitem__ = __delitem__ = _read_only
-
-
-class Node:
-    """A handle on one vertex of a Graph. Supports ``+ - * / ** @``, unary ``-``,
-    ``.T`` and indexing; every operator adds a node to the same graph."""
-
-    #: ``record`` is the node's attribute mapping in ``graph.nx`` (op, inputs, shape, dtype,
-    #: attrs, value …), held so the engine reads it without a networkx look-up. Modules
-    #: read it; only the graph and the ops' builder (ops/base.py) write it.
-    __slots__ = ("graph", "id", "record")
-    __array_ufunc__ = None  # make numpy defer: ``array * node`` calls ``node.__rmul__``
-
-    def __init__(self, graph: Graph, node_id: int, data=None):
-        self.graph = graph
-        self.id = node_id
-        self.record = graph.nx.nodes[node_id] if data is None else data
-
-    # -- metadata ---------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.record["name"]
-
-    @name.setter
-    def name(self, new: str):
-        g = self.graph
-        if not isinstance(new, str) or not new:
-            raise ValueError("a node name must be a non-empty string")
-        if new == self.record["name"]:
-            return
-        with g._lock:
-            if g._taken(new):
-                raise ValueError(f"the graph already has a node named {new!r}")
-            g._names.pop(self.record["name"], None)   # (a default name is not registered)
-            self.record["name"] = new
-            g._register_name(new, self.id)
-
-    def named(self, name: str) -> "Node":
-        """Give this node a name (shown in drawings, usable as a feed key); returns it.
-        The node's name scope is prefixed unless ``name`` already holds a '/'."""
-        self.name = name if "/" in name else "/".join(self.scope + (name,))
-        return self
-
-    @property
-    def where(self) -> str | None:
-        """``file:line`` of the user's code that built this node (None if unknown)."""
-        site = self.record["where"]
-        return f"{site[0]}:{site[1]}" if site else None
-
-    @property
-    def shape(self) -> tuple:
-        return self.record["shape"]
-
-    @property
-    def ndim(self) -> int:
-        return len(self.record["shape"])
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.record["dtype"]
-
-    @property
-    def op(self):
-        return self.record["op"]
-
-    @property
-    def kind(self) -> str:
-        """'placeholder', 'variable', 'constant' or 'op'."""
-        return self.record["kind"]
-
-    @property
-    def attrs(self) -> dict:
-        return self.record["attrs"]
-
-    @property
-    def inputs(self) -> tuple["Node", ...]:
-        h = self.graph._handles
-        return tuple(h[i] for i in self.record["inputs"])
-
-    @property
-    def scope(self) -> tuple:
-        return self.record["scope"]
-
-    @property
-    def group(self) -> tuple:
-        """The ``fg.composite`` groups this node was built in, outermost first."""
-        return self.record["group"]
-
-    @property
-    def value(self):
-        """The current value of a variable or constant."""
-        if self.kind not in ("variable", "constant"):
-            raise AttributeError(f"{self.name} is a {self.kind}: only variables and "
-                                 "constants hold a value; use fg.run to compute it")
-        return self.record["value"]
-
-    @value.setter
-    def value(self, new):
-        if self.kind != "variable":
-            raise AttributeError(f"{self.name} is a {self.kind}: only variables can be assigned")
-        from .leaves import check_variable_value
-        self.record["value"] = check_variable_value(self, new)
-
-    def __repr__(self) -> str:
-        shape = "(" + ", ".join("None" if s is None else str(s) for s in self.shape) + \
-            ("," if len(self.shape) == 1 else "") + ")"
-        op = self.op.name if self.op is not None else self.kind
-        return f"<Node {self.name!r} {op} shape={shape} dtype={self.dtype}>"
-
-    def __iter__(self):
-        raise TypeError("a flowgrad Node is not iterable; index it (x[i]) to build a node")
-
-    def __bool__(self):
-        raise TypeError("a flowgrad Node has no truth value until it is run; "
-                        "use fg.where / fg.maximum to build a branch")
-
-    def _no_value(self, what):
-        from .errors import UsageError
-        raise UsageError(f"{what} of node {self.name!r}: a node has no value until it is run; "
-                         f"use fg.run({self.name}) (or prog(feed)) and convert the result")
-
-    # float(node), int(node), np.asarray(node): each would otherwise fail with a message that
-    # never says why (or, for numpy, silently make a 0-d object array holding the handle)
-    def __float__(self): self._no_value("float()")
-    def __int__(self): self._no_value("int()")
-    def __complex__(self): self._no_value("complex()")
-    def __array__(self, dtype=None, copy=None): self._no_value("a numpy array")
-
-    __hash__ = object.__hash__
-
-    # -- operators (the ops module is imported lazily: it imports this one) ----
-    def __add__(self, other): return _OPS.add(self, other)
-    def __radd__(self, other): return _OPS.add(other, self)
-    def __sub__(self, other): return _OPS.sub(self, other)
-    def __rsub__(self, other): return _OPS.sub(other, self)
-    def __mul__(self, other): return _OPS.mul(self, other)
-    def __rmul__(self, other): return _OPS.mul(other, self)
-    def __truediv__(self, other): return _OPS.div(self, other)
-    def __rtruediv__(self, other): return _OPS.div(other, self)
-    def __pow__(self, other): return _OPS.pow(self, other)
-    def __rpow__(self, other): return _OPS.pow(other, self)
-    def __matmul__(self, other): return _OPS.matmul(self, other)
-    def __rmatmul__(self, other): return _OPS.matmul(other, self)
-    def __neg__(self): return _OPS.neg(self)
-    # Comparisons build boolean nodes (for fg.where); == and != keep identity semantics
-    # between nodes, so that nodes stay usable as dict keys and in lists. Against anything
-    # else (x != 0.0) they would silently be a Python bool: fg.where(x != 0.0, …) then
-    # picks one branch for every entry. That is refused, naming fg.equal/fg.not_equal.
-    def __eq__(self, other):
-        if isinstance(other, Node) or other is None:
-            return self is other
-        self._elementwise_compare("==", "fg.equal")
-
-    def __ne__(self, other):
-        if isinstance(other, Node) or other is None:
-            return self is not other
-        self._elementwise_compare("!=", "fg.not_equal")
-
-    def _elementwise_compare(self, sym, fn):
-        from .errors import UsageError
-        raise UsageError(f"node {self.name!r} {sym} a value: == and != compare node identity "
-                         f"(nodes are dict keys), never values; build the comparison with "
-                         f"{fn}({self.name}, value)")
-
-    def __lt__(self, other): return _OPS.less(self, other)
-    def __le__(self, other): return _OPS.less_equal(self, other)
-    def __gt__(self, other): return _OPS.greater(self, other)
-    def __ge__(self, other): return _OPS.greater_equal(self, other)
-    def __pos__(self): return self
-    def __getitem__(self, index): return _OPS.getitem(self, index)
-
-    @property
-    def T(self) -> "Node":
-        return _OPS.transpose(self)
-
-
-class _LazyOps:
-    """Stands for the ops package until its first use (it imports this module, so it
-    cannot be imported at the top), then is replaced by it: an operator is one global
-    and one attribute look-up, not an import statement or a call per node."""
-
-    def __getattr__(self, name):
-        global _OPS
-        from flowgrad import ops
-        _OPS = ops
-        return getattr(ops, name)
-
-
-_OPS = _LazyOps()
 
 
 def _user_site():

@@ -197,9 +197,9 @@ def _check_shape(shape, like, what):
 
 def _make(what, dist, params, shape, like, dtype, seed, name):
     like = as_node(like) if like is not None else None
-    if like is not None and like.record["weak"]:
+    if like is not None and like.weak:
         raise TypeError(f"fg.random.{what}: like= is a node or an array whose shape the "
-                        f"draw copies, not the Python scalar {like.record['value']!r}")
+                        f"draw copies, not the Python scalar {like.value!r}")
     shape = _check_shape(shape, like, what)
     if dtype is None:
         dtype = like.dtype if like is not None and like.dtype.kind == "f" else np.float64

@@ -54,14 +54,14 @@ def _float(node) -> bool:
 def _block_ids(out, mapping) -> list:
     """What a replay may copy: ``out``'s ancestors, ascending, walking neither into a
     mapped node (an input, replaced) nor below the lowest one (outside the block)."""
-    data = out.graph.nx.nodes
+    data = out.graph.handles
     lo = min(mapping)
     seen, stack = {out.id}, [out.id]
     while stack:
         nid = stack.pop()
         if nid in mapping:
             continue
-        for i in data[nid]["inputs"]:
+        for i in data[nid].input_ids:
             if i >= lo and i not in seen:
                 seen.add(i)
                 stack.append(i)
@@ -72,16 +72,16 @@ def _replay(out, mapping):
     """``out`` rebuilt over ``mapping`` ({id: node}): every node that depends on a mapped
     one is re-applied, except random nodes, whose forward draw is read as it is."""
     graph = out.graph
-    data, handles = graph.nx.nodes, graph.handles
+    data = handles = graph.handles
     for nid in _block_ids(out, mapping):
         if nid in mapping:
             continue
         d = data[nid]
-        op = d["op"]
-        if op is None or op.stateful or not any(i in mapping for i in d["inputs"]):
+        op = d.op
+        if op is None or op.stateful or not any(i in mapping for i in d.input_ids):
             continue
-        mapping[nid] = apply(op, *[mapping.get(i, handles[i]) for i in d["inputs"]],
-                             **d["attrs"])
+        mapping[nid] = apply(op, *[mapping.get(i, handles[i]) for i in d.input_ids],
+                             **d.attrs)
     return mapping.get(out.id, out)
 
 

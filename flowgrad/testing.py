@@ -71,9 +71,9 @@ class _Checker:
     def refuse_fresh_draws(self, f):
         """Finite differences of a function that draws anew on every run measure noise:
         say so, naming the random nodes, rather than report a wrong derivative."""
-        data = self.graph.nx.nodes
+        data = self.graph.handles
         random = [self.graph.node(i) for i in ancestors([f])
-                  if data[i]["op"] is not None and data[i]["op"].stateful]
+                  if data[i].op is not None and data[i].op.stateful]
         # a few runs: two small masks may agree by chance
         first = self._eval(f) if random else None
         if random and any(not np.array_equal(first, self._eval(f), equal_nan=True)

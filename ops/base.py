@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from flowgrad.errors import DifferentiationError, ShapeError
-from flowgrad.graph import Node, default_graph, same_graph, sharing_graph
+from flowgrad.graph import Node, default_graph, same_graph, sharing_graph, thread_state
 from flowgrad.leaves import constant_in
 
 REGISTRY: dict[str, "Op"] = {}
@@ -89,6 +89,10 @@ class Op:
         self.infer = infer
         self.variadic = variadic
         self._vjp = vjp
+        #: the reverse rules, one per argument, when given as a tuple (else None: one
+        #: callable for every argument, see vjp_rule); the reverse sweep reads an entry
+        #: straight from here per node, and asks vjp_rule only for the other cases
+        self.vjp_rules = vjp if type(vjp) is tuple else None
         self._jvp = jvp
         self.multilinear = multilinear
         self.elementwise = elementwise
@@ -178,11 +182,13 @@ def as_node(value, graph=None) -> Node:
     return constant_in(graph if graph is not None else default_graph(), value)
 
 
-def apply(op: Op, *args, **attrs) -> Node:
-    """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph)."""
+def _general_args(op, args, attrs):
+    """apply's arguments outside its common cases: (a folded constant or None, the
+    input nodes, their graph). Scalars and arrays become constants; nodes of another
+    graph are captured by a loop body being traced, or refused."""
     graph = None
     all_nodes = True
-    for a in args:   # the common case, all nodes of one graph, in one plain loop
+    for a in args:
         if isinstance(a, Node):
             if graph is None:
                 graph = a.graph
@@ -192,7 +198,7 @@ def apply(op: Op, *args, **attrs) -> Node:
                 # of the body's graph, which become the loop node's inputs.
                 captured = CAPTURE_HOOK(args) if CAPTURE_HOOK is not None else None
                 if captured is not None:
-                    return apply(op, *captured, **attrs)
+                    return apply(op, *captured, **attrs), None, None
                 same_graph(a for a in args if isinstance(a, Node))   # raises, naming both
         else:
             all_nodes = False
@@ -200,20 +206,38 @@ def apply(op: Op, *args, **attrs) -> Node:
         graph = default_graph()
     inputs = args if all_nodes else tuple(
         [a if isinstance(a, Node) else constant_in(graph, a) for a in args])
-    # (only leaves store "weak": an op node leaves weak=False out, see graph.NodeData;
-    # the first input's test is _weak inlined: it is asked per node built)
-    first = inputs[0].record if inputs else None
-    if first is not None and first["op"] is None and first["weak"] \
-            and all(_weak(n.record) for n in inputs):
+    if inputs and all(_weak(n) for n in inputs):
         # Arithmetic on Python scalars only (``p - 1`` in a rule) folds at once and
         # stays weakly typed, so it never promotes a float32 operand.
-        value = op.forward(np, *(n.record["value"] for n in inputs), **attrs)
+        value = op.forward(np, *(n.value for n in inputs), **attrs)
         if np.ndim(value) == 0:   # (expand_dims of a scalar is not a scalar: a node)
-            return constant_in(graph, value.item() if hasattr(value, "item") else value)
+            return constant_in(graph, value.item() if hasattr(value, "item") else value), \
+                None, None
     if len(inputs) == 1 and not attrs and sharing_graph() is graph:
         twin = graph.unary_twin(op, inputs[0])   # a sweep's cos(x): the forward's own
         if twin is not None:
-            return twin
+            return twin, None, None
+    return None, inputs, graph
+
+
+def apply(op: Op, *args, **attrs) -> Node:
+    """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph)."""
+    n = len(args)
+    first = args[0] if n else None
+    # the common cases first: one node, or two nodes of one graph, none a weak scalar
+    if n == 1 and type(first) is Node and not (first.op is None and first.weak):
+        inputs, graph = args, first.graph
+        if not attrs and thread_state.__dict__.get("sharing") is graph:   # (sharing_graph)
+            twin = graph.unary_twin(op, first)   # a sweep's cos(x): the forward's own
+            if twin is not None:
+                return twin
+    elif n == 2 and type(first) is Node and type(args[1]) is Node \
+            and first.graph is args[1].graph and not (first.op is None and first.weak):
+        inputs, graph = args, first.graph
+    else:
+        folded, inputs, graph = _general_args(op, args, attrs)
+        if folded is not None:
+            return folded
     shape, dtype = op.infer(*inputs, **attrs)
     frame = sys._getframe(1)
     code = frame.f_code
@@ -359,24 +383,22 @@ def broadcast_shapes(op_name, *nodes) -> tuple:
     return tuple(out)
 
 
-def _weak(d) -> bool:
-    """Whether a node's attrs ``d`` are a weakly typed Python-scalar constant's (two
-    C-level reads: NodeData.get is a Python method)."""
-    return d["op"] is None and d["weak"]
+def _weak(node) -> bool:
+    """Whether ``node`` is a weakly typed Python-scalar constant (an op node's ``op``
+    answers first: one slot read, no property call)."""
+    return node.op is None and node.weak
 
 
 def result_dtype(*nodes) -> np.dtype:
     """numpy's promotion, with Python-scalar constants weakly typed."""
-    first = nodes[0].record["dtype"] if nodes else None
+    first = nodes[0].dtype if nodes else None
     if first is not None and first.isnative:
         for n in nodes:
-            d = n.record
-            if d["dtype"] is not first or d["op"] is None and d["weak"]:   # (_weak inlined)
+            if n.dtype is not first or n.op is None and n.weak:   # (_weak inlined)
                 break
         else:
             return first   # one native dtype, no weak scalar: numpy would say the same
-    return np.result_type(*[n.record["value"] if _weak(n.record) else n.record["dtype"]
-                            for n in nodes])
+    return np.result_type(*[n.value if _weak(n) else n.dtype for n in nodes])
 
 
 def float_dtype(dtype) -> np.dtype:

@@ -17,9 +17,13 @@ from .base import NONDIFF, Op, apply, broadcast_shapes, float_dtype, result_dtyp
 
 def _binary(name, forward, vjp, *, floating=False, **kw):
     def infer(x, y):
-        dtype = result_dtype(x, y)
-        shape = x.record["shape"]   # (the records, not two property calls: per node built)
-        if shape != y.record["shape"]:   # (equal shapes, the common case: no broadcast)
+        dtype = x.dtype
+        # one native dtype and no weak scalar (result_dtype's first answer, inlined:
+        # asked per node built)
+        if dtype is not y.dtype or x.op is None or y.op is None or not dtype.isnative:
+            dtype = result_dtype(x, y)
+        shape = x.shape
+        if shape != y.shape:   # (equal shapes, the common case: no broadcast)
             shape = broadcast_shapes(name, x, y)
         return shape, float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
     return Op(name, forward, infer, vjp=vjp, **kw)
@@ -27,9 +31,8 @@ def _binary(name, forward, vjp, *, floating=False, **kw):
 
 def _unary(name, forward, vjp, *, floating=True, **kw):
     def infer(x):
-        d = x.record   # (not the shape and dtype properties: two calls per node built)
-        dtype = d["dtype"]   # an np.dtype already (float_dtype only for ints)
-        return d["shape"], float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
+        dtype = x.dtype   # an np.dtype already (float_dtype only for ints)
+        return x.shape, float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
     return Op(name, forward, infer, vjp=(vjp,), **kw)
 
 

@@ -19,8 +19,7 @@ def _chain(x, steps=3):
 
 
 def _no_sharing(monkeypatch):
-    import flowgrad.ops.base as base
-    monkeypatch.setattr(base, "sharing_graph", lambda: None)
+    monkeypatch.setattr(graph_mod.Graph, "unary_twin", lambda self, op, x: None)
 
 
 def _duplicates(g):

@@ -9,7 +9,8 @@ import pytest
 
 import flowgrad as fg
 from flowgrad.autodiff import adjoint_mark
-from flowgrad.graph import NodeData, gc_paused
+from flowgrad.graph import gc_paused
+from flowgrad.node import Node, NodeRecord
 
 
 def test_op_nodes_read_their_default_keys_and_leaves_store_every_key():
@@ -18,17 +19,16 @@ def test_op_nodes_read_their_default_keys_and_leaves_store_every_key():
         c = fg.constant(2.0)
         y = fg.sin(x) * c
     d = g.nx.nodes[y.id]
-    assert isinstance(d, dict) and isinstance(d, NodeData)
+    assert isinstance(d, NodeRecord) and d.node is y
     assert d["value"] is None and d["weak"] is False and d["group"] == ()
     assert "value" not in d and "weak" not in d           # defaults left out of op nodes
     assert g.nx.nodes[c.id]["value"] == 2.0 and g.nx.nodes[c.id]["weak"] is True
     assert g.nx.nodes[x.id]["weak"] is False and "value" in g.nx.nodes[x.id]
     with pytest.raises(KeyError, match="nope"):
         d["nope"]
-    # a networkx copy keeps the defaults readable
-    assert g.nx.copy().nodes[y.id]["weak"] is False
-    assert d.copy()["value"] is None
-
+    # a networkx copy is an ordinary DiGraph of plain dicts holding every listed key
+    assert type(g.nx.copy().nodes[y.id]) is dict and g.nx.copy().nodes[c.id]["weak"] is True
+    assert type(d.copy()) is dict and d.copy()["name"] == y.name
 
 def test_every_attribute_reads_the_same_through_a_node_and_networkx():
     with fg.Graph() as g:
@@ -352,7 +352,7 @@ def test_a_default_name_is_made_on_read_and_reads_as_stored_everywhere():
         y = fg.sin(x)
         z = fg.cos(y)
     d = g.nx.nodes[y.id]
-    assert not dict.__contains__(d, "name")               # not stored ...
+    assert y.more is None                                  # not stored ...
     assert d["name"] == y.name == "sin_1" and "name" in d and d.get("name") == "sin_1"
     assert list(d) == list(d.keys()) and list(d)[:3] == ["op", "attrs", "name"]
     assert dict(d)["name"] == "sin_1" and len(d) == len(dict(d)) == 9
@@ -362,15 +362,18 @@ def test_a_default_name_is_made_on_read_and_reads_as_stored_everywhere():
     assert d == dict(d) and d.copy() == d
     assert g.by_name("cos_2") is z
     z.name = "zed"                                         # ... until one is assigned
-    assert dict.__contains__(g.nx.nodes[2], "name") and g.nx.nodes[2]["name"] == "zed"
+    assert z.more == {"name": "zed"} and g.nx.nodes[2]["name"] == "zed"
     assert g.by_name("zed") is z and len(g.nx.nodes[2]) == 9
+    with pytest.raises(KeyError):
+        g.by_name("cos_2")
 
 
-def test_an_op_node_stores_five_keys_and_reads_as_the_full_record():
-    """issue 19: an op node's record leaves kind, attrs and scope out at their defaults
-    (five keys fit a dict's smallest table: 184 bytes, not 280), yet reads, iterates,
-    compares and copies as the nine-key record it stands for."""
+def test_an_op_node_is_one_small_object_and_reads_as_the_full_record():
+    """issue 19: a node is one typed object (its handle *is* its record: ~100 bytes, where
+    a handle plus an attribute dict were ~250), and networkx reads it as the nine-key
+    record it stands for; the fields fixed at build time cannot be written through it."""
     import copy
+    import sys
     from flowgrad.graph import NO_ATTRS
     order = ["op", "attrs", "name", "shape", "dtype", "inputs", "kind", "scope", "where"]
     with fg.Graph() as g:
@@ -378,22 +381,31 @@ def test_an_op_node_stores_five_keys_and_reads_as_the_full_record():
         y = fg.sin(x)
         with fg.name_scope("layer"):
             s = fg.sum(y, axis=0)
+    assert type(y) is Node and not hasattr(y, "__dict__") and y.more is None
+    assert sys.getsizeof(y) <= 112 and g.handles[y.id] is y
     d = g.nx.nodes[y.id]
-    assert sorted(dict.keys(d)) == ["dtype", "inputs", "op", "shape", "where"]
     assert d["kind"] == y.kind == "op" and d["attrs"] is NO_ATTRS and d["scope"] == ()
     assert d.get("kind") == "op" and d.get("scope") == () and d.get("attrs") is NO_ATTRS
     assert "kind" in d and "attrs" in d and "scope" in d and "value" not in d
     assert list(d) == order and len(d) == 9 and list(dict(d)) == order
     assert dict(d) == {"op": y.op, "attrs": {}, "name": "sin_1", "shape": (3,),
                        "dtype": np.dtype(float), "inputs": (x.id,), "kind": "op",
-                       "scope": (), "where": d["where"]}
+                       "scope": (), "where": y.site}
     assert d == dict(d) and d.copy() == d and copy.copy(d)["kind"] == "op"
     assert g.nx.copy().nodes[y.id]["kind"] == "op" and list(g.nx.copy().nodes[y.id]) == order
-    # attrs, a scope and a registered name are stored, and read in the same order
+    for key in ("op", "shape", "dtype", "inputs", "attrs", "where"):
+        with pytest.raises(TypeError, match="fixed"):
+            d[key] = None
+    d["colour"] = "red"                                    # a user's own key: kept
+    assert y.more == {"colour": "red"} and list(d) == order + ["colour"]
+    del d["colour"]
+    assert "colour" not in d
+    # a scope and a registered name are kept with the node, and read in the same order
     e = g.nx.nodes[s.id]
-    assert dict.__contains__(e, "attrs") and dict.__contains__(e, "scope")
+    assert s.more == {"scope": ("layer",), "name": "layer/sum_2"}
     assert list(e) == order and e["scope"] == ("layer",) and e["attrs"]["axis"] == (0,)
     assert [k for k, _ in g.nx.nodes(data="kind")] == [0, 1, 2]
     assert dict(g.nx.nodes(data="kind")) == {0: "placeholder", 1: "op", 2: "op"}
-    # a leaf stores every key, in the same order, then its value and weak flag
-    assert list(dict.keys(g.nx.nodes[x.id])) == order + ["value", "weak"]
+    # a leaf keeps its kind, value and weak flag, listed after the nine
+    assert list(g.nx.nodes[x.id]) == order + ["value", "weak"]
+    assert 2 in g.nx and 3 not in g.nx and -1 not in g.nx and "x" not in g.nx

@@ -119,8 +119,10 @@ def test_fused_groups_are_reported_with_their_nodes(g):
 
 
 def test_interpreter_programs_report_no_groups(g):
-    loss, X = _matmul_heavy(128)
-    p = fg.compile(loss, codegen=False).profile(x=X, repeat=1)
+    # (n = 320, 3 calls: at n = 128 and one call a matmul of ~0.1 ms lost the first row
+    # to exp's first call when another process took the core)
+    loss, X = _matmul_heavy(320)
+    p = fg.compile(loss, codegen=False).profile(x=X, repeat=3)
     assert p.groups == [] and p.rows[0].op == "matmul"
 
 

@@ -92,7 +92,7 @@ class _Scene:
             self.forward = [n.id for n in self.trace.nodes]
         elif isinstance(what, Graph):
             self.graph = what
-            users = {i for n in what.nodes for i in n.record["inputs"]}
+            users = {i for n in what.nodes for i in n.input_ids}
             self.roots = [n for n in what.nodes if n.id not in users]
             self.forward = list(range(len(what)))
         else:
@@ -179,7 +179,7 @@ def _limit(scene, ids, depth, max_nodes):
         seen.add(nid)
         order.append(nid)
         if depth is None or d < depth:
-            queue.extend((i, d + 1) for i in scene.handles[nid].record["inputs"]
+            queue.extend((i, d + 1) for i in scene.handles[nid].input_ids
                          if i in allowed and i not in seen)
     return sorted(order)
 
@@ -383,7 +383,7 @@ def _edge_pairs(scene, ids):
     drawn = set(ids)
     pairs = []
     for j in ids:
-        ins = scene.handles[j].record["inputs"]
+        ins = scene.handles[j].input_ids
         if is_loop_result(scene.handles[j]):   # issue 20: a loop's result hangs off its
             ins = ins[:1]                      # loop box alone (its other inputs are the loop's)
         for i in dict.fromkeys(ins):
@@ -419,8 +419,8 @@ def _edge_labels(scene, pairs, mode, precision, units=None):
         elif custom_caption(h[j], i) is not None:   # issue 21: the user's own rule
             out[(i, j)] = custom_caption(h[j], i)
         elif (i, j) not in scalar or mode == "derivative":
-            argnums = [k for k, n in enumerate(h[j].record["inputs"]) if n == i]
-            names = [name(n) for n in h[j].record["inputs"]]
+            argnums = [k for k, n in enumerate(h[j].input_ids) if n == i]
+            names = [name(n) for n in h[j].input_ids]
             shapes, out_shape = _traced_shapes(scene, h[j])
             # x * x: both arguments are x; one line per distinct rule, with its count
             rules = Counter(L.rule_text(h[j], k, precision, names, shapes, out_shape)
@@ -622,7 +622,7 @@ def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> tuple:
     drawn = set(ids)
     boxes, users = {}, {i: [] for i in ids}
     for j in ids:
-        for i in scene.handles[j].record["inputs"]:
+        for i in scene.handles[j].input_ids:
             if i in drawn:
                 users[i].append(j)
     units = drawn_units(scene, ids, collapsed, opts["expand"])
@@ -701,7 +701,7 @@ def _emit_elided(dot, scene, ids, candidates, units):
     for j in ids:
         if units[j] != j:
             continue
-        hidden = {i for i in scene.handles[j].record["inputs"] if i in candidates and i not in drawn}
+        hidden = {i for i in scene.handles[j].input_ids if i in candidates and i not in drawn}
         if hidden:
             key = f"x{j}"
             dot.node(key, label=f"⋯ {len(hidden)}", shape="plaintext", fontsize="10",

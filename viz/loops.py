@@ -62,7 +62,7 @@ def _emit_body(dot, loop_id, prefix, body, spec):
                 text += f"\nresult {outs[node.id]}"
             c.node(f"{prefix}_{node.id}", label=text, shape="box", fontsize="9",
                    style="rounded" if node.kind == "op" else "")
-            for src in dict.fromkeys(node.record["inputs"]):
+            for src in dict.fromkeys(node.input_ids):
                 c.edge(f"{prefix}_{src}", f"{prefix}_{node.id}")
     first = body.graph.nodes[0].id if len(body.graph) else None
     if first is not None:

@@ -125,10 +125,10 @@ class _Plan:
     def inputs(self, u) -> list:
         """The units a unit reads, in argument order (a group: its function's arguments)."""
         if not self.is_group(u):
-            return [self.unit[i] for i in self.h[u].record["inputs"] if i not in self.hidden]
+            return [self.unit[i] for i in self.h[u].input_ids if i not in self.hidden]
         record = groups(self.trace.graph).get(str(u), {})
         inside = set(self.members[u])
-        ext = [i for m in self.members[u] for i in self.h[m].record["inputs"] if i not in inside]
+        ext = [i for m in self.members[u] for i in self.h[m].input_ids if i not in inside]
         known = set(ext)
         # its arguments first, then what it read besides (a variable it closes over)
         ordered = [i for i in record.get("args", ()) if i in known] + ext
@@ -136,7 +136,7 @@ class _Plan:
 
     def input_names(self, j) -> list:
         """The labels of an op node's inputs as drawn (a composite's output: its name)."""
-        return [self.name(self.unit[i]) for i in self.h[j].record["inputs"]]
+        return [self.name(self.unit[i]) for i in self.h[j].input_ids]
 
     def args(self, u) -> list:
         """A group's argument nodes (for its rule's formula), in call order."""
@@ -194,7 +194,7 @@ class _Plan:
                      f"= {op}({vals})", f"= {result}"]
         else:
             node = self.h[u]
-            raw = list(node.record["inputs"])
+            raw = list(node.input_ids)
             args = ", ".join(self.name(self.unit[i]) for i in raw)
             vals = ", ".join(self.num(self.trace[self.h[i]]) for i in raw)
             op = L.op_text(node)
@@ -230,7 +230,7 @@ class _Plan:
     def local(self, o, U, term, ones):
         """(∂U/∂o as a number or None, its formula or None) for node ``o`` read by unit U."""
         if not self.is_group(U):
-            argnums = [a for a, n in enumerate(self.h[U].record["inputs"]) if n == o]
+            argnums = [a for a, n in enumerate(self.h[U].input_ids) if n == o]
             number = ones.get((o, U))
             names = self.input_names(U)
             formulas = {L.node_local_formula(self.h[U], a, self.p, names) for a in argnums}
@@ -282,7 +282,7 @@ class _Plan:
             out_shape = np.shape(_host(self.trace[child]))
             return " ; ".join(L.rule_text(child, a, self.p, self.input_names(U), shapes,
                                           out_shape)
-                              for a, n in enumerate(child.record["inputs"]) if n == o)
+                              for a, n in enumerate(child.input_ids) if n == o)
         name = self.name(self.unit[o])
         return f"{L.bar(name)} += v̄ carried back through {self.name(U)}'s {len(js)} node(s)"
 

@@ -244,7 +244,7 @@ def _size_test(plan, operands, ref):
     shapes are static, else the source of a run-time test on the operand most likely
     to be large (the one with the most run-time lengths, then the most axes)."""
     data, kept = node_table(plan.graph), plan.slots
-    shapes = {s: data[kept[s]]["shape"] for s in operands}
+    shapes = {s: data[kept[s]].shape for s in operands}
     if all(None not in sh for sh in shapes.values()):
         sizes = [int(np.prod(sh)) for sh in shapes.values()]
         return max(sizes) >= _fusion.NUMEXPR_MIN
@@ -265,12 +265,13 @@ def _lean_kernels(plan, backend):
     lean, typed = {}, []
     for k, st in enumerate(steps):
         op, attrs, nid = st.op, st.attrs, st.node
-        dtype = data[nid]["dtype"] if nid in data else None
-        typed.append((op, attrs, dtype, data[nid]["shape"] if nid in data else None))
+        nd = data[nid] if type(nid) is int and 0 <= nid < len(data) else None
+        dtype = nd.dtype if nd is not None else None
+        typed.append((op, attrs, dtype, nd.shape if nd is not None else None))
         if dtype is None:
             continue
         ins = [data[kept[s]] for s in st.ins]
-        fn = kernel(op.name, attrs, dtype, [d["shape"] for d in ins], [d["dtype"] for d in ins],
+        fn = kernel(op.name, attrs, dtype, [d.shape for d in ins], [d.dtype for d in ins],
                     st.out in outs)
         if fn is not None:
             lean[k] = fn
@@ -527,7 +528,7 @@ def _leaf_list(prog, specs, ns):
     body = []
     leaves = {leaf.slot: f"p{i}" for i, leaf in enumerate(specs)}
     for j, (s, var) in enumerate(prog.variable_slots):
-        ns[f"V{j}"], ns[f"N{j}"] = var.record, var
+        ns[f"V{j}"], ns[f"N{j}"] = var.more, var
         body += [f"w{j} = V{j}['value']",       # numpy's own array: what read() returns
                  f"if type(w{j}) is not ndarray:", f"    w{j} = read(N{j})"]
         leaves[s] = f"w{j}"
@@ -551,7 +552,7 @@ def _generic_fast_binder(prog, spec):
         by_key[leaf.node] = i
     leaves, n = spec.placeholders, len(spec.placeholders)
     template = prog.plan.consts
-    variables = [(s, var.record, var) for s, var in spec.variables]
+    variables = [(s, var.more, var) for s, var in spec.variables]
     read = prog.backend.read_variable
     ndarray = np.ndarray
     plain, check_lengths = spec.plain, spec.lengths
@@ -596,7 +597,7 @@ def scalar_binder(prog, leaves):
         if not _names(g, p.name, nid) or prog.slot_of[nid] not in pos:
             return None
         by_key[p.name] = by_key[nid] = pos[prog.slot_of[nid]]
-    var_pos = [(pos[s], var.record) for s, var in prog.variable_slots if s in pos]
+    var_pos = [(pos[s], var.more) for s, var in prog.variable_slots if s in pos]
     n, n_leaves = len(prog.placeholders), len(leaves)
     ndarray, float64, f64 = np.ndarray, np.float64, np.dtype(np.float64)
 

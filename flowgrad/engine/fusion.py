@@ -89,7 +89,7 @@ def find_chains(plan, exclude=frozenset()) -> dict[int, Chain]:
     kept, template, steps = plan.slots, plan.consts, plan.made_steps()
 
     def dtype(s):
-        return data[kept[s]]["dtype"]
+        return data[kept[s]].dtype
 
     readers, reader_of = {}, {}
     for k, step in enumerate(steps):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FeedError
-from ..graph import NO_ATTRS, stored
 
 # -- what each op ties together -----------------------------------------------------------
 # A rule gets (node shape, input shapes, attrs) and yields pairs (input index, input axis,
@@ -470,7 +469,7 @@ class _Classes:
 def _tie(classes, data, p, q):
     """Join two axes ((node id, axis) each); a known length pins the other's class."""
     (ni, ai), (nj, aj) = p, q
-    si, sj = data[ni]["shape"][ai], data[nj]["shape"][aj]
+    si, sj = data[ni].shape[ai], data[nj].shape[aj]
     if si is None and sj is None:
         classes.union(p, q)
     elif si is None:
@@ -485,27 +484,27 @@ def compile_checks(graph, order):
     ``members`` the (placeholder id, axis) pairs in it, ``pin`` the length a node fixes
     for it as ``(length, node id, axis)``, or None — read by ``LengthCheck``; None when
     there is nothing to check."""
-    data = graph.nx.nodes
-    if not any(None in data[nid]["shape"] for nid in order):
+    data = graph.handles
+    if not any(None in data[nid].shape for nid in order):
         return None
     classes = _Classes()
     for nid in order:
         d = data[nid]
-        op = d["op"]
+        op = d.op
         if op is None:
             continue
         rule = RULES.get(op.name)
         if rule is None:
             continue
-        ins = d["inputs"]
-        shapes = [data[i]["shape"] for i in ins]
-        if None not in d["shape"] and not any(None in s for s in shapes):
+        ins = d.input_ids
+        shapes = [data[i].shape for i in ins]
+        if None not in d.shape and not any(None in s for s in shapes):
             continue
-        attrs = stored(d, "attrs", NO_ATTRS)
+        attrs = d.attrs
         if op.name in INPUT_ATTRS:
             name, pos = INPUT_ATTRS[op.name]
-            attrs = {**attrs, name: data[ins[pos]]["attrs"][name]}
-        for link in rule(d["shape"], shapes, attrs):
+            attrs = {**attrs, name: data[ins[pos]].attrs[name]}
+        for link in rule(d.shape, shapes, attrs):
             if link[0] == "in":
                 (i, a), (j, b) = link[1], link[2]
                 _tie(classes, data, (ins[i], a), (ins[j], b))
@@ -516,9 +515,9 @@ def compile_checks(graph, order):
     groups = {}
     for nid in order:
         d = data[nid]
-        if d["op"] is not None or d["kind"] != "placeholder":   # (op first: an op
+        if d.op is not None or d.kind != "placeholder":   # (op first: an op
             continue                                                # node leaves kind out)
-        for a, s in enumerate(d["shape"]):
+        for a, s in enumerate(d.shape):
             if s is None:
                 groups.setdefault(classes.find((nid, a)), []).append((nid, a))
     checks = []

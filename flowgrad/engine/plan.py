@@ -42,12 +42,10 @@ __all__ = ["Step", "Plan", "FlatSteps", "LazySteps", "PlanError", "verify", "for
 FLAT_STEPS = 200_000
 
 
-def node_table(graph) -> dict:
-    """The graph's {node id: attribute dict}: networkx's own dict (a NodeView look-up
-    costs a Python call; executors read it once a step while they build)."""
-    nxg = graph.nx
-    d = getattr(nxg, "_node", None)
-    return d if isinstance(d, dict) else nxg.nodes
+def node_table(graph) -> list:
+    """The graph's nodes by id (``graph.handles``): executors read a step's node fields
+    (``.shape``, ``.dtype`` …) from it while they build."""
+    return graph.handles
 
 
 def debug_enabled() -> bool:
@@ -171,14 +169,15 @@ class LazySteps(Sequence):
 class FlatSteps(Sequence):
     """A large plan's steps as parallel arrays, read as ``Step`` records.
 
-    Columns (public, read by the flat interpreter): ``nodes``, ``ops``, ``attrs`` (per
-    step); ``arity`` (number of inputs); ``a``, ``b`` (the first two input slots, -1 or
+    Columns (public, read by the flat interpreter): ``ops``, ``attrs`` (per step);
+    ``slot_nodes`` (the plan's ``slots``: slot -> node id, so step k's node is
+    ``slot_nodes[out[k]]``, not a column of its own: 8 bytes a step); ``arity`` (number of inputs); ``a``, ``b`` (the first two input slots, -1 or
     unread where absent); ``out``; ``wide`` ({out slot: input slots} of steps with
     other than one or two inputs); ``n_frees`` (how many slots each step frees) and
     ``frees`` (every step's frees, in blocks of *descending* step order: step 0's block
     is the last, as the compiler's backward sweep found them)."""
 
-    __slots__ = ("nodes", "ops", "attrs", "arity", "a", "b", "out", "wide", "n_frees",
+    __slots__ = ("slot_nodes", "ops", "attrs", "arity", "a", "b", "out", "wide", "n_frees",
                  "frees", "ends")
 
     def __len__(self):
@@ -204,15 +203,17 @@ class FlatSteps(Sequence):
             return [self[i] for i in range(*k.indices(len(self)))]
         if k < 0:
             k += len(self)
-        return Step(self.ops[k], self.attrs[k], self.nodes[k], self.ins_of(k), self.out[k],
+        out = self.out[k]
+        return Step(self.ops[k], self.attrs[k], self.slot_nodes[out], self.ins_of(k), out,
                     self.frees_of(k))
 
     def __iter__(self):
         fr, j = self.frees, len(self.frees)
         for k, c in enumerate(self.n_frees):
             j -= c
-            yield Step(self.ops[k], self.attrs[k], self.nodes[k], self.ins_of(k),
-                       self.out[k], tuple(fr[j:j + c]))
+            out = self.out[k]
+            yield Step(self.ops[k], self.attrs[k], self.slot_nodes[out], self.ins_of(k),
+                       out, tuple(fr[j:j + c]))
 
 
 # -- the verifier ---------------------------------------------------------------------

@@ -33,11 +33,13 @@ from array import array
 from collections.abc import Mapping
 from operator import itemgetter
 
+import numpy as np
+
 from ..autodiff import ancestors
 from ..backends import get_backend
 from ..backends.base import Backend
 from ..errors import BackendError, FeedError, UsageError
-from ..graph import NO_ATTRS, Node, gc_paused, same_graph, stored
+from ..graph import Node, gc_paused, same_graph
 from .simplify import simplify
 from . import executors as _executors
 from . import lockstep as _lockstep
@@ -82,8 +84,9 @@ def _slot_index(kept, flat, top=0):
     if not flat or top > 4 * len(kept) + 64:
         return dict(zip(kept, range(len(kept))))
     own = array("q", [-1]) * top
-    for k, nid in enumerate(kept):
-        own[nid] = k
+    view = np.frombuffer(own, dtype=np.int64)   # one scatter, not a Python loop an id
+    view[np.fromiter(kept, np.int64, len(kept))] = np.arange(len(kept), dtype=np.int64)
+    del view   # (the array's buffer is exported while a view lives)
     return own
 
 
@@ -211,7 +214,7 @@ class Program:
         what the outputs need, and each step's frees. A value is freed by its last
         reader, which is the first reader this sweep meets; outputs start live, so they
         are never freed (and with keep_all everything starts live: nothing is freed)."""
-        data = node_table(g)   # nx's own {id: attrs}: a view's look-up costs a call
+        data = node_table(g)
         simp = simplify(g, order, [o.id for o in self.run_outputs], self.keep_all)
         defs = simp.defs
         # live: a mark a byte by id (ids are dense; the pruning sweep makes one as long),
@@ -236,10 +239,10 @@ class Program:
             d = pop(r, None)
             if d is None:
                 nd = data[r]
-                op = nd["op"]
+                op = nd.op
                 if op is None:         # a leaf
                     continue
-                at, ri = stored(nd, "attrs", NO_ATTRS), nd["inputs"]
+                at, ri = nd.attrs, nd.input_ids
             elif d[0] == "op":
                 _, op, at, ri = d
             else:
@@ -287,12 +290,12 @@ class Program:
         self.placeholders, self.variable_slots = {}, []
         node = g.node
         for nid in leaves:
-            if data[nid]["kind"] == "placeholder":
+            if data[nid].kind == "placeholder":
                 self.placeholders[nid] = node(nid)
             else:
                 self.variable_slots.append((own[nid], node(nid)))
         for nid, v in consts:
-            template[own[nid]] = v if data[nid]["weak"] else backend.asarray(v)
+            template[own[nid]] = v if data[nid].weak else backend.asarray(v)
         # The steps proper are made on first read (_LazySteps): a program that runs
         # generated scalar code never needs them unless a call falls back to arrays.
         self._n_steps = len(steps)
@@ -303,7 +306,7 @@ class Program:
         del steps, sweep
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
-            None in data[nid]["shape"] for nid in self.placeholders) else None
+            None in data[nid].shape for nid in self.placeholders) else None
         del order
         self.check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
         self.feed_spec = FeedSpec.of(self)   # what bind and the generated binders check
@@ -337,7 +340,8 @@ class Program:
             if pending is not None and pending[0] is not None:
                 steps, n_freed, freed, own, flat = pending
                 self._pending = (None, None, None, None, flat)  # the sweep's lists go
-                self.plan.steps = _flat_steps(steps, n_freed, freed, own) if flat else \
+                self.plan.steps = _flat_steps(steps, n_freed, freed, own,
+                                              self.plan.slots) if flat else \
                     _list_steps(steps, n_freed, freed, own)
         return self.plan.steps
 
@@ -506,7 +510,7 @@ class Program:
                 # Adjoints of what the inputs and variables reach: a constant's v̄
                 # (the exponent of x**2, say) is never asked for and may be log(<0).
                 leaves = [self.graph.node(i) for i in ancestors([first])
-                          if self.graph.nx.nodes[i]["kind"] in ("placeholder", "variable")]
+                          if self.graph.handles[i].kind in ("placeholder", "variable")]
                 adj = adjoints(first, leaves or None)
             else:
                 adj = {}
@@ -556,30 +560,34 @@ def _list_steps(steps, n_freed, freed, own) -> list:
     return out
 
 
-def _flat_steps(steps, n_freed, freed, own) -> FlatSteps:
-    """The plan's steps as ``FlatSteps`` columns, made a column at a time (C-level maps:
-    no Python call a step)."""
+def _flat_steps(steps, n_freed, freed, own, slot_nodes) -> FlatSteps:
+    """The plan's steps as ``FlatSteps`` columns, made a column at a time: ids become
+    slots by one numpy gather a column (``own`` dense) or a C-level map (a dict), with
+    no Python call a step."""
     p = FlatSteps()
     # the sweep's columns are descending: steps ascend. Reversed in place and taken
     # over (a reversed copy would hold both at once; nothing else reads them)
     for col in steps:
         col.reverse()
-    p.nodes, p.ops, p.attrs, ins = steps
-    at = own.__getitem__
+    nodes, p.ops, p.attrs, ins = steps
+    p.slot_nodes = slot_nodes   # step k's node: slot_nodes[out[k]] (no column of its own)
+    slots = _slots_of(own)
     # the frees first: each sweep list goes once its column is made (the compile's peak)
     p.n_frees = array("i", reversed(n_freed))
     del n_freed[:]
     # frees as the sweep found them: the blocks descend, so step k's is read from the end
-    p.frees = array("q", map(at, freed))
+    p.frees = slots(freed)
     del freed[:]
     p.arity = arity = array("i", map(len, ins))
-    p.out = array("q", map(at, p.nodes))
+    p.out = slots(nodes)
+    del nodes[:]
     if arity.count(1) + arity.count(2) == len(arity):
         # no wide step: b of a one-input step is never read
-        p.a = array("q", map(at, map(itemgetter(0), ins)))
-        p.b = array("q", map(at, map(itemgetter(-1), ins)))
+        p.a = slots(map(itemgetter(0), ins), len(ins))
+        p.b = slots(map(itemgetter(-1), ins), len(ins))
         p.wide = {}
     else:
+        at = own.__getitem__
         p.a = array("q", [at(i[0]) if i else -1 for i in ins])
         p.b = array("q", [at(i[1]) if len(i) > 1 else -1 for i in ins])
         p.wide = {p.out[k]: tuple(map(at, ins[k])) for k in range(len(ins))
@@ -587,6 +595,32 @@ def _flat_steps(steps, n_freed, freed, own) -> FlatSteps:
     del ins[:]
     p.ends = None
     return p
+
+
+def _slots_of(own):
+    """ids -> ``array('q')`` of their slots: numpy gathers when ``own`` is the dense
+    ``array('q')`` of _slot_index (~10x faster than a map of its ``__getitem__`` at
+    10^6 steps), else a C-level map over the dict."""
+    if not isinstance(own, array):
+        return lambda ids, n=None: array("q", map(own.__getitem__, ids))
+    table = np.frombuffer(own, dtype=np.int64)
+
+    def slots(ids, n=None):
+        n = len(ids) if n is None else n
+        out = array("q", [0]) * n
+        view = np.frombuffer(out, dtype=np.int64)
+        ids = iter(ids)
+        # in chunks, written in place: the column is the only allocation of its size
+        # (a whole-column gather held three: the compile's peak at 10^6 nodes)
+        for k in range(0, n, _CHUNK):
+            m = min(_CHUNK, n - k)
+            np.take(table, np.fromiter(ids, np.int64, m), out=view[k:k + m])
+        del view   # (the column's buffer is exported while a view lives)
+        return out
+    return slots
+
+
+_CHUNK = 1 << 16
 
 
 def compile(outputs, backend=None, check_numerics=False, codegen=True,

@@ -77,18 +77,18 @@ class Region:
         self._source = None
         data, kept = node_table(plan.graph), plan.slots
         # 0-d operands, passed as Python numbers: "float" or "bool" (None: an array)
-        self.scalar = [None if data[kept[s]]["shape"] else
-                       ("bool" if np.dtype(data[kept[s]]["dtype"]) == _BOOL else "float")
+        self.scalar = [None if data[kept[s]].shape else
+                       ("bool" if np.dtype(data[kept[s]].dtype) == _BOOL else "float")
                        for s in operands]
         self.n_full = self.scalar.count(None)
         # their dtypes: evaluate() turns the numbers back into 0-d arrays of these, so
         # the numpy steps see float32 (not a weak Python float, which numpy would
         # promote as float64 in where(c, s, 2.0))
-        self.scalar_dtypes = [None if kind is None else np.dtype(data[kept[s]]["dtype"])
+        self.scalar_dtypes = [None if kind is None else np.dtype(data[kept[s]].dtype)
                               for s, kind in zip(operands, self.scalar)]
         # run-time lengths: the generated code checks, per call, that the operands'
         # shapes agree (a declared None may still broadcast a length 1) and MIN_SIZE
-        shape = data[kept[plan.made_steps()[steps[-1]].out]]["shape"]
+        shape = data[kept[plan.made_steps()[steps[-1]].out]].shape
         self.dynamic = None in tuple(shape)
 
     @property
@@ -169,7 +169,7 @@ def _parts(groups, info, find, data, kept, steps):
         group.sort()
         for i in range(0, len(group), MAX_STEPS):
             part = group[i:i + MAX_STEPS]
-            shape = tuple(data[kept[steps[part[-1]].out]]["shape"])
+            shape = tuple(data[kept[steps[part[-1]].out]].shape)
             if len(part) >= MIN_STEPS and (None in shape or math.prod(shape) >= MIN_SIZE):
                 parts.append((part, info[find(group[-1])][1]))
     return parts
@@ -197,16 +197,16 @@ def _signature(step, data, kept, template):
     if step.op.name not in IN_LOOP or step.attrs:
         return None
     out = data[kept[step.out]]
-    shape = tuple(out["shape"])
+    shape = tuple(out.shape)
     if not shape:
         return None
     dts = set()
     for s, d in [(s, data[kept[s]]) for s in step.ins] + [(step.out, out)]:
         if s != step.out and template[s] is not None and _literal(template[s]) is not None:
             continue
-        if tuple(d["shape"]) != shape and (s == step.out or tuple(d["shape"]) != ()):
+        if tuple(d.shape) != shape and (s == step.out or tuple(d.shape) != ()):
             return None                # only a 0-d operand may broadcast (a scalar argument)
-        dt = np.dtype(d["dtype"])
+        dt = np.dtype(d.dtype)
         if dt in _FLOATS:
             dts.add(dt)
         elif dt != _BOOL:
@@ -235,7 +235,7 @@ def _build(plan, steps, dtype, readers_outside):
             else:
                 operands.append(s)
     data, kept = node_table(plan.graph), plan.slots
-    scalars = [s for s in operands if tuple(data[kept[s]]["shape"]) == ()]
+    scalars = [s for s in operands if tuple(data[kept[s]].shape) == ()]
     full = [s for s in operands if s not in scalars]    # arrays first: a0 gives the shape
     return Region(plan, steps, full + scalars, exports, consts, dtype)
 
@@ -269,7 +269,7 @@ def _source(plan, steps, operands, exports, consts, dtype):
                 helpers.add(kern.__name__)
             expr = f"{name}({', '.join(args)})"
         out = all_steps[k].out
-        if dtype == np.float32 and np.dtype(data[kept[out]]["dtype"]) in _FLOATS:
+        if dtype == np.float32 and np.dtype(data[kept[out]].dtype) in _FLOATS:
             expr = f"T({expr})"        # every float step rounded to float32 (see above)
         names[out] = f"v{out}"
         body.append(f"v{out} = {expr}")
@@ -280,14 +280,14 @@ def _source(plan, steps, operands, exports, consts, dtype):
     lines += [f"from flowgrad.engine.region_kernels import jit{h} as _k{h}" for h in sorted(helpers)]
     lines += [f"T = {T}"] + head + ["", "", f"def kernel({args}):",
                                     "    shape = a0.shape"]
-    n_full = sum(1 for s in operands if data[kept[s]]["shape"])
+    n_full = sum(1 for s in operands if data[kept[s]].shape)
     lines += [f"    f{i} = np.ravel(a{i})" for i in range(n_full)]
     for i in range(n_full, len(operands)):       # 0-d: a Python number, read once
-        dt = np.dtype(data[kept[operands[i]]]["dtype"])
+        dt = np.dtype(data[kept[operands[i]]].dtype)
         lines.append(f"    x{i} = T(a{i})" if dt in _FLOATS else f"    x{i} = a{i}")
     lines += ["    n = f0.size"]
     for j, s in enumerate(exports):
-        dt = np.dtype(data[kept[s]]["dtype"])
+        dt = np.dtype(data[kept[s]].dtype)
         lines.append(f"    o{j} = np.empty(n, np.{'bool_' if dt == _BOOL else dt.name})")
     lines.append("    for i in range(n):")
     lines += [f"        x{i} = f{i}[i]" for i in range(n_full)]

@@ -9,7 +9,7 @@ Conversion happens at the boundary only: floats in, numpy values out.
 from __future__ import annotations
 
 from itertools import compress, repeat
-from operator import countOf, is_, itemgetter
+from operator import attrgetter, countOf, is_
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from ..ops.scalar_kernels import ARRAY_RESULT, KERNELS, bind, origin
 from .plan import node_table
 
 _BOOL, _F64 = np.dtype(bool), np.dtype(np.float64)
-_shape, _dtype = itemgetter("shape"), itemgetter("dtype")
+_shape, _dtype = attrgetter("shape"), attrgetter("dtype")
 
 
 class ScalarPlan:
@@ -77,7 +77,7 @@ def qualifies(plan, op_names=None) -> bool:
     if countOf(dtypes, _F64) != len(dtypes) and \
             not all(t == _F64 or t == _BOOL for t in dtypes):
         return False
-    if any(data[plan.slots[s]]["dtype"] != _F64 for s in plan.outputs):
+    if any(data[plan.slots[s]].dtype != _F64 for s in plan.outputs):
         return False
     if op_names is None:
         op_names = {st.op.name for st in plan.steps}

@@ -70,7 +70,6 @@ import warnings
 
 import numpy as np
 
-from ..graph import NO_ATTRS, stored
 
 FOLD_MAX = 1 << 16       # largest constant (entries) folding may create and keep
 CONST_KEY_MAX = 1 << 12  # largest constant compared by value for merging / fill detection
@@ -221,8 +220,8 @@ def _definition(defs, data, r):
     d = defs.get(r)
     if d is None:        # the graph's own node: an op as built, or a leaf
         nd = data[r]
-        op = nd["op"]
-        d = ("op", op, stored(nd, "attrs", NO_ATTRS), nd["inputs"]) if op is not None \
+        op = nd.op
+        d = ("op", op, nd.attrs, nd.input_ids) if op is not None \
             else ("leaf",)
     return d
 
@@ -266,13 +265,6 @@ def _uniform(value):
     return first.item()
 
 
-def _node_dict(nxg):
-    """{id: attribute dict} of a networkx graph: its own dict when it has one (a lookup
-    through the NodeView is a Python call, and simplify makes several per node)."""
-    d = getattr(nxg, "_node", None)
-    return d if isinstance(d, dict) else nxg.nodes
-
-
 def _static(shape):
     return None not in shape
 
@@ -282,14 +274,14 @@ def simplify(graph, order, output_ids, keep_all=False, dispatch=True) -> Simplif
 
     ``dispatch=False`` sends every op node through the full rule engine (``_Pass._op``)
     instead of the driver's shortcuts; the result is the same (the tests check it)."""
-    data = _node_dict(graph.nx)
+    data = graph.handles
     if not enabled():
         defs, leaves = {}, []      # every op and leaf is its graph node as is
         for nid in order:
             d = data[nid]
-            kind = d["kind"] if d["op"] is None else "op"   # (op nodes leave kind out)
+            kind = d.kind
             if kind == "constant":
-                defs[nid] = ("const", d["value"])
+                defs[nid] = ("const", d.value)
             elif kind in ("placeholder", "variable"):
                 leaves.append(nid)
         roots = list(output_ids) + (list(order) if keep_all else [])
@@ -323,13 +315,13 @@ class _Pass:
         """nid is its own representative, computed as op(attrs)(ins): stored only when
         that is not its graph node as is."""
         d = self.data[nid]
-        if op is not d["op"] or attrs is not stored(d, "attrs", NO_ATTRS) \
-                or ins != d["inputs"]:
+        if op is not d.op or attrs is not d.attrs \
+                or ins != d.input_ids:
             self.defs[nid] = ("op", op, attrs, ins)
 
     def _meta(self, nid):
         d = self.data[nid]
-        return d["shape"], d["dtype"]
+        return d.shape, d.dtype
 
     def _fits(self, a, nid):
         """Whether representative ``a`` can stand for ``nid`` as is (same shape, dtype)."""
@@ -426,11 +418,11 @@ class _Pass:
         weak = {}         # id(float) -> its constant key: the node holds the float meanwhile
         for nid in order:
             d = data[nid]
-            op = d["op"]
+            op = d.op
             if op is None:             # a leaf (placeholder, variable, constant)
                 self._leaf(nid, d, leaves, weak)
                 continue
-            inputs = d["inputs"]
+            inputs = d.input_ids
             flags = ops.get(op) or ops.setdefault(op, self._flags(op, dispatch))
             cse, comm, arith, ident, rules, table = flags
             n = len(inputs)
@@ -451,7 +443,7 @@ class _Pass:
                 ins = tuple([rep_get(i, i) for i in inputs])
                 plain = special.isdisjoint(ins)
                 key = tuple(sorted(ins)) if comm else ins
-            attrs = stored(d, "attrs", NO_ATTRS)
+            attrs = d.attrs
             if cse and plain:  # as _op → _set_op would conclude: only CSE applies
                 if attrs:
                     key = (key, frozen.get(id(attrs)) or
@@ -462,7 +454,7 @@ class _Pass:
                         self.defs[nid] = ("op", op, attrs, ins)
                     continue
                 dh = data[hit]
-                if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
+                if dh.shape == d.shape and dh.dtype == d.dtype:
                     rep[nid] = hit          # a common subexpression
                     continue
             elif ident and n < 3 and self._no_fill_no_const(ins):
@@ -516,19 +508,19 @@ class _Pass:
                 self.special.add(nid)
                 return
             dh = self.data[hit]
-            if dh["shape"] == d["shape"] and dh["dtype"] == d["dtype"]:
+            if dh.shape == d.shape and dh.dtype == d.dtype:
                 self.rep[nid] = hit
                 return
         self._by_identity(nid, op, attrs, ins, fills)
 
     def _leaf(self, nid, d, leaves, weak):
         """A placeholder or variable (kept), or a constant (merged with an equal one)."""
-        kind = d["kind"]
+        kind = d.kind
         if kind in ("placeholder", "variable"):
             leaves.append(nid)
         elif kind == "constant":
-            value = d["value"]
-            if type(value) is float and d["weak"]:   # y * 1.0001: mostly a repeat
+            value = d.value
+            if type(value) is float and d.weak:   # y * 1.0001: mostly a repeat
                 key = weak.get(id(value))            # (one float object, many nodes)
                 if key is None:
                     key = weak[id(value)] = self._const_key(value, True)
@@ -536,7 +528,7 @@ class _Pass:
                 if hit is not None:
                     self.rep[nid] = hit
                     return
-            self._set_const(nid, value, d["weak"])
+            self._set_const(nid, value, d.weak)
         else:
             raise ValueError(f"node {nid}: unknown kind {kind!r}")
 
@@ -548,7 +540,7 @@ class _Pass:
             r = rep.get(o, o)
             if r != o and self._def(r)[0] == "leaf":
                 del rep[o]
-                self.defs[o] = ("op", COPY, {"dtype": data[o]["dtype"]}, (r,))
+                self.defs[o] = ("op", COPY, {"dtype": data[o].dtype}, (r,))
 
     def _plain_fill(self, c):
         """Whether special id ``c`` is a fill c ∉ {0, 1, −1}: if it is no negation either,

@@ -488,8 +488,8 @@ def _place(g, node, rec, where):
         node.name = rec["name"]
     except ValueError:
         raise GraphFileError(f"{where}: two nodes share that name") from None
-    node.record["scope"] = tuple(rec["scope"])
+    node.set_more("scope", tuple(rec["scope"]))
     group = rec.get("group", [])
     if not isinstance(group, list) or not all(isinstance(x, str) and x for x in group):
         raise GraphFileError(f"{where} has a bad composite group")
-    node.record["group"] = tuple(group)
+    node.set_more("group", tuple(group))

@@ -132,8 +132,8 @@ class Emitter:
         """Input ``k`` of the current node as a tensor of ``dtype`` (default: the node's)."""
         src = self.node.inputs[k]
         dtype = np.dtype(self.node.dtype if dtype is None else dtype)
-        if src.record["weak"]:
-            value = src.record["value"]   # the constant depends on value and dtype only
+        if src.weak:
+            value = src.more["value"]   # the constant depends on value and dtype only
             return self._share(("weak", type(value).__name__, repr(value), dtype),
                                lambda: self.const(value, dtype))
         return self.cast(self.tensor[src.id], src.dtype, dtype)
@@ -260,8 +260,8 @@ def _decomposed(e: Emitter, n: Node) -> str:
     with scratch:
         ins = []
         for k, src in enumerate(n.inputs):
-            if src.record["weak"]:
-                ins.append(constant_in(scratch, src.record["value"]))
+            if src.weak:
+                ins.append(constant_in(scratch, src.more["value"]))
             else:
                 p = placeholder(f"in{k}", src.shape, src.dtype)
                 bound[p.id] = e.tensor[src.id]
@@ -278,9 +278,9 @@ def _decomposed(e: Emitter, n: Node) -> str:
     e.prefix = f"{prefix}{n.name}/"
     try:
         table = emit_graph(e, scratch, ancestors([out]), bound)
-        if out.record["weak"]:
+        if out.weak:
             e.node = out
-            return e.const(out.record["value"], out.dtype)
+            return e.const(out.more["value"], out.dtype)
         return table[out.id]
     finally:
         e.node, e.prefix = node, prefix
@@ -310,7 +310,7 @@ def export_onnx(outputs, path, *, opset: int = OPSET, check: bool = True,
         name = e.tensor.get(o.id)
         if name is None:            # a weak Python scalar, written per use: write it here
             e.node = o
-            name = e.const(o.record["value"], o.dtype)
+            name = e.const(o.more["value"], o.dtype)
         if name in [i.name for i in e.inputs] + [i.name for i in e.initializers] or \
                 name in [v.name for v in out_infos]:
             e.node = o

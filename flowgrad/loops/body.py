@@ -257,7 +257,7 @@ def inline(body: Body, args, caps, draws=None) -> list:
 def inline_all(body: Body, args, caps, draws=None) -> dict:
     """``inline``, returning {body node id: the node standing for it} for every node the
     outputs need (an unrolled drawing names and labels each iteration's copies)."""
-    data = body.graph.nx.nodes
+    data = body.graph.handles
     mapped: dict[int, Node] = dict(draws or {})
     for p, a in zip(body.params, args):
         mapped[p.id] = a
@@ -269,11 +269,11 @@ def inline_all(body: Body, args, caps, draws=None) -> dict:
         if nid in mapped:
             continue
         d = data[nid]
-        kind = d["kind"]
+        kind = d.kind
         if kind == "constant":
             mapped[nid] = _constant_like(d)
         elif kind != "op":
-            raise UsageError(f"{body.name}: the body holds {kind} {d['name']!r}; a body "
+            raise UsageError(f"{body.name}: the body holds {kind} {d.name!r}; a body "
                              "reads its carry, its slices and the nodes around it only")
         else:
             mapped[nid] = _replay_op(body, nid, d, mapped, replays)
@@ -285,21 +285,21 @@ def _replay_op(body, nid, d, mapped, replays):
     whose draws were recorded (and are given in ``mapped``) is rebuilt reading them
     (grad.replay), and its results are read from the rebuilt loop."""
     from .loop_op import loop_op, loop_out_op
-    ins = [mapped[i] for i in d["inputs"]]
-    if d["op"] is loop_out_op and d["inputs"][0] in replays:
-        return replays[d["inputs"][0]](d["attrs"]["index"])
-    if d["op"] is loop_op and d["attrs"]["spec"].draw_slots:
+    ins = [mapped[i] for i in d.input_ids]
+    if d.op is loop_out_op and d.input_ids[0] in replays:
+        return replays[d.input_ids[0]](d.attrs["index"])
+    if d.op is loop_op and d.attrs["spec"].draw_slots:
         recs = body.loop_draws(body.graph.handles[nid], make=False)
         if recs is not None and all(r.id in mapped for r in recs):
             from .grad import replay
-            loop, replays[nid] = replay(d["attrs"]["spec"], ins, [mapped[r.id] for r in recs])
+            loop, replays[nid] = replay(d.attrs["spec"], ins, [mapped[r.id] for r in recs])
             return loop
-    return _base.apply(d["op"], *ins, **d["attrs"])
+    return _base.apply(d.op, *ins, **d.attrs)
 
 
 def _constant_like(d):
     from ..graph import default_graph
-    value = d["value"] if d["weak"] else np.asarray(d["value"], dtype=d["dtype"])
+    value = d.value if d.weak else np.asarray(d.value, dtype=d.dtype)
     return _base.as_node(value, default_graph())
 
 

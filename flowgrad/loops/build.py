@@ -64,7 +64,7 @@ def _strong(nodes):
     dtype: ``apply`` folds an op whose inputs are all such numbers at once, and a loop
     must stay a node (its value is a Results object, not a number)."""
     return [as_node(np.asarray(n.value, dtype=n.dtype), n.graph)
-            if n.kind == "constant" and n.record["weak"] else n for n in nodes]
+            if n.kind == "constant" and n.weak else n for n in nodes]
 
 
 def _outputs(loop, ins, spec):

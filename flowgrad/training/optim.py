@@ -423,7 +423,7 @@ class _Binding:
         backend = prog.backend
         self.variables = variables
         self.n = len(variables)
-        self.dicts = tuple(v.record for v in variables)
+        self.dicts = tuple(v.more for v in variables)   # (a leaf's value lives in .more)
         self.dtypes = tuple(v.dtype for v in variables)
         self.xp, self.asarray = backend.xp, backend.asarray
         # a numpy ndarray needs no conversion on the numpy backend (asarray is the
