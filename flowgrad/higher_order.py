@@ -18,7 +18,8 @@ for the basis vector — the *body*, ``vjp(y, x, u)`` or ``jvp(y, x, u)``. By de
 the identity, an array holding every basis vector: each op runs once on the whole
 batch, and J is an ordinary node (exportable, drawable). When an op on the path has
 no batching rule, a shape has a run-time length, or a batched intermediate would
-exceed ``MAX_BATCHED_ENTRIES``, J is instead (``method="map"``) one node of the op
+exceed ``MAX_BATCHED_ENTRIES`` (a batched loop's per-iteration values and stacked
+results count too), J is instead (``method="map"``) one node of the op
 ``basis_map``, whose kernel runs the body's one compiled program once per basis
 vector and stacks the results; the rest of this docstring is about that op.
 
@@ -139,8 +140,8 @@ def _identity_batch(graph, shape, dtype):
 
 
 #: The most entries a batched intermediate of a vectorized Jacobian may have (512 MiB of
-#: float64); beyond it the loop over basis vectors, whose memory does not grow with J's
-#: size, is used instead.
+#: float64), a loop's results and its bodies' per-iteration values included; beyond it
+#: the loop over basis vectors, whose memory does not grow with J's size, is used instead.
 MAX_BATCHED_ENTRIES = 2 ** 26
 
 
@@ -148,13 +149,48 @@ def _vectorized_jacobian(graph, y, x, mode):
     """J from one vjp (rows) or jvp (columns), batched over the identity."""
     start = len(graph)
     J = _batched_products(graph, y, x, mode)
-    largest = max((math.prod(graph.node(i).shape) for i in graph.ancestors([J.id])
-                   if i >= start and None not in graph.node(i).shape), default=0)
+    largest, where = _largest_batched(graph, J, start)
     if largest > MAX_BATCHED_ENTRIES:
-        raise BatchingError(f"jacobian: a batched intermediate would hold {largest} entries "
-                            f"(more than {MAX_BATCHED_ENTRIES}); method='map' loops over "
-                            f"the basis vectors instead")
+        where = f" ({where})" if where else ""
+        raise BatchingError(f"jacobian: a batched intermediate{where} would hold "
+                            f"{largest} entries (more than {MAX_BATCHED_ENTRIES}); "
+                            f"method='map' loops over the basis vectors instead")
     return J
+
+
+def _largest_batched(graph, J, start):
+    """(the most entries one value computed for ``J`` holds, where it is: None for a node
+    of ``graph``). Counted: the nodes built after ``start``; every result of a loop among
+    them (a scan's stacked ys and carries: length × batch × an entry; made by the loop
+    when no node reads them, the carries as soon as a derivative, maybe a later one,
+    asks for them: counted either way); and every node its bodies compute per iteration
+    (a batched body's intermediates carry the batch too), nested loops' bodies included
+    (a stack of graphs, never a recursion). A shape with a run-time length is skipped."""
+    from .loops.loop_op import is_loop
+    todo = [(graph, [i for i in graph.ancestors([J.id]) if i >= start], None)]
+    best, where = 0, None
+    while todo:
+        g, ids, here = todo.pop()
+        for i in ids:
+            node = g.node(i)
+            sized = [(node.shape, here)]
+            if is_loop(node):
+                spec = node.attrs["spec"]
+                sized += [(s, f"a result of the loop {spec.name!r}")
+                          for s in spec.out_shapes]
+                todo += [(b.graph, _computed(b), f"in the body of the loop {spec.name!r}")
+                         for b in spec.bodies if b.outs]
+            for shape, at in sized:
+                if None not in shape and math.prod(shape) > best:
+                    best, where = math.prod(shape), at
+    return best, where
+
+
+def _computed(body):
+    """The ids of the nodes a loop body computes each iteration: its outputs' ancestors,
+    less its parameters (bound to the loop's inputs and captures, counted outside)."""
+    bound = {p.id for p in body.params + body.cap_params}
+    return [i for i in body.graph.ancestors([o.id for o in body.outs]) if i not in bound]
 
 
 def _batched_products(graph, y, x, mode):

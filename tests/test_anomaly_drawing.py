@@ -28,9 +28,10 @@ def _label(line):
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", m.group(1))).split())
 
 
-def _drawn(err):
-    """({node id: the visible text of its box}, {node id: its DOT statement}, the caption)."""
-    src = fg.viz.draw(err).source
+def _drawn(err, **limits):
+    """({node id: the visible text of its box}, {node id: its DOT statement}, the caption),
+    drawn with ``limits`` (depth, max_nodes)."""
+    src = fg.viz.draw(err, **limits).source
     statements = src.split("\n\t")            # a quoted label may span lines
     lines = {int(m.group(1)): st for st in statements
              for m in [re.match(r"n(\d+) \[", st)] if m}
@@ -194,3 +195,81 @@ def test_the_path_renders_with_its_caption(g):
     svg = fg.viz.draw(err).pipe(format="svg").decode()
     assert "likely cause (sqrt at 0 in the backward pass)" in svg
     assert "div(1, 0) = inf" in svg
+
+
+def _zero_chain():
+    """x → h1 → h2 → h3 → 1 / h3: a zero fed at x, passed down three products, divided by."""
+    x = fg.placeholder("x", (2,))
+    h1 = (x * 1.5).named("h1")
+    h2 = (h1 * 2.0).named("h2")
+    h3 = (h2 * 3.0).named("h3")
+    q = (1.0 / h3).named("q")
+    return x, [h1, h2, h3], q
+
+
+def test_depth_counts_from_the_culprit_up_to_the_cause(g):
+    # issue h27: depth was counted from the trace's outputs, which are not on the path,
+    # so every depth drew nothing
+    x, (h1, h2, h3), q = _zero_chain()
+    err = _caught(fg.sum(q), {x: np.array([1.0, 0.0])})
+    assert err.node is q
+    full, _, _ = _drawn(err)
+    assert set(full) == _ids(x, h1, h2, h3, q)
+    expected = [_ids(q), _ids(q, h3), _ids(q, h3, h2), _ids(q, h3, h2, h1),
+                _ids(q, h3, h2, h1, x), _ids(q, h3, h2, h1, x)]
+    for depth, want in enumerate(expected):
+        texts, lines, caption = _drawn(err, depth=depth)
+        assert set(texts) == want, depth
+        assert CULPRIT in lines[q.id] and "div(1, 0) = inf" in texts[q.id]
+        assert "division by zero" in caption          # the caption is kept at every depth
+    texts, lines, _ = _drawn(err, max_nodes=1)
+    assert set(texts) == _ids(q)
+    texts, lines, _ = _drawn(err, depth=1, max_nodes=3)
+    assert set(texts) == _ids(q, h3)
+
+
+def test_depth_cut_marks_the_hidden_input_of_the_path(g):
+    x, (h1, h2, h3), q = _zero_chain()
+    err = _caught(fg.sum(q), {x: np.array([1.0, 0.0])})
+    src = fg.viz.draw(err, depth=1).source
+    assert re.search(rf"x{h3.id} \[label=\"⋯ 1\"", src)       # h2, cut, shown as ⋯
+    assert f"x{q.id} " not in src                              # q's other input: a constant
+
+
+def test_depth_reaches_a_where_below_the_culprit(g):
+    x = fg.placeholder("x", (3,))
+    logx = fg.log(x).named("logx")
+    safe = fg.where(x > 0, logx, 0.0).named("safe_log")
+    loss = fg.sum(safe)
+    err = _caught([loss, fg.grad(loss, x)], {x: np.array([-1.0, 0.5, 2.0])})
+    assert set(_drawn(err, depth=0)[0]) == _ids(logx)
+    assert set(_drawn(err, depth=1)[0]) == _ids(x, logx, safe)
+
+
+def test_depth_in_a_loop_body_draws_the_body_culprit(g):
+    xs = fg.placeholder("xs", (None,))
+    hT, _ = fg.scan(lambda h, x: (fg.log(x) + h, None), fg.constant(0.0), xs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with fg.detect_anomaly(), pytest.raises(fg.NumericsError) as info:
+            fg.compile(hT)(xs=np.array([1.0, 2.0, -1.0, 3.0]))
+    body = info.value.__cause__.node
+    assert set(_drawn(info.value, depth=0)[0]) == {body.id}
+    assert set(_drawn(info.value, depth=1)[0]) == {body.id, body.inputs[0].id}
+
+
+def test_a_negative_or_fractional_depth_is_refused_naming_it(g):
+    x, _, q = _zero_chain()
+    err = _caught(fg.sum(q), {x: np.array([1.0, 0.0])})
+    assert set(_drawn(err, depth=0)[0]) == _ids(q)                  # 0: the boundary
+    assert set(_drawn(err, depth=np.int64(0))[0]) == _ids(q)
+    for bad in (-1, 1.5, 2.0, True, "2"):
+        with pytest.raises(fg.UsageError, match=rf"depth must be a non-negative int or "
+                                                rf"None, got {re.escape(repr(bad))}"):
+            fg.viz.draw(err, depth=bad)
+    with pytest.raises(fg.UsageError, match="max_nodes must be an int >= 1 .*got 0"):
+        fg.viz.draw(err, max_nodes=0)
+    with pytest.raises(fg.UsageError, match="depth .* got -1"):   # a plain graph too
+        fg.viz.draw([q], depth=-1)
+    assert f"n{q.id} " in fg.viz.draw([q], depth=0).source
+

@@ -46,6 +46,32 @@ class AnomalyPath:
     captions: dict = field(default_factory=dict)
     title: str = ""
 
+    def nearest(self, allowed, depth=None, max_nodes=None) -> list:
+        """The ids of ``allowed`` within ``depth`` edges of the culprit, at most
+        ``max_nodes`` of them, nearest first (sorted). The distance is counted along the
+        path's own edges, either way (up an input to the cause, down to a user such as
+        the ``where`` an explanation names): depth 0 is the culprit alone. Breadth-first,
+        never recursive; the culprit is always drawn (when ``allowed`` holds it)."""
+        allowed = set(allowed)
+        graph = self.trace.graph
+        near = {i: set() for i in allowed}          # the path's edges, both ways
+        for j in allowed:
+            for i in graph.node(j).input_ids:
+                if i in allowed and i != j:
+                    near[i].add(j)
+                    near[j].add(i)
+        start = self.culprit.id
+        order, seen = [], {start}
+        queue = deque([(start, 0)] if start in allowed else [])
+        while queue and (max_nodes is None or len(order) < max_nodes):
+            nid, d = queue.popleft()
+            order.append(nid)
+            if depth is None or d < depth:
+                for i in sorted(near[nid] - seen):
+                    seen.add(i)
+                    queue.append((i, d + 1))
+        return sorted(order)
+
     def add_caption(self, dot) -> None:
         """The explanation under the drawing, left-aligned lines."""
         lines = [ln for para in self.title.split("\n")

@@ -19,6 +19,7 @@ from flowgrad.custom_op import caption as custom_caption, forward_ids
 from flowgrad.loops.loop_op import is_loop, is_loop_result
 from .loops import emit_bodies
 from flowgrad.graph import Graph, Node, same_graph
+from flowgrad.errors import UsageError
 
 from . import labels as L
 from .local import edge_terms
@@ -162,11 +163,26 @@ def _inherited(trace) -> set:
         any(x.id in bad for x in trace.graph.node(i).inputs))}
 
 
-def _limit(scene, ids, depth, max_nodes):
+def _check_limits(depth, max_nodes) -> None:
+    """Refuse a ``depth`` that is not an int >= 0 or a ``max_nodes`` that is not an int
+    >= 1 (either may be None): a cut to less than one node would draw nothing."""
+    for name, value, least in (("depth", depth, 0), ("max_nodes", max_nodes, 1)):
+        if value is None:
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+                or value < least:
+            kind = "a non-negative int" if least == 0 else "an int >= 1"
+            raise UsageError(f"fg.viz.draw: {name} must be {kind} or None, got {value!r}")
+
+
+def _limit(scene, ids, depth, max_nodes, path=None):
     """The nodes within ``depth`` edges of the roots, at most ``max_nodes`` of them,
-    nearest first (a breadth-first walk up the inputs)."""
+    nearest first (a breadth-first walk up the inputs). For a NumericsError's ``path``
+    the walk starts at the culprit instead and goes along the path both ways."""
     if depth is None and max_nodes is None:
         return ids
+    if path is not None:
+        return path.nearest(ids, depth, max_nodes)
     allowed = set(ids)
     starts = [r.id for r in scene.roots] + [a.id for a in scene.adjoint_of.values()
                                             if a.id in allowed]
@@ -536,7 +552,12 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     - ``collapse``: scopes drawn as one box — True (every top-level scope), an int (every
       scope at that depth), or scope paths like ``"mlp/layer1"``.
     - ``depth`` / ``max_nodes``: draw only the nodes within ``depth`` edges of the outputs,
-      at most ``max_nodes`` of them; hidden inputs show as "⋯".
+      at most ``max_nodes`` of them, nearest first; hidden inputs show as "⋯". For a
+      NumericsError the distance is counted from the culprit along the drawn path (either
+      way: up to its cause, down to a ``where`` the explanation names): ``depth=0`` draws
+      the culprit alone, ``depth=1`` adds its neighbours on the path, and so on; the cause
+      is drawn when it lies within ``depth``. ``depth`` is an int >= 0, ``max_nodes`` an
+      int >= 1 (else a ``UsageError``).
     - ``rankdir``: layout direction, "TB", "LR", "BT" or "RL".
     - ``precision`` significant digits; arrays with more than ``max_elems`` entries are
       summarised (mean, min/max, norm).
@@ -545,6 +566,7 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
       with that iteration's values and adjoints: backpropagation through time as in the
       textbook (at most 12 iterations a loop, else an ``UnrollError``; viz/unroll.py).
     """
+    _check_limits(depth, max_nodes)
     path, what, highlight, captions, _only = _subject(what, highlight, _only)
     if unroll:   # issue 20: the trace with every loop written out (viz/unroll.py)
         from .unroll import unrolled_view
@@ -558,7 +580,7 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
     forward = [i for i in scene.forward
                if i not in hidden and (_only is None or i in _only)]
     candidates = sorted(set(forward) | set(scene.backward))
-    ids = _limit(scene, candidates, depth, max_nodes)
+    ids = _limit(scene, candidates, depth, max_nodes, path)
     derivative = set(scene.backward)
     dot = Drawing(name="flowgrad", graph_attr={
         "rankdir": rankdir, "fontname": L.FONT, "nodesep": "0.25", "ranksep": "0.35"},
