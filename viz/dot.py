@@ -551,13 +551,10 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
       in its label instead ("0.5 ·", "pow(·, 2)").
     - ``collapse``: scopes drawn as one box — True (every top-level scope), an int (every
       scope at that depth), or scope paths like ``"mlp/layer1"``.
-    - ``depth`` / ``max_nodes``: draw only the nodes within ``depth`` edges of the outputs,
-      at most ``max_nodes`` of them, nearest first; hidden inputs show as "⋯". For a
-      NumericsError the distance is counted from the culprit along the drawn path (either
-      way: up to its cause, down to a ``where`` the explanation names): ``depth=0`` draws
-      the culprit alone, ``depth=1`` adds its neighbours on the path, and so on; the cause
-      is drawn when it lies within ``depth``. ``depth`` is an int >= 0, ``max_nodes`` an
-      int >= 1 (else a ``UsageError``).
+    - ``depth`` (an int >= 0) / ``max_nodes`` (>= 1): only the nodes within ``depth``
+      edges of the outputs — of the culprit, along the drawn path, for a NumericsError
+      (``depth=0``: the culprit alone) — at most ``max_nodes``, nearest first; hidden
+      inputs show as "⋯".
     - ``rankdir``: layout direction, "TB", "LR", "BT" or "RL".
     - ``precision`` significant digits; arrays with more than ``max_elems`` entries are
       summarised (mean, min/max, norm).
