@@ -556,8 +556,7 @@ def draw(what, *, loss=None, wrt=None, edge_labels="auto", backward=False, colla
       (``depth=0``: the culprit alone) — at most ``max_nodes``, nearest first; hidden
       inputs show as "⋯".
     - ``rankdir``: layout direction, "TB", "LR", "BT" or "RL".
-    - ``precision`` significant digits; arrays with more than ``max_elems`` entries are
-      summarised (mean, min/max, norm).
+    - ``precision`` significant digits; arrays over ``max_elems`` entries are summarised.
     - ``highlight``: {node: colour} to paint particular nodes (a culprit red, say).
     - ``unroll=True`` (a trace): each loop drawn as one copy of its body per iteration,
       with that iteration's values and adjoints: backpropagation through time as in the
