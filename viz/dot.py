@@ -360,9 +360,9 @@ def _group_box_attrs(scene, unit, members, users, opts):
         adj = [f"{n}: {L.one_line(a, p, m)}" for n, a in zip(names, adjoints) if a is not None]
         rows = []
         if val:
-            rows.append(L._row(val, cell_id=f"{_key(unit)}_val" if opts["cell_ids"] else None))
+            rows.append(L.text_row(val, cell_id=f"{_key(unit)}_val" if opts["cell_ids"] else None))
         if adj:
-            rows.append(L._row(["v̄ " + a for a in adj], bgcolor=L.COLOURS["adjoint_row"],
+            rows.append(L.text_row(["v̄ " + a for a in adj], bgcolor=L.COLOURS["adjoint_row"],
                                cell_id=f"{_key(unit)}_adj" if opts["cell_ids"] else None))
     small = " · ".join([" ".join(detail)] + marks if detail else marks)
     head = L.header_row(label, small, colour)

@@ -221,7 +221,7 @@ def drawn_local(child, argnum, names, ans):
 
 # -- node labels ------------------------------------------------------------------------------
 
-def _row(text_lines, *, bgcolor=None, cell_id=None, size=None) -> str:
+def text_row(text_lines, *, bgcolor=None, cell_id=None, size=None) -> str:
     """One table row; ``cell_id`` (walkthrough only) tags the cell in the SVG."""
     attrs = ' ALIGN="LEFT" BALIGN="LEFT" BORDER="1" SIDES="T"'
     if bgcolor:
@@ -282,12 +282,12 @@ def value_rows(key, value, adjoint, precision, max_elems, cell_ids) -> list:
     cells for the walkthrough."""
     rows = []
     if value is not None:
-        rows.append(_row(fmt_value(value, precision, max_elems),
+        rows.append(text_row(fmt_value(value, precision, max_elems),
                          cell_id=f"{key}_val" if cell_ids else None))
     if adjoint is not None:
-        rows.append(_row(["v̄ " + line for line in fmt_value(adjoint, precision, max_elems)],
-                         bgcolor=COLOURS["adjoint_row"],
-                         cell_id=f"{key}_adj" if cell_ids else None))
+        rows.append(text_row(["v̄ " + line for line in fmt_value(adjoint, precision, max_elems)],
+                             bgcolor=COLOURS["adjoint_row"],
+                             cell_id=f"{key}_adj" if cell_ids else None))
     return rows
 
 
