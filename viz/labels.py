@@ -283,7 +283,7 @@ def value_rows(key, value, adjoint, precision, max_elems, cell_ids) -> list:
     rows = []
     if value is not None:
         rows.append(text_row(fmt_value(value, precision, max_elems),
-                         cell_id=f"{key}_val" if cell_ids else None))
+                             cell_id=f"{key}_val" if cell_ids else None))
     if adjoint is not None:
         rows.append(text_row(["v̄ " + line for line in fmt_value(adjoint, precision, max_elems)],
                              bgcolor=COLOURS["adjoint_row"],
