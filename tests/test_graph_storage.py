@@ -300,6 +300,43 @@ def test_threads_building_and_reading_the_adjacency_agree_with_the_inputs():
     assert len(set(names)) == len(names) and all(g.by_name(m) is n for m, n in zip(names, g.nodes))
 
 
+def test_each_node_keeps_its_own_line_when_threads_interleave_their_building():
+    """issue 19: the graph keeps the user's line once a run of nodes built from one line;
+    threads building from different lines at once interleave their runs, and every node
+    still reads the line that built it."""
+    import threading
+    with fg.Graph() as g:
+        x = fg.placeholder("x")
+    lines, built = {}, {}
+    start = threading.Barrier(3)
+
+    def build(k):
+        with g:
+            start.wait()
+            mine = []
+            for _ in range(3000):
+                if k == 0:
+                    mine.append(fg.sin(x)); lines[0] = inspect.currentframe().f_lineno
+                elif k == 1:
+                    mine.append(fg.cos(x)); lines[1] = inspect.currentframe().f_lineno
+                else:
+                    mine.append(fg.exp(x)); lines[2] = inspect.currentframe().f_lineno
+            built[k] = mine
+
+    threads = [threading.Thread(target=build, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, op in enumerate((fg.sin, fg.cos, fg.exp)):
+        assert len(built[k]) == 3000 and all(n.op is op for n in built[k])
+        assert {n.site for n in built[k]} == {(__file__, lines[k])}
+        assert {n.where for n in built[k]} == {f"{__file__}:{lines[k]}"}
+    assert x.site is not None and g.site_of(x.id) == x.site
+    with pytest.raises(IndexError):
+        g.site_of(len(g))
+
+
 def test_save_and_load_round_trip_every_stored_attribute(tmp_path):
     with fg.Graph() as g:
         x = fg.placeholder("x", shape=(2, 3))
