@@ -137,9 +137,32 @@ def _make_kernels(steps, xp) -> list:
         ops, attrs = [s.op for s in steps], [s.attrs for s in steps]
     made = {op: op.kernel(xp, {}) for op in set(ops) if type(op) is Op}
     if len(made) == len(set(ops)) and not any(attrs):
+        if isinstance(steps, FlatSteps):   # one kernel an op, looked up as steps are read
+            return KernelsByOp(made, ops)
         return list(map(made.__getitem__, ops))
     return [made[op] if not at and type(op) is Op else op.kernel(xp, at)
             for op, at in zip(ops, attrs)]
+
+
+class KernelsByOp(Sequence):
+    """A large plan's kernels when each op has one (no attrs): ``made[op]`` of each step,
+    read on demand (iteration is a C-level map), not a list of 8 bytes a step."""
+
+    __slots__ = ("made", "ops")
+
+    def __init__(self, made, ops):
+        self.made, self.ops = made, ops
+
+    def __len__(self):
+        return len(self.ops)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self.made[op] for op in self.ops[k]]
+        return self.made[self.ops[k]]
+
+    def __iter__(self):
+        return map(self.made.__getitem__, self.ops)
 
 
 class LazySteps(Sequence):
