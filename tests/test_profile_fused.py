@@ -181,3 +181,39 @@ def test_interpreter_and_dask_programs_time_no_kernel(g, spy):
     p = fg.compile(y, backend="dask").profile(x=X, repeat=1)
     assert all(grp.fused_seconds is None for grp in p.groups) and not spy
     np.testing.assert_allclose(p.result, _where_chain_np(X), rtol=1e-15)
+
+
+def test_region_with_a_0d_operand_gets_it_as_a_number(g, spy):
+    _needs_numba()
+    x = fg.placeholder("x", (2048,))
+    c = fg.placeholder("c", ())
+    y = fg.where(x > c, x * c, x - c)
+    prog = fg.compile(y)
+    X, C = np.linspace(-3, 3, 2048), np.float64(0.75)
+    prog(x=X, c=C)
+    prog(x=X, c=C)
+    (grp,) = prog.profile(x=X, c=C, repeat=2).groups
+    assert grp.fused_seconds is not None
+    (fn, args, outs, _), = spy
+    assert type(args[1]) is float and args[1] == 0.75      # as the generated code passes it
+    np.testing.assert_array_equal(outs[0], np.where(X > C, X * C, X - C))
+    np.testing.assert_array_equal(outs[0], fg.compile(y, codegen=False)(x=X, c=C))
+
+
+def test_a_kernel_that_raises_leaves_the_profile_whole(g, monkeypatch):
+    _needs_numba()
+
+    def refusing(fn, args, repeat, overhead):
+        raise TypeError("no matching definition")
+    monkeypatch.setattr(fused_timing, "time_kernel", refusing)
+    x = fg.placeholder("x", (1000,))
+    y = _where_chain(x)
+    prog = fg.compile(y)
+    X = np.linspace(-1, 1, 1000)
+    prog(x=X)
+    prog(x=X)
+    p = prog.profile(x=X, repeat=1)
+    (grp,) = p.groups
+    assert grp.fused_seconds is None and "refused" in grp.fused_note
+    assert len(p.rows) == 30 and grp.seconds > 0
+    np.testing.assert_array_equal(p.result, _where_chain_np(X))

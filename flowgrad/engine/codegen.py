@@ -79,7 +79,8 @@ class Generated:
     def fused_parts(self) -> "FusedParts":
         """What the array function runs as one kernel, and the kernels it calls (the
         profiler times them: flowgrad/engine/fused_timing.py)."""
-        self.array_fn
+        if self._array_fn is None:
+            self._compile()
         return self._fused
 
 

@@ -166,13 +166,15 @@ class GroupTimer:
                 self.held.pop(s, None)
 
     def _time(self, kern) -> FusedTime:
-        got = kern.call(self.held)
-        if isinstance(got, str):
-            return FusedTime(None, got)
-        fn, args = got
+        # never raises: this runs inside the profiled call's step loop, which would blame
+        # the group's last node for it (a kernel that refuses the values is also what
+        # makes the generated code run a region's steps instead)
         try:
-            seconds, _ = time_kernel(fn, args, self.repeat, self.overhead)
-        except Exception as exc:       # the generated code then runs the steps (regions)
+            got = kern.call(self.held)
+            if isinstance(got, str):
+                return FusedTime(None, got)
+            seconds, _ = time_kernel(*got, self.repeat, self.overhead)
+        except Exception as exc:
             return FusedTime(None, f"its kernel refused these values ({exc!r:.120})")
         return FusedTime(seconds)
 
