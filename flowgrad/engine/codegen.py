@@ -72,8 +72,26 @@ class Generated:
         return self._array_fn
 
     def _compile(self):
-        self._array_fn, self.lines, self.source = _array_function(self.plan, self.backend,
-                                                                  self._consts)
+        w = _ArrayWriter(self.plan, self.backend, self._consts)
+        self._array_fn, self.lines, self.source = w.write()
+        self._fused = FusedParts(w.regions, w.chains, w.lazy, w.ns)
+
+    def fused_parts(self) -> "FusedParts":
+        """What the array function runs as one kernel, and the kernels it calls (the
+        profiler times them: flowgrad/engine/fused_timing.py)."""
+        if self._array_fn is None:
+            self._compile()
+        return self._fused
+
+
+class FusedParts:
+    """The fused kernels of one array function: ``regions`` {last step: Region},
+    ``chains`` {root step: Chain}, ``lazy`` {last step: the region's LazyKernel} and
+    ``ns``, the function's globals as it sees them now (``r<k>`` a region's loop —
+    its LazyKernel until compiled —, ``f<k>`` a chain's kernel)."""
+
+    def __init__(self, regions, chains, lazy, ns):
+        self.regions, self.chains, self.lazy, self.ns = regions, chains, lazy, ns
 
 
 def _literal(v):
@@ -104,21 +122,6 @@ def generate(prog):
     return Generated(prog.plan, prog.backend, consts, build_scalar(prog, consts))
 
 
-def fused_groups(plan, backend) -> list:
-    """``[(kind, step indices)]``: what the array function for ``plan`` on ``backend``
-    runs as one kernel (numba regions, numexpr or cupy chains), found as ``write`` finds
-    them (nothing compiled). The profiler reports them (flowgrad/profile.py)."""
-    w = _ArrayWriter(plan, backend, constants(plan))
-    chain = "numexpr chain" if backend.fusion == "numexpr" else "fused chain"
-    return [("numba region", tuple(rg.steps)) for rg in w.regions.values()] + \
-        [(chain, tuple(ch.steps)) for ch in w.chains.values()]
-
-
-def _array_function(plan, backend, consts):
-    """(the plan's array function, its line → step map, its source)."""
-    return _ArrayWriter(plan, backend, consts).write()
-
-
 class _ArrayWriter:
     """Writes one plan's array function: first what fuses (regions, chains, shared and
     paired steps, numpy-specialised kernels) and the frees that follow from it, then
@@ -130,7 +133,7 @@ class _ArrayWriter:
         self.plan, self.consts = plan, consts
         self.ns = {name: plan.consts[s] for s, name in consts.items() if name.startswith("c")}
         self.steps, self.kernels = plan.made_steps(), plan.kernels(backend.xp)
-        self.body, self.lines = [], {}
+        self.body, self.lines, self.lazy = [], {}, {}
         self.regions = _regions(plan, backend)
         self.lean, shared, pairs = _lean_kernels(plan, backend)
         in_region = {k for rg in self.regions.values() for k in rg.steps}
@@ -219,8 +222,8 @@ class _ArrayWriter:
             if k in self.member:
                 continue               # computed inside its chain's or region's kernel
             if k in self.regions:
-                _emit_region(plan, self.regions[k], self.ns, body, self.lines, self.FIRST,
-                             self.ref, self.step_line, self.dels)
+                self.lazy[k] = _emit_region(plan, self.regions[k], self.ns, body, self.lines,
+                                            self.FIRST, self.ref, self.step_line, self.dels)
             elif k in self.chains:
                 self.emit_chain(k, step)
             else:
@@ -243,13 +246,19 @@ def _size_test(plan, operands, ref):
     """Whether a numpy chain runs through numexpr: True or False when its operands'
     shapes are static, else the source of a run-time test on the operand most likely
     to be large (the one with the most run-time lengths, then the most axes)."""
+    big = big_operand(plan, operands)
+    return big if type(big) is bool else f"{ref(big)}.size >= {_fusion.NUMEXPR_MIN}"
+
+
+def big_operand(plan, operands):
+    """Whether a numpy chain over ``operands`` (slots) runs through numexpr: True or
+    False when their shapes are static, else the slot whose size decides, per call."""
     data, kept = node_table(plan.graph), plan.slots
     shapes = {s: data[kept[s]].shape for s in operands}
     if all(None not in sh for sh in shapes.values()):
         sizes = [int(np.prod(sh)) for sh in shapes.values()]
         return max(sizes) >= _fusion.NUMEXPR_MIN
-    s = max(operands, key=lambda s: (shapes[s].count(None), len(shapes[s])))
-    return f"{ref(s)}.size >= {_fusion.NUMEXPR_MIN}"
+    return max(operands, key=lambda s: (shapes[s].count(None), len(shapes[s])))
 
 
 def _lean_kernels(plan, backend):
@@ -340,7 +349,8 @@ def _emit_region(plan, rg, ns, body, lines, first, ref, step_line, dels):
     the arguments' types (say a non-native byte order): those calls run the steps' numpy
     kernels (``e<k>``), whose errors name the failing step (regions.evaluate). With
     run-time lengths, a shape test per call guards the loop; when it fails (operands
-    that broadcast, or fewer than MIN_SIZE entries) the plain steps run, inline."""
+    that broadcast, or fewer than MIN_SIZE entries) the plain steps run, inline.
+    Returns the LazyKernel."""
     from . import regions as _rg
     k = rg.steps[-1]
     lazy = _rg.LazyKernel(plan, rg, ns, f"r{k}")
@@ -355,7 +365,7 @@ def _emit_region(plan, rg, ns, body, lines, first, ref, step_line, dels):
         for line in call:
             lines[first + len(body)] = k
             body.append(line)
-        return
+        return lazy
     full = args[:rg.n_full]
     same = " == ".join(f"{a}.shape" for a in full) + " and " if len(full) > 1 else ""
     lines[first + len(body)] = k
@@ -368,6 +378,7 @@ def _emit_region(plan, rg, ns, body, lines, first, ref, step_line, dels):
         step_line(kk, "    ")
     steps = plan.made_steps()
     dels([steps[kk].out for kk in rg.steps if steps[kk].out not in rg.exports], "    ")
+    return lazy
 
 
 def _hashable(fn):

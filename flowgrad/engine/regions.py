@@ -374,6 +374,15 @@ class LazyKernel:
     def fallback(self, *args):
         return evaluate(self.plan, self.region, args)
 
+    def compiled(self):
+        """The compiled loop the next call would install, when this process has it
+        (another program's call may have compiled the same source), else None. Counts no
+        call and compiles nothing (the profiler asks: flowgrad/engine/fused_timing.py)."""
+        if self.error is not None or not _compiled_already(self.region.source):
+            return None
+        from . import region_kernels
+        return region_kernels.get_kernel(self.region.source, self.region.key)
+
     def __call__(self, *args):
         self.calls += 1
         if self.calls <= WARM_CALLS and not _compiled_already(self.region.source):

@@ -18,7 +18,8 @@ so the per-node times sum to slightly less than the wall time; the tests hold th
 within 20 % of it, on a matmul-heavy graph and on the 2000-step chain.
 
 ``watch(k, value)``, when given, is called after step ``k`` outside the timed span
-(the dask report uses it to learn which dask layers each step created).
+(the dask report uses it to learn which dask layers each step created; on the warm-up
+call, flowgrad/engine/fused_timing.py takes the fused kernels' operands from it).
 """
 from __future__ import annotations
 
