@@ -116,3 +116,19 @@ def test_scatter_add_out_of_range_on_dask_names_the_adjoint_node(backend):
 
 def test_guard_outside_a_step_is_the_function_itself():
     assert guard(len) is len                   # no step is being built: nothing to name
+
+
+@pytest.mark.parametrize("backend", DASKS)
+def test_a_lazy_failure_computed_by_a_later_kernel_names_its_own_node(backend):
+    """An Embedding's index check computes its input now (on dask too): the one_hot
+    refusal that computing raises is still one_hot's RunError, as on numpy, never
+    reported as the index check's own failure."""
+    with fg.Graph():
+        lab = fg.placeholder("lab", (3,), "int64")
+        y = fg.nn.Embedding(4, 2, seed=0)(fg.argmax(fg.one_hot(lab, 4), axis=-1))
+        feed = {lab: np.array([0, 1, 4])}
+        want = _failure("numpy", y, feed)
+        got = _failure(backend, y, feed)
+    assert type(got) is type(want) and isinstance(got, fg.FeedError)
+    assert got.node.name == want.node.name == "one_hot_1"
+    assert _head(got).split("got values")[0] == _head(want).split("got values")[0]

@@ -13,7 +13,10 @@ step has run and outside any executor. So that such a failure is the same RunErr
 * a kernel wraps the function it hands to the task graph with ``guard``: called later
   (on any thread, or in the caller's ``compute``), the function's exception is raised
   as ``run_error(node, exc, ...)``, the report the numpy backend gives (same class,
-  same message, the original as ``__cause__``).
+  same message, the original as ``__cause__``);
+* a later kernel that computes such a task now (an input it must read on the host)
+  lets that RunError through unwrapped (``reported``: executors/base.py), so the
+  error names the step that failed, as numpy's does.
 
 A guarded function pickles as the bare function (a node does not travel to another
 process): under a scheduler in other processes its failure is the bare exception.
@@ -23,7 +26,7 @@ from __future__ import annotations
 import functools
 import threading
 
-__all__ = ["naming", "guard", "building"]
+__all__ = ["naming", "guard", "building", "reported"]
 
 _STATE = threading.local()
 
@@ -68,6 +71,13 @@ def guard(fn, inputs=False):
     return _Guarded(fn, step, bool(inputs))
 
 
+def reported(exc) -> bool:
+    """Whether ``exc`` is a guarded task's RunError: it names the step that failed
+    already. A later kernel that computes its inputs now (dask) passes it on as it is,
+    as numpy would have stopped at that step, never wraps it as its own failure."""
+    return getattr(exc, "lazy_step", None) is not None
+
+
 def _bare(fn):
     return fn
 
@@ -91,7 +101,9 @@ class _Guarded:
             graph, nid = self.step
             node = graph.node(nid)
             values = list(args) if self.inputs else [None] * len(node.inputs)
-            raise run_error(node, exc, values) from exc
+            err = run_error(node, exc, values)
+            err.lazy_step = nid
+            raise err from exc
 
     def __reduce__(self):
         return _bare, (self.fn,)
