@@ -263,9 +263,9 @@ def _scatter_add_on_host(xp, out, key, g):
     on host values and hand the result back as the namespace's array. On a lazy
     backend it is one task of its graph (``Backend.task``: nothing computed now, a
     failure named as numpy names it); else on values materialised now."""
-    from flowgrad.backends import backend_of, to_numpy
-    backend = backend_of(xp)
-    if backend.lazy_tasks:
+    from flowgrad.backends import to_numpy
+    backend = _lazy_backend(xp)
+    if backend is not None:
         where = [k for k, v in enumerate(key) if hasattr(v, "shape")]
         plain = tuple(None if k in where else v for k, v in enumerate(key))
         fn = functools.partial(_add_at, plain, where, tuple(out.shape), out.dtype)
@@ -275,6 +275,18 @@ def _scatter_add_on_host(xp, out, key, g):
     np.add.at(host, tuple(to_numpy(k) if hasattr(k, "shape") else k for k in key)
               if isinstance(key, tuple) else to_numpy(key), to_numpy(g))
     return xp.asarray(host)
+
+
+def _lazy_backend(xp):
+    """The backend computing with ``xp`` if its values are lazy task graphs, else None
+    (a namespace of no backend included)."""
+    from flowgrad.backends import backend_of
+    from flowgrad.errors import BackendError
+    try:
+        backend = backend_of(xp)
+    except BackendError:
+        return None
+    return backend if backend.lazy_tasks else None
 
 
 def _add_at(key, where, shape, dtype, g, *arrays):
