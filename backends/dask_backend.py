@@ -23,6 +23,9 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
   (same values, same dtypes, bit for bit); each result is a one-chunk dask array.
   Under a scheduler in other processes (``dask.distributed``), a loop runs in the
   calling process instead, on its inputs computed by the cluster.
+* **errors**: a task that fails when dask computes it (a loop's ``max_iters``, a label
+  or index out of range checked block by block) raises the numpy backend's
+  ``fg.RunError``, naming the node and the user's line (flowgrad/engine/lazy_errors.py).
 * **ops dask lacks** (``det``, ``logdet``, ``eigvalsh`` … — ``dask.array.linalg`` has no
   determinant or eigensolver) raise ``fg.BackendError`` naming the op at compile time.
 """
@@ -93,7 +96,7 @@ class DaskBackend(Backend):
         computed, all in one pass: an optimizer's new values and state, which are small."""
         return _arrays(self._dask.compute(tree)[0])
 
-    def task(self, fn, args, shapes, dtypes) -> list:
+    def task(self, fn, args, shapes, dtypes, inputs=False) -> list:
         """``fn(*args)`` as ONE task of the dask graph. ``args``' dask arrays reach it as
         numpy arrays (their chunks concatenated: a loop reads its inputs whole), other
         values as they are. ``fn`` returns one array (or None) per entry of ``shapes``;
@@ -107,7 +110,11 @@ class DaskBackend(Backend):
         count; a dask array must know its shape before it is computed), or the active
         scheduler sends tasks to other processes (a ``dask.distributed`` cluster, the
         "processes" scheduler), which ``fn`` cannot travel to (a loop's traced bodies
-        and compiled programs do not pickle)."""
+        and compiled programs do not pickle).
+
+        A task that fails when computed raises the RunError the numpy backend raises for
+        the step whose kernel made it (its node and line: flowgrad/engine/lazy_errors.py);
+        ``inputs``: ``args`` are that step's input values, which the report summarizes."""
         n = len(shapes)
         if n == 0:
             return []
@@ -117,7 +124,8 @@ class DaskBackend(Backend):
             parts = [self._dask.delayed(v, pure=False) for v in done]   # handed out as is
             shapes = [s if s is None else np.shape(v) for s, v in zip(shapes, done)]
         else:
-            parts = self._dask.delayed(fn, nout=n, pure=False)(*args)
+            from flowgrad.engine.lazy_errors import guard
+            parts = self._dask.delayed(guard(fn, inputs), nout=n, pure=False)(*args)
         return [None if s is None else
                 self.xp.from_delayed(p, s, dtype=t, meta=np.empty((0,) * len(s), t))
                 for p, s, t in zip(parts, shapes, dtypes)]

@@ -14,9 +14,12 @@ linear too, and its reverse rule is getitem again, so every order works.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .base import Op, apply, as_node, broadcast_shapes, shape_error
+from flowgrad.engine.lazy_errors import guard
 from flowgrad.graph import Node
 
 _CONSUMING = ("i", "s", "a", "t")   # items that consume one axis of x
@@ -179,7 +182,63 @@ def _is_advanced(items):
 
 
 def _getitem_forward(xp, x, *tensors, index):
-    return x[_key(xp, index, tensors)]
+    key = _key(xp, index, tensors)
+    if xp is not np:
+        key = _bounds_checked(x, index, key)
+        p = _lone_array(index, key)
+        if p is not None:
+            return _gather_flat(xp, x, key, p)
+    return x[key]
+
+
+def _bounds_checked(x, items, key):
+    """``key`` with each lazy index array (dask: the index a node gives) checked, block
+    by block when it is computed, for numpy's IndexError: dask's gather takes an index
+    outside the axis for another row without a word."""
+    key = list(key)
+    ndim, used = len(x.shape), sum(1 for it in items if it[0] in _CONSUMING)
+    axis = 0
+    for k, it in enumerate(items):
+        if it[0] == "e":
+            axis += ndim - used
+            continue
+        lazy = hasattr(key[k], "map_blocks") and hasattr(key[k], "compute")
+        if it[0] == "t" and lazy and isinstance(x.shape[axis], (int, np.integer)):
+            key[k] = key[k].map_blocks(guard(_in_bounds), axis, int(x.shape[axis]),
+                                       dtype=key[k].dtype)
+        axis += it[0] in _CONSUMING
+    return tuple(key)
+
+
+def _in_bounds(block, axis, size):
+    """``block`` of an index along ``axis`` of length ``size``; numpy's IndexError (the
+    first bad entry in C order) for an entry outside [-size, size)."""
+    bad = (block < -size) | (block >= size)
+    if bad.any():
+        value = int(block.reshape(-1)[int(np.argmax(bad.reshape(-1)))])
+        raise IndexError(f"index {value} is out of bounds for axis {axis} with size {size}")
+    return block
+
+
+def _lone_array(items, key):
+    """The position of the one integer array of an index whose other items are all
+    slices, where that array is not 1-d; else None."""
+    arrays = [k for k, it in enumerate(items) if it[0] in ("a", "t")]
+    if len(arrays) != 1 or any(it[0] != "s" for it in items if it[0] not in ("a", "t")):
+        return None
+    p = arrays[0]
+    return p if key[p].ndim != 1 else None
+
+
+def _gather_flat(xp, x, key, p):
+    """``x[key]`` through a 1-d index: the array at ``key[p]`` flattened, the gather,
+    then its axis ``p`` reshaped to the index's shape. Numpy's answer on namespaces
+    whose indexers must be 1-d (dask.array), lazily; only slices precede ``p``, so the
+    gathered axis stands at ``p``."""
+    idx = key[p]
+    got = x[key[:p] + (xp.reshape(idx, (-1,)),) + key[p + 1:]]
+    shape = tuple(got.shape)
+    return xp.reshape(got, shape[:p] + tuple(idx.shape) + shape[p + 1:])
 
 
 def _scatter_forward(xp, g, x, *tensors, index):
@@ -201,13 +260,44 @@ def _scatter_forward(xp, g, x, *tensors, index):
 
 def _scatter_add_on_host(xp, out, key, g):
     """For namespaces without a scatter-add (dask.array): do this one step in numpy
-    on materialised values and hand the result back as the namespace's array."""
-    import numpy as np
+    on host values and hand the result back as the namespace's array. On a lazy
+    backend it is one task of its graph (``Backend.task``: nothing computed now, a
+    failure named as numpy names it); else on values materialised now."""
     from flowgrad.backends import to_numpy
+    backend = _lazy_backend(xp)
+    if backend is not None:
+        where = [k for k, v in enumerate(key) if hasattr(v, "shape")]
+        plain = tuple(None if k in where else v for k, v in enumerate(key))
+        fn = functools.partial(_add_at, plain, where, tuple(out.shape), out.dtype)
+        return backend.task(fn, [g] + [key[k] for k in where], [tuple(out.shape)],
+                            [out.dtype])[0]
     host = to_numpy(out).copy()
     np.add.at(host, tuple(to_numpy(k) if hasattr(k, "shape") else k for k in key)
               if isinstance(key, tuple) else to_numpy(key), to_numpy(g))
     return xp.asarray(host)
+
+
+def _lazy_backend(xp):
+    """The backend computing with ``xp`` if its values are lazy task graphs, else None
+    (a namespace of no backend included)."""
+    from flowgrad.backends import backend_of
+    from flowgrad.errors import BackendError
+    try:
+        backend = backend_of(xp)
+    except BackendError:
+        return None
+    return backend if backend.lazy_tasks else None
+
+
+def _add_at(key, where, shape, dtype, g, *arrays):
+    """The task of ``_scatter_add_on_host``: (zeros of ``shape`` with ``g`` added at
+    ``key``,), whose items at ``where`` are ``arrays`` (host values of the index arrays)."""
+    key = list(key)
+    for k, a in zip(where, arrays):
+        key[k] = np.asarray(a)
+    out = np.zeros(shape, dtype)
+    np.add.at(out, tuple(key), np.asarray(g))
+    return (out,)                     # Backend.task: one value per result
 
 
 # -- rules ----------------------------------------------------------------------------

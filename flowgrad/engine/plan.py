@@ -112,7 +112,11 @@ class Plan:
         op without attrs shares one kernel object: ``Op.kernel``)."""
         got = self._kernels.get(id(xp))
         if got is None:
-            got = self._kernels[id(xp)] = _make_kernels(self.made_steps(), xp)
+            got = _make_kernels(self.made_steps(), xp)
+            if _lazy(xp):   # a task's failure names its step, later (lazy_errors.py)
+                from .lazy_errors import naming
+                got = naming(self, got)
+            self._kernels[id(xp)] = got
         return got
 
     def step_of_slot(self, out) -> int:
@@ -127,6 +131,18 @@ class Plan:
 
     def __str__(self):
         return format_plan(self)
+
+
+def _lazy(xp) -> bool:
+    """Whether ``xp`` is a lazy backend's namespace (``Backend.lazy_tasks``: dask)."""
+    import numpy as np
+    if xp is np:
+        return False
+    from ..backends import backend_of
+    try:
+        return bool(backend_of(xp).lazy_tasks)
+    except FlowgradError:      # a namespace no backend computes with: not lazy
+        return False
 
 
 def _make_kernels(steps, xp) -> list:

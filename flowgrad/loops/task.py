@@ -39,7 +39,8 @@ def run_as_task(spec, backend, vals, runner) -> tuple:
     shapes = result_shapes(spec, vals)
     # detect_anomaly is the building thread's; the task runs on one of dask's threads
     fn = functools.partial(run_on_host, spec, runner, shapes, anomaly_enabled())
-    return tuple(backend.task(fn, list(vals), shapes, spec.out_dtypes))
+    # inputs=True: vals are the loop node's inputs (a failure's report summarizes them)
+    return tuple(backend.task(fn, list(vals), shapes, spec.out_dtypes, inputs=True))
 
 
 def _known(n) -> bool:

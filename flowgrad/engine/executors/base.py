@@ -40,6 +40,9 @@ def raise_step_error(plan, k, exc, vals=None):
     """Raise a RunError for ``exc``, raised by step ``k``'s kernel; ``vals`` (the slot
     values when it failed) give its inputs' shapes and dtypes in the message."""
     from ...diagnose import run_error
+    from ..lazy_errors import reported
+    if reported(exc):       # an earlier step's lazy task, computed by this kernel
+        raise exc
     st = plan.steps[k]
     node = plan.graph.node(st.node)
     ins = [vals[i] for i in st.ins] if vals is not None else [None] * len(node.inputs)
