@@ -9,10 +9,11 @@ import numpy as np
 
 def sgd_function(bound):
     """SGD's step after the program has run, written out for one binding (numpy only):
-    ``sgd(opt, outs, lr)`` -> what ``step`` returns. It computes every ``w − lr·g`` —
-    0-d float64 variables on Python floats, the same bits as on arrays, with numpy's
-    value and warning where the result is not finite — then writes them all and counts
-    the step, or, if interrupted while writing, puts the old values back. The generic loop (``_new_values``) does the
+    ``sgd(opt, outs, lr, pending=None)`` -> what ``step`` returns. It computes every
+    ``w − lr·g`` — 0-d float64 variables on Python floats, the same bits as on arrays,
+    with numpy's value and warning where the result is not finite — then writes them
+    all, counts the step and writes ``pending`` (the run's prepared state updates), or,
+    if interrupted while writing, puts the old values back. The generic loop (``_new_values``) does the
     same through ``SGD._update``; this is that loop unrolled, without its calls."""
     ns = {"ndarray": np.ndarray, "asarray": bound.asarray, "array": np.array}
     body, commit, undo = [], [], []
@@ -36,10 +37,14 @@ def sgd_function(bound):
         undo.append(f"    D{k}['value'] = o{k}")
     n = len(bound.dicts)
     body = ["if type(outs) is not list:", "    outs = [outs]"] + body
-    body += ["t = opt.iterations + 1", "try:"] + commit + ["    opt.iterations = t",
-             "except BaseException:"] + undo + ["    opt.iterations = t - 1", "    raise",
-             f"return outs[0] if len(outs) == {n + 1} else [outs[0], *outs[{n + 1}:]]"]
-    src = "def sgd(opt, outs, lr):\n" + "".join(f"    {line}\n" for line in body)
+    # the run's declared state updates (a prepared state.Pending) are written inside
+    # the same commit, and undone with it
+    body += ["t = opt.iterations + 1", "try:"] + commit + [
+        "    opt.iterations = t", "    if pending is not None:", "        pending.write()",
+        "except BaseException:", "    if pending is not None:", "        pending.undo()"] + \
+        undo + ["    opt.iterations = t - 1", "    raise",
+                f"return outs[0] if len(outs) == {n + 1} else [outs[0], *outs[{n + 1}:]]"]
+    src = "def sgd(opt, outs, lr, pending=None):\n" + "".join(f"    {line}\n" for line in body)
     exec(compile(src, "<flowgrad SGD step>", "exec"), ns)
     ns["sgd"].source = src
     return ns["sgd"]
