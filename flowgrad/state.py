@@ -44,7 +44,8 @@ from .graph import Node
 from .leaves import check_variable_value, variable
 
 __all__ = ["Update", "Pending", "state_variable", "mark_state", "is_state",
-           "declare_update", "declared", "updates_for", "Committing", "commit_lock"]
+           "declare_update", "declared", "updates_for", "Committing", "commit_lock",
+           "undo_fully"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,8 +220,23 @@ class Pending:
             try:
                 self.write()
             except BaseException:
-                self.undo()
+                undo_fully(self.undo)
                 raise
+
+
+def undo_fully(undo, *args, tries=64) -> None:
+    """Call ``undo(*args)``, a commit's restoring writes (stores of references that may
+    run again), until it completes: an interruption landing inside it (a second
+    Ctrl-C) starts it over, rather than leave the commit half undone. Called in the
+    commit's ``except`` block, which then re-raises its own exception; after ``tries``
+    failed attempts the last one's exception propagates."""
+    for _ in range(tries - 1):
+        try:
+            undo(*args)
+            return
+        except BaseException:
+            pass
+    undo(*args)
 
 
 def commit_lock(graph):

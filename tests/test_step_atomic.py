@@ -24,13 +24,16 @@ W0 = _rng.standard_normal((FEATURES, OUT))
 
 class Interrupter:
     """Counts the commit's writes; raises KeyboardInterrupt at the ``k``-th, before or
-    after that write (``after``): once, so that the restoring writes go through."""
+    after that write (``after``), and before each write whose number is in ``again``
+    (a second Ctrl-C, landing in the restoring writes)."""
 
-    def __init__(self, k=0, after=False):
-        self.k, self.after, self.count = k, after, 0
+    def __init__(self, k=0, after=False, again=()):
+        self.k, self.after, self.again, self.count = k, after, set(again), 0
 
     def tick(self, write):
         self.count += 1
+        if self.count in self.again:
+            raise KeyboardInterrupt(f"again, before write {self.count}")
         if self.count != self.k:
             write()
         elif self.after:
@@ -259,6 +262,40 @@ def test_without_state_updates_the_step_is_atomic_too():
     # Adam's first step on a gradient of ones: w − lr·1/(1 + eps)
     np.testing.assert_allclose(model.w.value, W0 - 0.1 / (1 + 1e-8), rtol=1e-14)
     assert opt.iterations == 1
+
+
+@pytest.mark.parametrize("opt", ["SGD", "Adam", "LBFGS"])
+def test_a_second_interruption_inside_the_undo_still_undoes_everything(opt):
+    """Ctrl-C at write k, then again at each write of the undo that follows: the undo
+    starts over (state.undo_fully), and the model holds the step before, the very
+    arrays it held."""
+    model = Model(opt, counted=True)
+    model.step(BATCHES[0])
+    n = WRITES[opt]
+    want = model.snapshot()
+    for k in range(1, n + 1):
+        for j in range(1, n + 3):             # the undo stores n or n + 1 values
+            model.arm(Interrupter(k, after=True, again={k + j, k + j + 2}))
+            held = [v.value for v in model.leaves]
+            with pytest.raises(KeyboardInterrupt, match=f"after write {k}"):
+                model.step(BATCHES[1])
+            assert all(v.value is a for v, a in zip(model.leaves, held))
+            assert_same(model.snapshot(), want, f"interrupted at {k}, again at {k + j}")
+    model.arm(None)
+    model.step(BATCHES[1])
+    assert_same(model.snapshot(), reference(opt, "numpy", 2)[2], "after the interruptions")
+
+
+@pytest.mark.parametrize("codegen", [True, False])
+def test_a_second_interruption_inside_a_calls_undo(codegen):
+    model = Model(counted=True)
+    with model.graph:
+        model.prog = fg.compile(model.loss, codegen=codegen)
+    for k, j in [(1, 1), (1, 2), (2, 1), (2, 2)]:
+        model.arm(Interrupter(k, after=True, again={k + j}))
+        with pytest.raises(KeyboardInterrupt, match=f"after write {k}"):
+            model.step(BATCHES[0])
+        assert_same(model.snapshot(), reference(None, "numpy", 0)[0], f"{k}, {j}")
 
 
 # -- plain program calls that write state ---------------------------------------------------------

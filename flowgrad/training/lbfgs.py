@@ -23,7 +23,7 @@ import numpy as np
 
 from ..backends import to_numpy
 from ..leaves import check_variable_value
-from ..state import commit_lock
+from ..state import commit_lock, undo_fully
 from .optim import Optimizer, check_real
 
 __all__ = ["LBFGS"]
@@ -239,12 +239,16 @@ class LBFGS(Optimizer):
             if pending is not None:
                 pending.write()
         except BaseException:
-            if pending is not None:
-                pending.undo()
-            for d, x in zip(dicts, old):
-                d["value"] = x
-            self.memory, self.converged, self.iterations = old_memory, old_converged, t
+            undo_fully(self._restore, dicts, old, (old_memory, old_converged, t), pending)
             raise
+
+    def _restore(self, dicts, old, counts, pending):
+        """``_commit`` undone (reference stores only: ``undo_fully`` may repeat it)."""
+        if pending is not None:
+            pending.undo()
+        for d, x in zip(dicts, old):
+            d["value"] = x
+        self.memory, self.converged, self.iterations = counts
 
 
 class _Objective:

@@ -41,7 +41,7 @@ from ..graph import Node, same_graph
 from ..numerics import ANOMALY as _anomaly
 from .optim_sgd import sgd_function
 from ..engine.program import Program
-from ..state import commit_lock, is_state
+from ..state import commit_lock, is_state, undo_fully
 from .schedules import cosine_decay, exponential_decay, step_decay, warmup_cosine  # noqa: F401
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad", "LBFGS",
@@ -272,11 +272,7 @@ class Optimizer:
             if pending is not None:
                 pending.write()
         except BaseException:
-            if pending is not None:
-                pending.undo()
-            for d, value in zip(dicts, old):
-                d["value"] = value
-            self.state, self.iterations = states, t - 1
+            undo_fully(restore, self, dicts, old, states, t - 1, pending)
             raise
         return outs[0] if len(outs) == len(dicts) + 1 else [outs[0], *outs[len(dicts) + 1:]]
 
@@ -472,6 +468,20 @@ def _float_update(update, value, g, state, lr, t):
             return None
     return _array(new), {key: _float64(a) for key, a in new_state.items()} if new_state \
         else new_state
+
+
+def restore(opt, dicts, old, states, iterations, pending):
+    """A step's commit undone: the variables' old values (``dicts``, ``old``), the
+    optimizer's state (``states``; None where the step did not write it, as SGD's
+    written-out step) and ``iterations``, and ``pending``'s state updates (or None).
+    Reference stores only, so that ``undo_fully`` may run it again."""
+    if pending is not None:
+        pending.undo()
+    for d, value in zip(dicts, old):
+        d["value"] = value
+    if states is not None:
+        opt.state = states
+    opt.iterations = iterations
 
 
 _isfinite, _array, _float64 = math.isfinite, np.array, np.float64
