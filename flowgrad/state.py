@@ -45,7 +45,7 @@ from .leaves import check_variable_value, variable
 
 __all__ = ["Update", "Pending", "state_variable", "mark_state", "is_state",
            "declare_update", "declared", "updates_for", "Committing", "commit_lock",
-           "undo_fully"]
+           "undo_fully", "store_values", "assign_together"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,14 +205,12 @@ class Pending:
 
     def write(self) -> None:
         """Store every new value (after ``prepare``)."""
-        for d, v in zip(self.dicts, self.new):
-            d["value"] = v
+        store_values(self.dicts, self.new)
 
     def undo(self) -> None:
         """Store every old value back (after ``prepare``; harmless where ``write``
         had not come yet)."""
-        for d, v in zip(self.dicts, self.old):
-            d["value"] = v
+        store_values(self.dicts, self.old)
 
     def commit(self) -> None:
         with _table(self.updates[0].state.graph).lock:
@@ -222,6 +220,32 @@ class Pending:
             except BaseException:
                 undo_fully(self.undo)
                 raise
+
+
+def store_values(dicts, values) -> None:
+    """Store each value as its leaf's value (``dicts``: the leaves' ``more`` dicts,
+    where flowgrad/node.py keeps a leaf's value): references only, nothing checked."""
+    for d, v in zip(dicts, values):
+        d["value"] = v
+
+
+def assign_together(variables, values) -> None:
+    """Assign ``values`` to the variables ``variables``, all or none: every value is
+    checked first (as ``variable.value = …`` checks it), then the references are
+    stored; an exception while storing (Ctrl-C) puts every old value back. For writes
+    that belong together: a checkpoint's values, an epoch's weights and statistics."""
+    variables = list(variables)
+    for v in variables:
+        if not isinstance(v, Node) or v.kind != "variable":
+            raise UsageError(f"only variables can be assigned, not {v!r}")
+    checked = [check_variable_value(v, x) for v, x in zip(variables, values)]
+    dicts = [v.more for v in variables]
+    old = [d["value"] for d in dicts]
+    try:
+        store_values(dicts, checked)
+    except BaseException:
+        undo_fully(store_values, dicts, old)
+        raise
 
 
 def undo_fully(undo, *args, tries=64) -> None:

@@ -409,3 +409,50 @@ def test_steps_and_plain_calls_from_two_threads_lose_no_running_update():
         var = (1 - m) * var + m * X.var(axis=0, ddof=1)
     np.testing.assert_allclose(bn.running_mean.value, mean, rtol=1e-12)
     np.testing.assert_allclose(bn.running_var.value, var, rtol=1e-12)
+
+
+# -- writes that belong together outside a step: restore_best, load_variables ---------------------
+
+def test_early_stopping_restores_the_running_statistics_of_the_best_epoch():
+    """restore_best puts back the weights of the best epoch, and the running statistics
+    those weights were trained with (they were left at the last epoch's). "loss" in
+    mode "max" makes epoch 0 the best: after it, the statistics have seen its 3 batches,
+    in closed form."""
+    data = np.concatenate(BATCHES)
+    model = Model("Adam")
+    cb = fg.EarlyStopping("loss", mode="max", patience=1)
+    epochs = []
+
+    class Epochs(fg.Callback):
+        def on_epoch_end(self, epoch, logs, state):
+            epochs.append(model.snapshot())
+    model.opt.fit(model.loss, {model.x: data}, epochs=4, batch_size=ROWS, shuffle=False,
+                  callbacks=[Epochs(), cb], verbose=False)
+    assert cb.best_epoch == 0 and len(epochs) == 3             # stopped after epoch 2
+    got = dict(model.snapshot())
+    want = dict(epochs[0])
+    for name in ("gamma", "beta", "w", "c", "running_mean", "running_var"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    mean, var = np.zeros(FEATURES), np.ones(FEATURES)
+    for X in BATCHES:
+        mean = 0.9 * mean + 0.1 * X.mean(axis=0)
+        var = 0.9 * var + 0.1 * X.var(axis=0, ddof=1)
+    np.testing.assert_allclose(got["running_mean"], mean, rtol=1e-12)
+    np.testing.assert_allclose(got["running_var"], var, rtol=1e-12)
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+def test_an_interrupted_load_changes_no_variable(tmp_path, after):
+    model = Model("Adam", counted=True)
+    path = fg.save_variables(tmp_path / "v.npz", model.graph)
+    model.step(BATCHES[0])                   # now the values differ from the file's
+    want = model.snapshot()
+    for k in range(1, len(model.leaves) + 1):
+        model.arm(Interrupter(k, after, again={k + 2}))
+        with pytest.raises(KeyboardInterrupt):
+            fg.load_variables(path, model.graph)
+        assert_same(model.snapshot(), want, f"interrupted at write {k}")
+    model.arm(None)
+    assert len(fg.load_variables(path, model.graph)) == len(model.leaves)
+    for v, a in zip(model.leaves, reference("Adam", "numpy", 0)[0]):
+        np.testing.assert_array_equal(v.value, a[1])
