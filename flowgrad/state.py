@@ -234,7 +234,9 @@ def assign_together(variables, values) -> None:
     checked first (as ``variable.value = …`` checks it), then the references are
     stored; an exception while storing (Ctrl-C) puts every old value back. For writes
     that belong together: a checkpoint's values, an epoch's weights and statistics."""
-    variables = list(variables)
+    variables, values = list(variables), list(values)
+    if len(variables) != len(values):
+        raise UsageError(f"{len(variables)} variables but {len(values)} values to assign")
     for v in variables:
         if not isinstance(v, Node) or v.kind != "variable":
             raise UsageError(f"only variables can be assigned, not {v!r}")

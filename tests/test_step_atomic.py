@@ -456,3 +456,19 @@ def test_an_interrupted_load_changes_no_variable(tmp_path, after):
     assert len(fg.load_variables(path, model.graph)) == len(model.leaves)
     for v, a in zip(model.leaves, reference("Adam", "numpy", 0)[0]):
         np.testing.assert_array_equal(v.value, a[1])
+
+
+def test_assign_together_checks_everything_before_writing():
+    from flowgrad.state import assign_together
+    model = Model()
+    w0, c0 = model.w.value, model.c.value
+    with pytest.raises(fg.FeedError, match="'c' has shape"):    # the last value is bad
+        assign_together([model.w, model.c], [W0 + 1.0, np.zeros(1)])
+    assert model.w.value is w0 and model.c.value is c0
+    with pytest.raises(fg.UsageError, match="2 variables but 1 values"):
+        assign_together([model.w, model.c], [W0])
+    with pytest.raises(fg.UsageError, match="only variables"):
+        assign_together([model.x], [BATCHES[0]])
+    assign_together([model.w, model.c], [W0 + 1.0, 3])
+    np.testing.assert_array_equal(model.w.value, W0 + 1.0)
+    assert model.c.value.dtype == np.float64 and float(model.c.value) == 3.0

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..backends import to_numpy
 from ..leaves import check_variable_value
-from ..state import commit_lock, undo_fully
+from ..state import commit_lock, store_values, undo_fully
 from .optim import Optimizer, check_real
 
 __all__ = ["LBFGS"]
@@ -246,8 +246,7 @@ class LBFGS(Optimizer):
         """``_commit`` undone (reference stores only: ``undo_fully`` may repeat it)."""
         if pending is not None:
             pending.undo()
-        for d, x in zip(dicts, old):
-            d["value"] = x
+        store_values(dicts, old)
         self.memory, self.converged, self.iterations = counts
 
 

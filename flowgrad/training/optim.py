@@ -41,7 +41,7 @@ from ..graph import Node, same_graph
 from ..numerics import ANOMALY as _anomaly
 from .optim_sgd import sgd_function
 from ..engine.program import Program
-from ..state import commit_lock, is_state, undo_fully
+from ..state import commit_lock, is_state, store_values, undo_fully
 from .schedules import cosine_decay, exponential_decay, step_decay, warmup_cosine  # noqa: F401
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad", "LBFGS",
@@ -477,8 +477,7 @@ def restore(opt, dicts, old, states, iterations, pending):
     Reference stores only, so that ``undo_fully`` may run it again."""
     if pending is not None:
         pending.undo()
-    for d, value in zip(dicts, old):
-        d["value"] = value
+    store_values(dicts, old)
     if states is not None:
         opt.state = states
     opt.iterations = iterations
