@@ -16,10 +16,12 @@ together with the nodes that *trigger* it (batch norm: the batch mean it reads):
   per graph, held from reading the state to writing it), so no thread's update is
   lost. A call that raises (a bad feed, a failing kernel) writes nothing; so does a
   trace, ``values()``, ``profile`` and ``run_bound``;
-- ``opt.step`` commits a step's updates together with its variables, after the
-  non-finite check (``prog.call_pending``): a refused step writes no state. fit's
-  validation never writes state, and an L-BFGS iteration writes the updates of its
-  first evaluation only (the line search's are dropped).
+- ``opt.step`` writes a step's updates inside its own commit, with its variables, the
+  optimizer's state and its iteration count (``prog.call_pending``, then the
+  Pending's ``prepare``/``write``/``undo``): a step refused by the non-finite check
+  writes no state, and one interrupted anywhere in its commit (Ctrl-C) writes none
+  of them. fit's validation never writes state, and an L-BFGS iteration writes the
+  updates of its first evaluation only (the line search's are dropped).
 
 An update's value is an ordinary node, never an ancestor of the outputs: the gradient
 does not contain it, and the layer reads state through ``stop_gradient`` so that no
@@ -42,7 +44,8 @@ from .graph import Node
 from .leaves import check_variable_value, variable
 
 __all__ = ["Update", "Pending", "state_variable", "mark_state", "is_state",
-           "declare_update", "declared", "updates_for", "Committing"]
+           "declare_update", "declared", "updates_for", "Committing", "commit_lock",
+           "undo_fully", "store_values", "assign_together"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,28 +179,97 @@ def updates_for(outputs) -> tuple:
 
 
 class Pending:
-    """The new values of one run's updates, not written yet: ``commit()`` checks every
-    value (shape, dtype), then writes them all under the graph's state lock; an
-    exception while writing puts the old values back."""
+    """The new values of one run's updates, not written yet. ``commit()`` writes them
+    all or none: ``prepare()`` checks every value (shape, dtype) and reads the old ones,
+    then ``write()`` swaps the new references in, and an exception while writing
+    (Ctrl-C included) has ``undo()`` swap the old ones back. An optimizer calls the
+    three itself, inside its own commit, so that a step's variables and its state are
+    written together (flowgrad/training/optim.py); it holds :func:`commit_lock` from
+    the run to the write, as ``Committing`` does."""
 
-    __slots__ = ("updates", "values")
+    __slots__ = ("updates", "values", "dicts", "new", "old")
 
     def __init__(self, updates, values):
         self.updates, self.values = updates, values
+        self.dicts = self.new = self.old = None
+
+    def prepare(self) -> None:
+        """Check the new values and read the old ones; writes nothing. After it,
+        ``write`` and ``undo`` only store references (no check, no copy)."""
+        states = [u.state for u in self.updates]
+        self.new = [check_variable_value(s, v) for s, v in zip(states, self.values)]
+        # a leaf's value lives in its ``more`` dict (flowgrad/node.py), as the
+        # optimizers write it
+        self.dicts = [s.more for s in states]
+        self.old = [d["value"] for d in self.dicts]
+
+    def write(self) -> None:
+        """Store every new value (after ``prepare``)."""
+        store_values(self.dicts, self.new)
+
+    def undo(self) -> None:
+        """Store every old value back (after ``prepare``; harmless where ``write``
+        had not come yet)."""
+        store_values(self.dicts, self.old)
 
     def commit(self) -> None:
-        states = [u.state for u in self.updates]
-        checked = [check_variable_value(s, v) for s, v in zip(states, self.values)]
-        table = _table(states[0].graph)
-        with table.lock:
-            old = [s.value for s in states]
+        with _table(self.updates[0].state.graph).lock:
+            self.prepare()
             try:
-                for s, v in zip(states, checked):
-                    s.value = v
+                self.write()
             except BaseException:
-                for s, v in zip(states, old):
-                    s.value = v
+                undo_fully(self.undo)
                 raise
+
+
+def store_values(dicts, values) -> None:
+    """Store each value as its leaf's value (``dicts``: the leaves' ``more`` dicts,
+    where flowgrad/node.py keeps a leaf's value): references only, nothing checked."""
+    for d, v in zip(dicts, values):
+        d["value"] = v
+
+
+def assign_together(variables, values) -> None:
+    """Assign ``values`` to the variables ``variables``, all or none: every value is
+    checked first (as ``variable.value = …`` checks it), then the references are
+    stored; an exception while storing (Ctrl-C) puts every old value back. For writes
+    that belong together: a checkpoint's values, an epoch's weights and statistics."""
+    variables, values = list(variables), list(values)
+    if len(variables) != len(values):
+        raise UsageError(f"{len(variables)} variables but {len(values)} values to assign")
+    for v in variables:
+        if not isinstance(v, Node) or v.kind != "variable":
+            raise UsageError(f"only variables can be assigned, not {v!r}")
+    checked = [check_variable_value(v, x) for v, x in zip(variables, values)]
+    dicts = [v.more for v in variables]
+    old = [d["value"] for d in dicts]
+    try:
+        store_values(dicts, checked)
+    except BaseException:
+        undo_fully(store_values, dicts, old)
+        raise
+
+
+def undo_fully(undo, *args, tries=64) -> None:
+    """Call ``undo(*args)``, a commit's restoring writes (stores of references that may
+    run again), until it completes: an interruption landing inside it (a second
+    Ctrl-C) starts it over, rather than leave the commit half undone. Called in the
+    commit's ``except`` block, which then re-raises its own exception; after ``tries``
+    failed attempts the last one's exception propagates."""
+    for _ in range(tries - 1):
+        try:
+            undo(*args)
+            return
+        except BaseException:
+            pass
+    undo(*args)
+
+
+def commit_lock(graph):
+    """The lock a committing run of ``graph``'s programs holds from reading the state to
+    writing it (reentrant); None for a graph without state."""
+    table = _table(graph)
+    return None if table is None else table.lock
 
 
 class Committing:

@@ -16,6 +16,7 @@ import numbers
 import os
 
 from ..errors import OptimizerError
+from ..state import assign_together
 
 __all__ = ["Callback", "EarlyStopping", "TerminateOnNaN", "ModelCheckpoint",
            "ReduceLROnPlateau"]
@@ -103,10 +104,18 @@ def _snapshot(variables):
     return [v.value.copy() if hasattr(v.value, "copy") else v.value for v in variables]
 
 
+def _model_of(state):
+    """What restore_best saves and puts back: the optimizer's variables and the declared
+    state its steps write (batch norm's running statistics), which must come from the
+    same epoch as the weights."""
+    return state.variables + [u.state for u in state.step_program.state_updates]
+
+
 class EarlyStopping(Callback):
     """Stop when ``monitor`` (a key of the epoch logs: "val_loss", "val_acc" …) has not
     improved by more than ``min_delta`` for ``patience`` epochs, and (``restore_best``)
-    put back the variables of the best epoch. ``mode`` is "min", "max" or "auto" (max
+    put back the variables of the best epoch, with the running statistics its steps
+    left (declared state, such as batch norm's). ``mode`` is "min", "max" or "auto" (max
     for names holding "acc", min otherwise)."""
 
     def __init__(self, monitor="val_loss", patience=5, mode="auto", min_delta=0.0,
@@ -127,7 +136,7 @@ class EarlyStopping(Callback):
         if self._watch.improves(value):
             self._watch.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best:
-                self._best_values = _snapshot(state.variables)
+                self._best_values = _snapshot(_model_of(state))
         else:
             self.wait += 1
             if self.wait > self.patience:
@@ -135,8 +144,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, state):
         if self.restore_best and self._best_values is not None:
-            for var, value in zip(state.variables, self._best_values):
-                var.value = value
+            assign_together(_model_of(state), self._best_values)   # all or none
             state.history.best_epoch = self.best_epoch
 
     def __repr__(self):

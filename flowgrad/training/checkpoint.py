@@ -45,6 +45,7 @@ import numpy as np
 from ..backends import to_numpy
 from ..errors import FlowgradError
 from ..graph import Graph, Node
+from ..state import assign_together
 from ..userfiles import write_atomically
 
 __all__ = ["CheckpointError", "save_variables", "load_variables", "LOAD_RATIO"]
@@ -144,8 +145,8 @@ def load_variables(path, variables, strict: bool = True, max_bytes=None) -> list
     finally:
         if f is not path:
             f.close()
-    for name, arr in values.items():   # everything read and checked: now assign
-        named[name].value = arr
+    # everything read and checked: now assign, all or none (even if interrupted)
+    assign_together([named[name] for name in values], list(values.values()))
     return list(values)
 
 

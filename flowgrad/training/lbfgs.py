@@ -17,10 +17,13 @@ the cubic interpolation of their eq. 3.59.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import numpy as np
 
 from ..backends import to_numpy
+from ..leaves import check_variable_value
+from ..state import commit_lock, store_values, undo_fully
 from .optim import Optimizer, check_real
 
 __all__ = ["LBFGS"]
@@ -169,19 +172,19 @@ class LBFGS(Optimizer):
             if len(args) > 1 or (args and not isinstance(args[0], dict)):
                 raise TypeError("step takes the feeds as one dict or as keywords")
             base = {**(args[0] if args else {}), **feed}
-            # declared state (batch norm's running statistics): this first evaluation's
-            # updates are written with the iteration; the line search's are dropped
-            outs, pending = prog.call_pending((base,), {})
-            if self.check_finite:
-                self._refuse_non_finite(prog, bound, outs)
-            lr = self.learning_rate()
-            objective = _Objective(self, prog, base)
-            x0 = objective.flat([v.value for v in self.variables])
-            f0, g0 = objective.value_and_grad(outs, x0)
-            x, memory, converged = self._iterate(objective, x0, f0, g0, lr)
-            self._commit(objective.unflat(x), memory, converged)
-            if pending is not None:
-                pending.commit()
+            # declared state (batch norm's running statistics): the graph's state lock
+            # is held from the first evaluation, whose updates are written with the
+            # iteration, to the commit; the line search's are dropped
+            with commit_lock(prog.graph) if prog.state_updates else nullcontext():
+                outs, pending = prog.call_pending((base,), {})
+                if self.check_finite:
+                    self._refuse_non_finite(prog, bound, outs)
+                lr = self.learning_rate()
+                objective = _Objective(self, prog, base)
+                x0 = objective.flat([v.value for v in self.variables])
+                f0, g0 = objective.value_and_grad(outs, x0)
+                x, memory, converged = self._iterate(objective, x0, f0, g0, lr)
+                self._commit(objective.unflat(x), memory, converged, pending)
             n = len(self.variables)
             return outs[0] if len(outs) == n + 1 else [outs[0], *outs[n + 1:]]
 
@@ -217,18 +220,34 @@ class LBFGS(Optimizer):
             float(np.max(np.abs(point.t * d))) <= self.tolerance_change
         return x, memory, converged
 
-    def _commit(self, values, memory, converged):
-        """Write every value and the memory; if interrupted, put the old values back."""
-        old = [v.value for v in self.variables]
+    def _commit(self, values, memory, converged, pending):
+        """Write every value, the memory, the iteration count and the run's declared
+        state updates (``pending``, or None): all of them or, if interrupted anywhere
+        (Ctrl-C included), none: the old ones are put back. References only are
+        written inside the ``try``; every check comes before it."""
+        dicts = [v.more for v in self.variables]   # (a leaf's value lives in .more)
+        new = [check_variable_value(v, x) for v, x in zip(self.variables, values)]
+        old = [d["value"] for d in dicts]
+        old_memory, old_converged, t = self.memory, self.converged, self.iterations
+        if pending is not None:
+            pending.prepare()
         try:
-            for v, value in zip(self.variables, values):
-                v.value = value
+            for d, x in zip(dicts, new):
+                d["value"] = x
             self.memory, self.converged = memory, converged
-            self.iterations += 1
+            self.iterations = t + 1
+            if pending is not None:
+                pending.write()
         except BaseException:
-            for v, value in zip(self.variables, old):
-                v.value = value
+            undo_fully(self._restore, dicts, old, (old_memory, old_converged, t), pending)
             raise
+
+    def _restore(self, dicts, old, counts, pending):
+        """``_commit`` undone (reference stores only: ``undo_fully`` may repeat it)."""
+        if pending is not None:
+            pending.undo()
+        store_values(dicts, old)
+        self.memory, self.converged, self.iterations = counts
 
 
 class _Objective:

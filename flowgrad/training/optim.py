@@ -41,7 +41,7 @@ from ..graph import Node, same_graph
 from ..numerics import ANOMALY as _anomaly
 from .optim_sgd import sgd_function
 from ..engine.program import Program
-from ..state import is_state
+from ..state import commit_lock, is_state, store_values, undo_fully
 from .schedules import cosine_decay, exponential_decay, step_decay, warmup_cosine  # noqa: F401
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad", "LBFGS",
@@ -206,9 +206,11 @@ class Optimizer:
 
         When ``prog`` has outputs beyond the loss and the gradients (metrics,
         predictions), returns ``[loss, *extras]`` instead. The step is atomic: every
-        new value and state is computed before any is written, so an exception
-        (a NaN schedule, Ctrl-C, MemoryError) leaves variables, state and
-        ``iterations`` as they were.
+        new value and state is computed before any is written, and the writes (the
+        variables, the optimizer's state, ``iterations`` and the run's declared state
+        updates, such as batch norm's running statistics) are one commit that an
+        exception (a NaN schedule, Ctrl-C, MemoryError), wherever it lands, undoes:
+        all of them are written, or none.
         """
         # The hot path of every training loop: what can be decided once per program
         # lives in its _Binding; per step, only the reads, the updates and the swap.
@@ -237,17 +239,22 @@ class Optimizer:
 
     def _stateful_step(self, prog, bound, sgd, args, feed, lr):
         """A step of a program with declared state updates (flowgrad/state.py, batch
-        norm's running statistics): the run's updates are written right after the
-        variables, so a refused or failed step writes neither."""
-        outs, pending = prog.call_pending(args, feed)
-        if self.check_finite:
-            self._refuse_non_finite(prog, bound, outs)
-        result = sgd(self, outs, lr) if sgd is not None else self._step(bound, outs, lr)
-        pending.commit()
-        return result
+        norm's running statistics): the run's updates are written inside the step's
+        commit, with the variables, the optimizer's state and its iteration count, so
+        that a refused, failed or interrupted step writes none of them. The graph's
+        state lock is held from the run to the commit, as a plain call holds it."""
+        with commit_lock(prog.graph):
+            outs, pending = prog.call_pending(args, feed)
+            if self.check_finite:
+                self._refuse_non_finite(prog, bound, outs)
+            pending.prepare()                  # checked and old values read: no write
+            if sgd is not None:
+                return sgd(self, outs, lr, pending)
+            return self._step(bound, outs, lr, pending)
 
-    def _step(self, bound, outs, lr):
-        """The generic step after the program ran: every update, then the commit."""
+    def _step(self, bound, outs, lr, pending=None):
+        """The generic step after the program ran: every update, then the commit (with
+        the run's declared state updates, a prepared ``state.Pending``, if any)."""
         if type(outs) is not list:
             outs = [outs]
         update = self._update
@@ -256,16 +263,16 @@ class Optimizer:
         new_values, new_states = self._new_values(bound, update, old, outs, lr, t)
         if bound.materialize is not None:     # dask: compute them now, together
             new_values, new_states = bound.materialize((new_values, new_states))
-        # commit: write every variable and the state at once; if interrupted, put
-        # the old ones back
+        # commit: write every variable, the state, the count and the declared state
+        # updates (references only); if interrupted anywhere, put the old ones back
         try:
             for d, new in zip(dicts, new_values):
                 d["value"] = new
             self.state, self.iterations = new_states, t
+            if pending is not None:
+                pending.write()
         except BaseException:
-            for d, value in zip(dicts, old):
-                d["value"] = value
-            self.state, self.iterations = states, t - 1
+            undo_fully(restore, self, dicts, old, states, t - 1, pending)
             raise
         return outs[0] if len(outs) == len(dicts) + 1 else [outs[0], *outs[len(dicts) + 1:]]
 
@@ -461,6 +468,19 @@ def _float_update(update, value, g, state, lr, t):
             return None
     return _array(new), {key: _float64(a) for key, a in new_state.items()} if new_state \
         else new_state
+
+
+def restore(opt, dicts, old, states, iterations, pending):
+    """A step's commit undone: the variables' old values (``dicts``, ``old``), the
+    optimizer's state (``states``; None where the step did not write it, as SGD's
+    written-out step) and ``iterations``, and ``pending``'s state updates (or None).
+    Reference stores only, so that ``undo_fully`` may run it again."""
+    if pending is not None:
+        pending.undo()
+    store_values(dicts, old)
+    if states is not None:
+        opt.state = states
+    opt.iterations = iterations
 
 
 _isfinite, _array, _float64 = math.isfinite, np.array, np.float64

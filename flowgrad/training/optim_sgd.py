@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..state import undo_fully
+
 
 def sgd_function(bound):
     """SGD's step after the program has run, written out for one binding (numpy only):
-    ``sgd(opt, outs, lr)`` -> what ``step`` returns. It computes every ``w − lr·g`` —
-    0-d float64 variables on Python floats, the same bits as on arrays, with numpy's
-    value and warning where the result is not finite — then writes them all and counts
-    the step, or, if interrupted while writing, puts the old values back. The generic loop (``_new_values``) does the
-    same through ``SGD._update``; this is that loop unrolled, without its calls."""
-    ns = {"ndarray": np.ndarray, "asarray": bound.asarray, "array": np.array}
-    body, commit, undo = [], [], []
+    ``sgd(opt, outs, lr, pending=None)`` -> what ``step`` returns. It computes every
+    ``w − lr·g`` — 0-d float64 variables on Python floats, the same bits as on arrays,
+    with numpy's value and warning where the result is not finite — then writes them
+    all, counts the step and writes ``pending`` (the run's prepared state updates), or,
+    if interrupted while writing, puts the old values back (``optim.restore``). The
+    generic loop (``_new_values``) does the same through ``SGD._update``; this is that
+    loop unrolled, without its calls."""
+    from .optim import restore       # (optim imports this module at its top)
+    ns = {"ndarray": np.ndarray, "asarray": bound.asarray, "array": np.array,
+          "undo_fully": undo_fully, "restore": restore}
+    body, commit, old = [], [], []
     for k, (is_float, dtype, d) in enumerate(zip(bound.floats, bound.dtypes, bound.dicts)):
         ns[f"D{k}"], ns[f"T{k}"] = d, dtype
         g = f"outs[{k + 1}]"
@@ -33,13 +39,18 @@ def sgd_function(bound):
         else:
             body += on_arrays
         commit.append(f"    D{k}['value'] = n{k}")
-        undo.append(f"    D{k}['value'] = o{k}")
+        old.append(f"o{k}")
     n = len(bound.dicts)
     body = ["if type(outs) is not list:", "    outs = [outs]"] + body
-    body += ["t = opt.iterations + 1", "try:"] + commit + ["    opt.iterations = t",
-             "except BaseException:"] + undo + ["    opt.iterations = t - 1", "    raise",
-             f"return outs[0] if len(outs) == {n + 1} else [outs[0], *outs[{n + 1}:]]"]
-    src = "def sgd(opt, outs, lr):\n" + "".join(f"    {line}\n" for line in body)
+    # the run's declared state updates (a prepared state.Pending) are written inside
+    # the same commit, and undone with it
+    body += ["t = opt.iterations + 1", "try:"] + commit + [
+        "    opt.iterations = t", "    if pending is not None:", "        pending.write()",
+        "except BaseException:",
+        f"    undo_fully(restore, opt, DICTS, ({', '.join(old)},), None, t - 1, pending)",
+        "    raise", f"return outs[0] if len(outs) == {n + 1} else [outs[0], *outs[{n + 1}:]]"]
+    ns["DICTS"] = bound.dicts
+    src = "def sgd(opt, outs, lr, pending=None):\n" + "".join(f"    {line}\n" for line in body)
     exec(compile(src, "<flowgrad SGD step>", "exec"), ns)
     ns["sgd"].source = src
     return ns["sgd"]
