@@ -264,7 +264,10 @@ class NodeRecord(MutableMapping):
     def __setitem__(self, key, value):
         if key in _SLOT_OF:
             raise TypeError(f"a node's {key!r} is fixed when it is built")
-        self.node.set_more(key, value)
+        if key == "name":   # checked and registered, as node.name = value
+            self.node.name = value
+        else:
+            self.node.set_more(key, value)
 
     def __delitem__(self, key):
         more = self.node.more

@@ -433,8 +433,12 @@ def test_an_op_node_is_one_small_object_and_reads_as_the_full_record():
     for key in ("op", "shape", "dtype", "inputs", "attrs", "where"):
         with pytest.raises(TypeError, match="fixed"):
             d[key] = None
+    d["name"] = "sine"                                     # a name: checked, registered
+    assert y.name == "sine" and g.by_name("sine") is y
+    with pytest.raises(ValueError, match="already has a node named 'x'"):
+        d["name"] = "x"
     d["colour"] = "red"                                    # a user's own key: kept
-    assert y.more == {"colour": "red"} and list(d) == order + ["colour"]
+    assert y.more == {"name": "sine", "colour": "red"} and list(d) == order + ["colour"]
     del d["colour"]
     assert "colour" not in d
     # a scope and a registered name are kept with the node, and read in the same order
