@@ -539,19 +539,23 @@ class _NodeTable(Mapping):
     def __init__(self, handles):
         self._handles = handles
 
+    def _id_of(self, n):
+        """The id ``n`` stands for, or None: as a dict keyed 0 … len-1 would match it
+        (any number equal to an id in range: 3, np.int64(3), 3.0)."""
+        try:
+            k = int(n)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return k if k == n and 0 <= k < len(self._handles) else None
+
     def __getitem__(self, n):
-        if type(n) is not int or not 0 <= n < len(self._handles):
-            if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool)
-                    and 0 <= n < len(self._handles)):
-                raise KeyError(n)
-            n = int(n)
-        return self._handles[n].record
+        k = n if type(n) is int and 0 <= n < len(self._handles) else self._id_of(n)
+        if k is None:
+            raise KeyError(n)
+        return self._handles[k].record
 
     def __contains__(self, n):
-        try:
-            return 0 <= n < len(self._handles) and int(n) == n and not isinstance(n, bool)
-        except TypeError:
-            return False
+        return self._id_of(n) is not None
 
     def __iter__(self):
         return iter(range(len(self._handles)))

@@ -450,3 +450,6 @@ def test_an_op_node_is_one_small_object_and_reads_as_the_full_record():
     # a leaf keeps its kind, value and weak flag, listed after the nine
     assert list(g.nx.nodes[x.id]) == order + ["value", "weak"]
     assert 2 in g.nx and 3 not in g.nx and -1 not in g.nx and "x" not in g.nx
+    # ids are looked up as a dict keyed 0 … n-1 would match them
+    assert 2.0 in g.nx and np.int64(2) in g.nx and 2.5 not in g.nx and "2" not in g.nx
+    assert g.nx.nodes[np.int64(2)]["name"] == s.name and float("nan") not in g.nx
