@@ -473,8 +473,8 @@ def name_scope(name: str, graph: Graph | None = None):
 
 
 # -- the cyclic collector while a large graph is built -----------------------------------
-# Building a graph allocates a few long-lived, collector-tracked objects a node (the attrs
-# dict, the handle). Each full collection rescans every one of them, which was a quarter
+# Building a graph allocates long-lived, collector-tracked objects a node (the node,
+# its more-dict if any). Each full collection rescans every one of them, which was a quarter
 # of building 10^5+ nodes. So, inside ``with graph:``, every 2^12 nodes the objects alive
 # so far are moved out of the collector's sight (gc.freeze: a constant-time splice) and
 # given back (gc.unfreeze) when the outermost such block exits. Young garbage is still
