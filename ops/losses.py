@@ -25,7 +25,7 @@ from .base import (NONDIFF, Op, apply, as_node, float_dtype, fmt_shape,
                    result_dtype, shape_error)
 from .elementwise import not_equal, where
 from .nn import sigmoid, sigmoid_of, softplus
-from .reductions import _count_node, log_softmax, mean, softmax, sum
+from .reductions import count_node, log_softmax, mean, softmax, sum
 from .shape import expand_dims
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -83,7 +83,7 @@ def _reduce_node(loss, reduction):
 
 def _mean_scale(g, like, reduction):
     """g, divided by the number of entries averaged when reduction is "mean"."""
-    return g / _count_node(like, tuple(range(len(like.shape)))) if reduction == "mean" else g
+    return g / count_node(like, tuple(range(len(like.shape)))) if reduction == "mean" else g
 
 
 # -- mse --------------------------------------------------------------------------------
@@ -264,7 +264,7 @@ def _row_scale(g, z, axis, reduction):
     if reduction == "sum":
         return g
     rows = tuple(a for a in range(len(z.shape)) if a != axis)
-    return g / _count_node(z, rows) if rows else g
+    return g / count_node(z, rows) if rows else g
 
 
 def _residual(z, t, axis, labels):

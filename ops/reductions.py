@@ -30,13 +30,13 @@ def unreduce(g, x, axes, keepdims):
     return broadcast_to_like(g, x)
 
 
-def _sum_infer(x, axis, keepdims):
+def sum_infer(x, axis, keepdims):
     dtype = x.dtype if x.dtype.kind in "fc" else np.result_type(x.dtype, np.int_)
     return reduced_shape(x.shape, axis, keepdims), dtype
 
 
 _sum = Op("sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
-          _sum_infer,
+          sum_infer,
           vjp=(lambda g, ans, x, axis, keepdims: unreduce(g, x, axis, keepdims),),
           multilinear=True, doc="Σ over axis.  ∂/∂x = 1 (the adjoint is spread back).")
 
@@ -58,7 +58,7 @@ reduced_size = Op("reduced_size", _count, lambda x, axis: ((), float_dtype(x.dty
                   doc="How many entries a reduction over axis averages (known at run time).")
 
 
-def _count_node(x, axes):
+def count_node(x, axes):
     dims = [x.shape[a] for a in axes]
     if None in dims:   # the count's dtype is x's float dtype: a source must agree
         return apply(reduced_size, shape_source(x, float_dtype(x.dtype)), axis=axes)
@@ -66,7 +66,7 @@ def _count_node(x, axes):
 
 
 def _mean_vjp(g, ans, x, axis, keepdims):
-    return unreduce(g, x, axis, keepdims) / _count_node(x, axis)
+    return unreduce(g, x, axis, keepdims) / count_node(x, axis)
 
 
 _mean = Op("mean", lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=keepdims),

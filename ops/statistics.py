@@ -21,7 +21,7 @@ from flowgrad.errors import DifferentiationError
 
 from .base import (Op, apply, as_node, float_dtype, keepdims_flag, normalize_axis,
                    shape_error)
-from .reductions import _count_node, _sum_infer, mean, reduced_shape, sum, unreduce
+from .reductions import count_node, sum_infer, mean, reduced_shape, sum, unreduce
 from .shape import concatenate, expand_dims
 from .special import as_float
 
@@ -50,7 +50,7 @@ def _var_infer(x, axis, ddof, keepdims):
 
 def _var_scale(x, axis, ddof):
     """2/(N − ddof), a number or (for run-time lengths) a node."""
-    n = _count_node(x, axis)
+    n = count_node(x, axis)
     return 2.0 / (n - ddof)
 
 
@@ -67,7 +67,7 @@ def _var_jvp(t, ans, x, axis, ddof, keepdims):
 
 def _var_decompose(x, axis, ddof, keepdims):
     d = x - mean(x, axis, keepdims=True)
-    return sum(d * d, axis, keepdims) / (_count_node(x, axis) - ddof)
+    return sum(d * d, axis, keepdims) / (count_node(x, axis) - ddof)
 
 
 _var_op = Op("var", _var, _var_infer, vjp=(_var_vjp,), jvp=(_var_jvp,),
@@ -181,7 +181,7 @@ def _prod_jvp(t, ans, x, axis, keepdims):
 
 
 _prod = Op("prod", lambda xp, x, axis, keepdims: xp.prod(x, axis=axis, keepdims=keepdims),
-           lambda x, axis, keepdims: _sum_infer(x, axis, keepdims),
+           lambda x, axis, keepdims: sum_infer(x, axis, keepdims),
            vjp=(_prod_vjp,), jvp=(_prod_jvp,),
            doc="Π over axis.  ∂/∂xᵢ = Πⱼ≠ᵢ xⱼ, the product of the others, built without "
                "division: exact at zeros (with one zero, the product of the others there "
@@ -208,7 +208,7 @@ def _reversed(x, axis):
 
 
 _cumsum = Op("cumsum", lambda xp, x, axis: xp.cumsum(x, axis=axis),
-             lambda x, axis: (x.shape, _sum_infer(x, (), False)[1]),
+             lambda x, axis: (x.shape, sum_infer(x, (), False)[1]),
              vjp=(lambda g, ans, x, axis: _reversed(cumsum(_reversed(g, axis), axis), axis),),
              multilinear=True,
              doc="Running sums along axis.  x̄ = the running sums of Ḡ from the end "

@@ -42,7 +42,7 @@ class ScalarPlan:
         return self._emitted()[0]
 
 
-def _scalar_const(v):
+def scalar_const(v):
     if type(v) in (bool, int, float):
         return v
     if isinstance(v, (np.ndarray, np.generic)) and v.shape == () and v.dtype in (_F64, _BOOL):
@@ -92,7 +92,7 @@ def build_for_plan(plan, literals, op_names=None):
     template = plan.consts
     ns, consts = {}, {}
     for s in literals:                 # every constant's slot (codegen.constants)
-        f = _scalar_const(template[s])
+        f = scalar_const(template[s])
         if f is None:
             return None
         if not literals[s].startswith("c"):

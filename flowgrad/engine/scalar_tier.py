@@ -54,11 +54,11 @@ def interpreter(plan, consts, leaves):
 
     ``consts`` is scalar_plan's {slot: source text}: a literal, or ``c<slot>`` naming
     the constant's float (the template's value, as build_scalar converted it)."""
-    from .scalar_plan import _scalar_const
+    from .scalar_plan import scalar_const
     template = plan.consts
     init = [None] * len(template)
     for s in consts:
-        init[s] = _scalar_const(template[s])
+        init[s] = scalar_const(template[s])
     steps, producer, first = [], {}, {}
     kernels = {}   # (op, arity) -> its scalar function
     for st in plan.made_steps():     # the plan's Step records (flowgrad/engine/plan.py)

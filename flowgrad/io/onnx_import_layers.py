@@ -13,7 +13,7 @@ from __future__ import annotations
 import flowgrad as fg
 
 from .onnx_import_ops import imports
-from .onnx_import_vocab import _only, refuse
+from .onnx_import_vocab import only_defaults, refuse
 
 
 def _text(v):
@@ -38,7 +38,7 @@ def _conv(ctx, n, ins, attrs):
     b = ins[2] if len(ins) > 2 else None
     _check_2d(ctx, x)
     _check_2d(ctx, w, "its kernel")
-    _only(ctx, attrs, group=1)
+    only_defaults(ctx, attrs, group=1)
     if _pair_attr(ctx, attrs, "dilations", (1, 1)) != (1, 1):
         raise refuse(ctx, f"dilations={list(attrs['dilations'])} is not supported (only 1)")
     kernel = tuple(w.shape[2:])
@@ -77,7 +77,7 @@ def _pool(fg_pool):
         stride = _pair_attr(ctx, attrs, "strides", (1, 1))   # ONNX's default: 1, not size
         if _pair_attr(ctx, attrs, "dilations", (1, 1)) != (1, 1):
             raise refuse(ctx, f"dilations={list(attrs['dilations'])} is not supported")
-        _only(ctx, attrs, storage_order=0)
+        only_defaults(ctx, attrs, storage_order=0)
         auto = _text(attrs.get("auto_pad", "NOTSET"))
         if auto not in ("NOTSET", "VALID") or any(_pads(ctx, attrs)):
             raise refuse(ctx, "padding (pads or auto_pad SAME) is not supported: pad the "

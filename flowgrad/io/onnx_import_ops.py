@@ -140,7 +140,7 @@ def _axes(ctx, n, attrs, ins, ndim):
     return tuple(int(a) % max(ndim, 1) for a in axes)
 
 
-def _reduction(fn):
+def reduction_importer(fn):
     def imp(ctx, n, ins, attrs):
         x = ins[0]
         axes = _axes(ctx, n, attrs, ins, x.ndim)
@@ -152,11 +152,11 @@ def _reduction(fn):
 
 
 IMPORTERS.update({
-    "ReduceSum": _reduction(fg.sum), "ReduceMean": _reduction(fg.mean),
-    "ReduceMax": _reduction(fg.max), "ReduceMin": _reduction(fg.min),
-    "ReduceLogSumExp": _reduction(fg.logsumexp),
-    "ReduceSumSquare": _reduction(lambda x, a, k: fg.sum(x * x, a, k)),
-    "ReduceL2": _reduction(lambda x, a, k: fg.norm(x, axis=a, keepdims=k)
+    "ReduceSum": reduction_importer(fg.sum), "ReduceMean": reduction_importer(fg.mean),
+    "ReduceMax": reduction_importer(fg.max), "ReduceMin": reduction_importer(fg.min),
+    "ReduceLogSumExp": reduction_importer(fg.logsumexp),
+    "ReduceSumSquare": reduction_importer(lambda x, a, k: fg.sum(x * x, a, k)),
+    "ReduceL2": reduction_importer(lambda x, a, k: fg.norm(x, axis=a, keepdims=k)
                            if a is not None and len(a) <= 1 else fg.sqrt(fg.sum(x * x, a, k))),
 })
 

@@ -12,7 +12,7 @@ import numpy as np
 import flowgrad as fg
 
 from .onnx_import import OnnxImportError
-from .onnx_import_ops import IMPORTERS, _reduction, imports
+from .onnx_import_ops import IMPORTERS, reduction_importer, imports
 
 
 def refuse(ctx, what):
@@ -20,7 +20,7 @@ def refuse(ctx, what):
     return OnnxImportError(f"{ctx.where}: {what}")
 
 
-def _only(ctx, attrs, **allowed):
+def only_defaults(ctx, attrs, **allowed):
     """Refuse an attribute whose value is not the one flowgrad computes."""
     for name, want in allowed.items():
         if name in attrs and attrs[name] != want:
@@ -38,7 +38,7 @@ def _operand(ctx, n, k, what):
 
 for _t, _f in {"Erf": fg.erf, "Tan": fg.tan}.items():
     IMPORTERS[_t] = (lambda f: lambda ctx, n, ins, attrs: f(ins[0]))(_f)
-IMPORTERS["ReduceProd"] = _reduction(fg.prod)
+IMPORTERS["ReduceProd"] = reduction_importer(fg.prod)
 
 
 @imports("Gelu")
@@ -98,7 +98,7 @@ def _floor(ctx, n, ins, attrs):
 
 @imports("CumSum")
 def _cumsum(ctx, n, ins, attrs):
-    _only(ctx, attrs, exclusive=0, reverse=0)
+    only_defaults(ctx, attrs, exclusive=0, reverse=0)
     axis = _operand(ctx, n, 1, "axis")
     if axis is None or axis.size != 1:
         raise refuse(ctx, "its axis must be one constant integer")
@@ -114,7 +114,7 @@ def _einsum(ctx, n, ins, attrs):
 @imports("Pad")
 def _pad(ctx, n, ins, attrs):
     mode = attrs.get("mode", b"constant")
-    _only(ctx, {"mode": mode.decode() if isinstance(mode, bytes) else mode}, mode="constant")
+    only_defaults(ctx, {"mode": mode.decode() if isinstance(mode, bytes) else mode}, mode="constant")
     x = ins[0]
     if ctx.opset < 11:     # pads and value as attributes
         pads, value, axes = np.asarray(attrs["pads"]), attrs.get("value", 0.0), None
