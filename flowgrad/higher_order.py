@@ -378,12 +378,12 @@ def _make_map(out, basis, params, sliced, reduce, ref=None):
     """
     from flowgrad.ops import apply, broadcast_to, expand_dims, mul, ones_like, sum
     graph = out.graph
-    data = handles = graph.handles
+    handles = graph.handles
     per_k = {basis.id} | {s.id for s, _ in sliced}
     order = ancestors([out])
     dep = set()
     for nid in order:
-        if nid in per_k or any(i in dep for i in data[nid].input_ids):
+        if nid in per_k or any(i in dep for i in handles[nid].input_ids):
             dep.add(nid)
     outer = {p.id: o for p, o in params}          # inner placeholder -> outer node
     if out.id not in dep:                          # the same for every k
@@ -398,18 +398,18 @@ def _make_map(out, basis, params, sliced, reduce, ref=None):
         if reduce == "sum":
             return mul(value, math.prod(basis.shape))
         return broadcast_to(value, basis.shape + out.shape)
-    boundary = sorted({i for nid in dep for i in data[nid].input_ids
-                       if i not in dep and data[i].kind != "constant"})
+    boundary = sorted({i for nid in dep for i in handles[nid].input_ids
+                       if i not in dep and handles[i].kind != "constant"})
     outer_nodes = _substitute([handles[b] for b in boundary], outer)
     mapping, new_params = {}, []
     for b, o in zip(boundary, outer_nodes):
-        q = _placeholder(graph, data[b].shape, data[b].dtype, "basis_map/input")
+        q = _placeholder(graph, handles[b].shape, handles[b].dtype, "basis_map/input")
         mapping[b] = q
         new_params.append(q)
     for nid in order:                              # re-build the per-k part over them
         if nid not in dep or nid in per_k:
             continue
-        d = data[nid]
+        d = handles[nid]
         ins = [mapping.get(i, handles[i]) for i in d.input_ids]
         mapping[nid] = apply(d.op, *ins, **d.attrs)
     body = _Body(mapping.get(out.id, out), basis, new_params, [s for s, _ in sliced], reduce,
@@ -429,14 +429,6 @@ def _substitute(nodes, outer):
     graph = nodes[0].graph if nodes else None
     if graph is None:
         return []
-    from flowgrad.ops import apply
-    data = handles = graph.handles
-    mapping = {pid: o for pid, o in outer.items()}
-    for nid in ancestors(list(nodes)):
-        if nid in mapping:
-            continue
-        d = data[nid]
-        if any(i in mapping for i in d.input_ids):
-            ins = [mapping.get(i, handles[i]) for i in d.input_ids]
-            mapping[nid] = apply(d.op, *ins, **d.attrs)
+    from flowgrad.ops.base import reapply
+    mapping = reapply(graph, ancestors(list(nodes)), dict(outer))
     return [mapping.get(n.id, n) for n in nodes]

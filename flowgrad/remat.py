@@ -31,7 +31,7 @@ from .autodiff import vjp_above
 from .custom import CustomFunction
 from .custom_op import build_call, custom_call, stand_ins
 from .errors import DifferentiationError
-from .ops.base import NONDIFF, Op, apply
+from .ops.base import NONDIFF, Op, apply, reapply
 
 __all__ = ["remat"]
 
@@ -71,17 +71,7 @@ def _block_ids(out, mapping) -> list:
 def _replay(out, mapping):
     """``out`` rebuilt over ``mapping`` ({id: node}): every node that depends on a mapped
     one is re-applied, except random nodes, whose forward draw is read as it is."""
-    graph = out.graph
-    data = handles = graph.handles
-    for nid in _block_ids(out, mapping):
-        if nid in mapping:
-            continue
-        d = data[nid]
-        op = d.op
-        if op is None or op.stateful or not any(i in mapping for i in d.input_ids):
-            continue
-        mapping[nid] = apply(op, *[mapping.get(i, handles[i]) for i in d.input_ids],
-                             **d.attrs)
+    reapply(out.graph, _block_ids(out, mapping), mapping, stateful=False)
     return mapping.get(out.id, out)
 
 

@@ -255,6 +255,23 @@ def apply(op: Op, *args, **attrs) -> Node:
 Op.__call__ = apply   # ``fg.sin(x)`` is apply(sin, x): one Python frame less per node
 
 
+def reapply(graph, ids, mapping, *, stateful=True) -> dict:
+    """Rebuild over a substitution: every op node among ``ids`` (ascending) that reads a
+    node of ``mapping`` ({id: its replacement}) is applied again to the replaced inputs
+    and added to ``mapping``, which is returned. ``stateful=False`` leaves stateful
+    nodes (random draws) as they are, so a replay reads the forward's draw."""
+    handles = graph.handles
+    for nid in ids:
+        if nid in mapping:
+            continue
+        node = handles[nid]
+        op, ins = node.op, node.input_ids
+        if op is None or (op.stateful and not stateful) or not any(i in mapping for i in ins):
+            continue
+        mapping[nid] = apply(op, *[mapping.get(i, handles[i]) for i in ins], **node.attrs)
+    return mapping
+
+
 # -- helpers for ``infer`` ----------------------------------------------------------
 
 def shape_error(op_name, nodes, detail) -> ShapeError:
