@@ -264,20 +264,22 @@ class Graph:
             (inputs[0].id,) if k == 1 else (inputs[0].id, inputs[1].id) if k == 2
             else tuple([n.id for n in inputs]))
         node.attrs = attrs or NO_ATTRS
-        node.more = None
-        if op is None or kind != "op" or name is not None or exact_name or self._scope \
-                or _state.__dict__.get("groups"):   # (getattr's miss raises: slow)
-            return self._add_named(node, name, kind, value, weak, exact_name, where)
-        handles = self._handles
-        lock = self._lock
+        # the common case keeps nothing more: an op node with a default name (``sin_12``,
+        # unique by construction, neither registered nor stored: made when read), no
+        # scope, no open composite group
+        rare = op is None or kind != "op" or name is not None or exact_name \
+            or self._scope or _state.__dict__.get("groups")   # (getattr's miss: slow)
+        more = self._more_fields(op, kind, value, weak) if rare else None
+        handles, lock = self._handles, self._lock
         lock.acquire()   # (not ``with``: ~90 ns less a node; released in ``finally``)
         try:
             node_id = len(handles)
-            if node_id in self._reserved:   # a user took this node's default name
-                node.more = {"name": self._name_for(None, False, op, kind, node_id)}
-                self._register_name(node.more["name"], node_id)
-            # else the common case: a default name (``sin_12``), unique by
-            # construction, neither registered nor stored: made when read (Node.name)
+            if (rare and (exact_name or name is not None or self._scope or op is None)) \
+                    or node_id in self._reserved:   # (reserved: a user took its default)
+                more = more if more is not None else {}
+                more["name"] = self._name_for(name, exact_name, op, kind, node_id)
+                self._register_name(more["name"], node_id)
+            node.more = more or None
             node.id = node_id
             if where is not self._last_site:   # a new run of nodes from one line
                 self._site_starts.append(node_id)
@@ -293,36 +295,18 @@ class Graph:
             _freeze_while_building(self)
         return node
 
-    def _add_named(self, node, name, kind, value, weak, exact_name, where) -> "Node":
-        """add_node for a node with rare fields: a leaf (kind, value, weak flag), a given
-        name, a scope, open composite groups (``more``); its name is registered."""
-        more = {"kind": kind, "value": value, "weak": weak} if node.op is None else \
+    def _more_fields(self, op, kind, value, weak) -> dict:
+        """The rare fields of a node add_node builds now (its name comes later, under the
+        lock): a leaf's kind, value and weak flag, another kind, the open scope and
+        composite groups."""
+        more = {"kind": kind, "value": value, "weak": weak} if op is None else \
             {"kind": kind} if kind != "op" else {}
-        scope = self._scope
-        if scope:
-            more["scope"] = tuple(scope)
+        if self._scope:
+            more["scope"] = tuple(self._scope)
         groups = _state.__dict__.get("groups")
         if groups:
             more["group"] = tuple(f.name_in(self) for f in groups)
-        with self._lock:
-            node_id = len(self._handles)
-            if exact_name or name is not None or scope or node.op is None \
-                    or node_id in self._reserved:
-                more["name"] = self._name_for(name, exact_name, node.op, kind, node_id)
-                self._register_name(more["name"], node_id)
-            node.more = more or None
-            node.id = node_id
-            if where is not self._last_site:
-                self._site_starts.append(node_id)
-                self._sites.append(where)
-                self._last_site = where
-            if self._nx_cache:
-                self._nx_cache.clear()
-            self._handles.append(node)
-            self._inputs.append(node.input_ids)
-        if not node_id & _FREEZE_EVERY_MASK and node_id:
-            _freeze_while_building(self)
-        return node
+        return more
 
     def unary_twin(self, op, x) -> "Node | None":
         """An existing node ``op(x)`` (one input, no attrs, this scope, no open composite
