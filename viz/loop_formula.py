@@ -29,6 +29,13 @@ def _tex(text):
     return text.replace("−", "-").replace("…", r"\ldots")
 
 
+def _line(lines, name, body_out, rename):
+    """Append ``name = `` the body output's formula, then its where-bindings."""
+    text, tex, binds = _body(body_out, rename)
+    lines.append((name, text, tex))
+    lines += [(n, b, _tex(b)) for n, b in binds]
+
+
 def _body(body_out, rename):
     """The body output's (text, tex, its where-bindings) with the placeholders renamed."""
     from .formula import formula
@@ -84,16 +91,12 @@ def _scan(spec, role, which, ins):
     _captures(spec, 0, body, ins, rename, inits)
     lines = []
     for k in range(nc):
-        text, tex, binds = _body(body.outs[k], rename)
-        lines.append((f"{names[k]}_{t}", text, tex))
-        lines += [(n, b, _tex(b)) for n, b in binds]
+        _line(lines, f"{names[k]}_{t}", body.outs[k], rename)
     if role == "final":
         result = f"{names[which]}_{last}"
     else:
         y = y_name(which, spec.n_ys)
-        text, tex, binds = _body(body.outs[nc + which], rename)
-        lines.append((f"{y}_{t}", text, tex))
-        lines += [(n, b, _tex(b)) for n, b in binds]
+        _line(lines, f"{y}_{t}", body.outs[nc + which], rename)
         result = f"({y}_1, …, {y}_{T})"
     for j in range(nx):
         src = L.display_name(ins[nc + j])
@@ -114,9 +117,7 @@ def _while(spec, which, ins):
     _captures(spec, 0, body, ins, rename, inits)
     lines = []
     for k in range(nc):
-        text, tex, binds = _body(body.outs[k], rename)
-        lines.append((f"{names[k]}_k", text, tex))
-        lines += [(n, t, _tex(t)) for n, t in binds]
+        _line(lines, f"{names[k]}_k", body.outs[k], rename)
     at_k = {test.params[k].id: f"{names[k]}_k" for k in range(nc)}
     _captures(spec, 1, test, ins, at_k, inits)
     cond, _, _ = _body(test.outs[0], at_k)
