@@ -282,6 +282,34 @@ def test_flat_plans_read_as_the_tuple_plans(program):
             np.testing.assert_array_equal(a, b)
 
 
+def test_flat_plan_columns_hold_slots_in_4_bytes_and_switch_to_8_beyond_2_31(flat_plans,
+                                                                              monkeypatch):
+    """issue 19: a flat plan's slot columns are 4-byte ints while the slots fit, 8-byte
+    ones from 2^31 - 1 slots or ids on; the plan reads and runs the same either way."""
+    import numpy as np
+    assert flat_plans._slot_type(2 ** 31 - 2) == ("i", np.int32)
+    assert flat_plans._slot_type(2 ** 31 - 1) == ("q", np.int64)
+
+    def build():
+        with fg.Graph():
+            x = fg.placeholder("x", shape=(4,))
+            y = x
+            for _ in range(20):
+                y = fg.tanh(y) * 1.5 + fg.sin(y)
+            loss = fg.sum(y * y)
+            return fg.compile([loss, fg.grad(loss, x)], codegen=False)
+    narrow = build()
+    monkeypatch.setattr(flat_plans, "_slot_type", lambda n: ("q", np.int64))
+    wide = build()
+    a, b = narrow.plan.made_steps(), wide.plan.made_steps()
+    assert a.out.typecode == a.a.typecode == a.frees.typecode == "i"
+    assert b.out.typecode == b.a.typecode == b.frees.typecode == "q"
+    assert list(a) == list(b)
+    X = np.array([-1.0, 0.25, 0.5, 2.0])
+    for u, v in zip(narrow(x=X), wide(x=X)):
+        np.testing.assert_array_equal(u, v)
+
+
 def test_flat_plans_on_sparse_ids_and_wide_steps(flat_plans):
     """Ids far apart (a dict, not an array, maps them to slots), a three-input step and a
     step with no input, values(), numerics checks and a trace, all on the flat loop."""

@@ -228,8 +228,9 @@ class Program:
         # built here outlives the compile, and the collector then scans each object once)
         # (ids and counts as 4-byte arrays: 36 MB less than lists at 3*10^6 steps, and the
         # flat plan's columns gather straight from their buffers)
-        step_ids, ops, attrs, ins = array("i"), [], [], []
-        n_freed, freed = array("i"), array("i")
+        ids = _slot_type(order[-1] + 1 if order else 0)[0]   # (4 bytes while ids fit)
+        step_ids, ops, attrs, ins = array(ids), [], [], []
+        n_freed, freed = array("i"), array(ids)
         op_, at_, in_ = ops.append, attrs.append, ins.append
         consts = []
         # simplify stores only the definitions its graph node does not hold (constants,
