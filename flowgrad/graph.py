@@ -110,6 +110,9 @@ class Graph:
         # so that a sweep over ids (ancestors) reads a list, not a dict in a dict
         self._inputs: list[tuple] = []
         self._handles: list[Node] = []
+        # {op: id of its first one-input node}: unary_twin's precheck (a twin of x has an
+        # id within _TWIN_WINDOW after x, so an op first built later has none there)
+        self._first_unary: dict = {}
         # The user's (file, line) of each node, as runs: node ids from _site_starts[k] up
         # to the next start were built from _sites[k] (a loop builds one run; a node
         # slot was 8 bytes a node, a run is 16 bytes a source line change)
@@ -289,6 +292,8 @@ class Graph:
                 self._nx_cache.clear()   # as nx's own add_node does
             handles.append(node)
             self._inputs.append(input_ids)
+            if k == 1 and op not in self._first_unary:
+                self._first_unary[op] = node_id
         finally:
             lock.release()
         if not node_id & _FREEZE_EVERY_MASK and node_id:
@@ -314,6 +319,8 @@ class Graph:
         holds, ops.base.apply asks this first, so a sweep's rule asking for ``cos(x)``
         gets the forward pass's ``cos(x)``, not a copy that every compile merges again."""
         src = x.id
+        if self._first_unary.get(op, _NEVER) > src + _TWIN_WINDOW:
+            return None   # (no such node yet, or none before the window ends: no scan)
         input_ids = (src,)
         window = self._inputs[src + 1:src + 1 + _TWIN_WINDOW]
         k = -1
@@ -421,6 +428,7 @@ class Graph:
 # How far after its input a unary node is looked for (the forward pass builds an input's
 # consumers right after it: y = sin(x)·c + d·cos(x) puts cos(x) 4 ids after x).
 _TWIN_WINDOW = 8
+_NEVER = 1 << 62   # (an id past any graph's: "no such node yet")
 
 
 def sharing_graph():
