@@ -99,8 +99,8 @@ def precision_audit(outputs, feed=None, dtype="float32", factor: float = 10.0) -
     """Run ``outputs`` (a node or a list) in ``dtype`` and in the graph's own precision on
     ``feed``, side by side, and report where the lower precision loses digits."""
     from .dtypes import as_dtype
-    from .engine.program import Program, _as_outputs
-    outs, _ = _as_outputs(outputs)
+    from .engine.program import Program, as_outputs
+    outs, _ = as_outputs(outputs)
     low = as_dtype(dtype, "precision_audit")
     if low.kind not in "fc":
         raise UsageError(f"precision_audit: dtype must be a float dtype, got {low}")

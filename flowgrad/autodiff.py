@@ -34,6 +34,12 @@ def record_gradient(g: Node, y: Node, x: Node) -> None:
     _GRADIENT_OF.setdefault(y.graph, {}).setdefault(g.id, set()).add((y.id, x.id))
 
 
+def gradient_records(graph) -> dict:
+    """{gradient node id: {(y id, x id), …}}: every node of ``graph`` that grad or
+    adjoints returned as ∂y/∂x (a saved graph keeps them: flowgrad/io/graphfile.py)."""
+    return _GRADIENT_OF.get(graph, {})
+
+
 def is_gradient(g: Node, y: Node, x: Node) -> bool:
     """Whether ``g`` was returned by ``grad``/``adjoints`` as the gradient of ``y`` w.r.t. ``x``."""
     return (y.id, x.id) in _GRADIENT_OF.get(y.graph, {}).get(g.id, ())
@@ -44,7 +50,7 @@ def ancestors(outputs) -> list[int]:
     return outputs[0].graph.ancestors([o.id for o in outputs])
 
 
-def _differentiable(dtype) -> bool:
+def is_differentiable(dtype) -> bool:
     return dtype.kind in "fc"
 
 
@@ -59,7 +65,7 @@ def _on_path(graph, order, sources) -> set[int]:
     return active
 
 
-def _as_list(x, fn="grad", what="wrt"):
+def node_list(x, fn="grad", what="wrt"):
     """``x`` (a node, or a list/tuple of nodes) as a list, and whether it was one node."""
     single = isinstance(x, Node)
     if single:
@@ -86,7 +92,7 @@ def _check_scalar(y):
         raise DifferentiationError(
             f"grad needs a scalar output, but {y.name!r} has shape {y.shape}; "
             "reduce it (fg.sum, fg.mean) or use fg.vjp / fg.jacobian")
-    if not _differentiable(y.dtype):
+    if not is_differentiable(y.dtype):
         raise DifferentiationError(f"cannot differentiate {y.name!r} of dtype {y.dtype}")
 
 
@@ -103,7 +109,7 @@ def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
     """
     _require_node(y, "adjoints")
     if wrt is not None:
-        _as_list(wrt, "adjoints")
+        node_list(wrt, "adjoints")
     return _adjoints(y, wrt, seed)
 
 
@@ -176,7 +182,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         table = op.vjp_rules
         for argnum, inp in enumerate(inputs):
             iid = inp.id
-            if iid not in active or inp.dtype.kind not in "fc":   # (_differentiable)
+            if iid not in active or inp.dtype.kind not in "fc":   # (is_differentiable)
                 continue
             # the rule straight from the op's table when it is a plain tuple entry
             rule = table[argnum] if table is not None and argnum < len(table) \
@@ -223,7 +229,7 @@ def _all_terms(rule, g, node, inputs, attrs, active, pending, marks, y):
     adjoints), added to ``pending`` and marked as part of that argument's adjoint."""
     from flowgrad.ops import sum_to_like
     graph = node.graph
-    needed = [inp.id in active and _differentiable(inp.dtype) for inp in inputs]
+    needed = [inp.id in active and is_differentiable(inp.dtype) for inp in inputs]
     first_new, since = len(graph.handles), len(marks.start)
     terms = rule(needed, g, node, *inputs, **attrs)
     nested, done = (since, len(marks.start)), set()
@@ -333,7 +339,7 @@ def grad(y: Node, wrt):
     A node that ``y`` does not depend on gets a zeros node of its shape.
     """
     _require_node(y, "grad")
-    wrt, single = _as_list(wrt)
+    wrt, single = node_list(wrt)
     _check_scalar(y)  # fail early, naming y (building no seed node that nothing uses)
     _check_wrt(wrt)
     adj = _adjoints(y, wrt, keep={x.id for x in wrt})
@@ -349,7 +355,7 @@ def _check_wrt(xs):
     for x in xs:
         if not isinstance(x, Node):
             raise UsageError(f"grad: wrt must be nodes, got {type(x).__name__} {x!r}")
-        if not _differentiable(x.dtype):
+        if not is_differentiable(x.dtype):
             raise DifferentiationError(
                 f"cannot differentiate with respect to {x.name!r} of dtype {x.dtype}: only "
                 "float and complex nodes have derivatives (cast it with a float placeholder)")
@@ -359,7 +365,7 @@ def vjp(y: Node, x, ybar):
     """ȳᵀ J: the reverse-mode product of the cotangent ``ybar`` (shape of y) with ∂y/∂x."""
     from flowgrad.ops import as_node
     _require_node(y, "vjp")
-    xs, single = _as_list(x, "vjp", "x")
+    xs, single = node_list(x, "vjp", "x")
     _check_wrt(xs)
     ybar = as_node(ybar, y.graph)
     if ybar.shape != y.shape and None not in y.shape:
@@ -410,7 +416,7 @@ def jvp(y: Node, x, xdot):
     """
     from flowgrad.ops import as_node
     _require_node(y, "jvp")
-    xs, single = _as_list(x, "jvp", "x")
+    xs, single = node_list(x, "jvp", "x")
     xdots = [xdot] if single else list(xdot)
     if len(xs) != len(xdots):
         raise DifferentiationError(f"jvp: {len(xs)} inputs but {len(xdots)} tangents")
@@ -448,7 +454,7 @@ def _forward_sweep_nodes(graph, y, tangents):
         inputs = tuple(handles[i] for i in d.input_ids)
         attrs = d.attrs
         if op.jvp_all is not None:   # the whole tangent in one call: O(N) nodes, not O(N²)
-            ts = [tangents.get(i.id) if _differentiable(i.dtype) else None for i in inputs]
+            ts = [tangents.get(i.id) if is_differentiable(i.dtype) else None for i in inputs]
             total = op.jvp_all(ts, node, *inputs, **attrs)
             if total is not None:
                 tangents[nid] = broadcast_to_like(total, node)
@@ -456,7 +462,7 @@ def _forward_sweep_nodes(graph, y, tangents):
         total = None
         for argnum, inp in enumerate(inputs):
             t = tangents.get(inp.id)
-            if t is None or not _differentiable(inp.dtype):
+            if t is None or not is_differentiable(inp.dtype):
                 continue
             rule = op.jvp_rule(argnum)
             if rule is None:

@@ -50,7 +50,7 @@ import math
 
 import numpy as np
 
-from .autodiff import _as_list, _differentiable, ancestors, grad, jvp, vjp
+from .autodiff import node_list, is_differentiable, ancestors, grad, jvp, vjp
 from .batching import BatchingError
 from .errors import DifferentiationError
 from .graph import Node, same_graph
@@ -66,7 +66,7 @@ def hvp(f: Node, x, v, mode: str = "fwd-rev"):
     ``x`` and ``v`` may be lists of equal length (the blocks of H v). H is never formed.
     """
     from flowgrad.ops import as_node, sum
-    xs, single = _as_list(x)
+    xs, single = node_list(x)
     vs = [v] if single else list(v)
     if len(xs) != len(vs):
         raise DifferentiationError(f"hvp: {len(xs)} inputs but {len(vs)} vectors")
@@ -113,7 +113,7 @@ def jacobian(y: Node, x: Node, mode: str | None = None, method: str | None = Non
     ny, nx_ = _size(y), _size(x)
     if mode is None:
         mode = "fwd" if nx_ is not None and (ny is None or nx_ < ny) else "rev"
-    if not _differentiable(y.dtype):
+    if not is_differentiable(y.dtype):
         raise DifferentiationError(f"cannot differentiate {y.name!r} of dtype {y.dtype}")
     if mode not in ("fwd", "rev"):
         raise ValueError(f"jacobian: mode must be 'fwd', 'rev' or None, got {mode!r}")
@@ -200,7 +200,7 @@ def _batched_products(graph, y, x, mode):
         u = _placeholder(graph, y.shape, y.dtype, "jacobian/cotangent")
         rows = vectorize(vjp(y, x, u), {u: _identity_batch(graph, y.shape, y.dtype)})
         return reshape(rows, y.shape + x.shape)
-    dtype = x.dtype if _differentiable(x.dtype) else y.dtype
+    dtype = x.dtype if is_differentiable(x.dtype) else y.dtype
     u = _placeholder(graph, x.shape, dtype, "jacobian/tangent")
     cols = vectorize(jvp(y, x, u), {u: _identity_batch(graph, x.shape, dtype)})
     cols = reshape(cols, x.shape + y.shape)
@@ -214,7 +214,7 @@ def _mapped_jacobian(graph, y, x, mode):
         u = _placeholder(graph, y.shape, y.dtype, "jacobian/cotangent")
         return _make_map(vjp(y, x, u), u, [], [], "stack", ref=_shape_ref(u, y))
     from flowgrad.ops import transpose
-    dtype = x.dtype if _differentiable(x.dtype) else y.dtype
+    dtype = x.dtype if is_differentiable(x.dtype) else y.dtype
     u = _placeholder(graph, x.shape, dtype, "jacobian/tangent")
     cols = _make_map(jvp(y, x, u), u, [], [], "stack", ref=_shape_ref(u, x))  # x.shape + y.shape
     k = len(x.shape)
@@ -246,7 +246,7 @@ def _placeholder(graph, shape, dtype, name):
                           kind="placeholder")
 
 
-class _Body:
+class MapBody:
     """What a basis_map runs: ``out`` as a function of placeholders ``params`` (bound to
     the op's first inputs), ``sliced`` (bound to slice k of the remaining inputs) and
     ``basis`` (bound to the k-th standard basis vector). Compiled once per backend."""
@@ -412,7 +412,7 @@ def _make_map(out, basis, params, sliced, reduce, ref=None):
         d = handles[nid]
         ins = [mapping.get(i, handles[i]) for i in d.input_ids]
         mapping[nid] = apply(d.op, *ins, **d.attrs)
-    body = _Body(mapping.get(out.id, out), basis, new_params, [s for s, _ in sliced], reduce,
+    body = MapBody(mapping.get(out.id, out), basis, new_params, [s for s, _ in sliced], reduce,
                  dynamic=ref is not None)
     inputs = tuple(outer_nodes) + tuple(o for _, o in sliced) + \
         ((ref,) if ref is not None else ())

@@ -32,7 +32,7 @@ import numpy as np
 from .dtypes import as_dtype
 from .errors import ShapeError
 from .graph import Node, default_graph
-from .ops.base import NONDIFF, Op, apply, as_node, fmt_shape, _user_line
+from .ops.base import NONDIFF, Op, apply, as_node, fmt_shape, user_line
 
 __all__ = ["normal", "uniform", "bernoulli", "set_seed", "get_seed", "Stream"]
 
@@ -165,7 +165,7 @@ _OPS = {"normal": _random_op("normal", "Normal draws N(mean, std²)."),
 
 
 def _at():
-    where = _user_line()
+    where = user_line()
     return f"\n  at {where}" if where else ""
 
 

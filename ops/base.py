@@ -277,7 +277,7 @@ def reapply(graph, ids, mapping, *, stateful=True) -> dict:
 def shape_error(op_name, nodes, detail) -> ShapeError:
     """A ShapeError naming the op, every operand with its shape, and the user's line."""
     operands = ", ".join(f"{n.name} {fmt_shape(n.shape)}" for n in nodes)
-    where = _user_line()
+    where = user_line()
     return ShapeError(f"{op_name}: {detail} (operands: {operands})" +
                       (f"\n  at {where}" if where else ""))
 
@@ -369,7 +369,7 @@ def site_fixed_above(frame):
         del _STOPS[frame]
 
 
-def _user_line():
+def user_line():
     """``file:line`` of the innermost frame outside flowgrad, i.e. the user's call."""
     site = user_site()
     return f"{site[0]}:{site[1]}" if site else None
@@ -458,5 +458,5 @@ def keepdims_flag(op_name, keepdims) -> bool:
 
 
 def _at() -> str:
-    where = _user_line()
+    where = user_line()
     return f"\n  at {where}" if where else ""

@@ -90,7 +90,7 @@ class _Shaped:
         self.shape, self.name = shape, name
 
 
-def _expand_ellipsis(x, items):
+def expand_ellipsis(x, items):
     used = sum(1 for it in items if it[0] in _CONSUMING)
     ndim = len(x.shape)
     n_ell = sum(1 for it in items if it[0] == "e")
@@ -114,7 +114,7 @@ def _check_bound(x, axis, lo, hi):
 
 
 def _infer(x, *tensors, index):
-    items = _expand_ellipsis(x, index)
+    items = expand_ellipsis(x, index)
     advanced = any(it[0] in ("a", "t") for it in items)
     out, adv_shapes, adv_pos = [], [], []
     axis = 0
@@ -340,7 +340,7 @@ def getitem(x, index):
     x̄ = v̄ scattered back to the entries read (repeated indices add up); none for indices."""
     x = as_node(x)
     items, tensors = _items(index)
-    _expand_ellipsis(x, items)   # fail at build time on a bad index, even an identity one
+    expand_ellipsis(x, items)   # fail at build time on a bad index, even an identity one
     if all(it[0] == "e" or it == ("s", None, None, None) for it in items) and \
             sum(1 for it in items if it[0] == "e") <= 1:
         return x     # x[...] and x[:] are x itself (no copy is ever observable)

@@ -33,7 +33,7 @@ from .shape import expand_dims, reshape, squeeze, swap_last_axes, transpose
 from .indexing import getitem
 
 
-def _matmul_infer(a, b, op_name="matmul"):
+def matmul_infer(a, b, op_name="matmul"):
     if not a.shape or not b.shape:
         raise shape_error(op_name, (a, b), "operands must be at least 1-d (use mul for scalars)")
     ka = a.shape[-1]
@@ -46,17 +46,17 @@ def _matmul_infer(a, b, op_name="matmul"):
         return a.shape[:-1], result_dtype(a, b)
     if len(a.shape) == 1:
         return b.shape[:-2] + b.shape[-1:], result_dtype(a, b)
-    batch = broadcast_shapes(op_name, _Shape(a.shape[:-2]), _Shape(b.shape[:-2]))
+    batch = broadcast_shapes(op_name, MatmulShape(a.shape[:-2]), MatmulShape(b.shape[:-2]))
     return batch + (a.shape[-2], b.shape[-1]), result_dtype(a, b)
 
 
-class _Shape:
+class MatmulShape:
     """Just enough of a node for broadcast_shapes on batch dimensions."""
     def __init__(self, shape):
         self.shape, self.name = shape, "batch"
 
 
-def _matmul_da(g, ans, a, b):
+def matmul_da(g, ans, a, b):
     """Ā = Ḡ Bᵀ (1-d operands promoted to matrices, then squeezed back)."""
     if len(a.shape) == 1 and len(b.shape) == 1:
         return g * b
@@ -67,7 +67,7 @@ def _matmul_da(g, ans, a, b):
     return squeeze(out, -2) if len(a.shape) == 1 else out
 
 
-def _matmul_db(g, ans, a, b):
+def matmul_db(g, ans, a, b):
     """B̄ = Aᵀ Ḡ (1-d operands promoted to matrices, then squeezed back)."""
     if len(a.shape) == 1 and len(b.shape) == 1:
         return g * a
@@ -80,8 +80,8 @@ def _matmul_db(g, ans, a, b):
     return squeeze(out, -1) if len(b.shape) == 1 else out
 
 
-_matmul = Op("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_infer,
-             vjp=(_matmul_da, _matmul_db), multilinear=True,
+_matmul = Op("matmul", lambda xp, a, b: xp.matmul(a, b), matmul_infer,
+             vjp=(matmul_da, matmul_db), multilinear=True,
              doc="a @ b.  Ā = Ḡ Bᵀ, B̄ = Aᵀ Ḡ; forward rule Ȧ B + A Ḃ.")
 
 
@@ -304,7 +304,7 @@ def _solve_infer(a, b):
         raise shape_error("solve", (a, b), "b must be a vector or a (batch of) matrices")
     if None not in (n, b.shape[-2]) and n != b.shape[-2]:
         raise shape_error("solve", (a, b), f"b has {b.shape[-2]} rows, a is {n}×{n}")
-    batch = broadcast_shapes("solve", _Shape(a.shape[:-2]), _Shape(b.shape[:-2]))
+    batch = broadcast_shapes("solve", MatmulShape(a.shape[:-2]), MatmulShape(b.shape[:-2]))
     return batch + b.shape[-2:], float_dtype(result_dtype(a, b))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .base import Op, apply, broadcast_shapes, float_dtype, fmt_shape, result_dtype, shape_error
 from .elementwise import greater, where
-from .linalg import _Shape, _matmul_da, _matmul_db, _matmul_infer, matmul
+from .linalg import MatmulShape, matmul_da, matmul_db, matmul_infer, matmul
 from .special import as_float
 
 
@@ -83,10 +83,10 @@ def _linear_infer(x, w, b=None):
     if _scalar(x, w):
         shape, dtype = broadcast_shapes("linear", x, w), result_dtype(x, w)
     else:
-        shape, dtype = _matmul_infer(x, w, "linear")
+        shape, dtype = matmul_infer(x, w, "linear")
     if b is None:
         return shape, dtype
-    out = broadcast_shapes("linear", _Shape(shape), b)
+    out = broadcast_shapes("linear", MatmulShape(shape), b)
     if len(out) != len(shape) or any(s == 1 and o != 1 for s, o in zip(shape, out)):
         raise shape_error("linear", (x, w, b), "the bias must broadcast to the shape of "
                           f"x @ w, {fmt_shape(shape)}, without enlarging it")
@@ -94,11 +94,11 @@ def _linear_infer(x, w, b=None):
 
 
 def _linear_dx(g, ans, x, w, b=None):
-    return g * w if _scalar(x, w) else _matmul_da(g, ans, x, w)
+    return g * w if _scalar(x, w) else matmul_da(g, ans, x, w)
 
 
 def _linear_dw(g, ans, x, w, b=None):
-    return g * x if _scalar(x, w) else _matmul_db(g, ans, x, w)
+    return g * x if _scalar(x, w) else matmul_db(g, ans, x, w)
 
 
 def _linear_decompose(x, w, b=None):

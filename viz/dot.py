@@ -224,7 +224,7 @@ class GroupUnit(str):
     """A collapsed ``fg.composite`` group, drawn as one box (the str is its name)."""
 
 
-def _key(unit) -> str:
+def unit_key(unit) -> str:
     """The DOT id of a node (n12), a collapsed scope box (s_layer1_dense) or a collapsed
     composite group (g_mse_1)."""
     if isinstance(unit, int):
@@ -353,17 +353,17 @@ def _group_box_attrs(scene, unit, members, users, opts):
         shape = first.shape if values[0] is None else np.shape(values[0])
         if L.shape_text(shape):
             detail.append(L.shape_text(shape))
-        rows = L.value_rows(_key(unit), values[0], adjoints[0], p, m, opts["cell_ids"])
+        rows = L.value_rows(unit_key(unit), values[0], adjoints[0], p, m, opts["cell_ids"])
     else:  # one line per output, in one cell each for the values and the adjoints
         names = [L.display_name(scene.handles[i], p) for i in outs]
         val = [f"{n} = {L.one_line(v, p, m)}" for n, v in zip(names, values) if v is not None]
         adj = [f"{n}: {L.one_line(a, p, m)}" for n, a in zip(names, adjoints) if a is not None]
         rows = []
         if val:
-            rows.append(L.text_row(val, cell_id=f"{_key(unit)}_val" if opts["cell_ids"] else None))
+            rows.append(L.text_row(val, cell_id=f"{unit_key(unit)}_val" if opts["cell_ids"] else None))
         if adj:
             rows.append(L.text_row(["v̄ " + a for a in adj], bgcolor=L.COLOURS["adjoint_row"],
-                               cell_id=f"{_key(unit)}_adj" if opts["cell_ids"] else None))
+                               cell_id=f"{unit_key(unit)}_adj" if opts["cell_ids"] else None))
     small = " · ".join([" ".join(detail)] + marks if detail else marks)
     head = L.header_row(label, small, colour)
     text = ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3">'
@@ -661,7 +661,7 @@ def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> tuple:
             clusters[path] = graphviz.Digraph(name="cluster_" + "/".join(path), graph_attr={
                 "label": label, "style": "rounded,dotted" if group else "rounded,dashed",
                 "color": "#C0587E" if group else "gray50", "fontcolor": "gray30",
-                "id": "c_" + _key(path)[2:]})
+                "id": "c_" + unit_key(path)[2:]})
         return clusters[path]
 
     expand = opts["expand"]
@@ -669,13 +669,13 @@ def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> tuple:
         if units[i] == i:
             node = scene.handles[i]
             attrs = _node_attrs(scene, node, opts, derivative=i in derivative)
-            home(_home_path(node, expand)).node(_key(i), id=_key(i), **attrs)
+            home(_home_path(node, expand)).node(unit_key(i), id=unit_key(i), **attrs)
     for unit, members in boxes.items():
         if isinstance(unit, GroupUnit):  # where its first node was built
             home(_home_path(scene.handles[members[0]], expand)).node(
-                _key(unit), id=_key(unit), **_group_box_attrs(scene, unit, members, users, opts))
+                unit_key(unit), id=unit_key(unit), **_group_box_attrs(scene, unit, members, users, opts))
         else:
-            home(unit[:-1]).node(_key(unit), id=_key(unit),
+            home(unit[:-1]).node(unit_key(unit), id=unit_key(unit),
                                  **_scope_box_attrs(scene, unit, members, users, opts))
     # Nest clusters deepest first: a subgraph is copied into its parent when attached,
     # so it must be complete by then. Make sure every ancestor cluster exists first.
@@ -703,14 +703,14 @@ def _emit_edges(dot, scene, ids, drawn, derivative, edge_labels, precision):
         if a == b or (a, b) in done:
             continue  # inside one collapsed scope, or already drawn between two boxes
         done.add((a, b))
-        attrs = {"id": f"e{_key(a)}_{_key(b)}"}
+        attrs = {"id": f"e{unit_key(a)}_{unit_key(b)}"}
         if isinstance(b, int) and not isinstance(a, tuple) and (i, j) in texts:
             attrs["label"] = texts[(i, j)]      # from a node, or from a composite's output
         elif not isinstance(a, tuple) and (a, b) in texts:   # (or a composite's box)
             attrs["label"] = texts[(a, b)]      # into a composite
         if j in derivative:
             attrs.update(color="#D95F02", fontcolor="#D95F02")
-        dot.edge(_key(a), _key(b), **attrs)
+        dot.edge(unit_key(a), unit_key(b), **attrs)
 
 
 def _emit_elided(dot, scene, ids, candidates, units):
@@ -724,4 +724,4 @@ def _emit_elided(dot, scene, ids, candidates, units):
             key = f"x{j}"
             dot.node(key, label=f"⋯ {len(hidden)}", shape="plaintext", fontsize="10",
                      tooltip=f"{len(hidden)} input(s) not drawn")
-            dot.edge(key, _key(j), style="dashed", color="gray60")
+            dot.edge(key, unit_key(j), style="dashed", color="gray60")

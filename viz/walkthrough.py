@@ -22,7 +22,7 @@ from flowgrad.errors import FlowgradError
 from . import labels as L
 from flowgrad.composite import groups
 
-from .dot import GroupUnit, _key, draw, drawn_units
+from .dot import GroupUnit, unit_key, draw, drawn_units
 from .local import edge_terms
 from .unroll import iteration_note, walk_view
 
@@ -87,7 +87,7 @@ class _Plan:
         return L.bar(self.name(u))
 
     def key(self, u) -> str:
-        return _key(u)
+        return unit_key(u)
 
     def keys(self) -> list:
         """The DOM ids of every drawn box."""

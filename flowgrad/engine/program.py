@@ -53,7 +53,7 @@ from . import codegen as _codegen
 from .. import state as _state
 
 
-def _as_outputs(outputs):
+def as_outputs(outputs):
     if isinstance(outputs, Node):
         return [outputs], True
     given = outputs
@@ -172,7 +172,7 @@ class Program:
 
     def __init__(self, outputs, backend=None, keep_all=False, check_numerics=False,
                  codegen=True, verify=None):
-        outputs, self.single = _as_outputs(outputs)
+        outputs, self.single = as_outputs(outputs)
         self.graph = same_graph(outputs)
         self.outputs = outputs
         # declared state writes (flowgrad/state.py): their new values are computed as
@@ -669,7 +669,7 @@ def run(outputs, feed=None, /, backend=None, **kwargs):
     backend (a name, a Backend or None); anything else given as ``backend=`` feeds a
     placeholder or variable named ``backend``, if the graph has one (a number or an
     array is never a backend); a dict of feeds works for every name."""
-    outs, _ = _as_outputs(outputs)
+    outs, _ = as_outputs(outputs)
     g = outs[0].graph
     if feed is None and isinstance(kwargs.get("feed"), dict) and g.name_id("feed") is None:
         feed = kwargs.pop("feed")     # feed={...} by keyword, as before: no leaf has the name

@@ -1,7 +1,7 @@
 """Graph simplification at compile time: the pruned node list in, a smaller plan out.
 
-``Program._build`` calls :func:`simplify` with the ids the outputs depend on
-(ascending = topological). The graph itself is never changed — graphs only grow,
+``Program._sweep`` calls :func:`simplify` with the ids the outputs depend on (ascending
+= topological). The graph itself is never changed — graphs only grow,
 and the same node may be compiled into many programs — instead each node is
 mapped to a *representative* whose value it shares, and only the representatives
 that an output still needs become plan steps. One forward pass over the ids maps

@@ -113,9 +113,9 @@ def _record(d, new_id, store, where, extra):
 def _gradient_records(g, new_id) -> list:
     """[g, y, x] (file indices) for every saved node that grad/adjoints built as ∂y/∂x, so
     that an optimizer accepts the reloaded gradient program (optim.py checks it)."""
-    from flowgrad.autodiff import _GRADIENT_OF
+    from flowgrad.autodiff import gradient_records
     out = []
-    for gid, pairs in sorted(_GRADIENT_OF.get(g, {}).items()):
+    for gid, pairs in sorted(gradient_records(g).items()):
         if gid in new_id:
             out += [[new_id[gid], new_id[y], new_id[x]] for y, x in sorted(pairs)
                     if y in new_id and x in new_id]

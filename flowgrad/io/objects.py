@@ -19,8 +19,8 @@ REDUCES = ("stack", "sum")
 
 
 def _body_type():
-    from flowgrad.higher_order import _Body
-    return _Body
+    from flowgrad.higher_order import MapBody
+    return MapBody
 
 
 def _stream_type():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flowgrad.ops.indexing import _expand_ellipsis
+from flowgrad.ops.indexing import expand_ellipsis
 
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
@@ -33,7 +33,7 @@ def _slice_bounds(start, stop, step):
 def getitem_tensor(e, x, x_node, index, tensor_inputs):
     """``x[index]`` where ``x`` is a tensor name shaped like ``x_node`` and ``tensor_inputs``
     are the input numbers of the current node holding the index nodes ("t" items)."""
-    items = _expand_ellipsis(x_node, index)
+    items = expand_ellipsis(x_node, index)
     advanced = any(it[0] in ("a", "t") for it in items)
     starts, stops, axes, steps = [], [], [], []
     consumed = []                      # (item position, x axis) of axis-consuming items
