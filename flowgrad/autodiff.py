@@ -146,6 +146,8 @@ def _summed(terms, add):
 
 def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     from flowgrad.ops import add, sum_to_like
+    from flowgrad.ops.base import plain_rule, walking_sites
+    plain_of = {}   # rule -> plain_rule(rule): primitive rules take the sweep's site
     handles = graph.handles
     marks = _marks_of(graph)
     add_mark = marks.add
@@ -190,7 +192,11 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             if rule is None:
                 continue
             first_new = len(handles)
-            term = rule(vbar, node, *inputs, **attrs)
+            plain = plain_of.get(rule)
+            if plain is None:
+                plain = plain_of[rule] = plain_rule(rule)
+            term = rule(vbar, node, *inputs, **attrs) if plain else \
+                walking_sites(rule, vbar, node, *inputs, **attrs)
             if term is not None:
                 if term.shape != inp.shape:
                     term = sum_to_like(term, inp)
@@ -231,7 +237,7 @@ def _all_terms(rule, g, node, inputs, attrs, active, pending, marks, y):
     graph = node.graph
     needed = [inp.id in active and is_differentiable(inp.dtype) for inp in inputs]
     first_new, since = len(graph.handles), len(marks.start)
-    terms = rule(needed, g, node, *inputs, **attrs)
+    terms = _call_rule(rule, needed, g, node, *inputs, **attrs)
     nested, done = (since, len(marks.start)), set()
     data = graph.handles
     for inp, term, need in zip(inputs, terms, needed):
@@ -239,6 +245,13 @@ def _all_terms(rule, g, node, inputs, attrs, active, pending, marks, y):
             term = sum_to_like(term, inp)
             _add_term(pending, inp.id, term)
             _mark_built(marks, data, first_new, term.id, inp.id, y.id, nested, done)
+
+
+def _call_rule(rule, /, *args, **attrs):
+    """``rule(*args, **attrs)`` in a sweep: a rule that may run user code with the
+    sweep's site shortcut lifted (ops.base.walking_sites), so its nodes name their lines."""
+    from flowgrad.ops.base import plain_rule, walking_sites
+    return rule(*args, **attrs) if plain_rule(rule) else walking_sites(rule, *args, **attrs)
 
 
 def _add_term(pending, nid, term):
@@ -455,7 +468,7 @@ def _forward_sweep_nodes(graph, y, tangents):
         attrs = d.attrs
         if op.jvp_all is not None:   # the whole tangent in one call: O(N) nodes, not O(N²)
             ts = [tangents.get(i.id) if is_differentiable(i.dtype) else None for i in inputs]
-            total = op.jvp_all(ts, node, *inputs, **attrs)
+            total = _call_rule(op.jvp_all, ts, node, *inputs, **attrs)
             if total is not None:
                 tangents[nid] = broadcast_to_like(total, node)
             continue
@@ -467,7 +480,7 @@ def _forward_sweep_nodes(graph, y, tangents):
             rule = op.jvp_rule(argnum)
             if rule is None:
                 continue
-            term = rule(t, node, *inputs, **attrs)
+            term = _call_rule(rule, t, node, *inputs, **attrs)
             if term is None:
                 continue
             term = broadcast_to_like(term, node)

@@ -244,8 +244,8 @@ def apply(op: Op, *args, **attrs) -> Node:
     if _INSIDE.get(code.co_filename) is False:   # straight from user code (site_of, inlined)
         hit = _SITE_AT.get((id(code), frame.f_lasti))
         site = hit[1] if hit is not None and hit[0] is code else site_at(frame)
-    else:
-        site = site_of(frame)
+    else:   # flowgrad's own code: a sweep's primitive rule knows the site (rule_site)
+        site = thread_state.__dict__.get("rule_site") or site_of(frame)
     return graph.add_node(op, inputs, attrs,
                           shape if type(shape) is tuple else tuple(shape),
                           dtype if isinstance(dtype, np.dtype) else np.dtype(dtype),
@@ -361,12 +361,53 @@ def site_fixed_above(frame):
     """While ``frame`` (a sweep inside flowgrad that builds many nodes) runs, walks that
     reach it stop there with the site found once above it, which is what they would
     have found: the frames above a running frame do not move. Frames below it (the
-    rules, which may be user code) are still walked, so every site stays exact."""
-    _STOPS[frame] = site_of(frame)
+    rules, which may be user code) are still walked, so every site stays exact.
+
+    The site is also this thread's ``rule_site`` meanwhile: a node that flowgrad's own
+    code builds takes it without walking any frame (two frame objects a rule call, the
+    largest cost of a sweep's node after the node itself). That is exact as long as
+    only flowgrad's code runs between the sweep and the node; so the sweep calls every
+    rule that may run user code (one not of the primitive ops, ``plain_rule``) through
+    ``walking_sites``, which lifts the shortcut for the call."""
+    site = _STOPS[frame] = site_of(frame)
+    state = thread_state.__dict__
+    outer = state.get("rule_site")
+    state["rule_site"] = site
     try:
         yield
     finally:
+        state["rule_site"] = outer
         del _STOPS[frame]
+
+
+_OPS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PLAIN_CODE: dict = {}   # code object -> whether it was written in this package (ops/)
+
+
+def plain_rule(rule) -> bool:
+    """Whether ``rule`` is a function of the primitive ops' own modules (this package):
+    those rules build their nodes from ops and call no user code (ops/ imports no
+    user-facing machinery), so the nodes they build take the sweep's site. Anything
+    else (a custom rule, a loop's, a partial, a user's ``Op``) may run user code."""
+    code = getattr(rule, "__code__", None)
+    if code is None:
+        return False
+    plain = _PLAIN_CODE.get(code)
+    if plain is None:
+        plain = _PLAIN_CODE[code] = os.path.abspath(code.co_filename).startswith(_OPS_DIR)
+    return plain
+
+
+def walking_sites(fn, /, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the sweep's ``rule_site`` lifted: the nodes it builds
+    get their sites by walking the frames (a user's rule: its own lines)."""
+    state = thread_state.__dict__
+    site = state.get("rule_site")
+    state["rule_site"] = None
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        state["rule_site"] = site
 
 
 def user_line():

@@ -119,3 +119,48 @@ def test_sites_cached_per_call_site_stay_exact_across_code_objects(checked_sites
     wheres = [n.where for n in g.nodes[1:]]
     assert wheres == [f"<cell>:{k + 1}" for k in range(40)] + ["<cell>:1", "<cell>:3"] * 3
     assert len(checked_sites) == len(g)
+
+
+# -- issue 19: a sweep's primitive rules take its site without a walk (ops.base.rule_site) --
+
+@fg.custom_vjp
+def _scaled(x):
+    return x * 3.0
+
+
+@_scaled.defvjp
+def _scaled_rule(g, ans, x):
+    inner = fg.grad(fg.sum(fg.sin(x)), x)     # a sweep inside the user's rule
+    return (g * 3.0 + inner * 0.0,)           # built in the user's rule: this line
+
+
+def test_the_sweep_site_shortcut_ends_where_user_code_begins(checked_sites):
+    """Nodes built by a custom rule (user code called by a sweep), by a sweep nested in
+    that rule, and by a loop's derivative, get the sites the full walk finds: the
+    shortcut is lifted for every rule that is not a primitive op's."""
+    from flowgrad.ops.base import plain_rule
+    from flowgrad.ops.elementwise import sin
+    assert plain_rule(sin.vjp_rules[0]) and not plain_rule(_scaled_rule)
+    assert not plain_rule(_twice_rule) and not plain_rule(len)
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(3,))
+
+        def step(c, xt):
+            return fg.tanh(c * xt) + c, fg.sin(c)
+
+        c, ys = fg.scan(step, x, xs=fg.stack([x, x * 2.0]))
+        z = fg.sum(_scaled(fg.sin(x)) * fg.exp(x)) + fg.sum(c) + fg.sum(ys)
+        first = len(g)
+        line = sys._getframe().f_lineno + 1
+        gx = fg.grad(z, x)
+    # (every node checked, the loop bodies' graphs' too)
+    assert len(checked_sites) > len(g) and not _STOPS
+    assert fg.graph.thread_state.__dict__.get("rule_site") is None
+    inner_line = _scaled_rule.__code__.co_firstlineno + 2    # (the decorator's line first)
+    wheres = {n.where for n in g.nodes[first:]}
+    assert {f"{__file__}:{line}", f"{__file__}:{inner_line}",
+            f"{__file__}:{inner_line + 1}"} <= wheres
+    X = np.array([0.3, -0.5, 1.1])
+    fd = [(fg.run(z, {x: X + e}) - fg.run(z, {x: X - e})) / 2e-6
+          for e in np.eye(3) * 1e-6]
+    np.testing.assert_allclose(fg.run(gx, {x: X}), fd, rtol=1e-6)
