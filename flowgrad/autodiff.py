@@ -146,8 +146,8 @@ def _summed(terms, add):
 
 def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     from flowgrad.ops import add, sum_to_like
-    from flowgrad.ops.base import plain_rule, walking_sites
-    plain_of = {}   # rule -> plain_rule(rule): primitive rules take the sweep's site
+    from flowgrad.ops.base import PlainRules, walking_sites
+    plain_of = PlainRules()   # primitive rules take the sweep's site (ops.base.rule_site)
     handles = graph.handles
     marks = _marks_of(graph)
     add_mark = marks.add
@@ -192,10 +192,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             if rule is None:
                 continue
             first_new = len(handles)
-            plain = plain_of.get(rule)
-            if plain is None:
-                plain = plain_of[rule] = plain_rule(rule)
-            term = rule(vbar, node, *inputs, **attrs) if plain else \
+            term = rule(vbar, node, *inputs, **attrs) if plain_of[rule] else \
                 walking_sites(rule, vbar, node, *inputs, **attrs)
             if term is not None:
                 if term.shape != inp.shape:

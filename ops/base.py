@@ -398,6 +398,15 @@ def plain_rule(rule) -> bool:
     return plain
 
 
+class PlainRules(dict):
+    """``{rule: plain_rule(rule)}``, filled as a sweep meets its rules (one sweep's: a
+    table kept across sweeps would keep every user rule alive)."""
+
+    def __missing__(self, rule):
+        plain = self[rule] = plain_rule(rule)
+        return plain
+
+
 def walking_sites(fn, /, *args, **kwargs):
     """``fn(*args, **kwargs)`` with the sweep's ``rule_site`` lifted: the nodes it builds
     get their sites by walking the frames (a user's rule: its own lines)."""

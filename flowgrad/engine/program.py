@@ -223,16 +223,15 @@ class Program:
         live = bytearray(order[-1] + 1 if order else 0)
         for r in simp.roots:
             live[r] = 1
-        kept = []              # kept ids, descending: live values and every leaf
-        # the live steps, descending, as parallel lists (no container a step: everything
-        # built here outlives the compile, and the collector then scans each object once)
-        # (ids and counts as 4-byte arrays: 36 MB less than lists at 3*10^6 steps, and the
-        # flat plan's columns gather straight from their buffers)
-        ids = _slot_type(order[-1] + 1 if order else 0)[0]   # (4 bytes while ids fit)
+        kept, consts = [], []   # kept ids, descending (live values, every leaf); constants
+        # the live steps, descending, as parallel lists (no container a step: all of it
+        # outlives the compile, and the collector then scans each object once); ids and
+        # counts as 4-byte arrays while ids fit (36 MB less than lists at 3*10^6 steps,
+        # and the flat plan's columns gather straight from their buffers)
+        ids = _slot_type(order[-1] + 1 if order else 0)[0]
         step_ids, ops, attrs, ins = array(ids), [], [], []
         n_freed, freed = array("i"), array(ids)
         op_, at_, in_ = ops.append, attrs.append, ins.append
-        consts = []
         # simplify stores only the definitions its graph node does not hold (constants,
         # remapped or rewritten steps); every other representative is its graph node as
         # is. A merged id is never live. Popping frees each stored definition once read.
