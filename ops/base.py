@@ -12,6 +12,12 @@ rather than recomputing the forward value). A jvp rule has the same form with
 the input's tangent in place of ``g``. Rules never think about broadcasting:
 the sweeps sum a contribution back to its input's shape (``sum_to_like``) or
 broadcast a tangent to the output's shape, in one place.
+
+Every node records the user's line that built it (``site_of``). A rule written in this
+package must build only from ops and never call user code: the derivative sweeps give
+the nodes such a rule builds their own site without walking frames (``plain_rule``,
+``site_fixed_above``), while every other rule (a custom rule, a loop's, a user's ``Op``)
+runs through ``walking_sites``, so that its nodes name the user's lines.
 """
 from __future__ import annotations
 
