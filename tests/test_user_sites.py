@@ -164,3 +164,19 @@ def test_the_sweep_site_shortcut_ends_where_user_code_begins(checked_sites):
     fd = [(fg.run(z, {x: X + e}) - fg.run(z, {x: X - e})) / 2e-6
           for e in np.eye(3) * 1e-6]
     np.testing.assert_allclose(fg.run(gx, {x: X}), fd, rtol=1e-6)
+
+
+def test_every_op_case_keeps_exact_sites_through_both_sweeps(checked_sites):
+    """The shortcut rests on a contract (a rule in ops/ calls no user code); every op
+    case's gradient, second derivative and tangent are built under the full-walk check."""
+    from op_cases import CASES
+    for name, fn, arrays, _ in CASES:
+        with fg.Graph():
+            xs = [fg.placeholder(f"x{i}", shape=a.shape) for i, a in enumerate(arrays)]
+            out = fg.sum(fn(*xs))
+            if out.dtype.kind != "f":
+                continue
+            grads = fg.grad(out, xs)
+            fg.grad(fg.sum(grads[0] * grads[0]), xs[0])
+            fg.jvp(out, xs[0], fg.placeholder("v", shape=arrays[0].shape))
+    assert len(checked_sites) > 10 * len(CASES) and not _STOPS
