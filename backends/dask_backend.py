@@ -80,7 +80,7 @@ class DaskBackend(Backend):
         return self.xp.from_array(arr, chunks=self._chunks_for(arr.shape), name=False)
 
     def to_numpy(self, array) -> np.ndarray:
-        return np.asarray(array.compute())
+        return np.asarray(self._compute(array)[0])
 
     def owns(self, array) -> bool:
         return isinstance(array, self._Array)
@@ -88,13 +88,13 @@ class DaskBackend(Backend):
     def read_variable(self, node):
         value = node.more["value"]
         if isinstance(value, self._Array):  # an optimizer's lazy update: compute it once
-            value = node.more["value"] = np.asarray(value.compute())
+            value = node.more["value"] = np.asarray(self._compute(value)[0])
         return self.asarray(value)
 
     def materialize(self, tree):
         """``tree`` (nested lists, tuples and dicts of arrays) with every dask array in it
         computed, all in one pass: an optimizer's new values and state, which are small."""
-        return _arrays(self._dask.compute(tree)[0])
+        return _arrays(self._compute(tree)[0])
 
     def task(self, fn, args, shapes, dtypes, inputs=False) -> list:
         """``fn(*args)`` as ONE task of the dask graph. ``args``' dask arrays reach it as
@@ -120,7 +120,7 @@ class DaskBackend(Backend):
             return []
         if _pickles_tasks() or any(s is not None and any(d != d for d in s)
                                    for s in shapes):
-            done = fn(*self._dask.compute(*args))
+            done = fn(*self._compute(*args))
             parts = [self._dask.delayed(v, pure=False) for v in done]   # handed out as is
             shapes = [s if s is None else np.shape(v) for s, v in zip(shapes, done)]
         else:
@@ -130,12 +130,24 @@ class DaskBackend(Backend):
                 self.xp.from_delayed(p, s, dtype=t, meta=np.empty((0,) * len(s), t))
                 for p, s, t in zip(parts, shapes, dtypes)]
 
+    def _compute(self, *args) -> tuple:
+        """``dask.compute(*args)``; a guarded task's failure that the scheduler wrapped
+        (flowgrad/engine/lazy_errors.py's ``unwrapped``) raised as its own RunError."""
+        try:
+            return self._dask.compute(*args)
+        except Exception as exc:
+            from flowgrad.engine.lazy_errors import unwrapped
+            inner = unwrapped(exc)
+            if inner is exc:
+                raise
+            raise inner from inner.__cause__
+
     def finish(self, values: list) -> list:
         if self.lazy:
             return values
         lazy = [k for k, v in enumerate(values) if isinstance(v, self._Array)]
         if lazy:
-            done = self._dask.compute(*[values[k] for k in lazy])
+            done = self._compute(*[values[k] for k in lazy])
             values = list(values)
             for k, v in zip(lazy, done):
                 values[k] = v

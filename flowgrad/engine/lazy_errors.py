@@ -45,7 +45,7 @@ from typing import NamedTuple
 
 from ..errors import RunError
 
-__all__ = ["naming", "guard", "building", "reported", "Where", "TaskFailed"]
+__all__ = ["naming", "guard", "building", "reported", "unwrapped", "Where", "TaskFailed"]
 
 _STATE = threading.local()
 _LOCK = threading.Lock()
@@ -99,6 +99,15 @@ def reported(exc) -> bool:
     already. A later kernel that computes its inputs now (dask) passes it on as it is,
     as numpy would have stopped at that step, never wraps it as its own failure."""
     return getattr(exc, "lazy_step", None) is not None
+
+
+def unwrapped(exc):
+    """The guarded task's RunError that a scheduler wrapped as ``exc`` (dask's
+    "processes" scheduler without tblib re-raises a task's failure as a RemoteException
+    holding it as ``.exception``, its message followed by the worker's traceback), or
+    ``exc`` itself."""
+    inner = vars(exc).get("exception") if hasattr(exc, "__dict__") else None
+    return inner if isinstance(inner, RunError) and reported(inner) else exc
 
 
 class Where(NamedTuple):
@@ -168,7 +177,11 @@ class _Remote:
         try:
             return self.fn(*args, **kwargs)
         except Exception as exc:
-            raise TaskFailed(self.where, _portable(exc)) from exc
+            failed = TaskFailed(self.where, _portable(exc))
+        # raised outside the handler, the portable original as its cause: tblib (which
+        # dask installs) pickles an exception's chain, and sets it again on arrival
+        failed.__cause__ = failed.original
+        raise failed
 
     def __reduce__(self):
         return _Remote, (self.fn, self.where)
