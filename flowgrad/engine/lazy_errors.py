@@ -31,7 +31,14 @@ original as ``__cause__``, the node as ``.node`` -- whether flowgrad or the user
 ``dask.compute`` fetches the value. Only where the graph is gone (or the report lands
 in another process) is ``.node`` None; the message still names the node, its op and
 the user's line. An original that does not survive pickling travels as a
-RuntimeError holding its class name and message.
+RuntimeError holding its class name and message. A loop's task (``guard(fn,
+inputs=True)``, whose report summarizes its input values) never travels: under such a
+scheduler the dask backend runs it in this process (``DaskBackend.task``); one that
+did would report declared shapes instead. Without tblib, dask's processes scheduler
+re-raises a failure wrapped in its RemoteException: ``unwrapped`` finds the RunError
+in it, and the dask backend raises that where it computes (a user's own
+``dask.compute`` gets dask's wrapper, an instance of the same classes, its message
+followed by the worker's traceback).
 """
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ The table's gradient adds the adjoints of repeated indices (``take``'s scatter-a
 An index outside [0, num) — a negative one too, which numpy would count from the end —
 stops the run with ``fg.RunError`` (an ``IndexError``) naming the first bad value and
 its position, on every path: ``embedding_index`` checks the indices before the lookup.
+On dask the check is lazy: it runs when the outputs are computed, reading nothing
+before, and its failure is the same RunError (flowgrad/engine/lazy_errors.py).
 """
 from __future__ import annotations
 
