@@ -187,3 +187,16 @@ def test_embedding_on_dask_with_indices_in_range_equals_numpy(shape):
         got = fg.compile(y, backend=DaskBackend(chunks=1))({tok: idx})
     assert got.dtype == want.dtype and got.shape == want.shape
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint64"])
+def test_embedding_index_check_on_dask_keeps_an_unsigned_value_whole(dtype):
+    big = np.iinfo(dtype).max                  # past int64 for uint64: never wrapped
+    idx = np.array([[0, 3], [big, 4]], dtype)
+    with fg.Graph():
+        tok = fg.placeholder("tok", (2, 2), dtype)
+        y = fg.nn.Embedding(4, 3, seed=0)(tok)
+        want = _failure("numpy", y, {tok: idx})
+        got = _failure(DaskBackend(chunks=1), y, {tok: idx})
+    assert type(got) is type(want) and _head(got) == _head(want)
+    assert f"index {big} at position (1, 0)" in _head(got)

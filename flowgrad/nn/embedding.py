@@ -52,9 +52,10 @@ def _lazy_check(idx, num):
     smallest over the blocks, and the value there."""
     shape, size = tuple(int(n) for n in idx.shape), int(np.prod(idx.shape, dtype=np.int64))
     one = tuple((1,) * len(c) for c in idx.chunks)
-    kw = dict(chunks=one, dtype=np.int64, meta=np.empty((0,) * idx.ndim, np.int64))
-    firsts = idx.map_blocks(_first_bad, num, shape, size, False, **kw)
-    values = idx.map_blocks(_first_bad, num, shape, size, True, **kw)
+    firsts, values = (   # positions as int64; values in idx's dtype (a uint64 stays whole)
+        idx.map_blocks(_first_bad, num, shape, size, of_value, chunks=one, dtype=t,
+                       meta=np.empty((0,) * idx.ndim, t))
+        for of_value, t in ((False, np.dtype(np.int64)), (True, idx.dtype)))
     pos = firsts.min()
     value = (values * (firsts == pos)).sum()
     return idx.map_blocks(guard(_verified), pos, value, num, shape, size, dtype=idx.dtype)
@@ -64,7 +65,8 @@ def _first_bad(block, num, shape, size, value, block_info=None):
     """One entry (shaped as ``block``'s rank): the global C-order position of the
     block's first entry outside [0, num), ``size`` if none; its value if ``value``."""
     bad = ((block < 0) | (block >= num)).reshape(-1)
-    out = np.full((1,) * block.ndim, size if not value else 0, np.int64)
+    out = np.full((1,) * block.ndim, 0 if value else size,
+                  block.dtype if value else np.int64)
     if bad.any():
         k = int(np.argmax(bad))
         if value:
@@ -79,7 +81,7 @@ def _first_bad(block, num, shape, size, value, block_info=None):
 def _verified(block, pos, value, num, shape, size):
     if int(pos) < size:
         _refuse(int(value), int(pos), shape, num)
-    return block
+    return block.copy()     # never the fed array itself, as on numpy
 
 
 def _check_infer(idx, num):
