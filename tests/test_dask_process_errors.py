@@ -1,10 +1,10 @@
 """A guarded task that dask runs in another process (the "processes" scheduler, a
-``dask.distributed`` cluster) fails with the RunError the threaded scheduler gives: the
+``dask.distributed`` cluster of worker processes) fails with the RunError the threaded scheduler gives: the
 same class, message, node and ``__cause__`` -- a while_loop's limit, a gather's index
 out of range, one_hot's label refusal -- never the bare exception without a node or line.
 
-One worker process, started once for the module (spawned: about a second); each test
-then takes a few hundredths of a second."""
+One worker process, started once for the module (spawned: about a second), and a
+one-worker cluster (about 1.5 s); each test then takes a few hundredths of a second."""
 import multiprocessing
 import os
 import pickle
@@ -169,3 +169,31 @@ def test_a_scheduler_wrapped_failure_is_unwrapped_where_flowgrad_computes():
     assert isinstance(e.value, IndexError) and e.value.node.name == "one_hot_1"
     assert "worker traceback" not in str(e.value)
     assert isinstance(e.value.__cause__, IndexError)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A dask.distributed cluster of one worker process (about 1.5 s to start); its
+    client is made the scheduler only inside ``with cluster():``."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as c, \
+            distributed.Client(c, set_as_default=False) as client:
+        yield client.as_current
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_task_failing_on_a_cluster_worker_is_the_threaded_run_error(cluster, case):
+    build, cls, _ = CASES[case]
+    with fg.Graph():
+        out, feed = build()
+        want = _failure("dask", out, feed)             # the threaded scheduler
+        lazy = fg.compile(out, backend=DaskBackend(lazy=True))
+        with cluster():
+            got = _failure("dask", out, feed)
+            with pytest.raises(fg.RunError) as own:    # the user's own dask.compute
+                dask.compute(lazy(feed))
+    for err in (got, own.value):
+        assert type(err) is type(want) and isinstance(err, cls)
+        assert str(err) == str(want) and err.node is want.node
+        assert type(err.__cause__) is type(want.__cause__)
