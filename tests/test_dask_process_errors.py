@@ -1,7 +1,9 @@
 """A guarded task that dask runs in another process (the "processes" scheduler, a
-``dask.distributed`` cluster of worker processes) fails with the RunError the threaded scheduler gives: the
-same class, message, node and ``__cause__`` -- a while_loop's limit, a gather's index
-out of range, one_hot's label refusal -- never the bare exception without a node or line.
+``dask.distributed`` cluster of worker processes) fails with the RunError the threaded
+scheduler gives: the same class, message, node and ``__cause__`` -- a gather's index out
+of range, one_hot's label refusal -- never the bare exception without a node or line.
+(A while_loop's limit is pinned too: its task runs in the calling process under such a
+scheduler, DaskBackend.task, so it was the RunError already.)
 
 One worker process, started once for the module (spawned: about a second), and a
 one-worker cluster (about 1.5 s); each test then takes a few hundredths of a second."""
