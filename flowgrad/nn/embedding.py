@@ -8,7 +8,8 @@ An index outside [0, num) — a negative one too, which numpy would count from t
 stops the run with ``fg.RunError`` (an ``IndexError``) naming the first bad value and
 its position, on every path: ``embedding_index`` checks the indices before the lookup.
 On dask the check is lazy: it runs when the outputs are computed, reading nothing
-before, and its failure is the same RunError (flowgrad/engine/lazy_errors.py).
+before, and its failure is the same RunError (flowgrad/engine/lazy_errors.py); indices
+whose length dask learns only by computing them are checked when the step runs.
 """
 from __future__ import annotations
 
