@@ -24,8 +24,10 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
   Under a scheduler in other processes (``dask.distributed``), a loop runs in the
   calling process instead, on its inputs computed by the cluster.
 * **errors**: a task that fails when dask computes it (a loop's ``max_iters``, a label
-  or index out of range checked block by block) raises the numpy backend's
-  ``fg.RunError``, naming the node and the user's line (flowgrad/engine/lazy_errors.py).
+  or index out of range checked block by block, an Embedding's index check) raises the
+  numpy backend's ``fg.RunError``, naming the node and the user's line, on any
+  scheduler: a task run in another process sends its failure back in words that
+  become that RunError again here (flowgrad/engine/lazy_errors.py).
 * **ops dask lacks** (``det``, ``logdet``, ``eigvalsh`` … — ``dask.array.linalg`` has no
   determinant or eigensolver) raise ``fg.BackendError`` naming the op at compile time.
 """
@@ -80,7 +82,7 @@ class DaskBackend(Backend):
         return self.xp.from_array(arr, chunks=self._chunks_for(arr.shape), name=False)
 
     def to_numpy(self, array) -> np.ndarray:
-        return np.asarray(array.compute())
+        return np.asarray(self._compute(array)[0])
 
     def owns(self, array) -> bool:
         return isinstance(array, self._Array)
@@ -88,13 +90,13 @@ class DaskBackend(Backend):
     def read_variable(self, node):
         value = node.more["value"]
         if isinstance(value, self._Array):  # an optimizer's lazy update: compute it once
-            value = node.more["value"] = np.asarray(value.compute())
+            value = node.more["value"] = np.asarray(self._compute(value)[0])
         return self.asarray(value)
 
     def materialize(self, tree):
         """``tree`` (nested lists, tuples and dicts of arrays) with every dask array in it
         computed, all in one pass: an optimizer's new values and state, which are small."""
-        return _arrays(self._dask.compute(tree)[0])
+        return _arrays(self._compute(tree)[0])
 
     def task(self, fn, args, shapes, dtypes, inputs=False) -> list:
         """``fn(*args)`` as ONE task of the dask graph. ``args``' dask arrays reach it as
@@ -120,7 +122,7 @@ class DaskBackend(Backend):
             return []
         if _pickles_tasks() or any(s is not None and any(d != d for d in s)
                                    for s in shapes):
-            done = fn(*self._dask.compute(*args))
+            done = fn(*self._compute(*args))
             parts = [self._dask.delayed(v, pure=False) for v in done]   # handed out as is
             shapes = [s if s is None else np.shape(v) for s, v in zip(shapes, done)]
         else:
@@ -130,12 +132,24 @@ class DaskBackend(Backend):
                 self.xp.from_delayed(p, s, dtype=t, meta=np.empty((0,) * len(s), t))
                 for p, s, t in zip(parts, shapes, dtypes)]
 
+    def _compute(self, *args) -> tuple:
+        """``dask.compute(*args)``; a guarded task's failure that the scheduler wrapped
+        (flowgrad/engine/lazy_errors.py's ``unwrapped``) raised as its own RunError."""
+        try:
+            return self._dask.compute(*args)
+        except Exception as exc:
+            from flowgrad.engine.lazy_errors import unwrapped
+            inner = unwrapped(exc)
+            if inner is exc:
+                raise
+            raise inner from inner.__cause__
+
     def finish(self, values: list) -> list:
         if self.lazy:
             return values
         lazy = [k for k, v in enumerate(values) if isinstance(v, self._Array)]
         if lazy:
-            done = self._dask.compute(*[values[k] for k in lazy])
+            done = self._compute(*[values[k] for k in lazy])
             values = list(values)
             for k, v in zip(lazy, done):
                 values[k] = v

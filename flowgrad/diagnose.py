@@ -64,6 +64,13 @@ def input_lines(node, values) -> str:
 def run_error(node, exc, values) -> RunError:
     """A RunError for ``exc`` raised by ``node``'s kernel; it is also an instance of the
     original exception's class, so ``except ValueError`` around a run still works."""
+    return report_error(describe_node(node), exc, input_lines(node, values), node)
+
+
+def report_error(head, exc, lines, node=None) -> RunError:
+    """``run_error``'s report from its words alone: ``head`` (``describe_node``) and
+    ``lines`` (``input_lines``), for a failure reported where the node is not at hand
+    (a task run in another process: engine/lazy_errors.py); ``node`` None there."""
     cls = _RUN_ERRORS.get(type(exc))
     if cls is None:
         try:
@@ -71,8 +78,7 @@ def run_error(node, exc, values) -> RunError:
         except TypeError:  # a class that cannot be mixed in (layout conflict)
             cls = RunError
         _RUN_ERRORS[type(exc)] = cls
-    msg = (f"{describe_node(node)} failed while the program ran: "
-           f"{type(exc).__name__}: {exc}\n{input_lines(node, values)}")
+    msg = f"{head} failed while the program ran: {type(exc).__name__}: {exc}\n{lines}"
     try:
         return cls(msg, node)
     except Exception:

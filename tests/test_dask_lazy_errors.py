@@ -120,9 +120,9 @@ def test_guard_outside_a_step_is_the_function_itself():
 
 @pytest.mark.parametrize("backend", DASKS)
 def test_a_lazy_failure_computed_by_a_later_kernel_names_its_own_node(backend):
-    """An Embedding's index check computes its input now (on dask too): the one_hot
-    refusal that computing raises is still one_hot's RunError, as on numpy, never
-    reported as the index check's own failure."""
+    """An Embedding's index check reads what a failed one_hot made: the one_hot
+    refusal is still one_hot's RunError, as on numpy, never reported as the index
+    check's own failure."""
     with fg.Graph():
         lab = fg.placeholder("lab", (3,), "int64")
         y = fg.nn.Embedding(4, 2, seed=0)(fg.argmax(fg.one_hot(lab, 4), axis=-1))
@@ -132,3 +132,71 @@ def test_a_lazy_failure_computed_by_a_later_kernel_names_its_own_node(backend):
     assert type(got) is type(want) and isinstance(got, fg.FeedError)
     assert got.node.name == want.node.name == "one_hot_1"
     assert _head(got).split("got values")[0] == _head(want).split("got values")[0]
+
+
+class _Counted:
+    """An integer array that counts the reads dask makes of it."""
+
+    def __init__(self, values):
+        self.values, self.reads = np.asarray(values), 0
+        self.shape, self.dtype, self.ndim = self.values.shape, self.values.dtype, self.values.ndim
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return self.values[key]
+
+
+@pytest.mark.parametrize("chunks", [(2, 2), (1, 4), (2, 4)])
+@pytest.mark.parametrize("values", [[[0, 1, 2, 7], [9, 0, 1, 2]],      # 7 at (0, 3) first
+                                    [[0, 1, 2, 3], [3, -1, 4, 0]],     # -1 at (1, 1)
+                                    [[0, 1, 2, 3], [3, 0, 1, 4]]])     # 4, the last entry
+def test_embedding_index_check_on_dask_is_lazy_and_names_the_first_bad_position(chunks,
+                                                                                values):
+    """Nothing is read while the step runs; computing the output raises numpy's RunError
+    for the index check, naming the first bad entry in C order -- also where a block
+    that holds a later bad entry comes first in block order ((2, 2): the left one)."""
+    import dask.array as da
+    source = _Counted(values)
+    with fg.Graph():
+        tok = fg.placeholder("tok", (2, 4), "int64")
+        y = fg.nn.Embedding(4, 3, seed=0)(tok)
+        want = _failure("numpy", y, {tok: source.values})
+        fed = da.from_array(source, chunks=chunks)
+        source.reads = 0                 # from_array reads an empty slice, for its meta
+        lazy = fg.compile(y, backend=DaskBackend(lazy=True))({tok: fed})
+        assert source.reads == 0                           # no early compute
+        with pytest.raises(Exception) as e:
+            fg.to_numpy(lazy)
+    got = e.value
+    assert source.reads > 0
+    assert type(got) is type(want) and isinstance(got, IndexError)
+    assert got.node.name == want.node.name and got.node.op.name == "embedding_index"
+    assert _head(got) == _head(want)
+    assert isinstance(got.__cause__, IndexError) and str(got.__cause__) == str(want.__cause__)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (5,), (2, 3)])
+def test_embedding_on_dask_with_indices_in_range_equals_numpy(shape):
+    idx = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape) % 4
+    if idx.size:
+        idx.flat[-1] = 3                                   # the last row: the edge itself
+    with fg.Graph():
+        tok = fg.placeholder("tok", shape, "int64")
+        y = fg.nn.Embedding(4, 3, seed=0)(tok)
+        want = fg.compile(y)({tok: idx})
+        got = fg.compile(y, backend=DaskBackend(chunks=1))({tok: idx})
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint64"])
+def test_embedding_index_check_on_dask_keeps_an_unsigned_value_whole(dtype):
+    big = np.iinfo(dtype).max                  # past int64 for uint64: never wrapped
+    idx = np.array([[0, 3], [big, 4]], dtype)
+    with fg.Graph():
+        tok = fg.placeholder("tok", (2, 2), dtype)
+        y = fg.nn.Embedding(4, 3, seed=0)(tok)
+        want = _failure("numpy", y, {tok: idx})
+        got = _failure(DaskBackend(chunks=1), y, {tok: idx})
+    assert type(got) is type(want) and _head(got) == _head(want)
+    assert f"index {big} at position (1, 0)" in _head(got)

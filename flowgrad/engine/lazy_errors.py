@@ -18,17 +18,47 @@ step has run and outside any executor. So that such a failure is the same RunErr
   lets that RunError through unwrapped (``reported``: executors/base.py), so the
   error names the step that failed, as numpy's does.
 
-A guarded function pickles as the bare function (a node does not travel to another
-process): under a scheduler in other processes its failure is the bare exception.
+A guarded function sent to another process (dask's "processes" scheduler, a
+``dask.distributed`` cluster) cannot take its node along; it pickles as the function
+plus a ``Where``: plain words (the node's description and declared inputs, as
+``run_error`` writes them), the node's id and a key that names its graph in this
+process (``_GRAPHS``, weak: a graph nobody holds is let go). There the function's
+failure is raised as ``TaskFailed``, a RunError carrying that Where and the original;
+it pickles so that unpickling it back in this process (dask does, to re-raise it)
+gives the very RunError the threaded scheduler gives: same class, same message (its
+input lines give declared shapes and dtypes, as a block check's report does), the
+original as ``__cause__``, the node as ``.node`` -- whether flowgrad or the user's own
+``dask.compute`` fetches the value. Only where the graph is gone (or the report lands
+in another process) is ``.node`` None; the message still names the node, its op and
+the user's line. An original that does not survive pickling travels as a
+RuntimeError holding its class name and message. A loop's task (``guard(fn,
+inputs=True)``, whose report summarizes its input values) never travels: under such a
+scheduler the dask backend runs it in this process (``DaskBackend.task``); one that
+did would report declared shapes instead. Without tblib, dask's processes scheduler
+re-raises a failure wrapped in its RemoteException: ``unwrapped`` finds the RunError
+in it, and the dask backend raises that where it computes (a user's own
+``dask.compute`` gets dask's wrapper, an instance of the same classes, its message
+followed by the worker's traceback).
 """
 from __future__ import annotations
 
 import functools
+import itertools
+import os
+import pickle
 import threading
+import weakref
+from typing import NamedTuple
 
-__all__ = ["naming", "guard", "building", "reported"]
+from ..errors import RunError
+
+__all__ = ["naming", "guard", "building", "reported", "unwrapped", "Where", "TaskFailed"]
 
 _STATE = threading.local()
+_LOCK = threading.Lock()
+_GRAPHS: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
+_KEYS: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
+_COUNT = itertools.count(1)
 
 
 def building():
@@ -78,15 +108,30 @@ def reported(exc) -> bool:
     return getattr(exc, "lazy_step", None) is not None
 
 
-def _bare(fn):
-    return fn
+def unwrapped(exc):
+    """The guarded task's RunError that a scheduler wrapped as ``exc`` (dask's
+    "processes" scheduler without tblib re-raises a task's failure as a RemoteException
+    holding it as ``.exception``, its message followed by the worker's traceback), or
+    ``exc`` itself."""
+    inner = vars(exc).get("exception") if hasattr(exc, "__dict__") else None
+    return inner if isinstance(inner, RunError) and reported(inner) else exc
+
+
+class Where(NamedTuple):
+    """A guarded step in words that travel: the process and key that name its graph
+    (``_GRAPHS``), its node id, and ``run_error``'s head and input lines for it."""
+    pid: int
+    key: int
+    nid: int
+    head: str
+    lines: str
 
 
 class _Guarded:
-    __slots__ = ("fn", "step", "inputs", "__name__")
+    __slots__ = ("fn", "step", "inputs", "__name__", "where")
 
     def __init__(self, fn, step, inputs):
-        self.fn, self.step, self.inputs = fn, step, inputs
+        self.fn, self.step, self.inputs, self.where = fn, step, inputs, None
         inner = fn
         while isinstance(inner, functools.partial):
             inner = inner.func
@@ -106,4 +151,88 @@ class _Guarded:
             raise err from exc
 
     def __reduce__(self):
-        return _bare, (self.fn,)
+        # to another process: the function and its step in words (the node stays here)
+        if self.where is None:
+            self.where = _where(*self.step)
+        return _Remote, (self.fn, self.where)
+
+
+def _where(graph, nid) -> Where:
+    from ..diagnose import describe_node, input_lines
+    node = graph.node(nid)
+    with _LOCK:
+        key = _KEYS.get(graph)
+        if key is None:
+            key = _KEYS[graph] = next(_COUNT)
+            _GRAPHS[key] = graph
+    return Where(os.getpid(), key, nid, describe_node(node),
+                 input_lines(node, [None] * len(node.inputs)))
+
+
+class _Remote:
+    """A guarded function in another process: its failure is raised as TaskFailed."""
+    __slots__ = ("fn", "where", "__name__")
+
+    def __init__(self, fn, where):
+        self.fn, self.where = fn, where
+        inner = fn
+        while isinstance(inner, functools.partial):
+            inner = inner.func
+        self.__name__ = getattr(inner, "__name__", type(inner).__name__)
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return self.fn(*args, **kwargs)
+        except Exception as exc:
+            failed = TaskFailed(self.where, _portable(exc))
+        # raised outside the handler, the portable original as its cause: tblib (which
+        # dask installs) pickles an exception's chain, and sets it again on arrival
+        failed.__cause__ = failed.original
+        raise failed
+
+    def __reduce__(self):
+        return _Remote, (self.fn, self.where)
+
+
+class TaskFailed(RunError):
+    """A guarded task's failure in another process (``where``: its step in words,
+    ``original``: the exception). Unpickled, it is the RunError for that step."""
+
+    def __init__(self, where, original):
+        from ..diagnose import report_error
+        super().__init__(str(report_error(where.head, original, where.lines)))
+        self.where, self.original, self.lazy_step = where, original, where.nid
+
+    def __reduce__(self):
+        return _arrived, (self.where, self.original)
+
+
+def _arrived(where, original):
+    """A TaskFailed back in a process: the RunError ``run_error`` gives for its node,
+    found by ``where``'s key when this is the process that sent the task and the graph
+    is alive; else the same words without the node."""
+    from ..diagnose import report_error, run_error
+    graph = _GRAPHS.get(where.key) if where.pid == os.getpid() else None
+    node = None
+    if graph is not None:
+        try:
+            node = graph.node(where.nid)
+        except (KeyError, IndexError):
+            node = None
+    if node is not None:
+        err = run_error(node, original, [None] * len(node.inputs))
+    else:
+        err = report_error(where.head, original, where.lines)
+    err.lazy_step = where.nid
+    err.__cause__ = original
+    return err
+
+
+def _portable(exc):
+    """``exc`` if it survives a pickle round trip (dask sends it back so), else a
+    RuntimeError naming its class and message."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")

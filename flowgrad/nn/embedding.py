@@ -7,6 +7,9 @@ The table's gradient adds the adjoints of repeated indices (``take``'s scatter-a
 An index outside [0, num) — a negative one too, which numpy would count from the end —
 stops the run with ``fg.RunError`` (an ``IndexError``) naming the first bad value and
 its position, on every path: ``embedding_index`` checks the indices before the lookup.
+On dask the check is lazy: it runs when the outputs are computed, reading nothing
+before, and its failure is the same RunError (flowgrad/engine/lazy_errors.py); indices
+whose length dask learns only by computing them are checked when the step runs.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import numbers
 
 import numpy as np
 
+from ..engine.lazy_errors import guard
 from ..errors import GraphError
 from ..ops import NONDIFF, Op, apply
 from .. import ops as _ops
@@ -25,15 +29,60 @@ __all__ = ["Embedding"]
 
 
 def _check_forward(xp, idx, num):
+    if hasattr(idx, "map_blocks") and not any(n != n for n in idx.shape):
+        # dask: checked when the outputs are computed, never by computing idx now
+        return _lazy_check(idx, num)
     bad = (idx < 0) | (idx >= num)
     if bool(bad.any()):
         flat = xp.reshape(bad, (-1,))
         pos = int(xp.argmax(flat))       # the first bad entry, in C order
-        value = int(xp.reshape(idx, (-1,))[pos])
-        where = tuple(int(i) for i in np.unravel_index(pos, idx.shape))
-        raise IndexError(f"Embedding: index {value} at position {where} is out of range "
-                         f"for a table of {num} rows (valid: 0 … {num - 1})")
+        _refuse(int(xp.reshape(idx, (-1,))[pos]), pos, idx.shape, num)
     return idx.copy()   # never the caller's own array, should this node be an output
+
+
+def _refuse(value, pos, shape, num):
+    where = tuple(int(i) for i in np.unravel_index(pos, shape))
+    raise IndexError(f"Embedding: index {value} at position {where} is out of range "
+                     f"for a table of {num} rows (valid: 0 … {num - 1})")
+
+
+def _lazy_check(idx, num):
+    """``idx`` (a dask array of known shape) with every block made to wait for a check
+    of the whole array that raises numpy's IndexError: each block's first bad entry
+    as a global C-order position (a block's own C order agrees with the whole's), the
+    smallest over the blocks, and the value there."""
+    shape, size = tuple(int(n) for n in idx.shape), int(np.prod(idx.shape, dtype=np.int64))
+    one = tuple((1,) * len(c) for c in idx.chunks)
+    firsts, values = (   # positions as int64; values in idx's dtype (a uint64 stays whole)
+        idx.map_blocks(_first_bad, num, shape, size, of_value, chunks=one, dtype=t,
+                       meta=np.empty((0,) * idx.ndim, t))
+        for of_value, t in ((False, np.dtype(np.int64)), (True, idx.dtype)))
+    pos = firsts.min()
+    value = (values * (firsts == pos)).sum()
+    return idx.map_blocks(guard(_verified), pos, value, num, shape, size, dtype=idx.dtype)
+
+
+def _first_bad(block, num, shape, size, value, block_info=None):
+    """One entry (shaped as ``block``'s rank): the global C-order position of the
+    block's first entry outside [0, num), ``size`` if none; its value if ``value``."""
+    bad = ((block < 0) | (block >= num)).reshape(-1)
+    out = np.full((1,) * block.ndim, 0 if value else size,
+                  block.dtype if value else np.int64)
+    if bad.any():
+        k = int(np.argmax(bad))
+        if value:
+            out[...] = block.reshape(-1)[k]
+        else:
+            start = [lo for lo, _ in block_info[0]["array-location"]]
+            local = np.unravel_index(k, block.shape)
+            out[...] = np.ravel_multi_index(tuple(s + i for s, i in zip(start, local)), shape)
+    return out
+
+
+def _verified(block, pos, value, num, shape, size):
+    if int(pos) < size:
+        _refuse(int(value), int(pos), shape, num)
+    return block.copy()     # never the fed array itself, as on numpy
 
 
 def _check_infer(idx, num):
