@@ -42,6 +42,7 @@ followed by the worker's traceback).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import os
@@ -229,10 +230,13 @@ def _arrived(where, original):
 
 
 def _portable(exc):
-    """``exc`` if it survives a pickle round trip (dask sends it back so), else a
-    RuntimeError naming its class and message."""
+    """``exc`` if it can travel back (dask pickles it here and unpickles it there): it
+    pickles, and its reduction rebuilds it (``copy.deepcopy`` runs the same
+    reconstruction without unpickling any bytes); else a RuntimeError naming its class
+    and message."""
     try:
-        pickle.loads(pickle.dumps(exc))
+        pickle.dumps(exc)
+        copy.deepcopy(exc)
         return exc
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
