@@ -128,16 +128,20 @@ class Where(NamedTuple):
     lines: str
 
 
+def _task_name(fn) -> str:
+    """The task graph names a task after its function: a wrapper keeps the wrapped
+    function's name (through partials)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
 class _Guarded:
     __slots__ = ("fn", "step", "inputs", "__name__", "where")
 
     def __init__(self, fn, step, inputs):
         self.fn, self.step, self.inputs, self.where = fn, step, inputs, None
-        inner = fn
-        while isinstance(inner, functools.partial):
-            inner = inner.func
-        # the task graph names a task after its function: keep the wrapped one's name
-        self.__name__ = getattr(inner, "__name__", type(inner).__name__)
+        self.__name__ = _task_name(fn)
 
     def __call__(self, *args, **kwargs):
         try:
@@ -176,10 +180,7 @@ class _Remote:
 
     def __init__(self, fn, where):
         self.fn, self.where = fn, where
-        inner = fn
-        while isinstance(inner, functools.partial):
-            inner = inner.func
-        self.__name__ = getattr(inner, "__name__", type(inner).__name__)
+        self.__name__ = _task_name(fn)
 
     def __call__(self, *args, **kwargs):
         try:
