@@ -1,7 +1,8 @@
 """The engine: from outputs to a compiled program, and the executors that run it.
 
 ``program.py`` is ``compile`` and ``Program`` (prune, order, simplify, plan, bind, pick an
-executor); ``simplify.py`` the plan's rewrite rules (a table) and CSE; ``lengths.py`` the
+executor); ``simplify.py`` the simplifier (CSE, folding, fills) driving the identities
+of ``rewrite_rules.py`` (a table of rules, as data); ``lengths.py`` the
 run-time length symbols and their checks; ``binding.py`` turns feeds into checked arrays;
 ``plan.py`` holds the declared records (``Step``, ``Plan``), the verifier and the
 printer; ``executors/`` one module per way of running a plan, behind one interface

@@ -17,7 +17,8 @@ in; every other node goes through the full rule engine (``_Pass._op``), and
 ``simplify(..., dispatch=False)`` sends every node there (the tests compare both).
 
 Rewrites, each exact up to floating-point rounding (all values are compared by
-the tests against the unsimplified program):
+the tests against the unsimplified program); the identities and negation rewrites are
+a table of rules in ``rewrite_rules.py``, which this module's pass drives:
 
 * **common subexpressions** — same op, same (frozen) attributes, same
   representative inputs (in either order for ``add``/``mul``) → one node. Small
@@ -70,6 +71,7 @@ import warnings
 
 import numpy as np
 
+from .rewrite_rules import IDENTITIES, NEGATION, RULES, STOP, negative_zero
 
 FOLD_MAX = 1 << 16       # largest constant (entries) folding may create and keep
 CONST_KEY_MAX = 1 << 12  # largest constant compared by value for merging / fill detection
@@ -323,7 +325,7 @@ class _Pass:
         d = self.data[nid]
         return d.shape, d.dtype
 
-    def _fits(self, a, nid):
+    def fits(self, a, nid):
         """Whether representative ``a`` can stand for ``nid`` as is (same shape, dtype)."""
         return self._meta(a) == self._meta(nid)
 
@@ -359,7 +361,7 @@ class _Pass:
         if table is None:
             table = self.tables[op] = {}
         hit = table.get(key)
-        if hit is not None and self._fits(hit, nid):
+        if hit is not None and self.fits(hit, nid):
             self.rep[nid] = hit
             return
         table[key] = nid
@@ -499,7 +501,7 @@ class _Pass:
         """A node whose inputs are special only as negations: a new negation −x that no
         rewrite absorbs is settled here (as _set_op makes it), the rest by the rules."""
         a = ins[0] if ins else None
-        if rules == 3 and not attrs and a not in self.neg_of and self._negate(a) is None:
+        if rules == 3 and not attrs and a not in self.neg_of and self.negate(a) is None:
             hit = table.setdefault(key, nid)
             if hit == nid:
                 if ins is not inputs:
@@ -611,7 +613,7 @@ class _Pass:
                 # still −x: readers may absorb it. Neither end already a negation, so
                 # the map stays acyclic and rewrites through it terminate.
                 if name == "neg" and r not in self.neg_of and ins[0] not in self.neg_of \
-                        and r != ins[0] and self._fits(ins[0], r):
+                        and r != ins[0] and self.fits(ins[0], r):
                     self.neg_of[r] = ins[0]
                     self.special.add(r)
                 return
@@ -639,23 +641,23 @@ class _Pass:
                 return None if got is STOP else got
         return None
 
-    def _integral(self, nid):
+    def integral(self, nid):
         """Whether ``nid``'s dtype has no −0 (integers, bools)."""
         return np.dtype(self._meta(nid)[1]).kind in "iub"
 
-    def _adds_nothing(self, nid, z, zero, x):
+    def adds_nothing(self, nid, z, zero, x):
         """Whether x + ``zero`` (the value of zero fill ``z``) is x for every value x may
         take: always for −0.0 and for integers; for +0.0 only where x is never −0.0
         (−0.0 + 0.0 = +0.0), or where ``z`` is a symbolic zero (``signless``)."""
-        return _negative_zero(zero) or self._integral(nid) or z in self.signless or \
-            self._never_negative_zero(x)
+        return negative_zero(zero) or self.integral(nid) or z in self.signless or \
+            self._nevernegative_zero(x)
 
-    def _never_negative_zero(self, x):
+    def _nevernegative_zero(self, x):
         """Whether representative ``x`` is known never to hold −0.0 (one look, no walk):
         a fill other than −0.0, or an op whose results never are."""
         c = self.fill.get(x)
         if c is not None:
-            return not _negative_zero(c)
+            return not negative_zero(c)
         d = self._def(x)
         if d[0] != "op":
             return False
@@ -667,10 +669,10 @@ class _Pass:
             fa, fb = (self.fill.get(i) for i in d[3])
             if name == "sub":
                 fb = None if fb is None else -fb
-            return any(f is not None and not _negative_zero(f) for f in (fa, fb))
+            return any(f is not None and not negative_zero(f) for f in (fa, fb))
         return False
 
-    def _negate(self, x):
+    def negate(self, x):
         """−x as an op on x's own inputs when that needs no new node, else None:
         −(a − b) → b − a, −((−a') + (−b')) → a' + b', −((−a')·b) → a'·b, −(a·(−b')) → a·b'.
         Each is exact in IEEE arithmetic (rounding is symmetric under negation; only
@@ -720,160 +722,10 @@ class _Pass:
 _NO_NEGATIVE_ZERO = frozenset({"abs", "exp", "sigmoid", "softplus"})
 
 
-def _negative_zero(c) -> bool:
-    """Whether the number ``c`` is −0.0."""
-    return isinstance(c, float) and c == 0 and math.copysign(1.0, c) < 0
-
-
 def _readonly(arr):
     arr.setflags(write=False)
     return arr
 
-
-def _neg_op():
-    from flowgrad.ops.elementwise import neg
-    return neg
-
-
-def _elementwise(name):
-    from flowgrad.ops import elementwise
-    return getattr(elementwise, name)
-
-
-# -- the identities, as data -------------------------------------------------------------
-# One row a rule: the op it applies to, what it looks at in the inputs (``needs``), the
-# fill values it tests, and a small function of (pass, node, a, b, fill of a, fill of b)
-# that returns a representative id, "zero" (a signless zero fill), an (op, attrs, ins)
-# rewrite, STOP (no rewrite, and no later rule of the op), or None (the next rule).
-# ``needs``: "fill" a known fill operand, "neg" one negated operand, "negs" both,
-# "any" no special input at all (the driver must then send every node of the op here).
-# The driver's shortcuts (run, _op) are derived from this table below: a new rule needs
-# a row here and nothing else. Each rule is exact for every value, −0.0, ±inf and NaN
-# included, but where its comment states the convention (module docstring).
-
-STOP = object()
-NEGATION = "neg"
-
-
-class Rule:
-    __slots__ = ("op", "needs", "fills", "apply")
-
-    def __init__(self, op, needs, apply, fills=()):
-        self.op, self.needs, self.apply, self.fills = op, needs, apply, fills
-
-
-def _add_zero_left(p, nid, a, b, fa, fb):
-    # 0 + x → x, but at x = −0.0 (−0.0 + 0.0 is +0.0): see _adds_nothing
-    if fa == 0 and p._fits(b, nid) and p._adds_nothing(nid, a, fa, b):
-        return b
-
-
-def _add_zero_right(p, nid, a, b, fa, fb):
-    if fb == 0 and p._fits(a, nid) and p._adds_nothing(nid, b, fb, a):
-        return a
-
-
-def _add_neg_right(p, nid, a, b, fa, fb):      # a + (−b') → a − b'
-    if b in p.neg_of:
-        return (_elementwise("sub"), {}, (a, p.neg_of[b]))
-
-
-def _add_neg_left(p, nid, a, b, fa, fb):       # (−a') + b → b − a'
-    if a in p.neg_of:
-        return (_elementwise("sub"), {}, (b, p.neg_of[a]))
-
-
-def _sub_zero(p, nid, a, b, fa, fb):
-    # x − 0.0 is x everywhere; x − (−0.0) is x + 0.0 (as 0 + x above)
-    if fb == 0 and p._fits(a, nid) and p._adds_nothing(nid, b, -fb, a):
-        return a
-
-
-def _zero_sub(p, nid, a, b, fa, fb):
-    # 0 − x → −x only for a −0.0, integers, or a signless zero (0.0 − 0.0 is +0.0)
-    if fa == 0 and p._fits(b, nid) and (_negative_zero(fa) or p._integral(nid)
-                                        or a in p.signless):
-        return (_neg_op(), {}, (b,))
-
-
-def _sub_self(p, nid, a, b, fa, fb):           # x − x → 0 (the convention: any x)
-    if a == b:
-        return "zero"
-
-
-def _sub_neg(p, nid, a, b, fa, fb):            # a − (−b') → a + b'
-    if b in p.neg_of:
-        return (_elementwise("add"), {}, (a, p.neg_of[b]))
-
-
-def _mul_negs(p, nid, a, b, fa, fb):           # (−a')(−b') → a'b'
-    if a in p.neg_of and b in p.neg_of:
-        return (_elementwise("mul"), {}, (p.neg_of[a], p.neg_of[b]))
-
-
-def _kept_if(fill, value, keep):
-    def rule(p, nid, a, b, fa, fb):            # x·1, 1·x, x/1, x**1 → x
-        if (fa if fill == "a" else fb) == value and p._fits(keep(a, b), nid):
-            return keep(a, b)
-    return rule
-
-
-def _negated_if(fill):
-    def rule(p, nid, a, b, fa, fb):            # (−1)·x, x·(−1) → −x
-        x = b if fill == "a" else a
-        if (fa if fill == "a" else fb) == -1 and p._fits(x, nid):
-            return (_neg_op(), {}, (x,))
-    return rule
-
-
-def _zero_div(p, nid, a, b, fa, fb):           # 0 / x → 0 (the convention: any x)
-    if fa == 0:
-        return "zero"
-
-
-def _neg_neg(p, nid, a, b, fa, fb):            # −(−x) → x, or nothing at all
-    inner = p.neg_of.get(a)
-    if inner is not None:
-        return inner if p._fits(inner, nid) else STOP
-
-
-def _neg_absorbed(p, nid, a, b, fa, fb):       # −(a − b) → b − a … (_negate)
-    return p._negate(a)
-
-
-def _first(a, b):
-    return a
-
-
-def _second(a, b):
-    return b
-
-
-RULES = (
-    Rule("add", "fill", _add_zero_left, (0,)),
-    Rule("add", "fill", _add_zero_right, (0,)),
-    Rule("add", "neg", _add_neg_right),
-    Rule("add", "neg", _add_neg_left),
-    Rule("sub", "fill", _sub_zero, (0,)),
-    Rule("sub", "fill", _zero_sub, (0,)),
-    Rule("sub", "any", _sub_self),
-    Rule("sub", "neg", _sub_neg),
-    Rule("mul", "negs", _mul_negs),
-    Rule("mul", "fill", _kept_if("a", 1, _second), (1,)),
-    Rule("mul", "fill", _kept_if("b", 1, _first), (1,)),
-    Rule("mul", "fill", _negated_if("a"), (-1,)),
-    Rule("mul", "fill", _negated_if("b"), (-1,)),
-    Rule("div", "fill", _kept_if("b", 1, _first), (1,)),
-    Rule("div", "fill", _zero_div, (0,)),
-    Rule("pow", "fill", _kept_if("b", 1, _first), (1,)),
-    Rule(NEGATION, "neg", _neg_neg),
-    Rule(NEGATION, "any", _neg_absorbed),
-)
-
-#: op name → its rules, in table order
-IDENTITIES: dict = {}
-for _rule in RULES:
-    IDENTITIES.setdefault(_rule.op, []).append(_rule)
 
 # -- the driver's shortcuts, derived from the table ---------------------------------------
 #: ops the driver sends to the rule engine whatever their inputs: they make a fill, or
