@@ -73,8 +73,6 @@ def _pruned(outputs) -> list[int]:
     return outputs[0].graph.ancestors([o.id for o in outputs])
 
 
-
-
 def _slot_index(kept, flat, top=0):
     """{kept id: slot}: a dict, or for a flat plan whose ids are dense an ``array``
     indexed by id, -1 where an id is not kept (4 bytes an id instead of ~80). ``top``:
