@@ -35,7 +35,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 import networkx as nx
-import numpy as np
 
 from .errors import GraphError
 from .node import NO_ATTRS, Node, NodeRecord  # noqa: F401  (re-exported: graph.Node)

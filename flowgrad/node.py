@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 
-import numpy as np
-
 
 class _NoAttrs(dict):
     """The attrs of every node built without any: one shared, empty and unchangeable

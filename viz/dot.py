@@ -487,7 +487,7 @@ def _group_edge_labels(scene, pairs, units, boxes, users, mode, precision):
             into.setdefault((i, units[j]), []).append(j)
     if not into:
         return {}
-    h, name = scene.handles, _namer(scene, units, precision)
+    h = scene.handles
     outs = {box: group_outputs(scene, boxes[box], users) for _, box in into}
     scalar = {(i, box) for i, box in into if scene.trace is not None and mode != "rule"
               and h[i].shape == () and len(outs[box]) == 1 and h[outs[box][0]].shape == ()

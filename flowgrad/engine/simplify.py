@@ -196,7 +196,6 @@ class Simplified:
     def _emit(self):
         """(consts, steps) of the representatives the roots reach."""
         if self._emitted is None:
-            defs = self.defs
             live = set()
             stack = list(self.roots)
             while stack:

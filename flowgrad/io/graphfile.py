@@ -41,7 +41,7 @@ from flowgrad.errors import FlowgradError, GraphError, GraphFileError
 from flowgrad.graph import Graph, Node
 from flowgrad.userfiles import write_atomically
 
-from .attrs import decode, dtype_name, encode
+from .attrs import decode, encode
 from .limits import Budget, check_max_bytes
 from .objects import closure, decoder, encoder
 from .opsig import check_record

@@ -38,7 +38,6 @@ from ..autodiff import grad, is_gradient
 from ..backends import get_backend
 from ..errors import GraphError, NumericsError, OptimizerError
 from ..graph import Node, same_graph
-from ..numerics import ANOMALY as _anomaly
 from .optim_sgd import sgd_function
 from ..engine.program import Program
 from ..state import commit_lock, is_state, store_values, undo_fully
