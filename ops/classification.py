@@ -11,7 +11,7 @@ import numpy as np
 
 from flowgrad.dtypes import as_dtype
 from flowgrad.errors import FeedError
-from flowgrad.engine.lazy_errors import guard
+from flowgrad.engine.lazy_errors import guard, is_lazy
 
 from .base import NONDIFF, Op, apply, as_node, normalize_axis, shape_error
 
@@ -68,7 +68,7 @@ def _check_labels(labels, depth):
 
 
 def _one_hot(xp, labels, depth, axis, dtype):
-    if hasattr(labels, "map_blocks") and hasattr(labels, "compute"):
+    if is_lazy(xp, labels):
         # dask: check each chunk when it is computed, not by computing it now
         # (guard: a refusal then names this node, as on numpy)
         labels = labels.map_blocks(guard(_check_labels), depth, dtype=labels.dtype)

@@ -19,7 +19,7 @@ import functools
 import numpy as np
 
 from .base import Op, apply, as_node, broadcast_shapes, shape_error
-from flowgrad.engine.lazy_errors import guard
+from flowgrad.engine.lazy_errors import guard, is_lazy, lazy_backend
 from flowgrad.graph import Node
 
 _CONSUMING = ("i", "s", "a", "t")   # items that consume one axis of x
@@ -184,14 +184,14 @@ def _is_advanced(items):
 def _getitem_forward(xp, x, *tensors, index):
     key = _key(xp, index, tensors)
     if xp is not np:
-        key = _bounds_checked(x, index, key)
+        key = _bounds_checked(xp, x, index, key)
         p = _lone_array(index, key)
         if p is not None:
             return _gather_flat(xp, x, key, p)
     return x[key]
 
 
-def _bounds_checked(x, items, key):
+def _bounds_checked(xp, x, items, key):
     """``key`` with each lazy index array (dask: the index a node gives) checked, block
     by block when it is computed, for numpy's IndexError: dask's gather takes an index
     outside the axis for another row without a word."""
@@ -202,8 +202,8 @@ def _bounds_checked(x, items, key):
         if it[0] == "e":
             axis += ndim - used
             continue
-        lazy = hasattr(key[k], "map_blocks") and hasattr(key[k], "compute")
-        if it[0] == "t" and lazy and isinstance(x.shape[axis], (int, np.integer)):
+        if it[0] == "t" and is_lazy(xp, key[k]) and \
+                isinstance(x.shape[axis], (int, np.integer)):
             key[k] = key[k].map_blocks(guard(_in_bounds), axis, int(x.shape[axis]),
                                        dtype=key[k].dtype)
         axis += it[0] in _CONSUMING
@@ -264,7 +264,7 @@ def _scatter_add_on_host(xp, out, key, g):
     backend it is one task of its graph (``Backend.task``: nothing computed now, a
     failure named as numpy names it); else on values materialised now."""
     from flowgrad.backends import to_numpy
-    backend = _lazy_backend(xp)
+    backend = lazy_backend(xp)
     if backend is not None:
         where = [k for k, v in enumerate(key) if hasattr(v, "shape")]
         plain = tuple(None if k in where else v for k, v in enumerate(key))
@@ -275,18 +275,6 @@ def _scatter_add_on_host(xp, out, key, g):
     np.add.at(host, tuple(to_numpy(k) if hasattr(k, "shape") else k for k in key)
               if isinstance(key, tuple) else to_numpy(key), to_numpy(g))
     return xp.asarray(host)
-
-
-def _lazy_backend(xp):
-    """The backend computing with ``xp`` if its values are lazy task graphs, else None
-    (a namespace of no backend included)."""
-    from flowgrad.backends import backend_of
-    from flowgrad.errors import BackendError
-    try:
-        backend = backend_of(xp)
-    except BackendError:
-        return None
-    return backend if backend.lazy_tasks else None
 
 
 def _add_at(key, where, shape, dtype, g, *arrays):

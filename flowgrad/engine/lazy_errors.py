@@ -53,13 +53,37 @@ from typing import NamedTuple
 
 from ..errors import RunError
 
-__all__ = ["naming", "guard", "building", "reported", "unwrapped", "Where", "TaskFailed"]
+__all__ = ["naming", "guard", "building", "reported", "unwrapped", "Where", "TaskFailed",
+           "lazy_backend", "is_lazy"]
 
 _STATE = threading.local()
 _LOCK = threading.Lock()
 _GRAPHS: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
 _KEYS: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
 _COUNT = itertools.count(1)
+
+
+def lazy_backend(xp):
+    """The backend computing with namespace ``xp`` when its values are lazy task graphs
+    (the declared ``Backend.lazy_tasks``: dask), else None (numpy, cupy, a namespace no
+    backend computes with). Kernels ask this, never an array's own methods."""
+    import numpy as np
+    if xp is np:
+        return None
+    from ..backends import backend_of
+    from ..errors import FlowgradError
+    try:
+        backend = backend_of(xp)
+    except FlowgradError:
+        return None
+    return backend if backend.lazy_tasks else None
+
+
+def is_lazy(xp, value) -> bool:
+    """Whether ``value`` is an array of a lazy backend computing with ``xp`` (a task graph
+    not computed yet: a check on it must be made when it is, block by block)."""
+    backend = lazy_backend(xp)
+    return backend is not None and backend.owns(value)
 
 
 def building():

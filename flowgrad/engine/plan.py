@@ -113,8 +113,8 @@ class Plan:
         got = self._kernels.get(id(xp))
         if got is None:
             got = _make_kernels(self.made_steps(), xp)
-            if _lazy(xp):   # a task's failure names its step, later (lazy_errors.py)
-                from .lazy_errors import naming
+            from .lazy_errors import lazy_backend, naming
+            if lazy_backend(xp) is not None:   # a task's failure names its step, later
                 got = naming(self, got)
             self._kernels[id(xp)] = got
         return got
@@ -131,18 +131,6 @@ class Plan:
 
     def __str__(self):
         return format_plan(self)
-
-
-def _lazy(xp) -> bool:
-    """Whether ``xp`` is a lazy backend's namespace (``Backend.lazy_tasks``: dask)."""
-    import numpy as np
-    if xp is np:
-        return False
-    from ..backends import backend_of
-    try:
-        return bool(backend_of(xp).lazy_tasks)
-    except FlowgradError:      # a namespace no backend computes with: not lazy
-        return False
 
 
 def _make_kernels(steps, xp) -> list:

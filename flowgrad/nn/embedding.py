@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-from ..engine.lazy_errors import guard
+from ..engine.lazy_errors import guard, is_lazy
 from ..errors import GraphError
 from ..ops import NONDIFF, Op, apply
 from .. import ops as _ops
@@ -29,7 +29,7 @@ __all__ = ["Embedding"]
 
 
 def _check_forward(xp, idx, num):
-    if hasattr(idx, "map_blocks") and not any(n != n for n in idx.shape):
+    if is_lazy(xp, idx) and not any(n != n for n in idx.shape):
         # dask: checked when the outputs are computed, never by computing idx now
         return _lazy_check(idx, num)
     bad = (idx < 0) | (idx >= num)
