@@ -51,6 +51,8 @@ import threading
 import weakref
 from typing import NamedTuple
 
+import numpy as np
+
 from ..errors import RunError
 
 __all__ = ["naming", "guard", "building", "reported", "unwrapped", "Where", "TaskFailed",
@@ -67,7 +69,6 @@ def lazy_backend(xp):
     """The backend computing with namespace ``xp`` when its values are lazy task graphs
     (the declared ``Backend.lazy_tasks``: dask), else None (numpy, cupy, a namespace no
     backend computes with). Kernels ask this, never an array's own methods."""
-    import numpy as np
     if xp is np:
         return None
     from ..backends import backend_of
