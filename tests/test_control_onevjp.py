@@ -10,6 +10,7 @@ import pytest
 
 import flowgrad as fg
 from flowgrad.loops.loop_op import is_loop
+from custom_rules import clip_grad_fn
 
 RNG = np.random.default_rng(7)
 FEED = {"W": RNG.normal(size=(3, 3)) * 0.5, "U": RNG.normal(size=(2, 3)),
@@ -77,17 +78,6 @@ def test_a_loss_of_every_result_checks_against_finite_differences_to_second_orde
 
 # -- a rule not linear in its cotangent sees the sum --------------------------------------
 
-def _clip_grad():
-    @fg.custom_vjp
-    def clip_grad(x):
-        return x * 1.0
-
-    @clip_grad.defvjp
-    def _(g, ans, x):
-        return (fg.clip(g, -0.1, 0.1),)
-    return clip_grad
-
-
 WC = np.array([0.5, 2.0])
 
 
@@ -107,7 +97,7 @@ def _hand_clipped(reverse=False, T=3):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_a_clipped_rule_in_a_scan_sees_hT_and_ys_summed(reverse):
-    clip_grad = _clip_grad()
+    clip_grad = clip_grad_fn()
     with fg.Graph():
         w = fg.placeholder("w", (2,))
         hT, ys = fg.scan(lambda h, x: (clip_grad(fg.tanh(h * w + x)), fg.sum(h)),
@@ -120,7 +110,7 @@ def test_a_clipped_rule_in_a_scan_sees_hT_and_ys_summed(reverse):
 
 
 def test_a_clipped_rule_in_a_while_loop_sees_both_carries_summed():
-    clip_grad = _clip_grad()
+    clip_grad = clip_grad_fn()
     with fg.Graph():
         w = fg.placeholder("w", (2,))
 
@@ -137,7 +127,7 @@ def test_a_clipped_rule_in_a_while_loop_sees_both_carries_summed():
 
 @pytest.mark.parametrize("x", [0.7, -0.7])
 def test_a_clipped_rule_in_a_cond_sees_both_outputs_summed(x):
-    clip_grad = _clip_grad()
+    clip_grad = clip_grad_fn()
     with fg.Graph():
         w, xv = fg.placeholder("w", ()), fg.placeholder("x", ())
 
@@ -158,7 +148,7 @@ def test_a_clipped_rule_in_a_cond_sees_both_outputs_summed(x):
 def test_a_remat_block_reading_two_results_of_a_loop_gets_one_backward_loop():
     """remat's replay copies a loop's results onto other inputs: those results are
     gathered together, apart from the original's, so the clip sees their sum too."""
-    clip_grad = _clip_grad()
+    clip_grad = clip_grad_fn()
     got = []
     for wrap in (fg.remat, lambda f: f):
         with fg.Graph():

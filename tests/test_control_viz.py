@@ -9,6 +9,7 @@ import torch
 import flowgrad as fg
 from flowgrad.loops.loop_op import recording_loops
 from flowgrad.viz.unroll import RECORD_LIMIT, UnrollError, UnrolledTrace, unroll
+from custom_rules import clip_grad_fn
 
 W0 = np.array([[0.5, -0.3, 0.1], [0.2, 0.4, -0.6], [0.7, -0.1, 0.3]])
 X = np.array([[0.1, -0.2, 0.3], [0.4, 0.5, -0.6], [-0.7, 0.8, 0.9], [1.0, -1.1, 0.2]])
@@ -157,21 +158,10 @@ def test_a_random_draw_outside_the_loop_refuses_adjoints_it_cannot_reproduce():
         assert fg.viz.draw(tr_values, unroll=True).source   # values only: the run's own
 
 
-def _clip_grad():
-    @fg.custom_vjp
-    def clip_grad(x):
-        return x * 1.0
-
-    @clip_grad.defvjp
-    def _(g, ans, x):
-        return (fg.clip(g, -0.1, 0.1),)
-    return clip_grad
-
-
 def _clipped_scan():
     """A custom rule clipping its cotangent, in a body whose two results (hT, ys) a loss
     reads."""
-    clip_grad = _clip_grad()
+    clip_grad = clip_grad_fn()
     xs = fg.placeholder("xs", (None, 2))
     w = fg.variable(np.array([0.5, 2.0]), name="w")
     hT, ys = fg.scan(lambda h, x: (clip_grad(fg.tanh(h * w + x)), fg.sum(h)),

@@ -56,6 +56,15 @@ def _refused(y, x, entries, where):
         f"than {entries - 1}); method='map' loops over the basis vectors instead")
 
 
+def _vectorized_at_the_bound(monkeypatch, y, x, entries):
+    """The vectorized Jacobian, refused one entry below ``entries`` and built at it."""
+    monkeypatch.setattr(higher_order, "MAX_BATCHED_ENTRIES", entries - 1)
+    with pytest.raises(BatchingError, match=re.escape(f"would hold {entries} entries")):
+        fg.jacobian(y, x, mode="fwd", method="vectorize")
+    monkeypatch.setattr(higher_order, "MAX_BATCHED_ENTRIES", entries)
+    return fg.jacobian(y, x, mode="fwd", method="vectorize")
+
+
 def test_a_scans_batched_body_intermediates_count(rng, monkeypatch):
     A, Bm = _weights(rng)
     x, y, scales = _scan_net(A, Bm, T=4)
@@ -103,11 +112,7 @@ def test_fori_and_while_bodies_count(rng, kind, monkeypatch):
                               (fg.constant(np.int64(0)), x))
     y = fg.tanh(hT)
     entries = N * WIDE
-    monkeypatch.setattr(higher_order, "MAX_BATCHED_ENTRIES", entries - 1)
-    with pytest.raises(BatchingError, match=re.escape(f"would hold {entries} entries")):
-        fg.jacobian(y, x, mode="fwd", method="vectorize")
-    monkeypatch.setattr(higher_order, "MAX_BATCHED_ENTRIES", entries)
-    J = fg.jacobian(y, x, mode="fwd", method="vectorize")
+    J = _vectorized_at_the_bound(monkeypatch, y, x, entries)
     xv = rng.standard_normal(N)
     np.testing.assert_allclose(fg.run(J, {x: xv}), _closed_form(A, Bm, [1.0] * 3, xv),
                                rtol=1e-12, atol=1e-14)
@@ -137,11 +142,7 @@ def test_a_loop_nested_in_a_body_counts(rng, monkeypatch):
     hT, _ = fg.scan(outer, x, fg.constant(np.array([0.5, 1.5])))
     y = fg.tanh(hT)
     entries = N * WIDE
-    monkeypatch.setattr(higher_order, "MAX_BATCHED_ENTRIES", entries - 1)
-    with pytest.raises(BatchingError, match=re.escape(f"would hold {entries} entries")):
-        fg.jacobian(y, x, mode="fwd", method="vectorize")
-    monkeypatch.setattr(higher_order, "MAX_BATCHED_ENTRIES", entries)
-    J = fg.jacobian(y, x, mode="fwd", method="vectorize")
+    J = _vectorized_at_the_bound(monkeypatch, y, x, entries)
     xv = rng.standard_normal(N)
     h, want = xv, np.eye(N)
     for s in (0.5, 1.5):                      # two inner steps, then the outer scale
