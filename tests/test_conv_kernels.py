@@ -119,6 +119,29 @@ def test_blocked_products_equal_one_product():
     assert got.dtype == np.float32 and got.shape == (6, 25)
 
 
+def test_an_unblocked_float32_deep_product_taken_transposed_is_the_product():
+    """LeNet's second w̄ (16 × L by L × 150: no blocks) runs as (bᵀ aᵀ)ᵀ in float32."""
+    g = _r.standard_normal((16, 20_000)).astype("float32")
+    cols = _r.standard_normal((150, 20_000)).astype("float32")
+    assert windows.long_blocks(np, 16 * 150, 20_000) is None
+    got = windows.matmul_deep(np, g, cols.T)
+    want = g.astype(np.float64) @ cols.T.astype(np.float64)
+    assert got.dtype == np.float32 and got.shape == (16, 150)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
+    # and the w̄ it becomes is a plain C-ordered array, as the float64 one
+    x = _r.standard_normal((8, 6, 12, 12)).astype("float32")
+    gy = _r.standard_normal((8, 16, 8, 8)).astype("float32")
+    with fg.Graph():
+        xv = fg.placeholder("x", shape=x.shape, dtype="float32")
+        w = fg.variable(np.zeros((16, 6, 5, 5), "float32"), name="w")
+        dw = fg.run(fg.grad(fg.sum(fg.conv2d(xv, w) * gy), w), {xv: x})
+    want = np.einsum("nopq,ncpiqj->ocij", gy.astype(np.float64),
+                     np.lib.stride_tricks.sliding_window_view(
+                         x.astype(np.float64), (5, 5), axis=(2, 3)).transpose(0, 1, 2, 4, 3, 5))
+    assert dw.flags.c_contiguous and dw.dtype == np.float32
+    np.testing.assert_allclose(dw, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 2e-4)])
 def test_a_lenet_sized_conv_in_blocks_matches_pytorch(dtype, tol):
     """Batch 64 of 1×28×28 by 6@5×5: forward, x̄ and w̄ each take the blocked product."""
