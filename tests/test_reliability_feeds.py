@@ -140,6 +140,25 @@ def test_ragged_and_non_numeric_feeds():
             prog(x=np.array([["a", "b"]]))
 
 
+def test_a_python_int_beyond_64_bits_is_named():
+    """numpy keeps such an int only as an object: the refusal names the integer. The
+    bounds are numpy's: −2⁶³ and 2⁶⁴ − 1 are numbers, one beyond is not."""
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None,))
+        prog = fg.compile(x * 1.0)
+        for codegen in (True, False):
+            run = fg.compile(x * 1.0, codegen=codegen)
+            with pytest.raises(fg.FeedError, match=r"'x'.*integer 18446744073709551616, "
+                                                   r"beyond the 64 bits"):
+                run(x=[1, 2**64])
+            with pytest.raises(fg.FeedError, match=r"integer -9223372036854775809,"):
+                run(x=[-2**63 - 1])
+        np.testing.assert_array_equal(prog(x=[2**64 - 1, -2**63]),
+                                      [float(2**64 - 1), float(-2**63)])
+        with pytest.raises(fg.FeedError, match=r"ragged list, strings or objects"):
+            prog(x=[1, "a"])
+
+
 # -- outputs never alias storage ----------------------------------------------------------
 
 def test_outputs_are_fresh_arrays():

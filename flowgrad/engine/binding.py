@@ -69,8 +69,7 @@ def check(node, value, backend):
         except (ValueError, TypeError) as e:  # a ragged list: numpy cannot make an array
             raise FeedError(f"{node.name!r} was fed something that is not an array: {e}") from e
         if arr.dtype.kind not in "biufc":
-            raise FeedError(f"{node.name!r} expects numbers of dtype {node.dtype}, got an "
-                            f"array of dtype {arr.dtype} (a ragged list, strings or objects?)")
+            raise FeedError(_not_numbers(node, arr))
     shape, dtype = tuple(arr.shape), np.dtype(arr.dtype)
     want = node.shape
     if len(shape) != len(want) or any(w is not None and w != s for w, s in zip(want, shape)):
@@ -83,6 +82,19 @@ def check(node, value, backend):
         if not np.can_cast(dtype, node.dtype, "safe"):
             arr = _narrowed_any(node, arr)
     return backend.asarray(arr, dtype=node.dtype)
+
+
+def _not_numbers(node, arr) -> str:
+    """Why a fed value numpy could only hold as objects or text is refused: a Python int
+    beyond 64 bits (numpy's widest integers) is named; otherwise the usual suspects."""
+    if arr.dtype == object and arr.size and all(type(v) is int for v in arr.flat):
+        big = next((v for v in arr.flat if not -2**63 <= v < 2**64), None)
+        if big is not None:
+            return (f"{node.name!r} expects numbers of dtype {node.dtype}; the value given "
+                    f"holds the integer {big}, beyond the 64 bits numpy's integers hold "
+                    f"(pass it as a float if that is what you mean)")
+    return (f"{node.name!r} expects numbers of dtype {node.dtype}, got an array of dtype "
+            f"{arr.dtype} (a ragged list, strings or objects?)")
 
 
 def narrowed(node, arr):
