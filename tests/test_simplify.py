@@ -143,6 +143,24 @@ def test_freeze_keys_attributes_carefully():
     hash(f({"axis": (0, 1), "index": (slice(None), Ellipsis, None)}))
 
 
+@pytest.mark.parametrize("c", [[-0.0, 0.0], [0.0, -0.0], [-0.0 + 0.0j, 0.0 - 0.0j]])
+def test_a_constant_of_zeros_of_both_signs_is_not_a_fill(c):
+    """x + [−0.0, +0.0] keeps x's −0.0 in the first entry only; x − [+0.0, −0.0] likewise.
+    −0.0 == +0.0, so an equality test alone took the constant for one signed zero."""
+    c = np.array(c)
+    X = np.zeros(2, c.dtype) * -1.0                  # [−0.0, −0.0] (real and imaginary)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2,), dtype=c.dtype)
+        for out, want in ((x + c, X + c), (x - c, X - c)):
+            for codegen in (True, False):
+                got = fg.compile(out, codegen=codegen)(x=X)
+                np.testing.assert_array_equal(np.signbit(got.real), np.signbit(want.real))
+                np.testing.assert_array_equal(np.signbit(got.imag), np.signbit(want.imag))
+    # one sign throughout is still a fill: x + (−0.0) is x
+    assert simplify._uniform(np.array([-0.0, -0.0])) == 0.0
+    assert simplify._uniform(np.array([-0.0, 0.0])) is None
+
+
 def test_simplify_is_linear_on_a_long_chain():
     x = fg.placeholder("x", shape=(2,))
     y = x

@@ -263,7 +263,15 @@ def _uniform(value):
     first = arr.flat[0]
     if first != first or not np.all(arr == first):
         return None
+    if first == 0 and arr.dtype.kind in "fc" and not _one_zero_sign(arr):
+        return None   # −0.0 == +0.0, but x + [−0.0, +0.0] is not x: its sign is kept
     return first.item()
+
+
+def _one_zero_sign(arr) -> bool:
+    """Whether the zeros of a float or complex constant all carry the same signs."""
+    parts = (arr.real, arr.imag) if arr.dtype.kind == "c" else (arr,)
+    return all(bool(np.all(np.signbit(p) == np.signbit(p.flat[0]))) for p in parts)
 
 
 def _static(shape):
