@@ -3,7 +3,7 @@
 Values at the kinks follow PyTorch, so that models and gradients compare with it:
 
 * ``clip``: x's derivative is 1 on the closed interval lo ≤ x ≤ hi (torch.clamp's
-  convention, so at a bound x still gets the whole adjoint) and 0 outside;
+  convention, so at a bound x still gets the whole adjoint) and 0 outside, and at a NaN;
 * ``leaky_relu``: slope at 0 (torch's ``x > 0 ? 1 : slope``);
 * ``elu``: α eˣ at 0 (torch's ``x ≤ 0`` branch), 1 for x > 0.
 
@@ -17,7 +17,7 @@ import numbers
 import numpy as np
 
 from .base import Op, apply, as_node, broadcast_shapes, float_dtype, result_dtype
-from .elementwise import exp, greater, less, where
+from .elementwise import exp, greater, greater_equal, less, less_equal, where
 from .special import INV_SQRT_2PI, as_float, normal_cdf, normal_cdf_kernel
 
 
@@ -36,7 +36,8 @@ def _clip_infer(x, lo, hi):
 
 
 def _clip_dx(g, ans, x, lo, hi):
-    return where(less(x, lo), 0.0, where(greater(x, hi), 0.0, g))
+    # [lo ≤ x ≤ hi] asked as such, so a NaN x (whose value is NaN) gets 0, as torch.clamp
+    return where(greater_equal(x, lo), where(less_equal(x, hi), g, 0.0), 0.0)
 
 
 def _clip_dlo(g, ans, x, lo, hi):

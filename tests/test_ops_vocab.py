@@ -111,6 +111,22 @@ def test_clip_matches_torch_clamp_at_and_between_the_bounds():
     np.testing.assert_array_equal(g, [1.0, 1.0, 0.0])
 
 
+def test_clip_sends_nothing_to_a_nan_x_as_torch_clamp():
+    """∂/∂x = [lo ≤ x ≤ hi] is false at NaN: the adjoint of a NaN entry is 0, also in
+    the forward rule, and ±inf outside the bounds get 0 as any value outside."""
+    x = np.array([np.nan, 0.5, 2.0, np.inf, -np.inf, 1.0])
+    t = torch.tensor(x, requires_grad=True)
+    torch.clamp(t, -1.0, 1.0).sum().backward()
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(6,))
+        g = fg.grad(fg.sum(fg.clip(p, -1.0, 1.0)), p)
+        tangent = fg.jvp(fg.clip(p, -1.0, 1.0), p, np.ones(6))
+        for codegen in (True, False):
+            got, tan = fg.compile([g, tangent], codegen=codegen)(p=x)
+            np.testing.assert_array_equal(got, t.grad.numpy())
+            np.testing.assert_array_equal(tan, [0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+
+
 def test_clip_with_tensor_bounds_matches_torch_and_sums_to_one():
     x = np.array([-1.0, 0.5, 2.0, 0.0, 1.0, -1.0, 3.0])
     lo = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.5, 2.0])
