@@ -29,6 +29,7 @@ import sys
 
 import numpy as np
 
+from flowgrad.engine.lazy_errors import lazy_backend
 from flowgrad.errors import DifferentiationError, ShapeError
 from flowgrad.graph import Node, default_graph, same_graph, sharing_graph, thread_state
 from flowgrad.leaves import constant_in
@@ -104,7 +105,9 @@ class Op:
         self.elementwise = elementwise
         self.stateful = stateful
         # A C-level callable of the values alone (operator.add …): the scheduler calls it
-        # directly, skipping a Python frame per step, and it works on any backend's arrays.
+        # directly, skipping a Python frame per step, on any eager backend's arrays (a
+        # lazy backend's get the forward: dask's ``**`` refuses an exponent numpy
+        # refuses with a TypeError of its own, where the forward gives numpy's error).
         self.operator = operator
         self.__doc__ = doc or forward.__doc__
         _function_like(self, forward)
@@ -122,7 +125,7 @@ class Op:
 
     def kernel(self, xp, attrs):
         """The callable the scheduler runs: values in, value out."""
-        if self.operator is not None and not attrs:
+        if self.operator is not None and not attrs and lazy_backend(xp) is None:
             return self.operator
         if attrs:
             return functools.partial(self.forward, xp, **attrs)

@@ -12,6 +12,8 @@ import numpy as np
 
 from flowgrad.graph import Node
 
+from flowgrad.engine.lazy_errors import is_lazy, lazy_backend
+
 from .base import NONDIFF, Op, apply, broadcast_shapes, float_dtype, result_dtype, shape_error
 
 
@@ -73,7 +75,20 @@ def _pow_dp(g, ans, x, p):
     return g * ans * log(where(zero, 1.0, x))
 
 
-pow = _binary("pow", lambda xp, x, p: xp.power(x, p), (_pow_dx, _pow_dp), elementwise=True,
+def _pow_forward(xp, x, p):
+    try:
+        return xp.power(x, p)
+    except TypeError:
+        if lazy_backend(xp) is None:
+            raise
+        # dask refuses, before any value is computed, an exponent numpy refuses for these
+        # dtypes (an integer to a negative integer power), with a TypeError of its own:
+        # numpy's error instead, from its operands' dtypes alone
+        np.power(*[np.ones((), v.dtype) if is_lazy(xp, v) else v for v in (x, p)])
+        raise
+
+
+pow = _binary("pow", _pow_forward, (_pow_dx, _pow_dp), elementwise=True,
               operator=operator.pow)
 pow.__doc__ = ("x ** p, p a number or a tensor.  ∂/∂x = p x^(p−1), ∂/∂p = x^p log x "
                "(0 at x = 0; nan for x < 0, where x^p is not real-analytic in p).")

@@ -23,7 +23,11 @@ minimum-norm subgradient).
 """
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
+
+from flowgrad.engine.lazy_errors import guard, is_lazy, lazy_backend
 
 from .base import (NONDIFF, Op, apply, as_node, broadcast_shapes, float_dtype, keepdims_flag,
                    normalize_axis, result_dtype, shape_error)
@@ -218,6 +222,13 @@ def _whole(x):
 def _inv_forward(xp, x):
     """inv, with nan matrices (instead of an exception) for exactly singular ones."""
     x = _whole(x)
+    if is_lazy(xp, x):
+        # dask's inv raises when its task meets a singular matrix, past any try here:
+        # numpy's kernel instead, per block (each holds whole matrices), so the NaN rule
+        # and the values are numpy's; a failure names this node (guard)
+        dtype = _inv_numpy(np.eye(1, dtype=x.dtype)).dtype
+        return x.map_blocks(guard(_inv_numpy), dtype=dtype,
+                            meta=np.empty((0,) * x.ndim, dtype))
     try:
         return xp.linalg.inv(x)
     except _linalg_error(xp):
@@ -230,6 +241,11 @@ def _inv_forward(xp, x):
             except _linalg_error(xp):
                 out[k] = xp.nan
         return xp.reshape(out, x.shape)
+
+
+def _inv_numpy(x):
+    """numpy's inv kernel (module level: a task sent to another process pickles it)."""
+    return _inv_forward(np, x)
 
 
 def _inv_infer(x):
@@ -310,11 +326,39 @@ def _solve_infer(a, b):
 
 def _solve_forward(xp, a, b):
     a, b = _whole(a), _whole(b)
+    lazy = lazy_backend(xp)
+    if lazy is not None and (is_lazy(xp, a) or is_lazy(xp, b)):
+        # as inv: numpy's kernel (NaN for a singular matrix), as one task of the graph
+        # (a and b's batches may be chunked differently)
+        shape = _solve_shape(a.shape, b.shape)
+        dtype = _solve_numpy(np.eye(1, dtype=a.dtype), np.ones(1, dtype=b.dtype)).dtype
+        return lazy.task(_solve_task, [a, b], [shape], [dtype], inputs=True)[0]
     try:
         return xp.linalg.solve(a, b)
     except _linalg_error(xp):   # a singular matrix in the batch: nan there, as inv
         ai = _inv_forward(xp, a)
         return ai @ b if b.ndim > 1 else (ai @ b[..., None])[..., 0]
+
+
+def _solve_shape(a, b):
+    """solve's result shape for operand shapes ``a`` and ``b``; a batch length unknown
+    yet (NaN: a dask array's) stays NaN (the task then runs when built, and measures)."""
+    if len(b) == 1:
+        return a[:-1]
+    batch = a[:-2], b[:-2]
+    if any(d != d for d in batch[0] + batch[1]):
+        return (np.nan,) * builtins.max(len(a) - 2, len(b) - 2) + b[-2:]   # (max: the op's)
+    return np.broadcast_shapes(*batch) + b[-2:]
+
+
+def _solve_numpy(a, b):
+    """numpy's solve kernel, for a lazy backend's task."""
+    return _solve_forward(np, np.asarray(a), np.asarray(b))
+
+
+def _solve_task(a, b):
+    """``_solve_numpy`` as a task: its one result in a list."""
+    return [_solve_numpy(a, b)]
 
 
 def _col(v, b):
@@ -586,6 +630,14 @@ _LOWER_FLAG: dict = {}   # {namespace: whether its cholesky takes lower= (dask's
 
 
 def _cholesky_forward(xp, s):
+    if is_lazy(xp, s):
+        # numpy's kernel per block (each holds whole matrices): numpy's values, batches
+        # (dask's own cholesky takes one matrix), and a matrix that is not positive
+        # definite fails as this node's RunError (guard), wherever it is computed
+        s = _whole(s)
+        dtype = _cholesky_numpy(np.eye(1, dtype=s.dtype)).dtype
+        return s.map_blocks(guard(_cholesky_numpy), dtype=dtype,
+                            meta=np.empty((0,) * s.ndim, dtype))
     flag = _LOWER_FLAG.get(xp)
     if flag is None:
         import inspect
@@ -596,6 +648,11 @@ def _cholesky_forward(xp, s):
         _LOWER_FLAG[xp] = flag
     s = _whole(s)
     return xp.linalg.cholesky(s, lower=True) if flag else xp.linalg.cholesky(s)
+
+
+def _cholesky_numpy(s):
+    """numpy's cholesky kernel (module level: a task sent to another process pickles it)."""
+    return _cholesky_forward(np, s)
 
 
 def _cholesky_infer(s):

@@ -199,3 +199,37 @@ def test_a_task_failing_on_a_cluster_worker_is_the_threaded_run_error(cluster, c
         assert type(err) is type(want) and isinstance(err, cls)
         assert str(err) == str(want) and err.node is want.node
         assert type(err.__cause__) is type(want.__cause__)
+
+
+def _max_empty():
+    v = fg.placeholder("v", (None,))
+    return fg.max(v), {v: np.zeros(0)}
+
+
+def _not_positive_definite():
+    a = fg.placeholder("a", (2, 2))
+    return fg.cholesky(a), {a: np.array([[1.0, 2.0], [2.0, 1.0]])}
+
+
+# a task of dask's own (located by the numpy backend where flowgrad computes) and numpy's
+# cholesky as a guarded task (flowgrad/engine/lazy_errors.py)
+OWN = {"max of empty": (_max_empty, ValueError),
+       "cholesky": (_not_positive_definite, np.linalg.LinAlgError)}
+
+
+@pytest.mark.parametrize("case", sorted(OWN))
+def test_a_compute_failure_in_processes_or_on_a_cluster_is_the_run_error(processes, cluster,
+                                                                         case):
+    build, cls = OWN[case]
+    with fg.Graph():
+        out, feed = build()
+        want = _failure("dask", out, feed)             # the threaded scheduler
+        with processes():
+            in_processes = _failure("dask", out, feed)
+        with cluster():
+            on_cluster = _failure("dask", out, feed)
+    assert isinstance(want, fg.RunError) and isinstance(want, cls)
+    for got in (in_processes, on_cluster):
+        assert type(got) is type(want) and str(got) == str(want)
+        assert got.node is want.node and got.node is not None
+        assert type(got.__cause__) is type(want.__cause__)

@@ -645,7 +645,7 @@ def make_caller(prog, gen):
     from ..backends.base import Backend
     bind, single, reference = prog.bind, prog.run_single, prog.reference_call
     quiet = QUIET
-    finish = prog.backend.finish
+    finish = prog.finish              # a lazy backend computes the outputs here
     if type(prog.backend).finish is Backend.finish:
         finish = None                 # the default finish hands the list back unchanged
     sc = gen.scalar
@@ -665,7 +665,7 @@ def make_caller(prog, gen):
             vals = fast(args, kwargs) if fast is not None else None
             outs = fn(vals if vals is not None else bind(args, kwargs))
             if finish is not None:
-                outs = finish(outs)
+                outs = finish(outs, args, kwargs)
             for k in copies:           # never hand out a variable's or the caller's array
                 if hasattr(outs[k], "copy"):
                     outs[k] = outs[k].copy()

@@ -39,6 +39,18 @@ re-raises a failure wrapped in its RemoteException: ``unwrapped`` finds the RunE
 in it, and the dask backend raises that where it computes (a user's own
 ``dask.compute`` gets dask's wrapper, an instance of the same classes, its message
 followed by the worker's traceback).
+
+Every other failure of a lazy backend's compute (a task of dask's own: ``max`` of an
+empty array, ``1/0`` under ``np.errstate(divide="raise")``, cholesky of a matrix that
+is not positive definite) carries no step. Where flowgrad computes a call's outputs
+(``Program.finish``), ``raise_located`` finds the step: it runs the same program on
+the numpy backend with the same feeds (failure path only; the numpy backend names
+the step whose kernel raised) and raises that step's RunError with the lazy backend's
+exception as ``__cause__`` -- numpy's own report (its inputs' values summarized) when
+numpy failed with the same class, else ``run_error`` for that node and the lazy
+backend's exception. Where numpy computes them without failing, the RunError names the
+program's outputs instead of a node (``.node`` None). A user's own ``dask.compute`` of
+``lazy=True`` outputs gets dask's exception as it is: only guarded tasks carry a step.
 """
 from __future__ import annotations
 
@@ -49,6 +61,7 @@ import os
 import pickle
 import threading
 import weakref
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -56,7 +69,7 @@ import numpy as np
 from ..errors import RunError
 
 __all__ = ["naming", "guard", "building", "reported", "unwrapped", "Where", "TaskFailed",
-           "lazy_backend", "is_lazy"]
+           "lazy_backend", "is_lazy", "raise_located"]
 
 _STATE = threading.local()
 _LOCK = threading.Lock()
@@ -266,3 +279,70 @@ def _portable(exc):
         return exc
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def raise_located(program, exc, args, kwargs):
+    """Raise ``exc``, raised while ``program``'s backend computed the outputs of a call
+    on the feeds ``args``/``kwargs``, as the numpy backend's RunError for the step that
+    failed (``exc`` its ``__cause__``). A FlowgradError (a guarded task's RunError, a
+    FeedError) names its failure already and is raised as it is."""
+    from ..errors import FlowgradError
+    if isinstance(exc, FlowgradError):
+        raise exc
+    found = _numpy_failure(program, args, kwargs)
+    if found is None:
+        err = _unlocated(program, exc)
+    elif isinstance(exc, type(found.__cause__)):
+        err = found        # numpy's own report of the same failure: it summarizes the inputs
+    else:
+        from ..diagnose import run_error
+        err = run_error(found.node, exc, [None] * len(found.node.inputs))
+    raise err from exc
+
+
+#: the most bytes of fed lazy arrays (dask's) the numpy rerun of a failed call reads
+#: into memory; beyond it (data larger than memory is what dask is for) no step is named
+RERUN_BYTES = 1 << 28
+
+
+def _numpy_failure(program, args, kwargs):
+    """The RunError naming a node that the numpy backend raises for ``program``'s
+    outputs on these feeds, or None (it computes them, fails without naming a step --
+    a feed it cannot take, memory -- or the fed lazy arrays exceed ``RERUN_BYTES``).
+    Its error state is the caller's, as the tasks' was (dask's local schedulers run
+    them in the caller's context)."""
+    from ..errors import RunError
+    from .program import Program
+    if not _lazy_feeds_fit(program.backend, list(args) + [kwargs]):
+        return None
+    try:
+        twin = Program(program.outputs, "numpy", codegen=False)
+        twin.reference_call(args, kwargs)     # writes no state: the caller's call does
+    except RunError as err:
+        return err if err.node is not None and err.__cause__ is not None else None
+    except Exception:
+        return None
+    return None
+
+
+def _lazy_feeds_fit(backend, feeds) -> bool:
+    """Whether the lazy arrays among ``feeds`` (values, or dicts, lists and tuples of
+    them, one level deep) hold at most ``RERUN_BYTES`` (an unknown length: not)."""
+    total = 0.0
+    for feed in feeds:
+        values = feed.values() if isinstance(feed, Mapping) else \
+            feed if isinstance(feed, (list, tuple)) else [feed]
+        for v in values:
+            if backend.owns(v):
+                total += float(v.nbytes)       # NaN for an unknown length
+    return total <= RERUN_BYTES
+
+
+def _unlocated(program, exc):
+    """The RunError for a failure no step of the numpy backend reproduces: it names the
+    program's outputs and the backend."""
+    from ..diagnose import describe_node, report_error
+    names = ", ".join(describe_node(o) for o in program.outputs)
+    head = f"computing the outputs ({names}) on the {program.backend.name} backend"
+    return report_error(head, exc, "    (no step is named: the numpy backend, run on "
+                                    "these feeds, did not fail at a step)")

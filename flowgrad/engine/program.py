@@ -458,6 +458,17 @@ class Program:
             return self._call.pending(args, kwargs)
         return self._reference.pending(args, kwargs)
 
+    def finish(self, outs, args, kwargs) -> list:
+        """The backend's ``finish`` of one call's output values (a lazy backend computes
+        them here); a failure there that names no step (a task of dask's own) raised as
+        the numpy backend's RunError for the feeds ``args``/``kwargs``
+        (flowgrad/engine/lazy_errors.py's ``raise_located``)."""
+        try:
+            return self.backend.finish(outs)
+        except Exception as exc:
+            from .lazy_errors import raise_located
+            raise_located(self, exc, args, kwargs)
+
     def reference_call(self, args, kwargs):
         """A call on the interpreter loop: the plan's own numpy kernels, which honour
         numpy's error state. Generated code sends its calls here while that state asks
@@ -469,7 +480,7 @@ class Program:
             self.run_checked(vals)
         else:
             self.run_reference(vals)
-        out = self.backend.finish([vals[s] for s in self.plan.outputs])
+        out = self.finish([vals[s] for s in self.plan.outputs], args, kwargs)
         if self.copy_outputs:  # never hand out a variable's or the caller's own array
             for k in self.copy_outputs:
                 if hasattr(out[k], "copy"):
@@ -486,7 +497,7 @@ class Program:
 
     def values(self, /, *args, **kwargs) -> dict[int, object]:
         """{node id: value} of every node, for a program compiled with keep_all."""
-        vals = self.backend.finish(self._execute(self.bind(args, kwargs)))
+        vals = self.finish(self._execute(self.bind(args, kwargs)), args, kwargs)
         return {nid: vals[s] for nid, s in self.slot_of.items()}
 
     def trace(self, /, *args, **kwargs):
