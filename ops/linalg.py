@@ -9,11 +9,11 @@ Identities used by the rules (X̄ is the adjoint, Ẋ the tangent, ⟨A, B⟩ = 
 * Y = A⁻¹B: B̄ = A⁻ᵀ Ḡ (one solve), Ā = −B̄ Yᵀ (reusing B̄ and Y); Ẏ = A⁻¹(Ḃ − Ȧ Y).
 * S = V Λ Vᵀ symmetric: λ̄ ↦ S̄ = V diag(λ̄) Vᵀ; V̄ ↦ S̄ = V (F ∘ VᵀV̄) Vᵀ with
   F_ij = 1/(λ_j − λ_i) off the diagonal, 0 on it; λ̇ = diag(VᵀṠV), V̇ = V (F ∘ VᵀṠV).
-  The eigenvalue rule needs V only, so first derivatives exist at repeated
-  eigenvalues; second derivatives (which meet F) are checked at distinct ones
-  (F is set to 0 for exactly equal pairs, right for spectral functions).
-* ‖X‖₂ = √λ_max(XᵀX), so the spectral norm is differentiable to any order through
-  the eigen rules (at distinct top singular values).
+  The eigenvalue rule needs V only, so first derivatives are exact at repeated
+  eigenvalues; what meets F (second derivatives, eigenvector functions) is NaN at an
+  exactly equal pair (see _gap_inverse), as svd's rules.
+* ‖X‖₂ = √λ_max(XᵀX), through the top eigenpair's own rules (eigh_top), which need
+  only λ_max simple: exact to any order however the other eigenvalues are tied.
 
 Policies: an exactly singular matrix has inv = nan (not an exception), so det's
 gradient there is nan and logdet's value is −inf with a nan gradient; logdet of a
@@ -366,12 +366,20 @@ def _eigvecs_infer(x):
 
 
 def _gap_inverse(w):
-    """F_ij = 1/(w_j − w_i), and 0 where w_j = w_i exactly (the diagonal, and exactly
-    repeated eigenvalues: a pair inside one eigenspace contributes nothing, which is
-    right for functions invariant within it, e.g. any function of the eigenvalues)."""
+    """F_ij = 1/(w_j − w_i) off the diagonal, 0 on it, and NaN where w_j = w_i exactly.
+
+    Why NaN at an exact tie: the eigenvector (singular vector) rules meet F only in second
+    derivatives of eigenvalue functions and in first derivatives of eigenvector
+    functions, and there the true coefficient of a tied pair is a limit the rule cannot
+    see. For g(λ) = Σ h(λᵢ) it is the divided difference (h′(λᵢ) − h′(λⱼ))/(λᵢ − λⱼ) →
+    h″(λ), which depends on how λ̄ (or V̄) was made from λ, not on its value there; for a
+    general function of the eigenvectors there is no derivative at all. A 0 (the old
+    choice) was right only for g linear in the tied values, and silently wrong otherwise
+    (Σ λᵢ² at S = I), so a tie makes the whole eigenvector term NaN, as PyTorch does."""
     gap = expand_dims(w, -2) - expand_dims(w, -1)
     same = equal(gap, 0)
-    return where(same, 0.0, 1 / where(same, 1.0, gap))
+    inverse = where(same, np.nan, 1 / where(same, 1.0, gap))
+    return where(equal(mask(gap, "eye", 0), 1), 0.0, inverse)
 
 
 def _eigvalsh_vjp(g, ans, s):
@@ -426,7 +434,64 @@ _eigvecs = Op("eigh_vectors",
               _eigvecs_infer,
               vjp=(_eigvecs_vjp,), jvp=(_eigvecs_jvp,),
               doc="Eigenvectors (columns) of a symmetric S.  S̄ = V (F ∘ VᵀV̄) Vᵀ, "
-                  "V̇ = V (F ∘ VᵀṠV), F_ij = 1/(λ_j − λ_i).")
+                  "V̇ = V (F ∘ VᵀṠV), F_ij = 1/(λ_j − λ_i) (NaN where they are equal).")
+
+
+# -- the top eigenpair alone (the spectral norm) --------------------------------------------
+# λ = λ_max(S) and its eigenvector v, for S symmetric with a simple top eigenvalue:
+#   λ̇ = vᵀ Ṡ v,  S̄ = λ̄ v vᵀ;   v̇ = K Ṡ v,  S̄ = (K v̄) vᵀ,  with K = B⁻¹ − v vᵀ and
+#   B = λ I − S + v vᵀ (eigenvalues 1 for v, λ − λⱼ for the others: invertible exactly
+#   when λ is simple). K = Σ_{j≠top} vⱼ vⱼᵀ / (λ − λⱼ) needs no other eigenvector, so the
+#   rules (and theirs, to any order) are exact however the lower eigenvalues are tied —
+#   where going through eigvalsh and eigh's F would meet NaN (‖xxᵀ‖₂ at x = e₁). At a tied
+#   top, v and v̇ are not defined: v's rules give NaN there.
+
+def _top_infer(s, part):
+    _square("norm", s)
+    return (s.shape[:-2] if part == "w" else s.shape[:-1]), float_dtype(s.dtype)
+
+
+def _top_forward(xp, s, part):
+    if part == "w":
+        return _finite_or_nan(xp, s, xp.linalg.eigvalsh, 1)[..., -1]
+    return _finite_or_nan(xp, s, lambda m: xp.linalg.eigh(m)[1], 2)[..., -1]
+
+
+def _top_parts(s):
+    return apply(_eigtop, s, part="w"), apply(_eigtop, s, part="v")
+
+
+def _top_k_apply(s, u):
+    """K u = B⁻¹ u − v (vᵀ u) for a batch of vectors u, NaN where the top is tied."""
+    w, v = _top_parts(s)
+    vv = expand_dims(v, -1) * expand_dims(v, -2)
+    b = mask(s, "eye", 0) * expand_dims(w, (-2, -1)) - s + vv
+    out = squeeze(solve(b, expand_dims(u, -1)), -1) - v * sum(v * u, -1, True)
+    n = s.shape[-1]
+    if n is None or n < 2:
+        return out
+    second = getitem(apply(_eigvalsh, s), (Ellipsis, -2))
+    return where(expand_dims(equal(second, w), -1), np.nan, out)
+
+
+def _top_vjp(g, ans, s, part):
+    w, v = _top_parts(s)
+    if part == "w":                                  # S̄ = λ̄ v vᵀ
+        return expand_dims(g, (-2, -1)) * (expand_dims(v, -1) * expand_dims(v, -2))
+    return expand_dims(_top_k_apply(s, g), -1) * expand_dims(v, -2)    # (K v̄) vᵀ
+
+
+def _top_jvp(t, ans, s, part):
+    w, v = _top_parts(s)
+    tv = squeeze(matmul(t, expand_dims(v, -1)), -1)   # Ṡ v
+    if part == "w":
+        return sum(v * tv, -1)                       # vᵀ Ṡ v
+    return _top_k_apply(s, tv)                       # K Ṡ v
+
+
+_eigtop = Op("eigh_top", _top_forward, _top_infer, vjp=(_top_vjp,), jvp=(_top_jvp,),
+             doc="λ_max (part 'w') or its eigenvector (part 'v') of a symmetric S.  "
+                 "S̄ = λ̄ v vᵀ, λ̇ = vᵀṠv; v̇ = K Ṡ v, S̄ = (K v̄) vᵀ, K = (λI − S + vvᵀ)⁻¹ − vvᵀ.")
 
 
 def _symmetric_from(x, uplo):
@@ -443,7 +508,9 @@ def _symmetric_from(x, uplo):
 def eigvalsh(x, UPLO="L"):
     """Eigenvalues, ascending, of the symmetric matrix whose lower (UPLO="L") or upper
     triangle is x's, as numpy.linalg.eigvalsh; batched. Gradients see only that triangle.
-    ∂λᵢ/∂S = vᵢ vᵢᵀ: S̄ = V diag(λ̄) Vᵀ; λ̇ = diag(Vᵀ Ṡ V).
+    First derivatives are exact at repeated eigenvalues; second derivatives meet the
+    eigenvector rule and are NaN at an exact tie (their limit there, h″(λ) for Σ h(λᵢ), is
+    not in the values). ∂λᵢ/∂S = vᵢ vᵢᵀ: S̄ = V diag(λ̄) Vᵀ; λ̇ = diag(Vᵀ Ṡ V).
     A matrix (of a batch) with a NaN or ±inf anywhere in it (the symmetrization reads both
     triangles) gives NaN eigenvalues, on every backend and path, where numpy's eigvalsh
     raises LinAlgError, or returns NaN or even finite numbers, depending on the entry."""
@@ -454,8 +521,8 @@ def eigh(x, UPLO="L"):
     """(eigenvalues, eigenvectors as columns) of the symmetric matrix from x's lower or
     upper triangle, as numpy.linalg.eigh. Eigenvectors are defined up to sign: only
     sign-invariant functions of them (V diag(f(λ)) Vᵀ, |V|, …) are well defined.
-    S̄ = V (diag(λ̄) + F ∘ VᵀV̄) Vᵀ with F_ij = 1/(λ_j − λ_i) off the diagonal.
-    A non-finite entry anywhere in a matrix makes its eigenvalues and eigenvectors NaN,
+    S̄ = V (diag(λ̄) + F ∘ VᵀV̄) Vᵀ with F_ij = 1/(λ_j − λ_i) off the diagonal, NaN where
+    λ_j = λ_i exactly (eigenvectors have no derivative at a tie). A non-finite entry anywhere in a matrix makes its eigenvalues and eigenvectors NaN,
     as eigvalsh."""
     s = _symmetric_from(x, UPLO)
     return apply(_eigvalsh, s), apply(_eigvecs, s)
@@ -501,7 +568,7 @@ def _spectral(x, r, c, keepdims):
     rows, cols = m.shape[-2:]
     gram = matmul(m, mT(m)) if rows is not None and cols is not None and rows < cols \
         else matmul(mT(m), m)
-    top = getitem(apply(_eigvalsh, gram), (Ellipsis, -1))   # λ_max, ascending order
+    top = apply(_eigtop, gram, part="w")   # λ_max, with rules exact at lower ties
     out = _sqrt_at_zero_flat(top)
     return expand_dims(out, tuple(sorted((r, c)))) if keepdims else out
 
@@ -515,7 +582,9 @@ def norm(x, ord=None, axis=None, keepdims=False):
     (None/"fro" Frobenius, 2 spectral, 1, inf) over two axes; with axis=None, a 1-d x is
     a vector, a 2-d x a matrix, and ord=None is the 2-norm of all entries. Batched.
     At 0 the value is 0 and the gradient 0. ∂‖x‖₂ = x/‖x‖₂, ∂‖X‖_F = X/‖X‖_F,
-    ∂‖x‖₁ = sign x, ∂‖X‖₂ = u vᵀ (top singular vectors); the others through max/abs."""
+    ∂‖x‖₁ = sign x, ∂‖X‖₂ = u vᵀ (top singular vectors), through λ_max(XᵀX)'s own rules:
+    exact to any order however the lower singular values are tied, NaN from the second
+    order on where the top one is tied; the others through max/abs."""
     x = as_node(x)
     keepdims = keepdims_flag("norm", keepdims)
     nd = len(x.shape)
@@ -804,7 +873,9 @@ def svd(x):
     of) matrices, as numpy.linalg.svd(x, full_matrices=False); s descending; the sign
     of each pair (uᵢ, vᵢ) is chosen so that uᵢ's largest-magnitude entry is positive (the
     same on every backend, where numpy's is LAPACK's choice). Derivatives
-    assume distinct, nonzero singular values (U and V are not unique otherwise), and only
+    of U and Vh, and second derivatives of s, assume distinct, nonzero singular values (U
+    and V are not unique otherwise; an exact tie gives NaN there, while first derivatives of
+    functions of s alone stay exact), and only
     functions invariant to the sign of a pair (uᵢ, vᵢ) are well defined:
     s̄ ↦ Ā = U diag(s̄) Vᵀ, ṡ = diag(Uᵀ Ȧ V); U̇ = U (F ∘ (dP S + S dPᵀ)) + (I − UUᵀ) Ȧ V S⁻¹
     with dP = Uᵀ Ȧ V, F_ij = 1/(s_j² − s_i²), and V̇ likewise."""

@@ -8,7 +8,7 @@ logsumexp shifted by its max — so a float64 program matches to rounding.
 
 ``bce_with_logits``, ``linear``, ``mse``, ``l2`` and ``softmax_cross_entropy`` are
 exported through their ``decompose`` (into the stable ops here). Ops with no ONNX
-counterpart (inv, solve, logdet, eigvalsh, eigh, and basis_map,
+counterpart (inv, solve, logdet, eigvalsh, eigh, eigh_top, and basis_map,
 which runs a compiled sub-program per basis vector for jacobian/hessian) are absent:
 the exporter then tries ``op.decompose`` and otherwise names the op and the node.
 """
