@@ -27,10 +27,11 @@ import numpy as np
 
 from .base import (NONDIFF, Op, apply, as_node, broadcast_shapes, float_dtype, keepdims_flag,
                    normalize_axis, result_dtype, shape_error)
-from .elementwise import abs, equal, sqrt, where
-from .reductions import keep_dims, max, sum, unreduce
+from .elementwise import abs, equal, less_equal, sqrt, where
+from .reductions import keep_dims, max, min, sum, unreduce
 from .shape import expand_dims, reshape, squeeze, swap_last_axes, transpose
 from .indexing import getitem
+from .tensor import astype
 
 
 def matmul_infer(a, b, op_name="matmul"):
@@ -764,31 +765,69 @@ def qr(x):
     return _qr_parts(as_node(x))
 
 
+def _rank_deficient(r, m):
+    """Whether A = QR is numerically rank deficient: some |R_ii| ≤ m·ε·max|R_jj|.
+
+    Why: QR of a rank-deficient A leaves R's diagonal at round-off (~1e-16, rarely exactly
+    0), so solve(R, ·) gave ~1e14 with no sign of trouble. The bound is
+    numpy.linalg.matrix_rank's (max(m, n)·ε·the largest, here on |diag R|, m ≥ n)."""
+    d = abs(sum(r * mask(r, "eye", 0), -1))             # |R_ii|
+    bound = float(m) * float(np.finfo(np.dtype(r.dtype)).eps)
+    return less_equal(min(d, -1), bound * max(d, -1))
+
+
+def _nan_where(cond, x, sources):
+    """x, or NaN where the scalar ``cond`` holds, in value and in the derivatives with
+    respect to every node of ``sources`` (the singular-matrix policy of solve and inv).
+
+    The NaN enters as ``poison``, a where-branch built from the sources, never through x:
+    where sends x a zero adjoint there, so no NaN reaches a solve (dask's LU refuses one:
+    "array must not contain infs or NaNs"), and poison's own factor is 0, not NaN, when
+    cond is false, so a zero adjoint times it stays 0."""
+    nan_or_zero = astype(where(cond, np.nan, 0.0), x.dtype)   # x's float type, not float64
+    poison = sum(sources[0]) * nan_or_zero
+    for s in sources[1:]:
+        poison = poison + sum(s) * nan_or_zero
+    return where(cond, poison, x)
+
+
 def lstsq(a, b):
     """The least-squares solution x of A x ≈ b (A m×n with m ≥ n and full column rank; b
     a vector or a matrix of right-hand sides): x = R⁻¹ Qᵀ b from A = Q R (a composite of
-    qr, matmul and solve). ∂x/∂b = A⁺ = R⁻¹ Qᵀ; ∂x/∂A through qr's and solve's rules.
+    qr, matmul and solve). A numerically rank-deficient A — some |R_ii| ≤ m·ε·max|R_jj|,
+    numpy.linalg.matrix_rank's bound, ε of A's float type — gives NaN, value and
+    gradients, as solve of a singular matrix. ∂x/∂b = A⁺ = R⁻¹ Qᵀ; ∂x/∂A through qr's
+    and solve's rules.
 
     Only the solution is returned (numpy.linalg.lstsq also returns residuals, rank and
-    singular values); a rank-deficient A gives nan, as solve of a singular R."""
+    singular values, and for a rank-deficient A the minimum-norm solution)."""
     a, b = as_node(a), as_node(b)
     if len(a.shape) != 2 or len(b.shape) not in (1, 2):
         raise shape_error("lstsq", (a, b), "needs a matrix a and a vector or matrix b")
-    m = a.shape[0]
-    if None not in (m, b.shape[0]) and m != b.shape[0]:
+    m, n = a.shape
+    if m is None or n is None or m < n:
+        raise shape_error("lstsq", (a, b), f"needs m ≥ n known when the graph is built (a "
+                          f"tall or square a: a wide one is underdetermined, with many "
+                          f"solutions), got {m}×{n}")
+    if b.shape[0] is not None and m != b.shape[0]:
         raise shape_error("lstsq", (a, b), f"a has {m} rows, b has {b.shape[0]}")
     q, r = qr(a)
-    return solve(r, matmul(mT(q), b))
+    deficient = _rank_deficient(r, m)
+    # solve a well-posed stand-in there (R ↦ I), so no path meets a singular matrix
+    x = solve(where(deficient, mask(r, "eye", 0), r), matmul(mT(q), b))
+    return _nan_where(deficient, x, (a, b))
 
 
 # -- svd (issue 22): reduced A = U diag(s) Vᵀ, k = min(m, n), distinct nonzero s ------------
-# With dP = Uᵀ Ȧ V and F_ij = 1/(s_j² − s_i²) (0 on the diagonal):
+# With dP = Uᵀ Ȧ V and F_ij = 1/(s_j² − s_i²) (0 on the diagonal, NaN at an exact tie):
 #   ṡ = diag(dP);  U̇ = U (F ∘ (dP S + S dPᵀ)) + (I − UUᵀ) Ȧ V S⁻¹;
 #   V̇ = V (F ∘ (S dP + dPᵀ S)) + (I − VVᵀ) Ȧᵀ U S⁻¹;
 # and, transposed: s̄ ↦ U diag(s̄) Vᵀ; Ū ↦ U ((J + Jᵀ) S) Vᵀ + (I − UUᵀ) Ū S⁻¹ Vᵀ with
 # J = F ∘ UᵀŪ; V̄ ↦ U (S (J + Jᵀ)) Vᵀ + U S⁻¹ V̄ᵀ (I − VVᵀ) with J = F ∘ VᵀV̄.
 # F blows up where two singular values meet, S⁻¹ where one is 0: U and V (and second
-# derivatives of s) are defined only for distinct, nonzero singular values.
+# derivatives of s) are defined only for distinct, nonzero singular values; an exact tie
+# gives NaN (not 0, which was silently wrong: Σ s² at A = I). s's own rule needs U and V
+# only, so first derivatives of functions of s are exact at ties.
 
 def _svd_infer(a, part):
     if len(a.shape) < 2:
