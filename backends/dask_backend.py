@@ -60,6 +60,7 @@ class DaskBackend(Backend):
         "logdet": _NO_LINALG.format(what="determinant"),
         "eigvalsh": _NO_LINALG.format(what="symmetric eigensolver"),
         "eigh": _NO_LINALG.format(what="symmetric eigensolver"),
+        "eigh_top": _NO_LINALG.format(what="symmetric eigensolver"),
         "eig": _NO_LINALG.format(what="eigensolver"),
         "pinv": _NO_LINALG.format(what="pseudo-inverse"),
         "matrix_power": _NO_LINALG.format(what="matrix power"),

@@ -210,7 +210,8 @@ def main(argv=None):
     for number, statement, diffs in rows:
         hess = f"{diffs[1]:14.2e}" if len(diffs) > 1 else f"{'—':>14}"
         print(f"{number:>8}  {statement:<30} {diffs[0]:13.2e} {hess}")
-        worst = max(worst, *diffs)
+        # a NaN difference must fail: max(0.0, nan) is 0.0, which passed a NaN Hessian
+        worst = max(worst, *diffs) if np.isfinite(diffs).all() else float("inf")
     ok = worst <= TOL
     print(f"\nlargest difference {worst:.2e}: {'OK' if ok else 'FAILED'} (tolerance {TOL:g})")
     return 0 if ok else 1

@@ -37,7 +37,7 @@ Ops covered, by family:
   the kernel's gradient, which sums over N); with both operands batched, the op written
   out per window offset with one einsum that keeps the examples apart.
 * linear algebra, natively batched over leading axes (numpy's stacked matrices): inv,
-  det, logdet, eigvalsh, eigh_vectors, cholesky, qr, svd; matmul and solve (per-example
+  det, logdet, eigvalsh, eigh_vectors, eigh_top, cholesky, qr, svd; matmul and solve (per-example
   batch axes aligned, 1-d operands handled); linear.
 * einsum (a fresh letter for the batch axis), var, prod, cumsum (axes shifted), pad (no
   padding of the batch axis), astype,
@@ -341,7 +341,7 @@ _ELEMENTWISE = ("add", "sub", "div", "neg", "pow", "exp", "log", "log1p", "sqrt"
                 "abs", "tanh", "sin", "cos", "sign", "maximum", "minimum", "where",
                 "tie_weight", "sigmoid", "softplus", "relu", "greater", "greater_equal",
                 "less", "less_equal", "equal", "not_equal")
-_NATIVE = ("inv", "det", "logdet", "eigvalsh", "eigh_vectors", "zeros_like", "ones_like",
+_NATIVE = ("inv", "det", "logdet", "eigvalsh", "eigh_vectors", "eigh_top", "zeros_like", "ones_like",
            "cholesky", "qr", "svd", "astype", "stop_gradient")
 _AXIS = ("mean", "max", "logsumexp", "norm2", "max_weights", "argmax", "one_hot",
          "one_hot_like", "expand_dims", "squeeze", "concatenate", "var", "prod", "cumsum")

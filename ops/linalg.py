@@ -9,11 +9,11 @@ Identities used by the rules (X̄ is the adjoint, Ẋ the tangent, ⟨A, B⟩ = 
 * Y = A⁻¹B: B̄ = A⁻ᵀ Ḡ (one solve), Ā = −B̄ Yᵀ (reusing B̄ and Y); Ẏ = A⁻¹(Ḃ − Ȧ Y).
 * S = V Λ Vᵀ symmetric: λ̄ ↦ S̄ = V diag(λ̄) Vᵀ; V̄ ↦ S̄ = V (F ∘ VᵀV̄) Vᵀ with
   F_ij = 1/(λ_j − λ_i) off the diagonal, 0 on it; λ̇ = diag(VᵀṠV), V̇ = V (F ∘ VᵀṠV).
-  The eigenvalue rule needs V only, so first derivatives exist at repeated
-  eigenvalues; second derivatives (which meet F) are checked at distinct ones
-  (F is set to 0 for exactly equal pairs, right for spectral functions).
-* ‖X‖₂ = √λ_max(XᵀX), so the spectral norm is differentiable to any order through
-  the eigen rules (at distinct top singular values).
+  The eigenvalue rule needs V only, so first derivatives are exact at repeated
+  eigenvalues; what meets F (second derivatives, eigenvector functions) is NaN at an
+  exactly equal pair (see _gap_inverse), as svd's rules.
+* ‖X‖₂ = √λ_max(XᵀX), through the top eigenpair's own rules (eigh_top), which need
+  only λ_max simple: exact to any order however the other eigenvalues are tied.
 
 Policies: an exactly singular matrix has inv = nan (not an exception), so det's
 gradient there is nan and logdet's value is −inf with a nan gradient; logdet of a
@@ -31,10 +31,11 @@ from flowgrad.engine.lazy_errors import guard, is_lazy, lazy_backend
 
 from .base import (NONDIFF, Op, apply, as_node, broadcast_shapes, float_dtype, keepdims_flag,
                    normalize_axis, result_dtype, shape_error)
-from .elementwise import abs, equal, sqrt, where
-from .reductions import keep_dims, max, sum, unreduce
+from .elementwise import abs, equal, less_equal, sqrt, where
+from .reductions import keep_dims, max, min, sum, unreduce
 from .shape import expand_dims, reshape, squeeze, swap_last_axes, transpose
 from .indexing import getitem
+from .tensor import astype
 
 
 def matmul_infer(a, b, op_name="matmul"):
@@ -410,12 +411,20 @@ def _eigvecs_infer(x):
 
 
 def _gap_inverse(w):
-    """F_ij = 1/(w_j − w_i), and 0 where w_j = w_i exactly (the diagonal, and exactly
-    repeated eigenvalues: a pair inside one eigenspace contributes nothing, which is
-    right for functions invariant within it, e.g. any function of the eigenvalues)."""
+    """F_ij = 1/(w_j − w_i) off the diagonal, 0 on it, and NaN where w_j = w_i exactly.
+
+    Why NaN at an exact tie: the eigenvector (singular vector) rules meet F only in second
+    derivatives of eigenvalue functions and in first derivatives of eigenvector
+    functions, and there the true coefficient of a tied pair is a limit the rule cannot
+    see. For g(λ) = Σ h(λᵢ) it is the divided difference (h′(λᵢ) − h′(λⱼ))/(λᵢ − λⱼ) →
+    h″(λ), which depends on how λ̄ (or V̄) was made from λ, not on its value there; for a
+    general function of the eigenvectors there is no derivative at all. A 0 (the old
+    choice) was right only for g linear in the tied values, and silently wrong otherwise
+    (Σ λᵢ² at S = I), so a tie makes the whole eigenvector term NaN, as PyTorch does."""
     gap = expand_dims(w, -2) - expand_dims(w, -1)
     same = equal(gap, 0)
-    return where(same, 0.0, 1 / where(same, 1.0, gap))
+    inverse = where(same, np.nan, 1 / where(same, 1.0, gap))
+    return where(equal(mask(gap, "eye", 0), 1), 0.0, inverse)
 
 
 def _eigvalsh_vjp(g, ans, s):
@@ -470,7 +479,64 @@ _eigvecs = Op("eigh_vectors",
               _eigvecs_infer,
               vjp=(_eigvecs_vjp,), jvp=(_eigvecs_jvp,),
               doc="Eigenvectors (columns) of a symmetric S.  S̄ = V (F ∘ VᵀV̄) Vᵀ, "
-                  "V̇ = V (F ∘ VᵀṠV), F_ij = 1/(λ_j − λ_i).")
+                  "V̇ = V (F ∘ VᵀṠV), F_ij = 1/(λ_j − λ_i) (NaN where they are equal).")
+
+
+# -- the top eigenpair alone (the spectral norm) --------------------------------------------
+# λ = λ_max(S) and its eigenvector v, for S symmetric with a simple top eigenvalue:
+#   λ̇ = vᵀ Ṡ v,  S̄ = λ̄ v vᵀ;   v̇ = K Ṡ v,  S̄ = (K v̄) vᵀ,  with K = B⁻¹ − v vᵀ and
+#   B = λ I − S + v vᵀ (eigenvalues 1 for v, λ − λⱼ for the others: invertible exactly
+#   when λ is simple). K = Σ_{j≠top} vⱼ vⱼᵀ / (λ − λⱼ) needs no other eigenvector, so the
+#   rules (and theirs, to any order) are exact however the lower eigenvalues are tied —
+#   where going through eigvalsh and eigh's F would meet NaN (‖xxᵀ‖₂ at x = e₁). At a tied
+#   top, v and v̇ are not defined: v's rules give NaN there.
+
+def _top_infer(s, part):
+    _square("norm", s)
+    return (s.shape[:-2] if part == "w" else s.shape[:-1]), float_dtype(s.dtype)
+
+
+def _top_forward(xp, s, part):
+    if part == "w":
+        return _finite_or_nan(xp, s, xp.linalg.eigvalsh, 1)[..., -1]
+    return _finite_or_nan(xp, s, lambda m: xp.linalg.eigh(m)[1], 2)[..., -1]
+
+
+def _top_parts(s):
+    return apply(_eigtop, s, part="w"), apply(_eigtop, s, part="v")
+
+
+def _top_k_apply(s, u):
+    """K u = B⁻¹ u − v (vᵀ u) for a batch of vectors u, NaN where the top is tied."""
+    w, v = _top_parts(s)
+    vv = expand_dims(v, -1) * expand_dims(v, -2)
+    b = mask(s, "eye", 0) * expand_dims(w, (-2, -1)) - s + vv
+    out = squeeze(solve(b, expand_dims(u, -1)), -1) - v * sum(v * u, -1, True)
+    n = s.shape[-1]
+    if n is None or n < 2:
+        return out
+    second = getitem(apply(_eigvalsh, s), (Ellipsis, -2))
+    return where(expand_dims(equal(second, w), -1), np.nan, out)
+
+
+def _top_vjp(g, ans, s, part):
+    w, v = _top_parts(s)
+    if part == "w":                                  # S̄ = λ̄ v vᵀ
+        return expand_dims(g, (-2, -1)) * (expand_dims(v, -1) * expand_dims(v, -2))
+    return expand_dims(_top_k_apply(s, g), -1) * expand_dims(v, -2)    # (K v̄) vᵀ
+
+
+def _top_jvp(t, ans, s, part):
+    w, v = _top_parts(s)
+    tv = squeeze(matmul(t, expand_dims(v, -1)), -1)   # Ṡ v
+    if part == "w":
+        return sum(v * tv, -1)                       # vᵀ Ṡ v
+    return _top_k_apply(s, tv)                       # K Ṡ v
+
+
+_eigtop = Op("eigh_top", _top_forward, _top_infer, vjp=(_top_vjp,), jvp=(_top_jvp,),
+             doc="λ_max (part 'w') or its eigenvector (part 'v') of a symmetric S.  "
+                 "S̄ = λ̄ v vᵀ, λ̇ = vᵀṠv; v̇ = K Ṡ v, S̄ = (K v̄) vᵀ, K = (λI − S + vvᵀ)⁻¹ − vvᵀ.")
 
 
 def _symmetric_from(x, uplo):
@@ -487,7 +553,9 @@ def _symmetric_from(x, uplo):
 def eigvalsh(x, UPLO="L"):
     """Eigenvalues, ascending, of the symmetric matrix whose lower (UPLO="L") or upper
     triangle is x's, as numpy.linalg.eigvalsh; batched. Gradients see only that triangle.
-    ∂λᵢ/∂S = vᵢ vᵢᵀ: S̄ = V diag(λ̄) Vᵀ; λ̇ = diag(Vᵀ Ṡ V).
+    First derivatives are exact at repeated eigenvalues; second derivatives meet the
+    eigenvector rule and are NaN at an exact tie (their limit there, h″(λ) for Σ h(λᵢ), is
+    not in the values). ∂λᵢ/∂S = vᵢ vᵢᵀ: S̄ = V diag(λ̄) Vᵀ; λ̇ = diag(Vᵀ Ṡ V).
     A matrix (of a batch) with a NaN or ±inf anywhere in it (the symmetrization reads both
     triangles) gives NaN eigenvalues, on every backend and path, where numpy's eigvalsh
     raises LinAlgError, or returns NaN or even finite numbers, depending on the entry."""
@@ -498,8 +566,8 @@ def eigh(x, UPLO="L"):
     """(eigenvalues, eigenvectors as columns) of the symmetric matrix from x's lower or
     upper triangle, as numpy.linalg.eigh. Eigenvectors are defined up to sign: only
     sign-invariant functions of them (V diag(f(λ)) Vᵀ, |V|, …) are well defined.
-    S̄ = V (diag(λ̄) + F ∘ VᵀV̄) Vᵀ with F_ij = 1/(λ_j − λ_i) off the diagonal.
-    A non-finite entry anywhere in a matrix makes its eigenvalues and eigenvectors NaN,
+    S̄ = V (diag(λ̄) + F ∘ VᵀV̄) Vᵀ with F_ij = 1/(λ_j − λ_i) off the diagonal, NaN where
+    λ_j = λ_i exactly (eigenvectors have no derivative at a tie). A non-finite entry anywhere in a matrix makes its eigenvalues and eigenvectors NaN,
     as eigvalsh."""
     s = _symmetric_from(x, UPLO)
     return apply(_eigvalsh, s), apply(_eigvecs, s)
@@ -545,7 +613,7 @@ def _spectral(x, r, c, keepdims):
     rows, cols = m.shape[-2:]
     gram = matmul(m, mT(m)) if rows is not None and cols is not None and rows < cols \
         else matmul(mT(m), m)
-    top = getitem(apply(_eigvalsh, gram), (Ellipsis, -1))   # λ_max, ascending order
+    top = apply(_eigtop, gram, part="w")   # λ_max, with rules exact at lower ties
     out = _sqrt_at_zero_flat(top)
     return expand_dims(out, tuple(sorted((r, c)))) if keepdims else out
 
@@ -559,7 +627,9 @@ def norm(x, ord=None, axis=None, keepdims=False):
     (None/"fro" Frobenius, 2 spectral, 1, inf) over two axes; with axis=None, a 1-d x is
     a vector, a 2-d x a matrix, and ord=None is the 2-norm of all entries. Batched.
     At 0 the value is 0 and the gradient 0. ∂‖x‖₂ = x/‖x‖₂, ∂‖X‖_F = X/‖X‖_F,
-    ∂‖x‖₁ = sign x, ∂‖X‖₂ = u vᵀ (top singular vectors); the others through max/abs."""
+    ∂‖x‖₁ = sign x, ∂‖X‖₂ = u vᵀ (top singular vectors), through λ_max(XᵀX)'s own rules:
+    exact to any order however the lower singular values are tied, NaN from the second
+    order on where the top one is tied; the others through max/abs."""
     x = as_node(x)
     keepdims = keepdims_flag("norm", keepdims)
     nd = len(x.shape)
@@ -752,31 +822,69 @@ def qr(x):
     return _qr_parts(as_node(x))
 
 
+def _rank_deficient(r, m):
+    """Whether A = QR is numerically rank deficient: some |R_ii| ≤ m·ε·max|R_jj|.
+
+    Why: QR of a rank-deficient A leaves R's diagonal at round-off (~1e-16, rarely exactly
+    0), so solve(R, ·) gave ~1e14 with no sign of trouble. The bound is
+    numpy.linalg.matrix_rank's (max(m, n)·ε·the largest, here on |diag R|, m ≥ n)."""
+    d = abs(sum(r * mask(r, "eye", 0), -1))             # |R_ii|
+    bound = float(m) * float(np.finfo(np.dtype(r.dtype)).eps)
+    return less_equal(min(d, -1), bound * max(d, -1))
+
+
+def _nan_where(cond, x, sources):
+    """x, or NaN where the scalar ``cond`` holds, in value and in the derivatives with
+    respect to every node of ``sources`` (the singular-matrix policy of solve and inv).
+
+    The NaN enters as ``poison``, a where-branch built from the sources, never through x:
+    where sends x a zero adjoint there, so no NaN reaches a solve (dask's LU refuses one:
+    "array must not contain infs or NaNs"), and poison's own factor is 0, not NaN, when
+    cond is false, so a zero adjoint times it stays 0."""
+    nan_or_zero = astype(where(cond, np.nan, 0.0), x.dtype)   # x's float type, not float64
+    poison = sum(sources[0]) * nan_or_zero
+    for s in sources[1:]:
+        poison = poison + sum(s) * nan_or_zero
+    return where(cond, poison, x)
+
+
 def lstsq(a, b):
     """The least-squares solution x of A x ≈ b (A m×n with m ≥ n and full column rank; b
     a vector or a matrix of right-hand sides): x = R⁻¹ Qᵀ b from A = Q R (a composite of
-    qr, matmul and solve). ∂x/∂b = A⁺ = R⁻¹ Qᵀ; ∂x/∂A through qr's and solve's rules.
+    qr, matmul and solve). A numerically rank-deficient A — some |R_ii| ≤ m·ε·max|R_jj|,
+    numpy.linalg.matrix_rank's bound, ε of A's float type — gives NaN, value and
+    gradients, as solve of a singular matrix. ∂x/∂b = A⁺ = R⁻¹ Qᵀ; ∂x/∂A through qr's
+    and solve's rules.
 
     Only the solution is returned (numpy.linalg.lstsq also returns residuals, rank and
-    singular values); a rank-deficient A gives nan, as solve of a singular R."""
+    singular values, and for a rank-deficient A the minimum-norm solution)."""
     a, b = as_node(a), as_node(b)
     if len(a.shape) != 2 or len(b.shape) not in (1, 2):
         raise shape_error("lstsq", (a, b), "needs a matrix a and a vector or matrix b")
-    m = a.shape[0]
-    if None not in (m, b.shape[0]) and m != b.shape[0]:
+    m, n = a.shape
+    if m is None or n is None or m < n:
+        raise shape_error("lstsq", (a, b), f"needs m ≥ n known when the graph is built (a "
+                          f"tall or square a: a wide one is underdetermined, with many "
+                          f"solutions), got {m}×{n}")
+    if b.shape[0] is not None and m != b.shape[0]:
         raise shape_error("lstsq", (a, b), f"a has {m} rows, b has {b.shape[0]}")
     q, r = qr(a)
-    return solve(r, matmul(mT(q), b))
+    deficient = _rank_deficient(r, m)
+    # solve a well-posed stand-in there (R ↦ I), so no path meets a singular matrix
+    x = solve(where(deficient, mask(r, "eye", 0), r), matmul(mT(q), b))
+    return _nan_where(deficient, x, (a, b))
 
 
 # -- svd (issue 22): reduced A = U diag(s) Vᵀ, k = min(m, n), distinct nonzero s ------------
-# With dP = Uᵀ Ȧ V and F_ij = 1/(s_j² − s_i²) (0 on the diagonal):
+# With dP = Uᵀ Ȧ V and F_ij = 1/(s_j² − s_i²) (0 on the diagonal, NaN at an exact tie):
 #   ṡ = diag(dP);  U̇ = U (F ∘ (dP S + S dPᵀ)) + (I − UUᵀ) Ȧ V S⁻¹;
 #   V̇ = V (F ∘ (S dP + dPᵀ S)) + (I − VVᵀ) Ȧᵀ U S⁻¹;
 # and, transposed: s̄ ↦ U diag(s̄) Vᵀ; Ū ↦ U ((J + Jᵀ) S) Vᵀ + (I − UUᵀ) Ū S⁻¹ Vᵀ with
 # J = F ∘ UᵀŪ; V̄ ↦ U (S (J + Jᵀ)) Vᵀ + U S⁻¹ V̄ᵀ (I − VVᵀ) with J = F ∘ VᵀV̄.
 # F blows up where two singular values meet, S⁻¹ where one is 0: U and V (and second
-# derivatives of s) are defined only for distinct, nonzero singular values.
+# derivatives of s) are defined only for distinct, nonzero singular values; an exact tie
+# gives NaN (not 0, which was silently wrong: Σ s² at A = I). s's own rule needs U and V
+# only, so first derivatives of functions of s are exact at ties.
 
 def _svd_infer(a, part):
     if len(a.shape) < 2:
@@ -861,7 +969,9 @@ def svd(x):
     of) matrices, as numpy.linalg.svd(x, full_matrices=False); s descending; the sign
     of each pair (uᵢ, vᵢ) is chosen so that uᵢ's largest-magnitude entry is positive (the
     same on every backend, where numpy's is LAPACK's choice). Derivatives
-    assume distinct, nonzero singular values (U and V are not unique otherwise), and only
+    of U and Vh, and second derivatives of s, assume distinct, nonzero singular values (U
+    and V are not unique otherwise; an exact tie gives NaN there, while first derivatives of
+    functions of s alone stay exact), and only
     functions invariant to the sign of a pair (uᵢ, vᵢ) are well defined:
     s̄ ↦ Ā = U diag(s̄) Vᵀ, ṡ = diag(Uᵀ Ȧ V); U̇ = U (F ∘ (dP S + S dPᵀ)) + (I − UUᵀ) Ȧ V S⁻¹
     with dP = Uᵀ Ȧ V, F_ij = 1/(s_j² − s_i²), and V̇ likewise."""

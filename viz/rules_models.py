@@ -127,8 +127,19 @@ def _eig_share(c, g, s):
 def _eigvec_share(c, g, s, v):
     w = np.linalg.eigvalsh(s)
     gap = w[..., None, :] - w[..., :, None]
-    f = np.where(gap == 0, 0.0, 1 / np.where(gap == 0, 1.0, gap))
+    f = np.where(gap == 0, np.nan, 1 / np.where(gap == 0, 1.0, gap))
+    f[..., np.arange(w.shape[-1]), np.arange(w.shape[-1])] = 0.0
     return v @ (f * (_mT(v) @ g)) @ _mT(v)
+
+
+def _top_share(c, g, s):
+    """The top eigenpair's rules: λ̄ v vᵀ, or (K v̄) vᵀ with K = Σ_{j≠top} vⱼvⱼᵀ/(λ − λⱼ)."""
+    w, vs = np.linalg.eigh(s)
+    v = vs[..., -1]
+    if c.attrs["part"] == "w":
+        return g[..., None, None] * v[..., :, None] * v[..., None, :]
+    k = (vs[..., :-1] / (w[..., -1:] - w[..., :-1])[..., None, :]) @ _mT(vs[..., :-1])
+    return (k @ g[..., None]) * v[..., None, :]
 
 
 
@@ -148,8 +159,12 @@ LINALG = {
     "eigvalsh": lambda c: plus(Call("V diag(v̄) Vᵀ (V: the eigenvectors of {0})", _eig_share,
                                     V, X0, prec=PROD)),
     "eigh_vectors": lambda c: plus(Call(
-        "{ans} (F ∘ {ans}ᵀ v̄) {ans}ᵀ (F_ij = 1/(λ_j − λ_i), 0 where equal)",
+        "{ans} (F ∘ {ans}ᵀ v̄) {ans}ᵀ (F_ij = 1/(λ_j − λ_i), NaN where equal)",
         _eigvec_share, V, X0, G_ANS, prec=PROD)),
+    "eigh_top": lambda c: plus(Call(
+        "v̄ v vᵀ (v: the top eigenvector of {0})" if c.attrs["part"] == "w" else
+        "(K v̄) vᵀ, K = Σ_{j≠top} vⱼvⱼᵀ/(λ − λⱼ) (v, λ: the top eigenpair of {0})",
+        _top_share, V, X0, prec=PROD)),
 }
 
 

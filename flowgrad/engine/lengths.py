@@ -149,7 +149,7 @@ def _square_same(out, ins, attrs):  # inv, eigh_vectors: square, out shaped like
     yield from ((0, a, a) for a in range(n))
 
 
-def _square_batch(out, ins, attrs):  # det, logdet (batch out), eigvalsh (batch + n)
+def _square_batch(out, ins, attrs):  # det, logdet (batch out), eigvalsh (batch + n), eigh_top
     n = len(ins[0])
     yield ("in", (0, n - 1), (0, n - 2))
     yield from ((0, a, a) for a in range(len(out)))
@@ -229,6 +229,7 @@ RULES.update({
     "matmul": _matmul,
     "inv": _square_same, "eigh_vectors": _square_same,
     "det": _square_batch, "logdet": _square_batch, "eigvalsh": _square_batch,
+    "eigh_top": _square_batch,
     "solve": _solve,
 })
 

@@ -59,6 +59,12 @@ def _not(ctx, n, ins, attrs):
     return fg.equal(ins[0], False)
 
 
+@imports("IsNaN")
+def _isnan(ctx, n, ins, attrs):
+    # x ≠ x exactly where x is NaN (max_pool2d's export writes IsNaN for its NaN windows)
+    return fg.not_equal(ins[0], ins[0])
+
+
 @imports("Where")
 def _where(ctx, n, ins, attrs):
     return fg.where(*ins)

@@ -7,8 +7,10 @@ Conv, ConvTranspose or AveragePool, so a float64 node is written as flowgrad com
 im2col from strided ``Slice``s and one ``MatMul`` (and col2im from ``Pad``s), which runs
 everywhere and matches flowgrad to rounding. conv2d's w-adjoint is always that im2col
 product. Max pooling's adjoint and tangent use MaxPool's ``Indices`` output (the first of
-tied maxima, as flowgrad), with ScatterElements / GatherElements; where a window holds
-NaN, onnxruntime's index may name another entry than flowgrad's (the last NaN).
+tied maxima, as flowgrad), with ScatterElements / GatherElements. onnxruntime's MaxPool
+skips a NaN that is not first in its window, so a float max_pool2d adds a NaN-window mask
+(MaxPool of IsNaN) and its index helpers send such a window to its last NaN, as flowgrad:
+values and rules match flowgrad with NaN and ±inf inputs too.
 
 The forms that build slices (float64, the w-adjoint) and the transposed convolutions
 need the input's channels, height and width known when the graph is built; the batch
@@ -147,20 +149,58 @@ def _conv2d_grad_w(e, kernel, stride, pads):
 
 # -- pooling ------------------------------------------------------------------------------------
 
+def _pool_attrs(size, stride):
+    return {"kernel_shape": list(size), "strides": list(stride)}
+
+
+def _nan_windows(e, x, dtype, size, stride):
+    """Per window, whether it holds a NaN: MaxPool of IsNaN as 0/1 (a 0/1 tensor has no
+    NaN, and ±inf play no part, so this is exact)."""
+    flags = e.op("Cast", [e.op("IsNaN", [x])], to=e.elem(dtype))
+    return e.op("Greater", [e.op("MaxPool", [flags], **_pool_attrs(size, stride)),
+                            e.const(0, dtype)])
+
+
 @converts("max_pool2d")
 def _max_pool2d(e, size, stride):
-    return e.op("MaxPool", [e.arg(0)], kernel_shape=list(size), strides=list(stride))
+    # onnxruntime's MaxPool skips a NaN that is not first in its window ([1, nan, 2, 3]
+    # pools to 3); flowgrad, numpy's maximum and PyTorch give NaN: put NaN back there
+    pooled = e.op("MaxPool", [e.arg(0)], **_pool_attrs(size, stride))
+    if e.node.dtype.kind != "f":
+        return pooled
+    nan = e.const(np.nan, e.node.dtype)
+    return e.op("Where", [_nan_windows(e, e.arg(0), e.node.dtype, size, stride), nan, pooled])
+
+
+def _last_nan_indices(e, x, size, stride, indices):
+    """``indices``, with each window that holds NaN sent to its **last** NaN (row-major),
+    flowgrad's rule, where onnxruntime's Indices name another entry. Each NaN gets its
+    flat position (in float64: exact to 2⁵³ entries), every other entry −1; the window's
+    maximum of that is the last NaN's position, and ≥ 0 exactly in the NaN windows."""
+    shape = e.op("Shape", [x])
+    count = e.op("ReduceProd", [shape], keepdims=0)
+    ramp = e.op("Cast", [e.op("Range", [e.const(0, np.int64), count, e.const(1, np.int64)])],
+                to=e.elem(np.float64))
+    marks = e.op("Where", [e.op("IsNaN", [x]), e.op("Reshape", [ramp, shape]),
+                           e.const(-1.0, np.float64)])
+    last = e.op("Reshape", [e.op("MaxPool", [marks], **_pool_attrs(size, stride)),
+                            e.ints([-1])])
+    return e.op("Where", [e.op("Greater", [last, e.const(-0.5, np.float64)]),
+                          e.op("Cast", [last], to=e.elem(np.int64)), indices])
 
 
 def _max_pool_indices(e, size, stride):
     """(pooled values, flat indices): MaxPool on input 1 with its Indices output, the
-    row-major position over (N, C, H, W) of each window's first maximum."""
+    row-major position over (N, C, H, W) of each window's first maximum — or, in a window
+    holding NaN, of its last NaN (flowgrad's rule)."""
     base = f"{e.prefix}{e.node.name}"
     values, indices = e.fresh(f"{base}/MaxPool"), e.fresh(f"{base}/MaxPool_indices")
     e.nodes.append(e.helper.make_node("MaxPool", [e.raw(1)], [values, indices],
-                                      name=values, kernel_shape=list(size),
-                                      strides=list(stride)))
-    return values, e.op("Reshape", [indices, e.ints([-1])])
+                                      name=values, **_pool_attrs(size, stride)))
+    flat = e.op("Reshape", [indices, e.ints([-1])])
+    if e.node.inputs[1].dtype.kind != "f":
+        return values, flat
+    return values, _last_nan_indices(e, e.raw(1), size, stride, flat)
 
 
 @converts("max_pool2d_scatter")

@@ -8,7 +8,7 @@ logsumexp shifted by its max — so a float64 program matches to rounding.
 
 ``bce_with_logits``, ``linear``, ``mse``, ``l2`` and ``softmax_cross_entropy`` are
 exported through their ``decompose`` (into the stable ops here). Ops with no ONNX
-counterpart (inv, solve, logdet, eigvalsh, eigh, and basis_map,
+counterpart (inv, solve, logdet, eigvalsh, eigh, eigh_top, and basis_map,
 which runs a compiled sub-program per basis vector for jacobian/hessian) are absent:
 the exporter then tries ``op.decompose`` and otherwise names the op and the node.
 """
@@ -521,6 +521,8 @@ def _astype(e, dtype):
 
 REFUSED.update({name: "ONNX has no operator for this matrix decomposition (opset 18)"
                 for name in ("cholesky", "qr", "svd")})
+# lstsq is a composite whose first node is qr: say so, or its refusal names only 'qr'
+REFUSED["qr"] += "; fg.lstsq is built on qr, so a graph using lstsq is refused too"
 # issue 21: stop_gradient's value is its input; a custom function's is its forward's
 # (argument 0 of custom_call), a remat block's input read late is the input (argument 0
 # of remat_after: the ordering it imposes is a memory matter); rules are gradient nodes
