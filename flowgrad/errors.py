@@ -27,6 +27,13 @@ class UsageError(FlowgradError, TypeError):
     node used where only a value can go (``float(node)``). Raised before anything is built."""
 
 
+class ArgumentError(FlowgradError, ValueError):
+    """An argument of the right kind whose value flowgrad refuses: a stride or a pool size
+    below 1, a negative padding, an unknown padding mode, a layer of 0 units, a patience
+    of −1, an empty list of operands. Raised before anything is built; the message names
+    the function, the value and the line of your code that passed it."""
+
+
 class BackendError(FlowgradError, RuntimeError):
     """A backend that is unknown, not installed, or has no device to run on."""
 

@@ -16,7 +16,8 @@ import numbers
 
 import numpy as np
 
-from .base import Op, apply, as_node, broadcast_shapes, float_dtype, result_dtype
+from flowgrad.errors import ArgumentError, UsageError
+from .base import Op, apply, as_node, at_user_line, broadcast_shapes, float_dtype, result_dtype
 from .elementwise import exp, greater, greater_equal, less, less_equal, where
 from .special import INV_SQRT_2PI, as_float, normal_cdf, normal_cdf_kernel
 
@@ -24,8 +25,8 @@ from .special import INV_SQRT_2PI, as_float, normal_cdf, normal_cdf_kernel
 def _number(op_name, what, value):
     """A real number attribute (not a bool, not a node: these are constants of the op)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{op_name}: {what} must be a real number, got {value!r} "
-                        f"({type(value).__name__})")
+        raise UsageError(f"{op_name}: {what} must be a real number, got {value!r} "
+                         f"({type(value).__name__})" + at_user_line())
     return float(value)
 
 
@@ -68,7 +69,7 @@ def clip(x, lo=None, hi=None):
     """
     x = as_node(x)
     if lo is None and hi is None:
-        raise ValueError("clip needs at least one of lo and hi")
+        raise ArgumentError("clip needs at least one of lo and hi" + at_user_line())
     if lo is None or hi is None:   # the missing bound is the dtype's own end
         if x.dtype.kind in "fc":
             small, big = -float("inf"), float("inf")
@@ -92,6 +93,8 @@ _leaky_relu = Op("leaky_relu", lambda xp, x, slope: xp.where(x > 0, x, x * slope
                  vjp=(_leaky_rule,), elementwise=True,
                  doc="x for x > 0, slope·x below.  ∂/∂x = [x > 0] + slope·[x ≤ 0] "
                      "(slope at 0, as torch).")
+# what the builder refuses, a graph file may not give either (io/opsig.py)
+_leaky_relu.check_attrs = lambda x, slope: _number("leaky_relu", "slope", slope)
 
 
 def leaky_relu(x, slope=0.01):
@@ -116,6 +119,8 @@ _elu_op = Op("elu", _elu, lambda x, alpha: (x.shape, float_dtype(x.dtype)),
              vjp=(_elu_rule,), elementwise=True,
              doc="x for x > 0, α(eˣ − 1) below.  ∂/∂x = [x > 0] + α eˣ [x ≤ 0] "
                  "(α at 0, as torch).")
+# what the builder refuses, a graph file may not give either (io/opsig.py)
+_elu_op.check_attrs = lambda x, alpha: _number("elu", "alpha", alpha)
 
 
 def elu(x, alpha=1.0):

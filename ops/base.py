@@ -30,7 +30,7 @@ import sys
 import numpy as np
 
 from flowgrad.engine.lazy_errors import lazy_backend
-from flowgrad.errors import DifferentiationError, ShapeError
+from flowgrad.errors import ArgumentError, DifferentiationError, ShapeError, UsageError
 from flowgrad.graph import Node, default_graph, same_graph, sharing_graph, thread_state
 from flowgrad.leaves import constant_in
 
@@ -85,12 +85,18 @@ class Op:
     vjp_results = None
     reads_results = False
     decompose = None
+    #: Optional: ``check_attrs(*inputs, **attrs)`` raises a FlowgradError for attribute
+    #: values the op's builder would refuse (a stride of 0, a pool size of True, a ddof of
+    #: −1), given the input nodes. ``load_graph`` calls it on every record of the op, so an
+    #: attribute the public function refuses is a GraphFileError naming the node at load
+    #: time, never a failure (or a different answer) when the program runs.
+    check_attrs = None
 
     def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,
                  multilinear=False, elementwise=False, operator=None, doc="",
                  stateful=False):
         if name in REGISTRY:
-            raise ValueError(f"op {name!r} is registered twice")
+            raise ArgumentError(f"op {name!r} is registered twice")
         self.name = name
         self.forward = forward
         self.infer = infer
@@ -496,8 +502,8 @@ def normalize_axis(op_name, node, axis) -> tuple:
         axes = None
     if axes is None or any(not isinstance(a, (int, np.integer)) or isinstance(a, (bool, np.bool_))
                            for a in axes):
-        raise TypeError(f"{op_name}: the argument axis must be None, an int or a tuple of "
-                        f"ints, got {axis!r} ({type(axis).__name__})" + _at())
+        raise UsageError(f"{op_name}: the argument axis must be None, an int or a tuple of "
+                         f"ints, got {axis!r} ({type(axis).__name__})" + at_user_line())
     out = []
     for a in axes:
         if not -ndim <= a < ndim:
@@ -511,11 +517,13 @@ def normalize_axis(op_name, node, axis) -> tuple:
 def keepdims_flag(op_name, keepdims) -> bool:
     """``keepdims`` checked to be a bool: ``keepdims="no"`` is truthy, and must not pass."""
     if not isinstance(keepdims, (bool, np.bool_)):
-        raise TypeError(f"{op_name}: the argument keepdims must be True or False, got "
-                        f"{keepdims!r} ({type(keepdims).__name__})" + _at())
+        raise UsageError(f"{op_name}: the argument keepdims must be True or False, got "
+                         f"{keepdims!r} ({type(keepdims).__name__})" + at_user_line())
     return bool(keepdims)
 
 
-def _at() -> str:
+def at_user_line() -> str:
+    """``"\n  at file:line"`` of the user's call, to end an error message with (empty
+    when no frame lies outside flowgrad)."""
     where = user_line()
     return f"\n  at {where}" if where else ""

@@ -22,24 +22,48 @@ B(x, w, ḡ) = ⟨ḡ, conv(x, w)⟩, trilinear:
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .base import NONDIFF, Op, apply, as_node, fmt_shape, result_dtype, shape_error
+from flowgrad.errors import ArgumentError
+
+from .base import (NONDIFF, Op, apply, as_node, at_user_line, fmt_shape, result_dtype,
+                   shape_error)
 from .shape import reshape
 from .windows import matmul_deep, matmul_wide, strided_view
 
 
 # -- arguments ---------------------------------------------------------------------------
 
+def _count(v, minimum) -> bool:
+    """An int (not a bool, not a float) ≥ ``minimum``: one stride, size or padding."""
+    return not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, np.integer)) and \
+        v >= minimum
+
+
 def pair(op_name, value, what, minimum=1) -> tuple:
-    """An int or a pair of ints (rows, columns), each ≥ ``minimum``, as a pair of ints."""
+    """An int or a pair of ints (rows, columns), each ≥ ``minimum``, as a pair of ints;
+    anything else (0, 1.5, True, a triple) is an ArgumentError naming the user's line."""
     items = value if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or any(isinstance(v, (bool, np.bool_)) or
-                              not isinstance(v, (int, np.integer)) or v < minimum
-                              for v in items):
-        raise ValueError(f"{op_name}: {what} must be an int or a pair of ints, each "
-                         f">= {minimum}, got {value!r}")
+    if len(items) != 2 or not all(_count(v, minimum) for v in items):
+        raise ArgumentError(f"{op_name}: {what} must be an int or a pair of ints, each "
+                            f">= {minimum}, got {value!r}" + at_user_line())
     return int(items[0]), int(items[1])
+
+
+def check_window_attrs(op_name, *inputs, **attrs):
+    """A conv or pool op's attributes as its builder hands them over: ``size``,
+    ``kernel`` and ``stride`` pairs of ints ≥ 1, ``pads`` four ints ≥ 0 (each entry
+    judged as :func:`pair` judges it). The ops' ``check_attrs``: a graph file
+    (io/opsig.py) rebuilds these ops without their builders, and must refuse what the
+    builders refuse."""
+    for what, value in attrs.items():
+        want, least = (4, 0) if what == "pads" else (2, 1)
+        if type(value) is not tuple or len(value) != want or \
+                not all(_count(v, least) for v in value):
+            raise ArgumentError(f"{op_name}: {what} must be a tuple of {want} ints, each "
+                                f">= {least}, got {value!r:.80}")
 
 
 def conv_pads(op_name, padding, kernel, stride, hw) -> tuple:
@@ -51,14 +75,15 @@ def conv_pads(op_name, padding, kernel, stride, hw) -> tuple:
         if padding == "valid":
             return (0, 0, 0, 0)
         if padding != "same":
-            raise ValueError(f"{op_name}: padding must be 'valid', 'same', an int or a "
-                             f"pair of ints, got {padding!r}")
+            raise ArgumentError(f"{op_name}: padding must be 'valid', 'same', an int or a "
+                                f"pair of ints, got {padding!r}" + at_user_line())
         pads = []
         for n, k, s in zip(hw, kernel, stride):
             if n is None:
                 if s != 1:
-                    raise ValueError(f"{op_name}: padding='same' with stride {s} needs "
-                                     f"the input's height and width at build time")
+                    raise ArgumentError(f"{op_name}: padding='same' with stride {s} needs "
+                                        f"the input's height and width at build time"
+                                        + at_user_line())
                 total = k - 1
             else:
                 total = max((-(-n // s) - 1) * s + k - n, 0)
@@ -235,6 +260,9 @@ conv2d_grad_w = Op(
          lambda t, ans, x, g, **a: apply(conv2d_grad_w, x, t, **a)),
     doc="The correlation of x with v̄, conv2d's adjoint for w.  ∂/∂x is "
         "conv2d_grad_x(v̄, ·), ∂/∂v̄ is conv2d(x, ·): bilinear.")
+
+for _op in (_conv2d, conv2d_grad_x, conv2d_grad_w):
+    _op.check_attrs = functools.partial(check_window_attrs, _op.name)
 
 
 def conv2d(x, w, b=None, stride=1, padding="valid"):

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import string
 
-from .base import Op, apply, as_node, result_dtype, shape_error
+from flowgrad.errors import ArgumentError, UsageError
+from .base import Op, apply, as_node, at_user_line, result_dtype, shape_error
 
 LETTERS = set(string.ascii_letters)
 
@@ -23,7 +24,7 @@ LETTERS = set(string.ascii_letters)
 def parse(spec, nodes):
     """(input terms, output term) of an einsum spec over ``nodes``, checked."""
     if not isinstance(spec, str):
-        raise TypeError(f"einsum: the spec must be a string, got {spec!r}")
+        raise UsageError(f"einsum: the spec must be a string, got {spec!r}" + at_user_line())
     text = spec.replace(" ", "")
     if "." in text:
         raise shape_error("einsum", nodes, f"spec {spec!r}: '...' is not supported; "
@@ -101,6 +102,19 @@ _einsum = Op("einsum", lambda xp, *xs, spec: xp.einsum(spec, *xs), _einsum_infer
                  "its place.")
 
 
+def _check_spec(*xs, spec):
+    """einsum's spec as einsum() hands it over: checked by :func:`parse` against the
+    operands, and already in the written-out form "terms->out". Its ``check_attrs``: a
+    graph file (io/opsig.py) must give what einsum() would have built."""
+    terms, out = parse(spec, xs)
+    if spec != ",".join(terms) + "->" + out:
+        raise ArgumentError(f"einsum: the spec {spec!r:.60} is not in the form einsum() "
+                            f"stores ({','.join(terms)}->{out})")
+
+
+_einsum.check_attrs = _check_spec
+
+
 def einsum(spec, *xs):
     """numpy.einsum over nodes, e.g. ``einsum("ij,jk->ik", a, b)``; without ``->`` the
     output is the letters used once, alphabetically. Every operand's adjoint is an
@@ -110,6 +124,6 @@ def einsum(spec, *xs):
     and a length-1 axis broadcast against a longer one of the same letter."""
     xs = [as_node(x) for x in xs]
     if not xs:
-        raise ValueError("einsum needs at least one operand")
+        raise ArgumentError("einsum needs at least one operand" + at_user_line())
     terms, out = parse(spec, xs)
     return apply(_einsum, *xs, spec=",".join(terms) + "->" + out)

@@ -18,7 +18,8 @@ import functools
 
 import numpy as np
 
-from .base import Op, apply, as_node, broadcast_shapes, shape_error
+from flowgrad.errors import UsageError
+from .base import Op, apply, as_node, at_user_line, broadcast_shapes, shape_error
 from flowgrad.engine.lazy_errors import guard, is_lazy, lazy_backend
 from flowgrad.graph import Node
 
@@ -36,8 +37,9 @@ def _items(index):
     for it in index:
         if isinstance(it, Node):
             if it.dtype.kind not in "iu":
-                raise TypeError(f"getitem: an index node must have an integer dtype, "
-                                f"{it.name!r} has {it.dtype} (boolean masks must be constants)")
+                raise UsageError(f"getitem: an index node must have an integer dtype, "
+                                 f"{it.name!r} has {it.dtype} (boolean masks must be constants)"
+                                 + at_user_line())
             items.append(("t", len(tensors)))
             tensors.append(it)
         elif it is None:
@@ -45,7 +47,7 @@ def _items(index):
         elif it is Ellipsis:
             items.append(("e",))
         elif isinstance(it, (bool, np.bool_)):
-            raise TypeError("getitem: a bare True/False index is not supported")
+            raise UsageError("getitem: a bare True/False index is not supported" + at_user_line())
         elif isinstance(it, (int, np.integer)):
             items.append(("i", int(it)))
         elif isinstance(it, slice):
@@ -58,7 +60,7 @@ def _items(index):
 def _slice_part(v):
     if v is None or isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return None if v is None else int(v)
-    raise TypeError(f"getitem: slice bounds must be ints or None, got {v!r}")
+    raise UsageError(f"getitem: slice bounds must be ints or None, got {v!r}" + at_user_line())
 
 
 def _array_items(it):
@@ -66,13 +68,13 @@ def _array_items(it):
     if arr.dtype == np.bool_:
         # a constant mask selects its nonzero positions: one integer array per mask axis
         if arr.ndim == 0:
-            raise TypeError("getitem: a 0-d boolean index is not supported")
+            raise UsageError("getitem: a 0-d boolean index is not supported" + at_user_line())
         return [("a", _frozen(a)) for a in np.nonzero(arr)]
     if arr.size == 0:
         arr = arr.astype(np.intp)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"getitem: unsupported index {it!r} (ints, slices, None, Ellipsis, "
-                        "integer arrays or nodes, boolean constant arrays)")
+        raise UsageError(f"getitem: unsupported index {it!r} (ints, slices, None, Ellipsis, "
+                         "integer arrays or nodes, boolean constant arrays)" + at_user_line())
     return [("a", _frozen(arr.astype(np.intp)))]
 
 

@@ -24,13 +24,15 @@ minimum-norm subgradient).
 from __future__ import annotations
 
 import builtins
+import functools
 
 import numpy as np
 
 from flowgrad.engine.lazy_errors import guard, is_lazy, lazy_backend
+from flowgrad.errors import ArgumentError
 
-from .base import (NONDIFF, Op, apply, as_node, broadcast_shapes, float_dtype, keepdims_flag,
-                   normalize_axis, result_dtype, shape_error)
+from .base import (NONDIFF, Op, apply, as_node, at_user_line, broadcast_shapes, float_dtype,
+                   keepdims_flag, normalize_axis, result_dtype, shape_error)
 from .elementwise import abs, equal, less_equal, sqrt, where
 from .reductions import keep_dims, max, min, sum, unreduce
 from .shape import expand_dims, reshape, squeeze, swap_last_axes, transpose
@@ -539,10 +541,17 @@ _eigtop = Op("eigh_top", _top_forward, _top_infer, vjp=(_top_vjp,), jvp=(_top_jv
                  "S̄ = λ̄ v vᵀ, λ̇ = vᵀṠv; v̇ = K Ṡ v, S̄ = (K v̄) vᵀ, K = (λI − S + vvᵀ)⁻¹ − vvᵀ.")
 
 
+def check_part(op_name, parts, a, part):
+    """A result selector of a factorisation as its builder sets it: one of ``parts``.
+    The op's ``check_attrs``: a graph file (io/opsig.py) may give no other."""
+    if part not in parts:
+        raise ArgumentError(f"{op_name}: part must be one of {parts}, got {part!r:.40}")
+
+
 def _symmetric_from(x, uplo):
     """The symmetric matrix numpy's eigh sees: x's lower (or upper) triangle mirrored."""
     if uplo not in ("L", "U"):
-        raise ValueError(f"UPLO must be 'L' or 'U', got {uplo!r}")
+        raise ArgumentError(f"UPLO must be 'L' or 'U', got {uplo!r}" + at_user_line())
     x = as_node(x)
     _square("eigvalsh", x)
     if uplo == "U":
@@ -812,6 +821,7 @@ _qr = Op("qr", _qr_forward, _qr_infer, vjp=(_qr_vjp,), jvp=(_qr_jvp,),
          doc="Q or R of the reduced A = Q R (m ≥ n).  Ā = (Q̄ + Q copyltu(R R̄ᵀ − Q̄ᵀ Q)) "
              "R⁻ᵀ; with C = Qᵀ Ȧ R⁻¹ and Ω = tril(C, −1) − tril(C, −1)ᵀ, Ṙ = (C − Ω) R, "
              "Q̇ = Ȧ R⁻¹ − Q (C − Ω).")
+_qr.check_attrs = functools.partial(check_part, "qr", ("q", "r"))
 
 
 def qr(x):
@@ -962,6 +972,7 @@ def _svd_vjp(g, ans, a, part):
 _svd = Op("svd", _svd_forward, _svd_infer, vjp=(_svd_vjp,), jvp=(_svd_jvp,),
           doc="U, s or Vᵀ of the reduced A = U diag(s) Vᵀ.  Ā = U diag(s̄) Vᵀ for s; U's and "
               "Vᵀ's rules through F_ij = 1/(s_j² − s_i²) and S⁻¹ (distinct nonzero s).")
+_svd.check_attrs = functools.partial(check_part, "svd", ("u", "s", "vh"))
 
 
 def svd(x):

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowgrad.errors import ArgumentError
 from flowgrad.graph import Node, default_graph, same_graph
 
-from .base import (NONDIFF, Op, apply, as_node, float_dtype, fmt_shape,
-                   result_dtype, shape_error)
+from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, fmt_shape, result_dtype,
+                   shape_error)
 from .elementwise import not_equal, where
 from .nn import sigmoid, sigmoid_of, softplus
 from .reductions import count_node, log_softmax, mean, softmax, sum
@@ -40,8 +41,8 @@ def _nodes(*args):
 
 def _check_reduction(op_name, reduction):
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
-        raise ValueError(f"{op_name}: reduction must be 'mean', 'sum' or 'none', "
-                         f"got {reduction!r}")
+        raise ArgumentError(f"{op_name}: reduction must be 'mean', 'sum' or 'none', "
+                            f"got {reduction!r}" + at_user_line())
 
 
 def _agree(a, b) -> bool:

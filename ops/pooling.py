@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 
 from .base import NONDIFF, Op, apply, as_node, float_dtype
-from .conv import check_4d, pair, spatial_out, window_slices
+from .conv import check_4d, check_window_attrs, pair, spatial_out, window_slices
 from .windows import select, strided_view
 
 
@@ -160,6 +160,9 @@ avg_pool2d_grad = Op(
     jvp=(lambda t, ans, g, x, **a: apply(avg_pool2d_grad, t, x, **a), NONDIFF),
     doc="avg_pool2d's adjoint: v̄ / size² added into every window (x gives only the "
         "shape).  ∂/∂v̄ is avg_pool2d (linear).")
+
+for _op in (_max, max_pool2d_scatter, max_pool2d_gather, _avg, avg_pool2d_grad):
+    _op.check_attrs = functools.partial(check_window_attrs, _op.name)
 
 
 def _sizes(name, size, stride):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (NONDIFF, Op, apply, as_node, float_dtype, keepdims_flag, normalize_axis,
-                   shape_error)
+from flowgrad.errors import ArgumentError
+from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, keepdims_flag,
+                   normalize_axis, shape_error)
 from .broadcast import broadcast_to_like, shape_source
 from .elementwise import exp
 from .shape import expand_dims
@@ -192,5 +193,6 @@ def softmax(x, axis=-1, keepdims=True):
     A composite: its derivative J = diag(s) − s sᵀ comes from exp and logsumexp's rules.
     """
     if not keepdims:
-        raise ValueError("softmax keeps every axis: its result has the input's shape")
+        raise ArgumentError("softmax keeps every axis: its result has the input's shape"
+                            + at_user_line())
     return exp(log_softmax(x, axis))

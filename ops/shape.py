@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (NONDIFF, Op, apply, as_node, fmt_shape, normalize_axis, result_dtype,
-                   shape_error)
+from flowgrad.errors import ArgumentError
+from .base import (NONDIFF, Op, apply, as_node, at_user_line, fmt_shape, normalize_axis,
+                   result_dtype, shape_error)
 
 
 # -- reshape ----------------------------------------------------------------------
@@ -256,7 +257,7 @@ def concatenate(xs, axis=0):
     Each x̄ᵢ is v̄'s slice where xᵢ went."""
     xs = [as_node(x) for x in xs]
     if not xs:
-        raise ValueError("concatenate needs at least one array")
+        raise ArgumentError("concatenate needs at least one array" + at_user_line())
     if len(xs) == 1:
         return xs[0]
     ndim = len(xs[0].shape)
@@ -273,7 +274,7 @@ def stack(xs, axis=0):
     Each x̄ᵢ is v̄ at index i of ``axis``."""
     xs = [as_node(x) for x in xs]
     if not xs:
-        raise ValueError("stack needs at least one array")
+        raise ArgumentError("stack needs at least one array" + at_user_line())
     shapes = {x.shape for x in xs}
     if len(shapes) > 1 and not all(None in s for s in shapes):
         raise shape_error("stack", xs, "all operands must have the same shape")

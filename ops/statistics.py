@@ -17,9 +17,9 @@ import numbers
 
 import numpy as np
 
-from flowgrad.errors import DifferentiationError
+from flowgrad.errors import DifferentiationError, UsageError
 
-from .base import (Op, apply, as_node, float_dtype, keepdims_flag, normalize_axis,
+from .base import (Op, apply, as_node, at_user_line, float_dtype, keepdims_flag, normalize_axis,
                    shape_error)
 from .reductions import count_node, sum_infer, mean, reduced_shape, sum, unreduce
 from .shape import concatenate, expand_dims
@@ -74,12 +74,14 @@ _var_op = Op("var", _var, _var_infer, vjp=(_var_vjp,), jvp=(_var_jvp,),
              doc="Σ(x − x̄)²/(N − ddof) over axis (two-pass).  ∂/∂x = 2(x − x̄)/(N − ddof); "
                  "forward rule 2 Σ(x − x̄) ẋ/(N − ddof).")
 _var_op.decompose = _var_decompose
+# what var() refuses (ddof −1, True), a graph file may not give either (io/opsig.py)
+_var_op.check_attrs = lambda x, axis, ddof, keepdims: _ddof("var", ddof)
 
 
 def _ddof(op_name, ddof):
     if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, numbers.Real) or \
             not ddof >= 0:
-        raise TypeError(f"{op_name}: ddof must be a number ≥ 0, got {ddof!r}")
+        raise UsageError(f"{op_name}: ddof must be a number ≥ 0, got {ddof!r}" + at_user_line())
     return int(ddof) if float(ddof).is_integer() else float(ddof)
 
 
@@ -223,5 +225,5 @@ def cumsum(x, axis=None):
     if axis is None:
         x, axis = reshape(x, (-1,)) if len(x.shape) != 1 else x, 0
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"cumsum: axis must be an int or None, got {axis!r}")
+        raise UsageError(f"cumsum: axis must be an int or None, got {axis!r}" + at_user_line())
     return apply(_cumsum, x, axis=normalize_axis("cumsum", x, int(axis))[0])

@@ -12,11 +12,22 @@ import numbers
 
 import numpy as np
 
+from flowgrad.errors import UsageError
 from flowgrad.graph import Node
 
-from .base import Op, apply, as_node, shape_error
+from .base import Op, apply, as_node, at_user_line, shape_error
 
 # -- pad -------------------------------------------------------------------------------------
+
+
+def _items(v):
+    """``v``'s entries as a list, or None when it is no sequence (a float, a string)."""
+    if isinstance(v, (str, bytes)):
+        return None
+    try:
+        return list(v)
+    except TypeError:
+        return None
 
 
 def _pad_widths(x, widths):
@@ -26,7 +37,7 @@ def _pad_widths(x, widths):
 
     def ints(v):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral)):
-            raise TypeError(f"pad: widths must be ints, got {widths!r}")
+            raise UsageError(f"pad: widths must be ints, got {widths!r}" + at_user_line())
         if v < 0:
             raise shape_error("pad", (x,), f"negative pad width in {widths!r}")
         return int(v)
@@ -35,13 +46,17 @@ def _pad_widths(x, widths):
         ints(widths)                       # checked even for a 0-d x, as numpy does
         pairs = [(widths, widths)] * ndim
     else:
-        w = list(widths)
+        w = _items(widths)
+        if w is None:   # pad(x, 1.5): numpy's message would be "not iterable"
+            raise UsageError(f"pad: widths must be an int, a (before, after) pair or one "
+                             f"pair per axis, got {widths!r}" + at_user_line())
+        rows = [_items(p) for p in w]
         if len(w) == 2 and all(isinstance(v, (numbers.Integral, np.integer)) for v in w):
             pairs = [tuple(w)] * ndim
-        elif len(w) == 1 and len(tuple(w[0])) == 2:
-            pairs = [tuple(w[0])] * ndim
-        elif len(w) == ndim and all(len(tuple(p)) == 2 for p in w):
-            pairs = [tuple(p) for p in w]
+        elif len(w) == 1 and rows[0] is not None and len(rows[0]) == 2:
+            pairs = [tuple(rows[0])] * ndim
+        elif len(w) == ndim and all(r is not None and len(r) == 2 for r in rows):
+            pairs = [tuple(r) for r in rows]
         else:
             raise shape_error("pad", (x,), f"widths {widths!r} give no (before, after) pair "
                               f"for each of the {ndim} axes")
@@ -67,13 +82,32 @@ _pad = Op("pad", lambda xp, x, widths, value: xp.pad(x, widths, constant_values=
               "0); the forward rule pads the tangent with zeros.")
 
 
+def _check_pad_attrs(x, widths, value):
+    """pad's attributes as pad() hands them over: a number (not a bool) and one
+    (before, after) pair of ints ≥ 0 per axis. Its ``check_attrs``: a graph file
+    (io/opsig.py) must not give what pad() refuses."""
+    _pad_value(value)
+    if type(widths) is not tuple or len(widths) != len(x.shape) or \
+            not all(type(p) is tuple and len(p) == 2 for p in widths):
+        raise UsageError(f"pad: widths must be one (before, after) pair per axis of the "
+                         f"{len(x.shape)}-d input, got {widths!r:.80}")
+    _pad_widths(x, widths)
+
+
+def _pad_value(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Number):
+        raise UsageError(f"pad: value must be a number, got {value!r}" + at_user_line())
+
+
+_pad.check_attrs = _check_pad_attrs
+
+
 def pad(x, widths, value=0):
     """x with a border of ``value`` (numpy.pad's constant mode): ``widths`` is an int,
     a (before, after) pair for every axis, or one pair per axis.
     x̄ = v̄'s interior, the slice where x went."""
     x = as_node(x)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Number):
-        raise TypeError(f"pad: value must be a number, got {value!r}")
+    _pad_value(value)
     widths = _pad_widths(x, widths)
     if not any(b or a for b, a in widths):   # nothing to add (a 0-d x among them)
         return x

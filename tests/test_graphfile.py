@@ -283,7 +283,18 @@ def test_format_versions_at_both_ends_of_the_range(tmp_path):
     _refused(_edited(tmp_path, _set(["version"], graphfile.FORMAT_VERSION + 1)), r"newer")
     fg.load_graph(_edited(tmp_path, _set(["version"], 1), "v1.fg"))
     _refused(_edited(tmp_path, _set(["version"], 0)), r"unknown format version 0")
-    _refused(_edited(tmp_path, _set(["version"], True)), r"version is missing")
+    _refused(_edited(tmp_path, _set(["version"], True)), r"version True is malformed")
+
+
+@pytest.mark.parametrize("version", ["1", 1.0, 1e999, None])
+def test_a_version_that_is_no_int_is_malformed_not_missing(tmp_path, version):
+    """A version that is there but is no int ("1", 1.0, 1e999, which JSON reads as inf)
+    was reported as missing; only an absent one is."""
+    _refused(_edited(tmp_path, _set(["version"], version)), r"format version .* is malformed")
+
+
+def test_a_missing_version_is_missing(tmp_path):
+    _refused(_edited(tmp_path, lambda doc: doc.pop("version")), r"version is missing")
 
 
 def test_corrupt_and_truncated_files(tmp_path):

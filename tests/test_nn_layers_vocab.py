@@ -199,7 +199,7 @@ def test_embedding_refuses_the_first_index_out_of_range(bad, value, pos, codegen
                                               ".*5 rows") as err:
             prog(t=np.array(bad))
         assert isinstance(err.value, IndexError)
-        with pytest.raises(fg.GraphError, match="integers"):
+        with pytest.raises(fg.ShapeError, match="integers"):
             emb(fg.placeholder("f", shape=(3,)))
         checked = h.inputs[1]                     # the index check is its own node
         assert checked.op.name == "embedding_index"

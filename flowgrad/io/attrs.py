@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from flowgrad.dtypes import NAMES as DTYPE_NAMES
 from flowgrad.errors import GraphFileError
 
 #: dtype kinds a graph file may hold: bool, ints, floats, complex (never object/bytes)
@@ -47,6 +48,9 @@ def _parse_dtype(text) -> np.dtype:
         raise GraphFileError(f"unknown dtype {text!r}") from None
     if dtype.kind not in SAFE_KINDS or dtype.fields is not None:
         raise GraphFileError(f"dtype {text!r} is not allowed in a graph file")
+    if dtype.name not in DTYPE_NAMES:   # float128, complex256: no node may have them
+        raise GraphFileError(f"dtype {text!r} is not one flowgrad knows (one of "
+                             f"{', '.join(DTYPE_NAMES)})")
     return dtype
 
 

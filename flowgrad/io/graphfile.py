@@ -306,9 +306,13 @@ def _read_doc(reader, where):
 def _check_header(doc, path):
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise GraphFileError(f"{path}: not a flowgrad graph file")
-    version = doc.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
+    if "version" not in doc:
         raise GraphFileError(f"{path}: the format version is missing")
+    version = doc["version"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        # "1", 1.0 or 1e999 (which JSON reads as inf): present, but not a version number
+        raise GraphFileError(f"{path}: the format version {version!r:.40} is malformed "
+                             f"(an integer, {FORMAT_VERSION} for this flowgrad)")
     if version > FORMAT_VERSION:
         raise GraphFileError(f"{path}: format version {version} is newer than this flowgrad "
                              f"reads ({FORMAT_VERSION}); upgrade flowgrad to load it")
@@ -368,7 +372,10 @@ def _build_node(g, rec, reader, handles, where) -> Node:
     """One record as a node of ``g``, checked against what the record says it is."""
     from flowgrad.leaves import placeholder
     shape = tuple(rec["shape"])
-    dtype = loop_io.parse_node_dtype(rec["dtype"], rec["op"])   # (a loop node's: issue 20)
+    try:
+        dtype = loop_io.parse_node_dtype(rec["dtype"], rec["op"])   # (a loop's: issue 20)
+    except GraphFileError as e:
+        raise GraphFileError(f"{where}: {e}") from None
     kind = rec["kind"]
     if kind == "placeholder":
         try:

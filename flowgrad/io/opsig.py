@@ -12,6 +12,9 @@ An op added later needs a line here when it brings an attribute name not yet lis
 until then an attribute with no check must be plain data (numbers, strings, None and
 tuples or lists of them), which is what a user's own op registered with ``fg.ops.Op``
 may save, and the op's shape inference is its only other check.
+An op whose public function refuses attribute values of the right type (a pool size of
+0, a ddof of −1) declares that check as ``Op.check_attrs``, run here on every record: a
+file gives no attribute the function would not have given.
 ``INPUT_AXES`` and ``AGREE`` hold what an op's builder guarantees about attributes
 relative to the inputs (axes in range, a flag matching a dtype), which the op's own
 shape inference does not check again; an op whose builder guarantees more adds a line.
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flowgrad.errors import DifferentiationError, GraphFileError
+from flowgrad.errors import DifferentiationError, FlowgradError, GraphFileError
 
 #: the most dimensions an axis number may address, and the widest int an attribute holds
 MAX_AXIS = 64
@@ -106,6 +109,7 @@ def check_record(op, ins, attrs, where):
         if not check(value):
             raise GraphFileError(f"{where}: attribute {name!r} of {op.name} cannot be "
                                  f"{value!r:.80}")
+    _check_values(op, ins, attrs, where)
     ndim = len(ins[0].shape) if ins else 0
     for name in INPUT_AXES.get(op.name, ()):
         axes = attrs[name] if type(attrs[name]) is tuple else (attrs[name],)
@@ -117,6 +121,19 @@ def check_record(op, ins, attrs, where):
     if agree is not None and not agree(ins, attrs):
         raise GraphFileError(f"{where}: the attributes of {op.name} disagree with its "
                              f"inputs' dtypes or shapes")
+
+
+def _check_values(op, ins, attrs, where):
+    """The op's own attribute validator (``Op.check_attrs``), the one its public function
+    runs: what the builder refuses (a pool size of 0, a stride of True) is refused here."""
+    if op.check_attrs is None:
+        return
+    try:
+        op.check_attrs(*ins, **attrs)
+    except FlowgradError as e:
+        detail = str(e).split("\n")[0]   # (not the user's line: the file gave the value)
+        raise GraphFileError(f"{where}: an attribute of {op.name} is refused: {detail}") \
+            from None
 
 
 # -- the checks: attribute value -> bool --------------------------------------------

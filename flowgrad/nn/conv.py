@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops.base import shape_error
+from ..errors import ArgumentError
+from ..ops.base import at_user_line, shape_error
 from .. import ops as _ops
 from .. import random as _random
 from . import init as _init
@@ -50,13 +51,14 @@ class Conv2D(Layer):
         super().__init__(name)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or \
                 filters < 1:
-            raise ValueError(f"Conv2D: filters must be a positive int, got {filters!r}")
+            raise ArgumentError(f"Conv2D: filters must be a positive int, got {filters!r}"
+                                + at_user_line())
         self.filters = int(filters)
         self.kernel_size = _ops.conv.pair("Conv2D", kernel_size, "kernel_size")
         self.stride = _ops.conv.pair("Conv2D", stride, "stride")
         if isinstance(padding, str) and padding not in ("valid", "same"):
-            raise ValueError(f"Conv2D: padding must be 'valid', 'same', an int or a pair "
-                             f"of ints, got {padding!r}")
+            raise ArgumentError(f"Conv2D: padding must be 'valid', 'same', an int or a pair "
+                                f"of ints, got {padding!r}" + at_user_line())
         if not isinstance(padding, str):
             _ops.conv.pair("Conv2D", padding, "padding", minimum=0)
         self.padding = padding

@@ -10,8 +10,9 @@ import numbers
 
 import numpy as np
 
+from ..errors import ArgumentError, UsageError
 from ..graph import Node
-from ..ops.base import as_node, shape_error
+from ..ops.base import as_node, at_user_line, shape_error
 from ..ops.elementwise import where
 from .. import random as _random
 from .scopes import in_scope, unique_scope
@@ -26,7 +27,8 @@ def dropout(x, rate, training=True, seed=None, name=None):
     """
     x = as_node(x)
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-        raise ValueError(f"dropout: rate must be a number in [0, 1), got {rate!r}")
+        raise ArgumentError(f"dropout: rate must be a number in [0, 1), got {rate!r}"
+                            + at_user_line())
     if isinstance(training, (bool, np.bool_)):
         training = bool(training)
         if not training:
@@ -37,8 +39,8 @@ def dropout(x, rate, training=True, seed=None, name=None):
                               f"training must be a 0-d bool node (a placeholder), got "
                               f"dtype {training.dtype}")
     else:
-        raise TypeError(f"dropout: training must be a bool or a boolean placeholder, "
-                        f"got {training!r}")
+        raise UsageError(f"dropout: training must be a bool or a boolean placeholder, "
+                         f"got {training!r}" + at_user_line())
     if x.dtype.kind != "f":
         raise shape_error("dropout", (x,), f"needs a float input, not {x.dtype}")
     if rate == 0:

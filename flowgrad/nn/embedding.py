@@ -18,7 +18,8 @@ import numbers
 import numpy as np
 
 from ..engine.lazy_errors import guard, is_lazy
-from ..errors import GraphError
+from ..errors import ArgumentError
+from ..ops.base import at_user_line, shape_error
 from ..ops import NONDIFF, Op, apply
 from .. import ops as _ops
 from .. import random as _random
@@ -87,8 +88,8 @@ def _verified(block, pos, value, num, shape, size):
 
 def _check_infer(idx, num):
     if idx.dtype.kind not in "iu":
-        raise GraphError(f"Embedding: indices must be integers, got {idx.dtype} "
-                         f"({idx.name!r})")
+        # a dtype that does not fit the op, as BatchNorm's float check: a ShapeError
+        raise shape_error("Embedding", (idx,), f"indices must be integers, got {idx.dtype}")
     return idx.shape, idx.dtype
 
 
@@ -96,6 +97,17 @@ embedding_index = Op(
     "embedding_index", _check_forward, _check_infer, vjp=(NONDIFF,), jvp=(NONDIFF,),
     doc="The integer indices themselves, checked to lie in [0, num): the first one outside "
         "stops the run, naming its value and position. Integer-valued: zero derivative")
+
+
+def _check_num(*idx, num):
+    """The table's row count, as the layer and a graph file (embedding_index's
+    ``check_attrs``, which also gets the index node) must give it: a positive int."""
+    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
+        raise ArgumentError(f"Embedding: num must be a positive int, got {num!r}"
+                            + at_user_line())
+
+
+embedding_index.check_attrs = _check_num
 
 
 class Embedding(Layer):
@@ -110,9 +122,10 @@ class Embedding(Layer):
 
     def __init__(self, num, dim, name=None, *, init="normal", seed=None, dtype=None):
         super().__init__(name)
-        for what, v in (("num", num), ("dim", dim)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ValueError(f"Embedding: {what} must be a positive int, got {v!r}")
+        _check_num(num=num)
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+            raise ArgumentError(f"Embedding: dim must be a positive int, got {dim!r}"
+                                + at_user_line())
         self.num, self.dim = int(num), int(dim)
         self.init = _init.get(init)
         _init.rng(seed)

@@ -27,6 +27,8 @@ import numbers
 
 import numpy as np
 
+from ..errors import ArgumentError, UsageError
+from ..ops.base import at_user_line
 from ..dtypes import as_dtype
 
 __all__ = ["zeros", "ones", "constant", "normal", "uniform", "glorot_uniform",
@@ -41,22 +43,22 @@ def rng(seed=None) -> np.random.Generator:
     if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
                         and seed >= 0):
         return np.random.default_rng(seed)
-    raise TypeError(f"a seed is a non-negative int, a numpy.random.Generator or None, "
-                    f"got {seed!r}")
+    raise UsageError(f"a seed is a non-negative int, a numpy.random.Generator or None, "
+                     f"got {seed!r}" + at_user_line())
 
 
 def _shape(shape) -> tuple:
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
     if any(not isinstance(s, numbers.Integral) or s < 0 for s in shape):
-        raise ValueError(f"an initial value needs a static shape of non-negative ints, "
-                         f"got {shape}")
+        raise ArgumentError(f"an initial value needs a static shape of non-negative ints, "
+                            f"got {shape}" + at_user_line())
     return tuple(int(s) for s in shape)
 
 
 def _float(dtype):
     dtype = as_dtype(dtype, "initial values")
     if dtype.kind != "f":
-        raise TypeError(f"random initial values are floats, not {dtype}")
+        raise UsageError(f"random initial values are floats, not {dtype}" + at_user_line())
     return dtype
 
 
@@ -88,14 +90,14 @@ def constant(shape, value=0.0, seed=None, dtype="float64"):
 def normal(shape, mean=0.0, std=1.0, seed=None, dtype="float64"):
     """N(mean, std²) draws."""
     if not std >= 0:
-        raise ValueError(f"std must be ≥ 0, got {std}")
+        raise ArgumentError(f"std must be ≥ 0, got {std}" + at_user_line())
     return (mean + std * rng(seed).standard_normal(_shape(shape))).astype(_float(dtype))
 
 
 def uniform(shape, low=0.0, high=1.0, seed=None, dtype="float64"):
     """U[low, high) draws."""
     if not low <= high:
-        raise ValueError(f"need low ≤ high, got {low} and {high}")
+        raise ArgumentError(f"need low ≤ high, got {low} and {high}" + at_user_line())
     return rng(seed).uniform(low, high, _shape(shape)).astype(_float(dtype))
 
 
@@ -141,5 +143,6 @@ def get(init):
         return init
     if isinstance(init, str) and init in _NAMES:
         return _NAMES[init]
-    raise ValueError(f"unknown initialiser {init!r}; choose one of {sorted(_NAMES)} "
-                     f"or pass a function f(shape, seed=None, dtype='float64')")
+    raise ArgumentError(f"unknown initialiser {init!r}; choose one of {sorted(_NAMES)} "
+                        f"or pass a function f(shape, seed=None, dtype='float64')"
+                        + at_user_line())

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GraphError
+from ..errors import ArgumentError, GraphError, UsageError
 from ..graph import Node
 from ..leaves import variable
-from ..ops.base import as_node, shape_error
+from ..ops.base import as_node, at_user_line, shape_error
 from .. import ops as _ops
 from .. import random as _random
 from . import init as _init
@@ -38,8 +38,8 @@ def _activation(fn):
         return None
     if isinstance(fn, str) and fn in _ACTIVATIONS:
         return getattr(_ops, fn)
-    raise ValueError(f"activation must be a callable (fg.relu …), None or one of "
-                     f"{list(_ACTIVATIONS + _LINEAR)}, got {fn!r}")
+    raise ArgumentError(f"activation must be a callable (fg.relu …), None or one of "
+                        f"{list(_ACTIVATIONS + _LINEAR)}, got {fn!r}" + at_user_line())
 
 
 def _fn_name(fn):
@@ -58,8 +58,8 @@ class Layer:
 
     def __init__(self, name=None):
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
-            raise ValueError(f"a layer name must be a non-empty string without '/', "
-                             f"got {name!r}")
+            raise ArgumentError(f"a layer name must be a non-empty string without '/', "
+                                f"got {name!r}" + at_user_line())
         self.name = name
         self.graph = None
         self.scope = None          # the scope path, a tuple, once built
@@ -137,7 +137,8 @@ class Dense(Layer):
                  bias_init="zeros", seed=None, dtype=None):
         super().__init__(name)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
-            raise ValueError(f"Dense: units must be a positive int, got {units!r}")
+            raise ArgumentError(f"Dense: units must be a positive int, got {units!r}"
+                                + at_user_line())
         self.units = int(units)
         self.activation = _activation(activation)
         self.init, self.bias_init = _init.get(init), _init.get(bias_init)
@@ -202,11 +203,13 @@ class Sequential(Layer):
         self.layers = list(layers)
         for f in self.layers:
             if not callable(f):
-                raise TypeError(f"Sequential takes layers or callables, got {f!r}")
+                raise UsageError(f"Sequential takes layers or callables, got {f!r}"
+                                 + at_user_line())
 
     def add(self, layer) -> "Sequential":
         if not callable(layer):
-            raise TypeError(f"Sequential takes layers or callables, got {layer!r}")
+            raise UsageError(f"Sequential takes layers or callables, got {layer!r}"
+                             + at_user_line())
         self.layers.append(layer)
         return self
 
@@ -273,7 +276,7 @@ class MLP(Sequential):
                  dropout=0.0, training=True, seed=None, use_bias=True, name=None):
         sizes = list(sizes)
         if not sizes:
-            raise ValueError("MLP needs at least one layer size")
+            raise ArgumentError("MLP needs at least one layer size" + at_user_line())
         act = _activation(activation)
         if init is None:
             init = "he" if act is _ops.relu else "glorot"

@@ -18,8 +18,9 @@ import numbers
 
 import numpy as np
 
+from ..errors import ArgumentError, UsageError
 from ..graph import Node
-from ..ops.base import apply, float_dtype, shape_error
+from ..ops.base import apply, at_user_line, float_dtype, shape_error
 from ..ops.broadcast import shape_source
 from ..ops.reductions import reduced_size
 from .. import ops as _ops
@@ -44,10 +45,11 @@ class LayerNorm(Layer):
         shape = (features,) if isinstance(features, numbers.Integral) else tuple(features)
         if not shape or any(isinstance(f, bool) or not isinstance(f, numbers.Integral)
                             or f < 1 for f in shape):
-            raise ValueError(f"LayerNorm: features must be a positive int or a tuple of "
-                             f"them, got {features!r}")
+            raise ArgumentError(f"LayerNorm: features must be a positive int or a tuple of "
+                                f"them, got {features!r}" + at_user_line())
         if not (isinstance(eps, numbers.Real) and eps >= 0 and np.isfinite(eps)):
-            raise ValueError(f"LayerNorm: eps must be a finite number >= 0, got {eps!r}")
+            raise ArgumentError(f"LayerNorm: eps must be a finite number >= 0, got {eps!r}"
+                                + at_user_line())
         self.features, self.eps, self.dtype = tuple(int(f) for f in shape), float(eps), dtype
         self.gamma = self.beta = None
 
@@ -81,8 +83,8 @@ def _check_training(training):
         return bool(training)
     if isinstance(training, Node) and training.dtype == np.bool_ and training.shape == ():
         return training
-    raise TypeError(f"BatchNorm: training must be a bool or a 0-d boolean placeholder, "
-                    f"got {training!r}")
+    raise UsageError(f"BatchNorm: training must be a bool or a 0-d boolean placeholder, "
+                     f"got {training!r}" + at_user_line())
 
 
 class BatchNorm(Layer):
@@ -109,14 +111,15 @@ class BatchNorm(Layer):
         super().__init__(name)
         if isinstance(features, bool) or not isinstance(features, numbers.Integral) or \
                 features < 1:
-            raise ValueError(f"BatchNorm: features must be a positive int (the channels), "
-                             f"got {features!r}")
+            raise ArgumentError(f"BatchNorm: features must be a positive int (the channels), "
+                                f"got {features!r}" + at_user_line())
         if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or \
                 not 0 <= momentum <= 1:
-            raise ValueError(f"BatchNorm: momentum must be a number in [0, 1], got "
-                             f"{momentum!r}")
+            raise ArgumentError(f"BatchNorm: momentum must be a number in [0, 1], got "
+                                f"{momentum!r}" + at_user_line())
         if not (isinstance(eps, numbers.Real) and eps >= 0 and np.isfinite(eps)):
-            raise ValueError(f"BatchNorm: eps must be a finite number >= 0, got {eps!r}")
+            raise ArgumentError(f"BatchNorm: eps must be a finite number >= 0, got {eps!r}"
+                                + at_user_line())
         self.features, self.momentum, self.eps = int(features), float(momentum), float(eps)
         self.training, self.dtype = _check_training(training), dtype
         self.gamma = self.beta = self.running_mean = self.running_var = None

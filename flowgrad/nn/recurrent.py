@@ -34,8 +34,9 @@ import numbers
 
 import numpy as np
 
+from ..errors import ArgumentError, UsageError
 from ..loops.build import scan
-from ..ops.base import as_node, shape_error
+from ..ops.base import as_node, at_user_line, shape_error
 from .. import ops as _ops
 from .. import random as _random
 from . import init as _init
@@ -50,7 +51,8 @@ def orthogonal(shape, seed=None, dtype="float64"):
     draw is uniform over such matrices). The default for the recurrent weight ``U``."""
     shape = tuple(int(s) for s in ((shape,) if isinstance(shape, numbers.Integral) else shape))
     if len(shape) < 2:
-        raise ValueError(f"orthogonal needs a shape of 2 or more axes, got {shape}")
+        raise ArgumentError(f"orthogonal needs a shape of 2 or more axes, got {shape}"
+                            + at_user_line())
     rows, cols = shape[0], int(np.prod(shape[1:]))
     a = _init.rng(seed).standard_normal((max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(a)
@@ -60,7 +62,7 @@ def orthogonal(shape, seed=None, dtype="float64"):
         q = q.T
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
-        raise TypeError(f"random initial values are floats, not {dtype}")
+        raise UsageError(f"random initial values are floats, not {dtype}" + at_user_line())
     return np.ascontiguousarray(q.reshape(shape), dtype=dtype)
 
 
@@ -78,8 +80,8 @@ class _Recurrent(Layer):
                  recurrent_init="orthogonal", bias_init="zeros", seed=None, dtype=None):
         super().__init__(name)
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
-            raise ValueError(f"{type(self).__name__}: units must be a positive int, "
-                             f"got {units!r}")
+            raise ArgumentError(f"{type(self).__name__}: units must be a positive int, "
+                                f"got {units!r}" + at_user_line())
         self.units, self.return_sequences = int(units), bool(return_sequences)
         self.init, self.bias_init = _get_init(init), _get_init(bias_init)
         self.recurrent_init = _get_init(recurrent_init)
@@ -234,8 +236,8 @@ class LSTM(_Recurrent):
             zeros = self._zeros(xw)
             return zeros, zeros
         if not isinstance(given, (tuple, list)) or len(given) != 2:
-            raise TypeError(f"{self._label()}: the initial state is a pair (h0, c0), got "
-                            f"{type(given).__name__}")
+            raise UsageError(f"{self._label()}: the initial state is a pair (h0, c0), got "
+                             f"{type(given).__name__}" + at_user_line())
         return (self._state_node(given[0], xw, "h"), self._state_node(given[1], xw, "c"))
 
     def _step(self, state, xw):

@@ -4,6 +4,9 @@ from __future__ import annotations
 import contextlib
 import weakref
 
+from ..errors import ArgumentError
+from ..ops.base import at_user_line
+
 #: graph -> the scope paths its layers have claimed (a side table: nothing is written
 #: onto the Graph object)
 _CLAIMED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -13,7 +16,8 @@ def unique_scope(graph, base: str) -> tuple:
     """The scope path ``current scope + (base,)``, suffixed _1, _2 … until no layer
     and no node of ``graph`` uses it yet."""
     if not isinstance(base, str) or not base or "/" in base:
-        raise ValueError(f"a layer name must be non-empty and contain no '/': {base!r}")
+        raise ArgumentError(f"a layer name must be non-empty and contain no '/': {base!r}"
+                            + at_user_line())
     taken = _CLAIMED.setdefault(graph, set())
     outer = graph.scope
     k = 0

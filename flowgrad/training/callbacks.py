@@ -15,7 +15,8 @@ import math
 import numbers
 import os
 
-from ..errors import OptimizerError
+from ..errors import ArgumentError, OptimizerError
+from ..ops.base import at_user_line
 from ..state import assign_together
 
 __all__ = ["Callback", "EarlyStopping", "TerminateOnNaN", "ModelCheckpoint",
@@ -73,16 +74,22 @@ class Monitor:
         if mode == "auto":
             mode = "max" if "acc" in monitor else "min"
         if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+            raise ArgumentError(f"mode must be 'min', 'max' or 'auto', got {mode!r}"
+                                + at_user_line())
         self.monitor, self.mode, self.owner = monitor, mode, owner
         self.min_delta = abs(float(min_delta))
         self.best = None
 
     def value(self, logs):
-        if self.monitor not in logs:
-            raise ValueError(f"{self.owner} monitors {self.monitor!r}, which this fit does "
-                             f"not record; it records {sorted(logs)}")
+        self.check(logs)
         return logs[self.monitor]
+
+    def check(self, keys):
+        """Refuse a monitor that is not among ``keys`` (the logs, or what the fit says its
+        logs will hold: see :func:`log_keys`)."""
+        if self.monitor not in keys:
+            raise ArgumentError(f"{self.owner} monitors {self.monitor!r}, which this fit does "
+                                f"not record; it records {sorted(keys)}" + at_user_line())
 
     def improves(self, value) -> bool:
         if value != value:
@@ -94,9 +101,33 @@ class Monitor:
         return value > self.best + self.min_delta
 
 
+def log_keys(state):
+    """The keys the fit's epoch logs will hold (``FitState.log_keys``), or None for a
+    state that does not say (a callback driven by hand): a callback checks what it will
+    read in ``on_train_begin``, so that a typo fails before an epoch trains, not after
+    it, when the fit's History would be lost."""
+    return getattr(state, "log_keys", None)
+
+
+def _check_path(path, keys):
+    """Format ``path`` once with stand-in logs (0.0 for each key, epoch 1): a field the
+    logs lack (``{val_loss}`` in a fit without ``val``), a positional ``{}`` or a format
+    spec no number takes is refused now, not when the first epoch ends."""
+    try:
+        path.format(epoch=1, **{k: 0.0 for k in keys})
+    except KeyError as e:
+        raise ArgumentError(f"ModelCheckpoint: the path {path!r} names the field "
+                            f"{{{e.args[0]}}}, which this fit's logs do not hold; it may "
+                            f"use epoch and {sorted(keys)}" + at_user_line()) from None
+    except (IndexError, ValueError, AttributeError, TypeError) as e:
+        raise ArgumentError(f"ModelCheckpoint: the path {path!r} cannot be formatted with "
+                            f"the epoch and the logs ({type(e).__name__}: {e})"
+                            + at_user_line()) from None
+
+
 def _patience(value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"patience must be a non-negative int, got {value!r}")
+        raise ArgumentError(f"patience must be a non-negative int, got {value!r}" + at_user_line())
     return int(value)
 
 
@@ -129,6 +160,8 @@ class EarlyStopping(Callback):
         return self._watch.best
 
     def on_train_begin(self, state):
+        if log_keys(state) is not None:
+            self._watch.check(log_keys(state))
         self._watch.best, self.best_epoch, self.wait, self._best_values = None, None, 0, None
 
     def on_epoch_end(self, epoch, logs, state):
@@ -183,6 +216,11 @@ class ModelCheckpoint(Callback):
         self.monitor, self.saved = monitor, []
 
     def on_train_begin(self, state):
+        keys = log_keys(state)
+        if keys is not None:
+            if self.save_best_only:
+                self._watch.check(keys)
+            _check_path(self.path, keys)
         self._watch.best = None
 
     def on_epoch_end(self, epoch, logs, state):
@@ -213,18 +251,21 @@ class ReduceLROnPlateau(Callback):
                  min_delta=0.0, cooldown=0, min_lr=0.0):
         factor = float(factor)
         if not 0.0 < factor < 1.0:
-            raise ValueError(f"factor must be in (0, 1), got {factor!r}")
+            raise ArgumentError(f"factor must be in (0, 1), got {factor!r}" + at_user_line())
         self._watch = Monitor(monitor, mode, min_delta, "ReduceLROnPlateau")
         self.monitor, self.factor, self.patience = monitor, factor, _patience(patience)
         self.cooldown, self.min_lr = _patience(cooldown), float(min_lr)
         if not (math.isfinite(self.min_lr) and self.min_lr >= 0):
-            raise ValueError(f"min_lr must be a finite number ≥ 0, got {min_lr!r}")
+            raise ArgumentError(f"min_lr must be a finite number ≥ 0, got {min_lr!r}"
+                                + at_user_line())
         self.reductions = []
 
     def on_train_begin(self, state):
         if callable(state.optimizer.lr):
             raise OptimizerError("ReduceLROnPlateau changes a numeric learning rate, but "
                                  f"this optimizer's lr is the schedule {state.optimizer.lr!r}")
+        if log_keys(state) is not None:
+            self._watch.check(log_keys(state))
         self._watch.best, self.wait, self._cooling = None, 0, 0
 
     def on_epoch_end(self, epoch, logs, state):

@@ -43,7 +43,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..backends import to_numpy
-from ..errors import FlowgradError
+from ..errors import ArgumentError, FlowgradError, UsageError
+from ..ops.base import at_user_line
 from ..graph import Graph, Node
 from ..state import assign_together
 from ..userfiles import write_atomically
@@ -77,12 +78,14 @@ def _named_variables(variables) -> dict[str, Node]:
     named = {}
     for name, v in items:
         if not isinstance(v, Node) or v.kind != "variable":
-            raise TypeError(f"only fg.variable nodes are saved and loaded, got {v!r}")
+            raise UsageError(f"only fg.variable nodes are saved and loaded, got {v!r}"
+                             + at_user_line())
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a checkpoint name must be a non-empty string, got {name!r}")
+            raise CheckpointError(f"a checkpoint name must be a non-empty string, got {name!r}"
+                                  + at_user_line())
         if name in named and named[name] is not v:
-            raise ValueError(f"two variables share the name {name!r}; pass a dict "
-                             "{name: variable} to tell them apart")
+            raise CheckpointError(f"two variables share the name {name!r}; pass a dict "
+                                  "{name: variable} to tell them apart" + at_user_line())
         named[name] = v
     return named
 
@@ -98,7 +101,7 @@ def save_variables(path, variables) -> pathlib.Path:
     """
     named = _named_variables(variables)
     if not named:
-        raise ValueError("there are no variables to save")
+        raise CheckpointError("there are no variables to save" + at_user_line())
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
@@ -130,7 +133,8 @@ def load_variables(path, variables, strict: bool = True, max_bytes=None) -> list
     named = _named_variables(variables)
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(
             max_bytes, numbers.Integral) or max_bytes < 0):
-        raise ValueError(f"max_bytes must be a non-negative integer or None, got {max_bytes!r}")
+        raise ArgumentError(f"max_bytes must be a non-negative integer or None, got {max_bytes!r}"
+                            + at_user_line())
     where = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
     f = path if hasattr(path, "read") else open(path, "rb")  # a missing file: OSError
     try:

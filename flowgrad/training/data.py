@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ArgumentError, UsageError
+from ..ops.base import at_user_line
+
 __all__ = ["batches", "Batches"]
 
 
@@ -37,7 +40,8 @@ class Batches:
 
     def __len__(self) -> int:
         if self.epochs is None:
-            raise TypeError("batches(..., epochs=None) never ends and has no length")
+            raise UsageError("batches(..., epochs=None) never ends and has no length"
+                             + at_user_line())
         return self.epochs * self.batches_per_epoch
 
     def __iter__(self):
@@ -78,24 +82,27 @@ def batches(*arrays, batch_size: int, shuffle: bool = True, seed=None, epochs: i
     ``seed``, ``epochs``, ``drop_last``); pass those positionally instead.
     """
     if arrays and named:
-        raise TypeError("pass the arrays either all positionally or all by name")
+        raise UsageError("pass the arrays either all positionally or all by name" + at_user_line())
     names = list(named) if named else None
     arrays = [np.asarray(a) if not hasattr(a, "shape") else a
               for a in (named.values() if named else arrays)]
     if not arrays:
-        raise TypeError("batches needs at least one array")
+        raise UsageError("batches needs at least one array" + at_user_line())
     if any(a.ndim == 0 for a in arrays):
-        raise ValueError("batches splits arrays along axis 0; a 0-d array has no rows")
+        raise ArgumentError("batches splits arrays along axis 0; a 0-d array has no rows"
+                            + at_user_line())
     lengths = {len(a) for a in arrays}
     if len(lengths) != 1:
-        raise ValueError(f"all arrays must have the same number of rows, got "
-                         f"{[len(a) for a in arrays]}")
+        raise ArgumentError(f"all arrays must have the same number of rows, got "
+                            f"{[len(a) for a in arrays]}" + at_user_line())
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}"
+                            + at_user_line())
     if epochs is not None and (not isinstance(epochs, (int, np.integer)) or epochs < 0):
-        raise ValueError(f"epochs must be a non-negative int or None, got {epochs!r}")
+        raise ArgumentError(f"epochs must be a non-negative int or None, got {epochs!r}"
+                            + at_user_line())
     it = Batches(arrays, names, int(batch_size), shuffle, seed, epochs, drop_last)
     if it.n == 0 or it.batches_per_epoch == 0:
-        raise ValueError(f"{it.n} rows make no batch of {batch_size}"
-                         + (" with drop_last=True" if drop_last else ""))
+        raise ArgumentError(f"{it.n} rows make no batch of {batch_size}"
+                            + (" with drop_last=True" if drop_last else "") + at_user_line())
     return it

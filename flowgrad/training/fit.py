@@ -27,7 +27,8 @@ import numpy as np
 from ..backends import to_numpy
 from .callbacks import (Callback, EarlyStopping, FunctionCallback,  # noqa: F401
                         ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN, overrides)
-from ..errors import FeedError, NumericsError
+from ..errors import ArgumentError, FeedError, NumericsError, UsageError
+from ..ops.base import at_user_line
 from ..graph import Node
 from .progress import progress
 from ..engine.program import Program
@@ -68,7 +69,7 @@ class History(dict):
             if base not in bases:
                 bases.append(base)
         if not bases:
-            raise ValueError("this History is empty: nothing to plot")
+            raise ArgumentError("this History is empty: nothing to plot" + at_user_line())
         panels, shared = self._panels(ax, len(bases))
         for panel, base in zip(panels, bases):
             self._draw_panel(panel, base, shared)
@@ -93,8 +94,8 @@ class History(dict):
             return [ax] * n, n > 1
         panels = list(np.ravel(np.asarray(ax, dtype=object)))
         if len(panels) != n or not all(hasattr(p, "plot") for p in panels):
-            raise ValueError(f"ax must be one matplotlib Axes or a sequence of {n} "
-                             f"(one per quantity), got {ax!r}")
+            raise ArgumentError(f"ax must be one matplotlib Axes or a sequence of {n} "
+                                f"(one per quantity), got {ax!r}" + at_user_line())
         return panels, False
 
     def _draw_panel(self, ax, base, shared):
@@ -123,11 +124,14 @@ class FitState:
     """What callbacks see: the optimizer, its variables, the history, ``stop``, the
     epoch and batch in progress (from 0), and the two compiled programs
     (``step_program``: loss, gradients, metrics; ``eval_program``: loss and metrics
-    only, or None without ``val``)."""
+    only, or None without ``val``). ``log_keys``: the keys every epoch's logs will hold
+    ("loss", the metrics, and their "val_" forms with ``val``), for callbacks to check
+    what they will read before the first epoch trains."""
 
-    def __init__(self, optimizer, history, step_program, eval_program):
+    def __init__(self, optimizer, history, step_program, eval_program, log_keys=()):
         self.optimizer, self.variables, self.history = optimizer, optimizer.variables, history
         self.step_program, self.eval_program = step_program, eval_program
+        self.log_keys = tuple(log_keys)
         self.stop = False
         self.epoch = 0
         self.batch = 0
@@ -139,12 +143,13 @@ def _split_feeds(data, what):
     """(batched {key: array}, fixed {key: value}, rows) of a feed dict; arrays with no
     rows are a FeedError (there is nothing to train on or to validate on)."""
     if not isinstance(data, dict):
-        raise TypeError(f"{what} must be a dict of feeds {{placeholder: array}}, "
-                        f"got {type(data).__name__}")
+        raise UsageError(f"{what} must be a dict of feeds {{placeholder: array}}, "
+                         f"got {type(data).__name__}" + at_user_line())
     batched, fixed = {}, {}
     for key, value in data.items():
         if not isinstance(key, (Node, str)):
-            raise TypeError(f"{what}: feed keys are placeholders or their names, got {key!r}")
+            raise UsageError(f"{what}: feed keys are placeholders or their names, got {key!r}"
+                             + at_user_line())
         if isinstance(value, (bool, numbers.Number)) or np.ndim(value) == 0:
             fixed[key] = value
         else:
@@ -152,7 +157,8 @@ def _split_feeds(data, what):
     sizes = {(k.name if isinstance(k, Node) else k): len(v) for k, v in batched.items()}
     rows = set(sizes.values())
     if len(rows) > 1:
-        raise ValueError(f"{what}: every array must have the same number of rows, got {sizes}")
+        raise FeedError(f"{what}: every array must have the same number of rows, got {sizes}"
+                        + at_user_line())
     if rows == {0}:
         use = "to train on" if what == "data" else "to validate on (or leave val out)"
         raise FeedError(f"{what}: the arrays {sorted(sizes)} have 0 rows; fit needs at least "
@@ -186,20 +192,21 @@ def _evaluate(prog, batched, fixed, rows, batch_size, names):
 
 def _check_settings(loss, metrics, epochs, batch_size, val_batch_size):
     if not isinstance(loss, Node) or loss.shape != ():
-        raise ValueError(f"fit minimises a scalar loss node, got {loss!r}")
+        raise ArgumentError(f"fit minimises a scalar loss node, got {loss!r}" + at_user_line())
     for name, node in metrics.items():
         if not isinstance(name, str) or name == "loss" or name.startswith("val_"):
-            raise ValueError(f"metric names are strings other than 'loss' and 'val_…', "
-                             f"got {name!r}")
+            raise ArgumentError(f"metric names are strings other than 'loss' and 'val_…', "
+                                f"got {name!r}" + at_user_line())
         if not isinstance(node, Node) or node.shape != ():
-            raise ValueError(f"metric {name!r} must be a scalar node, got {node!r}")
+            raise ArgumentError(f"metric {name!r} must be a scalar node, got {node!r}"
+                                + at_user_line())
     if not isinstance(epochs, numbers.Integral) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+        raise ArgumentError(f"epochs must be a non-negative int, got {epochs!r}" + at_user_line())
     for name, size in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
         if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral)
                                  or size < 1):
-            raise ValueError(f"{name} must be a positive int or None (full batch), "
-                             f"got {size!r}")
+            raise ArgumentError(f"{name} must be a positive int or None (full batch), "
+                                f"got {size!r}" + at_user_line())
 
 
 def _callbacks(callbacks, terminate_on_nan):
@@ -256,7 +263,8 @@ def fit(optimizer, loss, data, epochs=1, batch_size=32, val=None, metrics=None,
     val_parts = _split_feeds(val, "val") if val is not None else None
     if training is not None:
         if not isinstance(training, Node) or training.dtype != np.bool_:
-            raise TypeError(f"training must be a boolean placeholder, got {training!r}")
+            raise UsageError(f"training must be a boolean placeholder, got {training!r}"
+                             + at_user_line())
         fixed[training] = True
         if val_parts is not None:
             val_parts[1][training] = False
@@ -269,7 +277,9 @@ def fit(optimizer, loss, data, epochs=1, batch_size=32, val=None, metrics=None,
 
     batcher = _Batcher(batched, fixed, rows, batch_size, shuffle, seed)
     history = History()
-    state = FitState(optimizer, history, step_prog, eval_prog)
+    keys = ["loss", *names]
+    state = FitState(optimizer, history, step_prog, eval_prog,
+                     keys + ["val_" + k for k in keys] if eval_prog is not None else keys)
     bar = progress(total=epochs * batcher.per_epoch, desc="fit", unit="batch",
                    disable=None if verbose is None else not verbose)
     loop = _Loop(optimizer, step_prog, names, callbacks, state, bar, epochs)
@@ -353,8 +363,8 @@ def _located(err, epoch, epochs, batch, per_epoch):
 
 
 def _bad_callback(c):
-    raise TypeError(f"callbacks are fg.Callback instances or functions f(epoch, logs), "
-                    f"got {c!r}")
+    raise UsageError(f"callbacks are fg.Callback instances or functions f(epoch, logs), "
+                     f"got {c!r}" + at_user_line())
 
 
 # -- opt.minimize's repr ----------------------------------------------------------------------

@@ -21,6 +21,8 @@ from contextlib import nullcontext
 
 import numpy as np
 
+from ..errors import OptimizerError, UsageError
+from ..ops.base import at_user_line
 from ..backends import to_numpy
 from ..leaves import check_variable_value
 from ..state import commit_lock, store_values, undo_fully
@@ -144,10 +146,12 @@ class LBFGS(Optimizer):
                  tolerance_change=1e-9, weight_decay=0.0, check_finite=False):
         super().__init__(variables, lr, weight_decay=weight_decay, check_finite=check_finite)
         if any(v.dtype.kind == "c" for v in self.variables):
-            raise TypeError("LBFGS works on real variables; a complex one is not supported")
+            raise UsageError("LBFGS works on real variables; a complex one is not supported"
+                             + at_user_line())
         for name, value in (("history_size", history_size), ("max_eval", max_eval)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise OptimizerError(f"{name} must be a positive int, got {value!r}"
+                                     + at_user_line())
         self.history_size, self.max_eval = history_size, max_eval
         self.tolerance_grad = check_real("tolerance_grad", tolerance_grad, 0.0)
         self.tolerance_change = check_real("tolerance_change", tolerance_change, 0.0)
@@ -170,7 +174,8 @@ class LBFGS(Optimizer):
         with self._lock:
             bound = self._bind(prog)
             if len(args) > 1 or (args and not isinstance(args[0], dict)):
-                raise TypeError("step takes the feeds as one dict or as keywords")
+                raise UsageError("step takes the feeds as one dict or as keywords"
+                                 + at_user_line())
             base = {**(args[0] if args else {}), **feed}
             # declared state (batch norm's running statistics): the graph's state lock
             # is held from the first evaluation, whose updates are written with the

@@ -36,7 +36,8 @@ import numpy as np
 from . import optim_grads
 from ..autodiff import grad, is_gradient
 from ..backends import get_backend
-from ..errors import GraphError, NumericsError, OptimizerError
+from ..errors import GraphError, NumericsError, OptimizerError, UsageError
+from ..ops.base import at_user_line
 from ..graph import Node, same_graph
 from .optim_sgd import sgd_function
 from ..engine.program import Program
@@ -52,7 +53,7 @@ def check_real(name, value, low, high=math.inf, *, low_open=False, high_open=Tru
     """``value`` as a float in the interval (``low``/``high`` open or closed as told);
     a bool or a non-number is a TypeError, NaN, ±inf or a value outside an OptimizerError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
+        raise UsageError(f"{name} must be a real number, got {value!r}" + at_user_line())
     v = float(value)
     too_low = v <= low if low_open else v < low
     too_high = v >= high if high_open else v > high
@@ -99,20 +100,22 @@ class Optimizer:
                  global_clipnorm=None, check_finite=False):
         self.variables = [variables] if isinstance(variables, Node) else list(variables)
         if not self.variables:
-            raise ValueError("an optimizer needs at least one fg.variable to update")
+            raise OptimizerError("an optimizer needs at least one fg.variable to update"
+                                 + at_user_line())
         for v in self.variables:
             if not isinstance(v, Node) or v.kind != "variable":
-                raise TypeError(f"optimizers update fg.variable nodes, got {v!r}")
+                raise UsageError(f"optimizers update fg.variable nodes, got {v!r}"
+                                 + at_user_line())
             if v.dtype.kind not in "fc":
-                raise TypeError(f"variable {v.name!r} has dtype {v.dtype}: only float (or "
-                                "complex) variables have gradients to follow; make it "
-                                "float, or leave it out of the optimizer")
+                raise UsageError(f"variable {v.name!r} has dtype {v.dtype}: only float (or "
+                                 "complex) variables have gradients to follow; make it "
+                                 "float, or leave it out of the optimizer" + at_user_line())
             if is_state(v):          # written by its declared update, never trained
                 raise OptimizerError(f"variable {v.name!r} is state (a running estimate "
                                      f"its layer updates each run), not a parameter: "
                                      f"pass layer.variables, which leave it out")
         if len({v.id for v in self.variables}) != len(self.variables):
-            raise ValueError("a variable is listed twice")
+            raise OptimizerError("a variable is listed twice" + at_user_line())
         self.graph = same_graph(self.variables)
         if not callable(lr):
             check_real("lr", lr, 0.0, low_open=True)
@@ -170,7 +173,8 @@ class Optimizer:
         recognised: compile ``fg.grad(loss, variables)``. The verdict is cached (weakly,
         per program) with what a step needs to know of the program; a refusal is not."""
         if not isinstance(prog, Program):
-            raise TypeError(f"step takes a compiled fg.Program, got {type(prog).__name__}")
+            raise UsageError(f"step takes a compiled fg.Program, got {type(prog).__name__}"
+                             + at_user_line())
         bound = self._bound.get(prog)
         if bound is not None:
             return bound

@@ -8,6 +8,8 @@ Python floats for 0-d float64 variables: arithmetic and ``xp.sqrt`` only).
 """
 from __future__ import annotations
 
+from ..errors import UsageError
+from ..ops.base import at_user_line
 from .optim import Optimizer, check_real
 
 __all__ = ["SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad"]
@@ -51,7 +53,8 @@ class Adam(Optimizer):
     def __init__(self, variables, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, **options):
         super().__init__(variables, lr, **options)
         if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+            raise UsageError(f"betas must be a pair (beta1, beta2), got {betas!r}"
+                             + at_user_line())
         self.betas = (check_real("beta1", betas[0], 0.0, 1.0), check_real("beta2", betas[1], 0.0, 1.0))
         self.eps = check_real("eps", eps, 0.0)
 

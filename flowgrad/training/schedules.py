@@ -9,26 +9,29 @@ from __future__ import annotations
 import math
 import numbers
 
+from ..errors import OptimizerError
+from ..ops.base import at_user_line
+
 __all__ = ["exponential_decay", "cosine_decay", "warmup_cosine", "step_decay"]
 
 
 def _steps(name, value, low):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an int ≥ {low}, got {value!r}")
+        raise OptimizerError(f"{name} must be an int ≥ {low}, got {value!r}" + at_user_line())
     return int(value)
 
 
 def exponential_decay(lr: float, rate: float, every: int = 1):
     """``k ↦ lr · rate^(k // every)``: multiply the rate by ``rate`` every ``every`` steps."""
     if every < 1:
-        raise ValueError("every must be a positive number of steps")
+        raise OptimizerError("every must be a positive number of steps" + at_user_line())
     return lambda k: lr * rate ** (k // every)
 
 
 def cosine_decay(lr: float, steps: int, final: float = 0.0):
     """``k ↦ final + (lr − final)·(1 + cos(π k/steps))/2`` for k ≤ steps, then ``final``."""
     if steps < 1:
-        raise ValueError("steps must be positive")
+        raise OptimizerError("steps must be positive" + at_user_line())
     return lambda k: final + (lr - final) * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))
 
 
@@ -58,8 +61,8 @@ def step_decay(lr: float, every, factor: float = 0.1):
         return lambda k: lr * factor ** (k // every)
     bounds = [_steps("a boundary", b, 1) for b in every]
     if not bounds or any(a >= b for a, b in zip(bounds, bounds[1:])):
-        raise ValueError(f"step_decay's boundaries must be a non-empty increasing sequence "
-                         f"of step numbers, got {every!r}")
+        raise OptimizerError(f"step_decay's boundaries must be a non-empty increasing sequence "
+                             f"of step numbers, got {every!r}" + at_user_line())
 
     def schedule(k):
         return lr * factor ** sum(1 for b in bounds if b <= k)
