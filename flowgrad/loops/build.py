@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from .body import same_spec, trace, tracing_graph
+from .body import capture_args, same_spec, trace, tracing_graph
 from .loop_op import LoopLimitError, LoopSpec, loop_op, loop_out_op
 from ..errors import ShapeError, UsageError
 from ..graph import Node, default_graph, same_graph
@@ -32,7 +32,13 @@ __all__ = ["scan", "cond", "while_loop", "fori_loop", "LoopLimitError"]
 
 
 def _graph_of(leaves):
+    """The graph a loop on ``leaves`` is built in. Inside a body being traced, leaves
+    of the graphs around it (a nested loop over the outer loop's xs) make it the body's
+    graph: the loop node's ``apply`` captures them, as any op's."""
     nodes = [v for v in leaves if isinstance(v, Node)]
+    if any(n.graph is not nodes[0].graph for n in nodes) and \
+            capture_args(nodes) is not None:
+        return tracing_graph()
     if nodes:
         return same_graph(nodes)
     return tracing_graph() or default_graph()
