@@ -330,15 +330,17 @@ def _constant_like(d):
     return _base.as_node(value, default_graph())
 
 
-def same_spec(name, what, got, want):
+def same_spec(name, what, got, want, shape=None):
     """A carry entry must keep its shape and dtype through the body: a ShapeError naming
-    the entry and the user's line otherwise. ``got``/``want``: nodes."""
-    if got.dtype == want.dtype and _same_shape(got.shape, want.shape):
+    the entry and the user's line otherwise. ``got``/``want``: nodes; ``shape``: the
+    shape the carry is declared with, if not ``want``'s."""
+    shape = want.shape if shape is None else shape
+    if got.dtype == want.dtype and _same_shape(got.shape, shape):
         return
     from ..ops.base import fmt_shape, user_site
     site = user_site()
     where = f"{site[0]}:{site[1]}" if site else None
-    raise ShapeError(f"{name}: {what} enters the body with shape {fmt_shape(want.shape)} "
+    raise ShapeError(f"{name}: {what} enters the body with shape {fmt_shape(shape)} "
                      f"and dtype {want.dtype} but leaves it with shape "
                      f"{fmt_shape(got.shape)} and dtype {got.dtype}; a carry must keep its "
                      f"shape and dtype" + (f"\n  at {where}" if where else ""))
