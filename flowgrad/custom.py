@@ -165,11 +165,25 @@ def custom_jvp(fn=None, *, name=None):
 
 def graph_of(args):
     """The one graph of the node arguments, else the default graph."""
+    return call_inputs(args)[0]
+
+
+def call_inputs(args):
+    """``(graph, args)``: the graph a call of a custom function (or remat block) on
+    ``args`` is built in, and the arguments to build it on. Inside a loop body being
+    traced, nodes of the graphs around it (a weight) are swapped for the body's
+    placeholders that capture them, as for any op's arguments (flowgrad/loops/body.py),
+    so they become the loop's inputs and get their gradients; nodes of an unrelated
+    graph are refused."""
     graph = None
     for a in args:
         if isinstance(a, Node):
             if graph is not None and a.graph is not graph:
-                raise GraphError(f"custom function: inputs {a.name!r} and others come from "
-                                 "two graphs")
+                from .loops.body import capture_args, tracing_graph
+                captured = capture_args(args)
+                if captured is None:
+                    raise GraphError(f"custom function: inputs {a.name!r} and others come "
+                                     "from two graphs")
+                return tracing_graph(), tuple(captured)   # all of the body's graph now
             graph = a.graph
-    return graph or default_graph()
+    return graph or default_graph(), tuple(args)

@@ -173,8 +173,8 @@ def build_call(fn, args, forward=None, label=None, lift=False):
     reads without taking them (a layer's weights) become the call's last inputs, counted
     by the attribute ``lifted``, instead of being refused (fg.remat, whose rule replays
     the block and so differentiates them too; a user's rule could not)."""
-    from .custom import graph_of
-    graph = graph_of(args)
+    from .custom import call_inputs
+    graph, args = call_inputs(args)       # (a loop body captures outer nodes)
     xs = tuple(as_node(a, graph) for a in args)
     start = len(graph)
     forward = forward or fn.fn
@@ -190,8 +190,11 @@ def build_call(fn, args, forward=None, label=None, lift=False):
                 f"of its inputs' graph, got {type(out).__name__}")
         free = _closures(graph, start, xs)
         if free and not lift:
+            from .loops.body import captured_outer   # a body's capture: the user's node
+            read = captured_outer(free[0])
+            read = free[0] if read is None else read
             raise DifferentiationError(
-                f"custom_{fn.kind} {fn.name!r}: its forward reads {free[0].name!r}, which "
+                f"custom_{fn.kind} {fn.name!r}: its forward reads {read.name!r}, which "
                 "is not one of its inputs, so no gradient could reach it through the "
                 "rule; pass it as an argument (and give its rule a term for it)")
         if free:

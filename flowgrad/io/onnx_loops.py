@@ -228,7 +228,9 @@ def _empty_like(e, carry, shape, dtype):
 
 def _empty_y(e, tag, spec, j, xs0):
     """The stacked y of no iteration: (0, *y.shape) when that shape is known; else a
-    Gather that fails by name, as flowgrad's kernel raises a ShapeError there."""
+    Gather that fails by name. (flowgrad's kernel infers a run-time length of y from
+    the inputs' shapes by replaying the body's shape inference, which a file cannot
+    do without running the body: failing by name beats a made-up shape.)"""
     nc = spec.n_carry
     shape, dtype = spec.out_shapes[nc + j][1:], spec.out_dtypes[nc + j]
     if None not in shape:

@@ -28,7 +28,8 @@ from ..graph import Graph, Node
 from ..pytree import flatten
 from ..ops import base as _base
 
-__all__ = ["Body", "trace", "capture", "inline", "inline_all", "tracing_graph"]
+__all__ = ["Body", "trace", "capture", "capture_args", "captured_outer", "inline",
+           "inline_all", "tracing_graph"]
 
 
 class _Tracer:
@@ -90,6 +91,32 @@ def capture(node: Node) -> Node:
     """The innermost traced body's placeholder for outer ``node`` (made on first use)."""
     tracer = _state.stack[-1]
     return node if node.graph is tracer.graph else tracer.capture(node)
+
+
+def capture_args(args):
+    """``args`` (nodes and other values) with the nodes of graphs around the body being
+    traced swapped for its placeholders, as ``apply`` does for an op's arguments; None
+    when no body is being traced or a node belongs to an unrelated graph. A custom
+    function or remat block called in a body on a weight from outside takes it this
+    way (flowgrad/custom.py's ``graph_of``)."""
+    return _hook(args)
+
+
+def captured_outer(node: Node):
+    """The node of an enclosing graph that ``node``, a capture placeholder of a body
+    being traced by this thread, stands for (through every level of nested bodies);
+    None for any other node. An error about a capture names the user's node, not the
+    placeholder ("capture_0")."""
+    found = None
+    for tracer in reversed(_state.stack):       # innermost body first
+        if node.graph is not tracer.graph:
+            continue
+        outer = next((o for o in tracer.captured
+                      if tracer.params[(id(o.graph), o.id)].id == node.id), None)
+        if outer is None:
+            break
+        found = node = outer                    # maybe itself an outer body's capture
+    return found
 
 
 class Body:
@@ -303,15 +330,17 @@ def _constant_like(d):
     return _base.as_node(value, default_graph())
 
 
-def same_spec(name, what, got, want):
+def same_spec(name, what, got, want, shape=None):
     """A carry entry must keep its shape and dtype through the body: a ShapeError naming
-    the entry and the user's line otherwise. ``got``/``want``: nodes."""
-    if got.dtype == want.dtype and _same_shape(got.shape, want.shape):
+    the entry and the user's line otherwise. ``got``/``want``: nodes; ``shape``: the
+    shape the carry is declared with, if not ``want``'s."""
+    shape = want.shape if shape is None else shape
+    if got.dtype == want.dtype and _same_shape(got.shape, shape):
         return
     from ..ops.base import fmt_shape, user_site
     site = user_site()
     where = f"{site[0]}:{site[1]}" if site else None
-    raise ShapeError(f"{name}: {what} enters the body with shape {fmt_shape(want.shape)} "
+    raise ShapeError(f"{name}: {what} enters the body with shape {fmt_shape(shape)} "
                      f"and dtype {want.dtype} but leaves it with shape "
                      f"{fmt_shape(got.shape)} and dtype {got.dtype}; a carry must keep its "
                      f"shape and dtype" + (f"\n  at {where}" if where else ""))

@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from .body import same_spec, trace, tracing_graph
+from .body import capture_args, same_spec, trace, tracing_graph
 from .loop_op import LoopLimitError, LoopSpec, loop_op, loop_out_op
 from ..errors import ShapeError, UsageError
 from ..graph import Node, default_graph, same_graph
@@ -32,7 +32,13 @@ __all__ = ["scan", "cond", "while_loop", "fori_loop", "LoopLimitError"]
 
 
 def _graph_of(leaves):
+    """The graph a loop on ``leaves`` is built in. Inside a body being traced, leaves
+    of the graphs around it (a nested loop over the outer loop's xs) make it the body's
+    graph: the loop node's ``apply`` captures them, as any op's."""
     nodes = [v for v in leaves if isinstance(v, Node)]
+    if any(n.graph is not nodes[0].graph for n in nodes) and \
+            capture_args(nodes) is not None:
+        return tracing_graph()
     if nodes:
         return same_graph(nodes)
     return tracing_graph() or default_graph()
@@ -77,10 +83,13 @@ def _outputs(loop, ins, spec):
 # -- scan ----------------------------------------------------------------------------------
 
 def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph=None,
-               trees=None):
+               trees=None, shapes=None):
     """The flat scan every other loop is built from: ``fn_flat(carry, x)`` takes and
     returns flat lists (``(carry, ys)``); ``init``/``xs`` are lists of nodes. Returns
-    ``(loop node, results)``: the final carries, then the ys."""
+    ``(loop node, results)``: the final carries, then the ys. ``shapes``: the carries'
+    declared shapes, where they are to be less static than ``init``'s (a derivative
+    loop's carry, seeded with a tangent of shape (3,), takes its primal carry's (None,):
+    the body's ops on the primal give (None,), so (3,) would not stay a carry's shape)."""
     graph = graph or _graph_of(init + xs)
     nc, nx = len(init), len(xs)
     for x in xs:
@@ -94,7 +103,9 @@ def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph
         raise ShapeError(f"{name}: xs (and length=) disagree on the number of iterations: "
                          f"{sorted(lengths)}" + (f"\n  at {_where()}" if _where() else ""))
     T = lengths.pop() if lengths else None
-    specs = [(n.shape, n.dtype) for n in init] + [(x.shape[1:], x.dtype) for x in xs]
+    shapes = [n.shape for n in init] if shapes is None else [tuple(s) for s in shapes]
+    specs = [(s, n.dtype) for s, n in zip(shapes, init)] + \
+        [(x.shape[1:], x.dtype) for x in xs]
     ny_box = []
 
     def traced(params):
@@ -105,12 +116,11 @@ def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph
     body = trace(traced, specs, name, outer=[graph])
     outs = body.outs
     for k in range(nc):
-        same_spec(name, f"carry entry {k}", outs[k], init[k])
+        same_spec(name, f"carry entry {k}", outs[k], init[k], shapes[k])
     ny = ny_box[0]
     ys = outs[nc:nc + ny]
     spec = LoopSpec("scan", name, [body], [list(range(len(body.captured)))], nc, nx, ny,
-                    [n.shape for n in init] + [(T, *y.shape) for y in ys]
-                    + [(T, *n.shape) for n in init],
+                    shapes + [(T, *y.shape) for y in ys] + [(T, *s) for s in shapes],
                     [n.dtype for n in init] + [y.dtype for y in ys] + [n.dtype for n in init],
                     reverse=reverse, length=length, where=_where())
     with graph:

@@ -64,6 +64,29 @@ def _stacks(spec, loop, inputs):
     return _results(loop, inputs, range(first, first + spec.n_carry))
 
 
+def _carry_shapes(spec, what, seeds, which, init):
+    """The declared shapes of a derivative loop's carries seeded with ``seeds`` (the
+    tangents or cotangents, ``what``, of the primal loop's carries ``which``, whose
+    initial values are ``init``): the primal carries' declared shapes, a run-time
+    length included (``init`` may know more: the tangent carried by a jvp loop). The
+    body's rule, replayed on the primal carries, yields their shape, so a seed of a
+    more static shape (a NumPy tangent of shape (3,) for a carry of shape (None,))
+    could not stay the carry's shape. A seed whose shape contradicts its carry's is a
+    ShapeError naming both (not "carry entry 0" of the derivative loop)."""
+    from ..errors import ShapeError
+    from ..ops.base import fmt_shape
+    shapes = [spec.out_shapes[k] for k in which]
+    for seed, k, b in zip(seeds, which, shapes):
+        a = seed.shape
+        if len(a) != len(b) or any(x is not None and y is not None and x != y
+                                   for x, y in zip(a, b)):
+            raise ShapeError(
+                f"{spec.name} built at {spec.where}: the {what} of its carry "
+                f"{init[k].name!r} has shape {fmt_shape(a)}, but that carry has shape "
+                f"{fmt_shape(b)}; a {what} has the shape of what it is the {what} of")
+    return shapes
+
+
 def _body_caps(spec, k, caps):
     return [caps[i] for i in spec.caps_of[k]]
 
@@ -246,10 +269,12 @@ def _scan_vjp(spec, cts, needed, loop, inputs):
         return roots[:nf + nw] + [c_t[k] for k in sub], roots[nf + nw:]
 
     T = None if (stacks or xs) else spec.length
-    _, outs = build_scan(step, ct0 + acc0 + _results(loop, inputs, sub),
-                         stacks + list(xs) + gseq + draws,
+    nxt0 = _results(loop, inputs, sub)
+    shapes = _carry_shapes(spec, "cotangent", ct0, fc, init) + \
+        [a.shape for a in acc0 + nxt0]
+    _, outs = build_scan(step, ct0 + acc0 + nxt0, stacks + list(xs) + gseq + draws,
                          reverse=not spec.reverse, length=T,
-                         name=f"{spec.name} vjp")
+                         name=f"{spec.name} vjp", shapes=shapes)
     terms = [None] * len(inputs)
     for pos, k in enumerate(fc):
         terms[k] = outs[pos]
@@ -408,7 +433,8 @@ def _scan_jvp(spec, index, tangents, loop, inputs):
 
     T = None if (stacks or xs) else spec.length
     _, outs = build_scan(step, cdot0, stacks + list(xs) + [t_xs[k] for k in tx] + draws,
-                         reverse=spec.reverse, length=T, name=f"{spec.name} jvp")
+                         reverse=spec.reverse, length=T, name=f"{spec.name} jvp",
+                         shapes=_carry_shapes(spec, "tangent", cdot0, fc, init))
     if role == "final":
         return outs[fc.index(which)]
     return outs[len(fc)]

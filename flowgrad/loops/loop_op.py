@@ -179,8 +179,20 @@ def _stack(xp, items, shape, dtype, name):
         return xp.stack(items)
     if None in shape:
         raise ShapeError(f"{name}: a loop of 0 iterations cannot stack an output of "
-                         f"shape {fmt_shape(shape)} (a length known only at run time)")
+                         f"shape {fmt_shape(shape)} (a length known only at run time, "
+                         "which its inputs' shapes do not determine)")
     return xp.zeros((0, *shape), dtype=dtype)
+
+
+def _unrun_shapes(spec, k, arg_shapes, caps, nodes=()):
+    """The run-time shapes body ``k``'s outputs, then its nodes ``nodes``, would have on
+    arguments of the shapes ``arg_shapes`` and the loop's captures ``caps``, for a loop
+    that ran no iteration and must still stack them as (0, *shape): a declared run-time
+    length (a ``y`` of a carry of shape (None,)) is inferred from the inputs' shapes by
+    replaying the body's shape inference (loops/task.py); None where it stays unknown."""
+    from .task import body_shapes
+    got = body_shapes(spec, k, arg_shapes, [np.shape(c) for c in caps], nodes)
+    return [tuple(None if d != d else int(d) for d in s) for s in got]   # NaN: unknown
 
 
 def scan_length(spec, lengths):
@@ -224,13 +236,19 @@ class _Draws:
                 self.got[j] = _buffer(self.xp, self.T, v, dtype)
             self.got[j][t] = v
 
-    def stacked(self):
+    def stacked(self, unrun=None):
+        """The draws' results; ``unrun(nodes)``: their run-time shapes, for a loop that
+        ran no iteration (``_unrun_shapes``; a length still unknown is stacked as 0)."""
         spec = self.spec
         out = [None] * len(spec.draw_slots)
-        for j, got in zip(self.slots, self.got):
+        empty = None
+        for pos, (j, got) in enumerate(zip(self.slots, self.got)):
             i = spec.n_declared + j
             shape, dtype = spec.out_shapes[i][1:], spec.out_dtypes[i]
             if got is None or isinstance(got, list) and not got:   # no iteration
+                if None in shape and unrun is not None:
+                    empty = unrun(self.extra) if empty is None else empty
+                    shape = empty[pos]
                 got = self.xp.zeros((0, *(0 if s is None else s for s in shape)), dtype)
             out[j] = self.xp.stack(got).astype(dtype, copy=False) \
                 if isinstance(got, list) else got
@@ -260,10 +278,28 @@ def _run_scan(spec, xp, vals, run=None):
             if ys[j] is None:   # its shape is known once the body has run
                 ys[j] = _buffer(xp, T, outs[nc + j], dtypes[nc + j])
             ys[j][t] = outs[nc + j]
-    for j in range(ny):
-        if ys[j] is None:       # no iteration: the declared shape must be complete
-            ys[j] = _stack(xp, [], spec.out_shapes[nc + j][1:], dtypes[nc + j], spec.name)
-    return (*_own(xp, carry, vals), *ys, *stacks, *draws.stacked())
+    if T == 0:
+        ys = _unrun_ys(spec, xp, carry, xs, caps)
+    n_outs = len(spec.bodies[0].outs)
+    return (*_own(xp, carry, vals), *ys, *stacks, *draws.stacked(
+        lambda nodes: _unrun_shapes(spec, 0, _arg_shapes(carry, xs), caps,
+                                    nodes)[n_outs:]))
+
+
+def _arg_shapes(carry, xs):
+    """The shapes a scan's body is called on: the carries', the xs' slices'."""
+    return [np.shape(c) for c in carry] + [tuple(x.shape[1:]) for x in xs]
+
+
+def _unrun_ys(spec, xp, carry, xs, caps):
+    """A scan of no iteration's ys, (0, *y's shape): a run-time length of y (a
+    derivative's y of a carry of shape (None,)) inferred from the inputs' shapes."""
+    nc, ny = spec.n_carry, spec.n_ys
+    shapes = [spec.out_shapes[nc + j][1:] for j in range(ny)]
+    if any(None in s for s in shapes):
+        shapes = _unrun_shapes(spec, 0, _arg_shapes(carry, xs), caps)[nc:nc + ny]
+    return [_stack(xp, [], s, spec.out_dtypes[nc + j], spec.name)
+            for j, s in enumerate(shapes)]
 
 
 def _own(xp, carry, vals):
@@ -301,7 +337,11 @@ def _run_while(spec, xp, vals, run=None):
         draws.put(n, outs)
         carry = list(outs[:nc])
         n += 1
-    return (*_results(spec, xp, carry, stacks, vals), *draws.stacked())
+
+    def unrun(nodes):      # no iteration: the draws' run-time shapes from the carries'
+        return _unrun_shapes(spec, 0, [np.shape(c) for c in carry], caps,
+                             nodes)[len(spec.bodies[0].outs):]
+    return (*_results(spec, xp, carry, stacks, vals), *draws.stacked(unrun))
 
 
 def _run_cond(spec, xp, vals, run=None):

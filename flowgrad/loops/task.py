@@ -13,8 +13,10 @@ from the declared shapes, with each ``None`` filled from what is known: the numb
 iterations of a scan (its stacked inputs' length, or ``length=``) and a carry's length
 (a carry keeps its shape: its input's). A length known only once the loop has run (a
 while loop's trip count, a ``None`` axis of a body's output) is NaN, dask's unknown
-length. ``run_on_host`` then checks every stated length against the result before
-handing it over: never a lazy array whose metadata disagrees with its value.
+length; so are the recorded draws' (a loop then runs at once, never twice: a second
+run would draw again). ``run_on_host`` then checks every stated length against the
+result before handing it over: never a lazy array whose metadata disagrees with its
+value.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..ops.base import fmt_shape
 
-__all__ = ["run_as_task", "result_shapes", "run_on_host"]
+__all__ = ["run_as_task", "result_shapes", "run_on_host", "body_shapes"]
 
 NAN = float("nan")
 
@@ -73,23 +75,31 @@ def _length(spec, xs):
 
 def result_shapes(spec, vals) -> list:
     """Every result's shape as far as it is known before the loop runs (module
-    docstring); None for a carry stack that no derivative reads (not kept)."""
+    docstring); None for a carry stack or draws that no derivative reads (not kept)."""
     nc = spec.n_carry
     declared = spec.out_shapes
     shapes = [tuple(np.shape(v)) for v in vals]
+    # Each iteration's draws, recorded once a derivative reads them (a run that does
+    # not record them hands back none, or Nones: nothing to state). Stated as unknown,
+    # so that the loop runs when its node is reached and its results join the graph
+    # as computed arrays: a task is run again by each dask.compute that needs it (a
+    # loop running now computes its inputs), and a rerun draws again, so the gradient
+    # would read other draws than the forward's values.
+    drawn = [(NAN,) * (len(n.shape) + (spec.kind != "cond")) for _, n in spec.draw_slots] \
+        if spec.keeps_draws else []
     if spec.kind == "cond":
-        return _outputs(spec, 0, shapes[1:1 + nc], shapes[1 + nc:])
+        return body_shapes(spec, 0, shapes[1:1 + nc], shapes[1 + nc:]) + drawn
     carries = [_fill(declared[k], shapes[k]) for k in range(nc)]
     if spec.kind == "scan":
         nx = spec.n_xs
         T = _length(spec, vals[nc:nc + nx])
         args = carries + [s[1:] for s in shapes[nc:nc + nx]]
-        ys = _outputs(spec, 0, args, shapes[nc + nx:])[nc:]
+        ys = body_shapes(spec, 0, args, shapes[nc + nx:])[nc:]
         ys = [(T, *y) for y in ys]
     else:                                   # a while loop: its trip count is unknown
         T, ys = NAN, []
     stacks = [(T, *c) if spec.keeps_carries else None for c in carries]
-    return carries + ys + stacks
+    return carries + ys + stacks + drawn
 
 
 #: spec -> {input shapes: body outputs' shapes}: a probe builds a graph, once per shape
@@ -97,30 +107,36 @@ _PROBED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _PROBES_PER_LOOP = 64
 
 
-def _outputs(spec, k, arg_shapes, cap_shapes) -> list:
-    """The shapes of body ``k``'s outputs for arguments of ``arg_shapes``: the declared
-    ones where complete; else the body replayed on placeholders of those shapes, every
-    op inferring its shape (NaN where a length stays unknown)."""
-    want = [o.shape for o in spec.bodies[k].outs]
+def body_shapes(spec, k, arg_shapes, cap_shapes, nodes=()) -> list:
+    """The shapes of body ``k``'s outputs, then of its nodes ``nodes`` (its draws),
+    for arguments of the shapes ``arg_shapes`` and captures (the loop's, all of them)
+    of ``cap_shapes``: the declared ones where complete; else the body replayed on
+    placeholders of those shapes, every op inferring its shape, NaN where a length
+    stays unknown. Also what a scan of no iteration stacks (loop_op: its body never ran
+    to show the run-time shape of a ``y``)."""
+    body = spec.bodies[k]
+    want = [o.shape for o in body.outs] + [n.shape for n in nodes]
     if all(None not in w for w in want):
         return want
     caps = [cap_shapes[i] for i in spec.caps_of[k]]
     if not all(_known(d) for s in list(arg_shapes) + caps for d in s):
         return [_unknown(w) for w in want]
-    key = (k, tuple(map(tuple, arg_shapes)), tuple(map(tuple, caps)))
+    key = (k, tuple(map(tuple, arg_shapes)), tuple(map(tuple, caps)),
+           tuple(n.id for n in nodes))
     table = _PROBED.setdefault(spec, {})
     got = table.get(key)
     if got is None:
-        got = _probe(spec.bodies[k], arg_shapes, caps)
+        got = _probe(body, arg_shapes, caps, nodes)
         if len(table) < _PROBES_PER_LOOP:
             table[key] = got
     return [_unknown(s) for s in got]
 
 
-def _probe(body, arg_shapes, cap_shapes) -> list:
-    """Body's output shapes, inferred by replaying it into a graph of its own; the
-    declared ones if the replay fails (the run will then raise the real error)."""
-    from .body import inline
+def _probe(body, arg_shapes, cap_shapes, nodes=()) -> list:
+    """Body's output shapes (then ``nodes``'), inferred by replaying it into a graph of
+    its own; the declared ones if the replay fails (the run will then raise the real
+    error)."""
+    from .body import inline_all
     from ..graph import Graph
     from ..leaves import placeholder
     try:
@@ -129,9 +145,10 @@ def _probe(body, arg_shapes, cap_shapes) -> list:
                     for i, (p, s) in enumerate(zip(body.params, arg_shapes))]
             caps = [placeholder(f"cap_{i}", s, p.dtype)
                     for i, (p, s) in enumerate(zip(body.cap_params, cap_shapes))]
-            return [o.shape for o in inline(body, args, caps)]
+            mapped = inline_all(body, args, caps)
+            return [mapped[n.id].shape for n in list(body.outs) + list(nodes)]
     except Exception:   # noqa: BLE001 - a shape the body refuses: the run names it
-        return [o.shape for o in body.outs]
+        return [n.shape for n in list(body.outs) + list(nodes)]
 
 
 def run_on_host(spec, runner, shapes, checked, *vals) -> tuple:
