@@ -74,7 +74,11 @@ def report_error(head, exc, lines, node=None) -> RunError:
     cls = _RUN_ERRORS.get(type(exc))
     if cls is None:
         try:
-            cls = type("RunError", (RunError, type(exc)), {"__module__": RunError.__module__})
+            # the message is RunError's own: a class whose __str__ reads fields its
+            # __init__ sets (numpy's _UFuncNoLoopError: .ufunc) or quotes its argument
+            # (KeyError) would print nothing useful, or fail, for RunError's arguments
+            cls = type("RunError", (RunError, type(exc)),
+                       {"__module__": RunError.__module__, "__str__": BaseException.__str__})
         except TypeError:  # a class that cannot be mixed in (layout conflict)
             cls = RunError
         _RUN_ERRORS[type(exc)] = cls

@@ -36,6 +36,24 @@ def test_a_failing_kernel_is_a_run_error_naming_node_op_inputs_and_line():
     assert isinstance(err, IndexError) and isinstance(err, fg.FlowgradError)  # both still work
 
 
+@pytest.mark.parametrize("fails, kind", [
+    (lambda: np.add(np.array(["a"]), 1.5), TypeError),   # numpy's _UFuncNoLoopError
+    (lambda: {}["k"], KeyError)])
+def test_a_run_error_prints_its_own_message_whatever_the_class_it_mixes_in(fails, kind):
+    """The RunError of a failure is also an instance of the failure's class; that class's
+    __str__ must not replace RunError's (numpy's no-loop error read .ufunc, which a
+    RunError lacks, and str() failed; KeyError's quoted the whole report)."""
+    from flowgrad.diagnose import report_error
+    try:
+        fails()
+    except Exception as exc:
+        err = report_error("'n' (op)", exc, "    inputs: none")
+    assert isinstance(err, kind) and isinstance(err, fg.RunError)
+    text = str(err)
+    assert text.startswith("'n' (op) failed while the program ran: ")
+    assert text.endswith("\n    inputs: none") and not text.startswith('"')
+
+
 def test_run_errors_from_values_and_trace_too():
     with fg.Graph():
         x = fg.placeholder("x", shape=(3,))
