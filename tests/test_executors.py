@@ -265,3 +265,15 @@ def test_verify_names_a_scalar_math_function_off_by_a_few_ulps(monkeypatch):
             with pytest.raises(fg.VerifyError, match="'the_exp'") as info:
                 prog(x=0.4)
         assert info.value.node is e
+
+
+def test_verify_names_a_random_draw_when_no_replay_can_agree():
+    """A draw is new on every run, so the reference's run differs from the executor's
+    and no replay reproduces the call: the error names the draw, not an output."""
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        r = fg.random.normal((3,), seed=1)
+        prog = fg.compile(fg.exp(x) * r, verify=True)
+        with pytest.raises(fg.VerifyError, match="draws anew") as info:
+            prog(x=np.ones(3))
+    assert info.value.node is r and info.value.step == 0
