@@ -176,3 +176,104 @@ def test_verify_mode_holds_an_executor_to_the_references_errors(monkeypatch):
         assert info.value.node is e
         with pytest.raises(fg.FeedError):                # both refuse: the executor's error
             prog(x=np.ones((2, 2)))
+
+
+# -- verify judges each step by its own rounding -------------------------------------------
+
+def test_verify_passes_a_correct_scalar_program_whose_last_place_differences_cancel():
+    """Python's tanh and numpy's differ in the last place for some arguments; the
+    derivative's 1 − tanh² and the products after it amplify that beyond any fixed
+    ulps of the output (116 of these 2000 calls were refused). Each step is judged on
+    the scalar code's own inputs: all pass, and the outputs agree with numpy's closed
+    form (float64) to its own rounding: 1 − tanh² cancels, so the derivative's bound
+    is absolute, a few eps · y²."""
+    rng = np.random.default_rng(0)
+    with fg.Graph():
+        x, y = fg.placeholder("x"), fg.placeholder("y")
+        loss = fg.tanh(x * y) * y
+        prog = fg.compile([loss, fg.grad(loss, x)], verify=True)
+        assert prog.executor is ex.SCALAR
+        for _ in range(2000):
+            X, Y = rng.normal(), rng.normal() * 3
+            value, dx = prog(x=X, y=Y)
+            t = np.tanh(X * Y)
+            np.testing.assert_allclose(value, t * Y, rtol=1e-14)
+            assert abs(dx - (1 - t * t) * Y * Y) <= 8 * np.finfo(float).eps * Y * Y
+
+
+def _big_chain_feed():
+    X = np.random.default_rng(0).normal(size=1 << 19)     # numexpr's size (NUMEXPR_MIN)
+    return X, np.exp(X)
+
+
+def test_verify_passes_a_fused_chain_that_cancels():
+    """log(exp(x) / t) at t = exp(x) is 0 up to the last place of numexpr's exp and
+    of the quotient, which the log turns into a result of ±eps (times 1e6): the chain
+    is bounded by its own steps' rounding carried through it, not by ulps of the
+    result."""
+    X, T = _big_chain_feed()
+    with fg.Graph():
+        x, t = fg.placeholder("x", shape=(None,)), fg.placeholder("t", shape=(None,))
+        d = fg.log(fg.exp(x) / t) * 1e6
+        prog = fg.compile(d, verify=True)
+        got = prog(x=X, t=T)
+    assert prog.generated.array_fn.fused
+    assert np.max(np.abs(got)) < 1e6 * 4 * np.finfo(float).eps
+
+
+def test_verify_names_the_root_of_a_fused_chain_off_by_a_few_ulps(monkeypatch):
+    """A numexpr chain whose result is 64 ulps too large (its bound: 4 ulps for each of
+    its 3 steps, carried through a well-conditioned chain) is reported at the chain's
+    root step, its node and line; 2 ulps too large (within the root's own 4), it passes."""
+    from flowgrad.engine import fusion
+    real = fusion.numexpr_kernel
+    X, _ = _big_chain_feed()
+    for ulps, refused in ((64, True), (2, False)):
+        def off(chain, ulps=ulps):
+            k = real(chain)
+            return lambda *a: k(*a) * (1 + ulps * np.finfo(float).eps)
+        monkeypatch.setattr(fusion, "numexpr_kernel", off)
+        with fg.Graph():
+            x = fg.placeholder("x", shape=(None,))
+            root = (fg.exp(x * 0.5) + 2.0).named("the_root")
+            prog = fg.compile(fg.sum(root), verify=True)
+            if not refused:
+                prog(x=X)
+                continue
+            with pytest.raises(fg.VerifyError, match="'the_root'") as info:
+                prog(x=X)
+        err = info.value
+        assert err.node is root and prog.plan.steps[err.step].node == root.id
+        assert "test_executors.py" in str(err)
+        np.testing.assert_allclose(err.got, np.exp(X * 0.5) + 2.0, rtol=1e-13)
+
+
+def test_verify_names_a_scalar_math_function_off_by_a_few_ulps(monkeypatch):
+    """math.exp 32 ulps too large (the bound: SCALAR_ULPS = 8 of its own value) is
+    reported at the exp step; 4 ulps too large passes."""
+    for ulps, refused in ((32, True), (4, False)):
+        monkeypatch.setitem(scalar_kernels.KERNELS, "exp",
+                            lambda v, u=ulps: math.exp(v) * (1 + u * np.finfo(float).eps))
+        with fg.Graph():
+            x = fg.placeholder("x")
+            e = fg.exp(x * 3.0).named("the_exp")
+            prog = fg.compile(fg.tanh(e) - x, verify=True)
+            assert prog.executor is ex.SCALAR
+            if not refused:
+                prog(x=0.4)
+                continue
+            with pytest.raises(fg.VerifyError, match="'the_exp'") as info:
+                prog(x=0.4)
+        assert info.value.node is e
+
+
+def test_verify_names_a_random_draw_when_no_replay_can_agree():
+    """A draw is new on every run, so the reference's run differs from the executor's
+    and no replay reproduces the call: the error names the draw, not an output."""
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        r = fg.random.normal((3,), seed=1)
+        prog = fg.compile(fg.exp(x) * r, verify=True)
+        with pytest.raises(fg.VerifyError, match="draws anew") as info:
+            prog(x=np.ones(3))
+    assert info.value.node is r and info.value.step == 0

@@ -196,6 +196,64 @@ def test_the_common_case_copies_nothing():
     assert prog.copy_outputs == ()
 
 
+def _no_two_share(outs):
+    arrays = [o for o in outs if isinstance(o, np.ndarray)]
+    for i in range(len(arrays)):
+        for j in range(i + 1, len(arrays)):
+            assert not np.shares_memory(arrays[i], arrays[j]), (i, j)
+
+
+_OUTPUT_PATHS = [dict(codegen=True), dict(codegen=False), dict(verify=True),
+                 dict(backend="dask")]
+
+
+@pytest.mark.parametrize("kw", _OUTPUT_PATHS, ids=lambda kw: next(iter(kw.items()))[0]
+                         + "=" + str(next(iter(kw.values()))))
+def test_outputs_that_view_one_computed_value_own_their_storage(kw):
+    """h, hᵀ, reshape(h), h[1:], squeeze(h[None]) and a chain of two views all view h's
+    storage as the plan computes them: every output but one is copied, so writing to
+    one output never changes another. Also for views of a gradient node."""
+    if kw.get("backend") == "dask":
+        pytest.importorskip("dask")
+    X = np.arange(6.0).reshape(2, 3)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2, 3))
+        h = x * 2.0
+        views = [h, fg.transpose(h), fg.reshape(h, (6,)), h[1:], h[:, 0],
+                 fg.squeeze(fg.expand_dims(h, 0), 0), fg.reshape(fg.transpose(h), (6,)),
+                 fg.stop_gradient(h), fg.astype(h, "float64")]
+        loss = fg.sum(fg.sin(x) * x)
+        gx = fg.grad(loss, x)
+        grads = [gx, gx.T, gx[0], fg.reshape(fg.transpose(gx), (3, 2))]
+        outs = fg.compile(views + grads, **kw)(x=X)
+    _no_two_share(outs)
+    want_g = np.sin(X) + X * np.cos(X)             # d/dx Σ x sin x
+    np.testing.assert_allclose(outs[9], want_g, rtol=1e-15)
+    np.testing.assert_array_equal(outs[2], (2 * X).ravel())
+    outs[0][...] = -1.0                             # a write to h reaches no other output
+    np.testing.assert_array_equal(outs[1], 2 * X.T)
+    np.testing.assert_array_equal(outs[6], (2 * X).T.ravel())
+
+
+def test_outputs_that_view_one_computed_value_on_the_scalar_path():
+    with fg.Graph():
+        x = fg.placeholder("x")
+        h = fg.exp(x)
+        prog = fg.compile([h, fg.reshape(h, (1,)), fg.expand_dims(h, 0), fg.grad(h, x)])
+        outs = prog(x=0.5)
+    _no_two_share(outs)
+    np.testing.assert_allclose(outs[1], [np.exp(0.5)], rtol=1e-15)
+
+
+def test_independent_outputs_of_views_copy_nothing():
+    """Views of different computed values need no copy: only a shared root costs one."""
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2, 3))
+        a, b = x * 2.0, x + 1.0
+        assert fg.compile([a.T, b[1:], fg.reshape(a * b, (6,))]).copy_outputs == ()
+        assert fg.compile([a, b, a.T]).copy_outputs == (2,)
+
+
 # -- smaller cases ------------------------------------------------------------------------
 
 def test_grad_with_respect_to_an_integer_node():

@@ -129,8 +129,8 @@ class _ArrayWriter:
 
     FIRST = 4                          # source line of body[0]: after def, try, pass
 
-    def __init__(self, plan, backend, consts):
-        self.plan, self.consts = plan, consts
+    def __init__(self, plan, backend, consts, keep=False):
+        self.plan, self.consts, self.keep = plan, consts, keep
         self.ns = {name: plan.consts[s] for s, name in consts.items() if name.startswith("c")}
         self.steps, self.kernels = plan.made_steps(), plan.kernels(backend.xp)
         self.body, self.lines, self.lazy = [], {}, {}
@@ -176,6 +176,8 @@ class _ArrayWriter:
         self.body.append(f"{indent}v{out} = {expr}")
 
     def dels(self, slots, indent=""):
+        if self.keep:                  # (lockstep's replay: every value stays readable)
+            return
         names = [f"v{s}" for s in slots if s not in self.consts]
         if names:
             self.body.append(f"{indent}del {', '.join(names)}")
@@ -229,7 +231,8 @@ class _ArrayWriter:
             else:
                 self.emit_plain(k, step)
             self.dels(self.frees_at.get(k, ()))
-        body.append(f"return [{', '.join(self.ref(s) for s in plan.outputs)}]")
+        outs = f"[{', '.join(self.ref(s) for s in plan.outputs)}]"
+        body.append(f"return {outs}, _kept(locals())" if self.keep else f"return {outs}")
         src = "\n".join(["def _flowgrad_plan(vals):", "    try:", "        pass"]
                         + ["        " + line for line in body]
                         + ["    except Exception as exc:",
@@ -237,9 +240,29 @@ class _ArrayWriter:
                            "        raise"]) + "\n"
         ns, lines = self.ns, self.lines
         ns["_located"] = lambda exc: _locate(plan, lines, exc)
+        ns["_kept"] = _kept
         exec(compile(src, f"<flowgrad plan {id(plan):#x}>", "exec"), ns)
         ns["_flowgrad_plan"].fused = bool(self.chains)   # numexpr/cupy chains: not bitwise
         return ns["_flowgrad_plan"], lines, src
+
+
+def _kept(names):
+    """{slot: value} of the ``v<slot>`` locals of a keeping array function."""
+    return {int(k[1:]): v for k, v in names.items() if k[:1] == "v" and k[1:].isdigit()}
+
+
+class Keeping:
+    """The array function of a plan as generated code writes it (the same chains,
+    regions and kernels), but keeping every value it computes, for lockstep verify
+    (flowgrad/engine/lockstep.py): ``fn(vals) -> (outputs, {slot: value})``. A chain's
+    or a region's inner values are absent where its fused kernel ran. ``chains`` and
+    ``regions``: {step index: the plan steps it runs}."""
+
+    def __init__(self, plan, backend):
+        w = _ArrayWriter(plan, backend, constants(plan), keep=True)
+        self.fn = w.write()[0]
+        self.chains = {k: tuple(ch.steps) for k, ch in w.chains.items()}
+        self.regions = {k: tuple(rg.steps) for k, rg in w.regions.items()}
 
 
 def _size_test(plan, operands, ref):

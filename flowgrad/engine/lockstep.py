@@ -1,22 +1,44 @@
 """Lockstep verify mode: ``fg.compile(outputs, ..., verify=True)`` (or the environment's
 ``FLOWGRAD_VERIFY=1``) runs every call twice: on the program's own executor, and on
-the reference interpreter (flowgrad/engine/executors/interp.py) beside it. Every output
-and every value the executor hands back is compared; the first that differs raises
-``fg.VerifyError`` naming its node, the step, the executor, and both values.
+the reference interpreter (flowgrad/engine/executors/interp.py) beside it. Outputs
+that agree bit for bit (NaN equal to NaN, -0.0 unequal to 0.0) pass at once.
 
-The comparison is bitwise (NaN equal to NaN, -0.0 unequal to 0.0) where the executor
-promises the reference's bits (``bit_identical``), else within its stated ``ulps``
-units in the last place of max(|reference|, 1) (generated scalar code: Python's
-``math`` is not numpy's; numexpr chains: see executors/generated.py). Shapes and
-dtypes must always agree.
+Where an output differs, each step the executor ran is judged on its own: a replay of
+the executor that keeps its every value (the same generated code, its frees left out:
+``codegen.Keeping``; the scalar code's step loop, ``scalar_tier.interpreter``) must
+hand back the very outputs of the call, and each value it computed is compared with
+the reference kernels applied to *the executor's own inputs for that step*. So a step
+is judged by its own rounding only; a correct last-place difference upstream, however
+much later steps amplify it (cancellation), is never counted against them.
 
-An executor that raises where the reference does not (or raises another class) is a
-disagreement too. Generated code keeps its intermediate values in locals, so a call
-compares what it hands back (every output). When one differs, the report goes step by
-step: the reference's every value (a keep-all program) against a program of the same
-kind made for each step's node alone, in plan order; the first that differs is named
-(plans up to ``LOCATE_STEPS`` steps; beyond, the output). Verify mode costs a second
-run per call: it is a debugging and CI tool, never on by default.
+* A step the executor runs with the reference's numpy kernel (or a kernel that
+  promises its bits: numpy_kernels, numba regions) must agree bitwise; a region,
+  whose inner values are invisible, is recomputed from its inputs, bitwise too.
+* A fused numexpr chain (inner values invisible) is recomputed from its operands with
+  the reference kernels. Each of its steps may be off by ``NUMEXPR_ULPS`` of its own
+  value; that rounding is carried to the chain's result by the chain's own
+  sensitivities, measured on the reference kernels: step i's value is scaled by
+  (1 + δ), δ = √eps, the chain rerun, and the change Δᵢ of the result gives the
+  first-order bound Σᵢ |Δᵢ| · NUMEXPR_ULPS · eps / δ (the result's own rounding is
+  the term of the last step). ``log(exp(x) / t)`` at exp(x) ≈ t: the ulps of exp
+  and of the quotient, times the condition 1/|log| of the log, are allowed, and
+  nothing more.
+* Generated scalar code: an IEEE operation (+ − × /, comparisons, ``where``) must
+  agree bitwise; a ``math`` function (exp, tanh, log1p, pow …: not numpy's) or a
+  formula over them without cancellation (σ, softplus, erf, elu) within
+  ``SCALAR_ULPS`` of its own value; bce, Φ and gelu (``_CANCELLING``) within
+  ``SCALAR_ULPS`` of max(|value|, 1): their library functions' results, of magnitude
+  ≤ 1 (exp(−|x|), log1p of it, erf), meet a subtraction that may leave their
+  last-place differences as an absolute error (Φ(−8) differs by ~300 ulps of itself).
+
+Shapes and dtypes must always agree. The first step out of its bound (in plan order)
+raises ``fg.VerifyError`` naming its node, the step, the executor, and both values
+(``got``: the executor's value, ``want``: the reference kernel's on the same inputs).
+Outputs that differ while every step is within its bound pass: the difference is the
+honest sum of last-place roundings. An executor that raises where the reference does
+not (or raises another class) is a disagreement too. Verify mode costs a second run
+per call, and a replay on a call whose outputs differ: a debugging and CI tool,
+never on by default.
 """
 from __future__ import annotations
 
@@ -24,7 +46,12 @@ import os
 
 import numpy as np
 
+from ..backends.base import host
 from ..errors import VerifyError
+from .executors.generated import NUMEXPR_ULPS, SCALAR_ULPS
+
+#: scalar kernels whose formula may cancel around its math functions' results
+_CANCELLING = frozenset({"bce_with_logits", "normal_cdf", "gelu"})
 
 __all__ = ["wanted", "wrap", "compare"]
 
@@ -40,7 +67,7 @@ def wrap(prog, inner):
     """``inner`` (the program's call through its executor), made to run every call
     beside the reference interpreter (``prog.reference_call``) and compare."""
     ex = prog.executor
-    ulps = ex.ulps_for(prog)
+    cache = {}                         # the keeping array function, made on first need
 
     def call(args, kwargs):
         try:
@@ -51,10 +78,9 @@ def wrap(prog, inner):
         want = prog.reference_call(args, kwargs)
         if prog.run_single:
             got, want = [got], [want]
-        for k, (g, w) in enumerate(zip(got, want)):
-            why = compare(g, w, ulps)
-            if why is not None:
-                raise _disagreement(prog, ex, ulps, k, args, kwargs, why, g, w)
+        differ = [k for k, (g, w) in enumerate(zip(got, want)) if compare(g, w) is not None]
+        if differ:
+            _judge_steps(prog, ex, differ[0], got, want, args, kwargs, cache)
         return got[0] if prog.run_single else got
     return call
 
@@ -77,20 +103,159 @@ def _same_refusal(prog, ex, exc, args, kwargs):
                       f"{node.name!r}, where {why}", node=node, got=exc) from exc
 
 
-#: plans up to this many steps are searched for the first step that differs
-LOCATE_STEPS = 400
-
-
-def _disagreement(prog, ex, ulps, k, args, kwargs, why, got, want):
-    """The VerifyError for output ``k``: the first step (in plan order) whose value, in a
-    program of the same kind made for that node alone, differs from the reference's,
-    else the output itself. The search compiles one small program a step, on failure
-    only, for plans up to LOCATE_STEPS steps."""
-    node, step = prog.run_outputs[k], None
-    found = _first_difference(prog, ulps, args, kwargs) \
-        if prog.n_steps <= LOCATE_STEPS else None
+def _judge_steps(prog, ex, k, got, want, args, kwargs, cache=None):
+    """Output ``k`` differs from the reference's: replay the executor keeping its values
+    and judge each step on its own inputs (the module docstring). Returns when every
+    step is within its bound; else raises VerifyError at the first one that is not, or
+    at output ``k`` when no replay reproduces the call's outputs."""
+    replay = _replay(prog, prog.bind(args, kwargs), got, {} if cache is None else cache)
+    if replay is None:
+        why = (f"{compare(got[k], want[k])}, and a replay of the executor's steps does "
+               f"not give the outputs it handed back")
+        steps = prog.plan.made_steps()
+        drawn = next((j for j, st in enumerate(steps) if st.op.stateful), None)
+        if drawn is None:
+            raise _error(prog, ex, prog.run_outputs[k], None, k, why, got[k], want[k])
+        why += " (this step draws anew on every run: its runs cannot agree)"
+        raise _error(prog, ex, prog.graph.node(steps[drawn].node), drawn, k, why,
+                     got[k], want[k])
+    found = _first_out_of_bound(prog, *replay)
     if found is not None:
-        node, step, why, got, want = found
+        step, why, g, w = found
+        node = prog.graph.node(prog.plan.made_steps()[step].node)
+        raise _error(prog, ex, node, step, k, why, g, w)
+
+
+def _replay(prog, vals, got, cache):
+    """``(seen, tolerance)``: {slot: value} of every value a replay of the executor
+    computed (with the leaves and constants) and the per-step tolerance, from the
+    first replay whose outputs are the call's bit for bit (the scalar code, else the
+    array code its edge values rerun on); None if none is."""
+    makers = [_array_replay]
+    if prog.generated is not None and prog.generated.scalar is not None:
+        makers.insert(0, _scalar_replay)
+    for make in makers:
+        seen, tolerance = make(prog, list(vals), cache)
+        outs = [seen.get(s) for s in prog.plan.outputs]
+        if all(o is not None and compare(o, g) is None for o, g in zip(outs, got)):
+            return seen, tolerance
+    return None
+
+
+def _array_replay(prog, vals, cache):
+    from .codegen import Keeping
+    kept = cache.get("array")
+    if kept is None:
+        kept = cache["array"] = Keeping(prog.plan, prog.backend)
+    seen = {s: v for s, v in enumerate(vals) if v is not None}   # leaves and constants
+    seen.update(kept.fn(vals)[1])
+    roots = set(kept.chains)
+
+    def tolerance(k, step):          # a numexpr chain's root: its own rounding; else bits
+        return ("chain", NUMEXPR_ULPS) if k in roots else ("bits",)
+    return seen, tolerance
+
+
+def _scalar_replay(prog, vals, cache):
+    from . import codegen, scalar_tier
+    from ..ops.scalar_kernels import KERNELS
+    leaves = prog.generated.scalar.leaves
+    run = scalar_tier.interpreter(prog.plan, codegen.constants(prog.plan), leaves, keep=True)
+    v = run(*[float(vals[s]) for s in leaves])
+    # as numpy values: the reference kernels read .dtype and .shape
+    seen = {s: np.bool_(x) if type(x) is bool else np.float64(x)
+            for s, x in enumerate(v) if x is not None}
+
+    def tolerance(k, step):
+        kern = KERNELS.get(step.op.name)
+        if isinstance(kern, str):        # an IEEE operation, a comparison, where: bits
+            return ("bits",)
+        if step.op.name in _CANCELLING:  # (module docstring)
+            return ("scalar", SCALAR_ULPS, 1.0)
+        return ("scalar", SCALAR_ULPS, 0.0)   # math functions: their own last place
+    return seen, tolerance
+
+
+def _first_out_of_bound(prog, seen, tolerance):
+    """``(step, why, executor's value, reference's value)`` of the first step (in plan
+    order) whose value the executor kept and that is out of its bound, or None. A
+    step whose inputs the executor did not keep (inside a fused chain or region) is
+    recomputed with them, from the inputs it did keep (``_group``)."""
+    plan = prog.plan
+    steps, kernels = plan.made_steps(), plan.kernels(prog.backend.xp)
+    producer = {st.out: j for j, st in enumerate(steps)}
+    for k, st in enumerate(steps):
+        if st.out not in seen:
+            continue
+        group = _group(steps, producer, seen, k)
+        try:
+            why, want = _judge(steps, kernels, seen, group, tolerance(k, st))
+        except Exception as exc:     # (numpy's error state may raise, as in the call)
+            why, want = f"the reference kernel raised {type(exc).__name__}: {exc}", None
+        if why is not None:
+            return k, why, seen[st.out], want
+    return None
+
+
+def _group(steps, producer, seen, k):
+    """Step ``k`` and the steps before it whose values the executor did not keep, that
+    it computed inside one kernel with ``k``: its chain or region. In plan order."""
+    group, stack = {k}, [k]
+    while stack:
+        for s in steps[stack.pop()].ins:
+            j = producer.get(s)
+            if s not in seen and j is not None and j not in group:
+                group.add(j)
+                stack.append(j)
+    return sorted(group)
+
+
+def _judge(steps, kernels, seen, group, tol):
+    """``(why or None, the reference's value)`` for the group's last step: its steps'
+    reference kernels on the executor's kept inputs, within tolerance ``tol``."""
+    got = seen[steps[group[-1]].out]
+
+    def run(scaled=None, delta=0.0):
+        mine = {}
+        for j in group:
+            st = steps[j]
+            v = kernels[j](*[mine[i] if i in mine else seen[i] for i in st.ins])
+            if j == scaled and _dtype(v).kind in "fc":
+                v = v * (1 + delta)
+            mine[st.out] = v
+        return mine[steps[group[-1]].out]
+
+    want = run()
+    w = np.asarray(host(want))
+    if tol[0] == "bits" or w.dtype.kind not in "fc":
+        return compare(got, want), want
+    if tol[0] == "scalar":
+        _, u, floor = tol
+        eps = np.finfo(w.dtype).eps
+        return _within(got, want, u * eps * np.maximum(np.abs(w), floor)), want
+    return _within(got, want, _chain_bound(run, group, w, tol[1])), want
+
+
+def _dtype(v):
+    return v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype
+
+
+def _chain_bound(run, group, want, ulps):
+    """The first-order bound on a fused chain's result when each of its steps rounds
+    by ``ulps`` of its own value: Σᵢ |Δᵢ| · ulps · eps / δ, Δᵢ the change of the
+    result when step i's value is scaled by (1 + δ), δ = √eps (well above the
+    reruns' own rounding, well below where the chain stops being linear)."""
+    fi = np.finfo(want.dtype)
+    delta = float(np.sqrt(fi.eps))
+    total = np.zeros(want.shape, dtype=fi.dtype)
+    with np.errstate(all="ignore"):
+        for j in group:
+            total = total + np.abs(np.asarray(host(run(j, delta))) - want)
+        bound = total * (ulps * float(fi.eps) / delta) + ulps * float(fi.tiny)
+    return np.where(np.isnan(bound), np.inf, bound)   # (a rerun made a NaN: no bound)
+
+
+def _error(prog, ex, node, step, k, why, got, want):
     where = f", built at {node.where}" if node.where else ""
     what = node.op.name if node.op is not None else node.kind
     at = f"step {step} " if step is not None else ""
@@ -101,40 +266,40 @@ def _disagreement(prog, ex, ulps, k, args, kwargs, why, got, want):
         node=node, step=step, got=got, want=want)
 
 
-def _first_difference(prog, ulps, args, kwargs):
-    from .program import Program       # (the façade: one program a node)
-    g = prog.graph
-    # (verify=False: a program made here never verifies, nor searches, in turn)
-    ref = Program(prog.outputs, prog.backend, keep_all=True, verify=False)
-    ref = ref.values(*args, **kwargs)
-    for k, st in enumerate(prog.plan.made_steps()):
-        node = g.node(st.node)
-        try:
-            # (call_pending: a diagnostic run never writes declared state)
-            got = Program(node, prog.backend, verify=False).call_pending(args, kwargs)[0]
-        except Exception:          # (a feed this node does not need: not comparable)
-            continue
-        want = ref.get(st.node)
-        why = compare(got, want, ulps) if want is not None else None
-        if why is not None:
-            return node, k, why, got, want
-    return None
-
-
 def compare(got, want, ulps=0):
-    """None when ``got`` matches ``want`` (bitwise for ulps=0), else why not."""
-    g, w = np.asarray(got), np.asarray(want)
+    """None when ``got`` matches ``want`` (bitwise for ulps=0), else why not: within
+    ``ulps`` units in the last place of max(|want|, 1)."""
+    g, w = np.asarray(host(got)), np.asarray(host(want))
+    if g.dtype.kind not in "fc" or ulps == 0:
+        return _bitwise(g, w)
+    eps = np.finfo(g.real.dtype).eps
+    bound = ulps * eps * np.maximum(np.abs(np.where(np.isfinite(w), w, 0)), 1)
+    why = _within(g, w, bound)
+    return None if why is None else \
+        why.replace("their bound", f"{ulps} ulps of max(|reference|, 1)")
+
+
+def _bitwise(g, w):
     if g.shape != w.shape:
         return f"shape {g.shape} != {w.shape}"
     if g.dtype != w.dtype:
         return f"dtype {g.dtype} != {w.dtype}"
-    if g.dtype.kind not in "fc" or ulps == 0:
-        if g.dtype.kind in "fc":
-            same = (g == w) & (np.signbit(g.real) == np.signbit(w.real)) | \
-                (np.isnan(g) & np.isnan(w))
-        else:
-            same = g == w
-        return None if bool(np.all(same)) else "values differ (bitwise)"
+    if g.dtype.kind in "fc":
+        same = (g == w) & (np.signbit(g.real) == np.signbit(w.real)) | \
+            (np.isnan(g) & np.isnan(w))
+    else:
+        same = g == w
+    return None if bool(np.all(same)) else "values differ (bitwise)"
+
+
+def _within(got, want, bound):
+    """None when ``got`` is within ``bound`` (absolute, broadcast to the values) of
+    ``want``, NaN and infinities exactly where want has them; else why not."""
+    g, w = np.asarray(host(got)), np.asarray(host(want))
+    if g.shape != w.shape:
+        return f"shape {g.shape} != {w.shape}"
+    if g.dtype != w.dtype:
+        return f"dtype {g.dtype} != {w.dtype}"
     nan = np.isnan(g) | np.isnan(w)
     if not np.array_equal(np.isnan(g), np.isnan(w)):
         return "NaN where the other has a number"
@@ -143,14 +308,13 @@ def compare(got, want, ulps=0):
     if not np.array_equal(gf[inf], wf[inf]):
         return "infinities differ"
     gf, wf = np.where(inf, 0, gf), np.where(inf, 0, wf)
-    eps = np.finfo(g.real.dtype).eps
-    bound = ulps * eps * np.maximum(np.abs(wf), 1)
-    worst = np.abs(gf - wf) - bound
-    return None if not worst.size or float(np.max(worst)) <= 0 else \
-        f"differ by more than {ulps} ulps of max(|reference|, 1)"
+    with np.errstate(all="ignore"):
+        worst = np.abs(gf - wf) - np.where(nan | inf, 0, np.broadcast_to(bound, g.shape))
+    if not worst.size or float(np.max(worst)) <= 0:
+        return None
+    return f"differ by more than their bound (by {float(np.max(worst)):.3g} at worst)"
 
 
 def _show(v):
-    text = np.array2string(np.asarray(v), threshold=8, precision=17)
+    text = np.array2string(np.asarray(host(v)), threshold=8, precision=17)
     return " ".join(text.split())[:300]
-

@@ -23,7 +23,8 @@ compiled once (flowgrad.engine.lengths), a failing kernel is found from the loop
 after the exception (one try around the loop), and NaN/Inf checking runs a separate
 loop (flowgrad.numerics). Outputs are copied only where they would alias storage the
 caller or the graph owns (a fed array, a variable, a constant, a view of one of these
-in the simplified plan, an output listed twice), decided at compile time.
+in the simplified plan) or another output of the same call (an output listed twice,
+views of one computed value), decided at compile time.
 """
 from __future__ import annotations
 
@@ -278,7 +279,7 @@ class Program:
         steps = sweep[0][0]
         flat = len(steps) > FLAT_STEPS
         own = _slot_index(kept, flat, order[-1] + 1 if order else 0)
-        leaves, sharers = simp.leaves, simp.sharers
+        leaves, sharers, roots = simp.leaves, simp.sharers, simp.storage_roots
         moved = simp.rep       # simplify's rep holds only ids merged into another
         del simp               # simplify's maps are spent: dropped before the plan is made
         # {id: slot}: the leaves' and outputs' now (binding a call needs no more), every
@@ -312,7 +313,7 @@ class Program:
         del order
         self.check_lengths = _lengths.LengthCheck(g, checks, slot) if checks else None
         self.feed_spec = FeedSpec.of(self)   # what bind and the generated binders check
-        self.copy_outputs = self._aliasing_outputs(leaves, sharers)
+        self.copy_outputs = self._aliasing_outputs(leaves, sharers, roots)
         if _plan.debug_enabled():
             _plan.verify(self.plan)
         self._pick_executor()
@@ -356,18 +357,22 @@ class Program:
         ops = steps.ops if isinstance(steps, FlatSteps) else [s.op for s in steps]
         return {op.name for op in set(ops)}
 
-    def _aliasing_outputs(self, leaves, sharers):
+    def _aliasing_outputs(self, leaves, sharers, roots):
         """Positions of outputs to copy: a fed array or variable (the caller's or the
         graph's storage), a constant (later calls reuse it), a view of one in the
         simplified plan (``w.T``, ``x[1:]``, ``reshape(x * 1.0)``: simplify's
-        ``sharers``), and the second and later of outputs sharing one slot. Decided
-        once here; most programs copy nothing."""
+        ``sharers``), and the second and later of outputs that may share storage with
+        each other: one slot listed twice, or views of one computed value (``h``,
+        ``h.T``, ``reshape(h)``: one of simplify's ``storage_roots``). Decided once
+        here; outputs that view nothing in common copy nothing."""
         leaf_slots = {self.slot_of[nid] for nid in leaves}
-        seen, copy = set(), []
+        seen, seen_roots, copy = set(), set(), []
         for k, (o, s) in enumerate(zip(self.run_outputs, self.plan.outputs)):
-            if s in leaf_slots or s in seen or o.id in sharers:
+            root = roots.get(o.id, ("slot", s))
+            if s in leaf_slots or s in seen or o.id in sharers or root in seen_roots:
                 copy.append(k)
             seen.add(s)
+            seen_roots.add(root)
         return tuple(copy)
 
     # -- run --------------------------------------------------------------------

@@ -49,8 +49,9 @@ def _ends(outputs, producer, first, leaves):
     return ends
 
 
-def interpreter(plan, consts, leaves):
-    """``run(*leaf floats)`` -> what the generated scalar function would return.
+def interpreter(plan, consts, leaves, keep=False):
+    """``run(*leaf floats)`` -> what the generated scalar function would return; with
+    ``keep``, the slot list of every value it computed instead (lockstep's replay).
 
     ``consts`` is scalar_plan's {slot: source text}: a literal, or ``c<slot>`` naming
     the constant's float (the template's value, as build_scalar converted it)."""
@@ -91,6 +92,8 @@ def interpreter(plan, consts, leaves):
                 v[out] = fn(v[a])
             else:
                 v[out] = fn(*[v[i] for i in ins])
+        if keep:
+            return v
         for s in checked:
             if v[s] - v[s] != 0.0:
                 return None

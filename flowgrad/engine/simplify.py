@@ -59,7 +59,9 @@ most ``FOLD_MAX`` entries), an ``xp.full`` step (static shape), or else keeps
 its own step. An output whose representative is a leaf gets a copy step, so a
 program never hands back the caller's fed array or a variable's storage; an output
 that the simplified plan makes a view of a leaf or a constant (``reshape(x * 1.0)``
-→ ``reshape(x)``) is listed in ``Simplified.sharers``, and the program copies it.
+→ ``reshape(x)``) is listed in ``Simplified.sharers``, and the program copies it;
+outputs that view one computed value (``h``, ``h.T``, ``h[1:]``: one entry of
+``Simplified.storage_roots``) are copied all but one.
 Placeholders and variables stay in the program even if simplification removed
 their last use, so the feeds a program requires do not depend on the rewrites.
 """
@@ -173,11 +175,14 @@ class Simplified:
     liveness sweep reads (flowgrad/engine/program.py); ``consts`` and ``steps`` are derived
     on first use, so a compile that never asks for them does not pay for them."""
 
-    def __init__(self, rep, defs, roots, leaves, data, sharers=frozenset()):
+    def __init__(self, rep, defs, roots, leaves, data, storage=(frozenset(), {})):
         self.rep, self.defs, self.roots, self.leaves = rep, defs, roots, leaves
         #: output ids whose value, as the plan computes it, may share storage with a
-        #: leaf or a constant (``_storage_sharers``): the program copies those
-        self.sharers = sharers
+        #: leaf or a constant (``_storage_roots``): the program copies those
+        self.sharers = storage[0]
+        #: {output id: the representative whose storage its value may view}: outputs
+        #: with one root may share memory, so the program copies all but one of them
+        self.storage_roots = storage[1]
         self._data = data
         self._emitted = None
 
@@ -234,23 +239,36 @@ VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "sq
                       "stop_gradient", "custom_call", "custom_input", "remat_after"})
 
 
-def _storage_sharers(rep, defs, data, output_ids):
-    """The output ids whose value may be (a view of) a placeholder's, a variable's or a
-    constant's storage, read from the simplified plan: ``reshape(x * 1.0)`` is
-    ``reshape(x)`` once x·1 → x, so it views the fed x although its graph input is a
-    product. Such an output is copied by the program on each call (flowgrad/engine/program.py):
-    in-place writes to an output never reach the caller's array, a variable or a
-    constant that later calls reuse."""
-    sharers = set()
-    for o in output_ids:
-        r = rep.get(o, o)
+def storage_root(rep, defs, data, nid):
+    """``(root, leaf)``: the representative whose storage node ``nid``'s value may be (a
+    view of), found by following ``VIEW_OPS`` to their first input, and whether that
+    root is a leaf or a constant (storage the caller or the graph owns) rather than a
+    step's own result. Two outputs with one root may share memory."""
+    r = rep.get(nid, nid)
+    d = _definition(defs, data, r)
+    while d[0] == "op" and d[1].name in VIEW_OPS and d[3]:
+        r = rep.get(d[3][0], d[3][0])
         d = _definition(defs, data, r)
-        while d[0] == "op" and d[1].name in VIEW_OPS and d[3]:
-            r = rep.get(d[3][0], d[3][0])
-            d = _definition(defs, data, r)
-        if d[0] != "op":               # a leaf or a constant
+    return r, d[0] != "op"
+
+
+def _storage_roots(rep, defs, data, output_ids):
+    """``(sharers, roots)`` read from the simplified plan. ``sharers``: the output ids
+    whose value may be (a view of) a placeholder's, a variable's or a constant's
+    storage: ``reshape(x * 1.0)`` is ``reshape(x)`` once x·1 → x, so it views the fed x
+    although its graph input is a product. ``roots``: {output id: its storage root}
+    (``storage_root``), so that outputs viewing one computed value (``h``, ``h.T``,
+    ``h[1:]``) are found. The program copies a sharer, and all but one output of each
+    root, on each call (flowgrad/engine/program.py): in-place writes to an output never
+    reach the caller's array, a variable, a constant that later calls reuse, or another
+    output of the same call."""
+    sharers, roots = set(), {}
+    for o in output_ids:
+        r, owned_elsewhere = storage_root(rep, defs, data, o)
+        roots[o] = r
+        if owned_elsewhere:               # a leaf or a constant
             sharers.add(o)
-    return frozenset(sharers)
+    return frozenset(sharers), roots
 
 
 def _uniform(value):
@@ -295,7 +313,7 @@ def simplify(graph, order, output_ids, keep_all=False, dispatch=True) -> Simplif
                 leaves.append(nid)
         roots = list(output_ids) + (list(order) if keep_all else [])
         return Simplified({}, defs, roots, leaves, data,
-                          _storage_sharers({}, defs, data, output_ids))
+                          _storage_roots({}, defs, data, output_ids))
     return _Pass(data).run(order, output_ids, keep_all, dispatch)
 
 
@@ -411,7 +429,7 @@ class _Pass:
         if keep_all:
             roots += [rep_get(nid, nid) for nid in order]
         return Simplified(self.rep, self.defs, roots, leaves, data,
-                          _storage_sharers(self.rep, self.defs, data, output_ids))
+                          _storage_roots(self.rep, self.defs, data, output_ids))
 
     def _forward(self, order, dispatch, leaves):
         """Settles here, with one key, the nodes that meet no rule but CSE (inputs none

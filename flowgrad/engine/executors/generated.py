@@ -3,15 +3,19 @@
 variant on Python floats (flowgrad/engine/scalar_plan.py; the first calls of a long plan run
 its warm-up loop, flowgrad/engine/scalar_tier.py).
 
-Promises, checked by lockstep verify mode against the reference interpreter:
+Promises, checked step by step by lockstep verify mode against the reference
+interpreter's kernels applied to the executor's own inputs (engine/lockstep.py):
 
 - array code: the reference's bits, except inside numexpr chains (operands of
-  ``fusion.NUMEXPR_MIN`` entries or more), whose exp/log/… may differ by
-  ``NUMEXPR_ULPS`` in the last place; numba regions and the numpy-specialised kernels
+  ``fusion.NUMEXPR_MIN`` entries or more), each of whose steps (exp, log, …) may
+  differ by ``NUMEXPR_ULPS`` in the last place of its own value, carried through the
+  chain by its own sensitivities; numba regions and the numpy-specialised kernels
   compute the same float operations in the same order (bitwise);
-- scalar code: Python's ``math`` differs from numpy's exp/tanh/log1p/log in the last
-  place for a few per cent of arguments, and a derived value (1 − tanh²x) cancels:
-  within ``SCALAR_ULPS`` of max(|value|, 1); non-finite results rerun on arrays.
+- scalar code: IEEE operations bitwise; Python's ``math`` differs from numpy's
+  exp/tanh/log1p/log in the last place for a few per cent of arguments: within
+  ``SCALAR_ULPS`` of the step's value (of max(|value|, 1) for a composite kernel:
+  σ, softplus, bce …); non-finite results rerun on arrays. Later steps may amplify
+  these differences (1 − tanh²x cancels); each step is judged by its own.
 """
 from __future__ import annotations
 
