@@ -23,8 +23,10 @@ anything is zero by definition.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import threading
 import weakref
 
 import numpy as np
@@ -34,7 +36,7 @@ from .errors import ShapeError
 from .graph import Node, default_graph
 from .ops.base import NONDIFF, Op, apply, as_node, fmt_shape, user_line
 
-__all__ = ["normal", "uniform", "bernoulli", "set_seed", "get_seed", "Stream"]
+__all__ = ["normal", "uniform", "bernoulli", "set_seed", "get_seed", "Stream", "DrawTape"]
 
 
 class Stream:
@@ -127,7 +129,64 @@ def _size(shape, like):
     return tuple(int(like.shape[i]) if s is None else s for i, s in enumerate(shape))
 
 
+class DrawTape:
+    """One run's draws, stream by stream in the order they were made, for runs that must
+    see the same numbers (lockstep verify: the reference interpreter beside an executor,
+    flowgrad/engine/lockstep.py). Inside ``recording()`` every draw of this thread is
+    kept; inside ``replaying()`` each stream hands back its kept draws in order (a
+    stream asked for more than were kept draws anew), and the streams do not move."""
+
+    def __init__(self):
+        self.draws: dict = {}      # {stream: [its draws, in order]}
+        self._next: dict | None = None   # replaying: {stream: its next draw's index}
+
+    @contextlib.contextmanager
+    def recording(self):
+        with self._active():
+            yield self
+
+    @contextlib.contextmanager
+    def replaying(self):
+        self._next = {}
+        try:
+            with self._active():
+                yield self
+        finally:
+            self._next = None
+
+    @contextlib.contextmanager
+    def _active(self):
+        before = getattr(_TAPE, "tape", None)
+        _TAPE.tape = self
+        try:
+            yield
+        finally:
+            _TAPE.tape = before
+
+    def take(self, stream, fresh):
+        """The draw for ``stream``: the next kept one (replaying), else ``fresh()``."""
+        kept = self.draws.setdefault(stream, [])
+        if self._next is not None:
+            k = self._next.get(stream, 0)
+            if k < len(kept):
+                self._next[stream] = k + 1
+                return kept[k]
+            return fresh()
+        kept.append(fresh())
+        return kept[-1]
+
+
+_TAPE = threading.local()   # .tape: the DrawTape recording or replaying in this thread
+
+
 def _draw(xp, *like, shape, dtype, dist, params, stream):
+    tape = getattr(_TAPE, "tape", None)
+    if tape is not None:
+        return tape.take(stream, lambda: _fresh(xp, like, shape, dtype, dist, params, stream))
+    return _fresh(xp, like, shape, dtype, dist, params, stream)
+
+
+def _fresh(xp, like, shape, dtype, dist, params, stream):
     ref = like[0] if like else None
     size = _size(shape, ref)
     gen = stream.generator(xp)

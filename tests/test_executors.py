@@ -267,13 +267,23 @@ def test_verify_names_a_scalar_math_function_off_by_a_few_ulps(monkeypatch):
         assert info.value.node is e
 
 
-def test_verify_names_a_random_draw_when_no_replay_can_agree():
-    """A draw is new on every run, so the reference's run differs from the executor's
-    and no replay reproduces the call: the error names the draw, not an output."""
+def test_verify_gives_the_reference_the_executors_random_draws():
+    """A draw is new on every run: the reference run, the replay and the reference kernels
+    take the executor's draws (random.DrawTape), so verify passes, the call returns the
+    executor's draw, and the stream moves once a call (as without verify)."""
+    X = np.array([0.1, -0.2, 0.3])
     with fg.Graph():
         x = fg.placeholder("x", shape=(3,))
         r = fg.random.normal((3,), seed=1)
-        prog = fg.compile(fg.exp(x) * r, verify=True)
-        with pytest.raises(fg.VerifyError, match="draws anew") as info:
-            prog(x=np.ones(3))
-    assert info.value.node is r and info.value.step == 0
+        y = fg.exp(x) * r
+        keep = fg.random.bernoulli((3,), p=0.5, seed=2)
+        h, _ = fg.scan(lambda c, k: (c * (1.0 + k) + fg.random.normal((3,), seed=3),
+                                     None), x, fg.stack([keep, keep]))
+        checked = fg.compile([y, h, fg.grad(fg.sum(y * h), x)], verify=True)
+        plain = fg.compile([y, h, fg.grad(fg.sum(y * h), x)])
+        runs = [checked(x=X) for _ in range(2)]
+    draws = np.random.default_rng(1).standard_normal((2, 3))   # the node's stream, in order
+    for (yv, hv, gv), d in zip(runs, draws):
+        np.testing.assert_array_equal(yv, np.exp(X) * d)
+    assert not np.array_equal(runs[0][1], runs[1][1])          # fresh draws every call
+    assert all(v.shape == (3,) for v in plain(x=X))

@@ -36,7 +36,9 @@ raises ``fg.VerifyError`` naming its node, the step, the executor, and both valu
 (``got``: the executor's value, ``want``: the reference kernel's on the same inputs).
 Outputs that differ while every step is within its bound pass: the difference is the
 honest sum of last-place roundings. An executor that raises where the reference does
-not (or raises another class) is a disagreement too. Verify mode costs a second run
+not (or raises another class) is a disagreement too. Random draws (fg.random, dropout)
+are the executor's: the reference run, the replay and the reference kernels take the
+same numbers from the call's ``random.DrawTape``, and the streams move once per call. Verify mode costs a second run
 per call, and a replay on a call whose outputs differ: a debugging and CI tool,
 never on by default.
 """
@@ -48,6 +50,7 @@ import numpy as np
 
 from ..backends.base import host
 from ..errors import VerifyError
+from ..random import DrawTape
 from .executors.generated import NUMEXPR_ULPS, SCALAR_ULPS
 
 #: scalar kernels whose formula may cancel around its math functions' results
@@ -70,17 +73,21 @@ def wrap(prog, inner):
     cache = {}                         # the keeping array function, made on first need
 
     def call(args, kwargs):
+        tape = DrawTape()              # the reference sees the executor's random draws
         try:
-            got = inner(args, kwargs)
+            with tape.recording():
+                got = inner(args, kwargs)
         except Exception as exc:
-            _same_refusal(prog, ex, exc, args, kwargs)
+            with tape.replaying():
+                _same_refusal(prog, ex, exc, args, kwargs)
             raise
-        want = prog.reference_call(args, kwargs)
+        with tape.replaying():
+            want = prog.reference_call(args, kwargs)
         if prog.run_single:
             got, want = [got], [want]
         differ = [k for k, (g, w) in enumerate(zip(got, want)) if compare(g, w) is not None]
         if differ:
-            _judge_steps(prog, ex, differ[0], got, want, args, kwargs, cache)
+            _judge_steps(prog, ex, differ[0], got, want, args, kwargs, cache, tape)
         return got[0] if prog.run_single else got
     return call
 
@@ -103,12 +110,15 @@ def _same_refusal(prog, ex, exc, args, kwargs):
                       f"{node.name!r}, where {why}", node=node, got=exc) from exc
 
 
-def _judge_steps(prog, ex, k, got, want, args, kwargs, cache=None):
+def _judge_steps(prog, ex, k, got, want, args, kwargs, cache=None, tape=None):
     """Output ``k`` differs from the reference's: replay the executor keeping its values
     and judge each step on its own inputs (the module docstring). Returns when every
     step is within its bound; else raises VerifyError at the first one that is not, or
-    at output ``k`` when no replay reproduces the call's outputs."""
-    replay = _replay(prog, prog.bind(args, kwargs), got, {} if cache is None else cache)
+    at output ``k`` when no replay reproduces the call's outputs. ``tape``: the call's
+    random draws, which the replay and the reference kernels see again."""
+    tape = DrawTape() if tape is None else tape
+    with tape.replaying():
+        replay = _replay(prog, prog.bind(args, kwargs), got, {} if cache is None else cache)
     if replay is None:
         why = (f"{compare(got[k], want[k])}, and a replay of the executor's steps does "
                f"not give the outputs it handed back")
@@ -119,7 +129,8 @@ def _judge_steps(prog, ex, k, got, want, args, kwargs, cache=None):
         why += " (this step draws anew on every run: its runs cannot agree)"
         raise _error(prog, ex, prog.graph.node(steps[drawn].node), drawn, k, why,
                      got[k], want[k])
-    found = _first_out_of_bound(prog, *replay)
+    with tape.replaying():
+        found = _first_out_of_bound(prog, *replay)
     if found is not None:
         step, why, g, w = found
         node = prog.graph.node(prog.plan.made_steps()[step].node)
