@@ -302,7 +302,7 @@ def _call_error(op, detail) -> UsageError:
 def apply(op: Op, *args, **attrs) -> Node:
     """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph).
     A keyword naming one of the op's inputs is bound as that input."""
-    if attrs and not attrs.keys() <= op.attr_names:   # (the common calls test no more)
+    if attrs and not op.attr_names.issuperset(attrs):   # (the common calls test no more)
         args, attrs = _bind_keywords(op, args, attrs)
     n = len(args)
     first = args[0] if n else None
