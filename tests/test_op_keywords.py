@@ -125,7 +125,8 @@ def test_attributes_by_keyword_still_are_attributes():
     with fg.Graph():
         w = fg.variable(X, name="w")
         by_keyword = apply(_sum, x=w, axis=(0,), keepdims=True)
-        assert list(by_keyword.inputs) == [w] and by_keyword.attrs == {"axis": (0,), "keepdims": True}
+        assert list(by_keyword.inputs) == [w]
+        assert by_keyword.attrs == {"axis": (0,), "keepdims": True}
         total, g = fg.run([fg.sum(w, axis=0), fg.grad(fg.sum(w * w, axis=0), w)])
     np.testing.assert_allclose(total, X.sum(), rtol=1e-12)
     np.testing.assert_allclose(g, 2 * X, rtol=1e-12)
