@@ -294,6 +294,13 @@ def _bind_keywords(op, args, attrs):
 _MISSING = object()
 
 
+def _apply_keywords(op, args, attrs) -> Node:
+    """apply, once the keywords naming inputs are bound as inputs (or refused). The node's
+    site is found by walking out of this module's frames, to the user's call."""
+    args, attrs = _bind_keywords(op, args, attrs)
+    return apply(op, *args, **attrs)
+
+
 def _call_error(op, detail) -> UsageError:
     return UsageError(f"{op.name}: {detail}; its signature is {op.name}{op.__signature__}"
                       + _at())
@@ -301,22 +308,29 @@ def _call_error(op, detail) -> UsageError:
 
 def apply(op: Op, *args, **attrs) -> Node:
     """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph).
-    A keyword naming one of the op's inputs is bound as that input."""
-    if attrs and not op.attr_names.issuperset(attrs):   # (the common calls test no more)
-        args, attrs = _bind_keywords(op, args, attrs)
+    A keyword naming one of the op's inputs is bound as that input (``_apply_keywords``):
+    each branch asks only when there are keywords, so that a call without any (the unary
+    chain's) runs the same steps as before the keywords were checked."""
     n = len(args)
     first = args[0] if n else None
     # the common cases first: one node, or two nodes of one graph, none a weak scalar
     if n == 1 and type(first) is Node and not (first.op is None and first.weak):
         inputs, graph = args, first.graph
-        if not attrs and thread_state.__dict__.get("sharing") is graph:   # (sharing_graph)
+        if attrs:
+            if not op.attr_names.issuperset(attrs):
+                return _apply_keywords(op, args, attrs)
+        elif thread_state.__dict__.get("sharing") is graph:   # (sharing_graph)
             twin = graph.unary_twin(op, first)   # a sweep's cos(x): the forward's own
             if twin is not None:
                 return twin
     elif n == 2 and type(first) is Node and type(args[1]) is Node \
             and first.graph is args[1].graph and not (first.op is None and first.weak):
         inputs, graph = args, first.graph
+        if attrs and not op.attr_names.issuperset(attrs):
+            return _apply_keywords(op, args, attrs)
     else:
+        if attrs and not op.attr_names.issuperset(attrs):
+            return _apply_keywords(op, args, attrs)
         folded, inputs, graph = _general_args(op, args, attrs)
         if folded is not None:
             return folded

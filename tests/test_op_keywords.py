@@ -88,6 +88,15 @@ def test_the_probes_findings_give_the_closed_form(codegen):
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
+def test_a_node_built_by_keyword_names_the_users_line():
+    with fg.Graph():
+        w = fg.variable(X, name="w")
+        here = inspect.currentframe().f_lineno + 1
+        nodes = [fg.exp(x=w), fg.mul(w, y=w), fg.add(x=w, y=1.0)]
+    for node in nodes:
+        assert node.where == f"{__file__}:{here}"
+
+
 def _refused(match):
     # the message names the op, the keyword and the signature, and the user's line
     return pytest.raises(fg.UsageError, match=match + r".*\n  at .*test_op_keywords\.py:\d+")
