@@ -56,7 +56,9 @@ class Op:
 
     An op is also a function to its users: ``help(fg.relu)`` and
     ``inspect.signature(fg.sigmoid)`` show the call signature (the forward's, without
-    ``xp``) and the docstring, which states the derivative.
+    ``xp``) and the docstring, which states the derivative. The forward's parameters
+    are the inputs, one per rule, then the attributes (keyword-only after ``*xs``);
+    apply binds a keyword naming an input as that input (``fg.exp(x=w)``).
 
     ``decompose`` (None, or a function of the same inputs and attrs) builds the same
     value out of other primitive ops: the fused model ops (linear, mse, l2 …) have
@@ -117,6 +119,12 @@ class Op:
         self.operator = operator
         self.__doc__ = doc or forward.__doc__
         _function_like(self, forward)
+        #: what a keyword given to apply may name: ``input_names`` (in the forward's order)
+        #: are bound as inputs, ``attr_names`` (a frozenset, so that apply tests a call's
+        #: keywords with one subset test) are attributes; ``any_attrs``: the forward takes
+        #: ``**attrs``, or its parameters are unknown, so any other keyword is an attribute
+        self.input_names, self.attr_names, self.any_attrs = _call_parameters(
+            self.__signature__, variadic, vjp, jvp)
         REGISTRY[name] = self
 
     def __repr__(self):
@@ -182,6 +190,30 @@ def _function_like(op, forward):
         op.__signature__ = None
 
 
+def _call_parameters(signature, variadic, vjp, jvp):
+    """(input names, attribute names, any_attrs) of an op with the call ``signature``.
+
+    The forward's parameters list the inputs first and then the attributes, without
+    marking where one ends: a forward with ``*xs`` has its attributes keyword-only,
+    and otherwise the op's inputs are as many as its rules (a tuple holds one rule or
+    NONDIFF per argument). Where neither tells (callable rules, no signature), every
+    named parameter may be given as an attribute, as before."""
+    if signature is None:
+        return (), frozenset(), True
+    params = list(signature.parameters.values())
+    any_attrs = any(p.kind is p.VAR_KEYWORD for p in params)
+    named = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    star = [k for k, p in enumerate(params) if p.kind is p.VAR_POSITIONAL]
+    if star:
+        n_inputs = star[0]
+    else:
+        n_inputs = max([len(rules) for rules in (vjp, jvp) if type(rules) is tuple] or [0])
+        if not n_inputs or variadic:
+            return (), frozenset(named), any_attrs
+    inputs = tuple(named[:n_inputs])
+    return inputs, frozenset(named[n_inputs:]), any_attrs
+
+
 def _multilinear_jvp(op, argnum, tangent, ans, *inputs, **attrs):
     args = list(inputs)
     args[argnum] = tangent
@@ -235,21 +267,79 @@ def _general_args(op, args, attrs):
     return None, inputs, graph
 
 
+def _bind_keywords(op, args, attrs):
+    """``(args, attrs)`` with the keywords that name ``op``'s inputs moved into ``args``,
+    bound as Python binds a call (``fg.exp(x=w)`` is ``fg.exp(w)``): an input given both
+    by position and by keyword, a required input left out, or a keyword that is neither
+    an input nor an attribute of the op is a UsageError."""
+    names = op.input_names
+    bound = list(args) + [_MISSING] * (len(names) - len(args))
+    rest = {}
+    for key, value in attrs.items():
+        if key in op.attr_names:
+            rest[key] = value
+        elif key in names:
+            k = names.index(key)
+            if k < len(args):
+                raise _call_error(op, f"got input {key!r} both by position and by keyword")
+            bound[k] = value
+        elif op.any_attrs:
+            rest[key] = value
+        else:
+            raise _call_error(op, f"got an unexpected keyword argument {key!r}: it is "
+                                  f"neither an input nor an attribute of {op.name}")
+    if len(args) >= len(names):   # no input was named (an unknown op's attributes)
+        return args, rest
+    defaults = [op.__signature__.parameters[name].default for name in names]
+    missing = [name for name, value, default in zip(names, bound, defaults)
+               if value is _MISSING and default is inspect.Parameter.empty]
+    if missing:
+        raise _call_error(op, "missing input " + ", ".join(map(repr, missing)))
+    while bound and bound[-1] is _MISSING:   # optional inputs left out at the end stay out,
+        bound.pop()                          # as if the call had stopped before them
+    return tuple(defaults[k] if v is _MISSING else v for k, v in enumerate(bound)), rest
+
+
+_MISSING = object()
+
+
+def _apply_keywords(op, args, attrs) -> Node:
+    """apply, once the keywords naming inputs are bound as inputs (or refused). The node's
+    site is found by walking out of this module's frames, to the user's call."""
+    args, attrs = _bind_keywords(op, args, attrs)
+    return apply(op, *args, **attrs)
+
+
+def _call_error(op, detail) -> UsageError:
+    return UsageError(f"{op.name}: {detail}; its signature is {op.name}{op.__signature__}"
+                      + at_user_line())
+
+
 def apply(op: Op, *args, **attrs) -> Node:
-    """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph)."""
+    """Add ``op(*args, **attrs)`` to the graph of its node arguments (or the default graph).
+    A keyword naming one of the op's inputs is bound as that input (``_apply_keywords``):
+    each branch asks only when there are keywords, so that a call without any (the unary
+    chain's) runs the same steps as before the keywords were checked."""
     n = len(args)
     first = args[0] if n else None
     # the common cases first: one node, or two nodes of one graph, none a weak scalar
     if n == 1 and type(first) is Node and not (first.op is None and first.weak):
         inputs, graph = args, first.graph
-        if not attrs and thread_state.__dict__.get("sharing") is graph:   # (sharing_graph)
+        if attrs:
+            if not op.attr_names.issuperset(attrs):
+                return _apply_keywords(op, args, attrs)
+        elif thread_state.__dict__.get("sharing") is graph:   # (sharing_graph)
             twin = graph.unary_twin(op, first)   # a sweep's cos(x): the forward's own
             if twin is not None:
                 return twin
     elif n == 2 and type(first) is Node and type(args[1]) is Node \
             and first.graph is args[1].graph and not (first.op is None and first.weak):
         inputs, graph = args, first.graph
+        if attrs and not op.attr_names.issuperset(attrs):
+            return _apply_keywords(op, args, attrs)
     else:
+        if attrs and not op.attr_names.issuperset(attrs):
+            return _apply_keywords(op, args, attrs)
         folded, inputs, graph = _general_args(op, args, attrs)
         if folded is not None:
             return folded

@@ -26,7 +26,7 @@ import functools
 
 import numpy as np
 
-from flowgrad.errors import ArgumentError
+from flowgrad.errors import ArgumentError, ShapeError
 
 from .base import (NONDIFF, Op, apply, as_node, at_user_line, fmt_shape, result_dtype,
                    shape_error)
@@ -102,8 +102,26 @@ def spatial_out(op_name, nodes, hw, kernel, stride, pads) -> tuple:
     out = tuple(out_len(n, k, s, lo, hi) for n, k, s, lo, hi in
                 zip(hw, kernel, stride, pads[0::2], pads[1::2]))
     if any(o is not None and o < 1 for o in out):
-        raise shape_error(op_name, nodes, f"the {kernel[0]}×{kernel[1]} window does not fit "
-                          f"the padded input {fmt_shape(hw)} (padding {pads})")
+        raise shape_error(op_name, nodes, window_misfit(hw, kernel, pads))
+    return out
+
+
+def window_misfit(hw, kernel, pads) -> str:
+    """The words for a window larger than its padded input, at build time and run time."""
+    return (f"the {kernel[0]}×{kernel[1]} window does not fit the padded input "
+            f"{fmt_shape(hw)} (padding {pads})")
+
+
+def fitted_out(op_name, hw, kernel, stride, pads) -> tuple:
+    """(OH, OW) for an input whose spatial shape ``hw`` is known only now: a None length
+    passes the build-time check and may then be fed shorter than the window, where the
+    strided slices would quietly give an empty result. So the kernels check again, with
+    the build-time ShapeError's words (the executors wrap it in a RunError naming the
+    node). A dask length not known yet (nan) passes."""
+    out = tuple(out_len(n, k, s, lo, hi) for n, k, s, lo, hi in
+                zip(hw, kernel, stride, pads[0::2], pads[1::2]))
+    if out[0] < 1 or out[1] < 1:
+        raise ShapeError(f"{op_name}: " + window_misfit(tuple(hw), kernel, pads))
     return out
 
 
@@ -172,8 +190,7 @@ def _by_channel(xp, g):
 
 def _conv_forward(xp, x, w, stride, pads):
     o, c, kh, kw = w.shape
-    hw = (x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])
-    out_hw = tuple(out_len(n, k, s, 0, 0) for n, k, s in zip(hw, (kh, kw), stride))
+    out_hw = fitted_out("conv2d", x.shape[2:], (kh, kw), stride, pads)
     cols = im2col(xp, pad_hw(xp, x, pads), (kh, kw), stride, out_hw)
     out = matmul_wide(xp, xp.reshape(w, (o, c * kh * kw)), cols)      # (O, N·OH·OW)
     # copied to NCHW, so that the elementwise ops and the pooling that follow (and their
@@ -185,6 +202,7 @@ def _conv_forward(xp, x, w, stride, pads):
 def _grad_x_forward(xp, g, w, x, stride, pads):
     o, c, kh, kw = w.shape
     n, _, oh, ow = g.shape
+    fitted_out("conv2d_grad_x", x.shape[2:], (kh, kw), stride, pads)
     g_last = xp.reshape(xp.transpose(g, (1, 2, 3, 0)), (o, oh * ow * n))   # batch last
     cols = matmul_wide(xp, xp.reshape(w, (o, c * kh * kw)).T, g_last)
     cols = xp.reshape(cols, (c, kh * kw, oh, ow, n))
@@ -194,6 +212,7 @@ def _grad_x_forward(xp, g, w, x, stride, pads):
 def _grad_w_forward(xp, x, g, kernel, stride, pads):
     n, o, oh, ow = g.shape
     c = x.shape[1]
+    fitted_out("conv2d_grad_w", x.shape[2:], kernel, stride, pads)
     cols = im2col(xp, pad_hw(xp, x, pads), kernel, stride, (oh, ow))
     dw = matmul_deep(xp, _by_channel(xp, g), cols.T)            # (O, C·kh·kw)
     return xp.reshape(dw, (o, c) + tuple(kernel))
@@ -274,7 +293,9 @@ def conv2d(x, w, b=None, stride=1, padding="valid"):
     pair (zeros on both sides), or "same" (OH = ⌈H / stride⌉, the odd zero at the
     bottom/right: PyTorch's "same" at stride 1, ONNX's SAME_UPPER at any stride).
     The batch N may be None (known at run time). No dilation and no groups (one kernel
-    sees every input channel).
+    sees every input channel). A window larger than the padded input is a ShapeError
+    when the node is built, or, for a height or width known only at run time, a
+    RunError of the run caused by the same ShapeError.
 
     Derivatives: x̄ = the transposed convolution of v̄ with w (wᵀ v̄ added back
     into the windows), w̄ = the correlation of x with v̄ (Σ over n, p, q of

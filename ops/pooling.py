@@ -20,26 +20,29 @@ from __future__ import annotations
 import functools
 
 from .base import NONDIFF, Op, apply, as_node, float_dtype
-from .conv import check_4d, check_window_attrs, pair, spatial_out, window_slices
+from .conv import check_4d, check_window_attrs, fitted_out, pair, spatial_out, window_slices
 from .windows import select, strided_view
 
 
-def _out_hw(x, size, stride):
-    return tuple((n - k) // s + 1 for n, k, s in zip(x.shape[2:], size, stride))
+_NO_PADS = (0, 0, 0, 0)
 
 
-def _windows(x, size, stride):
-    return [x[key] for key in window_slices(size, stride, _out_hw(x, size, stride))]
+def _windows(name, x, size, stride):
+    """x's window slices, one per offset; a ShapeError when the window does not fit x
+    (a run-time length shorter than the window, which would give empty slices)."""
+    out_hw = fitted_out(name, x.shape[2:], size, stride, _NO_PADS)
+    return [x[key] for key in window_slices(size, stride, out_hw)]
 
 
-def _first_max(xp, x, size, stride):
+def _first_max(xp, x, size, stride, name):
     """Per window offset k (row-major, as window_slices), a mask over the pooled shape:
     True where offset k holds its window's **first** maximum, or, in a window holding
     NaN, its **last** NaN (PyTorch's rule: move on when val > max or val is NaN). Each
     window has exactly one True among the masks. Equality with the window's maximum
     (one pass of ``maximum``) and a running "taken" mask cost a few boolean passes over
-    the pooled shape, where a running argmax (two where's per offset) cost 3× as much."""
-    wins = _windows(x, size, stride)
+    the pooled shape, where a running argmax (two where's per offset) cost 3× as much.
+    ``name``: the op asking, for the error when the window does not fit x."""
+    wins = _windows(name, x, size, stride)
     top = functools.reduce(xp.maximum, wins)     # NaN wherever the window holds one
     masks, taken = [], None
     for w in wins:
@@ -65,7 +68,7 @@ def _may_hold_nan(xp, top):
 
 
 def _max_forward(xp, x, size, stride):
-    wins = _windows(x, size, stride)
+    wins = _windows("max_pool2d", x, size, stride)
     if len(wins) == 1:           # a 1×1 window: a slice of x, never handed out as a view
         return wins[0].copy()
     return functools.reduce(xp.maximum, wins)
@@ -77,7 +80,7 @@ def _max_scatter_forward(xp, g, x, size, stride):
     overlap = any(s < k for s, k in zip(stride, size))
     out = xp.zeros(x.shape, dtype=g.dtype)
     keys = window_slices(size, stride, g.shape[2:])
-    for mask, key in zip(_first_max(xp, x, size, stride), keys):
+    for mask, key in zip(_first_max(xp, x, size, stride, "max_pool2d_scatter"), keys):
         if overlap:
             out[key] += select(xp, mask, g)    # (dask: a get, an add and a set, no view)
         else:
@@ -86,8 +89,8 @@ def _max_scatter_forward(xp, g, x, size, stride):
 
 
 def _max_gather_forward(xp, u, x, size, stride):
-    wins = _windows(u, size, stride)
-    masks = _first_max(xp, x, size, stride)
+    wins = _windows("max_pool2d_gather", u, size, stride)
+    masks = _first_max(xp, x, size, stride, "max_pool2d_gather")
     out = select(xp, masks[0], wins[0])
     for k in range(1, len(wins)):
         out = out + select(xp, masks[k], wins[k])
@@ -103,11 +106,12 @@ def _scatter_into(xp, x_shape, dtype, parts, size, stride, out_hw):
 
 
 def _avg_forward(xp, x, size, stride):
-    wins = _windows(x, size, stride)
+    wins = _windows("avg_pool2d", x, size, stride)
     return functools.reduce(lambda a, b: a + b, wins) / (size[0] * size[1])
 
 
 def _avg_grad_forward(xp, g, x, size, stride):
+    fitted_out("avg_pool2d_grad", x.shape[2:], size, stride, _NO_PADS)
     part = g / (size[0] * size[1])
     return _scatter_into(xp, x.shape, part.dtype, lambda k: part, size, stride, g.shape[2:])
 
@@ -174,7 +178,8 @@ def max_pool2d(x, size, stride=None):
     """The maximum of each size×size window of x (N, C, H, W), NCHW as PyTorch and ONNX.
 
     ``stride`` defaults to ``size``; no padding, incomplete windows dropped.
-    ``size``/``stride``: an int or (rows, columns).
+    ``size``/``stride``: an int or (rows, columns). A window larger than x is a
+    ShapeError (a RunError caused by it for a height or width known only at run time).
 
     Derivative: x̄ = v̄ at each window's maximum — the first in row-major order when
     several entries tie (as PyTorch), never split; zero elsewhere. Forward rule: ẋ at
@@ -189,7 +194,8 @@ def avg_pool2d(x, size, stride=None):
     """The mean of each size×size window of x (N, C, H, W), NCHW as PyTorch and ONNX.
 
     ``stride`` defaults to ``size`` (an int or (rows, columns)); no padding,
-    incomplete windows dropped.
+    incomplete windows dropped. A window larger than x is a ShapeError (a RunError
+    caused by it for a height or width known only at run time).
 
     Derivative: x̄ = v̄ / size² added into every window that holds the entry; linear,
     so the forward rule is avg_pool2d(ẋ).
