@@ -275,14 +275,19 @@ def _scan_vjp(spec, cts, needed, loop, inputs):
     _, outs = build_scan(step, ct0 + acc0 + nxt0, stacks + list(xs) + gseq + draws,
                          reverse=not spec.reverse, length=T,
                          name=f"{spec.name} vjp", shapes=shapes)
-    terms = [None] * len(inputs)
-    for pos, k in enumerate(fc):
-        terms[k] = outs[pos]
-    for pos, k in enumerate(fw):
-        terms[n_in + k] = outs[nf + pos]
-    n_fin = nf + nw + len(sub)
-    for pos, k in enumerate(fx):
-        terms[nc + k] = outs[n_fin + pos]
+    # the backward loop's results: the carries' cotangents, the captures' sums, the
+    # recorded next carries (not terms), then the stacked xs' cotangents
+    return _placed_terms(outs, len(inputs), needed, [
+        (0, fc), (nf, [n_in + k for k in fw]), (nf + nw + len(sub), [nc + k for k in fx])])
+
+
+def _placed_terms(outs, n, needed, groups):
+    """One term an input (None where it is not needed): each group gives the position in
+    ``outs`` of its first entry and the input positions its entries go to, in order."""
+    terms = [None] * n
+    for first, positions in groups:
+        for pos, i in enumerate(positions):
+            terms[i] = outs[first + pos]
     return [t if need else None for t, need in zip(terms, needed)]
 
 
