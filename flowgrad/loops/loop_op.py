@@ -460,7 +460,13 @@ def _spec_of(loop):
 
 
 def _out_forward(xp, loop, *inputs, index):
-    return loop.values[index]
+    value = loop.values[index]
+    # A 0-d numpy result leaves as a numpy scalar, as any op's 0-d result does: a loop
+    # of no iteration (or a branch returning its operand) would otherwise hand out the
+    # 0-d array it entered with, and one program's output type would depend on the run.
+    if type(value) is np.ndarray and value.ndim == 0:
+        return value[()]
+    return value
 
 
 def _out_infer(loop, *inputs, index):
