@@ -95,8 +95,9 @@ def test_a_graph_of_one_node_says_node():
     assert repr(g) == "<flowgrad.Graph with 1 node>"
 
 
-@pytest.mark.parametrize("codegen", [True, False])
-def test_a_loop_result_has_one_type_whatever_the_trip_count(codegen):
+@pytest.mark.parametrize("how", [dict(codegen=True), dict(codegen=False),
+                                 dict(backend="dask")], ids=["codegen", "interpreter", "dask"])
+def test_a_loop_result_has_one_type_whatever_the_trip_count(how):
     # 0 trips handed out the 0-d array the carry entered as, ≥ 1 a numpy scalar
     with fg.Graph():
         n = fg.placeholder("n", ())
@@ -105,7 +106,7 @@ def test_a_loop_result_has_one_type_whatever_the_trip_count(codegen):
         s, _ = fg.scan(lambda c, x: (c + x, None), fg.constant(0.0), xs)
         c = fg.cond(n > 0.0, lambda v: v + 1.0, lambda v: v, n)     # an identity branch
         reference = fg.sum(xs) * n                                  # an op's 0-d result
-        prog = fg.compile([w, s, c, reference], codegen=codegen)
+        prog = fg.compile([w, s, c, reference], **how)
         many = prog(n=3.0, xs=np.ones(2))
         none = prog(n=0.0, xs=np.zeros(0))
     assert many == [3.0, 2.0, 4.0, 6.0] and none == [0.0, 0.0, 0.0, 0.0]
