@@ -126,7 +126,8 @@ class CustomFunction:
         if kwargs:
             raise UsageError(f"{self.name}: a custom function takes its inputs "
                              f"positionally (got keywords {sorted(kwargs)})")
-        from .custom_op import build_call
+        from .custom_op import build_call, check_arguments
+        check_arguments(self, args)
         return build_call(self, args)
 
 

@@ -200,10 +200,6 @@ def build_call(fn, args, forward=None, label=None, lift=False):
     by the attribute ``lifted``, instead of being refused (fg.remat, whose rule replays
     the block and so differentiates them too; a user's rule could not)."""
     from .custom import graph_of
-    who = f"fg.remat({label})" if getattr(fn, "builtin_rule", False) else \
-        f"custom_{fn.kind} {fn.name!r}"
-    for k, a in enumerate(args):
-        _check_input(who, fn, k, a)
     graph = graph_of(args)
     xs = tuple(as_node(a, graph) for a in args)
     start = len(graph)
@@ -215,6 +211,7 @@ def build_call(fn, args, forward=None, label=None, lift=False):
         # op without a forward rule, which is when a custom rule is most needed
         out = forward(*(apply(custom_input, x, index=k) for k, x in enumerate(xs)))
         if not isinstance(out, Node) or out.graph is not graph:
+            who = caller(fn, label)
             remat = who.startswith("fg.remat")
             several = isinstance(out, (tuple, list, dict))
             raise DifferentiationError(
@@ -233,22 +230,33 @@ def build_call(fn, args, forward=None, label=None, lift=False):
         return apply(custom_call, out, *xs, fn=fn)
 
 
-def _check_input(who, fn, k, a):
+def caller(fn, label=None) -> str:
+    """How errors name a call of ``fn``: fg.remat(block) for a remat block (one
+    registered function serves them all), else the custom function itself."""
+    if getattr(fn, "builtin_rule", False):
+        return f"fg.remat({label})"
+    return f"custom_{fn.kind} {fn.name!r}"
+
+
+def check_arguments(fn, args, label=None):
     """Refuse a tuple, list or dict holding nodes as one argument, by name: a custom
     function (or remat block) takes each input as its own node (the rule gives one term
     per input), and making a constant of the container failed deep in leaves.py with a
     TypeError about constants."""
-    if isinstance(a, (tuple, list, dict)):
-        from .pytree import flatten
+    from .pytree import flatten
+    for k, a in enumerate(args):
+        if not isinstance(a, (tuple, list, dict)):
+            continue
         try:
             leaves = flatten(a)[0]
         except Exception:                 # not a pytree we know: as_node says what it is
-            return
+            continue
         if any(isinstance(v, Node) for v in leaves):
             raise UsageError(
-                f"{who}: argument {k} ({fn.arg_name(k)!r}) is a {type(a).__name__} of "
-                f"nodes; a custom function takes nodes (or arrays, numbers) as separate "
-                f"arguments, not tuples, lists or dicts of them: pass its entries one by one")
+                f"{caller(fn, label)}: argument {k} ({fn.arg_name(k)!r}) is a "
+                f"{type(a).__name__} of nodes; a custom function takes nodes (or arrays, "
+                f"numbers) as separate arguments, not tuples, lists or dicts of them: pass "
+                f"its entries one by one")
 
 
 def _closures(graph, start, xs) -> list:

@@ -29,7 +29,7 @@ import functools
 
 from .autodiff import vjp_above
 from .custom import CustomFunction
-from .custom_op import build_call, custom_call, stand_ins
+from .custom_op import build_call, check_arguments, custom_call, stand_ins
 from .errors import DifferentiationError, UsageError
 from .ops.base import NONDIFF, Op, apply, reapply
 
@@ -126,5 +126,6 @@ def remat(block):
         if kwargs:
             raise UsageError(f"fg.remat({label}): pass the inputs positionally "
                              f"(got keywords {sorted(kwargs)})")
+        check_arguments(REMAT, args, label)
         return build_call(REMAT, args, forward=block, label=label, lift=True)
     return call
