@@ -42,6 +42,7 @@ from .training.callbacks import ModelCheckpoint, ReduceLROnPlateau, TerminateOnN
 from .custom import custom_jvp, custom_vjp  # noqa: F401  (issue 21: your own rules)
 from . import custom_op as _custom_op  # noqa: F401,E402  (registers custom_call)
 from .remat import remat  # noqa: F401,E402  (issue 21: recompute in the backward pass)
+from . import seeds as _seeds  # noqa: F401,E402  (registers shaped_like: a seed held to its input)
 from .loops.build import cond, fori_loop, scan, while_loop  # noqa: F401,E402  (issue 20: loops)
 from .loops.loop_op import LoopLimitError  # noqa: F401,E402
 

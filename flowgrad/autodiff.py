@@ -377,10 +377,10 @@ def vjp(y: Node, x, ybar):
     _require_node(y, "vjp")
     xs, single = node_list(x, "vjp", "x")
     _check_wrt(xs)
-    ybar = as_node(ybar, y.graph)
-    if ybar.shape != y.shape and None not in y.shape:
-        raise DifferentiationError(f"vjp: the cotangent has shape {ybar.shape}, "
-                                   f"but {y.name!r} has shape {y.shape}")
+    from flowgrad.seeds import seed_for
+    if isinstance(ybar, Node) and ybar.graph is not y.graph:
+        same_graph([y, ybar])                        # raises, naming both
+    ybar = seed_for(ybar, y, "vjp", "cotangent")
     adj = _adjoints(y, xs, seed=ybar, keep={x.id for x in xs})
     out = [adj[n] if n in adj else _zeros(n) for n in xs]
     return out[0] if single else out
@@ -432,12 +432,11 @@ def jvp(y: Node, x, xdot):
         raise DifferentiationError(f"jvp: {len(xs)} inputs but {len(xdots)} tangents")
     graph = same_graph([y, *xs])
     tangents = {}
+    from flowgrad.seeds import seed_for
     for n, t in zip(xs, xdots):
-        t = as_node(t, graph)
-        if t.shape != n.shape and None not in n.shape:
-            raise DifferentiationError(f"jvp: the tangent has shape {t.shape}, "
-                                       f"but {n.name!r} has shape {n.shape}")
-        tangents[n.id] = t
+        if isinstance(t, Node) and t.graph is not graph:
+            same_graph([n, t])                       # raises, naming both
+        tangents[n.id] = seed_for(t, n, "jvp", "tangent")
     with gc_paused():
         return _forward_sweep(graph, y, tangents)
 

@@ -76,5 +76,12 @@ def remat_after(b, node, ins, bat):
     return _apply(node.op, ins, node.attrs)
 
 
+def shaped_like(b, node, ins, bat):
+    # a seed held to its input's shape (flowgrad/seeds.py): batched, the seed itself (a
+    # per-example seed has the batch axis its input lacks; the check is the build's)
+    from .batching import Unbatched
+    return ins[0] if bat[0] else Unbatched(ins[0])
+
+
 CALL_RULES = {"custom_call": custom_call, "custom_input": custom_input,
-              "remat_after": remat_after}
+              "remat_after": remat_after, "shaped_like": shaped_like}

@@ -47,7 +47,7 @@ from __future__ import annotations
 import functools
 import inspect
 
-from .errors import DifferentiationError, GraphError
+from .errors import DifferentiationError, GraphError, UsageError
 from .graph import Node, default_graph
 
 __all__ = ["custom_vjp", "custom_jvp", "CustomFunction", "registered", "unregister"]
@@ -124,9 +124,10 @@ class CustomFunction:
 
     def __call__(self, *args, **kwargs):
         if kwargs:
-            raise TypeError(f"{self.name}: a custom function takes its inputs positionally "
-                            f"(got keywords {sorted(kwargs)})")
-        from .custom_op import build_call
+            raise UsageError(f"{self.name}: a custom function takes its inputs "
+                             f"positionally (got keywords {sorted(kwargs)})")
+        from .custom_op import build_call, check_arguments
+        check_arguments(self, args)
         return build_call(self, args)
 
 

@@ -8,9 +8,11 @@ that gives the other mode).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .autodiff import ancestors_above, vjp_above
 from .composite import composite
-from .errors import DifferentiationError
+from .errors import DifferentiationError, UsageError
 from .graph import Node
 from .ops.base import NONDIFF, REGISTRY, Op, apply, as_node, fmt_shape
 
@@ -37,8 +39,9 @@ def _same_shape(a, b) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
-def _check_node(fn, term, like, what):
-    """``term`` must be a float node of ``like``'s graph and shape (``what`` names it)."""
+def _check_node(fn, term, like, what, incoming=()):
+    """``term`` must be a float node of ``like``'s graph and shape (``what`` names it),
+    of a dtype no wider than ``like``'s and the ``incoming`` cotangent's or tangents'."""
     if not isinstance(term, Node):
         raise DifferentiationError(
             f"custom_{fn.kind} {fn.name!r}: its rule returned {type(term).__name__} for "
@@ -51,6 +54,28 @@ def _check_node(fn, term, like, what):
             f"custom_{fn.kind} {fn.name!r}: the rule's node for {what} has shape "
             f"{fmt_shape(term.shape)} and dtype {term.dtype}, but it must have "
             f"{fmt_shape(like.shape)} (the shape of {like.name!r}) and a float dtype")
+    if _float(like) and not getattr(fn, "builtin_rule", False):
+        _check_dtype(fn, term, like, what, incoming)
+
+
+def _check_dtype(fn, term, like, what, incoming):
+    """Refuse a rule that widens the dtype: a float32 input must not get a float64
+    gradient because the rule multiplied by a float64 constant (PyTorch refuses the
+    same). The term may have ``like``'s dtype, or the dtype ``like`` promotes to with
+    the cotangent (or tangents) the rule was given: a float64 cotangent reaching a
+    float32 call (a float64 op after it) gives a float64 gradient, as a built-in op's
+    rule would. (fg.remat's rule is the built-in sweep itself: it is not checked.)"""
+    wider = np.result_type(like.dtype, *incoming)
+    if term.dtype == like.dtype or term.dtype == wider:
+        return
+    given = ", ".join(sorted({str(np.dtype(d)) for d in incoming})) or "none"
+    given = f"its cotangent is {given}" if fn.kind == "vjp" else f"its tangents are {given}"
+    raise DifferentiationError(
+        f"custom_{fn.kind} {fn.name!r}: its rule {getattr(fn.rule, '__name__', '?')!r} "
+        f"returned dtype {term.dtype} for {what}, but {like.name!r} has dtype {like.dtype} "
+        f"and {given}: a rule must not change the dtype; a constant of "
+        f"another dtype in the rule promotes it (make it with dtype={str(like.dtype)!r}, "
+        f"or fg.astype the term)")
 
 
 def vjp_terms(fn, g, ans, xs):
@@ -68,7 +93,7 @@ def vjp_terms(fn, g, ans, xs):
             f"(or None) per input, in order ({', '.join(map(fn.arg_name, range(len(xs))))})")
     for k, (term, x) in enumerate(zip(out, xs)):
         if term is not None:
-            _check_node(fn, term, x, f"the gradient of {fn.arg_name(k)!r}")
+            _check_node(fn, term, x, f"the gradient of {fn.arg_name(k)!r}", [g.dtype])
     return list(out)
 
 
@@ -77,7 +102,8 @@ def jvp_out(fn, tangents, ans, xs):
     if fn.rule is None:
         raise _no_rule(fn, "forward-mode")
     out = fn.rule(list(tangents), ans, *xs)
-    _check_node(fn, out, ans, "the output's tangent")
+    _check_node(fn, out, ans, "the output's tangent",
+                [t.dtype for t in tangents if t is not None])
     return out
 
 
@@ -185,9 +211,14 @@ def build_call(fn, args, forward=None, label=None, lift=False):
         # op without a forward rule, which is when a custom rule is most needed
         out = forward(*(apply(custom_input, x, index=k) for k, x in enumerate(xs)))
         if not isinstance(out, Node) or out.graph is not graph:
+            who = caller(fn, label)
+            remat = who.startswith("fg.remat")
+            several = isinstance(out, (tuple, list, dict))
             raise DifferentiationError(
-                f"custom_{fn.kind} {fn.name!r}: the forward must return one flowgrad node "
-                f"of its inputs' graph, got {type(out).__name__}")
+                f"{who}: the {'block' if remat else 'forward'} must return one flowgrad "
+                f"node of its inputs' graph, got {type(out).__name__}" +
+                ("; for several results, fg.remat one block per result, or concatenate "
+                 "them" if remat and several else ""))
         free = _closures(graph, start, xs)
         if free and not lift:
             from .loops.body import captured_outer   # a body's capture: the user's node
@@ -200,6 +231,35 @@ def build_call(fn, args, forward=None, label=None, lift=False):
         if free:
             return apply(custom_call, out, *xs, *free, fn=fn, lifted=len(free))
         return apply(custom_call, out, *xs, fn=fn)
+
+
+def caller(fn, label=None) -> str:
+    """How errors name a call of ``fn``: fg.remat(block) for a remat block (one
+    registered function serves them all), else the custom function itself."""
+    if getattr(fn, "builtin_rule", False):
+        return f"fg.remat({label})"
+    return f"custom_{fn.kind} {fn.name!r}"
+
+
+def check_arguments(fn, args, label=None):
+    """Refuse a tuple, list or dict holding nodes as one argument, by name: a custom
+    function (or remat block) takes each input as its own node (the rule gives one term
+    per input), and making a constant of the container failed deep in leaves.py with a
+    TypeError about constants."""
+    from .pytree import flatten
+    for k, a in enumerate(args):
+        if not isinstance(a, (tuple, list, dict)):
+            continue
+        try:
+            leaves = flatten(a)[0]
+        except Exception:                 # not a pytree we know: as_node says what it is
+            continue
+        if any(isinstance(v, Node) for v in leaves):
+            raise UsageError(
+                f"{caller(fn, label)}: argument {k} ({fn.arg_name(k)!r}) is a "
+                f"{type(a).__name__} of nodes; a custom function takes nodes (or arrays, "
+                f"numbers) as separate arguments, not tuples, lists or dicts of them: pass "
+                f"its entries one by one")
 
 
 def _closures(graph, start, xs) -> list:

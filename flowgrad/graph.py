@@ -147,7 +147,8 @@ class Graph:
         return len(self._handles)
 
     def __repr__(self) -> str:
-        return f"<flowgrad.Graph with {len(self)} nodes>"
+        n = len(self)
+        return f"<flowgrad.Graph with {n} node{'' if n == 1 else 's'}>"
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         from .viz.notebook import mimebundle  # a drawing in Jupyter, text without `dot`
@@ -623,12 +624,25 @@ def _user_site():
 
 def same_graph(nodes) -> Graph:
     """The one graph all ``nodes`` belong to; mixing graphs is a GraphError."""
-    graph = None
+    graph = first = None
     for n in nodes:
         if graph is None:
-            graph = n.graph
+            graph, first = n.graph, n
         elif n.graph is not graph:
-            raise GraphError(
-                f"nodes from two graphs mixed: {n.name!r} belongs to {n.graph!r}, "
-                f"but {graph!r} was expected; build them inside one `with fg.Graph()`")
+            raise GraphError(mixed_graphs(first, n))
     return graph
+
+
+def mixed_graphs(a, b) -> str:
+    """What to say when nodes ``a`` and ``b`` of two graphs meet. A loop or branch body
+    is traced into a graph of its own (flowgrad/loops/build.py marks it ``loop_body``),
+    so a node kept from inside a body and used outside it is the usual cause: say so."""
+    for inner, other in ((b, a), (a, b)):
+        body = getattr(inner.graph, "loop_body", None)
+        if body is not None and other.graph is not inner.graph:
+            return (f"node {inner.name!r} was built inside the body of {body} and is used "
+                    f"outside it (with {other.name!r}): a node built inside a loop or branch "
+                    "body exists only in that body; return it from the body (as a carry or "
+                    "an output) and use the loop's result instead")
+    return (f"nodes from two graphs mixed: {b.name!r} belongs to {b.graph!r}, but "
+            f"{a.graph!r} was expected; build them inside one `with fg.Graph()`")

@@ -71,11 +71,11 @@ def hvp(f: Node, x, v, mode: str = "fwd-rev"):
     if len(xs) != len(vs):
         raise DifferentiationError(f"hvp: {len(xs)} inputs but {len(vs)} vectors")
     graph = same_graph([f, *xs])
-    vs = [as_node(t, graph) for t in vs]
-    for n, t in zip(xs, vs):
-        if t.shape != n.shape and None not in n.shape:
-            raise DifferentiationError(f"hvp: the vector has shape {t.shape}, "
-                                       f"but {n.name!r} has shape {n.shape}")
+    from flowgrad.seeds import seed_for
+    for t in vs:
+        if isinstance(t, Node):
+            same_graph([f, t])                       # raises, naming both
+    vs = [seed_for(t, n, "hvp", "vector") for n, t in zip(xs, vs)]
     gs = grad(f, xs)
     if mode == "fwd-rev":
         out = [jvp(g, xs, vs) for g in gs]

@@ -29,8 +29,8 @@ import functools
 
 from .autodiff import vjp_above
 from .custom import CustomFunction
-from .custom_op import build_call, custom_call, stand_ins
-from .errors import DifferentiationError
+from .custom_op import build_call, check_arguments, custom_call, stand_ins
+from .errors import DifferentiationError, UsageError
 from .ops.base import NONDIFF, Op, apply, reapply
 
 __all__ = ["remat"]
@@ -106,6 +106,9 @@ def _no_forward(*args):
 REMAT = CustomFunction(_no_forward, "vjp", name="flowgrad.remat")
 REMAT.defvjp(_remat_vjp)
 REMAT.label = "remat"   # formulas write remat(…); a box is named after its block
+#: its rule is the built-in reverse sweep of the block, whose dtypes are autodiff's own:
+#: custom_op's check that a user's rule keeps the dtype does not apply
+REMAT.builtin_rule = True
 
 
 def remat(block):
@@ -121,7 +124,8 @@ def remat(block):
     @functools.wraps(block)
     def call(*args, **kwargs):
         if kwargs:
-            raise TypeError(f"fg.remat({label}): pass the inputs positionally "
-                            f"(got keywords {sorted(kwargs)})")
+            raise UsageError(f"fg.remat({label}): pass the inputs positionally "
+                             f"(got keywords {sorted(kwargs)})")
+        check_arguments(REMAT, args, label)
         return build_call(REMAT, args, forward=block, label=label, lift=True)
     return call

@@ -186,7 +186,8 @@ ARRAY_RESULT.update({"leaky_relu", "elu"})    # their kernels end in xp.where: 0
 # identities (issue 21): stop_gradient, a custom function's call and input stand-ins and a
 # remat block's ordering hand their first input back; the others are dependencies only
 # ("{}" formats the first argument and ignores the rest)
-PASS_THROUGH = frozenset({"stop_gradient", "custom_call", "custom_input", "remat_after"})
+PASS_THROUGH = frozenset({"stop_gradient", "custom_call", "custom_input", "remat_after",
+                          "shaped_like"})
 KERNELS.update({name: "{}" for name in PASS_THROUGH})
 
 

@@ -93,6 +93,9 @@ def _extra_cases():
         ("stop_gradient", lambda a, b: a * fg.stop_gradient(b) + b, [z, _r.normal(size=(4, 3))]),
         ("remat", lambda a: fg.remat(lambda x: fg.tanh(x) * 2.0)(a), [z]),
         ("custom_vjp", lambda a: _clipped_identity(a) * a, [z]),
+        # a derivative's seed held to its input's shape (flowgrad/seeds.py)
+        ("shaped_like", lambda a, b: fg.ops.base.apply(REGISTRY["shaped_like"], fg.tanh(a), b)
+         * b, [z, _r.normal(size=(4, 3))]),
         ("astype there and back", lambda a: fg.astype(fg.astype(a, "float32"), "float64"), [z]),
     ]
     return out
@@ -108,7 +111,7 @@ SECOND_ORDER = {"add (3,1)+(1,4)", "maximum (3,1),(1,4)", "getitem int array rep
                 "avg_pool2d 3 stride 2", "gelu", "remat"}
 #: case ids also built with placeholders of unknown lengths (None), as a batch would be
 UNKNOWN_LENGTHS = {"bce mean", "concatenate axis=0", "mse mean", "mean axis=-1",
-                   "reshape None", "sub (2,3)-(3,)"}
+                   "reshape None", "sub (2,3)-(3,)", "shaped_like"}
 
 
 def _all_cases():

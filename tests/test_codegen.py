@@ -151,6 +151,8 @@ _SCALAR_OPS.update({   # identities (issue 21): custom_call, custom_input and re
     "stop_gradient": lambda a, b: fg.stop_gradient(a * b) + a * fg.stop_gradient(b),
     "custom_call": lambda a: _scalar_custom(a), "custom_input": lambda a: _scalar_custom(a),
     "remat_after": lambda a, b: fg.remat(lambda u, v: fg.sin(u) * v)(a, b),
+    # a derivative's seed held to its input's shape (flowgrad/seeds.py)
+    "shaped_like": lambda a, b: apply(REGISTRY["shaped_like"], fg.sin(a), b) * b,
 })
 
 

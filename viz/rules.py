@@ -257,7 +257,9 @@ def _no_flow(why):
     return lambda c: NoFlow(why)
 
 # remat_after(x, g): x's value read once g exists; v̄ passes to x, g is an ordering only
-REMAT = {"remat_after": _fixed(plus(V), NoFlow("an ordering dependency"))}
+REMAT = {"remat_after": _fixed(plus(V), NoFlow("an ordering dependency")),
+         # shaped_like(t, x): a derivative's seed t held to x's shape; x gives its shape
+         "shaped_like": _fixed(plus(V), NoFlow("its shape only"))}
 
 TABLE = {**REMAT, **ELEMENTWISE, **REDUCTIONS, **SHAPES, **INDEXING, **LINALG, **LOSSES, **CONV, **VOCAB,
          **{name: _no_flow(why) for name, why in NO_FLOW.items()}}

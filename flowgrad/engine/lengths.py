@@ -430,6 +430,16 @@ def _loop_out(out, ins, attrs):
 
 RULES.update({"loop": _loop, "loop_out": _loop_out})
 
+
+def _shaped_like(out, ins, attrs):
+    """shaped_like(t, x) (flowgrad/seeds.py): a derivative's seed has its input's shape,
+    axis by axis, never broadcast; the value is t's."""
+    yield from (("in", (0, a), (1, a)) for a in range(len(out)))
+    yield from ((0, a, a) for a in range(len(out)))
+
+
+RULES["shaped_like"] = _shaped_like
+
 #: op name -> (attribute, input position): a rule that needs an attribute of an input's
 #: node gets it among its own attrs (a loop result's rule reads its loop's spec)
 INPUT_ATTRS = {"loop_out": ("spec", 0)}

@@ -236,7 +236,8 @@ def _definition(defs, data, r):
 VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "squeeze",
                       "broadcast_to", "broadcast_like", "getitem", "sum_to", "concat_part",
                       # identities (issue 21): they hand their first input back
-                      "stop_gradient", "custom_call", "custom_input", "remat_after"})
+                      "stop_gradient", "custom_call", "custom_input", "remat_after",
+                      "shaped_like"})
 
 
 def storage_root(rep, defs, data, nid):

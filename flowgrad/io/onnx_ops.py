@@ -526,7 +526,8 @@ REFUSED["qr"] += "; fg.lstsq is built on qr, so a graph using lstsq is refused t
 # issue 21: stop_gradient's value is its input; a custom function's is its forward's
 # (argument 0 of custom_call), a remat block's input read late is the input (argument 0
 # of remat_after: the ordering it imposes is a memory matter); rules are gradient nodes
-@converts("stop_gradient", "custom_call", "custom_input", "remat_after")
+# (shaped_like: a derivative's seed, its value; its shape check is flowgrad's run-time one)
+@converts("stop_gradient", "custom_call", "custom_input", "remat_after", "shaped_like")
 def _identity(e, **attrs):
     return e.op("Identity", [e.arg(0)])
 

@@ -17,6 +17,7 @@ loops read the records where the body would draw, so they see the forward's draw
 """
 from __future__ import annotations
 
+import inspect
 import numbers
 
 import numpy as np
@@ -49,6 +50,16 @@ def _where() -> str | None:
     return f"{site[0]}:{site[1]}" if site else None
 
 
+def _traced(fn, specs, name, graph):
+    """``fn`` traced into a body of the loop ``name`` built in ``graph``; its graph is
+    marked as a body, so that a node of it used outside (kept in a Python list from
+    inside the body) is named as such (graph.mixed_graphs), not as two user graphs."""
+    body = trace(fn, specs, name, outer=[graph])
+    where = _where()
+    body.graph.loop_body = f"a {name}" + (f" built at {where}" if where else "")
+    return body
+
+
 def _nodes(leaves, graph, what, name):
     out = []
     for k, v in enumerate(leaves):
@@ -56,6 +67,24 @@ def _nodes(leaves, graph, what, name):
             raise UsageError(f"{name}: {what} entry {k} is None; give a node or a number")
         out.append(as_node(v, graph))
     return out
+
+
+def _check_takes(fn, args, name, what):
+    """Refuse, before tracing, a function that cannot be called with the parameters
+    ``args`` (their names, in order) the loop will pass: Python's own TypeError would
+    come from inside the loop's machinery and not say what the loop expects."""
+    if not callable(fn):
+        raise UsageError(f"{name}: the {what} must be a function, got {type(fn).__name__}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return                                   # (a builtin without one: let it run)
+    try:
+        sig.bind(*args)
+    except TypeError:
+        raise UsageError(f"{name}: the {what} must take ({', '.join(args)}), but "
+                         f"{getattr(fn, '__name__', 'it')}{sig} does not"
+                         + (f"\n  at {_where()}" if _where() else "")) from None
 
 
 def _split_step(out, name):
@@ -113,7 +142,7 @@ def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph
         ny_box.append(len(ys))
         return list(carry) + list(ys)
 
-    body = trace(traced, specs, name, outer=[graph])
+    body = _traced(traced, specs, name, graph)
     outs = body.outs
     for k in range(nc):
         same_spec(name, f"carry entry {k}", outs[k], init[k], shapes[k])
@@ -137,6 +166,7 @@ def scan(step, init, xs=None, length=None, reverse=False):
     Its vjp is a scan backwards over the step's vjp, reading the T carries the forward
     keeps; its jvp a scan carrying tangents."""
     name = "scan"
+    _check_takes(step, ("carry", "x"), name, "step function")
     init_leaves, init_def = flatten(init)
     xs_leaves, xs_def = flatten(xs) if xs is not None else ([], None)
     if xs is None and length is None:
@@ -178,10 +208,10 @@ def build_while(cond_flat, body_flat, init, max_iters, name="while_loop", graph=
     graph = graph or _graph_of(init)
     nc = len(init)
     specs = [(n.shape, n.dtype) for n in init]
-    body = trace(lambda p: list(body_flat(p)), specs, name, outer=[graph])
+    body = _traced(lambda p: list(body_flat(p)), specs, name, graph)
     for k in range(nc):
         same_spec(name, f"carry entry {k}", body.outs[k], init[k])
-    test = trace(lambda p: [cond_flat(p)], specs, name + " condition", outer=[graph])
+    test = _traced(lambda p: [cond_flat(p)], specs, name + " condition", graph)
     pred = test.outs[0]
     if pred.shape != () or pred.dtype != np.bool_:
         raise ShapeError(f"{name}: the condition must be a 0-d bool node, got shape "
@@ -221,6 +251,8 @@ def while_loop(cond_fn, body_fn, init, max_iters=1000):
     if not isinstance(max_iters, numbers.Integral) or isinstance(max_iters, bool) \
             or max_iters < 0:
         raise UsageError(f"{name}: max_iters must be a non-negative int, got {max_iters!r}")
+    _check_takes(cond_fn, ("carry",), name, "condition")
+    _check_takes(body_fn, ("carry",), name, "body")
     leaves, tdef = flatten(init)
     graph = _graph_of(leaves)
     nodes = _nodes(leaves, graph, "init", name)
@@ -241,12 +273,14 @@ def while_loop(cond_fn, body_fn, init, max_iters=1000):
 
 def fori_loop(lower, upper, body_fn, init):
     """``for i in range(lower, upper): c = body_fn(i, c)``; returns the final carry.
-    ``i`` is a 0-d int64 node. Python-int bounds make a scan of ``upper - lower`` steps;
-    node bounds a while loop (up to 2**31 steps)."""
+    ``i`` is a 0-d int64 node. The bounds are ints (Python or numpy) or 0-d integer
+    nodes; a float or bool bound is refused, as ``range`` refuses it. Int bounds make a
+    scan of ``upper - lower`` steps; node bounds a while loop (up to 2**31 steps)."""
     name = "fori_loop"
+    _check_takes(body_fn, ("i", "carry"), name, "body")
+    lower, upper = _bound(lower, "lower"), _bound(upper, "upper")
     leaves, tdef = flatten(init)
-    static = all(isinstance(b, numbers.Integral) and not isinstance(b, bool)
-                 for b in (lower, upper))
+    static = not isinstance(lower, Node) and not isinstance(upper, Node)
     graph = _graph_of(leaves + [b for b in (lower, upper) if isinstance(b, Node)])
     nodes = _nodes(leaves, graph, "init", name)
     i0 = as_node(np.asarray(lower, np.int64), graph) if static else \
@@ -262,12 +296,34 @@ def fori_loop(lower, upper, body_fn, init):
 
     if static:
         _, outs = build_scan(lambda c, x: (body_flat(c), []), [i0, *nodes], [],
-                             length=max(0, int(upper) - int(lower)), name=name, graph=graph)
+                             length=max(0, upper - lower), name=name, graph=graph)
     else:
         hi = as_node(upper, graph)
         _, outs = build_while(lambda c: c[0] < hi, body_flat, [i0, *nodes], 2 ** 31,
                               name, graph)
     return unflatten(tdef, outs[1:1 + len(nodes)])
+
+
+def _bound(b, which):
+    """A fori_loop bound as a Python int or a 0-d integer node. A float or bool is
+    refused: lowering it to an int64 counter while the other bound is compared as a
+    float counted trips no ``range`` would (fori_loop(0, 2.5) ran 3)."""
+    where = f"\n  at {_where()}" if _where() else ""
+    if isinstance(b, Node):
+        if b.dtype.kind not in "iu":
+            raise UsageError(f"fori_loop: the {which} bound {b.name!r} has dtype {b.dtype}; "
+                             f"a node bound must have an integer dtype (fg.astype it to "
+                             f"'int64' if you mean to truncate){where}")
+        if b.shape != ():
+            raise ShapeError(f"fori_loop: the {which} bound {b.name!r} has shape "
+                             f"{fmt_shape(b.shape)}; a node bound is 0-d{where}")
+        return b
+    if isinstance(b, np.ndarray) and b.shape == () and b.dtype.kind in "iu":
+        return int(b)
+    if isinstance(b, numbers.Integral) and not isinstance(b, (bool, np.bool_)):
+        return int(b)
+    raise UsageError(f"fori_loop: the {which} bound must be an int or a 0-d integer node, "
+                     f"got {type(b).__name__} {b!r:.40}{where}")
 
 
 def _as_int(node):
@@ -292,8 +348,8 @@ def build_cond(pred, then_flat, else_flat, operands, name="cond", graph=None):
     ``(loop node, results)``."""
     graph = graph or _graph_of([pred, *operands])
     specs = [(n.shape, n.dtype) for n in operands]
-    then_b = trace(lambda p: list(then_flat(p)), specs, name + " (then)", outer=[graph])
-    else_b = trace(lambda p: list(else_flat(p)), specs, name + " (else)", outer=[graph])
+    then_b = _traced(lambda p: list(then_flat(p)), specs, name + " (then)", graph)
+    else_b = _traced(lambda p: list(else_flat(p)), specs, name + " (else)", graph)
     if len(then_b.outs) != len(else_b.outs):
         raise UsageError(f"{name}: the branches return {len(then_b.outs)} and "
                          f"{len(else_b.outs)} values; they must return the same structure")

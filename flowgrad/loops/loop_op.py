@@ -379,7 +379,16 @@ def run_loop(spec, xp, vals) -> tuple:
     # one look-up a loop run (none an iteration): a plain run records nothing
     recorder = getattr(_RECORDING, "recorder", None)
     run = recorder.start(spec) if recorder is not None else None
-    return _RUNNERS[spec.kind](spec, xp, vals, run)
+    return _scalars(_RUNNERS[spec.kind](spec, xp, vals, run))
+
+
+def _scalars(results) -> tuple:
+    """The results with each 0-d numpy array as a numpy scalar, as any op's 0-d result
+    is: a loop of no iteration (or a branch returning its operand) would otherwise hand
+    out the 0-d array it entered with where an iteration gives a scalar, and one
+    program's output type would depend on the run (on numpy, and on dask, whose task
+    runs this on numpy)."""
+    return tuple(v[()] if type(v) is np.ndarray and v.ndim == 0 else v for v in results)
 
 
 # -- recording iterations (traces only) -------------------------------------------------
