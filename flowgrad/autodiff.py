@@ -197,6 +197,8 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             if term is not None:
                 if term.shape != inp.shape:
                     term = sum_to_like(term, inp)
+                if term.dtype != inp.dtype:
+                    term = as_input_dtype(term, inp)
                 if iid in pending:   # (a first term, the common case, without a call)
                     _add_term(pending, iid, term)
                 else:
@@ -240,8 +242,21 @@ def _all_terms(rule, g, node, inputs, attrs, active, pending, marks, y):
     for inp, term, need in zip(inputs, terms, needed):
         if need and term is not None:
             term = sum_to_like(term, inp)
+            if term.dtype != inp.dtype:
+                term = as_input_dtype(term, inp)
             _add_term(pending, inp.id, term)
             _mark_built(marks, data, first_new, term.id, inp.id, y.id, nested, done)
+
+
+def as_input_dtype(term, inp):
+    """A float input's adjoint term in the input's own dtype: a forward that promoted a
+    float32 x (x·c with c float64) gives float64 terms, and x̄ is float32 as x is (as
+    PyTorch's and JAX's gradients). Other terms (an input that is not a float, a complex
+    term) stay as the rule built them."""
+    if inp.dtype.kind == "f" and term.dtype.kind == "f":
+        from flowgrad.ops import astype
+        return astype(term, inp.dtype)
+    return term
 
 
 def _call_rule(rule, /, *args, **attrs):

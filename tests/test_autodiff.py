@@ -109,3 +109,26 @@ def test_broadcast_gradients_are_summed_back_to_each_input_shape():
     np.testing.assert_allclose(va, 2.0 * B.sum() * np.ones((3, 1)))
     np.testing.assert_allclose(vb, 2.0 * A.sum() * np.ones((1, 4)))
     assert vs == pytest.approx(float((A * B).sum()))
+
+
+@pytest.mark.parametrize("build, closed_form", [
+    (lambda x, c: fg.sum(x * c), lambda x, c: c),          # promoted by a float64 constant
+    (lambda x, c: fg.sum(fg.astype(x * c, "float32")), lambda x, c: c),   # … and cast back
+    (lambda x, c: fg.sum(fg.exp(x) * fg.sin(c * x)),
+     lambda x, c: np.exp(x) * (np.sin(c * x) + c * np.cos(c * x))),
+])
+def test_a_float32_input_gets_a_float32_gradient_when_the_forward_promotes(build,
+                                                                          closed_form):
+    """x̄ has x's dtype, as in PyTorch and JAX, whatever dtype the forward computed in
+    (here float64: a float64 constant); its values are the float64 closed form's."""
+    X = np.array([0.5, -1.0, 2.0], np.float32)
+    C = np.array([1.0, 2.0, 3.0])
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,), dtype="float32")
+        gx = fg.grad(build(x, fg.constant(C)), x)
+        hx = fg.grad(fg.sum(gx * gx), x)                   # and the second order
+        assert gx.dtype == np.float32 and hx.dtype == np.float32
+        for codegen in (True, False):
+            g, h = fg.compile([gx, hx], codegen=codegen)(x=X)
+            assert g.dtype == np.float32 and h.dtype == np.float32
+            np.testing.assert_allclose(g, closed_form(X.astype(np.float64), C), rtol=1e-6)
