@@ -52,7 +52,15 @@ def _clip_dhi(g, ans, x, lo, hi):
     return where(greater(x, hi), g, where(less(x, lo), where(less(lo, hi), 0.0, g), 0.0))
 
 
-_clip = Op("clip", lambda xp, x, lo, hi: xp.minimum(xp.maximum(x, lo), hi), _clip_infer,
+def _clip_forward(xp, x, lo, hi):
+    # min(max(x, lo), hi) with the bounds first: numpy's maximum and minimum hand back
+    # their second argument on a tie, so x itself is kept wherever lo ≤ x ≤ hi (its sign
+    # of zero too: clip(0.0, -1, -0.0) is 0.0, as np.clip with number bounds), and a
+    # nan anywhere is still nan
+    return xp.minimum(hi, xp.maximum(lo, x))
+
+
+_clip = Op("clip", _clip_forward, _clip_infer,
            vjp=(_clip_dx, _clip_dlo, _clip_dhi), elementwise=True,
            doc="min(max(x, lo), hi).  ∂/∂x = [lo ≤ x ≤ hi] (1 at the bounds, as "
                "torch.clamp), ∂/∂lo = [x < lo < hi], ∂/∂hi = [x > hi] + [x < lo, hi ≤ lo] "
@@ -62,6 +70,10 @@ _clip = Op("clip", lambda xp, x, lo, hi: xp.minimum(xp.maximum(x, lo), hi), _cli
 def clip(x, lo=None, hi=None):
     """x limited to [lo, hi], elementwise: min(max(x, lo), hi), as numpy.clip; ``lo``
     and ``hi`` are numbers or nodes (broadcast), either may be None (no bound).
+
+    Where lo ≤ x ≤ hi the value is x itself, a zero keeping its sign (clip(−0.0, 0.0,
+    1.0) is −0.0, as np.clip with number bounds); with lo > hi it is hi; a nan in x or
+    a bound gives nan.
 
     ∂/∂x = 1 where lo ≤ x ≤ hi — at a bound too, as torch.clamp — and 0 outside;
     ∂/∂lo = [x < lo] and ∂/∂hi = [x > hi] (with lo ≥ hi the value is hi everywhere,

@@ -3,6 +3,11 @@
 Each reverse rule is ``g * ∂out/∂in`` (elementwise=True), so the same function
 serves as the forward rule with the tangent in place of ``g``; broadcasting is
 undone by the sweeps, not here.
+
+The float functions (exp, log, sqrt …) of an int or bool input compute in float64, the
+dtype their node declares (``Op(floating=True)``), never numpy's float16/float32 for
+narrow ints. ``sub``, ``neg`` and ``sign`` refuse bools when the node is built (numpy
+has no bool kernel for them: the run would fail).
 """
 from __future__ import annotations
 
@@ -14,16 +19,35 @@ from flowgrad.graph import Node
 
 from flowgrad.engine.lazy_errors import is_lazy, lazy_backend
 
-from .base import NONDIFF, Op, apply, broadcast_shapes, float_dtype, result_dtype, shape_error
+from .base import (NONDIFF, Op, apply, broadcast_shapes, dtype_error, float_dtype, result_dtype,
+                   shape_error)
+
+
+_BOOL = np.dtype(bool)
+
+#: numpy refuses these on booleans (its kernels raise a TypeError at run time): the node
+#: is refused when it is built instead, with what to write
+_NOT_FOR_BOOL = {
+    "sub": "a bool minus a bool is not supported (as numpy); use not_equal(a, b) for "
+           "their exclusive or, or astype(a, 'int8') first for arithmetic",
+    "neg": "the negative of a bool is not supported (as numpy); use equal(x, False) for "
+           "its logical not, or astype(x, 'int8') first for arithmetic",
+    "sign": "the sign of a bool is not supported (as numpy: no bool kernel); a bool is "
+            "its own sign, or use astype(x, 'int8') first",
+}
 
 
 def _binary(name, forward, vjp, *, floating=False, **kw):
+    no_bool = _NOT_FOR_BOOL.get(name)
+
     def infer(x, y):
         dtype = x.dtype
         # one native dtype and no weak scalar (result_dtype's first answer, inlined:
         # asked per node built)
         if dtype is not y.dtype or x.op is None or y.op is None or not dtype.isnative:
             dtype = result_dtype(x, y)
+        if no_bool is not None and dtype == _BOOL:
+            raise dtype_error(name, (x, y), no_bool)
         shape = x.shape
         if shape != y.shape:   # (equal shapes, the common case: no broadcast)
             shape = broadcast_shapes(name, x, y)
@@ -32,10 +56,15 @@ def _binary(name, forward, vjp, *, floating=False, **kw):
 
 
 def _unary(name, forward, vjp, *, floating=True, **kw):
+    no_bool = _NOT_FOR_BOOL.get(name)
+
     def infer(x):
         dtype = x.dtype   # an np.dtype already (float_dtype only for ints)
+        if no_bool is not None and dtype == _BOOL:
+            raise dtype_error(name, (x,), no_bool)
         return x.shape, float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
-    return Op(name, forward, infer, vjp=(vjp,), **kw)
+    # a float function computes an int or bool input in float64, as infer declares
+    return Op(name, forward, infer, vjp=(vjp,), floating=floating, **kw)
 
 
 add = _binary("add", lambda xp, x, y: xp.add(x, y),
@@ -126,7 +155,14 @@ less_equal = _compare("less_equal", lambda xp, x, y: xp.less_equal(x, y), "≤")
 equal = _compare("equal", lambda xp, x, y: xp.equal(x, y), "=")
 not_equal = _compare("not_equal", lambda xp, x, y: xp.not_equal(x, y), "≠")
 
-sign = Op("sign", lambda xp, x: xp.sign(x), lambda x: (x.shape, x.dtype),
+
+def _sign_infer(x):
+    if x.dtype == _BOOL:
+        raise dtype_error("sign", (x,), _NOT_FOR_BOOL["sign"])
+    return x.shape, x.dtype
+
+
+sign = Op("sign", lambda xp, x: xp.sign(x), _sign_infer,
           vjp=(NONDIFF,), jvp=(NONDIFF,),
           doc="sign x ∈ {−1, 0, 1} (sign 0 = 0). Piecewise constant: its derivative is 0.")
 

@@ -32,7 +32,7 @@ from flowgrad.engine.lazy_errors import guard, is_lazy, lazy_backend
 from flowgrad.errors import ArgumentError
 
 from .base import (NONDIFF, Op, apply, as_node, at_user_line, broadcast_shapes, float_dtype,
-                   keepdims_flag, normalize_axis, result_dtype, shape_error)
+                   keepdims_flag, normalize_axis, result_dtype, shape_error, sum_dtype)
 from .elementwise import abs, equal, less_equal, sqrt, where
 from .reductions import keep_dims, max, min, sum, unreduce
 from .shape import expand_dims, reshape, squeeze, swap_last_axes, transpose
@@ -164,8 +164,7 @@ def mask(x, kind="eye", k=0, axis1=-2, axis2=-1):
 
 def _trace_infer(x, offset, axis1, axis2):
     shape = tuple(s for i, s in enumerate(x.shape) if i not in (axis1, axis2))
-    dtype = x.dtype if x.dtype.kind in "fc" else np.result_type(x.dtype, np.int_)
-    return shape, dtype
+    return shape, sum_dtype(x.dtype)   # a sum: numpy's accumulator (uint8 → uint64)
 
 
 def _trace_vjp(g, ans, x, offset, axis1, axis2):

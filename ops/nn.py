@@ -56,7 +56,8 @@ softplus = Op("softplus", _softplus, lambda x: (x.shape, float_dtype(x.dtype)),
               doc="log(1+eˣ), stable for any x.  ∂/∂x = σ(x).")
 
 
-relu = Op("relu", lambda xp, x: xp.maximum(x, 0), lambda x: (x.shape, x.dtype),
+# max(x, False): a weak zero that keeps every dtype, bool too (max(x, 0) of a bool is int64)
+relu = Op("relu", lambda xp, x: xp.maximum(x, False), lambda x: (x.shape, x.dtype),
           vjp=(lambda g, ans, x: where(greater(x, 0), g, 0.0),), elementwise=True,
           doc="max(x, 0).  ∂/∂x = [x > 0]: the subgradient 0 at x = 0.")
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from flowgrad.errors import ArgumentError
 from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, keepdims_flag,
-                   normalize_axis, shape_error)
+                   normalize_axis, shape_error, sum_dtype)
 from .broadcast import broadcast_to_like, shape_source
 from .elementwise import exp
 from .shape import expand_dims
@@ -32,8 +32,8 @@ def unreduce(g, x, axes, keepdims):
 
 
 def sum_infer(x, axis, keepdims):
-    dtype = x.dtype if x.dtype.kind in "fc" else np.result_type(x.dtype, np.int_)
-    return reduced_shape(x.shape, axis, keepdims), dtype
+    # numpy's accumulator: a uint8 sum is uint64, not int64 (every backend runs numpy's)
+    return reduced_shape(x.shape, axis, keepdims), sum_dtype(x.dtype)
 
 
 _sum = Op("sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
@@ -135,7 +135,11 @@ def max(x, axis=None, keepdims=False):
 
 def min(x, axis=None, keepdims=False):
     """Min of x over ``axis``: −max(−x). Ties share the derivative equally."""
-    return -max(-as_node(x), axis, keepdims)
+    x = as_node(x)
+    if x.dtype == np.bool_:   # bools have no negative: all(x) = not any(not x)
+        from .elementwise import equal
+        return equal(max(equal(x, False), axis, keepdims), False)
+    return -max(-x, axis, keepdims)
 
 
 # -- logsumexp, softmax ---------------------------------------------------------------
@@ -165,7 +169,7 @@ def _lse_infer(x, axis, keepdims):
 
 _logsumexp_op = Op(
     "logsumexp", _logsumexp, _lse_infer,
-    vjp=(_lse_vjp,), jvp=(_lse_jvp,),
+    vjp=(_lse_vjp,), jvp=(_lse_jvp,), floating=True,
     doc="log Σ exp x over axis, shifted by the max.  ∂/∂x = softmax(x) = exp(x − ans).")
 
 

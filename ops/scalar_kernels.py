@@ -121,7 +121,8 @@ def _gelu(x):
 
 
 def _clip(x, lo, hi):
-    return _minimum(_maximum(x, lo), hi)
+    # the bounds first, as ops/activations.py: a tie hands back x (its sign of zero)
+    return _minimum(hi, _maximum(lo, x))
 
 
 #: op name → pattern or function (see the module docstring)

@@ -175,5 +175,5 @@ normal_cdf = Op("normal_cdf", normal_cdf_kernel, _float_infer,
 
 
 tan = Op("tan", lambda xp, x: xp.tan(x), _float_infer,
-         vjp=(lambda g, ans, x: g * (1 + ans * ans),), elementwise=True,
+         vjp=(lambda g, ans, x: g * (1 + ans * ans),), elementwise=True, floating=True,
          doc="tan x.  ∂/∂x = 1 + tan² x = 1 + ans².")
