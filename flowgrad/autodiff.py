@@ -197,7 +197,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             if term is not None:
                 if term.shape != inp.shape:
                     term = sum_to_like(term, inp)
-                if term.dtype != inp.dtype:
+                if term.dtype is not inp.dtype and term.dtype != inp.dtype:   # (is: usual)
                     term = as_input_dtype(term, inp)
                 if iid in pending:   # (a first term, the common case, without a call)
                     _add_term(pending, iid, term)
@@ -242,7 +242,7 @@ def _all_terms(rule, g, node, inputs, attrs, active, pending, marks, y):
     for inp, term, need in zip(inputs, terms, needed):
         if need and term is not None:
             term = sum_to_like(term, inp)
-            if term.dtype != inp.dtype:
+            if term.dtype is not inp.dtype and term.dtype != inp.dtype:   # (is: usual)
                 term = as_input_dtype(term, inp)
             _add_term(pending, inp.id, term)
             _mark_built(marks, data, first_new, term.id, inp.id, y.id, nested, done)
