@@ -37,10 +37,21 @@ _NOT_FOR_BOOL = {
 }
 
 
+#: a bool base: numpy has no bool power, and which integer type it picks depends on the
+#: exponent's value (``x ** 2`` is ``square``: int8; ``x ** 3`` is ``power``: int64)
+_NO_BOOL_BASE = {
+    "pow": "a bool to a power is not supported (numpy's dtype for it depends on the "
+           "exponent's value); use astype(x, 'int8') or astype(x, 'float64') first",
+}
+
+
 def _binary(name, forward, vjp, *, floating=False, **kw):
     no_bool = _NOT_FOR_BOOL.get(name)
+    no_bool_base = _NO_BOOL_BASE.get(name)
 
     def infer(x, y):
+        if no_bool_base is not None and x.dtype == _BOOL:
+            raise dtype_error(name, (x, y), no_bool_base)
         dtype = x.dtype
         # one native dtype and no weak scalar (result_dtype's first answer, inlined:
         # asked per node built)

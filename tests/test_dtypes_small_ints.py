@@ -172,7 +172,8 @@ def test_bool_minus_bool_negative_and_sign_are_refused_when_built():
         b = fg.placeholder("b", shape=(3,), dtype=bool)
         cases = [("sub", lambda: a - b), ("sub", lambda: a - True), ("sub", lambda: True - a),
                  ("sub", lambda: fg.sub(a, b)), ("neg", lambda: -a), ("neg", lambda: fg.neg(a)),
-                 ("sign", lambda: fg.sign(a))]
+                 ("sign", lambda: fg.sign(a)), ("pow", lambda: a ** 2), ("pow", lambda: a ** b),
+                 ("pow", lambda: fg.pow(a, 3.0))]
         for name, make in cases:
             with pytest.raises(fg.UsageError) as info:
                 make()
@@ -184,17 +185,18 @@ def test_bool_minus_bool_negative_and_sign_are_refused_when_built():
 
 
 def test_the_nearest_allowed_bool_arithmetic_still_builds_and_runs():
-    """The boundary: a bool minus an int, a bool plus a bool, the abs of a bool and the
-    negative of an int8 are numpy's, and run."""
+    """The boundary: a bool minus an int, a bool plus a bool, the abs of a bool, the
+    negative of an int8 and an int8 to a bool power are numpy's, and run."""
     data = np.array([True, False, True])
     with fg.Graph():
         a = fg.placeholder("a", shape=(3,), dtype=bool)
         i = fg.placeholder("i", shape=(3,), dtype="int8")
-        outs = [a - 1, a + a, fg.abs(a), -i, fg.sign(i), a - i]
+        outs = [a - 1, a + a, fg.abs(a), -i, fg.sign(i), a - i, i ** a]
         for kw in (dict(codegen=False), {}):
             got = fg.compile(outs, **kw)(a=data, i=np.array([1, -2, 0], np.int8))
             want = [data - 1, data + data, np.abs(data), np.array([-1, 2, 0], np.int8),
-                    np.array([1, -1, 0], np.int8), data - np.array([1, -2, 0], np.int8)]
+                    np.array([1, -1, 0], np.int8), data - np.array([1, -2, 0], np.int8),
+                    np.power(np.array([1, -2, 0], np.int8), data)]
             for g, w, o in zip(got, want, outs):
                 assert g.dtype == w.dtype == o.dtype
                 np.testing.assert_array_equal(g, w)
