@@ -160,6 +160,24 @@ def test_cond_on_dask_runs_the_taken_branch_only(backend):
 
 
 @pytest.mark.parametrize("backend", DASKS)
+def test_cond_branches_of_different_run_time_lengths_on_dask(backend):
+    """The branch that runs is known only when the task runs: a length the branches give
+    differently is stated unknown (the else branch's (4,) was refused against the then
+    branch's (3,)); values and gradients are numpy's, against the closed form too."""
+    X = np.arange(4.0)
+    with fg.Graph():
+        x = fg.placeholder("x", (None,))
+        p = fg.placeholder("p", (), dtype="bool")
+        y = fg.cond(p, lambda v: v[1:], lambda v: v * 2.0, x)
+        outs = [y, fg.grad(fg.sum(y * y), x)]
+        for pv, want in ((True, [X[1:], 2 * X * (X > 0)]), (False, [2 * X, 8 * X])):
+            got = _on(backend, outs, {x: X, p: pv})
+            _same(got, _on("numpy", outs, {x: X, p: pv}))
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("backend", DASKS)
 def test_max_iters_on_dask_is_a_loop_limit_error_naming_the_loop(backend):
     with fg.Graph():
         x = fg.placeholder("x", ())

@@ -10,8 +10,9 @@ numpy backend's, bit for bit. Each result becomes a lazy array that ``loop_out``
 
 The lazy arrays need their shapes before the task runs. ``result_shapes`` states them
 from the declared shapes, with each ``None`` filled from what is known: the number of
-iterations of a scan (its stacked inputs' length, or ``length=``) and a carry's length
-(a carry keeps its shape: its input's). A length known only once the loop has run (a
+iterations of a scan (its stacked inputs' length, or ``length=``), a carry's length
+(a carry keeps its shape: its input's), and a cond's lengths where all its branches
+give the same. A length known only once the loop has run (a
 while loop's trip count, a ``None`` axis of a body's output) is NaN, dask's unknown
 length; so are the recorded draws' (a loop then runs at once, never twice: a second
 run would draw again). ``run_on_host`` then checks every stated length against the
@@ -61,6 +62,15 @@ def _unknown(declared):
     return tuple(NAN if d is None else d for d in declared)
 
 
+def _agreed(shapes):
+    """One result's shape over a cond's branches: each length where they all give the
+    same, NaN (unknown until the task runs) where they differ."""
+    first = shapes[0]
+    return tuple(d if all(_known(d) and len(o) == len(first) and o[a] == d
+                          for o in shapes) else NAN
+                 for a, d in enumerate(first))
+
+
 def _length(spec, xs):
     """A scan's number of iterations (NaN while a stacked input's length is unknown);
     lengths that disagree are the numpy backend's ShapeError, raised now, by the loop's
@@ -87,8 +97,10 @@ def result_shapes(spec, vals) -> list:
     # would read other draws than the forward's values.
     drawn = [(NAN,) * (len(n.shape) + (spec.kind != "cond")) for _, n in spec.draw_slots] \
         if spec.keeps_draws else []
-    if spec.kind == "cond":
-        return body_shapes(spec, 0, shapes[1:1 + nc], shapes[1 + nc:]) + drawn
+    if spec.kind == "cond":   # which branch runs is known only then: what they all give
+        per = [body_shapes(spec, k, shapes[1:1 + nc], shapes[1 + nc:])
+               for k in range(len(spec.bodies))]
+        return [_agreed(branch) for branch in zip(*per)] + drawn
     carries = [_fill(declared[k], shapes[k]) for k in range(nc)]
     if spec.kind == "scan":
         nx = spec.n_xs
