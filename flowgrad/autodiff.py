@@ -172,8 +172,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             if seed_is_one and node.kind == "variable":
                 record_gradient(vbar, y, node)
             continue
-        attrs = node.attrs
-        ids = node.input_ids
+        attrs, ids = node.attrs, node.input_ids
         if op.reads_results:     # one result of argument 0: its rule takes all of them
             _gather(gathered, ids, node, vbar, active)
             continue
@@ -197,7 +196,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             if term is not None:
                 if term.shape != inp.shape:
                     term = sum_to_like(term, inp)
-                if term.dtype is not inp.dtype and term.dtype != inp.dtype:   # (is: usual)
+                if term.dtype is not inp.dtype:   # (one pointer test on the usual path)
                     term = as_input_dtype(term, inp)
                 if iid in pending:   # (a first term, the common case, without a call)
                     _add_term(pending, iid, term)
@@ -242,7 +241,7 @@ def _all_terms(rule, g, node, inputs, attrs, active, pending, marks, y):
     for inp, term, need in zip(inputs, terms, needed):
         if need and term is not None:
             term = sum_to_like(term, inp)
-            if term.dtype is not inp.dtype and term.dtype != inp.dtype:   # (is: usual)
+            if term.dtype is not inp.dtype:
                 term = as_input_dtype(term, inp)
             _add_term(pending, inp.id, term)
             _mark_built(marks, data, first_new, term.id, inp.id, y.id, nested, done)
@@ -253,7 +252,7 @@ def as_input_dtype(term, inp):
     float32 x (x·c with c float64) gives float64 terms, and x̄ is float32 as x is (as
     PyTorch's and JAX's gradients). Other terms (an input that is not a float, a complex
     term) stay as the rule built them."""
-    if inp.dtype.kind == "f" and term.dtype.kind == "f":
+    if inp.dtype.kind == "f" and term.dtype.kind == "f" and term.dtype != inp.dtype:
         from flowgrad.ops import astype
         return astype(term, inp.dtype)
     return term
@@ -388,7 +387,6 @@ def _check_wrt(xs):
 
 def vjp(y: Node, x, ybar):
     """ȳᵀ J: the reverse-mode product of the cotangent ``ybar`` (shape of y) with ∂y/∂x."""
-    from flowgrad.ops import as_node
     _require_node(y, "vjp")
     xs, single = node_list(x, "vjp", "x")
     _check_wrt(xs)
@@ -439,7 +437,6 @@ def jvp(y: Node, x, xdot):
     ops' forward rules applied to its inputs' tangents; J is never formed.
     ``x`` and ``xdot`` may be lists of equal length.
     """
-    from flowgrad.ops import as_node
     _require_node(y, "jvp")
     xs, single = node_list(x, "jvp", "x")
     xdots = [xdot] if single else list(xdot)

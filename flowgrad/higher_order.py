@@ -65,12 +65,12 @@ def hvp(f: Node, x, v, mode: str = "fwd-rev"):
 
     ``x`` and ``v`` may be lists of equal length (the blocks of H v). H is never formed.
     """
-    from flowgrad.ops import as_node, sum
+    from flowgrad.ops import sum
     xs, single = node_list(x)
     vs = [v] if single else list(v)
     if len(xs) != len(vs):
         raise DifferentiationError(f"hvp: {len(xs)} inputs but {len(vs)} vectors")
-    graph = same_graph([f, *xs])
+    same_graph([f, *xs])                             # raises on nodes of two graphs
     from flowgrad.seeds import seed_for
     for t in vs:
         if isinstance(t, Node):
