@@ -185,6 +185,35 @@ def test_spectral_norm_hessian_against_finite_differences_of_the_gradient():
         np.testing.assert_allclose(h, h.transpose(2, 3, 0, 1), atol=1e-12)   # symmetric
 
 
+def test_top_eigenpair_rules_second_order_both_modes_on_a_batch_and_broadcast():
+    """eigh_top (the spectral norm's op): its value against numpy's largest eigenvalue and
+    eigenvector, and both rules to second order against finite differences, on a batch of
+    symmetric matrices, with the vector part broadcast against a (3,) weight."""
+    top = fg.ops.REGISTRY["eigh_top"]
+    a = rng.standard_normal((2, 3, 3))
+    s = a + a.transpose(0, 2, 1) + np.diag([0.0, 1.0, 4.0])
+    weight = np.array([0.5, -1.0, 2.0])
+
+    def f(m):
+        v = fg.ops.base.apply(top, m, part="v")
+        return fg.ops.base.apply(top, m, part="w") + fg.sum((v * weight) ** 2, -1)
+
+    def reference(m):
+        w, v = np.linalg.eigh(m)
+        return w[..., -1] + np.sum((v[..., -1] * weight) ** 2, -1)
+    check_op(lambda m: f((m + fg.transpose(m, (0, 2, 1))) / 2), s,
+             reference=lambda m: reference((m + m.transpose(0, 2, 1)) / 2), order=2)
+
+
+def test_shaped_like_is_the_identity_in_its_first_argument_to_second_order():
+    """The seed op of jvp/vjp/hvp (flowgrad/seeds.py): value t, derivative 1 in t, none
+    in the reference x, both rules and their own derivatives against finite differences."""
+    op = fg.ops.REGISTRY["shaped_like"]
+    t, x = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    check_op(lambda a, b: fg.sin(fg.ops.base.apply(op, a * a, b)) * 2.0, t, x,
+             reference=lambda a, b: np.sin(a * a) * 2.0, order=2)
+
+
 def test_float32_stays_float32():
     with fg.Graph():
         x = fg.placeholder("x", shape=(3, 3), dtype="float32")
@@ -209,7 +238,7 @@ PRIMITIVES = {  # op name -> number of arguments
     "log1p": 1, "sqrt": 1, "abs": 1, "maximum": 2, "minimum": 2, "where": 3, "relu": 1,
     "max": 1, "logsumexp": 1, "concatenate": 3, "getitem": 2, "scatter_add": 3,
     "concat_part": 2, "concat_unpart": 2, "trace": 1, "det": 1, "logdet": 1, "inv": 1, "solve": 2,
-    "eigvalsh": 1, "eigh_vectors": 1, "norm2": 1, "pow": 2,
+    "eigvalsh": 1, "eigh_vectors": 1, "norm2": 1, "pow": 2, "eigh_top": 1, "shaped_like": 2,
 }
 
 
