@@ -92,7 +92,7 @@ def test_finite_gradients_whose_sum_overflows_are_accepted():
         loss = fg.sum(w * np.array([1.5e308, 1.5e308]))   # 1.5e308; gradient finite too
         opt = fg.optim.SGD([w], lr=1e-308, check_finite=True)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)   # the check's own overflow
+            warnings.simplefilter("error")       # the check's overflowing sum is silent
             assert float(opt.minimize(loss)()) == 1.5e308
         np.testing.assert_allclose(w.value, [-1.0, -1.0], rtol=1e-12)   # 0.5 − 1.5
         opt_nan = fg.optim.SGD([w], lr=0.1, check_finite=True)
@@ -240,6 +240,29 @@ def test_schedules_match_torch_step_lr_and_multistep_lr():
             assert ours(k) == pytest.approx(topt.param_groups[0]["lr"], rel=1e-14), k
             topt.step()
             sched.step()
+
+
+def test_a_float16_fit_whose_gradient_sum_overflows_trains_without_a_warning():
+    """fit's check sums each gradient; a float16 gradient of three 30000s is finite but
+    sums past float16's 65504. The check must neither warn (under warnings-as-errors
+    that was a RuntimeWarning out of a healthy fit) nor refuse: it looks entry by entry.
+    Closed form: loss = 30000·Σw has the gradient (30000, 30000, 30000) at every step."""
+    with fg.Graph():
+        w = fg.variable(np.array([0.5, 0.0, -0.5], dtype=np.float16), name="w")
+        x = fg.placeholder("x", shape=(None,), dtype="float16")
+        loss = fg.sum(w * np.float16(30000.0)) + 0.0 * fg.sum(x)
+        opt = fg.optim.SGD([w], lr=2.0 ** -18)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            hist = opt.fit(loss, data={x: np.zeros(2, np.float16)}, epochs=3, batch_size=1,
+                           shuffle=False, verbose=False)
+        assert opt.iterations == 6 and w.value.dtype == np.float16
+        want = np.array([0.5, 0.0, -0.5]) - 6 * 30000.0 * 2.0 ** -18   # steps of 0.1144
+        np.testing.assert_allclose(w.value.astype(float), want, rtol=0, atol=5e-3)
+        step = -30000.0 * 3 * 6 * 30000.0 * 2.0 ** -18 / 6       # the loss falls this a step
+        # each epoch's loss: the mean of its two steps' losses, taken before each step
+        assert hist["loss"] == pytest.approx([step * (4 * e + 1) / 2 for e in range(3)],
+                                             rel=2e-2)
 
 
 def test_the_check_adds_no_warning_of_its_own():

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import cmath
 
+import numpy as np
+
 #: added to the norm before dividing, as torch.nn.utils.clip_grad_norm_ does
 NORM_EPS = 1e-6
 
@@ -50,10 +52,13 @@ def first_non_finite(loss, grads, xp):
     exactly when every entry is, unless finite entries overflow the sum; only a
     non-finite total pays for the entry-by-entry search (which tells the two apart)."""
     # on Python numbers, which never warn: inf − inf is a quiet NaN here, where numpy
-    # would add a RuntimeWarning of its own to the user's
+    # would add a RuntimeWarning of its own to the user's. The sums themselves are
+    # numpy's: finite entries whose sum overflows (float16's 65504 is soon reached) must
+    # not warn either, or a healthy step would raise under warnings-as-errors
     total = abs(complex(loss))
-    for g in grads:
-        total += abs(complex(g.sum() if hasattr(g, "sum") else g))
+    with np.errstate(over="ignore"):      # (one errstate per use: not reentrant)
+        for g in grads:
+            total += abs(complex(g.sum() if hasattr(g, "sum") else g))
     if total - total == 0:            # x − x is 0 for a finite x, NaN for ±inf and NaN
         return None
     if not cmath.isfinite(complex(loss)):
