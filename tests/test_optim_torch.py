@@ -201,3 +201,53 @@ def test_float32_variables_and_state_stay_float32(ours, theirs, clip):
             assert v.value.dtype == np.float32
             assert all(np.asarray(a).dtype == np.float32 for a in st.values())
             np.testing.assert_allclose(v.value, p.detach().numpy(), rtol=2e-5, atol=2e-6)
+
+
+COMPLEX_CASES = [
+    ("Adam", dict(lr=0.05, betas=(0.8, 0.99), weight_decay=0.1), "Adam"),
+    ("AdamW", dict(lr=0.05, weight_decay=0.2), "AdamW"),
+    ("RMSProp", dict(lr=0.01, centered=True, momentum=0.5), "RMSprop"),
+    ("RMSProp", dict(lr=0.01), "RMSprop"),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.3), "Adagrad"),
+    ("Momentum", dict(lr=0.05, momentum=0.9, nesterov=True), "SGD"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, tname", COMPLEX_CASES,
+                         ids=[f"{c[0]}-{k}" for k, c in enumerate(COMPLEX_CASES)])
+@pytest.mark.parametrize("dtype", ["complex128", "complex64"])
+def test_complex_variables_update_as_torch_optims(name, kwargs, tname, dtype):
+    """torch.optim updates a complex parameter as its (real, imaginary) pairs
+    (view_as_real): Adam's, RMSProp's and Adagrad's squared gradient is re² and im²
+    apart, not the complex (re + i·im)². That was flowgrad's, and it drifted off at once.
+    The gradient convention is torch's (2z for |z|²); a 0-d and a 1-d variable, and the
+    state stays complex in the variable's dtype."""
+    c = np.array([1 + 2j, -0.5 + 0.3j])
+    z0, a0 = np.array([0.2 - 0.1j, 0.4 + 0.9j]), np.complex128(0.7 - 0.4j)
+    with fg.Graph():
+        z = fg.variable(z0.astype(dtype), name="z")
+        a = fg.variable(a0.astype(dtype), name="a")
+        d = z - c.astype(dtype)
+        loss = fg.astype(fg.sum(fg.abs(d) ** 2 + 0.1 * fg.abs(d) ** 4)
+                         + fg.abs(a - 1j) ** 3, "float64")
+        opt = getattr(fg.optim, name)([z, a], **kwargs)
+        train = opt.minimize(loss)
+        tdtype = getattr(torch, dtype)
+        pz = torch.tensor(z0, dtype=tdtype, requires_grad=True)
+        pa = torch.tensor(a0, dtype=tdtype, requires_grad=True)
+        topt = getattr(torch.optim, tname)([pz, pa], **kwargs)
+        tc = torch.tensor(c, dtype=tdtype)
+        for step in range(25):
+            train()
+            topt.zero_grad()
+            td = pz - tc
+            (torch.sum(td.abs() ** 2 + 0.1 * td.abs() ** 4) + (pa - 1j).abs() ** 3).backward()
+            topt.step()
+            tol = 1e-11 if dtype == "complex128" else 1e-4
+            np.testing.assert_allclose(z.value, pz.detach().numpy(), rtol=tol, atol=tol,
+                                       err_msg=f"step {step}")
+            np.testing.assert_allclose(a.value, pa.detach().numpy(), rtol=tol, atol=tol)
+        assert z.value.dtype == dtype and np.asarray(a.value).dtype == dtype
+        for v, st in zip((z, a), opt.state):
+            assert all(np.asarray(s).dtype == dtype and np.shape(s) == v.shape
+                       for s in st.values())

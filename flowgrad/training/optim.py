@@ -338,7 +338,9 @@ class Optimizer:
         xp, asarray, ndarray = bound.xp, bound.asarray, bound.ndarray
         dtypes, n = bound.dtypes, bound.n
         new_values, new_states = [None] * n, [None] * n
-        floats = bound.floats if getattr(update, "__func__", None) in _FLOAT_SAFE else ()
+        built_in = getattr(update, "__func__", None) in _FLOAT_SAFE
+        floats = bound.floats if built_in else ()
+        pairs = bound.complex if built_in else ()
         for k in range(n):
             value = old[k]
             if floats and floats[k]:
@@ -348,7 +350,11 @@ class Optimizer:
                     continue
             if type(value) is not ndarray:     # ndarray: None unless numpy's own
                 value = asarray(value)
-            new, new_states[k] = update(value, outs[k + 1], states[k], lr, t, xp)
+            if pairs and pairs[k]:
+                new, new_states[k] = _complex_update(update, value, outs[k + 1], states[k],
+                                                     lr, t, xp)
+            else:
+                new, new_states[k] = update(value, outs[k + 1], states[k], lr, t, xp)
             dt = new.dtype
             if dt is not dtypes[k] and dt != dtypes[k]:
                 new = new.astype(dtypes[k])
@@ -427,7 +433,7 @@ class _Binding:
     to the program (the optimizer's cache is weak in it)."""
 
     __slots__ = ("variables", "n", "dicts", "dtypes", "xp", "asarray", "ndarray",
-                 "materialize", "floats", "sgd")
+                 "materialize", "floats", "complex", "sgd")
 
     def __init__(self, variables, prog):
         backend = prog.backend
@@ -447,6 +453,8 @@ class _Binding:
             self.ndarray is not None and v.shape == () and v.dtype == f64
             and g.shape == () and g.dtype == f64
             for v, g in zip(variables, prog.outputs[1:]))
+        # complex variables, whose built-in updates run on (real, imaginary) pairs
+        self.complex = tuple(v.dtype.kind == "c" for v in variables)
         self.sgd = None              # SGD's written-out step (Optimizer._lookup makes it)
 
 
@@ -471,6 +479,22 @@ def _float_update(update, value, g, state, lr, t):
             return None
     return _array(new), {key: _float64(a) for key, a in new_state.items()} if new_state \
         else new_state
+
+
+def _complex_update(update, value, g, state, lr, t, xp):
+    """A built-in update of a complex variable, as ``torch.optim`` does it
+    (``view_as_real``): on the real and imaginary parts as independent real numbers.
+    The rules square the gradient entry-wise (Adam's, RMSProp's and Adagrad's g·g),
+    which on complex numbers would be (re² − im²) + 2i·re·im instead of re² and im²
+    apart. The state stays complex, in the variable's dtype (as torch keeps it)."""
+    def pairs(a):
+        return xp.stack([a.real, a.imag])
+
+    def joined(r):
+        return (r[0] + 1j * r[1]).astype(value.dtype)
+    new, new_state = update(pairs(value), pairs(g), {key: pairs(a) for key, a in state.items()},
+                            lr, t, xp)
+    return joined(new), {key: joined(a) for key, a in new_state.items()}
 
 
 def restore(opt, dicts, old, states, iterations, pending):

@@ -4,7 +4,9 @@ Each is PyTorch's ``torch.optim`` formula (same defaults, same order of operatio
 to rounding), checked against it in float64 in tests/test_optim_torch.py. Like every
 rule they receive the gradient after clipping and after the L2 term ``weight_decay·w``
 (see ``Optimizer``), write nothing themselves, and run on the backend's arrays (or on
-Python floats for 0-d float64 variables: arithmetic and ``xp.sqrt`` only).
+Python floats for 0-d float64 variables: arithmetic and ``xp.sqrt`` only). A complex
+variable's update runs on its (real, imaginary) pairs, as torch's ``view_as_real``
+(``optim._complex_update``).
 """
 from __future__ import annotations
 
