@@ -251,3 +251,23 @@ def test_complex_variables_update_as_torch_optims(name, kwargs, tname, dtype):
         for v, st in zip((z, a), opt.state):
             assert all(np.asarray(s).dtype == dtype and np.shape(s) == v.shape
                        for s in st.values())
+
+
+def test_clipvalue_refuses_complex_variables_and_clipnorm_is_torchs():
+    """numpy's clip orders complex numbers by their real part first (3+4j became 1+0j,
+    0.5−2j stayed): meaningless, and torch's clip_grad_value_ refuses complex. The norm
+    clips are |g|-based and match torch's clip_grad_norm_."""
+    with fg.Graph():
+        z = fg.variable(np.array([3 + 4j, 0.5 - 2j]), name="z")
+        w = fg.variable(np.array([1.0]), name="w")
+        with pytest.raises(fg.OptimizerError, match=r"clipvalue.*\['z'\] are complex"):
+            fg.optim.SGD([w, z], lr=0.1, clipvalue=1.0)
+        fg.optim.SGD([w], lr=0.1, clipvalue=1.0)           # a real variable alone is fine
+        opt = fg.optim.SGD([w, z], lr=1.0, global_clipnorm=1.0)
+        opt.minimize(fg.astype(fg.sum(fg.abs(z) ** 2), "float64") + fg.sum(w * w))()
+        pz = torch.tensor([3 + 4j, 0.5 - 2j], dtype=torch.complex128, requires_grad=True)
+        pw = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+        ((pz.abs() ** 2).sum() + (pw * pw).sum()).backward()
+        torch.nn.utils.clip_grad_norm_([pw, pz], 1.0)
+        np.testing.assert_allclose(z.value, (pz - pz.grad).detach().numpy(), rtol=1e-14)
+        np.testing.assert_allclose(w.value, (pw - pw.grad).detach().numpy(), rtol=1e-14)

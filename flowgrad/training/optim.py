@@ -127,6 +127,11 @@ class Optimizer:
         if len(given) > 1:
             raise OptimizerError(f"give at most one of clipnorm, clipvalue and "
                                  f"global_clipnorm, got {sorted(given)}")
+        complex_ = [v.name for v in self.variables if v.dtype.kind == "c"]
+        if "clipvalue" in given and complex_:   # numpy orders complex numbers by re, then im
+            raise OptimizerError(f"clipvalue clamps real numbers; the variables {complex_} "
+                                 f"are complex (torch's clip_grad_value_ refuses them too): "
+                                 f"use clipnorm or global_clipnorm")
         self._clip = given or None
         #: check the loss and the gradients of every step before anything is written: a
         #: NaN or ±inf is a NumericsError and the step changes nothing (``fit`` turns it
