@@ -315,3 +315,53 @@ def test_history_plot_never_touches_pyplots_current_figure(tmp_path):
             hist.plot(ax=[ax])
     finally:
         plt.close("all")
+
+
+
+class _RowSpy(fg.Callback):
+    """Records the rows of each batch from the metric "rows" = Σ 2**row (row indices
+    fed as a placeholder beside the data), as sorted lists."""
+
+    def __init__(self, order):
+        self.order = order
+
+    def on_batch_end(self, batch, logs, state):
+        code = int(logs["rows"])
+        self.order.append([k for k in range(code.bit_length()) if code >> k & 1])
+
+
+def test_fitting_one_epoch_at_a_time_with_a_seed_equals_one_long_fit():
+    """With seed=0, three fit calls of one epoch each must shuffle like one fit of three
+    epochs: each call began a fresh stream from the seed, so every call repeated the
+    first epoch's order (and the weights differed from the long fit's). Checked: each
+    epoch visits every row once in a new order, and w is the closed-form SGD over the
+    batches seen."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(10, 2))
+    Y = X @ np.array([1.0, -2.0])
+    results = []
+    for calls, epochs in ((1, 3), (3, 1)):
+        with fg.Graph():
+            x = fg.placeholder("x", shape=(None, 2))
+            y = fg.placeholder("y", shape=(None,))
+            r = fg.placeholder("r", shape=(None,))
+            w = fg.variable(np.zeros(2), name="w")
+            loss = fg.mse(x @ w, y)
+            opt = fg.optim.SGD([w], lr=0.1)
+            order = []
+            for _ in range(calls):
+                opt.fit(loss, {x: X, y: Y, r: np.arange(10.0)}, epochs=epochs,
+                        batch_size=4, seed=0, verbose=False,
+                        metrics={"rows": fg.sum(2.0 ** r)}, callbacks=[_RowSpy(order)])
+            results.append((w.value.copy(), order))
+    (w_long, order_long), (w_calls, order_calls) = results
+    assert order_long == order_calls
+    np.testing.assert_array_equal(w_long, w_calls)
+    epochs = [sum(order_long[3 * e:3 * e + 3], []) for e in range(3)]
+    assert all(sorted(e) == list(range(10)) for e in epochs)   # each epoch every row once
+    assert len({tuple(map(tuple, order_long[3 * e:3 * e + 3])) for e in range(3)}) == 3
+    w = np.zeros(2)
+    for batch in order_long:                  # SGD on the mean squared error of a batch
+        xb, yb = X[batch], Y[batch]
+        w = w - 0.1 * 2 * xb.T @ (xb @ w - yb) / len(batch)
+    np.testing.assert_allclose(w_long, w, rtol=1e-12)

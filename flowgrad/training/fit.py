@@ -230,21 +230,36 @@ def _eval_program(step_prog, outputs):
 
 class _Batcher:
     """The feeds of one epoch's batches: rows cut into ``size`` (shuffled or in order),
-    scalars fed whole to every step."""
+    scalars fed whole to every step.
+
+    With an int ``seed`` an epoch's order is drawn from ``(seed, the optimizer's step
+    count when the epoch starts)``, not from one stream begun by this fit: so fitting
+    one epoch at a time with ``seed=0`` shuffles each epoch anew and gives the numbers
+    of one long fit (a stream per call would repeat its first order every call). Other
+    seeds (None, a Generator) are one stream for the fit, as ``default_rng`` makes it."""
 
     def __init__(self, batched, fixed, rows, batch_size, shuffle, seed):
         self.batched, self.fixed, self.rows, self.shuffle = batched, fixed, rows, shuffle
         self.size = rows if batch_size is None or rows is None else min(batch_size, rows)
         self.per_epoch = 1 if rows is None else math.ceil(rows / self.size)
-        self.rng = np.random.default_rng(seed)
+        keyed = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+        self.seed = int(seed) if keyed else None
+        if keyed:
+            np.random.SeedSequence(self.seed)   # a negative seed: ValueError now, as before
+        self.rng = None if keyed else np.random.default_rng(seed)
 
-    def epoch(self):
-        """(feed, rows in it) of every batch of a new epoch."""
+    def epoch(self, step=0):
+        """(feed, rows in it) of every batch of a new epoch that starts at the
+        optimizer's step ``step``."""
         rows, size = self.rows, self.size
         if rows is None:
             yield dict(self.fixed), 1
             return
-        order = self.rng.permutation(rows) if self.shuffle else None
+        order = None
+        if self.shuffle:
+            rng = self.rng if self.seed is None else np.random.default_rng(
+                np.random.SeedSequence(self.seed, spawn_key=(step,)))
+            order = rng.permutation(rows)
         for k in range(self.per_epoch):
             idx = slice(k * size, (k + 1) * size) if order is None else \
                 order[k * size:(k + 1) * size]
@@ -327,7 +342,7 @@ class _Loop:
         for c in self.epoch_begin:
             c.on_epoch_begin(epoch, state)
         outs, weights = [], []
-        for k, (feed, n) in enumerate(batcher.epoch()):
+        for k, (feed, n) in enumerate(batcher.epoch(self.optimizer.iterations)):
             state.batch = k
             for c in self.begin:
                 c.on_batch_begin(k, {"size": n}, state)
