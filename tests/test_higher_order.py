@@ -234,3 +234,24 @@ def test_jvp_is_one_forward_sweep_and_never_forms_J(rng):
     t = np.tanh(W @ xv)
     J = (np.exp(0.5 * t) * 0.5 * (1 - t ** 2))[:, None] * W + 2 * xv
     np.testing.assert_allclose(prog(x=xv, v=vv), J @ vv, rtol=1e-10)
+
+
+def test_an_input_listed_twice_moves_by_the_sum_of_its_tangents(rng):
+    """fg.jvp(y, [x, x], [t1, t2]) kept only t2 (J t2, the first tangent dropped without
+    a word), so hvp's two modes disagreed on such a list (fwd-rev H t2, rev-rev
+    H (t1 + t2)) and check_grads called a right derivative wrong. The input moves by
+    t1 + t2, the dual of vjp giving it its gradient twice; against the closed form of
+    f = Σ w x³: ∇f = 3 w x², H = diag(6 w x)."""
+    x = fg.placeholder("x", shape=(3,))
+    w = rng.standard_normal(3)
+    f = fg.sum(fg.constant(w) * x ** 3)
+    xv, t1, t2 = rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal(3)
+    jv = fg.run(fg.jvp(f, [x, x], [t1, t2]), {x: xv})
+    np.testing.assert_allclose(jv, 3 * w * xv ** 2 @ (t1 + t2), rtol=1e-12)
+    want = 6 * w * xv * (t1 + t2)
+    for mode in ("fwd-rev", "rev-rev"):
+        for block in fg.run(fg.hvp(f, [x, x], [t1, t2], mode=mode), {x: xv}):
+            np.testing.assert_allclose(block, want, rtol=1e-12)
+    fg.check_grads(f, [x, x], {x: xv})                  # a false alarm before
+    with pytest.raises(fg.GradientCheckError):          # still catches a wrong one
+        fg.check_grads(f + fg.sum(fg.stop_gradient(x) * x), [x, x], {x: xv}, order=1)
