@@ -205,6 +205,32 @@ def test_jacobian_with_lengths_known_only_at_run_time(mode):
         np.testing.assert_allclose(jw, s[:, None] * X, rtol=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "dask"])
+@pytest.mark.parametrize("mode", [None, "fwd", "rev"])
+def test_jacobian_of_a_run_time_length_output_that_ignores_x_or_over_an_empty_x(mode, backend):
+    """y of shape (None, 2): its Jacobian with respect to a w it does not read (or reads
+    through stop_gradient only) was a TypeError in forward mode (the default here), the
+    zeros broadcast to a shape holding None; with respect to an x of shape (0,) it had
+    the shape (0, 2, 0) in forward mode, the run-time length written as 0. Against
+    numpy: zeros of y's run-time shape + x's shape, and the closed form where y reads w."""
+    x = fg.placeholder("x", shape=(None, 2))
+    w = fg.variable(np.array([0.5, -1.0]), name="w")
+    e = fg.placeholder("e", shape=(0,))
+    y = fg.sin(x) * fg.sum(x)
+    X = np.arange(6.0).reshape(3, 2) / 7
+    outs = [fg.jacobian(y, w, mode=mode), fg.jacobian(fg.stop_gradient(y * w), w, mode=mode),
+            fg.jacobian(y * w, w, mode=mode), fg.jacobian(y * fg.sum(e), e, mode=mode),
+            fg.jacobian(y, e, mode=mode)]
+    got = fg.compile(outs, backend=backend)({x: X, e: np.zeros(0)})
+    got = [np.asarray(fg.backends.to_numpy(g)) for g in got]
+    Y = np.sin(X) * X.sum()
+    for g in got[:2]:
+        np.testing.assert_array_equal(g, np.zeros((3, 2, 2)))
+    np.testing.assert_allclose(got[2], np.einsum("ij,jk->ijk", Y, np.eye(2)), rtol=1e-12)
+    for g in got[3:]:
+        assert g.shape == (3, 2, 0)
+
+
 def test_hessian_with_respect_to_a_batch_and_its_errors():
     x = fg.placeholder("x", shape=(None,))
     H = fg.hessian(fg.sum(fg.sin(x) * x), x)             # diagonal: 2 cos x − x sin x
