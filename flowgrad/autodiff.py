@@ -435,7 +435,8 @@ def jvp(y: Node, x, xdot):
 
     One forward sweep in topological order, each node's tangent the sum of its
     ops' forward rules applied to its inputs' tangents; J is never formed.
-    ``x`` and ``xdot`` may be lists of equal length.
+    ``x`` and ``xdot`` may be lists of equal length (a node listed twice moves by the
+    sum of its tangents).
     """
     _require_node(y, "jvp")
     xs, single = node_list(x, "jvp", "x")
@@ -444,11 +445,15 @@ def jvp(y: Node, x, xdot):
         raise DifferentiationError(f"jvp: {len(xs)} inputs but {len(xdots)} tangents")
     graph = same_graph([y, *xs])
     tangents = {}
+    from flowgrad.ops import add
     from flowgrad.seeds import seed_for
     for n, t in zip(xs, xdots):
         if isinstance(t, Node) and t.graph is not graph:
             same_graph([n, t])                       # raises, naming both
-        tangents[n.id] = seed_for(t, n, "jvp", "tangent")
+        seed = seed_for(t, n, "jvp", "tangent")
+        # an input listed twice moves by the sum of its tangents, J (ṫ₁ + ṫ₂): the dual of
+        # vjp, which gives it its gradient twice (the last tangent alone was J ṫ₂)
+        tangents[n.id] = add(tangents[n.id], seed) if n.id in tangents else seed
     with gc_paused():
         return _forward_sweep(graph, y, tangents)
 

@@ -28,7 +28,7 @@ whose body draws random values (their recorded draws are per-loop, not per-examp
 """
 from __future__ import annotations
 
-from .ops import apply, getitem, transpose
+from .ops import apply, astype, getitem, sum as fg_sum, transpose
 
 
 def _refuse(node, why):
@@ -80,9 +80,20 @@ def _step(spec, batched_ids, flags):
 
 def _stand_in(batched, keys):
     """A per-example node for ``batched`` (its entry 0): a key of the vectorize map."""
-    per = getitem(batched, 0)
+    per = _example(batched)
     keys[per] = batched
     return per
+
+
+def _example(batched):
+    """A node of one example's shape and dtype read from ``batched``: its entry 0. It is
+    never computed (the vectorized step reads the batched value), but it must build: a
+    batch of static length 0 has no entry 0, so there the sum over the batch axis (cast
+    back to the dtype, which a sum may widen) stands in."""
+    if batched.shape[0] != 0:
+        return getitem(batched, 0)
+    per = fg_sum(batched, 0)
+    return per if per.dtype == batched.dtype else astype(per, batched.dtype)
 
 
 def _axis1(x):
@@ -132,7 +143,7 @@ def _while(b, node, spec, ins, bat):
     caps = list(ins[n:])
 
     def test_flat(carry):       # batched carries are never read: entry 0 stands for them
-        args = [getitem(v, 0) if f else v for v, f in zip(carry, carry_flags)]
+        args = [_example(v) if f else v for v, f in zip(carry, carry_flags)]
         return inline(test, args, [capture(caps[j]) for j in spec.caps_of[1]])[0]
     new, _ = build_while(test_flat, lambda c: inner(c, [], caps)[0], init, spec.max_iters,
                          name=spec.name)

@@ -310,11 +310,21 @@ class MapBody:
                 results.append(r)
             else:
                 total = r if total is None else total + r
+        if not n:
+            return self._empty(xp, prog, base, bs)
         if self.reduce == "sum":
-            return xp.zeros(self.out.shape, dtype) if total is None else total
-        if not results:
-            return xp.zeros(bs + tuple(0 if d is None else d for d in self.out.shape), dtype)
+            return total
         return xp.reshape(xp.stack(results), bs + tuple(results[0].shape))
+
+    def _empty(self, xp, prog, base, bs):
+        """The result over no basis vectors: zeros of the body's shape (summed) or of
+        bs + it (stacked, bs holding a 0). A run-time length of the body's shape is
+        read from one run at the (empty) basis: writing 0 for it gave a Jacobian of an
+        output with 3 rows with respect to a (0,) input the shape (0, 2, 0), not (3, 2, 0)."""
+        shape = self.out.shape
+        if None in shape:
+            shape = tuple(prog.run_bound(list(base))[0].shape)
+        return xp.zeros(shape if self.reduce == "sum" else bs + shape, self.out.dtype)
 
 
 def _map_forward(xp, *values, body):
@@ -376,7 +386,7 @@ def _make_map(out, basis, params, sliced, reduce, ref=None):
     the whole outer value, or for slice k of it, inside ``out``. ``ref``: an outer node
     of the basis's shape, needed (as the last input) when that shape has a None.
     """
-    from flowgrad.ops import apply, broadcast_to, expand_dims, mul, ones_like, sum
+    from flowgrad.ops import apply
     graph = out.graph
     handles = graph.handles
     per_k = {basis.id} | {s.id for s, _ in sliced}
@@ -387,17 +397,7 @@ def _make_map(out, basis, params, sliced, reduce, ref=None):
             dep.add(nid)
     outer = {p.id: o for p, o in params}          # inner placeholder -> outer node
     if out.id not in dep:                          # the same for every k
-        value = _substitute([out], outer)[0]
-        if ref is not None:                        # n and the basis shape from ref's value
-            ones = ones_like(ref)
-            if reduce == "sum":
-                return mul(value, sum(ones))
-            k = len(basis.shape)
-            return mul(expand_dims(value, tuple(range(k))),
-                       expand_dims(ones, tuple(range(k, k + len(out.shape)))))
-        if reduce == "sum":
-            return mul(value, math.prod(basis.shape))
-        return broadcast_to(value, basis.shape + out.shape)
+        return _same_for_every_k(_substitute([out], outer)[0], basis, reduce, ref)
     boundary = sorted({i for nid in dep for i in handles[nid].input_ids
                        if i not in dep and handles[i].kind != "constant"})
     outer_nodes = _substitute([handles[b] for b in boundary], outer)
@@ -419,6 +419,30 @@ def _make_map(out, basis, params, sliced, reduce, ref=None):
     attrs = {"body": body}
     shape, dtype = basis_map.infer(*inputs, **attrs)   # (no inputs is fine: not via apply,
     return graph.add_node(basis_map, inputs, attrs, shape, dtype)  # which needs one for the graph)
+
+
+def _same_for_every_k(value, basis, reduce, ref):
+    """A map whose body does not read the basis: ``value`` stacked once per basis vector
+    (or summed). The basis shape comes from ``ref``'s value where it has a run-time
+    length; where only ``value`` has one (a Jacobian of an output with a run-time length
+    that does not depend on x), broadcast_to cannot be told the shape, so ``value`` is
+    multiplied by ones of the basis shape instead."""
+    from flowgrad.ops import as_node, broadcast_to, expand_dims, mul, ones_like, sum
+    k, r = len(basis.shape), len(value.shape)
+    if ref is not None:                            # n and the basis shape from ref's value
+        ones = ones_like(ref)
+        if reduce == "sum":
+            return mul(value, sum(ones))
+        return mul(expand_dims(value, tuple(range(k))),
+                   expand_dims(ones, tuple(range(k, k + r))))
+    if reduce == "sum":
+        return mul(value, math.prod(basis.shape))
+    if None not in value.shape:
+        return broadcast_to(value, basis.shape + value.shape)
+    if not k:
+        return value
+    ones = as_node(np.ones(basis.shape + (1,) * r, dtype=value.dtype), value.graph)
+    return mul(expand_dims(value, tuple(range(k))), ones)
 
 
 def _substitute(nodes, outer):

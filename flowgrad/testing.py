@@ -85,9 +85,9 @@ class _Checker:
 
     def _eval(self, node, shift=None):
         feed = {self.graph.node(i): v for i, v in self.base.items()}
-        if shift is not None:
+        if shift is not None:      # an input listed twice moves by both of its shifts
             for x, dx in zip(self.wrt, shift):
-                feed[x] = self.base[x.id] + dx
+                feed[x] = feed[x] + dx
         prog = self._programs.get(node.id)
         if prog is None:
             prog = self._programs[node.id] = Program(node, self.backend)

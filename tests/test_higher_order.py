@@ -205,6 +205,32 @@ def test_jacobian_with_lengths_known_only_at_run_time(mode):
         np.testing.assert_allclose(jw, s[:, None] * X, rtol=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "dask"])
+@pytest.mark.parametrize("mode", [None, "fwd", "rev"])
+def test_jacobian_of_a_run_time_length_output_that_ignores_x_or_over_an_empty_x(mode, backend):
+    """y of shape (None, 2): its Jacobian with respect to a w it does not read (or reads
+    through stop_gradient only) was a TypeError in forward mode (the default here), the
+    zeros broadcast to a shape holding None; with respect to an x of shape (0,) it had
+    the shape (0, 2, 0) in forward mode, the run-time length written as 0. Against
+    numpy: zeros of y's run-time shape + x's shape, and the closed form where y reads w."""
+    x = fg.placeholder("x", shape=(None, 2))
+    w = fg.variable(np.array([0.5, -1.0]), name="w")
+    e = fg.placeholder("e", shape=(0,))
+    y = fg.sin(x) * fg.sum(x)
+    X = np.arange(6.0).reshape(3, 2) / 7
+    outs = [fg.jacobian(y, w, mode=mode), fg.jacobian(fg.stop_gradient(y * w), w, mode=mode),
+            fg.jacobian(y * w, w, mode=mode), fg.jacobian(y * fg.sum(e), e, mode=mode),
+            fg.jacobian(y, e, mode=mode)]
+    got = fg.compile(outs, backend=backend)({x: X, e: np.zeros(0)})
+    got = [np.asarray(fg.backends.to_numpy(g)) for g in got]
+    Y = np.sin(X) * X.sum()
+    for g in got[:2]:
+        np.testing.assert_array_equal(g, np.zeros((3, 2, 2)))
+    np.testing.assert_allclose(got[2], np.einsum("ij,jk->ijk", Y, np.eye(2)), rtol=1e-12)
+    for g in got[3:]:
+        assert g.shape == (3, 2, 0)
+
+
 def test_hessian_with_respect_to_a_batch_and_its_errors():
     x = fg.placeholder("x", shape=(None,))
     H = fg.hessian(fg.sum(fg.sin(x) * x), x)             # diagonal: 2 cos x − x sin x
@@ -234,3 +260,24 @@ def test_jvp_is_one_forward_sweep_and_never_forms_J(rng):
     t = np.tanh(W @ xv)
     J = (np.exp(0.5 * t) * 0.5 * (1 - t ** 2))[:, None] * W + 2 * xv
     np.testing.assert_allclose(prog(x=xv, v=vv), J @ vv, rtol=1e-10)
+
+
+def test_an_input_listed_twice_moves_by_the_sum_of_its_tangents(rng):
+    """fg.jvp(y, [x, x], [t1, t2]) kept only t2 (J t2, the first tangent dropped without
+    a word), so hvp's two modes disagreed on such a list (fwd-rev H t2, rev-rev
+    H (t1 + t2)) and check_grads called a right derivative wrong. The input moves by
+    t1 + t2, the dual of vjp giving it its gradient twice; against the closed form of
+    f = Σ w x³: ∇f = 3 w x², H = diag(6 w x)."""
+    x = fg.placeholder("x", shape=(3,))
+    w = rng.standard_normal(3)
+    f = fg.sum(fg.constant(w) * x ** 3)
+    xv, t1, t2 = rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal(3)
+    jv = fg.run(fg.jvp(f, [x, x], [t1, t2]), {x: xv})
+    np.testing.assert_allclose(jv, 3 * w * xv ** 2 @ (t1 + t2), rtol=1e-12)
+    want = 6 * w * xv * (t1 + t2)
+    for mode in ("fwd-rev", "rev-rev"):
+        for block in fg.run(fg.hvp(f, [x, x], [t1, t2], mode=mode), {x: xv}):
+            np.testing.assert_allclose(block, want, rtol=1e-12)
+    fg.check_grads(f, [x, x], {x: xv})                  # a false alarm before
+    with pytest.raises(fg.GradientCheckError):          # still catches a wrong one
+        fg.check_grads(f + fg.sum(fg.stop_gradient(x) * x), [x, x], {x: xv}, order=1)

@@ -592,6 +592,25 @@ def test_a_cond_whose_predicate_no_example_changes(none, rng):
                    [(3,)], rng, none=none)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "int8"])
+def test_loops_batch_over_an_empty_batch_of_static_length(dtype):
+    """A batch of static length 0 has no entry 0 for the body's per-example stand-ins:
+    every loop kind built as a ShapeError (getitem: index 0 is out of bounds). Now each
+    gives the empty result a loop over no examples gives, in the examples' dtype."""
+    x = fg.placeholder("x", shape=(2,), dtype=dtype)
+    X = fg.placeholder("X", shape=(0, 2), dtype=dtype)
+    one = np.ones((), dtype)
+    scanned, _ = fg.scan(lambda h, t: (h * t + one, None), x, fg.constant(np.ones((3, 2), dtype)))
+    counted, = fg.while_loop(lambda c: c[1] < 3, lambda c: (c[0] + one, c[1] + 1),
+                             (x, fg.constant(np.int64(0))))[:1]
+    branched = fg.cond(fg.constant(True), lambda v: v + one, lambda v: v * v, x)
+    for y in (scanned, counted, branched):
+        out = fg.vectorize(y, {x: X})
+        assert out.shape == (0, 2)
+        got = fg.run(out, {X: np.zeros((0, 2), dtype)})
+        assert got.shape == (0, 2) and got.dtype == np.dtype(dtype)
+
+
 @pytest.mark.parametrize("mode", ["fwd", "rev"])
 def test_cond_jacobians_take_the_vectorized_path(mode, rng):
     """The derivative of a cond is a cond whose predicate is the forward's: the same
