@@ -509,8 +509,11 @@ def _page(base, plan, title) -> str:
     data = {"frames": plan.frames,
             "valAt": {u: k for u, k in plan.val_at.items() if u in keys},
             "adjAt": {u: k for u, k in plan.adj_at.items() if u in keys}}
-    # "</" must not close the script element early, whatever a caption contains
-    blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    # No "<" at all inside the script element: "</script" would close it early, and
+    # "<!--<script" (a user's name in a caption) would keep its real end from closing it,
+    # so the page would never run. \u003c is the same character to JSON.parse and JS.
+    blob = (json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+            .replace(">", "\\u003e").replace("&", "\\u0026"))
     return PAGE.format(title=html.escape(title), css=CSS, last=len(plan.frames) - 1,
                        svg=base, data=blob)
 
