@@ -221,3 +221,32 @@ def test_a_mean_loss_caption_states_n_from_the_traced_batch(rng):
     # mse's mean over a (None, 3) batch traced with 5 rows: n = 15, said with the rule
     assert "from loss: y\u0304 += v̄ · 2(y − t) / n, n = 15  →  " in text
     assert "X\u0304 += v̄ (hidden/W)ᵀ" in text and "v̄[out/W] += hᵀ v̄" in text
+
+
+def _chain(steps):
+    with fg.Graph():
+        x = fg.placeholder("x", shape=())
+        h = x
+        for _ in range(steps):
+            h = fg.tanh(h * 0.9 + 0.1)     # 5 boxes a step: mul, add, tanh, 0.9, 0.1
+        return fg.compile(h).trace(x=0.3)
+
+
+def test_a_walkthrough_too_big_to_lay_out_is_refused_before_the_layout():
+    """A 3000-step chain once sat in Graphviz for six minutes; beyond max_nodes boxes
+    (2000 by default) it is refused at once, naming the count and the ways out."""
+    import time
+    tr = _chain(400)                       # 1 + 400 · 5 = 2001 boxes
+    start = time.perf_counter()
+    with pytest.raises(fg.ArgumentError, match=r"has 2001 boxes to draw, more than "
+                       r"max_nodes=2000; .* its 1200 steps .* max_nodes=2001 \(or None\)"):
+        fg.viz.walkthrough(tr)
+    assert time.perf_counter() - start < 5
+    # the boundary: exactly max_nodes boxes is laid out
+    small = _chain(3)                      # 16 boxes
+    assert len(fg.viz.walkthrough(small, max_nodes=16).frames) == 1 + 9 + 1 + 9 + 1
+    with pytest.raises(fg.ArgumentError, match="has 16 boxes to draw, more than max_nodes=15"):
+        fg.viz.walkthrough(small, max_nodes=15)
+    for bad in (0, -1, 2.5, True, "40"):
+        with pytest.raises(fg.ArgumentError, match="max_nodes must be an int >= 1 or None"):
+            fg.viz.walkthrough(small, max_nodes=bad)

@@ -17,7 +17,7 @@ import re
 import numpy as np
 
 from flowgrad.autodiff import ancestors
-from flowgrad.errors import FlowgradError
+from flowgrad.errors import ArgumentError, FlowgradError
 
 from . import labels as L
 from flowgrad.composite import groups
@@ -589,9 +589,35 @@ class Walkthrough:
         return f"<flowgrad.viz.Walkthrough of {len(self.frames)} frames>"
 
 
+#: a walkthrough draws at most this many boxes unless asked for more (``max_nodes=``):
+#: Graphviz lays out ~1500 boxes in seconds but 15 000 in minutes, and a frame a step
+#: over thousands of steps teaches nothing
+MAX_NODES = 2000
+
+
+def _check_size(plan, max_nodes):
+    """Refuse, before the layout, a walkthrough of more boxes than ``max_nodes``: a cut
+    graph would show adjoints whose children are missing, so it is all or nothing."""
+    if max_nodes is None:
+        return
+    if isinstance(max_nodes, (bool, np.bool_)) or not isinstance(max_nodes, (int, np.integer)) \
+            or max_nodes < 1:
+        raise ArgumentError(f"fg.viz.walkthrough: max_nodes must be an int >= 1 or None, "
+                            f"got {max_nodes!r}")
+    n = len(plan.keys())
+    if n > max_nodes:
+        steps = sum(1 for u in plan.members if plan.is_group(u) or plan.h[u].op is not None)
+        raise ArgumentError(
+            f"fg.viz.walkthrough: the trace has {n} boxes to draw, more than max_nodes="
+            f"{max_nodes}; laying it out would take minutes and its {steps} steps "
+            f"teach little. Walk through a smaller graph, pass max_nodes={n} (or None) to "
+            f"lay it out anyway, or draw the part nearest the loss: "
+            f"fg.viz.draw(trace, max_nodes=40)")
+
+
 def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, constants=True,
                 rankdir="LR", precision=4, max_elems=L.MAX_ELEMS,
-                title="Backpropagation, step by step", unroll=True):
+                title="Backpropagation, step by step", unroll=True, max_nodes=MAX_NODES):
     """The trace's forward and backward pass, one step per frame.
 
     Without ``path``: a ``Walkthrough`` that plays inline in a notebook and has
@@ -613,10 +639,14 @@ def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, con
     ``draw(tr, unroll=True)``: each iteration steps on its own ("· scan, iteration 2 of
     5"), forward 1 … T and backward T … 1; ``unroll=False``, or a longer loop, steps over
     a loop in one frame.
+    A trace of more than ``max_nodes`` boxes (2000) is refused with an
+    ``fg.ArgumentError`` before the layout; ``max_nodes=None`` lays out any size.
     """
     _check_trace(trace)
     if unroll:                 # issue 20: a loop steps through each of its iterations
         trace = walk_view(trace)
-    plan = _Plan(trace, precision, max_elems, level, expand, constants).build()
+    plan = _Plan(trace, precision, max_elems, level, expand, constants)
+    _check_size(plan, max_nodes)
+    plan.build()
     wt = Walkthrough(plan, _layout(trace, plan, rankdir, precision, max_elems), title)
     return wt if path is None else wt.save(path, format)
