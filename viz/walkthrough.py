@@ -24,6 +24,8 @@ from flowgrad.composite import groups
 
 from .dot import GroupUnit, unit_key, draw, drawn_units
 from .local import edge_terms
+from flowgrad.loops.loop_op import is_loop_result
+
 from .unroll import iteration_note, walk_view
 
 CSS = """
@@ -263,15 +265,42 @@ class _Plan:
             name = self.name(me) if me == u else L.display_name(self.h[o], self.p)
             bar = L.bar(name)
             body.append(f"{bar} = Σ over children of {name}: v̄_j ∂v_j/∂{name}")
-            if kids and all(locs[U][0] is not None for U in kids):
+            rest, residual = self.unseen(o, u, terms, summed.values())
+            if kids and not rest and all(locs[U][0] is not None for U in kids):
                 body += self.scalar_sum(name, kids, summed, locs)
             else:
                 body += [f"from {self.name(U)}: " + self.rule_line(o, U, js) +
                          f"  →  {self.num(summed[U])}" for U, js in kids.items()]
+            if rest:
+                body.append(f"from {', '.join(self.name(U) for U in rest)}: carried back by "
+                            f"{'its' if len(rest) == 1 else 'their'} own backward pass (no "
+                            f"formula on this edge)  →  {self.num(residual)}")
             body.append(f"{bar} = {self.num(self.trace.adjoint(self.h[o]))}")
-            kids_all += list(kids)
+            kids_all += list(kids) + rest
         k = self.add("bw", [u], kids_all, [self.edge(u, U) for U in kids_all], head + body)
         self.adj_at[self.key(u)] = k
+
+    def unseen(self, o, u, terms, known):
+        """([the units reading node ``o`` whose rule has no number on its edge: a loop
+        stepped over whole, fg.remat's replay], what they carry back together), or
+        ([], None) when they carry nothing: v̄_o less the terms shown, which is their
+        share, since the terms of all of o's children add up to v̄_o."""
+        rest = list(dict.fromkeys(
+            self.unit[j] for j in self.trace.graph.nx.successors(o)
+            if j in self.idset and self.unit[j] != u and (o, j) not in terms
+            and not is_loop_result(self.h[j])))     # (its loop box stands for it)
+        if not rest:
+            return [], None
+        total = np.asarray(_host(self.trace.adjoint(self.h[o])))
+        shown = [np.asarray(v) for v in known]
+        residual = total - sum(shown) if shown else total
+        # what rounding leaves when the children carry nothing (a stop_gradient)
+        eps = np.finfo(total.dtype).eps if total.dtype.kind in "fc" else 0.0
+        scale = np.max(np.abs(total), initial=0.0) + sum(
+            np.max(np.abs(v), initial=0.0) for v in shown)
+        if not np.any(np.abs(residual) > 64 * eps * scale):
+            return [], None
+        return rest, residual
 
     def rule_line(self, o, U, js):
         """The rule(s) carrying v̄ from unit U back to node ``o``."""
