@@ -158,8 +158,11 @@ def _relative_error(ref, low) -> float:
     if ref.dtype.kind not in "fc" or ref.size == 0:
         return 0.0
     ref64 = ref.astype(np.complex128 if ref.dtype.kind == "c" else np.float64)
-    diff = np.abs(low.astype(ref64.dtype) - ref64)
-    both_bad = ~np.isfinite(ref64) & (low.astype(ref64.dtype) == ref64)
+    low64 = low.astype(ref64.dtype)
+    diff = np.abs(low64 - ref64)
+    # the same ±Inf, or NaN in both, is agreement: the low dtype lost nothing there
+    # (NaN != NaN, so a NaN in both once counted as an infinite error, all digits lost)
+    both_bad = ~np.isfinite(ref64) & ((low64 == ref64) | (np.isnan(ref64) & np.isnan(low64)))
     diff = np.where(both_bad, 0.0, diff)
     scale = float(np.max(np.abs(np.where(np.isfinite(ref64), ref64, 0.0)), initial=0.0))
     worst = float(np.max(diff, initial=0.0))

@@ -3,9 +3,11 @@
 A checked run is a second interpreter loop over the same plan (the plain loop stays
 free of any test): it keeps every value and, after each step, tests the new value for
 finiteness. The first node whose value holds a NaN or ±Inf while all of its inputs
-were finite is the culprit: ``NumericsError`` names it and carries a Trace of every
-value computed so far, the culprit marked for ``fg.viz.draw``. A non-finite value that
-only propagates one from an input (a masked logit of −inf, say) is not flagged there.
+were finite is the culprit, and so is one that makes a NaN from inputs holding none
+(an ∞ passed on from a mask meets ∞ − ∞, 0 · ∞ or log(−∞)): ``NumericsError`` names it
+and carries a Trace of every value computed so far, the culprit marked for
+``fg.viz.draw``. A non-finite value that only passes on one from an input (a masked
+logit of −inf, say) is not flagged there.
 Fed placeholders and variables are tested first: a NaN fed in is named as such.
 
 ``detect_anomaly`` is **thread-local**: it turns checking on for programs run by the
@@ -55,6 +57,23 @@ def _all_finite(xp, v) -> bool:
     return bool(xp.isfinite(v).all())
 
 
+def _has_nan(xp, v) -> bool:
+    dtype = getattr(v, "dtype", None)
+    if dtype is None:
+        return isinstance(v, (float, complex)) and v != v
+    return dtype.kind in "fc" and bool(xp.isnan(v).any())
+
+
+def _made_here(xp, v, ins) -> str | None:
+    """Why a non-finite ``v`` computed from ``ins`` was made by its own step: "finite"
+    (every input finite), "nan" (a NaN where no input held one), else None (passed on)."""
+    if all(_all_finite(xp, i) for i in ins):
+        return "finite"
+    if _has_nan(xp, v) and not any(_has_nan(xp, i) for i in ins):
+        return "nan"
+    return None
+
+
 def run_checked(prog, vals):
     """Run ``prog``'s plan on the bound ``vals`` keeping every value; raise NumericsError
     at the first step that creates a NaN/Inf."""
@@ -74,8 +93,10 @@ def run_checked(prog, vals):
         except Exception as exc:
             raise_step_error(plan, k, exc, vals)
         vals[st.out] = v
-        if not _all_finite(xp, v) and all(_all_finite(xp, vals[i]) for i in ins):
-            raise _error(prog, vals, g.node(st.node), k)
+        if not _all_finite(xp, v):
+            made = _made_here(xp, v, [vals[i] for i in ins])
+            if made is not None:
+                raise _error(prog, vals, g.node(st.node), k, nan_from_inf=made == "nan")
     return vals
 
 
@@ -89,7 +110,7 @@ def _trace(prog, vals, culprit):
     return tr
 
 
-def _error(prog, vals, node, k, fed=False) -> NumericsError:
+def _error(prog, vals, node, k, fed=False, nan_from_inf=False) -> NumericsError:
     value = vals[prog.slot_of[node.id]]
     bad = _what(prog.backend.xp, value)
     if fed:
@@ -101,7 +122,8 @@ def _error(prog, vals, node, k, fed=False) -> NumericsError:
         ins = [vals[i] for i in prog.plan.made_steps()[k].ins]
         op = node.op.name if node.op is not None else node.kind
         where = node.where
-        head = (f"{node.name!r} ({op}) produced {bad} from finite inputs; it is {kind}"
+        source = "inputs holding ±Inf but no NaN" if nan_from_inf else "finite inputs"
+        head = (f"{node.name!r} ({op}) produced {bad} from {source}; it is {kind}"
                 + (f"; built at {where}" if where else "") +
                 f"\n    value: {diagnose.summarize(value)}\n{diagnose.input_lines(node, ins)}")
     trace = _trace(prog, vals, node)

@@ -80,3 +80,25 @@ def test_draw_audit_shades_where_digits_are_lost(g):
     assert "digits lost (inherited)" in src       # the loss carries the error on
     colours, captions = aud.shading()
     assert colours[cancel] == "#F08A5D" and captions[loss].endswith("(inherited)")
+
+
+def test_a_nan_in_both_precisions_is_no_lost_digit(g):
+    """sqrt(−1) is NaN in float64 and float32 alike: they agree there, and the error is
+    that of the finite entries (found by helper qa-viz: NaN != NaN made it an infinite
+    error, the sqrt marked as losing all 7.2 digits and named the worst node)."""
+    x = fg.placeholder("x", (3,))
+    root = fg.sqrt(x).named("root")
+    loss = fg.sum(fg.where(x > 0, root, 0.0) * 2.0)
+    X = np.array([-1.0, 2.0, 3.0])
+    with np.errstate(invalid="ignore"):
+        aud = fg.precision_audit(loss, {x: X}, dtype="float32")
+        r64, r32 = np.sqrt(X), np.sqrt(X.astype(np.float32)).astype(float)
+    by_hand = np.max(np.abs(r32[1:] - r64[1:])) / np.max(np.abs(r64[1:]))
+    assert aud.error(root) == pytest.approx(by_hand, rel=1e-12) and 0 < by_hand < 6e-8
+    assert aud.marked == []
+    # a NaN in one precision only is still every digit lost
+    y = fg.placeholder("y", ())
+    big = fg.exp(y).named("big")              # exp(100) overflows in float32 only
+    fin = fg.exp(y - 99.0).named("fin")
+    aud = fg.precision_audit(fg.sum(big - big * 1.0 + fin), {y: 100.0}, dtype="float32")
+    assert aud.error(big) == np.inf and aud.worst is big

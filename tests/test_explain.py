@@ -107,3 +107,38 @@ def test_unrecognised_and_fed_nans_say_so(g):
     with pytest.raises(fg.NumericsError) as info:
         fg.compile(x * 2, check_numerics=True)(x=np.nan)
     assert "no known trap" in info.value.explain()
+
+
+def test_a_nan_made_from_an_inherited_inf_is_caught_where_it_is_made(g):
+    """A mask's −inf passed on is no culprit, but an op that turns it into a NaN is: the
+    checked run used to let log(−inf) = NaN through (its input was not all finite) and
+    returned a NaN loss with no error at all (found by helper qa-viz)."""
+    x = fg.placeholder("x", (3,))
+    mask = fg.constant(np.array([-np.inf, 0.0, 0.0]))
+    masked = (x + mask).named("masked")          # [−inf, 1, 2]: passed on, not made
+    z = fg.log(masked).named("z")                # log(−inf) = NaN: made here
+    loss = fg.sum(fg.exp(z))
+    feed = {x: np.array([1.0, 1.0, 2.0])}
+    with np.errstate(all="ignore"):
+        assert np.isnan(np.sum(np.exp(np.log(feed[x] + np.array([-np.inf, 0, 0])))))
+        err = _caught(loss, feed)
+    assert err.node is z
+    assert "'z' (log) produced NaN from inputs holding ±Inf but no NaN" in str(err)
+    # passing the −inf on is still not flagged: exp(masked) is 0 where it is −inf
+    ok = fg.sum(fg.exp(masked))
+    with np.errstate(all="ignore"):
+        got = fg.compile(ok, check_numerics=True)(feed)
+    assert np.isclose(got, np.exp(1.0) + np.exp(2.0), rtol=1e-15)
+
+
+def test_an_inf_passed_on_with_no_nan_is_still_no_culprit(g):
+    """The boundary: −inf + 1 and −inf · 2 keep −inf (passed on); −inf · 0 is NaN (made)."""
+    x, s = fg.placeholder("x", (2,)), fg.placeholder("s", ())   # (a constant 0 is folded)
+    masked = x + fg.constant(np.array([-np.inf, 0.0]))
+    y = (masked * s).named("scaled")
+    prog = fg.compile(fg.sum(y + 1.0), check_numerics=True)
+    with np.errstate(all="ignore"):
+        assert prog({x: np.array([1.0, 2.0]), s: 2.0}) == -np.inf
+        with pytest.raises(fg.NumericsError) as info:
+            prog({x: np.array([1.0, 2.0]), s: 0.0})
+    assert info.value.node is y and "produced NaN from inputs holding" in str(info.value)

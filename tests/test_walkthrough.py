@@ -221,3 +221,84 @@ def test_a_mean_loss_caption_states_n_from_the_traced_batch(rng):
     # mse's mean over a (None, 3) batch traced with 5 rows: n = 15, said with the rule
     assert "from loss: y\u0304 += v̄ · 2(y − t) / n, n = 15  →  " in text
     assert "X\u0304 += v̄ (hidden/W)ᵀ" in text and "v̄[out/W] += hᵀ v̄" in text
+
+
+def _chain(steps):
+    with fg.Graph():
+        x = fg.placeholder("x", shape=())
+        h = x
+        for _ in range(steps):
+            h = fg.tanh(h * 0.9 + 0.1)     # 5 boxes a step: mul, add, tanh, 0.9, 0.1
+        return fg.compile(h).trace(x=0.3)
+
+
+def test_a_walkthrough_too_big_to_lay_out_is_refused_before_the_layout():
+    """A 3000-step chain once sat in Graphviz for six minutes; beyond max_nodes boxes
+    (2000 by default) it is refused at once, naming the count and the ways out."""
+    import time
+    tr = _chain(400)                       # 1 + 400 · 5 = 2001 boxes
+    start = time.perf_counter()
+    with pytest.raises(fg.ArgumentError, match=r"has 2001 boxes to draw, more than "
+                       r"max_nodes=2000; .* its 1200 steps .* max_nodes=2001 \(or None\)"):
+        fg.viz.walkthrough(tr)
+    assert time.perf_counter() - start < 5
+    # the boundary: exactly max_nodes boxes is laid out
+    small = _chain(3)                      # 16 boxes
+    assert len(fg.viz.walkthrough(small, max_nodes=16).frames) == 1 + 9 + 1 + 9 + 1
+    with pytest.raises(fg.ArgumentError, match="has 16 boxes to draw, more than max_nodes=15"):
+        fg.viz.walkthrough(small, max_nodes=15)
+    for bad in (0, -1, 2.5, True, "40"):
+        with pytest.raises(fg.ArgumentError, match="max_nodes must be an int >= 1 or None"):
+            fg.viz.walkthrough(small, max_nodes=bad)
+
+
+def _step_for(wt, bar):
+    return next(c for c in wt.captions() if c.startswith("Backward pass") and
+                f"\n{bar} = Σ over children" in c)
+
+
+def test_a_child_with_no_formula_still_shows_its_share_of_the_sum():
+    """fg.remat's rule replays its forward and a loop stepped over whole (unroll=False, or
+    over 12 iterations) runs its own backward pass: no number on their edges. The caption
+    once listed no term at all, an empty sum = v̄; it now names them and their share,
+    v̄ less the other terms (found by helper qa-viz)."""
+    with fg.Graph():
+        x = fg.placeholder("x", shape=())
+        w = fg.variable(0.8, name="w")
+        h = (w * x).named("h")
+        loss = (fg.remat(lambda a: fg.tanh(a) * 2.0)(h) + h * h).named("loss")
+        tr = fg.compile(loss).trace(x=1.5)
+    wt = fg.viz.walkthrough(tr)
+    remat_share = 2 * (1 - np.tanh(1.2) ** 2)          # ∂(2 tanh h)/∂h at h = 1.2
+    cap = _step_for(wt, "h̄")
+    assert (f"carried back by its own backward pass (no formula on this edge)  →  "
+            f"{remat_share:.4g}") in cap
+    assert f"h̄ += v̄ · h ; h̄ += v̄ · h  →  {2 * 1.2:.4g}" in cap
+    assert f"h̄ = {remat_share + 2.4:.4g}" in cap
+    # a scan stepped over whole: W's whole v̄ comes from the loop
+    Wv = np.array([[0.5, -0.3], [0.2, 0.4]])
+    X = np.arange(6.0).reshape(3, 2) / 5
+    with fg.Graph():
+        W = fg.variable(Wv, name="W")
+        xs = fg.placeholder("xs", (None, 2))
+        hT, _ = fg.scan(lambda h, x: (fg.tanh(h @ W + x), fg.sum(h)), fg.constant(np.zeros(2)),
+                        xs)
+        tr = fg.compile(fg.sum(hT).named("loss")).trace(xs=X)
+    cap = _step_for(fg.viz.walkthrough(tr, unroll=False), "W̄")
+    hs, gW = [np.zeros(2)], np.zeros((2, 2))      # BPTT by hand
+    for t in range(3):
+        hs.append(np.tanh(hs[-1] @ Wv + X[t]))
+    g = np.ones(2)
+    for t in range(3, 0, -1):
+        d = g * (1 - hs[t] ** 2)
+        gW += np.outer(hs[t - 1], d)
+        g = Wv @ d
+    want = "[[" + " ".join(f"{v:.4g}" for v in gW[0]) + "]; [" + \
+        " ".join(f"{v:.4g}" for v in gW[1]) + "]]"
+    assert f"from scan × T: carried back by its own backward pass (no formula on this " \
+           f"edge)  →  {want}" in cap, cap
+    # a child that carries nothing (stop_gradient) is not listed
+    with fg.Graph():
+        w = fg.variable(0.8, name="w")
+        tr = fg.compile((w * fg.stop_gradient(w) + w).named("loss")).trace()
+    assert "own backward pass" not in "\n".join(fg.viz.walkthrough(tr).captions())

@@ -309,7 +309,7 @@ def _node_attrs(scene, node, opts, derivative=False):
         fill = L.COLOURS["derivative" if derivative else "constant"]
         if node.id in scene.inherited:   # a constant NaN/Inf (a mask): not the culprit
             text, fill = text + "  (holds NaN/Inf)", INHERITED
-        return {"label": text,
+        return {"label": L.plain(text),
                 "shape": "box", "style": "filled", "fillcolor": fill,
                 "fontsize": "10", "margin": "0.05,0.02", "height": "0.2"}
     adjoint = _host(scene.adjoint(node)) if opts["adjoints"] and not derivative else None
@@ -320,7 +320,7 @@ def _node_attrs(scene, node, opts, derivative=False):
                          precision=opts["precision"], max_elems=opts["max_elems"],
                          rounded=rounded, border=border,
                          border_colour=border_colour, cell_ids=opts["cell_ids"], op=op)
-    tooltip = f"{node.name}: {L.op_text(node)} {L.fmt_shape(node.shape)}"
+    tooltip = L.plain(f"{node.name}: {L.op_text(node)} {L.fmt_shape(node.shape)}")
     attrs = {"label": label, "shape": "plain", "tooltip": tooltip}
     if rounded:
         attrs.update(L.frame_attrs(border, border_colour))
@@ -368,7 +368,8 @@ def _group_box_attrs(scene, unit, members, users, opts):
     head = L.header_row(label, small, colour)
     text = ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3">'
             + head + "".join(rows) + "</TABLE>>")
-    attrs = {"label": text, "tooltip": f"{label}: {len(members)} nodes (expand=[{str(unit)!r}])"}
+    attrs = {"label": text,
+             "tooltip": L.plain(f"{label}: {len(members)} nodes (expand=[{str(unit)!r}])")}
     attrs.update(L.frame_attrs(max(border, 2), border_colour))  # thicker: it holds more
     return attrs
 
@@ -389,7 +390,7 @@ def _scope_box_attrs(scene, path, members, drawn_users, opts):
         texts.append(f"… {len(outs) - 3} more outputs")
     label = L.scope_label("/".join(path), len(members), ops.most_common(), texts,
                           opts["precision"])
-    return {"label": label, "shape": "plain", "tooltip": "/".join(path)}
+    return {"label": label, "shape": "plain", "tooltip": L.plain("/".join(path))}
 
 
 # -- edges --------------------------------------------------------------------------------
@@ -659,7 +660,8 @@ def _emit_nodes(dot, scene, ids, derivative, collapsed, opts) -> tuple:
             label = groups(scene.graph).get(path[-1], {}).get("label", path[-1]) \
                 if group else path[-1]
             clusters[path] = graphviz.Digraph(name="cluster_" + "/".join(path), graph_attr={
-                "label": label, "style": "rounded,dotted" if group else "rounded,dashed",
+                "label": L.plain(label),
+                "style": "rounded,dotted" if group else "rounded,dashed",
                 "color": "#C0587E" if group else "gray50", "fontcolor": "gray30",
                 "id": "c_" + unit_key(path)[2:]})
         return clusters[path]
@@ -705,9 +707,9 @@ def _emit_edges(dot, scene, ids, drawn, derivative, edge_labels, precision):
         done.add((a, b))
         attrs = {"id": f"e{unit_key(a)}_{unit_key(b)}"}
         if isinstance(b, int) and not isinstance(a, tuple) and (i, j) in texts:
-            attrs["label"] = texts[(i, j)]      # from a node, or from a composite's output
+            attrs["label"] = L.plain(texts[(i, j)])   # from a node, or a composite's output
         elif not isinstance(a, tuple) and (a, b) in texts:   # (or a composite's box)
-            attrs["label"] = texts[(a, b)]      # into a composite
+            attrs["label"] = L.plain(texts[(a, b)])   # into a composite
         if j in derivative:
             attrs.update(color="#D95F02", fontcolor="#D95F02")
         dot.edge(unit_key(a), unit_key(b), **attrs)

@@ -455,18 +455,30 @@ def _fmt_number(v, symbols):
     return _P(text.replace("-", "−"), text, prec, "num")
 
 
+#: LaTeX's special characters, as each is written to print itself in math mode
+_TEX_SPECIAL = {"\\": r"\backslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&",
+                "#": r"\#", "%": r"\%", "_": r"\_", "^": r"\hat{}", "~": r"\sim{}"}
+_TEX_SPECIAL_RE = re.compile("[" + re.escape("".join(_TEX_SPECIAL)) + "]")
+
+
+def _tex_escape(text):
+    """A user's text as LaTeX that prints it: "50%" must not start a comment, "x&y" is
+    no alignment tab, and "$" or a lone brace must not end the formula early."""
+    return _TEX_SPECIAL_RE.sub(lambda m: _TEX_SPECIAL[m.group(0)], text)
+
+
 def _tex_name(name):
     if name in _GREEK:
         return _GREEK[name]
     if len(name) == 1:
-        return name
+        return _tex_escape(name)
     m = re.fullmatch(r"([A-Za-z]\w*?)_\{?([^{}_]+)\}?", name)   # h_t, h_{t−1} (loops)
     if m and not m.group(2).isdigit():
-        return f"{m.group(1)}_{{{m.group(2).replace('−', '-')}}}"
+        return f"{m.group(1)}_{{{_tex_escape(m.group(2).replace('−', '-'))}}}"
     m = re.fullmatch(r"([A-Za-z])_?(\d+)", name)
     if m:
         return f"{m.group(1)}_{{{m.group(2)}}}"
-    return r"\mathrm{" + name.replace("_", r"\_") + "}"
+    return r"\mathrm{" + _tex_escape(name) + "}"
 
 
 def _paren(p, below):

@@ -39,6 +39,14 @@ def esc(text) -> str:
     return html.escape(str(text), quote=True)
 
 
+def plain(text) -> str:
+    """Text for a plain (quoted) DOT string: a label, a tooltip, a cluster's title.
+    Graphviz reads a backslash there as an escape ("\\N" is the node's name, and a
+    trailing one eats the closing quote: a syntax error), so a user's backslash is
+    doubled; real newlines stay line breaks."""
+    return str(text).replace("\\", "\\\\")
+
+
 # -- numbers and arrays ----------------------------------------------------------------
 
 def fmt_number(x, precision: int = 4) -> str:

@@ -54,13 +54,13 @@ def emit_bodies(dot, scene, ids, expand):
 def _emit_body(dot, loop_id, prefix, body, spec):
     outs = {o.id: k for k, o in enumerate(body.outs)}
     with dot.subgraph(name=f"cluster_{prefix}") as c:
-        c.attr(label=f"body of {spec.label()}: {body.name}", style="dashed",
+        c.attr(label=L.plain(f"body of {spec.label()}: {body.name}"), style="dashed",
                fontname=L.FONT)
         for node in body.graph.nodes:
             text = f"{L.display_name(node)}\n{_role(body, node, spec)} {L.fmt_shape(node.shape)}"
             if node.id in outs:
                 text += f"\nresult {outs[node.id]}"
-            c.node(f"{prefix}_{node.id}", label=text, shape="box", fontsize="9",
+            c.node(f"{prefix}_{node.id}", label=L.plain(text), shape="box", fontsize="9",
                    style="rounded" if node.kind == "op" else "")
             for src in dict.fromkeys(node.input_ids):
                 c.edge(f"{prefix}_{src}", f"{prefix}_{node.id}")

@@ -17,13 +17,15 @@ import re
 import numpy as np
 
 from flowgrad.autodiff import ancestors
-from flowgrad.errors import FlowgradError
+from flowgrad.errors import ArgumentError, FlowgradError
 
 from . import labels as L
 from flowgrad.composite import groups
 
 from .dot import GroupUnit, unit_key, draw, drawn_units
 from .local import edge_terms
+from flowgrad.loops.loop_op import is_loop_result
+
 from .unroll import iteration_note, walk_view
 
 CSS = """
@@ -263,15 +265,42 @@ class _Plan:
             name = self.name(me) if me == u else L.display_name(self.h[o], self.p)
             bar = L.bar(name)
             body.append(f"{bar} = Σ over children of {name}: v̄_j ∂v_j/∂{name}")
-            if kids and all(locs[U][0] is not None for U in kids):
+            rest, residual = self.unseen(o, u, terms, summed.values())
+            if kids and not rest and all(locs[U][0] is not None for U in kids):
                 body += self.scalar_sum(name, kids, summed, locs)
             else:
                 body += [f"from {self.name(U)}: " + self.rule_line(o, U, js) +
                          f"  →  {self.num(summed[U])}" for U, js in kids.items()]
+            if rest:
+                body.append(f"from {', '.join(self.name(U) for U in rest)}: carried back by "
+                            f"{'its' if len(rest) == 1 else 'their'} own backward pass (no "
+                            f"formula on this edge)  →  {self.num(residual)}")
             body.append(f"{bar} = {self.num(self.trace.adjoint(self.h[o]))}")
-            kids_all += list(kids)
+            kids_all += list(kids) + rest
         k = self.add("bw", [u], kids_all, [self.edge(u, U) for U in kids_all], head + body)
         self.adj_at[self.key(u)] = k
+
+    def unseen(self, o, u, terms, known):
+        """([the units reading node ``o`` whose rule has no number on its edge: a loop
+        stepped over whole, fg.remat's replay], what they carry back together), or
+        ([], None) when they carry nothing: v̄_o less the terms shown, which is their
+        share, since the terms of all of o's children add up to v̄_o."""
+        rest = list(dict.fromkeys(
+            self.unit[j] for j in self.trace.graph.nx.successors(o)
+            if j in self.idset and self.unit[j] != u and (o, j) not in terms
+            and not is_loop_result(self.h[j])))     # (its loop box stands for it)
+        if not rest:
+            return [], None
+        total = np.asarray(_host(self.trace.adjoint(self.h[o])))
+        shown = [np.asarray(v) for v in known]
+        residual = total - sum(shown) if shown else total
+        # what rounding leaves when the children carry nothing (a stop_gradient)
+        eps = np.finfo(total.dtype).eps if total.dtype.kind in "fc" else 0.0
+        scale = np.max(np.abs(total), initial=0.0) + sum(
+            np.max(np.abs(v), initial=0.0) for v in shown)
+        if not np.any(np.abs(residual) > 64 * eps * scale):
+            return [], None
+        return rest, residual
 
     def rule_line(self, o, U, js):
         """The rule(s) carrying v̄ from unit U back to node ``o``."""
@@ -509,8 +538,11 @@ def _page(base, plan, title) -> str:
     data = {"frames": plan.frames,
             "valAt": {u: k for u, k in plan.val_at.items() if u in keys},
             "adjAt": {u: k for u, k in plan.adj_at.items() if u in keys}}
-    # "</" must not close the script element early, whatever a caption contains
-    blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    # No "<" at all inside the script element: "</script" would close it early, and
+    # "<!--<script" (a user's name in a caption) would keep its real end from closing it,
+    # so the page would never run. \u003c is the same character to JSON.parse and JS.
+    blob = (json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+            .replace(">", "\\u003e").replace("&", "\\u0026"))
     return PAGE.format(title=html.escape(title), css=CSS, last=len(plan.frames) - 1,
                        svg=base, data=blob)
 
@@ -586,9 +618,35 @@ class Walkthrough:
         return f"<flowgrad.viz.Walkthrough of {len(self.frames)} frames>"
 
 
+#: a walkthrough draws at most this many boxes unless asked for more (``max_nodes=``):
+#: Graphviz lays out ~1500 boxes in seconds but 15 000 in minutes, and a frame a step
+#: over thousands of steps teaches nothing
+MAX_NODES = 2000
+
+
+def _check_size(plan, max_nodes):
+    """Refuse, before the layout, a walkthrough of more boxes than ``max_nodes``: a cut
+    graph would show adjoints whose children are missing, so it is all or nothing."""
+    if max_nodes is None:
+        return
+    if isinstance(max_nodes, (bool, np.bool_)) or not isinstance(max_nodes, (int, np.integer)) \
+            or max_nodes < 1:
+        raise ArgumentError(f"fg.viz.walkthrough: max_nodes must be an int >= 1 or None, "
+                            f"got {max_nodes!r}")
+    n = len(plan.keys())
+    if n > max_nodes:
+        steps = sum(1 for u in plan.members if plan.is_group(u) or plan.h[u].op is not None)
+        raise ArgumentError(
+            f"fg.viz.walkthrough: the trace has {n} boxes to draw, more than max_nodes="
+            f"{max_nodes}; laying it out would take minutes and its {steps} steps "
+            f"teach little. Walk through a smaller graph, pass max_nodes={n} (or None) to "
+            f"lay it out anyway, or draw the part nearest the loss: "
+            f"fg.viz.draw(trace, max_nodes=40)")
+
+
 def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, constants=True,
                 rankdir="LR", precision=4, max_elems=L.MAX_ELEMS,
-                title="Backpropagation, step by step", unroll=True):
+                title="Backpropagation, step by step", unroll=True, max_nodes=MAX_NODES):
     """The trace's forward and backward pass, one step per frame.
 
     Without ``path``: a ``Walkthrough`` that plays inline in a notebook and has
@@ -610,10 +668,14 @@ def walkthrough(trace, path=None, *, format=None, level="ops", expand=False, con
     ``draw(tr, unroll=True)``: each iteration steps on its own ("· scan, iteration 2 of
     5"), forward 1 … T and backward T … 1; ``unroll=False``, or a longer loop, steps over
     a loop in one frame.
+    A trace of more than ``max_nodes`` boxes (2000) is refused with an
+    ``fg.ArgumentError`` before the layout; ``max_nodes=None`` lays out any size.
     """
     _check_trace(trace)
     if unroll:                 # issue 20: a loop steps through each of its iterations
         trace = walk_view(trace)
-    plan = _Plan(trace, precision, max_elems, level, expand, constants).build()
+    plan = _Plan(trace, precision, max_elems, level, expand, constants)
+    _check_size(plan, max_nodes)
+    plan.build()
     wt = Walkthrough(plan, _layout(trace, plan, rankdir, precision, max_elems), title)
     return wt if path is None else wt.save(path, format)
