@@ -154,3 +154,34 @@ def test_fit_drives_lbfgs_one_iteration_a_batch():
     assert opt.iterations == hist.epochs < 40
     assert hist["loss"][0] == pytest.approx(np.log(2), rel=1e-12)
     np.testing.assert_allclose(np.r_[w.value, b.value], ref.x, atol=1e-6)
+
+
+@pytest.mark.parametrize("check_finite", [False, True])
+def test_a_non_finite_start_is_refused_not_called_converged(check_finite):
+    """log(p) at p = 0 is −inf: L-BFGS cannot step from there. It used to stay and set
+    ``converged``, so ``while not opt.converged`` stopped as if at an optimum. Now a
+    NumericsError, nothing written; a finite start then steps."""
+    with fg.Graph():
+        p = fg.variable(np.array([0.0, 2.0]), name="p")
+        loss = fg.sum((p - 1.0) ** 2 - 0.01 * fg.log(p))
+        opt = fg.optim.LBFGS([p], check_finite=check_finite)
+        train = opt.minimize(loss)
+        with pytest.raises(fg.NumericsError, match="loss"):
+            train()
+        assert not opt.converged and opt.iterations == 0
+        np.testing.assert_array_equal(p.value, [0.0, 2.0])
+        p.value = np.array([0.5, 2.0])           # finite loss and gradient: a step
+        before = float(train())
+        assert before == pytest.approx(1.25 - 0.01 * math.log(0.5) - 0.01 * math.log(2.0))
+        assert opt.iterations == 1 and not opt.converged
+        assert float(fg.run(loss)) < before
+
+
+def test_weight_decay_overflowing_the_objective_is_refused():
+    with fg.Graph():
+        p = fg.variable(np.array([1e200]), name="p")
+        opt = fg.optim.LBFGS([p], weight_decay=1.0)
+        train = opt.minimize(fg.sum(p * 0.0 + 1.0))
+        with pytest.raises(fg.NumericsError, match="weight_decay"):
+            train()
+        assert not opt.converged and p.value[0] == 1e200

@@ -21,7 +21,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from ..errors import OptimizerError, UsageError
+from ..errors import NumericsError, OptimizerError, UsageError
 from ..ops.base import at_user_line
 from ..backends import to_numpy
 from ..leaves import check_variable_value
@@ -135,6 +135,9 @@ class LBFGS(Optimizer):
     ``tolerance_change`` (a step then changes nothing or little; keep calling or stop).
     ``weight_decay`` adds ``weight_decay/2 · ‖w‖²`` to the objective (and ``weight_decay·w``
     to its gradient); clipping does not combine with a line search and is refused.
+    A loss or gradient holding a NaN or ±inf at the current values is a
+    ``fg.NumericsError`` whatever ``check_finite`` says (nothing is written): no
+    iteration can start there, and ``converged`` means a real optimum.
 
         opt = fg.optim.LBFGS([w, b])
         train = opt.minimize(loss)
@@ -182,8 +185,9 @@ class LBFGS(Optimizer):
             # iteration, to the commit; the line search's are dropped
             with commit_lock(prog.graph) if prog.state_updates else nullcontext():
                 outs, pending = prog.call_pending((base,), {})
-                if self.check_finite:
-                    self._refuse_non_finite(prog, bound, outs)
+                # always, check_finite or not: no iteration can start from a NaN or
+                # ±inf loss or gradient, and staying put there once said "converged"
+                self._refuse_non_finite(prog, bound, outs)
                 lr = self.learning_rate()
                 objective = _Objective(self, prog, base)
                 x0 = objective.flat([v.value for v in self.variables])
@@ -196,7 +200,11 @@ class LBFGS(Optimizer):
     def _iterate(self, objective, x0, f0, g0, lr):
         """(the new values, the new memory, converged), nothing written."""
         memory = {**self.memory, "pairs": list(self.memory["pairs"])}
-        if not np.all(np.isfinite(g0)) or np.max(np.abs(g0), initial=0.0) <= self.tolerance_grad:
+        if not (math.isfinite(f0) and np.all(np.isfinite(g0))):   # weight decay overflowed
+            raise NumericsError(f"L-BFGS step {self.iterations + 1}: the objective with "
+                                f"weight_decay is {f0!r} or its gradient is not finite; the "
+                                "step was refused and nothing was changed" + at_user_line())
+        if np.max(np.abs(g0), initial=0.0) <= self.tolerance_grad:
             return x0, memory, True
         if memory["x"] is not None:
             s, y = x0 - memory["x"], g0 - memory["g"]
