@@ -137,7 +137,7 @@ class LBFGS(Optimizer):
     to its gradient); clipping does not combine with a line search and is refused.
     A loss or gradient holding a NaN or ±inf at the current values is a
     ``fg.NumericsError`` whatever ``check_finite`` says (nothing is written): no
-    iteration can start there, and ``converged`` means a real optimum.
+    iteration can start there, and staying put would read as ``converged``.
 
         opt = fg.optim.LBFGS([w, b])
         train = opt.minimize(loss)
