@@ -45,6 +45,7 @@ from .attrs import decode, encode
 from .limits import Budget, check_max_bytes
 from .objects import closure, decoder, encoder
 from .opsig import check_record
+from .rebuild import apply_record
 from . import loop_io
 
 FORMAT = "flowgrad-graph"
@@ -401,7 +402,7 @@ _REBUILD_ERRORS = (TypeError, ValueError, IndexError, KeyError, OverflowError,
 
 
 def _op_node(g, rec, reader, handles, where) -> Node:
-    from flowgrad.ops.base import REGISTRY, apply
+    from flowgrad.ops.base import REGISTRY
     op = REGISTRY.get(rec["op"])
     if op is None:
         raise GraphFileError(f"{where} uses op {rec['op']!r}, which this flowgrad "
@@ -414,7 +415,9 @@ def _op_node(g, rec, reader, handles, where) -> Node:
     check_record(op, ins, attrs, where)
     try:
         with g.scope_path(rec["scope"]):
-            node = apply(op, *ins, **attrs)
+            node = apply_record(op, ins, attrs, where)
+    except GraphFileError:
+        raise
     except FlowgradError as e:
         raise GraphFileError(f"{where}: rebuilding {op.name} failed: {e}") from None
     except _REBUILD_ERRORS as e:

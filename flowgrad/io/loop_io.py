@@ -22,6 +22,7 @@ from flowgrad.errors import FlowgradError, GraphFileError
 
 from .attrs import decode, dtype_name, encode, parse_dtype
 from .opsig import check_record
+from .rebuild import apply_record
 
 KINDS = {"scan": 1, "while": 2, "cond": 2}     # kind -> how many bodies
 MAX_BODY_NODES = 1_000_000
@@ -217,7 +218,7 @@ def _body(doc, where):
 
 def _body_node(graph, handles, rec, k, load_array, where):
     from flowgrad.leaves import placeholder
-    from flowgrad.ops.base import REGISTRY, apply, as_node
+    from flowgrad.ops.base import REGISTRY, as_node
     try:
         kind, op_name, shape = rec["kind"], rec["op"], tuple(rec["shape"])
         dtype = parse_node_dtype(rec["dtype"], op_name)
@@ -234,7 +235,7 @@ def _body_node(graph, handles, rec, k, load_array, where):
             node = as_node(value if rec["weak"] else np.asarray(value, dtype), graph)
         elif kind == "op" and op_name in REGISTRY:
             check_record(REGISTRY[op_name], inputs, attrs, where)   # as a top-level node's
-            node = apply(REGISTRY[op_name], *inputs, **attrs)
+            node = apply_record(REGISTRY[op_name], inputs, attrs, where)
         else:
             raise GraphFileError(f"{where}: unknown op {op_name!r:.40} or kind {kind!r:.20}")
     except GraphFileError:

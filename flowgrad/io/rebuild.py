@@ -1,0 +1,34 @@
+"""Rebuilding one op node of a file without running the op.
+
+``ops.base.apply`` *evaluates* an op whose inputs are all weak Python-number constants
+(``2.0 * 3``), so that arithmetic on scalars folds at once; it keeps the value only when
+it is 0-d. A file can name any op over such inputs, with any attributes its checks allow
+(a random draw of shape (2³³,) over a weak ``like``), and the loader would then run that
+op on the host while building the graph: gigabytes and seconds asked for by a few
+hundred bytes of file, before any shape was compared with the record.
+
+A file written by ``save_graph`` never needs that evaluation: a 0-d result would have
+been folded when the graph was built (so the record does not describe a built graph),
+and any other result is discarded by apply, which then adds the node. ``apply_record``
+does the same without the evaluation: the op's shape inference, then the node.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from flowgrad.errors import GraphFileError
+
+
+def apply_record(op, ins, attrs, where):
+    """``apply(op, *ins, **attrs)`` for a record read from a file; an op over weak
+    scalar constants only is built from its shape inference alone, never run."""
+    from flowgrad.ops.base import apply
+    if not ins or not all(n.op is None and n.weak for n in ins):
+        return apply(op, *ins, **attrs)
+    shape, dtype = op.infer(*ins, **attrs)
+    shape = tuple(shape)
+    if shape == ():
+        # apply would fold it to a weak constant: no built graph holds such a node
+        raise GraphFileError(f"{where}: {op.name} of Python-number constants folds to a "
+                             "constant; the file does not describe a built graph")
+    return ins[0].graph.add_node(op, tuple(ins), attrs, shape, np.dtype(dtype))

@@ -1,0 +1,108 @@
+"""Hostile graph files and ONNX models found by the file-reader QA pass: each test pins
+one way a file could make a reader allocate, run or raise what it should not."""
+import copy
+import io
+import json
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+import flowgrad as fg
+
+MIB = 1 << 20
+
+
+def _members(g, path):
+    fg.save_graph(path, g)
+    with zipfile.ZipFile(path) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def _write(path, members, doc):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n, data in members.items():
+            zf.writestr(n, json.dumps(doc) if n == "graph.json" else data)
+    return path
+
+
+def _peak_load(path):
+    """(peak bytes traced while loading ``path``, the graph)."""
+    tracemalloc.start()
+    try:
+        g = fg.load_graph(path)
+        return tracemalloc.get_traced_memory()[1], g
+    finally:
+        tracemalloc.stop()
+
+
+WEAK_ONE = {"op": None, "kind": "constant", "name": "one", "scope": [], "shape": [],
+            "dtype": "float64", "inputs": [], "attrs": {}, "weak": True, "value": 1.0}
+
+
+def _draw_file(tmp_path, n):
+    """A file whose random draw of shape (n,) reads a weak Python-number constant (its
+    ``like`` input): apply evaluates an op over weak scalars only, at load time."""
+    with fg.Graph() as g:
+        fg.random.normal(like=fg.placeholder("x", (3,)), seed=1)
+    members = _members(g, tmp_path / "draw.fg")
+    doc = json.loads(members["graph.json"])
+    doc["nodes"][0] = dict(WEAK_ONE)
+    draw = doc["nodes"][1]
+    draw["attrs"]["shape"], draw["shape"] = {"$tuple": [n]}, [n]
+    return _write(tmp_path / "weak_draw.fg", members, doc)
+
+
+def test_an_op_over_weak_scalars_is_not_run_while_loading(tmp_path):
+    # 8 MiB of draws asked for by a ~600-byte file: the loader must not make them (the
+    # old loader ran the draw inside apply's constant folding, then dropped it)
+    n = 1 << 20
+    path = _draw_file(tmp_path, n)
+    assert path.stat().st_size < 2000
+    peak, g = _peak_load(path)
+    assert peak < MIB, peak
+    (draw,) = [m for m in g.nodes if m.op is not None]
+    assert draw.shape == (n,) and draw.dtype == np.float64
+
+
+def test_an_op_over_weak_scalars_in_a_loop_body_is_not_run_while_loading(tmp_path):
+    n = 1 << 20
+    with fg.Graph() as g:
+        fg.scan(lambda c, xi: (c + xi, c * xi), 0.0, fg.placeholder("x", (3,)))
+    members = _members(g, tmp_path / "scan.fg")
+    doc = json.loads(members["graph.json"])
+    (loop,) = [r for r in doc["nodes"] if r["op"] == "loop"]
+    body = loop["attrs"]["spec"]["$loop"]["bodies"][0]["nodes"]
+    draw = {"op": "random_normal", "kind": "op", "name": "draw", "shape": [n],
+            "dtype": "float64", "inputs": [len(body)],
+            "attrs": {"shape": {"$tuple": [n]}, "dtype": {"$dtype": "float64"},
+                      "dist": "normal", "params": {"$tuple": [0.0, 1.0]},
+                      "stream": {"$stream": 1}}}
+    weak = {k: v for k, v in WEAK_ONE.items() if k != "scope"}
+    body += [weak, draw]
+    peak, _ = _peak_load(_write(tmp_path / "weak_body.fg", members, doc))
+    assert peak < MIB, peak
+
+
+def test_an_op_over_weak_scalars_with_a_0d_result_is_refused_unrun(tmp_path):
+    # apply would fold it into a constant, so no built graph holds such a node
+    with fg.Graph() as g:
+        fg.sin(fg.placeholder("x", ()))
+    members = _members(g, tmp_path / "sin.fg")
+    doc = json.loads(members["graph.json"])
+    doc["nodes"][0] = dict(WEAK_ONE)
+    with pytest.raises(fg.GraphFileError, match="folds to a constant"):
+        fg.load_graph(_write(tmp_path / "weak_sin.fg", members, doc))
+
+
+def test_ops_over_weak_scalars_a_builder_made_still_round_trip(tmp_path):
+    with fg.Graph() as g:
+        a = fg.expand_dims(2.0, 0)
+        b = fg.broadcast_to(3, (2, 3))
+    fg.save_graph(tmp_path / "w.fg", g)
+    g2 = fg.load_graph(tmp_path / "w.fg")
+    got = fg.compile([g2.by_name(a.name), g2.by_name(b.name)])({})
+    np.testing.assert_array_equal(got[0], np.array([2.0]))
+    np.testing.assert_array_equal(got[1], np.full((2, 3), 3))
+    assert got[0].dtype == np.float64 and got[1].dtype == np.array(3).dtype
