@@ -106,3 +106,42 @@ def test_ops_over_weak_scalars_a_builder_made_still_round_trip(tmp_path):
     np.testing.assert_array_equal(got[0], np.array([2.0]))
     np.testing.assert_array_equal(got[1], np.full((2, 3), 3))
     assert got[0].dtype == np.float64 and got[1].dtype == np.array(3).dtype
+
+
+def _scan_doc(tmp_path):
+    with fg.Graph() as g:
+        fg.scan(lambda c, xi: (c + xi, c * xi), 0.0, fg.placeholder("x", (3,)))
+    members = _members(g, tmp_path / "scan.fg")
+    doc = json.loads(members["graph.json"])
+    (loop,) = [r for r in doc["nodes"] if r["op"] == "loop"]
+    return members, doc, loop["attrs"]["spec"]["$loop"]["bodies"][0]
+
+
+def _body_constant(tmp_path, shape, b64):
+    """The scan file with one more constant in its body: an inline array of ``shape``."""
+    members, doc, body = _scan_doc(tmp_path)
+    body["arrays"].append({"dtype": "float64", "shape": shape, "b64": b64})
+    body["nodes"].append({"op": None, "kind": "constant", "name": "k", "shape": shape,
+                          "dtype": "float64", "inputs": [], "attrs": {}, "weak": False,
+                          "value": {"$array": str(len(body["arrays"]) - 1)}})
+    return _write(tmp_path / "body_const.fg", members, doc)
+
+
+EIGHT_BYTES = "AAAAAAAA8D8="      # base64 of float64 1.0
+
+
+@pytest.mark.parametrize("shape", [[1 << 16] * 4, [1 << 20, 1 << 20, 1 << 24]])
+def test_a_loop_body_array_whose_size_wraps_int64_is_refused(tmp_path, shape):
+    # 2^64 entries is 0 in int64 arithmetic: np.prod said the array held 0 bytes, and the
+    # reshape that followed raised a bare ValueError
+    with pytest.raises(fg.GraphFileError, match="wrong size"):
+        fg.load_graph(_body_constant(tmp_path, shape, ""))
+
+
+def test_a_loop_body_array_may_have_64_dimensions_not_65(tmp_path):
+    g = fg.load_graph(_body_constant(tmp_path, [1] * 64, EIGHT_BYTES))
+    (loop,) = [n for n in g.nodes if n.op is not None and n.op.name == "loop"]
+    (k,) = [n for n in loop.attrs["spec"].bodies[0].graph.nodes if n.shape == (1,) * 64]
+    assert k.shape == (1,) * 64 and k.value.reshape(()) == 1.0
+    with pytest.raises(fg.GraphFileError, match="wrong size"):
+        fg.load_graph(_body_constant(tmp_path, [1] * 65, EIGHT_BYTES))

@@ -15,6 +15,7 @@ node, so a file holds each spec once.
 from __future__ import annotations
 
 import base64
+import math
 
 import numpy as np
 
@@ -28,6 +29,7 @@ KINDS = {"scan": 1, "while": 2, "cond": 2}     # kind -> how many bodies
 MAX_BODY_NODES = 1_000_000
 MAX_INLINE_BYTES = 64 << 20
 MAX_COUNT = 1 << 20
+MAX_NDIM = 64          # numpy's most dimensions
 
 
 def is_spec(value) -> bool:
@@ -180,7 +182,9 @@ def _array(entry, where):
         raw = base64.b64decode(entry["b64"], validate=True)
     except (KeyError, TypeError, ValueError):
         raise GraphFileError(f"{where}: a malformed array in a loop body") from None
-    if len(raw) > MAX_INLINE_BYTES or len(raw) != int(np.prod(shape)) * dtype.itemsize:
+    # math.prod of Python ints: np.prod's int64 wraps ((2**16,) * 4 would hold 0 bytes)
+    if len(shape) > MAX_NDIM or len(raw) > MAX_INLINE_BYTES or \
+            len(raw) != math.prod(shape) * dtype.itemsize:
         raise GraphFileError(f"{where}: an array in a loop body has the wrong size")
     return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
 
