@@ -96,6 +96,19 @@ def test_an_op_over_weak_scalars_with_a_0d_result_is_refused_unrun(tmp_path):
         fg.load_graph(_write(tmp_path / "weak_sin.fg", members, doc))
 
 
+def test_a_small_op_over_weak_scalars_that_fails_on_numbers_is_refused(tmp_path):
+    # small results are still evaluated as the builder would: sum_to reads .ndim, which
+    # a Python number lacks, so the record is refused when loaded, not when run
+    from flowgrad.ops.broadcast import sum_to
+    with fg.Graph() as g:
+        sum_to(fg.placeholder("x", (2, 3)), shape=(3,))
+    members = _members(g, tmp_path / "sum_to.fg")
+    doc = json.loads(members["graph.json"])
+    doc["nodes"][0] = dict(WEAK_ONE)
+    with pytest.raises(fg.GraphFileError, match="rebuilding sum_to failed"):
+        fg.load_graph(_write(tmp_path / "weak_sum_to.fg", members, doc))
+
+
 def test_ops_over_weak_scalars_a_builder_made_still_round_trip(tmp_path):
     with fg.Graph() as g:
         a = fg.expand_dims(2.0, 0)
