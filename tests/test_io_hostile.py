@@ -158,3 +158,20 @@ def test_a_loop_body_array_may_have_64_dimensions_not_65(tmp_path):
     assert k.shape == (1,) * 64 and k.value.reshape(()) == 1.0
     with pytest.raises(fg.GraphFileError, match="wrong size"):
         fg.load_graph(_body_constant(tmp_path, [1] * 65, EIGHT_BYTES))
+
+
+@pytest.mark.parametrize("dtype, last_good, first_bad", [
+    ("float16", 65504.0, 65520.0),                 # 65520 rounds to inf in float16
+    ("float32", float(np.finfo(np.float32).max), 3.4028235677973366e38)])
+def test_a_tagged_scalar_past_its_dtypes_range_is_refused_not_made_inf(dtype, last_good,
+                                                                        first_bad):
+    import warnings
+    from flowgrad.io.attrs import decode
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")             # and no RuntimeWarning on the way
+        got = decode({"$scalar": [dtype, last_good]}, None, "here")
+        assert got.dtype == np.dtype(dtype) and float(got) == last_good
+        with pytest.raises(fg.GraphFileError, match="does not fit"):
+            decode({"$scalar": [dtype, first_bad]}, None, "here")
+        assert np.isnan(decode({"$scalar": [dtype, {"$float": "nan"}]}, None, "here"))
+        assert decode({"$scalar": [dtype, {"$float": "-inf"}]}, None, "here") == -np.inf
