@@ -175,3 +175,23 @@ def test_a_tagged_scalar_past_its_dtypes_range_is_refused_not_made_inf(dtype, la
             decode({"$scalar": [dtype, first_bad]}, None, "here")
         assert np.isnan(decode({"$scalar": [dtype, {"$float": "nan"}]}, None, "here"))
         assert decode({"$scalar": [dtype, {"$float": "-inf"}]}, None, "here") == -np.inf
+
+
+def _onnx_input_model(tmp_path, ndim):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "m",
+                              [vi("x", TensorProto.DOUBLE, [1] * ndim)],
+                              [vi("y", TensorProto.DOUBLE, None)])
+    path = tmp_path / f"in{ndim}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+def test_an_onnx_input_may_have_64_dimensions_not_65(tmp_path):
+    g = fg.import_onnx(_onnx_input_model(tmp_path, 64))
+    x = np.full((1,) * 64, 2.5)
+    np.testing.assert_array_equal(fg.run(g.by_name("y"), {"x": x}), -x)
+    with pytest.raises(fg.GraphFileError, match="65 dimensions"):
+        fg.import_onnx(_onnx_input_model(tmp_path, 65))

@@ -111,6 +111,9 @@ def _shape(value_info):
     t = value_info.type.tensor_type
     if not t.HasField("shape"):
         raise OnnxImportError(f"graph input {value_info.name!r} has no shape")
+    if len(t.shape.dim) > MAX_NDIM:   # numpy's limit: no array could ever be fed to it
+        raise OnnxImportError(f"graph input {value_info.name!r} has {len(t.shape.dim)} "
+                              f"dimensions, more than the {MAX_NDIM} an array may have")
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
 
 
