@@ -195,3 +195,32 @@ def test_an_onnx_input_may_have_64_dimensions_not_65(tmp_path):
     np.testing.assert_array_equal(fg.run(g.by_name("y"), {"x": x}), -x)
     with pytest.raises(fg.GraphFileError, match="65 dimensions"):
         fg.import_onnx(_onnx_input_model(tmp_path, 65))
+
+
+def test_a_graph_output_made_by_identity_is_found_by_its_name(tmp_path):
+    """Identity makes no node, so its output's name went unclaimed: g.by_name("y") was a
+    KeyError for the model's own output (flowgrad's export writes such an Identity for
+    every output named like its node, e.g. fg.var(x).named("out"))."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["h"]),
+                               helper.make_node("Identity", ["h"], ["y"]),
+                               helper.make_node("Identity", ["x"], ["x2"])], "m",
+                              [vi("x", TensorProto.DOUBLE, [3])],
+                              [vi("y", TensorProto.DOUBLE, None),
+                               vi("x2", TensorProto.DOUBLE, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]),
+              tmp_path / "id.onnx")
+    g = fg.import_onnx(tmp_path / "id.onnx")
+    x = np.array([-1.0, 0.0, 2.0])
+    np.testing.assert_allclose(fg.run(g.by_name("y"), {"x": x}), 1 / (1 + np.exp(-x)),
+                               rtol=1e-15)
+    assert g.by_name("x").kind == "placeholder"    # an input keeps its (feed) name
+
+    with fg.Graph():
+        out = fg.var(fg.placeholder("a", (3, 4))).named("out")
+    fg.export_onnx(out, tmp_path / "var.onnx")
+    a = np.arange(12.0).reshape(3, 4) ** 1.5
+    got = fg.run(fg.import_onnx(tmp_path / "var.onnx").by_name("out"), {"a": a})
+    np.testing.assert_allclose(got, np.var(a), rtol=1e-13)
