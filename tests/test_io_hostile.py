@@ -224,3 +224,20 @@ def test_a_graph_output_made_by_identity_is_found_by_its_name(tmp_path):
     a = np.arange(12.0).reshape(3, 4) ** 1.5
     got = fg.run(fg.import_onnx(tmp_path / "var.onnx").by_name("out"), {"a": a})
     np.testing.assert_allclose(got, np.var(a), rtol=1e-13)
+
+
+def test_graph_json_that_parses_past_memory_is_a_graph_file_error(tmp_path, monkeypatch):
+    """"{}," repeated deflates 1000:1 and parses to ~24 bytes per byte of text: a 1 MB
+    file within its 64 MB budget of text made a 1.5 GB parse, a bare MemoryError under a
+    memory limit. (Simulated here: json.loads raising MemoryError.)"""
+    import types
+    from flowgrad.io import graphfile
+    with fg.Graph() as g:
+        fg.placeholder("x", (2,))
+    path = fg.save_graph(tmp_path / "ok.fg", g)
+
+    def loads(text):
+        raise MemoryError()
+    monkeypatch.setattr(graphfile, "json", types.SimpleNamespace(loads=loads))
+    with pytest.raises(fg.GraphFileError, match="does not fit in memory once parsed"):
+        fg.load_graph(path)

@@ -295,6 +295,7 @@ def load_graph(path, *, max_bytes=None) -> Graph:
 def _read_doc(reader, where):
     """graph.json, parsed; its bytes and text are dropped before the objects are built."""
     data = reader.read(GRAPH_MEMBER, MAX_JSON_BYTES)
+    size = len(data)
     try:
         text = data.decode("utf-8")
         del data
@@ -302,6 +303,11 @@ def _read_doc(reader, where):
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise GraphFileError(f"{where}: graph.json is not valid JSON "
                              f"({type(e).__name__})") from None
+    except MemoryError:
+        # its text fit the budget, but parsed objects take up to ~30 bytes per byte of
+        # text ("{}," repeated): what is parsed so far is dropped with this frame
+        raise GraphFileError(f"{where}: graph.json ({size} bytes) does not fit in "
+                             "memory once parsed") from None
 
 
 def _check_header(doc, path):
