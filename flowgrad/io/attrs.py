@@ -125,8 +125,11 @@ def decode(data, load_array, where: str, extra=None):
         if not isinstance(value, (bool, int, float, complex)):
             raise GraphFileError(f"{where}: malformed scalar {payload!r:.80}")
         try:
-            return parse_dtype(payload[0]).type(value)
-        except (OverflowError, TypeError, ValueError):
+            # a finite number past the dtype's range (float16 1e10) is refused as an int
+            # past it is, not turned into inf with a RuntimeWarning
+            with np.errstate(over="raise", invalid="raise"):
+                return parse_dtype(payload[0]).type(value)
+        except (OverflowError, TypeError, ValueError, FloatingPointError):
             raise GraphFileError(f"{where}: the scalar {value!r:.40} does not fit "
                                  f"{payload[0]!r:.20}") from None
     if tag == "$array" and isinstance(payload, str):

@@ -45,6 +45,7 @@ from .attrs import decode, encode
 from .limits import Budget, check_max_bytes
 from .objects import closure, decoder, encoder
 from .opsig import check_record
+from .rebuild import apply_record
 from . import loop_io
 
 FORMAT = "flowgrad-graph"
@@ -294,6 +295,7 @@ def load_graph(path, *, max_bytes=None) -> Graph:
 def _read_doc(reader, where):
     """graph.json, parsed; its bytes and text are dropped before the objects are built."""
     data = reader.read(GRAPH_MEMBER, MAX_JSON_BYTES)
+    size = len(data)
     try:
         text = data.decode("utf-8")
         del data
@@ -301,6 +303,11 @@ def _read_doc(reader, where):
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise GraphFileError(f"{where}: graph.json is not valid JSON "
                              f"({type(e).__name__})") from None
+    except MemoryError:
+        # its text fit the budget, but parsed objects take up to ~30 bytes per byte of
+        # text ("{}," repeated): what is parsed so far is dropped with this frame
+        raise GraphFileError(f"{where}: graph.json ({size} bytes) does not fit in "
+                             "memory once parsed") from None
 
 
 def _check_header(doc, path):
@@ -401,7 +408,7 @@ _REBUILD_ERRORS = (TypeError, ValueError, IndexError, KeyError, OverflowError,
 
 
 def _op_node(g, rec, reader, handles, where) -> Node:
-    from flowgrad.ops.base import REGISTRY, apply
+    from flowgrad.ops.base import REGISTRY
     op = REGISTRY.get(rec["op"])
     if op is None:
         raise GraphFileError(f"{where} uses op {rec['op']!r}, which this flowgrad "
@@ -414,7 +421,9 @@ def _op_node(g, rec, reader, handles, where) -> Node:
     check_record(op, ins, attrs, where)
     try:
         with g.scope_path(rec["scope"]):
-            node = apply(op, *ins, **attrs)
+            node = apply_record(op, ins, attrs, where)
+    except GraphFileError:
+        raise
     except FlowgradError as e:
         raise GraphFileError(f"{where}: rebuilding {op.name} failed: {e}") from None
     except _REBUILD_ERRORS as e:

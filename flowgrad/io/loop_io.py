@@ -15,6 +15,7 @@ node, so a file holds each spec once.
 from __future__ import annotations
 
 import base64
+import math
 
 import numpy as np
 
@@ -22,11 +23,13 @@ from flowgrad.errors import FlowgradError, GraphFileError
 
 from .attrs import decode, dtype_name, encode, parse_dtype
 from .opsig import check_record
+from .rebuild import apply_record
 
 KINDS = {"scan": 1, "while": 2, "cond": 2}     # kind -> how many bodies
 MAX_BODY_NODES = 1_000_000
 MAX_INLINE_BYTES = 64 << 20
 MAX_COUNT = 1 << 20
+MAX_NDIM = 64          # numpy's most dimensions
 
 
 def is_spec(value) -> bool:
@@ -179,7 +182,9 @@ def _array(entry, where):
         raw = base64.b64decode(entry["b64"], validate=True)
     except (KeyError, TypeError, ValueError):
         raise GraphFileError(f"{where}: a malformed array in a loop body") from None
-    if len(raw) > MAX_INLINE_BYTES or len(raw) != int(np.prod(shape)) * dtype.itemsize:
+    # math.prod of Python ints: np.prod's int64 wraps ((2**16,) * 4 would hold 0 bytes)
+    if len(shape) > MAX_NDIM or len(raw) > MAX_INLINE_BYTES or \
+            len(raw) != math.prod(shape) * dtype.itemsize:
         raise GraphFileError(f"{where}: an array in a loop body has the wrong size")
     return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
 
@@ -217,7 +222,7 @@ def _body(doc, where):
 
 def _body_node(graph, handles, rec, k, load_array, where):
     from flowgrad.leaves import placeholder
-    from flowgrad.ops.base import REGISTRY, apply, as_node
+    from flowgrad.ops.base import REGISTRY, as_node
     try:
         kind, op_name, shape = rec["kind"], rec["op"], tuple(rec["shape"])
         dtype = parse_node_dtype(rec["dtype"], op_name)
@@ -234,7 +239,7 @@ def _body_node(graph, handles, rec, k, load_array, where):
             node = as_node(value if rec["weak"] else np.asarray(value, dtype), graph)
         elif kind == "op" and op_name in REGISTRY:
             check_record(REGISTRY[op_name], inputs, attrs, where)   # as a top-level node's
-            node = apply(REGISTRY[op_name], *inputs, **attrs)
+            node = apply_record(REGISTRY[op_name], inputs, attrs, where)
         else:
             raise GraphFileError(f"{where}: unknown op {op_name!r:.40} or kind {kind!r:.20}")
     except GraphFileError:

@@ -111,6 +111,9 @@ def _shape(value_info):
     t = value_info.type.tensor_type
     if not t.HasField("shape"):
         raise OnnxImportError(f"graph input {value_info.name!r} has no shape")
+    if len(t.shape.dim) > MAX_NDIM:   # numpy's limit: no array could ever be fed to it
+        raise OnnxImportError(f"graph input {value_info.name!r} has {len(t.shape.dim)} "
+                              f"dimensions, more than the {MAX_NDIM} an array may have")
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
 
 
@@ -203,7 +206,20 @@ def import_onnx(path, outputs=None, *, max_bytes=None) -> Graph:
         missing = [o for o in wanted if o not in ctx.env]
         if missing:
             raise OnnxImportError(f"{path}: graph outputs {missing} are computed by no node")
+        _name_outputs(g, ctx, wanted)
     return g
+
+
+def _name_outputs(g, ctx, wanted):
+    """Name after it each graph output whose node kept another name: an ``Identity`` (as
+    flowgrad's export writes for an output named like its node) makes no node, so its
+    input's node, named after an inner tensor, is renamed to the output. A node that is
+    a leaf or is itself named after a graph output keeps its name."""
+    for name in wanted:
+        node = ctx.env[name]
+        if node.graph is g and node.kind == "op" and node.name != name and \
+                node.name not in wanted and g.name_id(name) is None:
+            node.name = name
 
 
 def _leaves(ctx, g, graph):
