@@ -43,10 +43,18 @@ class ScalarPlan:
 
 
 def scalar_const(v):
-    if type(v) in (bool, int, float):
-        return v
-    if isinstance(v, (np.ndarray, np.generic)) and v.shape == () and v.dtype in (_F64, _BOOL):
-        return v.item()
+    """The constant as the Python float the scalar code computes with, or None.
+
+    An int or bool is made a float: numpy casts a weak Python number (or a bool) to
+    the float64 operand's dtype, and Python keeps an int an int, whose zero has no
+    sign (``-fg.where(x > 0, x, 0)`` at x = −1 is −0.0 in numpy, ``-0`` is 0)."""
+    if type(v) in (bool, int, float) or (
+            isinstance(v, (np.ndarray, np.generic)) and v.shape == ()
+            and v.dtype in (_F64, _BOOL)):
+        try:
+            return float(v)
+        except OverflowError:          # an int beyond float64: numpy refuses it too
+            return None
     return None
 
 
@@ -96,7 +104,7 @@ def build_for_plan(plan, literals, op_names=None):
         if f is None:
             return None
         if not literals[s].startswith("c"):
-            consts[s] = literals[s]
+            consts[s] = repr(f)        # the float's own text (an int literal's too)
         else:
             consts[s] = f"c{s}"
             ns[f"c{s}"] = f

@@ -1,0 +1,54 @@
+"""Special values (±0, ±inf, NaN, subnormals, the extremes) on every executor, bit for bit
+against the raw graph evaluated node by node with each op's own numpy kernel
+(tests/special_values.py): what the QA probe on special values found, one section each,
+then the fuzzed property itself."""
+import warnings
+
+import numpy as np
+import pytest
+
+import flowgrad as fg
+from special_values import SPECIALS, difference, raw_eval
+
+EXECUTORS = {"generated": {}, "interpreter": {"codegen": False},
+             "checked": {"check_numerics": True}, "verify": {"verify": True}}
+
+
+def _calls(prog, feed, n=10):
+    """The 1st, 2nd and ``n``th call's outputs (numba regions compile on the second call,
+    the scalar tier's source is written on the second)."""
+    got = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k in range(1, n + 1):
+            out = prog(feed)
+            if k in (1, 2, n):
+                got.append(out)
+    return got
+
+
+def assert_bitwise(outs, feed, executors=EXECUTORS):
+    want = raw_eval(outs, feed)
+    for name, kw in executors.items():
+        prog = fg.compile(outs, **kw)
+        for call, got in enumerate(_calls(prog, feed)):
+            for o, g, w in zip(outs, got, want):
+                d = difference(g, w)
+                assert d is None, (name, call, o, d)
+                assert np.asarray(g).dtype == o.dtype, (name, call, o)
+
+
+# -- 1. the scalar path's int zero: −relu(−1) is −0.0 -----------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda x: -fg.relu(x), lambda x: -fg.clip(x, 0, 1), lambda x: -fg.where(x > 0, x, 0),
+    lambda x: -fg.maximum(x, 0), lambda x: -fg.where(x > 0, x, False)],
+    ids=["relu", "clip", "where_int", "maximum_int", "where_bool"])
+def test_scalar_path_keeps_the_sign_of_a_zero_from_an_int_constant(make):
+    """The scalar code kept weak int (and bool) constants, and relu's max(x, 0), as Python
+    ints: −0 is 0, where numpy's float64 gives −0.0."""
+    with fg.Graph():
+        x = fg.placeholder("x")
+        y = make(x)
+    for v in (-1.0, -0.0, 0.0, 2.0):
+        assert_bitwise([y], {x: np.array(v)})
