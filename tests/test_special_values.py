@@ -52,3 +52,24 @@ def test_scalar_path_keeps_the_sign_of_a_zero_from_an_int_constant(make):
         y = make(x)
     for v in (-1.0, -0.0, 0.0, 2.0):
         assert_bitwise([y], {x: np.array(v)})
+
+
+# -- 2. a negation of integers is not absorbed into a float reader ------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda a, b: a + (-b), lambda a, b: a - (-b), lambda a, b: (-b) * (-a),
+    lambda a, b: -((-b) * a)],
+    ids=["add_neg", "sub_neg", "neg_mul_neg", "neg_of_neg_mul"])
+@pytest.mark.parametrize("int_dtype", ["int32", "int64"])
+def test_integer_negation_is_promoted_after_it_is_taken(make, int_dtype):
+    """a + (−b) → a − b (and the other negation rewrites) took −b as exact. For an
+    integer b read by a float op it is not: −0 is +0.0 once promoted (−0.0 + (−0) is
+    +0.0, −0.0 − 0 is −0.0), and −INT_MIN wraps to INT_MIN (1 + (−b) is 1 − 2³¹, where
+    1 − b is 1 + 2³¹)."""
+    info = np.iinfo(int_dtype)
+    with fg.Graph():
+        a = fg.placeholder("a", shape=(3,))
+        b = fg.placeholder("b", shape=(3,), dtype=int_dtype)
+        y = make(a, b)
+    feed = {a: np.array([-0.0, 1.0, 0.0]), b: np.array([0, info.min, 0], dtype=int_dtype)}
+    assert_bitwise([y], feed)

@@ -50,7 +50,9 @@ a table of rules in ``rewrite_rules.py``, which this module's pass drives:
   −((−a)·b) → a·b exactly; **exceptions**: −(a − b) → b − a gives +0.0 where the
   program gives −0.0 (a = b), and −((−a) + (−b)) → a + b likewise (a = −b).
   Reverse sweeps make many negations (every ``sub`` and ``neg`` adjoint); tanh's 4th
-  derivative loses 6 of 29 steps.
+  derivative loses 6 of 29 steps. A negation of integers is never absorbed: a reader
+  may promote it to a float after the negation, where −0 is +0.0 and −INT_MIN has
+  wrapped to INT_MIN (``_Pass.absorbable``).
 * **stateful ops** (``Op(stateful=True)``: random draws) are exempt from all of the
   above: each is its own step, evaluated once per run, whatever its inputs.
 
@@ -392,7 +394,7 @@ class _Pass:
             return
         table[key] = nid
         self._define(nid, op, attrs, ins)
-        if op.name == "neg":
+        if op.name == "neg" and self.absorbable(nid):
             self.neg_of[nid] = ins[0]
             self.special.add(nid)          # its readers take the slow path: neg rewrites
 
@@ -527,7 +529,8 @@ class _Pass:
         """A node whose inputs are special only as negations: a new negation −x that no
         rewrite absorbs is settled here (as _set_op makes it), the rest by the rules."""
         a = ins[0] if ins else None
-        if rules == 3 and not attrs and a not in self.neg_of and self.negate(a) is None:
+        if rules == 3 and not attrs and a not in self.neg_of and self.negate(a) is None \
+                and self.absorbable(nid):
             hit = table.setdefault(key, nid)
             if hit == nid:
                 if ins is not inputs:
@@ -639,7 +642,7 @@ class _Pass:
                 # still −x: readers may absorb it. Neither end already a negation, so
                 # the map stays acyclic and rewrites through it terminate.
                 if name == "neg" and r not in self.neg_of and ins[0] not in self.neg_of \
-                        and r != ins[0] and self.fits(ins[0], r):
+                        and r != ins[0] and self.fits(ins[0], r) and self.absorbable(r):
                     self.neg_of[r] = ins[0]
                     self.special.add(r)
                 return
@@ -670,6 +673,13 @@ class _Pass:
     def integral(self, nid):
         """Whether ``nid``'s dtype has no −0 (integers, bools)."""
         return np.dtype(self._meta(nid)[1]).kind in "iub"
+
+    def absorbable(self, nid):
+        """Whether negation ``nid`` may be absorbed by its readers (a + (−b) → a − b …):
+        not for integers, which a reader may promote to floats after the negation: the
+        int −0 is +0.0 there (a − 0.0 keeps −0.0, a + (−0) does not) and −INT_MIN wraps
+        to INT_MIN (a + (−b) is then a − 2³¹ where a − b is a + 2³¹)."""
+        return not self.integral(nid)
 
     def adds_nothing(self, nid, z, zero, x):
         """Whether x + ``zero`` (the value of zero fill ``z``) is x for every value x may
