@@ -73,3 +73,23 @@ def test_integer_negation_is_promoted_after_it_is_taken(make, int_dtype):
         y = make(a, b)
     feed = {a: np.array([-0.0, 1.0, 0.0]), b: np.array([0, info.min, 0], dtype=int_dtype)}
     assert_bitwise([y], feed)
+
+
+# -- 3. a fill of fills computed with numpy's weak Python numbers --------------------------------
+
+def test_fill_arithmetic_with_a_python_number_rounds_as_numpy_does():
+    """A static fill too large to fold into a constant (a ``full`` step) had its value
+    computed from 0-d arrays: the weak 2.345 became a float64 array, so float32 fill ·
+    2.345 was float64 arithmetic rounded once (220.43, not numpy's 220.43001); an int8
+    fill + 100 was computed in int64 and the compile crashed on 200 with OverflowError."""
+    n = 300                                  # 90 000 entries > simplify.FOLD_MAX
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(n, n), dtype="float32")
+        i = fg.placeholder("i", shape=(n, n), dtype="int8")
+        outs = [(fg.zeros_like(x) + 94.0) * 2.345, (fg.zeros_like(x) + 1.0) / 3.0,
+                (fg.zeros_like(i) + 100) + 100, fg.ones_like(x) * 1e-30 * 1e-20]
+    feed = {x: np.ones((n, n), np.float32), i: np.ones((n, n), np.int8)}
+    want = raw_eval(outs, feed)
+    assert want[0][0, 0] == np.float32(94.0) * np.float32(2.345)
+    assert want[2][0, 0] == -56
+    assert_bitwise(outs, feed, {"generated": {}, "interpreter": {"codegen": False}})

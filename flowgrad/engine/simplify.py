@@ -611,7 +611,7 @@ class _Pass:
             return
         if ins and n_fills == len(ins) and \
                 (getattr(op, "elementwise", False) or name in _POINTWISE_EXTRA):
-            c = self._eval_fill(op, attrs, ins, fills)
+            c = self._eval_fill(nid, op, attrs, ins, fills)
             if c is not None:
                 return self._set_fill(nid, c, fallback,
                                       signless=not self.signless.isdisjoint(ins))
@@ -744,12 +744,21 @@ class _Pass:
         self._set_const(nid, value, False)
         return True
 
-    def _eval_fill(self, op, attrs, ins, fills):
+    def _eval_fill(self, nid, op, attrs, ins, fills):
+        """The value c of every entry of ``nid`` = op(fills), or None. A weak Python
+        number is passed as one (NEP 50: a float32 fill · 2.345 is float32 arithmetic,
+        2.345 rounded first; a 0-d float64 array would make it float64 arithmetic
+        rounded once), every other fill as a 0-d array of its dtype; a result of
+        another dtype than the node's (an int8 fill + 300: numpy refuses) is no fill."""
+        data = self.data
         try:
             with np.errstate(all="ignore"):
-                args = [np.asarray(c, dtype=self._meta(i)[1]) for i, c in zip(ins, fills)]
+                args = [c if data[i].weak else np.asarray(c, dtype=self._meta(i)[1])
+                        for i, c in zip(ins, fills)]
                 out = np.asarray(op.forward(np, *args, **attrs))
-            return out.item() if out.size == 1 else None
+            if out.size != 1 or out.dtype != self._meta(nid)[1]:
+                return None
+            return out.item()
         except Exception:
             return None
 
