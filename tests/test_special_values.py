@@ -93,3 +93,22 @@ def test_fill_arithmetic_with_a_python_number_rounds_as_numpy_does():
     assert want[0][0, 0] == np.float32(94.0) * np.float32(2.345)
     assert want[2][0, 0] == -56
     assert_bitwise(outs, feed, {"generated": {}, "interpreter": {"codegen": False}})
+
+
+# -- 4. generated code's lean mean sums as np.mean does ------------------------------------------
+
+def test_lean_mean_of_integers_and_float16_sums_as_numpy_mean():
+    """The generated code's lean ``mean`` kernel summed with add.reduce in x's own dtype;
+    np.mean (the op's kernel) sums integers and bools in float64 and float16 in float32:
+    the mean of [2⁶², …] came out −1.5e18 (int64 wrapped) and of float16 60000s inf."""
+    with fg.Graph():
+        i = fg.placeholder("i", shape=(2, 3), dtype="int64")
+        b = fg.placeholder("b", shape=(2, 3), dtype="bool")
+        h = fg.placeholder("h", shape=(2, 3), dtype="float16")
+        outs = [fg.mean(i), fg.mean(i, axis=0), fg.mean(i, axis=1, keepdims=True),
+                fg.mean(b), fg.mean(h), fg.mean(h, axis=1)]
+    feed = {i: np.full((2, 3), 2 ** 62, np.int64), b: np.ones((2, 3), bool),
+            h: np.full((2, 3), 60000, np.float16)}
+    want = raw_eval(outs, feed)
+    assert want[0] == 2.0 ** 62 and want[4] == np.float16(60000)
+    assert_bitwise(outs, feed, {"generated": {}, "interpreter": {"codegen": False}})
