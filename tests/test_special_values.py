@@ -27,10 +27,21 @@ def _calls(prog, feed, n=10):
     return got
 
 
+def _finite(values):
+    return all(np.all(np.isfinite(v)) for v in values
+               if np.asarray(v).dtype.kind in "fc")
+
+
 def assert_bitwise(outs, feed, executors=EXECUTORS):
+    """Every executor's outputs (1st, 2nd and 10th call) are the raw graph's, bit for
+    bit, with the nodes' dtypes; the checked interpreter may refuse a NaN or ±inf."""
     want = raw_eval(outs, feed)
     for name, kw in executors.items():
         prog = fg.compile(outs, **kw)
+        if name == "checked" and not _finite(list(feed.values()) + want):
+            with pytest.raises(fg.NumericsError):
+                _calls(prog, feed)
+            continue
         for call, got in enumerate(_calls(prog, feed)):
             for o, g, w in zip(outs, got, want):
                 d = difference(g, w)
@@ -112,3 +123,39 @@ def test_lean_mean_of_integers_and_float16_sums_as_numpy_mean():
     want = raw_eval(outs, feed)
     assert want[0] == 2.0 ** 62 and want[4] == np.float16(60000)
     assert_bitwise(outs, feed, {"generated": {}, "interpreter": {"codegen": False}})
+
+
+# -- 5. the scalar path's bools ------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda x, p: (p + p) * x, lambda x, p: ((x > 0) + (x > 1)) * 1.0,
+    lambda x, p: fg.maximum(p, x > 1) * x, lambda x, p: (p * (x > 0)) + x,
+    lambda x, p: fg.where(x > 0, x > 1, x), lambda x, p: fg.where(x > 0, x > 1, 2.0) * x,
+    lambda x, p: p * x + fg.where(p, x, 1.0)],
+    ids=["bool_add", "comparison_add", "bool_maximum", "bool_mul", "where_bool_out",
+         "where_bool_branch", "mixed_ok"])
+def test_scalar_path_computes_bools_as_numpy(make):
+    """The scalar code took every bool for a Python number: numpy's True + True is True
+    (bool arithmetic stays bool), the scalar code's 1.0 + 1.0 was 2.0; and a where
+    picking a comparison's bool handed back a bool array for a float64 node."""
+    with fg.Graph():
+        x = fg.placeholder("x")
+        p = fg.placeholder("p", dtype="bool")
+        y = make(x, p)
+    for xv in (3.0, 0.5, -0.0, np.nan):
+        assert_bitwise([y], {x: np.array(xv), p: np.array(True)})
+
+
+def test_scalar_warm_up_loop_hands_back_float64_where_a_where_picks_a_bool():
+    """The first call of a long scalar plan runs scalar_tier's loop: its arrays are the
+    node's float64 too."""
+    from flowgrad.engine import scalar_plan
+    with fg.Graph():
+        x = fg.placeholder("x")
+        h = x
+        for _ in range(scalar_plan.LAZY_LINES // 2 + 1):
+            h = h * 1.0001 + 0.5
+        y = fg.where(h > 0, h > 1, h)
+    prog = fg.compile(y)
+    assert prog.generated.scalar is not None and len(prog.plan.steps) > scalar_plan.LAZY_LINES
+    assert_bitwise([y], {x: np.array(2.0)}, {"generated": {}})

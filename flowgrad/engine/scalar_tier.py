@@ -79,7 +79,8 @@ def interpreter(plan, consts, leaves, keep=False):
         first[out] = ins[0] if n else None
     ends = _ends(plan.outputs, producer, first, leaves)
     checked = [s for s, how in ends if how in "FA"]
-    F, A = np.float64, np.array
+    from .scalar_plan import float64_array as A
+    F = np.float64
 
     def run(*vals):
         v = init[:]
