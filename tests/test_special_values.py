@@ -159,3 +159,23 @@ def test_scalar_warm_up_loop_hands_back_float64_where_a_where_picks_a_bool():
     prog = fg.compile(y)
     assert prog.generated.scalar is not None and len(prog.plan.steps) > scalar_plan.LAZY_LINES
     assert_bitwise([y], {x: np.array(2.0)}, {"generated": {}})
+
+
+# -- 6. pow's C-level kernel is numpy's ufunc -----------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_pow_of_a_numpy_scalar_is_the_ufunc(dtype):
+    """The interpreter and the array code ran pow as ``operator.pow``; a 0-d step hands
+    on a numpy scalar, whose ``**`` is numpy's scalar power (C's pow): (−0.0) ** 0.5 was
+    +0.0 and (−inf) ** 0.5 inf there, where the op's kernel np.power (and the scalar
+    path's sqrt) give −0.0 and nan."""
+    with fg.Graph():
+        x = fg.placeholder("x", dtype=dtype)
+        y = (-x) ** 0.5
+        outs = [y, fg.grad(y, [x])[0]]
+    for v in (0.0, np.inf, -4.0, 4.0):
+        feed = {x: np.array(v, dtype)}
+        want = raw_eval(outs, feed)
+        assert np.isnan(want[0]) == (v > 0)
+        assert v != 0.0 or (want[0] == 0 and np.signbit(want[0]))      # sqrt(−0.0) = −0.0
+        assert_bitwise(outs, feed)
