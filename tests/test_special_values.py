@@ -179,3 +179,32 @@ def test_pow_of_a_numpy_scalar_is_the_ufunc(dtype):
         assert np.isnan(want[0]) == (v > 0)
         assert v != 0.0 or (want[0] == 0 and np.signbit(want[0]))      # sqrt(−0.0) = −0.0
         assert_bitwise(outs, feed)
+
+
+# -- 7. int and bool logits computed in the declared float dtype ----------------------------------
+
+@pytest.mark.parametrize("z_dtype,t_dtype,want_dtype", [
+    ("int8", "int8", "float64"), ("uint8", "float64", "float64"), ("int16", "int16", "float64"),
+    ("int16", "float32", "float32"), ("bool", "float64", "float64"), ("uint8", "float32", "float32")])
+def test_bce_with_logits_of_integer_logits_is_the_declared_float(z_dtype, t_dtype, want_dtype):
+    """bce_with_logits' kernel took exp(−|z|) of z as given: an int8 z in float16 (the
+    node declares float64), −|z| of a uint8 wrapped (−|2| = 254, so the loss was inf),
+    of a bool raised TypeError. The fused σ kernel beside it (and softplus's) too."""
+    zv = np.array([1, 2, 0, 1], dtype=z_dtype)
+    tv = np.array([1, 0, 1, 1], dtype=t_dtype)
+    with fg.Graph():
+        z = fg.placeholder("z", shape=(4,), dtype=z_dtype)
+        t = fg.placeholder("t", shape=(4,), dtype=t_dtype)
+        outs = [fg.bce_with_logits(z, t, reduction="none"), fg.bce_with_logits(z, t),
+                fg.bce_with_logits(z, t) + fg.sum(fg.sigmoid(z)),
+                fg.softplus(z) + fg.sigmoid(z)]
+    z64, t64 = zv.astype(np.float64), tv.astype(np.float64)
+    sig = 1.0 / (1.0 + np.exp(-z64))
+    loss = np.logaddexp(0.0, z64) - z64 * t64
+    want = [loss, loss.mean(), loss.mean() + sig.sum(), np.logaddexp(0.0, z64) + sig]
+    dtypes = [want_dtype, want_dtype, "float64", "float64"]
+    for kw in ({}, {"codegen": False}):
+        got = fg.compile(outs, **kw)({z: zv, t: tv})
+        for g, w, d, o in zip(got, want, dtypes, outs):
+            assert np.asarray(g).dtype == np.dtype(d) == o.dtype, (kw, o)
+            np.testing.assert_allclose(g, w, rtol=1e-6 if want_dtype == "float32" else 1e-14)
