@@ -208,3 +208,90 @@ def test_bce_with_logits_of_integer_logits_is_the_declared_float(z_dtype, t_dtyp
         for g, w, d, o in zip(got, want, dtypes, outs):
             assert np.asarray(g).dtype == np.dtype(d) == o.dtype, (kw, o)
             np.testing.assert_allclose(g, w, rtol=1e-6 if want_dtype == "float32" else 1e-14)
+
+
+
+# -- 8. (−1)·x of an unsigned x is numpy's error, not a negation -----------------------------------
+
+@pytest.mark.parametrize("make", [lambda u: u * -1, lambda u: -1 * u], ids=["x_times", "times_x"])
+def test_times_minus_one_of_unsigned_integers_is_refused_as_numpy_refuses(make):
+    """(−1)·x → −x applied to a uint8 x: numpy refuses x · (−1) (OverflowError: −1 is
+    out of uint8's range); the simplified program handed back −x wrapped ([255, 254])."""
+    with fg.Graph():
+        u = fg.placeholder("u", shape=(2,), dtype="uint8")
+        y = make(u)
+    feed = {u: np.array([1, 2], np.uint8)}
+    with pytest.raises(OverflowError):
+        raw_eval([y], feed)
+    for kw in EXECUTORS.values():
+        with pytest.raises(fg.RunError) as err:
+            fg.compile(y, **kw)(feed)
+        assert isinstance(err.value.__cause__, OverflowError)
+    with fg.Graph():                 # a signed x: the rewrite stands, and wraps as numpy does
+        i = fg.placeholder("i", shape=(2,), dtype="int8")
+        y = i * -1
+    assert_bitwise([y], {i: np.array([-128, 5], np.int8)})
+
+# -- the property: random graphs of special values, every executor, every call ------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from flowgrad.engine import simplify  # noqa: E402
+from fuzz_graphs import special_programs  # noqa: E402
+from test_fuzz import PROFILE  # noqa: E402
+
+#: the scalar path computes exp, log, tanh … with Python's math, within a few ulps of
+#: numpy's each (engine/executors/generated.py), which later steps may amplify; its NaNs,
+#: infinities and signs of zero are still numpy's exactly
+SCALAR_SLACK = 1 << 20
+
+
+def _run_all(outs, feed):
+    """{(executor, simplified?, call): outputs or the exception}, and the slack per key."""
+    got, slack = {}, {}
+    for simplified in (True, False):
+        for name, kw in EXECUTORS.items():
+            if simplified:
+                prog = fg.compile(outs, **kw)
+            else:
+                with simplify.disabled():
+                    prog = fg.compile(outs, **kw)
+            scalar = prog.generated is not None and prog.generated.scalar is not None
+            try:
+                calls = _calls(prog, feed)
+            except Exception as exc:         # every call raises alike (checked below)
+                calls = [exc] * 3
+            for call, out in enumerate(calls):
+                got[(name, simplified, call)] = out
+                slack[(name, simplified, call)] = SCALAR_SLACK if scalar and \
+                    name in ("generated", "verify") else 0
+    return got, slack
+
+
+@settings(PROFILE, max_examples=max(PROFILE.max_examples // 2, 10),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(special_programs())
+def test_special_values_agree_on_every_executor_and_call(program):
+    """The unsimplified program, on every executor, is the raw graph bit for bit (the
+    scalar path: its NaNs, infinities and zeros' signs exactly); the simplified one (whose
+    symbolic conventions — x·0, x − x, 0/x → 0 — may differ from the raw graph) is
+    the same on every executor and call as on the reference interpreter. An input the
+    raw graph's kernels refuse is a FlowgradError on every executor."""
+    graph, feed, outs = program
+    try:
+        want = raw_eval(outs, feed)
+    except Exception:
+        want = None
+    got, slack = _run_all(outs, feed)
+    for key, out in got.items():
+        name, simplified, call = key
+        if isinstance(out, Exception) or want is None:
+            if name == "checked" and isinstance(out, fg.NumericsError):
+                continue
+            assert want is None and isinstance(out, fg.FlowgradError), (key, out)
+            continue
+        ref = got[("interpreter", True, call)] if simplified else want
+        for o, g, w in zip(outs, out, ref):
+            d = difference(g, w, slack[key])
+            assert d is None, (key, o, d)
+            assert np.asarray(g).dtype == o.dtype, (key, o)

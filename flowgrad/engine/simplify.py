@@ -674,6 +674,10 @@ class _Pass:
         """Whether ``nid``'s dtype has no −0 (integers, bools)."""
         return np.dtype(self._meta(nid)[1]).kind in "iub"
 
+    def unsigned(self, nid):
+        """Whether ``nid``'s dtype is an unsigned integer."""
+        return np.dtype(self._meta(nid)[1]).kind == "u"
+
     def absorbable(self, nid):
         """Whether negation ``nid`` may be absorbed by its readers (a + (−b) → a − b …):
         not for integers, which a reader may promote to floats after the negation: the
