@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
-from special_values import SPECIALS, difference, raw_eval
+from special_values import difference, raw_eval
 
 EXECUTORS = {"generated": {}, "interpreter": {"codegen": False},
              "checked": {"check_numerics": True}, "verify": {"verify": True}}
