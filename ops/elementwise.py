@@ -128,8 +128,11 @@ def _pow_forward(xp, x, p):
         raise
 
 
+# the ufunc, not operator.pow: on numpy scalars (a 0-d step's result) ``**`` is numpy's
+# scalar power, C's pow, which skips the ufunc's sqrt for p = 0.5: (−0.0) ** 0.5 is
+# +0.0 and (−inf) ** 0.5 is inf there, −0.0 and nan from the kernel (and on 0-d arrays)
 pow = _binary("pow", _pow_forward, (_pow_dx, _pow_dp), elementwise=True,
-              operator=operator.pow)
+              operator=np.power)
 pow.__doc__ = ("x ** p, p a number or a tensor.  ∂/∂x = p x^(p−1), ∂/∂p = x^p log x "
                "(0 at x = 0; nan for x < 0, where x^p is not real-analytic in p).")
 

@@ -153,7 +153,18 @@ def l2(w):
 # -- bce_with_logits --------------------------------------------------------------------
 
 def _bce(xp, z, t, reduction):
+    z = _logits(xp, z, t)
     return bce_of(xp, z, t, xp.exp(-xp.abs(z)), reduction)
+
+
+def _logits(xp, z, t):
+    """An int or bool z as the float dtype the node declares, float_dtype(z, t): numpy
+    computes exp(−|z|) of an int8 in float16 (of an int16 in float32), −|z| of a uint8
+    wraps (−|2| is 254) and of a bool fails."""
+    dtype = getattr(z, "dtype", None)
+    if dtype is None or dtype.kind in "fc":
+        return z
+    return xp.asarray(z).astype(float_dtype(xp.result_type(z, t)))
 
 
 def bce_of(xp, z, t, e, reduction):
@@ -166,6 +177,9 @@ def bce_and_sigmoid(xp, z, t, reduction):
     """(bce_with_logits(z, t), σ(z)) with exp(−|z|) computed once: the same operations,
     so the same values, as the two ops' own kernels (the reverse rule's σ(z) reads the
     forward's z; the generated code uses this when one plan has both)."""
+    if getattr(z, "dtype", None) is not None and z.dtype.kind not in "fc":
+        # each op casts an int z to its own declared dtype (σ's float64 may not be bce's)
+        return _bce(xp, z, t, reduction), sigmoid.forward(xp, z)
     e = xp.exp(-xp.abs(z))
     return bce_of(xp, z, t, e, reduction), sigmoid_of(xp, z, e)
 

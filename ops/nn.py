@@ -47,6 +47,7 @@ def softplus_of(xp, x, e):
 def softplus_and_sigmoid(xp, x):
     """(softplus(x), σ(x)) with exp(−|x|) computed once: the two ops' own operations, so
     the same values (softplus's derivative is σ; the generated code uses this)."""
+    x = as_float(xp, x)            # as both kernels: an int8 x is float64, not float16
     e = xp.exp(-xp.abs(x))
     return softplus_of(xp, x, e), sigmoid_of(xp, x, e)
 

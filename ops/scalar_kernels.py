@@ -64,13 +64,13 @@ def _sigmoid(x):
 
 
 def _softplus(x):
-    return _maximum(x, 0) + _log1p(_exp(-abs(x)))
+    return _maximum(x, 0.0) + _log1p(_exp(-abs(x)))
 
 
 def _bce(z, t):
     # ops/losses.py's order: max(z, 0) − z t + log1p(e^−|z|); any reduction of a 0-d
     # value is the value itself (numpy's mean divides by 1)
-    return _maximum(z, 0) - z * t + _log1p(_exp(-abs(z)))
+    return _maximum(z, 0.0) - z * t + _log1p(_exp(-abs(z)))
 
 
 def _mse(y, t):
@@ -83,7 +83,8 @@ def _l2(w):
 
 
 def _relu(x):
-    return _maximum(x, 0)
+    # 0.0, not 0: an int result would lose the sign a later negation gives (−relu(−1))
+    return _maximum(x, 0.0)
 
 
 def _float(x):

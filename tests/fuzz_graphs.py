@@ -480,3 +480,76 @@ def hostile_ops(draw):
         "indices": np.array(draw(st.lists(st.integers(-4, 4), max_size=3)), dtype=np.int64),
     }
     return name, shapes, params
+
+
+# -- special values: ±0, ±inf, NaN, subnormals and extremes through every op ---------------------
+# (tests/test_special_values.py runs them on every executor against the raw graph)
+
+_SPECIAL_UNARY = {
+    "neg": lambda x: -x, "exp": fg.exp, "log": fg.log, "log1p": fg.log1p, "sqrt": fg.sqrt,
+    "tanh": fg.tanh, "sin": fg.sin, "abs": fg.abs, "sign": fg.sign, "sigmoid": fg.sigmoid,
+    "softplus": fg.softplus, "relu": fg.relu, "erf": fg.erf, "gelu": fg.gelu,
+    "clip": lambda x: fg.clip(x, 0, 1), "leaky_relu": lambda x: fg.leaky_relu(x, 0.1),
+    "elu": fg.elu, "square": lambda x: x * x, "pow_half": lambda x: x ** 0.5,
+    "pow_m1": lambda x: x ** -1, "pow_3": lambda x: x ** 3, "times_2": lambda x: x * 2.0,
+    "plus_big": lambda x: x + 1e308, "minus_neg_zero": lambda x: -0.0 - x,
+    "where_int": lambda x: fg.where(x > 0, x, 0), "maximum_0": lambda x: fg.maximum(x, 0.0),
+    "sum": lambda x: fg.sum(x), "mean": lambda x: fg.mean(x), "max": lambda x: fg.max(x),
+    "logsumexp": lambda x: fg.logsumexp(x), "tie": lambda x: fg.maximum(x, x) - x,
+    "mse": lambda x: fg.mse(x, x * 0.5 + 1.0), "bce": lambda x: fg.bce_with_logits(x, x * 0.5),
+    "astype32": lambda x: fg.astype(x, "float32"),
+}
+_SPECIAL_BINARY = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b, "pow": lambda a, b: a ** b, "maximum": fg.maximum,
+    "minimum": fg.minimum, "where": lambda a, b: fg.where(a > b, a, b),
+    "add_neg": lambda a, b: a + (-b), "sub_neg": lambda a, b: a - (-b),
+    "neg_mul_neg": lambda a, b: (-a) * (-b), "comparisons": lambda a, b: (a > b) * 1.0 + a,
+}
+SPECIAL_FEEDS = (0.0, -0.0, np.inf, -np.inf, np.nan, 1e-308, -5e-324, 1e308, -1e308, 1.0,
+                 -1.0, 0.5, -2.0, 3.0, 1e-20, 710.0, -745.5, 3.5e38)
+
+
+@st.composite
+def special_programs(draw, max_steps=4):
+    """(graph, feed, outputs): inputs of one shape family (0-d: the scalar path; 72
+    entries: numba regions on the second call) and dtypes (float64, float32, and ints
+    and bools beside them), fed values drawn from SPECIAL_FEEDS; a few ops of the
+    tables above; the outputs are the last value, one other, and the gradients (and
+    one second derivative) of its sum."""
+    base = draw(st.sampled_from([(), (), (4,), (8, 9)]))
+    dtype = draw(st.sampled_from(["float64", "float64", "float32"]))
+    graph, feed, nodes = fg.Graph(), {}, []
+    with graph:
+        for i in range(draw(st.integers(1, 3))):
+            shape = draw(st.sampled_from([base, base[-1:]]))
+            dt = draw(st.sampled_from([dtype] * 4 + ["int32", "bool", "float32"]))
+            p = fg.placeholder(f"p{i}", shape=shape, dtype=dt)
+            n = int(np.prod(shape))
+            if dt == "bool":
+                values = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+            elif dt == "int32":
+                values = draw(st.lists(st.sampled_from([0, 1, -1, 7, 2 ** 31 - 1, -2 ** 31]),
+                                       min_size=n, max_size=n))
+            else:
+                values = draw(st.lists(st.sampled_from(SPECIAL_FEEDS), min_size=n, max_size=n))
+            with np.errstate(over="ignore"):
+                feed[p] = np.array(values, dtype=np.float64 if dt[0] == "f" else dt
+                                   ).astype(dt).reshape(shape)
+            nodes.append(p)
+        inputs = list(nodes)
+        for _ in range(draw(st.integers(1, max_steps))):
+            binary = draw(st.booleans())
+            table = _SPECIAL_BINARY if binary else _SPECIAL_UNARY
+            f = table[draw(st.sampled_from(sorted(table)))]
+            args = [draw(st.sampled_from(nodes)) for _ in range(2 if binary else 1)]
+            try:
+                nodes.append(f(*args))
+            except fg.FlowgradError:      # an op refusing these dtypes: its own tests
+                pass
+        outs = [nodes[-1], draw(st.sampled_from(nodes))]
+        floats = [p for p in inputs if p.dtype.kind == "f"]
+        if floats and outs[0].dtype.kind == "f":
+            grads = fg.grad(fg.sum(outs[0] * outs[0]), floats)
+            outs += grads + fg.grad(fg.sum(grads[0]), floats[:1])
+    return graph, feed, outs

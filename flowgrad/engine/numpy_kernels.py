@@ -228,6 +228,12 @@ def kernel(name, attrs, dtype, in_shapes=None, in_dtypes=None, output=True):
     if name == "sum":
         return _sum(attrs["axis"], attrs["keepdims"])
     if name == "mean":
+        # np.mean sums integers and bools in float64 and float16 in float32; add.reduce
+        # would sum them in their own dtype (int64 wraps: the mean of [2⁶², 2⁶²] came
+        # out negative; float16 overflows): only a float32/float64 x sums as np.mean does
+        if in_dtypes is None or np.dtype(in_dtypes[0]) != np.dtype(dtype) or \
+                np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+            return None
         return _mean(attrs["axis"], attrs["keepdims"])
     if name == "reduced_size":
         return _reduced_size(attrs["axis"], output)

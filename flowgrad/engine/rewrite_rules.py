@@ -12,8 +12,8 @@ where its comment states the convention (simplify.py's module docstring lists th
 
 A rule sees the pass through its public face: ``neg_of`` ({id: the id it negates}),
 ``signless`` (ids of signless zeros), ``fits(kept, nid)`` (the kept operand has the
-result's shape and dtype), ``adds_nothing(nid, zero, c, x)``, ``integral(nid)`` and
-``negate(x)``.
+result's shape and dtype), ``adds_nothing(nid, zero, c, x)``, ``integral(nid)``,
+``unsigned(nid)`` and ``negate(x)``.
 """
 from __future__ import annotations
 
@@ -106,8 +106,10 @@ def _kept_if(fill, value, keep):
 
 def _negated_if(fill):
     def rule(p, nid, a, b, fa, fb):            # (−1)·x, x·(−1) → −x
+        # not for unsigned x: numpy refuses x · (−1) there (−1 is out of uint8's range),
+        # where −x would wrap silently
         x = b if fill == "a" else a
-        if (fa if fill == "a" else fb) == -1 and p.fits(x, nid):
+        if (fa if fill == "a" else fb) == -1 and p.fits(x, nid) and not p.unsigned(nid):
             return (_neg_op(), {}, (x,))
     return rule
 

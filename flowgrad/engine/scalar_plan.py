@@ -43,11 +43,26 @@ class ScalarPlan:
 
 
 def scalar_const(v):
-    if type(v) in (bool, int, float):
-        return v
-    if isinstance(v, (np.ndarray, np.generic)) and v.shape == () and v.dtype in (_F64, _BOOL):
-        return v.item()
+    """The constant as the Python float the scalar code computes with, or None.
+
+    An int or bool is made a float: numpy casts a weak Python number (or a bool) to
+    the float64 operand's dtype, and Python keeps an int an int, whose zero has no
+    sign (``-fg.where(x > 0, x, 0)`` at x = −1 is −0.0 in numpy, ``-0`` is 0)."""
+    if type(v) in (bool, int, float) or (
+            isinstance(v, (np.ndarray, np.generic)) and v.shape == ()
+            and v.dtype in (_F64, _BOOL)):
+        try:
+            return float(v)
+        except OverflowError:          # an int beyond float64: numpy refuses it too
+            return None
     return None
+
+
+def float64_array(v):
+    """A scalar step's value as the 0-d float64 array numpy's kernel hands back: a
+    where may pick a comparison's Python bool (``where(x > 0, x > 1, x)``), which
+    ``np.array`` would make a bool array."""
+    return np.array(v, dtype=_F64)
 
 
 LAZY_LINES = 2000   # plans longer than this write and compile their source on the first call
@@ -81,7 +96,33 @@ def qualifies(plan, op_names=None) -> bool:
         return False
     if op_names is None:
         op_names = {st.op.name for st in plan.steps}
-    return op_names <= KERNELS.keys()
+    return op_names <= KERNELS.keys() and _bools_as_numpy(plan, data)
+
+
+#: ops whose scalar kernels treat bools as numpy does: comparisons and where
+_BOOL_OPS = frozenset({"where", "equal", "not_equal", "greater", "greater_equal", "less",
+                       "less_equal"})
+#: ops a bool may meet a float in: numpy casts it to 0.0/1.0 first, as Python does
+_MIXED_OPS = frozenset({"add", "sub", "mul", "div"})
+
+
+def _bools_as_numpy(plan, data) -> bool:
+    """Whether every bool of the plan (a fed one, a constant, a comparison's) is made
+    and read only where Python floats and bools compute what numpy does: made by a
+    comparison or ``where``, read by those or by float arithmetic. numpy's bool
+    arithmetic stays bool (True + True is True) or refuses (True − True, −True,
+    bce_with_logits of a bool logit), where the scalar code's 1.0 + 1.0 is 2.0."""
+    kept = plan.slots
+    is_bool = [data[n].dtype == _BOOL for n in kept]
+    if not any(is_bool):
+        return True
+    for st in plan.made_steps():
+        name, out_bool = st.op.name, is_bool[st.out]
+        if name in _BOOL_OPS:
+            continue
+        if out_bool or (name not in _MIXED_OPS and any(is_bool[s] for s in st.ins)):
+            return False
+    return True
 
 
 def build_for_plan(plan, literals, op_names=None):
@@ -96,7 +137,7 @@ def build_for_plan(plan, literals, op_names=None):
         if f is None:
             return None
         if not literals[s].startswith("c"):
-            consts[s] = literals[s]
+            consts[s] = repr(f)        # the float's own text (an int literal's too)
         else:
             consts[s] = f"c{s}"
             ns[f"c{s}"] = f
@@ -163,7 +204,7 @@ def _emit(plan, ns, consts, leaves):
     # the boundary, generated too: non-finite outputs → None (rerun on arrays, where
     # numpy gives its own inf/nan and warnings); the rest converted to numpy values
     outs, exprs, checks = [], [], []
-    ns["F"], ns["A"] = np.float64, np.array
+    ns["F"], ns["A"] = np.float64, float64_array
     for s in plan.outputs:
         o = origin(s, producer, first)   # s itself, unless s is a pass-through's output
         if o in producer:

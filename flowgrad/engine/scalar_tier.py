@@ -10,7 +10,7 @@ compiled only when the program is called again.
 
 The results are those of the generated function, bit for bit: the same float
 operations on the same values, in the same order (an int or bool literal is the
-same value as its source text), the same non-finite check (``None``: the caller
+same float as its source text), the same non-finite check (``None``: the caller
 reruns on arrays) and the same conversions at the boundary. An exception from a
 kernel propagates, as from the generated code (the caller then reruns on arrays).
 """
@@ -79,7 +79,8 @@ def interpreter(plan, consts, leaves, keep=False):
         first[out] = ins[0] if n else None
     ends = _ends(plan.outputs, producer, first, leaves)
     checked = [s for s, how in ends if how in "FA"]
-    F, A = np.float64, np.array
+    from .scalar_plan import float64_array as A
+    F = np.float64
 
     def run(*vals):
         v = init[:]

@@ -50,7 +50,9 @@ a table of rules in ``rewrite_rules.py``, which this module's pass drives:
   −((−a)·b) → a·b exactly; **exceptions**: −(a − b) → b − a gives +0.0 where the
   program gives −0.0 (a = b), and −((−a) + (−b)) → a + b likewise (a = −b).
   Reverse sweeps make many negations (every ``sub`` and ``neg`` adjoint); tanh's 4th
-  derivative loses 6 of 29 steps.
+  derivative loses 6 of 29 steps. A negation of integers is never absorbed: a reader
+  may promote it to a float after the negation, where −0 is +0.0 and −INT_MIN has
+  wrapped to INT_MIN (``_Pass.absorbable``).
 * **stateful ops** (``Op(stateful=True)``: random draws) are exempt from all of the
   above: each is its own step, evaluated once per run, whatever its inputs.
 
@@ -392,7 +394,7 @@ class _Pass:
             return
         table[key] = nid
         self._define(nid, op, attrs, ins)
-        if op.name == "neg":
+        if op.name == "neg" and self.absorbable(nid):
             self.neg_of[nid] = ins[0]
             self.special.add(nid)          # its readers take the slow path: neg rewrites
 
@@ -527,7 +529,8 @@ class _Pass:
         """A node whose inputs are special only as negations: a new negation −x that no
         rewrite absorbs is settled here (as _set_op makes it), the rest by the rules."""
         a = ins[0] if ins else None
-        if rules == 3 and not attrs and a not in self.neg_of and self.negate(a) is None:
+        if rules == 3 and not attrs and a not in self.neg_of and self.negate(a) is None \
+                and self.absorbable(nid):
             hit = table.setdefault(key, nid)
             if hit == nid:
                 if ins is not inputs:
@@ -608,7 +611,7 @@ class _Pass:
             return
         if ins and n_fills == len(ins) and \
                 (getattr(op, "elementwise", False) or name in _POINTWISE_EXTRA):
-            c = self._eval_fill(op, attrs, ins, fills)
+            c = self._eval_fill(nid, op, attrs, ins, fills)
             if c is not None:
                 return self._set_fill(nid, c, fallback,
                                       signless=not self.signless.isdisjoint(ins))
@@ -639,7 +642,7 @@ class _Pass:
                 # still −x: readers may absorb it. Neither end already a negation, so
                 # the map stays acyclic and rewrites through it terminate.
                 if name == "neg" and r not in self.neg_of and ins[0] not in self.neg_of \
-                        and r != ins[0] and self.fits(ins[0], r):
+                        and r != ins[0] and self.fits(ins[0], r) and self.absorbable(r):
                     self.neg_of[r] = ins[0]
                     self.special.add(r)
                 return
@@ -670,6 +673,17 @@ class _Pass:
     def integral(self, nid):
         """Whether ``nid``'s dtype has no −0 (integers, bools)."""
         return np.dtype(self._meta(nid)[1]).kind in "iub"
+
+    def unsigned(self, nid):
+        """Whether ``nid``'s dtype is an unsigned integer."""
+        return np.dtype(self._meta(nid)[1]).kind == "u"
+
+    def absorbable(self, nid):
+        """Whether negation ``nid`` may be absorbed by its readers (a + (−b) → a − b …):
+        not for integers, which a reader may promote to floats after the negation: the
+        int −0 is +0.0 there (a − 0.0 keeps −0.0, a + (−0) does not) and −INT_MIN wraps
+        to INT_MIN (a + (−b) is then a − 2³¹ where a − b is a + 2³¹)."""
+        return not self.integral(nid)
 
     def adds_nothing(self, nid, z, zero, x):
         """Whether x + ``zero`` (the value of zero fill ``z``) is x for every value x may
@@ -734,12 +748,21 @@ class _Pass:
         self._set_const(nid, value, False)
         return True
 
-    def _eval_fill(self, op, attrs, ins, fills):
+    def _eval_fill(self, nid, op, attrs, ins, fills):
+        """The value c of every entry of ``nid`` = op(fills), or None. A weak Python
+        number is passed as one (NEP 50: a float32 fill · 2.345 is float32 arithmetic,
+        2.345 rounded first; a 0-d float64 array would make it float64 arithmetic
+        rounded once), every other fill as a 0-d array of its dtype; a result of
+        another dtype than the node's (an int8 fill + 300: numpy refuses) is no fill."""
+        data = self.data
         try:
             with np.errstate(all="ignore"):
-                args = [np.asarray(c, dtype=self._meta(i)[1]) for i, c in zip(ins, fills)]
+                args = [c if data[i].weak else np.asarray(c, dtype=self._meta(i)[1])
+                        for i, c in zip(ins, fills)]
                 out = np.asarray(op.forward(np, *args, **attrs))
-            return out.item() if out.size == 1 else None
+            if out.size != 1 or out.dtype != self._meta(nid)[1]:
+                return None
+            return out.item()
         except Exception:
             return None
 
