@@ -44,7 +44,8 @@ a table of rules in ``rewrite_rules.py``, which this module's pass drives:
   - **exceptions** (the usual symbolic convention): x−x → 0, 0·x, x·0, 0/x → 0, and
     a multilinear op with a zero argument → 0, whatever x holds (NaN, ±inf, or −0.0
     where x < 0). Such a zero is *signless*: adding it (x + 0) is taken as adding
-    nothing, and 0 − x as −x, within the same convention.
+    nothing, and 0 − x as −x, within the same convention. x + (−x) is x − x after
+    the negation is absorbed (below), so it is 0 too.
 * **negations absorbed** (exact but for the sign of a zero result: IEEE rounding is
   symmetric under negation): a + (−b) → a − b, a − (−b) → a + b, (−a)(−b) → ab,
   −((−a)·b) → a·b exactly; **exceptions**: −(a − b) → b − a gives +0.0 where the
