@@ -447,3 +447,34 @@ def test_load_state_dict_refuses_what_does_not_fit():
     refused(lambda d: d.update(iterations=2.5), "must be an int")
     refused(lambda d: d.update(lr=float("nan")), "finite")
     opt.load_state_dict(good)
+
+
+class Flaky(fg.optim.Adam):
+    """Adam whose step count cannot be written while ``fail`` is set: a Ctrl-C landing
+    in the middle of a load's commit (after the values and the moments were stored)."""
+    fail = False
+
+    @property
+    def iterations(self):
+        return self._count
+
+    @iterations.setter
+    def iterations(self, value):
+        if self.fail and value == 3:          # the loaded count (undoing it works)
+            raise KeyboardInterrupt
+        self._count = value
+
+
+def test_an_interrupted_load_puts_everything_back(tmp_path):
+    g, opt, _ = trained(Flaky)
+    path = fg.save_variables(tmp_path / "c", g, optimizer=opt)
+    g, opt, vs = trained(Flaky, steps=1)
+    before, state = values(vs), opt.state_dict()
+    opt.fail = True
+    with pytest.raises(KeyboardInterrupt):
+        fg.load_variables(path, g, optimizer=opt)
+    opt.fail = False
+    assert_bitwise(values(vs), before)
+    assert_same_state(opt.state_dict(), state)
+    fg.load_variables(path, g, optimizer=opt)
+    assert opt.iterations == 3
