@@ -255,6 +255,9 @@ def test_the_state_follows_the_names_the_variables_are_saved_under(tmp_path):
         fg.load_variables(path, {"w1": vs[0], "w2": vs[1]}, strict=False, optimizer=opt)
     with pytest.raises(fg.UsageError, match=r"updates \['s'\]"):
         fg.save_variables(tmp_path / "d", vs[:2], optimizer=opt)
+    for call in (fg.save_variables, fg.load_variables):
+        with pytest.raises(fg.UsageError, match="optimizer= takes an fg.optim optimizer"):
+            call(path, vs, optimizer=opt.state_dict())
 
 
 # -- refusals: each a CheckpointError that changes nothing -------------------------------

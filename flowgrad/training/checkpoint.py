@@ -9,7 +9,11 @@
 array of the variable names and whose members ``0.npy``, ``1.npy``, … are their values,
 in that order: names are data, so any name (``file``, ``allow_pickle``, ``a/b``) is
 stored as it is. ``np.load`` reads it (``f["names"]``, ``f["0"]``). A file of the first
-layout, one member per name, still loads.
+layout, one member per name, still loads. ``save_variables(..., optimizer=opt)`` adds the
+optimizer's state (``opt.state_dict()``) under ``optimizer/``: ``optimizer/keys.npy``, an
+(entries, 3) string array of each entry's path in the state dict (``("state", "w",
+"m")``), and ``optimizer/0.npy`` … its arrays (numbers as 0-d arrays); a load without
+``optimizer=`` does not read them.
 
 **Loading is safe with files you did not write.** Nothing is unpickled. Each member's
 ``.npy`` header (shape, dtype) is checked against the variable before any of its data is
@@ -117,13 +121,13 @@ def save_variables(path, variables, optimizer=None) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
+    renamed = None if optimizer is None else _checkpoint_names(optimizer, named)
     members = {}
-    with _held(optimizer):
+    with contextlib.nullcontext() if optimizer is None else optimizer.lock:
         members[_NAMES] = np.array(list(named), dtype=str)
         for k, v in enumerate(named.values()):
             members[f"{k}.npy"] = np.asarray(to_numpy(v.value))
         if optimizer is not None:
-            renamed = _checkpoint_names(optimizer, named)
             members.update(_optimizer_members(optimizer.state_dict(), renamed))
     with write_atomically(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
         for member, arr in members.items():
@@ -193,16 +197,6 @@ def check_saveable(variables, optimizer) -> None:
     """Refuse (UsageError), before anything is written, an ``optimizer=`` that
     ``save_variables(path, variables, optimizer=)`` would refuse."""
     _checkpoint_names(optimizer, _named_variables(variables))
-
-
-@contextlib.contextmanager
-def _held(optimizer):
-    """The optimizer's lock, held (nothing without an optimizer)."""
-    if optimizer is None:
-        yield
-        return
-    with optimizer.lock:
-        yield
 
 
 def _checkpoint_names(optimizer, named: dict) -> dict[str, str]:
