@@ -481,3 +481,10 @@ def test_an_interrupted_load_puts_everything_back(tmp_path):
     assert_same_state(opt.state_dict(), state)
     fg.load_variables(path, g, optimizer=opt)
     assert opt.iterations == 3
+
+
+def test_a_state_that_lost_its_variables_is_not_saved_short():
+    _, opt, vs = trained()
+    opt.variables = vs[:2]                        # replaced without reset(): 3 states
+    with pytest.raises(fg.OptimizerError, match="3 states for 2 variables"):
+        opt.state_dict()

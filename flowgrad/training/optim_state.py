@@ -29,6 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..backends import to_numpy
+from ..errors import OptimizerError
 from ..state import store_values, undo_fully
 from .checkpoint import CheckpointError
 
@@ -40,6 +41,10 @@ TOP_KEYS = ("optimizer", "iterations", "lr", "settings", "state")
 
 def snapshot(opt, settings, slots_of) -> dict:
     """The state dict of ``opt`` without its extra keys (the caller holds its lock)."""
+    if len(opt.state) != len(opt.variables):     # opt.variables replaced, no reset()
+        raise OptimizerError(f"the optimizer has {len(opt.state)} states for "
+                             f"{len(opt.variables)} variables: call reset() after "
+                             "changing its variables")
     state = {}
     for v, st in zip(opt.variables, opt.state):
         slots = {}
