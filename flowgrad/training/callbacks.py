@@ -5,8 +5,9 @@ history, ``stop``). ``fg.NAME`` holds each public one.
 - ``EarlyStopping``: stop when a monitored number stops improving, restore the best.
 - ``TerminateOnNaN``: on by default; a step whose loss or gradients are not finite is
   refused before it writes anything, and fit raises ``fg.NumericsError``.
-- ``ModelCheckpoint``: save the variables (``fg.save_variables``) every epoch or
-  when the monitored number improves.
+- ``ModelCheckpoint``: save the variables and the optimizer's state
+  (``fg.save_variables(..., optimizer=)``) every epoch or when the monitored number
+  improves.
 - ``ReduceLROnPlateau``: multiply a numeric learning rate by ``factor`` on a plateau.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import numbers
 import os
 
-from ..errors import ArgumentError, OptimizerError
+from ..errors import ArgumentError, OptimizerError, UsageError
 from ..ops.base import at_user_line
 from ..state import assign_together
 
@@ -206,16 +207,37 @@ class ModelCheckpoint(Callback):
     and any key of the logs (``"ckpt-{epoch:03d}-{val_loss:.3f}.npz"``). ``variables``
     is what ``save_variables`` takes (default: every variable of the optimizer's graph,
     so that ``fg.load_variables(path, graph)`` restores the whole model).
-    ``saved`` lists the paths written."""
+    ``saved`` lists the paths written.
+
+    ``save_optimizer`` (default True, as Keras's ModelCheckpoint saves the optimizer
+    with the model) stores the optimizer's state in the same file (``save_variables(
+    ..., optimizer=)``), so that ``fg.load_variables(path, graph, optimizer=opt)``
+    resumes training where it stopped: a file without it restarts Adam's moments and
+    the schedule, and the resumed run leaves the uninterrupted one. The file grows by
+    the state (Adam: twice the variables); ``fg.load_variables(path, graph)`` still
+    loads only the values. ``save_optimizer=False`` writes the values alone (needed
+    when ``variables`` leaves out some of the optimizer's: a state is saved with the
+    values of all its variables, which is checked when fit starts)."""
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto",
-                 min_delta=0.0, variables=None):
+                 min_delta=0.0, variables=None, save_optimizer=True):
         self.path, self.save_best_only, self.variables = os.fspath(path), bool(save_best_only), \
             variables
+        self.save_optimizer = bool(save_optimizer)
         self._watch = Monitor(monitor, mode, min_delta, "ModelCheckpoint")
         self.monitor, self.saved = monitor, []
 
+    def _target(self, state):
+        return self.variables if self.variables is not None else state.optimizer.graph
+
     def on_train_begin(self, state):
+        if self.save_optimizer:
+            from .checkpoint import check_saveable
+            try:
+                check_saveable(self._target(state), state.optimizer)
+            except UsageError as e:
+                raise ArgumentError(f"ModelCheckpoint: {e}; pass save_optimizer=False to "
+                                    f"save the values alone") from None
         keys = log_keys(state)
         if keys is not None:
             if self.save_best_only:
@@ -231,8 +253,8 @@ class ModelCheckpoint(Callback):
                 return
             self._watch.best = value
         path = self.path.format(epoch=epoch + 1, **logs)
-        target = self.variables if self.variables is not None else state.optimizer.graph
-        self.saved.append(save_variables(path, target))
+        self.saved.append(save_variables(path, self._target(state), optimizer=(
+            state.optimizer if self.save_optimizer else None)))
 
     def __repr__(self):
         best = f", monitor={self.monitor!r}, save_best_only=True" if self.save_best_only else ""

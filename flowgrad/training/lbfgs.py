@@ -172,6 +172,70 @@ class LBFGS(Optimizer):
             super().reset()
             self.memory, self.converged = self._fresh_memory(), False
 
+    # -- the state as data: the pairs and the last point (see Optimizer.state_dict) --
+    _state_slots = frozenset()       # no per-variable state: all of it is the memory
+
+    def _state_settings(self):
+        return {"history_size": self.history_size}
+
+    def _extra_state_keys(self):
+        return ("memory",)
+
+    def _size(self):
+        return sum(math.prod(v.shape) for v in self.variables)
+
+    def _extra_state(self):
+        """``{"memory": {"s", "y": (pairs, size) float64, "rho": (pairs,), "h_diag",
+        "x", "g": the last point and gradient (float64 vectors, or None before the first
+        iteration), "converged", "evaluations"}}``: copies."""
+        m, n = self.memory, self._size()
+        pairs = m["pairs"]
+        return {"memory": {
+            "s": np.array([p[0] for p in pairs], dtype=np.float64).reshape(len(pairs), n),
+            "y": np.array([p[1] for p in pairs], dtype=np.float64).reshape(len(pairs), n),
+            "rho": np.array([p[2] for p in pairs], dtype=np.float64),
+            "h_diag": float(m["h_diag"]),
+            "x": None if m["x"] is None else np.array(m["x"]),
+            "g": None if m["g"] is None else np.array(m["g"]),
+            "converged": bool(self.converged), "evaluations": int(self.evaluations)}}
+
+    def state_file_layout(self):
+        n, h, f64 = self._size(), self.history_size, np.dtype(np.float64)
+        return {("memory", "s"): ((h, n), f64), ("memory", "y"): ((h, n), f64),
+                ("memory", "rho"): ((h,), f64), ("memory", "x"): ((n,), f64),
+                ("memory", "g"): ((n,), f64), ("memory", "h_diag"): ((), f64),
+                ("memory", "converged"): ((), np.dtype(bool)),
+                ("memory", "evaluations"): ((), np.dtype(np.int64))}
+
+    def _checked_extra_state(self, extra):
+        from .optim_state import scalar, vector_array
+        from .checkpoint import CheckpointError
+        m = extra["memory"]
+        if not isinstance(m, dict) or set(m) != {"s", "y", "rho", "h_diag", "x", "g",
+                                                  "converged", "evaluations"}:
+            raise CheckpointError(f"LBFGS's 'memory' must be a dict of s, y, rho, h_diag, "
+                                  f"x, g, converged and evaluations, got {m!r:.200}")
+        n = self._size()
+        rho = m["rho"]
+        count = rho.shape[0] if isinstance(rho, np.ndarray) and rho.ndim == 1 else -1
+        if not 0 <= count <= self.history_size:
+            raise CheckpointError(f"LBFGS's memory must hold 0 to history_size="
+                                  f"{self.history_size} pairs (rho a 1-d array), got {rho!r:.200}")
+        s, y = (vector_array(m[k], (count, n), np.float64, f"memory {k!r}") for k in "sy")
+        rho = vector_array(rho, (count,), np.float64, "memory 'rho'")
+        x, g = ((None if m[k] is None else vector_array(m[k], (n,), np.float64, f"memory {k!r}"))
+                for k in "xg")
+        if (x is None) != (g is None):
+            raise CheckpointError("LBFGS's memory holds one of x and g without the other")
+        evaluations = scalar(m["evaluations"], "i", "memory 'evaluations'")
+        if evaluations < 0:
+            raise CheckpointError(f"memory 'evaluations' must be ≥ 0, got {evaluations}")
+        memory = {"pairs": [(np.array(s[k]), np.array(y[k]), float(rho[k]))
+                            for k in range(count)],
+                  "h_diag": scalar(m["h_diag"], "f", "memory 'h_diag'"), "x": x, "g": g}
+        return {"memory": memory, "evaluations": evaluations,
+                "converged": scalar(m["converged"], "b", "memory 'converged'")}
+
     def step(self, prog, /, *args, **feed):
         """One L-BFGS iteration; returns the loss before it (and the extras, as ``step``)."""
         with self._lock:

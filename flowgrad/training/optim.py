@@ -418,6 +418,77 @@ class Optimizer:
         from .fit import fit
         return fit(self, loss, data, epochs=epochs, batch_size=batch_size, **options)
 
+    # -- the state as data (flowgrad/training/optim_state.py) --------------------------
+    lock = property(lambda self: self._lock,
+                    doc="the optimizer's (reentrant) lock, which a step holds from reading "
+                        "the variables to writing them: hold it to read the values and the "
+                        "state of one step (``fg.save_variables(..., optimizer=)`` does)")
+
+    #: the keys of a variable's state after a step (None: whatever ``_update`` writes,
+    #: each an array of the variable's shape and dtype)
+    _state_slots = None
+
+    def _state_settings(self) -> dict:
+        """The settings that decide what the state holds: a state saved under other
+        ones is refused by ``load_state_dict``."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """The optimizer's complete state as plain data, as ``torch.optim``'s
+        ``state_dict()``: ``{"optimizer": class name, "iterations": steps taken (Adam's
+        t, a schedule's position), "lr": the numeric rate or None for a schedule,
+        "settings": {the settings that decide the state's layout}, "state": {variable
+        name: {slot: array}}}`` (LBFGS adds ``"memory"``). The arrays are numpy copies,
+        each of its variable's shape and dtype, keyed by the variable's name (not its
+        id), so a fresh graph built by the same code can load it. See
+        flowgrad/training/optim_state.py."""
+        from . import optim_state
+        with self._lock:
+            d = optim_state.snapshot(self, self._state_settings(), self._state_slots)
+            d.update(self._extra_state())
+        return d
+
+    def load_state_dict(self, state: dict) -> None:
+        """Make ``state`` (what ``state_dict`` returned, maybe by another optimizer of
+        the same kind and settings over variables of the same names, shapes and
+        dtypes) this optimizer's state: moments, step count and — when both rates are
+        numbers — the learning rate (which ``ReduceLROnPlateau`` may have lowered; a
+        schedule of this optimizer is kept, and resumes at the loaded step count).
+        Other settings (betas, eps, weight decay, clipping) are this optimizer's own.
+        Everything is checked first (a ``CheckpointError`` changes nothing), then
+        written at once. The variables' values are not part of it: load them with
+        ``fg.load_variables``, or both with ``fg.load_variables(..., optimizer=opt)``."""
+        self.prepared_state(state).commit()
+
+    def prepared_state(self, state: dict):
+        """``state`` checked against this optimizer, not yet written: an
+        ``optim_state.PreparedState`` whose ``commit()`` writes it (used by
+        ``fg.load_variables`` to write the variables and the state as one)."""
+        from . import optim_state
+        extra = self._extra_state_keys()
+        prepared = optim_state.prepare(self, state, self._state_settings(),
+                                       self._state_slots, extra)
+        prepared.update(self._checked_extra_state({k: state[k] for k in extra}))
+        return prepared
+
+    def _extra_state_keys(self) -> tuple:
+        """The keys a subclass adds to the state dict."""
+        return ()
+
+    def _extra_state(self) -> dict:
+        """The subclass's part of ``state_dict`` (called holding the lock)."""
+        return {}
+
+    def _checked_extra_state(self, extra: dict) -> dict:
+        """{attribute: new value} from the subclass's part of a state dict, checked."""
+        return {}
+
+    def state_file_layout(self) -> dict:
+        """{(key, name): (largest shape, dtype)} of the arrays a subclass adds to its
+        state dict (LBFGS's memory): ``fg.load_variables`` checks a file's headers
+        against it before reading their data. Empty for the other optimizers."""
+        return {}
+
     def reset(self):
         """Forget the state (moments, iteration count); variables keep their values."""
         with self._lock:

@@ -20,6 +20,8 @@ __all__ = ["SGD", "Momentum", "Adam", "AdamW", "RMSProp", "Adagrad"]
 class SGD(Optimizer):
     """Plain gradient descent: w ← w − lr · g."""
 
+    _state_slots = frozenset()          # no state but the step count
+
     def _update(self, value, g, state, lr, t, xp):
         return value - lr * g, state
 
@@ -33,6 +35,8 @@ class Momentum(Optimizer):
 
     with v = 0 before the first step, so the first step is plain SGD for heavy ball.
     """
+
+    _state_slots = frozenset({"v"})     # torch's momentum_buffer
 
     def __init__(self, variables, lr, momentum=0.9, nesterov=False, **options):
         super().__init__(variables, lr, **options)
@@ -51,6 +55,8 @@ class Adam(Optimizer):
         s ← β₂ s + (1 − β₂) g²         ŝ = s / (1 − β₂ᵗ)
         w ← w − lr · m̂ / (√ŝ + ε)
     """
+
+    _state_slots = frozenset({"m", "s"})    # torch's exp_avg, exp_avg_sq
 
     def __init__(self, variables, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, **options):
         super().__init__(variables, lr, **options)
@@ -102,6 +108,14 @@ class RMSProp(Optimizer):
         self.momentum = check_real("momentum", momentum, 0.0, 1.0)
         self.centered = bool(centered)
 
+    @property
+    def _state_slots(self):
+        # torch's square_avg, grad_avg (centered) and momentum_buffer (momentum > 0)
+        return frozenset(["s"] + ["m"] * self.centered + ["b"] * bool(self.momentum))
+
+    def _state_settings(self):
+        return {"centered": self.centered, "with_momentum": bool(self.momentum)}
+
     def _update(self, value, g, state, lr, t, xp):
         a = self.alpha
         s = a * state["s"] + (1 - a) * (g * g) if "s" in state else (1 - a) * (g * g)
@@ -125,6 +139,8 @@ class Adagrad(Optimizer):
         Σ ← Σ + g²                                  (Σ = initial_accumulator_value at first)
         w ← w − lr / (1 + (t − 1)·lr_decay) · g / (√Σ + ε)
     """
+
+    _state_slots = frozenset({"sum"})   # torch's sum
 
     def __init__(self, variables, lr=1e-2, lr_decay=0.0, eps=1e-10,
                  initial_accumulator_value=0.0, **options):
