@@ -353,13 +353,16 @@ class Optimizer:
                 if done is not None:
                     new_values[k], new_states[k] = done
                     continue
+            state = states[k]
             if type(value) is not ndarray:     # ndarray: None unless numpy's own
                 value = asarray(value)
+                if ndarray is None and state:  # a loaded state is numpy: on the backend
+                    state = {key: asarray(a) for key, a in state.items()}
             if pairs and pairs[k]:
-                new, new_states[k] = _complex_update(update, value, outs[k + 1], states[k],
+                new, new_states[k] = _complex_update(update, value, outs[k + 1], state,
                                                      lr, t, xp)
             else:
-                new, new_states[k] = update(value, outs[k + 1], states[k], lr, t, xp)
+                new, new_states[k] = update(value, outs[k + 1], state, lr, t, xp)
             dt = new.dtype
             if dt is not dtypes[k] and dt != dtypes[k]:
                 new = new.astype(dtypes[k])
