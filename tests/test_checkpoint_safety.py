@@ -196,6 +196,22 @@ def test_headers_are_checked_before_the_data(tmp_path):
         assert_refused(path, W, b, match=match)
 
 
+
+@pytest.mark.parametrize("old, new", [(b"'descr': '<f8'", b"'descr': ',f8'"),
+                                      (b"(2, 3), }", b"(2, 3), (")],
+                         ids=["syntax-error", "unclosed-bracket"])
+def test_a_damaged_header_dict_is_a_checkpoint_error(tmp_path, old, new):
+    """numpy reads a header's dict with ast.literal_eval after tokenizing it: a damaged
+    one raised a bare SyntaxError or tokenize.TokenError out of load_variables."""
+    with fg.Graph():
+        W, b = model()
+        good = npy(np.arange(6.0).reshape(2, 3))
+        assert old in good
+        path = tmp_path / "damaged.npz"
+        path.write_bytes(raw_zip([stored("W.npy", good.replace(old, new)),
+                                  stored("b.npy", npy(np.zeros(3, np.float32)))]))
+        assert_refused(path, W, b, match="not a readable")
+
 def bomb(inflated_mib, declared=None, crc=0):
     """A deflated W.npy of a (2, 3) float64 header followed by ``inflated_mib`` MiB of
     zeros, built from one repeated flush block (so it costs nothing to make)."""

@@ -41,6 +41,7 @@ import numbers
 import os
 import pathlib
 import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -65,8 +66,11 @@ _MAX_NAMES_BYTES = 64 << 20     # the names array: 64 MiB is millions of long na
 LOAD_RATIO = 64                 # default max_bytes: this many times the file's size
 _CHUNK = 1 << 18                # data is decompressed into its array this much at a time
 # what a broken or hostile zip raises while it is read (a missing file stays an OSError)
+# numpy parses a .npy header's dict with ast.literal_eval after tokenizing it: a damaged
+# header is a SyntaxError, a TokenError or a TypeError there
 _READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError,
-                NotImplementedError, RuntimeError, OverflowError, zlib.error, struct.error)
+                NotImplementedError, RuntimeError, OverflowError, zlib.error, struct.error,
+                SyntaxError, TypeError, tokenize.TokenError)
 
 
 class CheckpointError(FlowgradError, ValueError):
