@@ -1,7 +1,5 @@
 """Hostile graph files and ONNX models found by the file-reader QA pass: each test pins
 one way a file could make a reader allocate, run or raise what it should not."""
-import copy
-import io
 import json
 import tracemalloc
 import zipfile
