@@ -83,15 +83,20 @@ def test_an_op_over_weak_scalars_in_a_loop_body_is_not_run_while_loading(tmp_pat
     assert peak < MIB, peak
 
 
+def _input_made_weak(g, tmp_path, name):
+    """The file of graph ``g`` (one placeholder, then one op) with the placeholder
+    replaced by a weak Python-number constant: the op now reads only weak scalars."""
+    members = _members(g, tmp_path / f"{name}.fg")
+    doc = json.loads(members["graph.json"])
+    doc["nodes"][0] = dict(WEAK_ONE)
+    return _write(tmp_path / f"weak_{name}.fg", members, doc)
+
 def test_an_op_over_weak_scalars_with_a_0d_result_is_refused_unrun(tmp_path):
     # apply would fold it into a constant, so no built graph holds such a node
     with fg.Graph() as g:
         fg.sin(fg.placeholder("x", ()))
-    members = _members(g, tmp_path / "sin.fg")
-    doc = json.loads(members["graph.json"])
-    doc["nodes"][0] = dict(WEAK_ONE)
     with pytest.raises(fg.GraphFileError, match="folds to a constant"):
-        fg.load_graph(_write(tmp_path / "weak_sin.fg", members, doc))
+        fg.load_graph(_input_made_weak(g, tmp_path, "sin"))
 
 
 def test_a_small_op_over_weak_scalars_that_fails_on_numbers_is_refused(tmp_path):
@@ -100,11 +105,8 @@ def test_a_small_op_over_weak_scalars_that_fails_on_numbers_is_refused(tmp_path)
     from flowgrad.ops.broadcast import sum_to
     with fg.Graph() as g:
         sum_to(fg.placeholder("x", (2, 3)), shape=(3,))
-    members = _members(g, tmp_path / "sum_to.fg")
-    doc = json.loads(members["graph.json"])
-    doc["nodes"][0] = dict(WEAK_ONE)
     with pytest.raises(fg.GraphFileError, match="rebuilding sum_to failed"):
-        fg.load_graph(_write(tmp_path / "weak_sum_to.fg", members, doc))
+        fg.load_graph(_input_made_weak(g, tmp_path, "sum_to"))
 
 
 def test_ops_over_weak_scalars_a_builder_made_still_round_trip(tmp_path):
