@@ -258,3 +258,26 @@ def test_random_sign_graphs_equal_the_plain_program(seed):
             fast, plain, _ = both(outs, feed)
             both(outs, edge)
         assert fast.n_steps <= plain.n_steps
+
+
+def test_a_fold_that_makes_a_nan_or_inf_is_left_to_run_time(rng):
+    """Folding ran with floating-point errors ignored, so a NaN made at compile time hid
+    from check_numerics (which watches run-time steps) and from the user's errstate:
+    log(0·x − 1) + x gave NaN silently under check_numerics=True. Such a fold is now a
+    run-time step: the same values, and the checks name its node."""
+    x = fg.placeholder("x", shape=(3,))
+    bad = fg.log(fg.zeros_like(x) - 1.0)
+    feed = {x: rng.standard_normal(3)}
+    _, _, got = both(bad + x, feed)
+    assert np.isnan(got).all()
+    with pytest.raises(fg.NumericsError) as info:
+        fg.compile(bad + x, check_numerics=True)(feed)
+    assert info.value.node is bad
+    c = fg.constant(np.array([4.0, -1.0]))
+    with np.errstate(all="raise"), pytest.raises(FloatingPointError, match="sqrt"):
+        fg.compile(fg.sqrt(c) * x[:2])(feed)
+    # the boundary: finite folds still fold, and so do NaNs a constant already held
+    fine = fg.compile(fg.sqrt(fg.constant(np.array([4.0, 0.0]))) * x[:2])
+    held = fg.compile(fg.sqrt(fg.constant(np.array([4.0, np.nan]))) * x[:2])
+    assert fine.n_steps == held.n_steps == fg.compile(c * x[:2]).n_steps
+    np.testing.assert_array_equal(fine(feed), np.array([2.0, 0.0]) * feed[x][:2])

@@ -26,7 +26,10 @@ a table of rules in ``rewrite_rules.py``, which this module's pass drives:
   with arrays: they promote differently).
 * **constant folding** — an op whose inputs are all constants is evaluated once,
   here, with numpy (results up to ``FOLD_MAX`` entries; larger ones stay steps so
-  a program does not hold big arrays forever).
+  a program does not hold big arrays forever). A fold that meets a floating-point
+  error (a NaN or ±inf made from finite values, an overflow, an underflow) is not
+  made: the op stays a run-time step, so ``check_numerics``, ``fg.detect_anomaly``
+  and the caller's ``np.errstate`` see it at its node, with the same values.
 * **known fills** — each node may be known to be "every entry equals c" without
   its value being built: constants, ``zeros_like``/``ones_like``, broadcasts and
   reshapes of fills, pointwise ops of fills, and any multilinear op (mul, matmul,
@@ -737,7 +740,10 @@ class _Pass:
         if not _static(shape) or math.prod(shape) > FOLD_MAX:
             return False
         try:
-            with np.errstate(all="ignore"), warnings.catch_warnings():
+            # a floating-point error (a NaN or ±inf made from finite values, an
+            # overflow, an underflow) leaves the step to run time, where check_numerics,
+            # the user's errstate and fg.detect_anomaly see it at its node
+            with np.errstate(all="raise"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 value = op.forward(np, *(self.defs[i][1] for i in ins), **attrs)
             value = np.asarray(value)
@@ -757,7 +763,7 @@ class _Pass:
         another dtype than the node's (an int8 fill + 300: numpy refuses) is no fill."""
         data = self.data
         try:
-            with np.errstate(all="ignore"):
+            with np.errstate(all="raise"):   # an error: no fill (see _fold)
                 args = [c if data[i].weak else np.asarray(c, dtype=self._meta(i)[1])
                         for i, c in zip(ins, fills)]
                 out = np.asarray(op.forward(np, *args, **attrs))
