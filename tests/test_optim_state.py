@@ -537,3 +537,20 @@ def test_a_loaded_state_moves_to_a_device_backend(tmp_path):
     run(3, path=path)
     got = run(2, backend=_device_backend(), load=path)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+@pytest.mark.parametrize("make", [lambda v: fg.optim.SGD(v, lr=0.1),
+                                  lambda v: fg.optim.SGD(v, lr=0.1, weight_decay=0.5),
+                                  lambda v: fg.optim.Adam(v, lr=0.1)],
+                         ids=["SGD", "SGD-generic", "Adam"])
+def test_a_0d_variable_stays_a_0d_array_of_its_dtype(make, dtype):
+    """0-d arithmetic in numpy gives a numpy scalar: after a step a 0-d float32 variable's
+    value was np.float32, not an array as before the step and as a float64 one stays."""
+    with fg.Graph():
+        v = fg.variable(np.array(1.5, dtype), name="v")
+        opt = make([v])
+        train = opt.minimize(v * v)
+        for _ in range(2):
+            train()
+        assert type(v.value) is np.ndarray and v.value.shape == () and v.value.dtype == dtype

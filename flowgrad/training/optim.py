@@ -366,6 +366,8 @@ class Optimizer:
             dt = new.dtype
             if dt is not dtypes[k] and dt != dtypes[k]:
                 new = new.astype(dtypes[k])
+            if type(new) is not ndarray and ndarray is not None:
+                new = np.asarray(new)      # 0-d arithmetic gives a numpy scalar: an array
             new_values[k] = new
         return new_values, new_states
 

@@ -30,7 +30,10 @@ def sgd_function(bound):
                      f"n{k} = v - lr * {g}",
                      f"d = n{k}.dtype",
                      f"if d is not T{k} and d != T{k}:",
-                     f"    n{k} = n{k}.astype(T{k})"]
+                     f"    n{k} = n{k}.astype(T{k})",
+                     # 0-d arithmetic gives a numpy scalar: the value stays an array
+                     f"if type(n{k}) is not ndarray:",
+                     f"    n{k} = asarray(n{k})"]
         if is_float:
             body += [f"f = float(o{k}) - lr * float({g})",
                      "if f - f == 0.0:",              # finite: inf − inf and nan are nan
