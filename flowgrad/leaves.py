@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from .dtypes import as_dtype
-from .errors import FeedError, ShapeError
+from .errors import FeedError, ShapeError, UsageError
 from .graph import Node, default_graph
 
 
@@ -66,6 +66,8 @@ def _numeric_array(value, dtype, what):
     objects and ragged lists are a TypeError naming what was being made."""
     if dtype is not None:
         dtype = as_dtype(dtype, what)
+    from .engine.binding import refuse_masked   # (lazily: the engine imports this module)
+    refuse_masked(value, f"a {what}", UsageError)
     try:
         arr = np.array(value, dtype=dtype if dtype is not None else _default_dtype(value))
     except (ValueError, TypeError) as e:
@@ -87,9 +89,30 @@ def _default_dtype(value):
     return np.float64 if arr.dtype.kind in "iu" else None  # bools stay bool (masks)
 
 
+def assigned_value(node: Node, new):
+    """``node.value = new``'s stored value: ``check_variable_value``'s, and the variable's
+    own storage, never the caller's array (``w.value = a; a[0] = 9`` leaves ``w`` as it
+    was, as ``torch``'s ``param.copy_(a)``): copied where it may share memory with it."""
+    arr = check_variable_value(node, new)
+    if arr is new or (isinstance(arr, np.ndarray) and isinstance(new, np.ndarray)
+                      and np.may_share_memory(arr, new)):
+        arr = arr.copy()
+    return arr
+
+
 def check_variable_value(node: Node, new):
-    """Validate an assignment to ``node.value``: same shape, a castable dtype."""
+    """Validate an assignment to ``node.value``: same shape, a castable dtype. A numpy
+    scalar or subclass (``np.matrix``, whose ``*`` is a matrix product) is held as the
+    plain array it stands for, as every other value is; a masked array is refused."""
+    from .engine.binding import refuse_masked   # (lazily: the engine imports this module)
+    refuse_masked(new, f"variable {node.name!r}")
+    if isinstance(new, np.generic) or (isinstance(new, np.ndarray) and
+                                       type(new) is not np.ndarray):
+        new = np.asarray(new)
     arr = new if hasattr(new, "shape") and hasattr(new, "dtype") else np.asarray(new)
+    if arr.dtype.kind not in "biufc":   # None, a string: say so, not "shape ()"
+        raise FeedError(f"variable {node.name!r} holds numbers of dtype {node.dtype}; "
+                        f"cannot assign {type(new).__name__} {new!r:.60}")
     if tuple(arr.shape) != node.shape:
         raise FeedError(f"variable {node.name!r} has shape {node.shape}; "
                         f"cannot assign a value of shape {tuple(arr.shape)}")

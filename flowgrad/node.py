@@ -148,8 +148,8 @@ class Node:
     def value(self, new):
         if self.kind != "variable":
             raise AttributeError(f"{self.name} is a {self.kind}: only variables can be assigned")
-        from .leaves import check_variable_value
-        self.more["value"] = check_variable_value(self, new)
+        from .leaves import assigned_value
+        self.more["value"] = assigned_value(self, new)
 
     def __repr__(self) -> str:
         shape = "(" + ", ".join("None" if s is None else str(s) for s in self.shape) + \

@@ -49,7 +49,8 @@ def resolve(graph, feed: dict) -> dict[int, object]:
         else:
             raise FeedError(f"feed keys must be nodes or names, got {key!r}")
         if node.kind not in ("placeholder", "variable"):
-            raise FeedError(f"{node.name!r} is a {node.kind}; only placeholders and "
+            kind = "an op" if node.kind == "op" else f"a {node.kind}"
+            raise FeedError(f"{node.name!r} is {kind}; only placeholders and "
                             "variables can be fed")
         if node.id in out:
             raise FeedError(f"{node.name!r} is fed twice")
@@ -57,8 +58,19 @@ def resolve(graph, feed: dict) -> dict[int, object]:
     return out
 
 
+def refuse_masked(value, what: str, error=FeedError):
+    """Refuse a numpy masked array (as JAX does): flowgrad has no masks, and reading one
+    as an array keeps the data under the mask and drops the mask, silently another
+    value. ``what`` names the receiver in the message (``'x'``, ``variable 'w'``)."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise error(f"{what} was given a numpy masked array; flowgrad has no masks, and "
+                    "reading it as an array would use the values under the mask: pass "
+                    "arr.filled(value) for the value masked entries should take")
+
+
 def check(node, value, backend):
     """``value`` as an array of ``backend`` with ``node``'s dtype, its shape checked."""
+    refuse_masked(value, repr(node.name))
     if isinstance(value, np.generic):
         arr = np.asarray(value)   # a numpy scalar: checked as the 0-d array it is
     elif backend.owns(value):
