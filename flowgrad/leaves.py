@@ -7,25 +7,27 @@ import numbers
 import numpy as np
 
 from .dtypes import as_dtype
-from .errors import FeedError, ShapeError, UsageError
+from .errors import ArgumentError, FeedError, ShapeError, UsageError, located
 from .graph import Node, default_graph
 
 
 def _as_shape(shape) -> tuple:
     if shape is None:
-        raise ShapeError("a placeholder needs a shape; use None for a length that varies, "
+        raise located(ShapeError, "a placeholder needs a shape; use None for a length that varies, "
                          "e.g. shape=(None, 3)")
     shape = (shape,) if isinstance(shape, (int, np.integer)) or shape is None else tuple(shape)
     for s in shape:
         if s is not None and (not isinstance(s, (int, np.integer)) or s < 0):
-            raise ShapeError(f"shape entries must be non-negative ints or None, got {shape}")
+            raise located(ShapeError,
+                          f"shape entries must be non-negative ints or None, got {shape}")
     return tuple(None if s is None else int(s) for s in shape)
 
 
 def placeholder(name: str, shape=(), dtype="float64") -> Node:
     """A value fed at run time, by ``name`` or by node; ``None`` in ``shape`` = any length."""
     if not isinstance(name, str) or not name:
-        raise ValueError("a placeholder needs a non-empty string name (it is fed by name)")
+        raise located(ArgumentError,
+                      "a placeholder needs a non-empty string name (it is fed by name)")
     dtype = as_dtype(dtype, f"placeholder {name!r}")
     g = default_graph()
     return g.add_node(None, (), {}, _as_shape(shape), dtype, name=name,
@@ -71,10 +73,12 @@ def _numeric_array(value, dtype, what):
     try:
         arr = np.array(value, dtype=dtype if dtype is not None else _default_dtype(value))
     except (ValueError, TypeError) as e:
-        raise TypeError(f"cannot make a {what} of {type(value).__name__} {value!r}: {e}") \
+        raise located(UsageError,
+                      f"cannot make a {what} of {type(value).__name__} {value!r}: {e}") \
             from e
     if arr.dtype.kind not in "biufc":
-        raise TypeError(f"cannot make a {what} of {type(value).__name__} {value!r}: a {what} "
+        raise located(UsageError,
+                      f"cannot make a {what} of {type(value).__name__} {value!r}: a {what} "
                         f"holds numbers, not dtype {arr.dtype}")
     return arr
 
@@ -111,13 +115,13 @@ def check_variable_value(node: Node, new):
         new = np.asarray(new)
     arr = new if hasattr(new, "shape") and hasattr(new, "dtype") else np.asarray(new)
     if arr.dtype.kind not in "biufc":   # None, a string: say so, not "shape ()"
-        raise FeedError(f"variable {node.name!r} holds numbers of dtype {node.dtype}; "
+        raise located(FeedError, f"variable {node.name!r} holds numbers of dtype {node.dtype}; "
                         f"cannot assign {type(new).__name__} {new!r:.60}")
     if tuple(arr.shape) != node.shape:
-        raise FeedError(f"variable {node.name!r} has shape {node.shape}; "
+        raise located(FeedError, f"variable {node.name!r} has shape {node.shape}; "
                         f"cannot assign a value of shape {tuple(arr.shape)}")
     if not np.can_cast(arr.dtype, node.dtype, "same_kind"):
-        raise FeedError(f"variable {node.name!r} has dtype {node.dtype}; "
+        raise located(FeedError, f"variable {node.name!r} has dtype {node.dtype}; "
                         f"cannot assign a value of dtype {arr.dtype}")
     if arr.dtype != node.dtype and not np.can_cast(arr.dtype, node.dtype, "safe"):
         from .engine.binding import narrowed     # 2**40 into int32: FeedError, never wrapped

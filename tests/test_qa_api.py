@@ -97,3 +97,59 @@ def test_values_of_a_program_without_keep_all_are_every_value(codegen):
             assert np.allclose(vals[e.id], np.exp(2.0 * np.sin(X)), rtol=1e-15, atol=0)
             assert np.isclose(vals[y.id], np.exp(2.0 * np.sin(X)).sum(), rtol=1e-15)
             assert all(v is not None for v in vals.values())
+
+
+# -- every mistake at the API names the user's line ----------------------------------
+
+def _ends_at_this_file(err):
+    last = str(err).splitlines()[-1]
+    assert last.startswith("  at ") and last.rsplit(":", 1)[0].endswith("test_qa_api.py"), \
+        str(err)
+
+
+@pytest.mark.parametrize("codegen", EXECUTORS)
+def test_feed_mistakes_end_with_the_callers_line(codegen):
+    with fg.Graph():
+        x = fg.placeholder("x", (None, 3))
+        y = fg.placeholder("y", (None,))
+        i = fg.placeholder("i", (), dtype="int32")
+        prog = fg.compile([fg.sum(x, axis=1) * y, i + 1], codegen=codegen)
+        ok = dict(x=np.ones((2, 3)), y=np.ones(2), i=1)
+        for bad, kind in [(dict(ok, y=np.ones(5)), "run-time lengths disagree"),
+                          ({k: v for k, v in ok.items() if k != "y"}, "missing feed"),
+                          (dict(ok, q=1.0), "unknown feed 'q'"),
+                          (dict(ok, x=np.ones((2, 4))), "expects shape"),
+                          (dict(ok, x=np.ones((2, 3), complex)), "expects dtype"),
+                          (dict(ok, i=2**31), "would wrap around"),   # the first bad int
+                          (dict(ok, x=[[1.0, 2.0, 3.0], [1.0]]), "not an array")]:
+            with pytest.raises(fg.FeedError, match=kind) as e:
+                prog(**bad)
+            _ends_at_this_file(e.value)
+        assert prog(**dict(ok, i=2**31 - 2))[1] == 2**31 - 1   # the last good one
+
+
+def test_building_and_assigning_mistakes_are_typed_and_end_with_the_callers_line():
+    with fg.Graph():
+        x = fg.placeholder("x", (3,))
+        w = fg.variable(np.zeros(3), name="w")
+        mistakes = [
+            (lambda: fg.placeholder("x", (2,)), fg.GraphError, ValueError),
+            (lambda: fg.placeholder("", (2,)), fg.ArgumentError, ValueError),
+            (lambda: fg.placeholder("q", (-1,)), fg.ShapeError, ValueError),
+            (lambda: fg.placeholder("q", (), dtype="f33"), fg.UsageError, TypeError),
+            (lambda: fg.variable("abc"), fg.UsageError, TypeError),
+            (lambda: setattr(w, "name", "x"), fg.GraphError, ValueError),
+            (lambda: setattr(w, "name", ""), fg.ArgumentError, ValueError),
+            (lambda: setattr(w, "value", np.zeros(4)), fg.FeedError, ValueError),
+            (lambda: fg.name_scope(3), fg.UsageError, TypeError),
+            (lambda: fg.name_scope("a/b"), fg.ArgumentError, ValueError),
+            (lambda: bool(x), fg.UsageError, TypeError),
+            (lambda: float(x), fg.UsageError, TypeError),
+            (lambda: fg.compile([]), fg.UsageError, TypeError),
+        ]
+        for make, cls, builtin in mistakes:
+            with pytest.raises(cls) as e:
+                make()
+            assert isinstance(e.value, builtin)
+            _ends_at_this_file(e.value)
+        assert w.name == "w" and np.array_equal(w.value, np.zeros(3))

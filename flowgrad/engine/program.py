@@ -39,7 +39,7 @@ import numpy as np
 from ..autodiff import ancestors
 from ..backends import get_backend
 from ..backends.base import Backend
-from ..errors import BackendError, FeedError, UsageError
+from ..errors import BackendError, FeedError, UsageError, located
 from ..graph import Node, gc_paused, same_graph
 from .simplify import simplify
 from . import executors as _executors
@@ -63,7 +63,7 @@ def as_outputs(outputs):
     except TypeError:
         outputs = None
     if not outputs or not all(isinstance(o, Node) for o in outputs):
-        raise UsageError("compile takes a node or a non-empty list of nodes, got "
+        raise located(UsageError, "compile takes a node or a non-empty list of nodes, got "
                          f"{type(given).__name__} {given!r}")
     return outputs, False
 
@@ -384,7 +384,7 @@ class Program:
         fed = _feeds.resolve(self.graph, _feeds.collect(args, kwargs))
         missing = [p.name for nid, p in self.placeholders.items() if nid not in fed]
         if missing:
-            raise FeedError(f"missing feed for placeholder(s) {missing}")
+            raise located(FeedError, f"missing feed for placeholder(s) {missing}")
         vals = list(self.plan.consts)
         backend, placeholders = self.backend, self.placeholders
         for leaf in self.feed_spec.placeholders:
