@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import UsageError, located
 
 #: the dtype names flowgrad accepts (with numpy's aliases of them: "f4", np.float32, float …)
 NAMES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -24,6 +24,6 @@ def as_dtype(dtype, where: str) -> np.dtype:
     except (TypeError, ValueError):
         dt = None
     if dt is None or dt.name not in NAMES:   # float128, datetimes, strings, objects
-        raise UsageError(f"{where}: dtype {dtype!r} is not one flowgrad knows; use one of "
+        raise located(UsageError, f"{where}: dtype {dtype!r} is not one flowgrad knows; use one of "
                          f"{', '.join(NAMES)} (or a numpy type such as np.float32)")
     return dt

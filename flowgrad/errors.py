@@ -97,3 +97,11 @@ class VerifyError(FlowgradError, AssertionError):
 class OptimizerError(FlowgradError, ValueError):
     """An optimizer setting out of range (a learning rate of inf, a schedule value that is
     NaN, a negative eps), or a program whose outputs are not the loss and its gradients."""
+
+
+def located(cls, message: str, *args, **kwargs):
+    """``cls(message)`` ending with ``"\n  at file:line"``: the user's code that called
+    flowgrad (the innermost frame outside it), for an error raised straight back to
+    that call (a feed, an assignment, a name), so that it says which line to look at."""
+    from .ops.base import at_user_line    # (lazily: ops imports this module)
+    return cls(message + at_user_line(), *args, **kwargs)

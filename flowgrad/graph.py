@@ -36,7 +36,7 @@ from types import MappingProxyType
 
 import networkx as nx
 
-from .errors import GraphError
+from .errors import ArgumentError, GraphError, UsageError, located
 from .node import NO_ATTRS, Node, NodeRecord  # noqa: F401  (re-exported: graph.Node)
 
 _new_node = object.__new__   # Graph.add_node: a Node without an __init__ call
@@ -236,7 +236,7 @@ class Graph:
         """Give ``node`` the name ``new`` (``node.name = new``); a taken name is refused."""
         with self._lock:
             if self._taken(new):
-                raise ValueError(f"the graph already has a node named {new!r}")
+                raise located(GraphError, f"the graph already has a node named {new!r}")
             self._names.pop(node.name, None)   # (a default name is not registered)
             node.set_more("name", new)
             self._register_name(new, node.id)
@@ -419,7 +419,8 @@ class Graph:
         name = f"{prefix}/{base}" if prefix else base
         if self._taken(name):
             other = self._handles[self.name_id(name)]
-            raise GraphError(
+            raise located(
+                GraphError,
                 f"the graph already has a node named {name!r} ({other.kind}); a placeholder "
                 "is fed by its name, so it must be unique: choose another name")
         return name
@@ -451,11 +452,20 @@ def sharing_unary(graph: Graph):
         _state.sharing = prev
 
 
-@contextlib.contextmanager
 def name_scope(name: str, graph: Graph | None = None):
-    """Prefix the names of nodes built inside with ``name/``; viz draws scopes as clusters."""
+    """Prefix the names of nodes built inside with ``name/``; viz draws scopes as clusters.
+    The name is checked here, in the user's call (not when contextlib enters the block,
+    whose frame an error would then name)."""
+    if not isinstance(name, str):
+        raise located(UsageError, f"name_scope takes a string, got {type(name).__name__} {name!r}")
     if not name or "/" in name:
-        raise ValueError(f"a scope name must be non-empty and contain no '/': {name!r}")
+        raise located(ArgumentError,
+                      f"a scope name must be non-empty and contain no '/': {name!r}")
+    return _name_scope(name, graph)
+
+
+@contextlib.contextmanager
+def _name_scope(name: str, graph: Graph | None):
     g = graph if graph is not None else default_graph()   # (an empty Graph is falsy)
     g._scope.append(name)
     try:
@@ -629,7 +639,7 @@ def same_graph(nodes) -> Graph:
         if graph is None:
             graph, first = n.graph, n
         elif n.graph is not graph:
-            raise GraphError(mixed_graphs(first, n))
+            raise located(GraphError, mixed_graphs(first, n))
     return graph
 
 

@@ -7,25 +7,27 @@ import numbers
 import numpy as np
 
 from .dtypes import as_dtype
-from .errors import FeedError, ShapeError
+from .errors import ArgumentError, FeedError, ShapeError, UsageError, located
 from .graph import Node, default_graph
 
 
 def _as_shape(shape) -> tuple:
     if shape is None:
-        raise ShapeError("a placeholder needs a shape; use None for a length that varies, "
+        raise located(ShapeError, "a placeholder needs a shape; use None for a length that varies, "
                          "e.g. shape=(None, 3)")
     shape = (shape,) if isinstance(shape, (int, np.integer)) or shape is None else tuple(shape)
     for s in shape:
         if s is not None and (not isinstance(s, (int, np.integer)) or s < 0):
-            raise ShapeError(f"shape entries must be non-negative ints or None, got {shape}")
+            raise located(ShapeError,
+                          f"shape entries must be non-negative ints or None, got {shape}")
     return tuple(None if s is None else int(s) for s in shape)
 
 
 def placeholder(name: str, shape=(), dtype="float64") -> Node:
     """A value fed at run time, by ``name`` or by node; ``None`` in ``shape`` = any length."""
     if not isinstance(name, str) or not name:
-        raise ValueError("a placeholder needs a non-empty string name (it is fed by name)")
+        raise located(ArgumentError,
+                      "a placeholder needs a non-empty string name (it is fed by name)")
     dtype = as_dtype(dtype, f"placeholder {name!r}")
     g = default_graph()
     return g.add_node(None, (), {}, _as_shape(shape), dtype, name=name,
@@ -66,13 +68,17 @@ def _numeric_array(value, dtype, what):
     objects and ragged lists are a TypeError naming what was being made."""
     if dtype is not None:
         dtype = as_dtype(dtype, what)
+    from .engine.binding import refuse_masked   # (lazily: the engine imports this module)
+    refuse_masked(value, f"a {what}", UsageError)
     try:
         arr = np.array(value, dtype=dtype if dtype is not None else _default_dtype(value))
     except (ValueError, TypeError) as e:
-        raise TypeError(f"cannot make a {what} of {type(value).__name__} {value!r}: {e}") \
+        raise located(UsageError,
+                      f"cannot make a {what} of {type(value).__name__} {value!r}: {e}") \
             from e
     if arr.dtype.kind not in "biufc":
-        raise TypeError(f"cannot make a {what} of {type(value).__name__} {value!r}: a {what} "
+        raise located(UsageError,
+                      f"cannot make a {what} of {type(value).__name__} {value!r}: a {what} "
                         f"holds numbers, not dtype {arr.dtype}")
     return arr
 
@@ -87,14 +93,35 @@ def _default_dtype(value):
     return np.float64 if arr.dtype.kind in "iu" else None  # bools stay bool (masks)
 
 
+def assigned_value(node: Node, new):
+    """``node.value = new``'s stored value: ``check_variable_value``'s, and the variable's
+    own storage, never the caller's array (``w.value = a; a[0] = 9`` leaves ``w`` as it
+    was, as ``torch``'s ``param.copy_(a)``): copied where it may share memory with it."""
+    arr = check_variable_value(node, new)
+    if arr is new or (isinstance(arr, np.ndarray) and isinstance(new, np.ndarray)
+                      and np.may_share_memory(arr, new)):
+        arr = arr.copy()
+    return arr
+
+
 def check_variable_value(node: Node, new):
-    """Validate an assignment to ``node.value``: same shape, a castable dtype."""
+    """Validate an assignment to ``node.value``: same shape, a castable dtype. A numpy
+    scalar or subclass (``np.matrix``, whose ``*`` is a matrix product) is held as the
+    plain array it stands for, as every other value is; a masked array is refused."""
+    from .engine.binding import refuse_masked   # (lazily: the engine imports this module)
+    refuse_masked(new, f"variable {node.name!r}")
+    if isinstance(new, np.generic) or (isinstance(new, np.ndarray) and
+                                       type(new) is not np.ndarray):
+        new = np.asarray(new)
     arr = new if hasattr(new, "shape") and hasattr(new, "dtype") else np.asarray(new)
+    if arr.dtype.kind not in "biufc":   # None, a string: say so, not "shape ()"
+        raise located(FeedError, f"variable {node.name!r} holds numbers of dtype {node.dtype}; "
+                        f"cannot assign {type(new).__name__} {new!r:.60}")
     if tuple(arr.shape) != node.shape:
-        raise FeedError(f"variable {node.name!r} has shape {node.shape}; "
+        raise located(FeedError, f"variable {node.name!r} has shape {node.shape}; "
                         f"cannot assign a value of shape {tuple(arr.shape)}")
     if not np.can_cast(arr.dtype, node.dtype, "same_kind"):
-        raise FeedError(f"variable {node.name!r} has dtype {node.dtype}; "
+        raise located(FeedError, f"variable {node.name!r} has dtype {node.dtype}; "
                         f"cannot assign a value of dtype {arr.dtype}")
     if arr.dtype != node.dtype and not np.can_cast(arr.dtype, node.dtype, "safe"):
         from .engine.binding import narrowed     # 2**40 into int32: FeedError, never wrapped

@@ -69,7 +69,8 @@ class Node:
     @name.setter
     def name(self, new: str):
         if not isinstance(new, str) or not new:
-            raise ValueError("a node name must be a non-empty string")
+            from .errors import ArgumentError, located
+            raise located(ArgumentError, f"a node name must be a non-empty string, got {new!r}")
         if new != self.name:
             self.graph.rename(self, new)
 
@@ -140,7 +141,8 @@ class Node:
     def value(self):
         """The current value of a variable or constant."""
         if self.kind not in ("variable", "constant"):
-            raise AttributeError(f"{self.name} is a {self.kind}: only variables and "
+            kind = "an op" if self.kind == "op" else f"a {self.kind}"
+            raise AttributeError(f"{self.name} is {kind}: only variables and "
                                  "constants hold a value; use fg.run to compute it")
         return self.more.get("value")
 
@@ -148,8 +150,8 @@ class Node:
     def value(self, new):
         if self.kind != "variable":
             raise AttributeError(f"{self.name} is a {self.kind}: only variables can be assigned")
-        from .leaves import check_variable_value
-        self.more["value"] = check_variable_value(self, new)
+        from .leaves import assigned_value
+        self.more["value"] = assigned_value(self, new)
 
     def __repr__(self) -> str:
         shape = "(" + ", ".join("None" if s is None else str(s) for s in self.shape) + \
@@ -158,16 +160,20 @@ class Node:
         return f"<Node {self.name!r} {op} shape={shape} dtype={self.dtype}>"
 
     def __iter__(self):
-        raise TypeError("a flowgrad Node is not iterable; index it (x[i]) to build a node")
+        from .errors import UsageError, located
+        raise located(UsageError,
+                      "a flowgrad Node is not iterable; index it (x[i]) to build a node")
 
     def __bool__(self):
-        raise TypeError("a flowgrad Node has no truth value until it is run; "
-                        "use fg.where / fg.maximum to build a branch")
+        from .errors import UsageError, located
+        raise located(UsageError, "a flowgrad Node has no truth value until it is run; "
+                                  "use fg.where / fg.maximum to build a branch")
 
     def _no_value(self, what):
-        from .errors import UsageError
-        raise UsageError(f"{what} of node {self.name!r}: a node has no value until it is run; "
-                         f"use fg.run({self.name}) (or prog(feed)) and convert the result")
+        from .errors import UsageError, located
+        raise located(UsageError,
+                      f"{what} of node {self.name!r}: a node has no value until it is run; "
+                      f"use fg.run({self.name}) (or prog(feed)) and convert the result")
 
     # float(node), int(node), np.asarray(node): each would otherwise fail with a message that
     # never says why (or, for numpy, silently make a 0-d object array holding the handle)
@@ -207,10 +213,11 @@ class Node:
         self._elementwise_compare("!=", "fg.not_equal")
 
     def _elementwise_compare(self, sym, fn):
-        from .errors import UsageError
-        raise UsageError(f"node {self.name!r} {sym} a value: == and != compare node identity "
-                         f"(nodes are dict keys), never values; build the comparison with "
-                         f"{fn}({self.name}, value)")
+        from .errors import UsageError, located
+        raise located(UsageError,
+                      f"node {self.name!r} {sym} a value: == and != compare node identity "
+                      f"(nodes are dict keys), never values; build the comparison with "
+                      f"{fn}({self.name}, value)")
 
     def __lt__(self, other): return _OPS.less(self, other)
     def __le__(self, other): return _OPS.less_equal(self, other)

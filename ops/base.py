@@ -423,7 +423,9 @@ def _inside(fname) -> bool:
             from flowgrad import backends, viz  # noqa: F401  (their folders count as inside)
             _PKG_ROOTS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
                                for m in (flowgrad, sys.modules[__package__], backends, viz))
-        inside = _INSIDE[fname] = os.path.abspath(fname).startswith(_PKG_ROOTS)
+        # flowgrad's generated code (its binders, plans: "<flowgrad binder 0x…>") too
+        inside = _INSIDE[fname] = fname.startswith("<flowgrad ") or \
+            os.path.abspath(fname).startswith(_PKG_ROOTS)
     return inside
 
 

@@ -8,26 +8,27 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import host
-from ..errors import FeedError
+from ..errors import FeedError, located
 from ..graph import Node
 
 
 def collect(args, kwargs) -> dict:
     """``prog({x: X})``, ``prog({"x": X})`` and ``prog(x=X)`` as one dict."""
     if len(args) > 1:
-        raise FeedError("pass feeds as one dict ({node_or_name: value}) and/or as keywords")
+        raise located(FeedError,
+                      "pass feeds as one dict ({node_or_name: value}) and/or as keywords")
     feed = {}
     if args:
         if args[0] is None:
             pass
         elif not isinstance(args[0], dict):
-            raise FeedError(f"the positional argument must be a dict of feeds, "
+            raise located(FeedError, f"the positional argument must be a dict of feeds, "
                             f"got {type(args[0]).__name__}")
         else:
             feed.update(args[0])
     for name, value in kwargs.items():
         if name in feed:
-            raise FeedError(f"{name!r} is fed twice")
+            raise located(FeedError, f"{name!r} is fed twice")
         feed[name] = value
     return feed
 
@@ -38,27 +39,40 @@ def resolve(graph, feed: dict) -> dict[int, object]:
     for key, value in feed.items():
         if isinstance(key, Node):
             if key.graph is not graph:
-                raise FeedError(f"{key.name!r} belongs to another graph")
+                raise located(FeedError, f"{key.name!r} belongs to another graph")
             node = key
         elif isinstance(key, str):
             nid = graph.name_id(key)
             if nid is None:
                 known = sorted(n.name for n in graph.handles if n.kind == "placeholder")
-                raise FeedError(f"unknown feed {key!r}; the graph's placeholders are {known}")
+                raise located(FeedError, f"unknown feed {key!r}; the graph's placeholders "
+                                         f"are {known}")
             node = graph.node(nid)
         else:
-            raise FeedError(f"feed keys must be nodes or names, got {key!r}")
+            raise located(FeedError, f"feed keys must be nodes or names, got {key!r}")
         if node.kind not in ("placeholder", "variable"):
-            raise FeedError(f"{node.name!r} is a {node.kind}; only placeholders and "
+            kind = "an op" if node.kind == "op" else f"a {node.kind}"
+            raise located(FeedError, f"{node.name!r} is {kind}; only placeholders and "
                             "variables can be fed")
         if node.id in out:
-            raise FeedError(f"{node.name!r} is fed twice")
+            raise located(FeedError, f"{node.name!r} is fed twice")
         out[node.id] = value
     return out
 
 
+def refuse_masked(value, what: str, error=FeedError):
+    """Refuse a numpy masked array (as JAX does): flowgrad has no masks, and reading one
+    as an array keeps the data under the mask and drops the mask, silently another
+    value. ``what`` names the receiver in the message (``'x'``, ``variable 'w'``)."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise located(error, f"{what} was given a numpy masked array; flowgrad has no masks, and "
+                    "reading it as an array would use the values under the mask: pass "
+                    "arr.filled(value) for the value masked entries should take")
+
+
 def check(node, value, backend):
     """``value`` as an array of ``backend`` with ``node``'s dtype, its shape checked."""
+    refuse_masked(value, repr(node.name))
     if isinstance(value, np.generic):
         arr = np.asarray(value)   # a numpy scalar: checked as the 0-d array it is
     elif backend.owns(value):
@@ -67,18 +81,19 @@ def check(node, value, backend):
         try:
             arr = np.asarray(host(value))
         except (ValueError, TypeError) as e:  # a ragged list: numpy cannot make an array
-            raise FeedError(f"{node.name!r} was fed something that is not an array: {e}") from e
+            raise located(FeedError, f"{node.name!r} was fed something that is not an "
+                                     f"array: {e}") from e
         if arr.dtype.kind not in "biufc":
-            raise FeedError(_not_numbers(node, arr))
+            raise located(FeedError, _not_numbers(node, arr))
     shape, dtype = tuple(arr.shape), np.dtype(arr.dtype)
     want = node.shape
     if len(shape) != len(want) or any(w is not None and w != s for w, s in zip(want, shape)):
         fmt = "(" + ", ".join("None" if w is None else str(w) for w in want) + \
             ("," if len(want) == 1 else "") + ")"
-        raise FeedError(f"{node.name!r} expects shape {fmt}, got {shape}")
+        raise located(FeedError, f"{node.name!r} expects shape {fmt}, got {shape}")
     if dtype != node.dtype:
         if not np.can_cast(dtype, node.dtype, "same_kind"):
-            raise FeedError(f"{node.name!r} expects dtype {node.dtype}, got {dtype}")
+            raise located(FeedError, f"{node.name!r} expects dtype {node.dtype}, got {dtype}")
         if not np.can_cast(dtype, node.dtype, "safe"):
             arr = _narrowed_any(node, arr)
     return backend.asarray(arr, dtype=node.dtype)
@@ -114,14 +129,19 @@ def _narrowed_any(node, arr):
     the caller computes them). Other arrays (numpy, cupy) are checked now."""
     if hasattr(arr, "map_blocks") and not isinstance(arr, np.ndarray):
         return arr.map_blocks(_block_narrowed, node, dtype=node.dtype)
-    return _narrowed(node, arr)
+    return _narrowed(node, arr, located)
 
 
 def _block_narrowed(block, node):
-    return np.asarray(_narrowed(node, block), dtype=node.dtype)
+    # (in a dask task: no frame of the user's to name, so the plain message)
+    return np.asarray(_narrowed(node, block, _plain), dtype=node.dtype)
 
 
-def _narrowed(node, arr):
+def _plain(cls, message):
+    return cls(message)
+
+
+def _narrowed(node, arr, error):
     """``arr`` cast to the narrower ``node.dtype``; a value that does not fit (2**40 into
     int32, 1e300 into float32) is a FeedError, never a wrapped integer or an inf."""
     want = node.dtype
@@ -130,7 +150,7 @@ def _narrowed(node, arr):
         lo, hi = arr.min(), arr.max()
         if lo < info.min or hi > info.max:
             bad = lo if lo < info.min else hi
-            raise FeedError(f"{node.name!r} has dtype {want}, whose range is "
+            raise error(FeedError, f"{node.name!r} has dtype {want}, whose range is "
                             f"[{info.min}, {info.max}]; the value given holds {bad}, which "
                             "would wrap around")
     elif want.kind == "f" and arr.dtype.kind == "f" and arr.size:
@@ -139,7 +159,7 @@ def _narrowed(node, arr):
         over = np.isinf(cast) & np.isfinite(arr)
         if over.any():
             bad = arr[over].flat[0]
-            raise FeedError(f"{node.name!r} has dtype {want}, whose largest value is "
+            raise error(FeedError, f"{node.name!r} has dtype {want}, whose largest value is "
                             f"{np.finfo(want).max:.4g}; the value given holds {bad:.4g}, which "
                             "would become inf")
         return cast

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import FeedError
+from ..errors import FeedError, located
 
 # -- what each op ties together -----------------------------------------------------------
 # A rule gets (node shape, input shapes, attrs) and yields pairs (input index, input axis,
@@ -594,7 +594,8 @@ class LengthCheck:
         other = h[onid]
         what = "placeholder" if other.kind == "placeholder" else f"{other.kind} {other.op.name}" \
             if other.op is not None else other.kind
-        raise FeedError(
+        raise located(
+            FeedError,
             f"run-time lengths disagree: {h[nid].name!r} has length {n} on axis {axis}, but "
             f"{what} {other.name!r} has length {length} on axis {oaxis}, and the graph "
             f"needs them equal (a None length matches its partner; it is never a broadcast 1)")

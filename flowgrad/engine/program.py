@@ -39,7 +39,7 @@ import numpy as np
 from ..autodiff import ancestors
 from ..backends import get_backend
 from ..backends.base import Backend
-from ..errors import BackendError, FeedError, UsageError
+from ..errors import BackendError, FeedError, UsageError, located
 from ..graph import Node, gc_paused, same_graph
 from .simplify import simplify
 from . import executors as _executors
@@ -63,7 +63,7 @@ def as_outputs(outputs):
     except TypeError:
         outputs = None
     if not outputs or not all(isinstance(o, Node) for o in outputs):
-        raise UsageError("compile takes a node or a non-empty list of nodes, got "
+        raise located(UsageError, "compile takes a node or a non-empty list of nodes, got "
                          f"{type(given).__name__} {given!r}")
     return outputs, False
 
@@ -183,6 +183,7 @@ class Program:
         self.keep_all = keep_all
         self.check_numerics = bool(check_numerics)
         self._trace_program = None
+        self._values_program = None    # values()'s keep_all twin, made on first need
         self._adjoints = None
         self._lock = threading.Lock()  # builds the trace program once
         self._plan_lock = threading.Lock()  # makes the plan's steps once (_materialize)
@@ -383,7 +384,7 @@ class Program:
         fed = _feeds.resolve(self.graph, _feeds.collect(args, kwargs))
         missing = [p.name for nid, p in self.placeholders.items() if nid not in fed]
         if missing:
-            raise FeedError(f"missing feed for placeholder(s) {missing}")
+            raise located(FeedError, f"missing feed for placeholder(s) {missing}")
         vals = list(self.plan.consts)
         backend, placeholders = self.backend, self.placeholders
         for leaf in self.feed_spec.placeholders:
@@ -501,7 +502,11 @@ class Program:
         return profile(self, args, kwargs, repeat)
 
     def values(self, /, *args, **kwargs) -> dict[int, object]:
-        """{node id: value} of every node, for a program compiled with keep_all."""
+        """{node id: value} of every node the outputs depend on. A program without
+        keep_all frees values after their last use, so it asks a keep_all twin (made
+        once, as ``trace`` makes its program) instead of handing out None for them."""
+        if not self.keep_all:
+            return self._keep_all_twin().values(*args, **kwargs)
         vals = self.finish(self._execute(self.bind(args, kwargs)), args, kwargs)
         return {nid: vals[s] for nid, s in self.slot_of.items()}
 
@@ -515,6 +520,19 @@ class Program:
         with recording_loops([self.graph.node(i) for i in self.order]) as runs:
             values = self._trace_program.values(*args, **kwargs)
         return Trace(self, values, self._adjoints, loop_runs=runs)
+
+    def _keep_all_twin(self) -> "Program":
+        """This program's outputs compiled with keep_all (nothing freed), made once under
+        the lock and published whole."""
+        twin = self._values_program
+        if twin is None:
+            with self._lock:
+                twin = self._values_program
+                if twin is None:
+                    twin = self._values_program = Program(
+                        self.outputs, self.backend, keep_all=True,
+                        check_numerics=self.check_numerics)
+        return twin
 
     def _build_trace_program(self):
         """Build the trace program once, under the lock; publish it last, so a thread
