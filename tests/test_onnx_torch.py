@@ -6,6 +6,7 @@ import pytest
 
 import flowgrad as fg
 from flowgrad.io.onnx_export import OnnxExportError
+from flowgrad.io.onnx_import import OnnxImportError
 
 onnx = pytest.importorskip("onnx", reason="the [onnx] extra (onnx) is not installed")
 ort = pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is not installed")
@@ -47,3 +48,87 @@ def test_float64_avg_pool_of_run_time_height_is_refused_by_name(tmp_path):
         y = fg.avg_pool2d(x, 3, 2)
         with pytest.raises(OnnxExportError, match="avg_pool2d.*height and width"):
             fg.export_onnx(y, tmp_path / "pool.onnx")
+
+
+def _torch_export(model, args, path, opset=17):
+    names = [f"in{k}" for k in range(len(args))]
+    axes = {n: {0: "batch"} for n in names + ["out"]}
+    torch.onnx.export(model.eval(), args, str(path), opset_version=opset, input_names=names,
+                      output_names=["out"], dynamic_axes=axes, dynamo=False)
+    return {n: a.detach().numpy() for n, a in zip(names, args)}
+
+
+def _check_against_torch(path, model, args, feed, tol=1e-5):
+    """The imported graph's output equals torch's and onnxruntime's; the gradients of
+    Σ out·r w.r.t. the inputs and every weight equal torch's autograd."""
+    g = fg.import_onnx(path)
+    out = g.by_name("out")
+    want = model(*args)
+    np.testing.assert_allclose(fg.run(out, feed), want.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(fg.run(out, feed), run_onnx(path, feed)[0], rtol=tol, atol=tol)
+    r = np.random.default_rng(9).standard_normal(want.shape).astype(np.float32)
+    weights = [v for v in g.nodes if v.kind == "variable"]
+    params = dict(model.named_parameters())
+    assert {v.name for v in weights} == set(params)
+    xs = [g.by_name(n) for n in feed]
+    got = fg.run(fg.grad(fg.sum(out * r), xs + weights), feed)
+    targs = [a.detach().clone().requires_grad_() for a in args]
+    model.zero_grad()
+    (model(*targs) * torch.from_numpy(r)).sum().backward()
+    want_grads = [a.grad for a in targs] + [params[v.name].grad for v in weights]
+    for gv, tv in zip(got, want_grads):
+        np.testing.assert_allclose(gv, tv.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_an_lstm_is_refused_by_its_op_type(tmp_path):
+    """torch writes an LSTM with its initial state built from Shape/ConstantOfShape of a
+    run-time batch; the import failed on that ConstantOfShape first ("its shape must be a
+    constant"), never naming the LSTM. Unsupported op types are now checked first."""
+    lstm = torch.nn.LSTM(4, 6, batch_first=True)
+    _torch_export(lstm, (torch.randn(2, 5, 4),), tmp_path / "lstm.onnx")
+    with pytest.raises(OnnxImportError,
+                       match=r"op type 'LSTM' \(node '[^']*LSTM'\) has no flowgrad counterpart"):
+        fg.import_onnx(tmp_path / "lstm.onnx")
+
+
+class _Padded(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 12)
+
+    def forward(self, x):
+        h = torch.nn.functional.pad(self.lin(x).reshape(-1, 3, 4), (1, 2), value=0.5)
+        return torch.tanh(h).reshape(-1, 21)
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_pads_torch_computes_from_constants_import(tmp_path, opset):
+    """torch.onnx writes F.pad's pads as a ConstantOfShape/Concat/Reshape/Slice/
+    Transpose/Cast chain over constants; only Constant-made operands counted as known, so
+    the import refused the Pad. Integer nodes of known inputs are now folded."""
+    torch.manual_seed(1)
+    model, args = _Padded(), (torch.randn(5, 6),)
+    feed = _torch_export(model, args, tmp_path / "pad.onnx", opset)
+    _check_against_torch(tmp_path / "pad.onnx", model, args, feed)
+
+
+def test_reshape_keeping_a_run_time_batch_imports(tmp_path):
+    """Reshape(x, [0, -1]) of an x of run-time batch (a flatten that keeps the batch;
+    flowgrad's own float64 conv export writes [0, O, H, W]) was refused; the -1 is
+    worked out from the other lengths. Values and gradient against numpy."""
+    from onnx import TensorProto, helper, numpy_helper
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"])
+    graph = helper.make_graph(
+        [node], "m", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["n", 2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["n", 6])],
+        [numpy_helper.from_array(np.array([0, -1], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(model, tmp_path / "r.onnx")
+    g = fg.import_onnx(tmp_path / "r.onnx")
+    X = np.arange(24.0).reshape(4, 2, 3)
+    y = g.by_name("y")
+    assert y.shape == (None, 6)
+    np.testing.assert_array_equal(fg.run(y, {"x": X}), X.reshape(4, 6))
+    c = np.arange(24.0).reshape(4, 6)
+    np.testing.assert_array_equal(fg.run(fg.grad(fg.sum(y * c), g.by_name("x")), {"x": X}),
+                                  c.reshape(4, 2, 3))

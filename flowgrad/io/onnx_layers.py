@@ -106,13 +106,14 @@ def _conv2d(e, stride, pads):
                     pads=_onnx_pads(pads))
     x, w = e.node.inputs
     c = _static(e, x)[0]
-    _, _, kh, kw = w.shape
+    o, _, kh, kw = w.shape
+    o = -1 if o is None else o
     out_hw = e.node.shape[2:]
     cols = _im2col(e, _pad_hw(e, e.arg(0), pads), c, (kh, kw), stride, out_hw)
     # the kernel's output channels O may be known only at run time (a placeholder's
-    # None): reshapes infer it (-1) or copy it (0), never write it
-    out = e.op("MatMul", [e.op("Reshape", [e.arg(1), e.ints([-1, c * kh * kw])]), cols])
-    return e.op("Reshape", [out, e.ints([0, -1, *out_hw])])
+    # None): then reshapes infer it (-1), never write None
+    out = e.op("MatMul", [e.op("Reshape", [e.arg(1), e.ints([o, c * kh * kw])]), cols])
+    return e.op("Reshape", [out, e.ints([0, o, *out_hw])])
 
 
 @converts("conv2d_grad_x")
