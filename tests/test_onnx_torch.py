@@ -67,8 +67,9 @@ def _check_against_torch(path, model, args, feed, tol=1e-5):
     np.testing.assert_allclose(fg.run(out, feed), want.detach().numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(fg.run(out, feed), run_onnx(path, feed)[0], rtol=tol, atol=tol)
     r = np.random.default_rng(9).standard_normal(want.shape).astype(np.float32)
-    weights = [v for v in g.nodes if v.kind == "variable"]
     params = dict(model.named_parameters())
+    # float initializers are variables: the parameters, and buffers (running statistics)
+    weights = [v for v in g.nodes if v.kind == "variable" and v.name in params]
     assert {v.name for v in weights} == set(params)
     xs = [g.by_name(n) for n in feed]
     got = fg.run(fg.grad(fg.sum(out * r), xs + weights), feed)
@@ -132,3 +133,53 @@ def test_reshape_keeping_a_run_time_batch_imports(tmp_path):
     c = np.arange(24.0).reshape(4, 6)
     np.testing.assert_array_equal(fg.run(fg.grad(fg.sum(y * c), g.by_name("x")), {"x": X}),
                                   c.reshape(4, 2, 3))
+
+
+class _Normed(torch.nn.Module):
+    """Conv → global average pool → Linear → BatchNorm1d (torch fuses a BatchNorm only
+    into a Conv, so this one stays a BatchNormalization) → LayerNorm → reciprocal."""
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 4, 3)
+        self.lin = torch.nn.Linear(4, 6)
+        self.bn = torch.nn.BatchNorm1d(6)
+        self.ln = torch.nn.LayerNorm(6)
+        with torch.no_grad():
+            self.bn.running_mean.normal_()
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.ln.weight.normal_()
+            self.ln.bias.normal_()   # (torch shares an all-zero one with others)
+
+    def forward(self, x):
+        h = torch.nn.functional.adaptive_avg_pool2d(torch.sigmoid(self.conv(x)), 1)
+        h = self.ln(self.bn(self.lin(h.flatten(1))))
+        return torch.reciprocal(h * h + 1.0) + h
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18])
+def test_normalization_and_global_pooling_import(tmp_path, opset):
+    """BatchNormalization (inference), LayerNormalization (opset ≥ 17; torch decomposes
+    it below), GlobalAveragePool and Reciprocal had no importer: a torch model with them
+    was refused. Values equal torch's and onnxruntime's, gradients torch's autograd."""
+    torch.manual_seed(2)
+    model, args = _Normed(), (torch.randn(5, 2, 7, 6),)
+    feed = _torch_export(model, args, tmp_path / "norm.onnx", opset)
+    types = {n.op_type for n in onnx.load(tmp_path / "norm.onnx").graph.node}
+    assert {"BatchNormalization", "GlobalAveragePool", "Reciprocal"} <= types
+    assert ("LayerNormalization" in types) == (opset >= 17)
+    _check_against_torch(tmp_path / "norm.onnx", model, args, feed)
+
+
+def test_batch_norm_training_mode_is_refused(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+    inits = [numpy_helper.from_array(np.ones(3, np.float32), k)
+             for k in ("s", "b", "m", "v")]
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
+                            training_mode=1)
+    graph = helper.make_graph(
+        [node], "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]),
+              tmp_path / "bn.onnx")
+    with pytest.raises(OnnxImportError, match="BatchNormalization.*training_mode=1"):
+        fg.import_onnx(tmp_path / "bn.onnx")
