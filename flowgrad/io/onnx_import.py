@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from flowgrad.engine.program import run
 from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph
 
@@ -201,6 +202,7 @@ def import_onnx(path, outputs=None, *, max_bytes=None) -> Graph:
         _leaves(ctx, g, graph)
         wanted = [o.name for o in graph.output] if outputs is None else list(outputs)
         nodes = graph.node if outputs is None else _needed(graph, wanted)
+        _check_op_types(nodes, IMPORTERS)
         for k, n in enumerate(nodes):
             import_node(ctx, g, n, k, IMPORTERS)
         missing = [o for o in wanted if o not in ctx.env]
@@ -285,9 +287,9 @@ def _refuse_external_data(model, path, onnx):
                               "in other files, which import_onnx does not read")
 
 
-def import_node(ctx, g, n, k, importers):
+def _check_op_type(n, k, importers):
+    """The importer of node ``n``, or an error naming its op type and the node."""
     label = n.name or (n.output[0] if n.output else f"#{k}")
-    ctx.where = f"node {label!r} ({n.op_type})"
     if n.domain not in ("", "ai.onnx"):
         raise OnnxImportError(f"op type {n.domain}.{n.op_type} of node {label!r} is not in "
                               "the standard ONNX domain")
@@ -295,6 +297,25 @@ def import_node(ctx, g, n, k, importers):
     if fn is None:
         raise OnnxImportError(f"op type {n.op_type!r} (node {label!r}) has no flowgrad "
                               "counterpart")
+    return fn
+
+
+def _check_op_types(nodes, importers):
+    """Refuse an op type flowgrad lacks before importing any node, subgraphs' included
+    (walked with a stack): the error then names that op (an LSTM, say), not a node
+    before it that merely could not be built from the unsupported op's surroundings."""
+    stack = [list(nodes)]
+    while stack:
+        for k, n in enumerate(stack.pop()):
+            _check_op_type(n, k, importers)
+            stack.extend(list(a.g.node) for a in n.attribute if a.HasField("g"))
+            stack.extend(list(gr.node) for a in n.attribute for gr in a.graphs)
+
+
+def import_node(ctx, g, n, k, importers):
+    label = n.name or (n.output[0] if n.output else f"#{k}")
+    ctx.where = f"node {label!r} ({n.op_type})"
+    fn = _check_op_type(n, k, importers)
     twice = [o for o in n.output if o and o in ctx.env]
     if twice or len(set(n.output) - {""}) < len([o for o in n.output if o]):
         # ONNX tensors are assigned once; a second producer would rename the first
@@ -310,12 +331,13 @@ def import_node(ctx, g, n, k, importers):
     first = len(g)
     try:
         outs = fn(ctx, n, ins, attrs)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        _fold_static(ctx, n, outs)
     except OnnxImportError:
         raise
     except (FlowgradError, ValueError, TypeError, IndexError, KeyError, ArithmeticError,
             AttributeError) as err:
         raise OnnxImportError(f"{ctx.where}: {type(err).__name__}: {err}") from None
-    outs = outs if isinstance(outs, (list, tuple)) else [outs]
     for name, node in zip(n.output, outs):
         if not name:
             continue
@@ -324,3 +346,27 @@ def import_node(ctx, g, n, k, importers):
         if node.graph is g and node.id >= first and key not in ctx.claimed:
             _claim(g, node, name)            # made here: take its name
             ctx.claimed.add(key)
+
+
+#: ops whose value is not a function of their inputs' values alone (a loop's body, a
+#: random draw): never folded
+_NOT_FOLDED = {"Scan", "Loop", "If", "RandomNormal", "RandomUniform", "RandomNormalLike",
+               "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def _fold_static(ctx, n, outs):
+    """An integer node whose inputs are all known at import time is known too: its value
+    is computed now (charged to the budget first), so that shape, pads and axes operands
+    that an exporter computes (torch writes Concat, Cast, Slice … chains of constants)
+    count as constants. Float results stay nodes (their inputs may be weights)."""
+    if ctx.depth or n.op_type in _NOT_FOLDED or \
+            not all(i in ctx.static for i in n.input if i):   # (a loop body runs later)
+        return
+    if not any(i for i in n.input):
+        return
+    for name, node in zip(n.output, outs):
+        if not name or name in ctx.static or node.dtype.kind not in "iub" or \
+                None in node.shape:
+            continue
+        ctx.allocate(list(node.shape), node.dtype, "its value known at import time")
+        ctx.static[name] = np.asarray(run(node, {}))

@@ -1,5 +1,6 @@
-"""ONNX importers for Conv, MaxPool and AveragePool (2-d, NCHW), registered into
-onnx_import_ops.IMPORTERS.
+"""ONNX importers for Conv, MaxPool and AveragePool (2-d, NCHW), BatchNormalization
+(inference: its running statistics as inputs), LayerNormalization, GlobalAveragePool,
+GlobalMaxPool and Reciprocal, registered into onnx_import_ops.IMPORTERS.
 
 flowgrad computes a 2-d convolution without groups or dilation, and pooling without
 padding, dilation or ceil mode. A node asking for anything else (a 1-d or 3-d input,
@@ -99,3 +100,58 @@ def _ceil_differs(x, size, stride):
 
 imports("MaxPool")(_pool(fg.max_pool2d))
 imports("AveragePool")(_pool(fg.avg_pool2d))
+
+
+# -- normalization and global pooling (what torch writes for BatchNorm1d, LayerNorm, ------
+#    adaptive_avg_pool2d(x, 1)) and Reciprocal --------------------------------------------
+
+def _one_output(ctx, n):
+    if len([o for o in n.output if o]) > 1:
+        raise refuse(ctx, "only its first output (Y) is supported")
+
+
+def _per_channel(p, ndim):
+    """A (C,) parameter shaped to broadcast along axis 1 of an ``ndim``-d input."""
+    return fg.reshape(p, (-1,) + (1,) * (ndim - 2))
+
+
+@imports("BatchNormalization")
+def _batch_norm(ctx, n, ins, attrs):
+    # inference form: the running statistics given as inputs
+    _one_output(ctx, n)
+    only_defaults(ctx, attrs, training_mode=0)
+    x, scale, bias, mean, var = ins
+    if x.ndim < 2:
+        raise refuse(ctx, f"its input is {x.ndim}-d; it needs (N, C, …)")
+    eps = float(attrs.get("epsilon", 1e-5))
+    inv = scale / fg.sqrt(var + eps)
+    return (x - _per_channel(mean, x.ndim)) * _per_channel(inv, x.ndim) + \
+        _per_channel(bias, x.ndim)
+
+
+@imports("LayerNormalization")
+def _layer_norm(ctx, n, ins, attrs):
+    # normalizes over the axes from ``axis`` on (opset 17); stash_type only says in which
+    # precision ONNX may compute the statistics
+    _one_output(ctx, n)
+    x, scale = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    axes = tuple(range(int(attrs.get("axis", -1)) % max(x.ndim, 1), x.ndim))
+    d = x - fg.mean(x, axes, True)
+    y = d / fg.sqrt(fg.mean(d * d, axes, True) + float(attrs.get("epsilon", 1e-5))) * scale
+    return y if bias is None else y + bias
+
+
+@imports("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(ctx, n, ins, attrs):
+    x = ins[0]
+    if x.ndim < 3:
+        raise refuse(ctx, f"its input is {x.ndim}-d; it needs (N, C, spatial …)")
+    reduce = fg.mean if n.op_type == "GlobalAveragePool" else fg.max
+    return reduce(x, tuple(range(2, x.ndim)), True)
+
+
+@imports("Reciprocal")
+def _reciprocal(ctx, n, ins, attrs):
+    import numpy as np
+    return fg.div(np.ones((), ins[0].dtype), ins[0])

@@ -189,10 +189,36 @@ def _reshape(ctx, n, ins, attrs):
     x = ins[0]
     shape = [int(s) for s in ctx.value(n.input[1], "shape")]
     if not attrs.get("allowzero", 0):      # ONNX: 0 copies the input's length there
-        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
-        if None in shape:
-            raise ValueError("Reshape copies a run-time length (0); give it as -1 instead")
+        shape = _copied_lengths(x, shape)
     return fg.reshape(x, tuple(shape))
+
+
+def _copied_lengths(x, shape):
+    """Reshape's target with each 0 replaced by the input's length there. One length
+    known only at run time becomes -1; beside a -1 (``[0, -1]``, a flatten that keeps
+    the batch), the -1 is first worked out from the other lengths, the copied run-time
+    one counting on both sides (the same length, so it cancels)."""
+    if len(shape) > len(x.shape) and 0 in shape[len(x.shape):]:
+        raise ValueError(f"a 0 in shape {shape} past the input's {len(x.shape)} axes")
+    copied = [i for i, s in enumerate(shape) if s == 0 and x.shape[i] is None]
+    shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    if not copied:
+        return shape
+    if len(copied) > 1:
+        raise ValueError("Reshape copies more than one run-time length (0)")
+    i = copied[0]
+    if -1 in shape:
+        rest = [d for k, d in enumerate(x.shape) if k != i]
+        known = [d for k, d in enumerate(shape) if k != i and d != -1]
+        if None in rest or None in known or np.prod(known, dtype=np.int64) == 0:
+            raise ValueError("Reshape copies a run-time length (0) beside a -1 whose "
+                             "length it cannot work out")
+        total, part = int(np.prod(rest, dtype=np.int64)), int(np.prod(known, dtype=np.int64))
+        if total % part:
+            raise ValueError(f"cannot reshape {x.shape} to {shape}")
+        shape[shape.index(-1)] = total // part
+    shape[i] = -1
+    return shape
 
 
 @imports("Flatten")

@@ -30,13 +30,14 @@ def _onnx_pads(pads):
     return [pads[0], pads[2], pads[1], pads[3]]
 
 
-def _static(e, node, what="the input's channels, height and width"):
-    """(C, H, W) of ``node``, refusing with OnnxExportError when one is unknown."""
-    if None in node.shape[1:]:
+def _static(e, node, what="the input's channels, height and width", first=1):
+    """(C, H, W) of ``node`` (its dims from ``first`` on), refusing with OnnxExportError
+    when one is unknown."""
+    if None in node.shape[first:]:
         from .onnx_export import OnnxExportError
         raise OnnxExportError(f"op {e.node.op.name!r} (node {e.node.name!r}): its ONNX form "
                               f"needs {what} known when the graph is built")
-    return node.shape[1:]
+    return node.shape[first:]
 
 
 def _pad_hw(e, x, pads):
@@ -106,8 +107,11 @@ def _conv2d(e, stride, pads):
     x, w = e.node.inputs
     c = _static(e, x)[0]
     o, _, kh, kw = w.shape
+    o = -1 if o is None else o
     out_hw = e.node.shape[2:]
     cols = _im2col(e, _pad_hw(e, e.arg(0), pads), c, (kh, kw), stride, out_hw)
+    # the kernel's output channels O may be known only at run time (a placeholder's
+    # None): then reshapes infer it (-1), never write None
     out = e.op("MatMul", [e.op("Reshape", [e.arg(1), e.ints([o, c * kh * kw])]), cols])
     return e.op("Reshape", [out, e.ints([0, o, *out_hw])])
 
@@ -116,7 +120,7 @@ def _conv2d(e, stride, pads):
 def _conv2d_grad_x(e, stride, pads):
     g, w, x = e.node.inputs
     c, h, wd = _static(e, x)
-    o, _, kh, kw = w.shape
+    _, _, kh, kw = w.shape     # O may be None: reshapes infer (-1) or copy (0) it
     out_hw = g.shape[2:]
     if e.node.dtype.name in _NATIVE:
         # output_padding restores the rows/columns the forward's stride dropped
@@ -124,8 +128,8 @@ def _conv2d_grad_x(e, stride, pads):
                  zip((h, wd), (kh, kw), stride, pads[0::2], pads[1::2], out_hw)]
         return e.op("ConvTranspose", [e.arg(0), e.arg(1)], strides=list(stride),
                     pads=_onnx_pads(pads), output_padding=extra)
-    w2t = e.op("Transpose", [e.op("Reshape", [e.arg(1), e.ints([o, c * kh * kw])])])
-    cols = e.op("MatMul", [w2t, e.op("Reshape", [e.arg(0), e.ints([0, o, -1])])])
+    w2t = e.op("Transpose", [e.op("Reshape", [e.arg(1), e.ints([-1, c * kh * kw])])])
+    cols = e.op("MatMul", [w2t, e.op("Reshape", [e.arg(0), e.ints([0, 0, -1])])])
     cols = e.op("Reshape", [cols, e.ints([0, c, kh * kw, *out_hw])])
 
     def part(k):
@@ -139,12 +143,12 @@ def _conv2d_grad_w(e, kernel, stride, pads):
     # w̄ = Σ_n v̄[n] colsᵀ[n], as (O, C, kh, kw)
     x, g = e.node.inputs
     c = _static(e, x)[0]
-    o = g.shape[1]
     cols = _im2col(e, _pad_hw(e, e.arg(0), pads), c, kernel, stride, g.shape[2:])
-    prod = e.op("MatMul", [e.op("Reshape", [e.arg(1), e.ints([0, o, -1])]),
+    # O (g's channels) may be None: copied (0) or inferred (-1), never written
+    prod = e.op("MatMul", [e.op("Reshape", [e.arg(1), e.ints([0, 0, -1])]),
                            e.op("Transpose", [cols], perm=[0, 2, 1])])
     dw = e.op("ReduceSum", [prod, e.ints([0])], keepdims=0)
-    return e.op("Reshape", [dw, e.ints([o, c, *kernel])])
+    return e.op("Reshape", [dw, e.ints([-1, c, *kernel])])
 
 
 # -- pooling ------------------------------------------------------------------------------------
@@ -226,6 +230,8 @@ def _max_pool2d_gather(e, size, stride):
 def _avg_pool2d(e, size, stride):
     if e.node.dtype.name in _NATIVE:
         return e.op("AveragePool", [e.arg(0)], kernel_shape=list(size), strides=list(stride))
+    # its windows are slices whose ends need the output's height and width
+    _static(e, e.node, "the input's height and width", first=2)
     x = e.arg(0)
     total = None
     for i, j in _offsets(size):
