@@ -24,7 +24,7 @@ from flowgrad.graph import Node, default_graph, same_graph
 
 from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, fmt_shape, result_dtype,
                    shape_error)
-from .elementwise import not_equal, where
+from .elementwise import equal, greater, where
 from .nn import sigmoid, sigmoid_of, softplus
 from .reductions import count_node, log_softmax, mean, softmax, sum
 from .shape import expand_dims
@@ -309,7 +309,11 @@ def _sce_jt(u, ans, z, t, axis, reduction, labels):
 def _sce_decompose(z, t, axis, reduction, labels):
     if labels:
         t = apply(one_hot_like, t, z, axis=axis)
-    terms = t * where(not_equal(t, 0), log_softmax(z, axis), 0.0)   # 0 log 0 = 0
+    # −Σ t·L, L = log softmax z, where t = 0 adds 0 even against L = −inf (a masked
+    # logit), as the op's kernel; ∂/∂t is L wherever L is finite, as the op's rule (a
+    # t = 0 that zeroed L instead gave ∂/∂t = 0 there)
+    L = log_softmax(z, axis)
+    terms = t * where(equal(t, 0), where(greater(L, -np.inf), L, 0.0), L)
     return _reduce_node(-sum(terms, axis), reduction)
 
 

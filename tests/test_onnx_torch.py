@@ -183,3 +183,33 @@ def test_batch_norm_training_mode_is_refused(tmp_path):
               tmp_path / "bn.onnx")
     with pytest.raises(OnnxImportError, match="BatchNormalization.*training_mode=1"):
         fg.import_onnx(tmp_path / "bn.onnx")
+
+
+def test_cross_entropy_with_zero_target_entries_keeps_its_target_gradient(tmp_path):
+    """softmax_cross_entropy's exported form (its decompose, also vectorize's) zeroed
+    log softmax where t = 0, so ∂/∂t was 0 there after an export and import, where the
+    op's rule and torch give −log softmax(z)/n. Checked on the re-imported graph against
+    torch's autograd, and the exported gradient program against onnxruntime."""
+    rng = np.random.default_rng(5)
+    Z, T = rng.standard_normal((4, 3)), np.abs(rng.standard_normal((4, 3)))
+    T[0, 1] = 0.0
+    T[2] = [0.0, 1.0, 0.0]
+    zt, tt = torch.tensor(Z, requires_grad=True), torch.tensor(T, requires_grad=True)
+    loss_t = torch.nn.functional.cross_entropy(zt, tt)
+    loss_t.backward()
+    with fg.Graph():
+        z = fg.placeholder("z", shape=(None, 3))
+        t = fg.placeholder("t", shape=(None, 3))
+        loss = fg.softmax_cross_entropy(z, t).named("loss")
+        path = fg.export_onnx(loss, tmp_path / "sce.onnx")
+        grads = fg.export_onnx([loss, *fg.grad(loss, [z, t])], tmp_path / "sce_grad.onnx")
+    g = fg.import_onnx(path)
+    z2, t2, loss2 = g.by_name("z"), g.by_name("t"), g.by_name("loss")
+    with g:
+        got = fg.run([loss2, *fg.grad(loss2, [z2, t2])], {z2: Z, t2: T})
+    ort_got = run_onnx(grads, {"z": Z, "t": T})
+    for vals in (got, ort_got):
+        np.testing.assert_allclose(vals[0], loss_t.item(), rtol=1e-13)
+        np.testing.assert_allclose(vals[1], zt.grad.numpy(), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(vals[2], tt.grad.numpy(), rtol=1e-12, atol=1e-15)
+    assert got[2][0, 1] == pytest.approx(-np.log(np.exp(Z[0, 1]) / np.exp(Z[0]).sum()) / 4)
