@@ -17,7 +17,7 @@ from array import array
 
 import numpy as np
 
-from .errors import DifferentiationError, UsageError
+from .errors import DifferentiationError, UsageError, located
 from .graph import Node, gc_paused, same_graph, sharing_unary
 from .leaves import constant_in
 
@@ -71,29 +71,31 @@ def node_list(x, fn="grad", what="wrt"):
     if single:
         return [x], True
     if not isinstance(x, (list, tuple)):
-        raise UsageError(f"{fn}: {what} must be a node or a list of nodes, got "
-                         f"{type(x).__name__} {x!r}")
+        raise located(UsageError, f"{fn}: {what} must be a node or a list of nodes, got "
+                      f"{type(x).__name__} {x!r}")
     for item in x:
         if not isinstance(item, Node):
-            raise UsageError(f"{fn}: {what} must be nodes, got {type(item).__name__} {item!r}")
+            raise located(UsageError, f"{fn}: {what} must be nodes, got "
+                          f"{type(item).__name__} {item!r}")
     return list(x), False
 
 
 def _require_node(y, fn):
     """The output differentiated must be a node of a graph, not a number or an array."""
     if not isinstance(y, Node):
-        raise UsageError(f"{fn}: the output to differentiate must be a flowgrad node, got "
-                         f"{type(y).__name__} {y!r}")
+        raise located(UsageError, f"{fn}: the output to differentiate must be a flowgrad "
+                      f"node, got {type(y).__name__} {y!r}")
 
 
 def _check_scalar(y):
     """grad's output must be a scalar of a float or complex dtype."""
     if y.shape != ():
-        raise DifferentiationError(
+        raise located(
+            DifferentiationError,
             f"grad needs a scalar output, but {y.name!r} has shape {y.shape}; "
             "reduce it (fg.sum, fg.mean) or use fg.vjp / fg.jacobian")
     if not is_differentiable(y.dtype):
-        raise DifferentiationError(f"cannot differentiate {y.name!r} of dtype {y.dtype}")
+        raise located(DifferentiationError, f"cannot differentiate {y.name!r} of dtype {y.dtype}")
 
 
 def _seed(y):
@@ -378,9 +380,10 @@ def _check_wrt(xs):
     than hand back zeros that look like an answer."""
     for x in xs:
         if not isinstance(x, Node):
-            raise UsageError(f"grad: wrt must be nodes, got {type(x).__name__} {x!r}")
+            raise located(UsageError, f"grad: wrt must be nodes, got {type(x).__name__} {x!r}")
         if not is_differentiable(x.dtype):
-            raise DifferentiationError(
+            raise located(
+                DifferentiationError,
                 f"cannot differentiate with respect to {x.name!r} of dtype {x.dtype}: only "
                 "float and complex nodes have derivatives (cast it with a float placeholder)")
 
@@ -442,7 +445,7 @@ def jvp(y: Node, x, xdot):
     xs, single = node_list(x, "jvp", "x")
     xdots = [xdot] if single else list(xdot)
     if len(xs) != len(xdots):
-        raise DifferentiationError(f"jvp: {len(xs)} inputs but {len(xdots)} tangents")
+        raise located(DifferentiationError, f"jvp: {len(xs)} inputs but {len(xdots)} tangents")
     graph = same_graph([y, *xs])
     tangents = {}
     from flowgrad.ops import add

@@ -52,7 +52,7 @@ import numpy as np
 
 from .autodiff import node_list, is_differentiable, ancestors, grad, jvp, vjp
 from .batching import BatchingError
-from .errors import DifferentiationError
+from .errors import ArgumentError, DifferentiationError, UsageError, located
 from .graph import Node, same_graph
 
 __all__ = ["hvp", "jacobian", "hessian"]
@@ -69,7 +69,7 @@ def hvp(f: Node, x, v, mode: str = "fwd-rev"):
     xs, single = node_list(x)
     vs = [v] if single else list(v)
     if len(xs) != len(vs):
-        raise DifferentiationError(f"hvp: {len(xs)} inputs but {len(vs)} vectors")
+        raise located(DifferentiationError, f"hvp: {len(xs)} inputs but {len(vs)} vectors")
     same_graph([f, *xs])                             # raises on nodes of two graphs
     from flowgrad.seeds import seed_for
     for t in vs:
@@ -99,6 +99,13 @@ def _size(node):
     return None if None in node.shape else math.prod(node.shape)
 
 
+def _one_node(v, fn, what):
+    """A UsageError at the user's line unless ``v`` is one flowgrad node."""
+    if not isinstance(v, Node):
+        raise located(UsageError, f"{fn}: {what} must be a flowgrad node, got "
+                      f"{type(v).__name__} {v!r:.80}")
+
+
 def jacobian(y: Node, x: Node, mode: str | None = None, method: str | None = None) -> Node:
     """∂y/∂x as one node of shape ``y.shape + x.shape``.
 
@@ -109,16 +116,19 @@ def jacobian(y: Node, x: Node, mode: str | None = None, method: str | None = Non
     basis vector, see the module docstring) or None: vectorize when every op on the
     path has a batching rule and the shapes are static, else map.
     """
+    _one_node(y, "jacobian", "y (the output)")
+    _one_node(x, "jacobian", "x")
     graph = same_graph([y, x])
     ny, nx_ = _size(y), _size(x)
     if mode is None:
         mode = "fwd" if nx_ is not None and (ny is None or nx_ < ny) else "rev"
     if not is_differentiable(y.dtype):
-        raise DifferentiationError(f"cannot differentiate {y.name!r} of dtype {y.dtype}")
+        raise located(DifferentiationError, f"cannot differentiate {y.name!r} of dtype {y.dtype}")
     if mode not in ("fwd", "rev"):
-        raise ValueError(f"jacobian: mode must be 'fwd', 'rev' or None, got {mode!r}")
+        raise located(ArgumentError, f"jacobian: mode must be 'fwd', 'rev' or None, got {mode!r}")
     if method not in (None, "vectorize", "map"):
-        raise ValueError(f"jacobian: method must be 'vectorize', 'map' or None, got {method!r}")
+        raise located(ArgumentError, "jacobian: method must be 'vectorize', 'map' or None, "
+                      f"got {method!r}")
     if method != "map":
         if ny is not None and nx_ is not None:
             try:
@@ -127,8 +137,8 @@ def jacobian(y: Node, x: Node, mode: str | None = None, method: str | None = Non
                 if method == "vectorize":
                     raise
         elif method == "vectorize":
-            raise DifferentiationError("jacobian: method='vectorize' needs static shapes, "
-                                       f"but {y.name!r} is {y.shape} and {x.name!r} {x.shape}")
+            raise located(DifferentiationError, "jacobian: method='vectorize' needs static "
+                          f"shapes, but {y.name!r} is {y.shape} and {x.name!r} {x.shape}")
     return _mapped_jacobian(graph, y, x, mode)
 
 
@@ -233,9 +243,11 @@ def hessian(f: Node, x: Node, mode: str = "fwd", method: str | None = None) -> N
     ``mode="fwd"`` (default) is forward over reverse: column k is H eₖ, a jvp of the
     gradient; ``"rev"`` is reverse over reverse. ``method``: as for jacobian.
     """
+    _one_node(f, "hessian", "f (the output)")
+    _one_node(x, "hessian", "x")
     if f.shape != ():
-        raise DifferentiationError(f"hessian needs a scalar output, but {f.name!r} has "
-                                   f"shape {f.shape}; use fg.jacobian of fg.grad")
+        raise located(DifferentiationError, f"hessian needs a scalar output, but {f.name!r} "
+                      f"has shape {f.shape}; use fg.jacobian of fg.grad")
     return jacobian(grad(f, x), x, mode=mode, method=method)
 
 

@@ -11,7 +11,7 @@ FeedError naming the seed otherwise. ``x`` is read for its shape only.
 """
 from __future__ import annotations
 
-from .errors import DifferentiationError
+from .errors import DifferentiationError, located
 from .graph import Node
 from .ops.base import NONDIFF, REGISTRY, Op, apply
 
@@ -43,8 +43,8 @@ def seed_for(t, x: Node, fn: str, what: str) -> Node:
         same = len(t.shape) == len(x.shape) and all(
             a is None or b is None or a == b for a, b in zip(t.shape, x.shape))
     if not same:
-        raise DifferentiationError(f"{fn}: the {what} has shape {t.shape}, but {x.name!r} "
-                                   f"has shape {x.shape}")
+        raise located(DifferentiationError, f"{fn}: the {what} has shape {t.shape}, but "
+                      f"{x.name!r} has shape {x.shape}")
     if None not in x.shape or (t.op is shaped_like and t.inputs[1].id == x.id):
         return t
     return apply(shaped_like, t, x)
