@@ -24,11 +24,14 @@ FAMILY.update({"gradient": "Derivatives you control"})   # issue 21: stop_gradie
 
 def _split(doc: str) -> tuple[str, str]:
     """(what it computes, the derivative identity) from a docstring's first paragraph."""
-    text = " ".join((doc or "").strip().split("\n\n")[0].split())
-    what, _, rule = text.partition(".  ")
+    first = (doc or "").strip().split("\n\n")[0]
+    # the two-space sentence break is looked for before the whitespace is collapsed
+    what, _, rule = (" ".join(part.split()) for part in first.partition(".  "))
     if not rule:
-        m = re.search(r"(∂|[A-Za-z]̄ =|Ā|X̄|S̄|B̄)", text)
-        what, rule = (text[:m.start()].rstrip(" .;"), text[m.start():]) if m else (text, "")
+        # a rule starts at ∂ or at an adjoint "x̄ =" (a barred letter, combining or
+        # precomposed as ā); a trailing ":" or "," of the prose before it is dropped
+        m = re.search(r"(∂|[A-Za-z]̄ =|ā =|Ā|X̄|S̄|B̄)", what)
+        what, rule = (what[:m.start()].rstrip(" .;:,"), what[m.start():]) if m else (what, "")
     return what.rstrip("."), rule
 
 
@@ -60,7 +63,7 @@ def public_rows():
         op = REGISTRY.get(name)
         what, rule = _split(fn.__doc__ if not isinstance(fn, ops.Op) else op.__doc__)
         if op is not None and fn is not op:           # a function in front of the op
-            _, rule = _split(op.__doc__)
+            rule = _split(op.__doc__)[1] or rule   # the op's own rule, else the function's
         what, rule = _fallback(op, what, rule)
         kind = "op" if op is not None else "composite"
         if kind == "composite" and not rule:

@@ -7,17 +7,22 @@ loop cannot be unrolled into the graph: it is one ``while_loop`` node. Its gradi
 reverse mode through the loop: the forward pass keeps the iterates it computed, and the
 vjp is a scan backwards over them through the step's own vjp. The derivative of the
 converged iteration is the derivative of √a, 1/(2√a), which the script checks, together
-with the second derivative −1/(4 a^{3/2}) (the gradient of the gradient, a loop again).
+with the second derivative −1/(4 a^{3/2}) (the gradient of the gradient, a loop again),
+to relative errors of 1e-12 and 1e-10; it exits with status 1 when they are exceeded.
 
     python examples/newton_sqrt.py [--quick]
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
 import flowgrad as fg
+
+# the check: relative errors against the closed forms (the script exits 1 above them)
+GRAD_TOL, SECOND_TOL = 1e-12, 1e-10
 
 
 def newton_sqrt(a, tol=1e-14):
@@ -47,8 +52,11 @@ def main(argv=None):
             print(f"{v:8.4g} {float(r):20.15g} {float(g1):20.15g} {err1:18.2e} {err2:16.2e}")
     print(f"largest relative error of the gradient: {worst1:.2e}")
     print(f"largest relative error of the second derivative: {worst2:.2e}")
-    print("OK")
+    # not `<=` on the errors: a NaN error must fail the check
+    ok = not (worst1 > GRAD_TOL or worst2 > SECOND_TOL or np.isnan(worst1 + worst2))
+    print("OK" if ok else f"FAILED (tolerances {GRAD_TOL:g}, {SECOND_TOL:g})")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,6 +17,8 @@ and with ``--draw PATH`` draws the model (one box, ``scan × T``) and, next to i
 3 steps unrolled — the textbook BPTT picture, one copy of the cell per step with that
 step's values and adjoints (``PATH``'s stem + ``_unrolled``) — and its walkthrough, the
 forward pass and backpropagation through time one step per frame (``_walkthrough.html``).
+It exits with status 1 when a check fails (the gradients differ by more than 1e-12, or
+the test loss ends above 0.01 or above a tenth of where it started).
 
     python examples/rnn_sequence.py [--quick] [--steps 400] [--draw rnn.gv] [--plot loss.png]
 """
@@ -24,12 +26,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as np
 
 import flowgrad as fg
 
 HIDDEN = 16
+# the checks (the script exits 1 when one fails): the scan's gradient and the drawn
+# iterations agree with the unrolled RNN / a numpy loop to GRAD_TOL, and training takes
+# the test loss below LOSS_TARGET and below a tenth of where it started
+GRAD_TOL, LOSS_TARGET = 1e-12, 0.01
 
 
 def noisy_sine(n_seq, length, rng, noise=0.05):
@@ -142,9 +149,10 @@ def main(argv=None):
         evaluate = fg.compile(loss)
         test = noisy_sine(16, 200, np.random.default_rng(1))
         feed_test = {"xs": test[:-1], "target": test[1:]}
-        print(f"test loss before training: {float(evaluate(feed_test)):.5f}")
-        print(f"largest difference scan vs unrolled gradient: "
-              f"{check_against_unrolled(params, noisy_sine(4, 12, rng)):.3g}")
+        before = float(evaluate(feed_test))
+        print(f"test loss before training: {before:.5f}")
+        scan_vs_unrolled = check_against_unrolled(params, noisy_sine(4, 12, rng))
+        print(f"largest difference scan vs unrolled gradient: {scan_vs_unrolled:.3g}")
         train = fg.optim.Adam(params, lr=0.02).minimize(loss)
         losses = []
         for k in range(steps):
@@ -152,16 +160,21 @@ def main(argv=None):
             losses.append(float(train(xs=seq[:-1], target=seq[1:])))
         after = float(evaluate(feed_test))
         print(f"test loss after {steps} steps: {after:.5f} (the targets' noise alone: 0.0025)")
+        # written so that a NaN anywhere fails
+        ok = scan_vs_unrolled <= GRAD_TOL and after < LOSS_TARGET and after < 0.1 * before
         if args.draw:
             fg.viz.draw(loss).save(args.draw)
             print(f"drew the model to {args.draw}")
-            print(f"largest difference drawn h_t vs a numpy loop: "
-                  f"{draw_unrolled(loss, params, args.draw):.3g}")
+            drawn = draw_unrolled(loss, params, args.draw)
+            print(f"largest difference drawn h_t vs a numpy loop: {drawn:.3g}")
+            ok = ok and drawn <= GRAD_TOL
         if args.plot:
             plot_losses(args.plot, losses)
             print(f"drew the training loss to {args.plot}")
-    print("OK")
+    print("OK" if ok else f"FAILED (gradients to {GRAD_TOL:g}; test loss below "
+                          f"{LOSS_TARGET:g} and a tenth of its start)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -63,8 +63,8 @@ def _clip_forward(xp, x, lo, hi):
 _clip = Op("clip", _clip_forward, _clip_infer,
            vjp=(_clip_dx, _clip_dlo, _clip_dhi), elementwise=True,
            doc="min(max(x, lo), hi).  ∂/∂x = [lo ≤ x ≤ hi] (1 at the bounds, as "
-               "torch.clamp), ∂/∂lo = [x < lo < hi], ∂/∂hi = [x > hi] + [x < lo, hi ≤ lo] "
-               "(a tie lo = hi goes to hi).")
+               "torch.clamp), ∂/∂lo = [x < lo < hi], ∂/∂hi = [x > hi or (x < lo and "
+               "hi ≤ lo)] (a tie lo = hi goes to hi).")
 
 
 def clip(x, lo=None, hi=None):

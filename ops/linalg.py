@@ -982,7 +982,7 @@ def svd(x):
     of U and Vh, and second derivatives of s, assume distinct, nonzero singular values (U
     and V are not unique otherwise; an exact tie gives NaN there, while first derivatives of
     functions of s alone stay exact), and only
-    functions invariant to the sign of a pair (uᵢ, vᵢ) are well defined:
+    functions invariant to the sign of a pair (uᵢ, vᵢ) are well defined.  The rules:
     s̄ ↦ Ā = U diag(s̄) Vᵀ, ṡ = diag(Uᵀ Ȧ V); U̇ = U (F ∘ (dP S + S dPᵀ)) + (I − UUᵀ) Ȧ V S⁻¹
     with dP = Uᵀ Ȧ V, F_ij = 1/(s_j² − s_i²), and V̇ likewise."""
     return _svd_parts(as_node(x))

@@ -145,7 +145,8 @@ def _model_of(state):
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` (a key of the epoch logs: "val_loss", "val_acc" …) has not
-    improved by more than ``min_delta`` for ``patience`` epochs, and (``restore_best``)
+    improved by more than ``min_delta`` for more than ``patience`` epochs (it stops
+    after the ``patience + 1``-th such epoch in a row), and (``restore_best``)
     put back the variables of the best epoch, with the running statistics its steps
     left (declared state, such as batch norm's). ``mode`` is "min", "max" or "auto" (max
     for names holding "acc", min otherwise)."""
