@@ -55,3 +55,29 @@ def test_cross_entropy_second_order_with_large_logits():
         z = fg.placeholder("z", (2, 3))
         loss = fg.softmax_cross_entropy(z, np.array([2, 0]))
         fg.check_grads(loss, [z], {z: Z}, order=3)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "dask"])
+def test_conv_and_pooling_of_an_empty_batch(backend):
+    """An empty batch (N = 0) gives empty results and zero kernel gradients, as torch,
+    on every backend: on dask the convolution's im2col reshape (an empty axis merged)
+    and the pools' adjoints (an empty value set into an empty slice) raised."""
+    X = np.zeros((0, 3, 5, 5), np.float32)
+    W = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    with fg.Graph():
+        x = fg.placeholder("x", (None, 3, 5, 5), dtype="float32")
+        w = fg.variable(W, name="w")
+        y = fg.conv2d(x, w, padding=1)
+        pooled = [fg.max_pool2d(y, 2), fg.max_pool2d(y, 3, 1), fg.avg_pool2d(y, 2)]
+        loss = sum(fg.sum(p * p) for p in pooled)
+        outs = [y, *pooled, *fg.grad(loss, [x, w]), fg.jvp(pooled[0], [x], [x])]
+        got = [np.asarray(v) for v in fg.compile(outs, backend=backend)(x=X)]
+    tx = torch.tensor(X, requires_grad=True)
+    tw = torch.tensor(W, requires_grad=True)
+    ty = F.conv2d(tx, tw, padding=1)
+    tp = [F.max_pool2d(ty, 2), F.max_pool2d(ty, 3, 1), F.avg_pool2d(ty, 2)]
+    sum((p * p).sum() for p in tp).backward()
+    want = [ty, *tp, tx.grad, tw.grad, tp[0]]
+    for a, b in zip(got, want):
+        assert a.shape == tuple(b.shape) and a.dtype == np.float32
+        np.testing.assert_array_equal(a, b.detach().numpy())
