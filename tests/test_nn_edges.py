@@ -81,3 +81,29 @@ def test_conv_and_pooling_of_an_empty_batch(backend):
     for a, b in zip(got, want):
         assert a.shape == tuple(b.shape) and a.dtype == np.float32
         np.testing.assert_array_equal(a, b.detach().numpy())
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("codegen", [True, False])
+def test_a_sequence_of_no_steps_returns_the_initial_state(kind, codegen):
+    """T = 0 runs the recurrence zero times (the module's docstring said it stopped with
+    a RunError, which no path did): h = h0, every step's output is (N, 0, H), the
+    gradient reaches h0 unchanged and the weights not at all."""
+    N, D, H = 2, 3, 4
+    rng = np.random.default_rng(0)
+    H0, C0, G = (rng.standard_normal((N, H)) for _ in range(3))
+    with fg.Graph():
+        x = fg.placeholder("x", (None, None, D))
+        h0, c0 = fg.placeholder("h0", (None, H)), fg.placeholder("c0", (None, H))
+        layer = getattr(fg.nn, kind)(H, seed=0)
+        seqs = getattr(fg.nn, kind)(H, seed=1, return_sequences=True)
+        state = (h0, c0) if kind == "LSTM" else h0
+        h, hs = layer(x, state), seqs(x, state)
+        grads = fg.grad(fg.sum(h * G), [h0, layer.W, layer.U])
+        feed = {x: np.zeros((N, 0, D)), h0: H0, c0: C0}
+        out = fg.compile([h, hs, *grads], codegen=codegen)(feed)
+    np.testing.assert_array_equal(out[0], H0)
+    assert out[1].shape == (N, 0, H)
+    np.testing.assert_array_equal(out[2], G)
+    np.testing.assert_array_equal(out[3], np.zeros((D, layer.gates * H)))
+    np.testing.assert_array_equal(out[4], np.zeros((H, layer.gates * H)))
