@@ -88,11 +88,11 @@ def set_seed(seed, graph=None) -> None:
     built afterwards without their own seed derive one from it, in build order.
     ``seed``: a non-negative int, or None to unseed."""
     if seed is not None:
-        seed = _checked_seed(seed, "fg.random.set_seed: the seed")
+        seed = checked_seed(seed, "fg.random.set_seed: the seed")
     _SEEDS[graph if graph is not None else default_graph()] = _Seeding(seed)
 
 
-def _checked_seed(seed, what) -> int:
+def checked_seed(seed, what) -> int:
     """``seed`` as an int, or a UsageError (a TypeError) at the user's line: a float, a
     bool or a string is not truncated or parsed into a seed, and a negative int, which
     numpy's SeedSequence refuses only when a seed is first derived, is refused here."""
@@ -127,7 +127,7 @@ def _node_seed(seed, graph):
         seed = derived_seed(graph, "random")
     if seed is None:
         seed = np.random.SeedSequence().entropy  # fresh, but recorded on the node
-    return _checked_seed(seed, "a seed")
+    return checked_seed(seed, "a seed")
 
 
 # -- the op ---------------------------------------------------------------------------------

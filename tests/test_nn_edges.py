@@ -107,3 +107,29 @@ def test_a_sequence_of_no_steps_returns_the_initial_state(kind, codegen):
     np.testing.assert_array_equal(out[2], G)
     np.testing.assert_array_equal(out[3], np.zeros((D, layer.gates * H)))
     np.testing.assert_array_equal(out[4], np.zeros((H, layer.gates * H)))
+
+
+@pytest.mark.parametrize("bad, error, words", [
+    (dict(rate=1.0), ValueError, "rate must be a number in \\[0, 1\\), got 1.0"),
+    (dict(rate=-0.1), ValueError, "rate"), (dict(rate="0.5"), ValueError, "rate"),
+    (dict(rate=0.5, training="yes"), TypeError, "training"),
+    (dict(rate=0.5, seed=-1), TypeError, "seed must be a non-negative int, got -1")])
+def test_dropout_layer_refuses_bad_arguments_when_made(bad, error, words):
+    """fg.nn.Dropout (and MLP(dropout=…)) stored any rate, training and seed and
+    failed first when called, far from the line that made it (torch.nn.Dropout(1.5)
+    raises when made); the function fg.nn.dropout refuses the same, with the same
+    words. rate 1 is refused (torch zeroes everything); 0.999 is a rate."""
+    with pytest.raises(error, match=words) as made:
+        fg.nn.Dropout(**bad)
+    assert isinstance(made.value, fg.FlowgradError)
+    with pytest.raises(error, match=words):
+        with fg.Graph():
+            fg.nn.dropout(fg.constant(np.ones(2)), **bad)
+    if set(bad) == {"rate"}:
+        with pytest.raises(error, match=words):
+            fg.nn.MLP([2, 1], dropout=bad["rate"])
+    layer = fg.nn.Dropout(0.999, seed=0)
+    with fg.Graph():
+        x = fg.placeholder("x", (None, 4))
+        kept = np.asarray(fg.run(layer(x), {x: np.ones((500, 4))}))
+    assert set(np.unique(kept)) <= {0.0, np.float64(1 / (1 - 0.999))}
