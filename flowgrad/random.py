@@ -32,7 +32,7 @@ import weakref
 import numpy as np
 
 from .dtypes import as_dtype
-from .errors import ShapeError
+from .errors import ShapeError, UsageError
 from .graph import Node, default_graph
 from .ops.base import NONDIFF, Op, apply, as_node, fmt_shape, user_line
 
@@ -85,8 +85,21 @@ _SEEDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def set_seed(seed, graph=None) -> None:
     """Seed ``graph`` (default: the current one): random nodes and layer initialisers
-    built afterwards without their own seed derive one from it, in build order."""
-    _SEEDS[graph if graph is not None else default_graph()] = _Seeding(None if seed is None else int(seed))
+    built afterwards without their own seed derive one from it, in build order.
+    ``seed``: a non-negative int, or None to unseed."""
+    if seed is not None:
+        seed = checked_seed(seed, "fg.random.set_seed: the seed")
+    _SEEDS[graph if graph is not None else default_graph()] = _Seeding(seed)
+
+
+def checked_seed(seed, what) -> int:
+    """``seed`` as an int, or a UsageError (a TypeError) at the user's line: a float, a
+    bool or a string is not truncated or parsed into a seed, and a negative int, which
+    numpy's SeedSequence refuses only when a seed is first derived, is refused here."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or \
+            seed < 0:
+        raise UsageError(f"{what} must be a non-negative int, got {seed!r}{_at()}")
+    return int(seed)
 
 
 def get_seed(graph=None):
@@ -114,9 +127,7 @@ def _node_seed(seed, graph):
         seed = derived_seed(graph, "random")
     if seed is None:
         seed = np.random.SeedSequence().entropy  # fresh, but recorded on the node
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
-        raise TypeError(f"a seed must be a non-negative int, got {seed!r}")
-    return int(seed)
+    return checked_seed(seed, "a seed")
 
 
 # -- the op ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ together with the nodes that *trigger* it (batch norm: the batch mean it reads):
   the old values back). Such calls of one graph's programs run one at a time (a lock
   per graph, held from reading the state to writing it), so no thread's update is
   lost. A call that raises (a bad feed, a failing kernel) writes nothing; so does a
-  trace, ``values()``, ``profile`` and ``run_bound``;
+  trace, ``values()``, ``profile``, ``run_bound`` and ``fg.check_grads``;
 - ``opt.step`` writes a step's updates inside its own commit, with its variables, the
   optimizer's state and its iteration count (``prog.call_pending``, then the
   Pending's ``prepare``/``write``/``undo``): a step refused by the non-finite check

@@ -91,7 +91,10 @@ class _Checker:
         prog = self._programs.get(node.id)
         if prog is None:
             prog = self._programs[node.id] = Program(node, self.backend)
-        return np.asarray(to_numpy(prog(feed)), dtype=np.float64)
+        # call_pending, its declared state writes dropped: a check evaluates the
+        # function dozens of times and must not move batch norm's running statistics
+        value, _ = prog.call_pending((feed,), {})
+        return np.asarray(to_numpy(value), dtype=np.float64)
 
     def _fd(self, node, direction):
         """Central difference of node along ``direction`` (one array per input)."""

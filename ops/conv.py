@@ -188,9 +188,19 @@ def _by_channel(xp, g):
     return xp.reshape(xp.transpose(g, (1, 0, 2, 3)), (o, n * oh * ow))
 
 
+def any_empty(*arrays) -> bool:
+    """Whether an array has a length-0 axis (an empty batch): the kernels then return
+    zeros of their result's shape, which numpy's strided view gives anyway but dask
+    refuses (its reshape cannot merge an empty axis, nor its setitem take an empty
+    value). A dask length not known yet (nan) is not 0."""
+    return any(0 in tuple(a.shape) for a in arrays)
+
+
 def _conv_forward(xp, x, w, stride, pads):
     o, c, kh, kw = w.shape
     out_hw = fitted_out("conv2d", x.shape[2:], (kh, kw), stride, pads)
+    if any_empty(x, w):
+        return xp.zeros((x.shape[0], o) + tuple(out_hw), dtype=xp.result_type(x, w))
     cols = im2col(xp, pad_hw(xp, x, pads), (kh, kw), stride, out_hw)
     out = matmul_wide(xp, xp.reshape(w, (o, c * kh * kw)), cols)      # (O, N·OH·OW)
     # copied to NCHW, so that the elementwise ops and the pooling that follow (and their
@@ -203,6 +213,8 @@ def _grad_x_forward(xp, g, w, x, stride, pads):
     o, c, kh, kw = w.shape
     n, _, oh, ow = g.shape
     fitted_out("conv2d_grad_x", x.shape[2:], (kh, kw), stride, pads)
+    if any_empty(g, w, x):
+        return xp.zeros(x.shape, dtype=xp.result_type(g, w))
     g_last = xp.reshape(xp.transpose(g, (1, 2, 3, 0)), (o, oh * ow * n))   # batch last
     cols = matmul_wide(xp, xp.reshape(w, (o, c * kh * kw)).T, g_last)
     cols = xp.reshape(cols, (c, kh * kw, oh, ow, n))
@@ -213,6 +225,8 @@ def _grad_w_forward(xp, x, g, kernel, stride, pads):
     n, o, oh, ow = g.shape
     c = x.shape[1]
     fitted_out("conv2d_grad_w", x.shape[2:], kernel, stride, pads)
+    if any_empty(x, g):
+        return xp.zeros((o, c) + tuple(kernel), dtype=xp.result_type(x, g))
     cols = im2col(xp, pad_hw(xp, x, pads), kernel, stride, (oh, ow))
     dw = matmul_deep(xp, _by_channel(xp, g), cols.T)            # (O, C·kh·kw)
     return xp.reshape(dw, (o, c) + tuple(kernel))

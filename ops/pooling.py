@@ -20,7 +20,8 @@ from __future__ import annotations
 import functools
 
 from .base import NONDIFF, Op, apply, as_node, float_dtype
-from .conv import check_4d, check_window_attrs, fitted_out, pair, spatial_out, window_slices
+from .conv import (any_empty, check_4d, check_window_attrs, fitted_out, pair, spatial_out,
+                   window_slices)
 from .windows import select, strided_view
 
 
@@ -79,6 +80,9 @@ def _max_scatter_forward(xp, g, x, size, stride):
     (stride ≥ size) write their positions (each is written once) instead of adding."""
     overlap = any(s < k for s, k in zip(stride, size))
     out = xp.zeros(x.shape, dtype=g.dtype)
+    if any_empty(g):
+        fitted_out("max_pool2d_scatter", x.shape[2:], size, stride, _NO_PADS)
+        return out                 # dask cannot set an empty value into an empty slice
     keys = window_slices(size, stride, g.shape[2:])
     for mask, key in zip(_first_max(xp, x, size, stride, "max_pool2d_scatter"), keys):
         if overlap:
@@ -100,6 +104,8 @@ def _max_gather_forward(xp, u, x, size, stride):
 def _scatter_into(xp, x_shape, dtype, parts, size, stride, out_hw):
     """Σ_k parts(k) placed at window offset k: the adjoint of taking the windows."""
     out = xp.zeros(x_shape, dtype=dtype)
+    if 0 in tuple(out_hw) or 0 in tuple(x_shape):
+        return out                 # dask cannot set an empty value into an empty slice
     for k, key in enumerate(window_slices(size, stride, out_hw)):
         out[key] += parts(k)
     return out

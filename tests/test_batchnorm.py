@@ -298,6 +298,26 @@ def test_inspection_runs_write_no_state_and_call_pending_defers():
         assert fg.compile(fg.sum(x)).call_pending((), {"x": X})[1] is None
 
 
+def test_check_grads_writes_no_state():
+    """check_grads evaluates the loss and its derivatives dozens of times (finite
+    differences): each was a committing call, so the running statistics drifted to the
+    batch's (mean 50 after ~50 runs). A check is an inspection: the state stays put,
+    and a training run afterwards moves it by exactly one torch step."""
+    X, = _batches((5, 2), 1)
+    with fg.Graph():
+        x = _placeholder((5, 2))
+        bn = fg.nn.BatchNorm(2)
+        y = fg.sum(bn(x) ** 3)
+        fg.check_grads(y, [x, bn.gamma], {x: X}, order=2)
+        np.testing.assert_array_equal(bn.running_mean.value, [0.0, 0.0])
+        np.testing.assert_array_equal(bn.running_var.value, [1.0, 1.0])
+        fg.run(y, {x: X})
+    t = _torch_bn((5, 2)).train()
+    t(torch.tensor(X))
+    np.testing.assert_allclose(bn.running_mean.value, t.running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var.value, t.running_var.numpy(), rtol=1e-12)
+
+
 def test_a_program_that_would_write_one_state_twice_is_refused():
     with fg.Graph():
         a, b = fg.placeholder("a", shape=(4, 2)), fg.placeholder("b", shape=(4, 2))

@@ -44,7 +44,7 @@ def test_initialisers_seeds_and_generators():
     assert init.zeros((2, 2)).sum() == 0 and init.ones(3).sum() == 3
     np.testing.assert_array_equal(init.constant((2,), 1.5), [1.5, 1.5])
     assert init.glorot_uniform((5, 5), dtype="float32").dtype == np.float32
-    assert init.fans((3, 4, 5)) == (12, 5) and init.fans((7,)) == (7, 7)
+    assert init.fans((3, 4, 5)) == (12, 15) and init.fans((7,)) == (7, 7)
     assert init.get("he") is init.he_normal and init.get("glorot") is init.glorot_uniform
     with pytest.raises(ValueError, match="unknown initialiser"):
         init.get("kaiming_magic")

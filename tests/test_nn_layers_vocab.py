@@ -95,6 +95,29 @@ def test_conv2d_init_scales_by_fan_in_and_refuses_bad_arguments():
             fg.nn.Conv2D(2, 3)(fg.placeholder("v", shape=(None, 8)))
 
 
+@pytest.mark.parametrize("init", ["glorot", "glorot_normal"])
+def test_conv2d_glorot_counts_the_receptive_field_in_fan_out_as_torch(init):
+    """Glorot's fans for a (filters, C, kh, kw) kernel are C·kh·kw and filters·kh·kw
+    (torch.nn.init.xavier_*, Keras, jax.nn.initializers): fan_out was filters alone,
+    which drew a 3×5 kernel of 16 → 32 channels with 1.6× torch's spread."""
+    F, C, kh, kw = 32, 16, 3, 5
+    with fg.Graph():
+        layer = fg.nn.Conv2D(F, (kh, kw), init=init, seed=0)
+        layer(fg.placeholder("x", shape=(None, C, 9, 9)))
+        W = layer.W.value
+    ref = torch.empty(F, C, kh, kw, dtype=torch.float64)
+    if init == "glorot":
+        torch.nn.init.xavier_uniform_(ref)
+        bound = np.sqrt(6 / ((C + F) * kh * kw))   # torch's U(-a, a)
+        assert np.abs(W).max() <= bound and np.abs(W).max() > 0.99 * bound
+        assert ref.abs().max().item() <= bound
+    else:
+        torch.nn.init.xavier_normal_(ref)
+    want_std = np.sqrt(2 / ((C + F) * kh * kw))
+    assert W.std() == pytest.approx(want_std, rel=0.03)
+    assert ref.std().item() == pytest.approx(want_std, rel=0.03)
+
+
 def test_pooling_layers_and_flatten_match_torch():
     X = np.random.default_rng(5).standard_normal((2, 3, 7, 6))
     with fg.Graph():

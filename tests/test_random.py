@@ -212,3 +212,21 @@ def test_each_namespace_has_its_own_generator():
     np.testing.assert_array_equal(f2, second)
     stream = r.attrs["stream"]
     assert set(stream._generators) == {"cupy", "numpy"}
+
+
+def test_set_seed_refuses_what_is_not_a_non_negative_int():
+    """set_seed truncated 2.5 to 2, took True as 1 and parsed the string '3'; a
+    negative seed was stored and failed later, at the first layer built, with numpy's
+    bare ValueError. Each is now a UsageError (a TypeError) at the call, as a node's
+    own seed= is; 0 and a numpy int are seeds, and seed 0 replays numpy's stream."""
+    with fg.Graph():
+        for bad in (-1, 2.5, True, "3", None.__class__):
+            with pytest.raises(fg.UsageError, match="non-negative int"):
+                fg.random.set_seed(bad)
+        assert fg.random.get_seed() is None
+        with pytest.raises(TypeError, match="non-negative int, got -1"):
+            fg.random.normal((2,), seed=-1)
+        fg.random.set_seed(np.int64(0))
+        assert fg.random.get_seed() == 0 and type(fg.random.get_seed()) is int
+        draw = fg.run(fg.random.normal((4,), seed=0))
+        np.testing.assert_array_equal(draw, np.random.default_rng(0).standard_normal(4))

@@ -39,7 +39,7 @@ class Conv2D(Layer):
     - ``init``: default "he" (he_normal) after ReLU, "glorot" otherwise, or any name or
       function of :mod:`fg.nn.init`. The kernel is drawn as (kh, kw, C, filters) and laid
       out as (filters, C, kh, kw), so fan_in = C·kh·kw (what He's scale needs) and
-      fan_out = filters.
+      fan_out = filters·kh·kw, as ``torch.nn.init`` computes them for the kernel.
     - ``seed``, ``dtype``, ``use_bias``, ``bias_init``: as :class:`Dense`.
     """
 

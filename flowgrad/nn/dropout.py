@@ -18,6 +18,20 @@ from .. import random as _random
 from .scopes import in_scope, unique_scope
 
 
+def check_arguments(rate, training, seed):
+    """Refuse a rate outside [0, 1), a ``training`` that is neither a bool nor a node,
+    and a seed that is not a non-negative int: for :func:`dropout` and for the
+    Dropout layer when it is made, not first when it is called."""
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+        raise ArgumentError(f"dropout: rate must be a number in [0, 1), got {rate!r}"
+                            + at_user_line())
+    if not isinstance(training, (bool, np.bool_, Node)):
+        raise UsageError(f"dropout: training must be a bool or a boolean placeholder, "
+                         f"got {training!r}" + at_user_line())
+    if seed is not None:
+        _random.checked_seed(seed, "dropout: seed")
+
+
 def dropout(x, rate, training=True, seed=None, name=None):
     """``x`` with entries zeroed at random (probability ``rate``) and the rest scaled by
     1/(1 − rate) when ``training``; ``x`` itself when not.
@@ -26,21 +40,15 @@ def dropout(x, rate, training=True, seed=None, name=None):
     graph) or a boolean 0-d placeholder, chosen per run (``fg.where`` selects).
     """
     x = as_node(x)
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-        raise ArgumentError(f"dropout: rate must be a number in [0, 1), got {rate!r}"
-                            + at_user_line())
+    check_arguments(rate, training, seed)
     if isinstance(training, (bool, np.bool_)):
         training = bool(training)
         if not training:
             return x
-    elif isinstance(training, Node):
-        if training.dtype != np.bool_ or training.shape != ():
-            raise shape_error("dropout", (x, training),
-                              f"training must be a 0-d bool node (a placeholder), got "
-                              f"dtype {training.dtype}")
-    else:
-        raise UsageError(f"dropout: training must be a bool or a boolean placeholder, "
-                         f"got {training!r}" + at_user_line())
+    elif training.dtype != np.bool_ or training.shape != ():
+        raise shape_error("dropout", (x, training),
+                          f"training must be a 0-d bool node (a placeholder), got "
+                          f"dtype {training.dtype}")
     if x.dtype.kind != "f":
         raise shape_error("dropout", (x,), f"needs a float input, not {x.dtype}")
     if rate == 0:

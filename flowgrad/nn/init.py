@@ -14,9 +14,12 @@ he_uniform         U(−a, a),  a = √(6 / fan_in)               Var = 2 / fan_
 he_normal          N(0, σ²),  σ = √(2 / fan_in)               (He et al., 2015; for ReLU)
 =================  =========================================  ============================
 
-``xavier_*`` are the same as ``glorot_*``. Shapes with more than two axes treat the
-last as fan_out and the product of the others as fan_in; a vector has fan_in =
-fan_out = its length. :func:`get` turns the names Dense takes (``"glorot"`` =
+``xavier_*`` are the same as ``glorot_*``. A shape of more than two axes is a
+convolution kernel laid out (…receptive field…, in, out), as Conv2D draws it
+(kh, kw, C, filters): every entry of the receptive field counts on both sides,
+fan_in = in · kh·kw and fan_out = out · kh·kw (as ``torch.nn.init``, Keras and
+``jax.nn.initializers``); a vector has fan_in = fan_out = its length.
+:func:`get` turns the names Dense takes (``"glorot"`` =
 glorot_uniform, ``"he"`` = he_normal, as Keras and the ReLU literature use them)
 into functions.
 """
@@ -63,13 +66,15 @@ def _float(dtype):
 
 
 def fans(shape) -> tuple[int, int]:
-    """(fan_in, fan_out) of a weight of ``shape``."""
+    """(fan_in, fan_out) of a weight of ``shape``: a matrix (in, out); a kernel
+    (…receptive field…, in, out), whose receptive field multiplies both."""
     shape = _shape(shape)
     if len(shape) == 0:
         return 1, 1
     if len(shape) == 1:
         return shape[0], shape[0]
-    return math.prod(shape[:-1]), shape[-1]
+    field = math.prod(shape[:-2])
+    return shape[-2] * field, shape[-1] * field
 
 
 def zeros(shape, seed=None, dtype="float64"):

@@ -21,7 +21,7 @@ from ..ops.base import as_node, at_user_line, shape_error
 from .. import ops as _ops
 from .. import random as _random
 from . import init as _init
-from .dropout import dropout
+from .dropout import check_arguments as check_dropout, dropout
 from .scopes import in_scope, unique_scope
 
 __all__ = ["Layer", "Dense", "Dropout", "Sequential", "MLP"]
@@ -181,6 +181,7 @@ class Dropout(Layer):
 
     def __init__(self, rate, training=True, seed=None, name=None):
         super().__init__(name)
+        check_dropout(rate, training, seed)   # when made, as Dense checks its arguments
         self.rate, self.training, self.seed = rate, training, seed
 
     def __call__(self, x):

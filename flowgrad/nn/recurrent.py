@@ -8,8 +8,9 @@
 The input projection ``x W + b`` of every step is one matrix product before the loop;
 the loop's step reads only the recurrent weight ``U``. The step is traced once, so a
 compiled program serves every sequence length, and its gradient is a scan backwards
-through time (see docs/howto-loops.md). A sequence has at least one step, as in
-PyTorch (a run with T = 0 stops with a ``RunError`` from the loop).
+through time (see docs/howto-loops.md). A sequence of no steps (T = 0) runs the loop
+zero times, as ``fg.scan`` does: the result is the initial state (zeros when none is
+given), with ``return_sequences`` an empty (N, 0, H); ``torch.nn.RNN`` refuses T = 0.
 
 The formulas are PyTorch's (``torch.nn.RNN``, ``LSTM``, ``GRU``), with weights stored
 transposed (``x W``, not ``W x``) and gates side by side in PyTorch's order, so that
