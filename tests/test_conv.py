@@ -284,7 +284,10 @@ def test_onnx_export_with_a_none_batch_and_second_order(dtype, tol, tmp_path):
     got = sess.run(None, {"x": X, "w": W})
     for g, v in zip(got, want):
         assert g.dtype == v.dtype
-        np.testing.assert_allclose(g, v, rtol=tol, atol=tol)
+        # second-order entries cancel (a few units among thousands): the absolute
+        # tolerance is relative to the array's scale, so the test does not depend on
+        # which draws the shared generator gives it (a -k selection gives others)
+        np.testing.assert_allclose(g, v, rtol=tol, atol=tol * max(1.0, np.abs(v).max()))
 
 
 def test_onnx_export_refuses_an_unknown_height_where_its_form_needs_it(tmp_path):
