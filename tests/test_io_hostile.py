@@ -241,3 +241,48 @@ def test_graph_json_that_parses_past_memory_is_a_graph_file_error(tmp_path, monk
     monkeypatch.setattr(graphfile, "json", types.SimpleNamespace(loads=loads))
     with pytest.raises(fg.GraphFileError, match="does not fit in memory once parsed"):
         fg.load_graph(path)
+
+
+def test_json_made_to_inflate_is_refused_before_it_is_parsed(tmp_path):
+    """'{},' repeated compresses ~1000:1 and parses to ~24 bytes of objects per byte, so
+    text within the data budget could take 1500× the file's size once parsed (a 1 MB
+    file, 1.5 GB). The objects are estimated from brackets and commas before parsing and
+    held to PARSE_RATIO × the budget: pinned at the budget where the estimate just fits."""
+    from flowgrad.io import limits
+    with fg.Graph() as g:
+        fg.sin(fg.placeholder("x", (2,)))
+    members = _members(g, tmp_path / "small.fg")
+    doc = json.loads(members["graph.json"])
+    doc["padding"] = [{}] * 100_000
+    path = _write(tmp_path / "inflating.fg", members, doc)
+    text = json.dumps(doc).encode()
+    fits = -(-limits.parsed_estimate(text) // limits.PARSE_RATIO)
+    with pytest.raises(fg.GraphFileError, match="would parse to about"):
+        fg.load_graph(path, max_bytes=fits - 1)
+    try:     # at the budget where it fits, the parse goes ahead (the extra key may
+        fg.load_graph(path, max_bytes=fits)     # still be refused, for what it is)
+    except fg.GraphFileError as e:
+        assert "would parse" not in str(e)
+    with pytest.raises(fg.GraphFileError, match="would parse to about"):
+        fg.load_graph(path)                     # the default budget: 64× the file
+
+
+def test_a_large_graph_save_graph_wrote_is_within_the_parse_budget(tmp_path):
+    """The estimate overestimates graph.json as save_graph writes it by ~1.3× and the
+    objects take ~150× the file: within PARSE_RATIO × 64× the file's size."""
+    from flowgrad.io import limits
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(None, 4))
+        W = fg.variable(np.zeros((4, 4)), name="W")
+        y = x
+        for _ in range(300):
+            y = fg.tanh(y @ W) * 1.5 + fg.sin(y)
+        fg.grad(fg.sum(y), W)
+    path = tmp_path / "large.fg"
+    fg.save_graph(path, g)
+    with zipfile.ZipFile(path) as zf:
+        text = zf.read("graph.json")
+    size = path.stat().st_size
+    assert limits.parsed_estimate(text) < limits.PARSE_RATIO * limits.RATIO * size / 1.5
+    peak, g2 = _peak_load(path)
+    assert len(g2) == len(g)

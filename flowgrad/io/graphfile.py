@@ -42,7 +42,7 @@ from flowgrad.graph import Graph, Node
 from flowgrad.userfiles import write_atomically
 
 from .attrs import decode, encode
-from .limits import Budget, check_max_bytes
+from .limits import Budget, check_max_bytes, check_parse
 from .objects import closure, decoder, encoder
 from .opsig import check_record
 from .rebuild import apply_record
@@ -283,7 +283,7 @@ def load_graph(path, *, max_bytes=None) -> Graph:
         with open(path, "rb") as fh, zipfile.ZipFile(fh) as zf:
             budget = Budget(where, os.fstat(fh.fileno()).st_size, max_bytes)
             reader = _Reader(zf, where, budget)
-            return _build(_read_doc(reader, where), reader, where)
+            return _build(_read_doc(reader, where, budget), reader, where)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
             NotImplementedError, RuntimeError) as e:
         if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
@@ -292,9 +292,11 @@ def load_graph(path, *, max_bytes=None) -> Graph:
                              f"({type(e).__name__}: {e})") from None
 
 
-def _read_doc(reader, where):
-    """graph.json, parsed; its bytes and text are dropped before the objects are built."""
+def _read_doc(reader, where, budget):
+    """graph.json, parsed; its bytes and text are dropped before the objects are built.
+    The objects' size is estimated first and held to the budget (limits.check_parse)."""
     data = reader.read(GRAPH_MEMBER, MAX_JSON_BYTES)
+    check_parse(budget, data, "graph.json")
     size = len(data)
     try:
         text = data.decode("utf-8")

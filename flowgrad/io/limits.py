@@ -9,10 +9,15 @@ and at least ``FLOOR`` bytes, so that a small file may still hold a few ordinary
 constants. Each allocation is checked against what is left *before* it is made.
 
 The budget counts data: a graph file's members as they decompress (``graph.json``'s
-text and every array), an ONNX model's tensors. The nodes built from that data take
-memory in proportion to their number, as any graph of that many nodes does (parsing
-``graph.json`` costs at most a few tens of bytes per byte of its text), so a file's
-whole cost stays within a fixed multiple of its size.
+text and every array), an ONNX model's tensors. Parsing ``graph.json`` makes Python
+objects: ~7 bytes per byte of text in a file ``save_graph`` wrote (100–160× the file's
+size), but up to ~24 for text made to inflate (``{},`` repeated: an empty dict and a list
+slot per three bytes), 1500× a file's size at the text's limit. So before parsing, the
+objects are estimated from the text's brackets and commas (``parsed_estimate``: an
+overestimate of every kind of JSON value) and may come to at most ``PARSE_RATIO`` times the
+budget (``check_parse``). The nodes built from those objects take memory in proportion to
+their number, as any graph of that many nodes does, so a file's whole cost stays within
+a fixed multiple of its size.
 """
 from __future__ import annotations
 
@@ -24,6 +29,12 @@ from flowgrad.errors import GraphFileError
 RATIO = 64
 #: ... but never less than this (bytes)
 FLOOR = 1 << 20
+#: graph.json's parsed objects, estimated before parsing, may take this many times the
+#: budget (a file save_graph wrote estimates at ~150× its size, within 4 × 64)
+PARSE_RATIO = 4
+#: the estimate's bytes per container ({ or [: a dict or list and its slot) and per comma
+#: (a list slot or dict entry and a small value); every byte of text besides (strings)
+_PER_CONTAINER, _PER_COMMA = 100, 48
 
 
 def default_budget(file_size: int) -> int:
@@ -61,3 +72,23 @@ class Budget:
                    f"by default a file may ask for {RATIO}× its own size (at least "
                    f"{FLOOR} bytes): pass max_bytes= to allow more if you trust it"))
         self.left -= nbytes
+
+
+def parsed_estimate(text: bytes) -> int:
+    """Bytes of Python objects ``json.loads(text)`` may make, from a count of brackets and
+    commas (C-level scans, ~10 ms for 64 MB): at least what any JSON text of that shape
+    takes, within ~1.3× for graph.json as ``save_graph`` writes it."""
+    containers = text.count(b"{") + text.count(b"[")
+    return _PER_CONTAINER * containers + _PER_COMMA * text.count(b",") + len(text)
+
+
+def check_parse(budget: "Budget", text: bytes, what: str):
+    """Refuse, before parsing, a JSON text whose objects would take more than
+    ``PARSE_RATIO`` times ``budget``'s limit (the reader's error, as ``take``'s)."""
+    need = parsed_estimate(text)
+    if need > PARSE_RATIO * budget.limit:
+        raise budget.error(
+            f"{budget.path}: {what} would parse to about {need} bytes of objects, over "
+            f"{PARSE_RATIO}× the {budget.limit}-byte budget for this file; "
+            + ("raise max_bytes= if you trust the file" if budget.explicit else
+               "pass max_bytes= to allow more if you trust it"))
