@@ -69,6 +69,30 @@ def _nodes(leaves, graph, what, name):
     return out
 
 
+def _settle_weak(body, k, like):
+    """Body output ``k`` in ``dtype`` where it is a Python number (a weak constant: the
+    body returned ``0.5``) that this dtype holds, as ``c * 0.0 + 0.5`` would stay a
+    float32 carry's dtype and as JAX's scan, while loop and cond take a weakly typed
+    result. Numpy's rule decides (``np.result_type(dtype, value)``): a float into an
+    int carry, a number into a bool one, an int that overflows the dtype or a finite
+    float that overflows it to inf keep theirs, and ``same_spec`` refuses them."""
+    out, dtype = body.outs[k], like.dtype
+    if out.kind != "constant" or not out.weak or out.dtype == dtype or like.shape != ():
+        return
+    value = out.value if isinstance(out.value, (bool, int, float)) else out.value.item()
+    if np.result_type(dtype, value) != dtype:
+        return
+    try:
+        with np.errstate(over="ignore"):     # (an overflow to inf is refused below)
+            cast = np.asarray(value, dtype=dtype)
+    except (OverflowError, ValueError):
+        return
+    if cast.item() != value if dtype.kind in "iub" else \
+            bool(np.isfinite(cast)) != bool(np.isfinite(value)):
+        return
+    body.outs[k] = as_node(cast, body.graph)
+
+
 def _check_takes(fn, args, name, what):
     """Refuse, before tracing, a function that cannot be called with the parameters
     ``args`` (their names, in order) the loop will pass: Python's own TypeError would
@@ -143,9 +167,10 @@ def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph
         return list(carry) + list(ys)
 
     body = _traced(traced, specs, name, graph)
-    outs = body.outs
     for k in range(nc):
-        same_spec(name, f"carry entry {k}", outs[k], init[k], shapes[k])
+        _settle_weak(body, k, init[k])
+        same_spec(name, f"carry entry {k}", body.outs[k], init[k], shapes[k])
+    outs = body.outs
     ny = ny_box[0]
     ys = outs[nc:nc + ny]
     spec = LoopSpec("scan", name, [body], [list(range(len(body.captured)))], nc, nx, ny,
@@ -210,6 +235,7 @@ def build_while(cond_flat, body_flat, init, max_iters, name="while_loop", graph=
     specs = [(n.shape, n.dtype) for n in init]
     body = _traced(lambda p: list(body_flat(p)), specs, name, graph)
     for k in range(nc):
+        _settle_weak(body, k, init[k])
         same_spec(name, f"carry entry {k}", body.outs[k], init[k])
     test = _traced(lambda p: [cond_flat(p)], specs, name + " condition", graph)
     pred = test.outs[0]
@@ -353,6 +379,9 @@ def build_cond(pred, then_flat, else_flat, operands, name="cond", graph=None):
     if len(then_b.outs) != len(else_b.outs):
         raise UsageError(f"{name}: the branches return {len(then_b.outs)} and "
                          f"{len(else_b.outs)} values; they must return the same structure")
+    for k, (a, b) in enumerate(zip(then_b.outs, else_b.outs)):
+        _settle_weak(then_b, k, b)     # a number in one branch takes the other's
+        _settle_weak(else_b, k, a)     # dtype (both numbers: as they are)
     shapes = [_join(a.shape, b.shape) for a, b in zip(then_b.outs, else_b.outs)]
     for k, (a, b) in enumerate(zip(then_b.outs, else_b.outs)):
         if a.dtype != b.dtype or shapes[k] is None:

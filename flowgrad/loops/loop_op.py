@@ -379,16 +379,20 @@ def run_loop(spec, xp, vals) -> tuple:
     # one look-up a loop run (none an iteration): a plain run records nothing
     recorder = getattr(_RECORDING, "recorder", None)
     run = recorder.start(spec) if recorder is not None else None
-    return _scalars(_RUNNERS[spec.kind](spec, xp, vals, run))
+    return _scalars(_RUNNERS[spec.kind](spec, xp, vals, run), spec.out_dtypes)
 
 
-def _scalars(results) -> tuple:
+def _scalars(results, dtypes) -> tuple:
     """The results with each 0-d numpy array as a numpy scalar, as any op's 0-d result
     is: a loop of no iteration (or a branch returning its operand) would otherwise hand
     out the 0-d array it entered with where an iteration gives a scalar, and one
     program's output type would depend on the run (on numpy, and on dask, whose task
-    runs this on numpy)."""
-    return tuple(v[()] if type(v) is np.ndarray and v.ndim == 0 else v for v in results)
+    runs this on numpy). A Python number (a body returning ``0.5`` or ``7``: its
+    program hands out the constant as it is) becomes a numpy scalar of the result's
+    declared dtype: a float64 result was a ``float``, an int32 one an ``int``."""
+    return tuple(v[()] if type(v) is np.ndarray and v.ndim == 0 else
+                 np.asarray(v, dtype=d)[()] if type(v) in (bool, int, float) else v
+                 for v, d in zip(results, dtypes))
 
 
 # -- recording iterations (traces only) -------------------------------------------------
