@@ -76,7 +76,18 @@ def _made_here(xp, v, ins) -> str | None:
 
 def run_checked(prog, vals):
     """Run ``prog``'s plan on the bound ``vals`` keeping every value; raise NumericsError
-    at the first step that creates a NaN/Inf."""
+    at the first step that creates a NaN/Inf. The thread's anomaly flag is on meanwhile,
+    so the programs a step runs (a loop's body, each iteration) are checked too, as
+    inside ``detect_anomaly``."""
+    prev = _state.on
+    _state.on = True
+    try:
+        return _run_checked(prog, vals)
+    finally:
+        _state.on = prev
+
+
+def _run_checked(prog, vals):
     xp = prog.backend.xp
     g = prog.graph
     plan = prog.plan
