@@ -14,6 +14,7 @@ linear too, and its reverse rule is getitem again, so every order works.
 """
 from __future__ import annotations
 
+import builtins
 import functools
 
 import numpy as np
@@ -331,10 +332,52 @@ def getitem(x, index):
     x = as_node(x)
     items, tensors = _items(index)
     expand_ellipsis(x, items)   # fail at build time on a bad index, even an identity one
+    _check_masks(x, index if isinstance(index, tuple) else (index,))
     if all(it[0] == "e" or it == ("s", None, None, None) for it in items) and \
             sum(1 for it in items if it[0] == "e") <= 1:
         return x     # x[...] and x[:] are x itself (no copy is ever observable)
     return apply(_getitem, x, *tensors, index=items)
+
+
+def _consumed(it):
+    """How many axes of x a raw index item stands for (Ellipsis: None, decided later)."""
+    if it is None:
+        return 0
+    if it is Ellipsis:
+        return None
+    if isinstance(it, (list, tuple, np.ndarray)) and np.asarray(it).dtype == np.bool_:
+        return np.asarray(it).ndim
+    return 1
+
+
+def _check_masks(x, index):
+    """Each boolean mask's shape against the axes of x it covers, as numpy requires.
+
+    Why: a mask becomes integer arrays (its nonzero positions) when the graph is built,
+    after which a mask shorter than its axis silently selected from the axis's head, and
+    one over an axis of run-time length could not be checked at all. A mismatch is
+    numpy's error; an axis whose length is known only at run time is refused (the mask
+    has a length; index with ``np.nonzero(mask)`` to select positions without one)."""
+    counts = [_consumed(it) for it in index]
+    axis, ndim = 0, len(x.shape)
+    for it, n in zip(index, counts):
+        if n is None:
+            axis += ndim - builtins.sum(c for c in counts if c is not None)
+            continue
+        if n and isinstance(it, (list, tuple, np.ndarray)) and \
+                np.asarray(it).dtype == np.bool_:
+            mask_shape = np.asarray(it).shape
+            dims = tuple(x.shape[axis:axis + n])
+            for k, (d, m) in enumerate(zip(dims, mask_shape)):
+                if d is None:
+                    raise shape_error("getitem", (x,), f"a boolean mask on axis {axis + k}, "
+                                      "whose length is known only at run time (index "
+                                      "with np.nonzero(mask) to select its positions)")
+                if d != m:
+                    raise shape_error("getitem", (x,), f"boolean index did not match "
+                                      f"indexed array along axis {axis + k}; size of axis "
+                                      f"is {d} but size of corresponding boolean axis is {m}")
+        axis += n
 
 
 def take(x, indices, axis=0):

@@ -295,7 +295,19 @@ def _logdet_forward(xp, x):
     return xp.where(sign < 0, xp.nan, logabs)
 
 
-_logdet = Op("logdet", _logdet_forward, _batch_scalar_infer("logdet"),
+def _logdet_infer(x):
+    # slogdet's sign is a unit complex number there, not ±1: `sign < 0` dropped it and
+    # gave log|det X| as the value, silently (torch's logdet is the complex log)
+    _no_complex("logdet", x, "the log of a complex determinant is complex")
+    return _batch_scalar_infer("logdet")(x)
+
+
+def _no_complex(name, x, why):
+    if np.dtype(x.dtype).kind == "c":
+        raise shape_error(name, (x,), f"complex values are not supported ({why})")
+
+
+_logdet = Op("logdet", _logdet_forward, _logdet_infer,
              vjp=(lambda g, ans, x: expand_dims(g, (-2, -1)) * mT(inv(x)),),
              jvp=(lambda t, ans, x: sum(mT(inv(x)) * t, (-2, -1)),),
              doc="log det X, via slogdet.  ∂ log det X = X⁻ᵀ; forward rule tr(X⁻¹ Ẋ). "
@@ -304,7 +316,8 @@ _logdet = Op("logdet", _logdet_forward, _batch_scalar_infer("logdet"),
 
 
 def logdet(x):
-    """log det X of a (batch of) square matrices, computed through slogdet.
+    """log det X of a (batch of) square matrices, computed through slogdet; real
+    matrices only (complex is refused: its log det is complex).
     ∂ log det X = X⁻ᵀ."""
     return apply(_logdet, x)
 
@@ -494,6 +507,8 @@ _eigvecs = Op("eigh_vectors",
 
 def _top_infer(s, part):
     _square("norm", s)
+    # the Gram matrix is built with a plain transpose: a complex one is not Hermitian
+    _no_complex("norm", s, "the spectral norm is √λ_max(XᴴX)")
     return (s.shape[:-2] if part == "w" else s.shape[:-1]), float_dtype(s.dtype)
 
 
@@ -599,6 +614,8 @@ def _norm2_jvp(t, ans, x, axis, keepdims):
 
 def _norm2_infer(x, axis, keepdims):
     from .reductions import reduced_shape
+    # √Σx² is not numpy's √Σ|x|² for complex x (and its value would be complex): refused
+    _no_complex("norm", x, "the 2-norm is √Σ|x|², not √Σx²")
     return reduced_shape(x.shape, axis, keepdims), float_dtype(x.dtype)
 
 
@@ -615,6 +632,7 @@ def _sqrt_at_zero_flat(v):
 
 
 def _spectral(x, r, c, keepdims):
+    _no_complex("norm", x, "the spectral norm is √λ_max(XᴴX)")
     nd = len(x.shape)
     rest = tuple(i for i in range(nd) if i not in (r, c))
     m = transpose(x, rest + (r, c))
@@ -637,7 +655,8 @@ def norm(x, ord=None, axis=None, keepdims=False):
     At 0 the value is 0 and the gradient 0. ∂‖x‖₂ = x/‖x‖₂, ∂‖X‖_F = X/‖X‖_F,
     ∂‖x‖₁ = sign x, ∂‖X‖₂ = u vᵀ (top singular vectors), through λ_max(XᵀX)'s own rules:
     exact to any order however the lower singular values are tied, NaN from the second
-    order on where the top one is tied; the others through max/abs."""
+    order on where the top one is tied; the others through max/abs. Complex x is
+    refused for the 2-norm, Frobenius and spectral norms (a ShapeError)."""
     x = as_node(x)
     keepdims = keepdims_flag("norm", keepdims)
     nd = len(x.shape)
