@@ -185,8 +185,11 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         table = op.vjp_rules
         for argnum, inp in enumerate(inputs):
             iid = inp.id
-            if iid not in active or inp.dtype.kind not in "fc":   # (is_differentiable)
+            kind = inp.dtype.kind
+            if iid not in active or kind not in "fc":   # (is_differentiable)
                 continue
+            if kind == "c" and not complex_rule_ok(op, argnum, inputs):
+                raise _complex_refused(node, inp)
             # the rule straight from the op's table when it is a plain tuple entry
             rule = table[argnum] if table is not None and argnum < len(table) \
                 and callable(table[argnum]) else op.vjp_rule(argnum)
@@ -206,6 +209,42 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
                     pending[iid] = term
             add_mark(first_new, len(handles), iid, y.id)
     return result
+
+
+#: ops whose reverse rules give PyTorch's gradient for complex inputs (the conjugate
+#: Wirtinger convention: ∂L/∂z̄ times 2): linear maps with real coefficients, and abs
+COMPLEX_SAFE = frozenset({
+    "add", "sub", "neg", "sum", "mean", "sum_to", "broadcast_to", "broadcast_like",
+    "reshape", "reshape_like", "transpose", "squeeze", "expand_dims", "getitem",
+    "concatenate", "concat_part", "concat_unpart", "pad", "cumsum", "trace", "scatter_add",
+    "where", "stop_gradient", "abs", "loop", "loop_out", "custom_call", "custom_input",
+    "remat_after", "basis_map"})
+#: ops whose rule for one argument is right when every other argument is real (g·y for
+#: z·y: PyTorch's is g·conj(y)); div's rule for its divisor never is
+COMPLEX_IF_OTHERS_REAL = frozenset({"mul", "div", "matmul", "einsum", "linear"})
+
+
+def complex_rule_ok(op, argnum, inputs) -> bool:
+    """Whether ``op``'s reverse rule for its complex argument ``argnum`` gives PyTorch's
+    gradient. The holomorphic rules (exp, z·y …) were written for real inputs, v̄·f'(z),
+    where PyTorch's convention needs v̄·conj(f'(z)); until they are, the sweep refuses
+    them rather than hand back a gradient of neither convention."""
+    name = op.name
+    if name in COMPLEX_SAFE:
+        return True
+    if name in COMPLEX_IF_OTHERS_REAL and not (name == "div" and argnum == 1):
+        return all(x.dtype.kind != "c" for k, x in enumerate(inputs) if k != argnum)
+    return False
+
+
+def _complex_refused(node, inp) -> DifferentiationError:
+    return located(
+        DifferentiationError,
+        f"cannot differentiate {node.name!r} ({node.op.name}) with respect to its complex "
+        f"input {inp.name!r}: flowgrad's complex gradients follow PyTorch's convention, "
+        f"which the {node.op.name} rule does not implement yet (it does for abs, sums, "
+        "differences, reshapes and products by real values); write the loss through "
+        "those, or in real and imaginary parts as real nodes")
 
 
 def _gather(gathered, ids, node, vbar, active):

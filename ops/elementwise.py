@@ -222,6 +222,18 @@ sqrt.__doc__ = "√x.  ∂/∂x = 1/(2√x) = 1/(2 ans); +inf at 0, nan below (a
 abs = _unary("abs", lambda xp, x: xp.abs(x), lambda g, ans, x: g * sign(x),
              floating=False, elementwise=True)
 abs.__doc__ = "|x|.  ∂/∂x = sign x; at x = 0 the subgradient 0 (sign 0 = 0)."
+_abs_infer = abs.infer
+
+
+def _abs_of_complex_is_real(x):
+    """|z| of a complex z is real, of z's precision (complex64 → float32), as numpy
+    computes it; the node declared the complex dtype, while every executor returned
+    the real one."""
+    shape, dtype = _abs_infer(x)
+    return shape, (np.finfo(dtype).dtype if dtype.kind == "c" else dtype)
+
+
+abs.infer = _abs_of_complex_is_real
 
 
 # -- maximum / minimum: ties split the derivative equally -----------------------------
