@@ -40,9 +40,8 @@ in it, and the dask backend raises that where it computes (a user's own
 ``dask.compute`` gets dask's wrapper, an instance of the same classes, its message
 followed by the worker's traceback).
 
-Every other failure of a lazy backend's compute (a task of dask's own: ``max`` of an
-empty array, ``1/0`` under ``np.errstate(divide="raise")``, cholesky of a matrix that
-is not positive definite) carries no step. Where flowgrad computes a call's outputs
+Every other failure of a lazy backend's compute (a task of dask's own: ``1/0`` under
+``np.errstate(divide="raise")``, cholesky of a matrix that is not positive definite) carries no step. Where flowgrad computes a call's outputs
 (``Program.finish``), ``raise_located`` finds the step: it runs the same program on
 the numpy backend with the same feeds (failure path only; the numpy backend names
 the step whose kernel raised) and raises that step's RunError with the lazy backend's
