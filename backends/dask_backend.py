@@ -26,14 +26,15 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
 * **errors**: a task that fails when dask computes it (a loop's ``max_iters``, a label
   or index out of range checked block by block, an Embedding's index check) raises the
   numpy backend's ``fg.RunError``, naming the node and the user's line, on any
-  scheduler: a task run in another process sends its failure back in words that
-  become that RunError again here (flowgrad/engine/lazy_errors.py). A failure of a
-  task of dask's own (``1/0`` under ``np.errstate(divide="raise")``) is that RunError
-  too where flowgrad computes a call's outputs (``Program.finish``): the same program is run on numpy with the same
-  feeds to find the step, only once the call has failed (and only where the fed dask
-  arrays hold at most ``lazy_errors.RERUN_BYTES``). ``inv`` and ``cholesky`` run
-  numpy's kernel per block (each holds whole matrices), ``solve`` as one task: numpy's
-  values, its NaN for a singular matrix, cholesky's failure as its node's RunError.
+  scheduler: a task run in another process sends its failure back in words that become
+  that RunError again here (flowgrad/engine/lazy_errors.py). A failure of a task of
+  dask's own (``1/0`` under ``np.errstate(divide="raise")``) is that RunError too where
+  flowgrad computes a call's outputs (``Program.finish``): the same program is run on
+  numpy with the same feeds to find the step, only once the call has failed (and only
+  where the fed dask arrays hold at most ``lazy_errors.RERUN_BYTES``). ``inv`` and
+  ``cholesky`` run numpy's kernel per block (each holds whole matrices), ``solve`` as
+  one task: numpy's values, its NaN for a singular matrix, cholesky's failure as its
+  node's RunError.
 * **empty arrays**: dask's ``max`` of an array with no entries is not numpy's (an
   empty result for an empty reduced axis, a failure for a full one); the ``max``
   kernel (ops/reductions.py's ``max_of``, also under ``min``, ``logsumexp``, softmax

@@ -41,14 +41,15 @@ in it, and the dask backend raises that where it computes (a user's own
 followed by the worker's traceback).
 
 Every other failure of a lazy backend's compute (a task of dask's own: ``1/0`` under
-``np.errstate(divide="raise")``, cholesky of a matrix that is not positive definite) carries no step. Where flowgrad computes a call's outputs
-(``Program.finish``), ``raise_located`` finds the step: it runs the same program on
-the numpy backend with the same feeds (failure path only; the numpy backend names
-the step whose kernel raised) and raises that step's RunError with the lazy backend's
-exception as ``__cause__`` -- numpy's own report (its inputs' values summarized) when
-numpy failed with the same class, else ``run_error`` for that node and the lazy
-backend's exception. Where numpy computes them without failing, the RunError names the
-program's outputs instead of a node (``.node`` None). A user's own ``dask.compute`` of
+``np.errstate(divide="raise")``, cholesky of a matrix that is not positive definite)
+carries no step. Where flowgrad computes a call's outputs (``Program.finish``),
+``raise_located`` finds the step: it runs the same program on the numpy backend with the
+same feeds (failure path only; the numpy backend names the step whose kernel raised) and
+raises that step's RunError with the lazy backend's exception as ``__cause__`` --
+numpy's own report (its inputs' values summarized) when numpy failed with the same
+class, else ``run_error`` for that node and the lazy backend's exception. Where numpy
+computes them without failing, the RunError names the program's outputs instead of a
+node (``.node`` None). A user's own ``dask.compute`` of
 ``lazy=True`` outputs gets dask's exception as it is: only guarded tasks carry a step.
 """
 from __future__ import annotations
