@@ -73,3 +73,41 @@ def test_softmax_and_cross_entropy_of_no_rows(backend):
         got = _run(outs, backend, {z: z0, y: y0})
     assert [np.shape(g) for g in got] == [(0, 4), (0,), (), (0, 4)]
     assert float(got[2]) == 0.0          # the sum of no losses
+
+
+# -- reshape that neither merges nor splits axes ------------------------------------------
+
+FEED_CHUNKS = [None, (1, 1, 1), (1, 2, 3), (2, 3, 4)]     # None: the backend's own
+
+
+@pytest.mark.parametrize("backend", CHUNKINGS)
+@pytest.mark.parametrize("chunks", FEED_CHUNKS)
+@pytest.mark.parametrize("shape", [(3, 2, 4), (2, 4, 3), (4, 6), (2, 2, 6), (3, -1, 2),
+                                   (6, 4), (24,), (1, 2, 1, 12)])
+def test_reshape_of_a_chunked_array_is_numpys(backend, chunks, shape):
+    # dask reshapes only by merging or splitting axes: (2, 3, 4) -> (3, 2, 4) raised
+    # NotImplementedError (a RunError) on dask where numpy reshapes
+    a = np.arange(24.0).reshape(2, 3, 4) - 7.5
+    feed = a if chunks is None else da.from_array(a, chunks=chunks)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None, 3, 4))
+        out = fg.reshape(p, shape)
+        weights = np.arange(24.0).reshape(a.reshape(shape).shape)
+        got, grad = _run([out, fg.grad(fg.sum(out * weights), p)], backend, {p: feed})
+    np.testing.assert_array_equal(got, a.reshape(shape))
+    np.testing.assert_array_equal(grad, weights.reshape(a.shape))
+    assert got.dtype == np.float64
+
+
+@pytest.mark.parametrize("backend", CHUNKINGS)
+def test_reshape_with_two_run_time_lengths_and_its_gradient(backend):
+    # two None lengths: the gradient reshapes back with reshape_like
+    a = np.arange(12.0).reshape(3, 4)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None, None))
+        out = fg.reshape(p, (4, 3))
+        w = np.arange(12.0).reshape(4, 3)
+        got, grad = _run([out, fg.grad(fg.sum(out * w), p)], backend,
+                         {p: da.from_array(a, chunks=(2, 3))})
+    np.testing.assert_array_equal(got, a.reshape(4, 3))
+    np.testing.assert_array_equal(grad, w.reshape(3, 4))
