@@ -39,6 +39,9 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
   empty result for an empty reduced axis, a failure for a full one); the ``max``
   kernel (ops/reductions.py's ``max_of``, also under ``min``, ``logsumexp``, softmax
   and its cross-entropy) gives numpy's answer and numpy's ValueError, at its own step.
+* **indexing** dask.array does not do as numpy (two index arrays; an array beside an
+  int or ``None``, where dask puts the array's axes elsewhere than numpy) is one task
+  reading x whole (ops/indexing.py's ``_gather_on_host``), as its scatter-add already is.
 * **ops dask lacks** (``det``, ``logdet``, ``eigvalsh`` … — ``dask.array.linalg`` has no
   determinant or eigensolver) raise ``fg.BackendError`` naming the op at compile time.
 """

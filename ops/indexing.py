@@ -187,10 +187,58 @@ def _getitem_forward(xp, x, *tensors, index):
     key = _key(xp, index, tensors)
     if xp is not np:
         key = _bounds_checked(xp, x, index, key)
+        if not _dask_can_index(index) and lazy_backend(xp) is not None:
+            return _gather_on_host(lazy_backend(xp), x, key, index, tensors)
         p = _lone_array(index, key)
         if p is not None:
             return _gather_flat(xp, x, key, p)
     return x[key]
+
+
+def _dask_can_index(items) -> bool:
+    """Whether dask.array indexes as numpy does with ``items``: at most one integer
+    array, beside only slices and an ellipsis. Two arrays raise NotImplementedError;
+    an array beside an int or None gives another shape than numpy's (``x[1, :, [0, 2]]``:
+    numpy puts the array's axis first, dask where the array stands) or fails."""
+    arrays = [it for it in items if it[0] in ("a", "t")]
+    return len(arrays) <= 1 and (not arrays or all(it[0] in ("a", "t", "s", "e")
+                                                    for it in items))
+
+
+def _gather_on_host(backend, x, key, items, tensors):
+    """``x[key]`` as numpy indexes, where dask cannot (``_dask_can_index``): ONE task
+    of the lazy backend's graph (``Backend.task``) that reads x whole and indexes it in
+    numpy; an index out of range is numpy's IndexError, as the step's RunError."""
+    where = [k for k, v in enumerate(key) if hasattr(v, "shape")]
+    plain = tuple(None if k in where else v for k, v in enumerate(key))
+    shape = _gathered_shape(tuple(x.shape), items, [t.shape for t in tensors])
+    fn = functools.partial(_take_at, plain, where)
+    return backend.task(fn, [x] + [key[k] for k in where], [shape], [x.dtype])[0]
+
+
+def _gathered_shape(shape, items, tensor_shapes):
+    """numpy's shape of ``x[items]`` for an x of ``shape`` (``_infer``'s rules), with
+    the bounds of constant indices left to numpy's own check in the task."""
+    x = _Shaped(shape, "x")
+    unchecked, axis = list(shape), 0
+    for it in expand_ellipsis(x, items):
+        if it[0] != "n":
+            if it[0] in ("i", "a"):
+                unchecked[axis] = None      # an advanced axis: not in the result's shape
+            axis += 1
+    tensors = [_Shaped(tuple(s), "index") for s in tensor_shapes]
+    x = _Shaped(tuple(unchecked), "x")
+    x.dtype = None                          # _infer hands x's dtype on; not read here
+    return _infer(x, *tensors, index=items)[0]
+
+
+def _take_at(key, where, x, *arrays):
+    """The task of ``_gather_on_host``: (``x[key]``,), the items of ``key`` at ``where``
+    being ``arrays`` (host values of the index arrays)."""
+    key = list(key)
+    for k, a in zip(where, arrays):
+        key[k] = np.asarray(a)
+    return (np.asarray(x)[tuple(key)],)     # Backend.task: one value per result
 
 
 def _bounds_checked(xp, x, items, key):

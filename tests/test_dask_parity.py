@@ -111,3 +111,52 @@ def test_reshape_with_two_run_time_lengths_and_its_gradient(backend):
                          {p: da.from_array(a, chunks=(2, 3))})
     np.testing.assert_array_equal(got, a.reshape(4, 3))
     np.testing.assert_array_equal(grad, w.reshape(3, 4))
+
+
+# -- indexing dask.array does not do as numpy ---------------------------------------------
+
+INDEXES = {
+    "int then array (separated)": (1, slice(None), [0, 2]),      # dask: shape (3, 2), silently
+    "array then int": ([1, 0], slice(None), 2),
+    "two arrays": ([0, 1], [2, 1]),                              # dask: NotImplementedError
+    "two separated arrays": ([0, 1], slice(None), [1, 0]),
+    "2-d mask": (np.array([[True, False, True], [False, False, True]]),),
+    "array, newaxis, int": (slice(1, None), [0, 2], None, 1),    # dask: AssertionError
+    "newaxis then array": (None, [1, 0]),
+    "negative int, ellipsis, 2-d array": (-1, Ellipsis, [[-1]]),
+}
+
+
+@pytest.mark.parametrize("backend", CHUNKINGS)
+@pytest.mark.parametrize("case", sorted(INDEXES))
+def test_advanced_indexing_is_numpys(backend, case):
+    key = INDEXES[case]
+    a = np.arange(24.0).reshape(2, 3, 4) * 0.5 - 3.0
+    want = a[key]
+    w = np.arange(want.size, dtype=float).reshape(want.shape) + 1.0
+    want_grad = np.zeros_like(a)
+    np.add.at(want_grad, tuple(np.asarray(k) if isinstance(k, list) else k for k in key), w)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None, 3, 4))
+        out = p[key]
+        got, grad = _run([out, fg.grad(fg.sum(out * w), p)], backend,
+                         {p: da.from_array(a, chunks=(1, 2, 3))})
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(grad, want_grad)
+
+
+@pytest.mark.parametrize("backend", CHUNKINGS)
+def test_two_index_arrays_out_of_range_is_numpys_index_error(backend):
+    # a row index past the fed length (None at build): numpy's IndexError, at the step
+    a = np.arange(24.0).reshape(2, 3, 4)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None, 3, 4))
+        i = fg.placeholder("i", shape=(None,), dtype="int64")
+        for out, bad in [(p[[0, 2], :, [1, 0]], 2), (p[i, :, i], 2)]:
+            with pytest.raises(IndexError) as np_err:
+                a[[0, bad], :, [1, 0]]
+            with pytest.raises(fg.RunError) as e:
+                _run(out, backend, {p: a, i: np.array([0, bad])})
+            assert e.value.node is out and type(e.value.__cause__) is IndexError
+            assert str(e.value.__cause__) == str(np_err.value)
