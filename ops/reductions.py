@@ -72,7 +72,21 @@ def _mean_vjp(g, ans, x, axis, keepdims):
     return unreduce(g, x, axis, keepdims) / count_node(x, axis)
 
 
-_mean = Op("mean", lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=keepdims),
+def mean_of(xp, x, axis, keepdims):
+    """``xp.mean(x, axis, keepdims)``; on a lazy backend, the mean over no entries is
+    numpy's 0/0: dask divides under ``errstate(invalid="ignore")``, so a NaN came back
+    silently where numpy, under the caller's ``np.errstate(invalid="raise")``, raises
+    FloatingPointError. Here that division is numpy's own, now (the step's RunError)."""
+    axes = range(x.ndim) if axis is None else axis
+    if lazy_backend(xp) is not None and any(x.shape[a] == 0 for a in axes):
+        shape = reduced_shape(x.shape, tuple(axes), keepdims)
+        if int(np.prod(shape)):                    # numpy divides only a non-empty sum
+            zero = np.zeros(shape, float_dtype(x.dtype))[()]  # 0-d: numpy's scalar divide
+            return xp.asarray(np.asarray(zero / zero.dtype.type(0)))
+    return xp.mean(x, axis=axis, keepdims=keepdims)
+
+
+_mean = Op("mean", mean_of,
            lambda x, axis, keepdims: (reduced_shape(x.shape, axis, keepdims),
                                       float_dtype(x.dtype)),
            vjp=(_mean_vjp,), multilinear=True,

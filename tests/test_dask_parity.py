@@ -160,3 +160,31 @@ def test_two_index_arrays_out_of_range_is_numpys_index_error(backend):
                 _run(out, backend, {p: a, i: np.array([0, bad])})
             assert e.value.node is out and type(e.value.__cause__) is IndexError
             assert str(e.value.__cause__) == str(np_err.value)
+
+
+# -- the mean of no entries under np.errstate ------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")
+@pytest.mark.parametrize("backend", CHUNKINGS)
+@pytest.mark.parametrize("dtype, shape, axis", [("float64", (0, 3), None),
+                                                ("float64", (0, 3), 0),
+                                                ("float32", (0, 2), 0),
+                                                ("int32", (2, 0), 1)])
+def test_mean_of_no_entries_under_errstate_raise_is_numpys_error(backend, dtype, shape, axis):
+    # numpy's mean of no entries is 0/0: FloatingPointError under invalid="raise";
+    # dask divides under errstate "ignore" and returned NaN silently
+    x = np.zeros(shape, dtype)
+    with pytest.raises(FloatingPointError) as np_err, np.errstate(invalid="raise"):
+        np.mean(x, axis=axis)
+    with np.errstate(invalid="ignore"):
+        want = np.mean(x, axis=axis)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None, None), dtype=dtype)
+        out = fg.mean(p, axis=axis)
+        with pytest.raises(fg.RunError) as e, np.errstate(invalid="raise"):
+            _run(out, backend, {p: x})
+        with np.errstate(invalid="ignore"):
+            got = _run(out, backend, {p: x})
+    assert e.value.node is out and type(e.value.__cause__) is FloatingPointError
+    assert str(e.value.__cause__) == str(np_err.value)
+    assert got.shape == want.shape and got.dtype == want.dtype and np.isnan(got).all()
