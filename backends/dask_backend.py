@@ -42,6 +42,10 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
 * **indexing** dask.array does not do as numpy (two index arrays; an array beside an
   int or ``None``, where dask puts the array's axes elsewhere than numpy) is one task
   reading x whole (ops/indexing.py's ``_gather_on_host``), as its scatter-add already is.
+* **random draws** (``fg.random``) come from dask.array's own generator, in the chunks
+  of their ``like=`` array where the shapes agree: a seed replays the same draws for
+  the same chunking (and ``lazy=True`` computes them once per call), but a draw differs
+  from numpy's for the same seed, and from dask's own under another chunking.
 * **ops dask lacks** (``det``, ``logdet``, ``eigvalsh`` … — ``dask.array.linalg`` has no
   determinant or eigensolver) raise ``fg.BackendError`` naming the op at compile time.
 """
