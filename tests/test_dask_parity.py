@@ -188,3 +188,43 @@ def test_mean_of_no_entries_under_errstate_raise_is_numpys_error(backend, dtype,
     assert e.value.node is out and type(e.value.__cause__) is FloatingPointError
     assert str(e.value.__cause__) == str(np_err.value)
     assert got.shape == want.shape and got.dtype == want.dtype and np.isnan(got).all()
+
+
+# -- what the dask backend's docstring promises of values --------------------------------
+
+ELEMENTWISE = {
+    "add": lambda a, b: a + b, "mul": lambda a, b: a * b, "div": lambda a, b: a / b,
+    "exp": lambda a, b: fg.exp(a), "log1p": lambda a, b: fg.log1p(fg.abs(a)),
+    "tanh": lambda a, b: fg.tanh(a), "sigmoid": lambda a, b: fg.sigmoid(a),
+    "softplus": lambda a, b: fg.softplus(a), "erf": lambda a, b: fg.erf(a),
+    "gelu": lambda a, b: fg.gelu(a), "maximum": lambda a, b: fg.maximum(a, b),
+    "where": lambda a, b: fg.where(a > b, a, b), "clip": lambda a, b: fg.clip(a, -0.5, 0.5),
+    "pow": lambda a, b: fg.abs(a) ** b, "elu": lambda a, b: fg.elu(a),
+}
+
+
+@pytest.mark.parametrize("backend", CHUNKINGS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_steps_are_numpys_bit_for_bit(backend, dtype, name):
+    rng = np.random.default_rng(11)
+    a, b = (rng.normal(size=(7, 3)).astype(dtype) for _ in range(2))
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None, 3), dtype=dtype)
+        q = fg.placeholder("q", shape=(None, 3), dtype=dtype)
+        out = ELEMENTWISE[name](p, q)
+        want = fg.compile(out, backend="numpy", codegen=False)({p: a, q: b})
+        got = _run(out, backend, {p: da.from_array(a, chunks=(2, 1)), q: b})
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("backend", CHUNKINGS)
+def test_a_chunked_sum_is_within_the_rounding_of_another_order(backend):
+    x = np.random.default_rng(12).normal(size=(1001,)).astype(np.float32)
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None,), dtype="float32")
+        got = _run(fg.sum(p), backend, {p: x})
+    exact = np.sum(x.astype(np.float64))
+    assert got.dtype == np.float32
+    assert abs(float(got) - exact) <= x.size * np.finfo(np.float32).eps * np.abs(x).sum()
