@@ -209,6 +209,8 @@ def _gather_on_host(backend, x, key, items, tensors):
     """``x[key]`` as numpy indexes, where dask cannot (``_dask_can_index``): ONE task
     of the lazy backend's graph (``Backend.task``) that reads x whole and indexes it in
     numpy; an index out of range is numpy's IndexError, as the step's RunError."""
+    if any(d != d for d in x.shape):  # lengths dask knows once x is computed: now
+        x = x.compute_chunk_sizes()
     where = [k for k, v in enumerate(key) if hasattr(v, "shape")]
     plain = tuple(None if k in where else v for k, v in enumerate(key))
     shape = _gathered_shape(tuple(x.shape), items, [t.shape for t in tensors])

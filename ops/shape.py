@@ -62,9 +62,12 @@ def reshape_of(xp, x, shape):
     reshapes only by merging or splitting axes ((2, 3, 4) to (6, 4)); another ((2, 3)
     to (3, 2)) raised NotImplementedError where numpy reshapes. Then the axes from the
     first one the reshape changes are made whole chunks and each block is reshaped
-    (the leading axes it keeps keep their chunks)."""
+    (the leading axes it keeps keep their chunks). An x of lengths dask does not know
+    yet (NaN: rows a mask kept) is measured first, as ``Backend.task`` does."""
     if lazy_backend(xp) is None:
         return xp.reshape(x, shape)
+    if any(d != d for d in x.shape):  # dask reshapes only known lengths: learnt now
+        x = x.compute_chunk_sizes()
     try:
         return xp.reshape(x, shape)
     except NotImplementedError:

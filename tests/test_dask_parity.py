@@ -228,3 +228,29 @@ def test_a_chunked_sum_is_within_the_rounding_of_another_order(backend):
     exact = np.sum(x.astype(np.float64))
     assert got.dtype == np.float32
     assert abs(float(got) - exact) <= x.size * np.finfo(np.float32).eps * np.abs(x).sum()
+
+
+# -- feeds whose lengths dask does not know yet (NaN: rows a mask kept) --------------------
+
+def _unknown_rows(a):
+    d = da.from_array(a, chunks=1)
+    return d[d[:, 0, 0] == d[:, 0, 0]]            # every row kept, the length NaN
+
+
+@pytest.mark.parametrize("case", ["reshape merge", "reshape other", "two arrays",
+                                  "int and array", "arrays on inner axes"])
+def test_reshape_and_indexing_of_rows_of_unknown_length(case):
+    a = np.arange(24.0).reshape(2, 3, 4) - 5.0
+    build, want = {
+        "reshape merge": (lambda p: fg.reshape(p, (-1, 4)), a.reshape(-1, 4)),
+        "reshape other": (lambda p: fg.reshape(p, (3, -1)), a.reshape(3, -1)),
+        "two arrays": (lambda p: p[[0, 1], :, [1, 0]], a[[0, 1], :, [1, 0]]),
+        "int and array": (lambda p: p[1, :, [0, 2]], a[1, :, [0, 2]]),
+        "arrays on inner axes": (lambda p: p[:, [0, 2], [1, 3]], a[:, [0, 2], [1, 3]]),
+    }[case]
+    assert np.isnan(_unknown_rows(a).shape[0])
+    with fg.Graph():
+        p = fg.placeholder("p", shape=(None, 3, 4))
+        got = _run(build(p), "dask", {p: _unknown_rows(a)})
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
