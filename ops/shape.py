@@ -73,8 +73,10 @@ def reshape_of(xp, x, shape):
     except NotImplementedError:
         pass
     shape = tuple(int(s) for s in shape)
-    if -1 in shape:     # x has entries here (dask splits or merges an empty array)
+    if -1 in shape:
         rest = int(np.prod([s for s in shape if s != -1]))
+        if not rest:    # numpy's refusal (a -1 beside a 0 is ambiguous)
+            raise ValueError(f"cannot reshape array of size {x.size} into shape {shape}")
         shape = tuple(x.size // rest if s == -1 else s for s in shape)
     k = 0
     while k < min(x.ndim, len(shape)) and x.shape[k] == shape[k]:
