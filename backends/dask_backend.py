@@ -145,13 +145,15 @@ class DaskBackend(Backend):
         n = len(shapes)
         if n == 0:
             return []
+        from flowgrad.engine.lazy_errors import guard
         if _pickles_tasks() or any(s is not None and any(d != d for d in s)
                                    for s in shapes):
-            done = fn(*self._compute(*args))
+            # guarded here too: the same report as the task's (declared input shapes
+            # unless ``inputs``), whichever scheduler is active
+            done = guard(fn, inputs)(*self._compute(*args))
             parts = [self._dask.delayed(v, pure=False) for v in done]   # handed out as is
             shapes = [s if s is None else np.shape(v) for s, v in zip(shapes, done)]
         else:
-            from flowgrad.engine.lazy_errors import guard
             parts = self._dask.delayed(guard(fn, inputs), nout=n, pure=False)(*args)
         return [None if s is None else
                 self.xp.from_delayed(p, s, dtype=t, meta=np.empty((0,) * len(s), t))

@@ -20,7 +20,7 @@ import numpy as np
 
 from flowgrad.errors import UsageError
 from .base import Op, apply, as_node, at_user_line, broadcast_shapes, shape_error
-from flowgrad.engine.lazy_errors import guard, is_lazy, lazy_backend
+from flowgrad.engine.lazy_errors import checked_whole, is_lazy, lazy_backend
 from flowgrad.graph import Node
 
 _CONSUMING = ("i", "s", "a", "t")   # items that consume one axis of x
@@ -244,10 +244,10 @@ def _take_at(key, where, x, *arrays):
 
 
 def _bounds_checked(xp, x, items, key):
-    """``key`` with each lazy index array (dask: the index a node gives) checked, block
-    by block when it is computed, for numpy's IndexError: dask's gather takes an index
-    outside the axis for another row without a word."""
-    key = list(key)
+    """``key`` with each lazy index array (dask: the index a node gives) checked, whole
+    when it is computed, for numpy's IndexError (its first bad entry in C order): dask's
+    gather takes an index outside the axis for another row without a word."""
+    key, checked = list(key), []
     ndim, used = len(x.shape), sum(1 for it in items if it[0] in _CONSUMING)
     axis = 0
     for k, it in enumerate(items):
@@ -256,8 +256,9 @@ def _bounds_checked(xp, x, items, key):
             continue
         if it[0] == "t" and is_lazy(xp, key[k]) and \
                 isinstance(x.shape[axis], (int, np.integer)):
-            key[k] = key[k].map_blocks(guard(_in_bounds), axis, int(x.shape[axis]),
-                                       dtype=key[k].dtype)
+            key[k] = checked_whole(lazy_backend(xp), key[k], _in_bounds, axis,
+                                   int(x.shape[axis]), after=checked[-1:])
+            checked.append(key[k])        # numpy checks the axes in order
         axis += it[0] in _CONSUMING
     return tuple(key)
 

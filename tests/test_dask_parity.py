@@ -254,3 +254,49 @@ def test_reshape_and_indexing_of_rows_of_unknown_length(case):
         got = _run(build(p), "dask", {p: _unknown_rows(a)})
     assert got.shape == want.shape
     np.testing.assert_array_equal(got, want)
+
+
+# -- a bad index or label: numpy's report for the whole array, every call ---------------
+
+BAD = np.array([9, 1, 2, 5, 1, 7, 3, 4])            # numpy names 9, the first in C order
+
+
+def _bad_index_programs():
+    f = fg.placeholder("f", shape=(None, 3))
+    i = fg.placeholder("i", shape=(None,), dtype="int64")
+    return {f: np.zeros((3, 3)), i: BAD}, {
+        "getitem": (f[i], lambda: np.zeros((3, 3))[BAD]),
+        "take": (fg.take(f, i, axis=0), lambda: np.take(np.zeros((3, 3)), BAD, axis=0,
+                                                        mode="raise")),
+        "two index nodes": (f[i, i], lambda: np.zeros((3, 3))[BAD, BAD]),
+    }
+
+
+@pytest.mark.parametrize("backend", CHUNKINGS)
+@pytest.mark.parametrize("case", ["getitem", "take", "two index nodes"])
+def test_an_index_out_of_range_names_numpys_first_bad_entry(backend, case):
+    # checked block by block, the report named whichever block failed first (index 4 or
+    # 3, on axis 0 or 1), varying from call to call, where numpy names 9 on axis 0
+    with fg.Graph():
+        feed, cases = _bad_index_programs()
+        out, reference = cases[case]
+        with pytest.raises(IndexError) as np_err:
+            reference()
+        prog = fg.compile(out, backend=backend)
+        for _ in range(8):
+            with pytest.raises(fg.RunError) as e:
+                prog(feed)
+            assert e.value.node is out and type(e.value.__cause__) is IndexError
+            assert str(e.value.__cause__) == str(np_err.value)
+
+
+@pytest.mark.parametrize("backend", CHUNKINGS)
+def test_one_hot_refusal_gives_the_range_of_all_labels(backend):
+    # numpy: "got values from 1 to 9" (all the labels); block by block: "from 4 to 4"
+    with fg.Graph():
+        i = fg.placeholder("i", shape=(None,), dtype="int64")
+        out = fg.one_hot(i, 3)
+        with pytest.raises(fg.RunError) as e:
+            _run(out, backend, {i: BAD})
+    assert e.value.node is out and isinstance(e.value.__cause__, fg.FeedError)
+    assert f"got values from {BAD.min()} to {BAD.max()}" in str(e.value.__cause__)

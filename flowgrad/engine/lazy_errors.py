@@ -69,7 +69,7 @@ import numpy as np
 from ..errors import RunError
 
 __all__ = ["naming", "guard", "building", "reported", "unwrapped", "Where", "TaskFailed",
-           "lazy_backend", "is_lazy", "raise_located"]
+           "lazy_backend", "is_lazy", "raise_located", "checked_whole"]
 
 _STATE = threading.local()
 _LOCK = threading.Lock()
@@ -98,6 +98,30 @@ def is_lazy(xp, value) -> bool:
     not computed yet: a check on it must be made when it is, block by block)."""
     backend = lazy_backend(xp)
     return backend is not None and backend.owns(value)
+
+
+def checked_whole(backend, array, check, *args, after=()):
+    """``array`` (of the lazy ``backend``) made to depend on ``check(whole, *args)``, run
+    in ONE task on the whole array (``Backend.task``: its chunks concatenated; a failure
+    is the step's RunError). ``check`` raises numpy's error for the whole array: the
+    first bad entry in C order, the range of all the entries. Checked block by block
+    instead, the report named one block's entries, whichever block failed first (an
+    index 4 or 3 where numpy names 9), and varied from call to call. ``after``: lazy
+    arrays (earlier checks' results) the check waits for, so that checks fail in
+    numpy's order."""
+    fn = functools.partial(_whole_check, check, args)
+    done = backend.task(fn, [array, *after], [()], [np.bool_])[0]
+    return array.map_blocks(_after, done, dtype=array.dtype)
+
+
+def _whole_check(check, args, whole, *earlier):
+    check(np.asarray(whole), *args)
+    return (np.asarray(True),)          # Backend.task: one value per result
+
+
+def _after(block, done):
+    """``block`` as it is, once ``done`` (the check) has been computed."""
+    return block
 
 
 def building():
