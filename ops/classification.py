@@ -69,9 +69,11 @@ def _check_labels(labels, depth):
 
 def _one_hot(xp, labels, depth, axis, dtype):
     if is_lazy(xp, labels):
-        # dask: check when computed, not by computing now; the whole array, so that
-        # the refusal gives numpy's range of the labels and names this node
-        labels = checked_whole(lazy_backend(xp), labels, _check_labels, depth)
+        # dask: check when computed, not by computing now; on the labels' min and max
+        # (dask reductions), so that the refusal gives numpy's range of all the labels
+        whole = labels.size and not any(n != n for n in labels.shape)
+        ends = xp.stack([labels.min(), labels.max()]) if whole else None
+        labels = checked_whole(lazy_backend(xp), labels, _check_labels, depth, on=ends)
     else:
         _check_labels(labels, depth)
     nd = labels.ndim + 1

@@ -256,11 +256,22 @@ def _bounds_checked(xp, x, items, key):
             continue
         if it[0] == "t" and is_lazy(xp, key[k]) and \
                 isinstance(x.shape[axis], (int, np.integer)):
-            key[k] = checked_whole(lazy_backend(xp), key[k], _in_bounds, axis,
-                                   int(x.shape[axis]), after=checked[-1:])
+            size = int(x.shape[axis])
+            key[k] = checked_whole(lazy_backend(xp), key[k], _in_bounds, axis, size,
+                                   on=_first_bad(xp, key[k], size), after=checked[-1:])
             checked.append(key[k])        # numpy checks the axes in order
         axis += it[0] in _CONSUMING
     return tuple(key)
+
+
+def _first_bad(xp, idx, size):
+    """A lazy 1-entry array: ``idx``'s first entry (C order) outside [-size, size), or
+    its first entry if none is; dask reductions, so no task reads idx whole. None
+    (read it whole) where idx has no entries or lengths dask does not know."""
+    if not idx.size or any(d != d for d in idx.shape):
+        return None
+    flat = xp.reshape(idx, (-1,))
+    return flat[xp.argmax((flat < -size) | (flat >= size))[None]]
 
 
 def _in_bounds(block, axis, size):

@@ -100,17 +100,17 @@ def is_lazy(xp, value) -> bool:
     return backend is not None and backend.owns(value)
 
 
-def checked_whole(backend, array, check, *args, after=()):
-    """``array`` (of the lazy ``backend``) made to depend on ``check(whole, *args)``, run
-    in ONE task on the whole array (``Backend.task``: its chunks concatenated; a failure
-    is the step's RunError). ``check`` raises numpy's error for the whole array: the
-    first bad entry in C order, the range of all the entries. Checked block by block
-    instead, the report named one block's entries, whichever block failed first (an
-    index 4 or 3 where numpy names 9), and varied from call to call. ``after``: lazy
-    arrays (earlier checks' results) the check waits for, so that checks fail in
-    numpy's order."""
+def checked_whole(backend, array, check, *args, on=None, after=()):
+    """``array`` (of the lazy ``backend``) made to depend on ``check(values, *args)``,
+    run in ONE task (``Backend.task``: a failure is the step's RunError) on ``on``: a
+    small lazy summary of ``array`` from which ``check`` raises numpy's error for the
+    whole array (its first bad entry in C order, the range of all its entries), else
+    ``array`` itself, read whole. Checked block by block instead, the report named one
+    block's entries, whichever block failed first (an index 4 or 3 where numpy names
+    9), varying from call to call. ``after``: lazy arrays (earlier checks' results)
+    the check waits for, so that checks fail in numpy's order."""
     fn = functools.partial(_whole_check, check, args)
-    done = backend.task(fn, [array, *after], [()], [np.bool_])[0]
+    done = backend.task(fn, [array if on is None else on, *after], [()], [np.bool_])[0]
     return array.map_blocks(_after, done, dtype=array.dtype)
 
 
