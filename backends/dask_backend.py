@@ -30,7 +30,7 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
   Under a scheduler in other processes (``dask.distributed``), a loop runs in the
   calling process instead, on its inputs computed by the cluster.
 * **errors**: a task that fails when dask computes it (a loop's ``max_iters``, a label
-  or index out of range checked block by block, an Embedding's index check) raises the
+  or index out of range, checked on its whole array, an Embedding's index check) raises the
   numpy backend's ``fg.RunError``, naming the node and the user's line, on any
   scheduler: a task run in another process sends its failure back in words that become
   that RunError again here (flowgrad/engine/lazy_errors.py). A failure of a task of
