@@ -8,6 +8,12 @@ over the data. Results come back as numpy arrays; ``DaskBackend(lazy=True)`` ret
 the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
 ``dask.distributed.Client`` active, the computation runs on its workers.
 
+* **values** are numpy's, bit for bit, where a step is elementwise or reads one chunk;
+  a step that adds across chunks (``sum``, ``mean``, ``var``, ``matmul``/``einsum``
+  contractions, ``cumsum``, ``prod``, and every gradient that sums a broadcast back) adds
+  chunk by chunk, another order of summation than numpy's pairwise one: it agrees within
+  that rounding (about n·eps·Σ|x| for n terms; tests/test_backends.py holds the dask
+  programs to rtol 1e-9 in float64 and 2e-4 in float32), dtypes and shapes exactly.
 * **feeds**: dask arrays are used as they are (chunked however you made them: from
   zarr, parquet, ``da.from_array``, persisted on a cluster); numpy arrays are wrapped
   with ``da.from_array`` using ``chunks`` (``"auto"``, dask's default; or an int:
@@ -24,17 +30,28 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
   Under a scheduler in other processes (``dask.distributed``), a loop runs in the
   calling process instead, on its inputs computed by the cluster.
 * **errors**: a task that fails when dask computes it (a loop's ``max_iters``, a label
-  or index out of range checked block by block, an Embedding's index check) raises the
+  or index out of range, checked on its whole array, an Embedding's index check) raises the
   numpy backend's ``fg.RunError``, naming the node and the user's line, on any
-  scheduler: a task run in another process sends its failure back in words that
-  become that RunError again here (flowgrad/engine/lazy_errors.py). A failure of a
-  task of dask's own (``max`` of an empty array, ``1/0`` under
-  ``np.errstate(divide="raise")``) is that RunError too where flowgrad computes a
-  call's outputs (``Program.finish``): the same program is run on numpy with the same
-  feeds to find the step, only once the call has failed (and only where the fed dask
-  arrays hold at most ``lazy_errors.RERUN_BYTES``). ``inv`` and ``cholesky`` run
-  numpy's kernel per block (each holds whole matrices), ``solve`` as one task: numpy's
-  values, its NaN for a singular matrix, cholesky's failure as its node's RunError.
+  scheduler: a task run in another process sends its failure back in words that become
+  that RunError again here (flowgrad/engine/lazy_errors.py). A failure of a task of
+  dask's own (``1/0`` under ``np.errstate(divide="raise")``) is that RunError too where
+  flowgrad computes a call's outputs (``Program.finish``): the same program is run on
+  numpy with the same feeds to find the step, only once the call has failed (and only
+  where the fed dask arrays hold at most ``lazy_errors.RERUN_BYTES``). ``inv`` and
+  ``cholesky`` run numpy's kernel per block (each holds whole matrices), ``solve`` as
+  one task: numpy's values, its NaN for a singular matrix, cholesky's failure as its
+  node's RunError.
+* **empty arrays**: dask's ``max`` of an array with no entries is not numpy's (an
+  empty result for an empty reduced axis, a failure for a full one); the ``max``
+  kernel (ops/reductions.py's ``max_of``, also under ``min``, ``logsumexp``, softmax
+  and its cross-entropy) gives numpy's answer and numpy's ValueError, at its own step.
+* **indexing** dask.array does not do as numpy (two index arrays; an array beside an
+  int or ``None``, where dask puts the array's axes elsewhere than numpy) is one task
+  reading x whole (ops/indexing.py's ``_gather_on_host``), as its scatter-add already is.
+* **random draws** (``fg.random``) come from dask.array's own generator, in the chunks
+  of their ``like=`` array where the shapes agree: a seed replays the same draws for
+  the same chunking (and ``lazy=True`` computes them once per call), but a draw differs
+  from numpy's for the same seed, and from dask's own under another chunking.
 * **ops dask lacks** (``det``, ``logdet``, ``eigvalsh`` … — ``dask.array.linalg`` has no
   determinant or eigensolver) raise ``fg.BackendError`` naming the op at compile time.
 """
@@ -128,13 +145,15 @@ class DaskBackend(Backend):
         n = len(shapes)
         if n == 0:
             return []
+        from flowgrad.engine.lazy_errors import guard
         if _pickles_tasks() or any(s is not None and any(d != d for d in s)
                                    for s in shapes):
-            done = fn(*self._compute(*args))
+            # guarded here too: the same report as the task's (declared input shapes
+            # unless ``inputs``), whichever scheduler is active
+            done = guard(fn, inputs)(*self._compute(*args))
             parts = [self._dask.delayed(v, pure=False) for v in done]   # handed out as is
             shapes = [s if s is None else np.shape(v) for s, v in zip(shapes, done)]
         else:
-            from flowgrad.engine.lazy_errors import guard
             parts = self._dask.delayed(guard(fn, inputs), nout=n, pure=False)(*args)
         return [None if s is None else
                 self.xp.from_delayed(p, s, dtype=t, meta=np.empty((0,) * len(s), t))

@@ -11,7 +11,7 @@ import numpy as np
 
 from flowgrad.dtypes import as_dtype
 from flowgrad.errors import FeedError
-from flowgrad.engine.lazy_errors import guard, is_lazy
+from flowgrad.engine.lazy_errors import checked_whole, is_lazy, lazy_backend
 
 from .base import NONDIFF, Op, apply, as_node, normalize_axis, shape_error
 
@@ -69,9 +69,11 @@ def _check_labels(labels, depth):
 
 def _one_hot(xp, labels, depth, axis, dtype):
     if is_lazy(xp, labels):
-        # dask: check each chunk when it is computed, not by computing it now
-        # (guard: a refusal then names this node, as on numpy)
-        labels = labels.map_blocks(guard(_check_labels), depth, dtype=labels.dtype)
+        # dask: check when computed, not by computing now; on the labels' min and max
+        # (dask reductions), so that the refusal gives numpy's range of all the labels
+        whole = labels.size and not any(n != n for n in labels.shape)
+        ends = xp.stack([labels.min(), labels.max()]) if whole else None
+        labels = checked_whole(lazy_backend(xp), labels, _check_labels, depth, on=ends)
     else:
         _check_labels(labels, depth)
     nd = labels.ndim + 1

@@ -21,7 +21,7 @@ import numpy as np
 
 from flowgrad.errors import UsageError
 from .base import Op, apply, as_node, at_user_line, broadcast_shapes, shape_error
-from flowgrad.engine.lazy_errors import guard, is_lazy, lazy_backend
+from flowgrad.engine.lazy_errors import checked_whole, is_lazy, lazy_backend
 from flowgrad.graph import Node
 
 _CONSUMING = ("i", "s", "a", "t")   # items that consume one axis of x
@@ -188,17 +188,67 @@ def _getitem_forward(xp, x, *tensors, index):
     key = _key(xp, index, tensors)
     if xp is not np:
         key = _bounds_checked(xp, x, index, key)
+        if not _dask_can_index(index) and lazy_backend(xp) is not None:
+            return _gather_on_host(lazy_backend(xp), x, key, index, tensors)
         p = _lone_array(index, key)
         if p is not None:
             return _gather_flat(xp, x, key, p)
     return x[key]
 
 
-def _bounds_checked(xp, x, items, key):
-    """``key`` with each lazy index array (dask: the index a node gives) checked, block
-    by block when it is computed, for numpy's IndexError: dask's gather takes an index
-    outside the axis for another row without a word."""
+def _dask_can_index(items) -> bool:
+    """Whether dask.array indexes as numpy does with ``items``: at most one integer
+    array, beside only slices and an ellipsis. Two arrays raise NotImplementedError;
+    an array beside an int or None gives another shape than numpy's (``x[1, :, [0, 2]]``:
+    numpy puts the array's axis first, dask where the array stands) or fails."""
+    arrays = [it for it in items if it[0] in ("a", "t")]
+    return len(arrays) <= 1 and (not arrays or all(it[0] in ("a", "t", "s", "e")
+                                                    for it in items))
+
+
+def _gather_on_host(backend, x, key, items, tensors):
+    """``x[key]`` as numpy indexes, where dask cannot (``_dask_can_index``): ONE task
+    of the lazy backend's graph (``Backend.task``) that reads x whole and indexes it in
+    numpy; an index out of range is numpy's IndexError, as the step's RunError."""
+    if any(d != d for d in x.shape):  # lengths dask knows once x is computed: now
+        x = x.compute_chunk_sizes()
+    where = [k for k, v in enumerate(key) if hasattr(v, "shape")]
+    plain = tuple(None if k in where else v for k, v in enumerate(key))
+    shape = _gathered_shape(tuple(x.shape), items, [t.shape for t in tensors])
+    fn = functools.partial(_take_at, plain, where)
+    return backend.task(fn, [x] + [key[k] for k in where], [shape], [x.dtype])[0]
+
+
+def _gathered_shape(shape, items, tensor_shapes):
+    """numpy's shape of ``x[items]`` for an x of ``shape`` (``_infer``'s rules), with
+    the bounds of constant indices left to numpy's own check in the task."""
+    x = _Shaped(shape, "x")
+    unchecked, axis = list(shape), 0
+    for it in expand_ellipsis(x, items):
+        if it[0] != "n":
+            if it[0] in ("i", "a"):
+                unchecked[axis] = None      # an advanced axis: not in the result's shape
+            axis += 1
+    tensors = [_Shaped(tuple(s), "index") for s in tensor_shapes]
+    x = _Shaped(tuple(unchecked), "x")
+    x.dtype = None                          # _infer hands x's dtype on; not read here
+    return _infer(x, *tensors, index=items)[0]
+
+
+def _take_at(key, where, x, *arrays):
+    """The task of ``_gather_on_host``: (``x[key]``,), the items of ``key`` at ``where``
+    being ``arrays`` (host values of the index arrays)."""
     key = list(key)
+    for k, a in zip(where, arrays):
+        key[k] = np.asarray(a)
+    return (np.asarray(x)[tuple(key)],)     # Backend.task: one value per result
+
+
+def _bounds_checked(xp, x, items, key):
+    """``key`` with each lazy index array (dask: the index a node gives) checked, whole
+    when it is computed, for numpy's IndexError (its first bad entry in C order): dask's
+    gather takes an index outside the axis for another row without a word."""
+    key, checked = list(key), []
     ndim, used = len(x.shape), sum(1 for it in items if it[0] in _CONSUMING)
     axis = 0
     for k, it in enumerate(items):
@@ -207,10 +257,22 @@ def _bounds_checked(xp, x, items, key):
             continue
         if it[0] == "t" and is_lazy(xp, key[k]) and \
                 isinstance(x.shape[axis], (int, np.integer)):
-            key[k] = key[k].map_blocks(guard(_in_bounds), axis, int(x.shape[axis]),
-                                       dtype=key[k].dtype)
+            size = int(x.shape[axis])
+            key[k] = checked_whole(lazy_backend(xp), key[k], _in_bounds, axis, size,
+                                   on=_first_bad(xp, key[k], size), after=checked[-1:])
+            checked.append(key[k])        # numpy checks the axes in order
         axis += it[0] in _CONSUMING
     return tuple(key)
+
+
+def _first_bad(xp, idx, size):
+    """A lazy 1-entry array: ``idx``'s first entry (C order) outside [-size, size), or
+    its first entry if none is; dask reductions, so no task reads idx whole. None
+    (read it whole) where idx has no entries or lengths dask does not know."""
+    if not idx.size or any(d != d for d in idx.shape):
+        return None
+    flat = xp.reshape(idx, (-1,))
+    return flat[xp.argmax((flat < -size) | (flat >= size))[None]]
 
 
 def _in_bounds(block, axis, size):

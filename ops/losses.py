@@ -26,7 +26,7 @@ from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, fmt_s
                    shape_error)
 from .elementwise import equal, greater, where
 from .nn import sigmoid, sigmoid_of, softplus
-from .reductions import count_node, log_softmax, mean, softmax, sum
+from .reductions import count_node, log_softmax, max_of, mean, softmax, sum
 from .shape import expand_dims
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -241,7 +241,7 @@ one_hot_like = Op("one_hot_like", _one_hot,
 
 
 def _sce(xp, z, t, axis, reduction, labels):
-    m = xp.max(z, axis=axis, keepdims=True)
+    m = max_of(xp, z, axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)      # a row of −inf stays −inf, not nan
     s = z - m
     lse = xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from flowgrad.errors import ArgumentError
+from flowgrad.engine.lazy_errors import lazy_backend
 from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, keepdims_flag,
                    normalize_axis, shape_error, sum_dtype)
 from .broadcast import broadcast_to_like, shape_source
@@ -71,7 +72,21 @@ def _mean_vjp(g, ans, x, axis, keepdims):
     return unreduce(g, x, axis, keepdims) / count_node(x, axis)
 
 
-_mean = Op("mean", lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=keepdims),
+def mean_of(xp, x, axis, keepdims):
+    """``xp.mean(x, axis, keepdims)``; on a lazy backend, the mean over no entries is
+    numpy's 0/0: dask divides under ``errstate(invalid="ignore")``, so a NaN came back
+    silently where numpy, under the caller's ``np.errstate(invalid="raise")``, raises
+    FloatingPointError. Here that division is numpy's own, now (the step's RunError)."""
+    axes = range(x.ndim) if axis is None else axis
+    if lazy_backend(xp) is not None and any(x.shape[a] == 0 for a in axes):
+        shape = reduced_shape(x.shape, tuple(axes), keepdims)
+        if int(np.prod(shape)):                    # numpy divides only a non-empty sum
+            zero = np.zeros(shape, float_dtype(x.dtype))[()]  # 0-d: numpy's scalar divide
+            return xp.asarray(np.asarray(zero / zero.dtype.type(0)))
+    return xp.mean(x, axis=axis, keepdims=keepdims)
+
+
+_mean = Op("mean", mean_of,
            lambda x, axis, keepdims: (reduced_shape(x.shape, axis, keepdims),
                                       float_dtype(x.dtype)),
            vjp=(_mean_vjp,), multilinear=True,
@@ -92,6 +107,25 @@ def keep_dims(r, axes, keepdims):
 
 
 # -- max / min -------------------------------------------------------------------------
+
+_NO_IDENTITY = "zero-size array to reduction operation maximum which has no identity"
+
+
+def max_of(xp, x, axis=None, keepdims=False):
+    """``xp.max(x, axis, keepdims)``, with numpy's answer where x has no entries on a
+    lazy backend. dask's max of an empty array gets it backwards: a reduced axis of
+    length 0 gives an empty result (of a shape other than the one it declares) instead
+    of numpy's ValueError, and an empty array reduced along a non-empty axis fails
+    instead of giving the empty result. Here the first raises numpy's ValueError now
+    (the step's RunError, as on numpy) and the second is built empty."""
+    if 0 in x.shape and lazy_backend(xp) is not None:
+        axes = range(x.ndim) if axis is None else axis if isinstance(axis, tuple) else (axis,)
+        axes = tuple(a % x.ndim for a in axes)
+        if any(x.shape[a] == 0 for a in axes):
+            raise ValueError(_NO_IDENTITY)
+        return xp.zeros(reduced_shape(x.shape, axes, keepdims), dtype=x.dtype)
+    return xp.max(x, axis=axis, keepdims=keepdims)
+
 
 def _max_weights(xp, x, ans, axis, keepdims):
     # 1/k on each of the k entries that attain the max, 0 elsewhere
@@ -122,7 +156,7 @@ def _max_infer(x, axis, keepdims):
     return reduced_shape(x.shape, axis, keepdims), x.dtype
 
 
-_max = Op("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims),
+_max = Op("max", max_of,
           _max_infer, vjp=(_max_vjp,), jvp=(_max_jvp,),
           doc="Max over axis.  ∂/∂x = the indicator of the argmax; k tied maxima get 1/k each.")
 
@@ -148,7 +182,7 @@ def min(x, axis=None, keepdims=False):
 def _logsumexp(xp, x, axis, keepdims):
     # shift by the max so exp never overflows; a max of ±inf is replaced by 0 so that
     # all −inf entries give −inf (log 0), not nan from −inf − (−inf)
-    m = xp.max(x, axis=axis, keepdims=True)
+    m = max_of(xp, x, axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)
     out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
     return out if keepdims else xp.squeeze(out, axis=axis)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flowgrad.engine.lazy_errors import lazy_backend
 from flowgrad.errors import ArgumentError
 from .base import (NONDIFF, Op, apply, as_node, at_user_line, fmt_shape, normalize_axis,
                    result_dtype, shape_error)
@@ -56,7 +57,39 @@ def _reshape_vjp(g, ans, x, shape):
     return apply(reshape_like, g, x)
 
 
-_reshape = Op("reshape", lambda xp, x, shape: xp.reshape(x, shape), _reshape_infer,
+def reshape_of(xp, x, shape):
+    """``xp.reshape(x, shape)``, any reshape numpy allows on a lazy backend too. dask
+    reshapes only by merging or splitting axes ((2, 3, 4) to (6, 4)); another ((2, 3)
+    to (3, 2)) raised NotImplementedError where numpy reshapes. Then the axes from the
+    first one the reshape changes are made whole chunks and each block is reshaped
+    (the leading axes it keeps keep their chunks). An x of lengths dask does not know
+    yet (NaN: rows a mask kept) is measured first, as ``Backend.task`` does."""
+    if lazy_backend(xp) is None:
+        return xp.reshape(x, shape)
+    if any(d != d for d in x.shape):  # dask reshapes only known lengths: learnt now
+        x = x.compute_chunk_sizes()
+    try:
+        return xp.reshape(x, shape)
+    except NotImplementedError:
+        pass
+    shape = tuple(int(s) for s in shape)
+    if -1 in shape:
+        rest = int(np.prod([s for s in shape if s != -1]))
+        if not rest:    # numpy's refusal (a -1 beside a 0 is ambiguous)
+            raise ValueError(f"cannot reshape array of size {x.size} into shape {shape}")
+        shape = tuple(x.size // rest if s == -1 else s for s in shape)
+    k = 0
+    while k < min(x.ndim, len(shape)) and x.shape[k] == shape[k]:
+        k += 1
+    whole = x.rechunk({a: -1 for a in range(k, x.ndim)})
+    tail = shape[k:]
+    return whole.map_blocks(lambda b: b.reshape(b.shape[:k] + tail), dtype=x.dtype,
+                            chunks=whole.chunks[:k] + tuple((s,) for s in tail),
+                            drop_axis=list(range(k, x.ndim)),
+                            new_axis=list(range(k, len(shape))))
+
+
+_reshape = Op("reshape", reshape_of, _reshape_infer,
               vjp=(_reshape_vjp,), multilinear=True)
 
 
@@ -67,7 +100,7 @@ def reshape(x, shape):
 
 
 reshape_like = Op(
-    "reshape_like", lambda xp, x, ref: xp.reshape(x, ref.shape),
+    "reshape_like", lambda xp, x, ref: reshape_of(xp, x, ref.shape),
     lambda x, ref: (ref.shape, x.dtype),
     vjp=(lambda g, ans, x, ref: apply(reshape_like, g, x), NONDIFF),
     jvp=(lambda t, ans, x, ref: apply(reshape_like, t, ref), NONDIFF),

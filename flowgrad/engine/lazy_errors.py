@@ -40,16 +40,16 @@ in it, and the dask backend raises that where it computes (a user's own
 ``dask.compute`` gets dask's wrapper, an instance of the same classes, its message
 followed by the worker's traceback).
 
-Every other failure of a lazy backend's compute (a task of dask's own: ``max`` of an
-empty array, ``1/0`` under ``np.errstate(divide="raise")``, cholesky of a matrix that
-is not positive definite) carries no step. Where flowgrad computes a call's outputs
-(``Program.finish``), ``raise_located`` finds the step: it runs the same program on
-the numpy backend with the same feeds (failure path only; the numpy backend names
-the step whose kernel raised) and raises that step's RunError with the lazy backend's
-exception as ``__cause__`` -- numpy's own report (its inputs' values summarized) when
-numpy failed with the same class, else ``run_error`` for that node and the lazy
-backend's exception. Where numpy computes them without failing, the RunError names the
-program's outputs instead of a node (``.node`` None). A user's own ``dask.compute`` of
+Every other failure of a lazy backend's compute (a task of dask's own: ``1/0`` under
+``np.errstate(divide="raise")``, cholesky of a matrix that is not positive definite)
+carries no step. Where flowgrad computes a call's outputs (``Program.finish``),
+``raise_located`` finds the step: it runs the same program on the numpy backend with the
+same feeds (failure path only; the numpy backend names the step whose kernel raised) and
+raises that step's RunError with the lazy backend's exception as ``__cause__`` --
+numpy's own report (its inputs' values summarized) when numpy failed with the same
+class, else ``run_error`` for that node and the lazy backend's exception. Where numpy
+computes them without failing, the RunError names the program's outputs instead of a
+node (``.node`` None). A user's own ``dask.compute`` of
 ``lazy=True`` outputs gets dask's exception as it is: only guarded tasks carry a step.
 """
 from __future__ import annotations
@@ -69,7 +69,7 @@ import numpy as np
 from ..errors import RunError
 
 __all__ = ["naming", "guard", "building", "reported", "unwrapped", "Where", "TaskFailed",
-           "lazy_backend", "is_lazy", "raise_located"]
+           "lazy_backend", "is_lazy", "raise_located", "checked_whole"]
 
 _STATE = threading.local()
 _LOCK = threading.Lock()
@@ -98,6 +98,30 @@ def is_lazy(xp, value) -> bool:
     not computed yet: a check on it must be made when it is, block by block)."""
     backend = lazy_backend(xp)
     return backend is not None and backend.owns(value)
+
+
+def checked_whole(backend, array, check, *args, on=None, after=()):
+    """``array`` (of the lazy ``backend``) made to depend on ``check(values, *args)``,
+    run in ONE task (``Backend.task``: a failure is the step's RunError) on ``on``: a
+    small lazy summary of ``array`` from which ``check`` raises numpy's error for the
+    whole array (its first bad entry in C order, the range of all its entries), else
+    ``array`` itself, read whole. Checked block by block instead, the report named one
+    block's entries, whichever block failed first (an index 4 or 3 where numpy names
+    9), varying from call to call. ``after``: lazy arrays (earlier checks' results)
+    the check waits for, so that checks fail in numpy's order."""
+    fn = functools.partial(_whole_check, check, args)
+    done = backend.task(fn, [array if on is None else on, *after], [()], [np.bool_])[0]
+    return array.map_blocks(_after, done, dtype=array.dtype)
+
+
+def _whole_check(check, args, whole, *earlier):
+    check(np.asarray(whole), *args)
+    return (np.asarray(True),)          # Backend.task: one value per result
+
+
+def _after(block, done):
+    """``block`` as it is, once ``done`` (the check) has been computed."""
+    return block
 
 
 def building():
