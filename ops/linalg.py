@@ -87,7 +87,20 @@ def matmul_db(g, ans, a, b):
     return squeeze(out, -1) if len(b.shape) == 1 else out
 
 
-_matmul = Op("matmul", lambda xp, a, b: xp.matmul(a, b), matmul_infer,
+def _matmul_forward(xp, a, b):
+    """xp.matmul, in numpy's dtype: dask contracts a chunked axis with a sum of per-chunk
+    products that promotes integers and bools (int32 to int64, uint8 to uint64 without
+    wrapping, bool to counts); cast back, that is numpy's result (modular for integers,
+    nonzero for bools)."""
+    out = xp.matmul(a, b)
+    if lazy_backend(xp) is not None:
+        want = np.result_type(a.dtype, b.dtype)
+        if want.kind in "biu" and out.dtype != want:
+            out = out.astype(want)
+    return out
+
+
+_matmul = Op("matmul", _matmul_forward, matmul_infer,
              vjp=(matmul_da, matmul_db), multilinear=True,
              doc="a @ b.  Ā = Ḡ Bᵀ, B̄ = Aᵀ Ḡ; forward rule Ȧ B + A Ḃ.")
 

@@ -120,7 +120,9 @@ INDEXES = {
     "array then int": ([1, 0], slice(None), 2),
     "two arrays": ([0, 1], [2, 1]),                              # dask: NotImplementedError
     "two separated arrays": ([0, 1], slice(None), [1, 0]),
-    "2-d mask": (np.array([[True, False, True], [False, False, True]]),),
+    # a mask over an axis of run-time length is refused when built (it cannot be checked
+    # against the axis then): its positions, as the refusal says, index the same entries
+    "2-d mask's positions": np.nonzero(np.array([[True, False, True], [False, False, True]])),
     "array, newaxis, int": (slice(1, None), [0, 2], None, 1),    # dask: AssertionError
     "newaxis then array": (None, [1, 0]),
     "negative int, ellipsis, 2-d array": (-1, Ellipsis, [[-1]]),
