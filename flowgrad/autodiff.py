@@ -153,8 +153,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     handles = graph.handles
     marks = _marks_of(graph)
     add_mark = marks.add
-    # {id: its adjoint's terms so far}: one node, or a list once there are several (a list
-    # per node was most of the sweep's memory on a chain)
+    # {id: its adjoint's terms so far}: a node, or a list once several (memory, on a chain)
     pending: dict[int, object] = {y.id: seed}
     # results' adjoints for their node's rule (Op.vjp_results): see _gather
     gathered: dict[int, dict] = {}
@@ -185,12 +184,10 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         table = op.vjp_rules
         for argnum, inp in enumerate(inputs):
             iid = inp.id
-            kind = inp.dtype.kind
-            if iid not in active or kind not in "fc":   # (is_differentiable)
+            if iid not in active or (kind := inp.dtype.kind) not in "fc":   # differentiable
                 continue
             if kind == "c" and not complex_rule_ok(op, argnum, inputs):
                 raise _complex_refused(node, inp)
-            # the rule straight from the op's table when it is a plain tuple entry
             rule = table[argnum] if table is not None and argnum < len(table) \
                 and callable(table[argnum]) else op.vjp_rule(argnum)
             if rule is None:
