@@ -66,13 +66,16 @@ def _binary(name, forward, vjp, *, floating=False, **kw):
     return Op(name, forward, infer, vjp=vjp, **kw)
 
 
-def _unary(name, forward, vjp, *, floating=True, **kw):
+def _unary(name, forward, vjp, *, floating=True, real=False, **kw):
+    """``real``: the op of a complex is real, of its precision (|z|: complex64 → float32)."""
     no_bool = _NOT_FOR_BOOL.get(name)
 
     def infer(x):
         dtype = x.dtype   # an np.dtype already (float_dtype only for ints)
         if no_bool is not None and dtype == _BOOL:
             raise dtype_error(name, (x,), no_bool)
+        if real and dtype.kind == "c":
+            return x.shape, np.finfo(dtype).dtype
         return x.shape, float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
     # a float function computes an int or bool input in float64, as infer declares
     return Op(name, forward, infer, vjp=(vjp,), floating=floating, **kw)
@@ -220,20 +223,8 @@ sqrt = _unary("sqrt", lambda xp, x: xp.sqrt(x), lambda g, ans, x: g / (2 * ans),
 sqrt.__doc__ = "√x.  ∂/∂x = 1/(2√x) = 1/(2 ans); +inf at 0, nan below (as numpy's value)."
 
 abs = _unary("abs", lambda xp, x: xp.abs(x), lambda g, ans, x: g * sign(x),
-             floating=False, elementwise=True)
+             floating=False, real=True, elementwise=True)
 abs.__doc__ = "|x|.  ∂/∂x = sign x; at x = 0 the subgradient 0 (sign 0 = 0)."
-_abs_infer = abs.infer
-
-
-def _abs_of_complex_is_real(x):
-    """|z| of a complex z is real, of z's precision (complex64 → float32), as numpy
-    computes it; the node declared the complex dtype, while every executor returned
-    the real one."""
-    shape, dtype = _abs_infer(x)
-    return shape, (np.finfo(dtype).dtype if dtype.kind == "c" else dtype)
-
-
-abs.infer = _abs_of_complex_is_real
 
 
 # -- maximum / minimum: ties split the derivative equally -----------------------------
