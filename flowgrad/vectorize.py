@@ -38,14 +38,16 @@ def vectorize(outputs, mapping):
     Raises ShapeError when a value lacks the batch axis, disagrees with its key's
     shape or dtype, or two values have different static batch lengths; GraphError for
     a key outside the outputs' graph; BatchingError (a UsageError) naming an op with
-    no batching rule (see flowgrad/batching.py for the ops covered).
+    no batching rule (see flowgrad/batching.py for the ops covered). A value may leave
+    a per-example length to run time (``None``) where its key knows it: each call then
+    checks the fed length against the key's (FeedError), at the cost of one copy.
     """
     outs, single = _as_nodes(outputs)
     if not isinstance(mapping, dict) or not mapping:
         raise UsageError("vectorize: mapping must be a non-empty dict {node: batched node}")
     graph = outs[0].graph
     same_graph(outs)
-    pairs = [_checked_pair(graph, k, v) for k, v in mapping.items()]
+    pairs = [_held_to_key(graph, *_checked_pair(graph, k, v)) for k, v in mapping.items()]
     length = _batch_length(pairs)
     if len(pairs) > 1 and any(v.shape[0] is None for _, v in pairs):
         pairs = _lengths_checked(graph, outs, pairs)
@@ -109,6 +111,26 @@ def _checked_pair(graph, key, value):
         raise ShapeError(f"vectorize: {value.name!r} has dtype {value.dtype}, but "
                          f"{key.name!r} has {key.dtype}")
     return key, value
+
+
+def _held_to_key(graph, key, value):
+    """``value`` held to ``key``'s known per-example lengths where it declares run-time
+    ones (a generic ``(None, None)`` placeholder for examples of shape ``(3,)``): the
+    rules build for the key's lengths, so a feed of rows of 4 would be read as other
+    examples by a reshape, or summed over the wrong length, without a word. It is read
+    through ``where(c, value, value)`` with a False ``c`` of those lengths (1 elsewhere):
+    the value itself, bit for bit, whose run-time length rule ties each such axis to
+    the key's length, so every call checks it (a FeedError naming the value). This
+    costs one copy of the value per call; a value declared with the key's lengths
+    needs none."""
+    per = value.shape[1:]
+    if not any(v is None and k is not None for v, k in zip(per, key.shape)):
+        return key, value
+    from flowgrad.ops import where
+    from .leaves import constant_in
+    tied = (1,) + tuple(k if v is None and k is not None else 1 for v, k in zip(per, key.shape))
+    c = constant_in(graph, np.zeros(tied, bool), name=f"{key.name}'s lengths")
+    return key, where(c, value, value)
 
 
 def _batch_length(pairs):

@@ -1,0 +1,40 @@
+"""fg.vectorize at its boundaries (found by the vectorize QA probe):
+
+* a batched value declared with a run-time length where the example's key has a known
+  one is held to the key's length per call (a FeedError naming the value), never
+  reinterpreted by a reshape or summed over the wrong length;
+
+Values are checked against numpy on each example, stacked.
+"""
+import numpy as np
+import pytest
+
+import flowgrad as fg
+
+
+@pytest.mark.parametrize("codegen", [False, True], ids=["reference", "codegen"])
+def test_a_run_time_length_where_the_key_has_a_known_one_is_checked_per_call(codegen, rng):
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(None, None))          # a generic data placeholder
+    outs = fg.vectorize([fg.reshape(x, (3, 1)), fg.sum(x)], {x: X})
+    assert outs[0].shape == (None, 3, 1)
+    prog = fg.compile(outs, codegen=codegen)
+    Xv = rng.standard_normal((4, 3))
+    for _ in range(2):                                   # first and later calls
+        r, s = prog({X: Xv})
+        np.testing.assert_array_equal(r, Xv.reshape(4, 3, 1))
+        np.testing.assert_allclose(s, Xv.sum(1), rtol=1e-15)
+    # rows of 4 (the reshape read them as 4 examples of 3) and of 1 (never a broadcast 1)
+    for bad in (4, 2, 1):
+        with pytest.raises(fg.FeedError, match=r"'X' has length %d on axis 1" % bad):
+            prog({X: rng.standard_normal((3, bad))})
+
+
+def test_a_static_batch_with_a_run_time_example_length_is_checked_too(rng):
+    x = fg.placeholder("x", shape=(2, 3))
+    X = fg.placeholder("X", shape=(4, 2, None))
+    out = fg.vectorize(fg.transpose(x) * 2.0, {x: X})
+    Xv = rng.standard_normal((4, 2, 3))
+    np.testing.assert_array_equal(fg.run(out, {X: Xv}), Xv.transpose(0, 2, 1) * 2.0)
+    with pytest.raises(fg.FeedError, match="'X' has length 5 on axis 2"):
+        fg.run(out, {X: rng.standard_normal((4, 2, 5))})
