@@ -180,6 +180,8 @@ def _as_gemv(b, x):
     size = 1
     for s in per:
         size *= s
+    if size == 0 and lead == -1:      # a -1 beside a 0 has no length: the plain sum
+        return None
     return matmul_op(reshape_op(p, (lead, size)), reshape_op(q, (size,)))
 
 

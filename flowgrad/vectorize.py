@@ -256,6 +256,8 @@ class Batcher:
         """Batched ``x`` reshaped to (B,) + node.shape, node the per-example result."""
         from flowgrad.ops import reshape
         per = node.shape
+        if per.count(None) == 0 and self.length is None and 0 in per:
+            return self._empty_reshaped(x, per)
         if per.count(None) == 0:
             lead = -1 if self.length is None else self.length
             return reshape(x, (lead,) + per)
@@ -263,4 +265,13 @@ class Batcher:
             return reshape(x, (self.length,) + tuple(-1 if s is None else s for s in per))
         raise BatchingError(f"vectorize: cannot reshape {x.name!r} to {per} behind a batch "
                             f"axis with two run-time lengths")
+
+    def _empty_reshaped(self, x, per):
+        """An empty example behind a run-time batch length: a -1 beside a 0 has no
+        length, so the shape is read from a (B,) + per array of no entries."""
+        from flowgrad.ops import apply
+        from flowgrad.ops.shape import reshape_like
+        from .leaves import constant_in
+        ref = self.materialize(constant_in(self.graph, np.zeros(per, bool)))
+        return apply(reshape_like, x, ref)
 

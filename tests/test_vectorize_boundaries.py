@@ -3,6 +3,8 @@
 * a batched value declared with a run-time length where the example's key has a known
   one is held to the key's length per call (a FeedError naming the value), never
   reinterpreted by a reshape or summed over the wrong length;
+* examples with a length-0 axis batch with a run-time batch length (a reshape behind
+  a run-time batch axis of an empty example, a full sum of a product with a weight);
 
 Values are checked against numpy on each example, stacked.
 """
@@ -38,3 +40,18 @@ def test_a_static_batch_with_a_run_time_example_length_is_checked_too(rng):
     np.testing.assert_array_equal(fg.run(out, {X: Xv}), Xv.transpose(0, 2, 1) * 2.0)
     with pytest.raises(fg.FeedError, match="'X' has length 5 on axis 2"):
         fg.run(out, {X: rng.standard_normal((4, 2, 5))})
+
+
+@pytest.mark.parametrize("codegen", [False, True], ids=["reference", "codegen"])
+def test_empty_examples_with_a_run_time_batch_length(codegen, rng):
+    s = fg.placeholder("s", shape=(0, 3))
+    S = fg.placeholder("S", shape=(None, 0, 3))
+    w = fg.constant(rng.standard_normal((0, 3)))
+    outs = fg.vectorize([fg.sum(s * w), fg.reshape(s, (3, 0)), fg.sum(s, 1) + 1.0],
+                        {s: S})
+    prog = fg.compile(outs, codegen=codegen)
+    for n in (5, 0):
+        a, b, c = prog({S: np.zeros((n, 0, 3))})
+        np.testing.assert_array_equal(a, np.zeros(n))
+        assert b.shape == (n, 3, 0)
+        np.testing.assert_array_equal(c, np.ones((n, 0)))
