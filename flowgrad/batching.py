@@ -68,7 +68,7 @@ not in the table.
 """
 from __future__ import annotations
 
-from flowgrad.errors import UsageError
+from flowgrad.errors import UsageError, located
 from flowgrad.ops import REGISTRY, apply, expand_dims, squeeze, sum as fg_sum, transpose
 from flowgrad.ops import matmul as matmul_op, reshape as reshape_op
 from flowgrad import batching_calls, batching_conv, batching_index, batching_loops
@@ -86,9 +86,16 @@ class Unbatched:
         self.node = node
 
 
+def named(node):
+    """``node 'name'``, with the line of the user's code that built it when known: a
+    refusal is raised at the vectorize call, far from the per-example code it is about."""
+    return f"node {node.name!r}" + (f", built at {node.where}" if node.where else "")
+
+
 def refuse(node, why):
-    return BatchingError(f"vectorize: op {node.op.name!r} (node {node.name!r}) cannot be "
-                         f"batched: {why}")
+    """A BatchingError naming the op, its node and line, and the vectorize call's line."""
+    return located(BatchingError, f"vectorize: op {node.op.name!r} ({named(node)}) cannot "
+                                  f"be batched: {why}")
 
 
 def _shift(axis):
@@ -405,8 +412,9 @@ def rule_for(node):
     if rule is None and node.op.elementwise:
         return elementwise
     if rule is None:
-        raise BatchingError(
-            f"vectorize: op {node.op.name!r} (node {node.name!r}) has no batching rule; "
+        raise located(
+            BatchingError,
+            f"vectorize: op {node.op.name!r} ({named(node)}) has no batching rule; "
             f"add one line for it to RULES in flowgrad/batching.py "
             f"(e.g. {node.op.name!r}: elementwise, or shifted('axis'))")
     return rule

@@ -22,8 +22,8 @@ import math
 
 import numpy as np
 
-from .batching import BatchingError, Unbatched, rule_for
-from .errors import GraphError, ShapeError, UsageError
+from .batching import BatchingError, Unbatched, named, rule_for
+from .errors import GraphError, ShapeError, UsageError, located
 from .graph import Node, same_graph
 
 __all__ = ["vectorize", "BatchingError"]
@@ -44,7 +44,8 @@ def vectorize(outputs, mapping):
     """
     outs, single = _as_nodes(outputs)
     if not isinstance(mapping, dict) or not mapping:
-        raise UsageError("vectorize: mapping must be a non-empty dict {node: batched node}")
+        raise located(UsageError,
+                      "vectorize: mapping must be a non-empty dict {node: batched node}")
     graph = outs[0].graph
     same_graph(outs)
     pairs = [_held_to_key(graph, *_checked_pair(graph, k, v)) for k, v in mapping.items()]
@@ -89,27 +90,28 @@ def _as_nodes(outputs):
     outs = [outputs] if single else list(outputs) if isinstance(outputs, (list, tuple)) \
         else None
     if not outs or not all(isinstance(o, Node) for o in outs):
-        raise UsageError(f"vectorize: outputs must be a node or a non-empty list of nodes, "
-                         f"got {outputs!r}")
+        raise located(UsageError, f"vectorize: outputs must be a node or a non-empty list "
+                                  f"of nodes, got {outputs!r}")
     return outs, single
 
 
 def _checked_pair(graph, key, value):
     for what, n in (("key", key), ("value", value)):
         if not isinstance(n, Node):
-            raise UsageError(f"vectorize: a mapping {what} must be a node, got "
-                             f"{type(n).__name__} {n!r}")
+            raise located(UsageError, f"vectorize: a mapping {what} must be a node, got "
+                                      f"{type(n).__name__} {n!r}")
         if n.graph is not graph:
-            raise GraphError(f"vectorize: the mapping {what} {n.name!r} is not a node of "
-                             f"the outputs' graph")
+            raise located(GraphError, f"vectorize: the mapping {what} {n.name!r} is not a "
+                                      f"node of the outputs' graph")
     per = value.shape[1:]
     if len(value.shape) != len(key.shape) + 1 or any(
             a is not None and b is not None and a != b for a, b in zip(per, key.shape)):
-        raise ShapeError(f"vectorize: {value.name!r} {value.shape} must be {key.name!r}'s "
-                         f"shape {key.shape} with one leading batch axis in front")
+        raise located(ShapeError, f"vectorize: {value.name!r} {value.shape} must be "
+                                  f"{key.name!r}'s shape {key.shape} with one leading batch "
+                                  f"axis in front")
     if value.dtype != key.dtype:
-        raise ShapeError(f"vectorize: {value.name!r} has dtype {value.dtype}, but "
-                         f"{key.name!r} has {key.dtype}")
+        raise located(ShapeError, f"vectorize: {value.name!r} has dtype {value.dtype}, but "
+                                  f"{key.name!r} has {key.dtype}")
     return key, value
 
 
@@ -128,7 +130,8 @@ def _held_to_key(graph, key, value):
         return key, value
     from flowgrad.ops import where
     from .leaves import constant_in
-    tied = (1,) + tuple(k if v is None and k is not None else 1 for v, k in zip(per, key.shape))
+    tied = (1,) + tuple(k if v is None and k is not None else 1
+                        for v, k in zip(per, key.shape))
     c = constant_in(graph, np.zeros(tied, bool), name=f"{key.name}'s lengths")
     return key, where(c, value, value)
 
@@ -137,8 +140,8 @@ def _batch_length(pairs):
     lengths = {v.shape[0] for _, v in pairs} - {None}
     if len(lengths) > 1:
         names = ", ".join(f"{v.name!r} {v.shape[0]}" for _, v in pairs)
-        raise ShapeError(f"vectorize: the batched values disagree on the batch length "
-                         f"({names})")
+        raise located(ShapeError, f"vectorize: the batched values disagree on the batch "
+                                  f"length ({names})")
     if len(lengths) == 1 and all(v.shape[0] is not None for _, v in pairs):
         return lengths.pop()
     return None      # a run-time length somewhere: the batch length is known at run time
@@ -201,8 +204,9 @@ class Batcher:
         want = (self.length,) + node.shape
         if len(out.shape) != len(want) or any(
                 a is not None and b is not None and a != b for a, b in zip(out.shape, want)):
-            raise BatchingError(f"vectorize: the batching rule of {node.op.name!r} gave "
-                                f"shape {out.shape} for node {node.name!r}, expected {want}")
+            raise located(BatchingError, f"vectorize: the batching rule of {node.op.name!r} "
+                                         f"gave shape {out.shape} for {named(node)}, "
+                                         f"expected {want}")
         return out
 
     # -- helpers for rules -------------------------------------------------------------
@@ -247,8 +251,8 @@ class Batcher:
         if self.length is not None and None not in shape:
             return broadcast_to(x, (self.length,) + tuple(shape))
         if None in shape:
-            raise BatchingError(f"vectorize: cannot broadcast {x.name!r} to {shape} with "
-                                f"a run-time batch length")
+            raise located(BatchingError, f"vectorize: cannot broadcast {x.name!r} to {shape} "
+                                         f"with a run-time batch length")
         with self.graph:
             return x + constant(np.zeros(shape, x.dtype))
 
@@ -263,8 +267,9 @@ class Batcher:
             return reshape(x, (lead,) + per)
         if self.length is not None and per.count(None) == 1:
             return reshape(x, (self.length,) + tuple(-1 if s is None else s for s in per))
-        raise BatchingError(f"vectorize: cannot reshape {x.name!r} to {per} behind a batch "
-                            f"axis with two run-time lengths")
+        raise located(BatchingError, f"vectorize: cannot reshape {x.name!r} to {per} for "
+                                     f"{named(node)} behind a batch axis with two run-time "
+                                     f"lengths")
 
     def _empty_reshaped(self, x, per):
         """An empty example behind a run-time batch length: a -1 beside a 0 has no

@@ -5,6 +5,7 @@
   reinterpreted by a reshape or summed over the wrong length;
 * examples with a length-0 axis batch with a run-time batch length (a reshape behind
   a run-time batch axis of an empty example, a full sum of a product with a weight);
+* a refusal names the per-example node's line and the user's vectorize call.
 
 Values are checked against numpy on each example, stacked.
 """
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
+from flowgrad.batching import BatchingError
 
 
 @pytest.mark.parametrize("codegen", [False, True], ids=["reference", "codegen"])
@@ -55,3 +57,28 @@ def test_empty_examples_with_a_run_time_batch_length(codegen, rng):
         np.testing.assert_array_equal(a, np.zeros(n))
         assert b.shape == (n, 3, 0)
         np.testing.assert_array_equal(c, np.ones((n, 0)))
+
+
+def test_a_refusal_names_the_examples_line_and_the_vectorize_call():
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(4, 3))
+    out = fg.while_loop(lambda c: fg.less(fg.sum(c), 5.0), lambda c: c + 1.0, x)  # HERE-1
+    with pytest.raises(BatchingError) as err:
+        fg.vectorize(out, {x: X})                                                 # HERE-2
+    msg = str(err.value)
+    for tag in ("HERE-1", "HERE-2"):
+        line = _line_of(tag)
+        assert f"test_vectorize_boundaries.py:{line}" in msg, (tag, msg)
+
+
+def test_vectorize_argument_errors_name_the_users_line():
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(4, 2))
+    with pytest.raises(fg.ShapeError) as err:
+        fg.vectorize(x * 2.0, {x: X})                                             # HERE-3
+    assert f"test_vectorize_boundaries.py:{_line_of('HERE-3')}" in str(err.value)
+
+
+def _line_of(tag):
+    with open(__file__) as f:
+        return next(k for k, line in enumerate(f, 1) if line.rstrip().endswith(f"# {tag}"))
