@@ -246,15 +246,16 @@ class Batcher:
     def broadcast(self, x, shape):
         """Batched ``x`` (already of per-example rank len(shape)) broadcast to
         (B,) + shape."""
-        from flowgrad.ops import broadcast_to
-        from .leaves import constant
+        from flowgrad.ops import broadcast_to, where
+        from .leaves import constant_in
         if self.length is not None and None not in shape:
             return broadcast_to(x, (self.length,) + tuple(shape))
         if None in shape:
             raise located(BatchingError, f"vectorize: cannot broadcast {x.name!r} to {shape} "
                                          f"with a run-time batch length")
-        with self.graph:
-            return x + constant(np.zeros(shape, x.dtype))
+        # a select, not x + 0: -0.0 + 0.0 is +0.0, and a select keeps x's values exactly
+        no = constant_in(self.graph, np.zeros(shape, bool))
+        return where(no, x, x)
 
     def reshape_to(self, x, node):
         """Batched ``x`` reshaped to (B,) + node.shape, node the per-example result."""

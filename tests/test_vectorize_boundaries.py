@@ -82,3 +82,24 @@ def test_vectorize_argument_errors_name_the_users_line():
 def _line_of(tag):
     with open(__file__) as f:
         return next(k for k, line in enumerate(f, 1) if line.rstrip().endswith(f"# {tag}"))
+
+
+@pytest.mark.parametrize("codegen", [False, True], ids=["reference", "codegen"])
+def test_a_broadcast_behind_a_run_time_batch_keeps_signed_zeros(codegen):
+    """With a run-time batch length the rule broadcast by adding zeros: -0.0 + 0.0 is
+    +0.0, so the batch lost the signs numpy's broadcast_to keeps."""
+    x = fg.placeholder("x", shape=(1, 3))
+    X = fg.placeholder("X", shape=(None, 1, 3))
+    n = fg.placeholder("n", shape=(1, 3), dtype="int8")
+    N = fg.placeholder("N", shape=(None, 1, 3), dtype="int8")
+    outs = fg.vectorize([fg.broadcast_to(x, (2, 3)), fg.broadcast_to(n, (2, 3))], {x: X, n: N})
+    Xv = np.array([[[-0.0, 1.0, np.nan]], [[-0.0, -np.inf, -0.0]]])
+    Nv = np.array([[[-128, 0, 127]], [[1, -1, 5]]], np.int8)
+    prog = fg.compile(outs, codegen=codegen)
+    for _ in range(2):
+        a, b = prog({X: Xv, N: Nv})
+        want = np.broadcast_to(Xv, (2, 2, 3))
+        np.testing.assert_array_equal(a, want)
+        np.testing.assert_array_equal(np.signbit(a), np.signbit(want))
+        assert b.dtype == np.int8
+        np.testing.assert_array_equal(b, np.broadcast_to(Nv, (2, 2, 3)))
