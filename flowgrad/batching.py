@@ -121,16 +121,20 @@ def elementwise(b, node, ins, bat):
 def mul_rule(b, node, ins, bat):
     """(P·u)·v with P batched, u and v not: P·(u·v), so the product of the unbatched
     factors is formed once per graph, not once per example (one batch-sized pass less;
-    the rounding of a reassociated product)."""
+    the rounding of a reassociated product). Only where both products are of the
+    result's dtype: an int32 P·u wraps and a float32 P·u rounds before a float64 v
+    widens it, which P·(u·v), computed in float64, would not."""
     if bat.count(True) == 1:
         p, v = (ins[0], ins[1]) if bat[0] else (ins[1], ins[0])
-        if p.op is not None and p.op.name == "mul" and b.made_by_rule(p):
+        if p.op is not None and p.op.name == "mul" and b.made_by_rule(p) and \
+                p.dtype == node.dtype:
             pb, pu = p.inputs
             if b.is_batched(pu):
                 pb, pu = pu, pb
             if b.is_batched(pb) and not b.is_batched(pu):
-                out = apply(node.op, b.align(pb, len(node.shape)), apply(node.op, pu, v))
-                if out.dtype == node.dtype and out.shape[1:] == node.shape:
+                uv = apply(node.op, pu, v)
+                out = apply(node.op, b.align(pb, len(node.shape)), uv)
+                if uv.dtype == out.dtype == node.dtype and out.shape[1:] == node.shape:
                     return out
     return elementwise(b, node, ins, bat)
 

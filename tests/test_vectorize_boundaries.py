@@ -103,3 +103,22 @@ def test_a_broadcast_behind_a_run_time_batch_keeps_signed_zeros(codegen):
         np.testing.assert_array_equal(np.signbit(a), np.signbit(want))
         assert b.dtype == np.int8
         np.testing.assert_array_equal(b, np.broadcast_to(Nv, (2, 2, 3)))
+
+
+@pytest.mark.parametrize("dtype, u, x", [("int32", 100000, 100000), ("float32", 0.3, 0.7)])
+def test_a_product_of_a_narrower_dtype_is_not_reassociated_into_a_wider_one(dtype, u, x):
+    """(x·u)·v with x, u int32 (float32) and v float64: x·u wraps (rounds) in int32
+    (float32) before v widens it. Reassociated as x·(u·v), in float64, it did not: 1e10
+    where numpy gives 1410065408 (and 0.21 where it gives float32(0.7·0.3))."""
+    xi = fg.placeholder("xi", shape=(2,), dtype=dtype)
+    X = fg.placeholder("X", shape=(3, 2), dtype=dtype)
+    uc = fg.constant(np.array([u, 3], dtype))
+    vc = fg.constant(np.array([1.0, 1.0]))
+    out = fg.vectorize((xi * uc) * vc, {xi: X})
+    Xv = np.full((3, 2), x, dtype)
+    with np.errstate(over="ignore"):
+        want = (Xv * np.array([u, 3], dtype)) * np.array([1.0, 1.0])
+    for codegen in (False, True):
+        got = fg.compile(out, codegen=codegen)({X: Xv})
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
