@@ -268,9 +268,9 @@ class Batcher:
             return reshape(x, (lead,) + per)
         if self.length is not None and per.count(None) == 1:
             return reshape(x, (self.length,) + tuple(-1 if s is None else s for s in per))
-        raise located(BatchingError, f"vectorize: cannot reshape {x.name!r} to {per} for "
-                                     f"{named(node)} behind a batch axis with two run-time "
-                                     f"lengths")
+        raise located(BatchingError, f"vectorize: cannot reshape {x.name!r} to {per} behind "
+                                     f"a batch axis with two run-time lengths "
+                                     f"({named(node)})")
 
     def _empty_reshaped(self, x, per):
         """An empty example behind a run-time batch length: a -1 beside a 0 has no
