@@ -5,7 +5,9 @@
   reinterpreted by a reshape or summed over the wrong length;
 * examples with a length-0 axis batch with a run-time batch length (a reshape behind
   a run-time batch axis of an empty example, a full sum of a product with a weight);
-* a refusal names the per-example node's line and the user's vectorize call.
+* a refusal names the per-example node's line and the user's vectorize call;
+* a broadcast behind a run-time batch length keeps -0.0 (a select, not x + 0);
+* (P·u)·v is not reassociated where P·u wraps or rounds in a narrower dtype.
 
 Values are checked against numpy on each example, stacked.
 """
