@@ -68,7 +68,7 @@ not in the table.
 """
 from __future__ import annotations
 
-from flowgrad.errors import UsageError
+from flowgrad.errors import UsageError, located
 from flowgrad.ops import REGISTRY, apply, expand_dims, squeeze, sum as fg_sum, transpose
 from flowgrad.ops import matmul as matmul_op, reshape as reshape_op
 from flowgrad import batching_calls, batching_conv, batching_index, batching_loops
@@ -86,9 +86,16 @@ class Unbatched:
         self.node = node
 
 
+def named(node):
+    """``node 'name'``, with the line of the user's code that built it when known: a
+    refusal is raised at the vectorize call, far from the per-example code it is about."""
+    return f"node {node.name!r}" + (f", built at {node.where}" if node.where else "")
+
+
 def refuse(node, why):
-    return BatchingError(f"vectorize: op {node.op.name!r} (node {node.name!r}) cannot be "
-                         f"batched: {why}")
+    """A BatchingError naming the op, its node and line, and the vectorize call's line."""
+    return located(BatchingError, f"vectorize: op {node.op.name!r} ({named(node)}) cannot "
+                                  f"be batched: {why}")
 
 
 def _shift(axis):
@@ -114,16 +121,20 @@ def elementwise(b, node, ins, bat):
 def mul_rule(b, node, ins, bat):
     """(P·u)·v with P batched, u and v not: P·(u·v), so the product of the unbatched
     factors is formed once per graph, not once per example (one batch-sized pass less;
-    the rounding of a reassociated product)."""
+    the rounding of a reassociated product). Only where both products are of the
+    result's dtype: an int32 P·u wraps and a float32 P·u rounds before a float64 v
+    widens it, which P·(u·v), computed in float64, would not."""
     if bat.count(True) == 1:
         p, v = (ins[0], ins[1]) if bat[0] else (ins[1], ins[0])
-        if p.op is not None and p.op.name == "mul" and b.made_by_rule(p):
+        if p.op is not None and p.op.name == "mul" and b.made_by_rule(p) and \
+                p.dtype == node.dtype:
             pb, pu = p.inputs
             if b.is_batched(pu):
                 pb, pu = pu, pb
             if b.is_batched(pb) and not b.is_batched(pu):
-                out = apply(node.op, b.align(pb, len(node.shape)), apply(node.op, pu, v))
-                if out.dtype == node.dtype and out.shape[1:] == node.shape:
+                uv = apply(node.op, pu, v)
+                out = apply(node.op, b.align(pb, len(node.shape)), uv)
+                if uv.dtype == out.dtype == node.dtype and out.shape[1:] == node.shape:
                     return out
     return elementwise(b, node, ins, bat)
 
@@ -180,6 +191,8 @@ def _as_gemv(b, x):
     size = 1
     for s in per:
         size *= s
+    if size == 0 and lead == -1:      # a -1 beside a 0 has no length: the plain sum
+        return None
     return matmul_op(reshape_op(p, (lead, size)), reshape_op(q, (size,)))
 
 
@@ -403,8 +416,9 @@ def rule_for(node):
     if rule is None and node.op.elementwise:
         return elementwise
     if rule is None:
-        raise BatchingError(
-            f"vectorize: op {node.op.name!r} (node {node.name!r}) has no batching rule; "
+        raise located(
+            BatchingError,
+            f"vectorize: op {node.op.name!r} ({named(node)}) has no batching rule; "
             f"add one line for it to RULES in flowgrad/batching.py "
             f"(e.g. {node.op.name!r}: elementwise, or shifted('axis'))")
     return rule

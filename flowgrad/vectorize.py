@@ -22,8 +22,8 @@ import math
 
 import numpy as np
 
-from .batching import BatchingError, Unbatched, rule_for
-from .errors import GraphError, ShapeError, UsageError
+from .batching import BatchingError, Unbatched, named, rule_for
+from .errors import GraphError, ShapeError, UsageError, located
 from .graph import Node, same_graph
 
 __all__ = ["vectorize", "BatchingError"]
@@ -38,14 +38,17 @@ def vectorize(outputs, mapping):
     Raises ShapeError when a value lacks the batch axis, disagrees with its key's
     shape or dtype, or two values have different static batch lengths; GraphError for
     a key outside the outputs' graph; BatchingError (a UsageError) naming an op with
-    no batching rule (see flowgrad/batching.py for the ops covered).
+    no batching rule (see flowgrad/batching.py for the ops covered). A value may leave
+    a per-example length to run time (``None``) where its key knows it: each call then
+    checks the fed length against the key's (FeedError), at the cost of one copy.
     """
     outs, single = _as_nodes(outputs)
     if not isinstance(mapping, dict) or not mapping:
-        raise UsageError("vectorize: mapping must be a non-empty dict {node: batched node}")
+        raise located(UsageError,
+                      "vectorize: mapping must be a non-empty dict {node: batched node}")
     graph = outs[0].graph
     same_graph(outs)
-    pairs = [_checked_pair(graph, k, v) for k, v in mapping.items()]
+    pairs = [_held_to_key(graph, *_checked_pair(graph, k, v)) for k, v in mapping.items()]
     length = _batch_length(pairs)
     if len(pairs) > 1 and any(v.shape[0] is None for _, v in pairs):
         pairs = _lengths_checked(graph, outs, pairs)
@@ -87,36 +90,58 @@ def _as_nodes(outputs):
     outs = [outputs] if single else list(outputs) if isinstance(outputs, (list, tuple)) \
         else None
     if not outs or not all(isinstance(o, Node) for o in outs):
-        raise UsageError(f"vectorize: outputs must be a node or a non-empty list of nodes, "
-                         f"got {outputs!r}")
+        raise located(UsageError, f"vectorize: outputs must be a node or a non-empty list "
+                                  f"of nodes, got {outputs!r}")
     return outs, single
 
 
 def _checked_pair(graph, key, value):
     for what, n in (("key", key), ("value", value)):
         if not isinstance(n, Node):
-            raise UsageError(f"vectorize: a mapping {what} must be a node, got "
-                             f"{type(n).__name__} {n!r}")
+            raise located(UsageError, f"vectorize: a mapping {what} must be a node, got "
+                                      f"{type(n).__name__} {n!r}")
         if n.graph is not graph:
-            raise GraphError(f"vectorize: the mapping {what} {n.name!r} is not a node of "
-                             f"the outputs' graph")
+            raise located(GraphError, f"vectorize: the mapping {what} {n.name!r} is not a "
+                                      f"node of the outputs' graph")
     per = value.shape[1:]
     if len(value.shape) != len(key.shape) + 1 or any(
             a is not None and b is not None and a != b for a, b in zip(per, key.shape)):
-        raise ShapeError(f"vectorize: {value.name!r} {value.shape} must be {key.name!r}'s "
-                         f"shape {key.shape} with one leading batch axis in front")
+        raise located(ShapeError, f"vectorize: {value.name!r} {value.shape} must be "
+                                  f"{key.name!r}'s shape {key.shape} with one leading batch "
+                                  f"axis in front")
     if value.dtype != key.dtype:
-        raise ShapeError(f"vectorize: {value.name!r} has dtype {value.dtype}, but "
-                         f"{key.name!r} has {key.dtype}")
+        raise located(ShapeError, f"vectorize: {value.name!r} has dtype {value.dtype}, but "
+                                  f"{key.name!r} has {key.dtype}")
     return key, value
+
+
+def _held_to_key(graph, key, value):
+    """``value`` held to ``key``'s known per-example lengths where it declares run-time
+    ones (a generic ``(None, None)`` placeholder for examples of shape ``(3,)``): the
+    rules build for the key's lengths, so a feed of rows of 4 would be read as other
+    examples by a reshape, or summed over the wrong length, without a word. It is read
+    through ``where(c, value, value)`` with a False ``c`` of those lengths (1 elsewhere):
+    the value itself, bit for bit, whose run-time length rule ties each such axis to
+    the key's length, so every call checks it (a FeedError naming the value). This
+    costs one copy of the value per call; a value declared with the key's lengths
+    needs none."""
+    per = value.shape[1:]
+    if not any(v is None and k is not None for v, k in zip(per, key.shape)):
+        return key, value
+    from flowgrad.ops import where
+    from .leaves import constant_in
+    tied = (1,) + tuple(k if v is None and k is not None else 1
+                        for v, k in zip(per, key.shape))
+    c = constant_in(graph, np.zeros(tied, bool), name=f"{key.name}'s lengths")
+    return key, where(c, value, value)
 
 
 def _batch_length(pairs):
     lengths = {v.shape[0] for _, v in pairs} - {None}
     if len(lengths) > 1:
         names = ", ".join(f"{v.name!r} {v.shape[0]}" for _, v in pairs)
-        raise ShapeError(f"vectorize: the batched values disagree on the batch length "
-                         f"({names})")
+        raise located(ShapeError, f"vectorize: the batched values disagree on the batch "
+                                  f"length ({names})")
     if len(lengths) == 1 and all(v.shape[0] is not None for _, v in pairs):
         return lengths.pop()
     return None      # a run-time length somewhere: the batch length is known at run time
@@ -179,8 +204,9 @@ class Batcher:
         want = (self.length,) + node.shape
         if len(out.shape) != len(want) or any(
                 a is not None and b is not None and a != b for a, b in zip(out.shape, want)):
-            raise BatchingError(f"vectorize: the batching rule of {node.op.name!r} gave "
-                                f"shape {out.shape} for node {node.name!r}, expected {want}")
+            raise located(BatchingError, f"vectorize: the batching rule of {node.op.name!r} "
+                                         f"gave shape {out.shape} for {named(node)}, "
+                                         f"expected {want}")
         return out
 
     # -- helpers for rules -------------------------------------------------------------
@@ -220,25 +246,38 @@ class Batcher:
     def broadcast(self, x, shape):
         """Batched ``x`` (already of per-example rank len(shape)) broadcast to
         (B,) + shape."""
-        from flowgrad.ops import broadcast_to
-        from .leaves import constant
+        from flowgrad.ops import broadcast_to, where
+        from .leaves import constant_in
         if self.length is not None and None not in shape:
             return broadcast_to(x, (self.length,) + tuple(shape))
         if None in shape:
-            raise BatchingError(f"vectorize: cannot broadcast {x.name!r} to {shape} with "
-                                f"a run-time batch length")
-        with self.graph:
-            return x + constant(np.zeros(shape, x.dtype))
+            raise located(BatchingError, f"vectorize: cannot broadcast {x.name!r} to {shape} "
+                                         f"with a run-time batch length")
+        # a select, not x + 0: -0.0 + 0.0 is +0.0, and a select keeps x's values exactly
+        no = constant_in(self.graph, np.zeros(shape, bool))
+        return where(no, x, x)
 
     def reshape_to(self, x, node):
         """Batched ``x`` reshaped to (B,) + node.shape, node the per-example result."""
         from flowgrad.ops import reshape
         per = node.shape
+        if per.count(None) == 0 and self.length is None and 0 in per:
+            return self._empty_reshaped(x, per)
         if per.count(None) == 0:
             lead = -1 if self.length is None else self.length
             return reshape(x, (lead,) + per)
         if self.length is not None and per.count(None) == 1:
             return reshape(x, (self.length,) + tuple(-1 if s is None else s for s in per))
-        raise BatchingError(f"vectorize: cannot reshape {x.name!r} to {per} behind a batch "
-                            f"axis with two run-time lengths")
+        raise located(BatchingError, f"vectorize: cannot reshape {x.name!r} to {per} behind "
+                                     f"a batch axis with two run-time lengths "
+                                     f"({named(node)})")
+
+    def _empty_reshaped(self, x, per):
+        """An empty example behind a run-time batch length: a -1 beside a 0 has no
+        length, so the shape is read from a (B,) + per array of no entries."""
+        from flowgrad.ops import apply
+        from flowgrad.ops.shape import reshape_like
+        from .leaves import constant_in
+        ref = self.materialize(constant_in(self.graph, np.zeros(per, bool)))
+        return apply(reshape_like, x, ref)
 
