@@ -531,6 +531,12 @@ class PlainRules(dict):
         return plain
 
 
+def rule_site():
+    """The site the primitive rules of this thread's running sweep take (``site_fixed_above``),
+    or None outside a sweep: what ``apply`` gives a node that flowgrad's own code builds."""
+    return thread_state.__dict__.get("rule_site")
+
+
 def walking_sites(fn, /, *args, **kwargs):
     """``fn(*args, **kwargs)`` with the sweep's ``rule_site`` lifted: the nodes it builds
     get their sites by walking the frames (a user's rule: its own lines)."""
