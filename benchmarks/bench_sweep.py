@@ -1,10 +1,13 @@
-"""The reverse sweep's cost a node, with and without its site shortcut (issue 19).
+"""The reverse sweep's cost a node: now, without the builder forms, and without the site
+shortcut either (issue 19).
 
 One process, rounds alternated, min CPU time of each: a chain y = sin(y) of --n nodes
 is built, then differentiated (grad builds two nodes a chain node: the rule's cos(x)
-and the product). ``walk`` switches the shortcut off in place: every node a primitive
-rule builds then finds the user's line by walking the frames (ops.base.plain_rule
-answering False for every rule), as before.
+and the product). ``rules`` switches the builder forms off (ops/fast_rules.py): every
+rule runs as the op's own, building through Node operators and ``apply``. ``walk``
+also switches the site shortcut off: every node a primitive rule builds then finds the
+user's line by walking the frames (ops.base.plain_rule answering False for every
+rule), as before either existed.
 
     .venv/bin/python benchmarks/bench_sweep.py [--n 50000] [--rounds 8]
 """
@@ -16,10 +19,14 @@ import time
 
 import flowgrad as fg
 import flowgrad.ops.base as base
+import flowgrad.ops.fast_rules as fast_rules
 
 
 def _variants():
-    return {"now": base.plain_rule, "walk": lambda rule: False}
+    """{name: (ops.base.plain_rule, fast_rules.REVERSE)}"""
+    forms = fast_rules.REVERSE
+    return {"now": (base.plain_rule, forms), "rules": (base.plain_rule, {}),
+            "walk": (lambda rule: False, {})}
 
 
 def _grad_seconds(n):
@@ -43,11 +50,11 @@ def main():
     best = {k: float("inf") for k in variants}
     try:
         for _ in range(args.rounds):
-            for k, plain in variants.items():
-                base.plain_rule = plain
+            for k, (plain, forms) in variants.items():
+                base.plain_rule, fast_rules.REVERSE = plain, forms
                 best[k] = min(best[k], _grad_seconds(args.n))
     finally:
-        base.plain_rule = variants["now"]
+        base.plain_rule, fast_rules.REVERSE = variants["now"]
     print(f"grad of a {args.n:,}-node sin chain, min CPU of {args.rounds} alternated rounds\n")
     print("| variant | grad | µs a chain node | vs now |")
     print("|---|---|---|---|")

@@ -18,7 +18,7 @@ from array import array
 import numpy as np
 
 from .errors import DifferentiationError, UsageError, located
-from .graph import Node, gc_paused, same_graph, sharing_unary
+from .graph import Node, gc_paused, same_graph, sharing_graph, sharing_unary
 from .leaves import constant_in
 
 __all__ = ["adjoints", "grad", "vjp", "jvp", "vjp_above", "ancestors_above", "adjoint_mark"]
@@ -148,8 +148,11 @@ def _summed(terms, add):
 
 def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     from flowgrad.ops import add, sum_to_like
-    from flowgrad.ops.base import PlainRules, walking_sites
+    from flowgrad.ops.base import PlainRules, rule_site, walking_sites
+    from flowgrad.ops.fast_rules import REVERSE as FAST_REVERSE, NodeBuilder
     plain_of = PlainRules()   # primitive rules take the sweep's site (ops.base.rule_site)
+    build = NodeBuilder(graph, rule_site(), sharing_graph() is graph)
+    fast_forms = FAST_REVERSE
     handles = graph.handles
     marks = _marks_of(graph)
     add_mark = marks.add
@@ -181,20 +184,24 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
         if op.vjp_all is not None:   # every argument's term from one call: O(N), not O(N²)
             _all_terms(op.vjp_all, vbar, node, inputs, attrs, active, pending, marks, y)
             continue
-        table = op.vjp_rules
+        table, fast = op.vjp_rules, fast_forms.get(op)
         for argnum, inp in enumerate(inputs):
             iid = inp.id
             if iid not in active or (kind := inp.dtype.kind) not in "fc":   # differentiable
                 continue
             if kind == "c" and not complex_rule_ok(op, argnum, inputs):
                 raise _complex_refused(node, inp)
-            rule = table[argnum] if table is not None and argnum < len(table) \
-                and callable(table[argnum]) else op.vjp_rule(argnum)
-            if rule is None:
-                continue
             first_new = len(handles)
-            term = rule(vbar, node, *inputs, **attrs) if plain_of[rule] else \
-                walking_sites(rule, vbar, node, *inputs, **attrs)
+            if fast is not None and kind == "f" and (form := fast[argnum]) is not None \
+                    and not attrs and node.dtype.kind == "f" and vbar.dtype.kind == "f":
+                term = form(build, vbar, node, *inputs)   # the rule, built straight on
+            else:
+                rule = table[argnum] if table is not None and argnum < len(table) \
+                    and callable(table[argnum]) else op.vjp_rule(argnum)
+                if rule is None:
+                    continue
+                term = rule(vbar, node, *inputs, **attrs) if plain_of[rule] else \
+                    walking_sites(rule, vbar, node, *inputs, **attrs)
             if term is not None:
                 if term.shape != inp.shape:
                     term = sum_to_like(term, inp)

@@ -72,6 +72,11 @@ class Op:
     (float64) before the forward runs (``computes_in_float``), so every backend and
     path computes in the declared dtype, not numpy's smallest float for the int
     (int8 → float16, int16 → float32).
+
+    ``ufunc`` (a name, or None) says the forward of a float or complex input is
+    exactly ``xp.<ufunc>(x)``: a plan whose every step of the op reads such an input
+    (``Plan.direct_ufuncs``) runs the backend's function itself, without the Python
+    frames of the int cast (``kernel(..., direct=True)``).
     """
 
     #: Optional, for ops with many arguments (concatenate): ``vjp_all(needed, g, ans,
@@ -99,14 +104,16 @@ class Op:
     #: attribute the public function refuses is a GraphFileError naming the node at load
     #: time, never a failure (or a different answer) when the program runs.
     check_attrs = None
+    ufunc = None
 
     def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,
                  multilinear=False, elementwise=False, operator=None, doc="",
-                 stateful=False, floating=False):
+                 stateful=False, floating=False, ufunc=None):
         if name in REGISTRY:
             raise ArgumentError(f"op {name!r} is registered twice")
         self.name = name
         self.forward = computes_in_float(forward) if floating else forward
+        self.ufunc = ufunc
         self.infer = infer
         self.variadic = variadic
         self._vjp = vjp
@@ -143,10 +150,15 @@ class Op:
         # tanh), but being a descriptor makes ``inspect``/``help`` treat an op as a routine.
         return self
 
-    def kernel(self, xp, attrs):
-        """The callable the scheduler runs: values in, value out."""
-        if self.operator is not None and not attrs and lazy_backend(xp) is None:
-            return self.operator
+    def kernel(self, xp, attrs, direct=False):
+        """The callable the scheduler runs: values in, value out. ``direct``: every step
+        it serves reads a float or complex input (``Plan.direct_ufuncs``), so an op with
+        a ``ufunc`` runs the backend's own function, a C-level call."""
+        if not attrs and lazy_backend(xp) is None:
+            if self.operator is not None:
+                return self.operator
+            if direct and self.ufunc is not None:
+                return getattr(xp, self.ufunc)
         if attrs:
             return functools.partial(self.forward, xp, **attrs)
         # one partial per (op, backend), shared by every step of that op (10^6 steps of
@@ -529,6 +541,12 @@ class PlainRules(dict):
     def __missing__(self, rule):
         plain = self[rule] = plain_rule(rule)
         return plain
+
+
+def rule_site():
+    """The site the primitive rules of this thread's running sweep take (``site_fixed_above``),
+    or None outside a sweep: what ``apply`` gives a node that flowgrad's own code builds."""
+    return thread_state.__dict__.get("rule_site")
 
 
 def walking_sites(fn, /, *args, **kwargs):

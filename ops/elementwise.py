@@ -66,6 +66,10 @@ def _binary(name, forward, vjp, *, floating=False, **kw):
     return Op(name, forward, infer, vjp=vjp, **kw)
 
 
+#: the float functions whose forward is exactly ``xp.<name>(x)`` (Op's ``ufunc``)
+_UFUNC_FORWARD = frozenset({"exp", "log", "tanh", "sin", "cos", "log1p", "sqrt"})
+
+
 def _unary(name, forward, vjp, *, floating=True, real=False, **kw):
     """``real``: the op of a complex is real, of its precision (|z|: complex64 → float32)."""
     no_bool = _NOT_FOR_BOOL.get(name)
@@ -78,7 +82,8 @@ def _unary(name, forward, vjp, *, floating=True, real=False, **kw):
             return x.shape, np.finfo(dtype).dtype
         return x.shape, float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
     # a float function computes an int or bool input in float64, as infer declares
-    return Op(name, forward, infer, vjp=(vjp,), floating=floating, **kw)
+    return Op(name, forward, infer, vjp=(vjp,), floating=floating,
+              ufunc=name if floating and name in _UFUNC_FORWARD else None, **kw)
 
 
 add = _binary("add", lambda xp, x, y: xp.add(x, y),

@@ -82,13 +82,17 @@ class Plan:
     - ``steps``: the steps in execution order (a list, or ``FlatSteps`` for large plans);
     - ``outputs``: the output slots, in the program's output order (a slot may repeat);
     - ``slots``: per slot, the node id whose value it holds;
-    - ``graph``: the graph the ids belong to (names, lines, inferred shapes)."""
+    - ``graph``: the graph the ids belong to (names, lines, inferred shapes);
+    - ``direct_ufuncs``: the ops with a ``ufunc`` whose every step here reads a float
+      or complex first input, so that their kernel may be the backend's function itself
+      (``Op.kernel(direct=True)``); the compiler finds them, and empty is always right."""
     leaves: dict
     consts: list
     steps: Sequence
     outputs: tuple
     slots: Sequence
     graph: object = None
+    direct_ufuncs: frozenset = frozenset()
     # caches, never copied by dataclasses.replace: {id(xp): kernels}, {out slot: step}
     _kernels: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _index: dict = field(default=None, init=False, repr=False, compare=False)
@@ -112,7 +116,7 @@ class Plan:
         op without attrs shares one kernel object: ``Op.kernel``)."""
         got = self._kernels.get(id(xp))
         if got is None:
-            got = _make_kernels(self.made_steps(), xp)
+            got = _make_kernels(self.made_steps(), xp, self.direct_ufuncs)
             from .lazy_errors import lazy_backend, naming
             if lazy_backend(xp) is not None:   # a task's failure names its step, later
                 got = naming(self, got)
@@ -133,13 +137,13 @@ class Plan:
         return format_plan(self)
 
 
-def _make_kernels(steps, xp) -> list:
+def _make_kernels(steps, xp, direct=frozenset()) -> list:
     from ..ops.base import Op
     if isinstance(steps, FlatSteps):
         ops, attrs = steps.ops, steps.attrs
     else:
         ops, attrs = [s.op for s in steps], [s.attrs for s in steps]
-    made = {op: op.kernel(xp, {}) for op in set(ops) if type(op) is Op}
+    made = {op: op.kernel(xp, {}, op in direct) for op in set(ops) if type(op) is Op}
     if len(made) == len(set(ops)) and not any(attrs):
         if isinstance(steps, FlatSteps):   # one kernel an op, looked up as steps are read
             return KernelsByOp(made, ops)

@@ -232,6 +232,7 @@ class Program:
         step_ids, ops, attrs, ins = array(ids), [], [], []
         n_freed, freed = array("i"), array(ids)
         op_, at_, in_ = ops.append, attrs.append, ins.append
+        cast_fed = set()   # ops with a ufunc that some step feeds a non-float input
         # simplify stores only the definitions its graph node does not hold (constants,
         # remapped or rewritten steps); every other representative is its graph node as
         # is. A merged id is never live. Popping frees each stored definition once read.
@@ -253,6 +254,8 @@ class Program:
                 if d[0] == "const":
                     consts.append((r, d[1]))
                 continue
+            if op.ufunc is not None and data[ri[0]].dtype.kind not in "fc":
+                cast_fed.add(op)   # an int or bool input: its kernel casts (direct_ufuncs)
             n = 0
             for i in ri:
                 if not live[i]:
@@ -269,14 +272,15 @@ class Program:
             kept = sorted(kept + dead)
         else:
             kept.reverse()
-        return simp, kept, consts, ((step_ids, ops, attrs, ins), n_freed, freed)
+        direct = frozenset(op for op in set(ops) if op.ufunc is not None) - cast_fed
+        return simp, kept, consts, ((step_ids, ops, attrs, ins), n_freed, freed), direct
 
     def _build_plan(self):
         g, backend = self.graph, self.backend
         data = node_table(g)
         order = _pruned(self.run_outputs)   # (a local: dropped before the plan is made)
         backend.check_ops(g, order)  # an op this backend lacks: BackendError now, naming it
-        simp, kept, consts, sweep = self._sweep(g, order)
+        simp, kept, consts, sweep, direct = self._sweep(g, order)
         steps = sweep[0][0]
         flat = len(steps) > FLAT_STEPS
         own = _slot_index(kept, flat, order[-1] + 1 if order else 0)
@@ -306,7 +310,7 @@ class Program:
         self._pending = sweep + (own, flat)
         self.plan = Plan({nid: slot[nid] for nid in leaves}, template,
                          LazySteps(self._materialize, len(steps), flat),
-                         tuple(slot[o.id] for o in self.run_outputs), kept, g)
+                         tuple(slot[o.id] for o in self.run_outputs), kept, g, direct)
         del steps, sweep
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(

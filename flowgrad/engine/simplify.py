@@ -107,6 +107,8 @@ class _Kernel:
     """Just enough of an Op for the scheduler: ``kernel(xp, attrs)``, a name, and
     ``infer`` (the result's shape and dtype: the plan verifier checks it)."""
 
+    ufunc = None   # (as an Op without one: the compiler asks every step's op)
+
     def __init__(self, name, make, infer):
         self.name, self._make, self.infer = name, make, infer
 
