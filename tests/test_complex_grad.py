@@ -300,3 +300,19 @@ def test_zero_d_complex_program_on_every_path():
     loss = o.abs() ** 2 + o.real + (o * b).imag
     loss.backward()
     _assert_all(progs, [loss.detach().numpy(), a.grad.numpy(), b.grad.numpy()])
+
+
+def test_a_complex_gradient_graph_round_trips_through_a_graph_file(tmp_path):
+    """real's adjoint is cast to z's complex dtype (an astype node to complex128), which a
+    graph file's attribute check refused (dtypes of kinds b, i, u, f only)."""
+    with fg.Graph():
+        z = fg.placeholder("z", shape=(2, 3), dtype="complex128")
+        loss = fg.sum(fg.real(fg.conj(z) * fg.exp(z)) + fg.imag(z))
+        gz = fg.grad(loss, z).named("gz")
+        assert any(n.op is not None and n.op.name == "astype" for n in gz.graph.nodes)
+        fg.save_graph(tmp_path / "c.fg", gz.graph)
+    g2 = fg.load_graph(tmp_path / "c.fg")
+    got = fg.run(g2.by_name("gz"), {"z": Z})
+    a = torch.tensor(Z, requires_grad=True)
+    ((a.conj() * torch.exp(a)).real + a.imag).sum().backward()
+    np.testing.assert_allclose(got, a.grad.numpy(), rtol=1e-14)
