@@ -189,8 +189,8 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
             iid = inp.id
             if iid not in active or (kind := inp.dtype.kind) not in "fc":   # differentiable
                 continue
-            if kind == "c" and not complex_rule_ok(op, argnum, inputs):
-                raise _complex_refused(node, inp)
+            if "c" in (kind, vbar.dtype.kind) and not complex_rule_ok(op, argnum, inputs):
+                raise _complex_refused(node, inp)   # (a real input's term may be complex)
             first_new = len(handles)
             if fast is not None and kind == "f" and (form := fast[argnum]) is not None \
                     and not attrs and node.dtype.kind == "f" and vbar.dtype.kind == "f":
@@ -215,40 +215,48 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     return result
 
 
-#: ops whose reverse rules give PyTorch's gradient for complex inputs (the conjugate
-#: Wirtinger convention: ∂L/∂z̄ times 2): linear maps with real coefficients, and abs
+#: ops whose rules give PyTorch's derivatives for complex values (the conjugate Wirtinger
+#: convention: a real loss's gradient is 2 ∂L/∂z̄; forward rules f′(z)·ż): maps linear over
+#: the reals with real coefficients, abs, the complex parts, and (HOLOMORPHIC) the ops
+#: whose reverse rule conjugates its derivative factor when it is complex (ops/complex.py)
 COMPLEX_SAFE = frozenset({
     "add", "sub", "neg", "sum", "mean", "sum_to", "broadcast_to", "broadcast_like",
     "reshape", "reshape_like", "transpose", "squeeze", "expand_dims", "getitem",
     "concatenate", "concat_part", "concat_unpart", "pad", "cumsum", "trace", "scatter_add",
     "where", "stop_gradient", "abs", "loop", "loop_out", "custom_call", "custom_input",
-    "remat_after", "basis_map"})
-#: ops whose rule for one argument is right when every other argument is real (g·y for
-#: z·y: PyTorch's is g·conj(y)); div's rule for its divisor never is
-COMPLEX_IF_OTHERS_REAL = frozenset({"mul", "div", "matmul", "einsum", "linear"})
+    "remat_after", "basis_map", "conj", "real", "imag", "astype",
+    # no derivative at all, which is right for complex values too (bool results, values
+    # read for their shape only); sign is not among them: z/|z| varies with z
+    "equal", "not_equal", "greater", "greater_equal", "less", "less_equal", "zeros_like",
+    "ones_like"})
+HOLOMORPHIC = frozenset({
+    "mul", "div", "pow", "exp", "log", "log1p", "sqrt", "sin", "cos", "tan", "tanh",
+    "matmul", "einsum", "linear"})
 
 
 def complex_rule_ok(op, argnum, inputs) -> bool:
-    """Whether ``op``'s reverse rule for its complex argument ``argnum`` gives PyTorch's
-    gradient. The holomorphic rules (exp, z·y …) were written for real inputs, v̄·f'(z),
-    where PyTorch's convention needs v̄·conj(f'(z)); until they are, the sweep refuses
-    them rather than hand back a gradient of neither convention."""
+    """Whether ``op``'s rules for argument ``argnum`` give PyTorch's derivatives where
+    complex values meet it (the argument, or another: a real x of x·z gets re(v̄·conj z)).
+    Other ops' rules were written for real values only (a real argument's rule is still
+    right when every argument is real: its factors are real, and the sweep keeps the real
+    part of its term); the sweeps refuse them rather than hand back a wrong derivative."""
     name = op.name
-    if name in COMPLEX_SAFE:
+    if name in COMPLEX_SAFE or name in HOLOMORPHIC:
         return True
-    if name in COMPLEX_IF_OTHERS_REAL and not (name == "div" and argnum == 1):
-        return all(x.dtype.kind != "c" for k, x in enumerate(inputs) if k != argnum)
-    return False
+    return all(x.dtype.kind != "c" for x in inputs)
 
 
-def _complex_refused(node, inp) -> DifferentiationError:
+def _complex_refused(node, inp, mode="reverse") -> DifferentiationError:
+    which = "complex input" if inp.dtype.kind == "c" else "input"
     return located(
         DifferentiationError,
-        f"cannot differentiate {node.name!r} ({node.op.name}) with respect to its complex "
-        f"input {inp.name!r}: flowgrad's complex gradients follow PyTorch's convention, "
-        f"which the {node.op.name} rule does not implement yet (it does for abs, sums, "
-        "differences, reshapes and products by real values); write the loss through "
-        "those, or in real and imaginary parts as real nodes")
+        f"cannot differentiate {node.name!r} ({node.op.name}) with respect to its {which} "
+        f"{inp.name!r} in {mode} mode: flowgrad's complex derivatives follow PyTorch's "
+        f"convention, and the {node.op.name} rule is written for real values only. "
+        "Supported with complex values: linear maps (sums, differences, reshapes, "
+        "indexing, where), abs, conj, real, imag, astype and the holomorphic ops "
+        f"{', '.join(sorted(HOLOMORPHIC))}; write the rest through those, or in real "
+        "and imaginary parts as real nodes")
 
 
 def _gather(gathered, ids, node, vbar, active):
@@ -295,12 +303,16 @@ def _all_terms(rule, g, node, inputs, attrs, active, pending, marks, y):
 def as_input_dtype(term, inp):
     """A float input's adjoint term in the input's own dtype: a forward that promoted a
     float32 x (x·c with c float64) gives float64 terms, and x̄ is float32 as x is (as
-    PyTorch's and JAX's gradients). Other terms (an input that is not a float, a complex
-    term) stay as the rule built them."""
-    if inp.dtype.kind == "f" and term.dtype.kind == "f" and term.dtype != inp.dtype:
-        from flowgrad.ops import astype
-        return astype(term, inp.dtype)
-    return term
+    PyTorch's and JAX's gradients). A complex term of a real input is its real part, and
+    a complex input's term is of its complex dtype (PyTorch's: a gradient has its
+    tensor's dtype). Other terms stay as the rule built them."""
+    kind, term_kind = inp.dtype.kind, term.dtype.kind
+    if kind not in "fc" or term_kind not in "fc":
+        return term
+    from flowgrad.ops import astype, real
+    if kind == "f" and term_kind == "c":
+        term = real(term)
+    return term if term.dtype == inp.dtype else astype(term, inp.dtype)
 
 
 def _call_rule(rule, /, *args, **attrs):
@@ -532,10 +544,14 @@ def _forward_sweep_nodes(graph, y, tangents):
                 tangents[nid] = broadcast_to_like(total, node)
             continue
         total = None
+        complex_out = node.dtype.kind == "c"
         for argnum, inp in enumerate(inputs):
             t = tangents.get(inp.id)
             if t is None or not is_differentiable(inp.dtype):
                 continue
+            if (complex_out or inp.dtype.kind == "c") and not complex_rule_ok(op, argnum,
+                                                                              inputs):
+                raise _complex_refused(node, inp, "forward")
             rule = op.jvp_rule(argnum)
             if rule is None:
                 continue

@@ -23,6 +23,7 @@ from .tensor import astype, pad, split  # noqa: F401
 from .einsum import einsum  # noqa: F401
 from .linalg import cholesky, lstsq, qr, svd  # noqa: F401
 from .gradient import stop_gradient  # noqa: F401  (issue 21)
+from .complex import conj, imag, real  # noqa: F401  (complex gradients)
 
 #: the ops that are public as ``fg.NAME`` (some shadow builtins on purpose: fg.sum,
 #: fg.pow, fg.abs, fg.max, fg.min)
@@ -44,3 +45,4 @@ __all__ += ["clip", "leaky_relu", "elu", "gelu", "erf", "tan", "var", "std", "pr
             "cumsum", "einsum", "pad", "split", "astype",
             "cholesky", "qr", "lstsq", "svd"]   # issue 22
 __all__ += ["stop_gradient"]   # issue 21: derivatives the user controls
+__all__ += ["conj", "real", "imag"]   # complex parts (PyTorch's gradient convention)

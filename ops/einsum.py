@@ -17,6 +17,7 @@ import string
 
 from flowgrad.errors import ArgumentError, UsageError
 from .base import Op, apply, as_node, at_user_line, result_dtype, shape_error
+from .complex import conj_of
 
 LETTERS = set(string.ascii_letters)
 
@@ -85,7 +86,8 @@ def _einsum_vjp(argnum, g, ans, *xs, spec):
     seen = set(out).union(*others)
     mine = terms[argnum]
     kept = "".join(c for c in mine if c in seen)
-    rest = [x for k, x in enumerate(xs) if k != argnum]
+    # the other operands conjugated when complex (PyTorch's convention, ops/complex.py)
+    rest = [conj_of(x) for k, x in enumerate(xs) if k != argnum]
     part = apply(_einsum, g, *rest, spec=",".join([out, *others]) + "->" + kept)
     if kept == mine:
         return part

@@ -2,7 +2,10 @@
 
 Each reverse rule is ``g * ∂out/∂in`` (elementwise=True), so the same function
 serves as the forward rule with the tangent in place of ``g``; broadcasting is
-undone by the sweeps, not here.
+undone by the sweeps, not here. The holomorphic functions (exp, log, sin …, x·y, x/y,
+x^p) are the exception for complex inputs: their reverse rule is ``g * conj(∂out/∂in)``
+(PyTorch's convention, ops/complex.py) and their forward rule, given apart (``jvp=``),
+the unconjugated ``ṫ * ∂out/∂in``; on real inputs both build the same nodes as before.
 
 The float functions (exp, log, sqrt …) of an int or bool input compute in float64, the
 dtype their node declares (``Op(floating=True)``), never numpy's float16/float32 for
@@ -21,6 +24,7 @@ from flowgrad.engine.lazy_errors import is_lazy, lazy_backend
 
 from .base import (NONDIFF, Op, apply, broadcast_shapes, dtype_error, float_dtype, result_dtype,
                    shape_error)
+from .complex import conj_of
 
 
 _BOOL = np.dtype(bool)
@@ -70,8 +74,9 @@ def _binary(name, forward, vjp, *, floating=False, **kw):
 _UFUNC_FORWARD = frozenset({"exp", "log", "tanh", "sin", "cos", "log1p", "sqrt"})
 
 
-def _unary(name, forward, vjp, *, floating=True, real=False, **kw):
-    """``real``: the op of a complex is real, of its precision (|z|: complex64 → float32)."""
+def _unary(name, forward, vjp, *, floating=True, real=False, jvp=None, **kw):
+    """``real``: the op of a complex is real, of its precision (|z|: complex64 → float32).
+    ``jvp``: a forward rule of its own (a holomorphic op's, whose reverse rule conjugates)."""
     no_bool = _NOT_FOR_BOOL.get(name)
 
     def infer(x):
@@ -82,8 +87,9 @@ def _unary(name, forward, vjp, *, floating=True, real=False, **kw):
             return x.shape, np.finfo(dtype).dtype
         return x.shape, float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
     # a float function computes an int or bool input in float64, as infer declares
-    return Op(name, forward, infer, vjp=(vjp,), floating=floating,
-              ufunc=name if floating and name in _UFUNC_FORWARD else None, **kw)
+    return Op(name, forward, infer, vjp=(vjp,), jvp=None if jvp is None else (jvp,),
+              floating=floating, ufunc=name if floating and name in _UFUNC_FORWARD else None,
+              **kw)
 
 
 add = _binary("add", lambda xp, x, y: xp.add(x, y),
@@ -97,12 +103,15 @@ sub = _binary("sub", lambda xp, x, y: xp.subtract(x, y),
 sub.__doc__ = "x − y.  ∂/∂x = 1, ∂/∂y = −1."
 
 mul = _binary("mul", lambda xp, x, y: xp.multiply(x, y),
-              (lambda g, ans, x, y: g * y, lambda g, ans, x, y: g * x), multilinear=True,
+              (lambda g, ans, x, y: g * conj_of(y), lambda g, ans, x, y: g * conj_of(x)),
+              multilinear=True,
               operator=operator.mul)
 mul.__doc__ = "x · y.  ∂/∂x = y, ∂/∂y = x."
 
 div = _binary("div", lambda xp, x, y: xp.divide(x, y),
-              (lambda g, ans, x, y: g / y, lambda g, ans, x, y: -g * ans / y),
+              (lambda g, ans, x, y: g / conj_of(y),
+               lambda g, ans, x, y: -g * conj_of(ans) / conj_of(y)),
+              jvp=(lambda t, ans, x, y: t / y, lambda t, ans, x, y: -t * ans / y),
               floating=True, elementwise=True, operator=operator.truediv)
 div.__doc__ = "x / y.  ∂/∂x = 1/y, ∂/∂y = −x/y² = −ans/y."
 
@@ -112,7 +121,11 @@ neg.__doc__ = "−x.  ∂/∂x = −1."
 
 
 def _pow_dx(g, ans, x, p):
-    return g * p * pow(x, p - 1)
+    return g * conj_of(p) * conj_of(pow(x, p - 1))
+
+
+def _pow_tx(t, ans, x, p):   # the forward rule: the same factor, not conjugated
+    return t * p * pow(x, p - 1)
 
 
 def _pow_dp(g, ans, x, p):
@@ -120,7 +133,12 @@ def _pow_dp(g, ans, x, p):
     # there instead of 0, so neither this value nor its derivatives meet log 0;
     # x < 0 gives nan, as numpy's log: x^p is not a real function of p there.
     zero = equal(x, 0)
-    return g * ans * log(where(zero, 1.0, x))
+    return g * conj_of(ans) * conj_of(log(where(zero, 1.0, x)))
+
+
+def _pow_tp(t, ans, x, p):   # the forward rule: the same factor, not conjugated
+    zero = equal(x, 0)
+    return t * ans * log(where(zero, 1.0, x))
 
 
 def _pow_forward(xp, x, p):
@@ -139,25 +157,30 @@ def _pow_forward(xp, x, p):
 # the ufunc, not operator.pow: on numpy scalars (a 0-d step's result) ``**`` is numpy's
 # scalar power, C's pow, which skips the ufunc's sqrt for p = 0.5: (−0.0) ** 0.5 is
 # +0.0 and (−inf) ** 0.5 is inf there, −0.0 and nan from the kernel (and on 0-d arrays)
-pow = _binary("pow", _pow_forward, (_pow_dx, _pow_dp), elementwise=True,
+pow = _binary("pow", _pow_forward, (_pow_dx, _pow_dp), jvp=(_pow_tx, _pow_tp),
+              elementwise=True,
               operator=np.power)
 pow.__doc__ = ("x ** p, p a number or a tensor.  ∂/∂x = p x^(p−1), ∂/∂p = x^p log x "
                "(0 at x = 0; nan for x < 0, where x^p is not real-analytic in p).")
 
-exp = _unary("exp", lambda xp, x: xp.exp(x), lambda g, ans, x: g * ans, elementwise=True)
+exp = _unary("exp", lambda xp, x: xp.exp(x), lambda g, ans, x: g * conj_of(ans),
+             jvp=lambda t, ans, x: t * ans, elementwise=True)
 exp.__doc__ = "eˣ.  ∂/∂x = eˣ = ans."
 
-log = _unary("log", lambda xp, x: xp.log(x), lambda g, ans, x: g / x, elementwise=True)
+log = _unary("log", lambda xp, x: xp.log(x), lambda g, ans, x: g / conj_of(x),
+             jvp=lambda t, ans, x: t / x, elementwise=True)
 log.__doc__ = "Natural log.  ∂/∂x = 1/x."
 
-tanh = _unary("tanh", lambda xp, x: xp.tanh(x), lambda g, ans, x: g * (1 - ans * ans),
-              elementwise=True)
+tanh = _unary("tanh", lambda xp, x: xp.tanh(x), lambda g, ans, x: g * conj_of(1 - ans * ans),
+              jvp=lambda t, ans, x: t * (1 - ans * ans), elementwise=True)
 tanh.__doc__ = "tanh x.  ∂/∂x = 1 − tanh² x = 1 − ans²."
 
-sin = _unary("sin", lambda xp, x: xp.sin(x), lambda g, ans, x: g * cos(x), elementwise=True)
+sin = _unary("sin", lambda xp, x: xp.sin(x), lambda g, ans, x: g * conj_of(cos(x)),
+             jvp=lambda t, ans, x: t * cos(x), elementwise=True)
 sin.__doc__ = "sin x.  ∂/∂x = cos x."
 
-cos = _unary("cos", lambda xp, x: xp.cos(x), lambda g, ans, x: -g * sin(x), elementwise=True)
+cos = _unary("cos", lambda xp, x: xp.cos(x), lambda g, ans, x: -g * conj_of(sin(x)),
+             jvp=lambda t, ans, x: -t * sin(x), elementwise=True)
 cos.__doc__ = "cos x.  ∂/∂x = −sin x."
 
 
@@ -219,17 +242,36 @@ def where(cond, x, y):
 
 # -- more unary functions -------------------------------------------------------------
 
-log1p = _unary("log1p", lambda xp, x: xp.log1p(x), lambda g, ans, x: g / (1 + x),
-               elementwise=True)
+log1p = _unary("log1p", lambda xp, x: xp.log1p(x), lambda g, ans, x: g / conj_of(1 + x),
+               jvp=lambda t, ans, x: t / (1 + x), elementwise=True)
 log1p.__doc__ = "log(1 + x), accurate for small x.  ∂/∂x = 1/(1 + x)."
 
-sqrt = _unary("sqrt", lambda xp, x: xp.sqrt(x), lambda g, ans, x: g / (2 * ans),
-              elementwise=True)
+sqrt = _unary("sqrt", lambda xp, x: xp.sqrt(x), lambda g, ans, x: g / conj_of(2 * ans),
+              jvp=lambda t, ans, x: t / (2 * ans), elementwise=True)
 sqrt.__doc__ = "√x.  ∂/∂x = 1/(2√x) = 1/(2 ans); +inf at 0, nan below (as numpy's value)."
 
-abs = _unary("abs", lambda xp, x: xp.abs(x), lambda g, ans, x: g * sign(x),
+def _sgn(x, ans):
+    # z/|z| (0 at 0) of a complex z, from ops that have derivatives: sign's rule is 0,
+    # right for a real x only, so a second derivative through it would be wrong
+    zero = equal(ans, 0)
+    return where(zero, 0.0, x / where(zero, 1.0, ans))
+
+
+def _abs_vjp(g, ans, x):
+    return g * _sgn(x, ans) if x.dtype.kind == "c" else g * sign(x)
+
+
+def _abs_jvp(t, ans, x):
+    if x.dtype.kind == "c":   # d|z| = re(conj(sgn z)·ż) (as torch's)
+        from .complex import real
+        return real(t * conj_of(_sgn(x, ans)))
+    return t * sign(x)
+
+
+abs = _unary("abs", lambda xp, x: xp.abs(x), _abs_vjp, jvp=_abs_jvp,
              floating=False, real=True, elementwise=True)
-abs.__doc__ = "|x|.  ∂/∂x = sign x; at x = 0 the subgradient 0 (sign 0 = 0)."
+abs.__doc__ = ("|x|.  ∂/∂x = sign x; at x = 0 the subgradient 0 (sign 0 = 0). For a complex "
+               "z, z̄ = v̄·z/|z| and the forward rule re(conj(z/|z|)·ż) (PyTorch's).")
 
 
 # -- maximum / minimum: ties split the derivative equally -----------------------------

@@ -33,6 +33,7 @@ from flowgrad.errors import ArgumentError
 
 from .base import (NONDIFF, Op, apply, as_node, at_user_line, broadcast_shapes, float_dtype,
                    keepdims_flag, normalize_axis, result_dtype, shape_error, sum_dtype)
+from .complex import conj_of
 from .elementwise import abs, equal, less_equal, sqrt, where
 from .reductions import keep_dims, max, min, sum, unreduce
 from .shape import expand_dims, reshape, squeeze, swap_last_axes, transpose
@@ -64,7 +65,9 @@ class MatmulShape:
 
 
 def matmul_da(g, ans, a, b):
-    """Ā = Ḡ Bᵀ (1-d operands promoted to matrices, then squeezed back)."""
+    """Ā = Ḡ Bᵀ (1-d operands promoted to matrices, then squeezed back); Ḡ Bᴴ for a
+    complex B (PyTorch's convention: ops/complex.py)."""
+    b = conj_of(b)
     if len(a.shape) == 1 and len(b.shape) == 1:
         return g * b
     if len(b.shape) == 1:
@@ -75,7 +78,9 @@ def matmul_da(g, ans, a, b):
 
 
 def matmul_db(g, ans, a, b):
-    """B̄ = Aᵀ Ḡ (1-d operands promoted to matrices, then squeezed back)."""
+    """B̄ = Aᵀ Ḡ (1-d operands promoted to matrices, then squeezed back); Aᴴ Ḡ for a
+    complex A."""
+    a = conj_of(a)
     if len(a.shape) == 1 and len(b.shape) == 1:
         return g * a
     if len(a.shape) == 1:

@@ -7,6 +7,7 @@ forms (no overflow at ±1000). ``linear`` is x @ w + b with one fused kernel; it
 """
 from __future__ import annotations
 
+from .complex import conj_of
 from .base import Op, apply, broadcast_shapes, float_dtype, fmt_shape, result_dtype, shape_error
 from .elementwise import greater, where
 from .linalg import MatmulShape, matmul_da, matmul_db, matmul_infer, matmul
@@ -96,11 +97,11 @@ def _linear_infer(x, w, b=None):
 
 
 def _linear_dx(g, ans, x, w, b=None):
-    return g * w if _scalar(x, w) else matmul_da(g, ans, x, w)
+    return g * conj_of(w) if _scalar(x, w) else matmul_da(g, ans, x, w)
 
 
 def _linear_dw(g, ans, x, w, b=None):
-    return g * x if _scalar(x, w) else matmul_db(g, ans, x, w)
+    return g * conj_of(x) if _scalar(x, w) else matmul_db(g, ans, x, w)
 
 
 def _linear_decompose(x, w, b=None):

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from .base import Op, float_dtype, shape_error
+from .complex import conj_of
 
 SPLIT = 2.0          # series below, continued fraction at and above
 SERIES_TERMS = 30    # 6.7e-16 relative error at |x| < 2 (checked against scipy)
@@ -203,5 +204,6 @@ normal_cdf = Op("normal_cdf", normal_cdf_kernel, _real_infer("normal_cdf"),
 
 
 tan = Op("tan", lambda xp, x: xp.tan(x), _float_infer,
-         vjp=(lambda g, ans, x: g * (1 + ans * ans),), elementwise=True, floating=True,
+         vjp=(lambda g, ans, x: g * conj_of(1 + ans * ans),),
+         jvp=(lambda t, ans, x: t * (1 + ans * ans),), elementwise=True, floating=True,
          doc="tan x.  ∂/∂x = 1 + tan² x = 1 + ans².")

@@ -162,6 +162,9 @@ def _astype_vjp(g, ans, x, dtype):
     from .creation import zeros_like
     if dtype.kind not in "fc":          # an integer or bool result is piecewise constant
         return zeros_like(x)
+    if g.dtype.kind == "c" and x.dtype.kind != "c":   # a real x gets re v̄ (PyTorch's)
+        from .complex import real
+        g = real(g)
     return astype(g, x.dtype)
 
 
@@ -169,6 +172,9 @@ def _astype_jvp(t, ans, x, dtype):
     from .creation import zeros_like
     if dtype.kind not in "fc":          # not the tangent truncated: it is 0
         return zeros_like(ans)
+    if t.dtype.kind == "c" and dtype.kind != "c":   # to a real dtype: re ẋ
+        from .complex import real
+        t = real(t)
     return astype(t, dtype)
 
 

@@ -1,7 +1,9 @@
 """Complex gradients follow PyTorch's convention (the conjugate Wirtinger derivative, what
-torch's .grad holds for a real loss). The ops whose rules give it are allowed; the
-holomorphic rules written for real inputs (v̄·f'(z), not v̄·conj(f'(z))) are refused by
-the reverse sweep, naming the op, rather than give a gradient of neither convention."""
+torch's .grad holds for a real loss). The ops whose rules give it are allowed, the
+holomorphic ones included (their reverse rules conjugate the derivative factor:
+tests/test_complex_grad.py checks each); ops whose rules are written for real values
+only are refused by the reverse and forward sweeps, naming the op, rather than give a
+derivative of neither convention (also for a real input next to a complex one)."""
 import numpy as np
 import pytest
 
@@ -34,17 +36,48 @@ def test_allowed_complex_gradients_are_torchs(name):
     np.testing.assert_allclose(gy, b.grad.numpy() if b.grad is not None else 0, atol=1e-15)
 
 
-@pytest.mark.parametrize("name, f", [
-    ("exp", lambda z, y: fg.exp(z)), ("mul", lambda z, y: z * y),
-    ("div by complex", lambda z, y: R / y), ("matmul", lambda z, y: z @ y),
-    ("sin", lambda z, y: fg.sin(z))])
-def test_holomorphic_rules_are_refused_for_complex_inputs(name, f):
+HOLOMORPHIC = {   # refused before the rules conjugated their factors; now torch's numbers
+    "exp": (lambda z, y: fg.exp(z), lambda a, b: torch.exp(a)),
+    "mul": (lambda z, y: z * y, lambda a, b: a * b),
+    "div by complex": (lambda z, y: R / y, lambda a, b: torch.tensor(R) / b),
+    "matmul": (lambda z, y: z @ y, lambda a, b: a @ b),
+    "sin": (lambda z, y: fg.sin(z), lambda a, b: torch.sin(a)),
+}
+
+
+@pytest.mark.parametrize("name", list(HOLOMORPHIC))
+def test_holomorphic_rules_give_torchs_gradients(name):
+    f, tf = HOLOMORPHIC[name]
     with fg.Graph():
         z, y = fg.variable(Z, name="z"), fg.variable(Y, name="y")
-        loss = fg.sum(fg.abs(f(z, y)) ** 2)
-        with pytest.raises(fg.DifferentiationError, match="PyTorch's convention") as info:
-            fg.grad(loss, [z, y])
-    assert __file__.rsplit("/", 1)[-1] in str(info.value).splitlines()[-1]
+        gz, gy = fg.run(fg.grad(fg.sum(fg.abs(f(z, y)) ** 2), [z, y]))
+    a, b = torch.tensor(Z, requires_grad=True), torch.tensor(Y, requires_grad=True)
+    (tf(a, b).abs() ** 2).sum().backward()
+    for got, t in ((gz, a), (gy, b)):
+        want = t.grad.numpy() if t.grad is not None else np.zeros_like(Z)
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("name, f, wrt", [
+    ("sigmoid", lambda z, y, r: fg.sigmoid(z), "complex input 'z'"),
+    ("prod", lambda z, y, r: fg.prod(z, axis=0), "complex input 'z'"),
+    ("logsumexp", lambda z, y, r: fg.logsumexp(z), "complex input 'z'"),
+    ("sign", lambda z, y, r: fg.sign(z) * y, "complex input 'z'"),
+    ("solve", lambda z, y, r: fg.solve(r, y), "input 'r'"),     # real, beside a complex
+    ("maximum", lambda z, y, r: fg.maximum(r, z), "input 'r'")])
+def test_rules_for_real_values_only_are_refused(name, f, wrt):
+    with fg.Graph():
+        z, y = fg.variable(Z, name="z"), fg.variable(Y, name="y")
+        r = fg.variable(R, name="r")
+        out = f(z, y, r)
+        for mode, build in (("reverse", lambda: fg.grad(fg.sum(fg.abs(out) ** 2), [z, y, r])),
+                            ("forward", lambda: fg.jvp(out, [z, y, r], [Z, Y, R]))):
+            with pytest.raises(fg.DifferentiationError, match="PyTorch's convention") as info:
+                build()
+            msg = str(info.value)
+            assert f"({name}) with respect to its {wrt} in {mode} mode" in msg
+            assert "holomorphic ops cos, div, einsum, exp" in msg
+            assert __file__.rsplit("/", 1)[-1] in msg.splitlines()[-1]
 
 
 def test_abs_of_a_complex_is_declared_real():

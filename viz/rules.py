@@ -271,6 +271,8 @@ IN_WORDS = {"basis_map": "the body's own reverse rule, mapped over the basis",
             # issue 20: a loop's derivative is another loop, not a formula of its inputs
             "loop": "the body's vjp, run backwards through time",
             "loop_out": "the body's own rule, run backwards through time",
+            # complex parts (a node only for a complex x: the drawings' traces are real)
+            "conj": "conj(v̄)", "real": "v̄, as a complex", "imag": "i·v̄",
             **VOCAB_IN_WORDS}
 
 #: local derivatives whose textbook form reads better than the rule's own factor

@@ -387,6 +387,7 @@ RULES.update({name: _broadcast for name in (
     "clip", "leaky_relu", "elu", "gelu", "erf", "tan", "normal_cdf")})
 RULES.update({name: _same_axes for name in (
     "cumsum", "astype", "stop_gradient", "custom_input", "embedding_index")})
+RULES.update({name: _same_axes for name in ("conj", "real", "imag")})   # complex parts
 RULES.update({
     "custom_call": _first_like, "remat_after": _first_like,   # x's value (the rest: order)
     "var": _reduce, "prod": _reduce, "pad": _pad, "einsum": _einsum,

@@ -523,6 +523,9 @@ REFUSED.update({name: "ONNX has no operator for this matrix decomposition (opset
                 for name in ("cholesky", "qr", "svd")})
 # lstsq is a composite whose first node is qr: say so, or its refusal names only 'qr'
 REFUSED["qr"] += "; fg.lstsq is built on qr, so a graph using lstsq is refused too"
+# a conj/real/imag node always reads a complex tensor (of a real one it is no node)
+REFUSED.update({name: "ONNX has no operators on complex tensors (opset 18)"
+                for name in ("conj", "real", "imag")})
 # issue 21: stop_gradient's value is its input; a custom function's is its forward's
 # (argument 0 of custom_call), a remat block's input read late is the input (argument 0
 # of remat_after: the ordering it imposes is a memory matter); rules are gradient nodes

@@ -268,6 +268,8 @@ OP_ATTR_CHECKS = {
     ("one_hot", "axis"): _axis_int,
     ("loop", "spec"): lambda v: _loop_io().is_spec(v),   # issue 20: decoded by loop_io
     ("loop_out", "index"): lambda v: _int(v, 0, 2 ** 62),
+    # astype to a complex dtype: fg.astype's, and a complex input's adjoint of real terms
+    ("astype", "dtype"): lambda v: isinstance(v, np.dtype) and v.kind in "biufc",
 }
 for _dist, _n in (("normal", 2), ("uniform", 2), ("bernoulli", 1)):
     OP_ATTR_CHECKS.update({
