@@ -146,15 +146,29 @@ def _summed(terms, add):
     return vbar
 
 
+def _rule_makers(graph):
+    """A sweep's (PlainRules, NodeBuilder, builder forms): primitive rules take the
+    sweep's site (ops.base.rule_site); the forms build straight onto ``graph``."""
+    from flowgrad.ops.base import PlainRules, rule_site
+    from flowgrad.ops.fast_rules import REVERSE, NodeBuilder
+    return PlainRules(), NodeBuilder(graph, rule_site(), sharing_graph() is graph), REVERSE
+
+
+def _op_rule_term(op, table, argnum, plain_of, vbar, node, inputs, attrs):
+    """The term the op's own reverse rule for ``argnum`` builds (None: no derivative)."""
+    from flowgrad.ops.base import walking_sites
+    rule = table[argnum] if table is not None and argnum < len(table) \
+        and callable(table[argnum]) else op.vjp_rule(argnum)
+    if rule is None:
+        return None
+    return rule(vbar, node, *inputs, **attrs) if plain_of[rule] else \
+        walking_sites(rule, vbar, node, *inputs, **attrs)
+
+
 def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
     from flowgrad.ops import add, sum_to_like
-    from flowgrad.ops.base import PlainRules, rule_site, walking_sites
-    from flowgrad.ops.fast_rules import REVERSE as FAST_REVERSE, NodeBuilder
-    plain_of = PlainRules()   # primitive rules take the sweep's site (ops.base.rule_site)
-    build = NodeBuilder(graph, rule_site(), sharing_graph() is graph)
-    fast_forms = FAST_REVERSE
-    handles = graph.handles
-    marks = _marks_of(graph)
+    plain_of, build, fast_forms = _rule_makers(graph)
+    handles, marks = graph.handles, _marks_of(graph)
     add_mark = marks.add
     # {id: its adjoint's terms so far}: a node, or a list once several (memory, on a chain)
     pending: dict[int, object] = {y.id: seed}
@@ -196,12 +210,7 @@ def _reverse_sweep_nodes(graph, y, order, active, seed, seed_is_one, keep):
                     and not attrs and node.dtype.kind == "f" and vbar.dtype.kind == "f":
                 term = form(build, vbar, node, *inputs)   # the rule, built straight on
             else:
-                rule = table[argnum] if table is not None and argnum < len(table) \
-                    and callable(table[argnum]) else op.vjp_rule(argnum)
-                if rule is None:
-                    continue
-                term = rule(vbar, node, *inputs, **attrs) if plain_of[rule] else \
-                    walking_sites(rule, vbar, node, *inputs, **attrs)
+                term = _op_rule_term(op, table, argnum, plain_of, vbar, node, inputs, attrs)
             if term is not None:
                 if term.shape != inp.shape:
                     term = sum_to_like(term, inp)

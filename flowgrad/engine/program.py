@@ -74,6 +74,16 @@ def _pruned(outputs) -> list[int]:
     return outputs[0].graph.ancestors([o.id for o in outputs])
 
 
+def _ascending_kept(kept, leaves, live) -> list:
+    """The compile's kept ids (found descending) ascending, with every placeholder among
+    ``leaves`` that is not live: it stays required after its uses simplify away."""
+    dead = [nid for nid in leaves if not live[nid]]
+    if dead:
+        return sorted(kept + dead)
+    kept.reverse()
+    return kept
+
+
 def _slot_index(kept, flat, top=0):
     """{kept id: slot}: a dict, or for a flat plan whose ids are dense an ``array``
     indexed by id, -1 where an id is not kept (4 bytes an id instead of ~80). ``top``:
@@ -267,13 +277,9 @@ class Program:
             at_(at)
             in_(ri)
             n_freed.append(n)
-        dead = [nid for nid in simp.leaves if not live[nid]]
-        if dead:               # placeholders stay required after their uses simplify away
-            kept = sorted(kept + dead)
-        else:
-            kept.reverse()
         direct = frozenset(op for op in set(ops) if op.ufunc is not None) - cast_fed
-        return simp, kept, consts, ((step_ids, ops, attrs, ins), n_freed, freed), direct
+        return simp, _ascending_kept(kept, simp.leaves, live), consts, \
+            ((step_ids, ops, attrs, ins), n_freed, freed), direct
 
     def _build_plan(self):
         g, backend = self.graph, self.backend
