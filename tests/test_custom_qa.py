@@ -1,0 +1,92 @@
+"""QA of custom derivatives (fg.custom_vjp / fg.custom_jvp) from the outside: what a
+wrong rule or forward does at run-time lengths and closures, and where its errors point."""
+import inspect
+
+import numpy as np
+import pytest
+
+import flowgrad as fg
+
+
+def _line() -> int:
+    """The caller's line number (so a test pins the line an error must name)."""
+    return inspect.currentframe().f_back.f_lineno
+
+
+def _summing_rule(g, ans, x):
+    return (fg.sum(g, axis=0, keepdims=True),)      # shape (1,): wrong for an (n,) input
+
+
+@pytest.mark.parametrize("codegen", [True, False])
+def test_a_rule_term_of_another_run_time_length_is_refused_not_broadcast(codegen):
+    """A (None,) input given a (1,) gradient by its rule: the build-time check cannot see
+    the run-time length, and the (1,) term came back as x's gradient (or was broadcast
+    into another path's gradient of shape (3,)), silently. It is checked per call."""
+    @fg.custom_vjp
+    def double(x):
+        return x * 2.0
+    double.defvjp(_summing_rule)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None,))
+        alone = fg.compile(fg.grad(fg.sum(double(x)), x), codegen=codegen)
+        mixed = fg.compile(fg.grad(fg.sum(double(x) * x), x), codegen=codegen)
+        with pytest.raises(fg.FeedError, match="length 3 on axis 0.*length 1 on axis 0"):
+            alone(x=np.arange(3.0))
+        with pytest.raises(fg.FeedError, match="length 3 on axis 0.*length 1 on axis 0"):
+            mixed(x=np.arange(3.0))
+        # the boundary: a length-1 input, whose gradient the rule does give, runs
+        np.testing.assert_array_equal(alone(x=np.array([5.0])), [1.0])
+        np.testing.assert_array_equal(mixed(x=np.array([5.0])), [5.0 + 2 * 5.0])
+
+
+@pytest.mark.parametrize("codegen", [True, False])
+def test_a_jvp_rule_term_of_another_run_time_length_is_refused(codegen):
+    """The same in forward mode and in the rule transposed for reverse mode: a (1,)
+    tangent for a (None,) output came back as the jvp, silently."""
+    @fg.custom_jvp
+    def scaled(x):
+        return x * 3.0
+    scaled.defjvp(lambda t, ans, x: fg.sum(t[0] * 3.0, axis=0, keepdims=True))
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None,))
+        out = scaled(x)
+        tangent = fg.compile(fg.jvp(out, x, np.ones(3)), codegen=codegen)
+        grad = fg.compile(fg.grad(fg.sum(out), x), codegen=codegen)
+        for prog in (tangent, grad):
+            with pytest.raises(fg.FeedError, match="length 3 on axis 0.*length 1 on axis 0"):
+                prog(x=np.arange(3.0))
+        np.testing.assert_array_equal(grad(x=np.array([2.0])), [3.0])   # length 1: runs
+
+
+def test_a_wrong_rule_names_the_call_and_the_line_that_asked_for_the_derivative():
+    """A rule's mistake is found while fg.grad runs the rule: the error names the line
+    of fg.grad (and the line that built the call), not only the function."""
+    @fg.custom_vjp
+    def double(x):
+        return x * 2.0
+    double.defvjp(lambda g, ans, x: (fg.sum(g),))
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        y, built = fg.sum(double(x)), _line()
+        asked = _line() + 2
+        with pytest.raises(fg.DifferentiationError) as err:
+            fg.grad(y, x)
+    text = str(err.value)
+    assert f"{__file__}:{asked}" in text and f"built at {__file__}:{built}" in text
+    assert "shape ()" in text and "(3,)" in text
+
+
+def test_a_vjp_rule_term_of_another_run_time_length_is_refused_in_forward_mode():
+    """A custom_vjp rule's (1,) term for a (None,) input, transposed for fg.jvp: the
+    tangent came back broadcast ([3, 3, 3]·ṫ summed) instead of an error."""
+    @fg.custom_vjp
+    def double(x):
+        return x * 2.0
+    double.defvjp(_summing_rule)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None,))
+        t = fg.placeholder("t", shape=(None,))
+        prog = fg.compile(fg.jvp(double(x), x, t))
+        with pytest.raises(fg.FeedError, match="length 3 on axis 0.*length 1 on axis 0"):
+            prog(x=np.arange(3.0), t=np.ones(3))
+        np.testing.assert_array_equal(prog(x=np.array([2.0]), t=np.array([0.5])), [0.5])
