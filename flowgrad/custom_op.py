@@ -236,17 +236,19 @@ def build_call(fn, args, forward=None, label=None, lift=False):
             who = caller(fn, label)
             remat = who.startswith("fg.remat")
             several = isinstance(out, (tuple, list, dict))
-            raise DifferentiationError(
+            raise located(
+                DifferentiationError,
                 f"{who}: the {'block' if remat else 'forward'} must return one flowgrad "
                 f"node of its inputs' graph, got {type(out).__name__}" +
                 ("; for several results, fg.remat one block per result, or concatenate "
                  "them" if remat and several else ""))
-        free = _closures(graph, start, xs)
+        free = _closures(graph, start, xs, out)
         if free and not lift:
             from .loops.body import captured_outer   # a body's capture: the user's node
             read = captured_outer(free[0])
             read = free[0] if read is None else read
-            raise DifferentiationError(
+            raise located(
+                DifferentiationError,
                 f"custom_{fn.kind} {fn.name!r}: its forward reads {read.name!r}, which "
                 "is not one of its inputs, so no gradient could reach it through the "
                 "rule; pass it as an argument (and give its rule a term for it)")
@@ -284,13 +286,16 @@ def check_arguments(fn, args, label=None):
                 f"its entries one by one")
 
 
-def _closures(graph, start, xs) -> list:
+def _closures(graph, start, xs, out) -> list:
     """The float nodes (not constants) the forward built from id ``start`` on reads
     without taking them as inputs: outer nodes it closes over, and placeholders or
-    variables it made itself. A rule would give them no gradient."""
+    variables it made itself; and ``out`` itself when the forward returned an outer node
+    it did not build (``return w``). A rule would give them no gradient."""
     data = graph.handles
     allowed = {x.id for x in xs}
     found = {}
+    if out.id < start and data[out.id].kind != "constant" and out.dtype.kind in "fc":
+        found[out.id] = out
     for nid in range(start, len(graph)):
         d = data[nid]
         reads = [nid] if d.kind in ("placeholder", "variable") else \

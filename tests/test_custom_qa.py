@@ -90,3 +90,38 @@ def test_a_vjp_rule_term_of_another_run_time_length_is_refused_in_forward_mode()
         with pytest.raises(fg.FeedError, match="length 3 on axis 0.*length 1 on axis 0"):
             prog(x=np.arange(3.0), t=np.ones(3))
         np.testing.assert_array_equal(prog(x=np.array([2.0]), t=np.array([0.5])), [0.5])
+
+
+def test_a_forward_returning_an_outer_float_node_is_refused_at_the_call():
+    """``return w`` (or a node built outside) escaped the closure check, which looked only
+    at nodes the forward built: w's gradient came back 0 although the value is w's."""
+    @fg.custom_vjp
+    def passthrough(x):
+        return outer
+    passthrough.defvjp(lambda g, ans, x: (g,))
+    with fg.Graph():
+        w = fg.placeholder("w", shape=(3,))
+        x = fg.placeholder("x", shape=(3,))
+        for outer in (w, fg.sin(w)):
+            line = _line() + 2
+            with pytest.raises(fg.DifferentiationError, match="reads '(w|sin_.*)'") as err:
+                passthrough(x)
+            assert f"{__file__}:{line}" in str(err.value)
+        outer = fg.astype(w, "int64")       # the boundary: an int node carries no gradient
+        assert passthrough(x).dtype == np.int64
+        outer = fg.constant(np.ones(3))      # and a constant none to give
+        np.testing.assert_array_equal(fg.run(passthrough(x), {x: np.zeros(3)}), np.ones(3))
+
+
+def test_a_remat_block_returning_an_outer_node_gives_it_its_gradient():
+    """fg.remat lifts what its block reads: a block returning an outer node is that node,
+    and the node's inputs get their gradient through it (2 sin w cos w)."""
+    W = np.array([0.1, 0.2, 0.3])
+    with fg.Graph():
+        w = fg.placeholder("w", shape=(3,))
+        x = fg.placeholder("x", shape=(3,))
+        s = fg.sin(w)
+        y = fg.remat(lambda h: s)(x)
+        gw, gx = fg.run(fg.grad(fg.sum(y * y), [w, x]), {w: W, x: np.ones(3)})
+    np.testing.assert_allclose(gw, 2 * np.sin(W) * np.cos(W), rtol=1e-14)
+    np.testing.assert_array_equal(gx, np.zeros(3))
