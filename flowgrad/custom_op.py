@@ -279,7 +279,8 @@ def check_arguments(fn, args, label=None):
         except Exception:                 # not a pytree we know: as_node says what it is
             continue
         if any(isinstance(v, Node) for v in leaves):
-            raise UsageError(
+            raise located(
+                UsageError,
                 f"{caller(fn, label)}: argument {k} ({fn.arg_name(k)!r}) is a "
                 f"{type(a).__name__} of nodes; a custom function takes nodes (or arrays, "
                 f"numbers) as separate arguments, not tuples, lists or dicts of them: pass "

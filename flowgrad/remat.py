@@ -30,7 +30,7 @@ import functools
 from .autodiff import vjp_above
 from .custom import CustomFunction
 from .custom_op import build_call, check_arguments, custom_call, stand_ins
-from .errors import DifferentiationError, UsageError
+from .errors import DifferentiationError, UsageError, located
 from .ops.base import NONDIFF, Op, apply, reapply
 
 __all__ = ["remat"]
@@ -118,14 +118,14 @@ def remat(block):
     Random draws inside are replayed. Float nodes the block reads without taking them
     (a layer's weights) become the call's last inputs, so they get their gradients."""
     if not callable(block):
-        raise TypeError(f"fg.remat takes a function, got {block!r:.60}")
+        raise located(UsageError, f"fg.remat takes a function, got {block!r:.60}")
     label = getattr(block, "__name__", None) or "remat"
 
     @functools.wraps(block)
     def call(*args, **kwargs):
         if kwargs:
-            raise UsageError(f"fg.remat({label}): pass the inputs positionally "
-                             f"(got keywords {sorted(kwargs)})")
+            raise located(UsageError, f"fg.remat({label}): pass the inputs positionally "
+                                      f"(got keywords {sorted(kwargs)})")
         check_arguments(REMAT, args, label)
         return build_call(REMAT, args, forward=block, label=label, lift=True)
     return call
