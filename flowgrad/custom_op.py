@@ -158,8 +158,13 @@ def _jvp_all(tangents, ans, out, *xs, fn, lifted=0):
         return None
     if fn.kind == "jvp":
         return jvp_out(fn, _zero_tangents(xs, given), ans, xs)
-    from flowgrad.ops import add, zeros_like
+    from flowgrad.ops import add, astype, zeros_like
     z = zeros_like(ans)                          # a stand-in cotangent: the rule is linear
+    wide = np.result_type(ans.dtype, *[t.dtype for t in given if t is not None])
+    if _float(ans) and wide != ans.dtype:
+        # of the tangents' width, as a built-in op's (and a custom_jvp's) tangent is: a
+        # float64 tangent of a float32 call came back float32 from the sweep through z
+        z = astype(z, wide)
     total = None
     for t, term in zip(given, vjp_terms(fn, z, ans, xs)):
         if t is None or term is None:
