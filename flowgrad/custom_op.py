@@ -161,9 +161,10 @@ def _jvp_all(tangents, ans, out, *xs, fn, lifted=0):
     from flowgrad.ops import add, astype, zeros_like
     z = zeros_like(ans)                          # a stand-in cotangent: the rule is linear
     wide = np.result_type(ans.dtype, *[t.dtype for t in given if t is not None])
-    if _float(ans) and wide != ans.dtype:
-        # of the tangents' width, as a built-in op's (and a custom_jvp's) tangent is: a
-        # float64 tangent of a float32 call came back float32 from the sweep through z
+    if getattr(fn, "builtin_rule", False) and _float(ans) and wide != ans.dtype:
+        # a remat block's tangent is its block's, as wide as the tangents (a float64
+        # tangent of a float32 block came back float32 from the sweep through z). A
+        # user's custom_vjp keeps y's dtype (tests/test_custom_api.py pins that choice)
         z = astype(z, wide)
     total = None
     for t, term in zip(given, vjp_terms(fn, z, ans, xs)):
