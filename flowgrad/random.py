@@ -235,13 +235,13 @@ def _check_attrs(*like, shape, dtype, dist, params, stream):
     parameters, dtype and seed they accept, and a None length only with a ``like`` of
     as many axes (a file's std of −1 or NaN, p of 2, int normal draws or seed of −5
     were drawn from, or failed only when run)."""
-    what = dist
-    _check_params(what, dist, params)
-    _check_dtype(what, dist, dtype)
-    checked_seed(stream.seed, f"fg.random.{what}: the seed")
-    if len(like) > 1 or (shape is None or None in shape) and not like or \
-            shape is not None and None in shape and len(shape) != len(like[0].shape):
-        raise ShapeError(f"fg.random.{what}: shape {shape} needs like= a node of as many "
+    _check_params(dist, dist, params)
+    _check_dtype(dist, dist, dtype)
+    checked_seed(stream.seed, f"fg.random.{dist}: the seed")
+    from_like = shape is None or None in shape
+    if len(like) > 1 or (from_like and not like) or \
+            (shape is not None and None in shape and len(shape) != len(like[0].shape)):
+        raise ShapeError(f"fg.random.{dist}: shape {shape} needs like= a node of as many "
                          "axes for its run-time lengths")
 
 

@@ -12,9 +12,10 @@ reads them), and the copy runs when the backward pass reaches the block: the
 scheduler runs nodes in id order and frees each value after its last reader. The
 copy can never be merged with the forward by the simplifier (its inputs differ).
 
-The block may read float nodes it does not take as arguments (a layer's weights, made
-before it or inside it): they become the call's last inputs (``lifted``), read directly
-rather than through stand-ins, and the replay maps them too, so they get gradients.
+The block may read (or return) float nodes it does not take as arguments (a layer's
+weights, made before it or inside it): they become the call's last inputs (``lifted``),
+read directly rather than through stand-ins, and the replay maps them too, so they get
+gradients.
 
 Random draws inside the block are replayed, not redrawn: a random node is not copied,
 the copy reads the forward's draw (whose value is therefore kept until the backward).
