@@ -47,7 +47,7 @@ from __future__ import annotations
 import functools
 import inspect
 
-from .errors import DifferentiationError, GraphError, UsageError
+from .errors import ArgumentError, DifferentiationError, GraphError, UsageError, located
 from .graph import Node, default_graph
 
 __all__ = ["custom_vjp", "custom_jvp", "CustomFunction", "registered", "unregister"]
@@ -74,7 +74,7 @@ class CustomFunction:
 
     def __init__(self, fn, kind, name=None):
         if not callable(fn):
-            raise TypeError(f"custom_{kind} decorates a function, got {fn!r:.60}")
+            raise located(UsageError, f"custom_{kind} decorates a function, got {fn!r:.60}")
         _check_name(kind, name)
         self.fn, self.kind = fn, kind
         short = getattr(fn, "__name__", None) or type(fn).__name__   # (a partial has none)
@@ -103,11 +103,12 @@ class CustomFunction:
 
     def _define(self, rule, kind):
         if kind != self.kind:
-            raise DifferentiationError(
+            raise located(
+                DifferentiationError,
                 f"{self.name} is a custom_{self.kind} function: give its rule with "
                 f"def{self.kind}, not def{kind}")
         if not callable(rule):
-            raise TypeError(f"def{kind} takes a function, got {rule!r:.60}")
+            raise located(UsageError, f"def{kind} takes a function, got {rule!r:.60}")
         self.rule = rule
         return rule
 
@@ -124,8 +125,8 @@ class CustomFunction:
 
     def __call__(self, *args, **kwargs):
         if kwargs:
-            raise UsageError(f"{self.name}: a custom function takes its inputs "
-                             f"positionally (got keywords {sorted(kwargs)})")
+            raise located(UsageError, f"{self.name}: a custom function takes its inputs "
+                                      f"positionally (got keywords {sorted(kwargs)})")
         from .custom_op import build_call, check_arguments
         check_arguments(self, args)
         return build_call(self, args)
@@ -137,8 +138,8 @@ MAX_NAME = 1000
 
 def _check_name(kind, name):
     if name is not None and (not isinstance(name, str) or not name or len(name) > MAX_NAME):
-        raise ValueError(f"custom_{kind}(name=...) takes a non-empty string of at most "
-                         f"{MAX_NAME} characters, got {name!r:.80}")
+        raise located(ArgumentError, f"custom_{kind}(name=...) takes a non-empty string of "
+                                     f"at most {MAX_NAME} characters, got {name!r:.80}")
 
 
 def _decorator(kind, fn_or_none, name):
@@ -183,8 +184,8 @@ def call_inputs(args):
                 from .loops.body import capture_args, tracing_graph
                 captured = capture_args(args)
                 if captured is None:
-                    raise GraphError(f"custom function: inputs {a.name!r} and others come "
-                                     "from two graphs")
+                    raise located(GraphError, f"custom function: inputs {a.name!r} and "
+                                              "others come from two graphs")
                 return tracing_graph(), tuple(captured)   # all of the body's graph now
             graph = a.graph
     return graph or default_graph(), tuple(args)

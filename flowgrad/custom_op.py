@@ -12,8 +12,9 @@ import numpy as np
 
 from .autodiff import ancestors_above, vjp_above
 from .composite import composite
-from .errors import DifferentiationError, UsageError
+from .errors import DifferentiationError, UsageError, located
 from .graph import Node
+from .seeds import shaped_like
 from .ops.base import NONDIFF, REGISTRY, Op, apply, as_node, fmt_shape
 
 
@@ -29,36 +30,52 @@ def _float(node) -> bool:
     return node.dtype.kind in "fc"
 
 
-def _no_rule(fn, mode):
-    return DifferentiationError(
-        f"custom_{fn.kind} function {fn.name!r} has no rule yet, so its {mode} derivative "
-        f"is not defined: give one with @{fn.label}.def{fn.kind}")
+def _rule_error(call, message) -> DifferentiationError:
+    """A DifferentiationError about a rule applied to ``call`` (its custom_call node):
+    ending with the line that built the call and the user's line that asked for the
+    derivative (fg.grad, fg.jvp …), where the rule ran."""
+    where = call.where if isinstance(call, Node) else None
+    return located(DifferentiationError,
+                   message + (f"\n  the call was built at {where}" if where else ""))
+
+
+def _no_rule(fn, mode, call):
+    return _rule_error(call, f"custom_{fn.kind} function {fn.name!r} has no rule yet, so "
+                             f"its {mode} derivative is not defined: give one with "
+                             f"@{fn.label}.def{fn.kind}")
 
 
 def _same_shape(a, b) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
-def _check_node(fn, term, like, what, incoming=()):
+def _check_node(fn, term, like, what, incoming, call):
     """``term`` must be a float node of ``like``'s graph and shape (``what`` names it),
-    of a dtype no wider than ``like``'s and the ``incoming`` cotangent's or tangents'."""
+    of a dtype no wider than ``like``'s and the ``incoming`` cotangent's or tangents'.
+    Returns the term, held to ``like``'s shape per call where either has a run-time
+    length (a (1,) term for a (None,) input was broadcast into the gradient)."""
     if not isinstance(term, Node):
-        raise DifferentiationError(
-            f"custom_{fn.kind} {fn.name!r}: its rule returned {type(term).__name__} for "
-            f"{what}; a rule returns flowgrad nodes (built from fg ops)")
+        raise _rule_error(call, f"custom_{fn.kind} {fn.name!r}: its rule returned "
+                                f"{type(term).__name__} for {what}; a rule returns flowgrad "
+                                "nodes (built from fg ops)")
     if term.graph is not like.graph:
-        raise DifferentiationError(f"custom_{fn.kind} {fn.name!r}: the rule's node for "
-                                   f"{what} belongs to another graph")
+        raise _rule_error(call, f"custom_{fn.kind} {fn.name!r}: the rule's node for "
+                                f"{what} belongs to another graph")
     if not _same_shape(term.shape, like.shape) or not _float(term):
-        raise DifferentiationError(
-            f"custom_{fn.kind} {fn.name!r}: the rule's node for {what} has shape "
+        raise _rule_error(
+            call, f"custom_{fn.kind} {fn.name!r}: the rule's node for {what} has shape "
             f"{fmt_shape(term.shape)} and dtype {term.dtype}, but it must have "
             f"{fmt_shape(like.shape)} (the shape of {like.name!r}) and a float dtype")
     if _float(like) and not getattr(fn, "builtin_rule", False):
-        _check_dtype(fn, term, like, what, incoming)
+        _check_dtype(fn, term, like, what, incoming, call)
+    if term.shape != like.shape or None in like.shape:
+        # a run-time length: the known lengths agree; the rest is checked per call (a
+        # FeedError naming both nodes) instead of broadcasting the term into the gradient
+        return apply(shaped_like, term, like)
+    return term
 
 
-def _check_dtype(fn, term, like, what, incoming):
+def _check_dtype(fn, term, like, what, incoming, call):
     """Refuse a rule that widens the dtype: a float32 input must not get a float64
     gradient because the rule multiplied by a float64 constant (PyTorch refuses the
     same). The term may have ``like``'s dtype, or the dtype ``like`` promotes to with
@@ -70,8 +87,8 @@ def _check_dtype(fn, term, like, what, incoming):
         return
     given = ", ".join(sorted({str(np.dtype(d)) for d in incoming})) or "none"
     given = f"its cotangent is {given}" if fn.kind == "vjp" else f"its tangents are {given}"
-    raise DifferentiationError(
-        f"custom_{fn.kind} {fn.name!r}: its rule {getattr(fn.rule, '__name__', '?')!r} "
+    raise _rule_error(
+        call, f"custom_{fn.kind} {fn.name!r}: its rule {getattr(fn.rule, '__name__', '?')!r} "
         f"returned dtype {term.dtype} for {what}, but {like.name!r} has dtype {like.dtype} "
         f"and {given}: a rule must not change the dtype; a constant of "
         f"another dtype in the rule promotes it (make it with dtype={str(like.dtype)!r}, "
@@ -81,36 +98,41 @@ def _check_dtype(fn, term, like, what, incoming):
 def vjp_terms(fn, g, ans, xs):
     """The user's vjp rule applied and checked: one node or None per input."""
     if fn.rule is None:
-        raise _no_rule(fn, "reverse-mode")
+        raise _no_rule(fn, "reverse-mode", ans)
     out = fn.rule(g, ans, *xs)
     if isinstance(out, Node) and len(xs) == 1:
         out = (out,)
     if not isinstance(out, (tuple, list)) or len(out) != len(xs):
         got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
-        raise DifferentiationError(
-            f"custom_vjp {fn.name!r}: its rule {getattr(fn.rule, '__name__', '')!r} returned "
+        raise _rule_error(
+            ans, f"custom_vjp {fn.name!r}: its rule {getattr(fn.rule, '__name__', '')!r} returned "
             f"{got}, but {fn.name} takes {len(xs)} inputs: return a tuple with one node "
             f"(or None) per input, in order ({', '.join(map(fn.arg_name, range(len(xs))))})")
-    for k, (term, x) in enumerate(zip(out, xs)):
-        if term is not None:
-            _check_node(fn, term, x, f"the gradient of {fn.arg_name(k)!r}", [g.dtype])
-    return list(out)
+    return [None if term is None else
+            _check_node(fn, term, x, f"the gradient of {fn.arg_name(k)!r}", [g.dtype], ans)
+            for k, (term, x) in enumerate(zip(out, xs))]
 
 
 def jvp_out(fn, tangents, ans, xs):
     """The user's jvp rule applied and checked: the output's tangent node."""
     if fn.rule is None:
-        raise _no_rule(fn, "forward-mode")
+        raise _no_rule(fn, "forward-mode", ans)
     out = fn.rule(list(tangents), ans, *xs)
-    _check_node(fn, out, ans, "the output's tangent",
-                [t.dtype for t in tangents if t is not None])
-    return out
+    return _check_node(fn, out, ans, "the output's tangent",
+                       [t.dtype for t in tangents if t is not None], ans)
 
 
 def _zero_tangents(xs, given):
     from flowgrad.ops import zeros_like
     return [t if t is not None else (zeros_like(x) if _float(x) else None)
             for t, x in zip(given, xs)]
+
+
+def _held(seed, node):
+    """``seed`` for a transposing sweep from ``node`` (a rule's term), held to its shape
+    per call where it has a run-time length: the term's own check (_check_node) is not
+    on the path the transposed sweep computes."""
+    return apply(shaped_like, seed, node) if None in seed.shape else seed
 
 
 def _vjp_all(needed, g, ans, out, *xs, fn, lifted=0):
@@ -122,7 +144,7 @@ def _vjp_all(needed, g, ans, out, *xs, fn, lifted=0):
     ts = _zero_tangents(xs, [None] * len(xs))   # stand-ins: the rule is linear in them
     tdot = jvp_out(fn, ts, ans, xs)
     wrt = [k for k, x in enumerate(xs) if need[k] and ts[k] is not None]
-    bars = vjp_above(tdot, [ts[k] for k in wrt], g) if wrt else []
+    bars = vjp_above(tdot, [ts[k] for k in wrt], _held(g, tdot)) if wrt else []
     terms = [None] * len(xs)
     for k, b in zip(wrt, bars):
         terms[k] = b
@@ -136,13 +158,19 @@ def _jvp_all(tangents, ans, out, *xs, fn, lifted=0):
         return None
     if fn.kind == "jvp":
         return jvp_out(fn, _zero_tangents(xs, given), ans, xs)
-    from flowgrad.ops import add, zeros_like
+    from flowgrad.ops import add, astype, zeros_like
     z = zeros_like(ans)                          # a stand-in cotangent: the rule is linear
+    wide = np.result_type(ans.dtype, *[t.dtype for t in given if t is not None])
+    if getattr(fn, "builtin_rule", False) and _float(ans) and wide != ans.dtype:
+        # a remat block's tangent is its block's, as wide as the tangents (a float64
+        # tangent of a float32 block came back float32 from the sweep through z). A
+        # user's custom_vjp keeps y's dtype (tests/test_custom_api.py pins that choice)
+        z = astype(z, wide)
     total = None
     for t, term in zip(given, vjp_terms(fn, z, ans, xs)):
         if t is None or term is None:
             continue
-        part, = vjp_above(term, [z], t)          # (J_iᵀ)ᵀ ṫ_i = J_i ṫ_i
+        part, = vjp_above(term, [z], _held(t, term))   # (J_iᵀ)ᵀ ṫ_i = J_i ṫ_i
         total = part if total is None else add(total, part)
     return total
 
@@ -214,17 +242,19 @@ def build_call(fn, args, forward=None, label=None, lift=False):
             who = caller(fn, label)
             remat = who.startswith("fg.remat")
             several = isinstance(out, (tuple, list, dict))
-            raise DifferentiationError(
+            raise located(
+                DifferentiationError,
                 f"{who}: the {'block' if remat else 'forward'} must return one flowgrad "
                 f"node of its inputs' graph, got {type(out).__name__}" +
                 ("; for several results, fg.remat one block per result, or concatenate "
                  "them" if remat and several else ""))
-        free = _closures(graph, start, xs)
+        free = _closures(graph, start, xs, out)
         if free and not lift:
             from .loops.body import captured_outer   # a body's capture: the user's node
             read = captured_outer(free[0])
             read = free[0] if read is None else read
-            raise DifferentiationError(
+            raise located(
+                DifferentiationError,
                 f"custom_{fn.kind} {fn.name!r}: its forward reads {read.name!r}, which "
                 "is not one of its inputs, so no gradient could reach it through the "
                 "rule; pass it as an argument (and give its rule a term for it)")
@@ -255,20 +285,24 @@ def check_arguments(fn, args, label=None):
         except Exception:                 # not a pytree we know: as_node says what it is
             continue
         if any(isinstance(v, Node) for v in leaves):
-            raise UsageError(
+            raise located(
+                UsageError,
                 f"{caller(fn, label)}: argument {k} ({fn.arg_name(k)!r}) is a "
                 f"{type(a).__name__} of nodes; a custom function takes nodes (or arrays, "
                 f"numbers) as separate arguments, not tuples, lists or dicts of them: pass "
                 f"its entries one by one")
 
 
-def _closures(graph, start, xs) -> list:
+def _closures(graph, start, xs, out) -> list:
     """The float nodes (not constants) the forward built from id ``start`` on reads
     without taking them as inputs: outer nodes it closes over, and placeholders or
-    variables it made itself. A rule would give them no gradient."""
+    variables it made itself; and ``out`` itself when the forward returned an outer node
+    it did not build (``return w``). A rule would give them no gradient."""
     data = graph.handles
     allowed = {x.id for x in xs}
     found = {}
+    if out.id < start and data[out.id].kind != "constant" and out.dtype.kind in "fc":
+        found[out.id] = out
     for nid in range(start, len(graph)):
         d = data[nid]
         reads = [nid] if d.kind in ("placeholder", "variable") else \

@@ -32,7 +32,7 @@ import weakref
 import numpy as np
 
 from .dtypes import as_dtype
-from .errors import ShapeError, UsageError
+from .errors import ArgumentError, ShapeError, UsageError
 from .graph import Node, default_graph
 from .ops.base import NONDIFF, Op, apply, as_node, fmt_shape, user_line
 
@@ -220,12 +220,29 @@ def _fresh(xp, like, shape, dtype, dist, params, stream):
 
 
 def _random_op(dist, doc):
-    return Op(f"random_{dist}", _draw,
-              lambda *like, shape, dtype, dist, params, stream:
-              (shape if shape is not None else like[0].shape, dtype),
-              vjp=(NONDIFF,), jvp=(NONDIFF,), stateful=True,
-              doc=doc + " Fresh every run; zero derivative with respect to the shape "
-                        "reference ``like``.")
+    op = Op(f"random_{dist}", _draw,
+            lambda *like, shape, dtype, dist, params, stream:
+            (shape if shape is not None else like[0].shape, dtype),
+            vjp=(NONDIFF,), jvp=(NONDIFF,), stateful=True,
+            doc=doc + " Fresh every run; zero derivative with respect to the shape "
+                      "reference ``like``.")
+    op.check_attrs = _check_attrs
+    return op
+
+
+def _check_attrs(*like, shape, dtype, dist, params, stream):
+    """What the builders guarantee, for a graph file's record (io/opsig.py): the
+    parameters, dtype and seed they accept, and a None length only with a ``like`` of
+    as many axes (a file's std of −1 or NaN, p of 2, int normal draws or seed of −5
+    were drawn from, or failed only when run)."""
+    _check_params(dist, dist, params)
+    _check_dtype(dist, dist, dtype)
+    checked_seed(stream.seed, f"fg.random.{dist}: the seed")
+    from_like = shape is None or None in shape
+    if len(like) > 1 or (from_like and not like) or \
+            (shape is not None and None in shape and len(shape) != len(like[0].shape)):
+        raise ShapeError(f"fg.random.{dist}: shape {shape} needs like= a node of as many "
+                         "axes for its run-time lengths")
 
 
 #: one op per distribution, so drawings and plans name what is drawn
@@ -268,15 +285,13 @@ def _check_shape(shape, like, what):
 def _make(what, dist, params, shape, like, dtype, seed, name):
     like = as_node(like) if like is not None else None
     if like is not None and like.weak:
-        raise TypeError(f"fg.random.{what}: like= is a node or an array whose shape the "
-                        f"draw copies, not the Python scalar {like.value!r}")
+        raise UsageError(f"fg.random.{what}: like= is a node or an array whose shape the "
+                         f"draw copies, not the Python scalar {like.value!r}{_at()}")
     shape = _check_shape(shape, like, what)
     if dtype is None:
         dtype = like.dtype if like is not None and like.dtype.kind == "f" else np.float64
     dtype = as_dtype(dtype, f"fg.random.{what}")
-    if dtype.kind not in ("f", "b") and not (dist == "bernoulli" and dtype.kind in "iu"):
-        raise TypeError(f"fg.random.{what}: dtype must be a float"
-                        f"{' (or bool or int)' if dist == 'bernoulli' else ''}, got {dtype}")
+    _check_dtype(what, dist, dtype)
     graph = like.graph if like is not None else default_graph()
     attrs = dict(shape=shape, dtype=dtype, dist=dist, params=params,
                  stream=Stream(_node_seed(seed, graph)))
@@ -287,33 +302,50 @@ def _make(what, dist, params, shape, like, dtype, seed, name):
     return node
 
 
-def _finite(what, **values):
-    for k, v in values.items():
+#: each distribution's parameters, by name
+_PARAMS = {"normal": ("mean", "std"), "uniform": ("low", "high"), "bernoulli": ("p",)}
+
+
+def _check_params(what, dist, params):
+    """Refuse parameters the distribution does not take: each a finite number (a
+    UsageError, a TypeError, otherwise), std ≥ 0, low ≤ high, 0 ≤ p ≤ 1 (an
+    ArgumentError, a ValueError) — at the user's line."""
+    for k, v in zip(_PARAMS[dist], params):
         if isinstance(v, Node) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-            raise TypeError(f"fg.random.{what}: {k} must be a finite number, got {v!r}")
+            raise UsageError(f"fg.random.{what}: {k} must be a finite number, got {v!r}"
+                             f"{_at()}")
+    if dist == "normal" and params[1] < 0:
+        raise ArgumentError(f"fg.random.normal: std must be ≥ 0, got {params[1]}{_at()}")
+    if dist == "uniform" and not params[0] <= params[1]:
+        raise ArgumentError(f"fg.random.uniform: need low ≤ high, got {params[0]} and "
+                            f"{params[1]}{_at()}")
+    if dist == "bernoulli" and not 0 <= params[0] <= 1:
+        raise ArgumentError(f"fg.random.bernoulli: p must lie in [0, 1], got {params[0]}"
+                            f"{_at()}")
+
+
+def _check_dtype(what, dist, dtype):
+    if dtype.kind not in ("f", "b") and not (dist == "bernoulli" and dtype.kind in "iu"):
+        raise UsageError(f"fg.random.{what}: dtype must be a float"
+                         f"{' (or bool or int)' if dist == 'bernoulli' else ''}, got "
+                         f"{dtype}{_at()}")
 
 
 def normal(shape=None, mean=0.0, std=1.0, *, like=None, dtype=None, seed=None, name=None):
     """Normal draws N(mean, std²) of ``shape`` (``None`` lengths from ``like``)."""
-    _finite("normal", mean=mean, std=std)
-    if std < 0:
-        raise ValueError(f"fg.random.normal: std must be ≥ 0, got {std}")
+    _check_params("normal", "normal", (mean, std))
     return _make("normal", "normal", (float(mean), float(std)), shape, like, dtype, seed, name)
 
 
 def uniform(shape=None, low=0.0, high=1.0, *, like=None, dtype=None, seed=None, name=None):
     """Uniform draws on [low, high) of ``shape`` (``None`` lengths from ``like``)."""
-    _finite("uniform", low=low, high=high)
-    if not low <= high:
-        raise ValueError(f"fg.random.uniform: need low ≤ high, got {low} and {high}")
+    _check_params("uniform", "uniform", (low, high))
     return _make("uniform", "uniform", (float(low), float(high)), shape, like, dtype, seed, name)
 
 
 def bernoulli(shape=None, p=0.5, *, like=None, dtype=None, seed=None, name=None):
     """1 with probability ``p``, else 0 (``dtype=bool`` for a mask of True/False)."""
-    _finite("bernoulli", p=p)
-    if not 0 <= p <= 1:
-        raise ValueError(f"fg.random.bernoulli: p must lie in [0, 1], got {p}")
+    _check_params("bernoulli", "bernoulli", (p,))
     return _make("bernoulli", "bernoulli", (float(p),), shape, like, dtype, seed, name)
 
 

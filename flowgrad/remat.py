@@ -12,9 +12,10 @@ reads them), and the copy runs when the backward pass reaches the block: the
 scheduler runs nodes in id order and frees each value after its last reader. The
 copy can never be merged with the forward by the simplifier (its inputs differ).
 
-The block may read float nodes it does not take as arguments (a layer's weights, made
-before it or inside it): they become the call's last inputs (``lifted``), read directly
-rather than through stand-ins, and the replay maps them too, so they get gradients.
+The block may read (or return) float nodes it does not take as arguments (a layer's
+weights, made before it or inside it): they become the call's last inputs (``lifted``),
+read directly rather than through stand-ins, and the replay maps them too, so they get
+gradients.
 
 Random draws inside the block are replayed, not redrawn: a random node is not copied,
 the copy reads the forward's draw (whose value is therefore kept until the backward).
@@ -30,7 +31,7 @@ import functools
 from .autodiff import vjp_above
 from .custom import CustomFunction
 from .custom_op import build_call, check_arguments, custom_call, stand_ins
-from .errors import DifferentiationError, UsageError
+from .errors import DifferentiationError, UsageError, located
 from .ops.base import NONDIFF, Op, apply, reapply
 
 __all__ = ["remat"]
@@ -118,14 +119,14 @@ def remat(block):
     Random draws inside are replayed. Float nodes the block reads without taking them
     (a layer's weights) become the call's last inputs, so they get their gradients."""
     if not callable(block):
-        raise TypeError(f"fg.remat takes a function, got {block!r:.60}")
+        raise located(UsageError, f"fg.remat takes a function, got {block!r:.60}")
     label = getattr(block, "__name__", None) or "remat"
 
     @functools.wraps(block)
     def call(*args, **kwargs):
         if kwargs:
-            raise UsageError(f"fg.remat({label}): pass the inputs positionally "
-                             f"(got keywords {sorted(kwargs)})")
+            raise located(UsageError, f"fg.remat({label}): pass the inputs positionally "
+                                      f"(got keywords {sorted(kwargs)})")
         check_arguments(REMAT, args, label)
         return build_call(REMAT, args, forward=block, label=label, lift=True)
     return call

@@ -448,11 +448,15 @@ INPUT_ATTRS = {"loop_out": ("spec", 0)}
 # -- the union-find ------------------------------------------------------------------------
 
 class _Classes:
-    """Union-find over (node id, axis) of ``None`` axes; a class may be pinned to an int."""
+    """Union-find over (node id, axis) of ``None`` axes; a class may be pinned to an int.
+    A class pinned to two lengths (a (1,) node tied to one of length 3) can satisfy no
+    feed: the second length is kept too (``clashes``), and checked as well, so that the
+    call fails with the pair named instead of the node being broadcast."""
 
     def __init__(self):
         self.parent = {}
         self.pinned = {}  # root -> (length, node id, axis) that pinned it
+        self.clashes = {}  # root -> [(length, node id, axis)] of other lengths pinned
 
     def find(self, x):
         parent = self.parent
@@ -468,14 +472,18 @@ class _Classes:
         if rx == ry:
             return
         self.parent[rx] = ry
-        pin = self.pinned.pop(rx, None)
-        if pin is not None and ry not in self.pinned:
-            self.pinned[ry] = pin
+        pins = [self.pinned.pop(rx, None)] + self.clashes.pop(rx, [])
+        for pin in pins:
+            if pin is not None:
+                self._add(ry, pin)
 
     def pin(self, x, length, source):
-        root = self.find(x)
-        if root not in self.pinned:
-            self.pinned[root] = (length,) + source
+        self._add(self.find(x), (length,) + source)
+
+    def _add(self, root, pin):
+        first = self.pinned.setdefault(root, pin)
+        if first[0] != pin[0] and all(c[0] != pin[0] for c in self.clashes.get(root, ())):
+            self.clashes.setdefault(root, []).append(pin)
 
 
 def _tie(classes, data, p, q):
@@ -537,6 +545,7 @@ def compile_checks(graph, order):
         pin = classes.pinned.get(root)
         if len(members) > 1 or pin is not None:
             checks.append((members, pin))
+        checks.extend((members, clash) for clash in classes.clashes.get(root, ()))
     return checks or None
 
 

@@ -260,6 +260,7 @@ OP_ATTR_CHECKS = {
     ("concat_part", "index"): lambda v: _int(v, 0, 2 ** 62),
     ("custom_input", "index"): lambda v: _int(v, 0, 2 ** 62),   # issue 21: input k of a call
     ("custom_call", "fn"): _custom_function,   # decoded from {"$custom": name} (custom_io)
+    ("custom_call", "lifted"): lambda v: _int(v, 0, 2 ** 62),
     ("concat_unpart", "index"): lambda v: _int(v, 0, 2 ** 62),
     ("concatenate", "axis"): _axis_int, ("concat_offsets", "axis"): _axis_int,
     ("concat_part", "axis"): _axis_int, ("concat_unpart", "axis"): _axis_int,
@@ -304,7 +305,18 @@ AGREE = {
     "basis_map": lambda ins, a: _body_agrees(ins, a["body"]),
     "loop": lambda ins, a: _loop_io().spec_agrees(ins, a["spec"]),
     "loop_out": lambda ins, a: _loop_io().out_agrees(ins, a["index"]),
+    "custom_call": lambda ins, a: _lifted_agrees(ins, a),
 }
+
+
+def _lifted_agrees(ins, attrs):
+    """A call's ``lifted`` inputs (the weights a remat block reads, flowgrad/remat.py)
+    are among its inputs after the forward's output, and only fg.remat's rule lifts: a
+    user's rule takes exactly its explicit inputs (a count past them made the rule
+    build ranges of that length: fg.grad hung on a lifted of 10⁹)."""
+    lifted = attrs.get("lifted", 0)
+    return lifted == 0 or (lifted <= len(ins) - 1 and
+                           getattr(attrs["fn"], "builtin_rule", False))
 
 
 def _body_agrees(ins, body):
