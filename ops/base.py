@@ -364,9 +364,13 @@ def apply(op: Op, *args, **attrs) -> Node:
     shape, dtype = op.infer(*inputs, **attrs)
     frame = sys._getframe(1)
     code = frame.f_code
-    if _INSIDE.get(code.co_filename) is False:   # straight from user code (site_of, inlined)
+    last = _LAST_USER_CALL[0]
+    if last[0] is code and last[1] == frame.f_lasti:   # the same user instruction again
+        site = last[2]                                # (a loop's line): no look-up
+    elif _INSIDE.get(code.co_filename) is False:   # straight from user code (site_of, inlined)
         hit = _SITE_AT.get((id(code), frame.f_lasti))
         site = hit[1] if hit is not None and hit[0] is code else site_at(frame)
+        _LAST_USER_CALL[0] = (code, frame.f_lasti, site)   # (one tuple: atomic to swap)
     else:   # flowgrad's own code: a sweep's primitive rule knows the site (rule_site)
         site = thread_state.__dict__.get("rule_site") or site_of(frame)
     return graph.add_node(op, inputs, attrs,
@@ -470,6 +474,12 @@ def site_of(frame):
 #: script), where this look-up costs one small tuple. The code object is kept with its
 #: entry, so its id cannot be reused for another while the entry stands.
 _SITE_AT: dict[tuple, tuple] = {}
+#: [(code, f_lasti, site)] of the user instruction whose call apply served last: a loop
+#: that builds a node a turn calls from the same instruction each time, and a match
+#: (the same code object, the same instruction) skips the file and table look-ups
+#: (~0.2 µs of building a chain's ~1.7 µs node). Only user code is stored, so a match
+#: is user code; one tuple, swapped whole, so a thread reads a consistent entry.
+_LAST_USER_CALL: list = [(None, -1, None)]
 _SITE_AT_MAX = 1 << 16   # distinct call sites kept (then the table starts over)
 
 
