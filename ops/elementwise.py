@@ -107,7 +107,17 @@ neg.__doc__ = "−x.  ∂/∂x = −1."
 
 
 def _pow_dx(g, ans, x, p):
-    return g * p * pow(x, p - 1)
+    # p x^(p−1), and 0 where p = 0 and x = 0 (x⁰ = 1 is constant), as torch: the product
+    # alone is 0 · 0^(−1) = nan there. Only there: elsewhere the product is already 0 at
+    # p = 0, and its derivative in p, x^(p−1), must still flow (a mixed second
+    # derivative). A constant nonzero exponent (x ** 2) needs no mask; any other does,
+    # the exponent p − 1 of this rule's own derivative included (x ** 1's second
+    # derivative at 0). Without it the answer depended on the path: the simplifier folds
+    # g · 0 to 0 for a constant p = 0, a Jacobian's map body did not.
+    d = p * pow(x, p - 1)
+    if p.kind == "constant" and np.all(np.asarray(p.value) != 0):
+        return g * d
+    return g * where(where(equal(p, 0), equal(x, 0), False), 0.0, d)
 
 
 def _pow_dp(g, ans, x, p):
@@ -136,7 +146,8 @@ def _pow_forward(xp, x, p):
 # +0.0 and (−inf) ** 0.5 is inf there, −0.0 and nan from the kernel (and on 0-d arrays)
 pow = _binary("pow", _pow_forward, (_pow_dx, _pow_dp), elementwise=True,
               operator=np.power)
-pow.__doc__ = ("x ** p, p a number or a tensor.  ∂/∂x = p x^(p−1), ∂/∂p = x^p log x "
+pow.__doc__ = ("x ** p, p a number or a tensor.  ∂/∂x = p x^(p−1) (0 at x = p = 0, as "
+               "torch), ∂/∂p = x^p log x "
                "(0 at x = 0; nan for x < 0, where x^p is not real-analytic in p).")
 
 exp = _unary("exp", lambda xp, x: xp.exp(x), lambda g, ans, x: g * ans, elementwise=True)
