@@ -87,3 +87,37 @@ def test_pow_tensor_exponent_one_second_derivative_at_zero(codegen):
     ref, = torch.autograd.grad(g.sum(), X)
     for v in got:
         np.testing.assert_array_equal(v, ref.numpy())        # [0, 0]
+
+
+@pytest.mark.parametrize("codegen", EXECUTORS)
+@pytest.mark.parametrize("method", [None, "map"])
+def test_norm_second_derivative_at_zero_is_abs_s(codegen, method):
+    # along every line through 0, ‖s d‖ = |s| ‖d‖: a kink, whose second derivative the
+    # library takes as abs's, 0 (std's at zero spread is 0 too). The rule's x / 1 there
+    # gave the identity, the Hessian of ½‖x‖²: for a 1-vector, norm and abs disagreed
+    xv = np.array([[0.0, 0.0, 0.0], [3.0, 4.0, 12.0]])
+    W = np.array([1.5, -2.0])
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2, 3))
+        L = fg.sum(fg.norm(x, axis=1) * W)
+        H = fg.hessian(L, x, method=method)
+        g = fg.grad(L, x)
+        hv = [fg.hvp(L, x, np.ones((2, 3)), mode=m) for m in ("fwd-rev", "rev-rev")]
+        got = _run([H, g, *hv], {x: xv}, codegen)
+        with fg.Graph():
+            a = fg.placeholder("a", shape=(1,))
+            b = fg.placeholder("b", shape=())
+            one = _run([fg.hessian(fg.norm(a), a), fg.hessian(fg.abs(b), b)],
+                       {a: np.zeros(1), b: np.array(0.0)}, codegen)
+    assert one[0].item() == one[1].item() == 0.0
+    H = got[0].reshape(6, 6)
+    np.testing.assert_array_equal(H[:3], 0.0)
+    np.testing.assert_array_equal(H[:, :3], 0.0)
+    X = torch.tensor(xv[1])
+    ref = torch.autograd.functional.hessian(lambda a: torch.linalg.norm(a) * W[1], X).numpy()
+    np.testing.assert_allclose(H[3:, 3:], ref, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(got[1][0], 0.0)
+    np.testing.assert_allclose(got[1][1], W[1] * xv[1] / 13.0, rtol=1e-15)
+    for v in got[2:]:
+        np.testing.assert_array_equal(v[0], 0.0)
+        np.testing.assert_allclose(v[1], ref @ np.ones(3), rtol=1e-12, atol=1e-15)
