@@ -21,6 +21,7 @@ from flowgrad.engine.lazy_errors import is_lazy, lazy_backend
 
 from .base import (NONDIFF, Op, apply, broadcast_shapes, dtype_error, float_dtype, result_dtype,
                    shape_error)
+from .creation import zeros_like
 
 
 _BOOL = np.dtype(bool)
@@ -110,13 +111,18 @@ def _pow_dx(g, ans, x, p):
     # p x^(p−1), and 0 where p = 0 and x = 0 (x⁰ = 1 is constant), as torch: the product
     # alone is 0 · 0^(−1) = nan there. Only there: elsewhere the product is already 0 at
     # p = 0, and its derivative in p, x^(p−1), must still flow (a mixed second
-    # derivative). A constant nonzero exponent (x ** 2) needs no mask; any other does,
-    # the exponent p − 1 of this rule's own derivative included (x ** 1's second
-    # derivative at 0). Without it the answer depended on the path: the simplifier folds
-    # g · 0 to 0 for a constant p = 0, a Jacobian's map body did not.
+    # derivative). A constant exponent is settled here (p − 1 is then a constant too, so
+    # the second derivative of x ** 1 meets x ** 0's case): all zero, no derivative at
+    # all, not a product whose own derivative is 0 · ∞ at x = 0; none zero, no mask.
+    # Without this the answer depended on the path: the simplifier folds g · 0 to 0 for
+    # static shapes, but not a Jacobian's map body nor a run-time length.
+    if p.kind == "constant":
+        c = np.asarray(p.value)
+        if not c.any():
+            return zeros_like(g)
+        if c.all():
+            return g * p * pow(x, p - 1)
     d = p * pow(x, p - 1)
-    if p.kind == "constant" and np.all(np.asarray(p.value) != 0):
-        return g * d
     return g * where(where(equal(p, 0), equal(x, 0), False), 0.0, d)
 
 

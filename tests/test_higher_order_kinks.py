@@ -75,6 +75,28 @@ def test_pow_hessian_at_zero_is_the_same_on_every_path(codegen, method, mode, po
 
 
 @pytest.mark.parametrize("codegen", EXECUTORS)
+@pytest.mark.parametrize("power", [0.0, 1.0])
+def test_pow_second_derivative_at_zero_with_a_run_time_length(codegen, power):
+    # the same Hessians over an input of run-time length, where the simplifier cannot
+    # fold the zero exponent's product away: it was 0 · ∞ = nan at x = 0
+    xv = np.array([0.0, -1.0, 2.0])
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None,))
+        L = fg.sum(x ** power)
+        g = fg.grad(L, x)
+        outs = [g, fg.grad(fg.sum(g), x), fg.hvp(L, x, np.ones(3), mode="rev-rev"),
+                fg.hvp(L, x, np.ones(3)), fg.grad(fg.jvp(L, x, np.ones(3)), x)]
+        got = _run(outs, {x: xv}, codegen)
+    X = torch.tensor(xv, requires_grad=True)
+    tg, = torch.autograd.grad((X ** power).sum(), X, create_graph=True)
+    th = torch.autograd.grad(tg.sum(), X, allow_unused=True)[0] if tg.requires_grad else None
+    np.testing.assert_array_equal(got[0], tg.detach().numpy())
+    for v in got[1:]:
+        np.testing.assert_array_equal(v, np.zeros(3) if th is None else th.numpy())
+        np.testing.assert_array_equal(v, np.zeros(3))
+
+
+@pytest.mark.parametrize("codegen", EXECUTORS)
 def test_pow_tensor_exponent_one_second_derivative_at_zero(codegen):
     # d²/dx² x^p = p (p−1) x^(p−2): 0 at p = 1, where the rule's formula is 1 · 0 · 0^(−1)
     xv, pv = np.array([0.0, 3.0]), np.array([1.0, 1.0])
