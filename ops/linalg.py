@@ -673,7 +673,7 @@ def norm(x, ord=None, axis=None, keepdims=False):
     """numpy.linalg.norm: vector norms (ord None/2, 1, inf) along one axis; matrix norms
     (None/"fro" Frobenius, 2 spectral, 1, inf) over two axes; with axis=None, a 1-d x is
     a vector, a 2-d x a matrix, and ord=None is the 2-norm of all entries. Batched.
-    At 0 the value is 0 and the gradient 0 (the 2-norm's and Frobenius's second
+    At 0 the value is 0 and the gradient 0 (the vector 2-norm's and Frobenius's second
     derivative there 0 too, abs's: ‖s d‖ = |s| ‖d‖ along each line). ∂‖x‖₂ = x/‖x‖₂, ∂‖X‖_F = X/‖X‖_F,
     ∂‖x‖₁ = sign x, ∂‖X‖₂ = u vᵀ (top singular vectors), through λ_max(XᵀX)'s own rules:
     exact to any order however the lower singular values are tied, NaN from the second
