@@ -507,6 +507,7 @@ def jvp(y: Node, x, xdot):
     """
     _require_node(y, "jvp")
     xs, single = node_list(x, "jvp", "x")
+    _check_wrt(xs)   # as grad and vjp: a tangent for an integer x gave zeros, silently
     xdots = [xdot] if single else list(xdot)
     if len(xs) != len(xdots):
         raise located(DifferentiationError, f"jvp: {len(xs)} inputs but {len(xdots)} tangents")

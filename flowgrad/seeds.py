@@ -11,6 +11,8 @@ FeedError naming the seed otherwise. ``x`` is read for its shape only.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .errors import DifferentiationError, located
 from .graph import Node
 from .ops.base import NONDIFF, REGISTRY, Op, apply
@@ -30,13 +32,29 @@ shaped_like = REGISTRY.get("shaped_like") or Op(
         "length (each axis of t is x's, checked per call).  t̄ = Ḡ; x gives its shape only.")
 
 
+def _read_in(t, x):
+    """The dtype to read the seed ``t`` in: a float ``x``'s own where ``t`` is bool or
+    an integer, as torch casts a grad_output to its output's dtype. Propagated in its
+    own dtype, an int8 tangent of 100 for x + x was 200 wrapped to −56, silently, and
+    the result an integer or a float depending on the ops on the path. None: as is (a
+    float seed may widen the derivative, as a float64 op after x would, see
+    tests/test_custom_api.py; complex seeds and primals keep their own rules)."""
+    dtype = np.dtype(t.dtype) if hasattr(t, "dtype") else np.asarray(t).dtype
+    return x.dtype if x.dtype.kind == "f" and dtype.kind in "biu" else None
+
+
 def seed_for(t, x: Node, fn: str, what: str) -> Node:
-    """The seed ``t`` (a node or an array) for input ``x`` of ``fn`` (jvp, vjp, hvp):
-    refused now where a known length disagrees, and read through ``shaped_like``
-    where ``x`` has a run-time length, so the rest is checked per call."""
+    """The seed ``t`` (a node or an array) for input ``x`` of ``fn`` (jvp, vjp, hvp),
+    an integer one read in x's float dtype (_read_in): refused now where a known length
+    disagrees, and read through ``shaped_like`` where ``x`` has a run-time length, so
+    the rest is checked per call."""
     from .leaves import constant_in
+    dtype = _read_in(t, x)
     if not isinstance(t, Node):
-        t = constant_in(x.graph, t, name=f"{what} for {x.name}")
+        t = constant_in(x.graph, t, name=f"{what} for {x.name}", dtype=dtype)
+    elif dtype is not None:
+        from .ops.tensor import astype
+        t = astype(t, dtype)
     if None not in x.shape:
         same = t.shape == x.shape          # a known shape: the seed's, exactly
     else:                                  # the known lengths now, the rest per call

@@ -25,6 +25,7 @@ from flowgrad.engine.lazy_errors import is_lazy, lazy_backend
 from .base import (NONDIFF, Op, apply, broadcast_shapes, dtype_error, float_dtype, result_dtype,
                    shape_error)
 from .complex import conj_of
+from .creation import zeros_like
 
 
 _BOOL = np.dtype(bool)
@@ -121,11 +122,34 @@ neg.__doc__ = "−x.  ∂/∂x = −1."
 
 
 def _pow_dx(g, ans, x, p):
-    return g * conj_of(p) * conj_of(pow(x, p - 1))
+    return _pow_x_term(g, x, p, conj_of)
 
 
 def _pow_tx(t, ans, x, p):   # the forward rule: the same factor, not conjugated
-    return t * p * pow(x, p - 1)
+    return _pow_x_term(t, x, p, _same)
+
+
+def _same(v):
+    return v
+
+
+def _pow_x_term(g, x, p, conj):
+    """g · conj(p x^(p−1)), and 0 where p = 0 and x = 0 (x⁰ = 1 is constant), as torch:
+    the product alone is 0 · 0^(−1) = nan there. Only there: elsewhere the product is
+    already 0 at p = 0, and its derivative in p, x^(p−1), must still flow (a mixed second
+    derivative). A constant exponent is settled here (p − 1 is then a constant too, so
+    the second derivative of x ** 1 meets x ** 0's case): all zero, no derivative at
+    all, not a product whose own derivative is 0 · ∞ at x = 0; none zero, no mask.
+    Without this the answer depended on the path: the simplifier folds g · 0 to 0 for
+    static shapes, but not a Jacobian's map body nor a run-time length."""
+    if p.kind == "constant":
+        c = np.asarray(p.value)
+        if not c.any():
+            return zeros_like(g)
+        if c.all():
+            return g * conj(p) * conj(pow(x, p - 1))
+    d = p * pow(x, p - 1)
+    return g * conj(where(where(equal(p, 0), equal(x, 0), False), 0.0, d))
 
 
 def _pow_dp(g, ans, x, p):
@@ -160,7 +184,8 @@ def _pow_forward(xp, x, p):
 pow = _binary("pow", _pow_forward, (_pow_dx, _pow_dp), jvp=(_pow_tx, _pow_tp),
               elementwise=True,
               operator=np.power)
-pow.__doc__ = ("x ** p, p a number or a tensor.  ∂/∂x = p x^(p−1), ∂/∂p = x^p log x "
+pow.__doc__ = ("x ** p, p a number or a tensor.  ∂/∂x = p x^(p−1) (0 at x = p = 0, as "
+               "torch), ∂/∂p = x^p log x "
                "(0 at x = 0; nan for x < 0, where x^p is not real-analytic in p).")
 
 exp = _unary("exp", lambda xp, x: xp.exp(x), lambda g, ans, x: g * conj_of(ans),

@@ -622,12 +622,20 @@ def _safe_divisor(d):
 
 
 def _norm2_vjp(g, ans, x, axis, keepdims):
-    """∂‖x‖ = x/‖x‖, and 0 at x = 0."""
-    return unreduce(g, x, axis, keepdims) * x / keep_dims(_safe_divisor(ans), axis, keepdims)
+    """∂‖x‖ = x/‖x‖, and 0 at x = 0, in value and in every derivative (_masked_at_zero)."""
+    n = keep_dims(ans, axis, keepdims)
+    return unreduce(g, x, axis, keepdims) * _masked_at_zero(n, x / _safe_divisor(n))
 
 
 def _norm2_jvp(t, ans, x, axis, keepdims):
-    return sum(x * t, axis, keepdims) / _safe_divisor(ans)
+    return _masked_at_zero(ans, sum(x * t, axis, keepdims) / _safe_divisor(ans))
+
+
+def _masked_at_zero(n, v):
+    """v, and 0 where the norm n is 0. In every direction ‖x‖ has a kink at 0 (‖s d‖ =
+    |s| ‖d‖), so its second derivative there is abs's, 0, as std's at zero spread; the
+    divisor's 1 alone left x/1 there, whose derivative I is the Hessian of ½‖x‖²."""
+    return where(equal(n, 0), 0.0, v)
 
 
 def _norm2_infer(x, axis, keepdims):
@@ -670,7 +678,8 @@ def norm(x, ord=None, axis=None, keepdims=False):
     """numpy.linalg.norm: vector norms (ord None/2, 1, inf) along one axis; matrix norms
     (None/"fro" Frobenius, 2 spectral, 1, inf) over two axes; with axis=None, a 1-d x is
     a vector, a 2-d x a matrix, and ord=None is the 2-norm of all entries. Batched.
-    At 0 the value is 0 and the gradient 0. ∂‖x‖₂ = x/‖x‖₂, ∂‖X‖_F = X/‖X‖_F,
+    At 0 the value is 0 and the gradient 0 (the vector 2-norm's and Frobenius's second
+    derivative there 0 too, abs's: ‖s d‖ = |s| ‖d‖ along each line). ∂‖x‖₂ = x/‖x‖₂, ∂‖X‖_F = X/‖X‖_F,
     ∂‖x‖₁ = sign x, ∂‖X‖₂ = u vᵀ (top singular vectors), through λ_max(XᵀX)'s own rules:
     exact to any order however the lower singular values are tied, NaN from the second
     order on where the top one is tied; the others through max/abs. Complex x is
