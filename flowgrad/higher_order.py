@@ -124,6 +124,9 @@ def jacobian(y: Node, x: Node, mode: str | None = None, method: str | None = Non
         mode = "fwd" if nx_ is not None and (ny is None or nx_ < ny) else "rev"
     if not is_differentiable(y.dtype):
         raise located(DifferentiationError, f"cannot differentiate {y.name!r} of dtype {y.dtype}")
+    if not is_differentiable(x.dtype):   # both modes, as grad's (fwd handed back zeros)
+        raise located(DifferentiationError, f"cannot differentiate with respect to {x.name!r} "
+                      f"of dtype {x.dtype}: only float and complex nodes have derivatives")
     if mode not in ("fwd", "rev"):
         raise located(ArgumentError, f"jacobian: mode must be 'fwd', 'rev' or None, got {mode!r}")
     if method not in (None, "vectorize", "map"):
@@ -210,9 +213,8 @@ def _batched_products(graph, y, x, mode):
         u = _placeholder(graph, y.shape, y.dtype, "jacobian/cotangent")
         rows = vectorize(vjp(y, x, u), {u: _identity_batch(graph, y.shape, y.dtype)})
         return reshape(rows, y.shape + x.shape)
-    dtype = x.dtype if is_differentiable(x.dtype) else y.dtype
-    u = _placeholder(graph, x.shape, dtype, "jacobian/tangent")
-    cols = vectorize(jvp(y, x, u), {u: _identity_batch(graph, x.shape, dtype)})
+    u = _placeholder(graph, x.shape, x.dtype, "jacobian/tangent")
+    cols = vectorize(jvp(y, x, u), {u: _identity_batch(graph, x.shape, x.dtype)})
     cols = reshape(cols, x.shape + y.shape)
     k = len(x.shape)
     return transpose(cols, tuple(range(k, k + len(y.shape))) + tuple(range(k)))
@@ -224,8 +226,7 @@ def _mapped_jacobian(graph, y, x, mode):
         u = _placeholder(graph, y.shape, y.dtype, "jacobian/cotangent")
         return _make_map(vjp(y, x, u), u, [], [], "stack", ref=_shape_ref(u, y))
     from flowgrad.ops import transpose
-    dtype = x.dtype if is_differentiable(x.dtype) else y.dtype
-    u = _placeholder(graph, x.shape, dtype, "jacobian/tangent")
+    u = _placeholder(graph, x.shape, x.dtype, "jacobian/tangent")
     cols = _make_map(jvp(y, x, u), u, [], [], "stack", ref=_shape_ref(u, x))  # x.shape + y.shape
     k = len(x.shape)
     return transpose(cols, tuple(range(k, k + len(y.shape))) + tuple(range(k)))

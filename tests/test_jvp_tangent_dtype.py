@@ -103,3 +103,20 @@ def test_hvp_checks_its_vector_as_jvp_its_tangent():
         with pytest.raises(fg.UsageError, match="hvp: the vector for 'x' has dtype float32"):
             fg.hvp(f, x, T.astype(np.float32))
     np.testing.assert_allclose(got, 6 * X * T, rtol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "rev"])
+@pytest.mark.parametrize("method", ["vectorize", "map"])
+def test_jacobian_with_respect_to_an_integer_input_is_refused_in_both_modes(mode, method):
+    # reverse mode refused it (grad's rule); forward mode handed back zeros, an answer
+    # that looks like one (its tangent is JAX's float0, and jax.jacfwd refuses it too)
+    with fg.Graph():
+        i = fg.placeholder("i", (2,), dtype="int64")
+        x = fg.placeholder("x", (2,))
+        y = fg.astype(i, "float64") * x
+        with pytest.raises(fg.DifferentiationError,
+                           match="with respect to 'i' of dtype int64"):
+            fg.jacobian(y, i, mode=mode, method=method)
+        J = fg.run(fg.jacobian(y, x, mode=mode, method=method), i=np.array([2, 3]),
+                   x=np.array([1.0, 5.0]))
+    np.testing.assert_array_equal(J, np.diag([2.0, 3.0]))
