@@ -103,7 +103,7 @@ def _refuse_one_value(training, n):
 
 def _count_forward(xp, x, training, axis):
     n = int(np.prod([x.shape[a] for a in axis]))
-    count = xp.asarray(n, dtype=x.dtype)       # x: a shape source of the float dtype
+    count = xp.asarray(n, dtype=float_dtype(x.dtype))   # x is read for its shape only
     if is_lazy(xp, training):    # dask: checked when the outputs are computed, on its value
         return checked_whole(lazy_backend(xp), count, _refuse_one_value, n, on=training)
     _refuse_one_value(training, n)
@@ -232,9 +232,10 @@ class BatchNorm(Layer):
 
     def _count(self, x, axes):
         """The values a channel averages, as a checked node (``batch_norm_count``) where
-        training might see fewer than two: a run-time length, or a lone value with a
-        training placeholder (evaluating it is fine); None where no run can (then
-        known); a lone or no value with ``training=True`` is a ShapeError now."""
+        a training run might see fewer than two: a run-time length, or a known lone
+        value with a training placeholder (evaluating it is fine). None where no run
+        can (a known count of two or more); a known lone (or no) value with
+        ``training=True`` is a ShapeError now."""
         dims = [x.shape[a] for a in axes]
         if None not in dims:
             n = int(np.prod(dims))
