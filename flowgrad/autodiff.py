@@ -507,7 +507,6 @@ def jvp(y: Node, x, xdot):
     """
     _require_node(y, "jvp")
     xs, single = node_list(x, "jvp", "x")
-    _check_wrt(xs)   # as grad and vjp: a tangent for an integer x gave zeros, silently
     xdots = [xdot] if single else list(xdot)
     if len(xs) != len(xdots):
         raise located(DifferentiationError, f"jvp: {len(xs)} inputs but {len(xdots)} tangents")
@@ -519,6 +518,8 @@ def jvp(y: Node, x, xdot):
         if isinstance(t, Node) and t.graph is not graph:
             same_graph([n, t])                       # raises, naming both
         seed = seed_for(t, n, "jvp", "tangent")
+        if seed is None:                             # an integer input's (absent) tangent
+            continue
         # an input listed twice moves by the sum of its tangents, J (ṫ₁ + ṫ₂): the dual of
         # vjp, which gives it its gradient twice (the last tangent alone was J ṫ₂)
         tangents[n.id] = add(tangents[n.id], seed) if n.id in tangents else seed

@@ -21,7 +21,7 @@ Ops covered, by family:
 * reductions and axis ops (axes shifted by one): sum (a full sum of a product with an
   unbatched factor becomes one matrix-vector product) mean max logsumexp norm2
   max_weights argmax one_hot one_hot_like expand_dims squeeze concatenate trace;
-  reduced_size and mask give unbatched results.
+  reduced_size, batch_norm_count and mask give unbatched results.
 * shape: reshape (the batch length prepended, a run-time length included), transpose,
   broadcast_to, reshape_like, and the helpers gradients use, sum_to and broadcast_like;
   zeros_like, ones_like; concat_offsets, concat_part, concat_unpart (the blocks of a
@@ -200,6 +200,13 @@ def reduced_size(b, node, ins, bat):
     return Unbatched(apply(node.op, ins[0], axis=_shift(node.attrs["axis"])))
 
 
+def batch_norm_count(b, node, ins, bat):
+    # a count per example, the same for every one; its training flag must be one for all
+    if bat[1]:
+        raise refuse(node, "its training flag differs from example to example")
+    return Unbatched(apply(node.op, *ins, axis=_shift(node.attrs["axis"])))
+
+
 def decomposed(b, node, ins, bat):
     """A fused op batched through its decomposition into primitive ops."""
     if node.op.decompose is None:
@@ -369,6 +376,7 @@ RULES = {
     "trace": shifted("axis1", "axis2"),
     "mask": unbatched_shape_op("axis1", "axis2"),
     "reduced_size": reduced_size,
+    "batch_norm_count": batch_norm_count,
     "reshape": reshape,
     "reshape_like": reshape_like,
     "transpose": transpose_rule,

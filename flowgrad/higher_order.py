@@ -124,6 +124,9 @@ def jacobian(y: Node, x: Node, mode: str | None = None, method: str | None = Non
         mode = "fwd" if nx_ is not None and (ny is None or nx_ < ny) else "rev"
     if not is_differentiable(y.dtype):
         raise located(DifferentiationError, f"cannot differentiate {y.name!r} of dtype {y.dtype}")
+    if not is_differentiable(x.dtype):   # both modes, as grad's (fwd handed back zeros)
+        raise located(DifferentiationError, f"cannot differentiate with respect to {x.name!r} "
+                      f"of dtype {x.dtype}: only float and complex nodes have derivatives")
     if mode not in ("fwd", "rev"):
         raise located(ArgumentError, f"jacobian: mode must be 'fwd', 'rev' or None, got {mode!r}")
     if method not in (None, "vectorize", "map"):
@@ -210,9 +213,8 @@ def _batched_products(graph, y, x, mode):
         u = _placeholder(graph, y.shape, y.dtype, "jacobian/cotangent")
         rows = vectorize(vjp(y, x, u), {u: _identity_batch(graph, y.shape, y.dtype)})
         return reshape(rows, y.shape + x.shape)
-    dtype = x.dtype if is_differentiable(x.dtype) else y.dtype
-    u = _placeholder(graph, x.shape, dtype, "jacobian/tangent")
-    cols = vectorize(jvp(y, x, u), {u: _identity_batch(graph, x.shape, dtype)})
+    u = _placeholder(graph, x.shape, x.dtype, "jacobian/tangent")
+    cols = vectorize(jvp(y, x, u), {u: _identity_batch(graph, x.shape, x.dtype)})
     cols = reshape(cols, x.shape + y.shape)
     k = len(x.shape)
     return transpose(cols, tuple(range(k, k + len(y.shape))) + tuple(range(k)))
@@ -224,8 +226,7 @@ def _mapped_jacobian(graph, y, x, mode):
         u = _placeholder(graph, y.shape, y.dtype, "jacobian/cotangent")
         return _make_map(vjp(y, x, u), u, [], [], "stack", ref=_shape_ref(u, y))
     from flowgrad.ops import transpose
-    dtype = x.dtype if is_differentiable(x.dtype) else y.dtype
-    u = _placeholder(graph, x.shape, dtype, "jacobian/tangent")
+    u = _placeholder(graph, x.shape, x.dtype, "jacobian/tangent")
     cols = _make_map(jvp(y, x, u), u, [], [], "stack", ref=_shape_ref(u, x))  # x.shape + y.shape
     k = len(x.shape)
     return transpose(cols, tuple(range(k, k + len(y.shape))) + tuple(range(k)))
@@ -284,17 +285,21 @@ class MapBody:
         return (f"<basis_map body {self.out.name!r}: {self.reduce} over "
                 f"the basis vectors of {self.basis.name!r}>")
 
-    def run(self, xp, values):
+    def run(self, xp, values, options=None):
+        """The map's value on input ``values``; its body compiled with ``options`` (the
+        enclosing program's ProgramOptions: basis_map ``runs_programs``)."""
         from .backends import backend_of, get_backend
+        from .engine.plan import DEFAULT_OPTIONS, flags_of
         from .engine.program import Program
         from .errors import BackendError
         try:
             backend = backend_of(xp)     # the backend the basis_map step runs on
         except BackendError:
             backend = get_backend()
-        prog = self._programs.get(backend)
+        key = backend if options is None or options is DEFAULT_OPTIONS else (backend, options)
+        prog = self._programs.get(key)
         if prog is None:
-            prog = self._programs[backend] = Program(self.out, backend)
+            prog = self._programs[key] = Program(self.out, backend, **flags_of(options))
         k_params = len(self.params)
         slices = values[k_params:k_params + len(self.sliced)]
         bs = tuple(values[-1].shape) if self.dynamic else self.basis_shape
@@ -339,8 +344,8 @@ class MapBody:
         return xp.zeros(shape if self.reduce == "sum" else bs + shape, self.out.dtype)
 
 
-def _map_forward(xp, *values, body):
-    return body.run(xp, values)
+def _map_forward(xp, *values, body, options=None):
+    return body.run(xp, values, options)
 
 
 def _map_infer(*inputs, body):
@@ -382,10 +387,12 @@ def _make_op():
     from flowgrad.ops.base import REGISTRY, Op
     if "basis_map" in REGISTRY:
         return REGISTRY["basis_map"]
-    return Op("basis_map", _map_forward, _map_infer, vjp=_map_vjp, jvp=_map_jvp,
-              variadic=True,
-              doc="stack_k B(p, eₖ) (or Σ_k): one compiled body run per basis vector. "
-                  "Both rules are basis maps of the body's own jvp / vjp.")
+    op = Op("basis_map", _map_forward, _map_infer, vjp=_map_vjp, jvp=_map_jvp,
+            variadic=True,
+            doc="stack_k B(p, eₖ) (or Σ_k): one compiled body run per basis vector. "
+                "Both rules are basis maps of the body's own jvp / vjp.")
+    op.runs_programs = True     # its body is compiled as the enclosing program is
+    return op
 
 
 basis_map = _make_op()

@@ -150,6 +150,8 @@ class DrawTape:
     def __init__(self):
         self.draws: dict = {}      # {stream: [its draws, in order]}
         self._next: dict | None = None   # replaying: {stream: its next draw's index}
+        self._outer = None   # the tape active around this one (a verified loop body's
+        #                      inside a verified run): its new draws are that tape's
 
     @contextlib.contextmanager
     def recording(self):
@@ -168,6 +170,7 @@ class DrawTape:
     @contextlib.contextmanager
     def _active(self):
         before = getattr(_TAPE, "tape", None)
+        self._outer = before if before is not self else None
         _TAPE.tape = self
         try:
             yield
@@ -175,7 +178,11 @@ class DrawTape:
             _TAPE.tape = before
 
     def take(self, stream, fresh):
-        """The draw for ``stream``: the next kept one (replaying), else ``fresh()``."""
+        """The draw for ``stream``: the next kept one (replaying), else ``fresh()`` (the
+        enclosing tape's draw where one is active, so that nested tapes agree)."""
+        if self._outer is not None:
+            outer, made = self._outer, fresh
+            fresh = lambda: outer.take(stream, made)   # noqa: E731
         kept = self.draws.setdefault(stream, [])
         if self._next is not None:
             k = self._next.get(stream, 0)

@@ -105,6 +105,11 @@ class Op:
     #: time, never a failure (or a different answer) when the program runs.
     check_attrs = None
     ufunc = None
+    #: ``runs_programs = True`` says the op's forward compiles and runs programs of its
+    #: own (a loop's bodies): its kernel is then made with the keyword ``options=``, the
+    #: enclosing program's ``engine.plan.ProgramOptions`` (``Plan.options``), so that
+    #: those programs are compiled as the program that runs them was (codegen, verify).
+    runs_programs = False
 
     def __init__(self, name, forward, infer, vjp=(), jvp=None, *, variadic=False,
                  multilinear=False, elementwise=False, operator=None, doc="",

@@ -101,6 +101,9 @@ def _extra_cases():
         ("shaped_like", lambda a, b: fg.ops.base.apply(REGISTRY["shaped_like"], fg.tanh(a), b)
          * b, [z, _r.normal(size=(4, 3))]),
         ("astype there and back", lambda a: fg.astype(fg.astype(a, "float32"), "float64"), [z]),
+        # fg.nn.BatchNorm's checked count of the values a channel averages
+        ("batch_norm_count", lambda a: a * fg.ops.base.apply(
+            REGISTRY["batch_norm_count"], a, fg.constant(np.bool_(True)), axis=(0,)), [z]),
     ]
     return out
 

@@ -1,7 +1,8 @@
-"""fg.jvp with respect to an integer or bool input is refused, as fg.grad and fg.vjp
-refuse it: it gave zeros, silently, and so fg.jacobian in forward mode (the default
-when x has fewer entries than y) answered zeros where reverse mode raised (found by the
-higher-order sweep)."""
+"""A tangent for an integer or bool input of fg.jvp is refused (such an input takes None,
+JAX's float0: tests/test_jvp_tangent_dtype.py), and fg.jacobian with respect to one is
+refused in both modes, as fg.grad and fg.vjp refuse it: jvp gave zeros, silently, and so
+fg.jacobian in forward mode (the default when x has fewer entries than y) answered zeros
+where reverse mode raised (found by the higher-order sweep)."""
 import numpy as np
 import pytest
 
@@ -18,11 +19,14 @@ def _graph(dtype):
 def test_forward_mode_refuses_an_integer_input_as_reverse_mode_does(dtype):
     with fg.Graph():
         x, i, y = _graph(dtype)
-        builds = [lambda: fg.jvp(y, i, np.ones(3)), lambda: fg.jvp(y, [x, i], [np.ones(3)] * 2),
-                  lambda: fg.jacobian(y, i), lambda: fg.jacobian(y, i, method="map"),
+        builds = [lambda: fg.jacobian(y, i), lambda: fg.jacobian(y, i, method="map"),
                   lambda: fg.jacobian(y, i, mode="rev"), lambda: fg.vjp(y, i, np.ones(6))]
         for build in builds:
             with pytest.raises(fg.DifferentiationError, match=f"'i' of dtype {dtype}"):
+                build()
+        for build in (lambda: fg.jvp(y, i, np.ones(3)),
+                      lambda: fg.jvp(y, [x, i], [np.ones(3)] * 2)):
+            with pytest.raises(fg.UsageError, match=f"must be None: 'i' is {dtype}"):
                 build()
 
 

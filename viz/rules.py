@@ -86,6 +86,7 @@ NO_FLOW = {
     "argmax": "integer-valued", "one_hot": "integer input", "one_hot_like": "a constant",
     "zeros_like": "only its shape is read", "ones_like": "only its shape is read",
     "reduced_size": "only its shape is read", "mask": "only its shape is read",
+    "batch_norm_count": "only its shape is read",
     "concat_offsets": "only its shape is read", "max_weights": "piecewise constant",
     "random_normal": "a random draw", "random_uniform": "a random draw",
     "random_bernoulli": "a random draw",

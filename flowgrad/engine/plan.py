@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from ..errors import FlowgradError
 
 __all__ = ["Step", "Plan", "FlatSteps", "LazySteps", "PlanError", "verify", "format_plan",
-           "FLAT_STEPS", "debug_enabled", "node_table"]
+           "FLAT_STEPS", "debug_enabled", "node_table", "ProgramOptions", "program_options",
+           "DEFAULT_OPTIONS", "flags_of"]
 
 #: plans with more steps than this are stored flat (``FlatSteps``): the one definition
 #: (the scheduler stores flat beyond it, generated code stays off beyond it)
@@ -56,6 +57,40 @@ def debug_enabled() -> bool:
 class PlanError(FlowgradError):
     """A plan breaks one of its invariants (the verifier found it): a bug in the
     compiler, never in the user's graph. The message names the step and the slot."""
+
+
+@dataclass(frozen=True)
+class ProgramOptions:
+    """How a program was compiled, for the programs its steps compile and run in turn (a
+    loop's bodies, each iteration): ``codegen`` (False: the reference interpreter) and
+    ``verify`` (lockstep mode, flowgrad/engine/lockstep.py). A plan declares them
+    (``Plan.options``), and the kernel of every op that declares ``runs_programs`` is
+    made with them (``options=``), so that ``fg.compile(..., codegen=False)`` or
+    ``verify=True`` reaches every body, nested ones too. (``check_numerics`` needs no
+    field: a checked run turns the thread's anomaly flag on, which every program it
+    runs reads.) Made by ``program_options``: one object per combination."""
+    codegen: bool = True
+    verify: bool = False
+
+    def flags(self) -> dict:
+        """These options as ``fg.compile``'s keyword arguments."""
+        return {"codegen": self.codegen, "verify": self.verify}
+
+
+def flags_of(options) -> dict:
+    """``fg.compile``'s flags for a program an op's kernel runs under ``options`` (None,
+    a kernel made outside a plan: compile's defaults, FLOWGRAD_VERIFY included)."""
+    return {} if options is None else options.flags()
+
+
+_OPTIONS = {(c, v): ProgramOptions(c, v) for c in (True, False) for v in (True, False)}
+#: what ``fg.compile`` gives by default (outside FLOWGRAD_VERIFY=1)
+DEFAULT_OPTIONS = _OPTIONS[True, False]
+
+
+def program_options(codegen, verify) -> ProgramOptions:
+    """The one ``ProgramOptions`` for these flags (compared by identity on a hot path)."""
+    return _OPTIONS[bool(codegen), bool(verify)]
 
 
 @dataclass(slots=True)
@@ -85,7 +120,9 @@ class Plan:
     - ``graph``: the graph the ids belong to (names, lines, inferred shapes);
     - ``direct_ufuncs``: the ops with a ``ufunc`` whose every step here reads a float
       or complex first input, so that their kernel may be the backend's function itself
-      (``Op.kernel(direct=True)``); the compiler finds them, and empty is always right."""
+      (``Op.kernel(direct=True)``); the compiler finds them, and empty is always right.;
+    - ``options``: the program's ``ProgramOptions``, for the kernels of the ops that
+      run programs of their own (``Op.runs_programs``: a loop)."""
     leaves: dict
     consts: list
     steps: Sequence
@@ -93,6 +130,7 @@ class Plan:
     slots: Sequence
     graph: object = None
     direct_ufuncs: frozenset = frozenset()
+    options: ProgramOptions = DEFAULT_OPTIONS
     # caches, never copied by dataclasses.replace: {id(xp): kernels}, {out slot: step}
     _kernels: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _index: dict = field(default=None, init=False, repr=False, compare=False)
@@ -116,7 +154,7 @@ class Plan:
         op without attrs shares one kernel object: ``Op.kernel``)."""
         got = self._kernels.get(id(xp))
         if got is None:
-            got = _make_kernels(self.made_steps(), xp, self.direct_ufuncs)
+            got = _make_kernels(self.made_steps(), xp, self.options, self.direct_ufuncs)
             from .lazy_errors import lazy_backend, naming
             if lazy_backend(xp) is not None:   # a task's failure names its step, later
                 got = naming(self, got)
@@ -137,7 +175,7 @@ class Plan:
         return format_plan(self)
 
 
-def _make_kernels(steps, xp, direct=frozenset()) -> list:
+def _make_kernels(steps, xp, options, direct=frozenset()) -> list:
     from ..ops.base import Op
     if isinstance(steps, FlatSteps):
         ops, attrs = steps.ops, steps.attrs
@@ -148,7 +186,9 @@ def _make_kernels(steps, xp, direct=frozenset()) -> list:
         if isinstance(steps, FlatSteps):   # one kernel an op, looked up as steps are read
             return KernelsByOp(made, ops)
         return list(map(made.__getitem__, ops))
-    return [made[op] if not at and type(op) is Op else op.kernel(xp, at)
+    # (a region's or a rewritten step's op may be another kind of object: getattr)
+    return [op.kernel(xp, {**at, "options": options}) if getattr(op, "runs_programs", False)
+            else made[op] if not at and type(op) is Op else op.kernel(xp, at)
             for op, at in zip(ops, attrs)]
 
 

@@ -201,9 +201,12 @@ class Program:
         self._reference_run = None     # the interpreter's run(vals), made on first need
         self._checked_run = None       # the NaN/Inf-checked one, likewise
         self._codegen = codegen and not keep_all   # traces stay on the interpreter
+        self.verify = _lockstep.wanted(verify)
+        #: how the programs its steps run (a loop's bodies) are compiled: as asked here
+        #: (a trace's keep-all twin runs on the interpreter, its bodies as the program's)
+        self.options = _plan.program_options(codegen, self.verify)
         with gc_paused():   # a plan over 10^5+ nodes: the collector's rescans cost ~2x
             self._build_plan()
-        self.verify = _lockstep.wanted(verify)
         if self.verify and self._call is not None:  # (the reference needs no second run)
             self._call = _lockstep.wrap(self, self._call)
         self._reference = self.reference_call
@@ -316,7 +319,8 @@ class Program:
         self._pending = sweep + (own, flat)
         self.plan = Plan({nid: slot[nid] for nid in leaves}, template,
                          LazySteps(self._materialize, len(steps), flat),
-                         tuple(slot[o.id] for o in self.run_outputs), kept, g, direct)
+                         tuple(slot[o.id] for o in self.run_outputs), kept, g,
+                         direct, self.options)
         del steps, sweep
         # run-time lengths are checked between placeholders only: none without a None axis
         checks = _lengths.compile_checks(g, order) if any(
@@ -541,7 +545,7 @@ class Program:
                 if twin is None:
                     twin = self._values_program = Program(
                         self.outputs, self.backend, keep_all=True,
-                        check_numerics=self.check_numerics)
+                        check_numerics=self.check_numerics, **self.options.flags())
         return twin
 
     def _build_trace_program(self):
@@ -562,7 +566,7 @@ class Program:
                 adj = {}
             extra = [a for a in adj.values()]
             prog = Program(self.outputs + extra, self.backend, keep_all=True,
-                           check_numerics=self.check_numerics)
+                           check_numerics=self.check_numerics, **self.options.flags())
             self._adjoints = adj
             self._trace_program = prog
 

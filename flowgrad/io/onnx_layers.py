@@ -263,3 +263,21 @@ def _embedding_index(e, num):
     idx = e.raw(0)
     dtype = e.node.dtype
     return e.op("Where", [e.op("Less", [idx, e.const(0, dtype)]), e.const(num, dtype), idx])
+
+
+# -- fg.nn.BatchNorm's per-channel count, refused while training below two ------------------
+
+@converts("batch_norm_count")
+def _batch_norm_count(e, axis):
+    # ONNX has no assert: a Gather named for the check fails where training meets fewer
+    # than two values a channel (onnx_loops.failing_gather), and the count waits for it
+    from .onnx_loops import failing_gather
+    dims = [e.node.inputs[0].shape[a] for a in axis]
+    if None in dims:
+        picked = e.op("Gather", [e.shape_of(0), e.ints(axis)], axis=0)
+        n = e.op("ReduceProd", [picked], keepdims=0)
+    else:
+        n = e.const(np.int64(np.prod(dims)))
+    bad = e.op("And", [e.op("Less", [n, e.const(np.int64(2))]), e.raw(1)])
+    n = e.op("Add", [n, failing_gather(e, "one_value_per_channel_while_training", bad)])
+    return e.cast(n, np.int64, e.node.dtype)

@@ -285,6 +285,7 @@ for _dist, _n in (("normal", 2), ("uniform", 2), ("bernoulli", 1)):
 INPUT_AXES = {
     "sum": ("axis",), "mean": ("axis",), "max": ("axis",), "logsumexp": ("axis",),
     "norm2": ("axis",), "max_weights": ("axis",), "reduced_size": ("axis",),
+    "batch_norm_count": ("axis",),
     "argmax": ("axis",), "softmax_cross_entropy": ("axis",), "squeeze": ("axis",),
     "concatenate": ("axis",), "concat_offsets": ("axis",), "concat_part": ("axis",),
     "concat_unpart": ("axis",),

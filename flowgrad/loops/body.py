@@ -27,6 +27,7 @@ from ..errors import ShapeError, UsageError
 from ..graph import Graph, Node
 from ..pytree import flatten
 from ..ops import base as _base
+from ..engine.plan import DEFAULT_OPTIONS, flags_of
 
 __all__ = ["Body", "trace", "capture", "capture_args", "captured_outer", "inline",
            "inline_all", "tracing_graph"]
@@ -138,46 +139,53 @@ class Body:
     def __repr__(self):
         return f"<loop body {self.name!r}: {len(self.graph)} nodes>"
 
-    def program(self, xp, extra=()):
+    def program(self, xp, extra=(), options=None):
         """``(the body's Program for the array module xp, its feeds)``, made once. The
         feeds are ``(name, position)`` of the placeholders it reads, positions counting
         the arguments then the captures: fed by name, the call binds each with one
         dict look-up (an iteration's binding was a quarter of a small body's time).
-        ``extra``: body nodes computed after the outputs (its draws, when recorded)."""
+        ``extra``: body nodes computed after the outputs (its draws, when recorded).
+        ``options``: the ProgramOptions of the program running the loop (codegen,
+        verify), which this one is compiled with; None: the defaults."""
         key = (xp, tuple(n.id for n in extra)) if extra else xp   # per iteration: cheap
+        if options is not None and options is not DEFAULT_OPTIONS:
+            key = (key, options)
         made = self._programs.get(key)
         if made is None:
             with self._lock:
                 made = self._programs.get(key)
                 if made is None:
                     from ..engine.program import compile as fg_compile
-                    prog = fg_compile(self.outs + list(extra), backend=_backend(xp))
+                    prog = fg_compile(self.outs + list(extra), backend=_backend(xp),
+                                      **flags_of(options))
                     every = self.params + self.cap_params
                     feeds = [(p.name, k) for k, p in enumerate(every)
                              if p.id in prog.placeholders]
                     made = self._programs[key] = (prog, feeds)
         return made
 
-    def call(self, xp, args, caps, extra=()):
+    def call(self, xp, args, caps, extra=(), options=None):
         """The outputs' values (a list) for argument values ``args`` and capture values
-        ``caps`` (flat, in ``params``/``cap_params`` order), then those of ``extra``."""
-        prog, feeds = self.program(xp, extra)
+        ``caps`` (flat, in ``params``/``cap_params`` order), then those of ``extra``;
+        ``options`` as ``program``'s."""
+        prog, feeds = self.program(xp, extra, options)
         values = list(args) + list(caps)
         return prog.call((), {name: values[k] for name, k in feeds})   # (no ** repacking)
 
-    def call_values(self, xp, args, caps):
+    def call_values(self, xp, args, caps, options=None):
         """``(the outputs' values, {body node id: value} of every node)``: one iteration
         kept whole, for a trace (loop_op.recording_loops). Runs a keep-all program of
-        the body, made once per backend beside ``program``'s."""
-        made = self._programs.get((xp, "all"))
+        the body, made once per backend (and ``options``) beside ``program``'s."""
+        key = (xp, "all", options or DEFAULT_OPTIONS)
+        made = self._programs.get(key)
         if made is None:
             with self._lock:
-                made = self._programs.get((xp, "all"))
+                made = self._programs.get(key)
                 if made is None:
                     from ..engine.program import Program
-                    prog = Program(self.outs, _backend(xp), keep_all=True)
+                    prog = Program(self.outs, _backend(xp), keep_all=True, **flags_of(options))
                     every = self.params + self.cap_params
-                    made = self._programs[(xp, "all")] = (
+                    made = self._programs[key] = (
                         prog, [(p.name, k) for k, p in enumerate(every)
                                if p.id in prog.placeholders])
         prog, feeds = made

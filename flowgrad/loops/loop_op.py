@@ -28,6 +28,7 @@ derivative loops feed to their replays of the body in place of drawing again.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from contextlib import contextmanager
 
@@ -158,16 +159,17 @@ class Results:
         return repr(self)
 
 
-def _call(spec, k, xp, args, caps, step, run=None, extra=()):
+def _call(spec, k, xp, args, caps, step, run=None, extra=(), options=None):
     """Body k's outputs (then the values of its nodes ``extra``); a NaN the checked
     body finds names the iteration. ``run``: the LoopRun keeping every value of this
-    iteration's body (a trace), or None."""
+    iteration's body (a trace), or None. ``options``: the enclosing program's
+    ProgramOptions, which the body's program is compiled with."""
     try:
         body = spec.bodies[k]
         bcaps = [caps[i] for i in spec.caps_of[k]]
         if run is None or not body.keeps_all_of(extra) or not run.next_kept():
-            return body.call(xp, args, bcaps, extra)
-        outs, run.values[step] = body.call_values(xp, args, bcaps)
+            return body.call(xp, args, bcaps, extra, options)
+        outs, run.values[step] = body.call_values(xp, args, bcaps, options)
         return outs + [run.values[step][n.id] for n in extra]
     except NumericsError as exc:
         raise NumericsError(f"{spec.name}: iteration {step} (counted from 0) of the loop "
@@ -255,7 +257,7 @@ class _Draws:
         return out
 
 
-def _run_scan(spec, xp, vals, run=None):
+def _run_scan(spec, xp, vals, run=None, options=None):
     nc, nx, ny = spec.n_carry, spec.n_xs, spec.n_ys
     carry = list(vals[:nc])
     xs = vals[nc:nc + nx]
@@ -270,7 +272,8 @@ def _run_scan(spec, xp, vals, run=None):
         if keep:
             for k in range(nc):
                 stacks[k][t] = carry[k]
-        outs = _call(spec, 0, xp, carry + [x[t] for x in xs], caps, t, run, draws.extra)
+        outs = _call(spec, 0, xp, carry + [x[t] for x in xs], caps, t, run, draws.extra,
+                     options)
         if draws.extra:
             draws.put(t, outs)
         carry = list(outs[:nc])
@@ -318,14 +321,14 @@ def _results(spec, xp, carry, stacks, vals):
     return tuple(out)
 
 
-def _run_while(spec, xp, vals, run=None):
+def _run_while(spec, xp, vals, run=None, options=None):
     nc = spec.n_carry
     carry = list(vals[:nc])
     caps = vals[nc:]
     stacks = [[] for _ in range(nc)]
     draws = _Draws(spec, xp)
     n = 0
-    while bool(_call(spec, 1, xp, carry, caps, n)[0]):
+    while bool(_call(spec, 1, xp, carry, caps, n, options=options)[0]):
         if n == spec.max_iters:
             raise LoopLimitError(
                 f"{spec.name} built at {spec.where} reached max_iters={spec.max_iters} "
@@ -333,7 +336,7 @@ def _run_while(spec, xp, vals, run=None):
         if spec.keeps_carries:
             for k in range(nc):
                 stacks[k].append(carry[k])
-        outs = _call(spec, 0, xp, carry, caps, n, run, draws.extra)
+        outs = _call(spec, 0, xp, carry, caps, n, run, draws.extra, options)
         draws.put(n, outs)
         carry = list(outs[:nc])
         n += 1
@@ -344,7 +347,7 @@ def _run_while(spec, xp, vals, run=None):
     return (*_results(spec, xp, carry, stacks, vals), *draws.stacked(unrun))
 
 
-def _run_cond(spec, xp, vals, run=None):
+def _run_cond(spec, xp, vals, run=None, options=None):
     pred = vals[0]
     ops = list(vals[1:1 + spec.n_carry])
     caps = vals[1 + spec.n_carry:]
@@ -352,9 +355,9 @@ def _run_cond(spec, xp, vals, run=None):
     if run is not None:
         run.branch = k
     if not spec.keeps_draws:
-        return tuple(_call(spec, k, xp, ops, caps, 0, run))
+        return tuple(_call(spec, k, xp, ops, caps, 0, run, options=options))
     extra = [n for b, n in spec.draw_slots if b == k]
-    outs = _call(spec, k, xp, ops, caps, 0, run, extra)
+    outs = _call(spec, k, xp, ops, caps, 0, run, extra, options)
     got = iter(outs[spec.n_ys:])   # the untaken branch drew nothing: empty stand-ins
     return (*outs[:spec.n_ys], *(next(got) if b == k else
                                  xp.zeros(tuple(0 if s is None else s for s in n.shape),
@@ -364,22 +367,25 @@ def _run_cond(spec, xp, vals, run=None):
 _RUNNERS = {"scan": _run_scan, "while": _run_while, "cond": _run_cond}
 
 
-def _loop_forward(xp, *vals, spec):
+def _loop_forward(xp, *vals, spec, options=None):
     if xp is not np:
         from ..backends import backend_of
         backend = backend_of(xp)
         if backend.loops == "task":     # a lazy backend (dask): the loop is one task
             from .task import run_as_task
-            return Results(run_as_task(spec, backend, vals, run_loop))
-    return Results(run_loop(spec, xp, vals))
+            runner = functools.partial(run_loop, options=options)
+            return Results(run_as_task(spec, backend, vals, runner))
+    return Results(run_loop(spec, xp, vals, options))
 
 
-def run_loop(spec, xp, vals) -> tuple:
-    """The results of ``spec``'s loop on input values ``vals``, computed with ``xp``."""
+def run_loop(spec, xp, vals, options=None) -> tuple:
+    """The results of ``spec``'s loop on input values ``vals``, computed with ``xp``;
+    its bodies compiled with ``options`` (the enclosing program's ProgramOptions: the
+    loop op ``runs_programs``), the defaults where None."""
     # one look-up a loop run (none an iteration): a plain run records nothing
     recorder = getattr(_RECORDING, "recorder", None)
     run = recorder.start(spec) if recorder is not None else None
-    return _scalars(_RUNNERS[spec.kind](spec, xp, vals, run), spec.out_dtypes)
+    return _scalars(_RUNNERS[spec.kind](spec, xp, vals, run, options), spec.out_dtypes)
 
 
 def _scalars(results, dtypes) -> tuple:
@@ -500,6 +506,7 @@ def _make_loop():
                 "body's vjp.")
     op.vjp_all = _no_terms
     op.vjp_results = _loop_vjp_results
+    op.runs_programs = True     # its kernel gets the enclosing program's options
     op.jvp_all = _no_tangent
     return op
 

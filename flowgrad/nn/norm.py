@@ -18,11 +18,11 @@ import numbers
 
 import numpy as np
 
-from ..errors import ArgumentError, UsageError
+from ..engine.lazy_errors import checked_whole, is_lazy, lazy_backend
+from ..errors import ArgumentError, ShapeError, UsageError
 from ..graph import Node
-from ..ops.base import apply, at_user_line, float_dtype, shape_error
+from ..ops.base import NONDIFF, Op, apply, at_user_line, float_dtype, shape_error
 from ..ops.broadcast import shape_source
-from ..ops.reductions import reduced_size
 from .. import ops as _ops
 from .. import state as _state
 from .layers import Layer
@@ -87,6 +87,52 @@ def _check_training(training):
                      f"got {training!r}" + at_user_line())
 
 
+# -- the per-channel count, refused while training when it is below two ---------------------
+
+_ONE_VALUE = ("training needs more than one value per channel (torch.nn.BatchNorm refuses "
+              "it too: \"Expected more than 1 value per channel when training\")")
+
+
+def _refuse_one_value(training, n):
+    """torch refuses a lone value; flowgrad refuses none as well (an empty batch made
+    the running statistics NaN). Raised as a ShapeError, as when built: the run's
+    RunError is a ShapeError too (diagnose.run_error keeps the class)."""
+    if n < 2 and bool(training):
+        raise ShapeError(f"BatchNorm: {_ONE_VALUE}; got {n} per channel")
+
+
+def _count_forward(xp, x, training, axis):
+    n = int(np.prod([x.shape[a] for a in axis]))
+    count = xp.asarray(n, dtype=float_dtype(x.dtype))   # x is read for its shape only
+    if is_lazy(xp, training):    # dask: checked when the outputs are computed, on its value
+        return checked_whole(lazy_backend(xp), count, _refuse_one_value, n, on=training)
+    _refuse_one_value(training, n)
+    return count
+
+
+def _count_infer(x, training, axis):
+    if training.shape != () or training.dtype != np.bool_:
+        raise shape_error("BatchNorm", (x, training), "training must be a 0-d boolean")
+    return (), float_dtype(x.dtype)
+
+
+batch_norm_count = Op(
+    "batch_norm_count", _count_forward, _count_infer, vjp=(NONDIFF, NONDIFF),
+    jvp=(NONDIFF, NONDIFF),
+    doc="How many entries of x a BatchNorm channel averages over axis (x's float dtype), "
+        "checked per run: fewer than two while training (argument 1 true) stops the run, "
+        "as torch.nn.BatchNorm does. A count: zero derivative")
+
+
+def _checked_count(x, axes, training):
+    """The count node of ``batch_norm_count`` for ``x`` (``training``: the layer's
+    placeholder, or a constant True)."""
+    if not isinstance(training, Node):
+        training = _ops.as_node(np.bool_(True), x.graph)
+    return apply(batch_norm_count, shape_source(x, float_dtype(x.dtype)), training,
+                 axis=axes)
+
+
 class BatchNorm(Layer):
     """Normalise each channel (axis 1) of an (N, C) or (N, C, H, W) input over the batch
     (and H, W), then scale by ``gamma`` and shift by ``beta`` (variables of shape (C,)),
@@ -102,6 +148,13 @@ class BatchNorm(Layer):
     never see them; ``save_variables(path, graph)`` (or ``layer.variables +
     layer.state``) saves them. ``momentum`` is a number in [0, 1] (torch's
     ``momentum=None``, a cumulative average, is not offered).
+
+    Training needs more than one value per channel (N·H·W ≥ 2), as torch's: a batch
+    that gives one is a ShapeError when built where the shape is known and training is
+    True, else a RunError (also a ShapeError) when a run trains on it, naming the
+    layer's ``batch_norm_count`` node and the line that called the layer; evaluating
+    it is fine. An empty batch is refused too (torch hands back an empty output and
+    leaves its statistics; here their update would be NaN).
     """
 
     default_name = "batch_norm"
@@ -155,9 +208,13 @@ class BatchNorm(Layer):
             return self._evaluated(x, per_channel, gamma, beta)
         mean = _ops.mean(x, axis=axes, keepdims=True)
         d = x - mean
-        var = _ops.mean(d * d, axis=axes, keepdims=True)   # biased: what normalises
+        count = self._count(x, axes)
+        if count is None:
+            var = _ops.mean(d * d, axis=axes, keepdims=True)   # biased: what normalises
+        else:   # the same mean, through the checked count: y refuses a lone value too
+            var = _ops.sum(d * d, axis=axes, keepdims=True) / count
         y = d / _ops.sqrt(var + self.eps) * gamma + beta
-        new_mean, new_var = self._running(x, axes, mean, var)
+        new_mean, new_var = self._running(x, axes, mean, var, count)
         if self.training is not True:      # a placeholder: both branches, where picks
             y = _ops.where(self.training, y, self._evaluated(x, per_channel, gamma, beta))
             new_mean = _ops.where(self.training, new_mean, rm)
@@ -173,19 +230,30 @@ class BatchNorm(Layer):
         seen_var = _ops.reshape(_ops.stop_gradient(self.running_var), per_channel)
         return (x - seen_mean) / _ops.sqrt(seen_var + self.eps) * gamma + beta
 
-    def _running(self, x, axes, mean, var):
+    def _count(self, x, axes):
+        """The values a channel averages, as a checked node (``batch_norm_count``) where
+        a training run might see fewer than two: a run-time length, or a known lone
+        value with a training placeholder (evaluating it is fine). None where no run
+        can (a known count of two or more); a known lone (or no) value with
+        ``training=True`` is a ShapeError now."""
+        dims = [x.shape[a] for a in axes]
+        if None not in dims:
+            n = int(np.prod(dims))
+            if n >= 2 or self.training is False:
+                return None
+            if self.training is True:
+                raise shape_error("BatchNorm", (x,), f"{_ONE_VALUE}; got {n} per channel")
+        return _checked_count(x, axes, self.training)
+
+    def _running(self, x, axes, mean, var, count):
         """The running statistics' new values: a step of ``momentum`` toward the batch
         mean and the unbiased variance (biased · n/(n − 1), n the values a channel
-        averages; a lone value (n = 1) gives the biased variance, 0)."""
-        dims = [x.shape[a] for a in axes]
-        if None in dims:
-            n = apply(reduced_size, shape_source(x, float_dtype(x.dtype)), axis=axes)
-            factor = n / _ops.maximum(n - 1.0, 1.0)
+        averages, ``count`` where it is a node; a lone value is never trained on, and
+        max(n − 1, 1) keeps an evaluating run's unused branch finite)."""
+        if count is not None:
+            factor = count / _ops.maximum(count - 1.0, 1.0)
         else:
-            n = int(np.prod(dims))
-            if n == 1 and self.training is True:
-                raise shape_error("BatchNorm", (x,), "training needs more than one value "
-                                                     "per channel (as torch.nn.BatchNorm)")
+            n = int(np.prod([x.shape[a] for a in axes]))
             factor = n / max(n - 1, 1)
         c, m, dtype = (self.features,), self.momentum, self.running_mean.dtype
         batch_mean = _ops.reshape(_ops.stop_gradient(mean), c)
