@@ -17,15 +17,21 @@ def _summing_rule(g, ans, x):
     return (fg.sum(g, axis=0, keepdims=True),)      # shape (1,): wrong for an (n,) input
 
 
+def _double_summed():
+    """x ↦ 2x with a rule that sums its term to shape (1,): wrong for a (None,) input."""
+    @fg.custom_vjp
+    def double(x):
+        return x * 2.0
+    double.defvjp(_summing_rule)
+    return double
+
+
 @pytest.mark.parametrize("codegen", [True, False])
 def test_a_rule_term_of_another_run_time_length_is_refused_not_broadcast(codegen):
     """A (None,) input given a (1,) gradient by its rule: the build-time check cannot see
     the run-time length, and the (1,) term came back as x's gradient (or was broadcast
     into another path's gradient of shape (3,)), silently. It is checked per call."""
-    @fg.custom_vjp
-    def double(x):
-        return x * 2.0
-    double.defvjp(_summing_rule)
+    double = _double_summed()
     with fg.Graph():
         x = fg.placeholder("x", shape=(None,))
         alone = fg.compile(fg.grad(fg.sum(double(x)), x), codegen=codegen)
@@ -79,10 +85,7 @@ def test_a_wrong_rule_names_the_call_and_the_line_that_asked_for_the_derivative(
 def test_a_vjp_rule_term_of_another_run_time_length_is_refused_in_forward_mode():
     """A custom_vjp rule's (1,) term for a (None,) input, transposed for fg.jvp: the
     tangent came back broadcast ([3, 3, 3]·ṫ summed) instead of an error."""
-    @fg.custom_vjp
-    def double(x):
-        return x * 2.0
-    double.defvjp(_summing_rule)
+    double = _double_summed()
     with fg.Graph():
         x = fg.placeholder("x", shape=(None,))
         t = fg.placeholder("t", shape=(None,))
