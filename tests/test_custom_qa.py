@@ -130,15 +130,20 @@ def test_a_remat_block_returning_an_outer_node_gives_it_its_gradient():
     np.testing.assert_array_equal(gx, np.zeros(3))
 
 
-def test_a_wider_tangent_is_not_narrowed_by_a_remat_block():
-    """fg.jvp of a float32 remat block with a float64 tangent: the block itself (a
-    built-in op) gives float64 ṫ·cos(x); fg.remat, whose forward mode is its rule
-    transposed, gave float32, rounding the tangent, because the stand-in cotangent was
-    float32. remat and non-remat now agree, bit for bit."""
+def test_a_remat_block_gives_its_bodys_jvp_and_refuses_a_wider_tangent():
+    """fg.jvp of a float32 remat block (its forward mode is its rule transposed) gives
+    the block's own bits. A float64 tangent for the float32 input, which remat once
+    rounded to float32 where the plain block widened, is now refused for both, as for
+    any input: a tangent has its input's dtype (as JAX, flowgrad/seeds.py)."""
     X = np.array([0.1, 0.2, 0.3], dtype=np.float32)
-    T = np.array([1e-3 + 1e-9, 1.0, 2.0])                 # not a float32 number
+    T = np.array([1e-3, 1.0, 2.0], dtype=np.float32)
     with fg.Graph():
         x = fg.placeholder("x", shape=(3,), dtype="float32")
-        got = fg.run(fg.jvp(fg.remat(lambda u: fg.sin(u))(x), x, T), {x: X})
-    assert got.dtype == np.float64
-    np.testing.assert_array_equal(got, T * np.cos(X))   # numpy: float64 · float32 cos
+        got, plain = fg.run([fg.jvp(fg.remat(lambda u: fg.sin(u))(x), x, T),
+                             fg.jvp(fg.sin(x), x, T)], {x: X})
+        for block in (fg.remat(lambda u: fg.sin(u)), fg.sin):
+            with pytest.raises(fg.UsageError, match="has dtype float64, but 'x' is float32"):
+                fg.jvp(block(x), x, T.astype(np.float64))
+    assert got.dtype == plain.dtype == np.float32
+    np.testing.assert_array_equal(got, plain)
+    np.testing.assert_allclose(got, T * np.cos(X), rtol=1e-6)
