@@ -26,3 +26,30 @@ def test_check_numerics_names_the_bodys_node(codegen):
         plain = fg.compile(_masked_log_scan(x), codegen=codegen)
         assert plain(x=np.array([1.0, -1.0, 2.0])) == pytest.approx(np.log(2.0), rel=1e-15)
         assert not fg.numerics.anomaly_enabled()      # the flag is the caller's again
+
+
+def _masked(x):
+    return fg.where(x > 0, x, -np.inf)           # a mask: -inf where x <= 0
+
+
+@pytest.mark.parametrize("codegen", [True, False])
+def test_a_masks_inf_passed_into_a_body_is_no_bad_feed(codegen):
+    # the body's argument placeholders were tested as fed values: a -inf the enclosing
+    # run had passed on (fine there) was refused as "fed" at the body's placeholder
+    X = np.array([1.0, -1.0, 2.0, 0.5])
+    m = np.where(X > 0, X, -np.inf)
+    with fg.Graph(), np.errstate(invalid="ignore", divide="ignore"):
+        x = fg.placeholder("x", shape=(4,))
+        c, ys = fg.scan(lambda c, v: (fg.maximum(c, v), fg.exp(v)), fg.constant(-1.0),
+                        _masked(x))
+        got_c, got_ys = fg.compile([c, ys], check_numerics=True, codegen=codegen)(x=X)
+        assert got_c == np.max(m)
+        np.testing.assert_array_equal(got_ys, np.exp(m))      # exp(-inf) = 0
+        # a NaN the body makes from that -inf (log(-inf)) is still found, in the body
+        _, bad = fg.scan(lambda c, v: (c, fg.log(v)), fg.constant(0.0), _masked(x))
+        with pytest.raises(fg.NumericsError, match=r"iteration 1 .*'log_\d+' \(log\) "
+                                                   r"produced NaN from inputs holding ±Inf"):
+            fg.compile(bad, check_numerics=True, codegen=codegen)(x=X)
+        # a NaN fed to the program is still named at its placeholder
+        with pytest.raises(fg.NumericsError, match=r"placeholder 'x' was fed"):
+            fg.compile(ys, check_numerics=True, codegen=codegen)(x=np.array([1, np.nan, 2, 3]))
