@@ -53,3 +53,30 @@ def test_a_masks_inf_passed_into_a_body_is_no_bad_feed(codegen):
         # a NaN fed to the program is still named at its placeholder
         with pytest.raises(fg.NumericsError, match=r"placeholder 'x' was fed"):
             fg.compile(ys, check_numerics=True, codegen=codegen)(x=np.array([1, np.nan, 2, 3]))
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_explain_at_the_loop_node_gives_the_bodys_trap(nested):
+    # a NaN found in a body is raised again at the loop node, without a trace: its
+    # message quoted the body's trap, but err.explanation was None and err.explain()
+    # said "no known trap recognised"
+    X = np.ones((2, 3))
+    X[1, 2] = 0.0                       # log(0) = -inf in the body
+    assert np.isneginf(np.log(X)).sum() == 1
+    with fg.Graph(), np.errstate(divide="ignore"):
+        xs = fg.placeholder("xs", shape=(2, 3))
+
+        def row_sum(c, row):
+            if nested:
+                inner, _ = fg.scan(lambda h, v: (h + fg.log(v), None), fg.constant(0.0), row)
+                return c + inner, None
+            return c + fg.sum(fg.log(row)), None
+
+        out, _ = fg.scan(row_sum, fg.constant(0.0), xs)
+        with pytest.raises(fg.NumericsError) as info:
+            fg.compile(out, check_numerics=True)(xs=X)
+        err = info.value
+        assert err.node.op.name == "loop"                    # raised at the outer loop
+        assert "likely cause (log at 0)" in str(err)
+        assert err.explanation is not None and err.explanation.name == "log at 0"
+        assert err.explain().startswith("likely cause (log at 0): log of an exact 0")
