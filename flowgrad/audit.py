@@ -13,13 +13,14 @@ node, its op, the user's line, the digits lost, and the stable form where one ex
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from .backends import to_numpy
-from .errors import UsageError
-from .graph import Graph, Node
+from .errors import UsageError, located
+from .graph import Graph, Node, same_graph
 
 _LOWER = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.complex64)}
 
@@ -101,10 +102,15 @@ def precision_audit(outputs, feed=None, dtype="float32", factor: float = 10.0) -
     from .dtypes import as_dtype
     from .engine.program import as_outputs
     outs, _ = as_outputs(outputs)
+    graph = same_graph(outs)   # ids of another graph's nodes would name this one's
     low = as_dtype(dtype, "precision_audit")
     if low.kind not in "fc":
-        raise UsageError(f"precision_audit: dtype must be a float dtype, got {low}")
-    graph = outs[0].graph
+        raise located(UsageError, f"precision_audit: dtype must be a float dtype, got {low}")
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or \
+            not math.isfinite(factor) or factor <= 0:
+        # NaN marked nothing, a negative factor every node, a string raised a TypeError
+        raise located(UsageError, f"precision_audit: factor= takes a finite number > 0, "
+                                  f"got {factor!r}")
     ids = graph.ancestors([o.id for o in outs])
     twin = lowered_copy(graph, ids, low)
     # the reference runs on a plain copy too: its random nodes draw from copies of

@@ -53,3 +53,29 @@ def test_random_draws_are_the_same_in_both_runs_and_the_stream_stays():
         assert aud.error(n) < 6e-8
         # the program's first draw is still the stream's first: the audit moved nothing
         np.testing.assert_array_equal(fg.compile(n)(), draws[0])
+
+
+def test_outputs_of_two_graphs_are_refused():
+    # the other graph's node ids were read as this graph's: a node of the wrong graph
+    # was audited (here the sum in place of z * 2) without a word
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        y = fg.sum(fg.log(x))
+        with fg.Graph():
+            w = fg.placeholder("z", shape=()) * 2.0
+        with pytest.raises(fg.GraphError, match="two graphs"):
+            fg.precision_audit([y, w], {x: np.ones(3)})
+
+
+def test_factor_must_be_a_finite_positive_number():
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        small = (1 + x) - 1
+        feed = {x: np.array([1e-6, 2e-7, 3e-8])}
+        # NaN marked nothing, a negative factor every node, a string raised TypeError
+        for bad in (0, 0.0, -1.0, float("nan"), float("inf"), "10", True, None):
+            with pytest.raises(fg.UsageError, match="factor= takes a finite number > 0"):
+                fg.precision_audit(small, feed, factor=bad)
+        # the smallest factors still work; the cancellation is marked at factor 10
+        assert fg.precision_audit(small, feed, factor=5e-324).worst is small
+        assert [r.node for r in fg.precision_audit(small, feed).marked] == [small]
