@@ -13,13 +13,14 @@ node, its op, the user's line, the digits lost, and the stable form where one ex
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from .backends import to_numpy
-from .errors import UsageError
-from .graph import Graph, Node
+from .errors import UsageError, located
+from .graph import Graph, Node, same_graph
 
 _LOWER = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.complex64)}
 
@@ -99,21 +100,36 @@ def precision_audit(outputs, feed=None, dtype="float32", factor: float = 10.0) -
     """Run ``outputs`` (a node or a list) in ``dtype`` and in the graph's own precision on
     ``feed``, side by side, and report where the lower precision loses digits."""
     from .dtypes import as_dtype
-    from .engine.program import Program, as_outputs
+    from .engine.program import as_outputs
     outs, _ = as_outputs(outputs)
+    graph = same_graph(outs)   # ids of another graph's nodes would name this one's
     low = as_dtype(dtype, "precision_audit")
     if low.kind not in "fc":
-        raise UsageError(f"precision_audit: dtype must be a float dtype, got {low}")
-    graph = outs[0].graph
+        raise located(UsageError, f"precision_audit: dtype must be a float dtype, got {low}")
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or \
+            not math.isfinite(factor) or factor <= 0:
+        # NaN marked nothing, a negative factor every node, a string raised a TypeError
+        raise located(UsageError, f"precision_audit: factor= takes a finite number > 0, "
+                                  f"got {factor!r}")
     ids = graph.ancestors([o.id for o in outs])
     twin = lowered_copy(graph, ids, low)
+    # the reference runs on a plain copy too: its random nodes draw from copies of
+    # the streams, as the lowered ones do (the same draws, and the graph's streams stay)
+    same = lowered_copy(graph, ids, None)
     feed = _resolve_feed(graph, feed or {})
-    ref = Program(outs, keep_all=True).values(feed)
-    lowered = Program([twin[o.id] for o in outs], keep_all=True).values(
-        {twin[k.id]: v for k, v in feed.items() if k.id in twin})
-    values = {nid: (_host(ref[nid]), _host(lowered[twin[nid].id]))
-              for nid in ids if nid in ref and twin[nid].id in lowered}
+    ref, lowered = _run(same, outs, feed), _run(twin, outs, feed)
+    values = {nid: (_host(ref[nid]), _host(lowered[nid]))
+              for nid in ids if nid in ref and nid in lowered}
     return _report(outs, ids, values, low, factor)
+
+
+def _run(copy, outs, feed) -> dict:
+    """{original id: value} of every node of the copy ``copy`` ({old id: new node}) of
+    the graph of ``outs``, run on ``feed`` (keyed by original nodes)."""
+    from .engine.program import Program
+    values = Program([copy[o.id] for o in outs], keep_all=True).values(
+        {copy[k.id]: v for k, v in feed.items() if k.id in copy})
+    return {nid: values[n.id] for nid, n in copy.items() if n.id in values}
 
 
 def _resolve_feed(graph, feed) -> dict:
@@ -127,13 +143,25 @@ def _host(value):
 
 def lowered_copy(graph, ids, low) -> dict:
     """{old id: new node}: the nodes ``ids`` of ``graph`` rebuilt in a fresh graph with
-    every float64 (complex128) dtype lowered to ``low`` (and its complex partner). Weak
-    Python scalars stay weak; integer and bool values are unchanged. A loop over ids."""
+    every float64 (complex128) dtype lowered to ``low`` (and its complex partner); ``low``
+    None keeps every dtype (a plain copy). Weak Python scalars stay weak; integer and
+    bool values are unchanged. A loop's bodies are lowered too (its body ran in the
+    graph's precision before: the audit saw no digit a loop lost), and each random
+    node draws from a copy of its stream: both runs see the same draws, and the
+    graph's own streams do not move. A loop over ids; one call per level of nesting."""
+    lower = {}
+    if low is not None:
+        lower = {k: (low if v.kind == low.kind else v) for k, v in _LOWER.items()}
+        if low.kind == "f":
+            lower[np.dtype(np.complex128)] = np.result_type(low, np.complex64)
+    return _copy(graph, ids, lower)[1]
+
+
+def _copy(graph, ids, lower):
+    """(the new graph, {old id: new node}): ``lowered_copy``'s rebuild with ``lower``,
+    the {dtype: lowered dtype} map."""
     from .leaves import constant_in, placeholder, variable
     from .ops.base import apply
-    lower = {k: (low if v.kind == low.kind else v) for k, v in _LOWER.items()}
-    if low.kind == "f":
-        lower[np.dtype(np.complex128)] = np.result_type(low, np.complex64)
     new, twin = Graph(), {}
     data = graph.nx.nodes
     with new:
@@ -148,10 +176,45 @@ def lowered_copy(graph, ids, low) -> dict:
                 value = d["value"] if d["weak"] else _host(d["value"]).astype(dt)
                 twin[nid] = constant_in(new, value)
             else:
-                attrs = {k: lower.get(v, v) if isinstance(v, np.dtype) else v
-                         for k, v in n.attrs.items()}
+                attrs = {k: _copied_attr(v, lower) for k, v in n.attrs.items()}
                 twin[nid] = apply(n.op, *[twin[i.id] for i in n.inputs], **attrs)
-    return twin
+    return new, twin
+
+
+def _copied_attr(value, lower):
+    """An op's attribute for the copy: a dtype lowered, a random stream copied (its
+    position kept), a loop's spec rebuilt on lowered bodies; anything else as is."""
+    from .loops.loop_op import LoopSpec
+    from .random import Stream
+    if isinstance(value, np.dtype):
+        return lower.get(value, value)
+    if isinstance(value, Stream):
+        return value.copy()
+    if isinstance(value, LoopSpec):
+        return _copied_spec(value, lower)
+    return value
+
+
+def _copied_spec(spec, lower):
+    """``spec`` on copies of its bodies, its declared result dtypes lowered."""
+    from .loops.loop_op import LoopSpec
+    n = spec.n_declared
+    new = LoopSpec(spec.kind, spec.name, [_copied_body(b, lower) for b in spec.bodies],
+                   spec.caps_of, spec.n_carry, spec.n_xs, spec.n_ys, spec.out_shapes[:n],
+                   [lower.get(t, t) for t in spec.out_dtypes[:n]], reverse=spec.reverse,
+                   length=spec.length, max_iters=spec.max_iters, where=spec.where)
+    new.keeps_carries, new.keeps_draws = spec.keeps_carries, spec.keeps_draws
+    return new
+
+
+def _copied_body(body, lower):
+    from .loops.body import Body
+    every = [*body.params, *body.cap_params, *body.outs]
+    graph = body.graph
+    new, twin = _copy(graph, graph.ancestors([x.id for x in every]) if every else [], lower)
+    return Body(body.name, new, [twin[p.id] for p in body.params],
+                [twin[o.id] for o in body.outs], body.out_def, [],
+                [twin[p.id] for p in body.cap_params])
 
 
 def _relative_error(ref, low) -> float:

@@ -67,13 +67,42 @@ class NumericsError(FlowgradError, FloatingPointError):
         super().__init__(message)
         self.node = node
         self.trace = trace
-        #: the recognised trap (flowgrad.explain.Explanation), or None
-        self.explanation = None
+        self._explanation = None
+
+    @property
+    def explanation(self):
+        """The recognised trap (flowgrad.explain.Explanation), or None. An error raised
+        again at a loop node (a NaN found in its body: no trace of its own) has its
+        cause's, the one its message quotes."""
+        cause = self.traced_cause()
+        if cause is not None and cause is not self:
+            return cause.explanation
+        return self._explanation
+
+    @explanation.setter
+    def explanation(self, found):
+        self._explanation = found
+
+    def traced_cause(self):
+        """The NumericsError that the checked run raised where it found the NaN (the
+        last of the chain ``__cause__`` that carries a trace: a loop raises its body's
+        again, wrapped, at the loop node); this error if it is that one; None if none."""
+        err, found = self, None
+        for _ in range(64):                 # a chain of causes is short; never loop forever
+            if err is None:
+                break
+            if isinstance(err, NumericsError) and err.trace is not None:
+                found = err
+            err = err.__cause__
+        return found
 
     def explain(self) -> str:
         """The likely cause and the usual fix, when the culprit matches a known trap
         (an untaken where branch, log or division at 0, sqrt at 0 in the backward pass,
         exp overflow); else says that none was recognised."""
+        cause = self.traced_cause()
+        if cause is not None and cause is not self:
+            return cause.explain()
         if self.explanation is None:
             from .explain import explain
             self.explanation = explain(self.node, self.trace)

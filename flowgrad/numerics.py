@@ -25,6 +25,9 @@ from .explain import explain
 
 class _State(threading.local):
     on = False  # a class default: every thread starts off, and reading it is one look-up
+    #: inside a checked run: a program it runs (a loop's body, an iteration) is fed
+    #: values that run computed or was fed, already checked there
+    nested = False
 
 
 _state = _State()
@@ -79,24 +82,31 @@ def run_checked(prog, vals):
     at the first step that creates a NaN/Inf. The thread's anomaly flag is on meanwhile,
     so the programs a step runs (a loop's body, each iteration) are checked too, as
     inside ``detect_anomaly``."""
-    prev = _state.on
-    _state.on = True
+    prev, nested = _state.on, _state.nested
+    _state.on = _state.nested = True
     try:
+        if not nested:   # a body's arguments are the enclosing run's (a mask's -inf)
+            _check_feeds(prog, vals)
         return _run_checked(prog, vals)
     finally:
-        _state.on = prev
+        _state.on, _state.nested = prev, nested
+
+
+def _check_feeds(prog, vals):
+    """NumericsError naming a fed placeholder or a variable whose value is not finite."""
+    xp = prog.backend.xp
+    for nid in prog.placeholders:
+        if not _all_finite(xp, vals[prog.slot_of[nid]]):
+            raise _error(prog, vals, prog.graph.node(nid), None, fed=True)
+    for s, var in prog.variable_slots:
+        if not _all_finite(xp, vals[s]):
+            raise _error(prog, vals, var, None, fed=True)
 
 
 def _run_checked(prog, vals):
     xp = prog.backend.xp
     g = prog.graph
     plan = prog.plan
-    for nid in prog.placeholders:
-        if not _all_finite(xp, vals[prog.slot_of[nid]]):
-            raise _error(prog, vals, g.node(nid), None, fed=True)
-    for s, var in prog.variable_slots:
-        if not _all_finite(xp, vals[s]):
-            raise _error(prog, vals, var, None, fed=True)
     for k, (st, fn) in enumerate(zip(plan.made_steps(), plan.kernels(xp))):
         ins = st.ins
         try:

@@ -24,6 +24,7 @@ anything is zero by definition.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import numbers
 import threading
@@ -59,6 +60,13 @@ class Stream:
     def reset(self):
         """Start every namespace's sequence over from the seed."""
         self._generators.clear()
+
+    def copy(self) -> "Stream":
+        """A stream at this one's position: the same next draws, moving on its own
+        (fg.precision_audit runs its copies of a graph on copies of the streams)."""
+        twin = Stream(self.seed)
+        twin._generators = {k: copy.deepcopy(g) for k, g in self._generators.items()}
+        return twin
 
     def __reduce__(self):  # a copy (a saved graph) starts its sequence over
         return (Stream, (self.seed,))

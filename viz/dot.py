@@ -97,10 +97,17 @@ class _Scene:
             self.roots = [n for n in what.nodes if n.id not in users]
             self.forward = list(range(len(what)))
         else:
-            nodes = [what] if isinstance(what, Node) else list(what)
+            try:
+                nodes = [what] if isinstance(what, Node) else list(what)
+            except TypeError:   # not iterable (an exception, a number)
+                nodes = []
             if not nodes or not all(isinstance(n, Node) for n in nodes):
-                raise TypeError("draw takes a Trace, a Program, a Graph, a Node or a list "
-                                "of Nodes")
+                # a UsageError (a TypeError) at the user's line: draw(err) of an error
+                # other than a NumericsError raised "'FeedError' object is not iterable"
+                from flowgrad.errors import UsageError, located
+                raise located(UsageError, "draw takes a Trace, a Program, a Graph, a Node, a "
+                              "list of Nodes, a NumericsError, a precision audit or a "
+                              f"profile, got {type(what).__name__}")
             self.graph = same_graph(nodes)
             self.roots = nodes
             self.forward = ancestors(nodes)
