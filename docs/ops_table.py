@@ -104,7 +104,10 @@ COMPLEX = [
     "`conj`, `real`, `imag`, `astype`, and the holomorphic `mul`, `div`, `pow`, `exp`, `log`,",
     "`log1p`, `sqrt`, `sin`, `cos`, `tan`, `tanh`, `matmul`, `einsum`, `linear`, to any",
     "order. Any other op's derivative where a complex value meets it (`sigmoid`, `prod`,",
-    "`solve` …) is a `DifferentiationError` naming the op, in both modes.",
+    "`solve` …) is a `DifferentiationError` naming the op, in both modes. Loops (`scan`,",
+    "`fori_loop`, `while_loop`, `cond`) carry complex values through the same rules.",
+    "`fg.jacobian` and `fg.hessian` of a complex input or output are refused too (a",
+    "forward Jacobian would hold f′, a reverse one conj f′): use `fg.jvp`/`fg.vjp`.",
     "",
 ]
 

@@ -234,6 +234,7 @@ COMPLEX_SAFE = frozenset({
     "concatenate", "concat_part", "concat_unpart", "pad", "cumsum", "trace", "scatter_add",
     "where", "stop_gradient", "abs", "loop", "loop_out", "custom_call", "custom_input",
     "remat_after", "basis_map", "conj", "real", "imag", "astype",
+    "shaped_like",   # a seed held to a run-time shape: the identity in its value
     # no derivative at all, which is right for complex values too (bool results, values
     # read for their shape only); sign is not among them: z/|z| varies with z
     "equal", "not_equal", "greater", "greater_equal", "less", "less_equal", "zeros_like",

@@ -83,9 +83,13 @@ def hvp(f: Node, x, v, mode: str = "fwd-rev"):
         if single:
             out = [vjp(gs[0], xs[0], vs[0])]
         else:
-            dot = sum(gs[0] * vs[0])
+            # ⟨∇f, v⟩ as a real number: re Σ g·conj(v) for complex blocks, whose gradient
+            # is each block's vjp with cotangent v (PyTorch's convention); a complex Σ g·v
+            # was differentiated as if real. Real blocks build the same nodes (no conj/real).
+            from flowgrad.ops import conj, real
+            dot = sum(real(gs[0] * conj(vs[0])))
             for g, t in zip(gs[1:], vs[1:]):
-                dot = dot + sum(g * t)
+                dot = dot + sum(real(g * conj(t)))
             out = grad(dot, xs)
     else:
         raise ValueError(f"hvp: mode must be 'fwd-rev' or 'rev-rev', got {mode!r}")
@@ -114,7 +118,9 @@ def jacobian(y: Node, x: Node, mode: str | None = None, method: str | None = Non
     counts as more). ``method`` is "vectorize" (the product batched over an identity
     batch of basis vectors, see fg.vectorize), "map" (one compiled body run once per
     basis vector, see the module docstring) or None: vectorize when every op on the
-    path has a batching rule and the shapes are static, else map.
+    path has a batching rule and the shapes are static, else map. A complex x or y is a
+    DifferentiationError (use fg.jvp / fg.vjp), as JAX's without holomorphic=True; complex
+    values between a real x and a real y are fine.
     """
     _one_node(y, "jacobian", "y (the output)")
     _one_node(x, "jacobian", "x")
@@ -127,6 +133,7 @@ def jacobian(y: Node, x: Node, mode: str | None = None, method: str | None = Non
     if not is_differentiable(x.dtype):   # both modes, as grad's (fwd handed back zeros)
         raise located(DifferentiationError, f"cannot differentiate with respect to {x.name!r} "
                       f"of dtype {x.dtype}: only float and complex nodes have derivatives")
+    _refuse_complex(y, x)
     if mode not in ("fwd", "rev"):
         raise located(ArgumentError, f"jacobian: mode must be 'fwd', 'rev' or None, got {mode!r}")
     if method not in (None, "vectorize", "map"):
@@ -143,6 +150,22 @@ def jacobian(y: Node, x: Node, mode: str | None = None, method: str | None = Non
             raise located(DifferentiationError, "jacobian: method='vectorize' needs static "
                           f"shapes, but {y.name!r} is {y.shape} and {x.name!r} {x.shape}")
     return _mapped_jacobian(graph, y, x, mode)
+
+
+def _refuse_complex(y, x):
+    """A complex x or y has no one Jacobian matrix in PyTorch's convention: the forward
+    mode's columns hold f′ and the reverse mode's rows conj f′ (for a real x, only the
+    real part of each term), and a map that is not holomorphic (|z|²) has no complex
+    matrix at all. Refused in both modes, as JAX's jacfwd/jacrev refuse complex values
+    without holomorphic=True, rather than an answer that depends on the mode picked."""
+    for node, what in ((x, "input"), (y, "output")):
+        if node.dtype.kind == "c":
+            raise located(
+                DifferentiationError,
+                f"jacobian: the {what} {node.name!r} is complex ({node.dtype}); a forward "
+                "Jacobian would hold f′(z) and a reverse one conj f′(z), so flowgrad builds "
+                "neither: use fg.jvp or fg.vjp (PyTorch's convention) or differentiate the "
+                "real and imaginary parts (fg.real, fg.imag) as real nodes")
 
 
 def _identity_batch(graph, shape, dtype):

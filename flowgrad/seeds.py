@@ -39,11 +39,17 @@ def _read_in(t, x):
     """The dtype to read a cotangent ``t`` in: a float ``x``'s own where ``t`` is bool
     or an integer, as torch casts a grad_output to its output's dtype. Propagated in its
     own dtype, an int8 seed of 100 for x + x was 200 wrapped to −56, silently, and the
-    result an integer or a float depending on the ops on the path. None: as is (complex
-    seeds and primals keep their own rules). Tangents never get here unchecked: theirs
-    is their input's dtype exactly (tangent_checked)."""
+    result an integer or a float depending on the ops on the path; a complex output's
+    too (z + z). None: as is. A complex cotangent for a real output is a UsageError, as
+    torch refuses it: the sweep keeps a real input's real part, so its imaginary part
+    was dropped without a word. Tangents never get here unchecked: theirs is their
+    input's dtype exactly (tangent_checked)."""
     dtype = np.dtype(t.dtype) if hasattr(t, "dtype") else np.asarray(t).dtype
-    return x.dtype if x.dtype.kind == "f" and dtype.kind in "biu" else None
+    if dtype.kind == "c" and x.dtype.kind != "c":
+        raise located(UsageError, f"vjp: the cotangent for {x.name!r} is complex ({dtype}), "
+                      f"but {x.name!r} is {x.dtype}: a real output takes a real cotangent "
+                      "(as torch); differentiate its real and imaginary parts apart")
+    return x.dtype if x.dtype.kind in "fc" and dtype.kind in "biu" else None
 
 
 def seed_for(t, x: Node, fn: str, what: str) -> Node | None:

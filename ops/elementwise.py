@@ -156,13 +156,22 @@ def _pow_dp(g, ans, x, p):
     # x^p log x, with the limit 0 at x = 0 (0^p log 0 → 0 for p > 0). log sees 1
     # there instead of 0, so neither this value nor its derivatives meet log 0;
     # x < 0 gives nan, as numpy's log: x^p is not a real function of p there.
-    zero = equal(x, 0)
-    return g * conj_of(ans) * conj_of(log(where(zero, 1.0, x)))
+    return g * conj_of(ans) * conj_of(_log_base(ans, x))
 
 
 def _pow_tp(t, ans, x, p):   # the forward rule: the same factor, not conjugated
-    zero = equal(x, 0)
-    return t * ans * log(where(zero, 1.0, x))
+    return t * ans * _log_base(ans, x)
+
+
+def _log_base(ans, x):
+    """log x for ∂(x^p)/∂p, 0 at x = 0. A real x under a complex power was promoted to
+    complex by the forward (numpy's x^p = exp(p log x), principal log: log 2 + iπ at
+    x = −2), so its log is the complex one; the real log is nan for x < 0."""
+    base = where(equal(x, 0), 1.0, x)
+    if ans.dtype.kind == "c" and base.dtype.kind != "c":
+        from .tensor import astype
+        base = astype(base, ans.dtype)
+    return log(base)
 
 
 def _pow_forward(xp, x, p):
@@ -186,7 +195,8 @@ pow = _binary("pow", _pow_forward, (_pow_dx, _pow_dp), jvp=(_pow_tx, _pow_tp),
               operator=np.power)
 pow.__doc__ = ("x ** p, p a number or a tensor.  ∂/∂x = p x^(p−1) (0 at x = p = 0, as "
                "torch), ∂/∂p = x^p log x "
-               "(0 at x = 0; nan for x < 0, where x^p is not real-analytic in p).")
+               "(0 at x = 0; nan for x < 0 and a real p, where x^p is not real-analytic in "
+               "p; with a complex p, the principal log of x, as the complex power uses).")
 
 exp = _unary("exp", lambda xp, x: xp.exp(x), lambda g, ans, x: g * conj_of(ans),
              jvp=lambda t, ans, x: t * ans, elementwise=True)

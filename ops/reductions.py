@@ -83,6 +83,10 @@ def mean_of(xp, x, axis, keepdims):
         if int(np.prod(shape)):                    # numpy divides only a non-empty sum
             zero = np.zeros(shape, float_dtype(x.dtype))[()]  # 0-d: numpy's scalar divide
             return xp.asarray(np.asarray(zero / zero.dtype.type(0)))
+    if x.dtype == np.float16 and lazy_backend(xp) is not None:
+        # numpy sums float16 in float32; dask's float16 sum and count overflow past
+        # 65504 entries (inf / inf: NaN where numpy's mean is right)
+        return xp.mean(x, axis=axis, keepdims=keepdims, dtype=np.float32).astype(x.dtype)
     return xp.mean(x, axis=axis, keepdims=keepdims)
 
 

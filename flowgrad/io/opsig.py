@@ -112,6 +112,8 @@ def check_record(op, ins, attrs, where):
     _check_values(op, ins, attrs, where)
     ndim = len(ins[0].shape) if ins else 0
     for name in INPUT_AXES.get(op.name, ()):
+        if name not in attrs:   # an optional axis left out: the op's default
+            continue
         axes = attrs[name] if type(attrs[name]) is tuple else (attrs[name],)
         # the builders hand ops their axes counted from 0, each once
         if not all(a is None or 0 <= a < ndim for a in axes) or len(set(axes)) < len(axes):

@@ -92,11 +92,14 @@ def _body_caps(spec, k, caps):
 
 
 def _vdot_sum(pairs):
-    """Σ sum(a * b) over the pairs: a scalar whose gradient is the vjp."""
-    from ..ops import sum as fg_sum
+    """Σ re sum(a · conj(b)) over the pairs (output, cotangent): a real scalar whose
+    gradient is the vjp, in PyTorch's convention for complex values too (a complex
+    Σ a·b, differentiated as if real, conjugated some of a complex carry's factors and
+    not others). Real pairs build Σ sum(a * b), no conj or real node."""
+    from ..ops import conj, real, sum as fg_sum
     total = None
     for a, b in pairs:
-        term = fg_sum(a * b)
+        term = fg_sum(real(a * conj(b)))
         total = term if total is None else total + term
     return total
 

@@ -101,9 +101,15 @@ def _refuse_one_value(training, n):
         raise ShapeError(f"BatchNorm: {_ONE_VALUE}; got {n} per channel")
 
 
+def _count_dtype(dtype):
+    """The count's dtype: x's float dtype, at least float32 (a float16 count is inf
+    beyond 65504 values a channel, and inexact beyond 2048)."""
+    return np.promote_types(float_dtype(dtype), np.float32)
+
+
 def _count_forward(xp, x, training, axis):
     n = int(np.prod([x.shape[a] for a in axis]))
-    count = xp.asarray(n, dtype=float_dtype(x.dtype))   # x is read for its shape only
+    count = xp.asarray(n, dtype=_count_dtype(x.dtype))   # x is read for its shape only
     if is_lazy(xp, training):    # dask: checked when the outputs are computed, on its value
         return checked_whole(lazy_backend(xp), count, _refuse_one_value, n, on=training)
     _refuse_one_value(training, n)
@@ -113,13 +119,14 @@ def _count_forward(xp, x, training, axis):
 def _count_infer(x, training, axis):
     if training.shape != () or training.dtype != np.bool_:
         raise shape_error("BatchNorm", (x, training), "training must be a 0-d boolean")
-    return (), float_dtype(x.dtype)
+    return (), _count_dtype(x.dtype)
 
 
 batch_norm_count = Op(
     "batch_norm_count", _count_forward, _count_infer, vjp=(NONDIFF, NONDIFF),
     jvp=(NONDIFF, NONDIFF),
-    doc="How many entries of x a BatchNorm channel averages over axis (x's float dtype), "
+    doc="How many entries of x a BatchNorm channel averages over axis (x's float dtype, "
+        "at least float32), "
         "checked per run: fewer than two while training (argument 1 true) stops the run, "
         "as torch.nn.BatchNorm does. A count: zero derivative")
 
@@ -131,6 +138,18 @@ def _checked_count(x, axes, training):
         training = _ops.as_node(np.bool_(True), x.graph)
     return apply(batch_norm_count, shape_source(x, float_dtype(x.dtype)), training,
                  axis=axes)
+
+
+def _counted_variance(d, axes, count):
+    """Σ d² / count, numpy's mean of d² through the checked count. A float16 d is summed
+    in the count's float32, as numpy's mean and torch's half BatchNorm accumulate: its
+    own sum overflows past 65504 (inf / inf: every output NaN); float32 and float64 build
+    the sum and the division alone."""
+    d2 = d * d
+    if d2.dtype != count.dtype:
+        d2 = _ops.astype(d2, count.dtype)
+    var = _ops.sum(d2, axis=axes, keepdims=True) / count
+    return var if var.dtype == d.dtype else _ops.astype(var, d.dtype)
 
 
 class BatchNorm(Layer):
@@ -212,7 +231,7 @@ class BatchNorm(Layer):
         if count is None:
             var = _ops.mean(d * d, axis=axes, keepdims=True)   # biased: what normalises
         else:   # the same mean, through the checked count: y refuses a lone value too
-            var = _ops.sum(d * d, axis=axes, keepdims=True) / count
+            var = _counted_variance(d, axes, count)
         y = d / _ops.sqrt(var + self.eps) * gamma + beta
         new_mean, new_var = self._running(x, axes, mean, var, count)
         if self.training is not True:      # a placeholder: both branches, where picks
@@ -259,7 +278,9 @@ class BatchNorm(Layer):
         batch_mean = _ops.reshape(_ops.stop_gradient(mean), c)
         batch_var = _ops.reshape(_ops.stop_gradient(var), c) * factor
         if batch_mean.dtype != dtype:
-            batch_mean, batch_var = _ops.astype(batch_mean, dtype), _ops.astype(batch_var, dtype)
+            batch_mean = _ops.astype(batch_mean, dtype)
+        if batch_var.dtype != dtype:   # (a float16 x's count, and so factor, is float32)
+            batch_var = _ops.astype(batch_var, dtype)
         return (self.running_mean * (1.0 - m) + batch_mean * m,
                 self.running_var * (1.0 - m) + batch_var * m)
 
