@@ -26,7 +26,7 @@ from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, fmt_s
                    shape_error)
 from .elementwise import equal, greater, where
 from .nn import sigmoid, sigmoid_of, softplus
-from .reductions import count_node, log_softmax, max_of, mean, softmax, sum
+from .reductions import divided_by_count, log_softmax, max_of, mean, softmax, sum
 from .shape import expand_dims
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -84,7 +84,8 @@ def _reduce_node(loss, reduction):
 
 def _mean_scale(g, like, reduction):
     """g, divided by the number of entries averaged when reduction is "mean"."""
-    return g / count_node(like, tuple(range(len(like.shape)))) if reduction == "mean" else g
+    return divided_by_count(g, like, tuple(range(len(like.shape)))) if reduction == "mean" \
+        else g
 
 
 # -- mse --------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ def _row_scale(g, z, axis, reduction):
     if reduction == "sum":
         return g
     rows = tuple(a for a in range(len(z.shape)) if a != axis)
-    return g / count_node(z, rows) if rows else g
+    return divided_by_count(g, z, rows) if rows else g
 
 
 def _residual(z, t, axis, labels):

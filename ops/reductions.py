@@ -62,14 +62,39 @@ reduced_size = Op("reduced_size", _count, lambda x, axis: ((), float_dtype(x.dty
 
 
 def count_node(x, axes):
+    """N, the entries of x over ``axes``: an int, or (run-time lengths) a node of x's
+    float dtype."""
     dims = [x.shape[a] for a in axes]
     if None in dims:   # the count's dtype is x's float dtype: a source must agree
         return apply(reduced_size, shape_source(x, float_dtype(x.dtype)), axis=axes)
     return int(np.prod(dims))
 
 
+_HALF = np.dtype(np.float16)
+
+
+def wide_count(x, axes):
+    """count_node, a float16 x's counted in float32 (N past 65504 is inf in float16): a
+    run-time N then reads the shape of x cast to float32 (its one cost: float16 with
+    run-time lengths only)."""
+    if x.dtype != _HALF or None not in [x.shape[a] for a in axes]:
+        return count_node(x, axes)
+    from .tensor import astype
+    return count_node(astype(x, np.float32), axes)
+
+
+def divided_by_count(g, x, axes):
+    """g / N, N the entries of x over ``axes``. A float16 g is divided in float32 and
+    rounded back, as torch divides half values: the quotient (a mean's gradient) was 0
+    past 65504 entries."""
+    if g.dtype != _HALF:
+        return g / count_node(x, axes)
+    from .tensor import astype
+    return astype(astype(g, np.float32) / wide_count(x, axes), _HALF)
+
+
 def _mean_vjp(g, ans, x, axis, keepdims):
-    return unreduce(g, x, axis, keepdims) / count_node(x, axis)
+    return divided_by_count(unreduce(g, x, axis, keepdims), x, axis)
 
 
 def mean_of(xp, x, axis, keepdims):

@@ -21,7 +21,7 @@ from flowgrad.errors import DifferentiationError, UsageError
 
 from .base import (Op, apply, as_node, at_user_line, float_dtype, keepdims_flag, normalize_axis,
                    shape_error)
-from .reductions import count_node, sum_infer, mean, reduced_shape, sum, unreduce
+from .reductions import count_node, sum_infer, mean, reduced_shape, sum, unreduce, wide_count
 from .shape import concatenate, expand_dims
 from .special import as_float
 
@@ -49,9 +49,14 @@ def _var_infer(x, axis, ddof, keepdims):
 
 
 def _var_scale(x, axis, ddof):
-    """2/(N − ddof), a number or (for run-time lengths) a node."""
-    n = count_node(x, axis)
-    return 2.0 / (n - ddof)
+    """2/(N − ddof), a number or (for run-time lengths) a node of x's float dtype; a
+    float16 x's node is counted in float32 and rounded back (N past 65504 is inf in
+    float16: the gradient was 0), the number a static N gives."""
+    n = wide_count(x, axis)
+    if type(n) is int or x.dtype != np.float16:
+        return 2.0 / (n - ddof)
+    from .tensor import astype
+    return astype(2.0 / (n - ddof), np.float16)
 
 
 def _var_vjp(g, ans, x, axis, ddof, keepdims):
