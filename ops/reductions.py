@@ -77,10 +77,10 @@ def wide_count(x, axes):
     """count_node, a float16 x's counted in float32 (N past 65504 is inf in float16): a
     run-time N then reads the shape of x cast to float32 (its one cost: float16 with
     run-time lengths only)."""
-    if x.dtype != _HALF or None not in [x.shape[a] for a in axes]:
-        return count_node(x, axes)
-    from .tensor import astype
-    return count_node(astype(x, np.float32), axes)
+    if x.dtype == _HALF and None in [x.shape[a] for a in axes]:
+        from .tensor import astype
+        return count_node(astype(x, np.float32), axes)
+    return count_node(x, axes)
 
 
 def divided_by_count(g, x, axes):

@@ -181,8 +181,9 @@ def _make_kernels(steps, xp, options, direct=frozenset()) -> list:
         ops, attrs = steps.ops, steps.attrs
     else:
         ops, attrs = [s.op for s in steps], [s.attrs for s in steps]
-    made = {op: op.kernel(xp, {}, op in direct) for op in set(ops) if type(op) is Op}
-    if len(made) == len(set(ops)) and not any(attrs):
+    distinct = set(ops)   # (once: a 10^6-step plan's list)
+    made = {op: op.kernel(xp, {}, op in direct) for op in distinct if type(op) is Op}
+    if len(made) == len(distinct) and not any(attrs):
         if isinstance(steps, FlatSteps):   # one kernel an op, looked up as steps are read
             return KernelsByOp(made, ops)
         return list(map(made.__getitem__, ops))
