@@ -239,6 +239,7 @@ PRIMITIVES = {  # op name -> number of arguments
     "max": 1, "logsumexp": 1, "concatenate": 3, "getitem": 2, "scatter_add": 3,
     "concat_part": 2, "concat_unpart": 2, "trace": 1, "det": 1, "logdet": 1, "inv": 1, "solve": 2,
     "eigvalsh": 1, "eigh_vectors": 1, "norm2": 1, "pow": 2, "eigh_top": 1, "shaped_like": 2,
+    "conj": 1, "real": 1, "imag": 1,   # checked against finite differences: test_complex_parts_fd
 }
 
 
