@@ -72,7 +72,7 @@ def _binary(name, forward, vjp, *, floating=False, **kw):
 
 
 #: the float functions whose forward is exactly ``xp.<name>(x)`` (Op's ``ufunc``)
-_UFUNC_FORWARD = frozenset({"exp", "log", "tanh", "sin", "cos", "log1p", "sqrt"})
+UFUNC_FORWARD = frozenset({"exp", "log", "tanh", "sin", "cos", "log1p", "sqrt"})
 
 
 def _unary(name, forward, vjp, *, floating=True, real=False, jvp=None, **kw):
@@ -89,7 +89,7 @@ def _unary(name, forward, vjp, *, floating=True, real=False, jvp=None, **kw):
         return x.shape, float_dtype(dtype) if floating and dtype.kind not in "fc" else dtype
     # a float function computes an int or bool input in float64, as infer declares
     return Op(name, forward, infer, vjp=(vjp,), jvp=None if jvp is None else (jvp,),
-              floating=floating, ufunc=name if floating and name in _UFUNC_FORWARD else None,
+              floating=floating, ufunc=name if floating and name in UFUNC_FORWARD else None,
               **kw)
 
 

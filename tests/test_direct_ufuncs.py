@@ -10,7 +10,7 @@ import pytest
 import flowgrad as fg
 from flowgrad.ops import elementwise
 
-UFUNC_OPS = sorted(op.name for op in (getattr(fg, n) for n in elementwise._UFUNC_FORWARD))
+UFUNC_OPS = sorted(op.name for op in (getattr(fg, n) for n in elementwise.UFUNC_FORWARD))
 SPECIAL = [0.0, -0.0, 0.5, -0.5, 1.0, 3.0, 1e-310, np.inf, -np.inf, np.nan, 700.0, -1.0]
 
 
