@@ -156,6 +156,23 @@ def test_compare_is_bitwise_or_within_the_stated_ulps():
     assert compare(a[:3], a) is not None                                     # shape
 
 
+def test_compare_reads_the_parts_of_a_complex_value_one_by_one():
+    # np.isnan(z) is true when either part is NaN, and np.signbit reads the real part
+    # only: a complex NaN with another imaginary part, or an imaginary -0.0, must differ
+    n = np.nan
+    a = np.array([complex(n, 1.0), complex(2.0, -0.0)])
+    assert compare(a, a.copy()) is None and compare(a, a.copy(), ulps=4) is None
+    b = np.array([complex(n, 2.0), complex(2.0, -0.0)])
+    assert compare(a, b) is not None
+    assert compare(a, b, ulps=4) == \
+        "differ by more than 4 ulps of max(|reference|, 1) (by 1 at worst)"
+    c = np.array([complex(n, 1.0), complex(2.0, 0.0)])
+    assert compare(a, c) is not None                              # imaginary -0.0 vs 0.0
+    eps = np.finfo(np.float64).eps                                # the bound: of |z|
+    near = np.array([complex(n, 1.0), complex(2.0, 4 * eps)])
+    assert compare(near, a, ulps=2) is None and compare(near, a, ulps=1) is not None
+
+
 def test_verify_mode_holds_an_executor_to_the_references_errors(monkeypatch):
     real = codegen._lean_kernels
 

@@ -295,9 +295,10 @@ def _bitwise(g, w):
         return f"shape {g.shape} != {w.shape}"
     if g.dtype != w.dtype:
         return f"dtype {g.dtype} != {w.dtype}"
-    if g.dtype.kind in "fc":
-        same = (g == w) & (np.signbit(g.real) == np.signbit(w.real)) | \
-            (np.isnan(g) & np.isnan(w))
+    if g.dtype.kind == "c":   # each part on its own: NaN, sign and value
+        g, w = parts(g), parts(w)
+    if g.dtype.kind == "f":
+        same = (g == w) & (np.signbit(g) == np.signbit(w)) | (np.isnan(g) & np.isnan(w))
     else:
         same = g == w
     return None if bool(np.all(same)) else "values differ (bitwise)"
@@ -311,6 +312,8 @@ def _within(got, want, bound):
         return f"shape {g.shape} != {w.shape}"
     if g.dtype != w.dtype:
         return f"dtype {g.dtype} != {w.dtype}"
+    if g.dtype.kind == "c":   # each part on its own, within the bound of the value's
+        g, w, bound = parts(g), parts(w), np.expand_dims(np.broadcast_to(bound, g.shape), -1)
     nan = np.isnan(g) | np.isnan(w)
     if not np.array_equal(np.isnan(g), np.isnan(w)):
         return "NaN where the other has a number"
@@ -324,6 +327,13 @@ def _within(got, want, bound):
     if not worst.size or float(np.max(worst)) <= 0:
         return None
     return f"differ by more than their bound (by {float(np.max(worst)):.3g} at worst)"
+
+
+def parts(z):
+    """A complex array as real ones, its last axis (real, imag): np.isnan(z) is true
+    when either part is NaN, and a sign bit is read from the real part only, so parts
+    are compared one by one."""
+    return np.stack([z.real, z.imag], axis=-1)
 
 
 def _show(v):
