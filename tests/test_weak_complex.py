@@ -218,6 +218,25 @@ def test_complex_attribute_encoding_and_its_boundaries():
             decode({"$complex": bad}, None, "here")
 
 
+# -- ONNX ---------------------------------------------------------------------------------
+
+def test_onnx_export_refuses_complex_tensors_naming_the_node(tmp_path):
+    """ONNX (opset 18) has no arithmetic on complex tensors; the exporter wrote Mul on a
+    complex64 input, which onnx.checker passes and a runtime refuses. A real graph with
+    weak floats still exports."""
+    pytest.importorskip("onnx")
+    with fg.Graph():
+        z = fg.placeholder("z", shape=(3,), dtype="complex64")
+        with pytest.raises(fg.GraphFileError, match=r"node 'z' \(complex64, built at "
+                           r".*test_weak_complex.py:\d+\) is not exported.*complex"):
+            fg.export_onnx(z * 1j, tmp_path / "z.onnx")
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,), dtype="float32")
+        with pytest.raises(fg.GraphFileError, match=r"the Python complex 1j \(node"):
+            fg.export_onnx(x * 1j, tmp_path / "x.onnx")
+        fg.export_onnx(x * 0.5 + 1, tmp_path / "real.onnx")
+
+
 # -- derivatives --------------------------------------------------------------------------
 
 def _wide(node, dtype):
