@@ -286,6 +286,29 @@ def test_gradient_of_a_real_loss_is_torchs(dtype):
     _assert_like_numpy([loss, gz, gx], wants, progs, {"z": a, "x": r})
 
 
+def test_grad_of_a_complex_output_is_refused_naming_it_and_vjp_answers():
+    """torch: "grad can be implicitly created only for real scalar outputs"; jax.grad
+    wants a real output unless holomorphic=True. fg.grad seeded 1 silently (torch's
+    backward(1)). The boundary: the real part of the same output is differentiated,
+    and fg.vjp with the cotangent 1 gives torch's backward(1)."""
+    a = _feed("complex64", (3,))
+    with fg.Graph():
+        z = fg.placeholder("z", shape=(3,), dtype="complex64")
+        y = fg.sum(z * (2 - 1j))
+        with pytest.raises(fg.DifferentiationError,
+                           match=r"real scalar output.*'sum\w*' is complex64 \(built at "
+                                 r".*test_weak_complex.py:\d+\).*fg.vjp(.|\n)*"
+                                 r"at .*test_weak_complex.py:\d+"):
+            fg.grad(y, z)
+        g_real, g_vjp = fg.grad(fg.real(y), z), fg.vjp(y, z, 1)
+    t = torch.tensor(a, requires_grad=True)
+    (t * (2 - 1j)).sum().backward(torch.tensor(1 + 0j))
+    t2 = torch.tensor(a, requires_grad=True)
+    (t2 * (2 - 1j)).sum().real.backward()
+    _assert_like_numpy([g_vjp, g_real], [t.grad.numpy(), t2.grad.numpy()],
+                       _programs([g_vjp, g_real]), {"z": a})
+
+
 @pytest.mark.parametrize("dtype", ["complex64", "float32"])
 def test_a_python_number_cotangent_folded_through_the_rules_keeps_the_input_dtype(dtype):
     """vjp(z·1j, z, 1j) of a 0-d z: the rule over two Python numbers folds at build time,
