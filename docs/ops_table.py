@@ -107,7 +107,9 @@ COMPLEX = [
     "`solve` …) is a `DifferentiationError` naming the op, in both modes. Loops (`scan`,",
     "`fori_loop`, `while_loop`, `cond`) carry complex values through the same rules.",
     "`fg.jacobian` and `fg.hessian` of a complex input or output are refused too (a",
-    "forward Jacobian would hold f′, a reverse one conj f′): use `fg.jvp`/`fg.vjp`.",
+    "forward Jacobian would hold f′, a reverse one conj f′): use `fg.jvp`/`fg.vjp`. So is",
+    "`fg.grad` of a complex scalar output, as torch's `backward()` and `jax.grad` refuse it",
+    "(which of re y, im y?): differentiate a real loss, or give `fg.vjp` a cotangent.",
     "",
 ]
 

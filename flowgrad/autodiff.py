@@ -425,19 +425,36 @@ def _zeros(x):
 
 
 def grad(y: Node, wrt):
-    """∂y/∂wrt as nodes; ``y`` must be a scalar node. A list in gives a list out.
+    """∂y/∂wrt as nodes; ``y`` must be a real scalar node (a complex one is refused, as
+    torch's backward() and jax.grad refuse it: use ``fg.vjp`` with a cotangent). A list
+    in gives a list out.
 
     A node that ``y`` does not depend on gets a zeros node of its shape.
     """
     _require_node(y, "grad")
     wrt, single = node_list(wrt)
     _check_scalar(y)  # fail early, naming y (building no seed node that nothing uses)
+    _check_real_output(y)
     _check_wrt(wrt)
     adj = _adjoints(y, wrt, keep={x.id for x in wrt})
     out = [adj.get(x) if x in adj else _zeros(x) for x in wrt]
     for x, g in zip(wrt, out):
         record_gradient(g, y, x)
     return out[0] if single else out
+
+
+def _check_real_output(y):
+    """grad's scalar output must be real, as torch's backward() ("grad can be implicitly
+    created only for real scalar outputs") and jax.grad require: a complex output has
+    no one gradient (which of re y, im y?), and a seed of 1 would pick one silently.
+    fg.vjp with an explicit cotangent says which."""
+    if y.dtype.kind == "c":
+        raise located(
+            DifferentiationError,
+            f"grad needs a real scalar output, but {y.name!r} is {y.dtype}"
+            + (f" (built at {y.where})" if y.where else "") + "; differentiate a real "
+            "loss of it (fg.real, fg.abs(...) ** 2) or use fg.vjp(y, x, cotangent) with "
+            "an explicit cotangent (1 gives torch's backward(1))")
 
 
 def _check_wrt(xs):

@@ -43,18 +43,20 @@ def variable(value, name: str | None = None, dtype=None) -> Node:
 
 
 def constant(value, name: str | None = None, dtype=None) -> Node:
-    """A fixed value, part of the graph. Python scalars stay *weakly typed*, as in
-    numpy 2, so ``0.1 * x`` keeps a float32 ``x`` float32."""
+    """A fixed value, part of the graph. Python scalars (bool, int, float, complex) stay
+    *weakly typed*, as in numpy 2, so ``0.1 * x`` keeps a float32 ``x`` float32 and
+    ``z * 1j`` a complex64 ``z`` complex64; numpy scalars are strong, as in numpy."""
     g = default_graph()
     return constant_in(g, value, name, dtype)
 
 
 def constant_in(g, value, name=None, dtype=None) -> Node:
-    weak = dtype is None and isinstance(value, (bool, numbers.Integral, numbers.Real)) \
+    weak = dtype is None and isinstance(value, numbers.Complex) \
         and not isinstance(value, np.generic)
     if weak:
         py = bool(value) if isinstance(value, bool) else (
-            int(value) if isinstance(value, numbers.Integral) else float(value))
+            int(value) if isinstance(value, numbers.Integral) else
+            float(value) if isinstance(value, numbers.Real) else complex(value))
         return g.add_node(None, (), {}, (), np.result_type(py), name=name or "const",
                           kind="constant", value=py, weak=True)
     arr = _numeric_array(value, dtype, "constant")

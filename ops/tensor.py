@@ -196,5 +196,10 @@ def astype(x, dtype):
         return constant(np.asarray(x).astype(dtype))
     if x.dtype == dtype:
         return x
+    if x.op is None and x.weak:
+        # so is a weak constant node (a vjp's cotangent 3.0 or 1j folded through the
+        # rules): apply would fold it and hand back a weak float64/complex128 again
+        from flowgrad.leaves import constant_in
+        return constant_in(x.graph, np.asarray(x.value).astype(dtype))
     return apply(_astype, x, dtype=dtype)
 

@@ -6,6 +6,8 @@ else an op attribute may hold is a one-key object ``{"$tag": payload}``:
     {"$tuple": [...]}   {"$slice": [start, stop, step]}   {"$ellipsis": 0}
     {"$float": "nan" | "inf" | "-inf"}   {"$dtype": "float32"}
     {"$scalar": ["int64", 3]}   {"$array": "arrays/7.npy"}   {"$dict": {...}}
+    {"$complex": [re, im]}  (a Python complex: a weak constant's ``1j``, or a numpy
+                             complex scalar's value inside "$scalar"; re and im as floats)
 
 Anything else (a function, an arbitrary object) is refused with an error naming the
 node and the attribute: a graph file holds data only, so loading runs no code.
@@ -68,6 +70,8 @@ def encode(value, store_array, where: str, extra=None):
         return value
     if isinstance(value, float) and not isinstance(value, np.floating):
         return _float(value)
+    if isinstance(value, complex) and not isinstance(value, np.complexfloating):
+        return {"$complex": [_float(value.real), _float(value.imag)]}
     if isinstance(value, tuple):
         return {"$tuple": [encode(v, store_array, where, extra) for v in value]}
     if isinstance(value, list):
@@ -97,6 +101,19 @@ def encode(value, store_array, where: str, extra=None):
                          "numpy arrays/scalars are data")
 
 
+def _complex(payload, where):
+    """A "$complex" payload ``[re, im]`` as a Python complex: exactly two floats (each a
+    JSON float or a "$float" tag), as ``encode`` writes them; anything else is refused."""
+    if not isinstance(payload, list) or len(payload) != 2:
+        raise GraphFileError(f"{where}: malformed complex {payload!r:.80}")
+    parts = [p if type(p) is float else
+             float(p["$float"]) if isinstance(p, dict) and len(p) == 1
+             and p.get("$float") in ("nan", "inf", "-inf") else None for p in payload]
+    if None in parts:
+        raise GraphFileError(f"{where}: malformed complex {payload!r:.80}")
+    return complex(*parts)
+
+
 def decode(data, load_array, where: str, extra=None):
     """The inverse of ``encode``; ``load_array(member name) -> array``; ``extra`` is a
     {tag: decode(payload)} for the caller's own tags. (Recursion here is bounded by
@@ -118,6 +135,8 @@ def decode(data, load_array, where: str, extra=None):
         return Ellipsis
     if tag == "$float" and payload in ("nan", "inf", "-inf"):
         return float(payload)
+    if tag == "$complex":
+        return _complex(payload, where)
     if tag == "$dtype":
         return parse_dtype(payload)
     if tag == "$scalar" and isinstance(payload, list) and len(payload) == 2:

@@ -481,7 +481,7 @@ def _leaf(g, rec, reader, where, shape, dtype):
     value = rec.get("value")
     if rec.get("weak"):
         value = decode(value, reader.array, where)
-        if rec["kind"] != "constant" or type(value) not in (bool, int, float) or \
+        if rec["kind"] != "constant" or type(value) not in (bool, int, float, complex) or \
                 (type(value) is int and not -2 ** 63 <= value < 2 ** 64):
             raise GraphFileError(f"{where}: a weak value must be a Python number constant")
         return constant_in(g, value)

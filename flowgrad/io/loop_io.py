@@ -234,7 +234,7 @@ def _body_node(graph, handles, rec, k, load_array, where):
             node = placeholder(rec["name"], shape, dtype)
         elif kind == "constant":
             value = decode(rec["value"], load_array, where)
-            if rec["weak"] is not isinstance(value, (bool, int, float)):
+            if rec["weak"] is not isinstance(value, (bool, int, float, complex)):
                 raise GraphFileError(f"{where}: a malformed constant")
             node = as_node(value if rec["weak"] else np.asarray(value, dtype), graph)
         elif kind == "op" and op_name in REGISTRY:

@@ -179,6 +179,7 @@ def emit_graph(e: Emitter, graph: Graph, order, bound: dict) -> dict:
             kind = data[nid]["kind"]
             if nid in bound:
                 continue
+            _refuse_complex(e, n)
             if nid in pinned.alias:        # a where folded onto the branch it takes
                 taken = pinned.alias[nid]
                 if taken in e.tensor:
@@ -213,6 +214,23 @@ def emit_graph(e: Emitter, graph: Graph, order, bound: dict) -> dict:
 def _host(value):
     from flowgrad.backends import to_numpy
     return np.asarray(to_numpy(value))
+
+
+def _refuse_complex(e: Emitter, n: Node):
+    """ONNX (opset 18) has no arithmetic on complex tensors: Add, Mul, Exp, Cast … take
+    real types only, and onnx.checker does not look, so such a model would be written
+    and fail in the runtime that loads it. Refuse it here, naming the node and its line
+    (a weak ``1j`` too: a complex64 ``z * 1j`` is refused at ``z``, a float ``x * 1j`` at
+    the ``1j``)."""
+    dtype = n.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind == "c":
+        where = f", built at {n.where}" if n.where else ""
+        inside = f" inside {e.prefix[:-1]!r}" if e.prefix else ""
+        what = f"the Python complex {n.value!r} (node {n.name!r}" if n.weak else \
+            f"node {n.name!r} ({dtype}"
+        raise OnnxExportError(f"{what}{inside}{where}) is not exported: ONNX has no "
+                              "operators on complex tensors (opset 18); write the model "
+                              "in real arithmetic on real and imaginary parts")
 
 
 def _emit_input(e: Emitter, n: Node):

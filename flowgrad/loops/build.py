@@ -79,7 +79,9 @@ def _settle_weak(body, k, like):
     out, dtype = body.outs[k], like.dtype
     if out.kind != "constant" or not out.weak or out.dtype == dtype or like.shape != ():
         return
-    value = out.value if isinstance(out.value, (bool, int, float)) else out.value.item()
+    value = out.value
+    if not isinstance(value, (bool, int, float, complex)):   # (a complex has no .item)
+        value = value.item()
     if np.result_type(dtype, value) != dtype:
         return
     try:

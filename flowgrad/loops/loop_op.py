@@ -397,7 +397,7 @@ def _scalars(results, dtypes) -> tuple:
     program hands out the constant as it is) becomes a numpy scalar of the result's
     declared dtype: a float64 result was a ``float``, an int32 one an ``int``."""
     return tuple(v[()] if type(v) is np.ndarray and v.ndim == 0 else
-                 np.asarray(v, dtype=d)[()] if type(v) in (bool, int, float) else v
+                 np.asarray(v, dtype=d)[()] if type(v) in (bool, int, float, complex) else v
                  for v, d in zip(results, dtypes))
 
 
