@@ -131,6 +131,8 @@ class Graph:
         self._scope: list[str] = []
         # guards ids, names and edges (never held while calling out: a plain lock suffices)
         self._lock = threading.Lock()
+        # other modules' tables that must live and die with the graph (owned_table)
+        self._owned: dict = {}
 
     # -- context management -------------------------------------------------
     def __enter__(self) -> "Graph":
@@ -630,6 +632,17 @@ def _user_site():
     from flowgrad.ops.base import user_site
     _user_site = user_site
     return user_site()
+
+
+def owned_table(graph: Graph, name: str, make):
+    """The graph's own table ``name`` (``make()`` on first use), for a module whose
+    per-graph values hold the graph's nodes: such a table in a WeakKeyDictionary keyed
+    by the graph keeps every graph alive (its value refers back to its key), while one
+    held by the graph goes with it (fg.run's compiled programs, engine/program.py)."""
+    table = graph._owned.get(name)
+    if table is None:   # two threads may both make one: setdefault keeps the first
+        table = graph._owned.setdefault(name, make())
+    return table
 
 
 def same_graph(nodes) -> Graph:

@@ -5,7 +5,8 @@ Values at the kinks follow PyTorch, so that models and gradients compare with it
 * ``clip``: x's derivative is 1 on the closed interval lo ≤ x ≤ hi (torch.clamp's
   convention, so at a bound x still gets the whole adjoint) and 0 outside, and at a NaN;
 * ``leaky_relu``: slope at 0 (torch's ``x > 0 ? 1 : slope``);
-* ``elu``: α eˣ at 0 (torch's ``x ≤ 0`` branch), 1 for x > 0.
+* ``elu``: α eˣ at 0 (torch's ``x ≤ 0`` branch), 1 for x > 0; its second derivative is
+  0 at 0 (torch's double backward takes the ``x < 0`` branch there), α eˣ below.
 
 ``elu`` is computed with expm1 (no cancellation near 0) and ``gelu`` as x Φ(x) with
 Φ from erfc (no cancellation for large negative x, where 1 + erf(x/√2) would be 0).
@@ -122,22 +123,26 @@ def _elu(xp, x, alpha):
 
 
 def _elu_rule(g, ans, x, alpha):
-    # α eˣ on x ≤ 0; exp only sees x ≤ 0, so no inf meets the adjoint on the other side
-    pos = greater(x, 0)
-    return where(pos, g, g * (alpha * exp(where(pos, 0.0, x))))
+    # α eˣ on x ≤ 0; exp only sees x < 0 (x itself) or 0, so no inf meets the adjoint on
+    # the other side. exp(0) is the same α at x = 0 as exp(x), but the constant has no
+    # derivative: the second derivative at 0 (and −0.0) is 0, as torch's (its elu double
+    # backward takes the x < 0 branch), where exp(x) there gave α
+    neg = less(x, 0)
+    return where(greater(x, 0), g, g * (alpha * exp(where(neg, x, 0.0))))
 
 
 _elu_op = Op("elu", _elu, lambda x, alpha: (x.shape, float_dtype(x.dtype)),
              vjp=(_elu_rule,), elementwise=True,
              doc="x for x > 0, α(eˣ − 1) below.  ∂/∂x = [x > 0] + α eˣ [x ≤ 0] "
-                 "(α at 0, as torch).")
+                 "(α at 0, as torch; the second derivative is 0 at 0, as torch's).")
 # what the builder refuses, a graph file may not give either (io/opsig.py)
 _elu_op.check_attrs = lambda x, alpha: _number("elu", "alpha", alpha)
 
 
 def elu(x, alpha=1.0):
     """x for x > 0, α(eˣ − 1) otherwise (computed with expm1).
-    ∂/∂x = 1 for x > 0, α eˣ for x ≤ 0 (α at 0, as torch)."""
+    ∂/∂x = 1 for x > 0, α eˣ for x ≤ 0 (α at 0, as torch); ∂²/∂x² = α eˣ for x < 0
+    and 0 from 0 on (torch's at 0)."""
     return apply(_elu_op, x, alpha=_number("elu", "alpha", alpha))
 
 

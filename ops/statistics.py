@@ -34,8 +34,16 @@ def _var(xp, x, axis, ddof, keepdims):
     if ddof >= n:   # only reachable with lengths known at run time (infer checks the rest)
         raise ValueError(f"var: ddof={ddof} needs more than {ddof} entries along axis "
                          f"{axis}, got {n}")
+    if x.dtype == np.float16:
+        # accumulated in float32 and rounded once, as torch's half var: in float16 the
+        # squares' sum overflowed past 65504 (inf, or NaN once N rounded to inf too)
+        return _var_of(xp, x.astype(np.float32), axis, n - ddof, keepdims).astype(np.float16)
+    return _var_of(xp, x, axis, n - ddof, keepdims)
+
+
+def _var_of(xp, x, axis, dof, keepdims):
     d = x - xp.mean(x, axis=axis, keepdims=True)
-    return xp.sum(d * d, axis=axis, keepdims=keepdims) / (n - ddof)
+    return xp.sum(d * d, axis=axis, keepdims=keepdims) / dof
 
 
 def _var_infer(x, axis, ddof, keepdims):
@@ -71,6 +79,9 @@ def _var_jvp(t, ans, x, axis, ddof, keepdims):
 
 
 def _var_decompose(x, axis, ddof, keepdims):
+    if x.dtype == np.float16:   # in float32 and rounded once, as the kernel
+        from .tensor import astype
+        return astype(_var_decompose(astype(x, np.float32), axis, ddof, keepdims), np.float16)
     d = x - mean(x, axis, keepdims=True)
     return sum(d * d, axis, keepdims) / (count_node(x, axis) - ddof)
 
@@ -94,7 +105,9 @@ def var(x, axis=None, ddof=0, keepdims=False):
     """Variance of x over ``axis`` (all axes when None): Σ(x − x̄)²/(N − ddof), N the
     entries reduced; ddof=0 is the biased (population) variance, ddof=1 the unbiased.
     ddof ≥ N is refused (a ShapeError when the graph is built, or when it runs for
-    lengths known only then). ∂/∂x = 2(x − x̄)/(N − ddof)."""
+    lengths known only then). ∂/∂x = 2(x − x̄)/(N − ddof). A float16 x's variance is
+    accumulated in float32 and rounded once to float16, as torch's half var (in float16
+    the sum of squares overflowed past 65504)."""
     x = as_node(x)
     return apply(_var_op, x, axis=normalize_axis("var", x, axis), ddof=_ddof("var", ddof),
                  keepdims=keepdims_flag("var", keepdims))
@@ -103,7 +116,15 @@ def var(x, axis=None, ddof=0, keepdims=False):
 def std(x, axis=None, ddof=0, keepdims=False):
     """Standard deviation √var(x, axis, ddof) (a composite of var and sqrt).
     ∂/∂x = (x − x̄)/((N − ddof) std); at zero spread (std = 0) the gradient is 0, as
-    torch's and as norm's at 0 (the minimum-norm subgradient), not 0/0."""
+    torch's and as norm's at 0 (the minimum-norm subgradient), not 0/0. A float16 x is
+    taken in float32 and the result (and x̄) rounded back to float16, as torch's half
+    std."""
+    x = as_node(x)
+    if x.dtype == np.float16:
+        # √ of the float32 variance, rounded once, as torch's half std: a variance past
+        # 65504 is inf in float16 where its root (≥ 256) is not
+        from .tensor import astype
+        return astype(std(astype(x, np.float32), axis, ddof, keepdims), np.float16)
     from .elementwise import equal, sqrt, where
     v = var(x, axis, ddof, keepdims)
     flat = equal(v, 0)

@@ -50,7 +50,10 @@ def _spread(c, g, x):
 def _var_term(c, g, x):
     axes = tuple(c.attrs["axis"])
     n = math.prod(np.shape(x)[a] for a in axes)
-    return _spread(c, g, x) * 2 * (x - x.mean(axis=axes, keepdims=True)) / (n - c.attrs["ddof"])
+    # the scale 2/(n − ddof) as one Python float, rounded to x's dtype, as var's rule: n
+    # itself in float16 is inf past 65504 (the term was 0 there)
+    centred = x - x.mean(axis=axes, keepdims=True)
+    return _spread(c, g, x) * (centred * (2.0 / (n - c.attrs["ddof"])))
 
 
 def _others(x, axes):

@@ -29,8 +29,8 @@ views of one computed value), decided at compile time.
 from __future__ import annotations
 
 import threading
-import weakref
 from array import array
+from collections import OrderedDict
 from collections.abc import Mapping
 from operator import itemgetter
 
@@ -40,7 +40,7 @@ from ..autodiff import ancestors
 from ..backends import get_backend
 from ..backends.base import Backend
 from ..errors import BackendError, FeedError, UsageError, located
-from ..graph import Node, gc_paused, same_graph
+from ..graph import Node, gc_paused, owned_table, same_graph
 from .simplify import simplify
 from . import executors as _executors
 from . import lockstep as _lockstep
@@ -700,13 +700,49 @@ def compile(outputs, backend=None, check_numerics=False, codegen=True,
                    verify=verify)
 
 
-#: graph -> {(output ids, single, backend): Program} of fg.run: a side table owned here
-#: (nothing written onto the Graph), gone with the graph
-_PROGRAMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+#: how many compiled programs fg.run keeps for one graph: the most recently used
+RUN_CACHE_SIZE = 64
+
+
+class RunCache:
+    """fg.run's programs for one graph, {(output ids, single, backend): Program}, the
+    ``RUN_CACHE_SIZE`` most recently used. Held by the graph itself (``owned_table``),
+    so a dropped graph's programs are freed with it: a WeakKeyDictionary keyed by the
+    graph kept every graph ever run, its values (programs) holding the graph's nodes."""
+
+    def __init__(self):
+        self.programs: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            prog = self.programs.get(key)
+            if prog is not None:
+                self.programs.move_to_end(key)
+            return prog
+
+    def put(self, key, prog):
+        """Keep ``prog`` for ``key`` (or the program another thread kept first: one is
+        published) and drop the least recently used past RUN_CACHE_SIZE."""
+        with self.lock:
+            prog = self.programs.setdefault(key, prog)
+            self.programs.move_to_end(key)
+            while len(self.programs) > RUN_CACHE_SIZE:
+                self.programs.popitem(last=False)
+            return prog
+
+    def __len__(self):
+        return len(self.programs)
+
+
+def run_cache(graph) -> RunCache:
+    """The programs fg.run has compiled and kept for ``graph``."""
+    return owned_table(graph, "run_programs", RunCache)
 
 
 def run(outputs, feed=None, /, backend=None, **kwargs):
-    """One-shot evaluation; the compiled program is cached on the graph.
+    """One-shot evaluation; the compiled program is cached on the graph (its
+    ``RUN_CACHE_SIZE`` = 64 most recently used programs, freed with the graph).
 
     ``outputs`` and ``feed`` are positional-only, so placeholders named ``outputs`` or
     ``feed`` (any name but ``backend``) can be fed by keyword (``feed={...}`` still
@@ -725,11 +761,8 @@ def run(outputs, feed=None, /, backend=None, **kwargs):
         kwargs["backend"], backend = backend, None      # a feed of the leaf 'backend'
     b = get_backend(backend)
     key = (tuple(o.id for o in outs), isinstance(outputs, Node), b)  # the instance: two DaskBackends may differ
-    cache = _PROGRAMS.get(g)
-    if cache is None:
-        cache = _PROGRAMS.setdefault(g, {})
+    cache = run_cache(g)
     prog = cache.get(key)
-    if prog is None:
-        # two threads may both compile; setdefault publishes one program, atomically
-        prog = cache.setdefault(key, Program(outputs, b))
+    if prog is None:   # compiled outside the cache's lock (two threads may both compile)
+        prog = cache.put(key, Program(outputs, b))
     return prog(feed, **kwargs)
