@@ -23,3 +23,37 @@ def test_a_float_fed_to_a_0d_bool_placeholder_is_refused_on_the_scalar_path(code
                 prog({flag: fed})
         for ok in (True, np.False_, np.array(True)):
             assert prog(flag=ok) == np.where(ok, 1.0, 2.0)
+
+
+_VIEWING = {     # numpy returns a view of the operand for each of these
+    "einsum ij->ji": (lambda x: fg.einsum("ij->ji", x), lambda a: a.T, "float64"),
+    "einsum ij->ij": (lambda x: fg.einsum("ij->ij", x), lambda a: a, "float64"),
+    "real": (fg.real, np.real, "complex128"),
+    "imag": (fg.imag, np.imag, "complex128"),
+}
+
+
+@pytest.mark.parametrize("codegen", [False, True])
+@pytest.mark.parametrize("name", sorted(_VIEWING))
+def test_outputs_that_numpy_makes_views_never_alias_a_feed_or_a_variable(name, codegen):
+    """einsum of one operand that only permutes, and real/imag of a complex array, are
+    views in numpy: the program handed the caller's own array (or a variable's storage)
+    back as the output, so writing to the output changed the feed or the variable."""
+    make, ref, dtype = _VIEWING[name]
+    value = (np.arange(6.0) - 2.5 + 1j * np.arange(6.0)[::-1]).reshape(2, 3) \
+        if dtype == "complex128" else np.arange(6.0).reshape(2, 3) - 2.5
+    assert np.shares_memory(ref(value), value)       # numpy's kernel does view it
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2, 3), dtype=dtype)
+        w = fg.variable(value.copy(), name="w")
+        prog = fg.compile([make(x), make(w)], codegen=codegen)
+        for _ in range(3):
+            fed = value.copy()
+            got_x, got_w = prog(x=fed)
+            np.testing.assert_array_equal(got_x, ref(value))
+            np.testing.assert_array_equal(got_w, ref(value))
+            assert not np.shares_memory(got_x, fed)
+            got_x[...] = 99
+            got_w[...] = 99
+            np.testing.assert_array_equal(fed, value)            # the caller's array
+            np.testing.assert_array_equal(w.value, value)        # the variable's value
