@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import flowgrad as fg
+from flowgrad.engine import executors
 
 
 @pytest.mark.parametrize("codegen", [False, True])
@@ -57,3 +58,35 @@ def test_outputs_that_numpy_makes_views_never_alias_a_feed_or_a_variable(name, c
             got_w[...] = 99
             np.testing.assert_array_equal(fed, value)            # the caller's array
             np.testing.assert_array_equal(w.value, value)        # the variable's value
+
+
+_RESHAPED = {   # a 0-d graph on the scalar path whose output is a reshape of a computed value
+    "reshape(x*2)": (lambda x: fg.reshape(x * 2.0, ()), lambda a: np.reshape(a * 2.0, ())),
+    "reshape(sg(x*x))": (lambda x: fg.reshape(fg.stop_gradient(x * x), ()),
+                         lambda a: np.reshape(a * a, ())),
+    "reshape(x+sg-sg)": (lambda x: fg.reshape(x + fg.stop_gradient(x) - fg.stop_gradient(x),
+                                              ()), lambda a: np.reshape(a + a - a, ())),
+    "reshape(where)": (lambda x: fg.reshape(fg.where(x > 0, x, 0.5), ()),
+                       lambda a: np.reshape(np.where(a > 0, a, 0.5), ())),
+    "reshape(x)": (lambda x: fg.reshape(x, ()), lambda a: np.reshape(a, ())),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_RESHAPED))
+def test_a_reshaped_0d_output_has_numpys_type_on_the_scalar_path(name):
+    """numpy's reshape keeps its input's type: a product's numpy scalar stays a numpy
+    scalar, a 0-d array (a feed, a where) an array. The scalar path made every reshape's
+    output a 0-d array, where the interpreter handed back np.float64."""
+    make, ref = _RESHAPED[name]
+    with fg.Graph():
+        x = fg.placeholder("x", shape=())
+        y = make(x)
+        progs = [fg.compile(y, codegen=False), fg.compile(y)]
+        assert progs[1].executor is executors.SCALAR     # the path this pins
+        for fed in (np.array(0.75), 0.75, -0.5, np.float64(0.25)):
+            want = ref(np.asarray(fed, dtype=np.float64))
+            for prog in progs:
+                for _ in range(3):   # the scalar tier's loop, then the compiled function
+                    got = prog(x=fed)
+                    assert type(got) is type(want), (type(got), type(want))
+                    np.testing.assert_array_equal(got, want)
