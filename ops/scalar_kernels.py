@@ -147,8 +147,8 @@ KERNELS = {
 
 #: ops whose numpy kernel hands back a 0-d array (not a numpy scalar) for 0-d inputs:
 #: an output they produce is converted back to one, so both paths return the same type
-ARRAY_RESULT = {"where", "tie_weight", "copy", "reshape", "reshape_like", "broadcast_to",
-                "broadcast_like", "zeros_like", "ones_like", "sum_to"}
+ARRAY_RESULT = {"where", "tie_weight", "copy", "broadcast_to", "broadcast_like",
+                "zeros_like", "ones_like"}
 
 # issue 22's ops (their functions are above, before KERNELS)
 KERNELS.update({"erf": _erf, "normal_cdf": _normal_cdf, "gelu": _gelu, "tan": math.tan,
@@ -193,12 +193,20 @@ PASS_THROUGH = frozenset({"stop_gradient", "custom_call", "custom_input", "remat
 KERNELS.update({name: "{}" for name in PASS_THROUGH})
 
 
+#: ops that, on a 0-d value, hand back a value of their input's type: numpy's reshape of
+#: a numpy scalar is a numpy scalar (of a 0-d array a 0-d array), and sum_to to the
+#: input's own shape returns the input. Their output's type is their input's: followed
+#: back by ``origin`` as the pass-throughs are (their value is their input's too)
+TYPE_KEEPING = frozenset({"reshape", "reshape_like", "sum_to"})
+_FOLLOWED = PASS_THROUGH | TYPE_KEEPING
+
+
 def origin(slot, producer, first_input):
-    """The slot whose value ``slot`` holds, pass-through steps followed back: such a step
-    returns its input object itself, so the array path hands back what its input is (a
-    fed 0-d array stays an array, a product's numpy scalar stays a scalar).
-    ``producer`` maps a step's output slot to its op name, ``first_input`` to its first
-    input slot."""
-    while producer.get(slot) in PASS_THROUGH:
+    """The slot whose value ``slot`` holds, pass-through (and type-keeping) steps
+    followed back: such a step returns its input object itself (or one of its type), so
+    the array path hands back what its input is (a fed 0-d array stays an array, a
+    product's numpy scalar stays a scalar). ``producer`` maps a step's output slot to
+    its op name, ``first_input`` to its first input slot."""
+    while producer.get(slot) in _FOLLOWED:
         slot = first_input[slot]
     return slot

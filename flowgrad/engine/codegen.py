@@ -630,7 +630,11 @@ def scalar_binder(prog, leaves):
     for nid, p in prog.placeholders.items():
         if not _names(g, p.name, nid) or prog.slot_of[nid] not in pos:
             return None
-        by_key[p.name] = by_key[nid] = pos[prog.slot_of[nid]]
+        # only a float64 placeholder takes a float here: a bool one (the scalar code
+        # reads bools beside comparisons and where) is left to the general binder, which
+        # refuses a float fed to it (same_kind), as every other executor does
+        if p.dtype == np.float64:
+            by_key[p.name] = by_key[nid] = pos[prog.slot_of[nid]]
     var_pos = [(pos[s], var.more) for s, var in prog.variable_slots if s in pos]
     n, n_leaves = len(prog.placeholders), len(leaves)
     ndarray, float64, f64 = np.ndarray, np.float64, np.dtype(np.float64)

@@ -245,7 +245,10 @@ VIEW_OPS = frozenset({"reshape", "reshape_like", "transpose", "expand_dims", "sq
                       "broadcast_to", "broadcast_like", "getitem", "sum_to", "concat_part",
                       # identities (issue 21): they hand their first input back
                       "stop_gradient", "custom_call", "custom_input", "remat_after",
-                      "shaped_like"})
+                      "shaped_like",
+                      # numpy hands back views: real/imag of a complex array, and a
+                      # one-operand einsum that only permutes ("ij->ji", "ij->ij")
+                      "real", "imag", "einsum"})
 
 
 def storage_root(rep, defs, data, nid):
@@ -255,7 +258,8 @@ def storage_root(rep, defs, data, nid):
     step's own result. Two outputs with one root may share memory."""
     r = rep.get(nid, nid)
     d = _definition(defs, data, r)
-    while d[0] == "op" and d[1].name in VIEW_OPS and d[3]:
+    while d[0] == "op" and d[1].name in VIEW_OPS and d[3] and \
+            (len(d[3]) == 1 or d[1].name != "einsum"):   # two operands: a new array
         r = rep.get(d[3][0], d[3][0])
         d = _definition(defs, data, r)
     return r, d[0] != "op"
