@@ -36,6 +36,9 @@ custom_vjp function the forward rule is the mirror image: the vjp rule applied t
 zero cotangent node z gives x̄_i = J_iᵀ z, and the reverse sweep of x̄_i with respect
 to z seeded with ṫ_i is J_i ṫ_i. Both are built from the user's nodes, so second
 derivatives work wherever the rule is itself differentiable.
+The transposition is right only for a rule linear in the tangents, so a custom_jvp
+rule is checked before it is transposed (flowgrad/custom_linear.py): a nonlinear or
+affine rule is a DifferentiationError, not a wrong gradient.
 
 Graph files save a call as its forward's nodes plus the ``custom_call`` node, which
 names the function by its registered name (``name=``, default the qualified name);

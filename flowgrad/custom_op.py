@@ -122,6 +122,24 @@ def jvp_out(fn, tangents, ans, xs):
                        [t.dtype for t in tangents if t is not None], ans)
 
 
+def _require_linear(fn, tdot, ts, call):
+    """Refuse to transpose a jvp rule that is not linear in its tangents: the sweep
+    would build a wrong reverse rule (0 for ``t*t``, v̄ for ``sin(t)``) without a word.
+    Names the rule's node and line, as JAX refuses a rule it cannot transpose."""
+    from .custom_linear import NotLinear, check_linear
+    try:
+        check_linear(tdot, ts)
+    except NotLinear as e:
+        where = e.node.where
+        raise _rule_error(
+            call, f"custom_jvp {fn.name!r}: its rule {getattr(fn.rule, '__name__', '?')!r} "
+            f"is not linear in the tangents, so flowgrad cannot transpose it into the "
+            f"reverse-mode rule: at node {e.node.name!r}"
+            + (f" (built at {where})" if where else "") + f", {e.why}. A jvp rule must be "
+            "linear in the tangents (the derivative's map); for another reverse rule use "
+            "fg.custom_vjp") from None
+
+
 def _zero_tangents(xs, given):
     from flowgrad.ops import zeros_like
     return [t if t is not None else (zeros_like(x) if _float(x) else None)
@@ -143,6 +161,7 @@ def _vjp_all(needed, g, ans, out, *xs, fn, lifted=0):
         return [None] + [t if n else None for t, n in zip(terms, need)]
     ts = _zero_tangents(xs, [None] * len(xs))   # stand-ins: the rule is linear in them
     tdot = jvp_out(fn, ts, ans, xs)
+    _require_linear(fn, tdot, ts, ans)
     wrt = [k for k, x in enumerate(xs) if need[k] and ts[k] is not None]
     bars = vjp_above(tdot, [ts[k] for k in wrt], _held(g, tdot)) if wrt else []
     terms = [None] * len(xs)
