@@ -131,8 +131,22 @@ class CustomFunction:
             raise located(UsageError, f"{self.name}: a custom function takes its inputs "
                                       f"positionally (got keywords {sorted(kwargs)})")
         from .custom_op import build_call, check_arguments
+        self._check_count(args)
         check_arguments(self, args)
         return build_call(self, args)
+
+    def _check_count(self, args):
+        """Refuse a call with a number of inputs the function does not take, by name
+        (Python's TypeError came from inside the forward's build, naming neither)."""
+        try:
+            inspect.signature(self.fn).bind(*args)
+        except TypeError as e:
+            raise located(UsageError, f"custom_{self.kind} {self.name!r} takes "
+                                      f"({', '.join(self.params)}), called with "
+                                      f"{len(args)} input{'s' * (len(args) != 1)}: {e}") \
+                from None
+        except ValueError:                # no signature to read: the call says
+            pass
 
 
 #: a registered name's length limit (a graph file's name is refused beyond it)
