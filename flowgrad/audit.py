@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends import to_numpy
-from .errors import UsageError, located
+from .errors import NodeLookupError, UsageError, located
 from .graph import Graph, Node, same_graph
 
 _LOWER = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.complex64)}
@@ -51,11 +51,20 @@ class PrecisionAudit:
         self._by_id = {r.node.id: r for r in rows}
 
     def error(self, node) -> float:
-        """``node``'s norm-wise relative error in the low dtype against the reference."""
-        try:
-            return self._by_id[node.id].error
-        except KeyError:
-            raise KeyError(f"{node.name!r} is not part of this audit") from None
+        """``node``'s norm-wise relative error in the low dtype against the reference.
+        A node the audit did not cover (not an ancestor of its outputs, or a node of
+        another graph, whose id would name another node here) is a NodeLookupError
+        (a KeyError too); something that is not a node is a UsageError."""
+        if not isinstance(node, Node):
+            raise located(UsageError, f"audit.error takes a node of the audited graph, "
+                                      f"got {type(node).__name__} {node!r:.60}")
+        row = self._by_id.get(node.id)
+        if row is None or row.node.graph is not node.graph:
+            why = "is not an ancestor of the audited outputs" if row is None else \
+                "belongs to another graph than the audited outputs"
+            raise located(NodeLookupError, f"{node.name!r} is not part of this audit: it "
+                                           f"{why}")
+        return row.error
 
     @property
     def marked(self) -> list[AuditRow]:
