@@ -166,9 +166,20 @@ def lowered_copy(graph, ids, low) -> dict:
     return _copy(graph, ids, lower)[1]
 
 
-def _copy(graph, ids, lower):
+def copy_with_values(graph, ids, values) -> dict:
+    """{old id: new node}: the nodes ``ids`` of ``graph`` rebuilt in a fresh graph as
+    ``lowered_copy(graph, ids, None)`` does, except that each id of ``values`` ({id: a
+    value}, recorded by a run) becomes a constant of that value. Running the copy
+    recomputes the rest from those values: random nodes draw from copies of their
+    streams (the graph's do not move), variables are read as they are now, and the
+    fresh graph declares no state, so no run of it writes a state variable
+    (fg.NumericsError.explain: flowgrad/explain.py)."""
+    return _copy(graph, ids, {}, values)[1]
+
+
+def _copy(graph, ids, lower, given=None):
     """(the new graph, {old id: new node}): ``lowered_copy``'s rebuild with ``lower``,
-    the {dtype: lowered dtype} map."""
+    the {dtype: lowered dtype} map; the ids of ``given`` ({id: value}) as constants."""
     from .leaves import constant_in, placeholder, variable
     from .ops.base import apply
     new, twin = Graph(), {}
@@ -177,7 +188,9 @@ def _copy(graph, ids, lower):
         for nid in ids:
             n, d = graph.node(nid), data[nid]
             dt = lower.get(n.dtype, n.dtype)
-            if d["kind"] == "placeholder":
+            if given and nid in given:
+                twin[nid] = constant_in(new, _host(given[nid]).astype(n.dtype, copy=False))
+            elif d["kind"] == "placeholder":
                 twin[nid] = placeholder(n.name, n.shape, dt)
             elif d["kind"] == "variable":
                 twin[nid] = variable(_host(n.value).astype(dt), name=n.name)
