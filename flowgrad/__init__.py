@@ -10,6 +10,7 @@ from .errors import GraphFileError  # noqa: F401
 from .errors import NumericsError, RunError, UsageError  # noqa: F401
 from .errors import VerifyError  # noqa: F401
 from .errors import ArgumentError  # noqa: F401
+from .errors import NodeLookupError  # noqa: F401
 from .numerics import detect_anomaly  # noqa: F401
 from .graph import Graph, Node, default_graph, name_scope, reset_default_graph  # noqa: F401
 from .composite import composite  # noqa: F401

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends import to_numpy
-from .errors import UsageError, located
+from .errors import NodeLookupError, UsageError, located
 from .graph import Graph, Node, same_graph
 
 _LOWER = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.complex64)}
@@ -51,11 +51,20 @@ class PrecisionAudit:
         self._by_id = {r.node.id: r for r in rows}
 
     def error(self, node) -> float:
-        """``node``'s norm-wise relative error in the low dtype against the reference."""
-        try:
-            return self._by_id[node.id].error
-        except KeyError:
-            raise KeyError(f"{node.name!r} is not part of this audit") from None
+        """``node``'s norm-wise relative error in the low dtype against the reference.
+        A node the audit did not cover (not an ancestor of its outputs, or a node of
+        another graph, whose id would name another node here) is a NodeLookupError
+        (a KeyError too); something that is not a node is a UsageError."""
+        if not isinstance(node, Node):
+            raise located(UsageError, f"audit.error takes a node of the audited graph, "
+                                      f"got {type(node).__name__} {node!r:.60}")
+        row = self._by_id.get(node.id)
+        if row is None or row.node.graph is not node.graph:
+            why = "is not an ancestor of the audited outputs" if row is None else \
+                "belongs to another graph than the audited outputs"
+            raise located(NodeLookupError, f"{node.name!r} is not part of this audit: it "
+                                           f"{why}")
+        return row.error
 
     @property
     def marked(self) -> list[AuditRow]:
@@ -157,9 +166,20 @@ def lowered_copy(graph, ids, low) -> dict:
     return _copy(graph, ids, lower)[1]
 
 
-def _copy(graph, ids, lower):
+def copy_with_values(graph, ids, values) -> dict:
+    """{old id: new node}: the nodes ``ids`` of ``graph`` rebuilt in a fresh graph as
+    ``lowered_copy(graph, ids, None)`` does, except that each id of ``values`` ({id: a
+    value}, recorded by a run) becomes a constant of that value. Running the copy
+    recomputes the rest from those values: random nodes draw from copies of their
+    streams (the graph's do not move), variables are read as they are now, and the
+    fresh graph declares no state, so no run of it writes a state variable
+    (fg.NumericsError.explain: flowgrad/explain.py)."""
+    return _copy(graph, ids, {}, values)[1]
+
+
+def _copy(graph, ids, lower, given=None):
     """(the new graph, {old id: new node}): ``lowered_copy``'s rebuild with ``lower``,
-    the {dtype: lowered dtype} map."""
+    the {dtype: lowered dtype} map; the ids of ``given`` ({id: value}) as constants."""
     from .leaves import constant_in, placeholder, variable
     from .ops.base import apply
     new, twin = Graph(), {}
@@ -168,7 +188,9 @@ def _copy(graph, ids, lower):
         for nid in ids:
             n, d = graph.node(nid), data[nid]
             dt = lower.get(n.dtype, n.dtype)
-            if d["kind"] == "placeholder":
+            if given and nid in given:
+                twin[nid] = constant_in(new, _host(given[nid]).astype(n.dtype, copy=False))
+            elif d["kind"] == "placeholder":
                 twin[nid] = placeholder(n.name, n.shape, dt)
             elif d["kind"] == "variable":
                 twin[nid] = variable(_host(n.value).astype(dt), name=n.name)

@@ -36,6 +36,9 @@ custom_vjp function the forward rule is the mirror image: the vjp rule applied t
 zero cotangent node z gives x̄_i = J_iᵀ z, and the reverse sweep of x̄_i with respect
 to z seeded with ṫ_i is J_i ṫ_i. Both are built from the user's nodes, so second
 derivatives work wherever the rule is itself differentiable.
+The transposition is right only for a rule linear in the tangents, so a custom_jvp
+rule is checked before it is transposed (flowgrad/custom_linear.py): a nonlinear or
+affine rule is a DifferentiationError, not a wrong gradient.
 
 Graph files save a call as its forward's nodes plus the ``custom_call`` node, which
 names the function by its registered name (``name=``, default the qualified name);
@@ -128,8 +131,22 @@ class CustomFunction:
             raise located(UsageError, f"{self.name}: a custom function takes its inputs "
                                       f"positionally (got keywords {sorted(kwargs)})")
         from .custom_op import build_call, check_arguments
+        self._check_count(args)
         check_arguments(self, args)
         return build_call(self, args)
+
+    def _check_count(self, args):
+        """Refuse a call with a number of inputs the function does not take, by name
+        (Python's TypeError came from inside the forward's build, naming neither)."""
+        try:
+            inspect.signature(self.fn).bind(*args)
+        except TypeError as e:
+            raise located(UsageError, f"custom_{self.kind} {self.name!r} takes "
+                                      f"({', '.join(self.params)}), called with "
+                                      f"{len(args)} input{'s' * (len(args) != 1)}: {e}") \
+                from None
+        except ValueError:                # no signature to read: the call says
+            pass
 
 
 #: a registered name's length limit (a graph file's name is refused beyond it)

@@ -8,6 +8,8 @@ that gives the other mode).
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from .autodiff import ancestors_above, vjp_above
@@ -99,14 +101,14 @@ def vjp_terms(fn, g, ans, xs):
     """The user's vjp rule applied and checked: one node or None per input."""
     if fn.rule is None:
         raise _no_rule(fn, "reverse-mode", ans)
-    out = fn.rule(g, ans, *xs)
+    out = _apply_rule(fn, g, ans, xs)
     if isinstance(out, Node) and len(xs) == 1:
         out = (out,)
     if not isinstance(out, (tuple, list)) or len(out) != len(xs):
         got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
         raise _rule_error(
             ans, f"custom_vjp {fn.name!r}: its rule {getattr(fn.rule, '__name__', '')!r} returned "
-            f"{got}, but {fn.name} takes {len(xs)} inputs: return a tuple with one node "
+            f"{got}, but {fn.name} takes {len(xs)} input{'s' * (len(xs) != 1)}: return a tuple with one node "
             f"(or None) per input, in order ({', '.join(map(fn.arg_name, range(len(xs))))})")
     return [None if term is None else
             _check_node(fn, term, x, f"the gradient of {fn.arg_name(k)!r}", [g.dtype], ans)
@@ -117,9 +119,69 @@ def jvp_out(fn, tangents, ans, xs):
     """The user's jvp rule applied and checked: the output's tangent node."""
     if fn.rule is None:
         raise _no_rule(fn, "forward-mode", ans)
-    out = fn.rule(list(tangents), ans, *xs)
+    out = _apply_rule(fn, list(tangents), ans, xs)
+    if isinstance(out, (tuple, list)):
+        raise _rule_error(
+            ans, f"custom_jvp {fn.name!r}: its rule {getattr(fn.rule, '__name__', '?')!r} "
+            f"returned a {type(out).__name__} of {len(out)} values, but a jvp rule returns "
+            f"one node: the tangent of {fn.name}'s one output (not one per input)")
     return _check_node(fn, out, ans, "the output's tangent",
                        [t.dtype for t in tangents if t is not None], ans)
+
+
+def _require_linear(fn, tdot, ts, call):
+    """Refuse to transpose a jvp rule that is not linear in its tangents: the sweep
+    would build a wrong reverse rule (0 for ``t*t``, v̄ for ``sin(t)``) without a word.
+    Names the rule's node and line, as JAX refuses a rule it cannot transpose."""
+    from .custom_linear import NotLinear, check_linear
+    try:
+        check_linear(tdot, ts)
+    except NotLinear as e:
+        where = e.node.where
+        raise _rule_error(
+            call, f"custom_jvp {fn.name!r}: its rule {getattr(fn.rule, '__name__', '?')!r} "
+            f"is not linear in the tangents, so flowgrad cannot transpose it into the "
+            f"reverse-mode rule: at node {e.node.name!r}"
+            + (f" (built at {where})" if where else "") + f", {e.why}. A jvp rule must be "
+            "linear in the tangents (the derivative's map); for another reverse rule use "
+            "fg.custom_vjp") from None
+
+
+def _apply_rule(fn, first, ans, xs):
+    """``fn.rule(first, ans, *xs)``, refusing first a rule that cannot take those
+    arguments: Python's TypeError named neither the function nor what it expects."""
+    args = (first, ans, *xs)
+    try:
+        signature = inspect.signature(fn.rule)
+    except (TypeError, ValueError):          # no signature to read (a builtin): just call
+        return fn.rule(*args)
+    try:
+        signature.bind(*args)
+    except TypeError:
+        head = "g" if fn.kind == "vjp" else "tangents"
+        names = ", ".join([head, "ans"] + [fn.arg_name(k) for k in range(len(xs))])
+        head = "the cotangent g" if fn.kind == "vjp" else "the list of tangents"
+        code = getattr(fn.rule, "__code__", None)
+        where = f" (defined at {code.co_filename}:{code.co_firstlineno})" if code else ""
+        raise _rule_error(
+            ans, f"custom_{fn.kind} {fn.name!r}: its rule "
+            f"{getattr(fn.rule, '__name__', '?')!r}{where} takes {_arity(signature)}, "
+            f"but is called with {len(args)}: rule({names}), {head}, the output node "
+            f"ans, then {fn.name}'s {len(xs)} input{'s' if len(xs) != 1 else ''}") from None
+    return fn.rule(*args)
+
+
+def _arity(signature) -> str:
+    """How many positional arguments a signature takes, in words."""
+    kinds = [p.kind for p in signature.parameters.values()]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    top = sum(k in positional for k in kinds)
+    low = sum(k in positional and p.default is p.empty
+              for k, p in zip(kinds, signature.parameters.values()))
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return f"at least {low} positional arguments"
+    return f"{low} positional argument{'s' if low != 1 else ''}" if low == top else \
+        f"{low} to {top} positional arguments"
 
 
 def _zero_tangents(xs, given):
@@ -143,6 +205,7 @@ def _vjp_all(needed, g, ans, out, *xs, fn, lifted=0):
         return [None] + [t if n else None for t, n in zip(terms, need)]
     ts = _zero_tangents(xs, [None] * len(xs))   # stand-ins: the rule is linear in them
     tdot = jvp_out(fn, ts, ans, xs)
+    _require_linear(fn, tdot, ts, ans)
     wrt = [k for k, x in enumerate(xs) if need[k] and ts[k] is not None]
     bars = vjp_above(tdot, [ts[k] for k in wrt], _held(g, tdot)) if wrt else []
     terms = [None] * len(xs)

@@ -123,6 +123,16 @@ class VerifyError(FlowgradError, AssertionError):
         self.node, self.step, self.got, self.want = node, step, got, want
 
 
+class NodeLookupError(FlowgradError, KeyError):
+    """A result asked about a node it does not hold: ``audit.error(node)`` for a node the
+    precision audit did not cover (not an ancestor of its outputs, or of another graph).
+    Still a KeyError, as the mapping lookup it replaces was; the message names the node
+    and the user's line."""
+
+    def __str__(self):               # KeyError's would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
 class OptimizerError(FlowgradError, ValueError):
     """An optimizer setting out of range (a learning rate of inf, a schedule value that is
     NaN, a negative eps), or a program whose outputs are not the loss and its gradients."""

@@ -78,21 +78,50 @@ class _View:
 def _condition(view, cond):
     """The where's condition as a host array: from the trace or, when the run stopped
     before it (built after the culprit: ``lx = log(x); where(x > 0, lx, 0)``), computed
-    from the fed values on the reference interpreter; None when it cannot be."""
+    from the failing run's recorded values; None when it cannot be.
+
+    The recomputation runs on a copy of the nodes between the recorded values and the
+    condition (flowgrad/audit.py's ``copy_with_values``), never on the graph itself: a
+    random draw the run made is read from the trace, not drawn again (which explained
+    another draw than the one that failed, and moved the user's stream); one it had
+    not reached yet draws from a copy of its stream, which gives exactly the draw the
+    run would have made; and no batch-norm statistics are written (a run of the graph
+    would write them, after a failed run that wrote none)."""
     if view.has(cond):
         return view.value(cond)
+    ids, known = _needed(cond, view)
+    if ids is None:
+        return None
+    from .audit import copy_with_values
     from .backends import to_numpy
     from .engine.program import Program
-    g = cond.graph
-    leaves = [g.node(i) for i in g.ancestors([cond.id]) if g.node(i).kind == "placeholder"]
-    if not all(view.has(n) for n in leaves):
-        return None
     try:
-        prog = Program(cond, backend=view.trace.program.backend, codegen=False)
+        twin = copy_with_values(cond.graph, ids, {i: view.value(cond.graph.node(i))
+                                                  for i in known})
         with np.errstate(all="ignore"):
-            return np.asarray(to_numpy(prog({n: view.trace[n] for n in leaves})))
+            return np.asarray(to_numpy(Program(twin[cond.id], codegen=False)()))
     except Exception:      # an explanation is advice: never a second failure
         return None
+
+
+def _needed(cond, view):
+    """(ascending ids to rebuild ``cond`` from, the recorded ones among them): the walk
+    up from ``cond`` stops at values the trace holds; (None, None) when it reaches a
+    placeholder the run was not fed."""
+    graph = cond.graph
+    seen, known, stack = {cond.id}, set(), [cond.id]
+    while stack:
+        node = graph.node(stack.pop())
+        if view.has(node):
+            known.add(node.id)
+            continue
+        if node.kind == "placeholder":
+            return None, None
+        for i in node.input_ids:
+            if i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return sorted(seen), known
 
 
 def _untaken_where_forward(node, view):

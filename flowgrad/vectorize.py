@@ -25,6 +25,7 @@ import numpy as np
 from .batching import BatchingError, Unbatched, named, rule_for
 from .errors import GraphError, ShapeError, UsageError, located
 from .graph import Node, same_graph
+from .ops.base import building_at
 
 __all__ = ["vectorize", "BatchingError"]
 
@@ -185,11 +186,12 @@ class Batcher:
                 continue
             ins = [batched[i.id] if i.id in batched else replaced.get(i.id, i) for i in inputs]
             bat = [i.id in batched for i in inputs]
-            if not any(bat):
-                from flowgrad.ops import apply
-                replaced[nid] = apply(node.op, *ins, **node.attrs)
-                continue
-            out = rule_for(node)(self, node, ins, bat)
+            with building_at(graph.site_of(nid)):   # the rebuilt nodes keep the user's line
+                if not any(bat):
+                    from flowgrad.ops import apply
+                    replaced[nid] = apply(node.op, *ins, **node.attrs)
+                    continue
+                out = rule_for(node)(self, node, ins, bat)
             if isinstance(out, Unbatched):
                 replaced[nid] = out.node
             else:

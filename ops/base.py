@@ -564,6 +564,24 @@ def rule_site():
     return thread_state.__dict__.get("rule_site")
 
 
+@contextlib.contextmanager
+def building_at(site):
+    """While open, the nodes flowgrad's own code builds take ``site`` (a user's
+    ``(file, line)``, or None: walk the frames) as their site, as a sweep's rules take
+    ``rule_site``: a transform that rebuilds a user's node (fg.vectorize's batching
+    rules) gives what it builds the original node's line, so that an error found there
+    (a NaN under check_numerics) names the line the user wrote the op on, not the
+    transform's call. Nodes that user code builds meanwhile (a custom rule) still take
+    their own lines (``walking_sites``)."""
+    state = thread_state.__dict__
+    outer = state.get("rule_site")
+    state["rule_site"] = site
+    try:
+        yield
+    finally:
+        state["rule_site"] = outer
+
+
 def walking_sites(fn, /, *args, **kwargs):
     """``fn(*args, **kwargs)`` with the sweep's ``rule_site`` lifted: the nodes it builds
     get their sites by walking the frames (a user's rule: its own lines)."""
