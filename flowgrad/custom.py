@@ -38,7 +38,10 @@ to z seeded with ṫ_i is J_i ṫ_i. Both are built from the user's nodes, so se
 derivatives work wherever the rule is itself differentiable.
 The transposition is right only for a rule linear in the tangents, so a custom_jvp
 rule is checked before it is transposed (flowgrad/custom_linear.py): a nonlinear or
-affine rule is a DifferentiationError, not a wrong gradient.
+affine rule is a DifferentiationError, not a wrong gradient. A custom_vjp rule is not
+checked: one deliberately nonlinear in g (a clipped gradient) is transposed as its
+linearization at g = 0, documented in docs/howto-custom.md and pinned by
+tests/test_custom.py (JAX refuses forward mode through custom_vjp instead).
 
 Graph files save a call as its forward's nodes plus the ``custom_call`` node, which
 names the function by its registered name (``name=``, default the qualified name);
