@@ -1,6 +1,7 @@
 """Trace: the values of one run, and the adjoint v̄ of each node, for inspection and drawing."""
 from __future__ import annotations
 
+from .errors import NodeLookupError, UsageError, located
 from .graph import Node
 
 
@@ -34,13 +35,24 @@ class Trace:
         return [self.graph.node(i) for i in self.program.order]
 
     def __contains__(self, node) -> bool:
-        return node.id in self._values
+        return isinstance(node, Node) and node.graph is self.graph \
+            and node.id in self._values
 
     def __getitem__(self, node: Node):
+        """The node's value; a node this trace does not hold (not computed, or of another
+        graph, whose id would name another node here) is a NodeLookupError (a KeyError
+        too), and something that is not a node a UsageError."""
+        if not isinstance(node, Node):
+            raise located(UsageError, f"a trace is indexed by a node of its graph, got "
+                                      f"{type(node).__name__} {node!r:.60}")
+        if node.graph is not self.graph:
+            raise located(NodeLookupError, f"{node.name!r} belongs to another graph than "
+                                           "this trace's program")
         try:
             return self._values[node.id]
         except KeyError:
-            raise KeyError(f"{node.name!r} was not computed in this trace") from None
+            raise located(NodeLookupError,
+                          f"{node.name!r} was not computed in this trace") from None
 
     def value(self, node: Node):
         """v = the node's value in this run (the same as ``tr[node]``)."""
@@ -53,10 +65,12 @@ class Trace:
     def adjoint(self, node: Node):
         """v̄ = ∂(first output)/∂node at this point; zeros where the output does not depend on it."""
         if not self.adjoint_nodes:
-            raise ValueError("this trace has no adjoints: the first output is not a scalar")
+            raise located(UsageError, "this trace has no adjoints: its program's first "
+                                      "output is not a scalar")
+        value = self[node]   # (refuses a node of another graph, or one not computed)
         adj = self.adjoint_nodes.get(node)
         if adj is None:
-            return self.program.backend.xp.zeros_like(self[node])
+            return self.program.backend.xp.zeros_like(value)
         return self._values[adj.id]
 
     def __repr__(self):

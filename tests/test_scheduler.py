@@ -76,8 +76,25 @@ def test_trace_of_a_non_scalar_output_has_values_only():
     x = fg.placeholder("x", shape=(2,))
     tr = fg.compile(fg.exp(x)).trace(x=np.zeros(2))
     assert tr[x].tolist() == [0.0, 0.0]
-    with pytest.raises(ValueError, match="not a scalar"):
+    with pytest.raises(fg.UsageError, match="not a scalar"):
         tr.adjoint(x)
+
+
+def test_a_trace_refuses_a_node_it_does_not_hold_naming_it():
+    # a node of another graph with the same id used to read this trace's value silently
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2,))
+        tr = fg.compile(fg.sum(fg.exp(x))).trace(x=np.array([0.0, 1.0]))
+    with fg.Graph():
+        other = fg.placeholder("other", shape=(2,))
+    assert other.id == x.id and other not in tr and x in tr
+    with pytest.raises(fg.NodeLookupError, match="'other' belongs to another graph"):
+        tr[other]
+    with pytest.raises(KeyError):   # (still a KeyError, as before)
+        tr.adjoint(other)
+    np.testing.assert_allclose(tr.adjoint(x), np.exp([0.0, 1.0]), rtol=1e-15)
+    with pytest.raises(fg.UsageError, match="indexed by a node of its graph, got int 0"):
+        tr[0]
 
 
 def test_unknown_backend_is_a_backend_error():
