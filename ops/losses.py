@@ -111,7 +111,12 @@ def _mse_dt(g, ans, y, t, reduction):
 
 
 def _mse_decompose(y, t, reduction):
+    # as the kernel: the difference in the operands' dtype (an int one wraps), squared
+    # in float (an int d*d would wrap again, and "sum" would stay an int)
+    from .tensor import astype
     d = y - t
+    if d.dtype.kind not in "fc":
+        d = astype(d, float_dtype(d.dtype))
     return _reduce_node(d * d, reduction)
 
 
@@ -141,8 +146,19 @@ def mse(y, t, reduction="mean"):
 _l2_op = Op(
     "l2", lambda xp, w: 0.5 * xp.vdot(w, w), lambda w: ((), float_dtype(w.dtype)),
     vjp=(lambda g, ans, w: g * w,), jvp=(lambda u, ans, w: sum(w * u),),
-    doc="The L2 regularizer ½ Σ w².  ∂/∂w = w; forward rule ⟨w, ẇ⟩.")
-_l2_op.decompose = lambda w: 0.5 * sum(w * w)
+    doc="The L2 regularizer ½ Σ w².  ∂/∂w = w; forward rule ⟨w, ẇ⟩.",
+    # an int or bool w in float64, as declared (vdot in int8 wrapped, in bool was an or)
+    floating=True)
+
+
+def _l2_decompose(w):
+    from .tensor import astype
+    if w.dtype.kind not in "fc":
+        w = astype(w, float_dtype(w.dtype))
+    return 0.5 * sum(w * w)
+
+
+_l2_op.decompose = _l2_decompose
 
 
 def l2(w):
@@ -242,6 +258,8 @@ one_hot_like = Op("one_hot_like", _one_hot,
 
 
 def _sce(xp, z, t, axis, reduction, labels):
+    if z.dtype.kind not in "fc":    # int logits: the declared float (numpy's would be float16)
+        z = z.astype(float_dtype(z.dtype if labels else np.result_type(z.dtype, t.dtype)))
     m = max_of(xp, z, axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)      # a row of −inf stays −inf, not nan
     s = z - m

@@ -158,7 +158,9 @@ max_pool2d_gather = Op(
     doc="u at each window's first maximum of x, max_pool2d's forward rule.  ∂/∂u is "
         "max_pool2d_scatter (linear in u); x only selects the positions: no derivative.")
 
-_avg = Op("avg_pool2d", _avg_forward, _pool_infer("avg_pool2d", float_dtype),
+# floating: an int or bool x is averaged in float64, as declared (windows summed in bool
+# were an or, in int8 they wrapped)
+_avg = Op("avg_pool2d", _avg_forward, _pool_infer("avg_pool2d", float_dtype), floating=True,
           vjp=(lambda g, ans, x, **a: apply(avg_pool2d_grad, g, x, **a),),
           jvp=(lambda t, ans, x, **a: apply(_avg, t, **a),),
           doc="The mean of each window.  x̄ = v̄ / size² added into every window; linear: "

@@ -67,6 +67,11 @@ class Emitter:
         self.node = None           # the flowgrad node being converted
         self.tensor = {}           # flowgrad node id -> tensor name (one graph at a time)
         self.pinning = Pinning()   # export_onnx(feed=...): pinned placeholders, folded wheres
+        self.opset = OPSET
+        # ONNX node name prefix -> the flowgrad node it computes (a user's node: a
+        # decomposition's own nodes are not entered), for errors found in the model
+        self.origin: dict = {}
+        self.decomposing = 0
 
     # -- names --------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -102,6 +107,18 @@ class Emitter:
         self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], name=out,
                                                 **attrs))
         return out
+
+    def typed(self, op_type: str, inputs, dtype, kind: str, data=None, **attrs) -> str:
+        """``op(op_type, inputs)`` whose inputs ``data`` (default: all) and result are of
+        ``dtype``, computed in the wider dtype onnx_types.compute_dtype gives where the
+        operator (or onnxruntime) lacks ``dtype``, and cast back: exact (see there)."""
+        from .onnx_types import compute_dtype
+        data = range(len(inputs)) if data is None else data
+        wide = compute_dtype(op_type, dtype, kind, self.opset, min(data))
+        if wide == np.dtype(dtype):
+            return self.op(op_type, inputs, **attrs)
+        ins = [self.cast(x, dtype, wide) if k in data else x for k, x in enumerate(inputs)]
+        return self.op("Cast", [self.op(op_type, ins, **attrs)], to=self.elem(dtype))
 
     def const(self, value, dtype=None) -> str:
         arr = np.asarray(value, dtype=dtype)
@@ -201,6 +218,8 @@ def emit_graph(e: Emitter, graph: Graph, order, bound: dict) -> dict:
                     e.tensor[nid] = _rename_last(e, e.const(_host(n.value)), n)
             else:
                 e.node = n
+                if not e.decomposing:
+                    e.origin[e.prefix + n.name] = n
                 conv = CONVERTERS.get(n.op.name)
                 out = conv(e, **n.attrs) if conv is not None else _decomposed(e, n)
                 # a loop's converter gives a tuple: one tensor per result (onnx_loops)
@@ -231,6 +250,28 @@ def _refuse_complex(e: Emitter, n: Node):
         raise OnnxExportError(f"{what}{inside}{where}) is not exported: ONNX has no "
                               "operators on complex tensors (opset 18); write the model "
                               "in real arithmetic on real and imaginary parts")
+
+
+def _refuse_type_gaps(e: Emitter, model, opset: int):
+    """onnx.checker does not check operand types, and a model with an operator on a type
+    it lacks (MatMul on int8, Add on bool, onnxruntime's Where on int16 …) would be
+    written and then fail in the runtime that loads it: refuse it here, naming the
+    flowgrad node that wrote that operator and its line (onnx_types)."""
+    from .onnx_types import first_type_gap
+    gap = first_type_gap(model, opset)
+    if gap is None:
+        return
+    onnx_node, dtype, tensor = gap
+    name = onnx_node.name or (onnx_node.output[0] if onnx_node.output else "")
+    keys = [k for k in e.origin if name == k or name.startswith(k + "/")]
+    n = e.origin[max(keys, key=len)] if keys else None
+    what = f"ONNX node {name!r}" if n is None else f"node {n.name!r} (op {n.op.name!r}" + \
+        (f", built at {n.where})" if n.where else ")")
+    raise OnnxExportError(f"{what} is not exported in {dtype}: its ONNX form uses "
+                          f"{onnx_node.op_type} (node {name!r}) on a {dtype} tensor "
+                          f"{tensor!r}, which ONNX (opset {opset}) or onnxruntime's CPU "
+                          f"kernels do not accept; compute it in another dtype "
+                          "(fg.astype) before exporting")
 
 
 def _emit_input(e: Emitter, n: Node):
@@ -294,6 +335,7 @@ def _decomposed(e: Emitter, n: Node) -> str:
                               f"shape {out.shape} {out.dtype}, not {n.shape} {n.dtype}")
     node, prefix = e.node, e.prefix
     e.prefix = f"{prefix}{n.name}/"
+    e.decomposing += 1
     try:
         table = emit_graph(e, scratch, ancestors([out]), bound)
         if out.weak:
@@ -302,6 +344,7 @@ def _decomposed(e: Emitter, n: Node) -> str:
         return table[out.id]
     finally:
         e.node, e.prefix = node, prefix
+        e.decomposing -= 1
 
 
 def export_onnx(outputs, path, *, opset: int = OPSET, check: bool = True,
@@ -318,6 +361,7 @@ def export_onnx(outputs, path, *, opset: int = OPSET, check: bool = True,
     outs = _outputs(outputs)
     graph = outs[0].graph
     e = Emitter(onnx)
+    e.opset = opset
     e.pinning = pin(outs, ancestors(outs), feed)
     e.tensor = emit_graph(e, graph, e.pinning.order, {})
     for nid, taken in e.pinning.alias.items():   # an output that is a folded where
@@ -342,6 +386,7 @@ def export_onnx(outputs, path, *, opset: int = OPSET, check: bool = True,
                                 producer_name="flowgrad")
     if check:
         onnx.checker.check_model(model)
+    _refuse_type_gaps(e, model, opset)
     path = pathlib.Path(path)
     data = model.SerializeToString()
     with write_atomically(path) as f:     # the user's umask applies; all or nothing

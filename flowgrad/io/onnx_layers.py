@@ -43,7 +43,8 @@ def _static(e, node, what="the input's channels, height and width", first=1):
 def _pad_hw(e, x, pads):
     if not any(pads):
         return x
-    return e.op("Pad", [x, e.ints([0, 0, pads[0], pads[2], 0, 0, pads[1], pads[3]])])
+    return e.typed("Pad", [x, e.ints([0, 0, pads[0], pads[2], 0, 0, pads[1], pads[3]])],
+                   e.node.dtype, "order", data=(0,))
 
 
 def _window(e, x, i, j, stride, out_hw):
@@ -112,7 +113,8 @@ def _conv2d(e, stride, pads):
     cols = _im2col(e, _pad_hw(e, e.arg(0), pads), c, (kh, kw), stride, out_hw)
     # the kernel's output channels O may be known only at run time (a placeholder's
     # None): then reshapes infer it (-1), never write None
-    out = e.op("MatMul", [e.op("Reshape", [e.arg(1), e.ints([o, c * kh * kw])]), cols])
+    out = e.typed("MatMul", [e.op("Reshape", [e.arg(1), e.ints([o, c * kh * kw])]), cols],
+                  e.node.dtype, "ring")
     return e.op("Reshape", [out, e.ints([0, o, *out_hw])])
 
 
@@ -169,7 +171,7 @@ def _nan_windows(e, x, dtype, size, stride):
 def _max_pool2d(e, size, stride):
     # onnxruntime's MaxPool skips a NaN that is not first in its window ([1, nan, 2, 3]
     # pools to 3); flowgrad, numpy's maximum and PyTorch give NaN: put NaN back there
-    pooled = e.op("MaxPool", [e.arg(0)], **_pool_attrs(size, stride))
+    pooled = e.typed("MaxPool", [e.arg(0)], e.node.dtype, "order", **_pool_attrs(size, stride))
     if e.node.dtype.kind != "f":
         return pooled
     nan = e.const(np.nan, e.node.dtype)

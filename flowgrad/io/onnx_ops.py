@@ -18,6 +18,8 @@ import numpy as np
 
 from flowgrad.ops.base import result_dtype
 
+from .onnx_types import compute_dtype
+
 CONVERTERS: dict = {}
 
 
@@ -29,20 +31,78 @@ def converts(*names):
     return register
 
 
-def _simple(op_type, compute=None):
-    """Every input cast to the node's dtype (or to ``compute(node)``), one ONNX node."""
+def _simple(op_type, compute=None, kind=None):
+    """Every input cast to the node's dtype (or to ``compute(node)``), one ONNX node;
+    ``kind`` ("ring", "order"): computed in a wider dtype where the operator lacks the
+    node's (Emitter.typed, onnx_types)."""
     def conv(e, **attrs):
         dtype = compute(e.node) if compute else None
-        return e.op(op_type, [e.arg(k, dtype) for k in range(len(e.node.inputs))])
+        if kind == "compare":      # a bool result: operands in a dtype the operator takes
+            dtype = compute_dtype(op_type, dtype, "order", e.opset)
+        ins = [e.arg(k, dtype) for k in range(len(e.node.inputs))]
+        if kind in (None, "compare"):
+            return e.op(op_type, ins)
+        return e.typed(op_type, ins, e.node.dtype, kind)
     return conv
 
 
-for _name, _onnx_op in {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div",
-                        "pow": "Pow", "maximum": "Max", "minimum": "Min", "neg": "Neg",
-                        "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "abs": "Abs",
-                        "tanh": "Tanh", "sin": "Sin", "cos": "Cos", "sign": "Sign",
-                        "relu": "Relu", "det": "Det"}.items():
+_RING = {"add": "Add", "sub": "Sub", "mul": "Mul", "neg": "Neg"}
+_ORDER = {"maximum": "Max", "minimum": "Min", "abs": "Abs", "sign": "Sign"}
+for _name, _onnx_op in {"div": "Div", "exp": "Exp", "log": "Log", "sqrt": "Sqrt",
+                        "tanh": "Tanh", "sin": "Sin", "cos": "Cos", "det": "Det"}.items():
     CONVERTERS[_name] = _simple(_onnx_op)
+for _name, _onnx_op in _RING.items():
+    CONVERTERS[_name] = _simple(_onnx_op, kind="ring")
+for _name, _onnx_op in _ORDER.items():
+    CONVERTERS[_name] = _simple(_onnx_op, kind="order")
+
+
+@converts("relu")
+def _relu(e):
+    # onnxruntime has no int16 or int64 Relu: max(x, 0), which it has, is the same
+    from .onnx_types import accepts
+    dtype = e.node.dtype
+    if accepts("Relu", dtype, e.opset):
+        return e.op("Relu", [e.arg(0)])
+    return e.typed("Max", [e.arg(0), e.const(0, dtype)], dtype, "order")
+
+
+@converts("pow")
+def _pow(e):
+    """Float powers are ONNX's Pow. onnxruntime computes an integer Pow through float64
+    (3**39 in int64 comes out 11 short) and never wraps as numpy does, so an integer
+    power by a Python int n ≥ 0 is written as numpy computes it, by repeated squaring
+    in the node's dtype (Mul wraps modulo 2^k, as numpy); other integer powers are
+    refused."""
+    dtype = e.node.dtype
+    if dtype.kind not in "iub":
+        return e.op("Pow", [e.arg(0), e.arg(1)])
+    ex = e.node.inputs[1]
+    n = ex.more["value"] if ex.weak else None
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+        from .onnx_export import OnnxExportError
+        where = f", built at {e.node.where}" if e.node.where else ""
+        raise OnnxExportError(
+            f"node {e.node.name!r} ({dtype} ** {ex.name!r}{where}) is not exported: ONNX "
+            "runtimes compute an integer Pow through floating point (inexact past 2**53, "
+            "no wrap-around); only an integer power by a Python int ≥ 0 is exported "
+            "exactly (x ** 3); cast to float (fg.astype) for others")
+    return int_power(e, e.arg(0), int(n), dtype)
+
+
+def int_power(e, x, n, dtype):
+    """x ** n (n ≥ 0) by repeated squaring, in ``dtype``'s wrap-around arithmetic."""
+    result = None
+    while n:
+        if n & 1:
+            result = x if result is None else e.typed("Mul", [result, x], dtype, "ring")
+        n >>= 1
+        if n:
+            x = e.typed("Mul", [x, x], dtype, "ring")
+    if result is None:                      # x ** 0 is 1, even for x = 0 (numpy)
+        value = e.onnx.numpy_helper.from_array(np.ones(1, dtype))
+        return e.op("ConstantOfShape", [e.op("Shape", [x])], value=value)
+    return result
 
 
 @converts("matmul")
@@ -52,12 +112,12 @@ def _matmul(e):
     a_nd, b_nd = (len(x.shape) for x in e.node.inputs)
     a, b = e.arg(0), e.arg(1)
     if a_nd > 1 and b_nd > 1:
-        return e.op("MatMul", [a, b])
+        return e.typed("MatMul", [a, b], e.node.dtype, "ring")
     if a_nd == 1:
         a = e.op("Unsqueeze", [a, e.ints([0])])
     if b_nd == 1:
         b = e.op("Unsqueeze", [b, e.ints([1])])
-    out = e.op("MatMul", [a, b])
+    out = e.typed("MatMul", [a, b], e.node.dtype, "ring")
     drop = ([-2] if a_nd == 1 else []) + ([-1] if b_nd == 1 else [])
     return e.op("Squeeze", [out, e.ints(drop)])
 
@@ -68,12 +128,12 @@ def _promoted(node):
 
 for _name, _onnx_op in {"greater": "Greater", "greater_equal": "GreaterOrEqual",
                         "less": "Less", "less_equal": "LessOrEqual", "equal": "Equal"}.items():
-    CONVERTERS[_name] = _simple(_onnx_op, _promoted)
+    CONVERTERS[_name] = _simple(_onnx_op, _promoted, "compare")
 
 
 @converts("not_equal")
 def _not_equal(e):
-    dtype = _promoted(e.node)
+    dtype = compute_dtype("Equal", _promoted(e.node), "order", e.opset)
     return e.op("Not", [e.op("Equal", [e.arg(0, dtype), e.arg(1, dtype)])])
 
 
@@ -83,7 +143,7 @@ def _where(e):
     if e.node.dtype == np.bool_:    # onnxruntime has no bool Where: (c ∧ a) ∨ (¬c ∧ b)
         return e.op("Or", [e.op("And", [c, e.arg(1)]),
                            e.op("And", [e.op("Not", [c]), e.arg(2)])])
-    return e.op("Where", [c, e.arg(1), e.arg(2)])
+    return e.typed("Where", [c, e.arg(1), e.arg(2)], e.node.dtype, "order", data=(1, 2))
 
 
 # -- stable elementwise functions --------------------------------------------------------
@@ -140,10 +200,59 @@ def _tie_weight(e):
 
 # -- reductions ---------------------------------------------------------------------------
 
-def reduce(e, op_type, x, axes, keepdims):
+_REDUCE_KIND = {"ReduceSum": "ring", "ReduceProd": "ring", "ReduceMax": "order"}
+
+
+def _refuse_inexact(e, what):
+    from .onnx_export import OnnxExportError
+    where = f", built at {e.node.where}" if e.node.where else ""
+    raise OnnxExportError(
+        f"node {e.node.name!r} ({e.node.op.name} in {e.node.dtype}{where}) is not exported: "
+        f"onnxruntime's integer {what} accumulates in floating point (2**53 + 1 + 1 + 1 "
+        "comes out 2**53 + 4, an overflow saturates) where numpy adds exactly and wraps; "
+        "cast to float (fg.astype) to export it")
+
+
+def int_sum(e, x, shape, axes, keepdims, dtype):
+    """An integer sum over ``axes`` of ``x`` (shaped ``shape``) as a MatMul against ones:
+    onnxruntime's integer ReduceSum accumulates in double (inexact past 2**53,
+    saturating on overflow), its integer MatMul adds exactly and wraps as numpy."""
+    nd = len(shape)
+    axes = sorted(a % nd for a in axes)
+    kept = [a for a in range(nd) if a not in axes]
+    if kept + axes != list(range(nd)):
+        x = e.op("Transpose", [x], perm=kept + axes)
+    dims = [shape[a] for a in axes]
+    k = int(np.prod(dims)) if None not in dims else -1
+    wide = compute_dtype("MatMul", dtype, "ring", e.opset)
+    rows = e.op("Reshape", [e.cast(x, dtype, wide), e.ints([0] * len(kept) + [1, k])])
+    if k >= 0:
+        ones = e.const(np.ones((k, 1), wide))
+    else:
+        length = e.op("Gather", [e.op("Shape", [rows]), e.ints([-1])], axis=0)
+        ones = e.op("Expand", [e.const(np.ones((1, 1), wide)),
+                               e.op("Concat", [length, e.ints([1])], axis=0)])
+    out = e.op("Squeeze", [e.op("MatMul", [rows, ones]), e.ints([-2, -1])])
+    out = e.cast(out, wide, dtype)
+    return e.op("Unsqueeze", [out, e.ints(axes)]) if keepdims else out
+
+
+def reduce(e, op_type, x, axes, keepdims, dtype=None, shape=None):
+    """``op_type`` over ``axes`` of ``x`` (of ``dtype`` and ``shape``, default input 0's
+    shape and the node's dtype)."""
     if not axes:          # numpy: reducing over no axes is the identity
         return x
-    return e.op(op_type, [x, e.ints(axes)], keepdims=int(bool(keepdims)))
+    dtype = np.dtype(e.node.dtype if dtype is None else dtype)
+    if dtype.kind in "iub" and op_type == "ReduceSum":
+        shape = e.node.inputs[0].shape if shape is None else shape
+        return int_sum(e, x, shape, axes, keepdims, dtype)
+    if dtype.kind in "iu" and op_type == "ReduceProd":
+        _refuse_inexact(e, "ReduceProd")
+    kind = _REDUCE_KIND.get(op_type)
+    if kind is None:
+        return e.op(op_type, [x, e.ints(axes)], keepdims=int(bool(keepdims)))
+    return e.typed(op_type, [x, e.ints(axes)], dtype, kind, data=(0,),
+                   keepdims=int(bool(keepdims)))
 
 
 @converts("sum")
@@ -321,7 +430,9 @@ def _one_hot(e, depth, axis, dtype):
 @converts("argmax")
 def _argmax(e, axis, keepdims):
     # the first index on a tie, as numpy
-    return e.op("ArgMax", [e.raw(0)], axis=int(axis), keepdims=int(bool(keepdims)),
+    src = e.node.inputs[0].dtype
+    x = e.cast(e.raw(0), src, compute_dtype("ArgMax", src, "order", e.opset))
+    return e.op("ArgMax", [x], axis=int(axis), keepdims=int(bool(keepdims)),
                 select_last_index=0)
 
 
@@ -357,8 +468,8 @@ def _mask(e, kind, k, axis1, axis2):
 def _trace(e, offset, axis1, axis2):
     x = e.arg(0)
     m = _mask_tensor(e, 0, "eye", offset, axis1, axis2, e.node.dtype)
-    return e.op("ReduceSum", [e.op("Mul", [x, m]), e.ints(sorted((axis1, axis2)))],
-                keepdims=0)
+    return reduce(e, "ReduceSum", e.typed("Mul", [x, m], e.node.dtype, "ring"),
+                  sorted((axis1, axis2)), False)
 
 
 # -- indexing --------------------------------------------------------------------------------
@@ -473,7 +584,9 @@ def _tan(e):
 
 @converts("clip")
 def _clip(e):
-    return e.op("Min", [e.op("Max", [e.arg(0), e.arg(1)]), e.arg(2)])
+    dtype = e.node.dtype
+    return e.typed("Min", [e.typed("Max", [e.arg(0), e.arg(1)], dtype, "order"), e.arg(2)],
+                   dtype, "order")
 
 
 @converts("leaky_relu")
@@ -500,18 +613,27 @@ def _prod(e, axis, keepdims):
 
 @converts("cumsum")
 def _cumsum(e, axis):
-    return e.op("CumSum", [e.arg(0), e.const(int(axis), np.int64)])
+    return e.typed("CumSum", [e.arg(0), e.const(int(axis), np.int64)], e.node.dtype, "ring",
+                   data=(0,))
 
 
 @converts("einsum")
 def _einsum(e, spec):
-    return e.op("Einsum", [e.arg(k) for k in range(len(e.node.inputs))], equation=spec)
+    ins, _, out = spec.replace("...", "").partition("->")
+    letters = [c for c in ins if c.isalpha()]
+    if "->" not in spec:       # implicit: the letters that appear once, sorted
+        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    if e.node.dtype.kind in "iu" and set(letters) - set(out):
+        _refuse_inexact(e, "Einsum with a summation")
+    return e.typed("Einsum", [e.arg(k) for k in range(len(e.node.inputs))], e.node.dtype,
+                   "ring", equation=spec)
 
 
 @converts("pad")
 def _pad(e, widths, value):
     pads = [b for b, _ in widths] + [a for _, a in widths]
-    return e.op("Pad", [e.arg(0), e.ints(pads), e.const(value, e.node.dtype)], mode="constant")
+    return e.typed("Pad", [e.arg(0), e.ints(pads), e.const(value, e.node.dtype)], e.node.dtype,
+                   "order", data=(0, 2), mode="constant")
 
 
 @converts("astype")
