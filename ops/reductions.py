@@ -198,11 +198,18 @@ def max(x, axis=None, keepdims=False):
 
 
 def min(x, axis=None, keepdims=False):
-    """Min of x over ``axis``: −max(−x). Ties share the derivative equally."""
+    """Min of x over ``axis``: −max(−x), through an order-reversing map that is exact
+    in x's dtype. Ties share the derivative equally."""
     x = as_node(x)
     if x.dtype == np.bool_:   # bools have no negative: all(x) = not any(not x)
         from .elementwise import equal
         return equal(max(equal(x, False), axis, keepdims), False)
+    if x.dtype.kind in "iu":
+        # −x overflows at an int's lowest value (−(−128) is −128 in int8) and folds
+        # every unsigned value but 0 to another: c − x with c = −1 (signed: ~x) or
+        # the dtype's max (unsigned) reverses the order and is exact for every value
+        c = -1 if x.dtype.kind == "i" else int(np.iinfo(x.dtype).max)
+        return c - max(c - x, axis, keepdims)
     return -max(-x, axis, keepdims)
 
 
