@@ -55,3 +55,15 @@ def test_min_of_floats_keeps_signed_zeros_and_its_derivative():
         assert v == -1.0
         np.testing.assert_array_equal(d, [0.0, 1.0, 0.0])
         assert np.signbit(fg.run(m, {x: a}))                   # min(0, -0) is -0 here
+
+
+@pytest.mark.parametrize("dt", ["int8", "uint8", "int32", "int64"])
+def test_an_exported_integer_min_is_numpys_in_onnxruntime(dt, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    i = np.iinfo(dt)
+    a = np.array([i.min, 5, i.max], dt)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,), dtype=dt)
+        fg.export_onnx(fg.min(x), tmp_path / "m.onnx")
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": a})[0]
+    assert got.dtype == a.dtype and got == a.min()
