@@ -521,13 +521,10 @@ def site_fixed_above(frame):
     rule that may run user code (one not of the primitive ops, ``plain_rule``) through
     ``walking_sites``, which lifts the shortcut for the call."""
     site = _STOPS[frame] = site_of(frame)
-    state = thread_state.__dict__
-    outer = state.get("rule_site")
-    state["rule_site"] = site
     try:
-        yield
+        with building_at(site):
+            yield
     finally:
-        state["rule_site"] = outer
         del _STOPS[frame]
 
 
