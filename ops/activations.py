@@ -83,16 +83,40 @@ def clip(x, lo=None, hi=None):
     x = as_node(x)
     if lo is None and hi is None:
         raise ArgumentError("clip needs at least one of lo and hi" + at_user_line())
-    if lo is None or hi is None:   # the missing bound is the dtype's own end
-        if x.dtype.kind in "fc":
-            small, big = -float("inf"), float("inf")
-        elif x.dtype.kind in "iu":
-            info = np.iinfo(x.dtype)
-            small, big = int(info.min), int(info.max)
-        else:
-            small, big = False, True
-        lo, hi = (small if lo is None else lo), (big if hi is None else hi)
+    if x.dtype.kind in "iu":
+        # a Python int bound past x's range binds nothing: numpy.clip leaves it out, where
+        # the kernel's maximum(x, −1) of a uint8 x raises numpy's OverflowError
+        info = np.iinfo(x.dtype)
+        if _python_int(lo) and lo < info.min:
+            lo = None
+        if _python_int(hi) and hi > info.max:
+            hi = None
+    if lo is None or hi is None:
+        # the missing bound is the end of the result's dtype, not of x's: with lo a
+        # uint8 node, an int8 x's result is int16, and x's end 127 cut lo's 255 to 127
+        given = [as_node(b, x.graph) for b in (lo, hi) if b is not None]
+        dtype = result_dtype(x, *given)
+        small, big = _dtype_ends(dtype)
+        if dtype != x.dtype:   # typed: a weak −32768 met an int8 x first, and overflowed
+            small, big = np.array(small, dtype), np.array(big, dtype)
+        lo = small if lo is None else given[0]
+        hi = big if hi is None else given[-1]
     return apply(_clip, x, lo, hi)
+
+
+def _python_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _dtype_ends(dtype):
+    """The least and greatest values of ``dtype``, as Python scalars (weak, so they
+    never promote)."""
+    if dtype.kind in "fc":
+        return -float("inf"), float("inf")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return int(info.min), int(info.max)
+    return False, True
 
 
 # -- leaky_relu, elu ---------------------------------------------------------------------

@@ -686,6 +686,11 @@ def norm(x, ord=None, axis=None, keepdims=False):
     refused for the 2-norm, Frobenius and spectral norms (a ShapeError)."""
     x = as_node(x)
     keepdims = keepdims_flag("norm", keepdims)
+    if x.dtype.kind in "biu":
+        # numpy.linalg.norm takes an int or bool x as float64 first: x·x, |x| and the sums
+        # in the int's own dtype wrapped (‖int8 [−128, 127]‖ was 5.83, ‖·‖∞ was 127 of
+        # dtype int8, ‖·‖₁ an int64)
+        x = astype(x, np.float64)
     nd = len(x.shape)
     if axis is None:
         if ord is None:

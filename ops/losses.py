@@ -94,7 +94,18 @@ def _as_float(xp, a):
     return a if a.dtype.kind in "fc" else a.astype(xp.float64)
 
 
+def _exact_kinds(v) -> bool:
+    """Whether ``v`` (an array or a weak Python number) is an int or a bool."""
+    dtype = getattr(v, "dtype", None)
+    return (dtype if dtype is not None else np.asarray(v).dtype).kind in "biu"
+
+
 def _mse(xp, y, t, reduction):
+    if _exact_kinds(y) and _exact_kinds(t):
+        # the difference of ints in float64, as sklearn's and Keras's mse: in the ints'
+        # own dtype it wrapped (uint8 0 − 1 is 255: a loss of 65025, not 1) and a bool
+        # difference failed
+        y, t = xp.asarray(y).astype(xp.float64), xp.asarray(t).astype(xp.float64)
     d = _as_float(xp, xp.asarray(xp.subtract(y, t)))
     if reduction == "none":
         return d * d
@@ -111,12 +122,12 @@ def _mse_dt(g, ans, y, t, reduction):
 
 
 def _mse_decompose(y, t, reduction):
-    # as the kernel: the difference in the operands' dtype (an int one wraps), squared
-    # in float (an int d*d would wrap again, and "sum" would stay an int)
+    # as the kernel: two ints (or bools) subtracted in float64 (in their own dtype the
+    # difference wraps, and d*d would wrap again)
     from .tensor import astype
+    if y.dtype.kind in "biu" and t.dtype.kind in "biu":
+        y, t = astype(y, np.float64), astype(t, np.float64)
     d = y - t
-    if d.dtype.kind not in "fc":
-        d = astype(d, float_dtype(d.dtype))
     return _reduce_node(d * d, reduction)
 
 
@@ -133,6 +144,8 @@ def mse(y, t, reduction="mean"):
     """Mean squared error mean((y − t)²), one node; ``t`` has y's shape (or is a number).
 
     ``reduction="sum"`` sums the squares, ``"none"`` returns them entrywise.
+    Two int or bool operands are taken as float64 first (as sklearn's and Keras's mse),
+    so uint8 0 − 1 is −1, not a wrapped 255.
     Derivatives: ∂/∂y = 2(y − t)/n and ∂/∂t = −2(y − t)/n, n the number of entries
     averaged (1 for "sum" and "none").
     """

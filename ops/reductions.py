@@ -256,7 +256,18 @@ def log_softmax(x, axis=-1):
     """x − logsumexp(x) over ``axis`` (default the last): the log of the softmax, stably.
     ∂/∂x: x̄ = v̄ − softmax(x) Σ v̄ along ``axis``."""
     x = as_node(x)
+    if x.dtype.kind in "biu":
+        # an int or bool x as float64 and shifted by its max, as scipy.special.log_softmax:
+        # x − logsumexp(x) of large ints lost the small terms to the shift's rounding (of
+        # uint64 [2⁶⁴−2, 2⁶⁴−1], each −log 2, it gave 0)
+        x = _as_float64(x)
+        x = x - stop_gradient(max(x, axis, keepdims=True))
     return x - logsumexp(x, axis, keepdims=True)
+
+
+def _as_float64(x):
+    from .tensor import astype
+    return astype(x, np.float64)
 
 
 def softmax(x, axis=-1, keepdims=True):
@@ -276,6 +287,11 @@ def softmax(x, axis=-1, keepdims=True):
         raise ArgumentError("softmax keeps every axis: its result has the input's shape"
                             + at_user_line())
     x = as_node(x)
-    if x.dtype.kind == "f":   # (ints and bools are computed in float64 by logsumexp)
+    if x.dtype.kind in "biu":
+        # float64 first, then shifted as a float x is: unshifted, the rounding of
+        # logsumexp's value cost large ints their small terms (softmax of uint64
+        # [2⁶⁴−2, 2⁶⁴−1] was [1, 1], of int32 edges off by 6e−8)
+        x = _as_float64(x)
+    if x.dtype.kind == "f":
         x = x - stop_gradient(max(x, axis, keepdims=True))
     return exp(log_softmax(x, axis))

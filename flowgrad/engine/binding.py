@@ -92,6 +92,11 @@ def check(node, value, backend):
             ("," if len(want) == 1 else "") + ")"
         raise located(FeedError, f"{node.name!r} expects shape {fmt}, got {shape}")
     if dtype != node.dtype:
+        if type(value) is int and dtype.kind in "iu" and node.dtype.kind in "iu":
+            # a Python int is weakly typed, as in numpy 2 (np.uint8 array + 3 is uint8):
+            # it takes any int dtype it fits; read as int64 it was refused even 3 for a
+            # uint8 placeholder (int64 → uint8 is no same_kind cast)
+            return backend.asarray(_narrowed_any(node, arr), dtype=node.dtype)
         if not np.can_cast(dtype, node.dtype, "same_kind"):
             raise located(FeedError, f"{node.name!r} expects dtype {node.dtype}, got {dtype}")
         if not np.can_cast(dtype, node.dtype, "safe"):

@@ -208,15 +208,23 @@ def mse_of_residual(reduction, residual_dtype=None, residual_shape=None):
     return k
 
 
-def _mse(reduction):
+def _mse(reduction, exact=False):
+    """``exact``: the operands may both be ints or bools, which the op subtracts in
+    float64 (ops/losses.py: in their own dtype the difference wraps)."""
     kr = mse_of_residual(reduction)
     if kr is None:
         return None
     subtract = np.subtract
+    if not exact:
+        def k(y, t):
+            return kr(subtract(y, t))
+        return k
 
-    def k(y, t):
+    def k_exact(y, t):
+        if _asarray(y).dtype.kind in "biu" and _asarray(t).dtype.kind in "biu":
+            y, t = _asarray(y, _float64), _asarray(t, _float64)
         return kr(subtract(y, t))
-    return k
+    return k_exact
 
 
 def kernel(name, attrs, dtype, in_shapes=None, in_dtypes=None, output=True):
@@ -252,7 +260,8 @@ def kernel(name, attrs, dtype, in_shapes=None, in_dtypes=None, output=True):
     if name == "linear" and in_shapes is not None:
         return _linear(in_shapes, in_dtypes, np.dtype(dtype))
     if name == "mse":
-        return _mse(attrs["reduction"])
+        exact = in_dtypes is None or all(np.dtype(d).kind in "biu" for d in in_dtypes)
+        return _mse(attrs["reduction"], exact)
     return None
 
 
@@ -272,7 +281,9 @@ def shared_residuals(steps, plan):
                 or np.dtype(dtype).kind != "f":
             continue
         j = subs.get(plan[k].ins)
-        if j is not None and j > k:
+        # (an int residual is the wrapped difference, not the op's float64 one)
+        if j is not None and j > k and steps[j][2] is not None \
+                and np.dtype(steps[j][2]).kind in "fc":
             out[k] = (j, mse_of_residual(attrs["reduction"], *steps[j][2:4]))
     return out
 
