@@ -23,9 +23,11 @@ AVAILABLE = {
 
 _instances: dict[str, Backend] = {}
 _default = "numpy"
-#: id(namespace) -> (the namespace, a weak reference to a Backend computing with it): every
-#: backend get_backend has handed out, so a kernel that knows only its ``xp`` (a loop
-#: node's) finds the backend (``backend_of``); the namespace is held so its id stays its own
+#: id(namespace) -> (the namespace, [weak references to the Backends computing with it]):
+#: every backend get_backend has handed out, so a kernel that knows only its ``xp`` (a loop
+#: node's) finds a backend (``backend_of``); the namespace is held so its id stays its own.
+#: All of them, not the first: a first one kept alive only by a reference cycle would stand
+#: for the namespace until the garbage collector took it, and then none would
 _by_namespace: dict[int, tuple] = {}
 
 
@@ -49,17 +51,27 @@ def _note(backend) -> None:
     xp = backend.xp
     if xp is None:
         return
+    for key, (_, refs) in list(_by_namespace.items()):    # forget backends gone since
+        refs[:] = [r for r in refs if r() is not None]
+        if not refs:
+            _by_namespace.pop(key, None)
+    refs = _by_namespace.setdefault(id(xp), (xp, []))[1]
+    if any(r() is backend for r in refs):
+        return
+    try:
+        refs.append(weakref.ref(backend))
+    except TypeError:               # a Backend with __slots__ and no weak references
+        refs.append(lambda backend=backend: backend)
+
+
+def _live(xp):
+    """A live Backend get_backend handed out with namespace ``xp``, or None."""
     known = _by_namespace.get(id(xp))
-    if known is None or known[1]() is None:
-        for key, (_, old) in list(_by_namespace.items()):   # forget backends gone since
-            if old() is None:
-                _by_namespace.pop(key, None)
-        try:
-            ref = weakref.ref(backend)
-        except TypeError:               # a Backend with __slots__ and no weak references
-            def ref(backend=backend):
-                return backend
-        _by_namespace[id(xp)] = (xp, ref)
+    for ref in known[1] if known is not None else ():
+        backend = ref()
+        if backend is not None and backend.xp is xp:
+            return backend
+    return None
 
 
 def backend_of(xp) -> Backend:
@@ -71,9 +83,8 @@ def backend_of(xp) -> Backend:
             return backend
     if xp is __import__("numpy"):       # never asked for by name yet (a dask-only run)
         return get_backend("numpy")
-    known = _by_namespace.get(id(xp))
-    backend = known[1]() if known is not None else None
-    if backend is None or backend.xp is not xp:
+    backend = _live(xp)
+    if backend is None:
         raise BackendError(f"no backend computes with the array namespace "
                            f"{getattr(xp, '__name__', xp)!r}")
     return backend

@@ -14,6 +14,9 @@ the lazy dask arrays instead (``fg.to_numpy`` computes them). With a
   chunk by chunk, another order of summation than numpy's pairwise one: it agrees within
   that rounding (about n·eps·Σ|x| for n terms; tests/test_backends.py holds the dask
   programs to rtol 1e-9 in float64 and 2e-4 in float32), dtypes and shapes exactly.
+  A float16 sum (``sum``, ``mean``, a gradient summing a broadcast back) adds in float32
+  and rounds once, as numpy's one pass along contiguous axes does: dask's float16 partial
+  sums overflowed per chunk (ops/base.py's ``summed``).
 * **feeds**: dask arrays are used as they are (chunked however you made them: from
   zarr, parquet, ``da.from_array``, persisted on a cluster); numpy arrays are wrapped
   with ``da.from_array`` using ``chunks`` (``"auto"``, dask's default; or an int:

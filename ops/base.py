@@ -694,6 +694,17 @@ def sum_dtype(dtype) -> np.dtype:
     return np.promote_types(dtype, np.dtype(np.int_))
 
 
+def summed(xp, x, axis, keepdims):
+    """``xp.sum(x, axis=axis, keepdims=keepdims)``, a float16 x on a lazy backend (dask)
+    summed in float32 and rounded once: numpy sums a float16 array along its contiguous
+    axes in float32 in one pass, but dask rounds each chunk's partial sum to float16, which
+    overflows (±inf, or NaN where two meet) where numpy's sum is finite (60000 + 60000 −
+    60000 − 60000 in chunks of 2 was NaN, numpy's 0)."""
+    if x.dtype == np.float16 and lazy_backend(xp) is not None:
+        return xp.sum(x, axis=axis, keepdims=keepdims, dtype=np.float32).astype(np.float16)
+    return xp.sum(x, axis=axis, keepdims=keepdims)
+
+
 def normalize_axis(op_name, node, axis) -> tuple:
     """``axis`` (None, int or tuple) as a sorted tuple of non-negative ints."""
     ndim = len(node.shape)

@@ -11,7 +11,7 @@ value is computed only to learn its shape.
 """
 from __future__ import annotations
 
-from .base import NONDIFF, Op, apply, float_dtype  # noqa: F401
+from .base import NONDIFF, Op, apply, float_dtype, summed  # noqa: F401
 from .shape import broadcast_to
 
 
@@ -20,7 +20,7 @@ def _sum_to(xp, x, shape):
     axes = tuple(range(lead)) + tuple(
         lead + i for i, s in enumerate(shape) if s == 1 and x.shape[lead + i] != 1)
     if axes:
-        x = xp.sum(x, axis=axes, keepdims=True)
+        x = summed(xp, x, axes, True)     # float16 on dask: in float32 (base.summed)
     if lead:
         x = xp.reshape(x, x.shape[lead:])
     return x

@@ -13,7 +13,7 @@ import numpy as np
 from flowgrad.errors import ArgumentError
 from flowgrad.engine.lazy_errors import lazy_backend
 from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, keepdims_flag,
-                   normalize_axis, shape_error, sum_dtype)
+                   normalize_axis, shape_error, sum_dtype, summed)
 from .broadcast import broadcast_to_like, shape_source
 from .elementwise import exp
 from .gradient import stop_gradient
@@ -38,7 +38,7 @@ def sum_infer(x, axis, keepdims):
     return reduced_shape(x.shape, axis, keepdims), sum_dtype(x.dtype)
 
 
-_sum = Op("sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
+_sum = Op("sum", summed,
           sum_infer,
           vjp=(lambda g, ans, x, axis, keepdims: unreduce(g, x, axis, keepdims),),
           multilinear=True, doc="Σ over axis.  ∂/∂x = 1 (the adjoint is spread back).")

@@ -340,6 +340,28 @@ def test_backend_of_finds_a_backend_of_its_own_while_it_lives():
         backend_of(xp)
 
 
+def test_a_second_dask_backend_is_found_after_the_first_is_collected():
+    """backend_of kept one backend per namespace: a first DaskBackend held only by a
+    program's reference cycle stood for dask.array until the collector took it; a second
+    one's loops then failed ("no backend computes with the array namespace") and its
+    float16 mean, no longer seen as lazy, summed float16 chunks to NaN."""
+    import gc
+    x16 = np.full(70000, 300.0, np.float16)
+    with fg.Graph():
+        x = fg.placeholder("x", (None,))
+        h = fg.placeholder("h", (None,), dtype="float16")
+        hT, _ = fg.scan(lambda c, v: (c * v, c), fg.constant(1.0), x)
+        first = fg.compile([hT, fg.mean(h)], backend=DaskBackend())
+        first({x: np.ones(3), h: x16})
+        del first                                  # gone only when the collector runs
+        second = DaskBackend(chunks=1000)
+        loop, mean = fg.compile(hT, backend=second), fg.compile(fg.mean(h), backend=second)
+        gc.collect()
+        got_mean = mean({h: x16})
+        assert got_mean.dtype == np.float16 and got_mean == np.float16(300.0)
+        assert loop({x: np.arange(1.0, 5.0)}) == np.prod(np.arange(1.0, 5.0))
+
+
 def test_loops_on_a_backend_of_its_own():
     backend = _DeviceBackend()
     with fg.Graph():
