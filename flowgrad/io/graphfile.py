@@ -163,14 +163,27 @@ def save_graph(path, graph_or_outputs) -> pathlib.Path:
     text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
     path = pathlib.Path(path)
     with write_atomically(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(GRAPH_MEMBER, text)
+        _write_member(zf, GRAPH_MEMBER, text.encode("utf-8"), zipfile.ZIP_DEFLATED)
         for k, arr in enumerate(arrays):
             buf = io.BytesIO()
             np.save(buf, arr, allow_pickle=False)
             # stored, not deflated: an array takes in the file the room it takes in
             # memory, so it never counts against the reader's size budget (limits.py)
-            zf.writestr(f"arrays/{k}.npy", buf.getvalue(), compress_type=zipfile.ZIP_STORED)
+            _write_member(zf, f"arrays/{k}.npy", buf.getvalue(), zipfile.ZIP_STORED)
     return path
+
+
+#: every member's timestamp: zipfile would stamp the clock's time (to 2 s), so the same
+#: graph saved twice would give different bytes; a fixed one makes the file a function of
+#: the graph alone (as reproducible-build tools pin it)
+_MEMBER_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _write_member(zf, name, data: bytes, compress_type):
+    info = zipfile.ZipInfo(name, date_time=_MEMBER_TIME)
+    info.compress_type = compress_type
+    info.external_attr = 0o600 << 16    # what writestr(name, ...) gives a member
+    zf.writestr(info, data)
 
 
 # -- reading members safely -------------------------------------------------------------
@@ -506,8 +519,13 @@ def _place(g, node, rec, where):
         node.name = rec["name"]
     except ValueError:
         raise GraphFileError(f"{where}: two nodes share that name") from None
-    node.set_more("scope", tuple(rec["scope"]))
+    # only what differs from the node as built: an empty scope or group set anyway would
+    # put keys in ``node.more`` that a built node lacks, and Graph.unary_twin then never
+    # shares a loaded forward's cos(x) with a gradient built after loading
+    if node.scope != tuple(rec["scope"]):
+        node.set_more("scope", tuple(rec["scope"]))
     group = rec.get("group", [])
     if not isinstance(group, list) or not all(isinstance(x, str) and x for x in group):
         raise GraphFileError(f"{where} has a bad composite group")
-    node.set_more("group", tuple(group))
+    if group:
+        node.set_more("group", tuple(group))

@@ -253,7 +253,20 @@ def _body_node(graph, handles, rec, k, load_array, where):
     if node.shape != shape or node.dtype != dtype:
         raise GraphFileError(f"{where}: the file says shape {shape} dtype {dtype}, but "
                              f"rebuilding gives shape {node.shape} dtype {node.dtype}")
+    _name(node, rec.get("name"), where)
     return node
+
+
+def _name(node, name, where):
+    """Give a rebuilt body node its saved name (a user's ``.named("h")`` in a step, a
+    constant's ``name=``): errors inside the loop name it, and saving again writes it."""
+    if not isinstance(name, str) or not name:
+        raise GraphFileError(f"{where}: a malformed node name {name!r:.40}")
+    try:
+        node.name = name
+    except FlowgradError:
+        raise GraphFileError(f"{where}: two nodes of the loop body are named "
+                             f"{name!r:.60}") from None
 
 
 def spec_agrees(ins, spec) -> bool:
