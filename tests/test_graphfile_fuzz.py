@@ -197,3 +197,328 @@ def test_saving_the_same_graph_twice_writes_the_same_bytes(tmp_path, monkeypatch
     monkeypatch.setattr(time, "time", lambda: later)
     fg.save_graph(tmp_path / "b.fg", g)
     assert (tmp_path / "a.fg").read_bytes() == (tmp_path / "b.fg").read_bytes()
+
+
+# -- hostile files: the defects, at their boundaries ------------------------------------
+
+def _scan_file(tmp_path):
+    g = fg.Graph()
+    with g:
+        x = fg.placeholder("x", shape=(4, 3))
+        c, ys = fg.scan(lambda c, r: (c + r, r * 2.0), fg.constant(np.zeros(3)), x)
+        c.named("c"), ys.named("ys")
+    path = fg.save_graph(tmp_path / "scan.fg", g)
+    members = _members(path)
+    return members, json.loads(members["graph.json"])
+
+
+def _spec(doc):
+    return next(n for n in doc["nodes"] if n["op"] == "loop")["attrs"]["spec"]["$loop"]
+
+
+def _node(doc, name):
+    return next(n for n in doc["nodes"] if n["name"] == name)
+
+
+def test_a_loop_declaring_results_its_body_does_not_give_is_refused(tmp_path):
+    """A scan's spec said its ys were (4, 5) where its step gives (3,) rows, and the
+    loop_out record agreed: the file loaded, the node said (4, 5), runs returned (4, 3)."""
+    members, doc = _scan_file(tmp_path)
+    x = np.arange(12.0).reshape(4, 3)
+    g = fg.load_graph(_write(tmp_path / "ok.fg", members, doc))   # as saved: (4, 3)
+    np.testing.assert_array_equal(fg.run(g.by_name("ys"), {"x": x}), 2.0 * x)
+    for edit in ("shape", "dtype", "stack"):
+        d = copy.deepcopy(doc)
+        spec = _spec(d)
+        if edit == "shape":
+            spec["out_shapes"][1] = [4, 5]
+            _node(d, "ys")["shape"] = [4, 5]
+        elif edit == "dtype":
+            spec["out_dtypes"][1] = "float32"
+            _node(d, "ys")["dtype"] = "float32"
+        else:      # the carries' stack, which no loop_out of the file reads
+            spec["out_shapes"][2] = [4, 1000000000000]
+        with pytest.raises(fg.GraphFileError, match="loop disagree"):
+            fg.load_graph(_write(tmp_path / "m.fg", members, d))
+
+
+def test_a_loop_body_argument_unlike_the_loop_input_is_refused(tmp_path):
+    """The step's row argument declared (4,) while the xs give rows of (3,)."""
+    members, doc = _scan_file(tmp_path)
+    d = copy.deepcopy(doc)
+    body = _spec(d)["bodies"][0]
+    body["nodes"][1]["shape"] = [4]       # arg_1, the xs row, unused by nothing else
+    with pytest.raises(fg.GraphFileError):
+        fg.load_graph(_write(tmp_path / "m.fg", members, d))
+
+
+def test_a_scan_result_after_the_carries_must_have_an_axis(tmp_path):
+    """A stacked result declared 0-d was an IndexError from LoopSpec; (4,) loads."""
+    members, doc = _scan_file(tmp_path)
+    d = copy.deepcopy(doc)
+    _spec(d)["out_shapes"][2] = []
+    with pytest.raises(fg.GraphFileError, match="0-d"):
+        fg.load_graph(_write(tmp_path / "m.fg", members, d))
+
+
+def test_a_node_record_without_an_op_key_is_refused(tmp_path):
+    """``"op": null`` is a leaf's; no "op" key at all passed the type check as None,
+    then was read as rec["op"]: a bare KeyError."""
+    members, doc = _scan_file(tmp_path)
+    d = copy.deepcopy(doc)
+    del d["nodes"][0]["op"]             # the placeholder's null op
+    with pytest.raises(fg.GraphFileError, match="missing or bad 'op'"):
+        fg.load_graph(_write(tmp_path / "m.fg", members, d))
+
+
+def test_a_body_leaf_with_an_op_inputs_or_attributes_is_refused(tmp_path):
+    members, doc = _scan_file(tmp_path)
+    for field, value in (("op", "sin"), ("inputs", [0]), ("attrs", {"axis": 0})):
+        d = copy.deepcopy(doc)
+        _spec(d)["bodies"][0]["nodes"][1][field] = value     # a placeholder
+        with pytest.raises(fg.GraphFileError, match="has no op, inputs or attributes"):
+            fg.load_graph(_write(tmp_path / "m.fg", members, d))
+
+
+@pytest.mark.parametrize("key", ["version", "name", "op", "shape", "$loop"])
+def test_a_repeated_json_key_is_refused(tmp_path, key):
+    """json.loads keeps the last of two equal keys, other readers the first: such a
+    file does not say one graph. The key once loads."""
+    members, doc = _scan_file(tmp_path)
+    text = members["graph.json"].decode()
+    at = text.index(f'"{key}":')
+    fg.load_graph(_write(tmp_path / "ok.fg", members, raw=text))
+    repeated = text[:at] + f'"{key}":"other",' + text[at:]
+    with pytest.raises(fg.GraphFileError, match=re.escape(f"repeats the key '{key}'")):
+        fg.load_graph(_write(tmp_path / "m.fg", members, raw=repeated))
+
+
+def test_a_repeated_zip_member_is_refused(tmp_path):
+    members, _ = _scan_file(tmp_path)
+    path = _write(tmp_path / "m.fg", members)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # zipfile warns of the duplicate name
+        with zipfile.ZipFile(path, "a") as zf:
+            zf.writestr("graph.json", b"{}")
+    with pytest.raises(fg.GraphFileError, match="appears twice"):
+        fg.load_graph(path)
+
+
+@pytest.mark.parametrize("where", ["loop input", "body input"])
+def test_a_node_reading_itself_is_refused(tmp_path, where):
+    members, doc = _scan_file(tmp_path)
+    d = copy.deepcopy(doc)
+    if where == "loop input":
+        k = next(i for i, n in enumerate(d["nodes"]) if n["op"] == "loop")
+        d["nodes"][k]["inputs"][0] = k
+    else:
+        nodes = _spec(d)["bodies"][0]["nodes"]
+        k = next(i for i, n in enumerate(nodes) if n["inputs"])
+        nodes[k]["inputs"][0] = k
+    with pytest.raises(fg.GraphFileError):
+        fg.load_graph(_write(tmp_path / "m.fg", members, d))
+
+
+# -- hostile files: seeded mutations anywhere ---------------------------------------------
+
+HUGE = 10 ** 12
+ODD = [None, True, 0, -1, 1, 2, HUGE, -HUGE, 2 ** 63, 2 ** 64, 10 ** 30, float("nan"),
+       float("inf"), 1.5, "", "x", "loop", "float64", "object", [], [HUGE], [None], [-1],
+       {}, {"$tuple": [HUGE]}, {"$loop": {}}, {"$custom": "not_registered"},
+       {"$stream": -1}, {"$array": "arrays/0.npy"}, {"$dtype": "object"},
+       {"$scalar": ["float16", 1e10]}, {"$float": "nan"}, "[" * 100000]
+
+
+def _paths(doc):
+    stack, out = [(doc, ())], []
+    while stack:
+        v, p = stack.pop()
+        out.append(p)
+        items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) \
+            else ()
+        stack.extend((w, p + (k,)) for k, w in items)
+    return [p for p in out if p]
+
+
+def _at(doc, path):
+    for k in path:
+        doc = doc[k]
+    return doc
+
+
+def _mutate(doc, rng):
+    path = rng.choice(_paths(doc))
+    parent, key, r = _at(doc, path[:-1]), path[-1], rng.random()
+    if r < 0.6:
+        parent[key] = copy.deepcopy(rng.choice(ODD))
+    elif r < 0.75:
+        del parent[key]
+    elif r < 0.85 and isinstance(parent, list):
+        parent.insert(key, copy.deepcopy(parent[key]))
+    elif isinstance(parent[key], int) and not isinstance(parent[key], bool):
+        parent[key] = rng.choice([parent[key] + 1, parent[key] - 1, parent[key] * HUGE])
+
+
+@pytest.fixture(scope="module")
+def hostile_bases(tmp_path_factory):
+    """Files with loops (scan, while, cond, derivative loops), custom rules, vectorize,
+    batch norm's state and an LSTM."""
+    tmp = tmp_path_factory.mktemp("bases")
+    cases = [build_case(s, max_steps=6) for s in (31, 133, 27, 200, 411)]
+    cases += [nn_case("lstm", "float32"), nn_case("batch_norm", "float64")]
+    return [_members(fg.save_graph(tmp / f"{k}.fg", c.graph)) for k, c in enumerate(cases)]
+
+
+def test_mutated_files_are_refused_typed_and_fast(hostile_bases, tmp_path):
+    rng = random.Random(20)
+    outcomes = {"refused": 0, "loaded": 0}
+    for i in range(N_MUTANTS):
+        members = rng.choice(hostile_bases)
+        doc = json.loads(members["graph.json"])
+        for _ in range(rng.randint(1, 2)):
+            _mutate(doc, rng)
+        path = _write(tmp_path / "m.fg", members, raw=json.dumps(doc))
+        start = time.perf_counter()
+        try:
+            fg.load_graph(path)
+            outcomes["loaded"] += 1
+        except fg.GraphFileError:
+            outcomes["refused"] += 1
+        except Exception as e:      # noqa: BLE001
+            pytest.fail(f"mutant {i}: {type(e).__name__}: {e}")
+        assert time.perf_counter() - start < 1.0, f"mutant {i} took too long"
+    assert outcomes["refused"] > N_MUTANTS * 0.8, outcomes
+
+
+def test_truncated_and_flipped_files_are_refused_or_load(hostile_bases, tmp_path):
+    rng = random.Random(21)
+    raw = _write(tmp_path / "base.fg", hostile_bases[0]).read_bytes()
+    for i in range(100):
+        data = bytearray(raw[:rng.randrange(len(raw))] if i % 2 else raw)
+        if not i % 2:
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        (tmp_path / "m.fg").write_bytes(bytes(data))
+        try:
+            fg.load_graph(tmp_path / "m.fg")
+        except fg.GraphFileError:
+            pass
+
+
+# -- ONNX import ----------------------------------------------------------------------------
+
+onnx = pytest.importorskip("onnx")
+
+
+def _onnx_model(tmp_path):
+    """A cond on a fed predicate (an If whose branches hold Constant tensors) times a
+    variable (an initializer)."""
+    case = build_case(21)
+    with case.graph:
+        out = case.outs[0] * fg.variable(np.full((2, 3), 0.5), name="w")
+    path = tmp_path / "base.onnx"
+    fg.export_onnx([out], path)
+    return onnx.load(path)
+
+
+def _import(model, tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    start = time.perf_counter()
+    try:
+        fg.import_onnx(path)
+    finally:
+        assert time.perf_counter() - start < 1.0
+    pytest.fail("imported")
+
+
+def _tensor(model, where):
+    """The initializer, or the first tensor attribute of a node in a subgraph."""
+    if where == "initializer":
+        return model.graph.initializer[0]
+    stack = [g for n in model.graph.node for a in n.attribute
+             for g in ([a.g] if a.HasField("g") else [])]
+    while stack:
+        graph = stack.pop()
+        for n in graph.node:
+            for a in n.attribute:
+                if a.HasField("t"):
+                    return a.t
+                stack.extend([a.g] if a.HasField("g") else [])
+    raise AssertionError("no tensor in a subgraph")
+
+
+@pytest.mark.parametrize("where", ["initializer", "subgraph"])
+@pytest.mark.parametrize("edit", ["huge", "passwd", "dotdot"])
+def test_onnx_tensors_that_ask_for_too_much_or_for_other_files_are_refused(tmp_path, edit,
+                                                                           where):
+    model = _onnx_model(tmp_path)
+    fg.import_onnx(tmp_path / "base.onnx")       # as exported: it imports
+    t = _tensor(model, where)
+    if edit == "huge":
+        t.dims[:] = [HUGE]
+    else:
+        t.data_location = onnx.TensorProto.EXTERNAL
+        entry = t.external_data.add()
+        entry.key, entry.value = "location", ("/etc/passwd" if edit == "passwd"
+                                              else "../../etc/passwd")
+    with pytest.raises(fg.GraphFileError):
+        _import(model, tmp_path)
+
+
+def test_an_onnx_graph_with_a_cycle_is_refused(tmp_path):
+    h = onnx.helper
+    nodes = [h.make_node("Sin", ["b"], ["a"]), h.make_node("Cos", ["a"], ["b"])]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT,
+                                                                [3])],
+                         [h.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [3])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+    with pytest.raises(fg.GraphFileError, match="computed by no earlier node"):
+        _import(model, tmp_path)
+
+
+def _nested_loops(depth):
+    h, T = onnx.helper, onnx.TensorProto
+
+    def body(level):
+        nodes = [h.make_node("Neg", ["c_in"], [f"v{level}"])]
+        out = f"v{level}"
+        if level > 1:
+            nodes.append(h.make_node("Loop", ["M", "", out], [f"w{level}"],
+                                     body=body(level - 1)))
+            out = f"w{level}"
+        nodes += [h.make_node("Identity", ["cond_in"], ["cond_out"]),
+                  h.make_node("Identity", [out], ["c_out"])]
+        return h.make_graph(nodes, f"body{level}", [
+            h.make_tensor_value_info("i", T.INT64, []),
+            h.make_tensor_value_info("cond_in", T.BOOL, []),
+            h.make_tensor_value_info("c_in", T.FLOAT, [3])], [
+            h.make_tensor_value_info("cond_out", T.BOOL, []),
+            h.make_tensor_value_info("c_out", T.FLOAT, [3])])
+    graph = h.make_graph(
+        [h.make_node("Loop", ["M", "", "x"], ["y"], body=body(depth))], "g",
+        [h.make_tensor_value_info("x", T.FLOAT, [3])],
+        [h.make_tensor_value_info("y", T.FLOAT, [3])], [h.make_tensor("M", T.INT64, [], [1])])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+
+
+def test_onnx_loops_nested_past_the_limit_are_refused(tmp_path):
+    path = tmp_path / "ok.onnx"
+    path.write_bytes(_nested_loops(16).SerializeToString())
+    g = fg.import_onnx(path)
+    x = np.array([1.0, -2.0, 3.0], np.float32)
+    np.testing.assert_array_equal(fg.run(g.by_name("y"), {"x": x}), x)   # 16 negations
+    with pytest.raises(fg.GraphFileError, match="more than 16 deep"):
+        _import(_nested_loops(17), tmp_path)
+
+
+@pytest.mark.parametrize("depth", [500, 900, 10 ** 5])
+@pytest.mark.parametrize("form", ['[', '{"$tuple":[', '{"a":'])
+def test_deeply_nested_attributes_are_refused_fast(tmp_path, depth, form):
+    members, doc = _scan_file(tmp_path)
+    _spec(doc)["bodies"][0]["nodes"][-1]["attrs"]["axis"] = "NEST"
+    close = {"[": "]", '{"$tuple":[': "]}", '{"a":': "}"}[form]
+    text = json.dumps(doc).replace('"NEST"', form * depth + "0" + close * depth)
+    start = time.perf_counter()
+    with pytest.raises(fg.GraphFileError):
+        fg.load_graph(_write(tmp_path / "m.fg", members, raw=text))
+    assert time.perf_counter() - start < 1.0

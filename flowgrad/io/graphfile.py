@@ -203,6 +203,11 @@ class _Reader:
         self.infos = {}
         total = 0
         for info in zf.infolist():
+            if info.filename in self.infos:
+                # two members of one name: which one is "the" member depends on the tool
+                # that reads the archive, so the file does not say one graph
+                raise GraphFileError(f"{path}: the member {info.filename!r:.80} appears "
+                                     "twice in the archive")
             self.infos[info.filename] = info
             total += info.file_size
         if total > MAX_TOTAL_BYTES:
@@ -314,7 +319,9 @@ def _read_doc(reader, where, budget):
     try:
         text = data.decode("utf-8")
         del data
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as e:
+        raise GraphFileError(f"{where}: graph.json {e}") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise GraphFileError(f"{where}: graph.json is not valid JSON "
                              f"({type(e).__name__})") from None
@@ -323,6 +330,21 @@ def _read_doc(reader, where, budget):
         # text ("{}," repeated): what is parsed so far is dropped with this frame
         raise GraphFileError(f"{where}: graph.json ({size} bytes) does not fit in "
                              "memory once parsed") from None
+
+
+class _RepeatedKey(ValueError):
+    """An object of graph.json gives one key twice."""
+
+
+def _unique_keys(pairs):
+    """A JSON object as a dict, refusing a repeated key: json.loads would keep the last
+    value silently, other readers the first, so the file would not say one graph."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _RepeatedKey(f"repeats the key {key!r:.60} in one object")
+    return obj
 
 
 def _check_header(doc, path):
@@ -352,7 +374,8 @@ def _check_record(k, rec, path):
     if not isinstance(rec, dict):
         raise GraphFileError(f"{path}: node record {k} is not an object")
     for field, types in _FIELDS.items():
-        if not isinstance(rec.get(field), types):
+        # (``in`` first: a missing "op" would pass as None, then be read as rec["op"])
+        if field not in rec or not isinstance(rec[field], types):
             raise GraphFileError(f"{path}: node record {k} has a missing or bad {field!r}")
     where = f"{path}: node {rec['name']!r}"
     if rec["kind"] not in KINDS:
