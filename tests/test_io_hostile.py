@@ -236,7 +236,7 @@ def test_graph_json_that_parses_past_memory_is_a_graph_file_error(tmp_path, monk
         fg.placeholder("x", (2,))
     path = fg.save_graph(tmp_path / "ok.fg", g)
 
-    def loads(text):
+    def loads(text, **kwargs):
         raise MemoryError()
     monkeypatch.setattr(graphfile, "json", types.SimpleNamespace(loads=loads))
     with pytest.raises(fg.GraphFileError, match="does not fit in memory once parsed"):

@@ -163,14 +163,27 @@ def save_graph(path, graph_or_outputs) -> pathlib.Path:
     text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
     path = pathlib.Path(path)
     with write_atomically(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(GRAPH_MEMBER, text)
+        _write_member(zf, GRAPH_MEMBER, text.encode("utf-8"), zipfile.ZIP_DEFLATED)
         for k, arr in enumerate(arrays):
             buf = io.BytesIO()
             np.save(buf, arr, allow_pickle=False)
             # stored, not deflated: an array takes in the file the room it takes in
             # memory, so it never counts against the reader's size budget (limits.py)
-            zf.writestr(f"arrays/{k}.npy", buf.getvalue(), compress_type=zipfile.ZIP_STORED)
+            _write_member(zf, f"arrays/{k}.npy", buf.getvalue(), zipfile.ZIP_STORED)
     return path
+
+
+#: every member's timestamp: zipfile would stamp the clock's time (to 2 s), so the same
+#: graph saved twice would give different bytes; a fixed one makes the file a function of
+#: the graph alone (as reproducible-build tools pin it)
+_MEMBER_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _write_member(zf, name, data: bytes, compress_type):
+    info = zipfile.ZipInfo(name, date_time=_MEMBER_TIME)
+    info.compress_type = compress_type
+    info.external_attr = 0o600 << 16    # what writestr(name, ...) gives a member
+    zf.writestr(info, data)
 
 
 # -- reading members safely -------------------------------------------------------------
@@ -190,6 +203,11 @@ class _Reader:
         self.infos = {}
         total = 0
         for info in zf.infolist():
+            if info.filename in self.infos:
+                # two members of one name: which one is "the" member depends on the tool
+                # that reads the archive, so the file does not say one graph
+                raise GraphFileError(f"{path}: the member {info.filename!r:.80} appears "
+                                     "twice in the archive")
             self.infos[info.filename] = info
             total += info.file_size
         if total > MAX_TOTAL_BYTES:
@@ -301,7 +319,9 @@ def _read_doc(reader, where, budget):
     try:
         text = data.decode("utf-8")
         del data
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as e:
+        raise GraphFileError(f"{where}: graph.json {e}") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise GraphFileError(f"{where}: graph.json is not valid JSON "
                              f"({type(e).__name__})") from None
@@ -310,6 +330,21 @@ def _read_doc(reader, where, budget):
         # text ("{}," repeated): what is parsed so far is dropped with this frame
         raise GraphFileError(f"{where}: graph.json ({size} bytes) does not fit in "
                              "memory once parsed") from None
+
+
+class _RepeatedKey(ValueError):
+    """An object of graph.json gives one key twice."""
+
+
+def _unique_keys(pairs):
+    """A JSON object as a dict, refusing a repeated key: json.loads would keep the last
+    value silently, other readers the first, so the file would not say one graph."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _RepeatedKey(f"repeats the key {key!r:.60} in one object")
+    return obj
 
 
 def _check_header(doc, path):
@@ -339,7 +374,8 @@ def _check_record(k, rec, path):
     if not isinstance(rec, dict):
         raise GraphFileError(f"{path}: node record {k} is not an object")
     for field, types in _FIELDS.items():
-        if not isinstance(rec.get(field), types):
+        # (``in`` first: a missing "op" would pass as None, then be read as rec["op"])
+        if field not in rec or not isinstance(rec[field], types):
             raise GraphFileError(f"{path}: node record {k} has a missing or bad {field!r}")
     where = f"{path}: node {rec['name']!r}"
     if rec["kind"] not in KINDS:
@@ -506,8 +542,13 @@ def _place(g, node, rec, where):
         node.name = rec["name"]
     except ValueError:
         raise GraphFileError(f"{where}: two nodes share that name") from None
-    node.set_more("scope", tuple(rec["scope"]))
+    # only what differs from the node as built: an empty scope or group set anyway would
+    # put keys in ``node.more`` that a built node lacks, and Graph.unary_twin then never
+    # shares a loaded forward's cos(x) with a gradient built after loading
+    if node.scope != tuple(rec["scope"]):
+        node.set_more("scope", tuple(rec["scope"]))
     group = rec.get("group", [])
     if not isinstance(group, list) or not all(isinstance(x, str) and x for x in group):
         raise GraphFileError(f"{where} has a bad composite group")
-    node.set_more("group", tuple(group))
+    if group:
+        node.set_more("group", tuple(group))

@@ -22,6 +22,7 @@ import numpy as np
 from flowgrad.errors import FlowgradError, GraphFileError
 
 from .attrs import decode, dtype_name, encode, parse_dtype
+from .loop_results import declared_results_agree
 from .opsig import check_record
 from .rebuild import apply_record
 
@@ -170,6 +171,10 @@ def _spec(doc, where):
             not isinstance(flags[2], (str, type(None))) or len(shapes) != len(dtypes) or \
             len(caps_of) != len(bodies):
         raise GraphFileError(f"{where}: a malformed loop")
+    if kind == "scan" and any(len(s) == 0 for s in shapes[counts[0]:]):
+        # a scan's results after its carries are stacked along a leading axis (LoopSpec
+        # reads that axis as the trip count)
+        raise GraphFileError(f"{where}: a malformed loop (a stacked result is 0-d)")
     built = [_body(b, where) for b in bodies]
     return LoopSpec(kind, flags[1], built, caps_of, *counts, shapes, dtypes,
                     reverse=flags[0], length=length, max_iters=max_iters, where=flags[2])
@@ -226,6 +231,10 @@ def _body_node(graph, handles, rec, k, load_array, where):
     try:
         kind, op_name, shape = rec["kind"], rec["op"], tuple(rec["shape"])
         dtype = parse_node_dtype(rec["dtype"], op_name)
+        if kind != "op" and (op_name is not None or rec["inputs"] or rec["attrs"]):
+            # as at the top level: a leaf has no op, inputs or attributes (else they
+            # would be read, even built, and then ignored)
+            raise GraphFileError(f"{where}: a {kind!r:.20} has no op, inputs or attributes")
         inputs = [handles[_int(i, where, 0, k - 1)] for i in rec["inputs"]]
         extra = _body_decoders(where)
         attrs = {n: decode(v, load_array, f"{where}, attribute {n!r}", extra)
@@ -253,13 +262,27 @@ def _body_node(graph, handles, rec, k, load_array, where):
     if node.shape != shape or node.dtype != dtype:
         raise GraphFileError(f"{where}: the file says shape {shape} dtype {dtype}, but "
                              f"rebuilding gives shape {node.shape} dtype {node.dtype}")
+    _name(node, rec.get("name"), where)
     return node
+
+
+def _name(node, name, where):
+    """Give a rebuilt body node its saved name (a user's ``.named("h")`` in a step, a
+    constant's ``name=``): errors inside the loop name it, and saving again writes it."""
+    if not isinstance(name, str) or not name:
+        raise GraphFileError(f"{where}: a malformed node name {name!r:.40}")
+    try:
+        node.name = name
+    except FlowgradError:
+        raise GraphFileError(f"{where}: two nodes of the loop body are named "
+                             f"{name!r:.60}") from None
 
 
 def spec_agrees(ins, spec) -> bool:
     """A loop record's inputs fit its spec: the lead inputs (carries, xs, a cond's
     predicate) then the captures, each body's captured placeholders the shape and dtype
-    of the inputs its ``caps_of`` names (a file could pair a body with other inputs)."""
+    of the inputs its ``caps_of`` names (a file could pair a body with other inputs),
+    and its declared results the ones its bodies give on those inputs."""
     n_caps = 1 + max((i for c in spec.caps_of for i in c), default=-1)
     if len(ins) != spec.n_lead + n_caps:
         return False
@@ -270,7 +293,9 @@ def spec_agrees(ins, spec) -> bool:
             x = ins[spec.n_lead + i]
             if p.shape != x.shape or p.dtype != x.dtype:
                 return False
-    return len(spec.out_shapes) >= spec.n_results
+    # the declared results must be what the bodies give (loop_results.py)
+    return len(spec.out_shapes) >= spec.n_results and \
+        declared_results_agree(spec, ins[:spec.n_lead])
 
 
 def out_agrees(ins, index) -> bool:
