@@ -425,6 +425,23 @@ def dtype_error(op_name, nodes, detail) -> "UsageError":
                       (f"\n  at {where}" if where else ""))
 
 
+def weak_int_bounds(op_name, nodes, dtype):
+    """Refuse, as numpy 2 does (OverflowError), a Python int operand that ``dtype``, the
+    integer dtype it is weakly cast to, cannot hold (``uint8 + 300``, ``maximum(uint8,
+    -1)``): an ArgumentError when the node is built, not a failure when it runs.
+    Comparisons are not asked (numpy 2 compares such ints by value)."""
+    info = np.iinfo(dtype)
+    for n in nodes:
+        v = n.value if n.op is None and n.weak else None
+        if type(v) is int and not info.min <= v <= info.max:
+            from flowgrad.errors import ArgumentError
+            where = user_line()
+            raise ArgumentError(
+                f"{op_name}: the Python integer {v} is out of bounds for {dtype} (numpy 2 "
+                f"refuses it too); cast first, e.g. astype(x, 'int64'), or pass a numpy "
+                f"scalar of a wider type" + (f"\n  at {where}" if where else ""))
+
+
 def fmt_shape(shape) -> str:
     inner = ", ".join("None" if s is None else str(s) for s in shape)
     return f"({inner}{',' if len(shape) == 1 else ''})"

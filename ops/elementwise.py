@@ -23,6 +23,7 @@ from flowgrad.graph import Node
 from flowgrad.engine.lazy_errors import is_lazy, lazy_backend
 
 from .base import (NONDIFF, Op, apply, broadcast_shapes, dtype_error, float_dtype, result_dtype,
+                   weak_int_bounds,
                    shape_error)
 from .complex import conj_of
 from .creation import zeros_like
@@ -62,6 +63,8 @@ def _binary(name, forward, vjp, *, floating=False, **kw):
         # asked per node built)
         if dtype is not y.dtype or x.op is None or y.op is None or not dtype.isnative:
             dtype = result_dtype(x, y)
+            if dtype.kind in "iu":   # a weak Python int must fit (numpy 2's rule)
+                weak_int_bounds(name, (x, y), dtype)
         if no_bool is not None and dtype == _BOOL:
             raise dtype_error(name, (x, y), no_bool)
         shape = x.shape

@@ -166,3 +166,28 @@ def test_a_python_int_feeds_any_int_placeholder_it_fits(dt, codegen):
     if dt.startswith("u"):                                  # a numpy int stays strongly typed
         with pytest.raises(fg.FeedError):
             prog(x=np.int64(3))
+
+
+@pytest.mark.parametrize("dt", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
+                                "uint64"])
+def test_a_python_int_out_of_the_dtypes_bounds_is_refused_when_built_as_numpy_2_refuses(dt):
+    # numpy 2 raises OverflowError for uint8 + 300; flowgrad used to build the node and
+    # fail only when it ran. The boundary: the dtype's max and min are taken, one past
+    # them is refused, and a comparison (which numpy 2 allows) is still built.
+    info = np.iinfo(dt)
+    a = np.array([0, 1], dt)
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(2,), dtype=dt)
+        for value in (int(info.max), int(info.min)):
+            got = fg.run(fg.maximum(x, value), {x: a})
+            np.testing.assert_array_equal(got, np.maximum(a, value))
+            assert got.dtype == np.maximum(a, value).dtype
+        for value in (int(info.max) + 1, int(info.min) - 1):
+            with pytest.raises(OverflowError):
+                np.maximum(a, value)
+            with pytest.raises(fg.ArgumentError, match=f"Python integer {value} is out "
+                                                       f"of bounds for {dt}"):
+                fg.maximum(x, value)
+            with pytest.raises(fg.ArgumentError, match="out of bounds"):
+                value + x
+            np.testing.assert_array_equal(fg.run(fg.less(x, value), {x: a}), a < value)
