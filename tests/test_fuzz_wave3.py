@@ -22,13 +22,12 @@ CI runs ``FLOWGRAD_FUZZ_WAVE3`` graphs (default 150, ~10 s); run more locally wi
 ``FLOWGRAD_FUZZ_WAVE3_STEPS`` for longer graphs (default 4 steps).
 """
 import os
-import warnings
 
 import numpy as np
 import pytest
 
 import flowgrad as fg
-from fuzz_wave3 import NN_MODELS, build_case, nn_case
+from fuzz_wave3 import NN_MODELS, build_case, call_quietly, nn_case
 
 N_CASES = int(os.environ.get("FLOWGRAD_FUZZ_WAVE3", "150"))
 MAX_STEPS = int(os.environ.get("FLOWGRAD_FUZZ_WAVE3_STEPS", "4"))
@@ -58,15 +57,7 @@ def _same(got, want, what):
     return [] if ok else [f"{what}: {g!r} != reference {w!r}"]
 
 
-def _call(prog, feed):
-    """(outputs as a list, None) or (None, the exception), with numpy's warnings quiet
-    (overflow of an int8 graph is numpy's wraparound, the same in every executor)."""
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        try:
-            return list(prog(feed)), None
-        except Exception as exc:      # compared with the reference's below
-            return None, exc
+_call = call_quietly   # (outputs, None) or (None, the exception)
 
 
 def _storage_problems(outs, feed, before, what):
