@@ -105,7 +105,7 @@ def _mse(xp, y, t, reduction):
         # the difference of ints in float64, as sklearn's and Keras's mse: in the ints'
         # own dtype it wrapped (uint8 0 − 1 is 255: a loss of 65025, not 1) and a bool
         # difference failed
-        y, t = xp.asarray(y).astype(xp.float64), xp.asarray(t).astype(xp.float64)
+        y, t = _as_float(xp, xp.asarray(y)), _as_float(xp, xp.asarray(t))
     d = _as_float(xp, xp.asarray(xp.subtract(y, t)))
     if reduction == "none":
         return d * d

@@ -7,25 +7,21 @@ anything. A file could declare shapes or dtypes the bodies do not give (a ys of
 loop's inputs: the graph would load and compile, and its runs return arrays other
 than its nodes say. So the loader recomputes the declared results from the loaded
 bodies and the loop's lead inputs, as ``loops/build.py``'s builders compute them,
-and refuses a spec that says otherwise (``declared_results_agree``).
+and refuses a spec that says otherwise (``declared_results_agree``). The results'
+formulas are the builders' own (``scan_results``, ``while_results``, ``cond_results``);
+this module checks that the bodies fit the inputs they are given.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from flowgrad.loops.build import cond_results, scan_results, while_results
 
 
 def _fits(shape, declared) -> bool:
     """A value of ``shape`` may enter where ``declared`` is expected (None: any length)."""
     return len(shape) == len(declared) and all(d is None or d == s
                                                for s, d in zip(shape, declared))
-
-
-def _join(a, b):
-    """Both cond branches' output shape, as build_cond joins them (None: they clash)."""
-    if len(a) != len(b) or any(x != y and x is not None and y is not None
-                               for x, y in zip(a, b)):
-        return None
-    return tuple(x if x == y else None for x, y in zip(a, b))
 
 
 def _carries_fit(body, inits) -> bool:
@@ -52,11 +48,9 @@ def _scan(spec, lead):
     if len(trips) > 1:
         return None
     t = trips.pop() if trips else None
-    carries = [p.shape for p in body.params[:nc]]
-    ys = body.outs[nc:]
-    return (carries + [(t, *y.shape) for y in ys] + [(t, *s) for s in carries],
-            [p.dtype for p in body.params[:nc]] + [y.dtype for y in ys] +
-            [p.dtype for p in body.params[:nc]])
+    carries = body.params[:nc]
+    return scan_results([p.shape for p in carries], [p.dtype for p in carries],
+                        body.outs[nc:], t)
 
 
 def _while(spec, lead):
@@ -68,9 +62,7 @@ def _while(spec, lead):
             [(p.shape, p.dtype) for p in test.params] != \
             [(p.shape, p.dtype) for p in body.params]:
         return None
-    carries = [p.shape for p in body.params]
-    dtypes = [p.dtype for p in body.params]
-    return carries + [(None, *s) for s in carries], dtypes * 2
+    return while_results([p.shape for p in body.params], [p.dtype for p in body.params])
 
 
 def _cond(spec, lead):
@@ -81,10 +73,10 @@ def _cond(spec, lead):
             [(x.shape, x.dtype) for x in operands] for b in spec.bodies) or \
             len(then_b.outs) != spec.n_ys or len(else_b.outs) != spec.n_ys:
         return None
-    shapes = [_join(a.shape, b.shape) for a, b in zip(then_b.outs, else_b.outs)]
+    shapes, dtypes = cond_results(then_b.outs, else_b.outs)
     if None in shapes or any(a.dtype != b.dtype for a, b in zip(then_b.outs, else_b.outs)):
         return None
-    return shapes, [a.dtype for a in then_b.outs]
+    return shapes, dtypes
 
 
 _DECLARED = {"scan": _scan, "while": _while, "cond": _cond}

@@ -137,6 +137,31 @@ def _outputs(loop, ins, spec):
 
 # -- scan ----------------------------------------------------------------------------------
 
+# -- a loop's declared results: what its bodies give (the builders below, and the graph
+# file loader's check of a loaded loop, flowgrad/io/loop_results.py) ----------------------
+
+def scan_results(carry_shapes, carry_dtypes, ys, trips):
+    """(shapes, dtypes) of a scan's results: the final carries, each y stacked over
+    ``trips`` iterations (None: a run-time count), then each carry's stack."""
+    return (list(carry_shapes) + [(trips, *y.shape) for y in ys] +
+            [(trips, *s) for s in carry_shapes],
+            list(carry_dtypes) + [y.dtype for y in ys] + list(carry_dtypes))
+
+
+def while_results(carry_shapes, carry_dtypes):
+    """(shapes, dtypes) of a while loop's results: the final carries, then each carry's
+    stack over a run-time number of iterations."""
+    return (list(carry_shapes) + [(None, *s) for s in carry_shapes],
+            list(carry_dtypes) * 2)
+
+
+def cond_results(then_outs, else_outs):
+    """(shapes, dtypes) of a cond's results: the branches' outputs joined
+    (``join_shapes``; None where they clash), the then branch's dtypes."""
+    return ([join_shapes(a.shape, b.shape) for a, b in zip(then_outs, else_outs)],
+            [a.dtype for a in then_outs])
+
+
 def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph=None,
                trees=None, shapes=None):
     """The flat scan every other loop is built from: ``fn_flat(carry, x)`` takes and
@@ -176,8 +201,7 @@ def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph
     ny = ny_box[0]
     ys = outs[nc:nc + ny]
     spec = LoopSpec("scan", name, [body], [list(range(len(body.captured)))], nc, nx, ny,
-                    shapes + [(T, *y.shape) for y in ys] + [(T, *s) for s in shapes],
-                    [n.dtype for n in init] + [y.dtype for y in ys] + [n.dtype for n in init],
+                    *scan_results(shapes, [n.dtype for n in init], ys, T),
                     reverse=reverse, length=length, where=_where())
     with graph:
         loop = apply(loop_op, *_strong([*init, *xs, *body.captured]), spec=spec)
@@ -247,8 +271,8 @@ def build_while(cond_flat, body_flat, init, max_iters, name="while_loop", graph=
                          (f"\n  at {_where()}" if _where() else ""))
     caps, caps_of = _union_captures([body, test])
     spec = LoopSpec("while", name, [body, test], caps_of, nc, 0, 0,
-                    [n.shape for n in init] + [(None, *n.shape) for n in init],
-                    [n.dtype for n in init] * 2, max_iters=max_iters, where=_where())
+                    *while_results([n.shape for n in init], [n.dtype for n in init]),
+                    max_iters=max_iters, where=_where())
     with graph:
         loop = apply(loop_op, *_strong([*init, *caps]), spec=spec)
         return loop, _outputs(loop, list(loop.inputs), spec)
@@ -361,7 +385,7 @@ def _as_int(node):
 
 # -- cond --------------------------------------------------------------------------------
 
-def _join(a, b):
+def join_shapes(a, b):
     """The shape both branches' outputs have: a length one branch knows and the other
     does not (an empty constant against a run-time length) is a run-time length; None
     where they disagree otherwise."""
@@ -384,7 +408,7 @@ def build_cond(pred, then_flat, else_flat, operands, name="cond", graph=None):
     for k, (a, b) in enumerate(zip(then_b.outs, else_b.outs)):
         _settle_weak(then_b, k, b)     # a number in one branch takes the other's
         _settle_weak(else_b, k, a)     # dtype (both numbers: as they are)
-    shapes = [_join(a.shape, b.shape) for a, b in zip(then_b.outs, else_b.outs)]
+    shapes, dtypes = cond_results(then_b.outs, else_b.outs)
     for k, (a, b) in enumerate(zip(then_b.outs, else_b.outs)):
         if a.dtype != b.dtype or shapes[k] is None:
             raise ShapeError(f"{name}: output {k} has shape {fmt_shape(a.shape)} and dtype "
@@ -393,8 +417,7 @@ def build_cond(pred, then_flat, else_flat, operands, name="cond", graph=None):
                              (f"\n  at {_where()}" if _where() else ""))
     caps, caps_of = _union_captures([then_b, else_b])
     spec = LoopSpec("cond", name, [then_b, else_b], caps_of, len(operands), 0,
-                    len(then_b.outs), shapes,
-                    [o.dtype for o in then_b.outs], where=_where())
+                    len(then_b.outs), shapes, dtypes, where=_where())
     with graph:
         loop = apply(loop_op, *_strong([pred, *operands, *caps]), spec=spec)
         return loop, _outputs(loop, list(loop.inputs), spec)
