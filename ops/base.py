@@ -712,14 +712,28 @@ def sum_dtype(dtype) -> np.dtype:
 
 
 def summed(xp, x, axis, keepdims):
-    """``xp.sum(x, axis=axis, keepdims=keepdims)``, a float16 x on a lazy backend (dask)
-    summed in float32 and rounded once: numpy sums a float16 array along its contiguous
-    axes in float32 in one pass, but dask rounds each chunk's partial sum to float16, which
-    overflows (±inf, or NaN where two meet) where numpy's sum is finite (60000 + 60000 −
-    60000 − 60000 in chunks of 2 was NaN, numpy's 0)."""
-    if x.dtype == np.float16 and lazy_backend(xp) is not None:
+    """``xp.sum(x, axis=axis, keepdims=keepdims)``, a float16 x summed in float32 and
+    rounded once, on every backend, as torch and JAX sum half floats. numpy adds a
+    float16 array in float16 along a leading axis: 3000 ones summed to 2048 (1 is below
+    half of 2048's spacing), and 60000 + 60000 − 60000 − 60000 overflowed to inf; dask
+    rounded each chunk's partial sum to float16 (NaN where two infinities met)."""
+    if x.dtype == np.float16:
         return xp.sum(x, axis=axis, keepdims=keepdims, dtype=np.float32).astype(np.float16)
     return xp.sum(x, axis=axis, keepdims=keepdims)
+
+
+def half_widened(fn, *xs):
+    """``fn(*xs)`` with float16 operands computed in float32 and the result rounded once
+    to the dtype numpy would give (float16 when no operand is wider): for the kernels
+    that accumulate (cumsum, einsum's contractions, the 2-norm), which numpy runs in
+    float16 along an axis, stalling at 2048 and overflowing where torch's float32
+    accumulator does not (see ``summed``)."""
+    dtypes = [x.dtype for x in xs]
+    if np.float16 not in dtypes:
+        return fn(*xs)
+    out = np.result_type(*dtypes)
+    r = fn(*[x.astype(np.float32) if x.dtype == np.float16 else x for x in xs])
+    return r.astype(out) if r.dtype != out else r
 
 
 def normalize_axis(op_name, node, axis) -> tuple:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import string
 
 from flowgrad.errors import ArgumentError, UsageError
-from .base import Op, apply, as_node, at_user_line, result_dtype, shape_error
+from .base import Op, apply, as_node, at_user_line, half_widened, result_dtype, shape_error
 from .complex import conj_of
 
 LETTERS = set(string.ascii_letters)
@@ -96,7 +96,8 @@ def _einsum_vjp(argnum, g, ans, *xs, spec):
     return broadcast_to_like(expand_dims(part, missing), xs[argnum])
 
 
-_einsum = Op("einsum", lambda xp, *xs, spec: xp.einsum(spec, *xs), _einsum_infer,
+_einsum = Op("einsum", lambda xp, *xs, spec: half_widened(lambda *v: xp.einsum(spec, *v), *xs),
+             _einsum_infer,
              vjp=_einsum_vjp, variadic=True, multilinear=True,
              doc="Sum of products over labelled axes, linear in each operand: its x̄ = "
                  "einsum(\"out,others->k\", Ḡ, others) for operand k (broadcast over the "

@@ -32,7 +32,7 @@ from flowgrad.engine.lazy_errors import guard, is_lazy, lazy_backend
 from flowgrad.errors import ArgumentError
 
 from .base import (NONDIFF, Op, apply, as_node, at_user_line, broadcast_shapes, float_dtype,
-                   keepdims_flag, normalize_axis, result_dtype, shape_error, sum_dtype)
+                   half_widened, keepdims_flag, normalize_axis, result_dtype, shape_error, sum_dtype)
 from .complex import conj_of
 from .elementwise import abs, equal, less_equal, sqrt, where
 from .reductions import keep_dims, max, min, sum, unreduce
@@ -645,8 +645,8 @@ def _norm2_infer(x, axis, keepdims):
     return reduced_shape(x.shape, axis, keepdims), float_dtype(x.dtype)
 
 
-_norm2 = Op("norm2", lambda xp, x, axis, keepdims: xp.sqrt(xp.sum(x * x, axis=axis,
-                                                                   keepdims=keepdims)),
+_norm2 = Op("norm2", lambda xp, x, axis, keepdims: half_widened(   # (x² of float16 > 255: inf)
+    lambda v: xp.sqrt(xp.sum(v * v, axis=axis, keepdims=keepdims)), x),
             _norm2_infer, vjp=(_norm2_vjp,), jvp=(_norm2_jvp,),
             doc="√Σx² over axis (vector 2-norm, Frobenius).  ∂‖x‖ = x/‖x‖; 0 at x = 0.")
 

@@ -23,7 +23,7 @@ from flowgrad.errors import ArgumentError
 from flowgrad.graph import Node, default_graph, same_graph
 
 from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, fmt_shape, result_dtype,
-                   shape_error)
+                   shape_error, summed)
 from .elementwise import equal, greater, where
 from .nn import sigmoid, sigmoid_of, softplus
 from .reductions import divided_by_count, log_softmax, max_of, mean, softmax, sum
@@ -72,7 +72,7 @@ def _pair_infer(y, t, reduction):
 
 def _reduce(xp, loss, reduction):
     if reduction == "sum":
-        return xp.sum(loss)
+        return summed(xp, loss, None, False)
     return xp.mean(loss) if reduction == "mean" else loss
 
 
@@ -276,7 +276,7 @@ def _sce(xp, z, t, axis, reduction, labels):
     m = max_of(xp, z, axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)      # a row of −inf stays −inf, not nan
     s = z - m
-    lse = xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))
+    lse = xp.log(summed(xp, xp.exp(s), axis, True))
     if labels:
         # lse − z[label]: one entry per row, so a masked logit elsewhere never enters
         t = xp.asarray(t)
@@ -284,7 +284,7 @@ def _sce(xp, z, t, axis, reduction, labels):
         loss = xp.squeeze(lse - _pick(xp, s, t, axis), axis=axis)
     else:
         # −Σ t (s − lse), where an entry with t = 0 adds 0 even against s = −inf
-        loss = -xp.sum(t * xp.where(t == 0, 0, s - lse), axis=axis)
+        loss = -summed(xp, t * xp.where(t == 0, 0, s - lse), axis, False)
     return _reduce(xp, loss, reduction)
 
 

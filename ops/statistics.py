@@ -19,8 +19,8 @@ import numpy as np
 
 from flowgrad.errors import DifferentiationError, UsageError
 
-from .base import (Op, apply, as_node, at_user_line, float_dtype, keepdims_flag, normalize_axis,
-                   shape_error)
+from .base import (Op, apply, as_node, at_user_line, float_dtype, half_widened, keepdims_flag,
+                   normalize_axis, shape_error)
 from .reductions import count_node, sum_infer, mean, reduced_shape, sum, unreduce, wide_count
 from .shape import concatenate, expand_dims
 from .special import as_float
@@ -235,7 +235,7 @@ def _reversed(x, axis):
     return getitem(x, (slice(None),) * axis + (slice(None, None, -1),))
 
 
-_cumsum = Op("cumsum", lambda xp, x, axis: xp.cumsum(x, axis=axis),
+_cumsum = Op("cumsum", lambda xp, x, axis: half_widened(lambda v: xp.cumsum(v, axis=axis), x),
              lambda x, axis: (x.shape, sum_infer(x, (), False)[1]),
              vjp=(lambda g, ans, x, axis: _reversed(cumsum(_reversed(g, axis), axis), axis),),
              multilinear=True,

@@ -230,8 +230,10 @@ def _mse(reduction, exact=False):
 def kernel(name, attrs, dtype, in_shapes=None, in_dtypes=None, output=True):
     """A lean kernel for op ``name`` with ``attrs``, result ``dtype`` and (when known)
     the static shapes and dtypes of its inputs, or None. ``output=False`` says the
-    program does not hand the value out (its type may then differ, not its value)."""
-    if np.dtype(dtype).kind != "f":
+    program does not hand the value out (its type may then differ, not its value).
+    None for float16 results too: the op's own kernels add half floats in float32
+    (ops.base.summed), where ``add.reduce`` and ``vdot`` add them in float16."""
+    if np.dtype(dtype).kind != "f" or dtype == np.float16:
         return None
     if name == "sum":
         return _sum(attrs["axis"], attrs["keepdims"])
