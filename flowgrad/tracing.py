@@ -67,7 +67,8 @@ class Trace:
         """v̄ = ∂(first output)/∂node at this point; zeros where the output does not depend on it."""
         if not self.adjoint_nodes:
             raise located(UsageError, "this trace has no adjoints: its program's first "
-                                      "output is not a real scalar")
+                                      "output is not a scalar, or is complex (which has "
+                                      "no implicit seed: fg.adjoints with seed=)")
         value = self[node]   # (refuses a node of another graph, or one not computed)
         adj = self.adjoint_nodes.get(node)
         if adj is None:
