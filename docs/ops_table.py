@@ -109,7 +109,9 @@ COMPLEX = [
     "`fg.jacobian` and `fg.hessian` of a complex input or output are refused too (a",
     "forward Jacobian would hold f′, a reverse one conj f′): use `fg.jvp`/`fg.vjp`. So is",
     "`fg.grad` of a complex scalar output, as torch's `backward()` and `jax.grad` refuse it",
-    "(which of re y, im y?): differentiate a real loss, or give `fg.vjp` a cotangent.",
+    "(which of re y, im y?): differentiate a real loss, or give `fg.vjp` a cotangent;",
+    "`fg.adjoints` of one takes an explicit `seed=` (`seed=1` is torch's `backward(1)`),",
+    "and a trace of a program whose first output is complex records no adjoints.",
     "",
 ]
 

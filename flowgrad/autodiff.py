@@ -87,13 +87,15 @@ def _require_node(y, fn):
                       f"node, got {type(y).__name__} {y!r}")
 
 
-def _check_scalar(y):
-    """grad's output must be a scalar of a float or complex dtype."""
+def _check_scalar(y, fn="grad"):
+    """``fn``'s output (grad, or adjoints seeded with 1) must be a scalar of a float or
+    complex dtype."""
     if y.shape != ():
         raise located(
             DifferentiationError,
-            f"grad needs a scalar output, but {y.name!r} has shape {y.shape}; "
-            "reduce it (fg.sum, fg.mean) or use fg.vjp / fg.jacobian")
+            f"{fn} needs a scalar output, but {y.name!r} has shape {y.shape}; "
+            "reduce it (fg.sum, fg.mean) or use fg.vjp / fg.jacobian"
+            + (" (or give adjoints a seed= of its shape)" if fn == "adjoints" else ""))
     if not is_differentiable(y.dtype):
         raise located(DifferentiationError, f"cannot differentiate {y.name!r} of dtype {y.dtype}")
 
@@ -107,11 +109,23 @@ def _seed(y):
 def adjoints(y: Node, wrt=None, seed=None) -> dict[Node, Node]:
     """{node: v̄ node} for every node on a path from ``wrt`` (default: all) to ``y``.
 
-    ``seed`` is v̄_y (default 1, which needs a scalar ``y``).
+    ``seed`` is v̄_y, read as ``fg.vjp`` reads its cotangent (of y's shape; an int or
+    bool seed in y's float dtype; a complex seed for a real ``y`` refused). Default 1,
+    which needs a real scalar ``y``: a complex one is refused, as torch's ``backward()``
+    refuses it without a grad_output and JAX's vjp needs a cotangent (``seed=1`` gives
+    torch's ``backward(1)``).
     """
     _require_node(y, "adjoints")
     if wrt is not None:
         node_list(wrt, "adjoints")
+    if seed is None:
+        _check_scalar(y, "adjoints")
+        _check_real_output(y, "adjoints")
+    else:
+        from flowgrad.seeds import seed_for
+        if isinstance(seed, Node) and seed.graph is not y.graph:
+            same_graph([y, seed])                        # raises, naming both
+        seed = seed_for(seed, y, "adjoints", "seed")
     return _adjoints(y, wrt, seed)
 
 
@@ -443,18 +457,21 @@ def grad(y: Node, wrt):
     return out[0] if single else out
 
 
-def _check_real_output(y):
-    """grad's scalar output must be real, as torch's backward() ("grad can be implicitly
-    created only for real scalar outputs") and jax.grad require: a complex output has
-    no one gradient (which of re y, im y?), and a seed of 1 would pick one silently.
-    fg.vjp with an explicit cotangent says which."""
+def _check_real_output(y, fn="grad"):
+    """grad's scalar output (and adjoints' without a seed) must be real, as torch's
+    backward() ("grad can be implicitly created only for real scalar outputs") and
+    jax.grad require: a complex output has no one gradient (which of re y, im y?), and
+    a seed of 1 would pick one silently. fg.vjp with an explicit cotangent (adjoints
+    with a seed) says which."""
     if y.dtype.kind == "c":
+        how = ("give seed= (the cotangent: seed=1 gives torch's backward(1))"
+               if fn == "adjoints" else "use fg.vjp(y, x, cotangent) with an explicit "
+               "cotangent (1 gives torch's backward(1))")
         raise located(
             DifferentiationError,
-            f"grad needs a real scalar output, but {y.name!r} is {y.dtype}"
+            f"{fn} needs a real scalar output, but {y.name!r} is {y.dtype}"
             + (f" (built at {y.where})" if y.where else "") + "; differentiate a real "
-            "loss of it (fg.real, fg.abs(...) ** 2) or use fg.vjp(y, x, cotangent) with "
-            "an explicit cotangent (1 gives torch's backward(1))")
+            f"loss of it (fg.real, fg.abs(...) ** 2) or {how}")
 
 
 def _check_wrt(xs):

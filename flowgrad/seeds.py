@@ -35,7 +35,7 @@ shaped_like = REGISTRY.get("shaped_like") or Op(
         "length (each axis of t is x's, checked per call).  t̄ = Ḡ; x gives its shape only.")
 
 
-def _read_in(t, x):
+def _read_in(t, x, fn="vjp"):
     """The dtype to read a cotangent ``t`` in: a float ``x``'s own where ``t`` is bool
     or an integer, as torch casts a grad_output to its output's dtype. Propagated in its
     own dtype, an int8 seed of 100 for x + x was 200 wrapped to −56, silently, and the
@@ -46,14 +46,15 @@ def _read_in(t, x):
     input's dtype exactly (tangent_checked)."""
     dtype = np.dtype(t.dtype) if hasattr(t, "dtype") else np.asarray(t).dtype
     if dtype.kind == "c" and x.dtype.kind != "c":
-        raise located(UsageError, f"vjp: the cotangent for {x.name!r} is complex ({dtype}), "
+        raise located(UsageError, f"{fn}: the cotangent for {x.name!r} is complex ({dtype}), "
                       f"but {x.name!r} is {x.dtype}: a real output takes a real cotangent "
                       "(as torch); differentiate its real and imaginary parts apart")
     return x.dtype if x.dtype.kind in "fc" and dtype.kind in "biu" else None
 
 
 def seed_for(t, x: Node, fn: str, what: str) -> Node | None:
-    """The seed ``t`` (a node or an array) for input ``x`` of ``fn`` (jvp, vjp, hvp):
+    """The seed ``t`` (a node or an array) for input ``x`` of ``fn`` (jvp, vjp, hvp; the
+    output ``x`` of adjoints, whose seed is a cotangent):
     refused now where a known length disagrees, and read through ``shaped_like``
     where ``x`` has a run-time length, so the rest is checked per call. A tangent's
     dtype is checked (``tangent_checked``: None for an integer or boolean input's
@@ -66,7 +67,7 @@ def seed_for(t, x: Node, fn: str, what: str) -> Node | None:
             return None
         dtype = x.dtype
     else:
-        dtype = _read_in(t, x)
+        dtype = _read_in(t, x, fn)
     if not isinstance(t, Node):
         t = constant_in(x.graph, t, name=f"{what} for {x.name}", dtype=dtype)
     elif dtype is not None and t.dtype != dtype:

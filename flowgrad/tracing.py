@@ -7,7 +7,8 @@ from .graph import Node
 
 class Trace:
     """``tr.value(node)`` (or ``tr[node]``) is a node's value; ``tr.adjoint(node)`` its
-    adjoint v̄ with respect to the program's first output (when that output is a scalar).
+    adjoint v̄ with respect to the program's first output (when that output is a real
+    scalar: a complex one has no implicit seed, as in torch).
     In Jupyter a trace shows itself drawn, with every value and v̄."""
 
     def __init__(self, program, values: dict, adjoints: dict, loop_runs=None):
@@ -66,7 +67,8 @@ class Trace:
         """v̄ = ∂(first output)/∂node at this point; zeros where the output does not depend on it."""
         if not self.adjoint_nodes:
             raise located(UsageError, "this trace has no adjoints: its program's first "
-                                      "output is not a scalar")
+                                      "output is not a scalar, or is complex (which has "
+                                      "no implicit seed: fg.adjoints with seed=)")
         value = self[node]   # (refuses a node of another graph, or one not computed)
         adj = self.adjoint_nodes.get(node)
         if adj is None:

@@ -15,7 +15,7 @@ from flowgrad.engine.lazy_errors import lazy_backend
 from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, keepdims_flag,
                    normalize_axis, shape_error, sum_dtype, summed)
 from .broadcast import broadcast_to_like, shape_source
-from .elementwise import exp
+from .elementwise import abs as abs_, exp, less, where
 from .gradient import stop_gradient
 from .shape import expand_dims
 
@@ -253,16 +253,31 @@ def logsumexp(x, axis=None, keepdims=False):
 
 
 def log_softmax(x, axis=-1):
-    """x − logsumexp(x) over ``axis`` (default the last): the log of the softmax, stably.
-    ∂/∂x: x̄ = v̄ − softmax(x) Σ v̄ along ``axis``."""
+    """(x − m) − logsumexp(x − m) over ``axis`` (default the last), m the max along it (0
+    where that is ±inf or nan, as scipy): the log of the softmax, stably, as PyTorch and
+    scipy.special.log_softmax compute it.  ∂/∂x: x̄ = v̄ − softmax(x) Σ v̄ along ``axis``.
+
+    Unshifted, x − logsumexp(x) subtracted two numbers of x's size: at x = [1e8, 1e8 + 1]
+    in float64 it was off by ~4·10⁶ ulp, at [1.7e308, 1.7e308] it gave 0 for −log 2
+    (logsumexp's value rounded to x), in float32 at x ~ 10⁴ by ~7000 ulp; x − m is exact
+    near the maximum (Sterbenz), and logsumexp(x − m) lies in [0, log n]. m is a
+    constant to every derivative (log_softmax does not change under a shift).
+    """
     x = as_node(x)
     if x.dtype.kind in "biu":
-        # an int or bool x as float64 and shifted by its max, as scipy.special.log_softmax:
-        # x − logsumexp(x) of large ints lost the small terms to the shift's rounding (of
-        # uint64 [2⁶⁴−2, 2⁶⁴−1], each −log 2, it gave 0)
+        # an int or bool x as float64 (then shifted as a float x is): of uint64
+        # [2⁶⁴−2, 2⁶⁴−1], each −log 2, the unshifted form gave 0
         x = _as_float64(x)
-        x = x - stop_gradient(max(x, axis, keepdims=True))
-    return x - logsumexp(x, axis, keepdims=True)
+    if x.dtype.kind == "f":
+        m = stop_gradient(max(x, axis, keepdims=True))
+        x = x - where(less(abs_(m), np.inf), m, 0.0)   # (scipy's: [inf, 0] → [nan, −inf])
+    return minus_logsumexp(x, axis)
+
+
+def minus_logsumexp(s, axis):
+    """s − logsumexp(s) along ``axis``: log_softmax of an ``s`` already shifted by its
+    max (softmax's, which keeps nan where the max is ±inf, as scipy's softmax)."""
+    return s - logsumexp(s, axis, keepdims=True)
 
 
 def _as_float64(x):
@@ -294,4 +309,5 @@ def softmax(x, axis=-1, keepdims=True):
         x = _as_float64(x)
     if x.dtype.kind == "f":
         x = x - stop_gradient(max(x, axis, keepdims=True))
-    return exp(log_softmax(x, axis))
+        return exp(minus_logsumexp(x, axis))     # (shifted already: log_softmax's
+    return exp(log_softmax(x, axis))             # second shift would be by 0)

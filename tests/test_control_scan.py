@@ -166,8 +166,11 @@ def test_carry_shape_change_is_a_shape_error_naming_entry_and_line():
         with pytest.raises(fg.ShapeError, match=r"carry entry 1.*\n  at .*test_control_scan.py"):
             fg.scan(lambda c, x: ((c[0], fg.sum(c[1] * x)), None),
                     (fg.constant(1.0), fg.constant(np.ones(3))), xs)
+        # (a float64 carry: a Python number 1.0 would take the float32 its body gives it,
+        # as JAX's scan promotes a weakly typed carry; tests/test_loop_weak_carry.py)
         with pytest.raises(fg.ShapeError, match="dtype float32"):
-            fg.scan(lambda c, x: (fg.astype(c, "float32"), None), fg.constant(1.0), xs)
+            fg.scan(lambda c, x: (fg.astype(c, "float32"), None),
+                    fg.constant(np.float64(1.0)), xs)
 
 
 def test_refusals():

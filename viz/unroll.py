@@ -318,7 +318,7 @@ def unroll(trace) -> UnrolledTrace:
     backend = trace.program.backend
     first = outs[0]
     adj = {}
-    if trace.adjoint_nodes and first.shape == () and first.dtype.kind in "fc":
+    if trace.adjoint_nodes and first.shape == () and first.dtype.kind == "f":
         leaves = [b.graph.node(i) for i in ancestors([first])
                   if b.graph.node(i).kind in ("placeholder", "variable")]
         adj = fg_adjoints(first, leaves or None)

@@ -59,7 +59,7 @@ class _Plan:
     def __init__(self, trace, precision, max_elems, level="ops", expand=False,
                  constants=True):
         if not trace.adjoint_nodes:
-            raise ValueError("walkthrough needs a trace with adjoints: compile a scalar loss "
+            raise ValueError("walkthrough needs a trace with adjoints: compile a real scalar loss "
                              "first, e.g. fg.compile(loss).trace(...)")
         if level not in ("ops", "primitives"):
             raise ValueError(f"level is 'ops' or 'primitives', not {level!r}")

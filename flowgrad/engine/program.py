@@ -525,7 +525,8 @@ class Program:
         return {nid: vals[s] for nid, s in self.slot_of.items()}
 
     def trace(self, /, *args, **kwargs):
-        """Every value computed and, if the first output is a scalar, every adjoint v̄."""
+        """Every value computed and, if the first output is a real scalar, every adjoint
+        v̄ (a complex one has no implicit seed: fg.adjoints with seed=)."""
         from ..tracing import Trace
         from ..loops.loop_op import recording_loops
         if self._trace_program is None:
@@ -555,7 +556,9 @@ class Program:
             if self._trace_program is not None:
                 return
             first = self.outputs[0]
-            if first.shape == () and first.dtype.kind in "fc":
+            # a real scalar: a complex one has no one gradient, and fg.adjoints refuses
+            # its implicit seed of 1 (as torch's backward()); no adjoints, then
+            if first.shape == () and first.dtype.kind == "f":
                 from ..autodiff import adjoints
                 # Adjoints of what the inputs and variables reach: a constant's v̄
                 # (the exponent of x**2, say) is never asked for and may be log(<0).

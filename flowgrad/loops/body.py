@@ -30,7 +30,7 @@ from ..ops import base as _base
 from ..engine.plan import DEFAULT_OPTIONS, flags_of
 
 __all__ = ["Body", "trace", "capture", "capture_args", "captured_outer", "inline",
-           "inline_all", "tracing_graph"]
+           "inline_all", "tracing_graph", "weak_cast"]
 
 
 class _Tracer:
@@ -240,9 +240,12 @@ def _backend(xp):
     return backend_of(xp)
 
 
-def trace(fn, specs, name, arg_def=None, outer=None) -> Body:
+def trace(fn, specs, name, arg_def=None, outer=None, weak=None) -> Body:
     """Trace ``fn`` once on placeholders with ``specs`` ([(shape, dtype)], flat).
-    ``arg_def``: how to hand the flat placeholders to ``fn`` (a callable of the list)."""
+    ``arg_def``: how to hand the flat placeholders to ``fn`` (a callable of the list).
+    ``weak``: {position: Python number} of the arguments that entered as Python numbers
+    (a loop's carry ``0.0``), whose output of the same position is their next value:
+    their dtype is settled first (``_settle_weak_args``), so ``fn`` runs twice."""
     graph = Graph()
     outer = list(outer or [])
     for t in _state.stack:             # every body being traced around this one, and
@@ -251,19 +254,86 @@ def trace(fn, specs, name, arg_def=None, outer=None) -> Body:
                 outer.append(g)
     tracer = _Tracer(graph, outer)
     from ..leaves import placeholder
+    weak = weak or {}
     with graph:
-        params = [placeholder(f"arg_{k}", shape, dtype) for k, (shape, dtype) in
-                  enumerate(specs)]
-    _state.stack.append(tracer)
-    try:
+        params = {k: placeholder(f"arg_{k}", shape, dtype) for k, (shape, dtype) in
+                  enumerate(specs) if k not in weak}
+    if weak:
+        specs = _settle_weak_args(fn, arg_def, specs, weak, params, tracer, name)
         with graph:
-            result = fn(params) if arg_def is None else arg_def(params)
-            outs, out_def = flatten(result)
-            outs = [_as_body_node(o, tracer, name, k) for k, o in enumerate(outs)]
-    finally:
-        _state.stack.pop()
+            params.update({k: placeholder(f"arg_{k}", *specs[k]) for k in sorted(weak)})
+    params = [params[k] for k in range(len(specs))]
+    outs, out_def = _run(fn, arg_def, params, tracer, name)
     cap_params = [tracer.params[(id(n.graph), n.id)] for n in tracer.captured]
     return Body(name, graph, params, outs, out_def, tracer.captured, cap_params)
+
+
+def _run(fn, arg_def, args, tracer, name):
+    """``fn`` called on ``args`` (nodes of the tracer's graph) with the tracer open:
+    (its flat output nodes, their structure)."""
+    _state.stack.append(tracer)
+    try:
+        with tracer.graph:
+            result = fn(args) if arg_def is None else arg_def(args)
+            outs, out_def = flatten(result)
+            return [_as_body_node(o, tracer, name, k) for k, o in enumerate(outs)], out_def
+    finally:
+        _state.stack.pop()
+
+
+def _settle_weak_args(fn, arg_def, specs, weak, params, tracer, name):
+    """``specs`` with the dtype of each argument in ``weak`` settled as JAX settles a
+    weakly typed loop carry (its ``_promote_weak_typed_inputs``): ``fn`` is first called
+    with that argument as its Python number itself (a weak constant, so ``c + x`` of a
+    float32 ``x`` is float32 and ``c * 2`` stays a number); where the output in its
+    position comes out typed, with a dtype other than the argument's default one, the
+    argument takes ``np.result_type(number, that dtype)`` when the number survives the
+    cast (``weak_cast``), else it keeps its default dtype and the carry check refuses
+    the mismatch. This first call builds into the body's own graph (a layer first
+    called in the body builds its variables there, and the second call reuses them);
+    what only it built is never run. A first call that raises leaves the defaults (a
+    body that cannot take a constant there): the second call raises again if the body
+    is wrong whatever the dtype."""
+    from ..leaves import constant_in
+    args = [constant_in(tracer.graph, weak[k]) if k in weak else params[k]
+            for k in range(len(specs))]
+    try:
+        with np.errstate(all="ignore"):   # (the number is folded through the body)
+            outs, _ = _run(fn, arg_def, args, tracer, name)
+    except Exception:
+        return specs
+    specs = list(specs)
+    for k, value in weak.items():
+        shape, dtype = specs[k]
+        out = outs[k] if k < len(outs) else None
+        if out is None or (out.op is None and out.weak) or out.shape != shape \
+                or out.dtype == dtype:
+            continue
+        want = np.result_type(value, out.dtype)
+        if weak_cast(value, want) is not None:
+            specs[k] = (shape, want)
+    return specs
+
+
+def weak_cast(value, dtype):
+    """The Python number ``value`` as a 0-d array of ``dtype`` where numpy's rule for a
+    weakly typed scalar keeps that dtype (``np.result_type(dtype, value) == dtype``) and
+    the value survives the cast; None otherwise: a float for an int dtype, a number for
+    a bool one, an int the dtype cannot hold, a finite float it rounds to ±inf."""
+    dtype = np.dtype(dtype)
+    if not isinstance(value, (bool, int, float, complex)):   # (a complex has no .item)
+        value = value.item()
+    if np.result_type(dtype, value) != dtype:
+        return None
+    try:
+        with np.errstate(over="ignore"):     # (an overflow to inf is refused below)
+            cast = np.asarray(value, dtype=dtype)
+    except (OverflowError, ValueError):
+        return None
+    if cast.item() != value if dtype.kind in "iub" else \
+            bool(np.isfinite(cast)) != bool(np.isfinite(value)):
+        return None
+    return cast
 
 
 def _as_body_node(value, tracer, name, k) -> Node:

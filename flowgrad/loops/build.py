@@ -22,7 +22,7 @@ import numbers
 
 import numpy as np
 
-from .body import capture_args, same_spec, trace, tracing_graph
+from .body import capture_args, same_spec, trace, tracing_graph, weak_cast
 from .loop_op import LoopLimitError, LoopSpec, loop_op, loop_out_op
 from ..errors import ShapeError, UsageError
 from ..graph import Node, default_graph, same_graph
@@ -50,11 +50,12 @@ def _where() -> str | None:
     return f"{site[0]}:{site[1]}" if site else None
 
 
-def _traced(fn, specs, name, graph):
+def _traced(fn, specs, name, graph, weak=None):
     """``fn`` traced into a body of the loop ``name`` built in ``graph``; its graph is
     marked as a body, so that a node of it used outside (kept in a Python list from
-    inside the body) is named as such (graph.mixed_graphs), not as two user graphs."""
-    body = trace(fn, specs, name, outer=[graph])
+    inside the body) is named as such (graph.mixed_graphs), not as two user graphs.
+    ``weak``: body.trace's (the carries given as Python numbers)."""
+    body = trace(fn, specs, name, outer=[graph], weak=weak)
     where = _where()
     body.graph.loop_body = f"a {name}" + (f" built at {where}" if where else "")
     return body
@@ -73,26 +74,29 @@ def _settle_weak(body, k, like):
     """Body output ``k`` in ``dtype`` where it is a Python number (a weak constant: the
     body returned ``0.5``) that this dtype holds, as ``c * 0.0 + 0.5`` would stay a
     float32 carry's dtype and as JAX's scan, while loop and cond take a weakly typed
-    result. Numpy's rule decides (``np.result_type(dtype, value)``): a float into an
-    int carry, a number into a bool one, an int that overflows the dtype or a finite
-    float that overflows it to inf keep theirs, and ``same_spec`` refuses them."""
+    result. Numpy's rule decides (``weak_cast``): a float into an int carry, a number
+    into a bool one, an int that overflows the dtype or a finite float that overflows
+    it to inf keep theirs, and ``same_spec`` refuses them."""
     out, dtype = body.outs[k], like.dtype
     if out.kind != "constant" or not out.weak or out.dtype == dtype or like.shape != ():
         return
-    value = out.value
-    if not isinstance(value, (bool, int, float, complex)):   # (a complex has no .item)
-        value = value.item()
-    if np.result_type(dtype, value) != dtype:
-        return
-    try:
-        with np.errstate(over="ignore"):     # (an overflow to inf is refused below)
-            cast = np.asarray(value, dtype=dtype)
-    except (OverflowError, ValueError):
-        return
-    if cast.item() != value if dtype.kind in "iub" else \
-            bool(np.isfinite(cast)) != bool(np.isfinite(value)):
-        return
-    body.outs[k] = as_node(cast, body.graph)
+    cast = weak_cast(out.value, dtype)
+    if cast is not None:
+        body.outs[k] = as_node(cast, body.graph)
+
+
+def _weak_numbers(init):
+    """{position: Python number} of the initial carries given as Python numbers (weak
+    constants), whose dtype the body settles (body.trace)."""
+    return {k: n.value for k, n in enumerate(init) if n.op is None and n.weak}
+
+
+def _settled(init, body, weak, graph):
+    """``init`` with each Python-number carry made a constant of the dtype its body's
+    trace settled (the number survives the cast: body.weak_cast checked it)."""
+    return [as_node(weak_cast(weak[k], body.params[k].dtype), graph)
+            if k in weak and body.params[k].dtype != n.dtype else n
+            for k, n in enumerate(init)]
 
 
 def _check_takes(fn, args, name, what):
@@ -163,13 +167,15 @@ def cond_results(then_outs, else_outs):
 
 
 def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph=None,
-               trees=None, shapes=None):
+               trees=None, shapes=None, weak=False):
     """The flat scan every other loop is built from: ``fn_flat(carry, x)`` takes and
     returns flat lists (``(carry, ys)``); ``init``/``xs`` are lists of nodes. Returns
     ``(loop node, results)``: the final carries, then the ys. ``shapes``: the carries'
     declared shapes, where they are to be less static than ``init``'s (a derivative
     loop's carry, seeded with a tangent of shape (3,), takes its primal carry's (None,):
-    the body's ops on the primal give (None,), so (3,) would not stay a carry's shape)."""
+    the body's ops on the primal give (None,), so (3,) would not stay a carry's shape).
+    ``weak``: a carry given as a Python number takes the dtype the body settles for it
+    (body.trace; the user's loops), not its default float64/int64/complex128."""
     graph = graph or _graph_of(init + xs)
     nc, nx = len(init), len(xs)
     for x in xs:
@@ -193,7 +199,10 @@ def build_scan(fn_flat, init, xs, reverse=False, length=None, name="scan", graph
         ny_box.append(len(ys))
         return list(carry) + list(ys)
 
-    body = _traced(traced, specs, name, graph)
+    numbers_in = _weak_numbers(init) if weak else None
+    body = _traced(traced, specs, name, graph, numbers_in)
+    if numbers_in:
+        init = _settled(init, body, numbers_in, graph)
     for k in range(nc):
         _settle_weak(body, k, init[k])
         same_spec(name, f"carry entry {k}", body.outs[k], init[k], shapes[k])
@@ -213,7 +222,10 @@ def scan(step, init, xs=None, length=None, reverse=False):
     ``(final carry, ys stacked on axis 0)``. ``reverse=True`` runs from the last slice to
     the first (ys stay in xs's order). ``xs=None`` with ``length=T`` runs T steps with
     ``x=None``. Carries and xs may be nodes, numbers or tuples/lists/dicts of them; a
-    carry must keep its shape and dtype. The step is traced once: the loop is one node.
+    carry must keep its shape and dtype; an initial carry given as a Python number is
+    weakly typed and takes the dtype the step gives it (``0.0`` over float32 ``xs`` is a
+    float32 carry), as in JAX (docs/howto-loops.md). The step is traced once (twice
+    for such a carry: first on the number): the loop is one node.
     Its vjp is a scan backwards over the step's vjp, reading the T carries the forward
     keeps; its jvp a scan carrying tangents."""
     name = "scan"
@@ -243,7 +255,7 @@ def scan(step, init, xs=None, length=None, reverse=False):
         return c_leaves, y_leaves
 
     _, outs = build_scan(fn_flat, init_nodes, xs_nodes, reverse,
-                         None if length is None else int(length), name, graph)
+                         None if length is None else int(length), name, graph, weak=True)
     nc = len(init_nodes)
     ny = len(outs) - nc
     final = unflatten(init_def, outs[:nc])
@@ -253,13 +265,18 @@ def scan(step, init, xs=None, length=None, reverse=False):
 
 # -- while and fori ---------------------------------------------------------------------
 
-def build_while(cond_flat, body_flat, init, max_iters, name="while_loop", graph=None):
+def build_while(cond_flat, body_flat, init, max_iters, name="while_loop", graph=None,
+                weak=False):
     """The flat while loop: ``cond_flat(carry) -> 0-d bool node``, ``body_flat(carry) ->
-    carry``. Returns ``(loop node, the final carries)``."""
+    carry``. Returns ``(loop node, the final carries)``. ``weak``: build_scan's."""
     graph = graph or _graph_of(init)
     nc = len(init)
+    numbers_in = _weak_numbers(init) if weak else None
+    body = _traced(lambda p: list(body_flat(p)), [(n.shape, n.dtype) for n in init],
+                   name, graph, numbers_in)
+    if numbers_in:
+        init = _settled(init, body, numbers_in, graph)
     specs = [(n.shape, n.dtype) for n in init]
-    body = _traced(lambda p: list(body_flat(p)), specs, name, graph)
     for k in range(nc):
         _settle_weak(body, k, init[k])
         same_spec(name, f"carry entry {k}", body.outs[k], init[k])
@@ -298,7 +315,8 @@ def while_loop(cond_fn, body_fn, init, max_iters=1000):
     ``cond_fn`` returns a 0-d bool node. Reaching ``max_iters`` iterations with the
     condition still true raises ``fg.LoopLimitError`` naming the loop, never a silent
     stop. Reverse mode works: the forward keeps every carry it saw (at most
-    ``max_iters``), and the vjp is a scan backwards over them."""
+    ``max_iters``), and the vjp is a scan backwards over them. A carry given as a
+    Python number takes the dtype the body gives it, as ``scan``'s."""
     name = "while_loop"
     if not isinstance(max_iters, numbers.Integral) or isinstance(max_iters, bool) \
             or max_iters < 0:
@@ -319,7 +337,8 @@ def while_loop(cond_fn, body_fn, init, max_iters=1000):
     def cond_flat(carry):
         return as_node(cond_fn(unflatten(tdef, carry)))
 
-    _, outs = build_while(cond_flat, body_flat, nodes, int(max_iters), name, graph)
+    _, outs = build_while(cond_flat, body_flat, nodes, int(max_iters), name, graph,
+                          weak=True)
     return unflatten(tdef, outs[:len(nodes)])
 
 
@@ -327,7 +346,8 @@ def fori_loop(lower, upper, body_fn, init):
     """``for i in range(lower, upper): c = body_fn(i, c)``; returns the final carry.
     ``i`` is a 0-d int64 node. The bounds are ints (Python or numpy) or 0-d integer
     nodes; a float or bool bound is refused, as ``range`` refuses it. Int bounds make a
-    scan of ``upper - lower`` steps; node bounds a while loop (up to 2**31 steps)."""
+    scan of ``upper - lower`` steps; node bounds a while loop (up to 2**31 steps). A
+    carry given as a Python number takes the dtype the body gives it, as ``scan``'s."""
     name = "fori_loop"
     _check_takes(body_fn, ("i", "carry"), name, "body")
     lower, upper = _bound(lower, "lower"), _bound(upper, "upper")
@@ -348,11 +368,12 @@ def fori_loop(lower, upper, body_fn, init):
 
     if static:
         _, outs = build_scan(lambda c, x: (body_flat(c), []), [i0, *nodes], [],
-                             length=max(0, upper - lower), name=name, graph=graph)
+                             length=max(0, upper - lower), name=name, graph=graph,
+                             weak=True)
     else:
         hi = as_node(upper, graph)
         _, outs = build_while(lambda c: c[0] < hi, body_flat, [i0, *nodes], 2 ** 31,
-                              name, graph)
+                              name, graph, weak=True)
     return unflatten(tdef, outs[1:1 + len(nodes)])
 
 
@@ -428,7 +449,9 @@ def cond(pred, then_fn, else_fn, *operands):
     the taken branch runs, forward and backward (an untaken ``log(x)`` at x ≤ 0 never
     reaches the gradient, unlike ``fg.where``). ``pred`` is a 0-d bool node; both
     branches return the same structure of nodes, shapes and dtypes (a length one branch
-    knows and the other only at run time is a run-time length of the result)."""
+    knows and the other only at run time is a run-time length of the result). An
+    operand given as a Python number reaches the branches as that number, weakly typed
+    (``a + x`` of a float32 ``x`` is float32), as in JAX."""
     name = "cond"
     leaves, tdef = flatten(list(operands))
     graph = _graph_of([pred, *leaves])
@@ -438,10 +461,15 @@ def cond(pred, then_fn, else_fn, *operands):
                          f"{fmt_shape(p.shape)} and dtype {p.dtype}" +
                          (f"\n  at {_where()}" if _where() else ""))
     nodes = _nodes(leaves, graph, "operand", name)
+    numbers_in = _weak_numbers(nodes)
     out_def = []
 
     def branch(fn):
         def flat(params):
+            # an operand given as a Python number reaches the branches as that number
+            # (weakly typed: ``a + x`` of a float32 ``x`` is float32, as in JAX's cond)
+            params = [as_node(numbers_in[k], tracing_graph()) if k in numbers_in else p
+                      for k, p in enumerate(params)]
             res_leaves, d = flatten(fn(*unflatten(tdef, params)))
             out_def.append(d)
             return res_leaves
