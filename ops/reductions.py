@@ -160,7 +160,7 @@ def _max_weights(xp, x, ans, axis, keepdims):
     # 1/k on each of the k entries that attain the max, 0 elsewhere
     top = ans if keepdims else xp.expand_dims(ans, axis)
     hit = (x == top).astype(x.dtype)
-    return hit / xp.sum(hit, axis=axis, keepdims=True)
+    return hit / summed(xp, hit, axis, True)
 
 
 max_weights = Op("max_weights", _max_weights,
@@ -220,7 +220,7 @@ def _logsumexp(xp, x, axis, keepdims):
     # all −inf entries give −inf (log 0), not nan from −inf − (−inf)
     m = max_of(xp, x, axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)
-    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    out = xp.log(summed(xp, xp.exp(x - m), axis, True)) + m   # (float16: in float32)
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 

@@ -122,3 +122,34 @@ def test_float16_softmax_cross_entropy_over_4000_classes_on_axis_0(kw):
     _same_half(got, want.numpy())
     # each column's loss rounds to float16 before the sum: within 2 ulps of the closed form
     np.testing.assert_allclose(float(got), 3 * np.log(4000.0), rtol=2 * 2.0 ** -10)
+
+
+LSE_CASES = {
+    "logsumexp": (lambda x: fg.logsumexp(x, axis=0), lambda t: torch.logsumexp(t, 0),
+                  np.log(4000.0)),
+    "softmax": (lambda x: fg.softmax(x, axis=0)[0], lambda t: torch.softmax(t, 0)[0],
+                1 / 4000),
+    "log_softmax": (lambda x: fg.log_softmax(x, axis=0)[0],
+                    lambda t: torch.log_softmax(t, 0)[0], -np.log(4000.0)),
+    "max's gradient (4000 ties)": (lambda x: fg.grad(fg.sum(fg.max(x, axis=0)), x)[0],
+                                   None, 1 / 4000),
+}
+
+
+@pytest.mark.parametrize("case", list(LSE_CASES))
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_float16_normalisers_over_4000_entries_on_axis_0(case, kw):
+    """log Σ exp(0) over 4000 entries is log 4000 = 8.29, not log 2048 = 7.62 (torch);
+    each of 4000 tied maxima gets 1/4000 of max's gradient (torch splits it evenly too)."""
+    build, ref, exact = LSE_CASES[case]
+    a = np.zeros((4000, 3), np.float16)
+    got = _run(build, a, kw)
+    if case == "softmax":
+        # exp(−logsumexp) in float16: −8.29 rounds to a float16 (spacing 2⁻⁷), which
+        # exp turns into a relative 0.3 %; torch divides by the sum in float32 instead.
+        # The sum itself is right (1/2048 would be 95 % off)
+        np.testing.assert_allclose(got.astype(float), exact, rtol=4e-3)
+        return
+    if ref is not None:
+        _same_half(got, ref(torch.tensor(a)).numpy())
+    _same_half(got, np.full(3, exact))
