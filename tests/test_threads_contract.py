@@ -1,0 +1,124 @@
+"""The thread-safety contract (docs/threads.md): what several threads may do at once and
+get the single-threaded answer, and what is refused with a typed error.
+
+Each test forces the interleaving it is about (barriers, events, ``sys.setswitchinterval``)
+and checks real values against numpy: the draws of ``np.random.default_rng``, the seeds
+of ``np.random.SeedSequence``, names as strings, ``gc.isenabled()``."""
+import gc
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import flowgrad as fg
+import flowgrad.graph as fg_graph
+from flowgrad.composite import composite
+
+
+def _in_threads(fn, n=8):
+    """Run fn(k) in n threads released at once, switching threads as often as Python
+    allows; re-raise the first error."""
+    barrier = threading.Barrier(n)
+    errors = []
+
+    def body(k):
+        try:
+            barrier.wait()
+            fn(k)
+        except BaseException as e:  # noqa: BLE001  (re-raised below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=body, args=(k,)) for k in range(n)]
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    if errors:
+        raise errors[0]
+
+
+# -- scopes: per graph and per thread ---------------------------------------------------
+
+def test_layers_and_scopes_built_in_threads_into_one_graph_name_their_own_nodes():
+    """A name scope was one list per graph: a layer built in one thread named another
+    thread's variables (``L3/W`` under ``L5/``), and two threads' exits could leave a
+    scope open on the graph for every node built afterwards; listing the names while
+    another thread added one raised 'dictionary changed size during iteration'."""
+    for _ in range(8):
+        with fg.Graph() as g:
+            x = fg.placeholder("x", shape=(None, 3))
+            layers = [None] * 8
+            scoped = [None] * 8
+
+            def build(k):
+                with g:
+                    layers[k] = fg.nn.Dense(4, name=f"L{k}")
+                    layers[k](x)
+                    with fg.name_scope(f"s{k}"):
+                        scoped[k] = fg.constant(1.0, name="c")
+
+            _in_threads(build)
+            assert g.scope == ()
+            assert fg.sin(x).name == f"sin_{len(g) - 1}"       # no scope left open
+        for k in range(8):
+            assert sorted(v.name for v in layers[k].variables) == [f"L{k}/W", f"L{k}/b"]
+            assert scoped[k].name == f"s{k}/c" and scoped[k].scope == (f"s{k}",)
+
+
+def test_one_layer_name_in_threads_gives_distinct_scopes():
+    """Two threads' layers named alike claimed the same scope: each must get its own."""
+    for _ in range(8):
+        with fg.Graph() as g:
+            x = fg.placeholder("x", shape=(None, 2))
+            layers = [fg.nn.Dense(3) for _ in range(8)]
+
+            def build(k):
+                with g:
+                    layers[k](x)
+
+            _in_threads(build)
+        assert sorted(layer.scope for layer in layers) == \
+            sorted([("dense",)] + [(f"dense_{k}",) for k in range(1, 8)])
+
+
+def test_a_composite_block_shared_by_threads_closes_in_each():
+    """``with block:`` on one ``fg.composite("name")`` object in two threads: the block
+    kept one list of open frames, so a thread's exit popped the other's frame and left
+    its own group open; every node that thread built later was drawn inside it."""
+    block = composite("blk")
+    with fg.Graph() as g:
+        x = fg.placeholder("x", shape=(3,))
+        inside, entered, exited = {}, threading.Barrier(2), threading.Event()
+        after = {}
+
+        def a():
+            with g:
+                with block:
+                    inside["a"] = fg.sin(x)
+                    entered.wait()           # b enters the block after a
+                    # a exits first: the old code popped b's frame here
+                exited.set()
+                after["a"] = fg.cos(x)
+
+        def b():
+            with g:
+                entered.wait()
+                with block:
+                    exited.wait()
+                    inside["b"] = fg.tanh(x)
+                after["b"] = fg.exp(x)
+
+        ts = [threading.Thread(target=a), threading.Thread(target=b)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    assert inside["a"].group == ("blk",) and inside["b"].group == ("blk_1",)
+    assert after["a"].group == () and after["b"].group == ()
