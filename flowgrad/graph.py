@@ -534,6 +534,14 @@ def _thaw(graph):
             gc.unfreeze()
 
 
+# The collector's switch is the process's, and sweeps run in several threads at once:
+# the first sweep to start turns it off and the last to end turns it back on (if it was
+# on). A sweep remembering ``gc.isenabled()`` alone could read it off (another thread's
+# sweep) just before that sweep ended, and then never turn it on again.
+_PAUSE_LOCK = threading.Lock()
+_paused = [0, False]   # [sweeps under way, whether the collector was on before the first]
+
+
 @contextlib.contextmanager
 def gc_paused():
     """Hold off Python's cyclic garbage collector for one sweep over a large graph.
@@ -541,14 +549,20 @@ def gc_paused():
     A sweep that builds or maps every node (autodiff's, a compile's) allocates millions
     of long-lived objects; each full collection rescans them all, which cost as much as
     the sweep itself at 10^5 nodes. The sweeps make no reference cycles worth collecting
-    meanwhile, and the collector is re-enabled (if it was on) when the sweep ends."""
-    was = gc.isenabled()
-    gc.disable()
+    meanwhile, and the collector is re-enabled (if it was on) when the last sweep under
+    way, in any thread, ends."""
+    with _PAUSE_LOCK:
+        if not _paused[0]:
+            _paused[1] = gc.isenabled()
+            gc.disable()
+        _paused[0] += 1
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        with _PAUSE_LOCK:
+            _paused[0] -= 1
+            if not _paused[0] and _paused[1]:
+                gc.enable()
 
 
 _node_id = attrgetter("id")   # Graph.ancestors: a handle's own id object

@@ -122,3 +122,69 @@ def test_a_composite_block_shared_by_threads_closes_in_each():
             t.join()
     assert inside["a"].group == ("blk",) and inside["b"].group == ("blk_1",)
     assert after["a"].group == () and after["b"].group == ()
+
+
+# -- the collector's switch --------------------------------------------------------------
+
+class _SlowSwitch:
+    """``gc`` as flowgrad/graph.py sees it, whose ``isenabled`` waits (up to a bound) for
+    another thread's sweep to end before answering with what it read: the interleaving
+    in which a sweep read 'off' (another sweep under way), that sweep ended and turned
+    the collector on, and the first then turned it off for good."""
+
+    def __init__(self, other_ended):
+        self.other_ended = other_ended
+        self.calls = 0
+
+    def isenabled(self):
+        was = gc.isenabled()
+        self.calls += 1
+        if self.calls == 2:                      # a second look, while a sweep is under way
+            self.other_ended.wait(0.5)
+        return was
+
+    def __getattr__(self, name):
+        return getattr(gc, name)
+
+
+def test_sweeps_in_two_threads_leave_the_collector_on(monkeypatch):
+    assert gc.isenabled()
+    first_in, second_looking, first_out = (threading.Event() for _ in range(3))
+    monkeypatch.setattr(fg_graph, "gc", _SlowSwitch(first_out))
+
+    def first():
+        with fg_graph.gc_paused():
+            first_in.set()
+            second_looking.wait(0.2)             # the second sweep reads the switch now
+        first_out.set()
+
+    def second():
+        first_in.wait()
+        second_looking.set()
+        with fg_graph.gc_paused():
+            pass
+
+    ts = [threading.Thread(target=first), threading.Thread(target=second)]
+    try:
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_compiles_and_gradients_from_threads_leave_the_collector_on():
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(3,))
+        y = fg.sum(fg.sin(x) * x)
+    X = np.array([0.5, -1.0, 2.0])
+
+    def work(k):
+        for _ in range(20):
+            g = fg.compile(fg.grad(y, x))(x=X)
+            np.testing.assert_allclose(g, np.cos(X) * X + np.sin(X), rtol=1e-14)
+
+    _in_threads(work)
+    assert gc.isenabled()
