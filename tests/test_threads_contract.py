@@ -188,3 +188,54 @@ def test_compiles_and_gradients_from_threads_leave_the_collector_on():
 
     _in_threads(work)
     assert gc.isenabled()
+
+
+# -- random draws and seeds --------------------------------------------------------------
+
+def test_a_seeded_draw_called_first_from_eight_threads_gives_eight_draws_of_its_stream():
+    """Each thread's first call made the stream's generator anew: several calls got the
+    stream's first draw, the same numbers, and later draws were skipped."""
+    want = np.random.default_rng(123)
+    want = sorted(tuple(want.standard_normal(4)) for _ in range(16))
+    for _ in range(20):
+        with fg.Graph():
+            x = fg.placeholder("x", shape=(None,))
+            prog = fg.compile(x + fg.random.normal((None,), like=x, seed=123))
+        got = []
+
+        def call(k):
+            got.append(tuple(prog(x=np.zeros(4))))
+            got.append(tuple(prog(x=np.zeros(4))))
+
+        _in_threads(call)
+        assert sorted(got) == want
+
+
+class _SlowCounts(dict):
+    """A graph's seed counts whose read lets other threads run before the count is
+    written back (as a collection between the two, running finalizers, can)."""
+
+    def get(self, *args):
+        got = super().get(*args)
+        time.sleep(0.0005)
+        return got
+
+
+def test_random_nodes_built_in_threads_take_distinct_derived_seeds():
+    """A graph's derived seeds came from a count read and written back unguarded: two
+    threads took the same count, so two nodes drew identical numbers."""
+    tag = int.from_bytes(b"random", "little")
+    want = {int(np.random.SeedSequence([7, tag, k]).generate_state(1, np.uint64)[0])
+            for k in range(8 * 10)}
+    with fg.Graph() as g:
+        fg.random.set_seed(7)
+        fg.random._SEEDS[g].counts = _SlowCounts()
+        nodes = []
+
+        def build(k):
+            with g:
+                for _ in range(10):
+                    nodes.append(fg.random.uniform((2,)))
+
+        _in_threads(build)
+    assert {n.attrs["stream"].seed for n in nodes} == want
