@@ -239,3 +239,54 @@ def test_random_nodes_built_in_threads_take_distinct_derived_seeds():
 
         _in_threads(build)
     assert {n.attrs["stream"].seed for n in nodes} == want
+
+
+# -- one fit at a time per optimizer -----------------------------------------------------
+
+def test_a_second_fit_of_one_optimizer_from_another_thread_is_refused():
+    """Two fits of one optimizer at once set and restored its check_finite over each
+    other (left True for good) and interleaved their steps: the second is refused."""
+    X = np.linspace(-1.0, 1.0, 8)[:, None]
+    T = 3.0 * X[:, 0]
+    with fg.Graph():
+        x = fg.placeholder("x", shape=(None, 1))
+        t = fg.placeholder("t", shape=(None,))
+        w = fg.variable(np.zeros(1), name="w")
+        loss = fg.mean((x @ w - t) ** 2)
+        opt = fg.optim.SGD([w], lr=0.1)
+        started, release = threading.Event(), threading.Event()
+
+        class Hold(fg.Callback):
+            def on_batch_begin(self, batch, logs, state):
+                started.set()
+                release.wait(5)
+
+        result = {}
+
+        def first():
+            try:
+                result["hist"] = opt.fit(loss, {x: X, t: T}, epochs=1, batch_size=8,
+                                         shuffle=False, callbacks=[Hold()], verbose=False)
+            except BaseException as e:  # noqa: BLE001  (re-raised below)
+                result["error"] = e
+                started.set()
+
+        th = threading.Thread(target=first)
+        th.start()
+        try:
+            assert started.wait(5)
+            if "error" in result:
+                raise result["error"]
+            with pytest.raises(fg.OptimizerError, match="already fitting in another thread"):
+                opt.fit(loss, {x: X, t: T}, epochs=1, batch_size=8, verbose=False)
+        finally:
+            release.set()
+            th.join()
+        if "error" in result:
+            raise result["error"]
+        assert opt.check_finite is False and opt.iterations == 1
+        # one full-batch step from w = 0: w − 0.1 · 2 mean(x (x w − t))
+        np.testing.assert_allclose(w.value, 0.1 * 2 * np.mean(X[:, 0] * T), rtol=1e-14)
+        # afterwards the optimizer fits again, from any thread
+        opt.fit(loss, {x: X, t: T}, epochs=1, batch_size=8, shuffle=False, verbose=False)
+        assert opt.iterations == 2
