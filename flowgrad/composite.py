@@ -15,6 +15,7 @@ outermost first; groups nest). Each call gets its own name in its graph: ``dense
 from __future__ import annotations
 
 import functools
+import threading
 
 from .graph import Node, thread_state as _state
 
@@ -29,9 +30,10 @@ class _Frame:
     """One open group. Its name is taken lazily, per graph, when its first node is built
     there (a function may build into a graph other than the default one)."""
 
-    def __init__(self, label, args):
+    def __init__(self, label, args, block=None):
         self.label = label
         self.args = args
+        self.block = block   # the fg.composite("name") block that opened it, if one did
         self._names = {}
 
     def name_in(self, graph) -> str:
@@ -41,8 +43,17 @@ class _Frame:
         return name
 
 
+# a fresh name is a test and a write: two threads' calls must not both take "dense"
+_REGISTER_LOCK = threading.Lock()
+
+
 def _register(graph, label, args) -> str:
     """A fresh group name in ``graph`` and its record: {name: {"label", "args"}}."""
+    with _REGISTER_LOCK:
+        return _fresh_name(graph, label, args)
+
+
+def _fresh_name(graph, label, args) -> str:
     groups = graph.__dict__.setdefault("_groups", {})
     taken = graph.__dict__.setdefault("_group_next", {})
     k = taken.get(label, 0)
@@ -80,7 +91,6 @@ class _Block:
 
     def __init__(self, label):
         self.label = label
-        self._open = []
 
     def __call__(self, fn):
         if not callable(fn):
@@ -88,16 +98,19 @@ class _Block:
         return _wrap(fn, self.label)
 
     def __enter__(self):
-        frame = _Frame(self.label, ())
-        _frames().append(frame)
-        self._open.append(frame)
+        _frames().append(_Frame(self.label, (), self))
         return self
 
     def __exit__(self, *exc):
-        frame = self._open.pop()
+        # this thread's innermost frame of this block: one block object may be open in
+        # several threads at once (a module-level ``attention = fg.composite(...)``), and
+        # a list of open frames on the block popped another thread's, leaving this
+        # thread's group open for every node it built afterwards
         frames = _frames()
-        if frames and frames[-1] is frame:
-            frames.pop()
+        for k in range(len(frames) - 1, -1, -1):
+            if frames[k].block is self:
+                del frames[k]
+                break
         return False
 
     def __repr__(self):

@@ -135,7 +135,8 @@ class NodeLookupError(FlowgradError, KeyError):
 
 class OptimizerError(FlowgradError, ValueError):
     """An optimizer setting out of range (a learning rate of inf, a schedule value that is
-    NaN, a negative eps), or a program whose outputs are not the loss and its gradients."""
+    NaN, a negative eps), a program whose outputs are not the loss and its gradients, or
+    a fit of an optimizer that is fitting in another thread already."""
 
 
 def located(cls, message: str, *args, **kwargs):

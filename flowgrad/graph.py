@@ -15,7 +15,9 @@ id instead of walking the graph, and no cycle can ever be built.
 
 Threads: adding a node (id, name, edges, handle) happens under the graph's lock, so
 several threads may build into one graph, the module-level default included. Name
-scopes (``fg.name_scope``) are per graph, not per thread.
+scopes (``fg.name_scope``, a layer's scope) are per graph *and* per thread, as
+TensorFlow's name stack is: a scope one thread opens names only the nodes that thread
+builds (docs/threads.md).
 
 Names: a placeholder's name is how it is fed, so a second placeholder with a taken
 name is a GraphError. Every other node (variables, constants, ops) whose name is
@@ -53,6 +55,8 @@ thread_state = _state
 # collector's scans, which dominated building very large graphs.
 _EDGE = tuple({"argnums": (k,)} for k in range(8))
 
+
+_NO_SCOPE: list = []   # a thread's scope where it opened none (never changed in place)
 
 _UNSET = object()   # add_node's "where not given" (None is a valid where: no user frame)
 
@@ -128,7 +132,11 @@ class Graph:
         self._names: dict[str, int] = {}
         self._reserved: set[int] = set()   # ids whose default name is taken already
         self._name_next: dict[str, int] = {}
-        self._scope: list[str] = []
+        # the open name scope of each thread building into this graph (.path, a list
+        # never changed in place), and how many threads have one open: add_node's
+        # one test in the common case (no scope anywhere), as the plain list was
+        self._scopes = threading.local()
+        self._scoped = 0
         # guards ids, names and edges (never held while calling out: a plain lock suffices)
         self._lock = threading.Lock()
         # other modules' tables that must live and die with the graph (owned_table)
@@ -203,23 +211,40 @@ class Graph:
 
     @property
     def scope(self) -> tuple:
-        """The name scope open now (``fg.name_scope``), outermost first."""
+        """The name scope this thread has open now (``fg.name_scope``), outermost first."""
         return tuple(self._scope)
+
+    @property
+    def _scope(self) -> list:
+        """This thread's open scope in this graph (read it; ``_swap_scope`` sets it)."""
+        return self._scopes.__dict__.get("path", _NO_SCOPE)
+
+    def _swap_scope(self, path: list) -> list:
+        """Make ``path`` this thread's open scope; returns the one it replaces. Another
+        thread's scope is its own: a per-graph list let one thread's layer name another's
+        variables, and two threads' exits could leave a scope open for good."""
+        local = self._scopes.__dict__
+        old = local.get("path", _NO_SCOPE)
+        if bool(old) != bool(path):
+            with self._lock:
+                self._scoped += 1 if path else -1
+        local["path"] = path
+        return old
 
     @contextlib.contextmanager
     def scope_path(self, path):
         """Build under exactly the scope ``path`` (a tuple of names), whatever scope is
         open: a layer re-entered on reuse, a graph file's node rebuilt where it was."""
-        saved = self._scope
-        self._scope = list(path)
+        saved = self._swap_scope(list(path))
         try:
             yield
         finally:
-            self._scope = saved
+            self._swap_scope(saved)
 
     def prefix_in_use(self, prefix: str) -> bool:
         """Whether a node is named ``prefix`` or has a name under ``prefix + "/"``."""
-        return self._taken(prefix) or any(n.startswith(prefix + "/") for n in self._names)
+        with self._lock:   # (another thread's node may register a name meanwhile)
+            return self._taken(prefix) or any(n.startswith(prefix + "/") for n in self._names)
 
     def unique_name(self, base: str) -> str:
         """``base`` under the open scope, suffixed _1, _2 … until no node has it."""
@@ -273,7 +298,7 @@ class Graph:
         # unique by construction, neither registered nor stored: made when read), no
         # scope, no open composite group
         rare = op is None or kind != "op" or name is not None or exact_name \
-            or self._scope or _state.__dict__.get("groups")   # (getattr's miss: slow)
+            or self._scoped or _state.__dict__.get("groups")   # (getattr's miss: slow)
         more = self._more_fields(op, kind, value, weak) if rare else None
         handles, lock = self._handles, self._lock
         lock.acquire()   # (not ``with``: ~90 ns less a node; released in ``finally``)
@@ -469,11 +494,11 @@ def name_scope(name: str, graph: Graph | None = None):
 @contextlib.contextmanager
 def _name_scope(name: str, graph: Graph | None):
     g = graph if graph is not None else default_graph()   # (an empty Graph is falsy)
-    g._scope.append(name)
+    saved = g._swap_scope(g._scope + [name])
     try:
         yield
     finally:
-        g._scope.pop()
+        g._swap_scope(saved)
 
 
 # -- the cyclic collector while a large graph is built -----------------------------------
@@ -509,6 +534,14 @@ def _thaw(graph):
             gc.unfreeze()
 
 
+# The collector's switch is the process's, and sweeps run in several threads at once:
+# the first sweep to start turns it off and the last to end turns it back on (if it was
+# on). A sweep remembering ``gc.isenabled()`` alone could read it off (another thread's
+# sweep) just before that sweep ended, and then never turn it on again.
+_PAUSE_LOCK = threading.Lock()
+_paused = [0, False]   # [sweeps under way, whether the collector was on before the first]
+
+
 @contextlib.contextmanager
 def gc_paused():
     """Hold off Python's cyclic garbage collector for one sweep over a large graph.
@@ -516,14 +549,20 @@ def gc_paused():
     A sweep that builds or maps every node (autodiff's, a compile's) allocates millions
     of long-lived objects; each full collection rescans them all, which cost as much as
     the sweep itself at 10^5 nodes. The sweeps make no reference cycles worth collecting
-    meanwhile, and the collector is re-enabled (if it was on) when the sweep ends."""
-    was = gc.isenabled()
-    gc.disable()
+    meanwhile, and the collector is re-enabled (if it was on) when the last sweep under
+    way, in any thread, ends."""
+    with _PAUSE_LOCK:
+        if not _paused[0]:
+            _paused[1] = gc.isenabled()
+            gc.disable()
+        _paused[0] += 1
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        with _PAUSE_LOCK:
+            _paused[0] -= 1
+            if not _paused[0] and _paused[1]:
+                gc.enable()
 
 
 _node_id = attrgetter("id")   # Graph.ancestors: a handle's own id object

@@ -54,7 +54,9 @@ class Stream:
             rand = getattr(xp, "random", None)
             if rand is None or not hasattr(rand, "default_rng"):
                 raise TypeError(f"the array namespace {key!r} has no random.default_rng")
-            gen = self._generators[key] = rand.default_rng(self.seed)
+            # setdefault: two threads' first draws must share one generator (each
+            # making its own handed both the stream's first draw, the same numbers)
+            gen = self._generators.setdefault(key, rand.default_rng(self.seed))
         return gen
 
     def reset(self):
@@ -89,6 +91,9 @@ class _Seeding:
 
 # {graph: _Seeding}: a side table owned by this module, not attributes set on Graph
 _SEEDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# deriving a seed reads a count and writes it back: two threads building random nodes
+# (or layers) into one graph must not both take the same count, hence the same seed
+_SEEDS_LOCK = threading.Lock()
 
 
 def set_seed(seed, graph=None) -> None:
@@ -124,8 +129,9 @@ def derived_seed(graph, purpose: str):
     if base is None:
         return None
     counts = seeding.counts
-    k = counts.get(purpose, 0)
-    counts[purpose] = k + 1
+    with _SEEDS_LOCK:
+        k = counts.get(purpose, 0)
+        counts[purpose] = k + 1
     tag = int.from_bytes(purpose.encode(), "little")
     return int(np.random.SeedSequence([base, tag, k]).generate_state(1, np.uint64)[0])
 

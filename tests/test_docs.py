@@ -15,6 +15,7 @@ DOCS = ROOT / "docs"
 PAGES = ["theory.md", "ops.md", "howto-draw.md", "howto-walkthrough.md", "howto-train.md",
          "howto-debug.md", "howto-custom.md"]
 PAGES += ["howto-loops.md"]   # issue 20: loops and branches
+PAGES += ["threads.md"]       # the thread-safety contract
 BLOCKS = [(page, k, code) for page in PAGES
           for k, code in enumerate(re.findall(r"^```python\n(.*?)^```",
                                               (DOCS / page).read_text(encoding="utf-8"),

@@ -73,8 +73,9 @@ class Generated:
 
     def _compile(self):
         w = _ArrayWriter(self.plan, self.backend, self._consts)
-        self._array_fn, self.lines, self.source = w.write()
+        fn, self.lines, self.source = w.write()
         self._fused = FusedParts(w.regions, w.chains, w.lazy, w.ns)
+        self._array_fn = fn   # published last: a thread that sees it sees the rest
 
     def fused_parts(self) -> "FusedParts":
         """What the array function runs as one kernel, and the kernels it calls (the

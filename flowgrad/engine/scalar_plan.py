@@ -8,6 +8,7 @@ Conversion happens at the boundary only: floats in, numpy values out.
 """
 from __future__ import annotations
 
+import threading
 from itertools import compress, repeat
 from operator import attrgetter, countOf, is_
 
@@ -166,18 +167,26 @@ def build_for_plan(plan, literals, op_names=None):
     stub = stub_ns["_flowgrad_scalar"]
 
     warm = [None, 0]   # the first WARM_CALLS calls: a loop over the steps (scalar_tier.py)
+    # Only the first calls come here, in any thread: one of them makes the loop or the
+    # source, under the lock, and the globals are in before the code is swapped, so a
+    # call racing the swap never runs the real code without its kernels (a NameError,
+    # which the caller took for an edge value and reran on arrays: other bits)
+    lock = threading.Lock()
 
     def materialize(*vals):
-        if warm[1] < _tier.WARM_CALLS:
-            warm[1] += 1
-            if warm[0] is None:
-                warm[0] = _tier.interpreter(plan, consts, leaves)
-            return warm[0](*vals)
-        warm[0] = None                 # the compiled code takes over: drop the loop's steps
-        emitted()
-        stub.__code__ = ns["_flowgrad_scalar"].__code__
-        stub_ns.update(ns)             # the stub's globals become the real function's
-        return stub(*vals)
+        with lock:
+            if warm[1] < _tier.WARM_CALLS:
+                warm[1] += 1
+                if warm[0] is None:
+                    warm[0] = _tier.interpreter(plan, consts, leaves)
+                run = warm[0]
+            else:
+                run = stub
+                warm[0] = None         # the compiled code takes over: drop the loop's steps
+                emitted()
+                stub_ns.update(ns)     # the stub's globals become the real function's
+                stub.__code__ = ns["_flowgrad_scalar"].__code__
+        return run(*vals)              # (outside the lock: calls run side by side)
 
     stub_ns["_materialize"] = materialize
     return ScalarPlan(stub, leaves, emitted)

@@ -90,7 +90,9 @@ class Optimizer:
 
     **Threads**: a step holds the optimizer's lock from reading the variables to
     writing them back, so steps of one optimizer from several threads are serialised
-    and none is lost. Two optimizers updating the *same* variables are not coordinated.
+    and none is lost. Two optimizers updating the *same* variables are not coordinated,
+    and one optimizer fits one ``fit`` at a time (a second, from another thread, is an
+    OptimizerError). docs/threads.md has the whole contract.
     """
 
     #: AdamW's: weight decay applied to the value, not added to the gradient
@@ -141,6 +143,7 @@ class Optimizer:
         self.iterations = 0
         self.state: list[dict] = [{} for _ in self.variables]
         self._lock = threading.RLock()
+        self._fitting = None         # the thread running this optimizer's fit, if one is
         self._bound = weakref.WeakKeyDictionary()   # {program: its _Binding}, by _bind
         self._last = None            # (weak ref to the last program stepped, its _Binding)
 
@@ -419,9 +422,28 @@ class Optimizer:
         ±inf loss or gradient is a NumericsError naming the epoch and batch, raised
         before that step writes anything). The programs are made once per loss, metrics
         and backend (``training_program``), so calling fit again adds nothing to the
-        graph. See flowgrad/training/fit.py."""
+        graph. See flowgrad/training/fit.py.
+
+        One fit at a time per optimizer: a fit of it already running in another thread
+        is an OptimizerError (docs/threads.md)."""
         from .fit import fit
-        return fit(self, loss, data, epochs=epochs, batch_size=batch_size, **options)
+        me = threading.get_ident()
+        with self._lock:
+            # a fit sets and restores the optimizer's check_finite, and its callbacks
+            # read and change lr and the variables: two fits at once left check_finite
+            # set for good and interleaved their epochs' steps into one count
+            outer = self._fitting
+            if outer is not None and outer != me:
+                raise OptimizerError(
+                    f"{self!r} is already fitting in another thread; one optimizer "
+                    "trains one fit at a time (give each thread its own model and "
+                    "optimizer, or call step() from several threads)" + at_user_line())
+            self._fitting = me
+        try:
+            return fit(self, loss, data, epochs=epochs, batch_size=batch_size, **options)
+        finally:
+            if outer is None:        # the outermost fit of this thread
+                self._fitting = None
 
     # -- the state as data (flowgrad/training/optim_state.py) --------------------------
     lock = property(lambda self: self._lock,
