@@ -99,9 +99,9 @@ def batched_function(fn, flags):
         if len(name) > MAX_NAME:
             return None
         batched = CustomFunction(_no_forward, "vjp", name=name, register=False)
-        batched.label, batched.params, batched.inner = fn.label, list(fn.params), fn
+        batched.label, batched.params = fn.label, list(fn.params)
         batched.defvjp(_vectorized_rule(fn, [f == "1" for f in flags]))
-        _BATCHED[key] = batched
+        _BATCHED.setdefault(key, batched)     # (two threads: both hold the first one)
     return _BATCHED[key]
 
 
@@ -119,8 +119,11 @@ def batched_by_name(name):
 
 def _vectorized_rule(fn, flags):
     def rule(g, ans, *xs):
-        from .custom_op import reverse_terms
+        from .custom_op import reverse_terms, rule_error
         from .vectorize import vectorize
+        if len(xs) != len(flags):      # (a graph file's name that fits another call)
+            raise rule_error(ans, f"the batched call {ans.name!r} has {len(xs)} inputs, "
+                                  f"but its function names {len(flags)}")
         mapping = {}
 
         def one(node):        # a per-example stand-in: the batched node's first example

@@ -346,10 +346,10 @@ def test_a_vectorized_custom_call_is_differentiated_with_its_rule_per_example(no
     np.testing.assert_allclose(jw, want_j.sum(), rtol=1e-12)
 
 
-def test_a_batched_call_without_its_rule_is_refused_naming_the_call_and_the_line(tmp_path):
-    """Where the batched call's function cannot hold the user's (a graph file written
-    before batched calls kept it names the generic ``flowgrad.vectorized_call``), its
-    derivative is a DifferentiationError naming the call and the line that asked."""
+def _renamed_batched_call(tmp_path, name):
+    """A saved vectorized call of _scaled_clip whose function the file names ``name``
+    instead (as an older or a hostile file would), loaded, with the built graph's out
+    and X."""
     import zipfile
     f = _scaled_clip()
     x = fg.placeholder("x", shape=(3,))
@@ -361,18 +361,33 @@ def test_a_batched_call_without_its_rule_is_refused_naming_the_call_and_the_line
     text = members["graph.json"].decode()
     assert text.count("flowgrad.vectorized_call[1]:") == 1
     members["graph.json"] = re.sub(r"flowgrad\.vectorized_call\[1\]:[^\"]*",
-                                   "flowgrad.vectorized_call", text).encode()
-    old = tmp_path / "old.fg"
-    with zipfile.ZipFile(old, "w") as z:
+                                   name.replace("\\", "\\\\"), text).encode()
+    renamed = tmp_path / "renamed.fg"
+    with zipfile.ZipFile(renamed, "w") as z:
         for n, data in members.items():
             z.writestr(n, data)
-    g = fg.load_graph(old)
+    return fg.load_graph(renamed), out, X
+
+
+def test_a_batched_call_without_its_rule_is_refused_naming_the_call_and_the_line(tmp_path):
+    """Where the batched call's function cannot hold the user's (a graph file written
+    before batched calls kept it names the generic ``flowgrad.vectorized_call``), its
+    derivative is a DifferentiationError naming the call and the line that asked."""
+    g, out, X = _renamed_batched_call(tmp_path, "flowgrad.vectorized_call")
     Xv = np.ones((2, 3))
     np.testing.assert_array_equal(fg.run(g.by_name("out"), {"X": Xv}), fg.run(out, {X: Xv}))
     with pytest.raises(fg.DifferentiationError) as e:
         fg.grad(fg.sum(g.by_name("out")), g.by_name("X"))   # the line named below
     assert "call 'out'" in str(e.value) and "Differentiate first" in str(e.value)
     assert f"test_vectorize_rules.py:{e.tb.tb_lineno}" in str(e.value)
+
+
+def test_a_file_naming_a_batched_function_for_other_inputs_is_refused(tmp_path):
+    """A file whose call names a batched function of two inputs for a call of one."""
+    name = "flowgrad.vectorized_call[11]:" + _scaled_clip().name
+    g, _, _ = _renamed_batched_call(tmp_path, name)
+    with pytest.raises(fg.DifferentiationError, match="has 1 inputs, but its function names 2"):
+        fg.grad(fg.sum(g.by_name("out")), g.by_name("X"))
 
 
 @pytest.mark.parametrize("extra, refused", [(0, False), (1, True)])
