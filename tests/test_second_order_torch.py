@@ -1071,3 +1071,21 @@ def test_cross_entropy_second_order_with_masked_logits(codegen):
     check_second_order(lambda w: fg.softmax_cross_entropy(fg.constant(z) + w, t),
                        lambda w: F.cross_entropy(finite + w, torch.tensor(t)),
                        [np.array([0.1, 0.2, 0.3])], codegen, fd=False)
+
+
+@pytest.mark.parametrize("rows", [3, None])
+def test_prod_derivative_needs_static_lengths_and_says_which_line_asked(rows):
+    # prod's rule is a product tree built for the reduced lengths: with them static its
+    # second derivative is torch's; a run-time length is refused at the user's line
+    xv = np.array([[0.5, -2.0, 1.5], [1.2, 0.3, -0.7]]).T
+    with fg.Graph():
+        x = fg.placeholder("x", (rows, 2))
+        f = fg.sum(fg.prod(x, axis=0) ** 2)
+        if rows is None:
+            with pytest.raises(fg.DifferentiationError, match="prod's derivative") as e:
+                fg.grad(f, x)
+            assert f"test_second_order_torch.py:{e.tb.tb_lineno}" in str(e.value)
+            return
+        H = fg.run(fg.hessian(f, x), {x: xv})
+    want = torch.autograd.functional.hessian(lambda a: (a.prod(0) ** 2).sum(), torch.tensor(xv))
+    _close(H, want.numpy(), "Hessian of prod")
