@@ -25,12 +25,21 @@ import torch.nn.functional as F
 
 import flowgrad as fg
 
-torch.set_default_dtype(torch.float64)
 EXECUTORS = [True, False]          # codegen: generated code, or the reference interpreter
 RTOL, ATOL = 1e-9, 1e-11
 
 
 # -- the harness -----------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _torch_in_float64():
+    """torch's default dtype float64 while a test here runs (torch.zeros, modules), put
+    back after it: set at import, it leaked into every later test module."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
 
 def _directions(values, seed=7):
     rng = np.random.default_rng(seed)
