@@ -44,10 +44,10 @@ Ops covered, by family:
   stop_gradient (the ops of issue 22 and custom derivatives, where merged).
 * custom functions and remat blocks (flowgrad/batching_calls.py): custom_input,
   remat_after and custom_call carry their first input's value. A batched call of a
-  user's ``custom_vjp``/``custom_jvp`` function refuses to be differentiated again (its
-  rule was written for one example): differentiate first, then vectorize — which is
-  what per-example gradients, ``fg.jacobian`` and ``fg.hessian`` do. A remat block
-  keeps its rule (a replay of the block from the graph), so either order works.
+  user's ``custom_vjp``/``custom_jvp`` function is differentiated with the user's rule
+  applied example by example (the rule vectorized, as JAX vmaps a custom_vjp's rule),
+  so its derivatives are those of the loop over examples, to every order. A remat
+  block keeps its rule (a replay of the block from the graph), so either order works.
 * loops (flowgrad/batching_loops.py): a scan (``fg.scan``, ``fg.fori_loop`` with int
   bounds, the scans that are loops' derivatives) becomes a scan of its body vectorized;
   carries that no example changes stay unbatched; batched xs and stacked results have

@@ -64,8 +64,14 @@ _REGISTRY: dict = {}
 
 
 def registered(name: str):
-    """The custom function registered as ``name``, or None."""
-    return _REGISTRY.get(name)
+    """The custom function registered as ``name``, or None. A batched call's function
+    (``flowgrad.vectorized_call[…]:name``, flowgrad/batching_calls.py) is found from the
+    user's function registered as ``name``."""
+    fn = _REGISTRY.get(name)
+    if fn is None and isinstance(name, str) and name.startswith("flowgrad.vectorized_call["):
+        from .batching_calls import batched_by_name
+        fn = batched_by_name(name)
+    return fn
 
 
 def unregister(name: str) -> None:
@@ -78,7 +84,7 @@ class CustomFunction:
     """A function with a user-given derivative rule. Call it on nodes to build its forward;
     ``defvjp``/``defjvp`` give the rule (also usable as decorators)."""
 
-    def __init__(self, fn, kind, name=None):
+    def __init__(self, fn, kind, name=None, *, register=True):
         if not callable(fn):
             raise located(UsageError, f"custom_{kind} decorates a function, got {fn!r:.60}")
         _check_name(kind, name)
@@ -94,7 +100,8 @@ class CustomFunction:
         except (TypeError, ValueError):
             self.params = []
         functools.update_wrapper(self, fn)
-        _REGISTRY[self.name] = self
+        if register:      # (a batched call's function is found through its user's one)
+            _REGISTRY[self.name] = self
 
     def __repr__(self):
         return f"<fg.custom_{self.kind} {self.name!r}>"

@@ -32,7 +32,7 @@ def _float(node) -> bool:
     return node.dtype.kind in "fc"
 
 
-def _rule_error(call, message) -> DifferentiationError:
+def rule_error(call, message) -> DifferentiationError:
     """A DifferentiationError about a rule applied to ``call`` (its custom_call node):
     ending with the line that built the call and the user's line that asked for the
     derivative (fg.grad, fg.jvp …), where the rule ran."""
@@ -42,7 +42,7 @@ def _rule_error(call, message) -> DifferentiationError:
 
 
 def _no_rule(fn, mode, call):
-    return _rule_error(call, f"custom_{fn.kind} function {fn.name!r} has no rule yet, so "
+    return rule_error(call, f"custom_{fn.kind} function {fn.name!r} has no rule yet, so "
                              f"its {mode} derivative is not defined: give one with "
                              f"@{fn.label}.def{fn.kind}")
 
@@ -57,14 +57,14 @@ def _check_node(fn, term, like, what, incoming, call):
     Returns the term, held to ``like``'s shape per call where either has a run-time
     length (a (1,) term for a (None,) input was broadcast into the gradient)."""
     if not isinstance(term, Node):
-        raise _rule_error(call, f"custom_{fn.kind} {fn.name!r}: its rule returned "
+        raise rule_error(call, f"custom_{fn.kind} {fn.name!r}: its rule returned "
                                 f"{type(term).__name__} for {what}; a rule returns flowgrad "
                                 "nodes (built from fg ops)")
     if term.graph is not like.graph:
-        raise _rule_error(call, f"custom_{fn.kind} {fn.name!r}: the rule's node for "
+        raise rule_error(call, f"custom_{fn.kind} {fn.name!r}: the rule's node for "
                                 f"{what} belongs to another graph")
     if not _same_shape(term.shape, like.shape) or not _float(term):
-        raise _rule_error(
+        raise rule_error(
             call, f"custom_{fn.kind} {fn.name!r}: the rule's node for {what} has shape "
             f"{fmt_shape(term.shape)} and dtype {term.dtype}, but it must have "
             f"{fmt_shape(like.shape)} (the shape of {like.name!r}) and a float dtype")
@@ -89,7 +89,7 @@ def _check_dtype(fn, term, like, what, incoming, call):
         return
     given = ", ".join(sorted({str(np.dtype(d)) for d in incoming})) or "none"
     given = f"its cotangent is {given}" if fn.kind == "vjp" else f"its tangents are {given}"
-    raise _rule_error(
+    raise rule_error(
         call, f"custom_{fn.kind} {fn.name!r}: its rule {getattr(fn.rule, '__name__', '?')!r} "
         f"returned dtype {term.dtype} for {what}, but {like.name!r} has dtype {like.dtype} "
         f"and {given}: a rule must not change the dtype; a constant of "
@@ -106,7 +106,7 @@ def vjp_terms(fn, g, ans, xs):
         out = (out,)
     if not isinstance(out, (tuple, list)) or len(out) != len(xs):
         got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
-        raise _rule_error(
+        raise rule_error(
             ans, f"custom_vjp {fn.name!r}: its rule {getattr(fn.rule, '__name__', '')!r} returned "
             f"{got}, but {fn.name} takes {len(xs)} input{'s' * (len(xs) != 1)}: return a tuple with one node "
             f"(or None) per input, in order ({', '.join(map(fn.arg_name, range(len(xs))))})")
@@ -121,7 +121,7 @@ def jvp_out(fn, tangents, ans, xs):
         raise _no_rule(fn, "forward-mode", ans)
     out = _apply_rule(fn, list(tangents), ans, xs)
     if isinstance(out, (tuple, list)):
-        raise _rule_error(
+        raise rule_error(
             ans, f"custom_jvp {fn.name!r}: its rule {getattr(fn.rule, '__name__', '?')!r} "
             f"returned a {type(out).__name__} of {len(out)} values, but a jvp rule returns "
             f"one node: the tangent of {fn.name}'s one output (not one per input)")
@@ -138,7 +138,7 @@ def _require_linear(fn, tdot, ts, call):
         check_linear(tdot, ts)
     except NotLinear as e:
         where = e.node.where
-        raise _rule_error(
+        raise rule_error(
             call, f"custom_jvp {fn.name!r}: its rule {getattr(fn.rule, '__name__', '?')!r} "
             f"is not linear in the tangents, so flowgrad cannot transpose it into the "
             f"reverse-mode rule: at node {e.node.name!r}"
@@ -163,7 +163,7 @@ def _apply_rule(fn, first, ans, xs):
         head = "the cotangent g" if fn.kind == "vjp" else "the list of tangents"
         code = getattr(fn.rule, "__code__", None)
         where = f" (defined at {code.co_filename}:{code.co_firstlineno})" if code else ""
-        raise _rule_error(
+        raise rule_error(
             ans, f"custom_{fn.kind} {fn.name!r}: its rule "
             f"{getattr(fn.rule, '__name__', '?')!r}{where} takes {_arity(signature)}, "
             f"but is called with {len(args)}: rule({names}), {head}, the output node "
@@ -236,6 +236,14 @@ def _jvp_all(tangents, ans, out, *xs, fn, lifted=0):
         part, = vjp_above(term, [z], _held(t, term))   # (J_iᵀ)ᵀ ṫ_i = J_i ṫ_i
         total = part if total is None else add(total, part)
     return total
+
+
+def reverse_terms(fn, g, ans, xs):
+    """Every input's reverse term of a call of ``fn`` (None where it has none) for the
+    cotangent ``g`` of its output ``ans``: ``fn``'s vjp rule, or its jvp rule transposed
+    (what the reverse sweep asks of a call; flowgrad/batching_calls.py applies it to one
+    example's stand-ins)."""
+    return _vjp_all([False] + [True] * len(xs), g, ans, None, *xs, fn=fn)[1:]
 
 
 def _rule(argnum, g, ans, out, *xs, fn, lifted=0):

@@ -171,7 +171,7 @@ def _static_lengths(x, axis):
     if None in dims:
         raise DifferentiationError(
             f"prod's derivative needs the lengths of the reduced axes {axis} when the graph "
-            f"is built; {x.name!r} has shape {x.shape}")
+            f"is built; {x.name!r} has shape {x.shape}" + at_user_line())
     return dims
 
 

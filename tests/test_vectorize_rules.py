@@ -9,6 +9,8 @@ method="map" (the basis loop) and, for a convolution, against PyTorch float64.
 """
 import itertools
 
+import re
+
 import numpy as np
 import pytest
 
@@ -310,22 +312,107 @@ def test_the_rule_of_a_custom_function_in_a_per_example_gradient_is_the_users(rn
     np.testing.assert_allclose(fg.run(gw, {X: Xv}), want, rtol=1e-13)
 
 
-def test_differentiating_a_vectorized_custom_call_is_refused_by_name(rng):
-    """Its rule would see batched nodes (and sum across examples): refused, saying to
-    differentiate first. The batched value itself is fine."""
+def _scaled_clip_per_example(Xv, w, ẇ=None):
+    """The gradient of Σ f(x_b · w) (g = 1, the rule clipping it to ½) and the tangent
+    along ẇ (the rule's linearisation at 0, transposed), example by example in numpy."""
+    grads, tangents = [], []
+    for xv in Xv:
+        u = xv * w
+        grads.append(_rule_value(np.ones(3), u) * xv)
+        if ẇ is not None:
+            t = xv * ẇ                       # g ↦ g Σu + 1 (u·g), transposed
+            tangents.append(t * u.sum() + u * t.sum())
+    return np.sum(grads, axis=0), np.sum(tangents, axis=0) if tangents else None
+
+
+@pytest.mark.parametrize("none", [False, True], ids=["static", "None"])
+def test_a_vectorized_custom_call_is_differentiated_with_its_rule_per_example(none, rng):
+    """Its rule, written for one example, reduces over x: applied to the batched nodes
+    it would sum across examples. It is applied example by example (vectorized, as JAX
+    vmaps a custom_vjp's rule), in both modes, as the loop over examples gives."""
     f = _scaled_clip()
     w = fg.variable(rng.standard_normal(3), name="w")
     x = fg.placeholder("x", shape=(3,))
-    X = fg.placeholder("X", shape=(4, 3))
+    X = fg.placeholder("X", shape=(None if none else 4, 3))
     y = fg.vectorize(f(x * w), {x: X})
     Xv = rng.standard_normal((4, 3))
+    ẇ = rng.standard_normal(3)
     np.testing.assert_allclose(fg.run(y, {X: Xv}),
                                np.stack([v * w.value * (v * w.value).sum() for v in Xv]),
                                rtol=1e-13)
-    with pytest.raises(fg.DifferentiationError, match="Differentiate first"):
-        fg.run(fg.grad(fg.sum(y), w))
-    with pytest.raises(fg.DifferentiationError, match="Differentiate first"):
-        fg.jvp(fg.sum(y), w, fg.ones_like(w))
+    gw, jw = fg.run([fg.grad(fg.sum(y), w), fg.jvp(fg.sum(y), w, ẇ)], {X: Xv})
+    want_g, want_j = _scaled_clip_per_example(Xv, w.value, ẇ)
+    np.testing.assert_allclose(gw, want_g, rtol=1e-12)
+    np.testing.assert_allclose(jw, want_j.sum(), rtol=1e-12)
+
+
+def _renamed_batched_call(tmp_path, name):
+    """A saved vectorized call of _scaled_clip whose function the file names ``name``
+    instead (as an older or a hostile file would), loaded, with the built graph's out
+    and X."""
+    import zipfile
+    f = _scaled_clip()
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(None, 3))
+    out = fg.vectorize(f(x), {x: X}).named("out")
+    path = fg.save_graph(tmp_path / "new.fg", [out])
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    text = members["graph.json"].decode()
+    assert text.count("flowgrad.vectorized_call[1]:") == 1
+    members["graph.json"] = re.sub(r"flowgrad\.vectorized_call\[1\]:[^\"]*",
+                                   name.replace("\\", "\\\\"), text).encode()
+    renamed = tmp_path / "renamed.fg"
+    with zipfile.ZipFile(renamed, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    return fg.load_graph(renamed), out, X
+
+
+def test_a_batched_call_without_its_rule_is_refused_naming_the_call_and_the_line(tmp_path):
+    """Where the batched call's function cannot hold the user's (a graph file written
+    before batched calls kept it names the generic ``flowgrad.vectorized_call``), its
+    derivative is a DifferentiationError naming the call and the line that asked."""
+    g, out, X = _renamed_batched_call(tmp_path, "flowgrad.vectorized_call")
+    Xv = np.ones((2, 3))
+    np.testing.assert_array_equal(fg.run(g.by_name("out"), {"X": Xv}), fg.run(out, {X: Xv}))
+    with pytest.raises(fg.DifferentiationError) as e:
+        fg.grad(fg.sum(g.by_name("out")), g.by_name("X"))   # the line named below
+    assert "call 'out'" in str(e.value) and "Differentiate first" in str(e.value)
+    assert f"test_vectorize_rules.py:{e.tb.tb_lineno}" in str(e.value)
+
+
+def test_a_file_naming_a_batched_function_for_other_inputs_is_refused(tmp_path):
+    """A file whose call names a batched function of two inputs for a call of one."""
+    name = "flowgrad.vectorized_call[11]:" + _scaled_clip().name
+    g, _, _ = _renamed_batched_call(tmp_path, name)
+    with pytest.raises(fg.DifferentiationError, match="has 1 inputs, but its function names 2"):
+        fg.grad(fg.sum(g.by_name("out")), g.by_name("X"))
+
+
+@pytest.mark.parametrize("extra, refused", [(0, False), (1, True)])
+def test_a_batched_call_whose_name_a_graph_file_cannot_hold_is_refused(extra, refused):
+    """The batched call's function is named ``flowgrad.vectorized_call[1]:`` + the
+    user's name, which a graph file holds up to MAX_NAME characters: at 28 + 972 it is
+    differentiated with the user's rule, one character more is refused by name."""
+    from flowgrad.custom import MAX_NAME
+
+    @fg.custom_vjp(name="n" * (MAX_NAME - 28 + extra))
+    def f(x):
+        return fg.sin(x)
+
+    @f.defvjp
+    def f_vjp(g, ans, x):
+        return (g * fg.cos(x),)
+    x = fg.placeholder("x", shape=(3,))
+    X = fg.placeholder("X", shape=(2, 3))
+    y = fg.sum(fg.vectorize(f(x), {x: X}))
+    Xv = np.array([[0.1, 0.2, 0.3], [1.0, -1.0, 2.0]])
+    if refused:
+        with pytest.raises(fg.DifferentiationError, match="longer than 1000 characters"):
+            fg.grad(y, X)
+    else:
+        np.testing.assert_allclose(fg.run(fg.grad(y, X), {X: Xv}), np.cos(Xv), rtol=1e-15)
 
 
 @pytest.mark.parametrize("mode", ["fwd", "rev"])
@@ -646,8 +733,9 @@ def test_while_loops_batched_predicates_and_drawing_bodies_are_refused_by_name(r
 
 def test_vectorized_custom_calls_remat_and_scans_round_trip_through_graph_files(tmp_path,
                                                                               rng):
-    """The batched call's function is registered (a loaded graph finds it, and still
-    refuses its derivative); the batched scan and remat block load and run alike."""
+    """The batched call's function is found by name (a loaded graph differentiates it
+    with the user's rule, example by example); the batched scan and remat block load
+    and run alike."""
     with fg.Graph():
         f = _scaled_clip()
         W = fg.variable(rng.standard_normal((3, 3)) * 0.5, name="W")
@@ -659,11 +747,12 @@ def test_vectorized_custom_calls_remat_and_scans_round_trip_through_graph_files(
         Xv = rng.standard_normal((B, 3))
         want = fg.run(out, {X: Xv})
         path = fg.save_graph(tmp_path / "vec.fg", [out])
+        grad = fg.run(fg.grad(fg.sum(out), X), {X: Xv})
     g = fg.load_graph(path)
     got = fg.compile(g.by_name("out"))({"X": Xv})
     np.testing.assert_array_equal(got, want)
-    with pytest.raises(fg.DifferentiationError, match="Differentiate first"):
-        fg.grad(fg.sum(g.by_name("out")), g.by_name("X"))
+    loaded = fg.run(fg.grad(fg.sum(g.by_name("out")), g.by_name("X")), {"X": Xv})
+    np.testing.assert_array_equal(loaded, grad)
 
 
 def test_a_convolution_attribute_the_rules_do_not_know_is_refused(rng, monkeypatch):
