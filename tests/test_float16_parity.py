@@ -1,0 +1,125 @@
+"""float16 parity with PyTorch's CPU float16 beyond plain sums (tests/test_float16_sums.py).
+
+Where torch computes a half op in float32 and rounds once (its "opmath"), flowgrad's
+float16 answer was far from torch's and from the float64 closed form rounded to float16:
+a normalisation layer squared deviations past 256 in float16 (inf: every output 0),
+average pooling added a window's values in float16 (inf past 65504), mse's mean divided
+a float16 sum that had overflowed, and global-norm clipping squared the gradients in
+float16 (300² is inf: the scale became 0 and the step vanished). Each case is checked on
+the interpreter, generated code and dask, against torch's float16 result and the float64
+closed form.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import flowgrad as fg
+
+EXECUTORS = [dict(codegen=False), {}, dict(backend="dask")]
+IDS = ["interpreter", "codegen", "dask"]
+ULP = 2.0 ** -10            # float16's relative spacing
+
+
+def _run(build, arrays, kw, grad=True):
+    """build(*placeholders)'s value (and the gradient of sum(y · cot) by each input),
+    first and second call, which must agree; no warning on the way."""
+    with fg.Graph():
+        xs = [fg.placeholder(f"x{i}", a.shape, dtype=a.dtype) for i, a in enumerate(arrays)]
+        y = build(*xs)
+        outs = [y] + (list(fg.grad(fg.sum(y * fg.constant(_cot(y.shape))), xs)) if grad else [])
+        prog = fg.compile(outs, **kw)
+        feed = {f"x{i}": a for i, a in enumerate(arrays)}
+        got = []
+        for _ in range(2):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                got.append([fg.to_numpy(v) for v in prog(**feed)])
+    for a, b in zip(*got):
+        np.testing.assert_array_equal(a, b)
+    return got[0]
+
+
+def _cot(shape):
+    return (np.cos(np.arange(int(np.prod(shape)))) + 0.5).reshape(shape).astype(np.float16)
+
+
+def _torch(fn, arrays, dtype, grad=True):
+    ts = [torch.tensor(a.astype(np.float64)).to(dtype).requires_grad_(grad) for a in arrays]
+    y = fn(*ts)
+    outs = [y]
+    if grad:
+        outs += torch.autograd.grad((y * torch.tensor(_cot(tuple(y.shape))).to(dtype)).sum(), ts)
+    return [o.detach().numpy() for o in outs]
+
+
+def _close(got, want16, exact, ulps=4):
+    """got is float16, within ``ulps`` float16 spacings of the tensor's scale of both
+    torch's float16 answer and the float64 closed form."""
+    assert got.dtype == np.float16, got.dtype
+    assert np.all(np.isfinite(got)) and np.all(np.isfinite(want16))
+    scale = np.max(np.abs(exact))
+    for want in (want16, exact):
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=0, atol=ulps * ULP * scale)
+
+
+def _parity(build, tfn, arrays, kw, grad=True, ulps=4):
+    got = _run(build, arrays, kw, grad)
+    half = _torch(tfn, arrays, torch.float16, grad)
+    exact = _torch(tfn, arrays, torch.float64, grad)
+    for g, h, e in zip(got, half, exact):
+        _close(g, h, e, ulps)
+
+
+def _spread(shape, scale, seed=0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float16)
+
+
+# -- normalisation layers: deviations past 256 -------------------------------------------
+
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_layer_norm_of_float16_deviations_past_256(kw):
+    """(x − x̄)² of a deviation past 256 is inf in float16: the variance was inf and every
+    output 0 (torch: the normalised values, ±1.7 here)."""
+    x = _spread((4, 64), 300.0)
+    _parity(lambda v: fg.nn.LayerNorm(64)(v), lambda t: F.layer_norm(t, (64,)), [x], kw)
+
+
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_layer_norm_of_float16_values_near_1000(kw):
+    """The float16 mean of values near 1000 rounds to a spacing of 0.5, a quarter of the
+    unit deviation; in float32 it is exact enough (torch)."""
+    x = (_spread((4, 256), 1.0) + np.float16(1000)).astype(np.float16)
+    _parity(lambda v: fg.nn.LayerNorm(256)(v), lambda t: F.layer_norm(t, (256,)), [x], kw,
+            grad=False)
+
+
+@pytest.mark.parametrize("shape", [(8, 3), (4, 3, 2, 2)])
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_batch_norm_of_float16_deviations_past_256(kw, shape):
+    x = _spread(shape, 300.0)
+    _parity(lambda v: fg.nn.BatchNorm(3)(v),
+            lambda t: F.batch_norm(t, None, None, training=True), [x], kw)
+
+
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_batch_norm_running_statistics_of_float16_deviations_past_256(kw):
+    """The running variance moves toward the unbiased batch variance (~90000 · 0.1 here,
+    finite in float16), not inf."""
+    x = _spread((8, 3), 300.0, seed=1)
+    tm, tv = torch.zeros(3, dtype=torch.float16), torch.ones(3, dtype=torch.float16)
+    F.batch_norm(torch.tensor(x), tm, tv, training=True)
+    with fg.Graph():
+        v = fg.placeholder("x", x.shape, dtype="float16")
+        bn = fg.nn.BatchNorm(3)
+        prog = fg.compile(bn(v), **kw)
+        prog(x=x)
+        got = [fg.to_numpy(s.value) for s in bn.state]
+    x64 = x.astype(np.float64)
+    exact = [0.1 * x64.mean(0), 0.9 + 0.1 * x64.var(0, ddof=1)]
+    for g, h, e in zip(got, [tm.numpy(), tv.numpy()], exact):
+        _close(g, h, e)
