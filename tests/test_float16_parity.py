@@ -123,3 +123,76 @@ def test_batch_norm_running_statistics_of_float16_deviations_past_256(kw):
     exact = [0.1 * x64.mean(0), 0.9 + 0.1 * x64.var(0, ddof=1)]
     for g, h, e in zip(got, [tm.numpy(), tv.numpy()], exact):
         _close(g, h, e)
+
+
+# -- optimizers and clipping on float16 variables ------------------------------------------
+
+GRAD = np.array([300.0, 1000.0, -2.0, 0.5], np.float16)   # g² of the first two: inf in float16
+
+OPTIMIZERS = {
+    # name: (flowgrad's, torch's, clip the gradients by a global norm of 1 first)
+    "Adam": (lambda v: fg.optim.Adam([v], lr=1e-2), lambda p: torch.optim.Adam(p, lr=1e-2),
+             False),
+    "AdamW": (lambda v: fg.optim.AdamW([v], lr=1e-2),
+              lambda p: torch.optim.AdamW(p, lr=1e-2), False),
+    "RMSProp": (lambda v: fg.optim.RMSProp([v], lr=1e-2),
+                lambda p: torch.optim.RMSprop(p, lr=1e-2), False),
+    "Momentum": (lambda v: fg.optim.Momentum([v], lr=1e-3),
+                 lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9), False),
+    "SGD, global_clipnorm": (lambda v: fg.optim.SGD([v], lr=1e-2, global_clipnorm=1.0),
+                             lambda p: torch.optim.SGD(p, lr=1e-2), True),
+    "SGD, clipnorm": (lambda v: fg.optim.SGD([v], lr=1e-2, clipnorm=1.0),
+                      lambda p: torch.optim.SGD(p, lr=1e-2), True),
+}
+
+
+def _torch_steps(make, clip, dtype, steps):
+    p = torch.nn.Parameter(torch.ones(len(GRAD), dtype=dtype))
+    opt = make([p])
+    for _ in range(steps):
+        opt.zero_grad()
+        (p * torch.tensor(GRAD.astype(np.float64)).to(dtype)).sum().backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_([p], 1.0)
+        opt.step()
+    return p.detach().numpy()
+
+
+@pytest.mark.parametrize("backend", [None, "dask"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_float16_variables_step_with_gradients_past_255(name, backend):
+    """Adam's and RMSProp's s = β s + (1 − β) g² and the clipping norm √Σg² were inf in
+    float16 for g = 300: the step m/√s (the clipping scale) was 0 and the variable did
+    not move. Two steps land within 2 float16 spacings of torch's half optimizer (which
+    computes each step in float32) and of the float64 closed form."""
+    ours, theirs, clip = OPTIMIZERS[name]
+    with fg.Graph():
+        v = fg.variable(np.ones(len(GRAD), np.float16), name="v")
+        opt = ours(v)
+        prog = opt.training_program(fg.sum(v * fg.constant(GRAD)), backend=backend)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for _ in range(2):
+                opt.step(prog)
+        got = fg.to_numpy(v.value)
+        assert all(a.dtype == np.float16 for s in opt.state for a in s.values())
+    assert got.dtype == np.float16
+    half = _torch_steps(theirs, clip, torch.float16, 2)
+    exact = _torch_steps(theirs, clip, torch.float64, 2)
+    assert not np.allclose(exact, 1.0, atol=4e-3)      # every case moves the variables
+    for want in (half, exact):
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=0, atol=2 * ULP)
+
+
+def test_float16_adam_leaves_a_zero_gradient_entry_where_it_is():
+    """In float16 eps = 1e-8 is 0, so a zero gradient made m/(√s + eps) = 0/0 = NaN
+    (torch's half Adam too); in float32 it is 0, the float64 closed form's step."""
+    with fg.Graph():
+        v = fg.variable(np.ones(2, np.float16), name="v")
+        opt = fg.optim.Adam([v], lr=1e-2)
+        prog = opt.training_program(fg.sum(v * fg.constant(np.array([0.0, 2.0], np.float16))))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            opt.step(prog)
+        got = fg.to_numpy(v.value)
+    np.testing.assert_array_equal(got, np.array([1.0, 1.0 - 1e-2], np.float16))
