@@ -22,8 +22,8 @@ import numpy as np
 from flowgrad.errors import ArgumentError
 from flowgrad.graph import Node, default_graph, same_graph
 
-from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, fmt_shape, result_dtype,
-                   shape_error, summed)
+from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, fmt_shape,
+                   half_widened, result_dtype, shape_error, summed)
 from .elementwise import equal, greater, where
 from .nn import sigmoid, sigmoid_of, softplus
 from .reductions import divided_by_count, log_softmax, max_of, mean, softmax, sum
@@ -109,7 +109,14 @@ def _mse(xp, y, t, reduction):
     d = _as_float(xp, xp.asarray(xp.subtract(y, t)))
     if reduction == "none":
         return d * d
-    s = xp.vdot(d, d)           # the sum of squares in one pass, no temporary
+    # the sum of squares in one pass, no temporary; a float16 d's in float32, divided
+    # there and rounded once (as torch's half mse_loss): vdot's float16 sum of three
+    # 200² overflowed, so their mean, 40000, was inf
+    return half_widened(lambda v: _sum_of_squares(xp, v, reduction), d)
+
+
+def _sum_of_squares(xp, d, reduction):
+    s = xp.vdot(d, d)
     return s if reduction == "sum" else s / d.size
 
 
@@ -128,6 +135,8 @@ def _mse_decompose(y, t, reduction):
     if y.dtype.kind in "biu" and t.dtype.kind in "biu":
         y, t = astype(y, np.float64), astype(t, np.float64)
     d = y - t
+    if d.dtype == np.float16 and reduction != "none":   # in float32, as the kernel
+        return astype(_reduce_node(astype(d, np.float32) ** 2, reduction), np.float16)
     return _reduce_node(d * d, reduction)
 
 

@@ -196,3 +196,43 @@ def test_float16_adam_leaves_a_zero_gradient_entry_where_it_is():
             opt.step(prog)
         got = fg.to_numpy(v.value)
     np.testing.assert_array_equal(got, np.array([1.0, 1.0 - 1e-2], np.float16))
+
+
+# -- average pooling and mse: float16 sums that overflowed ---------------------------------
+
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_float16_average_pooling_of_values_near_the_top(kw):
+    """Nine values of 30000 summed to inf in float16 before the division by 9 (torch:
+    30000); ordinary values are added in float32 and rounded once as well."""
+    x = np.full((1, 2, 6, 6), 30000.0, np.float16)
+    x[0, 1] = _spread((6, 6), 3.0, seed=2)
+    _parity(lambda v: fg.avg_pool2d(v, 3), lambda t: F.avg_pool2d(t, 3), [x], kw)
+    _parity(lambda v: fg.avg_pool2d(v, 3, 1), lambda t: F.avg_pool2d(t, 3, 1), [x], kw)
+
+
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_float16_mse_mean_of_squares_past_65504(kw):
+    """Three squares of 200 sum to 120000 (inf in float16), but their mean is 40000:
+    numpy's vdot rounds the float16 sum before the division (torch divides in float32)."""
+    y = np.array([200.0, -200.0, 200.0], np.float16)
+    t = np.zeros(3, np.float16)
+    _parity(lambda a, b: fg.mse(a, b), lambda a, b: F.mse_loss(a, b), [y, t], kw)
+    _parity(lambda a, b: fg.mse(a, b, "sum") / 4, lambda a, b: F.mse_loss(a, b, reduction="sum") / 4,
+            [y / np.float16(2), t], kw)
+
+
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_float16_mse_batched_by_vectorize(kw):
+    """fg.vectorize builds mse from its parts (the mean of d²): d² of 300 was inf in
+    float16, the row's mean (300² / 3 = 30000) is not."""
+    y = np.array([[300.0, 0.0, 0.0], [0.0, -300.0, 0.0]], np.float16)
+    with fg.Graph():
+        x = fg.placeholder("x", (2, 3), dtype="float16")
+        row = fg.placeholder("row", (3,), dtype="float16")
+        out = fg.vectorize(fg.mse(row, fg.constant(np.zeros(3, np.float16))), {row: x})
+        prog = fg.compile(out, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = fg.to_numpy(prog(x=y))
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, np.full(2, 30000.0, np.float16))
