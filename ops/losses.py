@@ -166,7 +166,10 @@ def mse(y, t, reduction="mean"):
 # -- l2 ------------------------------------------------------------------------------------
 
 _l2_op = Op(
-    "l2", lambda xp, w: 0.5 * xp.vdot(w, w), lambda w: ((), float_dtype(w.dtype)),
+    # (a float16 w's ½ Σ w² in float32, rounded once: vdot rounds Σ w² first, inf past
+    # 65504 where its half is not)
+    "l2", lambda xp, w: half_widened(lambda v: 0.5 * xp.vdot(v, v), w),
+    lambda w: ((), float_dtype(w.dtype)),
     vjp=(lambda g, ans, w: g * w,), jvp=(lambda u, ans, w: sum(w * u),),
     doc="The L2 regularizer ½ Σ w².  ∂/∂w = w; forward rule ⟨w, ẇ⟩.",
     # an int or bool w in float64, as declared (vdot in int8 wrapped, in bool was an or)
@@ -177,6 +180,8 @@ def _l2_decompose(w):
     from .tensor import astype
     if w.dtype.kind not in "fc":
         w = astype(w, float_dtype(w.dtype))
+    if w.dtype == np.float16:          # in float32, as the kernel
+        return astype(0.5 * sum(astype(w, np.float32) ** 2), np.float16)
     return 0.5 * sum(w * w)
 
 

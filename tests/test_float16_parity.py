@@ -236,3 +236,23 @@ def test_float16_mse_batched_by_vectorize(kw):
             got = fg.to_numpy(prog(x=y))
     assert got.dtype == np.float16
     np.testing.assert_array_equal(got, np.full(2, 30000.0, np.float16))
+
+
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_float16_l2_of_a_sum_of_squares_past_65504(kw):
+    """½ Σ w² of 4 × 150² is 45000; vdot rounded Σ w² = 90000 to inf before halving it.
+    Batched by fg.vectorize (its decomposition: w² of 300 was inf), 45000 a row too."""
+    w = np.full((4,), 150.0, np.float16)
+    got = _run(lambda v: fg.l2(v), [w], kw)
+    np.testing.assert_array_equal(got[0], np.float16(45000))
+    np.testing.assert_array_equal(got[1], w * _cot(()))       # ∂/∂w = w
+    rows = np.array([[300.0, 0.0], [0.0, 300.0]], np.float16)
+    with fg.Graph():
+        x = fg.placeholder("x", (2, 2), dtype="float16")
+        row = fg.placeholder("row", (2,), dtype="float16")
+        prog = fg.compile(fg.vectorize(fg.l2(row), {row: x}), **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = fg.to_numpy(prog(x=rows))
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, np.full(2, 45000.0, np.float16))
