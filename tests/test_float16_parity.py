@@ -256,3 +256,28 @@ def test_float16_l2_of_a_sum_of_squares_past_65504(kw):
             got = fg.to_numpy(prog(x=rows))
     assert got.dtype == np.float16
     np.testing.assert_array_equal(got, np.full(2, 45000.0, np.float16))
+
+
+# -- the adjoint of a gather: a scatter-add --------------------------------------------------
+
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_float16_embedding_gradient_of_2050_lookups_of_one_row(kw):
+    """The adjoint of x[i] adds Ḡ at each repeated index: in float16 (numpy's add.at)
+    2050 ones stalled at 2048. Summed in float32 it is 2050, the closed form (torch's
+    CPU index and embedding backward still give 2048, so the reference here is exact)."""
+    idx = np.zeros(3075, np.int64)
+    idx[::3] = 1                                  # 1025 lookups of row 1, 2050 of row 0
+    with fg.Graph():
+        i = fg.placeholder("i", idx.shape, dtype="int64")
+        x = fg.placeholder("x", (4, 2), dtype="float16")
+        emb = fg.nn.Embedding(4, 2, dtype="float16", seed=0)
+        outs = [fg.grad(fg.sum(fg.take(x, i)), x), fg.grad(fg.sum(x[i] * 3), x),
+                fg.grad(fg.sum(emb(i)), emb.variables[0])]
+        prog = fg.compile(outs, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = [fg.to_numpy(v) for v in prog(i=idx, x=np.ones((4, 2), np.float16))]
+    counts = np.array([2050.0, 1025.0, 0.0, 0.0])[:, None] * np.ones(2)
+    for g, scale in zip(got, [1, 3, 1]):
+        assert g.dtype == np.float16
+        np.testing.assert_array_equal(g, (scale * counts).astype(np.float16))
