@@ -281,3 +281,16 @@ def test_float16_embedding_gradient_of_2050_lookups_of_one_row(kw):
     for g, scale in zip(got, [1, 3, 1]):
         assert g.dtype == np.float16
         np.testing.assert_array_equal(g, (scale * counts).astype(np.float16))
+
+
+# -- softmax: in float32, rounded once ----------------------------------------------------
+
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_float16_softmax_rounds_once(kw):
+    """In float16 exp(x − logsumexp x) rounded logsumexp first (spacing 2⁻⁷ near 8),
+    which exp turned into up to 0.4 % (8 ulps) of error; torch's half softmax computes in
+    float32: every entry is torch's, and the float64 closed form's rounded (½ ulp)."""
+    x = _spread((3, 50), 3.0, seed=4)
+    _parity(lambda v: fg.softmax(v, axis=1), lambda t: torch.softmax(t, 1), [x], kw, ulps=1)
+    got = _run(lambda v: fg.softmax(v, axis=1), [x], kw, grad=False)[0]
+    np.testing.assert_array_equal(got, torch.softmax(torch.tensor(x), 1).numpy())
