@@ -73,7 +73,11 @@ def _pair_infer(y, t, reduction):
 def _reduce(xp, loss, reduction):
     if reduction == "sum":
         return summed(xp, loss, None, False)
-    return xp.mean(loss) if reduction == "mean" else loss
+    if reduction == "mean":
+        # a float16 loss averaged in float32 and rounded once: dask's mean counted its
+        # entries in float16 (70000 is inf), so the mean of 70000 losses was 0
+        return half_widened(xp.mean, loss)
+    return loss
 
 
 def _reduce_node(loss, reduction):

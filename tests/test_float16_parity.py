@@ -294,3 +294,27 @@ def test_float16_softmax_rounds_once(kw):
     _parity(lambda v: fg.softmax(v, axis=1), lambda t: torch.softmax(t, 1), [x], kw, ulps=1)
     got = _run(lambda v: fg.softmax(v, axis=1), [x], kw, grad=False)[0]
     np.testing.assert_array_equal(got, torch.softmax(torch.tensor(x), 1).numpy())
+
+
+# -- a mean of more than 65504 float16 losses ------------------------------------------------
+
+@pytest.mark.parametrize("n", [65519, 65520])
+@pytest.mark.parametrize("loss", ["bce_with_logits", "softmax_cross_entropy"])
+@pytest.mark.parametrize("kw", EXECUTORS, ids=IDS)
+def test_float16_loss_mean_over_more_than_65504_entries(kw, loss, n):
+    """The mean of n float16 losses on dask counted them in float16: 65519 rounds to
+    65504, 65520 is the first count that is inf, and the mean was 0. Averaged in float32
+    and rounded once, as torch's."""
+    rng = np.random.default_rng(5)
+    if loss == "bce_with_logits":
+        z = rng.standard_normal(n).astype(np.float16)
+        p = rng.uniform(size=n).astype(np.float16)
+        fg_loss, torch_loss = fg.bce_with_logits, F.binary_cross_entropy_with_logits
+    else:
+        z = rng.standard_normal((n, 2)).astype(np.float16)
+        p = np.tile(np.array([[0.25, 0.75]], np.float16), (n, 1))
+        fg_loss, torch_loss = fg.softmax_cross_entropy, F.cross_entropy
+    got = _run(lambda a, b: fg_loss(a, b), [z, p], kw, grad=False)[0]
+    half = torch_loss(torch.tensor(z), torch.tensor(p)).numpy()
+    exact = torch_loss(torch.tensor(z, dtype=torch.float64), torch.tensor(p, dtype=torch.float64))
+    _close(got, half, exact.numpy(), ulps=2)
