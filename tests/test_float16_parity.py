@@ -340,3 +340,21 @@ def test_float16_prod_of_800_entries_near_1(kw):
     for g, e in zip(got, exact):
         assert g.dtype == np.float16
         np.testing.assert_allclose(g.astype(np.float64), e, rtol=ULP, atol=0)
+
+
+@pytest.mark.parametrize("backend, options", [(None, {}), ("dask", {}), (None, dict(clipvalue=1e4))],
+                         ids=["numpy", "dask", "numpy, clipvalue"])
+def test_float16_sgd_rounds_its_step_once_on_every_path(backend, options):
+    """w − lr·g of float16 w and g is the float64 closed form rounded once on every path:
+    numpy's written-out SGD step (float16 arithmetic, lr·g rounded first) must not part
+    from the general path (float32, as every built-in update of a float16 variable)."""
+    rng = np.random.default_rng(0)
+    g0 = (rng.standard_normal(1000) * 3).astype(np.float16)
+    w0 = rng.standard_normal(1000).astype(np.float16)
+    with fg.Graph():
+        v = fg.variable(w0.copy(), name="v")
+        opt = fg.optim.SGD([v], lr=0.0123, **options)
+        opt.step(opt.training_program(fg.sum(v * fg.constant(g0)), backend=backend))
+        got = fg.to_numpy(v.value)
+    want = (w0.astype(np.float64) - 0.0123 * g0.astype(np.float64)).astype(np.float16)
+    np.testing.assert_array_equal(got, want)

@@ -299,7 +299,7 @@ class Optimizer:
             bound = self._rebind(prog)
         sgd = None
         if getattr(self._update, "__func__", None) is _SGD_UPDATE and bound.ndarray is not None \
-                and not self._weight_decay and self._clip is None:
+                and not self._weight_decay and self._clip is None and not bound.half:
             if bound.sgd is None:        # written once per binding, for SGD only
                 bound.sgd = sgd_function(bound)
             sgd = bound.sgd
@@ -538,7 +538,7 @@ class _Binding:
     to the program (the optimizer's cache is weak in it)."""
 
     __slots__ = ("variables", "n", "dicts", "dtypes", "xp", "asarray", "ndarray",
-                 "materialize", "floats", "complex", "sgd")
+                 "materialize", "floats", "complex", "half", "sgd")
 
     def __init__(self, variables, prog):
         backend = prog.backend
@@ -560,6 +560,9 @@ class _Binding:
             for v, g in zip(variables, prog.outputs[1:]))
         # complex variables, whose built-in updates run on (real, imaginary) pairs
         self.complex = tuple(v.dtype.kind == "c" for v in variables)
+        # float16 variables, whose built-in updates run in float32 (half_update): SGD's
+        # written-out step (float16 arithmetic) is not used where there is one
+        self.half = np.dtype(np.float16) in self.dtypes
         self.sgd = None              # SGD's written-out step (Optimizer._lookup makes it)
 
 
