@@ -5,9 +5,11 @@ float16 answer was far from torch's and from the float64 closed form rounded to 
 a normalisation layer squared deviations past 256 in float16 (inf: every output 0),
 average pooling added a window's values in float16 (inf past 65504), mse's mean divided
 a float16 sum that had overflowed, and global-norm clipping squared the gradients in
-float16 (300² is inf: the scale became 0 and the step vanished). Each case is checked on
+float16 (300² is inf: the scale became 0 and the step vanished); Adam's and RMSProp's g²
+likewise; l2's sum, the scatter-add of an embedding's gradient, softmax, prod and its
+derivative, and dask's mean of a loss (its float16 count) too. Each case is checked on
 the interpreter, generated code and dask, against torch's float16 result and the float64
-closed form.
+closed form (the closed form alone where torch's half answer is itself off).
 """
 from __future__ import annotations
 
