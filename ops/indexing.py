@@ -20,7 +20,7 @@ import functools
 import numpy as np
 
 from flowgrad.errors import UsageError
-from .base import Op, apply, as_node, at_user_line, broadcast_shapes, shape_error
+from .base import Op, apply, as_node, at_user_line, broadcast_shapes, half_widened, shape_error
 from flowgrad.engine.lazy_errors import checked_whole, is_lazy, lazy_backend
 from flowgrad.graph import Node
 
@@ -306,20 +306,29 @@ def _gather_flat(xp, x, key, p):
     return xp.reshape(got, shape[:p] + tuple(idx.shape) + shape[p + 1:])
 
 
+def _added_at(xp, shape, key, g):
+    """Zeros of ``shape`` with ``g`` added at ``key`` (repeated indices add up)."""
+    out = xp.zeros(shape, dtype=g.dtype)
+    if not hasattr(xp.add, "at"):
+        return _scatter_add_on_host(xp, out, key, g)
+    xp.add.at(out, key, g)
+    return out
+
+
 def _scatter_forward(xp, g, x, *tensors, index):
-    out = xp.zeros(x.shape, dtype=g.dtype)
     key = _key(xp, index, tensors)
     if _is_advanced(index):
-        if not hasattr(xp.add, "at"):
-            return _scatter_add_on_host(xp, out, key, g)
-        xp.add.at(out, key, g)      # repeated indices add up
-    else:
-        # newaxis items add only length-1 axes: drop them from the key and reshape g,
-        # since dask's item assignment takes no None in a key
-        if any(it[0] == "n" for it in index):
-            key = tuple(k for k in key if k is not None)
-            g = xp.reshape(g, out[key].shape)
-        out[key] = g
+        # a float16 g added in float32 and rounded once (ops.base.summed's rule): in
+        # float16 the adjoint of 3000 lookups of one row (an embedding's gradient)
+        # stalled at 2048, as torch's CPU index backward still does
+        return half_widened(lambda v: _added_at(xp, x.shape, key, v), g)
+    out = xp.zeros(x.shape, dtype=g.dtype)
+    # newaxis items add only length-1 axes: drop them from the key and reshape g,
+    # since dask's item assignment takes no None in a key
+    if any(it[0] == "n" for it in index):
+        key = tuple(k for k in key if k is not None)
+        g = xp.reshape(g, out[key].shape)
+    out[key] = g
     return out
 
 

@@ -22,8 +22,8 @@ import numpy as np
 from flowgrad.errors import ArgumentError
 from flowgrad.graph import Node, default_graph, same_graph
 
-from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, fmt_shape, result_dtype,
-                   shape_error, summed)
+from .base import (NONDIFF, Op, apply, as_node, at_user_line, float_dtype, fmt_shape,
+                   half_widened, result_dtype, shape_error, summed)
 from .elementwise import equal, greater, where
 from .nn import sigmoid, sigmoid_of, softplus
 from .reductions import divided_by_count, log_softmax, max_of, mean, softmax, sum
@@ -73,7 +73,11 @@ def _pair_infer(y, t, reduction):
 def _reduce(xp, loss, reduction):
     if reduction == "sum":
         return summed(xp, loss, None, False)
-    return xp.mean(loss) if reduction == "mean" else loss
+    if reduction == "mean":
+        # a float16 loss averaged in float32 and rounded once: dask's mean counted its
+        # entries in float16 (70000 is inf), so the mean of 70000 losses was 0
+        return half_widened(xp.mean, loss)
+    return loss
 
 
 def _reduce_node(loss, reduction):
@@ -109,7 +113,14 @@ def _mse(xp, y, t, reduction):
     d = _as_float(xp, xp.asarray(xp.subtract(y, t)))
     if reduction == "none":
         return d * d
-    s = xp.vdot(d, d)           # the sum of squares in one pass, no temporary
+    # the sum of squares in one pass, no temporary; a float16 d's in float32, divided
+    # there and rounded once (as torch's half mse_loss): vdot's float16 sum of three
+    # 200² overflowed, so their mean, 40000, was inf
+    return half_widened(lambda v: _sum_of_squares(xp, v, reduction), d)
+
+
+def _sum_of_squares(xp, d, reduction):
+    s = xp.vdot(d, d)
     return s if reduction == "sum" else s / d.size
 
 
@@ -128,6 +139,8 @@ def _mse_decompose(y, t, reduction):
     if y.dtype.kind in "biu" and t.dtype.kind in "biu":
         y, t = astype(y, np.float64), astype(t, np.float64)
     d = y - t
+    if d.dtype == np.float16 and reduction != "none":   # in float32, as the kernel
+        return astype(_reduce_node(astype(d, np.float32) ** 2, reduction), np.float16)
     return _reduce_node(d * d, reduction)
 
 
@@ -157,7 +170,10 @@ def mse(y, t, reduction="mean"):
 # -- l2 ------------------------------------------------------------------------------------
 
 _l2_op = Op(
-    "l2", lambda xp, w: 0.5 * xp.vdot(w, w), lambda w: ((), float_dtype(w.dtype)),
+    # (a float16 w's ½ Σ w² in float32, rounded once: vdot rounds Σ w² first, inf past
+    # 65504 where its half is not)
+    "l2", lambda xp, w: half_widened(lambda v: 0.5 * xp.vdot(v, v), w),
+    lambda w: ((), float_dtype(w.dtype)),
     vjp=(lambda g, ans, w: g * w,), jvp=(lambda u, ans, w: sum(w * u),),
     doc="The L2 regularizer ½ Σ w².  ∂/∂w = w; forward rule ⟨w, ẇ⟩.",
     # an int or bool w in float64, as declared (vdot in int8 wrapped, in bool was an or)
@@ -168,6 +184,8 @@ def _l2_decompose(w):
     from .tensor import astype
     if w.dtype.kind not in "fc":
         w = astype(w, float_dtype(w.dtype))
+    if w.dtype == np.float16:          # in float32, as the kernel
+        return astype(0.5 * sum(astype(w, np.float32) ** 2), np.float16)
     return 0.5 * sum(w * w)
 
 

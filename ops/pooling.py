@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 
-from .base import NONDIFF, Op, apply, as_node, float_dtype
+from .base import NONDIFF, Op, apply, as_node, float_dtype, half_widened
 from .conv import (any_empty, check_4d, check_window_attrs, fitted_out, pair, spatial_out,
                    window_slices)
 from .windows import select, strided_view
@@ -112,8 +112,12 @@ def _scatter_into(xp, x_shape, dtype, parts, size, stride, out_hw):
 
 
 def _avg_forward(xp, x, size, stride):
-    wins = _windows("avg_pool2d", x, size, stride)
-    return functools.reduce(lambda a, b: a + b, wins) / (size[0] * size[1])
+    def mean(v):
+        wins = _windows("avg_pool2d", v, size, stride)
+        return functools.reduce(lambda a, b: a + b, wins) / (size[0] * size[1])
+    # a float16 window added in float32 and rounded once, as torch's half avg_pool2d:
+    # nine values of 30000 summed to inf in float16, and each addition rounded
+    return half_widened(mean, x)
 
 
 def _avg_grad_forward(xp, g, x, size, stride):

@@ -195,20 +195,34 @@ def _prod_back(x, axis, gbar=None):
     return gbar
 
 
+def _others(x, axis, gbar=None):
+    """_prod_back, a float16 x's tree multiplied in float32 and rounded once, as the
+    value is: in float16 each of its log₂ n levels rounded, and the gradient of a
+    product of 800 entries near 1 was 3.5 % off (torch's, prod/x, 1.8 %)."""
+    if x.dtype != np.float16:
+        return _prod_back(x, axis, gbar)
+    from .tensor import astype
+    wide = None if gbar is None else astype(gbar, np.float32)
+    return astype(_prod_back(astype(x, np.float32), axis, wide), np.float16)
+
+
 def _prod_vjp(g, ans, x, axis, keepdims):
     if not keepdims and axis:
         g = expand_dims(g, axis)
-    return _prod_back(x, axis, g)
+    return _others(x, axis, g)
 
 
 def _prod_jvp(t, ans, x, axis, keepdims):
     if not axis:
         return t
-    others = _prod_back(x, axis)
+    others = _others(x, axis)
     return sum(t * others, axis, keepdims)
 
 
-_prod = Op("prod", lambda xp, x, axis, keepdims: xp.prod(x, axis=axis, keepdims=keepdims),
+# (a float16 x multiplied in float32 and rounded once: numpy rounds each of its n − 1
+# products to float16, 1.8 % off over 800 entries near 1 (as torch), dask's chunks 2.1 %)
+_prod = Op("prod", lambda xp, x, axis, keepdims: half_widened(
+               lambda v: xp.prod(v, axis=axis, keepdims=keepdims), x),
            lambda x, axis, keepdims: sum_infer(x, axis, keepdims),
            vjp=(_prod_vjp,), jvp=(_prod_jvp,),
            doc="Π over axis.  ∂/∂xᵢ = Πⱼ≠ᵢ xⱼ, the product of the others, built without "

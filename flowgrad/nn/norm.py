@@ -69,12 +69,29 @@ class LayerNorm(Layer):
             raise shape_error("LayerNorm", (x,), f"the input's trailing shape must be "
                                                  f"{self.features}")
         axes = tuple(range(-k, 0))
+        x, out = half_widened_input(x, self.gamma)
         d = x - _ops.mean(x, axis=axes, keepdims=True)
         var = _ops.mean(d * d, axis=axes, keepdims=True)
-        return d / _ops.sqrt(var + self.eps) * self.gamma + self.beta
+        return rounded_back(d / _ops.sqrt(var + self.eps) * self.gamma + self.beta, out)
 
     def _describe(self):
         return f"{self.features}, eps={self.eps:g}"
+
+
+def half_widened_input(x, gamma):
+    """``x`` in float32 where it is float16, and the dtype the layer's output rounds back
+    to (None: x was not float16). Normalising a float16 x in float16 squared its
+    deviations there: one past 256 made the variance inf and every output 0, and the
+    mean of values near 1000 was off by up to 0.25; torch's half LayerNorm and BatchNorm
+    compute in float32 and round once, and so do these (no cost for float32/float64)."""
+    if x.dtype != np.float16:
+        return x, None
+    return _ops.astype(x, np.float32), np.result_type(np.float16, gamma.dtype)
+
+
+def rounded_back(y, out):
+    """``y`` cast to ``out`` (from :func:`half_widened_input`) where that is given."""
+    return y if out is None or y.dtype == out else _ops.astype(y, out)
 
 
 def _check_training(training):
@@ -223,8 +240,9 @@ class BatchNorm(Layer):
         axes, per_channel = self._axes(x)
         gamma, beta = (_ops.reshape(v, per_channel) for v in (self.gamma, self.beta))
         rm, rv = self.running_mean, self.running_var
+        x, out = half_widened_input(x, gamma)
         if self.training is False:
-            return self._evaluated(x, per_channel, gamma, beta)
+            return rounded_back(self._evaluated(x, per_channel, gamma, beta), out)
         mean = _ops.mean(x, axis=axes, keepdims=True)
         d = x - mean
         count = self._count(x, axes)
@@ -240,7 +258,7 @@ class BatchNorm(Layer):
             new_var = _ops.where(self.training, new_var, rv)
         _state.declare_update(rm, new_mean, mean)     # written once per run that
         _state.declare_update(rv, new_var, mean)      # computes this batch's mean
-        return y
+        return rounded_back(y, out)
 
     def _evaluated(self, x, per_channel, gamma, beta):
         """``x`` normalised by the running statistics, which are read through
@@ -277,12 +295,16 @@ class BatchNorm(Layer):
         c, m, dtype = (self.features,), self.momentum, self.running_mean.dtype
         batch_mean = _ops.reshape(_ops.stop_gradient(mean), c)
         batch_var = _ops.reshape(_ops.stop_gradient(var), c) * factor
-        if batch_mean.dtype != dtype:
-            batch_mean = _ops.astype(batch_mean, dtype)
-        if batch_var.dtype != dtype:   # (a float16 x's count, and so factor, is float32)
-            batch_var = _ops.astype(batch_var, dtype)
-        return (self.running_mean * (1.0 - m) + batch_mean * m,
-                self.running_var * (1.0 - m) + batch_var * m)
+        # in the wider of the two dtypes: a float16 x's statistics are float32
+        # (half_widened_input), and the step is taken there and rounded once, as torch's
+        # (the unbiased variance alone may pass 65504); a float64 state widens them first
+        wide = np.promote_types(dtype, batch_mean.dtype)
+        if batch_mean.dtype != wide:
+            batch_mean, batch_var = _ops.astype(batch_mean, wide), _ops.astype(batch_var, wide)
+        new_mean = self.running_mean * (1.0 - m) + batch_mean * m
+        new_var = self.running_var * (1.0 - m) + batch_var * m
+        return (new_mean if new_mean.dtype == dtype else _ops.astype(new_mean, dtype),
+                new_var if new_var.dtype == dtype else _ops.astype(new_var, dtype))
 
     def _describe(self):
         training = self.training if isinstance(self.training, bool) else self.training.name

@@ -299,7 +299,7 @@ class Optimizer:
             bound = self._rebind(prog)
         sgd = None
         if getattr(self._update, "__func__", None) is _SGD_UPDATE and bound.ndarray is not None \
-                and not self._weight_decay and self._clip is None:
+                and not self._weight_decay and self._clip is None and not bound.half:
             if bound.sgd is None:        # written once per binding, for SGD only
                 bound.sgd = sgd_function(bound)
             sgd = bound.sgd
@@ -364,6 +364,8 @@ class Optimizer:
             if pairs and pairs[k]:
                 new, new_states[k] = _complex_update(update, value, outs[k + 1], state,
                                                      lr, t, xp)
+            elif built_in and dtypes[k] == np.float16:
+                new, new_states[k] = half_update(update, value, outs[k + 1], state, lr, t, xp)
             else:
                 new, new_states[k] = update(value, outs[k + 1], state, lr, t, xp)
             dt = new.dtype
@@ -536,7 +538,7 @@ class _Binding:
     to the program (the optimizer's cache is weak in it)."""
 
     __slots__ = ("variables", "n", "dicts", "dtypes", "xp", "asarray", "ndarray",
-                 "materialize", "floats", "complex", "sgd")
+                 "materialize", "floats", "complex", "half", "sgd")
 
     def __init__(self, variables, prog):
         backend = prog.backend
@@ -558,6 +560,9 @@ class _Binding:
             for v, g in zip(variables, prog.outputs[1:]))
         # complex variables, whose built-in updates run on (real, imaginary) pairs
         self.complex = tuple(v.dtype.kind == "c" for v in variables)
+        # float16 variables, whose built-in updates run in float32 (half_update): SGD's
+        # written-out step (float16 arithmetic) is not used where there is one
+        self.half = np.dtype(np.float16) in self.dtypes
         self.sgd = None              # SGD's written-out step (Optimizer._lookup makes it)
 
 
@@ -582,6 +587,19 @@ def _float_update(update, value, g, state, lr, t):
             return None
     return _array(new), {key: _float64(a) for key, a in new_state.items()} if new_state \
         else new_state
+
+
+def half_update(update, value, g, state, lr, t, xp):
+    """A built-in update of a float16 variable, computed in float32 with the new value
+    and state rounded to float16 once, as torch's CPU kernels compute each half step
+    (opmath): in float16, g² of a gradient past 255 was inf, so Adam's, RMSProp's and
+    Adagrad's step m/√s was 0 and the variable never moved (torch's moves); float32 also
+    keeps eps = 1e-8 (0 in float16) from letting 0/0 make a NaN where g is 0."""
+    def wide(a):
+        return a.astype(np.float32)
+    new, new_state = update(wide(value), wide(g), {key: wide(a) for key, a in state.items()},
+                            lr, t, xp)
+    return new, {key: a.astype(np.float16) for key, a in new_state.items()}
 
 
 def _complex_update(update, value, g, state, lr, t, xp):

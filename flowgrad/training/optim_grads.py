@@ -18,6 +18,11 @@ NORM_EPS = 1e-6
 
 
 def _squared_norm(g, xp):
+    if g.dtype == np.float16:
+        # g² in float32 (as torch's half vector_norm): 300² is inf in float16, which made
+        # the norm inf and the clipping scale 0, so the step vanished; its sum stays
+        # float32 too and the scale is rounded to float16 once (``_scaled``)
+        g = g.astype(np.float32)
     if g.dtype.kind == "c":
         return xp.sum(g.real * g.real + g.imag * g.imag)
     return xp.sum(g * g)
