@@ -158,15 +158,21 @@ def build_for_plan(plan, literals, op_names=None):
         emitted()
         return ScalarPlan(ns["_flowgrad_scalar"], leaves, emitted)
     # Writing and compiling the source costs ~10 µs a step, the bulk of fg.compile on a
-    # 20k-step plan, and a program may never be called: a stand-in does it on the first
-    # call, then takes over the real function's code object (same globals, no closure),
-    # so callers holding it pay nothing per call afterwards.
+    # 20k-step plan, and a program may never be called: a stand-in (_lazy_stub) does it
+    # on the first call, then takes over the real function's code object.
+    return ScalarPlan(_lazy_stub(plan, ns, consts, leaves, emitted), leaves, emitted)
+
+
+def _lazy_stub(plan, ns, consts, leaves, emitted):
+    """The scalar function's stand-in: its first ``WARM_CALLS`` calls run a loop over the
+    steps (scalar_tier.py), the next writes and compiles the source (``emitted``) and
+    gives the stand-in the real function's code object (same globals, no closure), so
+    callers holding it pay nothing per call afterwards."""
     args = ", ".join(f"a{i}" for i in range(len(leaves)))
     stub_ns = {}
     exec(f"def _flowgrad_scalar({args}):\n    return _materialize({args})\n", stub_ns)
     stub = stub_ns["_flowgrad_scalar"]
-
-    warm = [None, 0]   # the first WARM_CALLS calls: a loop over the steps (scalar_tier.py)
+    warm = [None, 0]   # the warm-up loop, and how many calls it has run
     # Only the first calls come here, in any thread: one of them makes the loop or the
     # source, under the lock, and the globals are in before the code is swapped, so a
     # call racing the swap never runs the real code without its kernels (a NameError,
@@ -189,7 +195,7 @@ def build_for_plan(plan, literals, op_names=None):
         return run(*vals)              # (outside the lock: calls run side by side)
 
     stub_ns["_materialize"] = materialize
-    return ScalarPlan(stub, leaves, emitted)
+    return stub
 
 
 def _emit(plan, ns, consts, leaves):
