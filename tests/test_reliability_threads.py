@@ -1,32 +1,16 @@
 """Issue 10 §4 (graph part): node creation and lazily built program state from many threads."""
-import threading
 
 import numpy as np
 
 import flowgrad as fg
+from thread_hammer import in_threads
 
 N_THREADS = 8
 
 
 def _hammer(fn, n=N_THREADS):
     """Run fn(k) in n threads released at once; re-raise the first error."""
-    barrier = threading.Barrier(n)
-    errors = []
-
-    def body(k):
-        try:
-            barrier.wait()
-            fn(k)
-        except BaseException as e:  # noqa: BLE001  (reported below)
-            errors.append(e)
-
-    threads = [threading.Thread(target=body, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    in_threads(fn, n)
 
 
 def _check_consistent(g):

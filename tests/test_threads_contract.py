@@ -5,7 +5,6 @@ Each test forces the interleaving it is about (barriers, events, ``sys.setswitch
 and checks real values against numpy: the draws of ``np.random.default_rng``, the seeds
 of ``np.random.SeedSequence``, names as strings, ``gc.isenabled()``."""
 import gc
-import sys
 import threading
 import time
 
@@ -15,33 +14,13 @@ import pytest
 import flowgrad as fg
 import flowgrad.graph as fg_graph
 from flowgrad.composite import composite
+from thread_hammer import in_threads
 
 
 def _in_threads(fn, n=8):
     """Run fn(k) in n threads released at once, switching threads as often as Python
     allows; re-raise the first error."""
-    barrier = threading.Barrier(n)
-    errors = []
-
-    def body(k):
-        try:
-            barrier.wait()
-            fn(k)
-        except BaseException as e:  # noqa: BLE001  (re-raised below)
-            errors.append(e)
-
-    threads = [threading.Thread(target=body, args=(k,)) for k in range(n)]
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
-    if errors:
-        raise errors[0]
+    in_threads(fn, n, switch=1e-6)
 
 
 # -- scopes: per graph and per thread ---------------------------------------------------
