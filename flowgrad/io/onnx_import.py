@@ -12,7 +12,10 @@ not a constant (flowgrad shapes are fixed when the graph is built).
 Reading a model parses protobuf only: no code in the file is run, and no other file
 is read (a tensor with external data is refused, wherever it is). Every tensor made
 at import time is charged to a budget (``max_bytes=``) before it is allocated, and a
-malformed tensor, operand or attribute is an ``OnnxImportError`` naming the node.
+malformed tensor, operand or attribute is an ``OnnxImportError`` naming the node. Each
+node is held to its operator's schema first (onnx_import_check), so that a model no
+runtime would accept does not import as some other graph (tests/test_onnx_import_fuzz.py
+mutates models to check it, against onnxruntime).
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph
 
 from .limits import Budget, check_max_bytes
+from .onnx_import_check import (check_attributes, check_counts, check_declared,
+                                 check_types, optional_output, schema_of)
 
 MAX_NDIM = 64
 
@@ -56,11 +61,25 @@ class Context:
         return node
 
     def value(self, name, what="operand"):
-        """The constant value of tensor ``name``, or an error naming the node."""
+        """The constant integer value of tensor ``name`` (a shape, axes, bounds, pads,
+        indices: ONNX types them int64 or int32), or an error naming the node."""
         if name not in self.static:
             raise OnnxImportError(f"{self.where}: its {what} {name!r} must be a constant "
                                   "(flowgrad fixes shapes and axes when the graph is built)")
-        return self.static[name]
+        value = self.static[name]
+        if value.dtype.kind not in "iu":    # a float or complex one would be truncated
+            raise OnnxImportError(f"{self.where}: its {what} {name!r} is {value.dtype}, "
+                                  "not an integer tensor")
+        return value
+
+    def vector(self, name, what):
+        """``value(name)``, which must be 1-d (a shape, axes, bounds or pads: ONNX and
+        onnxruntime take no other rank; flattening a 2-d one would read it as another)."""
+        value = np.asarray(self.value(name, what))
+        if value.ndim != 1:
+            raise OnnxImportError(f"{self.where}: its {what} {name!r} is {value.ndim}-d, "
+                                  "not a 1-d tensor")
+        return value
 
     def dtype(self, elem_type) -> np.dtype:
         """The numpy dtype of an ONNX element type that flowgrad can hold."""
@@ -88,6 +107,7 @@ class Context:
             raise OnnxImportError(f"{self.where}: its tensor keeps its data in another file")
         dtype = self.dtype(t.data_type)
         self.allocate([int(d) for d in t.dims], dtype, "a tensor")
+        self._one_data_field(t)
         try:
             arr = self.onnx.numpy_helper.to_array(t)
         except (ValueError, TypeError, KeyError, IndexError) as err:
@@ -97,6 +117,25 @@ class Context:
             raise OnnxImportError(f"{self.where}: a malformed tensor (its data is {arr.dtype} "
                                   f"{arr.shape}, its header says {dtype} {tuple(t.dims)})")
         return arr
+
+
+    def _one_data_field(self, t):
+        """A tensor's data in one field, the one of its type (the checker's rule): two
+        would leave which one counts to the reader (onnx reads raw_data, ignoring the
+        other), a float_data of a double tensor is read as no data at all."""
+        fields = [f for f in _DATA_FIELDS if len(getattr(t, f))] + \
+            (["raw_data"] if t.HasField("raw_data") else [])
+        own = self.onnx.helper.tensor_dtype_to_field(t.data_type)
+        if len(fields) > 1 or fields and fields[0] not in ("raw_data", own) or \
+                t.HasField("segment"):
+            raise OnnxImportError(f"{self.where}: a malformed tensor (its data is in "
+                                  f"{fields or ['segment']}, where a {self.dtype(t.data_type)}"
+                                  f" tensor holds it in raw_data or {own})")
+
+
+#: TensorProto's typed data fields (raw_data besides)
+_DATA_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data",
+                "uint64_data")
 
 
 def _onnx():
@@ -191,9 +230,7 @@ def import_onnx(path, outputs=None, *, max_bytes=None) -> Graph:
             from None
     budget = Budget(path, len(data), max_bytes, OnnxImportError)
     del data
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset is None:
-        raise OnnxImportError(f"{path}: the model imports no standard ONNX opset")
+    opset = _opset(model, path, onnx)
     _refuse_external_data(model, path, onnx)
     ctx = Context(onnx, opset, budget)
     graph = model.graph
@@ -208,20 +245,54 @@ def import_onnx(path, outputs=None, *, max_bytes=None) -> Graph:
         missing = [o for o in wanted if o not in ctx.env]
         if missing:
             raise OnnxImportError(f"{path}: graph outputs {missing} are computed by no node")
+        for vi in graph.output:
+            if vi.name in wanted:
+                check_declared(path, vi, ctx.env[vi.name], OnnxImportError)
         _name_outputs(g, ctx, wanted)
     return g
+
+
+def _opset(model, path, onnx):
+    """The model's standard opset: imported once (two would leave which one counts to
+    the reader: onnxruntime takes another than the first), and one the installed onnx
+    knows the operators of (their schemas are what each node is checked against)."""
+    opsets = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not opsets:
+        raise OnnxImportError(f"{path}: the model imports no standard ONNX opset")
+    if len(opsets) > 1:
+        raise OnnxImportError(f"{path}: the model imports the standard ONNX opset "
+                              f"{len(opsets)} times ({opsets[:4]})")
+    latest = onnx.defs.onnx_opset_version()
+    if not 1 <= opsets[0] <= latest:
+        raise OnnxImportError(f"{path}: opset {opsets[0]} is not an ONNX opset this onnx "
+                              f"knows (1 to {latest})")
+    return opsets[0]
 
 
 def _name_outputs(g, ctx, wanted):
     """Name after it each graph output whose node kept another name: an ``Identity`` (as
     flowgrad's export writes for an output named like its node) makes no node, so its
     input's node, named after an inner tensor, is renamed to the output. A node that is
-    a leaf or is itself named after a graph output keeps its name."""
+    a leaf (an output that is a graph input or a weight: flowgrad's export writes
+    ``p:out = Identity(p)``) or is itself named after another graph output keeps its
+    name, and the output gets a node of its own, the identity in value, dtype and
+    derivative, so that ``g.by_name`` finds every graph output."""
     for name in wanted:
         node = ctx.env[name]
-        if node.graph is g and node.kind == "op" and node.name != name and \
-                node.name not in wanted and g.name_id(name) is None:
+        if node.name == name:
+            continue
+        if node.graph is g and node.kind == "op" and node.name not in wanted and \
+                g.name_id(name) is None:
             node.name = name
+        else:
+            _claim(g, _identity_of(node), name)
+
+
+def _identity_of(node):
+    """A new node equal to ``node``: x·1 (exact for every number, −0 and NaN included;
+    the weak 1 keeps x's dtype), x == True for a bool."""
+    import flowgrad as fg
+    return fg.equal(node, True) if node.dtype == np.bool_ else node * 1
 
 
 def _leaves(ctx, g, graph):
@@ -327,6 +398,7 @@ def import_node(ctx, g, n, k, importers):
             raise OnnxImportError(f"{ctx.where}: its input {name!r} is computed by no "
                                   "earlier node")
         ins.append(ctx.node_of(name) if name else None)
+    schema, constraints, bound = _check_schema(ctx, n, ins)
     attrs = {a.name: ctx.onnx.helper.get_attribute_value(a) for a in n.attribute}
     first = len(g)
     try:
@@ -338,6 +410,7 @@ def import_node(ctx, g, n, k, importers):
     except (FlowgradError, ValueError, TypeError, IndexError, KeyError, ArithmeticError,
             AttributeError) as err:
         raise OnnxImportError(f"{ctx.where}: {type(err).__name__}: {err}") from None
+    _check_results(ctx, n, schema, constraints, bound, outs)
     for name, node in zip(n.output, outs):
         if not name:
             continue
@@ -346,6 +419,42 @@ def import_node(ctx, g, n, k, importers):
         if node.graph is g and node.id >= first and key not in ctx.claimed:
             _claim(g, node, name)            # made here: take its name
             ctx.claimed.add(key)
+
+
+def _check_results(ctx, n, schema, constraints, bound, outs):
+    """What the importer built for node ``n`` against its outputs: as many (an output
+    left out only where the operator's is optional, Dropout's mask: a Scan given more
+    outputs than its body returns is refused), of the types ONNX gives them (an
+    importer whose flowgrad op gives another type than ONNX's is caught here)."""
+    named = list(n.output)
+    if len(outs) > len(named) or not all(
+            name == "" and optional_output(schema, k)
+            for k, name in enumerate(named[len(outs):], len(outs))):
+        raise OnnxImportError(f"{ctx.where}: it has {len(named)} outputs, but computes "
+                              f"{len(outs)}")
+    problem = check_types(schema, constraints, named,
+                          [node if name else None for name, node in zip(named, outs)],
+                          "output", bound)
+    if problem:
+        raise OnnxImportError(f"{ctx.where}: {problem}")
+
+
+def _check_schema(ctx, n, ins):
+    """Node ``n`` (its inputs ``ins``) against its operator's schema at the model's
+    opset (onnx_import_check); returns (schema, its type constraints, the type
+    parameters its inputs bound), for the outputs' check."""
+    schema, constraints = schema_of(n.op_type, ctx.opset, n.domain)
+    if schema is None:
+        later, _ = schema_of(n.op_type, 1 << 30, n.domain)
+        raise OnnxImportError(f"{ctx.where}: op type {n.op_type!r} is not defined at "
+                              f"opset {ctx.opset}" + (f" (only from opset "
+                              f"{later.since_version} on)" if later is not None else ""))
+    bound = {}
+    problem = check_counts(n, schema) or check_attributes(n, schema) or \
+        check_types(schema, constraints, list(n.input), ins, "input", bound)
+    if problem:
+        raise OnnxImportError(f"{ctx.where}: {problem}")
+    return schema, constraints, bound
 
 
 #: ops whose value is not a function of their inputs' values alone (a loop's body, a

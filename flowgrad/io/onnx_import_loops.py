@@ -33,6 +33,7 @@ import flowgrad as fg
 from flowgrad.leaves import constant
 
 from .onnx_import import OnnxImportError
+from .onnx_import_check import check_declared
 from .onnx_import_ops import imports
 
 #: the most loop bodies / branches nested in one another
@@ -71,6 +72,8 @@ def import_body(ctx, graph, bindings, what):
         missing = [o.name for o in graph.output if o.name not in ctx.env]
         if missing:
             raise _refuse(ctx, f"its {what}'s outputs {missing[:5]} are computed by no node")
+        for vi in graph.output:
+            check_declared(f"{where}, its {what}", vi, ctx.env[vi.name], OnnxImportError)
         return [ctx.node_of(o.name) for o in graph.output]
     finally:
         ctx.env, ctx.static = saved
