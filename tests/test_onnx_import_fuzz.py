@@ -1061,3 +1061,25 @@ def test_a_graph_output_declared_of_another_type_is_refused(tmp_path):
             with pytest.raises(OnnxImportError, match="'y' is declared float32, but the "
                                                       "graph computes float64"):
                 fg.import_onnx(path)
+
+
+def test_a_body_input_shadowing_an_enclosing_constant_is_not_read_as_it(tmp_path):
+    """A Loop body's input named like an enclosing int constant ("s"): its Reshape read
+    the enclosing constant's value ([6]) as its shape, where the body's "s" is the
+    carry ([3, 2], what onnxruntime reshapes by). The carry is no constant: refused."""
+    mk = helper.make_node
+    body = helper.make_graph(
+        [mk("Reshape", ["x", "s"], ["y"]), mk("Identity", ["s"], ["s_out"]),
+         mk("Identity", ["c"], ["c_out"])], "body",
+        [_vi("i", I64, []), _vi("c", B, []), _vi("s", I64, [2])],
+        [_vi("c_out", B, []), _vi("s_out", I64, [2]), _vi("y", D, [3, 2])])
+    path = _save(tmp_path, [mk("Loop", ["M", "", "s0"], ["sT", "ys"], body=body),
+                            mk("Reshape", ["x", "s"], ["flat"])],
+                 [_vi("x", D, [6])], [_vi("ys", D, [2, 3, 2]), _vi("flat", D, [6])],
+                 {"M": np.array(2, np.int64), "s": np.array([6], np.int64),
+                  "s0": np.array([3, 2], np.int64)})
+    x = np.arange(6.0)
+    np.testing.assert_array_equal(_onnxruntime(path, {"x": x})[0],
+                                  np.stack([x.reshape(3, 2)] * 2))
+    with pytest.raises(OnnxImportError, match="its shape 's' must be a constant"):
+        fg.import_onnx(path)

@@ -26,6 +26,7 @@ import numpy as np
 from flowgrad.engine.program import run
 from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph
+from flowgrad.ops.base import building_at, user_site
 
 from .limits import Budget, check_max_bytes
 from .onnx_import_check import (check_attributes, check_counts, check_declared,
@@ -38,24 +39,63 @@ class OnnxImportError(GraphFileError):
     """An ONNX model flowgrad cannot rebuild: an unsupported op type or operand."""
 
 
+_ABSENT = object()
+
+
+class Scope(dict):
+    """Names in scope: one flat dict, whose entries set inside a loop body (``enter`` …
+    ``leave``) are undone when the body ends, so that the enclosing graph never sees a
+    body's tensors. A look-up costs one dict look-up however deep bodies nest (a
+    ChainMap's walks its maps in Python: a fifth of a body node's import)."""
+
+    __slots__ = ("undo",)
+
+    def __init__(self):
+        super().__init__()
+        self.undo: list = []     # per open body: {name: its value before, or _ABSENT}
+
+    def __setitem__(self, key, value):
+        if self.undo and key not in self.undo[-1]:
+            self.undo[-1][key] = self.get(key, _ABSENT)
+        dict.__setitem__(self, key, value)
+
+    def hide(self, key):
+        """Take ``key`` out of scope until the body ends (a body input named like an
+        enclosing tensor shadows it)."""
+        if key in self:
+            self[key] = None          # (logged)
+            dict.__delitem__(self, key)
+
+    def enter(self):
+        self.undo.append({})
+
+    def leave(self):
+        for key, old in self.undo.pop().items():
+            if old is _ABSENT:
+                dict.pop(self, key, None)
+            else:
+                dict.__setitem__(self, key, old)
+
+
 class Context:
     """State while importing: tensors by name, statically known values, the opset, and
     the budget every tensor made at import time is charged to before it is made."""
 
     def __init__(self, onnx, opset, budget):
         self.onnx, self.opset, self.budget = onnx, opset, budget
-        self.env: dict = {}       # tensor name -> Node
-        self.static: dict = {}    # tensor name -> numpy value known at import time
+        self.env = Scope()        # tensor name -> Node
+        self.static = Scope()     # tensor name -> numpy value known at import time
         self.where = ""
         self.claimed: set = set()   # (graph, id) of nodes already named after an ONNX tensor
         self.depth = 0              # how many loop bodies deep the import is (onnx_import_loops)
+        self.body = None            # the graph of the body being imported, if any
 
     def node_of(self, name):
         """The node of tensor ``name``; inside a loop body being imported, a node of an
         enclosing graph is read through the body's capture, so that what the body
         computes from it stays in the body (an If's untaken branch never runs it)."""
         node = self.env[name]
-        if self.depth:
+        if self.depth and node.graph is not self.body:
             from flowgrad.loops.body import capture
             node = capture(node)
         return node
@@ -235,7 +275,9 @@ def import_onnx(path, outputs=None, *, max_bytes=None) -> Graph:
     ctx = Context(onnx, opset, budget)
     graph = model.graph
     g = Graph()
-    with g:
+    # every node takes the user's line that called import_onnx, found once here (apply
+    # would walk out of the importer's frames for each: deeper ones in a loop body)
+    with g, building_at(user_site()):
         _leaves(ctx, g, graph)
         wanted = [o.name for o in graph.output] if outputs is None else list(outputs)
         nodes = graph.node if outputs is None else _needed(graph, wanted)
@@ -384,77 +426,82 @@ def _check_op_types(nodes, importers):
 
 
 def import_node(ctx, g, n, k, importers):
-    label = n.name or (n.output[0] if n.output else f"#{k}")
-    ctx.where = f"node {label!r} ({n.op_type})"
-    fn = _check_op_type(n, k, importers)
-    twice = [o for o in n.output if o and o in ctx.env]
-    if twice or len(set(n.output) - {""}) < len([o for o in n.output if o]):
+    # the NodeProto's fields are read once: each read makes new Python objects
+    op_type, outputs = n.op_type, list(n.output)
+    ctx.where = f"node {n.name or (outputs[0] if outputs else f'#{k}')!r} ({op_type})"
+    fn = importers.get(op_type)
+    if fn is None or n.domain not in ("", "ai.onnx"):
+        fn = _check_op_type(n, k, importers)
+    env = ctx.env
+    named = [o for o in outputs if o]
+    twice = [o for o in named if o in env]
+    if twice or len(set(named)) < len(named):
         # ONNX tensors are assigned once; a second producer would rename the first
-        raise OnnxImportError(f"{ctx.where}: its output {(twice or list(n.output))[0]!r} "
+        raise OnnxImportError(f"{ctx.where}: its output {(twice or named)[0]!r} "
                               "is already produced by an input, initializer or node")
+    inputs = list(n.input)
     ins = []
-    for name in n.input:
-        if name and name not in ctx.env:
+    for name in inputs:
+        if name and name not in env:
             raise OnnxImportError(f"{ctx.where}: its input {name!r} is computed by no "
                                   "earlier node")
         ins.append(ctx.node_of(name) if name else None)
-    schema, constraints, bound = _check_schema(ctx, n, ins)
+    plan, bound = _check_schema(ctx, n, inputs, ins)
     attrs = {a.name: ctx.onnx.helper.get_attribute_value(a) for a in n.attribute}
     first = len(g)
     try:
         outs = fn(ctx, n, ins, attrs)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        _fold_static(ctx, n, outs)
+        _fold_static(ctx, n, inputs, outputs, outs)
     except OnnxImportError:
         raise
     except (FlowgradError, ValueError, TypeError, IndexError, KeyError, ArithmeticError,
             AttributeError) as err:
         raise OnnxImportError(f"{ctx.where}: {type(err).__name__}: {err}") from None
-    _check_results(ctx, n, schema, constraints, bound, outs)
-    for name, node in zip(n.output, outs):
+    _check_results(ctx, outputs, plan, bound, outs)
+    for name, node in zip(outputs, outs):
         if not name:
             continue
-        ctx.env[name] = node
+        env[name] = node
         key = (id(node.graph), node.id)
         if node.graph is g and node.id >= first and key not in ctx.claimed:
             _claim(g, node, name)            # made here: take its name
             ctx.claimed.add(key)
 
 
-def _check_results(ctx, n, schema, constraints, bound, outs):
-    """What the importer built for node ``n`` against its outputs: as many (an output
-    left out only where the operator's is optional, Dropout's mask: a Scan given more
-    outputs than its body returns is refused), of the types ONNX gives them (an
-    importer whose flowgrad op gives another type than ONNX's is caught here)."""
-    named = list(n.output)
-    if len(outs) > len(named) or not all(
-            name == "" and optional_output(schema, k)
-            for k, name in enumerate(named[len(outs):], len(outs))):
-        raise OnnxImportError(f"{ctx.where}: it has {len(named)} outputs, but computes "
+def _check_results(ctx, outputs, plan, bound, outs):
+    """What the importer built for a node of ``outputs`` (names) against them: as many
+    (an output left out only where the operator's is optional, Dropout's mask: a Scan
+    given more outputs than its body returns is refused), of the types ONNX gives them
+    (an importer whose flowgrad op gives another type than ONNX's is caught here)."""
+    if len(outs) != len(outputs) and (len(outs) > len(outputs) or not all(
+            name == "" and optional_output(plan, k)
+            for k, name in enumerate(outputs[len(outs):], len(outs)))):
+        raise OnnxImportError(f"{ctx.where}: it has {len(outputs)} outputs, but computes "
                               f"{len(outs)}")
-    problem = check_types(schema, constraints, named,
-                          [node if name else None for name, node in zip(named, outs)],
+    problem = check_types(plan, outputs,
+                          [node if name else None for name, node in zip(outputs, outs)],
                           "output", bound)
     if problem:
         raise OnnxImportError(f"{ctx.where}: {problem}")
 
 
-def _check_schema(ctx, n, ins):
-    """Node ``n`` (its inputs ``ins``) against its operator's schema at the model's
-    opset (onnx_import_check); returns (schema, its type constraints, the type
-    parameters its inputs bound), for the outputs' check."""
-    schema, constraints = schema_of(n.op_type, ctx.opset, n.domain)
-    if schema is None:
-        later, _ = schema_of(n.op_type, 1 << 30, n.domain)
+def _check_schema(ctx, n, inputs, ins):
+    """Node ``n`` (its input names and nodes) against its operator's schema at the
+    model's opset (onnx_import_check); returns (the operator's Plan, the type parameters
+    its inputs bound), for the outputs' check."""
+    found = schema_of(n.op_type, ctx.opset, n.domain)
+    if found is None:
+        later = schema_of(n.op_type, 1 << 30, n.domain)
         raise OnnxImportError(f"{ctx.where}: op type {n.op_type!r} is not defined at "
-                              f"opset {ctx.opset}" + (f" (only from opset "
-                              f"{later.since_version} on)" if later is not None else ""))
-    bound = {}
-    problem = check_counts(n, schema) or check_attributes(n, schema) or \
-        check_types(schema, constraints, list(n.input), ins, "input", bound)
+                              f"opset {ctx.opset}" + (f" (only from opset {later[1]} on)"
+                                                      if later is not None else ""))
+    plan, bound = found[0], {}
+    problem = check_counts(n, plan) or check_attributes(n, plan) or \
+        check_types(plan, inputs, ins, "input", bound)
     if problem:
         raise OnnxImportError(f"{ctx.where}: {problem}")
-    return schema, constraints, bound
+    return plan, bound
 
 
 #: ops whose value is not a function of their inputs' values alone (a loop's body, a
@@ -463,19 +510,19 @@ _NOT_FOLDED = {"Scan", "Loop", "If", "RandomNormal", "RandomUniform", "RandomNor
                "RandomUniformLike", "Multinomial", "Bernoulli"}
 
 
-def _fold_static(ctx, n, outs):
+def _fold_static(ctx, n, inputs, outputs, outs):
     """An integer node whose inputs are all known at import time is known too: its value
     is computed now (charged to the budget first), so that shape, pads and axes operands
     that an exporter computes (torch writes Concat, Cast, Slice … chains of constants)
     count as constants. Float results stay nodes (their inputs may be weights)."""
-    if ctx.depth or n.op_type in _NOT_FOLDED or \
-            not all(i in ctx.static for i in n.input if i):   # (a loop body runs later)
+    if ctx.depth or not any(inputs) or n.op_type in _NOT_FOLDED:   # (a body runs later)
         return
-    if not any(i for i in n.input):
+    static = ctx.static
+    if not all(i in static for i in inputs if i):
         return
-    for name, node in zip(n.output, outs):
-        if not name or name in ctx.static or node.dtype.kind not in "iub" or \
+    for name, node in zip(outputs, outs):
+        if not name or name in static or node.dtype.kind not in "iub" or \
                 None in node.shape:
             continue
         ctx.allocate(list(node.shape), node.dtype, "its value known at import time")
-        ctx.static[name] = np.asarray(run(node, {}))
+        static[name] = np.asarray(run(node, {}))

@@ -25,51 +25,98 @@ Graph outputs (and a loop body's) are held to their declared element type the sa
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
-#: numpy dtype name -> ONNX type string, for the dtypes flowgrad holds
-TYPE_STR = {"float16": "tensor(float16)", "float32": "tensor(float)",
-            "float64": "tensor(double)", "bool": "tensor(bool)",
-            "complex64": "tensor(complex64)", "complex128": "tensor(complex128)",
-            **{f"{s}int{b}": f"tensor({s}int{b})" for s in ("", "u") for b in (8, 16, 32, 64)}}
+#: ONNX type string -> numpy dtype, for the dtypes flowgrad holds
+_DTYPE_OF = {"tensor(float16)": "float16", "tensor(float)": "float32",
+             "tensor(double)": "float64", "tensor(bool)": "bool",
+             "tensor(complex64)": "complex64", "tensor(complex128)": "complex128",
+             **{f"tensor({s}int{b})": f"{s}int{b}" for s in ("", "u") for b in (8, 16, 32, 64)}}
 
 _ATTR_TYPES = {1: "FLOAT", 2: "INT", 3: "STRING", 4: "TENSOR", 5: "GRAPH", 6: "FLOATS",
                7: "INTS", 8: "STRINGS", 9: "TENSORS", 10: "GRAPHS", 11: "SPARSE_TENSOR",
                12: "SPARSE_TENSORS", 13: "TYPE_PROTO", 14: "TYPE_PROTOS"}
 
+SINGLE, OPTIONAL, VARIADIC = 0, 1, 2
+
+
+class Formal(NamedTuple):
+    """One formal input or output: its name, its type parameter (``T``; None for a
+    fixed type), the numpy dtypes it takes, its option (SINGLE, OPTIONAL, VARIADIC), and
+    whether a variadic one binds its parameter once for all (homogeneous)."""
+    name: str
+    param: str | None
+    dtypes: frozenset
+    option: int
+    binds: bool
+
+
+class Plan(NamedTuple):
+    """What a node of one operator at one opset is checked against, read once from its
+    schema (a few dict look-ups a node, not the schema's Python wrappers)."""
+    name: str
+    attributes: dict          # {name: (attribute type, required)}
+    inputs: tuple             # of Formal
+    outputs: tuple
+    counts: tuple             # (min inputs, max inputs, min outputs, max outputs)
+
+
+def _formals(params, constraints):
+    from onnx.defs import OpSchema
+    option = {OpSchema.FormalParameterOption.Single: SINGLE,
+              OpSchema.FormalParameterOption.Optional: OPTIONAL,
+              OpSchema.FormalParameterOption.Variadic: VARIADIC}
+    out = []
+    for f in params:
+        allowed = constraints.get(f.type_str, (f.type_str,))
+        dtypes = frozenset(np.dtype(_DTYPE_OF[t]) for t in allowed if t in _DTYPE_OF)
+        opt = option[f.option]
+        out.append(Formal(f.name, f.type_str if f.type_str in constraints else None,
+                          dtypes, opt, opt != VARIADIC or f.is_homogeneous))
+    return tuple(out)
+
 
 @functools.lru_cache(maxsize=4096)
 def schema_of(op_type: str, opset: int, domain: str):
-    """The operator's schema at ``opset`` and its type constraints ({type parameter:
-    the type strings it allows}); (None, None) when it is not defined there."""
+    """The operator's Plan at ``opset``; None when it is not defined there."""
     from onnx import defs
     try:
         schema = defs.get_schema(op_type, opset, "" if domain == "ai.onnx" else domain)
     except defs.SchemaError:
-        return None, None
-    return schema, {tc.type_param_str: frozenset(tc.allowed_type_strs)
-                    for tc in schema.type_constraints}
+        return None
+    constraints = {tc.type_param_str: tuple(tc.allowed_type_strs)
+                   for tc in schema.type_constraints}
+    return Plan(op_type, {k: (int(a.type), a.required) for k, a in schema.attributes.items()},
+                _formals(schema.inputs, constraints), _formals(schema.outputs, constraints),
+                (schema.min_input, schema.max_input, schema.min_output, schema.max_output),
+                ), schema.since_version
 
 
-def check_attributes(n, schema):
+def check_attributes(n, plan):
     """Every attribute known to the operator, once, of its declared type; the required
     ones given. Returns the error message, or None."""
+    known = plan.attributes
     seen = set()
     for a in n.attribute:
-        spec = schema.attributes.get(a.name)
-        if a.name in seen:
-            return f"its attribute {a.name!r} is given twice"
-        seen.add(a.name)
+        name = a.name
+        spec = known.get(name)
+        if name in seen:
+            return f"its attribute {name!r} is given twice"
+        seen.add(name)
         if spec is None:
-            return f"{n.op_type} has no attribute {a.name!r}"
+            return f"{n.op_type} has no attribute {name!r}"
         if a.ref_attr_name:
-            return f"its attribute {a.name!r} refers to a function's attribute"
-        if int(a.type) != int(spec.type):
-            return (f"its attribute {a.name!r} is {_ATTR_TYPES.get(int(a.type), a.type)}, "
-                    f"but {n.op_type} takes {_ATTR_TYPES.get(int(spec.type), spec.type)}")
-    missing = sorted(k for k, s in schema.attributes.items() if s.required and k not in seen)
-    return f"its required attribute {missing[0]!r} is missing" if missing else None
+            return f"its attribute {name!r} refers to a function's attribute"
+        if a.type != spec[0]:
+            return (f"its attribute {name!r} is {_ATTR_TYPES.get(a.type, a.type)}, "
+                    f"but {n.op_type} takes {_ATTR_TYPES.get(spec[0], spec[0])}")
+    if len(seen) < len(known):
+        missing = sorted(k for k, (_, required) in known.items() if required and k not in seen)
+        if missing:
+            return f"its required attribute {missing[0]!r} is missing"
+    return None
 
 
 def _formal(formals, k):
@@ -77,49 +124,46 @@ def _formal(formals, k):
     return formals[k] if k < len(formals) else formals[-1] if formals else None
 
 
-def check_types(schema, constraints, names, nodes, what, bound):
+def check_types(plan, names, nodes, what, bound):
     """The element types of ``nodes`` (inputs or outputs, None where omitted) against the
-    schema's formals; ``bound`` ({type parameter: type string}) is filled as they bind.
+    operator's formals; ``bound`` ({type parameter: dtype}) is filled as they bind.
     Returns the error message, or None."""
-    from onnx.defs import OpSchema
-    option = OpSchema.FormalParameterOption
-    formals = schema.inputs if what == "input" else schema.outputs
-    for k, (name, node) in enumerate(zip(names, nodes)):
-        formal = _formal(formals, k)
+    formals = plan.inputs if what == "input" else plan.outputs
+    last = len(formals) - 1
+    for k, node in enumerate(nodes):
+        formal = formals[k] if k <= last else formals[last] if formals else None
         if formal is None:
             return f"it has {len(names)} {what}s, but its operator takes none"
         if node is None:
             # "" stands for an omitted optional input; a variadic one (Concat's, Sum's)
             # cannot be omitted (flowgrad would concatenate one input fewer)
-            if formal.option == option.Single or \
-                    what == "input" and formal.option != option.Optional:
+            if formal.option == SINGLE or what == "input" and formal.option != OPTIONAL:
                 return f"its required {what} {formal.name!r} (#{k}) is left out"
             continue
-        t = TYPE_STR.get(node.dtype.name, f"tensor({node.dtype.name})")
-        want = formal.type_str
-        allowed = constraints.get(want, frozenset([want]))
-        if t not in allowed:
-            return (f"its {what} {name!r} is {node.dtype}, which {schema.name}'s "
-                    f"{formal.name!r} does not take ({', '.join(sorted(allowed))[:120]})")
-        if want in constraints and (formal.is_homogeneous or formal.option != option.Variadic):
-            if bound.setdefault(want, t) != t:
-                return (f"its {what} {name!r} is {node.dtype}, but another tensor of type "
-                        f"{want} is {bound[want][7:-1]}: ONNX has no type promotion")
+        dtype = node.dtype
+        if dtype not in formal.dtypes:
+            allowed = ", ".join(sorted(d.name for d in formal.dtypes))
+            return (f"its {what} {names[k]!r} is {dtype}, which {plan.name}'s "
+                    f"{formal.name!r} does not take ({allowed[:120] or 'no number type'})")
+        if formal.param is not None and formal.binds:
+            first = bound.setdefault(formal.param, dtype)
+            if first != dtype:
+                return (f"its {what} {names[k]!r} is {dtype}, but another tensor of type "
+                        f"{formal.param} is {first}: ONNX has no type promotion")
     return None
 
 
-def optional_output(schema, k) -> bool:
+def optional_output(plan, k) -> bool:
     """Whether output ``k`` of the operator may be left out ("" or absent)."""
-    from onnx.defs import OpSchema
-    formal = _formal(schema.outputs, k)
-    return formal is not None and formal.option == OpSchema.FormalParameterOption.Optional
+    formal = _formal(plan.outputs, k)
+    return formal is not None and formal.option == OPTIONAL
 
 
-def check_counts(n, schema):
+def check_counts(n, plan):
     """The numbers of inputs and outputs within the schema's bounds (or the message)."""
-    for what, count, lo, hi in (("inputs", len(n.input), schema.min_input, schema.max_input),
-                                ("outputs", len(n.output), schema.min_output,
-                                 schema.max_output)):
+    lo_in, hi_in, lo_out, hi_out = plan.counts
+    for what, count, lo, hi in (("inputs", len(n.input), lo_in, hi_in),
+                                ("outputs", len(n.output), lo_out, hi_out)):
         if not lo <= count <= hi:
             bound = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi < 2 ** 30 else f"{lo} or more"
             return f"it has {count} {what}, but {n.op_type} takes {bound}"

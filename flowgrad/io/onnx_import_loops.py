@@ -25,8 +25,6 @@ body's declared input types must match what the loop feeds it.
 """
 from __future__ import annotations
 
-from collections import ChainMap
-
 import numpy as np
 
 import flowgrad as fg
@@ -54,10 +52,14 @@ def import_body(ctx, graph, bindings, what):
     from .onnx_import_ops import IMPORTERS
     if ctx.depth >= MAX_DEPTH:
         raise _refuse(ctx, f"loops and branches nest more than {MAX_DEPTH} deep")
-    where, saved = ctx.where, (ctx.env, ctx.static)
-    ctx.env, ctx.static = ChainMap(dict(bindings), ctx.env), ChainMap({}, ctx.static)
+    where, outer_body = ctx.where, ctx.body
+    ctx.env.enter()
+    ctx.static.enter()
     ctx.depth += 1
     try:
+        for name, node in bindings.items():    # (shadowing an enclosing constant)
+            ctx.env[name] = node
+            ctx.static.hide(name)
         if len(graph.sparse_initializer):
             raise _refuse(ctx, f"its {what} holds sparse initializers")
         for init in graph.initializer:         # a body's own constants
@@ -65,7 +67,7 @@ def import_body(ctx, graph, bindings, what):
             node = constant(ctx.tensor(init))
             ctx.static[init.name] = node.value
             ctx.env[init.name] = node
-        body_graph = tracing_graph()
+        body_graph = ctx.body = tracing_graph()
         for k, n in enumerate(graph.node):
             import_node(ctx, body_graph, n, k, IMPORTERS)
         ctx.where = where
@@ -76,9 +78,10 @@ def import_body(ctx, graph, bindings, what):
             check_declared(f"{where}, its {what}", vi, ctx.env[vi.name], OnnxImportError)
         return [ctx.node_of(o.name) for o in graph.output]
     finally:
-        ctx.env, ctx.static = saved
+        ctx.env.leave()
+        ctx.static.leave()
         ctx.depth -= 1
-        ctx.where = where
+        ctx.where, ctx.body = where, outer_body
 
 
 def _check_inputs(ctx, graph, nodes, what, typed_only=0):
