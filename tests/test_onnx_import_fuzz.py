@@ -598,15 +598,13 @@ def _m_node(model, rng):
         del gr.node[k]
         return "node removed"
     if c < 0.9:      # node order: a use before its definition, or a cycle
-        node = type(n)()
-        node.CopyFrom(n)
+        moved = _copy(n)
         del gr.node[k]
-        gr.node.insert(rng.randrange(len(gr.node) + 1), node)
-        if len(gr.node) > 1 and len(node.input) and rng.random() < 0.5:
-            later = gr.node[rng.randrange(len(gr.node))]
-            if len(later.output):
-                node.input[0] = later.output[0]
-                gr.node[list(gr.node).index(node) if node in gr.node else 0].CopyFrom(node)
+        at = rng.randrange(len(gr.node) + 1)
+        gr.node.insert(at, moved)
+        other = gr.node[rng.randrange(len(gr.node))]
+        if len(moved.input) and len(other.output) and rng.random() < 0.5:
+            gr.node[at].input[0] = other.output[0]      # (itself: a self-loop)
         return "node order"
     n.domain = rng.choice(["com.microsoft", "ai.onnx.ml", "ai.onnx", "x"])
     return "domain"
@@ -759,8 +757,9 @@ def test_mutants_are_refused_typed_or_agree_with_onnxruntime(bases, tmp_path):
         outcome, msg = check_model(model, tmp_path / "m.onnx", data_rng, traced)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         assert msg is None, f"mutant {i} ({labels}): {msg}"
+    # the mutants reach both sides: refusals, and imports that run as onnxruntime does
     assert outcomes.get("refused", 0) > N_MUTANTS // 4, outcomes
-    assert outcomes.get("agreed", 0) > N_MUTANTS // 10, outcomes
+    assert outcomes.get("agreed", 0) > N_MUTANTS // 20, outcomes
 
 
 # -- the defects the fuzz found, at their boundaries ----------------------------------------
@@ -1083,3 +1082,63 @@ def test_a_body_input_shadowing_an_enclosing_constant_is_not_read_as_it(tmp_path
                                   np.stack([x.reshape(3, 2)] * 2))
     with pytest.raises(OnnxImportError, match="its shape 's' must be a constant"):
         fg.import_onnx(path)
+
+
+def _many_carries(nv):
+    """A while-Loop of ``nv`` carries (each negated), with the carries each trip began
+    with stacked as scan outputs, stopping when the first carry's sum passes lim."""
+    mk = helper.make_node
+    nodes = [mk("ReduceSum", ["v0"], ["s"], keepdims=0), mk("Less", ["s", "lim"], ["go"])]
+    nodes += [mk("Neg", [f"v{k}"], [f"w{k}"]) for k in range(nv)]
+    nodes += [mk("Identity", [f"v{k}"], [f"seen{k}"]) for k in range(nv)]
+    body = helper.make_graph(
+        nodes, "body", [_vi("i", I64, []), _vi("c", B, [])] +
+        [_vi(f"v{k}", D, [2]) for k in range(nv)],
+        [_vi("go", B, [])] + [_vi(f"w{k}", D, [2]) for k in range(nv)] +
+        [_vi(f"seen{k}", D, [2]) for k in range(nv)])
+    loop = mk("Loop", ["M", "", *[f"x{k}" for k in range(nv)]],
+              [f"y{k}" for k in range(nv)] + [f"st{k}" for k in range(nv)], body=body)
+    return _model([loop], [_vi(f"x{k}", D, [2]) for k in range(nv)] + [_vi("lim", D, [])],
+                  [_vi(f"y{nv - 1}", D, [2]), _vi(f"st{nv - 1}", D, ["n", 2])],
+                  {"M": np.array(5, np.int64)})
+
+
+def test_a_while_loop_of_many_carries_imports_in_linear_time(tmp_path):
+    """Which carry each scan output passes through was found by searching the body for
+    each output and carry: cubic, 400 carries took half a minute (2,000: an hour)."""
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_many_carries(400).SerializeToString())
+    start = time.process_time()
+    g = fg.import_onnx(path)
+    assert time.process_time() - start < 3.0
+    feed = {f"x{k}": np.array([k, -1.0]) for k in range(400)}
+    feed["lim"] = np.array(0.5)
+    want = _onnxruntime(path, feed)
+    got = fg.run([g.by_name("y399"), g.by_name("st399")], feed)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    # two trips (the second begins with sum(-x0) = 1, past lim): x negated twice, and
+    # the carries the two trips began with
+    np.testing.assert_array_equal(got[0], [399.0, -1.0])
+    np.testing.assert_array_equal(got[1], [[399.0, -1.0], [-399.0, 1.0]])
+
+
+def test_a_loops_results_times_inputs_are_charged_to_the_budget(tmp_path):
+    """Each result of a flowgrad loop node reads all its inputs: an If of 2,000 outputs
+    reading 2,000 enclosing tensors (a 0.2 MB file) took 32 MB of references, past its
+    13 MB budget, and a while-Loop of as many carries more. Refused by default; a caller
+    who trusts the file raises max_bytes."""
+    mk, k = helper.make_node, 2000
+    branch = [helper.make_graph([mk(op, [f"x{j}"], [f"{op}{j}"]) for j in range(k)], op, [],
+                                [_vi(f"{op}{j}", D, [1]) for j in range(k)])
+              for op in ("Neg", "Abs")]
+    node = mk("If", ["p"], [f"y{j}" for j in range(k)], then_branch=branch[0],
+              else_branch=branch[1])
+    path = _save(tmp_path, [node], [_vi("p", B, [])] + [_vi(f"x{j}", D, [1]) for j in range(k)],
+                 [_vi(f"y{j}", D, [1]) for j in range(k)])
+    with pytest.raises(OnnxImportError, match="results .* each reading its 2004 inputs.*"
+                                              "budget"):
+        fg.import_onnx(path)
+    g = fg.import_onnx(path, max_bytes=1 << 27)
+    feed = {"p": np.array(False), **{f"x{j}": np.array([-j - 0.5]) for j in range(k)}}
+    np.testing.assert_array_equal(fg.run(g.by_name("y1999"), feed), [1999.5])
