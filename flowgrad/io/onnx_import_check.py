@@ -174,8 +174,12 @@ def check_declared(where, value_info, node, error):
     """A graph's (or body's) declared output against the node computing it: the same
     element type. (A declared shape that disagrees is left as onnxruntime leaves it, a
     hint it merges leniently: the values are the nodes', in both.)"""
-    if not value_info.type.HasField("tensor_type"):
-        raise error(f"{where}: output {value_info.name!r} is declared as no tensor")
+    kind = value_info.type.WhichOneof("value")
+    if kind is None:            # no type declared (a body's output may leave it out)
+        return
+    if kind != "tensor_type":
+        raise error(f"{where}: output {value_info.name!r} is declared a {kind}, not a "
+                    "tensor")
     t = value_info.type.tensor_type
     if t.elem_type:
         from onnx import helper
