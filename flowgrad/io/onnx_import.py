@@ -89,6 +89,7 @@ class Context:
         self.claimed: set = set()   # (graph, id) of nodes already named after an ONNX tensor
         self.depth = 0              # how many loop bodies deep the import is (onnx_import_loops)
         self.body = None            # the graph of the body being imported, if any
+        self.reads: set = set()     # (graph, id) of the enclosing nodes that body reads
 
     def node_of(self, name):
         """The node of tensor ``name``; inside a loop body being imported, a node of an
@@ -97,6 +98,7 @@ class Context:
         node = self.env[name]
         if self.depth and node.graph is not self.body:
             from flowgrad.loops.body import capture
+            self.reads.add((id(node.graph), node.id))
             node = capture(node)
         return node
 
@@ -446,8 +448,9 @@ def import_node(ctx, g, n, k, importers):
             raise OnnxImportError(f"{ctx.where}: its input {name!r} is computed by no "
                                   "earlier node")
         ins.append(ctx.node_of(name) if name else None)
-    plan, bound = _check_schema(ctx, n, inputs, ins)
-    attrs = {a.name: ctx.onnx.helper.get_attribute_value(a) for a in n.attribute}
+    attributes = list(n.attribute)
+    plan, bound = _check_schema(ctx, n, (inputs, ins, outputs, attributes))
+    attrs = {a.name: ctx.onnx.helper.get_attribute_value(a) for a in attributes}
     first = len(g)
     try:
         outs = fn(ctx, n, ins, attrs)
@@ -486,10 +489,11 @@ def _check_results(ctx, outputs, plan, bound, outs):
         raise OnnxImportError(f"{ctx.where}: {problem}")
 
 
-def _check_schema(ctx, n, inputs, ins):
-    """Node ``n`` (its input names and nodes) against its operator's schema at the
-    model's opset (onnx_import_check); returns (the operator's Plan, the type parameters
-    its inputs bound), for the outputs' check."""
+def _check_schema(ctx, n, fields):
+    """Node ``n`` against its operator's schema at the model's opset (onnx_import_check);
+    ``fields``: its input names, input nodes, output names and AttributeProtos. Returns
+    (the operator's Plan, the type parameters its inputs bound), for the outputs' check."""
+    inputs, ins, outputs, attributes = fields
     found = schema_of(n.op_type, ctx.opset, n.domain)
     if found is None:
         later = schema_of(n.op_type, 1 << 30, n.domain)
@@ -497,7 +501,8 @@ def _check_schema(ctx, n, inputs, ins):
                               f"opset {ctx.opset}" + (f" (only from opset {later[1]} on)"
                                                       if later is not None else ""))
     plan, bound = found[0], {}
-    problem = check_counts(n, plan) or check_attributes(n, plan) or \
+    problem = check_counts(plan, len(inputs), len(outputs)) or \
+        check_attributes(plan.name, attributes, plan) or \
         check_types(plan, inputs, ins, "input", bound)
     if problem:
         raise OnnxImportError(f"{ctx.where}: {problem}")

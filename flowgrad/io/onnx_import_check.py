@@ -94,24 +94,24 @@ def schema_of(op_type: str, opset: int, domain: str):
                 ), schema.since_version
 
 
-def check_attributes(n, plan):
-    """Every attribute known to the operator, once, of its declared type; the required
-    ones given. Returns the error message, or None."""
+def check_attributes(op_type, attributes, plan):
+    """Every attribute (AttributeProtos) known to operator ``op_type``, once, of its
+    declared type; the required ones given. Returns the error message, or None."""
     known = plan.attributes
     seen = set()
-    for a in n.attribute:
+    for a in attributes:
         name = a.name
         spec = known.get(name)
         if name in seen:
             return f"its attribute {name!r} is given twice"
         seen.add(name)
         if spec is None:
-            return f"{n.op_type} has no attribute {name!r}"
+            return f"{op_type} has no attribute {name!r}"
         if a.ref_attr_name:
             return f"its attribute {name!r} refers to a function's attribute"
         if a.type != spec[0]:
             return (f"its attribute {name!r} is {_ATTR_TYPES.get(a.type, a.type)}, "
-                    f"but {n.op_type} takes {_ATTR_TYPES.get(spec[0], spec[0])}")
+                    f"but {op_type} takes {_ATTR_TYPES.get(spec[0], spec[0])}")
     if len(seen) < len(known):
         missing = sorted(k for k, (_, required) in known.items() if required and k not in seen)
         if missing:
@@ -159,14 +159,16 @@ def optional_output(plan, k) -> bool:
     return formal is not None and formal.option == OPTIONAL
 
 
-def check_counts(n, plan):
+def check_counts(plan, n_inputs, n_outputs):
     """The numbers of inputs and outputs within the schema's bounds (or the message)."""
     lo_in, hi_in, lo_out, hi_out = plan.counts
-    for what, count, lo, hi in (("inputs", len(n.input), lo_in, hi_in),
-                                ("outputs", len(n.output), lo_out, hi_out)):
+    if lo_in <= n_inputs <= hi_in and lo_out <= n_outputs <= hi_out:
+        return None
+    for what, count, lo, hi in (("inputs", n_inputs, lo_in, hi_in),
+                                ("outputs", n_outputs, lo_out, hi_out)):
         if not lo <= count <= hi:
             bound = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi < 2 ** 30 else f"{lo} or more"
-            return f"it has {count} {what}, but {n.op_type} takes {bound}"
+            return f"it has {count} {what}, but {plan.name} takes {bound}"
     return None
 
 

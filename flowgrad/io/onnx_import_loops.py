@@ -25,7 +25,8 @@ body's declared input types must match what the loop feeds it. Each result of a
 flowgrad loop node reads all the loop's inputs, so a loop of R results and I inputs
 (carries, xs, the enclosing tensors its bodies read) holds R·I references: quadratic in
 the file's size (a Loop of 2,000 carries, 0.3 MB, took 73 MB), so they are charged to
-the budget too, 8 bytes each, before the loop is built (``charge_results``).
+the budget too, 8 bytes each, before the loop is built (``_charge_results``: the
+enclosing tensors a body reads are counted as it is imported).
 """
 from __future__ import annotations
 
@@ -48,15 +49,14 @@ def _refuse(ctx, what):
     return OnnxImportError(f"{ctx.where}: {what}")
 
 
-def charge_results(ctx, n, results):
-    """Charge the budget for the results × inputs references of loop node ``n`` (``results``
-    and the trip number and condition a while loop adds; its own inputs, the tensors of
-    enclosing graphs its subgraphs read), before it is built."""
-    from .onnx_import import outer_reads
-    inputs = len(n.input) + len(set(outer_reads(n))) + 3
-    ctx.budget.take(8 * (results + 2) * inputs,
+def _charge_results(ctx, results, inputs, what):
+    """Charge the budget for the ``results`` × ``inputs`` references of the loop node a
+    body is imported for (with the trip number and condition a while loop adds), after
+    its body is traced and before the loop node is built."""
+    ctx.budget.take(8 * (results + 2) * (inputs + 2),
                     f"{ctx.where}: its loop node's results (up to {results + 2}), each "
-                    f"reading its {inputs} inputs,")
+                    f"reading its {inputs + 2} inputs ({what}'s carries, xs and the "
+                    "enclosing tensors it reads),")
 
 
 def import_body(ctx, graph, bindings, what):
@@ -67,7 +67,8 @@ def import_body(ctx, graph, bindings, what):
     from .onnx_import_ops import IMPORTERS
     if ctx.depth >= MAX_DEPTH:
         raise _refuse(ctx, f"loops and branches nest more than {MAX_DEPTH} deep")
-    where, outer_body = ctx.where, ctx.body
+    where, outer_body, outer_reads = ctx.where, ctx.body, ctx.reads
+    ctx.reads = set()
     ctx.env.enter()
     ctx.static.enter()
     ctx.depth += 1
@@ -91,12 +92,15 @@ def import_body(ctx, graph, bindings, what):
             raise _refuse(ctx, f"its {what}'s outputs {missing[:5]} are computed by no node")
         for vi in graph.output:
             check_declared(f"{where}, its {what}", vi, ctx.env[vi.name], OnnxImportError)
-        return [ctx.node_of(o.name) for o in graph.output]
+        outs = [ctx.node_of(o.name) for o in graph.output]
+        _charge_results(ctx, len(outs), len(bindings) + len(ctx.reads), what)
+        return outs
     finally:
         ctx.env.leave()
         ctx.static.leave()
         ctx.depth -= 1
         ctx.where, ctx.body = where, outer_body
+        ctx.reads = outer_reads | ctx.reads    # (an inner body's reads are this one's too)
 
 
 def _check_inputs(ctx, graph, nodes, what, typed_only=0):
@@ -158,7 +162,6 @@ def _scan(ctx, n, ins, attrs):
         raise _refuse(ctx, "Scan before opset 9 has a batch axis and sequence lengths; "
                            "flowgrad reads the Scan of opset 9 on")
     body, m = attrs["body"], int(attrs["num_scan_inputs"])
-    charge_results(ctx, n, len(body.output))
     nst = len(ins) - m
     if not 1 <= m <= len(ins) or any(x is None for x in ins):
         raise _refuse(ctx, f"num_scan_inputs={m} does not fit its {len(ins)} inputs")
@@ -194,27 +197,30 @@ def _scan(ctx, n, ins, attrs):
 
 # -- Loop --------------------------------------------------------------------------------------
 
-def _passed_through(graph) -> dict:
-    """{body output name: the body input it is (itself, or an Identity of it)}, made in
-    one pass over the body (a search of the body per output and carry was cubic: 200
-    carries took 4 s, a file of a few thousand minutes)."""
+def _passed_through(graph, outputs) -> dict:
+    """{name: the body input it is (itself, or an Identity of it)} for the body outputs
+    ``outputs`` (names). Their producers are found in one pass from the body's end,
+    which stops when all are found (where an exporter writes them): a search of the body
+    per output and carry was cubic (200 carries took 4 s, a few thousand a hang)."""
     inputs = {vi.name for vi in graph.input}
+    wanted = {name for name in outputs if name not in inputs}
     producer = {}
-    for node in graph.node:
-        if node.op_type == "Identity":
-            for o in node.output:
-                producer.setdefault(o, node)
-        else:
-            for o in node.output:
-                producer.setdefault(o, None)
+    nodes = graph.node
+    for k in range(len(nodes) - 1, -1, -1):
+        if not wanted:
+            break
+        node = nodes[k]
+        for o in node.output:
+            if o in wanted:       # (a name produced twice is refused when imported)
+                producer[o] = node
+                wanted.discard(o)
     through = {}
-    for vi in graph.output:
-        name = vi.name
+    for name in outputs:
         if name in inputs:
             through[name] = name
             continue
         p = producer.get(name)
-        if p is not None and len(p.input) == 1:
+        if p is not None and p.op_type == "Identity" and len(p.input) == 1:
             through[name] = p.input[0]
     return through
 
@@ -225,7 +231,8 @@ def _stays_true(ctx, n, graph) -> bool:
     first = n.input[1] if len(n.input) > 1 else ""
     if first and not (first in ctx.static and bool(np.all(ctx.static[first]))):
         return False
-    return _passed_through(graph).get(graph.output[0].name) == graph.input[1].name
+    out = graph.output[0].name
+    return _passed_through(graph, [out]).get(out) == graph.input[1].name
 
 
 def _scalar(ctx, node, what):
@@ -240,7 +247,6 @@ def _scalar(ctx, node, what):
 @imports("Loop")
 def _loop(ctx, n, ins, attrs):
     body = attrs["body"]
-    charge_results(ctx, n, len(body.output))   # (a while loop's: i, cond, v…, stacks)
     ins = list(ins) + [None] * (2 - len(ins))
     trips, first, init = ins[0], ins[1], ins[2:]
     nv = len(init)
@@ -284,7 +290,8 @@ def _while(ctx, n, body, trips, m, first, init):
     from flowgrad.ops.base import apply
     nv = len(init)
     names = _names(body)
-    through, carry_of = _passed_through(body), {}
+    through = _passed_through(body, [out.name for out in body.output[1 + nv:]])
+    carry_of = {}
     for k, name in enumerate(names[2:2 + nv]):
         carry_of.setdefault(name, k)
     stacked = []
@@ -331,7 +338,6 @@ def _if(ctx, n, ins, attrs):
     if pred.dtype != np.bool_:
         raise _refuse(ctx, f"its condition is {pred.dtype}, not bool")
     then_g, else_g = attrs["then_branch"], attrs["else_branch"]
-    charge_results(ctx, n, len(then_g.output))
     if len(then_g.input) or len(else_g.input):
         raise _refuse(ctx, "an If branch takes no inputs")
     if len(then_g.output) != len(else_g.output) or not then_g.output:
