@@ -100,7 +100,8 @@ def import_body(ctx, graph, bindings, what):
         ctx.static.leave()
         ctx.depth -= 1
         ctx.where, ctx.body = where, outer_body
-        ctx.reads = outer_reads | ctx.reads    # (an inner body's reads are this one's too)
+        # an inner body's reads of graphs around this one are this one's reads too
+        ctx.reads = outer_reads | {r for r in ctx.reads if r[0] != id(outer_body)}
 
 
 def _check_inputs(ctx, graph, nodes, what, typed_only=0):
