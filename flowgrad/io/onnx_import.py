@@ -12,7 +12,10 @@ not a constant (flowgrad shapes are fixed when the graph is built).
 Reading a model parses protobuf only: no code in the file is run, and no other file
 is read (a tensor with external data is refused, wherever it is). Every tensor made
 at import time is charged to a budget (``max_bytes=``) before it is allocated, and a
-malformed tensor, operand or attribute is an ``OnnxImportError`` naming the node.
+malformed tensor, operand or attribute is an ``OnnxImportError`` naming the node. Each
+node is held to its operator's schema first (onnx_import_check), so that a model no
+runtime would accept does not import as some other graph (tests/test_onnx_import_fuzz.py
+mutates models to check it, against onnxruntime).
 """
 from __future__ import annotations
 
@@ -23,8 +26,11 @@ import numpy as np
 from flowgrad.engine.program import run
 from flowgrad.errors import FlowgradError, GraphFileError
 from flowgrad.graph import Graph
+from flowgrad.ops.base import building_at, user_site
 
 from .limits import Budget, check_max_bytes
+from .onnx_import_check import (check_attributes, check_counts, check_declared,
+                                 check_types, optional_output, schema_of)
 
 MAX_NDIM = 64
 
@@ -33,34 +39,89 @@ class OnnxImportError(GraphFileError):
     """An ONNX model flowgrad cannot rebuild: an unsupported op type or operand."""
 
 
+_ABSENT = object()
+
+
+class Scope(dict):
+    """Names in scope: one flat dict, whose entries set inside a loop body (``enter`` …
+    ``leave``) are undone when the body ends, so that the enclosing graph never sees a
+    body's tensors. A look-up costs one dict look-up however deep bodies nest (a
+    ChainMap's walks its maps in Python: a fifth of a body node's import)."""
+
+    __slots__ = ("undo",)
+
+    def __init__(self):
+        super().__init__()
+        self.undo: list = []     # per open body: {name: its value before, or _ABSENT}
+
+    def __setitem__(self, key, value):
+        if self.undo and key not in self.undo[-1]:
+            self.undo[-1][key] = self.get(key, _ABSENT)
+        dict.__setitem__(self, key, value)
+
+    def hide(self, key):
+        """Take ``key`` out of scope until the body ends (a body input named like an
+        enclosing tensor shadows it)."""
+        if key in self:
+            self[key] = None          # (logged)
+            dict.__delitem__(self, key)
+
+    def enter(self):
+        self.undo.append({})
+
+    def leave(self):
+        for key, old in self.undo.pop().items():
+            if old is _ABSENT:
+                dict.pop(self, key, None)
+            else:
+                dict.__setitem__(self, key, old)
+
+
 class Context:
     """State while importing: tensors by name, statically known values, the opset, and
     the budget every tensor made at import time is charged to before it is made."""
 
     def __init__(self, onnx, opset, budget):
         self.onnx, self.opset, self.budget = onnx, opset, budget
-        self.env: dict = {}       # tensor name -> Node
-        self.static: dict = {}    # tensor name -> numpy value known at import time
+        self.env = Scope()        # tensor name -> Node
+        self.static = Scope()     # tensor name -> numpy value known at import time
         self.where = ""
         self.claimed: set = set()   # (graph, id) of nodes already named after an ONNX tensor
         self.depth = 0              # how many loop bodies deep the import is (onnx_import_loops)
+        self.body = None            # the graph of the body being imported, if any
+        self.reads: set = set()     # (graph, id) of the enclosing nodes that body reads
 
     def node_of(self, name):
         """The node of tensor ``name``; inside a loop body being imported, a node of an
         enclosing graph is read through the body's capture, so that what the body
         computes from it stays in the body (an If's untaken branch never runs it)."""
         node = self.env[name]
-        if self.depth:
+        if self.depth and node.graph is not self.body:
             from flowgrad.loops.body import capture
+            self.reads.add((id(node.graph), node.id))
             node = capture(node)
         return node
 
     def value(self, name, what="operand"):
-        """The constant value of tensor ``name``, or an error naming the node."""
+        """The constant integer value of tensor ``name`` (a shape, axes, bounds, pads,
+        indices: ONNX types them int64 or int32), or an error naming the node."""
         if name not in self.static:
             raise OnnxImportError(f"{self.where}: its {what} {name!r} must be a constant "
                                   "(flowgrad fixes shapes and axes when the graph is built)")
-        return self.static[name]
+        value = self.static[name]
+        if value.dtype.kind not in "iu":    # a float or complex one would be truncated
+            raise OnnxImportError(f"{self.where}: its {what} {name!r} is {value.dtype}, "
+                                  "not an integer tensor")
+        return value
+
+    def vector(self, name, what):
+        """``value(name)``, which must be 1-d (a shape, axes, bounds or pads: ONNX and
+        onnxruntime take no other rank; flattening a 2-d one would read it as another)."""
+        value = np.asarray(self.value(name, what))
+        if value.ndim != 1:
+            raise OnnxImportError(f"{self.where}: its {what} {name!r} is {value.ndim}-d, "
+                                  "not a 1-d tensor")
+        return value
 
     def dtype(self, elem_type) -> np.dtype:
         """The numpy dtype of an ONNX element type that flowgrad can hold."""
@@ -88,6 +149,7 @@ class Context:
             raise OnnxImportError(f"{self.where}: its tensor keeps its data in another file")
         dtype = self.dtype(t.data_type)
         self.allocate([int(d) for d in t.dims], dtype, "a tensor")
+        self._one_data_field(t)
         try:
             arr = self.onnx.numpy_helper.to_array(t)
         except (ValueError, TypeError, KeyError, IndexError) as err:
@@ -97,6 +159,25 @@ class Context:
             raise OnnxImportError(f"{self.where}: a malformed tensor (its data is {arr.dtype} "
                                   f"{arr.shape}, its header says {dtype} {tuple(t.dims)})")
         return arr
+
+
+    def _one_data_field(self, t):
+        """A tensor's data in one field, the one of its type (the checker's rule): two
+        would leave which one counts to the reader (onnx reads raw_data, ignoring the
+        other), a float_data of a double tensor is read as no data at all."""
+        fields = [f for f in _DATA_FIELDS if len(getattr(t, f))] + \
+            (["raw_data"] if t.HasField("raw_data") else [])
+        own = self.onnx.helper.tensor_dtype_to_field(t.data_type)
+        if len(fields) > 1 or fields and fields[0] not in ("raw_data", own) or \
+                t.HasField("segment"):
+            raise OnnxImportError(f"{self.where}: a malformed tensor (its data is in "
+                                  f"{fields or ['segment']}, where a {self.dtype(t.data_type)}"
+                                  f" tensor holds it in raw_data or {own})")
+
+
+#: TensorProto's typed data fields (raw_data besides)
+_DATA_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data",
+                "uint64_data")
 
 
 def _onnx():
@@ -191,14 +272,14 @@ def import_onnx(path, outputs=None, *, max_bytes=None) -> Graph:
             from None
     budget = Budget(path, len(data), max_bytes, OnnxImportError)
     del data
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset is None:
-        raise OnnxImportError(f"{path}: the model imports no standard ONNX opset")
+    opset = _opset(model, path, onnx)
     _refuse_external_data(model, path, onnx)
     ctx = Context(onnx, opset, budget)
     graph = model.graph
     g = Graph()
-    with g:
+    # every node takes the user's line that called import_onnx, found once here (apply
+    # would walk out of the importer's frames for each: deeper ones in a loop body)
+    with g, building_at(user_site()):
         _leaves(ctx, g, graph)
         wanted = [o.name for o in graph.output] if outputs is None else list(outputs)
         nodes = graph.node if outputs is None else _needed(graph, wanted)
@@ -208,20 +289,54 @@ def import_onnx(path, outputs=None, *, max_bytes=None) -> Graph:
         missing = [o for o in wanted if o not in ctx.env]
         if missing:
             raise OnnxImportError(f"{path}: graph outputs {missing} are computed by no node")
+        for vi in graph.output:
+            if vi.name in wanted:
+                check_declared(path, vi, ctx.env[vi.name], OnnxImportError)
         _name_outputs(g, ctx, wanted)
     return g
+
+
+def _opset(model, path, onnx):
+    """The model's standard opset: imported once (two would leave which one counts to
+    the reader: onnxruntime takes another than the first), and one the installed onnx
+    knows the operators of (their schemas are what each node is checked against)."""
+    opsets = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not opsets:
+        raise OnnxImportError(f"{path}: the model imports no standard ONNX opset")
+    if len(opsets) > 1:
+        raise OnnxImportError(f"{path}: the model imports the standard ONNX opset "
+                              f"{len(opsets)} times ({opsets[:4]})")
+    latest = onnx.defs.onnx_opset_version()
+    if not 1 <= opsets[0] <= latest:
+        raise OnnxImportError(f"{path}: opset {opsets[0]} is not an ONNX opset this onnx "
+                              f"knows (1 to {latest})")
+    return opsets[0]
 
 
 def _name_outputs(g, ctx, wanted):
     """Name after it each graph output whose node kept another name: an ``Identity`` (as
     flowgrad's export writes for an output named like its node) makes no node, so its
     input's node, named after an inner tensor, is renamed to the output. A node that is
-    a leaf or is itself named after a graph output keeps its name."""
+    a leaf (an output that is a graph input or a weight: flowgrad's export writes
+    ``p:out = Identity(p)``) or is itself named after another graph output keeps its
+    name, and the output gets a node of its own, the identity in value, dtype and
+    derivative, so that ``g.by_name`` finds every graph output."""
     for name in wanted:
         node = ctx.env[name]
-        if node.graph is g and node.kind == "op" and node.name != name and \
-                node.name not in wanted and g.name_id(name) is None:
+        if node.name == name:
+            continue
+        if node.graph is g and node.kind == "op" and node.name not in wanted and \
+                g.name_id(name) is None:
             node.name = name
+        else:
+            _claim(g, _identity_of(node), name)
+
+
+def _identity_of(node):
+    """A new node equal to ``node``: x·1 (exact for every number, −0 and NaN included;
+    the weak 1 keeps x's dtype), x == True for a bool."""
+    import flowgrad as fg
+    return fg.equal(node, True) if node.dtype == np.bool_ else node * 1
 
 
 def _leaves(ctx, g, graph):
@@ -313,39 +428,85 @@ def _check_op_types(nodes, importers):
 
 
 def import_node(ctx, g, n, k, importers):
-    label = n.name or (n.output[0] if n.output else f"#{k}")
-    ctx.where = f"node {label!r} ({n.op_type})"
-    fn = _check_op_type(n, k, importers)
-    twice = [o for o in n.output if o and o in ctx.env]
-    if twice or len(set(n.output) - {""}) < len([o for o in n.output if o]):
+    # the NodeProto's fields are read once: each read makes new Python objects
+    op_type, outputs = n.op_type, list(n.output)
+    ctx.where = f"node {n.name or (outputs[0] if outputs else f'#{k}')!r} ({op_type})"
+    fn = importers.get(op_type)
+    if fn is None or n.domain not in ("", "ai.onnx"):
+        fn = _check_op_type(n, k, importers)
+    env = ctx.env
+    named = [o for o in outputs if o]
+    twice = [o for o in named if o in env]
+    if twice or len(set(named)) < len(named):
         # ONNX tensors are assigned once; a second producer would rename the first
-        raise OnnxImportError(f"{ctx.where}: its output {(twice or list(n.output))[0]!r} "
+        raise OnnxImportError(f"{ctx.where}: its output {(twice or named)[0]!r} "
                               "is already produced by an input, initializer or node")
+    inputs = list(n.input)
     ins = []
-    for name in n.input:
-        if name and name not in ctx.env:
+    for name in inputs:
+        if name and name not in env:
             raise OnnxImportError(f"{ctx.where}: its input {name!r} is computed by no "
                                   "earlier node")
         ins.append(ctx.node_of(name) if name else None)
-    attrs = {a.name: ctx.onnx.helper.get_attribute_value(a) for a in n.attribute}
+    attributes = list(n.attribute)
+    plan, bound = _check_schema(ctx, n, (inputs, ins, outputs, attributes))
+    attrs = {a.name: ctx.onnx.helper.get_attribute_value(a) for a in attributes}
     first = len(g)
     try:
         outs = fn(ctx, n, ins, attrs)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        _fold_static(ctx, n, outs)
+        _fold_static(ctx, n, inputs, outputs, outs)
     except OnnxImportError:
         raise
     except (FlowgradError, ValueError, TypeError, IndexError, KeyError, ArithmeticError,
             AttributeError) as err:
         raise OnnxImportError(f"{ctx.where}: {type(err).__name__}: {err}") from None
-    for name, node in zip(n.output, outs):
+    _check_results(ctx, outputs, plan, bound, outs)
+    for name, node in zip(outputs, outs):
         if not name:
             continue
-        ctx.env[name] = node
+        env[name] = node
         key = (id(node.graph), node.id)
         if node.graph is g and node.id >= first and key not in ctx.claimed:
             _claim(g, node, name)            # made here: take its name
             ctx.claimed.add(key)
+
+
+def _check_results(ctx, outputs, plan, bound, outs):
+    """What the importer built for a node of ``outputs`` (names) against them: as many
+    (an output left out only where the operator's is optional, Dropout's mask: a Scan
+    given more outputs than its body returns is refused), of the types ONNX gives them
+    (an importer whose flowgrad op gives another type than ONNX's is caught here)."""
+    if len(outs) != len(outputs) and (len(outs) > len(outputs) or not all(
+            name == "" and optional_output(plan, k)
+            for k, name in enumerate(outputs[len(outs):], len(outs)))):
+        raise OnnxImportError(f"{ctx.where}: it has {len(outputs)} outputs, but computes "
+                              f"{len(outs)}")
+    problem = check_types(plan, outputs,
+                          [node if name else None for name, node in zip(outputs, outs)],
+                          "output", bound)
+    if problem:
+        raise OnnxImportError(f"{ctx.where}: {problem}")
+
+
+def _check_schema(ctx, n, fields):
+    """Node ``n`` against its operator's schema at the model's opset (onnx_import_check);
+    ``fields``: its input names, input nodes, output names and AttributeProtos. Returns
+    (the operator's Plan, the type parameters its inputs bound), for the outputs' check."""
+    inputs, ins, outputs, attributes = fields
+    found = schema_of(n.op_type, ctx.opset, n.domain)
+    if found is None:
+        later = schema_of(n.op_type, 1 << 30, n.domain)
+        raise OnnxImportError(f"{ctx.where}: op type {n.op_type!r} is not defined at "
+                              f"opset {ctx.opset}" + (f" (only from opset {later[1]} on)"
+                                                      if later is not None else ""))
+    plan, bound = found[0], {}
+    problem = check_counts(plan, len(inputs), len(outputs)) or \
+        check_attributes(plan.name, attributes, plan) or \
+        check_types(plan, inputs, ins, "input", bound)
+    if problem:
+        raise OnnxImportError(f"{ctx.where}: {problem}")
+    return plan, bound
 
 
 #: ops whose value is not a function of their inputs' values alone (a loop's body, a
@@ -354,19 +515,19 @@ _NOT_FOLDED = {"Scan", "Loop", "If", "RandomNormal", "RandomUniform", "RandomNor
                "RandomUniformLike", "Multinomial", "Bernoulli"}
 
 
-def _fold_static(ctx, n, outs):
+def _fold_static(ctx, n, inputs, outputs, outs):
     """An integer node whose inputs are all known at import time is known too: its value
     is computed now (charged to the budget first), so that shape, pads and axes operands
     that an exporter computes (torch writes Concat, Cast, Slice … chains of constants)
     count as constants. Float results stay nodes (their inputs may be weights)."""
-    if ctx.depth or n.op_type in _NOT_FOLDED or \
-            not all(i in ctx.static for i in n.input if i):   # (a loop body runs later)
+    if ctx.depth or not any(inputs) or n.op_type in _NOT_FOLDED:   # (a body runs later)
         return
-    if not any(i for i in n.input):
+    static = ctx.static
+    if not all(i in static for i in inputs if i):
         return
-    for name, node in zip(n.output, outs):
-        if not name or name in ctx.static or node.dtype.kind not in "iub" or \
+    for name, node in zip(outputs, outs):
+        if not name or name in static or node.dtype.kind not in "iub" or \
                 None in node.shape:
             continue
         ctx.allocate(list(node.shape), node.dtype, "its value known at import time")
-        ctx.static[name] = np.asarray(run(node, {}))
+        static[name] = np.asarray(run(node, {}))

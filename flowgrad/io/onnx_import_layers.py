@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import flowgrad as fg
 
-from .onnx_import_ops import imports
+from .onnx_import_ops import axis_of, flag, imports
 from .onnx_import_vocab import only_defaults, refuse
 
 
@@ -83,7 +83,7 @@ def _pool(fg_pool):
         if auto not in ("NOTSET", "VALID") or any(_pads(ctx, attrs)):
             raise refuse(ctx, "padding (pads or auto_pad SAME) is not supported: pad the "
                               "input first")
-        if attrs.get("ceil_mode", 0) and _ceil_differs(x, size, stride):
+        if flag(ctx, attrs, "ceil_mode", 0) and _ceil_differs(x, size, stride):
             raise refuse(ctx, "ceil_mode=1 is not supported where it keeps a partial window")
         return fg_pool(x, size, stride)
     return imp
@@ -136,7 +136,7 @@ def _layer_norm(ctx, n, ins, attrs):
     _one_output(ctx, n)
     x, scale = ins[0], ins[1]
     bias = ins[2] if len(ins) > 2 else None
-    axes = tuple(range(int(attrs.get("axis", -1)) % max(x.ndim, 1), x.ndim))
+    axes = tuple(range(axis_of(ctx, attrs.get("axis", -1), x.ndim), x.ndim))
     d = x - fg.mean(x, axes, True)
     y = d / fg.sqrt(fg.mean(d * d, axes, True) + float(attrs.get("epsilon", 1e-5))) * scale
     return y if bias is None else y + bias

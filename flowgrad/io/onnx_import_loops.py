@@ -21,11 +21,14 @@ by name become the loop's captured inputs. Importing runs nothing.
 
 Bounds (the file is hostile): subgraphs nest at most ``MAX_DEPTH`` deep; each is
 imported once (its size is the file's), its tensors charged to the import budget; a
-body's declared input types must match what the loop feeds it.
+body's declared input types must match what the loop feeds it. Each result of a
+flowgrad loop node reads all the loop's inputs, so a loop of R results and I inputs
+(carries, xs, the enclosing tensors its bodies read) holds R·I references: quadratic in
+the file's size (a Loop of 2,000 carries, 0.3 MB, took 73 MB), so they are charged to
+the budget too, 8 bytes each, before the loop is built (``_charge_results``: the
+enclosing tensors a body reads are counted as it is imported).
 """
 from __future__ import annotations
-
-from collections import ChainMap
 
 import numpy as np
 
@@ -33,6 +36,7 @@ import flowgrad as fg
 from flowgrad.leaves import constant
 
 from .onnx_import import OnnxImportError
+from .onnx_import_check import check_declared
 from .onnx_import_ops import imports
 
 #: the most loop bodies / branches nested in one another
@@ -45,6 +49,16 @@ def _refuse(ctx, what):
     return OnnxImportError(f"{ctx.where}: {what}")
 
 
+def _charge_results(ctx, results, inputs, what):
+    """Charge the budget for the ``results`` × ``inputs`` references of the loop node a
+    body is imported for (with the trip number and condition a while loop adds), after
+    its body is traced and before the loop node is built."""
+    ctx.budget.take(8 * (results + 2) * (inputs + 2),
+                    f"{ctx.where}: its loop node's results (up to {results + 2}), each "
+                    f"reading its {inputs + 2} inputs ({what}'s carries, xs and the "
+                    "enclosing tensors it reads),")
+
+
 def import_body(ctx, graph, bindings, what):
     """Import subgraph ``graph`` into the body being traced, its inputs read as the
     nodes ``bindings`` ({name: node}); returns its output nodes."""
@@ -53,10 +67,15 @@ def import_body(ctx, graph, bindings, what):
     from .onnx_import_ops import IMPORTERS
     if ctx.depth >= MAX_DEPTH:
         raise _refuse(ctx, f"loops and branches nest more than {MAX_DEPTH} deep")
-    where, saved = ctx.where, (ctx.env, ctx.static)
-    ctx.env, ctx.static = ChainMap(dict(bindings), ctx.env), ChainMap({}, ctx.static)
+    where, outer_body, outer_reads = ctx.where, ctx.body, ctx.reads
+    ctx.reads = set()
+    ctx.env.enter()
+    ctx.static.enter()
     ctx.depth += 1
     try:
+        for name, node in bindings.items():    # (shadowing an enclosing constant)
+            ctx.env[name] = node
+            ctx.static.hide(name)
         if len(graph.sparse_initializer):
             raise _refuse(ctx, f"its {what} holds sparse initializers")
         for init in graph.initializer:         # a body's own constants
@@ -64,18 +83,25 @@ def import_body(ctx, graph, bindings, what):
             node = constant(ctx.tensor(init))
             ctx.static[init.name] = node.value
             ctx.env[init.name] = node
-        body_graph = tracing_graph()
+        body_graph = ctx.body = tracing_graph()
         for k, n in enumerate(graph.node):
             import_node(ctx, body_graph, n, k, IMPORTERS)
         ctx.where = where
         missing = [o.name for o in graph.output if o.name not in ctx.env]
         if missing:
             raise _refuse(ctx, f"its {what}'s outputs {missing[:5]} are computed by no node")
-        return [ctx.node_of(o.name) for o in graph.output]
+        for vi in graph.output:
+            check_declared(f"{where}, its {what}", vi, ctx.env[vi.name], OnnxImportError)
+        outs = [ctx.node_of(o.name) for o in graph.output]
+        _charge_results(ctx, len(outs), len(bindings) + len(ctx.reads), what)
+        return outs
     finally:
-        ctx.env, ctx.static = saved
+        ctx.env.leave()
+        ctx.static.leave()
         ctx.depth -= 1
-        ctx.where = where
+        ctx.where, ctx.body = where, outer_body
+        # an inner body's reads of graphs around this one are this one's reads too
+        ctx.reads = outer_reads | {r for r in ctx.reads if r[0] != id(outer_body)}
 
 
 def _check_inputs(ctx, graph, nodes, what, typed_only=0):
@@ -172,17 +198,32 @@ def _scan(ctx, n, ins, attrs):
 
 # -- Loop --------------------------------------------------------------------------------------
 
-def _producer(graph, name):
-    return next((n for n in graph.node if name in n.output), None)
-
-
-def _passes(graph, out_name, in_name) -> bool:
-    """Whether body output ``out_name`` is body input ``in_name`` (itself, or an
-    Identity of it)."""
-    if out_name == in_name:
-        return True
-    p = _producer(graph, out_name)
-    return p is not None and p.op_type == "Identity" and list(p.input) == [in_name]
+def _passed_through(graph, outputs) -> dict:
+    """{name: the body input it is (itself, or an Identity of it)} for the body outputs
+    ``outputs`` (names). Their producers are found in one pass from the body's end,
+    which stops when all are found (where an exporter writes them): a search of the body
+    per output and carry was cubic (200 carries took 4 s, a few thousand a hang)."""
+    inputs = {vi.name for vi in graph.input}
+    wanted = {name for name in outputs if name not in inputs}
+    producer = {}
+    nodes = graph.node
+    for k in range(len(nodes) - 1, -1, -1):
+        if not wanted:
+            break
+        node = nodes[k]
+        for o in node.output:
+            if o in wanted:       # (a name produced twice is refused when imported)
+                producer[o] = node
+                wanted.discard(o)
+    through = {}
+    for name in outputs:
+        if name in inputs:
+            through[name] = name
+            continue
+        p = producer.get(name)
+        if p is not None and p.op_type == "Identity" and len(p.input) == 1:
+            through[name] = p.input[0]
+    return through
 
 
 def _stays_true(ctx, n, graph) -> bool:
@@ -191,7 +232,8 @@ def _stays_true(ctx, n, graph) -> bool:
     first = n.input[1] if len(n.input) > 1 else ""
     if first and not (first in ctx.static and bool(np.all(ctx.static[first]))):
         return False
-    return _passes(graph, graph.output[0].name, graph.input[1].name)
+    out = graph.output[0].name
+    return _passed_through(graph, [out]).get(out) == graph.input[1].name
 
 
 def _scalar(ctx, node, what):
@@ -249,9 +291,13 @@ def _while(ctx, n, body, trips, m, first, init):
     from flowgrad.ops.base import apply
     nv = len(init)
     names = _names(body)
+    through = _passed_through(body, [out.name for out in body.output[1 + nv:]])
+    carry_of = {}
+    for k, name in enumerate(names[2:2 + nv]):
+        carry_of.setdefault(name, k)
     stacked = []
     for out in body.output[1 + nv:]:
-        k = next((k for k in range(nv) if _passes(body, out.name, names[2 + k])), None)
+        k = carry_of.get(through.get(out.name))
         if k is None:
             raise _refuse(ctx, f"its scan output {out.name!r} is computed in the body of a "
                                "loop whose condition may turn false; flowgrad stacks only "

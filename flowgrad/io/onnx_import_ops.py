@@ -12,6 +12,9 @@ import numpy as np
 import flowgrad as fg
 from flowgrad.leaves import constant
 
+from .onnx_import import OnnxImportError
+from .onnx_index import INT64_MAX, INT64_MIN
+
 IMPORTERS: dict = {}
 
 
@@ -21,6 +24,28 @@ def imports(*op_types):
             IMPORTERS[t] = fn
         return fn
     return register
+
+
+def axis_of(ctx, axis, ndim, what="axis", extra=0):
+    """``axis`` of an ``ndim``-d input, counted from 0: ONNX's range is [-r, r) (``extra``
+    = 1 for Flatten's [-r, r]; a negative one counts from r); an axis outside it is an
+    error naming the node (``%`` would wrap it to another axis, where onnxruntime refuses
+    the model)."""
+    axis = int(axis)
+    if not -ndim <= axis < ndim + extra:
+        raise OnnxImportError(f"{ctx.where}: {what} {axis} is out of range for a "
+                              f"{ndim}-d input")
+    return axis + ndim if axis < 0 else axis
+
+
+def flag(ctx, attrs, name, default):
+    """A 0-or-1 attribute (``keepdims``, ``transA`` …) as a bool. Any other value is an
+    error naming the node: runtimes read it differently (onnxruntime's ReduceSum keeps
+    dims only for exactly 1, where a truth test would for any nonzero)."""
+    value = attrs.get(name, default)
+    if type(value) is not int or value not in (0, 1):
+        raise OnnxImportError(f"{ctx.where}: its attribute {name}={value!r} must be 0 or 1")
+    return bool(value)
 
 
 def _fold(fn):
@@ -92,10 +117,11 @@ def _static(ctx, n, value, dtype=None):
 
 @imports("ConstantOfShape")
 def _constant_of_shape(ctx, n, ins, attrs):
-    shape = [int(s) for s in np.asarray(ctx.value(n.input[0], "shape")).reshape(-1)]
+    shape = [int(s) for s in ctx.vector(n.input[0], "shape")]
     value = ctx.tensor(attrs["value"]) if "value" in attrs else np.zeros(1, np.float32)
-    if value.size != 1:
-        raise ValueError(f"its value must hold one element, not {value.size}")
+    if value.shape != (1,):      # (ONNX's shape inference takes no other shape)
+        raise ValueError(f"its value must be a 1-d tensor of one element, not shape "
+                         f"{value.shape}")
     ctx.allocate(shape, value.dtype, "its output")      # before a byte of it is made
     return _static(ctx, n, np.broadcast_to(value.reshape(()), tuple(shape)))
 
@@ -103,9 +129,9 @@ def _constant_of_shape(ctx, n, ins, attrs):
 @imports("Gemm")
 def _gemm(ctx, n, ins, attrs):
     a, b = ins[0], ins[1]
-    if attrs.get("transA", 0):
+    if flag(ctx, attrs, "transA", 0):
         a = fg.transpose(a)
-    if attrs.get("transB", 0):
+    if flag(ctx, attrs, "transB", 0):
         b = fg.transpose(b)
     out = fg.matmul(a, b)
     alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
@@ -138,19 +164,19 @@ def _cast(ctx, n, ins, attrs):
 def _axes(ctx, n, attrs, ins, ndim):
     """The reduction axes: an input (opset ≥ 13/18) or an attribute; None for all."""
     if len(n.input) > 1 and n.input[1]:
-        axes = [int(a) for a in np.asarray(ctx.value(n.input[1], "axes")).reshape(-1)]
+        axes = [int(a) for a in ctx.vector(n.input[1], "axes")]
     else:
         axes = attrs.get("axes")
     if not axes:
-        return () if attrs.get("noop_with_empty_axes", 0) else None
-    return tuple(int(a) % max(ndim, 1) for a in axes)
+        return () if flag(ctx, attrs, "noop_with_empty_axes", 0) else None
+    return tuple(axis_of(ctx, a, ndim, "reduction axis") for a in axes)
 
 
 def reduction_importer(fn):
     def imp(ctx, n, ins, attrs):
         x = ins[0]
         axes = _axes(ctx, n, attrs, ins, x.ndim)
-        keep = bool(attrs.get("keepdims", 1))
+        keep = flag(ctx, attrs, "keepdims", 1)
         if axes == ():
             return x
         return fn(x, axes, keep)
@@ -170,7 +196,7 @@ IMPORTERS.update({
 def _softmax_like(fn):
     def imp(ctx, n, ins, attrs):
         x = ins[0]
-        axis = attrs.get("axis", -1 if ctx.opset >= 13 else 1) % max(x.ndim, 1)
+        axis = axis_of(ctx, attrs.get("axis", -1 if ctx.opset >= 13 else 1), x.ndim)
         if ctx.opset < 13 and axis != x.ndim - 1:
             raise ValueError(f"{n.op_type} before opset 13 flattens the axes from {axis} on; "
                              "only the last axis is supported")
@@ -187,8 +213,8 @@ IMPORTERS["LogSoftmax"] = _softmax_like(fg.log_softmax)
 @imports("Reshape")
 def _reshape(ctx, n, ins, attrs):
     x = ins[0]
-    shape = [int(s) for s in ctx.value(n.input[1], "shape")]
-    if not attrs.get("allowzero", 0):      # ONNX: 0 copies the input's length there
+    shape = [int(s) for s in ctx.vector(n.input[1], "shape")]
+    if not flag(ctx, attrs, "allowzero", 0):   # ONNX: 0 copies the input's length there
         shape = _copied_lengths(x, shape)
     return fg.reshape(x, tuple(shape))
 
@@ -224,7 +250,7 @@ def _copied_lengths(x, shape):
 @imports("Flatten")
 def _flatten(ctx, n, ins, attrs):
     x = ins[0]
-    axis = attrs.get("axis", 1) % (x.ndim + 1) if x.ndim else 0
+    axis = axis_of(ctx, attrs.get("axis", 1), x.ndim, extra=1)
     head, tail = x.shape[:axis], x.shape[axis:]
     first = -1 if None in head else int(np.prod(head))
     second = -1 if None in tail else int(np.prod(tail))
@@ -241,7 +267,7 @@ def _transpose(ctx, n, ins, attrs):
 
 def _axes_operand(ctx, n, attrs):
     if len(n.input) > 1 and n.input[1]:
-        return tuple(int(a) for a in np.asarray(ctx.value(n.input[1], "axes")).reshape(-1))
+        return tuple(int(a) for a in ctx.vector(n.input[1], "axes"))
     axes = attrs.get("axes")
     return None if axes is None else tuple(axes)
 
@@ -264,7 +290,7 @@ def _concat(ctx, n, ins, attrs):
 @imports("Expand")
 def _expand(ctx, n, ins, attrs):
     x = ins[0]
-    target = tuple(int(s) for s in ctx.value(n.input[1], "shape"))
+    target = tuple(int(s) for s in ctx.vector(n.input[1], "shape"))
     if None in x.shape:
         raise ValueError("Expand of an input with run-time lengths")
     return fg.broadcast_to(x, np.broadcast_shapes(x.shape, target))
@@ -275,7 +301,7 @@ def _gather(ctx, n, ins, attrs):
     x = ins[0]
     if x.ndim == 0:
         raise ValueError("Gather needs an input of at least one dimension, not a 0-d one")
-    axis = attrs.get("axis", 0) % x.ndim
+    axis = axis_of(ctx, attrs.get("axis", 0), x.ndim)
     if n.input[1] in ctx.static:
         idx = ctx.value(n.input[1])
         idx = int(idx) if idx.ndim == 0 else idx
@@ -288,24 +314,60 @@ def _gather(ctx, n, ins, attrs):
 def _slice(ctx, n, ins, attrs):
     x = ins[0]
     if len(n.input) > 1:
-        operands = [np.asarray(ctx.value(name, "slice bound")).reshape(-1) if name else None
-                    for name in list(n.input[1:]) + [""] * (5 - len(n.input))]
+        operands = [ctx.vector(name, what) if name else None for name, what in
+                    zip(list(n.input[1:]) + [""] * (5 - len(n.input)),
+                        ("starts", "ends", "axes", "steps"))]
         starts, ends, axes, steps = operands
     else:                                   # opset < 10: attributes
         starts, ends = attrs["starts"], attrs["ends"]
         axes, steps = attrs.get("axes"), None
     axes = range(len(starts)) if axes is None else axes
     steps = [1] * len(starts) if steps is None else steps
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise OnnxImportError(f"{ctx.where}: starts, ends, axes and steps have "
+                              f"{len(starts)}, {len(ends)}, {len(axes)} and {len(steps)} "
+                              "entries; they must have as many")
     index = [slice(None)] * x.ndim
+    done = set()
     for s, e, a, st in zip(starts, ends, axes, steps):
-        index[int(a) % x.ndim] = slice(_bound(s), _bound(e), int(st))
+        a = axis_of(ctx, a, x.ndim)
+        if a in done:
+            raise OnnxImportError(f"{ctx.where}: axis {a} is sliced twice")
+        done.add(a)
+        index[a] = _onnx_slice(ctx, int(s), int(e), int(st), x.shape[a])
     return fg.getitem(x, tuple(index))
 
 
-def _bound(v):
-    """ONNX's "to the end" sentinels (±2⁶³ and beyond) as None."""
-    v = int(v)
-    return None if abs(v) >= 2 ** 62 else v
+def _onnx_slice(ctx, start, end, step, dim):
+    """ONNX's slice of an axis of length ``dim`` as a Python slice of the same elements.
+    ONNX clamps a start into [0, dim) for a negative step where Python's slicing gives
+    nothing for a start below −dim (``x[-7::-1]`` of 5 elements: ONNX takes x[0], numpy
+    none); both agree otherwise. Known lengths are clamped here; on a run-time length
+    such a start (below −1 with a negative step) is refused, as is an end of INT_MAX
+    with a negative step (onnxruntime's None, the standard's last element). Bounds
+    beyond int64 are int64's (no length reaches them)."""
+    if step == 0:
+        raise OnnxImportError(f"{ctx.where}: a slice step of 0")
+    if step < 0 and end in (2 ** 31 - 1, INT64_MAX):
+        # onnxruntime reads an end of INT_MAX as numpy's None (to the first element, going
+        # backwards); the standard clamps it to the last one (nothing): readers disagree
+        raise OnnxImportError(f"{ctx.where}: an end of {end} with step {step}, which "
+                              "onnxruntime and the ONNX standard read differently (write "
+                              f"{INT64_MIN} to slice backwards to the first element)")
+    start, end = (min(max(v, INT64_MIN), INT64_MAX) for v in (start, end))
+    if dim is None:
+        if step < 0 and start < -1:
+            raise OnnxImportError(
+                f"{ctx.where}: a start of {start} with step {step} on an axis whose length "
+                "is known only at run time (ONNX clamps it to 0 where the length is shorter "
+                "than -start, which flowgrad cannot tell when it builds the graph)")
+        return slice(start, end, step)
+    start, end = (v + dim if v < 0 else v for v in (start, end))
+    if step > 0:
+        return slice(min(max(start, 0), dim), min(max(end, 0), dim), step)
+    end = min(max(end, -1), dim - 1)
+    # (end −1: before element 0, which a Python slice says with None)
+    return slice(min(max(start, 0), dim - 1), None if end < 0 else end, step)
 
 
 # issue 22's vocabulary (elementwise, statistics, tensor ops) and conv/pool: their modules

@@ -12,7 +12,7 @@ import numpy as np
 import flowgrad as fg
 
 from .onnx_import import OnnxImportError
-from .onnx_import_ops import IMPORTERS, reduction_importer, imports
+from .onnx_import_ops import IMPORTERS, axis_of, imports, reduction_importer
 
 
 def refuse(ctx, what):
@@ -29,11 +29,12 @@ def only_defaults(ctx, attrs, **allowed):
             raise refuse(ctx, f"{name}={value!r} is not supported (only {want!r})")
 
 
-def _operand(ctx, n, k, what):
-    """The constant value of optional input ``k`` of ``n``, or None when omitted."""
+def _operand(ctx, n, k, what, vector=True):
+    """The constant value of optional input ``k`` of ``n`` (1-d unless ``vector`` is
+    false), or None when omitted."""
     if len(n.input) <= k or not n.input[k]:
         return None
-    return np.asarray(ctx.value(n.input[k], what))
+    return ctx.vector(n.input[k], what) if vector else np.asarray(ctx.value(n.input[k], what))
 
 
 for _t, _f in {"Erf": fg.erf, "Tan": fg.tan}.items():
@@ -64,6 +65,9 @@ def _clip(ctx, n, ins, attrs):
         return fg.clip(ins[0], attrs.get("min"), attrs.get("max"))
     lo = ins[1] if len(ins) > 1 else None
     hi = ins[2] if len(ins) > 2 else None
+    for bound in (lo, hi):        # a tensor bound would clip elementwise: not ONNX's Clip
+        if bound is not None and bound.shape != ():
+            raise refuse(ctx, f"its bounds must be 0-d tensors, not shape {bound.shape}")
     return fg.clip(ins[0], lo, hi)
 
 
@@ -99,10 +103,10 @@ def _floor(ctx, n, ins, attrs):
 @imports("CumSum")
 def _cumsum(ctx, n, ins, attrs):
     only_defaults(ctx, attrs, exclusive=0, reverse=0)
-    axis = _operand(ctx, n, 1, "axis")
+    axis = _operand(ctx, n, 1, "axis", vector=False)
     if axis is None or axis.size != 1:
         raise refuse(ctx, "its axis must be one constant integer")
-    return fg.cumsum(ins[0], int(axis.reshape(())) % max(ins[0].ndim, 1))
+    return fg.cumsum(ins[0], axis_of(ctx, axis.reshape(()), ins[0].ndim))
 
 
 @imports("Einsum")
@@ -122,7 +126,7 @@ def _pad(ctx, n, ins, attrs):
         pads = _operand(ctx, n, 1, "pads")
         value = _pad_value(ctx, n, ins)
         axes = _operand(ctx, n, 3, "axes")
-    axes = list(range(x.ndim)) if axes is None else [int(a) % x.ndim for a in
+    axes = list(range(x.ndim)) if axes is None else [axis_of(ctx, a, x.ndim) for a in
                                                        axes.reshape(-1)]
     pads = [int(p) for p in np.asarray(pads).reshape(-1)]
     if len(pads) != 2 * len(axes):
@@ -157,13 +161,16 @@ def _pad_value(ctx, n, ins):
 @imports("Split")
 def _split(ctx, n, ins, attrs):
     x = ins[0]
-    axis = attrs.get("axis", 0) % max(x.ndim, 1)
-    length = x.shape[axis] if x.ndim else None
+    axis = axis_of(ctx, attrs.get("axis", 0), x.ndim)
+    length = x.shape[axis]
     if length is None:
         raise refuse(ctx, "splits an axis whose length is known only at run time")
     sizes = _operand(ctx, n, 1, "split") if ctx.opset >= 13 else \
         (np.asarray(attrs["split"]) if "split" in attrs else None)
     outputs = len(n.output)
+    if ctx.opset >= 18 and (sizes is None) == ("num_outputs" not in attrs):
+        raise refuse(ctx, "from opset 18, Split takes either its split input or "
+                          "num_outputs, not both and not neither")
     if sizes is None:   # equal parts; ONNX makes the last one smaller when they do not fit
         parts = attrs.get("num_outputs", outputs)
         step = -(-length // parts)
