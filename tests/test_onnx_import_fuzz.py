@@ -201,7 +201,7 @@ def _exported(tmp):
                          for j, a in enumerate(arrays)])
             try:
                 _imports(_export(outs, tmp), tmp)
-            except fg.FlowgradError:   # (Range, GatherND, EyeLike are not imported)
+            except fg.FlowgradError:   # (an op the importer lacks: ScatterElements …)
                 continue
         group.append((k, fn, arrays))
         if len(group) == 10:
@@ -213,7 +213,7 @@ def _exported(tmp):
             try:
                 models.append(_imports(_export(outs, tmp), tmp))
                 break
-            except fg.FlowgradError:   # complex64; a gradient's scatter (Range, GatherND)
+            except fg.FlowgradError:   # complex64; a gradient's scatter (ScatterElements)
                 continue
     try:   # (an LSTM on a run-time batch: zeros_like of it is a ConstantOfShape of Shape)
         models.append(_imports(_export(nn_case("lstm", "float32").outs[:1], tmp), tmp))

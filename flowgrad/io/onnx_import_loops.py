@@ -395,3 +395,8 @@ def _and_or(ctx, n, ins, attrs):
     if a.dtype != np.bool_ or b.dtype != np.bool_:
         raise _refuse(ctx, f"{n.op_type} of {a.dtype} and {b.dtype}, not bool")
     return fg.where(a, b, False) if n.op_type == "And" else fg.where(a, True, b)
+
+
+# Range, EyeLike, GatherND, and ConstantOfShape/Expand of a run-time shape: they extend the
+# Shape and Size above, so they are registered after them (onnx_import_shapes)
+from . import onnx_import_shapes  # noqa: E402,F401
