@@ -90,6 +90,9 @@ class Context:
         self.depth = 0              # how many loop bodies deep the import is (onnx_import_loops)
         self.body = None            # the graph of the body being imported, if any
         self.reads: set = set()     # (graph, id) of the enclosing nodes that body reads
+        #: id(node) -> (node, entries, is_scalar): the lengths each run-time shape vector
+        #: holds, entries known ints or (input, axis) pairs (onnx_import_shapes)
+        self.shape_dims: dict = {}
 
     def node_of(self, name):
         """The node of tensor ``name``; inside a loop body being imported, a node of an

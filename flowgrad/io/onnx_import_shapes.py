@@ -25,10 +25,8 @@ from .onnx_import_vocab import refuse
 
 
 def _dims(ctx) -> dict:
-    """id(node) -> (node, entries, is_scalar): the lengths each run-time shape vector of
-    this import holds (the node is kept, so that its id stays its own)."""
-    if not hasattr(ctx, "shape_dims"):
-        ctx.shape_dims = {}
+    """The import's ``Context.shape_dims``: id(node) -> (node, entries, is_scalar), the
+    lengths each run-time shape vector holds (the node is kept, so its id stays its own)."""
     return ctx.shape_dims
 
 
