@@ -135,12 +135,12 @@ def _mse_dt(g, ans, y, t, reduction):
 def _mse_decompose(y, t, reduction):
     # as the kernel: two ints (or bools) subtracted in float64 (in their own dtype the
     # difference wraps, and d*d would wrap again)
-    from .tensor import astype
+    from .tensor import astype, half_in_float32
     if y.dtype.kind in "biu" and t.dtype.kind in "biu":
         y, t = astype(y, np.float64), astype(t, np.float64)
     d = y - t
     if d.dtype == np.float16 and reduction != "none":   # in float32, as the kernel
-        return astype(_reduce_node(astype(d, np.float32) ** 2, reduction), np.float16)
+        return half_in_float32(lambda v: _reduce_node(v ** 2, reduction), d)
     return _reduce_node(d * d, reduction)
 
 
@@ -181,11 +181,11 @@ _l2_op = Op(
 
 
 def _l2_decompose(w):
-    from .tensor import astype
+    from .tensor import astype, half_in_float32
     if w.dtype.kind not in "fc":
         w = astype(w, float_dtype(w.dtype))
     if w.dtype == np.float16:          # in float32, as the kernel
-        return astype(0.5 * sum(astype(w, np.float32) ** 2), np.float16)
+        return half_in_float32(lambda v: 0.5 * sum(v ** 2), w)
     return 0.5 * sum(w * w)
 
 

@@ -310,8 +310,8 @@ def softmax(x, axis=-1, keepdims=True):
         # [2⁶⁴−2, 2⁶⁴−1] was [1, 1], of int32 edges off by 6e−8)
         x = _as_float64(x)
     if x.dtype == np.float16:
-        from .tensor import astype
-        return astype(softmax(astype(x, np.float32), axis), np.float16)
+        from .tensor import half_in_float32
+        return half_in_float32(lambda v: softmax(v, axis), x)
     if x.dtype.kind == "f":
         x = x - stop_gradient(max(x, axis, keepdims=True))
         return exp(minus_logsumexp(x, axis))     # (shifted already: log_softmax's

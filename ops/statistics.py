@@ -34,11 +34,9 @@ def _var(xp, x, axis, ddof, keepdims):
     if ddof >= n:   # only reachable with lengths known at run time (infer checks the rest)
         raise ValueError(f"var: ddof={ddof} needs more than {ddof} entries along axis "
                          f"{axis}, got {n}")
-    if x.dtype == np.float16:
-        # accumulated in float32 and rounded once, as torch's half var: in float16 the
-        # squares' sum overflowed past 65504 (inf, or NaN once N rounded to inf too)
-        return _var_of(xp, x.astype(np.float32), axis, n - ddof, keepdims).astype(np.float16)
-    return _var_of(xp, x, axis, n - ddof, keepdims)
+    # a float16 x accumulated in float32 and rounded once, as torch's half var: in float16
+    # the squares' sum overflowed past 65504 (inf, or NaN once N rounded to inf too)
+    return half_widened(lambda v: _var_of(xp, v, axis, n - ddof, keepdims), x)
 
 
 def _var_of(xp, x, axis, dof, keepdims):
@@ -80,8 +78,8 @@ def _var_jvp(t, ans, x, axis, ddof, keepdims):
 
 def _var_decompose(x, axis, ddof, keepdims):
     if x.dtype == np.float16:   # in float32 and rounded once, as the kernel
-        from .tensor import astype
-        return astype(_var_decompose(astype(x, np.float32), axis, ddof, keepdims), np.float16)
+        from .tensor import half_in_float32
+        return half_in_float32(lambda v: _var_decompose(v, axis, ddof, keepdims), x)
     d = x - mean(x, axis, keepdims=True)
     return sum(d * d, axis, keepdims) / (count_node(x, axis) - ddof)
 
@@ -123,8 +121,8 @@ def std(x, axis=None, ddof=0, keepdims=False):
     if x.dtype == np.float16:
         # √ of the float32 variance, rounded once, as torch's half std: a variance past
         # 65504 is inf in float16 where its root (≥ 256) is not
-        from .tensor import astype
-        return astype(std(astype(x, np.float32), axis, ddof, keepdims), np.float16)
+        from .tensor import half_in_float32
+        return half_in_float32(lambda v: std(v, axis, ddof, keepdims), x)
     from .elementwise import equal, sqrt, where
     v = var(x, axis, ddof, keepdims)
     flat = equal(v, 0)
@@ -201,9 +199,9 @@ def _others(x, axis, gbar=None):
     product of 800 entries near 1 was 3.5 % off (torch's, prod/x, 1.8 %)."""
     if x.dtype != np.float16:
         return _prod_back(x, axis, gbar)
-    from .tensor import astype
+    from .tensor import astype, half_in_float32
     wide = None if gbar is None else astype(gbar, np.float32)
-    return astype(_prod_back(astype(x, np.float32), axis, wide), np.float16)
+    return half_in_float32(lambda v: _prod_back(v, axis, wide), x)
 
 
 def _prod_vjp(g, ans, x, axis, keepdims):

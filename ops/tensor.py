@@ -203,3 +203,11 @@ def astype(x, dtype):
         return constant_in(x.graph, np.asarray(x.value).astype(dtype))
     return apply(_astype, x, dtype=dtype)
 
+
+
+def half_in_float32(build, x):
+    """``build(x)`` for a float16 node ``x``, built on x in float32 and rounded to float16
+    once: the node-level twin of ``ops.base.half_widened`` (which kernels use), for the
+    composites and decompositions whose float16 forms follow their kernels (var, std,
+    softmax, prod's gradient tree, mse's and l2's decompositions)."""
+    return astype(build(astype(x, np.float32)), np.float16)
